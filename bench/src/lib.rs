@@ -1,0 +1,108 @@
+//! Shared pieces of Leoflow's benchmark programs: a durable managed Postgres to run against,
+//! percentiles, and a description of the machine for the results table.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leoflow_postgres::ManagedCluster;
+use sqlx::PgPool;
+
+/// Latency percentiles of a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Duration,
+    /// 95th percentile.
+    pub p95: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Sample size.
+    pub count: usize,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples` (sorted in place; must not be empty).
+    pub fn of(samples: &mut [Duration]) -> Self {
+        assert!(!samples.is_empty(), "percentiles of an empty sample");
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Self {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            count: samples.len(),
+        }
+    }
+}
+
+impl fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (n = {})",
+            ms(self.p50),
+            ms(self.p95),
+            ms(self.p99),
+            self.count
+        )
+    }
+}
+
+/// CPU model, core count and memory, for the results table.
+pub fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores ({model}), {mem_gib:.0} GiB")
+}
+
+/// A durable managed cluster in a temporary directory, for benchmarks.
+pub struct BenchDatabase {
+    cluster: ManagedCluster,
+    root: PathBuf,
+}
+
+impl BenchDatabase {
+    /// Starts a cluster with Lite's durable settings in a fresh temporary directory.
+    pub async fn start() -> anyhow::Result<Self> {
+        let root = std::env::temp_dir().join(format!("leoflow-bench-{}", std::process::id()));
+        let cluster = ManagedCluster::new(&root, leoflow_postgres::ClusterSettings::durable())?;
+        let starter = cluster.clone();
+        tokio::task::spawn_blocking(move || starter.start()).await??;
+        Ok(Self { cluster, root })
+    }
+
+    /// A new migrated database named `name`.
+    pub async fn fresh(&self, name: &str) -> anyhow::Result<PgPool> {
+        self.cluster.ensure_database(name).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(self.cluster.connect_options(name))
+            .await?;
+        leoflow_postgres::migrate::migrate(&pool).await?;
+        Ok(pool)
+    }
+
+    /// Stops the cluster and deletes its directory.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.cluster.stop()?;
+        std::fs::remove_dir_all(self.cluster.root())?;
+        if self.root != self.cluster.root() {
+            let _ = std::fs::remove_file(&self.root);
+        }
+        Ok(())
+    }
+}

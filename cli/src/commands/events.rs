@@ -1,0 +1,316 @@
+//! `leoflow events`: tail and replay the log.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use leoflow_events::{EventStore, RecordedEvent};
+use leoflow_projector::replay::{self, Until};
+use serde_json::Value;
+
+use crate::datastore::DatastoreArgs;
+
+/// `leoflow events …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print the log, newest last; with --follow keep printing as it grows.
+    Tail(TailArgs),
+    /// Rebuild the read models from the log.
+    Replay(ReplayArgs),
+}
+
+/// `leoflow events tail`
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Start at this position (inclusive) instead of showing the last --lines events.
+    #[arg(long, value_name = "POSITION")]
+    from: Option<i64>,
+    /// How many recent events to show when --from is not given.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    lines: usize,
+    /// Keep running and print new events as they are appended.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only events of this DAG (its DAG stream and its runs).
+    #[arg(long, value_name = "DAG_ID")]
+    dag: Option<String>,
+    /// Only events of this dag run.
+    #[arg(long, value_name = "RUN_ID")]
+    run: Option<String>,
+    /// Only events of this type (repeatable), e.g. --type TaskFailed.
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// One JSON object per line instead of the human format.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `leoflow events replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Build the read models as of this position or RFC 3339 time, into the schema
+    /// `leoflow_replay`, leaving the live ones untouched.
+    #[arg(long, value_name = "POSITION|TIME", conflicts_with = "verify")]
+    until: Option<Until>,
+    /// Replay into a throw-away schema and compare with the live read models; exits 1 on
+    /// any difference.
+    #[arg(long)]
+    verify: bool,
+}
+
+/// Runs an `events` subcommand.
+pub async fn run(datastore: &DatastoreArgs, command: EventsCommand) -> Result<ExitCode> {
+    let database = datastore.open().await?;
+    let pool = database.pool.clone();
+    match command {
+        EventsCommand::Tail(args) => tail(EventStore::new(pool), args).await,
+        EventsCommand::Replay(args) => replay_command(&pool, args).await,
+    }
+}
+
+async fn tail(store: EventStore, args: TailArgs) -> Result<ExitCode> {
+    let filter = Filter {
+        dag: args.dag,
+        run: args.run,
+        types: args.types,
+    };
+    let print = |event: &RecordedEvent| {
+        if filter.matches(event) {
+            println!(
+                "{}",
+                if args.json {
+                    json_line(event)
+                } else {
+                    human_line(event)
+                }
+            );
+        }
+    };
+
+    let next = match args.from {
+        Some(from) => from.max(1),
+        None => {
+            // Walk back from the head until --lines matching events are found.
+            let head = store.head().await?;
+            let mut recent = Vec::new();
+            let mut upto = head;
+            while recent.len() < args.lines && upto > 0 {
+                let page = store.read_backward(upto, 1000).await?;
+                let Some(oldest) = page.last() else { break };
+                upto = oldest.position - 1;
+                recent.extend(page.into_iter().filter(|e| filter.matches(e)));
+            }
+            recent.truncate(args.lines);
+            recent.iter().rev().for_each(print);
+            head + 1
+        }
+    };
+
+    let mut subscription = store.subscribe(next).await?;
+    loop {
+        let event = if args.follow {
+            tokio::select! {
+                event = subscription.next() => Some(event?),
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            }
+        } else {
+            subscription.try_next().await?
+        };
+        match event {
+            Some(event) => print(&event),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// `events tail` filters, matched against the raw payload so even events this binary cannot
+/// decode are shown.
+struct Filter {
+    dag: Option<String>,
+    run: Option<String>,
+    types: Vec<String>,
+}
+
+impl Filter {
+    fn matches(&self, event: &RecordedEvent) -> bool {
+        let field = |name: &str| {
+            event
+                .payload
+                .get(name)
+                .or_else(|| event.payload.get("ti").and_then(|ti| ti.get(name)))
+                .and_then(Value::as_str)
+        };
+        (self.types.is_empty() || self.types.iter().any(|t| *t == event.event_type))
+            && self
+                .dag
+                .as_deref()
+                .is_none_or(|d| field("dag_id") == Some(d))
+            && self
+                .run
+                .as_deref()
+                .is_none_or(|r| field("run_id") == Some(r))
+    }
+}
+
+fn json_line(event: &RecordedEvent) -> String {
+    serde_json::to_string(event).expect("recorded events serialize")
+}
+
+/// `     42  2026-11-23 22:55:01.123Z  TaskSucceeded   run:etl/manual__1 #7  task_id=load try_number=2`
+pub(crate) fn human_line(event: &RecordedEvent) -> String {
+    let mut fields = Vec::new();
+    summarize(&event.payload, &mut fields);
+    let actor = event
+        .metadata
+        .actor
+        .as_deref()
+        .map(|a| format!("  by {a}"))
+        .unwrap_or_default();
+    format!(
+        "{:>8}  {}  {:<18} {} #{}  {}{actor}",
+        event.position,
+        event.recorded_at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
+        event.event_type,
+        event.stream,
+        event.stream_version,
+        fields.join(" "),
+    )
+}
+
+/// Flattens a payload into `key=value` words, leaving out what the stream already says.
+fn summarize(payload: &Value, out: &mut Vec<String>) {
+    let Value::Object(map) = payload else {
+        out.push(payload.to_string());
+        return;
+    };
+    for (key, value) in map {
+        match (key.as_str(), value) {
+            ("dag_id" | "run_id", _) | (_, Value::Null) => {}
+            ("ti", Value::Object(_)) => summarize(value, out),
+            ("map_index", Value::Number(n)) if n.as_i64() == Some(-1) => {}
+            (_, Value::String(s)) => out.push(format!("{key}={}", shorten(s))),
+            _ => out.push(format!("{key}={}", shorten(&value.to_string()))),
+        }
+    }
+}
+
+fn shorten(s: &str) -> String {
+    const MAX: usize = 60;
+    let one_line = s.replace('\n', "⏎");
+    match one_line.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+async fn replay_command(pool: &sqlx::PgPool, args: ReplayArgs) -> Result<ExitCode> {
+    if args.verify {
+        let report = replay::verify(pool)
+            .await
+            .context("replay --verify stopped")?;
+        println!(
+            "Replayed {} events (head {}) in {} ms into a scratch schema and compared:",
+            report.events,
+            report.head,
+            report.elapsed.as_millis()
+        );
+        for table in &report.tables {
+            let verdict = if table.is_equal() {
+                "equal"
+            } else {
+                "DIFFERENT"
+            };
+            println!(
+                "  {:<18} live {:>8} rows   replayed {:>8} rows   {verdict}",
+                table.table, table.live.rows, table.replayed.rows
+            );
+            for (side, row) in &table.differing_rows {
+                println!("      {side}: {row}");
+            }
+        }
+        return Ok(if report.is_equal() {
+            println!("Read models are equal to a replay of the log.");
+            ExitCode::SUCCESS
+        } else {
+            println!(
+                "Read models DIFFER from a replay of the log. `leoflow events replay` rebuilds them."
+            );
+            ExitCode::FAILURE
+        });
+    }
+    let report = match args.until {
+        Some(until) => replay::rebuild_for_inspection(pool, until).await,
+        None => replay::rebuild(pool).await,
+    }
+    .context("replay stopped; the read models were left as they were")?;
+    let rate = report.events as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "Replayed {} events (up to position {}) into schema {:?} in {} ms ({rate:.0} events/s).",
+        report.events,
+        report.last_position,
+        report.schema,
+        report.elapsed.as_millis()
+    );
+    if args.until.is_some() {
+        println!(
+            "The live read models are untouched; query e.g. SELECT * FROM {}.dag_run.",
+            report.schema
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leoflow_events::Metadata;
+    use serde_json::json;
+
+    fn event(event_type: &str, payload: Value) -> RecordedEvent {
+        RecordedEvent {
+            position: 7,
+            stream: "run:etl/r1".into(),
+            stream_version: 3,
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload,
+            metadata: Metadata::actor("scheduler"),
+            recorded_at: "2026-11-23T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn filter(dag: Option<&str>, run: Option<&str>, types: &[&str]) -> Filter {
+        Filter {
+            dag: dag.map(Into::into),
+            run: run.map(Into::into),
+            types: types.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn filters_match_dag_run_and_type_in_nested_task_keys() {
+        let e = event(
+            "TaskSucceeded",
+            json!({"ti": {"dag_id": "etl", "run_id": "r1", "task_id": "load", "map_index": -1}, "try_number": 1}),
+        );
+        assert!(filter(Some("etl"), Some("r1"), &["TaskSucceeded"]).matches(&e));
+        assert!(filter(None, None, &[]).matches(&e));
+        assert!(!filter(Some("other"), None, &[]).matches(&e));
+        assert!(!filter(None, Some("r2"), &[]).matches(&e));
+        assert!(!filter(None, None, &["TaskFailed"]).matches(&e));
+    }
+
+    #[test]
+    fn human_line_is_one_compact_line() {
+        let e = event(
+            "TaskFailed",
+            json!({"ti": {"dag_id": "etl", "run_id": "r1", "task_id": "load", "map_index": -1},
+                   "try_number": 2, "reason": "boom\nline two"}),
+        );
+        assert_eq!(
+            human_line(&e),
+            "       7  2026-11-23 10:00:00.000Z  TaskFailed         run:etl/r1 #3  \
+             reason=boom⏎line two task_id=load try_number=2  by scheduler"
+        );
+    }
+}

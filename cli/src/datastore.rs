@@ -1,0 +1,82 @@
+//! Global options that say where the database is, and opening it migrated.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use leoflow_postgres::{Database, Datastore, PostgresChoice, migrate};
+
+/// The `--postgres` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PostgresArg {
+    /// A private cluster under $LEOFLOW_HOME (the default; no Docker needed).
+    Managed,
+    /// A postgres:16 container, when a Docker engine answers.
+    Docker,
+    /// The server named by LEOFLOW_DATABASE_URL.
+    Url,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct DatastoreArgs {
+    /// Leoflow's home directory (default ~/.leoflow).
+    #[arg(long, global = true, env = "LEOFLOW_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Where the database is: managed, docker or url (default: url when
+    /// LEOFLOW_DATABASE_URL is set, else managed).
+    #[arg(long, global = true, env = "LEOFLOW_POSTGRES", value_enum)]
+    pub postgres: Option<PostgresArg>,
+    /// Database URL for --postgres url.
+    #[arg(
+        long,
+        global = true,
+        env = "LEOFLOW_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Database name on the managed cluster or the container.
+    #[arg(
+        long,
+        global = true,
+        default_value = "leoflow_dev",
+        value_name = "NAME"
+    )]
+    pub database: String,
+}
+
+impl DatastoreArgs {
+    /// `$LEOFLOW_HOME`, else `~/.leoflow`.
+    pub fn home(&self) -> PathBuf {
+        crate::leoflow_home(self.home.clone())
+    }
+
+    /// The datastore these options select.
+    pub fn datastore(&self) -> Result<Datastore> {
+        let choice = self.postgres.map(|p| match p {
+            PostgresArg::Managed => PostgresChoice::Managed,
+            PostgresArg::Docker => PostgresChoice::Docker,
+            PostgresArg::Url => PostgresChoice::Url,
+        });
+        Ok(Datastore::choose(
+            choice,
+            self.database_url.clone(),
+            &self.home(),
+        )?)
+    }
+
+    /// Opens the database without migrating it.
+    pub async fn open_unmigrated(&self) -> Result<Database> {
+        Ok(self.datastore()?.open(&self.database).await?)
+    }
+
+    /// Opens the database and applies pending migrations.
+    pub async fn open(&self) -> Result<Database> {
+        let database = self.open_unmigrated().await?;
+        migrate::migrate(&database.pool)
+            .await
+            .with_context(|| format!("database {}", database.target))?;
+        Ok(database)
+    }
+}

@@ -1,0 +1,77 @@
+//! `leoflow`: the one binary of Leoflow's control plane.
+
+mod commands;
+mod datastore;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{db, events, lite, postgres};
+
+/// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
+#[derive(Debug, Parser)]
+#[command(name = "leoflow", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    datastore: datastore::DatastoreArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Leoflow Lite on this machine for a project directory.
+    Lite(lite::LiteArgs),
+    /// Start, stop or inspect the managed Postgres cluster under $LEOFLOW_HOME.
+    #[command(subcommand)]
+    Postgres(postgres::PostgresCommand),
+    /// Apply or reset the database schema.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    /// Read, follow and replay the event log.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+}
+
+/// Where Leoflow keeps its state: `$LEOFLOW_HOME`, else `~/.leoflow`.
+pub fn leoflow_home(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".leoflow")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Lite(args) => lite::run(&cli.datastore, args).await,
+            Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
+            Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
+            Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

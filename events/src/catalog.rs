@@ -1,0 +1,844 @@
+//! The event catalog: every fact Leoflow records, in Airflow's words.
+//!
+//! Each event type has a name (stored in the log's `type` column), a schema version and a
+//! payload struct. Payloads reject unknown fields, so a changed shape must get a new schema
+//! version and an [`Upcaster`] from the old one: old events are never rewritten, they are
+//! lifted when read.
+//!
+//! Each event also knows its stream — the consistency boundary appends check versions on:
+//! `dag:<dag_id>`, `import:<fileloc>`, `run:<dag_id>/<run_id>` (the run and all its task
+//! instances), `variable:<key>`, `connection:<conn_id>`, `pool:<name>`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Why a stored event could not be turned into a typed [`Event`].
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    /// The `type` column names no event this Leoflow knows.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The event was written by a newer Leoflow than this one.
+    #[error("{event_type} has schema version {found}, newer than this Leoflow knows ({known})")]
+    NewerSchema {
+        /// Event type name.
+        event_type: String,
+        /// Version found in the log.
+        found: i32,
+        /// Newest version this binary knows.
+        known: i32,
+    },
+    /// An old schema version with no upcaster to the next one.
+    #[error("{event_type} v{version} cannot be upcast: no upcaster from that version")]
+    NoUpcaster {
+        /// Event type name.
+        event_type: String,
+        /// The version that has no upcaster.
+        version: i32,
+    },
+    /// An upcaster refused the payload.
+    #[error("{event_type} v{version} upcast failed: {reason}")]
+    UpcastFailed {
+        /// Event type name.
+        event_type: String,
+        /// The version the upcaster started from.
+        version: i32,
+        /// What the upcaster said.
+        reason: String,
+    },
+    /// The payload does not match the current schema of its type.
+    #[error("{event_type} v{version} payload does not match its schema: {reason}")]
+    BadPayload {
+        /// Event type name.
+        event_type: String,
+        /// Schema version of the payload.
+        version: i32,
+        /// serde's description of the mismatch.
+        reason: String,
+    },
+}
+
+/// Lifts a payload of `event_type` from `from_version` to `from_version + 1`.
+///
+/// Upcasters chain: a v1 event of a type now at v3 passes through the v1 and v2 upcasters.
+#[derive(Clone, Copy)]
+pub struct Upcaster {
+    /// The event type this upcaster applies to.
+    pub event_type: &'static str,
+    /// The version it reads; it produces `from_version + 1`.
+    pub from_version: i32,
+    /// The transformation. An error stops decoding with [`DecodeError::UpcastFailed`].
+    pub apply: fn(Value) -> Result<Value, String>,
+}
+
+/// The upcasters of the current catalog. Every type is still at its first schema version, so
+/// there are none yet; a schema change adds its upcaster here together with the version bump.
+pub const UPCASTERS: &[Upcaster] = &[];
+
+/// Lifts `payload` from `version` to `target` with the given upcasters.
+pub fn upcast(
+    upcasters: &[Upcaster],
+    event_type: &str,
+    mut version: i32,
+    target: i32,
+    mut payload: Value,
+) -> Result<Value, DecodeError> {
+    if version > target {
+        return Err(DecodeError::NewerSchema {
+            event_type: event_type.to_owned(),
+            found: version,
+            known: target,
+        });
+    }
+    while version < target {
+        let step = upcasters
+            .iter()
+            .find(|u| u.event_type == event_type && u.from_version == version)
+            .ok_or_else(|| DecodeError::NoUpcaster {
+                event_type: event_type.to_owned(),
+                version,
+            })?;
+        payload = (step.apply)(payload).map_err(|reason| DecodeError::UpcastFailed {
+            event_type: event_type.to_owned(),
+            version,
+            reason,
+        })?;
+        version += 1;
+    }
+    Ok(payload)
+}
+
+/// Identifies one task instance: a task of a dag run, with its map index (-1 when unmapped).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInstanceKey {
+    /// The DAG.
+    pub dag_id: String,
+    /// The dag run.
+    pub run_id: String,
+    /// The task.
+    pub task_id: String,
+    /// Index among mapped task instances; -1 for an unmapped task (Airflow's convention).
+    #[serde(default = "unmapped")]
+    pub map_index: i32,
+}
+
+fn unmapped() -> i32 {
+    -1
+}
+
+impl TaskInstanceKey {
+    /// Key of an unmapped task instance.
+    pub fn new(dag_id: &str, run_id: &str, task_id: &str) -> Self {
+        Self::mapped(dag_id, run_id, task_id, -1)
+    }
+
+    /// Key of a mapped task instance.
+    pub fn mapped(dag_id: &str, run_id: &str, task_id: &str, map_index: i32) -> Self {
+        Self {
+            dag_id: dag_id.to_owned(),
+            run_id: run_id.to_owned(),
+            task_id: task_id.to_owned(),
+            map_index,
+        }
+    }
+}
+
+/// How a dag run came to be, with Airflow's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunType {
+    /// Triggered by a user or the API.
+    Manual,
+    /// Created by the DAG's timetable.
+    Scheduled,
+    /// Created by a backfill.
+    Backfill,
+    /// Triggered by asset events.
+    AssetTriggered,
+}
+
+impl RunType {
+    /// Airflow's string for this run type (also the prefix of generated run ids).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunType::Manual => "manual",
+            RunType::Scheduled => "scheduled",
+            RunType::Backfill => "backfill",
+            RunType::AssetTriggered => "asset_triggered",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads. Timestamps of "when it happened" are the envelope's `recorded_at`; payloads carry
+// only times that are decisions (a run's logical date, when a retry is due).
+// ---------------------------------------------------------------------------------------------
+
+/// A DAG file was parsed and yielded this DAG. A changed `version_hash` is a new DAG version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagParsed {
+    /// The DAG.
+    pub dag_id: String,
+    /// Path of the file that defines it.
+    pub fileloc: String,
+    /// The bundle (project) the file belongs to.
+    pub bundle_name: String,
+    /// Canonical content hash of the compiled DAG: the version identity.
+    pub version_hash: String,
+    /// Blob hash of the DAG file's source text (the UI's Code tab).
+    pub source_hash: Option<String>,
+    /// Blob hash of the compiled DAG document.
+    pub document_hash: Option<String>,
+    /// The DAG's description.
+    pub description: Option<String>,
+    /// Owners of the DAG's tasks.
+    pub owners: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Human summary of the schedule (`"0 * * * *"`, `"@daily"`, `null` for none).
+    pub timetable_summary: Option<String>,
+    /// `max_active_runs`.
+    pub max_active_runs: i32,
+    /// `max_active_tasks`.
+    pub max_active_tasks: i32,
+    /// `catchup`.
+    pub catchup: bool,
+    /// Whether a DAG seen for the first time starts paused.
+    pub is_paused_upon_creation: bool,
+}
+
+/// A DAG file failed to parse; shown as an import error until the file parses again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagImportFailed {
+    /// Path of the file.
+    pub fileloc: String,
+    /// The bundle the file belongs to.
+    pub bundle_name: String,
+    /// What went wrong, with file and line.
+    pub error: String,
+}
+
+/// A DAG was paused: no new runs are created and queued runs wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagPaused {
+    /// The DAG.
+    pub dag_id: String,
+}
+
+/// A DAG was unpaused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagUnpaused {
+    /// The DAG.
+    pub dag_id: String,
+}
+
+/// A dag run was created and waits to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQueued {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run's id, unique within the DAG.
+    pub run_id: String,
+    /// How the run came to be.
+    pub run_type: RunType,
+    /// Airflow's logical date (`None` for runs triggered without one).
+    pub logical_date: Option<DateTime<Utc>>,
+    /// Start of the data interval.
+    pub data_interval_start: Option<DateTime<Utc>>,
+    /// End of the data interval.
+    pub data_interval_end: Option<DateTime<Utc>>,
+    /// Earliest time the run may start.
+    pub run_after: DateTime<Utc>,
+    /// The run's `conf` (a JSON object).
+    pub conf: Value,
+    /// Who or what triggered it (`ui`, `rest_api`, `timetable`, `cli`, …).
+    pub triggered_by: String,
+    /// The DAG version the run executes.
+    pub dag_version_hash: Option<String>,
+}
+
+/// A dag run began executing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunStarted {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+}
+
+/// A dag run finished successfully.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSucceeded {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+}
+
+/// A dag run finished in failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFailed {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// Why, when there is more to say than "a leaf task failed".
+    pub reason: Option<String>,
+}
+
+/// A dag run was cleared and is queued again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunCleared {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+}
+
+/// A task instance's dependencies are met; `try_number` is the try about to be made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskScheduled {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try this scheduling is for (1 for the first).
+    pub try_number: i32,
+}
+
+/// A task instance got its pool slots and waits for an executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQueued {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// The pool whose slots it holds.
+    pub pool: String,
+    /// How many slots.
+    pub pool_slots: i32,
+    /// Effective priority weight.
+    pub priority_weight: i32,
+    /// Executor queue.
+    pub queue: String,
+}
+
+/// A task attempt was handed to an executor, with the token its agent must present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDispatched {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// Fencing token of this attempt: reports without it are rejected.
+    pub attempt_token: Uuid,
+    /// Which executor runs it.
+    pub executor: String,
+}
+
+/// The task's agent reported that the attempt is running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskStarted {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// Host the attempt runs on.
+    pub hostname: String,
+    /// Process id of the attempt, when known.
+    pub pid: Option<i32>,
+}
+
+/// The attempt succeeded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSucceeded {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+}
+
+/// The attempt failed and no retry is left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFailed {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// Why it failed, as a user should read it.
+    pub reason: String,
+}
+
+/// The attempt failed and the task will be retried at `retry_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpForRetry {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try that failed.
+    pub try_number: i32,
+    /// Why it failed.
+    pub reason: String,
+    /// When the next try becomes due.
+    pub retry_at: DateTime<Utc>,
+}
+
+/// The task instance was skipped (branching, short-circuit, trigger rule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSkipped {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// Why, when known.
+    pub reason: Option<String>,
+}
+
+/// An upstream failure means this task instance will not run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpstreamFailed {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+}
+
+/// The task instance was cleared and will be scheduled again; its tries are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCleared {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+}
+
+/// A task attempt pushed an XCom; its value is the blob `value_hash`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XComPushed {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try that pushed it.
+    pub try_number: i32,
+    /// XCom key (`return_value` for a task's result).
+    pub key: String,
+    /// Blob hash of the JSON value.
+    pub value_hash: String,
+    /// Size of the serialized value in bytes.
+    pub size_bytes: i64,
+}
+
+/// A Variable was created or changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableSet {
+    /// Variable key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// A Variable was deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableDeleted {
+    /// Variable key.
+    pub key: String,
+}
+
+/// A Connection was created or changed. The password is ciphertext: whoever builds the event
+/// encrypts it first, so the log never holds a secret in the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSet {
+    /// Connection id.
+    pub conn_id: String,
+    /// Connection type (`postgres`, `http`, …).
+    pub conn_type: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Host.
+    pub host: Option<String>,
+    /// Schema.
+    pub schema: Option<String>,
+    /// Login.
+    pub login: Option<String>,
+    /// Encrypted password.
+    pub password_ciphertext: Option<String>,
+    /// Port.
+    pub port: Option<i32>,
+    /// Extra (a JSON string, as in Airflow).
+    pub extra: Option<String>,
+}
+
+/// A Connection was deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionDeleted {
+    /// Connection id.
+    pub conn_id: String,
+}
+
+/// A pool was created or changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSet {
+    /// Pool name.
+    pub name: String,
+    /// Number of slots.
+    pub slots: i32,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether deferred tasks count against the slots.
+    pub include_deferred: bool,
+}
+
+/// A pool was deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDeleted {
+    /// Pool name.
+    pub name: String,
+}
+
+fn run_stream(dag_id: &str, run_id: &str) -> String {
+    format!("run:{dag_id}/{run_id}")
+}
+
+/// Declares the catalog: the [`Event`] enum, each variant's type name, schema version and
+/// stream, and decoding from the log with upcasting.
+macro_rules! catalog {
+    ($( $(#[$doc:meta])* $name:ident v $version:literal, stream |$e:ident| $stream:expr; )*) => {
+        /// Every event Leoflow records.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Event {
+            $( $(#[$doc])* $name($name), )*
+        }
+
+        /// Every event type with its current schema version.
+        pub const EVENT_TYPES: &[(&str, i32)] = &[ $( (stringify!($name), $version), )* ];
+
+        impl Event {
+            /// The type name stored in the log.
+            pub fn event_type(&self) -> &'static str {
+                match self { $( Event::$name(_) => stringify!($name), )* }
+            }
+
+            /// The schema version this binary writes for this type.
+            pub fn schema_version(&self) -> i32 {
+                match self { $( Event::$name(_) => $version, )* }
+            }
+
+            /// The stream this event belongs to.
+            pub fn stream(&self) -> String {
+                match self { $( Event::$name($e) => $stream, )* }
+            }
+
+            /// The payload as stored in the log.
+            pub fn payload(&self) -> Value {
+                let payload = match self { $( Event::$name(p) => serde_json::to_value(p), )* };
+                // Payloads are plain structs of strings, numbers and JSON values.
+                payload.expect("event payloads always serialize")
+            }
+
+            /// Decodes a stored event, upcasting older schema versions with [`UPCASTERS`].
+            pub fn decode(event_type: &str, version: i32, payload: Value) -> Result<Event, DecodeError> {
+                Self::decode_with(UPCASTERS, event_type, version, payload)
+            }
+
+            /// [`Event::decode`] with an explicit upcaster set.
+            pub fn decode_with(
+                upcasters: &[Upcaster],
+                event_type: &str,
+                version: i32,
+                payload: Value,
+            ) -> Result<Event, DecodeError> {
+                match event_type {
+                    $( stringify!($name) => {
+                        let payload = upcast(upcasters, event_type, version, $version, payload)?;
+                        serde_json::from_value(payload).map(Event::$name).map_err(|e| {
+                            DecodeError::BadPayload {
+                                event_type: event_type.to_owned(),
+                                version,
+                                reason: e.to_string(),
+                            }
+                        })
+                    } )*
+                    other => Err(DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+
+        $( impl From<$name> for Event {
+            fn from(payload: $name) -> Self { Event::$name(payload) }
+        } )*
+    };
+}
+
+catalog! {
+    /// See [`DagParsed`].
+    DagParsed v 1, stream |e| format!("dag:{}", e.dag_id);
+    /// See [`DagImportFailed`].
+    DagImportFailed v 1, stream |e| format!("import:{}", e.fileloc);
+    /// See [`DagPaused`].
+    DagPaused v 1, stream |e| format!("dag:{}", e.dag_id);
+    /// See [`DagUnpaused`].
+    DagUnpaused v 1, stream |e| format!("dag:{}", e.dag_id);
+    /// See [`RunQueued`].
+    RunQueued v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`RunStarted`].
+    RunStarted v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`RunSucceeded`].
+    RunSucceeded v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`RunFailed`].
+    RunFailed v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`RunCleared`].
+    RunCleared v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`TaskScheduled`].
+    TaskScheduled v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskQueued`].
+    TaskQueued v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskDispatched`].
+    TaskDispatched v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskStarted`].
+    TaskStarted v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskSucceeded`].
+    TaskSucceeded v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskFailed`].
+    TaskFailed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskUpForRetry`].
+    TaskUpForRetry v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskSkipped`].
+    TaskSkipped v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskUpstreamFailed`].
+    TaskUpstreamFailed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskCleared`].
+    TaskCleared v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`XComPushed`].
+    XComPushed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`VariableSet`].
+    VariableSet v 1, stream |e| format!("variable:{}", e.key);
+    /// See [`VariableDeleted`].
+    VariableDeleted v 1, stream |e| format!("variable:{}", e.key);
+    /// See [`ConnectionSet`].
+    ConnectionSet v 1, stream |e| format!("connection:{}", e.conn_id);
+    /// See [`ConnectionDeleted`].
+    ConnectionDeleted v 1, stream |e| format!("connection:{}", e.conn_id);
+    /// See [`PoolSet`].
+    PoolSet v 1, stream |e| format!("pool:{}", e.name);
+    /// See [`PoolDeleted`].
+    PoolDeleted v 1, stream |e| format!("pool:{}", e.name);
+}
+
+impl Event {
+    /// The DAG this event concerns, if any (used by filters such as `events tail --dag`).
+    pub fn dag_id(&self) -> Option<&str> {
+        match self {
+            Event::DagParsed(e) => Some(&e.dag_id),
+            Event::DagPaused(e) => Some(&e.dag_id),
+            Event::DagUnpaused(e) => Some(&e.dag_id),
+            Event::RunQueued(e) => Some(&e.dag_id),
+            Event::RunStarted(e) => Some(&e.dag_id),
+            Event::RunSucceeded(e) => Some(&e.dag_id),
+            Event::RunFailed(e) => Some(&e.dag_id),
+            Event::RunCleared(e) => Some(&e.dag_id),
+            _ => self.task_instance().map(|ti| ti.dag_id.as_str()),
+        }
+    }
+
+    /// The dag run this event concerns, if any.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            Event::RunQueued(e) => Some(&e.run_id),
+            Event::RunStarted(e) => Some(&e.run_id),
+            Event::RunSucceeded(e) => Some(&e.run_id),
+            Event::RunFailed(e) => Some(&e.run_id),
+            Event::RunCleared(e) => Some(&e.run_id),
+            _ => self.task_instance().map(|ti| ti.run_id.as_str()),
+        }
+    }
+
+    /// The task instance this event concerns, if any.
+    pub fn task_instance(&self) -> Option<&TaskInstanceKey> {
+        match self {
+            Event::TaskScheduled(e) => Some(&e.ti),
+            Event::TaskQueued(e) => Some(&e.ti),
+            Event::TaskDispatched(e) => Some(&e.ti),
+            Event::TaskStarted(e) => Some(&e.ti),
+            Event::TaskSucceeded(e) => Some(&e.ti),
+            Event::TaskFailed(e) => Some(&e.ti),
+            Event::TaskUpForRetry(e) => Some(&e.ti),
+            Event::TaskSkipped(e) => Some(&e.ti),
+            Event::TaskUpstreamFailed(e) => Some(&e.ti),
+            Event::TaskCleared(e) => Some(&e.ti),
+            Event::XComPushed(e) => Some(&e.ti),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample_events() -> Vec<Event> {
+        let ti = TaskInstanceKey::mapped("etl", "manual__1", "load", 3);
+        vec![
+            DagPaused {
+                dag_id: "etl".into(),
+            }
+            .into(),
+            RunQueued {
+                dag_id: "etl".into(),
+                run_id: "manual__1".into(),
+                run_type: RunType::Manual,
+                logical_date: None,
+                data_interval_start: None,
+                data_interval_end: None,
+                run_after: "2026-11-23T10:00:00Z".parse().unwrap(),
+                conf: json!({"n": 3}),
+                triggered_by: "rest_api".into(),
+                dag_version_hash: Some("abc".into()),
+            }
+            .into(),
+            TaskDispatched {
+                ti: ti.clone(),
+                try_number: 2,
+                attempt_token: Uuid::nil(),
+                executor: "subprocess".into(),
+            }
+            .into(),
+            VariableSet {
+                key: "k".into(),
+                value: "v".into(),
+                description: None,
+            }
+            .into(),
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        for event in sample_events() {
+            let decoded =
+                Event::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
+            assert_eq!(decoded, event);
+        }
+    }
+
+    #[test]
+    fn streams_group_a_run_with_its_task_instances() {
+        let events = sample_events();
+        assert_eq!(events[0].stream(), "dag:etl");
+        assert_eq!(events[1].stream(), "run:etl/manual__1");
+        assert_eq!(events[2].stream(), "run:etl/manual__1");
+        assert_eq!(events[3].stream(), "variable:k");
+        assert_eq!(events[2].dag_id(), Some("etl"));
+        assert_eq!(events[2].task_instance().unwrap().map_index, 3);
+    }
+
+    #[test]
+    fn unknown_type_is_an_error_naming_it() {
+        let err = Event::decode("DagExploded", 1, json!({})).unwrap_err();
+        assert_eq!(err, DecodeError::UnknownType("DagExploded".into()));
+    }
+
+    #[test]
+    fn payload_with_missing_or_extra_fields_is_rejected() {
+        let err = Event::decode("DagPaused", 1, json!({})).unwrap_err();
+        assert!(matches!(err, DecodeError::BadPayload { .. }), "{err}");
+        let err = Event::decode("DagPaused", 1, json!({"dag_id": "a", "x": 1})).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let err = Event::decode("DagPaused", 2, json!({"dag_id": "a"})).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::NewerSchema {
+                event_type: "DagPaused".into(),
+                found: 2,
+                known: 1
+            }
+        );
+    }
+
+    fn rename_name_to_dag_id(mut v: Value) -> Result<Value, String> {
+        let name = v
+            .as_object_mut()
+            .and_then(|o| o.remove("name"))
+            .ok_or("no `name` field")?;
+        v["dag_id"] = name;
+        Ok(v)
+    }
+
+    fn identity(v: Value) -> Result<Value, String> {
+        Ok(v)
+    }
+
+    #[test]
+    fn upcasters_chain_from_old_versions_to_the_current_one() {
+        let upcasters = [
+            Upcaster {
+                event_type: "DagPaused",
+                from_version: -1,
+                apply: identity,
+            },
+            Upcaster {
+                event_type: "DagPaused",
+                from_version: 0,
+                apply: rename_name_to_dag_id,
+            },
+        ];
+        let event =
+            Event::decode_with(&upcasters, "DagPaused", -1, json!({"name": "etl"})).unwrap();
+        assert_eq!(
+            event,
+            DagPaused {
+                dag_id: "etl".into()
+            }
+            .into()
+        );
+
+        let err = Event::decode_with(&upcasters, "DagPaused", 0, json!({"x": 1})).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UpcastFailed { version: 0, .. }),
+            "{err}"
+        );
+
+        let err = Event::decode_with(&upcasters, "DagPaused", -2, json!({})).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::NoUpcaster {
+                event_type: "DagPaused".into(),
+                version: -2
+            }
+        );
+    }
+
+    #[test]
+    fn catalog_lists_every_type_once() {
+        let mut names: Vec<_> = EVENT_TYPES.iter().map(|(n, _)| *n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), EVENT_TYPES.len());
+        assert!(names.contains(&"XComPushed"));
+    }
+}

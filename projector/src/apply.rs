@@ -1,0 +1,583 @@
+//! The pure part of projecting: which rows an event needs, and how it changes them.
+//!
+//! Timestamps come from the envelope's `recorded_at`, ids from positions and UUIDv5 of
+//! natural keys, so applying the same events always yields the same rows — the property
+//! `replay --verify` checks.
+
+use chrono::{DateTime, Utc};
+use leoflow_events::catalog::*;
+use leoflow_events::{Event, RecordedEvent, TaskInstanceKey};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::rows::*;
+use crate::table::{NotLoaded, Table};
+
+/// Namespace of the UUIDv5 ids Leoflow derives for read-model rows.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6f66_6c6f_7700_8000_0000_0000_0001);
+
+/// The read models grouped into projections, each with its own checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Projection {
+    /// `dag`, `dag_version`, `import_error`.
+    Dags,
+    /// `dag_run`, `task_instance`, `task_instance_try`.
+    Runs,
+    /// `xcom`.
+    XCom,
+    /// `variable`, `connection`, `slot_pool`.
+    Config,
+}
+
+impl Projection {
+    /// Every projection.
+    pub const ALL: [Projection; 4] = [
+        Projection::Dags,
+        Projection::Runs,
+        Projection::XCom,
+        Projection::Config,
+    ];
+
+    /// Its name in `projection_checkpoints`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::Dags => "dags",
+            Projection::Runs => "runs",
+            Projection::XCom => "xcom",
+            Projection::Config => "config",
+        }
+    }
+
+    /// The projection an event belongs to.
+    pub fn of(event: &Event) -> Projection {
+        match event {
+            Event::DagParsed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagPaused(_)
+            | Event::DagUnpaused(_) => Projection::Dags,
+            Event::XComPushed(_) => Projection::XCom,
+            Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_) => Projection::Config,
+            _ => Projection::Runs,
+        }
+    }
+}
+
+/// An event that cannot be applied to the read models as they stand.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event refers to something the read models do not have (or already have).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// A projection read a row it did not load.
+    #[error(transparent)]
+    NotLoaded(#[from] NotLoaded),
+}
+
+/// The rows one batch of events touches, for every read-model table.
+#[derive(Debug, Default)]
+#[allow(missing_docs)]
+pub struct WorkingSet {
+    pub dags: Table<DagRow>,
+    pub dag_versions: Table<DagVersionRow>,
+    pub import_errors: Table<ImportErrorRow>,
+    pub runs: Table<DagRunRow>,
+    pub task_instances: Table<TaskInstanceRow>,
+    pub tries: Table<TaskInstanceTryRow>,
+    pub xcoms: Table<XComRow>,
+    pub variables: Table<VariableRow>,
+    pub connections: Table<ConnectionRow>,
+    pub pools: Table<PoolRow>,
+}
+
+macro_rules! each_table {
+    ($ws:expr, |$t:ident| $body:expr) => {{
+        {
+            let $t = &mut $ws.dags;
+            $body
+        }
+        {
+            let $t = &mut $ws.dag_versions;
+            $body
+        }
+        {
+            let $t = &mut $ws.import_errors;
+            $body
+        }
+        {
+            let $t = &mut $ws.runs;
+            $body
+        }
+        {
+            let $t = &mut $ws.task_instances;
+            $body
+        }
+        {
+            let $t = &mut $ws.tries;
+            $body
+        }
+        {
+            let $t = &mut $ws.xcoms;
+            $body
+        }
+        {
+            let $t = &mut $ws.variables;
+            $body
+        }
+        {
+            let $t = &mut $ws.connections;
+            $body
+        }
+        {
+            let $t = &mut $ws.pools;
+            $body
+        }
+    }};
+}
+
+impl WorkingSet {
+    /// Loads every row the wanted keys name, one query per table that wants any.
+    pub async fn load(&mut self, conn: &mut PgConnection, schema: &str) -> sqlx::Result<()> {
+        each_table!(self, |t| t.load(conn, schema).await?);
+        Ok(())
+    }
+
+    /// Writes every changed row back.
+    pub async fn flush(&mut self, conn: &mut PgConnection, schema: &str) -> sqlx::Result<()> {
+        each_table!(self, |t| t.flush(conn, schema).await?);
+        Ok(())
+    }
+
+    /// Forgets every row.
+    pub fn clear(&mut self) {
+        each_table!(self, |t| t.clear());
+    }
+
+    /// Marks the rows `event` will read, so [`WorkingSet::load`] fetches them first.
+    pub fn want(&mut self, event: &Event) {
+        match event {
+            Event::DagParsed(e) => self.dags.want(dag_key(&e.dag_id)),
+            Event::DagPaused(DagPaused { dag_id }) | Event::DagUnpaused(DagUnpaused { dag_id }) => {
+                self.dags.want(dag_key(dag_id))
+            }
+            Event::RunQueued(RunQueued { dag_id, run_id, .. })
+            | Event::RunStarted(RunStarted { dag_id, run_id })
+            | Event::RunSucceeded(RunSucceeded { dag_id, run_id })
+            | Event::RunFailed(RunFailed { dag_id, run_id, .. })
+            | Event::RunCleared(RunCleared { dag_id, run_id }) => {
+                self.runs.want(run_key(dag_id, run_id))
+            }
+            _ => {
+                if let Some(ti) = event.task_instance() {
+                    if !matches!(event, Event::XComPushed(_)) {
+                        self.task_instances.want(ti_key(ti));
+                    }
+                    if let Some(try_number) = try_of(event) {
+                        self.tries.want(try_key(ti, try_number));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one event. `event` is `recorded` decoded.
+    pub fn apply(&mut self, recorded: &RecordedEvent, event: &Event) -> Result<(), ApplyError> {
+        let at = recorded.recorded_at;
+        match event {
+            Event::DagParsed(e) => self.dag_parsed(e, at),
+            Event::DagImportFailed(e) => {
+                self.import_errors.put(ImportErrorRow {
+                    filename: e.fileloc.clone(),
+                    id: recorded.position,
+                    bundle_name: e.bundle_name.clone(),
+                    stacktrace: e.error.clone(),
+                    timestamp: at,
+                });
+                Ok(())
+            }
+            Event::DagPaused(e) => self.set_paused(&e.dag_id, true),
+            Event::DagUnpaused(e) => self.set_paused(&e.dag_id, false),
+            Event::RunQueued(e) => self.run_queued(e, recorded.position, at),
+            Event::RunStarted(e) => self.update_run(&e.dag_id, &e.run_id, "RunStarted", |run| {
+                run.state = "running".into();
+                run.start_date.get_or_insert(at);
+            }),
+            Event::RunSucceeded(e) => {
+                self.update_run(&e.dag_id, &e.run_id, "RunSucceeded", |run| {
+                    run.state = "success".into();
+                    run.end_date = Some(at);
+                })
+            }
+            Event::RunFailed(e) => self.update_run(&e.dag_id, &e.run_id, "RunFailed", |run| {
+                run.state = "failed".into();
+                run.end_date = Some(at);
+            }),
+            Event::RunCleared(e) => self.update_run(&e.dag_id, &e.run_id, "RunCleared", |run| {
+                run.state = "queued".into();
+                run.queued_at = Some(at);
+                run.start_date = None;
+                run.end_date = None;
+                run.clear_number += 1;
+            }),
+            Event::TaskScheduled(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                ti.state = Some("scheduled".into());
+                ti.scheduled_dttm = Some(at);
+            }),
+            Event::TaskQueued(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
+                ti.state = Some("queued".into());
+                ti.queued_dttm = Some(at);
+                ti.pool = Some(e.pool.clone());
+                ti.pool_slots = Some(e.pool_slots);
+                ti.priority_weight = Some(e.priority_weight);
+                ti.queue = Some(e.queue.clone());
+                if let Some(t) = try_row {
+                    t.queued_dttm = Some(at);
+                }
+            }),
+            Event::TaskDispatched(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                ti.executor = Some(e.executor.clone());
+                ti.attempt_token = Some(e.attempt_token);
+            }),
+            Event::TaskStarted(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                ti.state = Some("running".into());
+                ti.start_date = Some(at);
+                ti.hostname = Some(e.hostname.clone());
+                ti.pid = e.pid;
+            }),
+            Event::TaskSucceeded(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                finish(ti, "success", at, None);
+            }),
+            Event::TaskFailed(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                finish(ti, "failed", at, Some(&e.reason));
+            }),
+            Event::TaskUpForRetry(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                finish(ti, "up_for_retry", at, Some(&e.reason));
+            }),
+            Event::TaskSkipped(e) => self.update_ti(&e.ti, None, |ti, _| {
+                finish(ti, "skipped", at, e.reason.as_deref());
+            }),
+            Event::TaskUpstreamFailed(e) => self.update_ti(&e.ti, None, |ti, _| {
+                finish(ti, "upstream_failed", at, None);
+            }),
+            Event::TaskCleared(e) => self.update_ti(&e.ti, None, |ti, _| {
+                ti.state = None;
+                ti.start_date = None;
+                ti.end_date = None;
+                ti.duration = None;
+                ti.hostname = None;
+                ti.pid = None;
+                ti.failure_reason = None;
+            }),
+            Event::XComPushed(e) => {
+                self.xcoms.put(XComRow {
+                    dag_id: e.ti.dag_id.clone(),
+                    run_id: e.ti.run_id.clone(),
+                    task_id: e.ti.task_id.clone(),
+                    map_index: e.ti.map_index,
+                    key: e.key.clone(),
+                    value_hash: e.value_hash.clone(),
+                    size_bytes: e.size_bytes,
+                    timestamp: at,
+                });
+                Ok(())
+            }
+            Event::VariableSet(e) => {
+                self.variables.put(VariableRow {
+                    key: e.key.clone(),
+                    val: e.value.clone(),
+                    description: e.description.clone(),
+                    updated_at: at,
+                });
+                Ok(())
+            }
+            Event::VariableDeleted(e) => {
+                self.variables.remove(VariableKey { key: e.key.clone() });
+                Ok(())
+            }
+            Event::ConnectionSet(e) => {
+                self.connections.put(ConnectionRow {
+                    conn_id: e.conn_id.clone(),
+                    conn_type: e.conn_type.clone(),
+                    description: e.description.clone(),
+                    host: e.host.clone(),
+                    schema: e.schema.clone(),
+                    login: e.login.clone(),
+                    password: e.password_ciphertext.clone(),
+                    port: e.port,
+                    extra: e.extra.clone(),
+                    updated_at: at,
+                });
+                Ok(())
+            }
+            Event::ConnectionDeleted(e) => {
+                self.connections.remove(ConnectionKey {
+                    conn_id: e.conn_id.clone(),
+                });
+                Ok(())
+            }
+            Event::PoolSet(e) => {
+                self.pools.put(PoolRow {
+                    pool: e.name.clone(),
+                    slots: e.slots,
+                    description: e.description.clone(),
+                    include_deferred: e.include_deferred,
+                });
+                Ok(())
+            }
+            Event::PoolDeleted(e) => {
+                self.pools.remove(PoolKey {
+                    pool: e.name.clone(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn dag_parsed(&mut self, e: &DagParsed, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        // A file that parses again has no import error any more.
+        self.import_errors.remove(ImportErrorKey {
+            filename: e.fileloc.clone(),
+        });
+        let existing = self.dags.get(&dag_key(&e.dag_id))?.cloned();
+        let (is_paused, mut version_number, mut version_id, latest_hash) = match &existing {
+            Some(dag) => (
+                dag.is_paused,
+                dag.latest_version_number,
+                dag.latest_version_id,
+                Some(dag.latest_version_hash.as_str()),
+            ),
+            None => (e.is_paused_upon_creation, 0, Uuid::nil(), None),
+        };
+        if latest_hash != Some(e.version_hash.as_str()) {
+            version_number += 1;
+            version_id = Uuid::new_v5(
+                &ID_NAMESPACE,
+                format!("dag_version/{}/{version_number}", e.dag_id).as_bytes(),
+            );
+            self.dag_versions.put(DagVersionRow {
+                id: version_id,
+                dag_id: e.dag_id.clone(),
+                version_number,
+                version_hash: e.version_hash.clone(),
+                source_hash: e.source_hash.clone(),
+                document_hash: e.document_hash.clone(),
+                fileloc: e.fileloc.clone(),
+                bundle_name: e.bundle_name.clone(),
+                created_at: at,
+            });
+        }
+        self.dags.put(DagRow {
+            dag_id: e.dag_id.clone(),
+            is_paused,
+            is_stale: false,
+            fileloc: e.fileloc.clone(),
+            bundle_name: e.bundle_name.clone(),
+            description: e.description.clone(),
+            owners: e.owners.join(", "),
+            tags: serde_json::to_value(&e.tags).expect("tags serialize"),
+            timetable_summary: e.timetable_summary.clone(),
+            max_active_runs: e.max_active_runs,
+            max_active_tasks: e.max_active_tasks,
+            catchup: e.catchup,
+            last_parsed_time: at,
+            latest_version_id: version_id,
+            latest_version_number: version_number,
+            latest_version_hash: e.version_hash.clone(),
+        });
+        Ok(())
+    }
+
+    fn set_paused(&mut self, dag_id: &str, paused: bool) -> Result<(), ApplyError> {
+        let dag = self
+            .dags
+            .get_mut(&dag_key(dag_id))?
+            .ok_or_else(|| ApplyError::Inconsistent(format!("no DAG {dag_id:?} to (un)pause")))?;
+        dag.is_paused = paused;
+        Ok(())
+    }
+
+    fn run_queued(
+        &mut self,
+        e: &RunQueued,
+        position: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
+        if self.runs.get(&run_key(&e.dag_id, &e.run_id))?.is_some() {
+            return Err(ApplyError::Inconsistent(format!(
+                "dag run {}/{} is queued a second time",
+                e.dag_id, e.run_id
+            )));
+        }
+        self.runs.put(DagRunRow {
+            dag_id: e.dag_id.clone(),
+            run_id: e.run_id.clone(),
+            id: position,
+            state: "queued".into(),
+            run_type: e.run_type.as_str().into(),
+            logical_date: e.logical_date,
+            data_interval_start: e.data_interval_start,
+            data_interval_end: e.data_interval_end,
+            run_after: e.run_after,
+            queued_at: Some(at),
+            start_date: None,
+            end_date: None,
+            conf: e.conf.clone(),
+            triggered_by: e.triggered_by.clone(),
+            dag_version_hash: e.dag_version_hash.clone(),
+            clear_number: 0,
+            note: None,
+        });
+        Ok(())
+    }
+
+    fn update_run(
+        &mut self,
+        dag_id: &str,
+        run_id: &str,
+        what: &str,
+        change: impl FnOnce(&mut DagRunRow),
+    ) -> Result<(), ApplyError> {
+        let run = self
+            .runs
+            .get_mut(&run_key(dag_id, run_id))?
+            .ok_or_else(|| {
+                ApplyError::Inconsistent(format!("{what} for unknown dag run {dag_id}/{run_id}"))
+            })?;
+        change(run);
+        Ok(())
+    }
+
+    /// Changes a task instance (created on first sight) and mirrors it into its try row.
+    fn update_ti(
+        &mut self,
+        key: &TaskInstanceKey,
+        try_number: Option<i32>,
+        change: impl FnOnce(&mut TaskInstanceRow, Option<&mut TaskInstanceTryRow>),
+    ) -> Result<(), ApplyError> {
+        let mut ti = match self.task_instances.get(&ti_key(key))? {
+            Some(row) => row.clone(),
+            None => TaskInstanceRow {
+                dag_id: key.dag_id.clone(),
+                run_id: key.run_id.clone(),
+                task_id: key.task_id.clone(),
+                map_index: key.map_index,
+                ..Default::default()
+            },
+        };
+        if let Some(n) = try_number
+            && n != ti.try_number
+        {
+            // A new try starts from a clean slate; the old try keeps its own row.
+            ti = TaskInstanceRow {
+                dag_id: ti.dag_id,
+                run_id: ti.run_id,
+                task_id: ti.task_id,
+                map_index: ti.map_index,
+                try_number: n,
+                pool: ti.pool,
+                pool_slots: ti.pool_slots,
+                priority_weight: ti.priority_weight,
+                queue: ti.queue,
+                ..Default::default()
+            };
+        }
+        ti.id = Uuid::new_v5(
+            &ID_NAMESPACE,
+            format!(
+                "task_instance/{}/{}/{}/{}/{}",
+                key.dag_id, key.run_id, key.task_id, key.map_index, ti.try_number
+            )
+            .as_bytes(),
+        );
+        let mut try_row = match try_number {
+            Some(n) => Some(
+                self.tries
+                    .get(&try_key(key, n))?
+                    .cloned()
+                    .unwrap_or_else(|| TaskInstanceTryRow {
+                        dag_id: key.dag_id.clone(),
+                        run_id: key.run_id.clone(),
+                        task_id: key.task_id.clone(),
+                        map_index: key.map_index,
+                        try_number: n,
+                        ..Default::default()
+                    }),
+            ),
+            None => None,
+        };
+        change(&mut ti, try_row.as_mut());
+        if let Some(mut t) = try_row {
+            t.task_instance_id = ti.id;
+            t.state = ti.state.clone();
+            t.start_date = ti.start_date;
+            t.end_date = ti.end_date;
+            t.duration = ti.duration;
+            t.hostname = ti.hostname.clone();
+            t.pid = ti.pid;
+            t.executor = ti.executor.clone();
+            t.attempt_token = ti.attempt_token;
+            t.failure_reason = ti.failure_reason.clone();
+            self.tries.put(t);
+        }
+        self.task_instances.put(ti);
+        Ok(())
+    }
+}
+
+fn finish(ti: &mut TaskInstanceRow, state: &str, at: DateTime<Utc>, reason: Option<&str>) {
+    ti.state = Some(state.into());
+    ti.end_date = Some(at);
+    // Airflow gives instances that never ran a zero-length interval at the end time.
+    let start = *ti.start_date.get_or_insert(at);
+    ti.duration = Some((at - start).num_microseconds().unwrap_or(0) as f64 / 1e6);
+    ti.failure_reason = reason.map(str::to_owned);
+}
+
+fn try_of(event: &Event) -> Option<i32> {
+    match event {
+        Event::TaskScheduled(e) => Some(e.try_number),
+        Event::TaskQueued(e) => Some(e.try_number),
+        Event::TaskDispatched(e) => Some(e.try_number),
+        Event::TaskStarted(e) => Some(e.try_number),
+        Event::TaskSucceeded(e) => Some(e.try_number),
+        Event::TaskFailed(e) => Some(e.try_number),
+        Event::TaskUpForRetry(e) => Some(e.try_number),
+        _ => None,
+    }
+}
+
+fn dag_key(dag_id: &str) -> DagKey {
+    DagKey {
+        dag_id: dag_id.to_owned(),
+    }
+}
+
+fn run_key(dag_id: &str, run_id: &str) -> DagRunKey {
+    DagRunKey {
+        dag_id: dag_id.to_owned(),
+        run_id: run_id.to_owned(),
+    }
+}
+
+fn ti_key(ti: &TaskInstanceKey) -> TaskInstanceRowKey {
+    TaskInstanceRowKey {
+        dag_id: ti.dag_id.clone(),
+        run_id: ti.run_id.clone(),
+        task_id: ti.task_id.clone(),
+        map_index: ti.map_index,
+    }
+}
+
+fn try_key(ti: &TaskInstanceKey, try_number: i32) -> TryKey {
+    TryKey {
+        dag_id: ti.dag_id.clone(),
+        run_id: ti.run_id.clone(),
+        task_id: ti.task_id.clone(),
+        map_index: ti.map_index,
+        try_number,
+    }
+}

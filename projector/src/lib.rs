@@ -1,0 +1,140 @@
+//! Projects the event log into Airflow-shaped read models, and rebuilds them from the log.
+//!
+//! * [`rows`] — one struct per read-model table (the struct's fields are the columns).
+//! * [`table`] — the rows a batch touches, loaded and written back in bulk.
+//! * [`apply`] — the pure part: which rows an event needs and how it changes them.
+//! * [`replay`] — rebuild, point-in-time inspection, verify and catch-up.
+//!
+//! [`ReadModels`] is the inline projection the event store runs inside every append, so
+//! the API never reads a half-applied state.
+
+pub mod apply;
+pub mod replay;
+pub mod rows;
+pub mod table;
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use leoflow_events::{
+    DecodeError, Event, InlineProjection, ProjectionError, RecordedEvent, StoreError,
+};
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use crate::apply::{ApplyError, Projection, WorkingSet};
+
+/// The schema holding the live read models.
+pub const LIVE_SCHEMA: &str = "public";
+
+/// Why events could not be projected. Nothing is skipped: the batch (or replay) stops at
+/// the first event that cannot be applied, naming its position.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// The stored event is unreadable (unknown type, bad payload, newer schema).
+    #[error("event at position {position} ({event_type}) cannot be decoded: {source}")]
+    Decode {
+        /// Where in the log.
+        position: i64,
+        /// Its type column.
+        event_type: String,
+        /// Why.
+        source: DecodeError,
+    },
+    /// The event contradicts the read models (e.g. a run that was never queued).
+    #[error("event at position {position} ({event_type}) cannot be applied: {source}")]
+    Apply {
+        /// Where in the log.
+        position: i64,
+        /// Its type.
+        event_type: String,
+        /// Why.
+        source: ApplyError,
+    },
+    /// Postgres failed.
+    #[error("read-model database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Each projection's checkpoint: the last position it has applied.
+pub type Checkpoints = BTreeMap<Projection, i64>;
+
+/// Applies `events` (in position order) to the read models in `schema` and advances every
+/// projection's checkpoint to the last event. With `checkpoints`, an event a projection has
+/// already applied is not applied to it again (catch-up after a projection was added).
+pub async fn project(
+    conn: &mut PgConnection,
+    schema: &str,
+    events: &[RecordedEvent],
+    checkpoints: Option<&Checkpoints>,
+) -> Result<(), ProjectError> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    let mut decoded = Vec::with_capacity(events.len());
+    for recorded in events {
+        let event = decode(recorded)?;
+        let done = checkpoints
+            .and_then(|c| c.get(&Projection::of(&event)))
+            .is_some_and(|&checkpoint| recorded.position <= checkpoint);
+        if !done {
+            decoded.push((recorded, event));
+        }
+    }
+
+    let mut rows = WorkingSet::default();
+    for (_, event) in &decoded {
+        rows.want(event);
+    }
+    rows.load(conn, schema).await?;
+    for (recorded, event) in &decoded {
+        rows.apply(recorded, event)
+            .map_err(|source| ProjectError::Apply {
+                position: recorded.position,
+                event_type: recorded.event_type.clone(),
+                source,
+            })?;
+    }
+    rows.flush(conn, schema).await?;
+
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".projection_checkpoints (projection, position) \
+         SELECT unnest($1::text[]), $2 \
+         ON CONFLICT (projection) DO UPDATE \
+         SET position = GREATEST(projection_checkpoints.position, EXCLUDED.position)"
+    )))
+    .bind(Projection::ALL.map(Projection::name).to_vec())
+    .bind(last.position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The inline projection of the live read models, for [`leoflow_events::EventStore::with_projection`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadModels;
+
+impl InlineProjection for ReadModels {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            project(conn, LIVE_SCHEMA, events, None)
+                .await
+                .map_err(|e| Box::new(e) as ProjectionError)
+        })
+    }
+}
+
+/// Decodes a recorded event, naming its position on failure.
+pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectError> {
+    recorded.decode().map_err(|source| ProjectError::Decode {
+        position: recorded.position,
+        event_type: recorded.event_type.clone(),
+        source,
+    })
+}

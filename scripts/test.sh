@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every Leoflow test on this machine: formatting, lints, and the test suites. Storage
+# tests start their own private Postgres cluster (the managed-Postgres code path), so the
+# only thing needed from the system is a PostgreSQL server build, installed here if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_pg_build() {
+    [ -n "${LEOFLOW_PG_BIN:-}" ] && return 0
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+if ! have_pg_build; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "== installing a PostgreSQL server build (apt-get install postgresql)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "A PostgreSQL server build is needed: sudo apt-get install postgresql" >&2
+        echo "(or set LEOFLOW_PG_BIN to a directory holding initdb, pg_ctl and postgres)" >&2
+        exit 1
+    fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-features --no-fail-fast
+else
+    cargo test --workspace --all-features --no-fail-fast
+fi
