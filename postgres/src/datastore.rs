@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::cluster::{ClusterError, ClusterSettings, ManagedCluster, StartOutcome};
 
@@ -157,6 +157,12 @@ impl Datastore {
             }
             Datastore::Url(url) => {
                 let target = mask_url(url);
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConnectError::BadUrl {
+                        url: target,
+                        reason: "it must start with postgres:// or postgresql://".to_owned(),
+                    });
+                }
                 let options: PgConnectOptions =
                     url.parse().map_err(|e: sqlx::Error| ConnectError::BadUrl {
                         url: target.clone(),
@@ -182,16 +188,20 @@ pub async fn connect(
     target: &str,
     hint: &str,
 ) -> Result<PgPool, ConnectError> {
-    PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
+    // One direct connection first: it fails at once, where a pool would retry until its
+    // acquire timeout.
+    let probe = PgConnection::connect_with(&options)
         .await
         .map_err(|source| ConnectError::Unreachable {
             target: target.to_owned(),
             source,
             hint: hint.to_owned(),
-        })
+        })?;
+    let _ = probe.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options))
 }
 
 /// The URL with its password replaced by `***`, for messages.

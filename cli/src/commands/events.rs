@@ -140,7 +140,7 @@ impl Filter {
                 .or_else(|| event.payload.get("ti").and_then(|ti| ti.get(name)))
                 .and_then(Value::as_str)
         };
-        (self.types.is_empty() || self.types.iter().any(|t| *t == event.event_type))
+        (self.types.is_empty() || self.types.contains(&event.event_type))
             && self
                 .dag
                 .as_deref()

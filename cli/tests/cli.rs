@@ -1,0 +1,372 @@
+//! The `leoflow` binary, run as a user would run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use leoflow_events::catalog::{DagPaused, VariableSet};
+use leoflow_events::sample::Workload;
+use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
+use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
+use leoflow_projector::ReadModels;
+
+/// The URL of a test database over the cluster's socket.
+fn url(db: &TestDatabase) -> String {
+    format!(
+        "postgres://leoflow@localhost/{}?host={}",
+        db.name,
+        test_cluster().socket_dir().display()
+    )
+}
+
+fn leoflow(args: &[&str], database_url: Option<&str>, home: Option<&Path>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+    command
+        .args(args)
+        .env_remove("LEOFLOW_DATABASE_URL")
+        .env_remove("LEOFLOW_POSTGRES");
+    if let Some(url) = database_url {
+        command.env("LEOFLOW_DATABASE_URL", url);
+    }
+    if let Some(home) = home {
+        command.env("LEOFLOW_HOME", home);
+    }
+    command
+}
+
+fn run(args: &[&str], database_url: Option<&str>, home: Option<&Path>) -> Output {
+    leoflow(args, database_url, home).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn append(store: &EventStore, events: Vec<Event>) {
+    let mut batch = AppendBatch::new();
+    for event in events {
+        batch = batch.push(event, &Metadata::actor("cli-test"));
+    }
+    store.append(batch).await.unwrap();
+}
+
+async fn seeded() -> (TestDatabase, EventStore) {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    for batch in Workload::new(21, 2).batches(300, 20) {
+        append(&store, batch).await;
+    }
+    (db, store)
+}
+
+#[tokio::test]
+async fn events_tail_prints_filters_and_emits_json() {
+    let (db, store) = seeded().await;
+    let url = url(&db);
+    let head = store.head().await.unwrap();
+
+    let out = run(&["events", "tail", "-n", "5"], Some(&url), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines[4].trim_start().starts_with(&head.to_string()),
+        "{}",
+        lines[4]
+    );
+
+    let out = run(
+        &[
+            "events",
+            "tail",
+            "--from",
+            "1",
+            "--type",
+            "TaskFailed",
+            "--json",
+        ],
+        Some(&url),
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty(), "the sample workload has failed tasks");
+    assert!(events.iter().all(|e| e["type"] == "TaskFailed"));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["position"].as_i64() < w[1]["position"].as_i64())
+    );
+
+    let out = run(
+        &["events", "tail", "--from", "1", "--dag", "dag_1", "--json"],
+        Some(&url),
+        None,
+    );
+    let dags: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            let dag = e["payload"]
+                .get("dag_id")
+                .or_else(|| e["payload"]["ti"].get("dag_id"));
+            dag.unwrap().as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(!dags.is_empty());
+    assert!(dags.iter().all(|d| d == "dag_1"));
+}
+
+#[tokio::test]
+async fn events_tail_follow_prints_new_events_as_they_are_appended() {
+    let (db, store) = seeded().await;
+    let mut child: Child = leoflow(
+        &["events", "tail", "-n", "0", "--follow"],
+        Some(&url(&db)),
+        None,
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (lines, received) = mpsc::channel();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            if lines.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Give the follower time to subscribe; events appended earlier are also shown (from head+1).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    append(
+        &store,
+        vec![
+            DagPaused {
+                dag_id: "dag_0".into(),
+            }
+            .into(),
+        ],
+    )
+    .await;
+    let line = received
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the follower prints it");
+    assert!(line.contains("DagPaused"), "{line}");
+    assert!(line.contains("dag:dag_0"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn replay_verify_reports_equality_then_a_hand_made_difference() {
+    let (db, _store) = seeded().await;
+    let url = url(&db);
+    let out = run(&["events", "replay", "--verify"], Some(&url), None);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("Read models are equal to a replay of the log."));
+
+    sqlx::query("UPDATE dag SET description = 'edited by hand'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = run(&["events", "replay", "--verify"], Some(&url), None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("DIFFERENT"), "{text}");
+    assert!(text.contains("live only"), "{text}");
+    assert!(text.contains("edited by hand"), "{text}");
+
+    let out = run(&["events", "replay"], Some(&url), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["events", "replay", "--verify"], Some(&url), None);
+    assert!(
+        out.status.success(),
+        "rebuild repaired the read models: {}",
+        stdout(&out)
+    );
+
+    let out = run(&["events", "replay", "--until", "3"], Some(&url), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("\"leoflow_replay\""),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(
+        &["events", "replay", "--until", "last tuesday"],
+        Some(&url),
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("neither a position nor an RFC 3339 time"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn db_reset_needs_confirmation_and_migrate_is_idempotent() {
+    let db = fresh_database().await;
+    let url = url(&db);
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    append(
+        &store,
+        vec![
+            VariableSet {
+                key: "k".into(),
+                value: "v".into(),
+                description: None,
+            }
+            .into(),
+        ],
+    )
+    .await;
+
+    let out = run(&["db", "reset"], Some(&url), None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(store.head().await.unwrap(), 1, "nothing was deleted");
+
+    let out = run(&["db", "migrate"], Some(&url), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("schema already at version"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(&["db", "reset", "--yes"], Some(&url), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(store.head().await.unwrap(), 0);
+}
+
+#[test]
+fn an_unreachable_database_names_the_url_and_how_to_retry() {
+    let out = run(
+        &["events", "tail"],
+        Some("postgres://leo:pw@127.0.0.1:1/leoflow"),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("postgres://leo:***@127.0.0.1:1/leoflow"),
+        "{err}"
+    );
+    assert!(err.contains("then retry"), "{err}");
+    assert!(!err.contains(":pw@"), "{err}");
+}
+
+fn scratch_home(tag: &str) -> PathBuf {
+    let home = PathBuf::from(format!("/tmp/lf-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    home
+}
+
+/// Removes a home and, when the cluster was relocated for root, the real cluster directory.
+fn remove_home(home: &Path) {
+    let link = home.join("postgres");
+    if let Ok(real) = std::fs::read_link(&link) {
+        let _ = std::fs::remove_dir_all(real);
+    }
+    let _ = std::fs::remove_dir_all(home);
+}
+
+#[test]
+fn commands_that_need_the_database_start_the_managed_cluster() {
+    let home = scratch_home("managed");
+    let out = run(&["db", "migrate"], None, Some(&home));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("applied"), "{}", stdout(&out));
+
+    let out = run(&["postgres", "status"], None, Some(&home));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("is running"));
+
+    let out = run(&["postgres", "stop"], None, Some(&home));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["postgres", "status"], None, Some(&home));
+    assert_eq!(out.status.code(), Some(3));
+
+    // `events tail` starts it again, and the schema is still there.
+    let out = run(&["events", "tail"], None, Some(&home));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["db", "migrate"], None, Some(&home));
+    assert!(
+        stdout(&out).contains("schema already at version"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["postgres", "stop"], None, Some(&home));
+    assert!(out.status.success());
+    remove_home(&home);
+}
+
+#[test]
+fn lite_refuses_a_directory_without_dag_py() {
+    let home = scratch_home("nodag");
+    let empty = home.join("empty-project");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(&["lite", empty.to_str().unwrap()], None, Some(&home));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("has no dag.py"), "{err}");
+    assert!(
+        !home.join("postgres").exists(),
+        "nothing was started for a bad project"
+    );
+    remove_home(&home);
+}
+
+#[test]
+fn lite_runs_on_the_example_project_and_ctrl_c_stops_its_postgres() {
+    let home = scratch_home("lite");
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/hello");
+    let mut child = leoflow(&["lite", project.to_str().unwrap()], None, Some(&home))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Ctrl-C stops Lite") {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("lite exited early:\n{seen}\n{err}");
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("managed Postgres"), "{seen}");
+    assert!(seen.contains("leoflow_dev"), "{seen}");
+    let status = run(&["postgres", "status"], None, Some(&home));
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "Postgres runs while Lite does"
+    );
+
+    // SAFETY: sending SIGINT to the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "Ctrl-C is a clean exit");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(rest.contains("Stopped the managed Postgres"), "{rest}");
+    let status = run(&["postgres", "status"], None, Some(&home));
+    assert_eq!(status.status.code(), Some(3), "Postgres stopped with Lite");
+    remove_home(&home);
+}
