@@ -147,13 +147,7 @@ impl Datastore {
                     "the {DOCKER_CONTAINER} container (127.0.0.1:{DOCKER_PORT}/{database})"
                 );
                 let hint = format!("Check it with `docker logs {DOCKER_CONTAINER}` and retry.");
-                let pool = connect(options, &target, &hint).await?;
-                Ok(Database {
-                    pool,
-                    target,
-                    cluster: None,
-                    started_cluster: false,
-                })
+                Database::unmanaged(options, target, &hint).await
             }
             Datastore::Url(url) => {
                 let target = mask_url(url);
@@ -168,17 +162,26 @@ impl Datastore {
                         url: target.clone(),
                         reason: e.to_string(),
                     })?;
-                let hint = "Check LEOFLOW_DATABASE_URL and that the server accepts connections, then retry."
-                    .to_owned();
-                let pool = connect(options, &target, &hint).await?;
-                Ok(Database {
-                    pool,
-                    target,
-                    cluster: None,
-                    started_cluster: false,
-                })
+                let hint = "Check LEOFLOW_DATABASE_URL and that the server accepts connections, then retry.";
+                Database::unmanaged(options, target, hint).await
             }
         }
+    }
+}
+
+impl Database {
+    /// Connects to a database Leoflow does not manage (a container or a URL).
+    async fn unmanaged(
+        options: PgConnectOptions,
+        target: String,
+        hint: &str,
+    ) -> Result<Self, ConnectError> {
+        Ok(Database {
+            pool: connect(options, &target, hint).await?,
+            target,
+            cluster: None,
+            started_cluster: false,
+        })
     }
 }
 
