@@ -2,6 +2,4 @@
 //! the served Airflow UI, the Lite editor and metrics.
 //!
 //! Not built yet: the API and UI are their own issue. This crate exists so the workspace has
-//! its final shape; its routes will read the tables of [`leoflow_projector::rows`].
-
-pub use leoflow_projector::rows::READ_MODEL_TABLES;
+//! its final shape; its routes will read the tables of `leoflow_projector::rows`.

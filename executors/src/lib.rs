@@ -3,5 +3,3 @@
 //!
 //! Not built yet: executors and the task agent are their own issue. This crate exists so the
 //! workspace has its final shape.
-
-pub use leoflow_events::TaskInstanceKey;

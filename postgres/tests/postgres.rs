@@ -261,3 +261,28 @@ fn under_root_a_cluster_out_of_the_service_users_reach_is_relocated_and_linked()
     std::fs::remove_dir_all(cluster.root()).unwrap();
     std::fs::remove_dir_all(&private).unwrap();
 }
+
+#[test]
+fn a_half_initialized_data_directory_is_reported_not_overwritten() {
+    let root = scratch_root("half");
+    let cluster = ManagedCluster::new(&root, ClusterSettings::for_tests()).unwrap();
+    std::fs::create_dir_all(cluster.data_dir()).unwrap();
+    std::fs::write(
+        cluster.data_dir().join("postgresql.conf"),
+        "# left by a crashed initdb",
+    )
+    .unwrap();
+    let err = cluster.start().unwrap_err();
+    assert!(matches!(err, ClusterError::IncompleteDataDir(_)), "{err}");
+    assert!(
+        err.to_string().contains("Move it away or delete it"),
+        "{err}"
+    );
+    let kept = std::fs::read_to_string(cluster.data_dir().join("postgresql.conf")).unwrap();
+    assert_eq!(
+        kept, "# left by a crashed initdb",
+        "nothing was overwritten"
+    );
+    std::fs::remove_dir_all(cluster.root()).unwrap();
+    let _ = std::fs::remove_file(&root);
+}

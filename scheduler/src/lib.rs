@@ -3,6 +3,4 @@
 //! its own timers, appending the events it decides.
 //!
 //! Not built yet: the event-driven scheduler is its own issue. This crate exists so the
-//! workspace has its final shape; it depends on the event catalog it will decide over.
-
-pub use leoflow_events::Event;
+//! workspace has its final shape.
