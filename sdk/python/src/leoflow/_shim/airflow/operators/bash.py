@@ -1,0 +1,5 @@
+"""`airflow.operators.bash`."""
+
+from leoflow.operators import BashOperator
+
+__all__ = ["BashOperator"]

@@ -1,0 +1,5 @@
+"""`airflow.operators.empty`."""
+
+from leoflow.operators import EmptyOperator
+
+__all__ = ["EmptyOperator"]

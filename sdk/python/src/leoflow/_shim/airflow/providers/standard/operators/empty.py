@@ -1,0 +1,5 @@
+"""`airflow.providers.standard.operators.empty`."""
+
+from leoflow.operators import EmptyOperator
+
+__all__ = ["EmptyOperator"]

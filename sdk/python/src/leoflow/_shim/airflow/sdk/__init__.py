@@ -1,0 +1,50 @@
+"""`airflow.sdk`, as far as Leoflow supports it."""
+
+from leoflow import (
+    DAG,
+    BaseOperator,
+    Param,
+    TaskGroup,
+    TriggerRule,
+    XComArg,
+    chain,
+    cross_downstream,
+    dag,
+    task,
+    task_group,
+)
+from leoflow.errors import UnsupportedConstruct
+from leoflow.runtime import Variable, get_current_context
+
+_HINTS = {
+    "Connection": "read Connections inside a task, not while the file is parsed",
+    "Label": "remove the edge label",
+    "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
+    "AssetAlias": "asset-driven scheduling is not supported yet",
+    "asset": "asset-driven scheduling is not supported yet",
+    "setup": "setup/teardown tasks are not supported yet; use ordinary tasks with trigger rules",
+    "teardown": "setup/teardown tasks are not supported yet; use ordinary tasks with trigger rules",
+}
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise UnsupportedConstruct(f"airflow.sdk.{name}", _HINTS.get(name, "see docs/authoring.md for what is supported"))
+
+
+__all__ = [
+    "DAG",
+    "BaseOperator",
+    "Param",
+    "TaskGroup",
+    "TriggerRule",
+    "Variable",
+    "XComArg",
+    "chain",
+    "cross_downstream",
+    "dag",
+    "get_current_context",
+    "task",
+    "task_group",
+]

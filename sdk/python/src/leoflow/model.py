@@ -1,0 +1,636 @@
+"""The DAG model a DAG file builds: DAGs, task groups, tasks, XCom references, params.
+
+Nothing here runs a task: building the model only records what the file declares, so
+parsing needs neither Airflow nor the packages the tasks import at run time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from leoflow import context
+from leoflow.errors import DagDefinitionError, UnsupportedConstruct
+
+#: Every trigger rule of Airflow 3.2.
+TRIGGER_RULES = (
+    "all_success",
+    "all_failed",
+    "all_done",
+    "all_done_min_one_success",
+    "all_done_setup_success",
+    "all_skipped",
+    "one_success",
+    "one_failed",
+    "one_done",
+    "none_failed",
+    "none_failed_min_one_success",
+    "none_skipped",
+    "always",
+)
+
+
+class TriggerRule:
+    """Airflow's `TriggerRule` names, as plain strings."""
+
+    ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
+    ALL_DONE = "all_done"
+    ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+    ALL_DONE_SETUP_SUCCESS = "all_done_setup_success"
+    ALL_SKIPPED = "all_skipped"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    ONE_DONE = "one_done"
+    NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    NONE_SKIPPED = "none_skipped"
+    ALWAYS = "always"
+
+
+_NOT_SET: Any = object()
+
+
+class Param:
+    """A DAG param: a default plus a JSON Schema the run's `conf` value must satisfy."""
+
+    def __init__(self, default: Any = _NOT_SET, description: str | None = None, **schema: Any) -> None:
+        # Like Airflow, every other keyword is part of the schema (JSON Schema keywords and the
+        # UI's own, such as `section` or `description_md`); all of it is recorded.
+        self.default = default
+        self.description = description
+        self.schema = schema
+
+    def has_default(self) -> bool:
+        return self.default is not _NOT_SET
+
+
+class DependencyMixin:
+    """`>>`, `<<`, `set_upstream` and `set_downstream` for tasks, groups and XCom references."""
+
+    def _roots(self) -> list[BaseOperator]:
+        raise NotImplementedError  # overridden by every subclass
+
+    def _leaves(self) -> list[BaseOperator]:
+        raise NotImplementedError  # overridden by every subclass
+
+    def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
+        for target in _as_list(other):
+            for leaf in self._leaves():
+                for root in _node(target)._roots():
+                    root._add_upstream(leaf)
+
+    def set_upstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
+        for source in _as_list(other):
+            _node(source).set_downstream(self)
+
+    def __rshift__(self, other: Any) -> Any:
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: Any) -> Any:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: Any) -> Any:
+        # `[a, b] >> self`
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: Any) -> Any:
+        # `[a, b] << self`
+        self.set_downstream(other)
+        return self
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple, set)):
+        return list(value)
+    return [value]
+
+
+def _node(value: Any) -> DependencyMixin:
+    if isinstance(value, DependencyMixin):
+        return value
+    if type(value).__name__ == "EdgeModifier":
+        raise UnsupportedConstruct("Label (edge labels)", "remove the Label from the dependency")
+    raise DagDefinitionError(
+        f"cannot set a dependency on {type(value).__name__} {value!r}: "
+        "only tasks, task groups and task results can be chained"
+    )
+
+
+class DAG:
+    """A DAG, as in Airflow: a context manager, or built by `@dag`."""
+
+    _ACCEPTED = {
+        "description", "schedule", "start_date", "end_date", "catchup", "max_active_runs",
+        "max_active_tasks", "params", "tags", "doc_md", "default_args", "is_paused_upon_creation",
+        "dagrun_timeout", "dag_display_name",
+    }
+    #: Airflow arguments accepted only at their no-op value.
+    _NOOP_DEFAULTS: dict[str, Any] = {
+        "render_template_as_native_obj": False,
+        "fail_fast": False,
+        "max_consecutive_failed_dag_runs": 0,
+        "template_searchpath": None,
+        "user_defined_macros": None,
+        "user_defined_filters": None,
+        "on_success_callback": None,
+        "on_failure_callback": None,
+        "sla_miss_callback": None,
+        "access_control": None,
+        "owner_links": None,
+        "auto_register": True,
+        "jinja_environment_kwargs": None,
+    }
+
+    def __init__(self, dag_id: str | None = None, **kwargs: Any) -> None:
+        if not isinstance(dag_id, str) or not dag_id:
+            raise DagDefinitionError("DAG needs a dag_id (a non-empty string)")
+        _check_id("dag_id", dag_id)
+        _check_kwargs("DAG", kwargs, self._ACCEPTED, self._NOOP_DEFAULTS)
+        self.dag_id = dag_id
+        self.line = context.line()
+        self.description: str | None = kwargs.get("description")
+        self.schedule: Any = kwargs.get("schedule")
+        self.start_date: dt.datetime | None = _datetime("start_date", kwargs.get("start_date"))
+        self.end_date: dt.datetime | None = _datetime("end_date", kwargs.get("end_date"))
+        self.catchup: bool = bool(kwargs.get("catchup", False))
+        self.max_active_runs: int = _int("max_active_runs", kwargs.get("max_active_runs", 16), 1)
+        self.max_active_tasks: int = _int("max_active_tasks", kwargs.get("max_active_tasks", 16), 1)
+        self.params: dict[str, Param] = _params(kwargs.get("params") or {})
+        tags = kwargs.get("tags") or []
+        if not isinstance(tags, (list, tuple, set)) or not all(isinstance(t, str) for t in tags):
+            raise DagDefinitionError("tags must be a list of strings")
+        self.tags: list[str] = sorted(set(tags))
+        self.doc_md: str | None = kwargs.get("doc_md")
+        self.default_args: dict[str, Any] = dict(kwargs.get("default_args") or {})
+        self.is_paused_upon_creation: bool | None = kwargs.get("is_paused_upon_creation")
+        self.dagrun_timeout: dt.timedelta | None = _timedelta("dagrun_timeout", kwargs.get("dagrun_timeout"))
+        self.display_name: str | None = kwargs.get("dag_display_name")
+        self.tasks: dict[str, BaseOperator] = {}
+        self.groups: dict[str, TaskGroup] = {}
+        # Counters for repeated calls of one @task function (`name`, `name__1`, …).
+        self.task_name_uses: dict[str, int] = {}
+        _check_default_args(self.default_args)
+        context.dags.append(self)
+
+    def __enter__(self) -> DAG:
+        context.dag_stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        context.dag_stack.pop()
+
+    def add_task(self, task: BaseOperator) -> None:
+        if task.task_id in self.tasks:
+            first = self.tasks[task.task_id].line
+            raise DagDefinitionError(
+                f"task_id {task.task_id!r} is used twice in DAG {self.dag_id!r}"
+                + (f" (first at line {first})" if first else "")
+            )
+        self.tasks[task.task_id] = task
+
+    def __repr__(self) -> str:
+        return f"<DAG: {self.dag_id}>"
+
+
+class TaskGroup(DependencyMixin):
+    """A group of tasks: a context manager, or built by `@task_group`."""
+
+    def __init__(
+        self,
+        group_id: str,
+        tooltip: str = "",
+        prefix_group_id: bool = True,
+        default_args: dict[str, Any] | None = None,
+        dag: DAG | None = None,
+        parent_group: TaskGroup | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_kwargs("TaskGroup", kwargs, set(), {"ui_color": None, "ui_fgcolor": None, "add_suffix_on_collision": False})
+        _check_id("group_id", group_id)
+        self.dag = dag or _current_dag("TaskGroup " + repr(group_id))
+        self.parent = parent_group or _current_group(self.dag)
+        self.prefix_group_id = prefix_group_id
+        self.group_id = f"{self.parent.prefix()}{group_id}" if self.parent else group_id
+        self.tooltip = tooltip
+        self.default_args = dict(default_args or {})
+        _check_default_args(self.default_args)
+        self.line = context.line()
+        self.children: list[BaseOperator] = []
+        if self.group_id in self.dag.groups:
+            raise DagDefinitionError(f"task group {self.group_id!r} is defined twice in DAG {self.dag.dag_id!r}")
+        self.dag.groups[self.group_id] = self
+
+    def prefix(self) -> str:
+        """What this group puts before its children's ids."""
+        if not self.prefix_group_id:
+            return self.parent.prefix() if self.parent else ""
+        return f"{self.group_id}."
+
+    def merged_default_args(self) -> dict[str, Any]:
+        base = self.parent.merged_default_args() if self.parent else dict(self.dag.default_args)
+        base.update(self.default_args)
+        return base
+
+    def _all_tasks(self) -> list[BaseOperator]:
+        return [t for t in self.dag.tasks.values() if t.group is not None and t.group.is_within(self)]
+
+    def is_within(self, other: TaskGroup) -> bool:
+        group: TaskGroup | None = self
+        while group is not None:
+            if group is other:
+                return True
+            group = group.parent
+        return False
+
+    def _roots(self) -> list[BaseOperator]:
+        members = self._all_tasks()
+        return [t for t in members if not any(u in members for u in t.upstream)]
+
+    def _leaves(self) -> list[BaseOperator]:
+        members = self._all_tasks()
+        return [t for t in members if not any(t in d.upstream for d in members)]
+
+    def __enter__(self) -> TaskGroup:
+        context.group_stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        context.group_stack.pop()
+
+
+class XComArg(DependencyMixin):
+    """A task's future XCom value, passed to another task as an argument."""
+
+    def __init__(self, operator: BaseOperator, key: str = "return_value") -> None:
+        self.operator = operator
+        self.key = key
+
+    def __getitem__(self, key: str) -> XComArg:
+        if not isinstance(key, str):
+            raise DagDefinitionError("an XCom result can only be indexed by a string key")
+        return XComArg(self.operator, key)
+
+    def _roots(self) -> list[BaseOperator]:
+        return [self.operator]
+
+    def _leaves(self) -> list[BaseOperator]:
+        return [self.operator]
+
+    def map(self, *_: Any) -> Any:
+        raise UnsupportedConstruct("XComArg.map()", "transform the values inside the downstream task")
+
+    def zip(self, *_: Any, **__: Any) -> Any:
+        raise UnsupportedConstruct("XComArg.zip()", "combine the values inside a task")
+
+    def concat(self, *_: Any) -> Any:
+        raise UnsupportedConstruct("XComArg.concat()", "combine the values inside a task")
+
+    def __iter__(self) -> Any:
+        raise DagDefinitionError(
+            f"the result of task {self.operator.task_id!r} is only known when the DAG runs: "
+            "it cannot be iterated while the DAG file is parsed (use .expand() to map over it)"
+        )
+
+    def __bool__(self) -> bool:
+        raise DagDefinitionError(
+            f"the result of task {self.operator.task_id!r} is only known when the DAG runs: "
+            "it cannot be tested with if/while while the DAG file is parsed"
+        )
+
+    def __repr__(self) -> str:
+        return f"XComArg({self.operator.task_id!r}, {self.key!r})"
+
+
+class BaseOperator(DependencyMixin):
+    """What every task shares: identity, dependencies, retries, pools, trigger rule."""
+
+    #: The operator name recorded in dag.json.
+    operator_name = "BaseOperator"
+    #: Keyword arguments every operator accepts.
+    BASE_ARGS = {
+        "task_id", "dag", "task_group", "trigger_rule", "retries", "retry_delay",
+        "retry_exponential_backoff", "max_retry_delay", "execution_timeout", "pool", "pool_slots",
+        "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
+        "params",
+    }
+    #: Airflow arguments accepted only at their no-op value (common in `default_args`).
+    NOOP_DEFAULTS: dict[str, Any] = {
+        "depends_on_past": False,
+        "wait_for_downstream": False,
+        "email": None,
+        "email_on_failure": False,
+        "email_on_retry": False,
+        "on_failure_callback": None,
+        "on_success_callback": None,
+        "on_retry_callback": None,
+        "on_execute_callback": None,
+        "sla": None,
+        "executor_config": None,
+        "inlets": None,
+        "outlets": None,
+        "max_active_tis_per_dag": None,
+        "max_active_tis_per_dagrun": None,
+        "start_date": None,
+        "end_date": None,
+        "weight_rule": "downstream",
+    }
+    #: Arguments of this operator beyond the base ones.
+    OWN_ARGS: set[str] = set()
+
+    def __init__(self, **kwargs: Any) -> None:
+        name = self.operator_name
+        task_id = kwargs.pop("task_id", None)
+        if not isinstance(task_id, str) or not task_id:
+            raise DagDefinitionError(f"{name} needs a task_id (a non-empty string)")
+        _check_id("task_id", task_id)
+        dag = kwargs.pop("dag", None) or _current_dag(f"{name} {task_id!r}")
+        group = kwargs.pop("task_group", None) or _current_group(dag)
+        defaults = group.merged_default_args() if group else dict(dag.default_args)
+        _check_kwargs(name, kwargs, self.BASE_ARGS | self.OWN_ARGS, self.NOOP_DEFAULTS)
+        # default_args fill what the call did not say, for arguments this operator takes.
+        for key, value in defaults.items():
+            if key in self.BASE_ARGS | self.OWN_ARGS and key not in kwargs and key != "task_id":
+                kwargs[key] = value
+        self.dag = dag
+        self.group = group
+        self.task_id = f"{group.prefix()}{task_id}" if group else task_id
+        self.line = context.line()
+        self.upstream: list[BaseOperator] = []
+        self.trigger_rule = kwargs.pop("trigger_rule", "all_success")
+        if self.trigger_rule not in TRIGGER_RULES:
+            raise DagDefinitionError(
+                f"{name} {task_id!r}: unknown trigger_rule {self.trigger_rule!r}; "
+                f"use one of {', '.join(TRIGGER_RULES)}"
+            )
+        self.retries = _int("retries", kwargs.pop("retries", 0), 0)
+        self.retry_delay = _timedelta("retry_delay", kwargs.pop("retry_delay", dt.timedelta(minutes=5)))
+        self.retry_exponential_backoff = bool(kwargs.pop("retry_exponential_backoff", False))
+        self.max_retry_delay = _timedelta("max_retry_delay", kwargs.pop("max_retry_delay", None))
+        self.execution_timeout = _timedelta("execution_timeout", kwargs.pop("execution_timeout", None))
+        self.pool = kwargs.pop("pool", None) or "default_pool"
+        if not isinstance(self.pool, str):
+            raise DagDefinitionError(f"{name} {task_id!r}: pool must be a pool name (a string)")
+        self.pool_slots = _int("pool_slots", kwargs.pop("pool_slots", 1), 1)
+        self.priority_weight = _int("priority_weight", kwargs.pop("priority_weight", 1), None)
+        self.owner = kwargs.pop("owner", "airflow")
+        self.queue = kwargs.pop("queue", "default")
+        doc_md, doc = kwargs.pop("doc_md", None), kwargs.pop("doc", None)
+        self.doc_md = doc_md or doc
+        self.display_name = kwargs.pop("task_display_name", None)
+        self.do_xcom_push = bool(kwargs.pop("do_xcom_push", True))
+        self.params: dict[str, Param] = _params(kwargs.pop("params", None) or {})
+        for key in self.NOOP_DEFAULTS:
+            kwargs.pop(key, None)
+        self.mapping: dict[str, Any] | None = None
+        self._init_own(kwargs)
+        dag.add_task(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__module__.startswith("leoflow"):
+            raise UnsupportedConstruct(
+                f"custom operator class {cls.__name__} (a subclass of BaseOperator)",
+                "write its work as a @task function, or use PythonOperator or BashOperator",
+            )
+
+    def as_setup(self) -> Any:
+        raise UnsupportedConstruct("setup tasks (.as_setup())", "use ordinary tasks with trigger rules")
+
+    def as_teardown(self, *_: Any, **__: Any) -> Any:
+        raise UnsupportedConstruct("teardown tasks (.as_teardown())", "use a task with trigger_rule='all_done'")
+
+    def _init_own(self, kwargs: dict[str, Any]) -> None:
+        """Takes this operator's own arguments out of `kwargs`."""
+
+    def serialize_own(self) -> dict[str, Any]:
+        """This operator's own fields for dag.json."""
+        return {}
+
+    @property
+    def output(self) -> XComArg:
+        """The task's return value, for passing to other tasks."""
+        return XComArg(self)
+
+    def _add_upstream(self, other: BaseOperator) -> None:
+        if other.dag is not self.dag:
+            raise DagDefinitionError(
+                f"{other.task_id!r} (DAG {other.dag.dag_id!r}) and {self.task_id!r} "
+                f"(DAG {self.dag.dag_id!r}) are in different DAGs"
+            )
+        if other is self:
+            raise DagDefinitionError(f"task {self.task_id!r} cannot depend on itself")
+        if other not in self.upstream:
+            self.upstream.append(other)
+
+    def _roots(self) -> list[BaseOperator]:
+        return [self]
+
+    def _leaves(self) -> list[BaseOperator]:
+        return [self]
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> PartialOperator:
+        """Fixed arguments of a mapped task; `.expand(...)` names the mapped ones."""
+        return PartialOperator(cls, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task({self.operator_name}): {self.task_id}>"
+
+
+class PartialOperator:
+    """`SomeOperator.partial(...)`: waits for `.expand()` or `.expand_kwargs()`."""
+
+    def __init__(self, operator_class: type[BaseOperator], kwargs: dict[str, Any]) -> None:
+        self.operator_class = operator_class
+        self.kwargs = kwargs
+
+    def expand(self, **mapped: Any) -> BaseOperator:
+        if not mapped:
+            raise DagDefinitionError(".expand() needs at least one mapped argument")
+        overlap = sorted(set(mapped) & set(self.kwargs))
+        if overlap:
+            raise DagDefinitionError(f"{', '.join(overlap)} given both to .partial() and to .expand()")
+        own = self.operator_class.OWN_ARGS
+        not_mappable = sorted(k for k in mapped if k not in own)
+        if not_mappable:
+            raise DagDefinitionError(
+                f"{self.operator_class.operator_name} cannot map over {', '.join(not_mappable)}; "
+                f"mappable arguments: {', '.join(sorted(own)) or 'none'}"
+            )
+        for name, value in mapped.items():
+            _check_mappable(name, value)
+        placeholder = {k: _MAPPED for k in mapped}
+        task = self.operator_class(**self.kwargs, **placeholder)
+        task.mapping = {"expand": mapped, "expand_kwargs": None}
+        _depend_on_references(task, mapped)
+        return task
+
+    def expand_kwargs(self, value: Any) -> BaseOperator:
+        _check_mappable("expand_kwargs", value)
+        task = self.operator_class(**self.kwargs)
+        task.mapping = {"expand": {}, "expand_kwargs": value}
+        _depend_on_references(task, value)
+        return task
+
+
+class _Mapped:
+    """Stands for an argument whose value comes from `.expand()`."""
+
+    def __repr__(self) -> str:
+        return "<mapped>"
+
+
+_MAPPED = _Mapped()
+
+
+def _check_mappable(name: str, value: Any) -> None:
+    if isinstance(value, XComArg) or isinstance(value, (list, tuple, dict)):
+        return
+    raise DagDefinitionError(
+        f"cannot map over {name}={value!r}: .expand() takes a list, a dict or a task's result"
+    )
+
+
+def _depend_on_references(task: BaseOperator, value: Any) -> None:
+    """Makes `task` depend on every task whose result appears in `value`, at any depth."""
+    for reference in find_xcom_args(value):
+        task._add_upstream(reference.operator)
+
+
+def find_xcom_args(value: Any) -> list[XComArg]:
+    """Every XCom reference inside a value (lists, tuples, sets and dicts are searched)."""
+    found: list[XComArg] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, XComArg):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return found
+
+
+def chain(*elements: Any) -> None:
+    """Airflow's `chain`: each element upstream of the next; equal-length lists pair up."""
+    for left, right in zip(elements, elements[1:]):
+        if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+            if len(left) != len(right):
+                raise DagDefinitionError(
+                    f"chain() pairs adjacent lists element by element, but got lists of "
+                    f"{len(left)} and {len(right)} elements"
+                )
+            for a, b in zip(left, right):
+                _node(a).set_downstream(b)
+        elif isinstance(left, (list, tuple)):
+            for a in left:
+                _node(a).set_downstream(right)
+        else:
+            _node(left).set_downstream(right)
+
+
+def cross_downstream(from_tasks: Iterable[Any], to_tasks: Iterable[Any]) -> None:
+    """Every task of `from_tasks` upstream of every task of `to_tasks`."""
+    targets = list(to_tasks)
+    for task in from_tasks:
+        _node(task).set_downstream(targets)
+
+
+def _current_dag(what: str) -> DAG:
+    if context.dag_stack:
+        return context.dag_stack[-1]
+    raise DagDefinitionError(
+        f"{what} is created outside a DAG: create it inside `with DAG(...)`, inside a "
+        "@dag function, or pass dag=..."
+    )
+
+
+def _current_group(dag: DAG) -> TaskGroup | None:
+    for group in reversed(context.group_stack):
+        if group.dag is dag:
+            return group
+    return None
+
+
+def _check_kwargs(what: str, kwargs: dict[str, Any], accepted: set[str], noop: dict[str, Any]) -> None:
+    for key, value in kwargs.items():
+        if key in accepted:
+            continue
+        if key in noop:
+            if value == noop[key] or value is None or value is False or value == [] or value == {}:
+                continue
+            raise UnsupportedConstruct(f"{what}({key}=...)", f"Leoflow accepts {key} only as {noop[key]!r}")
+        raise DagDefinitionError(f"{what} got an unexpected keyword argument {key!r}")
+
+
+def _check_default_args(default_args: dict[str, Any]) -> None:
+    known = BaseOperator.BASE_ARGS | set(BaseOperator.NOOP_DEFAULTS) | _all_own_args()
+    unknown = sorted(k for k in default_args if k not in known)
+    if unknown:
+        raise DagDefinitionError(f"default_args has unknown key(s) {', '.join(unknown)}")
+    _check_kwargs("default_args", {k: v for k, v in default_args.items() if k in BaseOperator.NOOP_DEFAULTS}, set(), BaseOperator.NOOP_DEFAULTS)
+
+
+def _all_own_args() -> set[str]:
+    args: set[str] = set()
+    stack: list[type[BaseOperator]] = [BaseOperator]
+    while stack:
+        cls = stack.pop()
+        args |= cls.OWN_ARGS
+        stack.extend(cls.__subclasses__())
+    return args
+
+
+def _check_id(kind: str, value: str) -> None:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+    if len(value) > 250 or not set(value) <= allowed:
+        raise DagDefinitionError(
+            f"{kind} {value!r} may only contain letters, digits, dashes, dots and underscores "
+            "(at most 250 characters)"
+        )
+
+
+def _int(name: str, value: Any, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DagDefinitionError(f"{name} must be a whole number, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise DagDefinitionError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _timedelta(name: str, value: Any) -> dt.timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
+    raise DagDefinitionError(f"{name} must be a timedelta or a number of seconds, not {value!r}")
+
+
+def _datetime(name: str, value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    raise DagDefinitionError(f"{name} must be a datetime (or a pendulum datetime), not {value!r}")
+
+
+def _params(params: Any) -> dict[str, Param]:
+    if not isinstance(params, dict):
+        raise DagDefinitionError("params must be a dict of name → value or Param")
+    result: dict[str, Param] = {}
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise DagDefinitionError(f"param names must be strings, not {name!r}")
+        result[name] = value if isinstance(value, Param) else Param(value)
+    return result

@@ -1,0 +1,39 @@
+"""What a task may call while it runs, refused while the DAG file is only being parsed.
+
+The task runner sets the current context before calling a task function; during parsing there
+is none, and these calls fail with a message saying where to move them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leoflow.errors import DagDefinitionError
+
+#: The running task's context; `None` while a DAG file is parsed.
+current_context: dict[str, Any] | None = None
+
+
+def get_current_context() -> dict[str, Any]:
+    """The running task's Airflow context (`ti`, `ds`, `params`, …)."""
+    if current_context is None:
+        raise DagDefinitionError(
+            "get_current_context() can only be called while a task runs, not while the DAG file is parsed"
+        )
+    return current_context
+
+
+class Variable:
+    """Airflow Variables: readable inside a running task."""
+
+    @staticmethod
+    def get(key: str, default: Any = None, deserialize_json: bool = False) -> Any:
+        if current_context is None:
+            raise DagDefinitionError(
+                f"Variable.get({key!r}) while the DAG file is parsed: read Variables inside a task "
+                "(or pass them with Jinja templates such as {{ var.value.name }})"
+            )
+        getter = current_context.get("__variable_get__")
+        if getter is None:
+            raise DagDefinitionError("this task runner does not provide Variables")
+        return getter(key, default, deserialize_json)

@@ -1,0 +1,232 @@
+"""The DAG model as dag.json: plain JSON, every value checked, references tagged.
+
+Tagged values (a one-key object whose key starts and ends with `__`):
+`{"__xcom__": {"task_id", "key"}}` a task's result, `{"__param__": name}` a `@dag` function
+parameter, `{"__datetime__": iso}`, `{"__date__": iso}`, `{"__timedelta__": seconds}`,
+`{"__mapped__": true}` an argument supplied by `.expand()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from leoflow.decorators import DagParamReference
+from leoflow.errors import DagDefinitionError, UnsupportedConstruct
+from leoflow.model import _MAPPED, DAG, BaseOperator, Param, XComArg
+from leoflow.schedule import serialize_schedule, summary
+
+#: Version of the dag.json layout (see docs/dag-json.md).
+DAG_JSON_SCHEMA_VERSION = 1
+
+
+def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
+    """One DAG as dag.json records it (without the version hash, which the caller adds)."""
+    _at(dag.line, check_acyclic, dag)
+    tasks = [_at(task.line, serialize_task, task, dag_module) for task in sorted(dag.tasks.values(), key=lambda t: t.task_id)]
+    schedule = _at(dag.line, serialize_schedule, dag.schedule)
+    owners = sorted({t.owner for t in dag.tasks.values() if t.owner})
+    return {
+        "dag_id": dag.dag_id,
+        "fileloc": fileloc,
+        "line": dag.line,
+        "description": dag.description,
+        "doc_md": dag.doc_md,
+        "display_name": dag.display_name,
+        "owners": owners,
+        "tags": dag.tags,
+        "schedule": schedule,
+        "timetable_summary": summary(schedule),
+        "start_date": _instant(dag.start_date),
+        "end_date": _instant(dag.end_date),
+        "timezone": _timezone(dag.start_date),
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "max_active_tasks": dag.max_active_tasks,
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
+        "dagrun_timeout": _seconds(dag.dagrun_timeout),
+        "params": _at(dag.line, lambda: {name: serialize_param(name, p) for name, p in sorted(dag.params.items())}),
+        "task_groups": [
+            {
+                "group_id": g.group_id,
+                "parent": g.parent.group_id if g.parent else None,
+                "tooltip": g.tooltip,
+                "prefix_group_id": g.prefix_group_id,
+            }
+            for g in sorted(dag.groups.values(), key=lambda g: g.group_id)
+        ],
+        "tasks": tasks,
+    }
+
+
+def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
+    """One task as dag.json records it."""
+    where = f"task {task.task_id!r}"
+    own = {key: value_json(value, where, dag_module) for key, value in task.serialize_own().items()}
+    return {
+        "task_id": task.task_id,
+        "operator": task.operator_name,
+        "line": task.line,
+        "group": task.group.group_id if task.group else None,
+        "upstream": sorted(t.task_id for t in task.upstream),
+        "trigger_rule": task.trigger_rule,
+        "retries": task.retries,
+        "retry_delay": _seconds(task.retry_delay),
+        "retry_exponential_backoff": task.retry_exponential_backoff,
+        "max_retry_delay": _seconds(task.max_retry_delay),
+        "execution_timeout": _seconds(task.execution_timeout),
+        "pool": task.pool,
+        "pool_slots": task.pool_slots,
+        "priority_weight": task.priority_weight,
+        "owner": task.owner,
+        "queue": task.queue,
+        "doc_md": task.doc_md,
+        "display_name": task.display_name,
+        "do_xcom_push": task.do_xcom_push,
+        "params": {name: serialize_param(name, p) for name, p in sorted(task.params.items())},
+        "mapped": value_json(task.mapping, where, dag_module) if task.mapping else None,
+        **own,
+    }
+
+
+def serialize_param(name: str, param: Param) -> dict[str, Any]:
+    where = f"param {name!r}"
+    result: dict[str, Any] = {
+        "description": param.description,
+        "schema": value_json(param.schema, where, ""),
+    }
+    if param.has_default():
+        result["default"] = value_json(param.default, where, "")
+    return result
+
+
+def value_json(value: Any, where: str, dag_module: str) -> Any:
+    """`value` as JSON, with task results, params and dates tagged; anything else is refused."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DagDefinitionError(f"{where}: {value!r} cannot be stored in dag.json")
+        return value
+    if value is _MAPPED:
+        return {"__mapped__": True}
+    if isinstance(value, XComArg):
+        return {"__xcom__": {"task_id": value.operator.task_id, "key": value.key}}
+    if isinstance(value, DagParamReference):
+        return {"__param__": value.name}
+    if isinstance(value, dt.datetime):
+        return {"__datetime__": _instant(value)}
+    if isinstance(value, dt.date):
+        return {"__date__": value.isoformat()}
+    if isinstance(value, dt.timedelta):
+        return {"__timedelta__": value.total_seconds()}
+    if isinstance(value, (list, tuple)):
+        return [value_json(v, where, dag_module) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [value_json(v, where, dag_module) for v in value]
+        return sorted(items, key=repr)
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if key is None or isinstance(key, (bool, int, float)):
+                key = json.dumps(key)  # as json.dumps (and Airflow's serializer) would: 1 → "1", None → "null"
+            if not isinstance(key, str):
+                raise DagDefinitionError(f"{where}: dict keys must be strings to be stored, not {key!r}")
+            result[key] = value_json(item, where, dag_module)
+        return result
+    if callable(value):
+        return callable_ref(value, where, dag_module)
+    raise DagDefinitionError(
+        f"{where}: a value of type {type(value).__name__} cannot be passed to a task; "
+        "pass JSON-compatible values (str, numbers, bools, lists, dicts, dates) or build it inside the task"
+    )
+
+
+def callable_ref(function: Callable[..., Any], where: str, dag_module: str) -> dict[str, Any]:
+    """Where the task runner finds a task's function: module, qualified name and line."""
+    if not hasattr(function, "__code__") or not hasattr(function, "__qualname__"):
+        raise UnsupportedConstruct(
+            f"{where}: python_callable of type {type(function).__name__}",
+            "use a function defined with def",
+        )
+    if function.__name__ == "<lambda>":
+        raise UnsupportedConstruct(f"{where}: a lambda as python_callable", "define the function with def and a name")
+    module = function.__module__
+    if module.startswith(("leoflow", "airflow")):
+        raise DagDefinitionError(f"{where}: python_callable must be a function of the project, not {module}.{function.__qualname__}")
+    return {
+        "__callable__": {
+            "module": module,
+            "qualname": function.__qualname__,
+            "line": function.__code__.co_firstlineno,
+            "in_dag_file": module == dag_module,
+        }
+    }
+
+
+def check_acyclic(dag: DAG) -> None:
+    """Raises naming a cycle if the DAG's dependencies have one."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(dag.tasks):
+        if state.get(start):
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(start, 0)]
+        while stack:
+            task_id, index = stack.pop()
+            if index == 0:
+                state[task_id] = 1
+                path.append(task_id)
+            upstream = sorted(t.task_id for t in dag.tasks[task_id].upstream)
+            if index < len(upstream):
+                stack.append((task_id, index + 1))
+                nxt = upstream[index]
+                if state.get(nxt) == 1:
+                    cycle = path[path.index(nxt):] + [nxt]
+                    raise DagDefinitionError(
+                        f"DAG {dag.dag_id!r} has a cycle: {' <- '.join(cycle)} "
+                        "(each task depends on the next)"
+                    )
+                if not state.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                state[task_id] = 2
+                path.pop()
+
+
+def _at(line: int | None, function: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return function(*args)
+    except DagDefinitionError as error:
+        if getattr(error, "line", None) is None:
+            error.line = line  # type: ignore[attr-defined]
+        raise
+
+
+def _seconds(value: dt.timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def _instant(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        # Airflow reads naive dates in its default time zone, UTC.
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _timezone(value: dt.datetime | None) -> str:
+    if value is None or value.tzinfo is None:
+        return "UTC"
+    tz = value.tzinfo
+    name = getattr(tz, "name", None) or getattr(tz, "key", None)
+    if isinstance(name, str) and name:
+        return "UTC" if name in ("UTC", "+00:00") else name
+    offset = value.utcoffset()
+    if offset is None or offset == dt.timedelta(0):
+        return "UTC"
+    return str(tz)
