@@ -21,6 +21,26 @@ if ! have_pg_build; then
     fi
 fi
 
+# The Python side: a venv in the ignored .venv folder with what the SDK's tests and the DAG
+# files of the test corpus import. Recreated when the requirements change.
+python=${LEOFLOW_TEST_PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "Python 3.10 or newer is needed (set LEOFLOW_TEST_PYTHON to one)" >&2
+    exit 1
+fi
+stamp=.venv/.requirements
+if ! cmp -s sdk/python/requirements-dev.txt "$stamp" 2>/dev/null; then
+    echo "== creating .venv"
+    rm -rf .venv
+    "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r sdk/python/requirements-dev.txt
+    cp sdk/python/requirements-dev.txt "$stamp"
+fi
+export LEOFLOW_PYTHON="$PWD/.venv/bin/python"
+
+echo "== pytest (sdk/python)"
+(cd sdk/python && "$LEOFLOW_PYTHON" -m pytest -q)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

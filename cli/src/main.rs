@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{db, events, lite, postgres};
+use crate::commands::{compile, db, events, init, lite, postgres};
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
 #[derive(Debug, Parser)]
@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run Leoflow Lite on this machine for a project directory.
     Lite(lite::LiteArgs),
+    /// Compile a project (dag.py + leoflow.yaml) into dag.json.
+    Compile(compile::CompileArgs),
+    /// Create a new project with a working example DAG.
+    Init(init::InitArgs),
     /// Start, stop or inspect the managed Postgres cluster under $LEOFLOW_HOME.
     #[command(subcommand)]
     Postgres(postgres::PostgresCommand),
@@ -62,6 +66,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Lite(args) => lite::run(&cli.datastore, args).await,
+            Command::Compile(args) => compile::run(&cli.datastore, args).await,
+            Command::Init(args) => init::run(args),
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,

@@ -370,3 +370,166 @@ fn lite_runs_on_the_example_project_and_ctrl_c_stops_its_postgres() {
     assert_eq!(status.status.code(), Some(3), "Postgres stopped with Lite");
     remove_home(&home);
 }
+
+fn with_test_python(mut command: Command) -> Command {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if std::env::var_os("LEOFLOW_PYTHON").is_none() && venv.exists() {
+        command.env("LEOFLOW_PYTHON", venv);
+    }
+    command
+}
+
+#[test]
+fn init_then_compile_writes_dag_json_and_reports_errors_by_line() {
+    let home = scratch_home("compile");
+    let project = home.join("my project");
+    let out = run(&["init", project.to_str().unwrap()], None, Some(&home));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = run(&["init", project.to_str().unwrap()], None, Some(&home));
+    assert_eq!(again.status.code(), Some(1), "init does not overwrite");
+
+    let out = with_test_python(leoflow(
+        &["compile", project.to_str().unwrap()],
+        None,
+        Some(&home),
+    ))
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("my_project: 3 task(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("leoflow.yaml sets tasks.extract.retries = 1 (dag.py: 0)"),
+        "{}",
+        stderr(&out)
+    );
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("dag.json")).unwrap()).unwrap();
+    assert_eq!(document["dags"][0]["dag_id"], "my_project");
+    assert_eq!(
+        document["dags"][0]["version_hash"].as_str().unwrap().len(),
+        64
+    );
+
+    std::fs::write(
+        project.join("dag.py"),
+        "from airflow.sdk import DAG\n\nwith DAG('x', schedule='* * *'):\n    pass\n",
+    )
+    .unwrap();
+    let out = with_test_python(leoflow(
+        &["compile", project.to_str().unwrap(), "-o", "-"],
+        None,
+        Some(&home),
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "dag.py:3: DagDefinitionError: bad cron expression '* * *': expected 5 fields"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "nothing written on failure");
+    remove_home(&home);
+}
+
+#[tokio::test]
+async fn compile_register_records_versions_and_import_errors() {
+    let db = fresh_database().await;
+    let url = url(&db);
+    let home = scratch_home("register");
+    let project = home.join("proj");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("dag.py"), "from leoflow import DAG, EmptyOperator\nwith DAG('reg', schedule=None):\n    EmptyOperator(task_id='t')\n").unwrap();
+    let compile = || {
+        with_test_python(leoflow(
+            &[
+                "compile",
+                project.to_str().unwrap(),
+                "--register",
+                "-o",
+                "-",
+            ],
+            Some(&url),
+            Some(&home),
+        ))
+        .output()
+        .unwrap()
+    };
+    let out = compile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("registered a new version of reg"),
+        "{}",
+        stderr(&out)
+    );
+    let out = compile();
+    assert!(
+        stderr(&out).contains("reg is unchanged"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(project.join("dag.py"), "import nowhere_to_be_found\n").unwrap();
+    let out = compile();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("recorded the import error"),
+        "{}",
+        stderr(&out)
+    );
+    let stacktrace: String = sqlx::query_scalar("SELECT stacktrace FROM import_error")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        stacktrace.starts_with("dag.py:1: ImportError: cannot import 'nowhere_to_be_found'"),
+        "{stacktrace}"
+    );
+    remove_home(&home);
+}
+
+#[test]
+fn compile_with_image_writes_a_dockerfile_and_build_needs_a_builder() {
+    let home = scratch_home("image");
+    let project = home.join("imgproj");
+    run(&["init", project.to_str().unwrap()], None, Some(&home));
+    std::fs::write(
+        project.join("leoflow.yaml"),
+        "python_version: \"3.12\"\ndependencies: [\"requests>=2\"]\n",
+    )
+    .unwrap();
+    let out = with_test_python(leoflow(
+        &[
+            "compile",
+            project.to_str().unwrap(),
+            "--image",
+            "acme/etl:1",
+            "--build",
+        ],
+        None,
+        Some(&home),
+    ))
+    .output()
+    .unwrap();
+    let dockerfile = std::fs::read_to_string(project.join("Dockerfile.leoflow")).unwrap();
+    assert!(dockerfile.contains("FROM python:3.12-slim"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("pip install --no-cache-dir \"requests>=2\""),
+        "{dockerfile}"
+    );
+    if leoflow_postgres::datastore::docker_engine_answers().is_err() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("--build needs a container builder"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    remove_home(&home);
+}

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod compile;
 pub mod db;
 pub mod events;
+pub mod init;
 pub mod lite;
 pub mod postgres;

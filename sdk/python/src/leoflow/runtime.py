@@ -37,3 +37,14 @@ class Variable:
         if getter is None:
             raise DagDefinitionError("this task runner does not provide Variables")
         return getter(key, default, deserialize_json)
+
+
+class PokeReturnValue:
+    """What a sensor function may return: done or not, and the XCom value to push when done."""
+
+    def __init__(self, is_done: bool, xcom_value: Any = None) -> None:
+        self.is_done = is_done
+        self.xcom_value = xcom_value
+
+    def __bool__(self) -> bool:
+        return self.is_done

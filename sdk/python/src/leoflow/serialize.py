@@ -146,14 +146,14 @@ def value_json(value: Any, where: str, dag_module: str) -> Any:
 
 
 def callable_ref(function: Callable[..., Any], where: str, dag_module: str) -> dict[str, Any]:
-    """Where the task runner finds a task's function: module, qualified name and line."""
+    """Where a task's function is defined: module, qualified name and line."""
     if not hasattr(function, "__code__") or not hasattr(function, "__qualname__"):
         raise UnsupportedConstruct(
             f"{where}: python_callable of type {type(function).__name__}",
             "use a function defined with def",
         )
-    if function.__name__ == "<lambda>":
-        raise UnsupportedConstruct(f"{where}: a lambda as python_callable", "define the function with def and a name")
+    # Lambdas and functions local to a @dag function have no importable name; the task runner
+    # re-runs the DAG file and takes the callable from the task itself, so they work too.
     module = function.__module__
     if module.startswith(("leoflow", "airflow")):
         raise DagDefinitionError(f"{where}: python_callable must be a function of the project, not {module}.{function.__qualname__}")

@@ -14,7 +14,7 @@ from leoflow import (
     task_group,
 )
 from leoflow.errors import UnsupportedConstruct
-from leoflow.runtime import Variable, get_current_context
+from leoflow.runtime import PokeReturnValue, Variable, get_current_context
 
 _HINTS = {
     "Connection": "read Connections inside a task, not while the file is parsed",
@@ -37,6 +37,7 @@ __all__ = [
     "DAG",
     "BaseOperator",
     "Param",
+    "PokeReturnValue",
     "TaskGroup",
     "TriggerRule",
     "Variable",

@@ -1,0 +1,342 @@
+//! `leoflow.yaml`: project settings that win over what dag.py says.
+//!
+//! ```yaml
+//! dag_id: hello                  # renames the DAG (single-DAG projects)
+//! description: Says hello
+//! owner: data-team               # every task's owner
+//! tags: [example]
+//! python_version: "3.11"
+//! dependencies: ["requests>=2"]  # installed into the project's venv
+//! defaults:                      # every task
+//!   retries: 2
+//!   retry_delay: 30s
+//!   timeout: 10m
+//!   env: {LOG_LEVEL: info}
+//!   resources: {cpu: 500m, memory: 256Mi}
+//! tasks:
+//!   load:                        # one task (its full id, group prefix included)
+//!     retries: 5
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A validation failure, with the line of leoflow.yaml it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "leoflow.yaml:{line}: {}", self.message),
+            None => write!(f, "leoflow.yaml: {}", self.message),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Renames the project's DAG.
+    pub dag_id: Option<String>,
+    /// The DAG's description.
+    pub description: Option<String>,
+    /// Owner of every task.
+    pub owner: Option<String>,
+    /// The DAG's tags (replacing dag.py's).
+    pub tags: Option<Vec<String>>,
+    /// Python version the project's tasks run on (`"3.11"`).
+    pub python_version: Option<String>,
+    /// pip requirements of the project's tasks.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Settings for every task.
+    #[serde(default)]
+    pub defaults: TaskSettings,
+    /// Settings for single tasks, by task id.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskSettings>,
+}
+
+/// What leoflow.yaml may set on a task.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `retry_delay`.
+    pub retry_delay: Option<Duration>,
+    /// `execution_timeout`.
+    pub timeout: Option<Duration>,
+    /// Environment variables for the task's process.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Resources for the task's pod (Pro) or process.
+    pub resources: Option<Resources>,
+}
+
+/// CPU and memory, in Kubernetes notation.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU, e.g. `500m` or `2`.
+    pub cpu: Option<String>,
+    /// Memory, e.g. `256Mi` or `1Gi`.
+    pub memory: Option<String>,
+}
+
+/// A duration: seconds, or text such as `90s`, `5m`, `1h30m`, `2d`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(into = "f64")]
+pub struct Duration(pub f64);
+
+impl From<Duration> for f64 {
+    fn from(d: Duration) -> f64 {
+        d.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(f64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) if s >= 0.0 && s.is_finite() => Ok(Duration(s)),
+            Raw::Seconds(s) => Err(serde::de::Error::custom(format!(
+                "a duration must be a positive number of seconds, not {s}"
+            ))),
+            Raw::Text(text) => parse_duration(&text)
+                .map(Duration)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `5m`, `1h30m`, `2d`.
+pub fn parse_duration(text: &str) -> Result<f64, String> {
+    let bad =
+        || format!("{text:?} is not a duration; write seconds (90) or e.g. 90s, 5m, 1h30m, 2d");
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return if seconds >= 0.0 {
+            Ok(seconds)
+        } else {
+            Err(bad())
+        };
+    }
+    let mut total = 0.0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            _ => return Err(bad()),
+        };
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        total += value * unit;
+        number.clear();
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+impl ProjectConfig {
+    /// Parses and validates leoflow.yaml's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: ProjectConfig = serde_norway::from_str(text).map_err(|e| ConfigError {
+            line: e.location().map(|l| l.line()),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        })?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let at = |key: &str, message: String| ConfigError {
+            line: line_of(text, key),
+            message,
+        };
+        if let Some(id) = &self.dag_id
+            && !valid_id(id)
+        {
+            return Err(at(
+                "dag_id",
+                format!(
+                    "dag_id {id:?} may only contain letters, digits, dashes, dots and underscores"
+                ),
+            ));
+        }
+        if let Some(version) = &self.python_version {
+            let ok = version.strip_prefix("3.").is_some_and(|minor| {
+                !minor.is_empty() && minor.chars().all(|c| c.is_ascii_digit())
+            });
+            if !ok {
+                return Err(at(
+                    "python_version",
+                    format!("python_version {version:?} must look like \"3.11\""),
+                ));
+            }
+        }
+        for dependency in &self.dependencies {
+            if dependency.trim().is_empty() || dependency.contains(['\n', ';']) {
+                return Err(at(
+                    "dependencies",
+                    format!(
+                        "dependency {dependency:?} is not a pip requirement such as \"requests>=2\""
+                    ),
+                ));
+            }
+        }
+        if let Some(tags) = &self.tags
+            && tags.iter().any(|t| t.trim().is_empty())
+        {
+            return Err(at("tags", "tags must not be empty strings".to_owned()));
+        }
+        for (name, settings) in std::iter::once(("defaults", &self.defaults))
+            .chain(self.tasks.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            if let Some(resources) = &settings.resources {
+                check_quantity(resources.cpu.as_deref(), is_cpu, "cpu", "500m or 2")
+                    .and_then(|()| {
+                        check_quantity(
+                            resources.memory.as_deref(),
+                            is_memory,
+                            "memory",
+                            "256Mi or 1Gi",
+                        )
+                    })
+                    .map_err(|message| at(name, format!("{name}: {message}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The line where `tasks.<task_id>` is written, for errors about it.
+    pub fn task_line(text: &str, task_id: &str) -> Option<usize> {
+        line_of(text, task_id)
+    }
+}
+
+fn check_quantity(
+    value: Option<&str>,
+    valid: fn(&str) -> bool,
+    what: &str,
+    example: &str,
+) -> Result<(), String> {
+    match value {
+        Some(v) if !valid(v) => Err(format!(
+            "resources.{what} {v:?} is not a quantity such as {example}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn is_cpu(v: &str) -> bool {
+    let digits = v.strip_suffix('m').unwrap_or(v);
+    !digits.is_empty() && digits.parse::<f64>().is_ok_and(|n| n > 0.0)
+}
+
+fn is_memory(v: &str) -> bool {
+    let units = ["Ki", "Mi", "Gi", "Ti", "K", "M", "G", "T"];
+    let digits = units.iter().find_map(|u| v.strip_suffix(u)).unwrap_or(v);
+    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Whether an id uses Airflow's allowed characters.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 250
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The first line whose key (before `:`) is `key`.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            trimmed
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+                || trimmed
+                    .strip_prefix(&format!("\"{key}\""))
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = ProjectConfig::parse(
+            "dag_id: hello\nowner: ana\ntags: [a]\npython_version: \"3.11\"\ndependencies: [\"requests>=2\"]\n\
+             defaults:\n  retries: 2\n  retry_delay: 30s\n  timeout: 1h30m\n  resources: {cpu: 500m, memory: 256Mi}\n\
+             tasks:\n  load:\n    retries: 5\n    env: {A: b}\n",
+        )
+        .unwrap();
+        assert_eq!(config.defaults.retry_delay, Some(Duration(30.0)));
+        assert_eq!(config.defaults.timeout, Some(Duration(5400.0)));
+        assert_eq!(config.tasks["load"].retries, Some(5));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_line() {
+        let err = ProjectConfig::parse("dag_id: a\nretries: 3\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("unknown field `retries`"), "{err}");
+
+        let err = ProjectConfig::parse("defaults:\n  retry_delay: soon\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("not a duration"), "{err}");
+
+        let err = ProjectConfig::parse("python_version: 2.7\n").unwrap_err();
+        assert!(err.to_string().starts_with("leoflow.yaml:1:"), "{err}");
+
+        let err = ProjectConfig::parse("tasks:\n  t:\n    resources: {cpu: lots}\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("resources.cpu"), "{err}");
+
+        let err = ProjectConfig::parse("dag_id: [unclosed\n").unwrap_err();
+        assert!(err.line.is_some(), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90.0));
+        assert_eq!(parse_duration("2d1h"), Ok(176_400.0));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-3").is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! dag.json: the compiled project, leoflow.yaml applied, each DAG with its version hash.
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConfigError, ProjectConfig, TaskSettings};
+
+/// Version of the dag.json layout (`docs/dag-json.md`, `docs/dag-json.schema.json`).
+pub const DAG_JSON_VERSION: u64 = 1;
+
+/// A compiled project: what `leoflow compile` writes and what the control plane registers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectDocument {
+    /// The whole document.
+    pub json: Value,
+}
+
+impl ProjectDocument {
+    /// The DAG documents, each with `dag_id` and `version_hash`.
+    pub fn dags(&self) -> &[Value] {
+        self.json["dags"].as_array().map_or(&[], Vec::as_slice)
+    }
+
+    /// The dag.py source text.
+    pub fn source_text(&self) -> &str {
+        self.json["source"]["text"].as_str().unwrap_or_default()
+    }
+
+    /// Pretty JSON with sorted keys, as written to dag.json.
+    pub fn to_pretty_json(&self) -> String {
+        serde_json::to_string_pretty(&sorted(&self.json)).expect("JSON values serialize") + "\n"
+    }
+}
+
+/// Builds the document from the compiler's answer, the source and leoflow.yaml.
+pub fn build(
+    project: &str,
+    source: &str,
+    compiled: Value,
+    config: &ProjectConfig,
+    config_text: Option<&str>,
+) -> Result<ProjectDocument, ConfigError> {
+    let source_sha256 = sha256_hex(source.as_bytes());
+    let mut dags = match compiled.get("dags") {
+        Some(Value::Array(dags)) => dags.clone(),
+        _ => Vec::new(),
+    };
+    if config.dag_id.is_some() && dags.len() > 1 {
+        let ids: Vec<&str> = dags.iter().filter_map(|d| d["dag_id"].as_str()).collect();
+        return Err(ConfigError {
+            line: config_text.and_then(|t| ProjectConfig::task_line(t, "dag_id")),
+            message: format!(
+                "dag_id renames the project's DAG, but dag.py defines {} DAGs ({}); remove dag_id",
+                ids.len(),
+                ids.join(", ")
+            ),
+        });
+    }
+    for task_id in config.tasks.keys() {
+        let known = dags.iter().any(|d| {
+            d["tasks"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["task_id"] == task_id.as_str()))
+        });
+        if !known {
+            return Err(ConfigError {
+                line: config_text.and_then(|t| ProjectConfig::task_line(t, task_id)),
+                message: format!("tasks.{task_id}: dag.py has no task {task_id:?}"),
+            });
+        }
+    }
+    for dag in &mut dags {
+        let mut overrides = Vec::new();
+        apply_config(dag, config, &mut overrides);
+        let overrides = collapse(overrides);
+        dag["source_sha256"] = json!(source_sha256);
+        dag["overrides"] = Value::Array(overrides);
+        let hash = sha256_hex(canonical_json(dag).as_bytes());
+        dag["version_hash"] = json!(hash);
+    }
+    Ok(ProjectDocument {
+        json: json!({
+            "dag_json_version": DAG_JSON_VERSION,
+            "project": project,
+            "source": {"file": "dag.py", "sha256": source_sha256, "text": source},
+            "config": {
+                "file": config_text.map(|_| "leoflow.yaml"),
+                "python_version": config.python_version,
+                "dependencies": config.dependencies,
+            },
+            "dags": dags,
+        }),
+    })
+}
+
+/// One entry per field: what dag.py said first, what leoflow.yaml made of it last.
+fn collapse(overrides: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for entry in overrides {
+        match out.iter_mut().find(|o| o["field"] == entry["field"]) {
+            Some(existing) => existing["leoflow_yaml"] = entry["leoflow_yaml"].clone(),
+            None => out.push(entry),
+        }
+    }
+    out
+}
+
+/// Sets what leoflow.yaml says, recording each value it changed.
+fn apply_config(dag: &mut Value, config: &ProjectConfig, overrides: &mut Vec<Value>) {
+    let mut set = |target: &mut Value, path: String, key: &str, value: Value| {
+        let before = target.get(key).cloned().unwrap_or(Value::Null);
+        if before != value {
+            overrides.push(json!({"field": path, "dag_py": before, "leoflow_yaml": value}));
+            target[key] = value;
+        }
+    };
+    if let Some(id) = &config.dag_id {
+        set(dag, "dag_id".into(), "dag_id", json!(id));
+    }
+    if let Some(description) = &config.description {
+        set(dag, "description".into(), "description", json!(description));
+    }
+    if let Some(tags) = &config.tags {
+        let mut tags = tags.clone();
+        tags.sort();
+        tags.dedup();
+        set(dag, "tags".into(), "tags", json!(tags));
+    }
+    if let Some(owner) = &config.owner {
+        set(dag, "owners".into(), "owners", json!([owner]));
+    }
+    let Some(Value::Array(tasks)) = dag.get_mut("tasks") else {
+        return;
+    };
+    for task in tasks {
+        let task_id = task["task_id"].as_str().unwrap_or_default().to_owned();
+        // Only tasks that do not say otherwise get the process environment and resources keys.
+        for key in ["env", "resources"] {
+            if task.get(key).is_none() {
+                task[key] = Value::Null;
+            }
+        }
+        if let Some(owner) = &config.owner {
+            set(
+                task,
+                format!("tasks.{task_id}.owner"),
+                "owner",
+                json!(owner),
+            );
+        }
+        for settings in [Some(&config.defaults), config.tasks.get(&task_id)]
+            .into_iter()
+            .flatten()
+        {
+            apply_task_settings(task, &task_id, settings, &mut set);
+        }
+    }
+}
+
+fn apply_task_settings(
+    task: &mut Value,
+    task_id: &str,
+    settings: &TaskSettings,
+    set: &mut impl FnMut(&mut Value, String, &str, Value),
+) {
+    if let Some(retries) = settings.retries {
+        set(
+            task,
+            format!("tasks.{task_id}.retries"),
+            "retries",
+            json!(retries),
+        );
+    }
+    if let Some(delay) = settings.retry_delay {
+        set(
+            task,
+            format!("tasks.{task_id}.retry_delay"),
+            "retry_delay",
+            json!(delay.0),
+        );
+    }
+    if let Some(timeout) = settings.timeout {
+        set(
+            task,
+            format!("tasks.{task_id}.execution_timeout"),
+            "execution_timeout",
+            json!(timeout.0),
+        );
+    }
+    if let Some(env) = &settings.env {
+        set(task, format!("tasks.{task_id}.env"), "env", json!(env));
+    }
+    if let Some(resources) = &settings.resources {
+        set(
+            task,
+            format!("tasks.{task_id}.resources"),
+            "resources",
+            json!(resources),
+        );
+    }
+}
+
+/// JSON with object keys sorted and no whitespace: the form version hashes are taken of.
+pub fn canonical_json(value: &Value) -> String {
+    serde_json::to_string(&sorted(value)).expect("JSON values serialize")
+}
+
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = Map::new();
+            for key in keys {
+                out.insert(key.clone(), sorted(&map[key]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled() -> Value {
+        json!({"ok": true, "dags": [{
+        "dag_id": "etl", "description": null, "tags": ["x"], "owners": ["airflow"],
+        "tasks": [
+            {"task_id": "extract", "retries": 0, "retry_delay": 300.0, "execution_timeout": null, "owner": "airflow"},
+            {"task_id": "load", "retries": 1, "retry_delay": 300.0, "execution_timeout": null, "owner": "airflow"}
+        ]}]})
+    }
+
+    #[test]
+    fn leoflow_yaml_wins_and_the_document_says_so() {
+        let text = "dag_id: etl2\ntags: [b, a]\ndefaults:\n  retries: 2\ntasks:\n  load:\n    retries: 5\n    timeout: 60\n";
+        let config = ProjectConfig::parse(text).unwrap();
+        let doc = build("p", "src", compiled(), &config, Some(text)).unwrap();
+        let dag = &doc.dags()[0];
+        assert_eq!(dag["dag_id"], "etl2");
+        assert_eq!(dag["tags"], json!(["a", "b"]));
+        assert_eq!(dag["tasks"][0]["retries"], 2);
+        assert_eq!(dag["tasks"][1]["retries"], 5);
+        assert_eq!(dag["tasks"][1]["execution_timeout"], 60.0);
+        let fields: Vec<&str> = dag["overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "dag_id",
+                "tags",
+                "tasks.extract.retries",
+                "tasks.load.retries",
+                "tasks.load.execution_timeout"
+            ]
+        );
+        assert_eq!(
+            dag["overrides"][3],
+            json!({"field": "tasks.load.retries", "dag_py": 1, "leoflow_yaml": 5})
+        );
+    }
+
+    #[test]
+    fn unknown_task_in_leoflow_yaml_names_its_line() {
+        let text = "tasks:\n  extract:\n    retries: 1\n  trnasform:\n    retries: 2\n";
+        let config = ProjectConfig::parse(text).unwrap();
+        let err = build("p", "src", compiled(), &config, Some(text)).unwrap_err();
+        assert_eq!(err.line, Some(4));
+        assert!(
+            err.message.contains("dag.py has no task \"trnasform\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_version_hash_follows_content_and_source() {
+        let config = ProjectConfig::default();
+        let a = build("p", "src", compiled(), &config, None).unwrap();
+        let b = build("p", "src", compiled(), &config, None).unwrap();
+        let c = build("p", "src changed", compiled(), &config, None).unwrap();
+        assert_eq!(a.dags()[0]["version_hash"], b.dags()[0]["version_hash"]);
+        assert_ne!(a.dags()[0]["version_hash"], c.dags()[0]["version_hash"]);
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "a": [{"d": 1, "c": 2}]})),
+            r#"{"a":[{"c":2,"d":1}],"b":1}"#
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Registering a compiled project in the control plane: events, not rows.
+
+use leoflow_events::catalog::{DagImportFailed, DagParsed};
+use leoflow_events::{AppendBatch, AppendError, EventStore, Metadata, StoreError};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::document::canonical_json;
+use crate::{CompileError, ProjectDocument};
+
+/// What registering did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// DAGs that got a new version (or were re-parsed after an import error).
+    pub parsed: Vec<String>,
+    /// DAGs whose version hash did not change: no event.
+    pub unchanged: Vec<String>,
+    /// The import error recorded for the project's file, if compiling failed.
+    pub import_error: Option<String>,
+}
+
+/// Why registering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The failure was the machine's, not the project's: nothing is recorded.
+    #[error("{0}")]
+    Environment(CompileError),
+    /// Writing blobs or reading the read models failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Appending failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Reading the read models failed.
+    #[error("reading the dag read model failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The `fileloc` Leoflow records for a project's dag.py: `<project>/dag.py`.
+pub fn fileloc(project: &str) -> String {
+    format!("{project}/dag.py")
+}
+
+/// Appends what compiling `project` yielded: `DagParsed` for each DAG whose version hash
+/// changed (or whose file had an import error), or one `DagImportFailed`.
+pub async fn register(
+    store: &EventStore,
+    project: &str,
+    compiled: &Result<ProjectDocument, CompileError>,
+    actor: &str,
+) -> Result<Registration, RegisterError> {
+    let fileloc = fileloc(project);
+    let metadata = Metadata::actor(actor);
+    let document = match compiled {
+        Ok(document) => document,
+        Err(error) if !error.is_project_error() => {
+            return Err(RegisterError::Environment(error.clone()));
+        }
+        Err(error) => {
+            let message = error.to_string();
+            let recorded: Option<String> =
+                sqlx::query_scalar("SELECT stacktrace FROM import_error WHERE filename = $1")
+                    .bind(&fileloc)
+                    .fetch_optional(store.pool())
+                    .await?;
+            if recorded.as_deref() != Some(message.as_str()) {
+                let event = DagImportFailed {
+                    fileloc: fileloc.clone(),
+                    bundle_name: project.to_owned(),
+                    error: message.clone(),
+                };
+                store
+                    .append(AppendBatch::new().push(event, &metadata))
+                    .await?;
+            }
+            return Ok(Registration {
+                import_error: Some(message),
+                ..Registration::default()
+            });
+        }
+    };
+
+    let had_import_error: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_error WHERE filename = $1)")
+            .bind(&fileloc)
+            .fetch_one(store.pool())
+            .await?;
+    let ids: Vec<String> = document
+        .dags()
+        .iter()
+        .filter_map(|d| d["dag_id"].as_str().map(str::to_owned))
+        .collect();
+    let latest: Vec<(String, String)> =
+        sqlx::query("SELECT dag_id, latest_version_hash FROM dag WHERE dag_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(store.pool())
+            .await?
+            .iter()
+            .map(|r| (r.get("dag_id"), r.get("latest_version_hash")))
+            .collect();
+
+    let source_hash = store
+        .put_blob("text/x-python", document.source_text())
+        .await?;
+    let mut batch = AppendBatch::new();
+    let mut registration = Registration::default();
+    for dag in document.dags() {
+        let dag_id = dag["dag_id"].as_str().unwrap_or_default().to_owned();
+        let version_hash = dag["version_hash"].as_str().unwrap_or_default().to_owned();
+        let unchanged = latest
+            .iter()
+            .any(|(id, hash)| *id == dag_id && *hash == version_hash);
+        if unchanged && !had_import_error {
+            registration.unchanged.push(dag_id);
+            continue;
+        }
+        let document_hash = store
+            .put_blob("application/json", &canonical_json(dag))
+            .await?;
+        batch = batch.push(
+            dag_parsed(
+                dag,
+                &fileloc,
+                project,
+                version_hash,
+                &source_hash,
+                document_hash,
+            ),
+            &metadata,
+        );
+        registration.parsed.push(dag_id);
+    }
+    store.append(batch).await?;
+    Ok(registration)
+}
+
+fn dag_parsed(
+    dag: &Value,
+    fileloc: &str,
+    project: &str,
+    version_hash: String,
+    source_hash: &str,
+    document_hash: String,
+) -> DagParsed {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    DagParsed {
+        dag_id: dag["dag_id"].as_str().unwrap_or_default().to_owned(),
+        fileloc: fileloc.to_owned(),
+        bundle_name: project.to_owned(),
+        version_hash,
+        source_hash: Some(source_hash.to_owned()),
+        document_hash: Some(document_hash),
+        description: dag["description"].as_str().map(str::to_owned),
+        owners: strings(&dag["owners"]),
+        tags: strings(&dag["tags"]),
+        timetable_summary: dag["timetable_summary"].as_str().map(str::to_owned),
+        max_active_runs: dag["max_active_runs"].as_i64().unwrap_or(16) as i32,
+        max_active_tasks: dag["max_active_tasks"].as_i64().unwrap_or(16) as i32,
+        catchup: dag["catchup"].as_bool().unwrap_or(false),
+        // Airflow's default: a DAG seen for the first time starts paused.
+        is_paused_upon_creation: dag["is_paused_upon_creation"].as_bool().unwrap_or(true),
+    }
+}

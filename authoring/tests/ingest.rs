@@ -1,0 +1,199 @@
+//! Registering compiled projects: events appended, read models updated, against real Postgres.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use leoflow_authoring::ingest::{RegisterError, register};
+use leoflow_authoring::{CompileError, DEFAULT_TIMEOUT, PythonRuntime, compile_project};
+use leoflow_events::EventStore;
+use leoflow_postgres::testing::fresh_database;
+use leoflow_projector::ReadModels;
+use sqlx::PgPool;
+
+const DAG_V1: &str = "from airflow.sdk import DAG, task\n\
+with DAG('ingested', schedule='@daily', tags=['t']):\n    @task\n    def a():\n        return 1\n    a()\n";
+const DAG_V2: &str = "from airflow.sdk import DAG, task\n\
+with DAG('ingested', schedule='@daily', tags=['t']):\n    @task\n    def a():\n        return 2\n    a()\n";
+const BROKEN: &str =
+    "from airflow.sdk import DAG\nwith DAG('ingested', schedule='@sometimes'):\n    pass\n";
+
+fn project(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("leoflow-ingest-{tag}-{}", std::process::id()))
+        .join("proj");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+async fn compile_and_register(
+    store: &EventStore,
+    dir: &Path,
+    python: &PythonRuntime,
+    timeout: Duration,
+) -> leoflow_authoring::ingest::Registration {
+    let compiled = compile_project(dir, python, timeout).await;
+    register(store, "proj", &compiled, "test").await.unwrap()
+}
+
+#[tokio::test]
+async fn new_versions_only_when_the_hash_changes_and_import_errors_come_and_go() {
+    let python = common::test_python().await;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project("versions");
+
+    std::fs::write(dir.join("dag.py"), DAG_V1).unwrap();
+    let first = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(first.parsed, ["ingested"]);
+    let again = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(again.unchanged, ["ingested"]);
+    assert!(again.parsed.is_empty());
+    assert_eq!(
+        store.head().await.unwrap(),
+        1,
+        "an unchanged DAG appends nothing"
+    );
+
+    let dag: (bool, i32, String, String) = sqlx::query_as(
+        "SELECT is_paused, latest_version_number, timetable_summary, fileloc FROM dag WHERE dag_id = 'ingested'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(dag, (true, 1, "@daily".into(), "proj/dag.py".into()));
+    let source_hash: String = sqlx::query_scalar("SELECT source_hash FROM dag_version")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_blob(&source_hash).await.unwrap().unwrap().content,
+        DAG_V1
+    );
+
+    std::fs::write(dir.join("dag.py"), DAG_V2).unwrap();
+    compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(
+        count(&db.pool, "SELECT latest_version_number::bigint FROM dag").await,
+        2
+    );
+
+    std::fs::write(dir.join("dag.py"), BROKEN).unwrap();
+    let broken = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    let message = broken.import_error.unwrap();
+    assert!(
+        message.starts_with("dag.py:2: DagDefinitionError: unknown schedule preset"),
+        "{message}"
+    );
+    let stacktrace: String =
+        sqlx::query_scalar("SELECT stacktrace FROM import_error WHERE filename = 'proj/dag.py'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stacktrace, message);
+    let head = store.head().await.unwrap();
+    compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(
+        store.head().await.unwrap(),
+        head,
+        "the same import error is not recorded twice"
+    );
+
+    // Back to version 2's content: same hash, but the file parses again, so the error clears.
+    std::fs::write(dir.join("dag.py"), DAG_V2).unwrap();
+    let fixed = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(fixed.parsed, ["ingested"]);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM import_error").await,
+        0
+    );
+    assert_eq!(
+        count(&db.pool, "SELECT latest_version_number::bigint FROM dag").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_dag_file_is_stopped_and_reported() {
+    let python = common::test_python().await;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project("hang");
+    std::fs::write(dir.join("dag.py"), "import time\ntime.sleep(600)\n").unwrap();
+    let started = std::time::Instant::now();
+    let compiled = compile_project(&dir, &python, Duration::from_secs(1)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the child was killed, not waited for"
+    );
+    assert!(
+        matches!(compiled, Err(CompileError::Timeout { .. })),
+        "{compiled:?}"
+    );
+    let registration = register(&store, "proj", &compiled, "test").await.unwrap();
+    assert!(
+        registration
+            .import_error
+            .unwrap()
+            .contains("did not finish within 1 s")
+    );
+}
+
+#[tokio::test]
+async fn a_broken_environment_is_not_blamed_on_the_project() {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let err = PythonRuntime::new(Path::new("python3"), Path::new("/nonexistent/sdk"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("LEOFLOW_SDK_PATH"), "{err}");
+    let err = PythonRuntime::new(
+        Path::new("/nonexistent/python"),
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python/src")),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("LEOFLOW_PYTHON"), "{err}");
+    let outcome = register(&store, "proj", &Err(err), "test").await;
+    assert!(matches!(outcome, Err(RegisterError::Environment(_))));
+    assert_eq!(store.head().await.unwrap(), 0, "nothing recorded");
+}
+
+#[tokio::test]
+async fn leoflow_yaml_errors_are_import_errors_with_their_line() {
+    let python = common::test_python().await;
+    let dir = project("yaml");
+    std::fs::write(dir.join("dag.py"), DAG_V1).unwrap();
+    std::fs::write(
+        dir.join("leoflow.yaml"),
+        "tasks:\n  a:\n    retries: 1\n  b:\n    retries: 2\n",
+    )
+    .unwrap();
+    let err = compile_project(&dir, &python, DEFAULT_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "leoflow.yaml:4: tasks.b: dag.py has no task \"b\""
+    );
+    std::fs::write(dir.join("leoflow.yaml"), "schedule: '@daily'\n").unwrap();
+    let err = compile_project(&dir, &python, DEFAULT_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("leoflow.yaml:1: unknown field `schedule`"),
+        "{err}"
+    );
+    let err = compile_project(&dir.join("missing"), &python, DEFAULT_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has no dag.py"), "{err}");
+}

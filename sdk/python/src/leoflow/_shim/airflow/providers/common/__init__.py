@@ -1,0 +1,1 @@
+"""Part of Airflow's import paths, mapped onto Leoflow."""
