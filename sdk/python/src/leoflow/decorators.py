@@ -15,6 +15,7 @@ from leoflow.model import (
     TaskGroup,
     XComArg,
     _check_mappable,
+    check_expand,
     _current_dag,
     _current_group,
     _depend_on_references,
@@ -160,13 +161,7 @@ class PartialTask:
         self.kwargs = kwargs
 
     def expand(self, **mapped: Any) -> XComArg:
-        if not mapped:
-            raise DagDefinitionError(".expand() needs at least one mapped argument")
-        overlap = sorted(set(mapped) & set(self.kwargs))
-        if overlap:
-            raise DagDefinitionError(f"{', '.join(overlap)} given both to .partial() and to .expand()")
-        for name, value in mapped.items():
-            _check_mappable(name, value)
+        check_expand(self.kwargs, mapped)
         return XComArg(self.task._create([], self.kwargs, {"expand": mapped, "expand_kwargs": None}))
 
     def expand_kwargs(self, value: Any) -> XComArg:

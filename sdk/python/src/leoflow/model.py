@@ -450,11 +450,7 @@ class PartialOperator:
         self.kwargs = kwargs
 
     def expand(self, **mapped: Any) -> BaseOperator:
-        if not mapped:
-            raise DagDefinitionError(".expand() needs at least one mapped argument")
-        overlap = sorted(set(mapped) & set(self.kwargs))
-        if overlap:
-            raise DagDefinitionError(f"{', '.join(overlap)} given both to .partial() and to .expand()")
+        check_expand(self.kwargs, mapped)
         own = self.operator_class.OWN_ARGS
         not_mappable = sorted(k for k in mapped if k not in own)
         if not_mappable:
@@ -462,8 +458,6 @@ class PartialOperator:
                 f"{self.operator_class.operator_name} cannot map over {', '.join(not_mappable)}; "
                 f"mappable arguments: {', '.join(sorted(own)) or 'none'}"
             )
-        for name, value in mapped.items():
-            _check_mappable(name, value)
         placeholder = {k: _MAPPED for k in mapped}
         task = self.operator_class(**self.kwargs, **placeholder)
         task.mapping = {"expand": mapped, "expand_kwargs": None}
@@ -486,6 +480,17 @@ class _Mapped:
 
 
 _MAPPED = _Mapped()
+
+
+def check_expand(fixed: dict[str, Any], mapped: dict[str, Any]) -> None:
+    """Refuses an `.expand()` without arguments, overlapping `.partial()`, or over a scalar."""
+    if not mapped:
+        raise DagDefinitionError(".expand() needs at least one mapped argument")
+    overlap = sorted(set(mapped) & set(fixed))
+    if overlap:
+        raise DagDefinitionError(f"{', '.join(overlap)} given both to .partial() and to .expand()")
+    for name, value in mapped.items():
+        _check_mappable(name, value)
 
 
 def _check_mappable(name: str, value: Any) -> None:

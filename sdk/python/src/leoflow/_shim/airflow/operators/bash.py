@@ -1,5 +1,4 @@
-"""`airflow.operators.bash`."""
+"""`airflow.operators.bash` (Airflow 2's path): the same as `airflow.providers.standard.operators.bash`."""
 
-from leoflow.operators import BashOperator
-
-__all__ = ["BashOperator"]
+from airflow.providers.standard.operators.bash import *  # noqa: F403 - this module is an alias
+from airflow.providers.standard.operators.bash import __all__ as __all__

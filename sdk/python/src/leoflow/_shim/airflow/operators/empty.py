@@ -1,5 +1,4 @@
-"""`airflow.operators.empty`."""
+"""`airflow.operators.empty` (Airflow 2's path): the same as `airflow.providers.standard.operators.empty`."""
 
-from leoflow.operators import EmptyOperator
-
-__all__ = ["EmptyOperator"]
+from airflow.providers.standard.operators.empty import *  # noqa: F403 - this module is an alias
+from airflow.providers.standard.operators.empty import __all__ as __all__

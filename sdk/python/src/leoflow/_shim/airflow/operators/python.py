@@ -1,16 +1,5 @@
-"""`airflow.operators.python`."""
+"""`airflow.operators.python` (Airflow 2's path): the same as `airflow.providers.standard.operators.python`."""
 
-from leoflow.errors import UnsupportedConstruct
-from leoflow.operators import BranchPythonOperator, PythonOperator, ShortCircuitOperator
-
-
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    if name.startswith("__"):
-        raise AttributeError(name)
-    raise UnsupportedConstruct(
-        f"airflow.operators.python.{name}",
-        "use PythonOperator, BranchPythonOperator or ShortCircuitOperator",
-    )
-
-
-__all__ = ["BranchPythonOperator", "PythonOperator", "ShortCircuitOperator"]
+from airflow.providers.standard.operators.python import *  # noqa: F403 - this module is an alias
+from airflow.providers.standard.operators.python import __all__ as __all__
+from airflow.providers.standard.operators.python import __getattr__ as __getattr__  # same refusals
