@@ -38,6 +38,8 @@ if ! cmp -s sdk/python/requirements-dev.txt "$stamp" 2>/dev/null; then
 fi
 export LEOFLOW_PYTHON="$PWD/.venv/bin/python"
 
+echo "== mypy --strict (sdk/python)"
+(cd sdk/python && "$LEOFLOW_PYTHON" -m mypy --strict --ignore-missing-imports src/leoflow --exclude _shim)
 echo "== pytest (sdk/python)"
 (cd sdk/python && "$LEOFLOW_PYTHON" -m pytest -q)
 

@@ -20,7 +20,7 @@ PRESETS = {
     "@midnight": "0 0 * * *",
 }
 
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -68,7 +68,7 @@ def summary(schedule: dict[str, Any]) -> str | None:
         return "@once"
     if kind == "timedelta":
         return str(dt.timedelta(seconds=schedule["seconds"]))
-    return schedule.get("preset") or schedule["expression"]
+    return str(schedule.get("preset") or schedule["expression"])
 
 
 def check_cron(expression: str) -> None:
