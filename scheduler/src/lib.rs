@@ -1,6 +1,12 @@
-//! Leoflow's scheduler: the pure decision core (dag-run and task-instance state machines,
-//! trigger rules, timetables, retries, mapping) and the reactor that feeds it new events and
-//! its own timers, appending the events it decides.
+//! Leoflow's scheduler.
 //!
-//! Not built yet: the event-driven scheduler is its own issue. This crate exists so the
-//! workspace has its final shape.
+//! * [`core`] — the pure decision core: the DAG as the scheduler sees it ([`core::spec`]),
+//!   Airflow's trigger rules ([`core::trigger`]), retry timing ([`core::retry`]) and the dag-run
+//!   state machine ([`core::run`]) as `decide(spec, state, command) -> events` and
+//!   `evolve(state, event) -> state`. No I/O: it is tested without a database.
+//!
+//! Not built yet (see the scheduler issue's progress note): dynamic task mapping at run time,
+//! pools and concurrency limits, timetables, and the reactor that feeds the core events and
+//! timers and appends what it decides.
+
+pub mod core;

@@ -1,0 +1,220 @@
+//! The DAG as the scheduler sees it: tasks, their upstream, trigger rules and retry policy,
+//! read from a DAG of dag.json.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::core::retry::RetryPolicy;
+use crate::core::trigger::TriggerRule;
+
+/// What a task does with its result, as far as scheduling cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Runs; its success or failure is all that matters.
+    Plain,
+    /// Returns the task ids to follow; other direct downstream tasks are skipped.
+    Branch,
+    /// A falsy result skips downstream tasks (all of them, or only the direct ones when
+    /// `ignore_downstream_trigger_rules` is false).
+    ShortCircuit {
+        /// Skip everything downstream, whatever its trigger rule.
+        ignore_downstream_trigger_rules: bool,
+    },
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The task's id.
+    pub task_id: String,
+    /// Direct upstream task ids.
+    pub upstream: Vec<String>,
+    /// Direct downstream task ids.
+    pub downstream: Vec<String>,
+    /// When it may run.
+    pub trigger_rule: TriggerRule,
+    /// Retries and their timing.
+    pub retry: RetryPolicy,
+    /// Seconds a try may run.
+    pub execution_timeout: Option<f64>,
+    /// Pool, slots, priority and queue, carried into `TaskQueued`.
+    pub pool: String,
+    /// Slots it holds in its pool.
+    pub pool_slots: i32,
+    /// Priority among queued task instances.
+    pub priority_weight: i32,
+    /// Executor queue.
+    pub queue: String,
+    /// Branch, short-circuit or plain.
+    pub kind: TaskKind,
+}
+
+/// A DAG: its tasks in dag.json order (sorted by id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DagSpec {
+    /// The DAG.
+    pub dag_id: String,
+    /// Its tasks by id.
+    pub tasks: BTreeMap<String, TaskSpec>,
+}
+
+/// A DAG document the scheduler cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// The document does not have the fields a DAG needs.
+    #[error("not a dag.json DAG: {0}")]
+    Shape(String),
+    /// A task lists an upstream task that does not exist.
+    #[error("task {task:?} has unknown upstream task {upstream:?}")]
+    UnknownUpstream {
+        /// The task.
+        task: String,
+        /// The missing upstream id.
+        upstream: String,
+    },
+    /// A cycle (dag.json from the compiler has none; a hand-written one might).
+    #[error("the DAG has a cycle through {0:?}")]
+    Cycle(String),
+}
+
+#[derive(Deserialize)]
+struct RawDag {
+    dag_id: String,
+    tasks: Vec<RawTask>,
+}
+
+#[derive(Deserialize)]
+struct RawTask {
+    task_id: String,
+    operator: String,
+    upstream: Vec<String>,
+    trigger_rule: TriggerRule,
+    retries: u32,
+    retry_delay: Option<f64>,
+    retry_exponential_backoff: bool,
+    max_retry_delay: Option<f64>,
+    execution_timeout: Option<f64>,
+    pool: String,
+    pool_slots: i32,
+    priority_weight: i32,
+    queue: String,
+    #[serde(default)]
+    short_circuit: Option<RawShortCircuit>,
+}
+
+#[derive(Deserialize)]
+struct RawShortCircuit {
+    ignore_downstream_trigger_rules: bool,
+}
+
+impl DagSpec {
+    /// Reads one DAG object of a dag.json document.
+    pub fn from_dag_json(dag: &Value) -> Result<Self, SpecError> {
+        let raw: RawDag =
+            serde_json::from_value(dag.clone()).map_err(|e| SpecError::Shape(e.to_string()))?;
+        let mut tasks: BTreeMap<String, TaskSpec> = BTreeMap::new();
+        for t in raw.tasks {
+            let kind = match (t.operator.as_str(), &t.short_circuit) {
+                ("BranchPythonOperator" | "@task.branch", _) => TaskKind::Branch,
+                (_, Some(sc)) => TaskKind::ShortCircuit {
+                    ignore_downstream_trigger_rules: sc.ignore_downstream_trigger_rules,
+                },
+                _ => TaskKind::Plain,
+            };
+            tasks.insert(
+                t.task_id.clone(),
+                TaskSpec {
+                    task_id: t.task_id,
+                    upstream: t.upstream,
+                    downstream: Vec::new(),
+                    trigger_rule: t.trigger_rule,
+                    retry: RetryPolicy {
+                        retries: t.retries,
+                        retry_delay: t.retry_delay.unwrap_or(300.0),
+                        exponential_backoff: t.retry_exponential_backoff,
+                        max_retry_delay: t.max_retry_delay,
+                    },
+                    execution_timeout: t.execution_timeout,
+                    pool: t.pool,
+                    pool_slots: t.pool_slots,
+                    priority_weight: t.priority_weight,
+                    queue: t.queue,
+                    kind,
+                },
+            );
+        }
+        Self::link(raw.dag_id, tasks)
+    }
+
+    /// Fills in downstream lists and checks the graph.
+    pub fn link(dag_id: String, mut tasks: BTreeMap<String, TaskSpec>) -> Result<Self, SpecError> {
+        let edges: Vec<(String, String)> = tasks
+            .values()
+            .flat_map(|t| t.upstream.iter().map(|u| (u.clone(), t.task_id.clone())))
+            .collect();
+        for (up, down) in &edges {
+            match tasks.get_mut(up) {
+                Some(task) => task.downstream.push(down.clone()),
+                None => {
+                    return Err(SpecError::UnknownUpstream {
+                        task: down.clone(),
+                        upstream: up.clone(),
+                    });
+                }
+            }
+        }
+        let spec = Self { dag_id, tasks };
+        spec.check_acyclic()?;
+        Ok(spec)
+    }
+
+    fn check_acyclic(&self) -> Result<(), SpecError> {
+        // Kahn's algorithm: whatever cannot be ordered is on a cycle.
+        let mut indegree: BTreeMap<&str, usize> = self
+            .tasks
+            .values()
+            .map(|t| (t.task_id.as_str(), t.upstream.len()))
+            .collect();
+        let mut ready: Vec<&str> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(t, _)| *t)
+            .collect();
+        let mut ordered = BTreeSet::new();
+        while let Some(task) = ready.pop() {
+            ordered.insert(task);
+            for down in &self.tasks[task].downstream {
+                let d = indegree.get_mut(down.as_str()).expect("linked");
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(down);
+                }
+            }
+        }
+        match self.tasks.keys().find(|t| !ordered.contains(t.as_str())) {
+            Some(task) => Err(SpecError::Cycle(task.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Tasks with no downstream task: a run's outcome is theirs.
+    pub fn leaves(&self) -> impl Iterator<Item = &TaskSpec> {
+        self.tasks.values().filter(|t| t.downstream.is_empty())
+    }
+
+    /// Every task downstream of `task_id`, transitively.
+    pub fn all_downstream(&self, task_id: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![task_id.to_owned()];
+        while let Some(t) = stack.pop() {
+            for d in &self.tasks[&t].downstream {
+                if seen.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+        seen
+    }
+}

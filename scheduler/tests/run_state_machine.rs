@@ -1,0 +1,722 @@
+//! The dag-run state machine: scenarios, every transition, fencing, and a property test that
+//! random command sequences never produce an illegal state.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use leoflow_events::Event;
+use leoflow_scheduler::core::retry::RetryPolicy;
+use leoflow_scheduler::core::run::{
+    Command, Outcome, Rejection, RunState, RunStatus, TiState, decide, evolve,
+};
+use leoflow_scheduler::core::spec::{DagSpec, TaskKind, TaskSpec};
+use leoflow_scheduler::core::trigger::{TriggerRule, Verdict};
+use proptest::prelude::*;
+
+fn task(id: &str, upstream: &[&str], rule: TriggerRule, retries: u32, kind: TaskKind) -> TaskSpec {
+    TaskSpec {
+        task_id: id.to_owned(),
+        upstream: upstream.iter().map(|u| u.to_string()).collect(),
+        downstream: Vec::new(),
+        trigger_rule: rule,
+        retry: RetryPolicy {
+            retries,
+            retry_delay: 10.0,
+            exponential_backoff: false,
+            max_retry_delay: None,
+        },
+        execution_timeout: None,
+        pool: "default_pool".into(),
+        pool_slots: 1,
+        priority_weight: 1,
+        queue: "default".into(),
+        kind,
+    }
+}
+
+fn spec(tasks: Vec<TaskSpec>) -> DagSpec {
+    DagSpec::link(
+        "dag".into(),
+        tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
+    )
+    .unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-23T10:00:00Z".parse().unwrap()
+}
+
+/// Applies a command, returning the events; panics on rejection.
+fn apply(spec: &DagSpec, state: &mut RunState, command: Command) -> Vec<Event> {
+    let events = decide(spec, state, command.clone())
+        .unwrap_or_else(|r| panic!("{command:?} rejected: {r}"));
+    *state = events.iter().fold(state.clone(), evolve);
+    events
+}
+
+fn types(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e.task_instance() {
+            Some(ti) => format!("{}:{}", e.event_type(), ti.task_id),
+            None => e.event_type().to_owned(),
+        })
+        .collect()
+}
+
+/// Queues, starts and finishes the current try of `task_id`.
+fn run_task(spec: &DagSpec, state: &mut RunState, task_id: &str, outcome: Outcome) -> Vec<Event> {
+    let try_number = state.tis[task_id].try_number;
+    apply(
+        spec,
+        state,
+        Command::Queue {
+            task_id: task_id.into(),
+        },
+    );
+    apply(
+        spec,
+        state,
+        Command::ReportStarted {
+            task_id: task_id.into(),
+            try_number,
+            hostname: "h".into(),
+        },
+    );
+    apply(
+        spec,
+        state,
+        Command::ReportFinished {
+            task_id: task_id.into(),
+            try_number,
+            outcome,
+            at: t0(),
+        },
+    )
+}
+
+use TriggerRule::*;
+
+#[test]
+fn a_chain_runs_in_order_and_the_run_succeeds() {
+    let spec = spec(vec![
+        task("a", &[], AllSuccess, 0, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+        task("c", &["b"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    assert_eq!(
+        types(&apply(&spec, &mut state, Command::Start)),
+        ["RunStarted", "TaskScheduled:a"]
+    );
+    assert_eq!(
+        types(&run_task(&spec, &mut state, "a", Outcome::Success)),
+        ["TaskSucceeded:a", "TaskScheduled:b"]
+    );
+    run_task(&spec, &mut state, "b", Outcome::Success);
+    assert_eq!(
+        types(&run_task(&spec, &mut state, "c", Outcome::Success)),
+        ["TaskSucceeded:c", "RunSucceeded"]
+    );
+    assert_eq!(state.status, RunStatus::Success);
+}
+
+#[test]
+fn a_failure_cascades_as_upstream_failed_and_fails_the_run() {
+    let spec = spec(vec![
+        task("a", &[], AllSuccess, 0, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+        task("c", &["b"], AllSuccess, 0, TaskKind::Plain),
+        task("cleanup", &["c"], AllDone, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = run_task(
+        &spec,
+        &mut state,
+        "a",
+        Outcome::Failed {
+            reason: "boom".into(),
+        },
+    );
+    assert_eq!(
+        types(&events),
+        [
+            "TaskFailed:a",
+            "TaskUpstreamFailed:b",
+            "TaskUpstreamFailed:c",
+            "TaskScheduled:cleanup"
+        ]
+    );
+    let events = run_task(&spec, &mut state, "cleanup", Outcome::Success);
+    // The leaf (cleanup) succeeded: like Airflow, the run's outcome is its leaves'.
+    assert_eq!(types(&events), ["TaskSucceeded:cleanup", "RunSucceeded"]);
+}
+
+#[test]
+fn retries_wait_for_their_timer_then_schedule_the_next_try() {
+    let spec = spec(vec![task("a", &[], AllSuccess, 1, TaskKind::Plain)]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = run_task(
+        &spec,
+        &mut state,
+        "a",
+        Outcome::Failed {
+            reason: "flaky".into(),
+        },
+    );
+    let Event::TaskUpForRetry(retry) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(retry.retry_at, t0() + Duration::seconds(10));
+
+    let early = decide(
+        &spec,
+        &state,
+        Command::RetryDue {
+            task_id: "a".into(),
+            try_number: 1,
+            at: t0(),
+        },
+    );
+    assert!(
+        matches!(early, Err(Rejection::RetryNotDue { .. })),
+        "{early:?}"
+    );
+    let events = apply(
+        &spec,
+        &mut state,
+        Command::RetryDue {
+            task_id: "a".into(),
+            try_number: 1,
+            at: retry.retry_at,
+        },
+    );
+    assert_eq!(types(&events), ["TaskScheduled:a"]);
+    assert_eq!(state.tis["a"].try_number, 2);
+    let events = run_task(
+        &spec,
+        &mut state,
+        "a",
+        Outcome::Failed {
+            reason: "again".into(),
+        },
+    );
+    assert_eq!(
+        types(&events),
+        ["TaskFailed:a", "RunFailed"],
+        "no retries left"
+    );
+}
+
+#[test]
+fn a_branch_skips_what_it_did_not_choose_and_the_join_still_runs() {
+    let spec = spec(vec![
+        task("branch", &[], AllSuccess, 0, TaskKind::Branch),
+        task("left", &["branch"], AllSuccess, 0, TaskKind::Plain),
+        task("right", &["branch"], AllSuccess, 0, TaskKind::Plain),
+        task("after_right", &["right"], AllSuccess, 0, TaskKind::Plain),
+        task(
+            "join",
+            &["left", "after_right"],
+            NoneFailedMinOneSuccess,
+            0,
+            TaskKind::Plain,
+        ),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = run_task(
+        &spec,
+        &mut state,
+        "branch",
+        Outcome::Branch(vec!["left".into()]),
+    );
+    assert_eq!(
+        types(&events),
+        [
+            "TaskSucceeded:branch",
+            "TaskSkipped:right",
+            "TaskSkipped:after_right",
+            "TaskScheduled:left"
+        ]
+    );
+    let events = run_task(&spec, &mut state, "left", Outcome::Success);
+    assert_eq!(types(&events), ["TaskSucceeded:left", "TaskScheduled:join"]);
+    let events = run_task(&spec, &mut state, "join", Outcome::Success);
+    assert_eq!(types(&events), ["TaskSucceeded:join", "RunSucceeded"]);
+}
+
+#[test]
+fn a_branch_choosing_a_task_it_cannot_reach_fails() {
+    let spec = spec(vec![
+        task("branch", &[], AllSuccess, 0, TaskKind::Branch),
+        task("left", &["branch"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = run_task(
+        &spec,
+        &mut state,
+        "branch",
+        Outcome::Branch(vec!["elsewhere".into()]),
+    );
+    assert_eq!(
+        types(&events),
+        ["TaskFailed:branch", "TaskUpstreamFailed:left", "RunFailed"]
+    );
+}
+
+#[test]
+fn short_circuit_skips_all_downstream_or_only_direct_downstream() {
+    for (ignore, expected) in [
+        (
+            true,
+            vec![
+                "TaskSucceeded:gate",
+                "TaskSkipped:direct",
+                "TaskSkipped:final",
+                "RunSucceeded",
+            ],
+        ),
+        (
+            false,
+            vec![
+                "TaskSucceeded:gate",
+                "TaskSkipped:direct",
+                "TaskScheduled:final",
+            ],
+        ),
+    ] {
+        let spec = spec(vec![
+            task(
+                "gate",
+                &[],
+                AllSuccess,
+                0,
+                TaskKind::ShortCircuit {
+                    ignore_downstream_trigger_rules: ignore,
+                },
+            ),
+            task("direct", &["gate"], AllSuccess, 0, TaskKind::Plain),
+            task("final", &["direct"], AllDone, 0, TaskKind::Plain),
+        ]);
+        let mut state = RunState::queued(&spec, "r1");
+        apply(&spec, &mut state, Command::Start);
+        assert_eq!(
+            types(&run_task(
+                &spec,
+                &mut state,
+                "gate",
+                Outcome::ShortCircuit(false)
+            )),
+            expected
+        );
+    }
+}
+
+#[test]
+fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
+    let spec = spec(vec![
+        task("a", &[], AllSuccess, 1, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    let not_started = decide(
+        &spec,
+        &state,
+        Command::Queue {
+            task_id: "a".into(),
+        },
+    );
+    assert_eq!(
+        not_started,
+        Err(Rejection::RunNotRunning(RunStatus::Queued))
+    );
+    apply(&spec, &mut state, Command::Start);
+    let finished_early = Command::ReportFinished {
+        task_id: "a".into(),
+        try_number: 1,
+        outcome: Outcome::Success,
+        at: t0(),
+    };
+    assert!(matches!(
+        decide(&spec, &state, finished_early),
+        Err(Rejection::IllegalTransition {
+            state: TiState::Scheduled,
+            ..
+        })
+    ));
+    let stale = Command::ReportStarted {
+        task_id: "a".into(),
+        try_number: 7,
+        hostname: "h".into(),
+    };
+    assert_eq!(
+        decide(&spec, &state, stale),
+        Err(Rejection::StaleTry {
+            task_id: "a".into(),
+            reported: 7,
+            current: 1
+        })
+    );
+    assert!(matches!(
+        decide(
+            &spec,
+            &state,
+            Command::Queue {
+                task_id: "zz".into()
+            }
+        ),
+        Err(Rejection::UnknownTask(_))
+    ));
+    assert!(matches!(
+        decide(
+            &spec,
+            &state,
+            Command::Queue {
+                task_id: "b".into()
+            }
+        ),
+        Err(Rejection::IllegalTransition {
+            state: TiState::Pending,
+            ..
+        })
+    ));
+    let wrong_kind = Command::ReportFinished {
+        task_id: "a".into(),
+        try_number: 1,
+        outcome: Outcome::Branch(vec![]),
+        at: t0(),
+    };
+    apply(
+        &spec,
+        &mut state,
+        Command::Queue {
+            task_id: "a".into(),
+        },
+    );
+    apply(
+        &spec,
+        &mut state,
+        Command::ReportStarted {
+            task_id: "a".into(),
+            try_number: 1,
+            hostname: "h".into(),
+        },
+    );
+    assert!(matches!(
+        decide(&spec, &state, wrong_kind),
+        Err(Rejection::BadOutcome(_))
+    ));
+}
+
+#[test]
+fn a_dag_json_dag_becomes_a_spec() {
+    let dag = serde_json::json!({
+        "dag_id": "d",
+        "tasks": [
+            {"task_id": "a", "operator": "@task.branch", "upstream": [], "trigger_rule": "all_success", "retries": 2,
+             "retry_delay": 30.0, "retry_exponential_backoff": true, "max_retry_delay": 600.0, "execution_timeout": 60.0,
+             "pool": "p", "pool_slots": 2, "priority_weight": 5, "queue": "q", "extra": "ignored"},
+            {"task_id": "b", "operator": "ShortCircuitOperator", "upstream": ["a"], "trigger_rule": "one_failed", "retries": 0,
+             "retry_delay": 300.0, "retry_exponential_backoff": false, "max_retry_delay": null, "execution_timeout": null,
+             "pool": "default_pool", "pool_slots": 1, "priority_weight": 1, "queue": "default",
+             "short_circuit": {"ignore_downstream_trigger_rules": false}}
+        ]
+    });
+    let spec = DagSpec::from_dag_json(&dag).unwrap();
+    assert_eq!(spec.tasks["a"].kind, TaskKind::Branch);
+    assert_eq!(spec.tasks["a"].downstream, ["b"]);
+    assert_eq!(spec.tasks["a"].retry.max_retry_delay, Some(600.0));
+    assert_eq!(
+        spec.tasks["b"].kind,
+        TaskKind::ShortCircuit {
+            ignore_downstream_trigger_rules: false
+        }
+    );
+    assert_eq!(spec.tasks["b"].trigger_rule, OneFailed);
+
+    let mut bad = dag.clone();
+    bad["tasks"][1]["upstream"] = serde_json::json!(["missing"]);
+    assert!(
+        DagSpec::from_dag_json(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown upstream task \"missing\"")
+    );
+    let mut cyclic = dag.clone();
+    cyclic["tasks"][0]["upstream"] = serde_json::json!(["b"]);
+    assert!(
+        DagSpec::from_dag_json(&cyclic)
+            .unwrap_err()
+            .to_string()
+            .contains("cycle")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: random DAGs, random (often wrong) commands. Whatever is accepted must keep the
+// run legal, and a well-behaved executor must always be able to finish the run.
+// ---------------------------------------------------------------------------------------------
+
+const RULES: [TriggerRule; 13] = [
+    AllSuccess,
+    AllFailed,
+    AllDone,
+    AllDoneMinOneSuccess,
+    AllDoneSetupSuccess,
+    AllSkipped,
+    OneSuccess,
+    OneFailed,
+    OneDone,
+    NoneFailed,
+    NoneFailedMinOneSuccess,
+    NoneSkipped,
+    Always,
+];
+
+fn arb_spec() -> impl Strategy<Value = DagSpec> {
+    (2usize..8).prop_flat_map(|n| {
+        let tasks = proptest::collection::vec(
+            (
+                proptest::collection::vec(any::<bool>(), n),
+                0..RULES.len(),
+                0u32..3,
+                0u8..5,
+            ),
+            n,
+        );
+        tasks.prop_map(move |raw| {
+            let specs = raw
+                .into_iter()
+                .enumerate()
+                .map(|(i, (edges, rule, retries, kind))| {
+                    let upstream: Vec<String> = (0..i)
+                        .filter(|j| edges[*j])
+                        .map(|j| format!("t{j}"))
+                        .collect();
+                    let kind = match kind {
+                        0 => TaskKind::Branch,
+                        1 => TaskKind::ShortCircuit {
+                            ignore_downstream_trigger_rules: retries.is_multiple_of(2),
+                        },
+                        _ => TaskKind::Plain,
+                    };
+                    let mut t = task(&format!("t{i}"), &[], RULES[rule], retries, kind);
+                    t.upstream = upstream;
+                    t
+                })
+                .collect();
+            spec(specs)
+        })
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Queue(usize),
+    Start(usize, i32),
+    Finish(usize, i32, u8),
+    Retry(usize, i32, i64),
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        prop_oneof![
+            (0usize..8).prop_map(Step::Queue),
+            (0usize..8, 0i32..4).prop_map(|(t, n)| Step::Start(t, n)),
+            (0usize..8, 0i32..4, 0u8..6).prop_map(|(t, n, o)| Step::Finish(t, n, o)),
+            (0usize..8, 0i32..4, 0i64..30).prop_map(|(t, n, s)| Step::Retry(t, n, s)),
+        ],
+        0..60,
+    )
+}
+
+fn outcome_for(spec: &DagSpec, task_id: &str, pick: u8) -> Outcome {
+    let task = &spec.tasks[task_id];
+    match (pick, task.kind) {
+        (0 | 1, _) => Outcome::Failed {
+            reason: "random".into(),
+        },
+        (_, TaskKind::Branch) => Outcome::Branch(
+            task.downstream
+                .iter()
+                .take(pick as usize % 2 + 1)
+                .cloned()
+                .collect(),
+        ),
+        (_, TaskKind::ShortCircuit { .. }) => Outcome::ShortCircuit(pick.is_multiple_of(2)),
+        _ => Outcome::Success,
+    }
+}
+
+fn command_for(spec: &DagSpec, step: &Step) -> Command {
+    let ids: Vec<&String> = spec.tasks.keys().collect();
+    let id = |i: usize| ids[i % ids.len()].clone();
+    match step {
+        Step::Queue(t) => Command::Queue { task_id: id(*t) },
+        Step::Start(t, n) => Command::ReportStarted {
+            task_id: id(*t),
+            try_number: *n,
+            hostname: "h".into(),
+        },
+        Step::Finish(t, n, o) => {
+            let task_id = id(*t);
+            Command::ReportFinished {
+                outcome: outcome_for(spec, &task_id, *o),
+                task_id,
+                try_number: *n,
+                at: t0(),
+            }
+        }
+        Step::Retry(t, n, s) => Command::RetryDue {
+            task_id: id(*t),
+            try_number: *n,
+            at: t0() + Duration::seconds(*s),
+        },
+    }
+}
+
+/// Checks one accepted batch of events against the state it was decided in.
+fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(), TestCaseError> {
+    let mut state = before.clone();
+    for event in events {
+        prop_assert!(
+            !matches!(state.status, RunStatus::Success | RunStatus::Failed),
+            "event {:?} after the run ended",
+            event.event_type()
+        );
+        if let Some(ti) = event.task_instance() {
+            let current = &state.tis[&ti.task_id];
+            match event {
+                Event::TaskScheduled(e) => {
+                    prop_assert!(
+                        matches!(current.state, TiState::Pending | TiState::UpForRetry),
+                        "scheduled from {:?}",
+                        current.state
+                    );
+                    prop_assert_eq!(
+                        e.try_number,
+                        current.try_number + 1,
+                        "tries go up one at a time"
+                    );
+                    if current.state == TiState::Pending {
+                        let verdict = spec.tasks[&ti.task_id]
+                            .trigger_rule
+                            .evaluate(&state.upstream_counts(&spec.tasks[&ti.task_id]));
+                        prop_assert_eq!(
+                            verdict,
+                            Verdict::Run,
+                            "{} scheduled against its trigger rule",
+                            ti.task_id
+                        );
+                    }
+                }
+                Event::TaskSkipped(_) | Event::TaskUpstreamFailed(_) => {
+                    prop_assert_eq!(
+                        current.state,
+                        TiState::Pending,
+                        "only pending task instances are skipped"
+                    );
+                }
+                Event::TaskSucceeded(_) | Event::TaskFailed(_) | Event::TaskUpForRetry(_) => {
+                    prop_assert_eq!(current.state, TiState::Running, "only running tries end");
+                }
+                _ => {}
+            }
+        }
+        if matches!(event, Event::RunSucceeded(_) | Event::RunFailed(_)) {
+            let next = evolve(state.clone(), event);
+            prop_assert!(
+                next.tis.values().all(|t| t.state.is_final()),
+                "run ended with unfinished task instances"
+            );
+        }
+        state = evolve(state, event);
+    }
+    Ok(())
+}
+
+/// A well-behaved executor: runs whatever is scheduled with a success, fires due retries.
+fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestCaseError> {
+    for _ in 0..200 {
+        if matches!(state.status, RunStatus::Success | RunStatus::Failed) {
+            return Ok(());
+        }
+        let (task_id, ti) = match state
+            .tis
+            .iter()
+            .find(|(_, t)| !t.state.is_final() && t.state != TiState::Pending)
+        {
+            Some((id, ti)) => (id.clone(), ti.clone()),
+            None => {
+                return Err(TestCaseError::fail(format!(
+                    "deadlock: nothing runnable and the run has not ended: {state:?}"
+                )));
+            }
+        };
+        let command = match ti.state {
+            TiState::Scheduled => Command::Queue { task_id },
+            TiState::Queued => Command::ReportStarted {
+                task_id,
+                try_number: ti.try_number,
+                hostname: "h".into(),
+            },
+            TiState::Running => Command::ReportFinished {
+                outcome: outcome_for(spec, &task_id, 2),
+                task_id,
+                try_number: ti.try_number,
+                at: t0(),
+            },
+            TiState::UpForRetry => Command::RetryDue {
+                task_id,
+                try_number: ti.try_number,
+                at: ti.retry_at.unwrap(),
+            },
+            other => return Err(TestCaseError::fail(format!("unexpected state {other:?}"))),
+        };
+        let events = decide(spec, state, command)
+            .map_err(|r| TestCaseError::fail(format!("rejected: {r}")))?;
+        check_events(spec, state, &events)?;
+        *state = events.iter().fold(state.clone(), evolve);
+    }
+    prop_assert!(false, "the run did not finish in 200 steps");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_command_sequences_never_produce_an_illegal_state(spec in arb_spec(), steps in arb_steps()) {
+        let mut state = RunState::queued(&spec, "r");
+        let events = decide(&spec, &state, Command::Start).unwrap();
+        check_events(&spec, &state, &events)?;
+        state = events.iter().fold(state, evolve);
+        let mut successes: BTreeMap<String, usize> = BTreeMap::new();
+        for step in &steps {
+            let before = state.clone();
+            match decide(&spec, &state, command_for(&spec, step)) {
+                Ok(events) => {
+                    check_events(&spec, &state, &events)?;
+                    for e in &events {
+                        if let Event::TaskSucceeded(s) = e {
+                            *successes.entry(s.ti.task_id.clone()).or_default() += 1;
+                        }
+                    }
+                    state = events.iter().fold(state, evolve);
+                }
+                Err(_) => prop_assert_eq!(&state, &before, "a rejection changes nothing"),
+            }
+            for (id, ti) in &before.tis {
+                if ti.state.is_final() {
+                    prop_assert_eq!(state.tis[id].state, ti.state, "final states stay final");
+                }
+            }
+        }
+        prop_assert!(successes.values().all(|n| *n == 1), "no task instance succeeds twice: {:?}", successes);
+        drive_to_completion(&spec, &mut state)?;
+    }
+}
