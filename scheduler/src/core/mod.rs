@@ -4,4 +4,5 @@
 pub mod retry;
 pub mod run;
 pub mod spec;
+pub mod timetable;
 pub mod trigger;
