@@ -2,12 +2,12 @@
 //!
 //! * [`core`] — the pure decision core: the DAG as the scheduler sees it ([`core::spec`]),
 //!   Airflow's trigger rules ([`core::trigger`]), retry timing ([`core::retry`]), Airflow 3's
-//!   timetables ([`core::timetable`]) and the dag-run state machine ([`core::run`]) as
+//!   timetables ([`core::timetable`]), pools and concurrency limits ([`core::admission`]) and the dag-run state machine ([`core::run`]) as
 //!   `decide(spec, state, command) -> events` and `evolve(state, event) -> state`. No I/O: it is
 //!   tested without a database.
 //!
-//! Not built yet (see the scheduler issue's progress note): dynamic task mapping at run time,
-//! pools and concurrency limits, and the reactor that feeds the core events and timers and
+//! Not built yet (see the scheduler issue's progress note): dynamic task mapping at run time
+//! and the reactor that feeds the core events and timers and
 //! appends what it decides.
 
 pub mod core;

@@ -1,6 +1,7 @@
 //! The pure scheduling core. Nothing here touches a database, a clock or a process: time comes
 //! in with each command, and decisions go out as events.
 
+pub mod admission;
 pub mod retry;
 pub mod run;
 pub mod spec;
