@@ -425,6 +425,17 @@ pub struct TaskCleared {
     pub ti: TaskInstanceKey,
 }
 
+/// A mapped task was expanded: its placeholder instance (`ti`, map index -1) gives way to
+/// `count` instances with map indexes `0..count`, as Airflow does at run time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskMapped {
+    /// The placeholder task instance (map index -1).
+    pub ti: TaskInstanceKey,
+    /// How many mapped instances there are (at least 1; an empty expansion is a skip).
+    pub count: i32,
+}
+
 /// A task attempt pushed an XCom; its value is the blob `value_hash`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -439,6 +450,9 @@ pub struct XComPushed {
     pub value_hash: String,
     /// Size of the serialized value in bytes.
     pub size_bytes: i64,
+    /// For a list or dict value, its number of items: what a task mapped over it expands to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<i64>,
 }
 
 /// A Variable was created or changed.
@@ -629,6 +643,8 @@ catalog! {
     TaskUpstreamFailed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskCleared`].
     TaskCleared v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskMapped`].
+    TaskMapped v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`XComPushed`].
     XComPushed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`VariableSet`].
@@ -686,6 +702,7 @@ impl Event {
             Event::TaskSkipped(e) => Some(&e.ti),
             Event::TaskUpstreamFailed(e) => Some(&e.ti),
             Event::TaskCleared(e) => Some(&e.ti),
+            Event::TaskMapped(e) => Some(&e.ti),
             Event::XComPushed(e) => Some(&e.ti),
             _ => None,
         }

@@ -279,6 +279,7 @@ impl Workload {
                         key: "return_value".into(),
                         value_hash: format!("{:016x}", self.rng.next_u64()),
                         size_bytes: self.rng.below(4096) as i64,
+                        length: None,
                     }
                     .into(),
                 );

@@ -173,7 +173,7 @@ impl WorkingSet {
             }
             _ => {
                 if let Some(ti) = event.task_instance() {
-                    if !matches!(event, Event::XComPushed(_)) {
+                    if !matches!(event, Event::XComPushed(_) | Event::TaskMapped(_)) {
                         self.task_instances.want(ti_key(ti));
                     }
                     if let Some(try_number) = try_of(event) {
@@ -272,6 +272,11 @@ impl WorkingSet {
                 ti.pid = None;
                 ti.failure_reason = None;
             }),
+            Event::TaskMapped(e) => {
+                // The placeholder never ran; its mapped instances appear as they are scheduled.
+                self.task_instances.remove(ti_key(&e.ti));
+                Ok(())
+            }
             Event::XComPushed(e) => {
                 self.xcoms.put(XComRow {
                     dag_id: e.ti.dag_id.clone(),

@@ -201,6 +201,7 @@ async fn task_lifecycle_with_a_retry_keeps_every_try() {
                 key: "return_value".into(),
                 value_hash: "abc".into(),
                 size_bytes: 3,
+                length: None,
             }
             .into(),
             RunSucceeded {
@@ -526,4 +527,43 @@ async fn catch_up_fills_a_projection_that_lags_behind_the_log() {
         0,
         "nothing left to catch up"
     );
+}
+
+#[tokio::test]
+async fn a_mapped_task_replaces_its_placeholder_with_its_instances() {
+    let db = fresh_database().await;
+    let store = store(&db.pool);
+    let placeholder = TaskInstanceKey::new("etl", "r1", "each");
+    append(&store, vec![parsed("etl", "h1"), queued("etl", "r1")])
+        .await
+        .unwrap();
+    append(
+        &store,
+        vec![
+            TaskMapped {
+                ti: placeholder.clone(),
+                count: 2,
+            }
+            .into(),
+            TaskScheduled {
+                ti: TaskInstanceKey::mapped("etl", "r1", "each", 0),
+                try_number: 1,
+            }
+            .into(),
+            TaskScheduled {
+                ti: TaskInstanceKey::mapped("etl", "r1", "each", 1),
+                try_number: 1,
+            }
+            .into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let indexes: Vec<i32> =
+        sqlx::query_scalar("SELECT map_index FROM task_instance ORDER BY map_index")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(indexes, [0, 1]);
+    assert!(replay::verify(&db.pool).await.unwrap().is_equal());
 }

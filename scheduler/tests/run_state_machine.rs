@@ -7,9 +7,9 @@ use chrono::{DateTime, Duration, Utc};
 use leoflow_events::Event;
 use leoflow_scheduler::core::retry::RetryPolicy;
 use leoflow_scheduler::core::run::{
-    Command, Outcome, Rejection, RunState, RunStatus, TiState, decide, evolve,
+    Command, Outcome, Rejection, RunState, RunStatus, TiState, XComPush, decide, evolve,
 };
-use leoflow_scheduler::core::spec::{DagSpec, TaskKind, TaskSpec};
+use leoflow_scheduler::core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
 use leoflow_scheduler::core::trigger::{TriggerRule, Verdict};
 use proptest::prelude::*;
 
@@ -31,6 +31,7 @@ fn task(id: &str, upstream: &[&str], rule: TriggerRule, retries: u32, kind: Task
         priority_weight: 1,
         queue: "default".into(),
         kind,
+        mapped: None,
     }
 }
 
@@ -66,12 +67,24 @@ fn types(events: &[Event]) -> Vec<String> {
 
 /// Queues, starts and finishes the current try of `task_id`.
 fn run_task(spec: &DagSpec, state: &mut RunState, task_id: &str, outcome: Outcome) -> Vec<Event> {
-    let try_number = state.tis[task_id].try_number;
+    run_instance(spec, state, task_id, -1, outcome)
+}
+
+/// Queues, starts and finishes the current try of one instance of `task_id`.
+fn run_instance(
+    spec: &DagSpec,
+    state: &mut RunState,
+    task_id: &str,
+    map_index: i32,
+    outcome: Outcome,
+) -> Vec<Event> {
+    let try_number = state.tis[&(task_id.to_owned(), map_index)].try_number;
     apply(
         spec,
         state,
         Command::Queue {
             task_id: task_id.into(),
+            map_index,
         },
     );
     apply(
@@ -79,6 +92,7 @@ fn run_task(spec: &DagSpec, state: &mut RunState, task_id: &str, outcome: Outcom
         state,
         Command::ReportStarted {
             task_id: task_id.into(),
+            map_index,
             try_number,
             hostname: "h".into(),
         },
@@ -88,6 +102,7 @@ fn run_task(spec: &DagSpec, state: &mut RunState, task_id: &str, outcome: Outcom
         state,
         Command::ReportFinished {
             task_id: task_id.into(),
+            map_index,
             try_number,
             outcome,
             at: t0(),
@@ -175,6 +190,7 @@ fn retries_wait_for_their_timer_then_schedule_the_next_try() {
         &spec,
         &state,
         Command::RetryDue {
+            map_index: -1,
             task_id: "a".into(),
             try_number: 1,
             at: t0(),
@@ -188,13 +204,14 @@ fn retries_wait_for_their_timer_then_schedule_the_next_try() {
         &spec,
         &mut state,
         Command::RetryDue {
+            map_index: -1,
             task_id: "a".into(),
             try_number: 1,
             at: retry.retry_at,
         },
     );
     assert_eq!(types(&events), ["TaskScheduled:a"]);
-    assert_eq!(state.tis["a"].try_number, 2);
+    assert_eq!(state.tis[&("a".to_owned(), -1)].try_number, 2);
     let events = run_task(
         &spec,
         &mut state,
@@ -327,6 +344,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         &spec,
         &state,
         Command::Queue {
+            map_index: -1,
             task_id: "a".into(),
         },
     );
@@ -336,6 +354,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
     );
     apply(&spec, &mut state, Command::Start);
     let finished_early = Command::ReportFinished {
+        map_index: -1,
         task_id: "a".into(),
         try_number: 1,
         outcome: Outcome::Success,
@@ -349,6 +368,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         })
     ));
     let stale = Command::ReportStarted {
+        map_index: -1,
         task_id: "a".into(),
         try_number: 7,
         hostname: "h".into(),
@@ -366,6 +386,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
             &spec,
             &state,
             Command::Queue {
+                map_index: -1,
                 task_id: "zz".into()
             }
         ),
@@ -376,6 +397,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
             &spec,
             &state,
             Command::Queue {
+                map_index: -1,
                 task_id: "b".into()
             }
         ),
@@ -385,6 +407,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         })
     ));
     let wrong_kind = Command::ReportFinished {
+        map_index: -1,
         task_id: "a".into(),
         try_number: 1,
         outcome: Outcome::Branch(vec![]),
@@ -394,6 +417,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         &spec,
         &mut state,
         Command::Queue {
+            map_index: -1,
             task_id: "a".into(),
         },
     );
@@ -401,6 +425,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         &spec,
         &mut state,
         Command::ReportStarted {
+            map_index: -1,
             task_id: "a".into(),
             try_number: 1,
             hostname: "h".into(),
@@ -410,6 +435,196 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         decide(&spec, &state, wrong_kind),
         Err(Rejection::BadOutcome(_))
     ));
+}
+
+fn mapped(mut t: TaskSpec, sources: Vec<MapLength>) -> TaskSpec {
+    t.mapped = Some(sources);
+    t
+}
+
+fn finish_with_result(
+    spec: &DagSpec,
+    state: &mut RunState,
+    task_id: &str,
+    map_index: i32,
+    length: Option<i64>,
+) -> Vec<Event> {
+    let try_number = state.tis[&(task_id.to_owned(), map_index)].try_number;
+    apply(
+        spec,
+        state,
+        Command::Queue {
+            task_id: task_id.into(),
+            map_index,
+        },
+    );
+    apply(
+        spec,
+        state,
+        Command::ReportStarted {
+            task_id: task_id.into(),
+            map_index,
+            try_number,
+            hostname: "h".into(),
+        },
+    );
+    apply(
+        spec,
+        state,
+        push(task_id.into(), map_index, try_number, length),
+    );
+    apply(
+        spec,
+        state,
+        Command::ReportFinished {
+            task_id: task_id.into(),
+            map_index,
+            try_number,
+            outcome: Outcome::Success,
+            at: t0(),
+        },
+    )
+}
+
+#[test]
+fn a_task_maps_over_an_upstream_result_and_the_fan_in_waits_for_every_instance() {
+    let spec = spec(vec![
+        task("numbers", &[], AllSuccess, 0, TaskKind::Plain),
+        mapped(
+            task("double", &["numbers"], AllSuccess, 0, TaskKind::Plain),
+            vec![MapLength::FromTask("numbers".into())],
+        ),
+        task("total", &["double"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = finish_with_result(&spec, &mut state, "numbers", -1, Some(3));
+    assert_eq!(
+        types(&events),
+        [
+            "TaskSucceeded:numbers",
+            "TaskMapped:double",
+            "TaskScheduled:double",
+            "TaskScheduled:double",
+            "TaskScheduled:double"
+        ]
+    );
+    let indexes: Vec<i32> = events
+        .iter()
+        .skip(2)
+        .map(|e| e.task_instance().unwrap().map_index)
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert!(
+        !state.tis.contains_key(&("double".to_owned(), -1)),
+        "the placeholder is gone"
+    );
+    for index in [2, 0] {
+        let events = run_instance(&spec, &mut state, "double", index, Outcome::Success);
+        assert_eq!(
+            types(&events),
+            ["TaskSucceeded:double"],
+            "total waits for every instance"
+        );
+    }
+    let events = run_instance(&spec, &mut state, "double", 1, Outcome::Success);
+    assert_eq!(
+        types(&events),
+        ["TaskSucceeded:double", "TaskScheduled:total"]
+    );
+}
+
+#[test]
+fn literal_mapping_and_the_cartesian_product() {
+    let spec = spec(vec![
+        task("source", &[], AllSuccess, 0, TaskKind::Plain),
+        mapped(
+            task("grid", &["source"], AllSuccess, 0, TaskKind::Plain),
+            vec![MapLength::FromTask("source".into()), MapLength::Literal(3)],
+        ),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = finish_with_result(&spec, &mut state, "source", -1, Some(2));
+    let Event::TaskMapped(mapping) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(mapping.count, 6);
+}
+
+#[test]
+fn an_empty_expansion_skips_and_a_non_list_result_fails_the_mapped_task() {
+    let spec = spec(vec![
+        task("source", &[], AllSuccess, 0, TaskKind::Plain),
+        mapped(
+            task("each", &["source"], AllSuccess, 0, TaskKind::Plain),
+            vec![MapLength::FromTask("source".into())],
+        ),
+        task("after", &["each"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = finish_with_result(&spec, &mut state, "source", -1, Some(0));
+    assert_eq!(
+        types(&events),
+        [
+            "TaskSucceeded:source",
+            "TaskSkipped:each",
+            "TaskSkipped:after",
+            "RunSucceeded"
+        ]
+    );
+
+    let mut state = RunState::queued(&spec, "r2");
+    apply(&spec, &mut state, Command::Start);
+    let events = finish_with_result(&spec, &mut state, "source", -1, None);
+    assert_eq!(
+        types(&events),
+        [
+            "TaskSucceeded:source",
+            "TaskFailed:each",
+            "TaskUpstreamFailed:after",
+            "RunFailed"
+        ]
+    );
+    let Event::TaskFailed(failure) = &events[1] else {
+        panic!()
+    };
+    assert!(
+        failure.reason.contains("not a list or a dict"),
+        "{}",
+        failure.reason
+    );
+}
+
+#[test]
+fn mapping_over_a_mapped_task_counts_its_successful_instances() {
+    let spec = spec(vec![
+        mapped(
+            task("first", &[], AllSuccess, 0, TaskKind::Plain),
+            vec![MapLength::Literal(3)],
+        ),
+        mapped(
+            task("second", &["first"], AllDone, 0, TaskKind::Plain),
+            vec![MapLength::FromTask("first".into())],
+        ),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    let events = apply(&spec, &mut state, Command::Start);
+    assert_eq!(types(&events)[..2], ["RunStarted", "TaskMapped:first"]);
+    run_instance(&spec, &mut state, "first", 0, Outcome::Success);
+    run_instance(
+        &spec,
+        &mut state,
+        "first",
+        1,
+        Outcome::Failed { reason: "x".into() },
+    );
+    let events = run_instance(&spec, &mut state, "first", 2, Outcome::Success);
+    let Event::TaskMapped(mapping) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(mapping.count, 2);
 }
 
 #[test]
@@ -485,6 +700,7 @@ fn arb_spec() -> impl Strategy<Value = DagSpec> {
                 0..RULES.len(),
                 0u32..3,
                 0u8..5,
+                0u8..6,
             ),
             n,
         );
@@ -492,7 +708,7 @@ fn arb_spec() -> impl Strategy<Value = DagSpec> {
             let specs = raw
                 .into_iter()
                 .enumerate()
-                .map(|(i, (edges, rule, retries, kind))| {
+                .map(|(i, (edges, rule, retries, kind, mapping))| {
                     let upstream: Vec<String> = (0..i)
                         .filter(|j| edges[*j])
                         .map(|j| format!("t{j}"))
@@ -505,6 +721,16 @@ fn arb_spec() -> impl Strategy<Value = DagSpec> {
                         _ => TaskKind::Plain,
                     };
                     let mut t = task(&format!("t{i}"), &[], RULES[rule], retries, kind);
+                    t.mapped = match (mapping, upstream.first()) {
+                        (0, _) => Some(vec![MapLength::Literal(0)]),
+                        (1, _) => Some(vec![MapLength::Literal(3)]),
+                        (2, Some(first)) => Some(vec![MapLength::FromTask(first.clone())]),
+                        (3, Some(first)) => Some(vec![
+                            MapLength::FromTask(first.clone()),
+                            MapLength::Literal(2),
+                        ]),
+                        _ => None,
+                    };
                     t.upstream = upstream;
                     t
                 })
@@ -516,21 +742,32 @@ fn arb_spec() -> impl Strategy<Value = DagSpec> {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Queue(usize),
-    Start(usize, i32),
-    Finish(usize, i32, u8),
-    Retry(usize, i32, i64),
+    Queue(usize, i32),
+    Start(usize, i32, i32),
+    Push(usize, i32, i32, Option<i64>),
+    Finish(usize, i32, i32, u8),
+    Retry(usize, i32, i32, i64),
 }
 
 fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    let map_index = -1i32..3;
     proptest::collection::vec(
         prop_oneof![
-            (0usize..8).prop_map(Step::Queue),
-            (0usize..8, 0i32..4).prop_map(|(t, n)| Step::Start(t, n)),
-            (0usize..8, 0i32..4, 0u8..6).prop_map(|(t, n, o)| Step::Finish(t, n, o)),
-            (0usize..8, 0i32..4, 0i64..30).prop_map(|(t, n, s)| Step::Retry(t, n, s)),
+            (0usize..8, map_index.clone()).prop_map(|(t, m)| Step::Queue(t, m)),
+            (0usize..8, map_index.clone(), 0i32..4).prop_map(|(t, m, n)| Step::Start(t, m, n)),
+            (
+                0usize..8,
+                map_index.clone(),
+                0i32..4,
+                proptest::option::of(0i64..4)
+            )
+                .prop_map(|(t, m, n, l)| Step::Push(t, m, n, l)),
+            (0usize..8, map_index.clone(), 0i32..4, 0u8..6)
+                .prop_map(|(t, m, n, o)| Step::Finish(t, m, n, o)),
+            (0usize..8, map_index, 0i32..4, 0i64..30)
+                .prop_map(|(t, m, n, s)| Step::Retry(t, m, n, s)),
         ],
-        0..60,
+        0..80,
     )
 }
 
@@ -552,27 +789,46 @@ fn outcome_for(spec: &DagSpec, task_id: &str, pick: u8) -> Outcome {
     }
 }
 
+fn push(task_id: String, map_index: i32, try_number: i32, length: Option<i64>) -> Command {
+    Command::PushXCom(XComPush {
+        task_id,
+        map_index,
+        try_number,
+        key: "return_value".into(),
+        value_hash: "h".into(),
+        size_bytes: 2,
+        length,
+    })
+}
+
 fn command_for(spec: &DagSpec, step: &Step) -> Command {
     let ids: Vec<&String> = spec.tasks.keys().collect();
     let id = |i: usize| ids[i % ids.len()].clone();
     match step {
-        Step::Queue(t) => Command::Queue { task_id: id(*t) },
-        Step::Start(t, n) => Command::ReportStarted {
+        Step::Queue(t, m) => Command::Queue {
             task_id: id(*t),
+            map_index: *m,
+        },
+        Step::Start(t, m, n) => Command::ReportStarted {
+            task_id: id(*t),
+            map_index: *m,
             try_number: *n,
             hostname: "h".into(),
         },
-        Step::Finish(t, n, o) => {
+        Step::Push(t, m, n, l) => push(id(*t), *m, *n, *l),
+        Step::Finish(t, m, n, o) => {
             let task_id = id(*t);
             Command::ReportFinished {
                 outcome: outcome_for(spec, &task_id, *o),
                 task_id,
+                map_index: *m,
                 try_number: *n,
                 at: t0(),
             }
         }
-        Step::Retry(t, n, s) => Command::RetryDue {
+        Step::Retry(t, m, n, s) => Command::RetryDue {
             task_id: id(*t),
+            map_index: *m,
             try_number: *n,
             at: t0() + Duration::seconds(*s),
         },
@@ -589,9 +845,13 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
             event.event_type()
         );
         if let Some(ti) = event.task_instance() {
-            let current = &state.tis[&ti.task_id];
+            let id = (ti.task_id.clone(), ti.map_index);
+            let task = &spec.tasks[&ti.task_id];
+            let current = state.tis.get(&id).cloned();
+            let current_state = current.as_ref().map(|t| t.state);
             match event {
                 Event::TaskScheduled(e) => {
+                    let current = current.expect("scheduled instances exist");
                     prop_assert!(
                         matches!(current.state, TiState::Pending | TiState::UpForRetry),
                         "scheduled from {:?}",
@@ -602,10 +862,12 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
                         current.try_number + 1,
                         "tries go up one at a time"
                     );
+                    prop_assert!(
+                        task.mapped.is_none() || ti.map_index >= 0,
+                        "a mapped task runs only once expanded"
+                    );
                     if current.state == TiState::Pending {
-                        let verdict = spec.tasks[&ti.task_id]
-                            .trigger_rule
-                            .evaluate(&state.upstream_counts(&spec.tasks[&ti.task_id]));
+                        let verdict = task.trigger_rule.evaluate(&state.upstream_counts(task));
                         prop_assert_eq!(
                             verdict,
                             Verdict::Run,
@@ -614,15 +876,37 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
                         );
                     }
                 }
+                Event::TaskMapped(e) => {
+                    prop_assert!(
+                        task.mapped.is_some() && ti.map_index == -1,
+                        "only a mapped placeholder expands"
+                    );
+                    prop_assert_eq!(current_state, Some(TiState::Pending));
+                    prop_assert!(e.count > 0, "an empty expansion is a skip, not a mapping");
+                }
                 Event::TaskSkipped(_) | Event::TaskUpstreamFailed(_) => {
                     prop_assert_eq!(
-                        current.state,
-                        TiState::Pending,
+                        current_state,
+                        Some(TiState::Pending),
                         "only pending task instances are skipped"
                     );
                 }
-                Event::TaskSucceeded(_) | Event::TaskFailed(_) | Event::TaskUpForRetry(_) => {
-                    prop_assert_eq!(current.state, TiState::Running, "only running tries end");
+                Event::TaskFailed(e) if e.try_number == 0 => {
+                    prop_assert!(
+                        task.mapped.is_some() && ti.map_index == -1,
+                        "only an expansion fails without a try"
+                    );
+                    prop_assert_eq!(current_state, Some(TiState::Pending));
+                }
+                Event::TaskSucceeded(_)
+                | Event::TaskFailed(_)
+                | Event::TaskUpForRetry(_)
+                | Event::XComPushed(_) => {
+                    prop_assert_eq!(
+                        current_state,
+                        Some(TiState::Running),
+                        "only running tries end or push"
+                    );
                 }
                 _ => {}
             }
@@ -639,51 +923,59 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
     Ok(())
 }
 
-/// A well-behaved executor: runs whatever is scheduled with a success, fires due retries.
+/// A well-behaved executor: runs whatever is scheduled (pushing a two-item result, then
+/// succeeding), and fires due retries.
 fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestCaseError> {
-    for _ in 0..200 {
+    for _ in 0..500 {
         if matches!(state.status, RunStatus::Success | RunStatus::Failed) {
             return Ok(());
         }
-        let (task_id, ti) = match state
+        let Some((id, ti)) = state
             .tis
             .iter()
             .find(|(_, t)| !t.state.is_final() && t.state != TiState::Pending)
-        {
-            Some((id, ti)) => (id.clone(), ti.clone()),
-            None => {
-                return Err(TestCaseError::fail(format!(
-                    "deadlock: nothing runnable and the run has not ended: {state:?}"
-                )));
-            }
+            .map(|(id, ti)| (id.clone(), ti.clone()))
+        else {
+            return Err(TestCaseError::fail(format!(
+                "deadlock: nothing runnable and the run has not ended: {state:?}"
+            )));
         };
-        let command = match ti.state {
-            TiState::Scheduled => Command::Queue { task_id },
-            TiState::Queued => Command::ReportStarted {
+        let (task_id, map_index) = id;
+        let mut commands = Vec::new();
+        match ti.state {
+            TiState::Scheduled => commands.push(Command::Queue { task_id, map_index }),
+            TiState::Queued => commands.push(Command::ReportStarted {
                 task_id,
+                map_index,
                 try_number: ti.try_number,
                 hostname: "h".into(),
-            },
-            TiState::Running => Command::ReportFinished {
-                outcome: outcome_for(spec, &task_id, 2),
+            }),
+            TiState::Running => {
+                commands.push(push(task_id.clone(), map_index, ti.try_number, Some(2)));
+                commands.push(Command::ReportFinished {
+                    outcome: outcome_for(spec, &task_id, 2),
+                    task_id,
+                    map_index,
+                    try_number: ti.try_number,
+                    at: t0(),
+                });
+            }
+            TiState::UpForRetry => commands.push(Command::RetryDue {
                 task_id,
-                try_number: ti.try_number,
-                at: t0(),
-            },
-            TiState::UpForRetry => Command::RetryDue {
-                task_id,
+                map_index,
                 try_number: ti.try_number,
                 at: ti.retry_at.unwrap(),
-            },
+            }),
             other => return Err(TestCaseError::fail(format!("unexpected state {other:?}"))),
-        };
-        let events = decide(spec, state, command)
-            .map_err(|r| TestCaseError::fail(format!("rejected: {r}")))?;
-        check_events(spec, state, &events)?;
-        *state = events.iter().fold(state.clone(), evolve);
+        }
+        for command in commands {
+            let events = decide(spec, state, command)
+                .map_err(|r| TestCaseError::fail(format!("rejected: {r}")))?;
+            check_events(spec, state, &events)?;
+            *state = events.iter().fold(state.clone(), evolve);
+        }
     }
-    prop_assert!(false, "the run did not finish in 200 steps");
-    Ok(())
+    Err(TestCaseError::fail("the run did not finish in 500 steps"))
 }
 
 proptest! {
@@ -695,7 +987,7 @@ proptest! {
         let events = decide(&spec, &state, Command::Start).unwrap();
         check_events(&spec, &state, &events)?;
         state = events.iter().fold(state, evolve);
-        let mut successes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut successes: BTreeMap<(String, i32), usize> = BTreeMap::new();
         for step in &steps {
             let before = state.clone();
             match decide(&spec, &state, command_for(&spec, step)) {
@@ -703,7 +995,7 @@ proptest! {
                     check_events(&spec, &state, &events)?;
                     for e in &events {
                         if let Event::TaskSucceeded(s) = e {
-                            *successes.entry(s.ti.task_id.clone()).or_default() += 1;
+                            *successes.entry((s.ti.task_id.clone(), s.ti.map_index)).or_default() += 1;
                         }
                     }
                     state = events.iter().fold(state, evolve);

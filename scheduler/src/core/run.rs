@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use leoflow_events::Event;
 use leoflow_events::catalog::*;
 
-use crate::core::spec::{DagSpec, TaskKind, TaskSpec};
+use crate::core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
 use crate::core::trigger::{UpstreamCounts, Verdict};
 
 /// A task instance's state, with Airflow's names.
@@ -50,7 +50,25 @@ pub struct TaskInstance {
     pub try_number: i32,
     /// When a retry is due (in `UpForRetry`).
     pub retry_at: Option<DateTime<Utc>>,
+    /// Item count of its `return_value` XCom, when that is a list or dict (what a task mapped
+    /// over it expands to).
+    pub result_len: Option<i64>,
 }
+
+impl TaskInstance {
+    fn pending() -> Self {
+        Self {
+            state: TiState::Pending,
+            try_number: 0,
+            retry_at: None,
+            result_len: None,
+        }
+    }
+}
+
+/// A task instance's place in the run: its task and map index (-1 when unmapped, and for a
+/// mapped task's placeholder before it expands).
+pub type TiId = (String, i32);
 
 /// Where a dag run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +89,8 @@ pub struct RunState {
     pub run_id: String,
     /// Its status.
     pub status: RunStatus,
-    /// Every task instance, by task id.
-    pub tis: BTreeMap<String, TaskInstance>,
+    /// Every task instance, by task id and map index.
+    pub tis: BTreeMap<TiId, TaskInstance>,
 }
 
 /// What can happen to a dag run.
@@ -84,11 +102,15 @@ pub enum Command {
     Queue {
         /// The task.
         task_id: String,
+        /// The map index (-1 when unmapped).
+        map_index: i32,
     },
     /// The agent of a try reported that it runs.
     ReportStarted {
         /// The task.
         task_id: String,
+        /// The map index.
+        map_index: i32,
         /// The try the report is about.
         try_number: i32,
         /// Host it runs on.
@@ -98,6 +120,8 @@ pub enum Command {
     ReportFinished {
         /// The task.
         task_id: String,
+        /// The map index.
+        map_index: i32,
         /// The try the report is about.
         try_number: i32,
         /// What happened.
@@ -105,15 +129,38 @@ pub enum Command {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A running try pushed an XCom.
+    PushXCom(XComPush),
     /// A retry's timer fired.
     RetryDue {
         /// The task.
         task_id: String,
+        /// The map index.
+        map_index: i32,
         /// The try that failed.
         try_number: i32,
         /// Now.
         at: DateTime<Utc>,
     },
+}
+
+/// An XCom a running try pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XComPush {
+    /// The task.
+    pub task_id: String,
+    /// The map index.
+    pub map_index: i32,
+    /// The try pushing it.
+    pub try_number: i32,
+    /// The XCom key.
+    pub key: String,
+    /// Blob hash of the value.
+    pub value_hash: String,
+    /// Its size in bytes.
+    pub size_bytes: i64,
+    /// Item count for a list or dict.
+    pub length: Option<i64>,
 }
 
 /// How a try ended.
@@ -184,38 +231,37 @@ impl RunState {
             tis: spec
                 .tasks
                 .keys()
-                .map(|id| {
-                    (
-                        id.clone(),
-                        TaskInstance {
-                            state: TiState::Pending,
-                            try_number: 0,
-                            retry_at: None,
-                        },
-                    )
-                })
+                .map(|id| ((id.clone(), -1), TaskInstance::pending()))
                 .collect(),
         }
     }
 
-    fn ti(&self, task_id: &str) -> Result<&TaskInstance, Rejection> {
+    fn ti(&self, task_id: &str, map_index: i32) -> Result<&TaskInstance, Rejection> {
         self.tis
-            .get(task_id)
-            .ok_or_else(|| Rejection::UnknownTask(task_id.to_owned()))
+            .get(&(task_id.to_owned(), map_index))
+            .ok_or_else(|| Rejection::UnknownTask(format!("{task_id}[{map_index}]")))
     }
 
-    fn key(&self, task_id: &str) -> TaskInstanceKey {
-        TaskInstanceKey::new(&self.dag_id, &self.run_id, task_id)
+    fn key(&self, (task_id, map_index): &TiId) -> TaskInstanceKey {
+        TaskInstanceKey::mapped(&self.dag_id, &self.run_id, task_id, *map_index)
+    }
+
+    /// Every instance of a task (one, unless it is mapped and expanded).
+    pub fn instances<'a>(
+        &'a self,
+        task_id: &str,
+    ) -> impl Iterator<Item = (&'a TiId, &'a TaskInstance)> {
+        let from = (task_id.to_owned(), i32::MIN);
+        let to = (task_id.to_owned(), i32::MAX);
+        self.tis.range(from..=to)
     }
 
     /// Counts the states of `task`'s direct upstream task instances.
     pub fn upstream_counts(&self, task: &TaskSpec) -> UpstreamCounts {
-        let mut counts = UpstreamCounts {
-            total: task.upstream.len(),
-            ..UpstreamCounts::default()
-        };
-        for up in &task.upstream {
-            match self.tis[up].state {
+        let mut counts = UpstreamCounts::default();
+        for (_, ti) in task.upstream.iter().flat_map(|up| self.instances(up)) {
+            counts.total += 1;
+            match ti.state {
                 TiState::Success => counts.success += 1,
                 TiState::Skipped => counts.skipped += 1,
                 TiState::Failed => counts.failed += 1,
@@ -230,8 +276,11 @@ impl RunState {
 /// Applies one event to the run's state. Events of other runs and event types that do not
 /// change scheduling state (`XComPushed`, `TaskDispatched`) leave it as it is.
 pub fn evolve(mut state: RunState, event: &Event) -> RunState {
+    fn id(ti: &TaskInstanceKey) -> TiId {
+        (ti.task_id.clone(), ti.map_index)
+    }
     let set = |state: &mut RunState, ti: &TaskInstanceKey, new: TiState| {
-        if let Some(t) = state.tis.get_mut(&ti.task_id) {
+        if let Some(t) = state.tis.get_mut(&id(ti)) {
             t.state = new;
         }
     };
@@ -240,19 +289,29 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         Event::RunSucceeded(_) => state.status = RunStatus::Success,
         Event::RunFailed(_) => state.status = RunStatus::Failed,
         Event::RunCleared(_) => state.status = RunStatus::Queued,
-        Event::TaskScheduled(e) => {
-            if let Some(t) = state.tis.get_mut(&e.ti.task_id) {
-                t.state = TiState::Scheduled;
-                t.try_number = e.try_number;
-                t.retry_at = None;
+        Event::TaskMapped(e) => {
+            state.tis.remove(&id(&e.ti));
+            for index in 0..e.count {
+                state
+                    .tis
+                    .insert((e.ti.task_id.clone(), index), TaskInstance::pending());
             }
+        }
+        Event::TaskScheduled(e) => {
+            let t = state
+                .tis
+                .entry(id(&e.ti))
+                .or_insert_with(TaskInstance::pending);
+            t.state = TiState::Scheduled;
+            t.try_number = e.try_number;
+            t.retry_at = None;
         }
         Event::TaskQueued(e) => set(&mut state, &e.ti, TiState::Queued),
         Event::TaskStarted(e) => set(&mut state, &e.ti, TiState::Running),
         Event::TaskSucceeded(e) => set(&mut state, &e.ti, TiState::Success),
         Event::TaskFailed(e) => set(&mut state, &e.ti, TiState::Failed),
         Event::TaskUpForRetry(e) => {
-            if let Some(t) = state.tis.get_mut(&e.ti.task_id) {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::UpForRetry;
                 t.retry_at = Some(e.retry_at);
             }
@@ -260,9 +319,15 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         Event::TaskSkipped(e) => set(&mut state, &e.ti, TiState::Skipped),
         Event::TaskUpstreamFailed(e) => set(&mut state, &e.ti, TiState::UpstreamFailed),
         Event::TaskCleared(e) => {
-            if let Some(t) = state.tis.get_mut(&e.ti.task_id) {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::Pending;
                 t.retry_at = None;
+                t.result_len = None;
+            }
+        }
+        Event::XComPushed(e) if e.key == "return_value" => {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
+                t.result_len = e.length;
             }
         }
         _ => {}
@@ -286,15 +351,15 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 .into(),
             );
         }
-        Command::Queue { task_id } => {
+        Command::Queue { task_id, map_index } => {
             running(state)?;
-            let (task, ti) = (task(spec, &task_id)?, state.ti(&task_id)?);
+            let (task, ti) = (task(spec, &task_id)?, state.ti(&task_id, map_index)?);
             if ti.state != TiState::Scheduled {
                 return Err(illegal(&task_id, ti.state, "queue"));
             }
             events.push(
                 TaskQueued {
-                    ti: state.key(&task_id),
+                    ti: state.key(&(task_id, map_index)),
                     try_number: ti.try_number,
                     pool: task.pool.clone(),
                     pool_slots: task.pool_slots,
@@ -306,17 +371,18 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
         }
         Command::ReportStarted {
             task_id,
+            map_index,
             try_number,
             hostname,
         } => {
             running(state)?;
-            let ti = current_try(state, &task_id, try_number)?;
+            let ti = current_try(state, &task_id, map_index, try_number)?;
             if ti.state != TiState::Queued {
                 return Err(illegal(&task_id, ti.state, "report started"));
             }
             events.push(
                 TaskStarted {
-                    ti: state.key(&task_id),
+                    ti: state.key(&(task_id, map_index)),
                     try_number,
                     hostname,
                     pid: None,
@@ -324,21 +390,42 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 .into(),
             );
         }
+        Command::PushXCom(push) => {
+            running(state)?;
+            let ti = current_try(state, &push.task_id, push.map_index, push.try_number)?;
+            if ti.state != TiState::Running {
+                return Err(illegal(&push.task_id, ti.state, "push an XCom"));
+            }
+            events.push(
+                XComPushed {
+                    ti: state.key(&(push.task_id, push.map_index)),
+                    try_number: push.try_number,
+                    key: push.key,
+                    value_hash: push.value_hash,
+                    size_bytes: push.size_bytes,
+                    length: push.length,
+                }
+                .into(),
+            );
+        }
         Command::ReportFinished {
             task_id,
+            map_index,
             try_number,
             outcome,
             at,
         } => {
             running(state)?;
-            let ti = current_try(state, &task_id, try_number)?;
+            let ti = current_try(state, &task_id, map_index, try_number)?;
             if ti.state != TiState::Running {
                 return Err(illegal(&task_id, ti.state, "report finished"));
             }
+            let id = (task_id.clone(), map_index);
             finished(
                 spec,
                 state,
                 task(spec, &task_id)?,
+                &id,
                 try_number,
                 outcome,
                 at,
@@ -347,11 +434,12 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
         }
         Command::RetryDue {
             task_id,
+            map_index,
             try_number,
             at,
         } => {
             running(state)?;
-            let ti = current_try(state, &task_id, try_number)?;
+            let ti = current_try(state, &task_id, map_index, try_number)?;
             if ti.state != TiState::UpForRetry {
                 return Err(illegal(&task_id, ti.state, "retry"));
             }
@@ -362,7 +450,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             }
             events.push(
                 TaskScheduled {
-                    ti: state.key(&task_id),
+                    ti: state.key(&(task_id, map_index)),
                     try_number: try_number + 1,
                 }
                 .into(),
@@ -374,22 +462,31 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
 }
 
 /// The events of a try's end: success (with branch or short-circuit skips), retry or failure.
+#[allow(clippy::too_many_arguments)]
 fn finished(
     spec: &DagSpec,
     state: &RunState,
     task: &TaskSpec,
+    id: &TiId,
     try_number: i32,
     outcome: Outcome,
     at: DateTime<Utc>,
     events: &mut Vec<Event>,
 ) -> Result<(), Rejection> {
-    let key = state.key(&task.task_id);
-    let skip = |task_id: &str, reason: String| -> Event {
-        TaskSkipped {
-            ti: state.key(task_id),
-            reason: Some(reason),
+    let key = state.key(id);
+    // Skips every instance of `task_id` that has not run yet.
+    let skip = |events: &mut Vec<Event>, task_id: &str, reason: String| {
+        for (ti_id, ti) in state.instances(task_id) {
+            if ti.state == TiState::Pending {
+                events.push(
+                    TaskSkipped {
+                        ti: state.key(ti_id),
+                        reason: Some(reason.clone()),
+                    }
+                    .into(),
+                );
+            }
         }
-        .into()
     };
     let succeeded = || -> Event {
         TaskSucceeded {
@@ -407,26 +504,19 @@ fn finished(
                 .collect();
             if !unknown.is_empty() {
                 // Airflow fails a branch that names tasks it cannot follow.
-                return failed(
-                    state,
-                    task,
-                    try_number,
-                    format!(
-                        "branch returned {unknown:?}, which are not directly downstream of {:?}",
-                        task.task_id
-                    ),
-                    at,
-                    events,
+                let reason = format!(
+                    "branch returned {unknown:?}, which are not directly downstream of {:?}",
+                    task.task_id
                 );
+                return failed(state, task, id, try_number, reason, at, events);
             }
             events.push(succeeded());
-            for down in &task.downstream {
-                if !chosen.contains(down) && state.tis[down].state == TiState::Pending {
-                    events.push(skip(
-                        down,
-                        format!("not chosen by branch {:?}", task.task_id),
-                    ));
-                }
+            for down in task.downstream.iter().filter(|d| !chosen.contains(d)) {
+                skip(
+                    events,
+                    down,
+                    format!("not chosen by branch {:?}", task.task_id),
+                );
             }
         }
         (
@@ -443,17 +533,16 @@ fn finished(
                     task.downstream.iter().cloned().collect()
                 };
                 for down in targets {
-                    if state.tis[&down].state == TiState::Pending {
-                        events.push(skip(
-                            &down,
-                            format!("short-circuited by {:?}", task.task_id),
-                        ));
-                    }
+                    skip(
+                        events,
+                        &down,
+                        format!("short-circuited by {:?}", task.task_id),
+                    );
                 }
             }
         }
         (Outcome::Failed { reason }, _) => {
-            return failed(state, task, try_number, reason, at, events);
+            return failed(state, task, id, try_number, reason, at, events);
         }
         (outcome, kind) => {
             return Err(Rejection::BadOutcome(format!(
@@ -468,14 +557,18 @@ fn finished(
 fn failed(
     state: &RunState,
     task: &TaskSpec,
+    id: &TiId,
     try_number: i32,
     reason: String,
     at: DateTime<Utc>,
     events: &mut Vec<Event>,
 ) -> Result<(), Rejection> {
-    let ti = state.key(&task.task_id);
+    let ti = state.key(id);
     if task.retry.should_retry(try_number) {
-        let identity = format!("{}#{}#{}", state.dag_id, task.task_id, state.run_id);
+        let identity = format!(
+            "{}#{}#{}#{}",
+            state.dag_id, task.task_id, id.1, state.run_id
+        );
         let delay = task.retry.delay_seconds(&identity, try_number);
         let retry_at = at + Duration::milliseconds((delay * 1000.0).round() as i64);
         events.push(
@@ -510,14 +603,17 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
     }
     loop {
         let mut new = Vec::new();
-        for task in spec.tasks.values() {
-            let ti = &scratch.tis[&task.task_id];
+        for (id, ti) in &scratch.tis {
             if ti.state != TiState::Pending {
                 continue;
             }
-            let key = scratch.key(&task.task_id);
+            let task = &spec.tasks[&id.0];
+            let key = scratch.key(id);
             match task.trigger_rule.evaluate(&scratch.upstream_counts(task)) {
                 Verdict::Wait => {}
+                Verdict::Run if task.mapped.is_some() && id.1 == -1 => {
+                    new.push(expand(&scratch, task, key))
+                }
                 Verdict::Run => new.push(
                     TaskScheduled {
                         ti: key,
@@ -547,10 +643,9 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
     if scratch.tis.values().all(|t| t.state.is_final()) {
         let (dag_id, run_id) = (scratch.dag_id.clone(), scratch.run_id.clone());
         let leaf_failed = spec.leaves().any(|leaf| {
-            matches!(
-                scratch.tis[&leaf.task_id].state,
-                TiState::Failed | TiState::UpstreamFailed
-            )
+            scratch
+                .instances(&leaf.task_id)
+                .any(|(_, ti)| matches!(ti.state, TiState::Failed | TiState::UpstreamFailed))
         });
         events.push(if leaf_failed {
             RunFailed {
@@ -563,6 +658,61 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
             RunSucceeded { dag_id, run_id }.into()
         });
     }
+}
+
+/// Expands a mapped task whose upstream is done: one instance per combination of its mapped
+/// arguments (`TaskMapped`), a skip for an empty expansion, a failure when it maps over a
+/// result that is not a list or dict.
+fn expand(state: &RunState, task: &TaskSpec, placeholder: TaskInstanceKey) -> Event {
+    let mut count: i64 = 1;
+    for source in task.mapped.iter().flatten() {
+        let length = match source {
+            MapLength::Literal(n) => *n as i64,
+            MapLength::FromTask(from) => {
+                let instances: Vec<&TaskInstance> =
+                    state.instances(from).map(|(_, ti)| ti).collect();
+                let expanded = state.instances(from).any(|((_, index), _)| *index >= 0);
+                if expanded {
+                    // Mapping over a mapped task: one item per instance that produced a result.
+                    instances
+                        .iter()
+                        .filter(|ti| ti.state == TiState::Success)
+                        .count() as i64
+                } else {
+                    match instances.first() {
+                        Some(ti) if ti.state == TiState::Success => match ti.result_len {
+                            Some(n) => n,
+                            None => {
+                                return TaskFailed {
+                                    ti: placeholder,
+                                    try_number: 0,
+                                    reason: format!(
+                                        "cannot map over the result of {from:?}: it is not a list or a dict"
+                                    ),
+                                }
+                                .into();
+                            }
+                        },
+                        // An upstream that did not succeed has no result to map over.
+                        _ => 0,
+                    }
+                }
+            }
+        };
+        count = count.saturating_mul(length.max(0));
+    }
+    if count == 0 {
+        return TaskSkipped {
+            ti: placeholder,
+            reason: Some("mapped over an empty list".to_owned()),
+        }
+        .into();
+    }
+    TaskMapped {
+        ti: placeholder,
+        count: count.min(i32::MAX as i64) as i32,
+    }
+    .into()
 }
 
 fn running(state: &RunState) -> Result<(), Rejection> {
@@ -581,9 +731,10 @@ fn task<'a>(spec: &'a DagSpec, task_id: &str) -> Result<&'a TaskSpec, Rejection>
 fn current_try<'a>(
     state: &'a RunState,
     task_id: &str,
+    map_index: i32,
     try_number: i32,
 ) -> Result<&'a TaskInstance, Rejection> {
-    let ti = state.ti(task_id)?;
+    let ti = state.ti(task_id, map_index)?;
     if ti.try_number != try_number {
         return Err(Rejection::StaleTry {
             task_id: task_id.to_owned(),

@@ -24,6 +24,15 @@ pub enum TaskKind {
     },
 }
 
+/// Where the length of one mapped argument comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapLength {
+    /// A literal list or dict in dag.json: its length is known.
+    Literal(usize),
+    /// A task's result: known when that task has run.
+    FromTask(String),
+}
+
 /// One task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSpec {
@@ -49,6 +58,9 @@ pub struct TaskSpec {
     pub queue: String,
     /// Branch, short-circuit or plain.
     pub kind: TaskKind,
+    /// For a mapped task, its mapped arguments: one instance per combination (Airflow's
+    /// cartesian product of `.expand()` arguments; `.expand_kwargs()` is one argument).
+    pub mapped: Option<Vec<MapLength>>,
 }
 
 /// A DAG: its tasks in dag.json order (sorted by id).
@@ -102,6 +114,28 @@ struct RawTask {
     queue: String,
     #[serde(default)]
     short_circuit: Option<RawShortCircuit>,
+    #[serde(default)]
+    mapped: Option<RawMapped>,
+}
+
+#[derive(Deserialize)]
+struct RawMapped {
+    expand: BTreeMap<String, Value>,
+    expand_kwargs: Option<Value>,
+}
+
+fn map_length(value: &Value) -> Result<MapLength, SpecError> {
+    match value {
+        Value::Array(items) => Ok(MapLength::Literal(items.len())),
+        Value::Object(map) => match map.get("__xcom__") {
+            Some(reference) => reference["task_id"]
+                .as_str()
+                .map(|t| MapLength::FromTask(t.to_owned()))
+                .ok_or_else(|| SpecError::Shape(format!("bad XCom reference {reference}"))),
+            None => Ok(MapLength::Literal(map.len())),
+        },
+        other => Err(SpecError::Shape(format!("cannot map over {other}"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -123,6 +157,17 @@ impl DagSpec {
                 },
                 _ => TaskKind::Plain,
             };
+            let mapped = match &t.mapped {
+                None => None,
+                Some(m) => Some(match &m.expand_kwargs {
+                    Some(kwargs) => vec![map_length(kwargs)?],
+                    None => m
+                        .expand
+                        .values()
+                        .map(map_length)
+                        .collect::<Result<_, _>>()?,
+                }),
+            };
             tasks.insert(
                 t.task_id.clone(),
                 TaskSpec {
@@ -142,6 +187,7 @@ impl DagSpec {
                     priority_weight: t.priority_weight,
                     queue: t.queue,
                     kind,
+                    mapped,
                 },
             );
         }
@@ -162,6 +208,18 @@ impl DagSpec {
                         task: down.clone(),
                         upstream: up.clone(),
                     });
+                }
+            }
+        }
+        for task in tasks.values() {
+            for source in task.mapped.iter().flatten() {
+                if let MapLength::FromTask(from) = source
+                    && !task.upstream.contains(from)
+                {
+                    return Err(SpecError::Shape(format!(
+                        "task {:?} maps over {from:?}, which is not upstream of it",
+                        task.task_id
+                    )));
                 }
             }
         }
