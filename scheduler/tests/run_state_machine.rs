@@ -628,6 +628,194 @@ fn mapping_over_a_mapped_task_counts_its_successful_instances() {
 }
 
 #[test]
+fn a_try_past_its_timeout_fails_and_retries_by_policy() {
+    let mut timed = task("slow", &[], AllSuccess, 1, TaskKind::Plain);
+    timed.execution_timeout = Some(5.0);
+    let spec = spec(vec![timed]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    apply(
+        &spec,
+        &mut state,
+        Command::Queue {
+            task_id: "slow".into(),
+            map_index: -1,
+        },
+    );
+    let not_running = Command::TimedOut {
+        task_id: "slow".into(),
+        map_index: -1,
+        try_number: 1,
+        at: t0(),
+    };
+    assert!(decide(&spec, &state, not_running.clone()).is_err());
+    apply(
+        &spec,
+        &mut state,
+        Command::ReportStarted {
+            task_id: "slow".into(),
+            map_index: -1,
+            try_number: 1,
+            hostname: "h".into(),
+        },
+    );
+    let events = apply(&spec, &mut state, not_running);
+    let Event::TaskUpForRetry(retry) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert!(
+        retry.reason.contains("execution_timeout of 5 s exceeded"),
+        "{}",
+        retry.reason
+    );
+    // The stopped try's late report is fenced off.
+    let late = Command::ReportFinished {
+        task_id: "slow".into(),
+        map_index: -1,
+        try_number: 1,
+        outcome: Outcome::Success,
+        at: t0(),
+    };
+    assert!(matches!(
+        decide(&spec, &state, late),
+        Err(Rejection::IllegalTransition {
+            state: TiState::UpForRetry,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn clearing_a_finished_run_with_downstream_requeues_it_and_reruns_with_new_tries() {
+    let spec = spec(vec![
+        task("a", &[], AllSuccess, 0, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+        task("c", &["b"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    run_task(&spec, &mut state, "a", Outcome::Success);
+    run_task(
+        &spec,
+        &mut state,
+        "b",
+        Outcome::Failed {
+            reason: "bug".into(),
+        },
+    );
+    assert_eq!(state.status, RunStatus::Failed);
+
+    let events = apply(
+        &spec,
+        &mut state,
+        Command::Clear {
+            task_ids: vec!["b".into()],
+            downstream: true,
+        },
+    );
+    assert_eq!(
+        types(&events),
+        ["TaskCleared:b", "TaskCleared:c", "RunCleared"]
+    );
+    assert_eq!(state.status, RunStatus::Queued);
+    let events = apply(&spec, &mut state, Command::Start);
+    assert_eq!(types(&events), ["RunStarted", "TaskScheduled:b"]);
+    assert_eq!(
+        state.tis[&("b".to_owned(), -1)].try_number,
+        2,
+        "a cleared task runs as a new try"
+    );
+    run_task(&spec, &mut state, "b", Outcome::Success);
+    let events = run_task(&spec, &mut state, "c", Outcome::Success);
+    assert_eq!(types(&events), ["TaskSucceeded:c", "RunSucceeded"]);
+}
+
+#[test]
+fn clearing_what_runs_is_refused_and_marking_sets_a_final_state() {
+    let spec = spec(vec![
+        task("a", &[], AllSuccess, 0, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+        task("c", &["b"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    apply(
+        &spec,
+        &mut state,
+        Command::Queue {
+            task_id: "a".into(),
+            map_index: -1,
+        },
+    );
+    let clear = Command::Clear {
+        task_ids: vec!["a".into()],
+        downstream: false,
+    };
+    assert!(matches!(
+        decide(&spec, &state, clear),
+        Err(Rejection::IllegalTransition {
+            state: TiState::Queued,
+            ..
+        })
+    ));
+    assert!(matches!(
+        decide(
+            &spec,
+            &state,
+            Command::Clear {
+                task_ids: vec!["nope".into()],
+                downstream: false
+            }
+        ),
+        Err(Rejection::UnknownTask(_))
+    ));
+
+    // Marking the queued task successful lets the run go on; its agent's report is then fenced off.
+    let events = apply(
+        &spec,
+        &mut state,
+        Command::Mark {
+            task_id: "a".into(),
+            map_index: -1,
+            success: true,
+        },
+    );
+    assert_eq!(types(&events), ["TaskSucceeded:a", "TaskScheduled:b"]);
+    let late = Command::ReportStarted {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: 1,
+        hostname: "h".into(),
+    };
+    assert!(decide(&spec, &state, late).is_err());
+    let events = apply(
+        &spec,
+        &mut state,
+        Command::Mark {
+            task_id: "b".into(),
+            map_index: -1,
+            success: false,
+        },
+    );
+    assert_eq!(
+        types(&events),
+        ["TaskFailed:b", "TaskUpstreamFailed:c", "RunFailed"]
+    );
+    assert_eq!(
+        decide(
+            &spec,
+            &state,
+            Command::Mark {
+                task_id: "b".into(),
+                map_index: -1,
+                success: true
+            }
+        ),
+        Err(Rejection::RunNotRunning(RunStatus::Failed))
+    );
+}
+
+#[test]
 fn a_dag_json_dag_becomes_a_spec() {
     let dag = serde_json::json!({
         "dag_id": "d",
@@ -747,6 +935,7 @@ enum Step {
     Push(usize, i32, i32, Option<i64>),
     Finish(usize, i32, i32, u8),
     Retry(usize, i32, i32, i64),
+    Clear(usize, bool),
 }
 
 fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
@@ -766,6 +955,7 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
                 .prop_map(|(t, m, n, o)| Step::Finish(t, m, n, o)),
             (0usize..8, map_index, 0i32..4, 0i64..30)
                 .prop_map(|(t, m, n, s)| Step::Retry(t, m, n, s)),
+            (0usize..8, any::<bool>()).prop_map(|(t, d)| Step::Clear(t, d)),
         ],
         0..80,
     )
@@ -826,6 +1016,10 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
                 at: t0(),
             }
         }
+        Step::Clear(t, downstream) => Command::Clear {
+            task_ids: vec![id(*t)],
+            downstream: *downstream,
+        },
         Step::Retry(t, m, n, s) => Command::RetryDue {
             task_id: id(*t),
             map_index: *m,
@@ -839,11 +1033,14 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
 fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(), TestCaseError> {
     let mut state = before.clone();
     for event in events {
-        prop_assert!(
-            !matches!(state.status, RunStatus::Success | RunStatus::Failed),
-            "event {:?} after the run ended",
-            event.event_type()
-        );
+        // Only a clear touches a finished run.
+        if !matches!(event, Event::TaskCleared(_) | Event::RunCleared(_)) {
+            prop_assert!(
+                !matches!(state.status, RunStatus::Success | RunStatus::Failed),
+                "event {:?} after the run ended",
+                event.event_type()
+            );
+        }
         if let Some(ti) = event.task_instance() {
             let id = (ti.task_id.clone(), ti.map_index);
             let task = &spec.tasks[&ti.task_id];
@@ -891,6 +1088,16 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
                         "only pending task instances are skipped"
                     );
                 }
+                Event::TaskCleared(_) => {
+                    prop_assert!(
+                        !matches!(
+                            current_state,
+                            Some(TiState::Queued | TiState::Running) | None
+                        ),
+                        "cleared from {:?}",
+                        current_state
+                    );
+                }
                 Event::TaskFailed(e) if e.try_number == 0 => {
                     prop_assert!(
                         task.mapped.is_some() && ti.map_index == -1,
@@ -929,6 +1136,13 @@ fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestC
     for _ in 0..500 {
         if matches!(state.status, RunStatus::Success | RunStatus::Failed) {
             return Ok(());
+        }
+        if state.status == RunStatus::Queued {
+            let events = decide(spec, state, Command::Start)
+                .map_err(|r| TestCaseError::fail(format!("start rejected: {r}")))?;
+            check_events(spec, state, &events)?;
+            *state = events.iter().fold(state.clone(), evolve);
+            continue;
         }
         let Some((id, ti)) = state
             .tis
@@ -987,7 +1201,7 @@ proptest! {
         let events = decide(&spec, &state, Command::Start).unwrap();
         check_events(&spec, &state, &events)?;
         state = events.iter().fold(state, evolve);
-        let mut successes: BTreeMap<(String, i32), usize> = BTreeMap::new();
+        let mut successes: BTreeMap<(String, i32, i32), usize> = BTreeMap::new();
         for step in &steps {
             let before = state.clone();
             match decide(&spec, &state, command_for(&spec, step)) {
@@ -995,7 +1209,7 @@ proptest! {
                     check_events(&spec, &state, &events)?;
                     for e in &events {
                         if let Event::TaskSucceeded(s) = e {
-                            *successes.entry((s.ti.task_id.clone(), s.ti.map_index)).or_default() += 1;
+                            *successes.entry((s.ti.task_id.clone(), s.ti.map_index, s.try_number)).or_default() += 1;
                         }
                     }
                     state = events.iter().fold(state, evolve);
@@ -1003,12 +1217,12 @@ proptest! {
                 Err(_) => prop_assert_eq!(&state, &before, "a rejection changes nothing"),
             }
             for (id, ti) in &before.tis {
-                if ti.state.is_final() {
+                if ti.state.is_final() && !matches!(step, Step::Clear(..)) {
                     prop_assert_eq!(state.tis[id].state, ti.state, "final states stay final");
                 }
             }
         }
-        prop_assert!(successes.values().all(|n| *n == 1), "no task instance succeeds twice: {:?}", successes);
+        prop_assert!(successes.values().all(|n| *n == 1), "no try succeeds twice: {:?}", successes);
         drive_to_completion(&spec, &mut state)?;
     }
 }

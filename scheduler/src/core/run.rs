@@ -131,6 +131,34 @@ pub enum Command {
     },
     /// A running try pushed an XCom.
     PushXCom(XComPush),
+    /// A running try passed its `execution_timeout` (the timer fired and the reactor killed
+    /// it): it fails, and its retries apply, as in Airflow.
+    TimedOut {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try that ran too long.
+        try_number: i32,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// A user cleared task instances (and optionally everything downstream) to run them again.
+    Clear {
+        /// The tasks to clear.
+        task_ids: Vec<String>,
+        /// Also clear every task downstream of them.
+        downstream: bool,
+    },
+    /// A user set a task instance's final state by hand.
+    Mark {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// `true` for success, `false` for failed.
+        success: bool,
+    },
     /// A retry's timer fired.
     RetryDue {
         /// The task.
@@ -431,6 +459,102 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 at,
                 &mut events,
             )?;
+        }
+        Command::TimedOut {
+            task_id,
+            map_index,
+            try_number,
+            at,
+        } => {
+            running(state)?;
+            let ti = current_try(state, &task_id, map_index, try_number)?;
+            if ti.state != TiState::Running {
+                return Err(illegal(&task_id, ti.state, "time out"));
+            }
+            let task = task(spec, &task_id)?;
+            let limit = task.execution_timeout.unwrap_or_default();
+            let reason = format!("execution_timeout of {limit} s exceeded; the try was stopped");
+            failed(
+                state,
+                task,
+                &(task_id.clone(), map_index),
+                try_number,
+                reason,
+                at,
+                &mut events,
+            )?;
+        }
+        Command::Clear {
+            task_ids,
+            downstream,
+        } => {
+            let mut targets = BTreeSet::new();
+            for task_id in &task_ids {
+                task(spec, task_id)?;
+                targets.insert(task_id.clone());
+                if downstream {
+                    targets.extend(spec.all_downstream(task_id));
+                }
+            }
+            for task_id in &targets {
+                if let Some((_, ti)) = state
+                    .instances(task_id)
+                    .find(|(_, ti)| matches!(ti.state, TiState::Queued | TiState::Running))
+                {
+                    // Clearing what runs would need the attempt stopped first.
+                    return Err(illegal(task_id, ti.state, "clear"));
+                }
+            }
+            for task_id in &targets {
+                for (id, ti) in state.instances(task_id) {
+                    if ti.state != TiState::Pending {
+                        events.push(TaskCleared { ti: state.key(id) }.into());
+                    }
+                }
+            }
+            if matches!(state.status, RunStatus::Success | RunStatus::Failed) && !events.is_empty()
+            {
+                events.push(
+                    RunCleared {
+                        dag_id: state.dag_id.clone(),
+                        run_id: state.run_id.clone(),
+                    }
+                    .into(),
+                );
+            }
+        }
+        Command::Mark {
+            task_id,
+            map_index,
+            success,
+        } => {
+            if matches!(state.status, RunStatus::Success | RunStatus::Failed) {
+                return Err(Rejection::RunNotRunning(state.status));
+            }
+            let ti = state.ti(&task_id, map_index)?;
+            let wanted = if success {
+                TiState::Success
+            } else {
+                TiState::Failed
+            };
+            if ti.state == wanted {
+                return Ok(Vec::new());
+            }
+            let (key, try_number) = (state.key(&(task_id.clone(), map_index)), ti.try_number);
+            events.push(if success {
+                TaskSucceeded {
+                    ti: key,
+                    try_number,
+                }
+                .into()
+            } else {
+                TaskFailed {
+                    ti: key,
+                    try_number,
+                    reason: "marked failed by a user".to_owned(),
+                }
+                .into()
+            });
         }
         Command::RetryDue {
             task_id,
