@@ -2,7 +2,8 @@
 //!
 //! * [`core`] — the pure decision core: the DAG as the scheduler sees it ([`core::spec`]),
 //!   Airflow's trigger rules ([`core::trigger`]), retry timing ([`core::retry`]), Airflow 3's
-//!   timetables ([`core::timetable`]), pools and concurrency limits ([`core::admission`]) and the dag-run state machine ([`core::run`]) as
+//!   timetables ([`core::timetable`]), pools and concurrency limits ([`core::admission`]),
+//!   triggering with `conf` checked against params and pausing ([`core::commands`]) and the dag-run state machine ([`core::run`]) as
 //!   `decide(spec, state, command) -> events` and `evolve(state, event) -> state`. No I/O: it is
 //!   tested without a database.
 //!
