@@ -403,11 +403,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             hostname,
         } => {
-            running(state)?;
-            let ti = current_try(state, &task_id, map_index, try_number)?;
-            if ti.state != TiState::Queued {
-                return Err(illegal(&task_id, ti.state, "report started"));
-            }
+            current_try_in(
+                state,
+                &task_id,
+                map_index,
+                try_number,
+                TiState::Queued,
+                "report started",
+            )?;
             events.push(
                 TaskStarted {
                     ti: state.key(&(task_id, map_index)),
@@ -419,11 +422,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             );
         }
         Command::PushXCom(push) => {
-            running(state)?;
-            let ti = current_try(state, &push.task_id, push.map_index, push.try_number)?;
-            if ti.state != TiState::Running {
-                return Err(illegal(&push.task_id, ti.state, "push an XCom"));
-            }
+            current_try_in(
+                state,
+                &push.task_id,
+                push.map_index,
+                push.try_number,
+                TiState::Running,
+                "push an XCom",
+            )?;
             events.push(
                 XComPushed {
                     ti: state.key(&(push.task_id, push.map_index)),
@@ -443,11 +449,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             outcome,
             at,
         } => {
-            running(state)?;
-            let ti = current_try(state, &task_id, map_index, try_number)?;
-            if ti.state != TiState::Running {
-                return Err(illegal(&task_id, ti.state, "report finished"));
-            }
+            current_try_in(
+                state,
+                &task_id,
+                map_index,
+                try_number,
+                TiState::Running,
+                "report finished",
+            )?;
             let id = (task_id.clone(), map_index);
             finished(
                 spec,
@@ -466,11 +475,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             at,
         } => {
-            running(state)?;
-            let ti = current_try(state, &task_id, map_index, try_number)?;
-            if ti.state != TiState::Running {
-                return Err(illegal(&task_id, ti.state, "time out"));
-            }
+            current_try_in(
+                state,
+                &task_id,
+                map_index,
+                try_number,
+                TiState::Running,
+                "time out",
+            )?;
             let task = task(spec, &task_id)?;
             let limit = task.execution_timeout.unwrap_or_default();
             let reason = format!("execution_timeout of {limit} s exceeded; the try was stopped");
@@ -562,11 +574,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             at,
         } => {
-            running(state)?;
-            let ti = current_try(state, &task_id, map_index, try_number)?;
-            if ti.state != TiState::UpForRetry {
-                return Err(illegal(&task_id, ti.state, "retry"));
-            }
+            let ti = current_try_in(
+                state,
+                &task_id,
+                map_index,
+                try_number,
+                TiState::UpForRetry,
+                "retry",
+            )?;
             if let Some(due) = ti.retry_at
                 && at < due
             {
@@ -850,6 +865,23 @@ fn task<'a>(spec: &'a DagSpec, task_id: &str) -> Result<&'a TaskSpec, Rejection>
     spec.tasks
         .get(task_id)
         .ok_or_else(|| Rejection::UnknownTask(task_id.to_owned()))
+}
+
+/// The current try of a task instance of a running run, in the state a command needs.
+fn current_try_in<'a>(
+    state: &'a RunState,
+    task_id: &str,
+    map_index: i32,
+    try_number: i32,
+    expected: TiState,
+    command: &'static str,
+) -> Result<&'a TaskInstance, Rejection> {
+    running(state)?;
+    let ti = current_try(state, task_id, map_index, try_number)?;
+    if ti.state != expected {
+        return Err(illegal(task_id, ti.state, command));
+    }
+    Ok(ti)
 }
 
 fn current_try<'a>(

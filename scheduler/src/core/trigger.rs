@@ -66,6 +66,23 @@ pub enum Verdict {
 }
 
 impl TriggerRule {
+    /// Every rule.
+    pub const ALL: [TriggerRule; 13] = [
+        TriggerRule::AllSuccess,
+        TriggerRule::AllFailed,
+        TriggerRule::AllDone,
+        TriggerRule::AllDoneMinOneSuccess,
+        TriggerRule::AllDoneSetupSuccess,
+        TriggerRule::AllSkipped,
+        TriggerRule::OneSuccess,
+        TriggerRule::OneFailed,
+        TriggerRule::OneDone,
+        TriggerRule::NoneFailed,
+        TriggerRule::NoneFailedMinOneSuccess,
+        TriggerRule::NoneSkipped,
+        TriggerRule::Always,
+    ];
+
     /// Evaluates the rule as Airflow's trigger-rule dependency does (with
     /// `flag_upstream_failed`): first whether the task can never run, then whether it can run now.
     pub fn evaluate(self, up: &UpstreamCounts) -> Verdict {
@@ -208,20 +225,7 @@ mod tests {
     #[test]
     fn a_task_without_upstream_runs_under_any_rule() {
         let none = UpstreamCounts::default();
-        for rule in [
-            AllSuccess,
-            AllFailed,
-            AllDone,
-            AllDoneMinOneSuccess,
-            AllSkipped,
-            OneSuccess,
-            OneFailed,
-            OneDone,
-            NoneFailed,
-            NoneFailedMinOneSuccess,
-            NoneSkipped,
-            Always,
-        ] {
+        for rule in TriggerRule::ALL {
             // Airflow: a task with no upstream passes its trigger rule, whatever the rule.
             assert_eq!(rule.evaluate(&none), Run, "{rule:?}");
         }

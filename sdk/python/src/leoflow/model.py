@@ -7,6 +7,7 @@ parsing needs neither Airflow nor the packages the tasks import at run time.
 from __future__ import annotations
 
 import datetime as dt
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -66,14 +67,16 @@ class Param:
         return self.default is not _NOT_SET
 
 
-class DependencyMixin:
+class DependencyMixin(ABC):
     """`>>`, `<<`, `set_upstream` and `set_downstream` for tasks, groups and XCom references."""
 
+    @abstractmethod
     def _roots(self) -> list[BaseOperator]:
-        raise NotImplementedError  # overridden by every subclass
+        """The tasks a dependency *on* this points at."""
 
+    @abstractmethod
     def _leaves(self) -> list[BaseOperator]:
-        raise NotImplementedError  # overridden by every subclass
+        """The tasks a dependency *from* this starts at."""
 
     def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
         for target in _as_list(other):
