@@ -12,3 +12,4 @@
 //! appends what it decides.
 
 pub mod core;
+pub mod reactor;

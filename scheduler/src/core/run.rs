@@ -53,6 +53,8 @@ pub struct TaskInstance {
     /// Item count of its `return_value` XCom, when that is a list or dict (what a task mapped
     /// over it expands to).
     pub result_len: Option<i64>,
+    /// The fencing token of the current try, once it was handed to an executor.
+    pub attempt_token: Option<uuid::Uuid>,
 }
 
 impl TaskInstance {
@@ -62,6 +64,7 @@ impl TaskInstance {
             try_number: 0,
             retry_at: None,
             result_len: None,
+            attempt_token: None,
         }
     }
 }
@@ -128,6 +131,19 @@ pub enum Command {
         outcome: Outcome,
         /// When.
         at: DateTime<Utc>,
+    },
+    /// The dispatcher handed a queued try to an executor, with the token its agent must present.
+    Dispatch {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try.
+        try_number: i32,
+        /// The attempt's fencing token.
+        attempt_token: uuid::Uuid,
+        /// Which executor runs it.
+        executor: String,
     },
     /// A running try pushed an XCom.
     PushXCom(XComPush),
@@ -333,8 +349,14 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
             t.state = TiState::Scheduled;
             t.try_number = e.try_number;
             t.retry_at = None;
+            t.attempt_token = None;
         }
         Event::TaskQueued(e) => set(&mut state, &e.ti, TiState::Queued),
+        Event::TaskDispatched(e) => {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
+                t.attempt_token = Some(e.attempt_token);
+            }
+        }
         Event::TaskStarted(e) => set(&mut state, &e.ti, TiState::Running),
         Event::TaskSucceeded(e) => set(&mut state, &e.ti, TiState::Success),
         Event::TaskFailed(e) => set(&mut state, &e.ti, TiState::Failed),
@@ -468,6 +490,34 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 at,
                 &mut events,
             )?;
+        }
+        Command::Dispatch {
+            task_id,
+            map_index,
+            try_number,
+            attempt_token,
+            executor,
+        } => {
+            let ti = current_try_in(
+                state,
+                &task_id,
+                map_index,
+                try_number,
+                TiState::Queued,
+                "dispatch",
+            )?;
+            if ti.attempt_token.is_some() {
+                return Err(illegal(&task_id, ti.state, "dispatch twice"));
+            }
+            events.push(
+                TaskDispatched {
+                    ti: state.key(&(task_id, map_index)),
+                    try_number,
+                    attempt_token,
+                    executor,
+                }
+                .into(),
+            );
         }
         Command::TimedOut {
             task_id,

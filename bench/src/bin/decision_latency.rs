@@ -1,0 +1,188 @@
+//! Scheduler decision latency: upstream `TaskSucceeded` recorded → downstream `TaskDispatched`
+//! recorded, through the reactor, with an in-process executor that reports every try at once
+//! (so only the control plane is measured: no processes are started).
+//!
+//! ```sh
+//! cargo run --release -p leoflow-bench --bin decision_latency
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
+use leoflow_events::catalog::DagParsed;
+use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
+use leoflow_projector::ReadModels;
+use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
+use leoflow_scheduler::core::run::{Command, Outcome};
+use leoflow_scheduler::reactor::runs::{Specs, submit};
+use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
+use serde_json::json;
+use tokio::sync::watch;
+
+const TASKS: usize = 40;
+const RUNS: usize = 10;
+
+/// Reports each try started and succeeded as soon as it is dispatched.
+struct InstantExecutor {
+    store: EventStore,
+    specs: Specs,
+}
+
+impl Executor for InstantExecutor {
+    fn name(&self) -> &str {
+        "instant"
+    }
+
+    fn dispatch(&self, attempt: Attempt) {
+        let (store, specs) = (self.store.clone(), self.specs.clone());
+        tokio::spawn(async move {
+            let (dag, run) = (attempt.ti.dag_id.clone(), attempt.ti.run_id.clone());
+            let (task_id, map_index, try_number) = (
+                attempt.ti.task_id.clone(),
+                attempt.ti.map_index,
+                attempt.try_number,
+            );
+            let started = Command::ReportStarted {
+                task_id: task_id.clone(),
+                map_index,
+                try_number,
+                hostname: "bench".into(),
+            };
+            let finished = Command::ReportFinished {
+                task_id,
+                map_index,
+                try_number,
+                outcome: Outcome::Success,
+                at: Utc::now(),
+            };
+            for command in [started, finished] {
+                if let Err(e) = submit(&store, &specs, &dag, &run, command, "agent").await {
+                    eprintln!("report failed: {e}");
+                }
+            }
+        });
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let bench = BenchDatabase::start().await?;
+    let pool = bench.fresh("decisions").await?;
+    let store = EventStore::new(pool).with_projection(Arc::new(ReadModels));
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let upstream: Vec<String> = if i == 0 { vec![] } else { vec![format!("t{:02}", i - 1)] };
+            json!({"task_id": format!("t{i:02}"), "operator": "@task", "upstream": upstream,
+                   "trigger_rule": "all_success", "retries": 0, "retry_delay": 300.0,
+                   "retry_exponential_backoff": false, "max_retry_delay": null, "execution_timeout": null,
+                   "pool": "default_pool", "pool_slots": 1, "priority_weight": 1, "queue": "default"})
+        })
+        .collect();
+    let document = json!({"dag_id": "chain", "tasks": tasks});
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await?;
+    let parsed = DagParsed {
+        dag_id: "chain".into(),
+        fileloc: "chain/dag.py".into(),
+        bundle_name: "chain".into(),
+        version_hash: "v1".into(),
+        source_hash: None,
+        document_hash: Some(document_hash),
+        description: None,
+        owners: vec![],
+        tags: vec![],
+        timetable_summary: None,
+        max_active_runs: 16,
+        max_active_tasks: 16,
+        catchup: false,
+        is_paused_upon_creation: false,
+    };
+    store
+        .append(AppendBatch::new().push(parsed, &Metadata::actor("bench")))
+        .await?;
+
+    let executor = Arc::new(InstantExecutor {
+        store: store.clone(),
+        specs: Specs::default(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let reactor = Reactor::new(store.clone(), executor);
+    let handle = tokio::spawn(reactor.run(stopped));
+
+    let mut walls = Vec::new();
+    for r in 0..RUNS {
+        let run_id = format!("r{r}");
+        let request = TriggerRequest {
+            run_id: Some(run_id.clone()),
+            triggered_by: "bench".into(),
+            ..TriggerRequest::default()
+        };
+        let started = Instant::now();
+        let event = trigger("chain", &json!({}), "v1", &[], request, Utc::now())?;
+        let head = store.head().await?;
+        store
+            .append(AppendBatch::new().push(event, &Metadata::actor("bench")))
+            .await?;
+        let mut subscription = store.subscribe(head + 1).await?;
+        loop {
+            let event =
+                tokio::time::timeout(Duration::from_secs(60), subscription.next()).await??;
+            if let Ok(Event::RunSucceeded(e)) = event.decode()
+                && e.run_id == run_id
+            {
+                break;
+            }
+        }
+        walls.push(started.elapsed());
+    }
+    stop.send(true)?;
+    handle.await??;
+
+    // Latency per edge from the log's own timestamps.
+    let mut succeeded: HashMap<(String, String), chrono::DateTime<Utc>> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut next = 1;
+    loop {
+        let page = store.read_from(next, 5000).await?;
+        let Some(last) = page.last() else { break };
+        next = last.position + 1;
+        for recorded in &page {
+            match recorded.decode()? {
+                Event::TaskSucceeded(e) => {
+                    succeeded.insert(
+                        (e.ti.run_id.clone(), e.ti.task_id.clone()),
+                        recorded.recorded_at,
+                    );
+                }
+                Event::TaskDispatched(e) if e.ti.task_id != "t00" => {
+                    let index: usize = e.ti.task_id[1..].parse()?;
+                    let upstream = format!("t{:02}", index - 1);
+                    let done = succeeded[&(e.ti.run_id.clone(), upstream)];
+                    latencies.push((recorded.recorded_at - done).to_std()?);
+                }
+                _ => {}
+            }
+        }
+    }
+    println!("machine: {}", machine_description());
+    println!("date: {}", Utc::now().format("%Y-%m-%d"));
+    println!();
+    println!("| benchmark | result |");
+    println!("|---|---|");
+    println!(
+        "| upstream TaskSucceeded recorded → downstream TaskDispatched recorded ({} edges) | {} |",
+        latencies.len(),
+        Percentiles::of(&mut latencies)
+    );
+    println!(
+        "| chain of {TASKS} tasks through the control plane, trigger → RunSucceeded (instant executor) | {} |",
+        Percentiles::of(&mut walls)
+    );
+    bench.stop()?;
+    Ok(())
+}

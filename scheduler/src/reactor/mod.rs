@@ -1,0 +1,389 @@
+//! The reactor: the scheduler's I/O shell around the pure core.
+//!
+//! It follows the event log from position 1 (so a restart rebuilds everything from the log),
+//! keeps each dag run's state by folding its events, and after every batch of new events does
+//! what has become possible: start queued runs (unpaused DAG, `max_active_runs`), queue
+//! scheduled task instances that fit their pool and `max_active_tasks`, hand queued tries to
+//! the executor with a fresh attempt token, and fire due retries. It never scans for work on a
+//! timer: it wakes on new events and on its own earliest retry deadline.
+//!
+//! Every decision goes through [`runs::submit`], which re-reads the run's stream and appends
+//! with the stream version it decided on, so a stale model can waste a round trip but never
+//! apply a wrong transition.
+
+pub mod runs;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use leoflow_events::{Event, EventStore, RecordedEvent, StoreError, TaskInstanceKey};
+use sqlx::PgConnection;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
+use crate::core::run::{Command, RunState, RunStatus, TiState, evolve};
+use crate::core::spec::{DagSpec, TaskSpec};
+use runs::{Specs, SubmitError, submit_all};
+
+/// Key of the session advisory lock the active scheduler holds.
+pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"
+
+/// Slots of `default_pool` until a `PoolSet` says otherwise (Airflow's default).
+pub const DEFAULT_POOL_SLOTS: i32 = 128;
+
+/// A try handed to an executor.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// The token its agent must present with every report.
+    pub attempt_token: Uuid,
+    /// The task as dag.json describes it.
+    pub task: TaskSpec,
+}
+
+/// Where tries run: the subprocess adapter in Lite, Kubernetes in Pro, a fake in tests.
+pub trait Executor: Send + Sync {
+    /// The executor's name, recorded in `TaskDispatched`.
+    fn name(&self) -> &str;
+    /// Starts a try. Must not block: outcomes come back as reports through [`runs::submit`].
+    fn dispatch(&self, attempt: Attempt);
+}
+
+/// Why the reactor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Postgres failed.
+    #[error("scheduler database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+struct RunEntry {
+    spec: Arc<DagSpec>,
+    state: RunState,
+    run_after: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct DagEntry {
+    paused: bool,
+    max_active_runs: usize,
+    max_active_tasks: i32,
+}
+
+/// The scheduler's event loop.
+pub struct Reactor {
+    store: EventStore,
+    specs: Specs,
+    executor: Arc<dyn Executor>,
+    dags: HashMap<String, DagEntry>,
+    runs: BTreeMap<(String, String), RunEntry>,
+    pools: BTreeMap<String, i32>,
+}
+
+impl Reactor {
+    /// A reactor over `store` handing tries to `executor`.
+    pub fn new(store: EventStore, executor: Arc<dyn Executor>) -> Self {
+        Self {
+            store,
+            specs: Specs::default(),
+            executor,
+            dags: HashMap::new(),
+            runs: BTreeMap::new(),
+            pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
+        }
+    }
+
+    /// The DAG versions this reactor has loaded (shared with report handlers).
+    pub fn specs(&self) -> Specs {
+        self.specs.clone()
+    }
+
+    /// Waits to become the one active scheduler, then runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ReactorError> {
+        let Some(_leadership) = lead(&self.store, &mut shutdown).await? else {
+            return Ok(());
+        };
+        let mut subscription = self.store.subscribe(1).await?;
+        loop {
+            while let Some(event) = subscription.try_next().await? {
+                self.apply(&event).await;
+            }
+            let next_timer = self.act().await;
+            let wait = next_timer
+                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                event = subscription.next() => self.apply(&event?).await,
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Folds one recorded event into the model.
+    async fn apply(&mut self, recorded: &RecordedEvent) {
+        let Ok(event) = recorded.decode() else {
+            // Undecodable events stop replay elsewhere; the scheduler only skips what it cannot use.
+            return;
+        };
+        match &event {
+            Event::DagParsed(e) => {
+                let dag = self
+                    .dags
+                    .entry(e.dag_id.clone())
+                    .or_insert_with(|| DagEntry {
+                        paused: e.is_paused_upon_creation,
+                        ..DagEntry::default()
+                    });
+                dag.max_active_runs = e.max_active_runs.max(1) as usize;
+                dag.max_active_tasks = e.max_active_tasks.max(1);
+            }
+            Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
+            Event::DagUnpaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = false,
+            Event::PoolSet(e) => {
+                self.pools.insert(e.name.clone(), e.slots);
+            }
+            Event::PoolDeleted(e) => {
+                self.pools.remove(&e.name);
+            }
+            Event::RunQueued(e) => {
+                let version = e.dag_version_hash.clone().unwrap_or_default();
+                if let Ok(spec) = self.specs.get(&self.store, &e.dag_id, &version).await {
+                    let state = evolve(RunState::queued(&spec, &e.run_id), &event);
+                    self.runs.insert(
+                        (e.dag_id.clone(), e.run_id.clone()),
+                        RunEntry {
+                            spec,
+                            state,
+                            run_after: e.run_after,
+                        },
+                    );
+                }
+            }
+            other => {
+                let key = match (other.dag_id(), other.run_id()) {
+                    (Some(dag), Some(run)) => (dag.to_owned(), run.to_owned()),
+                    _ => return,
+                };
+                if let Some(run) = self.runs.remove(&key) {
+                    let state = evolve(run.state, other);
+                    self.runs.insert(key, RunEntry { state, ..run });
+                }
+            }
+        }
+    }
+
+    /// Does whatever has become possible; returns the earliest future retry deadline.
+    async fn act(&mut self) -> Option<DateTime<Utc>> {
+        let now = Utc::now();
+        self.start_runs(now).await;
+        self.queue_admitted().await;
+        self.dispatch_queued().await;
+        self.fire_retries(now).await
+    }
+
+    async fn start_runs(&self, now: DateTime<Utc>) {
+        let mut by_dag: BTreeMap<&str, (Vec<QueuedRun>, usize)> = BTreeMap::new();
+        for ((dag_id, run_id), run) in &self.runs {
+            let entry = by_dag.entry(dag_id.as_str()).or_default();
+            match run.state.status {
+                RunStatus::Queued => entry.0.push(QueuedRun {
+                    run_id: run_id.clone(),
+                    run_after: run.run_after,
+                }),
+                RunStatus::Running => entry.1 += 1,
+                _ => {}
+            }
+        }
+        for (dag_id, (queued, running)) in by_dag {
+            let Some(dag) = self.dags.get(dag_id) else {
+                continue;
+            };
+            for run in runs_to_start(&queued, running, dag.max_active_runs, dag.paused, now) {
+                self.submit(dag_id, &run.run_id, Command::Start).await;
+            }
+        }
+    }
+
+    async fn queue_admitted(&self) {
+        let mut candidates = Vec::new();
+        let mut capacity = Capacity {
+            pool_open_slots: self.pools.clone(),
+            ..Capacity::default()
+        };
+        for ((dag_id, run_id), run) in &self.runs {
+            if run.state.status != RunStatus::Running {
+                continue;
+            }
+            for ((task_id, map_index), ti) in &run.state.tis {
+                let task = &run.spec.tasks[task_id];
+                match ti.state {
+                    TiState::Scheduled => candidates.push(Candidate {
+                        key: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
+                        pool: task.pool.clone(),
+                        pool_slots: task.pool_slots,
+                        priority_weight: task.priority_weight,
+                        logical_date: run.run_after,
+                    }),
+                    TiState::Queued | TiState::Running => {
+                        *capacity.active_tasks.entry(dag_id.clone()).or_default() += 1;
+                        if let Some(slots) = capacity.pool_open_slots.get_mut(&task.pool) {
+                            *slots -= task.pool_slots;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (dag_id, dag) in &self.dags {
+            capacity
+                .max_active_tasks
+                .insert(dag_id.clone(), dag.max_active_tasks);
+        }
+        let admission = admit(&candidates, &capacity);
+        for candidate in admission.queue {
+            // Queue and dispatch in one append: one transaction on the hot path.
+            let key = &candidate.key;
+            let run = &self.runs[&(key.dag_id.clone(), key.run_id.clone())];
+            let try_number = run.state.tis[&(key.task_id.clone(), key.map_index)].try_number;
+            let attempt_token = Uuid::new_v4();
+            let commands = vec![
+                Command::Queue {
+                    task_id: key.task_id.clone(),
+                    map_index: key.map_index,
+                },
+                Command::Dispatch {
+                    task_id: key.task_id.clone(),
+                    map_index: key.map_index,
+                    try_number,
+                    attempt_token,
+                    executor: self.executor.name().to_owned(),
+                },
+            ];
+            if self.submit_all(&key.dag_id, &key.run_id, commands).await {
+                self.executor.dispatch(Attempt {
+                    ti: key.clone(),
+                    try_number,
+                    attempt_token,
+                    task: run.spec.tasks[&key.task_id].clone(),
+                });
+            }
+        }
+    }
+
+    async fn dispatch_queued(&self) {
+        for ((dag_id, run_id), run) in &self.runs {
+            for ((task_id, map_index), ti) in &run.state.tis {
+                if ti.state != TiState::Queued || ti.attempt_token.is_some() {
+                    continue;
+                }
+                let attempt_token = Uuid::new_v4();
+                let command = Command::Dispatch {
+                    task_id: task_id.clone(),
+                    map_index: *map_index,
+                    try_number: ti.try_number,
+                    attempt_token,
+                    executor: self.executor.name().to_owned(),
+                };
+                // Only a dispatch that was recorded is started: the token is then the fence.
+                if self.submit(dag_id, run_id, command).await {
+                    self.executor.dispatch(Attempt {
+                        ti: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
+                        try_number: ti.try_number,
+                        attempt_token,
+                        task: run.spec.tasks[task_id].clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn fire_retries(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut next: Option<DateTime<Utc>> = None;
+        for ((dag_id, run_id), run) in &self.runs {
+            for ((task_id, map_index), ti) in &run.state.tis {
+                let (TiState::UpForRetry, Some(due)) = (ti.state, ti.retry_at) else {
+                    continue;
+                };
+                if due <= now {
+                    let command = Command::RetryDue {
+                        task_id: task_id.clone(),
+                        map_index: *map_index,
+                        try_number: ti.try_number,
+                        at: now,
+                    };
+                    self.submit(dag_id, run_id, command).await;
+                } else {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+        }
+        next
+    }
+
+    /// Submits a decision; a rejection only means the model was behind the log.
+    async fn submit(&self, dag_id: &str, run_id: &str, command: Command) -> bool {
+        self.submit_all(dag_id, run_id, vec![command]).await
+    }
+
+    /// Submits decisions appended together; see [`Reactor::submit`].
+    async fn submit_all(&self, dag_id: &str, run_id: &str, commands: Vec<Command>) -> bool {
+        match submit_all(
+            &self.store,
+            &self.specs,
+            dag_id,
+            run_id,
+            commands,
+            "scheduler",
+        )
+        .await
+        {
+            Ok(events) => !events.is_empty(),
+            Err(SubmitError::Rejected(_)) => false,
+            Err(error) => {
+                // Not lost: the work is still pending in the log and is retried on the next wake.
+                eprintln!("scheduler: {dag_id}/{run_id}: {error}");
+                false
+            }
+        }
+    }
+}
+
+/// Takes the scheduler lock on a dedicated connection, waiting while another scheduler holds
+/// it. Returns `None` if shut down while waiting.
+async fn lead(
+    store: &EventStore,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<PgConnection>, ReactorError> {
+    // Detached from the pool: the session lock must end with this connection, not linger on a
+    // pooled one after the reactor stops.
+    let mut conn = store.pool().acquire().await?.detach();
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SCHEDULER_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if locked {
+            return Ok(Some(conn));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return Ok(None),
+        }
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Deciding against the log: a run's state is folded from its stream, the decision is appended
+//! with the stream's version as the expected one, and a conflict means "someone decided first":
+//! reload and decide again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use leoflow_events::{
+    AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
+    StoreError,
+};
+
+use crate::core::run::{Command, Rejection, RunState, decide, evolve};
+use crate::core::spec::{DagSpec, SpecError};
+
+/// Why a command could not be applied to a run.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The state machine refused it (stale try, forbidden transition, …): nothing changed.
+    #[error("rejected: {0}")]
+    Rejected(#[from] Rejection),
+    /// The run does not exist.
+    #[error("no dag run {dag_id}/{run_id}")]
+    UnknownRun {
+        /// The DAG.
+        dag_id: String,
+        /// The run.
+        run_id: String,
+    },
+    /// The run's DAG version cannot be loaded.
+    #[error("DAG version {version} of {dag_id} is unusable: {reason}")]
+    Version {
+        /// The DAG.
+        dag_id: String,
+        /// The version hash.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+    /// Others kept deciding first.
+    #[error("the run {0} kept changing under concurrent decisions; try again")]
+    Contended(String),
+    /// Reading or writing the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Appending failed.
+    #[error(transparent)]
+    Append(AppendError),
+}
+
+/// (dag_id, version hash) → the version's spec.
+type SpecCache = HashMap<(String, String), Arc<DagSpec>>;
+
+/// Loaded DAG versions, by (dag_id, version hash). Versions are immutable, so never stale.
+#[derive(Debug, Clone, Default)]
+pub struct Specs {
+    loaded: Arc<Mutex<SpecCache>>,
+}
+
+impl Specs {
+    /// The DAG version `version_hash` of `dag_id`, from its dag.json document blob.
+    pub async fn get(
+        &self,
+        store: &EventStore,
+        dag_id: &str,
+        version_hash: &str,
+    ) -> Result<Arc<DagSpec>, SubmitError> {
+        let key = (dag_id.to_owned(), version_hash.to_owned());
+        if let Some(spec) = self.loaded.lock().expect("not poisoned").get(&key) {
+            return Ok(spec.clone());
+        }
+        let unusable = |reason: String| SubmitError::Version {
+            dag_id: dag_id.to_owned(),
+            version: version_hash.to_owned(),
+            reason,
+        };
+        let document_hash: Option<String> = sqlx::query_scalar(
+            "SELECT document_hash FROM dag_version WHERE dag_id = $1 AND version_hash = $2 \
+             ORDER BY version_number DESC LIMIT 1",
+        )
+        .bind(dag_id)
+        .bind(version_hash)
+        .fetch_optional(store.pool())
+        .await
+        .map_err(StoreError::from)?
+        .flatten();
+        let document_hash = document_hash.ok_or_else(|| unusable("no document recorded".into()))?;
+        let blob = store
+            .get_blob(&document_hash)
+            .await?
+            .ok_or_else(|| unusable(format!("document blob {document_hash} is missing")))?;
+        let document: serde_json::Value =
+            serde_json::from_str(&blob.content).map_err(|e| unusable(e.to_string()))?;
+        let spec = Arc::new(
+            DagSpec::from_dag_json(&document).map_err(|e: SpecError| unusable(e.to_string()))?,
+        );
+        self.loaded
+            .lock()
+            .expect("not poisoned")
+            .insert(key, spec.clone());
+        Ok(spec)
+    }
+}
+
+/// A run's spec and state, folded from its stream, with the stream's version.
+pub struct LoadedRun {
+    /// The DAG version the run executes.
+    pub spec: Arc<DagSpec>,
+    /// The run's state.
+    pub state: RunState,
+    /// The stream version the state reflects.
+    pub version: i64,
+}
+
+/// Loads a run from the log.
+pub async fn load_run(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+) -> Result<LoadedRun, SubmitError> {
+    let events = store.read_stream(&run_stream(dag_id, run_id), 1).await?;
+    let unknown = || SubmitError::UnknownRun {
+        dag_id: dag_id.to_owned(),
+        run_id: run_id.to_owned(),
+    };
+    let decoded: Vec<Event> = events
+        .iter()
+        .map(|e| {
+            e.decode().map_err(|err| {
+                SubmitError::Store(StoreError::Corrupt {
+                    position: e.position,
+                    reason: err.to_string(),
+                })
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let Some(Event::RunQueued(queued)) = decoded.first() else {
+        return Err(unknown());
+    };
+    let version_hash = queued.dag_version_hash.clone().unwrap_or_default();
+    let spec = specs.get(store, dag_id, &version_hash).await?;
+    let state = decoded.iter().fold(RunState::queued(&spec, run_id), evolve);
+    Ok(LoadedRun {
+        spec,
+        state,
+        version: events.last().map_or(0, |e| e.stream_version),
+    })
+}
+
+/// Decides `command` for a run against its current state in the log and appends the result,
+/// retrying when another decision got there first. Returns the recorded events.
+pub async fn submit(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    command: Command,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, SubmitError> {
+    submit_all(store, specs, dag_id, run_id, vec![command], actor).await
+}
+
+/// Like [`submit`] for several commands decided one after the other and appended together
+/// (one transaction, one WAL flush) — all or none.
+pub async fn submit_all(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    commands: Vec<Command>,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, SubmitError> {
+    let stream = run_stream(dag_id, run_id);
+    for _ in 0..8 {
+        let run = load_run(store, specs, dag_id, run_id).await?;
+        let mut state = run.state;
+        let mut events = Vec::new();
+        for command in &commands {
+            let decided = decide(&run.spec, &state, command.clone())?;
+            state = decided.iter().fold(state, evolve);
+            events.extend(decided);
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = AppendBatch::new().expect(&stream, ExpectedVersion::Exact(run.version));
+        for event in events {
+            batch = batch.push(event, &Metadata::actor(actor));
+        }
+        match store.append(batch).await {
+            Ok(outcome) => return Ok(outcome.events),
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(other) => return Err(SubmitError::Append(other)),
+        }
+    }
+    Err(SubmitError::Contended(stream))
+}
+
+/// The stream of a dag run.
+pub fn run_stream(dag_id: &str, run_id: &str) -> String {
+    format!("run:{dag_id}/{run_id}")
+}

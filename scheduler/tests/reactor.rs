@@ -1,0 +1,279 @@
+//! The reactor against a real Postgres, with an in-process executor standing in for agents.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use leoflow_events::catalog::DagParsed;
+use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
+use leoflow_postgres::testing::{TestDatabase, fresh_database};
+use leoflow_projector::ReadModels;
+use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
+use leoflow_scheduler::core::run::{Command, Outcome};
+use leoflow_scheduler::reactor::runs::{Specs, submit};
+use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// What the fake executor does with a try: `Some(outcome)` reports it, `None` leaves it running.
+type Policy = dyn Fn(&Attempt) -> Option<Outcome> + Send + Sync;
+
+/// Runs each dispatched try "instantly": reports started, then the policy's outcome.
+struct FakeExecutor {
+    store: EventStore,
+    specs: Specs,
+    policy: Box<Policy>,
+    dispatched: Mutex<Vec<Attempt>>,
+}
+
+impl Executor for FakeExecutor {
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    fn dispatch(&self, attempt: Attempt) {
+        self.dispatched.lock().unwrap().push(attempt.clone());
+        let Some(outcome) = (self.policy)(&attempt) else {
+            return;
+        };
+        let (store, specs) = (self.store.clone(), self.specs.clone());
+        tokio::spawn(async move { report(&store, &specs, &attempt, outcome).await });
+    }
+}
+
+async fn report(store: &EventStore, specs: &Specs, attempt: &Attempt, outcome: Outcome) {
+    let (dag, run) = (&attempt.ti.dag_id, &attempt.ti.run_id);
+    let started = Command::ReportStarted {
+        task_id: attempt.ti.task_id.clone(),
+        map_index: attempt.ti.map_index,
+        try_number: attempt.try_number,
+        hostname: "test".into(),
+    };
+    submit(store, specs, dag, run, started, "agent")
+        .await
+        .unwrap();
+    let finished = Command::ReportFinished {
+        task_id: attempt.ti.task_id.clone(),
+        map_index: attempt.ti.map_index,
+        try_number: attempt.try_number,
+        outcome,
+        at: Utc::now(),
+    };
+    submit(store, specs, dag, run, finished, "agent")
+        .await
+        .unwrap();
+}
+
+fn task(id: &str, upstream: &[&str], retries: u32) -> Value {
+    json!({"task_id": id, "operator": "@task", "upstream": upstream, "trigger_rule": "all_success",
+           "retries": retries, "retry_delay": 0.2, "retry_exponential_backoff": false, "max_retry_delay": null,
+           "execution_timeout": null, "pool": "default_pool", "pool_slots": 1, "priority_weight": 1, "queue": "default"})
+}
+
+/// Registers a chain a → b → c (b retries once) and unpauses it.
+async fn register_chain(store: &EventStore) {
+    let document = json!({"dag_id": "chain", "tasks": [task("a", &[], 0), task("b", &["a"], 1), task("c", &["b"], 0)]});
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    let parsed = DagParsed {
+        dag_id: "chain".into(),
+        fileloc: "chain/dag.py".into(),
+        bundle_name: "chain".into(),
+        version_hash: "v1".into(),
+        source_hash: None,
+        document_hash: Some(document_hash),
+        description: None,
+        owners: vec![],
+        tags: vec![],
+        timetable_summary: None,
+        max_active_runs: 16,
+        max_active_tasks: 16,
+        catchup: false,
+        is_paused_upon_creation: false,
+    };
+    store
+        .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
+        .await
+        .unwrap();
+}
+
+async fn trigger_run(store: &EventStore, run_id: &str) {
+    let request = TriggerRequest {
+        run_id: Some(run_id.into()),
+        triggered_by: "test".into(),
+        ..TriggerRequest::default()
+    };
+    let event = trigger("chain", &json!({}), "v1", &[], request, Utc::now()).unwrap();
+    store
+        .append(AppendBatch::new().push(event, &Metadata::actor("test")))
+        .await
+        .unwrap();
+}
+
+async fn wait_for_run_end(store: &EventStore, run_id: &str) -> String {
+    let mut subscription = store.subscribe(1).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .unwrap_or_else(|_| panic!("run {run_id} did not end within 30 s"))
+            .unwrap()
+            .decode()
+            .unwrap();
+        match event {
+            Event::RunSucceeded(e) if e.run_id == run_id => return "success".into(),
+            Event::RunFailed(e) if e.run_id == run_id => return "failed".into(),
+            _ => {}
+        }
+    }
+}
+
+fn start(
+    store: &EventStore,
+    executor: Arc<FakeExecutor>,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = watch::channel(false);
+    let reactor = Reactor::new(store.clone(), executor);
+    let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
+    (stop, handle)
+}
+
+fn executor(db: &TestDatabase, policy: Box<Policy>) -> (EventStore, Arc<FakeExecutor>) {
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let executor = Arc::new(FakeExecutor {
+        store: store.clone(),
+        specs: Specs::default(),
+        policy,
+        dispatched: Mutex::new(Vec::new()),
+    });
+    (store, executor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_runs_to_success_with_a_retry_on_the_way() {
+    let db = fresh_database().await;
+    let (store, executor) = executor(
+        &db,
+        Box::new(|a: &Attempt| {
+            Some(if a.ti.task_id == "b" && a.try_number == 1 {
+                Outcome::Failed {
+                    reason: "flaky".into(),
+                }
+            } else {
+                Outcome::Success
+            })
+        }),
+    );
+    register_chain(&store).await;
+    let (stop, handle) = start(&store, executor.clone());
+    trigger_run(&store, "r1").await;
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    let tries: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT task_id, try_number, state FROM task_instance_try ORDER BY task_id, try_number",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i32, String)> = [
+        ("a", 1, "success"),
+        ("b", 1, "up_for_retry"),
+        ("b", 2, "success"),
+        ("c", 1, "success"),
+    ]
+    .iter()
+    .map(|(t, n, s)| (t.to_string(), *n, s.to_string()))
+    .collect();
+    assert_eq!(tries, expected);
+    let tokens: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT attempt_token) FROM task_instance_try")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(tokens, 4, "every try got its own attempt token");
+    assert_eq!(
+        executor.dispatched.lock().unwrap().len(),
+        4,
+        "each try dispatched exactly once"
+    );
+    assert!(
+        leoflow_projector::replay::verify(&db.pool)
+            .await
+            .unwrap()
+            .is_equal()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_new_scheduler_carries_on_and_a_reconnecting_agent_finishes_its_report()
+{
+    let db = fresh_database().await;
+    // The first scheduler's executor dies with its tries: nothing reports.
+    let (store, dead) = executor(&db, Box::new(|_: &Attempt| None));
+    register_chain(&store).await;
+    let (stop, handle) = start(&store, dead.clone());
+    trigger_run(&store, "r1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dead.dispatched.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a was never dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    // The agent of `a` survived the control plane and now reports.
+    let attempt = dead.dispatched.lock().unwrap()[0].clone();
+    assert_eq!(attempt.ti.task_id, "a");
+    report(&store, &Specs::default(), &attempt, Outcome::Success).await;
+
+    let (_, alive) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let (stop, handle) = start(&store, alive.clone());
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let dispatched: Vec<String> = alive
+        .dispatched
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.ti.task_id.clone())
+        .collect();
+    assert_eq!(dispatched, ["b", "c"], "nothing ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_scheduler_waits_and_takes_over_when_the_first_stops() {
+    let db = fresh_database().await;
+    let (store, first_executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let (_, second_executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    register_chain(&store).await;
+    let (stop_first, first) = start(&store, first_executor.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (stop_second, second) = start(&store, second_executor.clone());
+    trigger_run(&store, "r1").await;
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    assert_eq!(first_executor.dispatched.lock().unwrap().len(), 3);
+    assert!(
+        second_executor.dispatched.lock().unwrap().is_empty(),
+        "the waiting scheduler did nothing"
+    );
+
+    stop_first.send(true).unwrap();
+    first.await.unwrap();
+    trigger_run(&store, "r2").await;
+    assert_eq!(wait_for_run_end(&store, "r2").await, "success");
+    assert_eq!(
+        second_executor.dispatched.lock().unwrap().len(),
+        3,
+        "the second took over"
+    );
+    stop_second.send(true).unwrap();
+    second.await.unwrap();
+}
