@@ -360,3 +360,24 @@ impl Workload {
         }
     }
 }
+
+/// A `DagParsed` for a hand-built DAG document already stored as blob `document_hash`: an
+/// unpaused DAG with Airflow's default limits, for tests and benchmarks of the scheduler.
+pub fn parsed_document(dag_id: &str, version_hash: &str, document_hash: &str) -> DagParsed {
+    DagParsed {
+        dag_id: dag_id.to_owned(),
+        fileloc: format!("{dag_id}/dag.py"),
+        bundle_name: dag_id.to_owned(),
+        version_hash: version_hash.to_owned(),
+        source_hash: None,
+        document_hash: Some(document_hash.to_owned()),
+        description: None,
+        owners: Vec::new(),
+        tags: Vec::new(),
+        timetable_summary: None,
+        max_active_runs: 16,
+        max_active_tasks: 16,
+        catchup: false,
+        is_paused_upon_creation: false,
+    }
+}

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use leoflow_events::catalog::DagParsed;
+use leoflow_events::sample::parsed_document;
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
@@ -77,22 +77,7 @@ async fn register_chain(store: &EventStore) {
         .put_blob("application/json", &document.to_string())
         .await
         .unwrap();
-    let parsed = DagParsed {
-        dag_id: "chain".into(),
-        fileloc: "chain/dag.py".into(),
-        bundle_name: "chain".into(),
-        version_hash: "v1".into(),
-        source_hash: None,
-        document_hash: Some(document_hash),
-        description: None,
-        owners: vec![],
-        tags: vec![],
-        timetable_summary: None,
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        catchup: false,
-        is_paused_upon_creation: false,
-    };
+    let parsed = parsed_document("chain", "v1", &document_hash);
     store
         .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
         .await

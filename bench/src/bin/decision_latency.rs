@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
-use leoflow_events::catalog::DagParsed;
+use leoflow_events::sample::parsed_document;
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
@@ -86,22 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let document_hash = store
         .put_blob("application/json", &document.to_string())
         .await?;
-    let parsed = DagParsed {
-        dag_id: "chain".into(),
-        fileloc: "chain/dag.py".into(),
-        bundle_name: "chain".into(),
-        version_hash: "v1".into(),
-        source_hash: None,
-        document_hash: Some(document_hash),
-        description: None,
-        owners: vec![],
-        tags: vec![],
-        timetable_summary: None,
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        catchup: false,
-        is_paused_upon_creation: false,
-    };
+    let parsed = parsed_document("chain", "v1", &document_hash);
     store
         .append(AppendBatch::new().push(parsed, &Metadata::actor("bench")))
         .await?;
