@@ -134,9 +134,16 @@ impl Reactor {
 
     /// Folds one recorded event into the model.
     async fn apply(&mut self, recorded: &RecordedEvent) {
-        let Ok(event) = recorded.decode() else {
-            // Undecodable events stop replay elsewhere; the scheduler only skips what it cannot use.
-            return;
+        let event = match recorded.decode() {
+            Ok(event) => event,
+            Err(error) => {
+                // `events replay` stops on such an event; the scheduler says so and carries on.
+                eprintln!(
+                    "scheduler: event at position {} is unreadable: {error}",
+                    recorded.position
+                );
+                return;
+            }
         };
         match &event {
             Event::DagParsed(e) => {
@@ -160,16 +167,24 @@ impl Reactor {
             }
             Event::RunQueued(e) => {
                 let version = e.dag_version_hash.clone().unwrap_or_default();
-                if let Ok(spec) = self.specs.get(&self.store, &e.dag_id, &version).await {
-                    let state = evolve(RunState::queued(&spec, &e.run_id), &event);
-                    self.runs.insert(
-                        (e.dag_id.clone(), e.run_id.clone()),
-                        RunEntry {
-                            spec,
-                            state,
-                            run_after: e.run_after,
-                        },
-                    );
+                match self.specs.get(&self.store, &e.dag_id, &version).await {
+                    Ok(spec) => {
+                        let state = evolve(RunState::queued(&spec, &e.run_id), &event);
+                        let key = (e.dag_id.clone(), e.run_id.clone());
+                        let run_after = e.run_after;
+                        self.runs.insert(
+                            key,
+                            RunEntry {
+                                spec,
+                                state,
+                                run_after,
+                            },
+                        );
+                    }
+                    Err(error) => eprintln!(
+                        "scheduler: run {}/{} cannot be scheduled: {error}",
+                        e.dag_id, e.run_id
+                    ),
                 }
             }
             other => {
