@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{compile, db, events, init, lite, postgres};
+use crate::commands::{compile, dags, db, events, init, lite, postgres, tasks};
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
 #[derive(Debug, Parser)]
@@ -29,6 +29,12 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Create a new project with a working example DAG.
     Init(init::InitArgs),
+    /// Trigger, pause or unpause DAGs.
+    #[command(subcommand)]
+    Dags(dags::DagsCommand),
+    /// Clear or mark task instances.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
     /// Start, stop or inspect the managed Postgres cluster under $LEOFLOW_HOME.
     #[command(subcommand)]
     Postgres(postgres::PostgresCommand),
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
             Command::Lite(args) => lite::run(&cli.datastore, args).await,
             Command::Compile(args) => compile::run(&cli.datastore, args).await,
             Command::Init(args) => init::run(args),
+            Command::Dags(cmd) => dags::run(&cli.datastore, cmd).await,
+            Command::Tasks(cmd) => tasks::run(&cli.datastore, cmd).await,
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,

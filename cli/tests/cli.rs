@@ -533,3 +533,101 @@ fn compile_with_image_writes_a_dockerfile_and_build_needs_a_builder() {
     }
     remove_home(&home);
 }
+
+#[tokio::test]
+async fn dags_trigger_checks_conf_against_params_and_tasks_can_be_marked_and_cleared() {
+    let db = fresh_database().await;
+    let url = url(&db);
+    let home = scratch_home("control");
+    let project = home.join("ctl");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("dag.py"),
+        "from airflow.sdk import DAG, Param, task\n\
+         with DAG('ctl', schedule=None, params={'n': Param(3, type='integer', minimum=1)}):\n\
+         \x20   @task\n    def a():\n        pass\n    @task\n    def b():\n        pass\n    a() >> b()\n",
+    )
+    .unwrap();
+    let register = with_test_python(leoflow(
+        &[
+            "compile",
+            project.to_str().unwrap(),
+            "--register",
+            "-o",
+            "-",
+        ],
+        Some(&url),
+        Some(&home),
+    ))
+    .output()
+    .unwrap();
+    assert!(register.status.success(), "{}", stderr(&register));
+    let cli = |args: &[&str]| run(args, Some(&url), Some(&home));
+
+    let out = cli(&["dags", "unpause", "ctl"]);
+    assert!(
+        stdout(&out).contains("ctl is now unpaused"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cli(&["dags", "unpause", "ctl"]);
+    assert!(
+        stdout(&out).contains("already unpaused"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = cli(&["dags", "trigger", "ctl", "--conf", "{\"n\": 0}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("param \"n\""), "{}", stderr(&out));
+    let out = cli(&["dags", "trigger", "ctl", "--conf", "not json"]);
+    assert!(
+        stderr(&out).contains("--conf is not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["dags", "trigger", "nope"]);
+    assert!(
+        stderr(&out).contains("DAG \"nope\" not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cli(&[
+        "dags",
+        "trigger",
+        "ctl",
+        "--run-id",
+        "r1",
+        "--conf",
+        "{\"n\": 7}",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Queued run r1 of ctl"),
+        "{}",
+        stdout(&out)
+    );
+    let conf: serde_json::Value =
+        sqlx::query_scalar("SELECT conf FROM dag_run WHERE run_id = 'r1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(conf, serde_json::json!({"n": 7}));
+    let again = cli(&["dags", "trigger", "ctl", "--run-id", "r1"]);
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+
+    let out = cli(&["tasks", "mark", "ctl", "r1", "a", "--state", "success"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("TaskSucceeded"), "{}", stdout(&out));
+    let out = cli(&["tasks", "clear", "ctl", "r1", "a", "--downstream"]);
+    assert!(stdout(&out).contains("TaskCleared"), "{}", stdout(&out));
+    let out = cli(&["tasks", "clear", "ctl", "r1", "zz"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no task \"zz\""), "{}", stderr(&out));
+    remove_home(&home);
+}

@@ -11,5 +11,6 @@
 //! and the reactor that feeds the core events and timers and
 //! appends what it decides.
 
+pub mod control;
 pub mod core;
 pub mod reactor;

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod compile;
+pub mod dags;
 pub mod db;
 pub mod events;
 pub mod init;
 pub mod lite;
 pub mod postgres;
+pub mod tasks;
