@@ -262,3 +262,67 @@ async fn a_second_scheduler_waits_and_takes_over_when_the_first_stops() {
     stop_second.send(true).unwrap();
     second.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catchup_creates_and_runs_each_missed_cron_slot_once() {
+    let db = fresh_database().await;
+    let (store, runner) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    // Daily at midnight UTC, starting two days ago: the slots of two days ago, yesterday and today.
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let first_slot = today - chrono::Duration::days(2);
+    let document = json!({
+        "dag_id": "daily", "tasks": [task("only", &[], 0)],
+        "schedule": {"type": "cron", "expression": "0 0 * * *"}, "timezone": "UTC",
+        "start_date": first_slot.to_rfc3339(), "end_date": null, "catchup": true,
+    });
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    let parsed = parsed_document("daily", "v1", &document_hash);
+    store
+        .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
+        .await
+        .unwrap();
+
+    let (stop, handle) = start(&store, runner.clone());
+    let expected: Vec<String> = (0..3)
+        .map(|d| {
+            format!(
+                "scheduled__{}",
+                (first_slot + chrono::Duration::days(d)).format("%Y-%m-%dT%H:%M:%S+00:00")
+            )
+        })
+        .collect();
+    for run_id in &expected {
+        assert_eq!(wait_for_run_end(&store, run_id).await, "success");
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    let runs: Vec<(String, String, chrono::DateTime<Utc>)> =
+        sqlx::query_as("SELECT run_id, run_type, logical_date FROM dag_run ORDER BY logical_date")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        expected,
+        "each slot once, no more"
+    );
+    assert!(runs.iter().all(|r| r.1 == "scheduled"));
+    assert_eq!(runs[0].2, first_slot);
+
+    // A restarted scheduler finds every slot taken and creates nothing new.
+    let head = store.head().await.unwrap();
+    let (_, again) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let (stop, handle) = start(&store, again);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    assert_eq!(store.head().await.unwrap(), head);
+}

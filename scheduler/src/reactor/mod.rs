@@ -2,7 +2,7 @@
 //!
 //! It follows the event log from position 1 (so a restart rebuilds everything from the log),
 //! keeps each dag run's state by folding its events, and after every batch of new events does
-//! what has become possible: start queued runs (unpaused DAG, `max_active_runs`), queue
+//! what has become possible: queue the runs the timetables say are due, start queued runs (unpaused DAG, `max_active_runs`), queue
 //! scheduled task instances that fit their pool and `max_active_tasks`, hand queued tries to
 //! the executor with a fresh attempt token, and fire due retries. It never scans for work on a
 //! timer: it wakes on new events and on its own earliest retry deadline.
@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use leoflow_events::{Event, EventStore, RecordedEvent, StoreError, TaskInstanceKey};
+use leoflow_events::catalog::RunQueued;
+use leoflow_events::{
+    AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent, RunType,
+    StoreError, TaskInstanceKey,
+};
 use sqlx::PgConnection;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -26,6 +30,7 @@ use uuid::Uuid;
 use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
 use crate::core::run::{Command, RunState, RunStatus, TiState, evolve};
 use crate::core::spec::{DagSpec, TaskSpec};
+use crate::core::timetable::{RunInfo, Schedule};
 use runs::{Specs, SubmitError, submit_all};
 
 /// Key of the session advisory lock the active scheduler holds.
@@ -77,6 +82,11 @@ struct DagEntry {
     paused: bool,
     max_active_runs: usize,
     max_active_tasks: i32,
+    /// The latest version's hash and schedule.
+    version_hash: String,
+    schedule: Option<Schedule>,
+    /// The latest run the timetable created.
+    last_scheduled: Option<RunInfo>,
 }
 
 /// The scheduler's event loop.
@@ -155,6 +165,11 @@ impl Reactor {
                         ..DagEntry::default()
                     });
                 dag.max_active_runs = e.max_active_runs.max(1) as usize;
+                dag.version_hash = e.version_hash.clone();
+                dag.schedule = match &e.document_hash {
+                    Some(hash) => load_schedule(&self.store, hash).await,
+                    None => None,
+                };
                 dag.max_active_tasks = e.max_active_tasks.max(1);
             }
             Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
@@ -166,6 +181,23 @@ impl Reactor {
                 self.pools.remove(&e.name);
             }
             Event::RunQueued(e) => {
+                if e.run_type == RunType::Scheduled
+                    && let (Some(dag), Some(logical_date)) =
+                        (self.dags.get_mut(&e.dag_id), e.logical_date)
+                {
+                    let info = RunInfo {
+                        logical_date,
+                        run_after: e.run_after,
+                        data_interval_start: e.data_interval_start.unwrap_or(logical_date),
+                        data_interval_end: e.data_interval_end.unwrap_or(logical_date),
+                    };
+                    if dag
+                        .last_scheduled
+                        .is_none_or(|last| last.logical_date < logical_date)
+                    {
+                        dag.last_scheduled = Some(info);
+                    }
+                }
                 let version = e.dag_version_hash.clone().unwrap_or_default();
                 match self.specs.get(&self.store, &e.dag_id, &version).await {
                     Ok(spec) => {
@@ -203,10 +235,64 @@ impl Reactor {
     /// Does whatever has become possible; returns the earliest future retry deadline.
     async fn act(&mut self) -> Option<DateTime<Utc>> {
         let now = Utc::now();
+        let next_slot = self.create_scheduled_runs(now).await;
         self.start_runs(now).await;
         self.queue_admitted().await;
         self.dispatch_queued().await;
-        self.fire_retries(now).await
+        let next_retry = self.fire_retries(now).await;
+        [next_slot, next_retry].into_iter().flatten().min()
+    }
+
+    /// Queues the runs the timetables say are due (all missed slots with catchup); returns the
+    /// earliest future slot.
+    async fn create_scheduled_runs(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut next_slot: Option<DateTime<Utc>> = None;
+        for (dag_id, dag) in &mut self.dags {
+            let Some(schedule) = &dag.schedule else {
+                continue;
+            };
+            if dag.paused {
+                continue;
+            }
+            // A bounded burst per wake-up; a long catchup continues on the next one.
+            for _ in 0..100 {
+                let Some(run) = schedule.next_run(dag.last_scheduled.as_ref(), now) else {
+                    break;
+                };
+                if run.run_after > now {
+                    next_slot = Some(next_slot.map_or(run.run_after, |n| n.min(run.run_after)));
+                    break;
+                }
+                let queued = RunQueued {
+                    dag_id: dag_id.clone(),
+                    run_id: run.run_id("scheduled"),
+                    run_type: RunType::Scheduled,
+                    logical_date: Some(run.logical_date),
+                    data_interval_start: Some(run.data_interval_start),
+                    data_interval_end: Some(run.data_interval_end),
+                    run_after: run.run_after,
+                    conf: serde_json::json!({}),
+                    triggered_by: "timetable".to_owned(),
+                    dag_version_hash: Some(dag.version_hash.clone()),
+                };
+                let stream = Event::from(queued.clone()).stream();
+                let batch = AppendBatch::new()
+                    .push(queued, &Metadata::actor("scheduler"))
+                    .expect(stream, ExpectedVersion::NoStream);
+                match self.store.append(batch).await {
+                    // A conflict means the run exists already (created before a restart).
+                    Ok(_) | Err(AppendError::Conflict { .. }) => dag.last_scheduled = Some(run),
+                    Err(error) => {
+                        eprintln!(
+                            "scheduler: cannot queue {dag_id} {}: {error}",
+                            run.run_id("scheduled")
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        next_slot
     }
 
     async fn start_runs(&self, now: DateTime<Utc>) {
@@ -372,6 +458,26 @@ impl Reactor {
                 eprintln!("scheduler: {dag_id}/{run_id}: {error}");
                 false
             }
+        }
+    }
+}
+
+/// The schedule of a DAG version's document; `None` (with a message) when it cannot be read.
+async fn load_schedule(store: &EventStore, document_hash: &str) -> Option<Schedule> {
+    let document = match store.get_blob(document_hash).await {
+        Ok(Some(blob)) => serde_json::from_str::<serde_json::Value>(&blob.content).ok()?,
+        _ => return None,
+    };
+    // Documents without a schedule (hand-built ones in tests) are only triggered by hand.
+    document.get("schedule")?;
+    match Schedule::from_dag_json(&document) {
+        Ok(schedule) => Some(schedule),
+        Err(error) => {
+            eprintln!(
+                "scheduler: DAG {} cannot be scheduled: {error}",
+                document["dag_id"]
+            );
+            None
         }
     }
 }
