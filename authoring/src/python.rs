@@ -19,7 +19,7 @@ pub struct PythonRuntime {
 }
 
 /// Where the SDK sources are in a source checkout.
-const CHECKOUT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python/src");
+pub const CHECKOUT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python/src");
 
 impl PythonRuntime {
     /// `LEOFLOW_PYTHON` (else `python3` on the PATH, resolved to the real executable) and

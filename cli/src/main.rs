@@ -1,6 +1,7 @@
 //! `leoflow`: the one binary of Leoflow's control plane.
 
 mod commands;
+mod control_plane;
 mod datastore;
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{compile, dags, db, events, init, lite, postgres, tasks};
+use crate::commands::{agent, compile, dags, db, events, init, lite, postgres, tasks};
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
 #[derive(Debug, Parser)]
@@ -44,6 +45,9 @@ enum Command {
     /// Read, follow and replay the event log.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Run one task attempt (the executor starts this; not meant to be run by hand).
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
 }
 
 /// Where Leoflow keeps its state: `$LEOFLOW_HOME`, else `~/.leoflow`.
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
+            Command::Agent(args) => agent::run(args).await,
         }
     });
     match result {

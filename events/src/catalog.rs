@@ -455,6 +455,22 @@ pub struct XComPushed {
     pub length: Option<i64>,
 }
 
+/// A report or request of a task agent was refused: a forged or expired attempt token, a
+/// stale try, or a transition the state machine forbids. Recorded so the refusal is audited;
+/// nothing else changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRejected {
+    /// The task instance the command named.
+    pub ti: TaskInstanceKey,
+    /// The try it named.
+    pub try_number: i32,
+    /// What was asked (`register`, `finish`, `push_xcom`, …).
+    pub command: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
 /// A Variable was created or changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -647,6 +663,8 @@ catalog! {
     TaskMapped v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`XComPushed`].
     XComPushed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`CommandRejected`].
+    CommandRejected v 1, stream |e| format!("rejected:{}/{}", e.ti.dag_id, e.ti.run_id);
     /// See [`VariableSet`].
     VariableSet v 1, stream |e| format!("variable:{}", e.key);
     /// See [`VariableDeleted`].
@@ -673,6 +691,7 @@ impl Event {
             Event::RunSucceeded(e) => Some(&e.dag_id),
             Event::RunFailed(e) => Some(&e.dag_id),
             Event::RunCleared(e) => Some(&e.dag_id),
+            Event::CommandRejected(e) => Some(&e.ti.dag_id),
             _ => self.task_instance().map(|ti| ti.dag_id.as_str()),
         }
     }
@@ -685,6 +704,7 @@ impl Event {
             Event::RunSucceeded(e) => Some(&e.run_id),
             Event::RunFailed(e) => Some(&e.run_id),
             Event::RunCleared(e) => Some(&e.run_id),
+            Event::CommandRejected(e) => Some(&e.ti.run_id),
             _ => self.task_instance().map(|ti| ti.run_id.as_str()),
         }
     }

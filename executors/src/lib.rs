@@ -1,5 +1,19 @@
-//! Executors run task attempts: the subprocess adapter (Lite) and the Kubernetes adapter
-//! (Pro), each starting one task agent per attempt.
+//! Executors run task attempts. An executor starts one **task agent** per attempt (a host
+//! subprocess in Lite); the agent talks to the control plane over gRPC ([`proto`]) with the
+//! attempt's token, runs the task through the SDK's Python task runner, and reports back.
 //!
-//! Not built yet: executors and the task agent are their own issue. This crate exists so the
-//! workspace has its final shape.
+//! - [`Executor`]: what the scheduler hands attempts to, and how it stops them.
+//! - [`subprocess::SubprocessExecutor`]: Lite's adapter: `leoflow agent` as a child process.
+//! - [`agent`]: the agent itself (`leoflow agent`), client side of the protocol.
+
+pub mod agent;
+mod attempt;
+pub mod subprocess;
+
+pub use attempt::{Attempt, AttemptExit, Executor};
+
+/// The task agent protocol (`proto/agent.proto`), generated at build time.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("leoflow.agent.v1");
+}

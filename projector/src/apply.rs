@@ -339,6 +339,8 @@ impl WorkingSet {
                 });
                 Ok(())
             }
+            // An audit record only: the log (and `events tail`) is where it is read.
+            Event::CommandRejected(_) => Ok(()),
         }
     }
 

@@ -155,3 +155,21 @@ pub async fn mark_task(
     };
     Ok(submit(store, &Specs::default(), dag_id, run_id, command, actor).await?)
 }
+
+/// Cancels a queued or running try: it fails without retries and its agent is stopped (the
+/// reactor terminates it at the executor; an agent it does not know learns it from its next
+/// heartbeat). Refused when the task instance is not in flight.
+pub async fn cancel_task(
+    store: &EventStore,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, ControlError> {
+    let command = Command::Cancel {
+        task_id: task_id.to_owned(),
+        map_index,
+    };
+    Ok(submit(store, &Specs::default(), dag_id, run_id, command, actor).await?)
+}

@@ -7,10 +7,14 @@
 //!   `decide(spec, state, command) -> events` and `evolve(state, event) -> state`. No I/O: it is
 //!   tested without a database.
 //!
-//! Not built yet (see the scheduler issue's progress note): dynamic task mapping at run time
-//! and the reactor that feeds the core events and timers and
-//! appends what it decides.
+//! * [`reactor`] — the event loop that feeds the core events and timers and appends what it
+//!   decides; it hands tries to an executor ([`leoflow_executors::Executor`]).
+//! * [`agents`] — the control plane's end of the task agent protocol (gRPC).
+//! * [`control`] — trigger, pause, clear, mark and cancel, as the API and CLI call them.
+//! * [`task_logs`] — each try's log lines, stored per try.
 
+pub mod agents;
 pub mod control;
 pub mod core;
 pub mod reactor;
+pub mod task_logs;

@@ -39,6 +39,10 @@ impl Executor for FakeExecutor {
         let (store, specs) = (self.store.clone(), self.specs.clone());
         tokio::spawn(async move { report(&store, &specs, &attempt, outcome).await });
     }
+
+    fn terminate(&self, _attempt: &Attempt, _reason: &str) {
+        // Its tries end at once: there is never anything to stop.
+    }
 }
 
 async fn report(store: &EventStore, specs: &Specs, attempt: &Attempt, outcome: Outcome) {
@@ -48,6 +52,7 @@ async fn report(store: &EventStore, specs: &Specs, attempt: &Attempt, outcome: O
         map_index: attempt.ti.map_index,
         try_number: attempt.try_number,
         hostname: "test".into(),
+        pid: None,
     };
     submit(store, specs, dag, run, started, "agent")
         .await

@@ -72,6 +72,7 @@ enum Step {
     Finish(usize, i32, i32, u8),
     Retry(usize, i32, i32, i64),
     Clear(usize, bool),
+    Cancel(usize, i32),
 }
 
 fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
@@ -87,10 +88,11 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
                 proptest::option::of(0i64..4)
             )
                 .prop_map(|(t, m, n, l)| Step::Push(t, m, n, l)),
-            (0usize..8, map_index.clone(), 0i32..4, 0u8..6)
+            (0usize..8, map_index.clone(), 0i32..4, 0u8..8)
                 .prop_map(|(t, m, n, o)| Step::Finish(t, m, n, o)),
-            (0usize..8, map_index, 0i32..4, 0i64..30)
+            (0usize..8, map_index.clone(), 0i32..4, 0i64..30)
                 .prop_map(|(t, m, n, s)| Step::Retry(t, m, n, s)),
+            (0usize..8, map_index).prop_map(|(t, m)| Step::Cancel(t, m)),
             (0usize..8, any::<bool>()).prop_map(|(t, d)| Step::Clear(t, d)),
         ],
         0..80,
@@ -102,6 +104,12 @@ fn outcome_for(spec: &DagSpec, task_id: &str, pick: u8) -> Outcome {
     match (pick, task.kind) {
         (0 | 1, _) => Outcome::Failed {
             reason: "random".into(),
+        },
+        (2, _) => Outcome::FailedWithoutRetry {
+            reason: "random, no retry".into(),
+        },
+        (3, _) => Outcome::Skipped {
+            reason: "the task skipped itself".into(),
         },
         (_, TaskKind::Branch) => Outcome::Branch(
             task.downstream
@@ -128,6 +136,7 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
             map_index: *m,
             try_number: *n,
             hostname: "h".into(),
+            pid: None,
         },
         Step::Push(t, m, n, l) => push(id(*t), *m, *n, *l),
         Step::Finish(t, m, n, o) => {
@@ -143,6 +152,10 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
         Step::Clear(t, downstream) => Command::Clear {
             task_ids: vec![id(*t)],
             downstream: *downstream,
+        },
+        Step::Cancel(t, m) => Command::Cancel {
+            task_id: id(*t),
+            map_index: *m,
         },
         Step::Retry(t, m, n, s) => Command::RetryDue {
             task_id: id(*t),
@@ -205,6 +218,13 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
                     prop_assert_eq!(current_state, Some(TiState::Pending));
                     prop_assert!(e.count > 0, "an empty expansion is a skip, not a mapping");
                 }
+                Event::TaskSkipped(e) if e.reason.as_deref() == Some("the task skipped itself") => {
+                    prop_assert_eq!(
+                        current_state,
+                        Some(TiState::Running),
+                        "only a running try skips itself"
+                    );
+                }
                 Event::TaskSkipped(_) | Event::TaskUpstreamFailed(_) => {
                     prop_assert_eq!(
                         current_state,
@@ -228,6 +248,13 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
                         "only an expansion fails without a try"
                     );
                     prop_assert_eq!(current_state, Some(TiState::Pending));
+                }
+                Event::TaskFailed(e) if e.reason.starts_with("cancelled") => {
+                    prop_assert!(
+                        matches!(current_state, Some(TiState::Queued | TiState::Running)),
+                        "only a try in flight is cancelled, not one in {:?}",
+                        current_state
+                    );
                 }
                 Event::TaskSucceeded(_)
                 | Event::TaskFailed(_)
@@ -287,6 +314,7 @@ fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestC
                 map_index,
                 try_number: ti.try_number,
                 hostname: "h".into(),
+                pid: None,
             }),
             TiState::Running => {
                 commands.push(push(task_id.clone(), map_index, ti.try_number, Some(2)));

@@ -273,6 +273,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         task_id: "a".into(),
         try_number: 7,
         hostname: "h".into(),
+        pid: None,
     };
     assert_eq!(
         decide(&spec, &state, stale),
@@ -330,6 +331,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
             task_id: "a".into(),
             try_number: 1,
             hostname: "h".into(),
+            pid: None,
         },
     );
     assert!(matches!(
@@ -537,6 +539,7 @@ fn a_try_past_its_timeout_fails_and_retries_by_policy() {
             map_index: -1,
             try_number: 1,
             hostname: "h".into(),
+            pid: None,
         },
     );
     let events = apply(&spec, &mut state, not_running);
@@ -666,6 +669,7 @@ fn clearing_what_runs_is_refused_and_marking_sets_a_final_state() {
         map_index: -1,
         try_number: 1,
         hostname: "h".into(),
+        pid: None,
     };
     assert!(decide(&spec, &state, late).is_err());
     let events = apply(

@@ -50,6 +50,7 @@ impl Executor for InstantExecutor {
                 map_index,
                 try_number,
                 hostname: "bench".into(),
+                pid: None,
             };
             let finished = Command::ReportFinished {
                 task_id,
@@ -64,6 +65,10 @@ impl Executor for InstantExecutor {
                 }
             }
         });
+    }
+
+    fn terminate(&self, _attempt: &Attempt, _reason: &str) {
+        // Its tries end at once: there is never anything to stop.
     }
 }
 

@@ -1,18 +1,28 @@
 //! `leoflow lite`: the control plane on one machine.
 //!
-//! Today it brings up what exists — managed Postgres, the schema, the read models caught up
-//! with the log — and follows the event log until Ctrl-C, then stops the Postgres it started.
-//! DAG compilation, the scheduler, the executor and the web UI join as their issues land.
+//! It brings up the datastore (managed Postgres unless told otherwise), the schema and the read
+//! models, compiles and registers the project, and starts the control plane: the scheduler's
+//! reactor, the task agent service on the gRPC port and the subprocess executor. It then
+//! follows the event log until Ctrl-C (or SIGTERM), and stops what it started. The web UI, hot
+//! reload and setup join as their issues land.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use leoflow_authoring::ingest::register;
+use leoflow_authoring::python::PythonRuntime;
+use leoflow_authoring::{compile_project, project_name};
 use leoflow_events::EventStore;
-use leoflow_projector::replay;
+use leoflow_projector::{ReadModels, replay};
+use leoflow_scheduler::reactor::Supervision;
 
 use crate::commands::events::human_line;
+use crate::control_plane::{ControlPlane, ControlPlaneOptions};
 use crate::datastore::DatastoreArgs;
 
 /// `leoflow lite`
@@ -21,6 +31,23 @@ pub struct LiteArgs {
     /// The project directory (holding dag.py and leoflow.yaml).
     #[arg(default_value = ".")]
     project: PathBuf,
+    /// The port task agents call (gRPC).
+    #[arg(long, default_value_t = 9099)]
+    grpc_port: u16,
+    /// Seconds between agent heartbeats.
+    #[arg(
+        long,
+        env = "LEOFLOW_HEARTBEAT_INTERVAL",
+        default_value_t = 5.0,
+        hide = true
+    )]
+    heartbeat_interval: f64,
+    /// Seconds a try may stay silent before it is failed (and retried by policy).
+    #[arg(long, env = "LEOFLOW_HEARTBEAT_TIMEOUT", default_value_t = 60.0)]
+    heartbeat_timeout: f64,
+    /// Seconds to wait for the DAG file to compile.
+    #[arg(long, default_value_t = 30)]
+    compile_timeout: u64,
 }
 
 /// Runs Lite until Ctrl-C.
@@ -33,22 +60,56 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
             args.project.display()
         );
     }
+    if !(args.heartbeat_interval > 0.0 && args.heartbeat_timeout > args.heartbeat_interval) {
+        bail!("--heartbeat-timeout must be longer than the heartbeat interval");
+    }
+    let python = PythonRuntime::detect().await?;
+    let project_dir = std::fs::canonicalize(&args.project)?;
     let database = datastore.open().await?;
     let caught_up = replay::catch_up(&database.pool).await?;
-    let store = EventStore::new(database.pool.clone());
+    let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
+
+    let compiled = compile_project(
+        &project_dir,
+        &python,
+        Duration::from_secs(args.compile_timeout),
+    )
+    .await;
+    let registration = register(&store, &project_name(&project_dir), &compiled, "lite").await?;
+    let control_plane = ControlPlane::start(
+        store.clone(),
+        ControlPlaneOptions {
+            grpc: SocketAddr::from((Ipv4Addr::LOCALHOST, args.grpc_port)),
+            project_dir: Some(project_dir.clone()),
+            python,
+            heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
+            supervision: Supervision {
+                heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
+                ..Supervision::default()
+            },
+        },
+    )
+    .await?;
     let head = store.head().await?;
 
     println!("Leoflow Lite");
-    println!("  project   {}", args.project.display());
+    println!("  project   {}", project_dir.display());
     println!("  database  {}", database.target);
     println!("  event log {head} events; read models caught up ({caught_up} replayed)");
-    println!(
-        "  not yet   DAG compilation, scheduler, executor and web UI are not built yet; \
-         this session follows the event log."
-    );
+    for dag_id in &registration.parsed {
+        println!("  dag       {dag_id}: new version registered");
+    }
+    for dag_id in &registration.unchanged {
+        println!("  dag       {dag_id}: unchanged");
+    }
+    if let Some(error) = &registration.import_error {
+        println!("  import error: {error}");
+    }
+    println!("  agents    gRPC on 127.0.0.1:{}", args.grpc_port);
     println!("Following the event log; Ctrl-C stops Lite.");
 
     let mut subscription = store.subscribe(head + 1).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = loop {
         tokio::select! {
             event = subscription.next() => match event {
@@ -56,9 +117,11 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
                 Err(e) => break Err(e.into()),
             },
             _ = tokio::signal::ctrl_c() => break Ok(ExitCode::SUCCESS),
+            _ = terminate.recv() => break Ok(ExitCode::SUCCESS),
         }
     };
     drop(subscription);
+    control_plane.stop().await?;
     database.pool.close().await;
     if database.started_cluster
         && let Some(cluster) = database.cluster

@@ -1,13 +1,13 @@
-//! `leoflow tasks`: clear and mark task instances of a run.
+//! `leoflow tasks`: clear, mark and cancel task instances of a run; read a try's log.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
-use leoflow_events::EventStore;
+use leoflow_events::{EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::control;
+use leoflow_scheduler::{control, task_logs};
 
 use crate::datastore::DatastoreArgs;
 
@@ -51,6 +51,33 @@ pub enum TasksCommand {
         #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         map_index: i32,
     },
+    /// Cancel a queued or running try: it fails without retries and its process is stopped.
+    Cancel {
+        /// The DAG.
+        dag_id: String,
+        /// The run.
+        run_id: String,
+        /// The task.
+        task_id: String,
+        /// The map index of a mapped task instance.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        map_index: i32,
+    },
+    /// Print the log of a try (the latest try unless --try is given).
+    Logs {
+        /// The DAG.
+        dag_id: String,
+        /// The run.
+        run_id: String,
+        /// The task.
+        task_id: String,
+        /// The map index of a mapped task instance.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        map_index: i32,
+        /// The try.
+        #[arg(long = "try")]
+        try_number: Option<i32>,
+    },
 }
 
 /// Runs a `tasks` subcommand.
@@ -76,6 +103,41 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
                 &store, &dag_id, &run_id, &task_id, map_index, success, "cli",
             )
             .await?
+        }
+        TasksCommand::Cancel {
+            dag_id,
+            run_id,
+            task_id,
+            map_index,
+        } => control::cancel_task(&store, &dag_id, &run_id, &task_id, map_index, "cli").await?,
+        TasksCommand::Logs {
+            dag_id,
+            run_id,
+            task_id,
+            map_index,
+            try_number,
+        } => {
+            let ti = TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index);
+            let try_number = match try_number {
+                Some(n) => n,
+                None => sqlx::query_scalar(
+                    "SELECT try_number FROM task_instance \
+                     WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4",
+                )
+                .bind(&dag_id)
+                .bind(&run_id)
+                .bind(&task_id)
+                .bind(map_index)
+                .fetch_optional(store.pool())
+                .await?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no task instance {task_id} in run {run_id} of {dag_id}")
+                })?,
+            };
+            for line in task_logs::read(store.pool(), &ti, try_number, 0).await? {
+                println!("{}", line.line);
+            }
+            return Ok(ExitCode::SUCCESS);
         }
     };
     if events.is_empty() {

@@ -118,6 +118,8 @@ pub enum Command {
         try_number: i32,
         /// Host it runs on.
         hostname: String,
+        /// Process id of the agent, when known.
+        pid: Option<i32>,
     },
     /// The agent of a try reported its outcome.
     ReportFinished {
@@ -175,6 +177,14 @@ pub enum Command {
         /// `true` for success, `false` for failed.
         success: bool,
     },
+    /// A user cancelled a queued or running try: it fails at once, without retries (Airflow's
+    /// "mark failed" of a running task), and its agent is told to stop.
+    Cancel {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+    },
     /// A retry's timer fired.
     RetryDue {
         /// The task.
@@ -219,6 +229,16 @@ pub enum Outcome {
     /// The try failed.
     Failed {
         /// Why, for the log and the UI.
+        reason: String,
+    },
+    /// The try failed and must not be retried (Airflow's `AirflowFailException`).
+    FailedWithoutRetry {
+        /// Why.
+        reason: String,
+    },
+    /// The task chose to end as skipped (`AirflowSkipException`, a bash `skip_on_exit_code`).
+    Skipped {
+        /// Why.
         reason: String,
     },
 }
@@ -424,6 +444,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             map_index,
             try_number,
             hostname,
+            pid,
         } => {
             current_try_in(
                 state,
@@ -438,7 +459,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                     ti: state.key(&(task_id, map_index)),
                     try_number,
                     hostname,
-                    pid: None,
+                    pid,
                 }
                 .into(),
             );
@@ -618,6 +639,21 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 .into()
             });
         }
+        Command::Cancel { task_id, map_index } => {
+            running(state)?;
+            let ti = state.ti(&task_id, map_index)?;
+            if !matches!(ti.state, TiState::Queued | TiState::Running) {
+                return Err(illegal(&task_id, ti.state, "cancel"));
+            }
+            events.push(
+                TaskFailed {
+                    ti: state.key(&(task_id.clone(), map_index)),
+                    try_number: ti.try_number,
+                    reason: "cancelled by a user while it ran".to_owned(),
+                }
+                .into(),
+            );
+        }
         Command::RetryDue {
             task_id,
             map_index,
@@ -733,6 +769,21 @@ fn finished(
         (Outcome::Failed { reason }, _) => {
             return failed(state, task, id, try_number, reason, at, events);
         }
+        (Outcome::FailedWithoutRetry { reason }, _) => events.push(
+            TaskFailed {
+                ti: key,
+                try_number,
+                reason,
+            }
+            .into(),
+        ),
+        (Outcome::Skipped { reason }, _) => events.push(
+            TaskSkipped {
+                ti: key,
+                reason: Some(reason),
+            }
+            .into(),
+        ),
         (outcome, kind) => {
             return Err(Rejection::BadOutcome(format!(
                 "{outcome:?} does not fit task {:?}, a {kind:?} task",

@@ -2,15 +2,21 @@
 //!
 //! It follows the event log from position 1 (so a restart rebuilds everything from the log),
 //! keeps each dag run's state by folding its events, and after every batch of new events does
-//! what has become possible: queue the runs the timetables say are due, start queued runs (unpaused DAG, `max_active_runs`), queue
-//! scheduled task instances that fit their pool and `max_active_tasks`, hand queued tries to
-//! the executor with a fresh attempt token, and fire due retries. It never scans for work on a
-//! timer: it wakes on new events and on its own earliest retry deadline.
+//! what has become possible: queue the runs the timetables say are due, start queued runs
+//! (unpaused DAG, `max_active_runs`), queue scheduled task instances that fit their pool and
+//! `max_active_tasks`, hand queued tries to the dispatcher with a fresh attempt token, and fire
+//! due retries. It supervises tries in flight: one whose agent stays silent past its heartbeat
+//! deadline, or whose agent process ended without a report, is failed (and retried by
+//! policy); one still running past its `execution_timeout` (plus a grace for the agent to stop
+//! it itself) is timed out; one that ends by someone else's hand (cancelled, marked) is
+//! stopped at the executor. It never scans for work on a timer: it wakes on new events, on
+//! agent exits and on its own earliest deadline.
 //!
 //! Every decision goes through [`runs::submit`], which re-reads the run's stream and appends
 //! with the stream version it decided on, so a stale model can waste a round trip but never
 //! apply a wrong transition.
 
+pub mod dispatch;
 pub mod runs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,12 +30,18 @@ use leoflow_events::{
     StoreError, TaskInstanceKey,
 };
 use sqlx::PgConnection;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+pub use leoflow_executors::{Attempt, AttemptExit, Executor};
+
+use crate::agents::Liveness;
+use crate::task_logs;
+use dispatch::BufferedDispatcher;
+
 use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
-use crate::core::run::{Command, RunState, RunStatus, TiState, evolve};
-use crate::core::spec::{DagSpec, TaskSpec};
+use crate::core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
+use crate::core::spec::DagSpec;
 use crate::core::timetable::{RunInfo, Schedule};
 use runs::{Specs, SubmitError, submit_all};
 
@@ -39,25 +51,33 @@ pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"
 /// Slots of `default_pool` until a `PoolSet` says otherwise (Airflow's default).
 pub const DEFAULT_POOL_SLOTS: i32 = 128;
 
-/// A try handed to an executor.
+/// How the reactor supervises tries in flight.
 #[derive(Debug, Clone)]
-pub struct Attempt {
-    /// The task instance.
-    pub ti: TaskInstanceKey,
-    /// The try.
-    pub try_number: i32,
-    /// The token its agent must present with every report.
-    pub attempt_token: Uuid,
-    /// The task as dag.json describes it.
-    pub task: TaskSpec,
+pub struct Supervision {
+    /// How long an in-flight try may go without a sign of life from its agent before it is
+    /// failed (and retried by policy). Counted from the later of its dispatch and this
+    /// scheduler's start, so agents get the full time to reconnect after a restart.
+    pub heartbeat_timeout: Duration,
+    /// How long past its `execution_timeout` a try may run before the reactor times it out
+    /// itself (the agent normally does it first).
+    pub timeout_grace: Duration,
 }
 
-/// Where tries run: the subprocess adapter in Lite, Kubernetes in Pro, a fake in tests.
-pub trait Executor: Send + Sync {
-    /// The executor's name, recorded in `TaskDispatched`.
-    fn name(&self) -> &str;
-    /// Starts a try. Must not block: outcomes come back as reports through [`runs::submit`].
-    fn dispatch(&self, attempt: Attempt);
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout: Duration::from_secs(60),
+            timeout_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A try handed to an executor and not finished yet, as the log says.
+struct InFlight {
+    attempt: Attempt,
+    dispatched_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    execution_timeout: Option<f64>,
 }
 
 /// Why the reactor stopped.
@@ -93,28 +113,62 @@ struct DagEntry {
 pub struct Reactor {
     store: EventStore,
     specs: Specs,
-    executor: Arc<dyn Executor>,
+    dispatcher: BufferedDispatcher,
+    liveness: Liveness,
+    supervision: Supervision,
+    exits: Option<mpsc::UnboundedReceiver<AttemptExit>>,
+    started_at: DateTime<Utc>,
     dags: HashMap<String, DagEntry>,
     runs: BTreeMap<(String, String), RunEntry>,
     pools: BTreeMap<String, i32>,
+    in_flight: HashMap<TaskInstanceKey, InFlight>,
 }
 
 impl Reactor {
-    /// A reactor over `store` handing tries to `executor`.
+    /// A reactor over `store` handing tries to `executor` serially, on its own loop (Lite's
+    /// buffer 0; see [`Reactor::with_dispatcher`] for a bounded pool).
     pub fn new(store: EventStore, executor: Arc<dyn Executor>) -> Self {
         Self {
             store,
             specs: Specs::default(),
-            executor,
+            dispatcher: BufferedDispatcher::serial(executor),
+            liveness: Liveness::default(),
+            supervision: Supervision::default(),
+            exits: None,
+            started_at: Utc::now(),
             dags: HashMap::new(),
             runs: BTreeMap::new(),
             pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
+            in_flight: HashMap::new(),
         }
     }
 
-    /// The DAG versions this reactor has loaded (shared with report handlers).
+    /// Dispatches through `dispatcher` instead (Pro: a bounded queue and workers).
+    pub fn with_dispatcher(mut self, dispatcher: BufferedDispatcher) -> Self {
+        self.dispatcher = dispatcher;
+        self
+    }
+
+    /// Supervises tries with these deadlines.
+    pub fn with_supervision(mut self, supervision: Supervision) -> Self {
+        self.supervision = supervision;
+        self
+    }
+
+    /// Learns of agent processes that ended from `exits` (the executor's side of the channel).
+    pub fn with_exits(mut self, exits: mpsc::UnboundedReceiver<AttemptExit>) -> Self {
+        self.exits = Some(exits);
+        self
+    }
+
+    /// The DAG versions and run states this reactor has loaded (shared with the agent service).
     pub fn specs(&self) -> Specs {
         self.specs.clone()
+    }
+
+    /// Signs of life of tries in flight (the agent service records them).
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
     }
 
     /// Waits to become the one active scheduler, then runs until `shutdown` turns true.
@@ -122,7 +176,10 @@ impl Reactor {
         let Some(_leadership) = lead(&self.store, &mut shutdown).await? else {
             return Ok(());
         };
+        self.started_at = Utc::now();
         let mut subscription = self.store.subscribe(1).await?;
+        let mut exits = self.exits.take();
+        let room = self.dispatcher.room();
         loop {
             while let Some(event) = subscription.try_next().await? {
                 self.apply(&event).await;
@@ -133,6 +190,8 @@ impl Reactor {
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 event = subscription.next() => self.apply(&event?).await,
+                Some(exit) = next_exit(&mut exits) => self.agent_exited(exit).await,
+                _ = room.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
@@ -220,6 +279,7 @@ impl Reactor {
                 }
             }
             other => {
+                self.track_in_flight(recorded, other);
                 let key = match (other.dag_id(), other.run_id()) {
                     (Some(dag), Some(run)) => (dag.to_owned(), run.to_owned()),
                     _ => return,
@@ -232,7 +292,57 @@ impl Reactor {
         }
     }
 
-    /// Does whatever has become possible; returns the earliest future retry deadline.
+    /// Keeps the set of tries in flight; stops at the executor a try that someone other than
+    /// its agent ended (cancelled, marked, timed out, failed for silence).
+    fn track_in_flight(&mut self, recorded: &RecordedEvent, event: &Event) {
+        match event {
+            Event::TaskDispatched(e) => {
+                let execution_timeout = self
+                    .runs
+                    .get(&(e.ti.dag_id.clone(), e.ti.run_id.clone()))
+                    .and_then(|run| run.spec.tasks.get(&e.ti.task_id))
+                    .and_then(|task| task.execution_timeout);
+                let attempt = Attempt {
+                    ti: e.ti.clone(),
+                    try_number: e.try_number,
+                    attempt_token: e.attempt_token,
+                };
+                self.in_flight.insert(
+                    e.ti.clone(),
+                    InFlight {
+                        attempt,
+                        dispatched_at: recorded.recorded_at,
+                        started_at: None,
+                        execution_timeout,
+                    },
+                );
+            }
+            Event::TaskStarted(e) => {
+                if let Some(flight) = self.in_flight.get_mut(&e.ti) {
+                    flight.started_at = Some(recorded.recorded_at);
+                }
+            }
+            Event::TaskSucceeded(_)
+            | Event::TaskFailed(_)
+            | Event::TaskUpForRetry(_)
+            | Event::TaskSkipped(_)
+            | Event::TaskUpstreamFailed(_)
+            | Event::TaskCleared(_) => {
+                let ti = event.task_instance().expect("a task event");
+                if let Some(flight) = self.in_flight.remove(ti) {
+                    self.liveness.forget(&flight.attempt.attempt_token);
+                    if recorded.metadata.actor.as_deref() != Some("agent") {
+                        self.dispatcher
+                            .executor()
+                            .terminate(&flight.attempt, recorded.event_type.as_str());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Does whatever has become possible; returns the earliest future deadline.
     async fn act(&mut self) -> Option<DateTime<Utc>> {
         let now = Utc::now();
         let next_slot = self.create_scheduled_runs(now).await;
@@ -240,7 +350,141 @@ impl Reactor {
         self.queue_admitted().await;
         self.dispatch_queued().await;
         let next_retry = self.fire_retries(now).await;
-        [next_slot, next_retry].into_iter().flatten().min()
+        let next_deadline = self.supervise(now).await;
+        [next_slot, next_retry, next_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Fails tries whose agents went silent and times out tries past their limit; returns the
+    /// earliest future deadline.
+    async fn supervise(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let silence = chrono::Duration::from_std(self.supervision.heartbeat_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        let grace = chrono::Duration::from_std(self.supervision.timeout_grace).unwrap_or_default();
+        let mut due = Vec::new();
+        let mut next: Option<DateTime<Utc>> = None;
+        for flight in self.in_flight.values() {
+            let seen = self
+                .liveness
+                .last_seen(&flight.attempt.attempt_token)
+                .map(|at| now - chrono::Duration::from_std(at.elapsed()).unwrap_or_default());
+            let alive_since = [Some(flight.dispatched_at), Some(self.started_at), seen]
+                .into_iter()
+                .flatten()
+                .max()
+                .expect("not empty");
+            let mut deadlines = vec![(alive_since + silence, false)];
+            if let (Some(started), Some(limit)) = (flight.started_at, flight.execution_timeout) {
+                let limit = chrono::Duration::milliseconds((limit * 1000.0) as i64);
+                deadlines.push((started + limit + grace, true));
+            }
+            for (deadline, is_timeout) in deadlines {
+                if deadline <= now {
+                    due.push((flight.attempt.clone(), is_timeout));
+                    break;
+                }
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        for (attempt, is_timeout) in due {
+            let outcome = if is_timeout {
+                None
+            } else {
+                Some(format!(
+                    "no sign of life from the task agent for {} s: the agent, its task or its host stopped",
+                    self.supervision.heartbeat_timeout.as_secs()
+                ))
+            };
+            if self.end_attempt(&attempt, outcome).await {
+                self.in_flight.remove(&attempt.ti);
+            }
+        }
+        next
+    }
+
+    /// An agent process ended; if its try is still in flight, it ended without a report.
+    async fn agent_exited(&mut self, exit: AttemptExit) {
+        let current = self
+            .in_flight
+            .get(&exit.attempt.ti)
+            .is_some_and(|f| f.attempt.attempt_token == exit.attempt.attempt_token);
+        if current && self.end_attempt(&exit.attempt, Some(exit.detail)).await {
+            self.in_flight.remove(&exit.attempt.ti);
+        }
+    }
+
+    /// Fails a try in flight with `reason` (or times it out when `None`), if the log still has
+    /// it in flight with the same token; notes why in its log and stops it at the executor.
+    /// Returns whether the try is settled (ended now, or already over).
+    async fn end_attempt(&self, attempt: &Attempt, reason: Option<String>) -> bool {
+        let ti = &attempt.ti;
+        let run = match runs::load_run(&self.store, &self.specs, &ti.dag_id, &ti.run_id).await {
+            Ok(run) => run,
+            Err(error) => {
+                eprintln!("scheduler: {}/{}: {error}", ti.dag_id, ti.run_id);
+                return false;
+            }
+        };
+        let Some(state) = run.state.tis.get(&(ti.task_id.clone(), ti.map_index)) else {
+            return true;
+        };
+        let in_flight = matches!(state.state, TiState::Queued | TiState::Running)
+            && state.try_number == attempt.try_number
+            && state.attempt_token == Some(attempt.attempt_token);
+        if !in_flight {
+            return true;
+        }
+        let (task_id, map_index, try_number, at) = (
+            ti.task_id.clone(),
+            ti.map_index,
+            attempt.try_number,
+            Utc::now(),
+        );
+        let mut commands = Vec::new();
+        if state.state == TiState::Queued {
+            commands.push(Command::ReportStarted {
+                task_id: task_id.clone(),
+                map_index,
+                try_number,
+                hostname: String::new(),
+                pid: None,
+            });
+        }
+        let note = match reason {
+            Some(reason) => {
+                commands.push(Command::ReportFinished {
+                    task_id,
+                    map_index,
+                    try_number,
+                    outcome: Outcome::Failed {
+                        reason: reason.clone(),
+                    },
+                    at,
+                });
+                reason
+            }
+            // Only a running try can time out; a queued one has no start to count from.
+            None => {
+                commands.push(Command::TimedOut {
+                    task_id,
+                    map_index,
+                    try_number,
+                    at,
+                });
+                "the try ran past its execution_timeout and was stopped by the scheduler".into()
+            }
+        };
+        let _ = task_logs::append_note(
+            self.store.pool(),
+            ti,
+            try_number,
+            &format!("[leoflow] {note}"),
+        )
+        .await;
+        self.dispatcher.executor().terminate(attempt, &note);
+        self.submit_all(&ti.dag_id, &ti.run_id, commands).await
     }
 
     /// Queues the runs the timetables say are due (all missed slots with catchup); returns the
@@ -355,6 +599,10 @@ impl Reactor {
         }
         let admission = admit(&candidates, &capacity);
         for candidate in admission.queue {
+            // Backpressure: with a full dispatch queue the task instance stays scheduled.
+            if !self.dispatcher.has_room() {
+                break;
+            }
             // Queue and dispatch in one append: one transaction on the hot path.
             let key = &candidate.key;
             let run = &self.runs[&(key.dag_id.clone(), key.run_id.clone())];
@@ -370,15 +618,14 @@ impl Reactor {
                     map_index: key.map_index,
                     try_number,
                     attempt_token,
-                    executor: self.executor.name().to_owned(),
+                    executor: self.dispatcher.executor().name().to_owned(),
                 },
             ];
             if self.submit_all(&key.dag_id, &key.run_id, commands).await {
-                self.executor.dispatch(Attempt {
+                self.dispatcher.dispatch(Attempt {
                     ti: key.clone(),
                     try_number,
                     attempt_token,
-                    task: run.spec.tasks[&key.task_id].clone(),
                 });
             }
         }
@@ -390,21 +637,23 @@ impl Reactor {
                 if ti.state != TiState::Queued || ti.attempt_token.is_some() {
                     continue;
                 }
+                if !self.dispatcher.has_room() {
+                    return;
+                }
                 let attempt_token = Uuid::new_v4();
                 let command = Command::Dispatch {
                     task_id: task_id.clone(),
                     map_index: *map_index,
                     try_number: ti.try_number,
                     attempt_token,
-                    executor: self.executor.name().to_owned(),
+                    executor: self.dispatcher.executor().name().to_owned(),
                 };
                 // Only a dispatch that was recorded is started: the token is then the fence.
                 if self.submit(dag_id, run_id, command).await {
-                    self.executor.dispatch(Attempt {
+                    self.dispatcher.dispatch(Attempt {
                         ti: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
                         try_number: ti.try_number,
                         attempt_token,
-                        task: run.spec.tasks[task_id].clone(),
                     });
                 }
             }
@@ -459,6 +708,15 @@ impl Reactor {
                 false
             }
         }
+    }
+}
+
+async fn next_exit(
+    exits: &mut Option<mpsc::UnboundedReceiver<AttemptExit>>,
+) -> Option<AttemptExit> {
+    match exits {
+        Some(exits) => exits.recv().await,
+        None => std::future::pending().await,
     }
 }
 

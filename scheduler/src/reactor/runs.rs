@@ -51,11 +51,29 @@ pub enum SubmitError {
 /// (dag_id, version hash) → the version's spec.
 type SpecCache = HashMap<(String, String), Arc<DagSpec>>;
 
-/// Loaded DAG versions, by (dag_id, version hash). Versions are immutable, so never stale.
+/// (dag_id, version hash) → the version's dag.json document.
+type DocumentCache = HashMap<(String, String), Arc<serde_json::Value>>;
+
+/// Loaded DAG versions, by (dag_id, version hash), with their dag.json documents. Versions
+/// are immutable, so never stale. Also keeps the last folded state of each run stream, so
+/// loading a run reads only the events appended since (a fan-out of 1,000 tasks would
+/// otherwise re-read its whole stream for every report).
 #[derive(Debug, Clone, Default)]
 pub struct Specs {
     loaded: Arc<Mutex<SpecCache>>,
+    documents: Arc<Mutex<DocumentCache>>,
+    runs: Arc<Mutex<HashMap<String, CachedRun>>>,
 }
+
+#[derive(Debug, Clone)]
+struct CachedRun {
+    spec: Arc<DagSpec>,
+    state: RunState,
+    version: i64,
+}
+
+/// Run states kept before the cache starts over (it is only a shortcut).
+const RUN_CACHE_LIMIT: usize = 10_000;
 
 impl Specs {
     /// The DAG version `version_hash` of `dag_id`, from its dag.json document blob.
@@ -94,11 +112,27 @@ impl Specs {
         let spec = Arc::new(
             DagSpec::from_dag_json(&document).map_err(|e: SpecError| unusable(e.to_string()))?,
         );
+        self.documents
+            .lock()
+            .expect("not poisoned")
+            .insert(key.clone(), Arc::new(document));
         self.loaded
             .lock()
             .expect("not poisoned")
             .insert(key, spec.clone());
         Ok(spec)
+    }
+
+    /// The dag.json document of a DAG version (what the agent hands its task runner).
+    pub async fn document(
+        &self,
+        store: &EventStore,
+        dag_id: &str,
+        version_hash: &str,
+    ) -> Result<Arc<serde_json::Value>, SubmitError> {
+        self.get(store, dag_id, version_hash).await?;
+        let key = (dag_id.to_owned(), version_hash.to_owned());
+        Ok(self.documents.lock().expect("not poisoned")[&key].clone())
     }
 }
 
@@ -119,12 +153,45 @@ pub async fn load_run(
     dag_id: &str,
     run_id: &str,
 ) -> Result<LoadedRun, SubmitError> {
-    let events = store.read_stream(&run_stream(dag_id, run_id), 1).await?;
-    let unknown = || SubmitError::UnknownRun {
-        dag_id: dag_id.to_owned(),
-        run_id: run_id.to_owned(),
+    let stream = run_stream(dag_id, run_id);
+    let cached = specs
+        .runs
+        .lock()
+        .expect("not poisoned")
+        .get(&stream)
+        .cloned();
+    let run = match cached {
+        Some(cached) => {
+            let newer = store.read_stream(&stream, cached.version + 1).await?;
+            let state = decode_all(&newer)?.iter().fold(cached.state, evolve);
+            LoadedRun {
+                spec: cached.spec,
+                state,
+                version: newer.last().map_or(cached.version, |e| e.stream_version),
+            }
+        }
+        None => load_run_from_start(store, specs, dag_id, run_id, &stream).await?,
     };
-    let decoded: Vec<Event> = events
+    let mut runs = specs.runs.lock().expect("not poisoned");
+    if runs.len() >= RUN_CACHE_LIMIT {
+        runs.clear();
+    }
+    let newest = runs.get(&stream).is_none_or(|c| c.version <= run.version);
+    if newest {
+        runs.insert(
+            stream,
+            CachedRun {
+                spec: run.spec.clone(),
+                state: run.state.clone(),
+                version: run.version,
+            },
+        );
+    }
+    Ok(run)
+}
+
+fn decode_all(events: &[RecordedEvent]) -> Result<Vec<Event>, SubmitError> {
+    events
         .iter()
         .map(|e| {
             e.decode().map_err(|err| {
@@ -134,7 +201,22 @@ pub async fn load_run(
                 })
             })
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+async fn load_run_from_start(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    stream: &str,
+) -> Result<LoadedRun, SubmitError> {
+    let events = store.read_stream(stream, 1).await?;
+    let unknown = || SubmitError::UnknownRun {
+        dag_id: dag_id.to_owned(),
+        run_id: run_id.to_owned(),
+    };
+    let decoded = decode_all(&events)?;
     let Some(Event::RunQueued(queued)) = decoded.first() else {
         return Err(unknown());
     };

@@ -108,6 +108,7 @@ pub fn start_instance(spec: &DagSpec, state: &mut RunState, task_id: &str, map_i
             map_index,
             try_number,
             hostname: "h".into(),
+            pid: None,
         },
     );
     try_number

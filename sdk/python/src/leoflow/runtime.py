@@ -39,6 +39,18 @@ class Variable:
         return getter(key, default, deserialize_json)
 
 
+class Connection:
+    """Airflow Connections: readable inside a running task (`Connection.get("my_db")`)."""
+
+    @staticmethod
+    def get(conn_id: str) -> Any:
+        if current_context is None:
+            raise DagDefinitionError(
+                f"Connection.get({conn_id!r}) while the DAG file is parsed: read Connections inside a task"
+            )
+        return current_context["conn"].get(conn_id)
+
+
 class PokeReturnValue:
     """What a sensor function may return: done or not, and the XCom value to push when done."""
 

@@ -14,10 +14,9 @@ from leoflow import (
     task_group,
 )
 from leoflow.errors import UnsupportedConstruct
-from leoflow.runtime import PokeReturnValue, Variable, get_current_context
+from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
 
 _HINTS = {
-    "Connection": "read Connections inside a task, not while the file is parsed",
     "Label": "remove the edge label",
     "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
     "AssetAlias": "asset-driven scheduling is not supported yet",
@@ -34,6 +33,7 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 
 __all__ = [
+    "Connection",
     "DAG",
     "BaseOperator",
     "Param",

@@ -1,0 +1,102 @@
+//! The running control plane: the agent gRPC service, the scheduler's reactor and the
+//! subprocess executor, wired together over one event store. `leoflow lite` starts it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use leoflow_authoring::python::PythonRuntime;
+use leoflow_events::EventStore;
+use leoflow_executors::proto::task_agent_server::TaskAgentServer;
+use leoflow_executors::subprocess::{SubprocessConfig, SubprocessExecutor};
+use leoflow_scheduler::agents::AgentService;
+use leoflow_scheduler::reactor::{Reactor, Supervision};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How to run the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    /// Where agents reach the gRPC service.
+    pub grpc: SocketAddr,
+    /// The project tasks run in (their working directory and import path).
+    pub project_dir: Option<PathBuf>,
+    /// The Python that runs tasks.
+    pub python: PythonRuntime,
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Deadlines of tries in flight.
+    pub supervision: Supervision,
+}
+
+/// A started control plane; [`ControlPlane::stop`] ends it.
+pub struct ControlPlane {
+    shutdown: watch::Sender<bool>,
+    reactor: JoinHandle<Result<(), leoflow_scheduler::reactor::ReactorError>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ControlPlane {
+    /// Binds the gRPC port (a clear error when it is taken) and starts everything.
+    pub async fn start(store: EventStore, options: ControlPlaneOptions) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(options.grpc)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for task agents on {}: is another Leoflow running? \
+                     Stop it, or choose other ports with --port",
+                    options.grpc
+                )
+            })?;
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let program = std::env::current_exe().context("locating the leoflow binary")?;
+        let executor = SubprocessExecutor::new(
+            SubprocessConfig {
+                program,
+                endpoint: format!("http://{}", options.grpc),
+                python: options.python.interpreter.clone(),
+                sdk_path: options.python.sdk_path.clone(),
+                project_dir: options.project_dir.clone(),
+            },
+            exits_tx,
+        );
+        let reactor = Reactor::new(store.clone(), Arc::new(executor))
+            .with_supervision(options.supervision.clone())
+            .with_exits(exits_rx);
+        let service = AgentService::new(
+            store,
+            reactor.specs(),
+            reactor.liveness(),
+            options.heartbeat_interval,
+        );
+        let (shutdown, watcher) = watch::channel(false);
+        let mut server_stop = watcher.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TaskAgentServer::new(service))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async move {
+                        let _ = server_stop.wait_for(|stop| *stop).await;
+                    },
+                ),
+        );
+        let reactor = tokio::spawn(reactor.run(watcher));
+        Ok(Self {
+            shutdown,
+            reactor,
+            server,
+        })
+    }
+
+    /// Stops the reactor and the gRPC service. Agents still running keep their tries and
+    /// report when a control plane is back.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        self.reactor.await??;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,589 @@
+//! The task agent (`leoflow agent`): one process per task attempt.
+//!
+//! It registers the attempt with the control plane (which records that the try runs), fetches
+//! what to run, starts the SDK's Python task runner (`leoflow.runner`), and then relays: the
+//! runner's requests (XCom pull/push, Variables, Connections, its outcome) arrive as JSON lines
+//! on the runner's stdout and go out as gRPC calls; the runner's stderr is the task log, sent
+//! in numbered batches; a heartbeat tells the control plane the attempt is alive and learns
+//! when it must stop. The agent enforces `execution_timeout` by killing the runner's process
+//! group. Every call carries the attempt token; calls are retried with backoff while the control
+//! plane is away (a restart), and a refused token ends the agent at once.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::proto::finish_request::Outcome as ProtoOutcome;
+use crate::proto::lookup_request::Kind as LookupKind;
+use crate::proto::task_agent_client::TaskAgentClient;
+use crate::proto::{
+    AttemptRef, FinishRequest, LogBatch, LookupRequest, PullXComRequest, PushXComRequest,
+    RegisterRequest,
+};
+
+/// Everything an agent needs to know to run its attempt.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The control plane's gRPC endpoint (`http://127.0.0.1:9099` in Lite).
+    pub endpoint: String,
+    /// The attempt, with its token.
+    pub attempt: AttemptRef,
+    /// The Python interpreter that runs `leoflow.runner` (the real one, not a shim).
+    pub python: PathBuf,
+    /// The directory holding the SDK's `leoflow` package.
+    pub sdk_path: PathBuf,
+    /// The project directory (the runner's working directory and import path), if known.
+    pub project_dir: Option<PathBuf>,
+    /// How long calls are retried while the control plane is unreachable.
+    pub retry_budget: Duration,
+}
+
+/// Why an agent stopped without reporting an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The control plane refused the attempt token: forged, or the try is over.
+    #[error("the control plane refused this attempt: {0}")]
+    Refused(String),
+    /// The control plane stayed unreachable longer than the retry budget.
+    #[error("the control plane at {endpoint} stayed unreachable for {seconds} s: {last}")]
+    Unreachable {
+        /// Where it was called.
+        endpoint: String,
+        /// The retry budget.
+        seconds: u64,
+        /// The last error.
+        last: String,
+    },
+    /// The control plane asked the attempt to stop (cancelled, marked, timed out, run ended).
+    #[error("told to stop: {0}")]
+    Terminated(String),
+    /// The endpoint is not a valid URI.
+    #[error("bad control-plane endpoint {0:?}")]
+    Endpoint(String),
+}
+
+/// How a try ended, as the agent reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct Report {
+    outcome: ProtoOutcome,
+    reason: String,
+    branch: Vec<String>,
+    proceed: Option<bool>,
+}
+
+impl Report {
+    fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            outcome: ProtoOutcome::Failed,
+            reason: reason.into(),
+            branch: Vec::new(),
+            proceed: None,
+        }
+    }
+}
+
+/// Log lines waiting to be sent, numbered from the attempt's first line.
+struct LogBuffer {
+    next_seq: i64,
+    lines: Vec<String>,
+}
+
+/// The gRPC side: one lazily connected channel, every call retried within the budget.
+struct ControlPlane {
+    client: TaskAgentClient<Channel>,
+    attempt: AttemptRef,
+    endpoint: String,
+    retry_budget: Duration,
+}
+
+impl ControlPlane {
+    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, AgentError>
+    where
+        F: FnMut(TaskAgentClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match call(self.client.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == Code::PermissionDenied => {
+                    return Err(AgentError::Refused(status.message().to_owned()));
+                }
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    return Err(AgentError::Terminated(status.message().to_owned()));
+                }
+                Err(status) => {
+                    if started.elapsed() + backoff > self.retry_budget {
+                        return Err(AgentError::Unreachable {
+                            endpoint: self.endpoint.clone(),
+                            seconds: self.retry_budget.as_secs(),
+                            last: status.to_string(),
+                        });
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn attempt(&self) -> Option<AttemptRef> {
+        Some(self.attempt.clone())
+    }
+
+    async fn send_logs(&self, logs: &mut LogBuffer) -> Result<(), AgentError> {
+        if logs.lines.is_empty() {
+            return Ok(());
+        }
+        let batch = LogBatch {
+            attempt: self.attempt(),
+            seq: logs.next_seq,
+            lines: std::mem::take(&mut logs.lines),
+        };
+        logs.next_seq += batch.lines.len() as i64;
+        self.call(|mut c| {
+            let batch = batch.clone();
+            async move { c.append_logs(batch).await }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs the attempt to its end. Returns `Ok` once an outcome was reported (whatever it was).
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let channel = Channel::from_shared(config.endpoint.clone())
+        .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    let plane = ControlPlane {
+        client: TaskAgentClient::new(channel),
+        attempt: config.attempt.clone(),
+        endpoint: config.endpoint.clone(),
+        retry_budget: config.retry_budget,
+    };
+    let register = RegisterRequest {
+        attempt: plane.attempt(),
+        hostname: hostname(),
+        pid: std::process::id() as i32,
+    };
+    let assignment = plane
+        .call(|mut c| {
+            let r = register.clone();
+            async move { c.register(r).await }
+        })
+        .await?;
+    let task: Value = serde_json::from_str(&assignment.task_json).unwrap_or(Value::Null);
+    let mut logs = LogBuffer {
+        next_seq: 0,
+        lines: Vec::new(),
+    };
+    let a = &config.attempt;
+    logs.lines.push(format!(
+        "[leoflow] try {} of {}.{}{} in run {} on {}",
+        a.try_number,
+        a.dag_id,
+        a.task_id,
+        if a.map_index >= 0 {
+            format!("[{}]", a.map_index)
+        } else {
+            String::new()
+        },
+        a.run_id,
+        hostname()
+    ));
+    // Airflow does not run EmptyOperator at all: it succeeds as soon as it is scheduled.
+    let report = if task["operator"] == "EmptyOperator" {
+        logs.lines
+            .push("[leoflow] EmptyOperator: nothing to run".into());
+        Report {
+            outcome: ProtoOutcome::Success,
+            reason: String::new(),
+            branch: Vec::new(),
+            proceed: None,
+        }
+    } else {
+        let heartbeat = Duration::from_secs_f64(assignment.heartbeat_interval.clamp(0.05, 60.0));
+        supervise(&config, &plane, &assignment, &task, heartbeat, &mut logs).await?
+    };
+    if report.outcome != ProtoOutcome::Success {
+        logs.lines.push(format!(
+            "[leoflow] {}: {}",
+            outcome_word(report.outcome),
+            report.reason
+        ));
+    }
+    plane.send_logs(&mut logs).await?;
+    let finish = FinishRequest {
+        attempt: plane.attempt(),
+        outcome: report.outcome as i32,
+        reason: report.reason,
+        branch: report.branch,
+        proceed: report.proceed,
+    };
+    plane
+        .call(|mut c| {
+            let f = finish.clone();
+            async move { c.finish(f).await }
+        })
+        .await?;
+    Ok(())
+}
+
+fn outcome_word(outcome: ProtoOutcome) -> &'static str {
+    match outcome {
+        ProtoOutcome::Success => "success",
+        ProtoOutcome::Failed => "failed",
+        ProtoOutcome::FailedNoRetry => "failed (no retry)",
+        ProtoOutcome::Skipped => "skipped",
+        ProtoOutcome::TimedOut => "timed out",
+    }
+}
+
+/// Runs the Python task runner and relays until it exits, times out or must stop.
+async fn supervise(
+    config: &AgentConfig,
+    plane: &ControlPlane,
+    assignment: &crate::proto::Assignment,
+    task: &Value,
+    heartbeat_every: Duration,
+    logs: &mut LogBuffer,
+) -> Result<Report, AgentError> {
+    let mut runner = match spawn_runner(config) {
+        Ok(child) => child,
+        Err(reason) => return Ok(Report::failed(reason)),
+    };
+    let mut stdin = runner.stdin.take().expect("piped");
+    let requests = BufReader::new(runner.stdout.take().expect("piped"));
+    let stderr = runner.stderr.take().expect("piped");
+    let a = &config.attempt;
+    let start = json!({
+        "dag_id": a.dag_id,
+        "run_id": a.run_id,
+        "task_id": a.task_id,
+        "map_index": a.map_index,
+        "try_number": a.try_number,
+        "task": task,
+        "source": assignment.source,
+        "fileloc": assignment.fileloc,
+        "run": serde_json::from_str::<Value>(&assignment.run_json).unwrap_or(Value::Null),
+    });
+    if write_line(&mut stdin, &start).await.is_err() {
+        // The runner died at once; its exit status and stderr tell why, below.
+    }
+    let (log_tx, mut log_rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(read_log_lines(stderr, log_tx));
+    let mut requests = requests.lines();
+    let timeout = task["execution_timeout"]
+        .as_f64()
+        .map(Duration::from_secs_f64);
+    let started = tokio::time::Instant::now();
+    let deadline = timeout.map(|t| started + t);
+    let mut heartbeat = tokio::time::interval_at(started + heartbeat_every, heartbeat_every);
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut terminate = signal_stream();
+    let mut done: Option<Report> = None;
+    let mut requests_open = true;
+    let mut logs_open = true;
+    loop {
+        tokio::select! {
+            line = requests.next_line(), if requests_open => match line {
+                Ok(Some(line)) => {
+                    let answer = answer(plane, &line, &mut done).await?;
+                    let _ = write_line(&mut stdin, &answer).await;
+                }
+                _ => requests_open = false,
+            },
+            line = log_rx.recv(), if logs_open => match line {
+                Some(line) => {
+                    logs.lines.push(line);
+                    if logs.lines.len() >= 500 {
+                        plane.send_logs(logs).await?;
+                    }
+                }
+                None => logs_open = false,
+            },
+            status = runner.wait(), if !requests_open && !logs_open => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                return Ok(done.unwrap_or_else(|| Report::failed(format!(
+                    "the task process ended ({status}) without reporting an outcome"
+                ))));
+            }
+            _ = sleep_until(deadline) => {
+                kill_group(&runner);
+                let limit = timeout.unwrap_or_default().as_secs_f64();
+                drain(&mut log_rx, logs).await;
+                return Ok(Report {
+                    outcome: ProtoOutcome::TimedOut,
+                    reason: format!("execution_timeout of {limit} s exceeded; the task was killed"),
+                    branch: Vec::new(),
+                    proceed: None,
+                });
+            }
+            _ = heartbeat.tick() => {
+                let reply = plane.call(|mut c| {
+                    let r = plane.attempt.clone();
+                    async move { c.heartbeat(r).await }
+                }).await;
+                let stop = match reply {
+                    Ok(reply) if reply.terminate => Some(reply.reason),
+                    Ok(_) => None,
+                    Err(AgentError::Terminated(reason)) => Some(reason),
+                    Err(other) => { kill_group(&runner); return Err(other); }
+                };
+                if let Some(reason) = stop {
+                    kill_group(&runner);
+                    drain(&mut log_rx, logs).await;
+                    logs.lines.push(format!("[leoflow] stopped: {reason}"));
+                    let _ = plane.send_logs(logs).await;
+                    return Err(AgentError::Terminated(reason));
+                }
+            }
+            _ = flush.tick() => plane.send_logs(logs).await?,
+            _ = terminate.recv() => {
+                kill_group(&runner);
+                drain(&mut log_rx, logs).await;
+                logs.lines.push("[leoflow] the executor stopped this try".into());
+                let _ = plane.send_logs(logs).await;
+                return Err(AgentError::Terminated("SIGTERM from the executor".into()));
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes whatever log lines are already buffered after the runner was killed.
+async fn drain(log_rx: &mut mpsc::Receiver<String>, logs: &mut LogBuffer) {
+    let until = tokio::time::Instant::now() + Duration::from_millis(200);
+    while let Ok(Some(line)) = tokio::time::timeout_at(until, log_rx.recv()).await {
+        logs.lines.push(line);
+    }
+}
+
+fn signal_stream() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    if let Ok(mut sigterm) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            if sigterm.recv().await.is_some() {
+                let _ = tx.send(()).await;
+            }
+        });
+    }
+    rx
+}
+
+/// Answers one request of the runner.
+async fn answer(
+    plane: &ControlPlane,
+    line: &str,
+    done: &mut Option<Report>,
+) -> Result<Value, AgentError> {
+    let request: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return Ok(json!({"ok": false, "error": format!("bad request: {e}")})),
+    };
+    let text = |key: &str| request[key].as_str().unwrap_or_default().to_owned();
+    let found = |v: crate::proto::JsonValue| {
+        let value: Value = serde_json::from_str(&v.json).unwrap_or(Value::Null);
+        json!({"ok": true, "found": v.found, "value": value})
+    };
+    let outcome = match request["op"].as_str().unwrap_or_default() {
+        "xcom_pull" => {
+            let r = PullXComRequest {
+                attempt: plane.attempt(),
+                task_id: text("task_id"),
+                key: text("key"),
+                map_index: request["map_index"].as_i64().map(|i| i as i32),
+            };
+            plane
+                .call(|mut c| {
+                    let r = r.clone();
+                    async move { c.pull_x_com(r).await }
+                })
+                .await
+                .map(found)
+        }
+        "xcom_push" => {
+            let r = PushXComRequest {
+                attempt: plane.attempt(),
+                key: text("key"),
+                value_json: request["value"].to_string(),
+            };
+            plane
+                .call(|mut c| {
+                    let r = r.clone();
+                    async move { c.push_x_com(r).await }
+                })
+                .await
+                .map(|_| json!({"ok": true}))
+        }
+        op @ ("variable" | "connection") => {
+            let r = LookupRequest {
+                attempt: plane.attempt(),
+                kind: if op == "variable" {
+                    LookupKind::Variable
+                } else {
+                    LookupKind::Connection
+                } as i32,
+                key: text("key"),
+            };
+            plane
+                .call(|mut c| {
+                    let r = r.clone();
+                    async move { c.lookup(r).await }
+                })
+                .await
+                .map(found)
+        }
+        "done" => {
+            let outcome = match request["outcome"].as_str().unwrap_or_default() {
+                "success" => ProtoOutcome::Success,
+                "skipped" => ProtoOutcome::Skipped,
+                "failed_no_retry" => ProtoOutcome::FailedNoRetry,
+                _ => ProtoOutcome::Failed,
+            };
+            *done = Some(Report {
+                outcome,
+                reason: text("reason"),
+                branch: request["branch"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                proceed: request["proceed"].as_bool(),
+            });
+            Ok(json!({"ok": true}))
+        }
+        other => Ok(json!({"ok": false, "error": format!("unknown request {other:?}")})),
+    };
+    match outcome {
+        Ok(value) => Ok(value),
+        // The runner sees the failure as an exception in the task; a refusal stops everything.
+        Err(AgentError::Unreachable { .. }) => Ok(json!({
+            "ok": false, "error": "the control plane is unreachable"
+        })),
+        Err(other) => Err(other),
+    }
+}
+
+async fn write_line(stdin: &mut ChildStdin, value: &Value) -> std::io::Result<()> {
+    let mut line = value.to_string();
+    line.push('\n');
+    stdin.write_all(line.as_bytes()).await?;
+    stdin.flush().await
+}
+
+/// Reads the runner's stderr as log lines: bytes that are not UTF-8 are replaced (a task may
+/// print binary garbage), NUL bytes dropped (Postgres text cannot hold them), very long lines
+/// split.
+async fn read_log_lines(mut stderr: tokio::process::ChildStderr, tx: mpsc::Sender<String>) {
+    const MAX_LINE: usize = 64 * 1024;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if tx.send(clean_line(&line[..end])).await.is_err() {
+                return;
+            }
+        }
+        while pending.len() > MAX_LINE {
+            let line: Vec<u8> = pending.drain(..MAX_LINE).collect();
+            if tx.send(clean_line(&line)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = tx.send(clean_line(&pending)).await;
+    }
+}
+
+/// One log line as text: invalid UTF-8 replaced, NUL and a trailing `\r` dropped.
+pub fn clean_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.trim_end_matches('\r').replace('\0', "")
+}
+
+fn spawn_runner(config: &AgentConfig) -> Result<Child, String> {
+    let bootstrap = format!(
+        "import sys; sys.path.insert(0, {path:?}); from leoflow.runner import main; sys.exit(main())",
+        path = config.sdk_path.display().to_string()
+    );
+    let mut command = Command::new(&config.python);
+    // -I: no PYTHON* variables, no user site-packages; -u: unbuffered, so logs stream live.
+    command
+        .args(["-I", "-u", "-c", &bootstrap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills the task's children too.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &config.project_dir {
+        command.current_dir(dir);
+    }
+    // SAFETY: prctl is async-signal-safe; the runner dies with its agent (no orphaned tasks).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| {
+        format!(
+            "cannot start the Python task runner with {}: {e}",
+            config.python.display()
+        )
+    })
+}
+
+fn kill_group(child: &Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain syscall; the group id is the runner's pid (process_group(0)).
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_line;
+
+    #[test]
+    fn log_lines_survive_binary_garbage() {
+        assert_eq!(clean_line(b"ok\xff\xfe\0end\r"), "ok\u{fffd}\u{fffd}end");
+    }
+}

@@ -1,0 +1,37 @@
+//! The contract between the scheduler and an executor.
+
+use leoflow_events::TaskInstanceKey;
+use uuid::Uuid;
+
+/// A try handed to an executor: which task instance, which try, and the token its agent must
+/// present with every request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attempt {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// The fencing token recorded in `TaskDispatched`.
+    pub attempt_token: Uuid,
+}
+
+/// An attempt's agent process ended. The scheduler fails the try if the agent did not report
+/// an outcome first (a crash, a kill, a missing interpreter).
+#[derive(Debug, Clone)]
+pub struct AttemptExit {
+    /// The attempt.
+    pub attempt: Attempt,
+    /// Why it ended, for the try's failure reason (exit status and the end of its output).
+    pub detail: String,
+}
+
+/// Where tries run: the subprocess adapter in Lite, Kubernetes in Pro, a fake in tests.
+pub trait Executor: Send + Sync {
+    /// The executor's name, recorded in `TaskDispatched`.
+    fn name(&self) -> &str;
+    /// Starts a try. Must not block: outcomes come back through the agent protocol.
+    fn dispatch(&self, attempt: Attempt);
+    /// Stops a try (cancelled, timed out, or its run ended). Best effort: an agent this
+    /// executor does not know (started before a restart) learns it from its next heartbeat.
+    fn terminate(&self, attempt: &Attempt, reason: &str);
+}

@@ -1,0 +1,165 @@
+//! Lite's executor: each attempt is a `leoflow agent` child process on this host.
+//!
+//! Agents are deliberately not tied to the control plane's life: after a crash of the control
+//! plane they keep running, retry their calls, and finish their report once it is back.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{Attempt, AttemptExit, Executor};
+
+/// How to start agents.
+#[derive(Debug, Clone)]
+pub struct SubprocessConfig {
+    /// The `leoflow` binary (its `agent` subcommand is the agent).
+    pub program: PathBuf,
+    /// The control plane's gRPC endpoint the agents call.
+    pub endpoint: String,
+    /// The real Python interpreter, resolved once (a pyenv shim costs ~200 ms per spawn).
+    pub python: PathBuf,
+    /// The directory holding the SDK's `leoflow` package.
+    pub sdk_path: PathBuf,
+    /// The project directory tasks run in, when there is one.
+    pub project_dir: Option<PathBuf>,
+}
+
+/// Starts one agent process per attempt and reports each agent's exit.
+pub struct SubprocessExecutor {
+    config: SubprocessConfig,
+    /// Attempt token → agent pid, for `terminate`.
+    running: Arc<Mutex<HashMap<Uuid, u32>>>,
+    exits: mpsc::UnboundedSender<AttemptExit>,
+}
+
+impl SubprocessExecutor {
+    /// An executor reporting agent exits on `exits`.
+    pub fn new(config: SubprocessConfig, exits: mpsc::UnboundedSender<AttemptExit>) -> Self {
+        Self {
+            config,
+            running: Arc::default(),
+            exits,
+        }
+    }
+
+    fn command(&self, attempt: &Attempt) -> Command {
+        let c = &self.config;
+        let mut command = Command::new(&c.program);
+        command
+            .arg("agent")
+            .args(["--endpoint", &c.endpoint])
+            .args(["--dag-id", &attempt.ti.dag_id])
+            .args(["--run-id", &attempt.ti.run_id])
+            .args(["--task-id", &attempt.ti.task_id])
+            .args(["--map-index", &attempt.ti.map_index.to_string()])
+            .args(["--try-number", &attempt.try_number.to_string()])
+            // The token goes in the environment, not argv: `ps` shows argv to every user.
+            .env("LEOFLOW_ATTEMPT_TOKEN", attempt.attempt_token.to_string())
+            .env("LEOFLOW_PYTHON", &c.python)
+            .env("LEOFLOW_SDK_PATH", &c.sdk_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(dir) = &c.project_dir {
+            command.env("LEOFLOW_PROJECT_DIR", dir);
+        }
+        command
+    }
+}
+
+impl Executor for SubprocessExecutor {
+    fn name(&self) -> &str {
+        "subprocess"
+    }
+
+    fn dispatch(&self, attempt: Attempt) {
+        let mut child = match self.command(&attempt).spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                let detail = format!(
+                    "cannot start the task agent {}: {error}",
+                    self.config.program.display()
+                );
+                let _ = self.exits.send(AttemptExit { attempt, detail });
+                return;
+            }
+        };
+        if let Some(pid) = child.id() {
+            self.running
+                .lock()
+                .expect("not poisoned")
+                .insert(attempt.attempt_token, pid);
+        }
+        let running = self.running.clone();
+        let exits = self.exits.clone();
+        tokio::spawn(async move {
+            // Keep the end of the agent's own output: it explains a crash of the agent itself.
+            let mut tail = Vec::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&chunk[..n]);
+                    if tail.len() > 8192 {
+                        tail.drain(..tail.len() - 4096);
+                    }
+                }
+            }
+            let status = child.wait().await;
+            running
+                .lock()
+                .expect("not poisoned")
+                .remove(&attempt.attempt_token);
+            let status = match status {
+                Ok(status) => status.to_string(),
+                Err(error) => error.to_string(),
+            };
+            let output = String::from_utf8_lossy(&tail).trim().to_owned();
+            let detail = if output.is_empty() {
+                format!("the task agent ended ({status})")
+            } else {
+                format!("the task agent ended ({status}): {output}")
+            };
+            let _ = exits.send(AttemptExit { attempt, detail });
+        });
+    }
+
+    fn terminate(&self, attempt: &Attempt, _reason: &str) {
+        let Some(pid) = self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .get(&attempt.attempt_token)
+            .copied()
+        else {
+            return;
+        };
+        // SIGTERM lets the agent kill its task and send the last log lines; SIGKILL after a
+        // grace period if it does not go.
+        // SAFETY: plain syscalls on a pid this executor started and still tracks.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        let running = self.running.clone();
+        let token = attempt.attempt_token;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if running.lock().expect("not poisoned").get(&token) == Some(&pid) {
+                // SAFETY: as above; the group is the agent's (process_group(0)).
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
+                }
+            }
+        });
+    }
+}

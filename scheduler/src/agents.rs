@@ -1,0 +1,585 @@
+//! The control plane's end of the task agent protocol (`executors/proto/agent.proto`).
+//!
+//! Every request is checked against the run as the log has it: the named try must be the task
+//! instance's current try and the token the one its `TaskDispatched` recorded. A forged token or
+//! a stale try is refused with PERMISSION_DENIED; a request of a try that is over (cancelled,
+//! marked, timed out) with FAILED_PRECONDITION, which tells the agent to stop. Refusals of
+//! reports are recorded as `CommandRejected` events. Reports become commands of the core
+//! ([`crate::core::run::Command`]) decided against the run's stream, so fencing is the state
+//! machine's, not this module's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use leoflow_events::catalog::CommandRejected;
+use leoflow_events::{AppendBatch, EventStore, Metadata, TaskInstanceKey};
+use leoflow_executors::proto::finish_request::Outcome as ProtoOutcome;
+use leoflow_executors::proto::lookup_request::Kind as LookupKind;
+use leoflow_executors::proto::task_agent_server::TaskAgent;
+use leoflow_executors::proto::{
+    Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
+    PullXComRequest, PushXComRequest, RegisterRequest,
+};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::core::run::{Command, Outcome, TaskInstance, TiState, XComPush};
+use crate::core::spec::TaskKind;
+use crate::reactor::runs::{LoadedRun, Specs, SubmitError, load_run, submit_all};
+use crate::task_logs;
+
+/// When each in-flight attempt (by token) last showed a sign of life. The service writes it;
+/// the reactor fails attempts that stay silent past their heartbeat deadline.
+#[derive(Debug, Clone, Default)]
+pub struct Liveness {
+    seen: Arc<Mutex<HashMap<Uuid, Instant>>>,
+}
+
+impl Liveness {
+    /// Records a sign of life of the attempt `token`.
+    pub fn touch(&self, token: Uuid) {
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .insert(token, Instant::now());
+    }
+
+    /// When the attempt was last seen, if ever since this process started.
+    pub fn last_seen(&self, token: &Uuid) -> Option<Instant> {
+        self.seen.lock().expect("not poisoned").get(token).copied()
+    }
+
+    /// Forgets an attempt that is over.
+    pub fn forget(&self, token: &Uuid) {
+        self.seen.lock().expect("not poisoned").remove(token);
+    }
+}
+
+/// The gRPC service agents call.
+#[derive(Clone)]
+pub struct AgentService {
+    store: EventStore,
+    specs: Specs,
+    liveness: Liveness,
+    heartbeat_interval: Duration,
+}
+
+/// What a request may find its try in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Queued (dispatched) or running.
+    InFlight,
+    /// Any state, as long as the token is the try's (logs may arrive after the end).
+    Any,
+}
+
+struct Verified {
+    run: LoadedRun,
+    key: TaskInstanceKey,
+    ti: TaskInstance,
+}
+
+impl AgentService {
+    /// A service deciding against `store`; agents are told to heartbeat every
+    /// `heartbeat_interval`.
+    pub fn new(
+        store: EventStore,
+        specs: Specs,
+        liveness: Liveness,
+        heartbeat_interval: Duration,
+    ) -> Self {
+        Self {
+            store,
+            specs,
+            liveness,
+            heartbeat_interval,
+        }
+    }
+
+    async fn verify(
+        &self,
+        attempt: Option<&AttemptRef>,
+        command: &str,
+        need: Need,
+    ) -> Result<Verified, Status> {
+        let a = attempt.ok_or_else(|| Status::invalid_argument("the attempt is missing"))?;
+        let key = TaskInstanceKey::mapped(&a.dag_id, &a.run_id, &a.task_id, a.map_index);
+        let run = match load_run(&self.store, &self.specs, &a.dag_id, &a.run_id).await {
+            Ok(run) => run,
+            Err(SubmitError::UnknownRun { .. }) => {
+                return Err(Status::not_found(format!(
+                    "no dag run {}/{}",
+                    a.dag_id, a.run_id
+                )));
+            }
+            Err(error) => return Err(unavailable(error)),
+        };
+        let token = Uuid::parse_str(&a.attempt_token).ok();
+        let ti = run
+            .state
+            .tis
+            .get(&(a.task_id.clone(), a.map_index))
+            .cloned();
+        let refusal = match (&ti, token) {
+            (None, _) => Some(format!("the run has no task instance {}", key_text(&key))),
+            (Some(ti), Some(token))
+                if ti.try_number == a.try_number && ti.attempt_token == Some(token) =>
+            {
+                None
+            }
+            (Some(ti), _) if ti.try_number != a.try_number => Some(format!(
+                "try {} is not the current try ({}) of {}",
+                a.try_number,
+                ti.try_number,
+                key_text(&key)
+            )),
+            _ => Some(format!(
+                "the attempt token is not the one dispatched for try {} of {}",
+                a.try_number,
+                key_text(&key)
+            )),
+        };
+        if let Some(reason) = refusal {
+            self.record_rejection(&key, a.try_number, command, &reason)
+                .await;
+            return Err(Status::permission_denied(reason));
+        }
+        let ti = ti.expect("checked");
+        if need == Need::InFlight && !matches!(ti.state, TiState::Queued | TiState::Running) {
+            let reason = format!(
+                "try {} of {} is over: it is {}",
+                a.try_number,
+                key_text(&key),
+                state_word(ti.state)
+            );
+            if command != "heartbeat" {
+                self.record_rejection(&key, a.try_number, command, &reason)
+                    .await;
+            }
+            return Err(Status::failed_precondition(reason));
+        }
+        if let Some(token) = token {
+            self.liveness.touch(token);
+        }
+        Ok(Verified { run, key, ti })
+    }
+
+    async fn record_rejection(
+        &self,
+        ti: &TaskInstanceKey,
+        try_number: i32,
+        command: &str,
+        reason: &str,
+    ) {
+        let event = CommandRejected {
+            ti: ti.clone(),
+            try_number,
+            command: command.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let batch = AppendBatch::new().push(event, &Metadata::actor("agent"));
+        if let Err(error) = self.store.append(batch).await {
+            eprintln!("scheduler: cannot record a rejected {command}: {error}");
+        }
+    }
+
+    /// Decides `commands` for the attempt's run; a refusal is recorded.
+    async fn submit(
+        &self,
+        verified: &Verified,
+        try_number: i32,
+        command: &str,
+        commands: Vec<Command>,
+    ) -> Result<(), Status> {
+        let key = &verified.key;
+        match submit_all(
+            &self.store,
+            &self.specs,
+            &key.dag_id,
+            &key.run_id,
+            commands,
+            "agent",
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(SubmitError::Rejected(rejection)) => {
+                let reason = rejection.to_string();
+                self.record_rejection(key, try_number, command, &reason)
+                    .await;
+                Err(Status::failed_precondition(reason))
+            }
+            Err(error @ SubmitError::Version { .. }) => {
+                Err(Status::failed_precondition(error.to_string()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// The commands that first mark a queued try as started (an agent that reports without
+    /// registering, e.g. an `EmptyOperator` finishing at once, still passes through Running).
+    fn start_if_queued(
+        verified: &Verified,
+        attempt: &AttemptRef,
+        hostname: &str,
+        pid: Option<i32>,
+    ) -> Vec<Command> {
+        if verified.ti.state != TiState::Queued {
+            return Vec::new();
+        }
+        vec![Command::ReportStarted {
+            task_id: attempt.task_id.clone(),
+            map_index: attempt.map_index,
+            try_number: attempt.try_number,
+            hostname: hostname.to_owned(),
+            pid,
+        }]
+    }
+
+    async fn assignment(&self, key: &TaskInstanceKey) -> Result<Assignment, Status> {
+        let row = sqlx::query(
+            "SELECT run_type, logical_date, data_interval_start, data_interval_end, run_after, \
+             conf, dag_version_hash FROM dag_run WHERE dag_id = $1 AND run_id = $2",
+        )
+        .bind(&key.dag_id)
+        .bind(&key.run_id)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| Status::not_found(format!("no dag run {}/{}", key.dag_id, key.run_id)))?;
+        let version: Option<String> = row.get("dag_version_hash");
+        let version = version.unwrap_or_default();
+        let document = self
+            .specs
+            .document(&self.store, &key.dag_id, &version)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let task = document["tasks"]
+            .as_array()
+            .and_then(|tasks| tasks.iter().find(|t| t["task_id"] == key.task_id.as_str()))
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("the DAG version has no task {}", key.task_id))
+            })?;
+        let source_hash: Option<String> = sqlx::query_scalar(
+            "SELECT source_hash FROM dag_version WHERE dag_id = $1 AND version_hash = $2 \
+             ORDER BY version_number DESC LIMIT 1",
+        )
+        .bind(&key.dag_id)
+        .bind(&version)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(unavailable)?
+        .flatten();
+        let source = match source_hash {
+            Some(hash) => self
+                .store
+                .get_blob(&hash)
+                .await
+                .map_err(unavailable)?
+                .map(|b| b.content),
+            None => None,
+        }
+        .ok_or_else(|| {
+            Status::failed_precondition("the DAG version's source file was not recorded")
+        })?;
+        let instant = |name: &str| {
+            row.get::<Option<chrono::DateTime<Utc>>, _>(name)
+                .map(|t| t.to_rfc3339())
+        };
+        let run = json!({
+            "run_id": key.run_id,
+            "run_type": row.get::<String, _>("run_type"),
+            "logical_date": instant("logical_date"),
+            "data_interval_start": instant("data_interval_start"),
+            "data_interval_end": instant("data_interval_end"),
+            "run_after": instant("run_after"),
+            "conf": row.get::<Value, _>("conf"),
+            "dag_params": document["params"],
+        });
+        Ok(Assignment {
+            task_json: task.to_string(),
+            source,
+            fileloc: document["fileloc"].as_str().unwrap_or("dag.py").to_owned(),
+            run_json: run.to_string(),
+            heartbeat_interval: self.heartbeat_interval.as_secs_f64(),
+        })
+    }
+}
+
+fn key_text(key: &TaskInstanceKey) -> String {
+    if key.map_index >= 0 {
+        format!("{}[{}]", key.task_id, key.map_index)
+    } else {
+        key.task_id.clone()
+    }
+}
+
+fn state_word(state: TiState) -> &'static str {
+    match state {
+        TiState::Pending => "not scheduled",
+        TiState::Scheduled => "scheduled",
+        TiState::Queued => "queued",
+        TiState::Running => "running",
+        TiState::Success => "success",
+        TiState::Failed => "failed",
+        TiState::UpForRetry => "up_for_retry",
+        TiState::Skipped => "skipped",
+        TiState::UpstreamFailed => "upstream_failed",
+    }
+}
+
+/// A failure the agent should retry (the database is briefly away, a decision contended).
+fn unavailable(error: impl std::fmt::Display) -> Status {
+    Status::unavailable(error.to_string())
+}
+
+#[tonic::async_trait]
+impl TaskAgent for AgentService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<Assignment>, Status> {
+        let request = request.into_inner();
+        let verified = self
+            .verify(request.attempt.as_ref(), "register", Need::InFlight)
+            .await?;
+        let attempt = request.attempt.as_ref().expect("verified");
+        let start = Self::start_if_queued(&verified, attempt, &request.hostname, Some(request.pid));
+        if !start.is_empty() {
+            self.submit(&verified, attempt.try_number, "register", start)
+                .await?;
+        }
+        Ok(Response::new(self.assignment(&verified.key).await?))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<AttemptRef>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let attempt = request.into_inner();
+        match self
+            .verify(Some(&attempt), "heartbeat", Need::InFlight)
+            .await
+        {
+            Ok(_) => Ok(Response::new(HeartbeatReply {
+                terminate: false,
+                reason: String::new(),
+            })),
+            // The try ended without this agent (cancelled, marked, timed out): it must stop.
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                Ok(Response::new(HeartbeatReply {
+                    terminate: true,
+                    reason: status.message().to_owned(),
+                }))
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    async fn append_logs(&self, request: Request<LogBatch>) -> Result<Response<Ack>, Status> {
+        let batch = request.into_inner();
+        let verified = self
+            .verify(batch.attempt.as_ref(), "append_logs", Need::Any)
+            .await?;
+        let try_number = batch.attempt.as_ref().expect("verified").try_number;
+        task_logs::append(
+            self.store.pool(),
+            &verified.key,
+            try_number,
+            batch.seq,
+            &batch.lines,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn pull_x_com(
+        &self,
+        request: Request<PullXComRequest>,
+    ) -> Result<Response<JsonValue>, Status> {
+        let request = request.into_inner();
+        let verified = self
+            .verify(request.attempt.as_ref(), "pull_xcom", Need::InFlight)
+            .await?;
+        let key = &verified.key;
+        let mapped = verified
+            .run
+            .spec
+            .tasks
+            .get(&request.task_id)
+            .is_some_and(|t| t.mapped.is_some());
+        let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
+            "SELECT x.map_index, b.content FROM xcom x LEFT JOIN blobs b ON b.hash = x.value_hash \
+             WHERE x.dag_id = $1 AND x.run_id = $2 AND x.task_id = $3 AND x.key = $4 \
+               AND ($5::int IS NULL OR x.map_index = $5) ORDER BY x.map_index",
+        )
+        .bind(&key.dag_id)
+        .bind(&key.run_id)
+        .bind(&request.task_id)
+        .bind(&request.key)
+        .bind(request.map_index.or(if mapped { None } else { Some(-1) }))
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(unavailable)?;
+        let parse = |content: &Option<String>| -> Value {
+            content
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+                .unwrap_or(Value::Null)
+        };
+        let answer = if mapped && request.map_index.is_none() {
+            // A mapped task's results, in map-index order (Airflow's fan-in).
+            let values: Vec<Value> = rows.iter().map(|(_, c)| parse(c)).collect();
+            JsonValue {
+                found: !values.is_empty(),
+                json: Value::Array(values).to_string(),
+            }
+        } else {
+            match rows.first() {
+                Some((_, content)) => JsonValue {
+                    found: true,
+                    json: parse(content).to_string(),
+                },
+                None => JsonValue {
+                    found: false,
+                    json: "null".into(),
+                },
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn push_x_com(&self, request: Request<PushXComRequest>) -> Result<Response<Ack>, Status> {
+        let request = request.into_inner();
+        let value: Value = serde_json::from_str(&request.value_json)
+            .map_err(|e| Status::invalid_argument(format!("the XCom value is not JSON: {e}")))?;
+        if request.key.is_empty() {
+            return Err(Status::invalid_argument("the XCom key is empty"));
+        }
+        let verified = self
+            .verify(request.attempt.as_ref(), "push_xcom", Need::InFlight)
+            .await?;
+        let attempt = request.attempt.as_ref().expect("verified");
+        let content = value.to_string();
+        let value_hash = self
+            .store
+            .put_blob("application/json", &content)
+            .await
+            .map_err(unavailable)?;
+        let length = match &value {
+            Value::Array(items) => Some(items.len() as i64),
+            Value::Object(items) => Some(items.len() as i64),
+            _ => None,
+        };
+        let mut commands = Self::start_if_queued(&verified, attempt, "", None);
+        commands.push(Command::PushXCom(XComPush {
+            task_id: attempt.task_id.clone(),
+            map_index: attempt.map_index,
+            try_number: attempt.try_number,
+            key: request.key.clone(),
+            value_hash,
+            size_bytes: content.len() as i64,
+            length,
+        }));
+        self.submit(&verified, attempt.try_number, "push_xcom", commands)
+            .await?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<JsonValue>, Status> {
+        let request = request.into_inner();
+        self.verify(request.attempt.as_ref(), "lookup", Need::InFlight)
+            .await?;
+        let pool = self.store.pool();
+        let value: Option<Value> = match request.kind() {
+            LookupKind::Variable => {
+                sqlx::query_scalar::<_, String>("SELECT val FROM variable WHERE key = $1")
+                    .bind(&request.key)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(unavailable)?
+                    .map(Value::String)
+            }
+            LookupKind::Connection => sqlx::query_scalar::<_, Value>(
+                "SELECT jsonb_build_object('conn_type', conn_type, 'host', host, \
+                 'schema', schema, 'login', login, 'password', password, 'port', port, \
+                 'extra', extra) FROM connection WHERE conn_id = $1",
+            )
+            .bind(&request.key)
+            .fetch_optional(pool)
+            .await
+            .map_err(unavailable)?,
+        };
+        Ok(Response::new(match value {
+            Some(value) => JsonValue {
+                found: true,
+                json: value.to_string(),
+            },
+            None => JsonValue {
+                found: false,
+                json: "null".into(),
+            },
+        }))
+    }
+
+    async fn finish(&self, request: Request<FinishRequest>) -> Result<Response<Ack>, Status> {
+        let request = request.into_inner();
+        let verified = self
+            .verify(request.attempt.as_ref(), "finish", Need::InFlight)
+            .await?;
+        let attempt = request.attempt.as_ref().expect("verified");
+        let task = verified
+            .run
+            .spec
+            .tasks
+            .get(&attempt.task_id)
+            .ok_or_else(|| Status::failed_precondition("the DAG version has no such task"))?;
+        let (task_id, map_index, try_number, at) = (
+            attempt.task_id.clone(),
+            attempt.map_index,
+            attempt.try_number,
+            Utc::now(),
+        );
+        let reason = request.reason.clone();
+        let outcome = match request.outcome() {
+            ProtoOutcome::Success => Some(match task.kind {
+                TaskKind::Plain => Outcome::Success,
+                TaskKind::Branch => Outcome::Branch(request.branch.clone()),
+                TaskKind::ShortCircuit { .. } => {
+                    Outcome::ShortCircuit(request.proceed.unwrap_or(true))
+                }
+            }),
+            ProtoOutcome::Failed => Some(Outcome::Failed { reason }),
+            ProtoOutcome::FailedNoRetry => Some(Outcome::FailedWithoutRetry { reason }),
+            ProtoOutcome::Skipped => Some(Outcome::Skipped { reason }),
+            ProtoOutcome::TimedOut => None,
+        };
+        let mut commands = Self::start_if_queued(&verified, attempt, "", None);
+        commands.push(match outcome {
+            Some(outcome) => Command::ReportFinished {
+                task_id,
+                map_index,
+                try_number,
+                outcome,
+                at,
+            },
+            None => Command::TimedOut {
+                task_id,
+                map_index,
+                try_number,
+                at,
+            },
+        });
+        self.submit(&verified, try_number, "finish", commands)
+            .await?;
+        if let Ok(token) = Uuid::parse_str(&attempt.attempt_token) {
+            self.liveness.forget(&token);
+        }
+        Ok(Response::new(Ack {}))
+    }
+}

@@ -1,0 +1,569 @@
+"""Runs one task attempt for `leoflow agent`.
+
+    python -I -u -c "...; from leoflow.runner import main; sys.exit(main())"
+
+The agent writes one JSON line on stdin: the attempt (ids, try, map index), the task as dag.json
+describes it, the DAG file's source, and the run (conf, dates, params). The runner executes the
+DAG file again (so lambdas and nested functions are found exactly as the file defines them),
+finds the task's callable, builds Airflow's context (`ti`, `ds`, `logical_date`, `run_id`,
+`params`, `dag_run`, `var`, `conn`, …), resolves its arguments (upstream XComs, params, the map
+index's element of mapped arguments), renders `{{ … }}` templates, runs it, pushes its result
+as the `return_value` XCom and reports the outcome.
+
+Requests to the agent are JSON lines on the *original* stdout; each gets a JSON line back on
+stdin. Everything the task prints (stdout included) goes to stderr, which is the task log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from leoflow import context as compile_context
+from leoflow import runtime
+from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+
+
+class TaskError(Exception):
+    """A failure of the task that the runner explains in one line (no traceback needed)."""
+
+
+class Channel:
+    """The JSON-lines conversation with the agent."""
+
+    def __init__(self, requests: IO[str], answers: IO[str]) -> None:
+        self.requests = requests
+        self.answers = answers
+
+    def ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        self.requests.write(json.dumps({"op": op, **fields}) + "\n")
+        self.requests.flush()
+        line = self.answers.readline()
+        if not line:
+            raise TaskError("the task agent went away")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise TaskError(f"{op} failed: {answer.get('error')}")
+        return answer
+
+
+# --------------------------------------------------------------------------------------------
+# Context
+
+
+class TaskInstance:
+    """The `ti` of Airflow's context: ids of the attempt and XCom access."""
+
+    def __init__(self, channel: Channel, attempt: dict[str, Any]) -> None:
+        self._channel = channel
+        self.dag_id: str = attempt["dag_id"]
+        self.run_id: str = attempt["run_id"]
+        self.task_id: str = attempt["task_id"]
+        self.map_index: int = attempt["map_index"]
+        self.try_number: int = attempt["try_number"]
+
+    def xcom_pull(
+        self,
+        task_ids: str | list[str] | None = None,
+        key: str = "return_value",
+        map_indexes: int | None = None,
+        default: Any = None,
+        **_: Any,
+    ) -> Any:
+        """An XCom of this run: one task id gives its value, a list gives a list of values."""
+        if task_ids is None:
+            task_ids = self.task_id
+        if isinstance(task_ids, str):
+            return self._pull_one(task_ids, key, map_indexes, default)
+        return [self._pull_one(t, key, map_indexes, default) for t in task_ids]
+
+    def _pull_one(self, task_id: str, key: str, map_index: int | None, default: Any) -> Any:
+        fields: dict[str, Any] = {"task_id": task_id, "key": key}
+        if map_index is not None:
+            fields["map_index"] = map_index
+        answer = self._channel.ask("xcom_pull", **fields)
+        return answer["value"] if answer.get("found") else default
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        """Records an XCom of this attempt (its value must be JSON)."""
+        self._channel.ask("xcom_push", key=key, value=to_json_value(value, f"XCom {key!r}"))
+
+    def __repr__(self) -> str:
+        return f"<TaskInstance {self.dag_id}.{self.task_id} run={self.run_id} try={self.try_number}>"
+
+
+class DagRun:
+    """The `dag_run` of Airflow's context."""
+
+    def __init__(self, run: dict[str, Any], dag_id: str) -> None:
+        self.dag_id = dag_id
+        self.run_id: str = run["run_id"]
+        self.conf: dict[str, Any] = run.get("conf") or {}
+        self.run_type: str = run.get("run_type", "manual")
+        self.logical_date = parse_instant(run.get("logical_date"))
+        self.data_interval_start = parse_instant(run.get("data_interval_start"))
+        self.data_interval_end = parse_instant(run.get("data_interval_end"))
+        self.run_after = parse_instant(run.get("run_after"))
+
+
+class Variables:
+    """`var` in templates and `Variable.get` in code."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    def get(self, key: str, default: Any = None, deserialize_json: bool = False) -> Any:
+        answer = self._channel.ask("variable", key=key)
+        if not answer.get("found"):
+            if default is not None:
+                return default
+            raise KeyError(f"Variable {key} does not exist")
+        value = answer["value"]
+        return json.loads(value) if deserialize_json else value
+
+
+class _Accessor:
+    """`var.value.name` / `var.json.name` in templates."""
+
+    def __init__(self, variables: Variables, as_json: bool) -> None:
+        self._variables = variables
+        self._as_json = as_json
+
+    def __getattr__(self, name: str) -> Any:
+        return self._variables.get(name, deserialize_json=self._as_json)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._variables.get(name, default, self._as_json)
+
+
+class Connection:
+    """A Connection as a task reads it."""
+
+    def __init__(self, conn_id: str, fields: dict[str, Any]) -> None:
+        self.conn_id = conn_id
+        self.conn_type: str | None = fields.get("conn_type")
+        self.host: str | None = fields.get("host")
+        self.schema: str | None = fields.get("schema")
+        self.login: str | None = fields.get("login")
+        self.password: str | None = fields.get("password")
+        self.port: int | None = fields.get("port")
+        self.extra: str | None = fields.get("extra")
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]:
+        return json.loads(self.extra) if self.extra else {}
+
+
+class Connections:
+    """`conn` in templates and `BaseHook.get_connection` / `Connection.get` in code."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    def get(self, conn_id: str) -> Connection:
+        answer = self._channel.ask("connection", key=conn_id)
+        if not answer.get("found"):
+            raise KeyError(f"The conn_id `{conn_id}` isn't defined")
+        return Connection(conn_id, answer["value"])
+
+    def __getattr__(self, conn_id: str) -> Connection:
+        return self.get(conn_id)
+
+
+def parse_instant(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def build_context(channel: Channel, attempt: dict[str, Any], dag: Any, task: Any) -> dict[str, Any]:
+    """Airflow's task context for this attempt."""
+    run = attempt["run"]
+    dag_run = DagRun(run, attempt["dag_id"])
+    ti = TaskInstance(channel, attempt)
+    variables = Variables(channel)
+    params: dict[str, Any] = {}
+    for source in (run.get("dag_params") or {}, attempt["task"].get("params") or {}):
+        for name, param in source.items():
+            if isinstance(param, dict) and "default" in param:
+                params[name] = param["default"]
+    params.update(dag_run.conf)
+    ctx: dict[str, Any] = {
+        "dag": dag,
+        "task": task,
+        "ti": ti,
+        "task_instance": ti,
+        "run_id": dag_run.run_id,
+        "dag_run": dag_run,
+        "params": params,
+        "conf": dag_run.conf,
+        "map_index": ti.map_index,
+        "try_number": ti.try_number,
+        "var": {"value": _Accessor(variables, False), "json": _Accessor(variables, True)},
+        "conn": Connections(channel),
+        "logical_date": dag_run.logical_date,
+        "data_interval_start": dag_run.data_interval_start,
+        "data_interval_end": dag_run.data_interval_end,
+        "__variable_get__": variables.get,
+    }
+    when = dag_run.logical_date
+    if when is not None:
+        ctx.update(
+            ds=when.strftime("%Y-%m-%d"),
+            ds_nodash=when.strftime("%Y%m%d"),
+            ts=when.isoformat(),
+            ts_nodash=when.strftime("%Y%m%dT%H%M%S"),
+            ts_nodash_with_tz=when.strftime("%Y%m%dT%H%M%S%z"),
+        )
+    return ctx
+
+
+# --------------------------------------------------------------------------------------------
+# Templates
+
+_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
+_PATH = re.compile(r"""\s*([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*|\s*\[\s*(?:'[^']*'|"[^"]*"|-?\d+)\s*\])*)\s*$""")
+_STEP = re.compile(r"""\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^']*)'|"([^"]*)"|(-?\d+))\s*\]""")
+#: Names a template may use that can be absent (no logical date): they render as "".
+_OPTIONAL = {"ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "logical_date",
+             "data_interval_start", "data_interval_end"}
+
+
+def render(value: Any, ctx: dict[str, Any]) -> Any:
+    """Renders `{{ name.attr['key'] }}` lookups in strings, recursively in lists and dicts.
+
+    Jinja statements (`{% %}`), filters and calls are refused with the expression named: a
+    template Leoflow cannot render must fail loudly, not run a half-rendered command.
+    """
+    if isinstance(value, str):
+        if "{%" in value:
+            raise TaskError(f"Jinja statements ({{% … %}}) are not supported in templates: {value!r}")
+        return _EXPRESSION.sub(lambda m: _lookup(m.group(1), ctx), value)
+    if isinstance(value, list):
+        return [render(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, ctx) for k, v in value.items()}
+    return value
+
+
+def _lookup(expression: str, ctx: dict[str, Any]) -> str:
+    match = _PATH.match(expression)
+    if not match:
+        raise TaskError(
+            f"template expression {{{{{expression}}}}} is not supported: Leoflow renders lookups "
+            "such as {{ ds }}, {{ params.name }}, {{ dag_run.conf['key'] }}, {{ var.value.name }}"
+        )
+    name, steps = match.group(1), match.group(2)
+    if name not in ctx or name.startswith("__"):
+        raise TaskError(f"template expression {{{{{expression}}}}}: {name!r} is not in the task context")
+    current: Any = ctx[name]
+    for step in _STEP.finditer(steps):
+        attr, key1, key2, index = step.groups()
+        try:
+            if attr is not None:
+                current = current[attr] if isinstance(current, dict) else getattr(current, attr)
+            elif index is not None:
+                current = current[int(index)]
+            else:
+                current = current[key1 if key1 is not None else key2]
+        except (KeyError, AttributeError, IndexError, TypeError) as error:
+            raise TaskError(f"template expression {{{{{expression}}}}}: {error!r}") from None
+    if current is None and name in _OPTIONAL:
+        return ""
+    if isinstance(current, dt.datetime):
+        return current.isoformat()
+    return "" if current is None else str(current)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+
+
+def to_json_value(value: Any, what: str) -> Any:
+    """`value` as JSON data (dates become ISO strings); a clear error for anything else."""
+    def default(item: Any) -> Any:
+        if isinstance(item, (dt.datetime, dt.date)):
+            return item.isoformat()
+        if isinstance(item, (set, frozenset, tuple)):
+            return list(item)
+        raise TypeError(type(item).__name__)
+
+    try:
+        return json.loads(json.dumps(value, default=default, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise TaskError(
+            f"{what} is a value of type {type(value).__name__} that is not JSON-serializable ({error}); "
+            "XComs must be JSON: return dicts, lists, strings, numbers, booleans or None"
+        ) from None
+
+
+def decode(value: Any, ti: TaskInstance, params: dict[str, Any]) -> Any:
+    """dag.json's argument markers back into values: XComs pulled, params looked up."""
+    if isinstance(value, list):
+        return [decode(v, ti, params) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        (marker, inner), = value.items()
+        if marker == "__xcom__":
+            return ti.xcom_pull(task_ids=inner["task_id"], key=inner["key"])
+        if marker == "__param__":
+            return params.get(inner)
+        if marker == "__datetime__":
+            return parse_instant(inner)
+        if marker == "__date__":
+            return dt.date.fromisoformat(inner)
+        if marker == "__timedelta__":
+            return dt.timedelta(seconds=inner)
+        if marker == "__callable__":
+            return None
+    return {k: decode(v, ti, params) for k, v in value.items()}
+
+
+def mapped_arguments(task: dict[str, Any], map_index: int, ti: TaskInstance, params: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of map index `map_index` of a mapped task (the cartesian product of
+    `.expand()` arguments, the last argument varying fastest; or one dict of `.expand_kwargs()`)."""
+    mapping = task.get("mapped")
+    if not mapping:
+        return {}
+    if mapping.get("expand_kwargs") is not None:
+        items = decode(mapping["expand_kwargs"], ti, params)
+        chosen = list(items)[map_index]
+        if not isinstance(chosen, dict):
+            raise TaskError(f"expand_kwargs element {map_index} is {type(chosen).__name__}, not a dict")
+        return chosen
+    names = list(mapping["expand"])
+    values = []
+    for name in names:
+        value = decode(mapping["expand"][name], ti, params)
+        values.append(list(value.items()) if isinstance(value, dict) else list(value))
+    for position, combination in enumerate(itertools.product(*values)):
+        if position == map_index:
+            return dict(zip(names, combination))
+    raise TaskError(f"map index {map_index} is beyond the {sum(1 for _ in itertools.product(*values))} mapped combinations")
+
+
+def call_with_context(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
+    """Calls `function`, passing the context values its signature asks for (as Airflow does)."""
+    signature = inspect.signature(function)
+    parameters = signature.parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    bound = signature.bind_partial(*args, **kwargs).arguments
+    extra = {}
+    for name, value in ctx.items():
+        if name.startswith("__") or name in bound:
+            continue
+        if takes_all or (name in parameters and parameters[name].kind is not inspect.Parameter.POSITIONAL_ONLY):
+            extra[name] = value
+    return function(*args, **kwargs, **extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+class Outcome:
+    """What the runner reports."""
+
+    def __init__(self, outcome: str, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None) -> None:
+        self.outcome = outcome
+        self.reason = reason
+        self.branch = branch
+        self.proceed = proceed
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"outcome": self.outcome, "reason": self.reason}
+        if self.branch is not None:
+            message["branch"] = self.branch
+        if self.proceed is not None:
+            message["proceed"] = self.proceed
+        return message
+
+
+def load_dag_file(attempt: dict[str, Any]) -> tuple[Any, Any]:
+    """Runs the DAG file's source again and returns the DAG and task objects of this attempt."""
+    from leoflow.compiler import AIRFLOW_SHIM
+
+    if AIRFLOW_SHIM not in sys.path:
+        sys.path.insert(0, AIRFLOW_SHIM)
+    project = os.getcwd()
+    if project not in sys.path:
+        sys.path.insert(1, project)
+    fileloc = attempt["fileloc"]
+    file = str(Path(project) / fileloc)
+    compile_context.reset(file)
+    module = types.ModuleType(Path(fileloc).stem)
+    module.__file__ = file
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(attempt["source"], file, "exec"), module.__dict__)
+    except BaseException as error:  # noqa: BLE001 - the task fails with the reason
+        traceback.print_exc()
+        raise TaskError(f"the DAG file {fileloc} failed to load: {type(error).__name__}: {error}") from None
+    for dag in compile_context.dags:
+        if dag.dag_id == attempt["dag_id"]:
+            task = dag.tasks.get(attempt["task_id"])
+            if task is None:
+                raise TaskError(f"the DAG file no longer defines task {attempt['task_id']!r}")
+            return dag, task
+    raise TaskError(f"the DAG file no longer defines DAG {attempt['dag_id']!r}")
+
+
+def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool) -> Outcome:
+    if not isinstance(command, str) or not command.strip():
+        raise TaskError(f"the bash command must be a non-empty string, not {command!r}")
+    command = render(command, ctx)
+    env = render(spec.get("env"), ctx)
+    if env is not None and spec.get("append_env"):
+        env = {**os.environ, **env}
+    elif env is None:
+        env = dict(os.environ)
+    cwd = spec.get("cwd")
+    print(f"[leoflow] running bash: {command}", file=sys.stderr, flush=True)
+    process = subprocess.Popen(
+        ["bash", "-c", command], stdout=subprocess.PIPE, stderr=sys.stderr, env=env, cwd=cwd, stdin=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    last = ""
+    encoding = spec.get("output_encoding") or "utf-8"
+    for raw in process.stdout:
+        line = raw.decode(encoding, errors="replace").rstrip("\n")
+        print(line, file=sys.stderr, flush=True)
+        last = line
+    code = process.wait()
+    if code in (spec.get("skip_on_exit_code") or []):
+        return Outcome("skipped", f"bash exited with code {code}, which skip_on_exit_code lists")
+    if code != 0:
+        return Outcome("failed", f"bash command failed: exit code {code}")
+    if push and last:
+        ctx["ti"].xcom_push("return_value", last)
+    return Outcome("success")
+
+
+def push_result(result: Any, task: dict[str, Any], ti: TaskInstance) -> None:
+    """Airflow's rule: push the result unless it is None or `do_xcom_push` is off; with
+    `multiple_outputs`, each key of a dict result is pushed too."""
+    if result is None or not task.get("do_xcom_push", True):
+        return
+    value = to_json_value(result, "the task's return value")
+    python = task.get("python") or {}
+    if python.get("multiple_outputs"):
+        if not isinstance(value, dict):
+            raise TaskError(f"multiple_outputs=True needs a dict result, got {type(result).__name__}")
+        for key, item in value.items():
+            ti.xcom_push(str(key), item)
+    ti.xcom_push("return_value", value)
+
+
+def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInstance, task: dict[str, Any]) -> Outcome:
+    interval = float((sensor.get("poke_interval") or {}).get("__timedelta__", 60))
+    timeout = float((sensor.get("timeout") or {}).get("__timedelta__", 7 * 24 * 3600))
+    started = time.monotonic()
+    pokes = 0
+    while True:
+        pokes += 1
+        result = function()
+        if result:
+            value = getattr(result, "xcom_value", None) if isinstance(result, runtime.PokeReturnValue) else None
+            push_result(value, task, ti)
+            return Outcome("success")
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            reason = f"sensor timed out after {waited:.0f} s ({pokes} pokes)"
+            return Outcome("skipped" if sensor.get("soft_fail") else "failed_no_retry", reason)
+        delay = interval * (2 ** min(pokes - 1, 10)) if sensor.get("exponential_backoff") else interval
+        time.sleep(max(0.0, min(delay, timeout - waited)))
+
+
+def execute(attempt: dict[str, Any], channel: Channel) -> Outcome:
+    dag, task_object = load_dag_file(attempt)
+    task: dict[str, Any] = attempt["task"]
+    ctx = build_context(channel, attempt, dag, task_object)
+    runtime.current_context = ctx
+    ti: TaskInstance = ctx["ti"]
+    params: dict[str, Any] = ctx["params"]
+    mapped = mapped_arguments(task, attempt["map_index"], ti, params) if attempt["map_index"] >= 0 else {}
+    operator = task.get("operator", "")
+    if operator == "BashOperator":
+        bash = task["bash"]
+        command = mapped.get("bash_command", bash.get("command"))
+        command = decode(command, ti, params)
+        return run_bash(command, {**bash, **({"env": mapped["env"]} if "env" in mapped else {})}, ctx, task.get("do_xcom_push", True))
+    python = task.get("python")
+    if python is None:
+        raise TaskError(f"Leoflow cannot run operator {operator!r}")
+    function: Callable[..., Any] = task_object.python_callable
+    if operator.startswith("@task"):
+        args = decode(python.get("args") or [], ti, params)
+        kwargs = {**decode(python.get("kwargs") or {}, ti, params), **mapped}
+    else:
+        args = decode(mapped.get("op_args", python.get("args") or []), ti, params)
+        kwargs = decode(mapped.get("op_kwargs", python.get("kwargs") or {}), ti, params)
+        args, kwargs = render(args, ctx), render(kwargs, ctx)
+        templates = python.get("templates_dict")
+        if templates is not None:
+            ctx["templates_dict"] = render(decode(templates, ti, params), ctx)
+    if operator == "@task.sensor":
+        return run_sensor(lambda: call_with_context(function, args, kwargs, ctx), task.get("sensor") or {}, ti, task)
+    result = call_with_context(function, args, kwargs, ctx)
+    if operator in ("@task.bash",):
+        return run_bash(result, task.get("bash") or {}, ctx, task.get("do_xcom_push", True))
+    if operator in ("@task.branch", "BranchPythonOperator"):
+        chosen = [] if result is None else [result] if isinstance(result, str) else list(result)
+        if not all(isinstance(c, str) for c in chosen):
+            raise TaskError(f"a branch must return task ids (str or list of str), not {result!r}")
+        push_result(result, task, ti)
+        return Outcome("success", branch=chosen)
+    if operator in ("@task.short_circuit", "ShortCircuitOperator"):
+        push_result(result, task, ti)
+        return Outcome("success", proceed=bool(result))
+    push_result(result, task, ti)
+    return Outcome("success")
+
+
+def main() -> int:
+    # The protocol owns the real stdout; the task's prints go to the log (stderr).
+    requests = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", encoding="utf-8", errors="replace", buffering=1)
+    channel = Channel(requests, sys.stdin)
+    line = sys.stdin.readline()
+    if not line:
+        return 2
+    attempt = json.loads(line)
+    try:
+        outcome = execute(attempt, channel)
+    except AirflowSkipException as error:
+        outcome = Outcome("skipped", f"AirflowSkipException: {error}" if str(error) else "AirflowSkipException")
+    except (AirflowFailException, AirflowSensorTimeout) as error:
+        outcome = Outcome("failed_no_retry", f"{type(error).__name__}: {error}")
+    except TaskError as error:
+        outcome = Outcome("failed", str(error))
+    except BaseException as error:  # noqa: BLE001 - every failure of task code is reported
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        traceback.print_exc()
+        outcome = Outcome("failed", f"{type(error).__name__}: {error}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        channel.ask("done", **outcome.message())
+    except TaskError:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
