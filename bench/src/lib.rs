@@ -96,6 +96,14 @@ impl BenchDatabase {
         Ok(pool)
     }
 
+    /// A connection URL for database `name` (for child processes such as `leoflow lite`).
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://leoflow@localhost/{name}?host={}",
+            self.cluster.socket_dir().display()
+        )
+    }
+
     /// Stops the cluster and deletes its directory.
     pub fn stop(self) -> anyhow::Result<()> {
         self.cluster.stop()?;

@@ -52,7 +52,7 @@ impl ControlPlane {
             })?;
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let program = std::env::current_exe().context("locating the leoflow binary")?;
-        let executor = SubprocessExecutor::new(
+        let mut executor = SubprocessExecutor::new(
             SubprocessConfig {
                 program,
                 endpoint: format!("http://{}", options.grpc),
@@ -62,6 +62,9 @@ impl ControlPlane {
             },
             exits_tx,
         );
+        if let Err(error) = executor.start_zygote().await {
+            eprintln!("warning: {error}; every try starts its own Python (slower)");
+        }
         let reactor = Reactor::new(store.clone(), Arc::new(executor))
             .with_supervision(options.supervision.clone())
             .with_exits(exits_rx);
@@ -77,7 +80,9 @@ impl ControlPlane {
             tonic::transport::Server::builder()
                 .add_service(TaskAgentServer::new(service))
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
+                    // Without TCP_NODELAY small replies wait for the agent's delayed ACK
+                    // (40 ms per call here).
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async move {
                         let _ = server_stop.wait_for(|stop| *stop).await;
                     },

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub project_dir: Option<PathBuf>,
     /// How long calls are retried while the control plane is unreachable.
     pub retry_budget: Duration,
+    /// A zygote to fork the runner from (no Python start per try); when it cannot be reached
+    /// the runner is started as a fresh process.
+    pub zygote: Option<PathBuf>,
 }
 
 /// Why an agent stopped without reporting an outcome.
@@ -159,8 +162,34 @@ impl ControlPlane {
     }
 }
 
+/// Appends a timestamped step of this agent to the file named by `LEOFLOW_AGENT_TRACE`, when
+/// set: how the benchmarks see where a try's time goes. Costs nothing when unset.
+fn trace(step: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("LEOFLOW_AGENT_TRACE") else {
+        return;
+    };
+    let now = chrono::Utc::now().format("%H:%M:%S%.3f");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{now} {} {step}", std::process::id());
+    }
+}
+
+/// Writes a line to the agent's stderr, ignoring failure: that pipe leads to the control plane
+/// that started the agent, and an agent must outlive a control plane that was killed (where
+/// `eprintln!` would panic on the broken pipe).
+pub fn note(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
 /// Runs the attempt to its end. Returns `Ok` once an outcome was reported (whatever it was).
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    trace("start");
     let channel = Channel::from_shared(config.endpoint.clone())
         .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
         .connect_timeout(Duration::from_secs(2))
@@ -182,6 +211,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             async move { c.register(r).await }
         })
         .await?;
+    trace("registered");
     let task: Value = serde_json::from_str(&assignment.task_json).unwrap_or(Value::Null);
     let mut logs = LogBuffer {
         next_seq: 0,
@@ -222,7 +252,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             report.reason
         ));
     }
+    trace("runner done");
     plane.send_logs(&mut logs).await?;
+    trace("logs sent");
     let finish = FinishRequest {
         attempt: plane.attempt(),
         outcome: report.outcome as i32,
@@ -236,6 +268,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             async move { c.finish(f).await }
         })
         .await?;
+    trace("finished");
     Ok(())
 }
 
@@ -249,6 +282,79 @@ fn outcome_word(outcome: ProtoOutcome) -> &'static str {
     }
 }
 
+/// The Python task runner of this attempt: forked by the zygote, or a child process.
+struct Runner {
+    stdin: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    stdout: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    stderr: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    /// Its process group (its pid).
+    pid: Option<u32>,
+    /// Set when it is our child (we can wait for its status).
+    child: Option<Child>,
+    /// Held while the runner may live (a forked runner kills itself when it closes).
+    _lifeline: Option<std::os::fd::OwnedFd>,
+}
+
+impl Runner {
+    fn start(config: &AgentConfig, logs: &mut LogBuffer) -> Result<Self, String> {
+        if let Some(socket) = &config.zygote {
+            match crate::zygote::fork_runner(socket, config.project_dir.as_deref()) {
+                Ok(forked) => {
+                    let reader = |fd| -> Result<_, String> {
+                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                            .map_err(|e| e.to_string())
+                    };
+                    return Ok(Self {
+                        stdin: Box::new(
+                            tokio::net::unix::pipe::Sender::from_owned_fd(forked.stdin)
+                                .map_err(|e| e.to_string())?,
+                        ),
+                        stdout: Box::new(reader(forked.stdout)?),
+                        stderr: Box::new(reader(forked.stderr)?),
+                        pid: Some(forked.pid),
+                        child: None,
+                        _lifeline: Some(forked.lifeline),
+                    });
+                }
+                // A missing zygote (its control plane restarted, say) only costs speed.
+                Err(error) => logs.lines.push(format!(
+                    "[leoflow] the warm Python process is unavailable ({error}); starting a new one"
+                )),
+            }
+        }
+        let mut child = spawn_runner(config)?;
+        Ok(Self {
+            stdin: Box::new(child.stdin.take().expect("piped")),
+            stdout: Box::new(child.stdout.take().expect("piped")),
+            stderr: Box::new(child.stderr.take().expect("piped")),
+            pid: child.id(),
+            child: Some(child),
+            _lifeline: None,
+        })
+    }
+
+    /// How the runner ended (its pipes are closed by then).
+    async fn ended(&mut self) -> String {
+        match &mut self.child {
+            Some(child) => child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            None => "it closed its output".to_owned(),
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: plain syscall; the group id is the runner's pid (its own group/session).
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Runs the Python task runner and relays until it exits, times out or must stop.
 async fn supervise(
     config: &AgentConfig,
@@ -258,13 +364,17 @@ async fn supervise(
     heartbeat_every: Duration,
     logs: &mut LogBuffer,
 ) -> Result<Report, AgentError> {
-    let mut runner = match spawn_runner(config) {
-        Ok(child) => child,
+    trace("forking");
+    let mut runner = match Runner::start(config, logs) {
+        Ok(runner) => runner,
         Err(reason) => return Ok(Report::failed(reason)),
     };
-    let mut stdin = runner.stdin.take().expect("piped");
-    let requests = BufReader::new(runner.stdout.take().expect("piped"));
-    let stderr = runner.stderr.take().expect("piped");
+    let mut stdin = std::mem::replace(&mut runner.stdin, Box::new(tokio::io::sink()));
+    let requests = BufReader::new(std::mem::replace(
+        &mut runner.stdout,
+        Box::new(tokio::io::empty()),
+    ));
+    let stderr = std::mem::replace(&mut runner.stderr, Box::new(tokio::io::empty()));
     let a = &config.attempt;
     let start = json!({
         "dag_id": a.dag_id,
@@ -280,6 +390,7 @@ async fn supervise(
     if write_line(&mut stdin, &start).await.is_err() {
         // The runner died at once; its exit status and stderr tell why, below.
     }
+    trace("runner started");
     let (log_tx, mut log_rx) = mpsc::channel::<String>(1024);
     tokio::spawn(read_log_lines(stderr, log_tx));
     let mut requests = requests.lines();
@@ -298,6 +409,7 @@ async fn supervise(
         tokio::select! {
             line = requests.next_line(), if requests_open => match line {
                 Ok(Some(line)) => {
+                    trace("request");
                     let answer = answer(plane, &line, &mut done).await?;
                     let _ = write_line(&mut stdin, &answer).await;
                 }
@@ -312,14 +424,13 @@ async fn supervise(
                 }
                 None => logs_open = false,
             },
-            status = runner.wait(), if !requests_open && !logs_open => {
-                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            status = runner.ended(), if !requests_open && !logs_open => {
                 return Ok(done.unwrap_or_else(|| Report::failed(format!(
                     "the task process ended ({status}) without reporting an outcome"
                 ))));
             }
             _ = sleep_until(deadline) => {
-                kill_group(&runner);
+                runner.kill();
                 let limit = timeout.unwrap_or_default().as_secs_f64();
                 drain(&mut log_rx, logs).await;
                 return Ok(Report {
@@ -338,10 +449,10 @@ async fn supervise(
                     Ok(reply) if reply.terminate => Some(reply.reason),
                     Ok(_) => None,
                     Err(AgentError::Terminated(reason)) => Some(reason),
-                    Err(other) => { kill_group(&runner); return Err(other); }
+                    Err(other) => { runner.kill(); return Err(other); }
                 };
                 if let Some(reason) = stop {
-                    kill_group(&runner);
+                    runner.kill();
                     drain(&mut log_rx, logs).await;
                     logs.lines.push(format!("[leoflow] stopped: {reason}"));
                     let _ = plane.send_logs(logs).await;
@@ -350,7 +461,7 @@ async fn supervise(
             }
             _ = flush.tick() => plane.send_logs(logs).await?,
             _ = terminate.recv() => {
-                kill_group(&runner);
+                runner.kill();
                 drain(&mut log_rx, logs).await;
                 logs.lines.push("[leoflow] the executor stopped this try".into());
                 let _ = plane.send_logs(logs).await;
@@ -486,7 +597,10 @@ async fn answer(
     }
 }
 
-async fn write_line(stdin: &mut ChildStdin, value: &Value) -> std::io::Result<()> {
+async fn write_line(
+    stdin: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    value: &Value,
+) -> std::io::Result<()> {
     let mut line = value.to_string();
     line.push('\n');
     stdin.write_all(line.as_bytes()).await?;
@@ -496,7 +610,10 @@ async fn write_line(stdin: &mut ChildStdin, value: &Value) -> std::io::Result<()
 /// Reads the runner's stderr as log lines: bytes that are not UTF-8 are replaced (a task may
 /// print binary garbage), NUL bytes dropped (Postgres text cannot hold them), very long lines
 /// split.
-async fn read_log_lines(mut stderr: tokio::process::ChildStderr, tx: mpsc::Sender<String>) {
+async fn read_log_lines(
+    mut stderr: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    tx: mpsc::Sender<String>,
+) {
     const MAX_LINE: usize = 64 * 1024;
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
@@ -561,15 +678,6 @@ fn spawn_runner(config: &AgentConfig) -> Result<Child, String> {
             config.python.display()
         )
     })
-}
-
-fn kill_group(child: &Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: plain syscall; the group id is the runner's pid (process_group(0)).
-        unsafe {
-            libc::kill(-(pid as i32), libc::SIGKILL);
-        }
-    }
 }
 
 fn hostname() -> String {

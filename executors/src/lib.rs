@@ -9,6 +9,7 @@
 pub mod agent;
 mod attempt;
 pub mod subprocess;
+pub mod zygote;
 
 pub use attempt::{Attempt, AttemptExit, Executor};
 

@@ -34,6 +34,8 @@ pub struct SubprocessConfig {
 /// Starts one agent process per attempt and reports each agent's exit.
 pub struct SubprocessExecutor {
     config: SubprocessConfig,
+    /// The warm Python process agents fork their runners from, with its socket.
+    zygote: Option<(tokio::process::Child, PathBuf)>,
     /// Attempt token → agent pid, for `terminate`.
     running: Arc<Mutex<HashMap<Uuid, u32>>>,
     exits: mpsc::UnboundedSender<AttemptExit>,
@@ -44,9 +46,21 @@ impl SubprocessExecutor {
     pub fn new(config: SubprocessConfig, exits: mpsc::UnboundedSender<AttemptExit>) -> Self {
         Self {
             config,
+            zygote: None,
             running: Arc::default(),
             exits,
         }
+    }
+
+    /// Starts the zygote agents fork their Python runners from (saves starting Python and
+    /// importing the SDK on every try). Without it, agents start Python themselves.
+    pub async fn start_zygote(&mut self) -> Result<(), std::io::Error> {
+        let socket = crate::zygote::socket_path();
+        let c = &self.config;
+        let child =
+            crate::zygote::start(&c.python, &c.sdk_path, c.project_dir.as_deref(), &socket).await?;
+        self.zygote = Some((child, socket));
+        Ok(())
     }
 
     fn command(&self, attempt: &Attempt) -> Command {
@@ -70,6 +84,9 @@ impl SubprocessExecutor {
             .process_group(0);
         if let Some(dir) = &c.project_dir {
             command.env("LEOFLOW_PROJECT_DIR", dir);
+        }
+        if let Some((_, socket)) = &self.zygote {
+            command.env("LEOFLOW_ZYGOTE", socket);
         }
         command
     }
@@ -161,5 +178,13 @@ impl Executor for SubprocessExecutor {
                 }
             }
         });
+    }
+}
+
+impl Drop for SubprocessExecutor {
+    fn drop(&mut self) {
+        if let Some((_, socket)) = &self.zygote {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }

@@ -10,8 +10,9 @@ use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
 use leoflow_scheduler::core::run::{Command, Outcome};
+use leoflow_scheduler::reactor::dispatch::BufferedDispatcher;
 use leoflow_scheduler::reactor::runs::{Specs, submit};
-use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
+use leoflow_scheduler::reactor::{Attempt, Executor, Reactor, Supervision};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -124,8 +125,16 @@ fn start(
     store: &EventStore,
     executor: Arc<FakeExecutor>,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    start_supervised(store, executor, Supervision::default())
+}
+
+fn start_supervised(
+    store: &EventStore,
+    executor: Arc<FakeExecutor>,
+    supervision: Supervision,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = watch::channel(false);
-    let reactor = Reactor::new(store.clone(), executor);
+    let reactor = Reactor::new(store.clone(), executor).with_supervision(supervision);
     let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
     (stop, handle)
 }
@@ -236,6 +245,93 @@ async fn after_a_restart_the_new_scheduler_carries_on_and_a_reconnecting_agent_f
         .map(|a| a.ti.task_id.clone())
         .collect();
     assert_eq!(dispatched, ["b", "c"], "nothing ran twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_that_died_with_its_scheduler_is_handed_out_again_without_costing_a_try() {
+    let db = fresh_database().await;
+    // The first scheduler records the dispatch of `a` and dies before any agent starts.
+    let (store, dead) = executor(&db, Box::new(|_: &Attempt| None));
+    register_chain(&store).await;
+    let (stop, handle) = start(&store, dead.clone());
+    trigger_run(&store, "r1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dead.dispatched.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a was never dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let lost = dead.dispatched.lock().unwrap()[0].clone();
+
+    let (_, alive) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let supervision = Supervision {
+        heartbeat_timeout: Duration::from_millis(500),
+        ..Supervision::default()
+    };
+    let (stop, handle) = start_supervised(&store, alive.clone(), supervision);
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let again = alive.dispatched.lock().unwrap()[0].clone();
+    assert_eq!(again.ti, lost.ti);
+    assert_eq!(again.try_number, 1, "the lost dispatch cost no try");
+    assert_ne!(
+        again.attempt_token, lost.attempt_token,
+        "the old token is void"
+    );
+    let tries: Vec<(String, i32, String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT task_id, try_number, state, attempt_token FROM task_instance_try ORDER BY task_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tries.len(), 3);
+    assert_eq!(
+        tries[0],
+        ("a".into(), 1, "success".into(), again.attempt_token)
+    );
+    assert!(
+        leoflow_projector::replay::verify(&db.pool)
+            .await
+            .unwrap()
+            .is_equal()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_bounded_dispatch_queue_with_workers_every_try_runs_once() {
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    register_chain(&store).await;
+    let (stop, stopped) = watch::channel(false);
+    let dispatcher = BufferedDispatcher::buffered(executor.clone(), 1, 2);
+    let reactor = Reactor::new(store.clone(), executor.clone()).with_dispatcher(dispatcher);
+    let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
+    for run in ["r1", "r2", "r3"] {
+        trigger_run(&store, run).await;
+    }
+    for run in ["r1", "r2", "r3"] {
+        assert_eq!(wait_for_run_end(&store, run).await, "success");
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let mut dispatched: Vec<(String, String)> = executor
+        .dispatched
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| (a.ti.run_id.clone(), a.ti.task_id.clone()))
+        .collect();
+    dispatched.sort();
+    let expected: Vec<(String, String)> = ["r1", "r2", "r3"]
+        .iter()
+        .flat_map(|r| ["a", "b", "c"].map(|t| (r.to_string(), t.to_string())))
+        .collect();
+    assert_eq!(dispatched, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

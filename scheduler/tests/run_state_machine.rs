@@ -742,3 +742,66 @@ fn a_dag_json_dag_becomes_a_spec() {
             .contains("cycle")
     );
 }
+
+#[test]
+fn a_try_is_dispatched_once_unless_a_lost_dispatch_is_replaced_and_then_the_old_token_is_void() {
+    let spec = spec(vec![task("a", &[], AllSuccess, 0, TaskKind::Plain)]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    apply(
+        &spec,
+        &mut state,
+        Command::Queue {
+            task_id: "a".into(),
+            map_index: -1,
+        },
+    );
+    let dispatch = |token: uuid::Uuid, replacing: Option<uuid::Uuid>| Command::Dispatch {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: 1,
+        attempt_token: token,
+        executor: "test".into(),
+        replacing,
+    };
+    let (first, second, third) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    assert_eq!(
+        types(&apply(&spec, &mut state, dispatch(first, None))),
+        ["TaskDispatched:a"]
+    );
+    // A second plain dispatch, or a replacement naming a token that is not the current one,
+    // is refused: two agents may never hold the same try.
+    for command in [dispatch(second, None), dispatch(second, Some(third))] {
+        assert!(matches!(
+            decide(&spec, &state, command),
+            Err(Rejection::IllegalTransition { .. })
+        ));
+    }
+    assert_eq!(
+        types(&apply(&spec, &mut state, dispatch(second, Some(first)))),
+        ["TaskDispatched:a"]
+    );
+    assert_eq!(state.tis[&("a".to_owned(), -1)].attempt_token, Some(second));
+    assert_eq!(
+        state.tis[&("a".to_owned(), -1)].try_number,
+        1,
+        "a lost dispatch costs no try"
+    );
+    // Once the try started, its dispatch is not lost and cannot be replaced.
+    apply(
+        &spec,
+        &mut state,
+        Command::ReportStarted {
+            task_id: "a".into(),
+            map_index: -1,
+            try_number: 1,
+            hostname: "h".into(),
+            pid: None,
+        },
+    );
+    assert!(decide(&spec, &state, dispatch(third, Some(second))).is_err());
+}

@@ -42,6 +42,9 @@ pub struct AgentArgs {
     /// The project directory the task runs in.
     #[arg(long, env = "LEOFLOW_PROJECT_DIR")]
     project_dir: Option<PathBuf>,
+    /// The zygote's socket, to fork the Python runner from.
+    #[arg(long, env = "LEOFLOW_ZYGOTE")]
+    zygote: Option<PathBuf>,
     /// Seconds to keep retrying while the control plane is unreachable.
     #[arg(long, env = "LEOFLOW_AGENT_RETRY_SECONDS", default_value_t = 120)]
     retry_seconds: u64,
@@ -65,16 +68,17 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| PathBuf::from(leoflow_authoring::python::CHECKOUT_SDK)),
         project_dir: args.project_dir,
         retry_budget: Duration::from_secs(args.retry_seconds),
+        zygote: args.zygote,
     };
     match agent::run(config).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // Stopped on purpose: the try's outcome is already recorded by whoever stopped it.
         Err(AgentError::Terminated(reason)) => {
-            eprintln!("agent: stopped: {reason}");
+            agent::note(&format!("agent: stopped: {reason}"));
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            eprintln!("agent: {error}");
+            agent::note(&format!("agent: {error}"));
             Ok(ExitCode::from(3))
         }
     }

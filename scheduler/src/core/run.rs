@@ -146,6 +146,11 @@ pub enum Command {
         attempt_token: uuid::Uuid,
         /// Which executor runs it.
         executor: String,
+        /// The token of an earlier dispatch of this try that never started because the
+        /// scheduler that made it died first (Airflow resets such orphaned task instances):
+        /// the try is handed out again under the new token, and the old one is refused from
+        /// then on. `None` for a try's first dispatch.
+        replacing: Option<uuid::Uuid>,
     },
     /// A running try pushed an XCom.
     PushXCom(XComPush),
@@ -518,6 +523,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             attempt_token,
             executor,
+            replacing,
         } => {
             let ti = current_try_in(
                 state,
@@ -527,7 +533,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 TiState::Queued,
                 "dispatch",
             )?;
-            if ti.attempt_token.is_some() {
+            if ti.attempt_token != replacing {
                 return Err(illegal(&task_id, ti.state, "dispatch twice"));
             }
             events.push(

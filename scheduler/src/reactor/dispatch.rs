@@ -4,8 +4,8 @@
 //! with workers (Pro) puts attempts on a bounded queue that the workers drain; when the queue
 //! is full the reactor stops queueing task instances (they stay scheduled) until a worker makes
 //! room — backpressure instead of an unbounded backlog. An attempt still in the buffer when the
-//! process dies was recorded as dispatched but never started: the heartbeat rule fails it and
-//! its retries apply.
+//! process dies was recorded as dispatched but never started: the next scheduler hands it out
+//! again under a new token once no agent came forward within the heartbeat timeout.
 
 use std::sync::Arc;
 
@@ -85,5 +85,95 @@ impl BufferedDispatcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::mpsc as std_mpsc;
+    use std::time::Duration;
+
+    use leoflow_events::TaskInstanceKey;
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// Records dispatches; the first one blocks its worker until the gate opens.
+    struct GatedExecutor {
+        gate: StdMutex<Option<std_mpsc::Receiver<()>>>,
+        started: StdMutex<Vec<String>>,
+    }
+
+    impl Executor for GatedExecutor {
+        fn name(&self) -> &str {
+            "gated"
+        }
+
+        fn dispatch(&self, attempt: Attempt) {
+            self.started
+                .lock()
+                .unwrap()
+                .push(attempt.ti.task_id.clone());
+            if let Some(gate) = self.gate.lock().unwrap().take() {
+                gate.recv().unwrap();
+            }
+        }
+
+        fn terminate(&self, _attempt: &Attempt, _reason: &str) {}
+    }
+
+    fn attempt(task_id: &str) -> Attempt {
+        Attempt {
+            ti: TaskInstanceKey::new("d", "r", task_id),
+            try_number: 1,
+            attempt_token: Uuid::new_v4(),
+        }
+    }
+
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_buffer_says_so_until_a_worker_takes_the_next_attempt() {
+        let (open, gate) = std_mpsc::channel();
+        let executor = Arc::new(GatedExecutor {
+            gate: StdMutex::new(Some(gate)),
+            started: StdMutex::new(Vec::new()),
+        });
+        let dispatcher = BufferedDispatcher::buffered(executor.clone(), 1, 1);
+        let room = dispatcher.room();
+        assert!(dispatcher.has_room());
+        dispatcher.dispatch(attempt("a"));
+        // The one worker is busy with `a`; `b` waits in the buffer, which is then full.
+        until("a started", || executor.started.lock().unwrap().len() == 1).await;
+        dispatcher.dispatch(attempt("b"));
+        assert!(!dispatcher.has_room(), "backpressure: no room for a third");
+        let notified = room.notified();
+        open.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), notified)
+            .await
+            .expect("the worker signals room");
+        until("b started", || executor.started.lock().unwrap().len() == 2).await;
+        assert!(dispatcher.has_room());
+        assert_eq!(*executor.started.lock().unwrap(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn buffer_zero_dispatches_on_the_callers_loop() {
+        let executor = Arc::new(GatedExecutor {
+            gate: StdMutex::new(None),
+            started: StdMutex::new(Vec::new()),
+        });
+        let dispatcher = BufferedDispatcher::serial(executor.clone());
+        dispatcher.dispatch(attempt("a"));
+        // No worker in between: the executor has it before `dispatch` returns.
+        assert_eq!(*executor.started.lock().unwrap(), ["a"]);
+        assert!(dispatcher.has_room());
     }
 }

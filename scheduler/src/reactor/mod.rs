@@ -8,8 +8,9 @@
 //! due retries. It supervises tries in flight: one whose agent stays silent past its heartbeat
 //! deadline, or whose agent process ended without a report, is failed (and retried by
 //! policy); one still running past its `execution_timeout` (plus a grace for the agent to stop
-//! it itself) is timed out; one that ends by someone else's hand (cancelled, marked) is
-//! stopped at the executor. It never scans for work on a timer: it wakes on new events, on
+//! it itself) is timed out; one an earlier scheduler dispatched that never started (that
+//! scheduler died before its agent ran) is dispatched again under a new token, costing no try;
+//! one that ends by someone else's hand (cancelled, marked) is stopped at the executor. It never scans for work on a timer: it wakes on new events, on
 //! agent exits and on its own earliest deadline.
 //!
 //! Every decision goes through [`runs::submit`], which re-reads the run's stream and appends
@@ -78,6 +79,17 @@ struct InFlight {
     dispatched_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     execution_timeout: Option<f64>,
+}
+
+/// What a supervision deadline found.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// A started try's agent went silent.
+    Silent,
+    /// A try ran past its `execution_timeout`.
+    TimedOut,
+    /// A try an earlier scheduler dispatched never started.
+    Lost,
 }
 
 /// Why the reactor stopped.
@@ -357,8 +369,9 @@ impl Reactor {
             .min()
     }
 
-    /// Fails tries whose agents went silent and times out tries past their limit; returns the
-    /// earliest future deadline.
+    /// Fails tries whose agents went silent, times out tries past their limit and hands out
+    /// again tries an earlier scheduler dispatched that never started; returns the earliest
+    /// future deadline.
     async fn supervise(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let silence = chrono::Duration::from_std(self.supervision.heartbeat_timeout)
             .unwrap_or(chrono::Duration::MAX);
@@ -375,33 +388,73 @@ impl Reactor {
                 .flatten()
                 .max()
                 .expect("not empty");
-            let mut deadlines = vec![(alive_since + silence, false)];
+            // Never started, dispatched before this scheduler began, and no agent came forward:
+            // the dispatch died with the scheduler that made it (before or in the executor).
+            let lost = flight.started_at.is_none() && flight.dispatched_at < self.started_at;
+            let silent = if lost { Due::Lost } else { Due::Silent };
+            let mut deadlines = vec![(alive_since + silence, silent)];
             if let (Some(started), Some(limit)) = (flight.started_at, flight.execution_timeout) {
                 let limit = chrono::Duration::milliseconds((limit * 1000.0) as i64);
-                deadlines.push((started + limit + grace, true));
+                deadlines.push((started + limit + grace, Due::TimedOut));
             }
-            for (deadline, is_timeout) in deadlines {
+            for (deadline, kind) in deadlines {
                 if deadline <= now {
-                    due.push((flight.attempt.clone(), is_timeout));
+                    due.push((flight.attempt.clone(), kind));
                     break;
                 }
                 next = Some(next.map_or(deadline, |n| n.min(deadline)));
             }
         }
-        for (attempt, is_timeout) in due {
-            let outcome = if is_timeout {
-                None
-            } else {
-                Some(format!(
-                    "no sign of life from the task agent for {} s: the agent, its task or its host stopped",
-                    self.supervision.heartbeat_timeout.as_secs()
-                ))
+        for (attempt, kind) in due {
+            let settled = match kind {
+                Due::Lost => self.dispatch_again(&attempt).await,
+                Due::TimedOut => self.end_attempt(&attempt, None).await,
+                Due::Silent => {
+                    let reason = format!(
+                        "no sign of life from the task agent for {} s: the agent, its task or its host stopped",
+                        self.supervision.heartbeat_timeout.as_secs()
+                    );
+                    self.end_attempt(&attempt, Some(reason)).await
+                }
             };
-            if self.end_attempt(&attempt, outcome).await {
+            if settled {
                 self.in_flight.remove(&attempt.ti);
             }
         }
         next
+    }
+
+    /// Hands a lost dispatch out again under a new token (the same try: nothing ran). Returns
+    /// whether it was; if not (the try started after all, ended, or the database failed), the
+    /// log's next events settle it or the next wake tries again.
+    async fn dispatch_again(&self, lost: &Attempt) -> bool {
+        let ti = &lost.ti;
+        let attempt = Attempt {
+            ti: ti.clone(),
+            try_number: lost.try_number,
+            attempt_token: Uuid::new_v4(),
+        };
+        let command = Command::Dispatch {
+            task_id: ti.task_id.clone(),
+            map_index: ti.map_index,
+            try_number: lost.try_number,
+            attempt_token: attempt.attempt_token,
+            executor: self.dispatcher.executor().name().to_owned(),
+            replacing: Some(lost.attempt_token),
+        };
+        if !self.submit(&ti.dag_id, &ti.run_id, command).await {
+            return false;
+        }
+        let _ = task_logs::append_note(
+            self.store.pool(),
+            ti,
+            lost.try_number,
+            "[leoflow] the scheduler that dispatched this try stopped before its task agent \
+             started; dispatched again",
+        )
+        .await;
+        self.dispatcher.dispatch(attempt);
+        true
     }
 
     /// An agent process ended; if its try is still in flight, it ended without a report.
@@ -598,35 +651,45 @@ impl Reactor {
                 .insert(dag_id.clone(), dag.max_active_tasks);
         }
         let admission = admit(&candidates, &capacity);
+        // Queue and dispatch in one append per run: one transaction for a whole fan-out.
+        let mut by_run: BTreeMap<(String, String), Vec<Attempt>> = BTreeMap::new();
         for candidate in admission.queue {
             // Backpressure: with a full dispatch queue the task instance stays scheduled.
             if !self.dispatcher.has_room() {
                 break;
             }
-            // Queue and dispatch in one append: one transaction on the hot path.
-            let key = &candidate.key;
-            let run = &self.runs[&(key.dag_id.clone(), key.run_id.clone())];
-            let try_number = run.state.tis[&(key.task_id.clone(), key.map_index)].try_number;
-            let attempt_token = Uuid::new_v4();
-            let commands = vec![
-                Command::Queue {
-                    task_id: key.task_id.clone(),
-                    map_index: key.map_index,
-                },
-                Command::Dispatch {
-                    task_id: key.task_id.clone(),
-                    map_index: key.map_index,
+            let ti = candidate.key.clone();
+            let run = &self.runs[&(ti.dag_id.clone(), ti.run_id.clone())];
+            let try_number = run.state.tis[&(ti.task_id.clone(), ti.map_index)].try_number;
+            by_run
+                .entry((ti.dag_id.clone(), ti.run_id.clone()))
+                .or_default()
+                .push(Attempt {
+                    ti,
                     try_number,
-                    attempt_token,
-                    executor: self.dispatcher.executor().name().to_owned(),
-                },
-            ];
-            if self.submit_all(&key.dag_id, &key.run_id, commands).await {
-                self.dispatcher.dispatch(Attempt {
-                    ti: key.clone(),
-                    try_number,
-                    attempt_token,
+                    attempt_token: Uuid::new_v4(),
                 });
+        }
+        for ((dag_id, run_id), attempts) in by_run {
+            let mut commands = Vec::new();
+            for attempt in &attempts {
+                commands.push(Command::Queue {
+                    task_id: attempt.ti.task_id.clone(),
+                    map_index: attempt.ti.map_index,
+                });
+                commands.push(Command::Dispatch {
+                    task_id: attempt.ti.task_id.clone(),
+                    map_index: attempt.ti.map_index,
+                    try_number: attempt.try_number,
+                    attempt_token: attempt.attempt_token,
+                    executor: self.dispatcher.executor().name().to_owned(),
+                    replacing: None,
+                });
+            }
+            if self.submit_all(&dag_id, &run_id, commands).await {
+                for attempt in attempts {
+                    self.dispatcher.dispatch(attempt);
+                }
             }
         }
     }
@@ -647,6 +710,7 @@ impl Reactor {
                     try_number: ti.try_number,
                     attempt_token,
                     executor: self.dispatcher.executor().name().to_owned(),
+                    replacing: None,
                 };
                 // Only a dispatch that was recorded is started: the token is then the fence.
                 if self.submit(dag_id, run_id, command).await {

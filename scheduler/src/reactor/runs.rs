@@ -63,6 +63,10 @@ pub struct Specs {
     loaded: Arc<Mutex<SpecCache>>,
     documents: Arc<Mutex<DocumentCache>>,
     runs: Arc<Mutex<HashMap<String, CachedRun>>>,
+    /// One lock per run stream: deciders in this process (the reactor, the agent service) take
+    /// turns on a run instead of racing and retrying on version conflicts; other processes are
+    /// still fenced by the expected stream version.
+    deciding: Arc<Mutex<HashMap<String, Turn>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +75,9 @@ struct CachedRun {
     state: RunState,
     version: i64,
 }
+
+/// A run's decision lock.
+type Turn = Arc<tokio::sync::Mutex<()>>;
 
 /// Run states kept before the cache starts over (it is only a shortcut).
 const RUN_CACHE_LIMIT: usize = 10_000;
@@ -254,6 +261,14 @@ pub async fn submit_all(
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     let stream = run_stream(dag_id, run_id);
+    let turn = {
+        let mut deciding = specs.deciding.lock().expect("not poisoned");
+        if deciding.len() >= RUN_CACHE_LIMIT {
+            deciding.retain(|_, turn| Arc::strong_count(turn) > 1);
+        }
+        deciding.entry(stream.clone()).or_default().clone()
+    };
+    let _turn = turn.lock().await;
     for _ in 0..8 {
         let run = load_run(store, specs, dag_id, run_id).await?;
         let mut state = run.state;

@@ -1,0 +1,228 @@
+//! End-to-end execution with real processes: `leoflow lite` (reactor, agent service,
+//! subprocess executor) runs no-op Python tasks through `leoflow agent` and the SDK's task
+//! runner, on a durable managed Postgres.
+//!
+//! - chains of 20 and 40 tasks: wall time (run queued → run succeeded, from the log's
+//!   timestamps) and the task-to-task gap (upstream `TaskSucceeded` → downstream `TaskStarted`,
+//!   i.e. decision + agent start + registration), plus each task's own time (agent registered
+//!   → succeeded: Python start, DAG file load, the call, the XCom and the report);
+//! - fan-out of 100 and 1,000 mapped tasks plus a reduce: wall time.
+//!
+//! ```sh
+//! cargo build --release -p leoflow-cli
+//! LEOFLOW_PYTHON=.venv/bin/python cargo run --release -p leoflow-bench --bin execution [DAG_ID...]
+//! ```
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
+use leoflow_events::{Event, EventStore, TaskInstanceKey};
+use leoflow_projector::ReadModels;
+use leoflow_scheduler::control;
+use leoflow_scheduler::core::commands::TriggerRequest;
+
+const REPEATS: usize = 3;
+
+fn dag_file() -> String {
+    let mut source = String::from(
+        "from airflow.sdk import DAG, task\n\n\
+         @task\ndef noop():\n    return None\n\n\
+         @task\ndef item(x):\n    return x\n\n\
+         @task\ndef reduce(values):\n    return len(values)\n\n",
+    );
+    for n in [20, 40] {
+        source += &format!(
+            "with DAG(\"chain_{n}\", schedule=None, is_paused_upon_creation=False):\n    \
+             previous = None\n    \
+             for i in range({n}):\n        \
+             current = noop.override(task_id=f\"t{{i:02d}}\")()\n        \
+             if previous is not None:\n            previous >> current\n        \
+             previous = current\n\n"
+        );
+    }
+    for n in [100, 1000] {
+        source += &format!(
+            "with DAG(\"fan_out_{n}\", schedule=None, is_paused_upon_creation=False, \
+             max_active_tasks={n}):\n    reduce(item.expand(x=list(range({n}))))\n\n"
+        );
+    }
+    source
+}
+
+struct Timings {
+    wall: Duration,
+    gaps: Vec<Duration>,
+    task_times: Vec<Duration>,
+}
+
+fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
+}
+
+async fn run_once(store: &EventStore, dag_id: &str) -> Result<Timings> {
+    let request = TriggerRequest {
+        run_id: None,
+        logical_date: None,
+        conf: None,
+        triggered_by: "bench".into(),
+    };
+    let queued = control::trigger_dag(store, dag_id, request, "bench").await?;
+    let Event::RunQueued(run) = queued.decode()? else {
+        bail!("unexpected event")
+    };
+    let stream = format!("run:{dag_id}/{}", run.run_id);
+    let mut subscription = store.subscribe(queued.position + 1).await?;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(600), subscription.next())
+            .await
+            .context("the run did not finish within 10 minutes")??;
+        if event.stream != stream {
+            continue;
+        }
+        match event.decode()? {
+            Event::RunSucceeded(_) => break,
+            Event::RunFailed(_) => bail!("run {} of {dag_id} failed", run.run_id),
+            _ => {}
+        }
+    }
+    let events = store.read_stream(&stream, 1).await?;
+    let mut succeeded: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
+    let mut started: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
+    let (mut first, mut last) = (None, None);
+    for event in &events {
+        match event.decode()? {
+            Event::RunQueued(_) => first = Some(event.recorded_at),
+            Event::RunSucceeded(_) => last = Some(event.recorded_at),
+            Event::TaskStarted(e) => {
+                started.insert(e.ti, event.recorded_at);
+            }
+            Event::TaskSucceeded(e) => {
+                succeeded.insert(e.ti, event.recorded_at);
+            }
+            _ => {}
+        }
+    }
+    let mut gaps = Vec::new();
+    let mut task_times = Vec::new();
+    if dag_id.starts_with("chain") {
+        let key = |i: usize| TaskInstanceKey::new(dag_id, &run.run_id, &format!("t{i:02}"));
+        let n: usize = dag_id.trim_start_matches("chain_").parse()?;
+        for i in 0..n {
+            task_times.push(between(started[&key(i)], succeeded[&key(i)]));
+            if i > 0 {
+                gaps.push(between(succeeded[&key(i - 1)], started[&key(i)]));
+            }
+        }
+    }
+    Ok(Timings {
+        wall: between(
+            first.context("no RunQueued")?,
+            last.context("no RunSucceeded")?,
+        ),
+        gaps,
+        task_times,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let binary = std::env::var_os("LEOFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/leoflow")
+        });
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build it first with `cargo build --release -p leoflow-cli` (or set LEOFLOW_BIN)",
+            binary.display()
+        );
+    }
+    // `execution [DAG_ID...]` measures only those DAGs.
+    let mut dags: Vec<String> = std::env::args().skip(1).collect();
+    if dags.is_empty() {
+        dags = ["chain_20", "chain_40", "fan_out_100", "fan_out_1000"]
+            .map(String::from)
+            .to_vec();
+    }
+    let database = BenchDatabase::start().await?;
+    let pool = database.fresh("bench_execution").await?;
+    let store = EventStore::new(pool).with_projection(Arc::new(ReadModels));
+    let project =
+        std::env::temp_dir().join(format!("leoflow-bench-project-{}", std::process::id()));
+    std::fs::create_dir_all(&project)?;
+    std::fs::write(project.join("dag.py"), dag_file())?;
+
+    let mut lite = Command::new(&binary)
+        .arg("lite")
+        .arg(&project)
+        .args(["--grpc-port", "19099"])
+        .env("LEOFLOW_DATABASE_URL", database.url("bench_execution"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting leoflow lite")?;
+    let stdout = lite.stdout.take().expect("piped");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Following the event log") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(120))?;
+
+    println!("execution benchmark — {}", machine_description());
+    println!("{REPEATS} runs of each DAG, one at a time; medians of the runs' figures\n");
+    let result = async {
+        for dag_id in &dags {
+            let dag_id = dag_id.as_str();
+            let mut walls = Vec::new();
+            let mut gaps = Vec::new();
+            let mut task_times = Vec::new();
+            for _ in 0..REPEATS {
+                let t = run_once(&store, dag_id).await?;
+                walls.push(t.wall);
+                gaps.extend(t.gaps);
+                task_times.extend(t.task_times);
+            }
+            walls.sort();
+            let wall = walls[walls.len() / 2];
+            if gaps.is_empty() {
+                println!("{dag_id:<13} wall {} (min {}, max {})", ms(wall), ms(walls[0]), ms(walls[walls.len() - 1]));
+            } else {
+                let gap = Percentiles::of(&mut gaps);
+                let task = Percentiles::of(&mut task_times);
+                println!(
+                    "{dag_id:<13} wall {} (min {}, max {}); task-to-task gap p50 {} p95 {}; task itself p50 {}",
+                    ms(wall),
+                    ms(walls[0]),
+                    ms(walls[walls.len() - 1]),
+                    ms(gap.p50),
+                    ms(gap.p95),
+                    ms(task.p50)
+                );
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // SAFETY: plain signal to our own child.
+    unsafe {
+        libc::kill(lite.id() as i32, libc::SIGTERM);
+    }
+    let _ = lite.wait();
+    let _ = std::fs::remove_dir_all(&project);
+    database.stop()?;
+    result
+}

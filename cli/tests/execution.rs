@@ -1,0 +1,919 @@
+//! End to end with real processes: `leoflow lite` (reactor, agent service, subprocess executor)
+//! on a real Postgres, task agents and the Python task runner as child processes.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leoflow_events::catalog::VariableSet;
+use leoflow_events::{AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
+use leoflow_executors::proto::task_agent_client::TaskAgentClient;
+use leoflow_executors::proto::{AttemptRef, FinishRequest};
+use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
+use leoflow_projector::ReadModels;
+use leoflow_scheduler::control;
+use leoflow_scheduler::core::commands::TriggerRequest;
+use leoflow_scheduler::task_logs;
+use serde_json::{Value, json};
+
+/// A running `leoflow lite` on a test database.
+struct Lite {
+    child: Child,
+    grpc_port: u16,
+    project: PathBuf,
+    url: String,
+}
+
+impl Lite {
+    fn start(project: &Path, url: &str) -> Self {
+        Self::start_on(project, url, free_port())
+    }
+
+    fn start_on(project: &Path, url: &str, grpc_port: u16) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leoflow"))
+            .args(["lite", project.to_str().unwrap()])
+            .args(["--grpc-port", &grpc_port.to_string()])
+            .env("LEOFLOW_DATABASE_URL", url)
+            .env_remove("LEOFLOW_POSTGRES")
+            .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")
+            .env("LEOFLOW_HEARTBEAT_TIMEOUT", "4")
+            .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start leoflow lite");
+        let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Following the event log") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("leoflow lite did not become ready");
+        Self {
+            child,
+            grpc_port,
+            project: project.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no clean shutdown at all.
+    fn kill_hard(mut self) -> (PathBuf, String, u16) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        (self.project.clone(), self.url.clone(), self.grpc_port)
+    }
+}
+
+impl Drop for Lite {
+    fn drop(&mut self) {
+        // SAFETY: plain signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn url(db: &TestDatabase) -> String {
+    format!(
+        "postgres://leoflow@localhost/{}?host={}",
+        db.name,
+        test_cluster().socket_dir().display()
+    )
+}
+
+/// A project directory holding `dag_py`.
+fn project(dag_py: &str) -> tempfile_dir::Dir {
+    let dir = tempfile_dir::Dir::new();
+    std::fs::write(dir.path().join("dag.py"), dag_py).unwrap();
+    dir
+}
+
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    /// A temporary directory removed on drop.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("leoflow-e2e-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn setup(dag_py: &str) -> (TestDatabase, EventStore, tempfile_dir::Dir, Lite) {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag_py);
+    let lite = Lite::start(dir.path(), &url(&db));
+    (db, store, dir, lite)
+}
+
+async fn trigger(store: &EventStore, dag_id: &str, conf: Value) -> String {
+    let request = TriggerRequest {
+        run_id: None,
+        logical_date: None,
+        conf: Some(conf),
+        triggered_by: "test".into(),
+    };
+    let event = control::trigger_dag(store, dag_id, request, "test")
+        .await
+        .unwrap();
+    match event.decode().unwrap() {
+        Event::RunQueued(e) => e.run_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits until the run is finished; returns its state.
+async fn wait_for_run(store: &EventStore, dag_id: &str, run_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM dag_run WHERE dag_id = $1 AND run_id = $2")
+                .bind(dag_id)
+                .bind(run_id)
+                .fetch_optional(store.pool())
+                .await
+                .unwrap();
+        if let Some(state) = state.clone().filter(|s| s == "success" || s == "failed") {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} did not finish: {state:?}; task instances: {:?}",
+            tis(store, dag_id, run_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (task_id, map_index, state, try_number) of every task instance of a run.
+async fn tis(store: &EventStore, dag_id: &str, run_id: &str) -> Vec<(String, i32, String, i32)> {
+    sqlx::query_as(
+        "SELECT task_id, map_index, coalesce(state, 'none'), try_number FROM task_instance \
+         WHERE dag_id = $1 AND run_id = $2 ORDER BY task_id, map_index",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+async fn ti_state(store: &EventStore, dag_id: &str, run_id: &str, task_id: &str) -> (String, i32) {
+    tis(store, dag_id, run_id)
+        .await
+        .into_iter()
+        .find(|t| t.0 == task_id && t.1 == -1)
+        .map(|t| (t.2, t.3))
+        .unwrap_or_else(|| panic!("no task instance {task_id}"))
+}
+
+async fn xcom(
+    store: &EventStore,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> Value {
+    let content: String = sqlx::query_scalar(
+        "SELECT b.content FROM xcom x JOIN blobs b ON b.hash = x.value_hash \
+         WHERE x.dag_id = $1 AND x.run_id = $2 AND x.task_id = $3 AND x.map_index = $4 \
+           AND x.key = 'return_value'",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(map_index)
+    .fetch_one(store.pool())
+    .await
+    .unwrap_or_else(|e| panic!("no XCom of {task_id}[{map_index}]: {e}"));
+    serde_json::from_str(&content).unwrap()
+}
+
+async fn log(
+    store: &EventStore,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    try_number: i32,
+) -> String {
+    let ti = TaskInstanceKey::new(dag_id, run_id, task_id);
+    task_logs::read(store.pool(), &ti, try_number, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn failure_reason(store: &EventStore, dag_id: &str, run_id: &str, task_id: &str) -> String {
+    let events = store
+        .read_stream(&format!("run:{dag_id}/{run_id}"), 1)
+        .await
+        .unwrap();
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e.decode().unwrap() {
+            Event::TaskFailed(f) if f.ti.task_id == task_id => Some(f.reason),
+            Event::TaskUpForRetry(f) if f.ti.task_id == task_id => Some(f.reason),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{task_id} has no failure"))
+}
+
+/// Every event of a run's stream, one line each: what a failing assertion shows.
+async fn story(store: &EventStore, dag_id: &str, run_id: &str) -> String {
+    let events = store
+        .read_stream(&format!("run:{dag_id}/{run_id}"), 1)
+        .await
+        .unwrap();
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {:?}",
+                e.position, e.event_type, e.payload, e.metadata.actor
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[tokio::test]
+async fn chain_fan_out_mapping_and_fan_in_run_with_airflow_context_xcom_and_logs() {
+    let dag = r#"
+from airflow.sdk import DAG, Variable, task, get_current_context
+from airflow.providers.standard.operators.bash import BashOperator
+
+with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"factor": 2}):
+    @task
+    def numbers(ti=None, run_id=None, dag_run=None):
+        print(f"numbers in {run_id} try {ti.try_number}; conf={dag_run.conf}")
+        return [1, 2, 3]
+
+    @task
+    def scale(x, params=None):
+        return x * params["factor"]
+
+    @task
+    def total(values):
+        ctx = get_current_context()
+        print("variable says", Variable.get("greeting"))
+        ctx["ti"].xcom_push(key="count", value=len(values))
+        return sum(values)
+
+    @task
+    def left(n):
+        return n + 1
+
+    @task
+    def right(n):
+        return n - 1
+
+    @task
+    def join(a, b):
+        return [a, b]
+
+    t = total(scale.expand(x=numbers()))
+    announce = BashOperator(task_id="announce", bash_command="echo 'run {{ run_id }} factor {{ params.factor }}' && echo done-{{ params.factor }}")
+    joined = join(left(t), right(t))
+    joined >> announce
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let set = VariableSet {
+        key: "greeting".into(),
+        value: "hello".into(),
+        description: None,
+    };
+    store
+        .append(AppendBatch::new().push(set, &Metadata::actor("test")))
+        .await
+        .unwrap();
+    let run = trigger(&store, "pipeline", json!({"factor": 10})).await;
+    assert_eq!(wait_for_run(&store, "pipeline", &run).await, "success");
+
+    assert_eq!(
+        xcom(&store, "pipeline", &run, "numbers", -1).await,
+        json!([1, 2, 3])
+    );
+    for (i, v) in [10, 20, 30].into_iter().enumerate() {
+        assert_eq!(
+            xcom(&store, "pipeline", &run, "scale", i as i32).await,
+            json!(v)
+        );
+    }
+    assert_eq!(xcom(&store, "pipeline", &run, "total", -1).await, json!(60));
+    assert_eq!(
+        xcom(&store, "pipeline", &run, "join", -1).await,
+        json!([61, 59])
+    );
+    assert_eq!(
+        xcom(&store, "pipeline", &run, "announce", -1).await,
+        json!("done-10")
+    );
+
+    let numbers_log = log(&store, "pipeline", &run, "numbers", 1).await;
+    assert!(
+        numbers_log.contains(&format!("numbers in {run} try 1; conf={{'factor': 10}}")),
+        "{numbers_log}"
+    );
+    assert!(
+        log(&store, "pipeline", &run, "total", 1)
+            .await
+            .contains("variable says hello")
+    );
+    let bash_log = log(&store, "pipeline", &run, "announce", 1).await;
+    assert!(
+        bash_log.contains(&format!("run {run} factor 10")),
+        "{bash_log}"
+    );
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM xcom WHERE dag_id = 'pipeline' AND run_id = $1 AND task_id = 'total' AND key = 'count'",
+    )
+    .bind(&run)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn branch_and_short_circuit_skip_what_they_should_and_a_retry_then_succeeds() {
+    let dag = r#"
+from datetime import timedelta
+from airflow.sdk import DAG, task
+
+with DAG("choices", schedule=None, is_paused_upon_creation=False):
+    @task.branch
+    def pick():
+        return "chosen"
+
+    @task
+    def chosen():
+        return "went here"
+
+    @task
+    def ignored():
+        return "never"
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def after():
+        return "joined"
+
+    @task.short_circuit
+    def gate():
+        return False
+
+    @task
+    def gated():
+        return "never"
+
+    @task(retries=2, retry_delay=timedelta(seconds=0))
+    def flaky(ti=None):
+        if ti.try_number == 1:
+            raise RuntimeError("first try always fails")
+        return ti.try_number
+
+    p = pick()
+    p >> [chosen(), ignored()] >> after()
+    gate() >> gated()
+    flaky()
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "choices", json!({})).await;
+    assert_eq!(wait_for_run(&store, "choices", &run).await, "success");
+    let states: Vec<(String, String, i32)> = tis(&store, "choices", &run)
+        .await
+        .into_iter()
+        .map(|t| (t.0, t.2, t.3))
+        .collect();
+    let state = |id: &str| states.iter().find(|s| s.0 == id).unwrap().1.clone();
+    assert_eq!(state("chosen"), "success");
+    assert_eq!(state("ignored"), "skipped");
+    assert_eq!(state("after"), "success");
+    assert_eq!(state("gate"), "success");
+    assert_eq!(state("gated"), "skipped");
+    assert_eq!(
+        ti_state(&store, "choices", &run, "flaky").await,
+        ("success".into(), 2)
+    );
+    assert_eq!(xcom(&store, "choices", &run, "flaky", -1).await, json!(2));
+    let first = log(&store, "choices", &run, "flaky", 1).await;
+    assert!(
+        first.contains("RuntimeError: first try always fails"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn bad_tasks_fail_with_a_clear_reason_and_binary_output_is_kept_readable() {
+    let dag = r#"
+import os, sys
+from datetime import timedelta
+from airflow.sdk import DAG, task
+
+with DAG("bad", schedule=None, is_paused_upon_creation=False):
+    @task
+    def crashes():
+        print("about to vanish", flush=True)
+        os._exit(7)
+
+    @task
+    def not_json():
+        return object()
+
+    @task
+    def garbage():
+        sys.stderr.buffer.write(b"bin\xff\xfe\x00ary\n")
+        return "ok"
+
+    @task(execution_timeout=timedelta(seconds=1))
+    def hangs():
+        import time
+        time.sleep(120)
+
+    crashes(); not_json(); garbage(); hangs()
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "bad", json!({})).await;
+    assert_eq!(wait_for_run(&store, "bad", &run).await, "failed");
+    assert_eq!(ti_state(&store, "bad", &run, "garbage").await.0, "success");
+    let garbage = log(&store, "bad", &run, "garbage", 1).await;
+    assert!(garbage.contains("bin\u{fffd}\u{fffd}ary"), "{garbage}");
+
+    assert_eq!(ti_state(&store, "bad", &run, "crashes").await.0, "failed");
+    let crash = failure_reason(&store, "bad", &run, "crashes").await;
+    assert!(crash.contains("without reporting an outcome"), "{crash}");
+    assert!(
+        log(&store, "bad", &run, "crashes", 1)
+            .await
+            .contains("about to vanish")
+    );
+
+    let not_json = failure_reason(&store, "bad", &run, "not_json").await;
+    assert!(not_json.contains("not JSON-serializable"), "{not_json}");
+
+    assert_eq!(ti_state(&store, "bad", &run, "hangs").await.0, "failed");
+    let hang = failure_reason(&store, "bad", &run, "hangs").await;
+    assert!(hang.contains("execution_timeout of 1 s exceeded"), "{hang}");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_try_kills_its_process_and_clearing_reruns_it() {
+    let dag = r#"
+import os, time
+from pathlib import Path
+from airflow.sdk import DAG, task
+
+with DAG("slow", schedule=None, is_paused_upon_creation=False):
+    @task
+    def sleeper(ti=None):
+        marker = Path(os.environ["MARKER_DIR"]) / f"try{ti.try_number}.pid"
+        if ti.try_number == 1:
+            marker.write_text(str(os.getpid()))
+            time.sleep(120)
+        return "second time quick"
+
+    @task
+    def after(value):
+        return value.upper()
+
+    after(sleeper())
+"#;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    // SAFETY: set before any thread of this test reads the environment for children.
+    unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
+    let _lite = Lite::start(dir.path(), &url(&db));
+    let run = trigger(&store, "slow", json!({})).await;
+    let marker = dir.path().join("try1.pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The file may exist before the task finished writing its pid into it.
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|text| text.parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(alive(pid));
+    control::cancel_task(&store, "slow", &run, "sleeper", -1, "test")
+        .await
+        .unwrap();
+    assert_eq!(wait_for_run(&store, "slow", &run).await, "failed");
+    let reason = failure_reason(&store, "slow", &run, "sleeper").await;
+    assert!(reason.contains("cancelled"), "{reason}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled task's process still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ti_state(&store, "slow", &run, "after").await.0,
+        "upstream_failed"
+    );
+
+    control::clear_tasks(&store, "slow", &run, vec!["sleeper".into()], true, "test")
+        .await
+        .unwrap();
+    assert_eq!(wait_for_run(&store, "slow", &run).await, "success");
+    assert_eq!(
+        ti_state(&store, "slow", &run, "sleeper").await,
+        ("success".into(), 2)
+    );
+    assert_eq!(
+        xcom(&store, "slow", &run, "after", -1).await,
+        json!("SECOND TIME QUICK")
+    );
+}
+
+#[tokio::test]
+async fn catchup_runs_three_missed_daily_slots_with_their_own_dates() {
+    // Airflow 3's cron timetable triggers at each slot (today's midnight included), with the
+    // logical date and the data interval start at the slot: d-2, d-1 and d.
+    let start = (chrono::Utc::now() - chrono::Duration::days(2)).date_naive();
+    let dag = format!(
+        r#"
+from datetime import datetime, timezone
+from airflow.sdk import DAG, task
+
+with DAG("daily", schedule="@daily", start_date=datetime({y}, {m}, {d}, tzinfo=timezone.utc),
+         catchup=True, is_paused_upon_creation=False):
+    @task
+    def report(ds=None, data_interval_start=None):
+        return f"{{ds}} {{data_interval_start.isoformat()}}"
+
+    report()
+"#,
+        y = chrono::Datelike::year(&start),
+        m = chrono::Datelike::month(&start),
+        d = chrono::Datelike::day(&start),
+    );
+    let (_db, store, _dir, _lite) = setup(&dag).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let runs = loop {
+        let runs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = 'daily' ORDER BY logical_date",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if runs.len() >= 3 && runs.iter().all(|r| r.1 == "success") {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "catchup did not finish: {runs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for (i, (run_id, _)) in runs.iter().enumerate() {
+        let day = start + chrono::Duration::days(i as i64);
+        let expected = format!("{day} {day}T00:00:00+00:00");
+        assert_eq!(
+            xcom(&store, "daily", run_id, "report", -1).await,
+            json!(expected)
+        );
+    }
+}
+
+#[tokio::test]
+async fn forged_and_expired_agent_tokens_are_refused_and_recorded() {
+    let dag = r#"
+from airflow.sdk import DAG, task
+
+with DAG("tokens", schedule=None, is_paused_upon_creation=False):
+    @task
+    def quick():
+        return 1
+
+    quick()
+"#;
+    let (_db, store, _dir, lite) = setup(dag).await;
+    let run = trigger(&store, "tokens", json!({})).await;
+    assert_eq!(wait_for_run(&store, "tokens", &run).await, "success");
+    let token = store
+        .read_stream(&format!("run:tokens/{run}"), 1)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|e| match e.decode().unwrap() {
+            Event::TaskDispatched(d) => Some(d.attempt_token),
+            _ => None,
+        })
+        .unwrap();
+    let mut client = TaskAgentClient::connect(format!("http://127.0.0.1:{}", lite.grpc_port))
+        .await
+        .unwrap();
+    let attempt = |token: String| AttemptRef {
+        dag_id: "tokens".into(),
+        run_id: run.clone(),
+        task_id: "quick".into(),
+        map_index: -1,
+        try_number: 1,
+        attempt_token: token,
+    };
+    let finish = |token: String| FinishRequest {
+        attempt: Some(attempt(token)),
+        outcome: 1,
+        reason: "forged failure".into(),
+        branch: vec![],
+        proceed: None,
+    };
+    let forged = client
+        .finish(finish(uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::PermissionDenied, "{forged}");
+    let expired = client.finish(finish(token.to_string())).await.unwrap_err();
+    assert_eq!(expired.code(), tonic::Code::FailedPrecondition, "{expired}");
+    assert!(expired.message().contains("is over"), "{expired}");
+    let beat = client
+        .heartbeat(attempt(token.to_string()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(beat.terminate);
+
+    assert_eq!(ti_state(&store, "tokens", &run, "quick").await.0, "success");
+    let rejected: Vec<String> = store
+        .read_stream(&format!("rejected:tokens/{run}"), 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| match e.decode().unwrap() {
+            Event::CommandRejected(r) => r.reason,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(rejected[0].contains("attempt token is not the one dispatched"));
+}
+
+#[tokio::test]
+async fn a_control_plane_killed_mid_run_restarts_and_the_live_agent_finishes_its_report() {
+    let dag = r#"
+import os, time
+from pathlib import Path
+from airflow.sdk import DAG, task
+
+with DAG("survivor", schedule=None, is_paused_upon_creation=False):
+    @task
+    def long():
+        Path(os.environ["MARKER_DIR"], "started").write_text("1")
+        while not Path(os.environ["MARKER_DIR"], "go").exists():
+            time.sleep(0.05)
+        return "finished after the restart"
+
+    @task
+    def next_one(v):
+        return v + "!"
+
+    next_one(long())
+"#;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    // SAFETY: set before the control plane (and so the task) starts.
+    unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
+    let lite = Lite::start(dir.path(), &url(&db));
+    let run = trigger(&store, "survivor", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (project_dir, url, port) = lite.kill_hard();
+    // The task finishes while no control plane is up; its agent keeps retrying.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _lite = Lite::start_on(&project_dir, &url, port);
+    assert_eq!(wait_for_run(&store, "survivor", &run).await, "success");
+    assert_eq!(
+        ti_state(&store, "survivor", &run, "long").await,
+        ("success".into(), 1)
+    );
+    assert_eq!(
+        xcom(&store, "survivor", &run, "next_one", -1).await,
+        json!("finished after the restart!")
+    );
+}
+
+#[tokio::test]
+async fn an_attempt_whose_agent_vanished_with_the_control_plane_is_failed_after_its_heartbeat_deadline_and_retried()
+ {
+    let dag = r#"
+import os, time
+from datetime import timedelta
+from pathlib import Path
+from airflow.sdk import DAG, task
+
+with DAG("orphan", schedule=None, is_paused_upon_creation=False):
+    @task(retries=1, retry_delay=timedelta(seconds=0))
+    def work(ti=None):
+        if ti.try_number == 1:
+            Path(os.environ["MARKER_DIR"], "orphan-started").write_text("1")
+            time.sleep(120)
+        return ti.try_number
+
+    work()
+"#;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    // SAFETY: set before the control plane (and so the task) starts.
+    unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
+    let lite = Lite::start(dir.path(), &url(&db));
+    let run = trigger(&store, "orphan", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("orphan-started").exists() {
+        assert!(Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let agent_pid = store
+        .read_stream(&format!("run:orphan/{run}"), 1)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|e| match e.decode().unwrap() {
+            Event::TaskStarted(s) => s.pid,
+            _ => None,
+        })
+        .expect("the agent's pid");
+    let (project_dir, url, port) = lite.kill_hard();
+    // The agent (and with it its task) dies too, while nobody watches.
+    // SAFETY: plain signal to a process this test's control plane started.
+    unsafe { libc::kill(agent_pid, libc::SIGKILL) };
+    let _lite = Lite::start_on(&project_dir, &url, port);
+    assert_eq!(wait_for_run(&store, "orphan", &run).await, "success");
+    assert_eq!(
+        ti_state(&store, "orphan", &run, "work").await,
+        ("success".into(), 2)
+    );
+    let reason = failure_reason(&store, "orphan", &run, "work").await;
+    assert!(
+        reason.contains("no sign of life from the task agent"),
+        "{reason}"
+    );
+    assert!(
+        log(&store, "orphan", &run, "work", 1)
+            .await
+            .contains("no sign of life")
+    );
+}
+
+/// A small deterministic generator for the crash test's timing (seed printed on failure).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test]
+async fn kill_9_of_the_control_plane_during_20_runs_loses_nothing_and_replay_verifies() {
+    let dag = r#"
+from datetime import timedelta
+from airflow.sdk import DAG, task
+
+with DAG("crashy", schedule=None, is_paused_upon_creation=False, max_active_runs=20):
+    @task
+    def start(dag_run=None):
+        return list(range(3))
+
+    @task(retries=1, retry_delay=timedelta(seconds=0))
+    def square(x, ti=None, dag_run=None):
+        if dag_run.conf.get("fail") and x == 1:
+            raise ValueError("this run is meant to fail")
+        return x * x
+
+    @task
+    def add(values):
+        return sum(values)
+
+    @task
+    def finish(total):
+        return f"total {total}"
+
+    finish(add(square.expand(x=start())))
+"#;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut random = Lcg(seed);
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    let mut lite = Some(Lite::start(dir.path(), &url(&db)));
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let fail = i % 5 == 4;
+        runs.push((trigger(&store, "crashy", json!({"fail": fail})).await, fail));
+    }
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150 + random.next(600))).await;
+        let (project_dir, url, port) = lite.take().unwrap().kill_hard();
+        tokio::time::sleep(Duration::from_millis(random.next(300))).await;
+        lite = Some(Lite::start_on(&project_dir, &url, port));
+    }
+    for (run, fail) in &runs {
+        let expected = if *fail { "failed" } else { "success" };
+        let state = wait_for_run(&store, "crashy", run).await;
+        assert_eq!(
+            state,
+            expected,
+            "run {run}, seed {seed}:\n{}",
+            story(&store, "crashy", run).await
+        );
+        if !fail {
+            assert_eq!(
+                xcom(&store, "crashy", run, "finish", -1).await,
+                json!("total 5")
+            );
+        }
+    }
+    // No task instance succeeded twice.
+    let mut successes = std::collections::HashMap::new();
+    for event in store.read_from(1, 1_000_000).await.unwrap() {
+        if let Event::TaskSucceeded(e) = event.decode().unwrap() {
+            *successes.entry(e.ti).or_insert(0) += 1;
+        }
+    }
+    let twice: Vec<_> = successes.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "succeeded twice: {twice:?} (seed {seed})");
+    drop(lite);
+    let verify = Command::new(env!("CARGO_BIN_EXE_leoflow"))
+        .args(["events", "replay", "--verify"])
+        .env("LEOFLOW_DATABASE_URL", url(&db))
+        .env_remove("LEOFLOW_POSTGRES")
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "replay --verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
