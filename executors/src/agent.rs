@@ -296,9 +296,18 @@ struct Runner {
 }
 
 impl Runner {
-    fn start(config: &AgentConfig, logs: &mut LogBuffer) -> Result<Self, String> {
+    fn start(
+        config: &AgentConfig,
+        assignment: &crate::proto::Assignment,
+        logs: &mut LogBuffer,
+    ) -> Result<Self, String> {
         if let Some(socket) = &config.zygote {
-            match crate::zygote::fork_runner(socket, config.project_dir.as_deref()) {
+            // The zygote keeps a process that already ran this version of the DAG file.
+            let version = crate::zygote::DagFileVersion {
+                fileloc: &assignment.fileloc,
+                source: &assignment.source,
+            };
+            match crate::zygote::fork_runner(socket, config.project_dir.as_deref(), version) {
                 Ok(forked) => {
                     let reader = |fd| -> Result<_, String> {
                         tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
@@ -365,7 +374,7 @@ async fn supervise(
     logs: &mut LogBuffer,
 ) -> Result<Report, AgentError> {
     trace("forking");
-    let mut runner = match Runner::start(config, logs) {
+    let mut runner = match Runner::start(config, assignment, logs) {
         Ok(runner) => runner,
         Err(reason) => return Ok(Report::failed(reason)),
     };

@@ -66,15 +66,33 @@ fn send_with_fds(stream: &UnixStream, message: &[u8], fds: &[RawFd]) -> std::io:
     Ok(())
 }
 
-/// Asks the zygote at `socket` for a runner working in `cwd`.
-pub fn fork_runner(socket: &Path, cwd: Option<&Path>) -> std::io::Result<ForkedRunner> {
+/// The DAG file an attempt's task comes from, as its run's DAG version recorded it.
+#[derive(Debug, Clone, Copy)]
+pub struct DagFileVersion<'a> {
+    /// The file, relative to the project.
+    pub fileloc: &'a str,
+    /// Its source.
+    pub source: &'a str,
+}
+
+/// Asks the zygote at `socket` for a runner working in `cwd`, for a task of `version`.
+pub fn fork_runner(
+    socket: &Path,
+    cwd: Option<&Path>,
+    version: DagFileVersion<'_>,
+) -> std::io::Result<ForkedRunner> {
     let stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (stdin_read, stdin_write) = pipe()?;
     let (stdout_read, stdout_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
     let (lifeline_read, lifeline_write) = pipe()?;
-    let header = serde_json::json!({ "cwd": cwd.map(|c| c.display().to_string()) });
+    let source_sha256 = leoflow_events::store::blob_hash(version.source);
+    let header = serde_json::json!({
+        "cwd": cwd.map(|c| c.display().to_string()),
+        "fileloc": version.fileloc,
+        "source_sha256": source_sha256,
+    });
     send_with_fds(
         &stream,
         header.to_string().as_bytes(),

@@ -427,3 +427,98 @@ async fn catchup_creates_and_runs_each_missed_cron_slot_once() {
     handle.await.unwrap();
     assert_eq!(store.head().await.unwrap(), head);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_alone() {
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let tasks: Vec<Value> = (0..40).map(|i| task(&format!("t{i}"), &[], 0)).collect();
+    let document = json!({"dag_id": "chain", "tasks": tasks});
+    let hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch::new().push(
+            parsed_document("chain", "v1", &hash),
+            &Metadata::actor("test"),
+        ))
+        .await
+        .unwrap();
+    trigger_run(&store, "r1").await;
+    let specs = Specs::default();
+    submit(&store, &specs, "chain", "r1", Command::Start, "test")
+        .await
+        .unwrap();
+    let queue = |task_id: String| Command::Queue {
+        task_id,
+        map_index: -1,
+    };
+    let mut submissions = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (store, specs) = (store.clone(), specs.clone());
+        submissions.spawn(async move {
+            let events = submit(
+                &store,
+                &specs,
+                "chain",
+                "r1",
+                queue(format!("t{i}")),
+                "test",
+            )
+            .await;
+            (format!("t{i}"), events)
+        });
+    }
+    // Wrong commands in the same burst are rejected without taking the others down.
+    let (store2, specs2) = (store.clone(), specs.clone());
+    submissions.spawn(async move {
+        let events = submit(
+            &store2,
+            &specs2,
+            "chain",
+            "r1",
+            queue("nope".into()),
+            "test",
+        )
+        .await;
+        ("nope".to_owned(), events)
+    });
+    let mut recorded_at = std::collections::BTreeSet::new();
+    while let Some(joined) = submissions.join_next().await {
+        let (task_id, events) = joined.unwrap();
+        if task_id == "nope" {
+            assert!(
+                matches!(
+                    events,
+                    Err(leoflow_scheduler::reactor::runs::SubmitError::Rejected(_))
+                ),
+                "{events:?}"
+            );
+            continue;
+        }
+        let events = events.unwrap();
+        assert_eq!(events.len(), 1, "{task_id}: {events:?}");
+        assert_eq!(events[0].event_type, "TaskQueued");
+        assert!(
+            events[0]
+                .payload
+                .to_string()
+                .contains(&format!("\"{task_id}\""))
+        );
+        recorded_at.insert(events[0].recorded_at);
+    }
+    // One append stamps all its events with the same time: far fewer appends than submissions.
+    assert!(
+        recorded_at.len() <= 20,
+        "{} appends for 40 submissions",
+        recorded_at.len()
+    );
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_instance WHERE run_id = 'r1' AND state = 'queued'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 40);
+}

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::oneshot;
+
 use leoflow_events::{
     AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
     StoreError,
@@ -37,6 +39,9 @@ pub enum SubmitError {
         /// Why.
         reason: String,
     },
+    /// A failure shared by every submission of a group commit (see the first one's error).
+    #[error("{0}")]
+    Failed(String),
     /// Others kept deciding first.
     #[error("the run {0} kept changing under concurrent decisions; try again")]
     Contended(String),
@@ -63,10 +68,10 @@ pub struct Specs {
     loaded: Arc<Mutex<SpecCache>>,
     documents: Arc<Mutex<DocumentCache>>,
     runs: Arc<Mutex<HashMap<String, CachedRun>>>,
-    /// One lock per run stream: deciders in this process (the reactor, the agent service) take
-    /// turns on a run instead of racing and retrying on version conflicts; other processes are
-    /// still fenced by the expected stream version.
-    deciding: Arc<Mutex<HashMap<String, Turn>>>,
+    /// Per run stream, the submissions from this process waiting for the run's next append
+    /// (see [`submit_all`]): deciders here take turns on a run instead of racing and retrying
+    /// on version conflicts; other processes are still fenced by the expected stream version.
+    deciding: Arc<Mutex<HashMap<String, RunQueue>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,9 +80,6 @@ struct CachedRun {
     state: RunState,
     version: i64,
 }
-
-/// A run's decision lock.
-type Turn = Arc<tokio::sync::Mutex<()>>;
 
 /// Run states kept before the cache starts over (it is only a shortcut).
 const RUN_CACHE_LIMIT: usize = 10_000;
@@ -252,6 +254,13 @@ pub async fn submit(
 
 /// Like [`submit`] for several commands decided one after the other and appended together
 /// (one transaction, one WAL flush) — all or none.
+///
+/// Submissions to the same run from this process are **group-committed**: while one append of
+/// a run is in flight, the submissions that arrive meanwhile queue up, and the next append
+/// decides all of them against the run's state in arrival order and writes their events in one
+/// transaction. Each submission still stands or falls on its own (a rejected one adds nothing);
+/// other processes are fenced by the expected stream version as before. A fan-out of a hundred
+/// tries reporting at once thus costs a handful of appends instead of a hundred serialized ones.
 pub async fn submit_all(
     store: &EventStore,
     specs: &Specs,
@@ -261,37 +270,159 @@ pub async fn submit_all(
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     let stream = run_stream(dag_id, run_id);
-    let turn = {
-        let mut deciding = specs.deciding.lock().expect("not poisoned");
-        if deciding.len() >= RUN_CACHE_LIMIT {
-            deciding.retain(|_, turn| Arc::strong_count(turn) > 1);
-        }
-        deciding.entry(stream.clone()).or_default().clone()
+    let (reply, answer) = oneshot::channel();
+    let submission = Submission {
+        commands,
+        metadata: Metadata::actor(actor),
+        reply,
     };
-    let _turn = turn.lock().await;
-    for _ in 0..8 {
-        let run = load_run(store, specs, dag_id, run_id).await?;
-        let mut state = run.state;
-        let mut events = Vec::new();
-        for command in &commands {
-            let decided = decide(&run.spec, &state, command.clone())?;
-            state = decided.iter().fold(state, evolve);
-            events.extend(decided);
-        }
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut batch = AppendBatch::new().expect(&stream, ExpectedVersion::Exact(run.version));
-        for event in events {
-            batch = batch.push(event, &Metadata::actor(actor));
-        }
-        match store.append(batch).await {
-            Ok(outcome) => return Ok(outcome.events),
-            Err(AppendError::Conflict { .. }) => continue,
-            Err(other) => return Err(SubmitError::Append(other)),
+    let lead = {
+        let mut deciding = specs.deciding.lock().expect("not poisoned");
+        let queue = deciding.entry(stream.clone()).or_default();
+        queue.pending.push(submission);
+        !std::mem::replace(&mut queue.draining, true)
+    };
+    if lead {
+        // The drain runs on its own task: a caller that goes away (an agent hanging up) must not
+        // strand the submissions queued behind it.
+        let (store, specs) = (store.clone(), specs.clone());
+        let (dag_id, run_id) = (dag_id.to_owned(), run_id.to_owned());
+        tokio::spawn(async move { drain(&store, &specs, &dag_id, &run_id, &stream).await });
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| Err(SubmitError::Contended(run_stream(dag_id, run_id))))
+}
+
+/// One caller's commands, waiting for the run's next append.
+#[derive(Debug)]
+struct Submission {
+    commands: Vec<Command>,
+    metadata: Metadata,
+    reply: oneshot::Sender<Result<Vec<RecordedEvent>, SubmitError>>,
+}
+
+/// The submissions waiting for a run, and whether a drain is appending them.
+#[derive(Debug, Default)]
+struct RunQueue {
+    pending: Vec<Submission>,
+    draining: bool,
+}
+
+/// Appends the run's queued submissions, a batch at a time, until none are left.
+async fn drain(store: &EventStore, specs: &Specs, dag_id: &str, run_id: &str, stream: &str) {
+    /// Should deciding panic (a bug), drops the queue so later submissions start a new drain
+    /// instead of waiting for a dead one; the dropped ones' callers get an error.
+    struct Abandon<'a>(&'a Specs, &'a str);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking()
+                && let Ok(mut deciding) = self.0.deciding.lock()
+            {
+                deciding.remove(self.1);
+            }
         }
     }
-    Err(SubmitError::Contended(stream))
+    let _abandon = Abandon(specs, stream);
+    loop {
+        let batch = {
+            let mut deciding = specs.deciding.lock().expect("not poisoned");
+            let queue = deciding.get_mut(stream).expect("a drain owns its queue");
+            if queue.pending.is_empty() {
+                deciding.remove(stream);
+                return;
+            }
+            std::mem::take(&mut queue.pending)
+        };
+        append_batch(store, specs, dag_id, run_id, stream, batch).await;
+    }
+}
+
+/// Decides a batch of submissions in order and appends all their events together, reloading
+/// and deciding again when another process appended to the run first.
+async fn append_batch(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    stream: &str,
+    mut batch: Vec<Submission>,
+) {
+    for _ in 0..8 {
+        let run = match load_run(store, specs, dag_id, run_id).await {
+            Ok(run) => run,
+            Err(error) => return fail_all(batch, error),
+        };
+        let mut state = run.state;
+        let mut events = AppendBatch::new().expect(stream, ExpectedVersion::Exact(run.version));
+        // Per submission: how many events it adds, or why it was rejected.
+        let mut decided: Vec<Result<usize, Rejection>> = Vec::with_capacity(batch.len());
+        for submission in &batch {
+            match decide_all(&run.spec, &state, &submission.commands) {
+                Ok((next, new_events)) => {
+                    state = next;
+                    decided.push(Ok(new_events.len()));
+                    for event in new_events {
+                        events = events.push(event, &submission.metadata);
+                    }
+                }
+                Err(rejection) => decided.push(Err(rejection)),
+            }
+        }
+        let recorded = if events.events.is_empty() {
+            Vec::new()
+        } else {
+            match store.append(events).await {
+                Ok(outcome) => outcome.events,
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(other) => return fail_all(batch, SubmitError::Append(other)),
+            }
+        };
+        let mut recorded = recorded.into_iter();
+        for (submission, decided) in batch.drain(..).zip(decided) {
+            let answer = decided
+                .map(|count| recorded.by_ref().take(count).collect())
+                .map_err(SubmitError::Rejected);
+            let _ = submission.reply.send(answer);
+        }
+        return;
+    }
+    let contended = run_stream(dag_id, run_id);
+    for submission in batch {
+        let _ = submission
+            .reply
+            .send(Err(SubmitError::Contended(contended.clone())));
+    }
+}
+
+/// Decides `commands` one after the other from `state`: the state after them and their events,
+/// or the first rejection (then none of them applies).
+fn decide_all(
+    spec: &DagSpec,
+    state: &RunState,
+    commands: &[Command],
+) -> Result<(RunState, Vec<Event>), Rejection> {
+    let mut state = state.clone();
+    let mut events = Vec::new();
+    for command in commands {
+        let decided = decide(spec, &state, command.clone())?;
+        state = decided.iter().fold(state, evolve);
+        events.extend(decided);
+    }
+    Ok((state, events))
+}
+
+/// Answers every submission of a batch with a failure shared by all of them. The first gets
+/// the error itself, the others its message (errors are not `Clone`).
+fn fail_all(batch: Vec<Submission>, error: SubmitError) {
+    let message = error.to_string();
+    let mut first = Some(error);
+    for submission in batch {
+        let error = first
+            .take()
+            .unwrap_or_else(|| SubmitError::Failed(message.clone()));
+        let _ = submission.reply.send(Err(error));
+    }
 }
 
 /// The stream of a dag run.

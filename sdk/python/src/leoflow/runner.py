@@ -17,6 +17,7 @@ stdin. Everything the task prints (stdout included) goes to stderr, which is the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import inspect
 import itertools
 import json
@@ -392,8 +393,17 @@ class Outcome:
         return message
 
 
-def load_dag_file(attempt: dict[str, Any]) -> tuple[Any, Any]:
-    """Runs the DAG file's source again and returns the DAG and task objects of this attempt."""
+# The DAG file a zygote ran before forking this runner: (fileloc, SHA-256 of its source).
+preloaded: tuple[str, str] | None = None
+
+
+def source_sha256(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def exec_dag_file(fileloc: str, source: str) -> None:
+    """Runs a DAG file's source as a module of the project (the working directory); the DAGs it
+    declares land in `leoflow.context.dags`."""
     from leoflow.compiler import AIRFLOW_SHIM
 
     if AIRFLOW_SHIM not in sys.path:
@@ -401,17 +411,24 @@ def load_dag_file(attempt: dict[str, Any]) -> tuple[Any, Any]:
     project = os.getcwd()
     if project not in sys.path:
         sys.path.insert(1, project)
-    fileloc = attempt["fileloc"]
     file = str(Path(project) / fileloc)
     compile_context.reset(file)
     module = types.ModuleType(Path(fileloc).stem)
     module.__file__ = file
     sys.modules[module.__name__] = module
-    try:
-        exec(compile(attempt["source"], file, "exec"), module.__dict__)
-    except BaseException as error:  # noqa: BLE001 - the task fails with the reason
-        traceback.print_exc()
-        raise TaskError(f"the DAG file {fileloc} failed to load: {type(error).__name__}: {error}") from None
+    exec(compile(source, file, "exec"), module.__dict__)
+
+
+def load_dag_file(attempt: dict[str, Any]) -> tuple[Any, Any]:
+    """Runs the DAG file's source again (unless a zygote ran this very source before forking
+    this runner) and returns the DAG and task objects of this attempt."""
+    fileloc = attempt["fileloc"]
+    if preloaded != (fileloc, source_sha256(attempt["source"])):
+        try:
+            exec_dag_file(fileloc, attempt["source"])
+        except BaseException as error:  # noqa: BLE001 - the task fails with the reason
+            traceback.print_exc()
+            raise TaskError(f"the DAG file {fileloc} failed to load: {type(error).__name__}: {error}") from None
     for dag in compile_context.dags:
         if dag.dag_id == attempt["dag_id"]:
             task = dag.tasks.get(attempt["task_id"])
