@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leoflow_events::catalog::VariableSet;
+use leoflow_events::catalog::{ConnectionSet, VariableSet};
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
 use leoflow_executors::proto::task_agent_client::TaskAgentClient;
 use leoflow_executors::proto::{AttemptRef, FinishRequest};
@@ -263,6 +263,22 @@ async fn failure_reason(store: &EventStore, dag_id: &str, run_id: &str, task_id:
         .unwrap_or_else(|| panic!("{task_id} has no failure"))
 }
 
+/// Waits for the marker file a task writes when it runs (a number); returns the number.
+async fn task_started(marker: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The file may exist before the task finished writing its number into it.
+        if let Some(number) = std::fs::read_to_string(marker)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return number;
+        }
+        assert!(Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every event of a run's stream, one line each: what a failing assertion shows.
 async fn story(store: &EventStore, dag_id: &str, run_id: &str) -> String {
     let events = store
@@ -289,7 +305,7 @@ fn alive(pid: i32) -> bool {
 #[tokio::test]
 async fn chain_fan_out_mapping_and_fan_in_run_with_airflow_context_xcom_and_logs() {
     let dag = r#"
-from airflow.sdk import DAG, Variable, task, get_current_context
+from airflow.sdk import DAG, Connection, Variable, task, get_current_context
 from airflow.providers.standard.operators.bash import BashOperator
 
 with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"factor": 2}):
@@ -306,6 +322,8 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
     def total(values):
         ctx = get_current_context()
         print("variable says", Variable.get("greeting"))
+        db = Connection.get("warehouse")
+        print(f"connection {db.conn_type}://{db.login}@{db.host}:{db.port} {db.extra_dejson['region']}")
         ctx["ti"].xcom_push(key="count", value=len(values))
         return sum(values)
 
@@ -332,8 +350,23 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
         value: "hello".into(),
         description: None,
     };
+    let connection = ConnectionSet {
+        conn_id: "warehouse".into(),
+        conn_type: "postgres".into(),
+        description: None,
+        host: Some("db.example".into()),
+        schema: None,
+        login: Some("reader".into()),
+        password_ciphertext: None,
+        port: Some(5432),
+        extra: Some(r#"{"region": "eu"}"#.into()),
+    };
     store
-        .append(AppendBatch::new().push(set, &Metadata::actor("test")))
+        .append(
+            AppendBatch::new()
+                .push(set, &Metadata::actor("test"))
+                .push(connection, &Metadata::actor("test")),
+        )
         .await
         .unwrap();
     let run = trigger(&store, "pipeline", json!({"factor": 10})).await;
@@ -364,10 +397,11 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
         numbers_log.contains(&format!("numbers in {run} try 1; conf={{'factor': 10}}")),
         "{numbers_log}"
     );
+    let total_log = log(&store, "pipeline", &run, "total", 1).await;
+    assert!(total_log.contains("variable says hello"), "{total_log}");
     assert!(
-        log(&store, "pipeline", &run, "total", 1)
-            .await
-            .contains("variable says hello")
+        total_log.contains("connection postgres://reader@db.example:5432 eu"),
+        "{total_log}"
     );
     let bash_log = log(&store, "pipeline", &run, "announce", 1).await;
     assert!(
@@ -535,18 +569,7 @@ with DAG("slow", schedule=None, is_paused_upon_creation=False):
     let _lite = Lite::start(dir.path(), &url(&db));
     let run = trigger(&store, "slow", json!({})).await;
     let marker = dir.path().join("try1.pid");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // The file may exist before the task finished writing its pid into it.
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&marker)
-            .ok()
-            .and_then(|text| text.parse().ok())
-        {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the task never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pid = task_started(&marker).await;
     assert!(alive(pid));
     control::cancel_task(&store, "slow", &run, "sleeper", -1, "test")
         .await
@@ -733,11 +756,7 @@ with DAG("survivor", schedule=None, is_paused_upon_creation=False):
     unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
     let lite = Lite::start(dir.path(), &url(&db));
     let run = trigger(&store, "survivor", json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.path().join("started").exists() {
-        assert!(Instant::now() < deadline, "the task never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    task_started(&dir.path().join("started")).await;
     let (project_dir, url, port) = lite.kill_hard();
     // The task finishes while no control plane is up; its agent keeps retrying.
     std::fs::write(dir.path().join("go"), "").unwrap();
@@ -780,11 +799,7 @@ with DAG("orphan", schedule=None, is_paused_upon_creation=False):
     unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
     let lite = Lite::start(dir.path(), &url(&db));
     let run = trigger(&store, "orphan", json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.path().join("orphan-started").exists() {
-        assert!(Instant::now() < deadline, "the task never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    task_started(&dir.path().join("orphan-started")).await;
     let agent_pid = store
         .read_stream(&format!("run:orphan/{run}"), 1)
         .await

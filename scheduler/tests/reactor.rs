@@ -139,6 +139,18 @@ fn start_supervised(
     (stop, handle)
 }
 
+/// Waits until `executor` was handed its first try.
+async fn first_dispatch(executor: &FakeExecutor) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while executor.dispatched.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn executor(db: &TestDatabase, policy: Box<Policy>) -> (EventStore, Arc<FakeExecutor>) {
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
     let executor = Arc::new(FakeExecutor {
@@ -216,14 +228,7 @@ async fn after_a_restart_the_new_scheduler_carries_on_and_a_reconnecting_agent_f
     register_chain(&store).await;
     let (stop, handle) = start(&store, dead.clone());
     trigger_run(&store, "r1").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while dead.dispatched.lock().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a was never dispatched"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_dispatch(&dead).await;
     stop.send(true).unwrap();
     handle.await.unwrap();
 
@@ -255,14 +260,7 @@ async fn a_dispatch_that_died_with_its_scheduler_is_handed_out_again_without_cos
     register_chain(&store).await;
     let (stop, handle) = start(&store, dead.clone());
     trigger_run(&store, "r1").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while dead.dispatched.lock().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a was never dispatched"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_dispatch(&dead).await;
     stop.send(true).unwrap();
     handle.await.unwrap();
     let lost = dead.dispatched.lock().unwrap()[0].clone();
