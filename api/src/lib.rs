@@ -1,5 +1,70 @@
-//! Leoflow's HTTP surface: Airflow 3.2's `/api/v2` and `/ui` routes on the read models, auth,
-//! the served Airflow UI, the Lite editor and metrics.
+//! Leoflow's HTTP surface: Airflow 3.2's `/api/v2` and the `/ui` routes its web UI calls, in
+//! Airflow's shapes, answered from Leoflow's read models (never by scanning the event log per
+//! request); the login flow of Airflow's simple auth manager; and the unmodified Airflow UI.
+//! Changes go through the same commands as the CLI's and become events.
 //!
-//! Not built yet: the API and UI are their own issue. This crate exists so the workspace has
-//! its final shape; its routes will read the tables of `leoflow_projector::rows`.
+//! ```no_run
+//! # async fn example(state: leoflow_api::ApiState) -> std::io::Result<()> {
+//! let app = leoflow_api::router(state, None);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8088").await?;
+//! leoflow_api::serve(listener, app, std::future::pending()).await
+//! # }
+//! ```
+
+pub mod assets;
+pub mod auth;
+mod body;
+pub mod credentials;
+mod error;
+mod query;
+mod spa;
+mod state;
+mod ui;
+mod v2;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
+
+pub use error::{ApiError, ApiResult};
+pub use spa::Ui;
+pub use state::{ApiState, Edition, Settings};
+
+/// The whole application: public login routes, the protected API, the UI.
+pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
+    let protected = Router::new()
+        .nest("/api/v2", v2::routes())
+        .nest("/ui", ui::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_user,
+        ));
+    Router::new()
+        .route("/auth/token", post(auth::create_token))
+        .route("/api/v2/auth/login", get(auth::login_redirect))
+        .route("/api/v2/auth/logout", get(auth::logout))
+        // Public in Airflow too: load balancers and probes call it.
+        .route("/api/v2/monitor/health", get(v2::monitor::health))
+        .merge(protected)
+        .merge(spa::routes(ui))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes (client addresses are known to the
+/// handlers, for the login limiter).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -12,7 +12,9 @@ use leoflow_events::EventStore;
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::{SubprocessConfig, SubprocessExecutor};
 use leoflow_scheduler::agents::AgentService;
+use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::reactor::{Reactor, Supervision};
+use leoflow_secrets::SecretKey;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -29,10 +31,13 @@ pub struct ControlPlaneOptions {
     pub heartbeat_interval: Duration,
     /// Deadlines of tries in flight.
     pub supervision: Supervision,
+    /// Decrypts Connection passwords for tasks.
+    pub connection_key: Option<SecretKey>,
 }
 
 /// A started control plane; [`ControlPlane::stop`] ends it.
 pub struct ControlPlane {
+    specs: Specs,
     shutdown: watch::Sender<bool>,
     reactor: JoinHandle<Result<(), leoflow_scheduler::reactor::ReactorError>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -68,12 +73,16 @@ impl ControlPlane {
         let reactor = Reactor::new(store.clone(), Arc::new(executor))
             .with_supervision(options.supervision.clone())
             .with_exits(exits_rx);
-        let service = AgentService::new(
+        let specs = reactor.specs();
+        let mut service = AgentService::new(
             store,
-            reactor.specs(),
+            specs.clone(),
             reactor.liveness(),
             options.heartbeat_interval,
         );
+        if let Some(key) = options.connection_key.clone() {
+            service = service.with_connection_key(key);
+        }
         let (shutdown, watcher) = watch::channel(false);
         let mut server_stop = watcher.clone();
         let server = tokio::spawn(
@@ -90,10 +99,17 @@ impl ControlPlane {
         );
         let reactor = tokio::spawn(reactor.run(watcher));
         Ok(Self {
+            specs,
             shutdown,
             reactor,
             server,
         })
+    }
+
+    /// The DAG versions and run states the scheduler keeps (the API shares them, so its
+    /// commands group-commit with the scheduler's decisions).
+    pub fn specs(&self) -> Specs {
+        self.specs.clone()
     }
 
     /// Stops the reactor and the gRPC service. Agents still running keep their tries and

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{agent, compile, dags, db, events, init, lite, postgres, tasks};
+use crate::commands::{agent, compile, dags, db, events, init, lite, postgres, setup, tasks};
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
 #[derive(Debug, Parser)]
@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Prepare $LEOFLOW_HOME for Lite: the admin account, keys and the Airflow UI.
+    Setup(setup::SetupArgs),
     /// Run Leoflow Lite on this machine for a project directory.
     Lite(lite::LiteArgs),
     /// Compile a project (dag.py + leoflow.yaml) into dag.json.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Setup(args) => setup::run(&cli.datastore, args).await,
             Command::Lite(args) => lite::run(&cli.datastore, args).await,
             Command::Compile(args) => compile::run(&cli.datastore, args).await,
             Command::Init(args) => init::run(args),

@@ -16,6 +16,7 @@ use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
 use leoflow_scheduler::core::commands::TriggerRequest;
+use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::task_logs;
 use serde_json::{Value, json};
 
@@ -571,9 +572,14 @@ with DAG("slow", schedule=None, is_paused_upon_creation=False):
     let marker = dir.path().join("try1.pid");
     let pid = task_started(&marker).await;
     assert!(alive(pid));
-    control::cancel_task(&store, "slow", &run, "sleeper", -1, "test")
-        .await
-        .unwrap();
+    control::cancel_task(
+        &store,
+        &Specs::default(),
+        &TaskInstanceKey::new("slow", &run, "sleeper"),
+        "test",
+    )
+    .await
+    .unwrap();
     assert_eq!(wait_for_run(&store, "slow", &run).await, "failed");
     let reason = failure_reason(&store, "slow", &run, "sleeper").await;
     assert!(reason.contains("cancelled"), "{reason}");
@@ -590,9 +596,17 @@ with DAG("slow", schedule=None, is_paused_upon_creation=False):
         "upstream_failed"
     );
 
-    control::clear_tasks(&store, "slow", &run, vec!["sleeper".into()], true, "test")
-        .await
-        .unwrap();
+    control::clear_tasks(
+        &store,
+        &Specs::default(),
+        "slow",
+        &run,
+        vec!["sleeper".into()],
+        true,
+        "test",
+    )
+    .await
+    .unwrap();
     assert_eq!(wait_for_run(&store, "slow", &run).await, "success");
     assert_eq!(
         ti_state(&store, "slow", &run, "sleeper").await,

@@ -223,6 +223,48 @@ pub struct DagImportFailed {
     pub error: String,
 }
 
+/// A DAG was deleted with its runs, task instances and XComs (Airflow's "delete DAG"). The
+/// events that made them stay in the log; the read models forget them. Parsing the file again
+/// brings the DAG back as new.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagDeleted {
+    /// The DAG.
+    pub dag_id: String,
+}
+
+/// A user marked a DAG as a favorite (the UI's star).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagFavorited {
+    /// The DAG.
+    pub dag_id: String,
+    /// The user.
+    pub username: String,
+}
+
+/// A user took a DAG off their favorites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagUnfavorited {
+    /// The DAG.
+    pub dag_id: String,
+    /// The user.
+    pub username: String,
+}
+
+/// A note was set on a dag run (or cleared, with `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunNoteSet {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The note.
+    pub note: Option<String>,
+}
+
 /// A DAG was paused: no new runs are created and queued runs wait.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -629,6 +671,14 @@ catalog! {
     DagPaused v 1, stream |e| format!("dag:{}", e.dag_id);
     /// See [`DagUnpaused`].
     DagUnpaused v 1, stream |e| format!("dag:{}", e.dag_id);
+    /// See [`DagDeleted`].
+    DagDeleted v 1, stream |e| format!("dag:{}", e.dag_id);
+    /// See [`DagFavorited`].
+    DagFavorited v 1, stream |e| format!("favorite:{}", e.username);
+    /// See [`DagUnfavorited`].
+    DagUnfavorited v 1, stream |e| format!("favorite:{}", e.username);
+    /// See [`RunNoteSet`].
+    RunNoteSet v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`RunQueued`].
     RunQueued v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`RunStarted`].
@@ -686,6 +736,10 @@ impl Event {
             Event::DagParsed(e) => Some(&e.dag_id),
             Event::DagPaused(e) => Some(&e.dag_id),
             Event::DagUnpaused(e) => Some(&e.dag_id),
+            Event::DagDeleted(e) => Some(&e.dag_id),
+            Event::DagFavorited(e) => Some(&e.dag_id),
+            Event::DagUnfavorited(e) => Some(&e.dag_id),
+            Event::RunNoteSet(e) => Some(&e.dag_id),
             Event::RunQueued(e) => Some(&e.dag_id),
             Event::RunStarted(e) => Some(&e.dag_id),
             Event::RunSucceeded(e) => Some(&e.dag_id),
@@ -699,6 +753,7 @@ impl Event {
     /// The dag run this event concerns, if any.
     pub fn run_id(&self) -> Option<&str> {
         match self {
+            Event::RunNoteSet(e) => Some(&e.run_id),
             Event::RunQueued(e) => Some(&e.run_id),
             Event::RunStarted(e) => Some(&e.run_id),
             Event::RunSucceeded(e) => Some(&e.run_id),

@@ -68,6 +68,10 @@ pub enum AgentError {
     /// The control plane asked the attempt to stop (cancelled, marked, timed out, run ended).
     #[error("told to stop: {0}")]
     Terminated(String),
+    /// The control plane refused one request as invalid (the task sees the reason; the
+    /// attempt goes on).
+    #[error("{0}")]
+    Invalid(String),
     /// The endpoint is not a valid URI.
     #[error("bad control-plane endpoint {0:?}")]
     Endpoint(String),
@@ -123,6 +127,9 @@ impl ControlPlane {
                 }
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     return Err(AgentError::Terminated(status.message().to_owned()));
+                }
+                Err(status) if status.code() == Code::InvalidArgument => {
+                    return Err(AgentError::Invalid(status.message().to_owned()));
                 }
                 Err(status) => {
                     if started.elapsed() + backoff > self.retry_budget {
@@ -602,6 +609,7 @@ async fn answer(
         Err(AgentError::Unreachable { .. }) => Ok(json!({
             "ok": false, "error": "the control plane is unreachable"
         })),
+        Err(AgentError::Invalid(reason)) => Ok(json!({"ok": false, "error": reason})),
         Err(other) => Err(other),
     }
 }

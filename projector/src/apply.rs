@@ -19,7 +19,7 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6f66_6c6f_7700_8000_0000_0000_
 /// The read models grouped into projections, each with its own checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Projection {
-    /// `dag`, `dag_version`, `import_error`.
+    /// `dag`, `dag_version`, `import_error`, `dag_favorite`.
     Dags,
     /// `dag_run`, `task_instance`, `task_instance_try`.
     Runs,
@@ -54,7 +54,10 @@ impl Projection {
             Event::DagParsed(_)
             | Event::DagImportFailed(_)
             | Event::DagPaused(_)
-            | Event::DagUnpaused(_) => Projection::Dags,
+            | Event::DagUnpaused(_)
+            | Event::DagDeleted(_)
+            | Event::DagFavorited(_)
+            | Event::DagUnfavorited(_) => Projection::Dags,
             Event::XComPushed(_) => Projection::XCom,
             Event::VariableSet(_)
             | Event::VariableDeleted(_)
@@ -92,6 +95,7 @@ pub struct WorkingSet {
     pub variables: Table<VariableRow>,
     pub connections: Table<ConnectionRow>,
     pub pools: Table<PoolRow>,
+    pub favorites: Table<DagFavoriteRow>,
 }
 
 macro_rules! each_table {
@@ -136,6 +140,10 @@ macro_rules! each_table {
             let $t = &mut $ws.pools;
             $body
         }
+        {
+            let $t = &mut $ws.favorites;
+            $body
+        }
     }};
 }
 
@@ -163,6 +171,16 @@ impl WorkingSet {
             Event::DagParsed(e) => self.dags.want(dag_key(&e.dag_id)),
             Event::DagPaused(DagPaused { dag_id }) | Event::DagUnpaused(DagUnpaused { dag_id }) => {
                 self.dags.want(dag_key(dag_id))
+            }
+            Event::DagFavorited(DagFavorited { dag_id, username })
+            | Event::DagUnfavorited(DagUnfavorited { dag_id, username }) => {
+                self.favorites.want(DagFavoriteKey {
+                    dag_id: dag_id.clone(),
+                    username: username.clone(),
+                })
+            }
+            Event::RunNoteSet(RunNoteSet { dag_id, run_id, .. }) => {
+                self.runs.want(run_key(dag_id, run_id))
             }
             Event::RunQueued(RunQueued { dag_id, run_id, .. })
             | Event::RunStarted(RunStarted { dag_id, run_id })
@@ -199,9 +217,30 @@ impl WorkingSet {
                 });
                 Ok(())
             }
+            Event::DagFavorited(e) => {
+                self.favorites.put(DagFavoriteRow {
+                    dag_id: e.dag_id.clone(),
+                    username: e.username.clone(),
+                });
+                Ok(())
+            }
+            Event::DagUnfavorited(e) => {
+                self.favorites.remove(DagFavoriteKey {
+                    dag_id: e.dag_id.clone(),
+                    username: e.username.clone(),
+                });
+                Ok(())
+            }
+            Event::DagDeleted(e) => Err(ApplyError::Inconsistent(format!(
+                "DagDeleted of {} must be applied by `project`, between batches",
+                e.dag_id
+            ))),
+            Event::RunNoteSet(e) => self.update_run(&e.dag_id, &e.run_id, "RunNoteSet", |run| {
+                run.note = e.note.clone();
+            }),
             Event::DagPaused(e) => self.set_paused(&e.dag_id, true),
             Event::DagUnpaused(e) => self.set_paused(&e.dag_id, false),
-            Event::RunQueued(e) => self.run_queued(e, recorded.position, at),
+            Event::RunQueued(e) => self.run_queued(e, recorded, at),
             Event::RunStarted(e) => self.update_run(&e.dag_id, &e.run_id, "RunStarted", |run| {
                 run.state = "running".into();
                 run.start_date.get_or_insert(at);
@@ -410,9 +449,14 @@ impl WorkingSet {
     fn run_queued(
         &mut self,
         e: &RunQueued,
-        position: i64,
+        recorded: &RecordedEvent,
         at: DateTime<Utc>,
     ) -> Result<(), ApplyError> {
+        let position = recorded.position;
+        // A person triggered it through the API or the UI: the actor is their name.
+        let triggering_user_name = matches!(e.triggered_by.as_str(), "rest_api" | "ui")
+            .then(|| recorded.metadata.actor.clone())
+            .flatten();
         if self.runs.get(&run_key(&e.dag_id, &e.run_id))?.is_some() {
             return Err(ApplyError::Inconsistent(format!(
                 "dag run {}/{} is queued a second time",
@@ -437,6 +481,7 @@ impl WorkingSet {
             dag_version_hash: e.dag_version_hash.clone(),
             clear_number: 0,
             note: None,
+            triggering_user_name,
         });
         Ok(())
     }

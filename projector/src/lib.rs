@@ -84,20 +84,18 @@ pub async fn project(
         }
     }
 
-    let mut rows = WorkingSet::default();
-    for (_, event) in &decoded {
-        rows.want(event);
+    // `DagDeleted` removes rows by DAG rather than by key: what precedes it is applied and
+    // written first, then the DAG's rows are deleted, then the rest goes on.
+    for segment in decoded.split_inclusive(|(_, e)| matches!(e, Event::DagDeleted(_))) {
+        let (deleted, keyed) = match segment.split_last() {
+            Some(((_, Event::DagDeleted(e)), rest)) => (Some(e.dag_id.as_str()), rest),
+            _ => (None, segment),
+        };
+        apply_keyed(conn, schema, keyed).await?;
+        if let Some(dag_id) = deleted {
+            delete_dag(conn, schema, dag_id).await?;
+        }
     }
-    rows.load(conn, schema).await?;
-    for (recorded, event) in &decoded {
-        rows.apply(recorded, event)
-            .map_err(|source| ProjectError::Apply {
-                position: recorded.position,
-                event_type: recorded.event_type.clone(),
-                source,
-            })?;
-    }
-    rows.flush(conn, schema).await?;
 
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO \"{schema}\".projection_checkpoints (projection, position) \
@@ -109,6 +107,58 @@ pub async fn project(
     .bind(last.position)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Applies events that change rows by key, in bulk: load what they touch, apply, write back.
+async fn apply_keyed(
+    conn: &mut PgConnection,
+    schema: &str,
+    events: &[(&RecordedEvent, Event)],
+) -> Result<(), ProjectError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut rows = WorkingSet::default();
+    for (_, event) in events {
+        rows.want(event);
+    }
+    rows.load(conn, schema).await?;
+    for (recorded, event) in events {
+        rows.apply(recorded, event)
+            .map_err(|source| ProjectError::Apply {
+                position: recorded.position,
+                event_type: recorded.event_type.clone(),
+                source,
+            })?;
+    }
+    rows.flush(conn, schema).await?;
+    Ok(())
+}
+
+/// Deletes a DAG and everything of its runs from the read models (its file's import error
+/// belongs to the file and stays).
+async fn delete_dag(
+    conn: &mut PgConnection,
+    schema: &str,
+    dag_id: &str,
+) -> Result<(), ProjectError> {
+    for table in [
+        "xcom",
+        "task_instance_try",
+        "task_instance",
+        "dag_run",
+        "dag_favorite",
+        "dag_version",
+        "dag",
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM \"{schema}\".\"{table}\" WHERE dag_id = $1"
+        )))
+        .bind(dag_id)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

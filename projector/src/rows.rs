@@ -72,6 +72,10 @@ key_struct!(
     /// Key of [`PoolRow`].
     PoolKey { pool: String }
 );
+key_struct!(
+    /// Key of [`DagFavoriteRow`].
+    DagFavoriteKey { dag_id: String, username: String }
+);
 
 /// `dag`: one row per DAG, its latest parse and its pause state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,6 +147,8 @@ pub struct DagRunRow {
     pub dag_version_hash: Option<String>,
     pub clear_number: i32,
     pub note: Option<String>,
+    /// The user who triggered a manual run through the API or UI.
+    pub triggering_user_name: Option<String>,
 }
 
 /// `task_instance`: the current try of each task instance.
@@ -245,6 +251,14 @@ pub struct PoolRow {
     pub include_deferred: bool,
 }
 
+/// `dag_favorite`: the DAGs each user starred.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct DagFavoriteRow {
+    pub dag_id: String,
+    pub username: String,
+}
+
 macro_rules! read_model {
     ($row:ty, $key:ident, $table:literal, [$($col:ident),+]) => {
         impl ReadModelRow for $row {
@@ -283,6 +297,12 @@ read_model!(
 read_model!(VariableRow, VariableKey, "variable", [key]);
 read_model!(ConnectionRow, ConnectionKey, "connection", [conn_id]);
 read_model!(PoolRow, PoolKey, "slot_pool", [pool]);
+read_model!(
+    DagFavoriteRow,
+    DagFavoriteKey,
+    "dag_favorite",
+    [dag_id, username]
+);
 
 /// Every read-model table, in a stable order (replay, verify and digests walk this list).
 pub const READ_MODEL_TABLES: &[&str] = &[
@@ -296,6 +316,7 @@ pub const READ_MODEL_TABLES: &[&str] = &[
     VariableRow::TABLE,
     ConnectionRow::TABLE,
     PoolRow::TABLE,
+    DagFavoriteRow::TABLE,
 ];
 
 /// The column names of a row type, in struct order.

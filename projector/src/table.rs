@@ -197,11 +197,16 @@ impl<R: ReadModelRow> Table<R> {
                 .filter(|c| !R::KEY_COLUMNS.contains(&c.as_str()))
                 .map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\""))
                 .collect();
+            // A table of key columns only has nothing to update on a conflict.
+            let on_conflict = if updates.is_empty() {
+                "DO NOTHING".to_owned()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
             let sql = format!(
                 "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
-                 ON CONFLICT ({key_columns}) DO UPDATE SET {updates}",
+                 ON CONFLICT ({key_columns}) {on_conflict}",
                 key_columns = quoted(R::KEY_COLUMNS.iter().copied()),
-                updates = updates.join(", "),
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(serde_json::to_value(&upserts).expect("rows serialize"))

@@ -567,3 +567,89 @@ async fn a_mapped_task_replaces_its_placeholder_with_its_instances() {
     assert_eq!(indexes, [0, 1]);
     assert!(replay::verify(&db.pool).await.unwrap().is_equal());
 }
+
+#[tokio::test]
+async fn deleting_a_dag_forgets_its_runs_and_favorites_and_replay_agrees() {
+    let db = fresh_database().await;
+    let store = store(&db.pool);
+    let note = RunNoteSet {
+        dag_id: "etl".into(),
+        run_id: "r1".into(),
+        note: Some("looked at it".into()),
+    };
+    let star = |dag_id: &str| DagFavorited {
+        dag_id: dag_id.into(),
+        username: "admin".into(),
+    };
+    append(
+        &store,
+        vec![
+            parsed("etl", "h1"),
+            parsed("other", "h1"),
+            queued("etl", "r1"),
+            queued("other", "r1"),
+            note.into(),
+            star("etl").into(),
+            star("other").into(),
+            DagUnfavorited {
+                dag_id: "other".into(),
+                username: "admin".into(),
+            }
+            .into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let (note, user): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT note, triggering_user_name FROM dag_run WHERE dag_id = 'etl' AND run_id = 'r1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(note.as_deref(), Some("looked at it"));
+    assert_eq!(
+        user.as_deref(),
+        Some("test"),
+        "a rest_api trigger names its actor"
+    );
+    let favorites: Vec<String> = sqlx::query_scalar("SELECT dag_id FROM dag_favorite")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(favorites, ["etl"]);
+
+    // Deleted, then parsed again in the same batch: the delete lands between the two.
+    append(
+        &store,
+        vec![
+            DagDeleted {
+                dag_id: "etl".into(),
+            }
+            .into(),
+            parsed("etl", "h2"),
+        ],
+    )
+    .await
+    .unwrap();
+    let runs: i64 = scalar(
+        &db.pool,
+        "SELECT count(*) FROM dag_run WHERE dag_id = 'etl'",
+    )
+    .await;
+    assert_eq!(runs, 0);
+    let others: i64 = scalar(
+        &db.pool,
+        "SELECT count(*) FROM dag_run WHERE dag_id = 'other'",
+    )
+    .await;
+    assert_eq!(others, 1, "other DAGs keep their runs");
+    let stars: i64 = scalar(&db.pool, "SELECT count(*) FROM dag_favorite").await;
+    assert_eq!(stars, 0);
+    let version: i32 = scalar(
+        &db.pool,
+        "SELECT latest_version_number FROM dag WHERE dag_id = 'etl'",
+    )
+    .await;
+    assert_eq!(version, 1, "the DAG came back as new");
+    assert!(replay::verify(&db.pool).await.unwrap().is_equal());
+}

@@ -22,6 +22,7 @@ use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
     PullXComRequest, PushXComRequest, RegisterRequest,
 };
+use leoflow_secrets::SecretKey;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tonic::{Request, Response, Status};
@@ -66,6 +67,7 @@ pub struct AgentService {
     specs: Specs,
     liveness: Liveness,
     heartbeat_interval: Duration,
+    connection_key: Option<SecretKey>,
 }
 
 /// What a request may find its try in.
@@ -97,7 +99,36 @@ impl AgentService {
             specs,
             liveness,
             heartbeat_interval,
+            connection_key: None,
         }
+    }
+
+    /// Decrypts connection passwords for tasks with `key` (without it, a connection that has a
+    /// password cannot be read).
+    pub fn with_connection_key(mut self, key: SecretKey) -> Self {
+        self.connection_key = Some(key);
+        self
+    }
+
+    /// A connection row with its password in clear, as the task reads it.
+    fn decrypted(&self, conn_id: &str, mut connection: Value) -> Result<Value, Status> {
+        let Some(ciphertext) = connection["password"].as_str().map(str::to_owned) else {
+            return Ok(connection);
+        };
+        let refuse = |why: &str| {
+            Status::invalid_argument(format!(
+                "the password of connection {conn_id:?} cannot be read: {why}"
+            ))
+        };
+        let key = self
+            .connection_key
+            .as_ref()
+            .ok_or_else(|| refuse("this control plane has no connection key"))?;
+        let password = key
+            .decrypt(&ciphertext)
+            .map_err(|e| refuse(&e.to_string()))?;
+        connection["password"] = Value::String(password);
+        Ok(connection)
     }
 
     async fn verify(
@@ -505,15 +536,21 @@ impl TaskAgent for AgentService {
                     .map_err(unavailable)?
                     .map(Value::String)
             }
-            LookupKind::Connection => sqlx::query_scalar::<_, Value>(
-                "SELECT jsonb_build_object('conn_type', conn_type, 'host', host, \
-                 'schema', schema, 'login', login, 'password', password, 'port', port, \
-                 'extra', extra) FROM connection WHERE conn_id = $1",
-            )
-            .bind(&request.key)
-            .fetch_optional(pool)
-            .await
-            .map_err(unavailable)?,
+            LookupKind::Connection => {
+                let row = sqlx::query_scalar::<_, Value>(
+                    "SELECT jsonb_build_object('conn_type', conn_type, 'host', host, \
+                     'schema', schema, 'login', login, 'password', password, 'port', port, \
+                     'extra', extra) FROM connection WHERE conn_id = $1",
+                )
+                .bind(&request.key)
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)?;
+                match row {
+                    Some(connection) => Some(self.decrypted(&request.key, connection)?),
+                    None => None,
+                }
+            }
         };
         Ok(Response::new(match value {
             Some(value) => JsonValue {

@@ -1,10 +1,13 @@
 //! What users ask of DAGs and runs (the API and the CLI call these): trigger, pause, unpause,
-//! clear, mark. Each reads the current state, decides with the pure core, and appends with the
-//! stream version it decided on.
+//! clear, mark, cancel. Each reads the current state, decides with the pure core, and appends
+//! with the stream version it decided on. Run commands take the process's [`Specs`], so they
+//! group-commit with the scheduler's own decisions (a fresh `Specs::default()` is correct too,
+//! only slower).
 
 use chrono::Utc;
 use leoflow_events::{
     AppendBatch, AppendError, EventStore, ExpectedVersion, Metadata, RecordedEvent, StoreError,
+    TaskInstanceKey,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -125,6 +128,7 @@ pub async fn set_paused(
 /// Clears task instances of a run (with everything downstream if asked) so they run again.
 pub async fn clear_tasks(
     store: &EventStore,
+    specs: &Specs,
     dag_id: &str,
     run_id: &str,
     task_ids: Vec<String>,
@@ -135,25 +139,23 @@ pub async fn clear_tasks(
         task_ids,
         downstream,
     };
-    Ok(submit(store, &Specs::default(), dag_id, run_id, command, actor).await?)
+    Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
 }
 
 /// Marks a task instance successful or failed by hand.
 pub async fn mark_task(
     store: &EventStore,
-    dag_id: &str,
-    run_id: &str,
-    task_id: &str,
-    map_index: i32,
+    specs: &Specs,
+    ti: &TaskInstanceKey,
     success: bool,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = Command::Mark {
-        task_id: task_id.to_owned(),
-        map_index,
+        task_id: ti.task_id.clone(),
+        map_index: ti.map_index,
         success,
     };
-    Ok(submit(store, &Specs::default(), dag_id, run_id, command, actor).await?)
+    Ok(submit(store, specs, &ti.dag_id, &ti.run_id, command, actor).await?)
 }
 
 /// Cancels a queued or running try: it fails without retries and its agent is stopped (the
@@ -161,15 +163,178 @@ pub async fn mark_task(
 /// heartbeat). Refused when the task instance is not in flight.
 pub async fn cancel_task(
     store: &EventStore,
-    dag_id: &str,
-    run_id: &str,
-    task_id: &str,
-    map_index: i32,
+    specs: &Specs,
+    ti: &TaskInstanceKey,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = Command::Cancel {
-        task_id: task_id.to_owned(),
-        map_index,
+        task_id: ti.task_id.clone(),
+        map_index: ti.map_index,
     };
-    Ok(submit(store, &Specs::default(), dag_id, run_id, command, actor).await?)
+    Ok(submit(store, specs, &ti.dag_id, &ti.run_id, command, actor).await?)
+}
+
+/// Marks a whole run successful or failed (Airflow's "mark run as …"); tries in flight are
+/// stopped.
+pub async fn mark_run(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    success: bool,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, ControlError> {
+    let command = Command::MarkRun { success };
+    Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
+}
+
+/// Clears a run's task instances so they run again: every one, or only the failed ones (and
+/// those their failure kept from running).
+pub async fn clear_run(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    only_failed: bool,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, ControlError> {
+    let run = crate::reactor::runs::load_run(store, specs, dag_id, run_id).await?;
+    let mut task_ids: Vec<String> = run
+        .state
+        .tis
+        .iter()
+        .filter(|(_, ti)| {
+            !only_failed
+                || matches!(
+                    ti.state,
+                    crate::core::run::TiState::Failed | crate::core::run::TiState::UpstreamFailed
+                )
+        })
+        .map(|((task_id, _), _)| task_id.clone())
+        .collect();
+    task_ids.dedup();
+    if task_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    clear_tasks(store, specs, dag_id, run_id, task_ids, false, actor).await
+}
+
+/// Sets (or with `None` removes) the note of a run.
+pub async fn set_run_note(
+    store: &EventStore,
+    dag_id: &str,
+    run_id: &str,
+    note: Option<String>,
+    actor: &str,
+) -> Result<RecordedEvent, ControlError> {
+    let event = leoflow_events::catalog::RunNoteSet {
+        dag_id: dag_id.to_owned(),
+        run_id: run_id.to_owned(),
+        note,
+    };
+    let outcome = store
+        .append(AppendBatch::new().push(event, &Metadata::actor(actor)))
+        .await
+        .map_err(ControlError::Append)?;
+    Ok(outcome
+        .events
+        .into_iter()
+        .next()
+        .expect("one event appended"))
+}
+
+/// Why a DAG cannot be deleted now.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "DAG {dag_id:?} has {running} task instance(s) queued or running; wait for them or mark them first"
+)]
+pub struct StillRunning {
+    /// The DAG.
+    pub dag_id: String,
+    /// How many are in flight.
+    pub running: i64,
+}
+
+/// Deletes a DAG with its runs from the read models (the log keeps its history). Refused while
+/// any of its task instances is queued or running, as in Airflow.
+pub async fn delete_dag(
+    store: &EventStore,
+    dag_id: &str,
+    actor: &str,
+) -> Result<Result<RecordedEvent, StillRunning>, ControlError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dag WHERE dag_id = $1)")
+        .bind(dag_id)
+        .fetch_one(store.pool())
+        .await
+        .map_err(StoreError::from)?;
+    if !exists {
+        return Err(ControlError::UnknownDag(dag_id.to_owned()));
+    }
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state IN ('queued', 'running')",
+    )
+    .bind(dag_id)
+    .fetch_one(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    if running > 0 {
+        return Ok(Err(StillRunning {
+            dag_id: dag_id.to_owned(),
+            running,
+        }));
+    }
+    let event = leoflow_events::catalog::DagDeleted {
+        dag_id: dag_id.to_owned(),
+    };
+    let outcome = store
+        .append(AppendBatch::new().push(event, &Metadata::actor(actor)))
+        .await
+        .map_err(ControlError::Append)?;
+    Ok(Ok(outcome
+        .events
+        .into_iter()
+        .next()
+        .expect("one event appended")))
+}
+
+/// Stars or unstars a DAG for `username`; `None` when it already was.
+pub async fn set_favorite(
+    store: &EventStore,
+    dag_id: &str,
+    username: &str,
+    favorite: bool,
+) -> Result<Option<RecordedEvent>, ControlError> {
+    let current: Option<bool> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dag_favorite WHERE dag_id = d.dag_id AND username = $2) \
+         FROM dag d WHERE d.dag_id = $1",
+    )
+    .bind(dag_id)
+    .bind(username)
+    .fetch_optional(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let current = current.ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
+    if current == favorite {
+        return Ok(None);
+    }
+    let (dag_id, username) = (dag_id.to_owned(), username.to_owned());
+    let batch = if favorite {
+        AppendBatch::new().push(
+            leoflow_events::catalog::DagFavorited {
+                dag_id,
+                username: username.clone(),
+            },
+            &Metadata::actor(&username),
+        )
+    } else {
+        AppendBatch::new().push(
+            leoflow_events::catalog::DagUnfavorited {
+                dag_id,
+                username: username.clone(),
+            },
+            &Metadata::actor(&username),
+        )
+    };
+    let outcome = store.append(batch).await.map_err(ControlError::Append)?;
+    Ok(outcome.events.into_iter().next())
 }

@@ -73,6 +73,7 @@ enum Step {
     Retry(usize, i32, i32, i64),
     Clear(usize, bool),
     Cancel(usize, i32),
+    MarkRun(bool),
 }
 
 fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
@@ -94,6 +95,7 @@ fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
                 .prop_map(|(t, m, n, s)| Step::Retry(t, m, n, s)),
             (0usize..8, map_index).prop_map(|(t, m)| Step::Cancel(t, m)),
             (0usize..8, any::<bool>()).prop_map(|(t, d)| Step::Clear(t, d)),
+            any::<bool>().prop_map(Step::MarkRun),
         ],
         0..80,
     )
@@ -157,6 +159,7 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
             task_id: id(*t),
             map_index: *m,
         },
+        Step::MarkRun(success) => Command::MarkRun { success: *success },
         Step::Retry(t, m, n, s) => Command::RetryDue {
             task_id: id(*t),
             map_index: *m,
@@ -281,6 +284,30 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
     Ok(())
 }
 
+/// A user's mark of the whole run: it ends as asked, every task instance final, and what was
+/// already as wanted (or skipped, or left alone by a failure mark) untouched.
+fn check_mark_run(before: &RunState, events: &[Event], success: bool) -> Result<(), TestCaseError> {
+    let after = events.iter().fold(before.clone(), evolve);
+    let wanted = if success {
+        RunStatus::Success
+    } else {
+        RunStatus::Failed
+    };
+    prop_assert_eq!(after.status, wanted);
+    for (id, ti) in &before.tis {
+        let now = after.tis[id].state;
+        prop_assert!(now.is_final(), "{:?} left {:?} by the mark", id, now);
+        match (success, ti.state) {
+            (true, TiState::Success | TiState::Skipped) => prop_assert_eq!(now, ti.state),
+            (true, _) => prop_assert_eq!(now, TiState::Success),
+            (false, state) if state.is_final() => prop_assert_eq!(now, state),
+            (false, TiState::Queued | TiState::Running) => prop_assert_eq!(now, TiState::Failed),
+            (false, _) => prop_assert_eq!(now, TiState::Skipped),
+        }
+    }
+    Ok(())
+}
+
 /// A well-behaved executor: runs whatever is scheduled (pushing a two-item result, then
 /// succeeding), and fires due retries.
 fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestCaseError> {
@@ -358,8 +385,13 @@ proptest! {
             let before = state.clone();
             match decide(&spec, &state, command_for(&spec, step)) {
                 Ok(events) => {
-                    check_events(&spec, &state, &events)?;
-                    for e in &events {
+                    match step {
+                        Step::MarkRun(success) => check_mark_run(&state, &events, *success)?,
+                        _ => check_events(&spec, &state, &events)?,
+                    }
+                    // Executions, not a user's marks, are what must never succeed twice.
+                    let executed = if matches!(step, Step::MarkRun(_)) { &[][..] } else { &events[..] };
+                    for e in executed {
                         if let Event::TaskSucceeded(s) = e {
                             *successes.entry((s.ti.task_id.clone(), s.ti.map_index, s.try_number)).or_default() += 1;
                         }
@@ -369,7 +401,8 @@ proptest! {
                 Err(_) => prop_assert_eq!(&state, &before, "a rejection changes nothing"),
             }
             for (id, ti) in &before.tis {
-                if ti.state.is_final() && !matches!(step, Step::Clear(..)) {
+                // A user may override a final state by clearing, or by marking the whole run.
+                if ti.state.is_final() && !matches!(step, Step::Clear(..) | Step::MarkRun(_)) {
                     prop_assert_eq!(state.tis[id].state, ti.state, "final states stay final");
                 }
             }

@@ -3,8 +3,9 @@
 //! It brings up the datastore (managed Postgres unless told otherwise), the schema and the read
 //! models, compiles and registers the project, and starts the control plane: the scheduler's
 //! reactor, the task agent service on the gRPC port and the subprocess executor. It then
-//! follows the event log until Ctrl-C (or SIGTERM), and stops what it started. The web UI, hot
-//! reload and setup join as their issues land.
+//! serves the Airflow UI and `/api/v2` on the HTTP port. A home that was never set up is set up
+//! first (admin account, keys, UI assets). It then follows the event log until Ctrl-C (or
+//! SIGTERM), and stops what it started.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -12,8 +13,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use clap::Args;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use leoflow_api::auth::Auth;
+use leoflow_api::{ApiState, Settings, Ui};
 use leoflow_authoring::ingest::register;
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_authoring::{compile_project, project_name};
@@ -22,15 +25,23 @@ use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
 
 use crate::commands::events::human_line;
+use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions};
 use crate::datastore::DatastoreArgs;
 
 /// `leoflow lite`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LiteArgs {
+    /// What else to do instead of running Lite.
+    #[command(subcommand)]
+    action: Option<LiteAction>,
     /// The project directory (holding dag.py and leoflow.yaml).
     #[arg(default_value = ".")]
     project: PathBuf,
+    /// The port of the web UI and the API.
+    #[arg(long, default_value_t = 8088)]
+    port: u16,
     /// The port task agents call (gRPC).
     #[arg(long, default_value_t = 9099)]
     grpc_port: u16,
@@ -50,8 +61,26 @@ pub struct LiteArgs {
     compile_timeout: u64,
 }
 
+/// `leoflow lite <action>`
+#[derive(Debug, Subcommand)]
+pub enum LiteAction {
+    /// Make a new admin password (shown once) and keep only its hash.
+    ResetPassword {
+        /// Read the new password from this file instead of generating one (also
+        /// LEOFLOW_ADMIN_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        admin_password_file: Option<PathBuf>,
+    },
+}
+
 /// Runs Lite until Ctrl-C.
 pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> {
+    if let Some(LiteAction::ResetPassword {
+        admin_password_file,
+    }) = &args.action
+    {
+        return setup::reset_password(&datastore.home(), admin_password_file.as_deref());
+    }
     let dag_file = args.project.join("dag.py");
     if !dag_file.is_file() {
         bail!(
@@ -63,6 +92,17 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     if !(args.heartbeat_interval > 0.0 && args.heartbeat_timeout > args.heartbeat_interval) {
         bail!("--heartbeat-timeout must be longer than the heartbeat interval");
     }
+    let http = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    // Bound first: a taken port fails before anything is started.
+    let http_listener = tokio::net::TcpListener::bind(http).await.with_context(|| {
+        format!(
+            "cannot serve the web UI on {http}: is another Leoflow (or another program) using \
+             it? Stop it, or choose another port with --port"
+        )
+    })?;
+    let home = datastore.home();
+    let credentials = setup::ensure_credentials(&home, None)?;
+    let ui_dirs = setup::ensure_ui(&home).await;
     let python = PythonRuntime::detect().await?;
     let project_dir = std::fs::canonicalize(&args.project)?;
     let database = datastore.open().await?;
@@ -87,9 +127,35 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
                 heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
                 ..Supervision::default()
             },
+            connection_key: Some(credentials.connection_key.clone()),
         },
     )
     .await?;
+    let ui = match ui_dirs.map(|dirs| Ui::load(dirs, "/")).transpose() {
+        Ok(ui) => ui.map(Arc::new),
+        Err(error) => {
+            eprintln!(
+                "warning: the installed Airflow UI is unreadable ({error}); serving the API only"
+            );
+            None
+        }
+    };
+    let has_ui = ui.is_some();
+    let api = ApiState {
+        store: store.clone(),
+        specs: control_plane.specs(),
+        auth: Arc::new(Auth::new(credentials.clone(), Some(home.clone()))),
+        connection_key: credentials.connection_key.clone(),
+        settings: Arc::new(Settings::lite()),
+    };
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_server = tokio::spawn(leoflow_api::serve(
+        http_listener,
+        leoflow_api::router(api, ui),
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
     let head = store.head().await?;
 
     println!("Leoflow Lite");
@@ -104,6 +170,11 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     }
     if let Some(error) = &registration.import_error {
         println!("  import error: {error}");
+    }
+    if has_ui {
+        println!("  web UI    http://{http}/ (user admin)");
+    } else {
+        println!("  api       http://{http}/api/v2 (the UI is not installed: see above)");
     }
     println!("  agents    gRPC on 127.0.0.1:{}", args.grpc_port);
     println!("Following the event log; Ctrl-C stops Lite.");
@@ -121,6 +192,8 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         }
     };
     drop(subscription);
+    let _ = http_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_server).await;
     control_plane.stop().await?;
     database.pool.close().await;
     if database.started_cluster

@@ -8,4 +8,5 @@ pub mod events;
 pub mod init;
 pub mod lite;
 pub mod postgres;
+pub mod setup;
 pub mod tasks;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 use leoflow_events::{EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
+use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::{control, task_logs};
 
 use crate::datastore::DatastoreArgs;
@@ -90,7 +91,18 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
             run_id,
             task_ids,
             downstream,
-        } => control::clear_tasks(&store, &dag_id, &run_id, task_ids, downstream, "cli").await?,
+        } => {
+            control::clear_tasks(
+                &store,
+                &Specs::default(),
+                &dag_id,
+                &run_id,
+                task_ids,
+                downstream,
+                "cli",
+            )
+            .await?
+        }
         TasksCommand::Mark {
             dag_id,
             run_id,
@@ -100,7 +112,11 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
         } => {
             let success = matches!(state, MarkState::Success);
             control::mark_task(
-                &store, &dag_id, &run_id, &task_id, map_index, success, "cli",
+                &store,
+                &Specs::default(),
+                &TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index),
+                success,
+                "cli",
             )
             .await?
         }
@@ -109,7 +125,15 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
             run_id,
             task_id,
             map_index,
-        } => control::cancel_task(&store, &dag_id, &run_id, &task_id, map_index, "cli").await?,
+        } => {
+            control::cancel_task(
+                &store,
+                &Specs::default(),
+                &TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index),
+                "cli",
+            )
+            .await?
+        }
         TasksCommand::Logs {
             dag_id,
             run_id,

@@ -182,6 +182,13 @@ pub enum Command {
         /// `true` for success, `false` for failed.
         success: bool,
     },
+    /// A user set the whole run's state (Airflow's "mark run success / failed"): success marks
+    /// every unfinished or failed task instance successful; failed fails the ones in flight and
+    /// skips the ones that have not run. Tries in flight are stopped by the executor.
+    MarkRun {
+        /// `true` for success, `false` for failed.
+        success: bool,
+    },
     /// A user cancelled a queued or running try: it fails at once, without retries (Airflow's
     /// "mark failed" of a running task), and its agent is told to stop.
     Cancel {
@@ -645,6 +652,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 .into()
             });
         }
+        Command::MarkRun { success } => return Ok(mark_run(state, success)),
         Command::Cancel { task_id, map_index } => {
             running(state)?;
             let ti = state.ti(&task_id, map_index)?;
@@ -690,6 +698,61 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
     }
     consequences(spec, state, &mut events);
     Ok(events)
+}
+
+/// The events of marking a whole run (see [`Command::MarkRun`]); none when it already is so.
+fn mark_run(state: &RunState, success: bool) -> Vec<Event> {
+    let wanted = if success {
+        RunStatus::Success
+    } else {
+        RunStatus::Failed
+    };
+    if state.status == wanted {
+        return Vec::new();
+    }
+    let mut events: Vec<Event> = Vec::new();
+    for (id, ti) in &state.tis {
+        let key = state.key(id);
+        let try_number = ti.try_number;
+        match (success, ti.state) {
+            (true, TiState::Success | TiState::Skipped) => {}
+            (true, _) => events.push(
+                TaskSucceeded {
+                    ti: key,
+                    try_number,
+                }
+                .into(),
+            ),
+            (false, TiState::Queued | TiState::Running) => events.push(
+                TaskFailed {
+                    ti: key,
+                    try_number,
+                    reason: "the run was marked failed by a user".to_owned(),
+                }
+                .into(),
+            ),
+            (false, TiState::Pending | TiState::Scheduled | TiState::UpForRetry) => events.push(
+                TaskSkipped {
+                    ti: key,
+                    reason: Some("the run was marked failed by a user".to_owned()),
+                }
+                .into(),
+            ),
+            (false, _) => {}
+        }
+    }
+    let (dag_id, run_id) = (state.dag_id.clone(), state.run_id.clone());
+    events.push(if success {
+        RunSucceeded { dag_id, run_id }.into()
+    } else {
+        RunFailed {
+            dag_id,
+            run_id,
+            reason: Some("marked failed by a user".to_owned()),
+        }
+        .into()
+    });
+    events
 }
 
 /// The events of a try's end: success (with branch or short-circuit skips), retry or failure.

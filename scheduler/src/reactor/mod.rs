@@ -243,6 +243,12 @@ impl Reactor {
                 };
                 dag.max_active_tasks = e.max_active_tasks.max(1);
             }
+            Event::DagDeleted(e) => {
+                // Its runs go with it; nothing of them is scheduled any more.
+                self.dags.remove(&e.dag_id);
+                self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
+                self.in_flight.retain(|ti, _| ti.dag_id != e.dag_id);
+            }
             Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
             Event::DagUnpaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = false,
             Event::PoolSet(e) => {

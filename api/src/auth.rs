@@ -1,0 +1,367 @@
+//! Authentication as Airflow's simple auth manager does it, so the unmodified UI logs in: the
+//! login page posts `{username, password}` to `POST /auth/token`, gets a JWT (HS512, audience
+//! `apache-airflow`, 24 h) and keeps it in the `_token` cookie; API clients send it as
+//! `Authorization: Bearer …`. Every `/api/v2` and `/ui` route but login, logout and the health
+//! check refuses a request without a valid token (401, which sends the UI to the login page).
+//! Failed logins are limited per client address.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::credentials::Credentials;
+use crate::error::{ApiError, ApiResult};
+use crate::query::Params;
+use crate::state::ApiState;
+
+/// The cookie the UI keeps its token in (Airflow's `COOKIE_NAME_JWT_TOKEN`).
+pub const TOKEN_COOKIE: &str = "_token";
+/// The audience Airflow's tokens carry.
+const AUDIENCE: &str = "apache-airflow";
+/// How long a token is valid (Airflow's `jwt_expiration_time`).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Failed logins allowed per client address within [`FAILURE_WINDOW`].
+const MAX_FAILURES: u32 = 5;
+/// The window failed logins are counted in.
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// A token's claims (the same names Airflow's have).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user.
+    pub sub: String,
+    /// Their role (`admin` in Lite).
+    pub role: String,
+    /// Token id.
+    pub jti: String,
+    /// `apache-airflow`.
+    pub aud: String,
+    /// Not before (seconds since the epoch).
+    pub nbf: u64,
+    /// Expiry.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+}
+
+/// The authenticated user of a request (put in its extensions by [`require_user`]).
+#[derive(Debug, Clone)]
+pub struct User {
+    /// User name.
+    pub username: String,
+    /// Role.
+    pub role: String,
+}
+
+/// Checks passwords and tokens.
+pub struct Auth {
+    credentials: Mutex<Credentials>,
+    /// Where the credentials were read from: re-read when it changes, so a
+    /// `leoflow lite reset-password` takes effect without a restart.
+    source: Option<(PathBuf, Option<SystemTime>)>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").finish_non_exhaustive()
+    }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Auth {
+    /// Auth over `credentials`; with `home`, later changes to its credentials file are picked
+    /// up at the next login.
+    pub fn new(credentials: Credentials, home: Option<PathBuf>) -> Self {
+        let key = credentials.token_signing_key.clone();
+        let source = home.map(|home| {
+            let path = Credentials::path(&home);
+            let modified = modified(&path);
+            (home, modified)
+        });
+        Self {
+            credentials: Mutex::new(credentials),
+            source,
+            encoding: EncodingKey::from_secret(&key).expect("an HMAC key of 32 bytes or more"),
+            decoding: DecodingKey::from_secret(&key).expect("an HMAC key of 32 bytes or more"),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Issues a token for `username`.
+    pub fn issue(&self, username: &str) -> String {
+        let now = now_seconds();
+        let claims = Claims {
+            sub: username.to_owned(),
+            role: "admin".into(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            aud: AUDIENCE.into(),
+            nbf: now,
+            exp: now + TOKEN_LIFETIME.as_secs(),
+            iat: now,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &self.encoding)
+            .expect("HS512 signs any claims")
+    }
+
+    /// The user a token stands for, if it is valid and unexpired.
+    pub fn verify(&self, token: &str) -> Option<User> {
+        let mut validation = Validation::new(Algorithm::HS512);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?;
+        Some(User {
+            username: data.claims.sub,
+            role: data.claims.role,
+        })
+    }
+
+    /// Checks a login; counts failures per client and refuses while a client has too many.
+    pub fn login(
+        &self,
+        client: Option<IpAddr>,
+        username: &str,
+        password: &str,
+    ) -> ApiResult<String> {
+        if let Some(ip) = client
+            && let Some(wait) = self.blocked_for(ip)
+        {
+            return Err(ApiError::too_many(
+                format!(
+                    "Too many failed logins from {ip}; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+                wait.as_secs().max(1),
+            ));
+        }
+        self.reload_if_changed();
+        let ok = self
+            .credentials
+            .lock()
+            .expect("not poisoned")
+            .check(username, password);
+        if !ok {
+            if let Some(ip) = client {
+                self.record_failure(ip);
+            }
+            return Err(ApiError::unauthorized("Invalid credentials"));
+        }
+        if let Some(ip) = client {
+            self.failures.lock().expect("not poisoned").remove(&ip);
+        }
+        Ok(self.issue(username))
+    }
+
+    fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().expect("not poisoned");
+        let (count, since) = failures.get(&ip)?;
+        let elapsed = since.elapsed();
+        (*count >= MAX_FAILURES && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        if failures.len() > 10_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    fn reload_if_changed(&self) {
+        let Some((home, loaded_at)) = &self.source else {
+            return;
+        };
+        let current = modified(&Credentials::path(home));
+        if current != *loaded_at
+            && let Ok(fresh) = Credentials::load(home)
+        {
+            // Only the password may change under a running server: the keys stay.
+            self.credentials
+                .lock()
+                .expect("not poisoned")
+                .take_password_from(fresh);
+        }
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The token of a request: its bearer token, else its `_token` cookie.
+fn token(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(token) = value.strip_prefix("Bearer ")
+    {
+        return Some(token.trim().to_owned());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Middleware: lets only requests with a valid token through.
+pub async fn require_user(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token(request.headers()) else {
+        return ApiError::unauthorized("Not authenticated").into_response();
+    };
+    match state.auth.verify(&token) {
+        Some(user) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        None => ApiError::unauthorized("Invalid JWT token").into_response(),
+    }
+}
+
+/// The body `POST /auth/token` takes (JSON or a form).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// `POST /auth/token`: a token for valid credentials (201), else 401.
+pub async fn create_token(State(state): State<ApiState>, request: Request) -> ApiResult<Response> {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let bytes = axum::body::to_bytes(request.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError::bad_request("the login body is too large"))?;
+    let body: LoginBody = if form {
+        let params = Params::parse(&String::from_utf8_lossy(&bytes))?;
+        let field = |name: &str| {
+            params.str(name).map(str::to_owned).ok_or_else(|| {
+                ApiError::invalid(
+                    &["body", name],
+                    "missing",
+                    "Field required",
+                    serde_json::Value::Null,
+                )
+            })
+        };
+        LoginBody {
+            username: field("username")?,
+            password: field("password")?,
+        }
+    } else {
+        crate::body::parse(&bytes)?
+    };
+    let token = state.auth.login(client, &body.username, &body.password)?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "access_token": token })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v2/auth/login?next=…`: to the login page, keeping where to go afterwards.
+pub async fn login_redirect(params: Params) -> Response {
+    let next = params.str("next").unwrap_or("/");
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .finish();
+    Redirect::temporary(&format!("/auth/login?{query}")).into_response()
+}
+
+/// `GET /api/v2/auth/logout`: forgets the session cookie and goes to the login page.
+pub async fn logout() -> Response {
+    let mut response = Redirect::temporary("/auth/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        format!("{TOKEN_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax")
+            .parse()
+            .expect("a valid header"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(Credentials::new("pw"), None)
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_others_do_not() {
+        let auth = auth();
+        let token = auth.issue("admin");
+        assert_eq!(auth.verify(&token).unwrap().username, "admin");
+        let other = Auth::new(Credentials::new("pw"), None);
+        assert!(other.verify(&token).is_none(), "signed with another key");
+        assert!(auth.verify("garbage").is_none());
+        let mut tampered = token.clone();
+        tampered.push('x');
+        assert!(auth.verify(&tampered).is_none());
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_client() {
+        let auth = auth();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            let e = auth.login(Some(ip), "admin", "wrong").unwrap_err();
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        }
+        let blocked = auth.login(Some(ip), "admin", "pw").unwrap_err();
+        assert_eq!(
+            blocked.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "even the right password waits"
+        );
+        let elsewhere: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(auth.login(Some(elsewhere), "admin", "pw").is_ok());
+    }
+
+    #[test]
+    fn tokens_come_from_bearer_headers_or_the_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=b; _token=from-cookie".parse().unwrap());
+        assert_eq!(token(&headers).as_deref(), Some("from-cookie"));
+        headers.insert(header::AUTHORIZATION, "Bearer from-header".parse().unwrap());
+        assert_eq!(token(&headers).as_deref(), Some("from-header"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Serving the Airflow UI unmodified, the way Airflow's API server does: `/static/…` is the
+//! built UI's folder, `/auth/static/…` the login UI's, and every other page path answers the
+//! UI's `index.html` with `{{ backend_server_base_url }}` filled in (the single-page app then
+//! routes itself; deep links work). Without the UI installed those pages say how to get it,
+//! and the API works all the same.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::services::ServeDir;
+
+use crate::assets::UiDirs;
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+/// The loaded UI: its folders and its two rendered `index.html` pages.
+#[derive(Debug)]
+pub struct Ui {
+    dirs: UiDirs,
+    index: String,
+    login: String,
+}
+
+const BASE_URL_SLOT: &str = "{{ backend_server_base_url }}";
+
+impl Ui {
+    /// Loads the installed UI, rendering its pages for `base_url` (`/` unless behind a prefix).
+    pub fn load(dirs: UiDirs, base_url: &str) -> std::io::Result<Self> {
+        let render = |dir: &Path| -> std::io::Result<String> {
+            let page = std::fs::read_to_string(dir.join("index.html"))?;
+            Ok(page.replace(BASE_URL_SLOT, base_url))
+        };
+        Ok(Self {
+            index: render(&dirs.ui)?,
+            login: render(&dirs.auth)?,
+            dirs,
+        })
+    }
+}
+
+/// The UI's routes; `ui` is `None` when it is not installed.
+pub fn routes(ui: Option<Arc<Ui>>) -> Router<ApiState> {
+    let mut router = Router::new();
+    if let Some(ui) = &ui {
+        router = router
+            .nest_service("/static", ServeDir::new(&ui.dirs.ui))
+            .nest_service("/auth/static", ServeDir::new(&ui.dirs.auth));
+    }
+    let login = ui.clone();
+    router
+        .route("/auth/login", get(move || page(login.clone(), true)))
+        .fallback(move |request: Request| fallback(ui.clone(), request))
+}
+
+async fn page(ui: Option<Arc<Ui>>, login: bool) -> Response {
+    match ui {
+        Some(ui) => {
+            let html = if login { &ui.login } else { &ui.index };
+            ([(header::CACHE_CONTROL, "no-cache")], Html(html.clone())).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(
+                "<!doctype html><title>Leoflow</title><h1>The Airflow UI is not installed</h1>\
+                 <p>Run <code>leoflow setup</code> to fetch it (the apache-airflow-core 3.2.2 \
+                 wheel from the package index). The API under <code>/api/v2</code> works \
+                 without it.</p>",
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn fallback(ui: Option<Arc<Ui>>, request: Request) -> Response {
+    let path = request.uri().path();
+    let api = ["/api/", "/ui/", "/auth/", "/leoflow/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    if api || !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return ApiError::not_found("Not Found").into_response();
+    }
+    page(ui, false).await
+}

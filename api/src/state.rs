@@ -1,0 +1,59 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use leoflow_events::EventStore;
+use leoflow_scheduler::reactor::runs::Specs;
+use leoflow_secrets::SecretKey;
+
+use crate::auth::Auth;
+
+/// Which edition serves the API (shown in the UI's navbar as the instance name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edition {
+    /// `leoflow lite`.
+    Lite,
+    /// The Helm-deployed control plane.
+    Pro,
+}
+
+/// Fixed settings of a running API.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The edition.
+    pub edition: Edition,
+    /// What the UI calls this instance (`Leoflow Lite`).
+    pub instance_name: String,
+    /// The UI's base URL (`/`).
+    pub base_url: String,
+    /// When this process started.
+    pub started_at: DateTime<Utc>,
+}
+
+impl Settings {
+    /// Lite's settings.
+    pub fn lite() -> Self {
+        Self {
+            edition: Edition::Lite,
+            instance_name: "Leoflow Lite".into(),
+            base_url: "/".into(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+/// The state handlers run with.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The event log (appends project inline into the read models).
+    pub store: EventStore,
+    /// DAG versions and run states, shared with the scheduler so decisions group-commit.
+    pub specs: Specs,
+    /// Passwords and tokens.
+    pub auth: Arc<Auth>,
+    /// Encrypts Connection passwords before their events are appended.
+    pub connection_key: SecretKey,
+    /// Fixed settings.
+    pub settings: Arc<Settings>,
+}

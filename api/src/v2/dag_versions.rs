@@ -1,0 +1,288 @@
+//! What a DAG version holds: its tasks (`/dags/{dag_id}/tasks`), its source
+//! (`/dagSources/{dag_id}`), and the versions themselves (`/dags/{dag_id}/dagVersions`).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sqlx::AssertSqlSafe;
+
+use crate::error::{ApiError, ApiResult};
+use crate::query::Params;
+use crate::state::ApiState;
+use crate::v2::models::{
+    VERSION_COLUMNS, VersionRecord, document, load_dag, operator_class, tasks_by_id,
+};
+
+/// A `TimeDelta` as Airflow serializes one.
+fn time_delta(seconds: Option<f64>) -> Value {
+    match seconds {
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            let whole = s.trunc() as i64;
+            json!({
+                "__type": "TimeDelta",
+                "days": whole / 86_400,
+                "seconds": whole % 86_400,
+                "microseconds": (s.fract() * 1e6).round() as i64,
+            })
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The module Airflow's operator classes live in.
+fn class_module(class: &str) -> &'static str {
+    match class {
+        "BashOperator" => "airflow.providers.standard.operators.bash",
+        "EmptyOperator" => "airflow.providers.standard.operators.empty",
+        "_BashDecoratedOperator" => "airflow.providers.standard.decorators.bash",
+        "_BranchPythonDecoratedOperator" => "airflow.providers.standard.decorators.branch_python",
+        "_ShortCircuitDecoratedOperator" => "airflow.providers.standard.decorators.short_circuit",
+        "DecoratedSensorOperator" => "airflow.providers.standard.decorators.sensor",
+        "_PythonDecoratedOperator" => "airflow.providers.standard.decorators.python",
+        _ => "airflow.providers.standard.operators.python",
+    }
+}
+
+/// The template fields of Airflow's operator classes.
+fn template_fields(class: &str) -> Vec<&'static str> {
+    match class {
+        "BashOperator" | "_BashDecoratedOperator" => vec!["bash_command", "env", "cwd"],
+        "EmptyOperator" => vec![],
+        _ => vec!["templates_dict", "op_args", "op_kwargs"],
+    }
+}
+
+/// `TaskResponse` of a dag.json task entry (with the DAG's dates).
+pub fn task_json(task: &Value, downstream: &[&str], dag: &Value) -> Value {
+    let written = task["operator"].as_str().unwrap_or("");
+    let class = operator_class(written);
+    let task_id = task["task_id"].as_str().unwrap_or("");
+    json!({
+        "task_id": task_id,
+        "task_display_name": task["display_name"].as_str().unwrap_or(task_id),
+        "owner": task["owner"],
+        "start_date": dag["start_date"],
+        "end_date": dag["end_date"],
+        "trigger_rule": task["trigger_rule"],
+        "depends_on_past": false,
+        "wait_for_downstream": false,
+        "retries": task["retries"].as_f64(),
+        "queue": task["queue"],
+        "pool": task["pool"],
+        "pool_slots": task["pool_slots"].as_f64(),
+        "execution_timeout": time_delta(task["execution_timeout"].as_f64()),
+        "retry_delay": time_delta(task["retry_delay"].as_f64()),
+        "retry_exponential_backoff": if task["retry_exponential_backoff"].as_bool() == Some(true) { 2.0 } else { 0.0 },
+        "priority_weight": task["priority_weight"].as_f64(),
+        "weight_rule": "downstream",
+        "ui_color": if class == "BashOperator" || class == "_BashDecoratedOperator" { "#f0ede4" } else { "#ffefeb" },
+        "ui_fgcolor": "#000",
+        "template_fields": template_fields(class),
+        "downstream_task_ids": downstream,
+        "doc_md": task["doc_md"],
+        "operator_name": written,
+        "params": task.get("params").cloned().unwrap_or(json!({})),
+        "class_ref": {"module_path": class_module(class), "class_name": class},
+        "is_mapped": !task["mapped"].is_null(),
+        "extra_links": [],
+    })
+}
+
+/// Each task's downstream tasks, from their `upstream` lists.
+pub fn downstream_of(document: &Value) -> HashMap<String, Vec<&str>> {
+    let mut downstream: HashMap<String, Vec<&str>> = HashMap::new();
+    for task in document["tasks"].as_array().into_iter().flatten() {
+        let id = task["task_id"].as_str().unwrap_or("");
+        downstream.entry(id.to_owned()).or_default();
+        for up in task["upstream"].as_array().into_iter().flatten() {
+            if let Some(up) = up.as_str() {
+                downstream.entry(up.to_owned()).or_default().push(id);
+            }
+        }
+    }
+    for list in downstream.values_mut() {
+        list.sort_unstable();
+    }
+    downstream
+}
+
+/// `GET /api/v2/dags/{dag_id}/tasks` (of the latest version).
+pub async fn get_tasks(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let dag = load_dag(&state, &dag_id).await?;
+    let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
+    let downstream = downstream_of(&doc);
+    let mut tasks: Vec<Value> = doc["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let id = t["task_id"].as_str().unwrap_or("");
+            task_json(t, &downstream[id], &doc)
+        })
+        .collect();
+    let order = params.str("order_by").unwrap_or("task_id");
+    let (field, descending) = match order.strip_prefix('-') {
+        Some(f) => (f, true),
+        None => (order, false),
+    };
+    if !matches!(
+        field,
+        "task_id" | "task_display_name" | "operator_name" | "priority_weight" | "retries"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "Ordering with '{field}' is disallowed or the attribute does not exist on the model"
+        )));
+    }
+    tasks.sort_by(|a, b| {
+        let (a, b) = (&a[field], &b[field]);
+        let ordering = match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            _ => a.as_str().cmp(&b.as_str()),
+        };
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    });
+    let total = tasks.len();
+    Ok(Json(json!({"tasks": tasks, "total_entries": total})))
+}
+
+/// `GET /api/v2/dags/{dag_id}/tasks/{task_id}`.
+pub async fn get_task(
+    State(state): State<ApiState>,
+    Path((dag_id, task_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let dag = load_dag(&state, &dag_id).await?;
+    let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
+    let tasks = tasks_by_id(&doc);
+    let task = tasks
+        .get(task_id.as_str())
+        .ok_or_else(|| ApiError::not_found(format!("Task with id {task_id} not found")))?;
+    let downstream = downstream_of(&doc);
+    Ok(Json(task_json(task, &downstream[task_id.as_str()], &doc)))
+}
+
+async fn version(state: &ApiState, dag_id: &str, number: Option<i32>) -> ApiResult<VersionRecord> {
+    let found: Option<VersionRecord> = match number {
+        Some(number) => sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = $1 AND v.version_number = $2"
+        )))
+        .bind(dag_id)
+        .bind(number)
+        .fetch_optional(state.store.pool())
+        .await?,
+        None => sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = $1 \
+             ORDER BY v.version_number DESC LIMIT 1"
+        )))
+        .bind(dag_id)
+        .fetch_optional(state.store.pool())
+        .await?,
+    };
+    found.ok_or_else(|| match number {
+        Some(n) => ApiError::not_found(format!(
+            "The DagVersion with dag_id: `{dag_id}` and version_number: `{n}` was not found"
+        )),
+        None => crate::v2::models::dag_not_found(dag_id),
+    })
+}
+
+/// `GET /api/v2/dagSources/{dag_id}?version_number=`: the DAG file of a version, as JSON, or
+/// as plain text when the client accepts only that.
+pub async fn get_source(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let number = params.int("version_number")?.map(|n| n as i32);
+    let version = version(&state, &dag_id, number).await?;
+    let content = match &version.source_hash {
+        Some(hash) => state.store.get_blob(hash).await?.map(|b| b.content),
+        None => None,
+    };
+    let wants_text = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.starts_with("text/plain"));
+    if wants_text {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            content.unwrap_or_default(),
+        )
+            .into_response());
+    }
+    Ok(Json(json!({
+        "content": content,
+        "dag_id": dag_id,
+        "version_number": version.version_number,
+        "dag_display_name": dag_id,
+    }))
+    .into_response())
+}
+
+/// `GET /api/v2/dags/{dag_id}/dagVersions`.
+pub async fn get_versions(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let page = params.page()?;
+    let order = params.order_by(
+        &[
+            ("id", "v.id"),
+            ("version_number", "v.version_number"),
+            ("bundle_name", "v.bundle_name"),
+            ("bundle_version", "v.bundle_name"),
+            ("created_at", "v.created_at"),
+        ],
+        "id",
+        "v.version_number",
+    )?;
+    let dag_filter = if dag_id == "~" {
+        None
+    } else {
+        Some(dag_id.clone())
+    };
+    if let Some(dag_id) = &dag_filter {
+        load_dag(&state, dag_id).await?;
+    }
+    let versions: Vec<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE ($1::text IS NULL OR v.dag_id = $1) \
+         ORDER BY {order} LIMIT $2 OFFSET $3"
+    )))
+    .bind(&dag_filter)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(state.store.pool())
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dag_version WHERE ($1::text IS NULL OR dag_id = $1)",
+    )
+    .bind(&dag_filter)
+    .fetch_one(state.store.pool())
+    .await?;
+    let versions: Vec<Value> = versions.iter().map(VersionRecord::json).collect();
+    Ok(Json(
+        json!({"dag_versions": versions, "total_entries": total}),
+    ))
+}
+
+/// `GET /api/v2/dags/{dag_id}/dagVersions/{version_number}`.
+pub async fn get_version(
+    State(state): State<ApiState>,
+    Path((dag_id, number)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let number = crate::query::path_int("version_number", &number)?;
+    Ok(Json(version(&state, &dag_id, Some(number)).await?.json()))
+}

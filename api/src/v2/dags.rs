@@ -1,0 +1,477 @@
+//! DAGs: `GET /api/v2/dags` (and the UI's `/ui/dags` with latest runs), one DAG, its details,
+//! pausing, tags, stats. Filters and ordering are Airflow's.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use leoflow_scheduler::core::timetable::{RunInfo, Schedule};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Bind, Conditions, Params};
+use crate::state::ApiState;
+use crate::v2::models::{
+    DAG_COLUMNS, DagRecord, NextRun, RUN_COLUMNS, RunRecord, VERSION_COLUMNS, VersionRecord,
+    document, load_dag,
+};
+
+const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
+
+/// The conditions of a DAG list (shared by `/api/v2/dags`, `/ui/dags` and bulk patching).
+pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditions> {
+    let mut c = Conditions::new();
+    let tags: Vec<String> = params.all("tags").iter().map(|t| t.to_string()).collect();
+    if !tags.is_empty() {
+        match params.str("tags_match_mode").unwrap_or("any") {
+            "any" => c.push("d.tags ?| {}", vec![Bind::Texts(tags)]),
+            "all" => c.push("d.tags ?& {}", vec![Bind::Texts(tags)]),
+            other => {
+                return Err(ApiError::invalid(
+                    &["query", "tags_match_mode"],
+                    "enum",
+                    "Input should be 'any' or 'all'",
+                    json!(other),
+                ));
+            }
+        };
+    }
+    let owners: Vec<String> = params.all("owners").iter().map(|o| o.to_string()).collect();
+    if !owners.is_empty() {
+        c.push(
+            "string_to_array(d.owners, ', ') && {}",
+            vec![Bind::Texts(owners)],
+        );
+    }
+    let dag_ids: Vec<String> = params
+        .all("dag_ids")
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
+    if !dag_ids.is_empty() {
+        c.push("d.dag_id = ANY({})", vec![Bind::Texts(dag_ids)]);
+    }
+    c.patterns(params, "dag_id", "d.dag_id");
+    c.patterns(params, "dag_display_name", "d.dag_id");
+    if params.bool("exclude_stale")?.unwrap_or(true) {
+        c.push("NOT d.is_stale", vec![]);
+    }
+    if let Some(paused) = params.bool("paused")? {
+        c.eq("d.is_paused", Bind::Bool(paused));
+    }
+    if let Some(errors) = params.bool("has_import_errors")? {
+        c.push(
+            "EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) = {}",
+            vec![Bind::Bool(errors)],
+        );
+    }
+    if let Some(bundle) = params.str("bundle_name") {
+        c.eq("d.bundle_name", Bind::Text(bundle.to_owned()));
+    }
+    // Leoflow's bundles are unversioned and it has no assets nor human-in-the-loop tasks: asking
+    // for a bundle version, an asset schedule or pending actions matches no DAG.
+    if params.str("bundle_version").is_some_and(|v| !v.is_empty())
+        || params.bool("has_asset_schedule")? == Some(true)
+        || params
+            .str("asset_dependency")
+            .is_some_and(|v| !v.is_empty())
+        || params.bool("has_pending_actions")? == Some(true)
+    {
+        c.push("false", vec![]);
+    }
+    let last_states = params.list("last_dag_run_state", Some(&RUN_STATES))?;
+    if !last_states.is_empty() {
+        c.push("lr.state = ANY({})", vec![Bind::Texts(last_states)]);
+    }
+    // DAGs with a run in a window or a state.
+    let mut runs = Conditions::new();
+    runs.time_range(params, "dag_run_start_date", "r.start_date")?;
+    runs.time_range(params, "dag_run_end_date", "r.end_date")?;
+    runs.any_of(params, "dag_run_state", "r.state", Some(&RUN_STATES))?;
+    if !runs.is_empty() {
+        c.exists("SELECT 1 FROM dag_run r", "r.dag_id = d.dag_id", &runs);
+    }
+    if let Some(favorite) = params.bool("is_favorite")? {
+        let user = user.unwrap_or("");
+        c.push(
+            "EXISTS (SELECT 1 FROM dag_favorite f WHERE f.dag_id = d.dag_id AND f.username = {}) = {}",
+            vec![Bind::Text(user.to_owned()), Bind::Bool(favorite)],
+        );
+    }
+    Ok(c)
+}
+
+/// `ORDER BY` of a DAG list.
+fn dag_order(params: &Params) -> ApiResult<String> {
+    params.order_by(
+        &[
+            ("dag_id", "d.dag_id"),
+            ("dag_display_name", "d.dag_id"),
+            ("next_dagrun", "d.dag_id"),
+            ("state", "lr.state"),
+            ("start_date", "lr.start_date"),
+            ("last_run_state", "lr.state"),
+            ("last_run_start_date", "lr.start_date"),
+            ("is_paused", "d.is_paused"),
+        ],
+        "dag_id",
+        "d.dag_id",
+    )
+}
+
+/// One page of DAGs and the total.
+pub async fn list_dags(
+    state: &ApiState,
+    params: &Params,
+    user: Option<&str>,
+) -> ApiResult<(Vec<DagRecord>, i64)> {
+    let page = params.page()?;
+    let conditions = dag_conditions(params, user)?;
+    let order = dag_order(params)?;
+    let from = "FROM dag d LEFT JOIN LATERAL (SELECT r.state, r.start_date FROM dag_run r \
+                WHERE r.dag_id = d.dag_id ORDER BY r.run_after DESC LIMIT 1) lr ON true";
+    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {from}"));
+    conditions.apply(&mut count);
+    let total: i64 = count
+        .build_query_scalar()
+        .fetch_one(state.store.pool())
+        .await?;
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {DAG_COLUMNS} {from}"));
+    conditions.apply(&mut query);
+    query.push(format!(" ORDER BY {order} LIMIT "));
+    query.push_bind(page.limit);
+    query.push(" OFFSET ");
+    query.push_bind(page.offset);
+    let dags: Vec<DagRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
+    Ok((dags, total))
+}
+
+/// The next run each scheduled DAG's timetable will create.
+pub async fn next_runs(
+    state: &ApiState,
+    dags: &[DagRecord],
+) -> ApiResult<HashMap<String, NextRun>> {
+    let scheduled: Vec<&DagRecord> = dags
+        .iter()
+        .filter(|d| d.timetable_summary.is_some())
+        .collect();
+    if scheduled.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<String> = scheduled.iter().map(|d| d.dag_id.clone()).collect();
+    let last: Vec<(
+        String,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    )> = sqlx::query_as(
+        "SELECT DISTINCT ON (dag_id) dag_id, logical_date, run_after, data_interval_start, \
+             data_interval_end FROM dag_run WHERE dag_id = ANY($1) AND run_type = 'scheduled' \
+             AND logical_date IS NOT NULL ORDER BY dag_id, logical_date DESC",
+    )
+    .bind(&ids)
+    .fetch_all(state.store.pool())
+    .await?;
+    let last: HashMap<String, RunInfo> = last
+        .into_iter()
+        .map(|(dag_id, logical_date, run_after, start, end)| {
+            let info = RunInfo {
+                logical_date,
+                run_after,
+                data_interval_start: start.unwrap_or(logical_date),
+                data_interval_end: end.unwrap_or(logical_date),
+            };
+            (dag_id, info)
+        })
+        .collect();
+    let now = Utc::now();
+    let mut next = HashMap::new();
+    for dag in scheduled {
+        let doc = document(state, &dag.dag_id, &dag.latest_version_hash).await?;
+        let Ok(schedule) = Schedule::from_dag_json(&doc) else {
+            continue;
+        };
+        if let Some(run) = schedule.next_run(last.get(&dag.dag_id), now) {
+            next.insert(
+                dag.dag_id.clone(),
+                NextRun {
+                    logical_date: run.logical_date,
+                    data_interval_start: run.data_interval_start,
+                    data_interval_end: run.data_interval_end,
+                    run_after: run.run_after,
+                },
+            );
+        }
+    }
+    Ok(next)
+}
+
+/// `GET /api/v2/dags`.
+pub async fn get_dags(
+    State(state): State<ApiState>,
+    user: Option<axum::Extension<crate::auth::User>>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let user = user.as_ref().map(|u| u.username.as_str());
+    let (dags, total) = list_dags(&state, &params, user).await?;
+    let next = next_runs(&state, &dags).await?;
+    let dags: Vec<Value> = dags.iter().map(|d| d.json(next.get(&d.dag_id))).collect();
+    Ok(Json(json!({"dags": dags, "total_entries": total})))
+}
+
+/// `GET /api/v2/dags/{dag_id}`.
+pub async fn get_dag(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let dag = load_dag(&state, &dag_id).await?;
+    let next = next_runs(&state, std::slice::from_ref(&dag)).await?;
+    Ok(Json(dag.json(next.get(&dag_id))))
+}
+
+/// `GET /api/v2/dags/{dag_id}/details`.
+pub async fn get_dag_details(
+    State(state): State<ApiState>,
+    user: Option<axum::Extension<crate::auth::User>>,
+    Path(dag_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let dag = load_dag(&state, &dag_id).await?;
+    let next = next_runs(&state, std::slice::from_ref(&dag)).await?;
+    let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
+    let version: Option<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.id = $1"
+    )))
+    .bind(dag.latest_version_id)
+    .fetch_optional(state.store.pool())
+    .await?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dag_run WHERE dag_id = $1 AND state IN ('queued', 'running')",
+    )
+    .bind(&dag_id)
+    .fetch_one(state.store.pool())
+    .await?;
+    let favorite = is_favorite(&state, &dag_id, user.as_ref().map(|u| u.username.as_str())).await?;
+    let mut body = dag.json(next.get(&dag_id));
+    let details = json!({
+        "catchup": dag.catchup,
+        "dag_run_timeout": doc["dagrun_timeout"].as_f64().map(iso_duration),
+        "asset_expression": null,
+        "doc_md": doc["doc_md"],
+        "start_date": doc["start_date"],
+        "end_date": doc["end_date"],
+        "is_paused_upon_creation": doc["is_paused_upon_creation"],
+        "params": doc.get("params").cloned().unwrap_or(json!({})),
+        "render_template_as_native_obj": false,
+        "template_search_path": null,
+        "timezone": doc["timezone"].as_str().unwrap_or("UTC"),
+        "last_parsed": dag.last_parsed_time,
+        "default_args": {},
+        "owner_links": {},
+        "is_favorite": favorite,
+        "active_runs_count": active,
+        "concurrency": dag.max_active_tasks,
+        "latest_dag_version": version.as_ref().map(VersionRecord::json),
+    });
+    merge(&mut body, details);
+    Ok(Json(body))
+}
+
+/// Whether `user` marked `dag_id` as a favorite.
+pub async fn is_favorite(state: &ApiState, dag_id: &str, user: Option<&str>) -> ApiResult<bool> {
+    let Some(user) = user else { return Ok(false) };
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dag_favorite WHERE dag_id = $1 AND username = $2)",
+    )
+    .bind(dag_id)
+    .bind(user)
+    .fetch_one(state.store.pool())
+    .await?)
+}
+
+/// Adds `extra`'s fields to the object `body`.
+pub fn merge(body: &mut Value, extra: Value) {
+    if let (Value::Object(body), Value::Object(extra)) = (body, extra) {
+        body.extend(extra);
+    }
+}
+
+/// Seconds as an ISO 8601 duration (`P0DT0H30M0S`), as pydantic prints a `timedelta`.
+fn iso_duration(seconds: f64) -> String {
+    let whole = seconds.trunc() as i64;
+    let (days, rest) = (whole / 86_400, whole % 86_400);
+    let fraction = seconds.fract();
+    let secs = (rest % 60) as f64 + fraction;
+    format!("P{days}DT{}H{}M{}S", rest / 3600, (rest % 3600) / 60, secs)
+}
+
+/// `PATCH /api/v2/dags/{dag_id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagPatch {
+    is_paused: bool,
+}
+
+fn check_update_mask(params: &Params) -> ApiResult<()> {
+    for field in params.all("update_mask") {
+        if field != "is_paused" {
+            return Err(ApiError::bad_request(format!(
+                "Only `is_paused` can be updated, not {field:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `PATCH /api/v2/dags/{dag_id}`: pause or unpause.
+pub async fn patch_dag(
+    State(state): State<ApiState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
+    Path(dag_id): Path<String>,
+    params: Params,
+    Body(patch): Body<DagPatch>,
+) -> ApiResult<Json<Value>> {
+    check_update_mask(&params)?;
+    leoflow_scheduler::control::set_paused(&state.store, &dag_id, patch.is_paused, &user.username)
+        .await
+        .map_err(crate::v2::control_error)?;
+    get_dag(State(state), Path(dag_id)).await
+}
+
+/// `PATCH /api/v2/dags`: pause or unpause every DAG the filters match (`dag_id_pattern`…).
+pub async fn patch_dags(
+    State(state): State<ApiState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
+    params: Params,
+    Body(patch): Body<DagPatch>,
+) -> ApiResult<Json<Value>> {
+    check_update_mask(&params)?;
+    if params.str("dag_id_pattern").is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request(
+            "dag_id_pattern is required to patch several DAGs (`%` matches all)",
+        ));
+    }
+    let (dags, total) = list_dags(&state, &params, Some(&user.username)).await?;
+    let mut changed = Vec::new();
+    for dag in &dags {
+        leoflow_scheduler::control::set_paused(
+            &state.store,
+            &dag.dag_id,
+            patch.is_paused,
+            &user.username,
+        )
+        .await
+        .map_err(crate::v2::control_error)?;
+        let mut dag = dag.clone();
+        dag.is_paused = patch.is_paused;
+        changed.push(dag.json(None));
+    }
+    Ok(Json(json!({"dags": changed, "total_entries": total})))
+}
+
+/// `GET /api/v2/dagTags`.
+pub async fn get_tags(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+    let page = params.page()?;
+    let pattern = params.str("tag_name_pattern").unwrap_or("");
+    let prefix = params.str("tag_name_prefix_pattern").unwrap_or("");
+    let descending = match params.str("order_by").unwrap_or("name") {
+        "name" => false,
+        "-name" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Ordering with '{other}' is disallowed; allowed: name"
+            )));
+        }
+    };
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT tag FROM dag, jsonb_array_elements_text(tags) AS tag \
+         WHERE ($1 = '' OR tag ILIKE $1) AND ($2 = '' OR starts_with(tag, $2)) ORDER BY tag",
+    )
+    .bind(pattern)
+    .bind(prefix)
+    .fetch_all(state.store.pool())
+    .await?;
+    let total = rows.len() as i64;
+    let mut tags = rows;
+    if descending {
+        tags.reverse();
+    }
+    let tags: Vec<String> = tags
+        .into_iter()
+        .skip(page.offset as usize)
+        .take(page.limit as usize)
+        .collect();
+    Ok(Json(json!({"tags": tags, "total_entries": total})))
+}
+
+/// `GET /api/v2/dagStats?dag_ids=…`: run counts by state.
+pub async fn get_dag_stats(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let asked: Vec<String> = params
+        .all("dag_ids")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let dag_ids: Vec<String> = if asked.is_empty() {
+        sqlx::query_scalar("SELECT dag_id FROM dag ORDER BY dag_id")
+            .fetch_all(state.store.pool())
+            .await?
+    } else {
+        sqlx::query_scalar("SELECT dag_id FROM dag WHERE dag_id = ANY($1) ORDER BY dag_id")
+            .bind(&asked)
+            .fetch_all(state.store.pool())
+            .await?
+    };
+    let counts: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT dag_id, state, count(*) FROM dag_run WHERE dag_id = ANY($1) GROUP BY dag_id, state",
+    )
+    .bind(&dag_ids)
+    .fetch_all(state.store.pool())
+    .await?;
+    let dags: Vec<Value> = dag_ids
+        .iter()
+        .map(|dag_id| {
+            let stats: Vec<Value> = RUN_STATES
+                .iter()
+                .map(|s| {
+                    let count = counts
+                        .iter()
+                        .find(|(d, st, _)| d == dag_id && st == s)
+                        .map_or(0, |c| c.2);
+                    json!({"state": s, "count": count})
+                })
+                .collect();
+            json!({"dag_id": dag_id, "dag_display_name": dag_id, "stats": stats})
+        })
+        .collect();
+    let total = dags.len();
+    Ok(Json(json!({"dags": dags, "total_entries": total})))
+}
+
+/// The latest `limit` runs of each DAG (newest first).
+pub async fn latest_runs(
+    state: &ApiState,
+    dag_ids: &[String],
+    limit: i64,
+) -> ApiResult<HashMap<String, Vec<RunRecord>>> {
+    let runs: Vec<RunRecord> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM unnest($1::text[]) AS ids(dag_id) \
+         CROSS JOIN LATERAL (SELECT * FROM dag_run r WHERE r.dag_id = ids.dag_id \
+         ORDER BY r.run_after DESC LIMIT $2) r"
+    )))
+    .bind(dag_ids)
+    .bind(limit)
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut by_dag: HashMap<String, Vec<RunRecord>> = HashMap::new();
+    for run in runs {
+        by_dag.entry(run.dag_id.clone()).or_default().push(run);
+    }
+    Ok(by_dag)
+}

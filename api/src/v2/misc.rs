@@ -1,0 +1,96 @@
+//! The small endpoints every UI page calls, and the Airflow features Leoflow does not have,
+//! answered truthfully: no plugins, providers, assets, backfill records, human-in-the-loop
+//! requests or DAG warnings exist here, so their lists are empty; there is no triggerer and
+//! no job table.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::error::ApiResult;
+use crate::query::Params;
+use crate::state::{ApiState, Edition};
+
+/// `GET /api/v2/version`: the Airflow API version Leoflow speaks, and Leoflow's own.
+pub async fn version() -> Json<Value> {
+    Json(json!({
+        "version": "3.2.2",
+        "git_version": format!("leoflow-{}", env!("CARGO_PKG_VERSION")),
+    }))
+}
+
+/// An empty collection under `key`, after checking the paging parameters.
+fn empty(params: &Params, key: &str) -> ApiResult<Json<Value>> {
+    params.page()?;
+    Ok(Json(json!({ key: [], "total_entries": 0 })))
+}
+
+/// `GET /api/v2/plugins`: Leoflow loads no Airflow plugins.
+pub async fn plugins(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "plugins")
+}
+
+/// `GET /api/v2/plugins/importErrors`.
+pub async fn plugin_import_errors() -> Json<Value> {
+    Json(json!({"import_errors": [], "total_entries": 0}))
+}
+
+/// `GET /api/v2/providers`: operators are built in; no provider packages are installed.
+pub async fn providers(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "providers")
+}
+
+/// `GET /api/v2/jobs`: Leoflow's scheduler is not a job row; there are no jobs to list.
+pub async fn jobs(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "jobs")
+}
+
+/// `GET /api/v2/assets`: Leoflow has no assets (asset schedules are refused at compile time).
+pub async fn assets(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "assets")
+}
+
+/// `GET /api/v2/assets/events`.
+pub async fn asset_events(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "asset_events")
+}
+
+/// `GET /api/v2/dagWarnings`.
+pub async fn dag_warnings(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "dag_warnings")
+}
+
+/// `GET …/hitlDetails`: no human-in-the-loop operators exist in Leoflow.
+pub async fn hitl_details(params: Params) -> ApiResult<Json<Value>> {
+    empty(&params, "hitl_details")
+}
+
+/// `GET /api/v2/config`: Leoflow's effective settings, in Airflow's sections.
+pub async fn config(State(state): State<ApiState>) -> Json<Value> {
+    let edition = match state.settings.edition {
+        Edition::Lite => "lite",
+        Edition::Pro => "pro",
+    };
+    let executor = match state.settings.edition {
+        Edition::Lite => "SubprocessExecutor",
+        Edition::Pro => "KubernetesExecutor",
+    };
+    let option = |key: &str, value: String| json!({"key": key, "value": value});
+    Json(json!({"sections": [
+        {"name": "core", "options": [
+            option("executor", executor.into()),
+            option("default_pool_task_slot_count", "128".into()),
+            option("dags_are_paused_at_creation", "True".into()),
+        ]},
+        {"name": "api", "options": [
+            option("fallback_page_limit", crate::query::DEFAULT_LIMIT.to_string()),
+            option("maximum_page_limit", crate::query::MAXIMUM_LIMIT.to_string()),
+            option("instance_name", state.settings.instance_name.clone()),
+            option("base_url", state.settings.base_url.clone()),
+        ]},
+        {"name": "leoflow", "options": [
+            option("edition", edition.into()),
+            option("version", env!("CARGO_PKG_VERSION").into()),
+        ]},
+    ]}))
+}

@@ -1,0 +1,137 @@
+//! `/api/v2`: Airflow 3.2's public REST API (`v2-rest-api-generated.yaml`).
+
+pub mod dag_runs;
+pub mod dag_versions;
+pub mod dags;
+pub mod misc;
+pub mod models;
+pub mod monitor;
+pub mod task_instances;
+
+use axum::Router;
+use axum::routing::{get, patch, post};
+use leoflow_scheduler::control::ControlError;
+use leoflow_scheduler::reactor::runs::SubmitError;
+
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+/// The `/api/v2` router (nested under `/api/v2`, behind the auth middleware).
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/version", get(misc::version))
+        .route("/plugins", get(misc::plugins))
+        .route("/plugins/importErrors", get(misc::plugin_import_errors))
+        .route("/providers", get(misc::providers))
+        .route("/jobs", get(misc::jobs))
+        .route("/assets", get(misc::assets))
+        .route("/assets/events", get(misc::asset_events))
+        .route("/dagWarnings", get(misc::dag_warnings))
+        .route("/config", get(misc::config))
+        .route("/dags", get(dags::get_dags).patch(dags::patch_dags))
+        .route("/dags/{dag_id}", get(dags::get_dag).patch(dags::patch_dag))
+        .route("/dags/{dag_id}/details", get(dags::get_dag_details))
+        .route("/dagTags", get(dags::get_tags))
+        .route("/dagStats", get(dags::get_dag_stats))
+        .route("/dags/{dag_id}/tasks", get(dag_versions::get_tasks))
+        .route("/dags/{dag_id}/tasks/{task_id}", get(dag_versions::get_task))
+        .route("/dagSources/{dag_id}", get(dag_versions::get_source))
+        .route("/dags/{dag_id}/dagVersions", get(dag_versions::get_versions))
+        .route(
+            "/dags/{dag_id}/dagVersions/{version_number}",
+            get(dag_versions::get_version),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns",
+            get(dag_runs::get_runs).post(dag_runs::trigger),
+        )
+        .route("/dags/{dag_id}/dagRuns/list", post(dag_runs::list_runs_batch))
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}",
+            get(dag_runs::get_run)
+                .patch(dag_runs::patch_run)
+                .delete(dag_runs::delete_run),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/clear",
+            post(dag_runs::clear_run),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/hitlDetails",
+            get(misc::hitl_details),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",
+            get(task_instances::get_tis),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list",
+            post(task_instances::list_tis_batch),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
+            get(task_instances::get_ti).patch(task_instances::patch_ti),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/dry_run",
+            patch(task_instances::patch_ti_dry_run),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/listMapped",
+            get(task_instances::list_mapped),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/tries",
+            get(task_instances::get_tries),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/tries/{task_try_number}",
+            get(task_instances::get_try),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/dependencies",
+            get(task_instances::dependencies),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/links",
+            get(task_instances::links),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}",
+            get(task_instances::get_mapped_ti).patch(task_instances::patch_mapped_ti),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/dry_run",
+            patch(task_instances::patch_mapped_ti_dry_run),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/tries",
+            get(task_instances::get_mapped_tries),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/tries/{task_try_number}",
+            get(task_instances::get_mapped_try),
+        )
+        .route(
+            "/dags/{dag_id}/clearTaskInstances",
+            post(task_instances::clear_tis),
+        )
+}
+
+/// A refused control command as Airflow would answer it.
+pub fn control_error(error: ControlError) -> ApiError {
+    match error {
+        ControlError::UnknownDag(dag_id) => models::dag_not_found(&dag_id),
+        ControlError::Trigger(rejection) => ApiError::bad_request(rejection.to_string()),
+        ControlError::Conflict(what) => {
+            ApiError::conflict(format!("{what} changed concurrently; try again"))
+        }
+        ControlError::Run(SubmitError::UnknownRun { dag_id, run_id }) => ApiError::not_found(
+            format!("The DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found"),
+        ),
+        ControlError::Run(SubmitError::Rejected(rejection)) => {
+            ApiError::bad_request(rejection.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}

@@ -1,0 +1,837 @@
+//! Task instances: lists (one run, or across runs and DAGs with `~`), one instance, its tries,
+//! marking and clearing.
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use leoflow_scheduler::control;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+
+use crate::auth::User;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Bind, Conditions, Params, path_int};
+use crate::state::ApiState;
+use crate::v2::control_error;
+use crate::v2::models::{TI_COLUMNS, TaskCatalog, TiRecord, load_dag, load_run};
+
+/// Airflow's task-instance states (plus `none`, matching those not scheduled yet).
+pub const TI_STATES: [&str; 12] = [
+    "removed",
+    "scheduled",
+    "queued",
+    "running",
+    "success",
+    "restarting",
+    "failed",
+    "up_for_retry",
+    "up_for_reschedule",
+    "upstream_failed",
+    "skipped",
+    "deferred",
+];
+const FROM: &str =
+    "FROM task_instance t JOIN dag_run r ON r.dag_id = t.dag_id AND r.run_id = t.run_id";
+const UPDATED_AT: &str = "GREATEST(t.queued_dttm, t.start_date, t.end_date)";
+
+fn ti_conditions(
+    params: &Params,
+    dag_id: Option<&str>,
+    run_id: Option<&str>,
+) -> ApiResult<Conditions> {
+    for unsupported in [
+        "operator",
+        "operator_name_pattern",
+        "operator_name_prefix_pattern",
+        "task_group_id",
+        "rendered_map_index_pattern",
+        "rendered_map_index_prefix_pattern",
+    ] {
+        if params.str(unsupported).is_some_and(|v| !v.is_empty()) {
+            return Err(ApiError::bad_request(format!(
+                "Leoflow cannot filter task instances by {unsupported}"
+            )));
+        }
+    }
+    let mut c = Conditions::new();
+    if let Some(dag_id) = dag_id {
+        c.eq("t.dag_id", Bind::Text(dag_id.to_owned()));
+    }
+    if let Some(run_id) = run_id {
+        c.eq("t.run_id", Bind::Text(run_id.to_owned()));
+    }
+    if let Some(task_id) = params.str("task_id").filter(|t| !t.is_empty()) {
+        c.eq("t.task_id", Bind::Text(task_id.to_owned()));
+    }
+    for (name, column) in [
+        ("run_after", "r.run_after"),
+        ("logical_date", "r.logical_date"),
+        ("start_date", "t.start_date"),
+        ("end_date", "t.end_date"),
+        ("updated_at", UPDATED_AT),
+    ] {
+        c.time_range(params, name, column)?;
+    }
+    c.number_range(params, "duration", "t.duration")?;
+    c.patterns(params, "task_display_name", "t.task_id");
+    c.patterns(params, "dag_id", "t.dag_id");
+    c.patterns(params, "run_id", "t.run_id");
+    c.patterns(params, "pool_name", "t.pool");
+    c.patterns(params, "queue_name", "t.queue");
+    c.any_of(params, "state", "t.state", Some(&TI_STATES))?;
+    c.any_of(params, "pool", "t.pool", None)?;
+    c.any_of(params, "queue", "t.queue", None)?;
+    c.any_of(params, "executor", "t.executor", None)?;
+    for (name, column) in [("try_number", "t.try_number"), ("map_index", "t.map_index")] {
+        let values: Vec<i32> = params
+            .list(name, None)?
+            .iter()
+            .map(|v| path_int(name, v))
+            .collect::<ApiResult<_>>()?;
+        if !values.is_empty() {
+            c.push(&format!("{column} = ANY({{}})"), vec![Bind::Ints(values)]);
+        }
+    }
+    let versions: Vec<i32> = params
+        .list("version_number", None)?
+        .iter()
+        .map(|v| path_int("version_number", v))
+        .collect::<ApiResult<_>>()?;
+    if !versions.is_empty() {
+        c.push(
+            "EXISTS (SELECT 1 FROM dag_version v WHERE v.dag_id = r.dag_id \
+             AND v.version_hash = r.dag_version_hash AND v.version_number = ANY({}))",
+            vec![Bind::Ints(versions)],
+        );
+    }
+    Ok(c)
+}
+
+fn ti_order(params: &Params) -> ApiResult<String> {
+    params.order_by(
+        &[
+            ("id", "t.id"),
+            ("state", "t.state"),
+            ("duration", "t.duration"),
+            ("start_date", "t.start_date"),
+            ("end_date", "t.end_date"),
+            ("map_index", "t.map_index"),
+            ("try_number", "t.try_number"),
+            ("logical_date", "r.logical_date"),
+            ("run_after", "r.run_after"),
+            ("data_interval_start", "r.data_interval_start"),
+            ("data_interval_end", "r.data_interval_end"),
+            ("rendered_map_index", "t.map_index"),
+            ("task_id", "t.task_id"),
+            ("dag_id", "t.dag_id"),
+            ("run_id", "t.run_id"),
+            ("pool", "t.pool"),
+            ("queue", "t.queue"),
+            ("priority_weight", "t.priority_weight"),
+        ],
+        "map_index",
+        "t.dag_id, t.run_id, t.task_id, t.map_index",
+    )
+}
+
+/// A page of task instances as `TaskInstanceResponse`s, with the total.
+async fn page_of_tis(state: &ApiState, params: &Params, c: &Conditions) -> ApiResult<Value> {
+    let page = params.page()?;
+    let order = ti_order(params)?;
+    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {FROM}"));
+    c.apply(&mut count);
+    let total: i64 = count
+        .build_query_scalar()
+        .fetch_one(state.store.pool())
+        .await?;
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {TI_COLUMNS} {FROM}"));
+    c.apply(&mut query);
+    query.push(format!(" ORDER BY {order} LIMIT "));
+    query.push_bind(page.limit);
+    query.push(" OFFSET ");
+    query.push_bind(page.offset);
+    let tis: Vec<TiRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
+    let catalog = TaskCatalog::load(state, &tis).await?;
+    let list: Vec<Value> = tis.iter().map(|t| catalog.json(t)).collect();
+    let (next, previous) = page.cursors(total, tis.len());
+    Ok(json!({
+        "task_instances": list,
+        "total_entries": total,
+        "next_cursor": next,
+        "previous_cursor": previous,
+    }))
+}
+
+fn scope(id: &str) -> Option<&str> {
+    (id != "~").then_some(id)
+}
+
+/// `GET /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances`.
+pub async fn get_tis(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    match (scope(&dag_id), scope(&run_id)) {
+        (Some(dag_id), Some(run_id)) => {
+            load_run(&state, dag_id, run_id).await?;
+        }
+        (Some(dag_id), None) => {
+            load_dag(&state, dag_id).await?;
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a run id needs its DAG: use /dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",
+            ));
+        }
+        (None, None) => {}
+    }
+    let c = ti_conditions(&params, scope(&dag_id), scope(&run_id))?;
+    Ok(Json(page_of_tis(&state, &params, &c).await?))
+}
+
+/// `POST /api/v2/dags/~/dagRuns/~/taskInstances/list` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TisBatch {
+    #[serde(default)]
+    dag_ids: Option<Vec<String>>,
+    #[serde(default)]
+    dag_run_ids: Option<Vec<String>>,
+    #[serde(default)]
+    task_ids: Option<Vec<String>>,
+    #[serde(default)]
+    state: Option<Vec<Option<String>>>,
+    #[serde(default)]
+    pool: Option<Vec<String>>,
+    #[serde(default)]
+    queue: Option<Vec<String>>,
+    #[serde(default)]
+    executor: Option<Vec<String>>,
+    #[serde(default)]
+    page_offset: Option<i64>,
+    #[serde(default)]
+    page_limit: Option<i64>,
+    #[serde(default)]
+    order_by: Option<String>,
+    #[serde(flatten)]
+    ranges: std::collections::BTreeMap<String, Value>,
+}
+
+/// The query string a batch body's filters stand for.
+fn batch_query(batch: &TisBatch) -> ApiResult<String> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for state in batch.state.iter().flatten() {
+        query.append_pair("state", state.as_deref().unwrap_or("none"));
+    }
+    for (name, values) in [
+        ("pool", &batch.pool),
+        ("queue", &batch.queue),
+        ("executor", &batch.executor),
+    ] {
+        for value in values.iter().flatten() {
+            query.append_pair(name, value);
+        }
+    }
+    query.append_pair("offset", &batch.page_offset.unwrap_or(0).to_string());
+    query.append_pair("limit", &batch.page_limit.unwrap_or(100).to_string());
+    if let Some(order) = &batch.order_by {
+        query.append_pair("order_by", order);
+    }
+    crate::v2::dag_runs::append_ranges(&mut query, &batch.ranges, &[])?;
+    Ok(query.finish())
+}
+
+/// `POST /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list`.
+pub async fn list_tis_batch(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id)): Path<(String, String)>,
+    Body(batch): Body<TisBatch>,
+) -> ApiResult<Json<Value>> {
+    let params = Params::parse(&batch_query(&batch)?)?;
+    let mut c = ti_conditions(&params, scope(&dag_id), scope(&run_id))?;
+    for (column, values) in [
+        ("t.dag_id", batch.dag_ids),
+        ("t.run_id", batch.dag_run_ids),
+        ("t.task_id", batch.task_ids),
+    ] {
+        if let Some(values) = values.filter(|v| !v.is_empty()) {
+            c.push(&format!("{column} = ANY({{}})"), vec![Bind::Texts(values)]);
+        }
+    }
+    Ok(Json(page_of_tis(&state, &params, &c).await?))
+}
+
+/// Loads one task instance, with Airflow's 404s.
+async fn load_ti(
+    state: &ApiState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> ApiResult<TiRecord> {
+    load_run(state, dag_id, run_id).await?;
+    let ti: Option<TiRecord> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {TI_COLUMNS} {FROM} WHERE t.dag_id = $1 AND t.run_id = $2 AND t.task_id = $3 AND t.map_index = $4"
+    )))
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(map_index)
+    .fetch_optional(state.store.pool())
+    .await?;
+    if let Some(ti) = ti {
+        return Ok(ti);
+    }
+    if map_index == -1 {
+        let mapped: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index >= 0)",
+        )
+        .bind(dag_id)
+        .bind(run_id)
+        .bind(task_id)
+        .fetch_one(state.store.pool())
+        .await?;
+        if mapped {
+            return Err(ApiError::not_found(
+                "Task instance is mapped, add the map_index value to the URL",
+            ));
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "The Task Instance with dag_id: `{dag_id}`, run_id: `{run_id}`, task_id: `{task_id}` and map_index: `{map_index}` was not found"
+    )))
+}
+
+/// `GET …/taskInstances/{task_id}`.
+pub async fn get_ti(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    ti_json(&state, &dag_id, &run_id, &task_id, -1)
+        .await
+        .map(Json)
+}
+
+/// `GET …/taskInstances/{task_id}/{map_index}`.
+pub async fn get_mapped_ti(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let map_index = path_int("map_index", &map_index)?;
+    ti_json(&state, &dag_id, &run_id, &task_id, map_index)
+        .await
+        .map(Json)
+}
+
+async fn ti_json(
+    state: &ApiState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> ApiResult<Value> {
+    let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
+    let catalog = TaskCatalog::load(state, std::slice::from_ref(&ti)).await?;
+    Ok(catalog.json(&ti))
+}
+
+/// `GET …/taskInstances/{task_id}/listMapped`.
+pub async fn list_mapped(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    load_run(&state, &dag_id, &run_id).await?;
+    let mapped: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index >= 0)",
+    )
+    .bind(&dag_id)
+    .bind(&run_id)
+    .bind(&task_id)
+    .fetch_one(state.store.pool())
+    .await?;
+    if !mapped {
+        return Err(ApiError::not_found(format!(
+            "Task id {task_id} is not mapped"
+        )));
+    }
+    let mut c = ti_conditions(&params, Some(&dag_id), Some(&run_id))?;
+    c.eq("t.task_id", Bind::Text(task_id));
+    c.push("t.map_index >= 0", vec![]);
+    Ok(Json(page_of_tis(&state, &params, &c).await?))
+}
+
+/// A try as Airflow's `TaskInstanceHistoryResponse`.
+#[derive(Debug, sqlx::FromRow)]
+struct TryRecord {
+    try_number: i32,
+    state: Option<String>,
+    queued_dttm: Option<chrono::DateTime<chrono::Utc>>,
+    start_date: Option<chrono::DateTime<chrono::Utc>>,
+    end_date: Option<chrono::DateTime<chrono::Utc>>,
+    duration: Option<f64>,
+    hostname: Option<String>,
+    pid: Option<i32>,
+    executor: Option<String>,
+}
+
+async fn tries(state: &ApiState, ti: &TiRecord, only: Option<i32>) -> ApiResult<Vec<Value>> {
+    let rows: Vec<TryRecord> = sqlx::query_as(
+        "SELECT try_number, state, queued_dttm, start_date, end_date, duration, hostname, pid, executor \
+         FROM task_instance_try WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4 \
+         AND ($5::int IS NULL OR try_number = $5) ORDER BY try_number",
+    )
+    .bind(&ti.dag_id)
+    .bind(&ti.run_id)
+    .bind(&ti.task_id)
+    .bind(ti.map_index)
+    .bind(only)
+    .fetch_all(state.store.pool())
+    .await?;
+    let catalog = TaskCatalog::load(state, std::slice::from_ref(ti)).await?;
+    let (facts, version) = catalog.facts(ti);
+    Ok(rows
+        .into_iter()
+        .map(|t| {
+            json!({
+                "task_id": ti.task_id,
+                "dag_id": ti.dag_id,
+                "dag_run_id": ti.run_id,
+                "map_index": ti.map_index,
+                "start_date": t.start_date,
+                "end_date": t.end_date,
+                "duration": t.duration,
+                "state": t.state,
+                "try_number": t.try_number,
+                "max_tries": facts.retries,
+                "task_display_name": facts.display_name,
+                "dag_display_name": ti.dag_id,
+                "hostname": t.hostname,
+                "unixname": t.hostname.as_ref().map(|_| crate::v2::models::unixname()),
+                "pool": ti.pool.clone().unwrap_or_else(|| facts.pool.clone()),
+                "pool_slots": ti.pool_slots.map(i64::from).unwrap_or(facts.pool_slots),
+                "queue": ti.queue.clone().unwrap_or_else(|| facts.queue.clone()),
+                "priority_weight": ti.priority_weight.map(i64::from).unwrap_or(facts.priority_weight),
+                "operator": facts.operator,
+                "operator_name": facts.operator_name,
+                "queued_when": t.queued_dttm,
+                "scheduled_when": ti.scheduled_dttm,
+                "pid": t.pid,
+                "executor": t.executor,
+                "executor_config": "{}",
+                "dag_version": version.map(crate::v2::models::VersionRecord::json),
+            })
+        })
+        .collect())
+}
+
+/// The path of a try list: `…/{task_id}/tries` or `…/{task_id}/{map_index}/tries`.
+async fn tries_of(
+    state: &ApiState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> ApiResult<Json<Value>> {
+    let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
+    let list = tries(state, &ti, None).await?;
+    let total = list.len();
+    Ok(Json(
+        json!({"task_instances": list, "total_entries": total}),
+    ))
+}
+
+/// `GET …/taskInstances/{task_id}/tries`.
+pub async fn get_tries(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    tries_of(&state, &dag_id, &run_id, &task_id, -1).await
+}
+
+/// `GET …/taskInstances/{task_id}/{map_index}/tries`.
+pub async fn get_mapped_tries(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let map_index = path_int("map_index", &map_index)?;
+    tries_of(&state, &dag_id, &run_id, &task_id, map_index).await
+}
+
+async fn one_try(
+    state: &ApiState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+    try_number: &str,
+) -> ApiResult<Json<Value>> {
+    let try_number = path_int("task_try_number", try_number)?;
+    let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
+    tries(state, &ti, Some(try_number))
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "The Task Instance with dag_id: `{dag_id}`, run_id: `{run_id}`, task_id: `{task_id}`, try_number: `{try_number}` and map_index: `{map_index}` was not found"
+            ))
+        })
+}
+
+/// `GET …/taskInstances/{task_id}/tries/{task_try_number}`.
+pub async fn get_try(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    one_try(&state, &dag_id, &run_id, &task_id, -1, &try_number).await
+}
+
+/// `GET …/taskInstances/{task_id}/{map_index}/tries/{task_try_number}`.
+pub async fn get_mapped_try(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id, map_index, try_number)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
+) -> ApiResult<Json<Value>> {
+    let map_index = path_int("map_index", &map_index)?;
+    one_try(&state, &dag_id, &run_id, &task_id, map_index, &try_number).await
+}
+
+/// `PATCH …/taskInstances/{task_id}` body (Airflow's `PatchTaskInstanceBody`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiPatch {
+    #[serde(default)]
+    new_state: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    include_upstream: Option<bool>,
+    #[serde(default)]
+    include_downstream: Option<bool>,
+    #[serde(default)]
+    include_future: Option<bool>,
+    #[serde(default)]
+    include_past: Option<bool>,
+}
+
+async fn patch(
+    state: &ApiState,
+    user: &User,
+    (dag_id, run_id, task_id, map_index): (&str, &str, &str, i32),
+    patch: TiPatch,
+    dry_run: bool,
+) -> ApiResult<Json<Value>> {
+    let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
+    if patch.include_upstream == Some(true)
+        || patch.include_downstream == Some(true)
+        || patch.include_future == Some(true)
+        || patch.include_past == Some(true)
+    {
+        return Err(ApiError::bad_request(
+            "Leoflow marks one task instance at a time: include_upstream, include_downstream, \
+             include_future and include_past are not supported",
+        ));
+    }
+    if patch.note.is_some() {
+        return Err(ApiError::bad_request(
+            "Leoflow does not keep notes on task instances",
+        ));
+    }
+    let success = match patch.new_state.as_deref() {
+        Some("success") => true,
+        Some("failed") => false,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                &["body", "new_state"],
+                "enum",
+                "Input should be 'success' or 'failed'",
+                json!(other),
+            ));
+        }
+        None => {
+            return Err(ApiError::invalid(
+                &["body", "new_state"],
+                "missing",
+                "Field required",
+                Value::Null,
+            ));
+        }
+    };
+    if !dry_run {
+        control::mark_task(
+            &state.store,
+            &state.specs,
+            &leoflow_events::TaskInstanceKey::mapped(dag_id, run_id, task_id, map_index),
+            success,
+            &user.username,
+        )
+        .await
+        .map_err(control_error)?;
+    }
+    let value = if dry_run {
+        let catalog = TaskCatalog::load(state, std::slice::from_ref(&ti)).await?;
+        catalog.json(&ti)
+    } else {
+        ti_json(state, dag_id, run_id, task_id, map_index).await?
+    };
+    Ok(Json(json!({"task_instances": [value], "total_entries": 1})))
+}
+
+/// `PATCH …/taskInstances/{task_id}`: mark success or failed.
+pub async fn patch_ti(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    params: Params,
+    Body(body): Body<TiPatch>,
+) -> ApiResult<Json<Value>> {
+    let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
+    patch(
+        &state,
+        &user,
+        (&dag_id, &run_id, &task_id, map_index),
+        body,
+        false,
+    )
+    .await
+}
+
+/// `PATCH …/taskInstances/{task_id}/{map_index}`.
+pub async fn patch_mapped_ti(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Body(body): Body<TiPatch>,
+) -> ApiResult<Json<Value>> {
+    let map_index = path_int("map_index", &map_index)?;
+    patch(
+        &state,
+        &user,
+        (&dag_id, &run_id, &task_id, map_index),
+        body,
+        false,
+    )
+    .await
+}
+
+/// `PATCH …/taskInstances/{task_id}/dry_run`: what marking would change.
+pub async fn patch_ti_dry_run(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    params: Params,
+    Body(body): Body<TiPatch>,
+) -> ApiResult<Json<Value>> {
+    let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
+    patch(
+        &state,
+        &user,
+        (&dag_id, &run_id, &task_id, map_index),
+        body,
+        true,
+    )
+    .await
+}
+
+/// `PATCH …/taskInstances/{task_id}/{map_index}/dry_run`.
+pub async fn patch_mapped_ti_dry_run(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
+    Body(body): Body<TiPatch>,
+) -> ApiResult<Json<Value>> {
+    let map_index = path_int("map_index", &map_index)?;
+    patch(
+        &state,
+        &user,
+        (&dag_id, &run_id, &task_id, map_index),
+        body,
+        true,
+    )
+    .await
+}
+
+/// `POST /api/v2/dags/{dag_id}/clearTaskInstances` body (Airflow's `ClearTaskInstancesBody`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearBody {
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default)]
+    start_date: Option<Value>,
+    #[serde(default)]
+    end_date: Option<Value>,
+    #[serde(default)]
+    only_failed: Option<bool>,
+    #[serde(default)]
+    only_running: Option<bool>,
+    #[serde(default)]
+    reset_dag_runs: Option<bool>,
+    #[serde(default)]
+    task_ids: Option<Vec<Value>>,
+    #[serde(default)]
+    dag_run_id: Option<String>,
+    #[serde(default)]
+    include_upstream: Option<bool>,
+    #[serde(default)]
+    include_downstream: Option<bool>,
+    #[serde(default)]
+    include_future: Option<bool>,
+    #[serde(default)]
+    include_past: Option<bool>,
+    #[serde(default)]
+    run_on_latest_version: Option<bool>,
+    #[serde(default)]
+    prevent_running_task: Option<bool>,
+}
+
+/// `POST /api/v2/dags/{dag_id}/clearTaskInstances`: clears tasks of one run (with everything
+/// downstream when asked) so they run again; `dry_run` (the default) only lists them.
+pub async fn clear_tis(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(dag_id): Path<String>,
+    Body(body): Body<ClearBody>,
+) -> ApiResult<Json<Value>> {
+    load_dag(&state, &dag_id).await?;
+    let unsupported = [
+        ("include_upstream", body.include_upstream),
+        ("include_future", body.include_future),
+        ("include_past", body.include_past),
+        ("only_running", body.only_running),
+        ("run_on_latest_version", body.run_on_latest_version),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, v)| *v == Some(true)) {
+        return Err(ApiError::bad_request(format!(
+            "Leoflow does not support {name} when clearing"
+        )));
+    }
+    if body.start_date.as_ref().is_some_and(|v| !v.is_null())
+        || body.end_date.as_ref().is_some_and(|v| !v.is_null())
+    {
+        return Err(ApiError::bad_request(
+            "Leoflow clears task instances of one run: name it with dag_run_id instead of dates",
+        ));
+    }
+    let _ = (body.reset_dag_runs, body.prevent_running_task);
+    let run_id = body.dag_run_id.ok_or_else(|| {
+        ApiError::bad_request("Leoflow clears task instances of one run: give its dag_run_id")
+    })?;
+    load_run(&state, &dag_id, &run_id).await?;
+    // Task ids come as plain ids or as [task_id, map_index] pairs; a whole task is cleared.
+    let mut task_ids: Vec<String> = Vec::new();
+    for entry in body.task_ids.unwrap_or_default() {
+        let id = match &entry {
+            Value::String(id) => Some(id.clone()),
+            Value::Array(pair) => pair.first().and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        match id {
+            Some(id) => task_ids.push(id),
+            None => {
+                return Err(ApiError::invalid(
+                    &["body", "task_ids"],
+                    "value_error",
+                    "Each task id is a string or a [task_id, map_index] pair",
+                    entry,
+                ));
+            }
+        }
+    }
+    let downstream = body.include_downstream.unwrap_or(false);
+    let only_failed = body.only_failed.unwrap_or(false);
+    let all_tasks = task_ids.is_empty();
+    if body.dry_run.unwrap_or(true) {
+        let run = leoflow_scheduler::reactor::runs::load_run(
+            &state.store,
+            &state.specs,
+            &dag_id,
+            &run_id,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let mut targets: std::collections::BTreeSet<String> = task_ids.iter().cloned().collect();
+        if downstream {
+            for id in &task_ids {
+                targets.extend(run.spec.all_downstream(id));
+            }
+        }
+        let mut c = Conditions::new();
+        c.eq("t.dag_id", Bind::Text(dag_id.clone()));
+        c.eq("t.run_id", Bind::Text(run_id.clone()));
+        if !all_tasks {
+            c.push(
+                "t.task_id = ANY({})",
+                vec![Bind::Texts(targets.into_iter().collect())],
+            );
+        }
+        if only_failed {
+            c.push("t.state IN ('failed', 'upstream_failed')", vec![]);
+        }
+        let params = Params::parse("limit=100")?;
+        let page = page_of_tis(&state, &params, &c).await?;
+        return Ok(Json(
+            json!({"task_instances": page["task_instances"], "total_entries": page["total_entries"]}),
+        ));
+    }
+    if all_tasks {
+        control::clear_run(
+            &state.store,
+            &state.specs,
+            &dag_id,
+            &run_id,
+            only_failed,
+            &user.username,
+        )
+        .await
+        .map_err(control_error)?;
+    } else {
+        control::clear_tasks(
+            &state.store,
+            &state.specs,
+            &dag_id,
+            &run_id,
+            task_ids,
+            downstream,
+            &user.username,
+        )
+        .await
+        .map_err(control_error)?;
+    }
+    let mut c = Conditions::new();
+    c.eq("t.dag_id", Bind::Text(dag_id));
+    c.eq("t.run_id", Bind::Text(run_id));
+    let params = Params::parse("limit=100")?;
+    let page = page_of_tis(&state, &params, &c).await?;
+    Ok(Json(
+        json!({"task_instances": page["task_instances"], "total_entries": page["total_entries"]}),
+    ))
+}
+
+/// `GET …/taskInstances/{task_id}/dependencies`: Leoflow decides at once when a task can run;
+/// nothing is reported as blocking.
+pub async fn dependencies(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    load_ti(&state, &dag_id, &run_id, &task_id, -1).await?;
+    Ok(Json(json!({"dependencies": []})))
+}
+
+/// `GET …/taskInstances/{task_id}/links`: no operator of Leoflow's has extra links.
+pub async fn links(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    load_run(&state, &dag_id, &run_id).await?;
+    let _ = task_id;
+    Ok(Json(json!({"extra_links": {}, "total_entries": 0})))
+}

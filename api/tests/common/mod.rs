@@ -1,0 +1,310 @@
+//! A real API over a real Postgres: a project compiled from a dag.py and registered, the
+//! scheduler's reactor running its tries through the real agent service (in process: each
+//! try registers, logs, pushes its XCom and reports, with its attempt token), and the HTTP
+//! server on a loopback port. Every response the tests read is checked against Airflow's
+//! OpenAPI documents.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod contract;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leoflow_api::auth::Auth;
+use leoflow_api::credentials::Credentials;
+use leoflow_api::{ApiState, Settings};
+use leoflow_authoring::ingest::register;
+use leoflow_authoring::python::PythonRuntime;
+use leoflow_authoring::{compile_project, project_name};
+use leoflow_events::EventStore;
+use leoflow_executors::proto::finish_request::Outcome;
+use leoflow_executors::proto::task_agent_server::TaskAgent;
+use leoflow_executors::proto::{
+    AttemptRef, FinishRequest, LogBatch, PushXComRequest, RegisterRequest,
+};
+use leoflow_postgres::testing::{TestDatabase, fresh_database};
+use leoflow_projector::ReadModels;
+use leoflow_scheduler::agents::AgentService;
+use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The admin password of test servers.
+pub const PASSWORD: &str = "test-admin-password";
+
+/// Runs every try in process through the agent service: tasks whose id contains `fail` fail,
+/// the others log two lines, push `{"task": …, "map_index": …}` and succeed.
+struct InProcessAgents {
+    service: Arc<tokio::sync::OnceCell<Arc<AgentService>>>,
+}
+
+impl Executor for InProcessAgents {
+    fn name(&self) -> &str {
+        "in-process"
+    }
+
+    fn dispatch(&self, attempt: Attempt) {
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let service = service
+                .get()
+                .expect("the service is set before runs start")
+                .clone();
+            let a = AttemptRef {
+                dag_id: attempt.ti.dag_id.clone(),
+                run_id: attempt.ti.run_id.clone(),
+                task_id: attempt.ti.task_id.clone(),
+                map_index: attempt.ti.map_index,
+                try_number: attempt.try_number,
+                attempt_token: attempt.attempt_token.to_string(),
+            };
+            let register = RegisterRequest {
+                attempt: Some(a.clone()),
+                hostname: "test-host".into(),
+                pid: 4242,
+            };
+            service
+                .register(tonic::Request::new(register))
+                .await
+                .unwrap();
+            let lines = vec![
+                format!("running {} [{}]", a.task_id, a.map_index),
+                "second line".to_owned(),
+            ];
+            let batch = LogBatch {
+                attempt: Some(a.clone()),
+                seq: 0,
+                lines,
+            };
+            service
+                .append_logs(tonic::Request::new(batch))
+                .await
+                .unwrap();
+            let failing = a.task_id.contains("fail");
+            if !failing {
+                let push = PushXComRequest {
+                    attempt: Some(a.clone()),
+                    key: "return_value".into(),
+                    value_json: json!({"task": a.task_id, "map_index": a.map_index}).to_string(),
+                };
+                service.push_x_com(tonic::Request::new(push)).await.unwrap();
+            }
+            let finish = FinishRequest {
+                attempt: Some(a),
+                outcome: if failing {
+                    Outcome::Failed
+                } else {
+                    Outcome::Success
+                } as i32,
+                reason: if failing {
+                    "it was meant to fail".into()
+                } else {
+                    String::new()
+                },
+                branch: vec![],
+                proceed: None,
+            };
+            service.finish(tonic::Request::new(finish)).await.unwrap();
+        });
+    }
+
+    fn terminate(&self, _attempt: &Attempt, _reason: &str) {}
+}
+
+/// A running API.
+pub struct TestApi {
+    /// The database.
+    pub db: TestDatabase,
+    /// The event store.
+    pub store: EventStore,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// An HTTP client without a token.
+    pub client: reqwest::Client,
+    token: String,
+    project: PathBuf,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_dir_all(&self.project);
+    }
+}
+
+impl TestApi {
+    /// Compiles and registers `dag_py`, runs the scheduler and serves the API.
+    pub async fn start(dag_py: &str) -> Self {
+        let db = fresh_database().await;
+        let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+        let project =
+            std::env::temp_dir().join(format!("leoflow-api-{}/project", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("dag.py"), dag_py).unwrap();
+        let python = PythonRuntime::detect().await.unwrap();
+        let compiled = compile_project(&project, &python, Duration::from_secs(60)).await;
+        let registration = register(&store, &project_name(&project), &compiled, "test")
+            .await
+            .unwrap();
+        assert!(registration.import_error.is_none(), "{registration:?}");
+
+        let service = Arc::new(tokio::sync::OnceCell::new());
+        let executor = Arc::new(InProcessAgents {
+            service: service.clone(),
+        });
+        let reactor = Reactor::new(store.clone(), executor);
+        let agents = AgentService::new(
+            store.clone(),
+            reactor.specs(),
+            reactor.liveness(),
+            Duration::from_secs(5),
+        );
+        service.set(Arc::new(agents)).ok().unwrap();
+        let credentials = Credentials::new(PASSWORD);
+        let state = ApiState {
+            store: store.clone(),
+            specs: reactor.specs(),
+            auth: Arc::new(Auth::new(credentials.clone(), None)),
+            connection_key: credentials.connection_key.clone(),
+            settings: Arc::new(Settings::lite()),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let mut reactor_stop = stopped.clone();
+        tokio::spawn(async move {
+            let _ = reactor.run(reactor_stop.clone()).await;
+            let _ = reactor_stop.changed().await;
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut server_stop = stopped;
+        tokio::spawn(leoflow_api::serve(
+            listener,
+            leoflow_api::router(state, None),
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        ));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut api = Self {
+            db,
+            store,
+            base,
+            client,
+            token: String::new(),
+            project,
+            stop,
+        };
+        api.token = api.login().await;
+        api
+    }
+
+    /// Logs in as the admin; returns the token.
+    pub async fn login(&self) -> String {
+        let response = self
+            .client
+            .post(format!("{}/auth/token", self.base))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// An authenticated request; the response is checked against Airflow's contract.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{method} {path} answered {status} with non-JSON ({e}): {text}")
+            })
+        };
+        let bare = path.split('?').next().unwrap();
+        contract::contract().check(method.as_str(), bare, status, &value);
+        (status, value)
+    }
+
+    /// `GET`, expecting 200.
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Raw bytes of an authenticated `GET` with an `Accept` header.
+    pub async fn get_text(&self, path: &str, accept: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Triggers a run of `dag_id` through the API and waits for it to finish; returns its id.
+    pub async fn run(&self, dag_id: &str, conf: Value) -> String {
+        let (status, run) = self
+            .call(
+                Method::POST,
+                &format!("/api/v2/dags/{dag_id}/dagRuns"),
+                Some(json!({"logical_date": null, "conf": conf})),
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+        self.wait_for(dag_id, &run_id).await;
+        run_id
+    }
+
+    /// Waits until a run is finished; returns its state.
+    pub async fn wait_for(&self, dag_id: &str, run_id: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let state: String =
+                sqlx::query_scalar("SELECT state FROM dag_run WHERE dag_id = $1 AND run_id = $2")
+                    .bind(dag_id)
+                    .bind(run_id)
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .unwrap();
+            if state == "success" || state == "failed" {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{run_id} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Percent-encodes a path segment (run ids hold `:` and `+`).
+pub fn segment(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}

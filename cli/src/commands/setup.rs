@@ -1,0 +1,160 @@
+//! `leoflow setup`: prepares `$LEOFLOW_HOME` for Lite — the admin account (a generated
+//! password shown once, only its argon2 hash kept), the keys, and the Airflow UI fetched from
+//! the package index. Idempotent: a second run changes nothing and says so. `leoflow lite`
+//! runs the same steps on a home that was never set up.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use leoflow_api::assets::{self, Installed, UiDirs};
+use leoflow_api::credentials::{Credentials, CredentialsError, generate_password};
+
+use crate::datastore::DatastoreArgs;
+
+/// `leoflow setup`
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Read the admin password from this file instead of generating one (also
+    /// LEOFLOW_ADMIN_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    admin_password_file: Option<PathBuf>,
+    /// Answer every question with its default (no terminal needed).
+    #[arg(long)]
+    yes: bool,
+    /// Say what would be done, and do nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The admin password asked for by flag or environment, if any.
+pub fn requested_password(file: Option<&Path>) -> Result<Option<String>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the admin password from {}", file.display()))?;
+        let password = text.trim_end_matches(['\n', '\r']).to_owned();
+        if password.is_empty() {
+            bail!("{} is empty: put the admin password in it", file.display());
+        }
+        return Ok(Some(password));
+    }
+    match std::env::var("LEOFLOW_ADMIN_PASSWORD") {
+        Ok(password) if !password.is_empty() => Ok(Some(password)),
+        _ => Ok(None),
+    }
+}
+
+/// Prints a generated password in a box, once.
+pub fn show_password(password: &str) {
+    let lines = [
+        "Leoflow admin account — the password is shown only now".to_owned(),
+        format!("  user      {}", leoflow_api::credentials::ADMIN),
+        format!("  password  {password}"),
+        "  (`leoflow lite reset-password` makes a new one)".to_owned(),
+    ];
+    let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) + 2;
+    println!("╭{}╮", "─".repeat(width));
+    for line in &lines {
+        println!("│ {line:<w$} │", w = width - 2);
+    }
+    println!("╰{}╯", "─".repeat(width));
+}
+
+/// The credentials of `home`, created (and their password shown) when there are none.
+pub fn ensure_credentials(home: &Path, password_file: Option<&Path>) -> Result<Credentials> {
+    match Credentials::load(home) {
+        Ok(credentials) => Ok(credentials),
+        Err(CredentialsError::Missing(_)) => {
+            let (password, generated) = match requested_password(password_file)? {
+                Some(password) => (password, false),
+                None => (generate_password(), true),
+            };
+            let credentials = Credentials::new(&password);
+            credentials.save(home)?;
+            if generated {
+                show_password(&password);
+            } else {
+                println!("  admin     created with the password you gave");
+            }
+            Ok(credentials)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The Airflow UI under `home`, fetched when missing; `None` (with a warning) when it cannot be
+/// had: the API works without it.
+pub async fn ensure_ui(home: &Path) -> Option<UiDirs> {
+    let root = home.join("ui");
+    if let Some(dirs) = UiDirs::installed(&root) {
+        return Some(dirs);
+    }
+    println!("  ui        fetching the Airflow 3.2.2 UI from the package index…");
+    match assets::install(&root).await {
+        Ok((dirs, _)) => Some(dirs),
+        Err(error) => {
+            eprintln!("warning: {error}");
+            None
+        }
+    }
+}
+
+/// Runs `leoflow setup`.
+pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode> {
+    let home = datastore.home();
+    // Setup asks no questions yet: `--yes` is accepted so automation can pass it already.
+    let _ = args.yes;
+    let has_credentials = Credentials::path(&home).is_file();
+    let has_ui = UiDirs::installed(&home.join("ui")).is_some();
+    println!("Leoflow setup in {}", home.display());
+    if args.dry_run {
+        let say = |done: bool, what: &str| {
+            println!("  {} {what}", if done { "already" } else { "would  " })
+        };
+        say(has_credentials, "create the admin account and keys");
+        say(
+            has_ui,
+            "fetch the Airflow UI (apache-airflow-core 3.2.2 wheel)",
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if has_credentials {
+        Credentials::load(&home)?;
+        println!("  admin     already set up (reset it with `leoflow lite reset-password`)");
+    } else {
+        ensure_credentials(&home, args.admin_password_file.as_deref())?;
+    }
+    let (_, installed) = assets::install(&home.join("ui")).await?;
+    match installed {
+        Installed::AlreadyThere => println!("  ui        already installed"),
+        Installed::Fetched => println!(
+            "  ui        fetched and verified (SHA-256 {})",
+            &assets::WHEEL_SHA256[..16]
+        ),
+    }
+    if has_credentials && installed == Installed::AlreadyThere {
+        println!("Nothing to do: this home is set up.");
+    } else {
+        println!("Done. Start Lite with `leoflow lite <project>`.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `leoflow lite reset-password`: a new admin password (generated and shown once, or from
+/// `--admin-password-file` / LEOFLOW_ADMIN_PASSWORD); sessions and Connection passwords stay.
+pub fn reset_password(home: &Path, password_file: Option<&Path>) -> Result<ExitCode> {
+    let mut credentials = Credentials::load(home)?;
+    let (password, generated) = match requested_password(password_file)? {
+        Some(password) => (password, false),
+        None => (generate_password(), true),
+    };
+    credentials.set_password(&password);
+    credentials.save(home)?;
+    if generated {
+        show_password(&password);
+    } else {
+        println!("The admin password was changed.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
