@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Postgres, QueryBuilder};
 
 use crate::error::{ApiError, ApiResult};
@@ -338,8 +338,6 @@ pub enum Bind {
     Time(DateTime<Utc>),
     /// `double precision`.
     Float(f64),
-    /// `bigint`.
-    Int(i64),
     /// `integer[]`.
     Ints(Vec<i32>),
     /// `boolean`.
@@ -521,7 +519,6 @@ pub fn push_bind(query: &mut QueryBuilder<Postgres>, bind: Bind) {
         Bind::Texts(v) => query.push_bind(v),
         Bind::Time(v) => query.push_bind(v),
         Bind::Float(v) => query.push_bind(v),
-        Bind::Int(v) => query.push_bind(v),
         Bind::Ints(v) => query.push_bind(v),
         Bind::Bool(v) => query.push_bind(v),
     };
@@ -549,11 +546,6 @@ fn quoted_list(values: &[&str]) -> String {
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         None => String::new(),
     }
-}
-
-/// The JSON of an optional time, as Airflow prints it.
-pub fn time(value: Option<DateTime<Utc>>) -> Value {
-    value.map_or(Value::Null, |t| json!(t))
 }
 
 #[cfg(test)]

@@ -224,3 +224,146 @@ async fn bad_ids_bodies_and_parameters_get_airflows_errors_never_a_500() {
         .unwrap();
     assert_eq!(forged.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_views_logs_and_xcoms_of_a_run() {
+    let api = TestApi::start(DAGS).await;
+    let run = api.run("pipeline", json!({})).await;
+    let seg = segment(&run);
+    for path in [
+        "/ui/config",
+        "/ui/auth/me",
+        "/ui/auth/menus",
+        "/ui/dags?dag_runs_limit=5&limit=10&offset=0&tags_match_mode=any&exclude_stale=true&order_by=dag_id",
+        "/ui/dags?limit=5&is_favorite=true",
+        "/ui/dags/pipeline/latest_run",
+        "/ui/dashboard/dag_stats",
+        "/ui/dashboard/historical_metrics_data?start_date=2020-01-01T00:00:00Z",
+        "/ui/grid/runs/pipeline?limit=10&order_by=-run_after",
+        "/ui/grid/structure/pipeline?limit=10&order_by=-run_after",
+        "/ui/structure/structure_data?dag_id=pipeline",
+        "/ui/structure/structure_data?dag_id=pipeline&external_dependencies=true&version_number=1",
+        "/ui/backfills?dag_id=pipeline&active=true",
+        "/ui/connections/hook_meta",
+        "/ui/dependencies",
+        "/ui/calendar/pipeline",
+        "/api/v2/version",
+        "/api/v2/plugins",
+        "/api/v2/monitor/health",
+        "/api/v2/dagWarnings?dag_id=pipeline",
+        "/api/v2/assets/events?limit=5",
+        "/api/v2/config",
+    ] {
+        api.get(path).await;
+    }
+    let structure = api.get("/ui/grid/structure/pipeline").await;
+    assert_eq!(structure[1]["id"], "transform");
+    assert_eq!(structure[1]["is_mapped"], true);
+    let graph = api.get("/ui/structure/structure_data?dag_id=pipeline").await;
+    assert_eq!(graph["edges"].as_array().unwrap().len(), 2);
+    let grid = api.get("/ui/grid/runs/pipeline").await;
+    assert_eq!(grid[0]["run_id"], run);
+    api.get(&format!("/ui/gantt/pipeline/{seg}")).await;
+    let (status, summaries) = api
+        .get_text(&format!("/ui/grid/ti_summaries/pipeline?run_ids={seg}"), "application/x-ndjson")
+        .await;
+    assert_eq!(status, 200);
+    let line: serde_json::Value = serde_json::from_str(summaries.lines().next().unwrap()).unwrap();
+    let transform = line["task_instances"].as_array().unwrap().iter().find(|t| t["task_id"] == "transform").unwrap();
+    assert_eq!(transform["child_states"]["success"], 3, "{line}");
+
+    let ti = format!("/api/v2/dags/pipeline/dagRuns/{seg}/taskInstances");
+    let logs = api.get(&format!("{ti}/extract/logs/1")).await;
+    assert!(logs["content"][0]["event"].as_str().unwrap().contains("running extract"), "{logs}");
+    let more = api.get(&format!("{ti}/extract/logs/1?token={}", logs["continuation_token"].as_str().unwrap())).await;
+    assert_eq!(more["content"].as_array().unwrap().len(), 0, "nothing after the token");
+    let (status, ndjson) = api.get_text(&format!("{ti}/transform/logs/1?map_index=2"), "application/x-ndjson").await;
+    assert_eq!(status, 200);
+    assert_eq!(ndjson.lines().count(), 2);
+    assert!(ndjson.contains("running transform [2]"));
+    let (status, followed) = api
+        .get_text(&format!("{ti}/extract/logs/1?follow=true"), "application/x-ndjson")
+        .await;
+    assert_eq!((status, followed.lines().count()), (200, 2), "a finished try's follow ends");
+
+    let xcoms = api.get(&format!("{ti}/transform/xcomEntries?map_index=1")).await;
+    assert_eq!(xcoms["total_entries"], 1);
+    let value = api.get(&format!("{ti}/transform/xcomEntries/return_value?map_index=1")).await;
+    assert_eq!(value["value"], json!({"task": "transform", "map_index": 1}));
+    let text = api.get(&format!("{ti}/extract/xcomEntries/return_value?stringify=true")).await;
+    assert!(text["value"].as_str().unwrap().contains("extract"));
+    let all = api.get("/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries?limit=2").await;
+    assert_eq!(all["total_entries"], 5);
+    let (status, _) = api.call(Method::GET, &format!("{ti}/extract/xcomEntries/nope"), None).await;
+    assert_eq!(status, 404);
+
+    let (status, _) = api.call(Method::POST, "/api/v2/dags/pipeline/favorite", None).await;
+    assert_eq!(status, 204);
+    let favorites = api.get("/ui/dags?is_favorite=true").await;
+    assert_eq!(favorites["total_entries"], 1);
+    assert_eq!(favorites["dags"][0]["is_favorite"], true);
+    api.call(Method::POST, "/api/v2/dags/pipeline/unfavorite", None).await;
+    assert_eq!(api.get("/ui/dags?is_favorite=true").await["total_entries"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_mark_clear_note_and_delete_change_the_log() {
+    let api = TestApi::start(DAGS).await;
+    let (status, dag) = api.call(Method::PATCH, "/api/v2/dags/nightly", Some(json!({"is_paused": false}))).await;
+    assert_eq!((status, dag["is_paused"].clone()), (200, json!(false)));
+    let (status, _) = api
+        .call(Method::PATCH, "/api/v2/dags/nightly?update_mask=description", Some(json!({"is_paused": true})))
+        .await;
+    assert_eq!(status, 400);
+
+    let failed = api.run("flaky", json!({})).await;
+    let seg = segment(&failed);
+    let (status, marked) = api
+        .call(Method::PATCH, &format!("/api/v2/dags/flaky/dagRuns/{seg}"), Some(json!({"state": "success", "note": "fixed by hand"})))
+        .await;
+    assert_eq!(status, 200, "{marked}");
+    assert_eq!(marked["state"], "success");
+    assert_eq!(marked["note"], "fixed by hand");
+    let tis = api.get(&format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances")).await;
+    assert!(tis["task_instances"].as_array().unwrap().iter().all(|t| t["state"] == "success"), "{tis}");
+
+    let (status, dry) = api
+        .call(Method::POST, &format!("/api/v2/dags/flaky/dagRuns/{seg}/clear"), Some(json!({"dry_run": true})))
+        .await;
+    assert_eq!((status, dry["total_entries"].clone()), (200, json!(2)));
+    let (status, cleared) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/flaky/clearTaskInstances",
+            Some(json!({"dry_run": false, "dag_run_id": failed, "task_ids": ["will_fail"], "include_downstream": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(api.wait_for("flaky", &failed).await, "failed", "it fails again when re-run");
+    let tries = api.get(&format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances/will_fail/tries")).await;
+    assert_eq!(tries["total_entries"], 2);
+
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances/will_fail"),
+            Some(json!({"new_state": "running"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let events: Vec<String> = sqlx::query_scalar("SELECT type FROM events WHERE metadata->>'actor' = 'admin' ORDER BY position")
+        .fetch_all(&api.db.pool)
+        .await
+        .unwrap();
+    for expected in ["DagUnpaused", "RunQueued", "RunNoteSet", "RunSucceeded", "TaskCleared"] {
+        assert!(events.iter().any(|e| e == expected), "{expected} missing from {events:?}");
+    }
+
+    let (status, _) = api.call(Method::DELETE, "/api/v2/dags/flaky", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = api.call(Method::GET, "/api/v2/dags/flaky", None).await;
+    assert_eq!(status, 404);
+    let runs = api.get("/api/v2/dags/~/dagRuns?dag_id_pattern=flaky").await;
+    assert_eq!(runs["total_entries"], 0, "its runs went with it");
+    assert!(leoflow_projector::replay::verify(&api.db.pool).await.unwrap().is_equal());
+}

@@ -79,3 +79,9 @@ pub async fn hook_meta() -> Json<Value> {
             .collect(),
     ))
 }
+
+/// `GET /ui/dependencies`: the asset and cross-DAG graph. Leoflow DAGs have no assets nor
+/// cross-DAG triggers, so it has no nodes.
+pub async fn dependencies() -> Json<Value> {
+    Json(json!({"edges": [], "nodes": []}))
+}

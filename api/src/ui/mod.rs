@@ -1,6 +1,8 @@
 //! The private `/ui` routes Airflow's web UI calls (`_private_ui.yaml`).
 
 mod common;
+mod dags;
+mod grid;
 
 use axum::Router;
 use axum::routing::get;
@@ -15,4 +17,18 @@ pub fn routes() -> Router<ApiState> {
         .route("/auth/menus", get(common::menus))
         .route("/backfills", get(common::backfills))
         .route("/connections/hook_meta", get(common::hook_meta))
+        .route("/dependencies", get(common::dependencies))
+        .route("/dags", get(dags::dags))
+        .route("/dags/{dag_id}/latest_run", get(dags::latest_run))
+        .route("/dashboard/dag_stats", get(dags::dag_stats))
+        .route(
+            "/dashboard/historical_metrics_data",
+            get(dags::historical_metrics),
+        )
+        .route("/grid/runs/{dag_id}", get(grid::runs))
+        .route("/grid/structure/{dag_id}", get(grid::structure))
+        .route("/grid/ti_summaries/{dag_id}", get(grid::ti_summaries))
+        .route("/structure/structure_data", get(grid::structure_data))
+        .route("/gantt/{dag_id}/{run_id}", get(grid::gantt))
+        .route("/calendar/{dag_id}", get(grid::calendar))
 }

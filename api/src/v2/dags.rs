@@ -475,3 +475,44 @@ pub async fn latest_runs(
     }
     Ok(by_dag)
 }
+
+/// `DELETE /api/v2/dags/{dag_id}`: forgets the DAG and its runs (refused, 400, while any of
+/// its task instances is queued or running).
+pub async fn delete_dag(
+    State(state): State<ApiState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
+    Path(dag_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    match leoflow_scheduler::control::delete_dag(&state.store, &dag_id, &user.username)
+        .await
+        .map_err(crate::v2::control_error)?
+    {
+        Ok(_) => Ok(Json(json!({}))),
+        Err(running) => Err(ApiError::bad_request(running.to_string())),
+    }
+}
+
+async fn favorite(state: &ApiState, user: &crate::auth::User, dag_id: &str, on: bool) -> ApiResult<axum::http::StatusCode> {
+    leoflow_scheduler::control::set_favorite(&state.store, dag_id, &user.username, on)
+        .await
+        .map_err(crate::v2::control_error)?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v2/dags/{dag_id}/favorite`.
+pub async fn favorite_dag(
+    State(state): State<ApiState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
+    Path(dag_id): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    favorite(&state, &user, &dag_id, true).await
+}
+
+/// `POST /api/v2/dags/{dag_id}/unfavorite`.
+pub async fn unfavorite_dag(
+    State(state): State<ApiState>,
+    axum::Extension(user): axum::Extension<crate::auth::User>,
+    Path(dag_id): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    favorite(&state, &user, &dag_id, false).await
+}

@@ -7,6 +7,7 @@ pub mod misc;
 pub mod models;
 pub mod monitor;
 pub mod task_instances;
+pub mod task_output;
 
 use axum::Router;
 use axum::routing::{get, patch, post};
@@ -29,7 +30,14 @@ pub fn routes() -> Router<ApiState> {
         .route("/dagWarnings", get(misc::dag_warnings))
         .route("/config", get(misc::config))
         .route("/dags", get(dags::get_dags).patch(dags::patch_dags))
-        .route("/dags/{dag_id}", get(dags::get_dag).patch(dags::patch_dag))
+        .route(
+            "/dags/{dag_id}",
+            get(dags::get_dag)
+                .patch(dags::patch_dag)
+                .delete(dags::delete_dag),
+        )
+        .route("/dags/{dag_id}/favorite", post(dags::favorite_dag))
+        .route("/dags/{dag_id}/unfavorite", post(dags::unfavorite_dag))
         .route("/dags/{dag_id}/details", get(dags::get_dag_details))
         .route("/dagTags", get(dags::get_tags))
         .route("/dagStats", get(dags::get_dag_stats))
@@ -115,6 +123,18 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/dags/{dag_id}/clearTaskInstances",
             post(task_instances::clear_tis),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/logs/{try_number}",
+            get(task_output::get_logs),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries",
+            get(task_output::get_xcoms),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries/{xcom_key}",
+            get(task_output::get_xcom),
         )
 }
 

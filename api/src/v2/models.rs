@@ -18,8 +18,7 @@ use crate::state::ApiState;
 /// The columns of `dag` (prefixed `d.`), plus whether its file has an import error.
 pub const DAG_COLUMNS: &str = "d.dag_id, d.is_paused, d.is_stale, d.fileloc, d.bundle_name, \
     d.description, d.owners, d.tags, d.timetable_summary, d.max_active_runs, d.max_active_tasks, \
-    d.catchup, d.last_parsed_time, d.latest_version_id, d.latest_version_number, \
-    d.latest_version_hash, \
+    d.catchup, d.last_parsed_time, d.latest_version_id, d.latest_version_hash, \
     EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors";
 
 /// A `dag` row.
@@ -40,7 +39,6 @@ pub struct DagRecord {
     pub catchup: bool,
     pub last_parsed_time: DateTime<Utc>,
     pub latest_version_id: Uuid,
-    pub latest_version_number: i32,
     pub latest_version_hash: String,
     pub has_import_errors: bool,
 }
@@ -157,8 +155,6 @@ pub struct VersionRecord {
     pub version_number: i32,
     pub version_hash: String,
     pub source_hash: Option<String>,
-    pub document_hash: Option<String>,
-    pub fileloc: String,
     pub bundle_name: String,
     pub created_at: DateTime<Utc>,
 }

@@ -1,0 +1,469 @@
+//! The DAG page's views: the grid (runs, structure, per-run task summaries as NDJSON), the
+//! graph (`structure_data`), the Gantt chart and the calendar.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Bind, Conditions, Params};
+use crate::state::ApiState;
+use crate::v2::models::{
+    RUN_COLUMNS, RunRecord, VERSION_COLUMNS, VersionRecord, document, duration, load_dag, load_run,
+    versions_by_hash,
+};
+
+const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
+
+/// The runs the grid shows: its filters, newest first by default.
+async fn grid_runs_of(state: &ApiState, dag_id: &str, params: &Params) -> ApiResult<Vec<RunRecord>> {
+    let page = params.page()?;
+    let mut c = Conditions::new();
+    c.eq("r.dag_id", Bind::Text(dag_id.to_owned()));
+    c.time_range(params, "run_after", "r.run_after")?;
+    c.any_of(params, "run_type", "r.run_type", None)?;
+    c.any_of(params, "state", "r.state", Some(&RUN_STATES))?;
+    if let Some(user) = params.str("triggering_user").filter(|u| !u.is_empty()) {
+        c.push("r.triggering_user_name ILIKE {}", vec![Bind::Text(user.to_owned())]);
+    }
+    if let Some(prefix) = params.str("triggering_user_prefix").filter(|u| !u.is_empty()) {
+        c.push("starts_with(r.triggering_user_name, {})", vec![Bind::Text(prefix.to_owned())]);
+    }
+    let order = params.order_by(
+        &[
+            ("id", "r.id"),
+            ("run_after", "r.run_after"),
+            ("logical_date", "r.logical_date"),
+            ("start_date", "r.start_date"),
+            ("end_date", "r.end_date"),
+            ("state", "r.state"),
+        ],
+        "id",
+        "r.id",
+    )?;
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLUMNS} FROM dag_run r"));
+    c.apply(&mut query);
+    query.push(format!(" ORDER BY {order} LIMIT "));
+    query.push_bind(page.limit);
+    query.push(" OFFSET ");
+    query.push_bind(page.offset);
+    Ok(query.build_query_as().fetch_all(state.store.pool()).await?)
+}
+
+/// `GET /ui/grid/runs/{dag_id}`.
+pub async fn runs(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    load_dag(&state, &dag_id).await?;
+    let runs = grid_runs_of(&state, &dag_id, &params).await?;
+    let versions = versions_by_hash(&state, std::slice::from_ref(&dag_id)).await?;
+    let list: Vec<Value> = runs
+        .iter()
+        .map(|run| {
+            let version = run
+                .dag_version_hash
+                .as_ref()
+                .and_then(|h| versions.get(&(run.dag_id.clone(), h.clone())));
+            json!({
+                "dag_id": run.dag_id,
+                "run_id": run.run_id,
+                "queued_at": run.queued_at,
+                "start_date": run.start_date,
+                "end_date": run.end_date,
+                "run_after": run.run_after,
+                "state": run.state,
+                "run_type": run.run_type,
+                "dag_versions": version.map(VersionRecord::json).into_iter().collect::<Vec<_>>(),
+                "has_missed_deadline": false,
+                // Airflow reports a running run's duration up to now.
+                "duration": duration(run.start_date, run.end_date.or(Some(Utc::now()))).unwrap_or(0.0),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// A DAG version's task groups and tasks as a tree: (group id → its members), in file order.
+struct Tree<'a> {
+    tasks: Vec<&'a Value>,
+    groups: Vec<&'a Value>,
+}
+
+impl<'a> Tree<'a> {
+    fn of(document: &'a Value) -> Self {
+        Self {
+            tasks: topological(document["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[])),
+            groups: document["task_groups"].as_array().into_iter().flatten().collect(),
+        }
+    }
+
+    /// The nodes directly in `parent` (`None`: the DAG's top level), built with `node` for
+    /// tasks and `group` for groups (given their children).
+    fn nodes<T>(
+        &self,
+        parent: Option<&str>,
+        node: &impl Fn(&Value) -> T,
+        group: &impl Fn(&Value, Vec<T>) -> T,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            if g["parent"].as_str() == parent {
+                let id = g["group_id"].as_str().unwrap_or("");
+                out.push(group(g, self.nodes(Some(id), node, group)));
+            }
+        }
+        for t in &self.tasks {
+            if t["group"].as_str() == parent {
+                out.push(node(t));
+            }
+        }
+        out
+    }
+}
+
+/// Tasks upstream first (ties by task id), the order Airflow's views list them in.
+fn topological(tasks: &[Value]) -> Vec<&Value> {
+    let mut placed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut order = Vec::with_capacity(tasks.len());
+    while order.len() < tasks.len() {
+        let ready = tasks.iter().find(|t| {
+            let id = t["task_id"].as_str().unwrap_or("");
+            !placed.contains(id)
+                && t["upstream"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|u| u.as_str().is_none_or(|u| placed.contains(u)))
+        });
+        // A cycle cannot compile; should one appear, the rest keeps the document's order.
+        let Some(task) = ready.or_else(|| tasks.iter().find(|t| !placed.contains(t["task_id"].as_str().unwrap_or("")))) else {
+            break;
+        };
+        placed.insert(task["task_id"].as_str().unwrap_or(""));
+        order.push(task);
+    }
+    order
+}
+
+fn label_of(id: &str) -> &str {
+    id.rsplit('.').next().unwrap_or(id)
+}
+
+/// `GET /ui/grid/structure/{dag_id}`: the task tree of the latest version.
+pub async fn structure(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let dag = load_dag(&state, &dag_id).await?;
+    params.page()?;
+    let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
+    let tree = Tree::of(&doc);
+    let nodes = tree.nodes(
+        None,
+        &|t| {
+            let id = t["task_id"].as_str().unwrap_or("");
+            let mapped = !t["mapped"].is_null();
+            json!({"id": id, "label": label_of(id), "is_mapped": if mapped { json!(true) } else { Value::Null }})
+        },
+        &|g, children| {
+            let id = g["group_id"].as_str().unwrap_or("");
+            json!({"id": id, "label": label_of(id), "children": children, "is_mapped": null})
+        },
+    );
+    Ok(Json(Value::Array(nodes)))
+}
+
+/// `GET /ui/structure/structure_data?dag_id=…&version_number=…`: the graph view's nodes and
+/// edges.
+pub async fn structure_data(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+    let dag_id = params
+        .str("dag_id")
+        .ok_or_else(|| ApiError::invalid(&["query", "dag_id"], "missing", "Field required", Value::Null))?
+        .to_owned();
+    let dag = load_dag(&state, &dag_id).await?;
+    let hash = match params.int("version_number")? {
+        Some(number) => {
+            let version: Option<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = $1 AND v.version_number = $2"
+            )))
+            .bind(&dag_id)
+            .bind(number as i32)
+            .fetch_optional(state.store.pool())
+            .await?;
+            version
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "The DagVersion with dag_id: `{dag_id}` and version_number: `{number}` was not found"
+                    ))
+                })?
+                .version_hash
+        }
+        None => dag.latest_version_hash.clone(),
+    };
+    let doc = document(&state, &dag_id, &hash).await?;
+    let tree = Tree::of(&doc);
+    let nodes = tree.nodes(
+        None,
+        &|t| {
+            let id = t["task_id"].as_str().unwrap_or("");
+            let sensor = t["operator"].as_str() == Some("@task.sensor");
+            json!({
+                "id": id,
+                "label": label_of(id),
+                "type": if sensor { "sensor" } else { "task" },
+                "children": null,
+                "is_mapped": if t["mapped"].is_null() { Value::Null } else { json!(true) },
+                "tooltip": null,
+                "setup_teardown_type": null,
+                "operator": t["operator"],
+                "asset_condition_type": null,
+            })
+        },
+        &|g, children| {
+            let id = g["group_id"].as_str().unwrap_or("");
+            json!({
+                "id": id,
+                "label": label_of(id),
+                "type": "task",
+                "children": children,
+                "is_mapped": null,
+                "tooltip": g["tooltip"].as_str().filter(|t| !t.is_empty()),
+                "setup_teardown_type": null,
+                "operator": "TaskGroup",
+                "asset_condition_type": null,
+            })
+        },
+    );
+    let mut edges = Vec::new();
+    for task in &tree.tasks {
+        let target = task["task_id"].as_str().unwrap_or("");
+        for up in task["upstream"].as_array().into_iter().flatten() {
+            if let Some(source) = up.as_str() {
+                edges.push(json!({
+                    "source_id": source,
+                    "target_id": target,
+                    "is_setup_teardown": null,
+                    "label": null,
+                    "is_source_asset": null,
+                }));
+            }
+        }
+    }
+    Ok(Json(json!({"edges": edges, "nodes": nodes})))
+}
+
+/// One task instance's part of a grid summary.
+#[derive(Debug, sqlx::FromRow)]
+struct SummaryRow {
+    run_id: String,
+    task_id: String,
+    state: Option<String>,
+    start_date: Option<DateTime<Utc>>,
+    end_date: Option<DateTime<Utc>>,
+    version_number: Option<i32>,
+}
+
+/// Airflow's precedence of states when summarising several (mapped instances, groups).
+fn worst(states: &BTreeMap<String, i64>) -> Option<String> {
+    const ORDER: [&str; 10] = [
+        "failed",
+        "upstream_failed",
+        "up_for_retry",
+        "running",
+        "queued",
+        "scheduled",
+        "deferred",
+        "removed",
+        "skipped",
+        "success",
+    ];
+    ORDER
+        .iter()
+        .find(|s| states.contains_key(**s))
+        .map(|s| (*s).to_owned())
+}
+
+/// `GET /ui/grid/ti_summaries/{dag_id}?run_ids=…`: one NDJSON line per run with each task's
+/// (and each group's) summarised state.
+pub async fn ti_summaries(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let dag = load_dag(&state, &dag_id).await?;
+    let run_ids = params.list("run_ids", None)?;
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT t.run_id, t.task_id, t.state, t.start_date, t.end_date, v.version_number \
+         FROM task_instance t JOIN dag_run r ON r.dag_id = t.dag_id AND r.run_id = t.run_id \
+         LEFT JOIN LATERAL (SELECT version_number FROM dag_version v WHERE v.dag_id = r.dag_id \
+           AND v.version_hash = r.dag_version_hash ORDER BY version_number DESC LIMIT 1) v ON true \
+         WHERE t.dag_id = $1 AND t.run_id = ANY($2)",
+    )
+    .bind(&dag_id)
+    .bind(&run_ids)
+    .fetch_all(state.store.pool())
+    .await?;
+    let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
+    let tree = Tree::of(&doc);
+    // Each task's ancestors, so groups summarise their members.
+    let group_of: HashMap<&str, Option<&str>> = tree
+        .groups
+        .iter()
+        .map(|g| (g["group_id"].as_str().unwrap_or(""), g["parent"].as_str()))
+        .collect();
+    let mut lines = String::new();
+    for run_id in &run_ids {
+        let mut per_task: BTreeMap<&str, Vec<&SummaryRow>> = BTreeMap::new();
+        for row in rows.iter().filter(|r| &r.run_id == run_id) {
+            per_task.entry(row.task_id.as_str()).or_default().push(row);
+        }
+        let version_number = per_task.values().flatten().find_map(|r| r.version_number);
+        let mut entries = Vec::new();
+        let mut group_rows: BTreeMap<&str, Vec<&SummaryRow>> = BTreeMap::new();
+        for task in &tree.tasks {
+            let id = task["task_id"].as_str().unwrap_or("");
+            let instances = per_task.get(id).cloned().unwrap_or_default();
+            let mut parent = task["group"].as_str();
+            while let Some(group) = parent {
+                group_rows.entry(group).or_default().extend(instances.iter().copied());
+                parent = group_of.get(group).copied().flatten();
+            }
+            entries.push(summary(id, task["display_name"].as_str().unwrap_or(label_of(id)), &instances, !task["mapped"].is_null(), version_number));
+        }
+        for group in &tree.groups {
+            let id = group["group_id"].as_str().unwrap_or("");
+            let instances = group_rows.get(id).cloned().unwrap_or_default();
+            entries.push(summary(id, label_of(id), &instances, true, version_number));
+        }
+        let line = json!({"run_id": run_id, "dag_id": dag_id, "task_instances": entries});
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+}
+
+fn summary(
+    id: &str,
+    label: &str,
+    instances: &[&SummaryRow],
+    several: bool,
+    version_number: Option<i32>,
+) -> Value {
+    let mut states: BTreeMap<String, i64> = BTreeMap::new();
+    for ti in instances {
+        *states
+            .entry(ti.state.clone().unwrap_or_else(|| "no_status".into()))
+            .or_default() += 1;
+    }
+    let state = if several {
+        worst(&states)
+    } else {
+        instances.first().and_then(|t| t.state.clone())
+    };
+    json!({
+        "task_id": id,
+        "task_display_name": label,
+        "state": state,
+        // Mapped tasks and groups show how many of their instances are in each state.
+        "child_states": several.then(|| json!(states)),
+        "min_start_date": instances.iter().filter_map(|t| t.start_date).min(),
+        "max_end_date": instances.iter().filter_map(|t| t.end_date).max(),
+        "dag_version_number": version_number,
+    })
+}
+
+/// `GET /ui/gantt/{dag_id}/{run_id}`.
+pub async fn gantt(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    load_run(&state, &dag_id, &run_id).await?;
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        task_id: String,
+        try_number: i32,
+        state: Option<String>,
+        scheduled_dttm: Option<DateTime<Utc>>,
+        queued_dttm: Option<DateTime<Utc>>,
+        start_date: Option<DateTime<Utc>>,
+        end_date: Option<DateTime<Utc>>,
+        mapped: bool,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT task_id, max(try_number) AS try_number, \
+           (array_agg(state ORDER BY map_index))[1] AS state, min(scheduled_dttm) AS scheduled_dttm, \
+           min(queued_dttm) AS queued_dttm, min(start_date) AS start_date, max(end_date) AS end_date, \
+           bool_or(map_index >= 0) AS mapped \
+         FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND start_date IS NOT NULL \
+         GROUP BY task_id ORDER BY min(start_date), task_id",
+    )
+    .bind(&dag_id)
+    .bind(&run_id)
+    .fetch_all(state.store.pool())
+    .await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "task_id": r.task_id,
+                "task_display_name": r.task_id,
+                "try_number": r.try_number,
+                "state": r.state,
+                "scheduled_dttm": r.scheduled_dttm,
+                "queued_dttm": r.queued_dttm,
+                "start_date": r.start_date,
+                "end_date": r.end_date,
+                "is_group": false,
+                "is_mapped": r.mapped,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"dag_id": dag_id, "run_id": run_id, "task_instances": list})))
+}
+
+/// `GET /ui/calendar/{dag_id}`: runs per day (or hour) and state, by logical date (run_after
+/// for manual runs, which have none).
+pub async fn calendar(
+    State(state): State<ApiState>,
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    load_dag(&state, &dag_id).await?;
+    let unit = match params.str("granularity").unwrap_or("daily") {
+        "daily" => "day",
+        "hourly" => "hour",
+        other => {
+            return Err(ApiError::invalid(
+                &["query", "granularity"],
+                "literal_error",
+                "Input should be 'hourly' or 'daily'",
+                json!(other),
+            ));
+        }
+    };
+    let mut c = Conditions::new();
+    c.eq("r.dag_id", Bind::Text(dag_id));
+    c.time_range(&params, "logical_date", "coalesce(r.logical_date, r.run_after)")?;
+    let mut query = QueryBuilder::<Postgres>::new(format!(
+        "SELECT date_trunc('{unit}', coalesce(r.logical_date, r.run_after)) AS day, r.state, count(*) FROM dag_run r"
+    ));
+    c.apply(&mut query);
+    query.push(" GROUP BY 1, 2 ORDER BY 1, 2");
+    let rows: Vec<(DateTime<Utc>, String, i64)> =
+        query.build_query_as().fetch_all(state.store.pool()).await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|(date, state, count)| json!({"date": date, "state": state, "count": count}))
+        .collect();
+    let total = list.len();
+    Ok(Json(json!({"total_entries": total, "dag_runs": list})))
+}
