@@ -38,6 +38,7 @@ pub struct ControlPlaneOptions {
 /// A started control plane; [`ControlPlane::stop`] ends it.
 pub struct ControlPlane {
     specs: Specs,
+    grpc: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
     reactor: JoinHandle<Result<(), leoflow_scheduler::reactor::ReactorError>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -55,12 +56,14 @@ impl ControlPlane {
                     options.grpc
                 )
             })?;
+        // With port 0 the system picks one: agents must be told the one it picked.
+        let grpc = listener.local_addr().context("reading the gRPC address")?;
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let program = std::env::current_exe().context("locating the leoflow binary")?;
         let mut executor = SubprocessExecutor::new(
             SubprocessConfig {
                 program,
-                endpoint: format!("http://{}", options.grpc),
+                endpoint: format!("http://{grpc}"),
                 python: options.python.interpreter.clone(),
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),
@@ -100,10 +103,16 @@ impl ControlPlane {
         let reactor = tokio::spawn(reactor.run(watcher));
         Ok(Self {
             specs,
+            grpc,
             shutdown,
             reactor,
             server,
         })
+    }
+
+    /// Where task agents reach the control plane.
+    pub fn grpc_address(&self) -> std::net::SocketAddr {
+        self.grpc
     }
 
     /// The DAG versions and run states the scheduler keeps (the API shares them, so its

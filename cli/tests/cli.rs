@@ -334,7 +334,11 @@ fn lite_refuses_a_directory_without_dag_py() {
 fn lite_runs_on_the_example_project_and_ctrl_c_stops_its_postgres() {
     let home = scratch_home("lite");
     let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/hello");
-    let mut child = leoflow(&["lite", project.to_str().unwrap()], None, Some(&home))
+    let mut child = leoflow(
+        &["lite", project.to_str().unwrap(), "--no-ui", "--port", "0", "--grpc-port", "0"],
+        None,
+        Some(&home),
+    )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

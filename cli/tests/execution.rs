@@ -20,12 +20,18 @@ use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::task_logs;
 use serde_json::{Value, json};
 
-/// A running `leoflow lite` on a test database.
+/// A running `leoflow lite` on a test database (API only, its own home).
 struct Lite {
     child: Child,
     grpc_port: u16,
     project: PathBuf,
     url: String,
+}
+
+/// The Leoflow home of a project's test runs (credentials; next to the project, so removed
+/// with it).
+fn home_of(project: &Path) -> PathBuf {
+    project.join(".leoflow-home")
 }
 
 impl Lite {
@@ -35,8 +41,11 @@ impl Lite {
 
     fn start_on(project: &Path, url: &str, grpc_port: u16) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_leoflow"))
-            .args(["lite", project.to_str().unwrap()])
+            .args(["lite", project.to_str().unwrap(), "--no-ui"])
             .args(["--grpc-port", &grpc_port.to_string()])
+            .args(["--port", &free_port().to_string()])
+            .env("LEOFLOW_HOME", home_of(project))
+            .env("LEOFLOW_ADMIN_PASSWORD", "test-admin")
             .env("LEOFLOW_DATABASE_URL", url)
             .env_remove("LEOFLOW_POSTGRES")
             .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")

@@ -45,6 +45,9 @@ pub struct LiteArgs {
     /// The port task agents call (gRPC).
     #[arg(long, default_value_t = 9099)]
     grpc_port: u16,
+    /// Serve the API only, without fetching or serving the Airflow UI.
+    #[arg(long)]
+    no_ui: bool,
     /// Seconds between agent heartbeats.
     #[arg(
         long,
@@ -100,9 +103,14 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
              it? Stop it, or choose another port with --port"
         )
     })?;
+    let http = http_listener.local_addr().context("reading the HTTP address")?;
     let home = datastore.home();
     let credentials = setup::ensure_credentials(&home, None)?;
-    let ui_dirs = setup::ensure_ui(&home).await;
+    let ui_dirs = if args.no_ui {
+        None
+    } else {
+        setup::ensure_ui(&home).await
+    };
     let python = PythonRuntime::detect().await?;
     let project_dir = std::fs::canonicalize(&args.project)?;
     let database = datastore.open().await?;
@@ -174,9 +182,9 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     if has_ui {
         println!("  web UI    http://{http}/ (user admin)");
     } else {
-        println!("  api       http://{http}/api/v2 (the UI is not installed: see above)");
+        println!("  api       http://{http}/api/v2 (without the web UI)");
     }
-    println!("  agents    gRPC on 127.0.0.1:{}", args.grpc_port);
+    println!("  agents    gRPC on {}", control_plane.grpc_address());
     println!("Following the event log; Ctrl-C stops Lite.");
 
     let mut subscription = store.subscribe(head + 1).await?;

@@ -90,7 +90,7 @@ pub async fn ensure_ui(home: &Path) -> Option<UiDirs> {
     if let Some(dirs) = UiDirs::installed(&root) {
         return Some(dirs);
     }
-    println!("  ui        fetching the Airflow 3.2.2 UI from the package index…");
+    println!("  ui        installing the Airflow 3.2.2 UI (apache-airflow-core wheel)…");
     match assets::install(&root).await {
         Ok((dirs, _)) => Some(dirs),
         Err(error) => {

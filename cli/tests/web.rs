@@ -1,0 +1,308 @@
+//! Leoflow Lite as Airflow users meet it: Airflow's own Python client (`apache-airflow-client`
+//! 3.2.2, in the test venv) drives a scenario end to end, and the unmodified Airflow UI is
+//! visited page by page in headless Debian Chromium (playwright-core, in `ui-tests/`).
+//! Real processes throughout: `leoflow lite`, its Postgres, task agents, Python runners.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "web-test-admin";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `leoflow lite` with the web UI, on a project of its own.
+struct Lite {
+    child: Child,
+    base: String,
+    dir: PathBuf,
+    _db: TestDatabase,
+}
+
+impl Drop for Lite {
+    fn drop(&mut self) {
+        // SAFETY: plain signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lite {
+    async fn start(dag_py: &str) -> Self {
+        let db = fresh_database().await;
+        let dir = std::env::temp_dir().join(format!("leoflow-web-{}", uuid::Uuid::new_v4()));
+        let project = dir.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("dag.py"), dag_py).unwrap();
+        let url = format!(
+            "postgres://leoflow@localhost/{}?host={}",
+            db.name,
+            test_cluster().socket_dir().display()
+        );
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+        command
+            .args(["lite", project.to_str().unwrap()])
+            .args(["--port", &port.to_string(), "--grpc-port", &free_port().to_string()])
+            .env("LEOFLOW_HOME", dir.join("home"))
+            .env("LEOFLOW_DATABASE_URL", &url)
+            .env_remove("LEOFLOW_POSTGRES")
+            .env("LEOFLOW_ADMIN_PASSWORD", PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // The UI comes from the wheel the test venv cached (else Lite fetches it itself).
+        let wheel = repo().join(".venv/artifacts/apache_airflow_core-3.2.2-py3-none-any.whl");
+        if std::env::var_os("LEOFLOW_AIRFLOW_WHEEL").is_none() && wheel.is_file() {
+            command.env("LEOFLOW_AIRFLOW_WHEEL", wheel);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("web UI") {
+                    let _ = ready_tx.send(true);
+                }
+                if line.starts_with("Following the event log") {
+                    let _ = ready_tx.send(false);
+                }
+            }
+        });
+        let with_ui = ready_rx.recv_timeout(Duration::from_secs(120)).expect("lite did not start");
+        assert!(with_ui, "Lite started without the web UI");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            _db: db,
+        }
+    }
+
+    fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    async fn token(&self) -> String {
+        let answer: Value = self
+            .client()
+            .post(format!("{}/auth/token", self.base))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token().await);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// Triggers a run and waits for it to end; returns its id.
+    async fn run(&self, dag_id: &str) -> String {
+        let run = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/api/v2/dags/{dag_id}/dagRuns"),
+                Some(json!({"logical_date": null})),
+            )
+            .await;
+        let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let run = self
+                .api(reqwest::Method::GET, &format!("/api/v2/dags/{dag_id}/dagRuns/{}", encode(&run_id)), None)
+                .await;
+            if run["state"] == "success" || run["state"] == "failed" {
+                return run_id;
+            }
+            assert!(Instant::now() < deadline, "{run_id} did not finish: {run}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn encode(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+fn python() -> String {
+    std::env::var("LEOFLOW_PYTHON").unwrap_or_else(|_| repo().join(".venv/bin/python").display().to_string())
+}
+
+const SCENARIO_DAG: &str = r#"
+from airflow.sdk import DAG, Param, task
+
+with DAG("scenario", schedule=None, params={"count": Param(3, type="integer")}, tags=["scenario"]):
+    @task
+    def produce(params=None):
+        print(f"producing {params['count']} items")
+        return list(range(params["count"]))
+
+    @task
+    def square(x):
+        return x * x
+
+    @task
+    def total(values):
+        return sum(values)
+
+    total(square.expand(x=produce()))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airflows_python_client_drives_a_scenario_end_to_end() {
+    let lite = Lite::start(SCENARIO_DAG).await;
+    let output = Command::new(python())
+        .arg(repo().join("api/tests/airflow_client_scenario.py"))
+        .env("LEOFLOW_URL", &lite.base)
+        .env("ADMIN_PASSWORD", PASSWORD)
+        .env("DAG_ID", "scenario")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("scenario passed"),
+        "the client scenario failed:\n{stdout}\n{stderr}"
+    );
+}
+
+const UI_DAGS: &str = r#"
+from datetime import datetime, timezone
+from airflow.sdk import DAG, task
+from airflow.providers.standard.operators.bash import BashOperator
+
+with DAG("etl", schedule=None, is_paused_upon_creation=False, tags=["example"],
+         start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), doc_md="Extract, transform, load.",
+         params={"rows": 10}):
+    @task
+    def extract():
+        print("extracting")
+        return [1, 2, 3]
+
+    @task
+    def transform(x):
+        return x * 10
+
+    @task
+    def load(values):
+        print("loaded", values)
+        return sum(values)
+
+    done = BashOperator(task_id="announce", bash_command="echo done")
+    load(transform.expand(x=extract())) >> done
+
+with DAG("nightly", schedule="0 2 * * *", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), catchup=False):
+    BashOperator(task_id="report", bash_command="echo report")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_and_every_page_loads_without_errors() {
+    let node_modules = repo().join("ui-tests/node_modules/playwright-core");
+    assert!(
+        node_modules.is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and ui-tests' playwright-core: scripts/test.sh installs both"
+    );
+    let lite = Lite::start(UI_DAGS).await;
+    let run = lite.run("etl").await;
+    let token = lite.token().await;
+    let variable = json!({"key": "region", "value": "eu", "description": "where the data lives"});
+    let pool = json!({"name": "etl_pool", "slots": 4});
+    for (path, body) in [("/api/v2/variables", variable), ("/api/v2/pools", pool)] {
+        let response = lite
+            .client()
+            .post(format!("{}{path}", lite.base))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+    }
+    let run_path = format!("/dags/etl/runs/{}", encode(&run));
+    let pages = vec![
+        "/".to_owned(),
+        "/dags".to_owned(),
+        "/dags/etl".to_owned(),
+        "/dags/etl/runs".to_owned(),
+        "/dags/etl/tasks".to_owned(),
+        "/dags/etl/calendar".to_owned(),
+        "/dags/etl/events".to_owned(),
+        "/dags/etl/code".to_owned(),
+        "/dags/etl/details".to_owned(),
+        run_path.clone(),
+        format!("{run_path}/task_instances"),
+        format!("{run_path}/tasks/extract"),
+        format!("{run_path}/tasks/extract/xcom"),
+        format!("{run_path}/tasks/transform/mapped/1"),
+        "/dag_runs".to_owned(),
+        "/task_instances".to_owned(),
+        "/variables".to_owned(),
+        "/connections".to_owned(),
+        "/pools".to_owned(),
+        "/events".to_owned(),
+        "/xcoms".to_owned(),
+        "/configs".to_owned(),
+    ];
+    let shots = json!({
+        "/": "home",
+        "/dags": "dags",
+        "/dags/etl": "dag-grid",
+        (run_path.clone()): "run",
+        (format!("{run_path}/tasks/extract")): "task-instance-logs",
+        "/variables": "variables",
+    });
+    let screenshots = std::env::var("LEOFLOW_SCREENSHOTS").ok();
+    let output = Command::new("node")
+        .arg(repo().join("ui-tests/visit.mjs"))
+        .env("BASE_URL", &lite.base)
+        .env("ADMIN_PASSWORD", PASSWORD)
+        .env("PAGES", serde_json::to_string(&pages).unwrap())
+        .env("SHOTS", shots.to_string())
+        .envs(screenshots.iter().map(|dir| ("SCREENSHOTS", dir.clone())))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the UI had problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["visited"].as_array().unwrap().len(), pages.len());
+    assert_eq!(report["instanceNameShown"], true, "the navbar names Leoflow Lite");
+}

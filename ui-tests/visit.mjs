@@ -1,0 +1,89 @@
+// Logs in through the served Airflow login page and visits pages of the unmodified Airflow UI
+// in headless Debian Chromium, recording console errors, page errors and failed API calls.
+//
+//   BASE_URL=http://127.0.0.1:8088 ADMIN_PASSWORD=… PAGES='["/", "/dags"]' \
+//     [SCREENSHOTS=docs/screenshots] [SHOTS='{"/": "home"}'] node ui-tests/visit.mjs
+//
+// Prints one JSON report on stdout; exits 1 when any page had a problem.
+import { chromium } from "playwright-core";
+
+const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
+const password = process.env.ADMIN_PASSWORD;
+const pages = JSON.parse(process.env.PAGES ?? '["/"]');
+const shots = JSON.parse(process.env.SHOTS ?? "{}");
+const screenshots = process.env.SCREENSHOTS;
+if (!password) {
+  console.error("ADMIN_PASSWORD is required");
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+const page = await context.newPage();
+
+let current = "login";
+const problems = [];
+const apiCalls = {};
+page.on("console", (msg) => {
+  if (msg.type() === "error") problems.push({ page: current, kind: "console", text: msg.text() });
+});
+page.on("pageerror", (error) => problems.push({ page: current, kind: "pageerror", text: String(error) }));
+page.on("requestfailed", (request) => {
+  const url = new URL(request.url());
+  // Leaving a page aborts what it still loads; only API calls that fail count.
+  const aborted = request.failure()?.errorText === "net::ERR_ABORTED";
+  if (url.origin === new URL(base).origin && !(aborted && !/^\/(api|ui)\//.test(url.pathname))) {
+    problems.push({ page: current, kind: "requestfailed", text: `${request.method()} ${url.pathname}${url.search}: ${request.failure()?.errorText}` });
+  }
+});
+page.on("response", (response) => {
+  const url = new URL(response.url());
+  if (url.origin !== new URL(base).origin) return;
+  if (!/^\/(api|ui|auth)\//.test(url.pathname)) return;
+  (apiCalls[current] ??= []).push(`${response.request().method()} ${url.pathname} ${response.status()}`);
+  if (response.status() >= 400) {
+    problems.push({ page: current, kind: "http", text: `${response.request().method()} ${url.pathname}${url.search} -> ${response.status()}` });
+  }
+});
+
+// Logging in: the UI sends an anonymous visitor to the login page, which posts /auth/token.
+await page.goto(base + "/", { waitUntil: "networkidle" });
+await page.waitForURL(/\/auth\/login/, { timeout: 30000 });
+await page.locator('input[name="username"]').fill("admin");
+await page.locator('input[name="password"]').fill(password);
+await page.getByRole("button", { name: "Sign in" }).click();
+await page.waitForURL((url) => !url.pathname.startsWith("/auth/"), { timeout: 30000 });
+// The 401s that sent us to the login page are the login flow, not failures.
+problems.length = 0;
+
+const visited = [];
+let instanceNameShown = false;
+for (const path of pages) {
+  current = path;
+  await page.goto(base + path, { waitUntil: "networkidle", timeout: 60000 });
+  await page.waitForTimeout(1500);
+  const text = await page.locator("body").innerText();
+  // The home page's heading is the instance name.
+  if (path === "/") instanceNameShown = text.includes("Leoflow Lite");
+  visited.push({ path, title: await page.title(), chars: text.length, calls: (apiCalls[path] ?? []).length });
+  if (screenshots && shots[path]) {
+    await page.screenshot({ path: `${screenshots}/${shots[path]}.png`, fullPage: false });
+  }
+}
+
+const report = { visited, problems, instanceNameShown };
+console.log(JSON.stringify(report, null, 2));
+await browser.close();
+process.exit(problems.length === 0 ? 0 : 1);
