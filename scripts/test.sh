@@ -13,6 +13,7 @@ if ! have_pg_build; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "== installing a PostgreSQL server build (apt-get install postgresql)"
         apt-get update -qq
+        apt_updated=1
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     else
         echo "A PostgreSQL server build is needed: sudo apt-get install postgresql" >&2
@@ -29,14 +30,33 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
     exit 1
 fi
 stamp=.venv/.requirements
-if ! cmp -s sdk/python/requirements-dev.txt "$stamp" 2>/dev/null; then
+requirements=$(cat sdk/python/requirements-dev.txt api/tests/requirements.txt)
+if [ "$requirements" != "$(cat "$stamp" 2>/dev/null)" ]; then
     echo "== creating .venv"
     rm -rf .venv
     "$python" -m venv .venv
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r sdk/python/requirements-dev.txt
-    cp sdk/python/requirements-dev.txt "$stamp"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -r sdk/python/requirements-dev.txt -r api/tests/requirements.txt
+    printf '%s' "$requirements" > "$stamp"
 fi
 export LEOFLOW_PYTHON="$PWD/.venv/bin/python"
+
+# The browser tests drive the real Airflow UI in headless Debian Chromium with playwright-core
+# (never a browser a test tool downloads).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "== installing Debian's chromium"
+        [ -n "${apt_updated:-}" ] || apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "Debian's chromium is needed for the UI tests: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+if ! cmp -s ui-tests/package-lock.json ui-tests/node_modules/.installed-lock 2>/dev/null; then
+    echo "== installing ui-tests' npm packages"
+    (cd ui-tests && npm ci --silent --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock)
+fi
 
 echo "== mypy --strict (sdk/python)"
 (cd sdk/python && "$LEOFLOW_PYTHON" -m mypy --strict --ignore-missing-imports src/leoflow --exclude _shim)

@@ -73,7 +73,7 @@ let instanceNameShown = false;
 for (const path of pages) {
   current = path;
   await page.goto(base + path, { waitUntil: "networkidle", timeout: 60000 });
-  await page.waitForTimeout(1500);
+  await page.waitForTimeout(500);
   const text = await page.locator("body").innerText();
   // The home page's heading is the instance name.
   if (path === "/") instanceNameShown = text.includes("Leoflow Lite");

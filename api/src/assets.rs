@@ -17,10 +17,13 @@ pub const WHEEL_FILE: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 pub const UI_VERSION_DIR: &str = "airflow-3.2.2";
 
 /// What is taken from the wheel: (path inside it, folder under the UI directory).
-const PARTS: [(&str, &str); 2] = [
+const PARTS: [(&str, &str); 3] = [
     ("airflow/ui/dist/", "ui"),
     ("airflow/api_fastapi/auth/managers/simple/ui/dist/", "auth"),
+    ("airflow/api_fastapi/core_api/openapi/", "openapi"),
 ];
+/// Airflow's REST API document, under the UI directory.
+const OPENAPI: &str = "openapi/v2-rest-api-generated.yaml";
 /// Written last: its presence means a complete unpack.
 const COMPLETE: &str = ".complete";
 
@@ -80,15 +83,18 @@ pub struct UiDirs {
     pub ui: PathBuf,
     /// The login UI.
     pub auth: PathBuf,
+    /// Airflow's OpenAPI document of `/api/v2` (YAML).
+    pub openapi: PathBuf,
 }
 
 impl UiDirs {
     /// The UI installed under `ui_root` (`$LEOFLOW_HOME/ui`), if it is complete.
     pub fn installed(ui_root: &Path) -> Option<Self> {
         let root = ui_root.join(UI_VERSION_DIR);
-        root.join(COMPLETE).is_file().then(|| Self {
+        (root.join(COMPLETE).is_file() && root.join(OPENAPI).is_file()).then(|| Self {
             ui: root.join("ui"),
             auth: root.join("auth"),
+            openapi: root.join(OPENAPI),
         })
     }
 }

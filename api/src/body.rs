@@ -45,6 +45,15 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             json!({}),
         )
     })?;
+    if let Some(path) = nul_at(&raw, &mut vec!["body".to_owned()]) {
+        let loc: Vec<&str> = path.iter().map(String::as_str).collect();
+        return Err(ApiError::invalid(
+            &loc,
+            "string_type",
+            "NUL characters are not allowed",
+            Value::Null,
+        ));
+    }
     serde_path_to_error::deserialize::<_, T>(&raw).map_err(|error| {
         let mut loc: Vec<String> = vec!["body".into()];
         loc.extend(
@@ -77,6 +86,30 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
         ApiError::invalid(&loc, kind, msg, input)
     })
+}
+
+/// Where a NUL character hides in `value` (Postgres text cannot store one), as a `loc`.
+fn nul_at(value: &Value, path: &mut Vec<String>) -> Option<Vec<String>> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.clone()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            path.push(i.to_string());
+            let found = nul_at(v, path);
+            path.pop();
+            found
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            path.push(k.clone());
+            let found = if k.contains('\0') {
+                Some(path.clone())
+            } else {
+                nul_at(v, path)
+            };
+            path.pop();
+            found
+        }),
+        _ => None,
+    }
 }
 
 /// The name in backticks after `prefix` in a serde message (`missing field `key``).
@@ -132,6 +165,11 @@ mod tests {
         assert_eq!(wrong["loc"], json!(["body", "key"]));
         assert_eq!(wrong["input"], json!(5));
         assert_eq!(detail("{not json")["type"], "json_invalid");
+        let nul = detail(r#"{"key": "a\u0000b", "value": "v"}"#);
+        assert_eq!(
+            (nul["type"].as_str(), &nul["loc"]),
+            (Some("string_type"), &json!(["body", "key"]))
+        );
         assert_eq!(detail("")["type"], "missing");
     }
 }

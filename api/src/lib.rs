@@ -51,7 +51,19 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .route("/api/v2/monitor/health", get(v2::monitor::health))
         .merge(protected)
         .merge(spa::routes(ui))
+        .layer(middleware::from_fn(refuse_nul_paths))
         .with_state(state)
+}
+
+/// No id holds a NUL character (Postgres text cannot): such a path names nothing.
+async fn refuse_nul_paths(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path().to_ascii_lowercase().contains("%00") {
+        return axum::response::IntoResponse::into_response(ApiError::not_found("Not Found"));
+    }
+    next.run(request).await
 }
 
 /// Serves `app` on `listener` until `shutdown` completes (client addresses are known to the

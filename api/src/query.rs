@@ -46,6 +46,18 @@ impl Params {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        // Postgres text cannot hold NUL: refused here rather than failing in the database.
+        if let Some((name, value)) = pairs
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(invalid(
+                name,
+                "string_type",
+                "NUL characters are not allowed",
+                &value.replace('\0', "\\0"),
+            ));
+        }
         if let Some((name, value)) = pairs.iter().find(|(_, v)| v.len() > MAX_VALUE_LEN) {
             return Err(invalid(
                 name,
@@ -462,19 +474,38 @@ impl Conditions {
         self
     }
 
+    /// Whether any condition's SQL mentions `text` (a table alias such as `r.`): a count that
+    /// needs no column of a joined table can skip the join.
+    pub fn mentions(&self, text: &str) -> bool {
+        self.conditions
+            .iter()
+            .flatten()
+            .any(|piece| matches!(piece, Piece::Sql(sql) if sql.contains(text)))
+    }
+
     /// Whether there are no conditions.
     pub fn is_empty(&self) -> bool {
         self.conditions.is_empty()
     }
 
-    /// Airflow's `…_pattern`: a case-insensitive SQL LIKE, `|` separating alternatives; and
-    /// `…_prefix_pattern`: a case-sensitive prefix.
+    /// Airflow's `…_pattern`: a case-insensitive substring search (`ILIKE '%term%'`, so the
+    /// term may hold LIKE wildcards of its own; `~` matches everything), `|` separating
+    /// alternatives; and `…_prefix_pattern`: a case-sensitive prefix.
     pub fn patterns(&mut self, params: &Params, name: &str, column: &str) -> &mut Self {
         if let Some(pattern) = params
             .str(&format!("{name}_pattern"))
             .filter(|p| !p.is_empty())
         {
-            let alternatives = split_alternatives(pattern);
+            let alternatives: Vec<String> = split_alternatives(pattern)
+                .into_iter()
+                .map(|term| {
+                    if term == "~" {
+                        "%".to_owned()
+                    } else {
+                        format!("%{term}%")
+                    }
+                })
+                .collect();
             self.push(
                 &format!("{column} ILIKE ANY({{}})"),
                 vec![Bind::Texts(alternatives)],
@@ -645,6 +676,7 @@ mod tests {
             q.sql().as_str(),
             "SELECT 1 FROM t WHERE (t.state = ANY($1) OR t.state IS NULL) AND t.dag_id ILIKE ANY($2) AND t.run_after >= $3"
         );
+        assert!(c.mentions("t.dag_id") && !c.mentions("r."));
         let bad = Params::parse("state=nonsense").unwrap();
         assert!(
             Conditions::new()

@@ -18,12 +18,14 @@ use crate::assets::UiDirs;
 use crate::error::ApiError;
 use crate::state::ApiState;
 
-/// The loaded UI: its folders and its two rendered `index.html` pages.
+/// The loaded UI: its folders, its two rendered `index.html` pages, and Airflow's OpenAPI
+/// document as JSON (served at `/openapi.json`, as Airflow serves its own).
 #[derive(Debug)]
 pub struct Ui {
     dirs: UiDirs,
     index: String,
     login: String,
+    openapi: String,
 }
 
 const BASE_URL_SLOT: &str = "{{ backend_server_base_url }}";
@@ -35,9 +37,13 @@ impl Ui {
             let page = std::fs::read_to_string(dir.join("index.html"))?;
             Ok(page.replace(BASE_URL_SLOT, base_url))
         };
+        let yaml = std::fs::read_to_string(&dirs.openapi)?;
+        let document: serde_json::Value = serde_norway::from_str(&yaml)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", dirs.openapi.display())))?;
         Ok(Self {
             index: render(&dirs.ui)?,
             login: render(&dirs.auth)?,
+            openapi: document.to_string(),
             dirs,
         })
     }
@@ -51,9 +57,10 @@ pub fn routes(ui: Option<Arc<Ui>>) -> Router<ApiState> {
             .nest_service("/static", ServeDir::new(&ui.dirs.ui))
             .nest_service("/auth/static", ServeDir::new(&ui.dirs.auth));
     }
-    let login = ui.clone();
+    let (login, openapi) = (ui.clone(), ui.clone());
     router
         .route("/auth/login", get(move || page(login.clone(), true)))
+        .route("/openapi.json", get(move || document(openapi.clone())))
         .fallback(move |request: Request| fallback(ui.clone(), request))
 }
 
@@ -73,6 +80,21 @@ async fn page(ui: Option<Arc<Ui>>, login: bool) -> Response {
             ),
         )
             .into_response(),
+    }
+}
+
+async fn document(ui: Option<Arc<Ui>>) -> Response {
+    match ui {
+        Some(ui) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            ui.openapi.clone(),
+        )
+            .into_response(),
+        None => ApiError::detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Airflow's OpenAPI document comes with the UI: run `leoflow setup` to install it",
+        )
+        .into_response(),
     }
 }
 

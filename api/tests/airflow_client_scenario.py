@@ -30,6 +30,7 @@ from airflow_client.client.api import (
 from airflow_client.client.exceptions import ApiException
 from airflow_client.client.models import (
     ClearTaskInstancesBody,
+    ClearTaskInstancesBodyTaskIdsInner,
     ConnectionBody,
     DAGPatchBody,
     PoolBody,
@@ -133,7 +134,8 @@ def main() -> int:
 
         step("clear a task (it runs again, with a second try)")
         cleared = tis.post_clear_task_instances(
-            DAG_ID, ClearTaskInstancesBody(dry_run=False, dag_run_id=run_id, task_ids=["total"])
+            DAG_ID,
+            ClearTaskInstancesBody(dry_run=False, dag_run_id=run_id, task_ids=[ClearTaskInstancesBodyTaskIdsInner("total")]),
         )
         assert cleared.total_entries >= 1
         deadline = time.monotonic() + 120

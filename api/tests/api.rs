@@ -259,76 +259,160 @@ async fn the_ui_views_logs_and_xcoms_of_a_run() {
     let structure = api.get("/ui/grid/structure/pipeline").await;
     assert_eq!(structure[1]["id"], "transform");
     assert_eq!(structure[1]["is_mapped"], true);
-    let graph = api.get("/ui/structure/structure_data?dag_id=pipeline").await;
+    let graph = api
+        .get("/ui/structure/structure_data?dag_id=pipeline")
+        .await;
     assert_eq!(graph["edges"].as_array().unwrap().len(), 2);
     let grid = api.get("/ui/grid/runs/pipeline").await;
     assert_eq!(grid[0]["run_id"], run);
     api.get(&format!("/ui/gantt/pipeline/{seg}")).await;
     let (status, summaries) = api
-        .get_text(&format!("/ui/grid/ti_summaries/pipeline?run_ids={seg}"), "application/x-ndjson")
+        .get_text(
+            &format!("/ui/grid/ti_summaries/pipeline?run_ids={seg}"),
+            "application/x-ndjson",
+        )
         .await;
     assert_eq!(status, 200);
     let line: serde_json::Value = serde_json::from_str(summaries.lines().next().unwrap()).unwrap();
-    let transform = line["task_instances"].as_array().unwrap().iter().find(|t| t["task_id"] == "transform").unwrap();
+    let transform = line["task_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"] == "transform")
+        .unwrap();
     assert_eq!(transform["child_states"]["success"], 3, "{line}");
 
     let ti = format!("/api/v2/dags/pipeline/dagRuns/{seg}/taskInstances");
     let logs = api.get(&format!("{ti}/extract/logs/1")).await;
-    assert!(logs["content"][0]["event"].as_str().unwrap().contains("running extract"), "{logs}");
-    let more = api.get(&format!("{ti}/extract/logs/1?token={}", logs["continuation_token"].as_str().unwrap())).await;
-    assert_eq!(more["content"].as_array().unwrap().len(), 0, "nothing after the token");
-    let (status, ndjson) = api.get_text(&format!("{ti}/transform/logs/1?map_index=2"), "application/x-ndjson").await;
+    assert!(
+        logs["content"][0]["event"]
+            .as_str()
+            .unwrap()
+            .contains("running extract"),
+        "{logs}"
+    );
+    let more = api
+        .get(&format!(
+            "{ti}/extract/logs/1?token={}",
+            logs["continuation_token"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        more["content"].as_array().unwrap().len(),
+        0,
+        "nothing after the token"
+    );
+    let (status, ndjson) = api
+        .get_text(
+            &format!("{ti}/transform/logs/1?map_index=2"),
+            "application/x-ndjson",
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(ndjson.lines().count(), 2);
     assert!(ndjson.contains("running transform [2]"));
     let (status, followed) = api
-        .get_text(&format!("{ti}/extract/logs/1?follow=true"), "application/x-ndjson")
+        .get_text(
+            &format!("{ti}/extract/logs/1?follow=true"),
+            "application/x-ndjson",
+        )
         .await;
-    assert_eq!((status, followed.lines().count()), (200, 2), "a finished try's follow ends");
+    assert_eq!(
+        (status, followed.lines().count()),
+        (200, 2),
+        "a finished try's follow ends"
+    );
 
-    let xcoms = api.get(&format!("{ti}/transform/xcomEntries?map_index=1")).await;
+    let xcoms = api
+        .get(&format!("{ti}/transform/xcomEntries?map_index=1"))
+        .await;
     assert_eq!(xcoms["total_entries"], 1);
-    let value = api.get(&format!("{ti}/transform/xcomEntries/return_value?map_index=1")).await;
+    let value = api
+        .get(&format!(
+            "{ti}/transform/xcomEntries/return_value?map_index=1"
+        ))
+        .await;
     assert_eq!(value["value"], json!({"task": "transform", "map_index": 1}));
-    let text = api.get(&format!("{ti}/extract/xcomEntries/return_value?stringify=true")).await;
+    let text = api
+        .get(&format!(
+            "{ti}/extract/xcomEntries/return_value?stringify=true"
+        ))
+        .await;
     assert!(text["value"].as_str().unwrap().contains("extract"));
-    let all = api.get("/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries?limit=2").await;
+    let all = api
+        .get("/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries?limit=2")
+        .await;
     assert_eq!(all["total_entries"], 5);
-    let (status, _) = api.call(Method::GET, &format!("{ti}/extract/xcomEntries/nope"), None).await;
+    let (status, _) = api
+        .call(Method::GET, &format!("{ti}/extract/xcomEntries/nope"), None)
+        .await;
     assert_eq!(status, 404);
 
-    let (status, _) = api.call(Method::POST, "/api/v2/dags/pipeline/favorite", None).await;
+    let (status, _) = api
+        .call(Method::POST, "/api/v2/dags/pipeline/favorite", None)
+        .await;
     assert_eq!(status, 204);
     let favorites = api.get("/ui/dags?is_favorite=true").await;
     assert_eq!(favorites["total_entries"], 1);
     assert_eq!(favorites["dags"][0]["is_favorite"], true);
-    api.call(Method::POST, "/api/v2/dags/pipeline/unfavorite", None).await;
-    assert_eq!(api.get("/ui/dags?is_favorite=true").await["total_entries"], 0);
+    api.call(Method::POST, "/api/v2/dags/pipeline/unfavorite", None)
+        .await;
+    assert_eq!(
+        api.get("/ui/dags?is_favorite=true").await["total_entries"],
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_mark_clear_note_and_delete_change_the_log() {
     let api = TestApi::start(DAGS).await;
-    let (status, dag) = api.call(Method::PATCH, "/api/v2/dags/nightly", Some(json!({"is_paused": false}))).await;
+    let (status, dag) = api
+        .call(
+            Method::PATCH,
+            "/api/v2/dags/nightly",
+            Some(json!({"is_paused": false})),
+        )
+        .await;
     assert_eq!((status, dag["is_paused"].clone()), (200, json!(false)));
     let (status, _) = api
-        .call(Method::PATCH, "/api/v2/dags/nightly?update_mask=description", Some(json!({"is_paused": true})))
+        .call(
+            Method::PATCH,
+            "/api/v2/dags/nightly?update_mask=description",
+            Some(json!({"is_paused": true})),
+        )
         .await;
     assert_eq!(status, 400);
 
     let failed = api.run("flaky", json!({})).await;
     let seg = segment(&failed);
     let (status, marked) = api
-        .call(Method::PATCH, &format!("/api/v2/dags/flaky/dagRuns/{seg}"), Some(json!({"state": "success", "note": "fixed by hand"})))
+        .call(
+            Method::PATCH,
+            &format!("/api/v2/dags/flaky/dagRuns/{seg}"),
+            Some(json!({"state": "success", "note": "fixed by hand"})),
+        )
         .await;
     assert_eq!(status, 200, "{marked}");
     assert_eq!(marked["state"], "success");
     assert_eq!(marked["note"], "fixed by hand");
-    let tis = api.get(&format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances")).await;
-    assert!(tis["task_instances"].as_array().unwrap().iter().all(|t| t["state"] == "success"), "{tis}");
+    let tis = api
+        .get(&format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances"))
+        .await;
+    assert!(
+        tis["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "success"),
+        "{tis}"
+    );
 
     let (status, dry) = api
-        .call(Method::POST, &format!("/api/v2/dags/flaky/dagRuns/{seg}/clear"), Some(json!({"dry_run": true})))
+        .call(
+            Method::POST,
+            &format!("/api/v2/dags/flaky/dagRuns/{seg}/clear"),
+            Some(json!({"dry_run": true})),
+        )
         .await;
     assert_eq!((status, dry["total_entries"].clone()), (200, json!(2)));
     let (status, cleared) = api
@@ -339,8 +423,16 @@ async fn pause_mark_clear_note_and_delete_change_the_log() {
         )
         .await;
     assert_eq!(status, 200, "{cleared}");
-    assert_eq!(api.wait_for("flaky", &failed).await, "failed", "it fails again when re-run");
-    let tries = api.get(&format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances/will_fail/tries")).await;
+    assert_eq!(
+        api.wait_for("flaky", &failed).await,
+        "failed",
+        "it fails again when re-run"
+    );
+    let tries = api
+        .get(&format!(
+            "/api/v2/dags/flaky/dagRuns/{seg}/taskInstances/will_fail/tries"
+        ))
+        .await;
     assert_eq!(tries["total_entries"], 2);
 
     let (status, body) = api
@@ -351,12 +443,23 @@ async fn pause_mark_clear_note_and_delete_change_the_log() {
         )
         .await;
     assert_eq!(status, 422, "{body}");
-    let events: Vec<String> = sqlx::query_scalar("SELECT type FROM events WHERE metadata->>'actor' = 'admin' ORDER BY position")
-        .fetch_all(&api.db.pool)
-        .await
-        .unwrap();
-    for expected in ["DagUnpaused", "RunQueued", "RunNoteSet", "RunSucceeded", "TaskCleared"] {
-        assert!(events.iter().any(|e| e == expected), "{expected} missing from {events:?}");
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT type FROM events WHERE metadata->>'actor' = 'admin' ORDER BY position",
+    )
+    .fetch_all(&api.db.pool)
+    .await
+    .unwrap();
+    for expected in [
+        "DagUnpaused",
+        "RunQueued",
+        "RunNoteSet",
+        "RunSucceeded",
+        "TaskCleared",
+    ] {
+        assert!(
+            events.iter().any(|e| e == expected),
+            "{expected} missing from {events:?}"
+        );
     }
 
     let (status, _) = api.call(Method::DELETE, "/api/v2/dags/flaky", None).await;
@@ -365,5 +468,10 @@ async fn pause_mark_clear_note_and_delete_change_the_log() {
     assert_eq!(status, 404);
     let runs = api.get("/api/v2/dags/~/dagRuns?dag_id_pattern=flaky").await;
     assert_eq!(runs["total_entries"], 0, "its runs went with it");
-    assert!(leoflow_projector::replay::verify(&api.db.pool).await.unwrap().is_equal());
+    assert!(
+        leoflow_projector::replay::verify(&api.db.pool)
+            .await
+            .unwrap()
+            .is_equal()
+    );
 }

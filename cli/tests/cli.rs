@@ -335,14 +335,22 @@ fn lite_runs_on_the_example_project_and_ctrl_c_stops_its_postgres() {
     let home = scratch_home("lite");
     let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/hello");
     let mut child = leoflow(
-        &["lite", project.to_str().unwrap(), "--no-ui", "--port", "0", "--grpc-port", "0"],
+        &[
+            "lite",
+            project.to_str().unwrap(),
+            "--no-ui",
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+        ],
         None,
         Some(&home),
     )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     while !seen.contains("Ctrl-C stops Lite") {

@@ -19,7 +19,11 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `leoflow lite` with the web UI, on a project of its own.
@@ -63,7 +67,12 @@ impl Lite {
         let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
         command
             .args(["lite", project.to_str().unwrap()])
-            .args(["--port", &port.to_string(), "--grpc-port", &free_port().to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--grpc-port",
+                &free_port().to_string(),
+            ])
             .env("LEOFLOW_HOME", dir.join("home"))
             .env("LEOFLOW_DATABASE_URL", &url)
             .env_remove("LEOFLOW_POSTGRES")
@@ -88,7 +97,9 @@ impl Lite {
                 }
             }
         });
-        let with_ui = ready_rx.recv_timeout(Duration::from_secs(120)).expect("lite did not start");
+        let with_ui = ready_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("lite did not start");
         assert!(with_ui, "Lite started without the web UI");
         Self {
             child,
@@ -125,7 +136,11 @@ impl Lite {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -142,7 +157,11 @@ impl Lite {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let run = self
-                .api(reqwest::Method::GET, &format!("/api/v2/dags/{dag_id}/dagRuns/{}", encode(&run_id)), None)
+                .api(
+                    reqwest::Method::GET,
+                    &format!("/api/v2/dags/{dag_id}/dagRuns/{}", encode(&run_id)),
+                    None,
+                )
                 .await;
             if run["state"] == "success" || run["state"] == "failed" {
                 return run_id;
@@ -154,11 +173,14 @@ impl Lite {
 }
 
 fn encode(segment: &str) -> String {
-    form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+    form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 fn python() -> String {
-    std::env::var("LEOFLOW_PYTHON").unwrap_or_else(|_| repo().join(".venv/bin/python").display().to_string())
+    std::env::var("LEOFLOW_PYTHON")
+        .unwrap_or_else(|_| repo().join(".venv/bin/python").display().to_string())
 }
 
 const SCENARIO_DAG: &str = r#"
@@ -251,7 +273,11 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
     }
     let run_path = format!("/dags/etl/runs/{}", encode(&run));
     let pages = vec![
@@ -304,5 +330,77 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
     );
     let report: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["visited"].as_array().unwrap().len(), pages.len());
-    assert_eq!(report["instanceNameShown"], true, "the navbar names Leoflow Lite");
+    assert_eq!(
+        report["instanceNameShown"], true,
+        "the navbar names Leoflow Lite"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
+    let lite = Lite::start(UI_DAGS).await;
+    lite.run("etl").await;
+    let schema: Value = lite
+        .client()
+        .get(format!("{}/openapi.json", lite.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        schema["info"]["title"], "Airflow API",
+        "the served document is Airflow's"
+    );
+    let schemathesis = Path::new(&python()).with_file_name("st");
+    let output = Command::new(&schemathesis)
+        .args([
+            "run",
+            &format!("{}/openapi.json", lite.base),
+            "--url",
+            &lite.base,
+        ])
+        .args([
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "12",
+            "--workers",
+            "2",
+            "--seed",
+            "42",
+        ])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {}", lite.token().await),
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} cannot run ({e}): scripts/test.sh installs it in .venv",
+                schemathesis.display()
+            )
+        });
+    let report = String::from_utf8_lossy(&output.stdout);
+    // "  8472 generated, 8472 passed"
+    let summary = report
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split_whitespace().nth(1) == Some("generated,"))
+        .unwrap_or("");
+    eprintln!("schemathesis: {summary}");
+    assert!(
+        output.status.success(),
+        "schemathesis found server errors:\n{report}"
+    );
+    let generated: usize = summary
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        generated >= 2000,
+        "a run of a few thousand requests, not {generated}: {summary}"
+    );
 }

@@ -67,7 +67,9 @@ pub async fn latest_run(
     .bind(&dag_id)
     .fetch_optional(state.store.pool())
     .await?;
-    Ok(Json(run.as_ref().map_or(Value::Null, RunRecord::light_json)))
+    Ok(Json(
+        run.as_ref().map_or(Value::Null, RunRecord::light_json),
+    ))
 }
 
 /// `GET /ui/dashboard/dag_stats`: DAGs that are active (unpaused), and those whose latest run
@@ -100,7 +102,9 @@ pub async fn historical_metrics(
     let start: DateTime<Utc> = params
         .datetime("start_date")?
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let end: DateTime<Utc> = params.datetime("end_date")?.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let end: DateTime<Utc> = params
+        .datetime("end_date")?
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let runs: Vec<(String, i64)> = sqlx::query_as(
         "SELECT state, count(*) FROM dag_run WHERE run_after >= $1 AND run_after <= $2 GROUP BY state",
     )
@@ -118,7 +122,11 @@ pub async fn historical_metrics(
     .fetch_all(state.store.pool())
     .await?;
     let run_count = |s: &str| runs.iter().find(|(k, _)| k == s).map_or(0, |r| r.1);
-    let ti_count = |s: Option<&str>| tis.iter().find(|(k, _)| k.as_deref() == s).map_or(0, |r| r.1);
+    let ti_count = |s: Option<&str>| {
+        tis.iter()
+            .find(|(k, _)| k.as_deref() == s)
+            .map_or(0, |r| r.1)
+    };
     let mut ti_states = serde_json::Map::new();
     ti_states.insert("no_status".into(), json!(ti_count(None)));
     for s in crate::v2::task_instances::TI_STATES {

@@ -22,7 +22,11 @@ use crate::v2::models::{
 const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
 
 /// The runs the grid shows: its filters, newest first by default.
-async fn grid_runs_of(state: &ApiState, dag_id: &str, params: &Params) -> ApiResult<Vec<RunRecord>> {
+async fn grid_runs_of(
+    state: &ApiState,
+    dag_id: &str,
+    params: &Params,
+) -> ApiResult<Vec<RunRecord>> {
     let page = params.page()?;
     let mut c = Conditions::new();
     c.eq("r.dag_id", Bind::Text(dag_id.to_owned()));
@@ -30,10 +34,19 @@ async fn grid_runs_of(state: &ApiState, dag_id: &str, params: &Params) -> ApiRes
     c.any_of(params, "run_type", "r.run_type", None)?;
     c.any_of(params, "state", "r.state", Some(&RUN_STATES))?;
     if let Some(user) = params.str("triggering_user").filter(|u| !u.is_empty()) {
-        c.push("r.triggering_user_name ILIKE {}", vec![Bind::Text(user.to_owned())]);
+        c.push(
+            "r.triggering_user_name ILIKE {}",
+            vec![Bind::Text(user.to_owned())],
+        );
     }
-    if let Some(prefix) = params.str("triggering_user_prefix").filter(|u| !u.is_empty()) {
-        c.push("starts_with(r.triggering_user_name, {})", vec![Bind::Text(prefix.to_owned())]);
+    if let Some(prefix) = params
+        .str("triggering_user_prefix")
+        .filter(|u| !u.is_empty())
+    {
+        c.push(
+            "starts_with(r.triggering_user_name, {})",
+            vec![Bind::Text(prefix.to_owned())],
+        );
     }
     let order = params.order_by(
         &[
@@ -100,8 +113,17 @@ struct Tree<'a> {
 impl<'a> Tree<'a> {
     fn of(document: &'a Value) -> Self {
         Self {
-            tasks: topological(document["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[])),
-            groups: document["task_groups"].as_array().into_iter().flatten().collect(),
+            tasks: topological(
+                document["tasks"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            ),
+            groups: document["task_groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .collect(),
         }
     }
 
@@ -144,7 +166,11 @@ fn topological(tasks: &[Value]) -> Vec<&Value> {
                     .all(|u| u.as_str().is_none_or(|u| placed.contains(u)))
         });
         // A cycle cannot compile; should one appear, the rest keeps the document's order.
-        let Some(task) = ready.or_else(|| tasks.iter().find(|t| !placed.contains(t["task_id"].as_str().unwrap_or("")))) else {
+        let Some(task) = ready.or_else(|| {
+            tasks
+                .iter()
+                .find(|t| !placed.contains(t["task_id"].as_str().unwrap_or("")))
+        }) else {
             break;
         };
         placed.insert(task["task_id"].as_str().unwrap_or(""));
@@ -184,10 +210,20 @@ pub async fn structure(
 
 /// `GET /ui/structure/structure_data?dag_id=…&version_number=…`: the graph view's nodes and
 /// edges.
-pub async fn structure_data(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+pub async fn structure_data(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
     let dag_id = params
         .str("dag_id")
-        .ok_or_else(|| ApiError::invalid(&["query", "dag_id"], "missing", "Field required", Value::Null))?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                &["query", "dag_id"],
+                "missing",
+                "Field required",
+                Value::Null,
+            )
+        })?
         .to_owned();
     let dag = load_dag(&state, &dag_id).await?;
     let hash = match params.int("version_number")? {
@@ -334,10 +370,19 @@ pub async fn ti_summaries(
             let instances = per_task.get(id).cloned().unwrap_or_default();
             let mut parent = task["group"].as_str();
             while let Some(group) = parent {
-                group_rows.entry(group).or_default().extend(instances.iter().copied());
+                group_rows
+                    .entry(group)
+                    .or_default()
+                    .extend(instances.iter().copied());
                 parent = group_of.get(group).copied().flatten();
             }
-            entries.push(summary(id, task["display_name"].as_str().unwrap_or(label_of(id)), &instances, !task["mapped"].is_null(), version_number));
+            entries.push(summary(
+                id,
+                task["display_name"].as_str().unwrap_or(label_of(id)),
+                &instances,
+                !task["mapped"].is_null(),
+                version_number,
+            ));
         }
         for group in &tree.groups {
             let id = group["group_id"].as_str().unwrap_or("");
@@ -427,7 +472,9 @@ pub async fn gantt(
             })
         })
         .collect();
-    Ok(Json(json!({"dag_id": dag_id, "run_id": run_id, "task_instances": list})))
+    Ok(Json(
+        json!({"dag_id": dag_id, "run_id": run_id, "task_instances": list}),
+    ))
 }
 
 /// `GET /ui/calendar/{dag_id}`: runs per day (or hour) and state, by logical date (run_after
@@ -452,7 +499,11 @@ pub async fn calendar(
     };
     let mut c = Conditions::new();
     c.eq("r.dag_id", Bind::Text(dag_id));
-    c.time_range(&params, "logical_date", "coalesce(r.logical_date, r.run_after)")?;
+    c.time_range(
+        &params,
+        "logical_date",
+        "coalesce(r.logical_date, r.run_after)",
+    )?;
     let mut query = QueryBuilder::<Postgres>::new(format!(
         "SELECT date_trunc('{unit}', coalesce(r.logical_date, r.run_after)) AS day, r.state, count(*) FROM dag_run r"
     ));

@@ -163,13 +163,16 @@ pub async fn next_runs(
         return Ok(HashMap::new());
     }
     let ids: Vec<String> = scheduled.iter().map(|d| d.dag_id.clone()).collect();
-    let last: Vec<(
-        String,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    /// The latest scheduled run of a DAG: what its timetable continues from.
+    #[derive(sqlx::FromRow)]
+    struct LastScheduled {
+        dag_id: String,
+        logical_date: DateTime<Utc>,
+        run_after: DateTime<Utc>,
+        data_interval_start: Option<DateTime<Utc>>,
+        data_interval_end: Option<DateTime<Utc>>,
+    }
+    let last: Vec<LastScheduled> = sqlx::query_as(
         "SELECT DISTINCT ON (dag_id) dag_id, logical_date, run_after, data_interval_start, \
              data_interval_end FROM dag_run WHERE dag_id = ANY($1) AND run_type = 'scheduled' \
              AND logical_date IS NOT NULL ORDER BY dag_id, logical_date DESC",
@@ -179,14 +182,14 @@ pub async fn next_runs(
     .await?;
     let last: HashMap<String, RunInfo> = last
         .into_iter()
-        .map(|(dag_id, logical_date, run_after, start, end)| {
+        .map(|run| {
             let info = RunInfo {
-                logical_date,
-                run_after,
-                data_interval_start: start.unwrap_or(logical_date),
-                data_interval_end: end.unwrap_or(logical_date),
+                logical_date: run.logical_date,
+                run_after: run.run_after,
+                data_interval_start: run.data_interval_start.unwrap_or(run.logical_date),
+                data_interval_end: run.data_interval_end.unwrap_or(run.logical_date),
             };
-            (dag_id, info)
+            (run.dag_id, info)
         })
         .collect();
     let now = Utc::now();
@@ -492,7 +495,12 @@ pub async fn delete_dag(
     }
 }
 
-async fn favorite(state: &ApiState, user: &crate::auth::User, dag_id: &str, on: bool) -> ApiResult<axum::http::StatusCode> {
+async fn favorite(
+    state: &ApiState,
+    user: &crate::auth::User,
+    dag_id: &str,
+    on: bool,
+) -> ApiResult<axum::http::StatusCode> {
     leoflow_scheduler::control::set_favorite(&state.store, dag_id, &user.username, on)
         .await
         .map_err(crate::v2::control_error)?;

@@ -1,8 +1,11 @@
 //! `/api/v2`: Airflow 3.2's public REST API (`v2-rest-api-generated.yaml`).
 
+pub mod audit;
+pub mod config;
 pub mod dag_runs;
 pub mod dag_versions;
 pub mod dags;
+pub mod import_errors;
 pub mod misc;
 pub mod models;
 pub mod monitor;
@@ -29,6 +32,50 @@ pub fn routes() -> Router<ApiState> {
         .route("/assets/events", get(misc::asset_events))
         .route("/dagWarnings", get(misc::dag_warnings))
         .route("/config", get(misc::config))
+        .route(
+            "/variables",
+            get(config::get_variables)
+                .post(config::post_variable)
+                .patch(config::bulk_variables),
+        )
+        .route(
+            "/variables/{*variable_key}",
+            get(config::get_variable)
+                .patch(config::patch_variable)
+                .delete(config::delete_variable),
+        )
+        .route(
+            "/connections",
+            get(config::get_connections)
+                .post(config::post_connection)
+                .patch(config::bulk_connections),
+        )
+        .route(
+            "/connections/{connection_id}",
+            get(config::get_connection)
+                .patch(config::patch_connection)
+                .delete(config::delete_connection)
+                .post(config::post_connection_action),
+        )
+        .route(
+            "/pools",
+            get(config::get_pools)
+                .post(config::post_pool)
+                .patch(config::bulk_pools),
+        )
+        .route(
+            "/pools/{*pool_name}",
+            get(config::get_pool)
+                .patch(config::patch_pool)
+                .delete(config::delete_pool),
+        )
+        .route("/eventLogs", get(audit::get_event_logs))
+        .route("/eventLogs/{event_log_id}", get(audit::get_event_log))
+        .route("/importErrors", get(import_errors::get_import_errors))
+        .route(
+            "/importErrors/{import_error_id}",
+            get(import_errors::get_import_error),
+        )
         .route("/dags", get(dags::get_dags).patch(dags::patch_dags))
         .route(
             "/dags/{dag_id}",

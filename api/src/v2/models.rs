@@ -487,9 +487,8 @@ impl TaskCatalog {
                 continue;
             };
             let key = (ti.dag_id.clone(), hash.clone());
-            if !catalog.documents.contains_key(&key) {
-                let doc = document(state, &ti.dag_id, hash).await?;
-                catalog.documents.insert(key, doc);
+            if let std::collections::hash_map::Entry::Vacant(slot) = catalog.documents.entry(key) {
+                slot.insert(document(state, &ti.dag_id, hash).await?);
             }
         }
         Ok(catalog)

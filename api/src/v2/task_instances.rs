@@ -139,7 +139,12 @@ fn ti_order(params: &Params) -> ApiResult<String> {
 async fn page_of_tis(state: &ApiState, params: &Params, c: &Conditions) -> ApiResult<Value> {
     let page = params.page()?;
     let order = ti_order(params)?;
-    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {FROM}"));
+    // Counting all task instances needs their runs only when a filter reads them.
+    let mut count = if c.mentions("r.") {
+        QueryBuilder::<Postgres>::new(format!("SELECT count(*) {FROM}"))
+    } else {
+        QueryBuilder::<Postgres>::new("SELECT count(*) FROM task_instance t")
+    };
     c.apply(&mut count);
     let total: i64 = count
         .build_query_scalar()

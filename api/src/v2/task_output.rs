@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use leoflow_events::TaskInstanceKey;
@@ -74,9 +74,9 @@ pub async fn get_logs(
         )));
     }
     let from = match params.str("token").filter(|t| !t.is_empty()) {
-        Some(token) => token.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("Invalid continuation token {token:?}"))
-        })?,
+        Some(token) => token
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid continuation token {token:?}")))?,
         None => 0,
     };
     let ndjson = headers
@@ -87,7 +87,10 @@ pub async fn get_logs(
     if !ndjson {
         let next = lines.last().map_or(from, |l| l.seq + 1);
         let content: Vec<Value> = lines.iter().map(message).collect();
-        return Ok(Json(json!({"content": content, "continuation_token": next.to_string()})).into_response());
+        return Ok(
+            Json(json!({"content": content, "continuation_token": next.to_string()}))
+                .into_response(),
+        );
     }
     let follow = params.bool("follow")?.unwrap_or(false);
     let first: String = lines.iter().map(|l| format!("{}\n", message(l))).collect();
@@ -100,7 +103,9 @@ pub async fn get_logs(
         let (state, ti, next) = cursor?;
         loop {
             let over = try_is_over(&state, &ti, try_number).await.unwrap_or(true);
-            let lines = task_logs::read(state.store.pool(), &ti, try_number, next).await.unwrap_or_default();
+            let lines = task_logs::read(state.store.pool(), &ti, try_number, next)
+                .await
+                .unwrap_or_default();
             if !lines.is_empty() {
                 let after = lines.last().map_or(next, |l| l.seq + 1);
                 let chunk: String = lines.iter().map(|l| format!("{}\n", message(l))).collect();
@@ -113,7 +118,11 @@ pub async fn get_logs(
         }
     });
     let body = stream::once(async move { Ok(first) }).chain(tail);
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], HttpBody::from_stream(body)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        HttpBody::from_stream(body),
+    )
+        .into_response())
 }
 
 /// An `xcom` row with what its responses need.
@@ -168,7 +177,11 @@ pub async fn get_xcoms(
     }
     let page = params.page()?;
     let mut c = Conditions::new();
-    for (column, value) in [("x.dag_id", scope(&dag_id)), ("x.run_id", scope(&run_id)), ("x.task_id", scope(&task_id))] {
+    for (column, value) in [
+        ("x.dag_id", scope(&dag_id)),
+        ("x.run_id", scope(&run_id)),
+        ("x.task_id", scope(&task_id)),
+    ] {
         if let Some(value) = value {
             c.eq(column, Bind::Text(value.to_owned()));
         }
@@ -177,7 +190,10 @@ pub async fn get_xcoms(
         c.eq("x.key", Bind::Text(key.to_owned()));
     }
     if let Some(map_index) = params.int("map_index")? {
-        c.push("x.map_index = ANY({})", vec![Bind::Ints(vec![map_index as i32])]);
+        c.push(
+            "x.map_index = ANY({})",
+            vec![Bind::Ints(vec![map_index as i32])],
+        );
     }
     c.patterns(&params, "xcom_key", "x.key");
     c.patterns(&params, "dag_display_name", "x.dag_id");
@@ -204,7 +220,10 @@ pub async fn get_xcoms(
     )?;
     let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {XCOM_FROM}"));
     c.apply(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(state.store.pool()).await?;
+    let total: i64 = count
+        .build_query_scalar()
+        .fetch_one(state.store.pool())
+        .await?;
     let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {XCOM_COLUMNS} {XCOM_FROM}"));
     c.apply(&mut query);
     query.push(format!(" ORDER BY {order} LIMIT "));
@@ -213,7 +232,9 @@ pub async fn get_xcoms(
     query.push_bind(page.offset);
     let rows: Vec<XComRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
     let entries: Vec<Value> = rows.iter().map(XComRecord::json).collect();
-    Ok(Json(json!({"xcom_entries": entries, "total_entries": total})))
+    Ok(Json(
+        json!({"xcom_entries": entries, "total_entries": total}),
+    ))
 }
 
 /// `GET …/taskInstances/{task_id}/xcomEntries/{xcom_key}?map_index=…&deserialize=…&stringify=…`:

@@ -96,7 +96,10 @@ fn correct(rest: &mut Value) {
     let items = &mut rest["components"]["schemas"]["ClearTaskInstanceCollectionResponse"]["properties"]
         ["task_instances"]["items"];
     let alternatives = items["oneOf"].take();
-    assert!(alternatives.is_array(), "the defect is gone: drop this correction");
+    assert!(
+        alternatives.is_array(),
+        "the defect is gone: drop this correction"
+    );
     *items = json!({ "anyOf": alternatives });
 }
 

@@ -103,7 +103,9 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
              it? Stop it, or choose another port with --port"
         )
     })?;
-    let http = http_listener.local_addr().context("reading the HTTP address")?;
+    let http = http_listener
+        .local_addr()
+        .context("reading the HTTP address")?;
     let home = datastore.home();
     let credentials = setup::ensure_credentials(&home, None)?;
     let ui_dirs = if args.no_ui {
