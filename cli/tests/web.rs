@@ -332,7 +332,22 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
     assert_eq!(report["visited"].as_array().unwrap().len(), pages.len());
     assert_eq!(
         report["instanceNameShown"], true,
-        "the navbar names Leoflow Lite"
+        "the home page names Leoflow Lite"
+    );
+
+    // Then what users do there: trigger, clear, mark, star — through the UI's own dialogs.
+    let output = Command::new("node")
+        .arg(repo().join("ui-tests/actions.mjs"))
+        .env("BASE_URL", &lite.base)
+        .env("ADMIN_PASSWORD", PASSWORD)
+        .env("DAG_ID", "etl")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "a UI action failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -125,7 +125,9 @@ pub fn routes() -> Router<ApiState> {
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
-            get(task_instances::get_ti).patch(task_instances::patch_ti),
+            get(task_instances::get_ti)
+                .patch(task_instances::patch_ti)
+                .delete(task_instances::delete_ti),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/dry_run",

@@ -840,3 +840,21 @@ pub async fn links(
     let _ = task_id;
     Ok(Json(json!({"extra_links": {}, "total_entries": 0})))
 }
+
+/// `DELETE …/taskInstances/{task_id}`: refused, clearly (a run's task instances are its DAG
+/// version's tasks; clearing runs one again).
+pub async fn delete_ti(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
+    load_ti(&state, &dag_id, &run_id, &task_id, map_index).await?;
+    Err(ApiError::invalid(
+        &["path", "task_id"],
+        "value_error",
+        "Leoflow keeps every task instance of a run in its event log and does not delete them; \
+         clear the task instance to run it again",
+        json!(task_id),
+    ))
+}
