@@ -121,7 +121,12 @@ async fn dags_runs_and_task_instances_answer_in_airflows_shapes() {
         tis["total_entries"], 5,
         "extract, load and 3 mapped transforms: {tis}"
     );
-    api.get(&format!("{base}/extract")).await;
+    let extract = api.get(&format!("{base}/extract")).await;
+    assert_eq!(
+        extract["rendered_fields"]["op_args"],
+        json!([-1]),
+        "{extract}"
+    );
     let mapped = api.get(&format!("{base}/transform/listMapped")).await;
     assert_eq!(mapped["total_entries"], 3);
     api.get(&format!("{base}/transform/1")).await;

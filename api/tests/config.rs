@@ -3,21 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{TestApi, contract, segment};
-use leoflow_api::auth::Auth;
-use leoflow_api::credentials::Credentials;
-use leoflow_api::{ApiState, Settings};
+use common::{TestApi, segment};
 use leoflow_events::catalog::{DagImportFailed, TaskQueued, TaskStarted};
-use leoflow_events::{AppendBatch, EventStore, Metadata, TaskInstanceKey};
-use leoflow_postgres::testing::{TestDatabase, fresh_database};
-use leoflow_projector::ReadModels;
-use leoflow_scheduler::reactor::runs::Specs;
-use leoflow_secrets::SecretKey;
+use leoflow_events::{AppendBatch, Metadata, TaskInstanceKey};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const DAG: &str = r#"
 from airflow.sdk import DAG, task
@@ -29,84 +19,6 @@ with DAG("audited", schedule=None, is_paused_upon_creation=False):
 
     hello()
 "#;
-
-/// An API over a fresh database with no scheduler, whose Connection key the test holds: what
-/// the test appends only projects, so stored ciphertext and pool statistics can be checked
-/// exactly.
-struct KeyedApi {
-    db: TestDatabase,
-    store: EventStore,
-    key: SecretKey,
-    base: String,
-    client: reqwest::Client,
-    token: String,
-    _stop: oneshot::Sender<()>,
-}
-
-impl KeyedApi {
-    async fn start() -> Self {
-        let db = fresh_database().await;
-        let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
-        let credentials = Credentials::new(common::PASSWORD);
-        let key = credentials.connection_key.clone();
-        let auth = Arc::new(Auth::new(credentials, None));
-        let token = auth.issue("admin");
-        let state = ApiState {
-            store: store.clone(),
-            specs: Specs::default(),
-            auth,
-            connection_key: key.clone(),
-            settings: Arc::new(Settings::lite()),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(leoflow_api::serve(
-            listener,
-            leoflow_api::router(state, None),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            db,
-            store,
-            key,
-            base,
-            client: reqwest::Client::new(),
-            token,
-            _stop: stop,
-        }
-    }
-
-    /// An authenticated request; the response is checked against Airflow's contract.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        let bare = path.split('?').next().unwrap();
-        contract::contract().check(method.as_str(), bare, status, &value);
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-}
 
 fn keys(list: &Value, collection: &str, field: &str) -> Vec<String> {
     list[collection]
@@ -591,7 +503,7 @@ async fn the_audit_log_is_the_event_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_passwords_are_encrypted_and_never_returned() {
-    let api = KeyedApi::start().await;
+    let api = TestApi::start(DAG).await;
     let (status, created) = api
         .call(
             Method::POST,
@@ -630,7 +542,7 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
     let payload = last_set().await.unwrap();
     assert!(!payload.to_string().contains("s3cr3t!"), "{payload}");
     let ciphertext = payload["password_ciphertext"].as_str().unwrap().to_owned();
-    assert_eq!(api.key.decrypt(&ciphertext).unwrap(), "s3cr3t!");
+    assert_eq!(api.connection_key.decrypt(&ciphertext).unwrap(), "s3cr3t!");
     assert_eq!(stored_password().await.unwrap(), Some(ciphertext.clone()));
     for path in ["/api/v2/connections", "/api/v2/connections/warehouse"] {
         let shown = api.get(path).await.to_string();
@@ -695,7 +607,7 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
         (Some("db2.internal"), Some("etl"))
     );
     let kept = stored_password().await.unwrap().unwrap();
-    assert_eq!(api.key.decrypt(&kept).unwrap(), "s3cr3t!");
+    assert_eq!(api.connection_key.decrypt(&kept).unwrap(), "s3cr3t!");
     let extra: String =
         sqlx::query_scalar("SELECT extra FROM connection WHERE conn_id = 'warehouse'")
             .fetch_one(&api.db.pool)
@@ -714,7 +626,7 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
         .await;
     assert_eq!(status, 200);
     let changed = stored_password().await.unwrap().unwrap();
-    assert_eq!(api.key.decrypt(&changed).unwrap(), "n3w");
+    assert_eq!(api.connection_key.decrypt(&changed).unwrap(), "n3w");
     let (status, masked) = api
         .call(
             Method::PATCH,
@@ -823,7 +735,7 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
         })
     );
     let overwritten = stored_password().await.unwrap().unwrap();
-    assert_eq!(api.key.decrypt(&overwritten).unwrap(), "bulk-pw");
+    assert_eq!(api.connection_key.decrypt(&overwritten).unwrap(), "bulk-pw");
     let remaining = api.get("/api/v2/connections").await;
     assert_eq!(
         keys(&remaining, "connections", "connection_id"),
@@ -851,7 +763,8 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_count_their_slots_and_default_pool_always_exists() {
-    let api = KeyedApi::start().await;
+    // No scheduler: the task instances this test queues keep the slots it gives them.
+    let api = TestApi::without_scheduler().await;
     let default_pool = json!({
         "name": "default_pool", "slots": 128, "description": "Default pool",
         "include_deferred": false, "occupied_slots": 0, "running_slots": 0, "queued_slots": 0,
@@ -1085,7 +998,7 @@ async fn pools_count_their_slots_and_default_pool_always_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_errors_list_the_files_that_failed_to_parse() {
-    let api = KeyedApi::start().await;
+    let api = TestApi::without_scheduler().await;
     assert_eq!(
         api.get("/api/v2/importErrors").await,
         json!({"import_errors": [], "total_entries": 0})

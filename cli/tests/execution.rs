@@ -413,6 +413,20 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
         total_log.contains("connection postgres://reader@db.example:5432 eu"),
         "{total_log}"
     );
+    let rendered: String = sqlx::query_scalar(
+        "SELECT b.content FROM task_instance t JOIN blobs b ON b.hash = t.rendered_fields_hash \
+         WHERE t.dag_id = 'pipeline' AND t.run_id = $1 AND t.task_id = 'announce'",
+    )
+    .bind(&run)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let rendered: Value = serde_json::from_str(&rendered).unwrap();
+    assert_eq!(
+        rendered["bash_command"],
+        json!(format!("echo 'run {run} factor 10' && echo done-10")),
+        "the UI's Rendered Templates show the command as it ran"
+    );
     let bash_log = log(&store, "pipeline", &run, "announce", 1).await;
     assert!(
         bash_log.contains(&format!("run {run} factor 10")),

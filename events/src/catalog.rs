@@ -441,6 +441,19 @@ pub struct TaskUpForRetry {
     pub retry_at: DateTime<Utc>,
 }
 
+/// A try rendered its template fields (what Airflow's "Rendered Templates" shows); the values
+/// are a JSON object in a blob. Kept on a stream of its own: it decides nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRendered {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// Blob hash of the rendered fields (a JSON object).
+    pub fields_hash: String,
+}
+
 /// The task instance was skipped (branching, short-circuit, trigger rule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -713,6 +726,8 @@ catalog! {
     TaskMapped v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`XComPushed`].
     XComPushed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskRendered`].
+    TaskRendered v 1, stream |e| format!("rendered:{}/{}", e.ti.dag_id, e.ti.run_id);
     /// See [`CommandRejected`].
     CommandRejected v 1, stream |e| format!("rejected:{}/{}", e.ti.dag_id, e.ti.run_id);
     /// See [`VariableSet`].
@@ -779,6 +794,7 @@ impl Event {
             Event::TaskCleared(e) => Some(&e.ti),
             Event::TaskMapped(e) => Some(&e.ti),
             Event::XComPushed(e) => Some(&e.ti),
+            Event::TaskRendered(e) => Some(&e.ti),
             _ => None,
         }
     }

@@ -579,6 +579,19 @@ async fn answer(
                 .await
                 .map(found)
         }
+        "rendered" => {
+            let r = crate::proto::RenderedFields {
+                attempt: plane.attempt(),
+                fields_json: request["fields"].to_string(),
+            };
+            plane
+                .call(|mut c| {
+                    let r = r.clone();
+                    async move { c.report_rendered(r).await }
+                })
+                .await
+                .map(|_| json!({"ok": true}))
+        }
         "done" => {
             let outcome = match request["outcome"].as_str().unwrap_or_default() {
                 "success" => ProtoOutcome::Success,

@@ -281,6 +281,19 @@ impl WorkingSet {
                 ti.executor = Some(e.executor.clone());
                 ti.attempt_token = Some(e.attempt_token);
             }),
+            Event::TaskRendered(e) => {
+                // A late report of an earlier try must not label the current one.
+                let current = self
+                    .task_instances
+                    .get(&ti_key(&e.ti))?
+                    .map(|t| t.try_number);
+                if current != Some(e.try_number) {
+                    return Ok(());
+                }
+                self.update_ti(&e.ti, None, |ti, _| {
+                    ti.rendered_fields_hash = Some(e.fields_hash.clone());
+                })
+            }
             Event::TaskStarted(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
                 ti.state = Some("running".into());
                 ti.start_date = Some(at);

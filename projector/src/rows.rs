@@ -177,6 +177,8 @@ pub struct TaskInstanceRow {
     pub priority_weight: Option<i32>,
     pub queue: Option<String>,
     pub failure_reason: Option<String>,
+    /// Blob hash of the current try's rendered template fields.
+    pub rendered_fields_hash: Option<String>,
 }
 
 /// `task_instance_try`: one row per try (Airflow's task instance history).

@@ -20,7 +20,7 @@ use leoflow_executors::proto::lookup_request::Kind as LookupKind;
 use leoflow_executors::proto::task_agent_server::TaskAgent;
 use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
-    PullXComRequest, PushXComRequest, RegisterRequest,
+    PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
 };
 use leoflow_secrets::SecretKey;
 use serde_json::{Value, json};
@@ -562,6 +562,48 @@ impl TaskAgent for AgentService {
                 json: "null".into(),
             },
         }))
+    }
+
+    async fn report_rendered(
+        &self,
+        request: Request<RenderedFields>,
+    ) -> Result<Response<Ack>, Status> {
+        /// Rendered fields past this size are refused (they are for reading, not data transfer).
+        const MAX_RENDERED: usize = 1 << 20;
+        let request = request.into_inner();
+        if request.fields_json.len() > MAX_RENDERED {
+            return Err(Status::invalid_argument(format!(
+                "the rendered fields are {} bytes; at most {MAX_RENDERED} are kept",
+                request.fields_json.len()
+            )));
+        }
+        let fields: Value = serde_json::from_str(&request.fields_json).map_err(|e| {
+            Status::invalid_argument(format!("the rendered fields are not JSON: {e}"))
+        })?;
+        if !fields.is_object() {
+            return Err(Status::invalid_argument(
+                "the rendered fields must be a JSON object",
+            ));
+        }
+        let verified = self
+            .verify(request.attempt.as_ref(), "report_rendered", Need::InFlight)
+            .await?;
+        let attempt = request.attempt.as_ref().expect("verified");
+        let fields_hash = self
+            .store
+            .put_blob("application/json", &fields.to_string())
+            .await
+            .map_err(unavailable)?;
+        let event = leoflow_events::catalog::TaskRendered {
+            ti: verified.key.clone(),
+            try_number: attempt.try_number,
+            fields_hash,
+        };
+        self.store
+            .append(AppendBatch::new().push(event, &Metadata::actor("agent")))
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(Ack {}))
     }
 
     async fn finish(&self, request: Request<FinishRequest>) -> Result<Response<Ack>, Status> {

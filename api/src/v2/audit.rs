@@ -12,9 +12,8 @@ use sqlx::{AssertSqlSafe, FromRow};
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params};
 use crate::state::ApiState;
-use crate::v2::config::{
-    MASK, count_rows, page_rows, python_json, redact, shown_extra, shown_value,
-};
+use crate::v2::config::lists::{count_rows, page_rows};
+use crate::v2::config::redact::{MASK, python_json, redact, shown_extra, shown_value};
 
 /// The DAG an event concerns. The expressions here are the ones the audit indexes of
 /// `migrations/20261201000005_audit_index.sql` are built on: change both together.

@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, FromRow};
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
 use crate::state::ApiState;
-use crate::v2::config::{count_rows, page_rows};
+use crate::v2::config::lists::{count_rows, page_rows};
 
 /// The file relative to its bundle (Leoflow records `<bundle>/dag.py`).
 const FILENAME: &str = "CASE WHEN starts_with(i.filename, i.bundle_name || '/') \

@@ -337,7 +337,7 @@ pub fn tasks_by_id(document: &Value) -> HashMap<&str, &Value> {
 /// The columns of `task_instance` (prefixed `t.`) and of its run (`r.`).
 pub const TI_COLUMNS: &str = "t.dag_id, t.run_id, t.task_id, t.map_index, t.id, t.try_number, \
     t.state, t.scheduled_dttm, t.queued_dttm, t.start_date, t.end_date, t.duration, t.hostname, \
-    t.pid, t.executor, t.pool, t.pool_slots, t.priority_weight, t.queue, \
+    t.pid, t.executor, t.pool, t.pool_slots, t.priority_weight, t.queue, t.rendered_fields_hash, \
     r.logical_date, r.run_after, r.dag_version_hash";
 
 /// A `task_instance` row with what its responses need of its run.
@@ -363,6 +363,7 @@ pub struct TiRecord {
     pub pool_slots: Option<i32>,
     pub priority_weight: Option<i32>,
     pub queue: Option<String>,
+    pub rendered_fields_hash: Option<String>,
     pub logical_date: Option<DateTime<Utc>>,
     pub run_after: DateTime<Utc>,
     pub dag_version_hash: Option<String>,

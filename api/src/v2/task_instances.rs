@@ -330,6 +330,7 @@ pub async fn get_mapped_ti(
         .map(Json)
 }
 
+/// One task instance, with its current try's rendered template fields.
 async fn ti_json(
     state: &ApiState,
     dag_id: &str,
@@ -339,7 +340,14 @@ async fn ti_json(
 ) -> ApiResult<Value> {
     let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
     let catalog = TaskCatalog::load(state, std::slice::from_ref(&ti)).await?;
-    Ok(catalog.json(&ti))
+    let mut body = catalog.json(&ti);
+    if let Some(hash) = &ti.rendered_fields_hash
+        && let Some(blob) = state.store.get_blob(hash).await?
+    {
+        body["rendered_fields"] =
+            serde_json::from_str(&blob.content).map_err(ApiError::internal)?;
+    }
+    Ok(body)
 }
 
 /// `GET …/taskInstances/{task_id}/listMapped`.

@@ -2,7 +2,8 @@
 //! scheduler's reactor running its tries through the real agent service (in process: each
 //! try registers, logs, pushes its XCom and reports, with its attempt token), and the HTTP
 //! server on a loopback port. Every response the tests read is checked against Airflow's
-//! OpenAPI documents.
+//! OpenAPI documents. [`TestApi::without_scheduler`] serves the same API over an empty
+//! database, with no project and no scheduler.
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod contract;
@@ -21,12 +22,14 @@ use leoflow_events::EventStore;
 use leoflow_executors::proto::finish_request::Outcome;
 use leoflow_executors::proto::task_agent_server::TaskAgent;
 use leoflow_executors::proto::{
-    AttemptRef, FinishRequest, LogBatch, PushXComRequest, RegisterRequest,
+    AttemptRef, FinishRequest, LogBatch, PushXComRequest, RegisterRequest, RenderedFields,
 };
 use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::agents::AgentService;
+use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
+use leoflow_secrets::SecretKey;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -82,6 +85,16 @@ impl Executor for InProcessAgents {
                 .append_logs(tonic::Request::new(batch))
                 .await
                 .unwrap();
+            let rendered = RenderedFields {
+                attempt: Some(a.clone()),
+                fields_json:
+                    json!({"op_args": [a.map_index], "op_kwargs": {}, "templates_dict": null})
+                        .to_string(),
+            };
+            service
+                .report_rendered(tonic::Request::new(rendered))
+                .await
+                .unwrap();
             let failing = a.task_id.contains("fail");
             if !failing {
                 let push = PushXComRequest {
@@ -123,15 +136,20 @@ pub struct TestApi {
     pub base: String,
     /// An HTTP client without a token.
     pub client: reqwest::Client,
+    /// The key the API encrypts Connection passwords with, so tests can decrypt what it stored.
+    pub connection_key: SecretKey,
     token: String,
-    project: PathBuf,
+    /// The compiled project's directory (none without a scheduler).
+    project: Option<PathBuf>,
     stop: watch::Sender<bool>,
 }
 
 impl Drop for TestApi {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        let _ = std::fs::remove_dir_all(&self.project);
+        if let Some(project) = &self.project {
+            let _ = std::fs::remove_dir_all(project);
+        }
     }
 }
 
@@ -163,23 +181,43 @@ impl TestApi {
             Duration::from_secs(5),
         );
         service.set(Arc::new(agents)).ok().unwrap();
-        let credentials = Credentials::new(PASSWORD);
-        let state = ApiState {
-            store: store.clone(),
-            specs: reactor.specs(),
-            auth: Arc::new(Auth::new(credentials.clone(), None)),
-            connection_key: credentials.connection_key.clone(),
-            settings: Arc::new(Settings::lite()),
-        };
-        let (stop, stopped) = watch::channel(false);
-        let mut reactor_stop = stopped.clone();
+        let specs = reactor.specs();
+        let (stop, mut reactor_stop) = watch::channel(false);
         tokio::spawn(async move {
             let _ = reactor.run(reactor_stop.clone()).await;
             let _ = reactor_stop.changed().await;
         });
+        Self::serve(db, store, specs, Some(project), stop).await
+    }
+
+    /// Serves the API over a fresh database with no project and no scheduler: what a test
+    /// appends only projects, so it reads back exactly what it wrote (pool statistics, ids).
+    pub async fn without_scheduler() -> Self {
+        let db = fresh_database().await;
+        let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+        let (stop, _) = watch::channel(false);
+        Self::serve(db, store, Specs::default(), None, stop).await
+    }
+
+    /// Serves the API on a loopback port until `stop` says so, and logs in.
+    async fn serve(
+        db: TestDatabase,
+        store: EventStore,
+        specs: Specs,
+        project: Option<PathBuf>,
+        stop: watch::Sender<bool>,
+    ) -> Self {
+        let credentials = Credentials::new(PASSWORD);
+        let state = ApiState {
+            store: store.clone(),
+            specs,
+            auth: Arc::new(Auth::new(credentials.clone(), None)),
+            connection_key: credentials.connection_key.clone(),
+            settings: Arc::new(Settings::lite()),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut server_stop = stopped;
+        let mut server_stop = stop.subscribe();
         tokio::spawn(leoflow_api::serve(
             listener,
             leoflow_api::router(state, None),
@@ -196,6 +234,7 @@ impl TestApi {
             store,
             base,
             client,
+            connection_key: credentials.connection_key,
             token: String::new(),
             project,
             stop,

@@ -438,11 +438,24 @@ def load_dag_file(attempt: dict[str, Any]) -> tuple[Any, Any]:
     raise TaskError(f"the DAG file no longer defines DAG {attempt['dag_id']!r}")
 
 
+def report_rendered(ctx: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Tells the control plane the task's template fields as rendered (the UI's "Rendered
+    Templates"). Values that are not JSON are shown as their text; a control plane that does
+    not take the report does not fail the task."""
+    shown = json.loads(json.dumps(fields, default=str))
+    try:
+        ctx["ti"]._channel.ask("rendered", fields=shown)
+    except TaskError as error:
+        print(f"[leoflow] the rendered fields were not recorded: {error}", file=sys.stderr, flush=True)
+
+
 def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool) -> Outcome:
     if not isinstance(command, str) or not command.strip():
         raise TaskError(f"the bash command must be a non-empty string, not {command!r}")
     command = render(command, ctx)
     env = render(spec.get("env"), ctx)
+    # The task's own env only: the inherited environment may hold secrets.
+    report_rendered(ctx, {"bash_command": command, "env": env, "cwd": spec.get("cwd")})
     if env is not None and spec.get("append_env"):
         env = {**os.environ, **env}
     elif env is None:
@@ -532,6 +545,7 @@ def execute(attempt: dict[str, Any], channel: Channel) -> Outcome:
         templates = python.get("templates_dict")
         if templates is not None:
             ctx["templates_dict"] = render(decode(templates, ti, params), ctx)
+    report_rendered(ctx, {"templates_dict": ctx.get("templates_dict"), "op_args": args, "op_kwargs": kwargs})
     if operator == "@task.sensor":
         return run_sensor(lambda: call_with_context(function, args, kwargs, ctx), task.get("sensor") or {}, ti, task)
     result = call_with_context(function, args, kwargs, ctx)

@@ -1,0 +1,415 @@
+//! Connections (`/api/v2/connections`): the `connection` read model, kept by `ConnectionSet`
+//! and `ConnectionDeleted`. A password is encrypted before its event is appended and never
+//! returned; an extra is shown with its sensitive keys masked, and what the edit form sends
+//! back masked keeps its stored value.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use leoflow_events::Event;
+use leoflow_events::catalog::{ConnectionDeleted, ConnectionSet};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, FromRow};
+
+use super::bulk::{BulkBody, bulk};
+use super::entity::{
+    Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
+};
+use super::lists::{SAME_FOR_ALL, count_rows, page_rows};
+use super::redact::{MASK, merge, python_json, shown_extra};
+use crate::auth::User;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Conditions, Params};
+use crate::state::ApiState;
+
+/// A `connection` row; `password` is ciphertext.
+#[derive(Debug, Clone, FromRow)]
+struct Connection {
+    conn_id: String,
+    conn_type: String,
+    description: Option<String>,
+    host: Option<String>,
+    schema: Option<String>,
+    login: Option<String>,
+    password: Option<String>,
+    port: Option<i32>,
+    extra: Option<String>,
+}
+
+const CONNECTION_COLUMNS: &str =
+    "c.conn_id, c.conn_type, c.description, c.host, c.schema, c.login, c.password, c.port, c.extra";
+
+impl Connection {
+    /// `ConnectionResponse`: a password reads `***` (as Airflow redacts it), never its value.
+    fn json(&self) -> Value {
+        json!({
+            "connection_id": self.conn_id,
+            "conn_type": self.conn_type,
+            "description": self.description,
+            "host": self.host,
+            "login": self.login,
+            "schema": self.schema,
+            "port": self.port,
+            "password": self.password.as_ref().map(|_| MASK),
+            "extra": shown_extra(self.extra.as_deref()),
+            "team_name": null,
+        })
+    }
+}
+
+/// Airflow's `ConnectionBody`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionBody {
+    connection_id: String,
+    conn_type: String,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    host: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    login: Option<Option<String>>,
+    #[serde(default, alias = "schema_", deserialize_with = "present")]
+    schema: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    port: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "present")]
+    password: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    extra: Option<Option<String>>,
+    #[serde(default)]
+    team_name: Option<String>,
+}
+
+impl ConnectionBody {
+    /// The extra to store: `""` means `{}`, as in Airflow.
+    fn extra(&self) -> Option<String> {
+        self.extra
+            .clone()
+            .flatten()
+            .map(|e| if e.is_empty() { "{}".to_owned() } else { e })
+    }
+}
+
+/// Airflow's `connection_id` pattern, `^[\w.-]+$`.
+fn valid_connection_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// A new extra merged into the stored one: keys sent back masked keep their stored values.
+fn merged_extra(new: &str, old: &str) -> String {
+    match (
+        serde_json::from_str::<Value>(new),
+        serde_json::from_str::<Value>(old),
+    ) {
+        (Ok(new_value), Ok(old_value)) => {
+            python_json(&merge(&new_value, &old_value, None, 0, false))
+        }
+        _ => new.to_owned(),
+    }
+}
+
+impl Entity for Connection {
+    type Body = ConnectionBody;
+    const LABEL: &'static str = "The Connection with connection_id";
+    const PLURAL: &'static str = "connections";
+    const KEYS: &'static str = "connection_ids";
+
+    fn key(&self) -> &str {
+        &self.conn_id
+    }
+
+    fn body_key(body: &ConnectionBody) -> &str {
+        &body.connection_id
+    }
+
+    fn validate(body: &ConnectionBody, loc: &Loc) -> ApiResult<()> {
+        loc.check_key("connection_id", &body.connection_id, 200)?;
+        if !valid_connection_id(&body.connection_id) {
+            return Err(loc.invalid(
+                "connection_id",
+                "string_pattern_mismatch",
+                "String should match pattern '^[\\w.-]+$'",
+                json!(body.connection_id),
+            ));
+        }
+        if let Some(extra) = body.extra().filter(|e| !e.is_empty()) {
+            let message = match serde_json::from_str::<Value>(&extra) {
+                Ok(Value::Object(_)) => None,
+                Ok(_) => Some(
+                    "Value error, The `extra` field must be a valid JSON object (e.g., {'key': 'value'})",
+                ),
+                Err(_) => Some(
+                    "Value error, The `extra` field must be a valid JSON object (e.g., {'key': 'value'}), \
+                     but encountered non-JSON in `extra` field",
+                ),
+            };
+            if let Some(message) = message {
+                return Err(loc.invalid("extra", "value_error", message, json!(extra)));
+            }
+        }
+        loc.check_no_team(&body.team_name)
+    }
+
+    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connection c WHERE c.conn_id = ANY($1)"
+        )))
+        .bind(keys)
+        .fetch_all(state.store.pool())
+        .await?)
+    }
+
+    fn create(state: &ApiState, body: &ConnectionBody) -> Self {
+        Connection {
+            conn_id: body.connection_id.clone(),
+            conn_type: body.conn_type.clone(),
+            description: body.description.clone().flatten(),
+            host: body.host.clone().flatten(),
+            schema: body.schema.clone().flatten(),
+            login: body.login.clone().flatten(),
+            password: body
+                .password
+                .clone()
+                .flatten()
+                .map(|p| state.connection_key.encrypt(&p)),
+            port: body.port.flatten(),
+            extra: body.extra(),
+        }
+    }
+
+    fn update(
+        &self,
+        state: &ApiState,
+        body: &ConnectionBody,
+        mask: Option<&[String]>,
+    ) -> Result<Self, Refusal> {
+        let mut connection = self.clone();
+        if wants(mask, "conn_type") {
+            connection.conn_type = body.conn_type.clone();
+        }
+        for (field, given, stored) in [
+            (
+                "description",
+                &body.description,
+                &mut connection.description,
+            ),
+            ("host", &body.host, &mut connection.host),
+            ("login", &body.login, &mut connection.login),
+            ("schema", &body.schema, &mut connection.schema),
+        ] {
+            if let Some(value) = given
+                && wants(mask, field)
+            {
+                *stored = value.clone();
+            }
+        }
+        if let Some(port) = body.port
+            && wants(mask, "port")
+        {
+            connection.port = port;
+        }
+        // As in Airflow, a mask naming `password` or `extra` sets it even when the body leaves
+        // it out (to nothing, then).
+        let named = |given: bool, field: &str| match mask {
+            None => given,
+            Some(mask) => mask.iter().any(|f| f.trim() == field),
+        };
+        if named(body.password.is_some(), "password") {
+            connection.password = match body.password.clone().flatten() {
+                None => None,
+                Some(password) if password == MASK => self.password.clone(),
+                Some(password) => Some(state.connection_key.encrypt(&password)),
+            };
+        }
+        if named(body.extra.is_some(), "extra") {
+            connection.extra = match (body.extra(), &self.extra) {
+                (Some(new), Some(old)) => Some(merged_extra(&new, old)),
+                (new, _) => new,
+            };
+        }
+        Ok(connection)
+    }
+
+    fn set_event(&self) -> Event {
+        ConnectionSet {
+            conn_id: self.conn_id.clone(),
+            conn_type: self.conn_type.clone(),
+            description: self.description.clone(),
+            host: self.host.clone(),
+            schema: self.schema.clone(),
+            login: self.login.clone(),
+            password_ciphertext: self.password.clone(),
+            port: self.port,
+            extra: self.extra.clone(),
+        }
+        .into()
+    }
+
+    fn deleted_event(key: &str) -> Event {
+        ConnectionDeleted {
+            conn_id: key.to_owned(),
+        }
+        .into()
+    }
+}
+
+/// `GET /api/v2/connections`.
+pub async fn get_connections(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let page = params.page()?;
+    let mut conditions = Conditions::new();
+    conditions.patterns(&params, "connection_id", "c.conn_id");
+    let order = params.order_by(
+        &[
+            ("conn_id", "c.conn_id"),
+            ("connection_id", "c.conn_id"),
+            ("conn_type", "c.conn_type"),
+            ("description", "c.description"),
+            ("host", "c.host"),
+            ("port", "c.port"),
+            ("id", "c.conn_id"),
+            ("team_name", SAME_FOR_ALL),
+        ],
+        "id",
+        "c.conn_id",
+    )?;
+    let total = count_rows(&state, "FROM connection c", &conditions).await?;
+    let connections: Vec<Connection> = page_rows(
+        &state,
+        &format!("SELECT {CONNECTION_COLUMNS} FROM connection c"),
+        &conditions,
+        &order,
+        page,
+    )
+    .await?;
+    let connections: Vec<Value> = connections.iter().map(Connection::json).collect();
+    Ok(Json(
+        json!({"connections": connections, "total_entries": total}),
+    ))
+}
+
+/// `GET /api/v2/connections/{connection_id}`.
+pub async fn get_connection(
+    State(state): State<ApiState>,
+    Path(conn_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(read_one::<Connection>(&state, &conn_id).await?.json()))
+}
+
+/// `POST /api/v2/connections`: the password is encrypted before its event is appended.
+pub async fn post_connection(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Body(body): Body<ConnectionBody>,
+) -> ApiResult<Response> {
+    Connection::validate(&body, &Loc::body())?;
+    let connection = create_one::<Connection>(&state, &user, &body).await?;
+    Ok((StatusCode::CREATED, Json(connection.json())).into_response())
+}
+
+/// `PATCH /api/v2/connections/{connection_id}`: a password or extra key sent back as `***`
+/// keeps its stored value, so the UI's edit form can save what it was shown.
+pub async fn patch_connection(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(conn_id): Path<String>,
+    params: Params,
+    Body(body): Body<ConnectionBody>,
+) -> ApiResult<Json<Value>> {
+    Connection::validate(&body, &Loc::body())?;
+    let mask = update_mask(&params)?;
+    if body.connection_id != conn_id {
+        return Err(ApiError::bad_request(
+            "The connection_id in the request body does not match the URL parameter",
+        ));
+    }
+    let connection = update_one::<Connection>(&state, &user, &conn_id, |connection| {
+        connection.update(&state, &body, mask.as_deref())
+    })
+    .await?;
+    Ok(Json(connection.json()))
+}
+
+/// `DELETE /api/v2/connections/{connection_id}`.
+pub async fn delete_connection(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(conn_id): Path<String>,
+) -> ApiResult<Response> {
+    delete_one::<Connection>(&state, &user, &conn_id).await
+}
+
+/// `PATCH /api/v2/connections`: bulk create, update and delete.
+pub async fn bulk_connections(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Body(body): Body<BulkBody<ConnectionBody>>,
+) -> ApiResult<Json<Value>> {
+    bulk::<Connection>(&state, &user, body).await
+}
+
+/// `POST /api/v2/connections/test` and `POST /api/v2/connections/defaults`, both refused with
+/// the 403 Airflow answers when `test_connection` is disabled. They are routed through
+/// `/connections/{connection_id}` because, as in FastAPI, `GET /connections/test` must still
+/// read a Connection named `test`.
+pub async fn post_connection_action(
+    Path(action): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    match action.as_str() {
+        "test" => {
+            let body: ConnectionBody = crate::body::parse(&body)?;
+            Connection::validate(&body, &Loc::body())?;
+            Err(ApiError::detail(
+                StatusCode::FORBIDDEN,
+                "Testing connections is disabled: Leoflow's API server runs no provider hooks. \
+                 Test a connection by running a task that uses it.",
+            ))
+        }
+        "defaults" => Err(ApiError::detail(
+            StatusCode::FORBIDDEN,
+            "Leoflow does not create Airflow's default connections; create the ones you need \
+             with POST /api/v2/connections",
+        )),
+        _ => Err(ApiError::detail(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_values_sent_back_keep_the_stored_ones() {
+        let merged = merged_extra(
+            r#"{"token": "***", "region": "eu", "added": 1}"#,
+            r#"{"token": "real", "region": "us"}"#,
+        );
+        assert_eq!(merged, r#"{"added": 1, "region": "eu", "token": "real"}"#);
+        // A non-sensitive key keeps what was sent, even `***`.
+        assert_eq!(
+            merge(&json!({"a": "***"}), &json!({"a": "b"}), None, 0, false),
+            json!({"a": "***"})
+        );
+    }
+
+    #[test]
+    fn connection_ids_follow_airflows_pattern() {
+        assert!(valid_connection_id("my_db.prod-1"));
+        assert!(!valid_connection_id("my db"));
+        assert!(!valid_connection_id("a/b"));
+    }
+}

@@ -1,0 +1,342 @@
+//! What the write endpoints of every configuration entity share: its [`Entity`] description,
+//! the checks of its body (located as pydantic locates them, see [`Loc`]), the `update_mask`,
+//! and the one way a write is made: read the rows, decide, append expecting their streams
+//! unchanged, and decide again when a concurrent write got there first.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use leoflow_events::{AppendBatch, AppendError, Event, ExpectedVersion, Metadata};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
+use crate::query::Params;
+use crate::state::ApiState;
+
+// ---------------------------------------------------------------------------------------------
+// Bodies.
+
+/// Where a value of a request body is, as pydantic locates it (`["body", "actions", "0", …]`).
+#[derive(Debug, Clone)]
+pub(super) struct Loc(Vec<String>);
+
+impl Loc {
+    pub(super) fn body() -> Self {
+        Self(vec!["body".into()])
+    }
+
+    pub(super) fn at(&self, segment: impl ToString) -> Self {
+        let mut loc = self.clone();
+        loc.0.push(segment.to_string());
+        loc
+    }
+
+    /// The 422 for `field` under this location.
+    pub(super) fn invalid(
+        &self,
+        field: &str,
+        kind: &str,
+        message: impl Into<String>,
+        input: Value,
+    ) -> ApiError {
+        let loc = self.at(field);
+        let parts: Vec<&str> = loc.0.iter().map(String::as_str).collect();
+        ApiError::invalid(&parts, kind, message, input)
+    }
+
+    /// A key of 1 to `max` characters.
+    pub(super) fn check_key(&self, field: &str, value: &str, max: usize) -> ApiResult<()> {
+        if value.is_empty() {
+            return Err(self.invalid(
+                field,
+                "string_too_short",
+                "String should have at least 1 character",
+                json!(value),
+            ));
+        }
+        if value.chars().count() > max {
+            return Err(self.invalid(
+                field,
+                "string_too_long",
+                format!("String should have at most {max} characters"),
+                json!(value),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Leoflow has one team: a `team_name` is refused rather than ignored.
+    pub(super) fn check_no_team(&self, team_name: &Option<String>) -> ApiResult<()> {
+        match team_name {
+            None => Ok(()),
+            Some(team) => Err(self.invalid(
+                "team_name",
+                "value_error",
+                "Value error, Leoflow has no teams (Airflow's multi-team mode): leave team_name out",
+                json!(team),
+            )),
+        }
+    }
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`), as pydantic's
+/// `model_fields_set` does: a patch changes only the fields it names.
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The `update_mask` query list (`None` when not given: every field of the body applies).
+pub(super) fn update_mask(params: &Params) -> ApiResult<Option<Vec<String>>> {
+    let mask = params.list("update_mask", None)?;
+    Ok((!mask.is_empty()).then_some(mask))
+}
+
+/// Whether `field` is updated under `mask`.
+pub(super) fn wants(mask: Option<&[String]>, field: &str) -> bool {
+    mask.is_none_or(|m| m.iter().any(|f| f.trim() == field))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes: decide on what was read, append expecting it unchanged.
+
+/// A write refused with Airflow's status and message; a bulk action lists it among its errors.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) detail: String,
+}
+
+impl Refusal {
+    pub(super) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::detail(refusal.status, refusal.detail)
+    }
+}
+
+/// A configuration entity kept by events, as its write endpoints and bulk actions need it.
+pub(super) trait Entity: Clone + Send + Sync + Sized + 'static {
+    /// Airflow's request body for it (`VariableBody`, `ConnectionBody`, `PoolBody`).
+    type Body: Send + Sync;
+    /// How Airflow's messages name one (`The Variable with key`).
+    const LABEL: &'static str;
+    /// How Airflow's bulk messages name several (`variables`) and their keys (`keys`).
+    const PLURAL: &'static str;
+    /// See [`Entity::PLURAL`].
+    const KEYS: &'static str;
+
+    /// Its key.
+    fn key(&self) -> &str;
+    /// The key a body names.
+    fn body_key(body: &Self::Body) -> &str;
+    /// Refuses an invalid body as pydantic would (422), locating the field under `loc`.
+    fn validate(body: &Self::Body, loc: &Loc) -> ApiResult<()>;
+    /// The ones with these keys.
+    fn load(state: &ApiState, keys: &[String])
+    -> impl Future<Output = ApiResult<Vec<Self>>> + Send;
+    /// What creating (or overwriting) with `body` makes.
+    fn create(state: &ApiState, body: &Self::Body) -> Self;
+    /// What updating this one with `body`'s fields (those in `mask`, if given) makes.
+    fn update(
+        &self,
+        state: &ApiState,
+        body: &Self::Body,
+        mask: Option<&[String]>,
+    ) -> Result<Self, Refusal>;
+    /// Refuses deleting `key` when Airflow does.
+    fn check_delete(_key: &str) -> Result<(), Refusal> {
+        Ok(())
+    }
+    /// The event recording it as it is.
+    fn set_event(&self) -> Event;
+    /// The event recording that `key` was deleted.
+    fn deleted_event(key: &str) -> Event;
+}
+
+fn not_found<E: Entity>(key: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        format!("{}: `{key}` was not found", E::LABEL),
+    )
+}
+
+/// Decisions are retried this often when concurrent writes keep changing their streams.
+const ATTEMPTS: usize = 5;
+
+/// The entities a write decides on as they were read, and the events it decided.
+pub(super) struct Working<E> {
+    keys: Vec<String>,
+    /// Stream → its version when read (no entry: no event yet).
+    versions: HashMap<String, i64>,
+    current: BTreeMap<String, E>,
+    events: Vec<Event>,
+}
+
+impl<E: Entity> Working<E> {
+    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Self> {
+        let streams: Vec<String> = keys.iter().map(|k| E::deleted_event(k).stream()).collect();
+        // Versions before rows: a write landing in between fails the expectation below and the
+        // decision is made again, so a decision never rests on rows older than its versions.
+        let versions: Vec<(String, i64)> =
+            sqlx::query_as("SELECT stream, version FROM event_streams WHERE stream = ANY($1)")
+                .bind(&streams)
+                .fetch_all(state.store.pool())
+                .await?;
+        let current = E::load(state, keys)
+            .await?
+            .into_iter()
+            .map(|e| (e.key().to_owned(), e))
+            .collect();
+        Ok(Self {
+            keys: keys.to_vec(),
+            versions: versions.into_iter().collect(),
+            current,
+            events: Vec::new(),
+        })
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<&E> {
+        self.current.get(key)
+    }
+
+    pub(super) fn set(&mut self, entity: E) {
+        self.events.push(entity.set_event());
+        self.current.insert(entity.key().to_owned(), entity);
+    }
+
+    pub(super) fn delete(&mut self, key: &str) {
+        self.events.push(E::deleted_event(key));
+        self.current.remove(key);
+    }
+
+    /// Appends the decided events, expecting every stream read to be as it was.
+    async fn commit(self, state: &ApiState, user: &User) -> Result<(), AppendError> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let mut batch = AppendBatch::new();
+        for key in &self.keys {
+            let stream = E::deleted_event(key).stream();
+            let expected = match self.versions.get(&stream) {
+                Some(version) => ExpectedVersion::Exact(*version),
+                None => ExpectedVersion::NoStream,
+            };
+            batch = batch.expect(stream, expected);
+        }
+        let metadata = Metadata::actor(&user.username);
+        for event in self.events {
+            batch = batch.push(event, &metadata);
+        }
+        state.store.append(batch).await.map(drop)
+    }
+}
+
+/// Reads `keys`, lets `decision` change them, appends; decides again on a concurrent change.
+pub(super) async fn decide<E: Entity, T>(
+    state: &ApiState,
+    user: &User,
+    keys: Vec<String>,
+    mut decision: impl FnMut(&mut Working<E>) -> Result<T, ApiError> + Send,
+) -> ApiResult<T> {
+    let mut attempt = 1;
+    loop {
+        let mut working = Working::<E>::load(state, &keys).await?;
+        let outcome = decision(&mut working)?;
+        match working.commit(state, user).await {
+            Ok(()) => return Ok(outcome),
+            Err(AppendError::Conflict { .. }) if attempt < ATTEMPTS => attempt += 1,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// The one with `key`, or Airflow's 404.
+pub(super) async fn read_one<E: Entity>(state: &ApiState, key: &str) -> ApiResult<E> {
+    E::load(state, &[key.to_owned()])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| not_found::<E>(key).into())
+}
+
+/// Creates one; a conflict when it exists.
+pub(super) async fn create_one<E: Entity>(
+    state: &ApiState,
+    user: &User,
+    body: &E::Body,
+) -> ApiResult<E> {
+    let key = E::body_key(body);
+    decide(
+        state,
+        user,
+        vec![key.to_owned()],
+        |working: &mut Working<E>| {
+            if working.get(key).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "{}: `{key}` already exists",
+                    E::LABEL
+                )));
+            }
+            let entity = E::create(state, body);
+            working.set(entity.clone());
+            Ok(entity)
+        },
+    )
+    .await
+}
+
+/// Changes one with `change`; a 404 when it does not exist.
+pub(super) async fn update_one<E: Entity>(
+    state: &ApiState,
+    user: &User,
+    key: &str,
+    change: impl Fn(&E) -> Result<E, Refusal> + Send + Sync,
+) -> ApiResult<E> {
+    decide(
+        state,
+        user,
+        vec![key.to_owned()],
+        |working: &mut Working<E>| {
+            let current = working.get(key).ok_or_else(|| not_found::<E>(key))?;
+            let changed = change(current)?;
+            working.set(changed.clone());
+            Ok(changed)
+        },
+    )
+    .await
+}
+
+/// Deletes one; a 404 when it does not exist.
+pub(super) async fn delete_one<E: Entity>(
+    state: &ApiState,
+    user: &User,
+    key: &str,
+) -> ApiResult<Response> {
+    E::check_delete(key)?;
+    decide(
+        state,
+        user,
+        vec![key.to_owned()],
+        |working: &mut Working<E>| {
+            if working.get(key).is_none() {
+                return Err(not_found::<E>(key).into());
+            }
+            working.delete(key);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,420 @@
+//! Pools (`/api/v2/pools`): the `slot_pool` read model, kept by `PoolSet` and `PoolDeleted`,
+//! with the slots task instances hold now. `default_pool` always exists (until its first
+//! `PoolSet` it has the scheduler's default slots), cannot be deleted, and takes only `slots`
+//! and `include_deferred` changes.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use leoflow_events::Event;
+use leoflow_events::catalog::{PoolDeleted, PoolSet};
+use leoflow_scheduler::reactor::DEFAULT_POOL_SLOTS;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, FromRow};
+
+use super::bulk::{BulkBody, bulk};
+use super::entity::{
+    Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
+};
+use super::lists::{count_rows, page_rows};
+use crate::auth::User;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Conditions, Params};
+use crate::state::ApiState;
+
+/// The pool every task uses unless it names another one.
+const DEFAULT_POOL: &str = "default_pool";
+
+/// A `slot_pool` row, or `default_pool` before any `PoolSet` for it (the scheduler gives it
+/// [`DEFAULT_POOL_SLOTS`] until then).
+#[derive(Debug, Clone, FromRow)]
+struct Pool {
+    name: String,
+    slots: i32,
+    description: Option<String>,
+    include_deferred: bool,
+}
+
+/// The pools, `default_pool` included whether or not it was ever set (as `p`).
+fn pools_from() -> String {
+    format!(
+        "FROM (SELECT pool, slots, description, include_deferred FROM slot_pool \
+         UNION ALL SELECT '{DEFAULT_POOL}', {DEFAULT_POOL_SLOTS}, 'Default pool', false \
+         WHERE NOT EXISTS (SELECT 1 FROM slot_pool WHERE pool = '{DEFAULT_POOL}')) p"
+    )
+}
+
+/// Slots held by a pool's task instances, by state.
+#[derive(Debug, Default, Clone, Copy)]
+struct SlotUse {
+    running: i64,
+    queued: i64,
+    scheduled: i64,
+    deferred: i64,
+}
+
+impl Pool {
+    /// `PoolResponse`, with Airflow's slot statistics: running and queued tasks (deferred ones
+    /// too with `include_deferred`) occupy slots; `-1` slots is unlimited, so `-1` open.
+    fn json(&self, used: SlotUse) -> Value {
+        let occupied = used.running
+            + used.queued
+            + if self.include_deferred {
+                used.deferred
+            } else {
+                0
+            };
+        let open = if self.slots == -1 {
+            -1
+        } else {
+            i64::from(self.slots) - occupied
+        };
+        json!({
+            "name": self.name,
+            "slots": self.slots,
+            "description": self.description,
+            "include_deferred": self.include_deferred,
+            "occupied_slots": occupied,
+            "running_slots": used.running,
+            "queued_slots": used.queued,
+            "scheduled_slots": used.scheduled,
+            "open_slots": open,
+            "deferred_slots": used.deferred,
+            "team_name": null,
+        })
+    }
+
+    /// Applies a patch's fields (those in `mask`, if given). `default_pool` takes only `slots`
+    /// and `include_deferred`, and only when the mask says so, as in Airflow.
+    fn apply(&self, changes: &PoolChanges, mask: Option<&[String]>) -> Result<Self, Refusal> {
+        if self.name == DEFAULT_POOL
+            && !mask.is_some_and(|m| {
+                m.iter()
+                    .all(|f| matches!(f.trim(), "slots" | "include_deferred"))
+            })
+        {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "Only slots and included_deferred can be modified on Default Pool",
+            ));
+        }
+        let mut pool = self.clone();
+        if let Some(slots) = changes.slots
+            && wants(mask, "slots")
+        {
+            pool.slots = slots;
+        }
+        if let Some(description) = &changes.description
+            && wants(mask, "description")
+        {
+            pool.description = description.clone();
+        }
+        if let Some(include_deferred) = changes.include_deferred
+            && wants(mask, "include_deferred")
+        {
+            pool.include_deferred = include_deferred;
+        }
+        Ok(pool)
+    }
+}
+
+/// The fields a pool patch gives (`None`: left out).
+#[derive(Debug)]
+struct PoolChanges {
+    slots: Option<i32>,
+    description: Option<Option<String>>,
+    include_deferred: Option<bool>,
+}
+
+/// Slots at least -1 (unlimited).
+fn check_slots(loc: &Loc, slots: i32) -> ApiResult<()> {
+    if slots < -1 {
+        return Err(loc.invalid(
+            "slots",
+            "greater_than_equal",
+            "Input should be greater than or equal to -1",
+            json!(slots),
+        ));
+    }
+    Ok(())
+}
+
+/// Airflow's `PoolBody`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolBody {
+    #[serde(alias = "pool")]
+    name: String,
+    slots: i32,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    include_deferred: Option<bool>,
+    #[serde(default)]
+    team_name: Option<String>,
+}
+
+impl PoolBody {
+    fn changes(&self) -> PoolChanges {
+        PoolChanges {
+            slots: Some(self.slots),
+            description: self.description.clone(),
+            include_deferred: self.include_deferred,
+        }
+    }
+}
+
+/// Airflow's `PoolPatchBody`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolPatchBody {
+    #[serde(default, alias = "name")]
+    pool: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    slots: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    include_deferred: Option<Option<bool>>,
+    #[serde(default)]
+    team_name: Option<String>,
+}
+
+impl PoolPatchBody {
+    /// Refuses what a pool cannot be: slots below -1, no slots, no `include_deferred`.
+    fn changes(&self) -> ApiResult<PoolChanges> {
+        let loc = Loc::body();
+        loc.check_no_team(&self.team_name)?;
+        let slots = match self.slots {
+            Some(None) => {
+                return Err(loc.invalid(
+                    "slots",
+                    "int_type",
+                    "Input should be a valid integer",
+                    Value::Null,
+                ));
+            }
+            Some(Some(slots)) => {
+                check_slots(&loc, slots)?;
+                Some(slots)
+            }
+            None => None,
+        };
+        let include_deferred = match self.include_deferred {
+            Some(None) => {
+                return Err(loc.invalid(
+                    "include_deferred",
+                    "bool_type",
+                    "Input should be a valid boolean",
+                    Value::Null,
+                ));
+            }
+            other => other.flatten(),
+        };
+        Ok(PoolChanges {
+            slots,
+            description: self.description.clone(),
+            include_deferred,
+        })
+    }
+}
+
+impl Entity for Pool {
+    type Body = PoolBody;
+    const LABEL: &'static str = "The Pool with name";
+    const PLURAL: &'static str = "pools";
+    const KEYS: &'static str = "pool names";
+
+    fn key(&self) -> &str {
+        &self.name
+    }
+
+    fn body_key(body: &PoolBody) -> &str {
+        &body.name
+    }
+
+    fn validate(body: &PoolBody, loc: &Loc) -> ApiResult<()> {
+        loc.check_key("name", &body.name, 256)?;
+        check_slots(loc, body.slots)?;
+        loc.check_no_team(&body.team_name)
+    }
+
+    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT p.pool AS name, p.slots, p.description, p.include_deferred {} \
+             WHERE p.pool = ANY($1)",
+            pools_from()
+        )))
+        .bind(keys)
+        .fetch_all(state.store.pool())
+        .await?)
+    }
+
+    fn create(_state: &ApiState, body: &PoolBody) -> Self {
+        Pool {
+            name: body.name.clone(),
+            slots: body.slots,
+            description: body.description.clone().flatten(),
+            include_deferred: body.include_deferred.unwrap_or(false),
+        }
+    }
+
+    fn update(
+        &self,
+        _state: &ApiState,
+        body: &PoolBody,
+        mask: Option<&[String]>,
+    ) -> Result<Self, Refusal> {
+        self.apply(&body.changes(), mask)
+    }
+
+    fn check_delete(key: &str) -> Result<(), Refusal> {
+        if key == DEFAULT_POOL {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "Default Pool can't be deleted",
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_event(&self) -> Event {
+        PoolSet {
+            name: self.name.clone(),
+            slots: self.slots,
+            description: self.description.clone(),
+            include_deferred: self.include_deferred,
+        }
+        .into()
+    }
+
+    fn deleted_event(key: &str) -> Event {
+        PoolDeleted {
+            name: key.to_owned(),
+        }
+        .into()
+    }
+}
+
+/// `PoolResponse`s of `pools`, with the slots their task instances hold now.
+async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
+    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    // A scheduled task instance holds no slot yet; Leoflow learns its pool when it is queued,
+    // so scheduled slots count those whose pool is already known (retries, cleared tries).
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT pool, state, sum(coalesce(pool_slots, 1))::bigint FROM task_instance \
+         WHERE pool = ANY($1) AND state IN ('running', 'queued', 'scheduled', 'deferred') \
+         GROUP BY pool, state",
+    )
+    .bind(&names)
+    .fetch_all(state.store.pool())
+    .await?;
+    let mut used: HashMap<String, SlotUse> = HashMap::new();
+    for (pool, task_state, slots) in rows {
+        let entry = used.entry(pool).or_default();
+        match task_state.as_str() {
+            "running" => entry.running = slots,
+            "queued" => entry.queued = slots,
+            "scheduled" => entry.scheduled = slots,
+            _ => entry.deferred = slots,
+        }
+    }
+    Ok(pools
+        .iter()
+        .map(|p| p.json(used.get(&p.name).copied().unwrap_or_default()))
+        .collect())
+}
+
+/// `GET /api/v2/pools`.
+pub async fn get_pools(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+    let page = params.page()?;
+    let mut conditions = Conditions::new();
+    conditions.patterns(&params, "pool_name", "p.pool");
+    let order = params.order_by(
+        &[("id", "p.pool"), ("pool", "p.pool"), ("name", "p.pool")],
+        "id",
+        "p.pool",
+    )?;
+    let from = pools_from();
+    let total = count_rows(&state, &from, &conditions).await?;
+    let pools: Vec<Pool> = page_rows(
+        &state,
+        &format!("SELECT p.pool AS name, p.slots, p.description, p.include_deferred {from}"),
+        &conditions,
+        &order,
+        page,
+    )
+    .await?;
+    let pools = pools_json(&state, &pools).await?;
+    Ok(Json(json!({"pools": pools, "total_entries": total})))
+}
+
+/// `GET /api/v2/pools/{pool_name}`.
+pub async fn get_pool(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let pool = read_one::<Pool>(&state, &name).await?;
+    Ok(Json(pools_json(&state, &[pool]).await?.remove(0)))
+}
+
+/// `POST /api/v2/pools`.
+pub async fn post_pool(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Body(body): Body<PoolBody>,
+) -> ApiResult<Response> {
+    Pool::validate(&body, &Loc::body())?;
+    let pool = create_one::<Pool>(&state, &user, &body).await?;
+    let json = pools_json(&state, &[pool]).await?.remove(0);
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+/// `PATCH /api/v2/pools/{pool_name}`: patching `default_pool` records its first `PoolSet`.
+pub async fn patch_pool(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+    params: Params,
+    Body(body): Body<PoolPatchBody>,
+) -> ApiResult<Json<Value>> {
+    let changes = body.changes()?;
+    let mask = update_mask(&params)?;
+    if body
+        .pool
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && p != name)
+    {
+        return Err(ApiError::bad_request(
+            "Invalid body, pool name from request body doesn't match uri parameter",
+        ));
+    }
+    let pool = update_one::<Pool>(&state, &user, &name, |pool| {
+        pool.apply(&changes, mask.as_deref())
+    })
+    .await?;
+    Ok(Json(pools_json(&state, &[pool]).await?.remove(0)))
+}
+
+/// `DELETE /api/v2/pools/{pool_name}`; `default_pool` cannot be deleted.
+pub async fn delete_pool(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    delete_one::<Pool>(&state, &user, &name).await
+}
+
+/// `PATCH /api/v2/pools`: bulk create, update and delete.
+pub async fn bulk_pools(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Body(body): Body<BulkBody<PoolBody>>,
+) -> ApiResult<Json<Value>> {
+    bulk::<Pool>(&state, &user, body).await
+}

@@ -1,0 +1,241 @@
+//! Variables (`/api/v2/variables`): the `variable` read model, kept by `VariableSet` and
+//! `VariableDeleted`; values under sensitive keys are shown masked.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use leoflow_events::Event;
+use leoflow_events::catalog::{VariableDeleted, VariableSet};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::FromRow;
+
+use super::bulk::{BulkBody, bulk};
+use super::entity::{
+    Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
+};
+use super::lists::{SAME_FOR_ALL, count_rows, page_rows};
+use super::redact::shown_value;
+use crate::auth::User;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Conditions, Params};
+use crate::state::ApiState;
+
+/// A `variable` row.
+#[derive(Debug, Clone, FromRow)]
+struct Variable {
+    key: String,
+    val: String,
+    description: Option<String>,
+}
+
+impl Variable {
+    /// `VariableResponse`. Leoflow keeps values in its event log, not Fernet-encrypted rows.
+    fn json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "value": shown_value(&self.key, &self.val),
+            "description": self.description,
+            "is_encrypted": false,
+            "team_name": null,
+        })
+    }
+}
+
+/// Airflow's `VariableBody`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableBody {
+    key: String,
+    value: Value,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    team_name: Option<String>,
+}
+
+/// What a Variable stores for a JSON `value`: a string as it is, anything else as its JSON
+/// text (objects and lists indented, as Airflow's bulk create stores them).
+fn stored_value(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Object(_) | Value::Array(_) => {
+            serde_json::to_string_pretty(value).expect("a JSON value serializes")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Entity for Variable {
+    type Body = VariableBody;
+    const LABEL: &'static str = "The Variable with key";
+    const PLURAL: &'static str = "variables";
+    const KEYS: &'static str = "keys";
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn body_key(body: &VariableBody) -> &str {
+        &body.key
+    }
+
+    fn validate(body: &VariableBody, loc: &Loc) -> ApiResult<()> {
+        loc.check_key("key", &body.key, 250)?;
+        loc.check_no_team(&body.team_name)
+    }
+
+    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
+        Ok(
+            sqlx::query_as("SELECT key, val, description FROM variable WHERE key = ANY($1)")
+                .bind(keys)
+                .fetch_all(state.store.pool())
+                .await?,
+        )
+    }
+
+    fn create(_state: &ApiState, body: &VariableBody) -> Self {
+        Variable {
+            key: body.key.clone(),
+            val: stored_value(&body.value),
+            description: body.description.clone().flatten(),
+        }
+    }
+
+    fn update(
+        &self,
+        _state: &ApiState,
+        body: &VariableBody,
+        mask: Option<&[String]>,
+    ) -> Result<Self, Refusal> {
+        if mask.is_some_and(|m| m.iter().any(|f| f.trim() == "key")) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "Update not allowed: the following fields are immutable and cannot be modified: {'key'}",
+            ));
+        }
+        let mut variable = self.clone();
+        if wants(mask, "value") {
+            variable.val = stored_value(&body.value);
+        }
+        if wants(mask, "description")
+            && let Some(description) = &body.description
+        {
+            variable.description = description.clone();
+        }
+        Ok(variable)
+    }
+
+    fn set_event(&self) -> Event {
+        VariableSet {
+            key: self.key.clone(),
+            value: self.val.clone(),
+            description: self.description.clone(),
+        }
+        .into()
+    }
+
+    fn deleted_event(key: &str) -> Event {
+        VariableDeleted {
+            key: key.to_owned(),
+        }
+        .into()
+    }
+}
+
+/// `GET /api/v2/variables`.
+pub async fn get_variables(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let page = params.page()?;
+    let mut conditions = Conditions::new();
+    conditions.patterns(&params, "variable_key", "v.key");
+    // Airflow's `id` is the insertion order of its rows; Leoflow's rows are keyed by `key`.
+    let order = params.order_by(
+        &[
+            ("key", "v.key"),
+            ("id", "v.key"),
+            ("_val", "v.val"),
+            ("description", "v.description"),
+            ("is_encrypted", SAME_FOR_ALL),
+            ("team_name", SAME_FOR_ALL),
+        ],
+        "id",
+        "v.key",
+    )?;
+    let total = count_rows(&state, "FROM variable v", &conditions).await?;
+    let variables: Vec<Variable> = page_rows(
+        &state,
+        "SELECT v.key, v.val, v.description FROM variable v",
+        &conditions,
+        &order,
+        page,
+    )
+    .await?;
+    let variables: Vec<Value> = variables.iter().map(Variable::json).collect();
+    Ok(Json(
+        json!({"variables": variables, "total_entries": total}),
+    ))
+}
+
+/// `GET /api/v2/variables/{variable_key}`.
+pub async fn get_variable(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(read_one::<Variable>(&state, &key).await?.json()))
+}
+
+/// `POST /api/v2/variables`.
+pub async fn post_variable(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Body(body): Body<VariableBody>,
+) -> ApiResult<Response> {
+    Variable::validate(&body, &Loc::body())?;
+    let variable = create_one::<Variable>(&state, &user, &body).await?;
+    Ok((StatusCode::CREATED, Json(variable.json())).into_response())
+}
+
+/// `PATCH /api/v2/variables/{variable_key}` (`update_mask` limits the fields that change).
+pub async fn patch_variable(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(key): Path<String>,
+    params: Params,
+    Body(body): Body<VariableBody>,
+) -> ApiResult<Json<Value>> {
+    Variable::validate(&body, &Loc::body())?;
+    let mask = update_mask(&params)?;
+    if body.key != key {
+        return Err(ApiError::bad_request(
+            "Invalid body, key from request body doesn't match uri parameter",
+        ));
+    }
+    let variable = update_one::<Variable>(&state, &user, &key, |variable| {
+        variable.update(&state, &body, mask.as_deref())
+    })
+    .await?;
+    Ok(Json(variable.json()))
+}
+
+/// `DELETE /api/v2/variables/{variable_key}`.
+pub async fn delete_variable(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Path(key): Path<String>,
+) -> ApiResult<Response> {
+    delete_one::<Variable>(&state, &user, &key).await
+}
+
+/// `PATCH /api/v2/variables`: bulk create, update and delete.
+pub async fn bulk_variables(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    Body(body): Body<BulkBody<VariableBody>>,
+) -> ApiResult<Json<Value>> {
+    bulk::<Variable>(&state, &user, body).await
+}
