@@ -52,7 +52,20 @@ impl Drop for Lite {
 }
 
 impl Lite {
+    /// Starts Lite with the UI from the test venv's cached wheel.
     async fn start(dag_py: &str) -> Self {
+        let wheel = repo().join(".venv/artifacts/apache_airflow_core-3.2.2-py3-none-any.whl");
+        let wheel = std::env::var_os("LEOFLOW_AIRFLOW_WHEEL")
+            .map(PathBuf::from)
+            .or_else(|| wheel.is_file().then_some(wheel));
+        let (lite, with_ui, _) = Self::launch(dag_py, wheel.as_deref()).await;
+        assert!(with_ui, "Lite started without the web UI");
+        lite
+    }
+
+    /// Starts Lite taking the UI from `wheel` (from the package index without one); returns
+    /// whether it serves the UI, and what it printed on stderr while starting.
+    async fn launch(dag_py: &str, wheel: Option<&Path>) -> (Self, bool, String) {
         let db = fresh_database().await;
         let dir = std::env::temp_dir().join(format!("leoflow-web-{}", uuid::Uuid::new_v4()));
         let project = dir.join("project");
@@ -76,20 +89,20 @@ impl Lite {
             .env("LEOFLOW_HOME", dir.join("home"))
             .env("LEOFLOW_DATABASE_URL", &url)
             .env_remove("LEOFLOW_POSTGRES")
+            .env_remove("LEOFLOW_AIRFLOW_WHEEL")
             .env("LEOFLOW_ADMIN_PASSWORD", PASSWORD)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // The UI comes from the wheel the test venv cached (else Lite fetches it itself).
-        let wheel = repo().join(".venv/artifacts/apache_airflow_core-3.2.2-py3-none-any.whl");
-        if std::env::var_os("LEOFLOW_AIRFLOW_WHEEL").is_none() && wheel.is_file() {
+            .stderr(Stdio::piped());
+        if let Some(wheel) = wheel {
             command.env("LEOFLOW_AIRFLOW_WHEEL", wheel);
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("web UI") {
+                if line.trim_start().starts_with("web UI") {
                     let _ = ready_tx.send(true);
                 }
                 if line.starts_with("Following the event log") {
@@ -97,16 +110,25 @@ impl Lite {
                 }
             }
         });
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = warnings.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                seen.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
         let with_ui = ready_rx
             .recv_timeout(Duration::from_secs(120))
             .expect("lite did not start");
-        assert!(with_ui, "Lite started without the web UI");
-        Self {
+        let warnings = warnings.lock().unwrap().clone();
+        let lite = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             dir,
             _db: db,
-        }
+        };
+        (lite, with_ui, warnings)
     }
 
     fn client(&self) -> reqwest::Client {
@@ -418,4 +440,26 @@ async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
         generated >= 2000,
         "a run of a few thousand requests, not {generated}: {summary}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_ui_download_is_refused_with_a_clear_message_and_the_api_still_works() {
+    let corrupt =
+        std::env::temp_dir().join(format!("leoflow-corrupt-{}.whl", uuid::Uuid::new_v4()));
+    std::fs::write(&corrupt, b"PK\x03\x04 certainly not the wheel").unwrap();
+    let (lite, with_ui, warnings) = Lite::launch(SCENARIO_DAG, Some(&corrupt)).await;
+    let _ = std::fs::remove_file(&corrupt);
+    assert!(!with_ui, "no UI from a corrupt wheel");
+    assert!(warnings.contains("not the pinned"), "{warnings}");
+    assert!(warnings.contains("without the web UI"), "{warnings}");
+    let dags = lite.api(reqwest::Method::GET, "/api/v2/dags", None).await;
+    assert_eq!(dags["dags"][0]["dag_id"], "scenario");
+    let page = lite
+        .client()
+        .get(format!("{}/", lite.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503);
+    assert!(page.text().await.unwrap().contains("leoflow setup"));
 }

@@ -11,9 +11,11 @@ use leoflow_api::assets::{WHEEL_FILE, WHEEL_SHA256, WHEEL_URL};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const DOCUMENTS: [&str; 2] = [
+const DOCUMENTS: [&str; 3] = [
     "airflow/api_fastapi/core_api/openapi/v2-rest-api-generated.yaml",
     "airflow/api_fastapi/core_api/openapi/_private_ui.yaml",
+    // The login routes of Airflow's simple auth manager, which Lite's login follows.
+    "airflow/api_fastapi/auth/managers/simple/openapi/v2-simple-auth-manager-generated.yaml",
 ];
 
 /// The wheel, from `LEOFLOW_AIRFLOW_WHEEL`, the test venv's cache, or the package index.
@@ -101,6 +103,23 @@ fn correct(rest: &mut Value) {
         "the defect is gone: drop this correction"
     );
     *items = json!({ "anyOf": alternatives });
+}
+
+impl Contract {
+    /// Every documented operation: (method, path template), both documents.
+    pub fn operations(&self) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for doc in &self.documents {
+            for (template, operations) in doc["paths"].as_object().unwrap() {
+                for method in operations.as_object().unwrap().keys() {
+                    if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                        all.push((method.to_ascii_uppercase(), template.clone()));
+                    }
+                }
+            }
+        }
+        all
+    }
 }
 
 /// How many literal segments a path template has (the most specific template wins).

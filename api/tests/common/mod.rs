@@ -138,6 +138,8 @@ pub struct TestApi {
     pub client: reqwest::Client,
     /// The key the API encrypts Connection passwords with, so tests can decrypt what it stored.
     pub connection_key: SecretKey,
+    /// The key the API signs session tokens with, so tests can forge expired ones.
+    pub token_signing_key: Vec<u8>,
     token: String,
     /// The compiled project's directory (none without a scheduler).
     project: Option<PathBuf>,
@@ -234,6 +236,7 @@ impl TestApi {
             store,
             base,
             client,
+            token_signing_key: credentials.token_signing_key.clone(),
             connection_key: credentials.connection_key,
             token: String::new(),
             project,

@@ -94,7 +94,9 @@ pub async fn ensure_ui(home: &Path) -> Option<UiDirs> {
     match assets::install(&root).await {
         Ok((dirs, _)) => Some(dirs),
         Err(error) => {
-            eprintln!("warning: {error}");
+            eprintln!(
+                "warning: {error}\nServing the API without the web UI; `leoflow setup` tries again."
+            );
             None
         }
     }
