@@ -128,26 +128,36 @@ pub async fn install(ui_root: &Path) -> Result<(UiDirs, Installed), AssetError> 
 }
 
 async fn download(url: &str) -> Result<Vec<u8>, AssetError> {
-    let failed = |reason: String| AssetError::Download {
+    fetch(url).await.map_err(|reason| AssetError::Download {
         url: url.to_owned(),
         reason,
         file: WHEEL_FILE,
+    })
+}
+
+/// Downloads `url` whole; the error names every cause (reqwest's top-level message alone,
+/// "error sending request", says nothing a user can act on).
+pub(crate) async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let explain = |error: reqwest::Error| {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        reason
     };
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(15))
         .timeout(std::time::Duration::from_secs(300))
         .build()
-        .map_err(|e| failed(e.to_string()))?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(explain)?;
+    let response = client.get(url).send().await.map_err(explain)?;
     if !response.status().is_success() {
-        return Err(failed(format!("the index answered {}", response.status())));
+        return Err(format!("the server answered {}", response.status()));
     }
-    let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
-    Ok(bytes.to_vec())
+    Ok(response.bytes().await.map_err(explain)?.to_vec())
 }
 
 /// Checks `bytes` against the pin and unpacks the UI parts into `ui_root`.

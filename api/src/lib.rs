@@ -15,7 +15,9 @@ pub mod assets;
 pub mod auth;
 mod body;
 pub mod credentials;
+pub mod editor;
 mod error;
+pub mod metrics;
 mod query;
 mod spa;
 mod state;
@@ -50,6 +52,7 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         // Public in Airflow too: load balancers and probes call it.
         .route("/api/v2/monitor/health", get(v2::monitor::health))
         .merge(protected)
+        .merge(editor::routes(state.clone()))
         .merge(spa::routes(ui))
         .layer(middleware::from_fn(refuse_nul_paths))
         .with_state(state)

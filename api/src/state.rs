@@ -29,6 +29,10 @@ pub struct Settings {
     pub base_url: String,
     /// When this process started.
     pub started_at: DateTime<Utc>,
+    /// Lite's project directory (the built-in editor edits its files); `None` in Pro.
+    pub project_dir: Option<std::path::PathBuf>,
+    /// Where the editor's Monaco files are installed, when they are.
+    pub editor_assets: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -39,6 +43,8 @@ impl Settings {
             instance_name: "Leoflow Lite".into(),
             base_url: "/".into(),
             started_at: Utc::now(),
+            project_dir: None,
+            editor_assets: None,
         }
     }
 }

@@ -21,8 +21,6 @@ use tokio::task::JoinHandle;
 /// How to run the control plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneOptions {
-    /// Where agents reach the gRPC service.
-    pub grpc: SocketAddr,
     /// The project tasks run in (their working directory and import path).
     pub project_dir: Option<PathBuf>,
     /// The Python that runs tasks.
@@ -45,25 +43,27 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Binds the gRPC port (a clear error when it is taken) and starts everything.
-    pub async fn start(store: EventStore, options: ControlPlaneOptions) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(options.grpc)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for task agents on {}: is another Leoflow running? \
-                     Stop it, or choose other ports with --port",
-                    options.grpc
-                )
-            })?;
+    /// Starts everything, serving task agents on `listener` (bound by the caller, so a taken
+    /// port fails before anything starts).
+    pub async fn start(
+        store: EventStore,
+        listener: tokio::net::TcpListener,
+        options: ControlPlaneOptions,
+    ) -> Result<Self> {
         // With port 0 the system picks one: agents must be told the one it picked.
         let grpc = listener.local_addr().context("reading the gRPC address")?;
+        // Bound to every interface, the agents on this machine still call it on loopback.
+        let endpoint = if grpc.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
+        } else {
+            grpc
+        };
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let program = std::env::current_exe().context("locating the leoflow binary")?;
         let mut executor = SubprocessExecutor::new(
             SubprocessConfig {
                 program,
-                endpoint: format!("http://{grpc}"),
+                endpoint: format!("http://{endpoint}"),
                 python: options.python.interpreter.clone(),
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use leoflow_postgres::{Database, Datastore, PostgresChoice, migrate};
+use leoflow_postgres::datastore::docker_engine_answers;
+use leoflow_postgres::{
+    ClusterSettings, Database, Datastore, ManagedCluster, PostgresChoice, migrate,
+};
 
 /// The `--postgres` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,12 +74,49 @@ impl DatastoreArgs {
         Ok(self.datastore()?.open(&self.database).await?)
     }
 
+    /// Lite's datastore: an explicit `--postgres` or URL wins; else the managed cluster when
+    /// this home has one, else a `postgres:16` container when a Docker engine answers, else
+    /// a new managed cluster.
+    pub fn lite_datastore(&self) -> Result<Datastore> {
+        if self.postgres.is_some() || self.database_url.is_some() {
+            return self.datastore();
+        }
+        let home = self.home();
+        let choice = if home.join("postgres").exists() {
+            PostgresChoice::Managed
+        } else if docker_engine_answers().is_ok() {
+            PostgresChoice::Docker
+        } else {
+            PostgresChoice::Managed
+        };
+        Ok(Datastore::choose(Some(choice), None, &home)?)
+    }
+
+    /// Checks what can be checked before anything is started or written: for the managed
+    /// cluster, the PostgreSQL build and the socket path's length.
+    pub fn preflight(&self, datastore: &Datastore) -> Result<()> {
+        if let Datastore::Managed { root } = datastore {
+            let cluster = ManagedCluster::new(root, ClusterSettings::durable())?;
+            cluster.check_socket_path()?;
+        }
+        Ok(())
+    }
+
+    /// Opens Lite's datastore ([`Self::lite_datastore`]) and applies pending migrations.
+    pub async fn open_for_lite(&self, datastore: &Datastore) -> Result<Database> {
+        let database = datastore.open(&self.database).await?;
+        migrated(database).await
+    }
+
     /// Opens the database and applies pending migrations.
     pub async fn open(&self) -> Result<Database> {
-        let database = self.open_unmigrated().await?;
-        migrate::migrate(&database.pool)
-            .await
-            .with_context(|| format!("database {}", database.target))?;
-        Ok(database)
+        migrated(self.open_unmigrated().await?).await
     }
+}
+
+async fn migrated(database: Database) -> Result<Database> {
+    migrate::migrate(&database.pool)
+        .await
+        .with_context(|| format!("database {}", database.target))?;
+    Ok(database)
 }

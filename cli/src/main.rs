@@ -3,6 +3,7 @@
 mod commands;
 mod control_plane;
 mod datastore;
+mod python_env;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

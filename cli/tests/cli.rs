@@ -343,6 +343,8 @@ fn lite_runs_on_the_example_project_and_ctrl_c_stops_its_postgres() {
             "0",
             "--grpc-port",
             "0",
+            "--metrics-port",
+            "0",
         ],
         None,
         Some(&home),

@@ -42,7 +42,7 @@ impl Lite {
     fn start_on(project: &Path, url: &str, grpc_port: u16) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_leoflow"))
             .args(["lite", project.to_str().unwrap(), "--no-ui"])
-            .args(["--grpc-port", &grpc_port.to_string()])
+            .args(["--grpc-port", &grpc_port.to_string(), "--metrics-port", "0"])
             .args(["--port", &free_port().to_string()])
             .env("LEOFLOW_HOME", home_of(project))
             .env("LEOFLOW_ADMIN_PASSWORD", "test-admin")

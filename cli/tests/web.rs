@@ -85,6 +85,8 @@ impl Lite {
                 &port.to_string(),
                 "--grpc-port",
                 &free_port().to_string(),
+                "--metrics-port",
+                "0",
             ])
             .env("LEOFLOW_HOME", dir.join("home"))
             .env("LEOFLOW_DATABASE_URL", &url)

@@ -140,7 +140,10 @@ pub async fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group: Ctrl-C in Lite's terminal is Lite's to handle (it stops the
+        // zygote itself), not a KeyboardInterrupt trace from Python.
+        .process_group(0);
     if let Some(dir) = project_dir {
         command.current_dir(dir);
     }

@@ -353,7 +353,9 @@ impl ManagedCluster {
         )
     }
 
-    fn check_socket_path(&self) -> Result<(), ClusterError> {
+    /// Checks, without touching the disk, that this cluster could start here: its socket path
+    /// fits the kernel's limit (the build was located when it was made).
+    pub fn check_socket_path(&self) -> Result<(), ClusterError> {
         let path = self.socket_path().display().to_string();
         let len = path.len();
         if len > MAX_SOCKET_PATH {

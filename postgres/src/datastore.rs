@@ -344,7 +344,8 @@ async fn start_docker(home: &Path, database: &str) -> Result<PgConnectOptions, C
 }
 
 /// The container's password, generated once and kept in `<home>/docker-postgres.password`.
-fn docker_password(home: &Path) -> Result<String, ConnectError> {
+/// The generated password of the `leoflow-postgres` container for `home`.
+pub fn docker_password(home: &Path) -> Result<String, ConnectError> {
     let path = home.join("docker-postgres.password");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(existing.trim().to_owned());

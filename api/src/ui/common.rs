@@ -34,13 +34,18 @@ pub async fn me(Extension(user): Extension<User>) -> Json<Value> {
 }
 
 /// `GET /ui/auth/menus`: the pages Leoflow has (no assets, jobs, plugins, providers or
-/// required actions).
-pub async fn menus() -> Json<Value> {
+/// required actions), and Lite's editor when there is a project to edit.
+pub async fn menus(State(state): State<ApiState>) -> Json<Value> {
+    // The UI lists these in its navbar; the editor edits Lite's project, so only Lite has it.
+    let extra = match state.settings.project_dir {
+        Some(_) => json!([{"text": "Editor", "href": crate::editor::PAGE_PATH}]),
+        None => json!([]),
+    };
     Json(json!({
         "authorized_menu_items": [
             "Audit Log", "Config", "Connections", "Dags", "Docs", "Pools", "Variables", "XComs",
         ],
-        "extra_menu_items": [],
+        "extra_menu_items": extra,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! `leoflow setup`: prepares `$LEOFLOW_HOME` for Lite — the admin account (a generated
-//! password shown once, only its argon2 hash kept), the keys, and the Airflow UI fetched from
-//! the package index. Idempotent: a second run changes nothing and says so. `leoflow lite`
+//! password shown once, only its argon2 hash kept), the keys, the managed Python venv with the
+//! Leoflow SDK, the Airflow UI fetched from the package index and the editor (Monaco) from
+//! the npm registry. Idempotent: a second run changes nothing and says so. `leoflow lite`
 //! runs the same steps on a home that was never set up.
 
 use std::path::{Path, PathBuf};
@@ -10,8 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use leoflow_api::assets::{self, Installed, UiDirs};
 use leoflow_api::credentials::{Credentials, CredentialsError, generate_password};
+use leoflow_api::editor::{MONACO_VERSION, install_monaco, installed_monaco};
 
 use crate::datastore::DatastoreArgs;
+use crate::python_env::{ManagedPlan, VenvOutcome, managed_venv};
 
 /// `leoflow setup`
 #[derive(Debug, Args)]
@@ -102,43 +105,129 @@ pub async fn ensure_ui(home: &Path) -> Option<UiDirs> {
     }
 }
 
+/// Where the editor's Monaco files go.
+pub fn editor_dir(home: &Path) -> PathBuf {
+    home.join("editor")
+}
+
+/// Prints one step's outcome, aligned like Lite's own lines.
+fn step(name: &str, outcome: impl std::fmt::Display) {
+    println!("  {name:<9} {outcome}");
+}
+
 /// Runs `leoflow setup`.
 pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode> {
     let home = datastore.home();
     // Setup asks no questions yet: `--yes` is accepted so automation can pass it already.
     let _ = args.yes;
-    let has_credentials = Credentials::path(&home).is_file();
-    let has_ui = UiDirs::installed(&home.join("ui")).is_some();
     println!("Leoflow setup in {}", home.display());
+    let plan = ManagedPlan::new(&home).await?;
+    let has_venv = plan.up_to_date();
+    let has_ui = UiDirs::installed(&home.join("ui")).is_some();
+    let has_editor = installed_monaco(&editor_dir(&home)).is_some();
+    let has_credentials = Credentials::path(&home).is_file();
+    step(
+        "python",
+        format!(
+            "Python {} at {}",
+            plan.base().version,
+            plan.base().executable.display()
+        ),
+    );
     if args.dry_run {
-        let say = |done: bool, what: &str| {
-            println!("  {} {what}", if done { "already" } else { "would  " })
+        let say = |name: &str, done: bool, what: &str| {
+            step(
+                name,
+                format!("{} {what}", if done { "already:" } else { "would" }),
+            )
         };
-        say(has_credentials, "create the admin account and keys");
         say(
+            "venv",
+            has_venv,
+            "make the managed venv with the Leoflow SDK and pendulum",
+        );
+        say(
+            "ui",
             has_ui,
             "fetch the Airflow UI (apache-airflow-core 3.2.2 wheel)",
         );
+        say(
+            "editor",
+            has_editor,
+            "fetch the editor (Monaco from the npm registry)",
+        );
+        say(
+            "admin",
+            has_credentials,
+            "create the admin account and keys (credentials.json, mode 0600)",
+        );
+        println!("Dry run: nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+
+    if !has_venv {
+        step(
+            "venv",
+            "installing the Leoflow SDK and pendulum (a minute at most)…",
+        );
+    }
+    let venv = plan.ensure().await?;
+    step(
+        "venv",
+        match venv {
+            VenvOutcome::UpToDate => "already up to date".to_owned(),
+            VenvOutcome::Installed => format!("ready at {}", managed_venv(&home).display()),
+        },
+    );
+
+    if !has_ui {
+        step(
+            "ui",
+            "fetching the Airflow 3.2.2 UI (apache-airflow-core wheel)…",
+        );
+    }
+    let (_, installed) = assets::install(&home.join("ui")).await?;
+    step(
+        "ui",
+        match installed {
+            Installed::AlreadyThere => "already installed".to_owned(),
+            Installed::Fetched => format!(
+                "fetched and verified (SHA-256 {}…)",
+                &assets::WHEEL_SHA256[..16]
+            ),
+        },
+    );
+
+    if !has_editor {
+        step(
+            "editor",
+            format!("fetching Monaco {MONACO_VERSION} from the npm registry…"),
+        );
+    }
+    install_monaco(&editor_dir(&home)).await?;
+    step(
+        "editor",
+        if has_editor {
+            "already installed"
+        } else {
+            "fetched and verified"
+        },
+    );
+
     if has_credentials {
         Credentials::load(&home)?;
-        println!("  admin     already set up (reset it with `leoflow lite reset-password`)");
+        step(
+            "admin",
+            "already set up (reset it with `leoflow lite reset-password`)",
+        );
     } else {
         ensure_credentials(&home, args.admin_password_file.as_deref())?;
     }
-    let (_, installed) = assets::install(&home.join("ui")).await?;
-    match installed {
-        Installed::AlreadyThere => println!("  ui        already installed"),
-        Installed::Fetched => println!(
-            "  ui        fetched and verified (SHA-256 {})",
-            &assets::WHEEL_SHA256[..16]
-        ),
-    }
-    if has_credentials && installed == Installed::AlreadyThere {
+    if has_venv && has_ui && has_editor && has_credentials {
         println!("Nothing to do: this home is set up.");
     } else {
-        println!("Done. Start Lite with `leoflow lite <project>`.");
+        println!("Done. Start Lite with `leoflow lite <project>`, e.g. `leoflow lite dags/hello`.");
     }
     Ok(ExitCode::SUCCESS)
 }

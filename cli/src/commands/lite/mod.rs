@@ -1,0 +1,357 @@
+//! `leoflow lite`: the control plane on one machine.
+//!
+//! It brings up the datastore (managed Postgres unless told otherwise), the schema and the read
+//! models, compiles and registers the project, and starts the control plane: the scheduler's
+//! reactor, the task agent service on the gRPC port and the subprocess executor. It then
+//! serves the Airflow UI and `/api/v2` on the HTTP port. A home that was never set up is set up
+//! first (admin account, keys, UI assets). It then follows the event log until Ctrl-C (or
+//! SIGTERM), and stops what it started.
+//!
+//! Its other parts: [`reload`] (hot reload on save), [`lock`] (one Lite per home),
+//! [`provision`] (what the host has) and [`backup`] (backup and restore of a home).
+
+mod backup;
+mod lock;
+mod provision;
+mod reload;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use leoflow_api::auth::Auth;
+use leoflow_api::editor::installed_monaco;
+use leoflow_api::{ApiState, Settings, Ui};
+use leoflow_authoring::ingest::register;
+use leoflow_authoring::{compile_project, project_name};
+use leoflow_events::EventStore;
+use leoflow_projector::{ReadModels, replay};
+use leoflow_scheduler::reactor::Supervision;
+
+use crate::commands::events::human_line;
+use crate::commands::setup;
+use crate::control_plane::{ControlPlane, ControlPlaneOptions};
+use crate::datastore::DatastoreArgs;
+use crate::python_env::{ProjectVenv, VenvOutcome, lite_python, project_dependencies};
+
+/// How tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorArg {
+    /// Each try is a process on this machine (the default).
+    Subprocess,
+    /// Each try is a pod in the k3d cluster `leoflow-dev`.
+    K3d,
+}
+
+/// `leoflow lite`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LiteArgs {
+    /// What else to do instead of running Lite.
+    #[command(subcommand)]
+    action: Option<LiteAction>,
+    /// The project directory (holding dag.py and leoflow.yaml).
+    #[arg(default_value = ".")]
+    project: PathBuf,
+    /// The port of the web UI and the API; the gRPC and metrics ports follow it (9099 and 9098
+    /// for 8088) unless given.
+    #[arg(long, default_value_t = 8088)]
+    port: u16,
+    /// The port task agents call (gRPC); default --port + 1011.
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// The port of Prometheus metrics (`/metrics`); default --port + 1010.
+    #[arg(long)]
+    metrics_port: Option<u16>,
+    /// The address to listen on. Anything but a loopback address exposes Lite to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// How tasks run.
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Subprocess)]
+    executor: ExecutorArg,
+    /// Serve the API only, without fetching or serving the Airflow UI.
+    #[arg(long)]
+    no_ui: bool,
+    /// Seconds between agent heartbeats.
+    #[arg(
+        long,
+        env = "LEOFLOW_HEARTBEAT_INTERVAL",
+        default_value_t = 5.0,
+        hide = true
+    )]
+    heartbeat_interval: f64,
+    /// Seconds a try may stay silent before it is failed (and retried by policy).
+    #[arg(long, env = "LEOFLOW_HEARTBEAT_TIMEOUT", default_value_t = 60.0)]
+    heartbeat_timeout: f64,
+    /// Seconds to wait for the DAG file to compile.
+    #[arg(long, default_value_t = 30)]
+    compile_timeout: u64,
+}
+
+/// `leoflow lite <action>`
+#[derive(Debug, Subcommand)]
+pub enum LiteAction {
+    /// Make a new admin password (shown once) and keep only its hash.
+    ResetPassword {
+        /// Read the new password from this file instead of generating one (also
+        /// LEOFLOW_ADMIN_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        admin_password_file: Option<PathBuf>,
+    },
+    /// Check this host for what Lite (and its pod executor) needs, and say how to fix gaps.
+    Provision,
+    /// Save the database, the config and the project's files into one archive.
+    Backup(backup::BackupArgs),
+    /// Restore an archive made by `leoflow lite backup` (refuses a newer schema).
+    Restore(backup::RestoreArgs),
+}
+
+/// The ports Lite listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ports {
+    http: u16,
+    grpc: u16,
+    metrics: u16,
+}
+
+impl Ports {
+    /// `--port` shifts all three; 0 (any free port) stays 0 for each.
+    fn from_args(args: &LiteArgs) -> Result<Self> {
+        let follow = |offset: u16, what: &str| -> Result<u16> {
+            if args.port == 0 {
+                return Ok(0);
+            }
+            args.port.checked_add(offset).with_context(|| {
+                format!(
+                    "--port {} leaves no room for the {what} port ({offset} above it): choose a \
+                     lower --port",
+                    args.port
+                )
+            })
+        };
+        Ok(Self {
+            http: args.port,
+            grpc: args.grpc_port.map_or_else(|| follow(1011, "gRPC"), Ok)?,
+            metrics: args
+                .metrics_port
+                .map_or_else(|| follow(1010, "metrics"), Ok)?,
+        })
+    }
+}
+
+/// Binds one of Lite's ports, or says who might hold it and what to do.
+async fn bind(host: IpAddr, port: u16, what: &str) -> Result<tokio::net::TcpListener> {
+    let address = SocketAddr::new(host, port);
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve {what} on {address}: the port is taken (another Leoflow Lite, or \
+             another program). Stop that program, or move Lite's ports with --port (the gRPC \
+             and metrics ports follow it)"
+            )
+        })
+}
+
+/// Runs Lite until Ctrl-C.
+pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> {
+    let home = datastore.home();
+    match &args.action {
+        Some(LiteAction::ResetPassword {
+            admin_password_file,
+        }) => return setup::reset_password(&home, admin_password_file.as_deref()),
+        Some(LiteAction::Provision) => return provision::run(&home).await,
+        Some(LiteAction::Backup(backup)) => return backup::backup(datastore, backup).await,
+        Some(LiteAction::Restore(restore)) => return backup::restore(datastore, restore).await,
+        None => {}
+    }
+    if args.executor == ExecutorArg::K3d {
+        return Err(provision::refuse_pod_executor().await);
+    }
+    let dag_file = args.project.join("dag.py");
+    if !dag_file.is_file() {
+        bail!(
+            "{} is not a Leoflow project: it has no dag.py. Point `leoflow lite` at a project \
+             directory, e.g. `leoflow lite dags/hello`.",
+            args.project.display()
+        );
+    }
+    if !(args.heartbeat_interval > 0.0 && args.heartbeat_timeout > args.heartbeat_interval) {
+        bail!("--heartbeat-timeout must be longer than the heartbeat interval");
+    }
+    let ports = Ports::from_args(&args)?;
+    // One Lite per home, decided before anything is started.
+    let _lock = lock::lock_home(&home)?;
+    // The ports are bound before anything is started: a taken one fails with nothing to undo.
+    let http_listener = bind(args.host, ports.http, "the web UI").await?;
+    let metrics_listener = bind(args.host, ports.metrics, "metrics").await?;
+    let grpc_listener = bind(args.host, ports.grpc, "the task agents' gRPC").await?;
+    if !args.host.is_loopback() {
+        eprintln!(
+            "warning: listening on {}: anyone who can reach this machine can reach Lite's login \
+             page, API and agent port. Use the default (127.0.0.1) unless you mean it.",
+            args.host
+        );
+    }
+    let http = http_listener
+        .local_addr()
+        .context("reading the HTTP address")?;
+    // Python and the datastore before anything is written: without them there is nothing to
+    // set up for.
+    let python = lite_python(&home).await?;
+    let store_choice = datastore.lite_datastore()?;
+    datastore.preflight(&store_choice)?;
+    let credentials = setup::ensure_credentials(&home, None)?;
+    let ui_dirs = if args.no_ui {
+        None
+    } else {
+        setup::ensure_ui(&home).await
+    };
+    let project_dir = std::fs::canonicalize(&args.project)?;
+    backup::remember_project(&home, &project_dir);
+    let dependencies = project_dependencies(&project_dir);
+    let project_venv = if dependencies.is_empty() {
+        None
+    } else {
+        let venv = ProjectVenv::new(&home, &project_dir, python.clone());
+        if venv.ensure(&dependencies).await? == VenvOutcome::Installed {
+            println!("  venv      installed {}", dependencies.join(", "));
+        }
+        Some(venv)
+    };
+    let python = project_venv
+        .as_ref()
+        .map_or_else(|| python.clone(), ProjectVenv::runtime);
+    let database = datastore.open_for_lite(&store_choice).await?;
+    // A managed Postgres that a Lite of this home started is stopped with Lite, even when that
+    // Lite was killed before it could stop it (the marker outlives it); one started by
+    // `leoflow postgres start` is left running.
+    let owned_marker = home.join("postgres-started-by-lite");
+    let owns_cluster =
+        database.cluster.is_some() && (database.started_cluster || owned_marker.exists());
+    if owns_cluster {
+        std::fs::write(&owned_marker, b"")?;
+    }
+    let caught_up = replay::catch_up(&database.pool).await?;
+    let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
+
+    let compiled = compile_project(
+        &project_dir,
+        &python,
+        Duration::from_secs(args.compile_timeout),
+    )
+    .await;
+    let registration = register(&store, &project_name(&project_dir), &compiled, "lite").await?;
+    let control_plane = ControlPlane::start(
+        store.clone(),
+        grpc_listener,
+        ControlPlaneOptions {
+            project_dir: Some(project_dir.clone()),
+            python: python.clone(),
+            heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
+            supervision: Supervision {
+                heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
+                ..Supervision::default()
+            },
+            connection_key: Some(credentials.connection_key.clone()),
+        },
+    )
+    .await?;
+    let ui = match ui_dirs.map(|dirs| Ui::load(dirs, "/")).transpose() {
+        Ok(ui) => ui.map(Arc::new),
+        Err(error) => {
+            eprintln!(
+                "warning: the installed Airflow UI is unreadable ({error}); serving the API only"
+            );
+            None
+        }
+    };
+    let has_ui = ui.is_some();
+    let api = ApiState {
+        store: store.clone(),
+        specs: control_plane.specs(),
+        auth: Arc::new(Auth::new(credentials.clone(), Some(home.clone()))),
+        connection_key: credentials.connection_key.clone(),
+        settings: Arc::new(Settings {
+            project_dir: Some(project_dir.clone()),
+            editor_assets: installed_monaco(&setup::editor_dir(&home)),
+            ..Settings::lite()
+        }),
+    };
+    let metrics = metrics_listener
+        .local_addr()
+        .context("reading the metrics address")?;
+    let metrics_server = tokio::spawn(leoflow_api::serve(
+        metrics_listener,
+        leoflow_api::metrics::router(api.clone()),
+        std::future::pending(),
+    ));
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_server = tokio::spawn(leoflow_api::serve(
+        http_listener,
+        leoflow_api::router(api, ui),
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
+    let head = store.head().await?;
+    let _watcher = reload::watch(reload::Reload {
+        project: project_dir.clone(),
+        python,
+        store: store.clone(),
+        compile_timeout: Duration::from_secs(args.compile_timeout),
+        venv: project_venv,
+    })
+    .with_context(|| format!("watching {} for changes", project_dir.display()))?;
+
+    println!("Leoflow Lite");
+    println!("  project   {}", project_dir.display());
+    println!("  database  {}", database.target);
+    println!("  event log {head} events; read models caught up ({caught_up} replayed)");
+    for dag_id in &registration.parsed {
+        println!("  dag       {dag_id}: new version registered");
+    }
+    for dag_id in &registration.unchanged {
+        println!("  dag       {dag_id}: unchanged");
+    }
+    if let Some(error) = &registration.import_error {
+        println!("  import error: {error}");
+    }
+    if has_ui {
+        println!("  web UI    http://{http}/ (user admin)");
+    } else {
+        println!("  api       http://{http}/api/v2 (without the web UI)");
+    }
+    println!("  agents    gRPC on {}", control_plane.grpc_address());
+    println!("  metrics   http://{metrics}/metrics");
+    println!("Following the event log; Ctrl-C stops Lite.");
+
+    let mut subscription = store.subscribe(head + 1).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = loop {
+        tokio::select! {
+            event = subscription.next() => match event {
+                Ok(event) => println!("{}", human_line(&event)),
+                Err(e) => break Err(e.into()),
+            },
+            _ = tokio::signal::ctrl_c() => break Ok(ExitCode::SUCCESS),
+            _ = terminate.recv() => break Ok(ExitCode::SUCCESS),
+        }
+    };
+    drop(subscription);
+    let _ = http_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_server).await;
+    metrics_server.abort();
+    control_plane.stop().await?;
+    database.pool.close().await;
+    if owns_cluster && let Some(cluster) = database.cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+        let _ = std::fs::remove_file(&owned_marker);
+        println!("Stopped the managed Postgres this Lite started.");
+    }
+    result
+}

@@ -1,0 +1,666 @@
+//! `leoflow setup` and `leoflow lite` as a new user meets them: real processes, the managed
+//! Postgres each home gets, the real Python.
+//!
+//! - The end-to-end path: an empty home, setup, Lite on an example project, a run through the
+//!   API, an edit through the built-in editor (a new version), a broken file (an import
+//!   error), SIGKILL, a restart that finds everything intact.
+//! - Backup and restore round trip, and the archives restore refuses.
+//! - Each bad start (no Python, no PostgreSQL build, a taken port, a second Lite on the home,
+//!   a corrupt config, a socket path too long, `--executor k3d` here) gets one clear message
+//!   and leaves nothing started.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "lite-test-admin-password";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh, empty folder (homes live under /tmp: the managed Postgres socket path must stay
+/// short).
+fn scratch(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lf-{what}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A copy of `dags/{example}` to edit freely.
+fn copy_example(example: &str, into: &Path) -> PathBuf {
+    let project = into.join(example);
+    std::fs::create_dir_all(&project).unwrap();
+    for entry in std::fs::read_dir(repo().join("dags").join(example)).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), project.join(entry.file_name())).unwrap();
+        }
+    }
+    project
+}
+
+/// `leoflow` with `home`, the managed Postgres (no URL from the environment) and the test
+/// venv's Python unless `python` says otherwise.
+fn leoflow(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+    command
+        .args(args)
+        .env("LEOFLOW_HOME", home)
+        .env_remove("LEOFLOW_DATABASE_URL")
+        .env("LEOFLOW_POSTGRES", "managed")
+        .stdin(Stdio::null());
+    let venv = repo().join(".venv/bin/python");
+    if std::env::var_os("LEOFLOW_PYTHON").is_none() && venv.exists() {
+        command.env("LEOFLOW_PYTHON", venv);
+    }
+    command
+}
+
+fn output(command: &mut Command) -> Output {
+    command.output().expect("run leoflow")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn stop_postgres(home: &Path) {
+    let _ = output(leoflow(home, &["postgres", "stop"]).stdout(Stdio::null()));
+}
+
+/// A running `leoflow lite`, its ports chosen free.
+struct Lite {
+    child: Child,
+    base: String,
+    metrics: String,
+    banner: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lite {
+    /// Starts Lite and waits for its banner.
+    fn start(mut command: Command) -> Self {
+        let port = free_port();
+        let metrics = free_port();
+        let mut child = command
+            .args(["--no-ui", "--port", &port.to_string()])
+            .args(["--grpc-port", &free_port().to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start leoflow lite");
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("[lite] {line}");
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut banner = String::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("lite did not become ready:\n{banner}"));
+            if line.starts_with("Following the event log") {
+                break;
+            }
+            banner.push_str(&line);
+            banner.push('\n');
+        }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics}/metrics"),
+            banner,
+            lines,
+        }
+    }
+
+    /// Waits for a printed line containing `needle`.
+    fn wait_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("lite never printed {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: a plain signal to the child this test spawned.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Lite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The API as a logged-in user.
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn login(base: &str) -> Self {
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{base}/auth/token"))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "login");
+        let body: Value = response.json().await.unwrap();
+        Self {
+            base: base.to_owned(),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+            http,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Polls `path` until `done` holds (or fails after a minute, showing the last answer).
+    async fn until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let body = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path} never got there: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Unpauses `dag_id`, triggers it and waits for the run to succeed; returns its id.
+    async fn run_to_success(&self, dag_id: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::PATCH,
+                &format!("/api/v2/dags/{dag_id}"),
+                Some(json!({"is_paused": false})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, run) = self
+            .call(
+                Method::POST,
+                &format!("/api/v2/dags/{dag_id}/dagRuns"),
+                Some(json!({"logical_date": null})),
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+        let run = self
+            .until(&format!("/api/v2/dags/{dag_id}/dagRuns/{run_id}"), |run| {
+                run["state"] == "success" || run["state"] == "failed"
+            })
+            .await;
+        assert_eq!(run["state"], "success", "{run}");
+        run_id
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_sets_up_runs_edits_breaks_kills_and_restarts_lite() {
+    let scratch = scratch("e2e");
+    let home = scratch.join("home");
+    let password_file = scratch.join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let project = copy_example("hello", &scratch);
+    // The user's own Python, as setup finds it: not the test venv.
+    let as_user = |args: &[&str]| {
+        let mut command = leoflow(&home, args);
+        command.env_remove("LEOFLOW_PYTHON");
+        command
+    };
+
+    let dry = output(&mut as_user(&["setup", "--dry-run"]));
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    assert!(
+        text(&dry.stdout).contains("would make the managed venv"),
+        "{}",
+        text(&dry.stdout)
+    );
+    assert!(
+        !home.join("credentials.json").exists(),
+        "a dry run changes nothing"
+    );
+
+    let setup = output(&mut as_user(&[
+        "setup",
+        "--yes",
+        "--admin-password-file",
+        password_file.to_str().unwrap(),
+    ]));
+    let said = text(&setup.stdout);
+    assert!(setup.status.success(), "{said}\n{}", text(&setup.stderr));
+    for step in ["python ", "venv ", "ui ", "editor ", "admin "] {
+        assert!(
+            said.contains(&format!("  {step}")),
+            "no {step} step: {said}"
+        );
+    }
+    assert!(
+        !said.contains(PASSWORD),
+        "a given password is never printed: {said}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(home.join("credentials.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let again = output(&mut as_user(&["setup", "--yes"]));
+    assert!(
+        text(&again.stdout).contains("Nothing to do: this home is set up."),
+        "{}",
+        text(&again.stdout)
+    );
+
+    let start = || {
+        let mut command = as_user(&["lite", project.to_str().unwrap()]);
+        command.env("LEOFLOW_HEARTBEAT_TIMEOUT", "10");
+        Lite::start(command)
+    };
+    let mut lite = start();
+    assert!(
+        lite.banner.contains("hello: new version registered"),
+        "{}",
+        lite.banner
+    );
+    assert!(lite.banner.contains("managed Postgres"), "{}", lite.banner);
+    let api = Client::login(&lite.base).await;
+    let first = api.run_to_success("hello").await;
+    let xcom = api
+        .get(&format!(
+            "/api/v2/dags/hello/dagRuns/{first}/taskInstances/greet/xcomEntries/return_value"
+        ))
+        .await;
+    assert_eq!(xcom["value"], "Hello from Leoflow", "{xcom}");
+    let metrics = reqwest::get(&lite.metrics)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leoflow_dag_runs{state=\"success\"} 1"),
+        "{metrics}"
+    );
+
+    // Saving through the built-in editor registers a new version.
+    let page = api
+        .http
+        .get(format!("{}/leoflow/editor", api.base))
+        .bearer_auth(&api.token);
+    assert_eq!(
+        page.send().await.unwrap().status(),
+        200,
+        "Monaco was installed by setup"
+    );
+    let source = std::fs::read_to_string(project.join("dag.py")).unwrap();
+    let edited = source.replace("Hello from Leoflow", "Hello again");
+    let saved = api
+        .http
+        .put(format!("{}/leoflow/api/files/dag.py", api.base))
+        .bearer_auth(&api.token)
+        .body(edited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    lite.wait_line("reload    hello: new version registered");
+    api.until("/api/v2/dags/hello/dagVersions", |v| {
+        v["total_entries"] == 2
+    })
+    .await;
+    let second = api.run_to_success("hello").await;
+    let xcom = api
+        .get(&format!(
+            "/api/v2/dags/hello/dagRuns/{second}/taskInstances/greet/xcomEntries/return_value"
+        ))
+        .await;
+    assert_eq!(xcom["value"], "Hello again", "the new version ran: {xcom}");
+
+    // A broken file: the import error reaches the API (the UI's banner reads it).
+    std::fs::write(
+        project.join("dag.py"),
+        "from airflow.sdk import DAG\nwith DAG(\n",
+    )
+    .unwrap();
+    lite.wait_line("reload    import error");
+    let errors = api
+        .until("/api/v2/importErrors", |e| e["total_entries"] == 1)
+        .await;
+    assert!(
+        errors["import_errors"][0]["stack_trace"]
+            .as_str()
+            .unwrap()
+            .contains("SyntaxError"),
+        "{errors}"
+    );
+
+    // SIGKILL: no shutdown at all. The next start finds everything as it was.
+    let killed = lite.signal(libc::SIGKILL);
+    assert!(!killed.success());
+    drop(lite);
+    let mut lite = start();
+    assert!(
+        lite.banner.contains("import error"),
+        "still broken: {}",
+        lite.banner
+    );
+    let api = Client::login(&lite.base).await;
+    let runs = api.get("/api/v2/dags/hello/dagRuns").await;
+    assert_eq!(runs["total_entries"], 2, "{runs}");
+    for run in runs["dag_runs"].as_array().unwrap() {
+        assert_eq!(run["state"], "success", "{run}");
+    }
+    let versions = api.get("/api/v2/dags/hello/dagVersions").await;
+    assert_eq!(versions["total_entries"], 2, "{versions}");
+    std::fs::write(project.join("dag.py"), &source).unwrap();
+    lite.wait_line("reload    hello: new version registered");
+    api.until("/api/v2/importErrors", |e| e["total_entries"] == 0)
+        .await;
+
+    let stopped = lite.signal(libc::SIGTERM);
+    assert!(stopped.success(), "SIGTERM is a clean stop");
+    lite.wait_line("Stopped the managed Postgres");
+    drop(lite);
+    stop_postgres(&home);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_home_and_bad_archives_are_refused() {
+    let scratch = scratch("backup");
+    let home = scratch.join("home");
+    let project = copy_example("hello", &scratch);
+    let archive = scratch.join("backup.tar.gz");
+
+    let mut command = leoflow(&home, &["lite", project.to_str().unwrap()]);
+    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
+    let mut lite = Lite::start(command);
+    let api = Client::login(&lite.base).await;
+    let run_id = api.run_to_success("hello").await;
+    // A backup while Lite runs: pg_dump's snapshot is consistent.
+    let backup = output(&mut leoflow(
+        &home,
+        &["lite", "backup", "-o", archive.to_str().unwrap()],
+    ));
+    assert!(backup.status.success(), "{}", text(&backup.stderr));
+    assert!(
+        text(&backup.stdout).contains("2 files from"),
+        "{}",
+        text(&backup.stdout)
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&archive).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the archive holds the keys");
+    assert!(lite.signal(libc::SIGTERM).success());
+    drop(lite);
+
+    // Restore into a new home and a new folder.
+    let restored_home = scratch.join("restored");
+    let restored_project = scratch.join("restored-project");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["lite", "restore", "-i", archive.to_str().unwrap()];
+        args.extend(["--project", restored_project.to_str().unwrap()]);
+        args.extend(extra);
+        output(&mut leoflow(&restored_home, &args))
+    };
+    let restored = restore(&[]);
+    assert!(restored.status.success(), "{}", text(&restored.stderr));
+    assert_eq!(
+        std::fs::read(restored_project.join("dag.py")).unwrap(),
+        std::fs::read(project.join("dag.py")).unwrap()
+    );
+    // Restoring again over the now non-empty folder needs --force.
+    let refused = restore(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("is not empty; nothing was changed"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let forced = restore(&["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+
+    let lite = Lite::start(leoflow(
+        &restored_home,
+        &["lite", restored_project.to_str().unwrap()],
+    ));
+    let api = Client::login(&lite.base).await;
+    let run = api
+        .get(&format!("/api/v2/dags/hello/dagRuns/{run_id}"))
+        .await;
+    assert_eq!(run["state"], "success", "the run came back: {run}");
+    drop(lite);
+    stop_postgres(&restored_home);
+
+    // An archive from a newer Leoflow, and one that is no archive at all.
+    let newer = scratch.join("newer");
+    std::fs::create_dir_all(&newer).unwrap();
+    std::fs::write(
+        newer.join("manifest.json"),
+        json!({"format": 1, "leoflow_version": "99.0.0", "schema_version": 99_999_999_999_999_i64,
+               "created_at": "2030-01-01T00:00:00Z", "database": "leoflow_dev", "project": null})
+        .to_string(),
+    )
+    .unwrap();
+    let newer_archive = scratch.join("newer.tar.gz");
+    let tar = Command::new("tar")
+        .arg("czf")
+        .arg(&newer_archive)
+        .arg("-C")
+        .arg(&newer)
+        .arg("manifest.json")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let garbage = scratch.join("garbage.tar.gz");
+    std::fs::write(&garbage, "not an archive").unwrap();
+    let other_home = scratch.join("other");
+    for (archive, expected) in [
+        (&newer_archive, "newer than this Leoflow knows"),
+        (&garbage, "is not a Leoflow Lite backup"),
+    ] {
+        let out = output(&mut leoflow(
+            &other_home,
+            &["lite", "restore", "-i", archive.to_str().unwrap()],
+        ));
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+        assert!(err.contains("othing was changed"), "{err}");
+        assert!(!other_home.join("credentials.json").exists());
+    }
+    stop_postgres(&other_home);
+    stop_postgres(&home);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Runs a `leoflow lite` expected to refuse to start, and returns its message.
+fn refused(home: &Path, project: &Path, change: impl FnOnce(&mut Command)) -> String {
+    refused_on(home, project, &free_port().to_string(), change)
+}
+
+/// [`refused`] with the HTTP port given.
+fn refused_on(
+    home: &Path,
+    project: &Path,
+    port: &str,
+    change: impl FnOnce(&mut Command),
+) -> String {
+    let mut command = leoflow(home, &["lite", project.to_str().unwrap(), "--no-ui"]);
+    command.args(["--port", port]);
+    command.args(["--grpc-port", &free_port().to_string()]);
+    command.args(["--metrics-port", &free_port().to_string()]);
+    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
+    change(&mut command);
+    let out = output(&mut command);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        !home.join("postgres").join("data").exists(),
+        "no Postgres was started: {err}"
+    );
+    err
+}
+
+#[test]
+fn each_bad_start_gets_one_clear_message_and_starts_nothing() {
+    let scratch = scratch("bad");
+    let project = repo().join("dags/hello");
+
+    let err = refused(&scratch.join("h1"), &project, |c| {
+        c.env("LEOFLOW_PYTHON", "/nonexistent/python3");
+    });
+    assert!(err.contains("needs Python 3.10 or newer"), "{err}");
+    assert!(err.contains("apt-get install python3"), "{err}");
+    assert!(!scratch.join("h1/credentials.json").exists(), "{err}");
+
+    let err = refused(&scratch.join("h2"), &project, |c| {
+        c.env("LEOFLOW_PG_BIN", "/nonexistent/bin");
+    });
+    assert!(err.contains("/nonexistent/bin"), "{err}");
+
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = refused_on(&scratch.join("h3"), &project, &port, |_| {});
+    assert!(err.contains("the port is taken"), "{err}");
+    assert!(err.contains("--port"), "{err}");
+
+    let h4 = scratch.join("h4");
+    std::fs::create_dir_all(&h4).unwrap();
+    std::fs::write(h4.join("credentials.json"), "{ not json").unwrap();
+    let err = refused(&h4, &project, |_| {});
+    assert!(err.contains("credentials.json"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(h4.join("credentials.json")).unwrap(),
+        "{ not json",
+        "a corrupt config is left for the user to look at"
+    );
+
+    let long = scratch.join("a".repeat(120));
+    let err = refused(&long, &project, |_| {});
+    assert!(err.contains("socket"), "{err}");
+    assert!(err.contains("LEOFLOW_HOME"), "{err}");
+
+    let err = refused(&scratch.join("h5"), &project, |c| {
+        c.args(["--executor", "k3d"]);
+    });
+    assert!(err.contains("k3d cluster leoflow-dev"), "{err}");
+    assert!(err.contains("fix:"), "{err}");
+
+    let out =
+        output(leoflow(&scratch.join("h6"), &["lite", "--host", "example.com"]).arg(&project));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        text(&out.stderr).contains("invalid value 'example.com' for '--host"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn a_second_lite_on_the_same_home_is_refused_and_provision_reports_the_host() {
+    let scratch = scratch("second");
+    let home = scratch.join("home");
+    let project = repo().join("dags/hello");
+    let mut command = leoflow(&home, &["lite", project.to_str().unwrap()]);
+    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
+    let mut first = Lite::start(command);
+
+    let mut command = leoflow(&home, &["lite", project.to_str().unwrap(), "--no-ui"]);
+    command.args(["--port", &free_port().to_string()]);
+    let out = output(&mut command);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("another Leoflow Lite already runs"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    assert!(
+        first.signal(libc::SIGTERM).success(),
+        "the first one was untouched"
+    );
+    drop(first);
+
+    let provision = output(&mut leoflow(&home, &["lite", "provision"]));
+    let said = text(&provision.stdout);
+    assert!(provision.status.success(), "{said}");
+    assert!(said.contains("ok       python"), "{said}");
+    assert!(said.contains("ok       postgres"), "{said}");
+    assert!(
+        said.contains("fix: leoflow setup"),
+        "no managed venv yet: {said}"
+    );
+    assert!(said.contains("For the pod executor"), "{said}");
+    let without = output(
+        leoflow(&home, &["lite", "provision"]).env("LEOFLOW_PYTHON", "/nonexistent/python3"),
+    );
+    assert_eq!(
+        without.status.code(),
+        Some(1),
+        "Lite cannot run without Python"
+    );
+    assert!(text(&without.stdout).contains("missing  python"));
+    stop_postgres(&home);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
