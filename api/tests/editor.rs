@@ -1,8 +1,9 @@
 //! Lite's built-in editor over a real server and a real project folder: files listed, read,
 //! saved and created; every way out of the project refused (`..`, plain or percent-encoded,
 //! absolute paths, symbolic links leading outside, for reads and writes); oversized and
-//! binary content refused; anonymous callers refused or sent to the login page; the UI's menu
-//! item; Monaco installed only from the pinned tarball and served to the page.
+//! binary content refused; anonymous callers refused or sent to the login page; the UI's
+//! navigation entry (a plugin's external view); Monaco installed only from the pinned tarball
+//! and served to the page.
 
 mod common;
 
@@ -391,22 +392,29 @@ async fn anonymous_callers_are_refused_and_the_page_sends_them_to_the_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_menu_links_the_editor_only_when_there_is_a_project() {
+async fn the_navigation_bar_links_the_editor_only_when_there_is_a_project() {
     let lite = EditorApi::start(None).await;
-    let (status, menus) = lite.call(Method::GET, "/ui/auth/menus", None).await;
+    let (status, plugins) = lite.call(Method::GET, "/api/v2/plugins", None).await;
     assert_eq!(status, 200);
-    contract().check("GET", "/ui/auth/menus", status, &menus);
-    assert_eq!(
-        menus["extra_menu_items"],
-        json!([{"text": "Editor", "href": "/leoflow/editor"}])
-    );
+    contract().check("GET", "/api/v2/plugins", status, &plugins);
+    assert_eq!(plugins["total_entries"], 1);
+    let views = &plugins["plugins"][0]["external_views"];
+    assert_eq!(views[0]["href"], "/leoflow/editor", "{plugins}");
+    assert_eq!(views[0]["destination"], "nav", "{plugins}");
+    assert_eq!(views[0]["url_route"], "editor", "{plugins}");
+    let (status, paged) = lite
+        .call(Method::GET, "/api/v2/plugins?offset=1", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(paged["plugins"], json!([]), "{paged}");
+    assert_eq!(paged["total_entries"], 1, "{paged}");
+    // Not under "Security": the UI would navigate away from a page outside /auth/.
+    let (_, menus) = lite.call(Method::GET, "/ui/auth/menus", None).await;
+    assert_eq!(menus["extra_menu_items"], json!([]));
 
-    // Without a project (Pro), no menu item and no editor routes.
+    // Without a project (Pro), no plugin and no editor routes.
     let pro = TestApi::without_scheduler().await;
-    assert_eq!(
-        pro.get("/ui/auth/menus").await["extra_menu_items"],
-        json!([])
-    );
+    assert_eq!(pro.get("/api/v2/plugins").await["total_entries"], 0);
     for path in [
         "/leoflow/editor",
         "/leoflow/api/files",

@@ -69,6 +69,23 @@ pub fn machine_description() -> String {
     format!("{cores} cores ({model}), {mem_gib:.0} GiB")
 }
 
+/// The release `leoflow` binary the process benchmarks run (`LEOFLOW_BIN` overrides).
+pub fn leoflow_binary() -> anyhow::Result<PathBuf> {
+    let binary = std::env::var_os("LEOFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/leoflow")
+        });
+    if !binary.is_file() {
+        anyhow::bail!(
+            "{} is missing: build it first with `cargo build --release -p leoflow-cli` (or set \
+             LEOFLOW_BIN)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
 /// A durable managed cluster in a temporary directory, for benchmarks.
 pub struct BenchDatabase {
     cluster: ManagedCluster,

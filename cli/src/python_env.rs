@@ -258,8 +258,8 @@ async fn run(command: &mut Command, what: &str, hint: &str) -> Result<()> {
     )
 }
 
-/// The Python Lite uses: `LEOFLOW_PYTHON` when set, else the managed venv when `leoflow setup`
-/// made it, else the host's `python3` (with a note).
+/// The Python Lite uses: `LEOFLOW_PYTHON` when set, else the managed venv (which `leoflow
+/// setup`, or Lite's first start, makes), else the host's `python3` (with a note).
 pub async fn lite_python(home: &Path) -> Result<PythonRuntime> {
     let managed = venv_python(&managed_venv(home));
     let interpreter = if std::env::var_os("LEOFLOW_PYTHON").is_some() {
@@ -348,9 +348,9 @@ impl ProjectVenv {
             // The base environment's pip installs into this venv: no second pip to set up.
             run(
                 Command::new(&self.base.interpreter)
-                    .args(PIP_INSTALL)
-                    .arg("--python")
+                    .args(["-m", "pip", "--python"])
                     .arg(venv_python(&self.venv))
+                    .args(&PIP_INSTALL[2..])
                     .args(dependencies),
                 "installing the project's dependencies",
                 PIP_HINT,

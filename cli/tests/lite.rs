@@ -664,3 +664,64 @@ fn a_second_lite_on_the_same_home_is_refused_and_provision_reports_the_host() {
     stop_postgres(&home);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_dependencies_go_into_its_own_venv_and_are_reinstalled_only_when_changed() {
+    let scratch = scratch("deps");
+    let home = scratch.join("home");
+    let project = scratch.join("slugs");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("dag.py"),
+        "from airflow.sdk import DAG, task\n\n\
+         with DAG(dag_id=\"slugs\", schedule=None):\n\n    \
+         @task\n    def name() -> str:\n        \
+         import inflection  # only in the project's venv\n\n        \
+         return f\"{inflection.underscore('DeviceType')}@{inflection.__version__}\"\n\n    \
+         name()\n",
+    )
+    .unwrap();
+    let config = |version: &str| {
+        std::fs::write(
+            project.join("leoflow.yaml"),
+            format!("dependencies: [\"inflection=={version}\"]\n"),
+        )
+        .unwrap();
+    };
+    config("0.5.1");
+    let start = || {
+        let mut command = leoflow(&home, &["lite", project.to_str().unwrap()]);
+        command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
+        Lite::start(command)
+    };
+    let returned = |run_id: String| {
+        format!("/api/v2/dags/slugs/dagRuns/{run_id}/taskInstances/name/xcomEntries/return_value")
+    };
+
+    let mut lite = start();
+    assert!(
+        lite.banner
+            .contains("venv      installed inflection==0.5.1"),
+        "{}",
+        lite.banner
+    );
+    let api = Client::login(&lite.base).await;
+    let run = api.run_to_success("slugs").await;
+    assert_eq!(api.get(&returned(run)).await["value"], "device_type@0.5.1");
+    assert!(lite.signal(libc::SIGTERM).success());
+    drop(lite);
+
+    // Unchanged: nothing is installed again.
+    let mut lite = start();
+    assert!(!lite.banner.contains("venv "), "{}", lite.banner);
+    let api = Client::login(&lite.base).await;
+    // Changed while Lite runs: installed before the reload registers.
+    config("0.5.0");
+    lite.wait_line("reload    dependencies installed: inflection==0.5.0");
+    let run = api.run_to_success("slugs").await;
+    assert_eq!(api.get(&returned(run)).await["value"], "device_type@0.5.0");
+    assert!(lite.signal(libc::SIGTERM).success());
+    drop(lite);
+    stop_postgres(&home);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

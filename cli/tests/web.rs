@@ -54,23 +54,35 @@ impl Drop for Lite {
 impl Lite {
     /// Starts Lite with the UI from the test venv's cached wheel.
     async fn start(dag_py: &str) -> Self {
+        Self::start_with(dag_py, false).await
+    }
+
+    /// [`Lite::start`], with the editor installed in the home when `editor` says so.
+    async fn start_with(dag_py: &str, editor: bool) -> Self {
         let wheel = repo().join(".venv/artifacts/apache_airflow_core-3.2.2-py3-none-any.whl");
         let wheel = std::env::var_os("LEOFLOW_AIRFLOW_WHEEL")
             .map(PathBuf::from)
             .or_else(|| wheel.is_file().then_some(wheel));
-        let (lite, with_ui, _) = Self::launch(dag_py, wheel.as_deref()).await;
+        let (lite, with_ui, _) = Self::launch(dag_py, wheel.as_deref(), editor).await;
         assert!(with_ui, "Lite started without the web UI");
         lite
     }
 
     /// Starts Lite taking the UI from `wheel` (from the package index without one); returns
     /// whether it serves the UI, and what it printed on stderr while starting.
-    async fn launch(dag_py: &str, wheel: Option<&Path>) -> (Self, bool, String) {
+    async fn launch(dag_py: &str, wheel: Option<&Path>, editor: bool) -> (Self, bool, String) {
         let db = fresh_database().await;
         let dir = std::env::temp_dir().join(format!("leoflow-web-{}", uuid::Uuid::new_v4()));
         let project = dir.join("project");
         std::fs::create_dir_all(&project).unwrap();
         std::fs::write(project.join("dag.py"), dag_py).unwrap();
+        if editor {
+            // What `leoflow setup` installs (from LEOFLOW_MONACO_TGZ or the npm registry).
+            leoflow_api::editor::install_monaco(&dir.join("home/editor"))
+                .await
+                .expect("installing Monaco");
+            std::fs::write(project.join("leoflow.yaml"), "owner: editor-test\n").unwrap();
+        }
         let url = format!(
             "postgres://leoflow@localhost/{}?host={}",
             db.name,
@@ -376,6 +388,57 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_opens_from_the_ui_navigation_and_its_save_is_hot_reloaded() {
+    let lite = Lite::start_with(UI_DAGS, true).await;
+    let versions = |body: Value| body["total_entries"].as_i64().unwrap();
+    let before = versions(
+        lite.api(reqwest::Method::GET, "/api/v2/dags/etl/dagVersions", None)
+            .await,
+    );
+    let line = "# saved from the browser";
+    let output = Command::new("node")
+        .arg(repo().join("ui-tests/editor.mjs"))
+        .env("BASE_URL", &lite.base)
+        .env("ADMIN_PASSWORD", PASSWORD)
+        .env("LINE", line)
+        .envs(
+            std::env::var("LEOFLOW_SCREENSHOTS")
+                .ok()
+                .map(|dir| ("SCREENSHOTS", dir)),
+        )
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the editor failed in the browser:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["url"], "/plugin/editor", "{report}");
+    assert_eq!(report["languages"]["dag.py"], "python", "{report}");
+    assert_eq!(report["languages"]["leoflow.yaml"], "yaml", "{report}");
+    let saved = std::fs::read_to_string(lite.dir.join("project/dag.py")).unwrap();
+    assert!(
+        saved.trim_end().ends_with(line),
+        "the line typed in the browser is on disk:\n{saved}"
+    );
+    assert!(saved.starts_with(UI_DAGS), "nothing else changed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while versions(
+        lite.api(reqwest::Method::GET, "/api/v2/dags/etl/dagVersions", None)
+            .await,
+    ) == before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the save never became a new version"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
     let lite = Lite::start(UI_DAGS).await;
     lite.run("etl").await;
@@ -449,7 +512,7 @@ async fn a_corrupt_ui_download_is_refused_with_a_clear_message_and_the_api_still
     let corrupt =
         std::env::temp_dir().join(format!("leoflow-corrupt-{}.whl", uuid::Uuid::new_v4()));
     std::fs::write(&corrupt, b"PK\x03\x04 certainly not the wheel").unwrap();
-    let (lite, with_ui, warnings) = Lite::launch(SCENARIO_DAG, Some(&corrupt)).await;
+    let (lite, with_ui, warnings) = Lite::launch(SCENARIO_DAG, Some(&corrupt), false).await;
     let _ = std::fs::remove_file(&corrupt);
     assert!(!with_ui, "no UI from a corrupt wheel");
     assert!(warnings.contains("not the pinned"), "{warnings}");

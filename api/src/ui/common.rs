@@ -34,18 +34,15 @@ pub async fn me(Extension(user): Extension<User>) -> Json<Value> {
 }
 
 /// `GET /ui/auth/menus`: the pages Leoflow has (no assets, jobs, plugins, providers or
-/// required actions), and Lite's editor when there is a project to edit.
-pub async fn menus(State(state): State<ApiState>) -> Json<Value> {
-    // The UI lists these in its navbar; the editor edits Lite's project, so only Lite has it.
-    let extra = match state.settings.project_dir {
-        Some(_) => json!([{"text": "Editor", "href": crate::editor::PAGE_PATH}]),
-        None => json!([]),
-    };
+/// required actions). Lite's editor is not an extra menu item: the UI frames those under
+/// "Security" and navigates away from any page outside `/auth/`; it reaches the navigation bar
+/// as a plugin's external view instead (`/api/v2/plugins`).
+pub async fn menus() -> Json<Value> {
     Json(json!({
         "authorized_menu_items": [
             "Audit Log", "Config", "Connections", "Dags", "Docs", "Pools", "Variables", "XComs",
         ],
-        "extra_menu_items": extra,
+        "extra_menu_items": [],
     }))
 }
 

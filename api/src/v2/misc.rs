@@ -1,5 +1,5 @@
 //! The small endpoints every UI page calls, and the Airflow features Leoflow does not have,
-//! answered truthfully: no plugins, providers, assets, backfill records, human-in-the-loop
+//! answered truthfully: no plugins but Lite's own (the editor), no providers, assets, backfill records, human-in-the-loop
 //! requests or DAG warnings exist here, so their lists are empty; there is no triggerer and
 //! no job table.
 
@@ -25,9 +25,43 @@ fn empty(params: &Params, key: &str) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ key: [], "total_entries": 0 })))
 }
 
-/// `GET /api/v2/plugins`: Leoflow loads no Airflow plugins.
-pub async fn plugins(params: Params) -> ApiResult<Json<Value>> {
-    empty(&params, "plugins")
+/// `GET /api/v2/plugins`: Leoflow loads no Airflow plugins. Lite lists one of its own whose
+/// external view puts the built-in editor in the UI's navigation bar (the UI shows it at
+/// `/plugin/editor`, in a frame).
+pub async fn plugins(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+    if state.settings.project_dir.is_none() {
+        return empty(&params, "plugins");
+    }
+    let page = params.page()?;
+    let plugin = json!({
+        "name": "leoflow_lite",
+        "source": "leoflow",
+        "macros": [],
+        "flask_blueprints": [],
+        "fastapi_apps": [],
+        "fastapi_root_middlewares": [],
+        "external_views": [{
+            "name": "Editor",
+            "href": crate::editor::PAGE_PATH,
+            "url_route": "editor",
+            "destination": "nav",
+            "category": null,
+            "icon": null,
+            "icon_dark_mode": null,
+        }],
+        "react_apps": [],
+        "appbuilder_views": [],
+        "appbuilder_menu_items": [],
+        "global_operator_extra_links": [],
+        "operator_extra_links": [],
+        "listeners": [],
+        "timetables": [],
+    });
+    let plugins: Vec<Value> = std::iter::once(plugin)
+        .skip(page.offset as usize)
+        .take(page.limit as usize)
+        .collect();
+    Ok(Json(json!({"plugins": plugins, "total_entries": 1})))
 }
 
 /// `GET /api/v2/plugins/importErrors`.

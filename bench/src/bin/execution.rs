@@ -15,14 +15,13 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
+use leoflow_bench::{BenchDatabase, Percentiles, leoflow_binary, machine_description};
 use leoflow_events::{Event, EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
@@ -137,17 +136,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let binary = std::env::var_os("LEOFLOW_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/leoflow")
-        });
-    if !binary.is_file() {
-        bail!(
-            "{} is missing: build it first with `cargo build --release -p leoflow-cli` (or set LEOFLOW_BIN)",
-            binary.display()
-        );
-    }
+    let binary = leoflow_binary()?;
     // `execution [DAG_ID...]` measures only those DAGs.
     let mut dags: Vec<String> = std::env::args().skip(1).collect();
     if dags.is_empty() {

@@ -115,6 +115,32 @@ fn step(name: &str, outcome: impl std::fmt::Display) {
     println!("  {name:<9} {outcome}");
 }
 
+/// What `leoflow lite` does on a home `leoflow setup` never prepared (and without
+/// `LEOFLOW_PYTHON`): the managed venv, and the editor when the UI is wanted (a failed editor
+/// download is only a warning: the UI and the API work without it). The admin account and the
+/// UI come after, as on every start.
+pub async fn first_start(home: &Path, with_editor: bool) -> Result<()> {
+    let plan = ManagedPlan::new(home).await?;
+    if !plan.up_to_date() {
+        step(
+            "venv",
+            "first start: installing the Leoflow SDK and pendulum (a minute at most)…",
+        );
+        plan.ensure().await?;
+        step("venv", format!("ready at {}", managed_venv(home).display()));
+    }
+    if with_editor && installed_monaco(&editor_dir(home)).is_none() {
+        step(
+            "editor",
+            format!("fetching Monaco {MONACO_VERSION} from the npm registry…"),
+        );
+        if let Err(error) = install_monaco(&editor_dir(home)).await {
+            eprintln!("warning: {error}");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `leoflow setup`.
 pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode> {
     let home = datastore.home();

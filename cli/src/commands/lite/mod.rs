@@ -31,12 +31,15 @@ use leoflow_authoring::{compile_project, project_name};
 use leoflow_events::EventStore;
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions};
 use crate::datastore::DatastoreArgs;
-use crate::python_env::{ProjectVenv, VenvOutcome, lite_python, project_dependencies};
+use crate::python_env::{
+    ProjectVenv, VenvOutcome, lite_python, managed_venv, project_dependencies, venv_python,
+};
 
 /// How tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,6 +187,10 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         bail!("--heartbeat-timeout must be longer than the heartbeat interval");
     }
     let ports = Ports::from_args(&args)?;
+    // Handlers first: a Ctrl-C or SIGTERM during start-up is handled once started, never the
+    // default death that would leave the managed Postgres running.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     // One Lite per home, decided before anything is started.
     let _lock = lock::lock_home(&home)?;
     // The ports are bound before anything is started: a taken one fails with nothing to undo.
@@ -202,6 +209,10 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         .context("reading the HTTP address")?;
     // Python and the datastore before anything is written: without them there is nothing to
     // set up for.
+    if std::env::var_os("LEOFLOW_PYTHON").is_none() && !venv_python(&managed_venv(&home)).is_file()
+    {
+        setup::first_start(&home, !args.no_ui).await?;
+    }
     let python = lite_python(&home).await?;
     let store_choice = datastore.lite_datastore()?;
     datastore.preflight(&store_choice)?;
@@ -331,14 +342,13 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     println!("Following the event log; Ctrl-C stops Lite.");
 
     let mut subscription = store.subscribe(head + 1).await?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = loop {
         tokio::select! {
             event = subscription.next() => match event {
                 Ok(event) => println!("{}", human_line(&event)),
                 Err(e) => break Err(e.into()),
             },
-            _ = tokio::signal::ctrl_c() => break Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => break Ok(ExitCode::SUCCESS),
             _ = terminate.recv() => break Ok(ExitCode::SUCCESS),
         }
     };
