@@ -5,18 +5,13 @@
 //   BASE_URL=http://127.0.0.1:8088 ADMIN_PASSWORD=… DAG_ID=etl node ui-tests/actions.mjs
 //
 // Prints one JSON report; exits 1 on the first step that does not do what it should.
-import { chromium } from "playwright-core";
+import { login, openPage } from "./browser.mjs";
 
 const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
 const dagId = process.env.DAG_ID ?? "etl";
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = await (await browser.newContext({ viewport: { width: 1440, height: 900 } })).newPage();
+const { browser, page } = await openPage();
 const changes = [];
 page.on("response", (response) => {
   const url = new URL(response.url());
@@ -54,11 +49,7 @@ async function step(name, action) {
 
 let failure = null;
 try {
-  await page.goto(base + "/", { waitUntil: "networkidle" });
-  await page.locator('input[name="username"]').fill("admin");
-  await page.locator('input[name="password"]').fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL((url) => !url.pathname.startsWith("/auth/"));
+  await login(page, base, password);
   const runsBefore = (await api(`/api/v2/dags/${dagId}/dagRuns`)).total_entries;
 
   await step("trigger from the DAG page", async () => {

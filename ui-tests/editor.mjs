@@ -7,18 +7,13 @@
 //   BASE_URL=http://127.0.0.1:8088 ADMIN_PASSWORD=… LINE='# …' node ui-tests/editor.mjs
 //
 // Prints one JSON report; exits 1 on the first step that does not do what it should.
-import { chromium } from "playwright-core";
+import { login, openPage } from "./browser.mjs";
 
 const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
 const line = process.env.LINE ?? "# saved from the browser";
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = await (await browser.newContext({ viewport: { width: 1440, height: 900 } })).newPage();
+const { browser, page } = await openPage();
 const problems = [];
 page.on("console", (message) => {
   if (message.type() === "error") problems.push(`console: ${message.text()}`);
@@ -36,11 +31,7 @@ async function tokenClasses(frame) {
 
 let failure = null;
 try {
-  await page.goto(base + "/", { waitUntil: "networkidle" });
-  await page.locator('input[name="username"]').fill("admin");
-  await page.locator('input[name="password"]').fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL((url) => !url.pathname.startsWith("/auth/"));
+  await login(page, base, password);
   await page.waitForLoadState("networkidle");
   problems.length = 0; // the UI's calls before the login are refused, as in Airflow
 

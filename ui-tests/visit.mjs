@@ -5,7 +5,7 @@
 //     [SCREENSHOTS=docs/screenshots] [SHOTS='{"/": "home"}'] node ui-tests/visit.mjs
 //
 // Prints one JSON report on stdout; exits 1 when any page had a problem.
-import { chromium } from "playwright-core";
+import { login, openPage } from "./browser.mjs";
 
 const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
@@ -17,21 +17,7 @@ if (!password) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-const page = await context.newPage();
+const { browser, page } = await openPage();
 
 let current = "login";
 const problems = [];
@@ -60,12 +46,7 @@ page.on("response", (response) => {
 });
 
 // Logging in: the UI sends an anonymous visitor to the login page, which posts /auth/token.
-await page.goto(base + "/", { waitUntil: "networkidle" });
-await page.waitForURL(/\/auth\/login/, { timeout: 30000 });
-await page.locator('input[name="username"]').fill("admin");
-await page.locator('input[name="password"]').fill(password);
-await page.getByRole("button", { name: "Sign in" }).click();
-await page.waitForURL((url) => !url.pathname.startsWith("/auth/"), { timeout: 30000 });
+await login(page, base, password);
 // The 401s that sent us to the login page are the login flow, not failures.
 problems.length = 0;
 

@@ -3,8 +3,7 @@
 //! task agents and Python runners; driven only through the HTTP API, as a user would.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,25 +12,11 @@ use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+mod common;
+
+use common::{encode, free_port, repo, terminate};
+
 const PASSWORD: &str = "examples-test-admin";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn encode(segment: &str) -> String {
-    form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
 
 fn instant(value: &Value) -> DateTime<FixedOffset> {
     let text = value
@@ -51,17 +36,7 @@ struct Lite {
 
 impl Drop for Lite {
     fn drop(&mut self) {
-        // SAFETY: plain signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }

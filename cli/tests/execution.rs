@@ -2,7 +2,6 @@
 //! on a real Postgres, task agents and the Python task runner as child processes.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -19,6 +18,10 @@ use leoflow_scheduler::core::commands::TriggerRequest;
 use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::task_logs;
 use serde_json::{Value, json};
+
+mod common;
+
+use common::{free_port, terminate};
 
 /// A running `leoflow lite` on a test database (API only, its own home).
 struct Lite {
@@ -85,28 +88,8 @@ impl Lite {
 
 impl Drop for Lite {
     fn drop(&mut self) {
-        // SAFETY: plain signal to our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn url(db: &TestDatabase) -> String {

@@ -18,19 +18,11 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+mod common;
+
+use common::{free_port, repo};
+
 const PASSWORD: &str = "lite-test-admin-password";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A fresh, empty folder (homes live under /tmp: the managed Postgres socket path must stay
 /// short).

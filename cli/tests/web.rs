@@ -4,7 +4,6 @@
 //! Real processes throughout: `leoflow lite`, its Postgres, task agents, Python runners.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,19 +11,11 @@ use std::time::{Duration, Instant};
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use serde_json::{Value, json};
 
+mod common;
+
+use common::{encode, free_port, repo, terminate};
+
 const PASSWORD: &str = "web-test-admin";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running `leoflow lite` with the web UI, on a project of its own.
 struct Lite {
@@ -36,17 +27,7 @@ struct Lite {
 
 impl Drop for Lite {
     fn drop(&mut self) {
-        // SAFETY: plain signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -206,12 +187,6 @@ impl Lite {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-fn encode(segment: &str) -> String {
-    form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
 }
 
 fn python() -> String {
