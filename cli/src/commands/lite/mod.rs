@@ -16,7 +16,7 @@ mod provision;
 mod reload;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,7 @@ use leoflow_api::{ApiState, Settings, Ui};
 use leoflow_authoring::ingest::register;
 use leoflow_authoring::{compile_project, project_name};
 use leoflow_events::EventStore;
+use leoflow_postgres::{Database, ManagedCluster};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
 use tokio::signal::unix::{SignalKind, signal};
@@ -237,16 +238,8 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     let python = project_venv
         .as_ref()
         .map_or_else(|| python.clone(), ProjectVenv::runtime);
-    let database = datastore.open_for_lite(&store_choice).await?;
-    // A managed Postgres that a Lite of this home started is stopped with Lite, even when that
-    // Lite was killed before it could stop it (the marker outlives it); one started by
-    // `leoflow postgres start` is left running.
-    let owned_marker = home.join("postgres-started-by-lite");
-    let owns_cluster =
-        database.cluster.is_some() && (database.started_cluster || owned_marker.exists());
-    if owns_cluster {
-        std::fs::write(&owned_marker, b"")?;
-    }
+    let mut database = datastore.open_for_lite(&store_choice).await?;
+    let owned_cluster = OwnedCluster::claim(&home, &mut database)?;
     let caught_up = replay::catch_up(&database.pool).await?;
     let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
 
@@ -358,10 +351,55 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     metrics_server.abort();
     control_plane.stop().await?;
     database.pool.close().await;
-    if owns_cluster && let Some(cluster) = database.cluster {
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-        let _ = std::fs::remove_file(&owned_marker);
+    if let Some(owned) = owned_cluster {
+        tokio::task::spawn_blocking(move || owned.stop()).await??;
         println!("Stopped the managed Postgres this Lite started.");
     }
     result
+}
+
+/// The managed Postgres this home's Lite started: stopped with Lite — by [`OwnedCluster::stop`]
+/// on a clean stop, by `Drop` when start-up fails half-way — even when the Lite that started
+/// it was killed before it could (a marker file outlives it). A cluster started by `leoflow
+/// postgres start` is not claimed and keeps running.
+struct OwnedCluster {
+    cluster: Option<ManagedCluster>,
+    marker: PathBuf,
+}
+
+impl OwnedCluster {
+    fn claim(home: &Path, database: &mut Database) -> Result<Option<Self>> {
+        let marker = home.join("postgres-started-by-lite");
+        if !(database.started_cluster || marker.exists()) {
+            return Ok(None);
+        }
+        let Some(cluster) = database.cluster.take() else {
+            return Ok(None);
+        };
+        std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))?;
+        Ok(Some(Self {
+            cluster: Some(cluster),
+            marker,
+        }))
+    }
+
+    /// Stops the cluster (blocking: pg_ctl waits for it).
+    fn stop(mut self) -> Result<()> {
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop()?;
+            let _ = std::fs::remove_file(&self.marker);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnedCluster {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            eprintln!("Lite did not start; stopping the managed Postgres it started.");
+            if cluster.stop().is_ok() {
+                let _ = std::fs::remove_file(&self.marker);
+            }
+        }
+    }
 }
