@@ -165,10 +165,14 @@ struct Client {
 
 impl Client {
     async fn login(base: &str) -> Self {
+        Self::login_as(base, PASSWORD).await
+    }
+
+    async fn login_as(base: &str, password: &str) -> Self {
         let http = reqwest::Client::new();
         let response = http
             .post(format!("{base}/auth/token"))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .json(&json!({"username": "admin", "password": password}))
             .send()
             .await
             .unwrap();
@@ -385,6 +389,24 @@ async fn a_new_user_sets_up_runs_edits_breaks_kills_and_restarts_lite() {
             .contains("SyntaxError"),
         "{errors}"
     );
+
+    // A broken leoflow.yaml is an import error too, naming the file and the line.
+    std::fs::write(project.join("dag.py"), &source).unwrap();
+    let config = std::fs::read_to_string(project.join("leoflow.yaml")).unwrap();
+    std::fs::write(
+        project.join("leoflow.yaml"),
+        format!("{config}retries: [oops\n"),
+    )
+    .unwrap();
+    let reported = lite.wait_line("reload    import error");
+    assert!(reported.contains("leoflow.yaml:5"), "{reported}");
+    std::fs::write(project.join("leoflow.yaml"), &config).unwrap();
+    std::fs::write(
+        project.join("dag.py"),
+        "from airflow.sdk import DAG\nwith DAG(\n",
+    )
+    .unwrap();
+    lite.wait_line("reload    import error: dag.py");
 
     // SIGKILL: no shutdown at all. The next start finds everything as it was.
     let killed = lite.signal(libc::SIGKILL);
@@ -712,6 +734,43 @@ async fn a_projects_dependencies_go_into_its_own_venv_and_are_reinstalled_only_w
     lite.wait_line("reload    dependencies installed: inflection==0.5.0");
     let run = api.run_to_success("slugs").await;
     assert_eq!(api.get(&returned(run)).await["value"], "device_type@0.5.0");
+    assert!(lite.signal(libc::SIGTERM).success());
+    drop(lite);
+    stop_postgres(&home);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lite_on_a_home_never_set_up_sets_it_up_first_and_runs_the_example() {
+    let scratch = scratch("fresh");
+    let home = scratch.join("home");
+    let project = copy_example("hello", &scratch);
+    // The README's first command: no setup, no LEOFLOW_PYTHON, no password given.
+    let mut command = leoflow(&home, &["lite", project.to_str().unwrap()]);
+    command.env_remove("LEOFLOW_PYTHON");
+    let mut lite = Lite::start(command);
+    assert!(
+        lite.banner
+            .contains("first start: installing the Leoflow SDK"),
+        "{}",
+        lite.banner
+    );
+    assert!(
+        lite.banner.contains("the password is shown only now"),
+        "{}",
+        lite.banner
+    );
+    let password = lite
+        .banner
+        .lines()
+        .find_map(|l| l.trim_matches(['│', ' ']).strip_prefix("password"))
+        .map(|p| p.trim().to_owned())
+        .expect("the generated password is printed once");
+    let credentials = std::fs::read_to_string(home.join("credentials.json")).unwrap();
+    assert!(!credentials.contains(&password), "only its hash is kept");
+    let api = Client::login_as(&lite.base, &password).await;
+    // hello imports pendulum: the managed venv has it.
+    api.run_to_success("hello").await;
     assert!(lite.signal(libc::SIGTERM).success());
     drop(lite);
     stop_postgres(&home);
