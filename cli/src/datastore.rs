@@ -12,7 +12,7 @@ use leoflow_postgres::{
 /// The `--postgres` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PostgresArg {
-    /// A private cluster under $LEOFLOW_HOME (the default; no Docker needed).
+    /// A private cluster under $LEOFLOW_HOME (no Docker needed).
     Managed,
     /// A postgres:16 container, when a Docker engine answers.
     Docker,
@@ -27,7 +27,8 @@ pub struct DatastoreArgs {
     #[arg(long, global = true, env = "LEOFLOW_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Where the database is: managed, docker or url (default: url when
-    /// LEOFLOW_DATABASE_URL is set, else managed).
+    /// LEOFLOW_DATABASE_URL is set, else managed; `leoflow lite` on a home without a cluster
+    /// takes docker when a Docker engine answers).
     #[arg(long, global = true, env = "LEOFLOW_POSTGRES", value_enum)]
     pub postgres: Option<PostgresArg>,
     /// Database URL for --postgres url.
