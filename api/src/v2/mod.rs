@@ -126,12 +126,12 @@ pub fn routes() -> Router<ApiState> {
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}",
             get(task_instances::get_ti)
-                .patch(task_instances::patch_ti)
+                .patch(task_instances::patch_ti::<false>)
                 .delete(task_instances::delete_ti),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/dry_run",
-            patch(task_instances::patch_ti_dry_run),
+            patch(task_instances::patch_ti::<true>),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/listMapped",
@@ -155,19 +155,19 @@ pub fn routes() -> Router<ApiState> {
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}",
-            get(task_instances::get_mapped_ti).patch(task_instances::patch_mapped_ti),
+            get(task_instances::get_ti).patch(task_instances::patch_ti::<false>),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/dry_run",
-            patch(task_instances::patch_mapped_ti_dry_run),
+            patch(task_instances::patch_ti::<true>),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/tries",
-            get(task_instances::get_mapped_tries),
+            get(task_instances::get_tries),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/tries/{task_try_number}",
-            get(task_instances::get_mapped_try),
+            get(task_instances::get_try),
         )
         .route(
             "/dags/{dag_id}/clearTaskInstances",

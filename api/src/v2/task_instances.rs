@@ -1,7 +1,10 @@
 //! Task instances: lists (one run, or across runs and DAGs with `~`), one instance, its tries,
 //! marking and clearing.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::{Extension, Json};
 use leoflow_scheduler::control;
 use serde::Deserialize;
@@ -309,23 +312,60 @@ async fn load_ti(
     )))
 }
 
-/// `GET …/taskInstances/{task_id}`.
-pub async fn get_ti(
-    State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
-) -> ApiResult<Json<Value>> {
-    ti_json(&state, &dag_id, &run_id, &task_id, -1)
-        .await
-        .map(Json)
+/// The task instance a route names: `{dag_id}`, `{dag_run_id}`, `{task_id}`, and on the
+/// mapped routes `{map_index}`; `{task_try_number}` on the routes of one try. One extractor
+/// serves each route in both its forms (`…/{task_id}/…` and `…/{task_id}/{map_index}/…`).
+pub struct TiPath {
+    dag_id: String,
+    run_id: String,
+    task_id: String,
+    /// The `{map_index}` segment, on the mapped routes.
+    path_map_index: Option<i32>,
+    try_number: Option<String>,
 }
 
-/// `GET …/taskInstances/{task_id}/{map_index}`.
-pub async fn get_mapped_ti(
-    State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
-) -> ApiResult<Json<Value>> {
-    let map_index = path_int("map_index", &map_index)?;
-    ti_json(&state, &dag_id, &run_id, &task_id, map_index)
+impl TiPath {
+    /// The path's map index, else -1 (the unmapped instance).
+    fn map_index(&self) -> i32 {
+        self.path_map_index.unwrap_or(-1)
+    }
+
+    /// For the routes that also accept `?map_index=` (PATCH, DELETE): the path's, else the
+    /// query's, else -1.
+    fn map_index_or_query(&self, params: &Params) -> ApiResult<i32> {
+        match self.path_map_index {
+            Some(map_index) => Ok(map_index),
+            None => Ok(params.int("map_index")?.unwrap_or(-1) as i32),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(mut segments) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut take = |name: &str| segments.remove(name).unwrap_or_default();
+        let (dag_id, run_id, task_id) = (take("dag_id"), take("dag_run_id"), take("task_id"));
+        let path_map_index = segments
+            .remove("map_index")
+            .map(|value| path_int("map_index", &value))
+            .transpose()?;
+        Ok(Self {
+            dag_id,
+            run_id,
+            task_id,
+            path_map_index,
+            try_number: segments.remove("task_try_number"),
+        })
+    }
+}
+
+/// `GET …/taskInstances/{task_id}` and `…/{task_id}/{map_index}`.
+pub async fn get_ti(State(state): State<ApiState>, ti: TiPath) -> ApiResult<Json<Value>> {
+    ti_json(&state, &ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index())
         .await
         .map(Json)
 }
@@ -456,34 +496,19 @@ async fn tries_of(
     ))
 }
 
-/// `GET …/taskInstances/{task_id}/tries`.
-pub async fn get_tries(
-    State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
-) -> ApiResult<Json<Value>> {
-    tries_of(&state, &dag_id, &run_id, &task_id, -1).await
+/// `GET …/taskInstances/{task_id}/tries` and `…/{task_id}/{map_index}/tries`.
+pub async fn get_tries(State(state): State<ApiState>, ti: TiPath) -> ApiResult<Json<Value>> {
+    tries_of(&state, &ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index()).await
 }
 
-/// `GET …/taskInstances/{task_id}/{map_index}/tries`.
-pub async fn get_mapped_tries(
-    State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
-) -> ApiResult<Json<Value>> {
-    let map_index = path_int("map_index", &map_index)?;
-    tries_of(&state, &dag_id, &run_id, &task_id, map_index).await
-}
-
-async fn one_try(
-    state: &ApiState,
-    dag_id: &str,
-    run_id: &str,
-    task_id: &str,
-    map_index: i32,
-    try_number: &str,
-) -> ApiResult<Json<Value>> {
-    let try_number = path_int("task_try_number", try_number)?;
-    let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
-    tries(state, &ti, Some(try_number))
+/// `GET …/taskInstances/{task_id}/tries/{task_try_number}` and
+/// `…/{task_id}/{map_index}/tries/{task_try_number}`.
+pub async fn get_try(State(state): State<ApiState>, ti: TiPath) -> ApiResult<Json<Value>> {
+    let (dag_id, run_id, task_id, map_index) =
+        (&ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index());
+    let try_number = path_int("task_try_number", ti.try_number.as_deref().unwrap_or(""))?;
+    let found = load_ti(&state, dag_id, run_id, task_id, map_index).await?;
+    tries(&state, &found, Some(try_number))
         .await?
         .pop()
         .map(Json)
@@ -492,29 +517,6 @@ async fn one_try(
                 "The Task Instance with dag_id: `{dag_id}`, run_id: `{run_id}`, task_id: `{task_id}`, try_number: `{try_number}` and map_index: `{map_index}` was not found"
             ))
         })
-}
-
-/// `GET …/taskInstances/{task_id}/tries/{task_try_number}`.
-pub async fn get_try(
-    State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, String)>,
-) -> ApiResult<Json<Value>> {
-    one_try(&state, &dag_id, &run_id, &task_id, -1, &try_number).await
-}
-
-/// `GET …/taskInstances/{task_id}/{map_index}/tries/{task_try_number}`.
-pub async fn get_mapped_try(
-    State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id, map_index, try_number)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
-) -> ApiResult<Json<Value>> {
-    let map_index = path_int("map_index", &map_index)?;
-    one_try(&state, &dag_id, &run_id, &task_id, map_index, &try_number).await
 }
 
 /// `PATCH …/taskInstances/{task_id}` body (Airflow's `PatchTaskInstanceBody`).
@@ -535,13 +537,18 @@ pub struct TiPatch {
     include_past: Option<bool>,
 }
 
-async fn patch(
-    state: &ApiState,
-    user: &User,
-    (dag_id, run_id, task_id, map_index): (&str, &str, &str, i32),
-    patch: TiPatch,
-    dry_run: bool,
+/// `PATCH …/taskInstances/{task_id}` and `…/{task_id}/{map_index}`: mark success or failed;
+/// with `DRY_RUN` (the `…/dry_run` routes), what marking would change.
+pub async fn patch_ti<const DRY_RUN: bool>(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    address: TiPath,
+    params: Params,
+    Body(patch): Body<TiPatch>,
 ) -> ApiResult<Json<Value>> {
+    let map_index = address.map_index_or_query(&params)?;
+    let state = &state;
+    let (dag_id, run_id, task_id) = (&address.dag_id, &address.run_id, &address.task_id);
     let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
     if patch.include_upstream == Some(true)
         || patch.include_downstream == Some(true)
@@ -578,7 +585,7 @@ async fn patch(
             ));
         }
     };
-    if !dry_run {
+    if !DRY_RUN {
         control::mark_task(
             &state.store,
             &state.specs,
@@ -589,87 +596,13 @@ async fn patch(
         .await
         .map_err(control_error)?;
     }
-    let value = if dry_run {
+    let value = if DRY_RUN {
         let catalog = TaskCatalog::load(state, std::slice::from_ref(&ti)).await?;
         catalog.json(&ti)
     } else {
         ti_json(state, dag_id, run_id, task_id, map_index).await?
     };
     Ok(Json(json!({"task_instances": [value], "total_entries": 1})))
-}
-
-/// `PATCH …/taskInstances/{task_id}`: mark success or failed.
-pub async fn patch_ti(
-    State(state): State<ApiState>,
-    Extension(user): Extension<User>,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
-    params: Params,
-    Body(body): Body<TiPatch>,
-) -> ApiResult<Json<Value>> {
-    let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
-    patch(
-        &state,
-        &user,
-        (&dag_id, &run_id, &task_id, map_index),
-        body,
-        false,
-    )
-    .await
-}
-
-/// `PATCH …/taskInstances/{task_id}/{map_index}`.
-pub async fn patch_mapped_ti(
-    State(state): State<ApiState>,
-    Extension(user): Extension<User>,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
-    Body(body): Body<TiPatch>,
-) -> ApiResult<Json<Value>> {
-    let map_index = path_int("map_index", &map_index)?;
-    patch(
-        &state,
-        &user,
-        (&dag_id, &run_id, &task_id, map_index),
-        body,
-        false,
-    )
-    .await
-}
-
-/// `PATCH …/taskInstances/{task_id}/dry_run`: what marking would change.
-pub async fn patch_ti_dry_run(
-    State(state): State<ApiState>,
-    Extension(user): Extension<User>,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
-    params: Params,
-    Body(body): Body<TiPatch>,
-) -> ApiResult<Json<Value>> {
-    let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
-    patch(
-        &state,
-        &user,
-        (&dag_id, &run_id, &task_id, map_index),
-        body,
-        true,
-    )
-    .await
-}
-
-/// `PATCH …/taskInstances/{task_id}/{map_index}/dry_run`.
-pub async fn patch_mapped_ti_dry_run(
-    State(state): State<ApiState>,
-    Extension(user): Extension<User>,
-    Path((dag_id, run_id, task_id, map_index)): Path<(String, String, String, String)>,
-    Body(body): Body<TiPatch>,
-) -> ApiResult<Json<Value>> {
-    let map_index = path_int("map_index", &map_index)?;
-    patch(
-        &state,
-        &user,
-        (&dag_id, &run_id, &task_id, map_index),
-        body,
-        true,
-    )
-    .await
 }
 
 /// `POST /api/v2/dags/{dag_id}/clearTaskInstances` body (Airflow's `ClearTaskInstancesBody`).
@@ -853,10 +786,16 @@ pub async fn links(
 /// version's tasks; clearing runs one again).
 pub async fn delete_ti(
     State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    ti: TiPath,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
+    let map_index = ti.map_index_or_query(&params)?;
+    let TiPath {
+        dag_id,
+        run_id,
+        task_id,
+        ..
+    } = ti;
     load_ti(&state, &dag_id, &run_id, &task_id, map_index).await?;
     Err(ApiError::invalid(
         &["path", "task_id"],
