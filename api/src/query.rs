@@ -402,12 +402,9 @@ impl Conditions {
         name: &str,
         column: &str,
     ) -> ApiResult<&mut Self> {
-        for (suffix, op) in [("gte", ">="), ("gt", ">"), ("lte", "<="), ("lt", "<")] {
-            if let Some(t) = params.datetime(&format!("{name}_{suffix}"))? {
-                self.push(&format!("{column} {op} {{}}"), vec![Bind::Time(t)]);
-            }
-        }
-        Ok(self)
+        self.range(name, column, |key| {
+            Ok(params.datetime(key)?.map(Bind::Time))
+        })
     }
 
     /// Range filters on a number column.
@@ -417,9 +414,19 @@ impl Conditions {
         name: &str,
         column: &str,
     ) -> ApiResult<&mut Self> {
+        self.range(name, column, |key| Ok(params.float(key)?.map(Bind::Float)))
+    }
+
+    /// The four range filters of `name` on `column`, each value read by `read`.
+    fn range(
+        &mut self,
+        name: &str,
+        column: &str,
+        read: impl Fn(&str) -> ApiResult<Option<Bind>>,
+    ) -> ApiResult<&mut Self> {
         for (suffix, op) in [("gte", ">="), ("gt", ">"), ("lte", "<="), ("lt", "<")] {
-            if let Some(v) = params.float(&format!("{name}_{suffix}"))? {
-                self.push(&format!("{column} {op} {{}}"), vec![Bind::Float(v)]);
+            if let Some(value) = read(&format!("{name}_{suffix}"))? {
+                self.push(&format!("{column} {op} {{}}"), vec![value]);
             }
         }
         Ok(self)

@@ -179,6 +179,19 @@ pub(super) async fn bulk<E: Entity>(
     Ok(Json(report.json()))
 }
 
+/// The refusal of updating or deleting entities that do not exist (Airflow's 404 text).
+fn not_found<E: Entity>(missing: &BTreeSet<&str>) -> Refusal {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "The {} with these {}: {} were not found.",
+            E::PLURAL,
+            E::KEYS,
+            python_set(missing)
+        ),
+    )
+}
+
 /// The bulk actions' decisions, as Airflow's `BulkService` makes them: an action whose
 /// existence check fails does nothing; within an action, the first refusal stops it.
 fn run_actions<E: Entity>(
@@ -232,15 +245,7 @@ fn run_actions<E: Entity>(
                     .filter(|k| working.get(k).is_none())
                     .collect();
                 if *action_on_non_existence == OnNonExistence::Fail && !missing.is_empty() {
-                    outcome.refuse(Refusal::new(
-                        StatusCode::NOT_FOUND,
-                        format!(
-                            "The {} with these {}: {} were not found.",
-                            E::PLURAL,
-                            E::KEYS,
-                            python_set(&missing)
-                        ),
-                    ));
+                    outcome.refuse(not_found::<E>(&missing));
                     continue;
                 }
                 let mask = update_mask.as_deref().filter(|m| !m.is_empty());
@@ -279,15 +284,7 @@ fn run_actions<E: Entity>(
                     .filter(|k| working.get(k).is_none())
                     .collect();
                 if *action_on_non_existence == OnNonExistence::Fail && !missing.is_empty() {
-                    outcome.refuse(Refusal::new(
-                        StatusCode::NOT_FOUND,
-                        format!(
-                            "The {} with these {}: {} were not found.",
-                            E::PLURAL,
-                            E::KEYS,
-                            python_set(&missing)
-                        ),
-                    ));
+                    outcome.refuse(not_found::<E>(&missing));
                     continue;
                 }
                 for key in keys.into_iter().filter(|k| !missing.contains(k)) {
