@@ -126,6 +126,31 @@ impl Lite {
         (lite, with_ui, warnings)
     }
 
+    /// Runs `ui-tests/{script}` in the browser against this Lite (logged in as the admin, with
+    /// `SCREENSHOTS` passed on from LEOFLOW_SCREENSHOTS) and returns its JSON report, failing
+    /// with the report and the script's stderr when it fails.
+    fn browse(&self, script: &str, env: &[(&str, String)], failed: &str) -> Value {
+        let output = Command::new("node")
+            .arg(repo().join("ui-tests").join(script))
+            .env("BASE_URL", &self.base)
+            .env("ADMIN_PASSWORD", PASSWORD)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(
+                std::env::var("LEOFLOW_SCREENSHOTS")
+                    .ok()
+                    .map(|dir| ("SCREENSHOTS", dir)),
+            )
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{failed}:\n{report}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(&report).unwrap_or_else(|e| panic!("{script}: {e}: {report}"))
+    }
+
     fn client(&self) -> reqwest::Client {
         reqwest::Client::new()
     }
@@ -323,23 +348,14 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         (format!("{run_path}/tasks/extract")): "task-instance-logs",
         "/variables": "variables",
     });
-    let screenshots = std::env::var("LEOFLOW_SCREENSHOTS").ok();
-    let output = Command::new("node")
-        .arg(repo().join("ui-tests/visit.mjs"))
-        .env("BASE_URL", &lite.base)
-        .env("ADMIN_PASSWORD", PASSWORD)
-        .env("PAGES", serde_json::to_string(&pages).unwrap())
-        .env("SHOTS", shots.to_string())
-        .envs(screenshots.iter().map(|dir| ("SCREENSHOTS", dir.clone())))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the UI had problems:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let report = lite.browse(
+        "visit.mjs",
+        &[
+            ("PAGES", serde_json::to_string(&pages).unwrap()),
+            ("SHOTS", shots.to_string()),
+        ],
+        "the UI had problems",
     );
-    let report: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["visited"].as_array().unwrap().len(), pages.len());
     assert_eq!(
         report["instanceNameShown"], true,
@@ -347,18 +363,10 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
     );
 
     // Then what users do there: trigger, clear, mark, star — through the UI's own dialogs.
-    let output = Command::new("node")
-        .arg(repo().join("ui-tests/actions.mjs"))
-        .env("BASE_URL", &lite.base)
-        .env("ADMIN_PASSWORD", PASSWORD)
-        .env("DAG_ID", "etl")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "a UI action failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    lite.browse(
+        "actions.mjs",
+        &[("DAG_ID", "etl".to_owned())],
+        "a UI action failed",
     );
 }
 
@@ -371,25 +379,11 @@ async fn the_editor_opens_from_the_ui_navigation_and_its_save_is_hot_reloaded() 
             .await,
     );
     let line = "# saved from the browser";
-    let output = Command::new("node")
-        .arg(repo().join("ui-tests/editor.mjs"))
-        .env("BASE_URL", &lite.base)
-        .env("ADMIN_PASSWORD", PASSWORD)
-        .env("LINE", line)
-        .envs(
-            std::env::var("LEOFLOW_SCREENSHOTS")
-                .ok()
-                .map(|dir| ("SCREENSHOTS", dir)),
-        )
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the editor failed in the browser:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let report = lite.browse(
+        "editor.mjs",
+        &[("LINE", line.to_owned())],
+        "the editor failed in the browser",
     );
-    let report: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["url"], "/plugin/editor", "{report}");
     assert_eq!(report["languages"]["dag.py"], "python", "{report}");
     assert_eq!(report["languages"]["leoflow.yaml"], "yaml", "{report}");
