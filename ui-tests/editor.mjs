@@ -29,6 +29,18 @@ async function tokenClasses(frame) {
     [...new Set(spans.map((span) => span.className))].length);
 }
 
+// Monaco first paints a file as plain text and colours it once the language's tokenizer has
+// loaded (fetched on first use), so the classes are sampled until they appear or time runs out.
+async function highlightedClasses(frame, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  let classes = await tokenClasses(frame);
+  while (classes < 3 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    classes = await tokenClasses(frame);
+  }
+  return classes;
+}
+
 let failure = null;
 try {
   await login(page, base, password);
@@ -47,7 +59,7 @@ try {
     await frame.locator("#status", { hasText: `${file} (${language})` }).waitFor();
     await frame.locator(".view-lines span[class^='mtk']").first().waitFor();
     report.languages[file] = language;
-    report.tokenClasses[file] = await tokenClasses(frame);
+    report.tokenClasses[file] = await highlightedClasses(frame);
     if (report.tokenClasses[file] < 3) throw new Error(`${file} is not highlighted`);
   }
 
