@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
-use crate::subscribe::Subscription;
+use crate::subscribe::{HeadWatch, Subscription};
 use crate::{LOG_LOCK_KEY, NOTIFY_CHANNEL};
 
 /// What an append expects a stream's version to be before it writes.
@@ -148,6 +148,7 @@ pub struct Blob {
 pub struct EventStore {
     pool: PgPool,
     projection: Option<Arc<dyn InlineProjection>>,
+    head_watch: HeadWatch,
 }
 
 impl fmt::Debug for EventStore {
@@ -175,6 +176,7 @@ impl EventStore {
         Self {
             pool,
             projection: None,
+            head_watch: HeadWatch::default(),
         }
     }
 
@@ -393,7 +395,7 @@ impl EventStore {
 
     /// Follows the log from position `from` (inclusive): every event once, in order.
     pub async fn subscribe(&self, from: i64) -> Result<Subscription, StoreError> {
-        Subscription::start(self.pool.clone(), from).await
+        Subscription::start(self.pool.clone(), self.head_watch.clone(), from).await
     }
 
     /// Stores `content` and returns its hash; storing the same content again is a no-op.

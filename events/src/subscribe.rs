@@ -1,45 +1,141 @@
-//! Following the log: `LISTEN` wakes the reader, a short poll backs it up.
+//! Following the log: `LISTEN` wakes the readers, a short poll backs it up.
 //!
-//! Correctness never depends on a notification: the subscription always reads the log by
+//! Correctness never depends on a notification: a subscription always reads the log by
 //! position, and positions are gap-free in commit order, so reading "everything after the
 //! last position seen" delivers every event exactly once, in order.
+//!
+//! A store has one head watch: a task that owns the store's only `LISTEN` connection and
+//! publishes the log's head. Its subscriptions wait on that head and read the log only when it
+//! has moved past them, so an idle process queries nothing but the head, on that one
+//! connection, and the pool's idle connections can close.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::{OnceCell, watch};
 
 use crate::NOTIFY_CHANNEL;
 use crate::envelope::RecordedEvent;
-use crate::store::{StoreError, read_from};
+use crate::store::{StoreError, head, read_from};
 
-/// How long a subscriber waits for a notification before reading the log anyway.
+/// How long the head watcher waits for a notification before reading the head anyway.
 pub const POLL_FALLBACK: Duration = Duration::from_millis(500);
+
+/// How long a subscription trusts the head watcher before reading the log itself (only
+/// reached if the watcher could not read the head at all).
+const READ_ANYWAY: Duration = Duration::from_secs(10);
 
 /// Events read per round trip while catching up.
 const PAGE: i64 = 1000;
 
+/// The log's head as a store's subscriptions see it, kept by one watcher task per store.
+/// Clones share the watcher; it stops once every clone is gone.
+#[derive(Clone, Default)]
+pub(crate) struct HeadWatch {
+    head: Arc<OnceCell<watch::Sender<i64>>>,
+}
+
+impl HeadWatch {
+    /// A receiver of the head, starting the watcher on first use.
+    async fn receiver(&self, pool: &PgPool) -> Result<watch::Receiver<i64>, StoreError> {
+        let sender = self
+            .head
+            .get_or_try_init(|| async {
+                // Listening before reading the head: an append committed in between still
+                // notifies.
+                let listener = listen(pool).await?;
+                let (sender, _) = watch::channel(head(pool).await?);
+                let watch = Arc::downgrade(&self.head);
+                tokio::spawn(follow_head(pool.clone(), watch, Some(listener)));
+                Ok::<_, StoreError>(sender)
+            })
+            .await?;
+        Ok(sender.subscribe())
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// The watcher: publishes every head it learns of, from a notification (whose payload is the
+/// new head) or from reading the head on its own connection when none came for a while.
+/// Without a listener (its connection broke) it reads the head through the pool and tries to
+/// listen again.
+async fn follow_head(
+    pool: PgPool,
+    watch: Weak<OnceCell<watch::Sender<i64>>>,
+    mut listener: Option<PgListener>,
+) {
+    loop {
+        let seen = match listener.as_mut() {
+            Some(connection) => {
+                match tokio::time::timeout(POLL_FALLBACK, connection.recv()).await {
+                    Ok(Ok(first)) => {
+                        // The newest of the notifications already queued is the head.
+                        let mut newest = first.payload().parse::<i64>().ok();
+                        while let Some(next) = connection.next_buffered() {
+                            newest = newest.max(next.payload().parse().ok());
+                        }
+                        newest
+                    }
+                    Err(_) => head(&mut *connection).await.ok(),
+                    Ok(Err(_)) => {
+                        listener = None;
+                        None
+                    }
+                }
+            }
+            None => {
+                tokio::time::sleep(POLL_FALLBACK).await;
+                listener = listen(&pool).await.ok();
+                head(&pool).await.ok()
+            }
+        };
+        let Some(watch) = watch.upgrade() else {
+            return; // the store and its subscriptions are gone
+        };
+        if let (Some(seen), Some(sender)) = (seen, watch.get()) {
+            sender.send_if_modified(|known| {
+                let moved = *known != seen;
+                *known = seen;
+                moved
+            });
+        }
+    }
+}
+
 /// A reader that follows the log from a position.
 pub struct Subscription {
     pool: PgPool,
-    // `None` after the listener's connection failed; polling carries on until it is back.
-    listener: Option<PgListener>,
+    head: watch::Receiver<i64>,
+    // Keeps the watcher running while this subscription lives.
+    _watch: HeadWatch,
     next_position: i64,
     buffer: VecDeque<RecordedEvent>,
+    // Wake-ups in a row whose read found nothing although the head said there was more.
+    empty_wakes: u32,
 }
 
 impl Subscription {
-    /// Starts listening, then reads from `from` (inclusive). Listening first means an append
-    /// that commits between the first read and the first wait still wakes the reader.
-    pub(crate) async fn start(pool: PgPool, from: i64) -> Result<Self, StoreError> {
-        let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
+    /// Follows the log from `from` (inclusive).
+    pub(crate) async fn start(
+        pool: PgPool,
+        watch: HeadWatch,
+        from: i64,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
+            head: watch.receiver(&pool).await?,
             pool,
-            listener: Some(listener),
+            _watch: watch,
             next_position: from.max(1),
             buffer: VecDeque::new(),
+            empty_wakes: 0,
         })
     }
 
@@ -78,30 +174,22 @@ impl Subscription {
             });
         }
         self.next_position += 1;
+        self.empty_wakes = 0;
         Ok(Some(event))
     }
 
-    // Sleeps until a notification arrives or the poll interval passes.
+    // Sleeps until the head passes what was read.
     async fn wait(&mut self) {
-        let Some(listener) = self.listener.as_mut() else {
-            tokio::time::sleep(POLL_FALLBACK).await;
-            self.listener = self.reconnect().await;
-            return;
-        };
-        match tokio::time::timeout(POLL_FALLBACK, listener.recv()).await {
-            Ok(Ok(_)) => {
-                // One read answers every notification already queued.
-                while listener.next_buffered().is_some() {}
+        let next = self.next_position;
+        if *self.head.borrow() >= next {
+            // Once is an append that landed between the read and this wait; again would be a
+            // head ahead of the log (a log reset under a running process): no busy loop.
+            if self.empty_wakes > 0 {
+                tokio::time::sleep(POLL_FALLBACK).await;
             }
-            Err(_) => {}
-            // The listener's connection broke: fall back to polling and reconnect later.
-            Ok(Err(_)) => self.listener = None,
+            self.empty_wakes += 1;
+            return;
         }
-    }
-
-    async fn reconnect(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen(NOTIFY_CHANNEL).await.ok()?;
-        Some(listener)
+        let _ = tokio::time::timeout(READ_ANYWAY, self.head.wait_for(|head| *head >= next)).await;
     }
 }

@@ -168,6 +168,48 @@ async fn subscriber_wakes_on_append() {
     assert_eq!(subscription.next_position(), 2);
 }
 
+/// A store's subscriptions share one `LISTEN` connection and, while they wait, query nothing
+/// through the pool: three followers on a pool of two connections all see an append (with a
+/// connection each, the third could never start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_share_one_listener_and_leave_the_pool_free() {
+    let db = fresh_database().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    let store = EventStore::new(pool);
+    let mut followers = Vec::new();
+    for _ in 0..3 {
+        let mut subscription = store.subscribe(1).await.expect("a subscription starts");
+        followers.push(tokio::spawn(async move { subscription.next().await }));
+    }
+    // Several poll periods pass with everyone waiting: the writer still gets a connection.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    store
+        .append(AppendBatch::new().push(
+            DagPaused {
+                dag_id: "etl".into(),
+            },
+            &Metadata::default(),
+        ))
+        .await
+        .expect("the pool has room for the writer");
+    for follower in followers {
+        let event = tokio::time::timeout(Duration::from_secs(10), follower)
+            .await
+            .expect("every follower is woken")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (event.position, event.event_type.as_str()),
+            (1, "DagPaused")
+        );
+    }
+}
+
 /// 8 concurrent writers append 20,000 events while a subscriber tails: it must see every
 /// event exactly once, in position order, with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
