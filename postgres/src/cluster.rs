@@ -41,11 +41,12 @@ pub struct ClusterSettings {
 }
 
 impl ClusterSettings {
-    /// Lite's settings: Postgres defaults, durable.
+    /// Lite's settings: Postgres defaults, durable, without the logical replication launcher
+    /// (Lite never replicates; the idle process would cost ~8 MB).
     pub fn durable() -> Self {
         Self {
             port: 5432,
-            extra: Vec::new(),
+            extra: vec![("max_logical_replication_workers".into(), "0".into())],
         }
     }
 
