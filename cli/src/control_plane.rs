@@ -1,5 +1,5 @@
-//! The running control plane: the agent gRPC service, the scheduler's reactor and the
-//! subprocess executor, wired together over one event store. `leoflow lite` starts it.
+//! The running control plane: the agent gRPC service, the scheduler's reactor and an executor
+//! (subprocesses, or pods), wired together over one event store. `leoflow lite` starts it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_events::EventStore;
+use leoflow_executors::Executor;
+use leoflow_executors::kubernetes::{PodConfig, PodExecutor};
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::{SubprocessConfig, SubprocessExecutor};
 use leoflow_scheduler::agents::AgentService;
@@ -31,6 +33,28 @@ pub struct ControlPlaneOptions {
     pub supervision: Supervision,
     /// Decrypts Connection passwords for tasks.
     pub connection_key: Option<SecretKey>,
+    /// Where tries run.
+    pub executor: ExecutorChoice,
+}
+
+/// Where tries run.
+#[derive(Debug, Clone, Default)]
+pub enum ExecutorChoice {
+    /// A `leoflow agent` child process per try, forked Python runners from a warm zygote.
+    #[default]
+    Subprocess,
+    /// A pod per try in a Kubernetes cluster, seeing Leoflow's binary, the SDK and the project
+    /// at the paths this host has them (its nodes mount them).
+    Pods {
+        /// The kubeconfig context of the cluster.
+        context: String,
+        /// The namespace of the pods.
+        namespace: String,
+        /// The image the agent runs in (it needs a Python ≥ 3.10 as `python3`).
+        image: String,
+        /// This host's name as pods resolve it (their agents call the gRPC port there).
+        host_from_pods: String,
+    },
 }
 
 /// A started control plane; [`ControlPlane::stop`] ends it.
@@ -60,20 +84,56 @@ impl ControlPlane {
         };
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let program = std::env::current_exe().context("locating the leoflow binary")?;
-        let mut executor = SubprocessExecutor::new(
-            SubprocessConfig {
-                program,
-                endpoint: format!("http://{endpoint}"),
-                python: options.python.interpreter.clone(),
-                sdk_path: options.python.sdk_path.clone(),
-                project_dir: options.project_dir.clone(),
-            },
-            exits_tx,
-        );
-        if let Err(error) = executor.start_zygote().await {
-            eprintln!("warning: {error}; every try starts its own Python (slower)");
-        }
-        let reactor = Reactor::new(store.clone(), Arc::new(executor))
+        let executor: Arc<dyn Executor> = match &options.executor {
+            ExecutorChoice::Subprocess => {
+                let mut executor = SubprocessExecutor::new(
+                    SubprocessConfig {
+                        program,
+                        endpoint: format!("http://{endpoint}"),
+                        python: options.python.interpreter.clone(),
+                        sdk_path: options.python.sdk_path.clone(),
+                        project_dir: options.project_dir.clone(),
+                    },
+                    exits_tx,
+                );
+                if let Err(error) = executor.start_zygote().await {
+                    eprintln!("warning: {error}; every try starts its own Python (slower)");
+                }
+                Arc::new(executor)
+            }
+            ExecutorChoice::Pods {
+                context,
+                namespace,
+                image,
+                host_from_pods,
+            } => {
+                let sdk_path = options.python.sdk_path.clone();
+                let mut host_paths: Vec<PathBuf> =
+                    program.parent().map(Into::into).into_iter().collect();
+                host_paths.push(sdk_path.clone());
+                host_paths.extend(options.project_dir.clone());
+                let config = PodConfig {
+                    namespace: namespace.clone(),
+                    image: image.clone(),
+                    program,
+                    endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
+                    python: "python3".into(),
+                    sdk_path,
+                    project_dir: options.project_dir.clone(),
+                    host_paths,
+                    labels: Default::default(),
+                };
+                let executor = PodExecutor::connect(Some(context), config, exits_tx)
+                    .await
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "cannot reach the Kubernetes cluster of context {context}: {error}"
+                        )
+                    })?;
+                Arc::new(executor)
+            }
+        };
+        let reactor = Reactor::new(store.clone(), executor)
             .with_supervision(options.supervision.clone())
             .with_exits(exits_rx);
         let specs = reactor.specs();

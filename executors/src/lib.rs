@@ -4,10 +4,13 @@
 //!
 //! - [`Executor`]: what the scheduler hands attempts to, and how it stops them.
 //! - [`subprocess::SubprocessExecutor`]: Lite's adapter: `leoflow agent` as a child process.
+//! - [`kubernetes::PodExecutor`]: `leoflow agent` in one Kubernetes pod per attempt.
 //! - [`agent`]: the agent itself (`leoflow agent`), client side of the protocol.
 
 pub mod agent;
 mod attempt;
+mod command;
+pub mod kubernetes;
 pub mod subprocess;
 pub mod zygote;
 

@@ -14,6 +14,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::command::{AgentCommand, AgentSettings};
 use crate::{Attempt, AttemptExit, Executor};
 
 /// How to start agents.
@@ -65,26 +66,24 @@ impl SubprocessExecutor {
 
     fn command(&self, attempt: &Attempt) -> Command {
         let c = &self.config;
-        let mut command = Command::new(&c.program);
+        let agent = AgentCommand::new(
+            AgentSettings {
+                program: &c.program,
+                endpoint: &c.endpoint,
+                python: &c.python,
+                sdk_path: &c.sdk_path,
+                project_dir: c.project_dir.as_deref(),
+            },
+            attempt,
+        );
+        let mut command = Command::new(&agent.program);
         command
-            .arg("agent")
-            .args(["--endpoint", &c.endpoint])
-            .args(["--dag-id", &attempt.ti.dag_id])
-            .args(["--run-id", &attempt.ti.run_id])
-            .args(["--task-id", &attempt.ti.task_id])
-            .args(["--map-index", &attempt.ti.map_index.to_string()])
-            .args(["--try-number", &attempt.try_number.to_string()])
-            // The token goes in the environment, not argv: `ps` shows argv to every user.
-            .env("LEOFLOW_ATTEMPT_TOKEN", attempt.attempt_token.to_string())
-            .env("LEOFLOW_PYTHON", &c.python)
-            .env("LEOFLOW_SDK_PATH", &c.sdk_path)
+            .args(&agent.args)
+            .envs(agent.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
-        if let Some(dir) = &c.project_dir {
-            command.env("LEOFLOW_PROJECT_DIR", dir);
-        }
         if let Some((_, socket)) = &self.zygote {
             command.env("LEOFLOW_ZYGOTE", socket);
         }
@@ -186,5 +185,77 @@ impl Drop for SubprocessExecutor {
         if let Some((_, socket)) = &self.zygote {
             let _ = std::fs::remove_file(socket);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsStr;
+
+    use leoflow_events::TaskInstanceKey;
+
+    use super::*;
+
+    #[test]
+    fn agents_get_the_attempt_in_argv_and_the_token_in_the_environment() {
+        let (exits, _) = mpsc::unbounded_channel();
+        let executor = SubprocessExecutor::new(
+            SubprocessConfig {
+                program: "/opt/leoflow".into(),
+                endpoint: "http://127.0.0.1:9099".into(),
+                python: "/usr/bin/python3".into(),
+                sdk_path: "/sdk".into(),
+                project_dir: Some("/project".into()),
+            },
+            exits,
+        );
+        let attempt = Attempt {
+            ti: TaskInstanceKey::mapped("dag", "run 1", "task", 4),
+            try_number: 2,
+            attempt_token: Uuid::new_v4(),
+        };
+        let command = executor.command(&attempt);
+        let command = command.as_std();
+        assert_eq!(command.get_program(), "/opt/leoflow");
+        let args: Vec<_> = command.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "agent",
+                "--endpoint",
+                "http://127.0.0.1:9099",
+                "--dag-id",
+                "dag",
+                "--run-id",
+                "run 1",
+                "--task-id",
+                "task",
+                "--map-index",
+                "4",
+                "--try-number",
+                "2"
+            ]
+        );
+        let env: HashMap<&OsStr, Option<&OsStr>> = command.get_envs().collect();
+        let token = attempt.attempt_token.to_string();
+        assert_eq!(
+            env,
+            HashMap::from([
+                (
+                    OsStr::new("LEOFLOW_ATTEMPT_TOKEN"),
+                    Some(OsStr::new(&token))
+                ),
+                (
+                    OsStr::new("LEOFLOW_PYTHON"),
+                    Some(OsStr::new("/usr/bin/python3"))
+                ),
+                (OsStr::new("LEOFLOW_SDK_PATH"), Some(OsStr::new("/sdk"))),
+                (
+                    OsStr::new("LEOFLOW_PROJECT_DIR"),
+                    Some(OsStr::new("/project"))
+                ),
+            ])
+        );
     }
 }

@@ -36,7 +36,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::commands::events::human_line;
 use crate::commands::setup;
-use crate::control_plane::{ControlPlane, ControlPlaneOptions};
+use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
 use crate::python_env::{
     ProjectVenv, VenvOutcome, lite_python, managed_venv, project_dependencies, venv_python,
@@ -77,6 +77,9 @@ pub struct LiteArgs {
     /// How tasks run.
     #[arg(long, value_enum, default_value_t = ExecutorArg::Subprocess)]
     executor: ExecutorArg,
+    /// With `--executor k3d`: the image tries run in (it needs Python ≥ 3.10 as `python3`).
+    #[arg(long, default_value = provision::POD_IMAGE)]
+    pod_image: String,
     /// Serve the API only, without fetching or serving the Airflow UI.
     #[arg(long)]
     no_ui: bool,
@@ -173,9 +176,10 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         Some(LiteAction::Restore(restore)) => return backup::restore(datastore, restore).await,
         None => {}
     }
-    if args.executor == ExecutorArg::K3d {
-        return Err(provision::refuse_pod_executor().await);
-    }
+    let executor = match args.executor {
+        ExecutorArg::Subprocess => ExecutorChoice::Subprocess,
+        ExecutorArg::K3d => provision::k3d_executor(&args.pod_image).await?,
+    };
     let dag_file = args.project.join("dag.py");
     if !dag_file.is_file() {
         bail!(
@@ -197,7 +201,19 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     // The ports are bound before anything is started: a taken one fails with nothing to undo.
     let http_listener = bind(args.host, ports.http, "the web UI").await?;
     let metrics_listener = bind(args.host, ports.metrics, "metrics").await?;
-    let grpc_listener = bind(args.host, ports.grpc, "the task agents' gRPC").await?;
+    // Pods call the gRPC port through the container network's gateway, not loopback.
+    let grpc_host = match executor {
+        ExecutorChoice::Pods { .. } if args.host.is_loopback() => {
+            eprintln!(
+                "note: with --executor k3d the task agents' gRPC port listens on every \
+                 interface (pods reach it through the container network); agents must present \
+                 their attempt's token."
+            );
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        }
+        _ => args.host,
+    };
+    let grpc_listener = bind(grpc_host, ports.grpc, "the task agents' gRPC").await?;
     if !args.host.is_loopback() {
         eprintln!(
             "warning: listening on {}: anyone who can reach this machine can reach Lite's login \
@@ -262,6 +278,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
                 ..Supervision::default()
             },
             connection_key: Some(credentials.connection_key.clone()),
+            executor,
         },
     )
     .await?;

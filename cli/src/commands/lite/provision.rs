@@ -1,5 +1,7 @@
 //! `leoflow lite provision`: what the host has for Lite, what it lacks and the command that
-//! fixes each gap. The pod executor's checks are shared with `leoflow lite --executor k3d`.
+//! fixes each gap. The pod executor's checks are shared with `leoflow lite --executor k3d`,
+//! which runs tries as pods in the k3d cluster when they pass and names what is missing
+//! when they do not.
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -8,10 +10,17 @@ use anyhow::Result;
 use leoflow_postgres::locate::PgBuild;
 use tokio::process::Command;
 
+use crate::control_plane::ExecutorChoice;
 use crate::python_env::{host_python, managed_venv, venv_python};
 
 /// The k3d cluster the pod executor uses.
 pub const K3D_CLUSTER: &str = "leoflow-dev";
+
+/// The image tries run in by default with `--executor k3d`.
+pub const POD_IMAGE: &str = "python:3.11-slim";
+
+/// The name under which k3d's pods reach the host (k3d adds it to the cluster's DNS).
+const K3D_HOST: &str = "host.k3d.internal";
 
 /// One thing checked on the host.
 #[derive(Debug, Clone)]
@@ -161,7 +170,9 @@ pub async fn pod_checks() -> Vec<Check> {
         checks.push(Check {
             name: "cluster",
             found: answer("k3d", &["cluster", "get", K3D_CLUSTER]).await,
-            fix: format!("k3d cluster create {K3D_CLUSTER}"),
+            // Pods run Leoflow's binary, the SDK and the project from the host's paths, so
+            // the nodes must mount the folders that hold them (the home folder usually does).
+            fix: format!("k3d cluster create {K3D_CLUSTER} --volume \"$HOME:$HOME@all\""),
         });
     }
     checks
@@ -192,8 +203,7 @@ pub async fn run(home: &Path) -> Result<ExitCode> {
     }
     if pods.iter().all(|c| c.found.is_ok()) {
         println!(
-            "Docker, k3d and kubectl are here, but this build has no pod executor yet: tasks run \
-             as subprocesses."
+            "Tries can run as pods in the k3d cluster {K3D_CLUSTER}: leoflow lite --executor k3d"
         );
     }
     Ok(if ready {
@@ -203,9 +213,9 @@ pub async fn run(home: &Path) -> Result<ExitCode> {
     })
 }
 
-/// The refusal of `--executor k3d`: what is missing (with fixes), or that this build has no
-/// pod executor.
-pub async fn refuse_pod_executor() -> anyhow::Error {
+/// The pod executor of `--executor k3d` when the host has Docker, k3d, kubectl and the
+/// cluster; otherwise what is missing, with the fixes.
+pub async fn k3d_executor(image: &str) -> Result<ExecutorChoice> {
     let missing: Vec<String> = pod_checks()
         .await
         .into_iter()
@@ -215,18 +225,18 @@ pub async fn refuse_pod_executor() -> anyhow::Error {
                 .map(|why| format!("  {}: {why}\n    fix: {}", c.name, c.fix))
         })
         .collect();
-    if missing.is_empty() {
-        anyhow::anyhow!(
-            "--executor k3d: Docker, k3d and the {K3D_CLUSTER} cluster are here, but this build \
-             of Leoflow has no Kubernetes pod executor yet. Run without --executor (tasks run \
-             as subprocesses)."
-        )
-    } else {
-        anyhow::anyhow!(
+    if !missing.is_empty() {
+        anyhow::bail!(
             "--executor k3d runs tasks as pods in the k3d cluster {K3D_CLUSTER}, which needs \
              what this host lacks:\n{}\nInstall it, or run without --executor (tasks run as \
              subprocesses). `leoflow lite provision` checks the host.",
             missing.join("\n")
-        )
+        );
     }
+    Ok(ExecutorChoice::Pods {
+        context: format!("k3d-{K3D_CLUSTER}"),
+        namespace: "default".into(),
+        image: image.to_owned(),
+        host_from_pods: K3D_HOST.into(),
+    })
 }

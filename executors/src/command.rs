@@ -1,0 +1,115 @@
+//! The `leoflow agent` command line for an attempt, shared by the adapters so that a host
+//! process and a pod start the agent the same way.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::Attempt;
+
+/// Where the agent and what it needs are, as the agent will see them (on the host for the
+/// subprocess adapter, inside the container for the pod adapter).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AgentSettings<'a> {
+    pub program: &'a Path,
+    pub endpoint: &'a str,
+    pub python: &'a Path,
+    pub sdk_path: &'a Path,
+    pub project_dir: Option<&'a Path>,
+}
+
+/// The agent's program, arguments (after the program) and environment for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgentCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(&'static str, OsString)>,
+}
+
+/// The environment variable carrying the attempt token.
+pub(crate) const TOKEN_ENV: &str = "LEOFLOW_ATTEMPT_TOKEN";
+
+impl AgentCommand {
+    pub(crate) fn new(settings: AgentSettings<'_>, attempt: &Attempt) -> Self {
+        let args = [
+            "agent",
+            "--endpoint",
+            settings.endpoint,
+            "--dag-id",
+            &attempt.ti.dag_id,
+            "--run-id",
+            &attempt.ti.run_id,
+            "--task-id",
+            &attempt.ti.task_id,
+            "--map-index",
+            &attempt.ti.map_index.to_string(),
+            "--try-number",
+            &attempt.try_number.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        // The token goes in the environment, not argv: `ps` shows argv to every user.
+        let mut env = vec![
+            (TOKEN_ENV, attempt.attempt_token.to_string().into()),
+            ("LEOFLOW_PYTHON", settings.python.into()),
+            ("LEOFLOW_SDK_PATH", settings.sdk_path.into()),
+        ];
+        if let Some(dir) = settings.project_dir {
+            env.push(("LEOFLOW_PROJECT_DIR", dir.into()));
+        }
+        Self {
+            program: settings.program.to_owned(),
+            args,
+            env,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leoflow_events::TaskInstanceKey;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn flags_carry_the_attempt_and_the_token_stays_out_of_argv() {
+        let token = Uuid::new_v4();
+        let attempt = Attempt {
+            ti: TaskInstanceKey::mapped("d", "r", "t", 3),
+            try_number: 2,
+            attempt_token: token,
+        };
+        let command = AgentCommand::new(
+            AgentSettings {
+                program: Path::new("/bin/leoflow"),
+                endpoint: "http://cp:9099",
+                python: Path::new("/usr/bin/python3"),
+                sdk_path: Path::new("/sdk"),
+                project_dir: None,
+            },
+            &attempt,
+        );
+        assert_eq!(command.program, Path::new("/bin/leoflow"));
+        assert_eq!(
+            command.args,
+            [
+                "agent",
+                "--endpoint",
+                "http://cp:9099",
+                "--dag-id",
+                "d",
+                "--run-id",
+                "r",
+                "--task-id",
+                "t",
+                "--map-index",
+                "3",
+                "--try-number",
+                "2"
+            ]
+        );
+        assert!(!command.args.iter().any(|a| a.contains(&token.to_string())));
+        assert_eq!(command.env[0], (TOKEN_ENV, token.to_string().into()));
+        assert!(!command.env.iter().any(|(k, _)| *k == "LEOFLOW_PROJECT_DIR"));
+    }
+}
