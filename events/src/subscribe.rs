@@ -24,10 +24,6 @@ use crate::store::{StoreError, head, read_from};
 /// How long the head watcher waits for a notification before reading the head anyway.
 pub const POLL_FALLBACK: Duration = Duration::from_millis(500);
 
-/// How long a subscription trusts the head watcher before reading the log itself (only
-/// reached if the watcher could not read the head at all).
-const READ_ANYWAY: Duration = Duration::from_secs(10);
-
 /// Events read per round trip while catching up.
 const PAGE: i64 = 1000;
 
@@ -190,6 +186,13 @@ impl Subscription {
             self.empty_wakes += 1;
             return;
         }
-        let _ = tokio::time::timeout(READ_ANYWAY, self.head.wait_for(|head| *head >= next)).await;
+        // No timer here: the watcher reads the head itself every POLL_FALLBACK when no
+        // notification comes, and a read from each subscription on a timer would keep pooled
+        // connections from ever being idle.
+        if self.head.wait_for(|head| *head >= next).await.is_err() {
+            // Cannot happen while this subscription keeps the watcher (`_watch`); polling is
+            // the safe answer if it ever does.
+            tokio::time::sleep(POLL_FALLBACK).await;
+        }
     }
 }
