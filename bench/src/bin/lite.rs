@@ -5,9 +5,10 @@
 //! - **Cold start**: process start → the web UI's page and `/api/v2/monitor/health` answer
 //!   (Postgres start, migrations check, replay, compile and registration of the project, the
 //!   zygote, the three listeners included).
-//! - **Idle memory** 10 s after start: resident memory of Lite, its Python zygote and every
-//!   Postgres process, summed two ways — RSS (counts shared pages once per process, so it
-//!   overstates) and PSS (shares them out; the honest total).
+//! - **Idle memory** 10 s after start, and settled (idle past the pool's idle-connection
+//!   timeout, when the connections opened for start-up have closed): resident memory of Lite,
+//!   its Python zygote and every Postgres process, summed two ways — RSS (counts shared pages
+//!   once per process, so it overstates) and PSS (shares them out).
 //! - **Hot reload**: dag.py saved → the new DAG version listed by the API.
 //!
 //! ```sh
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use leoflow_bench::{Percentiles, leoflow_binary, machine_description};
+use leoflow_postgres::datastore::IDLE_CONNECTION_TIMEOUT;
 use leoflow_postgres::{ClusterSettings, ManagedCluster};
 use serde_json::{Value, json};
 
@@ -136,6 +138,40 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
 
+/// Prints RSS and PSS of Lite's process tree and of the managed Postgres's.
+fn print_memory(label: &str, lite: u32, cluster: &ManagedCluster) -> Result<()> {
+    let postmaster: u32 = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?
+        .lines()
+        .next()
+        .context("postmaster.pid")?
+        .trim()
+        .parse()?;
+    let lite_pids: Vec<u32> = std::iter::once(lite).chain(descendants(lite)).collect();
+    let postgres_pids: Vec<u32> = std::iter::once(postmaster)
+        .chain(descendants(postmaster))
+        .collect();
+    let sum = |pids: &[u32]| {
+        pids.iter()
+            .map(|p| memory_kb(*p))
+            .fold((0, 0), |(r, p), (r2, p2)| (r + r2, p + p2))
+    };
+    let (lite_rss, lite_pss) = sum(&lite_pids);
+    let (pg_rss, pg_pss) = sum(&postgres_pids);
+    println!(
+        "memory, {label}: Lite + zygote ({} processes) RSS {} / PSS {}; Postgres ({} \
+         processes) RSS {} / PSS {}; total RSS {} / PSS {}",
+        lite_pids.len(),
+        mib(lite_rss),
+        mib(lite_pss),
+        postgres_pids.len(),
+        mib(pg_rss),
+        mib(pg_pss),
+        mib(lite_rss + pg_rss),
+        mib(lite_pss + pg_pss)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let binary = leoflow_binary()?;
@@ -188,39 +224,18 @@ async fn main() -> Result<()> {
 
     let lite = Lite::spawn(&binary, &home, &project)?;
     wait_ready(&http, &base).await?;
-    tokio::time::sleep(Duration::from_secs(10)).await;
     let cluster = ManagedCluster::new(home.join("postgres"), ClusterSettings::durable())?;
-    let postmaster: u32 = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?
-        .lines()
-        .next()
-        .context("postmaster.pid")?
-        .trim()
-        .parse()?;
-    let lite_pids: Vec<u32> = std::iter::once(lite.child.id())
-        .chain(descendants(lite.child.id()))
-        .collect();
-    let postgres_pids: Vec<u32> = std::iter::once(postmaster)
-        .chain(descendants(postmaster))
-        .collect();
-    let sum = |pids: &[u32]| {
-        pids.iter()
-            .map(|p| memory_kb(*p))
-            .fold((0, 0), |(r, p), (r2, p2)| (r + r2, p + p2))
-    };
-    let (lite_rss, lite_pss) = sum(&lite_pids);
-    let (pg_rss, pg_pss) = sum(&postgres_pids);
-    println!(
-        "idle memory after 10 s: Lite + zygote ({} processes) RSS {} / PSS {}; Postgres ({} \
-         processes) RSS {} / PSS {}; total RSS {} / PSS {}",
-        lite_pids.len(),
-        mib(lite_rss),
-        mib(lite_pss),
-        postgres_pids.len(),
-        mib(pg_rss),
-        mib(pg_pss),
-        mib(lite_rss + pg_rss),
-        mib(lite_pss + pg_pss)
-    );
+    // Soon after start, and once the connections opened for start-up have been closed: the
+    // pool checks for idle connections once per idle timeout, so that is within two of them.
+    let ready = Instant::now();
+    let settled = IDLE_CONNECTION_TIMEOUT * 2 + Duration::from_secs(10);
+    for (label, wait) in [
+        ("10 s after start", Duration::from_secs(10)),
+        ("settled", settled),
+    ] {
+        tokio::time::sleep(wait.saturating_sub(ready.elapsed())).await;
+        print_memory(label, lite.child.id(), &cluster)?;
+    }
 
     let login: Value = http
         .post(format!("{base}/auth/token"))
