@@ -127,7 +127,8 @@ impl ControlPlane {
                     .await
                     .map_err(|error| {
                         anyhow::anyhow!(
-                            "cannot reach the Kubernetes cluster of context {context}: {error}"
+                            "cannot configure a Kubernetes client for the kubeconfig context \
+                             {context}: {error}. `kubectl config get-contexts` lists the contexts"
                         )
                     })?;
                 Arc::new(executor)
