@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_events::EventStore;
-use leoflow_executors::Executor;
 use leoflow_executors::kubernetes::{PodConfig, PodExecutor};
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
-use leoflow_executors::subprocess::{SubprocessConfig, SubprocessExecutor};
+use leoflow_executors::subprocess::SubprocessExecutor;
+use leoflow_executors::{AgentConfig, Executor};
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::reactor::{Reactor, Supervision};
@@ -86,16 +86,14 @@ impl ControlPlane {
         let program = std::env::current_exe().context("locating the leoflow binary")?;
         let executor: Arc<dyn Executor> = match &options.executor {
             ExecutorChoice::Subprocess => {
-                let mut executor = SubprocessExecutor::new(
-                    SubprocessConfig {
-                        program,
-                        endpoint: format!("http://{endpoint}"),
-                        python: options.python.interpreter.clone(),
-                        sdk_path: options.python.sdk_path.clone(),
-                        project_dir: options.project_dir.clone(),
-                    },
-                    exits_tx,
-                );
+                let agent = AgentConfig {
+                    program,
+                    endpoint: format!("http://{endpoint}"),
+                    python: options.python.interpreter.clone(),
+                    sdk_path: options.python.sdk_path.clone(),
+                    project_dir: options.project_dir.clone(),
+                };
+                let mut executor = SubprocessExecutor::new(agent, exits_tx);
                 if let Err(error) = executor.start_zygote().await {
                     eprintln!("warning: {error}; every try starts its own Python (slower)");
                 }
@@ -107,19 +105,24 @@ impl ControlPlane {
                 image,
                 host_from_pods,
             } => {
-                let sdk_path = options.python.sdk_path.clone();
-                let mut host_paths: Vec<PathBuf> =
-                    program.parent().map(Into::into).into_iter().collect();
-                host_paths.push(sdk_path.clone());
-                host_paths.extend(options.project_dir.clone());
+                // The nodes mount these host folders; pods see them at the same paths.
+                let host_paths = program
+                    .parent()
+                    .map(PathBuf::from)
+                    .into_iter()
+                    .chain([options.python.sdk_path.clone()])
+                    .chain(options.project_dir.clone())
+                    .collect();
                 let config = PodConfig {
                     namespace: namespace.clone(),
                     image: image.clone(),
-                    program,
-                    endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
-                    python: "python3".into(),
-                    sdk_path,
-                    project_dir: options.project_dir.clone(),
+                    agent: AgentConfig {
+                        program,
+                        endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
+                        python: "python3".into(),
+                        sdk_path: options.python.sdk_path.clone(),
+                        project_dir: options.project_dir.clone(),
+                    },
                     host_paths,
                     labels: Default::default(),
                 };

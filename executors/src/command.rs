@@ -2,19 +2,25 @@
 //! process and a pod start the agent the same way.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::Attempt;
 
-/// Where the agent and what it needs are, as the agent will see them (on the host for the
-/// subprocess adapter, inside the container for the pod adapter).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AgentSettings<'a> {
-    pub program: &'a Path,
-    pub endpoint: &'a str,
-    pub python: &'a Path,
-    pub sdk_path: &'a Path,
-    pub project_dir: Option<&'a Path>,
+/// What every agent is started with: the program and what it needs, as the agent sees them
+/// (on the host for the subprocess adapter, inside the container for the pod adapter).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The `leoflow` binary (its `agent` subcommand is the agent).
+    pub program: PathBuf,
+    /// The control plane's gRPC endpoint the agents call.
+    pub endpoint: String,
+    /// The Python interpreter that runs tasks (resolved once on the host: a pyenv shim costs
+    /// ~200 ms per spawn).
+    pub python: PathBuf,
+    /// The directory holding the SDK's `leoflow` package.
+    pub sdk_path: PathBuf,
+    /// The project directory tasks run in, when there is one.
+    pub project_dir: Option<PathBuf>,
 }
 
 /// The agent's program, arguments (after the program) and environment for one attempt.
@@ -29,11 +35,11 @@ pub(crate) struct AgentCommand {
 pub(crate) const TOKEN_ENV: &str = "LEOFLOW_ATTEMPT_TOKEN";
 
 impl AgentCommand {
-    pub(crate) fn new(settings: AgentSettings<'_>, attempt: &Attempt) -> Self {
+    pub(crate) fn new(config: &AgentConfig, attempt: &Attempt) -> Self {
         let args = [
             "agent",
             "--endpoint",
-            settings.endpoint,
+            &config.endpoint,
             "--dag-id",
             &attempt.ti.dag_id,
             "--run-id",
@@ -50,14 +56,14 @@ impl AgentCommand {
         // The token goes in the environment, not argv: `ps` shows argv to every user.
         let mut env = vec![
             (TOKEN_ENV, attempt.attempt_token.to_string().into()),
-            ("LEOFLOW_PYTHON", settings.python.into()),
-            ("LEOFLOW_SDK_PATH", settings.sdk_path.into()),
+            ("LEOFLOW_PYTHON", config.python.clone().into()),
+            ("LEOFLOW_SDK_PATH", config.sdk_path.clone().into()),
         ];
-        if let Some(dir) = settings.project_dir {
-            env.push(("LEOFLOW_PROJECT_DIR", dir.into()));
+        if let Some(dir) = &config.project_dir {
+            env.push(("LEOFLOW_PROJECT_DIR", dir.clone().into()));
         }
         Self {
-            program: settings.program.to_owned(),
+            program: config.program.clone(),
             args,
             env,
         }
@@ -66,6 +72,8 @@ impl AgentCommand {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use leoflow_events::TaskInstanceKey;
     use uuid::Uuid;
 
@@ -80,11 +88,11 @@ mod tests {
             attempt_token: token,
         };
         let command = AgentCommand::new(
-            AgentSettings {
-                program: Path::new("/bin/leoflow"),
-                endpoint: "http://cp:9099",
-                python: Path::new("/usr/bin/python3"),
-                sdk_path: Path::new("/sdk"),
+            &AgentConfig {
+                program: "/bin/leoflow".into(),
+                endpoint: "http://cp:9099".into(),
+                python: "/usr/bin/python3".into(),
+                sdk_path: "/sdk".into(),
                 project_dir: None,
             },
             &attempt,

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::command::{AgentCommand, AgentSettings, TOKEN_ENV};
+use crate::command::{AgentCommand, AgentConfig, TOKEN_ENV};
 use crate::{Attempt, AttemptExit, Executor};
 
 /// Label every pod of this executor carries; the watcher selects on it.
@@ -67,36 +67,17 @@ const ATTEMPT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6f66_6c6f_4a77_9f3e_2b
 pub struct PodConfig {
     /// The namespace pods are created and watched in.
     pub namespace: String,
-    /// The container image (it must provide what `python` needs, or get it from `host_paths`).
+    /// The container image (it must provide what the agent's `python` needs, or get it from `host_paths`).
     pub image: String,
-    /// The `leoflow` binary inside the container (its `agent` subcommand is the agent).
-    pub program: PathBuf,
-    /// The control plane's gRPC endpoint as pods reach it, e.g. `http://host.k3d.internal:9099`.
-    pub endpoint: String,
-    /// The Python interpreter inside the container.
-    pub python: PathBuf,
-    /// The directory holding the SDK's `leoflow` package, inside the container.
-    pub sdk_path: PathBuf,
-    /// The project directory tasks run in, inside the container, when there is one.
-    pub project_dir: Option<PathBuf>,
+    /// The agent's program, endpoint (as pods reach it, e.g. `http://host.k3d.internal:9099`),
+    /// Python, SDK and project, as the container sees them.
+    pub agent: AgentConfig,
     /// Paths of the node mounted read-only into each pod at the same path (`hostPath`
     /// volumes): with k3d nodes that mount the host's binary, SDK and project, pods see them
     /// where Lite does.
     pub host_paths: Vec<PathBuf>,
     /// Extra labels for every pod (Leoflow's own labels win on a clash).
     pub labels: BTreeMap<String, String>,
-}
-
-impl PodConfig {
-    fn agent(&self) -> AgentSettings<'_> {
-        AgentSettings {
-            program: &self.program,
-            endpoint: &self.endpoint,
-            python: &self.python,
-            sdk_path: &self.sdk_path,
-            project_dir: self.project_dir.as_deref(),
-        }
-    }
 }
 
 /// Runs each attempt as a pod and reports each pod's end.
@@ -445,7 +426,7 @@ pub fn label_value(value: &str) -> String {
 }
 
 fn pod_for(config: &PodConfig, attempt: &Attempt) -> Pod {
-    let agent = AgentCommand::new(config.agent(), attempt);
+    let agent = AgentCommand::new(&config.agent, attempt);
     let env = agent
         .env
         .into_iter()

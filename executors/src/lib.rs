@@ -15,6 +15,7 @@ pub mod subprocess;
 pub mod zygote;
 
 pub use attempt::{Attempt, AttemptExit, Executor};
+pub use command::AgentConfig;
 
 /// The task agent protocol (`proto/agent.proto`), generated at build time.
 #[allow(missing_docs, clippy::all)]

@@ -14,27 +14,12 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::command::{AgentCommand, AgentSettings};
+use crate::command::{AgentCommand, AgentConfig};
 use crate::{Attempt, AttemptExit, Executor};
-
-/// How to start agents.
-#[derive(Debug, Clone)]
-pub struct SubprocessConfig {
-    /// The `leoflow` binary (its `agent` subcommand is the agent).
-    pub program: PathBuf,
-    /// The control plane's gRPC endpoint the agents call.
-    pub endpoint: String,
-    /// The real Python interpreter, resolved once (a pyenv shim costs ~200 ms per spawn).
-    pub python: PathBuf,
-    /// The directory holding the SDK's `leoflow` package.
-    pub sdk_path: PathBuf,
-    /// The project directory tasks run in, when there is one.
-    pub project_dir: Option<PathBuf>,
-}
 
 /// Starts one agent process per attempt and reports each agent's exit.
 pub struct SubprocessExecutor {
-    config: SubprocessConfig,
+    config: AgentConfig,
     /// The warm Python process agents fork their runners from, with its socket.
     zygote: Option<(tokio::process::Child, PathBuf)>,
     /// Attempt token → agent pid, for `terminate`.
@@ -44,7 +29,7 @@ pub struct SubprocessExecutor {
 
 impl SubprocessExecutor {
     /// An executor reporting agent exits on `exits`.
-    pub fn new(config: SubprocessConfig, exits: mpsc::UnboundedSender<AttemptExit>) -> Self {
+    pub fn new(config: AgentConfig, exits: mpsc::UnboundedSender<AttemptExit>) -> Self {
         Self {
             config,
             zygote: None,
@@ -65,17 +50,7 @@ impl SubprocessExecutor {
     }
 
     fn command(&self, attempt: &Attempt) -> Command {
-        let c = &self.config;
-        let agent = AgentCommand::new(
-            AgentSettings {
-                program: &c.program,
-                endpoint: &c.endpoint,
-                python: &c.python,
-                sdk_path: &c.sdk_path,
-                project_dir: c.project_dir.as_deref(),
-            },
-            attempt,
-        );
+        let agent = AgentCommand::new(&self.config, attempt);
         let mut command = Command::new(&agent.program);
         command
             .args(&agent.args)
@@ -201,7 +176,7 @@ mod tests {
     fn agents_get_the_attempt_in_argv_and_the_token_in_the_environment() {
         let (exits, _) = mpsc::unbounded_channel();
         let executor = SubprocessExecutor::new(
-            SubprocessConfig {
+            AgentConfig {
                 program: "/opt/leoflow".into(),
                 endpoint: "http://127.0.0.1:9099".into(),
                 python: "/usr/bin/python3".into(),

@@ -9,7 +9,7 @@ use http::{Method, Request, Response};
 use kube::client::Body;
 use leoflow_events::TaskInstanceKey;
 use leoflow_executors::kubernetes::{PodConfig, PodExecutor, attempt_id, pod_name};
-use leoflow_executors::{Attempt, AttemptExit, Executor};
+use leoflow_executors::{AgentConfig, Attempt, AttemptExit, Executor};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -92,11 +92,13 @@ fn config() -> PodConfig {
     PodConfig {
         namespace: NS.into(),
         image: "registry.local/leoflow-task:1".into(),
-        program: "/opt/leoflow/bin/leoflow".into(),
-        endpoint: "http://host.k3d.internal:9099".into(),
-        python: "/opt/venv/bin/python".into(),
-        sdk_path: "/opt/leoflow/sdk".into(),
-        project_dir: Some("/srv/project".into()),
+        agent: AgentConfig {
+            program: "/opt/leoflow/bin/leoflow".into(),
+            endpoint: "http://host.k3d.internal:9099".into(),
+            python: "/opt/venv/bin/python".into(),
+            sdk_path: "/opt/leoflow/sdk".into(),
+            project_dir: Some("/srv/project".into()),
+        },
         host_paths: vec!["/opt/leoflow".into(), "/srv/project".into()],
         labels: BTreeMap::from([("team".into(), "data".into())]),
     }
