@@ -5,6 +5,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Golden tests rewrite their expectations when LEOFLOW_UPDATE_GOLDEN is set: in CI that would
+# make them pass whatever the compiler produced.
+if [ -n "${LEOFLOW_UPDATE_GOLDEN:-}" ] && [ -n "${CI:-}" ]; then
+    echo "LEOFLOW_UPDATE_GOLDEN is set: CI never rewrites golden files (unset it)" >&2
+    exit 1
+fi
+
+# The storage tests share one managed cluster (postgres/src/testing.rs); it is stopped when
+# this script ends, however it ends.
+test_pg_data="${LEOFLOW_TEST_PG_ROOT:-${TMPDIR:-/tmp}/leoflow-test-pg-$(id -u)}/data"
+stop_test_postgres() {
+    [ -f "$test_pg_data/postmaster.pid" ] || return 0
+    local pg_ctl
+    pg_ctl="${LEOFLOW_PG_BIN:+$LEOFLOW_PG_BIN/pg_ctl}"
+    [ -n "$pg_ctl" ] || pg_ctl=$(compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' | sort -V | tail -n 1)
+    echo "== stopping the tests' Postgres"
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u "$(stat -c %U "$test_pg_data")" -- "$pg_ctl" stop -D "$test_pg_data" -m fast -s || true
+    else
+        "$pg_ctl" stop -D "$test_pg_data" -m fast -s || true
+    fi
+}
+trap stop_test_postgres EXIT
+
 have_pg_build() {
     [ -n "${LEOFLOW_PG_BIN:-}" ] && return 0
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null

@@ -49,8 +49,10 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .route("/auth/token", post(auth::create_token))
         .route("/api/v2/auth/login", get(auth::login_redirect))
         .route("/api/v2/auth/logout", get(auth::logout))
-        // Public in Airflow too: load balancers and probes call it.
+        // Public in Airflow's OpenAPI (no `security`): probes and the official client call
+        // them without a token.
         .route("/api/v2/monitor/health", get(v2::monitor::health))
+        .route("/api/v2/version", get(v2::misc::version))
         .merge(protected)
         .merge(editor::routes(state.clone()))
         .merge(spa::routes(ui))

@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -107,6 +108,14 @@ async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
         "uptime_seconds",
         "Seconds since this process started",
         uptime,
+    );
+
+    let refused = Counter::<u64>::default();
+    refused.inc_by(leoflow_scheduler::agents::refused_calls());
+    registry.register(
+        "agent_calls_refused",
+        "Agent calls refused as not coming from a current attempt (unknown run, bad token)",
+        refused,
     );
 
     let mut text = String::new();

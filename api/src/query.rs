@@ -58,12 +58,17 @@ impl Params {
                 &value.replace('\0', "\\0"),
             ));
         }
-        if let Some((name, value)) = pairs.iter().find(|(_, v)| v.len() > MAX_VALUE_LEN) {
+        if let Some((name, value)) = pairs
+            .iter()
+            .find(|(_, v)| v.chars().nth(MAX_VALUE_LEN).is_some())
+        {
+            // The start of the value, cut at a character (a byte index could fall inside one).
+            let start: String = value.chars().take(64).collect();
             return Err(invalid(
                 name,
                 "string_too_long",
                 format!("String should have at most {MAX_VALUE_LEN} characters"),
-                &value[..64],
+                &start,
             ));
         }
         Ok(Self { pairs })
@@ -589,6 +594,18 @@ fn quoted_list(values: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_value_of_multibyte_characters_is_refused_not_a_panic() {
+        let value = format!("{}{}", "a".repeat(63), "é".repeat(MAX_VALUE_LEN));
+        let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        let error = Params::parse(&format!("dag_id_pattern={encoded}")).unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        // At the limit in characters (twice as many bytes) it is accepted.
+        let fits = "é".repeat(MAX_VALUE_LEN);
+        let encoded: String = form_urlencoded::byte_serialize(fits.as_bytes()).collect();
+        assert!(Params::parse(&format!("x={encoded}")).is_ok());
+    }
 
     #[test]
     fn lists_pages_and_bad_values() {

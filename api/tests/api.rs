@@ -480,3 +480,125 @@ async fn pause_mark_clear_note_and_delete_change_the_log() {
             .is_equal()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_the_active_schedulers_real_heartbeat() {
+    let api = TestApi::start(DAGS).await;
+    let health = || async {
+        let body = api.get("/api/v2/monitor/health").await;
+        (
+            body["scheduler"]["status"].clone(),
+            body["scheduler"]["latest_scheduler_heartbeat"].clone(),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, first) = loop {
+        let (status, beat) = health().await;
+        if status == "healthy" || tokio::time::Instant::now() > deadline {
+            break (status, beat);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, "healthy");
+    let recorded: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT max(last_heartbeat) FROM scheduler_heartbeat")
+            .fetch_one(&api.db.pool)
+            .await
+            .unwrap();
+    let reported: chrono::DateTime<chrono::Utc> = serde_json::from_value(first.clone()).unwrap();
+    // The heartbeat, not the time of the request (beats are 5 s apart; a new one may land).
+    assert!(
+        (reported - recorded).num_milliseconds().abs() < 5_500,
+        "{reported} vs {recorded}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (_, second) = health().await;
+    let later: chrono::DateTime<chrono::Utc> = serde_json::from_value(second).unwrap();
+    assert!(
+        later == reported || (later - reported).num_milliseconds() >= 4_000,
+        "a heartbeat moved by {} ms: it is the clock, not a beat",
+        (later - reported).num_milliseconds()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_unhealthy_when_the_last_heartbeat_is_stale_or_missing() {
+    let api = TestApi::without_scheduler().await;
+    let body = api.get("/api/v2/monitor/health").await;
+    assert_eq!(body["metadatabase"]["status"], "healthy");
+    assert_eq!(body["scheduler"]["status"], "unhealthy");
+    assert_eq!(body["scheduler"]["latest_scheduler_heartbeat"], json!(null));
+    // A scheduler that died while leading two minutes ago.
+    let stale = chrono::Utc::now() - chrono::TimeDelta::minutes(2);
+    sqlx::query("INSERT INTO scheduler_heartbeat VALUES (gen_random_uuid(), 'gone', 1, $1, $1)")
+        .bind(stale)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    let body = api.get("/api/v2/monitor/health").await;
+    assert_eq!(body["scheduler"]["status"], "unhealthy");
+    let reported: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(body["scheduler"]["latest_scheduler_heartbeat"].clone()).unwrap();
+    assert_eq!(reported.timestamp_micros(), stale.timestamp_micros());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_one_map_index_clears_only_that_instance() {
+    let api = TestApi::start(DAGS).await;
+    let run = api.run("pipeline", json!({})).await;
+    let tries = || async {
+        let tis: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT map_index::bigint, try_number::bigint FROM task_instance \
+             WHERE dag_id = 'pipeline' AND run_id = $1 AND task_id = 'transform' ORDER BY 1",
+        )
+        .bind(&run)
+        .fetch_all(&api.db.pool)
+        .await
+        .unwrap();
+        tis
+    };
+    assert_eq!(tries().await, [(0, 1), (1, 1), (2, 1)]);
+    let clear = |dry_run: bool| json!({"dry_run": dry_run, "dag_run_id": run, "task_ids": [["transform", 1]]});
+    let (status, listed) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/pipeline/clearTaskInstances",
+            Some(clear(true)),
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let listed: Vec<(String, i64)> = listed["task_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["task_id"].as_str().unwrap().to_owned(),
+                t["map_index"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [("transform".to_owned(), 1)]);
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/pipeline/clearTaskInstances",
+            Some(clear(false)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(api.wait_for("pipeline", &run).await, "success");
+    assert_eq!(
+        tries().await,
+        [(0, 1), (1, 2), (2, 1)],
+        "only transform[1] ran again"
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/pipeline/clearTaskInstances",
+            Some(json!({"dry_run": true, "dag_run_id": run, "task_ids": [["transform", "x"]]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+}

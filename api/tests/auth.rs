@@ -8,20 +8,12 @@ use reqwest::Method;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_refuses_anonymous_and_expired_callers() {
+async fn every_route_carries_exactly_the_security_airflows_spec_gives_it() {
     let api = TestApi::without_scheduler().await;
-    // Public, as in Airflow: the login routes and the health check.
-    let public = [
-        "/api/v2/auth/login",
-        "/api/v2/auth/logout",
-        "/api/v2/monitor/health",
-    ];
-    let mut checked = 0;
-    for (method, template) in contract().operations() {
-        if public.contains(&template.as_str())
-            || template.starts_with("/auth/")
-            || template == "/ui/auth/token"
-        {
+    let (mut protected, mut public) = (0, Vec::new());
+    for (method, template, secured) in contract().operations_with_security() {
+        // The simple auth manager's own routes (the login itself) are checked below.
+        if template.starts_with("/auth/") {
             continue;
         }
         let path = template
@@ -38,16 +30,45 @@ async fn every_route_refuses_anonymous_and_expired_callers() {
             .await
             .unwrap();
         let status = response.status().as_u16();
-        // 404/405: a route Leoflow does not have, anonymous or not.
-        assert!(
-            status == 401 || status == 404 || status == 405,
-            "{method} {template} answered {status} to an anonymous caller"
-        );
-        if status == 401 {
-            checked += 1;
+        if secured {
+            // 404/405: a route Leoflow does not have, anonymous or not.
+            assert!(
+                status == 401 || status == 404 || status == 405,
+                "{method} {template} answered {status} to an anonymous caller"
+            );
+            protected += usize::from(status == 401);
+        } else {
+            assert!(
+                status != 401 && status != 404 && status != 405,
+                "{method} {template} is public in Airflow's spec, but answered {status} to an \
+                 anonymous caller"
+            );
+            public.push(template);
         }
     }
-    assert!(checked > 80, "only {checked} routes were protected");
+    assert!(protected > 80, "only {protected} routes were protected");
+    public.sort();
+    assert_eq!(
+        public,
+        [
+            "/api/v2/auth/login",
+            "/api/v2/auth/logout",
+            "/api/v2/monitor/health",
+            "/api/v2/version"
+        ],
+        "the public routes of Airflow's spec"
+    );
+    // What the official client reads there without a token.
+    let version: serde_json::Value = api
+        .client
+        .get(format!("{}/api/v2/version", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    contract().check("GET", "/api/v2/version", 200, &version);
 
     // A token that expired an hour ago, properly signed, is refused like a forged one.
     let now = chrono::Utc::now().timestamp() as u64;
@@ -165,4 +186,141 @@ async fn login_page_redirects_bad_credentials_and_logout() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+const ONE_TASK: &str = r#"
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("target", schedule=None, is_paused_upon_creation=False):
+    EmptyOperator(task_id="noop")
+"#;
+
+async fn run_count(api: &TestApi) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM dag_run WHERE dag_id = 'target'")
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_cannot_use_the_session_cookie() {
+    let api = TestApi::start(ONE_TASK).await;
+    let login = api
+        .client
+        .post(format!("{}/auth/token", api.base))
+        .json(&json!({"username": "admin", "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.contains("SameSite=Lax") && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
+    let token = login.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cookie = format!("_token={token}");
+    let trigger = format!("{}/api/v2/dags/target/dagRuns", api.base);
+    let host = api.base.trim_start_matches("http://").to_owned();
+
+    // What an HTML form on another site posts: text/plain, the victim's cookie attached.
+    let forged = api
+        .client
+        .post(&trigger)
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body(r#"{"logical_date": null, "note": "="}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // The same form from a browser that says only Sec-Fetch-Site.
+    let forged = api
+        .client
+        .post(&trigger)
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/json")
+        .body(r#"{"logical_date": null}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // Same origin, but not JSON: a form's body.
+    let not_json = api
+        .client
+        .post(&trigger)
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{host}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("logical_date=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 415);
+    assert_eq!(
+        run_count(&api).await,
+        0,
+        "no forged request triggered a run"
+    );
+
+    // The UI's own request: same origin, JSON, the cookie.
+    let ui = api
+        .client
+        .post(&trigger)
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{host}"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"logical_date": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    // A bearer token is never sent by a browser on its own: any body type is the client's.
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/target/dagRuns",
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(run_count(&api).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_logins_are_held_to_the_limit() {
+    let api = TestApi::without_scheduler().await;
+    let attempts: Vec<_> = (0..30)
+        .map(|_| {
+            let (client, url) = (api.client.clone(), format!("{}/auth/token", api.base));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&json!({"username": "admin", "password": "wrong"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut verified = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            401 => verified += 1,
+            429 => {}
+            other => panic!("a wrong login answered {other}"),
+        }
+    }
+    // The test client logged in once before (a success clears the count).
+    assert!(
+        verified <= 5,
+        "{verified} wrong passwords were verified; the limit is 5"
+    );
 }

@@ -532,3 +532,39 @@ fn monaco_is_installed_only_from_the_pinned_tarball_and_served_to_the_page() {
         assert_eq!(status, 404);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_saves_json_and_the_cookie_never_carries_another_body() {
+    let api = EditorApi::start(None).await;
+    let url = format!("{}/leoflow/api/files/dags/etl.py", api.base);
+    let host = api.base.trim_start_matches("http://").to_owned();
+    let save = |content_type: &str, body: String| {
+        api.client
+            .put(&url)
+            .header("cookie", format!("_token={}", api.token))
+            .header("origin", format!("http://{host}"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let plain = save("text/plain; charset=utf-8", "x = 1\n".into())
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(api.on_disk("dags/etl.py"), ETL, "nothing was written");
+    let json = save(
+        "application/json",
+        serde_json::json!({"content": "x = 2\n"}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(json.status(), StatusCode::OK);
+    assert_eq!(api.on_disk("dags/etl.py"), "x = 2\n");
+    let unknown = save(
+        "application/json",
+        serde_json::json!({"text": "x = 3\n"}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -14,6 +14,10 @@ async fn every_golden_project_compiles_to_its_expected_document() {
     let python = common::test_python().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("LEOFLOW_UPDATE_GOLDEN").is_some();
+    assert!(
+        !(update && std::env::var_os("CI").is_some()),
+        "LEOFLOW_UPDATE_GOLDEN is set in CI: golden tests never rewrite themselves there"
+    );
     let mut projects: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -62,7 +62,8 @@ pub struct ControlPlane {
     specs: Specs,
     grpc: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
-    reactor: JoinHandle<Result<(), leoflow_scheduler::reactor::ReactorError>>,
+    /// `None` once it ended (see [`ControlPlane::reactor_failure`]).
+    reactor: Option<JoinHandle<Result<(), leoflow_scheduler::reactor::ReactorError>>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -164,7 +165,7 @@ impl ControlPlane {
                     },
                 ),
         );
-        let reactor = tokio::spawn(reactor.run(watcher));
+        let reactor = Some(tokio::spawn(reactor.run(watcher)));
         Ok(Self {
             specs,
             grpc,
@@ -185,11 +186,29 @@ impl ControlPlane {
         self.specs.clone()
     }
 
+    /// Resolves only if the scheduler's reactor ends before [`ControlPlane::stop`]: it rides
+    /// out database failures itself, so this is a failure the process must not outlive (a
+    /// corrupt log, a panic). Pending forever once it has resolved.
+    pub async fn reactor_failure(&mut self) -> anyhow::Error {
+        let Some(reactor) = self.reactor.as_mut() else {
+            return std::future::pending().await;
+        };
+        let ended = reactor.await;
+        self.reactor = None;
+        match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the scheduler stopped by itself"),
+            Ok(Err(error)) => anyhow::Error::new(error).context("the scheduler failed"),
+            Err(error) => anyhow::Error::new(error).context("the scheduler crashed"),
+        }
+    }
+
     /// Stops the reactor and the gRPC service. Agents still running keep their tries and
     /// report when a control plane is back.
     pub async fn stop(self) -> Result<()> {
         let _ = self.shutdown.send(true);
-        self.reactor.await??;
+        if let Some(reactor) = self.reactor {
+            reactor.await??;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
         Ok(())
     }

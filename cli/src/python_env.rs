@@ -260,7 +260,7 @@ async fn run(command: &mut Command, what: &str, hint: &str) -> Result<()> {
 
 /// The Python Lite uses: `LEOFLOW_PYTHON` when set, else the managed venv (which `leoflow
 /// setup`, or Lite's first start, makes), else the host's `python3` (with a note).
-pub async fn lite_python(home: &Path) -> Result<PythonRuntime> {
+pub async fn lite_python(home: &Path, note: &dyn Fn(String)) -> Result<PythonRuntime> {
     let managed = venv_python(&managed_venv(home));
     let interpreter = if std::env::var_os("LEOFLOW_PYTHON").is_some() {
         // Checked (≥ 3.10, runnable) with the message that says how to get one.
@@ -269,16 +269,48 @@ pub async fn lite_python(home: &Path) -> Result<PythonRuntime> {
         managed
     } else {
         let host = host_python().await?;
-        println!(
+        note(format!(
             "  python    {} (no managed venv: `leoflow setup` makes one with pendulum)",
             host.executable.display()
-        );
+        ));
         host.executable
     };
     let sdk = std::env::var_os("LEOFLOW_SDK_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(CHECKOUT_SDK));
     Ok(PythonRuntime::new(&interpreter, &sdk).await?)
+}
+
+/// The Python that parses and runs `project`'s DAG files, picked the same way by every command
+/// (Lite, `compile`): [`lite_python`], under the project's own venv when its leoflow.yaml
+/// declares `dependencies` (installed first when the list changed). Also returns that venv.
+///
+/// What it notes (an install, a missing managed venv) goes to standard output, or to standard
+/// error with `notes_to_stderr` (`compile -o -` writes the document to standard output).
+pub async fn project_python(
+    home: &Path,
+    project: &Path,
+    notes_to_stderr: bool,
+) -> Result<(PythonRuntime, Option<ProjectVenv>)> {
+    let note = |line: String| {
+        if notes_to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let base = lite_python(home, &note).await?;
+    let dependencies = project_dependencies(project);
+    if dependencies.is_empty() {
+        return Ok((base, None));
+    }
+    let project = std::fs::canonicalize(project)
+        .with_context(|| format!("the project {} cannot be read", project.display()))?;
+    let venv = ProjectVenv::new(home, &project, base);
+    if venv.ensure(&dependencies).await? == VenvOutcome::Installed {
+        note(format!("  venv      installed {}", dependencies.join(", ")));
+    }
+    Ok((venv.runtime(), Some(venv)))
 }
 
 /// A project's venv for its leoflow.yaml `dependencies`.

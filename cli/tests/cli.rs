@@ -645,3 +645,46 @@ async fn dags_trigger_checks_conf_against_params_and_tasks_can_be_marked_and_cle
     assert!(stderr(&out).contains("no task \"zz\""), "{}", stderr(&out));
     remove_home(&home);
 }
+
+#[test]
+fn compile_parses_with_the_managed_venv_as_lite_does() {
+    let home = scratch_home("compile-venv");
+    let project = home.join("tz");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("dag.py"),
+        "import pendulum\nfrom airflow.sdk import DAG, task\n\n\
+         with DAG(\"tz\", schedule=\"@daily\", start_date=pendulum.datetime(2026, 1, 1, tz=\"Europe/Paris\")):\n\
+         \x20   @task\n    def hello():\n        return 1\n\n    hello()\n",
+    )
+    .unwrap();
+    // What `leoflow setup` leaves: a managed venv holding pendulum (here the test venv, linked
+    // in place of the one setup would install from the package index).
+    let test_venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
+    assert!(
+        test_venv.join("bin/python").exists(),
+        "scripts/test.sh makes .venv"
+    );
+    std::os::unix::fs::symlink(
+        std::fs::canonicalize(&test_venv).unwrap(),
+        home.join("python"),
+    )
+    .unwrap();
+    let out = leoflow(
+        &["compile", project.to_str().unwrap(), "-o", "-"],
+        None,
+        Some(&home),
+    )
+    .env_remove("LEOFLOW_PYTHON")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "standard output is the document only ({e}): {}",
+            stdout(&out)
+        )
+    });
+    assert_eq!(document["dags"][0]["dag_id"], "tz", "{document}");
+    remove_home(&home);
+}

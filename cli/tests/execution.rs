@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use leoflow_events::catalog::{ConnectionSet, VariableSet};
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
 use leoflow_executors::proto::task_agent_client::TaskAgentClient;
-use leoflow_executors::proto::{AttemptRef, FinishRequest};
+use leoflow_executors::proto::{AttemptRef, FinishRequest, PushXComRequest};
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
@@ -54,6 +54,8 @@ impl Lite {
             .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")
             .env("LEOFLOW_HEARTBEAT_TIMEOUT", "4")
             .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
+            // Stands for the control plane's own secrets: no task may see it.
+            .env("CONTROL_PLANE_SECRET", "hunter2")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -744,8 +746,69 @@ with DAG("tokens", schedule=None, is_paused_upon_creation=False):
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
-    assert!(rejected[0].contains("attempt token is not the one dispatched"));
+    // Only the real agent's late report is kept: a forged token appends nothing.
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].contains("is over"), "{rejected:?}");
+}
+
+#[tokio::test]
+async fn calls_that_are_not_from_a_current_attempt_append_nothing_and_disclose_no_try() {
+    let dag = r#"
+from airflow.sdk import DAG, task
+
+with DAG("strangers", schedule=None, is_paused_upon_creation=False):
+    @task
+    def quick():
+        return 1
+
+    quick()
+"#;
+    let (_db, store, _dir, lite) = setup(dag).await;
+    let run = trigger(&store, "strangers", json!({})).await;
+    assert_eq!(wait_for_run(&store, "strangers", &run).await, "success");
+    let head = store.head().await.unwrap();
+    let mut client = TaskAgentClient::connect(format!("http://127.0.0.1:{}", lite.grpc_port))
+        .await
+        .unwrap();
+    let attempt = |run_id: &str, try_number: i32, token: &str| AttemptRef {
+        dag_id: "strangers".into(),
+        run_id: run_id.into(),
+        task_id: "quick".into(),
+        map_index: -1,
+        try_number,
+        attempt_token: token.into(),
+    };
+    let finish = |attempt: AttemptRef| FinishRequest {
+        attempt: Some(attempt),
+        outcome: 1,
+        reason: "forged".into(),
+        branch: vec![],
+        proceed: None,
+    };
+    let random = uuid::Uuid::new_v4().to_string();
+    for call in [
+        attempt("no-such-run", 1, &random),
+        attempt(&run, 1, "not-a-uuid"),
+        attempt(&run, 1, &random),
+        attempt(&run, 7, &random),
+    ] {
+        let refused = client.finish(finish(call)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+        assert!(
+            !refused.message().contains("try"),
+            "a refusal discloses the try: {refused}"
+        );
+    }
+    for _ in 0..20 {
+        let _ = client
+            .push_x_com(PushXComRequest {
+                attempt: Some(attempt(&run, 1, &random)),
+                key: "k".into(),
+                value_json: "1".into(),
+            })
+            .await;
+    }
+    assert_eq!(store.head().await.unwrap(), head, "the log did not grow");
 }
 
 #[tokio::test]
@@ -951,4 +1014,39 @@ with DAG("crashy", schedule=None, is_paused_upon_creation=False, max_active_runs
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+#[tokio::test]
+async fn tasks_see_an_allow_listed_environment_never_the_control_planes() {
+    let dag = r#"
+import os
+from airflow.sdk import DAG, task
+from airflow.providers.standard.operators.bash import BashOperator
+
+with DAG("environment", schedule=None, is_paused_upon_creation=False):
+    @task
+    def python_env():
+        print("names:", " ".join(sorted(os.environ)))
+        print("values:", " ".join(sorted(os.environ.values())))
+
+    python_env() >> BashOperator(task_id="bash_env", bash_command="env")
+"#;
+    let (db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "environment", json!({})).await;
+    assert_eq!(wait_for_run(&store, "environment", &run).await, "success");
+    let database = url(&db);
+    for task in ["python_env", "bash_env"] {
+        let log = log(&store, "environment", &run, task, 1).await;
+        for secret in [
+            "LEOFLOW_DATABASE_URL",
+            database.as_str(),
+            "CONTROL_PLANE_SECRET",
+            "hunter2",
+            "LEOFLOW_ATTEMPT_TOKEN",
+            "LEOFLOW_ADMIN_PASSWORD",
+        ] {
+            assert!(!log.contains(secret), "{task} saw {secret}: {log}");
+        }
+        assert!(log.contains("PATH"), "{task} has a PATH: {log}");
+    }
 }

@@ -686,6 +686,9 @@ fn spawn_runner(config: &AgentConfig) -> Result<Child, String> {
     // -I: no PYTHON* variables, no user site-packages; -u: unbuffered, so logs stream live.
     command
         .args(["-I", "-u", "-c", &bootstrap])
+        // The task sees the allow-listed environment, never the attempt token.
+        .env_clear()
+        .envs(crate::command::task_environment())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -34,6 +34,57 @@ pub(crate) struct AgentCommand {
 /// The environment variable carrying the attempt token.
 pub(crate) const TOKEN_ENV: &str = "LEOFLOW_ATTEMPT_TOKEN";
 
+/// Variables of the host's environment that agents, runners and tasks see: what programs
+/// need to run (the path, the user, the locale, the time zone, temporary files, certificates,
+/// proxies). Nothing else passes: the control plane's database URL, credentials and keys stay
+/// with it. A task's own variables come from leoflow.yaml's `env`.
+const INHERITED: [&str; 19] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// The agent's own settings, passed on to it (none is a secret).
+const AGENT_SETTINGS: [&str; 2] = ["LEOFLOW_AGENT_RETRY_SECONDS", "LEOFLOW_AGENT_TRACE"];
+
+/// The allow-listed part of this process's environment (see [`INHERITED`]).
+pub fn task_environment() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|name| INHERITED.contains(&name) || name.starts_with("LC_"))
+        })
+        .collect()
+}
+
+/// [`task_environment`] and the agent's settings: what an agent process starts with, before
+/// its attempt's own variables.
+pub(crate) fn agent_environment() -> Vec<(OsString, OsString)> {
+    let mut env = task_environment();
+    env.extend(
+        AGENT_SETTINGS
+            .iter()
+            .filter_map(|name| Some((OsString::from(name), std::env::var_os(name)?))),
+    );
+    env
+}
+
 impl AgentCommand {
     pub(crate) fn new(config: &AgentConfig, attempt: &Attempt) -> Self {
         let args = [

@@ -54,6 +54,8 @@ impl SubprocessExecutor {
         let mut command = Command::new(&agent.program);
         command
             .args(&agent.args)
+            .env_clear()
+            .envs(crate::command::agent_environment())
             .envs(agent.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -212,7 +214,11 @@ mod tests {
                 "2"
             ]
         );
-        let env: HashMap<&OsStr, Option<&OsStr>> = command.get_envs().collect();
+        // Cleared, then the allow-list: only Leoflow's own variables are named here.
+        let env: HashMap<&OsStr, Option<&OsStr>> = command
+            .get_envs()
+            .filter(|(name, _)| name.to_string_lossy().starts_with("LEOFLOW_"))
+            .collect();
         let token = attempt.attempt_token.to_string();
         assert_eq!(
             env,

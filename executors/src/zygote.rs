@@ -137,6 +137,9 @@ pub async fn start(
     command
         .args(["-I", "-u", "-c", &bootstrap])
         .arg(socket)
+        // The runners it forks inherit this: never the control plane's own environment.
+        .env_clear()
+        .envs(crate::command::task_environment())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

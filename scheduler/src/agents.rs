@@ -9,6 +9,7 @@
 //! machine's, not this module's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,9 +29,9 @@ use sqlx::Row;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::core::run::{Command, Outcome, TaskInstance, TiState, XComPush};
+use crate::core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
 use crate::core::spec::TaskKind;
-use crate::reactor::runs::{LoadedRun, Specs, SubmitError, load_run, submit_all};
+use crate::reactor::runs::{LoadedRun, Specs, SubmitError, load_run, submit_fenced};
 use crate::task_logs;
 
 /// When each in-flight attempt (by token) last showed a sign of life. The service writes it;
@@ -83,6 +84,55 @@ struct Verified {
     run: LoadedRun,
     key: TaskInstanceKey,
     ti: TaskInstance,
+    /// Checked again inside the decision (see [`submit_fenced`]).
+    fence: Fence,
+}
+
+/// Calls refused because they named no run, carried a malformed token or one that is not the
+/// current try's (the `leoflow_agent_calls_refused_total` metric).
+static REFUSED_CALLS: AtomicU64 = AtomicU64::new(0);
+/// When a refused call was last logged (one warning per [`REFUSAL_WARNING_EVERY`]).
+static LAST_REFUSAL_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// How many agent calls were refused as not coming from a current attempt.
+pub fn refused_calls() -> u64 {
+    REFUSED_CALLS.load(Ordering::Relaxed)
+}
+
+/// The refusal of a call that does not come from the current try's agent: counted and
+/// logged (rate-limited), never appended to the log — anyone who can reach the port could
+/// otherwise fill it. It names neither the current try nor why, beyond "not valid".
+fn refuse_stranger(key: &TaskInstanceKey, command: &str) -> Status {
+    REFUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+    let mut last = LAST_REFUSAL_WARNING.lock().expect("not poisoned");
+    if last.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY) {
+        *last = Some(Instant::now());
+        eprintln!(
+            "scheduler: refused an agent's {command} for {}/{}/{}: not the current attempt \
+             ({} refused so far)",
+            key.dag_id,
+            key.run_id,
+            key_text(key),
+            refused_calls()
+        );
+    }
+    Status::permission_denied(format!(
+        "the attempt is not valid for {}/{}/{}",
+        key.dag_id,
+        key.run_id,
+        key_text(key)
+    ))
+}
+
+/// The fence an agent's call claims, if its token is well-formed.
+fn fence_of(attempt: &AttemptRef) -> Option<Fence> {
+    Some(Fence {
+        task_id: attempt.task_id.clone(),
+        map_index: attempt.map_index,
+        try_number: attempt.try_number,
+        attempt_token: Uuid::parse_str(&attempt.attempt_token).ok()?,
+    })
 }
 
 impl AgentService {
@@ -141,45 +191,14 @@ impl AgentService {
         let key = TaskInstanceKey::mapped(&a.dag_id, &a.run_id, &a.task_id, a.map_index);
         let run = match load_run(&self.store, &self.specs, &a.dag_id, &a.run_id).await {
             Ok(run) => run,
-            Err(SubmitError::UnknownRun { .. }) => {
-                return Err(Status::not_found(format!(
-                    "no dag run {}/{}",
-                    a.dag_id, a.run_id
-                )));
-            }
+            Err(SubmitError::UnknownRun { .. }) => return Err(refuse_stranger(&key, command)),
             Err(error) => return Err(unavailable(error)),
         };
-        let token = Uuid::parse_str(&a.attempt_token).ok();
-        let ti = run
-            .state
-            .tis
-            .get(&(a.task_id.clone(), a.map_index))
-            .cloned();
-        let refusal = match (&ti, token) {
-            (None, _) => Some(format!("the run has no task instance {}", key_text(&key))),
-            (Some(ti), Some(token))
-                if ti.try_number == a.try_number && ti.attempt_token == Some(token) =>
-            {
-                None
-            }
-            (Some(ti), _) if ti.try_number != a.try_number => Some(format!(
-                "try {} is not the current try ({}) of {}",
-                a.try_number,
-                ti.try_number,
-                key_text(&key)
-            )),
-            _ => Some(format!(
-                "the attempt token is not the one dispatched for try {} of {}",
-                a.try_number,
-                key_text(&key)
-            )),
-        };
-        if let Some(reason) = refusal {
-            self.record_rejection(&key, a.try_number, command, &reason)
-                .await;
-            return Err(Status::permission_denied(reason));
+        let fence = fence_of(a).ok_or_else(|| refuse_stranger(&key, command))?;
+        if fence.check(&run.state).is_err() {
+            return Err(refuse_stranger(&key, command));
         }
-        let ti = ti.expect("checked");
+        let ti = run.state.tis[&(a.task_id.clone(), a.map_index)].clone();
         if need == Need::InFlight && !matches!(ti.state, TiState::Queued | TiState::Running) {
             let reason = format!(
                 "try {} of {} is over: it is {}",
@@ -187,16 +206,20 @@ impl AgentService {
                 key_text(&key),
                 state_word(ti.state)
             );
+            // The caller holds the try's token: its late report is worth keeping.
             if command != "heartbeat" {
                 self.record_rejection(&key, a.try_number, command, &reason)
                     .await;
             }
             return Err(Status::failed_precondition(reason));
         }
-        if let Some(token) = token {
-            self.liveness.touch(token);
-        }
-        Ok(Verified { run, key, ti })
+        self.liveness.touch(fence.attempt_token);
+        Ok(Verified {
+            run,
+            key,
+            ti,
+            fence,
+        })
     }
 
     async fn record_rejection(
@@ -227,17 +250,22 @@ impl AgentService {
         commands: Vec<Command>,
     ) -> Result<(), Status> {
         let key = &verified.key;
-        match submit_all(
+        match submit_fenced(
             &self.store,
             &self.specs,
             &key.dag_id,
             &key.run_id,
+            verified.fence.clone(),
             commands,
             "agent",
         )
         .await
         {
             Ok(_) => Ok(()),
+            // Re-dispatched since the call was verified: this agent no longer holds the try.
+            Err(SubmitError::Rejected(Rejection::NotTheAttempt(_))) => {
+                Err(refuse_stranger(key, command))
+            }
             Err(SubmitError::Rejected(rejection)) => {
                 let reason = rejection.to_string();
                 self.record_rejection(key, try_number, command, &reason)
@@ -656,9 +684,7 @@ impl TaskAgent for AgentService {
         });
         self.submit(&verified, try_number, "finish", commands)
             .await?;
-        if let Ok(token) = Uuid::parse_str(&attempt.attempt_token) {
-            self.liveness.forget(&token);
-        }
+        self.liveness.forget(&verified.fence.attempt_token);
         Ok(Response::new(Ack {}))
     }
 }

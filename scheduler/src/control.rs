@@ -135,8 +135,47 @@ pub async fn clear_tasks(
     downstream: bool,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
+    let targets = task_ids.into_iter().map(|id| (id, None)).collect();
+    clear_task_instances(store, specs, dag_id, run_id, targets, downstream, actor).await
+}
+
+/// Clears task instances of a run: each target is a whole task (`None`) or one map index of
+/// it (Airflow's `[task_id, map_index]`); with `downstream`, every task downstream of a
+/// target is cleared whole.
+pub async fn clear_task_instances(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    targets: Vec<(String, Option<i32>)>,
+    downstream: bool,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, ControlError> {
+    let mut task_ids = Vec::new();
+    let mut whole = std::collections::BTreeSet::new();
+    let mut only_map_indexes: std::collections::BTreeMap<String, std::collections::BTreeSet<i32>> =
+        Default::default();
+    for (task_id, map_index) in targets {
+        match map_index {
+            Some(index) => {
+                only_map_indexes
+                    .entry(task_id.clone())
+                    .or_default()
+                    .insert(index);
+            }
+            None => {
+                whole.insert(task_id.clone());
+            }
+        }
+        if !task_ids.contains(&task_id) {
+            task_ids.push(task_id);
+        }
+    }
+    // A task named whole and by index is cleared whole.
+    only_map_indexes.retain(|task_id, _| !whole.contains(task_id));
     let command = Command::Clear {
         task_ids,
+        only_map_indexes,
         downstream,
     };
     Ok(submit(store, specs, dag_id, run_id, command, actor).await?)

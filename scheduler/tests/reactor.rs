@@ -520,3 +520,145 @@ async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_a
     .unwrap();
     assert_eq!(queued, 40);
 }
+
+/// The pid of the connection holding the leader lock, if any.
+async fn lock_holder(store: &EventStore) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY)
+    .fetch_optional(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lock_connection_is_terminated_steps_down_and_one_leader_remains() {
+    let db = fresh_database().await;
+    let (store, first_executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let (_, second_executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    register_chain(&store).await;
+    let quick = Supervision {
+        scheduler_heartbeat: Duration::from_millis(200),
+        ..Supervision::default()
+    };
+    let (stop_first, first) = start_supervised(&store, first_executor.clone(), quick.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (stop_second, second) = start_supervised(&store, second_executor.clone(), quick);
+    trigger_run(&store, "r1").await;
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    assert_eq!(first_executor.dispatched.lock().unwrap().len(), 3);
+
+    // The lock's backend dies (a failover of the database proxy, an operator's kill).
+    let holder = lock_holder(&store).await.expect("a leader holds the lock");
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(terminated);
+    // Within a few heartbeats the old leader has noticed and stepped down, and someone leads.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(lock_holder(&store).await.is_some(), "nobody leads");
+    let beating: i64 = sqlx::query_scalar("SELECT count(*) FROM scheduler_heartbeat")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(beating, 1, "exactly one leader records heartbeats");
+    let (first_before, second_before) = (
+        first_executor.dispatched.lock().unwrap().len(),
+        second_executor.dispatched.lock().unwrap().len(),
+    );
+    for run in ["r2", "r3", "r4"] {
+        trigger_run(&store, run).await;
+    }
+    for run in ["r2", "r3", "r4"] {
+        assert_eq!(wait_for_run_end(&store, run).await, "success");
+    }
+    let by_first = first_executor.dispatched.lock().unwrap().len() - first_before;
+    let by_second = second_executor.dispatched.lock().unwrap().len() - second_before;
+    assert_eq!(by_first + by_second, 9, "each try dispatched once");
+    assert!(
+        by_first == 0 || by_second == 0,
+        "two schedulers decided after the lock changed hands: {by_first} and {by_second} dispatches"
+    );
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "neither gave up"
+    );
+    stop_first.send(true).unwrap();
+    stop_second.send(true).unwrap();
+    first.await.unwrap();
+    second.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
+    use leoflow_scheduler::core::run::{Fence, Rejection};
+    use leoflow_scheduler::reactor::runs::{SubmitError, load_run, submit_fenced};
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    register_chain(&store).await;
+    trigger_run(&store, "r1").await;
+    let specs = Specs::default();
+    let decide = |command: Command| {
+        let (store, specs) = (store.clone(), specs.clone());
+        async move { submit(&store, &specs, "chain", "r1", command, "test").await }
+    };
+    decide(Command::Start).await.unwrap();
+    decide(Command::Queue {
+        task_id: "a".into(),
+        map_index: -1,
+    })
+    .await
+    .unwrap();
+    let (old, new) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let dispatch = |token, replacing| Command::Dispatch {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: 1,
+        attempt_token: token,
+        executor: "test".into(),
+        replacing,
+    };
+    decide(dispatch(old, None)).await.unwrap();
+
+    // The old agent's call is checked: at this moment its token is the current one ...
+    let fence = Fence {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: 1,
+        attempt_token: old,
+    };
+    let checked = load_run(&store, &specs, "chain", "r1").await.unwrap();
+    assert!(fence.check(&checked.state).is_ok());
+    // ... then, before its report is decided, the try is handed out again under a new token.
+    decide(dispatch(new, Some(old))).await.unwrap();
+    let started = Command::ReportStarted {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: 1,
+        hostname: "old-agent".into(),
+        pid: None,
+    };
+    let refused = submit_fenced(
+        &store,
+        &specs,
+        "chain",
+        "r1",
+        fence,
+        vec![started.clone()],
+        "agent",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, SubmitError::Rejected(Rejection::NotTheAttempt(_))),
+        "{refused}"
+    );
+    // Unfenced (the check done only at the call, as before), the same report was accepted:
+    // two agents would run the try.
+    let unfenced = decide(started).await;
+    assert!(unfenced.is_ok(), "the try number alone does not fence it");
+}

@@ -153,6 +153,7 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
         }
         Step::Clear(t, downstream) => Command::Clear {
             task_ids: vec![id(*t)],
+            only_map_indexes: Default::default(),
             downstream: *downstream,
         },
         Step::Cancel(t, m) => Command::Cancel {

@@ -593,6 +593,7 @@ fn clearing_a_finished_run_with_downstream_requeues_it_and_reruns_with_new_tries
         &mut state,
         Command::Clear {
             task_ids: vec!["b".into()],
+            only_map_indexes: Default::default(),
             downstream: true,
         },
     );
@@ -632,6 +633,7 @@ fn clearing_what_runs_is_refused_and_marking_sets_a_final_state() {
     );
     let clear = Command::Clear {
         task_ids: vec!["a".into()],
+        only_map_indexes: Default::default(),
         downstream: false,
     };
     assert!(matches!(
@@ -647,6 +649,7 @@ fn clearing_what_runs_is_refused_and_marking_sets_a_final_state() {
             &state,
             Command::Clear {
                 task_ids: vec!["nope".into()],
+                only_map_indexes: Default::default(),
                 downstream: false
             }
         ),

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{self, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::Editor;
@@ -59,16 +59,24 @@ pub(super) async fn read(
 }
 
 /// `PUT /leoflow/api/files/{*path}`: saves the body as the file's content (201 when the file
-/// is new; missing folders inside the project are created).
+/// is new; missing folders inside the project are created). The body is the content itself,
+/// or `{"content": "…"}` as `application/json` (what the editor page sends: the session
+/// cookie is only accepted with JSON bodies).
 pub(super) async fn save(
     State(editor): State<Editor>,
     extract::Path(requested): extract::Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let content = body.map_err(|e| match e.status() {
+    let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => too_large(&requested),
         status => ApiError::detail(status, format!("the file's content could not be read: {e}")),
     })?;
+    let content = if is_json(&headers) {
+        json_content(&body)?
+    } else {
+        body
+    };
     if text(content.to_vec()).is_none() {
         return Err(ApiError::bad_request(format!(
             "the content for {requested} is binary, not UTF-8 text: the editor saves text files \
@@ -99,6 +107,25 @@ pub(super) async fn save(
         ))
     })
     .await
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `content` of a JSON body `{"content": "…"}`.
+fn json_content(body: &[u8]) -> ApiResult<Bytes> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Save {
+        content: String,
+    }
+    let save: Save = crate::body::parse(body)?;
+    Ok(Bytes::from(save.content))
 }
 
 /// Runs filesystem work off the async threads.

@@ -23,7 +23,6 @@ use crate::state::ApiState;
 /// The `/api/v2` router (nested under `/api/v2`, behind the auth middleware).
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/version", get(misc::version))
         .route("/plugins", get(misc::plugins))
         .route("/plugins/importErrors", get(misc::plugin_import_errors))
         .route("/providers", get(misc::providers))

@@ -1,40 +1,45 @@
-//! `GET /api/v2/monitor/health`: the metadata database answers, and a scheduler holds the
-//! leader lock. Leoflow has no triggerer and no separate DAG processor: their status is null.
+//! `GET /api/v2/monitor/health`: the metadata database answers, and the active scheduler's
+//! last heartbeat (written by the leader on its lock connection, see the reactor's
+//! `Leadership`) is recent. Leoflow has no triggerer and no separate DAG processor: their
+//! status is null.
 
 use axum::Json;
 use axum::extract::State;
-use leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::state::ApiState;
 
+/// A scheduler whose last heartbeat is older than this is not alive (Airflow's
+/// `scheduler_health_check_threshold`).
+const HEALTH_THRESHOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 /// The health report.
 pub async fn health(State(state): State<ApiState>) -> Json<Value> {
     let pool = state.store.pool();
-    let database = sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(pool)
-        .await
-        .is_ok();
-    // The active scheduler holds a session advisory lock on SCHEDULER_LOCK_KEY.
-    let scheduler: Option<bool> = if database {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND ((classid::bigint << 32) | objid::bigint) = $1)",
-        )
-        .bind(SCHEDULER_LOCK_KEY)
-        .fetch_one(pool)
-        .await
-        .ok()
-    } else {
-        None
-    };
+    // One query answers both: no row means the database did not answer.
+    let heartbeat = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+        "SELECT max(last_heartbeat) FROM scheduler_heartbeat",
+    )
+    .fetch_one(pool)
+    .await;
     let status = |ok: bool| if ok { "healthy" } else { "unhealthy" };
+    let (database, scheduler) = match heartbeat {
+        Ok(latest) => {
+            let alive = latest.is_some_and(|at| Utc::now() - at < HEALTH_THRESHOLD);
+            (
+                true,
+                json!({"status": status(alive), "latest_scheduler_heartbeat": latest}),
+            )
+        }
+        Err(_) => (
+            false,
+            json!({"status": null, "latest_scheduler_heartbeat": null}),
+        ),
+    };
     Json(json!({
         "metadatabase": {"status": status(database)},
-        "scheduler": {
-            "status": scheduler.map(status),
-            "latest_scheduler_heartbeat": scheduler.filter(|s| *s).map(|_| chrono::Utc::now()),
-        },
+        "scheduler": scheduler,
         "triggerer": {"status": null, "latest_triggerer_heartbeat": null},
         "dag_processor": null,
     }))

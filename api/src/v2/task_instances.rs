@@ -672,29 +672,10 @@ pub async fn clear_tis(
         ApiError::bad_request("Leoflow clears task instances of one run: give its dag_run_id")
     })?;
     load_run(&state, &dag_id, &run_id).await?;
-    // Task ids come as plain ids or as [task_id, map_index] pairs; a whole task is cleared.
-    let mut task_ids: Vec<String> = Vec::new();
-    for entry in body.task_ids.unwrap_or_default() {
-        let id = match &entry {
-            Value::String(id) => Some(id.clone()),
-            Value::Array(pair) => pair.first().and_then(Value::as_str).map(str::to_owned),
-            _ => None,
-        };
-        match id {
-            Some(id) => task_ids.push(id),
-            None => {
-                return Err(ApiError::invalid(
-                    &["body", "task_ids"],
-                    "value_error",
-                    "Each task id is a string or a [task_id, map_index] pair",
-                    entry,
-                ));
-            }
-        }
-    }
+    let targets = clear_targets(body.task_ids.unwrap_or_default())?;
     let downstream = body.include_downstream.unwrap_or(false);
     let only_failed = body.only_failed.unwrap_or(false);
-    let all_tasks = task_ids.is_empty();
+    let all_tasks = targets.is_empty();
     if body.dry_run.unwrap_or(true) {
         let run = leoflow_scheduler::reactor::runs::load_run(
             &state.store,
@@ -704,19 +685,20 @@ pub async fn clear_tis(
         )
         .await
         .map_err(ApiError::internal)?;
-        let mut targets: std::collections::BTreeSet<String> = task_ids.iter().cloned().collect();
-        if downstream {
-            for id in &task_ids {
-                targets.extend(run.spec.all_downstream(id));
-            }
-        }
+        let (whole, pairs) = clear_selection(&run.spec, &targets, downstream);
+        let (indexed_tasks, indexes): (Vec<String>, Vec<i32>) = pairs.into_iter().unzip();
         let mut c = Conditions::new();
         c.eq("t.dag_id", Bind::Text(dag_id.clone()));
         c.eq("t.run_id", Bind::Text(run_id.clone()));
         if !all_tasks {
             c.push(
-                "t.task_id = ANY({})",
-                vec![Bind::Texts(targets.into_iter().collect())],
+                "(t.task_id = ANY({}) OR (t.task_id, t.map_index) IN \
+                 (SELECT * FROM unnest({}::text[], {}::int[])))",
+                vec![
+                    Bind::Texts(whole),
+                    Bind::Texts(indexed_tasks),
+                    Bind::Ints(indexes),
+                ],
             );
         }
         if only_failed {
@@ -740,12 +722,12 @@ pub async fn clear_tis(
         .await
         .map_err(control_error)?;
     } else {
-        control::clear_tasks(
+        control::clear_task_instances(
             &state.store,
             &state.specs,
             &dag_id,
             &run_id,
-            task_ids,
+            targets,
             downstream,
             &user.username,
         )
@@ -760,6 +742,61 @@ pub async fn clear_tis(
     Ok(Json(
         json!({"task_instances": page["task_instances"], "total_entries": page["total_entries"]}),
     ))
+}
+
+/// The task ids of a clear body: plain ids (the whole task) or `[task_id, map_index]` pairs
+/// (that instance only).
+fn clear_targets(entries: Vec<Value>) -> ApiResult<Vec<(String, Option<i32>)>> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let target = match &entry {
+                Value::String(id) => Some((id.clone(), None)),
+                Value::Array(pair) => match pair.as_slice() {
+                    [Value::String(id), index] => index
+                        .as_i64()
+                        .and_then(|i| i32::try_from(i).ok())
+                        .map(|i| (id.clone(), Some(i))),
+                    _ => None,
+                },
+                _ => None,
+            };
+            target.ok_or_else(|| {
+                ApiError::invalid(
+                    &["body", "task_ids"],
+                    "value_error",
+                    "Each task id is a string or a [task_id, map_index] pair",
+                    entry,
+                )
+            })
+        })
+        .collect()
+}
+
+/// What a clear of `targets` touches, as the core's `Clear` decides it: the tasks cleared
+/// whole (named without a map index, or downstream of a target), and the single instances
+/// (`[task_id, map_index]` of a task not cleared whole).
+fn clear_selection(
+    spec: &leoflow_scheduler::core::spec::DagSpec,
+    targets: &[(String, Option<i32>)],
+    downstream: bool,
+) -> (Vec<String>, Vec<(String, i32)>) {
+    let mut whole: std::collections::BTreeSet<String> = targets
+        .iter()
+        .filter(|(_, index)| index.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
+    if downstream {
+        for (id, _) in targets {
+            whole.extend(spec.all_downstream(id));
+        }
+    }
+    let pairs = targets
+        .iter()
+        .filter_map(|(id, index)| Some((id.clone(), (*index)?)))
+        .filter(|(id, _)| !whole.contains(id))
+        .collect();
+    (whole.into_iter().collect(), pairs)
 }
 
 /// `GET …/taskInstances/{task_id}/dependencies`: Leoflow decides at once when a task can run;

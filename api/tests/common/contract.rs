@@ -106,14 +106,28 @@ fn correct(rest: &mut Value) {
 }
 
 impl Contract {
-    /// Every documented operation: (method, path template), both documents.
+    /// Every documented operation: (method, path template), all documents.
     pub fn operations(&self) -> Vec<(String, String)> {
+        self.operations_with_security()
+            .into_iter()
+            .map(|(method, template, _)| (method, template))
+            .collect()
+    }
+
+    /// Every documented operation with whether Airflow's document requires credentials for
+    /// it (a non-empty `security`, on the operation or the whole document).
+    pub fn operations_with_security(&self) -> Vec<(String, String, bool)> {
         let mut all = Vec::new();
         for doc in &self.documents {
+            let default = doc["security"].as_array().is_some_and(|s| !s.is_empty());
             for (template, operations) in doc["paths"].as_object().unwrap() {
-                for method in operations.as_object().unwrap().keys() {
+                for (method, operation) in operations.as_object().unwrap() {
                     if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
-                        all.push((method.to_ascii_uppercase(), template.clone()));
+                        let secured = match operation["security"].as_array() {
+                            Some(requirements) => !requirements.is_empty(),
+                            None => default,
+                        };
+                        all.push((method.to_ascii_uppercase(), template.clone(), secured));
                     }
                 }
             }

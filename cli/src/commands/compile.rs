@@ -7,12 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use leoflow_authoring::ingest::register;
-use leoflow_authoring::{ProjectDocument, PythonRuntime, compile_project, project_name};
+use leoflow_authoring::{ProjectDocument, compile_project, project_name};
 use leoflow_events::EventStore;
 use leoflow_postgres::datastore::docker_engine_answers;
 use leoflow_projector::ReadModels;
 
 use crate::datastore::DatastoreArgs;
+use crate::python_env::project_python;
 
 /// `leoflow compile`
 #[derive(Debug, Args)]
@@ -38,7 +39,8 @@ pub struct CompileArgs {
 
 /// Runs `leoflow compile`.
 pub async fn run(datastore: &DatastoreArgs, args: CompileArgs) -> Result<ExitCode> {
-    let python = PythonRuntime::detect().await?;
+    // The Python Lite would use for this project (the managed venv `leoflow setup` made).
+    let (python, _) = project_python(&datastore.home(), &args.project, true).await?;
     let compiled = compile_project(&args.project, &python, Duration::from_secs(args.timeout)).await;
     if args.register {
         let database = datastore.open().await?;

@@ -170,6 +170,9 @@ pub enum Command {
     Clear {
         /// The tasks to clear.
         task_ids: Vec<String>,
+        /// Of a task listed here, only these map indexes are cleared (Airflow's
+        /// `[task_id, map_index]` pairs); every instance of the other tasks is.
+        only_map_indexes: BTreeMap<String, BTreeSet<i32>>,
         /// Also clear every task downstream of them.
         downstream: bool,
     },
@@ -295,6 +298,41 @@ pub enum Rejection {
     /// The outcome does not fit the task (a branch choice from a plain task, say).
     #[error("{0}")]
     BadOutcome(String),
+    /// The caller's attempt token is not the one of the task instance's current try (forged,
+    /// or replaced by a re-dispatch). Says nothing of the current try to such a caller.
+    #[error("the attempt token is not the current one of {0}")]
+    NotTheAttempt(String),
+}
+
+/// Who a report must come from: the agent holding the current try's attempt token. Checked
+/// against the very state a decision is made on (and appended at), so a token replaced by a
+/// re-dispatch between an agent's call and its decision cannot slip through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The task.
+    pub task_id: String,
+    /// The map index (-1 when unmapped).
+    pub map_index: i32,
+    /// The try the caller runs.
+    pub try_number: i32,
+    /// The token the caller presented.
+    pub attempt_token: uuid::Uuid,
+}
+
+impl Fence {
+    /// Passes when the caller holds the token of the task instance's current try.
+    pub fn check(&self, state: &RunState) -> Result<(), Rejection> {
+        let ti = state.ti(&self.task_id, self.map_index)?;
+        if ti.try_number == self.try_number && ti.attempt_token == Some(self.attempt_token) {
+            return Ok(());
+        }
+        let name = if self.map_index >= 0 {
+            format!("{}[{}]", self.task_id, self.map_index)
+        } else {
+            self.task_id.clone()
+        };
+        Err(Rejection::NotTheAttempt(name))
+    }
 }
 
 impl RunState {
@@ -582,30 +620,41 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
         }
         Command::Clear {
             task_ids,
+            only_map_indexes,
             downstream,
         } => {
-            let mut targets = BTreeSet::new();
+            let mut targets: BTreeSet<String> = BTreeSet::new();
+            let mut below = BTreeSet::new();
             for task_id in &task_ids {
                 task(spec, task_id)?;
                 targets.insert(task_id.clone());
                 if downstream {
-                    targets.extend(spec.all_downstream(task_id));
+                    below.extend(spec.all_downstream(task_id));
                 }
             }
-            for task_id in &targets {
-                if let Some((_, ti)) = state
-                    .instances(task_id)
-                    .find(|(_, ti)| matches!(ti.state, TiState::Queued | TiState::Running))
-                {
-                    // Clearing what runs would need the attempt stopped first.
-                    return Err(illegal(task_id, ti.state, "clear"));
-                }
+            targets.extend(below.iter().cloned());
+            // Downstream of a target, a task is cleared whole.
+            let chosen = |(task_id, map_index): &TiId| {
+                below.contains(task_id)
+                    || only_map_indexes
+                        .get(task_id)
+                        .is_none_or(|indexes| indexes.contains(map_index))
+            };
+            let cleared: Vec<(&TiId, &TaskInstance)> = targets
+                .iter()
+                .flat_map(|task_id| state.instances(task_id))
+                .filter(|(id, _)| chosen(id))
+                .collect();
+            if let Some(((task_id, _), ti)) = cleared
+                .iter()
+                .find(|(_, ti)| matches!(ti.state, TiState::Queued | TiState::Running))
+            {
+                // Clearing what runs would need the attempt stopped first.
+                return Err(illegal(task_id, ti.state, "clear"));
             }
-            for task_id in &targets {
-                for (id, ti) in state.instances(task_id) {
-                    if ti.state != TiState::Pending {
-                        events.push(TaskCleared { ti: state.key(id) }.into());
-                    }
+            for (id, ti) in cleared {
+                if ti.state != TiState::Pending {
+                    events.push(TaskCleared { ti: state.key(id) }.into());
                 }
             }
             if matches!(state.status, RunStatus::Success | RunStatus::Failed) && !events.is_empty()

@@ -62,6 +62,8 @@ pub struct Supervision {
     /// How long past its `execution_timeout` a try may run before the reactor times it out
     /// itself (the agent normally does it first).
     pub timeout_grace: Duration,
+    /// How often the leader records its heartbeat (and so checks its lock connection).
+    pub scheduler_heartbeat: Duration,
 }
 
 impl Default for Supervision {
@@ -69,6 +71,7 @@ impl Default for Supervision {
         Self {
             heartbeat_timeout: Duration::from_secs(60),
             timeout_grace: Duration::from_secs(5),
+            scheduler_heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -101,6 +104,9 @@ pub enum ReactorError {
     /// Postgres failed.
     #[error("scheduler database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The connection holding the leader lock failed, so the lock is gone.
+    #[error("the leader lock's connection failed: {0}")]
+    LeadershipLost(sqlx::Error),
 }
 
 struct RunEntry {
@@ -184,33 +190,105 @@ impl Reactor {
     }
 
     /// Waits to become the one active scheduler, then runs until `shutdown` turns true.
+    ///
+    /// It never stops on its own for a failure it can outlive: a lost database connection, a
+    /// lost leader lock or a failed read is logged, leadership is given up (the lock
+    /// connection is dropped), and after a backoff it waits for the lock again and rebuilds
+    /// its model from the log. Only a corrupt log ends it with the error (the process must
+    /// stop: nothing it decides could be trusted).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ReactorError> {
-        let Some(_leadership) = lead(&self.store, &mut shutdown).await? else {
-            return Ok(());
-        };
-        self.started_at = Utc::now();
-        let mut subscription = self.store.subscribe(1).await?;
-        let mut exits = self.exits.take();
-        let room = self.dispatcher.room();
+        let mut failures = 0u32;
         loop {
-            while let Some(event) = subscription.try_next().await? {
-                self.apply(&event).await;
-            }
-            let next_timer = self.act().await;
-            let wait = next_timer
-                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(3600));
+            let error = match self.lead_and_react(&mut shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(error @ ReactorError::Store(StoreError::Corrupt { .. })) => return Err(error),
+                Err(error) => error,
+            };
+            failures += 1;
+            let delay = recovery_delay(failures);
+            eprintln!(
+                "scheduler: {error}; stepped down, trying again in {} ms",
+                delay.as_millis()
+            );
+            self.forget_model();
             tokio::select! {
-                event = subscription.next() => self.apply(&event?).await,
-                Some(exit) = next_exit(&mut exits) => self.agent_exited(exit).await,
-                _ = room.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
             if *shutdown.borrow() {
                 return Ok(());
             }
         }
+    }
+
+    /// One term as leader: takes the lock, follows the log and acts until shut down or until
+    /// something fails.
+    async fn lead_and_react(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReactorError> {
+        let Some(mut leadership) = lead(&self.store, shutdown).await? else {
+            return Ok(());
+        };
+        self.started_at = Utc::now();
+        leadership.beat().await?;
+        let mut heartbeat = tokio::time::interval(self.supervision.scheduler_heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
+        let mut subscription = self.store.subscribe(1).await?;
+        let mut exits = self.exits.take();
+        let room = self.dispatcher.room();
+        let result = loop {
+            if let Err(error) = self.react_once(&mut subscription).await {
+                break Err(error);
+            }
+            let next_timer = self.act().await;
+            let wait = next_timer
+                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                event = subscription.next() => match event {
+                    Ok(event) => self.apply(&event).await,
+                    Err(error) => break Err(error.into()),
+                },
+                Some(exit) = next_exit(&mut exits) => self.agent_exited(exit).await,
+                _ = heartbeat.tick() => {
+                    if let Err(error) = leadership.beat().await {
+                        break Err(error);
+                    }
+                }
+                _ = room.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => break Ok(()),
+            }
+            if *shutdown.borrow() {
+                break Ok(());
+            }
+        };
+        self.exits = exits;
+        if result.is_ok() {
+            leadership.resign().await;
+        }
+        result
+    }
+
+    /// Applies every event already in the log past the model.
+    async fn react_once(
+        &mut self,
+        subscription: &mut leoflow_events::Subscription,
+    ) -> Result<(), ReactorError> {
+        while let Some(event) = subscription.try_next().await? {
+            self.apply(&event).await;
+        }
+        Ok(())
+    }
+
+    /// Drops what the model holds, so the next term rebuilds it from the log.
+    fn forget_model(&mut self) {
+        self.dags.clear();
+        self.runs.clear();
+        self.pools = BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]);
+        self.in_flight.clear();
     }
 
     /// Folds one recorded event into the model.
@@ -810,12 +888,65 @@ async fn load_schedule(store: &EventStore, document_hash: &str) -> Option<Schedu
     }
 }
 
+/// How long to wait before the `failures`-th attempt to lead again: 250 ms doubling to 10 s.
+fn recovery_delay(failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(10))
+}
+
+/// The active scheduler's hold on the leader lock: the dedicated connection the session
+/// advisory lock lives on, which also carries its heartbeat — so a leader whose lock
+/// connection is gone finds out at its next beat, and stops.
+struct Leadership {
+    conn: PgConnection,
+    id: Uuid,
+}
+
+impl Leadership {
+    /// Records a sign of life (`GET /api/v2/monitor/health` reports it). Fails when the lock
+    /// connection is gone: the lock went with it, so the caller is no longer the leader.
+    async fn beat(&mut self) -> Result<(), ReactorError> {
+        sqlx::query(
+            "INSERT INTO scheduler_heartbeat \
+               (scheduler_id, hostname, pid, leading_since, last_heartbeat) \
+             VALUES ($1, $2, $3, now(), now()) \
+             ON CONFLICT (scheduler_id) DO UPDATE SET last_heartbeat = now()",
+        )
+        .bind(self.id)
+        .bind(hostname())
+        .bind(std::process::id() as i32)
+        .execute(&mut self.conn)
+        .await
+        .map_err(ReactorError::LeadershipLost)?;
+        Ok(())
+    }
+
+    /// Gives the lock up on a clean stop and removes the heartbeat, so health says at once
+    /// that no scheduler is active (and a standby takes over without waiting).
+    async fn resign(mut self) {
+        let _ = sqlx::query("DELETE FROM scheduler_heartbeat WHERE scheduler_id = $1")
+            .bind(self.id)
+            .execute(&mut self.conn)
+            .await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(SCHEDULER_LOCK_KEY)
+            .execute(&mut self.conn)
+            .await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Takes the scheduler lock on a dedicated connection, waiting while another scheduler holds
 /// it. Returns `None` if shut down while waiting.
 async fn lead(
     store: &EventStore,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Option<PgConnection>, ReactorError> {
+) -> Result<Option<Leadership>, ReactorError> {
     // Detached from the pool: the session lock must end with this connection, not linger on a
     // pooled one after the reactor stops.
     let mut conn = store.pool().acquire().await?.detach();
@@ -825,7 +956,14 @@ async fn lead(
             .fetch_one(&mut conn)
             .await?;
         if locked {
-            return Ok(Some(conn));
+            // Heartbeats of schedulers that died while leading say nothing any more.
+            sqlx::query("DELETE FROM scheduler_heartbeat")
+                .execute(&mut conn)
+                .await?;
+            return Ok(Some(Leadership {
+                conn,
+                id: Uuid::new_v4(),
+            }));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -12,7 +12,7 @@ use leoflow_events::{
     StoreError,
 };
 
-use crate::core::run::{Command, Rejection, RunState, decide, evolve};
+use crate::core::run::{Command, Fence, Rejection, RunState, decide, evolve};
 use crate::core::spec::{DagSpec, SpecError};
 
 /// Why a command could not be applied to a run.
@@ -269,9 +269,37 @@ pub async fn submit_all(
     commands: Vec<Command>,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
+    enqueue(store, specs, dag_id, run_id, None, commands, actor).await
+}
+
+/// Like [`submit_all`] for a try's agent: `fence` is checked against the same state the
+/// commands are decided on and at the same stream version they are appended at, so the
+/// agent's token is valid when its report takes effect, not only when it was received.
+pub async fn submit_fenced(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    fence: Fence,
+    commands: Vec<Command>,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, SubmitError> {
+    enqueue(store, specs, dag_id, run_id, Some(fence), commands, actor).await
+}
+
+async fn enqueue(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    fence: Option<Fence>,
+    commands: Vec<Command>,
+    actor: &str,
+) -> Result<Vec<RecordedEvent>, SubmitError> {
     let stream = run_stream(dag_id, run_id);
     let (reply, answer) = oneshot::channel();
     let submission = Submission {
+        fence,
         commands,
         metadata: Metadata::actor(actor),
         reply,
@@ -297,6 +325,7 @@ pub async fn submit_all(
 /// One caller's commands, waiting for the run's next append.
 #[derive(Debug)]
 struct Submission {
+    fence: Option<Fence>,
     commands: Vec<Command>,
     metadata: Metadata,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, SubmitError>>,
@@ -358,7 +387,11 @@ async fn append_batch(
         // Per submission: how many events it adds, or why it was rejected.
         let mut decided: Vec<Result<usize, Rejection>> = Vec::with_capacity(batch.len());
         for submission in &batch {
-            match decide_all(&run.spec, &state, &submission.commands) {
+            let fenced = submission
+                .fence
+                .as_ref()
+                .map_or(Ok(()), |f| f.check(&state));
+            match fenced.and_then(|()| decide_all(&run.spec, &state, &submission.commands)) {
                 Ok((next, new_events)) => {
                     state = next;
                     decided.push(Ok(new_events.len()));

@@ -38,9 +38,7 @@ use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
-use crate::python_env::{
-    ProjectVenv, VenvOutcome, lite_python, managed_venv, project_dependencies, venv_python,
-};
+use crate::python_env::{managed_venv, project_python, venv_python};
 
 /// How tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -230,7 +228,6 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     {
         setup::first_start(&home, !args.no_ui).await?;
     }
-    let python = lite_python(&home).await?;
     let store_choice = datastore.lite_datastore()?;
     datastore.preflight(&store_choice)?;
     let credentials = setup::ensure_credentials(&home, None)?;
@@ -241,19 +238,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     };
     let project_dir = std::fs::canonicalize(&args.project)?;
     backup::remember_project(&home, &project_dir);
-    let dependencies = project_dependencies(&project_dir);
-    let project_venv = if dependencies.is_empty() {
-        None
-    } else {
-        let venv = ProjectVenv::new(&home, &project_dir, python.clone());
-        if venv.ensure(&dependencies).await? == VenvOutcome::Installed {
-            println!("  venv      installed {}", dependencies.join(", "));
-        }
-        Some(venv)
-    };
-    let python = project_venv
-        .as_ref()
-        .map_or_else(|| python.clone(), ProjectVenv::runtime);
+    let (python, project_venv) = project_python(&home, &project_dir, false).await?;
     let mut database = datastore.open_for_lite(&store_choice).await?;
     let owned_cluster = OwnedCluster::claim(&home, &mut database)?;
     let caught_up = replay::catch_up(&database.pool).await?;
@@ -352,12 +337,30 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     println!("Following the event log; Ctrl-C stops Lite.");
 
     let mut subscription = store.subscribe(head + 1).await?;
+    let mut control_plane = control_plane;
+    let mut log_failures = 0u32;
     let result = loop {
         tokio::select! {
             event = subscription.next() => match event {
-                Ok(event) => println!("{}", human_line(&event)),
+                Ok(event) => {
+                    log_failures = 0;
+                    println!("{}", human_line(&event));
+                }
+                // The database is away (restarting, a network blip): the scheduler and the
+                // agents ride it out, and so does this follower, from where it stopped.
+                Err(leoflow_events::StoreError::Database(e)) => {
+                    log_failures += 1;
+                    if log_failures == 1 {
+                        eprintln!("warning: the event log cannot be read ({e}); retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
                 Err(e) => break Err(e.into()),
             },
+            error = control_plane.reactor_failure() => {
+                eprintln!("error: {error:#}");
+                break Ok(ExitCode::FAILURE);
+            }
             _ = interrupt.recv() => break Ok(ExitCode::SUCCESS),
             _ = terminate.recv() => break Ok(ExitCode::SUCCESS),
         }

@@ -20,7 +20,7 @@ from leoflow.model import (
     _current_group,
     _depend_on_references,
 )
-from leoflow.operators import PythonOperator, ShortCircuitOperator
+from leoflow.operators import BASH_MULTIPLE_OUTPUTS, PythonOperator, ShortCircuitOperator
 
 
 class DecoratedPythonOperator(PythonOperator):
@@ -42,6 +42,12 @@ class DecoratedBashOperator(PythonOperator):
         skip = kwargs.pop("skip_on_exit_code", 99)
         self.skip_on_exit_code = [] if skip is None else ([skip] if isinstance(skip, int) else list(skip))
         super()._init_own(kwargs)
+        if self.multiple_outputs:
+            raise UnsupportedConstruct(
+                "@task.bash(multiple_outputs=True)",
+                f"{BASH_MULTIPLE_OUTPUTS}; Leoflow accepts multiple_outputs only as False "
+                "(a dict return annotation implies True)",
+            )
 
     def serialize_own(self) -> dict[str, Any]:
         own = super().serialize_own()

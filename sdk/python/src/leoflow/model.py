@@ -314,33 +314,71 @@ class BaseOperator(DependencyMixin):
 
     #: The operator name recorded in dag.json.
     operator_name = "BaseOperator"
-    #: Keyword arguments every operator accepts.
+    # Every argument of Airflow 3.2's `BaseOperator.__init__` is accepted by every operator, in
+    # one of three ways (docs/authoring.md lists them): honoured (BASE_ARGS), no effect at any
+    # value (NO_EFFECT_ARGS), or accepted at its default only (NOOP_DEFAULTS).
+    #: Keyword arguments every operator accepts and honours.
     BASE_ARGS = {
         "task_id", "dag", "task_group", "trigger_rule", "retries", "retry_delay",
         "retry_exponential_backoff", "max_retry_delay", "execution_timeout", "pool", "pool_slots",
         "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
-        "params",
+        "params", "default_args",
     }
-    #: Airflow arguments accepted only at their no-op value (common in `default_args`).
+    #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
+    #: accepted at any value, with no effect.
+    NO_EFFECT_ARGS = frozenset({
+        "email", "email_on_retry", "email_on_failure", "sla", "resources", "executor",
+        "executor_config", "doc_json", "doc_yaml", "doc_rst", "map_index_template", "logger_name",
+        "allow_nested_operators", "multiple_outputs",
+    })
+    #: Airflow arguments that change what a task does and that Leoflow does not implement:
+    #: accepted only at their no-op value, or one of a tuple of values (common in
+    #: `default_args`); anything else is refused.
     NOOP_DEFAULTS: dict[str, Any] = {
         "depends_on_past": False,
         "wait_for_downstream": False,
-        "email": None,
-        "email_on_failure": False,
-        "email_on_retry": False,
+        "ignore_first_depends_on_past": False,
+        "wait_for_past_depends_before_skipping": False,
         "on_failure_callback": None,
         "on_success_callback": None,
         "on_retry_callback": None,
         "on_execute_callback": None,
-        "sla": None,
-        "executor_config": None,
+        "on_skipped_callback": None,
+        "pre_execute": None,
+        "post_execute": None,
         "inlets": None,
         "outlets": None,
         "max_active_tis_per_dag": None,
         "max_active_tis_per_dagrun": None,
         "start_date": None,
         "end_date": None,
-        "weight_rule": "downstream",
+        # The scheduler queues by each task's own priority_weight: Airflow's "absolute" rule.
+        "weight_rule": ("downstream", "absolute"),
+        "run_as_user": None,
+        "render_template_as_native_obj": None,
+    }
+    #: Why a NOOP_DEFAULTS argument is refused at another value.
+    REFUSAL_REASONS: dict[str, str] = {
+        "depends_on_past": "a task never waits for its previous run",
+        "wait_for_downstream": "a task never waits for its previous run",
+        "ignore_first_depends_on_past": "a task never waits for its previous run",
+        "wait_for_past_depends_before_skipping": "a task never waits for its previous run",
+        **{
+            key: "callbacks are not run (put the work in a task with a trigger_rule such as 'one_failed')"
+            for key in (
+                "on_failure_callback", "on_success_callback", "on_retry_callback", "on_execute_callback",
+                "on_skipped_callback", "pre_execute", "post_execute",
+            )
+        },
+        "inlets": "assets and lineage are not supported",
+        "outlets": "assets and lineage are not supported",
+        "max_active_tis_per_dag": "there is no per-task concurrency limit (a pool limits concurrency)",
+        "max_active_tis_per_dagrun": "there is no per-task concurrency limit (a pool limits concurrency)",
+        "start_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
+        "end_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
+        "weight_rule": "tasks are queued by their own priority_weight",
+        "run_as_user": "tasks run as the user Leoflow runs as",
+        "render_template_as_native_obj": "templates render to strings",
     }
     #: Arguments of this operator beyond the base ones.
     OWN_ARGS: set[str] = set()
@@ -354,11 +392,24 @@ class BaseOperator(DependencyMixin):
         dag = kwargs.pop("dag", None) or _current_dag(f"{name} {task_id!r}")
         group = kwargs.pop("task_group", None) or _current_group(dag)
         defaults = group.merged_default_args() if group else dict(dag.default_args)
-        _check_kwargs(name, kwargs, self.BASE_ARGS | self.OWN_ARGS, self.NOOP_DEFAULTS)
+        # The task's own default_args win over its group's and its DAG's, as in Airflow.
+        own_defaults = kwargs.pop("default_args", None) or {}
+        if not isinstance(own_defaults, dict):
+            raise DagDefinitionError(f"{name} {task_id!r}: default_args must be a dict")
+        _check_default_args(own_defaults)
+        defaults.update(own_defaults)
+        honoured = self.BASE_ARGS | self.OWN_ARGS
+        no_effect = self.NO_EFFECT_ARGS - honoured
+        default_only = {k: v for k, v in self.NOOP_DEFAULTS.items() if k not in honoured}
+        _check_kwargs(name, kwargs, honoured | no_effect, default_only, self.REFUSAL_REASONS)
         # default_args fill what the call did not say, for arguments this operator takes.
-        for key, value in defaults.items():
-            if key in self.BASE_ARGS | self.OWN_ARGS and key not in kwargs and key != "task_id":
-                kwargs[key] = value
+        inherited = {
+            key: value for key, value in defaults.items()
+            if key in honoured | set(default_only) and key not in kwargs
+            and key not in ("task_id", "dag", "task_group", "default_args")
+        }
+        _check_kwargs("default_args", inherited, honoured, default_only, self.REFUSAL_REASONS)
+        kwargs.update(inherited)
         self.dag = dag
         self.group = group
         self.task_id = f"{group.prefix()}{task_id}" if group else task_id
@@ -372,7 +423,7 @@ class BaseOperator(DependencyMixin):
             )
         self.retries = _int("retries", kwargs.pop("retries", 0), 0)
         self.retry_delay = _timedelta("retry_delay", kwargs.pop("retry_delay", dt.timedelta(minutes=5)))
-        self.retry_exponential_backoff = bool(kwargs.pop("retry_exponential_backoff", False))
+        self.retry_exponential_backoff = _backoff(name, kwargs.pop("retry_exponential_backoff", False))
         self.max_retry_delay = _timedelta("max_retry_delay", kwargs.pop("max_retry_delay", None))
         self.execution_timeout = _timedelta("execution_timeout", kwargs.pop("execution_timeout", None))
         self.pool = kwargs.pop("pool", None) or "default_pool"
@@ -387,7 +438,7 @@ class BaseOperator(DependencyMixin):
         self.display_name = kwargs.pop("task_display_name", None)
         self.do_xcom_push = bool(kwargs.pop("do_xcom_push", True))
         self.params: dict[str, Param] = _params(kwargs.pop("params", None) or {})
-        for key in self.NOOP_DEFAULTS:
+        for key in no_effect | set(default_only):
             kwargs.pop(key, None)
         self.mapping: dict[str, Any] | None = None
         self._init_own(kwargs)
@@ -567,23 +618,46 @@ def _current_group(dag: DAG) -> TaskGroup | None:
     return None
 
 
-def _check_kwargs(what: str, kwargs: dict[str, Any], accepted: set[str], noop: dict[str, Any]) -> None:
+def _check_kwargs(
+    what: str, kwargs: dict[str, Any], accepted: set[str], noop: dict[str, Any], reasons: dict[str, str] | None = None
+) -> None:
     for key, value in kwargs.items():
         if key in accepted:
             continue
         if key in noop:
-            if value == noop[key] or value is None or value is False or value == [] or value == {}:
+            allowed = noop[key] if isinstance(noop[key], tuple) else (noop[key],)
+            if value in allowed or value is None or value is False or value == [] or value == {}:
                 continue
-            raise UnsupportedConstruct(f"{what}({key}=...)", f"Leoflow accepts {key} only as {noop[key]!r}")
+            hint = f"Leoflow accepts {key} only as {' or '.join(repr(a) for a in allowed)}"
+            reason = (reasons or {}).get(key)
+            raise UnsupportedConstruct(f"{what}({key}={_shown(value)})", f"{reason}; {hint}" if reason else hint)
         raise DagDefinitionError(f"{what} got an unexpected keyword argument {key!r}")
 
 
+def _shown(value: Any) -> str:
+    """A short, stable rendering of an argument's value for an error message."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if callable(value) and isinstance(getattr(value, "__qualname__", None), str):
+        return str(value.__qualname__)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_default_args(default_args: dict[str, Any]) -> None:
-    known = BaseOperator.BASE_ARGS | set(BaseOperator.NOOP_DEFAULTS) | _all_own_args()
+    known = BaseOperator.BASE_ARGS | set(BaseOperator.NOOP_DEFAULTS) | BaseOperator.NO_EFFECT_ARGS | _all_own_args()
     unknown = sorted(k for k in default_args if k not in known)
     if unknown:
         raise DagDefinitionError(f"default_args has unknown key(s) {', '.join(unknown)}")
-    _check_kwargs("default_args", {k: v for k, v in default_args.items() if k in BaseOperator.NOOP_DEFAULTS}, set(), BaseOperator.NOOP_DEFAULTS)
+    _check_kwargs(
+        "default_args",
+        {k: v for k, v in default_args.items() if k in BaseOperator.NOOP_DEFAULTS},
+        set(),
+        BaseOperator.NOOP_DEFAULTS,
+        BaseOperator.REFUSAL_REASONS,
+    )
+    if "retry_exponential_backoff" in default_args:
+        _backoff("default_args", default_args["retry_exponential_backoff"])
 
 
 def _all_own_args() -> set[str]:
@@ -611,6 +685,19 @@ def _int(name: str, value: Any, minimum: int | None) -> int:
     if minimum is not None and value < minimum:
         raise DagDefinitionError(f"{name} must be at least {minimum}, not {value}")
     return value
+
+
+def _backoff(what: str, value: Any) -> bool:
+    """`retry_exponential_backoff`: in Airflow 3.2 a multiplier (0 off, True meaning 2.0); Leoflow's
+    backoff doubles the delay, so it takes booleans, 0 and 1 (constant delay) and 2."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1, 2):
+        return value == 2
+    raise UnsupportedConstruct(
+        f"{what}(retry_exponential_backoff={_shown(value)})",
+        "Leoflow's exponential backoff doubles the delay on each retry: use True (or 2.0), or False (or 0)",
+    )
 
 
 def _timedelta(name: str, value: Any) -> dt.timedelta | None:

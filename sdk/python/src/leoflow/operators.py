@@ -9,6 +9,13 @@ from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.model import _MAPPED, BaseOperator, XComArg, _depend_on_references
 
 
+#: Why a bash task refuses multiple_outputs=True.
+BASH_MULTIPLE_OUTPUTS = (
+    "a bash task's result is its last line of output, a string, and multiple_outputs needs a dict "
+    "(Airflow fails such a task)"
+)
+
+
 class EmptyOperator(BaseOperator):
     """Does nothing; useful for joining and fanning out dependencies."""
 
@@ -78,6 +85,11 @@ class BashOperator(BaseOperator):
 
     operator_name = "BashOperator"
     OWN_ARGS = {"bash_command", "env", "append_env", "cwd", "skip_on_exit_code", "output_encoding", "output_processor"}
+    # A bash task's result is its last line of output, a string: with multiple_outputs=True
+    # Airflow fails every try (only an output_processor, not supported, could return a dict).
+    NO_EFFECT_ARGS = BaseOperator.NO_EFFECT_ARGS - {"multiple_outputs"}
+    NOOP_DEFAULTS = {**BaseOperator.NOOP_DEFAULTS, "multiple_outputs": False}
+    REFUSAL_REASONS = {**BaseOperator.REFUSAL_REASONS, "multiple_outputs": BASH_MULTIPLE_OUTPUTS}
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
         self.bash_command = kwargs.pop("bash_command", None)
