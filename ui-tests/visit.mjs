@@ -2,8 +2,11 @@
 // in headless Debian Chromium, recording console errors, page errors and failed API calls.
 //
 //   BASE_URL=http://127.0.0.1:8088 ADMIN_PASSWORD=… PAGES='["/", "/dags"]' \
-//     [SCREENSHOTS=docs/screenshots] [SHOTS='{"/": "home"}'] node ui-tests/visit.mjs
+//     [EXPECT='{"/dags": ["etl"]}'] [SCREENSHOTS=docs/screenshots] [SHOTS='{"/": "home"}'] \
+//     node ui-tests/visit.mjs
 //
+// EXPECT names, per page, texts the page must show (a DAG, a run, a task): a page that
+// loads without errors but shows nothing of what it should is a problem too.
 // Prints one JSON report on stdout; exits 1 when any page had a problem.
 import { login, openPage } from "./browser.mjs";
 
@@ -11,6 +14,7 @@ const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
 const pages = JSON.parse(process.env.PAGES ?? '["/"]');
 const shots = JSON.parse(process.env.SHOTS ?? "{}");
+const expected = JSON.parse(process.env.EXPECT ?? "{}");
 const screenshots = process.env.SCREENSHOTS;
 if (!password) {
   console.error("ADMIN_PASSWORD is required");
@@ -50,13 +54,28 @@ await login(page, base, password);
 // The 401s that sent us to the login page are the login flow, not failures.
 problems.length = 0;
 
+/** The page's text once it shows every one of `texts`, or after 15 s what it shows then. */
+async function textShowing(texts) {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    const text = await page.locator("body").innerText();
+    if (texts.every((t) => text.includes(t)) || Date.now() > deadline) return text;
+    await page.waitForTimeout(250);
+  }
+}
+
 const visited = [];
 let instanceNameShown = false;
 for (const path of pages) {
   current = path;
   await page.goto(base + path, { waitUntil: "networkidle", timeout: 60000 });
   await page.waitForTimeout(500);
-  const text = await page.locator("body").innerText();
+  const wanted = expected[path] ?? [];
+  const text = await textShowing(wanted);
+  const missing = wanted.filter((t) => !text.includes(t));
+  if (missing.length > 0) {
+    problems.push({ page: path, kind: "content", text: `does not show ${JSON.stringify(missing)}` });
+  }
   // The home page's heading is the instance name.
   if (path === "/") instanceNameShown = text.includes("Leoflow Lite");
   visited.push({ path, title: await page.title(), chars: text.length, calls: (apiCalls[path] ?? []).length });

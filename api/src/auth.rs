@@ -34,8 +34,11 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const MAX_FAILURES: u32 = 5;
 /// The window failed logins are counted in.
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
-/// Password verifications that may run at once (each takes a blocking thread for tens of ms).
-const MAX_CONCURRENT_HASHES: usize = 2;
+/// Password verifications that may run at once: half the cores (at least one), so a storm of
+/// logins leaves the other half to the scheduler, the agents' calls and the API.
+fn max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 
 /// A token's claims (the same names Airflow's have).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +109,7 @@ impl Auth {
             encoding: EncodingKey::from_secret(&key).expect("an HMAC key of 32 bytes or more"),
             decoding: DecodingKey::from_secret(&key).expect("an HMAC key of 32 bytes or more"),
             failures: Mutex::new(HashMap::new()),
-            hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES),
+            hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
         }
     }
 
@@ -142,7 +145,7 @@ impl Auth {
     ///
     /// The attempt is counted *before* the password is verified and forgotten only when it
     /// succeeds, so concurrent attempts cannot overshoot the limit. Verifying (argon2, tens of
-    /// milliseconds of CPU) runs on the blocking pool, at most [`MAX_CONCURRENT_HASHES`] at a
+    /// milliseconds of CPU) runs on the blocking pool, at most [`max_concurrent_hashes`] at a
     /// time, so a storm of logins never stalls the async workers the scheduler and the API
     /// share.
     pub async fn login(

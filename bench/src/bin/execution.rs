@@ -6,11 +6,15 @@
 //!   timestamps) and the task-to-task gap (upstream `TaskSucceeded` → downstream `TaskStarted`,
 //!   i.e. decision + agent start + registration), plus each task's own time (agent registered
 //!   → succeeded: Python start, DAG file load, the call, the XCom and the report);
-//! - fan-out of 100 and 1,000 mapped tasks plus a reduce: wall time.
+//! - fan-out of 100 and 1,000 mapped tasks plus a reduce: wall time;
+//! - with `--login-storm N`: each DAG again while N clients, each from its own loopback
+//!   address (so the per-client limiter lets each verify its 5 attempts), post wrong passwords
+//!   to `/auth/token` until the run ends (10 attempts each at most).
 //!
 //! ```sh
 //! cargo build --release -p leoflow-cli
-//! LEOFLOW_PYTHON=.venv/bin/python cargo run --release -p leoflow-bench --bin execution [DAG_ID...]
+//! LEOFLOW_PYTHON=.venv/bin/python cargo run --release -p leoflow-bench --bin execution \
+//!     [--login-storm N] [DAG_ID...]
 //! ```
 
 use std::collections::HashMap;
@@ -130,6 +134,81 @@ async fn run_once(store: &EventStore, dag_id: &str) -> Result<Timings> {
     })
 }
 
+/// Wrong logins from `clients` loopback addresses (127.0.1.1 …) until `stop` turns true,
+/// at most 10 per client; returns (answered 401, answered 429).
+async fn login_storm(
+    base: String,
+    clients: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (usize, usize) {
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..clients {
+        let address = std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(address))
+            .build()
+            .expect("a client");
+        let (url, stop) = (format!("{base}/auth/token"), stop.clone());
+        attempts.spawn(async move {
+            let (mut refused, mut limited) = (0, 0);
+            for _ in 0..10 {
+                if *stop.borrow() {
+                    break;
+                }
+                let body = serde_json::json!({"username": "admin", "password": "wrong"});
+                match client
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                {
+                    Ok(401) => refused += 1,
+                    Ok(429) => limited += 1,
+                    _ => {}
+                }
+            }
+            (refused, limited)
+        });
+    }
+    let mut totals = (0, 0);
+    while let Some(Ok((refused, limited))) = attempts.join_next().await {
+        totals.0 += refused;
+        totals.1 += limited;
+    }
+    totals
+}
+
+/// Runs `dag_id` [`REPEATS`] times, one at a time, and prints the medians.
+async fn measure(store: &EventStore, dag_id: &str, label: &str) -> Result<()> {
+    let mut walls = Vec::new();
+    let mut gaps = Vec::new();
+    let mut task_times = Vec::new();
+    for _ in 0..REPEATS {
+        let t = run_once(store, dag_id).await?;
+        walls.push(t.wall);
+        gaps.extend(t.gaps);
+        task_times.extend(t.task_times);
+    }
+    walls.sort();
+    let wall = walls[walls.len() / 2];
+    let range = format!("(min {}, max {})", ms(walls[0]), ms(walls[walls.len() - 1]));
+    if gaps.is_empty() {
+        println!("{dag_id:<13}{label} wall {} {range}", ms(wall));
+    } else {
+        let gap = Percentiles::of(&mut gaps);
+        let task = Percentiles::of(&mut task_times);
+        println!(
+            "{dag_id:<13}{label} wall {} {range}; task-to-task gap p50 {} p95 {}; task itself p50 {}",
+            ms(wall),
+            ms(gap.p50),
+            ms(gap.p95),
+            ms(task.p50)
+        );
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -139,6 +218,17 @@ async fn main() -> Result<()> {
     let binary = leoflow_binary()?;
     // `execution [DAG_ID...]` measures only those DAGs.
     let mut dags: Vec<String> = std::env::args().skip(1).collect();
+    let storm = match dags.iter().position(|a| a == "--login-storm") {
+        Some(at) => {
+            let clients = dags
+                .get(at + 1)
+                .context("--login-storm N")?
+                .parse::<usize>()?;
+            dags.drain(at..at + 2);
+            Some(clients)
+        }
+        None => None,
+    };
     if dags.is_empty() {
         dags = ["chain_20", "chain_40", "fan_out_100", "fan_out_1000"]
             .map(String::from)
@@ -155,7 +245,7 @@ async fn main() -> Result<()> {
     let mut lite = Command::new(&binary)
         .arg("lite")
         .arg(&project)
-        .args(["--grpc-port", "19099"])
+        .args(["--grpc-port", "19099", "--port", "18088", "--no-ui"])
         .env("LEOFLOW_DATABASE_URL", database.url("bench_execution"))
         .stdout(Stdio::piped())
         .spawn()
@@ -176,31 +266,14 @@ async fn main() -> Result<()> {
     let result = async {
         for dag_id in &dags {
             let dag_id = dag_id.as_str();
-            let mut walls = Vec::new();
-            let mut gaps = Vec::new();
-            let mut task_times = Vec::new();
-            for _ in 0..REPEATS {
-                let t = run_once(&store, dag_id).await?;
-                walls.push(t.wall);
-                gaps.extend(t.gaps);
-                task_times.extend(t.task_times);
-            }
-            walls.sort();
-            let wall = walls[walls.len() / 2];
-            if gaps.is_empty() {
-                println!("{dag_id:<13} wall {} (min {}, max {})", ms(wall), ms(walls[0]), ms(walls[walls.len() - 1]));
-            } else {
-                let gap = Percentiles::of(&mut gaps);
-                let task = Percentiles::of(&mut task_times);
-                println!(
-                    "{dag_id:<13} wall {} (min {}, max {}); task-to-task gap p50 {} p95 {}; task itself p50 {}",
-                    ms(wall),
-                    ms(walls[0]),
-                    ms(walls[walls.len() - 1]),
-                    ms(gap.p50),
-                    ms(gap.p95),
-                    ms(task.p50)
-                );
+            measure(&store, dag_id, "").await?;
+            if let Some(clients) = storm {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let storm = tokio::spawn(login_storm("http://127.0.0.1:18088".into(), clients, stopped));
+                measure(&store, dag_id, &format!(" under a storm of {clients} clients")).await?;
+                let _ = stop.send(true);
+                let (refused, limited) = storm.await?;
+                println!("  the storm: {refused} wrong passwords verified (401), {limited} refused unverified (429)");
             }
         }
         anyhow::Ok(())
