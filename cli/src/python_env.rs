@@ -292,14 +292,31 @@ pub async fn project_python(
     project: &Path,
     notes_to_stderr: bool,
 ) -> Result<(PythonRuntime, Option<ProjectVenv>)> {
-    let note = |line: String| {
-        if notes_to_stderr {
+    let note = note_to(notes_to_stderr);
+    let base = lite_python(home, &note).await?;
+    with_project_venv(home, project, base, &note).await
+}
+
+/// Where [`project_python`]'s notes go.
+pub fn note_to(stderr: bool) -> impl Fn(String) {
+    move |line| {
+        if stderr {
             eprintln!("{line}");
         } else {
             println!("{line}");
         }
-    };
-    let base = lite_python(home, &note).await?;
+    }
+}
+
+/// `base` under `project`'s own venv when its leoflow.yaml declares `dependencies` (see
+/// [`project_python`]); Lite checks the base Python before anything writes, and adds the
+/// project's venv later.
+pub async fn with_project_venv(
+    home: &Path,
+    project: &Path,
+    base: PythonRuntime,
+    note: &dyn Fn(String),
+) -> Result<(PythonRuntime, Option<ProjectVenv>)> {
     let dependencies = project_dependencies(project);
     if dependencies.is_empty() {
         return Ok((base, None));

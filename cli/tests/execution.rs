@@ -102,6 +102,18 @@ fn url(db: &TestDatabase) -> String {
     )
 }
 
+/// Gives the project's tasks `MARKER_DIR` (its own directory) through leoflow.yaml.
+fn marker_dir_env(project: &Path) {
+    std::fs::write(
+        project.join("leoflow.yaml"),
+        format!(
+            "defaults:\n  env: {{MARKER_DIR: {:?}}}\n",
+            project.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
 /// A project directory holding `dag_py`.
 fn project(dag_py: &str) -> tempfile_dir::Dir {
     let dir = tempfile_dir::Dir::new();
@@ -155,6 +167,37 @@ async fn trigger(store: &EventStore, dag_id: &str, conf: Value) -> String {
     match event.decode().unwrap() {
         Event::RunQueued(e) => e.run_id,
         other => panic!("{other:?}"),
+    }
+}
+
+/// The attempt token of the running agent of `dag_id`, read from its environment.
+async fn agent_token(dag_id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let ours = args
+                .windows(2)
+                .any(|w| w[0] == b"--dag-id" && w[1] == dag_id.as_bytes());
+            if !(ours && args.get(1) == Some(&&b"agent"[..])) {
+                continue;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if let Some(token) = environ
+                .split(|b| *b == 0)
+                .find_map(|v| v.strip_prefix(b"LEOFLOW_ATTEMPT_TOKEN="))
+            {
+                return String::from_utf8_lossy(token).into_owned();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agent of {dag_id} ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -573,8 +616,8 @@ with DAG("slow", schedule=None, is_paused_upon_creation=False):
     let db = fresh_database().await;
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
     let dir = project(dag);
-    // SAFETY: set before any thread of this test reads the environment for children.
-    unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
+    // Tasks see only an allow-listed environment plus their leoflow.yaml `env`.
+    marker_dir_env(dir.path());
     let _lite = Lite::start(dir.path(), &url(&db));
     let run = trigger(&store, "slow", json!({})).await;
     let marker = dir.path().join("try1.pid");
@@ -680,28 +723,35 @@ with DAG("daily", schedule="@daily", start_date=datetime({y}, {m}, {d}, tzinfo=t
 #[tokio::test]
 async fn forged_and_expired_agent_tokens_are_refused_and_recorded() {
     let dag = r#"
+import time
 from airflow.sdk import DAG, task
 
 with DAG("tokens", schedule=None, is_paused_upon_creation=False):
     @task
     def quick():
+        time.sleep(1.5)
         return 1
 
     quick()
 "#;
     let (_db, store, _dir, lite) = setup(dag).await;
     let run = trigger(&store, "tokens", json!({})).await;
+    // The token lives with the agent only: read it where it is, in the agent's environment.
+    let token = agent_token("tokens").await;
     assert_eq!(wait_for_run(&store, "tokens", &run).await, "success");
-    let token = store
+    let recorded = store
         .read_stream(&format!("run:tokens/{run}"), 1)
         .await
-        .unwrap()
-        .iter()
-        .find_map(|e| match e.decode().unwrap() {
-            Event::TaskDispatched(d) => Some(d.attempt_token),
-            _ => None,
-        })
         .unwrap();
+    let dispatched = recorded
+        .iter()
+        .find(|e| e.event_type == "TaskDispatched")
+        .unwrap();
+    let payload = dispatched.payload.to_string();
+    assert!(
+        !payload.contains(&token) && payload.contains("attempt_digest"),
+        "the log holds the token's digest only: {payload}"
+    );
     let mut client = TaskAgentClient::connect(format!("http://127.0.0.1:{}", lite.grpc_port))
         .await
         .unwrap();
@@ -725,11 +775,11 @@ with DAG("tokens", schedule=None, is_paused_upon_creation=False):
         .await
         .unwrap_err();
     assert_eq!(forged.code(), tonic::Code::PermissionDenied, "{forged}");
-    let expired = client.finish(finish(token.to_string())).await.unwrap_err();
+    let expired = client.finish(finish(token.clone())).await.unwrap_err();
     assert_eq!(expired.code(), tonic::Code::FailedPrecondition, "{expired}");
     assert!(expired.message().contains("is over"), "{expired}");
     let beat = client
-        .heartbeat(attempt(token.to_string()))
+        .heartbeat(attempt(token.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -835,8 +885,8 @@ with DAG("survivor", schedule=None, is_paused_upon_creation=False):
     let db = fresh_database().await;
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
     let dir = project(dag);
-    // SAFETY: set before the control plane (and so the task) starts.
-    unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
+    // Tasks see only an allow-listed environment plus their leoflow.yaml `env`.
+    marker_dir_env(dir.path());
     let lite = Lite::start(dir.path(), &url(&db));
     let run = trigger(&store, "survivor", json!({})).await;
     task_started(&dir.path().join("started")).await;
@@ -878,8 +928,8 @@ with DAG("orphan", schedule=None, is_paused_upon_creation=False):
     let db = fresh_database().await;
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
     let dir = project(dag);
-    // SAFETY: set before the control plane (and so the task) starts.
-    unsafe { std::env::set_var("MARKER_DIR", dir.path()) };
+    // Tasks see only an allow-listed environment plus their leoflow.yaml `env`.
+    marker_dir_env(dir.path());
     let lite = Lite::start(dir.path(), &url(&db));
     let run = trigger(&store, "orphan", json!({})).await;
     task_started(&dir.path().join("orphan-started")).await;

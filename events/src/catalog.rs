@@ -9,6 +9,7 @@
 //! `dag:<dag_id>`, `import:<fileloc>`, `run:<dag_id>/<run_id>` (the run and all its task
 //! instances), `variable:<key>`, `connection:<conn_id>`, `pool:<name>`.
 
+use crate::digest::AttemptDigest;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,9 +74,29 @@ pub struct Upcaster {
     pub apply: fn(Value) -> Result<Value, String>,
 }
 
-/// The upcasters of the current catalog. Every type is still at its first schema version, so
-/// there are none yet; a schema change adds its upcaster here together with the version bump.
-pub const UPCASTERS: &[Upcaster] = &[];
+/// The upcasters of the current catalog: a schema change adds its upcaster here together with
+/// the version bump.
+pub const UPCASTERS: &[Upcaster] = &[Upcaster {
+    event_type: "TaskDispatched",
+    from_version: 1,
+    apply: task_dispatched_token_to_digest,
+}];
+
+/// `TaskDispatched` v1 → v2: the attempt token becomes its digest.
+fn task_dispatched_token_to_digest(mut payload: Value) -> Result<Value, String> {
+    let object = payload
+        .as_object_mut()
+        .ok_or("the payload is not an object")?;
+    let token = object
+        .remove("attempt_token")
+        .and_then(|t| t.as_str().and_then(|t| Uuid::parse_str(t).ok()))
+        .ok_or("attempt_token is missing or not a UUID")?;
+    object.insert(
+        "attempt_digest".into(),
+        Value::String(AttemptDigest::of(&token).to_string()),
+    );
+    Ok(payload)
+}
 
 /// Lifts `payload` from `version` to `target` with the given upcasters.
 pub fn upcast(
@@ -377,7 +398,11 @@ pub struct TaskQueued {
     pub queue: String,
 }
 
-/// A task attempt was handed to an executor, with the token its agent must present.
+/// A task attempt was handed to an executor, with the token its agent must present (only its
+/// digest is recorded: the token lives with the executor and the agent).
+///
+/// Schema version 2; version 1 held the token itself (`attempt_token`), which the upcaster
+/// turns into its digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskDispatched {
@@ -385,8 +410,8 @@ pub struct TaskDispatched {
     pub ti: TaskInstanceKey,
     /// The try.
     pub try_number: i32,
-    /// Fencing token of this attempt: reports without it are rejected.
-    pub attempt_token: Uuid,
+    /// Digest of this attempt's fencing token: reports without the token are rejected.
+    pub attempt_digest: AttemptDigest,
     /// Which executor runs it.
     pub executor: String,
 }
@@ -707,7 +732,7 @@ catalog! {
     /// See [`TaskQueued`].
     TaskQueued v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskDispatched`].
-    TaskDispatched v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    TaskDispatched v 2, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskStarted`].
     TaskStarted v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskSucceeded`].
@@ -805,6 +830,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn a_recorded_attempt_token_is_read_back_as_its_digest() {
+        let token = Uuid::new_v4();
+        let v1 = json!({"ti": {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1},
+                        "try_number": 1, "attempt_token": token, "executor": "subprocess"});
+        let Event::TaskDispatched(e) = Event::decode("TaskDispatched", 1, v1).unwrap() else {
+            panic!("not a TaskDispatched");
+        };
+        assert!(e.attempt_digest.matches(&token));
+        let stored = serde_json::to_string(&Event::TaskDispatched(e.clone()).payload()).unwrap();
+        assert!(!stored.contains(&token.to_string()), "{stored}");
+        let broken = json!({"ti": {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1},
+                            "try_number": 1, "executor": "subprocess"});
+        assert!(Event::decode("TaskDispatched", 1, broken).is_err());
+    }
+
     fn sample_events() -> Vec<Event> {
         let ti = TaskInstanceKey::mapped("etl", "manual__1", "load", 3);
         vec![
@@ -828,7 +869,7 @@ mod tests {
             TaskDispatched {
                 ti: ti.clone(),
                 try_number: 2,
-                attempt_token: Uuid::nil(),
+                attempt_digest: AttemptDigest::of(&Uuid::nil()),
                 executor: "subprocess".into(),
             }
             .into(),

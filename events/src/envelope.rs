@@ -71,4 +71,16 @@ impl RecordedEvent {
     pub fn decode(&self) -> Result<Event, DecodeError> {
         Event::decode(&self.event_type, self.schema_version, self.payload.clone())
     }
+
+    /// The event as readers are shown it (`events tail`, the audit log): upcast to the current
+    /// schema, so what an old schema held and the current one retired (a v1 `TaskDispatched`'s
+    /// attempt token) never reaches them. As stored when it cannot be decoded.
+    pub fn shown(&self) -> RecordedEvent {
+        let mut shown = self.clone();
+        if let Ok(event) = self.decode() {
+            shown.schema_version = event.schema_version();
+            shown.payload = event.payload();
+        }
+        shown
+    }
 }

@@ -12,6 +12,7 @@
 //! order, so a reader that has seen position N has seen every event below N.
 
 pub mod catalog;
+pub mod digest;
 pub mod envelope;
 #[cfg(feature = "sample")]
 pub mod sample;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod subscribe;
 
 pub use catalog::{DecodeError, Event, RunType, TaskInstanceKey};
+pub use digest::AttemptDigest;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use store::{
     AppendBatch, AppendError, AppendOutcome, EventStore, ExpectedVersion, InlineProjection,

@@ -256,7 +256,10 @@ impl Workload {
                 TaskDispatched {
                     ti: ti.clone(),
                     try_number: n,
-                    attempt_token: Uuid::from_u64_pair(self.rng.next_u64(), self.rng.next_u64()),
+                    attempt_digest: crate::AttemptDigest::of(&Uuid::from_u64_pair(
+                        self.rng.next_u64(),
+                        self.rng.next_u64(),
+                    )),
                     executor: "subprocess".into(),
                 }
                 .into(),

@@ -22,13 +22,13 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use leoflow_events::TaskInstanceKey;
+use leoflow_events::{AttemptDigest, TaskInstanceKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::command::{AgentCommand, AgentConfig, TOKEN_ENV};
-use crate::{Attempt, AttemptExit, Executor};
+use crate::{Attempt, AttemptExit, AttemptKey, Executor};
 
 /// Label every pod of this executor carries; the watcher selects on it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -96,7 +96,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     /// Attempt id → attempt, for attempts this process dispatched and has not reported.
-    dispatched: HashMap<String, Attempt>,
+    dispatched: HashMap<String, AttemptKey>,
     /// Attempt ids already reported, until their pod is gone: a pod's events repeat (its
     /// deletion, a relist), and each attempt must be reported once.
     reported: HashSet<String>,
@@ -163,7 +163,8 @@ impl Executor for PodExecutor {
 
     fn dispatch(&self, attempt: Attempt) {
         let pod = self.pod(&attempt);
-        let id = attempt_id(&attempt.attempt_token);
+        let attempt = attempt.key();
+        let id = attempt_id(&attempt.digest);
         self.shared
             .state
             .lock()
@@ -187,7 +188,7 @@ impl Executor for PodExecutor {
         });
     }
 
-    fn terminate(&self, attempt: &Attempt, _reason: &str) {
+    fn terminate(&self, attempt: &AttemptKey, _reason: &str) {
         let name = pod_name(attempt);
         let pods = self.shared.pods.clone();
         tokio::spawn(async move {
@@ -283,7 +284,7 @@ impl Shared {
         self.report(pod, id, known, detail, false);
     }
 
-    fn report(&self, pod: &Pod, id: &str, known: Option<Attempt>, detail: String, remove: bool) {
+    fn report(&self, pod: &Pod, id: &str, known: Option<AttemptKey>, detail: String, remove: bool) {
         let name = pod.name_any();
         let attempt = match known.map_or_else(|| rebuild(pod, id), Ok) {
             Ok(attempt) => attempt,
@@ -359,17 +360,17 @@ fn api_message(error: &kube::Error) -> String {
     }
 }
 
-/// The attempt id of `token`: a digest that names the attempt in labels and the pod name
-/// without revealing the token.
-pub fn attempt_id(token: &Uuid) -> String {
-    Uuid::new_v5(&ATTEMPT_ID_NAMESPACE, token.as_bytes()).to_string()
+/// The attempt id of a token's digest: names the attempt in labels and the pod name without
+/// revealing the token, and is known to a scheduler that has only the log.
+pub fn attempt_id(digest: &AttemptDigest) -> String {
+    Uuid::new_v5(&ATTEMPT_ID_NAMESPACE, digest.as_str().as_bytes()).to_string()
 }
 
 /// The pod name of `attempt`: DNS-1123 label (lowercase, at most 63 characters) from the
 /// DAG, task and try, with the first 8 hex digits of the attempt id so that it is unique per
 /// attempt and the same on every call.
-pub fn pod_name(attempt: &Attempt) -> String {
-    let id = attempt_id(&attempt.attempt_token);
+pub fn pod_name(attempt: &AttemptKey) -> String {
+    let id = attempt_id(&attempt.digest);
     let suffix = format!("{}-{}", attempt.try_number, &id[..8]);
     // Room for the DAG and task parts, less the two dashes around them.
     let budget = 63 - suffix.len() - 2;
@@ -467,7 +468,7 @@ fn pod_for(config: &PodConfig, attempt: &Attempt) -> Pod {
         (DAG_ID_KEY.to_owned(), label_value(&ti.dag_id)),
         (TASK_ID_KEY.to_owned(), label_value(&ti.task_id)),
         (TRY_NUMBER_KEY.to_owned(), attempt.try_number.to_string()),
-        (ATTEMPT_LABEL.to_owned(), attempt_id(&attempt.attempt_token)),
+        (ATTEMPT_LABEL.to_owned(), attempt_id(&attempt.key().digest)),
     ]);
     let annotations = BTreeMap::from([
         (DAG_ID_KEY.to_owned(), ti.dag_id.clone()),
@@ -478,7 +479,7 @@ fn pod_for(config: &PodConfig, attempt: &Attempt) -> Pod {
     ]);
     Pod {
         metadata: ObjectMeta {
-            name: Some(pod_name(attempt)),
+            name: Some(pod_name(&attempt.key())),
             namespace: Some(config.namespace.clone()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -567,7 +568,7 @@ fn terminated(
 
 /// The attempt of a pod this process did not dispatch (it was started before a restart):
 /// ids from the annotations, the token from the container's environment.
-fn rebuild(pod: &Pod, id: &str) -> Result<Attempt, String> {
+fn rebuild(pod: &Pod, id: &str) -> Result<AttemptKey, String> {
     let annotations = pod.annotations();
     let get = |key: &str| {
         annotations
@@ -589,12 +590,13 @@ fn rebuild(pod: &Pod, id: &str) -> Result<Attempt, String> {
         .and_then(|e| e.value.as_deref())
         .ok_or_else(|| format!("its container has no {TOKEN_ENV}"))?;
     let token = Uuid::parse_str(token).map_err(|_| format!("its {TOKEN_ENV} is not a UUID"))?;
-    if attempt_id(&token) != id {
+    let digest = AttemptDigest::of(&token);
+    if attempt_id(&digest) != id {
         return Err(format!(
             "its {TOKEN_ENV} does not match its {ATTEMPT_LABEL} label"
         ));
     }
-    Ok(Attempt {
+    Ok(AttemptKey {
         ti: TaskInstanceKey::mapped(
             get(DAG_ID_KEY)?,
             get(RUN_ID_ANNOTATION)?,
@@ -602,7 +604,7 @@ fn rebuild(pod: &Pod, id: &str) -> Result<Attempt, String> {
             number(MAP_INDEX_ANNOTATION)?,
         ),
         try_number: number(TRY_NUMBER_KEY)?,
-        attempt_token: token,
+        digest,
     })
 }
 
@@ -610,12 +612,13 @@ fn rebuild(pod: &Pod, id: &str) -> Result<Attempt, String> {
 mod tests {
     use super::*;
 
-    fn attempt(dag_id: &str, task_id: &str, try_number: i32) -> Attempt {
+    fn attempt(dag_id: &str, task_id: &str, try_number: i32) -> AttemptKey {
         Attempt {
             ti: TaskInstanceKey::new(dag_id, "run", task_id),
             try_number,
             attempt_token: Uuid::new_v4(),
         }
+        .key()
     }
 
     fn is_dns_label(name: &str) -> bool {
@@ -643,7 +646,7 @@ mod tests {
             let name = pod_name(&a);
             assert!(is_dns_label(&name), "{name:?} from {dag:?}/{task:?}");
             assert_eq!(name, pod_name(&a), "stable");
-            assert!(name.ends_with(&format!("-12-{}", &attempt_id(&a.attempt_token)[..8])));
+            assert!(name.ends_with(&format!("-12-{}", &attempt_id(&a.digest)[..8])));
             assert_ne!(name, pod_name(&attempt(dag, task, 12)), "unique");
         }
         let a = attempt("My_DAG", "Extract.Step_1", 1);
@@ -674,8 +677,8 @@ mod tests {
     #[test]
     fn attempt_ids_hide_the_token() {
         let token = Uuid::new_v4();
-        let id = attempt_id(&token);
-        assert_eq!(id, attempt_id(&token));
+        let id = attempt_id(&AttemptDigest::of(&token));
+        assert_eq!(id, attempt_id(&AttemptDigest::of(&token)));
         assert_ne!(id, token.to_string());
         assert!(!id.contains(&token.simple().to_string()[..8]));
     }

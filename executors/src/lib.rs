@@ -14,7 +14,7 @@ pub mod kubernetes;
 pub mod subprocess;
 pub mod zygote;
 
-pub use attempt::{Attempt, AttemptExit, Executor};
+pub use attempt::{Attempt, AttemptExit, AttemptKey, Executor};
 pub use command::AgentConfig;
 
 /// The task agent protocol (`proto/agent.proto`), generated at build time.

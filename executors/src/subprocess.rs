@@ -9,13 +9,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leoflow_events::AttemptDigest;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use crate::command::{AgentCommand, AgentConfig};
-use crate::{Attempt, AttemptExit, Executor};
+use crate::{Attempt, AttemptExit, AttemptKey, Executor};
 
 /// Starts one agent process per attempt and reports each agent's exit.
 pub struct SubprocessExecutor {
@@ -23,7 +23,7 @@ pub struct SubprocessExecutor {
     /// The warm Python process agents fork their runners from, with its socket.
     zygote: Option<(tokio::process::Child, PathBuf)>,
     /// Attempt token → agent pid, for `terminate`.
-    running: Arc<Mutex<HashMap<Uuid, u32>>>,
+    running: Arc<Mutex<HashMap<AttemptDigest, u32>>>,
     exits: mpsc::UnboundedSender<AttemptExit>,
 }
 
@@ -81,15 +81,19 @@ impl Executor for SubprocessExecutor {
                     "cannot start the task agent {}: {error}",
                     self.config.program.display()
                 );
-                let _ = self.exits.send(AttemptExit { attempt, detail });
+                let _ = self.exits.send(AttemptExit {
+                    attempt: attempt.key(),
+                    detail,
+                });
                 return;
             }
         };
+        let attempt = attempt.key();
         if let Some(pid) = child.id() {
             self.running
                 .lock()
                 .expect("not poisoned")
-                .insert(attempt.attempt_token, pid);
+                .insert(attempt.digest.clone(), pid);
         }
         let running = self.running.clone();
         let exits = self.exits.clone();
@@ -112,7 +116,7 @@ impl Executor for SubprocessExecutor {
             running
                 .lock()
                 .expect("not poisoned")
-                .remove(&attempt.attempt_token);
+                .remove(&attempt.digest);
             let status = match status {
                 Ok(status) => status.to_string(),
                 Err(error) => error.to_string(),
@@ -127,12 +131,12 @@ impl Executor for SubprocessExecutor {
         });
     }
 
-    fn terminate(&self, attempt: &Attempt, _reason: &str) {
+    fn terminate(&self, attempt: &AttemptKey, _reason: &str) {
         let Some(pid) = self
             .running
             .lock()
             .expect("not poisoned")
-            .get(&attempt.attempt_token)
+            .get(&attempt.digest)
             .copied()
         else {
             return;
@@ -144,10 +148,10 @@ impl Executor for SubprocessExecutor {
             libc::kill(pid as i32, libc::SIGTERM);
         }
         let running = self.running.clone();
-        let token = attempt.attempt_token;
+        let digest = attempt.digest.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            if running.lock().expect("not poisoned").get(&token) == Some(&pid) {
+            if running.lock().expect("not poisoned").get(&digest) == Some(&pid) {
                 // SAFETY: as above; the group is the agent's (process_group(0)).
                 unsafe {
                     libc::kill(-(pid as i32), libc::SIGKILL);
@@ -171,6 +175,7 @@ mod tests {
     use std::ffi::OsStr;
 
     use leoflow_events::TaskInstanceKey;
+    use uuid::Uuid;
 
     use super::*;
 

@@ -272,10 +272,10 @@ async fn dispatch_posts_one_pod_running_the_agent() {
     assert_eq!(pod["kind"], "Pod");
     let name = name_of(&pod);
     assert!(is_dns_label(name), "{name}");
-    assert_eq!(name, pod_name(&attempt));
+    assert_eq!(name, pod_name(&attempt.key()));
     assert!(name.starts_with("sales-report-x"), "{name}");
     assert!(name.contains("-load-to-warehouse-y"), "{name}");
-    let id = attempt_id(&attempt.attempt_token);
+    let id = attempt_id(&attempt.key().digest);
     assert!(name.ends_with(&format!("-2-{}", &id[..8])), "{name}");
     assert_eq!(pod["metadata"]["namespace"], NS);
 
@@ -381,7 +381,7 @@ async fn an_oom_killed_pod_is_reported_once_then_deleted() {
         ("MODIFIED", &failed),
     ]);
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
+    assert_eq!(exit.attempt, attempt.key());
     assert!(exit.detail.contains(&name), "{}", exit.detail);
     assert!(exit.detail.contains("Failed"), "{}", exit.detail);
     assert!(exit.detail.contains("OOMKilled"), "{}", exit.detail);
@@ -400,7 +400,8 @@ async fn an_oom_killed_pod_is_reported_once_then_deleted() {
     let later = attempt_for_sentinel(&mut api).await;
     let exit = api.exit().await;
     assert_eq!(
-        exit.attempt, later,
+        exit.attempt,
+        later.key(),
         "no second exit for {name}: {}",
         exit.detail
     );
@@ -431,7 +432,7 @@ async fn a_pod_deleted_after_its_report_is_not_reported_again() {
     );
     api.events(&[("MODIFIED", &succeeded)]);
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
+    assert_eq!(exit.attempt, attempt.key());
     assert!(
         exit.detail.contains("Succeeded") && exit.detail.contains("code 0"),
         "{}",
@@ -440,7 +441,7 @@ async fn a_pod_deleted_after_its_report_is_not_reported_again() {
     assert_eq!(api.request().await.method, Method::DELETE);
     api.events(&[("DELETED", &succeeded)]);
     let later = attempt_for_sentinel(&mut api).await;
-    assert_eq!(api.exit().await.attempt, later);
+    assert_eq!(api.exit().await.attempt, later.key());
 }
 
 #[tokio::test]
@@ -450,7 +451,7 @@ async fn a_pod_deleted_before_it_finished_is_reported() {
     let pod = api.dispatch(&attempt).await;
     api.events(&[("DELETED", &with_status(&pod, json!({"phase": "Running"})))]);
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
+    assert_eq!(exit.attempt, attempt.key());
     assert!(
         exit.detail.contains("deleted before it finished") && exit.detail.contains(name_of(&pod)),
         "{}",
@@ -477,7 +478,7 @@ async fn an_image_that_cannot_be_pulled_ends_the_attempt() {
     api.events(&[("MODIFIED", &waiting("ContainerCreating"))]);
     api.events(&[("MODIFIED", &waiting("ErrImagePull"))]);
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
+    assert_eq!(exit.attempt, attempt.key());
     for part in [
         name_of(&pod),
         "ErrImagePull",
@@ -498,7 +499,7 @@ async fn terminate_deletes_the_pod_with_a_grace_period() {
     let mut api = Harness::start(vec![], accept()).await;
     let attempt = attempt("etl", "slow");
     let pod = api.dispatch(&attempt).await;
-    api.executor.terminate(&attempt, "timed out");
+    api.executor.terminate(&attempt.key(), "timed out");
     let delete = api.request().await;
     assert_eq!(delete.method, Method::DELETE);
     assert_eq!(delete.path, format!("{PODS}/{}", name_of(&pod)));
@@ -528,8 +529,12 @@ async fn a_refused_create_is_an_exit_with_the_api_message() {
     let attempt = attempt("etl", "load");
     api.dispatch(&attempt).await;
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
-    assert!(exit.detail.contains(&pod_name(&attempt)), "{}", exit.detail);
+    assert_eq!(exit.attempt, attempt.key());
+    assert!(
+        exit.detail.contains(&pod_name(&attempt.key())),
+        "{}",
+        exit.detail
+    );
     assert!(exit.detail.contains(message), "{}", exit.detail);
     assert!(exit.detail.contains("Forbidden"), "{}", exit.detail);
 }
@@ -570,7 +575,7 @@ async fn an_existing_pod_of_the_same_attempt_is_adopted() {
     // Adopted: the attempt goes on, and the watcher reports the pod's end as usual.
     api.events(&[("MODIFIED", &failed_oom(&pod))]);
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
+    assert_eq!(exit.attempt, attempt.key());
     assert!(exit.detail.contains("OOMKilled"), "{}", exit.detail);
 }
 
@@ -590,7 +595,7 @@ async fn an_existing_pod_of_another_attempt_is_an_exit() {
     api.dispatch(&attempt).await;
     assert_eq!(api.request().await.method, Method::GET);
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt);
+    assert_eq!(exit.attempt, attempt.key());
     assert!(exit.detail.contains("another attempt"), "{}", exit.detail);
 }
 
@@ -607,7 +612,11 @@ async fn pods_of_attempts_from_before_a_restart_are_reported() {
 
     let mut api = Harness::start(vec![failed], accept()).await;
     let exit = api.exit().await;
-    assert_eq!(exit.attempt, attempt, "rebuilt from the pod's metadata");
+    assert_eq!(
+        exit.attempt,
+        attempt.key(),
+        "rebuilt from the pod's metadata"
+    );
     assert!(
         exit.detail.contains(&name) && exit.detail.contains("OOMKilled"),
         "{}",
@@ -628,14 +637,14 @@ async fn an_unrelated_pod_is_left_alone() {
         "kind": "Pod",
         "metadata": {"name": "stray", "namespace": NS, "labels": {
             "app.kubernetes.io/managed-by": "leoflow",
-            "leoflow.io/attempt": attempt_id(&Uuid::new_v4()),
+            "leoflow.io/attempt": attempt_id(&leoflow_events::AttemptDigest::of(&Uuid::new_v4())),
         }},
         "status": {"phase": "Failed"},
     });
     let mut api = Harness::start(vec![stray], accept()).await;
     let later = attempt_for_sentinel(&mut api).await;
-    assert_eq!(api.exit().await.attempt, later);
+    assert_eq!(api.exit().await.attempt, later.key());
     // The one request after the sentinel's create is the sentinel's delete, not the stray's.
     let delete = api.request().await;
-    assert_eq!(delete.path, format!("{PODS}/{}", pod_name(&later)));
+    assert_eq!(delete.path, format!("{PODS}/{}", pod_name(&later.key())));
 }

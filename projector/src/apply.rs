@@ -279,7 +279,6 @@ impl WorkingSet {
             }),
             Event::TaskDispatched(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
                 ti.executor = Some(e.executor.clone());
-                ti.attempt_token = Some(e.attempt_token);
             }),
             Event::TaskRendered(e) => {
                 // A late report of an earlier try must not label the current one.
@@ -584,7 +583,6 @@ impl WorkingSet {
             t.hostname = ti.hostname.clone();
             t.pid = ti.pid;
             t.executor = ti.executor.clone();
-            t.attempt_token = ti.attempt_token;
             t.failure_reason = ti.failure_reason.clone();
             self.tries.put(t);
         }

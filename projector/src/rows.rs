@@ -171,7 +171,6 @@ pub struct TaskInstanceRow {
     pub hostname: Option<String>,
     pub pid: Option<i32>,
     pub executor: Option<String>,
-    pub attempt_token: Option<Uuid>,
     pub pool: Option<String>,
     pub pool_slots: Option<i32>,
     pub priority_weight: Option<i32>,
@@ -199,7 +198,6 @@ pub struct TaskInstanceTryRow {
     pub hostname: Option<String>,
     pub pid: Option<i32>,
     pub executor: Option<String>,
-    pub attempt_token: Option<Uuid>,
     pub failure_reason: Option<String>,
 }
 

@@ -151,7 +151,7 @@ async fn task_lifecycle_with_a_retry_keeps_every_try() {
             TaskDispatched {
                 ti: ti.clone(),
                 try_number: n,
-                attempt_token: token,
+                attempt_digest: leoflow_events::AttemptDigest::of(&token),
                 executor: "subprocess".into(),
             }
             .into(),

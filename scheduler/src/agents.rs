@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use leoflow_events::catalog::CommandRejected;
-use leoflow_events::{AppendBatch, EventStore, Metadata, TaskInstanceKey};
+use leoflow_events::{AppendBatch, AttemptDigest, EventStore, Metadata, TaskInstanceKey};
 use leoflow_executors::proto::finish_request::Outcome as ProtoOutcome;
 use leoflow_executors::proto::lookup_request::Kind as LookupKind;
 use leoflow_executors::proto::task_agent_server::TaskAgent;
@@ -34,30 +34,35 @@ use crate::core::spec::TaskKind;
 use crate::reactor::runs::{LoadedRun, Specs, SubmitError, load_run, submit_fenced};
 use crate::task_logs;
 
-/// When each in-flight attempt (by token) last showed a sign of life. The service writes it;
-/// the reactor fails attempts that stay silent past their heartbeat deadline.
+/// When each in-flight attempt (by its token's digest, which is all a restarted scheduler
+/// knows of it) last showed a sign of life. The service writes it; the reactor fails attempts
+/// that stay silent past their heartbeat deadline.
 #[derive(Debug, Clone, Default)]
 pub struct Liveness {
-    seen: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    seen: Arc<Mutex<HashMap<AttemptDigest, Instant>>>,
 }
 
 impl Liveness {
     /// Records a sign of life of the attempt `token`.
-    pub fn touch(&self, token: Uuid) {
+    pub fn touch(&self, attempt: AttemptDigest) {
         self.seen
             .lock()
             .expect("not poisoned")
-            .insert(token, Instant::now());
+            .insert(attempt, Instant::now());
     }
 
     /// When the attempt was last seen, if ever since this process started.
-    pub fn last_seen(&self, token: &Uuid) -> Option<Instant> {
-        self.seen.lock().expect("not poisoned").get(token).copied()
+    pub fn last_seen(&self, attempt: &AttemptDigest) -> Option<Instant> {
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .get(attempt)
+            .copied()
     }
 
     /// Forgets an attempt that is over.
-    pub fn forget(&self, token: &Uuid) {
-        self.seen.lock().expect("not poisoned").remove(token);
+    pub fn forget(&self, attempt: &AttemptDigest) {
+        self.seen.lock().expect("not poisoned").remove(attempt);
     }
 }
 
@@ -213,7 +218,7 @@ impl AgentService {
             }
             return Err(Status::failed_precondition(reason));
         }
-        self.liveness.touch(fence.attempt_token);
+        self.liveness.touch(AttemptDigest::of(&fence.attempt_token));
         Ok(Verified {
             run,
             key,
@@ -684,7 +689,8 @@ impl TaskAgent for AgentService {
         });
         self.submit(&verified, try_number, "finish", commands)
             .await?;
-        self.liveness.forget(&verified.fence.attempt_token);
+        self.liveness
+            .forget(&AttemptDigest::of(&verified.fence.attempt_token));
         Ok(Response::new(Ack {}))
     }
 }

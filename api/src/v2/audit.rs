@@ -33,6 +33,7 @@ struct EventLogRow {
     position: i64,
     recorded_at: DateTime<Utc>,
     event: String,
+    schema_version: i32,
     payload: Value,
     owner: Option<String>,
     dag_id: Option<String>,
@@ -45,7 +46,8 @@ struct EventLogRow {
 
 fn select() -> String {
     format!(
-        "SELECT e.position, e.recorded_at, e.type AS event, e.payload, {OWNER} AS owner, \
+        "SELECT e.position, e.recorded_at, e.type AS event, e.schema_version, e.payload, \
+         {OWNER} AS owner, \
          {DAG_ID} AS dag_id, {RUN_ID} AS run_id, {TASK_ID} AS task_id, \
          (e.payload->'ti'->>'map_index')::int AS map_index, \
          (e.payload->>'try_number')::int AS try_number, {LOGICAL_DATE} AS logical_date \
@@ -67,10 +69,19 @@ impl EventLogRow {
             "event": self.event,
             "logical_date": self.logical_date,
             "owner": self.owner,
-            "extra": extra(&self.event, &self.payload),
+            "extra": extra(&self.event, &self.shown_payload()),
             "dag_display_name": self.dag_id,
             "task_display_name": self.task_id,
         })
+    }
+}
+
+impl EventLogRow {
+    /// The payload in the current schema (see `RecordedEvent::shown`).
+    fn shown_payload(&self) -> Value {
+        leoflow_events::Event::decode(&self.event, self.schema_version, self.payload.clone())
+            .map(|event| event.payload())
+            .unwrap_or_else(|_| self.payload.clone())
     }
 }
 

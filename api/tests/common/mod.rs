@@ -123,7 +123,7 @@ impl Executor for InProcessAgents {
         });
     }
 
-    fn terminate(&self, _attempt: &Attempt, _reason: &str) {}
+    fn terminate(&self, _attempt: &leoflow_executors::AttemptKey, _reason: &str) {}
 }
 
 /// A running API.

@@ -97,7 +97,7 @@ fn run_events(dag_id: &str, hash: &str, n: usize, tasks: usize, xcom_hash: &str)
                 TaskDispatched {
                     ti: ti.clone(),
                     try_number: 1,
-                    attempt_token: Uuid::new_v4(),
+                    attempt_digest: leoflow_events::AttemptDigest::of(&Uuid::new_v4()),
                     executor: "bench".into(),
                 },
                 &meta,

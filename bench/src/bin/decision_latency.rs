@@ -67,7 +67,7 @@ impl Executor for InstantExecutor {
         });
     }
 
-    fn terminate(&self, _attempt: &Attempt, _reason: &str) {
+    fn terminate(&self, _attempt: &leoflow_scheduler::reactor::AttemptKey, _reason: &str) {
         // Its tries end at once: there is never anything to stop.
     }
 }

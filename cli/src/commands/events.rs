@@ -153,13 +153,13 @@ impl Filter {
 }
 
 fn json_line(event: &RecordedEvent) -> String {
-    serde_json::to_string(event).expect("recorded events serialize")
+    serde_json::to_string(&event.shown()).expect("recorded events serialize")
 }
 
 /// `     42  2026-11-23 22:55:01.123Z  TaskSucceeded   run:etl/manual__1 #7  task_id=load try_number=2`
 pub(crate) fn human_line(event: &RecordedEvent) -> String {
     let mut fields = Vec::new();
-    summarize(&event.payload, &mut fields);
+    summarize(&event.shown().payload, &mut fields);
     let actor = event
         .metadata
         .actor
@@ -284,6 +284,20 @@ mod tests {
             dag: dag.map(Into::into),
             run: run.map(Into::into),
             types: types.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_attempt_token_recorded_by_an_older_leoflow_is_never_shown() {
+        let token = "0b5e3f5c-8a43-4a7e-9d8e-4f1c2a6b7d90";
+        let old = event(
+            "TaskDispatched",
+            json!({"ti": {"dag_id": "etl", "run_id": "r1", "task_id": "load", "map_index": -1},
+                   "try_number": 1, "attempt_token": token, "executor": "subprocess"}),
+        );
+        for line in [human_line(&old), json_line(&old)] {
+            assert!(!line.contains(token), "{line}");
+            assert!(line.contains("attempt_digest"), "{line}");
         }
     }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
+use leoflow_events::AttemptDigest;
 use leoflow_events::Event;
 use leoflow_events::catalog::*;
 
@@ -53,8 +54,8 @@ pub struct TaskInstance {
     /// Item count of its `return_value` XCom, when that is a list or dict (what a task mapped
     /// over it expands to).
     pub result_len: Option<i64>,
-    /// The fencing token of the current try, once it was handed to an executor.
-    pub attempt_token: Option<uuid::Uuid>,
+    /// The digest of the current try's fencing token, once it was handed to an executor.
+    pub attempt_digest: Option<AttemptDigest>,
 }
 
 impl TaskInstance {
@@ -64,7 +65,7 @@ impl TaskInstance {
             try_number: 0,
             retry_at: None,
             result_len: None,
-            attempt_token: None,
+            attempt_digest: None,
         }
     }
 }
@@ -146,11 +147,11 @@ pub enum Command {
         attempt_token: uuid::Uuid,
         /// Which executor runs it.
         executor: String,
-        /// The token of an earlier dispatch of this try that never started because the
+        /// The token digest of an earlier dispatch of this try that never started because the
         /// scheduler that made it died first (Airflow resets such orphaned task instances):
         /// the try is handed out again under the new token, and the old one is refused from
         /// then on. `None` for a try's first dispatch.
-        replacing: Option<uuid::Uuid>,
+        replacing: Option<AttemptDigest>,
     },
     /// A running try pushed an XCom.
     PushXCom(XComPush),
@@ -323,7 +324,11 @@ impl Fence {
     /// Passes when the caller holds the token of the task instance's current try.
     pub fn check(&self, state: &RunState) -> Result<(), Rejection> {
         let ti = state.ti(&self.task_id, self.map_index)?;
-        if ti.try_number == self.try_number && ti.attempt_token == Some(self.attempt_token) {
+        let holds_token = ti
+            .attempt_digest
+            .as_ref()
+            .is_some_and(|digest| digest.matches(&self.attempt_token));
+        if ti.try_number == self.try_number && holds_token {
             return Ok(());
         }
         let name = if self.map_index >= 0 {
@@ -419,12 +424,12 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
             t.state = TiState::Scheduled;
             t.try_number = e.try_number;
             t.retry_at = None;
-            t.attempt_token = None;
+            t.attempt_digest = None;
         }
         Event::TaskQueued(e) => set(&mut state, &e.ti, TiState::Queued),
         Event::TaskDispatched(e) => {
             if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
-                t.attempt_token = Some(e.attempt_token);
+                t.attempt_digest = Some(e.attempt_digest.clone());
             }
         }
         Event::TaskStarted(e) => set(&mut state, &e.ti, TiState::Running),
@@ -578,14 +583,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
                 TiState::Queued,
                 "dispatch",
             )?;
-            if ti.attempt_token != replacing {
+            if ti.attempt_digest != replacing {
                 return Err(illegal(&task_id, ti.state, "dispatch twice"));
             }
             events.push(
                 TaskDispatched {
                     ti: state.key(&(task_id, map_index)),
                     try_number,
-                    attempt_token,
+                    attempt_digest: AttemptDigest::of(&attempt_token),
                     executor,
                 }
                 .into(),

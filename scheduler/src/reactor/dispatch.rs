@@ -120,7 +120,7 @@ mod tests {
             }
         }
 
-        fn terminate(&self, _attempt: &Attempt, _reason: &str) {}
+        fn terminate(&self, _attempt: &leoflow_executors::AttemptKey, _reason: &str) {}
     }
 
     fn attempt(task_id: &str) -> Attempt {

@@ -34,7 +34,7 @@ use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-pub use leoflow_executors::{Attempt, AttemptExit, Executor};
+pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
 
 use crate::agents::Liveness;
 use crate::task_logs;
@@ -78,7 +78,7 @@ impl Default for Supervision {
 
 /// A try handed to an executor and not finished yet, as the log says.
 struct InFlight {
-    attempt: Attempt,
+    attempt: AttemptKey,
     dispatched_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     execution_timeout: Option<f64>,
@@ -398,10 +398,10 @@ impl Reactor {
                     .get(&(e.ti.dag_id.clone(), e.ti.run_id.clone()))
                     .and_then(|run| run.spec.tasks.get(&e.ti.task_id))
                     .and_then(|task| task.execution_timeout);
-                let attempt = Attempt {
+                let attempt = AttemptKey {
                     ti: e.ti.clone(),
                     try_number: e.try_number,
-                    attempt_token: e.attempt_token,
+                    digest: e.attempt_digest.clone(),
                 };
                 self.in_flight.insert(
                     e.ti.clone(),
@@ -426,7 +426,7 @@ impl Reactor {
             | Event::TaskCleared(_) => {
                 let ti = event.task_instance().expect("a task event");
                 if let Some(flight) = self.in_flight.remove(ti) {
-                    self.liveness.forget(&flight.attempt.attempt_token);
+                    self.liveness.forget(&flight.attempt.digest);
                     if recorded.metadata.actor.as_deref() != Some("agent") {
                         self.dispatcher
                             .executor()
@@ -465,7 +465,7 @@ impl Reactor {
         for flight in self.in_flight.values() {
             let seen = self
                 .liveness
-                .last_seen(&flight.attempt.attempt_token)
+                .last_seen(&flight.attempt.digest)
                 .map(|at| now - chrono::Duration::from_std(at.elapsed()).unwrap_or_default());
             let alive_since = [Some(flight.dispatched_at), Some(self.started_at), seen]
                 .into_iter()
@@ -511,7 +511,7 @@ impl Reactor {
     /// Hands a lost dispatch out again under a new token (the same try: nothing ran). Returns
     /// whether it was; if not (the try started after all, ended, or the database failed), the
     /// log's next events settle it or the next wake tries again.
-    async fn dispatch_again(&self, lost: &Attempt) -> bool {
+    async fn dispatch_again(&self, lost: &AttemptKey) -> bool {
         let ti = &lost.ti;
         let attempt = Attempt {
             ti: ti.clone(),
@@ -524,7 +524,7 @@ impl Reactor {
             try_number: lost.try_number,
             attempt_token: attempt.attempt_token,
             executor: self.dispatcher.executor().name().to_owned(),
-            replacing: Some(lost.attempt_token),
+            replacing: Some(lost.digest.clone()),
         };
         if !self.submit(&ti.dag_id, &ti.run_id, command).await {
             return false;
@@ -546,7 +546,7 @@ impl Reactor {
         let current = self
             .in_flight
             .get(&exit.attempt.ti)
-            .is_some_and(|f| f.attempt.attempt_token == exit.attempt.attempt_token);
+            .is_some_and(|f| f.attempt.digest == exit.attempt.digest);
         if current && self.end_attempt(&exit.attempt, Some(exit.detail)).await {
             self.in_flight.remove(&exit.attempt.ti);
         }
@@ -555,7 +555,7 @@ impl Reactor {
     /// Fails a try in flight with `reason` (or times it out when `None`), if the log still has
     /// it in flight with the same token; notes why in its log and stops it at the executor.
     /// Returns whether the try is settled (ended now, or already over).
-    async fn end_attempt(&self, attempt: &Attempt, reason: Option<String>) -> bool {
+    async fn end_attempt(&self, attempt: &AttemptKey, reason: Option<String>) -> bool {
         let ti = &attempt.ti;
         let run = match runs::load_run(&self.store, &self.specs, &ti.dag_id, &ti.run_id).await {
             Ok(run) => run,
@@ -569,7 +569,7 @@ impl Reactor {
         };
         let in_flight = matches!(state.state, TiState::Queued | TiState::Running)
             && state.try_number == attempt.try_number
-            && state.attempt_token == Some(attempt.attempt_token);
+            && state.attempt_digest.as_ref() == Some(&attempt.digest);
         if !in_flight {
             return true;
         }
@@ -781,7 +781,7 @@ impl Reactor {
     async fn dispatch_queued(&self) {
         for ((dag_id, run_id), run) in &self.runs {
             for ((task_id, map_index), ti) in &run.state.tis {
-                if ti.state != TiState::Queued || ti.attempt_token.is_some() {
+                if ti.state != TiState::Queued || ti.attempt_digest.is_some() {
                     continue;
                 }
                 if !self.dispatcher.has_room() {

@@ -38,7 +38,7 @@ use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
-use crate::python_env::{managed_venv, project_python, venv_python};
+use crate::python_env::{lite_python, managed_venv, note_to, venv_python, with_project_venv};
 
 /// How tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -228,6 +228,8 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     {
         setup::first_start(&home, !args.no_ui).await?;
     }
+    let note = note_to(false);
+    let python = lite_python(&home, &note).await?;
     let store_choice = datastore.lite_datastore()?;
     datastore.preflight(&store_choice)?;
     let credentials = setup::ensure_credentials(&home, None)?;
@@ -238,7 +240,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     };
     let project_dir = std::fs::canonicalize(&args.project)?;
     backup::remember_project(&home, &project_dir);
-    let (python, project_venv) = project_python(&home, &project_dir, false).await?;
+    let (python, project_venv) = with_project_venv(&home, &project_dir, python, &note).await?;
     let mut database = datastore.open_for_lite(&store_choice).await?;
     let owned_cluster = OwnedCluster::claim(&home, &mut database)?;
     let caught_up = replay::catch_up(&database.pool).await?;

@@ -517,7 +517,16 @@ def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInst
         time.sleep(max(0.0, min(delay, timeout - waited)))
 
 
+def apply_task_environment(task: dict[str, Any]) -> None:
+    """The runner starts from an allow-listed environment (none of the control plane's); the
+    task's leoflow.yaml `env` is added to it before anything of the task runs."""
+    env = task.get("env")
+    if isinstance(env, dict):
+        os.environ.update({str(name): str(value) for name, value in env.items()})
+
+
 def execute(attempt: dict[str, Any], channel: Channel) -> Outcome:
+    apply_task_environment(attempt["task"])
     dag, task_object = load_dag_file(attempt)
     task: dict[str, Any] = attempt["task"]
     ctx = build_context(channel, attempt, dag, task_object)

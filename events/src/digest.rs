@@ -1,0 +1,54 @@
+//! Attempt tokens are secrets: the log keeps their SHA-256 digest, never the token, so
+//! nothing that reads the log (`events tail`, the audit log, a backup) can act as an agent.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The SHA-256 of an attempt token's 16 bytes, as 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AttemptDigest(String);
+
+impl AttemptDigest {
+    /// The digest of `token`.
+    pub fn of(token: &Uuid) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Whether `token` is the one this is the digest of, in time that does not depend on
+    /// where the digests differ.
+    pub fn matches(&self, token: &Uuid) -> bool {
+        let presented = Self::of(token);
+        let (a, b) = (self.0.as_bytes(), presented.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AttemptDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_matches_its_token_only_and_hides_it() {
+        let token = Uuid::new_v4();
+        let digest = AttemptDigest::of(&token);
+        assert!(digest.matches(&token));
+        assert!(!digest.matches(&Uuid::new_v4()));
+        assert_eq!(digest.as_str().len(), 64);
+        assert!(!digest.as_str().contains(&token.simple().to_string()));
+        assert_eq!(digest, AttemptDigest::of(&token), "stable");
+    }
+}
