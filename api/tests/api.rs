@@ -602,3 +602,69 @@ async fn clearing_one_map_index_clears_only_that_instance() {
         .await;
     assert_eq!(status, 422, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_instance_dependencies_say_why_it_does_not_run() {
+    let api = TestApi::start(DAGS).await;
+    let done = api.run("pipeline", json!({})).await;
+    let (status, _) = api
+        .call(
+            Method::PATCH,
+            "/api/v2/dags/pipeline",
+            Some(json!({"is_paused": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, run) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/pipeline/dagRuns",
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let waiting = segment(run["dag_run_id"].as_str().unwrap());
+    let names = |body: serde_json::Value| -> Vec<String> {
+        body["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let path = |run: &str, task: &str| {
+        format!("/api/v2/dags/pipeline/dagRuns/{run}/taskInstances/{task}/dependencies")
+    };
+    let blocked = api.get(&path(&waiting, "load")).await;
+    assert_eq!(
+        names(blocked.clone()),
+        ["Dag Not Paused", "Dagrun Running", "Trigger Rule"],
+        "{blocked}"
+    );
+    let reason = blocked["dependencies"][2]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("'all_success'") && reason.contains("transform"),
+        "{reason}"
+    );
+    // The finished run's instance: its state is why it does not run.
+    let finished = api.get(&path(&segment(&done), "extract")).await;
+    assert_eq!(
+        names(finished.clone()),
+        ["Task Instance State", "Dag Not Paused", "Dagrun Running"],
+        "{finished}"
+    );
+    // Mapped instances answer on their own route.
+    let mapped = api
+        .get(&format!(
+            "/api/v2/dags/pipeline/dagRuns/{}/taskInstances/transform/1/dependencies",
+            segment(&done)
+        ))
+        .await;
+    assert!(
+        mapped["dependencies"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("'success'"),
+        "{mapped}"
+    );
+}

@@ -385,14 +385,7 @@ fn key_text(key: &TaskInstanceKey) -> String {
 fn state_word(state: TiState) -> &'static str {
     match state {
         TiState::Pending => "not scheduled",
-        TiState::Scheduled => "scheduled",
-        TiState::Queued => "queued",
-        TiState::Running => "running",
-        TiState::Success => "success",
-        TiState::Failed => "failed",
-        TiState::UpForRetry => "up_for_retry",
-        TiState::Skipped => "skipped",
-        TiState::UpstreamFailed => "upstream_failed",
+        other => other.airflow_name(),
     }
 }
 

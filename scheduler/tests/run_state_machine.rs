@@ -809,3 +809,61 @@ fn a_try_is_dispatched_once_unless_a_lost_dispatch_is_replaced_and_then_the_old_
     );
     assert!(decide(&spec, &state, dispatch(third, Some(second))).is_err());
 }
+
+#[test]
+fn blockers_say_why_a_task_instance_does_not_run() {
+    use leoflow_scheduler::core::blockers::{PoolUse, Surroundings, blockers};
+    let spec = spec(vec![
+        task("a", &[], AllSuccess, 1, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    let calm = Surroundings {
+        dag_paused: false,
+        active_tasks: (16, 0),
+        pool: PoolUse {
+            name: "default_pool".into(),
+            open_slots: 128,
+        },
+        now: t0(),
+    };
+    let names = |state: &RunState, task: &str, around: &Surroundings| -> Vec<&'static str> {
+        blockers(&spec, state, task, -1, around)
+            .iter()
+            .map(|b| b.name)
+            .collect()
+    };
+    assert_eq!(names(&state, "a", &calm), ["Dagrun Running"]);
+    apply(&spec, &mut state, Command::Start);
+    assert!(names(&state, "a", &calm).is_empty(), "a is about to run");
+    assert_eq!(names(&state, "b", &calm), ["Trigger Rule"]);
+    let crowded = Surroundings {
+        dag_paused: true,
+        active_tasks: (16, 16),
+        pool: PoolUse {
+            name: "default_pool".into(),
+            open_slots: 0,
+        },
+        now: t0(),
+    };
+    assert_eq!(
+        names(&state, "a", &crowded),
+        ["Dag Not Paused", "Pool Slots Available", "Task Concurrency"]
+    );
+    run_task(
+        &spec,
+        &mut state,
+        "a",
+        Outcome::Failed {
+            reason: "flaky".into(),
+        },
+    );
+    let waiting = blockers(&spec, &state, "a", -1, &calm);
+    assert_eq!(waiting[0].name, "Not In Retry Period");
+    assert!(waiting[0].reason.contains("will be retried at"));
+    let later = Surroundings {
+        now: t0() + Duration::seconds(11),
+        ..calm.clone()
+    };
+    assert!(names(&state, "a", &later).is_empty(), "the retry is due");
+}

@@ -149,6 +149,10 @@ pub fn routes() -> Router<ApiState> {
             get(task_instances::dependencies),
         )
         .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/dependencies",
+            get(task_instances::dependencies),
+        )
+        .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/links",
             get(task_instances::links),
         )

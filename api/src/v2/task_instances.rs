@@ -799,14 +799,77 @@ fn clear_selection(
     (whole.into_iter().collect(), pairs)
 }
 
-/// `GET …/taskInstances/{task_id}/dependencies`: Leoflow decides at once when a task can run;
-/// nothing is reported as blocking.
+/// `GET …/taskInstances/{task_id}/dependencies` (and its mapped form): why the task instance is
+/// not running — its state, a paused DAG, a run not running, a retry not due, its trigger rule,
+/// a full pool, the DAG's `max_active_tasks` — as Airflow's UI lists them.
 pub async fn dependencies(
     State(state): State<ApiState>,
-    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    ti: TiPath,
+    params: Params,
 ) -> ApiResult<Json<Value>> {
-    load_ti(&state, &dag_id, &run_id, &task_id, -1).await?;
-    Ok(Json(json!({"dependencies": []})))
+    let map_index = ti.map_index_or_query(&params)?;
+    load_run(&state, &ti.dag_id, &ti.run_id).await?;
+    let run = leoflow_scheduler::reactor::runs::load_run(
+        &state.store,
+        &state.specs,
+        &ti.dag_id,
+        &ti.run_id,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    // A run that has not started has its task instances in the scheduler's state only.
+    if !run.state.tis.contains_key(&(ti.task_id.clone(), map_index)) {
+        load_ti(&state, &ti.dag_id, &ti.run_id, &ti.task_id, map_index).await?;
+    }
+    let around = surroundings(&state, &ti.dag_id, &run.spec, &ti.task_id).await?;
+    let found = leoflow_scheduler::core::blockers::blockers(
+        &run.spec,
+        &run.state,
+        &ti.task_id,
+        map_index,
+        &around,
+    );
+    let dependencies: Vec<Value> = found
+        .iter()
+        .map(|b| json!({"name": b.name, "reason": b.reason}))
+        .collect();
+    Ok(Json(json!({"dependencies": dependencies})))
+}
+
+/// What a task instance's blockers are judged against besides its run: the DAG's pause and
+/// active task instances, the task's pool.
+async fn surroundings(
+    state: &ApiState,
+    dag_id: &str,
+    spec: &leoflow_scheduler::core::spec::DagSpec,
+    task_id: &str,
+) -> ApiResult<leoflow_scheduler::core::blockers::Surroundings> {
+    let (dag_paused, max_active_tasks): (bool, i32) =
+        sqlx::query_as("SELECT is_paused, max_active_tasks FROM dag WHERE dag_id = $1")
+            .bind(dag_id)
+            .fetch_one(state.store.pool())
+            .await?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state IN ('queued', 'running')",
+    )
+    .bind(dag_id)
+    .fetch_one(state.store.pool())
+    .await?;
+    let pool = spec
+        .tasks
+        .get(task_id)
+        .map_or("default_pool", |t| t.pool.as_str())
+        .to_owned();
+    let open_slots = crate::v2::config::pools::open_slots(state, &pool).await?;
+    Ok(leoflow_scheduler::core::blockers::Surroundings {
+        dag_paused,
+        active_tasks: (i64::from(max_active_tasks), active),
+        pool: leoflow_scheduler::core::blockers::PoolUse {
+            name: pool,
+            open_slots,
+        },
+        now: chrono::Utc::now(),
+    })
 }
 
 /// `GET …/taskInstances/{task_id}/links`: no operator of Leoflow's has extra links.

@@ -2,6 +2,7 @@
 //! in with each command, and decisions go out as events.
 
 pub mod admission;
+pub mod blockers;
 pub mod commands;
 pub mod retry;
 pub mod run;

@@ -33,6 +33,21 @@ pub enum TiState {
 }
 
 impl TiState {
+    /// Airflow's name of the state (`None` for a task instance not scheduled yet).
+    pub fn airflow_name(self) -> &'static str {
+        match self {
+            TiState::Pending => "None",
+            TiState::Scheduled => "scheduled",
+            TiState::Queued => "queued",
+            TiState::Running => "running",
+            TiState::Success => "success",
+            TiState::Failed => "failed",
+            TiState::UpForRetry => "up_for_retry",
+            TiState::Skipped => "skipped",
+            TiState::UpstreamFailed => "upstream_failed",
+        }
+    }
+
     /// Whether the task instance is done for this run (until cleared).
     pub fn is_final(self) -> bool {
         matches!(
@@ -82,6 +97,18 @@ pub enum RunStatus {
     Running,
     Success,
     Failed,
+}
+
+impl RunStatus {
+    /// Airflow's name of the state.
+    pub fn airflow_name(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+        }
+    }
 }
 
 /// A dag run as the scheduler sees it.

@@ -16,7 +16,7 @@ mod bulk;
 mod connections;
 mod entity;
 pub(crate) mod lists;
-mod pools;
+pub(crate) mod pools;
 pub(crate) mod redact;
 mod variables;
 

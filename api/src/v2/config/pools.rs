@@ -330,6 +330,18 @@ async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
         .collect())
 }
 
+/// The open slots of pool `name` now (unlimited as `i64::MAX`; none for a pool that does not
+/// exist), as the pools page shows them.
+pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
+    let pools = Pool::load(state, &[name.to_owned()]).await?;
+    let shown = pools_json(state, &pools).await?;
+    Ok(match shown.first().and_then(|p| p["open_slots"].as_i64()) {
+        Some(-1) => i64::MAX,
+        Some(open) => open,
+        None => 0,
+    })
+}
+
 /// `GET /api/v2/pools`.
 pub async fn get_pools(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
     let page = params.page()?;
