@@ -104,13 +104,19 @@ impl BenchDatabase {
 
     /// A new migrated database named `name`.
     pub async fn fresh(&self, name: &str) -> anyhow::Result<PgPool> {
-        self.cluster.ensure_database(name).await?;
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(self.cluster.connect_options(name))
-            .await?;
+        let pool = self.unmigrated(name).await?;
         leoflow_postgres::migrate::migrate(&pool).await?;
         Ok(pool)
+    }
+
+    /// Database `name`, created if need be but left for the `leoflow` under test to migrate
+    /// (so a benchmark can drive an older or newer binary than itself).
+    pub async fn unmigrated(&self, name: &str) -> anyhow::Result<PgPool> {
+        self.cluster.ensure_database(name).await?;
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(self.cluster.connect_options(name))
+            .await?)
     }
 
     /// A connection URL for database `name` (for child processes such as `leoflow lite`).

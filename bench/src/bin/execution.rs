@@ -235,7 +235,9 @@ async fn main() -> Result<()> {
             .to_vec();
     }
     let database = BenchDatabase::start().await?;
-    let pool = database.fresh("bench_execution").await?;
+    // `leoflow lite` migrates it: the binary under test may be another version than this program
+    // (LEOFLOW_BIN), as when comparing before and after a change.
+    let pool = database.unmigrated("bench_execution").await?;
     let store = EventStore::new(pool).with_projection(Arc::new(ReadModels));
     let project =
         std::env::temp_dir().join(format!("leoflow-bench-project-{}", std::process::id()));
