@@ -29,6 +29,8 @@ pub struct ControlPlaneOptions {
     pub python: PythonRuntime,
     /// How often agents heartbeat.
     pub heartbeat_interval: Duration,
+    /// The largest XCom value a task may push, in bytes of JSON.
+    pub max_xcom_bytes: usize,
     /// Deadlines of tries in flight.
     pub supervision: Supervision,
     /// Decrypts Connection passwords for tasks.
@@ -151,11 +153,16 @@ impl ControlPlane {
         if let Some(key) = options.connection_key.clone() {
             service = service.with_connection_key(key);
         }
+        service = service.with_max_xcom_bytes(options.max_xcom_bytes);
         let (shutdown, watcher) = watch::channel(false);
         let mut server_stop = watcher.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(TaskAgentServer::new(service))
+                .add_service(
+                    TaskAgentServer::new(service)
+                        .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
+                        .max_encoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE),
+                )
                 .serve_with_incoming_shutdown(
                     // Without TCP_NODELAY small replies wait for the agent's delayed ACK
                     // (40 ms per call here).

@@ -56,6 +56,7 @@ impl Lite {
             .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
             // Stands for the control plane's own secrets: no task may see it.
             .env("CONTROL_PLANE_SECRET", "hunter2")
+            .env("LEOFLOW_MAX_XCOM_BYTES", "5000000")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -1099,4 +1100,39 @@ with DAG("environment", schedule=None, is_paused_upon_creation=False):
         }
         assert!(log.contains("PATH"), "{task} has a PATH: {log}");
     }
+}
+
+#[tokio::test]
+async fn an_xcom_over_the_limit_fails_its_task_naming_size_and_limit() {
+    let dag = r#"
+from airflow.sdk import DAG, task
+
+with DAG("payloads", schedule=None, is_paused_upon_creation=False):
+    @task
+    def large():
+        return "x" * 4_500_000  # over gRPC's default 4 MiB, under the limit
+
+    @task(retries=0)
+    def too_large():
+        return "x" * 6_000_000
+
+    large()
+    too_large()
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "payloads", json!({})).await;
+    assert_eq!(wait_for_run(&store, "payloads", &run).await, "failed");
+    assert_eq!(
+        ti_state(&store, "payloads", &run, "large").await.0,
+        "success"
+    );
+    assert_eq!(
+        ti_state(&store, "payloads", &run, "too_large").await.0,
+        "failed"
+    );
+    let reason = failure_reason(&store, "payloads", &run, "too_large").await;
+    assert!(
+        reason.contains("6000002 bytes") && reason.contains("limit of 5000000 bytes"),
+        "{reason}"
+    );
 }

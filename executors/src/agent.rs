@@ -128,7 +128,13 @@ impl ControlPlane {
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     return Err(AgentError::Terminated(status.message().to_owned()));
                 }
-                Err(status) if status.code() == Code::InvalidArgument => {
+                // Too large or malformed: sending it again would not help.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::InvalidArgument | Code::ResourceExhausted | Code::OutOfRange
+                    ) =>
+                {
                     return Err(AgentError::Invalid(status.message().to_owned()));
                 }
                 Err(status) => {
@@ -202,7 +208,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
     let plane = ControlPlane {
-        client: TaskAgentClient::new(channel),
+        client: TaskAgentClient::new(channel)
+            .max_decoding_message_size(crate::MAX_AGENT_MESSAGE)
+            .max_encoding_message_size(crate::MAX_AGENT_MESSAGE),
         attempt: config.attempt.clone(),
         endpoint: config.endpoint.clone(),
         retry_budget: config.retry_budget,

@@ -17,6 +17,12 @@ pub mod zygote;
 pub use attempt::{Attempt, AttemptExit, AttemptKey, Executor};
 pub use command::AgentConfig;
 
+/// The largest gRPC message either side of the agent protocol sends or accepts (tonic's
+/// default is 4 MiB for receiving, unlimited for sending): explicit and the same on both
+/// sides, above the largest XCom the control plane takes, so an oversized value meets a clear
+/// refusal rather than a transport error the agent would retry.
+pub const MAX_AGENT_MESSAGE: usize = 64 << 20;
+
 /// The task agent protocol (`proto/agent.proto`), generated at build time.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {

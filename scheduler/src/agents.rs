@@ -74,7 +74,11 @@ pub struct AgentService {
     liveness: Liveness,
     heartbeat_interval: Duration,
     connection_key: Option<SecretKey>,
+    max_xcom_bytes: usize,
 }
+
+/// The largest XCom value a task may push unless configured otherwise (bytes of JSON).
+pub const DEFAULT_MAX_XCOM_BYTES: usize = 16 << 20;
 
 /// What a request may find its try in.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -155,7 +159,14 @@ impl AgentService {
             liveness,
             heartbeat_interval,
             connection_key: None,
+            max_xcom_bytes: DEFAULT_MAX_XCOM_BYTES,
         }
+    }
+
+    /// Refuses XCom values larger than `bytes` (their task fails with the size and the limit).
+    pub fn with_max_xcom_bytes(mut self, bytes: usize) -> Self {
+        self.max_xcom_bytes = bytes;
+        self
     }
 
     /// Decrypts connection passwords for tasks with `key` (without it, a connection that has a
@@ -513,6 +524,15 @@ impl TaskAgent for AgentService {
 
     async fn push_x_com(&self, request: Request<PushXComRequest>) -> Result<Response<Ack>, Status> {
         let request = request.into_inner();
+        if request.value_json.len() > self.max_xcom_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the XCom {:?} is {} bytes of JSON, over the limit of {} bytes \
+                 (--max-xcom-bytes): pass a reference to the data (a path, a URI) instead",
+                request.key,
+                request.value_json.len(),
+                self.max_xcom_bytes
+            )));
+        }
         let value: Value = serde_json::from_str(&request.value_json)
             .map_err(|e| Status::invalid_argument(format!("the XCom value is not JSON: {e}")))?;
         if request.key.is_empty() {

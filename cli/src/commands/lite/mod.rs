@@ -95,6 +95,15 @@ pub struct LiteArgs {
     /// Seconds to wait for the DAG file to compile.
     #[arg(long, default_value_t = 30)]
     compile_timeout: u64,
+    /// The largest XCom value a task may push, in bytes of JSON (a larger one fails its task).
+    /// At most 48 MiB: the agent protocol's messages are 64 MiB at most.
+    #[arg(
+        long,
+        env = "LEOFLOW_MAX_XCOM_BYTES",
+        default_value_t = leoflow_scheduler::agents::DEFAULT_MAX_XCOM_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1..=48 << 20)
+    )]
+    max_xcom_bytes: u64,
 }
 
 /// `leoflow lite <action>`
@@ -260,6 +269,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
             project_dir: Some(project_dir.clone()),
             python: python.clone(),
             heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
+            max_xcom_bytes: args.max_xcom_bytes as usize,
             supervision: Supervision {
                 heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
                 ..Supervision::default()
