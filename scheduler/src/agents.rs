@@ -95,6 +95,8 @@ struct Verified {
     ti: TaskInstance,
     /// Checked again inside the decision (see [`submit_fenced`]).
     fence: Fence,
+    /// The token's digest: how the liveness record knows the attempt.
+    digest: AttemptDigest,
 }
 
 /// Calls refused because they named no run, carried a malformed token or one that is not the
@@ -229,12 +231,14 @@ impl AgentService {
             }
             return Err(Status::failed_precondition(reason));
         }
-        self.liveness.touch(AttemptDigest::of(&fence.attempt_token));
+        let digest = AttemptDigest::of(&fence.attempt_token);
+        self.liveness.touch(digest.clone());
         Ok(Verified {
             run,
             key,
             ti,
             fence,
+            digest,
         })
     }
 
@@ -702,8 +706,7 @@ impl TaskAgent for AgentService {
         });
         self.submit(&verified, try_number, "finish", commands)
             .await?;
-        self.liveness
-            .forget(&AttemptDigest::of(&verified.fence.attempt_token));
+        self.liveness.forget(&verified.digest);
         Ok(Response::new(Ack {}))
     }
 }

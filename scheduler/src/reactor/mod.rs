@@ -900,6 +900,8 @@ fn recovery_delay(failures: u32) -> Duration {
 struct Leadership {
     conn: PgConnection,
     id: Uuid,
+    /// This host's name, read once (every beat records it).
+    hostname: String,
 }
 
 impl Leadership {
@@ -913,7 +915,7 @@ impl Leadership {
              ON CONFLICT (scheduler_id) DO UPDATE SET last_heartbeat = now()",
         )
         .bind(self.id)
-        .bind(hostname())
+        .bind(&self.hostname)
         .bind(std::process::id() as i32)
         .execute(&mut self.conn)
         .await
@@ -963,6 +965,7 @@ async fn lead(
             return Ok(Some(Leadership {
                 conn,
                 id: Uuid::new_v4(),
+                hostname: hostname(),
             }));
         }
         tokio::select! {
