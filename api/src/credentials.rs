@@ -1,6 +1,7 @@
 //! Lite's local credentials: the one admin (only an argon2 hash of the password is kept), the
-//! key that signs session tokens, and the key that encrypts Connection passwords. One JSON file
-//! under `$LEOFLOW_HOME`, mode 0600, written atomically.
+//! key that signs session tokens, and the master key of secrets at rest (it wraps each
+//! Variable's and Connection's data key; stored as `connection_key`, its name before data keys
+//! existed). One JSON file under `$LEOFLOW_HOME`, mode 0600, written atomically.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -11,7 +12,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use leoflow_secrets::{SecretKey, random_bytes, random_password};
+use leoflow_secrets::{MasterKeys, SecretKey, random_bytes, random_password};
 use serde::{Deserialize, Serialize};
 
 /// The admin's user name in Lite.
@@ -50,6 +51,9 @@ struct Stored {
     admin_password_hash: String,
     token_signing_key: String,
     connection_key: String,
+    /// The master key a `leoflow secrets rotate-key` that has not finished is moving to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_connection_key: Option<String>,
 }
 
 /// The loaded credentials.
@@ -60,8 +64,10 @@ pub struct Credentials {
     admin_password_hash: String,
     /// Signs and checks session tokens (HS512).
     pub token_signing_key: Vec<u8>,
-    /// Encrypts Connection passwords.
+    /// The master key of secrets at rest.
     pub connection_key: SecretKey,
+    /// The master key a rotation under way moves to.
+    pub pending_connection_key: Option<SecretKey>,
 }
 
 impl Credentials {
@@ -77,6 +83,16 @@ impl Credentials {
             admin_password_hash: hash_password(password),
             token_signing_key: random_bytes::<64>().to_vec(),
             connection_key: SecretKey::generate(),
+            pending_connection_key: None,
+        }
+    }
+
+    /// The master keys for a [`leoflow_secrets::Vault`] (with the pending one during a rotation).
+    pub fn master_keys(&self) -> MasterKeys {
+        let keys = MasterKeys::new(self.connection_key.clone());
+        match &self.pending_connection_key {
+            Some(pending) => keys.rotating_to(pending.clone()),
+            None => keys,
         }
     }
 
@@ -128,11 +144,18 @@ impl Credentials {
         }
         let connection_key = SecretKey::from_base64(&stored.connection_key)
             .map_err(|e| corrupt(format!("connection key: {e}")))?;
+        let pending_connection_key = stored
+            .pending_connection_key
+            .as_deref()
+            .map(SecretKey::from_base64)
+            .transpose()
+            .map_err(|e| corrupt(format!("pending connection key: {e}")))?;
         Ok(Self {
             admin_username: stored.admin_username,
             admin_password_hash: stored.admin_password_hash,
             token_signing_key,
             connection_key,
+            pending_connection_key,
         })
     }
 
@@ -149,6 +172,10 @@ impl Credentials {
             admin_password_hash: self.admin_password_hash.clone(),
             token_signing_key: BASE64.encode(&self.token_signing_key),
             connection_key: self.connection_key.to_base64(),
+            pending_connection_key: self
+                .pending_connection_key
+                .as_ref()
+                .map(SecretKey::to_base64),
         };
         let text = serde_json::to_string_pretty(&stored).expect("plain data");
         let partial = path.with_extension("json.partial");

@@ -112,6 +112,12 @@ impl From<leoflow_events::StoreError> for ApiError {
     }
 }
 
+impl From<leoflow_secrets::VaultError> for ApiError {
+    fn from(error: leoflow_secrets::VaultError) -> Self {
+        Self::internal(format!("secrets: {error}"))
+    }
+}
+
 impl From<leoflow_events::AppendError> for ApiError {
     fn from(error: leoflow_events::AppendError) -> Self {
         match error {

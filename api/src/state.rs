@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use leoflow_events::EventStore;
 use leoflow_scheduler::reactor::runs::Specs;
-use leoflow_secrets::SecretKey;
+use leoflow_secrets::Vault;
 
 use crate::auth::Auth;
 
@@ -58,8 +58,9 @@ pub struct ApiState {
     pub specs: Specs,
     /// Passwords and tokens.
     pub auth: Arc<Auth>,
-    /// Encrypts Connection passwords before their events are appended.
-    pub connection_key: SecretKey,
+    /// Seals Variable values and Connection passwords and extras before their events are
+    /// appended, and opens them for the edit forms and the masker.
+    pub vault: Vault,
     /// Fixed settings.
     pub settings: Arc<Settings>,
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TestApi, segment};
-use leoflow_events::catalog::{DagImportFailed, TaskQueued, TaskStarted};
+use leoflow_events::catalog::{DagImportFailed, Sealed, TaskQueued, TaskStarted};
 use leoflow_events::{AppendBatch, Metadata, TaskInstanceKey};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -55,7 +55,7 @@ async fn variables_are_kept_by_events_and_shown_masked() {
     assert_eq!(
         created,
         json!({"key": "greeting", "value": "hello", "description": "says hi",
-               "is_encrypted": false, "team_name": null})
+               "is_encrypted": true, "team_name": null})
     );
     let (status, body) = post(json!({"key": "greeting", "value": "again"})).await;
     assert_eq!(status, 409);
@@ -125,9 +125,16 @@ async fn variables_are_kept_by_events_and_shown_masked() {
         r#"{"api_key": "***", "region": "eu", "retries": 3}"#
     );
     let stored = |key: &'static str| {
-        sqlx::query_scalar::<_, String>("SELECT val FROM variable WHERE key = $1")
-            .bind(key)
-            .fetch_one(&api.db.pool)
+        let api = &api;
+        async move {
+            let sealed: sqlx::types::Json<Sealed> =
+                sqlx::query_scalar("SELECT val FROM variable WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&api.db.pool)
+                    .await
+                    .unwrap();
+            api.vault.open(&sealed.0).await
+        }
     };
     assert_eq!(stored("db_password").await.unwrap(), "hunter2");
     let stored_settings: Value = serde_json::from_str(&stored("settings").await.unwrap()).unwrap();
@@ -368,7 +375,8 @@ async fn the_audit_log_is_the_event_log() {
     assert_eq!(ids(&newest), [events, events - 1, events - 2]);
     assert!(!all.to_string().contains("tok-secret"), "{all}");
 
-    // The Variables' events, by their user, with secret values masked in `extra`.
+    // The Variables' events, by their user, with their sealed values shown masked in `extra`
+    // (the audit log never opens a secret).
     let sets = api.get("/api/v2/eventLogs?event=VariableSet").await;
     assert_eq!(sets["total_entries"], 2);
     let token = &sets["event_logs"][0];
@@ -380,7 +388,7 @@ async fn the_audit_log_is_the_event_log() {
     );
     assert_eq!(
         sets["event_logs"][1]["extra"],
-        r#"{"description": null, "key": "greeting", "value": "hi"}"#
+        r#"{"description": null, "key": "greeting", "value": "***"}"#
     );
 
     // The run's events: the trigger by its user, the scheduler's decisions, the task's reports.
@@ -501,6 +509,118 @@ async fn the_audit_log_is_the_event_log() {
     }
 }
 
+/// The sealed payload fields of the `event_type` events of `stream`, oldest first.
+async fn sealed_in_log(api: &TestApi, stream: &str, field: &str) -> Vec<Sealed> {
+    let payloads: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE stream = $1 AND type IN ('VariableSet', 'ConnectionSet') \
+         ORDER BY position",
+    )
+    .bind(stream)
+    .fetch_all(&api.db.pool)
+    .await
+    .unwrap();
+    payloads
+        .into_iter()
+        .filter_map(|p| serde_json::from_value(p[field].clone()).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_per_secret_and_a_delete_shreds_every_old_value() {
+    let api = TestApi::start(DAG).await;
+    for (key, value) in [("db_password", "hunter2-1"), ("greeting", "hello-1")] {
+        let (status, _) = api
+            .call(
+                Method::POST,
+                "/api/v2/variables",
+                Some(json!({"key": key, "value": value})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, _) = api
+        .call(
+            Method::PATCH,
+            "/api/v2/variables/db_password",
+            Some(json!({"key": "db_password", "value": "hunter2-2"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v2/connections",
+            Some(
+                json!({"connection_id": "db", "conn_type": "postgres", "password": "pw-1",
+                        "extra": "{\"region\": \"eu\"}"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    // Nothing in clear anywhere in the log or the read models.
+    let everything: String = sqlx::query_scalar(
+        "SELECT (SELECT string_agg(payload::text, ' ') FROM events) || \
+                (SELECT string_agg(val::text, ' ') FROM variable) || \
+                (SELECT string_agg(password::text || extra::text, ' ') FROM connection)",
+    )
+    .fetch_one(&api.db.pool)
+    .await
+    .unwrap();
+    for secret in ["hunter2-1", "hunter2-2", "hello-1", "pw-1", "region"] {
+        assert!(!everything.contains(secret), "{secret} is stored in clear");
+    }
+
+    // Each secret has its own data key; a Variable keeps its key across updates.
+    let old_values = sealed_in_log(&api, "variable:db_password", "value").await;
+    let greeting = sealed_in_log(&api, "variable:greeting", "value").await;
+    let password = sealed_in_log(&api, "connection:db", "password").await;
+    assert_eq!(old_values.len(), 2);
+    assert_eq!(old_values[0].key_id(), old_values[1].key_id());
+    assert!(old_values[0].key_id().is_some());
+    assert_ne!(old_values[0].key_id(), greeting[0].key_id());
+    assert_ne!(old_values[0].key_id(), password[0].key_id());
+    assert_eq!(api.vault.open(&old_values[0]).await.unwrap(), "hunter2-1");
+
+    // Deleting the Variable destroys its data key: its old values are unreadable for good,
+    // while the other secrets are untouched.
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v2/variables/db_password", None)
+        .await;
+    assert_eq!(status, 204);
+    for old in &old_values {
+        let error = api.vault.open(old).await.unwrap_err();
+        assert!(
+            matches!(error, leoflow_secrets::VaultError::Shredded(_)),
+            "{error}"
+        );
+    }
+    assert_eq!(api.vault.open(&greeting[0]).await.unwrap(), "hello-1");
+    assert_eq!(api.vault.open(&password[0]).await.unwrap(), "pw-1");
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v2/connections/db", None)
+        .await;
+    assert_eq!(status, 204);
+    assert!(api.vault.open(&password[0]).await.is_err());
+
+    // A Variable made again under the same key gets a new data key and reads back.
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v2/variables",
+            Some(json!({"key": "db_password", "value": "fresh-value"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let again = sealed_in_log(&api, "variable:db_password", "value").await;
+    assert_ne!(again[2].key_id(), old_values[0].key_id());
+    assert_eq!(
+        api.get("/api/v2/variables/db_password").await["value"],
+        "***"
+    );
+    assert_eq!(api.vault.open(&again[2]).await.unwrap(), "fresh-value");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_passwords_are_encrypted_and_never_returned() {
     let api = TestApi::start(DAG).await;
@@ -533,17 +653,28 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
         )
         .fetch_one(&api.db.pool)
     };
-    let stored_password = || {
-        sqlx::query_scalar::<_, Option<String>>(
-            "SELECT password FROM connection WHERE conn_id = 'warehouse'",
-        )
-        .fetch_one(&api.db.pool)
+    let stored = |column: &'static str| {
+        let query = format!("SELECT {column} FROM connection WHERE conn_id = 'warehouse'");
+        let pool = api.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<sqlx::types::Json<Sealed>>>(sqlx::AssertSqlSafe(query))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .map(|sealed| sealed.0)
+        }
     };
+    let stored_password = || async { api.vault.open(&stored("password").await.unwrap()).await };
     let payload = last_set().await.unwrap();
     assert!(!payload.to_string().contains("s3cr3t!"), "{payload}");
-    let ciphertext = payload["password_ciphertext"].as_str().unwrap().to_owned();
-    assert_eq!(api.connection_key.decrypt(&ciphertext).unwrap(), "s3cr3t!");
-    assert_eq!(stored_password().await.unwrap(), Some(ciphertext.clone()));
+    assert!(!payload.to_string().contains("tok-1"), "{payload}");
+    let sealed: Sealed = serde_json::from_value(payload["password"].clone()).unwrap();
+    let ciphertext = match &sealed {
+        Sealed::DataKey { ciphertext, .. } => ciphertext.clone(),
+        other => panic!("not sealed with a data key: {other:?}"),
+    };
+    assert_eq!(api.vault.open(&sealed).await.unwrap(), "s3cr3t!");
+    assert_eq!(stored("password").await, Some(sealed.clone()));
     for path in ["/api/v2/connections", "/api/v2/connections/warehouse"] {
         let shown = api.get(path).await.to_string();
         assert!(
@@ -606,13 +737,12 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
         (patched["host"].as_str(), patched["login"].as_str()),
         (Some("db2.internal"), Some("etl"))
     );
-    let kept = stored_password().await.unwrap().unwrap();
-    assert_eq!(api.connection_key.decrypt(&kept).unwrap(), "s3cr3t!");
-    let extra: String =
-        sqlx::query_scalar("SELECT extra FROM connection WHERE conn_id = 'warehouse'")
-            .fetch_one(&api.db.pool)
-            .await
-            .unwrap();
+    assert_eq!(stored_password().await.unwrap(), "s3cr3t!");
+    let extra = api
+        .vault
+        .open(&stored("extra").await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&extra).unwrap(),
         json!({"sslmode": "verify-full", "api_token": "tok-1"})
@@ -625,8 +755,7 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
         )
         .await;
     assert_eq!(status, 200);
-    let changed = stored_password().await.unwrap().unwrap();
-    assert_eq!(api.connection_key.decrypt(&changed).unwrap(), "n3w");
+    assert_eq!(stored_password().await.unwrap(), "n3w");
     let (status, masked) = api
         .call(
             Method::PATCH,
@@ -734,8 +863,7 @@ async fn connection_passwords_are_encrypted_and_never_returned() {
             "delete": {"success": ["test"], "errors": []},
         })
     );
-    let overwritten = stored_password().await.unwrap().unwrap();
-    assert_eq!(api.connection_key.decrypt(&overwritten).unwrap(), "bulk-pw");
+    assert_eq!(stored_password().await.unwrap(), "bulk-pw");
     let remaining = api.get("/api/v2/connections").await;
     assert_eq!(
         keys(&remaining, "connections", "connection_id"),

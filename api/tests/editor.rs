@@ -100,7 +100,7 @@ impl EditorApi {
             store,
             specs: Default::default(),
             auth: Arc::new(Auth::new(credentials.clone(), None)),
-            connection_key: credentials.connection_key.clone(),
+            vault: leoflow_secrets::Vault::new(db.pool.clone(), credentials.master_keys()),
             settings: Arc::new(Settings {
                 project_dir: Some(project.clone()),
                 editor_assets,

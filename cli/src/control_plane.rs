@@ -16,7 +16,7 @@ use leoflow_executors::{AgentConfig, Executor};
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::reactor::{Reactor, Supervision};
-use leoflow_secrets::SecretKey;
+use leoflow_secrets::{MasterKeys, Vault};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -33,8 +33,8 @@ pub struct ControlPlaneOptions {
     pub max_xcom_bytes: usize,
     /// Deadlines of tries in flight.
     pub supervision: Supervision,
-    /// Decrypts Connection passwords for tasks.
-    pub connection_key: Option<SecretKey>,
+    /// Opens the Variables and Connections tasks read.
+    pub master_keys: Option<MasterKeys>,
     /// Where tries run.
     pub executor: ExecutorChoice,
 }
@@ -144,14 +144,18 @@ impl ControlPlane {
             .with_supervision(options.supervision.clone())
             .with_exits(exits_rx);
         let specs = reactor.specs();
+        let vault = options
+            .master_keys
+            .clone()
+            .map(|keys| Vault::new(store.pool().clone(), keys));
         let mut service = AgentService::new(
             store,
             specs.clone(),
             reactor.liveness(),
             options.heartbeat_interval,
         );
-        if let Some(key) = options.connection_key.clone() {
-            service = service.with_connection_key(key);
+        if let Some(vault) = vault {
+            service = service.with_vault(vault);
         }
         service = service.with_max_xcom_bytes(options.max_xcom_bytes);
         let (shutdown, watcher) = watch::channel(false);

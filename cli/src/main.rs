@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{agent, compile, dags, db, events, init, lite, postgres, setup, tasks};
+use crate::commands::{
+    agent, compile, dags, db, events, init, lite, postgres, secrets, setup, tasks,
+};
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
 #[derive(Debug, Parser)]
@@ -48,6 +50,9 @@ enum Command {
     /// Read, follow and replay the event log.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Manage the master key of secrets at rest.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
+            Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Agent(args) => agent::run(args).await,
         }
     });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use leoflow_events::catalog::{DagPaused, VariableSet};
+use leoflow_events::catalog::{DagPaused, Sealed, VariableSet};
 use leoflow_events::sample::Workload;
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
@@ -226,7 +226,7 @@ async fn db_reset_needs_confirmation_and_migrate_is_idempotent() {
         vec![
             VariableSet {
                 key: "k".into(),
-                value: "v".into(),
+                value: Sealed::clear("v"),
                 description: None,
             }
             .into(),
@@ -686,5 +686,96 @@ fn compile_parses_with_the_managed_venv_as_lite_does() {
         )
     });
     assert_eq!(document["dags"][0]["dag_id"], "tz", "{document}");
+    remove_home(&home);
+}
+
+#[tokio::test]
+async fn secrets_rotate_key_rewraps_every_data_key_and_refuses_what_it_cannot_keep() {
+    use leoflow_api::credentials::Credentials;
+    use leoflow_secrets::{MasterKeys, SecretKey, Vault, VaultError};
+
+    let db = fresh_database().await;
+    let url = url(&db);
+    let home = scratch_home("rotate-key");
+    let credentials = Credentials::new("admin-password");
+    credentials.save(&home).unwrap();
+    let old_key = credentials.connection_key.clone();
+    let old_vault = Vault::new(db.pool.clone(), credentials.master_keys());
+    let first = old_vault.seal("variable:a", "value-a").await.unwrap();
+    let second = old_vault.seal("connection:b", "value-b").await.unwrap();
+    let rotate = || run(&["secrets", "rotate-key"], Some(&url), Some(&home));
+
+    // A running control plane (holding the scheduler lock) keeps the old key in memory.
+    let mut leader = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY)
+        .execute(&mut *leader)
+        .await
+        .unwrap();
+    let out = rotate();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("stop it, then rotate"),
+        "{}",
+        stderr(&out)
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY)
+        .execute(&mut *leader)
+        .await
+        .unwrap();
+    drop(leader);
+
+    let out = rotate();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2 data key(s) re-wrapped"),
+        "{}",
+        stdout(&out)
+    );
+    let rotated = Credentials::load(&home).unwrap();
+    assert_ne!(rotated.connection_key.to_base64(), old_key.to_base64());
+    assert!(rotated.pending_connection_key.is_none());
+    let new_vault = Vault::new(db.pool.clone(), rotated.master_keys());
+    assert_eq!(new_vault.open(&first).await.unwrap(), "value-a");
+    assert_eq!(new_vault.open(&second).await.unwrap(), "value-b");
+    let stale = Vault::new(db.pool.clone(), MasterKeys::new(old_key));
+    assert!(matches!(
+        stale.open(&first).await,
+        Err(VaultError::UnknownMaster { .. })
+    ));
+
+    // Interrupted after the new key was written: running it again finishes with that key.
+    let mut interrupted = rotated.clone();
+    let pending = SecretKey::generate();
+    interrupted.pending_connection_key = Some(pending.clone());
+    interrupted.save(&home).unwrap();
+    let out = rotate();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted rotation"),
+        "{}",
+        stderr(&out)
+    );
+    let finished = Credentials::load(&home).unwrap();
+    assert_eq!(finished.connection_key.to_base64(), pending.to_base64());
+    let vault = Vault::new(db.pool.clone(), finished.master_keys());
+    assert_eq!(vault.open(&second).await.unwrap(), "value-b");
+
+    // A password an older Leoflow sealed with the master key itself would be lost: refused.
+    sqlx::query(
+        "INSERT INTO connection (conn_id, conn_type, password, updated_at) \
+         VALUES ('legacy', 'postgres', '{\"form\": \"master_key\", \"ciphertext\": \"x\"}', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let out = rotate();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("connection(s) legacy"),
+        "{}",
+        stderr(&out)
+    );
     remove_home(&home);
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leoflow_events::catalog::{ConnectionSet, VariableSet};
+use leoflow_events::catalog::{ConnectionSet, Sealed, VariableSet};
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
 use leoflow_executors::proto::task_agent_client::TaskAgentClient;
 use leoflow_executors::proto::{AttemptRef, FinishRequest, PushXComRequest};
@@ -386,7 +386,7 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
     let (_db, store, _dir, _lite) = setup(dag).await;
     let set = VariableSet {
         key: "greeting".into(),
-        value: "hello".into(),
+        value: Sealed::clear("hello"),
         description: None,
     };
     let connection = ConnectionSet {
@@ -396,9 +396,9 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
         host: Some("db.example".into()),
         schema: None,
         login: Some("reader".into()),
-        password_ciphertext: None,
+        password: None,
         port: Some(5432),
-        extra: Some(r#"{"region": "eu"}"#.into()),
+        extra: Some(Sealed::clear(r#"{"region": "eu"}"#)),
     };
     store
         .append(

@@ -7,10 +7,12 @@
 //!
 //! Each event also knows its stream — the consistency boundary appends check versions on:
 //! `dag:<dag_id>`, `import:<fileloc>`, `run:<dag_id>/<run_id>` (the run and all its task
-//! instances), `variable:<key>`, `connection:<conn_id>`, `pool:<name>`.
+//! instances), `variable:<key>`, `connection:<conn_id>`, `pool:<name>`, `scheduler` (leader
+//! elections: its version is the leader's epoch).
 
 use crate::digest::AttemptDigest;
 use chrono::{DateTime, Utc};
+pub use leoflow_secrets::Sealed;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -76,11 +78,62 @@ pub struct Upcaster {
 
 /// The upcasters of the current catalog: a schema change adds its upcaster here together with
 /// the version bump.
-pub const UPCASTERS: &[Upcaster] = &[Upcaster {
-    event_type: "TaskDispatched",
-    from_version: 1,
-    apply: task_dispatched_token_to_digest,
-}];
+pub const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        event_type: "TaskDispatched",
+        from_version: 1,
+        apply: task_dispatched_token_to_digest,
+    },
+    Upcaster {
+        event_type: "VariableSet",
+        from_version: 1,
+        apply: variable_value_to_sealed,
+    },
+    Upcaster {
+        event_type: "ConnectionSet",
+        from_version: 1,
+        apply: connection_secrets_to_sealed,
+    },
+];
+
+/// `VariableSet` v1 → v2: the value was stored in clear, and is named so.
+fn variable_value_to_sealed(mut payload: Value) -> Result<Value, String> {
+    let object = payload
+        .as_object_mut()
+        .ok_or("the payload is not an object")?;
+    let value = object.remove("value").ok_or("value is missing")?;
+    let text = value.as_str().ok_or("value is not a string")?;
+    object.insert(
+        "value".into(),
+        sealed_json(Sealed::Clear { text: text.into() }),
+    );
+    Ok(payload)
+}
+
+/// `ConnectionSet` v1 → v2: the password was encrypted with the master key itself, the extra
+/// stored in clear.
+fn connection_secrets_to_sealed(mut payload: Value) -> Result<Value, String> {
+    let object = payload
+        .as_object_mut()
+        .ok_or("the payload is not an object")?;
+    let password = match object.remove("password_ciphertext") {
+        Some(Value::String(ciphertext)) => sealed_json(Sealed::MasterKey { ciphertext }),
+        Some(Value::Null) | None => Value::Null,
+        Some(_) => return Err("password_ciphertext is not a string".into()),
+    };
+    object.insert("password".into(), password);
+    let extra = match object.remove("extra") {
+        Some(Value::String(text)) => sealed_json(Sealed::Clear { text }),
+        Some(Value::Null) | None => Value::Null,
+        Some(_) => return Err("extra is not a string".into()),
+    };
+    object.insert("extra".into(), extra);
+    Ok(payload)
+}
+
+fn sealed_json(sealed: Sealed) -> Value {
+    serde_json::to_value(sealed).expect("a sealed value serializes")
+}
 
 /// `TaskDispatched` v1 → v2: the attempt token becomes its digest.
 fn task_dispatched_token_to_digest(mut payload: Value) -> Result<Value, String> {
@@ -557,8 +610,9 @@ pub struct CommandRejected {
 pub struct VariableSet {
     /// Variable key.
     pub key: String,
-    /// Its value.
-    pub value: String,
+    /// Its value, sealed with the Variable's data key (v1 held it in clear; its upcaster
+    /// names that form).
+    pub value: Sealed,
     /// Description.
     pub description: Option<String>,
 }
@@ -571,8 +625,8 @@ pub struct VariableDeleted {
     pub key: String,
 }
 
-/// A Connection was created or changed. The password is ciphertext: whoever builds the event
-/// encrypts it first, so the log never holds a secret in the clear.
+/// A Connection was created or changed. The password and the extra are sealed with the
+/// Connection's data key by whoever builds the event, so the log never holds them in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSet {
@@ -588,12 +642,12 @@ pub struct ConnectionSet {
     pub schema: Option<String>,
     /// Login.
     pub login: Option<String>,
-    /// Encrypted password.
-    pub password_ciphertext: Option<String>,
+    /// The password, sealed.
+    pub password: Option<Sealed>,
     /// Port.
     pub port: Option<i32>,
-    /// Extra (a JSON string, as in Airflow).
-    pub extra: Option<String>,
+    /// Extra (a JSON string, as in Airflow), sealed.
+    pub extra: Option<Sealed>,
 }
 
 /// A Connection was deleted.
@@ -625,6 +679,24 @@ pub struct PoolDeleted {
     /// Pool name.
     pub name: String,
 }
+
+/// A scheduler became the active one. The stream's version after this event is the leader's
+/// **epoch**: every append the leader makes expects the stream still at that version, so once
+/// a successor is elected the log refuses whatever the deposed leader still decides (it may
+/// not have noticed yet that its lock is gone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerElected {
+    /// The scheduler's id for this term (its heartbeat row carries it too).
+    pub scheduler_id: Uuid,
+    /// Its host.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: i32,
+}
+
+/// The stream of [`SchedulerElected`]: its version is the current leader's epoch.
+pub const LEADER_STREAM: &str = "scheduler";
 
 fn run_stream(dag_id: &str, run_id: &str) -> String {
     format!("run:{dag_id}/{run_id}")
@@ -756,17 +828,19 @@ catalog! {
     /// See [`CommandRejected`].
     CommandRejected v 1, stream |e| format!("rejected:{}/{}", e.ti.dag_id, e.ti.run_id);
     /// See [`VariableSet`].
-    VariableSet v 1, stream |e| format!("variable:{}", e.key);
+    VariableSet v 2, stream |e| format!("variable:{}", e.key);
     /// See [`VariableDeleted`].
     VariableDeleted v 1, stream |e| format!("variable:{}", e.key);
     /// See [`ConnectionSet`].
-    ConnectionSet v 1, stream |e| format!("connection:{}", e.conn_id);
+    ConnectionSet v 2, stream |e| format!("connection:{}", e.conn_id);
     /// See [`ConnectionDeleted`].
     ConnectionDeleted v 1, stream |e| format!("connection:{}", e.conn_id);
     /// See [`PoolSet`].
     PoolSet v 1, stream |e| format!("pool:{}", e.name);
     /// See [`PoolDeleted`].
     PoolDeleted v 1, stream |e| format!("pool:{}", e.name);
+    /// See [`SchedulerElected`].
+    SchedulerElected v 1, stream |_e| LEADER_STREAM.to_owned();
 }
 
 impl Event {
@@ -875,11 +949,53 @@ mod tests {
             .into(),
             VariableSet {
                 key: "k".into(),
-                value: "v".into(),
+                value: Sealed::DataKey {
+                    key_id: Uuid::nil(),
+                    ciphertext: "c2VhbGVk".into(),
+                },
                 description: None,
             }
             .into(),
         ]
+    }
+
+    #[test]
+    fn secrets_of_v1_events_are_read_in_the_form_they_were_stored() {
+        let variable = Event::decode(
+            "VariableSet",
+            1,
+            json!({"key": "k", "value": "in clear", "description": null}),
+        )
+        .unwrap();
+        let Event::VariableSet(variable) = variable else {
+            unreachable!()
+        };
+        assert_eq!(variable.value, Sealed::clear("in clear"));
+        let connection = Event::decode(
+            "ConnectionSet",
+            1,
+            json!({"conn_id": "db", "conn_type": "postgres", "description": null, "host": null,
+                   "schema": null, "login": null, "password_ciphertext": "bWFzdGVy", "port": null,
+                   "extra": "{\"a\": 1}"}),
+        )
+        .unwrap();
+        let Event::ConnectionSet(connection) = connection else {
+            unreachable!()
+        };
+        assert_eq!(
+            connection.password,
+            Some(Sealed::MasterKey {
+                ciphertext: "bWFzdGVy".into()
+            })
+        );
+        assert_eq!(connection.extra, Some(Sealed::clear("{\"a\": 1}")));
+        let bare = json!({"conn_id": "db", "conn_type": "http", "description": null, "host": null,
+                          "schema": null, "login": null, "password_ciphertext": null,
+                          "port": null, "extra": null});
+        let Event::ConnectionSet(bare) = Event::decode("ConnectionSet", 1, bare).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((bare.password, bare.extra), (None, None));
     }
 
     #[test]

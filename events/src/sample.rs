@@ -325,7 +325,10 @@ impl Workload {
         match self.rng.below(6) {
             0 => VariableSet {
                 key: format!("var_{n}"),
-                value: format!("value {}", self.rng.next_u64()),
+                value: Sealed::DataKey {
+                    key_id: Uuid::from_u64_pair(1, n),
+                    ciphertext: format!("ct:{:x}", self.rng.next_u64()),
+                },
                 description: Some("sample".into()),
             }
             .into(),
@@ -340,9 +343,15 @@ impl Workload {
                 host: Some("db.internal".into()),
                 schema: Some("public".into()),
                 login: Some("etl".into()),
-                password_ciphertext: Some(format!("ct:{:x}", self.rng.next_u64())),
+                password: Some(Sealed::DataKey {
+                    key_id: Uuid::from_u64_pair(2, n),
+                    ciphertext: format!("ct:{:x}", self.rng.next_u64()),
+                }),
                 port: Some(5432),
-                extra: Some("{}".into()),
+                extra: Some(Sealed::DataKey {
+                    key_id: Uuid::from_u64_pair(2, n),
+                    ciphertext: format!("ct:{:x}", self.rng.next_u64()),
+                }),
             }
             .into(),
             3 => ConnectionDeleted {

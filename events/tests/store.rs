@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use leoflow_events::catalog::{DagPaused, DagUnpaused, VariableSet};
+use leoflow_events::catalog::{DagPaused, DagUnpaused, Sealed, VariableSet};
 use leoflow_events::sample::Workload;
 use leoflow_events::{
     AppendBatch, AppendError, EventStore, ExpectedVersion, Metadata, NOTIFY_CHANNEL, StoreError,
@@ -14,7 +14,7 @@ use sqlx::postgres::PgListener;
 fn var(key: &str, value: &str) -> VariableSet {
     VariableSet {
         key: key.into(),
-        value: value.into(),
+        value: Sealed::clear(value),
         description: None,
     }
 }
@@ -264,7 +264,7 @@ async fn concurrent_writers_and_a_tailing_subscriber_see_every_event_once_in_ord
     // Each writer's events arrive in the order it wrote them, each exactly once.
     let mut next_per_writer: HashMap<usize, usize> = HashMap::new();
     for event in &seen {
-        let value = event.payload["value"].as_str().unwrap();
+        let value = event.payload["value"]["text"].as_str().unwrap();
         let (w, i) = value.split_once(':').unwrap();
         let (w, i): (usize, usize) = (w.parse().unwrap(), i.parse().unwrap());
         let next = next_per_writer.entry(w).or_default();

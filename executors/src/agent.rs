@@ -12,8 +12,10 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use leoflow_secrets::masking::Masker;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -104,11 +106,14 @@ struct LogBuffer {
 }
 
 /// The gRPC side: one lazily connected channel, every call retried within the budget.
+#[derive(Clone)]
 struct ControlPlane {
     client: TaskAgentClient<Channel>,
     attempt: AttemptRef,
     endpoint: String,
     retry_budget: Duration,
+    /// The secrets the task has read, hidden from its log lines and rendered fields.
+    masker: Arc<Mutex<Masker>>,
 }
 
 impl ControlPlane {
@@ -156,14 +161,36 @@ impl ControlPlane {
         Some(self.attempt.clone())
     }
 
+    /// Remembers what a Variable or Connection the task read must hide from its output, as
+    /// Airflow's secrets masker does.
+    fn learn_secrets(&self, op: &str, key: &str, value: &Value) {
+        let mut masker = self.masker.lock().expect("not poisoned");
+        match (op, value) {
+            ("variable", Value::String(text)) => masker.add_variable(key, text),
+            ("connection", Value::Object(fields)) => masker.add_connection(
+                fields.get("password").and_then(Value::as_str),
+                fields.get("extra").and_then(Value::as_str),
+            ),
+            _ => {}
+        }
+    }
+
     async fn send_logs(&self, logs: &mut LogBuffer) -> Result<(), AgentError> {
         if logs.lines.is_empty() {
             return Ok(());
         }
+        let lines = std::mem::take(&mut logs.lines);
+        let lines = {
+            let masker = self.masker.lock().expect("not poisoned");
+            lines
+                .into_iter()
+                .map(|line| masker.mask(&line).into_owned())
+                .collect()
+        };
         let batch = LogBatch {
             attempt: self.attempt(),
             seq: logs.next_seq,
-            lines: std::mem::take(&mut logs.lines),
+            lines,
         };
         logs.next_seq += batch.lines.len() as i64;
         self.call(|mut c| {
@@ -214,6 +241,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         attempt: config.attempt.clone(),
         endpoint: config.endpoint.clone(),
         retry_budget: config.retry_budget,
+        masker: Arc::default(),
     };
     let register = RegisterRequest {
         attempt: plane.attempt(),
@@ -380,6 +408,11 @@ impl Runner {
 }
 
 /// Runs the Python task runner and relays until it exits, times out or must stop.
+///
+/// The runner's requests are answered on their own task, so a call that is being retried
+/// (the control plane restarting) holds up neither the heartbeats nor the log; and the
+/// `execution_timeout` deadline is raced against everything, so it fires even while a call
+/// retries.
 async fn supervise(
     config: &AgentConfig,
     plane: &ControlPlane,
@@ -399,8 +432,59 @@ async fn supervise(
         Box::new(tokio::io::empty()),
     ));
     let stderr = std::mem::replace(&mut runner.stderr, Box::new(tokio::io::empty()));
+    if write_line(&mut stdin, &start_message(config, assignment, task))
+        .await
+        .is_err()
+    {
+        // The runner died at once; its exit status and stderr tell why, below.
+    }
+    trace("runner started");
+    let (log_tx, mut log_rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(read_log_lines(stderr, log_tx));
+    let relay = AbortOnDrop(tokio::spawn(relay_requests(plane.clone(), requests, stdin)));
+    let timeout = task["execution_timeout"]
+        .as_f64()
+        .map(Duration::from_secs_f64);
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let relayed = tokio::select! {
+        ended = relay_until_end(plane, &mut runner, relay, &mut log_rx, heartbeat_every, logs) => ended,
+        _ = sleep_until(deadline) => Err(Stop::TimedOut),
+    };
+    match relayed {
+        Ok(report) => Ok(report),
+        Err(Stop::Failed(error)) => {
+            runner.kill();
+            Err(error)
+        }
+        Err(Stop::TimedOut) => {
+            runner.kill();
+            drain(&mut log_rx, logs).await;
+            let limit = timeout.unwrap_or_default().as_secs_f64();
+            Ok(Report {
+                outcome: ProtoOutcome::TimedOut,
+                reason: format!("execution_timeout of {limit} s exceeded; the task was killed"),
+                branch: Vec::new(),
+                proceed: None,
+            })
+        }
+        Err(Stop::Told(reason, note)) => {
+            runner.kill();
+            drain(&mut log_rx, logs).await;
+            logs.lines.push(note);
+            let _ = plane.send_logs(logs).await;
+            Err(AgentError::Terminated(reason))
+        }
+    }
+}
+
+/// What the runner is handed first: the attempt, its task and the DAG file's version.
+fn start_message(
+    config: &AgentConfig,
+    assignment: &crate::proto::Assignment,
+    task: &Value,
+) -> Value {
     let a = &config.attempt;
-    let start = json!({
+    json!({
         "dag_id": a.dag_id,
         "run_id": a.run_id,
         "task_id": a.task_id,
@@ -410,19 +494,38 @@ async fn supervise(
         "source": assignment.source,
         "fileloc": assignment.fileloc,
         "run": serde_json::from_str::<Value>(&assignment.run_json).unwrap_or(Value::Null),
-    });
-    if write_line(&mut stdin, &start).await.is_err() {
-        // The runner died at once; its exit status and stderr tell why, below.
+    })
+}
+
+/// Why relaying stopped before the runner reported and exited.
+enum Stop {
+    /// `execution_timeout` passed.
+    TimedOut,
+    /// The control plane or the executor said stop: the reason, and the note for the log.
+    Told(String, String),
+    /// A call failed for good (refused, unreachable past the budget).
+    Failed(AgentError),
+}
+
+/// Aborts the task when dropped: a relay must not outlive the attempt it serves.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    trace("runner started");
-    let (log_tx, mut log_rx) = mpsc::channel::<String>(1024);
-    tokio::spawn(read_log_lines(stderr, log_tx));
-    let mut requests = requests.lines();
-    let timeout = task["execution_timeout"]
-        .as_f64()
-        .map(Duration::from_secs_f64);
+}
+
+/// Sends logs and heartbeats until the runner has reported, closed its pipes and exited.
+async fn relay_until_end(
+    plane: &ControlPlane,
+    runner: &mut Runner,
+    mut relay: AbortOnDrop<Result<Option<Report>, AgentError>>,
+    log_rx: &mut mpsc::Receiver<String>,
+    heartbeat_every: Duration,
+    logs: &mut LogBuffer,
+) -> Result<Report, Stop> {
     let started = tokio::time::Instant::now();
-    let deadline = timeout.map(|t| started + t);
     let mut heartbeat = tokio::time::interval_at(started + heartbeat_every, heartbeat_every);
     let mut flush = tokio::time::interval(Duration::from_millis(100));
     let mut terminate = signal_stream();
@@ -431,19 +534,21 @@ async fn supervise(
     let mut logs_open = true;
     loop {
         tokio::select! {
-            line = requests.next_line(), if requests_open => match line {
-                Ok(Some(line)) => {
-                    trace("request");
-                    let answer = answer(plane, &line, &mut done).await?;
-                    let _ = write_line(&mut stdin, &answer).await;
+            relayed = &mut relay.0, if requests_open => {
+                requests_open = false;
+                match relayed {
+                    Ok(Ok(report)) => done = report,
+                    Ok(Err(error)) => return Err(Stop::Failed(error)),
+                    Err(panicked) => return Err(Stop::Failed(AgentError::Invalid(format!(
+                        "the request relay failed: {panicked}"
+                    )))),
                 }
-                _ => requests_open = false,
-            },
+            }
             line = log_rx.recv(), if logs_open => match line {
                 Some(line) => {
                     logs.lines.push(line);
                     if logs.lines.len() >= 500 {
-                        plane.send_logs(logs).await?;
+                        plane.send_logs(logs).await.map_err(Stop::Failed)?;
                     }
                 }
                 None => logs_open = false,
@@ -453,46 +558,48 @@ async fn supervise(
                     "the task process ended ({status}) without reporting an outcome"
                 ))));
             }
-            _ = sleep_until(deadline) => {
-                runner.kill();
-                let limit = timeout.unwrap_or_default().as_secs_f64();
-                drain(&mut log_rx, logs).await;
-                return Ok(Report {
-                    outcome: ProtoOutcome::TimedOut,
-                    reason: format!("execution_timeout of {limit} s exceeded; the task was killed"),
-                    branch: Vec::new(),
-                    proceed: None,
-                });
-            }
             _ = heartbeat.tick() => {
                 let reply = plane.call(|mut c| {
                     let r = plane.attempt.clone();
                     async move { c.heartbeat(r).await }
                 }).await;
-                let stop = match reply {
-                    Ok(reply) if reply.terminate => Some(reply.reason),
-                    Ok(_) => None,
-                    Err(AgentError::Terminated(reason)) => Some(reason),
-                    Err(other) => { runner.kill(); return Err(other); }
-                };
-                if let Some(reason) = stop {
-                    runner.kill();
-                    drain(&mut log_rx, logs).await;
-                    logs.lines.push(format!("[leoflow] stopped: {reason}"));
-                    let _ = plane.send_logs(logs).await;
-                    return Err(AgentError::Terminated(reason));
+                match reply {
+                    Ok(reply) if reply.terminate => {
+                        let note = format!("[leoflow] stopped: {}", reply.reason);
+                        return Err(Stop::Told(reply.reason, note));
+                    }
+                    Ok(_) => {}
+                    Err(AgentError::Terminated(reason)) => {
+                        let note = format!("[leoflow] stopped: {reason}");
+                        return Err(Stop::Told(reason, note));
+                    }
+                    Err(other) => return Err(Stop::Failed(other)),
                 }
             }
-            _ = flush.tick() => plane.send_logs(logs).await?,
+            _ = flush.tick() => plane.send_logs(logs).await.map_err(Stop::Failed)?,
             _ = terminate.recv() => {
-                runner.kill();
-                drain(&mut log_rx, logs).await;
-                logs.lines.push("[leoflow] the executor stopped this try".into());
-                let _ = plane.send_logs(logs).await;
-                return Err(AgentError::Terminated("SIGTERM from the executor".into()));
+                let note = "[leoflow] the executor stopped this try".to_owned();
+                return Err(Stop::Told("SIGTERM from the executor".into(), note));
             }
         }
     }
+}
+
+/// Answers the runner's requests one after the other until it closes its output; returns
+/// the outcome it reported, if it did.
+async fn relay_requests(
+    plane: ControlPlane,
+    requests: BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+    mut stdin: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+) -> Result<Option<Report>, AgentError> {
+    let mut requests = requests.lines();
+    let mut done = None;
+    while let Ok(Some(line)) = requests.next_line().await {
+        trace("request");
+        let answer = answer(&plane, &line, &mut done).await?;
+        let _ = write_line(&mut stdin, &answer).await;
+    }
+    Ok(done)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -579,18 +686,27 @@ async fn answer(
                 } as i32,
                 key: text("key"),
             };
-            plane
+            let looked_up = plane
                 .call(|mut c| {
                     let r = r.clone();
                     async move { c.lookup(r).await }
                 })
                 .await
-                .map(found)
+                .map(found);
+            if let Ok(answer) = &looked_up {
+                plane.learn_secrets(op, &text("key"), &answer["value"]);
+            }
+            looked_up
         }
         "rendered" => {
+            let fields = plane
+                .masker
+                .lock()
+                .expect("not poisoned")
+                .mask_json(&request["fields"]);
             let r = crate::proto::RenderedFields {
                 attempt: plane.attempt(),
-                fields_json: request["fields"].to_string(),
+                fields_json: fields.to_string(),
             };
             plane
                 .call(|mut c| {

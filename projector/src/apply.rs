@@ -96,6 +96,9 @@ pub struct WorkingSet {
     pub connections: Table<ConnectionRow>,
     pub pools: Table<PoolRow>,
     pub favorites: Table<DagFavoriteRow>,
+    /// Data keys of the secrets deleted by the batch: destroyed with the live rows, in the
+    /// same transaction as the delete events (crypto-shredding).
+    pub shredded: Vec<Uuid>,
 }
 
 macro_rules! each_table {
@@ -157,6 +160,14 @@ impl WorkingSet {
     /// Writes every changed row back.
     pub async fn flush(&mut self, conn: &mut PgConnection, schema: &str) -> sqlx::Result<()> {
         each_table!(self, |t| t.flush(conn, schema).await?);
+        // A rebuild into another schema replays old deletes; only the live models' deletes
+        // destroy keys (those deletes are what made the keys go).
+        if schema == crate::LIVE_SCHEMA && !self.shredded.is_empty() {
+            sqlx::query("DELETE FROM public.secret_data_key WHERE key_id = ANY($1)")
+                .bind(std::mem::take(&mut self.shredded))
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -182,6 +193,11 @@ impl WorkingSet {
             Event::RunNoteSet(RunNoteSet { dag_id, run_id, .. }) => {
                 self.runs.want(run_key(dag_id, run_id))
             }
+            // Deleting a secret reads its row for the data key to destroy.
+            Event::VariableDeleted(e) => self.variables.want(VariableKey { key: e.key.clone() }),
+            Event::ConnectionDeleted(e) => self.connections.want(ConnectionKey {
+                conn_id: e.conn_id.clone(),
+            }),
             Event::RunQueued(RunQueued { dag_id, run_id, .. })
             | Event::RunStarted(RunStarted { dag_id, run_id })
             | Event::RunSucceeded(RunSucceeded { dag_id, run_id })
@@ -351,7 +367,11 @@ impl WorkingSet {
                 Ok(())
             }
             Event::VariableDeleted(e) => {
-                self.variables.remove(VariableKey { key: e.key.clone() });
+                let key = VariableKey { key: e.key.clone() };
+                if let Some(row) = self.variables.get(&key)? {
+                    self.shredded.extend(row.val.key_id());
+                }
+                self.variables.remove(key);
                 Ok(())
             }
             Event::ConnectionSet(e) => {
@@ -362,7 +382,7 @@ impl WorkingSet {
                     host: e.host.clone(),
                     schema: e.schema.clone(),
                     login: e.login.clone(),
-                    password: e.password_ciphertext.clone(),
+                    password: e.password.clone(),
                     port: e.port,
                     extra: e.extra.clone(),
                     updated_at: at,
@@ -370,9 +390,14 @@ impl WorkingSet {
                 Ok(())
             }
             Event::ConnectionDeleted(e) => {
-                self.connections.remove(ConnectionKey {
+                let key = ConnectionKey {
                     conn_id: e.conn_id.clone(),
-                });
+                };
+                if let Some(row) = self.connections.get(&key)? {
+                    let sealed = row.password.iter().chain(&row.extra);
+                    self.shredded.extend(sealed.filter_map(Sealed::key_id));
+                }
+                self.connections.remove(key);
                 Ok(())
             }
             Event::PoolSet(e) => {
@@ -392,6 +417,8 @@ impl WorkingSet {
             }
             // An audit record only: the log (and `events tail`) is where it is read.
             Event::CommandRejected(_) => Ok(()),
+            // Fences the leader's appends; health reads the leader's heartbeat row instead.
+            Event::SchedulerElected(_) => Ok(()),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use chrono::{DateTime, Utc};
+use leoflow_events::catalog::Sealed;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -220,12 +221,12 @@ pub struct XComRow {
 #[allow(missing_docs)]
 pub struct VariableRow {
     pub key: String,
-    pub val: String,
+    pub val: Sealed,
     pub description: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// `connection` (the password column holds ciphertext).
+/// `connection` (the password and extra columns hold sealed values).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct ConnectionRow {
@@ -235,9 +236,9 @@ pub struct ConnectionRow {
     pub host: Option<String>,
     pub schema: Option<String>,
     pub login: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Sealed>,
     pub port: Option<i32>,
-    pub extra: Option<String>,
+    pub extra: Option<Sealed>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -245,11 +245,12 @@ fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
 mod tests {
     use super::*;
     use crate::rows::{VariableKey, VariableRow};
+    use leoflow_events::catalog::Sealed;
 
     fn var(key: &str, val: &str) -> VariableRow {
         VariableRow {
             key: key.into(),
-            val: val.into(),
+            val: Sealed::clear(val),
             ..Default::default()
         }
     }
@@ -273,7 +274,7 @@ mod tests {
         let (upserts, deletes) = table.changes();
         assert!(upserts.is_empty() && deletes.is_empty());
 
-        table.get_mut(&key("a")).unwrap().unwrap().val = "2".into();
+        table.get_mut(&key("a")).unwrap().unwrap().val = Sealed::clear("2");
         table.remove(key("b"));
         table.remove(key("c"));
         let (upserts, deletes) = table.changes();

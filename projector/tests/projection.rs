@@ -278,7 +278,7 @@ async fn an_event_the_read_models_contradict_is_refused_and_nothing_is_written()
         vec![
             VariableSet {
                 key: "k".into(),
-                value: "v".into(),
+                value: Sealed::clear("v"),
                 description: None,
             }
             .into(),

@@ -23,7 +23,7 @@ use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
     PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
 };
-use leoflow_secrets::SecretKey;
+use leoflow_secrets::{Sealed, Vault, VaultError};
 use serde_json::{Value, json};
 use sqlx::Row;
 use tonic::{Request, Response, Status};
@@ -73,7 +73,7 @@ pub struct AgentService {
     specs: Specs,
     liveness: Liveness,
     heartbeat_interval: Duration,
-    connection_key: Option<SecretKey>,
+    vault: Option<Vault>,
     max_xcom_bytes: usize,
 }
 
@@ -160,7 +160,7 @@ impl AgentService {
             specs,
             liveness,
             heartbeat_interval,
-            connection_key: None,
+            vault: None,
             max_xcom_bytes: DEFAULT_MAX_XCOM_BYTES,
         }
     }
@@ -171,32 +171,75 @@ impl AgentService {
         self
     }
 
-    /// Decrypts connection passwords for tasks with `key` (without it, a connection that has a
-    /// password cannot be read).
-    pub fn with_connection_key(mut self, key: SecretKey) -> Self {
-        self.connection_key = Some(key);
+    /// Opens the Variables and Connections tasks read with `vault` (without it, a sealed
+    /// secret cannot be read).
+    pub fn with_vault(mut self, vault: Vault) -> Self {
+        self.vault = Some(vault);
         self
     }
 
-    /// A connection row with its password in clear, as the task reads it.
-    fn decrypted(&self, conn_id: &str, mut connection: Value) -> Result<Value, Status> {
-        let Some(ciphertext) = connection["password"].as_str().map(str::to_owned) else {
-            return Ok(connection);
-        };
-        let refuse = |why: &str| {
-            Status::invalid_argument(format!(
-                "the password of connection {conn_id:?} cannot be read: {why}"
-            ))
-        };
-        let key = self
-            .connection_key
+    /// The values of `sealed`, opened for a task reading `what`.
+    async fn opened(&self, what: &str, sealed: &[&Sealed]) -> Result<Vec<String>, Status> {
+        let refuse = |why: &str| Status::invalid_argument(format!("{what} cannot be read: {why}"));
+        let vault = self
+            .vault
             .as_ref()
-            .ok_or_else(|| refuse("this control plane has no connection key"))?;
-        let password = key
-            .decrypt(&ciphertext)
-            .map_err(|e| refuse(&e.to_string()))?;
-        connection["password"] = Value::String(password);
-        Ok(connection)
+            .ok_or_else(|| refuse("this control plane has no master key"))?;
+        vault.open_all(sealed).await.map_err(|error| match error {
+            VaultError::Database(error) => unavailable(error),
+            other => refuse(&other.to_string()),
+        })
+    }
+
+    /// Variable `key` as a task reads it, if it exists.
+    async fn variable(&self, key: &str) -> Result<Option<Value>, Status> {
+        let sealed: Option<sqlx::types::Json<Sealed>> =
+            sqlx::query_scalar("SELECT val FROM variable WHERE key = $1")
+                .bind(key)
+                .fetch_optional(self.store.pool())
+                .await
+                .map_err(unavailable)?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let what = format!("variable {key:?}");
+        let value = self.opened(&what, &[&sealed.0]).await?.remove(0);
+        Ok(Some(Value::String(value)))
+    }
+
+    /// Connection `conn_id` as a task reads it (password and extra opened), if it exists.
+    async fn connection(&self, conn_id: &str) -> Result<Option<Value>, Status> {
+        type Row = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<sqlx::types::Json<Sealed>>,
+            Option<i32>,
+            Option<sqlx::types::Json<Sealed>>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT conn_type, host, schema, login, password, port, extra \
+             FROM connection WHERE conn_id = $1",
+        )
+        .bind(conn_id)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(unavailable)?;
+        let Some((conn_type, host, schema, login, password, port, extra)) = row else {
+            return Ok(None);
+        };
+        let sealed: Vec<&Sealed> = password.iter().chain(&extra).map(|s| &s.0).collect();
+        let mut values = self
+            .opened(&format!("connection {conn_id:?}"), &sealed)
+            .await?
+            .into_iter();
+        let password = password.and_then(|_| values.next());
+        let extra = extra.and_then(|_| values.next());
+        Ok(Some(json!({
+            "conn_type": conn_type, "host": host, "schema": schema, "login": login,
+            "password": password, "port": port, "extra": extra,
+        })))
     }
 
     async fn verify(
@@ -576,31 +619,9 @@ impl TaskAgent for AgentService {
         let request = request.into_inner();
         self.verify(request.attempt.as_ref(), "lookup", Need::InFlight)
             .await?;
-        let pool = self.store.pool();
-        let value: Option<Value> = match request.kind() {
-            LookupKind::Variable => {
-                sqlx::query_scalar::<_, String>("SELECT val FROM variable WHERE key = $1")
-                    .bind(&request.key)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(unavailable)?
-                    .map(Value::String)
-            }
-            LookupKind::Connection => {
-                let row = sqlx::query_scalar::<_, Value>(
-                    "SELECT jsonb_build_object('conn_type', conn_type, 'host', host, \
-                     'schema', schema, 'login', login, 'password', password, 'port', port, \
-                     'extra', extra) FROM connection WHERE conn_id = $1",
-                )
-                .bind(&request.key)
-                .fetch_optional(pool)
-                .await
-                .map_err(unavailable)?;
-                match row {
-                    Some(connection) => Some(self.decrypted(&request.key, connection)?),
-                    None => None,
-                }
-            }
+        let value = match request.kind() {
+            LookupKind::Variable => self.variable(&request.key).await?,
+            LookupKind::Connection => self.connection(&request.key).await?,
         };
         Ok(Response::new(match value {
             Some(value) => JsonValue {

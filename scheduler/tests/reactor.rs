@@ -437,7 +437,14 @@ async fn catchup_creates_and_runs_each_missed_cron_slot_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     handle.await.unwrap();
-    assert_eq!(store.head().await.unwrap(), head);
+    let since: Vec<String> = store
+        .read_from(head + 1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(since, ["SchedulerElected"], "only its election");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,11 +542,13 @@ async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_a
     assert_eq!(queued, 40);
 }
 
-/// The pid of the connection holding the leader lock, if any.
+/// The pid of the connection holding the leader lock of this test's database, if any (tests
+/// run side by side, each on its own database of one cluster).
 async fn lock_holder(store: &EventStore) -> Option<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND ((classid::bigint << 32) | objid::bigint) = $1",
+         AND ((classid::bigint << 32) | objid::bigint) = $1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .bind(leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY)
     .fetch_optional(store.pool())
@@ -605,6 +614,96 @@ async fn a_leader_whose_lock_connection_is_terminated_steps_down_and_one_leader_
     stop_second.send(true).unwrap();
     first.await.unwrap();
     second.await.unwrap();
+}
+
+/// Events of a run's stream so far.
+async fn run_events(store: &EventStore, run_id: &str) -> Vec<Event> {
+    let stream = format!("run:chain/{run_id}");
+    let events = store.read_stream(&stream, 1).await.unwrap();
+    events.iter().map(|e| e.decode().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_that_has_not_noticed_is_refused_by_the_log() {
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    register_chain(&store).await;
+    // It beats once an hour, so it cannot notice by itself that its lock is gone.
+    let deaf = Supervision {
+        scheduler_heartbeat: Duration::from_secs(3600),
+        ..Supervision::default()
+    };
+    let (stop, reactor) = start_supervised(&store, executor.clone(), deaf);
+    trigger_run(&store, "r1").await;
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+
+    // Its lock's backend dies; a successor (this test) takes the lock and is elected.
+    let holder = lock_holder(&store).await.expect("a leader holds the lock");
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(terminated);
+    let mut successor = store.pool().acquire().await.unwrap().detach();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY)
+            .fetch_one(&mut successor)
+            .await
+            .unwrap();
+        if locked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lock stayed held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elected = leoflow_events::catalog::SchedulerElected {
+        scheduler_id: uuid::Uuid::new_v4(),
+        hostname: "successor".into(),
+        pid: 1,
+    };
+    store
+        .append(AppendBatch::new().push(elected, &Metadata::actor("test")))
+        .await
+        .unwrap();
+
+    // The deposed leader sees the new run and decides, but the log takes none of it.
+    let dispatched_before = executor.dispatched.lock().unwrap().len();
+    trigger_run(&store, "r2").await;
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < watch_until {
+        let events = run_events(&store, "r2").await;
+        assert_eq!(
+            events.len(),
+            1,
+            "a deposed leader changed the run: {:?}",
+            &events[1..]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(executor.dispatched.lock().unwrap().len(), dispatched_before);
+
+    // The successor resigns: the old scheduler leads again under a new epoch and finishes r2.
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(leoflow_scheduler::reactor::SCHEDULER_LOCK_KEY)
+        .execute(&mut successor)
+        .await
+        .unwrap();
+    assert_eq!(wait_for_run_end(&store, "r2").await, "success");
+    assert_eq!(
+        executor.dispatched.lock().unwrap().len(),
+        dispatched_before + 3,
+        "each try of r2 dispatched once"
+    );
+    let elections = store.read_stream("scheduler", 1).await.unwrap();
+    assert_eq!(elections.len(), 3, "elected, successor, elected again");
+    stop.send(true).unwrap();
+    reactor.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
-//! Secrets at rest: Connection passwords are encrypted before their event is appended, so
-//! neither the log nor the read models ever hold one in clear (Airflow's Fernet key, done with
-//! ChaCha20-Poly1305). The key lives outside the database: in Lite a file under
-//! `$LEOFLOW_HOME` (mode 0600), in Pro a mounted secret.
+//! Secrets at rest: Variable values and Connection passwords and extras are sealed before their
+//! event is appended, so neither the log nor the read models ever hold one in clear (Airflow's
+//! Fernet key, done with ChaCha20-Poly1305 and envelope encryption, see [`vault`]). The master
+//! key lives outside the database: in Lite a file under `$LEOFLOW_HOME` (mode 0600), in Pro a
+//! mounted secret. [`masking`] hides the secrets a task read from what it reports.
 //!
 //! ```
 //! let key = leoflow_secrets::SecretKey::generate();
@@ -9,6 +10,13 @@
 //! assert_ne!(ciphertext, "s3cret");
 //! assert_eq!(key.decrypt(&ciphertext).unwrap(), "s3cret");
 //! ```
+
+pub mod masking;
+mod sealed;
+pub mod vault;
+
+pub use sealed::Sealed;
+pub use vault::{MasterKeys, Vault, VaultError};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params};
 use crate::state::ApiState;
 use crate::v2::config::lists::{count_rows, page_rows};
-use crate::v2::config::redact::{MASK, python_json, redact, shown_extra, shown_value};
+use crate::v2::config::redact::{MASK, python_json, redact};
 
 /// The DAG an event concerns. The expressions here are the ones the audit indexes of
 /// `migrations/20261201000005_audit_index.sql` are built on: change both together.
@@ -86,18 +86,17 @@ impl EventLogRow {
 }
 
 /// The payload as Airflow's audit extras read: JSON as Python prints it, with what Airflow's
-/// action logging masks masked — values under sensitive names (so `password_ciphertext`), a
-/// Variable's value when its key is sensitive, the sensitive keys of a Connection's extra.
+/// action logging masks masked (values under sensitive names). Sealed secrets — a Variable's
+/// value, a Connection's password and extra — read `***`: the audit log never opens them
+/// (and cannot, once a deleted secret's data key is gone).
 fn extra(event: &str, payload: &Value) -> String {
     let mut masked = redact(payload);
-    match (event, &payload["key"], &payload["value"], &payload["extra"]) {
-        ("VariableSet", Value::String(key), Value::String(value), _) => {
-            masked["value"] = json!(shown_value(key, value));
+    if matches!(event, "VariableSet" | "ConnectionSet") {
+        for field in ["value", "password", "extra"] {
+            if payload[field].is_object() {
+                masked[field] = json!(MASK);
+            }
         }
-        ("ConnectionSet", _, _, Value::String(text)) => {
-            masked["extra"] = json!(shown_extra(Some(text)).unwrap_or_else(|| MASK.to_owned()));
-        }
-        _ => {}
     }
     python_json(&masked)
 }
@@ -218,19 +217,20 @@ mod tests {
 
     #[test]
     fn extras_mask_what_airflow_masks() {
+        let sealed = json!({"form": "data_key", "key_id": "k", "ciphertext": "c2VjcmV0"});
         let connection = json!({
-            "conn_id": "db", "password_ciphertext": "c2VjcmV0", "extra": "{\"token\": \"t\", \"region\": \"eu\"}",
+            "conn_id": "db", "password": sealed, "extra": sealed, "host": "h",
         });
         assert_eq!(
             extra("ConnectionSet", &connection),
-            r#"{"conn_id": "db", "extra": "{\"region\": \"eu\", \"token\": \"***\"}", "password_ciphertext": "***"}"#
+            r#"{"conn_id": "db", "extra": "***", "host": "h", "password": "***"}"#
         );
-        let variable = json!({"key": "api_token", "value": "abc", "description": null});
+        let variable = json!({"key": "greeting", "value": sealed, "description": null});
         assert_eq!(
             extra("VariableSet", &variable),
-            r#"{"description": null, "key": "api_token", "value": "***"}"#
+            r#"{"description": null, "key": "greeting", "value": "***"}"#
         );
-        let plain = json!({"key": "greeting", "value": "hi", "description": null});
-        assert!(extra("VariableSet", &plain).contains(r#""value": "hi""#));
+        let pool = json!({"name": "p", "slots": 3, "description": "token bucket"});
+        assert!(extra("PoolSet", &pool).contains(r#""description": "token bucket""#));
     }
 }

@@ -29,7 +29,7 @@ use leoflow_projector::ReadModels;
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
-use leoflow_secrets::SecretKey;
+use leoflow_secrets::Vault;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -136,8 +136,8 @@ pub struct TestApi {
     pub base: String,
     /// An HTTP client without a token.
     pub client: reqwest::Client,
-    /// The key the API encrypts Connection passwords with, so tests can decrypt what it stored.
-    pub connection_key: SecretKey,
+    /// The vault the API seals secrets with, so tests can open what it stored.
+    pub vault: Vault,
     /// The key the API signs session tokens with, so tests can forge expired ones.
     pub token_signing_key: Vec<u8>,
     token: String,
@@ -210,11 +210,12 @@ impl TestApi {
         stop: watch::Sender<bool>,
     ) -> Self {
         let credentials = Credentials::new(PASSWORD);
+        let state_vault = Vault::new(store.pool().clone(), credentials.master_keys());
         let state = ApiState {
             store: store.clone(),
             specs,
             auth: Arc::new(Auth::new(credentials.clone(), None)),
-            connection_key: credentials.connection_key.clone(),
+            vault: state_vault.clone(),
             settings: Arc::new(Settings::lite()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -237,7 +238,7 @@ impl TestApi {
             base,
             client,
             token_signing_key: credentials.token_signing_key.clone(),
-            connection_key: credentials.connection_key,
+            vault: state_vault,
             token: String::new(),
             project,
             stop,

@@ -219,7 +219,7 @@ async fn main() -> Result<()> {
         store: store.clone(),
         specs: Specs::default(),
         auth: Arc::new(Auth::new(credentials.clone(), None)),
-        connection_key: credentials.connection_key.clone(),
+        vault: leoflow_secrets::Vault::new(store.pool().clone(), credentials.master_keys()),
         settings: Arc::new(Settings::lite()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

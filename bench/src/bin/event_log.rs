@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
-use leoflow_events::catalog::VariableSet;
+use leoflow_events::catalog::{Sealed, VariableSet};
 use leoflow_events::sample::Workload;
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_projector::ReadModels;
@@ -109,7 +109,7 @@ fn variable(i: usize) -> AppendBatch {
     AppendBatch::new().push(
         VariableSet {
             key: format!("k{}", i % 50),
-            value: i.to_string(),
+            value: Sealed::clear(i.to_string()),
             description: None,
         },
         &Metadata::actor("bench"),

@@ -8,5 +8,6 @@ pub mod events;
 pub mod init;
 pub mod lite;
 pub mod postgres;
+pub mod secrets;
 pub mod setup;
 pub mod tasks;

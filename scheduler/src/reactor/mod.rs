@@ -22,10 +22,11 @@ pub mod runs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use leoflow_events::catalog::RunQueued;
+use leoflow_events::catalog::{LEADER_STREAM, RunQueued, SchedulerElected};
 use leoflow_events::{
     AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent, RunType,
     StoreError, TaskInstanceKey,
@@ -44,7 +45,7 @@ use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_star
 use crate::core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
 use crate::core::spec::DagSpec;
 use crate::core::timetable::{RunInfo, Schedule};
-use runs::{Specs, SubmitError, submit_all};
+use runs::{Specs, SubmitError, submit_as_leader};
 
 /// Key of the session advisory lock the active scheduler holds.
 pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"
@@ -107,6 +108,12 @@ pub enum ReactorError {
     /// The connection holding the leader lock failed, so the lock is gone.
     #[error("the leader lock's connection failed: {0}")]
     LeadershipLost(sqlx::Error),
+    /// Recording the election failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Another scheduler was elected after this one: the log refused this one's decisions.
+    #[error("another scheduler was elected after leader epoch {0}")]
+    Deposed(i64),
 }
 
 struct RunEntry {
@@ -140,6 +147,11 @@ pub struct Reactor {
     runs: BTreeMap<(String, String), RunEntry>,
     pools: BTreeMap<String, i32>,
     in_flight: HashMap<TaskInstanceKey, InFlight>,
+    /// The epoch of this scheduler's current term (0 while it does not lead): every decision
+    /// expects the leader stream still at it.
+    epoch: i64,
+    /// Set when the log refused a decision because a newer leader was elected.
+    deposed: AtomicBool,
 }
 
 impl Reactor {
@@ -158,6 +170,8 @@ impl Reactor {
             runs: BTreeMap::new(),
             pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
             in_flight: HashMap::new(),
+            epoch: 0,
+            deposed: AtomicBool::new(false),
         }
     }
 
@@ -230,6 +244,8 @@ impl Reactor {
         let Some(mut leadership) = lead(&self.store, shutdown).await? else {
             return Ok(());
         };
+        self.epoch = leadership.epoch;
+        self.deposed.store(false, Ordering::Relaxed);
         self.started_at = Utc::now();
         leadership.beat().await?;
         let mut heartbeat = tokio::time::interval(self.supervision.scheduler_heartbeat);
@@ -243,6 +259,9 @@ impl Reactor {
                 break Err(error);
             }
             let next_timer = self.act().await;
+            if self.deposed.load(Ordering::Relaxed) {
+                break Err(ReactorError::Deposed(self.epoch));
+            }
             let wait = next_timer
                 .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(3600));
@@ -659,8 +678,13 @@ impl Reactor {
                 let stream = Event::from(queued.clone()).stream();
                 let batch = AppendBatch::new()
                     .push(queued, &Metadata::actor("scheduler"))
-                    .expect(stream, ExpectedVersion::NoStream);
+                    .expect(stream, ExpectedVersion::NoStream)
+                    .expect(LEADER_STREAM, ExpectedVersion::Exact(self.epoch));
                 match self.store.append(batch).await {
+                    Err(AppendError::Conflict { stream, .. }) if stream == LEADER_STREAM => {
+                        self.deposed.store(true, Ordering::Relaxed);
+                        break;
+                    }
                     // A conflict means the run exists already (created before a restart).
                     Ok(_) | Err(AppendError::Conflict { .. }) => dag.last_scheduled = Some(run),
                     Err(error) => {
@@ -838,18 +862,22 @@ impl Reactor {
 
     /// Submits decisions appended together; see [`Reactor::submit`].
     async fn submit_all(&self, dag_id: &str, run_id: &str, commands: Vec<Command>) -> bool {
-        match submit_all(
+        let submitted = submit_as_leader(
             &self.store,
             &self.specs,
             dag_id,
             run_id,
+            self.epoch,
             commands,
-            "scheduler",
-        )
-        .await
-        {
+        );
+        match submitted.await {
             Ok(events) => !events.is_empty(),
             Err(SubmitError::Rejected(_)) => false,
+            Err(SubmitError::Deposed { .. }) => {
+                // The loop steps down after this round of actions.
+                self.deposed.store(true, Ordering::Relaxed);
+                false
+            }
             Err(error) => {
                 // Not lost: the work is still pending in the log and is retried on the next wake.
                 eprintln!("scheduler: {dag_id}/{run_id}: {error}");
@@ -900,6 +928,8 @@ fn recovery_delay(failures: u32) -> Duration {
 struct Leadership {
     conn: PgConnection,
     id: Uuid,
+    /// The version of the leader stream after this term's election.
+    epoch: i64,
     /// This host's name, read once (every beat records it).
     hostname: String,
 }
@@ -943,6 +973,20 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Records this scheduler's election; the leader stream's new version is its epoch. Only the
+/// lock holder elects, so epochs only grow; a predecessor that still decides under an older
+/// epoch is refused by the log from this append on.
+async fn elect(store: &EventStore, id: Uuid, hostname: &str) -> Result<i64, ReactorError> {
+    let elected = SchedulerElected {
+        scheduler_id: id,
+        hostname: hostname.to_owned(),
+        pid: std::process::id() as i32,
+    };
+    let batch = AppendBatch::new().push(elected, &Metadata::actor("scheduler"));
+    let outcome = store.append(batch).await?;
+    Ok(outcome.events[0].stream_version)
+}
+
 /// Takes the scheduler lock on a dedicated connection, waiting while another scheduler holds
 /// it. Returns `None` if shut down while waiting.
 async fn lead(
@@ -962,10 +1006,13 @@ async fn lead(
             sqlx::query("DELETE FROM scheduler_heartbeat")
                 .execute(&mut conn)
                 .await?;
+            let (id, hostname) = (Uuid::new_v4(), hostname());
+            let epoch = elect(store, id, &hostname).await?;
             return Ok(Some(Leadership {
                 conn,
-                id: Uuid::new_v4(),
-                hostname: hostname(),
+                id,
+                epoch,
+                hostname,
             }));
         }
         tokio::select! {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use leoflow_events::catalog::LEADER_STREAM;
 use leoflow_events::{
     AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
     StoreError,
@@ -51,6 +52,13 @@ pub enum SubmitError {
     /// Appending failed.
     #[error(transparent)]
     Append(AppendError),
+    /// The submitting scheduler is no longer the leader: another was elected after it (its
+    /// epoch is stale), so the log refused its decision.
+    #[error("this scheduler was deposed: leader epoch {epoch} is over")]
+    Deposed {
+        /// The epoch it decided under.
+        epoch: i64,
+    },
 }
 
 /// (dag_id, version hash) → the version's spec.
@@ -269,7 +277,33 @@ pub async fn submit_all(
     commands: Vec<Command>,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
-    enqueue(store, specs, dag_id, run_id, None, commands, actor).await
+    enqueue(
+        store,
+        specs,
+        dag_id,
+        run_id,
+        Guard::default(),
+        commands,
+        actor,
+    )
+    .await
+}
+
+/// Like [`submit_all`] for the leader: the append also expects the leader stream at `epoch`,
+/// so a scheduler deposed by a newer election gets [`SubmitError::Deposed`] and changes nothing.
+pub async fn submit_as_leader(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    epoch: i64,
+    commands: Vec<Command>,
+) -> Result<Vec<RecordedEvent>, SubmitError> {
+    let guard = Guard {
+        fence: None,
+        epoch: Some(epoch),
+    };
+    enqueue(store, specs, dag_id, run_id, guard, commands, "scheduler").await
 }
 
 /// Like [`submit_all`] for a try's agent: `fence` is checked against the same state the
@@ -284,7 +318,11 @@ pub async fn submit_fenced(
     commands: Vec<Command>,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
-    enqueue(store, specs, dag_id, run_id, Some(fence), commands, actor).await
+    let guard = Guard {
+        fence: Some(fence),
+        epoch: None,
+    };
+    enqueue(store, specs, dag_id, run_id, guard, commands, actor).await
 }
 
 async fn enqueue(
@@ -292,14 +330,14 @@ async fn enqueue(
     specs: &Specs,
     dag_id: &str,
     run_id: &str,
-    fence: Option<Fence>,
+    guard: Guard,
     commands: Vec<Command>,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     let stream = run_stream(dag_id, run_id);
     let (reply, answer) = oneshot::channel();
     let submission = Submission {
-        fence,
+        guard,
         commands,
         metadata: Metadata::actor(actor),
         reply,
@@ -322,10 +360,19 @@ async fn enqueue(
         .unwrap_or_else(|_| Err(SubmitError::Contended(run_stream(dag_id, run_id))))
 }
 
+/// What a submission must still hold when it is appended, besides the run's stream version.
+#[derive(Debug, Default)]
+struct Guard {
+    /// An agent's try: its token and try must still be the run's current ones.
+    fence: Option<Fence>,
+    /// The leader's epoch: the leader stream must still be at it.
+    epoch: Option<i64>,
+}
+
 /// One caller's commands, waiting for the run's next append.
 #[derive(Debug)]
 struct Submission {
-    fence: Option<Fence>,
+    guard: Guard,
     commands: Vec<Command>,
     metadata: Metadata,
     reply: oneshot::Sender<Result<Vec<RecordedEvent>, SubmitError>>,
@@ -378,16 +425,25 @@ async fn append_batch(
     mut batch: Vec<Submission>,
 ) {
     for _ in 0..8 {
+        if batch.is_empty() {
+            return;
+        }
         let run = match load_run(store, specs, dag_id, run_id).await {
             Ok(run) => run,
             Err(error) => return fail_all(batch, error),
         };
         let mut state = run.state;
         let mut events = AppendBatch::new().expect(stream, ExpectedVersion::Exact(run.version));
+        // One process has one leader term, so the batch's leader submissions share one epoch.
+        let epoch = batch.iter().find_map(|s| s.guard.epoch);
+        if let Some(epoch) = epoch {
+            events = events.expect(LEADER_STREAM, ExpectedVersion::Exact(epoch));
+        }
         // Per submission: how many events it adds, or why it was rejected.
         let mut decided: Vec<Result<usize, Rejection>> = Vec::with_capacity(batch.len());
         for submission in &batch {
             let fenced = submission
+                .guard
                 .fence
                 .as_ref()
                 .map_or(Ok(()), |f| f.check(&state));
@@ -407,6 +463,11 @@ async fn append_batch(
         } else {
             match store.append(events).await {
                 Ok(outcome) => outcome.events,
+                Err(AppendError::Conflict { stream, .. }) if stream == LEADER_STREAM => {
+                    let epoch = epoch.expect("only a leader's batch expects the leader stream");
+                    batch = refuse_deposed(batch, epoch);
+                    continue;
+                }
                 Err(AppendError::Conflict { .. }) => continue,
                 Err(other) => return fail_all(batch, SubmitError::Append(other)),
             }
@@ -426,6 +487,17 @@ async fn append_batch(
             .reply
             .send(Err(SubmitError::Contended(contended.clone())));
     }
+}
+
+/// Answers the deposed leader's submissions of a batch and keeps the others (an agent's or a
+/// user's), which are decided again without the leader's expectation.
+fn refuse_deposed(batch: Vec<Submission>, epoch: i64) -> Vec<Submission> {
+    let (refused, kept): (Vec<_>, Vec<_>) =
+        batch.into_iter().partition(|s| s.guard.epoch.is_some());
+    for submission in refused {
+        let _ = submission.reply.send(Err(SubmitError::Deposed { epoch }));
+    }
+    kept
 }
 
 /// Decides `commands` one after the other from `state`: the state after them and their events,

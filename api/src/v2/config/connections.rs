@@ -1,7 +1,7 @@
 //! Connections (`/api/v2/connections`): the `connection` read model, kept by `ConnectionSet`
-//! and `ConnectionDeleted`. A password is encrypted before its event is appended and never
-//! returned; an extra is shown with its sensitive keys masked, and what the edit form sends
-//! back masked keeps its stored value.
+//! and `ConnectionDeleted`. The password and the extra are sealed with the Connection's data key
+//! before its event is appended; a password is never returned; an extra is shown with its
+//! sensitive keys masked, and what the edit form sends back masked keeps its stored value.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
-use leoflow_events::catalog::{ConnectionDeleted, ConnectionSet};
+use leoflow_events::catalog::{ConnectionDeleted, ConnectionSet, Sealed};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::types::Json as Stored;
 use sqlx::{AssertSqlSafe, FromRow};
 
 use super::bulk::{BulkBody, bulk};
@@ -26,8 +27,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
 use crate::state::ApiState;
 
-/// A `connection` row; `password` is ciphertext.
-#[derive(Debug, Clone, FromRow)]
+/// A Connection as a request works with it: password and extra opened.
+#[derive(Debug, Clone)]
 struct Connection {
     conn_id: String,
     conn_type: String,
@@ -38,6 +39,56 @@ struct Connection {
     password: Option<String>,
     port: Option<i32>,
     extra: Option<String>,
+}
+
+/// A `connection` row: password and extra sealed.
+#[derive(Debug, FromRow)]
+struct ConnectionRow {
+    conn_id: String,
+    conn_type: String,
+    description: Option<String>,
+    host: Option<String>,
+    schema: Option<String>,
+    login: Option<String>,
+    password: Option<Stored<Sealed>>,
+    port: Option<i32>,
+    extra: Option<Stored<Sealed>>,
+}
+
+/// Opens the sealed fields of `rows` (one query for all their data keys).
+async fn opened(state: &ApiState, rows: Vec<ConnectionRow>) -> ApiResult<Vec<Connection>> {
+    let sealed: Vec<&Sealed> = rows
+        .iter()
+        .flat_map(|r| r.password.iter().chain(&r.extra).map(|s| &s.0))
+        .collect();
+    let mut values = state.vault.open_all(&sealed).await?.into_iter();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let password = row.password.as_ref().and_then(|_| values.next());
+            let extra = row.extra.as_ref().and_then(|_| values.next());
+            Connection {
+                conn_id: row.conn_id,
+                conn_type: row.conn_type,
+                description: row.description,
+                host: row.host,
+                schema: row.schema,
+                login: row.login,
+                password,
+                port: row.port,
+                extra,
+            }
+        })
+        .collect())
+}
+
+/// Seals `value` with the data key of Connection `conn_id`.
+async fn seal(state: &ApiState, conn_id: &str, value: Option<&str>) -> ApiResult<Option<Sealed>> {
+    let owner = Connection::deleted_event(conn_id).stream();
+    match value {
+        Some(value) => Ok(Some(state.vault.seal(&owner, value).await?)),
+        None => Ok(None),
+    }
 }
 
 const CONNECTION_COLUMNS: &str =
@@ -159,15 +210,16 @@ impl Entity for Connection {
     }
 
     async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
+        let rows = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {CONNECTION_COLUMNS} FROM connection c WHERE c.conn_id = ANY($1)"
         )))
         .bind(keys)
         .fetch_all(state.store.pool())
-        .await?)
+        .await?;
+        opened(state, rows).await
     }
 
-    fn create(state: &ApiState, body: &ConnectionBody) -> Self {
+    fn create(_state: &ApiState, body: &ConnectionBody) -> Self {
         Connection {
             conn_id: body.connection_id.clone(),
             conn_type: body.conn_type.clone(),
@@ -175,11 +227,7 @@ impl Entity for Connection {
             host: body.host.clone().flatten(),
             schema: body.schema.clone().flatten(),
             login: body.login.clone().flatten(),
-            password: body
-                .password
-                .clone()
-                .flatten()
-                .map(|p| state.connection_key.encrypt(&p)),
+            password: body.password.clone().flatten(),
             port: body.port.flatten(),
             extra: body.extra(),
         }
@@ -187,7 +235,7 @@ impl Entity for Connection {
 
     fn update(
         &self,
-        state: &ApiState,
+        _state: &ApiState,
         body: &ConnectionBody,
         mask: Option<&[String]>,
     ) -> Result<Self, Refusal> {
@@ -226,7 +274,7 @@ impl Entity for Connection {
             connection.password = match body.password.clone().flatten() {
                 None => None,
                 Some(password) if password == MASK => self.password.clone(),
-                Some(password) => Some(state.connection_key.encrypt(&password)),
+                Some(password) => Some(password),
             };
         }
         if named(body.extra.is_some(), "extra") {
@@ -238,19 +286,19 @@ impl Entity for Connection {
         Ok(connection)
     }
 
-    fn set_event(&self) -> Event {
-        ConnectionSet {
+    async fn set_event(&self, state: &ApiState) -> ApiResult<Event> {
+        Ok(ConnectionSet {
             conn_id: self.conn_id.clone(),
             conn_type: self.conn_type.clone(),
             description: self.description.clone(),
             host: self.host.clone(),
             schema: self.schema.clone(),
             login: self.login.clone(),
-            password_ciphertext: self.password.clone(),
+            password: seal(state, &self.conn_id, self.password.as_deref()).await?,
             port: self.port,
-            extra: self.extra.clone(),
+            extra: seal(state, &self.conn_id, self.extra.as_deref()).await?,
         }
-        .into()
+        .into())
     }
 
     fn deleted_event(key: &str) -> Event {
@@ -284,7 +332,7 @@ pub async fn get_connections(
         "c.conn_id",
     )?;
     let total = count_rows(&state, "FROM connection c", &conditions).await?;
-    let connections: Vec<Connection> = page_rows(
+    let rows: Vec<ConnectionRow> = page_rows(
         &state,
         &format!("SELECT {CONNECTION_COLUMNS} FROM connection c"),
         &conditions,
@@ -292,6 +340,7 @@ pub async fn get_connections(
         page,
     )
     .await?;
+    let connections = opened(&state, rows).await?;
     let connections: Vec<Value> = connections.iter().map(Connection::json).collect();
     Ok(Json(
         json!({"connections": connections, "total_entries": total}),
@@ -306,7 +355,7 @@ pub async fn get_connection(
     Ok(Json(read_one::<Connection>(&state, &conn_id).await?.json()))
 }
 
-/// `POST /api/v2/connections`: the password is encrypted before its event is appended.
+/// `POST /api/v2/connections`: the password and extra are sealed before its event is appended.
 pub async fn post_connection(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,

@@ -159,8 +159,8 @@ pub(super) trait Entity: Clone + Send + Sync + Sized + 'static {
     fn check_delete(_key: &str) -> Result<(), Refusal> {
         Ok(())
     }
-    /// The event recording it as it is.
-    fn set_event(&self) -> Event;
+    /// The event recording it as it is (its secrets sealed: hence async).
+    fn set_event(&self, state: &ApiState) -> impl Future<Output = ApiResult<Event>> + Send;
     /// The event recording that `key` was deleted.
     fn deleted_event(key: &str) -> Event;
 }
@@ -181,7 +181,13 @@ pub(super) struct Working<E> {
     /// Stream → its version when read (no entry: no event yet).
     versions: HashMap<String, i64>,
     current: BTreeMap<String, E>,
-    events: Vec<Event>,
+    changes: Vec<Change<E>>,
+}
+
+/// One decided change, made an event when committed.
+enum Change<E> {
+    Set(E),
+    Delete(String),
 }
 
 impl<E: Entity> Working<E> {
@@ -203,7 +209,7 @@ impl<E: Entity> Working<E> {
             keys: keys.to_vec(),
             versions: versions.into_iter().collect(),
             current,
-            events: Vec::new(),
+            changes: Vec::new(),
         })
     }
 
@@ -212,19 +218,27 @@ impl<E: Entity> Working<E> {
     }
 
     pub(super) fn set(&mut self, entity: E) {
-        self.events.push(entity.set_event());
-        self.current.insert(entity.key().to_owned(), entity);
+        self.current.insert(entity.key().to_owned(), entity.clone());
+        self.changes.push(Change::Set(entity));
     }
 
     pub(super) fn delete(&mut self, key: &str) {
-        self.events.push(E::deleted_event(key));
         self.current.remove(key);
+        self.changes.push(Change::Delete(key.to_owned()));
     }
 
-    /// Appends the decided events, expecting every stream read to be as it was.
-    async fn commit(self, state: &ApiState, user: &User) -> Result<(), AppendError> {
-        if self.events.is_empty() {
-            return Ok(());
+    /// Appends the decided events, expecting every stream read to be as it was. The outer
+    /// error is a failure to seal a secret; the inner one the append's (a conflict is retried).
+    async fn commit(self, state: &ApiState, user: &User) -> ApiResult<Result<(), AppendError>> {
+        if self.changes.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut events = Vec::with_capacity(self.changes.len());
+        for change in &self.changes {
+            events.push(match change {
+                Change::Set(entity) => entity.set_event(state).await?,
+                Change::Delete(key) => E::deleted_event(key),
+            });
         }
         let mut batch = AppendBatch::new();
         for key in &self.keys {
@@ -236,10 +250,10 @@ impl<E: Entity> Working<E> {
             batch = batch.expect(stream, expected);
         }
         let metadata = Metadata::actor(&user.username);
-        for event in self.events {
+        for event in events {
             batch = batch.push(event, &metadata);
         }
-        state.store.append(batch).await.map(drop)
+        Ok(state.store.append(batch).await.map(drop))
     }
 }
 
@@ -254,7 +268,7 @@ pub(super) async fn decide<E: Entity, T>(
     loop {
         let mut working = Working::<E>::load(state, &keys).await?;
         let outcome = decision(&mut working)?;
-        match working.commit(state, user).await {
+        match working.commit(state, user).await? {
             Ok(()) => return Ok(outcome),
             Err(AppendError::Conflict { .. }) if attempt < ATTEMPTS => attempt += 1,
             Err(error) => return Err(error.into()),

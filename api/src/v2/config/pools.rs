@@ -283,14 +283,14 @@ impl Entity for Pool {
         Ok(())
     }
 
-    fn set_event(&self) -> Event {
-        PoolSet {
+    async fn set_event(&self, _state: &ApiState) -> ApiResult<Event> {
+        Ok(PoolSet {
             name: self.name.clone(),
             slots: self.slots,
             description: self.description.clone(),
             include_deferred: self.include_deferred,
         }
-        .into()
+        .into())
     }
 
     fn deleted_event(key: &str) -> Event {

@@ -6,43 +6,10 @@ use std::io;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-/// Airflow 3.2's `DEFAULT_SENSITIVE_FIELDS`: a value whose name contains one of these is hidden.
-const SENSITIVE_NAMES: [&str; 22] = [
-    "access_key",
-    "access_token",
-    "api_key",
-    "apikey",
-    "auth_header",
-    "authorization",
-    "bearer",
-    "connection_string",
-    "dsn",
-    "passphrase",
-    "passwd",
-    "password",
-    "private_key",
-    "proxy",
-    "proxy_password",
-    "proxies",
-    "secret",
-    "service_account",
-    "service_key",
-    "token",
-    "keyfile_dict",
-    "webhook_url",
-];
-
-/// What Airflow shows instead of a secret (and takes back, in a patch, as "unchanged").
-pub(crate) const MASK: &str = "***";
+pub(crate) use leoflow_secrets::masking::{MASK, is_sensitive};
 
 /// How deep the masker walks before it masks everything under a sensitive name.
 const MAX_DEPTH: usize = 5;
-
-/// Whether Airflow hides the value of `name` (a Variable key, a key of a Connection's extra).
-fn is_sensitive(name: &str) -> bool {
-    let name = name.trim().to_lowercase();
-    SENSITIVE_NAMES.iter().any(|s| name.contains(s))
-}
 
 /// Airflow's `redact(value)`: objects are walked key by key and everything under a sensitive
 /// key is masked (its strings become `***`, at any depth).
@@ -211,14 +178,6 @@ pub(crate) fn shown_extra(extra: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sensitive_names_are_found_inside_longer_ones() {
-        assert!(is_sensitive("DB_PASSWORD"));
-        assert!(is_sensitive(" github_token "));
-        assert!(is_sensitive("aws_secret_access_key"));
-        assert!(!is_sensitive("greeting"));
-    }
 
     #[test]
     fn redaction_masks_under_sensitive_keys_at_any_depth() {

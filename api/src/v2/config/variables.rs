@@ -1,15 +1,17 @@
 //! Variables (`/api/v2/variables`): the `variable` read model, kept by `VariableSet` and
-//! `VariableDeleted`; values under sensitive keys are shown masked.
+//! `VariableDeleted`; values are sealed with the Variable's data key before its event is
+//! appended, and those under sensitive keys are shown masked.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
-use leoflow_events::catalog::{VariableDeleted, VariableSet};
+use leoflow_events::catalog::{Sealed, VariableDeleted, VariableSet};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::FromRow;
+use sqlx::types::Json as Stored;
 
 use super::bulk::{BulkBody, bulk};
 use super::entity::{
@@ -23,22 +25,45 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
 use crate::state::ApiState;
 
-/// A `variable` row.
-#[derive(Debug, Clone, FromRow)]
+/// A Variable as a request works with it: its value opened.
+#[derive(Debug, Clone)]
 struct Variable {
     key: String,
     val: String,
     description: Option<String>,
 }
 
+/// A `variable` row: its value sealed.
+#[derive(Debug, FromRow)]
+struct VariableRow {
+    key: String,
+    val: Stored<Sealed>,
+    description: Option<String>,
+}
+
+/// Opens the values of `rows` (one query for all their data keys).
+async fn opened(state: &ApiState, rows: Vec<VariableRow>) -> ApiResult<Vec<Variable>> {
+    let sealed: Vec<&Sealed> = rows.iter().map(|r| &r.val.0).collect();
+    let values = state.vault.open_all(&sealed).await?;
+    Ok(rows
+        .into_iter()
+        .zip(values)
+        .map(|(row, val)| Variable {
+            key: row.key,
+            val,
+            description: row.description,
+        })
+        .collect())
+}
+
 impl Variable {
-    /// `VariableResponse`. Leoflow keeps values in its event log, not Fernet-encrypted rows.
+    /// `VariableResponse`: the value is encrypted at rest (sealed), as `is_encrypted` says.
     fn json(&self) -> Value {
         json!({
             "key": self.key,
             "value": shown_value(&self.key, &self.val),
             "description": self.description,
-            "is_encrypted": false,
+            "is_encrypted": true,
             "team_name": null,
         })
     }
@@ -88,12 +113,11 @@ impl Entity for Variable {
     }
 
     async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        Ok(
-            sqlx::query_as("SELECT key, val, description FROM variable WHERE key = ANY($1)")
-                .bind(keys)
-                .fetch_all(state.store.pool())
-                .await?,
-        )
+        let rows = sqlx::query_as("SELECT key, val, description FROM variable WHERE key = ANY($1)")
+            .bind(keys)
+            .fetch_all(state.store.pool())
+            .await?;
+        opened(state, rows).await
     }
 
     fn create(_state: &ApiState, body: &VariableBody) -> Self {
@@ -128,13 +152,14 @@ impl Entity for Variable {
         Ok(variable)
     }
 
-    fn set_event(&self) -> Event {
-        VariableSet {
+    async fn set_event(&self, state: &ApiState) -> ApiResult<Event> {
+        let owner = Self::deleted_event(&self.key).stream();
+        Ok(VariableSet {
             key: self.key.clone(),
-            value: self.val.clone(),
+            value: state.vault.seal(&owner, &self.val).await?,
             description: self.description.clone(),
         }
-        .into()
+        .into())
     }
 
     fn deleted_event(key: &str) -> Event {
@@ -167,7 +192,7 @@ pub async fn get_variables(
         "v.key",
     )?;
     let total = count_rows(&state, "FROM variable v", &conditions).await?;
-    let variables: Vec<Variable> = page_rows(
+    let rows: Vec<VariableRow> = page_rows(
         &state,
         "SELECT v.key, v.val, v.description FROM variable v",
         &conditions,
@@ -175,6 +200,7 @@ pub async fn get_variables(
         page,
     )
     .await?;
+    let variables = opened(&state, rows).await?;
     let variables: Vec<Value> = variables.iter().map(Variable::json).collect();
     Ok(Json(
         json!({"variables": variables, "total_entries": total}),

@@ -32,6 +32,7 @@ use leoflow_events::EventStore;
 use leoflow_postgres::{Database, ManagedCluster};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
+use leoflow_secrets::Vault;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::commands::events::human_line;
@@ -274,7 +275,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
                 heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
                 ..Supervision::default()
             },
-            connection_key: Some(credentials.connection_key.clone()),
+            master_keys: Some(credentials.master_keys()),
             executor,
         },
     )
@@ -293,7 +294,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         store: store.clone(),
         specs: control_plane.specs(),
         auth: Arc::new(Auth::new(credentials.clone(), Some(home.clone()))),
-        connection_key: credentials.connection_key.clone(),
+        vault: Vault::new(store.pool().clone(), credentials.master_keys()),
         settings: Arc::new(Settings {
             project_dir: Some(project_dir.clone()),
             editor_assets: installed_monaco(&setup::editor_dir(&home)),

@@ -1,0 +1,235 @@
+//! The task agent against a scripted control plane (a gRPC server in this test) and a scripted
+//! task runner (a shell script speaking the runner's JSON-lines protocol): what the agent does
+//! while one of its calls is being retried.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leoflow_executors::agent::{self, AgentConfig};
+use leoflow_executors::proto::finish_request::Outcome;
+use leoflow_executors::proto::task_agent_server::{TaskAgent, TaskAgentServer};
+use leoflow_executors::proto::{
+    Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
+    PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
+};
+use tonic::{Request, Response, Status};
+
+/// A scripted control plane: it answers lookups with `secrets` or, when it has none, says it
+/// is unavailable (as one that is restarting does); it records what the agent sends.
+#[derive(Default)]
+struct Scripted {
+    heartbeats: AtomicUsize,
+    lookups: AtomicUsize,
+    finished: Mutex<Option<FinishRequest>>,
+    logs: Mutex<Vec<String>>,
+    rendered: Mutex<Vec<String>>,
+    task: serde_json::Value,
+    /// Lookup key → the value's JSON.
+    secrets: Option<Vec<(&'static str, serde_json::Value)>>,
+}
+
+#[derive(Clone)]
+struct Plane(Arc<Scripted>);
+
+#[tonic::async_trait]
+impl TaskAgent for Plane {
+    async fn register(&self, _: Request<RegisterRequest>) -> Result<Response<Assignment>, Status> {
+        Ok(Response::new(Assignment {
+            task_json: self.0.task.to_string(),
+            source: String::new(),
+            fileloc: String::new(),
+            run_json: "{}".into(),
+            heartbeat_interval: 0.1,
+        }))
+    }
+
+    async fn heartbeat(&self, _: Request<AttemptRef>) -> Result<Response<HeartbeatReply>, Status> {
+        self.0.heartbeats.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(HeartbeatReply {
+            terminate: false,
+            reason: String::new(),
+        }))
+    }
+
+    async fn append_logs(&self, request: Request<LogBatch>) -> Result<Response<Ack>, Status> {
+        self.0
+            .logs
+            .lock()
+            .unwrap()
+            .extend(request.into_inner().lines);
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn pull_x_com(&self, _: Request<PullXComRequest>) -> Result<Response<JsonValue>, Status> {
+        Err(Status::unimplemented("not in this script"))
+    }
+
+    async fn push_x_com(&self, _: Request<PushXComRequest>) -> Result<Response<Ack>, Status> {
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<JsonValue>, Status> {
+        self.0.lookups.fetch_add(1, Ordering::SeqCst);
+        let Some(secrets) = &self.0.secrets else {
+            return Err(Status::unavailable("the control plane is restarting"));
+        };
+        let key = request.into_inner().key;
+        let value = secrets.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        Ok(Response::new(JsonValue {
+            found: value.is_some(),
+            json: value.cloned().unwrap_or_default().to_string(),
+        }))
+    }
+
+    async fn report_rendered(
+        &self,
+        request: Request<RenderedFields>,
+    ) -> Result<Response<Ack>, Status> {
+        let fields = request.into_inner().fields_json;
+        self.0.rendered.lock().unwrap().push(fields);
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn finish(&self, request: Request<FinishRequest>) -> Result<Response<Ack>, Status> {
+        *self.0.finished.lock().unwrap() = Some(request.into_inner());
+        Ok(Response::new(Ack {}))
+    }
+}
+
+/// Serves `plane` on a free loopback port; returns its endpoint.
+async fn serve(plane: Plane) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TaskAgentServer::new(plane))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    endpoint
+}
+
+/// A stand-in for the Python runner: a shell script named `name` running `body` after it read
+/// its start line (requests go to stdout, answers come on stdin, the log is stderr).
+fn scripted_runner(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("leoflow-agent-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join(name);
+    std::fs::write(&script, format!("#!/bin/sh\nread -r start\n{body}")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// A runner that asks for a Variable, then reports success.
+const READS_A_VARIABLE: &str = "\
+echo '{\"op\":\"variable\",\"key\":\"slow\"}'
+read -r answer
+echo '{\"op\":\"done\",\"outcome\":\"success\"}'
+read -r answer
+";
+
+fn config(endpoint: String, runner: PathBuf) -> AgentConfig {
+    AgentConfig {
+        endpoint,
+        attempt: AttemptRef {
+            dag_id: "d".into(),
+            run_id: "r".into(),
+            task_id: "t".into(),
+            map_index: -1,
+            try_number: 1,
+            attempt_token: "token".into(),
+        },
+        python: runner,
+        sdk_path: PathBuf::from("/nonexistent"),
+        project_dir: None,
+        // Far longer than the task may run: the lookup is still being retried at its deadline.
+        retry_budget: Duration::from_secs(120),
+        zygote: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_the_execution_timeout_go_on_while_a_call_is_retried() {
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "@task", "execution_timeout": 2.0}),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    let runner = scripted_runner("variable.sh", READS_A_VARIABLE);
+    let ran = tokio::time::timeout(
+        Duration::from_secs(60),
+        agent::run(config(endpoint, runner)),
+    )
+    .await
+    .expect("the agent ended long before its retry budget");
+    ran.unwrap();
+
+    assert!(
+        state.lookups.load(Ordering::SeqCst) >= 2,
+        "the lookup was being retried"
+    );
+    let finished = state.finished.lock().unwrap().clone().expect("a report");
+    assert_eq!(
+        finished.outcome(),
+        Outcome::TimedOut,
+        "execution_timeout fired during the retries: {}",
+        finished.reason
+    );
+    // Two seconds of task at one beat per 100 ms: the beats did not wait for the lookup.
+    let beats = state.heartbeats.load(Ordering::SeqCst);
+    assert!(
+        beats >= 5,
+        "only {beats} heartbeats while the lookup was retried"
+    );
+}
+
+/// A runner that reads secrets, prints them and reports them among its rendered fields.
+const LEAKS_ITS_SECRETS: &str = r#"
+echo '{"op":"variable","key":"db_password"}'
+read -r answer
+echo '{"op":"variable","key":"greeting"}'
+read -r answer
+echo '{"op":"connection","key":"warehouse"}'
+read -r answer
+echo "password hunter2-x, greeting hello-there, conn pw-of-warehouse, extra tok-in-extra" >&2
+echo '{"op":"rendered","fields":{"bash_command":"psql -p hunter2-x","env":{"TOKEN":"tok-in-extra"}}}'
+read -r answer
+echo '{"op":"done","outcome":"success"}'
+read -r answer
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_a_task_read_are_masked_in_its_log_and_rendered_fields() {
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "@task"}),
+        secrets: Some(vec![
+            ("db_password", serde_json::json!("hunter2-x")),
+            ("greeting", serde_json::json!("hello-there")),
+            (
+                "warehouse",
+                serde_json::json!({"conn_type": "postgres", "password": "pw-of-warehouse",
+                                   "extra": "{\"api_token\": \"tok-in-extra\", \"region\": \"eu\"}"}),
+            ),
+        ]),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    let runner = scripted_runner("leaks.sh", LEAKS_ITS_SECRETS);
+    agent::run(config(endpoint, runner)).await.unwrap();
+
+    let finished = state.finished.lock().unwrap().clone().expect("a report");
+    assert_eq!(finished.outcome(), Outcome::Success, "{}", finished.reason);
+    let logs = state.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains("password ***, greeting hello-there, conn ***, extra ***"),
+        "{logs}"
+    );
+    let rendered = state.rendered.lock().unwrap().join("\n");
+    assert!(rendered.contains("psql -p ***"), "{rendered}");
+    assert!(
+        !rendered.contains("hunter2-x") && !rendered.contains("tok-in-extra"),
+        "{rendered}"
+    );
+}
