@@ -320,6 +320,24 @@ impl ManagedCluster {
         }
     }
 
+    /// Whether the server died without shutting down: `postmaster.pid` is still there but names
+    /// no live process (a clean stop, `pg_ctl stop` or `restart` included, removes the file
+    /// first). Reads one file and `/proc`, so it is cheap enough to ask every second.
+    pub fn crashed(&self) -> bool {
+        let Ok(text) = fs::read_to_string(self.data_dir().join("postmaster.pid")) else {
+            return false;
+        };
+        match text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            Some(pid) if pid > 0 => !process_alive(pid),
+            // Being written by a starting server.
+            _ => false,
+        }
+    }
+
     /// Creates `database` unless it exists. The cluster must be running.
     pub async fn ensure_database(&self, database: &str) -> Result<(), ClusterError> {
         let sql_error = |source| ClusterError::Sql {
@@ -586,6 +604,19 @@ fn reachable_by(path: &Path, user: &ServiceUser) -> bool {
                 || (meta.uid() == user.uid && mode & 0o100 != 0)
         }
     })
+}
+
+/// Whether `pid` is a running process: present and not a zombie (a killed server nobody has
+/// reaped yet is dead for our purposes).
+fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 fn relocated(requested: &Path) -> PathBuf {
