@@ -290,6 +290,13 @@ fn commands_that_need_the_database_start_the_managed_cluster() {
     let out = run(&["db", "migrate"], None, Some(&home));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("applied"), "{}", stdout(&out));
+    // A one-shot command that started the server says so, and how to stop it.
+    let said = stderr(&out);
+    assert!(
+        said.contains("note: started the managed Postgres"),
+        "{said}"
+    );
+    assert!(said.contains("`leoflow postgres stop`"), "{said}");
 
     let out = run(&["postgres", "status"], None, Some(&home));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
