@@ -86,10 +86,13 @@ pub fn leoflow_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// A durable managed cluster in a temporary directory, for benchmarks.
+/// A durable managed cluster in a temporary directory, for benchmarks. Stopped and deleted by
+/// [`BenchDatabase::stop`], or when dropped: a benchmark that fails half-way (Lite does not
+/// start, a run fails) leaves no server behind.
 pub struct BenchDatabase {
     cluster: ManagedCluster,
     root: PathBuf,
+    stopped: bool,
 }
 
 impl BenchDatabase {
@@ -97,9 +100,14 @@ impl BenchDatabase {
     pub async fn start() -> anyhow::Result<Self> {
         let root = std::env::temp_dir().join(format!("leoflow-bench-{}", std::process::id()));
         let cluster = ManagedCluster::new(&root, leoflow_postgres::ClusterSettings::durable())?;
-        let starter = cluster.clone();
-        tokio::task::spawn_blocking(move || starter.start()).await??;
-        Ok(Self { cluster, root })
+        // Owned from here: a failed start is cleaned up by the drop.
+        let database = Self {
+            cluster: cluster.clone(),
+            root,
+            stopped: false,
+        };
+        tokio::task::spawn_blocking(move || cluster.start()).await??;
+        Ok(database)
     }
 
     /// A new migrated database named `name`.
@@ -128,12 +136,29 @@ impl BenchDatabase {
     }
 
     /// Stops the cluster and deletes its directory.
-    pub fn stop(self) -> anyhow::Result<()> {
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stopped = true;
         self.cluster.stop()?;
         std::fs::remove_dir_all(self.cluster.root())?;
         if self.root != self.cluster.root() {
             let _ = std::fs::remove_file(&self.root);
         }
         Ok(())
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            if let Err(error) = self.cluster.stop() {
+                eprintln!("stopping the benchmark's Postgres: {error}");
+                return;
+            }
+            let _ = std::fs::remove_dir_all(self.cluster.root());
+            if self.root != self.cluster.root() {
+                let _ = std::fs::remove_file(&self.root);
+            }
+        }
     }
 }

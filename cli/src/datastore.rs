@@ -70,9 +70,17 @@ impl DatastoreArgs {
         )?)
     }
 
-    /// Opens the database without migrating it.
+    /// Opens the database without migrating it. A one-shot command that had to start the
+    /// managed cluster says so on stderr: the server keeps running after it.
     pub async fn open_unmigrated(&self) -> Result<Database> {
-        Ok(self.datastore()?.open(&self.database).await?)
+        let database = self.datastore()?.open(&self.database).await?;
+        if let (true, Some(cluster)) = (database.started_cluster, &database.cluster) {
+            eprintln!(
+                "note: started the {}; it keeps running. Stop it with `leoflow postgres stop`.",
+                cluster.describe()
+            );
+        }
+        Ok(database)
     }
 
     /// Lite's datastore: an explicit `--postgres` or URL wins; else the managed cluster when

@@ -290,6 +290,13 @@ fn commands_that_need_the_database_start_the_managed_cluster() {
     let out = run(&["db", "migrate"], None, Some(&home));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("applied"), "{}", stdout(&out));
+    // A one-shot command that started the server says so, and how to stop it.
+    let said = stderr(&out);
+    assert!(
+        said.contains("note: started the managed Postgres"),
+        "{said}"
+    );
+    assert!(said.contains("`leoflow postgres stop`"), "{said}");
 
     let out = run(&["postgres", "status"], None, Some(&home));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
@@ -303,15 +310,109 @@ fn commands_that_need_the_database_start_the_managed_cluster() {
     // `events tail` starts it again, and the schema is still there.
     let out = run(&["events", "tail"], None, Some(&home));
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: started the managed Postgres"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(&["db", "migrate"], None, Some(&home));
     assert!(
         stdout(&out).contains("schema already at version"),
         "{}",
         stdout(&out)
     );
+    assert!(
+        !stderr(&out).contains("started"),
+        "it was running already: {}",
+        stderr(&out)
+    );
     let out = run(&["postgres", "stop"], None, Some(&home));
     assert!(out.status.success());
     remove_home(&home);
+}
+
+#[test]
+fn a_cluster_relocated_for_root_is_listed_by_status_and_removed_by_destroy() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root's clusters are relocated");
+        return;
+    }
+    // A home Postgres's user cannot reach, as /root is.
+    let private = scratch_home("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let home = private.join("home");
+    /// Whatever happens, no relocated cluster of this test stays behind.
+    struct Destroy(PathBuf);
+    impl Drop for Destroy {
+        fn drop(&mut self) {
+            let _ = run(&["postgres", "destroy", "--yes"], None, Some(&self.0));
+        }
+    }
+    let _destroy = Destroy(home.clone());
+    let out = run(&["postgres", "start"], None, Some(&home));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let real = std::fs::read_link(home.join("postgres")).expect("relocated behind a link");
+    assert!(
+        real.starts_with("/var/lib/leoflow/clusters"),
+        "{}",
+        real.display()
+    );
+
+    let out = run(&["postgres", "status"], None, Some(&home));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("Its files are in {}", real.display())),
+        "{}",
+        stdout(&out)
+    );
+
+    // The home is removed by hand, the server still running: the relocated cluster is left
+    // behind, and status says so from any other home.
+    let other = scratch_home("other");
+    std::fs::remove_dir_all(&private).unwrap();
+    let out = run(&["postgres", "status"], None, Some(&other));
+    assert!(
+        stdout(&out).contains(&format!("Left behind: {}", real.display())),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains(&home.display().to_string()),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(&["postgres", "destroy"], None, Some(&home));
+    assert_eq!(out.status.code(), Some(1), "destroying needs --yes");
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(real.exists());
+    let out = run(&["postgres", "destroy", "--yes"], None, Some(&home));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("removed {}", real.display())),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!real.exists(), "the relocated cluster is gone");
+    let out = run(&["postgres", "status"], None, Some(&other));
+    assert!(
+        !stdout(&out).contains(&real.display().to_string()),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["postgres", "destroy", "--yes"], None, Some(&home));
+    assert!(
+        stdout(&out).contains("There is no managed cluster"),
+        "{}",
+        stdout(&out)
+    );
+    remove_home(&other);
 }
 
 #[test]

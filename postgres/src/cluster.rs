@@ -8,7 +8,9 @@
 //! user (`postgres`, else `nobody`) that owns its directories. That user must be able to reach
 //! the root directory; when an ancestor (typically `/root`, mode 0700) keeps it out, the cluster
 //! lives in `/var/lib/leoflow/clusters/<hash of the requested root>` instead, and the requested
-//! root becomes a symlink to it.
+//! root becomes a symlink to it. The relocated directory records the root it stands for
+//! (`requested-root`), so `leoflow postgres status` can list relocated clusters whose home is
+//! gone and `leoflow postgres destroy` removes both.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -29,7 +31,10 @@ const MAX_SOCKET_PATH: usize = 107;
 pub const SUPERUSER: &str = "leoflow";
 
 /// Where root-run clusters go when the requested root is out of the service user's reach.
-const RELOCATION_ROOT: &str = "/var/lib/leoflow/clusters";
+pub const RELOCATION_ROOT: &str = "/var/lib/leoflow/clusters";
+
+/// The file in a relocated cluster naming the root it was requested at.
+const REQUESTED_ROOT_FILE: &str = "requested-root";
 
 /// Server settings beyond the socket-only ones every managed cluster has.
 #[derive(Debug, Clone)]
@@ -88,6 +93,27 @@ pub enum StopOutcome {
     Stopped,
     /// It was not running.
     NotRunning,
+}
+
+/// What [`ManagedCluster::destroy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyOutcome {
+    /// These directories (and links) were removed; the server was stopped first if it ran.
+    Removed(Vec<PathBuf>),
+    /// There was no cluster.
+    NothingThere,
+}
+
+/// A cluster living under [`RELOCATION_ROOT`] (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelocatedCluster {
+    /// Where it lives.
+    pub root: PathBuf,
+    /// The root it stands for, when recorded.
+    pub requested_root: Option<PathBuf>,
+    /// Whether that root still leads here (a link to it): if not, its home was removed and
+    /// nothing else will ever remove it.
+    pub linked: bool,
 }
 
 /// Why the managed cluster could not be started, stopped or used.
@@ -189,8 +215,14 @@ impl ManagedCluster {
         } else {
             None
         };
+        // A cluster already relocated stays found even when its home is gone (and with it the
+        // reason it had to move): `leoflow postgres destroy` must still reach it.
+        let moved = relocated(&requested_root);
+        let real_dir = fs::symlink_metadata(&requested_root).is_ok_and(|m| m.is_dir());
         let root = match &service_user {
-            Some(user) if !reachable_by(&requested_root, user) => relocated(&requested_root),
+            Some(user) if !reachable_by(&requested_root, user) || (moved.is_dir() && !real_dir) => {
+                moved
+            }
             _ => requested_root.clone(),
         };
         Ok(Self {
@@ -206,6 +238,74 @@ impl ManagedCluster {
     /// relocated for root; see the module docs).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory the cluster was asked to live in (`$LEOFLOW_HOME/postgres`).
+    pub fn requested_root(&self) -> &Path {
+        &self.requested_root
+    }
+
+    /// Whether it lives elsewhere, under [`RELOCATION_ROOT`], for Postgres's user to reach it.
+    pub fn is_relocated(&self) -> bool {
+        self.root != self.requested_root
+    }
+
+    /// Stops the cluster if it runs and deletes it: its directory, and when relocated the link
+    /// that stood for it. Its data is gone for good.
+    pub fn destroy(&self) -> Result<DestroyOutcome, ClusterError> {
+        let mut removed = Vec::new();
+        if self.root.exists() {
+            self.stop()?;
+            fs::remove_dir_all(&self.root).map_err(|source| ClusterError::Io {
+                what: "removing",
+                path: self.root.clone(),
+                source,
+            })?;
+            removed.push(self.root.clone());
+        }
+        let link = fs::symlink_metadata(&self.requested_root)
+            .is_ok_and(|meta| meta.file_type().is_symlink());
+        if self.is_relocated() && link {
+            fs::remove_file(&self.requested_root).map_err(|source| ClusterError::Io {
+                what: "removing",
+                path: self.requested_root.clone(),
+                source,
+            })?;
+            removed.push(self.requested_root.clone());
+        }
+        Ok(if removed.is_empty() {
+            DestroyOutcome::NothingThere
+        } else {
+            DestroyOutcome::Removed(removed)
+        })
+    }
+
+    /// Every cluster relocated on this machine (by any home), in name order.
+    pub fn relocated_clusters() -> Vec<RelocatedCluster> {
+        let Ok(entries) = fs::read_dir(RELOCATION_ROOT) else {
+            return Vec::new();
+        };
+        let mut found: Vec<RelocatedCluster> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| {
+                let root = entry.path();
+                let requested_root = fs::read_to_string(root.join(REQUESTED_ROOT_FILE))
+                    .ok()
+                    .map(|text| PathBuf::from(text.trim_end_matches('\n')));
+                let linked = requested_root
+                    .as_ref()
+                    .and_then(|r| fs::read_link(r).ok())
+                    .is_some_and(|target| target == root);
+                RelocatedCluster {
+                    root,
+                    requested_root,
+                    linked,
+                }
+            })
+            .collect();
+        found.sort_by(|a, b| a.root.cmp(&b.root));
+        found
     }
 
     /// The data directory.
@@ -320,6 +420,24 @@ impl ManagedCluster {
         }
     }
 
+    /// Whether the server died without shutting down: `postmaster.pid` is still there but names
+    /// no live process (a clean stop, `pg_ctl stop` or `restart` included, removes the file
+    /// first). Reads one file and `/proc`, so it is cheap enough to ask every second.
+    pub fn crashed(&self) -> bool {
+        let Ok(text) = fs::read_to_string(self.data_dir().join("postmaster.pid")) else {
+            return false;
+        };
+        match text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            Some(pid) if pid > 0 => !process_alive(pid),
+            // Being written by a starting server.
+            _ => false,
+        }
+    }
+
     /// Creates `database` unless it exists. The cluster must be running.
     pub async fn ensure_database(&self, database: &str) -> Result<(), ClusterError> {
         let sql_error = |source| ClusterError::Sql {
@@ -370,6 +488,17 @@ impl ManagedCluster {
             create_dir(Path::new(RELOCATION_ROOT), 0o755)?;
         }
         create_dir(&self.root, 0o700)?;
+        if self.is_relocated() {
+            let record = self.root.join(REQUESTED_ROOT_FILE);
+            let text = format!("{}\n", self.requested_root.display());
+            if fs::read_to_string(&record).ok().as_deref() != Some(text.as_str()) {
+                fs::write(&record, text).map_err(|source| ClusterError::Io {
+                    what: "writing",
+                    path: record,
+                    source,
+                })?;
+            }
+        }
         if self.root != self.requested_root && !self.requested_root.exists() {
             if let Some(parent) = self.requested_root.parent() {
                 create_dir(parent, 0o700)?;
@@ -586,6 +715,19 @@ fn reachable_by(path: &Path, user: &ServiceUser) -> bool {
                 || (meta.uid() == user.uid && mode & 0o100 != 0)
         }
     })
+}
+
+/// Whether `pid` is a running process: present and not a zombie (a killed server nobody has
+/// reaped yet is dead for our purposes).
+fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 fn relocated(requested: &Path) -> PathBuf {

@@ -18,7 +18,10 @@ pub mod migrate;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use cluster::{ClusterError, ClusterSettings, ManagedCluster, StartOutcome, StopOutcome};
+pub use cluster::{
+    ClusterError, ClusterSettings, DestroyOutcome, ManagedCluster, RelocatedCluster, StartOutcome,
+    StopOutcome,
+};
 pub use datastore::{ConnectError, Database, Datastore, PostgresChoice};
 pub use locate::{LocateError, PgBuild};
 pub use migrate::{MigrateError, MigrationReport};

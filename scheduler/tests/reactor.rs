@@ -1,5 +1,6 @@
 //! The reactor against a real Postgres, with an in-process executor standing in for agents.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -776,4 +777,83 @@ async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
     // two agents would run the try.
     let unfenced = decide(started).await;
     assert!(unfenced.is_ok(), "the try number alone does not fence it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_leave_the_reactors_memory_and_a_cleared_one_comes_back_from_the_log() {
+    let db = fresh_database().await;
+    // r4's last task stays running: the one run with work in flight.
+    let (store, executor) = executor(
+        &db,
+        Box::new(|attempt: &Attempt| {
+            (attempt.ti.run_id != "r4" || attempt.ti.task_id != "c").then_some(Outcome::Success)
+        }),
+    );
+    register_chain(&store).await;
+    let (stop, stopped) = watch::channel(false);
+    let reactor = Reactor::new(store.clone(), executor.clone());
+    let (held, specs) = (reactor.runs_held(), reactor.specs());
+    let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
+    let runs = ["r0", "r1", "r2", "r3", "r4"];
+    for run in runs {
+        trigger_run(&store, run).await;
+    }
+    for run in &runs[..4] {
+        assert_eq!(wait_for_run_end(&store, run).await, "success");
+    }
+    let holds = |expected: usize| {
+        let (held, specs) = (held.clone(), specs.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let now = (held.load(Ordering::Relaxed), specs.cached_runs());
+                if now.0 == expected && now.1 <= expected {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "(model, cache) hold {now:?} runs, not {expected}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Only r4, whose try is in flight, is still held.
+    holds(1).await;
+
+    // Clearing a finished run brings it back: the reactor reloads it and runs c again.
+    let from = store.head().await.unwrap() + 1;
+    let clear = Command::Clear {
+        task_ids: vec!["c".into()],
+        only_map_indexes: Default::default(),
+        downstream: false,
+    };
+    submit(&store, &Specs::default(), "chain", "r0", clear, "test")
+        .await
+        .unwrap();
+    let mut subscription = store.subscribe(from).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .expect("the cleared run did not end again")
+            .unwrap();
+        if let Event::RunSucceeded(e) = event.decode().unwrap()
+            && e.run_id == "r0"
+        {
+            break;
+        }
+    }
+    let c_of_r0 = executor
+        .dispatched
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.ti.run_id == "r0" && a.ti.task_id == "c")
+        .map(|a| a.try_number)
+        .collect::<Vec<_>>();
+    assert_eq!(c_of_r0, [1, 2], "c of r0 ran again, as its next try");
+    holds(1).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
 }

@@ -244,6 +244,17 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&project)?;
     std::fs::write(project.join("dag.py"), dag_file())?;
 
+    // Stopped however the benchmark ends: a Lite left running would hold the database.
+    struct LiteChild(std::process::Child);
+    impl Drop for LiteChild {
+        fn drop(&mut self) {
+            // SAFETY: plain signal to our own child.
+            unsafe {
+                libc::kill(self.0.id() as i32, libc::SIGTERM);
+            }
+            let _ = self.0.wait();
+        }
+    }
     let mut lite = Command::new(&binary)
         .arg("lite")
         .arg(&project)
@@ -251,8 +262,9 @@ async fn main() -> Result<()> {
         .env("LEOFLOW_DATABASE_URL", database.url("bench_execution"))
         .stdout(Stdio::piped())
         .spawn()
+        .map(LiteChild)
         .context("starting leoflow lite")?;
-    let stdout = lite.stdout.take().expect("piped");
+    let stdout = lite.0.stdout.take().expect("piped");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -261,7 +273,9 @@ async fn main() -> Result<()> {
             }
         }
     });
-    ready_rx.recv_timeout(Duration::from_secs(120))?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(120))
+        .context("leoflow lite did not start")?;
 
     println!("execution benchmark — {}", machine_description());
     println!("{REPEATS} runs of each DAG, one at a time; medians of the runs' figures\n");
@@ -281,11 +295,7 @@ async fn main() -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    // SAFETY: plain signal to our own child.
-    unsafe {
-        libc::kill(lite.id() as i32, libc::SIGTERM);
-    }
-    let _ = lite.wait();
+    drop(lite);
     let _ = std::fs::remove_dir_all(&project);
     database.stop()?;
     result

@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Subcommand;
-use leoflow_postgres::{ClusterSettings, ManagedCluster, StartOutcome, StopOutcome};
+use leoflow_postgres::{
+    ClusterSettings, DestroyOutcome, ManagedCluster, StartOutcome, StopOutcome,
+};
 
 use crate::datastore::DatastoreArgs;
 
@@ -15,8 +17,15 @@ pub enum PostgresCommand {
     Start,
     /// Stop the managed cluster.
     Stop,
-    /// Say whether the managed cluster is running, and where.
+    /// Say whether the managed cluster is running, and where; list clusters relocated for
+    /// root whose home is gone.
     Status,
+    /// Stop the managed cluster and delete it, data and all (also where it was relocated to).
+    Destroy {
+        /// Confirm: the database, the event log included, is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Runs a `postgres` subcommand.
@@ -58,13 +67,74 @@ pub async fn run(datastore: &DatastoreArgs, command: PostgresCommand) -> Result<
             }
         }
         PostgresCommand::Status => {
-            return Ok(if cluster.is_running()? {
-                println!("{} is running.", cluster.describe());
+            let running = cluster.is_running()?;
+            println!(
+                "{} is {}.",
+                cluster.describe(),
+                if running { "running" } else { "not running" }
+            );
+            if cluster.is_relocated() && cluster.root().exists() {
+                println!(
+                    "Its files are in {}, not under {}: Postgres's user ({}) cannot reach that \
+                     directory. `leoflow postgres destroy` removes both.",
+                    cluster.root().display(),
+                    cluster.requested_root().display(),
+                    cluster.runs_as().unwrap_or("postgres")
+                );
+            }
+            // A relocated cluster outlives its home's removal: nothing else would tell.
+            for orphan in ManagedCluster::relocated_clusters()
+                .into_iter()
+                .filter(|c| !c.linked && c.root != cluster.root())
+            {
+                match &orphan.requested_root {
+                    Some(requested) => println!(
+                        "Left behind: {} was the managed cluster of {}, which is gone; remove it \
+                         with `leoflow postgres destroy --yes --home {}`.",
+                        orphan.root.display(),
+                        requested.display(),
+                        requested.parent().unwrap_or(requested).display()
+                    ),
+                    None => println!(
+                        "Left behind: {} is a relocated managed cluster of an unknown home; \
+                         stop it with `pg_ctl stop -D {}/data` and remove the directory.",
+                        orphan.root.display(),
+                        orphan.root.display()
+                    ),
+                }
+            }
+            return Ok(if running {
                 ExitCode::SUCCESS
             } else {
-                println!("{} is not running.", cluster.describe());
                 ExitCode::from(3)
             });
+        }
+        PostgresCommand::Destroy { yes } => {
+            if !yes {
+                bail!(
+                    "`leoflow postgres destroy` deletes the managed cluster under {}, the event \
+                     log included; run it again with --yes to confirm",
+                    datastore.home().display()
+                );
+            }
+            let outcome = tokio::task::spawn_blocking({
+                let cluster = cluster.clone();
+                move || cluster.destroy()
+            })
+            .await??;
+            match outcome {
+                DestroyOutcome::Removed(paths) => {
+                    for path in paths {
+                        println!("removed {}", path.display());
+                    }
+                }
+                DestroyOutcome::NothingThere => {
+                    println!(
+                        "There is no managed cluster for {}.",
+                        datastore.home().display()
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

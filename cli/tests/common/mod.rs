@@ -1,7 +1,10 @@
-//! What the `leoflow` process tests share: the checkout, free ports, URL segments, and stopping
-//! a Lite child the way a user's Ctrl-C would.
+//! What the `leoflow` process tests share: the checkout, free ports, URL segments, stopping
+//! a Lite child the way a user's Ctrl-C would, and ([`lite`]) a Lite on a home of its own
+//! driven through its API.
 // Each test binary uses its own subset.
 #![allow(dead_code)]
+
+pub mod lite;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

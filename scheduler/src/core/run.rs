@@ -109,6 +109,11 @@ impl RunStatus {
             RunStatus::Failed => "failed",
         }
     }
+
+    /// Whether the run is over: only a clear (`RunCleared`) brings it back.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Success | RunStatus::Failed)
+    }
 }
 
 /// A dag run as the scheduler sees it.

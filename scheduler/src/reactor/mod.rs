@@ -22,7 +22,7 @@ pub mod runs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -144,7 +144,11 @@ pub struct Reactor {
     exits: Option<mpsc::UnboundedReceiver<AttemptExit>>,
     started_at: DateTime<Utc>,
     dags: HashMap<String, DagEntry>,
+    /// The unfinished runs: a run leaves when it ends, so the model (and every pass over it)
+    /// grows with the work in progress, not with history.
     runs: BTreeMap<(String, String), RunEntry>,
+    /// `runs.len()`, readable from outside while the reactor runs.
+    runs_held: Arc<AtomicUsize>,
     pools: BTreeMap<String, i32>,
     in_flight: HashMap<TaskInstanceKey, InFlight>,
     /// The epoch of this scheduler's current term (0 while it does not lead): every decision
@@ -168,6 +172,7 @@ impl Reactor {
             started_at: Utc::now(),
             dags: HashMap::new(),
             runs: BTreeMap::new(),
+            runs_held: Arc::default(),
             pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
             in_flight: HashMap::new(),
             epoch: 0,
@@ -196,6 +201,11 @@ impl Reactor {
     /// The DAG versions and run states this reactor has loaded (shared with the agent service).
     pub fn specs(&self) -> Specs {
         self.specs.clone()
+    }
+
+    /// How many runs the reactor's model holds: the unfinished ones.
+    pub fn runs_held(&self) -> Arc<AtomicUsize> {
+        self.runs_held.clone()
     }
 
     /// Signs of life of tries in flight (the agent service records them).
@@ -267,7 +277,9 @@ impl Reactor {
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 event = subscription.next() => match event {
-                    Ok(event) => self.apply(&event).await,
+                    Ok(event) => if let Err(error) = self.apply(&event).await {
+                        break Err(error);
+                    },
                     Err(error) => break Err(error.into()),
                 },
                 Some(exit) = next_exit(&mut exits) => self.agent_exited(exit).await,
@@ -297,7 +309,7 @@ impl Reactor {
         subscription: &mut leoflow_events::Subscription,
     ) -> Result<(), ReactorError> {
         while let Some(event) = subscription.try_next().await? {
-            self.apply(&event).await;
+            self.apply(&event).await?;
         }
         Ok(())
     }
@@ -306,12 +318,19 @@ impl Reactor {
     fn forget_model(&mut self) {
         self.dags.clear();
         self.runs.clear();
+        self.runs_held.store(0, Ordering::Relaxed);
         self.pools = BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]);
         self.in_flight.clear();
     }
 
     /// Folds one recorded event into the model.
-    async fn apply(&mut self, recorded: &RecordedEvent) {
+    async fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ReactorError> {
+        let folded = self.fold(recorded).await;
+        self.runs_held.store(self.runs.len(), Ordering::Relaxed);
+        folded
+    }
+
+    async fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), ReactorError> {
         let event = match recorded.decode() {
             Ok(event) => event,
             Err(error) => {
@@ -320,7 +339,7 @@ impl Reactor {
                     "scheduler: event at position {} is unreadable: {error}",
                     recorded.position
                 );
-                return;
+                return Ok(());
             }
         };
         match &event {
@@ -397,14 +416,69 @@ impl Reactor {
                 self.track_in_flight(recorded, other);
                 let key = match (other.dag_id(), other.run_id()) {
                     (Some(dag), Some(run)) => (dag.to_owned(), run.to_owned()),
-                    _ => return,
+                    _ => return Ok(()),
                 };
                 if let Some(run) = self.runs.remove(&key) {
                     let state = evolve(run.state, other);
-                    self.runs.insert(key, RunEntry { state, ..run });
+                    // A finished run needs nothing more from the scheduler, nor its cached
+                    // state from the deciders of this process.
+                    if state.status.is_finished() {
+                        self.specs.forget_run(&key.0, &key.1);
+                    } else {
+                        self.runs.insert(key, RunEntry { state, ..run });
+                    }
+                } else if matches!(other, Event::RunCleared(_)) {
+                    // A finished run cleared: it comes back, as the log has it up to here.
+                    self.reload_run(key, recorded.position).await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Folds a run's stream up to `position` into the model (a finished run that was dropped
+    /// and is running again). Not the state at the head: the events after `position` are still
+    /// to be applied, in order. A failed read is the reactor's failure (it steps down and
+    /// rebuilds its model), never a run silently left out.
+    async fn reload_run(
+        &mut self,
+        key: (String, String),
+        position: i64,
+    ) -> Result<(), ReactorError> {
+        let (dag_id, run_id) = (&key.0, &key.1);
+        let recorded = self
+            .store
+            .read_stream(&runs::run_stream(dag_id, run_id), 1)
+            .await?;
+        // An unreadable event was skipped (and reported) when it was applied; so it is here.
+        let events: Vec<Event> = recorded
+            .iter()
+            .take_while(|e| e.position <= position)
+            .filter_map(|e| e.decode().ok())
+            .collect();
+        let Some(Event::RunQueued(queued)) = events.first() else {
+            eprintln!("scheduler: run {dag_id}/{run_id} has no RunQueued; not scheduled");
+            return Ok(());
+        };
+        let version = queued.dag_version_hash.clone().unwrap_or_default();
+        let run_after = queued.run_after;
+        let spec = match self.specs.get(&self.store, dag_id, &version).await {
+            Ok(spec) => spec,
+            Err(error) => {
+                eprintln!("scheduler: run {dag_id}/{run_id} cannot be scheduled: {error}");
+                return Ok(());
+            }
+        };
+        let state = events.iter().fold(RunState::queued(&spec, run_id), evolve);
+        self.runs.insert(
+            key,
+            RunEntry {
+                spec,
+                state,
+                run_after,
+            },
+        );
+        Ok(())
     }
 
     /// Keeps the set of tries in flight; stops at the executor a try that someone other than

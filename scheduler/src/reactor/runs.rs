@@ -68,9 +68,9 @@ type SpecCache = HashMap<(String, String), Arc<DagSpec>>;
 type DocumentCache = HashMap<(String, String), Arc<serde_json::Value>>;
 
 /// Loaded DAG versions, by (dag_id, version hash), with their dag.json documents. Versions
-/// are immutable, so never stale. Also keeps the last folded state of each run stream, so
-/// loading a run reads only the events appended since (a fan-out of 1,000 tasks would
-/// otherwise re-read its whole stream for every report).
+/// are immutable, so never stale. Also keeps the last folded state of each unfinished run
+/// stream, so loading a run reads only the events appended since (a fan-out of 1,000 tasks
+/// would otherwise re-read its whole stream for every report).
 #[derive(Debug, Clone, Default)]
 pub struct Specs {
     loaded: Arc<Mutex<SpecCache>>,
@@ -140,6 +140,20 @@ impl Specs {
         Ok(spec)
     }
 
+    /// How many run states the cache holds.
+    pub fn cached_runs(&self) -> usize {
+        self.runs.lock().expect("not poisoned").len()
+    }
+
+    /// Drops a run's cached state: the run ended (the cache holds the state a decision was
+    /// made on, from before the events that ended it, so it cannot tell by itself).
+    pub fn forget_run(&self, dag_id: &str, run_id: &str) {
+        self.runs
+            .lock()
+            .expect("not poisoned")
+            .remove(&run_stream(dag_id, run_id));
+    }
+
     /// The dag.json document of a DAG version (what the agent hands its task runner).
     pub async fn document(
         &self,
@@ -190,6 +204,12 @@ pub async fn load_run(
         None => load_run_from_start(store, specs, dag_id, run_id, &stream).await?,
     };
     let mut runs = specs.runs.lock().expect("not poisoned");
+    // A finished run leaves the cache: nothing runs in it, and a clear or a late report is rare
+    // enough to pay for reading its stream again.
+    if run.state.status.is_finished() {
+        runs.remove(&stream);
+        return Ok(run);
+    }
     if runs.len() >= RUN_CACHE_LIMIT {
         runs.clear();
     }

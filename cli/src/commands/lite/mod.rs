@@ -8,12 +8,14 @@
 //! SIGTERM), and stops what it started.
 //!
 //! Its other parts: [`reload`] (hot reload on save), [`lock`] (one Lite per home),
-//! [`provision`] (what the host has) and [`backup`] (backup and restore of a home).
+//! [`provision`] (what the host has), [`backup`] (backup and restore of a home) and
+//! [`watchdog`] (starting a managed Postgres that died again).
 
 mod backup;
 mod lock;
 mod provision;
 mod reload;
+mod watchdog;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -252,6 +254,9 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     backup::remember_project(&home, &project_dir);
     let (python, project_venv) = with_project_venv(&home, &project_dir, python, &note).await?;
     let mut database = datastore.open_for_lite(&store_choice).await?;
+    // Whoever started it, Lite's managed Postgres is Lite's database: one that dies is started
+    // again while Lite runs.
+    let watchdog = database.cluster.clone().map(watchdog::spawn);
     let owned_cluster = OwnedCluster::claim(&home, &mut database)?;
     let caught_up = replay::catch_up(&database.pool).await?;
     let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
@@ -379,6 +384,9 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         }
     };
     drop(subscription);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = http_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), http_server).await;
     metrics_server.abort();
