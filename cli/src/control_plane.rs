@@ -14,6 +14,7 @@ use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::SubprocessExecutor;
 use leoflow_executors::{AgentConfig, Executor};
 use leoflow_scheduler::agents::AgentService;
+use leoflow_scheduler::liveness::Liveness;
 use leoflow_scheduler::reactor::runs::Specs;
 use leoflow_scheduler::reactor::{Reactor, Supervision};
 use leoflow_secrets::{MasterKeys, Vault};
@@ -140,8 +141,12 @@ impl ControlPlane {
                 Arc::new(executor)
             }
         };
+        // Shared through Postgres: another control plane on this database that becomes the
+        // leader must not fail the tries whose agents heartbeat to this one.
+        let liveness = Liveness::shared(store.pool().clone());
         let reactor = Reactor::new(store.clone(), executor)
             .with_supervision(options.supervision.clone())
+            .with_liveness(liveness.clone())
             .with_exits(exits_rx);
         let specs = reactor.specs();
         let vault = options
@@ -159,6 +164,7 @@ impl ControlPlane {
         }
         service = service.with_max_xcom_bytes(options.max_xcom_bytes);
         let (shutdown, watcher) = watch::channel(false);
+        liveness.flush_every(options.heartbeat_interval, watcher.clone());
         let mut server_stop = watcher.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()

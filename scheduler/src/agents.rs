@@ -8,9 +8,8 @@
 //! ([`crate::core::run::Command`]) decided against the run's stream, so fencing is the state
 //! machine's, not this module's.
 
-use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -31,40 +30,9 @@ use uuid::Uuid;
 
 use crate::core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
 use crate::core::spec::TaskKind;
+use crate::liveness::Liveness;
 use crate::reactor::runs::{LoadedRun, Specs, SubmitError, load_run, submit_fenced};
 use crate::task_logs;
-
-/// When each in-flight attempt (by its token's digest, which is all a restarted scheduler
-/// knows of it) last showed a sign of life. The service writes it; the reactor fails attempts
-/// that stay silent past their heartbeat deadline.
-#[derive(Debug, Clone, Default)]
-pub struct Liveness {
-    seen: Arc<Mutex<HashMap<AttemptDigest, Instant>>>,
-}
-
-impl Liveness {
-    /// Records a sign of life of the attempt `token`.
-    pub fn touch(&self, attempt: AttemptDigest) {
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .insert(attempt, Instant::now());
-    }
-
-    /// When the attempt was last seen, if ever since this process started.
-    pub fn last_seen(&self, attempt: &AttemptDigest) -> Option<Instant> {
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .get(attempt)
-            .copied()
-    }
-
-    /// Forgets an attempt that is over.
-    pub fn forget(&self, attempt: &AttemptDigest) {
-        self.seen.lock().expect("not poisoned").remove(attempt);
-    }
-}
 
 /// The gRPC service agents call.
 #[derive(Clone)]

@@ -11,6 +11,7 @@ use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
 use leoflow_scheduler::core::run::{Command, Outcome};
+use leoflow_scheduler::liveness::Liveness;
 use leoflow_scheduler::reactor::dispatch::BufferedDispatcher;
 use leoflow_scheduler::reactor::runs::{Specs, submit};
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor, Supervision};
@@ -136,6 +137,21 @@ fn start_supervised(
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = watch::channel(false);
     let reactor = Reactor::new(store.clone(), executor).with_supervision(supervision);
+    let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
+    (stop, handle)
+}
+
+/// Starts a reactor keeping its signs of life in `liveness`.
+fn start_sharing(
+    store: &EventStore,
+    executor: Arc<FakeExecutor>,
+    supervision: Supervision,
+    liveness: Liveness,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = watch::channel(false);
+    let reactor = Reactor::new(store.clone(), executor)
+        .with_supervision(supervision)
+        .with_liveness(liveness);
     let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
     (stop, handle)
 }
@@ -856,4 +872,85 @@ async fn finished_runs_leave_the_reactors_memory_and_a_cleared_one_comes_back_fr
     holds(1).await;
     stop.send(true).unwrap();
     handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_in_another_process_spares_tries_whose_agents_are_alive() {
+    let db = fresh_database().await;
+    // Tries stay running: their agents live on, heartbeating to the first scheduler's process.
+    let (store, first_executor) = executor(&db, Box::new(|_: &Attempt| None));
+    let (_, second_executor) = executor(&db, Box::new(|_: &Attempt| None));
+    register_chain(&store).await;
+    let quick = Supervision {
+        heartbeat_timeout: Duration::from_secs(2),
+        scheduler_heartbeat: Duration::from_millis(200),
+        ..Supervision::default()
+    };
+    let first_liveness = Liveness::shared(db.pool.clone());
+    let (stop_first, first) = start_sharing(
+        &store,
+        first_executor.clone(),
+        quick.clone(),
+        first_liveness.clone(),
+    );
+    trigger_run(&store, "r1").await;
+    first_dispatch(&first_executor).await;
+    let attempt = first_executor.dispatched.lock().unwrap()[0].clone();
+    let started = Command::ReportStarted {
+        task_id: attempt.ti.task_id.clone(),
+        map_index: attempt.ti.map_index,
+        try_number: attempt.try_number,
+        hostname: "test".into(),
+        pid: None,
+    };
+    submit(&store, &Specs::default(), "chain", "r1", started, "agent")
+        .await
+        .unwrap();
+
+    // The agent heartbeats to the first process (its service records each beat).
+    let digest = leoflow_events::AttemptDigest::of(&attempt.attempt_token);
+    let (stop_beating, beating) = watch::channel(false);
+    let beats = tokio::spawn({
+        let liveness = first_liveness.clone();
+        let digest = digest.clone();
+        async move {
+            while !*beating.borrow() {
+                liveness.touch(digest.clone());
+                liveness.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+
+    // The first scheduler steps down; one in another process, with its own memory, leads.
+    let (stop_second, second) = start_sharing(
+        &store,
+        second_executor.clone(),
+        quick,
+        Liveness::shared(db.pool.clone()),
+    );
+    stop_first.send(true).unwrap();
+    first.await.unwrap();
+    let ended = |events: &[Event]| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::TaskFailed(_) | Event::TaskUpForRetry(_)))
+    };
+    // Well past the 2 s heartbeat timeout counted from the new leader's start: still running.
+    let watch_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < watch_until {
+        let events = run_events(&store, "r1").await;
+        assert!(
+            !ended(&events),
+            "the new leader failed a live try: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The agent dies: now the new leader fails its try.
+    stop_beating.send(true).unwrap();
+    beats.await.unwrap();
+    assert_eq!(wait_for_run_end(&store, "r1").await, "failed");
+    stop_second.send(true).unwrap();
+    second.await.unwrap();
 }

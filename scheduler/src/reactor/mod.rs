@@ -28,8 +28,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use leoflow_events::catalog::{LEADER_STREAM, RunQueued, SchedulerElected};
 use leoflow_events::{
-    AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent, RunType,
-    StoreError, TaskInstanceKey,
+    AppendBatch, AppendError, AttemptDigest, Event, EventStore, ExpectedVersion, Metadata,
+    RecordedEvent, RunType, StoreError, TaskInstanceKey,
 };
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
 
-use crate::agents::Liveness;
+use crate::liveness::Liveness;
 use crate::task_logs;
 use dispatch::BufferedDispatcher;
 
@@ -189,6 +189,13 @@ impl Reactor {
     /// Supervises tries with these deadlines.
     pub fn with_supervision(mut self, supervision: Supervision) -> Self {
         self.supervision = supervision;
+        self
+    }
+
+    /// Keeps signs of life in `liveness` (shared through Postgres, so another process's
+    /// agents count after a change of leader).
+    pub fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
         self
     }
 
@@ -582,6 +589,9 @@ impl Reactor {
                 next = Some(next.map_or(deadline, |n| n.min(deadline)));
             }
         }
+        let due = self
+            .unless_heard_elsewhere(due, now, silence, &mut next)
+            .await;
         for (attempt, kind) in due {
             let settled = match kind {
                 Due::Lost => self.dispatch_again(&attempt).await,
@@ -599,6 +609,51 @@ impl Reactor {
             }
         }
         next
+    }
+
+    /// Keeps from `due` the tries this process thinks silent that no process heard from within
+    /// `silence` either (agents heartbeat to the process they know, which after a change of
+    /// leader may be another one); a try heard elsewhere is due again `silence` after that.
+    async fn unless_heard_elsewhere(
+        &self,
+        due: Vec<(AttemptKey, Due)>,
+        now: DateTime<Utc>,
+        silence: chrono::Duration,
+        next: &mut Option<DateTime<Utc>>,
+    ) -> Vec<(AttemptKey, Due)> {
+        let quiet: Vec<&AttemptDigest> = due
+            .iter()
+            .filter(|(_, kind)| !matches!(kind, Due::TimedOut))
+            .map(|(attempt, _)| &attempt.digest)
+            .collect();
+        if quiet.is_empty() {
+            return due;
+        }
+        let seen = match self.liveness.seen_anywhere(&quiet).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                // Failing tries on this process's memory alone could fail live ones: wait.
+                eprintln!("scheduler: cannot read the agents' signs of life: {error}");
+                let retry = now + chrono::Duration::seconds(1);
+                *next = Some(next.map_or(retry, |n| n.min(retry)));
+                return due
+                    .into_iter()
+                    .filter(|(_, kind)| matches!(kind, Due::TimedOut))
+                    .collect();
+            }
+        };
+        due.into_iter()
+            .filter(|(attempt, kind)| {
+                let heard = seen.get(&attempt.digest).map(|at| *at + silence);
+                match heard {
+                    Some(deadline) if deadline > now && !matches!(kind, Due::TimedOut) => {
+                        *next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .collect()
     }
 
     /// Hands a lost dispatch out again under a new token (the same try: nothing ran). Returns
