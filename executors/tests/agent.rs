@@ -233,3 +233,38 @@ async fn secrets_a_task_read_are_masked_in_its_log_and_rendered_fields() {
         "{rendered}"
     );
 }
+
+/// A runner that prints one line of 200,000 characters (no newline until the end) and a short one.
+const PRINTS_A_HUGE_LINE: &str = r#"
+head -c 200000 /dev/zero | tr '\0' 'x' >&2
+echo ' end' >&2
+echo 'after' >&2
+echo '{"op":"done","outcome":"success"}'
+read -r answer
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_of_any_length_is_kept_whole_in_pieces() {
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "@task"}),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    let runner = scripted_runner("huge.sh", PRINTS_A_HUGE_LINE);
+    agent::run(config(endpoint, runner)).await.unwrap();
+
+    let logs = state.logs.lock().unwrap().clone();
+    let pieces: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.starts_with('x') || l.ends_with(" end"))
+        .collect();
+    assert!(pieces.len() >= 4, "split into pieces: {}", pieces.len());
+    assert!(pieces.iter().all(|p| p.len() <= 64 * 1024));
+    let joined: String = pieces.iter().map(|p| p.as_str()).collect();
+    assert_eq!(
+        joined,
+        format!("{} end", "x".repeat(200_000)),
+        "nothing lost"
+    );
+    assert!(logs.iter().any(|l| l == "after"));
+}
