@@ -761,14 +761,16 @@ async fn write_line(
     stdin.flush().await
 }
 
+/// The longest log line kept as one; longer ones are split into pieces of at most this size.
+const MAX_LINE: usize = 64 * 1024;
+
 /// Reads the runner's stderr as log lines: bytes that are not UTF-8 are replaced (a task may
-/// print binary garbage), NUL bytes dropped (Postgres text cannot hold them), very long lines
-/// split.
+/// print binary garbage), NUL bytes dropped (Postgres text cannot hold them), lines longer than
+/// [`MAX_LINE`] split between characters, so no byte is lost or mangled.
 async fn read_log_lines(
     mut stderr: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
     tx: mpsc::Sender<String>,
 ) {
-    const MAX_LINE: usize = 64 * 1024;
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -779,20 +781,49 @@ async fn read_log_lines(
         pending.extend_from_slice(&chunk[..n]);
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if tx.send(clean_line(&line[..end])).await.is_err() {
-                return;
+            for piece in pieces(&line[..end]) {
+                if tx.send(clean_line(piece)).await.is_err() {
+                    return;
+                }
             }
         }
+        // A line still without its end is sent in pieces once it is long enough.
         while pending.len() > MAX_LINE {
-            let line: Vec<u8> = pending.drain(..MAX_LINE).collect();
-            if tx.send(clean_line(&line)).await.is_err() {
+            let cut = char_boundary(&pending, MAX_LINE);
+            let piece: Vec<u8> = pending.drain(..cut).collect();
+            if tx.send(clean_line(&piece)).await.is_err() {
                 return;
             }
         }
     }
-    if !pending.is_empty() {
-        let _ = tx.send(clean_line(&pending)).await;
+    for piece in pieces(&pending) {
+        let _ = tx.send(clean_line(piece)).await;
     }
+}
+
+/// `line` in pieces of at most [`MAX_LINE`] bytes, cut between UTF-8 characters.
+fn pieces(mut line: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    while line.len() > MAX_LINE {
+        let (piece, rest) = line.split_at(char_boundary(line, MAX_LINE));
+        pieces.push(piece);
+        line = rest;
+    }
+    if !line.is_empty() || pieces.is_empty() {
+        pieces.push(line);
+    }
+    pieces
+}
+
+/// The last index at or below `max` that does not fall inside a UTF-8 character (`max` itself
+/// for bytes that are not UTF-8 at all).
+fn char_boundary(bytes: &[u8], max: usize) -> usize {
+    let continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
+    (max.saturating_sub(3)..=max)
+        .rev()
+        .find(|&i| i < bytes.len() && !continuation(bytes[i]))
+        .filter(|&i| i > 0)
+        .unwrap_or(max)
 }
 
 /// One log line as text: invalid UTF-8 replaced, NUL and a trailing `\r` dropped.
@@ -845,7 +876,23 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_line;
+    use super::{MAX_LINE, clean_line, pieces};
+
+    #[test]
+    fn long_lines_are_cut_between_characters() {
+        let line = "é".repeat(MAX_LINE);
+        let cut: Vec<String> = pieces(line.as_bytes())
+            .into_iter()
+            .map(clean_line)
+            .collect();
+        assert!(cut.len() >= 2);
+        assert!(
+            cut.iter()
+                .all(|p| p.len() <= MAX_LINE && !p.contains('\u{fffd}'))
+        );
+        assert_eq!(cut.concat(), line);
+        assert_eq!(pieces(b""), [b"" as &[u8]]);
+    }
 
     #[test]
     fn log_lines_survive_binary_garbage() {

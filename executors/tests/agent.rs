@@ -258,7 +258,8 @@ async fn a_log_line_of_any_length_is_kept_whole_in_pieces() {
         .iter()
         .filter(|l| l.starts_with('x') || l.ends_with(" end"))
         .collect();
-    assert!(pieces.len() >= 4, "split into pieces: {}", pieces.len());
+    let lengths: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+    assert!(pieces.len() >= 4, "split into pieces: {lengths:?}");
     assert!(pieces.iter().all(|p| p.len() <= 64 * 1024));
     let joined: String = pieces.iter().map(|p| p.as_str()).collect();
     assert_eq!(
