@@ -413,6 +413,19 @@ pub async fn verify(pool: &PgPool) -> Result<VerifyReport, ProjectError> {
     let mut tx = pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
+    // The live tables first, before the snapshot (LOCK takes none): a rebuild's swap cannot then
+    // come between the snapshot and the reads of the live tables, which would find the swapped-in
+    // tables empty in a snapshot older than them (see `rebuild`).
+    let live: Vec<String> = READ_MODEL_TABLES
+        .iter()
+        .map(|t| format!("\"{LIVE_SCHEMA}\".\"{t}\""))
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {} IN ACCESS SHARE MODE",
+        live.join(", ")
+    )))
+    .execute(&mut *tx)
+    .await?;
     let log_head = head(&mut *tx).await?;
     let schema = format!("leoflow_verify_{}", uuid::Uuid::new_v4().simple());
     create_shadow_schema(&mut tx, &schema).await?;
