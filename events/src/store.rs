@@ -193,10 +193,10 @@ impl EventStore {
 
     /// Appends a batch atomically: every event or none.
     ///
-    /// One transaction takes the log's advisory lock, checks each expected stream version,
-    /// assigns positions after the head, inserts the batch, applies the inline projection and
-    /// sends one `NOTIFY` with the new head. Holding the lock until commit is what makes
-    /// position order equal commit order.
+    /// One READ COMMITTED transaction takes the log's advisory lock, checks each expected stream
+    /// version, assigns positions after the head, inserts the batch, applies the inline
+    /// projection and sends one `NOTIFY` with the new head. Holding the lock until commit is
+    /// what makes position order equal commit order.
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, AppendError> {
         if batch.events.is_empty() && batch.expectations.is_empty() {
             return Ok(AppendOutcome { events: Vec::new() });
@@ -219,7 +219,16 @@ impl EventStore {
             .chain(batch.expectations.iter().map(|(s, _)| s.clone()))
             .collect();
 
-        let mut tx = self.pool.begin().await?;
+        // READ COMMITTED, set here rather than left to the server's default: the statement after
+        // the lock must take a new snapshot that includes the previous holder's commit. Under
+        // REPEATABLE READ (or SERIALIZABLE) the snapshot is the one of the transaction's first
+        // statement, the lock statement itself, taken before the lock was granted: the head and
+        // the stream versions read would be stale, and the append would fail on the previous
+        // holder's rows (a serialization failure) or check its expectations against old versions.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(LOG_LOCK_KEY)
             .execute(&mut *tx)

@@ -341,3 +341,69 @@ async fn sample_workload_appends_cleanly() {
         event.decode().unwrap();
     }
 }
+
+/// The append protocol needs READ COMMITTED: the statement after the lock must see the previous
+/// holder's commit. A server (or database) whose default isolation is REPEATABLE READ would
+/// give it a snapshot taken before the lock was granted, so it would read a stale head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_stay_gap_free_when_the_database_defaults_to_repeatable_read() {
+    const WRITERS: usize = 6;
+    const PER_WRITER: usize = 40;
+    let db = fresh_database().await;
+    let sql = format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+        db.name
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The setting applies to new sessions: a new pool.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(WRITERS as u32)
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    let default: String = sqlx::query_scalar("SHOW default_transaction_isolation")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(default, "repeatable read");
+    let store = EventStore::new(pool.clone());
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let batch = AppendBatch::new()
+                    .push(var(&format!("w{w}"), &i.to_string()), &Metadata::default())
+                    .push(var("shared", &format!("{w}:{i}")), &Metadata::default());
+                if let Err(e) = store.append(batch).await {
+                    panic!("writer {w}'s append {i} failed: {e}");
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let total = (WRITERS * PER_WRITER * 2) as i64;
+    assert_eq!(store.head().await.unwrap(), total);
+    let positions: Vec<i64> = store
+        .read_from(1, total + 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, (1..=total).collect::<Vec<_>>());
+    let shared = store.read_stream("variable:shared", 1).await.unwrap();
+    let versions: Vec<i64> = shared.iter().map(|e| e.stream_version).collect();
+    assert_eq!(
+        versions,
+        (1..=(WRITERS * PER_WRITER) as i64).collect::<Vec<_>>()
+    );
+    pool.close().await;
+}

@@ -3,7 +3,8 @@
 //! * [`rows`] — one struct per read-model table (the struct's fields are the columns).
 //! * [`table`] — the rows a batch touches, loaded and written back in bulk.
 //! * [`apply`] — the pure part: which rows an event needs and how it changes them.
-//! * [`replay`] — rebuild, point-in-time inspection, verify and catch-up.
+//! * [`replay`] — rebuild (into a scratch schema, swapped in), point-in-time inspection,
+//!   verify and catch-up.
 //!
 //! [`ReadModels`] is the inline projection the event store runs inside every append, so
 //! the API never reads a half-applied state.
@@ -56,6 +57,9 @@ pub enum ProjectError {
     /// Reading the log failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A rebuild could not swap its tables in; the live read models were left as they were.
+    #[error("the rebuilt read models were not swapped in: {0}")]
+    Swap(String),
 }
 
 /// Each projection's checkpoint: the last position it has applied.

@@ -1,5 +1,6 @@
-//! Rebuilding read models from the log: in place, into a side schema for point-in-time
-//! inspection, or into a throw-away schema to verify the live ones.
+//! Rebuilding read models from the log: into a scratch schema swapped in for the live one,
+//! into a side schema for point-in-time inspection, or into a throw-away schema to verify the
+//! live ones.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -73,21 +74,82 @@ pub struct ReplayReport {
     pub elapsed: Duration,
 }
 
-/// Rebuilds the live read models from the whole log, under the log lock so no append
-/// interleaves; readers keep seeing the old models until it commits.
+/// Rebuilds the live read models from the whole log without stopping the API or the appends.
+///
+/// The read models are built in a scratch schema by a transaction that does not hold the log
+/// lock, so appends go on (their inline projection keeps the live tables current) and readers
+/// keep reading the live tables. Then a short step under the log lock applies what was appended
+/// meanwhile to the scratch tables and swaps them in: the live tables are dropped and the scratch
+/// ones moved into `public`, already carrying the live tables' index and constraint names, owner,
+/// privileges and storage parameters. Readers wait only for that swap (a long transaction on the
+/// read models delays it: it is retried, see `SWAP_PATIENCE`) and never see a half-built table.
+/// On any error nothing has changed.
+///
+/// Like `TRUNCATE`, the swap is not MVCC-safe: a READ COMMITTED statement that waited for it reads
+/// the new tables, but a REPEATABLE READ or SERIALIZABLE snapshot taken before it sees them empty.
 pub async fn rebuild(pool: &PgPool) -> Result<ReplayReport, ProjectError> {
     let started = Instant::now();
-    let mut tx = pool.begin().await?;
-    lock_log(&mut tx).await?;
-    let tables: Vec<String> = READ_MODEL_TABLES
-        .iter()
-        .chain(&["projection_checkpoints"])
-        .map(|t| format!("\"{LIVE_SCHEMA}\".\"{t}\""))
-        .collect();
-    sqlx::query(AssertSqlSafe(format!("TRUNCATE {}", tables.join(", "))))
-        .execute(&mut *tx)
+    // READ COMMITTED, whatever the server's default: each page must see the appends committed
+    // since the previous one, and the catch-up under the log lock must see the last holder's
+    // commit (as the append itself must). Under REPEATABLE READ the swap would lose the events
+    // appended after the transaction's first statement.
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
         .await?;
-    let (events, last_position) = replay_into(&mut tx, LIVE_SCHEMA, Until::Head).await?;
+    let scratch = format!("{REBUILD_SCHEMA_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    create_shadow_schema(&mut tx, &scratch).await?;
+    dress_like_live(&mut tx, &scratch).await?;
+    // Up to the head as it is now, then once more for what was appended meanwhile, so the step
+    // under the lock has little left to apply. Each pass stops at the head it started from:
+    // under steady appends "until nothing is new" might never come.
+    let (mut events, mut last_position) = (0, 0);
+    for _ in 0..2 {
+        let until = Until::Position(head(&mut *tx).await?);
+        let (applied, last) = replay_after(&mut tx, &scratch, last_position, until).await?;
+        events += applied;
+        last_position = last;
+    }
+
+    let patience = Instant::now() + SWAP_PATIENCE;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        // A savepoint, so a swap that cannot get its table locks gives the log lock back (to
+        // the appends) and is tried again; the scratch schema stays.
+        sqlx::query("SAVEPOINT leoflow_swap")
+            .execute(&mut *tx)
+            .await?;
+        match swap_in(&mut tx, &scratch, last_position).await {
+            Ok((caught_up, last)) => {
+                sqlx::query("RELEASE SAVEPOINT leoflow_swap")
+                    .execute(&mut *tx)
+                    .await?;
+                events += caught_up;
+                last_position = last;
+                break;
+            }
+            Err(ProjectError::Database(e)) if is_lock_timeout(&e) && Instant::now() < patience => {
+                sqlx::query("ROLLBACK TO SAVEPOINT leoflow_swap")
+                    .execute(&mut *tx)
+                    .await?;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(4));
+                // Catch up without the lock again, so the next swap has little to apply.
+                let until = Until::Position(head(&mut *tx).await?);
+                let (caught_up, last) =
+                    replay_after(&mut tx, &scratch, last_position, until).await?;
+                events += caught_up;
+                last_position = last;
+            }
+            Err(ProjectError::Database(e)) if is_lock_timeout(&e) => {
+                return Err(ProjectError::Swap(format!(
+                    "other transactions kept the live read models locked for {} s (a long \
+                     query or an open transaction reading them); nothing was changed",
+                    SWAP_PATIENCE.as_secs()
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     tx.commit().await?;
     Ok(ReplayReport {
         events,
@@ -95,6 +157,183 @@ pub async fn rebuild(pool: &PgPool) -> Result<ReplayReport, ProjectError> {
         schema: LIVE_SCHEMA.to_owned(),
         elapsed: started.elapsed(),
     })
+}
+
+/// The scratch schemas [`rebuild`] builds in are named this, then a UUID.
+pub const REBUILD_SCHEMA_PREFIX: &str = "leoflow_rebuild_";
+
+/// How long [`rebuild`] keeps trying to take the live tables from their readers.
+const SWAP_PATIENCE: Duration = Duration::from_secs(300);
+
+/// How long one swap waits for a table lock. Readers queue behind a waiting swap, so this is
+/// how long a long transaction on the read models can stall them per attempt.
+const SWAP_LOCK_TIMEOUT: &str = "500ms";
+
+/// Under the log lock: applies the events after `after` to `scratch`, then replaces the live
+/// read-model tables with the scratch ones. Returns (events applied, last position).
+async fn swap_in(
+    conn: &mut PgConnection,
+    scratch: &str,
+    after: i64,
+) -> Result<(u64, i64), ProjectError> {
+    lock_log(&mut *conn).await?;
+    let caught_up = replay_after(&mut *conn, scratch, after, Until::Head).await?;
+    // Only now are readers stopped: the catch-up above took the time it needed without them.
+    sqlx::query(AssertSqlSafe(format!(
+        "SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let live: Vec<String> = rebuilt_tables()
+        .map(|t| format!("\"{LIVE_SCHEMA}\".\"{t}\""))
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        live.join(", ")
+    )))
+    .execute(&mut *conn)
+    .await?;
+    for table in rebuilt_tables() {
+        // No CASCADE: an object that depends on a read model (a view, say) stops the swap
+        // rather than being dropped with it.
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP TABLE \"{LIVE_SCHEMA}\".\"{table}\""
+        )))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE \"{scratch}\".\"{table}\" SET SCHEMA \"{LIVE_SCHEMA}\""
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA \"{scratch}\"")))
+        .execute(&mut *conn)
+        .await?;
+    Ok(caught_up)
+}
+
+/// `lock_not_available`: a `lock_timeout` expired.
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "55P03")
+}
+
+/// The tables a rebuild replaces: the read models and their checkpoints.
+fn rebuilt_tables() -> impl Iterator<Item = &'static str> {
+    READ_MODEL_TABLES
+        .iter()
+        .copied()
+        .chain(["projection_checkpoints"])
+}
+
+/// Makes the scratch tables indistinguishable from the live ones but for their rows, before
+/// they replace them.
+///
+/// `CREATE TABLE … (LIKE … INCLUDING ALL)` copies columns, defaults, constraints, indexes and
+/// comments, but names the indexes (and the constraints they back) its own way, and copies
+/// neither the owner, the privileges nor the storage parameters. Migrations name indexes and
+/// constraints (`ALTER INDEX dag_run_state …`), and a deployment may have granted a read-only
+/// role access to the read models: both must survive a rebuild.
+async fn dress_like_live(conn: &mut PgConnection, scratch: &str) -> Result<(), ProjectError> {
+    let tables: Vec<&str> = rebuilt_tables().collect();
+    // Pair every scratch index with the live one of the same table and definition (the
+    // definition from `USING` on: method, columns, INCLUDE, predicate), duplicates in name
+    // order. Renaming an index renames the constraint it backs.
+    let pairs: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "WITH idx AS ( \
+             SELECT n.nspname AS schema, t.relname AS tbl, i.relname AS name, \
+                    x.indisunique AS uniq, x.indisprimary AS prim, \
+                    substring(pg_get_indexdef(x.indexrelid) FROM ' USING .*$') AS def \
+             FROM pg_index x \
+             JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname IN ($1, $2) AND t.relname = ANY($3)), \
+         numbered AS ( \
+             SELECT *, row_number() OVER (PARTITION BY schema, tbl, uniq, prim, def \
+                                          ORDER BY name) AS k \
+             FROM idx), \
+         live AS (SELECT * FROM numbered WHERE schema = $1), \
+         scratch AS (SELECT * FROM numbered WHERE schema = $2) \
+         SELECT coalesce(live.tbl, scratch.tbl), live.name, scratch.name \
+         FROM live FULL JOIN scratch USING (tbl, uniq, prim, def, k) \
+         ORDER BY 1, 2",
+    )
+    .bind(LIVE_SCHEMA)
+    .bind(scratch)
+    .bind(&tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut renames = Vec::new();
+    for (table, live, copy) in pairs {
+        match (live, copy) {
+            (Some(live), Some(copy)) => renames.push((copy, live)),
+            (live, copy) => {
+                return Err(ProjectError::Swap(format!(
+                    "index {} of table {table:?} has no twin in the rebuilt table",
+                    live.or(copy).unwrap_or_default()
+                )));
+            }
+        }
+    }
+    // Two passes, so no rename collides with a name another index still has.
+    for (i, (copy, _)) in renames.iter().enumerate() {
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER INDEX \"{scratch}\".\"{copy}\" RENAME TO \"leoflow_renaming_{i}\""
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (i, (_, live)) in renames.iter().enumerate() {
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER INDEX \"{scratch}\".\"leoflow_renaming_{i}\" RENAME TO \"{live}\""
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // Owner first, so the grants below are recorded as the owner's, as on the live tables.
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE %I.%I OWNER TO %I', $2::text, c.relname, \
+                       pg_get_userbyid(c.relowner)) \
+         FROM pg_class c \
+         WHERE c.relnamespace = $1::regnamespace AND c.relname = ANY($3) \
+           AND c.relowner <> (SELECT relowner FROM pg_class s \
+                              WHERE s.relnamespace = $2::regnamespace AND s.relname = c.relname) \
+         UNION ALL \
+         SELECT format('GRANT %s ON %I.%I TO %s%s', a.privilege_type, $2::text, c.relname, \
+                       CASE a.grantee WHEN 0 THEN 'PUBLIC' \
+                                      ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                       CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+         FROM pg_class c, aclexplode(c.relacl) a \
+         WHERE c.relnamespace = $1::regnamespace AND c.relname = ANY($3) \
+           AND a.grantee <> c.relowner \
+         UNION ALL \
+         SELECT format('ALTER TABLE %I.%I SET (%s)', $2::text, c.relname, \
+                       array_to_string(c.reloptions, ', ')) \
+         FROM pg_class c \
+         WHERE c.relnamespace = $1::regnamespace AND c.relname = ANY($3) \
+           AND c.reloptions IS NOT NULL \
+         UNION ALL \
+         SELECT format('COMMENT ON TABLE %I.%I IS %L', $2::text, c.relname, \
+                       obj_description(c.oid, 'pg_class')) \
+         FROM pg_class c \
+         WHERE c.relnamespace = $1::regnamespace AND c.relname = ANY($3) \
+           AND obj_description(c.oid, 'pg_class') IS NOT NULL",
+    )
+    .bind(LIVE_SCHEMA)
+    .bind(scratch)
+    .bind(&tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    for statement in statements {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Builds the read models as of `until` in [`INSPECTION_SCHEMA`], leaving the live ones alone.
@@ -105,7 +344,7 @@ pub async fn rebuild_for_inspection(
     let started = Instant::now();
     let mut tx = pool.begin().await?;
     create_shadow_schema(&mut tx, INSPECTION_SCHEMA).await?;
-    let (events, last_position) = replay_into(&mut tx, INSPECTION_SCHEMA, until).await?;
+    let (events, last_position) = replay_after(&mut tx, INSPECTION_SCHEMA, 0, until).await?;
     tx.commit().await?;
     Ok(ReplayReport {
         events,
@@ -171,14 +410,26 @@ impl VerifyReport {
 /// The side schema is rolled back, leaving nothing behind.
 pub async fn verify(pool: &PgPool) -> Result<VerifyReport, ProjectError> {
     let started = Instant::now();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *tx)
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
+    // The live tables first, before the snapshot (LOCK takes none): a rebuild's swap cannot then
+    // come between the snapshot and the reads of the live tables, which would find the swapped-in
+    // tables empty in a snapshot older than them (see `rebuild`).
+    let live: Vec<String> = READ_MODEL_TABLES
+        .iter()
+        .map(|t| format!("\"{LIVE_SCHEMA}\".\"{t}\""))
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {} IN ACCESS SHARE MODE",
+        live.join(", ")
+    )))
+    .execute(&mut *tx)
+    .await?;
     let log_head = head(&mut *tx).await?;
     let schema = format!("leoflow_verify_{}", uuid::Uuid::new_v4().simple());
     create_shadow_schema(&mut tx, &schema).await?;
-    let (events, _) = replay_into(&mut tx, &schema, Until::Position(log_head)).await?;
+    let (events, _) = replay_after(&mut tx, &schema, 0, Until::Position(log_head)).await?;
     let mut tables = Vec::new();
     for &table in READ_MODEL_TABLES {
         let live = digest(&mut tx, LIVE_SCHEMA, table).await?;
@@ -207,7 +458,11 @@ pub async fn verify(pool: &PgPool) -> Result<VerifyReport, ProjectError> {
 /// Brings projections that lag behind the log (one added by a migration, say) up to the head.
 /// Returns the number of events applied. Holds the log lock, so run it before appending.
 pub async fn catch_up(pool: &PgPool) -> Result<u64, ProjectError> {
-    let mut tx = pool.begin().await?;
+    // READ COMMITTED, whatever the server's default: the checkpoints and the log are read after
+    // the lock and must include the last append's commit (see `EventStore::append`).
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
     lock_log(&mut tx).await?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT projection, position FROM \"{LIVE_SCHEMA}\".projection_checkpoints"
@@ -244,15 +499,17 @@ async fn lock_log(conn: &mut PgConnection) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
-/// Applies the log from position 1 up to `until`; returns (events applied, last position).
-async fn replay_into(
+/// Applies the log after position `after` up to `until` ([`Until::Head`]: until a read finds
+/// nothing newer); returns (events applied, the last position applied or else `after`).
+async fn replay_after(
     conn: &mut PgConnection,
     schema: &str,
+    after: i64,
     until: Until,
 ) -> Result<(u64, i64), ProjectError> {
     let mut applied = 0;
-    let mut last_position = 0;
-    let mut next = 1;
+    let mut last_position = after;
+    let mut next = after + 1;
     loop {
         let mut page = read_from(&mut *conn, next, PAGE).await?;
         let fetched = page.len();
@@ -279,7 +536,7 @@ async fn create_shadow_schema(conn: &mut PgConnection, schema: &str) -> sqlx::Re
     sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
         .execute(&mut *conn)
         .await?;
-    for table in READ_MODEL_TABLES.iter().chain(&["projection_checkpoints"]) {
+    for table in rebuilt_tables() {
         sqlx::query(AssertSqlSafe(format!(
             "CREATE TABLE \"{schema}\".\"{table}\" (LIKE \"{LIVE_SCHEMA}\".\"{table}\" INCLUDING ALL)"
         )))

@@ -653,3 +653,294 @@ async fn deleting_a_dag_forgets_its_runs_and_favorites_and_replay_agrees() {
     assert_eq!(version, 1, "the DAG came back as new");
     assert!(replay::verify(&db.pool).await.unwrap().is_equal());
 }
+
+/// A pool on `db` whose sessions start with `default_transaction_isolation` = `level`.
+async fn pool_defaulting_to(db: &leoflow_postgres::testing::TestDatabase, level: &str) -> PgPool {
+    let sql = format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_isolation = '{level}'",
+        db.name
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(db.options.clone())
+        .await
+        .unwrap();
+    let default: String = scalar(&pool, "SHOW default_transaction_isolation").await;
+    assert_eq!(default, level);
+    pool
+}
+
+/// The backend of another session of this database that is inside a transaction, other than
+/// `except`.
+async fn other_transaction(pool: &PgPool, except: i32) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1) \
+           AND xact_start IS NOT NULL",
+    )
+    .bind(except)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// Whether backend `pid` waits for a lock.
+async fn waits_for_a_lock(pool: &PgPool, pid: i32) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Replays a log of `min_events` while a reader reads `dag_run` and `task_instance` the way the
+/// API does and a writer appends: neither waits for the replay, and the swapped-in read models
+/// are a replay of the whole log, the events appended meanwhile included.
+///
+/// A long reader (an open transaction that has read `projection_checkpoints`) holds the
+/// rebuild back until the test lets it go, so "while the rebuild runs" needs no timing.
+///
+/// `reads_begin` is how the reader begins each read's transaction: a rebuild's swap, like a
+/// `TRUNCATE`, is not MVCC-safe, so a REPEATABLE READ snapshot taken before it sees the new
+/// tables empty.
+async fn rebuild_under_load(pool: PgPool, min_events: usize, reads_begin: &'static str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    use tokio::time::timeout;
+    /// How long a read or an append may take before the test calls it blocked: generous, it
+    /// only has to be shorter than forever.
+    const BLOCKED: Duration = Duration::from_secs(20);
+
+    let store = store(&pool);
+    for batch in Workload::new(23, 6).batches(min_events, 200) {
+        append(&store, batch).await.unwrap();
+    }
+    let head_before = store.head().await.unwrap();
+    let runs_before: i64 = scalar(&pool, "SELECT count(*) FROM dag_run").await;
+    assert!(runs_before > 100, "{runs_before} runs");
+
+    let mut long_reader = pool.begin().await.unwrap();
+    let long_reader_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *long_reader)
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM projection_checkpoints")
+        .execute(&mut *long_reader)
+        .await
+        .unwrap();
+
+    let rebuild = tokio::spawn({
+        let pool = pool.clone();
+        async move { replay::rebuild(&pool).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let rebuilding = loop {
+        if let Some(pid) = other_transaction(&pool, long_reader_pid).await {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the rebuild never began");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+
+    // An API-like reader for the whole replay, the swap included: every read answers, and
+    // never from an empty or half-built table.
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = tokio::spawn({
+        let (pool, reading) = (pool.clone(), reading.clone());
+        async move {
+            let mut reads = 0u64;
+            let mut slowest = Duration::ZERO;
+            while reading.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let mut tx = pool.begin_with(reads_begin).await.unwrap();
+                let runs: i64 = timeout(
+                    BLOCKED,
+                    sqlx::query_scalar("SELECT count(*) FROM dag_run").fetch_one(&mut *tx),
+                )
+                .await
+                .expect("a read of dag_run answers while the rebuild runs")
+                .expect("a read of dag_run succeeds");
+                assert!(
+                    runs >= runs_before,
+                    "{runs} runs read, {runs_before} before"
+                );
+                // `SELECT *`, prepared once per connection as sqlx does: a statement planned
+                // against the old table is planned again against the new one, with the same
+                // columns (the old table has dropped columns, the new one none).
+                let instances = sqlx::query(
+                    "SELECT * FROM task_instance ORDER BY dag_id, run_id, task_id LIMIT 5",
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .expect("a read of task_instance succeeds");
+                assert_eq!(instances.len(), 5);
+                tx.commit().await.unwrap();
+                slowest = slowest.max(started.elapsed());
+                reads += 1;
+                // Paced, as a UI polls: a busy loop would starve the rebuild on a small machine.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (reads, slowest)
+        }
+    });
+
+    // While the rebuild builds, a read answers and appends commit, and show in the live models.
+    let runs: i64 = timeout(
+        BLOCKED,
+        sqlx::query_scalar("SELECT count(*) FROM dag_run").fetch_one(&pool),
+    )
+    .await
+    .expect("a read of dag_run answers while the rebuild runs")
+    .unwrap();
+    assert_eq!(runs, runs_before);
+    let mut late_runs = 0;
+    let append_late = async |events: Vec<Event>| {
+        timeout(BLOCKED, append(&store, events))
+            .await
+            .expect("an append commits while the rebuild runs")
+            .unwrap();
+        // Paced, as a scheduler appends: a busy loop would starve the rebuild.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    append_late(vec![parsed("late", "h1")]).await;
+    append_late(vec![queued("late", "during_0")]).await;
+    late_runs += 1;
+    let late: i64 = scalar(&pool, "SELECT count(*) FROM dag_run WHERE dag_id = 'late'").await;
+    assert_eq!(late, 1, "the live read models show the append at once");
+    assert!(!rebuild.is_finished());
+
+    // The build done, the swap waits for the long reader; appends still get through.
+    while !waits_for_a_lock(&pool, rebuilding).await {
+        append_late(vec![queued("late", &format!("during_{late_runs}"))]).await;
+        late_runs += 1;
+        if rebuild.is_finished() {
+            panic!(
+                "the rebuild ended under a reader: {:?}",
+                rebuild.await.unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "the rebuild never tried to swap");
+    }
+    for _ in 0..3 {
+        append_late(vec![queued("late", &format!("during_{late_runs}"))]).await;
+        late_runs += 1;
+    }
+    assert!(!rebuild.is_finished(), "the rebuild swapped under a reader");
+    long_reader.rollback().await.unwrap();
+    while !rebuild.is_finished() {
+        append_late(vec![queued("late", &format!("during_{late_runs}"))]).await;
+        late_runs += 1;
+        assert!(Instant::now() < deadline, "the rebuild did not finish");
+    }
+    let report = rebuild.await.unwrap().unwrap();
+    assert!(report.last_position > head_before + 5, "{report:?}");
+    append(&store, vec![queued("late", "after")]).await.unwrap();
+    reading.store(false, Ordering::Relaxed);
+    let (reads, slowest) = reader.await.unwrap();
+    eprintln!(
+        "rebuild of {head_before} events took {:?}; {late_runs} runs appended meanwhile; \
+         {reads} reads, the slowest {slowest:?}",
+        report.elapsed
+    );
+
+    let late: i64 = scalar(&pool, "SELECT count(*) FROM dag_run WHERE dag_id = 'late'").await;
+    assert_eq!(late, late_runs + 1);
+    let verify = replay::verify(&pool).await.unwrap();
+    assert!(verify.is_equal(), "{verify:#?}");
+    let scratch: i64 = scalar(
+        &pool,
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'leoflow_rebuild%'",
+    )
+    .await;
+    assert_eq!(scratch, 0, "the rebuild leaves no schema behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_rebuild_blocks_neither_reads_nor_appends_and_keeps_what_they_appended() {
+    let db = fresh_database().await;
+    rebuild_under_load(db.pool.clone(), 40_000, "BEGIN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_rebuild_keeps_what_was_appended_meanwhile_when_the_database_defaults_to_repeatable_read()
+{
+    let db = fresh_database().await;
+    let pool = pool_defaulting_to(&db, "repeatable read").await;
+    // Leoflow's readers would see the tables empty for an instant after the swap here (see
+    // `rebuild_under_load`), so this reader asks for READ COMMITTED.
+    rebuild_under_load(pool.clone(), 20_000, "BEGIN ISOLATION LEVEL READ COMMITTED").await;
+    pool.close().await;
+}
+
+/// Everything about a read-model table that is not its rows: indexes and constraints with their
+/// names and definitions, owner, privileges, storage parameters.
+async fn read_model_catalog(pool: &PgPool) -> Vec<String> {
+    let mut tables: Vec<&str> = READ_MODEL_TABLES.to_vec();
+    tables.push("projection_checkpoints");
+    sqlx::query_scalar(
+        "SELECT format('index %s on %s: %s', indexname, tablename, indexdef) FROM pg_indexes \
+           WHERE schemaname = 'public' AND tablename = ANY($1) \
+         UNION ALL \
+         SELECT format('constraint %s on %s: %s', conname, conrelid::regclass, \
+                       pg_get_constraintdef(oid)) FROM pg_constraint \
+           WHERE conrelid::regclass::text = ANY($1) \
+         UNION ALL \
+         SELECT format('table %s: owner %s, acl %s, options %s', relname, \
+                       pg_get_userbyid(relowner), relacl, reloptions) FROM pg_class \
+           WHERE relnamespace = 'public'::regnamespace AND relname = ANY($1) \
+         ORDER BY 1",
+    )
+    .bind(tables)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rebuild_keeps_the_names_of_indexes_and_constraints_and_the_grants() {
+    let db = fresh_database().await;
+    let store = store(&db.pool);
+    randomized_workload(&store, 3, 300).await;
+    let reader = format!("leoflow_reader_{}", Uuid::new_v4().simple());
+    for sql in [
+        format!("CREATE ROLE {reader} NOLOGIN"),
+        format!("GRANT SELECT ON dag_run, task_instance TO {reader}"),
+        "ALTER TABLE task_instance SET (autovacuum_vacuum_scale_factor = 0.05)".to_owned(),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let before = read_model_catalog(&db.pool).await;
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains("dag_run_dag_id_run_after")),
+        "{before:#?}"
+    );
+
+    replay::rebuild(&db.pool).await.unwrap();
+    let after = read_model_catalog(&db.pool).await;
+    assert_eq!(after, before);
+    // A later migration that names an index or a constraint still finds it.
+    for sql in [
+        "ALTER INDEX dag_run_state RENAME TO dag_run_state_renamed",
+        "ALTER TABLE dag_version RENAME CONSTRAINT dag_version_number_unique TO dvn",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+    for sql in [
+        format!("DROP OWNED BY {reader}"),
+        format!("DROP ROLE {reader}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+}
