@@ -204,6 +204,10 @@ pub async fn connect(
             hint: hint.to_owned(),
         })?;
     let _ = probe.close().await;
+    // Leoflow's reads and writes are made for READ COMMITTED (the append's protocol, and a
+    // replay's swap, which a repeatable-read snapshot taken before it would see as empty
+    // tables): whatever the server's default, its own sessions use it.
+    let options = options.options([("default_transaction_isolation", "read committed")]);
     Ok(PgPoolOptions::new()
         .max_connections(8)
         // Each idle connection is a Postgres backend of ~15 MB: the ones a burst opened

@@ -286,3 +286,32 @@ fn a_half_initialized_data_directory_is_reported_not_overwritten() {
     std::fs::remove_dir_all(cluster.root()).unwrap();
     let _ = std::fs::remove_file(&root);
 }
+
+#[tokio::test]
+async fn leoflow_sessions_read_committed_whatever_the_servers_default() {
+    let db = fresh_database().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+        db.name
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut plain = PgConnection::connect_with(&db.options).await.unwrap();
+    let default: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(
+        default, "repeatable read",
+        "the server's default for this test"
+    );
+    let pool = leoflow_postgres::datastore::connect(db.options.clone(), &db.name, "")
+        .await
+        .unwrap();
+    let ours: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ours, "read committed");
+}
