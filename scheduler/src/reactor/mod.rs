@@ -985,7 +985,8 @@ impl Reactor {
         );
         match submitted.await {
             Ok(events) => !events.is_empty(),
-            Err(SubmitError::Rejected(_)) => false,
+            // Deleted with its DAG: the model drops the run when it folds the delete.
+            Err(SubmitError::Rejected(_) | SubmitError::Deleted { .. }) => false,
             Err(SubmitError::Deposed { .. }) => {
                 // The loop steps down after this round of actions.
                 self.deposed.store(true, Ordering::Relaxed);
