@@ -473,6 +473,29 @@ async fn pause_mark_clear_note_and_delete_change_the_log() {
     assert_eq!(status, 404);
     let runs = api.get("/api/v2/dags/~/dagRuns?dag_id_pattern=flaky").await;
     assert_eq!(runs["total_entries"], 0, "its runs went with it");
+
+    // Parsed again, the DAG is new: the old run's id can be triggered again.
+    api.reparse().await;
+    let (status, run) = api
+        .call(
+            Method::POST,
+            "/api/v2/dags/flaky/dagRuns",
+            Some(json!({"dag_run_id": failed, "logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    api.wait_for("flaky", &failed).await;
+    let tries = api
+        .get(&format!("/api/v2/dags/flaky/dagRuns/{seg}/taskInstances"))
+        .await;
+    assert!(
+        tries["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|ti| ti["try_number"].as_i64() <= Some(1)),
+        "a new run, from first tries (the old one's will_fail was cleared to try 2): {tries}"
+    );
     assert!(
         leoflow_projector::replay::verify(&api.db.pool)
             .await

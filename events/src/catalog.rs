@@ -300,6 +300,11 @@ pub struct DagImportFailed {
 /// A DAG was deleted with its runs, task instances and XComs (Airflow's "delete DAG"). The
 /// events that made them stay in the log; the read models forget them. Parsing the file again
 /// brings the DAG back as new.
+///
+/// Recorded on the DAG's generation stream ([`generation_stream`]), whose version is the
+/// DAG's **generation**: every append to one of the DAG's runs expects that stream at the
+/// generation the run was queued in, so nothing of a deleted run can land after its delete.
+/// (Before generations, it was recorded on `dag:<dag_id>`; such events stay there.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DagDeleted {
@@ -702,6 +707,14 @@ fn run_stream(dag_id: &str, run_id: &str) -> String {
     format!("run:{dag_id}/{run_id}")
 }
 
+/// The stream of a DAG's deletes, `generation:<dag_id>`: its version is how many times the
+/// DAG was deleted, its generation (0, no stream, until the first delete). Apart from
+/// `dag:<dag_id>` so that parsing or pausing the DAG does not move it: a run's appends expect
+/// it, and only a delete must fence them.
+pub fn generation_stream(dag_id: &str) -> String {
+    format!("generation:{dag_id}")
+}
+
 /// Declares the catalog: the [`Event`] enum, each variant's type name, schema version and
 /// stream, and decoding from the log with upcasting.
 macro_rules! catalog {
@@ -782,7 +795,7 @@ catalog! {
     /// See [`DagUnpaused`].
     DagUnpaused v 1, stream |e| format!("dag:{}", e.dag_id);
     /// See [`DagDeleted`].
-    DagDeleted v 1, stream |e| format!("dag:{}", e.dag_id);
+    DagDeleted v 1, stream |e| generation_stream(&e.dag_id);
     /// See [`DagFavorited`].
     DagFavorited v 1, stream |e| format!("favorite:{}", e.username);
     /// See [`DagUnfavorited`].

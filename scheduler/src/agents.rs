@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use leoflow_events::catalog::CommandRejected;
-use leoflow_events::{AppendBatch, AttemptDigest, EventStore, Metadata, TaskInstanceKey};
+use leoflow_events::catalog::{CommandRejected, generation_stream};
+use leoflow_events::{
+    AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
+};
 use leoflow_executors::proto::finish_request::Outcome as ProtoOutcome;
 use leoflow_executors::proto::lookup_request::Kind as LookupKind;
 use leoflow_executors::proto::task_agent_server::TaskAgent;
@@ -31,7 +33,9 @@ use uuid::Uuid;
 use crate::core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
 use crate::core::spec::TaskKind;
 use crate::liveness::Liveness;
-use crate::reactor::runs::{LoadedRun, Specs, SubmitError, load_run, submit_fenced};
+use crate::reactor::runs::{
+    LoadedRun, Specs, SubmitError, generation_expectation, load_run, submit_fenced,
+};
 use crate::task_logs;
 
 /// The gRPC service agents call.
@@ -221,6 +225,18 @@ impl AgentService {
         let run = match load_run(&self.store, &self.specs, &a.dag_id, &a.run_id).await {
             Ok(run) => run,
             Err(SubmitError::UnknownRun { .. }) => return Err(refuse_stranger(&key, command)),
+            // Deleted with its DAG: the try's own agent is told to stop (a heartbeat answers
+            // `terminate`), nothing is recorded — the run's appends end with the delete.
+            Err(SubmitError::Deleted { state, .. }) => {
+                let holder = fence_of(a)
+                    .zip(state)
+                    .is_some_and(|(f, s)| f.check(&s).is_ok());
+                return Err(if holder {
+                    deleted(&key)
+                } else {
+                    refuse_stranger(&key, command)
+                });
+            }
             Err(error) => return Err(unavailable(error)),
         };
         let fence = fence_of(a).ok_or_else(|| refuse_stranger(&key, command))?;
@@ -237,7 +253,7 @@ impl AgentService {
             );
             // The caller holds the try's token: its late report is worth keeping.
             if command != "heartbeat" {
-                self.record_rejection(&key, a.try_number, command, &reason)
+                self.record_rejection(&key, run.generation, a.try_number, command, &reason)
                     .await;
             }
             return Err(Status::failed_precondition(reason));
@@ -253,9 +269,12 @@ impl AgentService {
         })
     }
 
+    /// Records a refused report of a try of a run of DAG `generation` (not once the DAG
+    /// was deleted: nothing of its runs lands after the delete).
     async fn record_rejection(
         &self,
         ti: &TaskInstanceKey,
+        generation: i64,
         try_number: i32,
         command: &str,
         reason: &str,
@@ -266,9 +285,15 @@ impl AgentService {
             command: command.to_owned(),
             reason: reason.to_owned(),
         };
-        let batch = AppendBatch::new().push(event, &Metadata::actor("agent"));
-        if let Err(error) = self.store.append(batch).await {
-            eprintln!("scheduler: cannot record a rejected {command}: {error}");
+        let batch = AppendBatch::new()
+            .push(event, &Metadata::actor("agent"))
+            .expect(
+                generation_stream(&ti.dag_id),
+                generation_expectation(generation),
+            );
+        match self.store.append(batch).await {
+            Ok(_) | Err(AppendError::Conflict { .. }) => {}
+            Err(error) => eprintln!("scheduler: cannot record a rejected {command}: {error}"),
         }
     }
 
@@ -297,9 +322,11 @@ impl AgentService {
             Err(SubmitError::Rejected(Rejection::NotTheAttempt(_))) => {
                 Err(refuse_stranger(key, command))
             }
+            // Its DAG was deleted since the call was verified: stop, nothing recorded.
+            Err(SubmitError::Deleted { .. }) => Err(deleted(key)),
             Err(SubmitError::Rejected(rejection)) => {
                 let reason = rejection.to_string();
-                self.record_rejection(key, try_number, command, &reason)
+                self.record_rejection(key, verified.run.generation, try_number, command, &reason)
                     .await;
                 Err(Status::failed_precondition(reason))
             }
@@ -398,6 +425,16 @@ impl AgentService {
             heartbeat_interval: self.heartbeat_interval.as_secs_f64(),
         })
     }
+}
+
+/// The answer to the agent of a try whose DAG was deleted: stop (FAILED_PRECONDITION).
+fn deleted(key: &TaskInstanceKey) -> Status {
+    Status::failed_precondition(format!(
+        "the DAG {} was deleted with its runs: {}/{} is gone",
+        key.dag_id,
+        key.run_id,
+        key_text(key)
+    ))
 }
 
 fn key_text(key: &TaskInstanceKey) -> String {
@@ -638,10 +675,18 @@ impl TaskAgent for AgentService {
             try_number: attempt.try_number,
             fields_hash,
         };
-        self.store
-            .append(AppendBatch::new().push(event, &Metadata::actor("agent")))
-            .await
-            .map_err(unavailable)?;
+        // Not after the DAG's delete (the try's agent is then told to stop).
+        let batch = AppendBatch::new()
+            .push(event, &Metadata::actor("agent"))
+            .expect(
+                generation_stream(&verified.key.dag_id),
+                generation_expectation(verified.run.generation),
+            );
+        match self.store.append(batch).await {
+            Ok(_) => {}
+            Err(AppendError::Conflict { .. }) => return Err(deleted(&verified.key)),
+            Err(error) => return Err(unavailable(error)),
+        }
         Ok(Response::new(Ack {}))
     }
 

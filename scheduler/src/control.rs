@@ -5,16 +5,18 @@
 //! only slower).
 
 use chrono::Utc;
+use leoflow_events::catalog::generation_stream;
 use leoflow_events::{
-    AppendBatch, AppendError, EventStore, ExpectedVersion, Metadata, RecordedEvent, StoreError,
-    TaskInstanceKey,
+    AppendBatch, AppendError, EventStore, Metadata, RecordedEvent, StoreError, TaskInstanceKey,
 };
 use serde_json::Value;
 use sqlx::Row;
 
 use crate::core::commands::{self, TriggerRejection, TriggerRequest};
 use crate::core::run::Command;
-use crate::reactor::runs::{Specs, SubmitError, submit};
+use crate::reactor::runs::{
+    QueueError, Specs, SubmitError, generation_expectation, queue_run, submit,
+};
 
 /// Why a control command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +49,21 @@ pub async fn trigger_dag(
     request: TriggerRequest,
     actor: &str,
 ) -> Result<RecordedEvent, ControlError> {
+    // The generation read with the DAG: a delete after this read refuses the run.
     let row = sqlx::query(
-        "SELECT d.latest_version_hash, v.document_hash FROM dag d \
-         JOIN dag_version v ON v.id = d.latest_version_id WHERE d.dag_id = $1",
+        "SELECT d.latest_version_hash, v.document_hash, \
+           (SELECT version FROM event_streams WHERE stream = $2) AS generation \
+         FROM dag d JOIN dag_version v ON v.id = d.latest_version_id WHERE d.dag_id = $1",
     )
     .bind(dag_id)
+    .bind(generation_stream(dag_id))
     .fetch_optional(store.pool())
     .await
     .map_err(StoreError::from)?
     .ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
     let version_hash: String = row.get("latest_version_hash");
     let document_hash: Option<String> = row.get("document_hash");
+    let generation: Option<i64> = row.get("generation");
     let params = match document_hash {
         Some(hash) => match store.get_blob(&hash).await? {
             Some(blob) => serde_json::from_str::<Value>(&blob.content)
@@ -86,19 +92,19 @@ pub async fn trigger_dag(
         request,
         Utc::now(),
     )?;
-    let stream = event.stream();
-    // NoStream: two triggers racing for one run id cannot both win.
-    let batch = AppendBatch::new()
-        .push(event, &Metadata::actor(actor))
-        .expect(stream, ExpectedVersion::NoStream);
-    match store.append(batch).await {
-        Ok(outcome) => Ok(outcome
-            .events
-            .into_iter()
-            .next()
-            .expect("one event appended")),
-        Err(AppendError::Conflict { stream, .. }) => Err(ControlError::Conflict(stream)),
-        Err(other) => Err(ControlError::Append(other)),
+    // Two triggers racing for one run id cannot both win; a run id the DAG used before it
+    // was deleted is free again.
+    let leoflow_events::Event::RunQueued(event) = event else {
+        unreachable!("a trigger is a RunQueued")
+    };
+    let metadata = Metadata::actor(actor);
+    match queue_run(store, event, &metadata, generation.unwrap_or(0), None).await {
+        Ok(recorded) => Ok(recorded),
+        Err(QueueError::Exists(stream)) => Err(ControlError::Conflict(stream)),
+        Err(QueueError::DagDeleted(_)) => Err(ControlError::UnknownDag(dag_id.to_owned())),
+        Err(QueueError::Store(error)) => Err(ControlError::Store(error)),
+        Err(QueueError::Append(error)) => Err(ControlError::Append(error)),
+        Err(QueueError::Deposed { .. }) => unreachable!("not queued as a leader"),
     }
 }
 
@@ -296,19 +302,28 @@ pub struct StillRunning {
 
 /// Deletes a DAG with its runs from the read models (the log keeps its history). Refused while
 /// any of its task instances is queued or running, as in Airflow.
+///
+/// That check reads the read models, so a try can still be dispatched between it and the
+/// delete: the delete moves the DAG's generation, which every append to its runs expects, so
+/// whatever was in flight is refused by the log from the delete on, and the scheduler stops
+/// it at the executor (its agent, at its next heartbeat). The DAG's task logs go too, so a
+/// re-added DAG's runs do not find the old runs' lines under their run ids.
 pub async fn delete_dag(
     store: &EventStore,
     dag_id: &str,
     actor: &str,
 ) -> Result<Result<RecordedEvent, StillRunning>, ControlError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dag WHERE dag_id = $1)")
-        .bind(dag_id)
-        .fetch_one(store.pool())
-        .await
-        .map_err(StoreError::from)?;
-    if !exists {
+    let generation: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT (SELECT version FROM event_streams WHERE stream = $2) FROM dag WHERE dag_id = $1",
+    )
+    .bind(dag_id)
+    .bind(generation_stream(dag_id))
+    .fetch_optional(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let Some(generation) = generation else {
         return Err(ControlError::UnknownDag(dag_id.to_owned()));
-    }
+    };
     let running: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state IN ('queued', 'running')",
     )
@@ -325,10 +340,27 @@ pub async fn delete_dag(
     let event = leoflow_events::catalog::DagDeleted {
         dag_id: dag_id.to_owned(),
     };
-    let outcome = store
-        .append(AppendBatch::new().push(event, &Metadata::actor(actor)))
-        .await
-        .map_err(ControlError::Append)?;
+    // At the generation read with the DAG: of two deletes racing, one wins.
+    let batch = AppendBatch::new()
+        .push(event, &Metadata::actor(actor))
+        .expect(
+            generation_stream(dag_id),
+            generation_expectation(generation.unwrap_or(0)),
+        );
+    let outcome = match store.append(batch).await {
+        Ok(outcome) => outcome,
+        Err(AppendError::Conflict { stream, .. }) => return Err(ControlError::Conflict(stream)),
+        Err(other) => return Err(ControlError::Append(other)),
+    };
+    // Task logs are not in the log (nor replayed): they go with the DAG here. The DAG is
+    // deleted already, so a failure here is reported but does not undo that.
+    let logs = sqlx::query("DELETE FROM task_log WHERE dag_id = $1")
+        .bind(dag_id)
+        .execute(store.pool())
+        .await;
+    if let Err(error) = logs {
+        eprintln!("leoflow: the task logs of the deleted DAG {dag_id:?} remain: {error}");
+    }
     Ok(Ok(outcome
         .events
         .into_iter()

@@ -27,6 +27,8 @@ struct FakeExecutor {
     specs: Specs,
     policy: Box<Policy>,
     dispatched: Mutex<Vec<Attempt>>,
+    /// The attempts the reactor told it to stop.
+    terminated: Mutex<Vec<leoflow_scheduler::reactor::AttemptKey>>,
 }
 
 impl Executor for FakeExecutor {
@@ -43,8 +45,9 @@ impl Executor for FakeExecutor {
         tokio::spawn(async move { report(&store, &specs, &attempt, outcome).await });
     }
 
-    fn terminate(&self, _attempt: &leoflow_scheduler::reactor::AttemptKey, _reason: &str) {
-        // Its tries end at once: there is never anything to stop.
+    fn terminate(&self, attempt: &leoflow_scheduler::reactor::AttemptKey, _reason: &str) {
+        // Its tries end at once or never: it only records what it was told to stop.
+        self.terminated.lock().unwrap().push(attempt.clone());
     }
 }
 
@@ -106,7 +109,12 @@ async fn trigger_run(store: &EventStore, run_id: &str) {
 }
 
 async fn wait_for_run_end(store: &EventStore, run_id: &str) -> String {
-    let mut subscription = store.subscribe(1).await.unwrap();
+    wait_for_run_end_from(store, 1, run_id).await
+}
+
+/// How run `run_id` ends, looking at the log from position `from` on.
+async fn wait_for_run_end_from(store: &EventStore, from: i64, run_id: &str) -> String {
+    let mut subscription = store.subscribe(from).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let event = tokio::time::timeout_at(deadline, subscription.next())
@@ -175,6 +183,7 @@ fn executor(db: &TestDatabase, policy: Box<Policy>) -> (EventStore, Arc<FakeExec
         specs: Specs::default(),
         policy,
         dispatched: Mutex::new(Vec::new()),
+        terminated: Mutex::new(Vec::new()),
     });
     (store, executor)
 }
@@ -872,6 +881,325 @@ async fn finished_runs_leave_the_reactors_memory_and_a_cleared_one_comes_back_fr
     holds(1).await;
     stop.send(true).unwrap();
     handle.await.unwrap();
+}
+
+/// Waits until `done` holds, for at most 30 s.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The types of the events about DAG `dag_id` from position `from` on.
+async fn dag_events_from(store: &EventStore, from: i64, dag_id: &str) -> Vec<(String, String)> {
+    store
+        .read_from(from, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| {
+            let event = e.decode().unwrap();
+            (event.dag_id() == Some(dag_id)).then(|| {
+                let run = event.run_id().unwrap_or_default().to_owned();
+                (e.event_type, run)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_after_the_delete() {
+    use leoflow_executors::proto::task_agent_server::TaskAgent;
+    use leoflow_executors::proto::{AttemptRef, FinishRequest};
+    use leoflow_scheduler::agents::AgentService;
+    use leoflow_scheduler::core::run::Fence;
+    use leoflow_scheduler::reactor::runs::{SubmitError, submit_fenced};
+    let db = fresh_database().await;
+    // Tries stay running: their "agent" is this test.
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    register_chain(&store).await;
+    trigger_run(&store, "r1").await;
+    let (stop, handle) = start(&store, executor.clone());
+    first_dispatch(&executor).await;
+    let attempt = executor.dispatched.lock().unwrap()[0].clone();
+    assert_eq!(attempt.ti.task_id, "a");
+
+    // The agent's side, with its own cache of the run (the agent service's, as in Pro).
+    let agent_specs = Specs::default();
+    let service = AgentService::new(
+        store.clone(),
+        agent_specs.clone(),
+        Liveness::default(),
+        Duration::from_secs(1),
+    );
+    let reference = AttemptRef {
+        dag_id: "chain".into(),
+        run_id: "r1".into(),
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: attempt.try_number,
+        attempt_token: attempt.attempt_token.to_string(),
+    };
+    let fence = Fence {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: attempt.try_number,
+        attempt_token: attempt.attempt_token,
+    };
+    let started = Command::ReportStarted {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: attempt.try_number,
+        hostname: "test".into(),
+        pid: None,
+    };
+    submit_fenced(
+        &store,
+        &agent_specs,
+        "chain",
+        "r1",
+        fence.clone(),
+        vec![started],
+        "agent",
+    )
+    .await
+    .unwrap();
+    let beat = service.heartbeat(tonic::Request::new(reference.clone()));
+    assert!(!beat.await.unwrap().into_inner().terminate);
+
+    // DELETE refuses while the read models show the try running (as Airflow does) ...
+    let refused = leoflow_scheduler::control::delete_dag(&store, "chain", "test")
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "refused while a try runs");
+    // ... but that check reads the read models: a delete checked just before the dispatch
+    // lands while the try runs. The log and the scheduler must hold against it.
+    let deleted = store
+        .append(AppendBatch::new().push(
+            leoflow_events::catalog::DagDeleted {
+                dag_id: "chain".into(),
+            },
+            &Metadata::actor("test"),
+        ))
+        .await
+        .unwrap();
+    let deleted_at = deleted.events[0].position;
+
+    // The scheduler stops the try at its executor ...
+    eventually(
+        "the deleted DAG's try was not stopped at the executor",
+        || {
+            executor
+                .terminated
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|a| a.ti == attempt.ti && a.try_number == attempt.try_number)
+        },
+    )
+    .await;
+    // ... its agent's next heartbeat tells it to stop ...
+    let beat = service
+        .heartbeat(tonic::Request::new(reference.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(beat.terminate, "the agent is told to stop: {beat:?}");
+    // ... and its report, decided on the run as read before the delete, is refused by the log.
+    let finished = Command::ReportFinished {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number: attempt.try_number,
+        outcome: Outcome::Success,
+        at: Utc::now(),
+    };
+    let refused = submit_fenced(
+        &store,
+        &agent_specs,
+        "chain",
+        "r1",
+        fence,
+        vec![finished],
+        "agent",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, SubmitError::Deleted { .. }), "{refused}");
+    let finish = FinishRequest {
+        attempt: Some(reference),
+        ..FinishRequest::default()
+    };
+    let refused = service
+        .finish(tonic::Request::new(finish))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let after = dag_events_from(&store, deleted_at + 1, "chain").await;
+    assert!(after.is_empty(), "appended after the delete: {after:?}");
+    let verify = leoflow_projector::replay::verify(&db.pool).await.unwrap();
+    assert!(verify.is_equal(), "replay differs: {verify:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_added_dag_starts_clean_and_takes_an_old_run_id_again() {
+    use leoflow_scheduler::control::{ControlError, delete_dag, trigger_dag};
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    register_chain(&store).await;
+    let request = || TriggerRequest {
+        run_id: Some("r1".into()),
+        triggered_by: "rest_api".into(),
+        ..TriggerRequest::default()
+    };
+    trigger_dag(&store, "chain", request(), "test")
+        .await
+        .unwrap();
+    let (stop, handle) = start(&store, executor.clone());
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    delete_dag(&store, "chain", "test").await.unwrap().unwrap();
+
+    // The file is parsed again: the same DAG id, a new DAG.
+    register_chain(&store).await;
+    let from = store.head().await.unwrap() + 1;
+    let queued = trigger_dag(&store, "chain", request(), "test").await;
+    assert!(queued.is_ok(), "the old run id is free again: {queued:?}");
+    assert_eq!(wait_for_run_end_from(&store, from, "r1").await, "success");
+    // A live run's id is still taken.
+    let again = trigger_dag(&store, "chain", request(), "test").await;
+    assert!(
+        matches!(
+            again,
+            Err(ControlError::Trigger(_) | ControlError::Conflict(_))
+        ),
+        "{again:?}"
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    // The new run started from scratch: first tries, its own `dag_run` row.
+    let tries: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT task_id, try_number, state FROM task_instance WHERE run_id = 'r1' ORDER BY task_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let first_tries = [("a", 1), ("b", 1), ("c", 1)]
+        .map(|(t, n)| (t.to_owned(), n, "success".to_owned()))
+        .to_vec();
+    assert_eq!(tries, first_tries);
+    let run_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM dag_run")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(run_ids, [queued.unwrap().position]);
+    let verify = leoflow_projector::replay::verify(&db.pool).await.unwrap();
+    assert!(verify.is_equal(), "replay differs: {verify:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_added_dag_with_catchup_runs_each_slot_again_once() {
+    let db = fresh_database().await;
+    let (store, runner) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    let first_slot = today - chrono::Duration::days(2);
+    let document = json!({
+        "dag_id": "daily", "tasks": [task("only", &[], 0)],
+        "schedule": {"type": "cron", "expression": "0 0 * * *"}, "timezone": "UTC",
+        "start_date": first_slot.to_rfc3339(), "end_date": null, "catchup": true,
+    });
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    let parse = || {
+        let parsed = parsed_document("daily", "v1", &document_hash);
+        let store = store.clone();
+        async move {
+            store
+                .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
+                .await
+                .unwrap()
+        }
+    };
+    parse().await;
+    let expected: Vec<String> = (0..3)
+        .map(|d| {
+            format!(
+                "scheduled__{}",
+                (first_slot + chrono::Duration::days(d)).format("%Y-%m-%dT%H:%M:%S+00:00")
+            )
+        })
+        .collect();
+    let (stop, handle) = start(&store, runner.clone());
+    for run_id in &expected {
+        assert_eq!(wait_for_run_end(&store, run_id).await, "success");
+    }
+    leoflow_scheduler::control::delete_dag(&store, "daily", "test")
+        .await
+        .unwrap()
+        .unwrap();
+    let from = store.head().await.unwrap() + 1;
+    parse().await;
+    // The timetable starts over from the start date: every slot is run again.
+    for run_id in &expected {
+        assert_eq!(
+            wait_for_run_end_from(&store, from, run_id).await,
+            "success",
+            "{run_id} again"
+        );
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    // A scheduler started afresh rebuilds the same model from the log: nothing more to queue.
+    // (A manual run it runs to its end shows it has looked at the timetable since.)
+    let (_, again) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    let (stop, handle) = start(&store, again.clone());
+    let request = TriggerRequest {
+        run_id: Some("manual".into()),
+        triggered_by: "test".into(),
+        ..TriggerRequest::default()
+    };
+    let barrier = leoflow_scheduler::control::trigger_dag(&store, "daily", request, "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_for_run_end_from(&store, barrier.position, "manual").await,
+        "success"
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    let mut queued: Vec<String> = dag_events_from(&store, from, "daily")
+        .await
+        .into_iter()
+        .filter(|(event_type, run_id)| event_type == "RunQueued" && run_id != "manual")
+        .map(|(_, run_id)| run_id)
+        .collect();
+    queued.sort();
+    assert_eq!(queued, expected, "each slot once after the re-add");
+    let runs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT run_id, state FROM dag_run WHERE run_type = 'scheduled' ORDER BY logical_date",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        runs,
+        expected
+            .iter()
+            .map(|r| (r.clone(), "success".to_owned()))
+            .collect::<Vec<_>>()
+    );
+    let verify = leoflow_projector::replay::verify(&db.pool).await.unwrap();
+    assert!(verify.is_equal(), "replay differs: {verify:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -198,9 +198,13 @@ pub fn control_error(error: ControlError) -> ApiError {
         ControlError::Conflict(what) => {
             ApiError::conflict(format!("{what} changed concurrently; try again"))
         }
-        ControlError::Run(SubmitError::UnknownRun { dag_id, run_id }) => ApiError::not_found(
-            format!("The DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found"),
-        ),
+        // A deleted DAG's run is as gone as one that never was.
+        ControlError::Run(
+            SubmitError::UnknownRun { dag_id, run_id }
+            | SubmitError::Deleted { dag_id, run_id, .. },
+        ) => ApiError::not_found(format!(
+            "The DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found"
+        )),
         ControlError::Run(SubmitError::Rejected(rejection)) => {
             ApiError::bad_request(rejection.to_string())
         }

@@ -192,6 +192,17 @@ impl TestApi {
         Self::serve(db, store, specs, Some(project), stop).await
     }
 
+    /// Compiles and registers the project again (a DAG deleted since comes back as new).
+    pub async fn reparse(&self) {
+        let project = self.project.as_ref().expect("a project");
+        let python = PythonRuntime::detect().await.unwrap();
+        let compiled = compile_project(project, &python, Duration::from_secs(60)).await;
+        let registration = register(&self.store, &project_name(project), &compiled, "test")
+            .await
+            .unwrap();
+        assert!(registration.import_error.is_none(), "{registration:?}");
+    }
+
     /// Serves the API over a fresh database with no project and no scheduler: what a test
     /// appends only projects, so it reads back exactly what it wrote (pool statistics, ids).
     pub async fn without_scheduler() -> Self {

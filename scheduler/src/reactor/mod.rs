@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use leoflow_events::catalog::{LEADER_STREAM, RunQueued, SchedulerElected};
+use leoflow_events::catalog::{RunQueued, SchedulerElected, generation_stream};
 use leoflow_events::{
-    AppendBatch, AppendError, AttemptDigest, Event, EventStore, ExpectedVersion, Metadata,
-    RecordedEvent, RunType, StoreError, TaskInstanceKey,
+    AppendBatch, AppendError, AttemptDigest, Event, EventStore, Metadata, RecordedEvent, RunType,
+    StoreError, TaskInstanceKey,
 };
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
@@ -45,7 +45,7 @@ use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_star
 use crate::core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
 use crate::core::spec::DagSpec;
 use crate::core::timetable::{RunInfo, Schedule};
-use runs::{Specs, SubmitError, submit_as_leader};
+use runs::{QueueError, Specs, SubmitError, queue_run, submit_as_leader};
 
 /// Key of the session advisory lock the active scheduler holds.
 pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"
@@ -144,6 +144,9 @@ pub struct Reactor {
     exits: Option<mpsc::UnboundedReceiver<AttemptExit>>,
     started_at: DateTime<Utc>,
     dags: HashMap<String, DagEntry>,
+    /// Each deleted DAG's generation (the version of its generation stream; 0 when never
+    /// deleted): the runs the timetable queues belong to it.
+    generations: HashMap<String, i64>,
     /// The unfinished runs: a run leaves when it ends, so the model (and every pass over it)
     /// grows with the work in progress, not with history.
     runs: BTreeMap<(String, String), RunEntry>,
@@ -171,6 +174,7 @@ impl Reactor {
             exits: None,
             started_at: Utc::now(),
             dags: HashMap::new(),
+            generations: HashMap::new(),
             runs: BTreeMap::new(),
             runs_held: Arc::default(),
             pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
@@ -324,6 +328,7 @@ impl Reactor {
     /// Drops what the model holds, so the next term rebuilds it from the log.
     fn forget_model(&mut self) {
         self.dags.clear();
+        self.generations.clear();
         self.runs.clear();
         self.runs_held.store(0, Ordering::Relaxed);
         self.pools = BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]);
@@ -367,10 +372,31 @@ impl Reactor {
                 dag.max_active_tasks = e.max_active_tasks.max(1);
             }
             Event::DagDeleted(e) => {
-                // Its runs go with it; nothing of them is scheduled any more.
+                // Its runs go with it; nothing of them is scheduled any more, and the log
+                // refuses their appends from here on (the generation moved).
                 self.dags.remove(&e.dag_id);
+                if recorded.stream == generation_stream(&e.dag_id) {
+                    self.generations
+                        .insert(e.dag_id.clone(), recorded.stream_version);
+                }
                 self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
-                self.in_flight.retain(|ti, _| ti.dag_id != e.dag_id);
+                self.specs.forget_dag(&e.dag_id);
+                // Tries in flight are stopped: their agents' reports would be refused anyway,
+                // and the work belongs to nobody now. (An agent the executor does not know of
+                // learns it from its next heartbeat.)
+                let deleted: Vec<TaskInstanceKey> = self
+                    .in_flight
+                    .keys()
+                    .filter(|ti| ti.dag_id == e.dag_id)
+                    .cloned()
+                    .collect();
+                for ti in deleted {
+                    let flight = self.in_flight.remove(&ti).expect("listed");
+                    self.liveness.forget(&flight.attempt.digest);
+                    self.dispatcher
+                        .executor()
+                        .terminate(&flight.attempt, "its DAG was deleted");
+                }
             }
             Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
             Event::DagUnpaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = false,
@@ -463,9 +489,18 @@ impl Reactor {
             .take_while(|e| e.position <= position)
             .filter_map(|e| e.decode().ok())
             .collect();
-        let Some(Event::RunQueued(queued)) = events.first() else {
+        // The stream's last run up to `position` (a run id starts again after its DAG was
+        // deleted and re-added).
+        let Some(start) = events
+            .iter()
+            .rposition(|e| matches!(e, Event::RunQueued(_)))
+        else {
             eprintln!("scheduler: run {dag_id}/{run_id} has no RunQueued; not scheduled");
             return Ok(());
+        };
+        let events = &events[start..];
+        let Event::RunQueued(queued) = &events[0] else {
+            unreachable!("found as a RunQueued")
         };
         let version = queued.dag_version_hash.clone().unwrap_or_default();
         let run_after = queued.run_after;
@@ -707,6 +742,8 @@ impl Reactor {
         let ti = &attempt.ti;
         let run = match runs::load_run(&self.store, &self.specs, &ti.dag_id, &ti.run_id).await {
             Ok(run) => run,
+            // Gone with its DAG: nothing to end (its executor was told when it was deleted).
+            Err(SubmitError::Deleted { .. }) => return true,
             Err(error) => {
                 eprintln!("scheduler: {}/{}: {error}", ti.dag_id, ti.run_id);
                 return false;
@@ -804,18 +841,20 @@ impl Reactor {
                     triggered_by: "timetable".to_owned(),
                     dag_version_hash: Some(dag.version_hash.clone()),
                 };
-                let stream = Event::from(queued.clone()).stream();
-                let batch = AppendBatch::new()
-                    .push(queued, &Metadata::actor("scheduler"))
-                    .expect(stream, ExpectedVersion::NoStream)
-                    .expect(LEADER_STREAM, ExpectedVersion::Exact(self.epoch));
-                match self.store.append(batch).await {
-                    Err(AppendError::Conflict { stream, .. }) if stream == LEADER_STREAM => {
+                // Each run id once per generation: a run of the DAG before it was deleted does
+                // not count (the re-added DAG runs its slots again, as in Airflow).
+                let generation = self.generations.get(dag_id).copied().unwrap_or(0);
+                let actor = Metadata::actor("scheduler");
+                let queued = queue_run(&self.store, queued, &actor, generation, Some(self.epoch));
+                match queued.await {
+                    Err(QueueError::Deposed { .. }) => {
                         self.deposed.store(true, Ordering::Relaxed);
                         break;
                     }
-                    // A conflict means the run exists already (created before a restart).
-                    Ok(_) | Err(AppendError::Conflict { .. }) => dag.last_scheduled = Some(run),
+                    // Deleted meanwhile: the DAG's entry goes when the delete is folded.
+                    Err(QueueError::DagDeleted(_)) => break,
+                    // `Exists`: created before a restart.
+                    Ok(_) | Err(QueueError::Exists(_)) => dag.last_scheduled = Some(run),
                     Err(error) => {
                         eprintln!(
                             "scheduler: cannot queue {dag_id} {}: {error}",
@@ -1001,7 +1040,8 @@ impl Reactor {
         );
         match submitted.await {
             Ok(events) => !events.is_empty(),
-            Err(SubmitError::Rejected(_)) => false,
+            // Deleted with its DAG: the model drops the run when it folds the delete.
+            Err(SubmitError::Rejected(_) | SubmitError::Deleted { .. }) => false,
             Err(SubmitError::Deposed { .. }) => {
                 // The loop steps down after this round of actions.
                 self.deposed.store(true, Ordering::Relaxed);

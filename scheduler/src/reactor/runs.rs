@@ -1,17 +1,24 @@
 //! Deciding against the log: a run's state is folded from its stream, the decision is appended
 //! with the stream's version as the expected one, and a conflict means "someone decided first":
 //! reload and decide again.
+//!
+//! Runs are also fenced by their DAG's **generation** (the version of `generation:<dag_id>`,
+//! which only `DagDeleted` moves): every append to a run expects the generation the run was
+//! queued in, so a decision taken before a delete and appended after it is refused, and a run
+//! stream can start again (a new `RunQueued`) once its DAG was deleted — the DAG re-added
+//! reuses its run ids, as Airflow does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use leoflow_events::catalog::LEADER_STREAM;
+use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream};
 use leoflow_events::{
     AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
     StoreError,
 };
+use sqlx::Row;
 
 use crate::core::run::{Command, Fence, Rejection, RunState, decide, evolve};
 use crate::core::spec::{DagSpec, SpecError};
@@ -29,6 +36,18 @@ pub enum SubmitError {
         dag_id: String,
         /// The run.
         run_id: String,
+    },
+    /// The run's DAG was deleted after the run was queued: the run is gone, nothing more is
+    /// appended to it.
+    #[error("dag run {dag_id}/{run_id} was deleted with its DAG")]
+    Deleted {
+        /// The DAG.
+        dag_id: String,
+        /// The run.
+        run_id: String,
+        /// The run's last state (to tell its tries' agents from strangers), when its DAG
+        /// version could still be loaded.
+        state: Option<Box<RunState>>,
     },
     /// The run's DAG version cannot be loaded.
     #[error("DAG version {version} of {dag_id} is unusable: {reason}")]
@@ -87,6 +106,7 @@ struct CachedRun {
     spec: Arc<DagSpec>,
     state: RunState,
     version: i64,
+    generation: i64,
 }
 
 /// Run states kept before the cache starts over (it is only a shortcut).
@@ -154,6 +174,16 @@ impl Specs {
             .remove(&run_stream(dag_id, run_id));
     }
 
+    /// Drops the cached states of a deleted DAG's runs (only memory: a load would find them
+    /// deleted anyway, by the generation).
+    pub fn forget_dag(&self, dag_id: &str) {
+        let prefix = run_stream(dag_id, "");
+        self.runs
+            .lock()
+            .expect("not poisoned")
+            .retain(|stream, _| !stream.starts_with(&prefix));
+    }
+
     /// The dag.json document of a DAG version (what the agent hands its task runner).
     pub async fn document(
         &self,
@@ -175,6 +205,9 @@ pub struct LoadedRun {
     pub state: RunState,
     /// The stream version the state reflects.
     pub version: i64,
+    /// The DAG generation the run belongs to: appends to the run expect the DAG's generation
+    /// stream at it ([`generation_expectation`]).
+    pub generation: i64,
 }
 
 /// Loads a run from the log.
@@ -193,15 +226,38 @@ pub async fn load_run(
         .cloned();
     let run = match cached {
         Some(cached) => {
-            let newer = store.read_stream(&stream, cached.version + 1).await?;
-            let state = decode_all(&newer)?.iter().fold(cached.state, evolve);
-            LoadedRun {
-                spec: cached.spec,
-                state,
-                version: newer.last().map_or(cached.version, |e| e.stream_version),
+            // The generation comes with the new events, in the same statement: a cached run
+            // learns of its DAG's delete at no extra round trip.
+            let tail = read_run(store, dag_id, run_id, cached.version + 1, false).await?;
+            let newer = decode_all(&tail.events)?;
+            if newer.iter().any(|e| matches!(e, Event::RunQueued(_))) {
+                // The run id started again after a delete: the cached state is another run's.
+                specs.runs.lock().expect("not poisoned").remove(&stream);
+                load_run_from_start(store, specs, dag_id, run_id).await?
+            } else {
+                let state = newer.iter().fold(cached.state, evolve);
+                if tail.generation != cached.generation {
+                    // Deleted since: the run was alive at the cached generation, so its
+                    // `RunQueued` precedes the delete.
+                    specs.runs.lock().expect("not poisoned").remove(&stream);
+                    return Err(SubmitError::Deleted {
+                        dag_id: dag_id.to_owned(),
+                        run_id: run_id.to_owned(),
+                        state: Some(Box::new(state)),
+                    });
+                }
+                LoadedRun {
+                    spec: cached.spec,
+                    state,
+                    version: tail
+                        .events
+                        .last()
+                        .map_or(cached.version, |e| e.stream_version),
+                    generation: cached.generation,
+                }
             }
         }
-        None => load_run_from_start(store, specs, dag_id, run_id, &stream).await?,
+        None => load_run_from_start(store, specs, dag_id, run_id).await?,
     };
     let mut runs = specs.runs.lock().expect("not poisoned");
     // A finished run leaves the cache: nothing runs in it, and a clear or a late report is rare
@@ -221,6 +277,7 @@ pub async fn load_run(
                 spec: run.spec.clone(),
                 state: run.state.clone(),
                 version: run.version,
+                generation: run.generation,
             },
         );
     }
@@ -246,25 +303,216 @@ async fn load_run_from_start(
     specs: &Specs,
     dag_id: &str,
     run_id: &str,
-    stream: &str,
 ) -> Result<LoadedRun, SubmitError> {
-    let events = store.read_stream(stream, 1).await?;
+    let tail = read_run(store, dag_id, run_id, 1, true).await?;
     let unknown = || SubmitError::UnknownRun {
         dag_id: dag_id.to_owned(),
         run_id: run_id.to_owned(),
     };
-    let decoded = decode_all(&events)?;
-    let Some(Event::RunQueued(queued)) = decoded.first() else {
+    let decoded = decode_all(&tail.events)?;
+    // The run is the stream's last incarnation: a stream starts again with a `RunQueued`
+    // after its DAG was deleted and re-added.
+    let Some(start) = decoded
+        .iter()
+        .rposition(|e| matches!(e, Event::RunQueued(_)))
+    else {
         return Err(unknown());
     };
+    let Event::RunQueued(queued) = &decoded[start] else {
+        unreachable!("found as a RunQueued")
+    };
+    let deleted = tail
+        .deleted_at
+        .is_some_and(|at| at > tail.events[start].position);
     let version_hash = queued.dag_version_hash.clone().unwrap_or_default();
-    let spec = specs.get(store, dag_id, &version_hash).await?;
-    let state = decoded.iter().fold(RunState::queued(&spec, run_id), evolve);
+    let spec = match specs.get(store, dag_id, &version_hash).await {
+        Ok(spec) => spec,
+        // A deleted DAG's versions may be gone from the read models with it.
+        Err(SubmitError::Version { .. }) if deleted => {
+            return Err(SubmitError::Deleted {
+                dag_id: dag_id.to_owned(),
+                run_id: run_id.to_owned(),
+                state: None,
+            });
+        }
+        Err(error) => return Err(error),
+    };
+    let state = decoded[start..]
+        .iter()
+        .fold(RunState::queued(&spec, run_id), evolve);
+    if deleted {
+        return Err(SubmitError::Deleted {
+            dag_id: dag_id.to_owned(),
+            run_id: run_id.to_owned(),
+            state: Some(Box::new(state)),
+        });
+    }
     Ok(LoadedRun {
         spec,
         state,
-        version: events.last().map_or(0, |e| e.stream_version),
+        version: tail.events.last().map_or(0, |e| e.stream_version),
+        generation: tail.generation,
     })
+}
+
+/// A run stream's events from a version on, with its DAG's generation as of the same snapshot.
+struct RunTail {
+    events: Vec<RecordedEvent>,
+    generation: i64,
+    /// The position of the DAG's last delete (when asked for).
+    deleted_at: Option<i64>,
+}
+
+/// Reads a run stream from `from_version` together with its DAG's generation, in one statement
+/// (one snapshot, one round trip). With `deleted_at`, also the position of the DAG's last
+/// `DagDeleted`, on either stream it was ever recorded on (`dag:` before generations).
+async fn read_run(
+    store: &EventStore,
+    dag_id: &str,
+    run_id: &str,
+    from_version: i64,
+    deleted_at: bool,
+) -> Result<RunTail, StoreError> {
+    let rows = sqlx::query(
+        "WITH dag AS (SELECT \
+           (SELECT version FROM event_streams WHERE stream = $3) AS generation, \
+           CASE WHEN $5 THEN (SELECT max(position) FROM events \
+             WHERE stream = ANY($4) AND type = 'DagDeleted') END AS deleted_at) \
+         SELECT dag.generation, dag.deleted_at, e.position, e.stream, e.stream_version, e.type, \
+           e.schema_version, e.payload, e.metadata, e.recorded_at \
+         FROM dag LEFT JOIN events e ON e.stream = $1 AND e.stream_version >= $2 \
+         ORDER BY e.stream_version",
+    )
+    .bind(run_stream(dag_id, run_id))
+    .bind(from_version)
+    .bind(generation_stream(dag_id))
+    .bind(vec![format!("dag:{dag_id}"), generation_stream(dag_id)])
+    .bind(deleted_at)
+    .fetch_all(store.pool())
+    .await?;
+    let first = rows.first().expect("the dag row is always there");
+    let mut tail = RunTail {
+        events: Vec::with_capacity(rows.len()),
+        generation: first.try_get::<Option<i64>, _>("generation")?.unwrap_or(0),
+        deleted_at: first.try_get("deleted_at")?,
+    };
+    for row in &rows {
+        let Some(position) = row.try_get::<Option<i64>, _>("position")? else {
+            continue;
+        };
+        let metadata: serde_json::Value = row.try_get("metadata")?;
+        let metadata = serde_json::from_value(metadata).map_err(|e| StoreError::Corrupt {
+            position,
+            reason: format!("metadata: {e}"),
+        })?;
+        tail.events.push(RecordedEvent {
+            position,
+            stream: row.try_get("stream")?,
+            stream_version: row.try_get("stream_version")?,
+            event_type: row.try_get("type")?,
+            schema_version: row.try_get("schema_version")?,
+            payload: row.try_get("payload")?,
+            metadata,
+            recorded_at: row.try_get("recorded_at")?,
+        });
+    }
+    Ok(tail)
+}
+
+/// What an append to a DAG's runs expects of its generation stream: still at `generation`.
+pub fn generation_expectation(generation: i64) -> ExpectedVersion {
+    match generation {
+        0 => ExpectedVersion::NoStream,
+        n => ExpectedVersion::Exact(n),
+    }
+}
+
+/// Why a run could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// A run with this id exists (a live one: a deleted DAG's runs do not count).
+    #[error("dag run {0} exists already")]
+    Exists(String),
+    /// The DAG was deleted since its generation was read.
+    #[error("DAG {0:?} was deleted meanwhile")]
+    DagDeleted(String),
+    /// Appended as a leader that was deposed.
+    #[error("this scheduler was deposed: leader epoch {epoch} is over")]
+    Deposed {
+        /// The epoch it queued under.
+        epoch: i64,
+    },
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Appending failed.
+    #[error(transparent)]
+    Append(AppendError),
+}
+
+/// Appends `queued`, a new run of its DAG's `generation` (and, for a leader, under `epoch`).
+/// Its stream must not exist — or hold only runs its DAG's delete ended: then the run id
+/// starts again, the new run's events after the old ones' (the DAG re-added runs afresh, as
+/// in Airflow, whose delete forgets the runs).
+pub async fn queue_run(
+    store: &EventStore,
+    queued: RunQueued,
+    metadata: &Metadata,
+    generation: i64,
+    epoch: Option<i64>,
+) -> Result<RecordedEvent, QueueError> {
+    let (dag_id, run_id) = (queued.dag_id.clone(), queued.run_id.clone());
+    let stream = run_stream(&dag_id, &run_id);
+    let mut expected = ExpectedVersion::NoStream;
+    loop {
+        let mut batch = AppendBatch::new()
+            .push(queued.clone(), metadata)
+            .expect(&stream, expected)
+            .expect(
+                generation_stream(&dag_id),
+                generation_expectation(generation),
+            );
+        if let Some(epoch) = epoch {
+            batch = batch.expect(LEADER_STREAM, ExpectedVersion::Exact(epoch));
+        }
+        match store.append(batch).await {
+            Ok(outcome) => return Ok(outcome.events.into_iter().next().expect("one event")),
+            Err(AppendError::Conflict { stream: s, .. }) if s == LEADER_STREAM => {
+                return Err(QueueError::Deposed {
+                    epoch: epoch.unwrap_or_default(),
+                });
+            }
+            Err(AppendError::Conflict { stream: s, .. }) if s != stream => {
+                return Err(QueueError::DagDeleted(dag_id));
+            }
+            Err(AppendError::Conflict { .. }) => {
+                // Only on a run id used before: is its last run one of a deleted generation?
+                let tail = read_run(store, &dag_id, &run_id, 1, true).await?;
+                let last_queued = tail
+                    .events
+                    .iter()
+                    .rev()
+                    .find(|e| e.event_type == "RunQueued")
+                    .map(|e| e.position);
+                let ended_by_delete = match (last_queued, tail.deleted_at) {
+                    (Some(queued_at), Some(deleted_at)) => deleted_at > queued_at,
+                    (Some(_), None) => false,
+                    // Events without a run (left by an old delete's race): nothing lives there.
+                    (None, _) => true,
+                };
+                let version = tail.events.last().map(|e| e.stream_version);
+                match version {
+                    Some(version)
+                        if ended_by_delete && expected != ExpectedVersion::Exact(version) =>
+                    {
+                        expected = ExpectedVersion::Exact(version);
+                    }
+                    _ => return Err(QueueError::Exists(stream)),
+                }
+            }
+            Err(other) => return Err(QueueError::Append(other)),
+        }
+    }
 }
 
 /// Decides `command` for a run against its current state in the log and appends the result,
@@ -453,7 +701,14 @@ async fn append_batch(
             Err(error) => return fail_all(batch, error),
         };
         let mut state = run.state;
-        let mut events = AppendBatch::new().expect(stream, ExpectedVersion::Exact(run.version));
+        // The DAG's generation: a delete between this read and the append refuses the batch
+        // (reloaded, the run is then found deleted), so nothing lands after a `DagDeleted`.
+        let mut events = AppendBatch::new()
+            .expect(stream, ExpectedVersion::Exact(run.version))
+            .expect(
+                generation_stream(dag_id),
+                generation_expectation(run.generation),
+            );
         // One process has one leader term, so the batch's leader submissions share one epoch.
         let epoch = batch.iter().find_map(|s| s.guard.epoch);
         if let Some(epoch) = epoch {
@@ -540,6 +795,22 @@ fn decide_all(
 /// Answers every submission of a batch with a failure shared by all of them. The first gets
 /// the error itself, the others its message (errors are not `Clone`).
 fn fail_all(batch: Vec<Submission>, error: SubmitError) {
+    if let SubmitError::Deleted {
+        dag_id,
+        run_id,
+        state,
+    } = &error
+    {
+        // Every submission learns that the run is gone (an agent then stops, not retries).
+        for submission in batch {
+            let _ = submission.reply.send(Err(SubmitError::Deleted {
+                dag_id: dag_id.clone(),
+                run_id: run_id.clone(),
+                state: state.clone(),
+            }));
+        }
+        return;
+    }
     let message = error.to_string();
     let mut first = Some(error);
     for submission in batch {
