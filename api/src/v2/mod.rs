@@ -28,7 +28,22 @@ pub fn routes() -> Router<ApiState> {
         .route("/providers", get(misc::providers))
         .route("/jobs", get(misc::jobs))
         .route("/assets", get(misc::assets))
-        .route("/assets/events", get(misc::asset_events))
+        .route(
+            "/assets/events",
+            get(misc::asset_events).post(misc::create_asset_event),
+        )
+        .route(
+            "/assets/{asset_id}/queuedEvents",
+            get(misc::asset_queued_events).delete(misc::delete_asset_queued_events),
+        )
+        .route(
+            "/dags/{dag_id}/assets/queuedEvents",
+            get(misc::dag_queued_events).delete(misc::delete_dag_queued_events),
+        )
+        .route(
+            "/backfills",
+            get(misc::backfills).post(misc::create_backfill),
+        )
         .route("/dagWarnings", get(misc::dag_warnings))
         .route("/config", get(misc::config))
         .route(
