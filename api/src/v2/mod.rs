@@ -197,11 +197,13 @@ pub fn routes() -> Router<ApiState> {
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries",
-            get(task_output::get_xcoms),
+            get(task_output::get_xcoms).post(task_output::refuse_xcom_change),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries/{xcom_key}",
-            get(task_output::get_xcom),
+            get(task_output::get_xcom)
+                .patch(task_output::refuse_xcom_change)
+                .delete(task_output::refuse_xcom_change),
         )
 }
 

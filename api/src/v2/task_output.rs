@@ -278,3 +278,18 @@ pub async fn get_xcom(
     };
     Ok(Json(body))
 }
+
+/// `POST …/xcomEntries`, `PATCH` and `DELETE …/xcomEntries/{xcom_key}`: refused with a reason
+/// (a 400 Airflow documents for them) after the 404s of an unknown DAG or run. An XCom is what
+/// its task pushed, recorded in the event log; the API does not write one.
+pub async fn refuse_xcom_change(
+    State(state): State<ApiState>,
+    Path(path): Path<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let segment = |name: &str| path.get(name).map(String::as_str).unwrap_or_default();
+    load_run(&state, segment("dag_id"), segment("dag_run_id")).await?;
+    Err(ApiError::bad_request(
+        "Leoflow keeps XComs as their tasks pushed them: they cannot be created, changed or \
+         deleted through the API",
+    ))
+}
