@@ -76,7 +76,16 @@ pub async fn get_logs(
     let from = match params.str("token").filter(|t| !t.is_empty()) {
         Some(token) => token
             .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("Invalid continuation token {token:?}")))?,
+            // 422, an invalid input of a route whose spec documents no 400 (Airflow, whose
+            // tokens are signed, answers 400 for a bad signature).
+            .map_err(|_| {
+                ApiError::invalid(
+                    &["query", "token"],
+                    "value_error",
+                    format!("Invalid continuation token {token:?}"),
+                    json!(token),
+                )
+            })?,
         None => 0,
     };
     let ndjson = headers
