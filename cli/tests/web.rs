@@ -431,7 +431,7 @@ async fn the_editor_opens_from_the_ui_navigation_and_its_save_is_hot_reloaded() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
+async fn schemathesis_fuzzing_from_the_served_openapi_conforms_to_it() {
     let lite = Lite::start(UI_DAGS).await;
     lite.run("etl").await;
     let schema: Value = lite
@@ -448,7 +448,13 @@ async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
         "the served document is Airflow's"
     );
     let schemathesis = Path::new(&python()).with_file_name("st");
+    // The checks live in the config file, with the few operations exempt from one of them
+    // (each a deviation docs/api.md lists): no server errors, and every status, content
+    // type, header and body as Airflow's spec documents them.
+    let config = repo().join("cli/tests/schemathesis.toml");
     let output = Command::new(&schemathesis)
+        .arg("--config-file")
+        .arg(&config)
         .args([
             "run",
             &format!("{}/openapi.json", lite.base),
@@ -456,8 +462,6 @@ async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
             &lite.base,
         ])
         .args([
-            "--checks",
-            "not_a_server_error",
             "--max-examples",
             "12",
             // One worker: with two threads, hypothesis's lambda descriptions call ast.parse
@@ -467,6 +471,7 @@ async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
             "1",
             "--seed",
             "42",
+            "--no-color",
         ])
         .args([
             "--header",
@@ -480,7 +485,7 @@ async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
             )
         });
     let report = String::from_utf8_lossy(&output.stdout);
-    // "  8472 generated, 8472 passed"
+    // "  8472 generated, 8472 passed" or "  8385 generated, 13 found 15 unique failures"
     let summary = report
         .lines()
         .map(str::trim)
@@ -489,7 +494,10 @@ async fn schemathesis_fuzzing_from_the_served_openapi_finds_no_server_errors() {
     eprintln!("schemathesis: {summary}");
     assert!(
         output.status.success(),
-        "schemathesis found server errors:\n{report}"
+        "schemathesis found server errors or answers Airflow's OpenAPI does not allow \
+         (a deliberate deviation belongs in docs/api.md and cli/tests/schemathesis.toml):\n\
+         {report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     let generated: usize = summary
         .split_whitespace()

@@ -283,13 +283,23 @@ pub async fn list_runs_batch(
     Path(dag_id): Path<String>,
     Body(batch): Body<RunsBatch>,
 ) -> ApiResult<Json<Value>> {
-    if dag_id != "~" {
-        return Err(ApiError::bad_request(
-            "the batch list takes its DAGs in `dag_ids`: call it as /dags/~/dagRuns/list",
-        ));
-    }
+    tilde_only(&["path", "dag_id"], &dag_id)?;
     let params = Params::parse(&batch_query(&batch)?)?;
     Ok(Json(page_of_runs(&state, &params, None).await?))
+}
+
+/// The 422 FastAPI gives a path segment Airflow types `Literal["~"]` (the batch lists take
+/// their DAGs and runs in the body) when it is anything else.
+pub fn tilde_only(loc: &[&str], value: &str) -> ApiResult<()> {
+    if value == "~" {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        loc,
+        "literal_error",
+        "Input should be '~'",
+        json!(value),
+    ))
 }
 
 /// `GET /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}`.

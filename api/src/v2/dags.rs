@@ -384,10 +384,18 @@ pub async fn get_tags(State(state): State<ApiState>, params: Params) -> ApiResul
     let descending = match params.str("order_by").unwrap_or("name") {
         "name" => false,
         "-name" => true,
+        // 422 as every other `order_by` of Leoflow's (crate::query::Params::order_by): the
+        // status Airflow's spec documents for this route.
         other => {
-            return Err(ApiError::bad_request(format!(
-                "Ordering with '{other}' is disallowed; allowed: name"
-            )));
+            return Err(ApiError::invalid(
+                &["query", "order_by"],
+                "value_error",
+                format!(
+                    "Ordering with '{other}' is disallowed or the attribute does not exist on \
+                     the model; allowed: name"
+                ),
+                json!(other),
+            ));
         }
     };
     let rows: Vec<String> = sqlx::query_scalar(

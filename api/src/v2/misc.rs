@@ -4,11 +4,13 @@
 //! no job table.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ApiResult;
-use crate::query::Params;
+use crate::body::Body;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{Params, path_int};
 use crate::state::{ApiState, Edition};
 
 /// `GET /api/v2/version`: the Airflow API version Leoflow speaks, and Leoflow's own.
@@ -87,6 +89,93 @@ pub async fn assets(params: Params) -> ApiResult<Json<Value>> {
 /// `GET /api/v2/assets/events`.
 pub async fn asset_events(params: Params) -> ApiResult<Json<Value>> {
     empty(&params, "asset_events")
+}
+
+/// `POST /api/v2/assets/events` body (Airflow's `CreateAssetEventsBody`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetEventBody {
+    asset_id: i64,
+    // Declared so that Airflow's fields are accepted (and others refused, with a 422); no
+    // asset exists to record them for.
+    #[serde(default)]
+    #[allow(dead_code)]
+    partition_key: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    extra: Option<serde_json::Map<String, Value>>,
+}
+
+/// `POST /api/v2/assets/events`: there is no asset to record an event for, so Airflow's 404
+/// for an unknown asset is the truthful answer.
+pub async fn create_asset_event(Body(body): Body<AssetEventBody>) -> ApiResult<Json<Value>> {
+    Err(ApiError::not_found(format!(
+        "Asset with ID: `{}` was not found",
+        body.asset_id
+    )))
+}
+
+/// `GET /api/v2/assets/{asset_id}/queuedEvents`: no asset ever queues a run. Airflow answers
+/// an empty list for any asset id too (its spec documents no 404 here).
+pub async fn asset_queued_events(
+    Path(asset_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    path_int("asset_id", &asset_id)?;
+    params.datetime("before")?;
+    Ok(Json(json!({"queued_events": [], "total_entries": 0})))
+}
+
+/// `DELETE /api/v2/assets/{asset_id}/queuedEvents`: Airflow's 404 when nothing is queued.
+pub async fn delete_asset_queued_events(
+    Path(asset_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let asset_id = path_int("asset_id", &asset_id)?;
+    params.datetime("before")?;
+    Err(ApiError::not_found(format!(
+        "Queue event with asset_id: `{asset_id}` was not found"
+    )))
+}
+
+/// `GET /api/v2/dags/{dag_id}/assets/queuedEvents`: as Airflow, for any DAG id.
+pub async fn dag_queued_events(params: Params) -> ApiResult<Json<Value>> {
+    params.datetime("before")?;
+    Ok(Json(json!({"queued_events": [], "total_entries": 0})))
+}
+
+/// `DELETE /api/v2/dags/{dag_id}/assets/queuedEvents`: Airflow's 404 when nothing is queued.
+pub async fn delete_dag_queued_events(
+    Path(dag_id): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    params.datetime("before")?;
+    Err(ApiError::not_found(format!(
+        "Queue event with dag_id: `{dag_id}` was not found"
+    )))
+}
+
+/// `GET /api/v2/backfills`: Leoflow keeps no backfill records. `dag_id` is required, as in
+/// Airflow.
+pub async fn backfills(params: Params) -> ApiResult<Json<Value>> {
+    if params.str("dag_id").is_none() {
+        return Err(ApiError::invalid(
+            &["query", "dag_id"],
+            "missing",
+            "Field required",
+            Value::Null,
+        ));
+    }
+    params.order_by(&[("id", "id")], "id", "id")?;
+    empty(&params, "backfills")
+}
+
+/// `POST /api/v2/backfills`: refused with a reason (a 400 Airflow documents) instead of a 405.
+pub async fn create_backfill() -> ApiError {
+    ApiError::bad_request(
+        "Leoflow has no backfills: a DAG with `catchup=True` runs its missed intervals itself, \
+         and `POST /api/v2/dags/{dag_id}/dagRuns` triggers a run for a logical date",
+    )
 }
 
 /// `GET /api/v2/dagWarnings`.

@@ -28,7 +28,22 @@ pub fn routes() -> Router<ApiState> {
         .route("/providers", get(misc::providers))
         .route("/jobs", get(misc::jobs))
         .route("/assets", get(misc::assets))
-        .route("/assets/events", get(misc::asset_events))
+        .route(
+            "/assets/events",
+            get(misc::asset_events).post(misc::create_asset_event),
+        )
+        .route(
+            "/assets/{asset_id}/queuedEvents",
+            get(misc::asset_queued_events).delete(misc::delete_asset_queued_events),
+        )
+        .route(
+            "/dags/{dag_id}/assets/queuedEvents",
+            get(misc::dag_queued_events).delete(misc::delete_dag_queued_events),
+        )
+        .route(
+            "/backfills",
+            get(misc::backfills).post(misc::create_backfill),
+        )
         .route("/dagWarnings", get(misc::dag_warnings))
         .route("/config", get(misc::config))
         .route(
@@ -182,11 +197,13 @@ pub fn routes() -> Router<ApiState> {
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries",
-            get(task_output::get_xcoms),
+            get(task_output::get_xcoms).post(task_output::refuse_xcom_change),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries/{xcom_key}",
-            get(task_output::get_xcom),
+            get(task_output::get_xcom)
+                .patch(task_output::refuse_xcom_change)
+                .delete(task_output::refuse_xcom_change),
         )
 }
 

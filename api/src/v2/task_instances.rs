@@ -257,8 +257,11 @@ pub async fn list_tis_batch(
     Path((dag_id, run_id)): Path<(String, String)>,
     Body(batch): Body<TisBatch>,
 ) -> ApiResult<Json<Value>> {
+    // Airflow types both segments `Literal["~"]`: the DAGs and runs are named in the body.
+    crate::v2::dag_runs::tilde_only(&["path", "dag_id"], &dag_id)?;
+    crate::v2::dag_runs::tilde_only(&["path", "dag_run_id"], &run_id)?;
     let params = Params::parse(&batch_query(&batch)?)?;
-    let mut c = ti_conditions(&params, scope(&dag_id), scope(&run_id))?;
+    let mut c = ti_conditions(&params, None, None)?;
     for (column, values) in [
         ("t.dag_id", batch.dag_ids),
         ("t.run_id", batch.dag_run_ids),

@@ -76,7 +76,16 @@ pub async fn get_logs(
     let from = match params.str("token").filter(|t| !t.is_empty()) {
         Some(token) => token
             .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("Invalid continuation token {token:?}")))?,
+            // 422, an invalid input of a route whose spec documents no 400 (Airflow, whose
+            // tokens are signed, answers 400 for a bad signature).
+            .map_err(|_| {
+                ApiError::invalid(
+                    &["query", "token"],
+                    "value_error",
+                    format!("Invalid continuation token {token:?}"),
+                    json!(token),
+                )
+            })?,
         None => 0,
     };
     let ndjson = headers
@@ -277,4 +286,19 @@ pub async fn get_xcom(
         serde_json::from_str(&content).map_err(ApiError::internal)?
     };
     Ok(Json(body))
+}
+
+/// `POST …/xcomEntries`, `PATCH` and `DELETE …/xcomEntries/{xcom_key}`: refused with a reason
+/// (a 400 Airflow documents for them) after the 404s of an unknown DAG or run. An XCom is what
+/// its task pushed, recorded in the event log; the API does not write one.
+pub async fn refuse_xcom_change(
+    State(state): State<ApiState>,
+    Path(path): Path<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let segment = |name: &str| path.get(name).map(String::as_str).unwrap_or_default();
+    load_run(&state, segment("dag_id"), segment("dag_run_id")).await?;
+    Err(ApiError::bad_request(
+        "Leoflow keeps XComs as their tasks pushed them: they cannot be created, changed or \
+         deleted through the API",
+    ))
 }
