@@ -234,12 +234,13 @@ impl Reactor {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), ReactorError> {
         let mut failures = 0u32;
         loop {
+            let term = std::time::Instant::now();
             let error = match self.lead_and_react(&mut shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(error @ ReactorError::Store(StoreError::Corrupt { .. })) => return Err(error),
                 Err(error) => error,
             };
-            failures += 1;
+            failures = failures_after(failures, term.elapsed());
             let delay = recovery_delay(failures);
             eprintln!(
                 "scheduler: {error}; stepped down, trying again in {} ms",
@@ -1085,7 +1086,20 @@ async fn load_schedule(store: &EventStore, document_hash: &str) -> Option<Schedu
     }
 }
 
-/// How long to wait before the `failures`-th attempt to lead again: 250 ms doubling to 10 s.
+/// A term that lasted this long was healthy: the failure that ended it starts the backoff over.
+const HEALTHY_TERM: Duration = Duration::from_secs(60);
+
+/// The count of failures in a row once a term that lasted `term` failed: an outage long after
+/// the last one is a first failure again, not the seventh of a series.
+fn failures_after(failures: u32, term: Duration) -> u32 {
+    if term >= HEALTHY_TERM {
+        1
+    } else {
+        failures.saturating_add(1)
+    }
+}
+
+/// How long to wait before the `failures`-th attempt to lead again: 250 ms doubling to 8 s.
 fn recovery_delay(failures: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
         .min(Duration::from_secs(10))
@@ -1191,5 +1205,25 @@ async fn lead(
         if *shutdown.borrow() {
             return Ok(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_grows_in_a_series_of_failures_and_starts_over_after_a_healthy_term() {
+        let quick = Duration::from_millis(10);
+        let mut failures = 0;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            failures = failures_after(failures, quick);
+            delays.push(recovery_delay(failures).as_millis());
+        }
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        // Hours of leading later, the next outage waits 250 ms again, not 10 s.
+        failures = failures_after(failures, Duration::from_secs(3 * 3600));
+        assert_eq!(recovery_delay(failures), Duration::from_millis(250));
     }
 }
