@@ -471,7 +471,10 @@ pub async fn read_from<'e>(
     rows.iter().map(recorded_from_row).collect()
 }
 
-fn recorded_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+/// An event from a row holding the envelope's columns (`position`, `stream`, `stream_version`,
+/// `type`, `schema_version`, `payload`, `metadata`, `recorded_at`), as any query over `events`
+/// selects them.
+pub fn recorded_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.try_get("position")?;
     let metadata: Value = row.try_get("metadata")?;
     let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| StoreError::Corrupt {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream};
+use leoflow_events::store::recorded_from_row;
 use leoflow_events::{
     AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
     StoreError,
@@ -397,24 +398,11 @@ async fn read_run(
         deleted_at: first.try_get("deleted_at")?,
     };
     for row in &rows {
-        let Some(position) = row.try_get::<Option<i64>, _>("position")? else {
+        // The DAG's row joins no event when the run's stream has nothing new.
+        if row.try_get::<Option<i64>, _>("position")?.is_none() {
             continue;
-        };
-        let metadata: serde_json::Value = row.try_get("metadata")?;
-        let metadata = serde_json::from_value(metadata).map_err(|e| StoreError::Corrupt {
-            position,
-            reason: format!("metadata: {e}"),
-        })?;
-        tail.events.push(RecordedEvent {
-            position,
-            stream: row.try_get("stream")?,
-            stream_version: row.try_get("stream_version")?,
-            event_type: row.try_get("type")?,
-            schema_version: row.try_get("schema_version")?,
-            payload: row.try_get("payload")?,
-            metadata,
-            recorded_at: row.try_get("recorded_at")?,
-        });
+        }
+        tail.events.push(recorded_from_row(row)?);
     }
     Ok(tail)
 }
