@@ -867,3 +867,51 @@ fn blockers_say_why_a_task_instance_does_not_run() {
     };
     assert!(names(&state, "a", &later).is_empty(), "the retry is due");
 }
+
+#[test]
+fn marking_a_failed_run_successful_makes_every_unsuccessful_instance_successful() {
+    // Found by run_properties: a failed task that is no leaf leaves the run successful (as in
+    // Airflow); marking the run successful must still make that task successful.
+    let mut mapped = task("t1", &["t0"], AllDoneMinOneSuccess, 0, TaskKind::Branch);
+    mapped.mapped = Some(vec![MapLength::Literal(0)]);
+    let spec = spec(vec![
+        task("t0", &[], AllSuccess, 0, TaskKind::Branch),
+        mapped,
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    apply(
+        &spec,
+        &mut state,
+        Command::Queue {
+            task_id: "t0".into(),
+            map_index: -1,
+        },
+    );
+    let cancelled = apply(
+        &spec,
+        &mut state,
+        Command::Cancel {
+            task_id: "t0".into(),
+            map_index: -1,
+        },
+    );
+    assert_eq!(
+        types(&cancelled),
+        ["TaskFailed:t0", "TaskSkipped:t1", "RunSucceeded"]
+    );
+    let marked = apply(&spec, &mut state, Command::MarkRun { success: true });
+    assert_eq!(
+        types(&marked),
+        ["TaskSucceeded:t0"],
+        "the run already is successful"
+    );
+    assert_eq!(state.status, RunStatus::Success);
+    assert!(
+        state
+            .tis
+            .values()
+            .all(|ti| matches!(ti.state, TiState::Success | TiState::Skipped)),
+        "{state:?}"
+    );
+}

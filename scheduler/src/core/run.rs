@@ -786,16 +786,14 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
     Ok(events)
 }
 
-/// The events of marking a whole run (see [`Command::MarkRun`]); none when it already is so.
+/// The events of marking a whole run (see [`Command::MarkRun`]); none when it and every
+/// instance already are so.
 fn mark_run(state: &RunState, success: bool) -> Vec<Event> {
     let wanted = if success {
         RunStatus::Success
     } else {
         RunStatus::Failed
     };
-    if state.status == wanted {
-        return Vec::new();
-    }
     let mut events: Vec<Event> = Vec::new();
     for (id, ti) in &state.tis {
         let key = state.key(id);
@@ -826,6 +824,11 @@ fn mark_run(state: &RunState, success: bool) -> Vec<Event> {
             ),
             (false, _) => {}
         }
+    }
+    // A run can already hold the wanted state with instances that do not (a failed task that
+    // is no leaf leaves the run successful); Airflow's mark still sets those instances.
+    if state.status == wanted {
+        return events;
     }
     let (dag_id, run_id) = (state.dag_id.clone(), state.run_id.clone());
     events.push(if success {
