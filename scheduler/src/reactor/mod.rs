@@ -17,7 +17,10 @@
 //! with the stream version it decided on, so a stale model can waste a round trip but never
 //! apply a wrong transition.
 
-pub mod dispatch;
+mod dispatch;
+// Public only while the API still reaches into it (`load_run`) and the reactor tests and the
+// decision-latency benchmark submit commands through it; the rest of Leoflow uses the
+// re-exports below.
 pub mod runs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use leoflow_core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
+use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
+use leoflow_core::spec::DagSpec;
+use leoflow_core::timetable::{RunInfo, Schedule};
 use leoflow_events::catalog::{RunQueued, SchedulerElected, generation_stream};
 use leoflow_events::{
     AppendBatch, AppendError, AttemptDigest, Event, EventStore, Metadata, RecordedEvent, RunType,
@@ -35,17 +42,14 @@ use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+pub use dispatch::BufferedDispatcher;
 pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
+pub use runs::{Specs, SubmitError};
 
 use crate::liveness::Liveness;
 use crate::task_logs;
-use dispatch::BufferedDispatcher;
 
-use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
-use crate::core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
-use crate::core::spec::DagSpec;
-use crate::core::timetable::{RunInfo, Schedule};
-use runs::{QueueError, Specs, SubmitError, queue_run, submit_as_leader};
+use runs::{QueueError, queue_run, submit_as_leader};
 
 /// Key of the session advisory lock the active scheduler holds.
 pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"

@@ -13,8 +13,8 @@ use leoflow_events::AttemptDigest;
 use leoflow_events::Event;
 use leoflow_events::catalog::*;
 
-use crate::core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
-use crate::core::trigger::{UpstreamCounts, Verdict};
+use crate::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
+use crate::trigger::{UpstreamCounts, Verdict};
 
 /// A task instance's state, with Airflow's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

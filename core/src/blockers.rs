@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::core::run::{RunState, RunStatus, TiState};
-use crate::core::spec::DagSpec;
-use crate::core::trigger::{TriggerRule, Verdict};
+use crate::run::{RunState, RunStatus, TiState};
+use crate::spec::DagSpec;
+use crate::trigger::{TriggerRule, Verdict};
 
 /// One reason a task instance does not run now.
 #[derive(Debug, Clone, PartialEq, Eq)]
