@@ -10,6 +10,7 @@
 //! * [`admission`] — pools and concurrency limits (`max_active_tasks`, `max_active_runs`).
 //! * [`commands`] — triggering a run with `conf` checked against params, and pausing.
 //! * [`blockers`] — why a task instance does not run.
+//! * [`state`] — task-instance and run states, each with its Airflow spelling, defined once.
 //! * [`run`] — the dag-run state machine: `decide(spec, state, command) -> events` and
 //!   `evolve(state, event) -> state`.
 
@@ -19,5 +20,6 @@ pub mod commands;
 pub mod retry;
 pub mod run;
 pub mod spec;
+pub mod state;
 pub mod timetable;
 pub mod trigger;

@@ -13,49 +13,10 @@ use leoflow_events::AttemptDigest;
 use leoflow_events::Event;
 use leoflow_events::catalog::*;
 
+pub use crate::state::{RunStatus, TiState};
+
 use crate::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
 use crate::trigger::{UpstreamCounts, Verdict};
-
-/// A task instance's state, with Airflow's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum TiState {
-    /// Not scheduled yet (Airflow's `None`).
-    Pending,
-    Scheduled,
-    Queued,
-    Running,
-    Success,
-    Failed,
-    UpForRetry,
-    Skipped,
-    UpstreamFailed,
-}
-
-impl TiState {
-    /// Airflow's name of the state (`None` for a task instance not scheduled yet).
-    pub fn airflow_name(self) -> &'static str {
-        match self {
-            TiState::Pending => "None",
-            TiState::Scheduled => "scheduled",
-            TiState::Queued => "queued",
-            TiState::Running => "running",
-            TiState::Success => "success",
-            TiState::Failed => "failed",
-            TiState::UpForRetry => "up_for_retry",
-            TiState::Skipped => "skipped",
-            TiState::UpstreamFailed => "upstream_failed",
-        }
-    }
-
-    /// Whether the task instance is done for this run (until cleared).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TiState::Success | TiState::Failed | TiState::Skipped | TiState::UpstreamFailed
-        )
-    }
-}
 
 /// One task instance of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,33 +49,6 @@ impl TaskInstance {
 /// A task instance's place in the run: its task and map index (-1 when unmapped, and for a
 /// mapped task's placeholder before it expands).
 pub type TiId = (String, i32);
-
-/// Where a dag run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Success,
-    Failed,
-}
-
-impl RunStatus {
-    /// Airflow's name of the state.
-    pub fn airflow_name(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Success => "success",
-            RunStatus::Failed => "failed",
-        }
-    }
-
-    /// Whether the run is over: only a clear (`RunCleared`) brings it back.
-    pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Success | RunStatus::Failed)
-    }
-}
 
 /// A dag run as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,7 +421,28 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
                 t.result_len = e.length;
             }
         }
-        _ => {}
+        // Nothing the state machine decides on: other XComs, the DAG's and the config's
+        // events, a run's note, renderings, audit records and the leader's term. `RunQueued`
+        // is where the state starts (`RunState::queued`), not a change of it.
+        Event::XComPushed(_)
+        | Event::RunQueued(_)
+        | Event::RunNoteSet(_)
+        | Event::TaskRendered(_)
+        | Event::CommandRejected(_)
+        | Event::DagParsed(_)
+        | Event::DagImportFailed(_)
+        | Event::DagPaused(_)
+        | Event::DagUnpaused(_)
+        | Event::DagDeleted(_)
+        | Event::DagFavorited(_)
+        | Event::DagUnfavorited(_)
+        | Event::VariableSet(_)
+        | Event::VariableDeleted(_)
+        | Event::ConnectionSet(_)
+        | Event::ConnectionDeleted(_)
+        | Event::PoolSet(_)
+        | Event::PoolDeleted(_)
+        | Event::SchedulerElected(_) => {}
     }
     state
 }

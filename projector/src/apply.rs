@@ -5,6 +5,7 @@
 //! `replay --verify` checks.
 
 use chrono::{DateTime, Utc};
+use leoflow_core::state::{RunStatus, TiState};
 use leoflow_events::catalog::*;
 use leoflow_events::{Event, RecordedEvent, TaskInstanceKey};
 use sqlx::PgConnection;
@@ -65,7 +66,26 @@ impl Projection {
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
             | Event::PoolDeleted(_) => Projection::Config,
-            _ => Projection::Runs,
+            Event::RunNoteSet(_)
+            | Event::RunQueued(_)
+            | Event::RunStarted(_)
+            | Event::RunSucceeded(_)
+            | Event::RunFailed(_)
+            | Event::RunCleared(_)
+            | Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskDispatched(_)
+            | Event::TaskStarted(_)
+            | Event::TaskSucceeded(_)
+            | Event::TaskFailed(_)
+            | Event::TaskUpForRetry(_)
+            | Event::TaskSkipped(_)
+            | Event::TaskUpstreamFailed(_)
+            | Event::TaskCleared(_)
+            | Event::TaskMapped(_)
+            | Event::TaskRendered(_)
+            | Event::CommandRejected(_)
+            | Event::SchedulerElected(_) => Projection::Runs,
         }
     }
 }
@@ -205,16 +225,33 @@ impl WorkingSet {
             | Event::RunCleared(RunCleared { dag_id, run_id }) => {
                 self.runs.want(run_key(dag_id, run_id))
             }
-            _ => {
-                if let Some(ti) = event.task_instance() {
-                    if !matches!(event, Event::XComPushed(_) | Event::TaskMapped(_)) {
-                        self.task_instances.want(ti_key(ti));
-                    }
-                    if let Some(try_number) = try_of(event) {
-                        self.tries.want(try_key(ti, try_number));
-                    }
+            Event::TaskScheduled(TaskScheduled { ti, .. })
+            | Event::TaskQueued(TaskQueued { ti, .. })
+            | Event::TaskDispatched(TaskDispatched { ti, .. })
+            | Event::TaskStarted(TaskStarted { ti, .. })
+            | Event::TaskSucceeded(TaskSucceeded { ti, .. })
+            | Event::TaskFailed(TaskFailed { ti, .. })
+            | Event::TaskUpForRetry(TaskUpForRetry { ti, .. })
+            | Event::TaskSkipped(TaskSkipped { ti, .. })
+            | Event::TaskUpstreamFailed(TaskUpstreamFailed { ti, .. })
+            | Event::TaskCleared(TaskCleared { ti, .. })
+            | Event::TaskRendered(TaskRendered { ti, .. }) => {
+                self.task_instances.want(ti_key(ti));
+                if let Some(try_number) = try_of(event) {
+                    self.tries.want(try_key(ti, try_number));
                 }
             }
+            // Rows written without reading them first (or nothing at all).
+            Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagDeleted(_)
+            | Event::VariableSet(_)
+            | Event::ConnectionSet(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::CommandRejected(_)
+            | Event::SchedulerElected(_) => {}
         }
     }
 
@@ -258,32 +295,32 @@ impl WorkingSet {
             Event::DagUnpaused(e) => self.set_paused(&e.dag_id, false),
             Event::RunQueued(e) => self.run_queued(e, recorded, at),
             Event::RunStarted(e) => self.update_run(&e.dag_id, &e.run_id, "RunStarted", |run| {
-                run.state = "running".into();
+                run.state = RunStatus::Running.airflow_name().into();
                 run.start_date.get_or_insert(at);
             }),
             Event::RunSucceeded(e) => {
                 self.update_run(&e.dag_id, &e.run_id, "RunSucceeded", |run| {
-                    run.state = "success".into();
+                    run.state = RunStatus::Success.airflow_name().into();
                     run.end_date = Some(at);
                 })
             }
             Event::RunFailed(e) => self.update_run(&e.dag_id, &e.run_id, "RunFailed", |run| {
-                run.state = "failed".into();
+                run.state = RunStatus::Failed.airflow_name().into();
                 run.end_date = Some(at);
             }),
             Event::RunCleared(e) => self.update_run(&e.dag_id, &e.run_id, "RunCleared", |run| {
-                run.state = "queued".into();
+                run.state = RunStatus::Queued.airflow_name().into();
                 run.queued_at = Some(at);
                 run.start_date = None;
                 run.end_date = None;
                 run.clear_number += 1;
             }),
             Event::TaskScheduled(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                ti.state = Some("scheduled".into());
+                ti.state = stored(TiState::Scheduled);
                 ti.scheduled_dttm = Some(at);
             }),
             Event::TaskQueued(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
-                ti.state = Some("queued".into());
+                ti.state = stored(TiState::Queued);
                 ti.queued_dttm = Some(at);
                 ti.pool = Some(e.pool.clone());
                 ti.pool_slots = Some(e.pool_slots);
@@ -310,28 +347,28 @@ impl WorkingSet {
                 })
             }
             Event::TaskStarted(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                ti.state = Some("running".into());
+                ti.state = stored(TiState::Running);
                 ti.start_date = Some(at);
                 ti.hostname = Some(e.hostname.clone());
                 ti.pid = e.pid;
             }),
             Event::TaskSucceeded(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                finish(ti, "success", at, None);
+                finish(ti, TiState::Success, at, None);
             }),
             Event::TaskFailed(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                finish(ti, "failed", at, Some(&e.reason));
+                finish(ti, TiState::Failed, at, Some(&e.reason));
             }),
             Event::TaskUpForRetry(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                finish(ti, "up_for_retry", at, Some(&e.reason));
+                finish(ti, TiState::UpForRetry, at, Some(&e.reason));
             }),
             Event::TaskSkipped(e) => self.update_ti(&e.ti, None, |ti, _| {
-                finish(ti, "skipped", at, e.reason.as_deref());
+                finish(ti, TiState::Skipped, at, e.reason.as_deref());
             }),
             Event::TaskUpstreamFailed(e) => self.update_ti(&e.ti, None, |ti, _| {
-                finish(ti, "upstream_failed", at, None);
+                finish(ti, TiState::UpstreamFailed, at, None);
             }),
             Event::TaskCleared(e) => self.update_ti(&e.ti, None, |ti, _| {
-                ti.state = None;
+                ti.state = stored(TiState::Pending);
                 ti.start_date = None;
                 ti.end_date = None;
                 ti.duration = None;
@@ -506,7 +543,7 @@ impl WorkingSet {
             dag_id: e.dag_id.clone(),
             run_id: e.run_id.clone(),
             id: position,
-            state: "queued".into(),
+            state: RunStatus::Queued.airflow_name().into(),
             run_type: e.run_type.as_str().into(),
             logical_date: e.logical_date,
             data_interval_start: e.data_interval_start,
@@ -618,8 +655,13 @@ impl WorkingSet {
     }
 }
 
-fn finish(ti: &mut TaskInstanceRow, state: &str, at: DateTime<Utc>, reason: Option<&str>) {
-    ti.state = Some(state.into());
+/// A task instance's state as its column holds it.
+fn stored(state: TiState) -> Option<String> {
+    state.stored_name().map(str::to_owned)
+}
+
+fn finish(ti: &mut TaskInstanceRow, state: TiState, at: DateTime<Utc>, reason: Option<&str>) {
+    ti.state = stored(state);
     ti.end_date = Some(at);
     // Airflow gives instances that never ran a zero-length interval at the end time.
     let start = *ti.start_date.get_or_insert(at);
