@@ -75,7 +75,8 @@ pub fn blockers(
         add(
             "Dagrun Running",
             format!(
-                "Task instance's dagrun was not in the 'running' state but in the state '{}'.",
+                "Task instance's dagrun was not in the '{}' state but in the state '{}'.",
+                RunStatus::Running.airflow_name(),
                 state.status.airflow_name()
             ),
         );

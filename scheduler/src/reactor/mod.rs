@@ -882,7 +882,7 @@ impl Reactor {
                 }
                 let queued = RunQueued {
                     dag_id: dag_id.clone(),
-                    run_id: run.run_id("scheduled"),
+                    run_id: run.run_id(RunType::Scheduled.as_str()),
                     run_type: RunType::Scheduled,
                     logical_date: Some(run.logical_date),
                     data_interval_start: Some(run.data_interval_start),
@@ -909,7 +909,7 @@ impl Reactor {
                     Err(error) => {
                         eprintln!(
                             "scheduler: cannot queue {dag_id} {}: {error}",
-                            run.run_id("scheduled")
+                            run.run_id(RunType::Scheduled.as_str())
                         );
                         break;
                     }
