@@ -755,6 +755,7 @@ fn finish(ti: &mut TaskInstanceRow, state: TiState, at: DateTime<Utc>, reason: O
     ti.failure_reason = reason.map(str::to_owned);
 }
 
+/// The try an event names, when it names one (its `task_instance_try` row is loaded first).
 fn try_of(event: &Event) -> Option<i32> {
     match event {
         Event::TaskScheduled(e) => Some(e.try_number),
@@ -764,7 +765,34 @@ fn try_of(event: &Event) -> Option<i32> {
         Event::TaskSucceeded(e) => Some(e.try_number),
         Event::TaskFailed(e) => Some(e.try_number),
         Event::TaskUpForRetry(e) => Some(e.try_number),
-        _ => None,
+        // No try of their own: these touch the task instance, or no task instance at all.
+        Event::TaskSkipped(_)
+        | Event::TaskUpstreamFailed(_)
+        | Event::TaskCleared(_)
+        | Event::TaskMapped(_)
+        | Event::TaskRendered(_)
+        | Event::XComPushed(_)
+        | Event::CommandRejected(_)
+        | Event::RunQueued(_)
+        | Event::RunStarted(_)
+        | Event::RunSucceeded(_)
+        | Event::RunFailed(_)
+        | Event::RunCleared(_)
+        | Event::RunNoteSet(_)
+        | Event::DagParsed(_)
+        | Event::DagImportFailed(_)
+        | Event::DagPaused(_)
+        | Event::DagUnpaused(_)
+        | Event::DagDeleted(_)
+        | Event::DagFavorited(_)
+        | Event::DagUnfavorited(_)
+        | Event::VariableSet(_)
+        | Event::VariableDeleted(_)
+        | Event::ConnectionSet(_)
+        | Event::ConnectionDeleted(_)
+        | Event::PoolSet(_)
+        | Event::PoolDeleted(_)
+        | Event::SchedulerElected(_) => None,
     }
 }
 

@@ -620,7 +620,34 @@ impl Reactor {
                     }
                 }
             }
-            _ => {}
+            // Nothing about a try handed to an executor: tries before their dispatch, mapping,
+            // XComs, renderings, refused reports, and the events of runs, DAGs and config.
+            Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::TaskRendered(_)
+            | Event::CommandRejected(_)
+            | Event::RunQueued(_)
+            | Event::RunStarted(_)
+            | Event::RunSucceeded(_)
+            | Event::RunFailed(_)
+            | Event::RunCleared(_)
+            | Event::RunNoteSet(_)
+            | Event::DagParsed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagPaused(_)
+            | Event::DagUnpaused(_)
+            | Event::DagDeleted(_)
+            | Event::DagFavorited(_)
+            | Event::DagUnfavorited(_)
+            | Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::SchedulerElected(_) => {}
         }
     }
 
