@@ -89,6 +89,13 @@ echo "== pytest (sdk/python)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== leoflow-core stays pure (no sqlx, tokio or tonic, not even through a dependency)"
+impure=$(cargo tree -p leoflow-core -e normal --prefix none | grep -E '^(sqlx|tokio|tonic)[ -]' || true)
+if [ -n "$impure" ]; then
+    echo "leoflow-core depends on:" >&2
+    echo "$impure" | sort -u >&2
+    exit 1
+fi
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== tests"

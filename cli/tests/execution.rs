@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leoflow_core::commands::TriggerRequest;
 use leoflow_events::catalog::{ConnectionSet, Sealed, VariableSet};
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
 use leoflow_executors::proto::task_agent_client::TaskAgentClient;
@@ -14,8 +15,7 @@ use leoflow_executors::proto::{AttemptRef, FinishRequest, PushXComRequest};
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
-use leoflow_scheduler::core::commands::TriggerRequest;
-use leoflow_scheduler::reactor::runs::Specs;
+use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::task_logs;
 use serde_json::{Value, json};
 

@@ -3,10 +3,15 @@
 //! * [`catalog`] — every event type Leoflow records, typed and versioned, with the stream each
 //!   belongs to and the upcasters that lift older schema versions to the current one.
 //! * [`envelope`] — what surrounds an event in the log: position, stream, version, metadata.
-//! * [`store`] — appending batches under the log's advisory lock with per-stream optimistic
-//!   concurrency, reading by position or stream, and blobs for large payloads.
+//! * [`store`] (feature `store`) — appending batches under the log's advisory lock with
+//!   per-stream optimistic concurrency, reading by position or stream, and blobs for large
+//!   payloads.
 //! * `sample` (feature `sample`) — deterministic workloads for tests and benchmarks.
-//! * [`subscribe`] — following the log from a position: `LISTEN` wakes, polling backs it up.
+//! * [`subscribe`] (feature `store`) — following the log from a position: `LISTEN` wakes,
+//!   polling backs it up.
+//!
+//! Without the `store` feature the crate is the catalog alone, free of sqlx and tokio: what the
+//! scheduling core (`leoflow-core`) and the projector's pure apply need.
 //!
 //! The invariant everything else relies on: positions are gap-free and assigned in commit
 //! order, so a reader that has seen position N has seen every event below N.
@@ -16,16 +21,20 @@ pub mod digest;
 pub mod envelope;
 #[cfg(feature = "sample")]
 pub mod sample;
+#[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "store")]
 pub mod subscribe;
 
 pub use catalog::{DecodeError, Event, RunType, TaskInstanceKey};
 pub use digest::AttemptDigest;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
+#[cfg(feature = "store")]
 pub use store::{
     AppendBatch, AppendError, AppendOutcome, EventStore, ExpectedVersion, InlineProjection,
     ProjectionError, StoreError,
 };
+#[cfg(feature = "store")]
 pub use subscribe::Subscription;
 
 /// The channel on which every append `NOTIFY`s the new head position.

@@ -5,6 +5,7 @@
 //! `replay --verify` checks.
 
 use chrono::{DateTime, Utc};
+use leoflow_core::state::{RunStatus, TiState};
 use leoflow_events::catalog::*;
 use leoflow_events::{Event, RecordedEvent, TaskInstanceKey};
 use sqlx::PgConnection;
@@ -65,7 +66,26 @@ impl Projection {
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
             | Event::PoolDeleted(_) => Projection::Config,
-            _ => Projection::Runs,
+            Event::RunNoteSet(_)
+            | Event::RunQueued(_)
+            | Event::RunStarted(_)
+            | Event::RunSucceeded(_)
+            | Event::RunFailed(_)
+            | Event::RunCleared(_)
+            | Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskDispatched(_)
+            | Event::TaskStarted(_)
+            | Event::TaskSucceeded(_)
+            | Event::TaskFailed(_)
+            | Event::TaskUpForRetry(_)
+            | Event::TaskSkipped(_)
+            | Event::TaskUpstreamFailed(_)
+            | Event::TaskCleared(_)
+            | Event::TaskMapped(_)
+            | Event::TaskRendered(_)
+            | Event::CommandRejected(_)
+            | Event::SchedulerElected(_) => Projection::Runs,
         }
     }
 }
@@ -205,16 +225,33 @@ impl WorkingSet {
             | Event::RunCleared(RunCleared { dag_id, run_id }) => {
                 self.runs.want(run_key(dag_id, run_id))
             }
-            _ => {
-                if let Some(ti) = event.task_instance() {
-                    if !matches!(event, Event::XComPushed(_) | Event::TaskMapped(_)) {
-                        self.task_instances.want(ti_key(ti));
-                    }
-                    if let Some(try_number) = try_of(event) {
-                        self.tries.want(try_key(ti, try_number));
-                    }
+            Event::TaskScheduled(TaskScheduled { ti, .. })
+            | Event::TaskQueued(TaskQueued { ti, .. })
+            | Event::TaskDispatched(TaskDispatched { ti, .. })
+            | Event::TaskStarted(TaskStarted { ti, .. })
+            | Event::TaskSucceeded(TaskSucceeded { ti, .. })
+            | Event::TaskFailed(TaskFailed { ti, .. })
+            | Event::TaskUpForRetry(TaskUpForRetry { ti, .. })
+            | Event::TaskSkipped(TaskSkipped { ti, .. })
+            | Event::TaskUpstreamFailed(TaskUpstreamFailed { ti, .. })
+            | Event::TaskCleared(TaskCleared { ti, .. })
+            | Event::TaskRendered(TaskRendered { ti, .. }) => {
+                self.task_instances.want(ti_key(ti));
+                if let Some(try_number) = try_of(event) {
+                    self.tries.want(try_key(ti, try_number));
                 }
             }
+            // Rows written without reading them first (or nothing at all).
+            Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagDeleted(_)
+            | Event::VariableSet(_)
+            | Event::ConnectionSet(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::CommandRejected(_)
+            | Event::SchedulerElected(_) => {}
         }
     }
 
@@ -223,192 +260,60 @@ impl WorkingSet {
         let at = recorded.recorded_at;
         match event {
             Event::DagParsed(e) => self.dag_parsed(e, at),
-            Event::DagImportFailed(e) => {
-                self.import_errors.put(ImportErrorRow {
-                    filename: e.fileloc.clone(),
-                    id: recorded.position,
-                    bundle_name: e.bundle_name.clone(),
-                    stacktrace: e.error.clone(),
-                    timestamp: at,
-                });
-                Ok(())
-            }
-            Event::DagFavorited(e) => {
-                self.favorites.put(DagFavoriteRow {
-                    dag_id: e.dag_id.clone(),
-                    username: e.username.clone(),
-                });
-                Ok(())
-            }
-            Event::DagUnfavorited(e) => {
-                self.favorites.remove(DagFavoriteKey {
-                    dag_id: e.dag_id.clone(),
-                    username: e.username.clone(),
-                });
-                Ok(())
-            }
+            Event::DagImportFailed(e) => self.import_failed(e, recorded.position, at),
+            Event::DagPaused(e) => self.set_paused(&e.dag_id, true),
+            Event::DagUnpaused(e) => self.set_paused(&e.dag_id, false),
+            Event::DagFavorited(e) => self.set_favorite(&e.dag_id, &e.username, true),
+            Event::DagUnfavorited(e) => self.set_favorite(&e.dag_id, &e.username, false),
             Event::DagDeleted(e) => Err(ApplyError::Inconsistent(format!(
                 "DagDeleted of {} must be applied by `project`, between batches",
                 e.dag_id
             ))),
+            Event::RunQueued(e) => self.run_queued(e, recorded, at),
+            Event::RunStarted(e) => self.run_started(e, at),
+            Event::RunSucceeded(e) => self.run_ended(&e.dag_id, &e.run_id, RunStatus::Success, at),
+            Event::RunFailed(e) => self.run_ended(&e.dag_id, &e.run_id, RunStatus::Failed, at),
+            Event::RunCleared(e) => self.run_cleared(e, at),
             Event::RunNoteSet(e) => self.update_run(&e.dag_id, &e.run_id, "RunNoteSet", |run| {
                 run.note = e.note.clone();
             }),
-            Event::DagPaused(e) => self.set_paused(&e.dag_id, true),
-            Event::DagUnpaused(e) => self.set_paused(&e.dag_id, false),
-            Event::RunQueued(e) => self.run_queued(e, recorded, at),
-            Event::RunStarted(e) => self.update_run(&e.dag_id, &e.run_id, "RunStarted", |run| {
-                run.state = "running".into();
-                run.start_date.get_or_insert(at);
-            }),
-            Event::RunSucceeded(e) => {
-                self.update_run(&e.dag_id, &e.run_id, "RunSucceeded", |run| {
-                    run.state = "success".into();
-                    run.end_date = Some(at);
-                })
-            }
-            Event::RunFailed(e) => self.update_run(&e.dag_id, &e.run_id, "RunFailed", |run| {
-                run.state = "failed".into();
-                run.end_date = Some(at);
-            }),
-            Event::RunCleared(e) => self.update_run(&e.dag_id, &e.run_id, "RunCleared", |run| {
-                run.state = "queued".into();
-                run.queued_at = Some(at);
-                run.start_date = None;
-                run.end_date = None;
-                run.clear_number += 1;
-            }),
-            Event::TaskScheduled(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                ti.state = Some("scheduled".into());
-                ti.scheduled_dttm = Some(at);
-            }),
-            Event::TaskQueued(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
-                ti.state = Some("queued".into());
-                ti.queued_dttm = Some(at);
-                ti.pool = Some(e.pool.clone());
-                ti.pool_slots = Some(e.pool_slots);
-                ti.priority_weight = Some(e.priority_weight);
-                ti.queue = Some(e.queue.clone());
-                if let Some(t) = try_row {
-                    t.queued_dttm = Some(at);
-                }
-            }),
+            Event::TaskScheduled(e) => self.task_scheduled(e, at),
+            Event::TaskQueued(e) => self.task_queued(e, at),
             Event::TaskDispatched(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
                 ti.executor = Some(e.executor.clone());
             }),
-            Event::TaskRendered(e) => {
-                // A late report of an earlier try must not label the current one.
-                let current = self
-                    .task_instances
-                    .get(&ti_key(&e.ti))?
-                    .map(|t| t.try_number);
-                if current != Some(e.try_number) {
-                    return Ok(());
-                }
-                self.update_ti(&e.ti, None, |ti, _| {
-                    ti.rendered_fields_hash = Some(e.fields_hash.clone());
-                })
+            Event::TaskRendered(e) => self.task_rendered(e),
+            Event::TaskStarted(e) => self.task_started(e, at),
+            Event::TaskSucceeded(e) => {
+                self.task_ended(&e.ti, Some(e.try_number), TiState::Success, at, None)
             }
-            Event::TaskStarted(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                ti.state = Some("running".into());
-                ti.start_date = Some(at);
-                ti.hostname = Some(e.hostname.clone());
-                ti.pid = e.pid;
-            }),
-            Event::TaskSucceeded(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                finish(ti, "success", at, None);
-            }),
-            Event::TaskFailed(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                finish(ti, "failed", at, Some(&e.reason));
-            }),
-            Event::TaskUpForRetry(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
-                finish(ti, "up_for_retry", at, Some(&e.reason));
-            }),
-            Event::TaskSkipped(e) => self.update_ti(&e.ti, None, |ti, _| {
-                finish(ti, "skipped", at, e.reason.as_deref());
-            }),
-            Event::TaskUpstreamFailed(e) => self.update_ti(&e.ti, None, |ti, _| {
-                finish(ti, "upstream_failed", at, None);
-            }),
-            Event::TaskCleared(e) => self.update_ti(&e.ti, None, |ti, _| {
-                ti.state = None;
-                ti.start_date = None;
-                ti.end_date = None;
-                ti.duration = None;
-                ti.hostname = None;
-                ti.pid = None;
-                ti.failure_reason = None;
-            }),
+            Event::TaskFailed(e) => {
+                let reason = Some(e.reason.as_str());
+                self.task_ended(&e.ti, Some(e.try_number), TiState::Failed, at, reason)
+            }
+            Event::TaskUpForRetry(e) => {
+                let reason = Some(e.reason.as_str());
+                self.task_ended(&e.ti, Some(e.try_number), TiState::UpForRetry, at, reason)
+            }
+            Event::TaskSkipped(e) => {
+                let reason = e.reason.as_deref();
+                self.task_ended(&e.ti, None, TiState::Skipped, at, reason)
+            }
+            Event::TaskUpstreamFailed(e) => {
+                self.task_ended(&e.ti, None, TiState::UpstreamFailed, at, None)
+            }
+            Event::TaskCleared(e) => self.task_cleared(e),
             Event::TaskMapped(e) => {
                 // The placeholder never ran; its mapped instances appear as they are scheduled.
                 self.task_instances.remove(ti_key(&e.ti));
                 Ok(())
             }
-            Event::XComPushed(e) => {
-                self.xcoms.put(XComRow {
-                    dag_id: e.ti.dag_id.clone(),
-                    run_id: e.ti.run_id.clone(),
-                    task_id: e.ti.task_id.clone(),
-                    map_index: e.ti.map_index,
-                    key: e.key.clone(),
-                    value_hash: e.value_hash.clone(),
-                    size_bytes: e.size_bytes,
-                    timestamp: at,
-                });
-                Ok(())
-            }
-            Event::VariableSet(e) => {
-                self.variables.put(VariableRow {
-                    key: e.key.clone(),
-                    val: e.value.clone(),
-                    description: e.description.clone(),
-                    updated_at: at,
-                });
-                Ok(())
-            }
-            Event::VariableDeleted(e) => {
-                let key = VariableKey { key: e.key.clone() };
-                if let Some(row) = self.variables.get(&key)? {
-                    self.shredded.extend(row.val.key_id());
-                }
-                self.variables.remove(key);
-                Ok(())
-            }
-            Event::ConnectionSet(e) => {
-                self.connections.put(ConnectionRow {
-                    conn_id: e.conn_id.clone(),
-                    conn_type: e.conn_type.clone(),
-                    description: e.description.clone(),
-                    host: e.host.clone(),
-                    schema: e.schema.clone(),
-                    login: e.login.clone(),
-                    password: e.password.clone(),
-                    port: e.port,
-                    extra: e.extra.clone(),
-                    updated_at: at,
-                });
-                Ok(())
-            }
-            Event::ConnectionDeleted(e) => {
-                let key = ConnectionKey {
-                    conn_id: e.conn_id.clone(),
-                };
-                if let Some(row) = self.connections.get(&key)? {
-                    let sealed = row.password.iter().chain(&row.extra);
-                    self.shredded.extend(sealed.filter_map(Sealed::key_id));
-                }
-                self.connections.remove(key);
-                Ok(())
-            }
-            Event::PoolSet(e) => {
-                self.pools.put(PoolRow {
-                    pool: e.name.clone(),
-                    slots: e.slots,
-                    description: e.description.clone(),
-                    include_deferred: e.include_deferred,
-                });
-                Ok(())
-            }
+            Event::XComPushed(e) => self.xcom_pushed(e, at),
+            Event::VariableSet(e) => self.variable_set(e, at),
+            Event::VariableDeleted(e) => self.variable_deleted(e),
+            Event::ConnectionSet(e) => self.connection_set(e, at),
+            Event::ConnectionDeleted(e) => self.connection_deleted(e),
+            Event::PoolSet(e) => self.pool_set(e),
             Event::PoolDeleted(e) => {
                 self.pools.remove(PoolKey {
                     pool: e.name.clone(),
@@ -421,7 +326,10 @@ impl WorkingSet {
             Event::SchedulerElected(_) => Ok(()),
         }
     }
+}
 
+// DAGs: `dag`, `dag_version`, `import_error`, `dag_favorite`.
+impl WorkingSet {
     fn dag_parsed(&mut self, e: &DagParsed, at: DateTime<Utc>) -> Result<(), ApplyError> {
         // A file that parses again has no import error any more.
         self.import_errors.remove(ImportErrorKey {
@@ -485,6 +393,40 @@ impl WorkingSet {
         Ok(())
     }
 
+    fn import_failed(
+        &mut self,
+        e: &DagImportFailed,
+        position: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
+        self.import_errors.put(ImportErrorRow {
+            filename: e.fileloc.clone(),
+            id: position,
+            bundle_name: e.bundle_name.clone(),
+            stacktrace: e.error.clone(),
+            timestamp: at,
+        });
+        Ok(())
+    }
+
+    fn set_favorite(&mut self, dag_id: &str, username: &str, on: bool) -> Result<(), ApplyError> {
+        if on {
+            self.favorites.put(DagFavoriteRow {
+                dag_id: dag_id.to_owned(),
+                username: username.to_owned(),
+            });
+        } else {
+            self.favorites.remove(DagFavoriteKey {
+                dag_id: dag_id.to_owned(),
+                username: username.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+// Runs: `dag_run`.
+impl WorkingSet {
     fn run_queued(
         &mut self,
         e: &RunQueued,
@@ -506,7 +448,7 @@ impl WorkingSet {
             dag_id: e.dag_id.clone(),
             run_id: e.run_id.clone(),
             id: position,
-            state: "queued".into(),
+            state: RunStatus::Queued.airflow_name().into(),
             run_type: e.run_type.as_str().into(),
             logical_date: e.logical_date,
             data_interval_start: e.data_interval_start,
@@ -525,6 +467,42 @@ impl WorkingSet {
         Ok(())
     }
 
+    fn run_started(&mut self, e: &RunStarted, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_run(&e.dag_id, &e.run_id, "RunStarted", |run| {
+            run.state = RunStatus::Running.airflow_name().into();
+            run.start_date.get_or_insert(at);
+        })
+    }
+
+    /// `RunSucceeded` or `RunFailed`.
+    fn run_ended(
+        &mut self,
+        dag_id: &str,
+        run_id: &str,
+        status: RunStatus,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
+        let what = if status == RunStatus::Failed {
+            "RunFailed"
+        } else {
+            "RunSucceeded"
+        };
+        self.update_run(dag_id, run_id, what, |run| {
+            run.state = status.airflow_name().into();
+            run.end_date = Some(at);
+        })
+    }
+
+    fn run_cleared(&mut self, e: &RunCleared, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_run(&e.dag_id, &e.run_id, "RunCleared", |run| {
+            run.state = RunStatus::Queued.airflow_name().into();
+            run.queued_at = Some(at);
+            run.start_date = None;
+            run.end_date = None;
+            run.clear_number += 1;
+        })
+    }
+
     fn update_run(
         &mut self,
         dag_id: &str,
@@ -540,6 +518,77 @@ impl WorkingSet {
             })?;
         change(run);
         Ok(())
+    }
+}
+
+// Task instances: `task_instance` and `task_instance_try`.
+impl WorkingSet {
+    fn task_scheduled(&mut self, e: &TaskScheduled, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+            ti.state = stored(TiState::Scheduled);
+            ti.scheduled_dttm = Some(at);
+        })
+    }
+
+    fn task_queued(&mut self, e: &TaskQueued, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
+            ti.state = stored(TiState::Queued);
+            ti.queued_dttm = Some(at);
+            ti.pool = Some(e.pool.clone());
+            ti.pool_slots = Some(e.pool_slots);
+            ti.priority_weight = Some(e.priority_weight);
+            ti.queue = Some(e.queue.clone());
+            if let Some(t) = try_row {
+                t.queued_dttm = Some(at);
+            }
+        })
+    }
+
+    fn task_rendered(&mut self, e: &TaskRendered) -> Result<(), ApplyError> {
+        // A late report of an earlier try must not label the current one.
+        let current = self
+            .task_instances
+            .get(&ti_key(&e.ti))?
+            .map(|t| t.try_number);
+        if current != Some(e.try_number) {
+            return Ok(());
+        }
+        self.update_ti(&e.ti, None, |ti, _| {
+            ti.rendered_fields_hash = Some(e.fields_hash.clone());
+        })
+    }
+
+    fn task_started(&mut self, e: &TaskStarted, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+            ti.state = stored(TiState::Running);
+            ti.start_date = Some(at);
+            ti.hostname = Some(e.hostname.clone());
+            ti.pid = e.pid;
+        })
+    }
+
+    /// A try's end (or, without a try number, an instance's end without running).
+    fn task_ended(
+        &mut self,
+        key: &TaskInstanceKey,
+        try_number: Option<i32>,
+        state: TiState,
+        at: DateTime<Utc>,
+        reason: Option<&str>,
+    ) -> Result<(), ApplyError> {
+        self.update_ti(key, try_number, |ti, _| finish(ti, state, at, reason))
+    }
+
+    fn task_cleared(&mut self, e: &TaskCleared) -> Result<(), ApplyError> {
+        self.update_ti(&e.ti, None, |ti, _| {
+            ti.state = stored(TiState::Pending);
+            ti.start_date = None;
+            ti.end_date = None;
+            ti.duration = None;
+            ti.hostname = None;
+            ti.pid = None;
+            ti.failure_reason = None;
+        })
     }
 
     /// Changes a task instance (created on first sight) and mirrors it into its try row.
@@ -618,8 +667,87 @@ impl WorkingSet {
     }
 }
 
-fn finish(ti: &mut TaskInstanceRow, state: &str, at: DateTime<Utc>, reason: Option<&str>) {
-    ti.state = Some(state.into());
+// XComs and config: `xcom`, `variable`, `connection`, `slot_pool`.
+impl WorkingSet {
+    fn xcom_pushed(&mut self, e: &XComPushed, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.xcoms.put(XComRow {
+            dag_id: e.ti.dag_id.clone(),
+            run_id: e.ti.run_id.clone(),
+            task_id: e.ti.task_id.clone(),
+            map_index: e.ti.map_index,
+            key: e.key.clone(),
+            value_hash: e.value_hash.clone(),
+            size_bytes: e.size_bytes,
+            timestamp: at,
+        });
+        Ok(())
+    }
+
+    fn variable_set(&mut self, e: &VariableSet, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.variables.put(VariableRow {
+            key: e.key.clone(),
+            val: e.value.clone(),
+            description: e.description.clone(),
+            updated_at: at,
+        });
+        Ok(())
+    }
+
+    fn variable_deleted(&mut self, e: &VariableDeleted) -> Result<(), ApplyError> {
+        let key = VariableKey { key: e.key.clone() };
+        if let Some(row) = self.variables.get(&key)? {
+            self.shredded.extend(row.val.key_id());
+        }
+        self.variables.remove(key);
+        Ok(())
+    }
+
+    fn connection_set(&mut self, e: &ConnectionSet, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.connections.put(ConnectionRow {
+            conn_id: e.conn_id.clone(),
+            conn_type: e.conn_type.clone(),
+            description: e.description.clone(),
+            host: e.host.clone(),
+            schema: e.schema.clone(),
+            login: e.login.clone(),
+            password: e.password.clone(),
+            port: e.port,
+            extra: e.extra.clone(),
+            updated_at: at,
+        });
+        Ok(())
+    }
+
+    fn connection_deleted(&mut self, e: &ConnectionDeleted) -> Result<(), ApplyError> {
+        let key = ConnectionKey {
+            conn_id: e.conn_id.clone(),
+        };
+        if let Some(row) = self.connections.get(&key)? {
+            let sealed = row.password.iter().chain(&row.extra);
+            self.shredded.extend(sealed.filter_map(Sealed::key_id));
+        }
+        self.connections.remove(key);
+        Ok(())
+    }
+
+    fn pool_set(&mut self, e: &PoolSet) -> Result<(), ApplyError> {
+        self.pools.put(PoolRow {
+            pool: e.name.clone(),
+            slots: e.slots,
+            description: e.description.clone(),
+            include_deferred: e.include_deferred,
+        });
+        Ok(())
+    }
+}
+
+/// A task instance's state as its column holds it.
+fn stored(state: TiState) -> Option<String> {
+    state.stored_name().map(str::to_owned)
+}
+
+fn finish(ti: &mut TaskInstanceRow, state: TiState, at: DateTime<Utc>, reason: Option<&str>) {
+    ti.state = stored(state);
     ti.end_date = Some(at);
     // Airflow gives instances that never ran a zero-length interval at the end time.
     let start = *ti.start_date.get_or_insert(at);
@@ -627,6 +755,7 @@ fn finish(ti: &mut TaskInstanceRow, state: &str, at: DateTime<Utc>, reason: Opti
     ti.failure_reason = reason.map(str::to_owned);
 }
 
+/// The try an event names, when it names one (its `task_instance_try` row is loaded first).
 fn try_of(event: &Event) -> Option<i32> {
     match event {
         Event::TaskScheduled(e) => Some(e.try_number),
@@ -636,7 +765,34 @@ fn try_of(event: &Event) -> Option<i32> {
         Event::TaskSucceeded(e) => Some(e.try_number),
         Event::TaskFailed(e) => Some(e.try_number),
         Event::TaskUpForRetry(e) => Some(e.try_number),
-        _ => None,
+        // No try of their own: these touch the task instance, or no task instance at all.
+        Event::TaskSkipped(_)
+        | Event::TaskUpstreamFailed(_)
+        | Event::TaskCleared(_)
+        | Event::TaskMapped(_)
+        | Event::TaskRendered(_)
+        | Event::XComPushed(_)
+        | Event::CommandRejected(_)
+        | Event::RunQueued(_)
+        | Event::RunStarted(_)
+        | Event::RunSucceeded(_)
+        | Event::RunFailed(_)
+        | Event::RunCleared(_)
+        | Event::RunNoteSet(_)
+        | Event::DagParsed(_)
+        | Event::DagImportFailed(_)
+        | Event::DagPaused(_)
+        | Event::DagUnpaused(_)
+        | Event::DagDeleted(_)
+        | Event::DagFavorited(_)
+        | Event::DagUnfavorited(_)
+        | Event::VariableSet(_)
+        | Event::VariableDeleted(_)
+        | Event::ConnectionSet(_)
+        | Event::ConnectionDeleted(_)
+        | Event::PoolSet(_)
+        | Event::PoolDeleted(_)
+        | Event::SchedulerElected(_) => None,
     }
 }
 

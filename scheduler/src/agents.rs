@@ -5,7 +5,7 @@
 //! a stale try is refused with PERMISSION_DENIED; a request of a try that is over (cancelled,
 //! marked, timed out) with FAILED_PRECONDITION, which tells the agent to stop. Refusals of
 //! reports are recorded as `CommandRejected` events. Reports become commands of the core
-//! ([`crate::core::run::Command`]) decided against the run's stream, so fencing is the state
+//! ([`leoflow_core::run::Command`]) decided against the run's stream, so fencing is the state
 //! machine's, not this module's.
 
 use std::sync::Mutex;
@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use leoflow_core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
+use leoflow_core::spec::TaskKind;
 use leoflow_events::catalog::{CommandRejected, generation_stream};
 use leoflow_events::{
     AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
@@ -30,8 +32,6 @@ use sqlx::Row;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
-use crate::core::spec::TaskKind;
 use crate::liveness::Liveness;
 use crate::reactor::runs::{
     LoadedRun, Specs, SubmitError, generation_expectation, load_run, submit_fenced,

@@ -1,23 +1,23 @@
-//! Leoflow's scheduler.
+//! Leoflow's scheduler: the I/O around the pure core ([`leoflow_core`]).
 //!
-//! * [`core`] — the pure decision core: the DAG as the scheduler sees it ([`core::spec`]),
-//!   Airflow's trigger rules ([`core::trigger`]), retry timing ([`core::retry`]), Airflow 3's
-//!   timetables ([`core::timetable`]), pools and concurrency limits ([`core::admission`]),
-//!   triggering with `conf` checked against params and pausing ([`core::commands`]) and the dag-run state machine ([`core::run`]) as
-//!   `decide(spec, state, command) -> events` and `evolve(state, event) -> state`. No I/O: it is
-//!   tested without a database.
+//! Its public surface is what the rest of Leoflow starts or calls:
 //!
 //! * [`reactor`] — the event loop that feeds the core events and timers and appends what it
-//!   decides; it hands tries to an executor ([`leoflow_executors::Executor`]).
+//!   decides; it hands tries to an executor ([`leoflow_executors::Executor`]). Started with
+//!   [`reactor::Reactor`]; [`reactor::Specs`] is the run cache it shares with the API.
 //! * [`agents`] — the control plane's end of the task agent protocol (gRPC).
-//! * [`liveness`] — when each in-flight attempt last showed a sign of life, shared by the
-//!   control plane's processes.
+//! * [`Liveness`] — when each in-flight attempt last showed a sign of life, shared by the
+//!   control plane's processes (the reactor and the agent service take one).
 //! * [`control`] — trigger, pause, clear, mark and cancel, as the API and CLI call them.
 //! * [`task_logs`] — each try's log lines, stored per try.
 
 pub mod agents;
 pub mod control;
-pub mod core;
-pub mod liveness;
+mod liveness;
 pub mod reactor;
 pub mod task_logs;
+
+pub use liveness::Liveness;
+
+// TODO(issue 13): api moves to leoflow_core
+pub use leoflow_core as core;

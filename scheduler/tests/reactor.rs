@@ -5,15 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use leoflow_core::commands::{TriggerRequest, trigger};
+use leoflow_core::run::{Command, Outcome};
 use leoflow_events::sample::parsed_document;
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
-use leoflow_scheduler::core::run::{Command, Outcome};
-use leoflow_scheduler::liveness::Liveness;
-use leoflow_scheduler::reactor::dispatch::BufferedDispatcher;
-use leoflow_scheduler::reactor::runs::{Specs, submit};
+use leoflow_scheduler::Liveness;
+use leoflow_scheduler::reactor::BufferedDispatcher;
+use leoflow_scheduler::reactor::Specs;
+use leoflow_scheduler::reactor::runs::submit;
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor, Supervision};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -536,7 +537,7 @@ async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_a
             assert!(
                 matches!(
                     events,
-                    Err(leoflow_scheduler::reactor::runs::SubmitError::Rejected(_))
+                    Err(leoflow_scheduler::reactor::SubmitError::Rejected(_))
                 ),
                 "{events:?}"
             );
@@ -734,7 +735,7 @@ async fn a_deposed_leader_that_has_not_noticed_is_refused_by_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
-    use leoflow_scheduler::core::run::{Fence, Rejection};
+    use leoflow_core::run::{Fence, Rejection};
     use leoflow_scheduler::reactor::runs::{SubmitError, load_run, submit_fenced};
     let db = fresh_database().await;
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
@@ -911,10 +912,10 @@ async fn dag_events_from(store: &EventStore, from: i64, dag_id: &str) -> Vec<(St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_after_the_delete() {
+    use leoflow_core::run::Fence;
     use leoflow_executors::proto::task_agent_server::TaskAgent;
     use leoflow_executors::proto::{AttemptRef, FinishRequest};
     use leoflow_scheduler::agents::AgentService;
-    use leoflow_scheduler::core::run::Fence;
     use leoflow_scheduler::reactor::runs::{SubmitError, submit_fenced};
     let db = fresh_database().await;
     // Tries stay running: their "agent" is this test.

@@ -13,9 +13,11 @@
 
 pub mod masking;
 mod sealed;
+#[cfg(feature = "vault")]
 pub mod vault;
 
 pub use sealed::Sealed;
+#[cfg(feature = "vault")]
 pub use vault::{MasterKeys, Vault, VaultError};
 
 use base64::Engine;

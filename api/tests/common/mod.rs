@@ -27,7 +27,7 @@ use leoflow_executors::proto::{
 use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::agents::AgentService;
-use leoflow_scheduler::reactor::runs::Specs;
+use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
 use leoflow_secrets::Vault;
 use reqwest::Method;

@@ -21,7 +21,7 @@ use leoflow_events::catalog::*;
 use leoflow_events::sample::parsed_document;
 use leoflow_events::{AppendBatch, EventStore, Metadata, RunType, TaskInstanceKey};
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::reactor::runs::Specs;
+use leoflow_scheduler::reactor::Specs;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

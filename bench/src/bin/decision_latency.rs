@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
+use leoflow_core::commands::{TriggerRequest, trigger};
+use leoflow_core::run::{Command, Outcome};
 use leoflow_events::sample::parsed_document;
 use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::core::commands::{TriggerRequest, trigger};
-use leoflow_scheduler::core::run::{Command, Outcome};
-use leoflow_scheduler::reactor::runs::{Specs, submit};
+use leoflow_scheduler::reactor::Specs;
+use leoflow_scheduler::reactor::runs::submit;
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
 use serde_json::json;
 use tokio::sync::watch;

@@ -26,10 +26,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use leoflow_bench::{BenchDatabase, Percentiles, leoflow_binary, machine_description};
+use leoflow_core::commands::TriggerRequest;
 use leoflow_events::{Event, EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
-use leoflow_scheduler::core::commands::TriggerRequest;
 
 const REPEATS: usize = 3;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
+use leoflow_core::commands::TriggerRequest;
 use leoflow_events::EventStore;
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
-use leoflow_scheduler::core::commands::TriggerRequest;
 
 use crate::datastore::DatastoreArgs;
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 use leoflow_events::{EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::reactor::runs::Specs;
+use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::{control, task_logs};
 
 use crate::datastore::DatastoreArgs;

@@ -17,7 +17,10 @@
 //! with the stream version it decided on, so a stale model can waste a round trip but never
 //! apply a wrong transition.
 
-pub mod dispatch;
+mod dispatch;
+// Public only while the API still reaches into it (`load_run`) and the reactor tests and the
+// decision-latency benchmark submit commands through it; the rest of Leoflow uses the
+// re-exports below.
 pub mod runs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +29,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use leoflow_events::catalog::{RunQueued, SchedulerElected, generation_stream};
+use leoflow_core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
+use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
+use leoflow_core::spec::DagSpec;
+use leoflow_core::timetable::{RunInfo, Schedule};
+use leoflow_events::catalog::{
+    DagDeleted, DagParsed, RunQueued, SchedulerElected, generation_stream,
+};
 use leoflow_events::{
     AppendBatch, AppendError, AttemptDigest, Event, EventStore, Metadata, RecordedEvent, RunType,
     StoreError, TaskInstanceKey,
@@ -35,17 +44,14 @@ use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+pub use dispatch::BufferedDispatcher;
 pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
+pub use runs::{Specs, SubmitError};
 
 use crate::liveness::Liveness;
 use crate::task_logs;
-use dispatch::BufferedDispatcher;
 
-use crate::core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
-use crate::core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
-use crate::core::spec::DagSpec;
-use crate::core::timetable::{RunInfo, Schedule};
-use runs::{QueueError, Specs, SubmitError, queue_run, submit_as_leader};
+use runs::{QueueError, queue_run, submit_as_leader};
 
 /// Key of the session advisory lock the active scheduler holds.
 pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"
@@ -356,49 +362,8 @@ impl Reactor {
             }
         };
         match &event {
-            Event::DagParsed(e) => {
-                let dag = self
-                    .dags
-                    .entry(e.dag_id.clone())
-                    .or_insert_with(|| DagEntry {
-                        paused: e.is_paused_upon_creation,
-                        ..DagEntry::default()
-                    });
-                dag.max_active_runs = e.max_active_runs.max(1) as usize;
-                dag.version_hash = e.version_hash.clone();
-                dag.schedule = match &e.document_hash {
-                    Some(hash) => load_schedule(&self.store, hash).await,
-                    None => None,
-                };
-                dag.max_active_tasks = e.max_active_tasks.max(1);
-            }
-            Event::DagDeleted(e) => {
-                // Its runs go with it; nothing of them is scheduled any more, and the log
-                // refuses their appends from here on (the generation moved).
-                self.dags.remove(&e.dag_id);
-                if recorded.stream == generation_stream(&e.dag_id) {
-                    self.generations
-                        .insert(e.dag_id.clone(), recorded.stream_version);
-                }
-                self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
-                self.specs.forget_dag(&e.dag_id);
-                // Tries in flight are stopped: their agents' reports would be refused anyway,
-                // and the work belongs to nobody now. (An agent the executor does not know of
-                // learns it from its next heartbeat.)
-                let deleted: Vec<TaskInstanceKey> = self
-                    .in_flight
-                    .keys()
-                    .filter(|ti| ti.dag_id == e.dag_id)
-                    .cloned()
-                    .collect();
-                for ti in deleted {
-                    let flight = self.in_flight.remove(&ti).expect("listed");
-                    self.liveness.forget(&flight.attempt.digest);
-                    self.dispatcher
-                        .executor()
-                        .terminate(&flight.attempt, "its DAG was deleted");
-                }
-            }
+            Event::DagParsed(e) => self.dag_parsed(e).await,
+            Event::DagDeleted(e) => self.dag_deleted(e, recorded),
             Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
             Event::DagUnpaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = false,
             Event::PoolSet(e) => {
@@ -407,65 +372,150 @@ impl Reactor {
             Event::PoolDeleted(e) => {
                 self.pools.remove(&e.name);
             }
-            Event::RunQueued(e) => {
-                if e.run_type == RunType::Scheduled
-                    && let (Some(dag), Some(logical_date)) =
-                        (self.dags.get_mut(&e.dag_id), e.logical_date)
-                {
-                    let info = RunInfo {
-                        logical_date,
-                        run_after: e.run_after,
-                        data_interval_start: e.data_interval_start.unwrap_or(logical_date),
-                        data_interval_end: e.data_interval_end.unwrap_or(logical_date),
-                    };
-                    if dag
-                        .last_scheduled
-                        .is_none_or(|last| last.logical_date < logical_date)
-                    {
-                        dag.last_scheduled = Some(info);
-                    }
-                }
-                let version = e.dag_version_hash.clone().unwrap_or_default();
-                match self.specs.get(&self.store, &e.dag_id, &version).await {
-                    Ok(spec) => {
-                        let state = evolve(RunState::queued(&spec, &e.run_id), &event);
-                        let key = (e.dag_id.clone(), e.run_id.clone());
-                        let run_after = e.run_after;
-                        self.runs.insert(
-                            key,
-                            RunEntry {
-                                spec,
-                                state,
-                                run_after,
-                            },
-                        );
-                    }
-                    Err(error) => eprintln!(
-                        "scheduler: run {}/{} cannot be scheduled: {error}",
-                        e.dag_id, e.run_id
-                    ),
-                }
+            Event::RunQueued(e) => self.run_queued(e, &event).await,
+            Event::RunStarted(_)
+            | Event::RunSucceeded(_)
+            | Event::RunFailed(_)
+            | Event::RunCleared(_)
+            | Event::RunNoteSet(_)
+            | Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskDispatched(_)
+            | Event::TaskStarted(_)
+            | Event::TaskSucceeded(_)
+            | Event::TaskFailed(_)
+            | Event::TaskUpForRetry(_)
+            | Event::TaskSkipped(_)
+            | Event::TaskUpstreamFailed(_)
+            | Event::TaskCleared(_)
+            | Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::TaskRendered(_)
+            | Event::CommandRejected(_) => return self.run_changed(recorded, &event).await,
+            // Nothing the scheduler keeps: import errors, favorites, Variables and Connections
+            // (tasks read them through the agent service), and the leader's terms (the
+            // leader's appends are fenced by the log, not by this model).
+            Event::DagImportFailed(_)
+            | Event::DagFavorited(_)
+            | Event::DagUnfavorited(_)
+            | Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::SchedulerElected(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn dag_parsed(&mut self, e: &DagParsed) {
+        let dag = self
+            .dags
+            .entry(e.dag_id.clone())
+            .or_insert_with(|| DagEntry {
+                paused: e.is_paused_upon_creation,
+                ..DagEntry::default()
+            });
+        dag.max_active_runs = e.max_active_runs.max(1) as usize;
+        dag.version_hash = e.version_hash.clone();
+        dag.schedule = match &e.document_hash {
+            Some(hash) => load_schedule(&self.store, hash).await,
+            None => None,
+        };
+        dag.max_active_tasks = e.max_active_tasks.max(1);
+    }
+
+    fn dag_deleted(&mut self, e: &DagDeleted, recorded: &RecordedEvent) {
+        // Its runs go with it; nothing of them is scheduled any more, and the log
+        // refuses their appends from here on (the generation moved).
+        self.dags.remove(&e.dag_id);
+        if recorded.stream == generation_stream(&e.dag_id) {
+            self.generations
+                .insert(e.dag_id.clone(), recorded.stream_version);
+        }
+        self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
+        self.specs.forget_dag(&e.dag_id);
+        // Tries in flight are stopped: their agents' reports would be refused anyway,
+        // and the work belongs to nobody now. (An agent the executor does not know of
+        // learns it from its next heartbeat.)
+        let deleted: Vec<TaskInstanceKey> = self
+            .in_flight
+            .keys()
+            .filter(|ti| ti.dag_id == e.dag_id)
+            .cloned()
+            .collect();
+        for ti in deleted {
+            let flight = self.in_flight.remove(&ti).expect("listed");
+            self.liveness.forget(&flight.attempt.digest);
+            self.dispatcher
+                .executor()
+                .terminate(&flight.attempt, "its DAG was deleted");
+        }
+    }
+
+    /// A new run: its DAG's last scheduled slot moves, and it joins the model.
+    async fn run_queued(&mut self, e: &RunQueued, event: &Event) {
+        if e.run_type == RunType::Scheduled
+            && let (Some(dag), Some(logical_date)) = (self.dags.get_mut(&e.dag_id), e.logical_date)
+        {
+            let info = RunInfo {
+                logical_date,
+                run_after: e.run_after,
+                data_interval_start: e.data_interval_start.unwrap_or(logical_date),
+                data_interval_end: e.data_interval_end.unwrap_or(logical_date),
+            };
+            if dag
+                .last_scheduled
+                .is_none_or(|last| last.logical_date < logical_date)
+            {
+                dag.last_scheduled = Some(info);
             }
-            other => {
-                self.track_in_flight(recorded, other);
-                let key = match (other.dag_id(), other.run_id()) {
-                    (Some(dag), Some(run)) => (dag.to_owned(), run.to_owned()),
-                    _ => return Ok(()),
-                };
-                if let Some(run) = self.runs.remove(&key) {
-                    let state = evolve(run.state, other);
-                    // A finished run needs nothing more from the scheduler, nor its cached
-                    // state from the deciders of this process.
-                    if state.status.is_finished() {
-                        self.specs.forget_run(&key.0, &key.1);
-                    } else {
-                        self.runs.insert(key, RunEntry { state, ..run });
-                    }
-                } else if matches!(other, Event::RunCleared(_)) {
-                    // A finished run cleared: it comes back, as the log has it up to here.
-                    self.reload_run(key, recorded.position).await?;
-                }
+        }
+        let version = e.dag_version_hash.clone().unwrap_or_default();
+        match self.specs.get(&self.store, &e.dag_id, &version).await {
+            Ok(spec) => {
+                let state = evolve(RunState::queued(&spec, &e.run_id), event);
+                let key = (e.dag_id.clone(), e.run_id.clone());
+                let run_after = e.run_after;
+                self.runs.insert(
+                    key,
+                    RunEntry {
+                        spec,
+                        state,
+                        run_after,
+                    },
+                );
             }
+            Err(error) => eprintln!(
+                "scheduler: run {}/{} cannot be scheduled: {error}",
+                e.dag_id, e.run_id
+            ),
+        }
+    }
+
+    /// An event of a run after its `RunQueued`: tries in flight are tracked, the run's state
+    /// evolves (and a finished run leaves the model), a cleared finished run comes back.
+    async fn run_changed(
+        &mut self,
+        recorded: &RecordedEvent,
+        event: &Event,
+    ) -> Result<(), ReactorError> {
+        self.track_in_flight(recorded, event);
+        let key = match (event.dag_id(), event.run_id()) {
+            (Some(dag), Some(run)) => (dag.to_owned(), run.to_owned()),
+            _ => return Ok(()),
+        };
+        if let Some(run) = self.runs.remove(&key) {
+            let state = evolve(run.state, event);
+            // A finished run needs nothing more from the scheduler, nor its cached
+            // state from the deciders of this process.
+            if state.status.is_finished() {
+                self.specs.forget_run(&key.0, &key.1);
+            } else {
+                self.runs.insert(key, RunEntry { state, ..run });
+            }
+        } else if matches!(event, Event::RunCleared(_)) {
+            // A finished run cleared: it comes back, as the log has it up to here.
+            self.reload_run(key, recorded.position).await?;
         }
         Ok(())
     }
@@ -570,7 +620,34 @@ impl Reactor {
                     }
                 }
             }
-            _ => {}
+            // Nothing about a try handed to an executor: tries before their dispatch, mapping,
+            // XComs, renderings, refused reports, and the events of runs, DAGs and config.
+            Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::TaskRendered(_)
+            | Event::CommandRejected(_)
+            | Event::RunQueued(_)
+            | Event::RunStarted(_)
+            | Event::RunSucceeded(_)
+            | Event::RunFailed(_)
+            | Event::RunCleared(_)
+            | Event::RunNoteSet(_)
+            | Event::DagParsed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagPaused(_)
+            | Event::DagUnpaused(_)
+            | Event::DagDeleted(_)
+            | Event::DagFavorited(_)
+            | Event::DagUnfavorited(_)
+            | Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::SchedulerElected(_) => {}
         }
     }
 
@@ -832,7 +909,7 @@ impl Reactor {
                 }
                 let queued = RunQueued {
                     dag_id: dag_id.clone(),
-                    run_id: run.run_id("scheduled"),
+                    run_id: run.run_id(RunType::Scheduled.as_str()),
                     run_type: RunType::Scheduled,
                     logical_date: Some(run.logical_date),
                     data_interval_start: Some(run.data_interval_start),
@@ -859,7 +936,7 @@ impl Reactor {
                     Err(error) => {
                         eprintln!(
                             "scheduler: cannot queue {dag_id} {}: {error}",
-                            run.run_id("scheduled")
+                            run.run_id(RunType::Scheduled.as_str())
                         );
                         break;
                     }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use leoflow_core::run::{Command, Fence, Rejection, RunState, decide, evolve};
+use leoflow_core::spec::{DagSpec, SpecError};
 use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream};
 use leoflow_events::store::recorded_from_row;
 use leoflow_events::{
@@ -20,9 +22,6 @@ use leoflow_events::{
     StoreError,
 };
 use sqlx::Row;
-
-use crate::core::run::{Command, Fence, Rejection, RunState, decide, evolve};
-use crate::core::spec::{DagSpec, SpecError};
 
 /// Why a command could not be applied to a run.
 #[derive(Debug, thiserror::Error)]

@@ -13,49 +13,10 @@ use leoflow_events::AttemptDigest;
 use leoflow_events::Event;
 use leoflow_events::catalog::*;
 
-use crate::core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
-use crate::core::trigger::{UpstreamCounts, Verdict};
+pub use crate::state::{RunStatus, TiState};
 
-/// A task instance's state, with Airflow's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum TiState {
-    /// Not scheduled yet (Airflow's `None`).
-    Pending,
-    Scheduled,
-    Queued,
-    Running,
-    Success,
-    Failed,
-    UpForRetry,
-    Skipped,
-    UpstreamFailed,
-}
-
-impl TiState {
-    /// Airflow's name of the state (`None` for a task instance not scheduled yet).
-    pub fn airflow_name(self) -> &'static str {
-        match self {
-            TiState::Pending => "None",
-            TiState::Scheduled => "scheduled",
-            TiState::Queued => "queued",
-            TiState::Running => "running",
-            TiState::Success => "success",
-            TiState::Failed => "failed",
-            TiState::UpForRetry => "up_for_retry",
-            TiState::Skipped => "skipped",
-            TiState::UpstreamFailed => "upstream_failed",
-        }
-    }
-
-    /// Whether the task instance is done for this run (until cleared).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TiState::Success | TiState::Failed | TiState::Skipped | TiState::UpstreamFailed
-        )
-    }
-}
+use crate::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
+use crate::trigger::{UpstreamCounts, Verdict};
 
 /// One task instance of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,33 +49,6 @@ impl TaskInstance {
 /// A task instance's place in the run: its task and map index (-1 when unmapped, and for a
 /// mapped task's placeholder before it expands).
 pub type TiId = (String, i32);
-
-/// Where a dag run stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Success,
-    Failed,
-}
-
-impl RunStatus {
-    /// Airflow's name of the state.
-    pub fn airflow_name(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Success => "success",
-            RunStatus::Failed => "failed",
-        }
-    }
-
-    /// Whether the run is over: only a clear (`RunCleared`) brings it back.
-    pub fn is_finished(self) -> bool {
-        matches!(self, RunStatus::Success | RunStatus::Failed)
-    }
-}
 
 /// A dag run as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,118 +421,52 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
                 t.result_len = e.length;
             }
         }
-        _ => {}
+        // Nothing the state machine decides on: other XComs, the DAG's and the config's
+        // events, a run's note, renderings, audit records and the leader's term. `RunQueued`
+        // is where the state starts (`RunState::queued`), not a change of it.
+        Event::XComPushed(_)
+        | Event::RunQueued(_)
+        | Event::RunNoteSet(_)
+        | Event::TaskRendered(_)
+        | Event::CommandRejected(_)
+        | Event::DagParsed(_)
+        | Event::DagImportFailed(_)
+        | Event::DagPaused(_)
+        | Event::DagUnpaused(_)
+        | Event::DagDeleted(_)
+        | Event::DagFavorited(_)
+        | Event::DagUnfavorited(_)
+        | Event::VariableSet(_)
+        | Event::VariableDeleted(_)
+        | Event::ConnectionSet(_)
+        | Event::ConnectionDeleted(_)
+        | Event::PoolSet(_)
+        | Event::PoolDeleted(_)
+        | Event::SchedulerElected(_) => {}
     }
     state
 }
 
 /// The events `command` causes in `state`, consequences included, or why it is rejected.
 pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<Event>, Rejection> {
-    let mut events = Vec::new();
-    match command {
-        Command::Start => {
-            if state.status != RunStatus::Queued {
-                return Err(Rejection::RunNotRunning(state.status));
-            }
-            events.push(
-                RunStarted {
-                    dag_id: state.dag_id.clone(),
-                    run_id: state.run_id.clone(),
-                }
-                .into(),
-            );
-        }
-        Command::Queue { task_id, map_index } => {
-            running(state)?;
-            let (task, ti) = (task(spec, &task_id)?, state.ti(&task_id, map_index)?);
-            if ti.state != TiState::Scheduled {
-                return Err(illegal(&task_id, ti.state, "queue"));
-            }
-            events.push(
-                TaskQueued {
-                    ti: state.key(&(task_id, map_index)),
-                    try_number: ti.try_number,
-                    pool: task.pool.clone(),
-                    pool_slots: task.pool_slots,
-                    priority_weight: task.priority_weight,
-                    queue: task.queue.clone(),
-                }
-                .into(),
-            );
-        }
+    let events = match command {
+        Command::Start => start(state)?,
+        Command::Queue { task_id, map_index } => queue(spec, state, task_id, map_index)?,
         Command::ReportStarted {
             task_id,
             map_index,
             try_number,
             hostname,
             pid,
-        } => {
-            current_try_in(
-                state,
-                &task_id,
-                map_index,
-                try_number,
-                TiState::Queued,
-                "report started",
-            )?;
-            events.push(
-                TaskStarted {
-                    ti: state.key(&(task_id, map_index)),
-                    try_number,
-                    hostname,
-                    pid,
-                }
-                .into(),
-            );
-        }
-        Command::PushXCom(push) => {
-            current_try_in(
-                state,
-                &push.task_id,
-                push.map_index,
-                push.try_number,
-                TiState::Running,
-                "push an XCom",
-            )?;
-            events.push(
-                XComPushed {
-                    ti: state.key(&(push.task_id, push.map_index)),
-                    try_number: push.try_number,
-                    key: push.key,
-                    value_hash: push.value_hash,
-                    size_bytes: push.size_bytes,
-                    length: push.length,
-                }
-                .into(),
-            );
-        }
+        } => report_started(state, (task_id, map_index), try_number, hostname, pid)?,
+        Command::PushXCom(push) => push_xcom(state, push)?,
         Command::ReportFinished {
             task_id,
             map_index,
             try_number,
             outcome,
             at,
-        } => {
-            current_try_in(
-                state,
-                &task_id,
-                map_index,
-                try_number,
-                TiState::Running,
-                "report finished",
-            )?;
-            let id = (task_id.clone(), map_index);
-            finished(
-                spec,
-                state,
-                task(spec, &task_id)?,
-                &id,
-                try_number,
-                outcome,
-                at,
-                &mut events,
-            )?;
-        }
+        } => report_finished(spec, state, (task_id, map_index), try_number, outcome, at)?,
         Command::Dispatch {
             task_id,
             map_index,
@@ -607,183 +475,344 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             executor,
             replacing,
         } => {
-            let ti = current_try_in(
-                state,
-                &task_id,
-                map_index,
-                try_number,
-                TiState::Queued,
-                "dispatch",
-            )?;
-            if ti.attempt_digest != replacing {
-                return Err(illegal(&task_id, ti.state, "dispatch twice"));
-            }
-            events.push(
-                TaskDispatched {
-                    ti: state.key(&(task_id, map_index)),
-                    try_number,
-                    attempt_digest: AttemptDigest::of(&attempt_token),
-                    executor,
-                }
-                .into(),
-            );
+            let attempt = Attempt {
+                token: attempt_token,
+                executor,
+                replacing,
+            };
+            dispatch(state, (task_id, map_index), try_number, attempt)?
         }
         Command::TimedOut {
             task_id,
             map_index,
             try_number,
             at,
-        } => {
-            current_try_in(
-                state,
-                &task_id,
-                map_index,
-                try_number,
-                TiState::Running,
-                "time out",
-            )?;
-            let task = task(spec, &task_id)?;
-            let limit = task.execution_timeout.unwrap_or_default();
-            let reason = format!("execution_timeout of {limit} s exceeded; the try was stopped");
-            failed(
-                state,
-                task,
-                &(task_id.clone(), map_index),
-                try_number,
-                reason,
-                at,
-                &mut events,
-            )?;
-        }
+        } => timed_out(spec, state, (task_id, map_index), try_number, at)?,
         Command::Clear {
             task_ids,
             only_map_indexes,
             downstream,
-        } => {
-            let mut targets: BTreeSet<String> = BTreeSet::new();
-            let mut below = BTreeSet::new();
-            for task_id in &task_ids {
-                task(spec, task_id)?;
-                targets.insert(task_id.clone());
-                if downstream {
-                    below.extend(spec.all_downstream(task_id));
-                }
-            }
-            targets.extend(below.iter().cloned());
-            // Downstream of a target, a task is cleared whole.
-            let chosen = |(task_id, map_index): &TiId| {
-                below.contains(task_id)
-                    || only_map_indexes
-                        .get(task_id)
-                        .is_none_or(|indexes| indexes.contains(map_index))
-            };
-            let cleared: Vec<(&TiId, &TaskInstance)> = targets
-                .iter()
-                .flat_map(|task_id| state.instances(task_id))
-                .filter(|(id, _)| chosen(id))
-                .collect();
-            if let Some(((task_id, _), ti)) = cleared
-                .iter()
-                .find(|(_, ti)| matches!(ti.state, TiState::Queued | TiState::Running))
-            {
-                // Clearing what runs would need the attempt stopped first.
-                return Err(illegal(task_id, ti.state, "clear"));
-            }
-            for (id, ti) in cleared {
-                if ti.state != TiState::Pending {
-                    events.push(TaskCleared { ti: state.key(id) }.into());
-                }
-            }
-            if matches!(state.status, RunStatus::Success | RunStatus::Failed) && !events.is_empty()
-            {
-                events.push(
-                    RunCleared {
-                        dag_id: state.dag_id.clone(),
-                        run_id: state.run_id.clone(),
-                    }
-                    .into(),
-                );
-            }
-        }
+        } => clear(spec, state, &task_ids, &only_map_indexes, downstream)?,
         Command::Mark {
             task_id,
             map_index,
             success,
-        } => {
-            if matches!(state.status, RunStatus::Success | RunStatus::Failed) {
-                return Err(Rejection::RunNotRunning(state.status));
-            }
-            let ti = state.ti(&task_id, map_index)?;
-            let wanted = if success {
-                TiState::Success
-            } else {
-                TiState::Failed
-            };
-            if ti.state == wanted {
-                return Ok(Vec::new());
-            }
-            let (key, try_number) = (state.key(&(task_id.clone(), map_index)), ti.try_number);
-            events.push(if success {
-                TaskSucceeded {
-                    ti: key,
-                    try_number,
-                }
-                .into()
-            } else {
-                TaskFailed {
-                    ti: key,
-                    try_number,
-                    reason: "marked failed by a user".to_owned(),
-                }
-                .into()
-            });
-        }
+        } => match mark(state, (task_id, map_index), success)? {
+            Some(events) => events,
+            // Already so: nothing happens, not even consequences.
+            None => return Ok(Vec::new()),
+        },
+        // A run marked by hand ends as marked: no consequences are derived.
         Command::MarkRun { success } => return Ok(mark_run(state, success)),
-        Command::Cancel { task_id, map_index } => {
-            running(state)?;
-            let ti = state.ti(&task_id, map_index)?;
-            if !matches!(ti.state, TiState::Queued | TiState::Running) {
-                return Err(illegal(&task_id, ti.state, "cancel"));
-            }
-            events.push(
-                TaskFailed {
-                    ti: state.key(&(task_id.clone(), map_index)),
-                    try_number: ti.try_number,
-                    reason: "cancelled by a user while it ran".to_owned(),
-                }
-                .into(),
-            );
-        }
+        Command::Cancel { task_id, map_index } => cancel(state, (task_id, map_index))?,
         Command::RetryDue {
             task_id,
             map_index,
             try_number,
             at,
-        } => {
-            let ti = current_try_in(
-                state,
-                &task_id,
-                map_index,
-                try_number,
-                TiState::UpForRetry,
-                "retry",
-            )?;
-            if let Some(due) = ti.retry_at
-                && at < due
-            {
-                return Err(Rejection::RetryNotDue { task_id, due });
-            }
-            events.push(
-                TaskScheduled {
-                    ti: state.key(&(task_id, map_index)),
-                    try_number: try_number + 1,
-                }
-                .into(),
-            );
+        } => retry_due(state, (task_id, map_index), try_number, at)?,
+    };
+    Ok(with_consequences(spec, state, events))
+}
+
+/// `events` and what follows from them (see [`consequences`]).
+fn with_consequences(spec: &DagSpec, state: &RunState, mut events: Vec<Event>) -> Vec<Event> {
+    consequences(spec, state, &mut events);
+    events
+}
+
+/// [`Command::Start`]: a queued run starts.
+fn start(state: &RunState) -> Result<Vec<Event>, Rejection> {
+    if state.status != RunStatus::Queued {
+        return Err(Rejection::RunNotRunning(state.status));
+    }
+    Ok(vec![
+        RunStarted {
+            dag_id: state.dag_id.clone(),
+            run_id: state.run_id.clone(),
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::Queue`]: a scheduled task instance takes its pool slot.
+fn queue(
+    spec: &DagSpec,
+    state: &RunState,
+    task_id: String,
+    map_index: i32,
+) -> Result<Vec<Event>, Rejection> {
+    running(state)?;
+    let (task, ti) = (task(spec, &task_id)?, state.ti(&task_id, map_index)?);
+    if ti.state != TiState::Scheduled {
+        return Err(illegal(&task_id, ti.state, "queue"));
+    }
+    Ok(vec![
+        TaskQueued {
+            ti: state.key(&(task_id, map_index)),
+            try_number: ti.try_number,
+            pool: task.pool.clone(),
+            pool_slots: task.pool_slots,
+            priority_weight: task.priority_weight,
+            queue: task.queue.clone(),
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::ReportStarted`]: the agent of a queued try runs it.
+fn report_started(
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    hostname: String,
+    pid: Option<i32>,
+) -> Result<Vec<Event>, Rejection> {
+    current_try_in(
+        state,
+        &id.0,
+        id.1,
+        try_number,
+        TiState::Queued,
+        "report started",
+    )?;
+    Ok(vec![
+        TaskStarted {
+            ti: state.key(&id),
+            try_number,
+            hostname,
+            pid,
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::PushXCom`]: a running try pushed an XCom.
+fn push_xcom(state: &RunState, push: XComPush) -> Result<Vec<Event>, Rejection> {
+    current_try_in(
+        state,
+        &push.task_id,
+        push.map_index,
+        push.try_number,
+        TiState::Running,
+        "push an XCom",
+    )?;
+    Ok(vec![
+        XComPushed {
+            ti: state.key(&(push.task_id, push.map_index)),
+            try_number: push.try_number,
+            key: push.key,
+            value_hash: push.value_hash,
+            size_bytes: push.size_bytes,
+            length: push.length,
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::ReportFinished`]: a running try ended (see [`finished`]).
+fn report_finished(
+    spec: &DagSpec,
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    outcome: Outcome,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    current_try_in(
+        state,
+        &id.0,
+        id.1,
+        try_number,
+        TiState::Running,
+        "report finished",
+    )?;
+    let mut events = Vec::new();
+    let task = task(spec, &id.0)?;
+    finished(spec, state, task, &id, try_number, outcome, at, &mut events)?;
+    Ok(events)
+}
+
+/// How a try is handed to an executor ([`Command::Dispatch`]).
+struct Attempt {
+    token: uuid::Uuid,
+    executor: String,
+    replacing: Option<AttemptDigest>,
+}
+
+/// [`Command::Dispatch`]: a queued try goes to an executor under a fresh token (once, unless
+/// it replaces an orphaned dispatch).
+fn dispatch(
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    attempt: Attempt,
+) -> Result<Vec<Event>, Rejection> {
+    let ti = current_try_in(state, &id.0, id.1, try_number, TiState::Queued, "dispatch")?;
+    if ti.attempt_digest != attempt.replacing {
+        return Err(illegal(&id.0, ti.state, "dispatch twice"));
+    }
+    Ok(vec![
+        TaskDispatched {
+            ti: state.key(&id),
+            try_number,
+            attempt_digest: AttemptDigest::of(&attempt.token),
+            executor: attempt.executor,
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::TimedOut`]: a running try passed its `execution_timeout`; it fails (retries
+/// apply).
+fn timed_out(
+    spec: &DagSpec,
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    current_try_in(state, &id.0, id.1, try_number, TiState::Running, "time out")?;
+    let task = task(spec, &id.0)?;
+    let limit = task.execution_timeout.unwrap_or_default();
+    let reason = format!("execution_timeout of {limit} s exceeded; the try was stopped");
+    let mut events = Vec::new();
+    failed(state, task, &id, try_number, reason, at, &mut events)?;
+    Ok(events)
+}
+
+/// [`Command::Clear`]: the chosen task instances (and, if asked, everything downstream) go
+/// back to pending; a finished run runs again.
+fn clear(
+    spec: &DagSpec,
+    state: &RunState,
+    task_ids: &[String],
+    only_map_indexes: &BTreeMap<String, BTreeSet<i32>>,
+    downstream: bool,
+) -> Result<Vec<Event>, Rejection> {
+    let mut targets: BTreeSet<String> = BTreeSet::new();
+    let mut below = BTreeSet::new();
+    for task_id in task_ids {
+        task(spec, task_id)?;
+        targets.insert(task_id.clone());
+        if downstream {
+            below.extend(spec.all_downstream(task_id));
         }
     }
-    consequences(spec, state, &mut events);
+    targets.extend(below.iter().cloned());
+    // Downstream of a target, a task is cleared whole.
+    let chosen = |(task_id, map_index): &TiId| {
+        below.contains(task_id)
+            || only_map_indexes
+                .get(task_id)
+                .is_none_or(|indexes| indexes.contains(map_index))
+    };
+    let cleared: Vec<(&TiId, &TaskInstance)> = targets
+        .iter()
+        .flat_map(|task_id| state.instances(task_id))
+        .filter(|(id, _)| chosen(id))
+        .collect();
+    if let Some(((task_id, _), ti)) = cleared
+        .iter()
+        .find(|(_, ti)| matches!(ti.state, TiState::Queued | TiState::Running))
+    {
+        // Clearing what runs would need the attempt stopped first.
+        return Err(illegal(task_id, ti.state, "clear"));
+    }
+    let mut events: Vec<Event> = Vec::new();
+    for (id, ti) in cleared {
+        if ti.state != TiState::Pending {
+            events.push(TaskCleared { ti: state.key(id) }.into());
+        }
+    }
+    if matches!(state.status, RunStatus::Success | RunStatus::Failed) && !events.is_empty() {
+        events.push(
+            RunCleared {
+                dag_id: state.dag_id.clone(),
+                run_id: state.run_id.clone(),
+            }
+            .into(),
+        );
+    }
     Ok(events)
+}
+
+/// [`Command::Mark`]: a task instance of an unfinished run is set to success or failed by hand;
+/// `None` when it already is.
+fn mark(state: &RunState, id: TiId, success: bool) -> Result<Option<Vec<Event>>, Rejection> {
+    if matches!(state.status, RunStatus::Success | RunStatus::Failed) {
+        return Err(Rejection::RunNotRunning(state.status));
+    }
+    let ti = state.ti(&id.0, id.1)?;
+    let wanted = if success {
+        TiState::Success
+    } else {
+        TiState::Failed
+    };
+    if ti.state == wanted {
+        return Ok(None);
+    }
+    let (key, try_number) = (state.key(&id), ti.try_number);
+    Ok(Some(vec![if success {
+        TaskSucceeded {
+            ti: key,
+            try_number,
+        }
+        .into()
+    } else {
+        TaskFailed {
+            ti: key,
+            try_number,
+            reason: "marked failed by a user".to_owned(),
+        }
+        .into()
+    }]))
+}
+
+/// [`Command::Cancel`]: a queued or running try fails at once, without retries.
+fn cancel(state: &RunState, id: TiId) -> Result<Vec<Event>, Rejection> {
+    running(state)?;
+    let ti = state.ti(&id.0, id.1)?;
+    if !matches!(ti.state, TiState::Queued | TiState::Running) {
+        return Err(illegal(&id.0, ti.state, "cancel"));
+    }
+    Ok(vec![
+        TaskFailed {
+            ti: state.key(&id),
+            try_number: ti.try_number,
+            reason: "cancelled by a user while it ran".to_owned(),
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::RetryDue`]: a try up for retry is scheduled again once its delay is over.
+fn retry_due(
+    state: &RunState,
+    (task_id, map_index): TiId,
+    try_number: i32,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let ti = current_try_in(
+        state,
+        &task_id,
+        map_index,
+        try_number,
+        TiState::UpForRetry,
+        "retry",
+    )?;
+    if let Some(due) = ti.retry_at
+        && at < due
+    {
+        return Err(Rejection::RetryNotDue { task_id, due });
+    }
+    Ok(vec![
+        TaskScheduled {
+            ti: state.key(&(task_id, map_index)),
+            try_number: try_number + 1,
+        }
+        .into(),
+    ])
 }
 
 /// The events of marking a whole run (see [`Command::MarkRun`]); none when it and every
@@ -857,29 +886,8 @@ fn finished(
     events: &mut Vec<Event>,
 ) -> Result<(), Rejection> {
     let key = state.key(id);
-    // Skips every instance of `task_id` that has not run yet.
-    let skip = |events: &mut Vec<Event>, task_id: &str, reason: String| {
-        for (ti_id, ti) in state.instances(task_id) {
-            if ti.state == TiState::Pending {
-                events.push(
-                    TaskSkipped {
-                        ti: state.key(ti_id),
-                        reason: Some(reason.clone()),
-                    }
-                    .into(),
-                );
-            }
-        }
-    };
-    let succeeded = || -> Event {
-        TaskSucceeded {
-            ti: key.clone(),
-            try_number,
-        }
-        .into()
-    };
     match (outcome, task.kind) {
-        (Outcome::Success, TaskKind::Plain) => events.push(succeeded()),
+        (Outcome::Success, TaskKind::Plain) => events.push(succeeded(key, try_number)),
         (Outcome::Branch(chosen), TaskKind::Branch) => {
             let unknown: Vec<&String> = chosen
                 .iter()
@@ -893,13 +901,10 @@ fn finished(
                 );
                 return failed(state, task, id, try_number, reason, at, events);
             }
-            events.push(succeeded());
+            events.push(succeeded(key, try_number));
             for down in task.downstream.iter().filter(|d| !chosen.contains(d)) {
-                skip(
-                    events,
-                    down,
-                    format!("not chosen by branch {:?}", task.task_id),
-                );
+                let reason = format!("not chosen by branch {:?}", task.task_id);
+                skip_pending(state, down, reason, events);
             }
         }
         (
@@ -908,20 +913,9 @@ fn finished(
                 ignore_downstream_trigger_rules,
             },
         ) => {
-            events.push(succeeded());
+            events.push(succeeded(key, try_number));
             if !proceed {
-                let targets: BTreeSet<String> = if ignore_downstream_trigger_rules {
-                    spec.all_downstream(&task.task_id)
-                } else {
-                    task.downstream.iter().cloned().collect()
-                };
-                for down in targets {
-                    skip(
-                        events,
-                        &down,
-                        format!("short-circuited by {:?}", task.task_id),
-                    );
-                }
+                short_circuit(spec, state, task, ignore_downstream_trigger_rules, events);
             }
         }
         (Outcome::Failed { reason }, _) => {
@@ -950,6 +944,45 @@ fn finished(
         }
     }
     Ok(())
+}
+
+fn succeeded(ti: TaskInstanceKey, try_number: i32) -> Event {
+    TaskSucceeded { ti, try_number }.into()
+}
+
+/// Skips what a short-circuit task that said "stop" holds back: its direct downstream, or
+/// everything downstream when their trigger rules are to be ignored.
+fn short_circuit(
+    spec: &DagSpec,
+    state: &RunState,
+    task: &TaskSpec,
+    ignore_downstream_trigger_rules: bool,
+    events: &mut Vec<Event>,
+) {
+    let targets: BTreeSet<String> = if ignore_downstream_trigger_rules {
+        spec.all_downstream(&task.task_id)
+    } else {
+        task.downstream.iter().cloned().collect()
+    };
+    for down in targets {
+        let reason = format!("short-circuited by {:?}", task.task_id);
+        skip_pending(state, &down, reason, events);
+    }
+}
+
+/// Skips every instance of `task_id` that has not run yet.
+fn skip_pending(state: &RunState, task_id: &str, reason: String, events: &mut Vec<Event>) {
+    for (ti_id, ti) in state.instances(task_id) {
+        if ti.state == TiState::Pending {
+            events.push(
+                TaskSkipped {
+                    ti: state.key(ti_id),
+                    reason: Some(reason.clone()),
+                }
+                .into(),
+            );
+        }
+    }
 }
 
 fn failed(

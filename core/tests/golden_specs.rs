@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use leoflow_scheduler::core::spec::DagSpec;
-use leoflow_scheduler::core::timetable::{Schedule, Timetable};
+use leoflow_core::spec::DagSpec;
+use leoflow_core::timetable::{Schedule, Timetable};
 
 #[test]
 fn every_golden_dag_becomes_a_spec_and_a_schedule() {

@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::core::run::{RunState, RunStatus, TiState};
-use crate::core::spec::DagSpec;
-use crate::core::trigger::{TriggerRule, Verdict};
+use crate::run::{RunState, RunStatus, TiState};
+use crate::spec::DagSpec;
+use crate::trigger::{TriggerRule, Verdict};
 
 /// One reason a task instance does not run now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,8 @@ pub fn blockers(
         add(
             "Dagrun Running",
             format!(
-                "Task instance's dagrun was not in the 'running' state but in the state '{}'.",
+                "Task instance's dagrun was not in the '{}' state but in the state '{}'.",
+                RunStatus::Running.airflow_name(),
                 state.status.airflow_name()
             ),
         );

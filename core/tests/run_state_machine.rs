@@ -4,12 +4,10 @@ mod common;
 
 use chrono::Duration;
 use common::*;
+use leoflow_core::run::{Command, Outcome, Rejection, RunState, RunStatus, TiState, decide};
+use leoflow_core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
+use leoflow_core::trigger::TriggerRule;
 use leoflow_events::Event;
-use leoflow_scheduler::core::run::{
-    Command, Outcome, Rejection, RunState, RunStatus, TiState, decide,
-};
-use leoflow_scheduler::core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
-use leoflow_scheduler::core::trigger::TriggerRule;
 
 use TriggerRule::*;
 
@@ -812,7 +810,7 @@ fn a_try_is_dispatched_once_unless_a_lost_dispatch_is_replaced_and_then_the_old_
 
 #[test]
 fn blockers_say_why_a_task_instance_does_not_run() {
-    use leoflow_scheduler::core::blockers::{PoolUse, Surroundings, blockers};
+    use leoflow_core::blockers::{PoolUse, Surroundings, blockers};
     let spec = spec(vec![
         task("a", &[], AllSuccess, 1, TaskKind::Plain),
         task("b", &["a"], AllSuccess, 0, TaskKind::Plain),

@@ -2,11 +2,11 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use chrono::{DateTime, Utc};
+use leoflow_core::retry::RetryPolicy;
+use leoflow_core::run::{Command, Outcome, RunState, XComPush, decide, evolve};
+use leoflow_core::spec::{DagSpec, TaskKind, TaskSpec};
+use leoflow_core::trigger::TriggerRule;
 use leoflow_events::Event;
-use leoflow_scheduler::core::retry::RetryPolicy;
-use leoflow_scheduler::core::run::{Command, Outcome, RunState, XComPush, decide, evolve};
-use leoflow_scheduler::core::spec::{DagSpec, TaskKind, TaskSpec};
-use leoflow_scheduler::core::trigger::TriggerRule;
 
 pub fn task(
     id: &str,

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::core::retry::RetryPolicy;
-use crate::core::trigger::TriggerRule;
+use crate::retry::RetryPolicy;
+use crate::trigger::TriggerRule;
 
 /// What a task does with its result, as far as scheduling cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

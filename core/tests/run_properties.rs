@@ -8,12 +8,10 @@ use std::collections::BTreeMap;
 
 use chrono::Duration;
 use common::*;
+use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, decide, evolve};
+use leoflow_core::spec::{DagSpec, MapLength, TaskKind};
+use leoflow_core::trigger::{TriggerRule, Verdict};
 use leoflow_events::Event;
-use leoflow_scheduler::core::run::{
-    Command, Outcome, RunState, RunStatus, TiState, decide, evolve,
-};
-use leoflow_scheduler::core::spec::{DagSpec, MapLength, TaskKind};
-use leoflow_scheduler::core::trigger::{TriggerRule, Verdict};
 use proptest::prelude::*;
 
 fn arb_spec() -> impl Strategy<Value = DagSpec> {

@@ -1,0 +1,25 @@
+//! Leoflow's pure scheduling core. Nothing here touches a database, a clock or a process: time
+//! comes in with each command, and decisions go out as events. The crate depends on no sqlx,
+//! tokio or tonic, not even through a dependency (scripts/test.sh checks it), so the compiler
+//! keeps it pure.
+//!
+//! * [`spec`] — the DAG as the scheduler sees it (read from a dag.json document).
+//! * [`trigger`] — Airflow's trigger rules.
+//! * [`retry`] — retry timing: delay, exponential backoff with deterministic jitter, caps.
+//! * [`timetable`] — Airflow 3's trigger timetables.
+//! * [`admission`] — pools and concurrency limits (`max_active_tasks`, `max_active_runs`).
+//! * [`commands`] — triggering a run with `conf` checked against params, and pausing.
+//! * [`blockers`] — why a task instance does not run.
+//! * [`state`] — task-instance and run states, each with its Airflow spelling, defined once.
+//! * [`run`] — the dag-run state machine: `decide(spec, state, command) -> events` and
+//!   `evolve(state, event) -> state`.
+
+pub mod admission;
+pub mod blockers;
+pub mod commands;
+pub mod retry;
+pub mod run;
+pub mod spec;
+pub mod state;
+pub mod timetable;
+pub mod trigger;

@@ -1,0 +1,137 @@
+//! The states of task instances and dag runs, each spelled once: the core, the projector (which
+//! writes them into the read models), the agent service and every SQL builder take the Airflow
+//! name from here.
+
+/// A task instance's state, with Airflow's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum TiState {
+    /// Not scheduled yet (Airflow's `None`).
+    Pending,
+    Scheduled,
+    Queued,
+    Running,
+    Success,
+    Failed,
+    UpForRetry,
+    Skipped,
+    UpstreamFailed,
+}
+
+impl TiState {
+    /// Every state, in the order a try goes through them.
+    pub const ALL: [TiState; 9] = [
+        TiState::Pending,
+        TiState::Scheduled,
+        TiState::Queued,
+        TiState::Running,
+        TiState::Success,
+        TiState::Failed,
+        TiState::UpForRetry,
+        TiState::Skipped,
+        TiState::UpstreamFailed,
+    ];
+
+    /// Airflow's name of the state (`None` for a task instance not scheduled yet).
+    pub fn airflow_name(self) -> &'static str {
+        match self {
+            TiState::Pending => "None",
+            TiState::Scheduled => "scheduled",
+            TiState::Queued => "queued",
+            TiState::Running => "running",
+            TiState::Success => "success",
+            TiState::Failed => "failed",
+            TiState::UpForRetry => "up_for_retry",
+            TiState::Skipped => "skipped",
+            TiState::UpstreamFailed => "upstream_failed",
+        }
+    }
+
+    /// The state named `name` by [`TiState::airflow_name`].
+    pub fn from_airflow_name(name: &str) -> Option<TiState> {
+        Self::ALL.into_iter().find(|s| s.airflow_name() == name)
+    }
+
+    /// The state as the read models store it: Airflow keeps no state (NULL) for a task
+    /// instance not scheduled yet.
+    pub fn stored_name(self) -> Option<&'static str> {
+        (self != TiState::Pending).then(|| self.airflow_name())
+    }
+
+    /// Whether the task instance is done for this run (until cleared).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TiState::Success | TiState::Failed | TiState::Skipped | TiState::UpstreamFailed
+        )
+    }
+}
+
+/// Where a dag run stands (Airflow's `DagRunState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Success,
+    Failed,
+}
+
+impl RunStatus {
+    /// Every state, in the order a run goes through them.
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Success,
+        RunStatus::Failed,
+    ];
+
+    /// Airflow's name of the state.
+    pub fn airflow_name(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// The state named `name` by [`RunStatus::airflow_name`].
+    pub fn from_airflow_name(name: &str) -> Option<RunStatus> {
+        Self::ALL.into_iter().find(|s| s.airflow_name() == name)
+    }
+
+    /// Whether the run is over: only a clear (`RunCleared`) brings it back.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Success | RunStatus::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_from_its_airflow_name() {
+        for state in TiState::ALL {
+            assert_eq!(
+                TiState::from_airflow_name(state.airflow_name()),
+                Some(state)
+            );
+        }
+        for status in RunStatus::ALL {
+            assert_eq!(
+                RunStatus::from_airflow_name(status.airflow_name()),
+                Some(status)
+            );
+        }
+        assert_eq!(TiState::from_airflow_name("deferred"), None);
+        assert_eq!(RunStatus::from_airflow_name("None"), None);
+    }
+
+    #[test]
+    fn a_pending_task_instance_is_stored_without_a_state() {
+        assert_eq!(TiState::Pending.stored_name(), None);
+        assert_eq!(TiState::UpForRetry.stored_name(), Some("up_for_retry"));
+    }
+}
