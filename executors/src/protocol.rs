@@ -266,7 +266,8 @@ impl TryFrom<WireReply> for Reply {
     }
 }
 
-/// Why the agent stops talking to a runner at its first request.
+/// Why the agent cannot go on with a runner whose first request is `first` (or why that line
+/// is no request): `None` when it is a hello of this protocol.
 pub fn greeting_error(first: Result<&Request, &str>) -> Option<String> {
     let agent = PROTOCOL_VERSION;
     match first {

@@ -27,7 +27,11 @@ fn round_trip<T: Serialize + DeserializeOwned>(section: &str) -> Vec<T> {
         .map(|example| {
             let message: T = serde_json::from_value(example.clone())
                 .unwrap_or_else(|e| panic!("{section}: {example} does not read: {e}"));
-            assert_eq!(serde_json::to_value(&message).unwrap(), example, "{section}");
+            assert_eq!(
+                serde_json::to_value(&message).unwrap(),
+                example,
+                "{section}"
+            );
             message
         })
         .collect()
@@ -175,7 +179,11 @@ fn the_zygote_messages_read_and_write_back_unchanged() {
 
 #[test]
 fn malformed_and_unknown_messages_are_refused_with_a_reason() {
-    let refused = |line: &str| serde_json::from_str::<Request>(line).unwrap_err().to_string();
+    let refused = |line: &str| {
+        serde_json::from_str::<Request>(line)
+            .unwrap_err()
+            .to_string()
+    };
     assert!(refused(r#"{"op":"launch"}"#).contains("unknown variant `launch`"));
     assert!(refused(r#"{"key":"x"}"#).contains("missing field `op`"));
     assert!(refused(r#"{"op":"variable"}"#).contains("missing field `key`"));
