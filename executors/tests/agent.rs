@@ -364,3 +364,33 @@ read -r answer
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_operator_succeeds_without_a_runner_and_an_unreadable_task_fails_clearly() {
+    for (task, outcome, expected) in [
+        (
+            serde_json::json!({"task_id": "t", "operator": "EmptyOperator"}),
+            Outcome::Success,
+            "",
+        ),
+        (
+            serde_json::json!({"task_id": "t", "operator": "MysteryOperator"}),
+            Outcome::Failed,
+            "unknown variant `MysteryOperator`",
+        ),
+    ] {
+        let state = Arc::new(Scripted {
+            task,
+            ..Scripted::default()
+        });
+        let endpoint = serve(Plane(state.clone())).await;
+        // No runner at all: starting one would fail the try.
+        agent::run(config(endpoint, PathBuf::from("/nonexistent/python")))
+            .await
+            .unwrap();
+
+        let finished = state.finished.lock().unwrap().clone().expect("a report");
+        assert_eq!(finished.outcome(), outcome, "{}", finished.reason);
+        assert!(finished.reason.contains(expected), "{}", finished.reason);
+    }
+}
