@@ -2,12 +2,16 @@
 //!
 //! It registers the attempt with the control plane (which records that the try runs), fetches
 //! what to run, starts the SDK's Python task runner (`leoflow.runner`), and then relays: the
-//! runner's requests (XCom pull/push, Variables, Connections, its outcome) arrive as JSON lines
-//! on the runner's stdout and go out as gRPC calls; the runner's stderr is the task log, sent
-//! in numbered batches; a heartbeat tells the control plane the attempt is alive and learns
-//! when it must stop. The agent enforces `execution_timeout` by killing the runner's process
-//! group. Every call carries the attempt token; calls are retried with backoff while the control
-//! plane is away (a restart), and a refused token ends the agent at once.
+//! runner's requests (XCom pull/push, Variables, Connections, its outcome; the messages of
+//! [`crate::protocol`]) arrive as JSON lines on the runner's stdout and go out as gRPC calls;
+//! the runner's stderr is the task log, sent in numbered batches; a heartbeat tells the control
+//! plane the attempt is alive and learns when it must stop. The agent enforces
+//! `execution_timeout` by killing the runner's process group. Every call carries the attempt
+//! token; calls are retried with backoff while the control plane is away (a restart), and a
+//! refused token ends the agent at once.
+//!
+//! Diagnostics are `tracing` events inside a span per attempt (`dag_id`, `run_id`, `task_id`,
+//! `map_index`, `try_number`); what the user reads of the try is its task log.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,20 +20,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leoflow_secrets::masking::Masker;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::proto::finish_request::Outcome as ProtoOutcome;
 use crate::proto::lookup_request::Kind as LookupKind;
 use crate::proto::task_agent_client::TaskAgentClient;
 use crate::proto::{
-    AttemptRef, FinishRequest, LogBatch, LookupRequest, PullXComRequest, PushXComRequest,
-    RegisterRequest,
+    Assignment, AttemptRef, FinishRequest, HeartbeatReply, LogBatch, LookupRequest,
+    PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
 };
+use crate::protocol::{OperatorKind, Reply, Request, RunnerOutcome, Start, TaskSpec};
 
 /// Everything an agent needs to know to run its attempt.
 #[derive(Debug, Clone)]
@@ -89,12 +96,37 @@ struct Report {
 }
 
 impl Report {
-    fn failed(reason: impl Into<String>) -> Self {
+    fn new(outcome: ProtoOutcome, reason: impl Into<String>) -> Self {
         Self {
-            outcome: ProtoOutcome::Failed,
+            outcome,
             reason: reason.into(),
             branch: Vec::new(),
             proceed: None,
+        }
+    }
+
+    fn failed(reason: impl Into<String>) -> Self {
+        Self::new(ProtoOutcome::Failed, reason)
+    }
+
+    /// The runner's `done` request as a report.
+    fn done(
+        outcome: RunnerOutcome,
+        reason: String,
+        branch: Option<Vec<String>>,
+        proceed: Option<bool>,
+    ) -> Self {
+        let outcome = match outcome {
+            RunnerOutcome::Success => ProtoOutcome::Success,
+            RunnerOutcome::Skipped => ProtoOutcome::Skipped,
+            RunnerOutcome::Failed => ProtoOutcome::Failed,
+            RunnerOutcome::FailedNoRetry => ProtoOutcome::FailedNoRetry,
+        };
+        Self {
+            outcome,
+            reason,
+            branch: branch.unwrap_or_default(),
+            proceed,
         }
     }
 }
@@ -103,6 +135,29 @@ impl Report {
 struct LogBuffer {
     next_seq: i64,
     lines: Vec<String>,
+}
+
+impl LogBuffer {
+    /// The log of a try, opened with the line saying which try runs where.
+    fn open(a: &AttemptRef) -> Self {
+        let map_index = if a.map_index >= 0 {
+            format!("[{}]", a.map_index)
+        } else {
+            String::new()
+        };
+        let first = format!(
+            "[leoflow] try {} of {}.{}{map_index} in run {} on {}",
+            a.try_number,
+            a.dag_id,
+            a.task_id,
+            a.run_id,
+            hostname()
+        );
+        Self {
+            next_seq: 0,
+            lines: vec![first],
+        }
+    }
 }
 
 /// The gRPC side: one lazily connected channel, every call retried within the budget.
@@ -117,6 +172,23 @@ struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// The control plane of `config` (connected on the first call).
+    fn new(config: &AgentConfig) -> Result<Self, AgentError> {
+        let channel = Channel::from_shared(config.endpoint.clone())
+            .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        Ok(Self {
+            client: TaskAgentClient::new(channel)
+                .max_decoding_message_size(crate::MAX_AGENT_MESSAGE)
+                .max_encoding_message_size(crate::MAX_AGENT_MESSAGE),
+            attempt: config.attempt.clone(),
+            endpoint: config.endpoint.clone(),
+            retry_budget: config.retry_budget,
+            masker: Arc::default(),
+        })
+    }
+
     async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, AgentError>
     where
         F: FnMut(TaskAgentClient<Channel>) -> Fut,
@@ -150,6 +222,7 @@ impl ControlPlane {
                             last: status.to_string(),
                         });
                     }
+                    tracing::debug!(%status, ?backoff, "control plane call failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -161,13 +234,119 @@ impl ControlPlane {
         Some(self.attempt.clone())
     }
 
+    async fn register(&self) -> Result<Assignment, AgentError> {
+        let register = RegisterRequest {
+            attempt: self.attempt(),
+            hostname: hostname(),
+            pid: std::process::id() as i32,
+        };
+        self.call(|mut c| {
+            let r = register.clone();
+            async move { c.register(r).await }
+        })
+        .await
+    }
+
+    async fn heartbeat(&self) -> Result<HeartbeatReply, AgentError> {
+        self.call(|mut c| {
+            let r = self.attempt.clone();
+            async move { c.heartbeat(r).await }
+        })
+        .await
+    }
+
+    async fn pull_xcom(
+        &self,
+        task_id: String,
+        key: String,
+        map_index: Option<i32>,
+    ) -> Result<Reply, AgentError> {
+        let r = PullXComRequest {
+            attempt: self.attempt(),
+            task_id,
+            key,
+            map_index,
+        };
+        let value = self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.pull_x_com(r).await }
+            })
+            .await?;
+        Ok(found(value))
+    }
+
+    async fn push_xcom(&self, key: String, value: Value) -> Result<Reply, AgentError> {
+        let r = PushXComRequest {
+            attempt: self.attempt(),
+            key,
+            value_json: value.to_string(),
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.push_x_com(r).await }
+        })
+        .await?;
+        Ok(Reply::Ack)
+    }
+
+    /// A Variable or Connection; what it holds is masked in the task's output from now on.
+    async fn lookup(&self, kind: LookupKind, key: String) -> Result<Reply, AgentError> {
+        let r = LookupRequest {
+            attempt: self.attempt(),
+            kind: kind as i32,
+            key: key.clone(),
+        };
+        let value = self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.lookup(r).await }
+            })
+            .await?;
+        let reply = found(value);
+        if let Reply::Found { value, .. } = &reply {
+            self.learn_secrets(kind, &key, value);
+        }
+        Ok(reply)
+    }
+
+    async fn report_rendered(&self, fields: Value) -> Result<Reply, AgentError> {
+        let fields = self.masker.lock().expect("not poisoned").mask_json(&fields);
+        let r = RenderedFields {
+            attempt: self.attempt(),
+            fields_json: fields.to_string(),
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.report_rendered(r).await }
+        })
+        .await?;
+        Ok(Reply::Ack)
+    }
+
+    async fn finish(&self, report: Report) -> Result<(), AgentError> {
+        let finish = FinishRequest {
+            attempt: self.attempt(),
+            outcome: report.outcome as i32,
+            reason: report.reason,
+            branch: report.branch,
+            proceed: report.proceed,
+        };
+        self.call(|mut c| {
+            let f = finish.clone();
+            async move { c.finish(f).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Remembers what a Variable or Connection the task read must hide from its output, as
     /// Airflow's secrets masker does.
-    fn learn_secrets(&self, op: &str, key: &str, value: &Value) {
+    fn learn_secrets(&self, kind: LookupKind, key: &str, value: &Value) {
         let mut masker = self.masker.lock().expect("not poisoned");
-        match (op, value) {
-            ("variable", Value::String(text)) => masker.add_variable(key, text),
-            ("connection", Value::Object(fields)) => masker.add_connection(
+        match (kind, value) {
+            (LookupKind::Variable, Value::String(text)) => masker.add_variable(key, text),
+            (LookupKind::Connection, Value::Object(fields)) => masker.add_connection(
                 fields.get("password").and_then(Value::as_str),
                 fields.get("extra").and_then(Value::as_str),
             ),
@@ -202,10 +381,19 @@ impl ControlPlane {
     }
 }
 
+/// A looked-up value as the runner reads it.
+fn found(value: crate::proto::JsonValue) -> Reply {
+    Reply::Found {
+        found: value.found,
+        value: serde_json::from_str(&value.json).unwrap_or(Value::Null),
+    }
+}
+
 /// Appends a timestamped step of this agent to the file named by `LEOFLOW_AGENT_TRACE`, when
 /// set: how the benchmarks see where a try's time goes. Costs nothing when unset.
 fn trace(step: &str) {
     use std::io::Write;
+    tracing::debug!(step, "agent step");
     let Some(path) = std::env::var_os("LEOFLOW_AGENT_TRACE") else {
         return;
     };
@@ -221,73 +409,39 @@ fn trace(step: &str) {
 
 /// Writes a line to the agent's stderr, ignoring failure: that pipe leads to the control plane
 /// that started the agent, and an agent must outlive a control plane that was killed (where
-/// `eprintln!` would panic on the broken pipe).
+/// `eprintln!` would panic on the broken pipe). The executor keeps the end of that stderr as
+/// the try's failure reason when the agent ends without a report, so this is for the user,
+/// not a diagnostic.
 pub fn note(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{message}");
 }
 
+/// The span every event of an attempt's agent is recorded in.
+fn attempt_span(a: &AttemptRef) -> tracing::Span {
+    tracing::info_span!(
+        "attempt",
+        dag_id = %a.dag_id,
+        run_id = %a.run_id,
+        task_id = %a.task_id,
+        map_index = a.map_index,
+        try_number = a.try_number,
+    )
+}
+
 /// Runs the attempt to its end. Returns `Ok` once an outcome was reported (whatever it was).
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let span = attempt_span(&config.attempt);
+    run_attempt(config).instrument(span).await
+}
+
+async fn run_attempt(config: AgentConfig) -> Result<(), AgentError> {
     trace("start");
-    let channel = Channel::from_shared(config.endpoint.clone())
-        .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy();
-    let plane = ControlPlane {
-        client: TaskAgentClient::new(channel)
-            .max_decoding_message_size(crate::MAX_AGENT_MESSAGE)
-            .max_encoding_message_size(crate::MAX_AGENT_MESSAGE),
-        attempt: config.attempt.clone(),
-        endpoint: config.endpoint.clone(),
-        retry_budget: config.retry_budget,
-        masker: Arc::default(),
-    };
-    let register = RegisterRequest {
-        attempt: plane.attempt(),
-        hostname: hostname(),
-        pid: std::process::id() as i32,
-    };
-    let assignment = plane
-        .call(|mut c| {
-            let r = register.clone();
-            async move { c.register(r).await }
-        })
-        .await?;
+    let plane = ControlPlane::new(&config)?;
+    let assignment = plane.register().await?;
     trace("registered");
-    let task: Value = serde_json::from_str(&assignment.task_json).unwrap_or(Value::Null);
-    let mut logs = LogBuffer {
-        next_seq: 0,
-        lines: Vec::new(),
-    };
-    let a = &config.attempt;
-    logs.lines.push(format!(
-        "[leoflow] try {} of {}.{}{} in run {} on {}",
-        a.try_number,
-        a.dag_id,
-        a.task_id,
-        if a.map_index >= 0 {
-            format!("[{}]", a.map_index)
-        } else {
-            String::new()
-        },
-        a.run_id,
-        hostname()
-    ));
-    // Airflow does not run EmptyOperator at all: it succeeds as soon as it is scheduled.
-    let report = if task["operator"] == "EmptyOperator" {
-        logs.lines
-            .push("[leoflow] EmptyOperator: nothing to run".into());
-        Report {
-            outcome: ProtoOutcome::Success,
-            reason: String::new(),
-            branch: Vec::new(),
-            proceed: None,
-        }
-    } else {
-        let heartbeat = Duration::from_secs_f64(assignment.heartbeat_interval.clamp(0.05, 60.0));
-        supervise(&config, &plane, &assignment, &task, heartbeat, &mut logs).await?
-    };
+    let mut logs = LogBuffer::open(&config.attempt);
+    let report = run_task(&config, &plane, &assignment, &mut logs).await?;
     if report.outcome != ProtoOutcome::Success {
         logs.lines.push(format!(
             "[leoflow] {}: {}",
@@ -296,23 +450,38 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         ));
     }
     trace("runner done");
+    tracing::info!(outcome = outcome_word(report.outcome), reason = %report.reason, "the try ended");
     plane.send_logs(&mut logs).await?;
     trace("logs sent");
-    let finish = FinishRequest {
-        attempt: plane.attempt(),
-        outcome: report.outcome as i32,
-        reason: report.reason,
-        branch: report.branch,
-        proceed: report.proceed,
-    };
-    plane
-        .call(|mut c| {
-            let f = finish.clone();
-            async move { c.finish(f).await }
-        })
-        .await?;
+    plane.finish(report).await?;
     trace("finished");
     Ok(())
+}
+
+/// Runs the assigned task, or does nothing for a task that runs nothing.
+async fn run_task(
+    config: &AgentConfig,
+    plane: &ControlPlane,
+    assignment: &Assignment,
+    logs: &mut LogBuffer,
+) -> Result<Report, AgentError> {
+    let task: TaskSpec = match serde_json::from_str(&assignment.task_json) {
+        Ok(task) => task,
+        Err(error) => {
+            tracing::warn!(%error, "the control plane sent a task this agent cannot read");
+            return Ok(Report::failed(format!(
+                "this agent cannot read the task's dag.json entry: {error}"
+            )));
+        }
+    };
+    // Airflow does not run EmptyOperator at all: it succeeds as soon as it is scheduled.
+    if task.operator == OperatorKind::EmptyOperator {
+        logs.lines
+            .push("[leoflow] EmptyOperator: nothing to run".into());
+        return Ok(Report::new(ProtoOutcome::Success, ""));
+    }
+    let heartbeat = Duration::from_secs_f64(assignment.heartbeat_interval.clamp(0.05, 60.0));
+    supervise(config, plane, assignment, task, heartbeat, logs).await
 }
 
 fn outcome_word(outcome: ProtoOutcome) -> &'static str {
@@ -325,11 +494,13 @@ fn outcome_word(outcome: ProtoOutcome) -> &'static str {
     }
 }
 
+type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 /// The Python task runner of this attempt: forked by the zygote, or a child process.
 struct Runner {
-    stdin: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-    stdout: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-    stderr: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    /// Its standard streams, until they are taken for the conversation ([`Runner::pipes`]).
+    pipes: Option<Pipes>,
     /// Its process group (its pid).
     pid: Option<u32>,
     /// Set when it is our child (we can wait for its status).
@@ -338,51 +509,83 @@ struct Runner {
     _lifeline: Option<std::os::fd::OwnedFd>,
 }
 
+/// The agent's ends of a runner's standard streams.
+struct Pipes {
+    /// Its stdin: the start message, then the replies.
+    stdin: Writer,
+    /// Its stdout: its requests.
+    stdout: Reader,
+    /// Its stderr: the task log.
+    stderr: Reader,
+}
+
 impl Runner {
     fn start(
         config: &AgentConfig,
-        assignment: &crate::proto::Assignment,
+        assignment: &Assignment,
         logs: &mut LogBuffer,
     ) -> Result<Self, String> {
         if let Some(socket) = &config.zygote {
-            // The zygote keeps a process that already ran this version of the DAG file.
-            let version = crate::zygote::DagFileVersion {
-                fileloc: &assignment.fileloc,
-                source: &assignment.source,
-            };
-            match crate::zygote::fork_runner(socket, config.project_dir.as_deref(), version) {
-                Ok(forked) => {
-                    let reader = |fd| -> Result<_, String> {
-                        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                            .map_err(|e| e.to_string())
-                    };
-                    return Ok(Self {
-                        stdin: Box::new(
-                            tokio::net::unix::pipe::Sender::from_owned_fd(forked.stdin)
-                                .map_err(|e| e.to_string())?,
-                        ),
-                        stdout: Box::new(reader(forked.stdout)?),
-                        stderr: Box::new(reader(forked.stderr)?),
-                        pid: Some(forked.pid),
-                        child: None,
-                        _lifeline: Some(forked.lifeline),
-                    });
-                }
+            match Self::fork(socket, config, assignment) {
+                Ok(runner) => return Ok(runner),
                 // A missing zygote (its control plane restarted, say) only costs speed.
-                Err(error) => logs.lines.push(format!(
-                    "[leoflow] the warm Python process is unavailable ({error}); starting a new one"
-                )),
+                Err(error) => {
+                    tracing::info!(%error, "the zygote is unavailable; starting Python");
+                    logs.lines.push(format!(
+                        "[leoflow] the warm Python process is unavailable ({error}); starting a new one"
+                    ))
+                }
             }
         }
         let mut child = spawn_runner(config)?;
         Ok(Self {
-            stdin: Box::new(child.stdin.take().expect("piped")),
-            stdout: Box::new(child.stdout.take().expect("piped")),
-            stderr: Box::new(child.stderr.take().expect("piped")),
+            pipes: Some(Pipes {
+                stdin: Box::new(child.stdin.take().expect("piped")),
+                stdout: Box::new(child.stdout.take().expect("piped")),
+                stderr: Box::new(child.stderr.take().expect("piped")),
+            }),
             pid: child.id(),
             child: Some(child),
             _lifeline: None,
         })
+    }
+
+    /// A runner forked by the zygote, which keeps a process that already ran this version of
+    /// the DAG file.
+    fn fork(
+        socket: &std::path::Path,
+        config: &AgentConfig,
+        assignment: &Assignment,
+    ) -> Result<Self, String> {
+        let version = crate::zygote::DagFileVersion {
+            fileloc: &assignment.fileloc,
+            source: &assignment.source,
+        };
+        let forked = crate::zygote::fork_runner(socket, config.project_dir.as_deref(), version)
+            .map_err(|e| e.to_string())?;
+        let reader = |fd| -> Result<Reader, String> {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+            Ok(Box::new(pipe.map_err(|e| e.to_string())?))
+        };
+        let stdin = tokio::net::unix::pipe::Sender::from_owned_fd(forked.stdin)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            pipes: Some(Pipes {
+                stdin: Box::new(stdin),
+                stdout: reader(forked.stdout)?,
+                stderr: reader(forked.stderr)?,
+            }),
+            pid: Some(forked.pid),
+            child: None,
+            _lifeline: Some(forked.lifeline),
+        })
+    }
+
+    /// Its standard streams, taken once.
+    fn pipes(&mut self) -> Pipes {
+        self.pipes
+            .take()
+            .expect("the runner's pipes are taken once")
     }
 
     /// How the runner ended (its pipes are closed by then).
@@ -416,8 +619,8 @@ impl Runner {
 async fn supervise(
     config: &AgentConfig,
     plane: &ControlPlane,
-    assignment: &crate::proto::Assignment,
-    task: &Value,
+    assignment: &Assignment,
+    task: TaskSpec,
     heartbeat_every: Duration,
     logs: &mut LogBuffer,
 ) -> Result<Report, AgentError> {
@@ -426,75 +629,77 @@ async fn supervise(
         Ok(runner) => runner,
         Err(reason) => return Ok(Report::failed(reason)),
     };
-    let mut stdin = std::mem::replace(&mut runner.stdin, Box::new(tokio::io::sink()));
-    let requests = BufReader::new(std::mem::replace(
-        &mut runner.stdout,
-        Box::new(tokio::io::empty()),
-    ));
-    let stderr = std::mem::replace(&mut runner.stderr, Box::new(tokio::io::empty()));
-    if write_line(&mut stdin, &start_message(config, assignment, task))
-        .await
-        .is_err()
-    {
-        // The runner died at once; its exit status and stderr tell why, below.
-    }
+    let Pipes {
+        mut stdin,
+        stdout,
+        stderr,
+    } = runner.pipes();
+    let timeout = task.execution_timeout.map(Duration::from_secs_f64);
+    // A runner that died at once tells why by its exit status and stderr, below.
+    let _ = write_line(&mut stdin, &start_message(config, assignment, task)).await;
     trace("runner started");
     let (log_tx, mut log_rx) = mpsc::channel::<String>(1024);
-    tokio::spawn(read_log_lines(stderr, log_tx));
-    let relay = AbortOnDrop(tokio::spawn(relay_requests(plane.clone(), requests, stdin)));
-    let timeout = task["execution_timeout"]
-        .as_f64()
-        .map(Duration::from_secs_f64);
+    tokio::spawn(read_log_lines(stderr, log_tx).in_current_span());
+    let relay = relay_requests(plane.clone(), BufReader::new(stdout), stdin);
+    let relay = AbortOnDrop(tokio::spawn(relay.in_current_span()));
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let relayed = tokio::select! {
         ended = relay_until_end(plane, &mut runner, relay, &mut log_rx, heartbeat_every, logs) => ended,
         _ = sleep_until(deadline) => Err(Stop::TimedOut),
     };
-    match relayed {
-        Ok(report) => Ok(report),
-        Err(Stop::Failed(error)) => {
-            runner.kill();
-            Err(error)
-        }
-        Err(Stop::TimedOut) => {
-            runner.kill();
-            drain(&mut log_rx, logs).await;
+    let stop = match relayed {
+        Ok(report) => return Ok(report),
+        Err(stop) => stop,
+    };
+    runner.kill();
+    stopped(stop, plane, &mut log_rx, timeout, logs).await
+}
+
+/// The end of a try whose runner was killed: why, with the log lines it still wrote.
+async fn stopped(
+    stop: Stop,
+    plane: &ControlPlane,
+    log_rx: &mut mpsc::Receiver<String>,
+    timeout: Option<Duration>,
+    logs: &mut LogBuffer,
+) -> Result<Report, AgentError> {
+    match stop {
+        Stop::Failed(error) => Err(error),
+        Stop::TimedOut => {
+            drain(log_rx, logs).await;
             let limit = timeout.unwrap_or_default().as_secs_f64();
-            Ok(Report {
-                outcome: ProtoOutcome::TimedOut,
-                reason: format!("execution_timeout of {limit} s exceeded; the task was killed"),
-                branch: Vec::new(),
-                proceed: None,
-            })
+            Ok(Report::new(
+                ProtoOutcome::TimedOut,
+                format!("execution_timeout of {limit} s exceeded; the task was killed"),
+            ))
         }
-        Err(Stop::Told(reason, note)) => {
-            runner.kill();
-            drain(&mut log_rx, logs).await;
+        Stop::Told(reason, note) => {
+            drain(log_rx, logs).await;
             logs.lines.push(note);
             let _ = plane.send_logs(logs).await;
             Err(AgentError::Terminated(reason))
+        }
+        Stop::Protocol(reason) => {
+            drain(log_rx, logs).await;
+            Ok(Report::failed(reason))
         }
     }
 }
 
 /// What the runner is handed first: the attempt, its task and the DAG file's version.
-fn start_message(
-    config: &AgentConfig,
-    assignment: &crate::proto::Assignment,
-    task: &Value,
-) -> Value {
+fn start_message(config: &AgentConfig, assignment: &Assignment, task: TaskSpec) -> Start {
     let a = &config.attempt;
-    json!({
-        "dag_id": a.dag_id,
-        "run_id": a.run_id,
-        "task_id": a.task_id,
-        "map_index": a.map_index,
-        "try_number": a.try_number,
-        "task": task,
-        "source": assignment.source,
-        "fileloc": assignment.fileloc,
-        "run": serde_json::from_str::<Value>(&assignment.run_json).unwrap_or(Value::Null),
-    })
+    Start {
+        dag_id: a.dag_id.clone(),
+        run_id: a.run_id.clone(),
+        task_id: a.task_id.clone(),
+        map_index: a.map_index,
+        try_number: a.try_number,
+        task,
+        source: assignment.source.clone(),
+        fileloc: assignment.fileloc.clone(),
+        run: serde_json::from_str(&assignment.run_json).unwrap_or(Value::Null),
+    }
 }
 
 /// Why relaying stopped before the runner reported and exited.
@@ -505,6 +710,8 @@ enum Stop {
     Told(String, String),
     /// A call failed for good (refused, unreachable past the budget).
     Failed(AgentError),
+    /// The runner does not speak this agent's protocol: why.
+    Protocol(String),
 }
 
 /// Aborts the task when dropped: a relay must not outlive the attempt it serves.
@@ -520,7 +727,7 @@ impl<T> Drop for AbortOnDrop<T> {
 async fn relay_until_end(
     plane: &ControlPlane,
     runner: &mut Runner,
-    mut relay: AbortOnDrop<Result<Option<Report>, AgentError>>,
+    mut relay: AbortOnDrop<Result<Option<Report>, Stop>>,
     log_rx: &mut mpsc::Receiver<String>,
     heartbeat_every: Duration,
     logs: &mut LogBuffer,
@@ -536,13 +743,9 @@ async fn relay_until_end(
         tokio::select! {
             relayed = &mut relay.0, if requests_open => {
                 requests_open = false;
-                match relayed {
-                    Ok(Ok(report)) => done = report,
-                    Ok(Err(error)) => return Err(Stop::Failed(error)),
-                    Err(panicked) => return Err(Stop::Failed(AgentError::Invalid(format!(
-                        "the request relay failed: {panicked}"
-                    )))),
-                }
+                done = relayed.map_err(|panicked| Stop::Failed(AgentError::Invalid(format!(
+                    "the request relay failed: {panicked}"
+                ))))??;
             }
             line = log_rx.recv(), if logs_open => match line {
                 Some(line) => {
@@ -558,24 +761,7 @@ async fn relay_until_end(
                     "the task process ended ({status}) without reporting an outcome"
                 ))));
             }
-            _ = heartbeat.tick() => {
-                let reply = plane.call(|mut c| {
-                    let r = plane.attempt.clone();
-                    async move { c.heartbeat(r).await }
-                }).await;
-                match reply {
-                    Ok(reply) if reply.terminate => {
-                        let note = format!("[leoflow] stopped: {}", reply.reason);
-                        return Err(Stop::Told(reply.reason, note));
-                    }
-                    Ok(_) => {}
-                    Err(AgentError::Terminated(reason)) => {
-                        let note = format!("[leoflow] stopped: {reason}");
-                        return Err(Stop::Told(reason, note));
-                    }
-                    Err(other) => return Err(Stop::Failed(other)),
-                }
-            }
+            _ = heartbeat.tick() => beat(plane).await?,
             _ = flush.tick() => plane.send_logs(logs).await.map_err(Stop::Failed)?,
             _ = terminate.recv() => {
                 let note = "[leoflow] the executor stopped this try".to_owned();
@@ -585,21 +771,70 @@ async fn relay_until_end(
     }
 }
 
+/// One heartbeat; the control plane's answer may be to stop.
+async fn beat(plane: &ControlPlane) -> Result<(), Stop> {
+    match plane.heartbeat().await {
+        Ok(reply) if reply.terminate => {
+            let note = format!("[leoflow] stopped: {}", reply.reason);
+            Err(Stop::Told(reply.reason, note))
+        }
+        Ok(_) => Ok(()),
+        Err(AgentError::Terminated(reason)) => {
+            let note = format!("[leoflow] stopped: {reason}");
+            Err(Stop::Told(reason, note))
+        }
+        Err(other) => Err(Stop::Failed(other)),
+    }
+}
+
 /// Answers the runner's requests one after the other until it closes its output; returns
-/// the outcome it reported, if it did.
+/// the outcome it reported, if it did. The first request must be a hello of this protocol:
+/// a runner of another version is stopped at once.
 async fn relay_requests(
     plane: ControlPlane,
-    requests: BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
-    mut stdin: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-) -> Result<Option<Report>, AgentError> {
+    requests: BufReader<Reader>,
+    mut stdin: Writer,
+) -> Result<Option<Report>, Stop> {
     let mut requests = requests.lines();
     let mut done = None;
+    let mut greeted = false;
     while let Ok(Some(line)) = requests.next_line().await {
         trace("request");
-        let answer = answer(&plane, &line, &mut done).await?;
-        let _ = write_line(&mut stdin, &answer).await;
+        let request = parse_request(&line);
+        if !greeted {
+            if let Some(mismatch) =
+                crate::protocol::greeting_error(request.as_ref().map_err(String::as_str))
+            {
+                tracing::warn!(reason = %mismatch, "the task runner speaks another protocol");
+                let _ = write_line(
+                    &mut stdin,
+                    &Reply::Refused {
+                        error: mismatch.clone(),
+                    },
+                )
+                .await;
+                return Err(Stop::Protocol(mismatch));
+            }
+            greeted = true;
+        }
+        let reply = match request {
+            Ok(request) => answer(&plane, request, &mut done)
+                .await
+                .map_err(Stop::Failed)?,
+            Err(error) => Reply::Refused { error },
+        };
+        let _ = write_line(&mut stdin, &reply).await;
     }
     Ok(done)
+}
+
+/// One line of the runner as a request, or why it is none (for the runner to see).
+fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str(line).map_err(|error| {
+        let shown: String = line.chars().take(200).collect();
+        tracing::warn!(%error, line = %shown, "the task runner sent a bad request");
+        format!("bad request {shown:?}: {error}")
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -631,131 +866,53 @@ fn signal_stream() -> mpsc::Receiver<()> {
     rx
 }
 
-/// Answers one request of the runner.
+/// Answers one request of the runner: a call to the control plane, or the outcome noted in
+/// `done`.
 async fn answer(
     plane: &ControlPlane,
-    line: &str,
+    request: Request,
     done: &mut Option<Report>,
-) -> Result<Value, AgentError> {
-    let request: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Ok(json!({"ok": false, "error": format!("bad request: {e}")})),
+) -> Result<Reply, AgentError> {
+    tracing::debug!(op = request.op(), "request of the task runner");
+    let answered = match request {
+        // Agreed at the first request; one later is answered the same way.
+        Request::Hello { .. } => Ok(crate::protocol::greeting_error(Ok(&request))
+            .map_or(Reply::Ack, |error| Reply::Refused { error })),
+        Request::XcomPull {
+            task_id,
+            key,
+            map_index,
+        } => plane.pull_xcom(task_id, key, map_index).await,
+        Request::XcomPush { key, value } => plane.push_xcom(key, value).await,
+        Request::Variable { key } => plane.lookup(LookupKind::Variable, key).await,
+        Request::Connection { key } => plane.lookup(LookupKind::Connection, key).await,
+        Request::Rendered { fields } => plane.report_rendered(fields).await,
+        Request::Done {
+            outcome,
+            reason,
+            branch,
+            proceed,
+        } => {
+            *done = Some(Report::done(outcome, reason, branch, proceed));
+            Ok(Reply::Ack)
+        }
     };
-    let text = |key: &str| request[key].as_str().unwrap_or_default().to_owned();
-    let found = |v: crate::proto::JsonValue| {
-        let value: Value = serde_json::from_str(&v.json).unwrap_or(Value::Null);
-        json!({"ok": true, "found": v.found, "value": value})
-    };
-    let outcome = match request["op"].as_str().unwrap_or_default() {
-        "xcom_pull" => {
-            let r = PullXComRequest {
-                attempt: plane.attempt(),
-                task_id: text("task_id"),
-                key: text("key"),
-                map_index: request["map_index"].as_i64().map(|i| i as i32),
-            };
-            plane
-                .call(|mut c| {
-                    let r = r.clone();
-                    async move { c.pull_x_com(r).await }
-                })
-                .await
-                .map(found)
-        }
-        "xcom_push" => {
-            let r = PushXComRequest {
-                attempt: plane.attempt(),
-                key: text("key"),
-                value_json: request["value"].to_string(),
-            };
-            plane
-                .call(|mut c| {
-                    let r = r.clone();
-                    async move { c.push_x_com(r).await }
-                })
-                .await
-                .map(|_| json!({"ok": true}))
-        }
-        op @ ("variable" | "connection") => {
-            let r = LookupRequest {
-                attempt: plane.attempt(),
-                kind: if op == "variable" {
-                    LookupKind::Variable
-                } else {
-                    LookupKind::Connection
-                } as i32,
-                key: text("key"),
-            };
-            let looked_up = plane
-                .call(|mut c| {
-                    let r = r.clone();
-                    async move { c.lookup(r).await }
-                })
-                .await
-                .map(found);
-            if let Ok(answer) = &looked_up {
-                plane.learn_secrets(op, &text("key"), &answer["value"]);
-            }
-            looked_up
-        }
-        "rendered" => {
-            let fields = plane
-                .masker
-                .lock()
-                .expect("not poisoned")
-                .mask_json(&request["fields"]);
-            let r = crate::proto::RenderedFields {
-                attempt: plane.attempt(),
-                fields_json: fields.to_string(),
-            };
-            plane
-                .call(|mut c| {
-                    let r = r.clone();
-                    async move { c.report_rendered(r).await }
-                })
-                .await
-                .map(|_| json!({"ok": true}))
-        }
-        "done" => {
-            let outcome = match request["outcome"].as_str().unwrap_or_default() {
-                "success" => ProtoOutcome::Success,
-                "skipped" => ProtoOutcome::Skipped,
-                "failed_no_retry" => ProtoOutcome::FailedNoRetry,
-                _ => ProtoOutcome::Failed,
-            };
-            *done = Some(Report {
-                outcome,
-                reason: text("reason"),
-                branch: request["branch"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                proceed: request["proceed"].as_bool(),
-            });
-            Ok(json!({"ok": true}))
-        }
-        other => Ok(json!({"ok": false, "error": format!("unknown request {other:?}")})),
-    };
-    match outcome {
-        Ok(value) => Ok(value),
+    match answered {
+        Ok(reply) => Ok(reply),
         // The runner sees the failure as an exception in the task; a refusal stops everything.
-        Err(AgentError::Unreachable { .. }) => Ok(json!({
-            "ok": false, "error": "the control plane is unreachable"
-        })),
-        Err(AgentError::Invalid(reason)) => Ok(json!({"ok": false, "error": reason})),
+        Err(AgentError::Unreachable { .. }) => Ok(Reply::Refused {
+            error: "the control plane is unreachable".into(),
+        }),
+        Err(AgentError::Invalid(error)) => Ok(Reply::Refused { error }),
         Err(other) => Err(other),
     }
 }
 
 async fn write_line(
     stdin: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    value: &Value,
+    message: &impl Serialize,
 ) -> std::io::Result<()> {
-    let mut line = value.to_string();
+    let mut line = serde_json::to_string(message)?;
     line.push('\n');
     stdin.write_all(line.as_bytes()).await?;
     stdin.flush().await
@@ -767,10 +924,7 @@ const MAX_LINE: usize = 64 * 1024;
 /// Reads the runner's stderr as log lines: bytes that are not UTF-8 are replaced (a task may
 /// print binary garbage), NUL bytes dropped (Postgres text cannot hold them), lines longer than
 /// [`MAX_LINE`] split between characters, so no byte is lost or mangled.
-async fn read_log_lines(
-    mut stderr: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-    tx: mpsc::Sender<String>,
-) {
+async fn read_log_lines(mut stderr: Reader, tx: mpsc::Sender<String>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {

@@ -6,11 +6,13 @@
 //! - [`subprocess::SubprocessExecutor`]: Lite's adapter: `leoflow agent` as a child process.
 //! - [`kubernetes::PodExecutor`]: `leoflow agent` in one Kubernetes pod per attempt.
 //! - [`agent`]: the agent itself (`leoflow agent`), client side of the protocol.
+//! - [`protocol`]: the messages the agent and the SDK's Python task runner exchange.
 
 pub mod agent;
 mod attempt;
 mod command;
 pub mod kubernetes;
+pub mod protocol;
 pub mod subprocess;
 pub mod zygote;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 /// A runner the zygote forked: its pid (also its process group) and the agent's ends of its
@@ -66,6 +67,35 @@ fn send_with_fds(stream: &UnixStream, message: &[u8], fds: &[RawFd]) -> std::io:
     Ok(())
 }
 
+/// What an agent asks the zygote for (with the runner's four descriptors attached): a runner
+/// working in `cwd`, for a task of the DAG file `fileloc` whose source has `source_sha256`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkRequest {
+    /// The runner's working directory (the project), when known.
+    pub cwd: Option<String>,
+    /// The DAG file, relative to the project.
+    pub fileloc: String,
+    /// The SHA-256 of the DAG file's source, which picks the preloaded process of that version.
+    pub source_sha256: String,
+}
+
+/// The zygote's answer to a [`ForkRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum ForkAnswer {
+    /// A runner was forked.
+    Forked {
+        /// Its pid (also its process group).
+        pid: u32,
+    },
+    /// No runner: why.
+    Refused {
+        /// The zygote's reason.
+        error: String,
+    },
+}
+
 /// The DAG file an attempt's task comes from, as its run's DAG version recorded it.
 #[derive(Debug, Clone, Copy)]
 pub struct DagFileVersion<'a> {
@@ -87,15 +117,14 @@ pub fn fork_runner(
     let (stdout_read, stdout_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
     let (lifeline_read, lifeline_write) = pipe()?;
-    let source_sha256 = leoflow_events::store::blob_hash(version.source);
-    let header = serde_json::json!({
-        "cwd": cwd.map(|c| c.display().to_string()),
-        "fileloc": version.fileloc,
-        "source_sha256": source_sha256,
-    });
+    let request = ForkRequest {
+        cwd: cwd.map(|c| c.display().to_string()),
+        fileloc: version.fileloc.to_owned(),
+        source_sha256: leoflow_events::store::blob_hash(version.source),
+    };
     send_with_fds(
         &stream,
-        header.to_string().as_bytes(),
+        serde_json::to_string(&request)?.as_bytes(),
         &[
             stdin_read.as_raw_fd(),
             stdout_write.as_raw_fd(),
@@ -107,13 +136,21 @@ pub fn fork_runner(
     drop((stdin_read, stdout_write, stderr_write, lifeline_read));
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer)?;
-    let answer: serde_json::Value = serde_json::from_str(&answer)
-        .map_err(|_| std::io::Error::other(format!("the zygote answered {answer:?}")))?;
-    let pid = answer["pid"]
-        .as_u64()
-        .ok_or_else(|| std::io::Error::other(format!("the zygote refused: {}", answer["error"])))?;
+    let pid = match serde_json::from_str(&answer) {
+        Ok(ForkAnswer::Forked { pid }) => pid,
+        Ok(ForkAnswer::Refused { error }) => {
+            return Err(std::io::Error::other(format!(
+                "the zygote refused: {error:?}"
+            )));
+        }
+        Err(_) => {
+            return Err(std::io::Error::other(format!(
+                "the zygote answered {answer:?}"
+            )));
+        }
+    };
     Ok(ForkedRunner {
-        pid: pid as u32,
+        pid,
         stdin: stdin_write,
         stdout: stdout_read,
         stderr: stderr_read,

@@ -15,6 +15,7 @@ use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
     PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
 };
+use leoflow_executors::protocol::PROTOCOL_VERSION;
 use tonic::{Request, Response, Status};
 
 /// A scripted control plane: it answers lookups with `secrets` or, when it has none, says it
@@ -112,8 +113,16 @@ async fn serve(plane: Plane) -> String {
 }
 
 /// A stand-in for the Python runner: a shell script named `name` running `body` after it read
-/// its start line (requests go to stdout, answers come on stdin, the log is stderr).
+/// its start line and said hello in this protocol (requests go to stdout, answers come on
+/// stdin, the log is stderr).
 fn scripted_runner(name: &str, body: &str) -> PathBuf {
+    let hello =
+        format!("echo '{{\"op\":\"hello\",\"protocol\":{PROTOCOL_VERSION}}}'\nread -r answer\n");
+    script_without_hello(name, &format!("{hello}{body}"))
+}
+
+/// A shell script named `name` running `body` after it read its start line.
+fn script_without_hello(name: &str, body: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("leoflow-agent-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join(name);
@@ -268,4 +277,120 @@ async fn a_log_line_of_any_length_is_kept_whole_in_pieces() {
         "nothing lost"
     );
     assert!(logs.iter().any(|l| l == "after"));
+}
+
+/// A runner of another Leoflow version: it says hello in a protocol this agent does not speak,
+/// then would go on as if nothing happened (and never end by itself).
+const SPEAKS_ANOTHER_PROTOCOL: &str = r#"
+echo '{"op":"hello","protocol":999}'
+read -r answer
+echo "$answer" >&2
+sleep 600
+"#;
+
+/// A runner older than the protocol's versions: its first request is a lookup.
+const NEVER_SAYS_HELLO: &str = r#"
+echo '{"op":"variable","key":"greeting"}'
+read -r answer
+sleep 600
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_of_another_protocol_fails_the_try_at_once_naming_both_versions() {
+    for (name, script, expected) in [
+        (
+            "other-version.sh",
+            SPEAKS_ANOTHER_PROTOCOL,
+            format!("speaks protocol 999 and this agent protocol {PROTOCOL_VERSION}"),
+        ),
+        (
+            "no-hello.sh",
+            NEVER_SAYS_HELLO,
+            "did not state its protocol version (its first request was \"variable\")".to_owned(),
+        ),
+    ] {
+        let state = Arc::new(Scripted {
+            task: serde_json::json!({"task_id": "t", "operator": "@task"}),
+            ..Scripted::default()
+        });
+        let endpoint = serve(Plane(state.clone())).await;
+        let runner = script_without_hello(name, script);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            agent::run(config(endpoint, runner)),
+        )
+        .await
+        .expect("a mismatch ends the try, never a hang")
+        .unwrap();
+
+        let finished = state.finished.lock().unwrap().clone().expect("a report");
+        assert_eq!(finished.outcome(), Outcome::Failed);
+        assert!(finished.reason.contains(&expected), "{}", finished.reason);
+        assert_eq!(state.lookups.load(Ordering::SeqCst), 0, "nothing relayed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_unknown_request_is_refused_with_the_reason_and_the_try_goes_on() {
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "@task"}),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    let runner = scripted_runner(
+        "bad-requests.sh",
+        r#"
+echo 'not json'
+read -r answer
+echo "answer 1: $answer" >&2
+echo '{"op":"launch_rockets"}'
+read -r answer
+echo "answer 2: $answer" >&2
+echo '{"op":"done","outcome":"success","reason":""}'
+read -r answer
+"#,
+    );
+    agent::run(config(endpoint, runner)).await.unwrap();
+
+    let finished = state.finished.lock().unwrap().clone().expect("a report");
+    assert_eq!(finished.outcome(), Outcome::Success, "{}", finished.reason);
+    let logs = state.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains(r#"answer 1: {"ok":false,"error":"bad request \"not json\""#),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("answer 2: ") && logs.contains("unknown variant `launch_rockets`"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_operator_succeeds_without_a_runner_and_an_unreadable_task_fails_clearly() {
+    for (task, outcome, expected) in [
+        (
+            serde_json::json!({"task_id": "t", "operator": "EmptyOperator"}),
+            Outcome::Success,
+            "",
+        ),
+        (
+            serde_json::json!({"task_id": "t", "operator": "MysteryOperator"}),
+            Outcome::Failed,
+            "unknown variant `MysteryOperator`",
+        ),
+    ] {
+        let state = Arc::new(Scripted {
+            task,
+            ..Scripted::default()
+        });
+        let endpoint = serve(Plane(state.clone())).await;
+        // No runner at all: starting one would fail the try.
+        agent::run(config(endpoint, PathBuf::from("/nonexistent/python")))
+            .await
+            .unwrap();
+
+        let finished = state.finished.lock().unwrap().clone().expect("a report");
+        assert_eq!(finished.outcome(), outcome, "{}", finished.reason);
+        assert!(finished.reason.contains(expected), "{}", finished.reason);
+    }
 }

@@ -3,7 +3,7 @@
     python -I -u -c "...; from leoflow.runner import main; sys.exit(main())"
 
 The agent writes one JSON line on stdin: the attempt (ids, try, map index), the task as dag.json
-describes it, the DAG file's source, and the run (conf, dates, params). The runner executes the
+describes it, the DAG file's source, and the run (conf, dates, params) (`protocol.Start`). The runner executes the
 DAG file again (so lambdas and nested functions are found exactly as the file defines them),
 finds the task's callable, builds Airflow's context (`ti`, `ds`, `logical_date`, `run_id`,
 `params`, `dag_run`, `var`, `conn`, …), resolves its arguments (upstream XComs, params, the map
@@ -11,7 +11,8 @@ index's element of mapped arguments), renders `{{ … }}` templates, runs it, pu
 as the `return_value` XCom and reports the outcome.
 
 Requests to the agent are JSON lines on the *original* stdout; each gets a JSON line back on
-stdin. Everything the task prints (stdout included) goes to stderr, which is the task log.
+stdin (`leoflow.protocol`; the first request states the protocol's version). Everything the task
+prints (stdout included) goes to stderr, which is the task log.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ from typing import IO, Any
 from leoflow import context as compile_context
 from leoflow import runtime
 from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from leoflow.protocol import (
+    PROTOCOL_VERSION,
+    ConnectionLookup,
+    Done,
+    OutcomeName,
+    Reply,
+    Request,
+    RunInfo,
+    Start,
+    TaskSpec,
+    VariableLookup,
+    XComPull,
+)
 
 
 class TaskError(Exception):
@@ -48,16 +62,26 @@ class Channel:
         self.requests = requests
         self.answers = answers
 
-    def ask(self, op: str, **fields: Any) -> dict[str, Any]:
-        self.requests.write(json.dumps({"op": op, **fields}) + "\n")
+    def ask(self, request: Request) -> Reply:
+        """The agent's reply to `request`; a refusal is raised as a `TaskError`."""
+        self.requests.write(json.dumps(request) + "\n")
         self.requests.flush()
         line = self.answers.readline()
         if not line:
             raise TaskError("the task agent went away")
-        answer: dict[str, Any] = json.loads(line)
-        if not answer.get("ok"):
-            raise TaskError(f"{op} failed: {answer.get('error')}")
-        return answer
+        reply: Reply = json.loads(line)
+        if not reply["ok"]:
+            raise TaskError(f"{request['op']} failed: {reply.get('error')}")
+        return reply
+
+    def look_up(self, request: XComPull | VariableLookup | ConnectionLookup) -> tuple[bool, Any]:
+        """Whether what `request` looks up exists, and its value."""
+        reply = self.ask(request)
+        return bool(reply.get("found")), reply.get("value")
+
+    def greet(self) -> None:
+        """States this runner's protocol version; an agent of another version refuses it."""
+        self.ask({"op": "hello", "protocol": PROTOCOL_VERSION})
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +91,7 @@ class Channel:
 class TaskInstance:
     """The `ti` of Airflow's context: ids of the attempt and XCom access."""
 
-    def __init__(self, channel: Channel, attempt: dict[str, Any]) -> None:
+    def __init__(self, channel: Channel, attempt: Start) -> None:
         self._channel = channel
         self.dag_id: str = attempt["dag_id"]
         self.run_id: str = attempt["run_id"]
@@ -91,15 +115,15 @@ class TaskInstance:
         return [self._pull_one(t, key, map_indexes, default) for t in task_ids]
 
     def _pull_one(self, task_id: str, key: str, map_index: int | None, default: Any) -> Any:
-        fields: dict[str, Any] = {"task_id": task_id, "key": key}
+        request: XComPull = {"op": "xcom_pull", "task_id": task_id, "key": key}
         if map_index is not None:
-            fields["map_index"] = map_index
-        answer = self._channel.ask("xcom_pull", **fields)
-        return answer["value"] if answer.get("found") else default
+            request["map_index"] = map_index
+        found, value = self._channel.look_up(request)
+        return value if found else default
 
     def xcom_push(self, key: str, value: Any) -> None:
         """Records an XCom of this attempt (its value must be JSON)."""
-        self._channel.ask("xcom_push", key=key, value=to_json_value(value, f"XCom {key!r}"))
+        self._channel.ask({"op": "xcom_push", "key": key, "value": to_json_value(value, f"XCom {key!r}")})
 
     def __repr__(self) -> str:
         return f"<TaskInstance {self.dag_id}.{self.task_id} run={self.run_id} try={self.try_number}>"
@@ -108,7 +132,7 @@ class TaskInstance:
 class DagRun:
     """The `dag_run` of Airflow's context."""
 
-    def __init__(self, run: dict[str, Any], dag_id: str) -> None:
+    def __init__(self, run: RunInfo, dag_id: str) -> None:
         self.dag_id = dag_id
         self.run_id: str = run["run_id"]
         self.conf: dict[str, Any] = run.get("conf") or {}
@@ -126,12 +150,11 @@ class Variables:
         self._channel = channel
 
     def get(self, key: str, default: Any = None, deserialize_json: bool = False) -> Any:
-        answer = self._channel.ask("variable", key=key)
-        if not answer.get("found"):
+        found, value = self._channel.look_up({"op": "variable", "key": key})
+        if not found:
             if default is not None:
                 return default
             raise KeyError(f"Variable {key} does not exist")
-        value = answer["value"]
         return json.loads(value) if deserialize_json else value
 
 
@@ -174,10 +197,10 @@ class Connections:
         self._channel = channel
 
     def get(self, conn_id: str) -> Connection:
-        answer = self._channel.ask("connection", key=conn_id)
-        if not answer.get("found"):
+        found, value = self._channel.look_up({"op": "connection", "key": conn_id})
+        if not found:
             raise KeyError(f"The conn_id `{conn_id}` isn't defined")
-        return Connection(conn_id, answer["value"])
+        return Connection(conn_id, value)
 
     def __getattr__(self, conn_id: str) -> Connection:
         return self.get(conn_id)
@@ -189,7 +212,7 @@ def parse_instant(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def build_context(channel: Channel, attempt: dict[str, Any], dag: Any, task: Any) -> dict[str, Any]:
+def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict[str, Any]:
     """Airflow's task context for this attempt."""
     run = attempt["run"]
     dag_run = DagRun(run, attempt["dag_id"])
@@ -333,7 +356,7 @@ def decode(value: Any, ti: TaskInstance, params: dict[str, Any]) -> Any:
     return {k: decode(v, ti, params) for k, v in value.items()}
 
 
-def mapped_arguments(task: dict[str, Any], map_index: int, ti: TaskInstance, params: dict[str, Any]) -> dict[str, Any]:
+def mapped_arguments(task: TaskSpec, map_index: int, ti: TaskInstance, params: dict[str, Any]) -> dict[str, Any]:
     """The arguments of map index `map_index` of a mapped task (the cartesian product of
     `.expand()` arguments, the last argument varying fastest; or one dict of `.expand_kwargs()`)."""
     mapping = task.get("mapped")
@@ -378,14 +401,14 @@ def call_with_context(function: Callable[..., Any], args: list[Any], kwargs: dic
 class Outcome:
     """What the runner reports."""
 
-    def __init__(self, outcome: str, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None) -> None:
+    def __init__(self, outcome: OutcomeName, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None) -> None:
         self.outcome = outcome
         self.reason = reason
         self.branch = branch
         self.proceed = proceed
 
-    def message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"outcome": self.outcome, "reason": self.reason}
+    def message(self) -> Done:
+        message: Done = {"op": "done", "outcome": self.outcome, "reason": self.reason}
         if self.branch is not None:
             message["branch"] = self.branch
         if self.proceed is not None:
@@ -419,7 +442,7 @@ def exec_dag_file(fileloc: str, source: str) -> None:
     exec(compile(source, file, "exec"), module.__dict__)
 
 
-def load_dag_file(attempt: dict[str, Any]) -> tuple[Any, Any]:
+def load_dag_file(attempt: Start) -> tuple[Any, Any]:
     """Runs the DAG file's source again (unless a zygote ran this very source before forking
     this runner) and returns the DAG and task objects of this attempt."""
     fileloc = attempt["fileloc"]
@@ -444,7 +467,7 @@ def report_rendered(ctx: dict[str, Any], fields: dict[str, Any]) -> None:
     not take the report does not fail the task."""
     shown = json.loads(json.dumps(fields, default=str))
     try:
-        ctx["ti"]._channel.ask("rendered", fields=shown)
+        ctx["ti"]._channel.ask({"op": "rendered", "fields": shown})
     except TaskError as error:
         print(f"[leoflow] the rendered fields were not recorded: {error}", file=sys.stderr, flush=True)
 
@@ -482,7 +505,7 @@ def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool
     return Outcome("success")
 
 
-def push_result(result: Any, task: dict[str, Any], ti: TaskInstance) -> None:
+def push_result(result: Any, task: TaskSpec, ti: TaskInstance) -> None:
     """Airflow's rule: push the result unless it is None or `do_xcom_push` is off; with
     `multiple_outputs`, each key of a dict result is pushed too."""
     if result is None or not task.get("do_xcom_push", True):
@@ -497,7 +520,7 @@ def push_result(result: Any, task: dict[str, Any], ti: TaskInstance) -> None:
     ti.xcom_push("return_value", value)
 
 
-def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInstance, task: dict[str, Any]) -> Outcome:
+def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInstance, task: TaskSpec) -> Outcome:
     interval = float((sensor.get("poke_interval") or {}).get("__timedelta__", 60))
     timeout = float((sensor.get("timeout") or {}).get("__timedelta__", 7 * 24 * 3600))
     started = time.monotonic()
@@ -517,7 +540,7 @@ def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInst
         time.sleep(max(0.0, min(delay, timeout - waited)))
 
 
-def apply_task_environment(task: dict[str, Any]) -> None:
+def apply_task_environment(task: TaskSpec) -> None:
     """The runner starts from an allow-listed environment (none of the control plane's); the
     task's leoflow.yaml `env` is added to it before anything of the task runs."""
     env = task.get("env")
@@ -525,16 +548,16 @@ def apply_task_environment(task: dict[str, Any]) -> None:
         os.environ.update({str(name): str(value) for name, value in env.items()})
 
 
-def execute(attempt: dict[str, Any], channel: Channel) -> Outcome:
+def execute(attempt: Start, channel: Channel) -> Outcome:
     apply_task_environment(attempt["task"])
     dag, task_object = load_dag_file(attempt)
-    task: dict[str, Any] = attempt["task"]
+    task = attempt["task"]
     ctx = build_context(channel, attempt, dag, task_object)
     runtime.current_context = ctx
     ti: TaskInstance = ctx["ti"]
     params: dict[str, Any] = ctx["params"]
     mapped = mapped_arguments(task, attempt["map_index"], ti, params) if attempt["map_index"] >= 0 else {}
-    operator = task.get("operator", "")
+    operator: str = task["operator"]
     if operator == "BashOperator":
         bash = task["bash"]
         command = mapped.get("bash_command", bash.get("command"))
@@ -582,7 +605,13 @@ def main() -> int:
     line = sys.stdin.readline()
     if not line:
         return 2
-    attempt = json.loads(line)
+    attempt: Start = json.loads(line)
+    try:
+        channel.greet()
+    except TaskError as error:
+        # The agent fails the try with the reason; the log says it too.
+        print(f"[leoflow] {error}", file=sys.stderr, flush=True)
+        return 3
     try:
         outcome = execute(attempt, channel)
     except AirflowSkipException as error:
@@ -599,7 +628,7 @@ def main() -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        channel.ask("done", **outcome.message())
+        channel.ask(outcome.message())
     except TaskError:
         return 3
     return 0

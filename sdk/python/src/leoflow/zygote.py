@@ -4,12 +4,13 @@ the SDK (about 50 ms here) and running its DAG file (10 ms and more) on every tr
     python -I -u -c "...; from leoflow.zygote import main; sys.exit(main())" SOCKET
 
 The executor starts one per project. An agent connects to SOCKET and sends a JSON header
-(`{"cwd", "fileloc", "source_sha256"}`) with four file descriptors: the runner's stdin, stdout
+(`protocol.ForkRequest`: `{"cwd", "fileloc", "source_sha256"}`) with four file descriptors: the runner's stdin, stdout
 and stderr, and a "lifeline" pipe whose other end only the agent holds. A runner is forked; it
 starts a new session (so the agent can kill its whole process group), takes the descriptors as
 its standard streams, and runs `leoflow.runner.main`. When the agent dies, the lifeline reads
 EOF and the runner kills its group: no task outlives its agent. The zygote answers with the
-runner's pid and goes back to waiting; children are reaped automatically.
+runner's pid (`protocol.Forked`, or `protocol.ForkRefused` with the reason) and goes back to
+waiting; children are reaped automatically.
 
 DAG file versions: the first request for a (project, file, source hash) starts a *preloaded*
 zygote, a child that runs that DAG file once and then forks the runners of that version, which
@@ -29,6 +30,8 @@ import socket
 import sys
 import threading
 from pathlib import Path
+
+from leoflow.protocol import ForkAnswer, ForkRefused, Forked
 
 MAX_PRELOADED = 8
 
@@ -155,7 +158,11 @@ def _serve_preloaded(conn: socket.socket, cwd: str, fileloc: str, sha: str) -> N
         pid = _fork_runner(json.loads(message.decode("utf-8")), fds, [conn])
         for fd in fds:
             os.close(fd)
-        conn.sendall(json.dumps({"pid": pid}).encode())
+        conn.sendall(_answer(Forked(pid=pid)))
+
+
+def _answer(answer: ForkAnswer) -> bytes:
+    return json.dumps(answer).encode()
 
 
 def _start_preloaded(key: tuple[str, str, str], close: list[socket.socket]) -> Preloaded:
@@ -211,14 +218,14 @@ def serve(path: str) -> None:
                 new_version = key
             if answer is None:
                 others = [v.conn for v in versions.values()]
-                answer = json.dumps({"pid": _fork_runner(header, fds, [server, conn, *others])}).encode()
+                answer = _answer(Forked(pid=_fork_runner(header, fds, [server, conn, *others])))
             for fd in fds:
                 os.close(fd)
             fds = []
             conn.sendall(answer + b"\n")
         except (OSError, ValueError) as error:
             try:
-                conn.sendall(json.dumps({"error": str(error)}).encode() + b"\n")
+                conn.sendall(_answer(ForkRefused(error=str(error))) + b"\n")
             except OSError:
                 pass
         finally:

@@ -1,0 +1,204 @@
+"""The messages between `leoflow agent` and the task runner (and the zygote), as the SDK writes
+and reads them; the agent's side is `executors/src/protocol.rs`.
+
+The agent writes one `Start` line on the runner's stdin. The runner then writes `Request`s on
+its stdout, one a line, and reads one `Reply` line on stdin for each. Its first request is a
+`Hello` stating `PROTOCOL_VERSION`: an agent of another Leoflow version refuses it with both
+versions named, and the try fails with that reason.
+
+`executors/tests/runner_protocol.json` holds an example of every message; `tests/test_protocol.py`
+checks them against these TypedDicts, and a Rust test against the agent's types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, TypedDict, Union
+
+#: This protocol's version; raise it (and the agent's) with any change the other side of the
+#: previous version would misread.
+PROTOCOL_VERSION: Final = 1
+
+#: The operators dag.json names (`operator_name` of the SDK's classes).
+OperatorName = Literal[
+    "EmptyOperator",
+    "PythonOperator",
+    "BranchPythonOperator",
+    "ShortCircuitOperator",
+    "BashOperator",
+    "@task",
+    "@task.bash",
+    "@task.branch",
+    "@task.short_circuit",
+    "@task.sensor",
+]
+
+# --------------------------------------------------------------------------------------------
+# Agent → runner: the start line
+
+
+class _TaskIdentity(TypedDict):
+    task_id: str
+    operator: OperatorName
+
+
+class TaskSpec(_TaskIdentity, total=False):
+    """A task as dag.json describes it: what the runner reads of it (the rest is dag.json's)."""
+
+    execution_timeout: float | None
+    do_xcom_push: bool
+    params: dict[str, Any]
+    env: dict[str, Any] | None
+    mapped: dict[str, Any] | None
+    bash: dict[str, Any]
+    python: dict[str, Any]
+    sensor: dict[str, Any]
+
+
+class _RunIdentity(TypedDict):
+    run_id: str
+
+
+class RunInfo(_RunIdentity, total=False):
+    """The run as the control plane describes it: dates are ISO 8601 strings."""
+
+    run_type: str
+    logical_date: str | None
+    data_interval_start: str | None
+    data_interval_end: str | None
+    run_after: str | None
+    conf: dict[str, Any] | None
+    dag_params: dict[str, Any] | None
+
+
+class Start(TypedDict):
+    """The first line on the runner's stdin: the attempt, its task, the DAG file's version."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+    task: TaskSpec
+    source: str
+    fileloc: str
+    run: RunInfo
+
+
+# --------------------------------------------------------------------------------------------
+# Runner → agent: requests
+
+
+class Hello(TypedDict):
+    """The first request: the protocol version the runner speaks."""
+
+    op: Literal["hello"]
+    protocol: int
+
+
+class _XComPullBase(TypedDict):
+    op: Literal["xcom_pull"]
+    task_id: str
+    key: str
+
+
+class XComPull(_XComPullBase, total=False):
+    """An XCom of this run (`map_index` when the task that pushed it is mapped)."""
+
+    map_index: int
+
+
+class XComPush(TypedDict):
+    """Records an XCom of this attempt."""
+
+    op: Literal["xcom_push"]
+    key: str
+    value: Any
+
+
+class VariableLookup(TypedDict):
+    op: Literal["variable"]
+    key: str
+
+
+class ConnectionLookup(TypedDict):
+    op: Literal["connection"]
+    key: str
+
+
+class Rendered(TypedDict):
+    """The task's template fields as rendered (the UI's "Rendered Templates")."""
+
+    op: Literal["rendered"]
+    fields: dict[str, Any]
+
+
+OutcomeName = Literal["success", "skipped", "failed", "failed_no_retry"]
+
+
+class _DoneBase(TypedDict):
+    op: Literal["done"]
+    outcome: OutcomeName
+    reason: str
+
+
+class Done(_DoneBase, total=False):
+    """The attempt's outcome: the task ids a branch chose, whether a short-circuit proceeds."""
+
+    branch: list[str]
+    proceed: bool
+
+
+Request = Union[Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, Rendered, Done]
+
+# --------------------------------------------------------------------------------------------
+# Agent → runner: replies (told apart by `ok` and the keys present)
+
+
+class Ack(TypedDict):
+    ok: Literal[True]
+
+
+class Found(TypedDict):
+    """A lookup's result: whether it exists, and its value (None when it does not)."""
+
+    ok: Literal[True]
+    found: bool
+    value: Any
+
+
+class Refused(TypedDict):
+    """The request failed; the task sees `error`."""
+
+    ok: Literal[False]
+    error: str
+
+
+Reply = Union[Ack, Found, Refused]
+
+# --------------------------------------------------------------------------------------------
+# Agent → zygote, over its Unix socket (with the runner's four descriptors attached)
+
+
+class ForkRequest(TypedDict):
+    """A runner working in `cwd` for a task of the DAG file `fileloc` whose source has
+    `source_sha256` (which picks the preloaded process of that version)."""
+
+    cwd: str | None
+    fileloc: str
+    source_sha256: str
+
+
+class Forked(TypedDict):
+    pid: int
+
+
+class ForkRefused(TypedDict):
+    error: str
+
+
+ForkAnswer = Union[Forked, ForkRefused]
+
+#: Every message kind of each direction, for the test that both sides agree on all of them.
+REQUESTS: Final = (Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, Rendered, Done)
+REPLIES: Final = (Ack, Found, Refused)
+FORK_ANSWERS: Final = (Forked, ForkRefused)
