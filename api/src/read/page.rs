@@ -1,5 +1,5 @@
-//! One page of a list endpoint and its `total_entries`, from a `FROM …` clause and the
-//! conditions its query parameters make.
+//! One page of a list endpoint, its `total_entries` and its cursors, from a `FROM …` clause
+//! and the conditions its query parameters make: the one paging helper every list uses.
 
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Postgres, QueryBuilder};
@@ -7,10 +7,6 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use crate::error::ApiResult;
 use crate::query::{Conditions, Page};
 use crate::state::ApiState;
-
-/// An `ORDER BY` expression for attributes every row shares (Leoflow has no teams and keeps no
-/// per-Variable encryption flag): ordering by them leaves the order to the tiebreak.
-pub(super) const SAME_FOR_ALL: &str = "CAST(NULL AS text)";
 
 /// How many rows `from` (a `FROM …` clause) has under `conditions`.
 pub(crate) async fn count_rows(
@@ -44,4 +40,50 @@ where
     query.push(" OFFSET ");
     query.push_bind(page.offset);
     Ok(query.build_query_as().fetch_all(state.store.pool()).await?)
+}
+
+/// A page of rows and how many rows the list has in all.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    /// The rows of the page.
+    pub rows: Vec<T>,
+    /// Rows in the whole list.
+    pub total: i64,
+    /// The page asked for (its cursors depend on it).
+    pub page: Page,
+}
+
+impl<T> Paged<T> {
+    /// `(next_cursor, previous_cursor)` after this page (both `None` without a cursor).
+    pub fn cursors(&self) -> (Option<String>, Option<String>) {
+        self.page.cursors(self.total, self.rows.len())
+    }
+}
+
+/// A list query: `SELECT <columns> FROM …` for the page, `FROM …` for the count (a count may
+/// leave out joins no condition reads), the conditions and the order.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    /// `SELECT … FROM …`.
+    pub select: &'a str,
+    /// `FROM …` of the count.
+    pub count_from: &'a str,
+    /// The `WHERE` clause.
+    pub conditions: &'a Conditions,
+    /// The `ORDER BY` expression.
+    pub order: &'a str,
+}
+
+/// The total, then one page of `list`.
+pub(crate) async fn fetch_page<T>(
+    state: &ApiState,
+    list: ListQuery<'_>,
+    page: Page,
+) -> ApiResult<Paged<T>>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let total = count_rows(state, list.count_from, list.conditions).await?;
+    let rows = page_rows(state, list.select, list.conditions, list.order, page).await?;
+    Ok(Paged { rows, total, page })
 }

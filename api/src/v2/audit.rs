@@ -11,8 +11,8 @@ use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
-use crate::v2::config::lists::{count_rows, page_rows};
 use crate::v2::config::redact::{MASK, python_json, redact};
 
 /// The DAG an event concerns. The expressions here are the ones the audit indexes of

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
@@ -14,7 +15,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::state::ApiState;
 use crate::v2::models::{
-    VERSION_COLUMNS, VersionRecord, document, load_dag, operator_class, tasks_by_id,
+    DagVersionResponse, VERSION_COLUMNS, VersionRecord, document, load_dag, operator_class,
+    tasks_by_id,
 };
 
 /// A `TimeDelta` as Airflow serializes one.
@@ -236,7 +238,7 @@ pub async fn get_versions(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagVersionCollection>> {
     let page = params.page()?;
     let order = params.order_by(
         &[
@@ -272,17 +274,28 @@ pub async fn get_versions(
     .bind(&dag_filter)
     .fetch_one(state.store.pool())
     .await?;
-    let versions: Vec<Value> = versions.iter().map(VersionRecord::json).collect();
-    Ok(Json(
-        json!({"dag_versions": versions, "total_entries": total}),
-    ))
+    Ok(Json(DagVersionCollection {
+        dag_versions: versions.iter().map(VersionRecord::response).collect(),
+        total_entries: total,
+    }))
+}
+
+/// Airflow's `DAGVersionCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagVersionCollection {
+    /// The page.
+    pub dag_versions: Vec<DagVersionResponse>,
+    /// Versions in all.
+    pub total_entries: i64,
 }
 
 /// `GET /api/v2/dags/{dag_id}/dagVersions/{version_number}`.
 pub async fn get_version(
     State(state): State<ApiState>,
     Path((dag_id, number)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagVersionResponse>> {
     let number = crate::query::path_int("version_number", &number)?;
-    Ok(Json(version(&state, &dag_id, Some(number)).await?.json()))
+    Ok(Json(
+        version(&state, &dag_id, Some(number)).await?.response(),
+    ))
 }

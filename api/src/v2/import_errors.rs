@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
-use crate::v2::config::lists::{count_rows, page_rows};
 
 /// The file relative to its bundle (Leoflow records `<bundle>/dag.py`).
 const FILENAME: &str = "CASE WHEN starts_with(i.filename, i.bundle_name || '/') \

@@ -15,16 +15,17 @@ use serde_json::{Value, json};
 use sqlx::types::Json as Stored;
 use sqlx::{AssertSqlSafe, FromRow};
 
-use super::bulk::{BulkBody, bulk};
+use super::SAME_FOR_ALL;
+use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
 };
-use super::lists::{SAME_FOR_ALL, count_rows, page_rows};
 use super::redact::{MASK, merge, python_json, shown_extra};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 
 /// A Connection as a request works with it: password and extra opened.
@@ -403,7 +404,7 @@ pub async fn bulk_connections(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Body(body): Body<BulkBody<ConnectionBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     bulk::<Connection>(&state, &user, body).await
 }
 

@@ -11,24 +11,21 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
-use leoflow_scheduler::reactor::DEFAULT_POOL_SLOTS;
+use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
 
-use super::bulk::{BulkBody, bulk};
+use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
 };
-use super::lists::{count_rows, page_rows};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
-
-/// The pool every task uses unless it names another one.
-const DEFAULT_POOL: &str = "default_pool";
 
 /// A `slot_pool` row, or `default_pool` before any `PoolSet` for it (the scheduler gives it
 /// [`DEFAULT_POOL_SLOTS`] until then).
@@ -427,6 +424,6 @@ pub async fn bulk_pools(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Body(body): Body<BulkBody<PoolBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     bulk::<Pool>(&state, &user, body).await
 }

@@ -13,16 +13,17 @@ use serde_json::{Value, json};
 use sqlx::FromRow;
 use sqlx::types::Json as Stored;
 
-use super::bulk::{BulkBody, bulk};
+use super::SAME_FOR_ALL;
+use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
 };
-use super::lists::{SAME_FOR_ALL, count_rows, page_rows};
 use super::redact::shown_value;
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 
 /// A Variable as a request works with it: its value opened.
@@ -262,6 +263,6 @@ pub async fn bulk_variables(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Body(body): Body<BulkBody<VariableBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     bulk::<Variable>(&state, &user, body).await
 }
