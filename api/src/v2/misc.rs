@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::body::Body;
@@ -13,12 +13,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Params, path_int};
 use crate::state::{ApiState, Edition};
 
+/// Airflow's `VersionInfo`.
+#[derive(Debug, Serialize)]
+pub struct VersionInfo {
+    /// The Airflow version whose API Leoflow speaks.
+    pub version: &'static str,
+    /// Leoflow's own version.
+    pub git_version: String,
+}
+
 /// `GET /api/v2/version`: the Airflow API version Leoflow speaks, and Leoflow's own.
-pub async fn version() -> Json<Value> {
-    Json(json!({
-        "version": "3.2.2",
-        "git_version": format!("leoflow-{}", env!("CARGO_PKG_VERSION")),
-    }))
+pub async fn version() -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: "3.2.2",
+        git_version: format!("leoflow-{}", env!("CARGO_PKG_VERSION")),
+    })
 }
 
 /// An empty collection under `key`, after checking the paging parameters.
@@ -188,8 +197,33 @@ pub async fn hitl_details(params: Params) -> ApiResult<Json<Value>> {
     empty(&params, "hitl_details")
 }
 
+/// An option of Airflow's `Config`.
+#[derive(Debug, Serialize)]
+pub struct ConfigOption {
+    /// Its name.
+    pub key: &'static str,
+    /// Its value.
+    pub value: String,
+}
+
+/// A section of Airflow's `Config`.
+#[derive(Debug, Serialize)]
+pub struct ConfigSection {
+    /// Its name.
+    pub name: &'static str,
+    /// Its options.
+    pub options: Vec<ConfigOption>,
+}
+
+/// Airflow's `Config`.
+#[derive(Debug, Serialize)]
+pub struct Config {
+    /// The sections.
+    pub sections: Vec<ConfigSection>,
+}
+
 /// `GET /api/v2/config`: Leoflow's effective settings, in Airflow's sections.
-pub async fn config(State(state): State<ApiState>) -> Json<Value> {
+pub async fn config(State(state): State<ApiState>) -> Json<Config> {
     let edition = match state.settings.edition {
         Edition::Lite => "lite",
         Edition::Pro => "pro",
@@ -198,22 +232,43 @@ pub async fn config(State(state): State<ApiState>) -> Json<Value> {
         Edition::Lite => "SubprocessExecutor",
         Edition::Pro => "KubernetesExecutor",
     };
-    let option = |key: &str, value: String| json!({"key": key, "value": value});
-    Json(json!({"sections": [
-        {"name": "core", "options": [
-            option("executor", executor.into()),
-            option("default_pool_task_slot_count", "128".into()),
-            option("dags_are_paused_at_creation", "True".into()),
-        ]},
-        {"name": "api", "options": [
-            option("fallback_page_limit", crate::query::DEFAULT_LIMIT.to_string()),
-            option("maximum_page_limit", crate::query::MAXIMUM_LIMIT.to_string()),
-            option("instance_name", state.settings.instance_name.clone()),
-            option("base_url", state.settings.base_url.clone()),
-        ]},
-        {"name": "leoflow", "options": [
-            option("edition", edition.into()),
-            option("version", env!("CARGO_PKG_VERSION").into()),
-        ]},
-    ]}))
+    let option = |key, value| ConfigOption { key, value };
+    let section = |name, options| ConfigSection { name, options };
+    Json(Config {
+        sections: vec![
+            section(
+                "core",
+                vec![
+                    option("executor", executor.into()),
+                    option(
+                        "default_pool_task_slot_count",
+                        leoflow_scheduler::control::DEFAULT_POOL_SLOTS.to_string(),
+                    ),
+                    option("dags_are_paused_at_creation", "True".into()),
+                ],
+            ),
+            section(
+                "api",
+                vec![
+                    option(
+                        "fallback_page_limit",
+                        crate::query::DEFAULT_LIMIT.to_string(),
+                    ),
+                    option(
+                        "maximum_page_limit",
+                        crate::query::MAXIMUM_LIMIT.to_string(),
+                    ),
+                    option("instance_name", state.settings.instance_name.clone()),
+                    option("base_url", state.settings.base_url.clone()),
+                ],
+            ),
+            section(
+                "leoflow",
+                vec![
+                    option("edition", edition.into()),
+                    option("version", env!("CARGO_PKG_VERSION").into()),
+                ],
+            ),
+        ],
+    })
 }

@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
 use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
 
@@ -55,10 +55,35 @@ struct SlotUse {
     deferred: i64,
 }
 
+/// Airflow's `PoolResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct PoolResponse {
+    pub name: String,
+    pub slots: i32,
+    pub description: Option<String>,
+    pub include_deferred: bool,
+    pub occupied_slots: i64,
+    pub running_slots: i64,
+    pub queued_slots: i64,
+    pub scheduled_slots: i64,
+    pub open_slots: i64,
+    pub deferred_slots: i64,
+    pub team_name: Option<String>,
+}
+
+/// Airflow's `PoolCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct PoolCollection {
+    pub pools: Vec<PoolResponse>,
+    pub total_entries: i64,
+}
+
 impl Pool {
     /// `PoolResponse`, with Airflow's slot statistics: running and queued tasks (deferred ones
     /// too with `include_deferred`) occupy slots; `-1` slots is unlimited, so `-1` open.
-    fn json(&self, used: SlotUse) -> Value {
+    fn response(&self, used: SlotUse) -> PoolResponse {
         let occupied = used.running
             + used.queued
             + if self.include_deferred {
@@ -71,19 +96,19 @@ impl Pool {
         } else {
             i64::from(self.slots) - occupied
         };
-        json!({
-            "name": self.name,
-            "slots": self.slots,
-            "description": self.description,
-            "include_deferred": self.include_deferred,
-            "occupied_slots": occupied,
-            "running_slots": used.running,
-            "queued_slots": used.queued,
-            "scheduled_slots": used.scheduled,
-            "open_slots": open,
-            "deferred_slots": used.deferred,
-            "team_name": null,
-        })
+        PoolResponse {
+            name: self.name.clone(),
+            slots: self.slots,
+            description: self.description.clone(),
+            include_deferred: self.include_deferred,
+            occupied_slots: occupied,
+            running_slots: used.running,
+            queued_slots: used.queued,
+            scheduled_slots: used.scheduled,
+            open_slots: open,
+            deferred_slots: used.deferred,
+            team_name: None,
+        }
     }
 
     /// Applies a patch's fields (those in `mask`, if given). `default_pool` takes only `slots`
@@ -299,7 +324,7 @@ impl Entity for Pool {
 }
 
 /// `PoolResponse`s of `pools`, with the slots their task instances hold now.
-async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
+async fn pool_responses(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<PoolResponse>> {
     let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
     // A scheduled task instance holds no slot yet; Leoflow learns its pool when it is queued,
     // so scheduled slots count those whose pool is already known (retries, cleared tries).
@@ -323,7 +348,7 @@ async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
     }
     Ok(pools
         .iter()
-        .map(|p| p.json(used.get(&p.name).copied().unwrap_or_default()))
+        .map(|p| p.response(used.get(&p.name).copied().unwrap_or_default()))
         .collect())
 }
 
@@ -331,8 +356,8 @@ async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
 /// exist), as the pools page shows them.
 pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
     let pools = Pool::load(state, &[name.to_owned()]).await?;
-    let shown = pools_json(state, &pools).await?;
-    Ok(match shown.first().and_then(|p| p["open_slots"].as_i64()) {
+    let shown = pool_responses(state, &pools).await?;
+    Ok(match shown.first().map(|p| p.open_slots) {
         Some(-1) => i64::MAX,
         Some(open) => open,
         None => 0,
@@ -340,7 +365,10 @@ pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
 }
 
 /// `GET /api/v2/pools`.
-pub async fn get_pools(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+pub async fn get_pools(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<PoolCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "pool_name", "p.pool");
@@ -359,17 +387,19 @@ pub async fn get_pools(State(state): State<ApiState>, params: Params) -> ApiResu
         page,
     )
     .await?;
-    let pools = pools_json(&state, &pools).await?;
-    Ok(Json(json!({"pools": pools, "total_entries": total})))
+    Ok(Json(PoolCollection {
+        pools: pool_responses(&state, &pools).await?,
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/pools/{pool_name}`.
 pub async fn get_pool(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PoolResponse>> {
     let pool = read_one::<Pool>(&state, &name).await?;
-    Ok(Json(pools_json(&state, &[pool]).await?.remove(0)))
+    Ok(Json(pool_responses(&state, &[pool]).await?.remove(0)))
 }
 
 /// `POST /api/v2/pools`.
@@ -380,8 +410,8 @@ pub async fn post_pool(
 ) -> ApiResult<Response> {
     Pool::validate(&body, &Loc::body())?;
     let pool = create_one::<Pool>(&state, &user, &body).await?;
-    let json = pools_json(&state, &[pool]).await?.remove(0);
-    Ok((StatusCode::CREATED, Json(json)).into_response())
+    let created = pool_responses(&state, &[pool]).await?.remove(0);
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// `PATCH /api/v2/pools/{pool_name}`: patching `default_pool` records its first `PoolSet`.
@@ -391,7 +421,7 @@ pub async fn patch_pool(
     Path(name): Path<String>,
     params: Params,
     Body(body): Body<PoolPatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PoolResponse>> {
     let changes = body.changes()?;
     let mask = update_mask(&params)?;
     if body
@@ -407,7 +437,7 @@ pub async fn patch_pool(
         pool.apply(&changes, mask.as_deref())
     })
     .await?;
-    Ok(Json(pools_json(&state, &[pool]).await?.remove(0)))
+    Ok(Json(pool_responses(&state, &[pool]).await?.remove(0)))
 }
 
 /// `DELETE /api/v2/pools/{pool_name}`; `default_pool` cannot be deleted.

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{Sealed, VariableDeleted, VariableSet};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::FromRow;
 use sqlx::types::Json as Stored;
 
@@ -57,16 +57,35 @@ async fn opened(state: &ApiState, rows: Vec<VariableRow>) -> ApiResult<Vec<Varia
         .collect())
 }
 
+/// Airflow's `VariableResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct VariableResponse {
+    pub key: String,
+    pub value: String,
+    pub description: Option<String>,
+    pub is_encrypted: bool,
+    pub team_name: Option<String>,
+}
+
+/// Airflow's `VariableCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct VariableCollection {
+    pub variables: Vec<VariableResponse>,
+    pub total_entries: i64,
+}
+
 impl Variable {
     /// `VariableResponse`: the value is encrypted at rest (sealed), as `is_encrypted` says.
-    fn json(&self) -> Value {
-        json!({
-            "key": self.key,
-            "value": shown_value(&self.key, &self.val),
-            "description": self.description,
-            "is_encrypted": true,
-            "team_name": null,
-        })
+    fn response(&self) -> VariableResponse {
+        VariableResponse {
+            key: self.key.clone(),
+            value: shown_value(&self.key, &self.val),
+            description: self.description.clone(),
+            is_encrypted: true,
+            team_name: None,
+        }
     }
 }
 
@@ -175,7 +194,7 @@ impl Entity for Variable {
 pub async fn get_variables(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VariableCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "variable_key", "v.key");
@@ -202,18 +221,18 @@ pub async fn get_variables(
     )
     .await?;
     let variables = opened(&state, rows).await?;
-    let variables: Vec<Value> = variables.iter().map(Variable::json).collect();
-    Ok(Json(
-        json!({"variables": variables, "total_entries": total}),
-    ))
+    Ok(Json(VariableCollection {
+        variables: variables.iter().map(Variable::response).collect(),
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/variables/{variable_key}`.
 pub async fn get_variable(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(read_one::<Variable>(&state, &key).await?.json()))
+) -> ApiResult<Json<VariableResponse>> {
+    Ok(Json(read_one::<Variable>(&state, &key).await?.response()))
 }
 
 /// `POST /api/v2/variables`.
@@ -224,7 +243,7 @@ pub async fn post_variable(
 ) -> ApiResult<Response> {
     Variable::validate(&body, &Loc::body())?;
     let variable = create_one::<Variable>(&state, &user, &body).await?;
-    Ok((StatusCode::CREATED, Json(variable.json())).into_response())
+    Ok((StatusCode::CREATED, Json(variable.response())).into_response())
 }
 
 /// `PATCH /api/v2/variables/{variable_key}` (`update_mask` limits the fields that change).
@@ -234,7 +253,7 @@ pub async fn patch_variable(
     Path(key): Path<String>,
     params: Params,
     Body(body): Body<VariableBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VariableResponse>> {
     Variable::validate(&body, &Loc::body())?;
     let mask = update_mask(&params)?;
     if body.key != key {
@@ -246,7 +265,7 @@ pub async fn patch_variable(
         variable.update(&state, &body, mask.as_deref())
     })
     .await?;
-    Ok(Json(variable.json()))
+    Ok(Json(variable.response()))
 }
 
 /// `DELETE /api/v2/variables/{variable_key}`.
