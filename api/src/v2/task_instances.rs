@@ -281,12 +281,10 @@ async fn load_ti(
     if let Some(ti) = rows::find(state, dag_id, run_id, task_id, map_index).await? {
         return Ok(ti);
     }
-    if map_index == -1 {
-        if rows::is_mapped(state, dag_id, run_id, task_id).await? {
-            return Err(ApiError::not_found(
-                "Task instance is mapped, add the map_index value to the URL",
-            ));
-        }
+    if map_index == -1 && rows::is_mapped(state, dag_id, run_id, task_id).await? {
+        return Err(ApiError::not_found(
+            "Task instance is mapped, add the map_index value to the URL",
+        ));
     }
     Err(ApiError::not_found(format!(
         "The Task Instance with dag_id: `{dag_id}`, run_id: `{run_id}`, task_id: `{task_id}` and map_index: `{map_index}` was not found"
