@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params};
+use crate::query::{Bind, BodyParams, Conditions, Params};
 use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
 use crate::states::{failed_names, run_state_names};
@@ -205,9 +205,9 @@ pub struct RunsBatch {
     ranges: std::collections::BTreeMap<String, Value>,
 }
 
-/// The query string a batch body stands for (the list's filters take it from there).
-fn batch_query(batch: &RunsBatch) -> ApiResult<String> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
+/// The list parameters a batch body stands for (the list's filters take it from there).
+fn batch_params(batch: &RunsBatch) -> ApiResult<Params> {
+    let mut query = BodyParams::default();
     if let Some(order) = &batch.order_by {
         query.append_pair("order_by", order);
     }
@@ -220,13 +220,13 @@ fn batch_query(batch: &RunsBatch) -> ApiResult<String> {
         query.append_pair("state", state.as_deref().unwrap_or("none"));
     }
     append_ranges(&mut query, &batch.ranges, &["conf_contains"])?;
-    Ok(query.finish())
+    query.finish()
 }
 
 /// Adds a batch body's range filters (`run_after_gte`, `duration_lt`…) and `extra` plain
 /// fields to a query; any other field is refused as pydantic would.
 pub fn append_ranges(
-    query: &mut form_urlencoded::Serializer<'_, String>,
+    query: &mut BodyParams,
     ranges: &std::collections::BTreeMap<String, Value>,
     extra: &[&str],
 ) -> ApiResult<()> {
@@ -279,7 +279,7 @@ pub async fn list_runs_batch(
     Body(batch): Body<RunsBatch>,
 ) -> ApiResult<Json<DagRunCollection>> {
     tilde_only(&["path", "dag_id"], &dag_id)?;
-    let params = Params::parse(&batch_query(&batch)?)?;
+    let params = batch_params(&batch)?;
     Ok(Json(page_of_runs(&state, &params, None).await?))
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params, path_int};
+use crate::query::{Bind, BodyParams, Conditions, Params, path_int};
 use crate::read::page::{ListQuery, fetch_page};
 use crate::read::task_instances::{self as rows, TI_FROM, TryRecord};
 use crate::state::ApiState;
@@ -222,9 +222,9 @@ pub struct TisBatch {
     ranges: std::collections::BTreeMap<String, Value>,
 }
 
-/// The query string a batch body's filters stand for.
-fn batch_query(batch: &TisBatch) -> ApiResult<String> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
+/// The list parameters a batch body's filters stand for.
+fn batch_params(batch: &TisBatch) -> ApiResult<Params> {
+    let mut query = BodyParams::default();
     for state in batch.state.iter().flatten() {
         query.append_pair("state", state.as_deref().unwrap_or("none"));
     }
@@ -243,7 +243,7 @@ fn batch_query(batch: &TisBatch) -> ApiResult<String> {
         query.append_pair("order_by", order);
     }
     crate::v2::dag_runs::append_ranges(&mut query, &batch.ranges, &[])?;
-    Ok(query.finish())
+    query.finish()
 }
 
 /// `POST /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list`.
@@ -255,7 +255,7 @@ pub async fn list_tis_batch(
     // Airflow types both segments `Literal["~"]`: the DAGs and runs are named in the body.
     crate::v2::dag_runs::tilde_only(&["path", "dag_id"], &dag_id)?;
     crate::v2::dag_runs::tilde_only(&["path", "dag_run_id"], &run_id)?;
-    let params = Params::parse(&batch_query(&batch)?)?;
+    let params = batch_params(&batch)?;
     let mut c = ti_conditions(&params, None, None)?;
     for (column, values) in [
         ("t.dag_id", batch.dag_ids),

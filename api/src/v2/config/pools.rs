@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
 use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
+use leoflow_scheduler::core::run::TiState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
@@ -26,6 +27,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
 use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
+
+/// Airflow's state of a task instance waiting on a trigger, which holds its pool slot with
+/// `include_deferred` (Leoflow never defers a task, so it counts none).
+const DEFERRED: &str = "deferred";
 
 /// A `slot_pool` row, or `default_pool` before any `PoolSet` for it (the scheduler gives it
 /// [`DEFAULT_POOL_SLOTS`] until then).
@@ -330,20 +335,30 @@ async fn pool_responses(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<PoolR
     // so scheduled slots count those whose pool is already known (retries, cleared tries).
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT pool, state, sum(coalesce(pool_slots, 1))::bigint FROM task_instance \
-         WHERE pool = ANY($1) AND state IN ('running', 'queued', 'scheduled', 'deferred') \
-         GROUP BY pool, state",
+         WHERE pool = ANY($1) AND state = ANY($2) GROUP BY pool, state",
     )
     .bind(&names)
+    .bind(
+        [TiState::Running, TiState::Queued, TiState::Scheduled]
+            .map(|s| s.airflow_name())
+            .into_iter()
+            .chain([DEFERRED])
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(state.store.pool())
     .await?;
     let mut used: HashMap<String, SlotUse> = HashMap::new();
     for (pool, task_state, slots) in rows {
         let entry = used.entry(pool).or_default();
-        match task_state.as_str() {
-            "running" => entry.running = slots,
-            "queued" => entry.queued = slots,
-            "scheduled" => entry.scheduled = slots,
-            _ => entry.deferred = slots,
+        let holds = |s: TiState| task_state == s.airflow_name();
+        if holds(TiState::Running) {
+            entry.running = slots;
+        } else if holds(TiState::Queued) {
+            entry.queued = slots;
+        } else if holds(TiState::Scheduled) {
+            entry.scheduled = slots;
+        } else {
+            entry.deferred = slots;
         }
     }
     Ok(pools
