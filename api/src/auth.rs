@@ -17,7 +17,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::credentials::Credentials;
 use crate::error::{ApiError, ApiResult};
@@ -384,9 +383,17 @@ pub async fn create_token(State(state): State<ApiState>, request: Request) -> Ap
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, cookie)],
-        axum::Json(json!({ "access_token": token })),
+        axum::Json(LoginResponse {
+            access_token: token,
+        }),
     )
         .into_response())
+}
+
+/// Airflow's `LoginResponse`.
+#[derive(Debug, Serialize)]
+struct LoginResponse {
+    access_token: String,
 }
 
 /// `GET /api/v2/auth/login?next=…`: to the login page, keeping where to go afterwards.

@@ -5,14 +5,41 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: Value,
+    body: ErrorBody,
     retry_after: Option<u64>,
+}
+
+/// The body of an error: FastAPI's `{"detail": …}`.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    detail: Detail,
+}
+
+/// What an error's `detail` holds.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Detail {
+    /// An `HTTPException`'s message.
+    Message(String),
+    /// Pydantic's validation errors (Leoflow reports the first).
+    Invalid(Vec<ValidationError>),
+}
+
+/// One of pydantic's validation errors.
+#[derive(Debug, Serialize)]
+struct ValidationError {
+    #[serde(rename = "type")]
+    kind: String,
+    loc: Vec<String>,
+    msg: String,
+    input: Value,
 }
 
 /// What handlers return.
@@ -23,7 +50,9 @@ impl ApiError {
     pub fn detail(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: json!({ "detail": message.into() }),
+            body: ErrorBody {
+                detail: Detail::Message(message.into()),
+            },
             retry_after: None,
         }
     }
@@ -61,12 +90,14 @@ impl ApiError {
     pub fn invalid(loc: &[&str], kind: &str, message: impl Into<String>, input: Value) -> Self {
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": [{
-                "type": kind,
-                "loc": loc,
-                "msg": message.into(),
-                "input": input,
-            }]}),
+            body: ErrorBody {
+                detail: Detail::Invalid(vec![ValidationError {
+                    kind: kind.to_owned(),
+                    loc: loc.iter().map(|part| (*part).to_owned()).collect(),
+                    msg: message.into(),
+                    input,
+                }]),
+            },
             retry_after: None,
         }
     }

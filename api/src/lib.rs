@@ -19,8 +19,10 @@ pub mod editor;
 mod error;
 pub mod metrics;
 mod query;
+mod read;
 mod spa;
 mod state;
+mod states;
 mod ui;
 mod v2;
 

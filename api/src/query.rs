@@ -46,6 +46,11 @@ impl Params {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        Self::from_pairs(pairs)
+    }
+
+    /// Parameters as name–value pairs, checked as a query string's are.
+    fn from_pairs(pairs: Vec<(String, String)>) -> ApiResult<Self> {
         // Postgres text cannot hold NUL: refused here rather than failing in the database.
         if let Some((name, value)) = pairs
             .iter()
@@ -306,6 +311,26 @@ pub fn parse_datetime(text: &str) -> Option<DateTime<Utc>> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
+}
+
+/// List parameters a request body names field by field (the `POST …/list` routes): the
+/// filters then read them as they read a query string, with no detour through URL encoding.
+#[derive(Debug, Default)]
+pub struct BodyParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl BodyParams {
+    /// Adds a value of parameter `name` (repeated for a list).
+    pub fn append_pair(&mut self, name: &str, value: &str) -> &mut Self {
+        self.pairs.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The parameters, checked as a query string's are.
+    pub fn finish(self) -> ApiResult<Params> {
+        Params::from_pairs(self.pairs)
+    }
 }
 
 /// A page of a list: offset paging, or the cursor Airflow's UI passes (opaque to it).

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use leoflow_events::EventStore;
-use leoflow_scheduler::reactor::runs::Specs;
+use leoflow_scheduler::control::Specs;
 use leoflow_secrets::Vault;
 
 use crate::auth::Auth;

@@ -12,11 +12,29 @@ use leoflow_events::{
 use serde_json::Value;
 use sqlx::Row;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
 use crate::core::commands::{self, TriggerRejection, TriggerRequest};
-use crate::core::run::Command;
-use crate::reactor::runs::{
-    QueueError, Specs, SubmitError, generation_expectation, queue_run, submit,
-};
+use crate::core::run::{Command, RunState, TiState};
+use crate::core::spec::DagSpec;
+use crate::reactor::runs::{QueueError, generation_expectation, queue_run, submit};
+
+/// What the API and the CLI hand to run commands and get back from them.
+pub use crate::reactor::runs::{Specs, SubmitError};
+
+/// The pool a task runs in when it names none, and its slots until a `PoolSet` says otherwise
+/// (Airflow's defaults).
+pub const DEFAULT_POOL: &str = "default_pool";
+pub use crate::reactor::DEFAULT_POOL_SLOTS;
+
+/// The states of a task instance whose try is in flight (queued or running).
+pub const IN_FLIGHT: [TiState; 2] = [TiState::Queued, TiState::Running];
+
+/// The Airflow names of [`IN_FLIGHT`], to bind in SQL.
+pub fn in_flight_names() -> Vec<&'static str> {
+    IN_FLIGHT.iter().map(|s| s.airflow_name()).collect()
+}
 
 /// Why a control command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -157,34 +175,125 @@ pub async fn clear_task_instances(
     downstream: bool,
     actor: &str,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
-    let mut task_ids = Vec::new();
-    let mut whole = std::collections::BTreeSet::new();
-    let mut only_map_indexes: std::collections::BTreeMap<String, std::collections::BTreeSet<i32>> =
-        Default::default();
-    for (task_id, map_index) in targets {
-        match map_index {
-            Some(index) => {
-                only_map_indexes
-                    .entry(task_id.clone())
-                    .or_default()
-                    .insert(index);
+    let command = ClearTargets::of(targets).command(downstream);
+    Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
+}
+
+/// The targets of a clear as the core's `Clear` command takes them.
+struct ClearTargets {
+    task_ids: Vec<String>,
+    only_map_indexes: BTreeMap<String, BTreeSet<i32>>,
+}
+
+impl ClearTargets {
+    fn of(targets: Vec<(String, Option<i32>)>) -> Self {
+        let mut task_ids = Vec::new();
+        let mut whole = BTreeSet::new();
+        let mut only_map_indexes: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+        for (task_id, map_index) in targets {
+            match map_index {
+                Some(index) => {
+                    only_map_indexes
+                        .entry(task_id.clone())
+                        .or_default()
+                        .insert(index);
+                }
+                None => {
+                    whole.insert(task_id.clone());
+                }
             }
-            None => {
-                whole.insert(task_id.clone());
+            if !task_ids.contains(&task_id) {
+                task_ids.push(task_id);
             }
         }
-        if !task_ids.contains(&task_id) {
-            task_ids.push(task_id);
+        // A task named whole and by index is cleared whole.
+        only_map_indexes.retain(|task_id, _| !whole.contains(task_id));
+        Self {
+            task_ids,
+            only_map_indexes,
         }
     }
-    // A task named whole and by index is cleared whole.
-    only_map_indexes.retain(|task_id, _| !whole.contains(task_id));
-    let command = Command::Clear {
-        task_ids,
-        only_map_indexes,
-        downstream,
-    };
-    Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
+
+    fn command(self, downstream: bool) -> Command {
+        Command::Clear {
+            task_ids: self.task_ids,
+            only_map_indexes: self.only_map_indexes,
+            downstream,
+        }
+    }
+}
+
+/// The task instances a clear would touch, by the rule the core's `Clear` applies: tasks
+/// cleared whole (named without a map index, or downstream of a target) and single instances
+/// (`[task_id, map_index]` of a task not cleared whole).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClearScope {
+    /// Every instance of these tasks.
+    pub whole_tasks: Vec<String>,
+    /// These instances only.
+    pub instances: Vec<(String, i32)>,
+}
+
+/// What clearing `targets` of a run (with everything downstream when asked) would touch: the
+/// dry run of [`clear_task_instances`].
+pub async fn clear_scope(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    targets: Vec<(String, Option<i32>)>,
+    downstream: bool,
+) -> Result<ClearScope, ControlError> {
+    let run = run_state(store, specs, dag_id, run_id).await?;
+    Ok(scope_of(&run.spec, ClearTargets::of(targets), downstream))
+}
+
+fn scope_of(spec: &DagSpec, targets: ClearTargets, downstream: bool) -> ClearScope {
+    let mut whole: BTreeSet<String> = targets
+        .task_ids
+        .iter()
+        .filter(|id| !targets.only_map_indexes.contains_key(*id))
+        .cloned()
+        .collect();
+    if downstream {
+        for id in &targets.task_ids {
+            whole.extend(spec.all_downstream(id));
+        }
+    }
+    let instances = targets
+        .only_map_indexes
+        .into_iter()
+        .filter(|(id, _)| !whole.contains(id))
+        .flat_map(|(id, indexes)| indexes.into_iter().map(move |i| (id.clone(), i)))
+        .collect();
+    ClearScope {
+        whole_tasks: whole.into_iter().collect(),
+        instances,
+    }
+}
+
+/// A run as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// The DAG version the run executes.
+    pub spec: Arc<DagSpec>,
+    /// The run's state, folded from its stream.
+    pub state: RunState,
+}
+
+/// Reads a run's state from its stream (through `specs`' cache), as the scheduler decides on
+/// it: what the API's dependency view judges a task instance against.
+pub async fn run_state(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+) -> Result<RunView, ControlError> {
+    let run = crate::reactor::runs::load_run(store, specs, dag_id, run_id).await?;
+    Ok(RunView {
+        spec: run.spec,
+        state: run.state,
+    })
 }
 
 /// Marks a task instance successful or failed by hand.
@@ -249,11 +358,7 @@ pub async fn clear_run(
         .tis
         .iter()
         .filter(|(_, ti)| {
-            !only_failed
-                || matches!(
-                    ti.state,
-                    crate::core::run::TiState::Failed | crate::core::run::TiState::UpstreamFailed
-                )
+            !only_failed || matches!(ti.state, TiState::Failed | TiState::UpstreamFailed)
         })
         .map(|((task_id, _), _)| task_id.clone())
         .collect();
@@ -325,9 +430,10 @@ pub async fn delete_dag(
         return Err(ControlError::UnknownDag(dag_id.to_owned()));
     };
     let running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state IN ('queued', 'running')",
+        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state = ANY($2)",
     )
     .bind(dag_id)
+    .bind(in_flight_names())
     .fetch_one(store.pool())
     .await
     .map_err(StoreError::from)?;

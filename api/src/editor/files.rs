@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{self, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::Editor;
 use crate::error::{ApiError, ApiResult};
@@ -22,17 +22,38 @@ pub(super) const MAX_FILE_SIZE: usize = 1 << 20;
 /// Folders the listing skips besides dot-folders (`.git`, `.venv`): Python's byte code.
 const SKIPPED_FOLDERS: [&str; 1] = ["__pycache__"];
 
+/// A project file: its path relative to the project, its size in bytes.
+#[derive(Debug, Serialize)]
+pub(super) struct FileEntry {
+    path: String,
+    size: u64,
+}
+
+/// The listing of the project's files.
+#[derive(Debug, Serialize)]
+pub(super) struct FileList {
+    files: Vec<FileEntry>,
+}
+
+/// A file's text.
+#[derive(Debug, Serialize)]
+pub(super) struct FileText {
+    path: String,
+    size: usize,
+    content: String,
+}
+
 /// `GET /leoflow/api/files`: the project's files, by path relative to the project.
-pub(super) async fn list(State(editor): State<Editor>) -> ApiResult<Json<Value>> {
+pub(super) async fn list(State(editor): State<Editor>) -> ApiResult<Json<FileList>> {
     let files = blocking(move || Ok(walk(&editor.root()?))).await?;
-    Ok(Json(json!({ "files": files })))
+    Ok(Json(FileList { files }))
 }
 
 /// `GET /leoflow/api/files/{*path}`: a file's text.
 pub(super) async fn read(
     State(editor): State<Editor>,
     extract::Path(requested): extract::Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FileText>> {
     blocking(move || {
         let file = confine(&editor.root()?, &requested)?;
         let metadata = std::fs::metadata(&file.real).map_err(|e| fs_error(&file, e))?;
@@ -49,11 +70,11 @@ pub(super) async fn read(
                 file.relative
             ))
         })?;
-        Ok(Json(json!({
-            "path": file.relative,
-            "size": content.len(),
-            "content": content,
-        })))
+        Ok(Json(FileText {
+            path: file.relative,
+            size: content.len(),
+            content,
+        }))
     })
     .await
 }
@@ -67,7 +88,7 @@ pub(super) async fn save(
     extract::Path(requested): extract::Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<FileEntry>)> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => too_large(&requested),
         status => ApiError::detail(status, format!("the file's content could not be read: {e}")),
@@ -103,7 +124,10 @@ pub(super) async fn save(
         write_atomically(&file.real, &content, permissions).map_err(|e| fs_error(&file, e))?;
         Ok((
             status,
-            Json(json!({ "path": file.relative, "size": content.len() })),
+            Json(FileEntry {
+                size: content.len() as u64,
+                path: file.relative,
+            }),
         ))
     })
     .await
@@ -140,7 +164,7 @@ async fn blocking<T: Send + 'static>(
 /// Every file under `root` with its size, sorted by path. Dot-folders and byte code are
 /// skipped; symbolic links are listed when they lead to a file inside the project, and
 /// linked folders are not entered (their files, when inside, are listed where they are).
-fn walk(root: &Path) -> Vec<Value> {
+fn walk(root: &Path) -> Vec<FileEntry> {
     let mut files = Vec::new();
     let mut folders = vec![PathBuf::new()];
     while let Some(folder) = folders.pop() {
@@ -174,11 +198,14 @@ fn walk(root: &Path) -> Vec<Value> {
             if let Ok(metadata) = std::fs::metadata(target)
                 && metadata.is_file()
             {
-                files.push(json!({ "path": path, "size": metadata.len() }));
+                files.push(FileEntry {
+                    path,
+                    size: metadata.len(),
+                });
             }
         }
     }
-    files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    files.sort_by(|a, b| a.path.cmp(&b.path));
     files
 }
 

@@ -8,18 +8,19 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params};
+use crate::read::page::page_rows;
 use crate::state::ApiState;
+use crate::states::{run_state_names, summary_precedence};
 use crate::v2::models::{
-    RUN_COLUMNS, RunRecord, VERSION_COLUMNS, VersionRecord, document, duration, load_dag, load_run,
-    versions_by_hash,
+    DagVersionResponse, RUN_COLUMNS, RunRecord, VERSION_COLUMNS, VersionRecord, document, duration,
+    load_dag, load_run, versions_by_hash,
 };
-
-const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
 
 /// The runs the grid shows: its filters, newest first by default.
 async fn grid_runs_of(
@@ -32,7 +33,7 @@ async fn grid_runs_of(
     c.eq("r.dag_id", Bind::Text(dag_id.to_owned()));
     c.time_range(params, "run_after", "r.run_after")?;
     c.any_of(params, "run_type", "r.run_type", None)?;
-    c.any_of(params, "state", "r.state", Some(&RUN_STATES))?;
+    c.any_of(params, "state", "r.state", Some(&run_state_names()))?;
     if let Some(user) = params.str("triggering_user").filter(|u| !u.is_empty()) {
         c.push(
             "r.triggering_user_name ILIKE {}",
@@ -60,13 +61,26 @@ async fn grid_runs_of(
         "id",
         "r.id",
     )?;
-    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLUMNS} FROM dag_run r"));
-    c.apply(&mut query);
-    query.push(format!(" ORDER BY {order} LIMIT "));
-    query.push_bind(page.limit);
-    query.push(" OFFSET ");
-    query.push_bind(page.offset);
-    Ok(query.build_query_as().fetch_all(state.store.pool()).await?)
+    let select = format!("SELECT {RUN_COLUMNS} FROM dag_run r");
+    page_rows(state, &select, &c, &order, page).await
+}
+
+/// A run of the grid (Airflow's `GridRunsResponse`).
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct GridRun {
+    pub dag_id: String,
+    pub run_id: String,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+    pub state: String,
+    pub run_type: String,
+    pub dag_versions: Vec<DagVersionResponse>,
+    pub has_missed_deadline: bool,
+    /// Seconds; a running run's up to now, as Airflow reports it.
+    pub duration: f64,
 }
 
 /// `GET /ui/grid/runs/{dag_id}`.
@@ -74,34 +88,34 @@ pub async fn runs(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<GridRun>>> {
     load_dag(&state, &dag_id).await?;
     let runs = grid_runs_of(&state, &dag_id, &params).await?;
     let versions = versions_by_hash(&state, std::slice::from_ref(&dag_id)).await?;
-    let list: Vec<Value> = runs
-        .iter()
+    let list = runs
+        .into_iter()
         .map(|run| {
             let version = run
                 .dag_version_hash
                 .as_ref()
                 .and_then(|h| versions.get(&(run.dag_id.clone(), h.clone())));
-            json!({
-                "dag_id": run.dag_id,
-                "run_id": run.run_id,
-                "queued_at": run.queued_at,
-                "start_date": run.start_date,
-                "end_date": run.end_date,
-                "run_after": run.run_after,
-                "state": run.state,
-                "run_type": run.run_type,
-                "dag_versions": version.map(VersionRecord::json).into_iter().collect::<Vec<_>>(),
-                "has_missed_deadline": false,
-                // Airflow reports a running run's duration up to now.
-                "duration": duration(run.start_date, run.end_date.or(Some(Utc::now()))).unwrap_or(0.0),
-            })
+            GridRun {
+                dag_versions: version.map(VersionRecord::response).into_iter().collect(),
+                has_missed_deadline: false,
+                duration: duration(run.start_date, run.end_date.or(Some(Utc::now())))
+                    .unwrap_or(0.0),
+                dag_id: run.dag_id,
+                run_id: run.run_id,
+                queued_at: run.queued_at,
+                start_date: run.start_date,
+                end_date: run.end_date,
+                run_after: run.run_after,
+                state: run.state,
+                run_type: run.run_type,
+            }
         })
         .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Json(list))
 }
 
 /// A DAG version's task groups and tasks as a tree: (group id → its members), in file order.
@@ -183,12 +197,68 @@ fn label_of(id: &str) -> &str {
     id.rsplit('.').next().unwrap_or(id)
 }
 
+/// A node of the grid's task tree (Airflow's `GridNodeResponse`): a task, or a group with
+/// its children.
+#[derive(Debug, Serialize)]
+pub struct GridNode {
+    /// The task or group id.
+    pub id: String,
+    /// Its last segment.
+    pub label: String,
+    /// A group's members (a task has no such field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<GridNode>>,
+    /// `true` for a mapped task, else `null`.
+    pub is_mapped: Option<bool>,
+}
+
+/// A node of the graph view (Airflow's `NodeResponse`).
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct GraphNode {
+    pub id: String,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub children: Option<Vec<GraphNode>>,
+    pub is_mapped: Option<bool>,
+    pub tooltip: Option<String>,
+    pub setup_teardown_type: Option<String>,
+    pub operator: Value,
+    pub asset_condition_type: Option<String>,
+}
+
+/// An edge of the graph view (Airflow's `EdgeResponse`).
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct GraphEdge {
+    pub source_id: String,
+    pub target_id: String,
+    pub is_setup_teardown: Option<bool>,
+    pub label: Option<String>,
+    pub is_source_asset: Option<bool>,
+}
+
+/// The graph view's nodes and edges (Airflow's `StructureDataResponse`).
+#[derive(Debug, Default, Serialize)]
+pub struct Graph {
+    /// The edges.
+    pub edges: Vec<GraphEdge>,
+    /// The nodes.
+    pub nodes: Vec<GraphNode>,
+}
+
+/// `true` for a mapped task, else `null`, as Airflow's views say it.
+fn mapped(task: &Value) -> Option<bool> {
+    (!task["mapped"].is_null()).then_some(true)
+}
+
 /// `GET /ui/grid/structure/{dag_id}`: the task tree of the latest version.
 pub async fn structure(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<GridNode>>> {
     let dag = load_dag(&state, &dag_id).await?;
     params.page()?;
     let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
@@ -197,15 +267,24 @@ pub async fn structure(
         None,
         &|t| {
             let id = t["task_id"].as_str().unwrap_or("");
-            let mapped = !t["mapped"].is_null();
-            json!({"id": id, "label": label_of(id), "is_mapped": if mapped { json!(true) } else { Value::Null }})
+            GridNode {
+                id: id.to_owned(),
+                label: label_of(id).to_owned(),
+                children: None,
+                is_mapped: mapped(t),
+            }
         },
         &|g, children| {
             let id = g["group_id"].as_str().unwrap_or("");
-            json!({"id": id, "label": label_of(id), "children": children, "is_mapped": null})
+            GridNode {
+                id: id.to_owned(),
+                label: label_of(id).to_owned(),
+                children: Some(children),
+                is_mapped: None,
+            }
         },
     );
-    Ok(Json(Value::Array(nodes)))
+    Ok(Json(nodes))
 }
 
 /// `GET /ui/structure/structure_data?dag_id=…&version_number=…`: the graph view's nodes and
@@ -213,7 +292,7 @@ pub async fn structure(
 pub async fn structure_data(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Graph>> {
     let dag_id = params
         .str("dag_id")
         .ok_or_else(|| {
@@ -252,31 +331,34 @@ pub async fn structure_data(
         &|t| {
             let id = t["task_id"].as_str().unwrap_or("");
             let sensor = t["operator"].as_str() == Some("@task.sensor");
-            json!({
-                "id": id,
-                "label": label_of(id),
-                "type": if sensor { "sensor" } else { "task" },
-                "children": null,
-                "is_mapped": if t["mapped"].is_null() { Value::Null } else { json!(true) },
-                "tooltip": null,
-                "setup_teardown_type": null,
-                "operator": t["operator"],
-                "asset_condition_type": null,
-            })
+            GraphNode {
+                id: id.to_owned(),
+                label: label_of(id).to_owned(),
+                kind: if sensor { "sensor" } else { "task" },
+                children: None,
+                is_mapped: mapped(t),
+                tooltip: None,
+                setup_teardown_type: None,
+                operator: t["operator"].clone(),
+                asset_condition_type: None,
+            }
         },
         &|g, children| {
             let id = g["group_id"].as_str().unwrap_or("");
-            json!({
-                "id": id,
-                "label": label_of(id),
-                "type": "task",
-                "children": children,
-                "is_mapped": null,
-                "tooltip": g["tooltip"].as_str().filter(|t| !t.is_empty()),
-                "setup_teardown_type": null,
-                "operator": "TaskGroup",
-                "asset_condition_type": null,
-            })
+            GraphNode {
+                id: id.to_owned(),
+                label: label_of(id).to_owned(),
+                kind: "task",
+                children: Some(children),
+                is_mapped: None,
+                tooltip: g["tooltip"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+                setup_teardown_type: None,
+                operator: json!("TaskGroup"),
+                asset_condition_type: None,
+            }
         },
     );
     let mut edges = Vec::new();
@@ -284,17 +366,17 @@ pub async fn structure_data(
         let target = task["task_id"].as_str().unwrap_or("");
         for up in task["upstream"].as_array().into_iter().flatten() {
             if let Some(source) = up.as_str() {
-                edges.push(json!({
-                    "source_id": source,
-                    "target_id": target,
-                    "is_setup_teardown": null,
-                    "label": null,
-                    "is_source_asset": null,
-                }));
+                edges.push(GraphEdge {
+                    source_id: source.to_owned(),
+                    target_id: target.to_owned(),
+                    is_setup_teardown: None,
+                    label: None,
+                    is_source_asset: None,
+                });
             }
         }
     }
-    Ok(Json(json!({"edges": edges, "nodes": nodes})))
+    Ok(Json(Graph { edges, nodes }))
 }
 
 /// One task instance's part of a grid summary.
@@ -310,22 +392,9 @@ struct SummaryRow {
 
 /// Airflow's precedence of states when summarising several (mapped instances, groups).
 fn worst(states: &BTreeMap<String, i64>) -> Option<String> {
-    const ORDER: [&str; 10] = [
-        "failed",
-        "upstream_failed",
-        "up_for_retry",
-        "running",
-        "queued",
-        "scheduled",
-        "deferred",
-        "removed",
-        "skipped",
-        "success",
-    ];
-    ORDER
-        .iter()
-        .find(|s| states.contains_key(**s))
-        .map(|s| (*s).to_owned())
+    summary_precedence()
+        .find(|s| states.contains_key(*s))
+        .map(str::to_owned)
 }
 
 /// `GET /ui/grid/ti_summaries/{dag_id}?run_ids=…`: one NDJSON line per run with each task's
@@ -389,20 +458,45 @@ pub async fn ti_summaries(
             let instances = group_rows.get(id).cloned().unwrap_or_default();
             entries.push(summary(id, label_of(id), &instances, true, version_number));
         }
-        let line = json!({"run_id": run_id, "dag_id": dag_id, "task_instances": entries});
-        lines.push_str(&line.to_string());
+        let line = RunSummary {
+            run_id,
+            dag_id: &dag_id,
+            task_instances: entries,
+        };
+        lines.push_str(&serde_json::to_string(&line).map_err(ApiError::internal)?);
         lines.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
 }
 
-fn summary(
-    id: &str,
-    label: &str,
+/// One NDJSON line of the grid's summaries: a run's tasks and groups.
+#[derive(Debug, Serialize)]
+struct RunSummary<'a> {
+    run_id: &'a str,
+    dag_id: &'a str,
+    task_instances: Vec<TaskSummary<'a>>,
+}
+
+/// A task's (or a group's) summarised state in a run.
+#[derive(Debug, Serialize)]
+struct TaskSummary<'a> {
+    task_id: &'a str,
+    task_display_name: &'a str,
+    state: Option<String>,
+    /// Mapped tasks and groups show how many of their instances are in each state.
+    child_states: Option<BTreeMap<String, i64>>,
+    min_start_date: Option<DateTime<Utc>>,
+    max_end_date: Option<DateTime<Utc>>,
+    dag_version_number: Option<i32>,
+}
+
+fn summary<'a>(
+    id: &'a str,
+    label: &'a str,
     instances: &[&SummaryRow],
     several: bool,
     version_number: Option<i32>,
-) -> Value {
+) -> TaskSummary<'a> {
     let mut states: BTreeMap<String, i64> = BTreeMap::new();
     for ti in instances {
         *states
@@ -414,23 +508,47 @@ fn summary(
     } else {
         instances.first().and_then(|t| t.state.clone())
     };
-    json!({
-        "task_id": id,
-        "task_display_name": label,
-        "state": state,
-        // Mapped tasks and groups show how many of their instances are in each state.
-        "child_states": several.then(|| json!(states)),
-        "min_start_date": instances.iter().filter_map(|t| t.start_date).min(),
-        "max_end_date": instances.iter().filter_map(|t| t.end_date).max(),
-        "dag_version_number": version_number,
-    })
+    TaskSummary {
+        task_id: id,
+        task_display_name: label,
+        state,
+        min_start_date: instances.iter().filter_map(|t| t.start_date).min(),
+        max_end_date: instances.iter().filter_map(|t| t.end_date).max(),
+        child_states: several.then_some(states),
+        dag_version_number: version_number,
+    }
+}
+
+/// A task of the Gantt chart (Airflow's `GanttTaskInstance`).
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct GanttTask {
+    pub task_id: String,
+    pub task_display_name: String,
+    pub try_number: i32,
+    pub state: Option<String>,
+    pub scheduled_dttm: Option<DateTime<Utc>>,
+    pub queued_dttm: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub is_group: bool,
+    pub is_mapped: bool,
+}
+
+/// Airflow's `GanttResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct Gantt {
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_instances: Vec<GanttTask>,
 }
 
 /// `GET /ui/gantt/{dag_id}/{run_id}`.
 pub async fn gantt(
     State(state): State<ApiState>,
     Path((dag_id, run_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Gantt>> {
     load_run(&state, &dag_id, &run_id).await?;
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -455,26 +573,43 @@ pub async fn gantt(
     .bind(&run_id)
     .fetch_all(state.store.pool())
     .await?;
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "task_id": r.task_id,
-                "task_display_name": r.task_id,
-                "try_number": r.try_number,
-                "state": r.state,
-                "scheduled_dttm": r.scheduled_dttm,
-                "queued_dttm": r.queued_dttm,
-                "start_date": r.start_date,
-                "end_date": r.end_date,
-                "is_group": false,
-                "is_mapped": r.mapped,
-            })
+    let task_instances = rows
+        .into_iter()
+        .map(|r| GanttTask {
+            task_display_name: r.task_id.clone(),
+            task_id: r.task_id,
+            try_number: r.try_number,
+            state: r.state,
+            scheduled_dttm: r.scheduled_dttm,
+            queued_dttm: r.queued_dttm,
+            start_date: r.start_date,
+            end_date: r.end_date,
+            is_group: false,
+            is_mapped: r.mapped,
         })
         .collect();
-    Ok(Json(
-        json!({"dag_id": dag_id, "run_id": run_id, "task_instances": list}),
-    ))
+    Ok(Json(Gantt {
+        dag_id,
+        run_id,
+        task_instances,
+    }))
+}
+
+/// Runs of a day (or hour) in one state (Airflow's `CalendarTimeRangeResponse`).
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct CalendarEntry {
+    pub date: DateTime<Utc>,
+    pub state: String,
+    pub count: i64,
+}
+
+/// Airflow's `CalendarTimeRangeCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct Calendar {
+    pub total_entries: usize,
+    pub dag_runs: Vec<CalendarEntry>,
 }
 
 /// `GET /ui/calendar/{dag_id}`: runs per day (or hour) and state, by logical date (run_after
@@ -483,7 +618,7 @@ pub async fn calendar(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Calendar>> {
     load_dag(&state, &dag_id).await?;
     let unit = match params.str("granularity").unwrap_or("daily") {
         "daily" => "day",
@@ -511,10 +646,12 @@ pub async fn calendar(
     query.push(" GROUP BY 1, 2 ORDER BY 1, 2");
     let rows: Vec<(DateTime<Utc>, String, i64)> =
         query.build_query_as().fetch_all(state.store.pool()).await?;
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|(date, state, count)| json!({"date": date, "state": state, "count": count}))
+    let dag_runs: Vec<CalendarEntry> = rows
+        .into_iter()
+        .map(|(date, state, count)| CalendarEntry { date, state, count })
         .collect();
-    let total = list.len();
-    Ok(Json(json!({"total_entries": total, "dag_runs": list})))
+    Ok(Json(Calendar {
+        total_entries: dag_runs.len(),
+        dag_runs,
+    }))
 }

@@ -6,13 +6,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
-use crate::v2::config::lists::{count_rows, page_rows};
 use crate::v2::config::redact::{MASK, python_json, redact};
 
 /// The DAG an event concerns. The expressions here are the ones the audit indexes of
@@ -55,24 +56,51 @@ fn select() -> String {
     )
 }
 
+/// Airflow's `EventLogResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct EventLogResponse {
+    pub event_log_id: i64,
+    pub when: DateTime<Utc>,
+    pub dag_id: Option<String>,
+    pub task_id: Option<String>,
+    pub run_id: Option<String>,
+    pub map_index: Option<i32>,
+    pub try_number: Option<i32>,
+    pub event: String,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    pub extra: String,
+    pub dag_display_name: Option<String>,
+    pub task_display_name: Option<String>,
+}
+
+/// Airflow's `EventLogCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct EventLogCollection {
+    pub event_logs: Vec<EventLogResponse>,
+    pub total_entries: i64,
+}
+
 impl EventLogRow {
     /// `EventLogResponse`.
-    fn json(&self) -> Value {
-        json!({
-            "event_log_id": self.position,
-            "when": self.recorded_at,
-            "dag_id": self.dag_id,
-            "task_id": self.task_id,
-            "run_id": self.run_id,
-            "map_index": self.map_index,
-            "try_number": self.try_number,
-            "event": self.event,
-            "logical_date": self.logical_date,
-            "owner": self.owner,
-            "extra": extra(&self.event, &self.shown_payload()),
-            "dag_display_name": self.dag_id,
-            "task_display_name": self.task_id,
-        })
+    fn response(&self) -> EventLogResponse {
+        EventLogResponse {
+            event_log_id: self.position,
+            when: self.recorded_at,
+            dag_id: self.dag_id.clone(),
+            task_id: self.task_id.clone(),
+            run_id: self.run_id.clone(),
+            map_index: self.map_index,
+            try_number: self.try_number,
+            event: self.event.clone(),
+            logical_date: self.logical_date,
+            owner: self.owner.clone(),
+            extra: extra(&self.event, &self.shown_payload()),
+            dag_display_name: self.dag_id.clone(),
+            task_display_name: self.task_id.clone(),
+        }
     }
 }
 
@@ -150,7 +178,7 @@ fn conditions(params: &Params) -> ApiResult<Conditions> {
 pub async fn get_event_logs(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventLogCollection>> {
     let page = params.page()?;
     let conditions = conditions(&params)?;
     // `recorded_at` is read under the log lock that assigns positions, so position order is
@@ -181,17 +209,17 @@ pub async fn get_event_logs(
         count_rows(&state, "FROM events e", &conditions).await?
     };
     let rows: Vec<EventLogRow> = page_rows(&state, &select(), &conditions, &order, page).await?;
-    let event_logs: Vec<Value> = rows.iter().map(EventLogRow::json).collect();
-    Ok(Json(
-        json!({"event_logs": event_logs, "total_entries": total}),
-    ))
+    Ok(Json(EventLogCollection {
+        event_logs: rows.iter().map(EventLogRow::response).collect(),
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/eventLogs/{event_log_id}`.
 pub async fn get_event_log(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventLogResponse>> {
     let position: i64 = id.parse().map_err(|_| {
         ApiError::invalid(
             &["path", "event_log_id"],
@@ -208,7 +236,7 @@ pub async fn get_event_log(
     let row = row.ok_or_else(|| {
         ApiError::not_found(format!("The Event Log with id: `{position}` not found"))
     })?;
-    Ok(Json(row.json()))
+    Ok(Json(row.response()))
 }
 
 #[cfg(test)]

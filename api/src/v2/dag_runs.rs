@@ -10,19 +10,19 @@ use leoflow_scheduler::control;
 use leoflow_scheduler::core::commands::{TriggerRejection, TriggerRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::{Postgres, QueryBuilder};
 
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params};
+use crate::query::{Bind, BodyParams, Conditions, Params};
+use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
+use crate::states::{failed_names, run_state_names};
 use crate::v2::control_error;
 use crate::v2::models::{
-    RUN_COLUMNS, RunRecord, TI_COLUMNS, TaskCatalog, TiRecord, load_dag, load_run, versions_by_hash,
+    Cursors, DagRunCollection, DagRunResponse, RUN_COLUMNS, RunRecord, TaskCatalog,
+    TaskInstanceCollection, load_dag, load_run, versions_by_hash,
 };
-
-const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
 const RUN_TYPES: [&str; 5] = [
     "backfill",
     "scheduled",
@@ -53,7 +53,7 @@ fn run_conditions(params: &Params, dag_id: Option<&str>) -> ApiResult<Conditions
         c.time_range(params, name, column)?;
     }
     c.number_range(params, "duration", DURATION)?;
-    c.any_of(params, "state", "r.state", Some(&RUN_STATES))?;
+    c.any_of(params, "state", "r.state", Some(&run_state_names()))?;
     c.any_of(params, "run_type", "r.run_type", Some(&RUN_TYPES))?;
     c.patterns(params, "run_id", "r.run_id");
     c.patterns(params, "dag_id", "r.dag_id");
@@ -121,35 +121,26 @@ pub async fn page_of_runs(
     state: &ApiState,
     params: &Params,
     dag_id: Option<&str>,
-) -> ApiResult<Value> {
+) -> ApiResult<DagRunCollection> {
     let page = params.page()?;
     let conditions = run_conditions(params, dag_id)?;
     let order = run_order(params)?;
-    let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM dag_run r");
-    conditions.apply(&mut count);
-    let total: i64 = count
-        .build_query_scalar()
-        .fetch_one(state.store.pool())
-        .await?;
-    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLUMNS} FROM dag_run r"));
-    conditions.apply(&mut query);
-    query.push(format!(" ORDER BY {order} LIMIT "));
-    query.push_bind(page.limit);
-    query.push(" OFFSET ");
-    query.push_bind(page.offset);
-    let runs: Vec<RunRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
-    let runs_json = runs_json(state, &runs).await?;
-    let (next, previous) = page.cursors(total, runs.len());
-    Ok(json!({
-        "dag_runs": runs_json,
-        "total_entries": total,
-        "next_cursor": next,
-        "previous_cursor": previous,
-    }))
+    let list = ListQuery {
+        select: &format!("SELECT {RUN_COLUMNS} FROM dag_run r"),
+        count_from: "FROM dag_run r",
+        conditions: &conditions,
+        order: &order,
+    };
+    let paged = fetch_page::<RunRecord>(state, list, page).await?;
+    Ok(DagRunCollection {
+        dag_runs: runs_response(state, &paged.rows).await?,
+        total_entries: paged.total,
+        cursors: Some(Cursors::of(&paged)),
+    })
 }
 
 /// `DAGRunResponse`s of `runs`, with their DAG versions.
-pub async fn runs_json(state: &ApiState, runs: &[RunRecord]) -> ApiResult<Vec<Value>> {
+pub async fn runs_response(state: &ApiState, runs: &[RunRecord]) -> ApiResult<Vec<DagRunResponse>> {
     let mut dag_ids: Vec<String> = runs.iter().map(|r| r.dag_id.clone()).collect();
     dag_ids.sort();
     dag_ids.dedup();
@@ -161,15 +152,19 @@ pub async fn runs_json(state: &ApiState, runs: &[RunRecord]) -> ApiResult<Vec<Va
                 .dag_version_hash
                 .as_ref()
                 .and_then(|h| versions.get(&(run.dag_id.clone(), h.clone())));
-            run.json(version)
+            run.response(version)
         })
         .collect())
 }
 
 /// `DAGRunResponse` of one run.
-pub async fn run_json(state: &ApiState, dag_id: &str, run_id: &str) -> ApiResult<Value> {
+pub async fn run_response(
+    state: &ApiState,
+    dag_id: &str,
+    run_id: &str,
+) -> ApiResult<DagRunResponse> {
     let run = load_run(state, dag_id, run_id).await?;
-    Ok(runs_json(state, std::slice::from_ref(&run))
+    Ok(runs_response(state, std::slice::from_ref(&run))
         .await?
         .remove(0))
 }
@@ -183,7 +178,7 @@ pub async fn get_runs(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagRunCollection>> {
     if let Some(dag_id) = dag_scope(&dag_id) {
         load_dag(&state, dag_id).await?;
     }
@@ -210,9 +205,9 @@ pub struct RunsBatch {
     ranges: std::collections::BTreeMap<String, Value>,
 }
 
-/// The query string a batch body stands for (the list's filters take it from there).
-fn batch_query(batch: &RunsBatch) -> ApiResult<String> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
+/// The list parameters a batch body stands for (the list's filters take it from there).
+fn batch_params(batch: &RunsBatch) -> ApiResult<Params> {
+    let mut query = BodyParams::default();
     if let Some(order) = &batch.order_by {
         query.append_pair("order_by", order);
     }
@@ -225,13 +220,13 @@ fn batch_query(batch: &RunsBatch) -> ApiResult<String> {
         query.append_pair("state", state.as_deref().unwrap_or("none"));
     }
     append_ranges(&mut query, &batch.ranges, &["conf_contains"])?;
-    Ok(query.finish())
+    query.finish()
 }
 
 /// Adds a batch body's range filters (`run_after_gte`, `duration_lt`…) and `extra` plain
 /// fields to a query; any other field is refused as pydantic would.
 pub fn append_ranges(
-    query: &mut form_urlencoded::Serializer<'_, String>,
+    query: &mut BodyParams,
     ranges: &std::collections::BTreeMap<String, Value>,
     extra: &[&str],
 ) -> ApiResult<()> {
@@ -282,9 +277,9 @@ pub async fn list_runs_batch(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     Body(batch): Body<RunsBatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagRunCollection>> {
     tilde_only(&["path", "dag_id"], &dag_id)?;
-    let params = Params::parse(&batch_query(&batch)?)?;
+    let params = batch_params(&batch)?;
     Ok(Json(page_of_runs(&state, &params, None).await?))
 }
 
@@ -306,8 +301,8 @@ pub fn tilde_only(loc: &[&str], value: &str) -> ApiResult<()> {
 pub async fn get_run(
     State(state): State<ApiState>,
     Path((dag_id, run_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(run_json(&state, &dag_id, &run_id).await?))
+) -> ApiResult<Json<DagRunResponse>> {
+    Ok(Json(run_response(&state, &dag_id, &run_id).await?))
 }
 
 /// `POST /api/v2/dags/{dag_id}/dagRuns` body (Airflow's `TriggerDAGRunPostBody`).
@@ -338,7 +333,7 @@ pub async fn trigger(
     Extension(user): Extension<User>,
     Path(dag_id): Path<String>,
     Body(body): Body<TriggerBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagRunResponse>> {
     if body.data_interval_start.is_some() != body.data_interval_end.is_some() {
         return Err(ApiError::invalid(
             &["body"],
@@ -408,7 +403,7 @@ pub async fn trigger(
         .await
         .map_err(control_error)?;
     }
-    Ok(Json(run_json(&state, &dag_id, &queued.run_id).await?))
+    Ok(Json(run_response(&state, &dag_id, &queued.run_id).await?))
 }
 
 /// `PATCH /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}` body.
@@ -433,7 +428,7 @@ pub async fn patch_run(
     Path((dag_id, run_id)): Path<(String, String)>,
     params: Params,
     Body(patch): Body<RunPatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagRunResponse>> {
     load_run(&state, &dag_id, &run_id).await?;
     let mask = params.list("update_mask", None)?;
     let wants = |field: &str| mask.is_empty() || mask.iter().any(|m| m == field);
@@ -489,7 +484,7 @@ pub async fn patch_run(
             .await
             .map_err(control_error)?;
     }
-    Ok(Json(run_json(&state, &dag_id, &run_id).await?))
+    Ok(Json(run_response(&state, &dag_id, &run_id).await?))
 }
 
 /// `DELETE /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}`: refused, clearly.
@@ -536,25 +531,18 @@ pub async fn clear_run(
     let only_failed = body.only_failed.unwrap_or(false);
     if body.dry_run.unwrap_or(true) {
         let states = if only_failed {
-            vec!["failed".to_owned(), "upstream_failed".to_owned()]
+            failed_names()
         } else {
             Vec::new()
         };
-        let tis: Vec<TiRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {TI_COLUMNS} FROM task_instance t JOIN dag_run r \
-             ON r.dag_id = t.dag_id AND r.run_id = t.run_id \
-             WHERE t.dag_id = $1 AND t.run_id = $2 AND (cardinality($3::text[]) = 0 OR t.state = ANY($3)) \
-             ORDER BY t.task_id, t.map_index"
-        )))
-        .bind(&dag_id)
-        .bind(&run_id)
-        .bind(&states)
-        .fetch_all(state.store.pool())
-        .await?;
+        let tis = crate::read::task_instances::of_run(&state, &dag_id, &run_id, &states).await?;
         let catalog = TaskCatalog::load(&state, &tis).await?;
-        let list: Vec<Value> = tis.iter().map(|t| catalog.json(t)).collect();
-        let total = list.len();
-        return Ok(Json(json!({"task_instances": list, "total_entries": total})).into_response());
+        let collection = TaskInstanceCollection {
+            task_instances: tis.iter().map(|t| catalog.response(t)).collect(),
+            total_entries: tis.len() as i64,
+            cursors: None,
+        };
+        return Ok(Json(collection).into_response());
     }
     control::clear_run(
         &state.store,
@@ -568,7 +556,7 @@ pub async fn clear_run(
     .map_err(control_error)?;
     Ok((
         StatusCode::OK,
-        Json(run_json(&state, &dag_id, &run_id).await?),
+        Json(run_response(&state, &dag_id, &run_id).await?),
     )
         .into_response())
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
@@ -14,22 +15,33 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::state::ApiState;
 use crate::v2::models::{
-    VERSION_COLUMNS, VersionRecord, document, load_dag, operator_class, tasks_by_id,
+    DagVersionResponse, VERSION_COLUMNS, VersionRecord, document, load_dag, operator_class,
+    tasks_by_id,
 };
 
 /// A `TimeDelta` as Airflow serializes one.
-fn time_delta(seconds: Option<f64>) -> Value {
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeDelta {
+    #[serde(rename = "__type")]
+    kind: &'static str,
+    days: i64,
+    seconds: i64,
+    microseconds: i64,
+}
+
+/// Seconds as a `TimeDelta` (`null` when not a duration).
+fn time_delta(seconds: Option<f64>) -> Option<TimeDelta> {
     match seconds {
         Some(s) if s.is_finite() && s >= 0.0 => {
             let whole = s.trunc() as i64;
-            json!({
-                "__type": "TimeDelta",
-                "days": whole / 86_400,
-                "seconds": whole % 86_400,
-                "microseconds": (s.fract() * 1e6).round() as i64,
+            Some(TimeDelta {
+                kind: "TimeDelta",
+                days: whole / 86_400,
+                seconds: whole % 86_400,
+                microseconds: (s.fract() * 1e6).round() as i64,
             })
         }
-        _ => Value::Null,
+        _ => None,
     }
 }
 
@@ -56,40 +68,116 @@ fn template_fields(class: &str) -> Vec<&'static str> {
     }
 }
 
+/// Where an operator class lives.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassRef {
+    /// Its module.
+    pub module_path: &'static str,
+    /// The class.
+    pub class_name: String,
+}
+
+/// Airflow's `TaskResponse`; the DAG document's values pass through as they are.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct TaskResponse {
+    pub task_id: String,
+    pub task_display_name: String,
+    pub owner: Value,
+    pub start_date: Value,
+    pub end_date: Value,
+    pub trigger_rule: Value,
+    pub depends_on_past: bool,
+    pub wait_for_downstream: bool,
+    pub retries: Option<f64>,
+    pub queue: Value,
+    pub pool: Value,
+    pub pool_slots: Option<f64>,
+    pub execution_timeout: Option<TimeDelta>,
+    pub retry_delay: Option<TimeDelta>,
+    pub retry_exponential_backoff: f64,
+    pub priority_weight: Option<f64>,
+    pub weight_rule: &'static str,
+    pub ui_color: &'static str,
+    pub ui_fgcolor: &'static str,
+    pub template_fields: Vec<&'static str>,
+    pub downstream_task_ids: Vec<String>,
+    pub doc_md: Value,
+    pub operator_name: String,
+    pub params: Value,
+    pub class_ref: ClassRef,
+    pub is_mapped: bool,
+    pub extra_links: Vec<String>,
+}
+
+impl TaskResponse {
+    /// The order of `GET …/tasks?order_by=<field>` (`field` one of the allowed names); a
+    /// number missing on either side leaves the two in place.
+    fn compare(&self, other: &Self, field: &str) -> std::cmp::Ordering {
+        let numbers = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            _ => std::cmp::Ordering::Equal,
+        };
+        match field {
+            "priority_weight" => numbers(self.priority_weight, other.priority_weight),
+            "retries" => numbers(self.retries, other.retries),
+            "task_display_name" => self.task_display_name.cmp(&other.task_display_name),
+            "operator_name" => self.operator_name.cmp(&other.operator_name),
+            _ => self.task_id.cmp(&other.task_id),
+        }
+    }
+}
+
+/// Airflow's `TaskCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct TaskCollection {
+    pub tasks: Vec<TaskResponse>,
+    pub total_entries: usize,
+}
+
 /// `TaskResponse` of a dag.json task entry (with the DAG's dates).
-pub fn task_json(task: &Value, downstream: &[&str], dag: &Value) -> Value {
+pub fn task_response(task: &Value, downstream: &[&str], dag: &Value) -> TaskResponse {
     let written = task["operator"].as_str().unwrap_or("");
     let class = operator_class(written);
     let task_id = task["task_id"].as_str().unwrap_or("");
-    json!({
-        "task_id": task_id,
-        "task_display_name": task["display_name"].as_str().unwrap_or(task_id),
-        "owner": task["owner"],
-        "start_date": dag["start_date"],
-        "end_date": dag["end_date"],
-        "trigger_rule": task["trigger_rule"],
-        "depends_on_past": false,
-        "wait_for_downstream": false,
-        "retries": task["retries"].as_f64(),
-        "queue": task["queue"],
-        "pool": task["pool"],
-        "pool_slots": task["pool_slots"].as_f64(),
-        "execution_timeout": time_delta(task["execution_timeout"].as_f64()),
-        "retry_delay": time_delta(task["retry_delay"].as_f64()),
-        "retry_exponential_backoff": if task["retry_exponential_backoff"].as_bool() == Some(true) { 2.0 } else { 0.0 },
-        "priority_weight": task["priority_weight"].as_f64(),
-        "weight_rule": "downstream",
-        "ui_color": if class == "BashOperator" || class == "_BashDecoratedOperator" { "#f0ede4" } else { "#ffefeb" },
-        "ui_fgcolor": "#000",
-        "template_fields": template_fields(class),
-        "downstream_task_ids": downstream,
-        "doc_md": task["doc_md"],
-        "operator_name": written,
-        "params": task.get("params").cloned().unwrap_or(json!({})),
-        "class_ref": {"module_path": class_module(class), "class_name": class},
-        "is_mapped": !task["mapped"].is_null(),
-        "extra_links": [],
-    })
+    let bash = class == "BashOperator" || class == "_BashDecoratedOperator";
+    TaskResponse {
+        task_id: task_id.to_owned(),
+        task_display_name: task["display_name"].as_str().unwrap_or(task_id).to_owned(),
+        owner: task["owner"].clone(),
+        start_date: dag["start_date"].clone(),
+        end_date: dag["end_date"].clone(),
+        trigger_rule: task["trigger_rule"].clone(),
+        depends_on_past: false,
+        wait_for_downstream: false,
+        retries: task["retries"].as_f64(),
+        queue: task["queue"].clone(),
+        pool: task["pool"].clone(),
+        pool_slots: task["pool_slots"].as_f64(),
+        execution_timeout: time_delta(task["execution_timeout"].as_f64()),
+        retry_delay: time_delta(task["retry_delay"].as_f64()),
+        retry_exponential_backoff: if task["retry_exponential_backoff"].as_bool() == Some(true) {
+            2.0
+        } else {
+            0.0
+        },
+        priority_weight: task["priority_weight"].as_f64(),
+        weight_rule: "downstream",
+        ui_color: if bash { "#f0ede4" } else { "#ffefeb" },
+        ui_fgcolor: "#000",
+        template_fields: template_fields(class),
+        downstream_task_ids: downstream.iter().map(|d| (*d).to_owned()).collect(),
+        doc_md: task["doc_md"].clone(),
+        operator_name: written.to_owned(),
+        params: task.get("params").cloned().unwrap_or(json!({})),
+        class_ref: ClassRef {
+            module_path: class_module(class),
+            class_name: class.to_owned(),
+        },
+        is_mapped: !task["mapped"].is_null(),
+        extra_links: Vec::new(),
+    }
 }
 
 /// Each task's downstream tasks, from their `upstream` lists.
@@ -115,17 +203,17 @@ pub async fn get_tasks(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskCollection>> {
     let dag = load_dag(&state, &dag_id).await?;
     let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
     let downstream = downstream_of(&doc);
-    let mut tasks: Vec<Value> = doc["tasks"]
+    let mut tasks: Vec<TaskResponse> = doc["tasks"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|t| {
             let id = t["task_id"].as_str().unwrap_or("");
-            task_json(t, &downstream[id], &doc)
+            task_response(t, &downstream[id], &doc)
         })
         .collect();
     let order = params.str("order_by").unwrap_or("task_id");
@@ -142,26 +230,24 @@ pub async fn get_tasks(
         )));
     }
     tasks.sort_by(|a, b| {
-        let (a, b) = (&a[field], &b[field]);
-        let ordering = match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => x.total_cmp(&y),
-            _ => a.as_str().cmp(&b.as_str()),
-        };
+        let ordering = a.compare(b, field);
         if descending {
             ordering.reverse()
         } else {
             ordering
         }
     });
-    let total = tasks.len();
-    Ok(Json(json!({"tasks": tasks, "total_entries": total})))
+    Ok(Json(TaskCollection {
+        total_entries: tasks.len(),
+        tasks,
+    }))
 }
 
 /// `GET /api/v2/dags/{dag_id}/tasks/{task_id}`.
 pub async fn get_task(
     State(state): State<ApiState>,
     Path((dag_id, task_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskResponse>> {
     let dag = load_dag(&state, &dag_id).await?;
     let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
     let tasks = tasks_by_id(&doc);
@@ -169,7 +255,11 @@ pub async fn get_task(
         .get(task_id.as_str())
         .ok_or_else(|| ApiError::not_found(format!("Task with id {task_id} not found")))?;
     let downstream = downstream_of(&doc);
-    Ok(Json(task_json(task, &downstream[task_id.as_str()], &doc)))
+    Ok(Json(task_response(
+        task,
+        &downstream[task_id.as_str()],
+        &doc,
+    )))
 }
 
 async fn version(state: &ApiState, dag_id: &str, number: Option<i32>) -> ApiResult<VersionRecord> {
@@ -197,6 +287,16 @@ async fn version(state: &ApiState, dag_id: &str, number: Option<i32>) -> ApiResu
     })
 }
 
+/// Airflow's `DAGSourceResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct DagSource {
+    pub content: Option<String>,
+    pub dag_id: String,
+    pub version_number: i32,
+    pub dag_display_name: String,
+}
+
 /// `GET /api/v2/dagSources/{dag_id}?version_number=`: the DAG file of a version, as JSON, or
 /// as plain text when the client accepts only that.
 pub async fn get_source(
@@ -222,12 +322,12 @@ pub async fn get_source(
         )
             .into_response());
     }
-    Ok(Json(json!({
-        "content": content,
-        "dag_id": dag_id,
-        "version_number": version.version_number,
-        "dag_display_name": dag_id,
-    }))
+    Ok(Json(DagSource {
+        content,
+        dag_display_name: dag_id.clone(),
+        dag_id,
+        version_number: version.version_number,
+    })
     .into_response())
 }
 
@@ -236,7 +336,7 @@ pub async fn get_versions(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagVersionCollection>> {
     let page = params.page()?;
     let order = params.order_by(
         &[
@@ -272,17 +372,28 @@ pub async fn get_versions(
     .bind(&dag_filter)
     .fetch_one(state.store.pool())
     .await?;
-    let versions: Vec<Value> = versions.iter().map(VersionRecord::json).collect();
-    Ok(Json(
-        json!({"dag_versions": versions, "total_entries": total}),
-    ))
+    Ok(Json(DagVersionCollection {
+        dag_versions: versions.iter().map(VersionRecord::response).collect(),
+        total_entries: total,
+    }))
+}
+
+/// Airflow's `DAGVersionCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagVersionCollection {
+    /// The page.
+    pub dag_versions: Vec<DagVersionResponse>,
+    /// Versions in all.
+    pub total_entries: i64,
 }
 
 /// `GET /api/v2/dags/{dag_id}/dagVersions/{version_number}`.
 pub async fn get_version(
     State(state): State<ApiState>,
     Path((dag_id, number)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagVersionResponse>> {
     let number = crate::query::path_int("version_number", &number)?;
-    Ok(Json(version(&state, &dag_id, Some(number)).await?.json()))
+    Ok(Json(
+        version(&state, &dag_id, Some(number)).await?.response(),
+    ))
 }

@@ -7,20 +7,20 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use leoflow_scheduler::core::timetable::{RunInfo, Schedule};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+use sqlx::AssertSqlSafe;
 
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params};
+use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
+use crate::states::{active_run_names, run_state_names};
 use crate::v2::models::{
-    DAG_COLUMNS, DagRecord, NextRun, RUN_COLUMNS, RunRecord, VERSION_COLUMNS, VersionRecord,
-    document, load_dag,
+    DAG_COLUMNS, DagCollection, DagRecord, DagResponse, DagVersionResponse, NextRun, RUN_COLUMNS,
+    RunRecord, VERSION_COLUMNS, VersionRecord, document, load_dag,
 };
-
-const RUN_STATES: [&str; 4] = ["queued", "running", "success", "failed"];
 
 /// The conditions of a DAG list (shared by `/api/v2/dags`, `/ui/dags` and bulk patching).
 pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditions> {
@@ -83,7 +83,8 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
     {
         c.push("false", vec![]);
     }
-    let last_states = params.list("last_dag_run_state", Some(&RUN_STATES))?;
+    let run_states = run_state_names();
+    let last_states = params.list("last_dag_run_state", Some(&run_states))?;
     if !last_states.is_empty() {
         c.push("lr.state = ANY({})", vec![Bind::Texts(last_states)]);
     }
@@ -91,7 +92,7 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
     let mut runs = Conditions::new();
     runs.time_range(params, "dag_run_start_date", "r.start_date")?;
     runs.time_range(params, "dag_run_end_date", "r.end_date")?;
-    runs.any_of(params, "dag_run_state", "r.state", Some(&RUN_STATES))?;
+    runs.any_of(params, "dag_run_state", "r.state", Some(&run_states))?;
     if !runs.is_empty() {
         c.exists("SELECT 1 FROM dag_run r", "r.dag_id = d.dag_id", &runs);
     }
@@ -134,20 +135,14 @@ pub async fn list_dags(
     let order = dag_order(params)?;
     let from = "FROM dag d LEFT JOIN LATERAL (SELECT r.state, r.start_date FROM dag_run r \
                 WHERE r.dag_id = d.dag_id ORDER BY r.run_after DESC LIMIT 1) lr ON true";
-    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {from}"));
-    conditions.apply(&mut count);
-    let total: i64 = count
-        .build_query_scalar()
-        .fetch_one(state.store.pool())
-        .await?;
-    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {DAG_COLUMNS} {from}"));
-    conditions.apply(&mut query);
-    query.push(format!(" ORDER BY {order} LIMIT "));
-    query.push_bind(page.limit);
-    query.push(" OFFSET ");
-    query.push_bind(page.offset);
-    let dags: Vec<DagRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
-    Ok((dags, total))
+    let list = ListQuery {
+        select: &format!("SELECT {DAG_COLUMNS} {from}"),
+        count_from: from,
+        conditions: &conditions,
+        order: &order,
+    };
+    let paged = fetch_page(state, list, page).await?;
+    Ok((paged.rows, paged.total))
 }
 
 /// The next run each scheduled DAG's timetable will create.
@@ -219,22 +214,54 @@ pub async fn get_dags(
     State(state): State<ApiState>,
     user: Option<axum::Extension<crate::auth::User>>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagCollection>> {
     let user = user.as_ref().map(|u| u.username.as_str());
     let (dags, total) = list_dags(&state, &params, user).await?;
     let next = next_runs(&state, &dags).await?;
-    let dags: Vec<Value> = dags.iter().map(|d| d.json(next.get(&d.dag_id))).collect();
-    Ok(Json(json!({"dags": dags, "total_entries": total})))
+    let dags = dags
+        .iter()
+        .map(|d| d.response(next.get(&d.dag_id)))
+        .collect();
+    Ok(Json(DagCollection {
+        dags,
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/dags/{dag_id}`.
 pub async fn get_dag(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagResponse>> {
     let dag = load_dag(&state, &dag_id).await?;
     let next = next_runs(&state, std::slice::from_ref(&dag)).await?;
-    Ok(Json(dag.json(next.get(&dag_id))))
+    Ok(Json(dag.response(next.get(&dag_id))))
+}
+
+/// Airflow's `DAGDetailsResponse`: a `DAGResponse` and what the DAG's document says.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct DagDetailsResponse {
+    #[serde(flatten)]
+    pub dag: DagResponse,
+    pub catchup: bool,
+    pub dag_run_timeout: Option<String>,
+    pub asset_expression: Option<Value>,
+    pub doc_md: Value,
+    pub start_date: Value,
+    pub end_date: Value,
+    pub is_paused_upon_creation: Value,
+    pub params: Value,
+    pub render_template_as_native_obj: bool,
+    pub template_search_path: Option<Vec<String>>,
+    pub timezone: String,
+    pub last_parsed: DateTime<Utc>,
+    pub default_args: serde_json::Map<String, Value>,
+    pub owner_links: serde_json::Map<String, Value>,
+    pub is_favorite: bool,
+    pub active_runs_count: i64,
+    pub concurrency: i32,
+    pub latest_dag_version: Option<DagVersionResponse>,
 }
 
 /// `GET /api/v2/dags/{dag_id}/details`.
@@ -242,7 +269,7 @@ pub async fn get_dag_details(
     State(state): State<ApiState>,
     user: Option<axum::Extension<crate::auth::User>>,
     Path(dag_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagDetailsResponse>> {
     let dag = load_dag(&state, &dag_id).await?;
     let next = next_runs(&state, std::slice::from_ref(&dag)).await?;
     let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
@@ -252,36 +279,34 @@ pub async fn get_dag_details(
     .bind(dag.latest_version_id)
     .fetch_optional(state.store.pool())
     .await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM dag_run WHERE dag_id = $1 AND state IN ('queued', 'running')",
-    )
-    .bind(&dag_id)
-    .fetch_one(state.store.pool())
-    .await?;
+    let active: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dag_run WHERE dag_id = $1 AND state = ANY($2)")
+            .bind(&dag_id)
+            .bind(active_run_names())
+            .fetch_one(state.store.pool())
+            .await?;
     let favorite = is_favorite(&state, &dag_id, user.as_ref().map(|u| u.username.as_str())).await?;
-    let mut body = dag.json(next.get(&dag_id));
-    let details = json!({
-        "catchup": dag.catchup,
-        "dag_run_timeout": doc["dagrun_timeout"].as_f64().map(iso_duration),
-        "asset_expression": null,
-        "doc_md": doc["doc_md"],
-        "start_date": doc["start_date"],
-        "end_date": doc["end_date"],
-        "is_paused_upon_creation": doc["is_paused_upon_creation"],
-        "params": doc.get("params").cloned().unwrap_or(json!({})),
-        "render_template_as_native_obj": false,
-        "template_search_path": null,
-        "timezone": doc["timezone"].as_str().unwrap_or("UTC"),
-        "last_parsed": dag.last_parsed_time,
-        "default_args": {},
-        "owner_links": {},
-        "is_favorite": favorite,
-        "active_runs_count": active,
-        "concurrency": dag.max_active_tasks,
-        "latest_dag_version": version.as_ref().map(VersionRecord::json),
-    });
-    merge(&mut body, details);
-    Ok(Json(body))
+    Ok(Json(DagDetailsResponse {
+        dag: dag.response(next.get(&dag_id)),
+        catchup: dag.catchup,
+        dag_run_timeout: doc["dagrun_timeout"].as_f64().map(iso_duration),
+        asset_expression: None,
+        doc_md: doc["doc_md"].clone(),
+        start_date: doc["start_date"].clone(),
+        end_date: doc["end_date"].clone(),
+        is_paused_upon_creation: doc["is_paused_upon_creation"].clone(),
+        params: doc.get("params").cloned().unwrap_or(json!({})),
+        render_template_as_native_obj: false,
+        template_search_path: None,
+        timezone: doc["timezone"].as_str().unwrap_or("UTC").to_owned(),
+        last_parsed: dag.last_parsed_time,
+        default_args: Default::default(),
+        owner_links: Default::default(),
+        is_favorite: favorite,
+        active_runs_count: active,
+        concurrency: dag.max_active_tasks,
+        latest_dag_version: version.as_ref().map(VersionRecord::response),
+    }))
 }
 
 /// Whether `user` marked `dag_id` as a favorite.
@@ -294,13 +319,6 @@ pub async fn is_favorite(state: &ApiState, dag_id: &str, user: Option<&str>) -> 
     .bind(user)
     .fetch_one(state.store.pool())
     .await?)
-}
-
-/// Adds `extra`'s fields to the object `body`.
-pub fn merge(body: &mut Value, extra: Value) {
-    if let (Value::Object(body), Value::Object(extra)) = (body, extra) {
-        body.extend(extra);
-    }
 }
 
 /// Seconds as an ISO 8601 duration (`P0DT0H30M0S`), as pydantic prints a `timedelta`.
@@ -337,7 +355,7 @@ pub async fn patch_dag(
     Path(dag_id): Path<String>,
     params: Params,
     Body(patch): Body<DagPatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagResponse>> {
     check_update_mask(&params)?;
     leoflow_scheduler::control::set_paused(&state.store, &dag_id, patch.is_paused, &user.username)
         .await
@@ -351,7 +369,7 @@ pub async fn patch_dags(
     axum::Extension(user): axum::Extension<crate::auth::User>,
     params: Params,
     Body(patch): Body<DagPatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagCollection>> {
     check_update_mask(&params)?;
     if params.str("dag_id_pattern").is_none_or(str::is_empty) {
         return Err(ApiError::bad_request(
@@ -371,13 +389,28 @@ pub async fn patch_dags(
         .map_err(crate::v2::control_error)?;
         let mut dag = dag.clone();
         dag.is_paused = patch.is_paused;
-        changed.push(dag.json(None));
+        changed.push(dag.response(None));
     }
-    Ok(Json(json!({"dags": changed, "total_entries": total})))
+    Ok(Json(DagCollection {
+        dags: changed,
+        total_entries: total,
+    }))
+}
+
+/// Airflow's `DAGTagCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagTagCollection {
+    /// The page of tag names.
+    pub tags: Vec<String>,
+    /// Distinct tags in all.
+    pub total_entries: i64,
 }
 
 /// `GET /api/v2/dagTags`.
-pub async fn get_tags(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+pub async fn get_tags(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<DagTagCollection>> {
     let page = params.page()?;
     let pattern = params.str("tag_name_pattern").unwrap_or("");
     let prefix = params.str("tag_name_prefix_pattern").unwrap_or("");
@@ -416,14 +449,43 @@ pub async fn get_tags(State(state): State<ApiState>, params: Params) -> ApiResul
         .skip(page.offset as usize)
         .take(page.limit as usize)
         .collect();
-    Ok(Json(json!({"tags": tags, "total_entries": total})))
+    Ok(Json(DagTagCollection {
+        tags,
+        total_entries: total,
+    }))
+}
+
+/// Airflow's `DagStatsStateResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagStatsState {
+    /// The run state.
+    pub state: &'static str,
+    /// Runs in it.
+    pub count: i64,
+}
+
+/// Airflow's `DagStatsResponse`.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct DagStats {
+    pub dag_id: String,
+    pub dag_display_name: String,
+    pub stats: Vec<DagStatsState>,
+}
+
+/// Airflow's `DagStatsCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct DagStatsCollection {
+    pub dags: Vec<DagStats>,
+    pub total_entries: usize,
 }
 
 /// `GET /api/v2/dagStats?dag_ids=…`: run counts by state.
 pub async fn get_dag_stats(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DagStatsCollection>> {
     let asked: Vec<String> = params
         .all("dag_ids")
         .iter()
@@ -445,24 +507,31 @@ pub async fn get_dag_stats(
     .bind(&dag_ids)
     .fetch_all(state.store.pool())
     .await?;
-    let dags: Vec<Value> = dag_ids
+    let dags: Vec<DagStats> = dag_ids
         .iter()
         .map(|dag_id| {
-            let stats: Vec<Value> = RUN_STATES
-                .iter()
+            let stats = run_state_names()
+                .into_iter()
                 .map(|s| {
                     let count = counts
                         .iter()
                         .find(|(d, st, _)| d == dag_id && st == s)
                         .map_or(0, |c| c.2);
-                    json!({"state": s, "count": count})
+                    DagStatsState { state: s, count }
                 })
                 .collect();
-            json!({"dag_id": dag_id, "dag_display_name": dag_id, "stats": stats})
+            DagStats {
+                dag_id: dag_id.clone(),
+                dag_display_name: dag_id.clone(),
+                stats,
+            }
         })
         .collect();
-    let total = dags.len();
-    Ok(Json(json!({"dags": dags, "total_entries": total})))
+    let total_entries = dags.len();
+    Ok(Json(DagStatsCollection {
+        dags,
+        total_entries,
+    }))
 }
 
 /// The latest `limit` runs of each DAG (newest first).
@@ -493,12 +562,13 @@ pub async fn delete_dag(
     State(state): State<ApiState>,
     axum::Extension(user): axum::Extension<crate::auth::User>,
     Path(dag_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<serde_json::Map<String, Value>>> {
     match leoflow_scheduler::control::delete_dag(&state.store, &dag_id, &user.username)
         .await
         .map_err(crate::v2::control_error)?
     {
-        Ok(_) => Ok(Json(json!({}))),
+        // Airflow answers an empty object.
+        Ok(_) => Ok(Json(serde_json::Map::new())),
         Err(running) => Err(ApiError::bad_request(running.to_string())),
     }
 }

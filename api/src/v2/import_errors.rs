@@ -5,13 +5,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
-use crate::v2::config::lists::{count_rows, page_rows};
 
 /// The file relative to its bundle (Leoflow records `<bundle>/dag.py`).
 const FILENAME: &str = "CASE WHEN starts_with(i.filename, i.bundle_name || '/') \
@@ -34,16 +35,35 @@ fn select() -> String {
     )
 }
 
+/// Airflow's `ImportErrorResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct ImportErrorResponse {
+    pub import_error_id: i64,
+    pub timestamp: DateTime<Utc>,
+    pub filename: String,
+    pub bundle_name: String,
+    pub stack_trace: String,
+}
+
+/// Airflow's `ImportErrorCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct ImportErrorCollection {
+    pub import_errors: Vec<ImportErrorResponse>,
+    pub total_entries: i64,
+}
+
 impl ImportErrorRow {
     /// `ImportErrorResponse`.
-    fn json(&self) -> Value {
-        json!({
-            "import_error_id": self.id,
-            "timestamp": self.timestamp,
-            "filename": self.filename,
-            "bundle_name": self.bundle_name,
-            "stack_trace": self.stacktrace,
-        })
+    fn response(&self) -> ImportErrorResponse {
+        ImportErrorResponse {
+            import_error_id: self.id,
+            timestamp: self.timestamp,
+            filename: self.filename.clone(),
+            bundle_name: self.bundle_name.clone(),
+            stack_trace: self.stacktrace.clone(),
+        }
     }
 }
 
@@ -51,7 +71,7 @@ impl ImportErrorRow {
 pub async fn get_import_errors(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImportErrorCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "filename", FILENAME);
@@ -69,17 +89,17 @@ pub async fn get_import_errors(
     )?;
     let total = count_rows(&state, "FROM import_error i", &conditions).await?;
     let rows: Vec<ImportErrorRow> = page_rows(&state, &select(), &conditions, &order, page).await?;
-    let import_errors: Vec<Value> = rows.iter().map(ImportErrorRow::json).collect();
-    Ok(Json(
-        json!({"import_errors": import_errors, "total_entries": total}),
-    ))
+    Ok(Json(ImportErrorCollection {
+        import_errors: rows.iter().map(ImportErrorRow::response).collect(),
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/importErrors/{import_error_id}`.
 pub async fn get_import_error(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ImportErrorResponse>> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::invalid(
             &["path", "import_error_id"],
@@ -98,5 +118,5 @@ pub async fn get_import_error(
             "The ImportError with import_error_id: `{id}` was not found"
         ))
     })?;
-    Ok(Json(row.json()))
+    Ok(Json(row.response()))
 }

@@ -5,89 +5,162 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Params, path_int};
 use crate::state::{ApiState, Edition};
 
+/// Airflow's `VersionInfo`.
+#[derive(Debug, Serialize)]
+pub struct VersionInfo {
+    /// The Airflow version whose API Leoflow speaks.
+    pub version: &'static str,
+    /// Leoflow's own version.
+    pub git_version: String,
+}
+
 /// `GET /api/v2/version`: the Airflow API version Leoflow speaks, and Leoflow's own.
-pub async fn version() -> Json<Value> {
-    Json(json!({
-        "version": "3.2.2",
-        "git_version": format!("leoflow-{}", env!("CARGO_PKG_VERSION")),
-    }))
+pub async fn version() -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: "3.2.2",
+        git_version: format!("leoflow-{}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// An empty Airflow collection: `{"<key>": [], "total_entries": 0}`.
+#[derive(Debug, Clone, Copy)]
+pub struct EmptyCollection {
+    key: &'static str,
+}
+
+impl Serialize for EmptyCollection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry(self.key, &[] as &[Value])?;
+        map.serialize_entry("total_entries", &0)?;
+        map.end()
+    }
 }
 
 /// An empty collection under `key`, after checking the paging parameters.
-fn empty(params: &Params, key: &str) -> ApiResult<Json<Value>> {
+fn empty(params: &Params, key: &'static str) -> ApiResult<Json<EmptyCollection>> {
     params.page()?;
-    Ok(Json(json!({ key: [], "total_entries": 0 })))
+    Ok(Json(EmptyCollection { key }))
+}
+
+/// A view a plugin adds to the UI (Airflow's `ExternalViewResponse`).
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct ExternalView {
+    pub name: &'static str,
+    pub href: &'static str,
+    pub url_route: &'static str,
+    pub destination: &'static str,
+    pub category: Option<String>,
+    pub icon: Option<String>,
+    pub icon_dark_mode: Option<String>,
+}
+
+/// Airflow's `PluginResponse`; Lite's plugin has nothing but its external view.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct Plugin {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub macros: Vec<Value>,
+    pub flask_blueprints: Vec<Value>,
+    pub fastapi_apps: Vec<Value>,
+    pub fastapi_root_middlewares: Vec<Value>,
+    pub external_views: Vec<ExternalView>,
+    pub react_apps: Vec<Value>,
+    pub appbuilder_views: Vec<Value>,
+    pub appbuilder_menu_items: Vec<Value>,
+    pub global_operator_extra_links: Vec<Value>,
+    pub operator_extra_links: Vec<Value>,
+    pub listeners: Vec<Value>,
+    pub timetables: Vec<Value>,
+}
+
+/// Airflow's `PluginCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct PluginCollection {
+    pub plugins: Vec<Plugin>,
+    pub total_entries: i64,
 }
 
 /// `GET /api/v2/plugins`: Leoflow loads no Airflow plugins. Lite lists one of its own whose
 /// external view puts the built-in editor in the UI's navigation bar (the UI shows it at
 /// `/plugin/editor`, in a frame).
-pub async fn plugins(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+pub async fn plugins(State(state): State<ApiState>, params: Params) -> ApiResult<Response> {
     if state.settings.project_dir.is_none() {
-        return empty(&params, "plugins");
+        return Ok(empty(&params, "plugins")?.into_response());
     }
     let page = params.page()?;
-    let plugin = json!({
-        "name": "leoflow_lite",
-        "source": "leoflow",
-        "macros": [],
-        "flask_blueprints": [],
-        "fastapi_apps": [],
-        "fastapi_root_middlewares": [],
-        "external_views": [{
-            "name": "Editor",
-            "href": crate::editor::PAGE_PATH,
-            "url_route": "editor",
-            "destination": "nav",
-            "category": null,
-            "icon": null,
-            "icon_dark_mode": null,
+    let plugin = Plugin {
+        name: "leoflow_lite",
+        source: "leoflow",
+        macros: Vec::new(),
+        flask_blueprints: Vec::new(),
+        fastapi_apps: Vec::new(),
+        fastapi_root_middlewares: Vec::new(),
+        external_views: vec![ExternalView {
+            name: "Editor",
+            href: crate::editor::PAGE_PATH,
+            url_route: "editor",
+            destination: "nav",
+            category: None,
+            icon: None,
+            icon_dark_mode: None,
         }],
-        "react_apps": [],
-        "appbuilder_views": [],
-        "appbuilder_menu_items": [],
-        "global_operator_extra_links": [],
-        "operator_extra_links": [],
-        "listeners": [],
-        "timetables": [],
-    });
-    let plugins: Vec<Value> = std::iter::once(plugin)
+        react_apps: Vec::new(),
+        appbuilder_views: Vec::new(),
+        appbuilder_menu_items: Vec::new(),
+        global_operator_extra_links: Vec::new(),
+        operator_extra_links: Vec::new(),
+        listeners: Vec::new(),
+        timetables: Vec::new(),
+    };
+    let plugins = std::iter::once(plugin)
         .skip(page.offset as usize)
         .take(page.limit as usize)
         .collect();
-    Ok(Json(json!({"plugins": plugins, "total_entries": 1})))
+    Ok(Json(PluginCollection {
+        plugins,
+        total_entries: 1,
+    })
+    .into_response())
 }
 
 /// `GET /api/v2/plugins/importErrors`.
-pub async fn plugin_import_errors() -> Json<Value> {
-    Json(json!({"import_errors": [], "total_entries": 0}))
+pub async fn plugin_import_errors() -> Json<EmptyCollection> {
+    Json(EmptyCollection {
+        key: "import_errors",
+    })
 }
 
 /// `GET /api/v2/providers`: operators are built in; no provider packages are installed.
-pub async fn providers(params: Params) -> ApiResult<Json<Value>> {
+pub async fn providers(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "providers")
 }
 
 /// `GET /api/v2/jobs`: Leoflow's scheduler is not a job row; there are no jobs to list.
-pub async fn jobs(params: Params) -> ApiResult<Json<Value>> {
+pub async fn jobs(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "jobs")
 }
 
 /// `GET /api/v2/assets`: Leoflow has no assets (asset schedules are refused at compile time).
-pub async fn assets(params: Params) -> ApiResult<Json<Value>> {
+pub async fn assets(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "assets")
 }
 
 /// `GET /api/v2/assets/events`.
-pub async fn asset_events(params: Params) -> ApiResult<Json<Value>> {
+pub async fn asset_events(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "asset_events")
 }
 
@@ -120,10 +193,12 @@ pub async fn create_asset_event(Body(body): Body<AssetEventBody>) -> ApiResult<J
 pub async fn asset_queued_events(
     Path(asset_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyCollection>> {
     path_int("asset_id", &asset_id)?;
     params.datetime("before")?;
-    Ok(Json(json!({"queued_events": [], "total_entries": 0})))
+    Ok(Json(EmptyCollection {
+        key: "queued_events",
+    }))
 }
 
 /// `DELETE /api/v2/assets/{asset_id}/queuedEvents`: Airflow's 404 when nothing is queued.
@@ -139,9 +214,11 @@ pub async fn delete_asset_queued_events(
 }
 
 /// `GET /api/v2/dags/{dag_id}/assets/queuedEvents`: as Airflow, for any DAG id.
-pub async fn dag_queued_events(params: Params) -> ApiResult<Json<Value>> {
+pub async fn dag_queued_events(params: Params) -> ApiResult<Json<EmptyCollection>> {
     params.datetime("before")?;
-    Ok(Json(json!({"queued_events": [], "total_entries": 0})))
+    Ok(Json(EmptyCollection {
+        key: "queued_events",
+    }))
 }
 
 /// `DELETE /api/v2/dags/{dag_id}/assets/queuedEvents`: Airflow's 404 when nothing is queued.
@@ -157,7 +234,7 @@ pub async fn delete_dag_queued_events(
 
 /// `GET /api/v2/backfills`: Leoflow keeps no backfill records. `dag_id` is required, as in
 /// Airflow.
-pub async fn backfills(params: Params) -> ApiResult<Json<Value>> {
+pub async fn backfills(params: Params) -> ApiResult<Json<EmptyCollection>> {
     if params.str("dag_id").is_none() {
         return Err(ApiError::invalid(
             &["query", "dag_id"],
@@ -179,17 +256,42 @@ pub async fn create_backfill() -> ApiError {
 }
 
 /// `GET /api/v2/dagWarnings`.
-pub async fn dag_warnings(params: Params) -> ApiResult<Json<Value>> {
+pub async fn dag_warnings(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "dag_warnings")
 }
 
 /// `GET …/hitlDetails`: no human-in-the-loop operators exist in Leoflow.
-pub async fn hitl_details(params: Params) -> ApiResult<Json<Value>> {
+pub async fn hitl_details(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "hitl_details")
 }
 
+/// An option of Airflow's `Config`.
+#[derive(Debug, Serialize)]
+pub struct ConfigOption {
+    /// Its name.
+    pub key: &'static str,
+    /// Its value.
+    pub value: String,
+}
+
+/// A section of Airflow's `Config`.
+#[derive(Debug, Serialize)]
+pub struct ConfigSection {
+    /// Its name.
+    pub name: &'static str,
+    /// Its options.
+    pub options: Vec<ConfigOption>,
+}
+
+/// Airflow's `Config`.
+#[derive(Debug, Serialize)]
+pub struct Config {
+    /// The sections.
+    pub sections: Vec<ConfigSection>,
+}
+
 /// `GET /api/v2/config`: Leoflow's effective settings, in Airflow's sections.
-pub async fn config(State(state): State<ApiState>) -> Json<Value> {
+pub async fn config(State(state): State<ApiState>) -> Json<Config> {
     let edition = match state.settings.edition {
         Edition::Lite => "lite",
         Edition::Pro => "pro",
@@ -198,22 +300,43 @@ pub async fn config(State(state): State<ApiState>) -> Json<Value> {
         Edition::Lite => "SubprocessExecutor",
         Edition::Pro => "KubernetesExecutor",
     };
-    let option = |key: &str, value: String| json!({"key": key, "value": value});
-    Json(json!({"sections": [
-        {"name": "core", "options": [
-            option("executor", executor.into()),
-            option("default_pool_task_slot_count", "128".into()),
-            option("dags_are_paused_at_creation", "True".into()),
-        ]},
-        {"name": "api", "options": [
-            option("fallback_page_limit", crate::query::DEFAULT_LIMIT.to_string()),
-            option("maximum_page_limit", crate::query::MAXIMUM_LIMIT.to_string()),
-            option("instance_name", state.settings.instance_name.clone()),
-            option("base_url", state.settings.base_url.clone()),
-        ]},
-        {"name": "leoflow", "options": [
-            option("edition", edition.into()),
-            option("version", env!("CARGO_PKG_VERSION").into()),
-        ]},
-    ]}))
+    let option = |key, value| ConfigOption { key, value };
+    let section = |name, options| ConfigSection { name, options };
+    Json(Config {
+        sections: vec![
+            section(
+                "core",
+                vec![
+                    option("executor", executor.into()),
+                    option(
+                        "default_pool_task_slot_count",
+                        leoflow_scheduler::control::DEFAULT_POOL_SLOTS.to_string(),
+                    ),
+                    option("dags_are_paused_at_creation", "True".into()),
+                ],
+            ),
+            section(
+                "api",
+                vec![
+                    option(
+                        "fallback_page_limit",
+                        crate::query::DEFAULT_LIMIT.to_string(),
+                    ),
+                    option(
+                        "maximum_page_limit",
+                        crate::query::MAXIMUM_LIMIT.to_string(),
+                    ),
+                    option("instance_name", state.settings.instance_name.clone()),
+                    option("base_url", state.settings.base_url.clone()),
+                ],
+            ),
+            section(
+                "leoflow",
+                vec![
+                    option("edition", edition.into()),
+                    option("version", env!("CARGO_PKG_VERSION").into()),
+                ],
+            ),
+        ],
+    })
 }

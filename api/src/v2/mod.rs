@@ -15,7 +15,7 @@ pub mod task_output;
 use axum::Router;
 use axum::routing::{get, patch, post};
 use leoflow_scheduler::control::ControlError;
-use leoflow_scheduler::reactor::runs::SubmitError;
+use leoflow_scheduler::control::SubmitError;
 
 use crate::error::ApiError;
 use crate::state::ApiState;

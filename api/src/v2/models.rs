@@ -1,6 +1,7 @@
-//! Read-model rows and the Airflow response shapes they become (`DAGResponse`,
-//! `DAGRunResponse`, `TaskInstanceResponse`, `DagVersionResponse`, …). One place for each
-//! shape, so every endpoint that returns it returns it the same way.
+//! The Airflow response shapes (`DAGResponse`, `DAGRunResponse`, `TaskInstanceResponse`,
+//! `DagVersionResponse`, …) as structs, and how read-model rows become them. One place for each
+//! shape, so every endpoint that returns it returns it the same way; the rows and their queries
+//! are `crate::read`'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,50 +9,78 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
-/// The columns of `dag` (prefixed `d.`), plus whether its file has an import error.
-pub const DAG_COLUMNS: &str = "d.dag_id, d.is_paused, d.is_stale, d.fileloc, d.bundle_name, \
-    d.description, d.owners, d.tags, d.timetable_summary, d.max_active_runs, d.max_active_tasks, \
-    d.catchup, d.last_parsed_time, d.latest_version_id, d.latest_version_hash, \
-    EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors";
+pub use crate::read::dags::{
+    DAG_COLUMNS, DagRecord, VERSION_COLUMNS, VersionRecord, dag_not_found, load_dag,
+    versions_by_hash,
+};
+pub use crate::read::runs::{RUN_COLUMNS, RunRecord, load_run};
+pub use crate::read::task_instances::{TI_COLUMNS, TiRecord};
 
-/// A `dag` row.
-#[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
-pub struct DagRecord {
+/// Airflow's `DagTagResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagTagResponse {
+    /// The tag.
+    pub name: String,
+    /// Its DAG.
     pub dag_id: String,
+    /// Its DAG's display name.
+    pub dag_display_name: String,
+}
+
+/// Airflow's `DAGResponse`.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct DagResponse {
+    pub dag_id: String,
+    pub dag_display_name: String,
     pub is_paused: bool,
     pub is_stale: bool,
-    pub fileloc: String,
-    pub bundle_name: String,
-    pub description: Option<String>,
-    pub owners: String,
-    pub tags: Value,
-    pub timetable_summary: Option<String>,
-    pub max_active_runs: i32,
-    pub max_active_tasks: i32,
-    pub catchup: bool,
     pub last_parsed_time: DateTime<Utc>,
-    pub latest_version_id: Uuid,
-    pub latest_version_hash: String,
+    pub last_parse_duration: Option<f64>,
+    pub last_expired: Option<DateTime<Utc>>,
+    pub bundle_name: String,
+    pub bundle_version: Option<String>,
+    pub relative_fileloc: String,
+    pub fileloc: String,
+    pub description: Option<String>,
+    pub timetable_summary: Option<String>,
+    pub timetable_description: String,
+    pub timetable_partitioned: bool,
+    pub tags: Vec<DagTagResponse>,
+    pub max_active_tasks: i32,
+    pub max_active_runs: i32,
+    pub max_consecutive_failed_dag_runs: i32,
+    pub has_task_concurrency_limits: bool,
     pub has_import_errors: bool,
+    pub next_dagrun_logical_date: Option<DateTime<Utc>>,
+    pub next_dagrun_data_interval_start: Option<DateTime<Utc>>,
+    pub next_dagrun_data_interval_end: Option<DateTime<Utc>>,
+    pub next_dagrun_run_after: Option<DateTime<Utc>>,
+    pub allowed_run_types: Option<Vec<String>>,
+    pub owners: Vec<String>,
+    pub file_token: String,
 }
 
 impl DagRecord {
     /// The tags as `DagTagResponse`s.
-    pub fn tags_json(&self) -> Vec<Value> {
+    pub fn tag_responses(&self) -> Vec<DagTagResponse> {
         self.tags
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .map(|name| json!({"name": name, "dag_id": self.dag_id, "dag_display_name": self.dag_id}))
+            .map(|name| DagTagResponse {
+                name: name.to_owned(),
+                dag_id: self.dag_id.clone(),
+                dag_display_name: self.dag_id.clone(),
+            })
             .collect()
     }
 
@@ -72,37 +101,37 @@ impl DagRecord {
     }
 
     /// `DAGResponse`. `next` is the next scheduled run, when the DAG has a schedule.
-    pub fn json(&self, next: Option<&NextRun>) -> Value {
-        json!({
-            "dag_id": self.dag_id,
-            "dag_display_name": self.dag_id,
-            "is_paused": self.is_paused,
-            "is_stale": self.is_stale,
-            "last_parsed_time": self.last_parsed_time,
-            "last_parse_duration": null,
-            "last_expired": null,
-            "bundle_name": self.bundle_name,
-            "bundle_version": null,
-            "relative_fileloc": self.relative_fileloc(),
-            "fileloc": self.fileloc,
-            "description": self.description,
-            "timetable_summary": self.timetable_summary,
-            "timetable_description": timetable_description(self.timetable_summary.as_deref()),
-            "timetable_partitioned": false,
-            "tags": self.tags_json(),
-            "max_active_tasks": self.max_active_tasks,
-            "max_active_runs": self.max_active_runs,
-            "max_consecutive_failed_dag_runs": 0,
-            "has_task_concurrency_limits": false,
-            "has_import_errors": self.has_import_errors,
-            "next_dagrun_logical_date": next.map(|n| n.logical_date),
-            "next_dagrun_data_interval_start": next.map(|n| n.data_interval_start),
-            "next_dagrun_data_interval_end": next.map(|n| n.data_interval_end),
-            "next_dagrun_run_after": next.map(|n| n.run_after),
-            "allowed_run_types": null,
-            "owners": self.owners_list(),
-            "file_token": file_token(&self.bundle_name, self.relative_fileloc()),
-        })
+    pub fn response(&self, next: Option<&NextRun>) -> DagResponse {
+        DagResponse {
+            dag_id: self.dag_id.clone(),
+            dag_display_name: self.dag_id.clone(),
+            is_paused: self.is_paused,
+            is_stale: self.is_stale,
+            last_parsed_time: self.last_parsed_time,
+            last_parse_duration: None,
+            last_expired: None,
+            bundle_name: self.bundle_name.clone(),
+            bundle_version: None,
+            relative_fileloc: self.relative_fileloc().to_owned(),
+            fileloc: self.fileloc.clone(),
+            description: self.description.clone(),
+            timetable_summary: self.timetable_summary.clone(),
+            timetable_description: timetable_description(self.timetable_summary.as_deref()),
+            timetable_partitioned: false,
+            tags: self.tag_responses(),
+            max_active_tasks: self.max_active_tasks,
+            max_active_runs: self.max_active_runs,
+            max_consecutive_failed_dag_runs: 0,
+            has_task_concurrency_limits: false,
+            has_import_errors: self.has_import_errors,
+            next_dagrun_logical_date: next.map(|n| n.logical_date),
+            next_dagrun_data_interval_start: next.map(|n| n.data_interval_start),
+            next_dagrun_data_interval_end: next.map(|n| n.data_interval_end),
+            next_dagrun_run_after: next.map(|n| n.run_after),
+            allowed_run_types: None,
+            owners: self.owners_list().into_iter().map(str::to_owned).collect(),
+            file_token: file_token(&self.bundle_name, self.relative_fileloc()),
+        }
     }
 }
 
@@ -142,84 +171,43 @@ pub fn file_token(bundle_name: &str, relative_fileloc: &str) -> String {
     URL_SAFE_NO_PAD.encode(payload.to_string())
 }
 
-/// The columns of `dag_version` (prefixed `v.`).
-pub const VERSION_COLUMNS: &str = "v.id, v.dag_id, v.version_number, v.version_hash, v.source_hash, v.document_hash, v.fileloc, \
-     v.bundle_name, v.created_at";
+/// Airflow's `DAGCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagCollection {
+    /// The page.
+    pub dags: Vec<DagResponse>,
+    /// DAGs in the whole list.
+    pub total_entries: i64,
+}
 
-/// A `dag_version` row.
-#[derive(Debug, Clone, FromRow)]
+/// Airflow's `DagVersionResponse`.
+#[derive(Debug, Clone, Serialize)]
 #[allow(missing_docs)]
-pub struct VersionRecord {
+pub struct DagVersionResponse {
     pub id: Uuid,
-    pub dag_id: String,
     pub version_number: i32,
-    pub version_hash: String,
-    pub source_hash: Option<String>,
+    pub dag_id: String,
     pub bundle_name: String,
+    pub bundle_version: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub dag_display_name: String,
+    pub bundle_url: Option<String>,
 }
 
 impl VersionRecord {
     /// `DagVersionResponse`.
-    pub fn json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "version_number": self.version_number,
-            "dag_id": self.dag_id,
-            "bundle_name": self.bundle_name,
-            "bundle_version": null,
-            "created_at": self.created_at,
-            "dag_display_name": self.dag_id,
-            "bundle_url": null,
-        })
+    pub fn response(&self) -> DagVersionResponse {
+        DagVersionResponse {
+            id: self.id,
+            version_number: self.version_number,
+            dag_id: self.dag_id.clone(),
+            bundle_name: self.bundle_name.clone(),
+            bundle_version: None,
+            created_at: self.created_at,
+            dag_display_name: self.dag_id.clone(),
+            bundle_url: None,
+        }
     }
-}
-
-/// The versions of the DAGs named, by (dag_id, version hash) → the newest version with that
-/// hash (a hash can recur when a change is reverted).
-pub async fn versions_by_hash(
-    state: &ApiState,
-    dag_ids: &[String],
-) -> ApiResult<HashMap<(String, String), VersionRecord>> {
-    let rows: Vec<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = ANY($1) \
-         ORDER BY v.version_number"
-    )))
-    .bind(dag_ids)
-    .fetch_all(state.store.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|v| ((v.dag_id.clone(), v.version_hash.clone()), v))
-        .collect())
-}
-
-/// The columns of `dag_run` (prefixed `r.`).
-pub const RUN_COLUMNS: &str = "r.dag_id, r.run_id, r.id, r.state, r.run_type, r.logical_date, \
-    r.data_interval_start, r.data_interval_end, r.run_after, r.queued_at, r.start_date, \
-    r.end_date, r.conf, r.triggered_by, r.dag_version_hash, r.note, r.triggering_user_name";
-
-/// A `dag_run` row.
-#[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
-pub struct RunRecord {
-    pub dag_id: String,
-    pub run_id: String,
-    pub id: i64,
-    pub state: String,
-    pub run_type: String,
-    pub logical_date: Option<DateTime<Utc>>,
-    pub data_interval_start: Option<DateTime<Utc>>,
-    pub data_interval_end: Option<DateTime<Utc>>,
-    pub run_after: DateTime<Utc>,
-    pub queued_at: Option<DateTime<Utc>>,
-    pub start_date: Option<DateTime<Utc>>,
-    pub end_date: Option<DateTime<Utc>>,
-    pub conf: Value,
-    pub triggered_by: String,
-    pub dag_version_hash: Option<String>,
-    pub note: Option<String>,
-    pub triggering_user_name: Option<String>,
 }
 
 /// Seconds between two times.
@@ -239,80 +227,102 @@ pub fn triggered_by(recorded: &str) -> &'static str {
     }
 }
 
+/// Airflow's `DAGRunResponse`.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct DagRunResponse {
+    pub dag_run_id: String,
+    pub dag_id: String,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub duration: Option<f64>,
+    pub data_interval_start: Option<DateTime<Utc>>,
+    pub data_interval_end: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+    pub last_scheduling_decision: Option<DateTime<Utc>>,
+    pub run_type: String,
+    pub state: String,
+    pub triggered_by: &'static str,
+    pub triggering_user_name: Option<String>,
+    pub conf: Value,
+    pub note: Option<String>,
+    pub dag_versions: Vec<DagVersionResponse>,
+    pub bundle_version: Option<String>,
+    pub dag_display_name: String,
+    pub partition_key: Option<String>,
+}
+
+/// Airflow's `DAGRunCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagRunCollection {
+    /// The page.
+    pub dag_runs: Vec<DagRunResponse>,
+    /// Runs in the whole list.
+    pub total_entries: i64,
+    /// The cursors.
+    #[serde(flatten)]
+    pub cursors: Option<Cursors>,
+}
+
+/// Airflow's `DAGRunLightResponse` (the grid's and the DAGs list's latest runs).
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct DagRunLightResponse {
+    pub id: i64,
+    pub dag_id: String,
+    pub run_id: String,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub state: String,
+    pub duration: Option<f64>,
+}
+
 impl RunRecord {
     /// `DAGRunResponse`, with the run's DAG version when known.
-    pub fn json(&self, version: Option<&VersionRecord>) -> Value {
-        json!({
-            "dag_run_id": self.run_id,
-            "dag_id": self.dag_id,
-            "logical_date": self.logical_date,
-            "queued_at": self.queued_at,
-            "start_date": self.start_date,
-            "end_date": self.end_date,
-            "duration": duration(self.start_date, self.end_date),
-            "data_interval_start": self.data_interval_start,
-            "data_interval_end": self.data_interval_end,
-            "run_after": self.run_after,
-            "last_scheduling_decision": self.end_date.or(self.start_date),
-            "run_type": self.run_type,
-            "state": self.state,
-            "triggered_by": triggered_by(&self.triggered_by),
-            "triggering_user_name": self.triggering_user_name,
-            "conf": self.conf,
-            "note": self.note,
-            "dag_versions": version.map(VersionRecord::json).into_iter().collect::<Vec<_>>(),
-            "bundle_version": null,
-            "dag_display_name": self.dag_id,
-            "partition_key": null,
-        })
+    pub fn response(&self, version: Option<&VersionRecord>) -> DagRunResponse {
+        DagRunResponse {
+            dag_run_id: self.run_id.clone(),
+            dag_id: self.dag_id.clone(),
+            logical_date: self.logical_date,
+            queued_at: self.queued_at,
+            start_date: self.start_date,
+            end_date: self.end_date,
+            duration: duration(self.start_date, self.end_date),
+            data_interval_start: self.data_interval_start,
+            data_interval_end: self.data_interval_end,
+            run_after: self.run_after,
+            last_scheduling_decision: self.end_date.or(self.start_date),
+            run_type: self.run_type.clone(),
+            state: self.state.clone(),
+            triggered_by: triggered_by(&self.triggered_by),
+            triggering_user_name: self.triggering_user_name.clone(),
+            conf: self.conf.clone(),
+            note: self.note.clone(),
+            dag_versions: version.map(VersionRecord::response).into_iter().collect(),
+            bundle_version: None,
+            dag_display_name: self.dag_id.clone(),
+            partition_key: None,
+        }
     }
 
-    /// `DAGRunLightResponse` (the grid's and the DAGs list's latest runs).
-    pub fn light_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "dag_id": self.dag_id,
-            "run_id": self.run_id,
-            "logical_date": self.logical_date,
-            "run_after": self.run_after,
-            "start_date": self.start_date,
-            "end_date": self.end_date,
-            "state": self.state,
-            "duration": duration(self.start_date, self.end_date),
-        })
+    /// `DAGRunLightResponse`.
+    pub fn light_response(&self) -> DagRunLightResponse {
+        DagRunLightResponse {
+            id: self.id,
+            dag_id: self.dag_id.clone(),
+            run_id: self.run_id.clone(),
+            logical_date: self.logical_date,
+            run_after: self.run_after,
+            start_date: self.start_date,
+            end_date: self.end_date,
+            state: self.state.clone(),
+            duration: duration(self.start_date, self.end_date),
+        }
     }
-}
-
-/// Loads one run, or Airflow's 404.
-pub async fn load_run(state: &ApiState, dag_id: &str, run_id: &str) -> ApiResult<RunRecord> {
-    sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM dag_run r WHERE r.dag_id = $1 AND r.run_id = $2"
-    )))
-    .bind(dag_id)
-    .bind(run_id)
-    .fetch_optional(state.store.pool())
-    .await?
-    .ok_or_else(|| {
-        ApiError::not_found(format!(
-            "The DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found"
-        ))
-    })
-}
-
-/// Loads one DAG, or Airflow's 404.
-pub async fn load_dag(state: &ApiState, dag_id: &str) -> ApiResult<DagRecord> {
-    sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {DAG_COLUMNS} FROM dag d WHERE d.dag_id = $1"
-    )))
-    .bind(dag_id)
-    .fetch_optional(state.store.pool())
-    .await?
-    .ok_or_else(|| dag_not_found(dag_id))
-}
-
-/// Airflow's 404 for a DAG.
-pub fn dag_not_found(dag_id: &str) -> ApiError {
-    ApiError::not_found(format!("The Dag with ID: `{dag_id}` was not found"))
 }
 
 /// The dag.json document of a DAG version.
@@ -332,41 +342,6 @@ pub fn tasks_by_id(document: &Value) -> HashMap<&str, &Value> {
         .flatten()
         .filter_map(|t| Some((t["task_id"].as_str()?, t)))
         .collect()
-}
-
-/// The columns of `task_instance` (prefixed `t.`) and of its run (`r.`).
-pub const TI_COLUMNS: &str = "t.dag_id, t.run_id, t.task_id, t.map_index, t.id, t.try_number, \
-    t.state, t.scheduled_dttm, t.queued_dttm, t.start_date, t.end_date, t.duration, t.hostname, \
-    t.pid, t.executor, t.pool, t.pool_slots, t.priority_weight, t.queue, t.rendered_fields_hash, \
-    r.logical_date, r.run_after, r.dag_version_hash";
-
-/// A `task_instance` row with what its responses need of its run.
-#[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
-pub struct TiRecord {
-    pub dag_id: String,
-    pub run_id: String,
-    pub task_id: String,
-    pub map_index: i32,
-    pub id: Uuid,
-    pub try_number: i32,
-    pub state: Option<String>,
-    pub scheduled_dttm: Option<DateTime<Utc>>,
-    pub queued_dttm: Option<DateTime<Utc>>,
-    pub start_date: Option<DateTime<Utc>>,
-    pub end_date: Option<DateTime<Utc>>,
-    pub duration: Option<f64>,
-    pub hostname: Option<String>,
-    pub pid: Option<i32>,
-    pub executor: Option<String>,
-    pub pool: Option<String>,
-    pub pool_slots: Option<i32>,
-    pub priority_weight: Option<i32>,
-    pub queue: Option<String>,
-    pub rendered_fields_hash: Option<String>,
-    pub logical_date: Option<DateTime<Utc>>,
-    pub run_after: DateTime<Utc>,
-    pub dag_version_hash: Option<String>,
 }
 
 /// What a task-instance response says about the task itself, from its DAG version.
@@ -421,45 +396,187 @@ pub fn operator_class(written: &str) -> &str {
     }
 }
 
+/// Airflow's `TaskInstanceResponse`.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct TaskInstanceResponse {
+    pub id: Uuid,
+    pub task_id: String,
+    pub dag_id: String,
+    pub dag_run_id: String,
+    pub map_index: i32,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub run_after: DateTime<Utc>,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub duration: Option<f64>,
+    pub state: Option<String>,
+    pub try_number: i32,
+    pub max_tries: i64,
+    pub task_display_name: String,
+    pub dag_display_name: String,
+    pub hostname: Option<String>,
+    pub unixname: Option<String>,
+    pub pool: String,
+    pub pool_slots: i64,
+    pub queue: String,
+    pub priority_weight: i64,
+    pub operator: Option<String>,
+    pub operator_name: Option<String>,
+    pub queued_when: Option<DateTime<Utc>>,
+    pub scheduled_when: Option<DateTime<Utc>>,
+    pub pid: Option<i32>,
+    pub executor: Option<String>,
+    /// Airflow prints the executor config as a string (`"{}"`).
+    pub executor_config: String,
+    pub note: Option<String>,
+    pub rendered_map_index: Option<String>,
+    /// The current try's rendered template fields (`{}` in lists).
+    pub rendered_fields: Value,
+    pub trigger: Option<Value>,
+    pub triggerer_job: Option<Value>,
+    pub dag_version: Option<DagVersionResponse>,
+}
+
+/// Airflow's `TaskInstanceHistoryResponse`: one try of a task instance.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct TaskInstanceHistoryResponse {
+    pub task_id: String,
+    pub dag_id: String,
+    pub dag_run_id: String,
+    pub map_index: i32,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub duration: Option<f64>,
+    pub state: Option<String>,
+    pub try_number: i32,
+    pub max_tries: i64,
+    pub task_display_name: String,
+    pub dag_display_name: String,
+    pub hostname: Option<String>,
+    pub unixname: Option<String>,
+    pub pool: String,
+    pub pool_slots: i64,
+    pub queue: String,
+    pub priority_weight: i64,
+    pub operator: Option<String>,
+    pub operator_name: Option<String>,
+    pub queued_when: Option<DateTime<Utc>>,
+    pub scheduled_when: Option<DateTime<Utc>>,
+    pub pid: Option<i32>,
+    pub executor: Option<String>,
+    pub executor_config: String,
+    pub dag_version: Option<DagVersionResponse>,
+}
+
+/// Airflow's `TaskInstanceCollectionResponse` (and its cursors when the client pages by
+/// cursor).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInstanceCollection {
+    /// The page.
+    pub task_instances: Vec<TaskInstanceResponse>,
+    /// Task instances in the whole list.
+    pub total_entries: i64,
+    /// The cursors, on the list routes.
+    #[serde(flatten)]
+    pub cursors: Option<Cursors>,
+}
+
+/// Airflow's `TaskInstanceHistoryCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInstanceHistoryCollection {
+    /// The tries.
+    pub task_instances: Vec<TaskInstanceHistoryResponse>,
+    /// How many.
+    pub total_entries: usize,
+}
+
+/// The cursors of a page, as the UI's cursor paging reads them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cursors {
+    /// The next page's cursor, if there is one.
+    pub next_cursor: Option<String>,
+    /// The previous page's cursor, if there is one.
+    pub previous_cursor: Option<String>,
+}
+
+impl Cursors {
+    /// The cursors of a page.
+    pub fn of<T>(paged: &crate::read::page::Paged<T>) -> Self {
+        let (next_cursor, previous_cursor) = paged.cursors();
+        Self {
+            next_cursor,
+            previous_cursor,
+        }
+    }
+}
+
 impl TiRecord {
     /// `TaskInstanceResponse`.
-    pub fn json(&self, task: &TaskFacts, version: Option<&VersionRecord>) -> Value {
-        json!({
-            "id": self.id,
-            "task_id": self.task_id,
-            "dag_id": self.dag_id,
-            "dag_run_id": self.run_id,
-            "map_index": self.map_index,
-            "logical_date": self.logical_date,
-            "run_after": self.run_after,
-            "start_date": self.start_date,
-            "end_date": self.end_date,
-            "duration": self.duration,
-            "state": self.state,
-            "try_number": self.try_number,
-            "max_tries": task.retries,
-            "task_display_name": task.display_name,
-            "dag_display_name": self.dag_id,
-            "hostname": self.hostname,
-            "unixname": self.hostname.as_ref().map(|_| unixname()),
-            "pool": self.pool.clone().unwrap_or_else(|| task.pool.clone()),
-            "pool_slots": self.pool_slots.map(i64::from).unwrap_or(task.pool_slots),
-            "queue": self.queue.clone().unwrap_or_else(|| task.queue.clone()),
-            "priority_weight": self.priority_weight.map(i64::from).unwrap_or(task.priority_weight),
-            "operator": task.operator,
-            "operator_name": task.operator_name,
-            "queued_when": self.queued_dttm,
-            "scheduled_when": self.scheduled_dttm,
-            "pid": self.pid,
-            "executor": self.executor,
-            "executor_config": "{}",
-            "note": null,
-            "rendered_map_index": (self.map_index >= 0).then(|| self.map_index.to_string()),
-            "rendered_fields": {},
-            "trigger": null,
-            "triggerer_job": null,
-            "dag_version": version.map(VersionRecord::json),
-        })
+    pub fn response(
+        &self,
+        task: &TaskFacts,
+        version: Option<&VersionRecord>,
+    ) -> TaskInstanceResponse {
+        TaskInstanceResponse {
+            id: self.id,
+            task_id: self.task_id.clone(),
+            dag_id: self.dag_id.clone(),
+            dag_run_id: self.run_id.clone(),
+            map_index: self.map_index,
+            logical_date: self.logical_date,
+            run_after: self.run_after,
+            start_date: self.start_date,
+            end_date: self.end_date,
+            duration: self.duration,
+            state: self.state.clone(),
+            try_number: self.try_number,
+            max_tries: task.retries,
+            task_display_name: task.display_name.clone(),
+            dag_display_name: self.dag_id.clone(),
+            hostname: self.hostname.clone(),
+            unixname: self.hostname.as_ref().map(|_| unixname()),
+            pool: self.pool_or(task),
+            pool_slots: self.pool_slots_or(task),
+            queue: self.queue_or(task),
+            priority_weight: self.priority_weight_or(task),
+            operator: task.operator.clone(),
+            operator_name: task.operator_name.clone(),
+            queued_when: self.queued_dttm,
+            scheduled_when: self.scheduled_dttm,
+            pid: self.pid,
+            executor: self.executor.clone(),
+            executor_config: "{}".into(),
+            note: None,
+            rendered_map_index: (self.map_index >= 0).then(|| self.map_index.to_string()),
+            rendered_fields: Value::Object(Default::default()),
+            trigger: None,
+            triggerer_job: None,
+            dag_version: version.map(VersionRecord::response),
+        }
+    }
+
+    /// The row's pool, else the task's (a task instance not queued yet has none).
+    pub fn pool_or(&self, task: &TaskFacts) -> String {
+        self.pool.clone().unwrap_or_else(|| task.pool.clone())
+    }
+
+    /// The row's pool slots, else the task's.
+    pub fn pool_slots_or(&self, task: &TaskFacts) -> i64 {
+        self.pool_slots.map(i64::from).unwrap_or(task.pool_slots)
+    }
+
+    /// The row's queue, else the task's.
+    pub fn queue_or(&self, task: &TaskFacts) -> String {
+        self.queue.clone().unwrap_or_else(|| task.queue.clone())
+    }
+
+    /// The row's priority weight, else the task's.
+    pub fn priority_weight_or(&self, task: &TaskFacts) -> i64 {
+        self.priority_weight
+            .map(i64::from)
+            .unwrap_or(task.priority_weight)
     }
 }
 
@@ -520,8 +637,8 @@ impl TaskCatalog {
     }
 
     /// `TaskInstanceResponse` of `ti`.
-    pub fn json(&self, ti: &TiRecord) -> Value {
+    pub fn response(&self, ti: &TiRecord) -> TaskInstanceResponse {
         let (facts, version) = self.facts(ti);
-        ti.json(&facts, version)
+        ti.response(&facts, version)
     }
 }

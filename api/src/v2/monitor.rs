@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::state::ApiState;
 
@@ -14,8 +14,46 @@ use crate::state::ApiState;
 /// `scheduler_health_check_threshold`).
 const HEALTH_THRESHOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
+/// A component's status (`healthy`, `unhealthy`, or `null` for one Leoflow does not have).
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The status.
+    pub status: Option<&'static str>,
+}
+
+/// The scheduler's status and last heartbeat.
+#[derive(Debug, Serialize)]
+pub struct SchedulerStatus {
+    /// The status (`null` when the database did not answer).
+    pub status: Option<&'static str>,
+    /// The active scheduler's last heartbeat.
+    pub latest_scheduler_heartbeat: Option<DateTime<Utc>>,
+}
+
+/// The triggerer's status (Leoflow has none).
+#[derive(Debug, Serialize)]
+pub struct TriggererStatus {
+    /// Always `null`.
+    pub status: Option<&'static str>,
+    /// Always `null`.
+    pub latest_triggerer_heartbeat: Option<DateTime<Utc>>,
+}
+
+/// Airflow's `HealthInfoResponse`.
+#[derive(Debug, Serialize)]
+pub struct HealthInfo {
+    /// The metadata database.
+    pub metadatabase: Status,
+    /// The scheduler.
+    pub scheduler: SchedulerStatus,
+    /// The triggerer.
+    pub triggerer: TriggererStatus,
+    /// The DAG processor (Leoflow has none).
+    pub dag_processor: Option<Status>,
+}
+
 /// The health report.
-pub async fn health(State(state): State<ApiState>) -> Json<Value> {
+pub async fn health(State(state): State<ApiState>) -> Json<HealthInfo> {
     let pool = state.store.pool();
     // One query answers both: no row means the database did not answer.
     let heartbeat = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
@@ -29,18 +67,29 @@ pub async fn health(State(state): State<ApiState>) -> Json<Value> {
             let alive = latest.is_some_and(|at| Utc::now() - at < HEALTH_THRESHOLD);
             (
                 true,
-                json!({"status": status(alive), "latest_scheduler_heartbeat": latest}),
+                SchedulerStatus {
+                    status: Some(status(alive)),
+                    latest_scheduler_heartbeat: latest,
+                },
             )
         }
         Err(_) => (
             false,
-            json!({"status": null, "latest_scheduler_heartbeat": null}),
+            SchedulerStatus {
+                status: None,
+                latest_scheduler_heartbeat: None,
+            },
         ),
     };
-    Json(json!({
-        "metadatabase": {"status": status(database)},
-        "scheduler": scheduler,
-        "triggerer": {"status": null, "latest_triggerer_heartbeat": null},
-        "dag_processor": null,
-    }))
+    Json(HealthInfo {
+        metadatabase: Status {
+            status: Some(status(database)),
+        },
+        scheduler,
+        triggerer: TriggererStatus {
+            status: None,
+            latest_triggerer_heartbeat: None,
+        },
+        dag_processor: None,
+    })
 }

@@ -7,35 +7,23 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::{Extension, Json};
 use leoflow_scheduler::control;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params, path_int};
+use crate::query::{Bind, BodyParams, Conditions, Params, path_int};
+use crate::read::page::{ListQuery, fetch_page};
+use crate::read::task_instances::{self as rows, TI_FROM, TryRecord};
 use crate::state::ApiState;
+use crate::states::{failed_names, ti_state_names};
 use crate::v2::control_error;
-use crate::v2::models::{TI_COLUMNS, TaskCatalog, TiRecord, load_dag, load_run};
+use crate::v2::models::{
+    Cursors, TI_COLUMNS, TaskCatalog, TaskInstanceCollection, TaskInstanceHistoryCollection,
+    TaskInstanceHistoryResponse, TaskInstanceResponse, TiRecord, load_dag, load_run,
+};
 
-/// Airflow's task-instance states (plus `none`, matching those not scheduled yet).
-pub const TI_STATES: [&str; 12] = [
-    "removed",
-    "scheduled",
-    "queued",
-    "running",
-    "success",
-    "restarting",
-    "failed",
-    "up_for_retry",
-    "up_for_reschedule",
-    "upstream_failed",
-    "skipped",
-    "deferred",
-];
-const FROM: &str =
-    "FROM task_instance t JOIN dag_run r ON r.dag_id = t.dag_id AND r.run_id = t.run_id";
 const UPDATED_AT: &str = "GREATEST(t.queued_dttm, t.start_date, t.end_date)";
 
 fn ti_conditions(
@@ -82,7 +70,8 @@ fn ti_conditions(
     c.patterns(params, "run_id", "t.run_id");
     c.patterns(params, "pool_name", "t.pool");
     c.patterns(params, "queue_name", "t.queue");
-    c.any_of(params, "state", "t.state", Some(&TI_STATES))?;
+    // `none` (always allowed) matches those not scheduled yet.
+    c.any_of(params, "state", "t.state", Some(&ti_state_names()))?;
     c.any_of(params, "pool", "t.pool", None)?;
     c.any_of(params, "queue", "t.queue", None)?;
     c.any_of(params, "executor", "t.executor", None)?;
@@ -139,36 +128,42 @@ fn ti_order(params: &Params) -> ApiResult<String> {
 }
 
 /// A page of task instances as `TaskInstanceResponse`s, with the total.
-async fn page_of_tis(state: &ApiState, params: &Params, c: &Conditions) -> ApiResult<Value> {
+async fn page_of_tis(
+    state: &ApiState,
+    params: &Params,
+    c: &Conditions,
+) -> ApiResult<TaskInstanceCollection> {
     let page = params.page()?;
     let order = ti_order(params)?;
-    // Counting all task instances needs their runs only when a filter reads them.
-    let mut count = if c.mentions("r.") {
-        QueryBuilder::<Postgres>::new(format!("SELECT count(*) {FROM}"))
-    } else {
-        QueryBuilder::<Postgres>::new("SELECT count(*) FROM task_instance t")
+    let list = ListQuery {
+        select: &format!("SELECT {TI_COLUMNS} {TI_FROM}"),
+        // Counting all task instances needs their runs only when a filter reads them.
+        count_from: if c.mentions("r.") {
+            TI_FROM
+        } else {
+            "FROM task_instance t"
+        },
+        conditions: c,
+        order: &order,
     };
-    c.apply(&mut count);
-    let total: i64 = count
-        .build_query_scalar()
-        .fetch_one(state.store.pool())
-        .await?;
-    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {TI_COLUMNS} {FROM}"));
-    c.apply(&mut query);
-    query.push(format!(" ORDER BY {order} LIMIT "));
-    query.push_bind(page.limit);
-    query.push(" OFFSET ");
-    query.push_bind(page.offset);
-    let tis: Vec<TiRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
-    let catalog = TaskCatalog::load(state, &tis).await?;
-    let list: Vec<Value> = tis.iter().map(|t| catalog.json(t)).collect();
-    let (next, previous) = page.cursors(total, tis.len());
-    Ok(json!({
-        "task_instances": list,
-        "total_entries": total,
-        "next_cursor": next,
-        "previous_cursor": previous,
-    }))
+    let paged = fetch_page::<TiRecord>(state, list, page).await?;
+    let catalog = TaskCatalog::load(state, &paged.rows).await?;
+    Ok(TaskInstanceCollection {
+        task_instances: paged.rows.iter().map(|t| catalog.response(t)).collect(),
+        total_entries: paged.total,
+        cursors: Some(Cursors::of(&paged)),
+    })
+}
+
+/// The first hundred task instances `c` selects, without cursors (what a clear or its dry
+/// run answers).
+async fn first_hundred(state: &ApiState, c: &Conditions) -> ApiResult<TaskInstanceCollection> {
+    let params = Params::parse("limit=100")?;
+    let page = page_of_tis(state, &params, c).await?;
+    Ok(TaskInstanceCollection {
+        cursors: None,
+        ..page
+    })
 }
 
 fn scope(id: &str) -> Option<&str> {
@@ -180,7 +175,7 @@ pub async fn get_tis(
     State(state): State<ApiState>,
     Path((dag_id, run_id)): Path<(String, String)>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskInstanceCollection>> {
     match (scope(&dag_id), scope(&run_id)) {
         (Some(dag_id), Some(run_id)) => {
             load_run(&state, dag_id, run_id).await?;
@@ -227,9 +222,9 @@ pub struct TisBatch {
     ranges: std::collections::BTreeMap<String, Value>,
 }
 
-/// The query string a batch body's filters stand for.
-fn batch_query(batch: &TisBatch) -> ApiResult<String> {
-    let mut query = form_urlencoded::Serializer::new(String::new());
+/// The list parameters a batch body's filters stand for.
+fn batch_params(batch: &TisBatch) -> ApiResult<Params> {
+    let mut query = BodyParams::default();
     for state in batch.state.iter().flatten() {
         query.append_pair("state", state.as_deref().unwrap_or("none"));
     }
@@ -248,7 +243,7 @@ fn batch_query(batch: &TisBatch) -> ApiResult<String> {
         query.append_pair("order_by", order);
     }
     crate::v2::dag_runs::append_ranges(&mut query, &batch.ranges, &[])?;
-    Ok(query.finish())
+    query.finish()
 }
 
 /// `POST /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list`.
@@ -256,11 +251,11 @@ pub async fn list_tis_batch(
     State(state): State<ApiState>,
     Path((dag_id, run_id)): Path<(String, String)>,
     Body(batch): Body<TisBatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskInstanceCollection>> {
     // Airflow types both segments `Literal["~"]`: the DAGs and runs are named in the body.
     crate::v2::dag_runs::tilde_only(&["path", "dag_id"], &dag_id)?;
     crate::v2::dag_runs::tilde_only(&["path", "dag_run_id"], &run_id)?;
-    let params = Params::parse(&batch_query(&batch)?)?;
+    let params = batch_params(&batch)?;
     let mut c = ti_conditions(&params, None, None)?;
     for (column, values) in [
         ("t.dag_id", batch.dag_ids),
@@ -283,32 +278,13 @@ async fn load_ti(
     map_index: i32,
 ) -> ApiResult<TiRecord> {
     load_run(state, dag_id, run_id).await?;
-    let ti: Option<TiRecord> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {TI_COLUMNS} {FROM} WHERE t.dag_id = $1 AND t.run_id = $2 AND t.task_id = $3 AND t.map_index = $4"
-    )))
-    .bind(dag_id)
-    .bind(run_id)
-    .bind(task_id)
-    .bind(map_index)
-    .fetch_optional(state.store.pool())
-    .await?;
-    if let Some(ti) = ti {
+    if let Some(ti) = rows::find(state, dag_id, run_id, task_id, map_index).await? {
         return Ok(ti);
     }
-    if map_index == -1 {
-        let mapped: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index >= 0)",
-        )
-        .bind(dag_id)
-        .bind(run_id)
-        .bind(task_id)
-        .fetch_one(state.store.pool())
-        .await?;
-        if mapped {
-            return Err(ApiError::not_found(
-                "Task instance is mapped, add the map_index value to the URL",
-            ));
-        }
+    if map_index == -1 && rows::is_mapped(state, dag_id, run_id, task_id).await? {
+        return Err(ApiError::not_found(
+            "Task instance is mapped, add the map_index value to the URL",
+        ));
     }
     Err(ApiError::not_found(format!(
         "The Task Instance with dag_id: `{dag_id}`, run_id: `{run_id}`, task_id: `{task_id}` and map_index: `{map_index}` was not found"
@@ -367,28 +343,30 @@ impl<S: Send + Sync> FromRequestParts<S> for TiPath {
 }
 
 /// `GET …/taskInstances/{task_id}` and `…/{task_id}/{map_index}`.
-pub async fn get_ti(State(state): State<ApiState>, ti: TiPath) -> ApiResult<Json<Value>> {
-    ti_json(&state, &ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index())
+pub async fn get_ti(
+    State(state): State<ApiState>,
+    ti: TiPath,
+) -> ApiResult<Json<TaskInstanceResponse>> {
+    ti_response(&state, &ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index())
         .await
         .map(Json)
 }
 
 /// One task instance, with its current try's rendered template fields.
-async fn ti_json(
+async fn ti_response(
     state: &ApiState,
     dag_id: &str,
     run_id: &str,
     task_id: &str,
     map_index: i32,
-) -> ApiResult<Value> {
+) -> ApiResult<TaskInstanceResponse> {
     let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
     let catalog = TaskCatalog::load(state, std::slice::from_ref(&ti)).await?;
-    let mut body = catalog.json(&ti);
+    let mut body = catalog.response(&ti);
     if let Some(hash) = &ti.rendered_fields_hash
         && let Some(blob) = state.store.get_blob(hash).await?
     {
-        body["rendered_fields"] =
-            serde_json::from_str(&blob.content).map_err(ApiError::internal)?;
+        body.rendered_fields = serde_json::from_str(&blob.content).map_err(ApiError::internal)?;
     }
     Ok(body)
 }
@@ -398,17 +376,9 @@ pub async fn list_mapped(
     State(state): State<ApiState>,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskInstanceCollection>> {
     load_run(&state, &dag_id, &run_id).await?;
-    let mapped: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index >= 0)",
-    )
-    .bind(&dag_id)
-    .bind(&run_id)
-    .bind(&task_id)
-    .fetch_one(state.store.pool())
-    .await?;
-    if !mapped {
+    if !rows::is_mapped(&state, &dag_id, &run_id, &task_id).await? {
         return Err(ApiError::not_found(format!(
             "Task id {task_id} is not mapped"
         )));
@@ -419,66 +389,43 @@ pub async fn list_mapped(
     Ok(Json(page_of_tis(&state, &params, &c).await?))
 }
 
-/// A try as Airflow's `TaskInstanceHistoryResponse`.
-#[derive(Debug, sqlx::FromRow)]
-struct TryRecord {
-    try_number: i32,
-    state: Option<String>,
-    queued_dttm: Option<chrono::DateTime<chrono::Utc>>,
-    start_date: Option<chrono::DateTime<chrono::Utc>>,
-    end_date: Option<chrono::DateTime<chrono::Utc>>,
-    duration: Option<f64>,
-    hostname: Option<String>,
-    pid: Option<i32>,
-    executor: Option<String>,
-}
-
-async fn tries(state: &ApiState, ti: &TiRecord, only: Option<i32>) -> ApiResult<Vec<Value>> {
-    let rows: Vec<TryRecord> = sqlx::query_as(
-        "SELECT try_number, state, queued_dttm, start_date, end_date, duration, hostname, pid, executor \
-         FROM task_instance_try WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4 \
-         AND ($5::int IS NULL OR try_number = $5) ORDER BY try_number",
-    )
-    .bind(&ti.dag_id)
-    .bind(&ti.run_id)
-    .bind(&ti.task_id)
-    .bind(ti.map_index)
-    .bind(only)
-    .fetch_all(state.store.pool())
-    .await?;
+async fn tries(
+    state: &ApiState,
+    ti: &TiRecord,
+    only: Option<i32>,
+) -> ApiResult<Vec<TaskInstanceHistoryResponse>> {
+    let rows = rows::tries(state, ti, only).await?;
     let catalog = TaskCatalog::load(state, std::slice::from_ref(ti)).await?;
     let (facts, version) = catalog.facts(ti);
     Ok(rows
         .into_iter()
-        .map(|t| {
-            json!({
-                "task_id": ti.task_id,
-                "dag_id": ti.dag_id,
-                "dag_run_id": ti.run_id,
-                "map_index": ti.map_index,
-                "start_date": t.start_date,
-                "end_date": t.end_date,
-                "duration": t.duration,
-                "state": t.state,
-                "try_number": t.try_number,
-                "max_tries": facts.retries,
-                "task_display_name": facts.display_name,
-                "dag_display_name": ti.dag_id,
-                "hostname": t.hostname,
-                "unixname": t.hostname.as_ref().map(|_| crate::v2::models::unixname()),
-                "pool": ti.pool.clone().unwrap_or_else(|| facts.pool.clone()),
-                "pool_slots": ti.pool_slots.map(i64::from).unwrap_or(facts.pool_slots),
-                "queue": ti.queue.clone().unwrap_or_else(|| facts.queue.clone()),
-                "priority_weight": ti.priority_weight.map(i64::from).unwrap_or(facts.priority_weight),
-                "operator": facts.operator,
-                "operator_name": facts.operator_name,
-                "queued_when": t.queued_dttm,
-                "scheduled_when": ti.scheduled_dttm,
-                "pid": t.pid,
-                "executor": t.executor,
-                "executor_config": "{}",
-                "dag_version": version.map(crate::v2::models::VersionRecord::json),
-            })
+        .map(|t: TryRecord| TaskInstanceHistoryResponse {
+            task_id: ti.task_id.clone(),
+            dag_id: ti.dag_id.clone(),
+            dag_run_id: ti.run_id.clone(),
+            map_index: ti.map_index,
+            start_date: t.start_date,
+            end_date: t.end_date,
+            duration: t.duration,
+            state: t.state,
+            try_number: t.try_number,
+            max_tries: facts.retries,
+            task_display_name: facts.display_name.clone(),
+            dag_display_name: ti.dag_id.clone(),
+            unixname: t.hostname.as_ref().map(|_| crate::v2::models::unixname()),
+            hostname: t.hostname,
+            pool: ti.pool_or(&facts),
+            pool_slots: ti.pool_slots_or(&facts),
+            queue: ti.queue_or(&facts),
+            priority_weight: ti.priority_weight_or(&facts),
+            operator: facts.operator.clone(),
+            operator_name: facts.operator_name.clone(),
+            queued_when: t.queued_dttm,
+            scheduled_when: ti.scheduled_dttm,
+            pid: t.pid,
+            executor: t.executor,
+            executor_config: "{}".into(),
+            dag_version: version.map(crate::v2::models::VersionRecord::response),
         })
         .collect())
 }
@@ -490,23 +437,29 @@ async fn tries_of(
     run_id: &str,
     task_id: &str,
     map_index: i32,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskInstanceHistoryCollection>> {
     let ti = load_ti(state, dag_id, run_id, task_id, map_index).await?;
-    let list = tries(state, &ti, None).await?;
-    let total = list.len();
-    Ok(Json(
-        json!({"task_instances": list, "total_entries": total}),
-    ))
+    let task_instances = tries(state, &ti, None).await?;
+    Ok(Json(TaskInstanceHistoryCollection {
+        total_entries: task_instances.len(),
+        task_instances,
+    }))
 }
 
 /// `GET …/taskInstances/{task_id}/tries` and `…/{task_id}/{map_index}/tries`.
-pub async fn get_tries(State(state): State<ApiState>, ti: TiPath) -> ApiResult<Json<Value>> {
+pub async fn get_tries(
+    State(state): State<ApiState>,
+    ti: TiPath,
+) -> ApiResult<Json<TaskInstanceHistoryCollection>> {
     tries_of(&state, &ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index()).await
 }
 
 /// `GET …/taskInstances/{task_id}/tries/{task_try_number}` and
 /// `…/{task_id}/{map_index}/tries/{task_try_number}`.
-pub async fn get_try(State(state): State<ApiState>, ti: TiPath) -> ApiResult<Json<Value>> {
+pub async fn get_try(
+    State(state): State<ApiState>,
+    ti: TiPath,
+) -> ApiResult<Json<TaskInstanceHistoryResponse>> {
     let (dag_id, run_id, task_id, map_index) =
         (&ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index());
     let try_number = path_int("task_try_number", ti.try_number.as_deref().unwrap_or(""))?;
@@ -548,7 +501,7 @@ pub async fn patch_ti<const DRY_RUN: bool>(
     address: TiPath,
     params: Params,
     Body(patch): Body<TiPatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskInstanceCollection>> {
     let map_index = address.map_index_or_query(&params)?;
     let state = &state;
     let (dag_id, run_id, task_id) = (&address.dag_id, &address.run_id, &address.task_id);
@@ -601,11 +554,15 @@ pub async fn patch_ti<const DRY_RUN: bool>(
     }
     let value = if DRY_RUN {
         let catalog = TaskCatalog::load(state, std::slice::from_ref(&ti)).await?;
-        catalog.json(&ti)
+        catalog.response(&ti)
     } else {
-        ti_json(state, dag_id, run_id, task_id, map_index).await?
+        ti_response(state, dag_id, run_id, task_id, map_index).await?
     };
-    Ok(Json(json!({"task_instances": [value], "total_entries": 1})))
+    Ok(Json(TaskInstanceCollection {
+        task_instances: vec![value],
+        total_entries: 1,
+        cursors: None,
+    }))
 }
 
 /// `POST /api/v2/dags/{dag_id}/clearTaskInstances` body (Airflow's `ClearTaskInstancesBody`).
@@ -649,71 +606,24 @@ pub async fn clear_tis(
     Extension(user): Extension<User>,
     Path(dag_id): Path<String>,
     Body(body): Body<ClearBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TaskInstanceCollection>> {
     load_dag(&state, &dag_id).await?;
-    let unsupported = [
-        ("include_upstream", body.include_upstream),
-        ("include_future", body.include_future),
-        ("include_past", body.include_past),
-        ("only_running", body.only_running),
-        ("run_on_latest_version", body.run_on_latest_version),
-    ];
-    if let Some((name, _)) = unsupported.iter().find(|(_, v)| *v == Some(true)) {
-        return Err(ApiError::bad_request(format!(
-            "Leoflow does not support {name} when clearing"
-        )));
-    }
-    if body.start_date.as_ref().is_some_and(|v| !v.is_null())
-        || body.end_date.as_ref().is_some_and(|v| !v.is_null())
-    {
-        return Err(ApiError::bad_request(
-            "Leoflow clears task instances of one run: name it with dag_run_id instead of dates",
-        ));
-    }
-    let _ = (body.reset_dag_runs, body.prevent_running_task);
-    let run_id = body.dag_run_id.ok_or_else(|| {
-        ApiError::bad_request("Leoflow clears task instances of one run: give its dag_run_id")
-    })?;
+    let run_id = body.supported_run()?;
     load_run(&state, &dag_id, &run_id).await?;
     let targets = clear_targets(body.task_ids.unwrap_or_default())?;
     let downstream = body.include_downstream.unwrap_or(false);
     let only_failed = body.only_failed.unwrap_or(false);
-    let all_tasks = targets.is_empty();
+    let mut c = Conditions::new();
+    c.eq("t.dag_id", Bind::Text(dag_id.clone()));
+    c.eq("t.run_id", Bind::Text(run_id.clone()));
     if body.dry_run.unwrap_or(true) {
-        let run = leoflow_scheduler::reactor::runs::load_run(
-            &state.store,
-            &state.specs,
-            &dag_id,
-            &run_id,
-        )
-        .await
-        .map_err(ApiError::internal)?;
-        let (whole, pairs) = clear_selection(&run.spec, &targets, downstream);
-        let (indexed_tasks, indexes): (Vec<String>, Vec<i32>) = pairs.into_iter().unzip();
-        let mut c = Conditions::new();
-        c.eq("t.dag_id", Bind::Text(dag_id.clone()));
-        c.eq("t.run_id", Bind::Text(run_id.clone()));
-        if !all_tasks {
-            c.push(
-                "(t.task_id = ANY({}) OR (t.task_id, t.map_index) IN \
-                 (SELECT * FROM unnest({}::text[], {}::int[])))",
-                vec![
-                    Bind::Texts(whole),
-                    Bind::Texts(indexed_tasks),
-                    Bind::Ints(indexes),
-                ],
-            );
-        }
+        would_clear(&state, &mut c, &dag_id, &run_id, targets, downstream).await?;
         if only_failed {
-            c.push("t.state IN ('failed', 'upstream_failed')", vec![]);
+            c.push("t.state = ANY({})", vec![Bind::Texts(failed_names())]);
         }
-        let params = Params::parse("limit=100")?;
-        let page = page_of_tis(&state, &params, &c).await?;
-        return Ok(Json(
-            json!({"task_instances": page["task_instances"], "total_entries": page["total_entries"]}),
-        ));
+        return Ok(Json(first_hundred(&state, &c).await?));
     }
-    if all_tasks {
+    if targets.is_empty() {
         control::clear_run(
             &state.store,
             &state.specs,
@@ -737,14 +647,73 @@ pub async fn clear_tis(
         .await
         .map_err(control_error)?;
     }
-    let mut c = Conditions::new();
-    c.eq("t.dag_id", Bind::Text(dag_id));
-    c.eq("t.run_id", Bind::Text(run_id));
-    let params = Params::parse("limit=100")?;
-    let page = page_of_tis(&state, &params, &c).await?;
-    Ok(Json(
-        json!({"task_instances": page["task_instances"], "total_entries": page["total_entries"]}),
-    ))
+    Ok(Json(first_hundred(&state, &c).await?))
+}
+
+impl ClearBody {
+    /// The run a clear names, once the options Leoflow does not support are refused.
+    fn supported_run(&self) -> ApiResult<String> {
+        let unsupported = [
+            ("include_upstream", self.include_upstream),
+            ("include_future", self.include_future),
+            ("include_past", self.include_past),
+            ("only_running", self.only_running),
+            ("run_on_latest_version", self.run_on_latest_version),
+        ];
+        if let Some((name, _)) = unsupported.iter().find(|(_, v)| *v == Some(true)) {
+            return Err(ApiError::bad_request(format!(
+                "Leoflow does not support {name} when clearing"
+            )));
+        }
+        if self.start_date.as_ref().is_some_and(|v| !v.is_null())
+            || self.end_date.as_ref().is_some_and(|v| !v.is_null())
+        {
+            return Err(ApiError::bad_request(
+                "Leoflow clears task instances of one run: name it with dag_run_id instead of dates",
+            ));
+        }
+        // Accepted and without effect: a clear never resets runs nor stops running tries here.
+        let _ = (self.reset_dag_runs, self.prevent_running_task);
+        self.dag_run_id.clone().ok_or_else(|| {
+            ApiError::bad_request("Leoflow clears task instances of one run: give its dag_run_id")
+        })
+    }
+}
+
+/// Narrows `c` to the task instances a clear of `targets` would touch, as the scheduler's
+/// clear decides it (no targets: the whole run).
+async fn would_clear(
+    state: &ApiState,
+    c: &mut Conditions,
+    dag_id: &str,
+    run_id: &str,
+    targets: Vec<(String, Option<i32>)>,
+    downstream: bool,
+) -> ApiResult<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let scope = control::clear_scope(
+        &state.store,
+        &state.specs,
+        dag_id,
+        run_id,
+        targets,
+        downstream,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let (indexed_tasks, indexes): (Vec<String>, Vec<i32>) = scope.instances.into_iter().unzip();
+    c.push(
+        "(t.task_id = ANY({}) OR (t.task_id, t.map_index) IN \
+         (SELECT * FROM unnest({}::text[], {}::int[])))",
+        vec![
+            Bind::Texts(scope.whole_tasks),
+            Bind::Texts(indexed_tasks),
+            Bind::Ints(indexes),
+        ],
+    );
+    Ok(())
 }
 
 /// The task ids of a clear body: plain ids (the whole task) or `[task_id, map_index]` pairs
@@ -776,30 +745,20 @@ fn clear_targets(entries: Vec<Value>) -> ApiResult<Vec<(String, Option<i32>)>> {
         .collect()
 }
 
-/// What a clear of `targets` touches, as the core's `Clear` decides it: the tasks cleared
-/// whole (named without a map index, or downstream of a target), and the single instances
-/// (`[task_id, map_index]` of a task not cleared whole).
-fn clear_selection(
-    spec: &leoflow_scheduler::core::spec::DagSpec,
-    targets: &[(String, Option<i32>)],
-    downstream: bool,
-) -> (Vec<String>, Vec<(String, i32)>) {
-    let mut whole: std::collections::BTreeSet<String> = targets
-        .iter()
-        .filter(|(_, index)| index.is_none())
-        .map(|(id, _)| id.clone())
-        .collect();
-    if downstream {
-        for (id, _) in targets {
-            whole.extend(spec.all_downstream(id));
-        }
-    }
-    let pairs = targets
-        .iter()
-        .filter_map(|(id, index)| Some((id.clone(), (*index)?)))
-        .filter(|(id, _)| !whole.contains(id))
-        .collect();
-    (whole.into_iter().collect(), pairs)
+/// Airflow's `TaskDependencyResponse`: one reason a task instance does not run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dependency {
+    /// The dependency's name (`Trigger Rule`, `Pool Slots Available`, …).
+    pub name: &'static str,
+    /// Why it is not met.
+    pub reason: String,
+}
+
+/// Airflow's `TaskDependencyCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dependencies {
+    /// The unmet dependencies.
+    pub dependencies: Vec<Dependency>,
 }
 
 /// `GET …/taskInstances/{task_id}/dependencies` (and its mapped form): why the task instance is
@@ -809,17 +768,12 @@ pub async fn dependencies(
     State(state): State<ApiState>,
     ti: TiPath,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Dependencies>> {
     let map_index = ti.map_index_or_query(&params)?;
     load_run(&state, &ti.dag_id, &ti.run_id).await?;
-    let run = leoflow_scheduler::reactor::runs::load_run(
-        &state.store,
-        &state.specs,
-        &ti.dag_id,
-        &ti.run_id,
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let run = control::run_state(&state.store, &state.specs, &ti.dag_id, &ti.run_id)
+        .await
+        .map_err(ApiError::internal)?;
     // A run that has not started has its task instances in the scheduler's state only.
     if !run.state.tis.contains_key(&(ti.task_id.clone(), map_index)) {
         load_ti(&state, &ti.dag_id, &ti.run_id, &ti.task_id, map_index).await?;
@@ -832,11 +786,14 @@ pub async fn dependencies(
         map_index,
         &around,
     );
-    let dependencies: Vec<Value> = found
-        .iter()
-        .map(|b| json!({"name": b.name, "reason": b.reason}))
+    let dependencies = found
+        .into_iter()
+        .map(|b| Dependency {
+            name: b.name,
+            reason: b.reason,
+        })
         .collect();
-    Ok(Json(json!({"dependencies": dependencies})))
+    Ok(Json(Dependencies { dependencies }))
 }
 
 /// What a task instance's blockers are judged against besides its run: the DAG's pause and
@@ -853,15 +810,16 @@ async fn surroundings(
             .fetch_one(state.store.pool())
             .await?;
     let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state IN ('queued', 'running')",
+        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state = ANY($2)",
     )
     .bind(dag_id)
+    .bind(control::in_flight_names())
     .fetch_one(state.store.pool())
     .await?;
     let pool = spec
         .tasks
         .get(task_id)
-        .map_or("default_pool", |t| t.pool.as_str())
+        .map_or(control::DEFAULT_POOL, |t| t.pool.as_str())
         .to_owned();
     let open_slots = crate::v2::config::pools::open_slots(state, &pool).await?;
     Ok(leoflow_scheduler::core::blockers::Surroundings {
@@ -875,14 +833,26 @@ async fn surroundings(
     })
 }
 
+/// Airflow's `ExtraLinkCollectionResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtraLinks {
+    /// Link name → URL.
+    pub extra_links: serde_json::Map<String, Value>,
+    /// How many.
+    pub total_entries: i64,
+}
+
 /// `GET …/taskInstances/{task_id}/links`: no operator of Leoflow's has extra links.
 pub async fn links(
     State(state): State<ApiState>,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ExtraLinks>> {
     load_run(&state, &dag_id, &run_id).await?;
     let _ = task_id;
-    Ok(Json(json!({"extra_links": {}, "total_entries": 0})))
+    Ok(Json(ExtraLinks {
+        extra_links: serde_json::Map::new(),
+        total_entries: 0,
+    }))
 }
 
 /// `DELETE …/taskInstances/{task_id}`: refused, clearly (a run's task instances are its DAG

@@ -12,17 +12,41 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use leoflow_events::TaskInstanceKey;
 use leoflow_scheduler::task_logs::{self, LogLine};
+use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{Postgres, QueryBuilder};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, Params, path_int};
+use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
 use crate::v2::models::{load_dag, load_run};
 
 /// A log line as Airflow's `StructuredLogMessage`.
-fn message(line: &LogLine) -> Value {
-    json!({"timestamp": line.logged_at, "event": line.line})
+#[derive(Debug, Serialize)]
+struct LogMessage<'a> {
+    timestamp: DateTime<Utc>,
+    event: &'a str,
+}
+
+fn message(line: &LogLine) -> LogMessage<'_> {
+    LogMessage {
+        timestamp: line.logged_at,
+        event: &line.line,
+    }
+}
+
+/// One NDJSON line of a log.
+fn ndjson_line(line: &LogLine) -> String {
+    let mut text = serde_json::to_string(&message(line)).expect("a log message serializes");
+    text.push('\n');
+    text
+}
+
+/// Airflow's `TaskInstancesLogResponse`.
+#[derive(Debug, Serialize)]
+struct LogPage<'a> {
+    content: Vec<LogMessage<'a>>,
+    continuation_token: String,
 }
 
 /// Whether the try is over (nothing more will be logged).
@@ -95,14 +119,14 @@ pub async fn get_logs(
     let lines = task_logs::read(state.store.pool(), &ti, try_number, from).await?;
     if !ndjson {
         let next = lines.last().map_or(from, |l| l.seq + 1);
-        let content: Vec<Value> = lines.iter().map(message).collect();
-        return Ok(
-            Json(json!({"content": content, "continuation_token": next.to_string()}))
-                .into_response(),
-        );
+        let page = LogPage {
+            content: lines.iter().map(message).collect(),
+            continuation_token: next.to_string(),
+        };
+        return Ok(Json(page).into_response());
     }
     let follow = params.bool("follow")?.unwrap_or(false);
-    let first: String = lines.iter().map(|l| format!("{}\n", message(l))).collect();
+    let first: String = lines.iter().map(ndjson_line).collect();
     if !follow {
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], first).into_response());
     }
@@ -117,7 +141,7 @@ pub async fn get_logs(
                 .unwrap_or_default();
             if !lines.is_empty() {
                 let after = lines.last().map_or(next, |l| l.seq + 1);
-                let chunk: String = lines.iter().map(|l| format!("{}\n", message(l))).collect();
+                let chunk: String = lines.iter().map(ndjson_line).collect();
                 return Some((Ok::<_, std::io::Error>(chunk), Some((state, ti, after))));
             }
             if over {
@@ -152,20 +176,49 @@ const XCOM_COLUMNS: &str = "x.dag_id, x.run_id, x.task_id, x.map_index, x.key, x
     x.timestamp, r.logical_date, r.run_after";
 const XCOM_FROM: &str = "FROM xcom x JOIN dag_run r ON r.dag_id = x.dag_id AND r.run_id = x.run_id";
 
+/// Airflow's `XComResponse` (with `value`: `XComResponseNative` or `…String`).
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct XComResponse {
+    pub key: String,
+    pub timestamp: DateTime<Utc>,
+    pub logical_date: Option<DateTime<Utc>>,
+    pub map_index: i32,
+    pub task_id: String,
+    pub dag_id: String,
+    pub run_id: String,
+    pub dag_display_name: String,
+    pub task_display_name: String,
+    pub run_after: DateTime<Utc>,
+    /// The value, on the route of one XCom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+/// Airflow's `XComCollectionResponse`.
+#[derive(Debug, Serialize)]
+pub struct XComCollection {
+    /// The page.
+    pub xcom_entries: Vec<XComResponse>,
+    /// Entries in all.
+    pub total_entries: i64,
+}
+
 impl XComRecord {
-    fn json(&self) -> Value {
-        json!({
-            "key": self.key,
-            "timestamp": self.timestamp,
-            "logical_date": self.logical_date,
-            "map_index": self.map_index,
-            "task_id": self.task_id,
-            "dag_id": self.dag_id,
-            "run_id": self.run_id,
-            "dag_display_name": self.dag_id,
-            "task_display_name": self.task_id,
-            "run_after": self.run_after,
-        })
+    fn response(&self) -> XComResponse {
+        XComResponse {
+            key: self.key.clone(),
+            timestamp: self.timestamp,
+            logical_date: self.logical_date,
+            map_index: self.map_index,
+            task_id: self.task_id.clone(),
+            dag_id: self.dag_id.clone(),
+            run_id: self.run_id.clone(),
+            dag_display_name: self.dag_id.clone(),
+            task_display_name: self.task_id.clone(),
+            run_after: self.run_after,
+            value: None,
+        }
     }
 }
 
@@ -178,7 +231,7 @@ pub async fn get_xcoms(
     State(state): State<ApiState>,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<XComCollection>> {
     if let (Some(dag_id), Some(run_id)) = (scope(&dag_id), scope(&run_id)) {
         load_run(&state, dag_id, run_id).await?;
     } else if let Some(dag_id) = scope(&dag_id) {
@@ -227,23 +280,17 @@ pub async fn get_xcoms(
         "dag_id",
         "x.dag_id, x.task_id, x.run_id, x.map_index, x.key",
     )?;
-    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {XCOM_FROM}"));
-    c.apply(&mut count);
-    let total: i64 = count
-        .build_query_scalar()
-        .fetch_one(state.store.pool())
-        .await?;
-    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {XCOM_COLUMNS} {XCOM_FROM}"));
-    c.apply(&mut query);
-    query.push(format!(" ORDER BY {order} LIMIT "));
-    query.push_bind(page.limit);
-    query.push(" OFFSET ");
-    query.push_bind(page.offset);
-    let rows: Vec<XComRecord> = query.build_query_as().fetch_all(state.store.pool()).await?;
-    let entries: Vec<Value> = rows.iter().map(XComRecord::json).collect();
-    Ok(Json(
-        json!({"xcom_entries": entries, "total_entries": total}),
-    ))
+    let list = ListQuery {
+        select: &format!("SELECT {XCOM_COLUMNS} {XCOM_FROM}"),
+        count_from: XCOM_FROM,
+        conditions: &c,
+        order: &order,
+    };
+    let paged = fetch_page::<XComRecord>(&state, list, page).await?;
+    Ok(Json(XComCollection {
+        xcom_entries: paged.rows.iter().map(XComRecord::response).collect(),
+        total_entries: paged.total,
+    }))
 }
 
 /// `GET …/taskInstances/{task_id}/xcomEntries/{xcom_key}?map_index=…&deserialize=…&stringify=…`:
@@ -252,7 +299,7 @@ pub async fn get_xcom(
     State(state): State<ApiState>,
     Path((dag_id, run_id, task_id, key)): Path<(String, String, String, String)>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<XComResponse>> {
     load_run(&state, &dag_id, &run_id).await?;
     let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
     params.bool("deserialize")?;
@@ -279,12 +326,12 @@ pub async fn get_xcom(
         .await?
         .map(|b| b.content)
         .ok_or_else(|| ApiError::internal(format!("XCom blob {} is missing", row.value_hash)))?;
-    let mut body = row.json();
-    body["value"] = if stringify {
+    let mut body = row.response();
+    body.value = Some(if stringify {
         Value::String(content)
     } else {
         serde_json::from_str(&content).map_err(ApiError::internal)?
-    };
+    });
     Ok(Json(body))
 }
 

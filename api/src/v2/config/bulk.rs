@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::entity::{Entity, Loc, Refusal, Working, decide};
 use crate::auth::User;
@@ -89,41 +88,34 @@ pub enum Target<B> {
 }
 
 /// Airflow's `BulkActionResponse`.
-#[derive(Debug, Default)]
-struct ActionReport {
+#[derive(Debug, Default, Serialize)]
+pub struct ActionReport {
     success: Vec<String>,
-    errors: Vec<Value>,
+    errors: Vec<ActionError>,
+}
+
+/// One refusal of a bulk action.
+#[derive(Debug, Serialize)]
+struct ActionError {
+    error: String,
+    status_code: u16,
 }
 
 impl ActionReport {
     fn refuse(&mut self, refusal: Refusal) {
-        self.errors.push(json!({
-            "error": refusal.detail,
-            "status_code": refusal.status.as_u16(),
-        }));
-    }
-
-    fn json(&self) -> Value {
-        json!({"success": self.success, "errors": self.errors})
+        self.errors.push(ActionError {
+            error: refusal.detail,
+            status_code: refusal.status.as_u16(),
+        });
     }
 }
 
 /// Airflow's `BulkResponse`: one report per kind of action the request had.
-#[derive(Debug, Default)]
-struct BulkReport {
+#[derive(Debug, Default, Serialize)]
+pub struct BulkReport {
     create: Option<ActionReport>,
     update: Option<ActionReport>,
     delete: Option<ActionReport>,
-}
-
-impl BulkReport {
-    fn json(&self) -> Value {
-        json!({
-            "create": self.create.as_ref().map(ActionReport::json),
-            "update": self.update.as_ref().map(ActionReport::json),
-            "delete": self.delete.as_ref().map(ActionReport::json),
-        })
-    }
 }
 
 /// A set as Python prints it (`{'a', 'b'}`), as Airflow's bulk messages show keys.
@@ -145,7 +137,7 @@ pub(super) async fn bulk<E: Entity>(
     state: &ApiState,
     user: &User,
     body: BulkBody<E::Body>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     let mut keys = BTreeSet::new();
     for (i, action) in body.actions.iter().enumerate() {
         let loc = Loc::body().at("actions").at(i);
@@ -176,7 +168,7 @@ pub(super) async fn bulk<E: Entity>(
         |working: &mut Working<E>| Ok(run_actions(state, &body.actions, working)),
     )
     .await?;
-    Ok(Json(report.json()))
+    Ok(Json(report))
 }
 
 /// The refusal of updating or deleting entities that do not exist (Airflow's 404 text).
@@ -207,31 +199,7 @@ fn run_actions<E: Entity>(
                 action_on_existence,
             } => {
                 let outcome = report.create.get_or_insert_default();
-                let existing: BTreeSet<&str> = entities
-                    .iter()
-                    .map(E::body_key)
-                    .filter(|k| working.get(k).is_some())
-                    .collect();
-                if *action_on_existence == OnExistence::Fail && !existing.is_empty() {
-                    outcome.refuse(Refusal::new(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "The {} with these {}: {} already exist.",
-                            E::PLURAL,
-                            E::KEYS,
-                            python_set(&existing)
-                        ),
-                    ));
-                    continue;
-                }
-                for body in entities {
-                    let key = E::body_key(body);
-                    if *action_on_existence == OnExistence::Skip && existing.contains(key) {
-                        continue;
-                    }
-                    working.set(E::create(state, body));
-                    outcome.success.push(key.to_owned());
-                }
+                create(state, entities, *action_on_existence, working, outcome);
             }
             BulkAction::Update {
                 entities,
@@ -239,66 +207,129 @@ fn run_actions<E: Entity>(
                 action_on_non_existence,
             } => {
                 let outcome = report.update.get_or_insert_default();
-                let missing: BTreeSet<&str> = entities
-                    .iter()
-                    .map(E::body_key)
-                    .filter(|k| working.get(k).is_none())
-                    .collect();
-                if *action_on_non_existence == OnNonExistence::Fail && !missing.is_empty() {
-                    outcome.refuse(not_found::<E>(&missing));
-                    continue;
-                }
                 let mask = update_mask.as_deref().filter(|m| !m.is_empty());
-                for body in entities {
-                    let key = E::body_key(body);
-                    let Some(changed) = working.get(key).map(|e| e.update(state, body, mask))
-                    else {
-                        continue;
-                    };
-                    match changed {
-                        Ok(changed) => {
-                            working.set(changed);
-                            outcome.success.push(key.to_owned());
-                        }
-                        Err(refusal) => {
-                            outcome.refuse(refusal);
-                            break;
-                        }
-                    }
-                }
+                update(
+                    state,
+                    entities,
+                    mask,
+                    *action_on_non_existence,
+                    working,
+                    outcome,
+                );
             }
             BulkAction::Delete {
                 entities,
                 action_on_non_existence,
             } => {
                 let outcome = report.delete.get_or_insert_default();
-                let mut keys: Vec<&str> = Vec::new();
-                for key in entities.iter().map(target_key::<E>) {
-                    if !keys.contains(&key) {
-                        keys.push(key);
-                    }
-                }
-                let missing: BTreeSet<&str> = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| working.get(k).is_none())
-                    .collect();
-                if *action_on_non_existence == OnNonExistence::Fail && !missing.is_empty() {
-                    outcome.refuse(not_found::<E>(&missing));
-                    continue;
-                }
-                for key in keys.into_iter().filter(|k| !missing.contains(k)) {
-                    if let Err(refusal) = E::check_delete(key) {
-                        outcome.refuse(refusal);
-                        break;
-                    }
-                    working.delete(key);
-                    outcome.success.push(key.to_owned());
-                }
+                delete(entities, *action_on_non_existence, working, outcome);
             }
         }
     }
     report
+}
+
+/// A create action.
+fn create<E: Entity>(
+    state: &ApiState,
+    entities: &[E::Body],
+    on_existence: OnExistence,
+    working: &mut Working<E>,
+    outcome: &mut ActionReport,
+) {
+    let existing: BTreeSet<&str> = entities
+        .iter()
+        .map(E::body_key)
+        .filter(|k| working.get(k).is_some())
+        .collect();
+    if on_existence == OnExistence::Fail && !existing.is_empty() {
+        outcome.refuse(Refusal::new(
+            StatusCode::CONFLICT,
+            format!(
+                "The {} with these {}: {} already exist.",
+                E::PLURAL,
+                E::KEYS,
+                python_set(&existing)
+            ),
+        ));
+        return;
+    }
+    for body in entities {
+        let key = E::body_key(body);
+        if on_existence == OnExistence::Skip && existing.contains(key) {
+            continue;
+        }
+        working.set(E::create(state, body));
+        outcome.success.push(key.to_owned());
+    }
+}
+
+/// An update action (`mask`: the fields to update, all when `None`).
+fn update<E: Entity>(
+    state: &ApiState,
+    entities: &[E::Body],
+    mask: Option<&[String]>,
+    on_non_existence: OnNonExistence,
+    working: &mut Working<E>,
+    outcome: &mut ActionReport,
+) {
+    let missing: BTreeSet<&str> = entities
+        .iter()
+        .map(E::body_key)
+        .filter(|k| working.get(k).is_none())
+        .collect();
+    if on_non_existence == OnNonExistence::Fail && !missing.is_empty() {
+        outcome.refuse(not_found::<E>(&missing));
+        return;
+    }
+    for body in entities {
+        let key = E::body_key(body);
+        let Some(changed) = working.get(key).map(|e| e.update(state, body, mask)) else {
+            continue;
+        };
+        match changed {
+            Ok(changed) => {
+                working.set(changed);
+                outcome.success.push(key.to_owned());
+            }
+            Err(refusal) => {
+                outcome.refuse(refusal);
+                break;
+            }
+        }
+    }
+}
+
+/// A delete action.
+fn delete<E: Entity>(
+    entities: &[Target<E::Body>],
+    on_non_existence: OnNonExistence,
+    working: &mut Working<E>,
+    outcome: &mut ActionReport,
+) {
+    let mut keys: Vec<&str> = Vec::new();
+    for key in entities.iter().map(target_key::<E>) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let missing: BTreeSet<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| working.get(k).is_none())
+        .collect();
+    if on_non_existence == OnNonExistence::Fail && !missing.is_empty() {
+        outcome.refuse(not_found::<E>(&missing));
+        return;
+    }
+    for key in keys.into_iter().filter(|k| !missing.contains(k)) {
+        if let Err(refusal) = E::check_delete(key) {
+            outcome.refuse(refusal);
+            break;
+        }
+        working.delete(key);
+        outcome.success.push(key.to_owned());
+    }
 }
 
 #[cfg(test)]

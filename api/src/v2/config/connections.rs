@@ -10,21 +10,22 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{ConnectionDeleted, ConnectionSet, Sealed};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::types::Json as Stored;
 use sqlx::{AssertSqlSafe, FromRow};
 
-use super::bulk::{BulkBody, bulk};
+use super::SAME_FOR_ALL;
+use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
 };
-use super::lists::{SAME_FOR_ALL, count_rows, page_rows};
 use super::redact::{MASK, merge, python_json, shown_extra};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 
 /// A Connection as a request works with it: password and extra opened.
@@ -39,6 +40,30 @@ struct Connection {
     password: Option<String>,
     port: Option<i32>,
     extra: Option<String>,
+}
+
+/// Airflow's `ConnectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct ConnectionResponse {
+    pub connection_id: String,
+    pub conn_type: String,
+    pub description: Option<String>,
+    pub host: Option<String>,
+    pub login: Option<String>,
+    pub schema: Option<String>,
+    pub port: Option<i32>,
+    pub password: Option<&'static str>,
+    pub extra: Option<String>,
+    pub team_name: Option<String>,
+}
+
+/// Airflow's `ConnectionCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct ConnectionCollection {
+    pub connections: Vec<ConnectionResponse>,
+    pub total_entries: i64,
 }
 
 /// A `connection` row: password and extra sealed.
@@ -96,19 +121,19 @@ const CONNECTION_COLUMNS: &str =
 
 impl Connection {
     /// `ConnectionResponse`: a password reads `***` (as Airflow redacts it), never its value.
-    fn json(&self) -> Value {
-        json!({
-            "connection_id": self.conn_id,
-            "conn_type": self.conn_type,
-            "description": self.description,
-            "host": self.host,
-            "login": self.login,
-            "schema": self.schema,
-            "port": self.port,
-            "password": self.password.as_ref().map(|_| MASK),
-            "extra": shown_extra(self.extra.as_deref()),
-            "team_name": null,
-        })
+    fn response(&self) -> ConnectionResponse {
+        ConnectionResponse {
+            connection_id: self.conn_id.clone(),
+            conn_type: self.conn_type.clone(),
+            description: self.description.clone(),
+            host: self.host.clone(),
+            login: self.login.clone(),
+            schema: self.schema.clone(),
+            port: self.port,
+            password: self.password.as_ref().map(|_| MASK),
+            extra: shown_extra(self.extra.as_deref()),
+            team_name: None,
+        }
     }
 }
 
@@ -313,7 +338,7 @@ impl Entity for Connection {
 pub async fn get_connections(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConnectionCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "connection_id", "c.conn_id");
@@ -341,18 +366,20 @@ pub async fn get_connections(
     )
     .await?;
     let connections = opened(&state, rows).await?;
-    let connections: Vec<Value> = connections.iter().map(Connection::json).collect();
-    Ok(Json(
-        json!({"connections": connections, "total_entries": total}),
-    ))
+    Ok(Json(ConnectionCollection {
+        connections: connections.iter().map(Connection::response).collect(),
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/connections/{connection_id}`.
 pub async fn get_connection(
     State(state): State<ApiState>,
     Path(conn_id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(read_one::<Connection>(&state, &conn_id).await?.json()))
+) -> ApiResult<Json<ConnectionResponse>> {
+    Ok(Json(
+        read_one::<Connection>(&state, &conn_id).await?.response(),
+    ))
 }
 
 /// `POST /api/v2/connections`: the password and extra are sealed before its event is appended.
@@ -363,7 +390,7 @@ pub async fn post_connection(
 ) -> ApiResult<Response> {
     Connection::validate(&body, &Loc::body())?;
     let connection = create_one::<Connection>(&state, &user, &body).await?;
-    Ok((StatusCode::CREATED, Json(connection.json())).into_response())
+    Ok((StatusCode::CREATED, Json(connection.response())).into_response())
 }
 
 /// `PATCH /api/v2/connections/{connection_id}`: a password or extra key sent back as `***`
@@ -374,7 +401,7 @@ pub async fn patch_connection(
     Path(conn_id): Path<String>,
     params: Params,
     Body(body): Body<ConnectionBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConnectionResponse>> {
     Connection::validate(&body, &Loc::body())?;
     let mask = update_mask(&params)?;
     if body.connection_id != conn_id {
@@ -386,7 +413,7 @@ pub async fn patch_connection(
         connection.update(&state, &body, mask.as_deref())
     })
     .await?;
-    Ok(Json(connection.json()))
+    Ok(Json(connection.response()))
 }
 
 /// `DELETE /api/v2/connections/{connection_id}`.
@@ -403,7 +430,7 @@ pub async fn bulk_connections(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Body(body): Body<BulkBody<ConnectionBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     bulk::<Connection>(&state, &user, body).await
 }
 

@@ -9,16 +9,18 @@
 //!
 //! The three kinds share everything but their rows and rules: [`entity`] is how one is
 //! validated, decided on and recorded, [`bulk`] runs Airflow's bulk actions over any of them,
-//! [`redact`] masks what responses show and [`lists`] pages what list endpoints return (the
-//! audit log and import errors use both too).
+//! [`redact`] masks what responses show; list endpoints page with `crate::read::page`.
 
 mod bulk;
 mod connections;
 mod entity;
-pub(crate) mod lists;
 pub(crate) mod pools;
 pub(crate) mod redact;
 mod variables;
+
+/// An `ORDER BY` expression for attributes every row shares (Leoflow has no teams and keeps no
+/// per-Variable encryption flag): ordering by them leaves the order to the tiebreak.
+const SAME_FOR_ALL: &str = "CAST(NULL AS text)";
 
 pub use connections::{
     bulk_connections, delete_connection, get_connection, get_connections, patch_connection,

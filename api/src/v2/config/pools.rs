@@ -11,24 +11,26 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
-use leoflow_scheduler::reactor::DEFAULT_POOL_SLOTS;
-use serde::Deserialize;
+use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
+use leoflow_scheduler::core::run::TiState;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
 
-use super::bulk::{BulkBody, bulk};
+use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
 };
-use super::lists::{count_rows, page_rows};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 
-/// The pool every task uses unless it names another one.
-const DEFAULT_POOL: &str = "default_pool";
+/// Airflow's state of a task instance waiting on a trigger, which holds its pool slot with
+/// `include_deferred` (Leoflow never defers a task, so it counts none).
+const DEFERRED: &str = "deferred";
 
 /// A `slot_pool` row, or `default_pool` before any `PoolSet` for it (the scheduler gives it
 /// [`DEFAULT_POOL_SLOTS`] until then).
@@ -58,10 +60,35 @@ struct SlotUse {
     deferred: i64,
 }
 
+/// Airflow's `PoolResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct PoolResponse {
+    pub name: String,
+    pub slots: i32,
+    pub description: Option<String>,
+    pub include_deferred: bool,
+    pub occupied_slots: i64,
+    pub running_slots: i64,
+    pub queued_slots: i64,
+    pub scheduled_slots: i64,
+    pub open_slots: i64,
+    pub deferred_slots: i64,
+    pub team_name: Option<String>,
+}
+
+/// Airflow's `PoolCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct PoolCollection {
+    pub pools: Vec<PoolResponse>,
+    pub total_entries: i64,
+}
+
 impl Pool {
     /// `PoolResponse`, with Airflow's slot statistics: running and queued tasks (deferred ones
     /// too with `include_deferred`) occupy slots; `-1` slots is unlimited, so `-1` open.
-    fn json(&self, used: SlotUse) -> Value {
+    fn response(&self, used: SlotUse) -> PoolResponse {
         let occupied = used.running
             + used.queued
             + if self.include_deferred {
@@ -74,19 +101,19 @@ impl Pool {
         } else {
             i64::from(self.slots) - occupied
         };
-        json!({
-            "name": self.name,
-            "slots": self.slots,
-            "description": self.description,
-            "include_deferred": self.include_deferred,
-            "occupied_slots": occupied,
-            "running_slots": used.running,
-            "queued_slots": used.queued,
-            "scheduled_slots": used.scheduled,
-            "open_slots": open,
-            "deferred_slots": used.deferred,
-            "team_name": null,
-        })
+        PoolResponse {
+            name: self.name.clone(),
+            slots: self.slots,
+            description: self.description.clone(),
+            include_deferred: self.include_deferred,
+            occupied_slots: occupied,
+            running_slots: used.running,
+            queued_slots: used.queued,
+            scheduled_slots: used.scheduled,
+            open_slots: open,
+            deferred_slots: used.deferred,
+            team_name: None,
+        }
     }
 
     /// Applies a patch's fields (those in `mask`, if given). `default_pool` takes only `slots`
@@ -302,31 +329,41 @@ impl Entity for Pool {
 }
 
 /// `PoolResponse`s of `pools`, with the slots their task instances hold now.
-async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
+async fn pool_responses(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<PoolResponse>> {
     let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
     // A scheduled task instance holds no slot yet; Leoflow learns its pool when it is queued,
     // so scheduled slots count those whose pool is already known (retries, cleared tries).
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT pool, state, sum(coalesce(pool_slots, 1))::bigint FROM task_instance \
-         WHERE pool = ANY($1) AND state IN ('running', 'queued', 'scheduled', 'deferred') \
-         GROUP BY pool, state",
+         WHERE pool = ANY($1) AND state = ANY($2) GROUP BY pool, state",
     )
     .bind(&names)
+    .bind(
+        [TiState::Running, TiState::Queued, TiState::Scheduled]
+            .map(|s| s.airflow_name())
+            .into_iter()
+            .chain([DEFERRED])
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(state.store.pool())
     .await?;
     let mut used: HashMap<String, SlotUse> = HashMap::new();
     for (pool, task_state, slots) in rows {
         let entry = used.entry(pool).or_default();
-        match task_state.as_str() {
-            "running" => entry.running = slots,
-            "queued" => entry.queued = slots,
-            "scheduled" => entry.scheduled = slots,
-            _ => entry.deferred = slots,
+        let holds = |s: TiState| task_state == s.airflow_name();
+        if holds(TiState::Running) {
+            entry.running = slots;
+        } else if holds(TiState::Queued) {
+            entry.queued = slots;
+        } else if holds(TiState::Scheduled) {
+            entry.scheduled = slots;
+        } else {
+            entry.deferred = slots;
         }
     }
     Ok(pools
         .iter()
-        .map(|p| p.json(used.get(&p.name).copied().unwrap_or_default()))
+        .map(|p| p.response(used.get(&p.name).copied().unwrap_or_default()))
         .collect())
 }
 
@@ -334,8 +371,8 @@ async fn pools_json(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<Value>> {
 /// exist), as the pools page shows them.
 pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
     let pools = Pool::load(state, &[name.to_owned()]).await?;
-    let shown = pools_json(state, &pools).await?;
-    Ok(match shown.first().and_then(|p| p["open_slots"].as_i64()) {
+    let shown = pool_responses(state, &pools).await?;
+    Ok(match shown.first().map(|p| p.open_slots) {
         Some(-1) => i64::MAX,
         Some(open) => open,
         None => 0,
@@ -343,7 +380,10 @@ pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
 }
 
 /// `GET /api/v2/pools`.
-pub async fn get_pools(State(state): State<ApiState>, params: Params) -> ApiResult<Json<Value>> {
+pub async fn get_pools(
+    State(state): State<ApiState>,
+    params: Params,
+) -> ApiResult<Json<PoolCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "pool_name", "p.pool");
@@ -362,17 +402,19 @@ pub async fn get_pools(State(state): State<ApiState>, params: Params) -> ApiResu
         page,
     )
     .await?;
-    let pools = pools_json(&state, &pools).await?;
-    Ok(Json(json!({"pools": pools, "total_entries": total})))
+    Ok(Json(PoolCollection {
+        pools: pool_responses(&state, &pools).await?,
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/pools/{pool_name}`.
 pub async fn get_pool(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PoolResponse>> {
     let pool = read_one::<Pool>(&state, &name).await?;
-    Ok(Json(pools_json(&state, &[pool]).await?.remove(0)))
+    Ok(Json(pool_responses(&state, &[pool]).await?.remove(0)))
 }
 
 /// `POST /api/v2/pools`.
@@ -383,8 +425,8 @@ pub async fn post_pool(
 ) -> ApiResult<Response> {
     Pool::validate(&body, &Loc::body())?;
     let pool = create_one::<Pool>(&state, &user, &body).await?;
-    let json = pools_json(&state, &[pool]).await?.remove(0);
-    Ok((StatusCode::CREATED, Json(json)).into_response())
+    let created = pool_responses(&state, &[pool]).await?.remove(0);
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 /// `PATCH /api/v2/pools/{pool_name}`: patching `default_pool` records its first `PoolSet`.
@@ -394,7 +436,7 @@ pub async fn patch_pool(
     Path(name): Path<String>,
     params: Params,
     Body(body): Body<PoolPatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PoolResponse>> {
     let changes = body.changes()?;
     let mask = update_mask(&params)?;
     if body
@@ -410,7 +452,7 @@ pub async fn patch_pool(
         pool.apply(&changes, mask.as_deref())
     })
     .await?;
-    Ok(Json(pools_json(&state, &[pool]).await?.remove(0)))
+    Ok(Json(pool_responses(&state, &[pool]).await?.remove(0)))
 }
 
 /// `DELETE /api/v2/pools/{pool_name}`; `default_pool` cannot be deleted.
@@ -427,6 +469,6 @@ pub async fn bulk_pools(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Body(body): Body<BulkBody<PoolBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     bulk::<Pool>(&state, &user, body).await
 }

@@ -8,21 +8,22 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{Sealed, VariableDeleted, VariableSet};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sqlx::FromRow;
 use sqlx::types::Json as Stored;
 
-use super::bulk::{BulkBody, bulk};
+use super::SAME_FOR_ALL;
+use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
 };
-use super::lists::{SAME_FOR_ALL, count_rows, page_rows};
 use super::redact::shown_value;
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, Params};
+use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 
 /// A Variable as a request works with it: its value opened.
@@ -56,16 +57,35 @@ async fn opened(state: &ApiState, rows: Vec<VariableRow>) -> ApiResult<Vec<Varia
         .collect())
 }
 
+/// Airflow's `VariableResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct VariableResponse {
+    pub key: String,
+    pub value: String,
+    pub description: Option<String>,
+    pub is_encrypted: bool,
+    pub team_name: Option<String>,
+}
+
+/// Airflow's `VariableCollectionResponse`.
+#[derive(Debug, Serialize)]
+#[allow(missing_docs)]
+pub struct VariableCollection {
+    pub variables: Vec<VariableResponse>,
+    pub total_entries: i64,
+}
+
 impl Variable {
     /// `VariableResponse`: the value is encrypted at rest (sealed), as `is_encrypted` says.
-    fn json(&self) -> Value {
-        json!({
-            "key": self.key,
-            "value": shown_value(&self.key, &self.val),
-            "description": self.description,
-            "is_encrypted": true,
-            "team_name": null,
-        })
+    fn response(&self) -> VariableResponse {
+        VariableResponse {
+            key: self.key.clone(),
+            value: shown_value(&self.key, &self.val),
+            description: self.description.clone(),
+            is_encrypted: true,
+            team_name: None,
+        }
     }
 }
 
@@ -174,7 +194,7 @@ impl Entity for Variable {
 pub async fn get_variables(
     State(state): State<ApiState>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VariableCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "variable_key", "v.key");
@@ -201,18 +221,18 @@ pub async fn get_variables(
     )
     .await?;
     let variables = opened(&state, rows).await?;
-    let variables: Vec<Value> = variables.iter().map(Variable::json).collect();
-    Ok(Json(
-        json!({"variables": variables, "total_entries": total}),
-    ))
+    Ok(Json(VariableCollection {
+        variables: variables.iter().map(Variable::response).collect(),
+        total_entries: total,
+    }))
 }
 
 /// `GET /api/v2/variables/{variable_key}`.
 pub async fn get_variable(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(read_one::<Variable>(&state, &key).await?.json()))
+) -> ApiResult<Json<VariableResponse>> {
+    Ok(Json(read_one::<Variable>(&state, &key).await?.response()))
 }
 
 /// `POST /api/v2/variables`.
@@ -223,7 +243,7 @@ pub async fn post_variable(
 ) -> ApiResult<Response> {
     Variable::validate(&body, &Loc::body())?;
     let variable = create_one::<Variable>(&state, &user, &body).await?;
-    Ok((StatusCode::CREATED, Json(variable.json())).into_response())
+    Ok((StatusCode::CREATED, Json(variable.response())).into_response())
 }
 
 /// `PATCH /api/v2/variables/{variable_key}` (`update_mask` limits the fields that change).
@@ -233,7 +253,7 @@ pub async fn patch_variable(
     Path(key): Path<String>,
     params: Params,
     Body(body): Body<VariableBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VariableResponse>> {
     Variable::validate(&body, &Loc::body())?;
     let mask = update_mask(&params)?;
     if body.key != key {
@@ -245,7 +265,7 @@ pub async fn patch_variable(
         variable.update(&state, &body, mask.as_deref())
     })
     .await?;
-    Ok(Json(variable.json()))
+    Ok(Json(variable.response()))
 }
 
 /// `DELETE /api/v2/variables/{variable_key}`.
@@ -262,6 +282,6 @@ pub async fn bulk_variables(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Body(body): Body<BulkBody<VariableBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BulkReport>> {
     bulk::<Variable>(&state, &user, body).await
 }
