@@ -2,7 +2,7 @@
 //! `RunStatus`, plus the task-instance states only Airflow has (Leoflow never reaches them, yet
 //! Airflow's clients may ask for them).
 
-use leoflow_scheduler::core::run::{RunStatus, TiState};
+use leoflow_core::run::{RunStatus, TiState};
 
 /// A task-instance state as Airflow's API names it.
 #[derive(Debug, Clone, Copy)]
@@ -56,14 +56,6 @@ const SUMMARY_PRECEDENCE: [TiStateName; 10] = [
     Core(TiState::Success),
 ];
 
-/// Airflow's `DagRunState`, in its order.
-const RUN_STATES: [RunStatus; 4] = [
-    RunStatus::Queued,
-    RunStatus::Running,
-    RunStatus::Success,
-    RunStatus::Failed,
-];
-
 /// The names of Airflow's task-instance states (the `state` filters' allowed values).
 pub fn ti_state_names() -> Vec<&'static str> {
     TI_STATES.iter().map(|s| s.name()).collect()
@@ -76,7 +68,7 @@ pub fn summary_precedence() -> impl Iterator<Item = &'static str> {
 
 /// The names of Airflow's dag-run states.
 pub fn run_state_names() -> Vec<&'static str> {
-    RUN_STATES.iter().map(|s| s.airflow_name()).collect()
+    RunStatus::ALL.iter().map(|s| s.airflow_name()).collect()
 }
 
 /// The names of the states of an active run (queued or running), as Airflow counts them.

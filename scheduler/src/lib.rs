@@ -19,5 +19,3 @@ pub mod task_logs;
 
 pub use liveness::Liveness;
 
-// TODO(issue 13): api moves to leoflow_core
-pub use leoflow_core as core;

@@ -6,7 +6,7 @@ use axum::{Extension, Json};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use leoflow_scheduler::core::run::RunStatus;
+use leoflow_core::run::RunStatus;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::AssertSqlSafe;

@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use leoflow_events::Event;
 use leoflow_scheduler::control;
-use leoflow_scheduler::core::commands::{TriggerRejection, TriggerRequest};
+use leoflow_core::commands::{TriggerRejection, TriggerRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

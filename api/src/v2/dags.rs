@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use leoflow_scheduler::core::timetable::{RunInfo, Schedule};
+use leoflow_core::timetable::{RunInfo, Schedule};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;

@@ -779,7 +779,7 @@ pub async fn dependencies(
         load_ti(&state, &ti.dag_id, &ti.run_id, &ti.task_id, map_index).await?;
     }
     let around = surroundings(&state, &ti.dag_id, &run.spec, &ti.task_id).await?;
-    let found = leoflow_scheduler::core::blockers::blockers(
+    let found = leoflow_core::blockers::blockers(
         &run.spec,
         &run.state,
         &ti.task_id,
@@ -801,9 +801,9 @@ pub async fn dependencies(
 async fn surroundings(
     state: &ApiState,
     dag_id: &str,
-    spec: &leoflow_scheduler::core::spec::DagSpec,
+    spec: &leoflow_core::spec::DagSpec,
     task_id: &str,
-) -> ApiResult<leoflow_scheduler::core::blockers::Surroundings> {
+) -> ApiResult<leoflow_core::blockers::Surroundings> {
     let (dag_paused, max_active_tasks): (bool, i32) =
         sqlx::query_as("SELECT is_paused, max_active_tasks FROM dag WHERE dag_id = $1")
             .bind(dag_id)
@@ -822,10 +822,10 @@ async fn surroundings(
         .map_or(control::DEFAULT_POOL, |t| t.pool.as_str())
         .to_owned();
     let open_slots = crate::v2::config::pools::open_slots(state, &pool).await?;
-    Ok(leoflow_scheduler::core::blockers::Surroundings {
+    Ok(leoflow_core::blockers::Surroundings {
         dag_paused,
         active_tasks: (i64::from(max_active_tasks), active),
-        pool: leoflow_scheduler::core::blockers::PoolUse {
+        pool: leoflow_core::blockers::PoolUse {
             name: pool,
             open_slots,
         },

@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
 use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
-use leoflow_scheduler::core::run::TiState;
+use leoflow_core::run::TiState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
