@@ -99,7 +99,7 @@ impl ControlPlane {
                 };
                 let mut executor = SubprocessExecutor::new(agent, exits_tx);
                 if let Err(error) = executor.start_zygote().await {
-                    eprintln!("warning: {error}; every try starts its own Python (slower)");
+                    tracing::warn!("{error}; every try starts its own Python (slower)");
                 }
                 Arc::new(executor)
             }

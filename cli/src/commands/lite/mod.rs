@@ -214,8 +214,8 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     // Pods call the gRPC port through the container network's gateway, not loopback.
     let grpc_host = match executor {
         ExecutorChoice::Pods { .. } if args.host.is_loopback() => {
-            eprintln!(
-                "note: with --executor k3d the task agents' gRPC port listens on every \
+            tracing::info!(
+                "with --executor k3d the task agents' gRPC port listens on every \
                  interface (pods reach it through the container network); agents must present \
                  their attempt's token."
             );
@@ -225,8 +225,8 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     };
     let grpc_listener = bind(grpc_host, ports.grpc, "the task agents' gRPC").await?;
     if !args.host.is_loopback() {
-        eprintln!(
-            "warning: listening on {}: anyone who can reach this machine can reach Lite's login \
+        tracing::warn!(
+            "listening on {}: anyone who can reach this machine can reach Lite's login \
              page, API and agent port. Use the default (127.0.0.1) unless you mean it.",
             args.host
         );
@@ -288,8 +288,8 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     let ui = match ui_dirs.map(|dirs| Ui::load(dirs, "/")).transpose() {
         Ok(ui) => ui.map(Arc::new),
         Err(error) => {
-            eprintln!(
-                "warning: the installed Airflow UI is unreadable ({error}); serving the API only"
+            tracing::warn!(
+                "the installed Airflow UI is unreadable ({error}); serving the API only"
             );
             None
         }
@@ -369,14 +369,14 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
                 Err(leoflow_events::StoreError::Database(e)) => {
                     log_failures += 1;
                     if log_failures == 1 {
-                        eprintln!("warning: the event log cannot be read ({e}); retrying");
+                        tracing::warn!("the event log cannot be read ({e}); retrying");
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => break Err(e.into()),
             },
             error = control_plane.reactor_failure() => {
-                eprintln!("error: {error:#}");
+                tracing::error!("{error:#}");
                 break Ok(ExitCode::FAILURE);
             }
             _ = interrupt.recv() => break Ok(ExitCode::SUCCESS),
