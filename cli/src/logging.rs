@@ -19,9 +19,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Leoflow's own crates at `info`, everything else (HTTP, gRPC, SQL clients) at `warn`: the
-/// dependencies' info lines are per request, too many for a terminal.
-const DEFAULT_FILTER: &str = "warn,leoflow=info";
+/// Leoflow's own crates (and the `leoflow` binary) at `info`, everything else (HTTP, gRPC, SQL
+/// clients) at `warn`: the dependencies' info lines are per request, too many for a terminal.
+/// sqlx's slow-statement alerts are left out: appends wait for the log's lock by design, and a
+/// burst of them would flood the terminal whenever tries finish together.
+const DEFAULT_FILTER: &str = "warn,leoflow=info,sqlx::query=error";
 
 /// Sends this process's diagnostics to stderr in `format`, filtered by `RUST_LOG` when set.
 pub fn init(format: LogFormat) -> Result<()> {
