@@ -470,8 +470,8 @@ impl RestoreNames {
     }
 }
 
-/// Restores the dump into a database of its own and swaps it in; on any failure the live
-/// database is unchanged. Stops the managed Postgres again if it was started for this.
+/// Restores the dump into a database of its own, and only once it is complete and migrated
+/// swaps it in for the live one. Stops the managed Postgres again if it was started for this.
 async fn restore_database(
     store: &Datastore,
     home: &Path,
