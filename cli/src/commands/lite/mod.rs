@@ -391,6 +391,8 @@ struct Opened {
     owned_cluster: Option<OwnedCluster>,
 }
 
+/// Opens and migrates the database (starting the managed Postgres when it is the datastore),
+/// watches a managed server, claims one this Lite started and catches the read models up.
 async fn open_datastore(
     datastore: &DatastoreArgs,
     home: &Path,
@@ -412,6 +414,7 @@ async fn open_datastore(
     })
 }
 
+/// The control plane as Lite's flags and the prepared home configure it.
 fn control_plane_options(
     args: &LiteArgs,
     prepared: &Prepared,
