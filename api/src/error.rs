@@ -105,7 +105,7 @@ impl ApiError {
     /// 500: the server failed (a database error, a bug). Logged in full; the client learns
     /// only that it happened.
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        eprintln!("api: internal error: {error}");
+        tracing::error!("internal error: {error}");
         Self::detail(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Leoflow failed to answer this request; its log says why",

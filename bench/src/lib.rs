@@ -152,7 +152,7 @@ impl Drop for BenchDatabase {
         if !self.stopped {
             self.stopped = true;
             if let Err(error) = self.cluster.stop() {
-                eprintln!("stopping the benchmark's Postgres: {error}");
+                tracing::warn!("stopping the benchmark's Postgres: {error}");
                 return;
             }
             let _ = std::fs::remove_dir_all(self.cluster.root());

@@ -12,7 +12,7 @@ use leoflow_events::EventStore;
 use leoflow_executors::kubernetes::{PodConfig, PodExecutor};
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::SubprocessExecutor;
-use leoflow_executors::{AgentConfig, Executor};
+use leoflow_executors::{AgentConfig, AttemptExit, Executor};
 use leoflow_scheduler::Liveness;
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::reactor::Specs;
@@ -80,67 +80,8 @@ impl ControlPlane {
     ) -> Result<Self> {
         // With port 0 the system picks one: agents must be told the one it picked.
         let grpc = listener.local_addr().context("reading the gRPC address")?;
-        // Bound to every interface, the agents on this machine still call it on loopback.
-        let endpoint = if grpc.ip().is_unspecified() {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
-        } else {
-            grpc
-        };
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
-        let program = std::env::current_exe().context("locating the leoflow binary")?;
-        let executor: Arc<dyn Executor> = match &options.executor {
-            ExecutorChoice::Subprocess => {
-                let agent = AgentConfig {
-                    program,
-                    endpoint: format!("http://{endpoint}"),
-                    python: options.python.interpreter.clone(),
-                    sdk_path: options.python.sdk_path.clone(),
-                    project_dir: options.project_dir.clone(),
-                };
-                let mut executor = SubprocessExecutor::new(agent, exits_tx);
-                if let Err(error) = executor.start_zygote().await {
-                    eprintln!("warning: {error}; every try starts its own Python (slower)");
-                }
-                Arc::new(executor)
-            }
-            ExecutorChoice::Pods {
-                context,
-                namespace,
-                image,
-                host_from_pods,
-            } => {
-                // The nodes mount these host folders; pods see them at the same paths.
-                let host_paths = program
-                    .parent()
-                    .map(PathBuf::from)
-                    .into_iter()
-                    .chain([options.python.sdk_path.clone()])
-                    .chain(options.project_dir.clone())
-                    .collect();
-                let config = PodConfig {
-                    namespace: namespace.clone(),
-                    image: image.clone(),
-                    agent: AgentConfig {
-                        program,
-                        endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
-                        python: "python3".into(),
-                        sdk_path: options.python.sdk_path.clone(),
-                        project_dir: options.project_dir.clone(),
-                    },
-                    host_paths,
-                    labels: Default::default(),
-                };
-                let executor = PodExecutor::connect(Some(context), config, exits_tx)
-                    .await
-                    .map_err(|error| {
-                        anyhow::anyhow!(
-                            "cannot configure a Kubernetes client for the kubeconfig context \
-                             {context}: {error}. `kubectl config get-contexts` lists the contexts"
-                        )
-                    })?;
-                Arc::new(executor)
-            }
-        };
+        let executor = start_executor(&options, grpc, exits_tx).await?;
         // Shared through Postgres: another control plane on this database that becomes the
         // leader must not fail the tries whose agents heartbeat to this one.
         let liveness = Liveness::shared(store.pool().clone());
@@ -149,39 +90,10 @@ impl ControlPlane {
             .with_liveness(liveness.clone())
             .with_exits(exits_rx);
         let specs = reactor.specs();
-        let vault = options
-            .master_keys
-            .clone()
-            .map(|keys| Vault::new(store.pool().clone(), keys));
-        let mut service = AgentService::new(
-            store,
-            specs.clone(),
-            reactor.liveness(),
-            options.heartbeat_interval,
-        );
-        if let Some(vault) = vault {
-            service = service.with_vault(vault);
-        }
-        service = service.with_max_xcom_bytes(options.max_xcom_bytes);
+        let service = agent_service(store, specs.clone(), reactor.liveness(), &options);
         let (shutdown, watcher) = watch::channel(false);
         liveness.flush_every(options.heartbeat_interval, watcher.clone());
-        let mut server_stop = watcher.clone();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(
-                    TaskAgentServer::new(service)
-                        .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
-                        .max_encoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE),
-                )
-                .serve_with_incoming_shutdown(
-                    // Without TCP_NODELAY small replies wait for the agent's delayed ACK
-                    // (40 ms per call here).
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async move {
-                        let _ = server_stop.wait_for(|stop| *stop).await;
-                    },
-                ),
-        );
+        let server = tokio::spawn(serve_agents(listener, service, watcher.clone()));
         let reactor = Some(tokio::spawn(reactor.run(watcher)));
         Ok(Self {
             specs,
@@ -229,4 +141,114 @@ impl ControlPlane {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
         Ok(())
     }
+}
+
+/// The executor `options` choose, its agents calling the control plane on `grpc`.
+async fn start_executor(
+    options: &ControlPlaneOptions,
+    grpc: SocketAddr,
+    exits: mpsc::UnboundedSender<AttemptExit>,
+) -> Result<Arc<dyn Executor>> {
+    let program = std::env::current_exe().context("locating the leoflow binary")?;
+    Ok(match &options.executor {
+        ExecutorChoice::Subprocess => {
+            // Bound to every interface, the agents on this machine still call it on loopback.
+            let endpoint = if grpc.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
+            } else {
+                grpc
+            };
+            let agent = AgentConfig {
+                program,
+                endpoint: format!("http://{endpoint}"),
+                python: options.python.interpreter.clone(),
+                sdk_path: options.python.sdk_path.clone(),
+                project_dir: options.project_dir.clone(),
+            };
+            let mut executor = SubprocessExecutor::new(agent, exits);
+            if let Err(error) = executor.start_zygote().await {
+                tracing::warn!("{error}; every try starts its own Python (slower)");
+            }
+            Arc::new(executor)
+        }
+        ExecutorChoice::Pods {
+            context,
+            namespace,
+            image,
+            host_from_pods,
+        } => {
+            // The nodes mount these host folders; pods see them at the same paths.
+            let host_paths = program
+                .parent()
+                .map(PathBuf::from)
+                .into_iter()
+                .chain([options.python.sdk_path.clone()])
+                .chain(options.project_dir.clone())
+                .collect();
+            let config = PodConfig {
+                namespace: namespace.clone(),
+                image: image.clone(),
+                agent: AgentConfig {
+                    program,
+                    endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
+                    python: "python3".into(),
+                    sdk_path: options.python.sdk_path.clone(),
+                    project_dir: options.project_dir.clone(),
+                },
+                host_paths,
+                labels: Default::default(),
+            };
+            let executor = PodExecutor::connect(Some(context), config, exits)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "cannot configure a Kubernetes client for the kubeconfig context \
+                         {context}: {error}. `kubectl config get-contexts` lists the contexts"
+                    )
+                })?;
+            Arc::new(executor)
+        }
+    })
+}
+
+/// The gRPC service task agents call, opening Variables and Connections with the master keys
+/// when there are some.
+fn agent_service(
+    store: EventStore,
+    specs: Specs,
+    liveness: Liveness,
+    options: &ControlPlaneOptions,
+) -> AgentService {
+    let vault = options
+        .master_keys
+        .clone()
+        .map(|keys| Vault::new(store.pool().clone(), keys));
+    let mut service = AgentService::new(store, specs, liveness, options.heartbeat_interval);
+    if let Some(vault) = vault {
+        service = service.with_vault(vault);
+    }
+    service.with_max_xcom_bytes(options.max_xcom_bytes)
+}
+
+/// Serves `service` on `listener` until `stop` turns true.
+async fn serve_agents(
+    listener: tokio::net::TcpListener,
+    service: AgentService,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(
+            TaskAgentServer::new(service)
+                .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
+                .max_encoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY small replies wait for the agent's delayed ACK
+            // (40 ms per call here).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        )
+        .await
 }

@@ -3,6 +3,7 @@
 mod commands;
 mod control_plane;
 mod datastore;
+mod logging;
 mod python_env;
 
 use std::path::PathBuf;
@@ -20,6 +21,17 @@ use crate::commands::{
 struct Cli {
     #[command(flatten)]
     datastore: datastore::DatastoreArgs,
+
+    /// How diagnostics go to stderr: readable `text`, or `json` (one object per line, for a log
+    /// shipper). `RUST_LOG` filters them (default: info for Leoflow, warn for the rest).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LEOFLOW_LOG_FORMAT",
+        default_value_t = logging::LogFormat::Text
+    )]
+    log_format: logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -70,6 +82,11 @@ pub fn leoflow_home(explicit: Option<PathBuf>) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_filter = matches!(cli.command, Command::Agent(_)).then_some(logging::AGENT_FILTER);
+    if let Err(e) = logging::init(cli.log_format, default_filter) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -8,12 +8,17 @@
 //! - Each bad start (no Python, no PostgreSQL build, a taken port, a second Lite on the home,
 //!   a corrupt config, a socket path too long, `--executor k3d` here) gets one clear message
 //!   and leaves nothing started.
+//! - `--log-format json`: Lite's diagnostics as JSON lines carrying their spans' fields.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use serde_json::json;
+use leoflow_executors::proto::AttemptRef;
+use leoflow_executors::proto::task_agent_client::TaskAgentClient;
+use serde_json::{Value, json};
 
 mod common;
 
@@ -543,6 +548,82 @@ async fn lite_on_a_home_never_set_up_sets_it_up_first_and_runs_the_example() {
     let api = Client::login_as(&lite.base, &password).await;
     // hello imports pendulum: the managed venv has it.
     api.run_to_success("hello").await;
+    assert!(lite.signal(libc::SIGTERM).success());
+    drop(lite);
+    stop_postgres(&home);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// `--log-format json`: every line Lite writes to stderr is one JSON object a log shipper can
+/// read, with its level, target and message, and the span of the work it is about with that
+/// span's fields — here the refused heartbeat of an agent no run knows, which names the try it
+/// claimed to be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_diagnostics_as_json_lines_with_their_spans() {
+    let scratch = scratch("json-log");
+    let home = scratch.join("home");
+    let project = repo().join("dags/hello");
+    let mut command = leoflow(
+        &home,
+        &["--log-format", "json", "lite", project.to_str().unwrap()],
+    );
+    command
+        .env("LEOFLOW_ADMIN_PASSWORD", PASSWORD)
+        .env_remove("RUST_LOG");
+    let mut lite = Lite::start_with_stderr(command, Stdio::piped());
+    let stderr = lite.child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[lite stderr] {line}");
+            let _ = lines_tx.send(line);
+        }
+    });
+    let grpc = lite
+        .banner
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("agents    gRPC on "))
+        .unwrap_or_else(|| panic!("no gRPC address in the banner:\n{}", lite.banner))
+        .to_owned();
+
+    let mut agent = TaskAgentClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let refused = agent
+        .heartbeat(AttemptRef {
+            dag_id: "hello".into(),
+            run_id: "no_such_run".into(),
+            task_id: "say_hello".into(),
+            map_index: -1,
+            try_number: 3,
+            attempt_token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+
+    let record = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("Lite never logged the refused heartbeat");
+        let record: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
+        let message = record["fields"]["message"].as_str().unwrap_or_default();
+        if message.contains("refused an agent's heartbeat") {
+            break record;
+        }
+    };
+    assert_eq!(record["level"], "WARN", "{record}");
+    assert_eq!(record["target"], "leoflow_scheduler::agents", "{record}");
+    assert!(record["timestamp"].is_string(), "{record}");
+    let span = &record["span"];
+    assert_eq!(span["name"], "heartbeat", "{record}");
+    assert_eq!(span["dag_id"], "hello", "{record}");
+    assert_eq!(span["run_id"], "no_such_run", "{record}");
+    assert_eq!(span["task_id"], "say_hello", "{record}");
+    assert_eq!(span["try_number"], 3, "{record}");
+    assert_eq!(record["spans"][0]["name"], "heartbeat", "{record}");
+
     assert!(lite.signal(libc::SIGTERM).success());
     drop(lite);
     stop_postgres(&home);

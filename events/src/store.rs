@@ -201,21 +201,11 @@ impl EventStore {
         if batch.events.is_empty() && batch.expectations.is_empty() {
             return Ok(AppendOutcome { events: Vec::new() });
         }
-        let prepared: Vec<_> = batch
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.event.stream(),
-                    e.event.event_type(),
-                    e.event.schema_version(),
-                    e.event.payload(),
-                )
-            })
-            .collect();
+        // Serialized before the lock: every append waits for the holder, so it holds it short.
+        let prepared: Vec<PreparedEvent> = batch.events.iter().map(PreparedEvent::of).collect();
         let streams: BTreeSet<String> = prepared
             .iter()
-            .map(|p| p.0.clone())
+            .map(|p| p.stream.clone())
             .chain(batch.expectations.iter().map(|(s, _)| s.clone()))
             .collect();
 
@@ -229,127 +219,15 @@ impl EventStore {
             .pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(LOG_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
-        // A separate statement after the lock: its snapshot must include the previous holder.
-        let row = sqlx::query(
-            "SELECT h.position, clock_timestamp() AS now, \
-                    (SELECT coalesce(jsonb_object_agg(stream, version), '{}'::jsonb) \
-                       FROM event_streams WHERE stream = ANY($1)) AS versions \
-             FROM event_log_head h",
-        )
-        .bind(streams.iter().collect::<Vec<_>>())
-        .fetch_one(&mut *tx)
-        .await?;
-        let head: i64 = row.try_get("position")?;
-        let recorded_at: DateTime<Utc> = row.try_get("now")?;
-        let versions: Value = row.try_get("versions")?;
-        let mut current: BTreeMap<String, i64> = streams
-            .into_iter()
-            .filter_map(|s| versions.get(&s).and_then(Value::as_i64).map(|v| (s, v)))
-            .collect();
-
-        for (stream, expected) in &batch.expectations {
-            let actual = current.get(stream).copied();
-            let ok = match expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => actual.is_none(),
-                ExpectedVersion::Exact(v) => actual == Some(*v),
-            };
-            if !ok {
-                return Err(AppendError::Conflict {
-                    stream: stream.clone(),
-                    expected: *expected,
-                    actual,
-                });
-            }
-        }
+        let mut locked = LockedLog::lock(&mut tx, streams).await?;
+        // A conflict returns with the transaction dropped: rolled back, nothing written.
+        locked.check(&batch.expectations)?;
         if prepared.is_empty() {
             return Ok(AppendOutcome { events: Vec::new() });
         }
-
-        let mut recorded = Vec::with_capacity(prepared.len());
-        for (i, ((stream, event_type, schema_version, payload), new)) in
-            prepared.into_iter().zip(&batch.events).enumerate()
-        {
-            let version = current.entry(stream.clone()).or_insert(0);
-            *version += 1;
-            recorded.push(RecordedEvent {
-                position: head + 1 + i as i64,
-                stream_version: *version,
-                stream,
-                event_type: event_type.to_owned(),
-                schema_version,
-                payload,
-                metadata: new.metadata.clone(),
-                recorded_at,
-            });
-        }
-        let new_head = head + recorded.len() as i64;
-        let (stream_names, stream_versions): (Vec<&str>, Vec<i64>) =
-            current.iter().map(|(s, v)| (s.as_str(), *v)).unzip();
-
-        sqlx::query(
-            "WITH ins AS ( \
-                 INSERT INTO events (position, stream, stream_version, type, schema_version, \
-                                     payload, metadata, recorded_at) \
-                 SELECT p, s, v, t, sv, pl, md, $8 \
-                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], \
-                             $6::jsonb[], $7::jsonb[]) AS x(p, s, v, t, sv, pl, md)), \
-             str AS ( \
-                 INSERT INTO event_streams (stream, version) \
-                 SELECT * FROM unnest($9::text[], $10::bigint[]) \
-                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version), \
-             hd AS (UPDATE event_log_head SET position = $11) \
-             SELECT pg_notify($12, $11::text)",
-        )
-        .bind(recorded.iter().map(|e| e.position).collect::<Vec<_>>())
-        .bind(
-            recorded
-                .iter()
-                .map(|e| e.stream.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            recorded
-                .iter()
-                .map(|e| e.stream_version)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            recorded
-                .iter()
-                .map(|e| e.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            recorded
-                .iter()
-                .map(|e| e.schema_version)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            recorded
-                .iter()
-                .map(|e| e.payload.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            recorded
-                .iter()
-                .map(|e| serde_json::to_value(&e.metadata).expect("metadata serializes"))
-                .collect::<Vec<_>>(),
-        )
-        .bind(recorded_at)
-        .bind(stream_names)
-        .bind(stream_versions)
-        .bind(new_head)
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
-
+        let recorded = locked.record(prepared);
+        insert_and_notify(&mut tx, &recorded, &locked).await?;
+        // In the same transaction: a projection that refuses the events rolls the append back.
         if let Some(projection) = &self.projection {
             projection
                 .apply(&mut tx, &recorded)
@@ -438,6 +316,184 @@ impl EventStore {
             })
             .transpose()?)
     }
+}
+
+/// An event to append, serialized, still without its position.
+struct PreparedEvent {
+    stream: String,
+    event_type: &'static str,
+    schema_version: i32,
+    payload: Value,
+    metadata: Metadata,
+}
+
+impl PreparedEvent {
+    fn of(new: &NewEvent) -> Self {
+        Self {
+            stream: new.event.stream(),
+            event_type: new.event.event_type(),
+            schema_version: new.event.schema_version(),
+            payload: new.event.payload(),
+            metadata: new.metadata.clone(),
+        }
+    }
+}
+
+/// The log as an append sees it once it holds the log's lock: the head, the time its events
+/// are recorded at, and the versions of the streams it touches (absent: no stream yet).
+struct LockedLog {
+    head: i64,
+    recorded_at: DateTime<Utc>,
+    versions: BTreeMap<String, i64>,
+}
+
+impl LockedLog {
+    /// Takes `pg_advisory_xact_lock(LOG_LOCK_KEY)`, held until the transaction ends: appends
+    /// are serialized, so positions are given and committed in the same order and a reader
+    /// that has seen position N has seen everything below it.
+    async fn lock(conn: &mut PgConnection, streams: BTreeSet<String>) -> Result<Self, AppendError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOG_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+        // A separate statement after the lock: its snapshot must include the previous holder.
+        let row = sqlx::query(
+            "SELECT h.position, clock_timestamp() AS now, \
+                    (SELECT coalesce(jsonb_object_agg(stream, version), '{}'::jsonb) \
+                       FROM event_streams WHERE stream = ANY($1)) AS versions \
+             FROM event_log_head h",
+        )
+        .bind(streams.iter().collect::<Vec<_>>())
+        .fetch_one(&mut *conn)
+        .await?;
+        let versions: Value = row.try_get("versions")?;
+        Ok(Self {
+            head: row.try_get("position")?,
+            recorded_at: row.try_get("now")?,
+            versions: streams
+                .into_iter()
+                .filter_map(|s| versions.get(&s).and_then(Value::as_i64).map(|v| (s, v)))
+                .collect(),
+        })
+    }
+
+    /// Optimistic concurrency: the batch is written only if every stream it expects is at the
+    /// version it expects (read under the lock, so no one can move it before the commit).
+    fn check(&self, expectations: &[(String, ExpectedVersion)]) -> Result<(), AppendError> {
+        for (stream, expected) in expectations {
+            let actual = self.versions.get(stream).copied();
+            let ok = match expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::Exact(v) => actual == Some(*v),
+            };
+            if !ok {
+                return Err(AppendError::Conflict {
+                    stream: stream.clone(),
+                    expected: *expected,
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the events their positions after the head and the next versions of their
+    /// streams (kept in `versions`, which the append then writes back).
+    fn record(&mut self, prepared: Vec<PreparedEvent>) -> Vec<RecordedEvent> {
+        let (head, recorded_at) = (self.head, self.recorded_at);
+        prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let version = self.versions.entry(event.stream.clone()).or_insert(0);
+                *version += 1;
+                RecordedEvent {
+                    position: head + 1 + i as i64,
+                    stream_version: *version,
+                    stream: event.stream,
+                    event_type: event.event_type.to_owned(),
+                    schema_version: event.schema_version,
+                    payload: event.payload,
+                    metadata: event.metadata,
+                    recorded_at,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Writes the events, their streams' new versions (`log.versions`, moved on by
+/// [`LockedLog::record`]) and the new head in one statement, and
+/// queues the `NOTIFY` with the new head (Postgres delivers it at commit, so a subscriber woken
+/// by it finds the events there).
+async fn insert_and_notify(
+    conn: &mut PgConnection,
+    recorded: &[RecordedEvent],
+    log: &LockedLog,
+) -> Result<(), AppendError> {
+    let new_head = log.head + recorded.len() as i64;
+    let (stream_names, stream_versions): (Vec<&str>, Vec<i64>) =
+        log.versions.iter().map(|(s, v)| (s.as_str(), *v)).unzip();
+    sqlx::query(
+        "WITH ins AS ( \
+             INSERT INTO events (position, stream, stream_version, type, schema_version, \
+                                 payload, metadata, recorded_at) \
+             SELECT p, s, v, t, sv, pl, md, $8 \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], \
+                         $6::jsonb[], $7::jsonb[]) AS x(p, s, v, t, sv, pl, md)), \
+         str AS ( \
+             INSERT INTO event_streams (stream, version) \
+             SELECT * FROM unnest($9::text[], $10::bigint[]) \
+             ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version), \
+         hd AS (UPDATE event_log_head SET position = $11) \
+         SELECT pg_notify($12, $11::text)",
+    )
+    .bind(recorded.iter().map(|e| e.position).collect::<Vec<_>>())
+    .bind(
+        recorded
+            .iter()
+            .map(|e| e.stream.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        recorded
+            .iter()
+            .map(|e| e.stream_version)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        recorded
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        recorded
+            .iter()
+            .map(|e| e.schema_version)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        recorded
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        recorded
+            .iter()
+            .map(|e| serde_json::to_value(&e.metadata).expect("metadata serializes"))
+            .collect::<Vec<_>>(),
+    )
+    .bind(log.recorded_at)
+    .bind(stream_names)
+    .bind(stream_versions)
+    .bind(new_head)
+    .bind(NOTIFY_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// SHA-256 of a blob's content, lower-case hex: its identity.

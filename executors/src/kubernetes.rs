@@ -290,7 +290,7 @@ impl Shared {
             Ok(attempt) => attempt,
             Err(why) => {
                 // Not ours to judge or delete: nothing says which attempt it ran.
-                eprintln!("kubernetes executor: pod {name} ended ({detail}), but {why}");
+                tracing::warn!("pod {name} ended ({detail}), but {why}");
                 return;
             }
         };
@@ -327,8 +327,8 @@ async fn watch(shared: Arc<Shared>) {
                     state.reported.retain(|id| listed.contains(id));
                 }
             }
-            Err(error) => eprintln!(
-                "kubernetes executor: watching pods in namespace {}: {error}",
+            Err(error) => tracing::warn!(
+                "watching pods in namespace {}: {error}",
                 shared.config.namespace
             ),
         }
@@ -339,10 +339,7 @@ async fn delete_pod(pods: &Api<Pod>, name: &str, params: &DeleteParams) {
     match pods.delete(name, params).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.is_not_found() => {}
-        Err(error) => eprintln!(
-            "kubernetes executor: cannot delete pod {name}: {}",
-            api_message(&error)
-        ),
+        Err(error) => tracing::warn!("cannot delete pod {name}: {}", api_message(&error)),
     }
 }
 

@@ -91,8 +91,8 @@ fn refuse_stranger(key: &TaskInstanceKey, command: &str) -> Status {
     let mut last = LAST_REFUSAL_WARNING.lock().expect("not poisoned");
     if last.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY) {
         *last = Some(Instant::now());
-        eprintln!(
-            "scheduler: refused an agent's {command} for {}/{}/{}: not the current attempt \
+        tracing::warn!(
+            "refused an agent's {command} for {}/{}/{}: not the current attempt \
              ({} refused so far)",
             key.dag_id,
             key.run_id,
@@ -106,6 +106,18 @@ fn refuse_stranger(key: &TaskInstanceKey, command: &str) -> Status {
         key.run_id,
         key_text(key)
     ))
+}
+
+/// Names the try an agent's call is about on the call's span, so everything logged while
+/// answering it says which try it was, even when the call is refused. The span of each
+/// [`TaskAgent`] call declares these fields empty: the try is known only from the request.
+fn record_attempt(attempt: &AttemptRef) {
+    let span = tracing::Span::current();
+    span.record("dag_id", attempt.dag_id.as_str());
+    span.record("run_id", attempt.run_id.as_str());
+    span.record("task_id", attempt.task_id.as_str());
+    span.record("map_index", attempt.map_index);
+    span.record("try_number", attempt.try_number);
 }
 
 /// The fence an agent's call claims, if its token is well-formed.
@@ -221,6 +233,7 @@ impl AgentService {
         need: Need,
     ) -> Result<Verified, Status> {
         let a = attempt.ok_or_else(|| Status::invalid_argument("the attempt is missing"))?;
+        record_attempt(a);
         let key = TaskInstanceKey::mapped(&a.dag_id, &a.run_id, &a.task_id, a.map_index);
         let run = match load_run(&self.store, &self.specs, &a.dag_id, &a.run_id).await {
             Ok(run) => run,
@@ -293,7 +306,7 @@ impl AgentService {
             );
         match self.store.append(batch).await {
             Ok(_) | Err(AppendError::Conflict { .. }) => {}
-            Err(error) => eprintln!("scheduler: cannot record a rejected {command}: {error}"),
+            Err(error) => tracing::error!("cannot record a rejected {command}: {error}"),
         }
     }
 
@@ -459,6 +472,7 @@ fn unavailable(error: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl TaskAgent for AgentService {
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn register(
         &self,
         request: Request<RegisterRequest>,
@@ -476,6 +490,7 @@ impl TaskAgent for AgentService {
         Ok(Response::new(self.assignment(&verified.key).await?))
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn heartbeat(
         &self,
         request: Request<AttemptRef>,
@@ -500,6 +515,7 @@ impl TaskAgent for AgentService {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn append_logs(&self, request: Request<LogBatch>) -> Result<Response<Ack>, Status> {
         let batch = request.into_inner();
         let verified = self
@@ -518,6 +534,7 @@ impl TaskAgent for AgentService {
         Ok(Response::new(Ack {}))
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn pull_x_com(
         &self,
         request: Request<PullXComRequest>,
@@ -574,6 +591,7 @@ impl TaskAgent for AgentService {
         Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn push_x_com(&self, request: Request<PushXComRequest>) -> Result<Response<Ack>, Status> {
         let request = request.into_inner();
         if request.value_json.len() > self.max_xcom_bytes {
@@ -620,6 +638,7 @@ impl TaskAgent for AgentService {
         Ok(Response::new(Ack {}))
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<JsonValue>, Status> {
         let request = request.into_inner();
         self.verify(request.attempt.as_ref(), "lookup", Need::InFlight)
@@ -640,6 +659,7 @@ impl TaskAgent for AgentService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn report_rendered(
         &self,
         request: Request<RenderedFields>,
@@ -690,6 +710,7 @@ impl TaskAgent for AgentService {
         Ok(Response::new(Ack {}))
     }
 
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn finish(&self, request: Request<FinishRequest>) -> Result<Response<Ack>, Status> {
         let request = request.into_inner();
         let verified = self

@@ -465,7 +465,7 @@ pub async fn delete_dag(
         .execute(store.pool())
         .await;
     if let Err(error) = logs {
-        eprintln!("leoflow: the task logs of the deleted DAG {dag_id:?} remain: {error}");
+        tracing::warn!("the task logs of the deleted DAG {dag_id:?} remain: {error}");
     }
     Ok(Ok(outcome
         .events

@@ -148,10 +148,7 @@ pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode>
     let _ = args.yes;
     println!("Leoflow setup in {}", home.display());
     let plan = ManagedPlan::new(&home).await?;
-    let has_venv = plan.up_to_date();
-    let has_ui = UiDirs::installed(&home.join("ui")).is_some();
-    let has_editor = installed_monaco(&editor_dir(&home)).is_some();
-    let has_credentials = Credentials::path(&home).is_file();
+    let already = Prepared::of(&home, &plan);
     step(
         "python",
         format!(
@@ -161,6 +158,52 @@ pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode>
         ),
     );
     if args.dry_run {
+        already.say_what_would_be_done();
+        println!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    // Every step runs: one whose part is there leaves it as it is and says so.
+    venv_step(&home, &plan, already.venv).await?;
+    ui_step(&home, already.ui).await?;
+    editor_step(&home, already.editor).await?;
+    admin_step(
+        &home,
+        already.credentials,
+        args.admin_password_file.as_deref(),
+    )?;
+    if already.everything() {
+        println!("Nothing to do: this home is set up.");
+    } else {
+        println!("Done. Start Lite with `leoflow lite <project>`, e.g. `leoflow lite dags/hello`.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What of a home was prepared before this setup ran.
+struct Prepared {
+    venv: bool,
+    ui: bool,
+    editor: bool,
+    credentials: bool,
+}
+
+impl Prepared {
+    fn of(home: &Path, plan: &ManagedPlan) -> Self {
+        Self {
+            venv: plan.up_to_date(),
+            ui: UiDirs::installed(&home.join("ui")).is_some(),
+            editor: installed_monaco(&editor_dir(home)).is_some(),
+            credentials: Credentials::path(home).is_file(),
+        }
+    }
+
+    fn everything(&self) -> bool {
+        self.venv && self.ui && self.editor && self.credentials
+    }
+
+    /// `--dry-run`: each step, and whether it is done already or would be done.
+    fn say_what_would_be_done(&self) {
         let say = |name: &str, done: bool, what: &str| {
             step(
                 name,
@@ -169,30 +212,30 @@ pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode>
         };
         say(
             "venv",
-            has_venv,
+            self.venv,
             "make the managed venv with the Leoflow SDK and pendulum",
         );
         say(
             "ui",
-            has_ui,
+            self.ui,
             "fetch the Airflow UI (apache-airflow-core 3.2.2 wheel)",
         );
         say(
             "editor",
-            has_editor,
+            self.editor,
             "fetch the editor (Monaco from the npm registry)",
         );
         say(
             "admin",
-            has_credentials,
+            self.credentials,
             "create the admin account and keys (credentials.json, mode 0600)",
         );
-        println!("Dry run: nothing was changed.");
-        return Ok(ExitCode::SUCCESS);
     }
-    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+}
 
-    if !has_venv {
+/// The managed venv with the SDK.
+async fn venv_step(home: &Path, plan: &ManagedPlan, there: bool) -> Result<()> {
+    if !there {
         step(
             "venv",
             "installing the Leoflow SDK and pendulum (a minute at most)…",
@@ -203,11 +246,15 @@ pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode>
         "venv",
         match venv {
             VenvOutcome::UpToDate => "already up to date".to_owned(),
-            VenvOutcome::Installed => format!("ready at {}", managed_venv(&home).display()),
+            VenvOutcome::Installed => format!("ready at {}", managed_venv(home).display()),
         },
     );
+    Ok(())
+}
 
-    if !has_ui {
+/// The Airflow UI, from the pinned wheel.
+async fn ui_step(home: &Path, there: bool) -> Result<()> {
+    if !there {
         step(
             "ui",
             "fetching the Airflow 3.2.2 UI (apache-airflow-core wheel)…",
@@ -224,38 +271,41 @@ pub async fn run(datastore: &DatastoreArgs, args: SetupArgs) -> Result<ExitCode>
             ),
         },
     );
+    Ok(())
+}
 
-    if !has_editor {
+/// The built-in editor's Monaco, from the npm registry.
+async fn editor_step(home: &Path, there: bool) -> Result<()> {
+    if !there {
         step(
             "editor",
             format!("fetching Monaco {MONACO_VERSION} from the npm registry…"),
         );
     }
-    install_monaco(&editor_dir(&home)).await?;
+    install_monaco(&editor_dir(home)).await?;
     step(
         "editor",
-        if has_editor {
+        if there {
             "already installed"
         } else {
             "fetched and verified"
         },
     );
+    Ok(())
+}
 
-    if has_credentials {
-        Credentials::load(&home)?;
+/// The admin account and keys; existing ones are only checked to be readable.
+fn admin_step(home: &Path, there: bool, password_file: Option<&Path>) -> Result<()> {
+    if there {
+        Credentials::load(home)?;
         step(
             "admin",
             "already set up (reset it with `leoflow lite reset-password`)",
         );
     } else {
-        ensure_credentials(&home, args.admin_password_file.as_deref())?;
+        ensure_credentials(home, password_file)?;
     }
-    if has_venv && has_ui && has_editor && has_credentials {
-        println!("Nothing to do: this home is set up.");
-    } else {
-        println!("Done. Start Lite with `leoflow lite <project>`, e.g. `leoflow lite dags/hello`.");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// `leoflow lite reset-password`: a new admin password (generated and shown once, or from

@@ -77,7 +77,13 @@ pub struct Lite {
 
 impl Lite {
     /// Starts Lite and waits for its banner.
-    pub fn start(mut command: Command) -> Self {
+    pub fn start(command: Command) -> Self {
+        Self::start_with_stderr(command, Stdio::inherit())
+    }
+
+    /// Starts Lite with its stderr (its diagnostics) going to `stderr`, and waits for its
+    /// banner.
+    pub fn start_with_stderr(mut command: Command, stderr: Stdio) -> Self {
         let port = free_port();
         let metrics = free_port();
         let mut child = command
@@ -85,7 +91,7 @@ impl Lite {
             .args(["--grpc-port", &free_port().to_string()])
             .args(["--metrics-port", &metrics.to_string()])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start leoflow lite");
         let stdout = child.stdout.take().unwrap();

@@ -248,8 +248,8 @@ impl Reactor {
             };
             failures = failures_after(failures, term.elapsed());
             let delay = recovery_delay(failures);
-            eprintln!(
-                "scheduler: {error}; stepped down, trying again in {} ms",
+            tracing::warn!(
+                "{error}; stepped down, trying again in {} ms",
                 delay.as_millis()
             );
             self.forget_model();
@@ -354,8 +354,9 @@ impl Reactor {
             Ok(event) => event,
             Err(error) => {
                 // `events replay` stops on such an event; the scheduler says so and carries on.
-                eprintln!(
-                    "scheduler: event at position {} is unreadable: {error}",
+                tracing::error!(
+                    position = recorded.position,
+                    "event at position {} is unreadable: {error}",
                     recorded.position
                 );
                 return Ok(());
@@ -485,9 +486,12 @@ impl Reactor {
                     },
                 );
             }
-            Err(error) => eprintln!(
-                "scheduler: run {}/{} cannot be scheduled: {error}",
-                e.dag_id, e.run_id
+            Err(error) => tracing::error!(
+                dag_id = %e.dag_id,
+                run_id = %e.run_id,
+                "run {}/{} cannot be scheduled: {error}",
+                e.dag_id,
+                e.run_id
             ),
         }
     }
@@ -524,6 +528,7 @@ impl Reactor {
     /// and is running again). Not the state at the head: the events after `position` are still
     /// to be applied, in order. A failed read is the reactor's failure (it steps down and
     /// rebuilds its model), never a run silently left out.
+    #[tracing::instrument(skip_all, fields(dag_id = %key.0, run_id = %key.1))]
     async fn reload_run(
         &mut self,
         key: (String, String),
@@ -546,7 +551,7 @@ impl Reactor {
             .iter()
             .rposition(|e| matches!(e, Event::RunQueued(_)))
         else {
-            eprintln!("scheduler: run {dag_id}/{run_id} has no RunQueued; not scheduled");
+            tracing::error!("run {dag_id}/{run_id} has no RunQueued; not scheduled");
             return Ok(());
         };
         let events = &events[start..];
@@ -558,7 +563,7 @@ impl Reactor {
         let spec = match self.specs.get(&self.store, dag_id, &version).await {
             Ok(spec) => spec,
             Err(error) => {
-                eprintln!("scheduler: run {dag_id}/{run_id} cannot be scheduled: {error}");
+                tracing::error!("run {dag_id}/{run_id} cannot be scheduled: {error}");
                 return Ok(());
             }
         };
@@ -746,7 +751,7 @@ impl Reactor {
             Ok(seen) => seen,
             Err(error) => {
                 // Failing tries on this process's memory alone could fail live ones: wait.
-                eprintln!("scheduler: cannot read the agents' signs of life: {error}");
+                tracing::warn!("cannot read the agents' signs of life: {error}");
                 let retry = now + chrono::Duration::seconds(1);
                 *next = Some(next.map_or(retry, |n| n.min(retry)));
                 return due
@@ -772,6 +777,13 @@ impl Reactor {
     /// Hands a lost dispatch out again under a new token (the same try: nothing ran). Returns
     /// whether it was; if not (the try started after all, ended, or the database failed), the
     /// log's next events settle it or the next wake tries again.
+    #[tracing::instrument(skip_all, fields(
+        dag_id = %lost.ti.dag_id,
+        run_id = %lost.ti.run_id,
+        task_id = %lost.ti.task_id,
+        map_index = lost.ti.map_index,
+        try_number = lost.try_number,
+    ))]
     async fn dispatch_again(&self, lost: &AttemptKey) -> bool {
         let ti = &lost.ti;
         let attempt = Attempt {
@@ -816,6 +828,13 @@ impl Reactor {
     /// Fails a try in flight with `reason` (or times it out when `None`), if the log still has
     /// it in flight with the same token; notes why in its log and stops it at the executor.
     /// Returns whether the try is settled (ended now, or already over).
+    #[tracing::instrument(skip_all, fields(
+        dag_id = %attempt.ti.dag_id,
+        run_id = %attempt.ti.run_id,
+        task_id = %attempt.ti.task_id,
+        map_index = attempt.ti.map_index,
+        try_number = attempt.try_number,
+    ))]
     async fn end_attempt(&self, attempt: &AttemptKey, reason: Option<String>) -> bool {
         let ti = &attempt.ti;
         let run = match runs::load_run(&self.store, &self.specs, &ti.dag_id, &ti.run_id).await {
@@ -823,7 +842,7 @@ impl Reactor {
             // Gone with its DAG: nothing to end (its executor was told when it was deleted).
             Err(SubmitError::Deleted { .. }) => return true,
             Err(error) => {
-                eprintln!("scheduler: {}/{}: {error}", ti.dag_id, ti.run_id);
+                tracing::warn!("{}/{}: {error}", ti.dag_id, ti.run_id);
                 return false;
             }
         };
@@ -934,8 +953,9 @@ impl Reactor {
                     // `Exists`: created before a restart.
                     Ok(_) | Err(QueueError::Exists(_)) => dag.last_scheduled = Some(run),
                     Err(error) => {
-                        eprintln!(
-                            "scheduler: cannot queue {dag_id} {}: {error}",
+                        tracing::warn!(
+                            dag_id = %dag_id,
+                            "cannot queue {dag_id} {}: {error}",
                             run.run_id(RunType::Scheduled.as_str())
                         );
                         break;
@@ -1107,6 +1127,7 @@ impl Reactor {
     }
 
     /// Submits decisions appended together; see [`Reactor::submit`].
+    #[tracing::instrument(skip_all, fields(dag_id = %dag_id, run_id = %run_id))]
     async fn submit_all(&self, dag_id: &str, run_id: &str, commands: Vec<Command>) -> bool {
         let submitted = submit_as_leader(
             &self.store,
@@ -1127,7 +1148,7 @@ impl Reactor {
             }
             Err(error) => {
                 // Not lost: the work is still pending in the log and is retried on the next wake.
-                eprintln!("scheduler: {dag_id}/{run_id}: {error}");
+                tracing::warn!("{dag_id}/{run_id}: {error}");
                 false
             }
         }
@@ -1154,10 +1175,7 @@ async fn load_schedule(store: &EventStore, document_hash: &str) -> Option<Schedu
     match Schedule::from_dag_json(&document) {
         Ok(schedule) => Some(schedule),
         Err(error) => {
-            eprintln!(
-                "scheduler: DAG {} cannot be scheduled: {error}",
-                document["dag_id"]
-            );
+            tracing::error!("DAG {} cannot be scheduled: {error}", document["dag_id"]);
             None
         }
     }

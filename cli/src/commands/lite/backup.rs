@@ -421,12 +421,12 @@ async fn restore_staged(
         let (archive, into) = (args.input.clone(), staging.to_owned());
         tokio::task::spawn_blocking(move || unpack(&archive, &into)).await??
     };
-    let project_target = args
+    // Where the project's files go, refused before anything changes (the database included).
+    let project_target = manifest
         .project
-        .clone()
-        .or_else(|| manifest.project.as_ref().map(|p| p.dir.clone()));
-    if manifest.project.is_some()
-        && let Some(target) = &project_target
+        .as_ref()
+        .map(|p| args.project.clone().unwrap_or_else(|| p.dir.clone()));
+    if let Some(target) = &project_target
         && is_non_empty(target)
         && !args.force
     {
@@ -437,64 +437,57 @@ async fn restore_staged(
         );
     }
 
-    let database = store.open(&datastore.database).await?;
-    let name = datastore.database.clone();
-    let restoring = format!("{name}_restoring");
-    let kept = format!("{name}_before_restore");
+    let names = RestoreNames::of(&datastore.database);
+    let report = restore_database(store, home, staging, &names).await?;
+    restore_credentials(home, staging)?;
+    if let Some(target) = project_target {
+        restore_project(staging, &target)?;
+    }
+    println!("Restored {}", args.input.display());
+    println!(
+        "  database  {} (schema version {} → {}); the previous one is kept as {}",
+        names.live, manifest.schema_version, report.schema_version, names.kept
+    );
+    println!("  config    credentials.json (the previous one is credentials.json.before-restore)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The databases a restore juggles: the dump goes into `restoring`, and only once it is
+/// complete and migrated does it become `live`, the database it replaces kept as `kept`.
+struct RestoreNames {
+    live: String,
+    restoring: String,
+    kept: String,
+}
+
+impl RestoreNames {
+    fn of(live: &str) -> Self {
+        Self {
+            live: live.to_owned(),
+            restoring: format!("{live}_restoring"),
+            kept: format!("{live}_before_restore"),
+        }
+    }
+}
+
+/// Restores the dump into a database of its own, and only once it is complete and migrated
+/// swaps it in for the live one. Stops the managed Postgres again if it was started for this.
+async fn restore_database(
+    store: &Datastore,
+    home: &Path,
+    staging: &Path,
+    names: &RestoreNames,
+) -> Result<migrate::MigrationReport> {
+    let database = store.open(&names.live).await?;
     let admin_options: PgConnectOptions = (*database.pool.connect_options())
         .clone()
         .database("postgres");
+    // The live database is renamed below: no connection of ours may stay on it.
     database.pool.close().await;
     let swapped = async {
         let mut admin = admin_options.connect().await?;
-        for statement in [
-            format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_ident(&restoring)
-            ),
-            format!("CREATE DATABASE {}", quote_ident(&restoring)),
-        ] {
-            // Names quoted by quote_ident: no input reaches the SQL unquoted.
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await?;
-        }
-        let connection = ToolConnection::new(store, home, &restoring)?;
-        let extra: Vec<OsString> = vec![
-            "--no-owner".into(),
-            "--no-privileges".into(),
-            "--single-transaction".into(),
-            "--exit-on-error".into(),
-            staging.join(DUMP).into_os_string(),
-        ];
-        tokio::task::spawn_blocking(move || connection.run("pg_restore", &extra)).await??;
-        // An older schema is brought up to this binary's before it goes live.
-        let restored =
-            sqlx::PgPool::connect_with(admin_options.clone().database(&restoring)).await?;
-        let report = migrate::migrate(&restored).await?;
-        restored.close().await;
-        for statement in [
-            format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_ident(&kept)
-            ),
-            format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                quote_ident(&name),
-                quote_ident(&kept)
-            ),
-            format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                quote_ident(&restoring),
-                quote_ident(&name)
-            ),
-        ] {
-            // Renaming needs the database idle; Lite is not running (the home lock says so).
-            // Names quoted by quote_ident: no input reaches the SQL unquoted.
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(&mut admin)
-                .await?;
-        }
+        let report = load_dump(&mut admin, &admin_options, store, home, staging, names).await?;
+        swap_in(&mut admin, names).await?;
         admin.close().await?;
         Ok::<_, anyhow::Error>(report)
     }
@@ -504,8 +497,77 @@ async fn restore_staged(
     {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }
-    let report = swapped.context("restoring the database; the current one is unchanged")?;
+    swapped.context("restoring the database; the current one is unchanged")
+}
 
+/// `pg_restore` of the dump into a fresh `names.restoring`, then migrated: an older schema is
+/// brought up to this binary's before it goes live.
+async fn load_dump(
+    admin: &mut sqlx::PgConnection,
+    admin_options: &PgConnectOptions,
+    store: &Datastore,
+    home: &Path,
+    staging: &Path,
+    names: &RestoreNames,
+) -> Result<migrate::MigrationReport> {
+    for statement in [
+        format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&names.restoring)
+        ),
+        format!("CREATE DATABASE {}", quote_ident(&names.restoring)),
+    ] {
+        // Names quoted by quote_ident: no input reaches the SQL unquoted.
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *admin)
+            .await?;
+    }
+    let connection = ToolConnection::new(store, home, &names.restoring)?;
+    let extra: Vec<OsString> = vec![
+        "--no-owner".into(),
+        "--no-privileges".into(),
+        "--single-transaction".into(),
+        "--exit-on-error".into(),
+        staging.join(DUMP).into_os_string(),
+    ];
+    tokio::task::spawn_blocking(move || connection.run("pg_restore", &extra)).await??;
+    let restored =
+        sqlx::PgPool::connect_with(admin_options.clone().database(&names.restoring)).await?;
+    let report = migrate::migrate(&restored).await?;
+    restored.close().await;
+    Ok(report)
+}
+
+/// Makes the restored database the live one, keeping the one it replaces.
+async fn swap_in(admin: &mut sqlx::PgConnection, names: &RestoreNames) -> Result<()> {
+    for statement in [
+        format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&names.kept)
+        ),
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&names.live),
+            quote_ident(&names.kept)
+        ),
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&names.restoring),
+            quote_ident(&names.live)
+        ),
+    ] {
+        // Renaming needs the database idle; Lite is not running (the home lock says so).
+        // Names quoted by quote_ident: no input reaches the SQL unquoted.
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *admin)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The archive's credentials.json (the keys that open its secrets), the current one kept
+/// next to it.
+fn restore_credentials(home: &Path, staging: &Path) -> Result<()> {
     let credentials = Credentials::path(home);
     if credentials.is_file() {
         std::fs::copy(&credentials, home.join("credentials.json.before-restore"))?;
@@ -513,25 +575,21 @@ async fn restore_staged(
     let bytes = std::fs::read(staging.join(CREDENTIALS))?;
     write_private(&credentials, &bytes)?;
     Credentials::load(home).context("the restored credentials.json")?;
+    Ok(())
+}
 
+/// The archive's project files into `target`.
+fn restore_project(staging: &Path, target: &Path) -> Result<()> {
+    let source = staging.join(PROJECT);
     let mut restored_files = 0;
-    if let Some(target) = project_target.filter(|_| manifest.project.is_some()) {
-        let source = staging.join(PROJECT);
-        if source.is_dir() {
-            restored_files = copy_tree(&source, &target)?;
-        }
-        println!(
-            "  project   {restored_files} files into {}",
-            target.display()
-        );
+    if source.is_dir() {
+        restored_files = copy_tree(&source, target)?;
     }
-    println!("Restored {}", args.input.display());
     println!(
-        "  database  {name} (schema version {} → {}); the previous one is kept as {kept}",
-        manifest.schema_version, report.schema_version
+        "  project   {restored_files} files into {}",
+        target.display()
     );
-    println!("  config    credentials.json (the previous one is credentials.json.before-restore)");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -25,23 +25,28 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use leoflow_api::assets::UiDirs;
 use leoflow_api::auth::Auth;
+use leoflow_api::credentials::Credentials;
 use leoflow_api::editor::installed_monaco;
 use leoflow_api::{ApiState, Settings, Ui};
-use leoflow_authoring::ingest::register;
+use leoflow_authoring::ingest::{Registration, register};
+use leoflow_authoring::python::PythonRuntime;
 use leoflow_authoring::{compile_project, project_name};
 use leoflow_events::EventStore;
-use leoflow_postgres::{Database, ManagedCluster};
+use leoflow_postgres::{Database, Datastore, ManagedCluster};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
 use leoflow_secrets::Vault;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
-use crate::python_env::{lite_python, managed_venv, note_to, venv_python, with_project_venv};
+use crate::python_env::{
+    ProjectVenv, lite_python, managed_venv, note_to, venv_python, with_project_venv,
+};
 
 /// How tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -177,19 +182,97 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> Result<tokio::net::TcpList
 /// Runs Lite until Ctrl-C.
 pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> {
     let home = datastore.home();
-    match &args.action {
-        Some(LiteAction::ResetPassword {
-            admin_password_file,
-        }) => return setup::reset_password(&home, admin_password_file.as_deref()),
-        Some(LiteAction::Provision) => return provision::run(&home).await,
-        Some(LiteAction::Backup(backup)) => return backup::backup(datastore, backup).await,
-        Some(LiteAction::Restore(restore)) => return backup::restore(datastore, restore).await,
-        None => {}
+    if let Some(action) = &args.action {
+        return run_action(datastore, &home, action).await;
     }
     let executor = match args.executor {
         ExecutorArg::Subprocess => ExecutorChoice::Subprocess,
         ExecutorArg::K3d => provision::k3d_executor(&args.pod_image).await?,
     };
+    let ports = check_args(&args)?;
+    // Handlers first: a Ctrl-C or SIGTERM during start-up is handled once started, never the
+    // default death that would leave the managed Postgres running.
+    let mut stop = Stop {
+        interrupt: signal(SignalKind::interrupt())?,
+        terminate: signal(SignalKind::terminate())?,
+    };
+    // One Lite per home, decided before anything is started.
+    let _lock = lock::lock_home(&home)?;
+    let listeners = Listeners::bind(&args, ports, &executor).await?;
+    let prepared = prepare(datastore, &home, &args).await?;
+    let opened = open_datastore(datastore, &home, &prepared.store_choice).await?;
+    let store = opened.store.clone();
+    let compiled = compile_project(
+        &prepared.project_dir,
+        &prepared.python,
+        Duration::from_secs(args.compile_timeout),
+    )
+    .await;
+    let registration = register(
+        &store,
+        &project_name(&prepared.project_dir),
+        &compiled,
+        "lite",
+    )
+    .await?;
+    let control_plane = ControlPlane::start(
+        store.clone(),
+        listeners.grpc,
+        control_plane_options(&args, &prepared, executor),
+    )
+    .await?;
+    let servers = Servers::start(
+        &home,
+        &prepared,
+        &store,
+        &control_plane,
+        listeners.http,
+        listeners.metrics,
+    )?;
+    let head = store.head().await?;
+    let _watcher = reload::watch(reload::Reload {
+        project: prepared.project_dir.clone(),
+        python: prepared.python.clone(),
+        store: store.clone(),
+        compile_timeout: Duration::from_secs(args.compile_timeout),
+        venv: prepared.project_venv,
+    })
+    .with_context(|| format!("watching {} for changes", prepared.project_dir.display()))?;
+
+    print_banner(&Banner {
+        project_dir: &prepared.project_dir,
+        database: &opened.database.target,
+        head,
+        caught_up: opened.caught_up,
+        registration: &registration,
+        servers: &servers,
+        grpc: control_plane.grpc_address(),
+    });
+    let mut control_plane = control_plane;
+    let result = follow(&store, head, &mut control_plane, &mut stop).await;
+    shut_down(opened, servers, control_plane).await?;
+    result
+}
+
+/// `leoflow lite <action>`: what runs instead of Lite.
+async fn run_action(
+    datastore: &DatastoreArgs,
+    home: &Path,
+    action: &LiteAction,
+) -> Result<ExitCode> {
+    match action {
+        LiteAction::ResetPassword {
+            admin_password_file,
+        } => setup::reset_password(home, admin_password_file.as_deref()),
+        LiteAction::Provision => provision::run(home).await,
+        LiteAction::Backup(backup) => backup::backup(datastore, backup).await,
+        LiteAction::Restore(restore) => backup::restore(datastore, restore).await,
+    }
+}
+
+/// Refuses, before anything starts, a directory that is no project and inconsistent flags;
+/// returns the ports to bind.
+fn check_args(args: &LiteArgs) -> Result<Ports> {
     let dag_file = args.project.join("dag.py");
     if !dag_file.is_file() {
         bail!(
@@ -201,140 +284,264 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     if !(args.heartbeat_interval > 0.0 && args.heartbeat_timeout > args.heartbeat_interval) {
         bail!("--heartbeat-timeout must be longer than the heartbeat interval");
     }
-    let ports = Ports::from_args(&args)?;
-    // Handlers first: a Ctrl-C or SIGTERM during start-up is handled once started, never the
-    // default death that would leave the managed Postgres running.
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    // One Lite per home, decided before anything is started.
-    let _lock = lock::lock_home(&home)?;
-    // The ports are bound before anything is started: a taken one fails with nothing to undo.
-    let http_listener = bind(args.host, ports.http, "the web UI").await?;
-    let metrics_listener = bind(args.host, ports.metrics, "metrics").await?;
-    // Pods call the gRPC port through the container network's gateway, not loopback.
-    let grpc_host = match executor {
-        ExecutorChoice::Pods { .. } if args.host.is_loopback() => {
-            eprintln!(
-                "note: with --executor k3d the task agents' gRPC port listens on every \
-                 interface (pods reach it through the container network); agents must present \
-                 their attempt's token."
-            );
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    Ports::from_args(args)
+}
+
+/// Ctrl-C and SIGTERM, the two ways Lite is asked to stop.
+struct Stop {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Stop {
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-        _ => args.host,
-    };
-    let grpc_listener = bind(grpc_host, ports.grpc, "the task agents' gRPC").await?;
-    if !args.host.is_loopback() {
-        eprintln!(
-            "warning: listening on {}: anyone who can reach this machine can reach Lite's login \
-             page, API and agent port. Use the default (127.0.0.1) unless you mean it.",
-            args.host
-        );
     }
-    let http = http_listener
-        .local_addr()
-        .context("reading the HTTP address")?;
-    // Python and the datastore before anything is written: without them there is nothing to
-    // set up for.
-    if std::env::var_os("LEOFLOW_PYTHON").is_none() && !venv_python(&managed_venv(&home)).is_file()
-    {
-        setup::first_start(&home, !args.no_ui).await?;
+}
+
+/// Lite's three ports, bound.
+struct Listeners {
+    http: tokio::net::TcpListener,
+    metrics: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// The ports are bound before anything is started: a taken one fails with nothing to undo.
+    async fn bind(args: &LiteArgs, ports: Ports, executor: &ExecutorChoice) -> Result<Self> {
+        let http = bind(args.host, ports.http, "the web UI").await?;
+        let metrics = bind(args.host, ports.metrics, "metrics").await?;
+        // Pods call the gRPC port through the container network's gateway, not loopback.
+        let grpc_host = match executor {
+            ExecutorChoice::Pods { .. } if args.host.is_loopback() => {
+                tracing::info!(
+                    "with --executor k3d the task agents' gRPC port listens on every \
+                     interface (pods reach it through the container network); agents must \
+                     present their attempt's token."
+                );
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            }
+            _ => args.host,
+        };
+        let grpc = bind(grpc_host, ports.grpc, "the task agents' gRPC").await?;
+        if !args.host.is_loopback() {
+            tracing::warn!(
+                "listening on {}: anyone who can reach this machine can reach Lite's login \
+                 page, API and agent port. Use the default (127.0.0.1) unless you mean it.",
+                args.host
+            );
+        }
+        Ok(Self {
+            http,
+            metrics,
+            grpc,
+        })
+    }
+}
+
+/// What Lite needs ready before it opens the database: Python (and the project's venv), the
+/// admin account and keys, the UI's files.
+struct Prepared {
+    python: PythonRuntime,
+    project_venv: Option<ProjectVenv>,
+    store_choice: Datastore,
+    credentials: Credentials,
+    ui_dirs: Option<UiDirs>,
+    project_dir: PathBuf,
+}
+
+/// Python and the datastore are checked before anything is written: without them there is
+/// nothing to set up for. A home never set up is set up first.
+async fn prepare(datastore: &DatastoreArgs, home: &Path, args: &LiteArgs) -> Result<Prepared> {
+    if std::env::var_os("LEOFLOW_PYTHON").is_none() && !venv_python(&managed_venv(home)).is_file() {
+        setup::first_start(home, !args.no_ui).await?;
     }
     let note = note_to(false);
-    let python = lite_python(&home, &note).await?;
+    let python = lite_python(home, &note).await?;
     let store_choice = datastore.lite_datastore()?;
     datastore.preflight(&store_choice)?;
-    let credentials = setup::ensure_credentials(&home, None)?;
+    let credentials = setup::ensure_credentials(home, None)?;
     let ui_dirs = if args.no_ui {
         None
     } else {
-        setup::ensure_ui(&home).await
+        setup::ensure_ui(home).await
     };
     let project_dir = std::fs::canonicalize(&args.project)?;
-    backup::remember_project(&home, &project_dir);
-    let (python, project_venv) = with_project_venv(&home, &project_dir, python, &note).await?;
-    let mut database = datastore.open_for_lite(&store_choice).await?;
+    backup::remember_project(home, &project_dir);
+    let (python, project_venv) = with_project_venv(home, &project_dir, python, &note).await?;
+    Ok(Prepared {
+        python,
+        project_venv,
+        store_choice,
+        credentials,
+        ui_dirs,
+        project_dir,
+    })
+}
+
+/// The database Lite runs on, migrated, its read models caught up.
+struct Opened {
+    database: Database,
+    store: EventStore,
+    caught_up: u64,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    owned_cluster: Option<OwnedCluster>,
+}
+
+/// Opens and migrates the database (starting the managed Postgres when it is the datastore),
+/// watches a managed server, claims one this Lite started and catches the read models up.
+async fn open_datastore(
+    datastore: &DatastoreArgs,
+    home: &Path,
+    store_choice: &Datastore,
+) -> Result<Opened> {
+    let mut database = datastore.open_for_lite(store_choice).await?;
     // Whoever started it, Lite's managed Postgres is Lite's database: one that dies is started
     // again while Lite runs.
     let watchdog = database.cluster.clone().map(watchdog::spawn);
-    let owned_cluster = OwnedCluster::claim(&home, &mut database)?;
+    let owned_cluster = OwnedCluster::claim(home, &mut database)?;
     let caught_up = replay::catch_up(&database.pool).await?;
     let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
-
-    let compiled = compile_project(
-        &project_dir,
-        &python,
-        Duration::from_secs(args.compile_timeout),
-    )
-    .await;
-    let registration = register(&store, &project_name(&project_dir), &compiled, "lite").await?;
-    let control_plane = ControlPlane::start(
-        store.clone(),
-        grpc_listener,
-        ControlPlaneOptions {
-            project_dir: Some(project_dir.clone()),
-            python: python.clone(),
-            heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
-            max_xcom_bytes: args.max_xcom_bytes as usize,
-            supervision: Supervision {
-                heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
-                ..Supervision::default()
-            },
-            master_keys: Some(credentials.master_keys()),
-            executor,
-        },
-    )
-    .await?;
-    let ui = match ui_dirs.map(|dirs| Ui::load(dirs, "/")).transpose() {
-        Ok(ui) => ui.map(Arc::new),
-        Err(error) => {
-            eprintln!(
-                "warning: the installed Airflow UI is unreadable ({error}); serving the API only"
-            );
-            None
-        }
-    };
-    let has_ui = ui.is_some();
-    let api = ApiState {
-        store: store.clone(),
-        specs: control_plane.specs(),
-        auth: Arc::new(Auth::new(credentials.clone(), Some(home.clone()))),
-        vault: Vault::new(store.pool().clone(), credentials.master_keys()),
-        settings: Arc::new(Settings {
-            project_dir: Some(project_dir.clone()),
-            editor_assets: installed_monaco(&setup::editor_dir(&home)),
-            ..Settings::lite()
-        }),
-    };
-    let metrics = metrics_listener
-        .local_addr()
-        .context("reading the metrics address")?;
-    let metrics_server = tokio::spawn(leoflow_api::serve(
-        metrics_listener,
-        leoflow_api::metrics::router(api.clone()),
-        std::future::pending(),
-    ));
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_server = tokio::spawn(leoflow_api::serve(
-        http_listener,
-        leoflow_api::router(api, ui),
-        async move {
-            let _ = http_stopped.await;
-        },
-    ));
-    let head = store.head().await?;
-    let _watcher = reload::watch(reload::Reload {
-        project: project_dir.clone(),
-        python,
-        store: store.clone(),
-        compile_timeout: Duration::from_secs(args.compile_timeout),
-        venv: project_venv,
+    Ok(Opened {
+        database,
+        store,
+        caught_up,
+        watchdog,
+        owned_cluster,
     })
-    .with_context(|| format!("watching {} for changes", project_dir.display()))?;
+}
 
+/// The control plane as Lite's flags and the prepared home configure it.
+fn control_plane_options(
+    args: &LiteArgs,
+    prepared: &Prepared,
+    executor: ExecutorChoice,
+) -> ControlPlaneOptions {
+    ControlPlaneOptions {
+        project_dir: Some(prepared.project_dir.clone()),
+        python: prepared.python.clone(),
+        heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
+        max_xcom_bytes: args.max_xcom_bytes as usize,
+        supervision: Supervision {
+            heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout),
+            ..Supervision::default()
+        },
+        master_keys: Some(prepared.credentials.master_keys()),
+        executor,
+    }
+}
+
+/// The HTTP server (API and UI) and the metrics server.
+struct Servers {
+    http: SocketAddr,
+    metrics: SocketAddr,
+    has_ui: bool,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+    http_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Servers {
+    fn start(
+        home: &Path,
+        prepared: &Prepared,
+        store: &EventStore,
+        control_plane: &ControlPlane,
+        http_listener: tokio::net::TcpListener,
+        metrics_listener: tokio::net::TcpListener,
+    ) -> Result<Self> {
+        let http = http_listener
+            .local_addr()
+            .context("reading the HTTP address")?;
+        let ui = match prepared
+            .ui_dirs
+            .clone()
+            .map(|dirs| Ui::load(dirs, "/"))
+            .transpose()
+        {
+            Ok(ui) => ui.map(Arc::new),
+            Err(error) => {
+                tracing::warn!(
+                    "the installed Airflow UI is unreadable ({error}); serving the API only"
+                );
+                None
+            }
+        };
+        let has_ui = ui.is_some();
+        let credentials = &prepared.credentials;
+        let api = ApiState {
+            store: store.clone(),
+            specs: control_plane.specs(),
+            auth: Arc::new(Auth::new(credentials.clone(), Some(home.to_owned()))),
+            vault: Vault::new(store.pool().clone(), credentials.master_keys()),
+            settings: Arc::new(Settings {
+                project_dir: Some(prepared.project_dir.clone()),
+                editor_assets: installed_monaco(&setup::editor_dir(home)),
+                ..Settings::lite()
+            }),
+        };
+        let metrics = metrics_listener
+            .local_addr()
+            .context("reading the metrics address")?;
+        let metrics_server = tokio::spawn(leoflow_api::serve(
+            metrics_listener,
+            leoflow_api::metrics::router(api.clone()),
+            std::future::pending(),
+        ));
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_server = tokio::spawn(leoflow_api::serve(
+            http_listener,
+            leoflow_api::router(api, ui),
+            async move {
+                let _ = http_stopped.await;
+            },
+        ));
+        Ok(Self {
+            http,
+            metrics,
+            has_ui,
+            http_stop,
+            http_server,
+            metrics_server,
+        })
+    }
+
+    /// Lets the HTTP server finish its requests (5 s at most); metrics just stop.
+    async fn stop(self) {
+        let _ = self.http_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_server).await;
+        self.metrics_server.abort();
+    }
+}
+
+/// What Lite's banner says.
+struct Banner<'a> {
+    project_dir: &'a Path,
+    database: &'a str,
+    head: i64,
+    caught_up: u64,
+    registration: &'a Registration,
+    servers: &'a Servers,
+    grpc: SocketAddr,
+}
+
+/// Prints the banner on stdout; its last line tells scripts (and the tests) Lite is ready.
+fn print_banner(banner: &Banner) {
+    let Banner {
+        project_dir,
+        database,
+        head,
+        caught_up,
+        registration,
+        servers,
+        grpc,
+    } = banner;
     println!("Leoflow Lite");
     println!("  project   {}", project_dir.display());
-    println!("  database  {}", database.target);
+    println!("  database  {database}");
     println!("  event log {head} events; read models caught up ({caught_up} replayed)");
     for dag_id in &registration.parsed {
         println!("  dag       {dag_id}: new version registered");
@@ -345,19 +552,28 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     if let Some(error) = &registration.import_error {
         println!("  import error: {error}");
     }
-    if has_ui {
+    let http = servers.http;
+    if servers.has_ui {
         println!("  web UI    http://{http}/ (user admin)");
     } else {
         println!("  api       http://{http}/api/v2 (without the web UI)");
     }
-    println!("  agents    gRPC on {}", control_plane.grpc_address());
-    println!("  metrics   http://{metrics}/metrics");
+    println!("  agents    gRPC on {grpc}");
+    println!("  metrics   http://{}/metrics", servers.metrics);
     println!("Following the event log; Ctrl-C stops Lite.");
+}
 
+/// Prints each new event of the log until Lite is asked to stop (success) or its scheduler
+/// fails (failure).
+async fn follow(
+    store: &EventStore,
+    head: i64,
+    control_plane: &mut ControlPlane,
+    stop: &mut Stop,
+) -> Result<ExitCode> {
     let mut subscription = store.subscribe(head + 1).await?;
-    let mut control_plane = control_plane;
     let mut log_failures = 0u32;
-    let result = loop {
+    loop {
         tokio::select! {
             event = subscription.next() => match event {
                 Ok(event) => {
@@ -369,34 +585,35 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
                 Err(leoflow_events::StoreError::Database(e)) => {
                     log_failures += 1;
                     if log_failures == 1 {
-                        eprintln!("warning: the event log cannot be read ({e}); retrying");
+                        tracing::warn!("the event log cannot be read ({e}); retrying");
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => break Err(e.into()),
+                Err(e) => return Err(e.into()),
             },
             error = control_plane.reactor_failure() => {
-                eprintln!("error: {error:#}");
-                break Ok(ExitCode::FAILURE);
+                tracing::error!("{error:#}");
+                return Ok(ExitCode::FAILURE);
             }
-            _ = interrupt.recv() => break Ok(ExitCode::SUCCESS),
-            _ = terminate.recv() => break Ok(ExitCode::SUCCESS),
+            _ = stop.requested() => return Ok(ExitCode::SUCCESS),
         }
-    };
-    drop(subscription);
-    if let Some(watchdog) = watchdog {
+    }
+}
+
+/// Stops what Lite started, the servers before the control plane and the database last (and
+/// the managed Postgres, if this Lite started it).
+async fn shut_down(opened: Opened, servers: Servers, control_plane: ControlPlane) -> Result<()> {
+    if let Some(watchdog) = opened.watchdog {
         watchdog.abort();
     }
-    let _ = http_stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_server).await;
-    metrics_server.abort();
+    servers.stop().await;
     control_plane.stop().await?;
-    database.pool.close().await;
-    if let Some(owned) = owned_cluster {
+    opened.database.pool.close().await;
+    if let Some(owned) = opened.owned_cluster {
         tokio::task::spawn_blocking(move || owned.stop()).await??;
         println!("Stopped the managed Postgres this Lite started.");
     }
-    result
+    Ok(())
 }
 
 /// The managed Postgres this home's Lite started: stopped with Lite — by [`OwnedCluster::stop`]

@@ -41,7 +41,7 @@ impl Reload {
                         *dependencies = now;
                     }
                     Ok(VenvOutcome::UpToDate) => *dependencies = now,
-                    Err(error) => eprintln!("warning: {error:#}"),
+                    Err(error) => tracing::warn!("{error:#}"),
                 },
                 None => println!(
                     "  reload    leoflow.yaml now lists dependencies: restart Lite to install \
@@ -62,7 +62,7 @@ impl Reload {
                     println!("  reload    no DAG changed");
                 }
             }
-            Err(error) => eprintln!("warning: reloading {}: {error}", self.project.display()),
+            Err(error) => tracing::warn!("reloading {}: {error}", self.project.display()),
         }
     }
 }

@@ -42,12 +42,12 @@ pub fn spawn(cluster: ManagedCluster) -> JoinHandle<()> {
                         println!("postgres  restarted the managed Postgres");
                         break;
                     }
-                    Ok(Err(error)) => eprintln!(
-                        "warning: starting the managed Postgres again failed ({error}); \
+                    Ok(Err(error)) => tracing::warn!(
+                        "starting the managed Postgres again failed ({error}); \
                          trying again in {} ms",
                         backoff.as_millis()
                     ),
-                    Err(error) => eprintln!("warning: the Postgres watchdog: {error}"),
+                    Err(error) => tracing::warn!("the Postgres watchdog: {error}"),
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
