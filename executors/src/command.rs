@@ -60,8 +60,13 @@ const INHERITED: [&str; 19] = [
     "no_proxy",
 ];
 
-/// The agent's own settings, passed on to it (none is a secret).
-const AGENT_SETTINGS: [&str; 2] = ["LEOFLOW_AGENT_RETRY_SECONDS", "LEOFLOW_AGENT_TRACE"];
+/// The agent's own settings, passed on to it (none is a secret). The log format follows the
+/// control plane's, so that a log shipper reads agents' diagnostics as it reads the server's.
+const AGENT_SETTINGS: [&str; 3] = [
+    "LEOFLOW_AGENT_RETRY_SECONDS",
+    "LEOFLOW_AGENT_TRACE",
+    "LEOFLOW_LOG_FORMAT",
+];
 
 /// The allow-listed part of this process's environment (see [`INHERITED`]).
 pub fn task_environment() -> Vec<(OsString, OsString)> {

@@ -15,10 +15,10 @@ use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::reactor::runs::{QueueError, generation_expectation, queue_run, submit};
 use leoflow_core::commands::{self, TriggerRejection, TriggerRequest};
 use leoflow_core::run::{Command, RunState, TiState};
 use leoflow_core::spec::DagSpec;
-use crate::reactor::runs::{QueueError, generation_expectation, queue_run, submit};
 
 /// What the API and the CLI hand to run commands and get back from them.
 pub use crate::reactor::runs::{Specs, SubmitError};

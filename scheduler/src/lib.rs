@@ -18,4 +18,3 @@ pub mod reactor;
 pub mod task_logs;
 
 pub use liveness::Liveness;
-

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use leoflow_core::commands::{TriggerRejection, TriggerRequest};
 use leoflow_events::Event;
 use leoflow_scheduler::control;
-use leoflow_core::commands::{TriggerRejection, TriggerRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -779,13 +779,8 @@ pub async fn dependencies(
         load_ti(&state, &ti.dag_id, &ti.run_id, &ti.task_id, map_index).await?;
     }
     let around = surroundings(&state, &ti.dag_id, &run.spec, &ti.task_id).await?;
-    let found = leoflow_core::blockers::blockers(
-        &run.spec,
-        &run.state,
-        &ti.task_id,
-        map_index,
-        &around,
-    );
+    let found =
+        leoflow_core::blockers::blockers(&run.spec, &run.state, &ti.task_id, map_index, &around);
     let dependencies = found
         .into_iter()
         .map(|b| Dependency {

@@ -31,11 +31,7 @@ fn main() -> Result<()> {
         }
     }
     println!("machine: {}", machine_description());
-    println!(
-        "binary: {} ({:.1} MB)",
-        binary.display(),
-        size as f64 / 1e6
-    );
+    println!("binary: {} ({:.1} MB)", binary.display(), size as f64 / 1e6);
     println!(
         "agent spawn → first connection: {}",
         Percentiles::of(&mut samples)
