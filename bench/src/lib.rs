@@ -152,7 +152,8 @@ impl Drop for BenchDatabase {
         if !self.stopped {
             self.stopped = true;
             if let Err(error) = self.cluster.stop() {
-                tracing::warn!("stopping the benchmark's Postgres: {error}");
+                // Said to whoever runs the benchmark: these programs install no log subscriber.
+                eprintln!("warning: stopping the benchmark's Postgres: {error}");
                 return;
             }
             let _ = std::fs::remove_dir_all(self.cluster.root());

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use leoflow_core::commands::{TriggerRejection, TriggerRequest};
+use leoflow_core::state::RunStatus;
 use leoflow_events::Event;
 use leoflow_scheduler::control;
 use serde::Deserialize;
@@ -442,20 +443,20 @@ pub async fn patch_run(
     if wants("state")
         && let Some(new_state) = &patch.state
     {
-        match new_state.as_str() {
-            "success" | "failed" => {
+        match RunStatus::from_airflow_name(new_state) {
+            Some(wanted @ (RunStatus::Success | RunStatus::Failed)) => {
                 control::mark_run(
                     &state.store,
                     &state.specs,
                     &dag_id,
                     &run_id,
-                    new_state == "success",
+                    wanted == RunStatus::Success,
                     &user.username,
                 )
                 .await
                 .map_err(control_error)?;
             }
-            "queued" => {
+            Some(RunStatus::Queued) => {
                 control::clear_run(
                     &state.store,
                     &state.specs,
@@ -467,12 +468,12 @@ pub async fn patch_run(
                 .await
                 .map_err(control_error)?;
             }
-            other => {
+            Some(RunStatus::Running) | None => {
                 return Err(ApiError::invalid(
                     &["body", "state"],
                     "enum",
                     "Input should be 'queued', 'success' or 'failed'",
-                    json!(other),
+                    json!(new_state),
                 ));
             }
         }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::{Extension, Json};
+use leoflow_core::state::TiState;
 use leoflow_scheduler::control;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -522,8 +523,8 @@ pub async fn patch_ti<const DRY_RUN: bool>(
         ));
     }
     let success = match patch.new_state.as_deref() {
-        Some("success") => true,
-        Some("failed") => false,
+        Some(name) if TiState::from_airflow_name(name) == Some(TiState::Success) => true,
+        Some(name) if TiState::from_airflow_name(name) == Some(TiState::Failed) => false,
         Some(other) => {
             return Err(ApiError::invalid(
                 &["body", "new_state"],

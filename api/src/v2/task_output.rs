@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use leoflow_events::TaskInstanceKey;
+use leoflow_core::state::TiState;
 use leoflow_scheduler::task_logs::{self, LogLine};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -63,7 +64,8 @@ async fn try_is_over(state: &ApiState, ti: &TaskInstanceKey, try_number: i32) ->
     .await?;
     Ok(match row {
         Some((current, state)) => {
-            current != try_number || !matches!(state.as_deref(), Some("queued" | "running"))
+            let state = state.as_deref().and_then(TiState::from_airflow_name);
+            current != try_number || !matches!(state, Some(TiState::Queued | TiState::Running))
         }
         None => true,
     })
