@@ -8,6 +8,7 @@
 //!   changed) and gives each DAG its version hash: SHA-256 of its canonical JSON, which
 //!   includes the hash of the source.
 //! * [`ingest`] appends `DagParsed` (only when a DAG's hash changed) or `DagImportFailed`.
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod document;

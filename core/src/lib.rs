@@ -13,6 +13,7 @@
 //! * [`state`] — task-instance and run states, each with its Airflow spelling, defined once.
 //! * [`run`] — the dag-run state machine: `decide(spec, state, command) -> events` and
 //!   `evolve(state, event) -> state`.
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod blockers;

@@ -4,17 +4,24 @@
 
 /// A task instance's state, with Airflow's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
 pub enum TiState {
     /// Not scheduled yet (Airflow's `None`).
     Pending,
+    /// Its trigger rule is met; it waits for a pool slot and the DAG's concurrency.
     Scheduled,
+    /// Admitted and handed to the executor; its agent has not started the try yet.
     Queued,
+    /// A try is running.
     Running,
+    /// The last try succeeded (or the instance was marked successful).
     Success,
+    /// The last try failed with no retry left, was cancelled, or the instance was marked failed.
     Failed,
+    /// A try failed and another one is due after the retry delay.
     UpForRetry,
+    /// It will not run: a branch, a short circuit or its trigger rule skipped it.
     Skipped,
+    /// It will not run because something upstream failed.
     UpstreamFailed,
 }
 
@@ -69,11 +76,14 @@ impl TiState {
 
 /// Where a dag run stands (Airflow's `DagRunState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
 pub enum RunStatus {
+    /// Waiting for `max_active_runs` to let it start.
     Queued,
+    /// Started: its task instances are being scheduled.
     Running,
+    /// Ended, its leaves decided it succeeded (or it was marked successful).
     Success,
+    /// Ended, its leaves decided it failed (or it was marked failed).
     Failed,
 }
 

@@ -5,20 +5,33 @@ use serde::{Deserialize, Serialize};
 /// Every trigger rule of Airflow 3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
 pub enum TriggerRule {
+    /// Every upstream succeeded (Airflow's default).
     AllSuccess,
+    /// Every upstream failed or had its upstream fail.
     AllFailed,
+    /// Every upstream is done, whatever its outcome.
     AllDone,
+    /// Every upstream is done and at least one succeeded.
     AllDoneMinOneSuccess,
+    /// Airflow's rule for teardown tasks; without setup tasks to tell apart it waits as
+    /// [`TriggerRule::AllDone`] does.
     AllDoneSetupSuccess,
+    /// Every upstream was skipped.
     AllSkipped,
+    /// At least one upstream succeeded; runs without waiting for the others.
     OneSuccess,
+    /// At least one upstream failed; runs without waiting for the others.
     OneFailed,
+    /// At least one upstream succeeded or failed; runs without waiting for the others.
     OneDone,
+    /// No upstream failed: each succeeded or was skipped.
     NoneFailed,
+    /// No upstream failed and at least one succeeded.
     NoneFailedMinOneSuccess,
+    /// No upstream was skipped, once all are done.
     NoneSkipped,
+    /// Runs at once, whatever its upstream does.
     Always,
 }
 

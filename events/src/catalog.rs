@@ -873,7 +873,28 @@ impl Event {
             Event::RunFailed(e) => Some(&e.dag_id),
             Event::RunCleared(e) => Some(&e.dag_id),
             Event::CommandRejected(e) => Some(&e.ti.dag_id),
-            _ => self.task_instance().map(|ti| ti.dag_id.as_str()),
+            Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskDispatched(_)
+            | Event::TaskStarted(_)
+            | Event::TaskSucceeded(_)
+            | Event::TaskFailed(_)
+            | Event::TaskUpForRetry(_)
+            | Event::TaskSkipped(_)
+            | Event::TaskUpstreamFailed(_)
+            | Event::TaskCleared(_)
+            | Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::TaskRendered(_) => self.task_instance().map(|ti| ti.dag_id.as_str()),
+            // An import error is a file's, not a DAG's; configuration and elections are global.
+            Event::DagImportFailed(_)
+            | Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::SchedulerElected(_) => None,
         }
     }
 
@@ -887,7 +908,33 @@ impl Event {
             Event::RunFailed(e) => Some(&e.run_id),
             Event::RunCleared(e) => Some(&e.run_id),
             Event::CommandRejected(e) => Some(&e.ti.run_id),
-            _ => self.task_instance().map(|ti| ti.run_id.as_str()),
+            Event::TaskScheduled(_)
+            | Event::TaskQueued(_)
+            | Event::TaskDispatched(_)
+            | Event::TaskStarted(_)
+            | Event::TaskSucceeded(_)
+            | Event::TaskFailed(_)
+            | Event::TaskUpForRetry(_)
+            | Event::TaskSkipped(_)
+            | Event::TaskUpstreamFailed(_)
+            | Event::TaskCleared(_)
+            | Event::TaskMapped(_)
+            | Event::XComPushed(_)
+            | Event::TaskRendered(_) => self.task_instance().map(|ti| ti.run_id.as_str()),
+            Event::DagParsed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagPaused(_)
+            | Event::DagUnpaused(_)
+            | Event::DagDeleted(_)
+            | Event::DagFavorited(_)
+            | Event::DagUnfavorited(_)
+            | Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::SchedulerElected(_) => None,
         }
     }
 
@@ -907,7 +954,29 @@ impl Event {
             Event::TaskMapped(e) => Some(&e.ti),
             Event::XComPushed(e) => Some(&e.ti),
             Event::TaskRendered(e) => Some(&e.ti),
-            _ => None,
+            // A refused command names a task instance but changes nothing there, so it is no
+            // event of the instance's; `dag_id` and `run_id` still name its run for filters.
+            Event::CommandRejected(_) => None,
+            Event::DagParsed(_)
+            | Event::DagImportFailed(_)
+            | Event::DagPaused(_)
+            | Event::DagUnpaused(_)
+            | Event::DagDeleted(_)
+            | Event::DagFavorited(_)
+            | Event::DagUnfavorited(_)
+            | Event::RunNoteSet(_)
+            | Event::RunQueued(_)
+            | Event::RunStarted(_)
+            | Event::RunSucceeded(_)
+            | Event::RunFailed(_)
+            | Event::RunCleared(_)
+            | Event::VariableSet(_)
+            | Event::VariableDeleted(_)
+            | Event::ConnectionSet(_)
+            | Event::ConnectionDeleted(_)
+            | Event::PoolSet(_)
+            | Event::PoolDeleted(_)
+            | Event::SchedulerElected(_) => None,
         }
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! The invariant everything else relies on: positions are gap-free and assigned in commit
 //! order, so a reader that has seen position N has seen every event below N.
+#![warn(missing_docs)]
 
 pub mod catalog;
 pub mod digest;

@@ -10,6 +10,7 @@
 //! * [`migrate`] — the embedded migrations, refusing a database a newer Leoflow migrated.
 //! * `testing` (feature `testing`) — one managed cluster per test run, a fresh migrated
 //!   database per test.
+#![warn(missing_docs)]
 
 pub mod cluster;
 pub mod datastore;

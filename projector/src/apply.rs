@@ -103,18 +103,28 @@ pub enum ApplyError {
 
 /// The rows one batch of events touches, for every read-model table.
 #[derive(Debug, Default)]
-#[allow(missing_docs)]
 pub struct WorkingSet {
+    /// `dag` rows.
     pub dags: Table<DagRow>,
+    /// `dag_version` rows.
     pub dag_versions: Table<DagVersionRow>,
+    /// `import_error` rows.
     pub import_errors: Table<ImportErrorRow>,
+    /// `dag_run` rows.
     pub runs: Table<DagRunRow>,
+    /// `task_instance` rows: each instance's current try.
     pub task_instances: Table<TaskInstanceRow>,
+    /// `task_instance_try` rows: every try.
     pub tries: Table<TaskInstanceTryRow>,
+    /// `xcom` rows.
     pub xcoms: Table<XComRow>,
+    /// `variable` rows.
     pub variables: Table<VariableRow>,
+    /// `connection` rows.
     pub connections: Table<ConnectionRow>,
+    /// `slot_pool` rows.
     pub pools: Table<PoolRow>,
+    /// `dag_favorite` rows.
     pub favorites: Table<DagFavoriteRow>,
     /// Data keys of the secrets deleted by the batch: destroyed with the live rows, in the
     /// same transaction as the delete events (crypto-shredding).

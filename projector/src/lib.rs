@@ -8,6 +8,7 @@
 //!
 //! [`ReadModels`] is the inline projection the event store runs inside every append, so
 //! the API never reads a half-applied state.
+#![warn(missing_docs)]
 
 pub mod apply;
 pub mod replay;

@@ -29,7 +29,9 @@ macro_rules! key_struct {
     ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-        pub struct $name { $( #[allow(missing_docs)] pub $field: $ty ),* }
+        pub struct $name {
+            $( #[doc = concat!("The row's `", stringify!($field), "` column.")] pub $field: $ty ),*
+        }
     };
 }
 
@@ -80,73 +82,116 @@ key_struct!(
 
 /// `dag`: one row per DAG, its latest parse and its pause state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct DagRow {
+    /// The DAG.
     pub dag_id: String,
+    /// Whether new runs are held back (the DAG was paused).
     pub is_paused: bool,
+    /// Airflow's flag for a DAG whose file is gone; always false: deleting a DAG removes its
+    /// rows.
     pub is_stale: bool,
+    /// Path of the file that defines it.
     pub fileloc: String,
+    /// The bundle (project) the file belongs to.
     pub bundle_name: String,
+    /// The DAG's description.
     pub description: Option<String>,
+    /// Owners of the DAG's tasks, comma-separated as Airflow shows them.
     pub owners: String,
+    /// Tags, a JSON list.
     pub tags: Value,
+    /// Human summary of the schedule; `None` for an unscheduled DAG.
     pub timetable_summary: Option<String>,
+    /// How many of its runs may run at once.
     pub max_active_runs: i32,
+    /// How many of its task instances may run at once, across its runs.
     pub max_active_tasks: i32,
+    /// Whether the schedule intervals it missed are run (Airflow's `catchup`).
     pub catchup: bool,
+    /// When its file was last parsed: the latest `DagParsed`.
     pub last_parsed_time: DateTime<Utc>,
+    /// The `dag_version` row of its latest version.
     pub latest_version_id: Uuid,
+    /// That version's number.
     pub latest_version_number: i32,
+    /// That version's content hash.
     pub latest_version_hash: String,
 }
 
 /// `dag_version`: every distinct version of a DAG, numbered from 1.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct DagVersionRow {
+    /// UUIDv5 of the DAG and its version number.
     pub id: Uuid,
+    /// The DAG.
     pub dag_id: String,
+    /// Numbered from 1 in the order versions were first parsed.
     pub version_number: i32,
+    /// Canonical content hash of the compiled DAG: the version identity.
     pub version_hash: String,
+    /// Blob hash of the DAG file's source text (the UI's Code tab).
     pub source_hash: Option<String>,
+    /// Blob hash of the compiled dag.json document.
     pub document_hash: Option<String>,
+    /// Path of the file that defined this version.
     pub fileloc: String,
+    /// The bundle (project) the file belongs to.
     pub bundle_name: String,
+    /// When this version was first parsed.
     pub created_at: DateTime<Utc>,
 }
 
 /// `import_error`: the latest parse failure of a file that does not parse now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct ImportErrorRow {
+    /// Path of the file that fails to parse.
     pub filename: String,
+    /// The position of its latest `DagImportFailed` event.
     pub id: i64,
+    /// The bundle the file belongs to.
     pub bundle_name: String,
+    /// What went wrong, with file and line.
     pub stacktrace: String,
+    /// When the file last failed to parse.
     pub timestamp: DateTime<Utc>,
 }
 
 /// `dag_run`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct DagRunRow {
+    /// The DAG.
     pub dag_id: String,
+    /// The run, unique within its DAG.
     pub run_id: String,
     /// The position of the run's `RunQueued` event: stable under replay.
     pub id: i64,
+    /// The run's state, Airflow's name of a `RunStatus`.
     pub state: String,
+    /// Airflow's name of its `RunType` (`manual`, `scheduled`, …).
     pub run_type: String,
+    /// The logical date; `None` for a manual run triggered without one.
     pub logical_date: Option<DateTime<Utc>>,
+    /// Start of the data interval the run covers.
     pub data_interval_start: Option<DateTime<Utc>>,
+    /// End of the data interval the run covers.
     pub data_interval_end: Option<DateTime<Utc>>,
+    /// The earliest time the run may start.
     pub run_after: DateTime<Utc>,
+    /// When it was last queued (again when cleared).
     pub queued_at: Option<DateTime<Utc>>,
+    /// When it started running.
     pub start_date: Option<DateTime<Utc>>,
+    /// When it ended.
     pub end_date: Option<DateTime<Utc>>,
+    /// The run's `conf` (a JSON object).
     pub conf: Value,
+    /// Who or what triggered it (`ui`, `rest_api`, `timetable`, `cli`, …).
     pub triggered_by: String,
+    /// The DAG version the run was created with.
     pub dag_version_hash: Option<String>,
+    /// How many times the run was cleared.
     pub clear_number: i32,
+    /// The run's note, set from the UI or API.
     pub note: Option<String>,
     /// The user who triggered a manual run through the API or UI.
     pub triggering_user_name: Option<String>,
@@ -154,28 +199,46 @@ pub struct DagRunRow {
 
 /// `task_instance`: the current try of each task instance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct TaskInstanceRow {
+    /// The DAG.
     pub dag_id: String,
+    /// The run.
     pub run_id: String,
+    /// The task.
     pub task_id: String,
+    /// Index of a mapped instance; -1 for an unmapped one.
     pub map_index: i32,
     /// UUIDv5 of the instance and its try: like Airflow, a new try gets a new id.
     pub id: Uuid,
+    /// The number of its current try (0 when it never had one).
     pub try_number: i32,
+    /// Airflow's name of its `TiState`; `None` while pending.
     pub state: Option<String>,
+    /// When its trigger rule was last met.
     pub scheduled_dttm: Option<DateTime<Utc>>,
+    /// When its current try was queued.
     pub queued_dttm: Option<DateTime<Utc>>,
+    /// When its current try started.
     pub start_date: Option<DateTime<Utc>>,
+    /// When its current try ended.
     pub end_date: Option<DateTime<Utc>>,
+    /// Seconds from start to end of the current try.
     pub duration: Option<f64>,
+    /// Host the current try runs or ran on.
     pub hostname: Option<String>,
+    /// Process id of the current try's runner.
     pub pid: Option<i32>,
+    /// The executor the current try was dispatched to.
     pub executor: Option<String>,
+    /// The pool it takes slots from.
     pub pool: Option<String>,
+    /// How many slots of the pool it takes.
     pub pool_slots: Option<i32>,
+    /// Its priority among admitted task instances.
     pub priority_weight: Option<i32>,
+    /// The task's queue.
     pub queue: Option<String>,
+    /// Why the current try failed, or why it never ran.
     pub failure_reason: Option<String>,
     /// Blob hash of the current try's rendered template fields.
     pub rendered_fields_hash: Option<String>,
@@ -183,80 +246,117 @@ pub struct TaskInstanceRow {
 
 /// `task_instance_try`: one row per try (Airflow's task instance history).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct TaskInstanceTryRow {
+    /// The DAG.
     pub dag_id: String,
+    /// The run.
     pub run_id: String,
+    /// The task.
     pub task_id: String,
+    /// Index of a mapped instance; -1 for an unmapped one.
     pub map_index: i32,
+    /// The try, from 1.
     pub try_number: i32,
+    /// The `task_instance.id` this try had.
     pub task_instance_id: Uuid,
+    /// The try's state, Airflow's name of a `TiState`.
     pub state: Option<String>,
+    /// When the try was queued.
     pub queued_dttm: Option<DateTime<Utc>>,
+    /// When the try started.
     pub start_date: Option<DateTime<Utc>>,
+    /// When the try ended.
     pub end_date: Option<DateTime<Utc>>,
+    /// Seconds from start to end.
     pub duration: Option<f64>,
+    /// Host the try ran on.
     pub hostname: Option<String>,
+    /// Process id of the try's runner.
     pub pid: Option<i32>,
+    /// The executor the try was dispatched to.
     pub executor: Option<String>,
+    /// Why the try failed.
     pub failure_reason: Option<String>,
 }
 
 /// `xcom`: the index of XCom values (the values are blobs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct XComRow {
+    /// The DAG.
     pub dag_id: String,
+    /// The run.
     pub run_id: String,
+    /// The task that pushed it.
     pub task_id: String,
+    /// Index of the mapped instance that pushed it; -1 for an unmapped one.
     pub map_index: i32,
+    /// The XCom key (`return_value` for a task's result).
     pub key: String,
+    /// Blob hash of the JSON value.
     pub value_hash: String,
+    /// Size of the serialized value in bytes.
     pub size_bytes: i64,
+    /// When it was pushed.
     pub timestamp: DateTime<Utc>,
 }
 
 /// `variable`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct VariableRow {
+    /// The Variable.
     pub key: String,
+    /// Its value, sealed.
     pub val: Sealed,
+    /// What it is for.
     pub description: Option<String>,
+    /// When it was last set.
     pub updated_at: DateTime<Utc>,
 }
 
 /// `connection` (the password and extra columns hold sealed values).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct ConnectionRow {
+    /// The Connection.
     pub conn_id: String,
+    /// Its type (`postgres`, `http`, …).
     pub conn_type: String,
+    /// What it is for.
     pub description: Option<String>,
+    /// Host.
     pub host: Option<String>,
+    /// Schema (or database).
     pub schema: Option<String>,
+    /// Login.
     pub login: Option<String>,
+    /// Password, sealed.
     pub password: Option<Sealed>,
+    /// Port.
     pub port: Option<i32>,
+    /// Extra JSON, sealed.
     pub extra: Option<Sealed>,
+    /// When it was last set.
     pub updated_at: DateTime<Utc>,
 }
 
 /// `slot_pool`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct PoolRow {
+    /// The pool.
     pub pool: String,
+    /// How many slots it has.
     pub slots: i32,
+    /// What it is for.
     pub description: Option<String>,
+    /// Whether deferred task instances count against its slots.
     pub include_deferred: bool,
 }
 
 /// `dag_favorite`: the DAGs each user starred.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct DagFavoriteRow {
+    /// The DAG starred.
     pub dag_id: String,
+    /// The user who starred it.
     pub username: String,
 }
 

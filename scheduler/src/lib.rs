@@ -10,6 +10,7 @@
 //!   control plane's processes (the reactor and the agent service take one).
 //! * [`control`] — trigger, pause, clear, mark and cancel, as the API and CLI call them.
 //! * [`task_logs`] — each try's log lines, stored per try.
+#![warn(missing_docs)]
 
 pub mod agents;
 pub mod control;

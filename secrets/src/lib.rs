@@ -10,6 +10,7 @@
 //! assert_ne!(ciphertext, "s3cret");
 //! assert_eq!(key.decrypt(&ciphertext).unwrap(), "s3cret");
 //! ```
+#![warn(missing_docs)]
 
 pub mod masking;
 mod sealed;
