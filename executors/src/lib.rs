@@ -8,6 +8,8 @@
 //! - [`agent`]: the agent itself (`leoflow agent`), client side of the protocol.
 //! - [`protocol`]: the messages the agent and the SDK's Python task runner exchange.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 mod attempt;
 mod command;
