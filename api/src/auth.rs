@@ -58,12 +58,14 @@ struct Claims {
     pub iat: u64,
 }
 
-/// The authenticated user of a request (put in its extensions by [`require_user`]).
+/// The authenticated user of a request, as its token names them (the middleware that checks
+/// the token puts it in the request's extensions).
 #[derive(Debug, Clone)]
 pub struct User {
-    /// User name.
+    /// Who the token was issued to (its `sub`): the actor of the events their changes append,
+    /// and whose favourite DAGs the UI shows.
     pub username: String,
-    /// Role.
+    /// Their role, as the token carries it (`admin` in Lite).
     pub role: String,
 }
 
