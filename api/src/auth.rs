@@ -146,9 +146,8 @@ impl Auth {
     ///
     /// The attempt is counted *before* the password is verified and forgotten only when it
     /// succeeds, so concurrent attempts cannot overshoot the limit. Verifying (argon2, tens of
-    /// milliseconds of CPU) runs on the blocking pool, at most [`max_concurrent_hashes`] at a
-    /// time, so a storm of logins never stalls the async workers the scheduler and the API
-    /// share.
+    /// milliseconds of CPU) runs on the blocking pool, on at most half the cores at a time, so
+    /// a storm of logins never stalls the async workers the scheduler and the API share.
     pub async fn login(
         &self,
         client: Option<IpAddr>,
