@@ -14,7 +14,7 @@ pub const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7
 /// The wheel's file name.
 pub const WHEEL_FILE: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 /// The folder under `$LEOFLOW_HOME/ui` holding this version's UI.
-pub const UI_VERSION_DIR: &str = "airflow-3.2.2";
+const UI_VERSION_DIR: &str = "airflow-3.2.2";
 
 /// What is taken from the wheel: (path inside it, folder under the UI directory).
 const PARTS: [(&str, &str); 3] = [

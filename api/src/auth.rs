@@ -24,7 +24,7 @@ use crate::query::Params;
 use crate::state::ApiState;
 
 /// The cookie the UI keeps its token in (Airflow's `COOKIE_NAME_JWT_TOKEN`).
-pub const TOKEN_COOKIE: &str = "_token";
+const TOKEN_COOKIE: &str = "_token";
 /// The audience Airflow's tokens carry.
 const AUDIENCE: &str = "apache-airflow";
 /// How long a token is valid (Airflow's `jwt_expiration_time`).
@@ -41,7 +41,7 @@ fn max_concurrent_hashes() -> usize {
 
 /// A token's claims (the same names Airflow's have).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
+struct Claims {
     /// The user.
     pub sub: String,
     /// Their role (`admin` in Lite).
@@ -58,12 +58,14 @@ pub struct Claims {
     pub iat: u64,
 }
 
-/// The authenticated user of a request (put in its extensions by [`require_user`]).
+/// The authenticated user of a request, as its token names them (the middleware that checks
+/// the token puts it in the request's extensions).
 #[derive(Debug, Clone)]
 pub struct User {
-    /// User name.
+    /// Who the token was issued to (its `sub`): the actor of the events their changes append,
+    /// and whose favourite DAGs the UI shows.
     pub username: String,
-    /// Role.
+    /// Their role, as the token carries it (`admin` in Lite).
     pub role: String,
 }
 
@@ -144,9 +146,8 @@ impl Auth {
     ///
     /// The attempt is counted *before* the password is verified and forgotten only when it
     /// succeeds, so concurrent attempts cannot overshoot the limit. Verifying (argon2, tens of
-    /// milliseconds of CPU) runs on the blocking pool, at most [`max_concurrent_hashes`] at a
-    /// time, so a storm of logins never stalls the async workers the scheduler and the API
-    /// share.
+    /// milliseconds of CPU) runs on the blocking pool, on at most half the cores at a time, so
+    /// a storm of logins never stalls the async workers the scheduler and the API share.
     pub async fn login(
         &self,
         client: Option<IpAddr>,
@@ -300,7 +301,7 @@ fn cross_site_refusal(request: &Request) -> Option<ApiError> {
 
 /// Middleware: lets only requests with a valid token through; a cookie-authenticated request
 /// that changes state must also pass [`cross_site_refusal`].
-pub async fn require_user(
+pub(crate) async fn require_user(
     State(state): State<ApiState>,
     mut request: Request,
     next: Next,
@@ -342,7 +343,10 @@ struct LoginBody {
 }
 
 /// `POST /auth/token`: a token for valid credentials (201), else 401.
-pub async fn create_token(State(state): State<ApiState>, request: Request) -> ApiResult<Response> {
+pub(crate) async fn create_token(
+    State(state): State<ApiState>,
+    request: Request,
+) -> ApiResult<Response> {
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -397,7 +401,7 @@ struct LoginResponse {
 }
 
 /// `GET /api/v2/auth/login?next=…`: to the login page, keeping where to go afterwards.
-pub async fn login_redirect(params: Params) -> Response {
+pub(crate) async fn login_redirect(params: Params) -> Response {
     let next = params.str("next").unwrap_or("/");
     let query: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("next", next)
@@ -406,7 +410,7 @@ pub async fn login_redirect(params: Params) -> Response {
 }
 
 /// `GET /api/v2/auth/logout`: forgets the session cookie and goes to the login page.
-pub async fn logout() -> Response {
+pub(crate) async fn logout() -> Response {
     let mut response = Redirect::temporary("/auth/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,

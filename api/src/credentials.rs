@@ -114,7 +114,7 @@ impl Credentials {
     }
 
     /// Takes the admin (name and password) of `other`, keeping this one's keys.
-    pub fn take_password_from(&mut self, other: Credentials) {
+    pub(crate) fn take_password_from(&mut self, other: Credentials) {
         self.admin_username = other.admin_username;
         self.admin_password_hash = other.admin_password_hash;
     }

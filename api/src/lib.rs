@@ -11,6 +11,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod assets;
 pub mod auth;
 mod body;

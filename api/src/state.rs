@@ -21,7 +21,7 @@ pub enum Edition {
 /// Fixed settings of a running API.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The edition.
+    /// Lite or Pro: `/api/v2/config` reports it and the executor it runs tasks with.
     pub edition: Edition,
     /// What the UI calls this instance (`Leoflow Lite`).
     pub instance_name: String,

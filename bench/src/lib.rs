@@ -1,6 +1,8 @@
 //! Shared pieces of Leoflow's benchmark programs: a durable managed Postgres to run against,
 //! percentiles, and a description of the machine for the results table.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -981,7 +981,7 @@ fn char_boundary(bytes: &[u8], max: usize) -> usize {
 }
 
 /// One log line as text: invalid UTF-8 replaced, NUL and a trailing `\r` dropped.
-pub fn clean_line(bytes: &[u8]) -> String {
+fn clean_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.trim_end_matches('\r').replace('\0', "")
 }

@@ -31,21 +31,21 @@ use crate::command::{AgentCommand, AgentConfig, TOKEN_ENV};
 use crate::{Attempt, AttemptExit, AttemptKey, Executor};
 
 /// Label every pod of this executor carries; the watcher selects on it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY: &str = "leoflow";
+const MANAGED_BY: &str = "leoflow";
 /// Label holding the attempt id (a digest of the attempt token, see [`attempt_id`]).
-pub const ATTEMPT_LABEL: &str = "leoflow.io/attempt";
+const ATTEMPT_LABEL: &str = "leoflow.io/attempt";
 /// Label (sanitized) and annotation (exact) with the DAG id.
-pub const DAG_ID_KEY: &str = "leoflow.io/dag-id";
+const DAG_ID_KEY: &str = "leoflow.io/dag-id";
 /// Label (sanitized) and annotation (exact) with the task id.
-pub const TASK_ID_KEY: &str = "leoflow.io/task-id";
+const TASK_ID_KEY: &str = "leoflow.io/task-id";
 /// Label and annotation with the try number.
-pub const TRY_NUMBER_KEY: &str = "leoflow.io/try-number";
+const TRY_NUMBER_KEY: &str = "leoflow.io/try-number";
 /// Annotation with the dag run id.
-pub const RUN_ID_ANNOTATION: &str = "leoflow.io/run-id";
+const RUN_ID_ANNOTATION: &str = "leoflow.io/run-id";
 /// Annotation with the map index.
-pub const MAP_INDEX_ANNOTATION: &str = "leoflow.io/map-index";
+const MAP_INDEX_ANNOTATION: &str = "leoflow.io/map-index";
 
 /// The pod's one container.
 const AGENT_CONTAINER: &str = "agent";
@@ -145,7 +145,7 @@ impl PodExecutor {
     }
 
     /// The pod that runs `attempt`.
-    pub fn pod(&self, attempt: &Attempt) -> Pod {
+    pub(crate) fn pod(&self, attempt: &Attempt) -> Pod {
         pod_for(&self.shared.config, attempt)
     }
 }
@@ -404,7 +404,7 @@ fn dns_part(id: &str, fallback: &str) -> String {
 
 /// `value` as a valid label value: at most 63 of `[A-Za-z0-9._-]`, starting and ending
 /// alphanumeric (other characters become `_`). The exact value goes in an annotation.
-pub fn label_value(value: &str) -> String {
+fn label_value(value: &str) -> String {
     let mapped: String = value
         .chars()
         .map(|c| {

@@ -8,6 +8,8 @@
 //! - [`agent`]: the agent itself (`leoflow agent`), client side of the protocol.
 //! - [`protocol`]: the messages the agent and the SDK's Python task runner exchange.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 mod attempt;
 mod command;
@@ -26,6 +28,8 @@ pub use command::AgentConfig;
 pub const MAX_AGENT_MESSAGE: usize = 64 << 20;
 
 /// The task agent protocol (`proto/agent.proto`), generated at build time.
+// Generated code: prost turns agent.proto's comments into docs, and most of its messages and
+// fields have none; clippy's style is not its generator's.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("leoflow.agent.v1");

@@ -268,7 +268,7 @@ impl TryFrom<WireReply> for Reply {
 
 /// Why the agent cannot go on with a runner whose first request is `first` (or why that line
 /// is no request): `None` when it is a hello of this protocol.
-pub fn greeting_error(first: Result<&Request, &str>) -> Option<String> {
+pub(crate) fn greeting_error(first: Result<&Request, &str>) -> Option<String> {
     let agent = PROTOCOL_VERSION;
     match first {
         Ok(Request::Hello { protocol }) if *protocol == agent => None,

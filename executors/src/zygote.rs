@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 
 /// A runner the zygote forked: its pid (also its process group) and the agent's ends of its
 /// pipes. Dropping `lifeline` (the agent dying included) kills the runner's group.
-pub struct ForkedRunner {
+pub(crate) struct ForkedRunner {
     /// The runner's pid and process group.
     pub pid: u32,
     /// Write end of the runner's stdin.
@@ -98,7 +98,7 @@ pub enum ForkAnswer {
 
 /// The DAG file an attempt's task comes from, as its run's DAG version recorded it.
 #[derive(Debug, Clone, Copy)]
-pub struct DagFileVersion<'a> {
+pub(crate) struct DagFileVersion<'a> {
     /// The file, relative to the project.
     pub fileloc: &'a str,
     /// Its source.
@@ -106,7 +106,7 @@ pub struct DagFileVersion<'a> {
 }
 
 /// Asks the zygote at `socket` for a runner working in `cwd`, for a task of `version`.
-pub fn fork_runner(
+pub(crate) fn fork_runner(
     socket: &Path,
     cwd: Option<&Path>,
     version: DagFileVersion<'_>,
@@ -160,7 +160,7 @@ pub fn fork_runner(
 
 /// Starts a zygote listening on `socket`, working in `project_dir`; returns once it is ready.
 /// It dies with its parent (the control plane); runners it forked do not.
-pub async fn start(
+pub(crate) async fn start(
     python: &Path,
     sdk_path: &Path,
     project_dir: Option<&Path>,
@@ -206,7 +206,7 @@ pub async fn start(
 }
 
 /// A private socket path for a zygote of this process.
-pub fn socket_path() -> PathBuf {
+pub(crate) fn socket_path() -> PathBuf {
     std::env::temp_dir().join(format!(
         "leoflow-zygote-{}-{}.sock",
         std::process::id(),

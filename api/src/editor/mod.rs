@@ -28,7 +28,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
 /// The editor page, which the UI's menu links to.
-pub const PAGE_PATH: &str = "/leoflow/editor";
+pub(crate) const PAGE_PATH: &str = "/leoflow/editor";
 /// Where the login page sends the browser back to.
 const LOGIN: &str = "/api/v2/auth/login?next=/leoflow/editor";
 /// The page, Monaco loaded from `/leoflow/editor/vs`.

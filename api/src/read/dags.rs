@@ -18,7 +18,6 @@ pub const DAG_COLUMNS: &str = "d.dag_id, d.is_paused, d.is_stale, d.fileloc, d.b
 
 /// A `dag` row.
 #[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
 pub struct DagRecord {
     pub dag_id: String,
     pub is_paused: bool,
@@ -44,7 +43,6 @@ pub const VERSION_COLUMNS: &str = "v.id, v.dag_id, v.version_number, v.version_h
 
 /// A `dag_version` row.
 #[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
 pub struct VersionRecord {
     pub id: Uuid,
     pub dag_id: String,

@@ -14,7 +14,6 @@ pub const RUN_COLUMNS: &str = "r.dag_id, r.run_id, r.id, r.state, r.run_type, r.
 
 /// A `dag_run` row.
 #[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
 pub struct RunRecord {
     pub dag_id: String,
     pub run_id: String,

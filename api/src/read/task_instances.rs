@@ -19,7 +19,6 @@ pub const TI_COLUMNS: &str = "t.dag_id, t.run_id, t.task_id, t.map_index, t.id, 
 
 /// A `task_instance` row with what its responses need of its run.
 #[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
 pub struct TiRecord {
     pub dag_id: String,
     pub run_id: String,
@@ -104,7 +103,6 @@ pub async fn is_mapped(
 
 /// A try of a task instance (a `task_instance_try` row).
 #[derive(Debug, Clone, FromRow)]
-#[allow(missing_docs)]
 pub struct TryRecord {
     pub try_number: i32,
     pub state: Option<String>,

@@ -12,7 +12,6 @@ use crate::state::ApiState;
 
 /// Airflow's `ConfigResponse` of the UI.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct UiConfig {
     pub fallback_page_limit: i64,
     pub auto_refresh_interval: i64,
@@ -114,7 +113,6 @@ pub async fn backfills(params: Params) -> ApiResult<Json<Backfills>> {
 
 /// Airflow's `ConnectionHookMetaData`: a connection type the form offers.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct HookMeta {
     pub connection_type: &'static str,
     pub hook_class_name: Option<String>,

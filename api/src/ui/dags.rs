@@ -21,7 +21,6 @@ use crate::v2::models::{DagResponse, DagRunLightResponse, RUN_COLUMNS, RunRecord
 
 /// A DAG of the UI's list (Airflow's `DAGWithLatestDagRunsResponse`).
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagWithLatestRuns {
     #[serde(flatten)]
     pub dag: DagResponse,
@@ -33,7 +32,6 @@ pub struct DagWithLatestRuns {
 
 /// Airflow's `DAGWithLatestDagRunsCollectionResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagsWithLatestRuns {
     pub total_entries: i64,
     pub dags: Vec<DagWithLatestRuns>,
@@ -41,7 +39,6 @@ pub struct DagsWithLatestRuns {
 
 /// Airflow's `DashboardDagStatsResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DashboardDagStats {
     pub active_dag_count: i64,
     pub failed_dag_count: i64,
@@ -52,7 +49,6 @@ pub struct DashboardDagStats {
 /// Airflow's `HistoricalMetricDataResponse`: runs by state, task instances by state
 /// (`no_status` for those not scheduled yet).
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct HistoricalMetrics {
     pub dag_run_states: BTreeMap<&'static str, i64>,
     pub task_instance_states: BTreeMap<&'static str, i64>,

@@ -67,7 +67,6 @@ async fn grid_runs_of(
 
 /// A run of the grid (Airflow's `GridRunsResponse`).
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct GridRun {
     pub dag_id: String,
     pub run_id: String,
@@ -214,7 +213,6 @@ pub struct GridNode {
 
 /// A node of the graph view (Airflow's `NodeResponse`).
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct GraphNode {
     pub id: String,
     pub label: String,
@@ -230,7 +228,6 @@ pub struct GraphNode {
 
 /// An edge of the graph view (Airflow's `EdgeResponse`).
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct GraphEdge {
     pub source_id: String,
     pub target_id: String,
@@ -521,7 +518,6 @@ fn summary<'a>(
 
 /// A task of the Gantt chart (Airflow's `GanttTaskInstance`).
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct GanttTask {
     pub task_id: String,
     pub task_display_name: String,
@@ -537,7 +533,6 @@ pub struct GanttTask {
 
 /// Airflow's `GanttResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct Gantt {
     pub dag_id: String,
     pub run_id: String,
@@ -597,7 +592,6 @@ pub async fn gantt(
 
 /// Runs of a day (or hour) in one state (Airflow's `CalendarTimeRangeResponse`).
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct CalendarEntry {
     pub date: DateTime<Utc>,
     pub state: String,
@@ -606,7 +600,6 @@ pub struct CalendarEntry {
 
 /// Airflow's `CalendarTimeRangeCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct Calendar {
     pub total_entries: usize,
     pub dag_runs: Vec<CalendarEntry>,

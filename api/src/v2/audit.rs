@@ -58,7 +58,6 @@ fn select() -> String {
 
 /// Airflow's `EventLogResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct EventLogResponse {
     pub event_log_id: i64,
     pub when: DateTime<Utc>,
@@ -77,7 +76,6 @@ pub struct EventLogResponse {
 
 /// Airflow's `EventLogCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct EventLogCollection {
     pub event_logs: Vec<EventLogResponse>,
     pub total_entries: i64,

@@ -79,7 +79,6 @@ pub struct ClassRef {
 
 /// Airflow's `TaskResponse`; the DAG document's values pass through as they are.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct TaskResponse {
     pub task_id: String,
     pub task_display_name: String,
@@ -130,7 +129,6 @@ impl TaskResponse {
 
 /// Airflow's `TaskCollectionResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct TaskCollection {
     pub tasks: Vec<TaskResponse>,
     pub total_entries: usize,
@@ -289,7 +287,6 @@ async fn version(state: &ApiState, dag_id: &str, number: Option<i32>) -> ApiResu
 
 /// Airflow's `DAGSourceResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct DagSource {
     pub content: Option<String>,
     pub dag_id: String,

@@ -240,7 +240,6 @@ pub async fn get_dag(
 
 /// Airflow's `DAGDetailsResponse`: a `DAGResponse` and what the DAG's document says.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagDetailsResponse {
     #[serde(flatten)]
     pub dag: DagResponse,
@@ -466,7 +465,6 @@ pub struct DagStatsState {
 
 /// Airflow's `DagStatsResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagStats {
     pub dag_id: String,
     pub dag_display_name: String,
@@ -475,7 +473,6 @@ pub struct DagStats {
 
 /// Airflow's `DagStatsCollectionResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagStatsCollection {
     pub dags: Vec<DagStats>,
     pub total_entries: usize,

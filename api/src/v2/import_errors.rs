@@ -37,7 +37,6 @@ fn select() -> String {
 
 /// Airflow's `ImportErrorResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct ImportErrorResponse {
     pub import_error_id: i64,
     pub timestamp: DateTime<Utc>,
@@ -48,7 +47,6 @@ pub struct ImportErrorResponse {
 
 /// Airflow's `ImportErrorCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct ImportErrorCollection {
     pub import_errors: Vec<ImportErrorResponse>,
     pub total_entries: i64,

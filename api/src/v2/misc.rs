@@ -55,7 +55,6 @@ fn empty(params: &Params, key: &'static str) -> ApiResult<Json<EmptyCollection>>
 
 /// A view a plugin adds to the UI (Airflow's `ExternalViewResponse`).
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct ExternalView {
     pub name: &'static str,
     pub href: &'static str,
@@ -68,7 +67,6 @@ pub struct ExternalView {
 
 /// Airflow's `PluginResponse`; Lite's plugin has nothing but its external view.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct Plugin {
     pub name: &'static str,
     pub source: &'static str,
@@ -88,7 +86,6 @@ pub struct Plugin {
 
 /// Airflow's `PluginCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct PluginCollection {
     pub plugins: Vec<Plugin>,
     pub total_entries: i64,

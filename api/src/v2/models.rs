@@ -36,7 +36,6 @@ pub struct DagTagResponse {
 
 /// Airflow's `DAGResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagResponse {
     pub dag_id: String,
     pub dag_display_name: String,
@@ -182,7 +181,6 @@ pub struct DagCollection {
 
 /// Airflow's `DagVersionResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagVersionResponse {
     pub id: Uuid,
     pub version_number: i32,
@@ -229,7 +227,6 @@ pub fn triggered_by(recorded: &str) -> &'static str {
 
 /// Airflow's `DAGRunResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagRunResponse {
     pub dag_run_id: String,
     pub dag_id: String,
@@ -268,7 +265,6 @@ pub struct DagRunCollection {
 
 /// Airflow's `DAGRunLightResponse` (the grid's and the DAGs list's latest runs).
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct DagRunLightResponse {
     pub id: i64,
     pub dag_id: String,
@@ -398,7 +394,6 @@ pub fn operator_class(written: &str) -> &str {
 
 /// Airflow's `TaskInstanceResponse`.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct TaskInstanceResponse {
     pub id: Uuid,
     pub task_id: String,
@@ -440,7 +435,6 @@ pub struct TaskInstanceResponse {
 
 /// Airflow's `TaskInstanceHistoryResponse`: one try of a task instance.
 #[derive(Debug, Clone, Serialize)]
-#[allow(missing_docs)]
 pub struct TaskInstanceHistoryResponse {
     pub task_id: String,
     pub dag_id: String,

@@ -180,7 +180,6 @@ const XCOM_FROM: &str = "FROM xcom x JOIN dag_run r ON r.dag_id = x.dag_id AND r
 
 /// Airflow's `XComResponse` (with `value`: `XComResponseNative` or `…String`).
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct XComResponse {
     pub key: String,
     pub timestamp: DateTime<Utc>,

@@ -44,7 +44,6 @@ struct Connection {
 
 /// Airflow's `ConnectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct ConnectionResponse {
     pub connection_id: String,
     pub conn_type: String,
@@ -60,7 +59,6 @@ pub struct ConnectionResponse {
 
 /// Airflow's `ConnectionCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct ConnectionCollection {
     pub connections: Vec<ConnectionResponse>,
     pub total_entries: i64,

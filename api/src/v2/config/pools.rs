@@ -62,7 +62,6 @@ struct SlotUse {
 
 /// Airflow's `PoolResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct PoolResponse {
     pub name: String,
     pub slots: i32,
@@ -79,7 +78,6 @@ pub struct PoolResponse {
 
 /// Airflow's `PoolCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct PoolCollection {
     pub pools: Vec<PoolResponse>,
     pub total_entries: i64,

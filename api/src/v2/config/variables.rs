@@ -59,7 +59,6 @@ async fn opened(state: &ApiState, rows: Vec<VariableRow>) -> ApiResult<Vec<Varia
 
 /// Airflow's `VariableResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct VariableResponse {
     pub key: String,
     pub value: String,
@@ -70,7 +69,6 @@ pub struct VariableResponse {
 
 /// Airflow's `VariableCollectionResponse`.
 #[derive(Debug, Serialize)]
-#[allow(missing_docs)]
 pub struct VariableCollection {
     pub variables: Vec<VariableResponse>,
     pub total_entries: i64,
