@@ -23,6 +23,7 @@ use leoflow_events::{AppendBatch, EventStore, Metadata, RunType, TaskInstanceKey
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::reactor::Specs;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 const RUNS: usize = 1_000;
@@ -168,6 +169,39 @@ async fn main() -> Result<()> {
     let pool = database.fresh("bench_api").await?;
     let store = EventStore::new(pool.clone()).with_projection(Arc::new(ReadModels));
     let built = Instant::now();
+    build_read_models(&store, &pool).await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    let tis: i64 = sqlx::query_scalar("SELECT count(*) FROM task_instance")
+        .fetch_one(&pool)
+        .await?;
+    let events: i64 = store.head().await?;
+    println!("api read benchmark — {}", machine_description());
+    println!(
+        "read models: {RUNS} runs × {TASKS} tasks ({tis} task instances, {events} events), built in {:.1} s",
+        built.elapsed().as_secs_f64()
+    );
+
+    let base = serve_api(store.clone()).await?;
+    let client = reqwest::Client::new();
+    let token = state_token(&client, &base).await?;
+    let latest: Vec<String> = sqlx::query_scalar(
+        "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 10",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let routes = routes(&latest);
+    println!("\n| route | latency ({REQUESTS} requests, one at a time) |\n|---|---|");
+    for (name, path, accept) in routes {
+        let p = timed(&client, &format!("{base}{path}"), &token, accept).await?;
+        println!("| {name} | {p} |");
+    }
+    database.stop()?;
+    Ok(())
+}
+
+/// The read models the routes read: one big DAG with its runs (an XCom and ten log lines per
+/// try) and twenty small DAGs, appended through the event store as the control plane would.
+async fn build_read_models(store: &EventStore, pool: &PgPool) -> Result<()> {
     let xcom_hash = store.put_blob("application/json", "42").await?;
     let doc = document("big", TASKS);
     let doc_hash = store.put_blob("application/json", &doc.to_string()).await?;
@@ -201,19 +235,13 @@ async fn main() -> Result<()> {
          SELECT t.dag_id, t.run_id, t.task_id, t.map_index, 1, s, 'log line ' || s || ' of ' || t.task_id \
          FROM task_instance t, generate_series(0, 9) s",
     )
-    .execute(&pool)
+    .execute(pool)
     .await?;
-    sqlx::query("ANALYZE").execute(&pool).await?;
-    let tis: i64 = sqlx::query_scalar("SELECT count(*) FROM task_instance")
-        .fetch_one(&pool)
-        .await?;
-    let events: i64 = store.head().await?;
-    println!("api read benchmark — {}", machine_description());
-    println!(
-        "read models: {RUNS} runs × {TASKS} tasks ({tis} task instances, {events} events), built in {:.1} s",
-        built.elapsed().as_secs_f64()
-    );
+    Ok(())
+}
 
+/// Serves the API on a loopback port; answers its base URL.
+async fn serve_api(store: EventStore) -> Result<String> {
     let credentials = Credentials::new("bench");
     let state = ApiState {
         store: store.clone(),
@@ -229,13 +257,11 @@ async fn main() -> Result<()> {
         leoflow_api::router(state, None),
         std::future::pending(),
     ));
-    let client = reqwest::Client::new();
-    let token = state_token(&client, &base).await?;
-    let latest: Vec<String> = sqlx::query_scalar(
-        "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 10",
-    )
-    .fetch_all(&pool)
-    .await?;
+    Ok(base)
+}
+
+/// The routes measured, with the `Accept` they are asked with: what the UI's pages call.
+fn routes(latest: &[String]) -> Vec<(&'static str, String, &'static str)> {
     let run = &latest[0];
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let run_ids: String = latest
@@ -243,7 +269,7 @@ async fn main() -> Result<()> {
         .map(|r| format!("run_ids={}", enc(r)))
         .collect::<Vec<_>>()
         .join("&");
-    let routes: Vec<(&str, String, &str)> = vec![
+    vec![
         (
             "DAGs list (/api/v2/dags)",
             "/api/v2/dags?limit=50".into(),
@@ -304,14 +330,7 @@ async fn main() -> Result<()> {
             ),
             "application/x-ndjson",
         ),
-    ];
-    println!("\n| route | latency ({REQUESTS} requests, one at a time) |\n|---|---|");
-    for (name, path, accept) in routes {
-        let p = timed(&client, &format!("{base}{path}"), &token, accept).await?;
-        println!("| {name} | {p} |");
-    }
-    database.stop()?;
-    Ok(())
+    ]
 }
 
 async fn state_token(client: &reqwest::Client, base: &str) -> Result<String> {
