@@ -2,8 +2,8 @@
 
 use leoflow_events::catalog::{DagImportFailed, DagParsed};
 use leoflow_events::{AppendBatch, AppendError, EventStore, Metadata, StoreError};
+use leoflow_projector::read;
 use serde_json::Value;
-use sqlx::Row;
 
 use crate::document::canonical_json;
 use crate::{CompileError, ProjectDocument};
@@ -58,11 +58,7 @@ pub async fn register(
         }
         Err(error) => {
             let message = error.to_string();
-            let recorded: Option<String> =
-                sqlx::query_scalar("SELECT stacktrace FROM import_error WHERE filename = $1")
-                    .bind(&fileloc)
-                    .fetch_optional(store.pool())
-                    .await?;
+            let recorded = read::import_errors::stacktrace(store.pool(), &fileloc).await?;
             if recorded.as_deref() != Some(message.as_str()) {
                 let event = DagImportFailed {
                     fileloc: fileloc.clone(),
@@ -80,24 +76,13 @@ pub async fn register(
         }
     };
 
-    let had_import_error: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_error WHERE filename = $1)")
-            .bind(&fileloc)
-            .fetch_one(store.pool())
-            .await?;
+    let had_import_error = read::import_errors::exists(store.pool(), &fileloc).await?;
     let ids: Vec<String> = document
         .dags()
         .iter()
         .filter_map(|d| d["dag_id"].as_str().map(str::to_owned))
         .collect();
-    let latest: Vec<(String, String)> =
-        sqlx::query("SELECT dag_id, latest_version_hash FROM dag WHERE dag_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(store.pool())
-            .await?
-            .iter()
-            .map(|r| (r.get("dag_id"), r.get("latest_version_hash")))
-            .collect();
+    let latest = read::dags::latest_versions(store.pool(), &ids).await?;
 
     let source_hash = store
         .put_blob("text/x-python", document.source_text())

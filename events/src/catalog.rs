@@ -703,7 +703,9 @@ pub struct SchedulerElected {
 /// The stream of [`SchedulerElected`]: its version is the current leader's epoch.
 pub const LEADER_STREAM: &str = "scheduler";
 
-fn run_stream(dag_id: &str, run_id: &str) -> String {
+/// The stream of a dag run, `run:<dag_id>/<run_id>`: every run and task-instance event of
+/// that run, so a decision can expect one version for the whole run.
+pub fn run_stream(dag_id: &str, run_id: &str) -> String {
     format!("run:{dag_id}/{run_id}")
 }
 

@@ -3,6 +3,7 @@
 //! * [`rows`] — one struct per read-model table (the struct's fields are the columns).
 //! * [`table`] — the rows a batch touches, loaded and written back in bulk.
 //! * [`apply`] — the pure part: which rows an event needs and how it changes them.
+//! * [`read`] — the queries every other crate reads the tables with, as typed rows.
 //! * [`replay`] — rebuild (into a scratch schema, swapped in), point-in-time inspection,
 //!   verify and catch-up.
 //!
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod read;
 pub mod replay;
 pub mod rows;
 pub mod table;

@@ -26,9 +26,9 @@ use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
     PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
 };
+use leoflow_projector::read;
 use leoflow_secrets::{Sealed, Vault, VaultError};
 use serde_json::{Value, json};
-use sqlx::Row;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -371,18 +371,13 @@ impl AgentService {
     }
 
     async fn assignment(&self, key: &TaskInstanceKey) -> Result<Assignment, Status> {
-        let row = sqlx::query(
-            "SELECT run_type, logical_date, data_interval_start, data_interval_end, run_after, \
-             conf, dag_version_hash FROM dag_run WHERE dag_id = $1 AND run_id = $2",
-        )
-        .bind(&key.dag_id)
-        .bind(&key.run_id)
-        .fetch_optional(self.store.pool())
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| Status::not_found(format!("no dag run {}/{}", key.dag_id, key.run_id)))?;
-        let version: Option<String> = row.get("dag_version_hash");
-        let version = version.unwrap_or_default();
+        let row = read::runs::context(self.store.pool(), &key.dag_id, &key.run_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no dag run {}/{}", key.dag_id, key.run_id))
+            })?;
+        let version = row.dag_version_hash.clone().unwrap_or_default();
         let document = self
             .specs
             .document(&self.store, &key.dag_id, &version)
@@ -394,16 +389,10 @@ impl AgentService {
             .ok_or_else(|| {
                 Status::failed_precondition(format!("the DAG version has no task {}", key.task_id))
             })?;
-        let source_hash: Option<String> = sqlx::query_scalar(
-            "SELECT source_hash FROM dag_version WHERE dag_id = $1 AND version_hash = $2 \
-             ORDER BY version_number DESC LIMIT 1",
-        )
-        .bind(&key.dag_id)
-        .bind(&version)
-        .fetch_optional(self.store.pool())
-        .await
-        .map_err(unavailable)?
-        .flatten();
+        let source_hash = read::dag_versions::blobs(self.store.pool(), &key.dag_id, &version)
+            .await
+            .map_err(unavailable)?
+            .and_then(|blobs| blobs.source_hash);
         let source = match source_hash {
             Some(hash) => self
                 .store
@@ -416,18 +405,15 @@ impl AgentService {
         .ok_or_else(|| {
             Status::failed_precondition("the DAG version's source file was not recorded")
         })?;
-        let instant = |name: &str| {
-            row.get::<Option<chrono::DateTime<Utc>>, _>(name)
-                .map(|t| t.to_rfc3339())
-        };
+        let instant = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339());
         let run = json!({
             "run_id": key.run_id,
-            "run_type": row.get::<String, _>("run_type"),
-            "logical_date": instant("logical_date"),
-            "data_interval_start": instant("data_interval_start"),
-            "data_interval_end": instant("data_interval_end"),
-            "run_after": instant("run_after"),
-            "conf": row.get::<Value, _>("conf"),
+            "run_type": row.run_type,
+            "logical_date": instant(row.logical_date),
+            "data_interval_start": instant(row.data_interval_start),
+            "data_interval_end": instant(row.data_interval_end),
+            "run_after": instant(Some(row.run_after)),
+            "conf": row.conf,
             "dag_params": document["params"],
         });
         Ok(Assignment {

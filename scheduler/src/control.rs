@@ -9,6 +9,7 @@ use leoflow_events::catalog::generation_stream;
 use leoflow_events::{
     AppendBatch, AppendError, EventStore, Metadata, RecordedEvent, StoreError, TaskInstanceKey,
 };
+use leoflow_projector::read;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -92,15 +93,14 @@ pub async fn trigger_dag(
         None => Value::Null,
     };
     let existing: Vec<String> = match &request.run_id {
-        Some(run_id) => {
-            sqlx::query_scalar("SELECT run_id FROM dag_run WHERE dag_id = $1 AND run_id = $2")
-                .bind(dag_id)
-                .bind(run_id)
-                .fetch_all(store.pool())
+        Some(run_id)
+            if read::runs::exists(store.pool(), dag_id, run_id)
                 .await
-                .map_err(StoreError::from)?
+                .map_err(StoreError::from)? =>
+        {
+            vec![run_id.clone()]
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let event = commands::trigger(
         dag_id,
@@ -133,9 +133,7 @@ pub async fn set_paused(
     paused: bool,
     actor: &str,
 ) -> Result<Option<RecordedEvent>, ControlError> {
-    let current: Option<bool> = sqlx::query_scalar("SELECT is_paused FROM dag WHERE dag_id = $1")
-        .bind(dag_id)
-        .fetch_optional(store.pool())
+    let current = read::dags::is_paused(store.pool(), dag_id)
         .await
         .map_err(StoreError::from)?;
     let current = current.ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
@@ -429,14 +427,9 @@ pub async fn delete_dag(
     let Some(generation) = generation else {
         return Err(ControlError::UnknownDag(dag_id.to_owned()));
     };
-    let running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state = ANY($2)",
-    )
-    .bind(dag_id)
-    .bind(in_flight_names())
-    .fetch_one(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let running = read::task_instances::count_in_states(store.pool(), dag_id, &in_flight_names())
+        .await
+        .map_err(StoreError::from)?;
     if running > 0 {
         return Ok(Err(StillRunning {
             dag_id: dag_id.to_owned(),

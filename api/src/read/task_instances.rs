@@ -1,6 +1,7 @@
 //! The task-instance rows, with what their responses need of their runs.
 
 use chrono::{DateTime, Utc};
+use leoflow_projector::read;
 use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
 
@@ -91,14 +92,7 @@ pub async fn is_mapped(
     run_id: &str,
     task_id: &str,
 ) -> ApiResult<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index >= 0)",
-    )
-    .bind(dag_id)
-    .bind(run_id)
-    .bind(task_id)
-    .fetch_one(state.store.pool())
-    .await?)
+    Ok(read::task_instances::is_mapped(state.store.pool(), dag_id, run_id, task_id).await?)
 }
 
 /// A try of a task instance (a `task_instance_try` row).

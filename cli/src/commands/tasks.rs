@@ -144,15 +144,13 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
             let ti = TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index);
             let try_number = match try_number {
                 Some(n) => n,
-                None => sqlx::query_scalar(
-                    "SELECT try_number FROM task_instance \
-                     WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4",
+                None => leoflow_projector::read::task_instances::try_number(
+                    store.pool(),
+                    &dag_id,
+                    &run_id,
+                    &task_id,
+                    map_index,
                 )
-                .bind(&dag_id)
-                .bind(&run_id)
-                .bind(&task_id)
-                .bind(map_index)
-                .fetch_optional(store.pool())
                 .await?
                 .ok_or_else(|| {
                     anyhow::anyhow!("no task instance {task_id} in run {run_id} of {dag_id}")

@@ -537,7 +537,7 @@ impl Reactor {
         let (dag_id, run_id) = (&key.0, &key.1);
         let recorded = self
             .store
-            .read_stream(&runs::run_stream(dag_id, run_id), 1)
+            .read_stream(&leoflow_events::catalog::run_stream(dag_id, run_id), 1)
             .await?;
         // An unreadable event was skipped (and reported) when it was applied; so it is here.
         let events: Vec<Event> = recorded

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use leoflow_core::run::{Command, Fence, Rejection, RunState, decide, evolve};
 use leoflow_core::spec::{DagSpec, SpecError};
-use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream};
+use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream, run_stream};
 use leoflow_events::store::recorded_from_row;
 use leoflow_events::{
     AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
@@ -129,16 +129,11 @@ impl Specs {
             version: version_hash.to_owned(),
             reason,
         };
-        let document_hash: Option<String> = sqlx::query_scalar(
-            "SELECT document_hash FROM dag_version WHERE dag_id = $1 AND version_hash = $2 \
-             ORDER BY version_number DESC LIMIT 1",
-        )
-        .bind(dag_id)
-        .bind(version_hash)
-        .fetch_optional(store.pool())
-        .await
-        .map_err(StoreError::from)?
-        .flatten();
+        let document_hash =
+            leoflow_projector::read::dag_versions::blobs(store.pool(), dag_id, version_hash)
+                .await
+                .map_err(StoreError::from)?
+                .and_then(|blobs| blobs.document_hash);
         let document_hash = document_hash.ok_or_else(|| unusable("no document recorded".into()))?;
         let blob = store
             .get_blob(&document_hash)
@@ -806,9 +801,4 @@ fn fail_all(batch: Vec<Submission>, error: SubmitError) {
             .unwrap_or_else(|| SubmitError::Failed(message.clone()));
         let _ = submission.reply.send(Err(error));
     }
-}
-
-/// The stream of a dag run.
-pub fn run_stream(dag_id: &str, run_id: &str) -> String {
-    format!("run:{dag_id}/{run_id}")
 }
