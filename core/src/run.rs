@@ -712,10 +712,7 @@ fn clear(
         .flat_map(|task_id| state.instances(task_id))
         .filter(|(id, _)| chosen(id))
         .collect();
-    if let Some(((task_id, _), ti)) = cleared
-        .iter()
-        .find(|(_, ti)| matches!(ti.state, TiState::Queued | TiState::Running))
-    {
+    if let Some(((task_id, _), ti)) = cleared.iter().find(|(_, ti)| ti.state.is_in_flight()) {
         // Clearing what runs would need the attempt stopped first.
         return Err(illegal(task_id, ti.state, "clear"));
     }
@@ -773,7 +770,7 @@ fn mark(state: &RunState, id: TiId, success: bool) -> Result<Option<Vec<Event>>,
 fn cancel(state: &RunState, id: TiId) -> Result<Vec<Event>, Rejection> {
     running(state)?;
     let ti = state.ti(&id.0, id.1)?;
-    if !matches!(ti.state, TiState::Queued | TiState::Running) {
+    if !ti.state.is_in_flight() {
         return Err(illegal(&id.0, ti.state, "cancel"));
     }
     Ok(vec![

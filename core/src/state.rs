@@ -65,6 +65,14 @@ impl TiState {
         (self != TiState::Pending).then(|| self.airflow_name())
     }
 
+    /// The states of a try that an executor holds: queued or running.
+    pub const IN_FLIGHT: [TiState; 2] = [TiState::Queued, TiState::Running];
+
+    /// Whether a try is in flight (see [`TiState::IN_FLIGHT`]).
+    pub fn is_in_flight(self) -> bool {
+        Self::IN_FLIGHT.contains(&self)
+    }
+
     /// Whether the task instance is done for this run (until cleared).
     pub fn is_final(self) -> bool {
         matches!(

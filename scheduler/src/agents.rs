@@ -257,7 +257,7 @@ impl AgentService {
             return Err(refuse_stranger(&key, command));
         }
         let ti = run.state.tis[&(a.task_id.clone(), a.map_index)].clone();
-        if need == Need::InFlight && !matches!(ti.state, TiState::Queued | TiState::Running) {
+        if need == Need::InFlight && !ti.state.is_in_flight() {
             let reason = format!(
                 "try {} of {} is over: it is {}",
                 a.try_number,

@@ -29,12 +29,12 @@ pub use crate::reactor::runs::{Specs, SubmitError};
 pub const DEFAULT_POOL: &str = "default_pool";
 pub use crate::reactor::DEFAULT_POOL_SLOTS;
 
-/// The states of a task instance whose try is in flight (queued or running).
-pub const IN_FLIGHT: [TiState; 2] = [TiState::Queued, TiState::Running];
-
-/// The Airflow names of [`IN_FLIGHT`], to bind in SQL.
+/// The Airflow names of [`TiState::IN_FLIGHT`], to bind in SQL.
 pub fn in_flight_names() -> Vec<&'static str> {
-    IN_FLIGHT.iter().map(|s| s.airflow_name()).collect()
+    TiState::IN_FLIGHT
+        .iter()
+        .map(|s| s.airflow_name())
+        .collect()
 }
 
 /// Why a control command was refused.

@@ -522,10 +522,14 @@ pub async fn patch_ti<const DRY_RUN: bool>(
             "Leoflow does not keep notes on task instances",
         ));
     }
-    let success = match patch.new_state.as_deref() {
-        Some(name) if TiState::from_airflow_name(name) == Some(TiState::Success) => true,
-        Some(name) if TiState::from_airflow_name(name) == Some(TiState::Failed) => false,
-        Some(other) => {
+    let wanted = patch
+        .new_state
+        .as_deref()
+        .map(|name| (name, TiState::from_airflow_name(name)));
+    let success = match wanted {
+        Some((_, Some(TiState::Success))) => true,
+        Some((_, Some(TiState::Failed))) => false,
+        Some((other, _)) => {
             return Err(ApiError::invalid(
                 &["body", "new_state"],
                 "enum",

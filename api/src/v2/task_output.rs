@@ -65,7 +65,7 @@ async fn try_is_over(state: &ApiState, ti: &TaskInstanceKey, try_number: i32) ->
     Ok(match row {
         Some((current, state)) => {
             let state = state.as_deref().and_then(TiState::from_airflow_name);
-            current != try_number || !matches!(state, Some(TiState::Queued | TiState::Running))
+            current != try_number || !state.is_some_and(TiState::is_in_flight)
         }
         None => true,
     })

@@ -849,7 +849,7 @@ impl Reactor {
         let Some(state) = run.state.tis.get(&(ti.task_id.clone(), ti.map_index)) else {
             return true;
         };
-        let in_flight = matches!(state.state, TiState::Queued | TiState::Running)
+        let in_flight = state.state.is_in_flight()
             && state.try_number == attempt.try_number
             && state.attempt_digest.as_ref() == Some(&attempt.digest);
         if !in_flight {
