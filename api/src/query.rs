@@ -10,7 +10,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{Postgres, QueryBuilder};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -369,103 +368,48 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     text.strip_prefix("o:")?.parse().ok().filter(|o| *o >= 0)
 }
 
-/// A value bound into SQL.
-#[derive(Debug, Clone)]
-pub enum Bind {
-    /// `text`.
-    Text(String),
-    /// `text[]`.
-    Texts(Vec<String>),
-    /// `timestamptz`.
-    Time(DateTime<Utc>),
-    /// `double precision`.
-    Float(f64),
-    /// `integer[]`.
-    Ints(Vec<i32>),
-    /// `boolean`.
-    Bool(bool),
-}
+pub use leoflow_projector::read::filter::{Bind, Comparison, Conditions};
 
-#[derive(Debug, Clone)]
-enum Piece {
-    Sql(String),
-    Bind(Bind),
-}
-
-/// A `WHERE` clause built from allow-listed columns and bound values, applied to as many
-/// queries as need it (the page and its count).
-#[derive(Debug, Clone, Default)]
-pub struct Conditions {
-    conditions: Vec<Vec<Piece>>,
-}
-
-impl Conditions {
-    /// No conditions.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a condition: `sql` with one `{}` per bind, in order.
-    pub fn push(&mut self, sql: &str, binds: Vec<Bind>) -> &mut Self {
-        let mut pieces = Vec::new();
-        let mut binds = binds.into_iter();
-        let mut parts = sql.split("{}").peekable();
-        while let Some(part) = parts.next() {
-            pieces.push(Piece::Sql(part.to_owned()));
-            if parts.peek().is_some() {
-                pieces.push(Piece::Bind(binds.next().expect("one bind per {}")));
-            }
-        }
-        self.conditions.push(pieces);
-        self
-    }
-
-    /// `column = value`.
-    pub fn eq(&mut self, column: &str, value: Bind) -> &mut Self {
-        self.push(&format!("{column} = {{}}"), vec![value])
-    }
-
+/// Conditions from Airflow's filter parameters: ranges, lists and patterns, each value checked
+/// (a 422 naming the parameter) before it becomes a bind.
+pub trait ParamFilters {
     /// Range filters `<name>_gte`, `_gt`, `_lte`, `_lt` on a date-time column.
-    pub fn time_range(
-        &mut self,
-        params: &Params,
-        name: &str,
-        column: &str,
-    ) -> ApiResult<&mut Self> {
-        self.range(name, column, |key| {
-            Ok(params.datetime(key)?.map(Bind::Time))
-        })
-    }
+    fn time_range(&mut self, params: &Params, name: &str, column: &str) -> ApiResult<&mut Self>;
 
     /// Range filters on a number column.
-    pub fn number_range(
-        &mut self,
-        params: &Params,
-        name: &str,
-        column: &str,
-    ) -> ApiResult<&mut Self> {
-        self.range(name, column, |key| Ok(params.float(key)?.map(Bind::Float)))
-    }
-
-    /// The four range filters of `name` on `column`, each value read by `read`.
-    fn range(
-        &mut self,
-        name: &str,
-        column: &str,
-        read: impl Fn(&str) -> ApiResult<Option<Bind>>,
-    ) -> ApiResult<&mut Self> {
-        for (suffix, op) in [("gte", ">="), ("gt", ">"), ("lte", "<="), ("lt", "<")] {
-            if let Some(value) = read(&format!("{name}_{suffix}"))? {
-                self.push(&format!("{column} {op} {{}}"), vec![value]);
-            }
-        }
-        Ok(self)
-    }
+    fn number_range(&mut self, params: &Params, name: &str, column: &str) -> ApiResult<&mut Self>;
 
     /// `column` is one of the values of list parameter `name` (none given: no filter). With
     /// `allowed`, each value must be one of them (a 422 otherwise); the value `none` matches a
     /// NULL column, as in Airflow's task-instance state filter.
-    pub fn any_of(
+    fn any_of(
+        &mut self,
+        params: &Params,
+        name: &str,
+        column: &str,
+        allowed: Option<&[&str]>,
+    ) -> ApiResult<&mut Self>;
+
+    /// Airflow's `…_pattern`: a case-insensitive substring search (`ILIKE '%term%'`, so the
+    /// term may hold LIKE wildcards of its own; `~` matches everything), `|` separating
+    /// alternatives; and `…_prefix_pattern`: a case-sensitive prefix.
+    fn patterns(&mut self, params: &Params, name: &str, column: &str) -> &mut Self;
+}
+
+impl ParamFilters for Conditions {
+    fn time_range(&mut self, params: &Params, name: &str, column: &str) -> ApiResult<&mut Self> {
+        range(self, name, column, |key| {
+            Ok(params.datetime(key)?.map(Bind::Time))
+        })
+    }
+
+    fn number_range(&mut self, params: &Params, name: &str, column: &str) -> ApiResult<&mut Self> {
+        range(self, name, column, |key| {
+            Ok(params.float(key)?.map(Bind::Float))
+        })
+    }
+
+    fn any_of(
         &mut self,
         params: &Params,
         name: &str,
@@ -473,67 +417,20 @@ impl Conditions {
         allowed: Option<&[&str]>,
     ) -> ApiResult<&mut Self> {
         let values = params.list(name, allowed)?;
-        if values.is_empty() {
-            return Ok(self);
-        }
-        let with_null = values.iter().any(|v| v == "none" || v == "null");
-        let values: Vec<String> = values
+        let or_null = values.iter().any(|v| v == "none" || v == "null");
+        let values = values
             .into_iter()
             .filter(|v| v != "none" && v != "null")
             .collect();
-        match (with_null, values.is_empty()) {
-            (true, true) => self.push(&format!("{column} IS NULL"), vec![]),
-            (true, false) => self.push(
-                &format!("({column} = ANY({{}}) OR {column} IS NULL)"),
-                vec![Bind::Texts(values)],
-            ),
-            (false, _) => self.push(&format!("{column} = ANY({{}})"), vec![Bind::Texts(values)]),
-        };
-        Ok(self)
+        Ok(self.one_of(column, values, or_null))
     }
 
-    /// `EXISTS (<select_from> WHERE <correlation> AND <inner…>)`.
-    pub fn exists(
-        &mut self,
-        select_from: &str,
-        correlation: &str,
-        inner: &Conditions,
-    ) -> &mut Self {
-        let mut pieces = vec![Piece::Sql(format!(
-            "EXISTS ({select_from} WHERE {correlation}"
-        ))];
-        for condition in &inner.conditions {
-            pieces.push(Piece::Sql(" AND ".into()));
-            pieces.extend(condition.iter().cloned());
-        }
-        pieces.push(Piece::Sql(")".into()));
-        self.conditions.push(pieces);
-        self
-    }
-
-    /// Whether any condition's SQL mentions `text` (a table alias such as `r.`): a count that
-    /// needs no column of a joined table can skip the join.
-    pub fn mentions(&self, text: &str) -> bool {
-        self.conditions
-            .iter()
-            .flatten()
-            .any(|piece| matches!(piece, Piece::Sql(sql) if sql.contains(text)))
-    }
-
-    /// Whether there are no conditions.
-    pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
-    }
-
-    /// Airflow's `…_pattern`: a case-insensitive substring search (`ILIKE '%term%'`, so the
-    /// term may hold LIKE wildcards of its own; `~` matches everything), `|` separating
-    /// alternatives; and `…_prefix_pattern`: a case-sensitive prefix.
-    pub fn patterns(&mut self, params: &Params, name: &str, column: &str) -> &mut Self {
+    fn patterns(&mut self, params: &Params, name: &str, column: &str) -> &mut Self {
         if let Some(pattern) = params
             .str(&format!("{name}_pattern"))
             .filter(|p| !p.is_empty())
         {
-            let alternatives: Vec<String> = split_alternatives(pattern)
+            let alternatives = split_alternatives(pattern)
                 .into_iter()
                 .map(|term| {
                     if term == "~" {
@@ -543,53 +440,40 @@ impl Conditions {
                     }
                 })
                 .collect();
-            self.push(
-                &format!("{column} ILIKE ANY({{}})"),
-                vec![Bind::Texts(alternatives)],
-            );
+            self.ilike_any(column, alternatives);
         }
         if let Some(prefix) = params
             .str(&format!("{name}_prefix_pattern"))
             .filter(|p| !p.is_empty())
         {
-            let prefixes: Vec<String> = split_alternatives(prefix)
+            let prefixes = split_alternatives(prefix)
                 .into_iter()
                 .map(|p| format!("{}%", escape_like(&p)))
                 .collect();
-            self.push(
-                &format!("{column} LIKE ANY({{}})"),
-                vec![Bind::Texts(prefixes)],
-            );
+            self.like_any(column, prefixes);
         }
         self
     }
-
-    /// Appends ` WHERE …` (nothing when there are no conditions).
-    pub fn apply(&self, query: &mut QueryBuilder<Postgres>) {
-        for (i, condition) in self.conditions.iter().enumerate() {
-            query.push(if i == 0 { " WHERE " } else { " AND " });
-            for piece in condition {
-                match piece {
-                    Piece::Sql(sql) => {
-                        query.push(sql.as_str());
-                    }
-                    Piece::Bind(bind) => push_bind(query, bind.clone()),
-                }
-            }
-        }
-    }
 }
 
-/// Binds one value.
-pub fn push_bind(query: &mut QueryBuilder<Postgres>, bind: Bind) {
-    match bind {
-        Bind::Text(v) => query.push_bind(v),
-        Bind::Texts(v) => query.push_bind(v),
-        Bind::Time(v) => query.push_bind(v),
-        Bind::Float(v) => query.push_bind(v),
-        Bind::Ints(v) => query.push_bind(v),
-        Bind::Bool(v) => query.push_bind(v),
-    };
+/// The four range filters of `name` on `column`, each value read by `read`.
+fn range<'c>(
+    conditions: &'c mut Conditions,
+    name: &str,
+    column: &str,
+    read: impl Fn(&str) -> ApiResult<Option<Bind>>,
+) -> ApiResult<&'c mut Conditions> {
+    for (suffix, op) in [
+        ("gte", Comparison::AtLeast),
+        ("gt", Comparison::Above),
+        ("lte", Comparison::AtMost),
+        ("lt", Comparison::Below),
+    ] {
+        if let Some(value) = read(&format!("{name}_{suffix}"))? {
+            conditions.compare(column, op, value);
+        }
+    }
+    Ok(conditions)
 }
 
 fn split_alternatives(pattern: &str) -> Vec<String> {
@@ -619,6 +503,7 @@ fn quoted_list(values: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::{Postgres, QueryBuilder};
 
     #[test]
     fn a_long_value_of_multibyte_characters_is_refused_not_a_panic() {

@@ -1,12 +1,24 @@
-//! One page of a list endpoint, its `total_entries` and its cursors, from a `FROM …` clause
-//! and the conditions its query parameters make: the one paging helper every list uses.
+//! One page of a list endpoint, its `total_entries` and its cursors: the projector's paging
+//! query under the page a request asked for, the one paging helper every list uses.
 
+use leoflow_projector::read::page::{self, Window};
+use sqlx::FromRow;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, Postgres, QueryBuilder};
+
+pub use leoflow_projector::read::page::ListQuery;
 
 use crate::error::ApiResult;
 use crate::query::{Conditions, Page};
 use crate::state::ApiState;
+
+impl Page {
+    fn window(self) -> Window {
+        Window {
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+}
 
 /// How many rows `from` (a `FROM …` clause) has under `conditions`.
 pub(crate) async fn count_rows(
@@ -14,12 +26,7 @@ pub(crate) async fn count_rows(
     from: &str,
     conditions: &Conditions,
 ) -> ApiResult<i64> {
-    let mut count = QueryBuilder::<Postgres>::new(format!("SELECT count(*) {from}"));
-    conditions.apply(&mut count);
-    Ok(count
-        .build_query_scalar()
-        .fetch_one(state.store.pool())
-        .await?)
+    Ok(page::count_rows(state.store.pool(), from, conditions).await?)
 }
 
 /// One page of `select` (a `SELECT … FROM …`) under `conditions`, in `order`.
@@ -33,13 +40,7 @@ pub(crate) async fn page_rows<T>(
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
-    let mut query = QueryBuilder::<Postgres>::new(select);
-    conditions.apply(&mut query);
-    query.push(format!(" ORDER BY {order} LIMIT "));
-    query.push_bind(page.limit);
-    query.push(" OFFSET ");
-    query.push_bind(page.offset);
-    Ok(query.build_query_as().fetch_all(state.store.pool()).await?)
+    Ok(page::page_rows(state.store.pool(), select, conditions, order, page.window()).await?)
 }
 
 /// A page of rows and how many rows the list has in all.
@@ -60,20 +61,6 @@ impl<T> Paged<T> {
     }
 }
 
-/// A list query: `SELECT <columns> FROM …` for the page, `FROM …` for the count (a count may
-/// leave out joins no condition reads), the conditions and the order.
-#[derive(Debug, Clone, Copy)]
-pub struct ListQuery<'a> {
-    /// `SELECT … FROM …`.
-    pub select: &'a str,
-    /// `FROM …` of the count.
-    pub count_from: &'a str,
-    /// The `WHERE` clause.
-    pub conditions: &'a Conditions,
-    /// The `ORDER BY` expression.
-    pub order: &'a str,
-}
-
 /// The total, then one page of `list`.
 pub(crate) async fn fetch_page<T>(
     state: &ApiState,
@@ -83,7 +70,6 @@ pub(crate) async fn fetch_page<T>(
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
-    let total = count_rows(state, list.count_from, list.conditions).await?;
-    let rows = page_rows(state, list.select, list.conditions, list.order, page).await?;
+    let (rows, total) = page::fetch_page(state.store.pool(), list, page.window()).await?;
     Ok(Paged { rows, total, page })
 }

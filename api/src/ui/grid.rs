@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params};
+use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::page_rows;
 use crate::state::ApiState;
 use crate::states::{run_state_names, summary_precedence};

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params};
+use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 use crate::v2::config::redact::{MASK, python_json, redact};

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, BodyParams, Conditions, Params};
+use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params};
 use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
 use crate::states::{failed_names, run_state_names};

@@ -13,7 +13,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params};
+use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
 use crate::states::{active_run_names, run_state_names};

@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Conditions, Params};
+use crate::query::{Conditions, ParamFilters, Params};
 use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, BodyParams, Conditions, Params, path_int};
+use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params, path_int};
 use crate::read::page::{ListQuery, fetch_page};
 use crate::read::task_instances::{self as rows, TI_FROM, TryRecord};
 use crate::state::ApiState;

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, Params, path_int};
+use crate::query::{Bind, Conditions, ParamFilters, Params, path_int};
 use crate::read::page::{ListQuery, fetch_page};
 use crate::state::ApiState;
 use crate::v2::models::{load_dag, load_run};

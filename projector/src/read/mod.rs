@@ -7,6 +7,8 @@
 
 pub mod dag_versions;
 pub mod dags;
+pub mod filter;
 pub mod import_errors;
+pub mod page;
 pub mod runs;
 pub mod task_instances;

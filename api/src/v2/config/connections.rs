@@ -24,7 +24,7 @@ use super::redact::{MASK, merge, python_json, shown_extra};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Conditions, Params};
+use crate::query::{Conditions, ParamFilters, Params};
 use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 

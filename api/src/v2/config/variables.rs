@@ -22,7 +22,7 @@ use super::redact::shown_value;
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Conditions, Params};
+use crate::query::{Conditions, ParamFilters, Params};
 use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 
