@@ -681,8 +681,67 @@ fn timed_out(
     Ok(events)
 }
 
-/// [`Command::Clear`]: the chosen task instances (and, if asked, everything downstream) go
-/// back to pending; a finished run runs again.
+/// What a clear touches, by the one rule Airflow's clear follows: a task named without a map
+/// index is cleared whole, as is every task downstream of a target when asked; a
+/// `[task_id, map_index]` pair clears that instance only, unless its task is cleared whole.
+/// [`Command::Clear`] applies it; the API's dry run shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClearScope {
+    /// Every instance of these tasks, sorted.
+    pub whole_tasks: Vec<String>,
+    /// These instances only, sorted.
+    pub instances: Vec<(String, i32)>,
+}
+
+impl ClearScope {
+    /// The scope of clearing `task_ids` (of those in `only_map_indexes`, just those indexes),
+    /// with everything downstream when `downstream`. Task ids are not checked here.
+    pub fn of(
+        spec: &DagSpec,
+        task_ids: &[String],
+        only_map_indexes: &BTreeMap<String, BTreeSet<i32>>,
+        downstream: bool,
+    ) -> Self {
+        let mut whole: BTreeSet<String> = task_ids
+            .iter()
+            .filter(|id| !only_map_indexes.contains_key(*id))
+            .cloned()
+            .collect();
+        if downstream {
+            for id in task_ids {
+                whole.extend(spec.all_downstream(id));
+            }
+        }
+        let instances = only_map_indexes
+            .iter()
+            .filter(|(id, _)| task_ids.contains(id) && !whole.contains(*id))
+            .flat_map(|(id, indexes)| indexes.iter().map(move |i| (id.clone(), *i)))
+            .collect();
+        ClearScope {
+            whole_tasks: whole.into_iter().collect(),
+            instances,
+        }
+    }
+
+    /// Every task this scope touches an instance of.
+    fn tasks(&self) -> impl Iterator<Item = &String> {
+        self.whole_tasks
+            .iter()
+            .chain(self.instances.iter().map(|(id, _)| id))
+    }
+
+    /// Whether the scope holds instance `id`.
+    fn holds(&self, (task_id, map_index): &TiId) -> bool {
+        self.whole_tasks.binary_search(task_id).is_ok()
+            || self
+                .instances
+                .binary_search_by(|(t, i)| (t.as_str(), *i).cmp(&(task_id.as_str(), *map_index)))
+                .is_ok()
+    }
+}
+
+/// [`Command::Clear`]: the task instances of the [`ClearScope`] go back to pending; a finished
+/// run runs again.
 fn clear(
     spec: &DagSpec,
     state: &RunState,
@@ -690,27 +749,15 @@ fn clear(
     only_map_indexes: &BTreeMap<String, BTreeSet<i32>>,
     downstream: bool,
 ) -> Result<Vec<Event>, Rejection> {
-    let mut targets: BTreeSet<String> = BTreeSet::new();
-    let mut below = BTreeSet::new();
     for task_id in task_ids {
         task(spec, task_id)?;
-        targets.insert(task_id.clone());
-        if downstream {
-            below.extend(spec.all_downstream(task_id));
-        }
     }
-    targets.extend(below.iter().cloned());
-    // Downstream of a target, a task is cleared whole.
-    let chosen = |(task_id, map_index): &TiId| {
-        below.contains(task_id)
-            || only_map_indexes
-                .get(task_id)
-                .is_none_or(|indexes| indexes.contains(map_index))
-    };
-    let cleared: Vec<(&TiId, &TaskInstance)> = targets
-        .iter()
+    let scope = ClearScope::of(spec, task_ids, only_map_indexes, downstream);
+    let tasks: BTreeSet<&String> = scope.tasks().collect();
+    let cleared: Vec<(&TiId, &TaskInstance)> = tasks
+        .into_iter()
         .flat_map(|task_id| state.instances(task_id))
-        .filter(|(id, _)| chosen(id))
+        .filter(|(id, _)| scope.holds(id))
         .collect();
     if let Some(((task_id, _), ti)) = cleared.iter().find(|(_, ti)| ti.state.is_in_flight()) {
         // Clearing what runs would need the attempt stopped first.

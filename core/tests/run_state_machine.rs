@@ -913,3 +913,49 @@ fn marking_a_failed_run_successful_makes_every_unsuccessful_instance_successful(
         "{state:?}"
     );
 }
+
+#[test]
+fn a_clear_scope_clears_named_tasks_whole_pairs_alone_and_downstream_whole() {
+    use leoflow_core::run::ClearScope;
+    use std::collections::{BTreeMap, BTreeSet};
+    // m (mapped) → d → e; x stands apart.
+    let spec = spec(vec![
+        task("m", &[], AllSuccess, 0, TaskKind::Plain),
+        task("d", &["m"], AllSuccess, 0, TaskKind::Plain),
+        task("e", &["d"], AllSuccess, 0, TaskKind::Plain),
+        task("x", &[], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let only = |pairs: &[(&str, i32)]| {
+        let mut map: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+        for (id, index) in pairs {
+            map.entry(id.to_string()).or_default().insert(*index);
+        }
+        map
+    };
+    let ids = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+    // A pair clears its instance only; a task named bare is whole.
+    let scope = ClearScope::of(
+        &spec,
+        &ids(&["m", "x"]),
+        &only(&[("m", 2), ("m", 0)]),
+        false,
+    );
+    assert_eq!(scope.whole_tasks, ["x"]);
+    assert_eq!(scope.instances, [("m".to_owned(), 0), ("m".to_owned(), 2)]);
+
+    // Downstream of a pair's task is cleared whole; the pair itself stays one instance.
+    let scope = ClearScope::of(&spec, &ids(&["m"]), &only(&[("m", 1)]), true);
+    assert_eq!(scope.whole_tasks, ["d", "e"]);
+    assert_eq!(scope.instances, [("m".to_owned(), 1)]);
+
+    // A pair of a task that is also downstream of another target is cleared whole.
+    let scope = ClearScope::of(&spec, &ids(&["m", "d"]), &only(&[("d", 0)]), true);
+    assert_eq!(scope.whole_tasks, ["d", "e", "m"]);
+    assert!(scope.instances.is_empty());
+
+    // Pairs of tasks not named are ignored, as the command ignores them.
+    let scope = ClearScope::of(&spec, &ids(&["x"]), &only(&[("m", 0)]), false);
+    assert_eq!(scope.whole_tasks, ["x"]);
+    assert!(scope.instances.is_empty());
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::reactor::runs::{QueueError, generation_expectation, queue_run, submit};
 use leoflow_core::commands::{self, TriggerRejection, TriggerRequest};
+pub use leoflow_core::run::ClearScope;
 use leoflow_core::run::{Command, RunState, TiState};
 use leoflow_core::spec::DagSpec;
 
@@ -221,17 +222,6 @@ impl ClearTargets {
     }
 }
 
-/// The task instances a clear would touch, by the rule the core's `Clear` applies: tasks
-/// cleared whole (named without a map index, or downstream of a target) and single instances
-/// (`[task_id, map_index]` of a task not cleared whole).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClearScope {
-    /// Every instance of these tasks.
-    pub whole_tasks: Vec<String>,
-    /// These instances only.
-    pub instances: Vec<(String, i32)>,
-}
-
 /// What clearing `targets` of a run (with everything downstream when asked) would touch: the
 /// dry run of [`clear_task_instances`].
 pub async fn clear_scope(
@@ -243,31 +233,13 @@ pub async fn clear_scope(
     downstream: bool,
 ) -> Result<ClearScope, ControlError> {
     let run = run_state(store, specs, dag_id, run_id).await?;
-    Ok(scope_of(&run.spec, ClearTargets::of(targets), downstream))
-}
-
-fn scope_of(spec: &DagSpec, targets: ClearTargets, downstream: bool) -> ClearScope {
-    let mut whole: BTreeSet<String> = targets
-        .task_ids
-        .iter()
-        .filter(|id| !targets.only_map_indexes.contains_key(*id))
-        .cloned()
-        .collect();
-    if downstream {
-        for id in &targets.task_ids {
-            whole.extend(spec.all_downstream(id));
-        }
-    }
-    let instances = targets
-        .only_map_indexes
-        .into_iter()
-        .filter(|(id, _)| !whole.contains(id))
-        .flat_map(|(id, indexes)| indexes.into_iter().map(move |i| (id.clone(), i)))
-        .collect();
-    ClearScope {
-        whole_tasks: whole.into_iter().collect(),
-        instances,
-    }
+    let targets = ClearTargets::of(targets);
+    Ok(ClearScope::of(
+        &run.spec,
+        &targets.task_ids,
+        &targets.only_map_indexes,
+        downstream,
+    ))
 }
 
 /// A run as the scheduler sees it.
