@@ -16,7 +16,7 @@ use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::reactor::runs::{QueueError, generation_expectation, queue_run, submit};
+use crate::reactor::runs::{QueueError, generation_expectation, queue_run};
 use leoflow_core::commands::{self, TriggerRejection, TriggerRequest};
 pub use leoflow_core::run::ClearScope;
 use leoflow_core::run::{Command, RunState, TiState};
@@ -24,6 +24,10 @@ use leoflow_core::spec::DagSpec;
 
 /// What the API and the CLI hand to run commands and get back from them.
 pub use crate::reactor::runs::{Specs, SubmitError};
+/// Any core command decided on a run and appended (`submit`), and the same behind an agent's
+/// fence (`submit_fenced`): what the commands below are made of, for tools and tests that
+/// drive a run command by command.
+pub use crate::reactor::runs::{submit, submit_fenced};
 
 /// The pool a task runs in when it names none, and its slots until a `PoolSet` says otherwise
 /// (Airflow's defaults).

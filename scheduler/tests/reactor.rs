@@ -12,9 +12,9 @@ use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::Liveness;
+use leoflow_scheduler::control::submit;
 use leoflow_scheduler::reactor::BufferedDispatcher;
 use leoflow_scheduler::reactor::Specs;
-use leoflow_scheduler::reactor::runs::submit;
 use leoflow_scheduler::reactor::{Attempt, Executor, Reactor, Supervision};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -736,7 +736,7 @@ async fn a_deposed_leader_that_has_not_noticed_is_refused_by_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
     use leoflow_core::run::{Fence, Rejection};
-    use leoflow_scheduler::reactor::runs::{SubmitError, load_run, submit_fenced};
+    use leoflow_scheduler::control::{SubmitError, run_state, submit_fenced};
     let db = fresh_database().await;
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
     register_chain(&store).await;
@@ -771,7 +771,7 @@ async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
         try_number: 1,
         attempt_token: old,
     };
-    let checked = load_run(&store, &specs, "chain", "r1").await.unwrap();
+    let checked = run_state(&store, &specs, "chain", "r1").await.unwrap();
     assert!(fence.check(&checked.state).is_ok());
     // ... then, before its report is decided, the try is handed out again under a new token.
     decide(dispatch(new, Some(leoflow_events::AttemptDigest::of(&old))))
@@ -916,7 +916,7 @@ async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_a
     use leoflow_executors::proto::task_agent_server::TaskAgent;
     use leoflow_executors::proto::{AttemptRef, FinishRequest};
     use leoflow_scheduler::agents::AgentService;
-    use leoflow_scheduler::reactor::runs::{SubmitError, submit_fenced};
+    use leoflow_scheduler::control::{SubmitError, submit_fenced};
     let db = fresh_database().await;
     // Tries stay running: their "agent" is this test.
     let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));

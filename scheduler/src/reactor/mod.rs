@@ -21,7 +21,7 @@ mod dispatch;
 // Public only while the API still reaches into it (`load_run`) and the reactor tests and the
 // decision-latency benchmark submit commands through it; the rest of Leoflow uses the
 // re-exports below.
-pub mod runs;
+pub(crate) mod runs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
