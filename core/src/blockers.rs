@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::run::{RunState, RunStatus, TiState};
-use crate::spec::DagSpec;
+use crate::run::{RunState, RunStatus, TaskInstance, TiState};
+use crate::spec::{DagSpec, TaskSpec};
 use crate::trigger::{TriggerRule, Verdict};
 
 /// One reason a task instance does not run now.
@@ -55,6 +55,24 @@ pub fn blockers(
         return Vec::new();
     };
     let mut found = Vec::new();
+    state_blockers(spec, state, ti, around, &mut found);
+    if ti.state == TiState::Pending {
+        trigger_rule_blocker(state, task, &mut found);
+    }
+    if matches!(ti.state, TiState::Pending | TiState::Scheduled) {
+        capacity_blockers(spec, task, around, &mut found);
+    }
+    found
+}
+
+/// What the instance's own state, its DAG's pause and its run's state hold up.
+fn state_blockers(
+    spec: &DagSpec,
+    state: &RunState,
+    ti: &TaskInstance,
+    around: &Surroundings,
+    found: &mut Vec<Blocker>,
+) {
     let mut add = |name, reason: String| found.push(Blocker { name, reason });
     if !matches!(
         ti.state,
@@ -94,53 +112,63 @@ pub fn blockers(
             ),
         );
     }
-    if ti.state == TiState::Pending {
-        let up = state.upstream_counts(task);
-        if task.trigger_rule.evaluate(&up) == Verdict::Wait {
-            add(
-                "Trigger Rule",
-                format!(
-                    "Task's trigger rule '{}' is not met yet: of {} upstream task instances, \
-                     {} succeeded, {} skipped, {} failed, {} upstream_failed, {} not done; \
-                     upstream_task_ids={:?}",
-                    rule_name(task.trigger_rule),
-                    up.total,
-                    up.success,
-                    up.skipped,
-                    up.failed,
-                    up.upstream_failed,
-                    up.total - up.done(),
-                    task.upstream
-                ),
-            );
-        }
+}
+
+/// A pending instance's trigger rule, while its upstream has not decided it.
+fn trigger_rule_blocker(state: &RunState, task: &TaskSpec, found: &mut Vec<Blocker>) {
+    let mut add = |name, reason: String| found.push(Blocker { name, reason });
+    let up = state.upstream_counts(task);
+    if task.trigger_rule.evaluate(&up) == Verdict::Wait {
+        add(
+            "Trigger Rule",
+            format!(
+                "Task's trigger rule '{}' is not met yet: of {} upstream task instances, \
+                 {} succeeded, {} skipped, {} failed, {} upstream_failed, {} not done; \
+                 upstream_task_ids={:?}",
+                rule_name(task.trigger_rule),
+                up.total,
+                up.success,
+                up.skipped,
+                up.failed,
+                up.upstream_failed,
+                up.total - up.done(),
+                task.upstream
+            ),
+        );
     }
-    if matches!(ti.state, TiState::Pending | TiState::Scheduled) {
-        if around.pool.open_slots < i64::from(task.pool_slots) {
-            add(
-                "Pool Slots Available",
-                format!(
-                    "Not scheduling since there are {} open slots in pool {} and require {} \
-                     pool slots",
-                    around.pool.open_slots.max(0),
-                    around.pool.name,
-                    task.pool_slots
-                ),
-            );
-        }
-        let (limit, active) = around.active_tasks;
-        if active >= limit {
-            add(
-                "Task Concurrency",
-                format!(
-                    "The maximum number of running tasks ({limit}) for this task's DAG '{}' \
-                     has been reached.",
-                    spec.dag_id
-                ),
-            );
-        }
+}
+
+/// The pool's open slots and the DAG's cap on running tasks.
+fn capacity_blockers(
+    spec: &DagSpec,
+    task: &TaskSpec,
+    around: &Surroundings,
+    found: &mut Vec<Blocker>,
+) {
+    let mut add = |name, reason: String| found.push(Blocker { name, reason });
+    if around.pool.open_slots < i64::from(task.pool_slots) {
+        add(
+            "Pool Slots Available",
+            format!(
+                "Not scheduling since there are {} open slots in pool {} and require {} \
+                 pool slots",
+                around.pool.open_slots.max(0),
+                around.pool.name,
+                task.pool_slots
+            ),
+        );
     }
-    found
+    let (limit, active) = around.active_tasks;
+    if active >= limit {
+        add(
+            "Task Concurrency",
+            format!(
+                "The maximum number of running tasks ({limit}) for this task's DAG '{}' \
+                 has been reached.",
+                spec.dag_id
+            ),
+        );
+    }
 }
 
 fn rule_name(rule: TriggerRule) -> String {

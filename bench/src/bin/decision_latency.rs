@@ -78,7 +78,43 @@ async fn main() -> anyhow::Result<()> {
     let bench = BenchDatabase::start().await?;
     let pool = bench.fresh("decisions").await?;
     let store = EventStore::new(pool).with_projection(Arc::new(ReadModels));
+    register_chain(&store).await?;
 
+    let executor = Arc::new(InstantExecutor {
+        store: store.clone(),
+        specs: Specs::default(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let reactor = Reactor::new(store.clone(), executor);
+    let handle = tokio::spawn(reactor.run(stopped));
+    let mut walls = Vec::new();
+    for r in 0..RUNS {
+        walls.push(run_to_success(&store, &format!("r{r}")).await?);
+    }
+    stop.send(true)?;
+    handle.await??;
+
+    let mut latencies = edge_latencies(&store).await?;
+    println!("machine: {}", machine_description());
+    println!("date: {}", Utc::now().format("%Y-%m-%d"));
+    println!();
+    println!("| benchmark | result |");
+    println!("|---|---|");
+    println!(
+        "| upstream TaskSucceeded recorded → downstream TaskDispatched recorded ({} edges) | {} |",
+        latencies.len(),
+        Percentiles::of(&mut latencies)
+    );
+    println!(
+        "| chain of {TASKS} tasks through the control plane, trigger → RunSucceeded (instant executor) | {} |",
+        Percentiles::of(&mut walls)
+    );
+    bench.stop()?;
+    Ok(())
+}
+
+/// Records the `chain` DAG: `TASKS` tasks one after the other.
+async fn register_chain(store: &EventStore) -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..TASKS)
         .map(|i| {
             let upstream: Vec<String> = if i == 0 { vec![] } else { vec![format!("t{:02}", i - 1)] };
@@ -96,45 +132,36 @@ async fn main() -> anyhow::Result<()> {
     store
         .append(AppendBatch::new().push(parsed, &Metadata::actor("bench")))
         .await?;
+    Ok(())
+}
 
-    let executor = Arc::new(InstantExecutor {
-        store: store.clone(),
-        specs: Specs::default(),
-    });
-    let (stop, stopped) = watch::channel(false);
-    let reactor = Reactor::new(store.clone(), executor);
-    let handle = tokio::spawn(reactor.run(stopped));
-
-    let mut walls = Vec::new();
-    for r in 0..RUNS {
-        let run_id = format!("r{r}");
-        let request = TriggerRequest {
-            run_id: Some(run_id.clone()),
-            triggered_by: "bench".into(),
-            ..TriggerRequest::default()
-        };
-        let started = Instant::now();
-        let event = trigger("chain", &json!({}), "v1", &[], request, Utc::now())?;
-        let head = store.head().await?;
-        store
-            .append(AppendBatch::new().push(event, &Metadata::actor("bench")))
-            .await?;
-        let mut subscription = store.subscribe(head + 1).await?;
-        loop {
-            let event =
-                tokio::time::timeout(Duration::from_secs(60), subscription.next()).await??;
-            if let Ok(Event::RunSucceeded(e)) = event.decode()
-                && e.run_id == run_id
-            {
-                break;
-            }
+/// Triggers run `run_id` and waits for its `RunSucceeded`: the wall time between.
+async fn run_to_success(store: &EventStore, run_id: &str) -> anyhow::Result<Duration> {
+    let request = TriggerRequest {
+        run_id: Some(run_id.to_owned()),
+        triggered_by: "bench".into(),
+        ..TriggerRequest::default()
+    };
+    let started = Instant::now();
+    let event = trigger("chain", &json!({}), "v1", &[], request, Utc::now())?;
+    let head = store.head().await?;
+    store
+        .append(AppendBatch::new().push(event, &Metadata::actor("bench")))
+        .await?;
+    let mut subscription = store.subscribe(head + 1).await?;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), subscription.next()).await??;
+        if let Ok(Event::RunSucceeded(e)) = event.decode()
+            && e.run_id == run_id
+        {
+            return Ok(started.elapsed());
         }
-        walls.push(started.elapsed());
     }
-    stop.send(true)?;
-    handle.await??;
+}
 
-    // Latency per edge from the log's own timestamps.
+/// Per edge of every run, from the log's own timestamps: upstream `TaskSucceeded` recorded →
+/// downstream `TaskDispatched` recorded.
+async fn edge_latencies(store: &EventStore) -> anyhow::Result<Vec<Duration>> {
     let mut succeeded: HashMap<(String, String), chrono::DateTime<Utc>> = HashMap::new();
     let mut latencies = Vec::new();
     let mut next = 1;
@@ -160,20 +187,5 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("machine: {}", machine_description());
-    println!("date: {}", Utc::now().format("%Y-%m-%d"));
-    println!();
-    println!("| benchmark | result |");
-    println!("|---|---|");
-    println!(
-        "| upstream TaskSucceeded recorded → downstream TaskDispatched recorded ({} edges) | {} |",
-        latencies.len(),
-        Percentiles::of(&mut latencies)
-    );
-    println!(
-        "| chain of {TASKS} tasks through the control plane, trigger → RunSucceeded (instant executor) | {} |",
-        Percentiles::of(&mut walls)
-    );
-    bench.stop()?;
-    Ok(())
+    Ok(latencies)
 }

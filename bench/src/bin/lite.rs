@@ -184,46 +184,19 @@ async fn main() -> Result<()> {
         std::fs::copy(repo.join("dags/hello").join(file), project.join(file))?;
     }
     std::fs::write(scratch.join("password"), PASSWORD)?;
-    let port = 8088;
-    let base = format!("http://127.0.0.1:{port}");
+    let base = "http://127.0.0.1:8088";
     let http = reqwest::Client::new();
 
     println!("Lite benchmark — {}", machine_description());
-    let started = Instant::now();
-    let setup = Command::new(&binary)
-        .args(["setup", "--yes", "--admin-password-file"])
-        .arg(scratch.join("password"))
-        .env("LEOFLOW_HOME", &home)
-        .env_remove("LEOFLOW_PYTHON")
-        .stdout(Stdio::null())
-        .status()?;
-    if !setup.success() {
-        bail!("leoflow setup failed");
-    }
-    println!("setup on an empty home: {}", ms(started.elapsed()));
+    setup(&binary, &scratch, &home)?;
     // The first start makes the managed Postgres (initdb); it is not a cold start of Lite.
     let first = Lite::spawn(&binary, &home, &project)?;
-    wait_ready(&http, &base).await?;
+    wait_ready(&http, base).await?;
     first.stop()?;
-
-    let mut starts = Vec::new();
-    for _ in 0..STARTS {
-        let started = Instant::now();
-        let lite = Lite::spawn(&binary, &home, &project)?;
-        wait_ready(&http, &base).await?;
-        starts.push(started.elapsed());
-        lite.stop()?;
-    }
-    let start = Percentiles::of(&mut starts);
-    println!(
-        "cold start to UI ready: median {} (min {}, max {}; n = {STARTS})",
-        ms(start.p50),
-        ms(starts[0]),
-        ms(starts[starts.len() - 1])
-    );
+    cold_starts(&http, base, &binary, &home, &project).await?;
 
     let lite = Lite::spawn(&binary, &home, &project)?;
-    wait_ready(&http, &base).await?;
+    wait_ready(&http, base).await?;
     let cluster = ManagedCluster::new(home.join("postgres"), ClusterSettings::durable())?;
     // Soon after start, and once the connections opened for start-up have been closed: the
     // pool checks for idle connections once per idle timeout, so that is within two of them.
@@ -236,7 +209,58 @@ async fn main() -> Result<()> {
         tokio::time::sleep(wait.saturating_sub(ready.elapsed())).await;
         print_memory(label, lite.child.id(), &cluster)?;
     }
+    hot_reloads(&http, base, &project).await?;
+    lite.stop()?;
+    let _ = cluster.stop();
+    std::fs::remove_dir_all(&scratch)?;
+    Ok(())
+}
 
+/// `leoflow setup` on an empty home, timed.
+fn setup(binary: &Path, scratch: &Path, home: &Path) -> Result<()> {
+    let started = Instant::now();
+    let setup = Command::new(binary)
+        .args(["setup", "--yes", "--admin-password-file"])
+        .arg(scratch.join("password"))
+        .env("LEOFLOW_HOME", home)
+        .env_remove("LEOFLOW_PYTHON")
+        .stdout(Stdio::null())
+        .status()?;
+    if !setup.success() {
+        bail!("leoflow setup failed");
+    }
+    println!("setup on an empty home: {}", ms(started.elapsed()));
+    Ok(())
+}
+
+/// `STARTS` starts of Lite, each from process start to the UI and health answering.
+async fn cold_starts(
+    http: &reqwest::Client,
+    base: &str,
+    binary: &Path,
+    home: &Path,
+    project: &Path,
+) -> Result<()> {
+    let mut starts = Vec::new();
+    for _ in 0..STARTS {
+        let started = Instant::now();
+        let lite = Lite::spawn(binary, home, project)?;
+        wait_ready(http, base).await?;
+        starts.push(started.elapsed());
+        lite.stop()?;
+    }
+    let start = Percentiles::of(&mut starts);
+    println!(
+        "cold start to UI ready: median {} (min {}, max {}; n = {STARTS})",
+        ms(start.p50),
+        ms(starts[0]),
+        ms(starts[starts.len() - 1])
+    );
+    Ok(())
+}
+
+/// `RELOADS` saves of the DAG file, each timed until the API lists a new version.
+async fn hot_reloads(http: &reqwest::Client, base: &str, project: &Path) -> Result<()> {
     let login: Value = http
         .post(format!("{base}/auth/token"))
         .json(&json!({"username": "admin", "password": PASSWORD}))
@@ -276,8 +300,5 @@ async fn main() -> Result<()> {
         "hot reload, save → new version in the API: {}",
         Percentiles::of(&mut reloads)
     );
-    lite.stop()?;
-    let _ = cluster.stop();
-    std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }
