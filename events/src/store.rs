@@ -280,6 +280,20 @@ impl EventStore {
         rows.iter().map(recorded_from_row).collect()
     }
 
+    /// The version of each of `streams` that has events, as `(stream, version)` (a stream
+    /// without events has no entry): what an append's expectations are read from.
+    pub async fn stream_versions(
+        &self,
+        streams: &[String],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT stream, version FROM event_streams WHERE stream = ANY($1)")
+                .bind(streams)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Follows the log from position `from` (inclusive): every event once, in order.
     pub async fn subscribe(&self, from: i64) -> Result<Subscription, StoreError> {
         Subscription::start(self.pool.clone(), self.head_watch.clone(), from).await

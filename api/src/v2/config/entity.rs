@@ -195,11 +195,7 @@ impl<E: Entity> Working<E> {
         let streams: Vec<String> = keys.iter().map(|k| E::deleted_event(k).stream()).collect();
         // Versions before rows: a write landing in between fails the expectation below and the
         // decision is made again, so a decision never rests on rows older than its versions.
-        let versions: Vec<(String, i64)> =
-            sqlx::query_as("SELECT stream, version FROM event_streams WHERE stream = ANY($1)")
-                .bind(&streams)
-                .fetch_all(state.store.pool())
-                .await?;
+        let versions = state.store.stream_versions(&streams).await?;
         let current = E::load(state, keys)
             .await?
             .into_iter()
