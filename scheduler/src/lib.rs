@@ -9,11 +9,13 @@
 //! * [`Liveness`] — when each in-flight attempt last showed a sign of life, shared by the
 //!   control plane's processes (the reactor and the agent service take one).
 //! * [`control`] — trigger, pause, clear, mark and cancel, as the API and CLI call them.
+//! * [`health`] — the active scheduler's last heartbeat, as the API's health check reads it.
 //! * [`task_logs`] — each try's log lines, stored per try.
 #![warn(missing_docs)]
 
 pub mod agents;
 pub mod control;
+pub mod health;
 mod liveness;
 pub mod reactor;
 pub mod task_logs;

@@ -54,13 +54,8 @@ pub struct HealthInfo {
 
 /// The health report.
 pub async fn health(State(state): State<ApiState>) -> Json<HealthInfo> {
-    let pool = state.store.pool();
-    // One query answers both: no row means the database did not answer.
-    let heartbeat = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
-        "SELECT max(last_heartbeat) FROM scheduler_heartbeat",
-    )
-    .fetch_one(pool)
-    .await;
+    // One query answers both: an error means the database did not answer.
+    let heartbeat = leoflow_scheduler::health::latest_heartbeat(state.store.pool()).await;
     let status = |ok: bool| if ok { "healthy" } else { "unhealthy" };
     let (database, scheduler) = match heartbeat {
         Ok(latest) => {
