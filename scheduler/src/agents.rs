@@ -177,40 +177,33 @@ impl AgentService {
 
     /// Variable `key` as a task reads it, if it exists.
     async fn variable(&self, key: &str) -> Result<Option<Value>, Status> {
-        let sealed: Option<sqlx::types::Json<Sealed>> =
-            sqlx::query_scalar("SELECT val FROM variable WHERE key = $1")
-                .bind(key)
-                .fetch_optional(self.store.pool())
-                .await
-                .map_err(unavailable)?;
+        let sealed = read::variables::sealed_value(self.store.pool(), key)
+            .await
+            .map_err(unavailable)?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
         let what = format!("variable {key:?}");
-        let value = self.opened(&what, &[&sealed.0]).await?.remove(0);
+        let value = self.opened(&what, &[&sealed]).await?.remove(0);
         Ok(Some(Value::String(value)))
     }
 
     /// Connection `conn_id` as a task reads it (password and extra opened), if it exists.
     async fn connection(&self, conn_id: &str) -> Result<Option<Value>, Status> {
-        type Row = (
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<sqlx::types::Json<Sealed>>,
-            Option<i32>,
-            Option<sqlx::types::Json<Sealed>>,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT conn_type, host, schema, login, password, port, extra \
-             FROM connection WHERE conn_id = $1",
-        )
-        .bind(conn_id)
-        .fetch_optional(self.store.pool())
-        .await
-        .map_err(unavailable)?;
-        let Some((conn_type, host, schema, login, password, port, extra)) = row else {
+        let row = read::connections::by_id(self.store.pool(), conn_id)
+            .await
+            .map_err(unavailable)?;
+        let Some(read::connections::ConnectionRow {
+            conn_type,
+            host,
+            schema,
+            login,
+            password,
+            port,
+            extra,
+            ..
+        }) = row
+        else {
             return Ok(None);
         };
         let sealed: Vec<&Sealed> = password.iter().chain(&extra).map(|s| &s.0).collect();

@@ -79,11 +79,7 @@ async fn hold_scheduler_lock(pool: &PgPool) -> Result<sqlx::pool::PoolConnection
 /// Refuses while a Connection password written before data keys is current: it is encrypted
 /// with the master key itself and would become unreadable.
 async fn refuse_master_sealed(pool: &PgPool) -> Result<()> {
-    let legacy: Vec<String> = sqlx::query_scalar(
-        "SELECT conn_id FROM connection WHERE password->>'form' = 'master_key' ORDER BY conn_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    let legacy = leoflow_projector::read::connections::sealed_by_master_key(pool).await?;
     if !legacy.is_empty() {
         bail!(
             "the password of connection(s) {} was stored by an older Leoflow under the master key \

@@ -5,6 +5,7 @@
 //! Every function takes a [`sqlx::PgPool`] and returns [`sqlx::Error`]; callers map it to
 //! their own error.
 
+pub mod connections;
 pub mod dag_versions;
 pub mod dags;
 pub mod filter;
@@ -12,3 +13,4 @@ pub mod import_errors;
 pub mod page;
 pub mod runs;
 pub mod task_instances;
+pub mod variables;

@@ -10,12 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{ConnectionDeleted, ConnectionSet, Sealed};
+use leoflow_projector::read::connections::{self, ConnectionRow, columns};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::types::Json as Stored;
-use sqlx::{AssertSqlSafe, FromRow};
 
-use super::SAME_FOR_ALL;
 use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
@@ -25,7 +23,7 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::{count_rows, page_rows};
+use crate::read::page::fetch_page;
 use crate::state::ApiState;
 
 /// A Connection as a request works with it: password and extra opened.
@@ -64,20 +62,6 @@ pub struct ConnectionCollection {
     pub total_entries: i64,
 }
 
-/// A `connection` row: password and extra sealed.
-#[derive(Debug, FromRow)]
-struct ConnectionRow {
-    conn_id: String,
-    conn_type: String,
-    description: Option<String>,
-    host: Option<String>,
-    schema: Option<String>,
-    login: Option<String>,
-    password: Option<Stored<Sealed>>,
-    port: Option<i32>,
-    extra: Option<Stored<Sealed>>,
-}
-
 /// Opens the sealed fields of `rows` (one query for all their data keys).
 async fn opened(state: &ApiState, rows: Vec<ConnectionRow>) -> ApiResult<Vec<Connection>> {
     let sealed: Vec<&Sealed> = rows
@@ -113,9 +97,6 @@ async fn seal(state: &ApiState, conn_id: &str, value: Option<&str>) -> ApiResult
         None => Ok(None),
     }
 }
-
-const CONNECTION_COLUMNS: &str =
-    "c.conn_id, c.conn_type, c.description, c.host, c.schema, c.login, c.password, c.port, c.extra";
 
 impl Connection {
     /// `ConnectionResponse`: a password reads `***` (as Airflow redacts it), never its value.
@@ -233,12 +214,7 @@ impl Entity for Connection {
     }
 
     async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        let rows = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connection c WHERE c.conn_id = ANY($1)"
-        )))
-        .bind(keys)
-        .fetch_all(state.store.pool())
-        .await?;
+        let rows = connections::by_ids(state.store.pool(), keys).await?;
         opened(state, rows).await
     }
 
@@ -339,30 +315,24 @@ pub async fn get_connections(
 ) -> ApiResult<Json<ConnectionCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
-    conditions.patterns(&params, "connection_id", "c.conn_id");
+    conditions.patterns(&params, "connection_id", columns::CONN_ID);
     let order = params.order_by(
         &[
-            ("conn_id", "c.conn_id"),
-            ("connection_id", "c.conn_id"),
-            ("conn_type", "c.conn_type"),
-            ("description", "c.description"),
-            ("host", "c.host"),
-            ("port", "c.port"),
-            ("id", "c.conn_id"),
-            ("team_name", SAME_FOR_ALL),
+            ("conn_id", columns::CONN_ID),
+            ("connection_id", columns::CONN_ID),
+            ("conn_type", columns::CONN_TYPE),
+            ("description", columns::DESCRIPTION),
+            ("host", columns::HOST),
+            ("port", columns::PORT),
+            ("id", columns::CONN_ID),
+            ("team_name", columns::TEAM_NAME),
         ],
         "id",
-        "c.conn_id",
+        columns::CONN_ID,
     )?;
-    let total = count_rows(&state, "FROM connection c", &conditions).await?;
-    let rows: Vec<ConnectionRow> = page_rows(
-        &state,
-        &format!("SELECT {CONNECTION_COLUMNS} FROM connection c"),
-        &conditions,
-        &order,
-        page,
-    )
-    .await?;
+    let listed = fetch_page(&state, connections::list(&conditions, &order), page).await?;
+    let total = listed.total;
+    let rows: Vec<ConnectionRow> = listed.rows;
     let connections = opened(&state, rows).await?;
     Ok(Json(ConnectionCollection {
         connections: connections.iter().map(Connection::response).collect(),

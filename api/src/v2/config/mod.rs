@@ -18,10 +18,6 @@ pub(crate) mod pools;
 pub(crate) mod redact;
 mod variables;
 
-/// An `ORDER BY` expression for attributes every row shares (Leoflow has no teams and keeps no
-/// per-Variable encryption flag): ordering by them leaves the order to the tiebreak.
-const SAME_FOR_ALL: &str = "CAST(NULL AS text)";
-
 pub use connections::{
     bulk_connections, delete_connection, get_connection, get_connections, patch_connection,
     post_connection, post_connection_action,

@@ -8,12 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::Event;
 use leoflow_events::catalog::{Sealed, VariableDeleted, VariableSet};
+use leoflow_projector::read::variables::{self, VariableRow, columns};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::FromRow;
-use sqlx::types::Json as Stored;
 
-use super::SAME_FOR_ALL;
 use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
     Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
@@ -23,7 +21,7 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::{count_rows, page_rows};
+use crate::read::page::fetch_page;
 use crate::state::ApiState;
 
 /// A Variable as a request works with it: its value opened.
@@ -31,14 +29,6 @@ use crate::state::ApiState;
 struct Variable {
     key: String,
     val: String,
-    description: Option<String>,
-}
-
-/// A `variable` row: its value sealed.
-#[derive(Debug, FromRow)]
-struct VariableRow {
-    key: String,
-    val: Stored<Sealed>,
     description: Option<String>,
 }
 
@@ -131,10 +121,7 @@ impl Entity for Variable {
     }
 
     async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        let rows = sqlx::query_as("SELECT key, val, description FROM variable WHERE key = ANY($1)")
-            .bind(keys)
-            .fetch_all(state.store.pool())
-            .await?;
+        let rows = variables::by_keys(state.store.pool(), keys).await?;
         opened(state, rows).await
     }
 
@@ -195,29 +182,23 @@ pub async fn get_variables(
 ) -> ApiResult<Json<VariableCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
-    conditions.patterns(&params, "variable_key", "v.key");
+    conditions.patterns(&params, "variable_key", columns::KEY);
     // Airflow's `id` is the insertion order of its rows; Leoflow's rows are keyed by `key`.
     let order = params.order_by(
         &[
-            ("key", "v.key"),
-            ("id", "v.key"),
-            ("_val", "v.val"),
-            ("description", "v.description"),
-            ("is_encrypted", SAME_FOR_ALL),
-            ("team_name", SAME_FOR_ALL),
+            ("key", columns::KEY),
+            ("id", columns::KEY),
+            ("_val", columns::VAL),
+            ("description", columns::DESCRIPTION),
+            ("is_encrypted", columns::IS_ENCRYPTED),
+            ("team_name", columns::TEAM_NAME),
         ],
         "id",
-        "v.key",
+        columns::KEY,
     )?;
-    let total = count_rows(&state, "FROM variable v", &conditions).await?;
-    let rows: Vec<VariableRow> = page_rows(
-        &state,
-        "SELECT v.key, v.val, v.description FROM variable v",
-        &conditions,
-        &order,
-        page,
-    )
-    .await?;
+    let listed = fetch_page(&state, variables::list(&conditions, &order), page).await?;
+    let total = listed.total;
+    let rows: Vec<VariableRow> = listed.rows;
     let variables = opened(&state, rows).await?;
     Ok(Json(VariableCollection {
         variables: variables.iter().map(Variable::response).collect(),

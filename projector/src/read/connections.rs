@@ -1,0 +1,95 @@
+//! `connection`: the Connections, their password and extra sealed (opening them is the
+//! vault's business).
+
+use leoflow_events::catalog::Sealed;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool};
+
+use super::filter::Conditions;
+use super::page::ListQuery;
+
+/// The columns a list of Connections filters and orders by.
+pub mod columns {
+    /// The connection id.
+    pub const CONN_ID: &str = "c.conn_id";
+    /// The connection type.
+    pub const CONN_TYPE: &str = "c.conn_type";
+    /// The description.
+    pub const DESCRIPTION: &str = "c.description";
+    /// The host.
+    pub const HOST: &str = "c.host";
+    /// The port.
+    pub const PORT: &str = "c.port";
+    /// The team: Leoflow has none, so the same for all rows and ordering by it leaves the
+    /// order to the tiebreak.
+    pub const TEAM_NAME: &str = "CAST(NULL AS text)";
+}
+
+/// A `connection` row: password and extra sealed.
+#[derive(Debug, Clone, FromRow)]
+pub struct ConnectionRow {
+    /// The connection id.
+    pub conn_id: String,
+    /// The connection type.
+    pub conn_type: String,
+    /// The description.
+    pub description: Option<String>,
+    /// The host.
+    pub host: Option<String>,
+    /// The schema.
+    pub schema: Option<String>,
+    /// The login.
+    pub login: Option<String>,
+    /// The password, sealed with the Connection's data key.
+    pub password: Option<Json<Sealed>>,
+    /// The port.
+    pub port: Option<i32>,
+    /// The extra (a JSON object's text), sealed with the Connection's data key.
+    pub extra: Option<Json<Sealed>>,
+}
+
+macro_rules! select_connections {
+    ($tail:literal) => {
+        concat!(
+            "SELECT c.conn_id, c.conn_type, c.description, c.host, c.schema, c.login, \
+             c.password, c.port, c.extra FROM connection c",
+            $tail
+        )
+    };
+}
+
+/// The Connections with these ids (those that exist).
+pub async fn by_ids(pool: &PgPool, conn_ids: &[String]) -> sqlx::Result<Vec<ConnectionRow>> {
+    sqlx::query_as(select_connections!(" WHERE c.conn_id = ANY($1)"))
+        .bind(conn_ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// Connection `conn_id`, if it exists.
+pub async fn by_id(pool: &PgPool, conn_id: &str) -> sqlx::Result<Option<ConnectionRow>> {
+    sqlx::query_as(select_connections!(" WHERE c.conn_id = $1"))
+        .bind(conn_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The ids of the Connections whose password an older Leoflow sealed with the master key
+/// itself (before data keys), in id order: rotating the master key would lose them.
+pub async fn sealed_by_master_key(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT conn_id FROM connection WHERE password->>'form' = 'master_key' ORDER BY conn_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The list of Connections under `conditions`, in `order` (rows are [`ConnectionRow`]s).
+pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
+    ListQuery {
+        select: select_connections!(""),
+        count_from: "FROM connection c",
+        conditions,
+        order,
+    }
+}

@@ -1,0 +1,68 @@
+//! `variable`: the Variables, their values sealed (opening them is the vault's business).
+
+use leoflow_events::catalog::Sealed;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool};
+
+use super::filter::Conditions;
+use super::page::ListQuery;
+
+/// The columns a list of Variables filters and orders by.
+pub mod columns {
+    /// The key.
+    pub const KEY: &str = "v.key";
+    /// The sealed value.
+    pub const VAL: &str = "v.val";
+    /// The description.
+    pub const DESCRIPTION: &str = "v.description";
+    /// Whether the value is encrypted: every value is sealed, so the same for all rows and
+    /// ordering by it leaves the order to the tiebreak.
+    pub const IS_ENCRYPTED: &str = "CAST(NULL AS text)";
+    /// The team: Leoflow has none, so the same for all rows.
+    pub const TEAM_NAME: &str = "CAST(NULL AS text)";
+}
+
+/// A `variable` row: its value sealed.
+#[derive(Debug, Clone, FromRow)]
+pub struct VariableRow {
+    /// The key.
+    pub key: String,
+    /// The value, sealed with the Variable's data key.
+    pub val: Json<Sealed>,
+    /// The description.
+    pub description: Option<String>,
+}
+
+macro_rules! select_variables {
+    ($tail:literal) => {
+        concat!("SELECT v.key, v.val, v.description FROM variable v", $tail)
+    };
+}
+
+/// The Variables with these keys (those that exist).
+pub async fn by_keys(pool: &PgPool, keys: &[String]) -> sqlx::Result<Vec<VariableRow>> {
+    sqlx::query_as(select_variables!(" WHERE v.key = ANY($1)"))
+        .bind(keys)
+        .fetch_all(pool)
+        .await
+}
+
+/// The sealed value of Variable `key`, if it exists.
+pub async fn sealed_value(pool: &PgPool, key: &str) -> sqlx::Result<Option<Sealed>> {
+    let sealed: Option<Json<Sealed>> =
+        sqlx::query_scalar("SELECT val FROM variable WHERE key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    Ok(sealed.map(|json| json.0))
+}
+
+/// The list of Variables under `conditions`, in `order` (rows are [`VariableRow`]s).
+pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
+    ListQuery {
+        select: select_variables!(""),
+        count_from: "FROM variable v",
+        conditions,
+        order,
+    }
+}
