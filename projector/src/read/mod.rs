@@ -11,6 +11,7 @@ pub mod dags;
 pub mod filter;
 pub mod import_errors;
 pub mod page;
+pub mod pools;
 pub mod runs;
 pub mod task_instances;
 pub mod variables;

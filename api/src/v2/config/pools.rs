@@ -12,10 +12,10 @@ use axum::{Extension, Json};
 use leoflow_core::run::TiState;
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
+use leoflow_projector::read::pools::{self, DefaultPool, PoolList, PoolRow, columns};
 use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, FromRow};
 
 use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
@@ -25,16 +25,23 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::{count_rows, page_rows};
+use crate::read::page::fetch_page;
 use crate::state::ApiState;
 
 /// Airflow's state of a task instance waiting on a trigger, which holds its pool slot with
 /// `include_deferred` (Leoflow never defers a task, so it counts none).
 const DEFERRED: &str = "deferred";
 
-/// A `slot_pool` row, or `default_pool` before any `PoolSet` for it (the scheduler gives it
-/// [`DEFAULT_POOL_SLOTS`] until then).
-#[derive(Debug, Clone, FromRow)]
+/// `default_pool` as the scheduler defines it (it has [`DEFAULT_POOL_SLOTS`] until its first
+/// `PoolSet`).
+const DEFAULT: DefaultPool = DefaultPool {
+    name: DEFAULT_POOL,
+    slots: DEFAULT_POOL_SLOTS,
+};
+
+/// A pool as a request works with it: a `slot_pool` row, or `default_pool` before any
+/// `PoolSet` for it.
+#[derive(Debug, Clone)]
 struct Pool {
     name: String,
     slots: i32,
@@ -42,13 +49,15 @@ struct Pool {
     include_deferred: bool,
 }
 
-/// The pools, `default_pool` included whether or not it was ever set (as `p`).
-fn pools_from() -> String {
-    format!(
-        "FROM (SELECT pool, slots, description, include_deferred FROM slot_pool \
-         UNION ALL SELECT '{DEFAULT_POOL}', {DEFAULT_POOL_SLOTS}, 'Default pool', false \
-         WHERE NOT EXISTS (SELECT 1 FROM slot_pool WHERE pool = '{DEFAULT_POOL}')) p"
-    )
+impl From<PoolRow> for Pool {
+    fn from(row: PoolRow) -> Self {
+        Pool {
+            name: row.name,
+            slots: row.slots,
+            description: row.description,
+            include_deferred: row.include_deferred,
+        }
+    }
 }
 
 /// Slots held by a pool's task instances, by state.
@@ -270,14 +279,8 @@ impl Entity for Pool {
     }
 
     async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        Ok(sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT p.pool AS name, p.slots, p.description, p.include_deferred {} \
-             WHERE p.pool = ANY($1)",
-            pools_from()
-        )))
-        .bind(keys)
-        .fetch_all(state.store.pool())
-        .await?)
+        let rows = pools::by_names(state.store.pool(), DEFAULT, keys).await?;
+        Ok(rows.into_iter().map(Pool::from).collect())
     }
 
     fn create(_state: &ApiState, body: &PoolBody) -> Self {
@@ -331,22 +334,19 @@ async fn pool_responses(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<PoolR
     let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
     // A scheduled task instance holds no slot yet; Leoflow learns its pool when it is queued,
     // so scheduled slots count those whose pool is already known (retries, cleared tries).
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT pool, state, sum(coalesce(pool_slots, 1))::bigint FROM task_instance \
-         WHERE pool = ANY($1) AND state = ANY($2) GROUP BY pool, state",
-    )
-    .bind(&names)
-    .bind(
-        [TiState::Running, TiState::Queued, TiState::Scheduled]
-            .map(|s| s.airflow_name())
-            .into_iter()
-            .chain([DEFERRED])
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(state.store.pool())
-    .await?;
+    let states: Vec<&str> = [TiState::Running, TiState::Queued, TiState::Scheduled]
+        .map(|s| s.airflow_name())
+        .into_iter()
+        .chain([DEFERRED])
+        .collect();
+    let rows = pools::slots_held(state.store.pool(), &names, &states).await?;
     let mut used: HashMap<String, SlotUse> = HashMap::new();
-    for (pool, task_state, slots) in rows {
+    for pools::SlotsHeld {
+        pool,
+        state: task_state,
+        slots,
+    } in rows
+    {
         let entry = used.entry(pool).or_default();
         let holds = |s: TiState| task_state == s.airflow_name();
         if holds(TiState::Running) {
@@ -384,22 +384,20 @@ pub async fn get_pools(
 ) -> ApiResult<Json<PoolCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
-    conditions.patterns(&params, "pool_name", "p.pool");
+    conditions.patterns(&params, "pool_name", columns::NAME);
     let order = params.order_by(
-        &[("id", "p.pool"), ("pool", "p.pool"), ("name", "p.pool")],
+        &[
+            ("id", columns::NAME),
+            ("pool", columns::NAME),
+            ("name", columns::NAME),
+        ],
         "id",
-        "p.pool",
+        columns::NAME,
     )?;
-    let from = pools_from();
-    let total = count_rows(&state, &from, &conditions).await?;
-    let pools: Vec<Pool> = page_rows(
-        &state,
-        &format!("SELECT p.pool AS name, p.slots, p.description, p.include_deferred {from}"),
-        &conditions,
-        &order,
-        page,
-    )
-    .await?;
+    let list = PoolList::new(DEFAULT);
+    let listed = fetch_page::<PoolRow>(&state, list.query(&conditions, &order), page).await?;
+    let total = listed.total;
+    let pools: Vec<Pool> = listed.rows.into_iter().map(Pool::from).collect();
     Ok(Json(PoolCollection {
         pools: pool_responses(&state, &pools).await?,
         total_entries: total,
