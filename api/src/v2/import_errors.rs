@@ -5,35 +5,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use leoflow_projector::read::import_errors::{self, ImportErrorRow, columns};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::{count_rows, page_rows};
+use crate::read::page::fetch_page;
 use crate::state::ApiState;
-
-/// The file relative to its bundle (Leoflow records `<bundle>/dag.py`).
-const FILENAME: &str = "CASE WHEN starts_with(i.filename, i.bundle_name || '/') \
-    THEN substr(i.filename, length(i.bundle_name) + 2) ELSE i.filename END";
-
-/// An `import_error` row.
-#[derive(Debug, FromRow)]
-struct ImportErrorRow {
-    id: i64,
-    filename: String,
-    bundle_name: String,
-    stacktrace: String,
-    timestamp: DateTime<Utc>,
-}
-
-fn select() -> String {
-    format!(
-        "SELECT i.id, {FILENAME} AS filename, i.bundle_name, i.stacktrace, i.timestamp \
-         FROM import_error i"
-    )
-}
 
 /// Airflow's `ImportErrorResponse`.
 #[derive(Debug, Serialize)]
@@ -52,15 +31,14 @@ pub struct ImportErrorCollection {
     pub total_entries: i64,
 }
 
-impl ImportErrorRow {
-    /// `ImportErrorResponse`.
-    fn response(&self) -> ImportErrorResponse {
+impl From<&ImportErrorRow> for ImportErrorResponse {
+    fn from(row: &ImportErrorRow) -> Self {
         ImportErrorResponse {
-            import_error_id: self.id,
-            timestamp: self.timestamp,
-            filename: self.filename.clone(),
-            bundle_name: self.bundle_name.clone(),
-            stack_trace: self.stacktrace.clone(),
+            import_error_id: row.id,
+            timestamp: row.timestamp,
+            filename: row.filename.clone(),
+            bundle_name: row.bundle_name.clone(),
+            stack_trace: row.stacktrace.clone(),
         }
     }
 }
@@ -72,24 +50,25 @@ pub async fn get_import_errors(
 ) -> ApiResult<Json<ImportErrorCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
-    conditions.patterns(&params, "filename", FILENAME);
+    conditions.patterns(&params, "filename", columns::FILENAME);
     let order = params.order_by(
         &[
-            ("id", "i.id"),
-            ("import_error_id", "i.id"),
-            ("timestamp", "i.timestamp"),
-            ("filename", FILENAME),
-            ("bundle_name", "i.bundle_name"),
-            ("stacktrace", "i.stacktrace"),
+            ("id", columns::ID),
+            ("import_error_id", columns::ID),
+            ("timestamp", columns::TIMESTAMP),
+            ("filename", columns::FILENAME),
+            ("bundle_name", columns::BUNDLE_NAME),
+            ("stacktrace", columns::STACKTRACE),
         ],
         "id",
-        "i.id",
+        columns::ID,
     )?;
-    let total = count_rows(&state, "FROM import_error i", &conditions).await?;
-    let rows: Vec<ImportErrorRow> = page_rows(&state, &select(), &conditions, &order, page).await?;
+    let listed =
+        fetch_page::<ImportErrorRow>(&state, import_errors::list(&conditions, &order), page)
+            .await?;
     Ok(Json(ImportErrorCollection {
-        import_errors: rows.iter().map(ImportErrorRow::response).collect(),
-        total_entries: total,
+        import_errors: listed.rows.iter().map(ImportErrorResponse::from).collect(),
+        total_entries: listed.total,
     }))
 }
 
@@ -106,15 +85,11 @@ pub async fn get_import_error(
             json!(id),
         )
     })?;
-    let row: Option<ImportErrorRow> =
-        sqlx::query_as(AssertSqlSafe(format!("{} WHERE i.id = $1", select())))
-            .bind(id)
-            .fetch_optional(state.store.pool())
-            .await?;
+    let row = import_errors::by_id(state.store.pool(), id).await?;
     let row = row.ok_or_else(|| {
         ApiError::not_found(format!(
             "The ImportError with import_error_id: `{id}` was not found"
         ))
     })?;
-    Ok(Json(row.response()))
+    Ok(Json(ImportErrorResponse::from(&row)))
 }
