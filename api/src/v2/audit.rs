@@ -6,55 +6,15 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, FromRow};
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Bind, Conditions, ParamFilters, Params};
+use crate::query::{Bind, Comparison, Conditions, ParamFilters, Params};
 use crate::read::page::{count_rows, page_rows};
 use crate::state::ApiState;
 use crate::v2::config::redact::{MASK, python_json, redact};
-
-/// The DAG an event concerns. The expressions here are the ones the audit indexes of
-/// `migrations/20261201000005_audit_index.sql` are built on: change both together.
-const DAG_ID: &str = "coalesce(e.payload->>'dag_id', e.payload->'ti'->>'dag_id')";
-/// The dag run it concerns.
-const RUN_ID: &str = "coalesce(e.payload->>'run_id', e.payload->'ti'->>'run_id')";
-/// The task it concerns.
-const TASK_ID: &str = "e.payload->'ti'->>'task_id'";
-/// Who caused it.
-const OWNER: &str = "e.metadata->>'actor'";
-/// The logical date, known for the events that carry one (`RunQueued`).
-const LOGICAL_DATE: &str = "(e.payload->>'logical_date')::timestamptz";
-
-/// An event as an audit-log row.
-#[derive(Debug, FromRow)]
-struct EventLogRow {
-    position: i64,
-    recorded_at: DateTime<Utc>,
-    event: String,
-    schema_version: i32,
-    payload: Value,
-    owner: Option<String>,
-    dag_id: Option<String>,
-    run_id: Option<String>,
-    task_id: Option<String>,
-    map_index: Option<i32>,
-    try_number: Option<i32>,
-    logical_date: Option<DateTime<Utc>>,
-}
-
-fn select() -> String {
-    format!(
-        "SELECT e.position, e.recorded_at, e.type AS event, e.schema_version, e.payload, \
-         {OWNER} AS owner, \
-         {DAG_ID} AS dag_id, {RUN_ID} AS run_id, {TASK_ID} AS task_id, \
-         (e.payload->'ti'->>'map_index')::int AS map_index, \
-         (e.payload->>'try_number')::int AS try_number, {LOGICAL_DATE} AS logical_date \
-         FROM events e"
-    )
-}
 
 /// Airflow's `EventLogResponse`.
 #[derive(Debug, Serialize)]
@@ -81,34 +41,31 @@ pub struct EventLogCollection {
     pub total_entries: i64,
 }
 
-impl EventLogRow {
-    /// `EventLogResponse`.
-    fn response(&self) -> EventLogResponse {
+impl From<&EventLogRow> for EventLogResponse {
+    fn from(row: &EventLogRow) -> Self {
         EventLogResponse {
-            event_log_id: self.position,
-            when: self.recorded_at,
-            dag_id: self.dag_id.clone(),
-            task_id: self.task_id.clone(),
-            run_id: self.run_id.clone(),
-            map_index: self.map_index,
-            try_number: self.try_number,
-            event: self.event.clone(),
-            logical_date: self.logical_date,
-            owner: self.owner.clone(),
-            extra: extra(&self.event, &self.shown_payload()),
-            dag_display_name: self.dag_id.clone(),
-            task_display_name: self.task_id.clone(),
+            event_log_id: row.position,
+            when: row.recorded_at,
+            dag_id: row.dag_id.clone(),
+            task_id: row.task_id.clone(),
+            run_id: row.run_id.clone(),
+            map_index: row.map_index,
+            try_number: row.try_number,
+            event: row.event.clone(),
+            logical_date: row.logical_date,
+            owner: row.owner.clone(),
+            extra: extra(&row.event, &shown_payload(row)),
+            dag_display_name: row.dag_id.clone(),
+            task_display_name: row.task_id.clone(),
         }
     }
 }
 
-impl EventLogRow {
-    /// The payload in the current schema (see `RecordedEvent::shown`).
-    fn shown_payload(&self) -> Value {
-        leoflow_events::Event::decode(&self.event, self.schema_version, self.payload.clone())
-            .map(|event| event.payload())
-            .unwrap_or_else(|_| self.payload.clone())
-    }
+/// The payload of `row` in the current schema (see `RecordedEvent::shown`).
+fn shown_payload(row: &EventLogRow) -> Value {
+    leoflow_events::Event::decode(&row.event, row.schema_version, row.payload.clone())
+        .map(|event| event.payload())
+        .unwrap_or_else(|_| row.payload.clone())
 }
 
 /// The payload as Airflow's audit extras read: JSON as Python prints it, with what Airflow's
@@ -131,43 +88,33 @@ fn extra(event: &str, payload: &Value) -> String {
 fn conditions(params: &Params) -> ApiResult<Conditions> {
     let mut c = Conditions::new();
     for (name, column) in [
-        ("dag_id", DAG_ID),
-        ("task_id", TASK_ID),
-        ("run_id", RUN_ID),
-        ("owner", OWNER),
-        ("event", "e.type"),
+        ("dag_id", columns::DAG_ID),
+        ("task_id", columns::TASK_ID),
+        ("run_id", columns::RUN_ID),
+        ("owner", columns::OWNER),
+        ("event", columns::EVENT),
     ] {
         if let Some(value) = params.str(name).filter(|v| !v.is_empty()) {
             c.eq(column, Bind::Text(value.to_owned()));
         }
         c.patterns(params, name, column);
     }
-    // Compared as JSON numbers (the parameter is an integer), so no cast can fail on a payload.
     if let Some(map_index) = params.int("map_index")? {
-        c.push(
-            "e.payload->'ti'->'map_index' = CAST({} AS jsonb)",
-            vec![Bind::Text(map_index.to_string())],
-        );
+        audit_log::map_index_is(&mut c, map_index);
     }
     if let Some(try_number) = params.int("try_number")? {
-        c.push(
-            "e.payload->'try_number' = CAST({} AS jsonb)",
-            vec![Bind::Text(try_number.to_string())],
-        );
+        audit_log::try_number_is(&mut c, try_number);
     }
-    let included = params.list("included_events", None)?;
-    if !included.is_empty() {
-        c.push("e.type = ANY({})", vec![Bind::Texts(included)]);
-    }
+    c.one_of(columns::EVENT, params.list("included_events", None)?, false);
     let excluded = params.list("excluded_events", None)?;
     if !excluded.is_empty() {
-        c.push("NOT (e.type = ANY({}))", vec![Bind::Texts(excluded)]);
+        audit_log::event_not_in(&mut c, excluded);
     }
     if let Some(before) = params.datetime("before")? {
-        c.push("e.recorded_at < {}", vec![Bind::Time(before)]);
+        c.compare(columns::RECORDED_AT, Comparison::Below, Bind::Time(before));
     }
     if let Some(after) = params.datetime("after")? {
-        c.push("e.recorded_at > {}", vec![Bind::Time(after)]);
+        c.compare(columns::RECORDED_AT, Comparison::Above, Bind::Time(after));
     }
     Ok(c)
 }
@@ -183,32 +130,31 @@ pub async fn get_event_logs(
     // time order: sorting by time walks the primary key instead of sorting the log.
     let order = params.order_by(
         &[
-            ("id", "e.position"),
-            ("event_log_id", "e.position"),
-            ("dttm", "e.position"),
-            ("when", "e.position"),
-            ("dag_id", DAG_ID),
-            ("task_id", TASK_ID),
-            ("run_id", RUN_ID),
-            ("event", "e.type"),
-            ("logical_date", LOGICAL_DATE),
-            ("owner", OWNER),
-            ("extra", "e.payload::text"),
+            ("id", columns::POSITION),
+            ("event_log_id", columns::POSITION),
+            ("dttm", columns::POSITION),
+            ("when", columns::POSITION),
+            ("dag_id", columns::DAG_ID),
+            ("task_id", columns::TASK_ID),
+            ("run_id", columns::RUN_ID),
+            ("event", columns::EVENT),
+            ("logical_date", columns::LOGICAL_DATE),
+            ("owner", columns::OWNER),
+            ("extra", columns::PAYLOAD_TEXT),
         ],
         "id",
-        "e.position",
+        columns::POSITION,
     )?;
+    let list = audit_log::list(&conditions, &order);
     let total = if conditions.is_empty() {
-        // Positions are gap-free: the whole log's size needs no scan.
-        sqlx::query_scalar("SELECT coalesce(max(position) - min(position) + 1, 0) FROM events")
-            .fetch_one(state.store.pool())
-            .await?
+        audit_log::size(state.store.pool()).await?
     } else {
-        count_rows(&state, "FROM events e", &conditions).await?
+        count_rows(&state, list.count_from, &conditions).await?
     };
-    let rows: Vec<EventLogRow> = page_rows(&state, &select(), &conditions, &order, page).await?;
+    let rows: Vec<EventLogRow> =
+        page_rows(&state, list.select, list.conditions, list.order, page).await?;
     Ok(Json(EventLogCollection {
-        event_logs: rows.iter().map(EventLogRow::response).collect(),
+        event_logs: rows.iter().map(EventLogResponse::from).collect(),
         total_entries: total,
     }))
 }
@@ -226,15 +172,11 @@ pub async fn get_event_log(
             json!(id),
         )
     })?;
-    let row: Option<EventLogRow> =
-        sqlx::query_as(AssertSqlSafe(format!("{} WHERE e.position = $1", select())))
-            .bind(position)
-            .fetch_optional(state.store.pool())
-            .await?;
+    let row = audit_log::by_position(state.store.pool(), position).await?;
     let row = row.ok_or_else(|| {
         ApiError::not_found(format!("The Event Log with id: `{position}` not found"))
     })?;
-    Ok(Json(row.response()))
+    Ok(Json(EventLogResponse::from(&row)))
 }
 
 #[cfg(test)]

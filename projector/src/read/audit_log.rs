@@ -1,0 +1,161 @@
+//! The audit log: the event log itself read as a read model, one entry per event. The DAG,
+//! run, task, map index and try an event concerns come from its payload (top level, or `ti`
+//! for task events); its actor is the owner.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgPool};
+
+use super::filter::{Bind, Conditions};
+use super::page::ListQuery;
+
+// The expressions below are the ones the audit indexes of
+// `migrations/20261201000005_audit_index.sql` are built on: change both together.
+macro_rules! dag_id {
+    () => {
+        "coalesce(e.payload->>'dag_id', e.payload->'ti'->>'dag_id')"
+    };
+}
+macro_rules! run_id {
+    () => {
+        "coalesce(e.payload->>'run_id', e.payload->'ti'->>'run_id')"
+    };
+}
+macro_rules! task_id {
+    () => {
+        "e.payload->'ti'->>'task_id'"
+    };
+}
+macro_rules! owner {
+    () => {
+        "e.metadata->>'actor'"
+    };
+}
+macro_rules! logical_date {
+    () => {
+        "(e.payload->>'logical_date')::timestamptz"
+    };
+}
+
+/// The columns the audit log filters and orders by.
+pub mod columns {
+    /// The DAG an event concerns.
+    pub const DAG_ID: &str = dag_id!();
+    /// The dag run it concerns.
+    pub const RUN_ID: &str = run_id!();
+    /// The task it concerns.
+    pub const TASK_ID: &str = task_id!();
+    /// Who caused it.
+    pub const OWNER: &str = owner!();
+    /// The logical date, known for the events that carry one (`RunQueued`).
+    pub const LOGICAL_DATE: &str = logical_date!();
+    /// The event's type.
+    pub const EVENT: &str = "e.type";
+    /// The event's position in the log: the entry's id.
+    pub const POSITION: &str = "e.position";
+    /// When it was recorded.
+    pub const RECORDED_AT: &str = "e.recorded_at";
+    /// The payload's JSON text.
+    pub const PAYLOAD_TEXT: &str = "e.payload::text";
+}
+
+/// An event as an audit-log entry.
+#[derive(Debug, Clone, FromRow)]
+pub struct EventLogRow {
+    /// The event's position.
+    pub position: i64,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Its type.
+    pub event: String,
+    /// The schema version its payload was written in.
+    pub schema_version: i32,
+    /// Its payload as stored.
+    pub payload: Value,
+    /// Who caused it.
+    pub owner: Option<String>,
+    /// The DAG it concerns.
+    pub dag_id: Option<String>,
+    /// The dag run it concerns.
+    pub run_id: Option<String>,
+    /// The task it concerns.
+    pub task_id: Option<String>,
+    /// The map index of the task instance it concerns.
+    pub map_index: Option<i32>,
+    /// The try it concerns.
+    pub try_number: Option<i32>,
+    /// The logical date, for the events that carry one.
+    pub logical_date: Option<DateTime<Utc>>,
+}
+
+macro_rules! select_entries {
+    ($tail:literal) => {
+        concat!(
+            "SELECT e.position, e.recorded_at, e.type AS event, e.schema_version, e.payload, ",
+            owner!(),
+            " AS owner, ",
+            dag_id!(),
+            " AS dag_id, ",
+            run_id!(),
+            " AS run_id, ",
+            task_id!(),
+            " AS task_id, (e.payload->'ti'->>'map_index')::int AS map_index, \
+             (e.payload->>'try_number')::int AS try_number, ",
+            logical_date!(),
+            " AS logical_date FROM events e",
+            $tail
+        )
+    };
+}
+
+/// Entries whose task instance has map index `map_index`. Compared as JSON numbers, so no
+/// cast can fail on a payload.
+pub fn map_index_is(conditions: &mut Conditions, map_index: i64) -> &mut Conditions {
+    conditions.push(
+        "e.payload->'ti'->'map_index' = CAST({} AS jsonb)",
+        vec![Bind::Text(map_index.to_string())],
+    )
+}
+
+/// Entries of try `try_number` (compared as JSON numbers, as [`map_index_is`]).
+pub fn try_number_is(conditions: &mut Conditions, try_number: i64) -> &mut Conditions {
+    conditions.push(
+        "e.payload->'try_number' = CAST({} AS jsonb)",
+        vec![Bind::Text(try_number.to_string())],
+    )
+}
+
+/// Entries of none of the event types `events`.
+pub fn event_not_in(conditions: &mut Conditions, events: Vec<String>) -> &mut Conditions {
+    conditions.push(
+        &format!("NOT ({} = ANY({{}}))", columns::EVENT),
+        vec![Bind::Texts(events)],
+    )
+}
+
+/// How many entries the whole log has. Positions are gap-free, so this needs no scan: count
+/// with it when no condition applies.
+pub async fn size(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT coalesce(max(position) - min(position) + 1, 0) FROM events")
+        .fetch_one(pool)
+        .await
+}
+
+/// The entry of the event at `position`, if there is one.
+pub async fn by_position(pool: &PgPool, position: i64) -> sqlx::Result<Option<EventLogRow>> {
+    sqlx::query_as(select_entries!(" WHERE e.position = $1"))
+        .bind(position)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The entries under `conditions`, in `order` (rows are [`EventLogRow`]s); without
+/// conditions, [`size`] counts them faster than the list's count.
+pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
+    ListQuery {
+        select: select_entries!(""),
+        count_from: "FROM events e",
+        conditions,
+        order,
+    }
+}
