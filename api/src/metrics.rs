@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use leoflow_projector::read;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -61,10 +62,7 @@ async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
     );
 
     let dags = Labelled::default();
-    let rows: Vec<(bool, i64)> =
-        sqlx::query_as("SELECT is_paused, count(*) FROM dag WHERE NOT is_stale GROUP BY 1")
-            .fetch_all(pool)
-            .await?;
+    let rows = read::metrics::dags_by_paused(pool).await?;
     for (paused, count) in rows {
         dags.get_or_create(&vec![("paused".into(), paused.to_string())])
             .set(count);
@@ -72,9 +70,7 @@ async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
     registry.register("dags", "DAGs, paused or not", dags);
 
     let runs = Labelled::default();
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, count(*) FROM dag_run GROUP BY 1")
-        .fetch_all(pool)
-        .await?;
+    let rows = read::metrics::runs_by_state(pool).await?;
     for (state, count) in rows {
         runs.get_or_create(&vec![("state".into(), state)])
             .set(count);
@@ -82,10 +78,7 @@ async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
     registry.register("dag_runs", "Dag runs by state", runs);
 
     let tis = Labelled::default();
-    let rows: Vec<(Option<String>, i64)> =
-        sqlx::query_as("SELECT state, count(*) FROM task_instance GROUP BY 1")
-            .fetch_all(pool)
-            .await?;
+    let rows = read::metrics::task_instances_by_state(pool).await?;
     for (state, count) in rows {
         tis.get_or_create(&vec![(
             "state".into(),

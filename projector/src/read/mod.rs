@@ -11,6 +11,7 @@ pub mod dag_versions;
 pub mod dags;
 pub mod filter;
 pub mod import_errors;
+pub mod metrics;
 pub mod page;
 pub mod pools;
 pub mod runs;
