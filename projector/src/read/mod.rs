@@ -7,8 +7,12 @@
 
 pub mod dag_versions;
 pub mod dags;
+pub mod favorites;
 pub mod filter;
+pub mod grid;
 pub mod import_errors;
 pub mod page;
 pub mod runs;
+pub mod stats;
 pub mod task_instances;
+pub mod xcoms;
