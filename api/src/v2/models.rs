@@ -1,7 +1,7 @@
 //! The Airflow response shapes (`DAGResponse`, `DAGRunResponse`, `TaskInstanceResponse`,
 //! `DagVersionResponse`, …) as structs, and how read-model rows become them. One place for each
 //! shape, so every endpoint that returns it returns it the same way; the rows and their queries
-//! are `crate::read`'s.
+//! are `leoflow_projector::read`'s (with the API's 404s in `crate::read`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
