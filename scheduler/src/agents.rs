@@ -529,17 +529,14 @@ impl TaskAgent for AgentService {
             .tasks
             .get(&request.task_id)
             .is_some_and(|t| t.mapped.is_some());
-        let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
-            "SELECT x.map_index, b.content FROM xcom x LEFT JOIN blobs b ON b.hash = x.value_hash \
-             WHERE x.dag_id = $1 AND x.run_id = $2 AND x.task_id = $3 AND x.key = $4 \
-               AND ($5::int IS NULL OR x.map_index = $5) ORDER BY x.map_index",
+        let rows = read::xcoms::pull(
+            self.store.pool(),
+            &key.dag_id,
+            &key.run_id,
+            &request.task_id,
+            &request.key,
+            request.map_index.or(if mapped { None } else { Some(-1) }),
         )
-        .bind(&key.dag_id)
-        .bind(&key.run_id)
-        .bind(&request.task_id)
-        .bind(&request.key)
-        .bind(request.map_index.or(if mapped { None } else { Some(-1) }))
-        .fetch_all(self.store.pool())
         .await
         .map_err(unavailable)?;
         let parse = |content: &Option<String>| -> Value {

@@ -11,7 +11,6 @@ use leoflow_events::{
 };
 use leoflow_projector::read;
 use serde_json::Value;
-use sqlx::Row;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -74,20 +73,14 @@ pub async fn trigger_dag(
     actor: &str,
 ) -> Result<RecordedEvent, ControlError> {
     // The generation read with the DAG: a delete after this read refuses the run.
-    let row = sqlx::query(
-        "SELECT d.latest_version_hash, v.document_hash, \
-           (SELECT version FROM event_streams WHERE stream = $2) AS generation \
-         FROM dag d JOIN dag_version v ON v.id = d.latest_version_id WHERE d.dag_id = $1",
-    )
-    .bind(dag_id)
-    .bind(generation_stream(dag_id))
-    .fetch_optional(store.pool())
-    .await
-    .map_err(StoreError::from)?
-    .ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
-    let version_hash: String = row.get("latest_version_hash");
-    let document_hash: Option<String> = row.get("document_hash");
-    let generation: Option<i64> = row.get("generation");
+    let read::dags::TriggerTarget {
+        latest_version_hash: version_hash,
+        document_hash,
+        generation,
+    } = read::dags::trigger_target(store.pool(), dag_id, &generation_stream(dag_id))
+        .await
+        .map_err(StoreError::from)?
+        .ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
     let params = match document_hash {
         Some(hash) => match store.get_blob(&hash).await? {
             Some(blob) => serde_json::from_str::<Value>(&blob.content)
@@ -392,14 +385,9 @@ pub async fn delete_dag(
     dag_id: &str,
     actor: &str,
 ) -> Result<Result<RecordedEvent, StillRunning>, ControlError> {
-    let generation: Option<Option<i64>> = sqlx::query_scalar(
-        "SELECT (SELECT version FROM event_streams WHERE stream = $2) FROM dag WHERE dag_id = $1",
-    )
-    .bind(dag_id)
-    .bind(generation_stream(dag_id))
-    .fetch_optional(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let generation = read::dags::generation(store.pool(), dag_id, &generation_stream(dag_id))
+        .await
+        .map_err(StoreError::from)?;
     let Some(generation) = generation else {
         return Err(ControlError::UnknownDag(dag_id.to_owned()));
     };
@@ -450,15 +438,9 @@ pub async fn set_favorite(
     username: &str,
     favorite: bool,
 ) -> Result<Option<RecordedEvent>, ControlError> {
-    let current: Option<bool> = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM dag_favorite WHERE dag_id = d.dag_id AND username = $2) \
-         FROM dag d WHERE d.dag_id = $1",
-    )
-    .bind(dag_id)
-    .bind(username)
-    .fetch_optional(store.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let current = read::favorites::of_existing_dag(store.pool(), dag_id, username)
+        .await
+        .map_err(StoreError::from)?;
     let current = current.ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
     if current == favorite {
         return Ok(None);

@@ -1,6 +1,6 @@
-//! The read side: the read models' rows as typed structs (`sqlx::FromRow`) and the queries
-//! that load them, so handlers shape responses and never spell the tables' columns; and the
-//! one paging helper (count, page, cursors) every list uses.
+//! The read side as the API uses it: the projector's rows and queries
+//! (`leoflow_projector::read`) with Airflow's 404s for what is not there, and the one paging
+//! helper (count, page, cursors) every list uses.
 
 pub mod dags;
 pub mod page;

@@ -12,7 +12,8 @@ use crate::query::{Conditions, Page};
 use crate::state::ApiState;
 
 impl Page {
-    fn window(self) -> Window {
+    /// The rows of a list this page holds, as the projector's queries take them.
+    pub fn window(self) -> Window {
         Window {
             limit: self.limit,
             offset: self.offset,
@@ -61,7 +62,22 @@ impl<T> Paged<T> {
     }
 }
 
+/// One page of a list the projector reads: `read` gets the page's window and answers its rows
+/// and the list's total (e.g. `leoflow_projector::read::runs::page`).
+pub(crate) async fn read_page<T, F>(
+    page: Page,
+    read: impl FnOnce(Window) -> F,
+) -> ApiResult<Paged<T>>
+where
+    F: Future<Output = sqlx::Result<(Vec<T>, i64)>>,
+{
+    let (rows, total) = read(page.window()).await?;
+    Ok(Paged { rows, total, page })
+}
+
 /// The total, then one page of `list`.
+// Lists whose query the API still builds use it; those the projector reads use `read_page`.
+#[allow(dead_code)]
 pub(crate) async fn fetch_page<T>(
     state: &ApiState,
     list: ListQuery<'_>,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use leoflow_core::run::RunStatus;
+use leoflow_projector::read;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::AssertSqlSafe;
 
 use crate::auth::User;
 use crate::error::ApiResult;
@@ -17,7 +17,7 @@ use crate::query::Params;
 use crate::state::ApiState;
 use crate::states::{run_state_names, ti_state_names};
 use crate::v2::dags::{latest_runs, list_dags, next_runs};
-use crate::v2::models::{DagResponse, DagRunLightResponse, RUN_COLUMNS, RunRecord, load_dag};
+use crate::v2::models::{DagResponse, DagRunLightResponse, load_dag};
 
 /// A DAG of the UI's list (Airflow's `DAGWithLatestDagRunsResponse`).
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,17 @@ pub struct DashboardDagStats {
     pub queued_dag_count: i64,
 }
 
+impl From<read::stats::DagCounts> for DashboardDagStats {
+    fn from(counts: read::stats::DagCounts) -> Self {
+        Self {
+            active_dag_count: counts.active,
+            failed_dag_count: counts.failed,
+            running_dag_count: counts.running,
+            queued_dag_count: counts.queued,
+        }
+    }
+}
+
 /// Airflow's `HistoricalMetricDataResponse`: runs by state, task instances by state
 /// (`no_status` for those not scheduled yet).
 #[derive(Debug, Clone, Serialize)]
@@ -65,22 +76,16 @@ pub async fn dags(
     let (dags, total) = list_dags(&state, &params, Some(&user.username)).await?;
     let ids: Vec<String> = dags.iter().map(|d| d.dag_id.clone()).collect();
     let latest = latest_runs(&state, &ids, runs_limit).await?;
-    let favorites: Vec<String> = sqlx::query_scalar(
-        "SELECT dag_id FROM dag_favorite WHERE username = $1 AND dag_id = ANY($2)",
-    )
-    .bind(&user.username)
-    .bind(&ids)
-    .fetch_all(state.store.pool())
-    .await?;
+    let favorites = read::favorites::among(state.store.pool(), &user.username, &ids).await?;
     let next = next_runs(&state, &dags).await?;
     let dags = dags
         .iter()
         .map(|dag| DagWithLatestRuns {
-            dag: dag.response(next.get(&dag.dag_id)),
+            dag: DagResponse::new(dag, next.get(&dag.dag_id)),
             asset_expression: None,
             latest_dag_runs: latest
                 .get(&dag.dag_id)
-                .map(|runs| runs.iter().map(RunRecord::light_response).collect())
+                .map(|runs| runs.iter().map(DagRunLightResponse::from).collect())
                 .unwrap_or_default(),
             pending_actions: Vec::new(),
             is_favorite: favorites.contains(&dag.dag_id),
@@ -98,37 +103,21 @@ pub async fn latest_run(
     Path(dag_id): Path<String>,
 ) -> ApiResult<Json<Option<DagRunLightResponse>>> {
     load_dag(&state, &dag_id).await?;
-    let run: Option<RunRecord> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM dag_run r WHERE r.dag_id = $1 ORDER BY r.run_after DESC LIMIT 1"
-    )))
-    .bind(&dag_id)
-    .fetch_optional(state.store.pool())
-    .await?;
-    Ok(Json(run.as_ref().map(RunRecord::light_response)))
+    let run = read::runs::latest(state.store.pool(), &dag_id).await?;
+    Ok(Json(run.as_ref().map(DagRunLightResponse::from)))
 }
 
 /// `GET /ui/dashboard/dag_stats`: DAGs that are active (unpaused), and those whose latest run
 /// failed, runs or waits.
 pub async fn dag_stats(State(state): State<ApiState>) -> ApiResult<Json<DashboardDagStats>> {
-    let (active, failed, running, queued): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE NOT d.is_paused), \
-                count(*) FILTER (WHERE lr.state = $1), \
-                count(*) FILTER (WHERE lr.state = $2), \
-                count(*) FILTER (WHERE lr.state = $3) \
-         FROM dag d LEFT JOIN LATERAL (SELECT state FROM dag_run r WHERE r.dag_id = d.dag_id \
-           ORDER BY r.run_after DESC LIMIT 1) lr ON true WHERE NOT d.is_stale",
+    let counts = read::stats::dag_counts(
+        state.store.pool(),
+        RunStatus::Failed.airflow_name(),
+        RunStatus::Running.airflow_name(),
+        RunStatus::Queued.airflow_name(),
     )
-    .bind(RunStatus::Failed.airflow_name())
-    .bind(RunStatus::Running.airflow_name())
-    .bind(RunStatus::Queued.airflow_name())
-    .fetch_one(state.store.pool())
     .await?;
-    Ok(Json(DashboardDagStats {
-        active_dag_count: active,
-        failed_dag_count: failed,
-        running_dag_count: running,
-        queued_dag_count: queued,
-    }))
+    Ok(Json(DashboardDagStats::from(counts)))
 }
 
 /// `GET /ui/dashboard/historical_metrics_data?start_date=…&end_date=…`: run and task-instance
@@ -143,22 +132,9 @@ pub async fn historical_metrics(
     let end: DateTime<Utc> = params
         .datetime("end_date")?
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let runs: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state, count(*) FROM dag_run WHERE run_after >= $1 AND run_after <= $2 GROUP BY state",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(state.store.pool())
-    .await?;
-    let tis: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT t.state, count(*) FROM task_instance t JOIN dag_run r \
-         ON r.dag_id = t.dag_id AND r.run_id = t.run_id \
-         WHERE r.run_after >= $1 AND r.run_after <= $2 GROUP BY t.state",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(state.store.pool())
-    .await?;
+    let pool = state.store.pool();
+    let runs = read::stats::runs_by_state(pool, start, end).await?;
+    let tis = read::stats::task_instances_by_state(pool, start, end).await?;
     let run_count = |s: &str| runs.iter().find(|(k, _)| k == s).map_or(0, |r| r.1);
     let ti_count = |s: Option<&str>| {
         tis.iter()

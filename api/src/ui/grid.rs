@@ -8,18 +8,20 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use leoflow_projector::read;
+use leoflow_projector::read::grid::SummaryRow;
+use leoflow_projector::read::runs::columns as run;
+use leoflow_projector::read::stats::Granularity;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, ParamFilters, Params};
-use crate::read::page::page_rows;
 use crate::state::ApiState;
 use crate::states::{run_state_names, summary_precedence};
 use crate::v2::models::{
-    DagVersionResponse, RUN_COLUMNS, RunRecord, VERSION_COLUMNS, VersionRecord, document, duration,
-    load_dag, load_run, versions_by_hash,
+    DagVersionResponse, RunRecord, document, duration, load_dag, load_run, load_version,
+    versions_by_hash,
 };
 
 /// The runs the grid shows: its filters, newest first by default.
@@ -30,13 +32,13 @@ async fn grid_runs_of(
 ) -> ApiResult<Vec<RunRecord>> {
     let page = params.page()?;
     let mut c = Conditions::new();
-    c.eq("r.dag_id", Bind::Text(dag_id.to_owned()));
-    c.time_range(params, "run_after", "r.run_after")?;
-    c.any_of(params, "run_type", "r.run_type", None)?;
-    c.any_of(params, "state", "r.state", Some(&run_state_names()))?;
+    c.eq(run::DAG_ID, Bind::Text(dag_id.to_owned()));
+    c.time_range(params, "run_after", run::RUN_AFTER)?;
+    c.any_of(params, "run_type", run::RUN_TYPE, None)?;
+    c.any_of(params, "state", run::STATE, Some(&run_state_names()))?;
     if let Some(user) = params.str("triggering_user").filter(|u| !u.is_empty()) {
         c.push(
-            "r.triggering_user_name ILIKE {}",
+            &format!("{} ILIKE {{}}", run::TRIGGERING_USER_NAME),
             vec![Bind::Text(user.to_owned())],
         );
     }
@@ -45,24 +47,23 @@ async fn grid_runs_of(
         .filter(|u| !u.is_empty())
     {
         c.push(
-            "starts_with(r.triggering_user_name, {})",
+            &format!("starts_with({}, {{}})", run::TRIGGERING_USER_NAME),
             vec![Bind::Text(prefix.to_owned())],
         );
     }
     let order = params.order_by(
         &[
-            ("id", "r.id"),
-            ("run_after", "r.run_after"),
-            ("logical_date", "r.logical_date"),
-            ("start_date", "r.start_date"),
-            ("end_date", "r.end_date"),
-            ("state", "r.state"),
+            ("id", run::ID),
+            ("run_after", run::RUN_AFTER),
+            ("logical_date", run::LOGICAL_DATE),
+            ("start_date", run::START_DATE),
+            ("end_date", run::END_DATE),
+            ("state", run::STATE),
         ],
         "id",
-        "r.id",
+        run::ID,
     )?;
-    let select = format!("SELECT {RUN_COLUMNS} FROM dag_run r");
-    page_rows(state, &select, &c, &order, page).await
+    Ok(read::runs::rows(state.store.pool(), &c, &order, page.window()).await?)
 }
 
 /// A run of the grid (Airflow's `GridRunsResponse`).
@@ -99,7 +100,7 @@ pub async fn runs(
                 .as_ref()
                 .and_then(|h| versions.get(&(run.dag_id.clone(), h.clone())));
             GridRun {
-                dag_versions: version.map(VersionRecord::response).into_iter().collect(),
+                dag_versions: version.map(DagVersionResponse::from).into_iter().collect(),
                 has_missed_deadline: false,
                 duration: duration(run.start_date, run.end_date.or(Some(Utc::now())))
                     .unwrap_or(0.0),
@@ -304,19 +305,8 @@ pub async fn structure_data(
     let dag = load_dag(&state, &dag_id).await?;
     let hash = match params.int("version_number")? {
         Some(number) => {
-            let version: Option<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
-                "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = $1 AND v.version_number = $2"
-            )))
-            .bind(&dag_id)
-            .bind(number as i32)
-            .fetch_optional(state.store.pool())
-            .await?;
-            version
-                .ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "The DagVersion with dag_id: `{dag_id}` and version_number: `{number}` was not found"
-                    ))
-                })?
+            load_version(&state, &dag_id, number as i32)
+                .await?
                 .version_hash
         }
         None => dag.latest_version_hash.clone(),
@@ -376,17 +366,6 @@ pub async fn structure_data(
     Ok(Json(Graph { edges, nodes }))
 }
 
-/// One task instance's part of a grid summary.
-#[derive(Debug, sqlx::FromRow)]
-struct SummaryRow {
-    run_id: String,
-    task_id: String,
-    state: Option<String>,
-    start_date: Option<DateTime<Utc>>,
-    end_date: Option<DateTime<Utc>>,
-    version_number: Option<i32>,
-}
-
 /// Airflow's precedence of states when summarising several (mapped instances, groups).
 fn worst(states: &BTreeMap<String, i64>) -> Option<String> {
     summary_precedence()
@@ -403,17 +382,7 @@ pub async fn ti_summaries(
 ) -> ApiResult<Response> {
     let dag = load_dag(&state, &dag_id).await?;
     let run_ids = params.list("run_ids", None)?;
-    let rows: Vec<SummaryRow> = sqlx::query_as(
-        "SELECT t.run_id, t.task_id, t.state, t.start_date, t.end_date, v.version_number \
-         FROM task_instance t JOIN dag_run r ON r.dag_id = t.dag_id AND r.run_id = t.run_id \
-         LEFT JOIN LATERAL (SELECT version_number FROM dag_version v WHERE v.dag_id = r.dag_id \
-           AND v.version_hash = r.dag_version_hash ORDER BY version_number DESC LIMIT 1) v ON true \
-         WHERE t.dag_id = $1 AND t.run_id = ANY($2)",
-    )
-    .bind(&dag_id)
-    .bind(&run_ids)
-    .fetch_all(state.store.pool())
-    .await?;
+    let rows = read::grid::summaries(state.store.pool(), &dag_id, &run_ids).await?;
     let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
     let tree = Tree::of(&doc);
     // Each task's ancestors, so groups summarise their members.
@@ -545,29 +514,7 @@ pub async fn gantt(
     Path((dag_id, run_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Gantt>> {
     load_run(&state, &dag_id, &run_id).await?;
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        task_id: String,
-        try_number: i32,
-        state: Option<String>,
-        scheduled_dttm: Option<DateTime<Utc>>,
-        queued_dttm: Option<DateTime<Utc>>,
-        start_date: Option<DateTime<Utc>>,
-        end_date: Option<DateTime<Utc>>,
-        mapped: bool,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT task_id, max(try_number) AS try_number, \
-           (array_agg(state ORDER BY map_index))[1] AS state, min(scheduled_dttm) AS scheduled_dttm, \
-           min(queued_dttm) AS queued_dttm, min(start_date) AS start_date, max(end_date) AS end_date, \
-           bool_or(map_index >= 0) AS mapped \
-         FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND start_date IS NOT NULL \
-         GROUP BY task_id ORDER BY min(start_date), task_id",
-    )
-    .bind(&dag_id)
-    .bind(&run_id)
-    .fetch_all(state.store.pool())
-    .await?;
+    let rows = read::grid::gantt(state.store.pool(), &dag_id, &run_id).await?;
     let task_instances = rows
         .into_iter()
         .map(|r| GanttTask {
@@ -613,9 +560,9 @@ pub async fn calendar(
     params: Params,
 ) -> ApiResult<Json<Calendar>> {
     load_dag(&state, &dag_id).await?;
-    let unit = match params.str("granularity").unwrap_or("daily") {
-        "daily" => "day",
-        "hourly" => "hour",
+    let granularity = match params.str("granularity").unwrap_or("daily") {
+        "daily" => Granularity::Daily,
+        "hourly" => Granularity::Hourly,
         other => {
             return Err(ApiError::invalid(
                 &["query", "granularity"],
@@ -626,19 +573,9 @@ pub async fn calendar(
         }
     };
     let mut c = Conditions::new();
-    c.eq("r.dag_id", Bind::Text(dag_id));
-    c.time_range(
-        &params,
-        "logical_date",
-        "coalesce(r.logical_date, r.run_after)",
-    )?;
-    let mut query = QueryBuilder::<Postgres>::new(format!(
-        "SELECT date_trunc('{unit}', coalesce(r.logical_date, r.run_after)) AS day, r.state, count(*) FROM dag_run r"
-    ));
-    c.apply(&mut query);
-    query.push(" GROUP BY 1, 2 ORDER BY 1, 2");
-    let rows: Vec<(DateTime<Utc>, String, i64)> =
-        query.build_query_as().fetch_all(state.store.pool()).await?;
+    c.eq(run::DAG_ID, Bind::Text(dag_id));
+    c.time_range(&params, "logical_date", run::LOGICAL_DATE_OR_RUN_AFTER)?;
+    let rows = read::stats::calendar(state.store.pool(), granularity, &c).await?;
     let dag_runs: Vec<CalendarEntry> = rows
         .into_iter()
         .map(|(date, state, count)| CalendarEntry { date, state, count })

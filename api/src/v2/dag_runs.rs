@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use leoflow_core::commands::{TriggerRejection, TriggerRequest};
 use leoflow_core::state::RunStatus;
 use leoflow_events::Event;
+use leoflow_projector::read;
+use leoflow_projector::read::runs::columns as run;
 use leoflow_scheduler::control;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,13 +18,13 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params};
-use crate::read::page::{ListQuery, fetch_page};
+use crate::read::page::read_page;
 use crate::state::ApiState;
 use crate::states::{failed_names, run_state_names};
 use crate::v2::control_error;
 use crate::v2::models::{
-    Cursors, DagRunCollection, DagRunResponse, RUN_COLUMNS, RunRecord, TaskCatalog,
-    TaskInstanceCollection, load_dag, load_run, versions_by_hash,
+    Cursors, DagRunCollection, DagRunResponse, RunRecord, TaskCatalog, TaskInstanceCollection,
+    load_dag, load_run, versions_by_hash,
 };
 const RUN_TYPES: [&str; 5] = [
     "backfill",
@@ -31,37 +33,35 @@ const RUN_TYPES: [&str; 5] = [
     "asset_triggered",
     "asset_materialization",
 ];
-const DURATION: &str = "EXTRACT(EPOCH FROM (r.end_date - r.start_date))";
-const UPDATED_AT: &str = "GREATEST(r.queued_at, r.start_date, r.end_date)";
 
 /// The run filters of a list request.
 fn run_conditions(params: &Params, dag_id: Option<&str>) -> ApiResult<Conditions> {
     let mut c = Conditions::new();
     if let Some(dag_id) = dag_id {
-        c.eq("r.dag_id", Bind::Text(dag_id.to_owned()));
+        c.eq(run::DAG_ID, Bind::Text(dag_id.to_owned()));
     }
     let dag_ids = params.list("dag_ids", None)?;
     if !dag_ids.is_empty() {
-        c.push("r.dag_id = ANY({})", vec![Bind::Texts(dag_ids)]);
+        c.one_of(run::DAG_ID, dag_ids, false);
     }
     for (name, column) in [
-        ("run_after", "r.run_after"),
-        ("logical_date", "r.logical_date"),
-        ("start_date", "r.start_date"),
-        ("end_date", "r.end_date"),
-        ("updated_at", UPDATED_AT),
+        ("run_after", run::RUN_AFTER),
+        ("logical_date", run::LOGICAL_DATE),
+        ("start_date", run::START_DATE),
+        ("end_date", run::END_DATE),
+        ("updated_at", run::UPDATED_AT),
     ] {
         c.time_range(params, name, column)?;
     }
-    c.number_range(params, "duration", DURATION)?;
-    c.any_of(params, "state", "r.state", Some(&run_state_names()))?;
-    c.any_of(params, "run_type", "r.run_type", Some(&RUN_TYPES))?;
-    c.patterns(params, "run_id", "r.run_id");
-    c.patterns(params, "dag_id", "r.dag_id");
-    c.patterns(params, "triggering_user_name", "r.triggering_user_name");
+    c.number_range(params, "duration", run::DURATION)?;
+    c.any_of(params, "state", run::STATE, Some(&run_state_names()))?;
+    c.any_of(params, "run_type", run::RUN_TYPE, Some(&RUN_TYPES))?;
+    c.patterns(params, "run_id", run::RUN_ID);
+    c.patterns(params, "dag_id", run::DAG_ID);
+    c.patterns(params, "triggering_user_name", run::TRIGGERING_USER_NAME);
     if let Some(text) = params.str("conf_contains").filter(|t| !t.is_empty()) {
         c.push(
-            "r.conf::text LIKE {}",
+            &format!("{} LIKE {{}}", run::CONF_TEXT),
             vec![Bind::Text(format!("%{text}%"))],
         );
     }
@@ -71,11 +71,7 @@ fn run_conditions(params: &Params, dag_id: Option<&str>) -> ApiResult<Conditions
         .map(|v| crate::query::path_int("dag_version", v))
         .collect::<ApiResult<_>>()?;
     if !versions.is_empty() {
-        c.push(
-            "EXISTS (SELECT 1 FROM dag_version v WHERE v.dag_id = r.dag_id \
-             AND v.version_hash = r.dag_version_hash AND v.version_number = ANY({}))",
-            vec![Bind::Ints(versions)],
-        );
+        read::dag_versions::run_on_version(&mut c, versions);
     }
     if params.str("bundle_version").is_some_and(|v| !v.is_empty())
         || params
@@ -97,23 +93,23 @@ fn run_conditions(params: &Params, dag_id: Option<&str>) -> ApiResult<Conditions
 fn run_order(params: &Params) -> ApiResult<String> {
     params.order_by(
         &[
-            ("id", "r.id"),
-            ("state", "r.state"),
-            ("dag_id", "r.dag_id"),
-            ("run_id", "r.run_id"),
-            ("logical_date", "r.logical_date"),
-            ("run_after", "r.run_after"),
-            ("start_date", "r.start_date"),
-            ("end_date", "r.end_date"),
-            ("updated_at", UPDATED_AT),
-            ("conf", "r.conf::text"),
-            ("duration", DURATION),
-            ("dag_run_id", "r.run_id"),
-            ("run_type", "r.run_type"),
-            ("queued_at", "r.queued_at"),
+            ("id", run::ID),
+            ("state", run::STATE),
+            ("dag_id", run::DAG_ID),
+            ("run_id", run::RUN_ID),
+            ("logical_date", run::LOGICAL_DATE),
+            ("run_after", run::RUN_AFTER),
+            ("start_date", run::START_DATE),
+            ("end_date", run::END_DATE),
+            ("updated_at", run::UPDATED_AT),
+            ("conf", run::CONF_TEXT),
+            ("duration", run::DURATION),
+            ("dag_run_id", run::RUN_ID),
+            ("run_type", run::RUN_TYPE),
+            ("queued_at", run::QUEUED_AT),
         ],
         "id",
-        "r.id",
+        run::ID,
     )
 }
 
@@ -126,13 +122,8 @@ pub async fn page_of_runs(
     let page = params.page()?;
     let conditions = run_conditions(params, dag_id)?;
     let order = run_order(params)?;
-    let list = ListQuery {
-        select: &format!("SELECT {RUN_COLUMNS} FROM dag_run r"),
-        count_from: "FROM dag_run r",
-        conditions: &conditions,
-        order: &order,
-    };
-    let paged = fetch_page::<RunRecord>(state, list, page).await?;
+    let pool = state.store.pool();
+    let paged = read_page(page, |w| read::runs::page(pool, &conditions, &order, w)).await?;
     Ok(DagRunCollection {
         dag_runs: runs_response(state, &paged.rows).await?,
         total_entries: paged.total,
@@ -153,7 +144,7 @@ pub async fn runs_response(state: &ApiState, runs: &[RunRecord]) -> ApiResult<Ve
                 .dag_version_hash
                 .as_ref()
                 .and_then(|h| versions.get(&(run.dag_id.clone(), h.clone())));
-            run.response(version)
+            DagRunResponse::new(run, version)
         })
         .collect())
 }

@@ -7,15 +7,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use leoflow_projector::read;
+use leoflow_projector::read::dag_versions::columns as dag_version;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::state::ApiState;
 use crate::v2::models::{
-    DagVersionResponse, VERSION_COLUMNS, VersionRecord, document, load_dag, operator_class,
+    DagVersionResponse, VersionRecord, document, load_dag, load_version, operator_class,
     tasks_by_id,
 };
 
@@ -260,29 +261,14 @@ pub async fn get_task(
     )))
 }
 
+/// Version `number` of a DAG (its newest when `None`), or Airflow's 404.
 async fn version(state: &ApiState, dag_id: &str, number: Option<i32>) -> ApiResult<VersionRecord> {
-    let found: Option<VersionRecord> = match number {
-        Some(number) => sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = $1 AND v.version_number = $2"
-        )))
-        .bind(dag_id)
-        .bind(number)
-        .fetch_optional(state.store.pool())
-        .await?,
-        None => sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.dag_id = $1 \
-             ORDER BY v.version_number DESC LIMIT 1"
-        )))
-        .bind(dag_id)
-        .fetch_optional(state.store.pool())
-        .await?,
-    };
-    found.ok_or_else(|| match number {
-        Some(n) => ApiError::not_found(format!(
-            "The DagVersion with dag_id: `{dag_id}` and version_number: `{n}` was not found"
-        )),
-        None => crate::v2::models::dag_not_found(dag_id),
-    })
+    match number {
+        Some(number) => load_version(state, dag_id, number).await,
+        None => read::dag_versions::latest(state.store.pool(), dag_id)
+            .await?
+            .ok_or_else(|| crate::v2::models::dag_not_found(dag_id)),
+    }
 }
 
 /// Airflow's `DAGSourceResponse`.
@@ -337,14 +323,14 @@ pub async fn get_versions(
     let page = params.page()?;
     let order = params.order_by(
         &[
-            ("id", "v.id"),
-            ("version_number", "v.version_number"),
-            ("bundle_name", "v.bundle_name"),
-            ("bundle_version", "v.bundle_name"),
-            ("created_at", "v.created_at"),
+            ("id", dag_version::ID),
+            ("version_number", dag_version::VERSION_NUMBER),
+            ("bundle_name", dag_version::BUNDLE_NAME),
+            ("bundle_version", dag_version::BUNDLE_NAME),
+            ("created_at", dag_version::CREATED_AT),
         ],
         "id",
-        "v.version_number",
+        dag_version::VERSION_NUMBER,
     )?;
     let dag_filter = if dag_id == "~" {
         None
@@ -354,23 +340,11 @@ pub async fn get_versions(
     if let Some(dag_id) = &dag_filter {
         load_dag(&state, dag_id).await?;
     }
-    let versions: Vec<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE ($1::text IS NULL OR v.dag_id = $1) \
-         ORDER BY {order} LIMIT $2 OFFSET $3"
-    )))
-    .bind(&dag_filter)
-    .bind(page.limit)
-    .bind(page.offset)
-    .fetch_all(state.store.pool())
-    .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM dag_version WHERE ($1::text IS NULL OR dag_id = $1)",
-    )
-    .bind(&dag_filter)
-    .fetch_one(state.store.pool())
-    .await?;
+    let pool = state.store.pool();
+    let (versions, total) =
+        read::dag_versions::page(pool, dag_filter.as_deref(), &order, page.window()).await?;
     Ok(Json(DagVersionCollection {
-        dag_versions: versions.iter().map(VersionRecord::response).collect(),
+        dag_versions: versions.iter().map(DagVersionResponse::from).collect(),
         total_entries: total,
     }))
 }
@@ -390,7 +364,6 @@ pub async fn get_version(
     Path((dag_id, number)): Path<(String, String)>,
 ) -> ApiResult<Json<DagVersionResponse>> {
     let number = crate::query::path_int("version_number", &number)?;
-    Ok(Json(
-        version(&state, &dag_id, Some(number)).await?.response(),
-    ))
+    let version = load_version(&state, &dag_id, number).await?;
+    Ok(Json(DagVersionResponse::from(&version)))
 }

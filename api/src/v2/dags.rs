@@ -7,19 +7,21 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use leoflow_core::timetable::{RunInfo, Schedule};
+use leoflow_projector::read;
+use leoflow_projector::read::dags::columns as dag;
+use leoflow_projector::read::runs::columns as run;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
 
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, ParamFilters, Params};
-use crate::read::page::{ListQuery, fetch_page};
+use crate::read::page::read_page;
 use crate::state::ApiState;
 use crate::states::{active_run_names, run_state_names};
 use crate::v2::models::{
-    DAG_COLUMNS, DagCollection, DagRecord, DagResponse, DagVersionResponse, NextRun, RUN_COLUMNS,
-    RunRecord, VERSION_COLUMNS, VersionRecord, document, load_dag,
+    DagCollection, DagRecord, DagResponse, DagVersionResponse, NextRun, RunRecord, document,
+    load_dag,
 };
 
 /// The conditions of a DAG list (shared by `/api/v2/dags`, `/ui/dags` and bulk patching).
@@ -28,8 +30,8 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
     let tags: Vec<String> = params.all("tags").iter().map(|t| t.to_string()).collect();
     if !tags.is_empty() {
         match params.str("tags_match_mode").unwrap_or("any") {
-            "any" => c.push("d.tags ?| {}", vec![Bind::Texts(tags)]),
-            "all" => c.push("d.tags ?& {}", vec![Bind::Texts(tags)]),
+            "any" => c.push(&format!("{} ?| {{}}", dag::TAGS), vec![Bind::Texts(tags)]),
+            "all" => c.push(&format!("{} ?& {{}}", dag::TAGS), vec![Bind::Texts(tags)]),
             other => {
                 return Err(ApiError::invalid(
                     &["query", "tags_match_mode"],
@@ -43,7 +45,7 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
     let owners: Vec<String> = params.all("owners").iter().map(|o| o.to_string()).collect();
     if !owners.is_empty() {
         c.push(
-            "string_to_array(d.owners, ', ') && {}",
+            &format!("{} && {{}}", dag::OWNER_LIST),
             vec![Bind::Texts(owners)],
         );
     }
@@ -53,24 +55,21 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
         .map(|o| o.to_string())
         .collect();
     if !dag_ids.is_empty() {
-        c.push("d.dag_id = ANY({})", vec![Bind::Texts(dag_ids)]);
+        c.one_of(dag::DAG_ID, dag_ids, false);
     }
-    c.patterns(params, "dag_id", "d.dag_id");
-    c.patterns(params, "dag_display_name", "d.dag_id");
+    c.patterns(params, "dag_id", dag::DAG_ID);
+    c.patterns(params, "dag_display_name", dag::DAG_ID);
     if params.bool("exclude_stale")?.unwrap_or(true) {
-        c.push("NOT d.is_stale", vec![]);
+        c.push(&format!("NOT {}", dag::IS_STALE), vec![]);
     }
     if let Some(paused) = params.bool("paused")? {
-        c.eq("d.is_paused", Bind::Bool(paused));
+        c.eq(dag::IS_PAUSED, Bind::Bool(paused));
     }
     if let Some(errors) = params.bool("has_import_errors")? {
-        c.push(
-            "EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) = {}",
-            vec![Bind::Bool(errors)],
-        );
+        c.eq(dag::HAS_IMPORT_ERRORS, Bind::Bool(errors));
     }
     if let Some(bundle) = params.str("bundle_name") {
-        c.eq("d.bundle_name", Bind::Text(bundle.to_owned()));
+        c.eq(dag::BUNDLE_NAME, Bind::Text(bundle.to_owned()));
     }
     // Leoflow's bundles are unversioned and it has no assets nor human-in-the-loop tasks: asking
     // for a bundle version, an asset schedule or pending actions matches no DAG.
@@ -86,22 +85,18 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
     let run_states = run_state_names();
     let last_states = params.list("last_dag_run_state", Some(&run_states))?;
     if !last_states.is_empty() {
-        c.push("lr.state = ANY({})", vec![Bind::Texts(last_states)]);
+        c.one_of(dag::LAST_RUN_STATE, last_states, false);
     }
     // DAGs with a run in a window or a state.
     let mut runs = Conditions::new();
-    runs.time_range(params, "dag_run_start_date", "r.start_date")?;
-    runs.time_range(params, "dag_run_end_date", "r.end_date")?;
-    runs.any_of(params, "dag_run_state", "r.state", Some(&run_states))?;
+    runs.time_range(params, "dag_run_start_date", run::START_DATE)?;
+    runs.time_range(params, "dag_run_end_date", run::END_DATE)?;
+    runs.any_of(params, "dag_run_state", run::STATE, Some(&run_states))?;
     if !runs.is_empty() {
-        c.exists("SELECT 1 FROM dag_run r", "r.dag_id = d.dag_id", &runs);
+        read::dags::has_run(&mut c, &runs);
     }
     if let Some(favorite) = params.bool("is_favorite")? {
-        let user = user.unwrap_or("");
-        c.push(
-            "EXISTS (SELECT 1 FROM dag_favorite f WHERE f.dag_id = d.dag_id AND f.username = {}) = {}",
-            vec![Bind::Text(user.to_owned()), Bind::Bool(favorite)],
-        );
+        read::dags::favorite_of(&mut c, user.unwrap_or(""), favorite);
     }
     Ok(c)
 }
@@ -110,17 +105,17 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
 fn dag_order(params: &Params) -> ApiResult<String> {
     params.order_by(
         &[
-            ("dag_id", "d.dag_id"),
-            ("dag_display_name", "d.dag_id"),
-            ("next_dagrun", "d.dag_id"),
-            ("state", "lr.state"),
-            ("start_date", "lr.start_date"),
-            ("last_run_state", "lr.state"),
-            ("last_run_start_date", "lr.start_date"),
-            ("is_paused", "d.is_paused"),
+            ("dag_id", dag::DAG_ID),
+            ("dag_display_name", dag::DAG_ID),
+            ("next_dagrun", dag::DAG_ID),
+            ("state", dag::LAST_RUN_STATE),
+            ("start_date", dag::LAST_RUN_START_DATE),
+            ("last_run_state", dag::LAST_RUN_STATE),
+            ("last_run_start_date", dag::LAST_RUN_START_DATE),
+            ("is_paused", dag::IS_PAUSED),
         ],
         "dag_id",
-        "d.dag_id",
+        dag::DAG_ID,
     )
 }
 
@@ -133,15 +128,8 @@ pub async fn list_dags(
     let page = params.page()?;
     let conditions = dag_conditions(params, user)?;
     let order = dag_order(params)?;
-    let from = "FROM dag d LEFT JOIN LATERAL (SELECT r.state, r.start_date FROM dag_run r \
-                WHERE r.dag_id = d.dag_id ORDER BY r.run_after DESC LIMIT 1) lr ON true";
-    let list = ListQuery {
-        select: &format!("SELECT {DAG_COLUMNS} {from}"),
-        count_from: from,
-        conditions: &conditions,
-        order: &order,
-    };
-    let paged = fetch_page(state, list, page).await?;
+    let pool = state.store.pool();
+    let paged = read_page(page, |w| read::dags::page(pool, &conditions, &order, w)).await?;
     Ok((paged.rows, paged.total))
 }
 
@@ -158,23 +146,7 @@ pub async fn next_runs(
         return Ok(HashMap::new());
     }
     let ids: Vec<String> = scheduled.iter().map(|d| d.dag_id.clone()).collect();
-    /// The latest scheduled run of a DAG: what its timetable continues from.
-    #[derive(sqlx::FromRow)]
-    struct LastScheduled {
-        dag_id: String,
-        logical_date: DateTime<Utc>,
-        run_after: DateTime<Utc>,
-        data_interval_start: Option<DateTime<Utc>>,
-        data_interval_end: Option<DateTime<Utc>>,
-    }
-    let last: Vec<LastScheduled> = sqlx::query_as(
-        "SELECT DISTINCT ON (dag_id) dag_id, logical_date, run_after, data_interval_start, \
-             data_interval_end FROM dag_run WHERE dag_id = ANY($1) AND run_type = 'scheduled' \
-             AND logical_date IS NOT NULL ORDER BY dag_id, logical_date DESC",
-    )
-    .bind(&ids)
-    .fetch_all(state.store.pool())
-    .await?;
+    let last = read::runs::last_scheduled(state.store.pool(), &ids).await?;
     let last: HashMap<String, RunInfo> = last
         .into_iter()
         .map(|run| {
@@ -220,7 +192,7 @@ pub async fn get_dags(
     let next = next_runs(&state, &dags).await?;
     let dags = dags
         .iter()
-        .map(|d| d.response(next.get(&d.dag_id)))
+        .map(|d| DagResponse::new(d, next.get(&d.dag_id)))
         .collect();
     Ok(Json(DagCollection {
         dags,
@@ -235,7 +207,7 @@ pub async fn get_dag(
 ) -> ApiResult<Json<DagResponse>> {
     let dag = load_dag(&state, &dag_id).await?;
     let next = next_runs(&state, std::slice::from_ref(&dag)).await?;
-    Ok(Json(dag.response(next.get(&dag_id))))
+    Ok(Json(DagResponse::new(&dag, next.get(&dag_id))))
 }
 
 /// Airflow's `DAGDetailsResponse`: a `DAGResponse` and what the DAG's document says.
@@ -272,21 +244,12 @@ pub async fn get_dag_details(
     let dag = load_dag(&state, &dag_id).await?;
     let next = next_runs(&state, std::slice::from_ref(&dag)).await?;
     let doc = document(&state, &dag_id, &dag.latest_version_hash).await?;
-    let version: Option<VersionRecord> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {VERSION_COLUMNS} FROM dag_version v WHERE v.id = $1"
-    )))
-    .bind(dag.latest_version_id)
-    .fetch_optional(state.store.pool())
-    .await?;
-    let active: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM dag_run WHERE dag_id = $1 AND state = ANY($2)")
-            .bind(&dag_id)
-            .bind(active_run_names())
-            .fetch_one(state.store.pool())
-            .await?;
+    let pool = state.store.pool();
+    let version = read::dag_versions::by_id(pool, dag.latest_version_id).await?;
+    let active = read::runs::count_in_states(pool, &dag_id, &active_run_names()).await?;
     let favorite = is_favorite(&state, &dag_id, user.as_ref().map(|u| u.username.as_str())).await?;
     Ok(Json(DagDetailsResponse {
-        dag: dag.response(next.get(&dag_id)),
+        dag: DagResponse::new(&dag, next.get(&dag_id)),
         catchup: dag.catchup,
         dag_run_timeout: doc["dagrun_timeout"].as_f64().map(iso_duration),
         asset_expression: None,
@@ -304,20 +267,14 @@ pub async fn get_dag_details(
         is_favorite: favorite,
         active_runs_count: active,
         concurrency: dag.max_active_tasks,
-        latest_dag_version: version.as_ref().map(VersionRecord::response),
+        latest_dag_version: version.as_ref().map(DagVersionResponse::from),
     }))
 }
 
 /// Whether `user` marked `dag_id` as a favorite.
 pub async fn is_favorite(state: &ApiState, dag_id: &str, user: Option<&str>) -> ApiResult<bool> {
     let Some(user) = user else { return Ok(false) };
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM dag_favorite WHERE dag_id = $1 AND username = $2)",
-    )
-    .bind(dag_id)
-    .bind(user)
-    .fetch_one(state.store.pool())
-    .await?)
+    Ok(read::favorites::is_favorite(state.store.pool(), dag_id, user).await?)
 }
 
 /// Seconds as an ISO 8601 duration (`P0DT0H30M0S`), as pydantic prints a `timedelta`.
@@ -388,7 +345,7 @@ pub async fn patch_dags(
         .map_err(crate::v2::control_error)?;
         let mut dag = dag.clone();
         dag.is_paused = patch.is_paused;
-        changed.push(dag.response(None));
+        changed.push(DagResponse::new(&dag, None));
     }
     Ok(Json(DagCollection {
         dags: changed,
@@ -430,14 +387,7 @@ pub async fn get_tags(
             ));
         }
     };
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT tag FROM dag, jsonb_array_elements_text(tags) AS tag \
-         WHERE ($1 = '' OR tag ILIKE $1) AND ($2 = '' OR starts_with(tag, $2)) ORDER BY tag",
-    )
-    .bind(pattern)
-    .bind(prefix)
-    .fetch_all(state.store.pool())
-    .await?;
+    let rows = read::dags::tags(state.store.pool(), pattern, prefix).await?;
     let total = rows.len() as i64;
     let mut tags = rows;
     if descending {
@@ -488,22 +438,13 @@ pub async fn get_dag_stats(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let dag_ids: Vec<String> = if asked.is_empty() {
-        sqlx::query_scalar("SELECT dag_id FROM dag ORDER BY dag_id")
-            .fetch_all(state.store.pool())
-            .await?
+    let pool = state.store.pool();
+    let dag_ids = if asked.is_empty() {
+        read::dags::all_ids(pool).await?
     } else {
-        sqlx::query_scalar("SELECT dag_id FROM dag WHERE dag_id = ANY($1) ORDER BY dag_id")
-            .bind(&asked)
-            .fetch_all(state.store.pool())
-            .await?
+        read::dags::existing_ids(pool, &asked).await?
     };
-    let counts: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT dag_id, state, count(*) FROM dag_run WHERE dag_id = ANY($1) GROUP BY dag_id, state",
-    )
-    .bind(&dag_ids)
-    .fetch_all(state.store.pool())
-    .await?;
+    let counts = read::runs::counts_by_dag_and_state(pool, &dag_ids).await?;
     let dags: Vec<DagStats> = dag_ids
         .iter()
         .map(|dag_id| {
@@ -537,15 +478,7 @@ pub async fn latest_runs(
     dag_ids: &[String],
     limit: i64,
 ) -> ApiResult<HashMap<String, Vec<RunRecord>>> {
-    let runs: Vec<RunRecord> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM unnest($1::text[]) AS ids(dag_id) \
-         CROSS JOIN LATERAL (SELECT * FROM dag_run r WHERE r.dag_id = ids.dag_id \
-         ORDER BY r.run_after DESC LIMIT $2) r"
-    )))
-    .bind(dag_ids)
-    .bind(limit)
-    .fetch_all(state.store.pool())
-    .await?;
+    let runs = read::runs::latest_of_dags(state.store.pool(), dag_ids, limit).await?;
     let mut by_dag: HashMap<String, Vec<RunRecord>> = HashMap::new();
     for run in runs {
         by_dag.entry(run.dag_id.clone()).or_default().push(run);

@@ -1,7 +1,7 @@
 //! The Airflow response shapes (`DAGResponse`, `DAGRunResponse`, `TaskInstanceResponse`,
 //! `DagVersionResponse`, …) as structs, and how read-model rows become them. One place for each
 //! shape, so every endpoint that returns it returns it the same way; the rows and their queries
-//! are `crate::read`'s.
+//! are `leoflow_projector::read`'s (with the API's 404s in `crate::read`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,11 +17,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
 pub use crate::read::dags::{
-    DAG_COLUMNS, DagRecord, VERSION_COLUMNS, VersionRecord, dag_not_found, load_dag,
-    versions_by_hash,
+    DagRecord, VersionRecord, dag_not_found, load_dag, load_version, versions_by_hash,
 };
-pub use crate::read::runs::{RUN_COLUMNS, RunRecord, load_run};
-pub use crate::read::task_instances::{TI_COLUMNS, TiRecord};
+pub use crate::read::runs::{RunRecord, load_run};
+pub use crate::read::task_instances::TiRecord;
 
 /// Airflow's `DagTagResponse`.
 #[derive(Debug, Clone, Serialize)]
@@ -67,69 +66,70 @@ pub struct DagResponse {
     pub file_token: String,
 }
 
-impl DagRecord {
-    /// The tags as `DagTagResponse`s.
-    pub fn tag_responses(&self) -> Vec<DagTagResponse> {
-        self.tags
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|name| DagTagResponse {
-                name: name.to_owned(),
-                dag_id: self.dag_id.clone(),
-                dag_display_name: self.dag_id.clone(),
-            })
-            .collect()
-    }
+/// The tags of a DAG as `DagTagResponse`s.
+fn tag_responses(dag: &DagRecord) -> Vec<DagTagResponse> {
+    dag.tags
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|name| DagTagResponse {
+            name: name.to_owned(),
+            dag_id: dag.dag_id.clone(),
+            dag_display_name: dag.dag_id.clone(),
+        })
+        .collect()
+}
 
-    /// The owners as a list.
-    pub fn owners_list(&self) -> Vec<&str> {
-        self.owners
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .collect()
-    }
+/// The owners of a DAG as a list.
+fn owners_list(dag: &DagRecord) -> Vec<String> {
+    dag.owners
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
-    /// The file relative to its bundle (`dag.py` of `hello/dag.py`).
-    pub fn relative_fileloc(&self) -> &str {
-        self.fileloc
-            .strip_prefix(&format!("{}/", self.bundle_name))
-            .unwrap_or(&self.fileloc)
-    }
+/// A DAG's file relative to its bundle (`dag.py` of `hello/dag.py`).
+fn relative_fileloc(dag: &DagRecord) -> &str {
+    dag.fileloc
+        .strip_prefix(&format!("{}/", dag.bundle_name))
+        .unwrap_or(&dag.fileloc)
+}
 
-    /// `DAGResponse`. `next` is the next scheduled run, when the DAG has a schedule.
-    pub fn response(&self, next: Option<&NextRun>) -> DagResponse {
-        DagResponse {
-            dag_id: self.dag_id.clone(),
-            dag_display_name: self.dag_id.clone(),
-            is_paused: self.is_paused,
-            is_stale: self.is_stale,
-            last_parsed_time: self.last_parsed_time,
+impl DagResponse {
+    /// `DAGResponse` of a DAG. `next` is the next scheduled run, when the DAG has a schedule.
+    pub fn new(dag: &DagRecord, next: Option<&NextRun>) -> Self {
+        Self {
+            dag_id: dag.dag_id.clone(),
+            dag_display_name: dag.dag_id.clone(),
+            is_paused: dag.is_paused,
+            is_stale: dag.is_stale,
+            last_parsed_time: dag.last_parsed_time,
             last_parse_duration: None,
             last_expired: None,
-            bundle_name: self.bundle_name.clone(),
+            bundle_name: dag.bundle_name.clone(),
             bundle_version: None,
-            relative_fileloc: self.relative_fileloc().to_owned(),
-            fileloc: self.fileloc.clone(),
-            description: self.description.clone(),
-            timetable_summary: self.timetable_summary.clone(),
-            timetable_description: timetable_description(self.timetable_summary.as_deref()),
+            relative_fileloc: relative_fileloc(dag).to_owned(),
+            fileloc: dag.fileloc.clone(),
+            description: dag.description.clone(),
+            timetable_summary: dag.timetable_summary.clone(),
+            timetable_description: timetable_description(dag.timetable_summary.as_deref()),
             timetable_partitioned: false,
-            tags: self.tag_responses(),
-            max_active_tasks: self.max_active_tasks,
-            max_active_runs: self.max_active_runs,
+            tags: tag_responses(dag),
+            max_active_tasks: dag.max_active_tasks,
+            max_active_runs: dag.max_active_runs,
             max_consecutive_failed_dag_runs: 0,
             has_task_concurrency_limits: false,
-            has_import_errors: self.has_import_errors,
+            has_import_errors: dag.has_import_errors,
             next_dagrun_logical_date: next.map(|n| n.logical_date),
             next_dagrun_data_interval_start: next.map(|n| n.data_interval_start),
             next_dagrun_data_interval_end: next.map(|n| n.data_interval_end),
             next_dagrun_run_after: next.map(|n| n.run_after),
             allowed_run_types: None,
-            owners: self.owners_list().into_iter().map(str::to_owned).collect(),
-            file_token: file_token(&self.bundle_name, self.relative_fileloc()),
+            owners: owners_list(dag),
+            file_token: file_token(&dag.bundle_name, relative_fileloc(dag)),
         }
     }
 }
@@ -192,17 +192,16 @@ pub struct DagVersionResponse {
     pub bundle_url: Option<String>,
 }
 
-impl VersionRecord {
-    /// `DagVersionResponse`.
-    pub fn response(&self) -> DagVersionResponse {
-        DagVersionResponse {
-            id: self.id,
-            version_number: self.version_number,
-            dag_id: self.dag_id.clone(),
-            bundle_name: self.bundle_name.clone(),
+impl From<&VersionRecord> for DagVersionResponse {
+    fn from(version: &VersionRecord) -> Self {
+        Self {
+            id: version.id,
+            version_number: version.version_number,
+            dag_id: version.dag_id.clone(),
+            bundle_name: version.bundle_name.clone(),
             bundle_version: None,
-            created_at: self.created_at,
-            dag_display_name: self.dag_id.clone(),
+            created_at: version.created_at,
+            dag_display_name: version.dag_id.clone(),
             bundle_url: None,
         }
     }
@@ -277,46 +276,47 @@ pub struct DagRunLightResponse {
     pub duration: Option<f64>,
 }
 
-impl RunRecord {
-    /// `DAGRunResponse`, with the run's DAG version when known.
-    pub fn response(&self, version: Option<&VersionRecord>) -> DagRunResponse {
-        DagRunResponse {
-            dag_run_id: self.run_id.clone(),
-            dag_id: self.dag_id.clone(),
-            logical_date: self.logical_date,
-            queued_at: self.queued_at,
-            start_date: self.start_date,
-            end_date: self.end_date,
-            duration: duration(self.start_date, self.end_date),
-            data_interval_start: self.data_interval_start,
-            data_interval_end: self.data_interval_end,
-            run_after: self.run_after,
-            last_scheduling_decision: self.end_date.or(self.start_date),
-            run_type: self.run_type.clone(),
-            state: self.state.clone(),
-            triggered_by: triggered_by(&self.triggered_by),
-            triggering_user_name: self.triggering_user_name.clone(),
-            conf: self.conf.clone(),
-            note: self.note.clone(),
-            dag_versions: version.map(VersionRecord::response).into_iter().collect(),
+impl DagRunResponse {
+    /// `DAGRunResponse` of a run, with its DAG version when known.
+    pub fn new(run: &RunRecord, version: Option<&VersionRecord>) -> Self {
+        Self {
+            dag_run_id: run.run_id.clone(),
+            dag_id: run.dag_id.clone(),
+            logical_date: run.logical_date,
+            queued_at: run.queued_at,
+            start_date: run.start_date,
+            end_date: run.end_date,
+            duration: duration(run.start_date, run.end_date),
+            data_interval_start: run.data_interval_start,
+            data_interval_end: run.data_interval_end,
+            run_after: run.run_after,
+            last_scheduling_decision: run.end_date.or(run.start_date),
+            run_type: run.run_type.clone(),
+            state: run.state.clone(),
+            triggered_by: triggered_by(&run.triggered_by),
+            triggering_user_name: run.triggering_user_name.clone(),
+            conf: run.conf.clone(),
+            note: run.note.clone(),
+            dag_versions: version.map(DagVersionResponse::from).into_iter().collect(),
             bundle_version: None,
-            dag_display_name: self.dag_id.clone(),
+            dag_display_name: run.dag_id.clone(),
             partition_key: None,
         }
     }
+}
 
-    /// `DAGRunLightResponse`.
-    pub fn light_response(&self) -> DagRunLightResponse {
-        DagRunLightResponse {
-            id: self.id,
-            dag_id: self.dag_id.clone(),
-            run_id: self.run_id.clone(),
-            logical_date: self.logical_date,
-            run_after: self.run_after,
-            start_date: self.start_date,
-            end_date: self.end_date,
-            state: self.state.clone(),
-            duration: duration(self.start_date, self.end_date),
+impl From<&RunRecord> for DagRunLightResponse {
+    fn from(run: &RunRecord) -> Self {
+        Self {
+            id: run.id,
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            logical_date: run.logical_date,
+            run_after: run.run_after,
+            start_date: run.start_date,
+            end_date: run.end_date,
+            state: run.state.clone(),
+            duration: duration(run.start_date, run.end_date),
         }
     }
 }
@@ -506,71 +506,69 @@ impl Cursors {
     }
 }
 
-impl TiRecord {
-    /// `TaskInstanceResponse`.
-    pub fn response(
-        &self,
-        task: &TaskFacts,
-        version: Option<&VersionRecord>,
-    ) -> TaskInstanceResponse {
-        TaskInstanceResponse {
-            id: self.id,
-            task_id: self.task_id.clone(),
-            dag_id: self.dag_id.clone(),
-            dag_run_id: self.run_id.clone(),
-            map_index: self.map_index,
-            logical_date: self.logical_date,
-            run_after: self.run_after,
-            start_date: self.start_date,
-            end_date: self.end_date,
-            duration: self.duration,
-            state: self.state.clone(),
-            try_number: self.try_number,
+impl TaskInstanceResponse {
+    /// `TaskInstanceResponse` of a task instance, with its task's facts and its DAG version.
+    pub fn new(ti: &TiRecord, task: &TaskFacts, version: Option<&VersionRecord>) -> Self {
+        Self {
+            id: ti.id,
+            task_id: ti.task_id.clone(),
+            dag_id: ti.dag_id.clone(),
+            dag_run_id: ti.run_id.clone(),
+            map_index: ti.map_index,
+            logical_date: ti.logical_date,
+            run_after: ti.run_after,
+            start_date: ti.start_date,
+            end_date: ti.end_date,
+            duration: ti.duration,
+            state: ti.state.clone(),
+            try_number: ti.try_number,
             max_tries: task.retries,
             task_display_name: task.display_name.clone(),
-            dag_display_name: self.dag_id.clone(),
-            hostname: self.hostname.clone(),
-            unixname: self.hostname.as_ref().map(|_| unixname()),
-            pool: self.pool_or(task),
-            pool_slots: self.pool_slots_or(task),
-            queue: self.queue_or(task),
-            priority_weight: self.priority_weight_or(task),
+            dag_display_name: ti.dag_id.clone(),
+            hostname: ti.hostname.clone(),
+            unixname: ti.hostname.as_ref().map(|_| unixname()),
+            pool: task.pool_of(ti),
+            pool_slots: task.pool_slots_of(ti),
+            queue: task.queue_of(ti),
+            priority_weight: task.priority_weight_of(ti),
             operator: task.operator.clone(),
             operator_name: task.operator_name.clone(),
-            queued_when: self.queued_dttm,
-            scheduled_when: self.scheduled_dttm,
-            pid: self.pid,
-            executor: self.executor.clone(),
+            queued_when: ti.queued_dttm,
+            scheduled_when: ti.scheduled_dttm,
+            pid: ti.pid,
+            executor: ti.executor.clone(),
             executor_config: "{}".into(),
             note: None,
-            rendered_map_index: (self.map_index >= 0).then(|| self.map_index.to_string()),
+            rendered_map_index: (ti.map_index >= 0).then(|| ti.map_index.to_string()),
             rendered_fields: Value::Object(Default::default()),
             trigger: None,
             triggerer_job: None,
-            dag_version: version.map(VersionRecord::response),
+            dag_version: version.map(DagVersionResponse::from),
         }
     }
+}
 
-    /// The row's pool, else the task's (a task instance not queued yet has none).
-    pub fn pool_or(&self, task: &TaskFacts) -> String {
-        self.pool.clone().unwrap_or_else(|| task.pool.clone())
+impl TaskFacts {
+    /// A task instance's pool, else the task's (a task instance not queued yet has none).
+    pub fn pool_of(&self, ti: &TiRecord) -> String {
+        ti.pool.clone().unwrap_or_else(|| self.pool.clone())
     }
 
-    /// The row's pool slots, else the task's.
-    pub fn pool_slots_or(&self, task: &TaskFacts) -> i64 {
-        self.pool_slots.map(i64::from).unwrap_or(task.pool_slots)
+    /// A task instance's pool slots, else the task's.
+    pub fn pool_slots_of(&self, ti: &TiRecord) -> i64 {
+        ti.pool_slots.map(i64::from).unwrap_or(self.pool_slots)
     }
 
-    /// The row's queue, else the task's.
-    pub fn queue_or(&self, task: &TaskFacts) -> String {
-        self.queue.clone().unwrap_or_else(|| task.queue.clone())
+    /// A task instance's queue, else the task's.
+    pub fn queue_of(&self, ti: &TiRecord) -> String {
+        ti.queue.clone().unwrap_or_else(|| self.queue.clone())
     }
 
-    /// The row's priority weight, else the task's.
-    pub fn priority_weight_or(&self, task: &TaskFacts) -> i64 {
-        self.priority_weight
+    /// A task instance's priority weight, else the task's.
+    pub fn priority_weight_of(&self, ti: &TiRecord) -> i64 {
+        ti.priority_weight
             .map(i64::from)
-            .unwrap_or(task.priority_weight)
+            .unwrap_or(self.priority_weight)
     }
 }
 
@@ -633,6 +631,6 @@ impl TaskCatalog {
     /// `TaskInstanceResponse` of `ti`.
     pub fn response(&self, ti: &TiRecord) -> TaskInstanceResponse {
         let (facts, version) = self.facts(ti);
-        ti.response(&facts, version)
+        TaskInstanceResponse::new(ti, &facts, version)
     }
 }

@@ -7,6 +7,9 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::{Extension, Json};
 use leoflow_core::state::TiState;
+use leoflow_projector::read;
+use leoflow_projector::read::runs::columns as run;
+use leoflow_projector::read::task_instances::columns as ti;
 use leoflow_scheduler::control;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -15,17 +18,15 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params, path_int};
-use crate::read::page::{ListQuery, fetch_page};
-use crate::read::task_instances::{self as rows, TI_FROM, TryRecord};
+use crate::read::page::read_page;
+use crate::read::task_instances::{self as rows, TryRecord};
 use crate::state::ApiState;
 use crate::states::{failed_names, ti_state_names};
 use crate::v2::control_error;
 use crate::v2::models::{
-    Cursors, TI_COLUMNS, TaskCatalog, TaskInstanceCollection, TaskInstanceHistoryCollection,
+    Cursors, TaskCatalog, TaskInstanceCollection, TaskInstanceHistoryCollection,
     TaskInstanceHistoryResponse, TaskInstanceResponse, TiRecord, load_dag, load_run,
 };
-
-const UPDATED_AT: &str = "GREATEST(t.queued_dttm, t.start_date, t.end_date)";
 
 fn ti_conditions(
     params: &Params,
@@ -48,35 +49,35 @@ fn ti_conditions(
     }
     let mut c = Conditions::new();
     if let Some(dag_id) = dag_id {
-        c.eq("t.dag_id", Bind::Text(dag_id.to_owned()));
+        c.eq(ti::DAG_ID, Bind::Text(dag_id.to_owned()));
     }
     if let Some(run_id) = run_id {
-        c.eq("t.run_id", Bind::Text(run_id.to_owned()));
+        c.eq(ti::RUN_ID, Bind::Text(run_id.to_owned()));
     }
     if let Some(task_id) = params.str("task_id").filter(|t| !t.is_empty()) {
-        c.eq("t.task_id", Bind::Text(task_id.to_owned()));
+        c.eq(ti::TASK_ID, Bind::Text(task_id.to_owned()));
     }
     for (name, column) in [
-        ("run_after", "r.run_after"),
-        ("logical_date", "r.logical_date"),
-        ("start_date", "t.start_date"),
-        ("end_date", "t.end_date"),
-        ("updated_at", UPDATED_AT),
+        ("run_after", run::RUN_AFTER),
+        ("logical_date", run::LOGICAL_DATE),
+        ("start_date", ti::START_DATE),
+        ("end_date", ti::END_DATE),
+        ("updated_at", ti::UPDATED_AT),
     ] {
         c.time_range(params, name, column)?;
     }
-    c.number_range(params, "duration", "t.duration")?;
-    c.patterns(params, "task_display_name", "t.task_id");
-    c.patterns(params, "dag_id", "t.dag_id");
-    c.patterns(params, "run_id", "t.run_id");
-    c.patterns(params, "pool_name", "t.pool");
-    c.patterns(params, "queue_name", "t.queue");
+    c.number_range(params, "duration", ti::DURATION)?;
+    c.patterns(params, "task_display_name", ti::TASK_ID);
+    c.patterns(params, "dag_id", ti::DAG_ID);
+    c.patterns(params, "run_id", ti::RUN_ID);
+    c.patterns(params, "pool_name", ti::POOL);
+    c.patterns(params, "queue_name", ti::QUEUE);
     // `none` (always allowed) matches those not scheduled yet.
-    c.any_of(params, "state", "t.state", Some(&ti_state_names()))?;
-    c.any_of(params, "pool", "t.pool", None)?;
-    c.any_of(params, "queue", "t.queue", None)?;
-    c.any_of(params, "executor", "t.executor", None)?;
-    for (name, column) in [("try_number", "t.try_number"), ("map_index", "t.map_index")] {
+    c.any_of(params, "state", ti::STATE, Some(&ti_state_names()))?;
+    c.any_of(params, "pool", ti::POOL, None)?;
+    c.any_of(params, "queue", ti::QUEUE, None)?;
+    c.any_of(params, "executor", ti::EXECUTOR, None)?;
+    for (name, column) in [("try_number", ti::TRY_NUMBER), ("map_index", ti::MAP_INDEX)] {
         let values: Vec<i32> = params
             .list(name, None)?
             .iter()
@@ -92,11 +93,7 @@ fn ti_conditions(
         .map(|v| path_int("version_number", v))
         .collect::<ApiResult<_>>()?;
     if !versions.is_empty() {
-        c.push(
-            "EXISTS (SELECT 1 FROM dag_version v WHERE v.dag_id = r.dag_id \
-             AND v.version_hash = r.dag_version_hash AND v.version_number = ANY({}))",
-            vec![Bind::Ints(versions)],
-        );
+        read::dag_versions::run_on_version(&mut c, versions);
     }
     Ok(c)
 }
@@ -104,27 +101,27 @@ fn ti_conditions(
 fn ti_order(params: &Params) -> ApiResult<String> {
     params.order_by(
         &[
-            ("id", "t.id"),
-            ("state", "t.state"),
-            ("duration", "t.duration"),
-            ("start_date", "t.start_date"),
-            ("end_date", "t.end_date"),
-            ("map_index", "t.map_index"),
-            ("try_number", "t.try_number"),
-            ("logical_date", "r.logical_date"),
-            ("run_after", "r.run_after"),
-            ("data_interval_start", "r.data_interval_start"),
-            ("data_interval_end", "r.data_interval_end"),
-            ("rendered_map_index", "t.map_index"),
-            ("task_id", "t.task_id"),
-            ("dag_id", "t.dag_id"),
-            ("run_id", "t.run_id"),
-            ("pool", "t.pool"),
-            ("queue", "t.queue"),
-            ("priority_weight", "t.priority_weight"),
+            ("id", ti::ID),
+            ("state", ti::STATE),
+            ("duration", ti::DURATION),
+            ("start_date", ti::START_DATE),
+            ("end_date", ti::END_DATE),
+            ("map_index", ti::MAP_INDEX),
+            ("try_number", ti::TRY_NUMBER),
+            ("logical_date", run::LOGICAL_DATE),
+            ("run_after", run::RUN_AFTER),
+            ("data_interval_start", run::DATA_INTERVAL_START),
+            ("data_interval_end", run::DATA_INTERVAL_END),
+            ("rendered_map_index", ti::MAP_INDEX),
+            ("task_id", ti::TASK_ID),
+            ("dag_id", ti::DAG_ID),
+            ("run_id", ti::RUN_ID),
+            ("pool", ti::POOL),
+            ("queue", ti::QUEUE),
+            ("priority_weight", ti::PRIORITY_WEIGHT),
         ],
         "map_index",
-        "t.dag_id, t.run_id, t.task_id, t.map_index",
+        ti::KEY,
     )
 }
 
@@ -136,18 +133,8 @@ async fn page_of_tis(
 ) -> ApiResult<TaskInstanceCollection> {
     let page = params.page()?;
     let order = ti_order(params)?;
-    let list = ListQuery {
-        select: &format!("SELECT {TI_COLUMNS} {TI_FROM}"),
-        // Counting all task instances needs their runs only when a filter reads them.
-        count_from: if c.mentions("r.") {
-            TI_FROM
-        } else {
-            "FROM task_instance t"
-        },
-        conditions: c,
-        order: &order,
-    };
-    let paged = fetch_page::<TiRecord>(state, list, page).await?;
+    let pool = state.store.pool();
+    let paged = read_page(page, |w| read::task_instances::page(pool, c, &order, w)).await?;
     let catalog = TaskCatalog::load(state, &paged.rows).await?;
     Ok(TaskInstanceCollection {
         task_instances: paged.rows.iter().map(|t| catalog.response(t)).collect(),
@@ -259,9 +246,9 @@ pub async fn list_tis_batch(
     let params = batch_params(&batch)?;
     let mut c = ti_conditions(&params, None, None)?;
     for (column, values) in [
-        ("t.dag_id", batch.dag_ids),
-        ("t.run_id", batch.dag_run_ids),
-        ("t.task_id", batch.task_ids),
+        (ti::DAG_ID, batch.dag_ids),
+        (ti::RUN_ID, batch.dag_run_ids),
+        (ti::TASK_ID, batch.task_ids),
     ] {
         if let Some(values) = values.filter(|v| !v.is_empty()) {
             c.push(&format!("{column} = ANY({{}})"), vec![Bind::Texts(values)]);
@@ -385,8 +372,8 @@ pub async fn list_mapped(
         )));
     }
     let mut c = ti_conditions(&params, Some(&dag_id), Some(&run_id))?;
-    c.eq("t.task_id", Bind::Text(task_id));
-    c.push("t.map_index >= 0", vec![]);
+    c.eq(ti::TASK_ID, Bind::Text(task_id));
+    c.push(&format!("{} >= 0", ti::MAP_INDEX), vec![]);
     Ok(Json(page_of_tis(&state, &params, &c).await?))
 }
 
@@ -415,10 +402,10 @@ async fn tries(
             dag_display_name: ti.dag_id.clone(),
             unixname: t.hostname.as_ref().map(|_| crate::v2::models::unixname()),
             hostname: t.hostname,
-            pool: ti.pool_or(&facts),
-            pool_slots: ti.pool_slots_or(&facts),
-            queue: ti.queue_or(&facts),
-            priority_weight: ti.priority_weight_or(&facts),
+            pool: facts.pool_of(ti),
+            pool_slots: facts.pool_slots_of(ti),
+            queue: facts.queue_of(ti),
+            priority_weight: facts.priority_weight_of(ti),
             operator: facts.operator.clone(),
             operator_name: facts.operator_name.clone(),
             queued_when: t.queued_dttm,
@@ -426,7 +413,7 @@ async fn tries(
             pid: t.pid,
             executor: t.executor,
             executor_config: "{}".into(),
-            dag_version: version.map(crate::v2::models::VersionRecord::response),
+            dag_version: version.map(crate::v2::models::DagVersionResponse::from),
         })
         .collect())
 }
@@ -619,12 +606,12 @@ pub async fn clear_tis(
     let downstream = body.include_downstream.unwrap_or(false);
     let only_failed = body.only_failed.unwrap_or(false);
     let mut c = Conditions::new();
-    c.eq("t.dag_id", Bind::Text(dag_id.clone()));
-    c.eq("t.run_id", Bind::Text(run_id.clone()));
+    c.eq(ti::DAG_ID, Bind::Text(dag_id.clone()));
+    c.eq(ti::RUN_ID, Bind::Text(run_id.clone()));
     if body.dry_run.unwrap_or(true) {
         would_clear(&state, &mut c, &dag_id, &run_id, targets, downstream).await?;
         if only_failed {
-            c.push("t.state = ANY({})", vec![Bind::Texts(failed_names())]);
+            c.one_of(ti::STATE, failed_names(), false);
         }
         return Ok(Json(first_hundred(&state, &c).await?));
     }
@@ -709,15 +696,7 @@ async fn would_clear(
     .await
     .map_err(ApiError::internal)?;
     let (indexed_tasks, indexes): (Vec<String>, Vec<i32>) = scope.instances.into_iter().unzip();
-    c.push(
-        "(t.task_id = ANY({}) OR (t.task_id, t.map_index) IN \
-         (SELECT * FROM unnest({}::text[], {}::int[])))",
-        vec![
-            Bind::Texts(scope.whole_tasks),
-            Bind::Texts(indexed_tasks),
-            Bind::Ints(indexes),
-        ],
-    );
+    read::task_instances::cleared_by(c, scope.whole_tasks, indexed_tasks, indexes);
     Ok(())
 }
 
@@ -804,18 +783,10 @@ async fn surroundings(
     spec: &leoflow_core::spec::DagSpec,
     task_id: &str,
 ) -> ApiResult<leoflow_core::blockers::Surroundings> {
-    let (dag_paused, max_active_tasks): (bool, i32) =
-        sqlx::query_as("SELECT is_paused, max_active_tasks FROM dag WHERE dag_id = $1")
-            .bind(dag_id)
-            .fetch_one(state.store.pool())
-            .await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM task_instance WHERE dag_id = $1 AND state = ANY($2)",
-    )
-    .bind(dag_id)
-    .bind(control::in_flight_names())
-    .fetch_one(state.store.pool())
-    .await?;
+    let pool = state.store.pool();
+    let (dag_paused, max_active_tasks) = read::dags::pause_and_task_limit(pool, dag_id).await?;
+    let active =
+        read::task_instances::count_in_states(pool, dag_id, &control::in_flight_names()).await?;
     let pool = spec
         .tasks
         .get(task_id)

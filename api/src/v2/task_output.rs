@@ -12,13 +12,16 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use leoflow_core::state::TiState;
 use leoflow_events::TaskInstanceKey;
+use leoflow_projector::read;
+use leoflow_projector::read::runs::columns as run;
+use leoflow_projector::read::xcoms::{XComKey, XComRecord, columns as xcom};
 use leoflow_scheduler::task_logs::{self, LogLine};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, ParamFilters, Params, path_int};
-use crate::read::page::{ListQuery, fetch_page};
+use crate::read::page::read_page;
 use crate::state::ApiState;
 use crate::v2::models::{load_dag, load_run};
 
@@ -52,15 +55,14 @@ struct LogPage<'a> {
 
 /// Whether the try is over (nothing more will be logged).
 async fn try_is_over(state: &ApiState, ti: &TaskInstanceKey, try_number: i32) -> ApiResult<bool> {
-    let row: Option<(i32, Option<String>)> = sqlx::query_as(
-        "SELECT try_number, state FROM task_instance \
-         WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4",
+    let pool = state.store.pool();
+    let row = read::task_instances::try_and_state(
+        pool,
+        &ti.dag_id,
+        &ti.run_id,
+        &ti.task_id,
+        ti.map_index,
     )
-    .bind(&ti.dag_id)
-    .bind(&ti.run_id)
-    .bind(&ti.task_id)
-    .bind(ti.map_index)
-    .fetch_optional(state.store.pool())
     .await?;
     Ok(match row {
         Some((current, state)) => {
@@ -85,15 +87,8 @@ pub async fn get_logs(
     let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
     load_run(&state, &dag_id, &run_id).await?;
     let ti = TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index);
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4)",
-    )
-    .bind(&dag_id)
-    .bind(&run_id)
-    .bind(&task_id)
-    .bind(map_index)
-    .fetch_one(state.store.pool())
-    .await?;
+    let pool = state.store.pool();
+    let exists = read::task_instances::exists(pool, &dag_id, &run_id, &task_id, map_index).await?;
     if !exists {
         return Err(ApiError::not_found(format!(
             "TaskInstance with dag_id: `{dag_id}`, run_id: `{run_id}`, task_id: `{task_id}` and map_index: `{map_index}` was not found"
@@ -160,24 +155,6 @@ pub async fn get_logs(
         .into_response())
 }
 
-/// An `xcom` row with what its responses need.
-#[derive(Debug, sqlx::FromRow)]
-struct XComRecord {
-    dag_id: String,
-    run_id: String,
-    task_id: String,
-    map_index: i32,
-    key: String,
-    value_hash: String,
-    timestamp: DateTime<Utc>,
-    logical_date: Option<DateTime<Utc>>,
-    run_after: DateTime<Utc>,
-}
-
-const XCOM_COLUMNS: &str = "x.dag_id, x.run_id, x.task_id, x.map_index, x.key, x.value_hash, \
-    x.timestamp, r.logical_date, r.run_after";
-const XCOM_FROM: &str = "FROM xcom x JOIN dag_run r ON r.dag_id = x.dag_id AND r.run_id = x.run_id";
-
 /// Airflow's `XComResponse` (with `value`: `XComResponseNative` or `…String`).
 #[derive(Debug, Serialize)]
 pub struct XComResponse {
@@ -205,19 +182,20 @@ pub struct XComCollection {
     pub total_entries: i64,
 }
 
-impl XComRecord {
-    fn response(&self) -> XComResponse {
-        XComResponse {
-            key: self.key.clone(),
-            timestamp: self.timestamp,
-            logical_date: self.logical_date,
-            map_index: self.map_index,
-            task_id: self.task_id.clone(),
-            dag_id: self.dag_id.clone(),
-            run_id: self.run_id.clone(),
-            dag_display_name: self.dag_id.clone(),
-            task_display_name: self.task_id.clone(),
-            run_after: self.run_after,
+impl From<&XComRecord> for XComResponse {
+    /// The response without the value (a list's).
+    fn from(xcom: &XComRecord) -> Self {
+        Self {
+            key: xcom.key.clone(),
+            timestamp: xcom.timestamp,
+            logical_date: xcom.logical_date,
+            map_index: xcom.map_index,
+            task_id: xcom.task_id.clone(),
+            dag_id: xcom.dag_id.clone(),
+            run_id: xcom.run_id.clone(),
+            dag_display_name: xcom.dag_id.clone(),
+            task_display_name: xcom.task_id.clone(),
+            run_after: xcom.run_after,
             value: None,
         }
     }
@@ -241,55 +219,48 @@ pub async fn get_xcoms(
     let page = params.page()?;
     let mut c = Conditions::new();
     for (column, value) in [
-        ("x.dag_id", scope(&dag_id)),
-        ("x.run_id", scope(&run_id)),
-        ("x.task_id", scope(&task_id)),
+        (xcom::DAG_ID, scope(&dag_id)),
+        (xcom::RUN_ID, scope(&run_id)),
+        (xcom::TASK_ID, scope(&task_id)),
     ] {
         if let Some(value) = value {
             c.eq(column, Bind::Text(value.to_owned()));
         }
     }
     if let Some(key) = params.str("xcom_key").filter(|k| !k.is_empty()) {
-        c.eq("x.key", Bind::Text(key.to_owned()));
+        c.eq(xcom::KEY, Bind::Text(key.to_owned()));
     }
+    let map_index_is = format!("{} = ANY({{}})", xcom::MAP_INDEX);
     if let Some(map_index) = params.int("map_index")? {
-        c.push(
-            "x.map_index = ANY({})",
-            vec![Bind::Ints(vec![map_index as i32])],
-        );
+        c.push(&map_index_is, vec![Bind::Ints(vec![map_index as i32])]);
     }
-    c.patterns(&params, "xcom_key", "x.key");
-    c.patterns(&params, "dag_display_name", "x.dag_id");
-    c.patterns(&params, "run_id", "x.run_id");
-    c.patterns(&params, "task_id", "x.task_id");
-    c.time_range(&params, "logical_date", "r.logical_date")?;
-    c.time_range(&params, "run_after", "r.run_after")?;
+    c.patterns(&params, "xcom_key", xcom::KEY);
+    c.patterns(&params, "dag_display_name", xcom::DAG_ID);
+    c.patterns(&params, "run_id", xcom::RUN_ID);
+    c.patterns(&params, "task_id", xcom::TASK_ID);
+    c.time_range(&params, "logical_date", run::LOGICAL_DATE)?;
+    c.time_range(&params, "run_after", run::RUN_AFTER)?;
     if let Some(filter) = params.str("map_index_filter").filter(|f| !f.is_empty()) {
         let index = path_int("map_index_filter", filter)?;
-        c.push("x.map_index = ANY({})", vec![Bind::Ints(vec![index])]);
+        c.push(&map_index_is, vec![Bind::Ints(vec![index])]);
     }
     let order = params.order_by(
         &[
-            ("key", "x.key"),
-            ("dag_id", "x.dag_id"),
-            ("run_id", "x.run_id"),
-            ("task_id", "x.task_id"),
-            ("map_index", "x.map_index"),
-            ("timestamp", "x.timestamp"),
-            ("run_after", "r.run_after"),
+            ("key", xcom::KEY),
+            ("dag_id", xcom::DAG_ID),
+            ("run_id", xcom::RUN_ID),
+            ("task_id", xcom::TASK_ID),
+            ("map_index", xcom::MAP_INDEX),
+            ("timestamp", xcom::TIMESTAMP),
+            ("run_after", run::RUN_AFTER),
         ],
         "dag_id",
-        "x.dag_id, x.task_id, x.run_id, x.map_index, x.key",
+        xcom::DEFAULT_ORDER,
     )?;
-    let list = ListQuery {
-        select: &format!("SELECT {XCOM_COLUMNS} {XCOM_FROM}"),
-        count_from: XCOM_FROM,
-        conditions: &c,
-        order: &order,
-    };
-    let paged = fetch_page::<XComRecord>(&state, list, page).await?;
+    let pool = state.store.pool();
+    let paged = read_page(page, |w| read::xcoms::page(pool, &c, &order, w)).await?;
     Ok(Json(XComCollection {
-        xcom_entries: paged.rows.iter().map(XComRecord::response).collect(),
+        xcom_entries: paged.rows.iter().map(XComResponse::from).collect(),
         total_entries: paged.total,
     }))
 }
@@ -305,17 +276,14 @@ pub async fn get_xcom(
     let map_index = params.int("map_index")?.unwrap_or(-1) as i32;
     params.bool("deserialize")?;
     let stringify = params.bool("stringify")?.unwrap_or(false);
-    let row: Option<XComRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {XCOM_COLUMNS} {XCOM_FROM} WHERE x.dag_id = $1 AND x.run_id = $2 AND x.task_id = $3 \
-         AND x.map_index = $4 AND x.key = $5"
-    )))
-    .bind(&dag_id)
-    .bind(&run_id)
-    .bind(&task_id)
-    .bind(map_index)
-    .bind(&key)
-    .fetch_optional(state.store.pool())
-    .await?;
+    let at = XComKey {
+        dag_id: &dag_id,
+        run_id: &run_id,
+        task_id: &task_id,
+        map_index,
+        key: &key,
+    };
+    let row = read::xcoms::find(state.store.pool(), at).await?;
     let row = row.ok_or_else(|| {
         ApiError::not_found(format!(
             "XCom entry with key: `{key}` not found for task `{task_id}` (map index {map_index}) of run `{run_id}`"
@@ -327,7 +295,7 @@ pub async fn get_xcom(
         .await?
         .map(|b| b.content)
         .ok_or_else(|| ApiError::internal(format!("XCom blob {} is missing", row.value_hash)))?;
-    let mut body = row.response();
+    let mut body = XComResponse::from(&row);
     body.value = Some(if stringify {
         Value::String(content)
     } else {

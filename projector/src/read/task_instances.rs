@@ -1,6 +1,271 @@
-//! `task_instance`: lookups more than one crate needs.
+//! `task_instance` and `task_instance_try`: one instance, lists of instances (with what they
+//! need of their runs), a try's history, and lookups more than one crate needs.
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, FromRow, PgPool};
+use uuid::Uuid;
+
+use super::filter::{Bind, Conditions};
+use super::page::{ListQuery, Window, fetch_page};
+
+/// The expressions a list of task instances filters and orders by (`t.` the instance, `r.`
+/// its run: see also [`super::runs::columns`]).
+pub mod columns {
+    /// The instance's id.
+    pub const ID: &str = "t.id";
+    /// Its DAG.
+    pub const DAG_ID: &str = "t.dag_id";
+    /// Its run.
+    pub const RUN_ID: &str = "t.run_id";
+    /// Its task.
+    pub const TASK_ID: &str = "t.task_id";
+    /// Its map index (-1 when not mapped).
+    pub const MAP_INDEX: &str = "t.map_index";
+    /// Its state (NULL before it is scheduled).
+    pub const STATE: &str = "t.state";
+    /// Its current try.
+    pub const TRY_NUMBER: &str = "t.try_number";
+    /// When it started.
+    pub const START_DATE: &str = "t.start_date";
+    /// When it ended.
+    pub const END_DATE: &str = "t.end_date";
+    /// Seconds it ran.
+    pub const DURATION: &str = "t.duration";
+    /// Its pool.
+    pub const POOL: &str = "t.pool";
+    /// Its queue.
+    pub const QUEUE: &str = "t.queue";
+    /// Its executor.
+    pub const EXECUTOR: &str = "t.executor";
+    /// Its priority weight.
+    pub const PRIORITY_WEIGHT: &str = "t.priority_weight";
+    /// When it last changed state.
+    pub const UPDATED_AT: &str = "GREATEST(t.queued_dttm, t.start_date, t.end_date)";
+    /// The default order: by DAG, run, task and map index.
+    pub const KEY: &str = "t.dag_id, t.run_id, t.task_id, t.map_index";
+}
+
+/// A `task_instance` row with what its responses need of its run.
+#[derive(Debug, Clone, FromRow)]
+pub struct TiRecord {
+    /// Its DAG.
+    pub dag_id: String,
+    /// Its run.
+    pub run_id: String,
+    /// Its task.
+    pub task_id: String,
+    /// Its map index (-1 when not mapped).
+    pub map_index: i32,
+    /// Its id.
+    pub id: Uuid,
+    /// Its current try.
+    pub try_number: i32,
+    /// Its state (none before it is scheduled).
+    pub state: Option<String>,
+    /// When it was scheduled.
+    pub scheduled_dttm: Option<DateTime<Utc>>,
+    /// When it was queued.
+    pub queued_dttm: Option<DateTime<Utc>>,
+    /// When it started.
+    pub start_date: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_date: Option<DateTime<Utc>>,
+    /// Seconds it ran.
+    pub duration: Option<f64>,
+    /// The host it ran on.
+    pub hostname: Option<String>,
+    /// Its process id.
+    pub pid: Option<i32>,
+    /// Its executor.
+    pub executor: Option<String>,
+    /// Its pool (none before it is queued).
+    pub pool: Option<String>,
+    /// Its pool slots.
+    pub pool_slots: Option<i32>,
+    /// Its priority weight.
+    pub priority_weight: Option<i32>,
+    /// Its queue.
+    pub queue: Option<String>,
+    /// The blob of its rendered fields.
+    pub rendered_fields_hash: Option<String>,
+    /// Its run's logical date.
+    pub logical_date: Option<DateTime<Utc>>,
+    /// When its run may start.
+    pub run_after: DateTime<Utc>,
+    /// The DAG version its run was queued with.
+    pub dag_version_hash: Option<String>,
+}
+
+/// Task instances joined to their runs (`t.`, `r.`).
+const TI_FROM: &str =
+    "FROM task_instance t JOIN dag_run r ON r.dag_id = t.dag_id AND r.run_id = t.run_id";
+
+const TI_COLUMNS: &str = "t.dag_id, t.run_id, t.task_id, t.map_index, t.id, t.try_number, \
+    t.state, t.scheduled_dttm, t.queued_dttm, t.start_date, t.end_date, t.duration, t.hostname, \
+    t.pid, t.executor, t.pool, t.pool_slots, t.priority_weight, t.queue, t.rendered_fields_hash, \
+    r.logical_date, r.run_after, r.dag_version_hash";
+
+/// The task instances under `conditions` in `window`, in `order` (expressions of
+/// [`columns`] and of the run's), and how many there are in all.
+pub async fn page(
+    pool: &PgPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<(Vec<TiRecord>, i64)> {
+    let list = ListQuery {
+        select: &format!("SELECT {TI_COLUMNS} {TI_FROM}"),
+        // Counting all task instances needs their runs only when a filter reads them.
+        count_from: if conditions.mentions("r.") {
+            TI_FROM
+        } else {
+            "FROM task_instance t"
+        },
+        conditions,
+        order,
+    };
+    fetch_page(pool, list, window).await
+}
+
+/// Adds to a list's `conditions`: the instance is one of a clear's (a task of
+/// `whole_tasks`, or the `(task, map index)` pairs `indexed_tasks` × `indexes` zipped).
+pub fn cleared_by(
+    conditions: &mut Conditions,
+    whole_tasks: Vec<String>,
+    indexed_tasks: Vec<String>,
+    indexes: Vec<i32>,
+) {
+    conditions.push(
+        "(t.task_id = ANY({}) OR (t.task_id, t.map_index) IN \
+         (SELECT * FROM unnest({}::text[], {}::int[])))",
+        vec![
+            Bind::Texts(whole_tasks),
+            Bind::Texts(indexed_tasks),
+            Bind::Ints(indexes),
+        ],
+    );
+}
+
+/// The task instances of a run in one of `states` (any state when empty), by task and map
+/// index.
+pub async fn of_run(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    states: &[String],
+) -> sqlx::Result<Vec<TiRecord>> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {TI_COLUMNS} {TI_FROM} \
+         WHERE t.dag_id = $1 AND t.run_id = $2 AND (cardinality($3::text[]) = 0 OR t.state = ANY($3)) \
+         ORDER BY t.task_id, t.map_index"
+    )))
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(states)
+    .fetch_all(pool)
+    .await
+}
+
+/// One task instance, if the run has it.
+pub async fn find(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> sqlx::Result<Option<TiRecord>> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {TI_COLUMNS} {TI_FROM} WHERE t.dag_id = $1 AND t.run_id = $2 AND t.task_id = $3 AND t.map_index = $4"
+    )))
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(map_index)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A try of a task instance (a `task_instance_try` row).
+#[derive(Debug, Clone, FromRow)]
+pub struct TryRecord {
+    /// Its number.
+    pub try_number: i32,
+    /// Its state.
+    pub state: Option<String>,
+    /// When it was queued.
+    pub queued_dttm: Option<DateTime<Utc>>,
+    /// When it started.
+    pub start_date: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub end_date: Option<DateTime<Utc>>,
+    /// Seconds it ran.
+    pub duration: Option<f64>,
+    /// The host it ran on.
+    pub hostname: Option<String>,
+    /// Its process id.
+    pub pid: Option<i32>,
+    /// Its executor.
+    pub executor: Option<String>,
+}
+
+/// The tries of a task instance (only try `only` when given), oldest first.
+pub async fn tries(
+    pool: &PgPool,
+    ti: &TiRecord,
+    only: Option<i32>,
+) -> sqlx::Result<Vec<TryRecord>> {
+    sqlx::query_as(
+        "SELECT try_number, state, queued_dttm, start_date, end_date, duration, hostname, pid, executor \
+         FROM task_instance_try WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4 \
+         AND ($5::int IS NULL OR try_number = $5) ORDER BY try_number",
+    )
+    .bind(&ti.dag_id)
+    .bind(&ti.run_id)
+    .bind(&ti.task_id)
+    .bind(ti.map_index)
+    .bind(only)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether a run has a task instance `(task_id, map_index)`.
+pub async fn exists(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4)",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(map_index)
+    .fetch_one(pool)
+    .await
+}
+
+/// The current try number and state of a task instance, if the run has it.
+pub async fn try_and_state(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> sqlx::Result<Option<(i32, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT try_number, state FROM task_instance \
+         WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(map_index)
+    .fetch_optional(pool)
+    .await
+}
 
 /// Whether a task of a run is mapped (has instances with a map index).
 pub async fn is_mapped(
