@@ -96,6 +96,13 @@ if [ -n "$impure" ]; then
     echo "$impure" | sort -u >&2
     exit 1
 fi
+echo "== the API spells no SQL (its reads go through leoflow_projector::read, its writes through control)"
+sql=$(grep -rnE 'sqlx::(query|query_as|query_scalar)\b|QueryBuilder|AssertSqlSafe' api/src || true)
+if [ -n "$sql" ]; then
+    echo "SQL in api/src; move it into projector/src/read/ (or a command of scheduler::control):" >&2
+    echo "$sql" >&2
+    exit 1
+fi
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== tests"

@@ -1,15 +1,10 @@
 //! One page of a list endpoint, its `total_entries` and its cursors: the projector's paging
 //! query under the page a request asked for, the one paging helper every list uses.
 
-use leoflow_projector::read::page::{self, Window};
-use sqlx::FromRow;
-use sqlx::postgres::PgRow;
-
-pub use leoflow_projector::read::page::ListQuery;
+use leoflow_projector::read::page::Window;
 
 use crate::error::ApiResult;
-use crate::query::{Conditions, Page};
-use crate::state::ApiState;
+use crate::query::Page;
 
 impl Page {
     /// The rows of a list this page holds, as the projector's queries take them.
@@ -19,29 +14,6 @@ impl Page {
             offset: self.offset,
         }
     }
-}
-
-/// How many rows `from` (a `FROM …` clause) has under `conditions`.
-pub(crate) async fn count_rows(
-    state: &ApiState,
-    from: &str,
-    conditions: &Conditions,
-) -> ApiResult<i64> {
-    Ok(page::count_rows(state.store.pool(), from, conditions).await?)
-}
-
-/// One page of `select` (a `SELECT … FROM …`) under `conditions`, in `order`.
-pub(crate) async fn page_rows<T>(
-    state: &ApiState,
-    select: &str,
-    conditions: &Conditions,
-    order: &str,
-    page: Page,
-) -> ApiResult<Vec<T>>
-where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
-    Ok(page::page_rows(state.store.pool(), select, conditions, order, page.window()).await?)
 }
 
 /// A page of rows and how many rows the list has in all.
@@ -72,20 +44,5 @@ where
     F: Future<Output = sqlx::Result<(Vec<T>, i64)>>,
 {
     let (rows, total) = read(page.window()).await?;
-    Ok(Paged { rows, total, page })
-}
-
-/// The total, then one page of `list`.
-// Lists whose query the API still builds use it; those the projector reads use `read_page`.
-#[allow(dead_code)]
-pub(crate) async fn fetch_page<T>(
-    state: &ApiState,
-    list: ListQuery<'_>,
-    page: Page,
-) -> ApiResult<Paged<T>>
-where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
-    let (rows, total) = page::fetch_page(state.store.pool(), list, page.window()).await?;
     Ok(Paged { rows, total, page })
 }

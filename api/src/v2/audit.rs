@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Comparison, Conditions, ParamFilters, Params};
-use crate::read::page::{count_rows, page_rows};
+use crate::read::page::read_page;
 use crate::state::ApiState;
 use crate::v2::config::redact::{MASK, python_json, redact};
 
@@ -145,17 +145,11 @@ pub async fn get_event_logs(
         "id",
         columns::POSITION,
     )?;
-    let list = audit_log::list(&conditions, &order);
-    let total = if conditions.is_empty() {
-        audit_log::size(state.store.pool()).await?
-    } else {
-        count_rows(&state, list.count_from, &conditions).await?
-    };
-    let rows: Vec<EventLogRow> =
-        page_rows(&state, list.select, list.conditions, list.order, page).await?;
+    let pool = state.store.pool();
+    let listed = read_page(page, |w| audit_log::page(pool, &conditions, &order, w)).await?;
     Ok(Json(EventLogCollection {
-        event_logs: rows.iter().map(EventLogResponse::from).collect(),
-        total_entries: total,
+        event_logs: listed.rows.iter().map(EventLogResponse::from).collect(),
+        total_entries: listed.total,
     }))
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::fetch_page;
+use crate::read::page::read_page;
 use crate::state::ApiState;
 
 /// Airflow's `ImportErrorResponse`.
@@ -63,9 +63,8 @@ pub async fn get_import_errors(
         "id",
         columns::ID,
     )?;
-    let listed =
-        fetch_page::<ImportErrorRow>(&state, import_errors::list(&conditions, &order), page)
-            .await?;
+    let pool = state.store.pool();
+    let listed = read_page(page, |w| import_errors::page(pool, &conditions, &order, w)).await?;
     Ok(Json(ImportErrorCollection {
         import_errors: listed.rows.iter().map(ImportErrorResponse::from).collect(),
         total_entries: listed.total,

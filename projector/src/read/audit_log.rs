@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 
 use super::filter::{Bind, Conditions};
-use super::page::ListQuery;
+use super::page::{Window, count_rows, page_rows};
 
 // The expressions below are the ones the audit indexes of
 // `migrations/20261201000005_audit_index.sql` are built on: change both together.
@@ -149,13 +149,19 @@ pub async fn by_position(pool: &PgPool, position: i64) -> sqlx::Result<Option<Ev
         .await
 }
 
-/// The entries under `conditions`, in `order` (rows are [`EventLogRow`]s); without
-/// conditions, [`size`] counts them faster than the list's count.
-pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
-    ListQuery {
-        select: select_entries!(""),
-        count_from: "FROM events e",
-        conditions,
-        order,
-    }
+/// The entries under `conditions` in `window`, in `order` (expressions of [`columns`]), and
+/// how many there are in all; without conditions, [`size`] counts them without a scan.
+pub async fn page(
+    pool: &PgPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<(Vec<EventLogRow>, i64)> {
+    let total = if conditions.is_empty() {
+        size(pool).await?
+    } else {
+        count_rows(pool, "FROM events e", conditions).await?
+    };
+    let rows = page_rows(pool, select_entries!(""), conditions, order, window).await?;
+    Ok((rows, total))
 }

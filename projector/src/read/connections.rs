@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgPool};
 
 use super::filter::Conditions;
-use super::page::ListQuery;
+use super::page::{ListQuery, Window, fetch_page};
 
 /// The columns a list of Connections filters and orders by.
 pub mod columns {
@@ -84,12 +84,19 @@ pub async fn sealed_by_master_key(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     .await
 }
 
-/// The list of Connections under `conditions`, in `order` (rows are [`ConnectionRow`]s).
-pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
-    ListQuery {
+/// The Connections under `conditions` in `window`, in `order` (expressions of [`columns`]), and
+/// how many there are in all.
+pub async fn page(
+    pool: &PgPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<(Vec<ConnectionRow>, i64)> {
+    let list = ListQuery {
         select: select_connections!(""),
         count_from: "FROM connection c",
         conditions,
         order,
-    }
+    };
+    fetch_page(pool, list, window).await
 }

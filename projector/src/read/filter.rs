@@ -130,6 +130,14 @@ impl Conditions {
         self.conditions.is_empty()
     }
 
+    /// `select` under these conditions as the database receives it, values as placeholders
+    /// (`$1`, `$2`, …): for logs and for tests that check no value is spliced into the SQL.
+    pub fn sql_after(&self, select: &str) -> String {
+        let mut query = QueryBuilder::<Postgres>::new(select);
+        self.apply(&mut query);
+        query.into_string()
+    }
+
     /// Appends ` WHERE …` (nothing when there are no conditions).
     pub fn apply(&self, query: &mut QueryBuilder<Postgres>) {
         for (i, condition) in self.conditions.iter().enumerate() {

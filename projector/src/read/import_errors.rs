@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
 
 use super::filter::Conditions;
-use super::page::ListQuery;
+use super::page::{ListQuery, Window, fetch_page};
 
 /// The file relative to its bundle (Leoflow records `<bundle>/dag.py`), as Airflow 3 shows it.
 macro_rules! relative_filename {
@@ -78,12 +78,19 @@ pub async fn by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<ImportErrorRow
         .await
 }
 
-/// The list of import errors under `conditions`, in `order` (rows are [`ImportErrorRow`]s).
-pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
-    ListQuery {
+/// The import errors under `conditions` in `window`, in `order` (expressions of [`columns`]), and
+/// how many there are in all.
+pub async fn page(
+    pool: &PgPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<(Vec<ImportErrorRow>, i64)> {
+    let list = ListQuery {
         select: select_import_errors!(""),
         count_from: "FROM import_error i",
         conditions,
         order,
-    }
+    };
+    fetch_page(pool, list, window).await
 }

@@ -4,7 +4,7 @@
 use sqlx::{AssertSqlSafe, FromRow, PgPool};
 
 use super::filter::Conditions;
-use super::page::ListQuery;
+use super::page::{ListQuery, Window, fetch_page};
 
 /// The columns a list of pools filters and orders by.
 pub mod columns {
@@ -67,32 +67,23 @@ pub async fn by_names(
         .await
 }
 
-/// The list of pools: its `SELECT` and `FROM` hold `default_pool`'s name and slots, so they
-/// are built once and the list query borrows them.
-#[derive(Debug, Clone)]
-pub struct PoolList {
-    select: String,
-    from: String,
-}
-
-impl PoolList {
-    /// The pools, `default_pool` as `default` says.
-    pub fn new(default: DefaultPool) -> Self {
-        Self {
-            select: select_pools(default),
-            from: pools_from(default),
-        }
-    }
-
-    /// The list under `conditions`, in `order` (rows are [`PoolRow`]s).
-    pub fn query<'a>(&'a self, conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
-        ListQuery {
-            select: &self.select,
-            count_from: &self.from,
-            conditions,
-            order,
-        }
-    }
+/// The pools under `conditions` in `window`, in `order` (expressions of [`columns`]), and how
+/// many there are in all; `default_pool` as `default` says (its name and slots are part of the
+/// `FROM`).
+pub async fn page(
+    pool: &PgPool,
+    default: DefaultPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<(Vec<PoolRow>, i64)> {
+    let list = ListQuery {
+        select: &select_pools(default),
+        count_from: &pools_from(default),
+        conditions,
+        order,
+    };
+    fetch_page(pool, list, window).await
 }
 
 /// Slots held in a pool by its task instances in one state.

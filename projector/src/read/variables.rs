@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgPool};
 
 use super::filter::Conditions;
-use super::page::ListQuery;
+use super::page::{ListQuery, Window, fetch_page};
 
 /// The columns a list of Variables filters and orders by.
 pub mod columns {
@@ -57,12 +57,19 @@ pub async fn sealed_value(pool: &PgPool, key: &str) -> sqlx::Result<Option<Seale
     Ok(sealed.map(|json| json.0))
 }
 
-/// The list of Variables under `conditions`, in `order` (rows are [`VariableRow`]s).
-pub fn list<'a>(conditions: &'a Conditions, order: &'a str) -> ListQuery<'a> {
-    ListQuery {
+/// The Variables under `conditions` in `window`, in `order` (expressions of [`columns`]), and
+/// how many there are in all.
+pub async fn page(
+    pool: &PgPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<(Vec<VariableRow>, i64)> {
+    let list = ListQuery {
         select: select_variables!(""),
         count_from: "FROM variable v",
         conditions,
         order,
-    }
+    };
+    fetch_page(pool, list, window).await
 }

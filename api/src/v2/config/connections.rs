@@ -23,7 +23,7 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::fetch_page;
+use crate::read::page::read_page;
 use crate::state::ApiState;
 
 /// A Connection as a request works with it: password and extra opened.
@@ -330,7 +330,8 @@ pub async fn get_connections(
         "id",
         columns::CONN_ID,
     )?;
-    let listed = fetch_page(&state, connections::list(&conditions, &order), page).await?;
+    let pool = state.store.pool();
+    let listed = read_page(page, |w| connections::page(pool, &conditions, &order, w)).await?;
     let total = listed.total;
     let rows: Vec<ConnectionRow> = listed.rows;
     let connections = opened(&state, rows).await?;

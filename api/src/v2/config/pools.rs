@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use leoflow_core::run::TiState;
 use leoflow_events::Event;
 use leoflow_events::catalog::{PoolDeleted, PoolSet};
-use leoflow_projector::read::pools::{self, DefaultPool, PoolList, PoolRow, columns};
+use leoflow_projector::read::pools::{self, DefaultPool, PoolRow, columns};
 use leoflow_scheduler::control::{DEFAULT_POOL, DEFAULT_POOL_SLOTS};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::fetch_page;
+use crate::read::page::read_page;
 use crate::state::ApiState;
 
 /// Airflow's state of a task instance waiting on a trigger, which holds its pool slot with
@@ -394,8 +394,8 @@ pub async fn get_pools(
         "id",
         columns::NAME,
     )?;
-    let list = PoolList::new(DEFAULT);
-    let listed = fetch_page::<PoolRow>(&state, list.query(&conditions, &order), page).await?;
+    let db = state.store.pool();
+    let listed = read_page(page, |w| pools::page(db, DEFAULT, &conditions, &order, w)).await?;
     let total = listed.total;
     let pools: Vec<Pool> = listed.rows.into_iter().map(Pool::from).collect();
     Ok(Json(PoolCollection {

@@ -21,7 +21,7 @@ use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Conditions, ParamFilters, Params};
-use crate::read::page::fetch_page;
+use crate::read::page::read_page;
 use crate::state::ApiState;
 
 /// A Variable as a request works with it: its value opened.
@@ -196,7 +196,8 @@ pub async fn get_variables(
         "id",
         columns::KEY,
     )?;
-    let listed = fetch_page(&state, variables::list(&conditions, &order), page).await?;
+    let pool = state.store.pool();
+    let listed = read_page(page, |w| variables::page(pool, &conditions, &order, w)).await?;
     let total = listed.total;
     let rows: Vec<VariableRow> = listed.rows;
     let variables = opened(&state, rows).await?;
