@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, compile, dags, db, events, init, lite, postgres, secrets, setup, tasks,
+    agent, compile, dags, db, events, init, lite, postgres, secrets, server, setup, tasks,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -65,6 +65,8 @@ enum Command {
     /// Manage the master key of secrets at rest.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Run Leoflow Pro's control plane from a configuration (check it with --check-config).
+    Server(server::ServerArgs),
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
+            Command::Server(args) => server::run(&cli.datastore, args).await,
             Command::Agent(args) => agent::run(args).await,
         }
     });

@@ -880,3 +880,62 @@ async fn secrets_rotate_key_rewraps_every_data_key_and_refuses_what_it_cannot_ke
     );
     remove_home(&home);
 }
+
+#[test]
+fn server_checks_its_configuration_from_file_and_environment_and_refuses_what_is_wrong() {
+    let dir = PathBuf::from(format!("/tmp/lf-server-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("server.yaml");
+    let redis_file = dir.join("redis-url");
+    std::fs::write(&redis_file, "redis://:redis-secret@redis.internal:6379\n").unwrap();
+    std::fs::write(
+        &config,
+        "role: scheduler\ndatabase_url: postgres://leoflow:db-secret@db.internal/leoflow\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let out = leoflow(
+        &["server", "--config", config_arg, "--check-config"],
+        None,
+        None,
+    )
+    .env("LEOFLOW_REDIS_URL_FILE", &redis_file)
+    .env("LEOFLOW_HTTP_PORT", "8181")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    for line in [
+        "role: scheduler",
+        "http_port: 8181",
+        "grpc_port: 9091",
+        "executor: kubernetes",
+    ] {
+        assert!(shown.contains(line), "{line:?} not in {shown}");
+    }
+    assert!(!shown.contains("secret"), "a password is shown: {shown}");
+
+    // Without Redis it refuses, naming the key and the ways to give it.
+    let out = run(
+        &["server", "--config", config_arg, "--check-config"],
+        None,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("redis_url: missing"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A misspelt key is refused with its line, and nothing is served.
+    std::fs::write(&config, "role: api\nhttp_prot: 8080\n").unwrap();
+    let out = run(&["server", "--config", config_arg], None, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("line 2: unknown field `http_prot`"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,5 +9,6 @@ pub mod init;
 pub mod lite;
 pub mod postgres;
 pub mod secrets;
+pub mod server;
 pub mod setup;
 pub mod tasks;

@@ -1,0 +1,691 @@
+//! `leoflow server`'s configuration: a YAML file (`--config`), every key also a flag and a
+//! `LEOFLOW_<KEY>` environment variable (the Helm chart's way), secrets also from files
+//! (`<key>_file`, `LEOFLOW_<KEY>_FILE`). Flags and the environment win over the file, the file
+//! over the defaults. Everything is checked before anything starts: an unknown key is refused
+//! with its line, a missing datastore is named with the four ways to give it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use leoflow_postgres::datastore::mask_url;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
+
+/// Which parts of the control plane a replica runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The API, the UI and the scheduler (one process does everything).
+    #[default]
+    All,
+    /// The API and the UI only: scaled apart from the scheduler.
+    Api,
+    /// The scheduler (leader election, the reactor, the agents' gRPC service) only.
+    Scheduler,
+}
+
+/// Where tries run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerExecutor {
+    /// A pod per try (Pro's executor).
+    #[default]
+    Kubernetes,
+    /// A child process per try on the server's own host: no isolation between tasks and the
+    /// control plane, so only with `--allow-unsandboxed` (tests, development).
+    Subprocess,
+}
+
+/// The flags of `leoflow server`; each is also `LEOFLOW_<NAME>`. The database URL is the
+/// global `--database-url` / `LEOFLOW_DATABASE_URL` every command shares.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerFlags {
+    /// The configuration file (YAML).
+    #[arg(long, env = "LEOFLOW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Which parts this replica runs.
+    #[arg(long, env = "LEOFLOW_ROLE", value_enum)]
+    pub role: Option<Role>,
+    /// The address the ports listen on.
+    #[arg(long, env = "LEOFLOW_HOST", value_name = "ADDRESS")]
+    pub host: Option<String>,
+    /// The HTTP port (the UI and /api/v2).
+    #[arg(long, env = "LEOFLOW_HTTP_PORT", value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// The agents' gRPC port.
+    #[arg(long, env = "LEOFLOW_GRPC_PORT", value_name = "PORT")]
+    pub grpc_port: Option<u16>,
+    /// The Prometheus metrics port.
+    #[arg(long, env = "LEOFLOW_METRICS_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    /// A file holding the database URL (a mounted Secret).
+    #[arg(long, env = "LEOFLOW_DATABASE_URL_FILE", value_name = "FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// Connections in the database pool.
+    #[arg(long, env = "LEOFLOW_DATABASE_POOL_SIZE", value_name = "N")]
+    pub database_pool_size: Option<u32>,
+    /// The longest a statement may run, e.g. `30s` or `2m`.
+    #[arg(
+        long,
+        env = "LEOFLOW_DATABASE_STATEMENT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub database_statement_timeout: Option<String>,
+    /// The Redis URL: `redis://`, `rediss://` (TLS) or `redis+sentinel://` (Sentinel).
+    #[arg(
+        long,
+        env = "LEOFLOW_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// A file holding the Redis URL (a mounted Secret).
+    #[arg(long, env = "LEOFLOW_REDIS_URL_FILE", value_name = "FILE")]
+    pub redis_url_file: Option<PathBuf>,
+    /// The address agents dial, HOST:PORT (a Service in front of the replicas; default this
+    /// replica's own gRPC address).
+    #[arg(long, env = "LEOFLOW_ADVERTISE_GRPC", value_name = "HOST:PORT")]
+    pub advertise_grpc: Option<String>,
+    /// Where tries run.
+    #[arg(long, env = "LEOFLOW_EXECUTOR", value_enum)]
+    pub executor: Option<ServerExecutor>,
+    /// Allow `--executor subprocess` (tasks run unisolated on the server's host).
+    #[arg(long, env = "LEOFLOW_ALLOW_UNSANDBOXED")]
+    pub allow_unsandboxed: bool,
+    /// The keys replicas share (session signing, secret encryption), mode 0600.
+    #[arg(long, env = "LEOFLOW_KEYS_FILE", value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// The file holding the admin's password (until single sign-on).
+    #[arg(long, env = "LEOFLOW_ADMIN_PASSWORD_FILE", value_name = "FILE")]
+    pub admin_password_file: Option<PathBuf>,
+}
+
+/// The configuration file: the same keys as the flags, in snake_case.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    role: Option<Role>,
+    host: Option<String>,
+    http_port: Option<u16>,
+    grpc_port: Option<u16>,
+    metrics_port: Option<u16>,
+    database_url: Option<String>,
+    database_url_file: Option<PathBuf>,
+    database_pool_size: Option<u32>,
+    database_statement_timeout: Option<String>,
+    redis_url: Option<String>,
+    redis_url_file: Option<PathBuf>,
+    advertise_grpc: Option<String>,
+    executor: Option<ServerExecutor>,
+    allow_unsandboxed: Option<bool>,
+    keys_file: Option<PathBuf>,
+    admin_password_file: Option<PathBuf>,
+}
+
+/// A URL holding a password: shown only masked (in `--check-config`, logs and errors).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_url(&self.0))
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&mask_url(&self.0))
+    }
+}
+
+/// The checked configuration a server starts from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerConfig {
+    /// Which parts this replica runs.
+    pub role: Role,
+    /// The address the ports listen on.
+    pub host: String,
+    /// The HTTP port.
+    pub http_port: u16,
+    /// The agents' gRPC port.
+    pub grpc_port: u16,
+    /// The metrics port.
+    pub metrics_port: u16,
+    /// The database.
+    pub database_url: SecretUrl,
+    /// Connections in the database pool.
+    pub database_pool_size: u32,
+    /// The longest a statement may run.
+    #[serde(with = "seconds")]
+    pub database_statement_timeout: Duration,
+    /// Redis.
+    pub redis_url: SecretUrl,
+    /// The address agents dial, if not this replica's own.
+    pub advertise_grpc: Option<String>,
+    /// Where tries run.
+    pub executor: ServerExecutor,
+    /// The shared keys' file.
+    pub keys_file: Option<PathBuf>,
+    /// The admin password's file.
+    pub admin_password_file: Option<PathBuf>,
+}
+
+mod seconds {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", d.as_secs_f64()))
+    }
+}
+
+/// What is wrong with a configuration, naming the key (and the file's line when it has one).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for the server, or holds an unknown key.
+    #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line, when the parser knows it.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key's value is wrong.
+    #[error("{key}: {message}")]
+    Key {
+        /// The key, as the file spells it.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn key_error(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key,
+        message: message.into(),
+    }
+}
+
+impl ServerConfig {
+    /// The configuration from `flags` (with the environment clap read into them), the global
+    /// database URL, and the file they name.
+    pub fn load(flags: &ServerFlags, database_url: Option<&str>) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(flags, database_url, file)
+    }
+
+    fn merge(
+        flags: &ServerFlags,
+        database_url: Option<&str>,
+        file: FileConfig,
+    ) -> Result<Self, ConfigError> {
+        let database_url = secret(
+            "database_url",
+            database_url.map(str::to_owned),
+            flags.database_url_file.as_deref(),
+            file.database_url,
+            file.database_url_file.as_deref(),
+        )?;
+        let redis_url = secret(
+            "redis_url",
+            flags.redis_url.clone(),
+            flags.redis_url_file.as_deref(),
+            file.redis_url,
+            file.redis_url_file.as_deref(),
+        )?;
+        let timeout = flags
+            .database_statement_timeout
+            .clone()
+            .or(file.database_statement_timeout);
+        let config = Self {
+            role: flags.role.or(file.role).unwrap_or_default(),
+            host: flags
+                .host
+                .clone()
+                .or(file.host)
+                .unwrap_or_else(|| "0.0.0.0".into()),
+            http_port: flags.http_port.or(file.http_port).unwrap_or(8080),
+            grpc_port: flags.grpc_port.or(file.grpc_port).unwrap_or(9091),
+            metrics_port: flags.metrics_port.or(file.metrics_port).unwrap_or(9090),
+            database_url: check_database_url(database_url)?,
+            database_pool_size: flags
+                .database_pool_size
+                .or(file.database_pool_size)
+                .unwrap_or(10),
+            database_statement_timeout: statement_timeout(timeout.as_deref())?,
+            redis_url: check_redis_url(redis_url)?,
+            advertise_grpc: flags.advertise_grpc.clone().or(file.advertise_grpc),
+            executor: flags.executor.or(file.executor).unwrap_or_default(),
+            keys_file: flags.keys_file.clone().or(file.keys_file),
+            admin_password_file: flags
+                .admin_password_file
+                .clone()
+                .or(file.admin_password_file),
+        };
+        let allow_unsandboxed = flags.allow_unsandboxed || file.allow_unsandboxed == Some(true);
+        config.check(allow_unsandboxed)?;
+        Ok(config)
+    }
+
+    /// The checks across keys.
+    fn check(&self, allow_unsandboxed: bool) -> Result<(), ConfigError> {
+        if self.executor == ServerExecutor::Subprocess && !allow_unsandboxed {
+            return Err(key_error(
+                "executor",
+                "subprocess runs tasks unisolated on the server's host; it needs \
+                 allow_unsandboxed: true (--allow-unsandboxed, LEOFLOW_ALLOW_UNSANDBOXED), \
+                 for tests and development only",
+            ));
+        }
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(key_error(
+                "host",
+                format!("{:?} is not an IP address (e.g. 0.0.0.0 or ::)", self.host),
+            ));
+        }
+        let ports = [
+            ("http_port", self.http_port),
+            ("grpc_port", self.grpc_port),
+            ("metrics_port", self.metrics_port),
+        ];
+        for (i, (key, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(key_error(key, "port 0 is not a port to serve on"));
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                return Err(key_error(key, format!("port {port} is also {other}")));
+            }
+        }
+        if self.database_pool_size == 0 {
+            return Err(key_error("database_pool_size", "must be at least 1"));
+        }
+        if let Some(address) = &self.advertise_grpc {
+            check_host_port(address)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_norway::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        line: e.location().map(|l| l.line()),
+        message: e
+            .to_string()
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+/// A secret given at most one way: flag/env value, flag/env file, file value, file's file.
+fn secret(
+    key: &'static str,
+    value: Option<String>,
+    value_file: Option<&Path>,
+    in_file: Option<String>,
+    in_file_file: Option<&Path>,
+) -> Result<String, ConfigError> {
+    let env = key.to_uppercase();
+    if value.is_some() && value_file.is_some() {
+        return Err(key_error(
+            key,
+            format!("given both as LEOFLOW_{env} and LEOFLOW_{env}_FILE; give one"),
+        ));
+    }
+    if let Some(value) = value {
+        return Ok(value);
+    }
+    if let Some(path) = value_file.or(in_file_file.filter(|_| in_file.is_none())) {
+        return read_secret(key, path);
+    }
+    if in_file_file.is_some() {
+        return Err(key_error(
+            key,
+            format!("the file gives both {key} and {key}_file"),
+        ));
+    }
+    in_file.ok_or_else(|| {
+        key_error(
+            key,
+            format!(
+                "missing: Pro never falls back to a local datastore; set {key} (or {key}_file) \
+                 in the configuration, --{flag}, LEOFLOW_{env} or LEOFLOW_{env}_FILE",
+                flag = key.replace('_', "-"),
+            ),
+        )
+    })
+}
+
+fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| key_error(key, format!("cannot read {}: {e}", path.display())))?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(key_error(key, format!("{} is empty", path.display())));
+    }
+    Ok(value.to_owned())
+}
+
+fn check_database_url(url: String) -> Result<SecretUrl, ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(key_error(
+            "database_url",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    // sqlx reads sslmode, sslrootcert, the host list and the rest as it will when connecting.
+    PgConnectOptions::from_str(&url)
+        .map_err(|e| key_error("database_url", format!("not a usable Postgres URL: {e}")))?;
+    Ok(SecretUrl(url))
+}
+
+fn check_redis_url(url: String) -> Result<SecretUrl, ConfigError> {
+    let parsed =
+        url::Url::parse(&url).map_err(|e| key_error("redis_url", format!("not a URL: {e}")))?;
+    match parsed.scheme() {
+        "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {}
+        other => {
+            return Err(key_error(
+                "redis_url",
+                format!(
+                    "scheme {other:?}: use redis://, rediss:// (TLS) or redis+sentinel://HOST:PORT/MASTER"
+                ),
+            ));
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(key_error("redis_url", "has no host"));
+    }
+    if parsed.scheme().ends_with("+sentinel") && parsed.path().trim_matches('/').is_empty() {
+        return Err(key_error(
+            "redis_url",
+            "a Sentinel URL names its master: redis+sentinel://HOST:PORT/MASTER",
+        ));
+    }
+    Ok(SecretUrl(url))
+}
+
+fn check_host_port(address: &str) -> Result<(), ConfigError> {
+    let bad = || key_error("advertise_grpc", format!("{address:?} is not HOST:PORT"));
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// `30s`, `2m`, `1h` or plain seconds; default 60 s.
+fn statement_timeout(text: Option<&str>) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(Duration::from_secs(60));
+    };
+    let bad = || {
+        key_error(
+            "database_statement_timeout",
+            format!("{text:?} is not a duration such as 30s, 2m or 1h"),
+        )
+    };
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(value * seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DB: &str = "postgres://leoflow:pw@db.internal:5432/leoflow?sslmode=verify-full";
+    const REDIS: &str = "rediss://:secret@redis.internal:6380/0";
+
+    fn file(yaml: &str) -> (tempfile_dir::Dir, PathBuf) {
+        let dir = tempfile_dir::Dir::new();
+        let path = dir.path().join("server.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        (dir, path)
+    }
+
+    fn flags_with(config: Option<PathBuf>) -> ServerFlags {
+        ServerFlags {
+            config,
+            ..ServerFlags::default()
+        }
+    }
+
+    fn load(flags: &ServerFlags, db: Option<&str>) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::load(flags, db)
+    }
+
+    #[test]
+    fn a_full_file_is_read_and_flags_override_it() {
+        let (_dir, path) = file(&format!(
+            "role: scheduler\nhttp_port: 8081\ndatabase_url: {DB}\nredis_url: {REDIS}\n\
+             database_statement_timeout: 2m\nadvertise_grpc: leoflow-grpc.ns.svc:9091\n"
+        ));
+        let mut flags = flags_with(Some(path));
+        flags.http_port = Some(8082);
+        let config = load(&flags, None).unwrap();
+        assert_eq!(config.role, Role::Scheduler);
+        assert_eq!(config.http_port, 8082, "the flag wins over the file");
+        assert_eq!((config.grpc_port, config.metrics_port), (9091, 9090));
+        assert_eq!(config.database_statement_timeout, Duration::from_secs(120));
+        assert_eq!(config.executor, ServerExecutor::Kubernetes);
+        assert_eq!(config.database_url, SecretUrl(DB.into()));
+        let shown = serde_norway::to_string(&config).unwrap();
+        assert!(
+            !shown.contains("secret") && !shown.contains(":pw@"),
+            "{shown}"
+        );
+        assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line() {
+        let (_dir, path) = file(&format!(
+            "database_url: {DB}\nredis_url: {REDIS}\nhttp_prot: 8080\n"
+        ));
+        let error = load(&flags_with(Some(path)), None).unwrap_err().to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("unknown field `http_prot`"), "{error}");
+    }
+
+    #[test]
+    fn missing_datastores_are_named_with_the_ways_to_give_them() {
+        let error = load(&ServerFlags::default(), None).unwrap_err().to_string();
+        assert!(error.starts_with("database_url: missing"), "{error}");
+        assert!(error.contains("LEOFLOW_DATABASE_URL_FILE"), "{error}");
+        let error = load(&ServerFlags::default(), Some(DB))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("redis_url: missing"), "{error}");
+        assert!(error.contains("--redis-url"), "{error}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_one_way_only() {
+        let (dir, _) = file("");
+        let secret = dir.path().join("redis-url");
+        std::fs::write(&secret, format!("{REDIS}\n")).unwrap();
+        let mut flags = ServerFlags {
+            redis_url_file: Some(secret),
+            ..ServerFlags::default()
+        };
+        assert_eq!(
+            load(&flags, Some(DB)).unwrap().redis_url,
+            SecretUrl(REDIS.into())
+        );
+        flags.redis_url = Some(REDIS.into());
+        let error = load(&flags, Some(DB)).unwrap_err().to_string();
+        assert!(error.contains("give one"), "{error}");
+        flags.redis_url = None;
+        flags.redis_url_file = Some(dir.path().join("absent"));
+        let error = load(&flags, Some(DB)).unwrap_err().to_string();
+        assert!(error.starts_with("redis_url: cannot read"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        let base = ServerFlags {
+            redis_url: Some(REDIS.into()),
+            ..ServerFlags::default()
+        };
+        let cases: Vec<(ServerFlags, Option<&str>, &str)> = vec![
+            (base.clone(), Some("mysql://db/x"), "database_url: must be"),
+            (
+                base.clone(),
+                Some("postgres://db/x?sslmode=sometimes"),
+                "database_url: not a usable",
+            ),
+            (
+                ServerFlags {
+                    redis_url: Some("http://r:6379".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "redis_url: scheme",
+            ),
+            (
+                ServerFlags {
+                    redis_url: Some("redis+sentinel://s:26379".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "redis_url: a Sentinel URL names its master",
+            ),
+            (
+                ServerFlags {
+                    executor: Some(ServerExecutor::Subprocess),
+                    ..base.clone()
+                },
+                Some(DB),
+                "executor: subprocess",
+            ),
+            (
+                ServerFlags {
+                    grpc_port: Some(8080),
+                    ..base.clone()
+                },
+                Some(DB),
+                "grpc_port: port 8080 is also http_port",
+            ),
+            (
+                ServerFlags {
+                    host: Some("localhost:1".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "host:",
+            ),
+            (
+                ServerFlags {
+                    advertise_grpc: Some("nohost".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "advertise_grpc:",
+            ),
+            (
+                ServerFlags {
+                    database_statement_timeout: Some("soon".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "database_statement_timeout:",
+            ),
+            (
+                ServerFlags {
+                    database_pool_size: Some(0),
+                    ..base.clone()
+                },
+                Some(DB),
+                "database_pool_size:",
+            ),
+        ];
+        for (flags, db, expected) in cases {
+            let error = load(&flags, db).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{expected:?} ≠ {error}");
+        }
+        let allowed = ServerFlags {
+            executor: Some(ServerExecutor::Subprocess),
+            allow_unsandboxed: true,
+            ..base
+        };
+        assert_eq!(
+            load(&allowed, Some(DB)).unwrap().executor,
+            ServerExecutor::Subprocess
+        );
+    }
+
+    /// A temporary directory removed on drop (std only; the crate has no tempfile).
+    mod tempfile_dir {
+        use std::path::{Path, PathBuf};
+
+        pub struct Dir(PathBuf);
+
+        impl Dir {
+            pub fn new() -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "leoflow-server-config-{}-{}",
+                    std::process::id(),
+                    uuid_like()
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Self(path)
+            }
+
+            pub fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+
+        fn uuid_like() -> u64 {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        }
+    }
+}
