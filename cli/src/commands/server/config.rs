@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use leoflow_authoring::config::parse_duration;
 use leoflow_postgres::datastore::mask_url;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
@@ -342,7 +343,8 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// A secret given at most one way: flag/env value, flag/env file, file value, file's file.
+/// A secret given at most one way at each level: flags and the environment (a value or a
+/// file), then the configuration file (a value or a file).
 fn secret(
     key: &'static str,
     value: Option<String>,
@@ -351,34 +353,28 @@ fn secret(
     in_file_file: Option<&Path>,
 ) -> Result<String, ConfigError> {
     let env = key.to_uppercase();
-    if value.is_some() && value_file.is_some() {
-        return Err(key_error(
+    match (value, value_file, in_file, in_file_file) {
+        (Some(_), Some(_), _, _) => Err(key_error(
             key,
             format!("given both as LEOFLOW_{env} and LEOFLOW_{env}_FILE; give one"),
-        ));
-    }
-    if let Some(value) = value {
-        return Ok(value);
-    }
-    if let Some(path) = value_file.or(in_file_file.filter(|_| in_file.is_none())) {
-        return read_secret(key, path);
-    }
-    if in_file_file.is_some() {
-        return Err(key_error(
+        )),
+        (Some(value), None, _, _) => Ok(value),
+        (None, Some(path), _, _) => read_secret(key, path),
+        (None, None, Some(_), Some(_)) => Err(key_error(
             key,
             format!("the file gives both {key} and {key}_file"),
-        ));
-    }
-    in_file.ok_or_else(|| {
-        key_error(
+        )),
+        (None, None, Some(value), None) => Ok(value),
+        (None, None, None, Some(path)) => read_secret(key, path),
+        (None, None, None, None) => Err(key_error(
             key,
             format!(
                 "missing: Pro never falls back to a local datastore; set {key} (or {key}_file) \
                  in the configuration, --{flag}, LEOFLOW_{env} or LEOFLOW_{env}_FILE",
                 flag = key.replace('_', "-"),
             ),
-        )
-    })
+        )),
+    }
 }
 
 fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
@@ -439,34 +435,19 @@ fn check_host_port(address: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `30s`, `2m`, `1h` or plain seconds; default 60 s.
+/// A duration as leoflow.yaml writes them (`30s`, `2m`, `1h30m`, plain seconds); default 60 s.
 fn statement_timeout(text: Option<&str>) -> Result<Duration, ConfigError> {
     let Some(text) = text else {
         return Ok(Duration::from_secs(60));
     };
-    let bad = || {
-        key_error(
+    match parse_duration(text) {
+        Ok(seconds) if seconds > 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        Ok(_) => Err(key_error(
             "database_statement_timeout",
-            format!("{text:?} is not a duration such as 30s, 2m or 1h"),
-        )
-    };
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let seconds = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    let value: f64 = number.trim().parse().map_err(|_| bad())?;
-    if !value.is_finite() || value <= 0.0 {
-        return Err(bad());
+            "must be longer than 0s",
+        )),
+        Err(message) => Err(key_error("database_statement_timeout", message)),
     }
-    Ok(Duration::from_secs_f64(value * seconds))
 }
 
 #[cfg(test)]
