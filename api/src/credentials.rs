@@ -1,7 +1,10 @@
-//! Lite's local credentials: the one admin (only an argon2 hash of the password is kept), the
-//! key that signs session tokens, and the master key of secrets at rest (it wraps each
-//! Variable's and Connection's data key; stored as `connection_key`, its name before data keys
-//! existed). One JSON file under `$LEOFLOW_HOME`, mode 0600, written atomically.
+//! Credentials: the one admin (only an argon2 hash of the password is kept), the key that
+//! signs session tokens, and the master key of secrets at rest (it wraps each Variable's and
+//! Connection's data key; stored as `connection_key`, its name before data keys existed).
+//!
+//! Lite keeps them in one JSON file under `$LEOFLOW_HOME`, mode 0600, written atomically.
+//! `leoflow server` replicas share the two keys from a [`SharedKeys`] file (a Kubernetes
+//! Secret) and take the admin's password from a file of its own.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -113,6 +116,17 @@ impl Credentials {
         self.admin_password_hash = hash_password(password);
     }
 
+    /// The admin with `password` over keys shared by server replicas.
+    pub fn with_shared_keys(password: &str, keys: SharedKeys) -> Self {
+        Self {
+            admin_username: ADMIN.to_owned(),
+            admin_password_hash: hash_password(password),
+            token_signing_key: keys.token_signing_key,
+            connection_key: keys.master_key,
+            pending_connection_key: keys.pending_master_key,
+        }
+    }
+
     /// Takes the admin (name and password) of `other`, keeping this one's keys.
     pub(crate) fn take_password_from(&mut self, other: Credentials) {
         self.admin_username = other.admin_username;
@@ -161,12 +175,10 @@ impl Credentials {
 
     /// Writes them to `home` (mode 0600, replacing the file atomically).
     pub fn save(&self, home: &Path) -> Result<(), CredentialsError> {
-        let path = Self::path(home);
-        let io = |source| CredentialsError::Io {
-            path: path.clone(),
+        std::fs::create_dir_all(home).map_err(|source| CredentialsError::Io {
+            path: home.to_owned(),
             source,
-        };
-        std::fs::create_dir_all(home).map_err(io)?;
+        })?;
         let stored = Stored {
             admin_username: self.admin_username.clone(),
             admin_password_hash: self.admin_password_hash.clone(),
@@ -178,20 +190,156 @@ impl Credentials {
                 .map(SecretKey::to_base64),
         };
         let text = serde_json::to_string_pretty(&stored).expect("plain data");
-        let partial = path.with_extension("json.partial");
+        let path = Self::path(home);
+        write_private(&path, &text).map_err(|source| CredentialsError::Io { path, source })
+    }
+}
+
+/// Writes `text` to `path` readable by its owner only, replacing the file atomically.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&partial)
-            .map_err(io)?;
+            .open(&partial)?;
         // The mode above only applies to a new file.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&partial, &path).map_err(io)
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&partial, path)
+}
+
+/// The keys `leoflow server` replicas share: every replica signs and checks the same session
+/// tokens and opens the same secrets. Made by `leoflow server keys generate`.
+#[derive(Debug, Clone)]
+pub struct SharedKeys {
+    /// Signs and checks session tokens (HS512).
+    pub token_signing_key: Vec<u8>,
+    /// The master key of secrets at rest.
+    pub master_key: SecretKey,
+    /// The master key a rotation under way moves to.
+    pub pending_master_key: Option<SecretKey>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKeys {
+    token_signing_key: String,
+    master_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_master_key: Option<String>,
+}
+
+/// Why a keys file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// Reading or writing it failed.
+    #[error("keys file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Others than its owner may read or change it.
+    #[error(
+        "keys file {path} has mode {mode:04o}: others may read it. `chmod 600 {path}` (in \
+         Kubernetes, mount the Secret with defaultMode 0400)"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It is not what `leoflow server keys generate` writes.
+    #[error(
+        "keys file {path} is unusable ({reason}); make one with `leoflow server keys generate -o FILE`"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file to write exists already.
+    #[error(
+        "{0} exists: replacing its keys would end every session and make every secret \
+         unreadable; write elsewhere or remove it first"
+    )]
+    Exists(PathBuf),
+}
+
+impl SharedKeys {
+    /// New random keys.
+    pub fn generate() -> Self {
+        Self {
+            token_signing_key: random_bytes::<64>().to_vec(),
+            master_key: SecretKey::generate(),
+            pending_master_key: None,
+        }
+    }
+
+    /// Writes them to a new file `path` (mode 0600); an existing file is never replaced.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeysError> {
+        if path.exists() {
+            return Err(KeysError::Exists(path.to_owned()));
+        }
+        let stored = StoredKeys {
+            token_signing_key: BASE64.encode(&self.token_signing_key),
+            master_key: self.master_key.to_base64(),
+            pending_master_key: self.pending_master_key.as_ref().map(SecretKey::to_base64),
+        };
+        let text = serde_json::to_string_pretty(&stored).expect("plain data") + "\n";
+        write_private(path, &text).map_err(|source| KeysError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads them from `path`, refusing a file others may read.
+    pub fn load(path: &Path) -> Result<Self, KeysError> {
+        let io = |source| KeysError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        // A Secret mounted with an fsGroup is group-readable (0440): that group is the pod's.
+        if mode & 0o007 != 0 || mode & 0o020 != 0 {
+            return Err(KeysError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let corrupt = |reason: String| KeysError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        let stored: StoredKeys = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let token_signing_key = BASE64
+            .decode(&stored.token_signing_key)
+            .map_err(|e| corrupt(format!("token_signing_key: {e}")))?;
+        if token_signing_key.len() < 32 {
+            return Err(corrupt("token_signing_key is shorter than 32 bytes".into()));
+        }
+        let master_key = SecretKey::from_base64(&stored.master_key)
+            .map_err(|e| corrupt(format!("master_key: {e}")))?;
+        let pending_master_key = stored
+            .pending_master_key
+            .as_deref()
+            .map(SecretKey::from_base64)
+            .transpose()
+            .map_err(|e| corrupt(format!("pending_master_key: {e}")))?;
+        Ok(Self {
+            token_signing_key,
+            master_key,
+            pending_master_key,
+        })
     }
 }
 
@@ -235,6 +383,40 @@ mod tests {
         assert!(!loaded.check("admin", "wrong"));
         assert!(!loaded.check("root", &password));
         std::fs::remove_dir_all(home).unwrap();
+    }
+
+    #[test]
+    fn shared_keys_round_trip_refuse_exposure_and_are_never_overwritten() {
+        let dir = home();
+        let path = dir.join("keys.json");
+        let keys = SharedKeys::generate();
+        keys.write_new(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = SharedKeys::load(&path).unwrap();
+        assert_eq!(loaded.token_signing_key, keys.token_signing_key);
+        assert_eq!(loaded.master_key.to_base64(), keys.master_key.to_base64());
+        let again = SharedKeys::generate().write_new(&path).unwrap_err();
+        assert!(matches!(again, KeysError::Exists(_)), "{again}");
+        assert_eq!(
+            SharedKeys::load(&path).unwrap().token_signing_key,
+            keys.token_signing_key,
+            "the existing file is kept"
+        );
+        // Group-readable is a mounted Secret with an fsGroup; world-readable is refused.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        SharedKeys::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exposed = SharedKeys::load(&path).unwrap_err();
+        assert!(exposed.to_string().contains("chmod 600"), "{exposed}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "{\"token_signing_key\": \"c2hvcnQ=\", \"master_key\": \"\"}").unwrap();
+        let corrupt = SharedKeys::load(&path).unwrap_err();
+        assert!(corrupt.to_string().contains("keys generate"), "{corrupt}");
+        let credentials = Credentials::with_shared_keys("s3cret-password", keys.clone());
+        assert!(credentials.check(ADMIN, "s3cret-password"));
+        assert_eq!(credentials.token_signing_key, keys.token_signing_key);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod editor;
 mod error;
 pub mod metrics;
+pub mod probes;
 mod query;
 mod read;
 mod spa;

@@ -15,12 +15,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiResult;
-use crate::state::{ApiState, Edition};
+use crate::state::{Edition, Settings};
+
+/// What a scrape reads: the log and its read models, and this process's settings.
+#[derive(Clone)]
+pub struct MetricsState {
+    /// The event log (and its pool, for the read models).
+    pub store: leoflow_events::EventStore,
+    /// The edition and start time.
+    pub settings: std::sync::Arc<Settings>,
+}
 
 type Labelled = Family<Vec<(String, String)>, Gauge>;
 
 /// The metrics router (public: bind it to a port only Prometheus reaches).
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: MetricsState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -37,7 +46,7 @@ fn resident_bytes() -> i64 {
     pages * page
 }
 
-async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
+async fn metrics(State(state): State<MetricsState>) -> ApiResult<Response> {
     let pool = state.store.pool();
     let mut registry = Registry::with_prefix("leoflow");
 

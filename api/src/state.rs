@@ -23,7 +23,7 @@ pub enum Edition {
 pub struct Settings {
     /// Lite or Pro: `/api/v2/config` reports it and the executor it runs tasks with.
     pub edition: Edition,
-    /// What the UI calls this instance (`Leoflow Lite`).
+    /// What the UI calls this instance (`Leoflow Lite`, `Leoflow`).
     pub instance_name: String,
     /// The UI's base URL (`/`).
     pub base_url: String,
@@ -45,6 +45,15 @@ impl Settings {
             started_at: Utc::now(),
             project_dir: None,
             editor_assets: None,
+        }
+    }
+
+    /// `leoflow server`'s settings: no project to edit.
+    pub fn pro() -> Self {
+        Self {
+            edition: Edition::Pro,
+            instance_name: "Leoflow".into(),
+            ..Self::lite()
         }
     }
 }

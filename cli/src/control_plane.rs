@@ -38,6 +38,9 @@ pub struct ControlPlaneOptions {
     pub master_keys: Option<MasterKeys>,
     /// Where tries run.
     pub executor: ExecutorChoice,
+    /// The address agents dial, `HOST:PORT` (a Service in front of several replicas); `None`
+    /// for this control plane's own gRPC address.
+    pub advertise_grpc: Option<String>,
 }
 
 /// Where tries run.
@@ -158,9 +161,13 @@ async fn start_executor(
             } else {
                 grpc
             };
+            let endpoint = match &options.advertise_grpc {
+                Some(advertised) => format!("http://{advertised}"),
+                None => format!("http://{endpoint}"),
+            };
             let agent = AgentConfig {
                 program,
-                endpoint: format!("http://{endpoint}"),
+                endpoint,
                 python: options.python.interpreter.clone(),
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),

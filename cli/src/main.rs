@@ -5,6 +5,7 @@ mod control_plane;
 mod datastore;
 mod logging;
 mod python_env;
+mod stop;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

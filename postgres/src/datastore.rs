@@ -76,12 +76,13 @@ pub enum ConnectError {
     #[error("starting the {DOCKER_CONTAINER} container failed: {0}")]
     Docker(String),
     /// Connecting failed.
-    #[error("cannot connect to Postgres at {target}: {source}. {hint}")]
+    // Not `source`: the message already says it, and error reports would print it twice.
+    #[error("cannot connect to Postgres at {target}: {cause}. {hint}")]
     Unreachable {
         /// The URL (password masked) or socket.
         target: String,
         /// The driver's error.
-        source: sqlx::Error,
+        cause: sqlx::Error,
         /// What to try.
         hint: String,
     },
@@ -194,13 +195,23 @@ pub async fn connect(
     target: &str,
     hint: &str,
 ) -> Result<PgPool, ConnectError> {
+    connect_sized(options, target, hint, 8).await
+}
+
+/// [`connect`] with a pool of at most `max_connections` (`leoflow server`'s `database_pool_size`).
+pub async fn connect_sized(
+    options: PgConnectOptions,
+    target: &str,
+    hint: &str,
+    max_connections: u32,
+) -> Result<PgPool, ConnectError> {
     // One direct connection first: it fails at once, where a pool would retry until its
     // acquire timeout.
     let probe = PgConnection::connect_with(&options)
         .await
-        .map_err(|source| ConnectError::Unreachable {
+        .map_err(|cause| ConnectError::Unreachable {
             target: target.to_owned(),
-            source,
+            cause,
             hint: hint.to_owned(),
         })?;
     let _ = probe.close().await;
@@ -209,7 +220,7 @@ pub async fn connect(
     // tables): whatever the server's default, its own sessions use it.
     let options = options.options([("default_transaction_isolation", "read committed")]);
     Ok(PgPoolOptions::new()
-        .max_connections(8)
+        .max_connections(max_connections)
         // Each idle connection is a Postgres backend of ~15 MB: the ones a burst opened
         // (start-up catch-up, a busy run) go back soon after, and reconnecting costs ~5 ms.
         .idle_timeout(IDLE_CONNECTION_TIMEOUT)

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod lite;
+pub mod server;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -56,6 +56,13 @@ use runs::{QueueError, queue_run, submit_as_leader};
 /// Key of the session advisory lock the active scheduler holds.
 pub const SCHEDULER_LOCK_KEY: i64 = 0x4c45_4f46_5343_4844; // "LEOFSCHD"
 
+/// How often a standby scheduler tries to take the leader lock.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
+
+/// The least a scheduler that lost its lead waits before trying to lead again: two standby
+/// polls, so a standby that can lead does.
+const STANDBY_PRECEDENCE: Duration = Duration::from_millis(1000);
+
 /// Slots of `default_pool` until a `PoolSet` says otherwise (Airflow's default).
 pub const DEFAULT_POOL_SLOTS: i32 = 128;
 
@@ -247,7 +254,14 @@ impl Reactor {
                 Err(error) => error,
             };
             failures = failures_after(failures, term.elapsed());
-            let delay = recovery_delay(failures);
+            // A scheduler that lost its lead waits out a standby's poll: a healthy standby
+            // takes over first, not the replica whose database connection just failed.
+            let led = self.epoch != 0;
+            let delay = if led {
+                recovery_delay(failures).max(STANDBY_PRECEDENCE)
+            } else {
+                recovery_delay(failures)
+            };
             tracing::warn!(
                 "{error}; stepped down, trying again in {} ms",
                 delay.as_millis()
@@ -334,6 +348,7 @@ impl Reactor {
 
     /// Drops what the model holds, so the next term rebuilds it from the log.
     fn forget_model(&mut self) {
+        self.epoch = 0;
         self.dags.clear();
         self.generations.clear();
         self.runs.clear();
@@ -1294,7 +1309,7 @@ async fn lead(
             }));
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(STANDBY_POLL) => {}
             _ = shutdown.changed() => return Ok(None),
         }
         if *shutdown.borrow() {

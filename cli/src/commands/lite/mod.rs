@@ -38,12 +38,12 @@ use leoflow_postgres::{Database, Datastore, ManagedCluster};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
 use leoflow_secrets::Vault;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
+use crate::stop::Stop;
 use crate::python_env::{
     ProjectVenv, lite_python, managed_venv, note_to, venv_python, with_project_venv,
 };
@@ -192,10 +192,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     let ports = check_args(&args)?;
     // Handlers first: a Ctrl-C or SIGTERM during start-up is handled once started, never the
     // default death that would leave the managed Postgres running.
-    let mut stop = Stop {
-        interrupt: signal(SignalKind::interrupt())?,
-        terminate: signal(SignalKind::terminate())?,
-    };
+    let mut stop = Stop::install()?;
     // One Lite per home, decided before anything is started.
     let _lock = lock::lock_home(&home)?;
     let listeners = Listeners::bind(&args, ports, &executor).await?;
@@ -285,21 +282,6 @@ fn check_args(args: &LiteArgs) -> Result<Ports> {
         bail!("--heartbeat-timeout must be longer than the heartbeat interval");
     }
     Ports::from_args(args)
-}
-
-/// Ctrl-C and SIGTERM, the two ways Lite is asked to stop.
-struct Stop {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Stop {
-    async fn requested(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }
 
 /// Lite's three ports, bound.
@@ -431,6 +413,7 @@ fn control_plane_options(
         },
         master_keys: Some(prepared.credentials.master_keys()),
         executor,
+        advertise_grpc: None,
     }
 }
 
@@ -488,7 +471,10 @@ impl Servers {
             .context("reading the metrics address")?;
         let metrics_server = tokio::spawn(leoflow_api::serve(
             metrics_listener,
-            leoflow_api::metrics::router(api.clone()),
+            leoflow_api::metrics::router(leoflow_api::metrics::MetricsState {
+                store: api.store.clone(),
+                settings: api.settings.clone(),
+            }),
             std::future::pending(),
         ));
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -28,6 +28,27 @@ pub enum Role {
     Scheduler,
 }
 
+impl Role {
+    /// As the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Scheduler => "scheduler",
+        }
+    }
+
+    /// Whether this role runs the scheduler (and the agents' gRPC service).
+    pub fn runs_scheduler(self) -> bool {
+        matches!(self, Role::All | Role::Scheduler)
+    }
+
+    /// Whether this role serves the UI and the API.
+    pub fn runs_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+}
+
 /// Where tries run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +150,13 @@ struct FileConfig {
 /// A URL holding a password: shown only masked (in `--check-config`, logs and errors).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL itself, password and all: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -401,28 +429,7 @@ fn check_database_url(url: String) -> Result<SecretUrl, ConfigError> {
 }
 
 fn check_redis_url(url: String) -> Result<SecretUrl, ConfigError> {
-    let parsed =
-        url::Url::parse(&url).map_err(|e| key_error("redis_url", format!("not a URL: {e}")))?;
-    match parsed.scheme() {
-        "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {}
-        other => {
-            return Err(key_error(
-                "redis_url",
-                format!(
-                    "scheme {other:?}: use redis://, rediss:// (TLS) or redis+sentinel://HOST:PORT/MASTER"
-                ),
-            ));
-        }
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(key_error("redis_url", "has no host"));
-    }
-    if parsed.scheme().ends_with("+sentinel") && parsed.path().trim_matches('/').is_empty() {
-        return Err(key_error(
-            "redis_url",
-            "a Sentinel URL names its master: redis+sentinel://HOST:PORT/MASTER",
-        ));
-    }
+    super::datastores::RedisTarget::parse(&url).map_err(|e| key_error("redis_url", e))?;
     Ok(SecretUrl(url))
 }
 

@@ -1,23 +1,31 @@
-//! `leoflow server`: Leoflow Pro's control plane, configured for a cluster (see `config`).
+//! `leoflow server`: Leoflow Pro's control plane, one replica of a deployment.
 //!
-//! What stands today is the configuration: `--check-config` loads and checks it and prints
-//! what the server would run with, secrets redacted (a Helm test hook or CI can run it). The
-//! serving itself — roles, external Postgres and Redis, failover — is issue 14's work in
-//! progress, and the command says so rather than starting half a server.
+//! Its parts: [`config`] (the YAML file, flags and `LEOFLOW_*` merged and checked),
+//! [`datastores`] (external Postgres and Redis, the schema check) and [`serve`] (the roles,
+//! probes and graceful shutdown). `leoflow server keys generate` makes the keys file replicas
+//! share; `--check-config` prints the configuration a replica would run with, secrets masked.
 
 pub mod config;
+pub mod datastores;
+mod serve;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
-use clap::Args;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use leoflow_api::credentials::SharedKeys;
 
 use self::config::{ServerConfig, ServerFlags};
 use crate::datastore::DatastoreArgs;
 
 /// `leoflow server`'s arguments.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    /// What else to do instead of serving.
+    #[command(subcommand)]
+    action: Option<ServerAction>,
     #[command(flatten)]
     flags: ServerFlags,
     /// Check the configuration, print it (secrets redacted) and exit.
@@ -25,15 +33,41 @@ pub struct ServerArgs {
     check_config: bool,
 }
 
+/// `leoflow server <action>`
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
+    /// The keys replicas share (session signing, secret encryption).
+    #[command(subcommand)]
+    Keys(KeysAction),
+}
+
+/// `leoflow server keys <action>`
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Write new random keys to a new file (mode 0600; an existing file is never replaced).
+    Generate {
+        /// The file to write (then a Kubernetes Secret, or `--keys-file` of every replica).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
 /// Runs `leoflow server`.
 pub async fn run(datastore: &DatastoreArgs, args: ServerArgs) -> Result<ExitCode> {
+    if let Some(ServerAction::Keys(KeysAction::Generate { output })) = &args.action {
+        SharedKeys::generate().write_new(output)?;
+        println!(
+            "Wrote new keys to {} (mode 0600). Give every replica the same file \
+             (--keys-file); keep it secret and backed up: without it sessions end and \
+             secrets in the log cannot be opened.",
+            output.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = ServerConfig::load(&args.flags, datastore.database_url.as_deref())?;
     if args.check_config {
         print!("{}", serde_norway::to_string(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
-    bail!(
-        "leoflow server: the configuration is valid, but serving is not built yet (Pro's \
-         control plane is in progress); use `leoflow lite` to run Leoflow today"
-    )
+    serve::serve(config).await
 }

@@ -1,0 +1,401 @@
+//! Running `leoflow server`: the control plane as one replica of a deployment.
+//!
+//! Start-up checks everything before it serves: the keys and the admin password, the ports,
+//! Postgres (reachable, the schema exactly this binary's), Redis (answering). Then, by role:
+//! the scheduler (a reactor that waits for the leader lock, the agents' gRPC service, the
+//! executor) and the HTTP server (the UI and `/api/v2`). Every role serves Prometheus metrics,
+//! `/healthz` and `/readyz` on the metrics port; the HTTP port also answers the probes.
+//!
+//! On SIGTERM (or Ctrl-C) the replica turns unready, hands leadership over (the reactor
+//! resigns: a follower leads within its next poll), lets the HTTP server finish its requests
+//! within [`HTTP_DRAIN`], and exits.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use leoflow_api::auth::Auth;
+use leoflow_api::credentials::{Credentials, SharedKeys};
+use leoflow_api::metrics::MetricsState;
+use leoflow_api::probes::{Check, Readiness};
+use leoflow_api::{ApiState, Settings, Ui};
+use leoflow_authoring::python::PythonRuntime;
+use leoflow_events::EventStore;
+use leoflow_projector::{ReadModels, replay};
+use leoflow_scheduler::control::Specs;
+use leoflow_scheduler::reactor::Supervision;
+use leoflow_secrets::Vault;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::config::{ServerConfig, ServerExecutor};
+use super::datastores::{Redis, Schema, open_postgres};
+use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
+use crate::stop::Stop;
+
+/// How long the HTTP server may take to finish its requests once asked to stop.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the server until SIGTERM or Ctrl-C (success), or until its scheduler fails.
+pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
+    let mut stop = Stop::install()?;
+    let secrets = ServerSecrets::load(&config)?;
+    let executor = executor_choice(&config)?;
+    let listeners = Listeners::bind(&config).await?;
+    let pool = open_postgres(&config).await?;
+    let schema_version = Schema::read(&pool)
+        .await
+        .context("reading the database's schema version")?
+        .require_current()?;
+    let redis = Redis::connect(config.redis_url.expose()).await?;
+    replay::catch_up(&pool)
+        .await
+        .context("catching the read models up with the log")?;
+    let store = EventStore::new(pool.clone()).with_projection(Arc::new(ReadModels));
+    let readiness = Arc::new(ServerReadiness {
+        pool: pool.clone(),
+        redis,
+        draining: AtomicBool::new(false),
+    });
+    let settings = Arc::new(Settings::pro());
+    let mut control_plane = match listeners.grpc {
+        Some(grpc) => {
+            let options = control_plane_options(&config, &secrets, executor).await?;
+            Some(ControlPlane::start(store.clone(), grpc, options).await?)
+        }
+        None => None,
+    };
+    let specs = control_plane
+        .as_ref()
+        .map(ControlPlane::specs)
+        .unwrap_or_default();
+    let http = match (listeners.http, &secrets.credentials) {
+        (Some(listener), Some(credentials)) => Some(Http::start(
+            listener,
+            api_state(&store, specs, credentials, settings.clone()),
+            readiness.clone(),
+        )?),
+        _ => None,
+    };
+    let metrics = serve_metrics(listeners.metrics, &store, &settings, readiness.clone());
+    print_banner(&config, schema_version, &listeners.addresses);
+    let result = wait(&mut control_plane, &mut stop).await;
+    // Unready first: the Service stops routing here while the rest winds down.
+    readiness.draining.store(true, Ordering::Relaxed);
+    let scheduler_stopped = async {
+        if let Some(control_plane) = control_plane {
+            control_plane.stop().await?;
+        }
+        anyhow::Ok(())
+    };
+    let http_stopped = async {
+        if let Some(http) = http {
+            http.stop().await;
+        }
+    };
+    let (stopped, ()) = tokio::join!(scheduler_stopped, http_stopped);
+    metrics.abort();
+    pool.close().await;
+    stopped?;
+    result
+}
+
+/// The keys every replica shares, and the admin login of the replicas that serve HTTP.
+struct ServerSecrets {
+    keys: SharedKeys,
+    /// `None` for a scheduler-only replica (it has no login).
+    credentials: Option<Credentials>,
+}
+
+impl ServerSecrets {
+    fn load(config: &ServerConfig) -> Result<Self> {
+        let Some(keys_file) = &config.keys_file else {
+            bail!(
+                "keys_file: missing. Replicas share their session and secret keys from one file: \
+                 make it with `leoflow server keys generate -o FILE` and give it as keys_file, \
+                 --keys-file or LEOFLOW_KEYS_FILE"
+            );
+        };
+        let keys = SharedKeys::load(keys_file)?;
+        let credentials = if config.role.runs_api() {
+            let Some(password_file) = &config.admin_password_file else {
+                bail!(
+                    "admin_password_file: missing. Until single sign-on, the server's login is \
+                     one admin whose password is read from a file: give it as \
+                     admin_password_file, --admin-password-file or LEOFLOW_ADMIN_PASSWORD_FILE"
+                );
+            };
+            let password = read_password(password_file)?;
+            Some(Credentials::with_shared_keys(&password, keys.clone()))
+        } else {
+            None
+        };
+        Ok(Self { keys, credentials })
+    }
+}
+
+/// The admin password: the file's text without its final newline, at least 8 characters.
+fn read_password(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("admin_password_file: cannot read {}", path.display()))?;
+    let password = text.trim_end_matches(['\n', '\r']);
+    if password.chars().count() < 8 {
+        bail!(
+            "admin_password_file: {} holds a password shorter than 8 characters",
+            path.display()
+        );
+    }
+    Ok(password.to_owned())
+}
+
+/// The executor the configuration names, if this build can run it.
+fn executor_choice(config: &ServerConfig) -> Result<ExecutorChoice> {
+    match config.executor {
+        ServerExecutor::Subprocess => Ok(ExecutorChoice::Subprocess),
+        ServerExecutor::Kubernetes if config.role.runs_scheduler() => bail!(
+            "executor: kubernetes is not available in leoflow server yet (Pro's pod executor \
+             comes with the Kubernetes work, issue 16). For tests and development use \
+             --executor subprocess --allow-unsandboxed"
+        ),
+        // An API replica dispatches nothing.
+        ServerExecutor::Kubernetes => Ok(ExecutorChoice::Subprocess),
+    }
+}
+
+/// The ports this replica's role serves, bound before anything starts.
+struct Listeners {
+    http: Option<TcpListener>,
+    grpc: Option<TcpListener>,
+    metrics: TcpListener,
+    addresses: Vec<(&'static str, SocketAddr)>,
+}
+
+impl Listeners {
+    async fn bind(config: &ServerConfig) -> Result<Self> {
+        let host: IpAddr = config.host.parse().context("host")?;
+        let role = config.role;
+        let mut addresses = Vec::new();
+        let mut bind_if = async |wanted: bool, port: u16, what: &'static str| {
+            if !wanted {
+                return Ok(None);
+            }
+            let listener = bind(host, port, what).await?;
+            addresses.push((what, listener.local_addr()?));
+            anyhow::Ok(Some(listener))
+        };
+        let http = bind_if(role.runs_api(), config.http_port, "http").await?;
+        let grpc = bind_if(role.runs_scheduler(), config.grpc_port, "grpc").await?;
+        let metrics = bind_if(true, config.metrics_port, "metrics")
+            .await?
+            .expect("every role serves metrics");
+        Ok(Self {
+            http,
+            grpc,
+            metrics,
+            addresses,
+        })
+    }
+}
+
+async fn bind(host: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
+    let address = SocketAddr::new(host, port);
+    TcpListener::bind(address).await.with_context(|| {
+        format!("cannot serve {what} on {address}: the port is taken or not allowed")
+    })
+}
+
+/// The control plane of a scheduler replica.
+async fn control_plane_options(
+    config: &ServerConfig,
+    secrets: &ServerSecrets,
+    executor: ExecutorChoice,
+) -> Result<ControlPlaneOptions> {
+    // Only the subprocess executor runs Python here: the interpreter and the SDK the
+    // environment names (LEOFLOW_PYTHON, LEOFLOW_SDK_PATH).
+    let python = PythonRuntime::detect()
+        .await
+        .context("the subprocess executor needs Python and Leoflow's SDK")?;
+    let keys = &secrets.keys;
+    let mut master_keys = leoflow_secrets::MasterKeys::new(keys.master_key.clone());
+    if let Some(pending) = &keys.pending_master_key {
+        master_keys = master_keys.rotating_to(pending.clone());
+    }
+    Ok(ControlPlaneOptions {
+        project_dir: None,
+        python,
+        heartbeat_interval: Duration::from_secs(5),
+        max_xcom_bytes: leoflow_scheduler::agents::DEFAULT_MAX_XCOM_BYTES,
+        supervision: Supervision::default(),
+        master_keys: Some(master_keys),
+        executor,
+        advertise_grpc: config.advertise_grpc.clone(),
+    })
+}
+
+fn api_state(
+    store: &EventStore,
+    specs: Specs,
+    credentials: &Credentials,
+    settings: Arc<Settings>,
+) -> ApiState {
+    ApiState {
+        store: store.clone(),
+        specs,
+        auth: Arc::new(Auth::new(credentials.clone(), None)),
+        vault: Vault::new(store.pool().clone(), credentials.master_keys()),
+        settings,
+    }
+}
+
+/// The HTTP server of an API replica: the UI (when its files are installed), `/api/v2` and
+/// the probes.
+struct Http {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Http {
+    fn start(
+        listener: TcpListener,
+        api: ApiState,
+        readiness: Arc<ServerReadiness>,
+    ) -> Result<Self> {
+        let ui = installed_ui();
+        let app = leoflow_api::router(api, ui).merge(leoflow_api::probes::router(readiness));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(leoflow_api::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { stop, server })
+    }
+
+    /// Stops taking connections and lets requests in flight finish ([`HTTP_DRAIN`] at most).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(HTTP_DRAIN, self.server).await.is_err() {
+            tracing::warn!("requests still running after {HTTP_DRAIN:?} were cut off");
+        }
+    }
+}
+
+/// The Airflow UI's files, when `LEOFLOW_UI_DIR` holds them as `leoflow setup` installs them
+/// (the container image bakes them in); else the server serves the API only, and says so.
+fn installed_ui() -> Option<Arc<Ui>> {
+    let Some(root) = std::env::var_os("LEOFLOW_UI_DIR") else {
+        tracing::info!("no LEOFLOW_UI_DIR: serving /api/v2 without the web UI");
+        return None;
+    };
+    let Some(dirs) = leoflow_api::assets::UiDirs::installed(std::path::Path::new(&root)) else {
+        tracing::warn!("LEOFLOW_UI_DIR holds no complete UI; serving the API only");
+        return None;
+    };
+    match Ui::load(dirs, "/") {
+        Ok(ui) => Some(Arc::new(ui)),
+        Err(error) => {
+            tracing::warn!("the UI at LEOFLOW_UI_DIR is unreadable ({error}); serving the API only");
+            None
+        }
+    }
+}
+
+/// Metrics and the probes on the metrics port, for every role.
+fn serve_metrics(
+    listener: TcpListener,
+    store: &EventStore,
+    settings: &Arc<Settings>,
+    readiness: Arc<ServerReadiness>,
+) -> JoinHandle<std::io::Result<()>> {
+    let app = leoflow_api::metrics::router(MetricsState {
+        store: store.clone(),
+        settings: settings.clone(),
+    })
+    .merge(leoflow_api::probes::router(readiness));
+    tokio::spawn(leoflow_api::serve(listener, app, std::future::pending()))
+}
+
+/// What `/readyz` checks on a server replica.
+struct ServerReadiness {
+    pool: PgPool,
+    redis: Redis,
+    draining: AtomicBool,
+}
+
+impl Readiness for ServerReadiness {
+    fn checks(&self) -> Pin<Box<dyn Future<Output = Vec<Check>> + Send + '_>> {
+        Box::pin(async move {
+            let check = |name, required, outcome: Result<String>| match outcome {
+                Ok(detail) => Check {
+                    name,
+                    ok: true,
+                    required,
+                    detail,
+                },
+                Err(error) => Check {
+                    name,
+                    ok: false,
+                    required,
+                    detail: format!("{error:#}"),
+                },
+            };
+            let (schema, redis) = tokio::join!(Schema::read(&self.pool), self.redis.ping());
+            let (postgres, schema) = match schema {
+                Ok(schema) => (
+                    Ok("answers".to_owned()),
+                    schema.require_current().map(|v| format!("version {v}")),
+                ),
+                Err(error) => (Err(error.into()), Err(anyhow::anyhow!("unknown"))),
+            };
+            let serving = if self.draining.load(Ordering::Relaxed) {
+                Err(anyhow::anyhow!("shutting down"))
+            } else {
+                Ok("yes".to_owned())
+            };
+            vec![
+                check("postgres", true, postgres),
+                check("schema", true, schema),
+                check("redis", false, redis.map(|()| "answers".to_owned())),
+                check("serving", true, serving),
+            ]
+        })
+    }
+}
+
+/// Waits for a stop signal (success) or a scheduler failure the process must not outlive.
+async fn wait(control_plane: &mut Option<ControlPlane>, stop: &mut Stop) -> Result<ExitCode> {
+    let failure = async {
+        match control_plane {
+            Some(control_plane) => control_plane.reactor_failure().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        error = failure => {
+            tracing::error!("{error:#}");
+            Ok(ExitCode::FAILURE)
+        }
+        () = stop.requested() => {
+            tracing::info!("stopping: draining requests and handing leadership over");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints what runs where; its last line tells scripts (and the tests) the replica serves.
+fn print_banner(config: &ServerConfig, schema: i64, addresses: &[(&'static str, SocketAddr)]) {
+    println!("Leoflow server (role {})", config.role.name());
+    println!("  database  {:?} (schema version {schema})", config.database_url);
+    println!("  redis     {:?}", config.redis_url);
+    for (what, address) in addresses {
+        println!("  {what:<9} {address}");
+    }
+    if let Some(advertised) = &config.advertise_grpc {
+        println!("  agents    dial {advertised}");
+    }
+    println!("Serving; SIGTERM stops this replica gracefully.");
+}

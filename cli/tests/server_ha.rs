@@ -1,0 +1,358 @@
+//! `leoflow server` replicated, under the faults production brings: two scheduler-role and two
+//! API-role processes on one Postgres (over TCP, fsync on) and a real `redis-server`, tasks run
+//! by the subprocess executor (allowed for tests by `--allow-unsandboxed`), agents dialling a
+//! forwarder that stands in for the scheduler Service.
+//!
+//! - The leader killed with SIGKILL during 10 runs of a 20-task chain: the standby leads within
+//!   5 s, every run succeeds, no try starts or succeeds twice, the read models replay equal.
+//! - The leader's database connections cut (`pg_terminate_backend`): it steps down and the
+//!   standby leads; nothing doubled.
+//! - SIGTERM of the leader: leadership handed over in under 2 s, no try lost.
+//! - Redis killed and restarted mid-run: every run completes; readiness says degraded, then
+//!   ready again.
+//! - Any API replica serves any request: a session from one is valid on the other.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use leoflow_events::{Event, EventStore, TaskInstanceKey};
+use leoflow_projector::ReadModels;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+mod common;
+
+use common::lite::Client;
+use common::server::{Deployment, PASSWORD, Replica};
+
+/// Runs each test drives.
+const RUNS: usize = 10;
+
+/// Tasks in the chain.
+const CHAIN: usize = 20;
+
+/// A chain of 20 tasks, each adding one to its upstream's value: the last returns 20.
+const CHAIN_DAG: &str = r#"
+import time
+from airflow.sdk import DAG, task
+
+@task
+def step(x=0):
+    time.sleep(0.05)
+    return x + 1
+
+with DAG("chain", schedule=None, is_paused_upon_creation=False, max_active_runs=10):
+    value = step.override(task_id="t00")()
+    for i in range(1, 20):
+        value = step.override(task_id=f"t{i:02d}")(value)
+"#;
+
+/// The deployment every test starts: two scheduler replicas, two API replicas. (Fields drop in
+/// order: the replicas before the datastores they use.)
+struct Cluster {
+    schedulers: Vec<Replica>,
+    apis: Vec<Replica>,
+    pool: PgPool,
+    deployment: Deployment,
+}
+
+impl Cluster {
+    async fn start(what: &str) -> Self {
+        let deployment = Deployment::start(what).await;
+        deployment.register("chain", CHAIN_DAG);
+        let schedulers = vec![
+            deployment.replica("scheduler"),
+            deployment.replica("scheduler"),
+        ];
+        let apis = vec![deployment.replica("api"), deployment.replica("api")];
+        let pool = deployment.pool().await;
+        Self {
+            deployment,
+            schedulers,
+            apis,
+            pool,
+        }
+    }
+
+    /// The leader's process id and epoch, once one leads.
+    async fn leader(&self) -> (i32, i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(leader) = elected(&self.pool).await {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no scheduler was elected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for an election after `epoch` by another process than `old`; returns how long
+    /// after `since` it was recorded, and the new leader's pid.
+    async fn new_leader(&self, old: i32, epoch: i64, since: Instant) -> (Duration, i32) {
+        let deadline = since + Duration::from_secs(30);
+        loop {
+            if let Some((pid, new_epoch)) = elected(&self.pool).await
+                && new_epoch > epoch
+            {
+                assert_ne!(pid, old, "the replica that lost its lead led again first");
+                return (since.elapsed(), pid);
+            }
+            assert!(Instant::now() < deadline, "nobody took the lead");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn scheduler(&mut self, pid: i32) -> &mut Replica {
+        self.schedulers
+            .iter_mut()
+            .find(|replica| replica.pid() == pid)
+            .expect("the leader is one of the scheduler replicas")
+    }
+
+    /// Logs in on the first API replica; the client's session is used on both.
+    async fn clients(&self) -> (Client, Client) {
+        let first = Client::login_as(&self.apis[0].base, PASSWORD).await;
+        let second = Client {
+            base: self.apis[1].base.clone(),
+            token: first.token.clone(),
+            http: reqwest::Client::new(),
+        };
+        (first, second)
+    }
+
+    /// Triggers `RUNS` runs, alternating API replicas; returns their ids.
+    async fn trigger_runs(&self) -> Vec<String> {
+        let (first, second) = self.clients().await;
+        let mut runs = Vec::new();
+        for i in 0..RUNS {
+            let api = if i % 2 == 0 { &first } else { &second };
+            let (status, run) = api
+                .call(
+                    Method::POST,
+                    "/api/v2/dags/chain/dagRuns",
+                    Some(json!({"logical_date": null})),
+                )
+                .await;
+            assert_eq!(status, 200, "{run}");
+            runs.push(run["dag_run_id"].as_str().unwrap().to_owned());
+        }
+        runs
+    }
+
+    /// Waits until `n` task instances succeeded: the runs are under way.
+    async fn succeeded_at_least(&self, n: i64) {
+        until(&self.pool, |pool| async move {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM task_instance WHERE dag_id = 'chain' AND state = 'success'",
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (count >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Every run succeeded with 20 as the last task's result (read through the second API
+    /// replica), no try started or succeeded twice, the read models replay equal.
+    async fn everything_completed(&self, runs: &[String]) {
+        let ended = until(&self.pool, |pool| async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT run_id, state FROM dag_run WHERE dag_id = 'chain' ORDER BY run_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+            rows.iter()
+                .all(|(_, state)| state == "success" || state == "failed")
+                .then_some(rows)
+        })
+        .await;
+        assert_eq!(ended.len(), RUNS, "{ended:?}");
+        for (run_id, state) in &ended {
+            assert_eq!(state, "success", "run {run_id}: {ended:?}");
+        }
+        let (_, second) = self.clients().await;
+        for run_id in runs {
+            let xcom = second
+                .get(&format!(
+                    "/api/v2/dags/chain/dagRuns/{run_id}/taskInstances/t19/xcomEntries/return_value"
+                ))
+                .await;
+            assert_eq!(xcom["value"], CHAIN, "{xcom}");
+        }
+        let tries = nothing_doubled(&self.pool).await;
+        assert_eq!(tries.len(), RUNS * CHAIN, "one try per task instance");
+        self.deployment.replay_verifies();
+    }
+}
+
+/// The newest election in the log: (pid, epoch).
+async fn elected(pool: &PgPool) -> Option<(i32, i64)> {
+    sqlx::query_as(
+        "SELECT (payload->>'pid')::int, stream_version FROM events \
+         WHERE stream = 'scheduler' ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Polls `probe` until it answers (three minutes at most).
+async fn until<T, F, Fut>(pool: &PgPool, probe: F) -> T
+where
+    F: Fn(PgPool) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(answer) = probe(pool.clone()).await {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "never got there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Per (task instance, try): how often the log says it started and succeeded. Asserts neither
+/// happened twice, and no task instance succeeded twice.
+async fn nothing_doubled(pool: &PgPool) -> HashMap<(TaskInstanceKey, i32), (u32, u32)> {
+    let store = EventStore::new(pool.clone()).with_projection(std::sync::Arc::new(ReadModels));
+    let mut tries: HashMap<(TaskInstanceKey, i32), (u32, u32)> = HashMap::new();
+    for event in store.read_from(1, 1_000_000).await.unwrap() {
+        match event.decode().unwrap() {
+            Event::TaskStarted(e) => tries.entry((e.ti, e.try_number)).or_default().0 += 1,
+            Event::TaskSucceeded(e) => tries.entry((e.ti, e.try_number)).or_default().1 += 1,
+            _ => {}
+        }
+    }
+    let doubled: Vec<_> = tries
+        .iter()
+        .filter(|(_, (started, succeeded))| *started > 1 || *succeeded > 1)
+        .collect();
+    assert!(doubled.is_empty(), "doubled (started, succeeded): {doubled:?}");
+    let mut succeeded: HashMap<&TaskInstanceKey, u32> = HashMap::new();
+    for ((ti, _), (_, n)) in &tries {
+        *succeeded.entry(ti).or_default() += n;
+    }
+    assert!(
+        succeeded.values().all(|n| *n <= 1),
+        "a task instance succeeded twice"
+    );
+    tries
+}
+
+async fn readyz(replica: &Replica) -> (u16, Value) {
+    let response = reqwest::get(format!("{}/readyz", replica.metrics))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_with_sigkill_during_10_runs_of_a_20_task_chain_fails_over_within_5_s() {
+    let mut cluster = Cluster::start("ha-kill").await;
+    let (leader, epoch) = cluster.leader().await;
+    let runs = cluster.trigger_runs().await;
+    cluster.succeeded_at_least(30).await;
+
+    let killed = Instant::now();
+    cluster.scheduler(leader).signal(libc::SIGKILL);
+    let (took, new_leader) = cluster.new_leader(leader, epoch, killed).await;
+    assert!(took < Duration::from_secs(5), "failover took {took:?}");
+    eprintln!("failover after SIGKILL: {took:?} (new leader {new_leader})");
+
+    cluster.everything_completed(&runs).await;
+    for replica in cluster.schedulers.iter_mut().chain(cluster.apis.iter_mut()) {
+        if replica.pid() != leader {
+            assert!(replica.signal(libc::SIGTERM).success(), "{} replica", replica.role);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_database_connections_are_cut_steps_down_and_the_standby_leads() {
+    let cluster = Cluster::start("ha-cut").await;
+    let (leader, epoch) = cluster.leader().await;
+    let runs = cluster.trigger_runs().await;
+    cluster.succeeded_at_least(30).await;
+
+    let cut = Instant::now();
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(format!("leoflow-server scheduler pid {leader}"))
+    .fetch_all(&cluster.pool)
+    .await
+    .unwrap();
+    assert!(
+        !terminated.is_empty() && terminated.iter().all(|t| *t),
+        "{terminated:?}"
+    );
+    let (took, _) = cluster.new_leader(leader, epoch, cut).await;
+    assert!(took < Duration::from_secs(5), "failover took {took:?}");
+
+    cluster.everything_completed(&runs).await;
+    let beating: i64 = sqlx::query_scalar("SELECT count(*) FROM scheduler_heartbeat")
+        .fetch_one(&cluster.pool)
+        .await
+        .unwrap();
+    assert_eq!(beating, 1, "exactly one leader records heartbeats");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_hands_leadership_over_in_under_2_s_and_loses_no_try() {
+    let mut cluster = Cluster::start("ha-term").await;
+    let (leader, epoch) = cluster.leader().await;
+    let runs = cluster.trigger_runs().await;
+    cluster.succeeded_at_least(30).await;
+
+    let asked = Instant::now();
+    // SAFETY: a plain signal to a child of this test.
+    unsafe { libc::kill(leader, libc::SIGTERM) };
+    let (took, _) = cluster.new_leader(leader, epoch, asked).await;
+    assert!(took < Duration::from_secs(2), "handover took {took:?}");
+    let status = cluster.scheduler(leader).child.wait().unwrap();
+    assert!(status.success(), "the old leader stops cleanly: {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "it stopped within the grace period"
+    );
+
+    cluster.everything_completed(&runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run_degrades_and_every_run_completes() {
+    let mut cluster = Cluster::start("ha-redis").await;
+    cluster.leader().await;
+    let (status, body) = readyz(&cluster.apis[0]).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
+    let runs = cluster.trigger_runs().await;
+    cluster.succeeded_at_least(30).await;
+
+    cluster.deployment.redis.kill();
+    for replica in cluster.apis.iter().chain(cluster.schedulers.iter()) {
+        let (status, body) = readyz(replica).await;
+        assert_eq!(status, 200, "losing Redis only degrades: {body}");
+        assert_eq!(body["status"], "degraded", "{body}");
+    }
+    cluster.deployment.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = readyz(&cluster.apis[1]).await;
+        if body["status"] == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready again: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cluster.everything_completed(&runs).await;
+    let (first, _) = cluster.clients().await;
+    let config = first.get("/ui/config").await;
+    assert_eq!(config["instance_name"], "Leoflow", "{config}");
+}
