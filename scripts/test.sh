@@ -72,8 +72,21 @@ if [ ! -x /usr/bin/chromium ]; then
         echo "== installing Debian's chromium"
         [ -n "${apt_updated:-}" ] || apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        apt_updated=1
     else
         echo "Debian's chromium is needed for the UI tests: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+# The replicated-server tests start a real Redis (Debian's redis-server), as Pro runs on one.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "== installing Debian's redis-server"
+        [ -n "${apt_updated:-}" ] || apt-get update -qq
+        apt_updated=1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "Debian's redis-server is needed for the server tests: sudo apt-get install redis-server" >&2
         exit 1
     fi
 fi

@@ -11,8 +11,11 @@
 //! - Redis killed and restarted mid-run: every run completes; readiness says degraded, then
 //!   ready again.
 //! - Any API replica serves any request: a session from one is valid on the other.
+//! - A replica refuses to start, naming the fix, without its keys, its password, Redis or
+//!   Postgres, or on a schema older or newer than its own; it starts nothing half-way.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use leoflow_events::{Event, EventStore, TaskInstanceKey};
@@ -23,6 +26,7 @@ use sqlx::PgPool;
 
 mod common;
 
+use common::free_port;
 use common::lite::Client;
 use common::server::{Deployment, PASSWORD, Replica};
 
@@ -355,4 +359,178 @@ async fn redis_killed_and_restarted_mid_run_degrades_and_every_run_completes() {
     let (first, _) = cluster.clients().await;
     let config = first.get("/ui/config").await;
     assert_eq!(config["instance_name"], "Leoflow", "{config}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_to_start_without_what_it_needs_and_names_the_fix() {
+    let deployment = Deployment::start("ha-refuse").await;
+    let pool = deployment.pool().await;
+
+    let error = deployment.refusal("api", |c| {
+        c.env_remove("LEOFLOW_KEYS_FILE");
+    });
+    assert!(error.contains("leoflow server keys generate"), "{error}");
+
+    let exposed = deployment.scratch.join("exposed-keys.json");
+    std::fs::copy(&deployment.keys_file, &exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = deployment.refusal("scheduler", |c| {
+        c.env("LEOFLOW_KEYS_FILE", &exposed);
+    });
+    assert!(error.contains("chmod 600"), "{error}");
+
+    let short = deployment.scratch.join("short-password");
+    std::fs::write(&short, "abc\n").unwrap();
+    let error = deployment.refusal("api", |c| {
+        c.env("LEOFLOW_ADMIN_PASSWORD_FILE", &short);
+    });
+    assert!(error.contains("shorter than 8 characters"), "{error}");
+
+    let error = deployment.refusal("all", |c| {
+        c.env("LEOFLOW_REDIS_URL", format!("redis://127.0.0.1:{}", free_port()));
+    });
+    assert!(error.contains("unreachable"), "{error}");
+    assert!(error.contains("Redis at redis://127.0.0.1:"), "{error}");
+
+    let error = deployment.refusal("all", |c| {
+        let url = format!("postgres://leoflow:pw@127.0.0.1:{}/leoflow", free_port());
+        c.env("LEOFLOW_DATABASE_URL", url);
+    });
+    assert!(error.contains("cannot connect to Postgres at postgres://leoflow:***@"), "{error}");
+
+    let error = deployment.refusal("scheduler", |c| {
+        c.env_remove("LEOFLOW_EXECUTOR");
+    });
+    assert!(error.contains("executor: kubernetes"), "{error}");
+
+    let error = deployment.refusal("scheduler", |c| {
+        c.env_remove("LEOFLOW_ALLOW_UNSANDBOXED");
+    });
+    assert!(error.contains("allow_unsandboxed"), "{error}");
+
+    deployment.cluster.ensure_database("empty").await.unwrap();
+    let (server, _) = deployment.database_url.rsplit_once('/').unwrap();
+    let empty = format!("{server}/empty");
+    let error = deployment.refusal("api", |c| {
+        c.env("LEOFLOW_DATABASE_URL", &empty);
+    });
+    assert!(error.contains("no Leoflow schema"), "{error}");
+    assert!(error.contains("leoflow db migrate"), "{error}");
+
+    let latest = leoflow_postgres::migrate::latest_version();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from the future', true, '\\x00', 1)",
+    )
+    .bind(latest + 1)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let error = deployment.refusal("scheduler", |_| {});
+    assert!(error.contains("newer than this server"), "{error}");
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "no replica that refused appended anything");
+}
+
+/// A client as a Service's users have one: each request to the next replica in turn, retried
+/// on another (three tries in all) when a replica refuses the connection, drops it or answers
+/// 503. Returns the requests that succeeded and the ones that failed even so.
+async fn steady_load(
+    bases: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    token: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, Vec<String>) {
+    let http = reqwest::Client::new();
+    let (mut ok, mut failed) = (0, Vec::new());
+    let mut turn = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut last = String::new();
+        let mut done = false;
+        for _ in 0..3 {
+            let base = {
+                let bases = bases.lock().unwrap();
+                turn += 1;
+                bases[turn % bases.len()].clone()
+            };
+            let sent = http
+                .get(format!("{base}/api/v2/dags?limit=5"))
+                .bearer_auth(&token)
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status() == 200 => {
+                    done = true;
+                    break;
+                }
+                Ok(response) if response.status() == 503 => last = "503".into(),
+                Ok(response) => {
+                    last = format!("{} from {base}", response.status());
+                    break;
+                }
+                Err(error) => last = format!("{error} from {base}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if done {
+            ok += 1;
+        } else {
+            failed.push(last);
+        }
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_the_api_replicas_fails_no_request_a_retrying_client_sends() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut cluster = Cluster::start("ha-roll").await;
+    let (first, _) = cluster.clients().await;
+    let bases = Arc::new(Mutex::new(
+        cluster.apis.iter().map(|api| api.base.clone()).collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(steady_load(bases.clone(), first.token.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // One replica at a time, as a Deployment's rolling update: the new one serves before the
+    // old one is asked to stop; the old one leaves the Service once it has exited.
+    for _ in 0..2 {
+        let fresh = cluster.deployment.replica("api");
+        bases.lock().unwrap().push(fresh.base.clone());
+        let mut old = cluster.apis.remove(0);
+        let stopped = Instant::now();
+        assert!(old.signal(libc::SIGTERM).success(), "a clean stop");
+        assert!(stopped.elapsed() < Duration::from_secs(15), "within the grace period");
+        bases.lock().unwrap().retain(|base| *base != old.base);
+        cluster.apis.push(fresh);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (n, failures) = client.await.unwrap();
+        ok += n;
+        failed.extend(failures);
+    }
+    assert!(failed.is_empty(), "{} failed after retries: {failed:?}", failed.len());
+    assert!(ok > 100, "only {ok} requests were made");
+    eprintln!("rolling restart: {ok} requests, none failed");
+    // The new replicas take the old session: the keys are shared.
+    let (status, _) = Client {
+        base: cluster.apis[1].base.clone(),
+        token: first.token.clone(),
+        http: reqwest::Client::new(),
+    }
+    .call(Method::GET, "/api/v2/dags", None)
+    .await;
+    assert_eq!(status, 200);
 }

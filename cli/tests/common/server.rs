@@ -104,21 +104,58 @@ impl Deployment {
     /// Starts a replica of `role` and waits until it serves.
     pub fn replica(&self, role: &str) -> Replica {
         let ports = [free_port(), free_port(), free_port()];
-        let mut command = self.leoflow(&["server", "--role", role, "--host", "127.0.0.1"]);
-        command
-            .args(["--http-port", &ports[0].to_string()])
-            .args(["--grpc-port", &ports[1].to_string()])
-            .args(["--metrics-port", &ports[2].to_string()])
-            .args(["--keys-file", self.keys_file.to_str().unwrap()])
-            .args(["--admin-password-file", self.password_file.to_str().unwrap()])
-            .args(["--executor", "subprocess", "--allow-unsandboxed"])
-            .args(["--advertise-grpc", &format!("127.0.0.1:{}", self.service.port)])
-            .env("LEOFLOW_REDIS_URL", self.redis.url());
+        let command = self.server_command(role, ports);
         let replica = Replica::start(command, role, ports);
         if role != "api" {
             self.service.add_backend(ports[1]);
         }
         replica
+    }
+
+    /// Runs a replica of `role` that must refuse to start: returns its stderr (it fails the
+    /// test if the replica serves, or runs for more than 30 s).
+    pub fn refusal(&self, role: &str, change: impl FnOnce(&mut Command)) -> String {
+        let ports = [free_port(), free_port(), free_port()];
+        let mut command = self.server_command(role, ports);
+        change(&mut command);
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the replica did not refuse to start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "refused: {}", text(&out.stdout));
+        assert!(
+            !text(&out.stdout).contains("Serving;"),
+            "nothing served: {}",
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    }
+
+    /// A replica's command: the ports as flags, the rest as the chart gives it, in
+    /// `LEOFLOW_*` variables (a test changes one with `env` or `env_remove`).
+    fn server_command(&self, role: &str, ports: [u16; 3]) -> Command {
+        let mut command = self.leoflow(&["server", "--role", role, "--host", "127.0.0.1"]);
+        command
+            .args(["--http-port", &ports[0].to_string()])
+            .args(["--grpc-port", &ports[1].to_string()])
+            .args(["--metrics-port", &ports[2].to_string()])
+            .env("LEOFLOW_KEYS_FILE", &self.keys_file)
+            .env("LEOFLOW_ADMIN_PASSWORD_FILE", &self.password_file)
+            .env("LEOFLOW_EXECUTOR", "subprocess")
+            .env("LEOFLOW_ALLOW_UNSANDBOXED", "true")
+            .env("LEOFLOW_ADVERTISE_GRPC", format!("127.0.0.1:{}", self.service.port))
+            .env("LEOFLOW_REDIS_URL", self.redis.url());
+        command
     }
 
     /// A pool for the test's own queries.
