@@ -16,7 +16,7 @@ use leoflow_executors::{AgentConfig, AttemptExit, Executor};
 use leoflow_scheduler::Liveness;
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::reactor::Specs;
-use leoflow_scheduler::reactor::{Reactor, Supervision};
+use leoflow_scheduler::reactor::{BufferedDispatcher, Reactor, Supervision};
 use leoflow_secrets::{MasterKeys, Vault};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -38,6 +38,9 @@ pub struct ControlPlaneOptions {
     pub master_keys: Option<MasterKeys>,
     /// Where tries run.
     pub executor: ExecutorChoice,
+    /// Pro's dispatch queue: `(buffer, workers)`; `None` dispatches on the scheduler's loop
+    /// (Lite).
+    pub dispatch: Option<(usize, usize)>,
     /// The address agents dial, `HOST:PORT` (a Service in front of several replicas); `None`
     /// for this control plane's own gRPC address.
     pub advertise_grpc: Option<String>,
@@ -88,7 +91,12 @@ impl ControlPlane {
         // Shared through Postgres: another control plane on this database that becomes the
         // leader must not fail the tries whose agents heartbeat to this one.
         let liveness = Liveness::shared(store.pool().clone());
-        let reactor = Reactor::new(store.clone(), executor)
+        let mut reactor = Reactor::new(store.clone(), executor.clone());
+        if let Some((buffer, workers)) = options.dispatch {
+            reactor =
+                reactor.with_dispatcher(BufferedDispatcher::buffered(executor, buffer, workers));
+        }
+        let reactor = reactor
             .with_supervision(options.supervision.clone())
             .with_liveness(liveness.clone())
             .with_exits(exits_rx);

@@ -111,6 +111,12 @@ pub struct ServerFlags {
     /// replica's own gRPC address).
     #[arg(long, env = "LEOFLOW_ADVERTISE_GRPC", value_name = "HOST:PORT")]
     pub advertise_grpc: Option<String>,
+    /// Tries waiting for a dispatch worker before the scheduler holds back (backpressure).
+    #[arg(long, env = "LEOFLOW_DISPATCH_BUFFER", value_name = "N")]
+    pub dispatch_buffer: Option<usize>,
+    /// Workers handing tries to the executor.
+    #[arg(long, env = "LEOFLOW_DISPATCH_WORKERS", value_name = "N")]
+    pub dispatch_workers: Option<usize>,
     /// Where tries run.
     #[arg(long, env = "LEOFLOW_EXECUTOR", value_enum)]
     pub executor: Option<ServerExecutor>,
@@ -141,6 +147,8 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_url_file: Option<PathBuf>,
     advertise_grpc: Option<String>,
+    dispatch_buffer: Option<usize>,
+    dispatch_workers: Option<usize>,
     executor: Option<ServerExecutor>,
     allow_unsandboxed: Option<bool>,
     keys_file: Option<PathBuf>,
@@ -194,6 +202,10 @@ pub struct ServerConfig {
     pub redis_url: SecretUrl,
     /// The address agents dial, if not this replica's own.
     pub advertise_grpc: Option<String>,
+    /// Tries waiting for a dispatch worker before the scheduler holds back.
+    pub dispatch_buffer: usize,
+    /// Workers handing tries to the executor.
+    pub dispatch_workers: usize,
     /// Where tries run.
     pub executor: ServerExecutor,
     /// The shared keys' file.
@@ -300,6 +312,14 @@ impl ServerConfig {
             database_statement_timeout: statement_timeout(timeout.as_deref())?,
             redis_url: check_redis_url(redis_url)?,
             advertise_grpc: flags.advertise_grpc.clone().or(file.advertise_grpc),
+            dispatch_buffer: flags
+                .dispatch_buffer
+                .or(file.dispatch_buffer)
+                .unwrap_or(1000),
+            dispatch_workers: flags
+                .dispatch_workers
+                .or(file.dispatch_workers)
+                .unwrap_or(8),
             executor: flags.executor.or(file.executor).unwrap_or_default(),
             keys_file: flags.keys_file.clone().or(file.keys_file),
             admin_password_file: flags
@@ -343,6 +363,12 @@ impl ServerConfig {
         }
         if self.database_pool_size == 0 {
             return Err(key_error("database_pool_size", "must be at least 1"));
+        }
+        if self.dispatch_buffer == 0 {
+            return Err(key_error("dispatch_buffer", "must be at least 1"));
+        }
+        if !(1..=256).contains(&self.dispatch_workers) {
+            return Err(key_error("dispatch_workers", "must be from 1 to 256"));
         }
         if let Some(address) = &self.advertise_grpc {
             check_host_port(address)?;

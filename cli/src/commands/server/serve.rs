@@ -234,6 +234,7 @@ async fn control_plane_options(
         supervision: Supervision::default(),
         master_keys: Some(master_keys),
         executor,
+        dispatch: Some((config.dispatch_buffer, config.dispatch_workers)),
         advertise_grpc: config.advertise_grpc.clone(),
     })
 }
