@@ -3,12 +3,14 @@
 //! `apache-airflow`, 24 h) and keeps it in the `_token` cookie; API clients send it as
 //! `Authorization: Bearer …`. Every `/api/v2` and `/ui` route but login, logout and the health
 //! check refuses a request without a valid token (401, which sends the UI to the login page).
-//! Failed logins are limited per client address.
+//! Failed logins are limited per client address; logging out revokes the session. Replicas
+//! of `leoflow server` share both through [`SharedSessions`] (Redis).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::Credentials;
 use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
+use crate::sessions::{SharedError, SharedSessions};
 use crate::state::ApiState;
 
 /// The cookie the UI keeps its token in (Airflow's `COOKIE_NAME_JWT_TOKEN`).
@@ -78,6 +81,14 @@ pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Sessions revoked through this process: session id → expiry (seconds since the epoch).
+    revoked: Mutex<HashMap<String, u64>>,
+    /// Revocations the shared store has not taken yet (it was away): sent when it answers.
+    unshared: Mutex<Vec<(String, u64)>>,
+    /// The replicas' shared store, when there are replicas.
+    shared: Option<Arc<dyn SharedSessions>>,
+    /// Whether the shared store failed last time (its loss and return are logged once).
+    shared_down: AtomicBool,
     hashing: tokio::sync::Semaphore,
 }
 
@@ -110,8 +121,18 @@ impl Auth {
             encoding: EncodingKey::from_secret(&key).expect("an HMAC key of 32 bytes or more"),
             decoding: DecodingKey::from_secret(&key).expect("an HMAC key of 32 bytes or more"),
             failures: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashMap::new()),
+            unshared: Mutex::new(Vec::new()),
+            shared: None,
+            shared_down: AtomicBool::new(false),
             hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
         }
+    }
+
+    /// Shares failed logins and revoked sessions with other replicas through `shared`.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedSessions>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Issues a token for `username`.
@@ -130,16 +151,114 @@ impl Auth {
             .expect("HS512 signs any claims")
     }
 
-    /// The user a token stands for, if it is valid and unexpired.
+    /// The user a token stands for, if it is signed by this server's key and unexpired (not
+    /// asking whether it was revoked: see [`Auth::authenticate`]).
     pub fn verify(&self, token: &str) -> Option<User> {
+        let claims = self.claims(token)?;
+        Some(User {
+            username: claims.sub,
+            role: claims.role,
+        })
+    }
+
+    fn claims(&self, token: &str) -> Option<Claims> {
         let mut validation = Validation::new(Algorithm::HS512);
         validation.set_audience(&[AUDIENCE]);
         validation.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?;
+        Some(
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+                .ok()?
+                .claims,
+        )
+    }
+
+    /// The user a token stands for, if it is valid, unexpired and not revoked (here, or on
+    /// another replica when the shared store answers).
+    pub async fn authenticate(&self, token: &str) -> Option<User> {
+        let claims = self.claims(token)?;
+        if self
+            .revoked
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&claims.jti)
+        {
+            return None;
+        }
+        if let Some(shared) = &self.shared {
+            match self.shared_outcome(shared.is_revoked(&claims.jti).await) {
+                Some(true) => return None,
+                Some(false) => self.share_revocations(shared.as_ref()).await,
+                None => {}
+            }
+        }
         Some(User {
-            username: data.claims.sub,
-            role: data.claims.role,
+            username: claims.sub,
+            role: claims.role,
         })
+    }
+
+    /// Revokes the session `token` stands for, on every replica: it is refused from now on
+    /// although it has not expired. A token that is not valid revokes nothing.
+    pub async fn revoke(&self, token: &str) {
+        let Some(claims) = self.claims(token) else {
+            return;
+        };
+        {
+            let mut revoked = self.revoked.lock().expect("not poisoned");
+            let now = now_seconds();
+            revoked.retain(|_, expiry| *expiry > now);
+            revoked.insert(claims.jti.clone(), claims.exp);
+        }
+        if let Some(shared) = &self.shared {
+            self.unshared
+                .lock()
+                .expect("not poisoned")
+                .push((claims.jti, claims.exp));
+            self.share_revocations(shared.as_ref()).await;
+        }
+    }
+
+    /// Hands the revocations the shared store has not taken yet to it, keeping those it does
+    /// not take (it is away) for the next time it answers.
+    async fn share_revocations(&self, shared: &dyn SharedSessions) {
+        let pending = std::mem::take(&mut *self.unshared.lock().expect("not poisoned"));
+        let now = now_seconds();
+        for (at, (id, expiry)) in pending.iter().enumerate() {
+            if *expiry <= now {
+                continue;
+            }
+            let lifetime = Duration::from_secs(expiry - now + 5);
+            if self
+                .shared_outcome(shared.revoke(id, lifetime).await)
+                .is_none()
+            {
+                let mut unshared = self.unshared.lock().expect("not poisoned");
+                unshared.extend(pending[at..].iter().cloned());
+                return;
+            }
+        }
+    }
+
+    /// `Some` with what the shared store answered, `None` when it failed (logged when it
+    /// starts failing and when it answers again).
+    fn shared_outcome<T>(&self, outcome: Result<T, SharedError>) -> Option<T> {
+        match outcome {
+            Ok(value) => {
+                if self.shared_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the shared session store answers again");
+                }
+                Some(value)
+            }
+            Err(error) => {
+                if !self.shared_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "{error}; until it is back this replica limits logins and refuses \
+                         revoked sessions on its own"
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Checks a login; counts failures per client and refuses while a client has too many.
@@ -155,7 +274,7 @@ impl Auth {
         password: &str,
     ) -> ApiResult<String> {
         if let Some(ip) = client {
-            self.reserve_attempt(ip)?;
+            self.reserve_attempt(ip).await?;
         }
         self.reload_if_changed();
         let credentials = self.credentials.lock().expect("not poisoned").clone();
@@ -171,13 +290,32 @@ impl Auth {
         }
         if let Some(ip) = client {
             self.failures.lock().expect("not poisoned").remove(&ip);
+            if let Some(shared) = &self.shared {
+                self.shared_outcome(shared.forget_attempts(ip).await);
+            }
         }
         Ok(self.issue(username))
     }
 
     /// Counts an attempt of `ip` as failed until it succeeds; refuses it (429) when the client
-    /// already has [`MAX_FAILURES`] in the window.
-    fn reserve_attempt(&self, ip: IpAddr) -> ApiResult<()> {
+    /// already has [`MAX_FAILURES`] in the window — counted by all replicas together when the
+    /// shared store answers, by this one alone when it does not.
+    async fn reserve_attempt(&self, ip: IpAddr) -> ApiResult<()> {
+        if let Some(shared) = &self.shared
+            && let Some((count, left)) =
+                self.shared_outcome(shared.count_attempt(ip, FAILURE_WINDOW).await)
+        {
+            if count > MAX_FAILURES {
+                let wait = left.as_secs().max(1);
+                return Err(too_many_failures(ip, wait));
+            }
+            return Ok(());
+        }
+        self.reserve_attempt_here(ip)
+    }
+
+    /// [`Auth::reserve_attempt`] with this process's counts.
+    fn reserve_attempt_here(&self, ip: IpAddr) -> ApiResult<()> {
         let mut failures = self.failures.lock().expect("not poisoned");
         if failures.len() > 10_000 {
             failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
@@ -191,10 +329,7 @@ impl Auth {
                 .saturating_sub(entry.1.elapsed())
                 .as_secs()
                 .max(1);
-            return Err(ApiError::too_many(
-                format!("Too many failed logins from {ip}; try again in {wait} s"),
-                wait,
-            ));
+            return Err(too_many_failures(ip, wait));
         }
         entry.0 += 1;
         Ok(())
@@ -215,6 +350,13 @@ impl Auth {
                 .take_password_from(fresh);
         }
     }
+}
+
+fn too_many_failures(ip: IpAddr, wait: u64) -> ApiError {
+    ApiError::too_many(
+        format!("Too many failed logins from {ip}; try again in {wait} s"),
+        wait,
+    )
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -309,7 +451,7 @@ pub(crate) async fn require_user(
     let Some(presented) = token(request.headers()) else {
         return ApiError::unauthorized("Not authenticated").into_response();
     };
-    let Some(user) = state.auth.verify(presented.token()) else {
+    let Some(user) = state.auth.authenticate(presented.token()).await else {
         return ApiError::unauthorized("Invalid JWT token").into_response();
     };
     if matches!(presented, Presented::Cookie(_))
@@ -409,8 +551,12 @@ pub(crate) async fn login_redirect(params: Params) -> Response {
     Redirect::temporary(&format!("/auth/login?{query}")).into_response()
 }
 
-/// `GET /api/v2/auth/logout`: forgets the session cookie and goes to the login page.
-pub(crate) async fn logout() -> Response {
+/// `GET /api/v2/auth/logout`: revokes the session (on every replica), forgets its cookie and
+/// goes to the login page.
+pub(crate) async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(presented) = token(&headers) {
+        state.auth.revoke(presented.token()).await;
+    }
     let mut response = Redirect::temporary("/auth/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -483,6 +629,137 @@ mod tests {
             verified, MAX_FAILURES,
             "only the allowed attempts were verified"
         );
+    }
+
+    /// A shared store in memory, as Redis would share it between replicas; it can be taken
+    /// away.
+    #[derive(Default)]
+    struct MemoryShared {
+        attempts: Mutex<HashMap<IpAddr, u32>>,
+        revoked: Mutex<Vec<String>>,
+        away: AtomicBool,
+    }
+
+    impl MemoryShared {
+        fn answer<T>(&self, value: T) -> futures_util::future::BoxFuture<'_, Result<T, SharedError>>
+        where
+            T: Send + 'static,
+        {
+            let away = self.away.load(Ordering::Relaxed);
+            Box::pin(async move {
+                if away {
+                    Err(SharedError("away".into()))
+                } else {
+                    Ok(value)
+                }
+            })
+        }
+    }
+
+    impl SharedSessions for MemoryShared {
+        fn count_attempt(
+            &self,
+            client: IpAddr,
+            window: Duration,
+        ) -> futures_util::future::BoxFuture<'_, Result<(u32, Duration), SharedError>> {
+            if self.away.load(Ordering::Relaxed) {
+                return self.answer((0, window));
+            }
+            let mut attempts = self.attempts.lock().unwrap();
+            let count = attempts.entry(client).or_default();
+            *count += 1;
+            self.answer((*count, window))
+        }
+
+        fn forget_attempts(
+            &self,
+            client: IpAddr,
+        ) -> futures_util::future::BoxFuture<'_, Result<(), SharedError>> {
+            self.attempts.lock().unwrap().remove(&client);
+            self.answer(())
+        }
+
+        fn revoke(
+            &self,
+            id: &str,
+            _: Duration,
+        ) -> futures_util::future::BoxFuture<'_, Result<(), SharedError>> {
+            if !self.away.load(Ordering::Relaxed) {
+                self.revoked.lock().unwrap().push(id.to_owned());
+            }
+            self.answer(())
+        }
+
+        fn is_revoked(
+            &self,
+            id: &str,
+        ) -> futures_util::future::BoxFuture<'_, Result<bool, SharedError>> {
+            let revoked = self.revoked.lock().unwrap().iter().any(|r| r == id);
+            self.answer(revoked)
+        }
+    }
+
+    /// Two replicas' `Auth` on one store and the same keys.
+    fn replicas() -> (Auth, Auth, Arc<MemoryShared>) {
+        let shared = Arc::new(MemoryShared::default());
+        let credentials = Credentials::new("pw");
+        let a = Auth::new(credentials.clone(), None).with_shared(shared.clone());
+        let b = Auth::new(credentials, None).with_shared(shared.clone());
+        (a, b, shared)
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_is_refused_here_and_on_every_replica() {
+        let lite = auth();
+        let token = lite.issue("admin");
+        assert!(lite.authenticate(&token).await.is_some());
+        lite.revoke(&token).await;
+        assert!(lite.authenticate(&token).await.is_none(), "Lite forgets it");
+        assert!(lite.verify(&token).is_some(), "the signature is still good");
+
+        let (a, b, _) = replicas();
+        let token = a.issue("admin");
+        assert!(b.authenticate(&token).await.is_some(), "shared keys");
+        a.revoke(&token).await;
+        assert!(
+            b.authenticate(&token).await.is_none(),
+            "revoked on the other"
+        );
+        let other = a.issue("admin");
+        assert!(b.authenticate(&other).await.is_some(), "only that session");
+    }
+
+    #[tokio::test]
+    async fn failed_logins_count_across_replicas_and_still_count_with_the_store_away() {
+        let (a, b, shared) = replicas();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        for i in 0..MAX_FAILURES {
+            let replica = if i % 2 == 0 { &a } else { &b };
+            let e = replica.login(Some(ip), "admin", "wrong").await.unwrap_err();
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        }
+        for replica in [&a, &b] {
+            let blocked = replica.login(Some(ip), "admin", "pw").await.unwrap_err();
+            assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+
+        // The store away: each replica limits on its own, never lets attempts through freely.
+        shared.away.store(true, Ordering::Relaxed);
+        let ip: IpAddr = "10.0.0.10".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            let e = a.login(Some(ip), "admin", "wrong").await.unwrap_err();
+            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        }
+        let blocked = a.login(Some(ip), "admin", "pw").await.unwrap_err();
+        assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+        // A session revoked through a replica while the store is away is refused there, and
+        // on the others once the store is back.
+        let token = a.issue("admin");
+        a.revoke(&token).await;
+        assert!(a.authenticate(&token).await.is_none());
+        shared.away.store(false, Ordering::Relaxed);
+        assert!(a.authenticate(&a.issue("admin")).await.is_some());
+        assert!(b.authenticate(&token).await.is_none(), "shared once back");
     }
 
     fn request(method: &str, headers: &[(&str, &str)]) -> Request {

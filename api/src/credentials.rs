@@ -410,7 +410,11 @@ mod tests {
         let exposed = SharedKeys::load(&path).unwrap_err();
         assert!(exposed.to_string().contains("chmod 600"), "{exposed}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::write(&path, "{\"token_signing_key\": \"c2hvcnQ=\", \"master_key\": \"\"}").unwrap();
+        std::fs::write(
+            &path,
+            "{\"token_signing_key\": \"c2hvcnQ=\", \"master_key\": \"\"}",
+        )
+        .unwrap();
         let corrupt = SharedKeys::load(&path).unwrap_err();
         assert!(corrupt.to_string().contains("keys generate"), "{corrupt}");
         let credentials = Credentials::with_shared_keys("s3cret-password", keys.clone());

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod probes;
 mod query;
 mod read;
+pub mod sessions;
 mod spa;
 mod state;
 mod states;

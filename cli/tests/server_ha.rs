@@ -10,7 +10,9 @@
 //! - SIGTERM of the leader: leadership handed over in under 2 s, no try lost.
 //! - Redis killed and restarted mid-run: every run completes; readiness says degraded, then
 //!   ready again.
-//! - Any API replica serves any request: a session from one is valid on the other.
+//! - Any API replica serves any request: a session from one is valid on the other; logging
+//!   out on one ends the session on both; five failed logins in all (whichever replica took
+//!   them) block the client on both, and without Redis each replica still limits.
 //! - A replica refuses to start, naming the fix, without its keys, its password, Redis or
 //!   Postgres, or on a schema older or newer than its own; it starts nothing half-way.
 
@@ -236,7 +238,10 @@ async fn nothing_doubled(pool: &PgPool) -> HashMap<(TaskInstanceKey, i32), (u32,
         .iter()
         .filter(|(_, (started, succeeded))| *started > 1 || *succeeded > 1)
         .collect();
-    assert!(doubled.is_empty(), "doubled (started, succeeded): {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "doubled (started, succeeded): {doubled:?}"
+    );
     let mut succeeded: HashMap<&TaskInstanceKey, u32> = HashMap::new();
     for ((ti, _), (_, n)) in &tries {
         *succeeded.entry(ti).or_default() += n;
@@ -272,7 +277,11 @@ async fn the_leader_killed_with_sigkill_during_10_runs_of_a_20_task_chain_fails_
     cluster.everything_completed(&runs).await;
     for replica in cluster.schedulers.iter_mut().chain(cluster.apis.iter_mut()) {
         if replica.pid() != leader {
-            assert!(replica.signal(libc::SIGTERM).success(), "{} replica", replica.role);
+            assert!(
+                replica.signal(libc::SIGTERM).success(),
+                "{} replica",
+                replica.role
+            );
         }
     }
 }
@@ -329,12 +338,41 @@ async fn sigterm_of_the_leader_hands_leadership_over_in_under_2_s_and_loses_no_t
     cluster.everything_completed(&runs).await;
 }
 
+/// `POST /auth/token` on `base`: the status.
+async fn login_status(base: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/auth/token"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Logs in with wrong passwords, alternating `bases`, until refused with 429; returns how
+/// many attempts were verified (answered 401) before.
+async fn wrong_logins_until_refused(bases: &[&str]) -> usize {
+    for attempt in 0..20 {
+        match login_status(bases[attempt % bases.len()], "wrong-password").await {
+            401 => {}
+            429 => return attempt,
+            other => panic!("a wrong password answered {other}"),
+        }
+    }
+    panic!("20 wrong passwords and still no limit")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run_degrades_and_every_run_completes() {
     let mut cluster = Cluster::start("ha-redis").await;
     cluster.leader().await;
     let (status, body) = readyz(&cluster.apis[0]).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
     let runs = cluster.trigger_runs().await;
     cluster.succeeded_at_least(30).await;
 
@@ -359,6 +397,44 @@ async fn redis_killed_and_restarted_mid_run_degrades_and_every_run_completes() {
     let (first, _) = cluster.clients().await;
     let config = first.get("/ui/config").await;
     assert_eq!(config["instance_name"], "Leoflow", "{config}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_the_login_limit_hold_across_api_replicas_and_without_redis() {
+    let mut cluster = Cluster::start("ha-sessions").await;
+    let (first, second) = cluster.clients().await;
+    let bases = [cluster.apis[0].base.as_str(), cluster.apis[1].base.as_str()];
+
+    // Logging out on one replica ends the session on the other; other sessions stay.
+    let leaving = Client::login_as(bases[1], PASSWORD).await;
+    let (status, _) = leaving.call(Method::GET, "/api/v2/dags", None).await;
+    assert_eq!(status, 200);
+    let logout = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v2/auth/logout", bases[0]))
+        .bearer_auth(&leaving.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 307);
+    let (status, _) = leaving.call(Method::GET, "/api/v2/dags", None).await;
+    assert_eq!(status, 401, "revoked on every replica");
+    let (status, _) = second.call(Method::GET, "/api/v2/dags", None).await;
+    assert_eq!(status, 200, "only that session ended");
+
+    // Five failed logins in all, whichever replica took them; then both refuse.
+    assert_eq!(wrong_logins_until_refused(&bases).await, 5);
+    assert_eq!(login_status(bases[0], PASSWORD).await, 429);
+    assert_eq!(login_status(bases[1], PASSWORD).await, 429);
+
+    // Without Redis no bypass opens: each replica limits logins on its own (the client gets
+    // the limit again, per replica, not unlimited attempts); valid sessions keep working.
+    cluster.deployment.redis.kill();
+    assert_eq!(wrong_logins_until_refused(&bases[..1]).await, 5);
+    let (status, _) = first.call(Method::GET, "/api/v2/dags", None).await;
+    assert_eq!(status, 200, "valid sessions keep working without Redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +463,10 @@ async fn a_replica_refuses_to_start_without_what_it_needs_and_names_the_fix() {
     assert!(error.contains("shorter than 8 characters"), "{error}");
 
     let error = deployment.refusal("all", |c| {
-        c.env("LEOFLOW_REDIS_URL", format!("redis://127.0.0.1:{}", free_port()));
+        c.env(
+            "LEOFLOW_REDIS_URL",
+            format!("redis://127.0.0.1:{}", free_port()),
+        );
     });
     assert!(error.contains("unreachable"), "{error}");
     assert!(error.contains("Redis at redis://127.0.0.1:"), "{error}");
@@ -396,7 +475,10 @@ async fn a_replica_refuses_to_start_without_what_it_needs_and_names_the_fix() {
         let url = format!("postgres://leoflow:pw@127.0.0.1:{}/leoflow", free_port());
         c.env("LEOFLOW_DATABASE_URL", url);
     });
-    assert!(error.contains("cannot connect to Postgres at postgres://leoflow:***@"), "{error}");
+    assert!(
+        error.contains("cannot connect to Postgres at postgres://leoflow:***@"),
+        "{error}"
+    );
 
     let error = deployment.refusal("scheduler", |c| {
         c.env_remove("LEOFLOW_EXECUTOR");
@@ -492,11 +574,21 @@ async fn a_rolling_restart_of_the_api_replicas_fails_no_request_a_retrying_clien
     let mut cluster = Cluster::start("ha-roll").await;
     let (first, _) = cluster.clients().await;
     let bases = Arc::new(Mutex::new(
-        cluster.apis.iter().map(|api| api.base.clone()).collect::<Vec<_>>(),
+        cluster
+            .apis
+            .iter()
+            .map(|api| api.base.clone())
+            .collect::<Vec<_>>(),
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(steady_load(bases.clone(), first.token.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(steady_load(
+                bases.clone(),
+                first.token.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -508,7 +600,10 @@ async fn a_rolling_restart_of_the_api_replicas_fails_no_request_a_retrying_clien
         let mut old = cluster.apis.remove(0);
         let stopped = Instant::now();
         assert!(old.signal(libc::SIGTERM).success(), "a clean stop");
-        assert!(stopped.elapsed() < Duration::from_secs(15), "within the grace period");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "within the grace period"
+        );
         bases.lock().unwrap().retain(|base| *base != old.base);
         cluster.apis.push(fresh);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -521,7 +616,11 @@ async fn a_rolling_restart_of_the_api_replicas_fails_no_request_a_retrying_clien
         ok += n;
         failed.extend(failures);
     }
-    assert!(failed.is_empty(), "{} failed after retries: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed after retries: {failed:?}",
+        failed.len()
+    );
     assert!(ok > 100, "only {ok} requests were made");
     eprintln!("rolling restart: {ok} requests, none failed");
     // The new replicas take the old session: the keys are shared.

@@ -153,7 +153,10 @@ impl Deployment {
             .env("LEOFLOW_ADMIN_PASSWORD_FILE", &self.password_file)
             .env("LEOFLOW_EXECUTOR", "subprocess")
             .env("LEOFLOW_ALLOW_UNSANDBOXED", "true")
-            .env("LEOFLOW_ADVERTISE_GRPC", format!("127.0.0.1:{}", self.service.port))
+            .env(
+                "LEOFLOW_ADVERTISE_GRPC",
+                format!("127.0.0.1:{}", self.service.port),
+            )
             .env("LEOFLOW_REDIS_URL", self.redis.url());
         command
     }

@@ -43,10 +43,10 @@ use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
-use crate::stop::Stop;
 use crate::python_env::{
     ProjectVenv, lite_python, managed_venv, note_to, venv_python, with_project_venv,
 };
+use crate::stop::Stop;
 
 /// How tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

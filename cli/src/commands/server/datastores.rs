@@ -271,6 +271,11 @@ impl Redis {
         Ok(redis)
     }
 
+    /// A connection for commands (cheap: they share one multiplexed connection).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
     /// `PING`, cut off after the reply timeout.
     pub async fn ping(&self) -> Result<()> {
         let mut connection = self.connection.clone();
@@ -362,10 +367,16 @@ mod tests {
         let mut older = known.clone();
         older.pop_last();
         let older = Schema::of(&older).require_current().unwrap_err();
-        assert!(older.to_string().contains("older than this server"), "{older}");
+        assert!(
+            older.to_string().contains("older than this server"),
+            "{older}"
+        );
         let mut newer = known;
         newer.insert(latest + 1);
         let newer = Schema::of(&newer).require_current().unwrap_err();
-        assert!(newer.to_string().contains("newer than this server"), "{newer}");
+        assert!(
+            newer.to_string().contains("newer than this server"),
+            "{newer}"
+        );
     }
 }

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 use super::config::{ServerConfig, ServerExecutor};
 use super::datastores::{Redis, Schema, open_postgres};
+use super::shared_sessions::RedisSessions;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::stop::Stop;
 
@@ -76,11 +77,12 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         .map(ControlPlane::specs)
         .unwrap_or_default();
     let http = match (listeners.http, &secrets.credentials) {
-        (Some(listener), Some(credentials)) => Some(Http::start(
-            listener,
-            api_state(&store, specs, credentials, settings.clone()),
-            readiness.clone(),
-        )?),
+        (Some(listener), Some(credentials)) => {
+            let auth = Auth::new(credentials.clone(), None)
+                .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())));
+            let api = api_state(&store, specs, credentials, auth, settings.clone());
+            Some(Http::start(listener, api, readiness.clone())?)
+        }
         _ => None,
     };
     let metrics = serve_metrics(listeners.metrics, &store, &settings, readiness.clone());
@@ -243,12 +245,13 @@ fn api_state(
     store: &EventStore,
     specs: Specs,
     credentials: &Credentials,
+    auth: Auth,
     settings: Arc<Settings>,
 ) -> ApiState {
     ApiState {
         store: store.clone(),
         specs,
-        auth: Arc::new(Auth::new(credentials.clone(), None)),
+        auth: Arc::new(auth),
         vault: Vault::new(store.pool().clone(), credentials.master_keys()),
         settings,
     }
@@ -299,7 +302,9 @@ fn installed_ui() -> Option<Arc<Ui>> {
     match Ui::load(dirs, "/") {
         Ok(ui) => Some(Arc::new(ui)),
         Err(error) => {
-            tracing::warn!("the UI at LEOFLOW_UI_DIR is unreadable ({error}); serving the API only");
+            tracing::warn!(
+                "the UI at LEOFLOW_UI_DIR is unreadable ({error}); serving the API only"
+            );
             None
         }
     }
@@ -390,7 +395,10 @@ async fn wait(control_plane: &mut Option<ControlPlane>, stop: &mut Stop) -> Resu
 /// Prints what runs where; its last line tells scripts (and the tests) the replica serves.
 fn print_banner(config: &ServerConfig, schema: i64, addresses: &[(&'static str, SocketAddr)]) {
     println!("Leoflow server (role {})", config.role.name());
-    println!("  database  {:?} (schema version {schema})", config.database_url);
+    println!(
+        "  database  {:?} (schema version {schema})",
+        config.database_url
+    );
     println!("  redis     {:?}", config.redis_url);
     for (what, address) in addresses {
         println!("  {what:<9} {address}");
