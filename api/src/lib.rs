@@ -62,6 +62,7 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .merge(protected)
         .merge(editor::routes(state.clone()))
         .merge(spa::routes(ui))
+        .layer(middleware::from_fn(metrics::record_request))
         .layer(middleware::from_fn(refuse_nul_paths))
         .with_state(state)
 }

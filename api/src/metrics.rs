@@ -2,31 +2,72 @@
 //! now — DAGs, runs and task instances by state, the event log's head — and the process's
 //! memory. Every value is read at scrape time, so the metrics can never drift from the state.
 
+use std::sync::LazyLock;
+use std::time::Instant;
+
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use leoflow_projector::read;
+use leoflow_scheduler::metrics::SchedulerMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiResult;
 use crate::state::{Edition, Settings};
 
-/// What a scrape reads: the log and its read models, and this process's settings.
+/// What a scrape reads: the log and its read models, this process's settings, and the
+/// scheduler's own metrics when this process runs one.
 #[derive(Clone)]
 pub struct MetricsState {
     /// The event log (and its pool, for the read models).
     pub store: leoflow_events::EventStore,
     /// The edition and start time.
     pub settings: std::sync::Arc<Settings>,
+    /// The scheduler's metrics (`None` for an API-only replica).
+    pub scheduler: Option<SchedulerMetrics>,
 }
 
 type Labelled = Family<Vec<(String, String)>, Gauge>;
+
+/// `route`, `method`, `status`.
+type RequestLabels = Vec<(&'static str, String)>;
+
+/// Request durations by [`RequestLabels`].
+type RequestHistograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// The duration of every HTTP request this process answered, by route (the route's pattern,
+/// never the ids in the path), method and status.
+static REQUESTS: LazyLock<RequestHistograms> = LazyLock::new(|| {
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.5, 12)))
+});
+
+/// Middleware: times the request into the HTTP metrics.
+pub(crate) async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = vec![
+        ("route", route),
+        ("method", method),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    REQUESTS
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
 
 /// The metrics router (public: bind it to a port only Prometheus reaches).
 pub fn router(state: MetricsState) -> Router {
@@ -48,7 +89,11 @@ fn resident_bytes() -> i64 {
 
 async fn metrics(State(state): State<MetricsState>) -> ApiResult<Response> {
     let pool = state.store.pool();
-    let mut registry = Registry::with_prefix("leoflow");
+    let mut root = Registry::default();
+    if let Some(scheduler) = &state.scheduler {
+        scheduler.register(&mut root);
+    }
+    let registry = root.sub_registry_with_prefix("leoflow");
 
     let info = Labelled::default();
     let edition = match state.settings.edition {
@@ -79,23 +124,44 @@ async fn metrics(State(state): State<MetricsState>) -> ApiResult<Response> {
     registry.register("dags", "DAGs, paused or not", dags);
 
     let runs = Labelled::default();
-    let rows = read::metrics::runs_by_state(pool).await?;
-    for (state, count) in rows {
+    for (state, count) in read::metrics::unfinished_runs_by_state(pool).await? {
         runs.get_or_create(&vec![("state".into(), state)])
             .set(count);
     }
-    registry.register("dag_runs", "Dag runs by state", runs);
+    registry.register(
+        "dag_runs_active",
+        "Dag runs queued or running, by state",
+        runs,
+    );
 
     let tis = Labelled::default();
-    let rows = read::metrics::task_instances_by_state(pool).await?;
-    for (state, count) in rows {
-        tis.get_or_create(&vec![(
-            "state".into(),
-            state.unwrap_or_else(|| "none".into()),
-        )])
-        .set(count);
+    for (state, count) in read::metrics::active_task_instances_by_state(pool).await? {
+        tis.get_or_create(&vec![("state".into(), state)]).set(count);
     }
-    registry.register("task_instances", "Task instances by state", tis);
+    registry.register(
+        "task_instances_active",
+        "Task instances scheduled, queued, running or up for retry, by state",
+        tis,
+    );
+
+    let connections = Labelled::default();
+    let idle = pool.num_idle() as i64;
+    connections
+        .get_or_create(&vec![("state".into(), "idle".into())])
+        .set(idle);
+    connections
+        .get_or_create(&vec![("state".into(), "busy".into())])
+        .set(i64::from(pool.size()) - idle);
+    registry.register(
+        "postgres_pool_connections",
+        "This process's Postgres connections, idle or busy",
+        connections,
+    );
+    registry.register(
+        "http_request_duration_seconds",
+        "HTTP requests answered, by route, method and status",
+        REQUESTS.clone(),
+    );
 
     let memory = Gauge::<i64>::default();
     memory.set(resident_bytes());
@@ -121,7 +187,7 @@ async fn metrics(State(state): State<MetricsState>) -> ApiResult<Response> {
     );
 
     let mut text = String::new();
-    encode(&mut text, &registry).map_err(crate::error::ApiError::internal)?;
+    encode(&mut text, &root).map_err(crate::error::ApiError::internal)?;
     Ok((
         [(
             header::CONTENT_TYPE,

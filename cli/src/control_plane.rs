@@ -15,6 +15,8 @@ use leoflow_executors::subprocess::SubprocessExecutor;
 use leoflow_executors::{AgentConfig, AttemptExit, Executor};
 use leoflow_scheduler::Liveness;
 use leoflow_scheduler::agents::AgentService;
+use leoflow_scheduler::janitor::{self, Retention};
+use leoflow_scheduler::metrics::SchedulerMetrics;
 use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::reactor::{BufferedDispatcher, Reactor, Supervision};
 use leoflow_secrets::{MasterKeys, Vault};
@@ -38,6 +40,8 @@ pub struct ControlPlaneOptions {
     pub master_keys: Option<MasterKeys>,
     /// Where tries run.
     pub executor: ExecutorChoice,
+    /// Task logs older than this are pruned by the leader (`None`: kept, as Lite does).
+    pub log_retention: Option<Retention>,
     /// Pro's dispatch queue: `(buffer, workers)`; `None` dispatches on the scheduler's loop
     /// (Lite).
     pub dispatch: Option<(usize, usize)>,
@@ -69,6 +73,7 @@ pub enum ExecutorChoice {
 /// A started control plane; [`ControlPlane::stop`] ends it.
 pub struct ControlPlane {
     specs: Specs,
+    metrics: SchedulerMetrics,
     grpc: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
     /// `None` once it ended (see [`ControlPlane::reactor_failure`]).
@@ -101,13 +106,26 @@ impl ControlPlane {
             .with_liveness(liveness.clone())
             .with_exits(exits_rx);
         let specs = reactor.specs();
+        let metrics = reactor.metrics();
+        let leading = reactor.leading();
+        let pool = store.pool().clone();
         let service = agent_service(store, specs.clone(), reactor.liveness(), &options);
         let (shutdown, watcher) = watch::channel(false);
         liveness.flush_every(options.heartbeat_interval, watcher.clone());
         let server = tokio::spawn(serve_agents(listener, service, watcher.clone()));
+        if let Some(retention) = options.log_retention.clone() {
+            tokio::spawn(janitor::run(
+                pool,
+                retention,
+                leading,
+                watcher.clone(),
+                metrics.log_lines_pruned.clone(),
+            ));
+        }
         let reactor = Some(tokio::spawn(reactor.run(watcher)));
         Ok(Self {
             specs,
+            metrics,
             grpc,
             shutdown,
             reactor,
@@ -124,6 +142,11 @@ impl ControlPlane {
     /// commands group-commit with the scheduler's decisions).
     pub fn specs(&self) -> Specs {
         self.specs.clone()
+    }
+
+    /// What the scheduler tells Prometheus.
+    pub fn metrics(&self) -> SchedulerMetrics {
+        self.metrics.clone()
     }
 
     /// Resolves only if the scheduler's reactor ends before [`ControlPlane::stop`]: it rides

@@ -110,10 +110,18 @@ async fn a_new_user_sets_up_runs_edits_breaks_kills_and_restarts_lite() {
         .text()
         .await
         .unwrap();
+    // Counted by the scheduler as the run finished, under Airflow's names.
     assert!(
-        metrics.contains("leoflow_dag_runs{state=\"success\"} 1"),
+        metrics.contains("airflow_ti_successes_total 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "airflow_dagrun_duration_seconds_count{dag_id=\"hello\",state=\"success\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("leoflow_scheduler_leader 1"), "{metrics}");
 
     // Saving through the built-in editor registers a new version.
     let page = api

@@ -9,7 +9,7 @@
 //!   standby leads; nothing doubled.
 //! - SIGTERM of the leader: leadership handed over in under 2 s, no try lost.
 //! - Redis killed and restarted mid-run: every run completes; readiness says degraded, then
-//!   ready again.
+//!   ready again. Airflow's metrics (and Leoflow's) counted every try and run.
 //! - Any API replica serves any request: a session from one is valid on the other; logging
 //!   out on one ends the session on both; five failed logins in all (whichever replica took
 //!   them) block the client on both, and without Redis each replica still limits.
@@ -366,7 +366,8 @@ async fn wrong_logins_until_refused(bases: &[&str]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_run_degrades_and_every_run_completes() {
     let mut cluster = Cluster::start("ha-redis").await;
-    cluster.leader().await;
+    let (leader, _) = cluster.leader().await;
+    let before = scrape(cluster.scheduler(leader)).await;
     let (status, body) = readyz(&cluster.apis[0]).await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -397,6 +398,72 @@ async fn redis_killed_and_restarted_mid_run_degrades_and_every_run_completes() {
     let (first, _) = cluster.clients().await;
     let config = first.get("/ui/config").await;
     assert_eq!(config["instance_name"], "Leoflow", "{config}");
+    metrics_moved(&cluster, leader, before).await;
+}
+
+/// The metrics a platform team watches, scraped from the replicas after the runs.
+async fn scrape(replica: &Replica) -> String {
+    reqwest::get(format!("{}/metrics", replica.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// After `RUNS` runs of the chain under one leader: Airflow's metrics counted every try and
+/// run, the pools and the executor are idle again, the standby says it does not lead, and the
+/// API replicas timed the requests by route.
+async fn metrics_moved(cluster: &Cluster, leader: i32, before: String) {
+    assert!(
+        !before.contains("airflow_ti_successes_total 200"),
+        "{before}"
+    );
+    let standby = cluster
+        .schedulers
+        .iter()
+        .find(|replica| replica.pid() != leader)
+        .unwrap();
+    let leading = cluster
+        .schedulers
+        .iter()
+        .find(|replica| replica.pid() == leader)
+        .unwrap();
+    let text = scrape(leading).await;
+    let tries = RUNS * CHAIN;
+    for expected in [
+        format!("airflow_ti_successes_total {tries}"),
+        format!("airflow_ti_start_total{{dag_id=\"chain\"}} {tries}"),
+        "airflow_ti_failures_total 0".to_owned(),
+        format!(
+            "airflow_dagrun_duration_seconds_count{{dag_id=\"chain\",state=\"success\"}} {RUNS}"
+        ),
+        format!("airflow_dagrun_schedule_delay_seconds_count{{dag_id=\"chain\"}} {RUNS}"),
+        "airflow_pool_open_slots{pool=\"default_pool\"} 128".to_owned(),
+        "airflow_pool_running_slots{pool=\"default_pool\"} 0".to_owned(),
+        "airflow_executor_running_tasks 0".to_owned(),
+        "airflow_executor_queued_tasks 0".to_owned(),
+        "leoflow_scheduler_leader 1".to_owned(),
+        "leoflow_scheduler_runs_held 0".to_owned(),
+        "leoflow_postgres_pool_connections{state=\"idle\"}".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "{expected} missing in\n{text}");
+    }
+    let heartbeats = metric_value(&text, "airflow_scheduler_heartbeat_total");
+    assert!(heartbeats >= 1.0, "{text}");
+    let decisions = metric_value(&text, "leoflow_reactor_decision_latency_seconds_count");
+    assert!(decisions >= RUNS as f64, "passes over live events: {text}");
+    assert!(scrape(standby).await.contains("leoflow_scheduler_leader 0"));
+    let api = scrape(&cluster.apis[0]).await;
+    let route = "leoflow_http_request_duration_seconds_count{route=\"/api/v2/dags/{dag_id}/dagRuns\",method=\"POST\",status=\"200\"}";
+    assert!(metric_value(&api, route) >= 1.0, "{api}");
+}
+
+/// The value of the sample named exactly `name` (labels included) in a scrape.
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,13 +10,16 @@
 //!   control plane's processes (the reactor and the agent service take one).
 //! * [`control`] — trigger, pause, clear, mark and cancel, as the API and CLI call them.
 //! * [`health`] — the active scheduler's last heartbeat, as the API's health check reads it.
-//! * [`task_logs`] — each try's log lines, stored per try.
+//! * [`metrics`] — what the scheduler tells Prometheus, kept as it happens.
+//! * [`task_logs`] — each try's log lines, stored per try; [`janitor`] prunes old ones.
 #![warn(missing_docs)]
 
 pub mod agents;
 pub mod control;
 pub mod health;
+pub mod janitor;
 mod liveness;
+pub mod metrics;
 pub mod reactor;
 pub mod task_logs;
 

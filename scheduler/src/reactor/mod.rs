@@ -49,6 +49,7 @@ pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
 pub use runs::{Specs, SubmitError};
 
 use crate::liveness::Liveness;
+use crate::metrics::{SchedulerMetrics, label};
 use crate::task_logs;
 
 use runs::{QueueError, queue_run, submit_as_leader};
@@ -133,6 +134,8 @@ struct RunEntry {
     spec: Arc<DagSpec>,
     state: RunState,
     run_after: DateTime<Utc>,
+    /// When the log recorded the run's start, once this scheduler saw it.
+    started_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -172,6 +175,15 @@ pub struct Reactor {
     epoch: i64,
     /// Set when the log refused a decision because a newer leader was elected.
     deposed: AtomicBool,
+    /// Whether this reactor leads now (the janitor and the metrics follow it).
+    leading: watch::Sender<bool>,
+    /// The log's head when this term began: events after it happened while this one led, and
+    /// only those are counted in the metrics.
+    live_from: i64,
+    /// What this scheduler tells Prometheus.
+    metrics: SchedulerMetrics,
+    /// When the oldest live event applied since the last pass over the model was appended.
+    last_live_event: Option<DateTime<Utc>>,
 }
 
 impl Reactor {
@@ -194,6 +206,10 @@ impl Reactor {
             in_flight: HashMap::new(),
             epoch: 0,
             deposed: AtomicBool::new(false),
+            leading: watch::channel(false).0,
+            live_from: i64::MAX,
+            metrics: SchedulerMetrics::default(),
+            last_live_event: None,
         }
     }
 
@@ -227,6 +243,16 @@ impl Reactor {
         self.specs.clone()
     }
 
+    /// The metrics this reactor keeps.
+    pub fn metrics(&self) -> SchedulerMetrics {
+        self.metrics.clone()
+    }
+
+    /// Whether this reactor leads, now and as it changes.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
     /// How many runs the reactor's model holds: the unfinished ones.
     pub fn runs_held(&self) -> Arc<AtomicUsize> {
         self.runs_held.clone()
@@ -248,7 +274,11 @@ impl Reactor {
         let mut failures = 0u32;
         loop {
             let term = std::time::Instant::now();
-            let error = match self.lead_and_react(&mut shutdown).await {
+            let outcome = self.lead_and_react(&mut shutdown).await;
+            self.leading.send_replace(false);
+            self.metrics.leader.set(0);
+            self.live_from = i64::MAX;
+            let error = match outcome {
                 Ok(()) => return Ok(()),
                 Err(error @ ReactorError::Store(StoreError::Corrupt { .. })) => return Err(error),
                 Err(error) => error,
@@ -287,9 +317,13 @@ impl Reactor {
             return Ok(());
         };
         self.epoch = leadership.epoch;
+        self.leading.send_replace(true);
+        self.metrics.leader.set(1);
+        self.live_from = self.store.head().await?;
         self.deposed.store(false, Ordering::Relaxed);
         self.started_at = Utc::now();
         leadership.beat().await?;
+        self.metrics.heartbeats.inc();
         let mut heartbeat = tokio::time::interval(self.supervision.scheduler_heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.reset();
@@ -301,6 +335,12 @@ impl Reactor {
                 break Err(error);
             }
             let next_timer = self.act().await;
+            if let Some(appended) = self.last_live_event.take() {
+                let latency = (Utc::now() - appended).num_microseconds().unwrap_or(0);
+                self.metrics
+                    .decision_latency
+                    .observe(latency.max(0) as f64 / 1e6);
+            }
             if self.deposed.load(Ordering::Relaxed) {
                 break Err(ReactorError::Deposed(self.epoch));
             }
@@ -319,6 +359,7 @@ impl Reactor {
                     if let Err(error) = leadership.beat().await {
                         break Err(error);
                     }
+                    self.metrics.heartbeats.inc();
                 }
                 _ = room.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -360,7 +401,11 @@ impl Reactor {
     /// Folds one recorded event into the model.
     async fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ReactorError> {
         let folded = self.fold(recorded).await;
+        if recorded.position > self.live_from && self.last_live_event.is_none() {
+            self.last_live_event = Some(recorded.recorded_at);
+        }
         self.runs_held.store(self.runs.len(), Ordering::Relaxed);
+        self.metrics.runs_held.set(self.runs.len() as i64);
         folded
     }
 
@@ -498,6 +543,7 @@ impl Reactor {
                         spec,
                         state,
                         run_after,
+                        started_at: None,
                     },
                 );
             }
@@ -523,6 +569,12 @@ impl Reactor {
             (Some(dag), Some(run)) => (dag.to_owned(), run.to_owned()),
             _ => return Ok(()),
         };
+        if recorded.position > self.live_from {
+            self.observe(&key, recorded, event);
+        }
+        if let (Event::RunStarted(_), Some(run)) = (event, self.runs.get_mut(&key)) {
+            run.started_at = Some(recorded.recorded_at);
+        }
         if let Some(run) = self.runs.remove(&key) {
             let state = evolve(run.state, event);
             // A finished run needs nothing more from the scheduler, nor its cached
@@ -537,6 +589,58 @@ impl Reactor {
             self.reload_run(key, recorded.position).await?;
         }
         Ok(())
+    }
+
+    /// Counts what a live event tells the metrics, Airflow's way.
+    fn observe(&self, (dag_id, _): &(String, String), recorded: &RecordedEvent, event: &Event) {
+        let metrics = &self.metrics;
+        let seconds = |since: DateTime<Utc>| {
+            (recorded.recorded_at - since).num_milliseconds().max(0) as f64 / 1000.0
+        };
+        let run = event
+            .run_id()
+            .and_then(|run_id| self.runs.get(&(dag_id.clone(), run_id.to_owned())));
+        match event {
+            Event::TaskStarted(_) => {
+                metrics
+                    .ti_starts
+                    .get_or_create(&label("dag_id", dag_id))
+                    .inc();
+            }
+            Event::TaskSucceeded(_) => {
+                metrics.ti_successes.inc();
+            }
+            Event::TaskFailed(_) | Event::TaskUpForRetry(_) => {
+                metrics.ti_failures.inc();
+            }
+            Event::RunStarted(_) => {
+                if let Some(run) = run {
+                    let delay = seconds(run.run_after);
+                    metrics
+                        .dagrun_schedule_delay
+                        .get_or_create(&label("dag_id", dag_id))
+                        .observe(delay);
+                }
+            }
+            Event::RunSucceeded(_) | Event::RunFailed(_) => {
+                if let Some(started) = run.and_then(|run| run.started_at) {
+                    let outcome = if matches!(event, Event::RunSucceeded(_)) {
+                        "success"
+                    } else {
+                        "failed"
+                    };
+                    let labels = vec![
+                        ("dag_id".to_owned(), dag_id.clone()),
+                        ("state".to_owned(), outcome.to_owned()),
+                    ];
+                    metrics
+                        .dagrun_duration
+                        .get_or_create(&labels)
+                        .observe(seconds(started));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Folds a run's stream up to `position` into the model (a finished run that was dropped
@@ -589,6 +693,7 @@ impl Reactor {
                 spec,
                 state,
                 run_after,
+                started_at: None,
             },
         );
         Ok(())
@@ -680,6 +785,15 @@ impl Reactor {
         self.dispatch_queued().await;
         let next_retry = self.fire_retries(now).await;
         let next_deadline = self.supervise(now).await;
+        let running = self
+            .in_flight
+            .values()
+            .filter(|flight| flight.started_at.is_some())
+            .count();
+        self.metrics.executor_running.set(running as i64);
+        self.metrics
+            .executor_queued
+            .set((self.in_flight.len() - running) as i64);
         [next_slot, next_retry, next_deadline]
             .into_iter()
             .flatten()
@@ -1004,8 +1118,35 @@ impl Reactor {
         }
     }
 
+    /// Sets the pools' gauges: open slots, queued and running task instances.
+    fn count_pool_slots(
+        &self,
+        open: &BTreeMap<String, i32>,
+        queued: &BTreeMap<String, i64>,
+        running: &BTreeMap<String, i64>,
+    ) {
+        for (pool, slots) in open {
+            let pool_label = label("pool", pool);
+            let metrics = &self.metrics;
+            metrics
+                .pool_open_slots
+                .get_or_create(&pool_label)
+                .set(i64::from(*slots));
+            let count = |by: &BTreeMap<String, i64>| by.get(pool).copied().unwrap_or(0);
+            metrics
+                .pool_queued_slots
+                .get_or_create(&pool_label)
+                .set(count(queued));
+            metrics
+                .pool_running_slots
+                .get_or_create(&pool_label)
+                .set(count(running));
+        }
+    }
+
     async fn queue_admitted(&self) {
         let mut candidates = Vec::new();
+        let (mut pool_queued, mut pool_running) = (BTreeMap::new(), BTreeMap::new());
         let mut capacity = Capacity {
             pool_open_slots: self.pools.clone(),
             ..Capacity::default()
@@ -1029,6 +1170,12 @@ impl Reactor {
                         if let Some(slots) = capacity.pool_open_slots.get_mut(&task.pool) {
                             *slots -= task.pool_slots;
                         }
+                        let by_pool = if ti.state == TiState::Queued {
+                            &mut pool_queued
+                        } else {
+                            &mut pool_running
+                        };
+                        *by_pool.entry(task.pool.clone()).or_default() += 1;
                     }
                     _ => {}
                 }
@@ -1039,6 +1186,7 @@ impl Reactor {
                 .max_active_tasks
                 .insert(dag_id.clone(), dag.max_active_tasks);
         }
+        self.count_pool_slots(&capacity.pool_open_slots, &pool_queued, &pool_running);
         let admission = admit(&candidates, &capacity);
         // Queue and dispatch in one append per run: one transaction for a whole fan-out.
         let mut by_run: BTreeMap<(String, String), Vec<Attempt>> = BTreeMap::new();

@@ -413,6 +413,7 @@ fn control_plane_options(
         },
         master_keys: Some(prepared.credentials.master_keys()),
         executor,
+        log_retention: None,
         dispatch: None,
         advertise_grpc: None,
     }
@@ -475,6 +476,7 @@ impl Servers {
             leoflow_api::metrics::router(leoflow_api::metrics::MetricsState {
                 store: api.store.clone(),
                 settings: api.settings.clone(),
+                scheduler: Some(control_plane.metrics()),
             }),
             std::future::pending(),
         ));

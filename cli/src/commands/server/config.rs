@@ -111,6 +111,9 @@ pub struct ServerFlags {
     /// replica's own gRPC address).
     #[arg(long, env = "LEOFLOW_ADVERTISE_GRPC", value_name = "HOST:PORT")]
     pub advertise_grpc: Option<String>,
+    /// Task log lines older than this are deleted by the leader, e.g. `30d` (`0`: kept forever).
+    #[arg(long, env = "LEOFLOW_LOG_RETENTION", value_name = "DURATION")]
+    pub log_retention: Option<String>,
     /// Tries waiting for a dispatch worker before the scheduler holds back (backpressure).
     #[arg(long, env = "LEOFLOW_DISPATCH_BUFFER", value_name = "N")]
     pub dispatch_buffer: Option<usize>,
@@ -147,6 +150,7 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_url_file: Option<PathBuf>,
     advertise_grpc: Option<String>,
+    log_retention: Option<String>,
     dispatch_buffer: Option<usize>,
     dispatch_workers: Option<usize>,
     executor: Option<ServerExecutor>,
@@ -202,6 +206,9 @@ pub struct ServerConfig {
     pub redis_url: SecretUrl,
     /// The address agents dial, if not this replica's own.
     pub advertise_grpc: Option<String>,
+    /// Task log lines older than this are pruned; `None`: kept forever.
+    #[serde(with = "optional_seconds")]
+    pub log_retention: Option<Duration>,
     /// Tries waiting for a dispatch worker before the scheduler holds back.
     pub dispatch_buffer: usize,
     /// Workers handing tries to the executor.
@@ -219,6 +226,17 @@ mod seconds {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}s", d.as_secs_f64()))
+    }
+}
+
+mod optional_seconds {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::seconds::serialize(d, s),
+            None => s.serialize_str("forever"),
+        }
     }
 }
 
@@ -312,6 +330,13 @@ impl ServerConfig {
             database_statement_timeout: statement_timeout(timeout.as_deref())?,
             redis_url: check_redis_url(redis_url)?,
             advertise_grpc: flags.advertise_grpc.clone().or(file.advertise_grpc),
+            log_retention: log_retention(
+                flags
+                    .log_retention
+                    .clone()
+                    .or(file.log_retention)
+                    .as_deref(),
+            )?,
             dispatch_buffer: flags
                 .dispatch_buffer
                 .or(file.dispatch_buffer)
@@ -483,6 +508,22 @@ fn statement_timeout(text: Option<&str>) -> Result<Duration, ConfigError> {
     }
 }
 
+/// The log retention: default 30 days, `0` keeps logs forever.
+fn log_retention(text: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = text else {
+        return Ok(Some(Duration::from_secs(30 * 86_400)));
+    };
+    match parse_duration(text) {
+        Ok(0.0) => Ok(None),
+        Ok(seconds) if seconds < 3600.0 => Err(key_error(
+            "log_retention",
+            "must be at least 1h (or 0 to keep task logs forever)",
+        )),
+        Ok(seconds) => Ok(Some(Duration::from_secs_f64(seconds))),
+        Err(message) => Err(key_error("log_retention", message)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,6 +676,22 @@ mod tests {
                 },
                 Some(DB),
                 "advertise_grpc:",
+            ),
+            (
+                ServerFlags {
+                    log_retention: Some("10m".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "log_retention: must be at least 1h",
+            ),
+            (
+                ServerFlags {
+                    dispatch_workers: Some(0),
+                    ..base.clone()
+                },
+                Some(DB),
+                "dispatch_workers: must be from 1 to 256",
             ),
             (
                 ServerFlags {

@@ -28,6 +28,7 @@ use leoflow_authoring::python::PythonRuntime;
 use leoflow_events::EventStore;
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::control::Specs;
+use leoflow_scheduler::janitor::Retention;
 use leoflow_scheduler::reactor::Supervision;
 use leoflow_secrets::Vault;
 use sqlx::PgPool;
@@ -39,6 +40,9 @@ use super::datastores::{Redis, Schema, open_postgres};
 use super::shared_sessions::RedisSessions;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::stop::Stop;
+
+/// Time between passes of the log retention janitor.
+const JANITOR_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long the HTTP server may take to finish its requests once asked to stop.
 const HTTP_DRAIN: Duration = Duration::from_secs(10);
@@ -85,7 +89,15 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         }
         _ => None,
     };
-    let metrics = serve_metrics(listeners.metrics, &store, &settings, readiness.clone());
+    let metrics = serve_metrics(
+        listeners.metrics,
+        MetricsState {
+            store: store.clone(),
+            settings: settings.clone(),
+            scheduler: control_plane.as_ref().map(ControlPlane::metrics),
+        },
+        readiness.clone(),
+    );
     print_banner(&config, schema_version, &listeners.addresses);
     let result = wait(&mut control_plane, &mut stop).await;
     // Unready first: the Service stops routing here while the rest winds down.
@@ -236,6 +248,10 @@ async fn control_plane_options(
         supervision: Supervision::default(),
         master_keys: Some(master_keys),
         executor,
+        log_retention: config.log_retention.map(|max_age| Retention {
+            max_age,
+            every: JANITOR_EVERY,
+        }),
         dispatch: Some((config.dispatch_buffer, config.dispatch_workers)),
         advertise_grpc: config.advertise_grpc.clone(),
     })
@@ -313,15 +329,10 @@ fn installed_ui() -> Option<Arc<Ui>> {
 /// Metrics and the probes on the metrics port, for every role.
 fn serve_metrics(
     listener: TcpListener,
-    store: &EventStore,
-    settings: &Arc<Settings>,
+    state: MetricsState,
     readiness: Arc<ServerReadiness>,
 ) -> JoinHandle<std::io::Result<()>> {
-    let app = leoflow_api::metrics::router(MetricsState {
-        store: store.clone(),
-        settings: settings.clone(),
-    })
-    .merge(leoflow_api::probes::router(readiness));
+    let app = leoflow_api::metrics::router(state).merge(leoflow_api::probes::router(readiness));
     tokio::spawn(leoflow_api::serve(listener, app, std::future::pending()))
 }
 
