@@ -8,6 +8,7 @@
 //! - The leader's database connections cut (`pg_terminate_backend`): it steps down and the
 //!   standby leads; nothing doubled.
 //! - SIGTERM of the leader: leadership handed over in under 2 s, no try lost.
+//! - Postgres restarted at the same address mid-run: the replicas reconnect, nothing is lost.
 //! - Redis killed and restarted mid-run: every run completes; readiness says degraded, then
 //!   ready again. Airflow's metrics (and Leoflow's) counted every try and run.
 //! - Any API replica serves any request: a session from one is valid on the other; logging
@@ -336,6 +337,29 @@ async fn sigterm_of_the_leader_hands_leadership_over_in_under_2_s_and_loses_no_t
     );
 
     cluster.everything_completed(&runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_at_the_same_address_mid_run_loses_nothing() {
+    let cluster = Cluster::start("ha-pg").await;
+    let (_, epoch) = cluster.leader().await;
+    let runs = cluster.trigger_runs().await;
+    cluster.succeeded_at_least(30).await;
+
+    let postgres = cluster.deployment.cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        postgres.stop().unwrap();
+        postgres.start().unwrap();
+    })
+    .await
+    .unwrap();
+
+    cluster.everything_completed(&runs).await;
+    let (_, new_epoch) = cluster.leader().await;
+    assert!(
+        new_epoch > epoch,
+        "the scheduler led again after the restart"
+    );
 }
 
 /// `POST /auth/token` on `base`: the status.
