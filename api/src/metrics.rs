@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiResult;
+use crate::probes::Readiness;
 use crate::state::{Edition, Settings};
 
 /// What a scrape reads: the log and its read models, this process's settings, and the
@@ -33,6 +34,8 @@ pub struct MetricsState {
     pub settings: std::sync::Arc<Settings>,
     /// The scheduler's metrics (`None` for an API-only replica).
     pub scheduler: Option<SchedulerMetrics>,
+    /// The replica's readiness checks (datastores, schema), reported as gauges.
+    pub readiness: Option<std::sync::Arc<dyn Readiness>>,
 }
 
 type Labelled = Family<Vec<(String, String)>, Gauge>;
@@ -107,13 +110,40 @@ async fn metrics(State(state): State<MetricsState>) -> ApiResult<Response> {
     .set(1);
     registry.register("build_info", "Leoflow's edition and version", info);
 
+    let position = state.store.head().await?;
     let head = Gauge::<i64>::default();
-    head.set(state.store.head().await?);
+    head.set(position);
     registry.register(
         "event_log_head",
         "Position of the newest event in the log",
         head,
     );
+    let lag = Labelled::default();
+    for (projection, at) in read::metrics::projection_positions(pool).await? {
+        lag.get_or_create(&vec![("projection".into(), projection)])
+            .set(position - at);
+    }
+    registry.register(
+        "projection_lag_events",
+        "Events in the log a read model has not applied yet",
+        lag,
+    );
+    leoflow_events::metrics::register(registry);
+    if let Some(readiness) = &state.readiness {
+        let up = Labelled::default();
+        let checks = tokio::time::timeout(crate::probes::CHECK_DEADLINE, readiness.checks())
+            .await
+            .unwrap_or_default();
+        for check in checks {
+            up.get_or_create(&vec![("check".into(), check.name.into())])
+                .set(i64::from(check.ok));
+        }
+        registry.register(
+            "readiness_check_up",
+            "1 while a readiness check passes (postgres, schema, redis, serving)",
+            up,
+        );
+    }
 
     let dags = Labelled::default();
     let rows = read::metrics::dags_by_paused(pool).await?;

@@ -470,9 +470,21 @@ async fn metrics_moved(cluster: &Cluster, leader: i32, before: String) {
         "leoflow_scheduler_leader 1".to_owned(),
         "leoflow_scheduler_runs_held 0".to_owned(),
         "leoflow_postgres_pool_connections{state=\"idle\"}".to_owned(),
+        "leoflow_readiness_check_up{check=\"redis\"} 1".to_owned(),
+        "leoflow_readiness_check_up{check=\"schema\"} 1".to_owned(),
+        "leoflow_event_append_batch_events_count".to_owned(),
     ] {
         assert!(text.contains(&expected), "{expected} missing in\n{text}");
     }
+    assert!(
+        text.lines()
+            .filter(|line| line.starts_with("leoflow_projection_lag_events{"))
+            .all(|line| line.ends_with(" 0")),
+        "read models are applied in the append: {text}"
+    );
+    assert!(text.contains("leoflow_projection_lag_events{"), "{text}");
+    let appends = metric_value(&text, "leoflow_event_append_duration_seconds_count");
+    assert!(appends >= (RUNS * CHAIN) as f64, "{text}");
     let heartbeats = metric_value(&text, "airflow_scheduler_heartbeat_total");
     assert!(heartbeats >= 1.0, "{text}");
     let decisions = metric_value(&text, "leoflow_reactor_decision_latency_seconds_count");

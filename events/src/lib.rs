@@ -20,6 +20,8 @@
 pub mod catalog;
 pub mod digest;
 pub mod envelope;
+#[cfg(feature = "store")]
+pub mod metrics;
 #[cfg(feature = "sample")]
 pub mod sample;
 #[cfg(feature = "store")]

@@ -198,6 +198,17 @@ impl EventStore {
     /// projection and sends one `NOTIFY` with the new head. Holding the lock until commit is
     /// what makes position order equal commit order.
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, AppendError> {
+        let started = std::time::Instant::now();
+        let outcome = self.append_unmeasured(batch).await;
+        if let Ok(appended) = &outcome
+            && !appended.events.is_empty()
+        {
+            crate::metrics::appended(appended.events.len(), started.elapsed());
+        }
+        outcome
+    }
+
+    async fn append_unmeasured(&self, batch: AppendBatch) -> Result<AppendOutcome, AppendError> {
         if batch.events.is_empty() && batch.expectations.is_empty() {
             return Ok(AppendOutcome { events: Vec::new() });
         }

@@ -40,3 +40,11 @@ pub async fn active_task_instances_by_state(pool: &PgPool) -> sqlx::Result<Vec<(
         .fetch_all(pool)
         .await
 }
+
+/// Each projection's checkpoint, as `(projection, position)`: the last event it applied (the
+/// scrape's projection lag is the log's head minus it).
+pub async fn projection_positions(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT projection, position FROM projection_checkpoints ORDER BY 1")
+        .fetch_all(pool)
+        .await
+}

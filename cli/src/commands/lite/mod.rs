@@ -477,6 +477,7 @@ impl Servers {
                 store: api.store.clone(),
                 settings: api.settings.clone(),
                 scheduler: Some(control_plane.metrics()),
+                readiness: None,
             }),
             std::future::pending(),
         ));

@@ -95,6 +95,7 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
             store: store.clone(),
             settings: settings.clone(),
             scheduler: control_plane.as_ref().map(ControlPlane::metrics),
+            readiness: Some(readiness.clone()),
         },
         readiness.clone(),
     );
