@@ -13,12 +13,12 @@ use leoflow_executors::kubernetes::{PodConfig, PodExecutor};
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::SubprocessExecutor;
 use leoflow_executors::{AgentConfig, AttemptExit, Executor};
-use leoflow_scheduler::Liveness;
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::janitor::{self, Retention};
 use leoflow_scheduler::metrics::SchedulerMetrics;
 use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::reactor::{BufferedDispatcher, Reactor, Supervision};
+use leoflow_scheduler::{Liveness, SharedLiveness};
 use leoflow_secrets::{MasterKeys, Vault};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -40,6 +40,8 @@ pub struct ControlPlaneOptions {
     pub master_keys: Option<MasterKeys>,
     /// Where tries run.
     pub executor: ExecutorChoice,
+    /// Where the processes share agents' signs of life (`None`: Postgres, as Lite does).
+    pub liveness: Option<Arc<dyn SharedLiveness>>,
     /// Task logs older than this are pruned by the leader (`None`: kept, as Lite does).
     pub log_retention: Option<Retention>,
     /// Pro's dispatch queue: `(buffer, workers)`; `None` dispatches on the scheduler's loop
@@ -95,7 +97,10 @@ impl ControlPlane {
         let executor = start_executor(&options, grpc, exits_tx).await?;
         // Shared through Postgres: another control plane on this database that becomes the
         // leader must not fail the tries whose agents heartbeat to this one.
-        let liveness = Liveness::shared(store.pool().clone());
+        let liveness = match &options.liveness {
+            Some(store) => Liveness::shared_through(store.clone()),
+            None => Liveness::shared(store.pool().clone()),
+        };
         let mut reactor = Reactor::new(store.clone(), executor.clone());
         if let Some((buffer, workers)) = options.dispatch {
             reactor =

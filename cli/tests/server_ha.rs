@@ -362,6 +362,17 @@ async fn postgres_restarted_at_the_same_address_mid_run_loses_nothing() {
     );
 }
 
+/// The keys of Redis at `url` matching `pattern`.
+async fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
 /// `POST /auth/token` on `base`: the status.
 async fn login_status(base: &str, password: &str) -> u16 {
     reqwest::Client::new()
@@ -526,6 +537,12 @@ async fn sessions_and_the_login_limit_hold_across_api_replicas_and_without_redis
     assert_eq!(status, 401, "revoked on every replica");
     let (status, _) = second.call(Method::GET, "/api/v2/dags", None).await;
     assert_eq!(status, 200, "only that session ended");
+    let revoked = redis_keys(&cluster.deployment.redis.url(), "leoflow:revoked-session:*").await;
+    assert_eq!(
+        revoked.len(),
+        1,
+        "kept in Redis, for every replica: {revoked:?}"
+    );
 
     // Five failed logins in all, whichever replica took them; then both refuse.
     assert_eq!(wrong_logins_until_refused(&bases).await, 5);

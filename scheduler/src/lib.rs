@@ -23,4 +23,4 @@ pub mod metrics;
 pub mod reactor;
 pub mod task_logs;
 
-pub use liveness::Liveness;
+pub use liveness::{Fallback, Liveness, LivenessError, PostgresLiveness, SeenAt, SharedLiveness};

@@ -413,6 +413,7 @@ fn control_plane_options(
         },
         master_keys: Some(prepared.credentials.master_keys()),
         executor,
+        liveness: None,
         log_retention: None,
         dispatch: None,
         advertise_grpc: None,

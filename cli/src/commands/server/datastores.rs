@@ -239,7 +239,16 @@ fn percent_decode(text: &str) -> Result<String, String> {
 #[derive(Clone)]
 pub struct Redis {
     connection: ConnectionManager,
+    /// When a call last failed: Redis is left alone for [`REDIS_BACKOFF`] after.
+    failed_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// The longest one call of the shared state may take.
+const CALL_DEADLINE: Duration = Duration::from_millis(500);
+
+/// How long Redis is left alone after a call failed: a Redis that is gone must not add its
+/// timeout to every request.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Redis {
     /// Connects and checks Redis answers `PING`; refuses to go on otherwise.
@@ -263,7 +272,10 @@ impl Redis {
                      password (rediss:// for TLS)"
                 )
             })?;
-        let redis = Self { connection };
+        let redis = Self {
+            connection,
+            failed_at: std::sync::Arc::default(),
+        };
         redis
             .ping()
             .await
@@ -274,6 +286,27 @@ impl Redis {
     /// A connection for commands (cheap: they share one multiplexed connection).
     pub fn connection(&self) -> ConnectionManager {
         self.connection.clone()
+    }
+
+    /// Runs `call` unless Redis failed within the backoff, cut off after the call deadline;
+    /// a failure starts the backoff.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        if let Some(at) = *self.failed_at.lock().expect("not poisoned")
+            && at.elapsed() < REDIS_BACKOFF
+        {
+            return Err("Redis failed moments ago".into());
+        }
+        let outcome = match tokio::time::timeout(CALL_DEADLINE, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(format!("Redis: {error}")),
+            Err(_) => Err(format!("Redis did not answer within {CALL_DEADLINE:?}")),
+        };
+        *self.failed_at.lock().expect("not poisoned") =
+            outcome.is_err().then(std::time::Instant::now);
+        outcome
     }
 
     /// `PING`, cut off after the reply timeout.

@@ -1,15 +1,15 @@
 //! `leoflow server`: Leoflow Pro's control plane, one replica of a deployment.
 //!
 //! Its parts: [`config`] (the YAML file, flags and `LEOFLOW_*` merged and checked),
-//! [`datastores`] (external Postgres and Redis, the schema check), `shared_sessions` (the
-//! login limiter and revoked sessions in Redis) and `serve` (the roles, probes and graceful
+//! [`datastores`] (external Postgres and Redis, the schema check), `shared_state` (the
+//! login limiter, revoked sessions and agents' signs of life in Redis) and `serve` (the roles, probes and graceful
 //! shutdown). `leoflow server keys generate` makes the keys file replicas
 //! share; `--check-config` prints the configuration a replica would run with, secrets masked.
 
 pub mod config;
 pub mod datastores;
 mod serve;
-mod shared_sessions;
+mod shared_state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -30,6 +30,7 @@ use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::control::Specs;
 use leoflow_scheduler::janitor::Retention;
 use leoflow_scheduler::reactor::Supervision;
+use leoflow_scheduler::{Fallback, PostgresLiveness};
 use leoflow_secrets::Vault;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -37,7 +38,7 @@ use tokio::task::JoinHandle;
 
 use super::config::{ServerConfig, ServerExecutor};
 use super::datastores::{Redis, Schema, open_postgres};
-use super::shared_sessions::RedisSessions;
+use super::shared_state::{RedisLiveness, RedisSessions};
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::stop::Stop;
 
@@ -71,7 +72,11 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
     let settings = Arc::new(Settings::pro());
     let mut control_plane = match listeners.grpc {
         Some(grpc) => {
-            let options = control_plane_options(&config, &secrets, executor).await?;
+            let mut options = control_plane_options(&config, &secrets, executor).await?;
+            options.liveness = Some(Arc::new(Fallback {
+                primary: Arc::new(RedisLiveness::new(readiness.redis.clone())),
+                fallback: Arc::new(PostgresLiveness { pool: pool.clone() }),
+            }));
             Some(ControlPlane::start(store.clone(), grpc, options).await?)
         }
         None => None,
@@ -249,6 +254,7 @@ async fn control_plane_options(
         supervision: Supervision::default(),
         master_keys: Some(master_keys),
         executor,
+        liveness: None,
         log_retention: config.log_retention.map(|max_age| Retention {
             max_age,
             every: JANITOR_EVERY,
