@@ -600,6 +600,11 @@ async fn a_replica_refuses_to_start_without_what_it_needs_and_names_the_fix() {
         "{error}"
     );
 
+    let error = deployment.refusal("api", |c| {
+        c.env("LEOFLOW_UI_DIR", deployment.scratch.join("no-ui-here"));
+    });
+    assert!(error.contains("holds no complete Airflow UI"), "{error}");
+
     let error = deployment.refusal("scheduler", |c| {
         c.env_remove("LEOFLOW_EXECUTOR");
     });

@@ -111,6 +111,10 @@ pub struct ServerFlags {
     /// replica's own gRPC address).
     #[arg(long, env = "LEOFLOW_ADVERTISE_GRPC", value_name = "HOST:PORT")]
     pub advertise_grpc: Option<String>,
+    /// The Airflow UI's files, as `leoflow setup` installs them under `$LEOFLOW_HOME/ui` (the
+    /// container image bakes them in); without it the server serves the API only.
+    #[arg(long, env = "LEOFLOW_UI_DIR", value_name = "DIR")]
+    pub ui_dir: Option<PathBuf>,
     /// Task log lines older than this are deleted by the leader, e.g. `30d` (`0`: kept forever).
     #[arg(long, env = "LEOFLOW_LOG_RETENTION", value_name = "DURATION")]
     pub log_retention: Option<String>,
@@ -150,6 +154,7 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_url_file: Option<PathBuf>,
     advertise_grpc: Option<String>,
+    ui_dir: Option<PathBuf>,
     log_retention: Option<String>,
     dispatch_buffer: Option<usize>,
     dispatch_workers: Option<usize>,
@@ -206,6 +211,8 @@ pub struct ServerConfig {
     pub redis_url: SecretUrl,
     /// The address agents dial, if not this replica's own.
     pub advertise_grpc: Option<String>,
+    /// The Airflow UI's files.
+    pub ui_dir: Option<PathBuf>,
     /// Task log lines older than this are pruned; `None`: kept forever.
     #[serde(with = "optional_seconds")]
     pub log_retention: Option<Duration>,
@@ -330,6 +337,7 @@ impl ServerConfig {
             database_statement_timeout: statement_timeout(timeout.as_deref())?,
             redis_url: check_redis_url(redis_url)?,
             advertise_grpc: flags.advertise_grpc.clone().or(file.advertise_grpc),
+            ui_dir: flags.ui_dir.clone().or(file.ui_dir),
             log_retention: log_retention(
                 flags
                     .log_retention

@@ -53,6 +53,10 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
     let mut stop = Stop::install()?;
     let secrets = ServerSecrets::load(&config)?;
     let executor = executor_choice(&config)?;
+    let ui = match config.role.runs_api() {
+        true => installed_ui(config.ui_dir.as_deref())?,
+        false => None,
+    };
     let listeners = Listeners::bind(&config).await?;
     let pool = open_postgres(&config).await?;
     let schema_version = Schema::read(&pool)
@@ -90,7 +94,7 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
             let auth = Auth::new(credentials.clone(), None)
                 .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())));
             let api = api_state(&store, specs, credentials, auth, settings.clone());
-            Some(Http::start(listener, api, readiness.clone())?)
+            Some(Http::start(listener, api, ui.clone(), readiness.clone())?)
         }
         _ => None,
     };
@@ -291,9 +295,9 @@ impl Http {
     fn start(
         listener: TcpListener,
         api: ApiState,
+        ui: Option<Arc<Ui>>,
         readiness: Arc<ServerReadiness>,
     ) -> Result<Self> {
-        let ui = installed_ui();
         let app = leoflow_api::router(api, ui).merge(leoflow_api::probes::router(readiness));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(leoflow_api::serve(listener, app, async move {
@@ -311,26 +315,22 @@ impl Http {
     }
 }
 
-/// The Airflow UI's files, when `LEOFLOW_UI_DIR` holds them as `leoflow setup` installs them
-/// (the container image bakes them in); else the server serves the API only, and says so.
-fn installed_ui() -> Option<Arc<Ui>> {
-    let Some(root) = std::env::var_os("LEOFLOW_UI_DIR") else {
-        tracing::info!("no LEOFLOW_UI_DIR: serving /api/v2 without the web UI");
-        return None;
+/// The Airflow UI's files from `ui_dir` (laid out as `leoflow setup` installs them; the
+/// container image bakes them in). The UI is optional: without it the server serves the API.
+fn installed_ui(ui_dir: Option<&std::path::Path>) -> Result<Option<Arc<Ui>>> {
+    let Some(root) = ui_dir else {
+        tracing::info!("no ui_dir: serving /api/v2 without the web UI");
+        return Ok(None);
     };
-    let Some(dirs) = leoflow_api::assets::UiDirs::installed(std::path::Path::new(&root)) else {
-        tracing::warn!("LEOFLOW_UI_DIR holds no complete UI; serving the API only");
-        return None;
-    };
-    match Ui::load(dirs, "/") {
-        Ok(ui) => Some(Arc::new(ui)),
-        Err(error) => {
-            tracing::warn!(
-                "the UI at LEOFLOW_UI_DIR is unreadable ({error}); serving the API only"
-            );
-            None
-        }
-    }
+    let dirs = leoflow_api::assets::UiDirs::installed(root).with_context(|| {
+        format!(
+            "ui_dir: {} holds no complete Airflow UI (`leoflow setup` installs one under \
+             $LEOFLOW_HOME/ui)",
+            root.display()
+        )
+    })?;
+    let ui = Ui::load(dirs, "/").with_context(|| format!("ui_dir: {}", root.display()))?;
+    Ok(Some(Arc::new(ui)))
 }
 
 /// Metrics and the probes on the metrics port, for every role.
