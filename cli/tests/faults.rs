@@ -12,13 +12,12 @@
 //! once, and `leoflow events replay --verify` finds the read models equal to the log. (The
 //! control plane killed mid-run is in `execution.rs`.)
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leoflow_events::{Event, EventStore, TaskInstanceKey};
+use leoflow_events::{Event, EventStore};
 use leoflow_postgres::{ClusterSettings, ManagedCluster, PgBuild};
 use leoflow_projector::ReadModels;
 use reqwest::Method;
@@ -29,6 +28,7 @@ use sqlx::postgres::PgPoolOptions;
 mod common;
 
 use common::lite::{Client, Lite, PASSWORD, leoflow, output, scratch, stop_postgres, text};
+use common::nothing_doubled;
 
 /// Runs of the DAG each test drives.
 const RUNS: usize = 10;
@@ -164,38 +164,6 @@ async fn runs_ended(pool: &PgPool, dag_id: &str) -> Vec<(String, String)> {
         .fetch_all(pool)
         .await
         .unwrap()
-}
-
-/// The log's account of every try: per (task instance, try), how often it started and
-/// succeeded. Asserts neither happened twice.
-async fn nothing_doubled(pool: &PgPool) -> HashMap<(TaskInstanceKey, i32), (u32, u32)> {
-    let store = EventStore::new(pool.clone()).with_projection(Arc::new(ReadModels));
-    let mut tries: HashMap<(TaskInstanceKey, i32), (u32, u32)> = HashMap::new();
-    for event in store.read_from(1, 1_000_000).await.unwrap() {
-        match event.decode().unwrap() {
-            Event::TaskStarted(e) => tries.entry((e.ti, e.try_number)).or_default().0 += 1,
-            Event::TaskSucceeded(e) => tries.entry((e.ti, e.try_number)).or_default().1 += 1,
-            _ => {}
-        }
-    }
-    let doubled: Vec<_> = tries
-        .iter()
-        .filter(|(_, (started, succeeded))| *started > 1 || *succeeded > 1)
-        .collect();
-    assert!(
-        doubled.is_empty(),
-        "doubled (started, succeeded): {doubled:?}"
-    );
-    let mut succeeded: HashMap<&TaskInstanceKey, u32> = HashMap::new();
-    for ((ti, _), (_, n)) in &tries {
-        *succeeded.entry(ti).or_default() += n;
-    }
-    let twice: Vec<_> = succeeded.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "task instances succeeded twice: {twice:?}"
-    );
-    tries
 }
 
 /// `leoflow events replay --verify` on the home's database.

@@ -17,21 +17,18 @@
 //! - A replica refuses to start, naming the fix, without its keys, its password, Redis or
 //!   Postgres, or on a schema older or newer than its own; it starts nothing half-way.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use leoflow_events::{Event, EventStore, TaskInstanceKey};
-use leoflow_projector::ReadModels;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 mod common;
 
-use common::free_port;
 use common::lite::Client;
 use common::server::{Deployment, PASSWORD, Replica};
+use common::{free_port, nothing_doubled};
 
 /// Runs each test drives.
 const RUNS: usize = 10;
@@ -221,37 +218,6 @@ where
         assert!(Instant::now() < deadline, "never got there");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Per (task instance, try): how often the log says it started and succeeded. Asserts neither
-/// happened twice, and no task instance succeeded twice.
-async fn nothing_doubled(pool: &PgPool) -> HashMap<(TaskInstanceKey, i32), (u32, u32)> {
-    let store = EventStore::new(pool.clone()).with_projection(std::sync::Arc::new(ReadModels));
-    let mut tries: HashMap<(TaskInstanceKey, i32), (u32, u32)> = HashMap::new();
-    for event in store.read_from(1, 1_000_000).await.unwrap() {
-        match event.decode().unwrap() {
-            Event::TaskStarted(e) => tries.entry((e.ti, e.try_number)).or_default().0 += 1,
-            Event::TaskSucceeded(e) => tries.entry((e.ti, e.try_number)).or_default().1 += 1,
-            _ => {}
-        }
-    }
-    let doubled: Vec<_> = tries
-        .iter()
-        .filter(|(_, (started, succeeded))| *started > 1 || *succeeded > 1)
-        .collect();
-    assert!(
-        doubled.is_empty(),
-        "doubled (started, succeeded): {doubled:?}"
-    );
-    let mut succeeded: HashMap<&TaskInstanceKey, u32> = HashMap::new();
-    for ((ti, _), (_, n)) in &tries {
-        *succeeded.entry(ti).or_default() += n;
-    }
-    assert!(
-        succeeded.values().all(|n| *n <= 1),
-        "a task instance succeeded twice"
-    );
-    tries
 }
 
 async fn readyz(replica: &Replica) -> (u16, Value) {

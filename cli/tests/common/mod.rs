@@ -7,10 +7,15 @@
 pub mod lite;
 pub mod server;
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+use leoflow_events::{Event, EventStore, TaskInstanceKey};
+use leoflow_projector::ReadModels;
+use sqlx::PgPool;
 
 /// The checkout's root.
 pub fn repo() -> PathBuf {
@@ -46,4 +51,36 @@ pub fn terminate(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The log's account of every try: per (task instance, try), how often it started and
+/// succeeded. Asserts neither happened twice, and that no task instance succeeded twice.
+pub async fn nothing_doubled(pool: &PgPool) -> HashMap<(TaskInstanceKey, i32), (u32, u32)> {
+    let store = EventStore::new(pool.clone()).with_projection(std::sync::Arc::new(ReadModels));
+    let mut tries: HashMap<(TaskInstanceKey, i32), (u32, u32)> = HashMap::new();
+    for event in store.read_from(1, 1_000_000).await.unwrap() {
+        match event.decode().unwrap() {
+            Event::TaskStarted(e) => tries.entry((e.ti, e.try_number)).or_default().0 += 1,
+            Event::TaskSucceeded(e) => tries.entry((e.ti, e.try_number)).or_default().1 += 1,
+            _ => {}
+        }
+    }
+    let doubled: Vec<_> = tries
+        .iter()
+        .filter(|(_, (started, succeeded))| *started > 1 || *succeeded > 1)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "doubled (started, succeeded): {doubled:?}"
+    );
+    let mut succeeded: HashMap<&TaskInstanceKey, u32> = HashMap::new();
+    for ((ti, _), (_, n)) in &tries {
+        *succeeded.entry(ti).or_default() += n;
+    }
+    let twice: Vec<_> = succeeded.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "task instances succeeded twice: {twice:?}"
+    );
+    tries
 }
