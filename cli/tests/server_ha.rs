@@ -450,6 +450,7 @@ async fn metrics_moved(cluster: &Cluster, leader: i32, before: String) {
         "leoflow_readiness_check_up{check=\"redis\"} 1".to_owned(),
         "leoflow_readiness_check_up{check=\"schema\"} 1".to_owned(),
         "leoflow_event_append_batch_events_count".to_owned(),
+        "leoflow_agents_connected ".to_owned(),
     ] {
         assert!(text.contains(&expected), "{expected} missing in\n{text}");
     }

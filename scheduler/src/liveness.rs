@@ -107,6 +107,16 @@ impl Liveness {
             .copied()
     }
 
+    /// How many attempts this process heard from within `window`: the agents connected to it.
+    pub fn heard_within(&self, window: Duration) -> usize {
+        self.seen
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .filter(|at| at.elapsed() <= window)
+            .count()
+    }
+
     /// Forgets an attempt that is over.
     pub fn forget(&self, attempt: &AttemptDigest) {
         self.seen.lock().expect("not poisoned").remove(attempt);

@@ -9,12 +9,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::Liveness;
 
 /// Label sets: `[("dag_id", …)]`, `[("pool", …)]`.
 pub type Labels = Vec<(String, String)>;
@@ -65,7 +68,12 @@ pub struct SchedulerMetrics {
     pub decision_latency: Histogram,
     /// Task log lines the janitor deleted.
     pub log_lines_pruned: Arc<AtomicU64>,
+    /// The signs of life this process's agent service records (agents connected to it).
+    pub liveness: Option<Liveness>,
 }
+
+/// An agent heard from within this window counts as connected (agents beat every 5 s).
+const CONNECTED_WINDOW: Duration = Duration::from_secs(30);
 
 impl Default for SchedulerMetrics {
     fn default() -> Self {
@@ -85,6 +93,7 @@ impl Default for SchedulerMetrics {
             executor_running: Gauge::default(),
             decision_latency: latency_histogram(),
             log_lines_pruned: Arc::default(),
+            liveness: None,
         }
     }
 }
@@ -172,6 +181,15 @@ impl SchedulerMetrics {
             "Task log lines deleted by the retention janitor",
             pruned,
         );
+        if let Some(liveness) = &self.liveness {
+            let connected = Gauge::<i64>::default();
+            connected.set(liveness.heard_within(CONNECTED_WINDOW) as i64);
+            leoflow.register(
+                "agents_connected",
+                "Task agents heard from by this replica in the last 30 s",
+                connected,
+            );
+        }
     }
 }
 

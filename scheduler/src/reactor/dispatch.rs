@@ -43,7 +43,11 @@ impl BufferedDispatcher {
                     let next = receiver.lock().await.recv().await;
                     let Some(attempt) = next else { return };
                     room.notify_one();
-                    executor.dispatch(attempt);
+                    // An executor's dispatch may block (a fork and exec, a call to an API
+                    // server): on the blocking pool the workers overlap, where on the
+                    // runtime's few threads they would queue behind one another.
+                    let executor = executor.clone();
+                    let _ = tokio::task::spawn_blocking(move || executor.dispatch(attempt)).await;
                 }
             });
         }
@@ -162,6 +166,53 @@ mod tests {
         until("b started", || executor.started.lock().unwrap().len() == 2).await;
         assert!(dispatcher.has_room());
         assert_eq!(*executor.started.lock().unwrap(), ["a", "b"]);
+    }
+
+    /// Each dispatch blocks until two dispatches have started (or gives up after two
+    /// seconds and records that it ran alone).
+    #[derive(Default)]
+    struct PairingExecutor {
+        arrived: StdMutex<u32>,
+        both: std::sync::Condvar,
+        alone: StdMutex<u32>,
+        done: StdMutex<u32>,
+    }
+
+    impl Executor for PairingExecutor {
+        fn name(&self) -> &str {
+            "pairing"
+        }
+
+        fn dispatch(&self, _attempt: Attempt) {
+            let mut arrived = self.arrived.lock().unwrap();
+            *arrived += 1;
+            self.both.notify_all();
+            let (arrived, waited) = self
+                .both
+                .wait_timeout_while(arrived, Duration::from_secs(2), |n| *n < 2)
+                .unwrap();
+            drop(arrived);
+            if waited.timed_out() {
+                *self.alone.lock().unwrap() += 1;
+            }
+            *self.done.lock().unwrap() += 1;
+        }
+
+        fn terminate(&self, _attempt: &leoflow_executors::AttemptKey, _reason: &str) {}
+    }
+
+    #[tokio::test]
+    async fn workers_overlap_dispatches_that_block_even_on_one_runtime_thread() {
+        let executor = Arc::new(PairingExecutor::default());
+        let dispatcher = BufferedDispatcher::buffered(executor.clone(), 4, 2);
+        dispatcher.dispatch(attempt("a"));
+        dispatcher.dispatch(attempt("b"));
+        until("both dispatched", || *executor.done.lock().unwrap() == 2).await;
+        assert_eq!(
+            *executor.alone.lock().unwrap(),
+            0,
+            "the two workers' blocking dispatches ran at the same time"
+        );
     }
 
     #[tokio::test]

@@ -228,6 +228,7 @@ impl Reactor {
     /// Keeps signs of life in `liveness` (shared through Postgres, so another process's
     /// agents count after a change of leader).
     pub fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.metrics.liveness = Some(liveness.clone());
         self.liveness = liveness;
         self
     }

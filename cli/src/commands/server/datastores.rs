@@ -35,7 +35,16 @@ pub async fn open_postgres(config: &ServerConfig) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("database_url")?
         .application_name(&application_name)
-        .options([("statement_timeout", timeout_ms.as_str())]);
+        .options([
+            ("statement_timeout", timeout_ms.as_str()),
+            // The server drops a replica it cannot reach within ~4 s (a partition, a host that
+            // vanished without closing its sockets), which frees a dead leader's lock in time
+            // for a standby to lead within the 5 s failover budget.
+            ("tcp_keepalives_idle", "2"),
+            ("tcp_keepalives_interval", "1"),
+            ("tcp_keepalives_count", "2"),
+            ("tcp_user_timeout", "4000"),
+        ]);
     let target = mask_url(url);
     Ok(connect_sized(
         options,
