@@ -1,7 +1,11 @@
 //! Shared pieces of Leoflow's benchmark programs: a durable managed Postgres to run against,
-//! percentiles, and a description of the machine for the results table.
+//! a Pro deployment of `leoflow server` replicas ([`deployment`]), percentiles, and a
+//! description of the machine for the results table.
 
 #![warn(missing_docs)]
+
+pub mod deployment;
+pub mod read_models;
 
 use std::fmt;
 use std::path::PathBuf;
