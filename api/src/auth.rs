@@ -34,6 +34,9 @@ const AUDIENCE: &str = "apache-airflow";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Failed logins allowed per client address within [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 5;
+/// How long a replica trusts the shared store's "not revoked" for a session: a session
+/// revoked on one replica is refused by the others within this time.
+const REVOCATION_RECHECK: Duration = Duration::from_secs(1);
 /// The window failed logins are counted in.
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 /// Password verifications that may run at once: half the cores (at least one), so a storm of
@@ -85,6 +88,10 @@ pub struct Auth {
     revoked: Mutex<HashMap<String, u64>>,
     /// Revocations the shared store has not taken yet (it was away): sent when it answers.
     unshared: Mutex<Vec<(String, u64)>>,
+    /// Sessions the shared store said were not revoked, and when: asked again only after
+    /// [`REVOCATION_RECHECK`], so a busy client costs one Redis call a second, not one per
+    /// request.
+    not_revoked: Mutex<HashMap<String, Instant>>,
     /// The replicas' shared store, when there are replicas.
     shared: Option<Arc<dyn SharedSessions>>,
     /// Whether the shared store failed last time (its loss and return are logged once).
@@ -123,6 +130,7 @@ impl Auth {
             failures: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
             unshared: Mutex::new(Vec::new()),
+            not_revoked: Mutex::new(HashMap::new()),
             shared: None,
             shared_down: AtomicBool::new(false),
             hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
@@ -184,10 +192,15 @@ impl Auth {
         {
             return None;
         }
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = &self.shared
+            && !self.recently_not_revoked(&claims.jti)
+        {
             match self.shared_outcome(shared.is_revoked(&claims.jti).await) {
                 Some(true) => return None,
-                Some(false) => self.share_revocations(shared.as_ref()).await,
+                Some(false) => {
+                    self.remember_not_revoked(&claims.jti);
+                    self.share_revocations(shared.as_ref()).await;
+                }
                 None => {}
             }
         }
@@ -197,12 +210,33 @@ impl Auth {
         })
     }
 
+    /// Whether the shared store said within [`REVOCATION_RECHECK`] that `id` is not revoked.
+    fn recently_not_revoked(&self, id: &str) -> bool {
+        self.not_revoked
+            .lock()
+            .expect("not poisoned")
+            .get(id)
+            .is_some_and(|at| at.elapsed() < REVOCATION_RECHECK)
+    }
+
+    fn remember_not_revoked(&self, id: &str) {
+        let mut checked = self.not_revoked.lock().expect("not poisoned");
+        if checked.len() >= 10_000 {
+            checked.retain(|_, at| at.elapsed() < REVOCATION_RECHECK);
+        }
+        checked.insert(id.to_owned(), Instant::now());
+    }
+
     /// Revokes the session `token` stands for, on every replica: it is refused from now on
     /// although it has not expired. A token that is not valid revokes nothing.
     pub async fn revoke(&self, token: &str) {
         let Some(claims) = self.claims(token) else {
             return;
         };
+        self.not_revoked
+            .lock()
+            .expect("not poisoned")
+            .remove(&claims.jti);
         {
             let mut revoked = self.revoked.lock().expect("not poisoned");
             let now = now_seconds();
@@ -719,14 +753,31 @@ mod tests {
 
         let (a, b, _) = replicas();
         let token = a.issue("admin");
-        assert!(b.authenticate(&token).await.is_some(), "shared keys");
+        assert!(a.authenticate(&token).await.is_some());
         a.revoke(&token).await;
         assert!(
             b.authenticate(&token).await.is_none(),
             "revoked on the other"
         );
         let other = a.issue("admin");
-        assert!(b.authenticate(&other).await.is_some(), "only that session");
+        assert!(
+            b.authenticate(&other).await.is_some(),
+            "shared keys; only that session"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_just_checked_a_session_sees_its_revocation_within_a_second() {
+        let (a, b, _) = replicas();
+        let token = a.issue("admin");
+        assert!(b.authenticate(&token).await.is_some(), "checked on b");
+        a.revoke(&token).await;
+        assert!(
+            b.authenticate(&token).await.is_some(),
+            "b trusts its check for up to {REVOCATION_RECHECK:?}"
+        );
+        tokio::time::sleep(REVOCATION_RECHECK + Duration::from_millis(100)).await;
+        assert!(b.authenticate(&token).await.is_none(), "then asks again");
     }
 
     #[tokio::test]
