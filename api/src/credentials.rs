@@ -92,11 +92,7 @@ impl Credentials {
 
     /// The master keys for a [`leoflow_secrets::Vault`] (with the pending one during a rotation).
     pub fn master_keys(&self) -> MasterKeys {
-        let keys = MasterKeys::new(self.connection_key.clone());
-        match &self.pending_connection_key {
-            Some(pending) => keys.rotating_to(pending.clone()),
-            None => keys,
-        }
+        master_keys(&self.connection_key, self.pending_connection_key.as_ref())
     }
 
     /// Whether `password` is the admin's (constant-time in the hash comparison).
@@ -195,6 +191,15 @@ impl Credentials {
     }
 }
 
+/// The master key, rotating to `pending` while a rotation is under way.
+fn master_keys(current: &SecretKey, pending: Option<&SecretKey>) -> MasterKeys {
+    let keys = MasterKeys::new(current.clone());
+    match pending {
+        Some(pending) => keys.rotating_to(pending.clone()),
+        None => keys,
+    }
+}
+
 /// Writes `text` to `path` readable by its owner only, replacing the file atomically.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
@@ -282,6 +287,11 @@ impl SharedKeys {
             master_key: SecretKey::generate(),
             pending_master_key: None,
         }
+    }
+
+    /// The master keys for a [`leoflow_secrets::Vault`] (with the pending one during a rotation).
+    pub fn master_keys(&self) -> MasterKeys {
+        master_keys(&self.master_key, self.pending_master_key.as_ref())
     }
 
     /// Writes them to a new file `path` (mode 0600); an existing file is never replaced.

@@ -2,11 +2,10 @@
 //! by the leading scheduler only (one replica prunes; the others would only contend). The
 //! event log is never pruned here: it is the truth.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -49,7 +48,7 @@ pub async fn run(
     retention: Retention,
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
-    pruned: Arc<AtomicU64>,
+    pruned: Counter,
 ) {
     loop {
         tokio::select! {
@@ -61,7 +60,7 @@ pub async fn run(
         match prune(&pool, Utc::now() - max_age).await {
             Ok(0) => {}
             Ok(lines) => {
-                pruned.fetch_add(lines, Ordering::Relaxed);
+                pruned.inc_by(lines);
                 tracing::info!("pruned {lines} task log lines older than {max_age}");
             }
             Err(error) => tracing::warn!("pruning old task logs failed: {error}"),

@@ -8,7 +8,7 @@
 //! one leads at a time) they are the deployment's.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -41,8 +41,8 @@ pub struct SchedulerMetrics {
     pub leader: Gauge,
     /// Heartbeats recorded by this process as leader (Airflow's `scheduler_heartbeat`).
     pub heartbeats: Counter,
-    /// Unfinished runs the reactor holds.
-    pub runs_held: Gauge,
+    /// Unfinished runs the reactor holds (the reactor's own count).
+    pub runs_held: Arc<AtomicUsize>,
     /// Tries started (Airflow's `ti.start`), by DAG.
     pub ti_starts: Family<Labels, Counter>,
     /// Tries that succeeded (Airflow's `ti_successes`).
@@ -67,7 +67,7 @@ pub struct SchedulerMetrics {
     /// Seconds from an event's append to the reactor's decision on it.
     pub decision_latency: Histogram,
     /// Task log lines the janitor deleted.
-    pub log_lines_pruned: Arc<AtomicU64>,
+    pub log_lines_pruned: Counter,
     /// The signs of life this process's agent service records (agents connected to it).
     pub liveness: Option<Liveness>,
 }
@@ -80,7 +80,7 @@ impl Default for SchedulerMetrics {
         Self {
             leader: Gauge::default(),
             heartbeats: Counter::default(),
-            runs_held: Gauge::default(),
+            runs_held: Arc::default(),
             ti_starts: Family::default(),
             ti_successes: Counter::default(),
             ti_failures: Counter::default(),
@@ -92,7 +92,7 @@ impl Default for SchedulerMetrics {
             executor_queued: Gauge::default(),
             executor_running: Gauge::default(),
             decision_latency: latency_histogram(),
-            log_lines_pruned: Arc::default(),
+            log_lines_pruned: Counter::default(),
             liveness: None,
         }
     }
@@ -161,25 +161,22 @@ impl SchedulerMetrics {
             "1 while this process's scheduler leads",
             self.leader.clone(),
         );
+        let runs_held = Gauge::<i64>::default();
+        runs_held.set(self.runs_held.load(Ordering::Relaxed) as i64);
         leoflow.register(
             "scheduler_runs_held",
             "Unfinished runs the scheduler holds",
-            self.runs_held.clone(),
+            runs_held,
         );
         leoflow.register(
             "reactor_decision_latency_seconds",
             "From an event's append to the scheduler's decision on it",
             self.decision_latency.clone(),
         );
-        let pruned = Counter::<u64, AtomicU64>::default();
-        pruned.inc_by(
-            self.log_lines_pruned
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
         leoflow.register(
             "task_log_lines_pruned",
             "Task log lines deleted by the retention janitor",
-            pruned,
+            self.log_lines_pruned.clone(),
         );
         if let Some(liveness) = &self.liveness {
             let connected = Gauge::<i64>::default();

@@ -1,8 +1,6 @@
 //! The log retention janitor against a real Postgres: only lines older than the cutoff go, in
 //! batches, and only while the scheduler leads.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,6 +8,7 @@ use leoflow_events::TaskInstanceKey;
 use leoflow_postgres::testing::fresh_database;
 use leoflow_scheduler::janitor::{self, Retention};
 use leoflow_scheduler::task_logs;
+use prometheus_client::metrics::counter::Counter;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -54,7 +53,7 @@ async fn the_janitor_prunes_only_while_its_scheduler_leads() {
     lines(&db.pool, "old", 100, 40).await;
     let (leading_tx, leading) = watch::channel(false);
     let (stop, shutdown) = watch::channel(false);
-    let pruned = Arc::new(AtomicU64::new(0));
+    let pruned = Counter::<u64>::default();
     let retention = Retention {
         max_age: Duration::from_secs(30 * 86_400),
         every: Duration::from_millis(50),
@@ -81,7 +80,7 @@ async fn the_janitor_prunes_only_while_its_scheduler_leads() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(pruned.load(Ordering::Relaxed), 100);
+    assert_eq!(pruned.get(), 100);
     stop.send_replace(true);
     tokio::time::timeout(Duration::from_secs(5), janitor)
         .await

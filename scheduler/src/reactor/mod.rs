@@ -190,6 +190,7 @@ impl Reactor {
     /// A reactor over `store` handing tries to `executor` serially, on its own loop (Lite's
     /// buffer 0; see [`Reactor::with_dispatcher`] for a bounded pool).
     pub fn new(store: EventStore, executor: Arc<dyn Executor>) -> Self {
+        let metrics = SchedulerMetrics::default();
         Self {
             store,
             specs: Specs::default(),
@@ -201,14 +202,14 @@ impl Reactor {
             dags: HashMap::new(),
             generations: HashMap::new(),
             runs: BTreeMap::new(),
-            runs_held: Arc::default(),
+            runs_held: metrics.runs_held.clone(),
             pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
             in_flight: HashMap::new(),
             epoch: 0,
             deposed: AtomicBool::new(false),
             leading: watch::channel(false).0,
             live_from: i64::MAX,
-            metrics: SchedulerMetrics::default(),
+            metrics,
             last_live_event: None,
         }
     }
@@ -406,7 +407,6 @@ impl Reactor {
             self.last_live_event = Some(recorded.recorded_at);
         }
         self.runs_held.store(self.runs.len(), Ordering::Relaxed);
-        self.metrics.runs_held.set(self.runs.len() as i64);
         folded
     }
 

@@ -74,16 +74,16 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         draining: AtomicBool::new(false),
     });
     let settings = Arc::new(Settings::pro());
-    let mut control_plane = match listeners.grpc {
-        Some(grpc) => {
-            let mut options = control_plane_options(&config, &secrets, executor).await?;
-            options.liveness = Some(Arc::new(Fallback {
+    let mut control_plane = match (listeners.grpc, executor) {
+        (Some(grpc), Some(executor)) => {
+            let liveness = Fallback {
                 primary: Arc::new(RedisLiveness::new(readiness.redis.clone())),
                 fallback: Arc::new(PostgresLiveness { pool: pool.clone() }),
-            }));
+            };
+            let options = control_plane_options(&config, &secrets, executor, liveness).await?;
             Some(ControlPlane::start(store.clone(), grpc, options).await?)
         }
-        None => None,
+        _ => None,
     };
     let specs = control_plane
         .as_ref()
@@ -164,31 +164,33 @@ impl ServerSecrets {
     }
 }
 
-/// The admin password: the file's text without its final newline, at least 8 characters.
+/// The admin password, read as `leoflow setup` reads one, at least 8 characters.
 fn read_password(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("admin_password_file: cannot read {}", path.display()))?;
-    let password = text.trim_end_matches(['\n', '\r']);
+    let password = crate::commands::setup::requested_password(Some(path))
+        .context("admin_password_file")?
+        .expect("a file was given");
     if password.chars().count() < 8 {
         bail!(
             "admin_password_file: {} holds a password shorter than 8 characters",
             path.display()
         );
     }
-    Ok(password.to_owned())
+    Ok(password)
 }
 
-/// The executor the configuration names, if this build can run it.
-fn executor_choice(config: &ServerConfig) -> Result<ExecutorChoice> {
+/// The executor of a scheduler replica, if this build can run it (`None` for an API
+/// replica: it dispatches nothing).
+fn executor_choice(config: &ServerConfig) -> Result<Option<ExecutorChoice>> {
+    if !config.role.runs_scheduler() {
+        return Ok(None);
+    }
     match config.executor {
-        ServerExecutor::Subprocess => Ok(ExecutorChoice::Subprocess),
-        ServerExecutor::Kubernetes if config.role.runs_scheduler() => bail!(
+        ServerExecutor::Subprocess => Ok(Some(ExecutorChoice::Subprocess)),
+        ServerExecutor::Kubernetes => bail!(
             "executor: kubernetes is not available in leoflow server yet (Pro's pod executor \
              comes with the Kubernetes work, issue 16). For tests and development use \
              --executor subprocess --allow-unsandboxed"
         ),
-        // An API replica dispatches nothing.
-        ServerExecutor::Kubernetes => Ok(ExecutorChoice::Subprocess),
     }
 }
 
@@ -239,26 +241,22 @@ async fn control_plane_options(
     config: &ServerConfig,
     secrets: &ServerSecrets,
     executor: ExecutorChoice,
+    liveness: Fallback,
 ) -> Result<ControlPlaneOptions> {
     // Only the subprocess executor runs Python here: the interpreter and the SDK the
     // environment names (LEOFLOW_PYTHON, LEOFLOW_SDK_PATH).
     let python = PythonRuntime::detect()
         .await
         .context("the subprocess executor needs Python and Leoflow's SDK")?;
-    let keys = &secrets.keys;
-    let mut master_keys = leoflow_secrets::MasterKeys::new(keys.master_key.clone());
-    if let Some(pending) = &keys.pending_master_key {
-        master_keys = master_keys.rotating_to(pending.clone());
-    }
     Ok(ControlPlaneOptions {
         project_dir: None,
         python,
         heartbeat_interval: Duration::from_secs(5),
         max_xcom_bytes: leoflow_scheduler::agents::DEFAULT_MAX_XCOM_BYTES,
         supervision: Supervision::default(),
-        master_keys: Some(master_keys),
+        master_keys: Some(secrets.keys.master_keys()),
         executor,
-        liveness: None,
+        liveness: Some(Arc::new(liveness)),
         log_retention: config.log_retention.map(|max_age| Retention {
             max_age,
             every: JANITOR_EVERY,
