@@ -27,6 +27,7 @@ pub mod sessions;
 mod spa;
 mod state;
 mod states;
+mod traces;
 mod ui;
 mod v2;
 
@@ -63,6 +64,7 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .merge(editor::routes(state.clone()))
         .merge(spa::routes(ui))
         .layer(middleware::from_fn(metrics::record_request))
+        .layer(middleware::from_fn(traces::trace_request))
         .layer(middleware::from_fn(refuse_nul_paths))
         .with_state(state)
 }

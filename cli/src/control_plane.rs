@@ -50,6 +50,8 @@ pub struct ControlPlaneOptions {
     /// The address agents dial, `HOST:PORT` (a Service in front of several replicas); `None`
     /// for this control plane's own gRPC address.
     pub advertise_grpc: Option<String>,
+    /// The OpenTelemetry collector agents send their spans to (`None`: no traces).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Where tries run.
@@ -207,6 +209,7 @@ async fn start_executor(
                 python: options.python.interpreter.clone(),
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),
+                otlp_endpoint: options.otlp_endpoint.clone(),
             };
             let mut executor = SubprocessExecutor::new(agent, exits);
             if let Err(error) = executor.start_zygote().await {
@@ -237,6 +240,7 @@ async fn start_executor(
                     python: "python3".into(),
                     sdk_path: options.python.sdk_path.clone(),
                     project_dir: options.project_dir.clone(),
+                    otlp_endpoint: options.otlp_endpoint.clone(),
                 },
                 host_paths,
                 labels: Default::default(),
@@ -280,6 +284,7 @@ async fn serve_agents(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .trace_fn(leoflow_scheduler::agents::call_span)
         .add_service(
             TaskAgentServer::new(service)
                 .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)

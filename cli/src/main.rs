@@ -85,11 +85,6 @@ pub fn leoflow_home(explicit: Option<PathBuf>) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = matches!(cli.command, Command::Agent(_)).then_some(logging::AGENT_FILTER);
-    if let Err(e) = logging::init(cli.log_format, default_filter) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -101,6 +96,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Diagnostics are set up inside the runtime: the trace exporter runs on it.
+    let _runtime_context = runtime.enter();
+    let telemetry = match &cli.command {
+        // The server sets up its own once its configuration (with `otlp_endpoint`) is read.
+        Command::Server(_) => None,
+        command => match init_logging(cli.log_format, command) {
+            Ok(telemetry) => Some(telemetry),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let log_format = cli.log_format;
     let result = runtime.block_on(async {
         match cli.command {
             Command::Setup(args) => setup::run(&cli.datastore, args).await,
@@ -113,10 +122,13 @@ fn main() -> ExitCode {
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
-            Command::Server(args) => server::run(&cli.datastore, args).await,
+            Command::Server(args) => server::run(&cli.datastore, args, log_format).await,
             Command::Agent(args) => agent::run(args).await,
         }
     });
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -124,4 +136,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Diagnostics of every command but the server: an agent reports warnings only; Lite and
+/// agents export spans when `LEOFLOW_OTLP_ENDPOINT` names a collector.
+fn init_logging(
+    format: logging::LogFormat,
+    command: &Command,
+) -> anyhow::Result<logging::Telemetry> {
+    let (default_filter, service) = match command {
+        Command::Agent(_) => (Some(logging::AGENT_FILTER), "leoflow-agent"),
+        Command::Lite(_) => (None, "leoflow-lite"),
+        _ => (None, "leoflow"),
+    };
+    let endpoint = std::env::var(logging::OTLP_ENDPOINT_ENV)
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    logging::init(format, default_filter, endpoint.as_deref(), service)
 }

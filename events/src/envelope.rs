@@ -22,6 +22,10 @@ pub struct Metadata {
     /// The event or command that directly caused this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The W3C trace context of the work that appended it, when traces are exported: what the
+    /// event causes (a decision, a dispatch) joins the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use tracing::Instrument;
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::subscribe::{HeadWatch, Subscription};
@@ -198,6 +199,19 @@ impl EventStore {
     /// projection and sends one `NOTIFY` with the new head. Holding the lock until commit is
     /// what makes position order equal commit order.
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, AppendError> {
+        let span = tracing::info_span!("append", events = batch.events.len());
+        self.append_traced(batch).instrument(span).await
+    }
+
+    async fn append_traced(&self, mut batch: AppendBatch) -> Result<AppendOutcome, AppendError> {
+        // The events remember the append's span: a decision they cause continues its trace.
+        if let Some(traceparent) = leoflow_telemetry::current() {
+            for new in &mut batch.events {
+                new.metadata
+                    .traceparent
+                    .get_or_insert_with(|| traceparent.clone());
+            }
+        }
         let started = std::time::Instant::now();
         let outcome = self.append_unmeasured(batch).await;
         if let Ok(appended) = &outcome

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::Instrument;
@@ -56,6 +57,9 @@ pub struct AgentConfig {
     /// A zygote to fork the runner from (no Python start per try); when it cannot be reached
     /// the runner is started as a fresh process.
     pub zygote: Option<PathBuf>,
+    /// The trace context of the dispatch that started this attempt (`TRACEPARENT`), when the
+    /// control plane exports traces: the agent's spans are its children.
+    pub trace_parent: Option<String>,
 }
 
 /// Why an agent stopped without reporting an outcome.
@@ -160,10 +164,26 @@ impl LogBuffer {
     }
 }
 
+/// Adds the calling span's `traceparent` to a call, so that what the call records joins the
+/// try's trace.
+type TraceCarrier = fn(tonic::Request<()>) -> Result<tonic::Request<()>, Status>;
+
+/// The client of the control plane's agent service.
+type Client = TaskAgentClient<InterceptedService<Channel, TraceCarrier>>;
+
+fn carry_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+    if let Some(value) = leoflow_telemetry::current().and_then(|t| t.parse().ok()) {
+        request
+            .metadata_mut()
+            .insert(leoflow_telemetry::TRACEPARENT, value);
+    }
+    Ok(request)
+}
+
 /// The gRPC side: one lazily connected channel, every call retried within the budget.
 #[derive(Clone)]
 struct ControlPlane {
-    client: TaskAgentClient<Channel>,
+    client: Client,
     attempt: AttemptRef,
     endpoint: String,
     retry_budget: Duration,
@@ -179,7 +199,7 @@ impl ControlPlane {
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy();
         Ok(Self {
-            client: TaskAgentClient::new(channel)
+            client: TaskAgentClient::with_interceptor(channel, carry_trace as TraceCarrier)
                 .max_decoding_message_size(crate::MAX_AGENT_MESSAGE)
                 .max_encoding_message_size(crate::MAX_AGENT_MESSAGE),
             attempt: config.attempt.clone(),
@@ -191,7 +211,7 @@ impl ControlPlane {
 
     async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, AgentError>
     where
-        F: FnMut(TaskAgentClient<Channel>) -> Fut,
+        F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -426,12 +446,15 @@ fn attempt_span(a: &AttemptRef) -> tracing::Span {
         task_id = %a.task_id,
         map_index = a.map_index,
         try_number = a.try_number,
+        trace_id = tracing::field::Empty,
     )
 }
 
 /// Runs the attempt to its end. Returns `Ok` once an outcome was reported (whatever it was).
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let span = attempt_span(&config.attempt);
+    leoflow_telemetry::adopt(&span, config.trace_parent.as_deref());
+    leoflow_telemetry::record_trace_id(&span);
     run_attempt(config).instrument(span).await
 }
 
@@ -481,7 +504,10 @@ async fn run_task(
         return Ok(Report::new(ProtoOutcome::Success, ""));
     }
     let heartbeat = Duration::from_secs_f64(assignment.heartbeat_interval.clamp(0.05, 60.0));
-    supervise(config, plane, assignment, task, heartbeat, logs).await
+    let span = tracing::info_span!("runner", operator = ?task.operator);
+    supervise(config, plane, assignment, task, heartbeat, logs)
+        .instrument(span)
+        .await
 }
 
 fn outcome_word(outcome: ProtoOutcome) -> &'static str {
@@ -699,6 +725,8 @@ fn start_message(config: &AgentConfig, assignment: &Assignment, task: TaskSpec) 
         source: assignment.source.clone(),
         fileloc: assignment.fileloc.clone(),
         run: serde_json::from_str(&assignment.run_json).unwrap_or(Value::Null),
+        // The runner's span: the task's own spans (if it traces) continue the try's trace.
+        traceparent: leoflow_telemetry::current(),
     }
 }
 

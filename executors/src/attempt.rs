@@ -13,6 +13,9 @@ pub struct Attempt {
     pub try_number: i32,
     /// The fencing token (its digest is recorded in `TaskDispatched`).
     pub attempt_token: Uuid,
+    /// The W3C trace context of its dispatch, when traces are exported: the agent's spans
+    /// join the trace of the decision that started the try.
+    pub trace_parent: Option<String>,
 }
 
 impl Attempt {

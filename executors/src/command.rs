@@ -21,6 +21,8 @@ pub struct AgentConfig {
     pub sdk_path: PathBuf,
     /// The project directory tasks run in, when there is one.
     pub project_dir: Option<PathBuf>,
+    /// The OpenTelemetry collector agents send their spans to (the control plane's own).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The agent's program, arguments (after the program) and environment for one attempt.
@@ -118,6 +120,11 @@ impl AgentCommand {
         if let Some(dir) = &config.project_dir {
             env.push(("LEOFLOW_PROJECT_DIR", dir.clone().into()));
         }
+        // The agent's spans go where the control plane's go, as children of the dispatch.
+        if let (Some(endpoint), Some(parent)) = (&config.otlp_endpoint, &attempt.trace_parent) {
+            env.push(("LEOFLOW_OTLP_ENDPOINT", endpoint.into()));
+            env.push((leoflow_telemetry::TRACEPARENT_ENV, parent.into()));
+        }
         Self {
             program: config.program.clone(),
             args,
@@ -142,6 +149,7 @@ mod tests {
             ti: TaskInstanceKey::mapped("d", "r", "t", 3),
             try_number: 2,
             attempt_token: token,
+            trace_parent: None,
         };
         let command = AgentCommand::new(
             &AgentConfig {
@@ -150,6 +158,7 @@ mod tests {
                 python: "/usr/bin/python3".into(),
                 sdk_path: "/sdk".into(),
                 project_dir: None,
+                otlp_endpoint: None,
             },
             &attempt,
         );

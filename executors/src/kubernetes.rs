@@ -614,6 +614,7 @@ mod tests {
             ti: TaskInstanceKey::new(dag_id, "run", task_id),
             try_number,
             attempt_token: Uuid::new_v4(),
+            trace_parent: None,
         }
         .key()
     }

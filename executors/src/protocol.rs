@@ -40,6 +40,10 @@ pub struct Start {
     /// The run (conf, dates, params) as the control plane describes it; the agent passes it
     /// on without reading it.
     pub run: Value,
+    /// The try's W3C trace context, when the control plane exports traces: the runner puts it
+    /// in the task's environment as `TRACEPARENT`, where OpenTelemetry's SDKs look for a parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A task as dag.json describes it: what the agent reads of it typed, the rest passed on to

@@ -189,6 +189,7 @@ mod tests {
                 python: "/usr/bin/python3".into(),
                 sdk_path: "/sdk".into(),
                 project_dir: Some("/project".into()),
+                otlp_endpoint: None,
             },
             exits,
         );
@@ -196,6 +197,7 @@ mod tests {
             ti: TaskInstanceKey::mapped("dag", "run 1", "task", 4),
             try_number: 2,
             attempt_token: Uuid::new_v4(),
+            trace_parent: None,
         };
         let command = executor.command(&attempt);
         let command = command.as_std();

@@ -156,6 +156,7 @@ fn config(endpoint: String, runner: PathBuf) -> AgentConfig {
         // Far longer than the task may run: the lookup is still being retried at its deadline.
         retry_budget: Duration::from_secs(120),
         zygote: None,
+        trace_parent: None,
     }
 }
 

@@ -98,6 +98,7 @@ fn config() -> PodConfig {
             python: "/opt/venv/bin/python".into(),
             sdk_path: "/opt/leoflow/sdk".into(),
             project_dir: Some("/srv/project".into()),
+            otlp_endpoint: None,
         },
         host_paths: vec!["/opt/leoflow".into(), "/srv/project".into()],
         labels: BTreeMap::from([("team".into(), "data".into())]),
@@ -200,6 +201,7 @@ fn attempt(dag_id: &str, task_id: &str) -> Attempt {
         ti: TaskInstanceKey::mapped(dag_id, "scheduled__2026-01-01T00:00:00+00:00", task_id, 3),
         try_number: 2,
         attempt_token: Uuid::new_v4(),
+        trace_parent: None,
     }
 }
 

@@ -444,6 +444,25 @@ fn state_word(state: TiState) -> &'static str {
     }
 }
 
+/// The span of one call from an agent (the gRPC server's `trace_fn`): named after the method,
+/// a child of the agent's span when the call carries its `traceparent`, so that the events the
+/// call appends join the try's trace.
+pub fn call_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+    let span = tracing::info_span!(
+        "agent call",
+        otel.name = %format!("TaskAgent/{method}"),
+        otel.kind = "server",
+        rpc.method = %method,
+    );
+    let parent = request
+        .headers()
+        .get(leoflow_telemetry::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    leoflow_telemetry::adopt(&span, parent);
+    span
+}
+
 /// A failure the agent should retry (the database is briefly away, a decision contended).
 fn unavailable(error: impl std::fmt::Display) -> Status {
     Status::unavailable(error.to_string())

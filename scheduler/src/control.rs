@@ -66,6 +66,7 @@ pub enum ControlError {
 
 /// Triggers a manual run of the DAG's latest version; its `conf` is checked against the
 /// DAG's params. Returns the `RunQueued` event as recorded.
+#[tracing::instrument(name = "trigger_dag", skip_all, fields(dag_id = %dag_id, actor = %actor))]
 pub async fn trigger_dag(
     store: &EventStore,
     dag_id: &str,
@@ -125,6 +126,7 @@ pub async fn trigger_dag(
 }
 
 /// Pauses or unpauses a DAG; `None` when it already was.
+#[tracing::instrument(name = "set_paused", skip_all, fields(dag_id = %dag_id, paused, actor = %actor))]
 pub async fn set_paused(
     store: &EventStore,
     dag_id: &str,
@@ -146,6 +148,7 @@ pub async fn set_paused(
 }
 
 /// Clears task instances of a run (with everything downstream if asked) so they run again.
+#[tracing::instrument(name = "clear_tasks", skip_all, fields(dag_id = %dag_id, run_id = %run_id, actor = %actor))]
 pub async fn clear_tasks(
     store: &EventStore,
     specs: &Specs,
@@ -162,6 +165,7 @@ pub async fn clear_tasks(
 /// Clears task instances of a run: each target is a whole task (`None`) or one map index of
 /// it (Airflow's `[task_id, map_index]`); with `downstream`, every task downstream of a
 /// target is cleared whole.
+#[tracing::instrument(name = "clear_task_instances", skip_all, fields(dag_id = %dag_id, run_id = %run_id, actor = %actor))]
 pub async fn clear_task_instances(
     store: &EventStore,
     specs: &Specs,
@@ -264,6 +268,7 @@ pub async fn run_state(
 }
 
 /// Marks a task instance successful or failed by hand.
+#[tracing::instrument(name = "mark_task", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, success, actor = %actor))]
 pub async fn mark_task(
     store: &EventStore,
     specs: &Specs,
@@ -282,6 +287,7 @@ pub async fn mark_task(
 /// Cancels a queued or running try: it fails without retries and its agent is stopped (the
 /// reactor terminates it at the executor; an agent it does not know learns it from its next
 /// heartbeat). Refused when the task instance is not in flight.
+#[tracing::instrument(name = "cancel_task", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, actor = %actor))]
 pub async fn cancel_task(
     store: &EventStore,
     specs: &Specs,
@@ -297,6 +303,7 @@ pub async fn cancel_task(
 
 /// Marks a whole run successful or failed (Airflow's "mark run as …"); tries in flight are
 /// stopped.
+#[tracing::instrument(name = "mark_run", skip_all, fields(dag_id = %dag_id, run_id = %run_id, success, actor = %actor))]
 pub async fn mark_run(
     store: &EventStore,
     specs: &Specs,
@@ -311,6 +318,7 @@ pub async fn mark_run(
 
 /// Clears a run's task instances so they run again: every one, or only the failed ones (and
 /// those their failure kept from running).
+#[tracing::instrument(name = "clear_run", skip_all, fields(dag_id = %dag_id, run_id = %run_id, only_failed, actor = %actor))]
 pub async fn clear_run(
     store: &EventStore,
     specs: &Specs,
@@ -337,6 +345,7 @@ pub async fn clear_run(
 }
 
 /// Sets (or with `None` removes) the note of a run.
+#[tracing::instrument(name = "set_run_note", skip_all, fields(dag_id = %dag_id, run_id = %run_id, actor = %actor))]
 pub async fn set_run_note(
     store: &EventStore,
     dag_id: &str,
@@ -380,6 +389,7 @@ pub struct StillRunning {
 /// whatever was in flight is refused by the log from the delete on, and the scheduler stops
 /// it at the executor (its agent, at its next heartbeat). The DAG's task logs go too, so a
 /// re-added DAG's runs do not find the old runs' lines under their run ids.
+#[tracing::instrument(name = "delete_dag", skip_all, fields(dag_id = %dag_id, actor = %actor))]
 pub async fn delete_dag(
     store: &EventStore,
     dag_id: &str,

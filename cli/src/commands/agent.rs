@@ -45,6 +45,9 @@ pub struct AgentArgs {
     /// The zygote's socket, to fork the Python runner from.
     #[arg(long, env = "LEOFLOW_ZYGOTE")]
     zygote: Option<PathBuf>,
+    /// The W3C trace context of the dispatch (set by the control plane when it exports traces).
+    #[arg(long, env = "TRACEPARENT", hide = true)]
+    trace_parent: Option<String>,
     /// Seconds to keep retrying while the control plane is unreachable.
     #[arg(long, env = "LEOFLOW_AGENT_RETRY_SECONDS", default_value_t = 120)]
     retry_seconds: u64,
@@ -69,6 +72,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         project_dir: args.project_dir,
         retry_budget: Duration::from_secs(args.retry_seconds),
         zygote: args.zygote,
+        trace_parent: args.trace_parent,
     };
     match agent::run(config).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

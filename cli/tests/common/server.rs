@@ -103,8 +103,16 @@ impl Deployment {
 
     /// Starts a replica of `role` and waits until it serves.
     pub fn replica(&self, role: &str) -> Replica {
+        self.replica_with(role, |_| {})
+    }
+
+    /// Starts a replica of `role` with its command changed by `change` (more variables, its
+    /// stderr elsewhere) and waits until it serves.
+    pub fn replica_with(&self, role: &str, change: impl FnOnce(&mut Command)) -> Replica {
         let ports = [free_port(), free_port(), free_port()];
-        let command = self.server_command(role, ports);
+        let mut command = self.server_command(role, ports);
+        command.stderr(Stdio::inherit());
+        change(&mut command);
         let replica = Replica::start(command, role, ports);
         if role != "api" {
             self.service.add_backend(ports[1]);
@@ -309,7 +317,6 @@ impl Replica {
     fn start(mut command: Command, role: &str, ports: [u16; 3]) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("start leoflow server");
         let stdout = child.stdout.take().unwrap();

@@ -10,13 +10,14 @@
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify, mpsc};
+use tracing::Span;
 
 use super::{Attempt, Executor};
 
 /// Hands recorded dispatches to an executor, serially or through a bounded queue.
 pub struct BufferedDispatcher {
     executor: Arc<dyn Executor>,
-    queue: Option<mpsc::Sender<Attempt>>,
+    queue: Option<mpsc::Sender<(Attempt, Span)>>,
     room: Arc<Notify>,
 }
 
@@ -33,7 +34,7 @@ impl BufferedDispatcher {
     /// A queue of `buffer` attempts drained by `workers` tasks (each at least 1). Must be
     /// called inside a Tokio runtime.
     pub fn buffered(executor: Arc<dyn Executor>, buffer: usize, workers: usize) -> Self {
-        let (sender, receiver) = mpsc::channel::<Attempt>(buffer.max(1));
+        let (sender, receiver) = mpsc::channel::<(Attempt, Span)>(buffer.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let room = Arc::new(Notify::new());
         for _ in 0..workers.max(1) {
@@ -41,13 +42,16 @@ impl BufferedDispatcher {
             tokio::spawn(async move {
                 loop {
                     let next = receiver.lock().await.recv().await;
-                    let Some(attempt) = next else { return };
+                    let Some((attempt, span)) = next else { return };
                     room.notify_one();
                     // An executor's dispatch may block (a fork and exec, a call to an API
                     // server): on the blocking pool the workers overlap, where on the
                     // runtime's few threads they would queue behind one another.
                     let executor = executor.clone();
-                    let _ = tokio::task::spawn_blocking(move || executor.dispatch(attempt)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        span.in_scope(|| executor.dispatch(attempt))
+                    })
+                    .await;
                 }
             });
         }
@@ -76,16 +80,27 @@ impl BufferedDispatcher {
     /// Hands over a recorded dispatch. Callers check [`BufferedDispatcher::has_room`] first;
     /// if the queue filled in between, the attempt is started on the caller's loop rather
     /// than lost.
-    pub fn dispatch(&self, attempt: Attempt) {
+    ///
+    /// The dispatch is a span of the decision that recorded it, and the attempt carries that
+    /// span's trace context to its agent.
+    pub fn dispatch(&self, mut attempt: Attempt) {
+        let span = tracing::info_span!(
+            "dispatch",
+            dag_id = %attempt.ti.dag_id,
+            task_id = %attempt.ti.task_id,
+            map_index = attempt.ti.map_index,
+            try_number = attempt.try_number,
+        );
+        attempt.trace_parent = leoflow_telemetry::traceparent_of(&span);
         match &self.queue {
-            None => self.executor.dispatch(attempt),
+            None => span.in_scope(|| self.executor.dispatch(attempt)),
             Some(queue) => {
-                if let Err(error) = queue.try_send(attempt) {
-                    let attempt = match error {
+                if let Err(error) = queue.try_send((attempt, span)) {
+                    let (attempt, span) = match error {
                         mpsc::error::TrySendError::Full(a)
                         | mpsc::error::TrySendError::Closed(a) => a,
                     };
-                    self.executor.dispatch(attempt);
+                    span.in_scope(|| self.executor.dispatch(attempt));
                 }
             }
         }
@@ -129,6 +144,7 @@ mod tests {
 
     fn attempt(task_id: &str) -> Attempt {
         Attempt {
+            trace_parent: None,
             ti: TaskInstanceKey::new("d", "r", task_id),
             try_number: 1,
             attempt_token: Uuid::new_v4(),

@@ -42,6 +42,7 @@ use leoflow_events::{
 };
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use dispatch::BufferedDispatcher;
@@ -136,6 +137,8 @@ struct RunEntry {
     run_after: DateTime<Utc>,
     /// When the log recorded the run's start, once this scheduler saw it.
     started_at: Option<DateTime<Utc>>,
+    /// The trace context of the run's latest event: the next decision about the run joins it.
+    trace: Option<String>,
 }
 
 #[derive(Default)]
@@ -434,7 +437,7 @@ impl Reactor {
             Event::PoolDeleted(e) => {
                 self.pools.remove(&e.name);
             }
-            Event::RunQueued(e) => self.run_queued(e, &event).await,
+            Event::RunQueued(e) => self.run_queued(e, recorded, &event).await,
             Event::RunStarted(_)
             | Event::RunSucceeded(_)
             | Event::RunFailed(_)
@@ -515,7 +518,7 @@ impl Reactor {
     }
 
     /// A new run: its DAG's last scheduled slot moves, and it joins the model.
-    async fn run_queued(&mut self, e: &RunQueued, event: &Event) {
+    async fn run_queued(&mut self, e: &RunQueued, recorded: &RecordedEvent, event: &Event) {
         if e.run_type == RunType::Scheduled
             && let (Some(dag), Some(logical_date)) = (self.dags.get_mut(&e.dag_id), e.logical_date)
         {
@@ -545,6 +548,7 @@ impl Reactor {
                         state,
                         run_after,
                         started_at: None,
+                        trace: recorded.metadata.traceparent.clone(),
                     },
                 );
             }
@@ -583,11 +587,22 @@ impl Reactor {
             if state.status.is_finished() {
                 self.specs.forget_run(&key.0, &key.1);
             } else {
-                self.runs.insert(key, RunEntry { state, ..run });
+                let trace = recorded.metadata.traceparent.clone().or(run.trace);
+                self.runs.insert(
+                    key,
+                    RunEntry {
+                        state,
+                        trace,
+                        ..run
+                    },
+                );
             }
         } else if matches!(event, Event::RunCleared(_)) {
             // A finished run cleared: it comes back, as the log has it up to here.
-            self.reload_run(key, recorded.position).await?;
+            self.reload_run(key.clone(), recorded.position).await?;
+            if let Some(run) = self.runs.get_mut(&key) {
+                run.trace = recorded.metadata.traceparent.clone();
+            }
         }
         Ok(())
     }
@@ -695,6 +710,7 @@ impl Reactor {
                 state,
                 run_after,
                 started_at: None,
+                trace: None,
             },
         );
         Ok(())
@@ -920,6 +936,7 @@ impl Reactor {
             ti: ti.clone(),
             try_number: lost.try_number,
             attempt_token: Uuid::new_v4(),
+            trace_parent: None,
         };
         let command = Command::Dispatch {
             task_id: ti.task_id.clone(),
@@ -929,7 +946,10 @@ impl Reactor {
             executor: self.dispatcher.executor().name().to_owned(),
             replacing: Some(lost.digest.clone()),
         };
-        if !self.submit(&ti.dag_id, &ti.run_id, command).await {
+        if !self
+            .decide(&ti.dag_id, &ti.run_id, vec![command], Vec::new())
+            .await
+        {
             return false;
         }
         let _ = task_logs::append_note(
@@ -1072,8 +1092,17 @@ impl Reactor {
                 // not count (the re-added DAG runs its slots again, as in Airflow).
                 let generation = self.generations.get(dag_id).copied().unwrap_or(0);
                 let actor = Metadata::actor("scheduler");
+                // A timetable's run starts its own trace, as an API request does.
+                let timer = tracing::info_span!(
+                    parent: None,
+                    "timetable",
+                    dag_id = %dag_id,
+                    run_id = %queued.run_id,
+                    trace_id = tracing::field::Empty,
+                );
+                leoflow_telemetry::record_trace_id(&timer);
                 let queued = queue_run(&self.store, queued, &actor, generation, Some(self.epoch));
-                match queued.await {
+                match queued.instrument(timer).await {
                     Err(QueueError::Deposed { .. }) => {
                         self.deposed.store(true, Ordering::Relaxed);
                         break;
@@ -1206,6 +1235,7 @@ impl Reactor {
                     ti,
                     try_number,
                     attempt_token: Uuid::new_v4(),
+                    trace_parent: None,
                 });
         }
         for ((dag_id, run_id), attempts) in by_run {
@@ -1224,11 +1254,7 @@ impl Reactor {
                     replacing: None,
                 });
             }
-            if self.submit_all(&dag_id, &run_id, commands).await {
-                for attempt in attempts {
-                    self.dispatcher.dispatch(attempt);
-                }
-            }
+            self.decide(&dag_id, &run_id, commands, attempts).await;
         }
     }
 
@@ -1251,13 +1277,14 @@ impl Reactor {
                     replacing: None,
                 };
                 // Only a dispatch that was recorded is started: the token is then the fence.
-                if self.submit(dag_id, run_id, command).await {
-                    self.dispatcher.dispatch(Attempt {
-                        ti: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
-                        try_number: ti.try_number,
-                        attempt_token,
-                    });
-                }
+                let attempt = Attempt {
+                    ti: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
+                    try_number: ti.try_number,
+                    attempt_token,
+                    trace_parent: None,
+                };
+                self.decide(dag_id, run_id, vec![command], vec![attempt])
+                    .await;
             }
         }
     }
@@ -1291,8 +1318,43 @@ impl Reactor {
     }
 
     /// Submits decisions appended together; see [`Reactor::submit`].
-    #[tracing::instrument(skip_all, fields(dag_id = %dag_id, run_id = %run_id))]
     async fn submit_all(&self, dag_id: &str, run_id: &str, commands: Vec<Command>) -> bool {
+        self.decide(dag_id, run_id, commands, Vec::new()).await
+    }
+
+    /// Submits decisions about a run and starts the `attempts` they dispatch once they are
+    /// recorded (the token is then the fence). The decision is a span in the trace of the run's
+    /// latest event, so what caused it and what it causes read as one trace.
+    async fn decide(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        commands: Vec<Command>,
+        attempts: Vec<Attempt>,
+    ) -> bool {
+        let span = tracing::info_span!(
+            "schedule",
+            dag_id = %dag_id,
+            run_id = %run_id,
+            trace_id = tracing::field::Empty,
+        );
+        let cause = self.runs.get(&(dag_id.to_owned(), run_id.to_owned()));
+        leoflow_telemetry::adopt(&span, cause.and_then(|run| run.trace.as_deref()));
+        leoflow_telemetry::record_trace_id(&span);
+        async {
+            let recorded = self.submit_recorded(dag_id, run_id, commands).await;
+            if recorded {
+                for attempt in attempts {
+                    self.dispatcher.dispatch(attempt);
+                }
+            }
+            recorded
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn submit_recorded(&self, dag_id: &str, run_id: &str, commands: Vec<Command>) -> bool {
         let submitted = submit_as_leader(
             &self.store,
             &self.specs,

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use leoflow_core::run::{Command, Fence, Rejection, RunState, decide, evolve};
 use leoflow_core::spec::{DagSpec, SpecError};
@@ -586,10 +587,14 @@ async fn enqueue(
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     let stream = run_stream(dag_id, run_id);
     let (reply, answer) = oneshot::channel();
+    // The caller's trace context: the drain appends on a task of its own.
     let submission = Submission {
         guard,
         commands,
-        metadata: Metadata::actor(actor),
+        metadata: Metadata {
+            traceparent: leoflow_telemetry::current(),
+            ..Metadata::actor(actor)
+        },
         reply,
     };
     let lead = {
@@ -660,7 +665,16 @@ async fn drain(store: &EventStore, specs: &Specs, dag_id: &str, run_id: &str, st
             }
             std::mem::take(&mut queue.pending)
         };
-        append_batch(store, specs, dag_id, run_id, stream, batch).await;
+        // Traced as part of the first submission's work (the others' events keep their own
+        // trace context in their metadata).
+        let span = tracing::info_span!("decide", submissions = batch.len());
+        let cause = batch
+            .first()
+            .and_then(|s| s.metadata.traceparent.as_deref());
+        leoflow_telemetry::adopt(&span, cause);
+        append_batch(store, specs, dag_id, run_id, stream, batch)
+            .instrument(span)
+            .await;
     }
 }
 

@@ -417,6 +417,9 @@ fn control_plane_options(
         log_retention: None,
         dispatch: None,
         advertise_grpc: None,
+        otlp_endpoint: std::env::var(crate::logging::OTLP_ENDPOINT_ENV)
+            .ok()
+            .filter(|e| !e.trim().is_empty()),
     }
 }
 

@@ -118,6 +118,10 @@ pub struct ServerFlags {
     /// Task log lines older than this are deleted by the leader, e.g. `30d` (`0`: kept forever).
     #[arg(long, env = "LEOFLOW_LOG_RETENTION", value_name = "DURATION")]
     pub log_retention: Option<String>,
+    /// An OpenTelemetry collector to send traces to over OTLP/gRPC, `http://HOST:PORT`
+    /// (traces are off without it). Agents send theirs there too.
+    #[arg(long, env = "LEOFLOW_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Tries waiting for a dispatch worker before the scheduler holds back (backpressure).
     #[arg(long, env = "LEOFLOW_DISPATCH_BUFFER", value_name = "N")]
     pub dispatch_buffer: Option<usize>,
@@ -156,6 +160,7 @@ struct FileConfig {
     advertise_grpc: Option<String>,
     ui_dir: Option<PathBuf>,
     log_retention: Option<String>,
+    otlp_endpoint: Option<String>,
     dispatch_buffer: Option<usize>,
     dispatch_workers: Option<usize>,
     executor: Option<ServerExecutor>,
@@ -216,6 +221,8 @@ pub struct ServerConfig {
     /// Task log lines older than this are pruned; `None`: kept forever.
     #[serde(with = "optional_seconds")]
     pub log_retention: Option<Duration>,
+    /// The OpenTelemetry collector traces go to; `None`: no traces.
+    pub otlp_endpoint: Option<String>,
     /// Tries waiting for a dispatch worker before the scheduler holds back.
     pub dispatch_buffer: usize,
     /// Workers handing tries to the executor.
@@ -345,6 +352,11 @@ impl ServerConfig {
                     .or(file.log_retention)
                     .as_deref(),
             )?,
+            otlp_endpoint: flags
+                .otlp_endpoint
+                .clone()
+                .or(file.otlp_endpoint)
+                .filter(|e| !e.trim().is_empty()),
             dispatch_buffer: flags
                 .dispatch_buffer
                 .or(file.dispatch_buffer)
@@ -405,6 +417,10 @@ impl ServerConfig {
         }
         if let Some(address) = &self.advertise_grpc {
             check_host_port(address)?;
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            leoflow_telemetry::export::check_endpoint(endpoint)
+                .map_err(|e| key_error("otlp_endpoint", e.to_string()))?;
         }
         Ok(())
     }
@@ -700,6 +716,22 @@ mod tests {
                 },
                 Some(DB),
                 "dispatch_workers: must be from 1 to 256",
+            ),
+            (
+                ServerFlags {
+                    otlp_endpoint: Some("https://collector:4317".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "otlp_endpoint: OTLP endpoint \"https://collector:4317\": TLS to the collector is not supported",
+            ),
+            (
+                ServerFlags {
+                    otlp_endpoint: Some("collector:4317".into()),
+                    ..base.clone()
+                },
+                Some(DB),
+                "otlp_endpoint: OTLP endpoint \"collector:4317\" must be http://HOST:PORT",
             ),
             (
                 ServerFlags {

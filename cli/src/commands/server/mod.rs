@@ -20,6 +20,7 @@ use leoflow_api::credentials::SharedKeys;
 
 use self::config::{ServerConfig, ServerFlags};
 use crate::datastore::DatastoreArgs;
+use crate::logging::{self, LogFormat};
 
 /// `leoflow server`'s arguments.
 #[derive(Debug, Args)]
@@ -55,7 +56,11 @@ pub enum KeysAction {
 }
 
 /// Runs `leoflow server`.
-pub async fn run(datastore: &DatastoreArgs, args: ServerArgs) -> Result<ExitCode> {
+pub async fn run(
+    datastore: &DatastoreArgs,
+    args: ServerArgs,
+    log_format: LogFormat,
+) -> Result<ExitCode> {
     if let Some(ServerAction::Keys(KeysAction::Generate { output })) = &args.action {
         SharedKeys::generate().write_new(output)?;
         println!(
@@ -71,5 +76,14 @@ pub async fn run(datastore: &DatastoreArgs, args: ServerArgs) -> Result<ExitCode
         print!("{}", serde_norway::to_string(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
-    serve::serve(config).await
+    let telemetry = logging::init(
+        log_format,
+        None,
+        config.otlp_endpoint.as_deref(),
+        "leoflow-server",
+    )?;
+    let served = serve::serve(config).await;
+    // The last spans are sent off the runtime's workers, which the exports need.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    served
 }

@@ -263,6 +263,7 @@ async fn control_plane_options(
         }),
         dispatch: Some((config.dispatch_buffer, config.dispatch_workers)),
         advertise_grpc: config.advertise_grpc.clone(),
+        otlp_endpoint: config.otlp_endpoint.clone(),
     })
 }
 

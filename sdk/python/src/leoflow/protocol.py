@@ -70,8 +70,8 @@ class RunInfo(_RunIdentity, total=False):
     dag_params: dict[str, Any] | None
 
 
-class Start(TypedDict):
-    """The first line on the runner's stdin: the attempt, its task, the DAG file's version."""
+class _StartFields(TypedDict):
+    """What every `Start` holds."""
 
     dag_id: str
     run_id: str
@@ -82,6 +82,13 @@ class Start(TypedDict):
     source: str
     fileloc: str
     run: RunInfo
+
+
+class Start(_StartFields, total=False):
+    """The first line on the runner's stdin: the attempt, its task, the DAG file's version, and
+    the try's trace context when the control plane exports traces."""
+
+    traceparent: str
 
 
 # --------------------------------------------------------------------------------------------

@@ -550,6 +550,9 @@ def apply_task_environment(task: TaskSpec) -> None:
 
 def execute(attempt: Start, channel: Channel) -> Outcome:
     apply_task_environment(attempt["task"])
+    if "traceparent" in attempt:
+        # OpenTelemetry's environment carrier: a task that traces continues the try's trace.
+        os.environ["TRACEPARENT"] = attempt["traceparent"]
     dag, task_object = load_dag_file(attempt)
     task = attempt["task"]
     ctx = build_context(channel, attempt, dag, task_object)
