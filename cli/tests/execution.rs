@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leoflow_core::commands::TriggerRequest;
@@ -29,6 +29,10 @@ struct Lite {
     grpc_port: u16,
     project: PathBuf,
     url: String,
+    /// Everything it printed, stdout and stderr: what its terminal showed.
+    terminal: Arc<Mutex<String>>,
+    /// Each reader of its output says when that output ended.
+    readers_done: std::sync::mpsc::Receiver<()>,
 }
 
 /// The Leoflow home of a project's test runs (credentials; next to the project, so removed
@@ -43,32 +47,46 @@ impl Lite {
     }
 
     fn start_on(project: &Path, url: &str, grpc_port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leoflow"))
-            .args(["lite", project.to_str().unwrap(), "--no-ui"])
-            .args(["--grpc-port", &grpc_port.to_string(), "--metrics-port", "0"])
-            .args(["--port", &free_port().to_string()])
-            .env("LEOFLOW_HOME", home_of(project))
-            .env("LEOFLOW_ADMIN_PASSWORD", "test-admin")
-            .env("LEOFLOW_DATABASE_URL", url)
-            .env_remove("LEOFLOW_POSTGRES")
-            .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")
-            .env("LEOFLOW_HEARTBEAT_TIMEOUT", "4")
-            .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
-            // Stands for the control plane's own secrets: no task may see it.
-            .env("CONTROL_PLANE_SECRET", "hunter2")
-            .env("LEOFLOW_MAX_XCOM_BYTES", "5000000")
+        Self::start_with(project, url, grpc_port, |_| {})
+    }
+
+    /// [`Lite::start_on`], with `change` applied to its command line first.
+    fn start_with(
+        project: &Path,
+        url: &str,
+        grpc_port: u16,
+        change: impl FnOnce(&mut Command),
+    ) -> Self {
+        let http_port = free_port();
+        let mut command = lite_command(project, url, grpc_port, http_port);
+        change(&mut command);
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start leoflow lite");
-        let stdout = child.stdout.take().unwrap();
+        let terminal = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, readers_done) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let (shown, done) = (terminal.clone(), done_tx.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with("Following the event log") {
                     let _ = ready_tx.send(());
                 }
+                shown.lock().unwrap().push_str(&format!("{line}\n"));
             }
+            let _ = done.send(());
+        });
+        let stderr = child.stderr.take().unwrap();
+        let shown = terminal.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                shown.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+            let _ = done_tx.send(());
         });
         ready_rx
             .recv_timeout(Duration::from_secs(60))
@@ -78,7 +96,19 @@ impl Lite {
             grpc_port,
             project: project.to_owned(),
             url: url.to_owned(),
+            terminal,
+            readers_done,
         }
+    }
+
+    /// Stops Lite (SIGTERM) and returns everything its terminal showed.
+    fn stop(mut self) -> String {
+        terminate(&mut self.child);
+        // Its children (the zygote) may hold the pipes a moment longer: wait for both ends.
+        for _ in 0..2 {
+            let _ = self.readers_done.recv_timeout(Duration::from_secs(10));
+        }
+        self.terminal.lock().unwrap().clone()
     }
 
     /// SIGKILL: no clean shutdown at all.
@@ -91,9 +121,37 @@ impl Lite {
 
 impl Drop for Lite {
     fn drop(&mut self) {
-        terminate(&mut self.child);
+        // A child already reaped (stopped, killed) is not signalled: its pid may be reused.
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            terminate(&mut self.child);
+        }
     }
 }
+
+/// The command line these tests start Lite with, on `url`, serving gRPC on `grpc_port` and
+/// HTTP on `http_port`.
+fn lite_command(project: &Path, url: &str, grpc_port: u16, http_port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+    command
+        .args(["lite", project.to_str().unwrap(), "--no-ui"])
+        .args(["--grpc-port", &grpc_port.to_string(), "--metrics-port", "0"])
+        .args(["--port", &http_port.to_string()])
+        .env("LEOFLOW_HOME", home_of(project))
+        .env("LEOFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("LEOFLOW_DATABASE_URL", url)
+        .env_remove("LEOFLOW_POSTGRES")
+        .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")
+        .env("LEOFLOW_HEARTBEAT_TIMEOUT", "4")
+        .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
+        // Stands for the control plane's own secrets: no task may see it.
+        .env("CONTROL_PLANE_SECRET", "hunter2")
+        .env("LEOFLOW_MAX_XCOM_BYTES", "5000000")
+        .stdin(Stdio::null());
+    command
+}
+
+/// The admin's password of these tests' Lite.
+const ADMIN_PASSWORD: &str = "test-admin";
 
 fn url(db: &TestDatabase) -> String {
     format!(
@@ -1135,4 +1193,80 @@ with DAG("payloads", schedule=None, is_paused_upon_creation=False):
         reason.contains("6000002 bytes") && reason.contains("limit of 5000000 bytes"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn a_gap_in_the_log_ends_lite_non_zero_naming_it() {
+    let dag = r#"
+from airflow.sdk import DAG, task
+
+with DAG("ledger", schedule=None, is_paused_upon_creation=False):
+    @task
+    def entry():
+        return 1
+
+    entry()
+"#;
+    let (db, store, dir, lite) = setup(dag).await;
+    let run = trigger(&store, "ledger", json!({})).await;
+    assert_eq!(wait_for_run(&store, "ledger", &run).await, "success");
+    lite.stop();
+
+    // An event lost from the middle of the log, as a bad restore or a hand edit would lose it:
+    // the gap `StoreError::Corrupt` reports. Below the head, so the next Lite's event follower
+    // (which starts past the head) never reads it; only the reactor, rebuilding its model from
+    // position 1, does — what ends Lite is the reactor's failure and nothing else.
+    let head = store.head().await.unwrap();
+    let lost = head / 2;
+    assert!(lost > 1, "the log is too short: {head}");
+    sqlx::query("DELETE FROM events WHERE position = $1")
+        .bind(lost)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let mut child = lite_command(dir.path(), &url(&db), free_port(), free_port())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start leoflow lite");
+    let readers = [
+        read_all(child.stdout.take().unwrap()),
+        read_all(child.stderr.take().unwrap()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            terminate(&mut child);
+            panic!("Lite kept running on a log with a gap at {lost}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let [stdout, stderr] = readers.map(|reader| reader.join().unwrap());
+    assert!(!status.success(), "{status:?}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the scheduler failed")
+            && stderr.contains(&format!("expected position {lost} next; the log has a gap")),
+        "Lite names the failure:\n{stderr}"
+    );
+    // The reactor fails within milliseconds of its election (it meets the gap rebuilding its
+    // model), and Lite exits at once: its own API is gone before `/api/v2/monitor/health` could
+    // be asked. What that route reads — the active scheduler's heartbeat — is what any other
+    // process would answer from: gone, so `unhealthy`, not a fresh beat of a dead scheduler.
+    let heartbeat = leoflow_scheduler::health::latest_heartbeat(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(heartbeat, None, "the dead scheduler left its heartbeat");
+}
+
+/// All a child's output, read to its end on a thread of its own.
+fn read_all(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
