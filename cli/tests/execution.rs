@@ -27,6 +27,7 @@ use common::{free_port, terminate};
 struct Lite {
     child: Child,
     grpc_port: u16,
+    http_port: u16,
     project: PathBuf,
     url: String,
     /// Everything it printed, stdout and stderr: what its terminal showed.
@@ -94,6 +95,7 @@ impl Lite {
         Self {
             child,
             grpc_port,
+            http_port,
             project: project.to_owned(),
             url: url.to_owned(),
             terminal,
@@ -1269,4 +1271,159 @@ fn read_all(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinH
         let _ = from.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
     })
+}
+
+#[tokio::test]
+async fn an_attempt_token_is_shown_nowhere_neither_terminal_tail_audit_api_nor_database() {
+    let dag = r#"
+import os, time
+from pathlib import Path
+from airflow.sdk import DAG, task
+
+with DAG("secrecy", schedule=None, is_paused_upon_creation=False):
+    @task
+    def hold():
+        print("holding until the test has looked")
+        Path(os.environ["MARKER_DIR"], "started").write_text("1")
+        while not Path(os.environ["MARKER_DIR"], "go").exists():
+            time.sleep(0.05)
+        return "held"
+
+    hold()
+"#;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    marker_dir_env(dir.path());
+    // At debug level too: a user chasing a problem turns logging up, and sees no token then.
+    let lite = Lite::start_with(dir.path(), &url(&db), free_port(), |command| {
+        command.env("RUST_LOG", "warn,leoflow=debug,sqlx::query=error");
+    });
+    let run = trigger(&store, "secrecy", json!({})).await;
+    // The token lives with the agent only: read it where it is, in the agent's environment.
+    let token = agent_token("secrecy").await;
+    let spellings = [token.clone(), token.replace('-', "")];
+    let shows = |what: &str, text: &str| {
+        for spelling in &spellings {
+            assert!(
+                !text.contains(spelling.as_str()),
+                "{what} shows the attempt token {spelling}:\n{text}"
+            );
+        }
+    };
+    task_started(&dir.path().join("started")).await;
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", lite.http_port);
+    let login: Value = http
+        .post(format!("{base}/auth/token"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = login["access_token"].as_str().unwrap().to_owned();
+    let ti = format!("/api/v2/dags/secrecy/dagRuns/{run}/taskInstances/hold");
+    let routes = [
+        format!("/api/v2/dags/secrecy/dagRuns/{run}"),
+        format!("/api/v2/dags/secrecy/dagRuns/{run}/taskInstances"),
+        "/api/v2/dags/~/dagRuns/~/taskInstances".to_owned(),
+        ti.clone(),
+        format!("{ti}/-1"),
+        format!("{ti}/tries"),
+        format!("{ti}/tries/1"),
+        format!("{ti}/logs/1"),
+        format!("{ti}/logs/1?full_content=true"),
+        format!("{ti}/dependencies"),
+        "/ui/grid/runs/secrecy".to_owned(),
+        format!("/ui/grid/ti_summaries/secrecy?run_ids={run}"),
+        "/api/v2/eventLogs?limit=1000".to_owned(),
+        "/api/v2/eventLogs?event=TaskDispatched".to_owned(),
+    ];
+    let answers = || async {
+        let mut all = String::new();
+        for route in &routes {
+            let response = http
+                .get(format!("{base}{route}"))
+                .bearer_auth(&bearer)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert!(status.is_success(), "{route}: {status} {body}");
+            shows(route, &body);
+            all.push_str(&body);
+        }
+        all
+    };
+    // While the try runs (what a running try's answers hold) and after it ended.
+    let running = answers().await;
+    assert!(running.contains("running"), "{running}");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(wait_for_run(&store, "secrecy", &run).await, "success");
+    let ended = answers().await;
+    assert!(
+        ended.contains("TaskDispatched") && ended.contains("holding until the test has looked"),
+        "the audit log and the task log were read: {ended}"
+    );
+
+    let database = url(&db);
+    for format in [&[][..], &["--json"][..]] {
+        let tail = Command::new(env!("CARGO_BIN_EXE_leoflow"))
+            .args(["events", "tail", "--from", "1"])
+            .args(format)
+            .env("LEOFLOW_DATABASE_URL", &database)
+            .env_remove("LEOFLOW_POSTGRES")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&tail.stdout),
+            String::from_utf8_lossy(&tail.stderr),
+        );
+        assert!(
+            tail.status.success() && stdout.contains("TaskDispatched"),
+            "events tail {format:?}: {stdout}{stderr}"
+        );
+        shows(
+            &format!("events tail {format:?}"),
+            &format!("{stdout}{stderr}"),
+        );
+    }
+
+    // At rest: the log as stored, and every other table of the database.
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
+         WHERE table_type = 'BASE TABLE' \
+           AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        tables.iter().any(|(_, table)| table == "events"),
+        "{tables:?}"
+    );
+    for (schema, table) in &tables {
+        for spelling in &spellings {
+            let holding: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM \"{schema}\".\"{table}\" AS t \
+                 WHERE strpos(t::text, $1) > 0"
+            )))
+            .bind(spelling)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(holding, 0, "{schema}.{table} holds the attempt token");
+        }
+    }
+
+    let terminal = lite.stop();
+    assert!(
+        terminal.contains("TaskDispatched"),
+        "Lite's terminal was read: {terminal}"
+    );
+    shows("Lite's terminal", &terminal);
 }
