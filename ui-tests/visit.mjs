@@ -6,7 +6,8 @@
 //     node ui-tests/visit.mjs
 //
 // EXPECT names, per page, texts the page must show (a DAG, a run, a task): a page that
-// loads without errors but shows nothing of what it should is a problem too.
+// loads without errors but shows nothing of what it should is a problem too. When EXPECT is
+// given, a page it says nothing about is a problem: every page visited must show something.
 // Prints one JSON report on stdout; exits 1 when any page had a problem.
 import { login, openPage } from "./browser.mjs";
 
@@ -14,6 +15,7 @@ const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
 const pages = JSON.parse(process.env.PAGES ?? '["/"]');
 const shots = JSON.parse(process.env.SHOTS ?? "{}");
+const expectations = process.env.EXPECT !== undefined;
 const expected = JSON.parse(process.env.EXPECT ?? "{}");
 const screenshots = process.env.SCREENSHOTS;
 if (!password) {
@@ -71,6 +73,9 @@ for (const path of pages) {
   await page.goto(base + path, { waitUntil: "networkidle", timeout: 60000 });
   await page.waitForTimeout(500);
   const wanted = expected[path] ?? [];
+  if (expectations && wanted.length === 0) {
+    problems.push({ page: path, kind: "content", text: "EXPECT names nothing this page must show" });
+  }
   const text = await textShowing(wanted);
   const missing = wanted.filter((t) => !text.includes(t));
   if (missing.length > 0) {

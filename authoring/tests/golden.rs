@@ -54,3 +54,76 @@ async fn every_golden_project_compiles_to_its_expected_document() {
         "compiled documents differ from expected.dag.json for: {mismatches:?}"
     );
 }
+
+/// `.ci/run` refuses `LEOFLOW_UPDATE_GOLDEN` whatever else is set, before it runs a test: run
+/// on a copy of itself whose `scripts/test.sh` only leaves a mark.
+#[test]
+fn ci_refuses_to_run_with_leoflow_update_golden_set() {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.0.join(".ci")).unwrap();
+    std::fs::create_dir_all(sandbox.0.join("scripts")).unwrap();
+    std::fs::copy(checkout.join(".ci/run"), sandbox.0.join(".ci/run")).unwrap();
+    let mark = sandbox.0.join("tests-ran");
+    let stub = sandbox.0.join("scripts/test.sh");
+    std::fs::write(&stub, format!("#!/bin/sh\ntouch '{}'\n", mark.display())).unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ci = |update: Option<&str>| {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(sandbox.0.join(".ci/run"))
+            // CI itself may not say it is CI: the refusal must not depend on it.
+            .env_remove("CI")
+            .env_remove("LEOFLOW_UPDATE_GOLDEN")
+            // Its check for a leftover test cluster looks at a cluster nobody runs.
+            .env("LEOFLOW_TEST_PG_ROOT", sandbox.0.join("no-cluster"));
+        if let Some(value) = update {
+            command.env("LEOFLOW_UPDATE_GOLDEN", value);
+        }
+        command.output().unwrap()
+    };
+
+    // The copy runs its stub when nothing is wrong: a refusal below is the guard's.
+    let clean = ci(None);
+    assert!(
+        clean.status.success() && mark.exists(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    std::fs::remove_file(&mark).unwrap();
+
+    for value in ["1", ""] {
+        let refused = ci(Some(value));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains("LEOFLOW_UPDATE_GOLDEN"),
+            "LEOFLOW_UPDATE_GOLDEN={value:?}: {:?} {stderr}",
+            refused.status
+        );
+        assert!(
+            !mark.exists(),
+            "LEOFLOW_UPDATE_GOLDEN={value:?} ran the tests"
+        );
+    }
+}
+
+/// A scratch folder, removed however the test ends.
+struct Sandbox(std::path::PathBuf);
+
+impl Sandbox {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("lf-ci-golden-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leoflow_core::commands::TriggerRequest;
@@ -27,8 +27,13 @@ use common::{free_port, terminate};
 struct Lite {
     child: Child,
     grpc_port: u16,
+    http_port: u16,
     project: PathBuf,
     url: String,
+    /// Everything it printed, stdout and stderr: what its terminal showed.
+    terminal: Arc<Mutex<String>>,
+    /// Each reader of its output says when that output ended.
+    readers_done: std::sync::mpsc::Receiver<()>,
 }
 
 /// The Leoflow home of a project's test runs (credentials; next to the project, so removed
@@ -43,32 +48,46 @@ impl Lite {
     }
 
     fn start_on(project: &Path, url: &str, grpc_port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leoflow"))
-            .args(["lite", project.to_str().unwrap(), "--no-ui"])
-            .args(["--grpc-port", &grpc_port.to_string(), "--metrics-port", "0"])
-            .args(["--port", &free_port().to_string()])
-            .env("LEOFLOW_HOME", home_of(project))
-            .env("LEOFLOW_ADMIN_PASSWORD", "test-admin")
-            .env("LEOFLOW_DATABASE_URL", url)
-            .env_remove("LEOFLOW_POSTGRES")
-            .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")
-            .env("LEOFLOW_HEARTBEAT_TIMEOUT", "4")
-            .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
-            // Stands for the control plane's own secrets: no task may see it.
-            .env("CONTROL_PLANE_SECRET", "hunter2")
-            .env("LEOFLOW_MAX_XCOM_BYTES", "5000000")
+        Self::start_with(project, url, grpc_port, |_| {})
+    }
+
+    /// [`Lite::start_on`], with `change` applied to its command line first.
+    fn start_with(
+        project: &Path,
+        url: &str,
+        grpc_port: u16,
+        change: impl FnOnce(&mut Command),
+    ) -> Self {
+        let http_port = free_port();
+        let mut command = lite_command(project, url, grpc_port, http_port);
+        change(&mut command);
+        let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start leoflow lite");
-        let stdout = child.stdout.take().unwrap();
+        let terminal = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, readers_done) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let (shown, done) = (terminal.clone(), done_tx.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with("Following the event log") {
                     let _ = ready_tx.send(());
                 }
+                shown.lock().unwrap().push_str(&format!("{line}\n"));
             }
+            let _ = done.send(());
+        });
+        let stderr = child.stderr.take().unwrap();
+        let shown = terminal.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                shown.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+            let _ = done_tx.send(());
         });
         ready_rx
             .recv_timeout(Duration::from_secs(60))
@@ -76,9 +95,22 @@ impl Lite {
         Self {
             child,
             grpc_port,
+            http_port,
             project: project.to_owned(),
             url: url.to_owned(),
+            terminal,
+            readers_done,
         }
+    }
+
+    /// Stops Lite (SIGTERM) and returns everything its terminal showed.
+    fn stop(mut self) -> String {
+        terminate(&mut self.child);
+        // Its children (the zygote) may hold the pipes a moment longer: wait for both ends.
+        for _ in 0..2 {
+            let _ = self.readers_done.recv_timeout(Duration::from_secs(10));
+        }
+        self.terminal.lock().unwrap().clone()
     }
 
     /// SIGKILL: no clean shutdown at all.
@@ -91,9 +123,37 @@ impl Lite {
 
 impl Drop for Lite {
     fn drop(&mut self) {
-        terminate(&mut self.child);
+        // A child already reaped (stopped, killed) is not signalled: its pid may be reused.
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            terminate(&mut self.child);
+        }
     }
 }
+
+/// The command line these tests start Lite with, on `url`, serving gRPC on `grpc_port` and
+/// HTTP on `http_port`.
+fn lite_command(project: &Path, url: &str, grpc_port: u16, http_port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+    command
+        .args(["lite", project.to_str().unwrap(), "--no-ui"])
+        .args(["--grpc-port", &grpc_port.to_string(), "--metrics-port", "0"])
+        .args(["--port", &http_port.to_string()])
+        .env("LEOFLOW_HOME", home_of(project))
+        .env("LEOFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("LEOFLOW_DATABASE_URL", url)
+        .env_remove("LEOFLOW_POSTGRES")
+        .env("LEOFLOW_HEARTBEAT_INTERVAL", "0.3")
+        .env("LEOFLOW_HEARTBEAT_TIMEOUT", "4")
+        .env("LEOFLOW_AGENT_RETRY_SECONDS", "30")
+        // Stands for the control plane's own secrets: no task may see it.
+        .env("CONTROL_PLANE_SECRET", "hunter2")
+        .env("LEOFLOW_MAX_XCOM_BYTES", "5000000")
+        .stdin(Stdio::null());
+    command
+}
+
+/// The admin's password of these tests' Lite.
+const ADMIN_PASSWORD: &str = "test-admin";
 
 fn url(db: &TestDatabase) -> String {
     format!(
@@ -1135,4 +1195,235 @@ with DAG("payloads", schedule=None, is_paused_upon_creation=False):
         reason.contains("6000002 bytes") && reason.contains("limit of 5000000 bytes"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn a_gap_in_the_log_ends_lite_non_zero_naming_it() {
+    let dag = r#"
+from airflow.sdk import DAG, task
+
+with DAG("ledger", schedule=None, is_paused_upon_creation=False):
+    @task
+    def entry():
+        return 1
+
+    entry()
+"#;
+    let (db, store, dir, lite) = setup(dag).await;
+    let run = trigger(&store, "ledger", json!({})).await;
+    assert_eq!(wait_for_run(&store, "ledger", &run).await, "success");
+    lite.stop();
+
+    // An event lost from the middle of the log, as a bad restore or a hand edit would lose it:
+    // the gap `StoreError::Corrupt` reports. Below the head, so the next Lite's event follower
+    // (which starts past the head) never reads it; only the reactor, rebuilding its model from
+    // position 1, does — what ends Lite is the reactor's failure and nothing else.
+    let head = store.head().await.unwrap();
+    let lost = head / 2;
+    assert!(lost > 1, "the log is too short: {head}");
+    sqlx::query("DELETE FROM events WHERE position = $1")
+        .bind(lost)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let mut child = lite_command(dir.path(), &url(&db), free_port(), free_port())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start leoflow lite");
+    let readers = [
+        read_all(child.stdout.take().unwrap()),
+        read_all(child.stderr.take().unwrap()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            terminate(&mut child);
+            panic!("Lite kept running on a log with a gap at {lost}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let [stdout, stderr] = readers.map(|reader| reader.join().unwrap());
+    assert!(!status.success(), "{status:?}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the scheduler failed")
+            && stderr.contains(&format!("expected position {lost} next; the log has a gap")),
+        "Lite names the failure:\n{stderr}"
+    );
+    // The reactor fails within milliseconds of its election (it meets the gap rebuilding its
+    // model), and Lite exits at once: its own API is gone before `/api/v2/monitor/health` could
+    // be asked. What that route reads — the active scheduler's heartbeat — is what any other
+    // process would answer from: gone, so `unhealthy`, not a fresh beat of a dead scheduler.
+    let heartbeat = leoflow_scheduler::health::latest_heartbeat(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(heartbeat, None, "the dead scheduler left its heartbeat");
+}
+
+/// All a child's output, read to its end on a thread of its own.
+fn read_all(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[tokio::test]
+async fn an_attempt_token_is_shown_nowhere_neither_terminal_tail_audit_api_nor_database() {
+    let dag = r#"
+import os, time
+from pathlib import Path
+from airflow.sdk import DAG, task
+
+with DAG("secrecy", schedule=None, is_paused_upon_creation=False):
+    @task
+    def hold():
+        print("holding until the test has looked")
+        Path(os.environ["MARKER_DIR"], "started").write_text("1")
+        while not Path(os.environ["MARKER_DIR"], "go").exists():
+            time.sleep(0.05)
+        return "held"
+
+    hold()
+"#;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    marker_dir_env(dir.path());
+    // At debug level too: a user chasing a problem turns logging up, and sees no token then.
+    let lite = Lite::start_with(dir.path(), &url(&db), free_port(), |command| {
+        command.env("RUST_LOG", "warn,leoflow=debug,sqlx::query=error");
+    });
+    let run = trigger(&store, "secrecy", json!({})).await;
+    // The token lives with the agent only: read it where it is, in the agent's environment.
+    let token = agent_token("secrecy").await;
+    let spellings = [token.clone(), token.replace('-', "")];
+    let shows = |what: &str, text: &str| {
+        for spelling in &spellings {
+            assert!(
+                !text.contains(spelling.as_str()),
+                "{what} shows the attempt token {spelling}:\n{text}"
+            );
+        }
+    };
+    task_started(&dir.path().join("started")).await;
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", lite.http_port);
+    let login: Value = http
+        .post(format!("{base}/auth/token"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = login["access_token"].as_str().unwrap().to_owned();
+    let ti = format!("/api/v2/dags/secrecy/dagRuns/{run}/taskInstances/hold");
+    let routes = [
+        format!("/api/v2/dags/secrecy/dagRuns/{run}"),
+        format!("/api/v2/dags/secrecy/dagRuns/{run}/taskInstances"),
+        "/api/v2/dags/~/dagRuns/~/taskInstances".to_owned(),
+        ti.clone(),
+        format!("{ti}/-1"),
+        format!("{ti}/tries"),
+        format!("{ti}/tries/1"),
+        format!("{ti}/logs/1"),
+        format!("{ti}/logs/1?full_content=true"),
+        format!("{ti}/dependencies"),
+        "/ui/grid/runs/secrecy".to_owned(),
+        format!("/ui/grid/ti_summaries/secrecy?run_ids={run}"),
+        "/api/v2/eventLogs?limit=1000".to_owned(),
+        "/api/v2/eventLogs?event=TaskDispatched".to_owned(),
+    ];
+    let answers = || async {
+        let mut all = String::new();
+        for route in &routes {
+            let response = http
+                .get(format!("{base}{route}"))
+                .bearer_auth(&bearer)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert!(status.is_success(), "{route}: {status} {body}");
+            shows(route, &body);
+            all.push_str(&body);
+        }
+        all
+    };
+    // While the try runs (what a running try's answers hold) and after it ended.
+    let running = answers().await;
+    assert!(running.contains("running"), "{running}");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    assert_eq!(wait_for_run(&store, "secrecy", &run).await, "success");
+    let ended = answers().await;
+    assert!(
+        ended.contains("TaskDispatched") && ended.contains("holding until the test has looked"),
+        "the audit log and the task log were read: {ended}"
+    );
+
+    let database = url(&db);
+    for format in [&[][..], &["--json"][..]] {
+        let tail = Command::new(env!("CARGO_BIN_EXE_leoflow"))
+            .args(["events", "tail", "--from", "1"])
+            .args(format)
+            .env("LEOFLOW_DATABASE_URL", &database)
+            .env_remove("LEOFLOW_POSTGRES")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&tail.stdout),
+            String::from_utf8_lossy(&tail.stderr),
+        );
+        assert!(
+            tail.status.success() && stdout.contains("TaskDispatched"),
+            "events tail {format:?}: {stdout}{stderr}"
+        );
+        shows(
+            &format!("events tail {format:?}"),
+            &format!("{stdout}{stderr}"),
+        );
+    }
+
+    // At rest: the log as stored, and every other table of the database.
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
+         WHERE table_type = 'BASE TABLE' \
+           AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        tables.iter().any(|(_, table)| table == "events"),
+        "{tables:?}"
+    );
+    for (schema, table) in &tables {
+        for spelling in &spellings {
+            let holding: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM \"{schema}\".\"{table}\" AS t \
+                 WHERE strpos(t::text, $1) > 0"
+            )))
+            .bind(spelling)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(holding, 0, "{schema}.{table} holds the attempt token");
+        }
+    }
+
+    let terminal = lite.stop();
+    assert!(
+        terminal.contains("TaskDispatched"),
+        "Lite's terminal was read: {terminal}"
+    );
+    shows("Lite's terminal", &terminal);
 }

@@ -274,6 +274,7 @@ with DAG("etl", schedule=None, is_paused_upon_creation=False, tags=["example"],
 
     @task
     def transform(x):
+        print(f"transforming item={x}")
         return x * 10
 
     @task
@@ -300,7 +301,13 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
     let token = lite.token().await;
     let variable = json!({"key": "region", "value": "eu", "description": "where the data lives"});
     let pool = json!({"name": "etl_pool", "slots": 4});
-    for (path, body) in [("/api/v2/variables", variable), ("/api/v2/pools", pool)] {
+    let connection =
+        json!({"connection_id": "warehouse", "conn_type": "postgres", "host": "db.internal"});
+    for (path, body) in [
+        ("/api/v2/variables", variable),
+        ("/api/v2/pools", pool),
+        ("/api/v2/connections", connection),
+    ] {
         let response = lite
             .client()
             .post(format!("{}{path}", lite.base))
@@ -348,7 +355,8 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         (format!("{run_path}/tasks/extract")): "task-instance-logs",
         "/variables": "variables",
     });
-    // What each page must show: its DAG, run and task names (a blank page fails).
+    // What each page must show: its DAG, run and task names, and for tables a column header
+    // of Airflow 3.2.2's UI beside a row only the data gives (a blank page fails).
     let tasks = ["extract", "transform", "load", "announce"];
     let expect = json!({
         "/": ["Leoflow Lite"],
@@ -356,19 +364,33 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         "/dags/etl": tasks,
         "/dags/etl/runs": [run],
         "/dags/etl/tasks": tasks,
+        // The calendar draws runs as coloured cells (their counts only in hover cards): what
+        // it must show is its controls, which it renders only once `/ui/calendar` answered.
+        "/dags/etl/calendar": ["Hourly", "Daily", "Total Runs"],
+        // The DAG's audit log, newest first: the run's end is on its first page.
+        "/dags/etl/events": ["Event", "When", "RunSucceeded", "TaskSucceeded"],
         // Monaco renders spaces as no-break spaces: single words only.
         "/dags/etl/code": ["extracting", "BashOperator"],
         "/dags/etl/details": ["etl"],
         (run_path.clone()): tasks,
-        // `…/task_instances` has no view of its own in Airflow 3.2.2's UI either (it calls
-        // no data route there, ../shared/airflow-3.2.2/UI-CALLS.md): the run page lists them.
+        // `…/task_instances` has no view of its own in Airflow 3.2.2's UI: its router knows
+        // `task_instances` under a DAG's task or task group, not under a run (whose own page
+        // lists them), so Airflow itself shows its not-found page there and calls no data
+        // route (../shared/airflow-3.2.2/UI-CALLS.md, "run-tasks"). It must show that page.
+        (format!("{run_path}/task_instances")): ["404", "Page Not Found"],
         (format!("{run_path}/tasks/extract")): ["extracting"],
         (format!("{run_path}/tasks/extract/xcom")): ["return_value"],
+        // Map index 1 of `transform` got the item 2: its own log, not another index's.
+        (format!("{run_path}/tasks/transform/mapped/1")): ["transform", "item=2"],
         "/dag_runs": [run],
         "/task_instances": tasks,
         "/variables": ["region"],
+        "/connections": ["Connection ID", "warehouse", "postgres"],
         "/pools": ["etl_pool"],
+        // The whole audit log, newest first: what this test set up just before.
+        "/events": ["Event", "User", "ConnectionSet", "PoolSet", "VariableSet"],
         "/xcoms": ["return_value"],
+        "/configs": ["Airflow Configuration", "Section", "SubprocessExecutor"],
     });
     let report = lite.browse(
         "visit.mjs",

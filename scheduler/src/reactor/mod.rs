@@ -375,7 +375,12 @@ impl Reactor {
             }
         };
         self.exits = exits;
-        if result.is_ok() {
+        // A stop for good — asked for, or a corrupt log that ends the process — gives the lock
+        // and the heartbeat up, so health says at once that no scheduler is active.
+        if matches!(
+            result,
+            Ok(()) | Err(ReactorError::Store(StoreError::Corrupt { .. }))
+        ) {
             leadership.resign().await;
         }
         result

@@ -61,14 +61,35 @@ def outcome(result: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "kind": error["kind"], "line": error["line"], "message": error["message"]}
 
 
+def rewrite_requested() -> bool:
+    """Whether LEOFLOW_UPDATE_GOLDEN asks to rewrite the expectations: never in CI, where a test
+    that rewrites itself would pass whatever the compiler produced (as authoring/tests/golden.rs)."""
+    update = os.environ.get("LEOFLOW_UPDATE_GOLDEN") is not None
+    if update and os.environ.get("CI") is not None:
+        pytest.fail("LEOFLOW_UPDATE_GOLDEN is set in CI: golden tests never rewrite themselves there")
+    return update
+
+
+def test_ci_never_rewrites_the_expectations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("LEOFLOW_UPDATE_GOLDEN", raising=False)
+    assert not rewrite_requested()
+    monkeypatch.setenv("LEOFLOW_UPDATE_GOLDEN", "1")
+    assert rewrite_requested()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="set in CI"):
+        rewrite_requested()
+
+
 def test_every_example_is_listed(examples: dict[str, Path]) -> None:
     expected = json.loads(EXPECTATIONS.read_text())
     assert sorted(expected) == sorted(examples)
 
 
 def test_examples_compile_or_name_the_unsupported_construct(examples: dict[str, Path]) -> None:
+    update = rewrite_requested()
     actual = {name: outcome(compile_file(path)) for name, path in sorted(examples.items())}
-    if os.environ.get("LEOFLOW_UPDATE_GOLDEN"):
+    if update:
         EXPECTATIONS.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
     expected = json.loads(EXPECTATIONS.read_text())
     for name, result in actual.items():
