@@ -216,6 +216,24 @@ async fn metrics(State(state): State<MetricsState>) -> ApiResult<Response> {
         refused,
     );
 
+    let (hits, misses) = leoflow_scheduler::xcom_values::cache_counts();
+    for (name, help, count) in [
+        (
+            "xcom_cache_hits",
+            "Large XCom values read from the replicas' shared cache (Redis)",
+            hits,
+        ),
+        (
+            "xcom_cache_misses",
+            "Large XCom values read from Postgres because the shared cache did not have them",
+            misses,
+        ),
+    ] {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(count);
+        registry.register(name, help, counter);
+    }
+
     let mut text = String::new();
     encode(&mut text, &root).map_err(crate::error::ApiError::internal)?;
     Ok((

@@ -72,4 +72,6 @@ pub struct ApiState {
     pub vault: Vault,
     /// Fixed settings.
     pub settings: Arc<Settings>,
+    /// Reads XCom values (large ones through the replicas' shared cache in Pro).
+    pub xcom_values: leoflow_scheduler::xcom_values::XComValues,
 }

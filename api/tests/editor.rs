@@ -106,6 +106,7 @@ impl EditorApi {
                 editor_assets,
                 ..Settings::lite()
             }),
+            xcom_values: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -18,6 +18,7 @@ use leoflow_scheduler::janitor::{self, Retention};
 use leoflow_scheduler::metrics::SchedulerMetrics;
 use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::reactor::{BufferedDispatcher, Reactor, Supervision};
+use leoflow_scheduler::xcom_values::XComValues;
 use leoflow_scheduler::{Liveness, SharedLiveness};
 use leoflow_secrets::{MasterKeys, Vault};
 use tokio::sync::{mpsc, watch};
@@ -52,6 +53,8 @@ pub struct ControlPlaneOptions {
     pub advertise_grpc: Option<String>,
     /// The OpenTelemetry collector agents send their spans to (`None`: no traces).
     pub otlp_endpoint: Option<String>,
+    /// How tasks read XCom values (Pro: large ones through the replicas' shared cache).
+    pub xcom_values: XComValues,
 }
 
 /// Where tries run.
@@ -274,7 +277,9 @@ fn agent_service(
     if let Some(vault) = vault {
         service = service.with_vault(vault);
     }
-    service.with_max_xcom_bytes(options.max_xcom_bytes)
+    service
+        .with_max_xcom_bytes(options.max_xcom_bytes)
+        .with_xcom_values(options.xcom_values.clone())
 }
 
 /// Serves `service` on `listener` until `stop` turns true.

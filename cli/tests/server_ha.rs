@@ -737,3 +737,74 @@ async fn a_rolling_restart_of_the_api_replicas_fails_no_request_a_retrying_clien
     .await;
     assert_eq!(status, 200);
 }
+
+/// A large XCom and six tasks reading it.
+const FAN_OUT_DAG: &str = r#"
+from airflow.sdk import DAG, task
+
+@task
+def produce():
+    return "x" * 200_000
+
+@task
+def consume(blob, i):
+    assert len(blob) == 200_000, len(blob)
+    return i
+
+with DAG("fan_out", schedule=None, is_paused_upon_creation=False):
+    big = produce()
+    for i in range(6):
+        consume.override(task_id=f"c{i}")(big, i)
+"#;
+
+/// `leoflow_xcom_cache_<what>_total` of a scrape.
+fn cache_count(scrape: &str, what: &str) -> u64 {
+    let name = format!("leoflow_xcom_cache_{what}_total ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&name))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}in:\n{scrape}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_xcoms_are_shared_through_redis_and_read_from_postgres_without_it() {
+    let mut deployment = Deployment::start("ha-xcom-cache").await;
+    deployment.register("fan_out", FAN_OUT_DAG);
+    let replica = deployment.replica("all");
+    let client = Client::login_as(&replica.base, PASSWORD).await;
+    let run = client.run_to_success("fan_out").await;
+
+    // Every reader got the value; it is in Redis under its content's hash.
+    let hashes: Vec<String> = sqlx::query_scalar(
+        "SELECT value_hash FROM xcom WHERE dag_id = 'fan_out' AND task_id = 'produce'",
+    )
+    .fetch_all(&deployment.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(hashes.len(), 1);
+    let cached = redis_keys(&deployment.redis.url(), "leoflow:xcom-blob:*").await;
+    assert_eq!(cached, [format!("leoflow:xcom-blob:{}", hashes[0])]);
+    let scraped = scrape(&replica).await;
+    let (hits, misses) = (
+        cache_count(&scraped, "hits"),
+        cache_count(&scraped, "misses"),
+    );
+    assert_eq!(hits + misses, 6, "one read per consumer:\n{scraped}");
+    assert!(misses >= 1, "the first reader read Postgres");
+
+    // Another reader (the API) finds it in Redis.
+    let entry = format!(
+        "/api/v2/dags/fan_out/dagRuns/{run}/taskInstances/produce/xcomEntries/return_value"
+    );
+    let value = client.get(&entry).await;
+    assert_eq!(value["value"].as_str().map(str::len), Some(200_000));
+    assert_eq!(cache_count(&scrape(&replica).await, "hits"), hits + 1);
+
+    // Without Redis the values come from Postgres: nothing is lost, a new run succeeds.
+    deployment.redis.kill();
+    let value = client.get(&entry).await;
+    assert_eq!(value["value"].as_str().map(str::len), Some(200_000));
+    client.run_to_success("fan_out").await;
+    deployment.redis.restart();
+}

@@ -37,6 +37,7 @@ use crate::reactor::runs::{
     LoadedRun, Specs, SubmitError, generation_expectation, load_run, submit_fenced,
 };
 use crate::task_logs;
+use crate::xcom_values::XComValues;
 
 /// The gRPC service agents call.
 #[derive(Clone)]
@@ -47,6 +48,7 @@ pub struct AgentService {
     heartbeat_interval: Duration,
     vault: Option<Vault>,
     max_xcom_bytes: usize,
+    xcom_values: XComValues,
 }
 
 /// The largest XCom value a task may push unless configured otherwise (bytes of JSON).
@@ -146,6 +148,7 @@ impl AgentService {
             heartbeat_interval,
             vault: None,
             max_xcom_bytes: DEFAULT_MAX_XCOM_BYTES,
+            xcom_values: XComValues::default(),
         }
     }
 
@@ -159,6 +162,12 @@ impl AgentService {
     /// secret cannot be read).
     pub fn with_vault(mut self, vault: Vault) -> Self {
         self.vault = Some(vault);
+        self
+    }
+
+    /// Reads large XCom values through `values` (a cache the replicas share).
+    pub fn with_xcom_values(mut self, values: XComValues) -> Self {
+        self.xcom_values = values;
         self
     }
 
@@ -555,9 +564,23 @@ impl TaskAgent for AgentService {
             &request.task_id,
             &request.key,
             request.map_index.or(if mapped { None } else { Some(-1) }),
+            self.xcom_values.inline_below(),
         )
         .await
         .map_err(unavailable)?;
+        let mut contents = Vec::with_capacity(rows.len());
+        for row in rows {
+            let content = match row.content {
+                Some(content) => Some(content),
+                None => self
+                    .xcom_values
+                    .value(&self.store, &row.value_hash)
+                    .await
+                    .map_err(unavailable)?,
+            };
+            contents.push(content);
+        }
+        let rows = contents;
         let parse = |content: &Option<String>| -> Value {
             content
                 .as_deref()
@@ -566,14 +589,14 @@ impl TaskAgent for AgentService {
         };
         let answer = if mapped && request.map_index.is_none() {
             // A mapped task's results, in map-index order (Airflow's fan-in).
-            let values: Vec<Value> = rows.iter().map(|(_, c)| parse(c)).collect();
+            let values: Vec<Value> = rows.iter().map(parse).collect();
             JsonValue {
                 found: !values.is_empty(),
                 json: Value::Array(values).to_string(),
             }
         } else {
             match rows.first() {
-                Some((_, content)) => JsonValue {
+                Some(content) => JsonValue {
                     found: true,
                     json: parse(content).to_string(),
                 },

@@ -22,5 +22,6 @@ mod liveness;
 pub mod metrics;
 pub mod reactor;
 pub mod task_logs;
+pub mod xcom_values;
 
 pub use liveness::{Fallback, Liveness, LivenessError, PostgresLiveness, SeenAt, SharedLiveness};

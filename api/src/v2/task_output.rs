@@ -290,10 +290,9 @@ pub async fn get_xcom(
         ))
     })?;
     let content = state
-        .store
-        .get_blob(&row.value_hash)
+        .xcom_values
+        .value(&state.store, &row.value_hash)
         .await?
-        .map(|b| b.content)
         .ok_or_else(|| ApiError::internal(format!("XCom blob {} is missing", row.value_hash)))?;
     let mut body = XComResponse::from(&row);
     body.value = Some(if stringify {

@@ -228,6 +228,7 @@ impl TestApi {
             auth: Arc::new(Auth::new(credentials.clone(), None)),
             vault: state_vault.clone(),
             settings: Arc::new(Settings::lite()),
+            xcom_values: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

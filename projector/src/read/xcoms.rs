@@ -100,9 +100,21 @@ pub async fn find(pool: &PgPool, at: XComKey<'_>) -> sqlx::Result<Option<XComRec
     .await
 }
 
+/// A value a task pulls: where it was pushed, its blob, and its JSON text when it was read
+/// with the row.
+#[derive(Debug, Clone, FromRow)]
+pub struct PulledXCom {
+    /// The map index of the task instance that pushed it.
+    pub map_index: i32,
+    /// Its blob's hash.
+    pub value_hash: String,
+    /// Its JSON text, when smaller than the pull's `inline_below` (and its blob is there).
+    pub content: Option<String>,
+}
+
 /// The values `task_id` of a run pushed under `key` (of map index `map_index` only, when
-/// given), as `(map_index, JSON text)` in map-index order; the text is `None` when its blob
-/// is missing.
+/// given), in map-index order; a value of `inline_below` bytes or more is left for the caller
+/// to read by its hash (through a cache), the others come with their rows.
 pub async fn pull(
     pool: &PgPool,
     dag_id: &str,
@@ -110,9 +122,12 @@ pub async fn pull(
     task_id: &str,
     key: &str,
     map_index: Option<i32>,
-) -> sqlx::Result<Vec<(i32, Option<String>)>> {
+    inline_below: i64,
+) -> sqlx::Result<Vec<PulledXCom>> {
     sqlx::query_as(
-        "SELECT x.map_index, b.content FROM xcom x LEFT JOIN blobs b ON b.hash = x.value_hash \
+        "SELECT x.map_index, x.value_hash, \
+                CASE WHEN x.size_bytes < $6 THEN b.content END AS content \
+         FROM xcom x LEFT JOIN blobs b ON b.hash = x.value_hash \
          WHERE x.dag_id = $1 AND x.run_id = $2 AND x.task_id = $3 AND x.key = $4 \
            AND ($5::int IS NULL OR x.map_index = $5) ORDER BY x.map_index",
     )
@@ -121,6 +136,7 @@ pub async fn pull(
     .bind(task_id)
     .bind(key)
     .bind(map_index)
+    .bind(inline_below)
     .fetch_all(pool)
     .await
 }

@@ -420,6 +420,7 @@ fn control_plane_options(
         otlp_endpoint: std::env::var(crate::logging::OTLP_ENDPOINT_ENV)
             .ok()
             .filter(|e| !e.trim().is_empty()),
+        xcom_values: Default::default(),
     }
 }
 
@@ -471,6 +472,7 @@ impl Servers {
                 editor_assets: installed_monaco(&setup::editor_dir(home)),
                 ..Settings::lite()
             }),
+            xcom_values: Default::default(),
         };
         let metrics = metrics_listener
             .local_addr()

@@ -38,9 +38,10 @@ use tokio::task::JoinHandle;
 
 use super::config::{ServerConfig, ServerExecutor};
 use super::datastores::{Redis, Schema, open_postgres};
-use super::shared_state::{RedisLiveness, RedisSessions};
+use super::shared_state::{RedisBlobs, RedisLiveness, RedisSessions};
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::stop::Stop;
+use leoflow_scheduler::xcom_values::XComValues;
 
 /// Time between passes of the log retention janitor.
 const JANITOR_EVERY: Duration = Duration::from_secs(3600);
@@ -74,13 +75,19 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         draining: AtomicBool::new(false),
     });
     let settings = Arc::new(Settings::pro());
+    let xcom_values =
+        XComValues::shared_through(Arc::new(RedisBlobs::new(readiness.redis.clone())));
     let mut control_plane = match (listeners.grpc, executor) {
         (Some(grpc), Some(executor)) => {
             let liveness = Fallback {
                 primary: Arc::new(RedisLiveness::new(readiness.redis.clone())),
                 fallback: Arc::new(PostgresLiveness { pool: pool.clone() }),
             };
-            let options = control_plane_options(&config, &secrets, executor, liveness).await?;
+            let shared = Shared {
+                liveness,
+                xcom_values: xcom_values.clone(),
+            };
+            let options = control_plane_options(&config, &secrets, executor, shared).await?;
             Some(ControlPlane::start(store.clone(), grpc, options).await?)
         }
         _ => None,
@@ -93,7 +100,10 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         (Some(listener), Some(credentials)) => {
             let auth = Auth::new(credentials.clone(), None)
                 .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())));
-            let api = api_state(&store, specs, credentials, auth, settings.clone());
+            let api = ApiState {
+                xcom_values: xcom_values.clone(),
+                ..api_state(&store, specs, credentials, auth, settings.clone())
+            };
             Some(Http::start(listener, api, ui.clone(), readiness.clone())?)
         }
         _ => None,
@@ -236,12 +246,20 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
     })
 }
 
+/// What a scheduler replica shares with the others through Redis.
+struct Shared {
+    /// Agents' signs of life (Postgres while Redis is away).
+    liveness: Fallback,
+    /// Large XCom values.
+    xcom_values: XComValues,
+}
+
 /// The control plane of a scheduler replica.
 async fn control_plane_options(
     config: &ServerConfig,
     secrets: &ServerSecrets,
     executor: ExecutorChoice,
-    liveness: Fallback,
+    shared: Shared,
 ) -> Result<ControlPlaneOptions> {
     // Only the subprocess executor runs Python here: the interpreter and the SDK the
     // environment names (LEOFLOW_PYTHON, LEOFLOW_SDK_PATH).
@@ -256,7 +274,7 @@ async fn control_plane_options(
         supervision: Supervision::default(),
         master_keys: Some(secrets.keys.master_keys()),
         executor,
-        liveness: Some(Arc::new(liveness)),
+        liveness: Some(Arc::new(shared.liveness)),
         log_retention: config.log_retention.map(|max_age| Retention {
             max_age,
             every: JANITOR_EVERY,
@@ -264,6 +282,7 @@ async fn control_plane_options(
         dispatch: Some((config.dispatch_buffer, config.dispatch_workers)),
         advertise_grpc: config.advertise_grpc.clone(),
         otlp_endpoint: config.otlp_endpoint.clone(),
+        xcom_values: shared.xcom_values,
     })
 }
 
@@ -280,6 +299,7 @@ fn api_state(
         auth: Arc::new(auth),
         vault: Vault::new(store.pool().clone(), credentials.master_keys()),
         settings,
+        xcom_values: Default::default(),
     }
 }
 

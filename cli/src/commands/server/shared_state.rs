@@ -7,7 +7,10 @@
 //!   (`leoflow_api::sessions`);
 //! - agents' signs of life, by attempt digest (one key each, written in batches by the replica
 //!   that hears the agent, read by the leader before it fails a try as silent); without Redis
-//!   they go to Postgres (`leoflow_scheduler::Fallback`).
+//!   they go to Postgres (`leoflow_scheduler::Fallback`);
+//! - large XCom values, by blob hash, for the many tasks of a fan-out that read one upstream
+//!   result; without Redis they are read from Postgres, which always has them
+//!   (`leoflow_scheduler::xcom_values`).
 //!
 //! Every call is cut off after a deadline, and after a failure Redis is left alone for a
 //! second ([`Redis::call`]).
@@ -18,6 +21,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use leoflow_api::sessions::{SharedError, SharedSessions};
 use leoflow_events::AttemptDigest;
+use leoflow_scheduler::xcom_values::SharedBlobs;
 use leoflow_scheduler::{LivenessError, SeenAt, SharedLiveness};
 use redis::AsyncCommands;
 
@@ -187,6 +191,50 @@ impl SharedLiveness for RedisLiveness {
                     Some(((*attempt).clone(), at))
                 })
                 .collect())
+        })
+    }
+}
+
+/// How long a large XCom value stays in Redis after it was last read from Postgres: long
+/// enough for a run's fan-out to read it, short enough that finished runs' values leave.
+const BLOB_TTL: Duration = Duration::from_secs(3600);
+
+/// Large XCom values in Redis, by blob hash (content-addressed: never stale).
+pub struct RedisBlobs {
+    redis: Redis,
+}
+
+impl std::fmt::Debug for RedisBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisBlobs")
+    }
+}
+
+impl RedisBlobs {
+    /// Values shared through `redis`.
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+}
+
+fn blob_key(hash: &str) -> String {
+    format!("leoflow:xcom-blob:{hash}")
+}
+
+impl SharedBlobs for RedisBlobs {
+    fn get<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let mut connection = self.redis.connection();
+            self.redis.call(connection.get(blob_key(hash))).await
+        })
+    }
+
+    fn put<'a>(&'a self, hash: &'a str, content: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut connection = self.redis.connection();
+            self.redis
+                .call(connection.pset_ex(blob_key(hash), content, BLOB_TTL.as_millis() as u64))
+                .await
         })
     }
 }
