@@ -41,7 +41,7 @@ use axum::routing::{get, post};
 
 pub use error::{ApiError, ApiResult};
 pub use spa::Ui;
-pub use state::{ApiState, Edition, Settings};
+pub use state::{ApiState, Edition, KUBERNETES_EXECUTOR, SUBPROCESS_EXECUTOR, Settings};
 
 /// The whole application: public login routes, the protected API, the UI.
 pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {

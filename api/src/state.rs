@@ -9,6 +9,12 @@ use leoflow_secrets::Vault;
 
 use crate::auth::Auth;
 
+/// The executor name of Leoflow's subprocess adapter (a `leoflow agent` process per try).
+pub const SUBPROCESS_EXECUTOR: &str = "SubprocessExecutor";
+
+/// The executor name of the pod adapter, as Airflow names its own.
+pub const KUBERNETES_EXECUTOR: &str = "KubernetesExecutor";
+
 /// Which edition serves the API (shown in the UI's navbar as the instance name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Edition {
@@ -21,8 +27,10 @@ pub enum Edition {
 /// Fixed settings of a running API.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Lite or Pro: `/api/v2/config` reports it and the executor it runs tasks with.
+    /// Lite or Pro: `/api/v2/config` reports it.
     pub edition: Edition,
+    /// The executor tasks run with, as `/api/v2/config` names it (`core.executor`).
+    pub executor: &'static str,
     /// What the UI calls this instance (`Leoflow Lite`, `Leoflow`).
     pub instance_name: String,
     /// The UI's base URL (`/`).
@@ -40,6 +48,7 @@ impl Settings {
     pub fn lite() -> Self {
         Self {
             edition: Edition::Lite,
+            executor: SUBPROCESS_EXECUTOR,
             instance_name: "Leoflow Lite".into(),
             base_url: "/".into(),
             started_at: Utc::now(),
@@ -48,10 +57,11 @@ impl Settings {
         }
     }
 
-    /// `leoflow server`'s settings: no project to edit.
-    pub fn pro() -> Self {
+    /// `leoflow server`'s settings, running tasks with `executor`: no project to edit.
+    pub fn pro(executor: &'static str) -> Self {
         Self {
             edition: Edition::Pro,
+            executor,
             instance_name: "Leoflow".into(),
             ..Self::lite()
         }

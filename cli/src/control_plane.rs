@@ -77,6 +77,16 @@ pub enum ExecutorChoice {
     },
 }
 
+impl ExecutorChoice {
+    /// The executor's name in `/api/v2/config`.
+    pub fn config_name(&self) -> &'static str {
+        match self {
+            Self::Subprocess => leoflow_api::SUBPROCESS_EXECUTOR,
+            Self::Pods { .. } => leoflow_api::KUBERNETES_EXECUTOR,
+        }
+    }
+}
+
 /// A started control plane; [`ControlPlane::stop`] ends it.
 pub struct ControlPlane {
     specs: Specs,

@@ -773,6 +773,19 @@ async fn large_xcoms_are_shared_through_redis_and_read_from_postgres_without_it(
     deployment.register("fan_out", FAN_OUT_DAG);
     let replica = deployment.replica("all");
     let client = Client::login_as(&replica.base, PASSWORD).await;
+    // The configuration names the executor the replica runs (not Pro's default).
+    let config = client.get("/api/v2/config").await;
+    let core = config["sections"]
+        .as_array()
+        .and_then(|sections| sections.iter().find(|s| s["name"] == "core"))
+        .expect("a core section");
+    let executor = core["options"]
+        .as_array()
+        .and_then(|options| options.iter().find(|o| o["key"] == "executor"));
+    assert_eq!(
+        executor.map(|o| &o["value"]),
+        Some(&json!("SubprocessExecutor"))
+    );
     let run = client.run_to_success("fan_out").await;
 
     // Every reader got the value; it is in Redis under its content's hash.

@@ -293,10 +293,7 @@ pub async fn config(State(state): State<ApiState>) -> Json<Config> {
         Edition::Lite => "lite",
         Edition::Pro => "pro",
     };
-    let executor = match state.settings.edition {
-        Edition::Lite => "SubprocessExecutor",
-        Edition::Pro => "KubernetesExecutor",
-    };
+    let executor = state.settings.executor;
     let option = |key, value| ConfigOption { key, value };
     let section = |name, options| ConfigSection { name, options };
     Json(Config {

@@ -212,6 +212,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         "lite",
     )
     .await?;
+    let executor_name = executor.config_name();
     let control_plane = ControlPlane::start(
         store.clone(),
         listeners.grpc,
@@ -223,6 +224,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         &prepared,
         &store,
         &control_plane,
+        executor_name,
         listeners.http,
         listeners.metrics,
     )?;
@@ -440,6 +442,7 @@ impl Servers {
         prepared: &Prepared,
         store: &EventStore,
         control_plane: &ControlPlane,
+        executor: &'static str,
         http_listener: tokio::net::TcpListener,
         metrics_listener: tokio::net::TcpListener,
     ) -> Result<Self> {
@@ -470,6 +473,7 @@ impl Servers {
             settings: Arc::new(Settings {
                 project_dir: Some(prepared.project_dir.clone()),
                 editor_assets: installed_monaco(&setup::editor_dir(home)),
+                executor,
                 ..Settings::lite()
             }),
             xcom_values: Default::default(),

@@ -61,6 +61,16 @@ pub enum ServerExecutor {
     Subprocess,
 }
 
+impl ServerExecutor {
+    /// The executor's name in `/api/v2/config` (API replicas report the deployment's).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Self::Kubernetes => leoflow_api::KUBERNETES_EXECUTOR,
+            Self::Subprocess => leoflow_api::SUBPROCESS_EXECUTOR,
+        }
+    }
+}
+
 /// The flags of `leoflow server`; each is also `LEOFLOW_<NAME>`. The database URL is the
 /// global `--database-url` / `LEOFLOW_DATABASE_URL` every command shares.
 #[derive(Debug, Clone, Default, Args)]

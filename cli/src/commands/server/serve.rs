@@ -74,7 +74,7 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         redis,
         draining: AtomicBool::new(false),
     });
-    let settings = Arc::new(Settings::pro());
+    let settings = Arc::new(Settings::pro(config.executor.config_name()));
     let xcom_values =
         XComValues::shared_through(Arc::new(RedisBlobs::new(readiness.redis.clone())));
     let mut control_plane = match (listeners.grpc, executor) {
