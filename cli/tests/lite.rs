@@ -631,7 +631,10 @@ async fn log_format_json_writes_diagnostics_as_json_lines_with_their_spans() {
     assert_eq!(span["run_id"], "no_such_run", "{record}");
     assert_eq!(span["task_id"], "say_hello", "{record}");
     assert_eq!(span["try_number"], 3, "{record}");
-    assert_eq!(record["spans"][0]["name"], "heartbeat", "{record}");
+    // Outermost the call (its gRPC method), then the handler's span.
+    assert_eq!(record["spans"][0]["name"], "agent call", "{record}");
+    assert_eq!(record["spans"][0]["rpc.method"], "Heartbeat", "{record}");
+    assert_eq!(record["spans"][1]["name"], "heartbeat", "{record}");
 
     assert!(lite.signal(libc::SIGTERM).success());
     drop(lite);
