@@ -485,8 +485,17 @@ pub(crate) async fn require_user(
     let Some(presented) = token(request.headers()) else {
         return ApiError::unauthorized("Not authenticated").into_response();
     };
-    let Some(user) = state.auth.authenticate(presented.token()).await else {
-        return ApiError::unauthorized("Invalid JWT token").into_response();
+    let user = if crate::api_tokens::is_api_token(presented.token()) {
+        match crate::api_tokens::authenticate(state.store.pool(), presented.token()).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return ApiError::unauthorized("Invalid API token").into_response(),
+            Err(error) => return ApiError::from(error).into_response(),
+        }
+    } else {
+        match state.auth.authenticate(presented.token()).await {
+            Some(user) => user,
+            None => return ApiError::unauthorized("Invalid JWT token").into_response(),
+        }
     };
     if matches!(presented, Presented::Cookie(_))
         && let Some(refusal) = cross_site_refusal(&request)

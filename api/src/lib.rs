@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api_tokens;
 pub mod assets;
 pub mod auth;
 mod body;

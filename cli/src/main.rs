@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, compile, dags, db, events, init, lite, postgres, secrets, server, setup, tasks,
+    agent, compile, dags, db, events, init, lite, postgres, secrets, server, setup, tasks, tokens,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -66,6 +66,9 @@ enum Command {
     /// Manage the master key of secrets at rest.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Issue, list and revoke API tokens for machines (CI, GitOps).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Run Leoflow Pro's control plane from a configuration (check it with --check-config).
     Server(server::ServerArgs),
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
+            Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,
             Command::Server(args) => server::run(&cli.datastore, args, log_format).await,
             Command::Agent(args) => agent::run(args).await,
         }

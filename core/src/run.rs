@@ -442,7 +442,9 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         | Event::ConnectionDeleted(_)
         | Event::PoolSet(_)
         | Event::PoolDeleted(_)
-        | Event::SchedulerElected(_) => {}
+        | Event::SchedulerElected(_)
+        | Event::ApiTokenIssued(_)
+        | Event::ApiTokenRevoked(_) => {}
     }
     state
 }

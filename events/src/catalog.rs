@@ -685,6 +685,34 @@ pub struct PoolDeleted {
     pub name: String,
 }
 
+/// A Leoflow API token was issued, for a machine (CI, GitOps) to call `/api/v2` with
+/// `Authorization: Bearer`. Its secret is never recorded: only the SHA-256 digest of it, which
+/// a presented token is compared with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenIssued {
+    /// The token's id (the public part of the token, listed and revoked by it).
+    pub token_id: String,
+    /// The Airflow role its bearer acts with.
+    pub role: String,
+    /// The tenant it acts in.
+    pub tenant: String,
+    /// SHA-256 of its secret, hex.
+    pub digest: String,
+    /// When it stops being accepted; `None`: until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What it is for.
+    pub description: Option<String>,
+}
+
+/// An API token was revoked: it is refused from then on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenRevoked {
+    /// The token's id.
+    pub token_id: String,
+}
+
 /// A scheduler became the active one. The stream's version after this event is the leader's
 /// **epoch**: every append the leader makes expects the stream still at that version, so once
 /// a successor is elected the log refuses whatever the deposed leader still decides (it may
@@ -856,6 +884,10 @@ catalog! {
     PoolDeleted v 1, stream |e| format!("pool:{}", e.name);
     /// See [`SchedulerElected`].
     SchedulerElected v 1, stream |_e| LEADER_STREAM.to_owned();
+    /// See [`ApiTokenIssued`].
+    ApiTokenIssued v 1, stream |e| format!("api-token:{}", e.token_id);
+    /// See [`ApiTokenRevoked`].
+    ApiTokenRevoked v 1, stream |e| format!("api-token:{}", e.token_id);
 }
 
 impl Event {
@@ -896,7 +928,9 @@ impl Event {
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
             | Event::PoolDeleted(_)
-            | Event::SchedulerElected(_) => None,
+            | Event::SchedulerElected(_)
+            | Event::ApiTokenIssued(_)
+            | Event::ApiTokenRevoked(_) => None,
         }
     }
 
@@ -936,7 +970,9 @@ impl Event {
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
             | Event::PoolDeleted(_)
-            | Event::SchedulerElected(_) => None,
+            | Event::SchedulerElected(_)
+            | Event::ApiTokenIssued(_)
+            | Event::ApiTokenRevoked(_) => None,
         }
     }
 
@@ -978,7 +1014,9 @@ impl Event {
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
             | Event::PoolDeleted(_)
-            | Event::SchedulerElected(_) => None,
+            | Event::SchedulerElected(_)
+            | Event::ApiTokenIssued(_)
+            | Event::ApiTokenRevoked(_) => None,
         }
     }
 }

@@ -65,7 +65,9 @@ impl Projection {
             | Event::ConnectionSet(_)
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
-            | Event::PoolDeleted(_) => Projection::Config,
+            | Event::PoolDeleted(_)
+            | Event::ApiTokenIssued(_)
+            | Event::ApiTokenRevoked(_) => Projection::Config,
             Event::RunNoteSet(_)
             | Event::RunQueued(_)
             | Event::RunStarted(_)
@@ -126,6 +128,8 @@ pub struct WorkingSet {
     pub pools: Table<PoolRow>,
     /// `dag_favorite` rows.
     pub favorites: Table<DagFavoriteRow>,
+    /// `api_token` rows.
+    pub api_tokens: Table<ApiTokenRow>,
     /// Data keys of the secrets deleted by the batch: destroyed with the live rows, in the
     /// same transaction as the delete events (crypto-shredding).
     pub shredded: Vec<Uuid>,
@@ -175,6 +179,10 @@ macro_rules! each_table {
         }
         {
             let $t = &mut $ws.favorites;
+            $body
+        }
+        {
+            let $t = &mut $ws.api_tokens;
             $body
         }
     }};
@@ -261,7 +269,11 @@ impl WorkingSet {
             | Event::PoolSet(_)
             | Event::PoolDeleted(_)
             | Event::CommandRejected(_)
-            | Event::SchedulerElected(_) => {}
+            | Event::SchedulerElected(_)
+            | Event::ApiTokenIssued(_) => {}
+            Event::ApiTokenRevoked(e) => self.api_tokens.want(ApiTokenKey {
+                token_id: e.token_id.clone(),
+            }),
         }
     }
 
@@ -334,6 +346,11 @@ impl WorkingSet {
             Event::CommandRejected(_) => Ok(()),
             // Fences the leader's appends; health reads the leader's heartbeat row instead.
             Event::SchedulerElected(_) => Ok(()),
+            Event::ApiTokenIssued(e) => {
+                self.api_token_issued(e, recorded);
+                Ok(())
+            }
+            Event::ApiTokenRevoked(e) => self.api_token_revoked(e, at),
         }
     }
 }
@@ -740,6 +757,39 @@ impl WorkingSet {
         Ok(())
     }
 
+    fn api_token_issued(&mut self, e: &ApiTokenIssued, recorded: &RecordedEvent) {
+        self.api_tokens.put(ApiTokenRow {
+            token_id: e.token_id.clone(),
+            role: e.role.clone(),
+            tenant: e.tenant.clone(),
+            digest: e.digest.clone(),
+            description: e.description.clone(),
+            created_by: recorded.metadata.actor.clone(),
+            created_at: recorded.recorded_at,
+            expires_at: e.expires_at,
+            revoked_at: None,
+        });
+    }
+
+    fn api_token_revoked(
+        &mut self,
+        e: &ApiTokenRevoked,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
+        let key = ApiTokenKey {
+            token_id: e.token_id.clone(),
+        };
+        let Some(mut row) = self.api_tokens.get(&key)?.cloned() else {
+            return Err(ApplyError::Inconsistent(format!(
+                "ApiTokenRevoked of unknown token {}",
+                e.token_id
+            )));
+        };
+        row.revoked_at.get_or_insert(at);
+        self.api_tokens.put(row);
+        Ok(())
+    }
+
     fn pool_set(&mut self, e: &PoolSet) -> Result<(), ApplyError> {
         self.pools.put(PoolRow {
             pool: e.name.clone(),
@@ -802,7 +852,9 @@ fn try_of(event: &Event) -> Option<i32> {
         | Event::ConnectionDeleted(_)
         | Event::PoolSet(_)
         | Event::PoolDeleted(_)
-        | Event::SchedulerElected(_) => None,
+        | Event::SchedulerElected(_)
+        | Event::ApiTokenIssued(_)
+        | Event::ApiTokenRevoked(_) => None,
     }
 }
 

@@ -76,6 +76,10 @@ key_struct!(
     PoolKey { pool: String }
 );
 key_struct!(
+    /// Key of [`ApiTokenRow`].
+    ApiTokenKey { token_id: String }
+);
+key_struct!(
     /// Key of [`DagFavoriteRow`].
     DagFavoriteKey { dag_id: String, username: String }
 );
@@ -351,6 +355,29 @@ pub struct PoolRow {
     pub include_deferred: bool,
 }
 
+/// `api_token`: the API tokens issued, by the digest of their secret, and whether they hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiTokenRow {
+    /// Its id.
+    pub token_id: String,
+    /// The role its bearer acts with.
+    pub role: String,
+    /// The tenant it acts in.
+    pub tenant: String,
+    /// SHA-256 of its secret, hex.
+    pub digest: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Who issued it.
+    pub created_by: Option<String>,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// `dag_favorite`: the DAGs each user starred.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DagFavoriteRow {
@@ -398,6 +425,7 @@ read_model!(
 read_model!(VariableRow, VariableKey, "variable", [key]);
 read_model!(ConnectionRow, ConnectionKey, "connection", [conn_id]);
 read_model!(PoolRow, PoolKey, "slot_pool", [pool]);
+read_model!(ApiTokenRow, ApiTokenKey, "api_token", [token_id]);
 read_model!(
     DagFavoriteRow,
     DagFavoriteKey,
@@ -418,6 +446,7 @@ pub const READ_MODEL_TABLES: &[&str] = &[
     ConnectionRow::TABLE,
     PoolRow::TABLE,
     DagFavoriteRow::TABLE,
+    ApiTokenRow::TABLE,
 ];
 
 /// The column names of a row type, in struct order.

@@ -12,3 +12,4 @@ pub mod secrets;
 pub mod server;
 pub mod setup;
 pub mod tasks;
+pub mod tokens;

@@ -5,6 +5,7 @@
 //! Every function takes a [`sqlx::PgPool`] and returns [`sqlx::Error`]; callers map it to
 //! their own error.
 
+pub mod api_tokens;
 pub mod audit_log;
 pub mod connections;
 pub mod dag_versions;

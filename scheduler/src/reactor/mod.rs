@@ -463,8 +463,8 @@ impl Reactor {
             | Event::TaskRendered(_)
             | Event::CommandRejected(_) => return self.run_changed(recorded, &event).await,
             // Nothing the scheduler keeps: import errors, favorites, Variables and Connections
-            // (tasks read them through the agent service), and the leader's terms (the
-            // leader's appends are fenced by the log, not by this model).
+            // (tasks read them through the agent service), the leader's terms (the leader's
+            // appends are fenced by the log, not by this model) and API tokens.
             Event::DagImportFailed(_)
             | Event::DagFavorited(_)
             | Event::DagUnfavorited(_)
@@ -472,7 +472,9 @@ impl Reactor {
             | Event::VariableDeleted(_)
             | Event::ConnectionSet(_)
             | Event::ConnectionDeleted(_)
-            | Event::SchedulerElected(_) => {}
+            | Event::SchedulerElected(_)
+            | Event::ApiTokenIssued(_)
+            | Event::ApiTokenRevoked(_) => {}
         }
         Ok(())
     }
@@ -794,7 +796,9 @@ impl Reactor {
             | Event::ConnectionDeleted(_)
             | Event::PoolSet(_)
             | Event::PoolDeleted(_)
-            | Event::SchedulerElected(_) => {}
+            | Event::SchedulerElected(_)
+            | Event::ApiTokenIssued(_)
+            | Event::ApiTokenRevoked(_) => {}
         }
     }
 

@@ -1,0 +1,160 @@
+//! Leoflow's API tokens, for machines (CI, GitOps) calling `/api/v2` with
+//! `Authorization: Bearer lf_<id>_<secret>`, as the official `apache-airflow-client` does.
+//!
+//! A token is shown once, when it is issued (`leoflow tokens create`); the log and the read
+//! models keep only the SHA-256 digest of its secret (the secret is 244 random bits: a fast
+//! hash is enough, and a slow one would cost every request). A presented token is looked up by
+//! its id in `api_token`, which every replica reads: a revocation holds everywhere at once.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use leoflow_projector::read::api_tokens::{self, ApiTokenRecord};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::auth::User;
+
+/// How every API token starts, so it is told from a session JWT at a glance.
+pub const PREFIX: &str = "lf_";
+
+/// The roles a token may carry. Until Pro's role-based access control is built, a token acts
+/// with every permission, so only `Admin` may be issued.
+pub const ISSUABLE_ROLES: &[&str] = &["Admin"];
+
+/// A token just issued: the whole token (shown once) and what the log keeps of it.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Its id (public: listed, revoked by).
+    pub id: String,
+    /// `lf_<id>_<secret>`: given to the machine, never stored.
+    pub token: String,
+    /// SHA-256 of the secret, hex: what the log keeps.
+    pub digest: String,
+}
+
+/// A new random token.
+pub fn generate() -> NewToken {
+    let id = Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let mut random = [0u8; 32];
+    random[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+    random[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+    NewToken {
+        token: format!("{PREFIX}{id}_{secret}"),
+        digest: digest(&secret),
+        id,
+    }
+}
+
+/// SHA-256 of a secret, hex.
+pub fn digest(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A presented token's id and secret, if it has the shape of an API token.
+pub fn parse(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.strip_prefix(PREFIX)?.split_once('_')?;
+    let hex = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(id) && !secret.is_empty()).then_some((id, secret))
+}
+
+/// Whether a presented token is an API token (not a session's JWT).
+pub fn is_api_token(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+/// The user a presented API token acts as, if it is one that holds now: issued, its secret
+/// matching, not revoked, not expired.
+pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<User>> {
+    let Some((id, secret)) = parse(token) else {
+        return Ok(None);
+    };
+    let Some(record) = api_tokens::find(pool, id).await? else {
+        return Ok(None);
+    };
+    Ok(holds(&record, secret, Utc::now()).then(|| User {
+        username: format!("token:{}", record.token_id),
+        role: record.role.to_lowercase(),
+    }))
+}
+
+/// Whether `record` accepts `secret` at `now`.
+fn holds(record: &ApiTokenRecord, secret: &str, now: DateTime<Utc>) -> bool {
+    let presented = digest(secret);
+    let (a, b) = (record.digest.as_bytes(), presented.as_bytes());
+    // Compared in constant time: how long a refusal takes says nothing of the digest.
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    same && record.revoked_at.is_none()
+        && record.expires_at.is_none_or(|at| now < at)
+        && ISSUABLE_ROLES.contains(&record.role.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(new: &NewToken) -> ApiTokenRecord {
+        ApiTokenRecord {
+            token_id: new.id.clone(),
+            role: "Admin".into(),
+            tenant: "default".into(),
+            digest: new.digest.clone(),
+            description: None,
+            created_by: None,
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_token_reads_back_and_only_its_own_secret_matches() {
+        let new = generate();
+        let (id, secret) = parse(&new.token).expect("an API token");
+        assert_eq!(id, new.id);
+        assert!(!new.digest.contains(secret));
+        let now = Utc::now();
+        assert!(holds(&record(&new), secret, now));
+        assert!(!holds(&record(&new), "another-secret", now));
+        assert!(!holds(&record(&generate()), secret, now));
+    }
+
+    #[test]
+    fn revoked_expired_and_unissuable_tokens_do_not_hold() {
+        let new = generate();
+        let (_, secret) = parse(&new.token).unwrap();
+        let now = Utc::now();
+        let revoked = ApiTokenRecord {
+            revoked_at: Some(now),
+            ..record(&new)
+        };
+        let expired = ApiTokenRecord {
+            expires_at: Some(now - chrono::Duration::seconds(1)),
+            ..record(&new)
+        };
+        let viewer = ApiTokenRecord {
+            role: "Viewer".into(),
+            ..record(&new)
+        };
+        for record in [revoked, expired, viewer] {
+            assert!(!holds(&record, secret, now), "{record:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_tokens_are_not_api_tokens() {
+        for bad in [
+            "",
+            "lf_",
+            "lf_abc_def",
+            "lf_0123456789abcdef_",
+            "eyJhbGciOi.x.y",
+        ] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}
