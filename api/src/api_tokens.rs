@@ -14,13 +14,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::User;
+use crate::permissions::Role;
 
 /// How every API token starts, so it is told from a session JWT at a glance.
 pub const PREFIX: &str = "lf_";
-
-/// The roles a token may carry. Until Pro's role-based access control is built, a token acts
-/// with every permission, so only `Admin` may be issued.
-pub const ISSUABLE_ROLES: &[&str] = &["Admin"];
 
 /// A token just issued: the whole token (shown once) and what the log keeps of it.
 #[derive(Debug, Clone)]
@@ -78,7 +75,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<Use
     };
     Ok(holds(&record, secret, Utc::now()).then(|| User {
         username: format!("token:{}", record.token_id),
-        role: record.role.to_lowercase(),
+        role: record.role,
     }))
 }
 
@@ -88,9 +85,10 @@ fn holds(record: &ApiTokenRecord, secret: &str, now: DateTime<Utc>) -> bool {
     let (a, b) = (record.digest.as_bytes(), presented.as_bytes());
     // Compared in constant time: how long a refusal takes says nothing of the digest.
     let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    // A role this build does not know grants nothing rather than failing open.
     same && record.revoked_at.is_none()
         && record.expires_at.is_none_or(|at| now < at)
-        && ISSUABLE_ROLES.contains(&record.role.as_str())
+        && record.role.parse::<Role>().is_ok()
 }
 
 #[cfg(test)]
@@ -124,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn revoked_expired_and_unissuable_tokens_do_not_hold() {
+    fn revoked_expired_and_unknown_role_tokens_do_not_hold() {
         let new = generate();
         let (_, secret) = parse(&new.token).unwrap();
         let now = Utc::now();
@@ -136,11 +134,11 @@ mod tests {
             expires_at: Some(now - chrono::Duration::seconds(1)),
             ..record(&new)
         };
-        let viewer = ApiTokenRecord {
-            role: "Viewer".into(),
+        let unknown = ApiTokenRecord {
+            role: "Superuser".into(),
             ..record(&new)
         };
-        for record in [revoked, expired, viewer] {
+        for record in [revoked, expired, unknown] {
             assert!(!holds(&record, secret, now), "{record:?}");
         }
     }

@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod editor;
 mod error;
 pub mod metrics;
+pub mod permissions;
 pub mod probes;
 mod query;
 mod read;
@@ -49,6 +50,8 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
     let protected = Router::new()
         .nest("/api/v2", v2::routes())
         .nest("/ui", ui::routes())
+        // Layers run outside in: the user is known before their role is checked.
+        .route_layer(middleware::from_fn(permissions::authorize))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_user,

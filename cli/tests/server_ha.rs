@@ -875,15 +875,39 @@ async fn an_api_token_works_on_every_replica_and_the_official_client_until_revok
     .unwrap();
     assert!(client.status.success(), "{client:?}");
 
-    // A wrong secret, another token's shape, a Viewer (until RBAC) and an expired token fail.
+    // A wrong secret and an expired token fail; an unknown role is refused at the start.
     let forged = format!("{}x", &token[..token.len() - 1]);
     assert_eq!(dags_status(&apis[0].base, &forged).await, 401);
-    let viewer = tokens(&deployment, &["create", "--role", "Viewer"]);
-    assert!(!viewer.status.success());
+    let superuser = tokens(&deployment, &["create", "--role", "Superuser"]);
+    assert!(!superuser.status.success());
     assert!(
-        String::from_utf8_lossy(&viewer.stderr).contains("role-based access control"),
-        "{viewer:?}"
+        String::from_utf8_lossy(&superuser.stderr).contains("Admin, Op, User, Viewer and Public"),
+        "{superuser:?}"
     );
+    // A Viewer's token reads DAGs, but not Variables, and triggers nothing.
+    let viewer = tokens(
+        &deployment,
+        &["create", "--role", "Viewer", "--output", "json"],
+    );
+    let viewer: Value = serde_json::from_slice(&viewer.stdout).unwrap();
+    let viewer = viewer["token"].as_str().unwrap().to_owned();
+    assert_eq!(dags_status(&apis[1].base, &viewer).await, 200);
+    let http = reqwest::Client::new();
+    let variables = http
+        .get(format!("{}/api/v2/variables", apis[1].base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(variables.status(), 403);
+    let trigger = http
+        .post(format!("{}/api/v2/dags/chain/dagRuns", apis[1].base))
+        .bearer_auth(&viewer)
+        .json(&json!({"logical_date": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trigger.status(), 403);
     let brief = tokens(
         &deployment,
         &[
@@ -912,14 +936,14 @@ async fn an_api_token_works_on_every_replica_and_the_official_client_until_revok
     .await
     .unwrap();
     let secret = token.rsplit('_').next().unwrap();
-    assert_eq!(stored.len(), 4);
+    assert_eq!(stored.len(), 6);
     assert!(
         stored.iter().all(|text| !text.contains(secret)),
         "{stored:?}"
     );
     let listed = tokens(&deployment, &["list", "--output", "json"]);
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
     assert!(!listed.to_string().contains(secret));
 
     // Revoked through one database, refused by both replicas at once.

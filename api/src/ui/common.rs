@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::auth::User;
 use crate::error::ApiResult;
+use crate::permissions::{self, Role};
 use crate::query::Params;
 use crate::state::ApiState;
 
@@ -73,22 +74,30 @@ pub struct Menus {
     pub extra_menu_items: Vec<Value>,
 }
 
-/// `GET /ui/auth/menus`: the pages Leoflow has (no assets, jobs, plugins, providers or
-/// required actions). Lite's editor is not an extra menu item: the UI frames those under
+/// The pages Leoflow has (no assets, jobs, plugins, providers or required actions).
+const PAGES: [&str; 8] = [
+    "Audit Log",
+    "Config",
+    "Connections",
+    "Dags",
+    "Docs",
+    "Pools",
+    "Variables",
+    "XComs",
+];
+
+/// `GET /ui/auth/menus`: the pages Leoflow has that the user's role may open, as FAB decides
+/// for the role. Lite's editor is not an extra menu item: the UI frames those under
 /// "Security" and navigates away from any page outside `/auth/`; it reaches the navigation bar
 /// as a plugin's external view instead (`/api/v2/plugins`).
-pub async fn menus() -> Json<Menus> {
+pub async fn menus(Extension(user): Extension<User>) -> Json<Menus> {
+    let role = user.role.parse().unwrap_or(Role::Public);
+    let allowed = permissions::menu_items(role);
     Json(Menus {
-        authorized_menu_items: vec![
-            "Audit Log",
-            "Config",
-            "Connections",
-            "Dags",
-            "Docs",
-            "Pools",
-            "Variables",
-            "XComs",
-        ],
+        authorized_menu_items: PAGES
+            .into_iter()
+            .filter(|page| allowed.contains(page))
+            .collect(),
         extra_menu_items: Vec::new(),
     })
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use chrono::{Duration, Utc};
 use clap::{Subcommand, ValueEnum};
-use leoflow_api::api_tokens::{self, ISSUABLE_ROLES};
+use leoflow_api::api_tokens;
+use leoflow_api::permissions::Role;
 use leoflow_events::catalog::{ApiTokenIssued, ApiTokenRevoked};
 use leoflow_events::{AppendBatch, EventStore, ExpectedVersion, Metadata};
 use leoflow_projector::ReadModels;
@@ -84,13 +85,9 @@ async fn create(
     description: Option<String>,
     output: Output,
 ) -> Result<ExitCode> {
-    if !ISSUABLE_ROLES.contains(&role.as_str()) {
-        bail!(
-            "--role {role}: tokens can only be issued for {} until Pro's role-based access \
-             control is built (a token acts with every permission)",
-            ISSUABLE_ROLES.join(", ")
-        );
-    }
+    let role = role
+        .parse::<Role>()
+        .map_err(|e| anyhow::anyhow!("--role: {e}"))?;
     let expires_at = expires_in
         .map(|text| {
             let seconds = leoflow_authoring::config::parse_duration(&text)
@@ -104,7 +101,7 @@ async fn create(
     let new = api_tokens::generate();
     let issued = ApiTokenIssued {
         token_id: new.id.clone(),
-        role,
+        role: role.name().to_owned(),
         tenant,
         digest: new.digest,
         expires_at,
