@@ -71,6 +71,11 @@ impl Receiver {
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().expect("not poisoned").clone()
     }
+
+    /// How many spans were received so far (without copying them).
+    pub fn span_count(&self) -> usize {
+        self.spans.lock().expect("not poisoned").len()
+    }
 }
 
 struct Keeper {
