@@ -8,6 +8,7 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use leoflow_events::digest::equal_in_constant_time;
 use leoflow_projector::read::api_tokens::{self, ApiTokenRecord};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -81,10 +82,8 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<Use
 
 /// Whether `record` accepts `secret` at `now`.
 fn holds(record: &ApiTokenRecord, secret: &str, now: DateTime<Utc>) -> bool {
-    let presented = digest(secret);
-    let (a, b) = (record.digest.as_bytes(), presented.as_bytes());
     // Compared in constant time: how long a refusal takes says nothing of the digest.
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    let same = equal_in_constant_time(record.digest.as_bytes(), digest(secret).as_bytes());
     // A role this build does not know grants nothing rather than failing open.
     same && record.revoked_at.is_none()
         && record.expires_at.is_none_or(|at| now < at)

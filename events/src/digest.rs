@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ (for
+/// comparing secrets' digests).
+pub fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The SHA-256 of an attempt token's 16 bytes, as 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -20,9 +26,7 @@ impl AttemptDigest {
     /// Whether `token` is the one this is the digest of, in time that does not depend on
     /// where the digests differ.
     pub fn matches(&self, token: &Uuid) -> bool {
-        let presented = Self::of(token);
-        let (a, b) = (self.0.as_bytes(), presented.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        equal_in_constant_time(self.0.as_bytes(), Self::of(token).0.as_bytes())
     }
 
     /// The hex digits.

@@ -569,6 +569,7 @@ impl TaskAgent for AgentService {
         .await
         .map_err(unavailable)?;
         let mut contents = Vec::with_capacity(rows.len());
+        // Large values are not read with their rows: through the shared cache by hash.
         for row in rows {
             let content = match row.content {
                 Some(content) => Some(content),
@@ -580,7 +581,6 @@ impl TaskAgent for AgentService {
             };
             contents.push(content);
         }
-        let rows = contents;
         let parse = |content: &Option<String>| -> Value {
             content
                 .as_deref()
@@ -589,13 +589,13 @@ impl TaskAgent for AgentService {
         };
         let answer = if mapped && request.map_index.is_none() {
             // A mapped task's results, in map-index order (Airflow's fan-in).
-            let values: Vec<Value> = rows.iter().map(parse).collect();
+            let values: Vec<Value> = contents.iter().map(parse).collect();
             JsonValue {
                 found: !values.is_empty(),
                 json: Value::Array(values).to_string(),
             }
         } else {
-            match rows.first() {
+            match contents.first() {
                 Some(content) => JsonValue {
                     found: true,
                     json: parse(content).to_string(),
