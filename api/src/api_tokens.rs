@@ -75,8 +75,9 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<Use
         return Ok(None);
     };
     Ok(holds(&record, secret, Utc::now()).then(|| User {
-        username: format!("token:{}", record.token_id),
-        role: record.role,
+        tenant: Some(record.tenant),
+        token_id: Some(record.token_id.clone()),
+        ..User::named(format!("token:{}", record.token_id), record.role)
     }))
 }
 

@@ -64,15 +64,48 @@ struct Claims {
     pub iat: u64,
 }
 
+impl Claims {
+    fn user(self) -> User {
+        User {
+            token_id: Some(self.jti),
+            ..User::named(self.sub, self.role)
+        }
+    }
+}
+
 /// The authenticated user of a request, as its token names them (the middleware that checks
-/// the token puts it in the request's extensions).
-#[derive(Debug, Clone)]
+/// the token puts it in the request's extensions): the actor of the events their changes
+/// append. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// Who the token was issued to (its `sub`): the actor of the events their changes append,
-    /// and whose favourite DAGs the UI shows.
+    /// Who the token was issued to (its `sub`): whose favourite DAGs the UI shows.
     pub username: String,
+    /// The name people know them by (the provider's `name` claim; the username otherwise).
+    pub display_name: String,
     /// Their role, as the token carries it (`admin` in Lite).
     pub role: String,
+    /// Their tenant (Pro); `None` in Lite.
+    pub tenant: Option<String>,
+    /// The id of the credential presented: the session's id, the API token's id, or the
+    /// provider's access token id. Never the credential itself.
+    pub token_id: Option<String>,
+    /// The address the request came from, when known.
+    pub client: Option<IpAddr>,
+}
+
+impl User {
+    /// A user known by name only (the display name is the username).
+    pub fn named(username: impl Into<String>, role: impl Into<String>) -> Self {
+        let username = username.into();
+        Self {
+            display_name: username.clone(),
+            username,
+            role: role.into(),
+            tenant: None,
+            token_id: None,
+            client: None,
+        }
+    }
 }
 
 /// Checks passwords and tokens.
@@ -162,11 +195,7 @@ impl Auth {
     /// The user a token stands for, if it is signed by this server's key and unexpired (not
     /// asking whether it was revoked: see [`Auth::authenticate`]).
     pub fn verify(&self, token: &str) -> Option<User> {
-        let claims = self.claims(token)?;
-        Some(User {
-            username: claims.sub,
-            role: claims.role,
-        })
+        Some(self.claims(token)?.user())
     }
 
     fn claims(&self, token: &str) -> Option<Claims> {
@@ -204,10 +233,7 @@ impl Auth {
                 None => {}
             }
         }
-        Some(User {
-            username: claims.sub,
-            role: claims.role,
-        })
+        Some(claims.user())
     }
 
     /// Whether the shared store said within [`REVOCATION_RECHECK`] that `id` is not revoked.
@@ -485,7 +511,7 @@ pub(crate) async fn require_user(
     let Some(presented) = token(request.headers()) else {
         return ApiError::unauthorized("Not authenticated").into_response();
     };
-    let user = if crate::api_tokens::is_api_token(presented.token()) {
+    let mut user = if crate::api_tokens::is_api_token(presented.token()) {
         match crate::api_tokens::authenticate(state.store.pool(), presented.token()).await {
             Ok(Some(user)) => user,
             Ok(None) => return ApiError::unauthorized("Invalid API token").into_response(),
@@ -502,8 +528,18 @@ pub(crate) async fn require_user(
     {
         return refusal.into_response();
     }
+    user.client = client_address(&request);
     request.extensions_mut().insert(user);
     next.run(request).await
+}
+
+/// The address a request came from: its peer's. (`X-Forwarded-For` is not read: any client
+/// can send it, and no proxy is trusted yet.)
+fn client_address(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The session cookie for `token`: `SameSite=Lax` so other sites' forms and scripts do not
