@@ -32,6 +32,13 @@ const TOKEN_COOKIE: &str = "_token";
 const AUDIENCE: &str = "apache-airflow";
 /// How long a token is valid (Airflow's `jwt_expiration_time`).
 const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How long a single sign-on session's token is valid: short, so a person removed at the
+/// provider or revoked here loses access soon; renewed while the browser uses it.
+const SSO_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// The longest a single sign-on session is renewed before the provider is asked again.
+const SSO_SESSION_LIMIT: Duration = Duration::from_secs(12 * 3600);
+/// The audience of what [`Auth::sign`] signs: never a session's.
+const SIGNED_AUDIENCE: &str = "leoflow-signed";
 /// Failed logins allowed per client address within [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 5;
 /// How long a replica trusts the shared store's "not revoked" for a session: a session
@@ -62,11 +69,31 @@ struct Claims {
     pub exp: u64,
     /// Issued at.
     pub iat: u64,
+    /// Their display name (single sign-on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Their tenant (single sign-on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// When they signed in at the provider: a single sign-on session is short-lived and
+    /// renewed while in use, up to [`SSO_SESSION_LIMIT`] after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+}
+
+impl Claims {
+    /// When the session ends for good: its token's expiry, or a renewed session's limit.
+    fn session_end(&self) -> u64 {
+        self.auth_time
+            .map_or(self.exp, |at| at + SSO_SESSION_LIMIT.as_secs())
+    }
 }
 
 impl Claims {
     fn user(self) -> User {
         User {
+            display_name: self.name.unwrap_or_else(|| self.sub.clone()),
+            tenant: self.tenant,
             token_id: Some(self.jti),
             ..User::named(self.sub, self.role)
         }
@@ -187,9 +214,89 @@ impl Auth {
             nbf: now,
             exp: now + TOKEN_LIFETIME.as_secs(),
             iat: now,
+            name: None,
+            tenant: None,
+            auth_time: None,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &self.encoding)
+        self.encode(&claims)
+    }
+
+    fn encode(&self, claims: &impl Serialize) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS512), claims, &self.encoding)
             .expect("HS512 signs any claims")
+    }
+
+    /// Issues a single sign-on session for `user`, who just signed in at the provider.
+    pub fn issue_session(&self, user: &User) -> String {
+        let now = now_seconds();
+        self.encode(&Claims {
+            sub: user.username.clone(),
+            role: user.role.clone(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            aud: AUDIENCE.into(),
+            nbf: now,
+            exp: now + SSO_TOKEN_LIFETIME.as_secs(),
+            iat: now,
+            name: Some(user.display_name.clone()),
+            tenant: user.tenant.clone(),
+            auth_time: Some(now),
+        })
+    }
+
+    /// A renewed token for a single sign-on session whose token is past half its life (the
+    /// same session: logging out revokes both), unless the session reached its limit.
+    pub fn renewed(&self, token: &str) -> Option<String> {
+        let claims = self.claims(token)?;
+        let auth_time = claims.auth_time?;
+        let now = now_seconds();
+        let half = SSO_TOKEN_LIFETIME.as_secs() / 2;
+        if claims.exp > now + half || now >= auth_time + SSO_SESSION_LIMIT.as_secs() {
+            return None;
+        }
+        let exp = (now + SSO_TOKEN_LIFETIME.as_secs()).min(claims.session_end());
+        Some(self.encode(&Claims {
+            nbf: now,
+            iat: now,
+            exp,
+            ..claims
+        }))
+    }
+
+    /// `value`, signed with the session key to come back within `lifetime` (a sign-in in
+    /// progress); never valid as a session.
+    pub(crate) fn sign<T: Serialize>(&self, value: &T, lifetime: Duration) -> String {
+        let mut claims = serde_json::to_value(value).expect("plain data serializes");
+        if let Some(object) = claims.as_object_mut() {
+            object.insert("aud".into(), SIGNED_AUDIENCE.into());
+            object.insert("exp".into(), (now_seconds() + lifetime.as_secs()).into());
+        }
+        self.encode(&claims)
+    }
+
+    /// What [`Auth::sign`] signed, if `token` is such, unexpired and untampered.
+    pub(crate) fn open<T: serde::de::DeserializeOwned>(&self, token: &str) -> Option<T> {
+        let mut validation = Validation::new(Algorithm::HS512);
+        validation.set_audience(&[SIGNED_AUDIENCE]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<T>(token, &self.decoding, &validation)
+            .ok()
+            .map(|data| data.claims)
+    }
+
+    /// Marks `id` used, here and on every replica: `true` only the first time.
+    pub(crate) async fn claim_once(&self, id: &str, lifetime: Duration) -> bool {
+        if let Some(shared) = &self.shared
+            && let Some(first) = self.shared_outcome(shared.claim_once(id, lifetime).await)
+        {
+            return first;
+        }
+        // Without the shared store (or while it is away), this replica's own record.
+        let mut revoked = self.revoked.lock().expect("not poisoned");
+        let now = now_seconds();
+        revoked.retain(|_, expiry| *expiry > now);
+        revoked
+            .insert(format!("used:{id}"), now + lifetime.as_secs())
+            .is_none()
     }
 
     /// The user a token stands for, if it is signed by this server's key and unexpired (not
@@ -267,13 +374,13 @@ impl Auth {
             let mut revoked = self.revoked.lock().expect("not poisoned");
             let now = now_seconds();
             revoked.retain(|_, expiry| *expiry > now);
-            revoked.insert(claims.jti.clone(), claims.exp);
+            revoked.insert(claims.jti.clone(), claims.session_end());
         }
         if let Some(shared) = &self.shared {
             self.unshared
                 .lock()
                 .expect("not poisoned")
-                .push((claims.jti, claims.exp));
+                .push((claims.jti.clone(), claims.session_end()));
             self.share_revocations(shared.as_ref()).await;
         }
     }
@@ -450,14 +557,24 @@ fn token(headers: &HeaderMap) -> Option<Presented> {
     {
         return Some(Presented::Bearer(token.trim().to_owned()));
     }
+    cookie(headers, TOKEN_COOKIE).map(Presented::Cookie)
+}
+
+/// The value of the cookie `name`, if the request carries it.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == TOKEN_COOKIE)
-        .map(|(_, value)| Presented::Cookie(value.to_owned()))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// The session token a request presents (bearer or cookie).
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    token(headers).map(|presented| presented.token().to_owned())
 }
 
 /// Why a state-changing request authenticated by the cookie alone is refused, if it is:
@@ -511,17 +628,9 @@ pub(crate) async fn require_user(
     let Some(presented) = token(request.headers()) else {
         return ApiError::unauthorized("Not authenticated").into_response();
     };
-    let mut user = if crate::api_tokens::is_api_token(presented.token()) {
-        match crate::api_tokens::authenticate(state.store.pool(), presented.token()).await {
-            Ok(Some(user)) => user,
-            Ok(None) => return ApiError::unauthorized("Invalid API token").into_response(),
-            Err(error) => return ApiError::from(error).into_response(),
-        }
-    } else {
-        match state.auth.authenticate(presented.token()).await {
-            Some(user) => user,
-            None => return ApiError::unauthorized("Invalid JWT token").into_response(),
-        }
+    let mut user = match authenticate(&state, &presented).await {
+        Ok(user) => user,
+        Err(refusal) => return refusal.into_response(),
     };
     if matches!(presented, Presented::Cookie(_))
         && let Some(refusal) = cross_site_refusal(&request)
@@ -530,7 +639,50 @@ pub(crate) async fn require_user(
     }
     user.client = client_address(&request);
     request.extensions_mut().insert(user);
-    next.run(request).await
+    // A browser's single sign-on session is renewed while it is used.
+    let renewal = match &presented {
+        Presented::Cookie(token) => state
+            .auth
+            .renewed(token)
+            .map(|renewed| session_cookie(&renewed, request.headers())),
+        Presented::Bearer(_) => None,
+    };
+    let mut response = next.run(request).await;
+    if let Some(cookie) = renewal.and_then(|cookie| cookie.parse().ok()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The user `presented` stands for: a Leoflow API token, a session this server issued, or
+/// (single sign-on, bearer only) an access token from the OpenID provider.
+async fn authenticate(state: &ApiState, presented: &Presented) -> Result<User, ApiError> {
+    let token = presented.token();
+    if crate::api_tokens::is_api_token(token) {
+        return match crate::api_tokens::authenticate(state.store.pool(), token).await {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(ApiError::unauthorized("Invalid API token")),
+            Err(error) => Err(ApiError::from(error)),
+        };
+    }
+    if let Some(user) = state.auth.authenticate(token).await {
+        return Ok(user);
+    }
+    match (&state.oidc, presented) {
+        (Some(oidc), Presented::Bearer(token)) if !is_own_token(token) => {
+            oidc.authenticate_bearer(token).await.map_err(|error| {
+                tracing::debug!("a provider token was refused: {error}");
+                ApiError::unauthorized("Invalid JWT token")
+            })
+        }
+        _ => Err(ApiError::unauthorized("Invalid JWT token")),
+    }
+}
+
+/// Whether `token` claims to be one this server signs (HS512): such a token that did not
+/// verify is never handed to the provider's checks.
+fn is_own_token(token: &str) -> bool {
+    jsonwebtoken::decode_header(token).is_ok_and(|header| header.alg == Algorithm::HS512)
 }
 
 /// The address a request came from: its peer's. (`X-Forwarded-For` is not read: any client
@@ -546,13 +698,18 @@ fn client_address(request: &Request) -> Option<IpAddr> {
 /// carry it, `HttpOnly` so page scripts cannot read it (the UI never does; its login page's
 /// own attempt to write the cookie is then ignored by the browser, keeping these attributes),
 /// `Secure` when the request came over https.
-fn session_cookie(token: &str, headers: &HeaderMap) -> String {
+pub(crate) fn session_cookie(token: &str, headers: &HeaderMap) -> String {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
     let secure = if https { "; Secure" } else { "" };
     format!("{TOKEN_COOKIE}={token}; Path=/; SameSite=Lax; HttpOnly{secure}")
+}
+
+/// A `Set-Cookie` value that makes the browser forget its session.
+pub(crate) fn cleared_session_cookie() -> String {
+    format!("{TOKEN_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax; HttpOnly")
 }
 
 /// The body `POST /auth/token` takes (JSON or a form).
@@ -639,9 +796,7 @@ pub(crate) async fn logout(State(state): State<ApiState>, headers: HeaderMap) ->
     let mut response = Redirect::temporary("/auth/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        format!("{TOKEN_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax; HttpOnly")
-            .parse()
-            .expect("a valid header"),
+        cleared_session_cookie().parse().expect("a valid header"),
     );
     response
 }
@@ -776,6 +931,19 @@ mod tests {
             let revoked = self.revoked.lock().unwrap().iter().any(|r| r == id);
             self.answer(revoked)
         }
+
+        fn claim_once(
+            &self,
+            id: &str,
+            _: Duration,
+        ) -> futures_util::future::BoxFuture<'_, Result<bool, SharedError>> {
+            let mut used = self.revoked.lock().unwrap();
+            let first = !self.away.load(Ordering::Relaxed) && !used.iter().any(|u| u == id);
+            if first {
+                used.push(id.to_owned());
+            }
+            self.answer(first)
+        }
     }
 
     /// Two replicas' `Auth` on one store and the same keys.
@@ -785,6 +953,100 @@ mod tests {
         let a = Auth::new(credentials.clone(), None).with_shared(shared.clone());
         let b = Auth::new(credentials, None).with_shared(shared.clone());
         (a, b, shared)
+    }
+
+    fn sso_user() -> User {
+        User {
+            display_name: "Alice Admin".into(),
+            tenant: Some("acme".into()),
+            ..User::named("alice", "Admin")
+        }
+    }
+
+    /// A single sign-on session's token as it was `age` seconds after a sign-in `since`
+    /// seconds ago.
+    fn aged_session(auth: &Auth, since: u64, age: u64) -> String {
+        let signed_in = now_seconds() - since;
+        let issued = signed_in + age;
+        auth.encode(&Claims {
+            sub: "alice".into(),
+            role: "Admin".into(),
+            jti: "session-1".into(),
+            aud: AUDIENCE.into(),
+            nbf: issued,
+            iat: issued,
+            exp: issued + SSO_TOKEN_LIFETIME.as_secs(),
+            name: Some("Alice Admin".into()),
+            tenant: Some("acme".into()),
+            auth_time: Some(signed_in),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_single_sign_on_session_is_short_lived_and_renewed_while_used_up_to_its_limit() {
+        let auth = auth();
+        let fresh = auth.issue_session(&sso_user());
+        let user = auth.authenticate(&fresh).await.unwrap();
+        assert_eq!(
+            (
+                user.username.as_str(),
+                user.display_name.as_str(),
+                user.tenant.as_deref()
+            ),
+            ("alice", "Alice Admin", Some("acme"))
+        );
+        assert!(
+            auth.renewed(&fresh).is_none(),
+            "a fresh token is not renewed"
+        );
+        // Two thirds through its life: renewed, the same session.
+        let old = aged_session(&auth, 600, 0);
+        let renewed = auth.renewed(&old).expect("renewed past half its life");
+        let claims = auth.claims(&renewed).unwrap();
+        assert_eq!(claims.jti, "session-1");
+        assert!(claims.exp >= now_seconds() + SSO_TOKEN_LIFETIME.as_secs() - 1);
+        // At the session's limit: no more renewals, the provider is asked again.
+        let limit = SSO_SESSION_LIMIT.as_secs();
+        let ending = aged_session(&auth, limit + 1, limit - 600);
+        assert!(auth.renewed(&ending).is_none());
+        // Lite's admin tokens are not single sign-on sessions: never renewed.
+        assert!(auth.renewed(&auth.issue("admin")).is_none());
+    }
+
+    #[tokio::test]
+    async fn what_the_server_signs_for_a_sign_in_is_never_a_session() {
+        let auth = auth();
+        let signed = auth.sign(&serde_json::json!({"state": "s1"}), Duration::from_secs(60));
+        let opened: serde_json::Value = auth.open(&signed).unwrap();
+        assert_eq!(opened["state"], "s1");
+        assert!(auth.authenticate(&signed).await.is_none(), "not a session");
+        let session = auth.issue("admin");
+        assert!(
+            auth.open::<serde_json::Value>(&session).is_none(),
+            "a session is not a sign-in"
+        );
+        let other = Auth::new(Credentials::new("pw"), None);
+        assert!(
+            other.open::<serde_json::Value>(&signed).is_none(),
+            "another key"
+        );
+        let expired = auth.sign(&serde_json::json!({"state": "s2"}), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(
+            auth.open::<serde_json::Value>(&expired).is_none(),
+            "expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_state_is_used_once_across_replicas() {
+        let (a, b, _) = replicas();
+        assert!(a.claim_once("state-1", Duration::from_secs(60)).await);
+        assert!(!b.claim_once("state-1", Duration::from_secs(60)).await);
+        assert!(!a.claim_once("state-1", Duration::from_secs(60)).await);
+        let lite = auth();
+        assert!(lite.claim_once("state-2", Duration::from_secs(60)).await);
+        assert!(!lite.claim_once("state-2", Duration::from_secs(60)).await);
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod editor;
 mod error;
 pub mod metrics;
+pub mod oidc;
 pub mod permissions;
 pub mod probes;
 mod query;
@@ -56,17 +57,30 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
             state.clone(),
             auth::require_user,
         ));
+    let sign_in = if state.oidc.is_some() {
+        // Single sign-on: the UI's login and logout go through the provider; no passwords.
+        Router::new()
+            .route("/auth/token", post(oidc::login::no_passwords))
+            .route("/api/v2/auth/login", get(oidc::login::begin))
+            .route("/auth/login", get(oidc::login::begin))
+            .route("/auth/oidc/callback", get(oidc::login::callback))
+            .route("/auth/oidc/signed-out", get(oidc::login::signed_out))
+            .route("/api/v2/auth/logout", get(oidc::login::logout))
+    } else {
+        Router::new()
+            .route("/auth/token", post(auth::create_token))
+            .route("/api/v2/auth/login", get(auth::login_redirect))
+            .route("/api/v2/auth/logout", get(auth::logout))
+    };
     Router::new()
-        .route("/auth/token", post(auth::create_token))
-        .route("/api/v2/auth/login", get(auth::login_redirect))
-        .route("/api/v2/auth/logout", get(auth::logout))
+        .merge(sign_in)
         // Public in Airflow's OpenAPI (no `security`): probes and the official client call
         // them without a token.
         .route("/api/v2/monitor/health", get(v2::monitor::health))
         .route("/api/v2/version", get(v2::misc::version))
         .merge(protected)
         .merge(editor::routes(state.clone()))
-        .merge(spa::routes(ui))
+        .merge(spa::routes(ui, state.oidc.is_none()))
         .layer(middleware::from_fn(metrics::record_request))
         .layer(middleware::from_fn(traces::trace_request))
         .layer(middleware::from_fn(refuse_nul_paths))

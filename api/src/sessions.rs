@@ -35,4 +35,8 @@ pub trait SharedSessions: Send + Sync + 'static {
 
     /// Whether the session `id` was revoked.
     fn is_revoked(&self, id: &str) -> BoxFuture<'_, Result<bool, SharedError>>;
+
+    /// Marks `id` (a sign-in's state) used for `lifetime`, atomically: `true` for the first
+    /// caller on any replica, `false` for every later one.
+    fn claim_once(&self, id: &str, lifetime: Duration) -> BoxFuture<'_, Result<bool, SharedError>>;
 }

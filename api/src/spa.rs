@@ -49,17 +49,21 @@ impl Ui {
     }
 }
 
-/// The UI's routes; `ui` is `None` when it is not installed.
-pub fn routes(ui: Option<Arc<Ui>>) -> Router<ApiState> {
+/// The UI's routes; `ui` is `None` when it is not installed. With `login_page`, the simple
+/// auth manager's login page is served at `/auth/login` (single sign-on has none).
+pub fn routes(ui: Option<Arc<Ui>>, login_page: bool) -> Router<ApiState> {
     let mut router = Router::new();
     if let Some(ui) = &ui {
         router = router
             .nest_service("/static", ServeDir::new(&ui.dirs.ui))
             .nest_service("/auth/static", ServeDir::new(&ui.dirs.auth));
     }
-    let (login, openapi) = (ui.clone(), ui.clone());
+    if login_page {
+        let login = ui.clone();
+        router = router.route("/auth/login", get(move || page(login.clone(), true)));
+    }
+    let openapi = ui.clone();
     router
-        .route("/auth/login", get(move || page(login.clone(), true)))
         .route("/openapi.json", get(move || document(openapi.clone())))
         .fallback(move |request: Request| fallback(ui.clone(), request))
 }

@@ -84,4 +84,7 @@ pub struct ApiState {
     pub settings: Arc<Settings>,
     /// Reads XCom values (large ones through the replicas' shared cache in Pro).
     pub xcom_values: leoflow_scheduler::xcom_values::XComValues,
+    /// The OpenID provider people sign in through (`auth.mode: oidc`); `None`: the local
+    /// admin signs in with a password.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }

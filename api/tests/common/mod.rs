@@ -229,6 +229,7 @@ impl TestApi {
             vault: state_vault.clone(),
             settings: Arc::new(Settings::lite()),
             xcom_values: Default::default(),
+            oidc: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

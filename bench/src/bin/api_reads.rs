@@ -100,6 +100,7 @@ async fn serve_api(store: EventStore) -> Result<String> {
         vault: leoflow_secrets::Vault::new(store.pool().clone(), credentials.master_keys()),
         settings: Arc::new(Settings::lite()),
         xcom_values: Default::default(),
+        oidc: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

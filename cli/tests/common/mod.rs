@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod lite;
+pub mod oidc;
 pub mod server;
 
 use std::collections::HashMap;

@@ -19,6 +19,11 @@ use super::{free_port, repo};
 
 pub const PASSWORD: &str = "server-test-admin-password";
 
+/// Free ports for a replica: HTTP, gRPC, metrics.
+pub fn ports() -> [u16; 3] {
+    [free_port(), free_port(), free_port()]
+}
+
 /// The datastores, keys and Service of a deployment; replicas are started on it.
 pub struct Deployment {
     pub scratch: PathBuf,
@@ -109,7 +114,17 @@ impl Deployment {
     /// Starts a replica of `role` with its command changed by `change` (more variables, its
     /// stderr elsewhere) and waits until it serves.
     pub fn replica_with(&self, role: &str, change: impl FnOnce(&mut Command)) -> Replica {
-        let ports = [free_port(), free_port(), free_port()];
+        self.replica_at(role, ports(), change)
+    }
+
+    /// [`Deployment::replica_with`] on `ports` (HTTP, gRPC, metrics) chosen beforehand, e.g.
+    /// with [`ports`], when something else must know the replica's address first.
+    pub fn replica_at(
+        &self,
+        role: &str,
+        ports: [u16; 3],
+        change: impl FnOnce(&mut Command),
+    ) -> Replica {
         let mut command = self.server_command(role, ports);
         command.stderr(Stdio::inherit());
         change(&mut command);

@@ -477,6 +477,7 @@ impl Servers {
                 ..Settings::lite()
             }),
             xcom_values: Default::default(),
+            oidc: None,
         };
         let metrics = metrics_listener
             .local_addr()

@@ -147,9 +147,136 @@ pub struct ServerFlags {
     /// The keys replicas share (session signing, secret encryption), mode 0600.
     #[arg(long, env = "LEOFLOW_KEYS_FILE", value_name = "FILE")]
     pub keys_file: Option<PathBuf>,
-    /// The file holding the admin's password (until single sign-on).
+    /// The file holding the admin's password (`auth.mode: admin`).
     #[arg(long, env = "LEOFLOW_ADMIN_PASSWORD_FILE", value_name = "FILE")]
     pub admin_password_file: Option<PathBuf>,
+    /// Where people reach this deployment, e.g. `https://leoflow.example.com` (single
+    /// sign-on's callback is under it).
+    #[arg(long, env = "LEOFLOW_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+    /// How people sign in: `admin` (one admin, a password) or `oidc` (an OpenID provider).
+    #[arg(long = "auth-mode", env = "LEOFLOW_AUTH_MODE", value_enum)]
+    pub auth_mode: Option<AuthMode>,
+    #[command(flatten)]
+    pub oidc: OidcFlags,
+}
+
+/// The `auth.oidc.*` keys as flags and `LEOFLOW_AUTH_OIDC_*` variables.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OidcFlags {
+    /// The OpenID provider's issuer URL.
+    #[arg(
+        long = "auth-oidc-issuer",
+        env = "LEOFLOW_AUTH_OIDC_ISSUER",
+        value_name = "URL"
+    )]
+    pub issuer: Option<String>,
+    /// Leoflow's client id at the provider.
+    #[arg(
+        long = "auth-oidc-client-id",
+        env = "LEOFLOW_AUTH_OIDC_CLIENT_ID",
+        value_name = "ID"
+    )]
+    pub client_id: Option<String>,
+    /// A file holding the client's secret (a mounted Secret).
+    #[arg(
+        long = "auth-oidc-client-secret-file",
+        env = "LEOFLOW_AUTH_OIDC_CLIENT_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub client_secret_file: Option<PathBuf>,
+    /// The scopes a sign-in asks for, space- or comma-separated (`openid` is always asked).
+    #[arg(
+        long = "auth-oidc-scopes",
+        env = "LEOFLOW_AUTH_OIDC_SCOPES",
+        value_name = "SCOPES"
+    )]
+    pub scopes: Option<String>,
+    /// The claim holding groups or roles (default `groups`; dotted for nested claims).
+    #[arg(
+        long = "auth-oidc-roles-claim",
+        env = "LEOFLOW_AUTH_OIDC_ROLES_CLAIM",
+        value_name = "CLAIM"
+    )]
+    pub roles_claim: Option<String>,
+    /// The claim holding the tenant (default `tenant`).
+    #[arg(
+        long = "auth-oidc-tenant-claim",
+        env = "LEOFLOW_AUTH_OIDC_TENANT_CLAIM",
+        value_name = "CLAIM"
+    )]
+    pub tenant_claim: Option<String>,
+    /// Claim values → Airflow roles, as JSON: `{"platform": "Admin", "team-a": {"role": "User", "tenant": "a"}}`.
+    #[arg(
+        long = "auth-oidc-role-map",
+        env = "LEOFLOW_AUTH_OIDC_ROLE_MAP",
+        value_name = "JSON"
+    )]
+    pub role_map: Option<String>,
+    /// The audience machines' access tokens carry (default: the client id).
+    #[arg(
+        long = "auth-oidc-audience",
+        env = "LEOFLOW_AUTH_OIDC_AUDIENCE",
+        value_name = "AUDIENCE"
+    )]
+    pub audience: Option<String>,
+}
+
+/// How people sign in to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// One admin with a password (`admin_password_file`).
+    #[default]
+    Admin,
+    /// Single sign-on through an OpenID provider (`auth.oidc.*`).
+    Oidc,
+}
+
+/// The file's `auth:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    mode: Option<AuthMode>,
+    oidc: Option<OidcFile>,
+}
+
+/// The file's `auth.oidc:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcFile {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    scopes: Option<Scopes>,
+    roles_claim: Option<String>,
+    tenant_claim: Option<String>,
+    role_map: Option<serde_json::Value>,
+    audience: Option<String>,
+}
+
+/// Scopes as a list or as one string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Scopes {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Scopes {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            Scopes::List(list) => list,
+            Scopes::Text(text) => split_scopes(&text),
+        }
+    }
+}
+
+fn split_scopes(text: &str) -> Vec<String> {
+    text.split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The configuration file: the same keys as the flags, in snake_case.
@@ -177,6 +304,8 @@ struct FileConfig {
     allow_unsandboxed: Option<bool>,
     keys_file: Option<PathBuf>,
     admin_password_file: Option<PathBuf>,
+    base_url: Option<String>,
+    auth: Option<AuthFile>,
 }
 
 /// A URL holding a password: shown only masked (in `--check-config`, logs and errors).
@@ -243,6 +372,60 @@ pub struct ServerConfig {
     pub keys_file: Option<PathBuf>,
     /// The admin password's file.
     pub admin_password_file: Option<PathBuf>,
+    /// Where people reach this deployment.
+    pub base_url: Option<String>,
+    /// How people sign in.
+    pub auth: AuthConfig,
+}
+
+/// How people sign in, checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum AuthConfig {
+    /// One admin with a password.
+    Admin,
+    /// Single sign-on.
+    Oidc(OidcConfig),
+}
+
+/// `auth.oidc.*`, checked (the client secret is read from its file when the server starts).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OidcConfig {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// Leoflow's client id.
+    pub client_id: String,
+    /// The file holding the client secret.
+    pub client_secret_file: PathBuf,
+    /// The scopes a sign-in asks for.
+    pub scopes: Vec<String>,
+    /// The claim holding groups or roles.
+    pub roles_claim: String,
+    /// The claim holding the tenant.
+    pub tenant_claim: String,
+    /// Claim values → roles, as given.
+    pub role_map: serde_json::Value,
+    /// The audience machines' access tokens carry.
+    pub audience: String,
+}
+
+impl OidcConfig {
+    /// The API's settings, reading the client secret from its file.
+    pub fn settings(&self, base_url: &str) -> Result<leoflow_api::oidc::OidcSettings, ConfigError> {
+        let role_map = leoflow_api::oidc::claims::RoleMap::from_value(self.role_map.clone())
+            .map_err(|e| key_error("auth.oidc.role_map", e))?;
+        Ok(leoflow_api::oidc::OidcSettings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: read_secret("auth.oidc.client_secret_file", &self.client_secret_file)?,
+            scopes: self.scopes.clone(),
+            roles_claim: self.roles_claim.clone(),
+            tenant_claim: self.tenant_claim.clone(),
+            role_map,
+            audience: self.audience.clone(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
 }
 
 mod seconds {
@@ -381,6 +564,8 @@ impl ServerConfig {
                 .admin_password_file
                 .clone()
                 .or(file.admin_password_file),
+            base_url: flags.base_url.clone().or(file.base_url),
+            auth: auth_config(flags, file.auth.unwrap_or_default())?,
         };
         let allow_unsandboxed = flags.allow_unsandboxed || file.allow_unsandboxed == Some(true);
         config.check(allow_unsandboxed)?;
@@ -428,11 +613,113 @@ impl ServerConfig {
         if let Some(address) = &self.advertise_grpc {
             check_host_port(address)?;
         }
+        if let Some(base_url) = &self.base_url {
+            check_base_url(base_url)?;
+        }
+        if let AuthConfig::Oidc(oidc) = &self.auth {
+            if self.base_url.is_none() && self.role.runs_api() {
+                return Err(key_error(
+                    "base_url",
+                    "missing: single sign-on needs the URL people reach Leoflow at (the \
+                     provider sends them back to {base_url}/auth/oidc/callback); set base_url, \
+                     --base-url or LEOFLOW_BASE_URL",
+                ));
+            }
+            leoflow_api::oidc::check_issuer(&oidc.issuer)
+                .map_err(|e| key_error("auth.oidc.issuer", e))?;
+            leoflow_api::oidc::claims::RoleMap::from_value(oidc.role_map.clone())
+                .map_err(|e| key_error("auth.oidc.role_map", e))?;
+        }
         if let Some(endpoint) = &self.otlp_endpoint {
             leoflow_telemetry::export::check_endpoint(endpoint)
                 .map_err(|e| key_error("otlp_endpoint", e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// `auth.*` from the flags over the file; `oidc` needs its issuer, client id and secret file.
+fn auth_config(flags: &ServerFlags, file: AuthFile) -> Result<AuthConfig, ConfigError> {
+    let mode = flags.auth_mode.or(file.mode).unwrap_or_default();
+    let oidc_file = file.oidc.unwrap_or_default();
+    if mode == AuthMode::Admin {
+        return Ok(AuthConfig::Admin);
+    }
+    let f = &flags.oidc;
+    let required = |key: &'static str, value: Option<String>| {
+        value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            let env = key.replace('.', "_").to_uppercase();
+            key_error(
+                key,
+                format!("missing: auth.mode oidc needs it; set {key} or LEOFLOW_{env}"),
+            )
+        })
+    };
+    let role_map = match &f.role_map {
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            key_error(
+                "auth.oidc.role_map",
+                format!("LEOFLOW_AUTH_OIDC_ROLE_MAP is not JSON: {e}"),
+            )
+        })?,
+        None => oidc_file.role_map.unwrap_or(serde_json::json!({})),
+    };
+    let client_id = required(
+        "auth.oidc.client_id",
+        f.client_id.clone().or(oidc_file.client_id),
+    )?;
+    Ok(AuthConfig::Oidc(OidcConfig {
+        issuer: required("auth.oidc.issuer", f.issuer.clone().or(oidc_file.issuer))?,
+        client_secret_file: f
+            .client_secret_file
+            .clone()
+            .or(oidc_file.client_secret_file)
+            .ok_or_else(|| {
+                key_error(
+                    "auth.oidc.client_secret_file",
+                    "missing: auth.mode oidc needs the file holding the client secret; set \
+                     auth.oidc.client_secret_file or LEOFLOW_AUTH_OIDC_CLIENT_SECRET_FILE",
+                )
+            })?,
+        scopes: f
+            .scopes
+            .as_deref()
+            .map(split_scopes)
+            .or(oidc_file.scopes.map(Scopes::into_list))
+            .unwrap_or_else(|| split_scopes("openid profile email")),
+        roles_claim: f
+            .roles_claim
+            .clone()
+            .or(oidc_file.roles_claim)
+            .unwrap_or_else(|| "groups".into()),
+        tenant_claim: f
+            .tenant_claim
+            .clone()
+            .or(oidc_file.tenant_claim)
+            .unwrap_or_else(|| "tenant".into()),
+        role_map,
+        audience: f
+            .audience
+            .clone()
+            .or(oidc_file.audience)
+            .unwrap_or_else(|| client_id.clone()),
+        client_id,
+    }))
+}
+
+/// `base_url` must be an absolute http(s) URL without a query.
+fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#']) => {
+            Ok(())
+        }
+        _ => Err(key_error(
+            "base_url",
+            format!("{url:?} is not an absolute http(s) URL such as https://leoflow.example.com"),
+        )),
     }
 }
 

@@ -22,6 +22,7 @@ use anyhow::{Context, Result, bail};
 use leoflow_api::auth::Auth;
 use leoflow_api::credentials::{Credentials, SharedKeys};
 use leoflow_api::metrics::MetricsState;
+use leoflow_api::oidc::Oidc;
 use leoflow_api::probes::{Check, Readiness};
 use leoflow_api::{ApiState, Settings, Ui};
 use leoflow_authoring::python::PythonRuntime;
@@ -36,7 +37,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::config::{ServerConfig, ServerExecutor};
+use super::config::{AuthConfig, ServerConfig, ServerExecutor};
 use super::datastores::{Redis, Schema, open_postgres};
 use super::shared_state::{RedisBlobs, RedisLiveness, RedisSessions};
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
@@ -102,6 +103,7 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
                 .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())));
             let api = ApiState {
                 xcom_values: xcom_values.clone(),
+                oidc: single_sign_on(&config).await?,
                 ..api_state(&store, specs, credentials, auth, settings.clone())
             };
             Some(Http::start(listener, api, ui.clone(), readiness.clone())?)
@@ -140,6 +142,29 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
     result
 }
 
+/// The OpenID provider people sign in through (`auth.mode: oidc`), its metadata and keys
+/// fetched once now: a provider that is down is warned about, not fatal (sign-ins try again).
+async fn single_sign_on(config: &ServerConfig) -> Result<Option<Arc<Oidc>>> {
+    let AuthConfig::Oidc(oidc) = &config.auth else {
+        return Ok(None);
+    };
+    let base_url = config.base_url.as_deref().unwrap_or_default();
+    let settings = oidc.settings(base_url)?;
+    if settings.role_map.is_empty() {
+        tracing::warn!(
+            "auth.oidc.role_map maps no claim value to a role: everyone who signs in is Public \
+             and can open nothing; map the provider's groups (claim {:?}) to Airflow's roles",
+            settings.roles_claim
+        );
+    }
+    let provider = Oidc::new(settings);
+    match provider.discover().await {
+        Ok(()) => tracing::info!("single sign-on through {}", oidc.issuer),
+        Err(error) => tracing::warn!("{error}; sign-ins will try again"),
+    }
+    Ok(Some(Arc::new(provider)))
+}
+
 /// The keys every replica shares, and the admin login of the replicas that serve HTTP.
 struct ServerSecrets {
     keys: SharedKeys,
@@ -157,12 +182,18 @@ impl ServerSecrets {
             );
         };
         let keys = SharedKeys::load(keys_file)?;
-        let credentials = if config.role.runs_api() {
+        let credentials = if config.role.runs_api() && config.auth != AuthConfig::Admin {
+            // No one signs in with a password (`/auth/token` is off): an unguessable one,
+            // never shown, keeps the session and secret keys in one place as in admin mode.
+            let password = leoflow_api::credentials::generate_password();
+            Some(Credentials::with_shared_keys(&password, keys.clone()))
+        } else if config.role.runs_api() {
             let Some(password_file) = &config.admin_password_file else {
                 bail!(
-                    "admin_password_file: missing. Until single sign-on, the server's login is \
+                    "admin_password_file: missing. With auth.mode admin, the server's login is \
                      one admin whose password is read from a file: give it as \
-                     admin_password_file, --admin-password-file or LEOFLOW_ADMIN_PASSWORD_FILE"
+                     admin_password_file, --admin-password-file or LEOFLOW_ADMIN_PASSWORD_FILE \
+                     (or sign people in through an OpenID provider: auth.mode oidc)"
                 );
             };
             let password = read_password(password_file)?;
@@ -300,6 +331,7 @@ fn api_state(
         vault: Vault::new(store.pool().clone(), credentials.master_keys()),
         settings,
         xcom_values: Default::default(),
+        oidc: None,
     }
 }
 

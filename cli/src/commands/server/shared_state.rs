@@ -51,6 +51,10 @@ fn revoked_key(id: &str) -> String {
     format!("leoflow:revoked-session:{id}")
 }
 
+fn used_key(id: &str) -> String {
+    format!("leoflow:used-once:{id}")
+}
+
 impl SharedSessions for RedisSessions {
     fn count_attempt(
         &self,
@@ -113,6 +117,28 @@ impl SharedSessions for RedisSessions {
                 .call(connection.exists::<_, bool>(key))
                 .await
                 .map_err(SharedError)
+        })
+    }
+
+    fn claim_once(&self, id: &str, lifetime: Duration) -> BoxFuture<'_, Result<bool, SharedError>> {
+        let key = used_key(id);
+        Box::pin(async move {
+            let mut connection = self.redis.connection();
+            // SET NX: only the first of any number of replicas sets it.
+            let set: Option<String> = self
+                .redis
+                .call(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lifetime.as_millis().max(1) as u64)
+                        .query_async(&mut connection),
+                )
+                .await
+                .map_err(SharedError)?;
+            Ok(set.is_some())
         })
     }
 }

@@ -1,0 +1,225 @@
+//! Who a provider's token says someone is: their subject and name, their Airflow role from
+//! the values of the roles claim (`auth.oidc.role_map`), and their tenant.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::OidcSettings;
+use crate::auth::User;
+use crate::permissions::Role;
+
+/// The tenant of someone whose token and mapping name none.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What one value of the roles claim grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The Airflow role.
+    pub role: Role,
+    /// The tenant, when the mapping names one (a tenant claim wins over it).
+    pub tenant: Option<String>,
+}
+
+/// `auth.oidc.role_map`: claim value → role, or → `{role, tenant}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleMap(BTreeMap<String, Grant>);
+
+/// One entry as the configuration spells it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Spelled {
+    Role(String),
+    Grant {
+        role: String,
+        #[serde(default)]
+        tenant: Option<String>,
+    },
+}
+
+impl RoleMap {
+    /// The map from its configuration (a JSON or YAML mapping), refusing unknown roles.
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let spelled: BTreeMap<String, Spelled> = serde_json::from_value(value).map_err(|e| {
+            format!("expected a mapping of claim values to a role or to {{role, tenant}}: {e}")
+        })?;
+        let mut map = BTreeMap::new();
+        for (value, entry) in spelled {
+            let (role, tenant) = match entry {
+                Spelled::Role(role) => (role, None),
+                Spelled::Grant { role, tenant } => (role, tenant),
+            };
+            let role = role.parse::<Role>().map_err(|_| {
+                format!(
+                    "{value:?} maps to {role:?}, which is not one of Airflow's roles (Admin, Op, \
+                     User, Viewer, Public)"
+                )
+            })?;
+            if tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(format!("{value:?} maps to an empty tenant"));
+            }
+            map.insert(value, Grant { role, tenant });
+        }
+        Ok(Self(map))
+    }
+
+    /// Whether no claim value maps to a role (then everyone signs in as `Public`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The strongest grant among `values` (`Public` and no tenant when none maps).
+    fn strongest<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> Grant {
+        values
+            .into_iter()
+            .filter_map(|value| self.0.get(value))
+            .min_by_key(|grant| rank(grant.role))
+            .cloned()
+            .unwrap_or(Grant {
+                role: Role::Public,
+                tenant: None,
+            })
+    }
+
+    /// The user a verified token's `claims` stand for.
+    pub fn user(&self, settings: &OidcSettings, claims: &Map<String, Value>) -> User {
+        let values = strings(claim(claims, &settings.roles_claim));
+        let grant = self.strongest(values.iter().map(String::as_str));
+        let tenant = claim(claims, &settings.tenant_claim)
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_owned)
+            .or(grant.tenant)
+            .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        let subject = text("sub").unwrap_or_default().to_owned();
+        let display_name = ["name", "preferred_username", "client_id"]
+            .into_iter()
+            .find_map(text)
+            .unwrap_or(&subject)
+            .to_owned();
+        User {
+            display_name,
+            tenant: Some(tenant),
+            token_id: text("jti").map(str::to_owned),
+            ..User::named(subject, grant.role.name())
+        }
+    }
+}
+
+/// A role's place, the most powerful first.
+fn rank(role: Role) -> usize {
+    Role::ALL
+        .iter()
+        .position(|r| *r == role)
+        .unwrap_or(Role::ALL.len())
+}
+
+/// The claim at `path`: a name, or dotted names into nested objects (Keycloak's
+/// `realm_access.roles`).
+fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    let mut parts = path.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.get(part)?;
+    }
+    Some(value)
+}
+
+/// A claim's values: the strings of an array, or one string.
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings(map: Value) -> OidcSettings {
+        OidcSettings {
+            issuer: "https://id.example.com".into(),
+            client_id: "leoflow".into(),
+            client_secret: "secret".into(),
+            scopes: vec![],
+            roles_claim: "groups".into(),
+            tenant_claim: "tenant".into(),
+            role_map: RoleMap::from_value(map).unwrap(),
+            audience: "leoflow".into(),
+            base_url: "https://leoflow.example.com".into(),
+        }
+    }
+
+    fn user(settings: &OidcSettings, claims: Value) -> User {
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        settings.role_map.user(settings, &claims)
+    }
+
+    #[test]
+    fn the_strongest_mapped_role_wins_and_unmapped_people_are_public() {
+        let s = settings(json!({"viewers": "Viewer", "ops": "op", "staff": "User"}));
+        let both = user(
+            &s,
+            json!({"sub": "u1", "groups": ["viewers", "ops", "other"]}),
+        );
+        assert_eq!(both.role, "Op");
+        assert_eq!(both.display_name, "u1");
+        let nobody = user(&s, json!({"sub": "u2", "groups": ["other"], "name": "Pat"}));
+        assert_eq!(
+            (nobody.role.as_str(), nobody.display_name.as_str()),
+            ("Public", "Pat")
+        );
+        let absent = user(&s, json!({"sub": "u3"}));
+        assert_eq!(absent.role, "Public");
+        assert_eq!(absent.tenant.as_deref(), Some(DEFAULT_TENANT));
+    }
+
+    #[test]
+    fn the_tenant_claim_wins_over_the_mapping_which_wins_over_the_default() {
+        let mut s = settings(json!({"a-admins": {"role": "Admin", "tenant": "a"}}));
+        let mapped = user(&s, json!({"sub": "x", "groups": "a-admins"}));
+        assert_eq!(
+            (mapped.role.as_str(), mapped.tenant.as_deref()),
+            ("Admin", Some("a"))
+        );
+        let claimed = user(
+            &s,
+            json!({"sub": "x", "groups": ["a-admins"], "tenant": "b"}),
+        );
+        assert_eq!(claimed.tenant.as_deref(), Some("b"));
+        s.roles_claim = "realm_access.roles".into();
+        let nested = user(
+            &s,
+            json!({"sub": "x", "realm_access": {"roles": ["a-admins"]}}),
+        );
+        assert_eq!(nested.role, "Admin");
+    }
+
+    #[test]
+    fn unknown_roles_and_shapes_are_refused_naming_the_value() {
+        let error = RoleMap::from_value(json!({"devs": "Superuser"})).unwrap_err();
+        assert!(
+            error.contains("\"devs\"") && error.contains("Superuser"),
+            "{error}"
+        );
+        let error = RoleMap::from_value(json!(["Admin"])).unwrap_err();
+        assert!(error.contains("expected a mapping"), "{error}");
+        let error = RoleMap::from_value(json!({"x": {"role": "Op", "tenant": " "}})).unwrap_err();
+        assert!(error.contains("empty tenant"), "{error}");
+    }
+}
