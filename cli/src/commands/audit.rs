@@ -196,11 +196,13 @@ fn conditions(args: &AuditArgs) -> Conditions {
     if let Some(tenant) = &args.tenant {
         c.eq(columns::TENANT, Bind::Text(tenant.clone()));
     }
-    match &args.resource {
-        Some(Resource::Dag(dag_id)) => c.eq(columns::DAG_ID, Bind::Text(dag_id.clone())),
-        Some(Resource::Stream(stream)) => c.eq(columns::STREAM, Bind::Text(stream.clone())),
-        None => &mut c,
-    };
+    if let Some(resource) = &args.resource {
+        let (column, name) = match resource {
+            Resource::Dag(dag_id) => (columns::DAG_ID, dag_id),
+            Resource::Stream(stream) => (columns::STREAM, stream),
+        };
+        c.eq(column, Bind::Text(name.clone()));
+    }
     c.one_of(columns::EVENT, args.actions.clone(), false);
     if let Some(since) = args.since {
         c.compare(
