@@ -376,18 +376,23 @@ async fn the_audit_log_is_the_event_log() {
     assert!(!all.to_string().contains("tok-secret"), "{all}");
 
     // The Variables' events, by their user, with their sealed values shown masked in `extra`
-    // (the audit log never opens a secret).
+    // (the audit log never opens a secret), and beside them where the user was and which
+    // session they used (its id).
     let sets = api.get("/api/v2/eventLogs?event=VariableSet").await;
     assert_eq!(sets["total_entries"], 2);
     let token = &sets["event_logs"][0];
     assert_eq!(token["owner"], "admin");
     assert_eq!(token["dag_id"], Value::Null);
+    let (payload, actor) = extra_and_actor(token);
     assert_eq!(
-        token["extra"],
+        payload,
         r#"{"description": null, "key": "api_token", "value": "***"}"#
     );
+    assert_eq!(actor["client"], "127.0.0.1", "{token}");
+    assert!(actor["token_id"].is_string(), "the session's id: {token}");
+    let (payload, _) = extra_and_actor(&sets["event_logs"][1]);
     assert_eq!(
-        sets["event_logs"][1]["extra"],
+        payload,
         r#"{"description": null, "key": "greeting", "value": "***"}"#
     );
 
@@ -1200,4 +1205,16 @@ async fn import_errors_list_the_files_that_failed_to_parse() {
         .call(Method::GET, "/api/v2/importErrors/abc", None)
         .await;
     assert_eq!(status, 422);
+}
+
+/// An audit-log entry's `extra` as Python prints it without its `actor` (the payload, masked),
+/// and that `actor`.
+fn extra_and_actor(entry: &Value) -> (String, Value) {
+    let extra = entry["extra"].as_str().expect("extra is a string");
+    let (actor, payload) = extra
+        .strip_prefix(r#"{"actor": "#)
+        .and_then(|rest| rest.split_once("}, "))
+        .unwrap_or_else(|| panic!("no actor leads {extra}"));
+    let actor = serde_json::from_str(&format!("{actor}}}")).expect("the actor is JSON");
+    (format!("{{{payload}"), actor)
 }

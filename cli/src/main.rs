@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, compile, dags, db, events, init, lite, postgres, secrets, server, setup, tasks, tokens,
+    agent, audit, compile, dags, db, events, init, lite, postgres, secrets, server, setup, tasks,
+    tokens,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -63,6 +64,9 @@ enum Command {
     /// Read, follow and replay the event log.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Who did what: the events people and machines caused, by actor, tenant, resource,
+    /// action and time.
+    Audit(audit::AuditArgs),
     /// Manage the master key of secrets at rest.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
+            Command::Audit(args) => audit::run(&cli.datastore, args).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,
             Command::Server(args) => server::run(&cli.datastore, args, log_format).await,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use leoflow_core::commands::TriggerRequest;
 use leoflow_events::catalog::{ConnectionSet, Sealed, VariableSet};
-use leoflow_events::{AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
+use leoflow_events::{Actor, AppendBatch, Event, EventStore, Metadata, TaskInstanceKey};
 use leoflow_executors::proto::task_agent_client::TaskAgentClient;
 use leoflow_executors::proto::{AttemptRef, FinishRequest, PushXComRequest};
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
@@ -222,7 +222,7 @@ async fn trigger(store: &EventStore, dag_id: &str, conf: Value) -> String {
         conf: Some(conf),
         triggered_by: "test".into(),
     };
-    let event = control::trigger_dag(store, dag_id, request, "test")
+    let event = control::trigger_dag(store, dag_id, request, &Actor::named("test"))
         .await
         .unwrap();
     match event.decode().unwrap() {
@@ -688,7 +688,7 @@ with DAG("slow", schedule=None, is_paused_upon_creation=False):
         &store,
         &Specs::default(),
         &TaskInstanceKey::new("slow", &run, "sleeper"),
-        "test",
+        &Actor::named("test"),
     )
     .await
     .unwrap();
@@ -715,7 +715,7 @@ with DAG("slow", schedule=None, is_paused_upon_creation=False):
         &run,
         vec!["sleeper".into()],
         true,
-        "test",
+        &Actor::named("test"),
     )
     .await
     .unwrap();

@@ -31,7 +31,7 @@ pub mod subscribe;
 
 pub use catalog::{DecodeError, Event, RunType, TaskInstanceKey};
 pub use digest::AttemptDigest;
-pub use envelope::{Metadata, NewEvent, RecordedEvent};
+pub use envelope::{Actor, Metadata, NewEvent, RecordedEvent};
 #[cfg(feature = "store")]
 pub use store::{
     AppendBatch, AppendError, AppendOutcome, EventStore, ExpectedVersion, InlineProjection,

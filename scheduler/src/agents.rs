@@ -17,7 +17,7 @@ use leoflow_core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiStat
 use leoflow_core::spec::TaskKind;
 use leoflow_events::catalog::{CommandRejected, generation_stream};
 use leoflow_events::{
-    AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
+    Actor, AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
 };
 use leoflow_executors::proto::finish_request::Outcome as ProtoOutcome;
 use leoflow_executors::proto::lookup_request::Kind as LookupKind;
@@ -328,7 +328,7 @@ impl AgentService {
             &key.run_id,
             verified.fence.clone(),
             commands,
-            "agent",
+            &Actor::named("agent"),
         )
         .await
         {

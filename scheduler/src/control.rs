@@ -7,7 +7,8 @@
 use chrono::Utc;
 use leoflow_events::catalog::generation_stream;
 use leoflow_events::{
-    AppendBatch, AppendError, EventStore, Metadata, RecordedEvent, StoreError, TaskInstanceKey,
+    Actor, AppendBatch, AppendError, EventStore, Metadata, RecordedEvent, StoreError,
+    TaskInstanceKey,
 };
 use leoflow_projector::read;
 use serde_json::Value;
@@ -71,7 +72,7 @@ pub async fn trigger_dag(
     store: &EventStore,
     dag_id: &str,
     request: TriggerRequest,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<RecordedEvent, ControlError> {
     // The generation read with the DAG: a delete after this read refuses the run.
     let read::dags::TriggerTarget {
@@ -114,7 +115,7 @@ pub async fn trigger_dag(
     let leoflow_events::Event::RunQueued(event) = event else {
         unreachable!("a trigger is a RunQueued")
     };
-    let metadata = Metadata::actor(actor);
+    let metadata = Metadata::from(actor);
     match queue_run(store, event, &metadata, generation.unwrap_or(0), None).await {
         Ok(recorded) => Ok(recorded),
         Err(QueueError::Exists(stream)) => Err(ControlError::Conflict(stream)),
@@ -131,7 +132,7 @@ pub async fn set_paused(
     store: &EventStore,
     dag_id: &str,
     paused: bool,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Option<RecordedEvent>, ControlError> {
     let current = read::dags::is_paused(store.pool(), dag_id)
         .await
@@ -141,7 +142,7 @@ pub async fn set_paused(
         return Ok(None);
     };
     let outcome = store
-        .append(AppendBatch::new().push(event, &Metadata::actor(actor)))
+        .append(AppendBatch::new().push(event, &Metadata::from(actor)))
         .await
         .map_err(ControlError::Append)?;
     Ok(outcome.events.into_iter().next())
@@ -156,7 +157,7 @@ pub async fn clear_tasks(
     run_id: &str,
     task_ids: Vec<String>,
     downstream: bool,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let targets = task_ids.into_iter().map(|id| (id, None)).collect();
     clear_task_instances(store, specs, dag_id, run_id, targets, downstream, actor).await
@@ -173,7 +174,7 @@ pub async fn clear_task_instances(
     run_id: &str,
     targets: Vec<(String, Option<i32>)>,
     downstream: bool,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = ClearTargets::of(targets).command(downstream);
     Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
@@ -274,7 +275,7 @@ pub async fn mark_task(
     specs: &Specs,
     ti: &TaskInstanceKey,
     success: bool,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = Command::Mark {
         task_id: ti.task_id.clone(),
@@ -292,7 +293,7 @@ pub async fn cancel_task(
     store: &EventStore,
     specs: &Specs,
     ti: &TaskInstanceKey,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = Command::Cancel {
         task_id: ti.task_id.clone(),
@@ -310,7 +311,7 @@ pub async fn mark_run(
     dag_id: &str,
     run_id: &str,
     success: bool,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = Command::MarkRun { success };
     Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
@@ -325,7 +326,7 @@ pub async fn clear_run(
     dag_id: &str,
     run_id: &str,
     only_failed: bool,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let run = crate::reactor::runs::load_run(store, specs, dag_id, run_id).await?;
     let mut task_ids: Vec<String> = run
@@ -351,7 +352,7 @@ pub async fn set_run_note(
     dag_id: &str,
     run_id: &str,
     note: Option<String>,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<RecordedEvent, ControlError> {
     let event = leoflow_events::catalog::RunNoteSet {
         dag_id: dag_id.to_owned(),
@@ -359,7 +360,7 @@ pub async fn set_run_note(
         note,
     };
     let outcome = store
-        .append(AppendBatch::new().push(event, &Metadata::actor(actor)))
+        .append(AppendBatch::new().push(event, &Metadata::from(actor)))
         .await
         .map_err(ControlError::Append)?;
     Ok(outcome
@@ -393,7 +394,7 @@ pub struct StillRunning {
 pub async fn delete_dag(
     store: &EventStore,
     dag_id: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Result<RecordedEvent, StillRunning>, ControlError> {
     let generation = read::dags::generation(store.pool(), dag_id, &generation_stream(dag_id))
         .await
@@ -415,7 +416,7 @@ pub async fn delete_dag(
     };
     // At the generation read with the DAG: of two deletes racing, one wins.
     let batch = AppendBatch::new()
-        .push(event, &Metadata::actor(actor))
+        .push(event, &Metadata::from(actor))
         .expect(
             generation_stream(dag_id),
             generation_expectation(generation.unwrap_or(0)),
@@ -441,13 +442,15 @@ pub async fn delete_dag(
         .expect("one event appended")))
 }
 
-/// Stars or unstars a DAG for `username`; `None` when it already was.
+/// Stars or unstars a DAG for `actor` (their favourites are their subject's); `None` when it
+/// already was.
 pub async fn set_favorite(
     store: &EventStore,
     dag_id: &str,
-    username: &str,
+    actor: &Actor,
     favorite: bool,
 ) -> Result<Option<RecordedEvent>, ControlError> {
+    let username = actor.subject.as_str();
     let current = read::favorites::of_existing_dag(store.pool(), dag_id, username)
         .await
         .map_err(StoreError::from)?;
@@ -458,19 +461,13 @@ pub async fn set_favorite(
     let (dag_id, username) = (dag_id.to_owned(), username.to_owned());
     let batch = if favorite {
         AppendBatch::new().push(
-            leoflow_events::catalog::DagFavorited {
-                dag_id,
-                username: username.clone(),
-            },
-            &Metadata::actor(&username),
+            leoflow_events::catalog::DagFavorited { dag_id, username },
+            &Metadata::from(actor),
         )
     } else {
         AppendBatch::new().push(
-            leoflow_events::catalog::DagUnfavorited {
-                dag_id,
-                username: username.clone(),
-            },
-            &Metadata::actor(&username),
+            leoflow_events::catalog::DagUnfavorited { dag_id, username },
+            &Metadata::from(actor),
         )
     };
     let outcome = store.append(batch).await.map_err(ControlError::Append)?;

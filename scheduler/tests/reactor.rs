@@ -8,7 +8,7 @@ use chrono::Utc;
 use leoflow_core::commands::{TriggerRequest, trigger};
 use leoflow_core::run::{Command, Outcome};
 use leoflow_events::sample::parsed_document;
-use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
+use leoflow_events::{Actor, AppendBatch, Event, EventStore, Metadata};
 use leoflow_postgres::testing::{TestDatabase, fresh_database};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::Liveness;
@@ -61,7 +61,7 @@ async fn report(store: &EventStore, specs: &Specs, attempt: &Attempt, outcome: O
         hostname: "test".into(),
         pid: None,
     };
-    submit(store, specs, dag, run, started, "agent")
+    submit(store, specs, dag, run, started, &Actor::named("agent"))
         .await
         .unwrap();
     let finished = Command::ReportFinished {
@@ -71,7 +71,7 @@ async fn report(store: &EventStore, specs: &Specs, attempt: &Attempt, outcome: O
         outcome,
         at: Utc::now(),
     };
-    submit(store, specs, dag, run, finished, "agent")
+    submit(store, specs, dag, run, finished, &Actor::named("agent"))
         .await
         .unwrap();
 }
@@ -493,9 +493,16 @@ async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_a
         .unwrap();
     trigger_run(&store, "r1").await;
     let specs = Specs::default();
-    submit(&store, &specs, "chain", "r1", Command::Start, "test")
-        .await
-        .unwrap();
+    submit(
+        &store,
+        &specs,
+        "chain",
+        "r1",
+        Command::Start,
+        &Actor::named("test"),
+    )
+    .await
+    .unwrap();
     let queue = |task_id: String| Command::Queue {
         task_id,
         map_index: -1,
@@ -510,7 +517,7 @@ async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_a
                 "chain",
                 "r1",
                 queue(format!("t{i}")),
-                "test",
+                &Actor::named("test"),
             )
             .await;
             (format!("t{i}"), events)
@@ -525,7 +532,7 @@ async fn concurrent_submissions_to_one_run_are_group_committed_and_each_stands_a
             "chain",
             "r1",
             queue("nope".into()),
-            "test",
+            &Actor::named("test"),
         )
         .await;
         ("nope".to_owned(), events)
@@ -744,7 +751,17 @@ async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
     let specs = Specs::default();
     let decide = |command: Command| {
         let (store, specs) = (store.clone(), specs.clone());
-        async move { submit(&store, &specs, "chain", "r1", command, "test").await }
+        async move {
+            submit(
+                &store,
+                &specs,
+                "chain",
+                "r1",
+                command,
+                &Actor::named("test"),
+            )
+            .await
+        }
     };
     decide(Command::Start).await.unwrap();
     decide(Command::Queue {
@@ -791,7 +808,7 @@ async fn a_report_checked_before_a_redispatch_is_fenced_at_its_decision() {
         "r1",
         fence,
         vec![started.clone()],
-        "agent",
+        &Actor::named("agent"),
     )
     .await
     .unwrap_err();
@@ -854,9 +871,16 @@ async fn finished_runs_leave_the_reactors_memory_and_a_cleared_one_comes_back_fr
         only_map_indexes: Default::default(),
         downstream: false,
     };
-    submit(&store, &Specs::default(), "chain", "r0", clear, "test")
-        .await
-        .unwrap();
+    submit(
+        &store,
+        &Specs::default(),
+        "chain",
+        "r0",
+        clear,
+        &Actor::named("test"),
+    )
+    .await
+    .unwrap();
     let mut subscription = store.subscribe(from).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -963,7 +987,7 @@ async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_a
         "r1",
         fence.clone(),
         vec![started],
-        "agent",
+        &Actor::named("agent"),
     )
     .await
     .unwrap();
@@ -971,7 +995,7 @@ async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_a
     assert!(!beat.await.unwrap().into_inner().terminate);
 
     // DELETE refuses while the read models show the try running (as Airflow does) ...
-    let refused = leoflow_scheduler::control::delete_dag(&store, "chain", "test")
+    let refused = leoflow_scheduler::control::delete_dag(&store, "chain", &Actor::named("test"))
         .await
         .unwrap();
     assert!(refused.is_err(), "refused while a try runs");
@@ -1023,7 +1047,7 @@ async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_a
         "r1",
         fence,
         vec![finished],
-        "agent",
+        &Actor::named("agent"),
     )
     .await
     .unwrap_err();
@@ -1057,21 +1081,24 @@ async fn a_re_added_dag_starts_clean_and_takes_an_old_run_id_again() {
         triggered_by: "rest_api".into(),
         ..TriggerRequest::default()
     };
-    trigger_dag(&store, "chain", request(), "test")
+    trigger_dag(&store, "chain", request(), &Actor::named("test"))
         .await
         .unwrap();
     let (stop, handle) = start(&store, executor.clone());
     assert_eq!(wait_for_run_end(&store, "r1").await, "success");
-    delete_dag(&store, "chain", "test").await.unwrap().unwrap();
+    delete_dag(&store, "chain", &Actor::named("test"))
+        .await
+        .unwrap()
+        .unwrap();
 
     // The file is parsed again: the same DAG id, a new DAG.
     register_chain(&store).await;
     let from = store.head().await.unwrap() + 1;
-    let queued = trigger_dag(&store, "chain", request(), "test").await;
+    let queued = trigger_dag(&store, "chain", request(), &Actor::named("test")).await;
     assert!(queued.is_ok(), "the old run id is free again: {queued:?}");
     assert_eq!(wait_for_run_end_from(&store, from, "r1").await, "success");
     // A live run's id is still taken.
-    let again = trigger_dag(&store, "chain", request(), "test").await;
+    let again = trigger_dag(&store, "chain", request(), &Actor::named("test")).await;
     assert!(
         matches!(
             again,
@@ -1144,7 +1171,7 @@ async fn a_re_added_dag_with_catchup_runs_each_slot_again_once() {
     for run_id in &expected {
         assert_eq!(wait_for_run_end(&store, run_id).await, "success");
     }
-    leoflow_scheduler::control::delete_dag(&store, "daily", "test")
+    leoflow_scheduler::control::delete_dag(&store, "daily", &Actor::named("test"))
         .await
         .unwrap()
         .unwrap();
@@ -1169,9 +1196,10 @@ async fn a_re_added_dag_with_catchup_runs_each_slot_again_once() {
         triggered_by: "test".into(),
         ..TriggerRequest::default()
     };
-    let barrier = leoflow_scheduler::control::trigger_dag(&store, "daily", request, "test")
-        .await
-        .unwrap();
+    let barrier =
+        leoflow_scheduler::control::trigger_dag(&store, "daily", request, &Actor::named("test"))
+            .await
+            .unwrap();
     assert_eq!(
         wait_for_run_end_from(&store, barrier.position, "manual").await,
         "success"
@@ -1232,9 +1260,16 @@ async fn a_new_leader_in_another_process_spares_tries_whose_agents_are_alive() {
         hostname: "test".into(),
         pid: None,
     };
-    submit(&store, &Specs::default(), "chain", "r1", started, "agent")
-        .await
-        .unwrap();
+    submit(
+        &store,
+        &Specs::default(),
+        "chain",
+        "r1",
+        started,
+        &Actor::named("agent"),
+    )
+    .await
+    .unwrap();
 
     // The agent heartbeats to the first process (its service records each beat).
     let digest = leoflow_events::AttemptDigest::of(&attempt.attempt_token);

@@ -1,11 +1,14 @@
 //! Airflow's audit log (`/api/v2/eventLogs`), served from Leoflow's event log itself: every
 //! event is an entry. Its position is the id, its type the event, its actor the owner; the DAG,
 //! run, task, map index and try it concerns come from its payload (top level, or `ti` for task
-//! events), and the payload itself, secrets masked, is the `extra`.
+//! events), and the payload itself, secrets masked, is the `extra`, with what the event's
+//! metadata records of its actor besides the subject (display name, tenant, client address,
+//! credential id) under `actor`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use leoflow_events::Metadata;
 use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -54,7 +57,7 @@ impl From<&EventLogRow> for EventLogResponse {
             event: row.event.clone(),
             logical_date: row.logical_date,
             owner: row.owner.clone(),
-            extra: extra(&row.event, &shown_payload(row)),
+            extra: extra(&row.event, &shown_payload(row), &row.metadata),
             dag_display_name: row.dag_id.clone(),
             task_display_name: row.task_id.clone(),
         }
@@ -69,10 +72,11 @@ fn shown_payload(row: &EventLogRow) -> Value {
 }
 
 /// The payload as Airflow's audit extras read: JSON as Python prints it, with what Airflow's
-/// action logging masks masked (values under sensitive names). Sealed secrets — a Variable's
-/// value, a Connection's password and extra — read `***`: the audit log never opens them
-/// (and cannot, once a deleted secret's data key is gone).
-fn extra(event: &str, payload: &Value) -> String {
+/// action logging masks masked (values under sensitive names), and the actor's details under
+/// `actor` when the metadata records any. Sealed secrets — a Variable's value, a Connection's
+/// password and extra — read `***`: the audit log never opens them (and cannot, once a deleted
+/// secret's data key is gone).
+fn extra(event: &str, payload: &Value, metadata: &Metadata) -> String {
     let mut masked = redact(payload);
     if matches!(event, "VariableSet" | "ConnectionSet") {
         for field in ["value", "password", "extra"] {
@@ -81,7 +85,38 @@ fn extra(event: &str, payload: &Value) -> String {
             }
         }
     }
+    if let (Value::Object(fields), Some(actor)) = (&mut masked, actor_details(metadata)) {
+        // No payload has an `actor` field; should one ever, it is the event's to show.
+        fields.entry("actor").or_insert(actor);
+    }
     python_json(&masked)
+}
+
+/// What the metadata records of the actor besides the subject (which is the `owner`), the
+/// fields it does not know left out; `None` when it knows nothing more (Leoflow's own
+/// components, events recorded before these fields existed).
+fn actor_details(metadata: &Metadata) -> Option<Value> {
+    let details = ActorDetails {
+        display_name: metadata.display_name.as_deref(),
+        tenant: metadata.tenant.as_deref(),
+        client: metadata.client,
+        token_id: metadata.token_id.as_deref(),
+    };
+    let value = serde_json::to_value(details).expect("plain fields serialize");
+    (value != json!({})).then_some(value)
+}
+
+/// The actor's details in an audit-log entry's `extra`.
+#[derive(Serialize)]
+struct ActorDetails<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<&'a str>,
 }
 
 /// The filters of `GET /eventLogs`.
@@ -183,16 +218,34 @@ mod tests {
         let connection = json!({
             "conn_id": "db", "password": sealed, "extra": sealed, "host": "h",
         });
+        let by_name = Metadata::actor("admin");
         assert_eq!(
-            extra("ConnectionSet", &connection),
+            extra("ConnectionSet", &connection, &by_name),
             r#"{"conn_id": "db", "extra": "***", "host": "h", "password": "***"}"#
         );
         let variable = json!({"key": "greeting", "value": sealed, "description": null});
         assert_eq!(
-            extra("VariableSet", &variable),
+            extra("VariableSet", &variable, &by_name),
             r#"{"description": null, "key": "greeting", "value": "***"}"#
         );
         let pool = json!({"name": "p", "slots": 3, "description": "token bucket"});
-        assert!(extra("PoolSet", &pool).contains(r#""description": "token bucket""#));
+        assert!(extra("PoolSet", &pool, &by_name).contains(r#""description": "token bucket""#));
+    }
+
+    #[test]
+    fn extras_carry_the_actor_but_never_a_secret() {
+        let metadata = Metadata::from(&leoflow_events::Actor {
+            subject: "token:4f2a9c".into(),
+            display_name: "deploy bot".into(),
+            tenant: Some("acme".into()),
+            client: Some("127.0.0.1".parse().unwrap()),
+            token_id: Some("4f2a9c".into()),
+        });
+        let sealed = json!({"form": "data_key", "key_id": "k", "ciphertext": "c2VjcmV0"});
+        let variable = json!({"key": "greeting", "value": sealed, "description": null});
+        assert_eq!(
+            extra("VariableSet", &variable, &metadata),
+            r#"{"actor": {"client": "127.0.0.1", "display_name": "deploy bot", "tenant": "acme", "token_id": "4f2a9c"}, "description": null, "key": "greeting", "value": "***"}"#
+        );
     }
 }

@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use leoflow_core::commands::{TriggerRejection, TriggerRequest};
 use leoflow_core::state::RunStatus;
-use leoflow_events::Event;
+use leoflow_events::{Actor, Event};
 use leoflow_projector::read;
 use leoflow_projector::read::runs::columns as run;
 use leoflow_scheduler::control;
@@ -371,7 +371,7 @@ pub async fn trigger(
         conf: body.conf,
         triggered_by: "rest_api".into(),
     };
-    let recorded = control::trigger_dag(&state.store, &dag_id, request, &user.username)
+    let recorded = control::trigger_dag(&state.store, &dag_id, request, &Actor::from(&user))
         .await
         .map_err(|e| match e {
             control::ControlError::Trigger(rejection @ TriggerRejection::DuplicateRunId(_)) => {
@@ -390,7 +390,7 @@ pub async fn trigger(
             &dag_id,
             &queued.run_id,
             Some(note),
-            &user.username,
+            &Actor::from(&user),
         )
         .await
         .map_err(control_error)?;
@@ -442,7 +442,7 @@ pub async fn patch_run(
                     &dag_id,
                     &run_id,
                     wanted == RunStatus::Success,
-                    &user.username,
+                    &Actor::from(&user),
                 )
                 .await
                 .map_err(control_error)?;
@@ -454,7 +454,7 @@ pub async fn patch_run(
                     &dag_id,
                     &run_id,
                     false,
-                    &user.username,
+                    &Actor::from(&user),
                 )
                 .await
                 .map_err(control_error)?;
@@ -472,7 +472,7 @@ pub async fn patch_run(
     if wants("note")
         && let Some(note) = patch.note
     {
-        control::set_run_note(&state.store, &dag_id, &run_id, note, &user.username)
+        control::set_run_note(&state.store, &dag_id, &run_id, note, &Actor::from(&user))
             .await
             .map_err(control_error)?;
     }
@@ -542,7 +542,7 @@ pub async fn clear_run(
         &dag_id,
         &run_id,
         only_failed,
-        &user.username,
+        &Actor::from(&user),
     )
     .await
     .map_err(control_error)?;

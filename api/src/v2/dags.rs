@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use leoflow_core::timetable::{RunInfo, Schedule};
+use leoflow_events::Actor;
 use leoflow_projector::read;
 use leoflow_projector::read::dags::columns as dag;
 use leoflow_projector::read::runs::columns as run;
@@ -313,9 +314,14 @@ pub async fn patch_dag(
     Body(patch): Body<DagPatch>,
 ) -> ApiResult<Json<DagResponse>> {
     check_update_mask(&params)?;
-    leoflow_scheduler::control::set_paused(&state.store, &dag_id, patch.is_paused, &user.username)
-        .await
-        .map_err(crate::v2::control_error)?;
+    leoflow_scheduler::control::set_paused(
+        &state.store,
+        &dag_id,
+        patch.is_paused,
+        &Actor::from(&user),
+    )
+    .await
+    .map_err(crate::v2::control_error)?;
     get_dag(State(state), Path(dag_id)).await
 }
 
@@ -339,7 +345,7 @@ pub async fn patch_dags(
             &state.store,
             &dag.dag_id,
             patch.is_paused,
-            &user.username,
+            &Actor::from(&user),
         )
         .await
         .map_err(crate::v2::control_error)?;
@@ -493,7 +499,7 @@ pub async fn delete_dag(
     axum::Extension(user): axum::Extension<crate::auth::User>,
     Path(dag_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Map<String, Value>>> {
-    match leoflow_scheduler::control::delete_dag(&state.store, &dag_id, &user.username)
+    match leoflow_scheduler::control::delete_dag(&state.store, &dag_id, &Actor::from(&user))
         .await
         .map_err(crate::v2::control_error)?
     {
@@ -509,7 +515,7 @@ async fn favorite(
     dag_id: &str,
     on: bool,
 ) -> ApiResult<axum::http::StatusCode> {
-    leoflow_scheduler::control::set_favorite(&state.store, dag_id, &user.username, on)
+    leoflow_scheduler::control::set_favorite(&state.store, dag_id, &Actor::from(user), on)
         .await
         .map_err(crate::v2::control_error)?;
     Ok(axum::http::StatusCode::NO_CONTENT)

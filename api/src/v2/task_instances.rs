@@ -7,6 +7,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::{Extension, Json};
 use leoflow_core::state::TiState;
+use leoflow_events::Actor;
 use leoflow_projector::read;
 use leoflow_projector::read::runs::columns as run;
 use leoflow_projector::read::task_instances::columns as ti;
@@ -539,7 +540,7 @@ pub async fn patch_ti<const DRY_RUN: bool>(
             &state.specs,
             &leoflow_events::TaskInstanceKey::mapped(dag_id, run_id, task_id, map_index),
             success,
-            &user.username,
+            &Actor::from(&user),
         )
         .await
         .map_err(control_error)?;
@@ -622,7 +623,7 @@ pub async fn clear_tis(
             &dag_id,
             &run_id,
             only_failed,
-            &user.username,
+            &Actor::from(&user),
         )
         .await
         .map_err(control_error)?;
@@ -634,7 +635,7 @@ pub async fn clear_tis(
             &run_id,
             targets,
             downstream,
-            &user.username,
+            &Actor::from(&user),
         )
         .await
         .map_err(control_error)?;

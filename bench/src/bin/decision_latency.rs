@@ -15,7 +15,7 @@ use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
 use leoflow_core::commands::{TriggerRequest, trigger};
 use leoflow_core::run::{Command, Outcome};
 use leoflow_events::sample::parsed_document;
-use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
+use leoflow_events::{Actor, AppendBatch, Event, EventStore, Metadata};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control::submit;
 use leoflow_scheduler::reactor::Specs;
@@ -61,7 +61,9 @@ impl Executor for InstantExecutor {
                 at: Utc::now(),
             };
             for command in [started, finished] {
-                if let Err(e) = submit(&store, &specs, &dag, &run, command, "agent").await {
+                if let Err(e) =
+                    submit(&store, &specs, &dag, &run, command, &Actor::named("agent")).await
+                {
                     eprintln!("report failed: {e}");
                 }
             }

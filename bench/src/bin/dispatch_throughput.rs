@@ -30,7 +30,7 @@ use leoflow_core::commands::{TriggerRequest, trigger};
 use leoflow_core::run::{Command, Outcome};
 use leoflow_events::catalog::PoolSet;
 use leoflow_events::sample::parsed_document;
-use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
+use leoflow_events::{Actor, AppendBatch, Event, EventStore, Metadata};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control::submit;
 use leoflow_scheduler::reactor::{
@@ -137,7 +137,16 @@ async fn report_success(store: EventStore, specs: Specs, attempt: Attempt) {
         at: Utc::now(),
     };
     for command in [started, finished] {
-        if let Err(e) = submit(&store, &specs, &ti.dag_id, &ti.run_id, command, "agent").await {
+        if let Err(e) = submit(
+            &store,
+            &specs,
+            &ti.dag_id,
+            &ti.run_id,
+            command,
+            &Actor::named("agent"),
+        )
+        .await
+        {
             eprintln!("report failed: {e}");
         }
     }

@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use leoflow_bench::{BenchDatabase, Percentiles, leoflow_binary, machine_description};
 use leoflow_core::commands::TriggerRequest;
-use leoflow_events::{Event, EventStore, TaskInstanceKey};
+use leoflow_events::{Actor, Event, EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
 
@@ -76,7 +76,7 @@ async fn run_once(store: &EventStore, dag_id: &str) -> Result<Timings> {
         conf: None,
         triggered_by: "bench".into(),
     };
-    let queued = control::trigger_dag(store, dag_id, request, "bench").await?;
+    let queued = control::trigger_dag(store, dag_id, request, &Actor::named("bench")).await?;
     let Event::RunQueued(run) = queued.decode()? else {
         bail!("unexpected event")
     };

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use leoflow_core::commands::TriggerRequest;
-use leoflow_events::EventStore;
+use leoflow_events::{Actor, EventStore};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::control;
 
@@ -63,7 +63,8 @@ pub async fn run(datastore: &DatastoreArgs, command: DagsCommand) -> Result<Exit
                 conf,
                 triggered_by: "cli".to_owned(),
             };
-            let recorded = control::trigger_dag(&store, &dag_id, request, "cli").await?;
+            let recorded =
+                control::trigger_dag(&store, &dag_id, request, &Actor::named("cli")).await?;
             let run_id = recorded.payload["run_id"].as_str().unwrap_or_default();
             println!(
                 "Queued run {run_id} of {dag_id} (event {}).",
@@ -78,7 +79,7 @@ pub async fn run(datastore: &DatastoreArgs, command: DagsCommand) -> Result<Exit
 
 async fn paused(store: &EventStore, dag_id: &str, paused: bool) -> Result<()> {
     let word = if paused { "paused" } else { "unpaused" };
-    match control::set_paused(store, dag_id, paused, "cli").await? {
+    match control::set_paused(store, dag_id, paused, &Actor::named("cli")).await? {
         Some(_) => println!("{dag_id} is now {word}."),
         None => println!("{dag_id} was already {word}."),
     }

@@ -40,6 +40,9 @@ pub struct TailArgs {
     /// Only events of this type (repeatable), e.g. --type TaskFailed.
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,
+    /// Only events caused in this tenant (as their metadata records it).
+    #[arg(long)]
+    tenant: Option<String>,
     /// One JSON object per line instead of the human format.
     #[arg(long)]
     json: bool,
@@ -73,6 +76,7 @@ async fn tail(store: EventStore, args: TailArgs) -> Result<ExitCode> {
         dag: args.dag,
         run: args.run,
         types: args.types,
+        tenant: args.tenant,
     };
     let print = |event: &RecordedEvent| {
         if filter.matches(event) {
@@ -129,6 +133,7 @@ struct Filter {
     dag: Option<String>,
     run: Option<String>,
     types: Vec<String>,
+    tenant: Option<String>,
 }
 
 impl Filter {
@@ -149,6 +154,10 @@ impl Filter {
                 .run
                 .as_deref()
                 .is_none_or(|r| field("run_id") == Some(r))
+            && self
+                .tenant
+                .as_ref()
+                .is_none_or(|t| event.metadata.tenant.as_ref() == Some(t))
     }
 }
 
@@ -284,6 +293,7 @@ mod tests {
             dag: dag.map(Into::into),
             run: run.map(Into::into),
             types: types.iter().map(|t| t.to_string()).collect(),
+            tenant: None,
         }
     }
 
@@ -312,6 +322,24 @@ mod tests {
         assert!(!filter(Some("other"), None, &[]).matches(&e));
         assert!(!filter(None, Some("r2"), &[]).matches(&e));
         assert!(!filter(None, None, &["TaskFailed"]).matches(&e));
+    }
+
+    #[test]
+    fn the_tenant_filter_keeps_only_that_tenants_events() {
+        let mut acme = event("VariableSet", json!({"key": "k"}));
+        acme.metadata.tenant = Some("acme".into());
+        let unscoped = event("VariableSet", json!({"key": "k"}));
+        let only_acme = Filter {
+            tenant: Some("acme".into()),
+            ..filter(None, None, &[])
+        };
+        assert!(only_acme.matches(&acme));
+        assert!(!only_acme.matches(&unscoped));
+        let only_other = Filter {
+            tenant: Some("globex".into()),
+            ..filter(None, None, &[])
+        };
+        assert!(!only_other.matches(&acme));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod audit;
 pub mod compile;
 pub mod dags;
 pub mod db;

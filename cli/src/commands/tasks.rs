@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
-use leoflow_events::{EventStore, TaskInstanceKey};
+use leoflow_events::{Actor, EventStore, TaskInstanceKey};
 use leoflow_projector::ReadModels;
 use leoflow_scheduler::reactor::Specs;
 use leoflow_scheduler::{control, task_logs};
@@ -99,7 +99,7 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
                 &run_id,
                 task_ids,
                 downstream,
-                "cli",
+                &Actor::named("cli"),
             )
             .await?
         }
@@ -116,7 +116,7 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
                 &Specs::default(),
                 &TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index),
                 success,
-                "cli",
+                &Actor::named("cli"),
             )
             .await?
         }
@@ -130,7 +130,7 @@ pub async fn run(datastore: &DatastoreArgs, command: TasksCommand) -> Result<Exi
                 &store,
                 &Specs::default(),
                 &TaskInstanceKey::mapped(&dag_id, &run_id, &task_id, map_index),
-                "cli",
+                &Actor::named("cli"),
             )
             .await?
         }

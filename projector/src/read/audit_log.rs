@@ -1,8 +1,11 @@
 //! The audit log: the event log itself read as a read model, one entry per event. The DAG,
 //! run, task, map index and try an event concerns come from its payload (top level, or `ti`
-//! for task events); its actor is the owner.
+//! for task events); its actor (the metadata's subject) is the owner, and the rest of what the
+//! metadata records of them (display name, tenant, client, credential id) comes along.
+//! `/api/v2/eventLogs` and `leoflow audit` read it.
 
 use chrono::{DateTime, Utc};
+use leoflow_events::Metadata;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 
@@ -31,6 +34,11 @@ macro_rules! owner {
         "e.metadata->>'actor'"
     };
 }
+macro_rules! tenant {
+    () => {
+        "e.metadata->>'tenant'"
+    };
+}
 macro_rules! logical_date {
     () => {
         "(e.payload->>'logical_date')::timestamptz"
@@ -45,8 +53,12 @@ pub mod columns {
     pub const RUN_ID: &str = run_id!();
     /// The task it concerns.
     pub const TASK_ID: &str = task_id!();
-    /// Who caused it.
+    /// Who caused it: the subject of its actor.
     pub const OWNER: &str = owner!();
+    /// The tenant its actor acted in.
+    pub const TENANT: &str = tenant!();
+    /// The stream it belongs to (`dag:<dag_id>`, `run:<dag_id>/<run_id>`, `variable:<key>`, …).
+    pub const STREAM: &str = "e.stream";
     /// The logical date, known for the events that carry one (`RunQueued`).
     pub const LOGICAL_DATE: &str = logical_date!();
     /// The event's type.
@@ -74,6 +86,11 @@ pub struct EventLogRow {
     pub payload: Value,
     /// Who caused it.
     pub owner: Option<String>,
+    /// Everything recorded of who caused it and why.
+    #[sqlx(json)]
+    pub metadata: Metadata,
+    /// The stream it belongs to: the resource it changed.
+    pub stream: String,
     /// The DAG it concerns.
     pub dag_id: Option<String>,
     /// The dag run it concerns.
@@ -93,7 +110,7 @@ macro_rules! select_entries {
         concat!(
             "SELECT e.position, e.recorded_at, e.type AS event, e.schema_version, e.payload, ",
             owner!(),
-            " AS owner, ",
+            " AS owner, e.metadata, e.stream, ",
             dag_id!(),
             " AS dag_id, ",
             run_id!(),
@@ -147,6 +164,17 @@ pub async fn by_position(pool: &PgPool, position: i64) -> sqlx::Result<Option<Ev
         .bind(position)
         .fetch_optional(pool)
         .await
+}
+
+/// The entries under `conditions` in `window`, in `order`, without counting them all: what
+/// `leoflow audit` lists.
+pub async fn entries(
+    pool: &PgPool,
+    conditions: &Conditions,
+    order: &str,
+    window: Window,
+) -> sqlx::Result<Vec<EventLogRow>> {
+    page_rows(pool, select_entries!(""), conditions, order, window).await
 }
 
 /// The entries under `conditions` in `window`, in `order` (expressions of [`columns`]), and

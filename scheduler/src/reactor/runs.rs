@@ -19,7 +19,7 @@ use leoflow_core::spec::{DagSpec, SpecError};
 use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream, run_stream};
 use leoflow_events::store::recorded_from_row;
 use leoflow_events::{
-    AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
+    Actor, AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
     StoreError,
 };
 use sqlx::Row;
@@ -506,7 +506,7 @@ pub async fn submit(
     dag_id: &str,
     run_id: &str,
     command: Command,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     submit_all(store, specs, dag_id, run_id, vec![command], actor).await
 }
@@ -526,7 +526,7 @@ pub async fn submit_all(
     dag_id: &str,
     run_id: &str,
     commands: Vec<Command>,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     enqueue(
         store,
@@ -554,7 +554,8 @@ pub async fn submit_as_leader(
         fence: None,
         epoch: Some(epoch),
     };
-    enqueue(store, specs, dag_id, run_id, guard, commands, "scheduler").await
+    let scheduler = Actor::named("scheduler");
+    enqueue(store, specs, dag_id, run_id, guard, commands, &scheduler).await
 }
 
 /// Like [`submit_all`] for a try's agent: `fence` is checked against the same state the
@@ -567,7 +568,7 @@ pub async fn submit_fenced(
     run_id: &str,
     fence: Fence,
     commands: Vec<Command>,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     let guard = Guard {
         fence: Some(fence),
@@ -583,7 +584,7 @@ async fn enqueue(
     run_id: &str,
     guard: Guard,
     commands: Vec<Command>,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
     let stream = run_stream(dag_id, run_id);
     let (reply, answer) = oneshot::channel();
@@ -593,7 +594,7 @@ async fn enqueue(
         commands,
         metadata: Metadata {
             traceparent: leoflow_telemetry::current(),
-            ..Metadata::actor(actor)
+            ..Metadata::from(actor)
         },
         reply,
     };

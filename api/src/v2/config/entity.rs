@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use leoflow_events::{AppendBatch, AppendError, Event, ExpectedVersion, Metadata};
+use leoflow_events::{Actor, AppendBatch, AppendError, Event, ExpectedVersion, Metadata};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
@@ -245,7 +245,7 @@ impl<E: Entity> Working<E> {
             };
             batch = batch.expect(stream, expected);
         }
-        let metadata = Metadata::actor(&user.username);
+        let metadata = Metadata::from(&Actor::from(user));
         for event in events {
             batch = batch.push(event, &metadata);
         }

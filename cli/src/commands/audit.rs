@@ -1,0 +1,294 @@
+//! `leoflow audit`: who did what, read from the event log. Each event records its actor (the
+//! subject, their display name, tenant, client address and credential id); this lists the
+//! events people and machines caused, filtered in SQL by actor, tenant, resource, action and
+//! time.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+use chrono::{DateTime, Duration, Utc};
+use clap::{Args, ValueEnum};
+use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
+use leoflow_projector::read::filter::{Bind, Comparison, Conditions};
+use leoflow_projector::read::page::Window;
+use serde::Serialize;
+
+use crate::datastore::DatastoreArgs;
+
+/// `leoflow audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only events of this actor: a username, `token:<id>` for an API token, or a component
+    /// (`scheduler`, `agent`, `cli`).
+    #[arg(long, value_name = "SUBJECT")]
+    actor: Option<String>,
+    /// Only events caused in this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only events of this resource: a DAG id (the DAG, its runs and task instances) or a
+    /// stream, e.g. `dag:etl`, `run:etl/manual__2026-11-23T10:00:00+00:00`, `variable:key`.
+    #[arg(long, value_name = "DAG_ID|STREAM")]
+    resource: Option<Resource>,
+    /// Only events of this type (repeatable), e.g. --action VariableSet.
+    #[arg(long = "action", value_name = "EVENT_TYPE")]
+    actions: Vec<String>,
+    /// Only events recorded at or after this time: RFC 3339, or a duration ago (90s, 15m,
+    /// 1h, 7d).
+    #[arg(long, value_name = "TIME|DURATION")]
+    since: Option<When>,
+    /// Only events recorded at or before this time (as --since).
+    #[arg(long, value_name = "TIME|DURATION")]
+    until: Option<When>,
+    /// How many events at most: the latest that match, listed oldest first.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+    limit: i64,
+    /// `table` for people, `json` (an array of objects) for scripts.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// How `leoflow audit` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// A JSON array, one object per event.
+    Json,
+}
+
+/// What `--resource` names. Airflow's DAG ids cannot hold a `:`, and every stream name does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resource {
+    /// A DAG with its runs and task instances.
+    Dag(String),
+    /// One stream.
+    Stream(String),
+}
+
+impl FromStr for Resource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if !s.is_empty() => Ok(Resource::Dag(s.to_owned())),
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                Ok(Resource::Stream(s.to_owned()))
+            }
+            _ => Err(format!(
+                "{s:?} is neither a DAG id nor a stream; e.g. etl, dag:etl or variable:key"
+            )),
+        }
+    }
+}
+
+/// A point in time given as an RFC 3339 time or as a duration before now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct When(DateTime<Utc>);
+
+impl When {
+    fn parse(s: &str, now: DateTime<Utc>) -> Result<Self, String> {
+        if let Ok(time) = DateTime::parse_from_rfc3339(s) {
+            return Ok(When(time.with_timezone(&Utc)));
+        }
+        let ago = leoflow_authoring::config::parse_duration(s).map_err(|_| {
+            format!(
+                "{s:?} is neither an RFC 3339 time nor a duration; \
+                 e.g. 2026-11-23T10:00:00Z, 15m, 1h or 7d"
+            )
+        })?;
+        Duration::try_milliseconds((ago * 1000.0) as i64)
+            .and_then(|ago| now.checked_sub_signed(ago))
+            .map(When)
+            .ok_or_else(|| format!("{s:?} reaches before any time Leoflow can record"))
+    }
+}
+
+impl FromStr for When {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        When::parse(s, Utc::now())
+    }
+}
+
+/// One event as `leoflow audit --output json` prints it. Never holds a secret: the credential
+/// is named by its id.
+#[derive(Debug, Serialize)]
+struct AuditEntry {
+    position: i64,
+    time: DateTime<Utc>,
+    /// The subject.
+    actor: Option<String>,
+    display_name: Option<String>,
+    tenant: Option<String>,
+    client: Option<IpAddr>,
+    token_id: Option<String>,
+    /// The event type.
+    action: String,
+    /// The stream it changed.
+    resource: String,
+}
+
+impl From<EventLogRow> for AuditEntry {
+    fn from(row: EventLogRow) -> Self {
+        let metadata = row.metadata;
+        AuditEntry {
+            position: row.position,
+            time: row.recorded_at,
+            actor: metadata.actor,
+            display_name: metadata.display_name,
+            tenant: metadata.tenant,
+            client: metadata.client,
+            token_id: metadata.token_id,
+            action: row.event,
+            resource: row.stream,
+        }
+    }
+}
+
+impl AuditEntry {
+    /// The name people know the actor by.
+    fn shown_actor(&self) -> &str {
+        self.display_name
+            .as_deref()
+            .or(self.actor.as_deref())
+            .unwrap_or("-")
+    }
+}
+
+/// Runs `leoflow audit`.
+pub async fn run(datastore: &DatastoreArgs, args: AuditArgs) -> Result<ExitCode> {
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since.0 > until.0
+    {
+        bail!(
+            "--since ({}) is after --until ({}): no event can match",
+            since.0.to_rfc3339(),
+            until.0.to_rfc3339()
+        );
+    }
+    let conditions = conditions(&args);
+    let database = datastore.open().await?;
+    let window = Window {
+        limit: args.limit,
+        offset: 0,
+    };
+    // The latest that match, newest first by the primary key; shown oldest first.
+    let order = format!("{} DESC", columns::POSITION);
+    let mut rows = audit_log::entries(&database.pool, &conditions, &order, window).await?;
+    rows.reverse();
+    let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Output::Table => print_table(&entries),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The filters as SQL conditions on the audit log's columns (bound, never spliced).
+fn conditions(args: &AuditArgs) -> Conditions {
+    let mut c = Conditions::new();
+    if let Some(actor) = &args.actor {
+        c.eq(columns::OWNER, Bind::Text(actor.clone()));
+    }
+    if let Some(tenant) = &args.tenant {
+        c.eq(columns::TENANT, Bind::Text(tenant.clone()));
+    }
+    if let Some(resource) = &args.resource {
+        let (column, name) = match resource {
+            Resource::Dag(dag_id) => (columns::DAG_ID, dag_id),
+            Resource::Stream(stream) => (columns::STREAM, stream),
+        };
+        c.eq(column, Bind::Text(name.clone()));
+    }
+    c.one_of(columns::EVENT, args.actions.clone(), false);
+    if let Some(since) = args.since {
+        c.compare(
+            columns::RECORDED_AT,
+            Comparison::AtLeast,
+            Bind::Time(since.0),
+        );
+    }
+    if let Some(until) = args.until {
+        c.compare(
+            columns::RECORDED_AT,
+            Comparison::AtMost,
+            Bind::Time(until.0),
+        );
+    }
+    c
+}
+
+fn print_table(entries: &[AuditEntry]) {
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.position.to_string(),
+                e.time.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string(),
+                e.shown_actor().to_owned(),
+                e.tenant.clone().unwrap_or_else(|| "-".into()),
+                e.client.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                e.action.clone(),
+                e.resource.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "POSITION", "TIME", "ACTOR", "TENANT", "CLIENT", "ACTION", "RESOURCE",
+    ]
+    .map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-04T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_time_is_rfc_3339_or_a_duration_ago() {
+        assert_eq!(
+            When::parse("2026-11-23T10:00:00+01:00", now()).unwrap().0,
+            "2026-11-23T09:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            When::parse("1h30m", now()).unwrap().0,
+            "2026-12-04T10:30:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let refused = When::parse("yesterday", now()).unwrap_err();
+        assert!(
+            refused.contains("neither an RFC 3339 time nor a duration"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_resource_is_a_dag_id_or_a_stream() {
+        assert_eq!("etl".parse(), Ok(Resource::Dag("etl".into())));
+        assert_eq!(
+            "run:etl/manual__1".parse(),
+            Ok(Resource::Stream("run:etl/manual__1".into()))
+        );
+        assert!("dag:".parse::<Resource>().is_err());
+        assert!("".parse::<Resource>().is_err());
+    }
+}
