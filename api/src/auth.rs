@@ -25,6 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::sessions::{SharedError, SharedSessions};
 use crate::state::ApiState;
+use leoflow_events::Actor;
 
 /// The cookie the UI keeps its token in (Airflow's `COOKIE_NAME_JWT_TOKEN`).
 const TOKEN_COOKIE: &str = "_token";
@@ -131,6 +132,20 @@ impl User {
             tenant: None,
             token_id: None,
             client: None,
+        }
+    }
+}
+
+/// The request's user as the events their changes append record them: who, by which name,
+/// in which tenant, from where, with which credential (its id).
+impl From<&User> for Actor {
+    fn from(user: &User) -> Self {
+        Actor {
+            subject: user.username.clone(),
+            display_name: user.display_name.clone(),
+            tenant: user.tenant.clone(),
+            client: user.client,
+            token_id: user.token_id.clone(),
         }
     }
 }

@@ -14,11 +14,9 @@ pub mod task_output;
 
 use axum::Router;
 use axum::routing::{get, patch, post};
-use leoflow_events::Actor;
 use leoflow_scheduler::control::ControlError;
 use leoflow_scheduler::control::SubmitError;
 
-use crate::auth::User;
 use crate::error::ApiError;
 use crate::state::ApiState;
 
@@ -228,19 +226,5 @@ pub fn control_error(error: ControlError) -> ApiError {
             ApiError::bad_request(rejection.to_string())
         }
         other => ApiError::internal(other),
-    }
-}
-
-/// The request's user as the events their changes append record them: who, by which name,
-/// in which tenant, from where, with which credential (its id).
-impl From<&User> for Actor {
-    fn from(user: &User) -> Self {
-        Actor {
-            subject: user.username.clone(),
-            display_name: user.display_name.clone(),
-            tenant: user.tenant.clone(),
-            client: user.client,
-            token_id: user.token_id.clone(),
-        }
     }
 }
