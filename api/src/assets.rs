@@ -112,12 +112,21 @@ pub enum Installed {
 /// `LEOFLOW_AIRFLOW_WHEEL` (a local file) when set, else from the package index; either way it
 /// must match the pinned SHA-256. A half-done earlier attempt is replaced.
 pub async fn install(ui_root: &Path) -> Result<(UiDirs, Installed), AssetError> {
+    let wheel = std::env::var_os("LEOFLOW_AIRFLOW_WHEEL").map(PathBuf::from);
+    install_from(ui_root, wheel.as_deref()).await
+}
+
+/// [`install`] from the wheel at `wheel` (a local file), else from the package index.
+pub async fn install_from(
+    ui_root: &Path,
+    wheel: Option<&Path>,
+) -> Result<(UiDirs, Installed), AssetError> {
     if let Some(dirs) = UiDirs::installed(ui_root) {
         return Ok((dirs, Installed::AlreadyThere));
     }
-    let (bytes, source) = match std::env::var_os("LEOFLOW_AIRFLOW_WHEEL") {
+    let (bytes, source) = match wheel {
         Some(path) => {
-            let path = PathBuf::from(path);
+            let path = path.to_owned();
             let bytes = std::fs::read(&path).map_err(io(&path))?;
             (bytes, path.display().to_string())
         }

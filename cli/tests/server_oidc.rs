@@ -5,11 +5,15 @@
 //! provider are each handled as a user would expect; a session ended on one replica is refused
 //! by the other.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 mod common;
 
+use common::repo;
 use common::oidc::{Browser, Provider};
 use common::server::{Deployment, Replica, ports};
 
@@ -34,6 +38,11 @@ struct Sso {
 
 impl Sso {
     async fn start(what: &str) -> Self {
+        Self::start_with(what, None).await
+    }
+
+    /// [`Sso::start`], the replicas serving the Airflow UI from `ui_dir`.
+    async fn start_with(what: &str, ui_dir: Option<&Path>) -> Self {
         let deployment = Deployment::start(what).await;
         let (ports_a, ports_b) = (ports(), ports());
         let urls = [ports_a, ports_b].map(|p| format!("http://127.0.0.1:{}", p[0]));
@@ -46,6 +55,9 @@ impl Sso {
                     .envs(provider.server_env(url))
                     .env("LEOFLOW_AUTH_OIDC_CLIENT_SECRET_FILE", &secret)
                     .env_remove("LEOFLOW_ADMIN_PASSWORD_FILE");
+                if let Some(ui_dir) = ui_dir {
+                    command.env("LEOFLOW_UI_DIR", ui_dir);
+                }
             })
         };
         let a = replica("all", ports_a, &urls[0]);
@@ -104,6 +116,10 @@ async fn people_sign_in_through_the_provider_with_the_role_their_groups_map_to()
     .await
     .unwrap();
     assert_eq!(actor["actor"], "alice", "{actor}");
+    assert_eq!(actor["display_name"], "Alice Admin", "{actor}");
+    assert_eq!(actor["tenant"], "acme", "{actor}");
+    assert_eq!(actor["client"], "127.0.0.1", "{actor}");
+    assert!(actor["token_id"].is_string(), "the session's id: {actor}");
 
     // A Viewer reads but may not trigger; someone in no mapped group is Public.
     let mut victor = Browser::new();
@@ -240,7 +256,23 @@ async fn machines_use_client_credentials_and_keys_rotate_at_the_provider_mid_ses
         assert_eq!(status, StatusCode::OK, "{dags}");
         assert_eq!(dags["total_entries"], 1);
     }
-    // ci-robot's group maps to Op: it triggers runs, and may not manage tokens' config.
+    // Airflow's own client, as a CI job would use it, with the provider's token.
+    let python = std::env::var("LEOFLOW_PYTHON")
+        .unwrap_or_else(|_| repo().join(".venv/bin/python").display().to_string());
+    let client = Command::new(python)
+        .args([
+            "-c",
+            "import sys, airflow_client.client as a; from airflow_client.client.api import dag_api; \
+             c = a.ApiClient(a.Configuration(host=sys.argv[1], access_token=sys.argv[2])); \
+             print(dag_api.DAGApi(c).get_dags().total_entries)",
+            &b,
+            &token,
+        ])
+        .output()
+        .unwrap();
+    assert!(client.status.success(), "{client:?}");
+    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "1");
+    // ci-robot's group maps to Op: it triggers runs.
     let runs = format!("{a}/api/v2/dags/greet/dagRuns");
     let (status, run) = bearer("POST", &runs, &token, Some(json!({"logical_date": null}))).await;
     assert_eq!(status, StatusCode::OK, "{run}");
@@ -358,4 +390,56 @@ async fn a_single_sign_on_configuration_that_cannot_work_is_refused_naming_the_k
         });
         assert!(refusal.contains(expected), "{expected}: {refusal}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
+    assert!(
+        repo().join("ui-tests/node_modules/playwright-core").is_dir()
+            && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and ui-tests' playwright-core: scripts/test.sh \
+         installs both"
+    );
+    let ui_root = std::env::temp_dir().join(format!("leoflow-sso-ui-{}", std::process::id()));
+    let wheel = repo().join(".venv/artifacts/apache_airflow_core-3.2.2-py3-none-any.whl");
+    let wheel = std::env::var_os("LEOFLOW_AIRFLOW_WHEEL")
+        .map(PathBuf::from)
+        .or_else(|| wheel.is_file().then_some(wheel));
+    leoflow_api::assets::install_from(&ui_root, wheel.as_deref())
+        .await
+        .expect("the Airflow UI installs");
+    let sso = Sso::start_with("oidc-browser", Some(&ui_root)).await;
+    let output = Command::new("node")
+        .arg(repo().join("ui-tests/sso.mjs"))
+        .env("BASE_URL", &sso.a.base)
+        .env("ISSUER", &sso.provider.issuer)
+        .env("SSO_USER", "alice")
+        .env("DAG_ID", "greet")
+        .envs(std::env::var("LEOFLOW_SCREENSHOTS").ok().map(|dir| ("SCREENSHOTS", dir)))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    let _ = std::fs::remove_dir_all(&ui_root);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&report).unwrap();
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "sent to the provider",
+            "back on the page asked for",
+            "triggered a run",
+            "at the provider's logout",
+            "signed out"
+        ]
+    );
 }
