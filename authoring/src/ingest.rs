@@ -152,5 +152,7 @@ fn dag_parsed(
         catchup: dag["catchup"].as_bool().unwrap_or(false),
         // Airflow's default: a DAG seen for the first time starts paused.
         is_paused_upon_creation: dag["is_paused_upon_creation"].as_bool().unwrap_or(true),
+        // Filled from the document's `access_control` (issue 15: per-DAG access).
+        access_control: Default::default(),
     }
 }

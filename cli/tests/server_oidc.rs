@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::repo;
 use common::oidc::{Browser, Provider};
+use common::repo;
 use common::server::{Deployment, Replica, ports};
 
 const DAG: &str = r#"
@@ -395,7 +395,9 @@ async fn a_single_sign_on_configuration_that_cannot_work_is_refused_naming_the_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
     assert!(
-        repo().join("ui-tests/node_modules/playwright-core").is_dir()
+        repo()
+            .join("ui-tests/node_modules/playwright-core")
+            .is_dir()
             && Path::new("/usr/bin/chromium").exists(),
         "the browser test needs Debian's chromium and ui-tests' playwright-core: scripts/test.sh \
          installs both"
@@ -415,7 +417,11 @@ async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
         .env("ISSUER", &sso.provider.issuer)
         .env("SSO_USER", "alice")
         .env("DAG_ID", "greet")
-        .envs(std::env::var("LEOFLOW_SCREENSHOTS").ok().map(|dir| ("SCREENSHOTS", dir)))
+        .envs(
+            std::env::var("LEOFLOW_SCREENSHOTS")
+                .ok()
+                .map(|dir| ("SCREENSHOTS", dir)),
+        )
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout);

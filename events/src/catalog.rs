@@ -283,6 +283,47 @@ pub struct DagParsed {
     pub catchup: bool,
     /// Whether a DAG seen for the first time starts paused.
     pub is_paused_upon_creation: bool,
+    /// Per-DAG access (Airflow's `access_control`): role → what it may do with this DAG.
+    #[serde(default, skip_serializing_if = "AccessControl::is_empty")]
+    pub access_control: AccessControl,
+}
+
+/// Airflow's `access_control` of a DAG: for each role named, the DAG-level actions it grants
+/// (`{"team-a": {"DAGs": ["can_read", "can_edit"], "DAG Runs": ["can_create"]}}`).
+pub type AccessControl = std::collections::BTreeMap<String, DagGrant>;
+
+/// What `access_control` grants one role on one DAG.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagGrant {
+    /// Actions on the DAG itself: `can_read`, `can_edit`, `can_delete`.
+    #[serde(
+        rename = "DAGs",
+        default,
+        skip_serializing_if = "std::collections::BTreeSet::is_empty"
+    )]
+    pub dags: std::collections::BTreeSet<DagAction>,
+    /// Actions on its runs: `can_read`, `can_create`, `can_delete`.
+    #[serde(
+        rename = "DAG Runs",
+        default,
+        skip_serializing_if = "std::collections::BTreeSet::is_empty"
+    )]
+    pub dag_runs: std::collections::BTreeSet<DagAction>,
+}
+
+/// An action `access_control` grants, as FAB names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DagAction {
+    /// `can_read`.
+    CanRead,
+    /// `can_edit`.
+    CanEdit,
+    /// `can_create` (runs only).
+    CanCreate,
+    /// `can_delete`.
+    CanDelete,
 }
 
 /// A DAG file failed to parse; shown as an import error until the file parses again.

@@ -29,7 +29,9 @@ pub mod store;
 #[cfg(feature = "store")]
 pub mod subscribe;
 
-pub use catalog::{DecodeError, Event, RunType, TaskInstanceKey};
+pub use catalog::{
+    AccessControl, DagAction, DagGrant, DecodeError, Event, RunType, TaskInstanceKey,
+};
 pub use digest::AttemptDigest;
 pub use envelope::{Actor, Metadata, NewEvent, RecordedEvent};
 #[cfg(feature = "store")]

@@ -137,6 +137,7 @@ impl Workload {
             max_active_tasks: 16,
             catchup: false,
             is_paused_upon_creation: false,
+            access_control: Default::default(),
             dag_id,
         }
         .into()
@@ -391,5 +392,6 @@ pub fn parsed_document(dag_id: &str, version_hash: &str, document_hash: &str) ->
         max_active_tasks: 16,
         catchup: false,
         is_paused_upon_creation: false,
+        access_control: Default::default(),
     }
 }
