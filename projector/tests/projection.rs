@@ -42,6 +42,7 @@ fn parsed(dag_id: &str, hash: &str) -> Event {
         max_active_tasks: 16,
         catchup: false,
         is_paused_upon_creation: true,
+        access_control: Default::default(),
     }
     .into()
 }
