@@ -76,6 +76,9 @@ struct Claims {
     /// Their tenant (single sign-on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Their custom roles (single sign-on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dag_roles: Vec<String>,
     /// When they signed in at the provider: a single sign-on session is short-lived and
     /// renewed while in use, up to [`SSO_SESSION_LIMIT`] after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +98,7 @@ impl Claims {
         User {
             display_name: self.name.unwrap_or_else(|| self.sub.clone()),
             tenant: self.tenant,
+            dag_roles: self.dag_roles,
             token_id: Some(self.jti),
             ..User::named(self.sub, self.role)
         }
@@ -110,8 +114,11 @@ pub struct User {
     pub username: String,
     /// The name people know them by (the provider's `name` claim; the username otherwise).
     pub display_name: String,
-    /// Their role, as the token carries it (`admin` in Lite).
+    /// Their role, as the token carries it (`admin` in Lite): the strongest of Airflow's five
+    /// they hold.
     pub role: String,
+    /// Their custom roles: each reaches the DAGs whose `access_control` names it.
+    pub dag_roles: Vec<String>,
     /// Their tenant (Pro); `None` in Lite.
     pub tenant: Option<String>,
     /// The id of the credential presented: the session's id, the API token's id, or the
@@ -129,6 +136,7 @@ impl User {
             display_name: username.clone(),
             username,
             role: role.into(),
+            dag_roles: Vec::new(),
             tenant: None,
             token_id: None,
             client: None,
@@ -231,6 +239,7 @@ impl Auth {
             iat: now,
             name: None,
             tenant: None,
+            dag_roles: Vec::new(),
             auth_time: None,
         };
         self.encode(&claims)
@@ -254,6 +263,7 @@ impl Auth {
             iat: now,
             name: Some(user.display_name.clone()),
             tenant: user.tenant.clone(),
+            dag_roles: user.dag_roles.clone(),
             auth_time: Some(now),
         })
     }
@@ -993,6 +1003,7 @@ mod tests {
             exp: issued + SSO_TOKEN_LIFETIME.as_secs(),
             name: Some("Alice Admin".into()),
             tenant: Some("acme".into()),
+            dag_roles: Vec::new(),
             auth_time: Some(signed_in),
         })
     }

@@ -18,6 +18,7 @@ pub mod assets;
 pub mod auth;
 mod body;
 pub mod credentials;
+pub mod dag_access;
 pub mod editor;
 mod error;
 pub mod metrics;
@@ -52,7 +53,10 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .nest("/api/v2", v2::routes())
         .nest("/ui", ui::routes())
         // Layers run outside in: the user is known before their role is checked.
-        .route_layer(middleware::from_fn(permissions::authorize))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            permissions::authorize,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_user,

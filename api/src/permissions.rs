@@ -10,13 +10,16 @@
 
 use std::str::FromStr;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use leoflow_projector::read;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::User;
+use crate::dag_access::{self, DagRoute, DagScope};
 use crate::error::ApiError;
+use crate::state::ApiState;
 
 /// The roles Airflow ships, as a user's token or an API token names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,13 +94,20 @@ impl FromStr for Role {
 /// name may hold `/`; `POST /connections/test` shares a template with `/connections/{id}`):
 /// the template with the most literal segments wins, as in Airflow's router.
 fn rule_of(method: &str, path: &str) -> Option<Rule> {
+    route_of(method, path).map(|(_, rule)| rule)
+}
+
+/// Airflow's route that `method path` calls: its template and rule.
+pub(crate) fn route_of(method: &str, path: &str) -> Option<(&'static str, Rule)> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     ROUTES
         .iter()
         .filter(|(m, _, _)| *m == method)
-        .filter_map(|(_, template, rule)| Some((literal_match(template, &segments)?, *rule)))
-        .max_by_key(|(literals, _)| *literals)
-        .map(|(_, rule)| rule)
+        .filter_map(|(_, template, rule)| {
+            Some((literal_match(template, &segments)?, *template, *rule))
+        })
+        .max_by_key(|(literals, _, _)| *literals)
+        .map(|(_, template, rule)| (template, rule))
 }
 
 /// How many literal segments `template` matches in `segments`, if it matches them all.
@@ -122,20 +132,47 @@ fn literal_match(template: &str, segments: &[&str]) -> Option<usize> {
 }
 
 /// Middleware (after the user is known): refuses with Airflow's 403 a route the user's role may
-/// not call. Routes Airflow does not have are Leoflow's own, for `Admin` only.
-pub(crate) async fn authorize(request: Request, next: Next) -> Response {
-    let role = request
-        .extensions()
-        .get::<User>()
-        .and_then(|user| user.role.parse::<Role>().ok())
-        .unwrap_or(Role::Public);
-    let allowed = role
-        .may(request.method().as_str(), request.uri().path())
-        .unwrap_or(role == Role::Admin);
-    if !allowed {
-        return ApiError::detail(StatusCode::FORBIDDEN, "Forbidden").into_response();
+/// not call, unless their custom roles reach it through DAGs' `access_control`
+/// ([`crate::dag_access`]). Routes Airflow does not have are Leoflow's own, for `Admin` only.
+pub(crate) async fn authorize(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(user) = request.extensions().get::<User>().cloned() else {
+        return forbidden();
+    };
+    let role = user.role.parse::<Role>().unwrap_or(Role::Public);
+    let (method, path) = (request.method().as_str(), request.uri().path());
+    if role.may(method, path).unwrap_or(role == Role::Admin) {
+        return next.run(request).await;
     }
-    next.run(request).await
+    if user.dag_roles.is_empty() {
+        return forbidden();
+    }
+    match dag_access::dag_route(method, path) {
+        Some(DagRoute::One { dag_id, need }) => {
+            match read::dags::access_control(state.store.pool(), &dag_id).await {
+                Ok(Some(access)) if dag_access::granted(&access, &user.dag_roles, need) => {
+                    next.run(request).await
+                }
+                Ok(_) => forbidden(),
+                Err(error) => ApiError::from(error).into_response(),
+            }
+        }
+        Some(DagRoute::Scoped) => {
+            request
+                .extensions_mut()
+                .insert(DagScope::ReadableBy(user.dag_roles.clone()));
+            next.run(request).await
+        }
+        None => forbidden(),
+    }
+}
+
+/// Airflow's 403.
+fn forbidden() -> Response {
+    ApiError::detail(StatusCode::FORBIDDEN, "Forbidden").into_response()
 }
 
 /// An (action, resource) pair, as FAB names them.

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod deployment;
+pub mod http_api;
 pub mod read_models;
 
 use std::fmt;

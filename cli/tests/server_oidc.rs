@@ -359,9 +359,9 @@ async fn a_single_sign_on_configuration_that_cannot_work_is_refused_naming_the_k
             &[
                 ("LEOFLOW_AUTH_OIDC_ISSUER", "https://id.example.com"),
                 ("LEOFLOW_AUTH_OIDC_CLIENT_ID", "leoflow"),
-                ("LEOFLOW_AUTH_OIDC_ROLE_MAP", r#"{"devs": "Superuser"}"#),
+                ("LEOFLOW_AUTH_OIDC_ROLE_MAP", r#"{"devs": "Super;user"}"#),
             ],
-            "Superuser",
+            "neither one of Airflow's roles",
         ),
         (
             &[

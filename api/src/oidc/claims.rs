@@ -16,13 +16,17 @@ pub const DEFAULT_TENANT: &str = "default";
 /// What one value of the roles claim grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// The Airflow role.
-    pub role: Role,
+    /// Airflow's roles among those it names.
+    pub roles: Vec<Role>,
+    /// The other roles it names: custom roles, which reach only the DAGs whose
+    /// `access_control` names them.
+    pub dag_roles: Vec<String>,
     /// The tenant, when the mapping names one (a tenant claim wins over it).
     pub tenant: Option<String>,
 }
 
-/// `auth.oidc.role_map`: claim value → role, or → `{role, tenant}`.
+/// `auth.oidc.role_map`: claim value → a role, a list of roles, or `{role(s), tenant}`. Names
+/// of Airflow's five roles are matched whatever their case; any other name is a custom role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleMap(BTreeMap<String, Grant>);
 
@@ -31,35 +35,53 @@ pub struct RoleMap(BTreeMap<String, Grant>);
 #[serde(untagged)]
 enum Spelled {
     Role(String),
+    Roles(Vec<String>),
     Grant {
-        role: String,
+        #[serde(default)]
+        role: Option<String>,
+        #[serde(default)]
+        roles: Vec<String>,
         #[serde(default)]
         tenant: Option<String>,
     },
 }
 
 impl RoleMap {
-    /// The map from its configuration (a JSON or YAML mapping), refusing unknown roles.
+    /// The map from its configuration (a JSON or YAML mapping), refusing malformed role names.
     pub fn from_value(value: Value) -> Result<Self, String> {
         let spelled: BTreeMap<String, Spelled> = serde_json::from_value(value).map_err(|e| {
-            format!("expected a mapping of claim values to a role or to {{role, tenant}}: {e}")
+            format!(
+                "expected a mapping of claim values to a role, a list of roles, or \
+                 {{role, tenant}}: {e}"
+            )
         })?;
         let mut map = BTreeMap::new();
         for (value, entry) in spelled {
-            let (role, tenant) = match entry {
-                Spelled::Role(role) => (role, None),
-                Spelled::Grant { role, tenant } => (role, tenant),
+            let (names, tenant) = match entry {
+                Spelled::Role(role) => (vec![role], None),
+                Spelled::Roles(roles) => (roles, None),
+                Spelled::Grant { role, roles, tenant } => {
+                    (role.into_iter().chain(roles).collect(), tenant)
+                }
             };
-            let role = role.parse::<Role>().map_err(|_| {
-                format!(
-                    "{value:?} maps to {role:?}, which is not one of Airflow's roles (Admin, Op, \
-                     User, Viewer, Public)"
-                )
-            })?;
+            if names.is_empty() {
+                return Err(format!("{value:?} maps to no role"));
+            }
             if tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
                 return Err(format!("{value:?} maps to an empty tenant"));
             }
-            map.insert(value, Grant { role, tenant });
+            let mut grant = Grant {
+                roles: Vec::new(),
+                dag_roles: Vec::new(),
+                tenant,
+            };
+            for name in names {
+                match name.parse::<Role>() {
+                    Ok(role) => grant.roles.push(role),
+                    Err(_) => grant.dag_roles.push(custom_role(&value, name)?),
+                }
+            }
+            map.insert(value, grant);
         }
         Ok(Self(map))
     }
@@ -69,28 +91,47 @@ impl RoleMap {
         self.0.is_empty()
     }
 
-    /// The strongest grant among `values` (`Public` and no tenant when none maps).
-    fn strongest<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> Grant {
-        values
-            .into_iter()
-            .filter_map(|value| self.0.get(value))
-            .min_by_key(|grant| rank(grant.role))
-            .cloned()
-            .unwrap_or(Grant {
-                role: Role::Public,
-                tenant: None,
-            })
+    /// The custom roles the map names (for the start-up log).
+    pub fn custom_roles(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .0
+            .values()
+            .flat_map(|g| g.dag_roles.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// What `values` grant together: the strongest of Airflow's roles (`Public` when none),
+    /// every custom role, and the tenant of the strongest grant that names one.
+    fn combined<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> (Role, Vec<String>, Option<String>) {
+        let grants: Vec<&Grant> = values.into_iter().filter_map(|v| self.0.get(v)).collect();
+        let role = grants
+            .iter()
+            .flat_map(|g| g.roles.iter().copied())
+            .min_by_key(|r| rank(*r))
+            .unwrap_or(Role::Public);
+        let mut dag_roles: Vec<String> = grants.iter().flat_map(|g| g.dag_roles.clone()).collect();
+        dag_roles.sort_unstable();
+        dag_roles.dedup();
+        let tenant = grants
+            .iter()
+            .filter(|g| g.tenant.is_some())
+            .min_by_key(|g| g.roles.iter().map(|r| rank(*r)).min().unwrap_or(usize::MAX))
+            .and_then(|g| g.tenant.clone());
+        (role, dag_roles, tenant)
     }
 
     /// The user a verified token's `claims` stand for.
     pub fn user(&self, settings: &OidcSettings, claims: &Map<String, Value>) -> User {
         let values = strings(claim(claims, &settings.roles_claim));
-        let grant = self.strongest(values.iter().map(String::as_str));
+        let (role, dag_roles, mapped_tenant) = self.combined(values.iter().map(String::as_str));
         let tenant = claim(claims, &settings.tenant_claim)
             .and_then(Value::as_str)
             .filter(|t| !t.trim().is_empty())
             .map(str::to_owned)
-            .or(grant.tenant)
+            .or(mapped_tenant)
             .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
         let subject = text("sub").unwrap_or_default().to_owned();
@@ -103,8 +144,28 @@ impl RoleMap {
             display_name,
             tenant: Some(tenant),
             token_id: text("jti").map(str::to_owned),
-            ..User::named(subject, grant.role.name())
+            dag_roles,
+            ..User::named(subject, role.name())
         }
+    }
+}
+
+/// A custom role's name, checked: letters, digits, `_`, `-`, `.` and spaces, as FAB's role
+/// names are in practice.
+fn custom_role(value: &str, name: String) -> Result<String, String> {
+    let ok = !name.trim().is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '));
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{value:?} maps to {name:?}, which is neither one of Airflow's roles (Admin, Op, \
+             User, Viewer, Public) nor a usable custom role name (letters, digits, _ - . and \
+             spaces)"
+        ))
     }
 }
 

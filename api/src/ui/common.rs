@@ -93,10 +93,12 @@ const PAGES: [&str; 8] = [
 pub async fn menus(Extension(user): Extension<User>) -> Json<Menus> {
     let role = user.role.parse().unwrap_or(Role::Public);
     let allowed = permissions::menu_items(role);
+    // Custom roles open the DAGs their `access_control` grants them.
+    let through_dags = !user.dag_roles.is_empty();
     Json(Menus {
         authorized_menu_items: PAGES
             .into_iter()
-            .filter(|page| allowed.contains(page))
+            .filter(|page| allowed.contains(page) || (through_dags && *page == "Dags"))
             .collect(),
         extra_menu_items: Vec::new(),
     })

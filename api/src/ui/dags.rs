@@ -70,10 +70,11 @@ pub struct HistoricalMetrics {
 pub async fn dags(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    scope: crate::dag_access::DagScope,
     params: Params,
 ) -> ApiResult<Json<DagsWithLatestRuns>> {
     let runs_limit = params.int("dag_runs_limit")?.unwrap_or(10).clamp(0, 100);
-    let (dags, total) = list_dags(&state, &params, Some(&user.username)).await?;
+    let (dags, total) = list_dags(&state, &params, Some(&user.username), &scope).await?;
     let ids: Vec<String> = dags.iter().map(|d| d.dag_id.clone()).collect();
     let latest = latest_runs(&state, &ids, runs_limit).await?;
     let favorites = read::favorites::among(state.store.pool(), &user.username, &ids).await?;

@@ -19,6 +19,7 @@ use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
+use crate::dag_access::DagScope;
 use crate::state::ApiState;
 use crate::states::{failed_names, run_state_names};
 use crate::v2::control_error;
@@ -118,9 +119,11 @@ pub async fn page_of_runs(
     state: &ApiState,
     params: &Params,
     dag_id: Option<&str>,
+    scope: &DagScope,
 ) -> ApiResult<DagRunCollection> {
     let page = params.page()?;
-    let conditions = run_conditions(params, dag_id)?;
+    let mut conditions = run_conditions(params, dag_id)?;
+    scope.restrict(&mut conditions, run::DAG_ID);
     let order = run_order(params)?;
     let pool = state.store.pool();
     let paged = read_page(page, |w| read::runs::page(pool, &conditions, &order, w)).await?;
@@ -169,13 +172,14 @@ fn dag_scope(dag_id: &str) -> Option<&str> {
 pub async fn get_runs(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<DagRunCollection>> {
     if let Some(dag_id) = dag_scope(&dag_id) {
         load_dag(&state, dag_id).await?;
     }
     Ok(Json(
-        page_of_runs(&state, &params, dag_scope(&dag_id)).await?,
+        page_of_runs(&state, &params, dag_scope(&dag_id), &scope).await?,
     ))
 }
 
@@ -268,11 +272,12 @@ pub fn append_ranges(
 pub async fn list_runs_batch(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
+    scope: DagScope,
     Body(batch): Body<RunsBatch>,
 ) -> ApiResult<Json<DagRunCollection>> {
     tilde_only(&["path", "dag_id"], &dag_id)?;
     let params = batch_params(&batch)?;
-    Ok(Json(page_of_runs(&state, &params, None).await?))
+    Ok(Json(page_of_runs(&state, &params, None, &scope).await?))
 }
 
 /// The 422 FastAPI gives a path segment Airflow types `Literal["~"]` (the batch lists take

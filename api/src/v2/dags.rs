@@ -18,6 +18,7 @@ use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
+use crate::dag_access::DagScope;
 use crate::state::ApiState;
 use crate::states::{active_run_names, run_state_names};
 use crate::v2::models::{
@@ -125,9 +126,11 @@ pub async fn list_dags(
     state: &ApiState,
     params: &Params,
     user: Option<&str>,
+    scope: &DagScope,
 ) -> ApiResult<(Vec<DagRecord>, i64)> {
     let page = params.page()?;
-    let conditions = dag_conditions(params, user)?;
+    let mut conditions = dag_conditions(params, user)?;
+    scope.restrict(&mut conditions, dag::DAG_ID);
     let order = dag_order(params)?;
     let pool = state.store.pool();
     let paged = read_page(page, |w| read::dags::page(pool, &conditions, &order, w)).await?;
@@ -186,10 +189,11 @@ pub async fn next_runs(
 pub async fn get_dags(
     State(state): State<ApiState>,
     user: Option<axum::Extension<crate::auth::User>>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<DagCollection>> {
     let user = user.as_ref().map(|u| u.username.as_str());
-    let (dags, total) = list_dags(&state, &params, user).await?;
+    let (dags, total) = list_dags(&state, &params, user, &scope).await?;
     let next = next_runs(&state, &dags).await?;
     let dags = dags
         .iter()
@@ -338,7 +342,8 @@ pub async fn patch_dags(
             "dag_id_pattern is required to patch several DAGs (`%` matches all)",
         ));
     }
-    let (dags, total) = list_dags(&state, &params, Some(&user.username)).await?;
+    // Patching several DAGs needs a role that edits every DAG: never a narrowed scope.
+    let (dags, total) = list_dags(&state, &params, Some(&user.username), &DagScope::All).await?;
     let mut changed = Vec::new();
     for dag in &dags {
         leoflow_scheduler::control::set_paused(

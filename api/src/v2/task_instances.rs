@@ -21,6 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params, path_int};
 use crate::read::page::read_page;
 use crate::read::task_instances::{self as rows, TryRecord};
+use crate::dag_access::DagScope;
 use crate::state::ApiState;
 use crate::states::{failed_names, ti_state_names};
 use crate::v2::control_error;
@@ -163,6 +164,7 @@ fn scope(id: &str) -> Option<&str> {
 pub async fn get_tis(
     State(state): State<ApiState>,
     Path((dag_id, run_id)): Path<(String, String)>,
+    dags: DagScope,
     params: Params,
 ) -> ApiResult<Json<TaskInstanceCollection>> {
     match (scope(&dag_id), scope(&run_id)) {
@@ -179,7 +181,8 @@ pub async fn get_tis(
         }
         (None, None) => {}
     }
-    let c = ti_conditions(&params, scope(&dag_id), scope(&run_id))?;
+    let mut c = ti_conditions(&params, scope(&dag_id), scope(&run_id))?;
+    dags.restrict(&mut c, ti::DAG_ID);
     Ok(Json(page_of_tis(&state, &params, &c).await?))
 }
 
@@ -239,6 +242,7 @@ fn batch_params(batch: &TisBatch) -> ApiResult<Params> {
 pub async fn list_tis_batch(
     State(state): State<ApiState>,
     Path((dag_id, run_id)): Path<(String, String)>,
+    dags: DagScope,
     Body(batch): Body<TisBatch>,
 ) -> ApiResult<Json<TaskInstanceCollection>> {
     // Airflow types both segments `Literal["~"]`: the DAGs and runs are named in the body.
@@ -255,6 +259,7 @@ pub async fn list_tis_batch(
             c.push(&format!("{column} = ANY({{}})"), vec![Bind::Texts(values)]);
         }
     }
+    dags.restrict(&mut c, ti::DAG_ID);
     Ok(Json(page_of_tis(&state, &params, &c).await?))
 }
 

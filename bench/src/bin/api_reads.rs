@@ -11,48 +11,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
-use leoflow_api::auth::Auth;
-use leoflow_api::credentials::Credentials;
-use leoflow_api::{ApiState, Settings};
-use leoflow_bench::{BenchDatabase, Percentiles, machine_description, read_models};
+use anyhow::Result;
+use leoflow_bench::{BenchDatabase, http_api, machine_description, read_models};
 use leoflow_events::EventStore;
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::reactor::Specs;
-use serde_json::{Value, json};
 
 const RUNS: usize = 1_000;
 const TASKS: usize = 50;
 const REQUESTS: usize = 200;
-
-async fn timed(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    accept: &str,
-) -> Result<Percentiles> {
-    let mut samples = Vec::with_capacity(REQUESTS);
-    for i in 0..REQUESTS + 10 {
-        let start = Instant::now();
-        let response = client
-            .get(url)
-            .bearer_auth(token)
-            .header("accept", accept)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        let elapsed = start.elapsed();
-        if !status.is_success() {
-            bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));
-        }
-        // The first requests warm caches (DAG documents, prepared statements).
-        if i >= 10 {
-            samples.push(elapsed);
-        }
-    }
-    Ok(Percentiles::of(&mut samples))
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -72,9 +38,9 @@ async fn main() -> Result<()> {
         built.elapsed().as_secs_f64()
     );
 
-    let base = serve_api(store.clone()).await?;
+    let base = http_api::serve(store.clone()).await?.base;
     let client = reqwest::Client::new();
-    let token = state_token(&client, &base).await?;
+    let token = http_api::admin_token(&client, &base).await?;
     let latest: Vec<String> = sqlx::query_scalar(
         "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 10",
     )
@@ -83,33 +49,11 @@ async fn main() -> Result<()> {
     let routes = routes(&latest);
     println!("\n| route | latency ({REQUESTS} requests, one at a time) |\n|---|---|");
     for (name, path, accept) in routes {
-        let p = timed(&client, &format!("{base}{path}"), &token, accept).await?;
+        let p = http_api::timed(&client, &format!("{base}{path}"), &token, accept, REQUESTS).await?;
         println!("| {name} | {p} |");
     }
     database.stop()?;
     Ok(())
-}
-
-/// Serves the API on a loopback port; answers its base URL.
-async fn serve_api(store: EventStore) -> Result<String> {
-    let credentials = Credentials::new("bench");
-    let state = ApiState {
-        store: store.clone(),
-        specs: Specs::default(),
-        auth: Arc::new(Auth::new(credentials.clone(), None)),
-        vault: leoflow_secrets::Vault::new(store.pool().clone(), credentials.master_keys()),
-        settings: Arc::new(Settings::lite()),
-        xcom_values: Default::default(),
-        oidc: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(leoflow_api::serve(
-        listener,
-        leoflow_api::router(state, None),
-        std::future::pending(),
-    ));
-    Ok(base)
 }
 
 /// The routes measured, with the `Accept` they are asked with: what the UI's pages call.
@@ -183,18 +127,4 @@ fn routes(latest: &[String]) -> Vec<(&'static str, String, &'static str)> {
             "application/x-ndjson",
         ),
     ]
-}
-
-async fn state_token(client: &reqwest::Client, base: &str) -> Result<String> {
-    let answer: Value = client
-        .post(format!("{base}/auth/token"))
-        .json(&json!({"username": "admin", "password": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(answer["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
 }

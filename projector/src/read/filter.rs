@@ -97,6 +97,15 @@ impl Conditions {
         )
     }
 
+    /// `dag_id_column` names a DAG one of `roles` may read (its `access_control` grants
+    /// `DAGs: can_read`; the `dag` table's `readable_by`).
+    pub fn dag_readable_by(&mut self, dag_id_column: &str, roles: Vec<String>) -> &mut Self {
+        self.push(
+            &format!("{dag_id_column} IN (SELECT dag_id FROM dag WHERE readable_by && {{}})"),
+            vec![Bind::Texts(roles)],
+        )
+    }
+
     /// `EXISTS (<select_from> WHERE <correlation> AND <inner…>)`.
     pub fn exists(
         &mut self,

@@ -157,6 +157,13 @@ async fn single_sign_on(config: &ServerConfig) -> Result<Option<Arc<Oidc>>> {
             settings.roles_claim
         );
     }
+    let custom = settings.role_map.custom_roles();
+    if !custom.is_empty() {
+        tracing::info!(
+            "custom roles (reaching the DAGs whose access_control names them): {}",
+            custom.join(", ")
+        );
+    }
     let provider = Oidc::new(settings);
     match provider.discover().await {
         Ok(()) => tracing::info!("single sign-on through {}", oidc.issuer),

@@ -1,0 +1,121 @@
+//! What authorization costs: the same reads, over the same data as `api_reads` (1,000 runs ×
+//! 50 tasks plus 20 small DAGs), by Lite's single admin, by a `Viewer` API token (Airflow's
+//! role checks and the token's lookup), and by a custom role that reaches half the DAGs through
+//! their `access_control` (a grant lookup per DAG route, lists filtered in SQL). Tenants are not
+//! built yet, so they are not in it.
+//!
+//! ```sh
+//! cargo run --release -p leoflow-bench --bin authz_overhead
+//! ```
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use leoflow_api::api_tokens;
+use leoflow_bench::{BenchDatabase, http_api, machine_description, read_models};
+use leoflow_events::catalog::ApiTokenIssued;
+use leoflow_events::{AppendBatch, EventStore, Metadata};
+use leoflow_projector::ReadModels;
+use serde_json::json;
+use sqlx::PgPool;
+
+const RUNS: usize = 1_000;
+const TASKS: usize = 50;
+const REQUESTS: usize = 200;
+/// The custom role the measured user holds.
+const ROLE: &str = "team";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let database = BenchDatabase::start().await?;
+    let pool = database.fresh("bench_authz").await?;
+    let store = EventStore::new(pool.clone()).with_projection(Arc::new(ReadModels));
+    read_models::build(&store, &pool, RUNS, TASKS).await?;
+    grant_half_the_dags(&pool).await?;
+    sqlx::query("ANALYZE").execute(&pool).await?;
+    println!("authorization overhead — {}", machine_description());
+
+    let served = http_api::serve(store.clone()).await?;
+    let client = reqwest::Client::new();
+    let base = &served.base;
+    let users = [
+        ("Lite's admin", http_api::admin_token(&client, base).await?),
+        ("Viewer API token", viewer_token(&store).await?),
+        ("custom role (access_control)", custom_role_session(&served.signing_key)?),
+    ];
+    let run: String = sqlx::query_scalar(
+        "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let run = form_urlencoded::byte_serialize(run.as_bytes()).collect::<String>();
+    let routes = [
+        ("DAGs list", "/api/v2/dags?limit=50".to_owned()),
+        ("DAGs with latest runs (/ui/dags)", "/ui/dags?dag_runs_limit=10&limit=50".into()),
+        ("one DAG", "/api/v2/dags/big".into()),
+        ("grid runs", "/ui/grid/runs/big?limit=10&order_by=-run_after".into()),
+        ("task instances of a run", format!("/api/v2/dags/big/dagRuns/{run}/taskInstances?limit=50")),
+        ("dag runs, all DAGs", "/api/v2/dags/~/dagRuns?limit=50&order_by=-run_after".into()),
+        ("task instances, all runs", "/api/v2/dags/~/dagRuns/~/taskInstances?limit=50&order_by=-start_date".into()),
+    ];
+    println!("\n| route ({REQUESTS} requests each, p50 / p95) | {} | {} | {} |", users[0].0, users[1].0, users[2].0);
+    println!("|---|---|---|---|");
+    for (name, path) in routes {
+        let mut cells = Vec::new();
+        for (_, token) in &users {
+            let url = format!("{base}{path}");
+            let p = http_api::timed(&client, &url, token, "application/json", REQUESTS).await?;
+            cells.push(p.to_string());
+        }
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    database.stop()?;
+    Ok(())
+}
+
+/// Gives [`ROLE`] read access to `big` and every other small DAG, as compiling DAGs with
+/// `access_control={ROLE: {"can_read"}}` leaves the `dag` read model.
+async fn grant_half_the_dags(pool: &PgPool) -> Result<()> {
+    let access = json!({ROLE: {"DAGs": ["can_read"]}});
+    sqlx::query(
+        "UPDATE dag SET access_control = $1, readable_by = ARRAY[$2] \
+         WHERE dag_id = 'big' OR (dag_id <> 'big' AND hashtext(dag_id) % 2 = 0)",
+    )
+    .bind(access)
+    .bind(ROLE)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A `Viewer` API token, recorded as `leoflow tokens create` records one.
+async fn viewer_token(store: &EventStore) -> Result<String> {
+    let new = api_tokens::generate();
+    let issued = ApiTokenIssued {
+        token_id: new.id.clone(),
+        role: "Viewer".into(),
+        tenant: "default".into(),
+        digest: new.digest,
+        expires_at: None,
+        description: None,
+    };
+    store
+        .append(AppendBatch::new().push(issued, &Metadata::actor("bench")))
+        .await?;
+    Ok(new.token)
+}
+
+/// A single sign-on session of someone whose only role is [`ROLE`].
+fn custom_role_session(key: &[u8]) -> Result<String> {
+    let now = chrono::Utc::now().timestamp() as u64;
+    let claims = json!({
+        "sub": "bench-user", "role": "Public", "jti": "bench-session", "aud": "apache-airflow",
+        "nbf": now, "iat": now, "exp": now + 3600, "auth_time": now, "dag_roles": [ROLE],
+    });
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &claims,
+        &EncodingKey::from_secret(key)?,
+    )?)
+}
