@@ -16,9 +16,12 @@
 //! tasks:
 //!   load:                        # one task (its full id, group prefix included)
 //!     retries: 5
+//! access_control:                # per-DAG access on every DAG of the project
+//!   team-a: [can_read]           # Airflow 2's spelling: actions on the DAG
+//!   ops: {DAGs: [can_read], DAG Runs: [can_create]}
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +67,97 @@ pub struct ProjectConfig {
     /// Settings for single tasks, by task id.
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskSettings>,
+    /// Per-DAG access for every DAG of the project, by role; a role dag.py's own
+    /// `access_control` names keeps dag.py's grant.
+    #[serde(default)]
+    pub access_control: BTreeMap<String, RoleGrant>,
+}
+
+/// What leoflow.yaml grants one role, in either of Airflow's spellings of `access_control`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RoleGrant {
+    /// `[can_read, can_edit]`: actions on the DAG (Airflow 2's spelling).
+    Actions(Vec<String>),
+    /// `{DAGs: [can_read], DAG Runs: [can_create]}`.
+    Resources(BTreeMap<String, Vec<String>>),
+}
+
+impl<'de> Deserialize<'de> for RoleGrant {
+    // By hand rather than `untagged`, whose error names no spelling.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Spellings;
+        impl<'de> serde::de::Visitor<'de> for Spellings {
+            type Value = RoleGrant;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a list of actions ([can_read, can_edit]) or resources with their actions \
+                     ({DAGs: [can_read], DAG Runs: [can_create]})",
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<RoleGrant, A::Error> {
+                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RoleGrant::Actions)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RoleGrant, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RoleGrant::Resources)
+            }
+        }
+        deserializer.deserialize_any(Spellings)
+    }
+}
+
+/// The actions `access_control` may grant on each per-DAG resource, as Airflow's FAB names them.
+const ACCESS_ACTIONS: [(&str, &[&str]); 2] = [
+    ("DAGs", &["can_read", "can_edit", "can_delete"]),
+    ("DAG Runs", &["can_read", "can_create", "can_delete"]),
+];
+
+/// `access_control` as dag.json spells it: role → resource → actions, sorted; a resource
+/// granted nothing is left out.
+pub type AccessGrants = BTreeMap<String, BTreeMap<&'static str, BTreeSet<&'static str>>>;
+
+impl RoleGrant {
+    /// The grant by resource, or what is wrong with it.
+    fn normalized(&self) -> Result<BTreeMap<&'static str, BTreeSet<&'static str>>, String> {
+        let by_resource: Vec<(&str, &[String])> = match self {
+            RoleGrant::Actions(actions) => vec![("DAGs", actions)],
+            RoleGrant::Resources(resources) => resources
+                .iter()
+                .map(|(resource, actions)| (resource.as_str(), actions.as_slice()))
+                .collect(),
+        };
+        let mut grant = BTreeMap::new();
+        for (resource, actions) in by_resource {
+            let Some((resource, allowed)) = ACCESS_ACTIONS.iter().find(|(r, _)| *r == resource)
+            else {
+                return Err(format!(
+                    "unknown resource {resource:?}; per-DAG access grants on \"DAGs\" and \"DAG Runs\""
+                ));
+            };
+            let mut granted = BTreeSet::new();
+            for action in actions {
+                let Some(action) = allowed.iter().find(|a| **a == action) else {
+                    return Err(format!(
+                        "{resource}: {action:?} is not an action on {resource}; use {}",
+                        allowed.join(", ")
+                    ));
+                };
+                granted.insert(*action);
+            }
+            if !granted.is_empty() {
+                grant.insert(*resource, granted);
+            }
+        }
+        Ok(grant)
+    }
 }
 
 /// What leoflow.yaml may set on a task.
@@ -219,6 +313,12 @@ impl ProjectConfig {
         {
             return Err(at("tags", "tags must not be empty strings".to_owned()));
         }
+        if let Err((role, message)) = self.grants() {
+            return Err(ConfigError {
+                line: line_of(text, &role).or_else(|| line_of(text, "access_control")),
+                message: format!("access_control.{role}: {message}"),
+            });
+        }
         for (name, settings) in std::iter::once(("defaults", &self.defaults))
             .chain(self.tasks.iter().map(|(k, v)| (k.as_str(), v)))
         {
@@ -236,6 +336,23 @@ impl ProjectConfig {
             }
         }
         Ok(())
+    }
+
+    /// The project-wide `access_control`, as dag.json spells it, or the role whose grant is
+    /// wrong and what is wrong with it ([`ProjectConfig::parse`] has refused that already).
+    pub fn grants(&self) -> Result<AccessGrants, (String, String)> {
+        self.access_control
+            .iter()
+            .map(|(role, grant)| {
+                if role.trim().is_empty() {
+                    return Err((role.clone(), "a role must be a non-empty name".to_owned()));
+                }
+                let grant = grant
+                    .normalized()
+                    .map_err(|message| (role.clone(), message))?;
+                Ok((role.clone(), grant))
+            })
+            .collect()
     }
 
     /// The line where `tasks.<task_id>` is written, for errors about it.
@@ -329,6 +446,69 @@ mod tests {
 
         let err = ProjectConfig::parse("dag_id: [unclosed\n").unwrap_err();
         assert!(err.line.is_some(), "{err}");
+    }
+
+    #[test]
+    fn access_control_takes_both_spellings() {
+        let config = ProjectConfig::parse(
+            "access_control:\n  team-a: [can_read, can_edit]\n  \"ops\":\n    DAGs: [can_read]\n    DAG Runs: [can_delete, can_create]\n  nobody: []\n",
+        )
+        .unwrap();
+        let grants = config.grants().unwrap();
+        let actions = |role: &str, resource: &str| -> Vec<&str> {
+            grants[role][resource].iter().copied().collect()
+        };
+        assert_eq!(actions("team-a", "DAGs"), ["can_edit", "can_read"]);
+        assert!(!grants["team-a"].contains_key("DAG Runs"));
+        assert_eq!(actions("ops", "DAG Runs"), ["can_create", "can_delete"]);
+        assert!(grants["nobody"].is_empty(), "a role may be granted nothing");
+    }
+
+    #[test]
+    fn bad_access_control_names_the_role_resource_and_action() {
+        let refused = |text: &str| ProjectConfig::parse(text).unwrap_err();
+
+        let err = refused("owner: ana\naccess_control:\n  team-a: [can_read, can_trigger]\n");
+        assert_eq!(err.line, Some(3), "{err}");
+        assert_eq!(
+            err.message,
+            "access_control.team-a: DAGs: \"can_trigger\" is not an action on DAGs; use can_read, can_edit, can_delete"
+        );
+
+        let err = refused("access_control:\n  team-a:\n    DAG Runs: [can_edit]\n");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(
+            err.message.starts_with(
+                "access_control.team-a: DAG Runs: \"can_edit\" is not an action on DAG Runs"
+            ),
+            "{err}"
+        );
+
+        let err = refused("access_control:\n  team-a: {DAGs: [can_create]}\n");
+        assert!(
+            err.message
+                .contains("\"can_create\" is not an action on DAGs"),
+            "{err}"
+        );
+
+        let err = refused("access_control:\n  team-a: {Task Instances: [can_read]}\n");
+        assert!(
+            err.message
+                .contains("access_control.team-a: unknown resource \"Task Instances\""),
+            "{err}"
+        );
+
+        let err = refused("access_control:\n  team-a: can_read\n");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("access_control.team-a"), "{err}");
+        assert!(err.message.contains("a list of actions"), "{err}");
+
+        let err = refused("access_control:\n  \"\": [can_read]\n");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(
+            err.message.contains("a role must be a non-empty name"),
+            "{err}"
+        );
     }
 
     #[test]

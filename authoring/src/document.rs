@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigError, ProjectConfig, TaskSettings};
+use crate::config::{AccessGrants, ConfigError, ProjectConfig, TaskSettings};
 
 /// Version of the dag.json layout (`docs/dag-json.md`, `docs/dag-json.schema.json`).
 pub const DAG_JSON_VERSION: u64 = 1;
@@ -69,9 +69,13 @@ pub fn build(
             });
         }
     }
+    let grants = config.grants().map_err(|(role, message)| ConfigError {
+        line: config_text.and_then(|t| ProjectConfig::task_line(t, &role)),
+        message: format!("access_control.{role}: {message}"),
+    })?;
     for dag in &mut dags {
         let mut overrides = Vec::new();
-        apply_config(dag, config, &mut overrides);
+        apply_config(dag, config, &grants, &mut overrides);
         let overrides = collapse(overrides);
         dag["source_sha256"] = json!(source_sha256);
         dag["overrides"] = Value::Array(overrides);
@@ -106,7 +110,12 @@ fn collapse(overrides: Vec<Value>) -> Vec<Value> {
 }
 
 /// Sets what leoflow.yaml says, recording each value it changed.
-fn apply_config(dag: &mut Value, config: &ProjectConfig, overrides: &mut Vec<Value>) {
+fn apply_config(
+    dag: &mut Value,
+    config: &ProjectConfig,
+    grants: &AccessGrants,
+    overrides: &mut Vec<Value>,
+) {
     let mut set = |target: &mut Value, path: String, key: &str, value: Value| {
         let before = target.get(key).cloned().unwrap_or(Value::Null);
         if before != value {
@@ -128,6 +137,14 @@ fn apply_config(dag: &mut Value, config: &ProjectConfig, overrides: &mut Vec<Val
     }
     if let Some(owner) = &config.owner {
         set(dag, "owners".into(), "owners", json!([owner]));
+    }
+    if !grants.is_empty() {
+        set(
+            dag,
+            "access_control".into(),
+            "access_control",
+            merged_access(grants, dag.get("access_control")),
+        );
     }
     let Some(Value::Array(tasks)) = dag.get_mut("tasks") else {
         return;
@@ -155,6 +172,19 @@ fn apply_config(dag: &mut Value, config: &ProjectConfig, overrides: &mut Vec<Val
             apply_task_settings(task, &task_id, settings, &mut set);
         }
     }
+}
+
+/// The project's grants with dag.py's on top: a role dag.py names gets exactly dag.py's grant,
+/// so a DAG can narrow (or, with an empty grant, withdraw) what the project gives a role.
+fn merged_access(project: &AccessGrants, dag_py: Option<&Value>) -> Value {
+    let mut merged = match json!(project) {
+        Value::Object(roles) => roles,
+        _ => unreachable!("grants serialize to a JSON object"),
+    };
+    if let Some(Value::Object(own)) = dag_py {
+        merged.extend(own.clone());
+    }
+    Value::Object(merged)
 }
 
 fn apply_task_settings(
@@ -285,6 +315,31 @@ mod tests {
             err.message.contains("dag.py has no task \"trnasform\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn project_access_control_reaches_every_dag_and_dag_py_wins_per_role() {
+        let text = "access_control:\n  team-a: [can_read, can_edit]\n  viewers: [can_read]\n";
+        let config = ProjectConfig::parse(text).unwrap();
+        let mut guarded = compiled();
+        guarded["dags"][0]["access_control"] = json!({"team-a": {"DAG Runs": ["can_create"]}});
+        let doc = build("p", "src", guarded, &config, Some(text)).unwrap();
+        let dag = &doc.dags()[0];
+        assert_eq!(
+            dag["access_control"],
+            json!({
+                "team-a": {"DAG Runs": ["can_create"]},
+                "viewers": {"DAGs": ["can_read"]},
+            })
+        );
+        assert_eq!(dag["overrides"][0]["field"], "access_control");
+        assert_eq!(
+            dag["overrides"][0]["dag_py"],
+            json!({"team-a": {"DAG Runs": ["can_create"]}})
+        );
+
+        let plain = build("p", "src", compiled(), &ProjectConfig::default(), None).unwrap();
+        assert!(plain.dags()[0].get("access_control").is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Registering a compiled project in the control plane: events, not rows.
 
 use leoflow_events::catalog::{DagImportFailed, DagParsed};
-use leoflow_events::{AppendBatch, AppendError, EventStore, Metadata, StoreError};
+use leoflow_events::{AccessControl, AppendBatch, AppendError, EventStore, Metadata, StoreError};
 use leoflow_projector::read;
 use serde_json::Value;
 
@@ -152,7 +152,15 @@ fn dag_parsed(
         catchup: dag["catchup"].as_bool().unwrap_or(false),
         // Airflow's default: a DAG seen for the first time starts paused.
         is_paused_upon_creation: dag["is_paused_upon_creation"].as_bool().unwrap_or(true),
-        // Filled from the document's `access_control` (issue 15: per-DAG access).
-        access_control: Default::default(),
+        access_control: access_control(dag),
     }
+}
+
+/// The DAG's `access_control`: the document's, which already merges dag.py's with leoflow.yaml's
+/// (`document::build`). Both were checked before the document was built; were one to slip
+/// through malformed, the DAG grants nobody anything rather than something unintended.
+fn access_control(dag: &Value) -> AccessControl {
+    dag.get("access_control")
+        .and_then(|grants| serde_json::from_value(grants.clone()).ok())
+        .unwrap_or_default()
 }

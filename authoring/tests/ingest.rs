@@ -197,3 +197,70 @@ async fn leoflow_yaml_errors_are_import_errors_with_their_line() {
         .unwrap_err();
     assert!(err.to_string().contains("has no dag.py"), "{err}");
 }
+
+const GUARDED: &str = r#"from airflow.sdk import DAG, task
+with DAG("guarded", schedule=None,
+         access_control={"team-a": {"DAGs": {"can_read", "can_edit"}}, "ops": {"can_read"}}):
+    @task
+    def a():
+        return 1
+    a()
+"#;
+
+#[tokio::test]
+async fn access_control_from_dag_py_and_leoflow_yaml_reaches_the_event_and_the_dag_row() {
+    use leoflow_events::{AccessControl, DagAction, DagGrant, Event};
+    let python = common::test_python().await;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project("access");
+    std::fs::write(dir.join("dag.py"), GUARDED).unwrap();
+    // The project grants team-a runs and auditors reading; dag.py's own team-a grant wins.
+    std::fs::write(
+        dir.join("leoflow.yaml"),
+        "access_control:\n  team-a:\n    DAG Runs: [can_create]\n  auditors: [can_read]\n",
+    )
+    .unwrap();
+    compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+
+    let grant = |dags: &[DagAction]| DagGrant {
+        dags: dags.iter().copied().collect(),
+        dag_runs: Default::default(),
+    };
+    let expected = AccessControl::from([
+        ("auditors".into(), grant(&[DagAction::CanRead])),
+        ("ops".into(), grant(&[DagAction::CanRead])),
+        (
+            "team-a".into(),
+            grant(&[DagAction::CanRead, DagAction::CanEdit]),
+        ),
+    ]);
+    let events = store.read_from(0, 10).await.unwrap();
+    let Ok(Event::DagParsed(parsed)) = events[0].decode() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(parsed.access_control, expected);
+    assert_eq!(
+        leoflow_projector::read::dags::access_control(&db.pool, "guarded")
+            .await
+            .unwrap(),
+        Some(expected)
+    );
+    let readers: Vec<String> =
+        sqlx::query_scalar("SELECT readable_by FROM dag WHERE dag_id = 'guarded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(readers, ["auditors", "ops", "team-a"]);
+
+    // Changing only leoflow.yaml's grants is a new version with the new grants.
+    std::fs::write(dir.join("leoflow.yaml"), "access_control: {}\n").unwrap();
+    let again = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(again.parsed, ["guarded"]);
+    let readers: Vec<String> =
+        sqlx::query_scalar("SELECT readable_by FROM dag WHERE dag_id = 'guarded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(readers, ["ops", "team-a"]);
+}

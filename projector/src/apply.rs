@@ -407,6 +407,8 @@ impl WorkingSet {
             latest_version_id: version_id,
             latest_version_number: version_number,
             latest_version_hash: e.version_hash.clone(),
+            access_control: e.access_control.clone(),
+            readable_by: readers(&e.access_control),
         });
         Ok(())
     }
@@ -856,6 +858,17 @@ fn try_of(event: &Event) -> Option<i32> {
         | Event::ApiTokenIssued(_)
         | Event::ApiTokenRevoked(_) => None,
     }
+}
+
+/// The roles `access_control` lets read the DAG: those granted `DAGs: can_read`, the permission
+/// Airflow's FAB asks for when it lists the DAGs a user may see (`can_edit` or a grant on the
+/// DAG's runs alone does not show the DAG).
+fn readers(access_control: &AccessControl) -> Vec<String> {
+    access_control
+        .iter()
+        .filter(|(_, grant)| grant.dags.contains(&DagAction::CanRead))
+        .map(|(role, _)| role.clone())
+        .collect()
 }
 
 fn dag_key(dag_id: &str) -> DagKey {

@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use chrono::{DateTime, Utc};
+use leoflow_events::AccessControl;
 use leoflow_events::catalog::Sealed;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,11 @@ pub struct DagRow {
     pub latest_version_number: i32,
     /// That version's content hash.
     pub latest_version_hash: String,
+    /// Per-DAG access from its latest parse: role → what it may do with this DAG.
+    pub access_control: AccessControl,
+    /// The roles whose grant includes reading the DAG (`DAGs: can_read`), sorted: what DAG
+    /// lists filter by.
+    pub readable_by: Vec<String>,
 }
 
 /// `dag_version`: every distinct version of a DAG, numbered from 1.

@@ -945,3 +945,113 @@ async fn a_rebuild_keeps_the_names_of_indexes_and_constraints_and_the_grants() {
             .unwrap();
     }
 }
+
+/// `parsed`, granting `access_control`.
+fn guarded(dag_id: &str, hash: &str, access_control: AccessControl) -> Event {
+    let Event::DagParsed(e) = parsed(dag_id, hash) else {
+        unreachable!("parsed builds a DagParsed")
+    };
+    DagParsed {
+        access_control,
+        ..e
+    }
+    .into()
+}
+
+fn grant(dags: &[DagAction], dag_runs: &[DagAction]) -> DagGrant {
+    DagGrant {
+        dags: dags.iter().copied().collect(),
+        dag_runs: dag_runs.iter().copied().collect(),
+    }
+}
+
+async fn readable_by(pool: &PgPool, dag_id: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT readable_by FROM dag WHERE dag_id = $1")
+        .bind(dag_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The DAGs that one of `roles` may read, as the API filters its lists.
+async fn listed_for(pool: &PgPool, roles: &[&str]) -> Vec<String> {
+    use leoflow_projector::read::dags::{self, columns};
+    let mut conditions = leoflow_projector::read::filter::Conditions::new();
+    conditions.push(
+        &format!("{} && {{}}", columns::READABLE_BY),
+        vec![leoflow_projector::read::filter::Bind::Texts(
+            roles.iter().map(|r| r.to_string()).collect(),
+        )],
+    );
+    let window = leoflow_projector::read::page::Window {
+        limit: 10,
+        offset: 0,
+    };
+    let (page, total) = dags::page(pool, &conditions, columns::DAG_ID, window)
+        .await
+        .unwrap();
+    assert_eq!(total, page.len() as i64);
+    page.into_iter().map(|d| d.dag_id).collect()
+}
+
+#[tokio::test]
+async fn a_dags_access_control_is_projected_with_its_readers_and_survives_a_rebuild() {
+    use DagAction::*;
+    use leoflow_projector::read::dags;
+    let db = fresh_database().await;
+    let store = store(&db.pool);
+    let access = AccessControl::from([
+        ("team-a".into(), grant(&[CanRead, CanEdit], &[CanCreate])),
+        // Neither editing the DAG nor triggering its runs lets a role read it.
+        ("editors".into(), grant(&[CanEdit], &[CanRead, CanCreate])),
+        ("viewers".into(), grant(&[CanRead], &[])),
+    ]);
+    append(
+        &store,
+        vec![guarded("etl", "h1", access.clone()), parsed("open", "h1")],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(readable_by(&db.pool, "etl").await, ["team-a", "viewers"]);
+    assert!(readable_by(&db.pool, "open").await.is_empty());
+    let stored: serde_json::Value = scalar(
+        &db.pool,
+        "SELECT access_control FROM dag WHERE dag_id = 'etl'",
+    )
+    .await;
+    assert_eq!(
+        stored["team-a"],
+        json!({"DAGs": ["can_read", "can_edit"], "DAG Runs": ["can_create"]})
+    );
+    assert_eq!(
+        dags::access_control(&db.pool, "etl").await.unwrap(),
+        Some(access.clone())
+    );
+    assert_eq!(
+        dags::access_control(&db.pool, "open").await.unwrap(),
+        Some(AccessControl::new())
+    );
+    assert_eq!(dags::access_control(&db.pool, "gone").await.unwrap(), None);
+    let record = dags::find(&db.pool, "etl").await.unwrap().unwrap();
+    assert_eq!(record.access_control, access);
+    assert_eq!(listed_for(&db.pool, &["viewers", "nobody"]).await, ["etl"]);
+    assert!(listed_for(&db.pool, &["editors"]).await.is_empty());
+
+    // A new version's grant replaces the last one's.
+    let narrowed = AccessControl::from([("viewers".into(), grant(&[CanRead], &[]))]);
+    append(&store, vec![guarded("etl", "h2", narrowed.clone())])
+        .await
+        .unwrap();
+    assert_eq!(readable_by(&db.pool, "etl").await, ["viewers"]);
+    assert!(listed_for(&db.pool, &["team-a"]).await.is_empty());
+
+    // The log alone rebuilds both columns.
+    replay::rebuild(&db.pool).await.unwrap();
+    assert_eq!(readable_by(&db.pool, "etl").await, ["viewers"]);
+    assert_eq!(
+        dags::access_control(&db.pool, "etl").await.unwrap(),
+        Some(narrowed)
+    );
+    assert!(replay::verify(&db.pool).await.unwrap().is_equal());
+}

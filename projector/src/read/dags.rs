@@ -2,6 +2,7 @@
 //! deciding.
 
 use chrono::{DateTime, Utc};
+use leoflow_events::AccessControl;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, FromRow, PgPool};
 use uuid::Uuid;
@@ -30,6 +31,9 @@ pub mod columns {
     pub const LAST_RUN_STATE: &str = "lr.state";
     /// The start of the DAG's latest run.
     pub const LAST_RUN_START_DATE: &str = "lr.start_date";
+    /// The roles the DAG's `access_control` lets read it, a `text[]` (GIN-indexed: filter
+    /// with `&&`, as in `d.readable_by && $roles`).
+    pub const READABLE_BY: &str = "d.readable_by";
 }
 
 /// A `dag` row, with whether its file has an import error.
@@ -67,11 +71,14 @@ pub struct DagRecord {
     pub latest_version_hash: String,
     /// Whether its file has an import error.
     pub has_import_errors: bool,
+    /// Per-DAG access: role → what it may do with this DAG.
+    #[sqlx(json)]
+    pub access_control: AccessControl,
 }
 
 const DAG_COLUMNS: &str = "d.dag_id, d.is_paused, d.is_stale, d.fileloc, d.bundle_name, \
     d.description, d.owners, d.tags, d.timetable_summary, d.max_active_runs, d.max_active_tasks, \
-    d.catchup, d.last_parsed_time, d.latest_version_id, d.latest_version_hash, \
+    d.catchup, d.last_parsed_time, d.latest_version_id, d.latest_version_hash, d.access_control, \
     EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors";
 
 /// DAGs with their latest run (`lr.`), which a list filters and orders by.
@@ -155,6 +162,17 @@ pub async fn pause_and_task_limit(pool: &PgPool, dag_id: &str) -> sqlx::Result<(
         .bind(dag_id)
         .fetch_one(pool)
         .await
+}
+
+/// A DAG's per-DAG access (role → what it may do with the DAG); `None` when there is no such
+/// DAG. For checking one DAG's permissions without reading the rest of its row.
+pub async fn access_control(pool: &PgPool, dag_id: &str) -> sqlx::Result<Option<AccessControl>> {
+    let grants: Option<sqlx::types::Json<AccessControl>> =
+        sqlx::query_scalar("SELECT access_control FROM dag WHERE dag_id = $1")
+            .bind(dag_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(grants.map(|sqlx::types::Json(grants)| grants))
 }
 
 /// Whether a DAG is paused; `None` when there is no such DAG.

@@ -27,3 +27,11 @@ def test_the_schema_rejects_drift() -> None:
     document["dags"][0]["tasks"][0]["colour"] = "red"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, SCHEMA)
+
+
+def test_the_schema_knows_which_actions_each_resource_takes() -> None:
+    document = json.loads((REPO / "authoring" / "tests" / "golden" / "access_control" / "expected.dag.json").read_text())
+    jsonschema.validate(document, SCHEMA)
+    document["dags"][0]["access_control"]["ops"]["DAGs"] = ["can_create"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, SCHEMA)

@@ -130,7 +130,7 @@ class DAG:
     _ACCEPTED = {
         "description", "schedule", "start_date", "end_date", "catchup", "max_active_runs",
         "max_active_tasks", "params", "tags", "doc_md", "default_args", "is_paused_upon_creation",
-        "dagrun_timeout", "dag_display_name",
+        "dagrun_timeout", "dag_display_name", "access_control",
     }
     #: Airflow arguments accepted only at their no-op value.
     _NOOP_DEFAULTS: dict[str, Any] = {
@@ -143,7 +143,6 @@ class DAG:
         "on_success_callback": None,
         "on_failure_callback": None,
         "sla_miss_callback": None,
-        "access_control": None,
         "owner_links": None,
         "auto_register": True,
         "jinja_environment_kwargs": None,
@@ -173,6 +172,7 @@ class DAG:
         self.is_paused_upon_creation: bool | None = kwargs.get("is_paused_upon_creation")
         self.dagrun_timeout: dt.timedelta | None = _timedelta("dagrun_timeout", kwargs.get("dagrun_timeout"))
         self.display_name: str | None = kwargs.get("dag_display_name")
+        self.access_control: AccessControl = _access_control(kwargs.get("access_control"))
         self.tasks: dict[str, BaseOperator] = {}
         self.groups: dict[str, TaskGroup] = {}
         # Counters for repeated calls of one @task function (`name`, `name__1`, …).
@@ -718,6 +718,58 @@ def _datetime(name: str, value: Any) -> dt.datetime | None:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day)
     raise DagDefinitionError(f"{name} must be a datetime (or a pendulum datetime), not {value!r}")
+
+
+#: A DAG's `access_control`, normalised: role → resource → sorted actions.
+AccessControl = dict[str, dict[str, list[str]]]
+
+#: The actions `access_control` may grant on each per-DAG resource, as Airflow's FAB names them.
+ACCESS_ACTIONS: dict[str, tuple[str, ...]] = {
+    "DAGs": ("can_read", "can_edit", "can_delete"),
+    "DAG Runs": ("can_read", "can_create", "can_delete"),
+}
+
+
+def _access_control(value: Any) -> AccessControl:
+    """Airflow's two spellings of `access_control` as one: `{role: {"can_read", ...}}` (actions on
+    the DAG, Airflow 2's form) and `{role: {"DAGs": {...}, "DAG Runs": {...}}}`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DagDefinitionError(
+            f"access_control must be a dict of role → actions, not {type(value).__name__}"
+        )
+    result: AccessControl = {}
+    for role, grant in value.items():
+        if not isinstance(role, str) or not role.strip():
+            raise DagDefinitionError(f"access_control: a role must be a non-empty string, not {role!r}")
+        by_resource = grant if isinstance(grant, dict) else {"DAGs": grant}
+        result[role] = {}
+        for resource, actions in by_resource.items():
+            granted = _granted_actions(role, resource, actions)
+            if granted:
+                result[role][resource] = granted
+    return result
+
+
+def _granted_actions(role: str, resource: Any, actions: Any) -> list[str]:
+    where = f"access_control[{role!r}]"
+    allowed = ACCESS_ACTIONS.get(resource) if isinstance(resource, str) else None
+    if allowed is None:
+        raise DagDefinitionError(
+            f"{where}: unknown resource {resource!r}; per-DAG access grants on 'DAGs' and 'DAG Runs'"
+        )
+    if not isinstance(actions, (set, frozenset, list, tuple)):
+        raise DagDefinitionError(
+            f"{where}[{resource!r}] must be a set of actions ({', '.join(allowed)}), not {actions!r}"
+        )
+    for action in actions:
+        if not isinstance(action, str) or action not in allowed:
+            raise DagDefinitionError(
+                f"{where}[{resource!r}]: {action!r} is not an action on {resource}; "
+                f"use {', '.join(allowed)}"
+            )
+    return sorted(set(actions))
 
 
 def _params(params: Any) -> dict[str, Param]:

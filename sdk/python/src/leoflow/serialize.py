@@ -29,6 +29,9 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
     tasks = [_at(task.line, serialize_task, task, dag_module) for task in sorted(dag.tasks.values(), key=lambda t: t.task_id)]
     schedule = _at(dag.line, serialize_schedule, dag.schedule)
     owners = sorted({t.owner for t in dag.tasks.values() if t.owner})
+    # Only a DAG that grants per-DAG access says so: other documents (and their version
+    # hashes) stay as they were.
+    access = {"access_control": dag.access_control} if dag.access_control else {}
     return {
         "dag_id": dag.dag_id,
         "fileloc": fileloc,
@@ -59,6 +62,7 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
             for g in sorted(dag.groups.values(), key=lambda g: g.group_id)
         ],
         "tasks": tasks,
+        **access,
     }
 
 
