@@ -43,7 +43,11 @@ impl<S: Send + Sync> FromRequestParts<S> for DagScope {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<DagScope>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<DagScope>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -86,12 +90,18 @@ const SCOPED_LISTS: [(&str, &str); 6] = [
     ("GET", "/ui/dags"),
     ("GET", "/api/v2/dags/{dag_id}/dagRuns"),
     ("POST", "/api/v2/dags/{dag_id}/dagRuns/list"),
-    ("GET", "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances"),
-    ("POST", "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list"),
+    (
+        "GET",
+        "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",
+    ),
+    (
+        "POST",
+        "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list",
+    ),
 ];
 
 /// The resources that belong to a DAG: reading them reads the DAG.
-const DAG_RESOURCES: [&str; 10] = [
+const DAG_RESOURCES: [&str; 11] = [
     "DAGs",
     "DAG Runs",
     "Task Instances",
@@ -102,6 +112,7 @@ const DAG_RESOURCES: [&str; 10] = [
     "DAG Warnings",
     "DAG Dependencies",
     "Task Reschedules",
+    "HITL Detail",
 ];
 
 /// `method path` as per-DAG access sees it: `None` when per-DAG grants cannot allow it (not
@@ -149,16 +160,14 @@ fn need_of(rule: Rule) -> Option<Need> {
 fn segment(template: &str, path: &str, name: &str) -> Option<String> {
     let at = template.split('/').position(|part| part == name)?;
     let raw = path.trim_end_matches('/').split('/').nth(at)?;
-    Some(
-        percent_decode(raw)
-            .unwrap_or_else(|| raw.to_owned()),
-    )
+    Some(percent_decode(raw).unwrap_or_else(|| raw.to_owned()))
 }
 
 fn percent_decode(raw: &str) -> Option<String> {
-    let bytes: Vec<u8> = form_urlencoded::parse(format!("x={}", raw.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned().into_bytes())?;
+    let bytes: Vec<u8> =
+        form_urlencoded::parse(format!("x={}", raw.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned().into_bytes())?;
     String::from_utf8(bytes).ok()
 }
 
@@ -188,20 +197,48 @@ mod tests {
         let cases = [
             ("GET", "/api/v2/dags/etl", one("etl", Need::Dag(CanRead))),
             ("PATCH", "/api/v2/dags/etl", one("etl", Need::Dag(CanEdit))),
-            ("DELETE", "/api/v2/dags/etl", one("etl", Need::Dag(CanDelete))),
-            ("POST", "/api/v2/dags/etl/dagRuns", one("etl", Need::DagRuns(CanCreate))),
-            ("GET", "/api/v2/dags/etl/dagRuns", one("etl", Need::Dag(CanRead))),
-            ("DELETE", "/api/v2/dags/etl/dagRuns/r1", one("etl", Need::DagRuns(CanDelete))),
-            ("POST", "/api/v2/dags/etl/clearTaskInstances", one("etl", Need::Dag(CanEdit))),
+            (
+                "DELETE",
+                "/api/v2/dags/etl",
+                one("etl", Need::Dag(CanDelete)),
+            ),
+            (
+                "POST",
+                "/api/v2/dags/etl/dagRuns",
+                one("etl", Need::DagRuns(CanCreate)),
+            ),
+            (
+                "GET",
+                "/api/v2/dags/etl/dagRuns",
+                one("etl", Need::Dag(CanRead)),
+            ),
+            (
+                "DELETE",
+                "/api/v2/dags/etl/dagRuns/r1",
+                one("etl", Need::DagRuns(CanDelete)),
+            ),
+            (
+                "POST",
+                "/api/v2/dags/etl/clearTaskInstances",
+                one("etl", Need::Dag(CanEdit)),
+            ),
             (
                 "GET",
                 "/api/v2/dags/etl/dagRuns/r1/taskInstances/t/logs/1",
                 one("etl", Need::Dag(CanRead)),
             ),
-            ("GET", "/api/v2/dags/my%20dag", one("my dag", Need::Dag(CanRead))),
+            (
+                "GET",
+                "/api/v2/dags/my%20dag",
+                one("my dag", Need::Dag(CanRead)),
+            ),
             ("GET", "/api/v2/dags", Some(DagRoute::Scoped)),
             ("GET", "/api/v2/dags/~/dagRuns", Some(DagRoute::Scoped)),
-            ("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", Some(DagRoute::Scoped)),
+            (
+                "GET",
+                "/api/v2/dags/~/dagRuns/~/taskInstances",
+                Some(DagRoute::Scoped),
+            ),
             // Across DAGs but not filtered: per-DAG grants cannot allow it.
             ("GET", "/api/v2/dagStats", None),
             ("PATCH", "/api/v2/dags", None),
@@ -223,11 +260,23 @@ mod tests {
         .unwrap();
         let team_a = ["team_a".to_owned()];
         let auditors = ["auditors".to_owned()];
-        assert!(granted(&access, &team_a, Need::DagRuns(DagAction::CanCreate)));
+        assert!(granted(
+            &access,
+            &team_a,
+            Need::DagRuns(DagAction::CanCreate)
+        ));
         assert!(granted(&access, &team_a, Need::Dag(DagAction::CanEdit)));
         assert!(!granted(&access, &team_a, Need::Dag(DagAction::CanDelete)));
         assert!(granted(&access, &auditors, Need::Dag(DagAction::CanRead)));
-        assert!(!granted(&access, &auditors, Need::DagRuns(DagAction::CanCreate)));
-        assert!(!granted(&access, &["team_b".to_owned()], Need::Dag(DagAction::CanRead)));
+        assert!(!granted(
+            &access,
+            &auditors,
+            Need::DagRuns(DagAction::CanCreate)
+        ));
+        assert!(!granted(
+            &access,
+            &["team_b".to_owned()],
+            Need::Dag(DagAction::CanRead)
+        ));
     }
 }

@@ -11,10 +11,10 @@
 use std::str::FromStr;
 
 use axum::extract::{Request, State};
-use leoflow_projector::read;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use leoflow_projector::read;
 
 use crate::auth::User;
 use crate::dag_access::{self, DagRoute, DagScope};

@@ -60,9 +60,11 @@ impl RoleMap {
             let (names, tenant) = match entry {
                 Spelled::Role(role) => (vec![role], None),
                 Spelled::Roles(roles) => (roles, None),
-                Spelled::Grant { role, roles, tenant } => {
-                    (role.into_iter().chain(roles).collect(), tenant)
-                }
+                Spelled::Grant {
+                    role,
+                    roles,
+                    tenant,
+                } => (role.into_iter().chain(roles).collect(), tenant),
             };
             if names.is_empty() {
                 return Err(format!("{value:?} maps to no role"));
@@ -105,7 +107,10 @@ impl RoleMap {
 
     /// What `values` grant together: the strongest of Airflow's roles (`Public` when none),
     /// every custom role, and the tenant of the strongest grant that names one.
-    fn combined<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> (Role, Vec<String>, Option<String>) {
+    fn combined<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> (Role, Vec<String>, Option<String>) {
         let grants: Vec<&Grant> = values.into_iter().filter_map(|v| self.0.get(v)).collect();
         let role = grants
             .iter()
@@ -272,12 +277,28 @@ mod tests {
     }
 
     #[test]
+    fn other_names_are_custom_roles_beside_the_strongest_of_airflows() {
+        let s = settings(json!({
+            "viewers": "Viewer", "team-a": ["Viewer", "team_a"], "team-b": {"roles": ["team_b"]}
+        }));
+        let both = user(&s, json!({"sub": "u", "groups": ["team-a", "team-b"]}));
+        assert_eq!(both.role, "Viewer");
+        assert_eq!(both.dag_roles, ["team_a", "team_b"]);
+        let only_custom = user(&s, json!({"sub": "u", "groups": ["team-b"]}));
+        assert_eq!(only_custom.role, "Public");
+        assert_eq!(only_custom.dag_roles, ["team_b"]);
+        assert_eq!(s.role_map.custom_roles(), ["team_a", "team_b"]);
+    }
+
+    #[test]
     fn unknown_roles_and_shapes_are_refused_naming_the_value() {
-        let error = RoleMap::from_value(json!({"devs": "Superuser"})).unwrap_err();
+        let error = RoleMap::from_value(json!({"devs": "Super;user"})).unwrap_err();
         assert!(
-            error.contains("\"devs\"") && error.contains("Superuser"),
+            error.contains("\"devs\"") && error.contains("Super;user"),
             "{error}"
         );
+        let error = RoleMap::from_value(json!({"devs": []})).unwrap_err();
+        assert!(error.contains("maps to no role"), "{error}");
         let error = RoleMap::from_value(json!(["Admin"])).unwrap_err();
         assert!(error.contains("expected a mapping"), "{error}");
         let error = RoleMap::from_value(json!({"x": {"role": "Op", "tenant": " "}})).unwrap_err();

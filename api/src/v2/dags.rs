@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::body::Body;
+use crate::dag_access::DagScope;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
-use crate::dag_access::DagScope;
 use crate::state::ApiState;
 use crate::states::{active_run_names, run_state_names};
 use crate::v2::models::{

@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 
 use crate::auth::User;
 use crate::body::Body;
+use crate::dag_access::DagScope;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, BodyParams, Conditions, ParamFilters, Params, path_int};
 use crate::read::page::read_page;
 use crate::read::task_instances::{self as rows, TryRecord};
-use crate::dag_access::DagScope;
 use crate::state::ApiState;
 use crate::states::{failed_names, ti_state_names};
 use crate::v2::control_error;

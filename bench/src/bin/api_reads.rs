@@ -49,7 +49,8 @@ async fn main() -> Result<()> {
     let routes = routes(&latest);
     println!("\n| route | latency ({REQUESTS} requests, one at a time) |\n|---|---|");
     for (name, path, accept) in routes {
-        let p = http_api::timed(&client, &format!("{base}{path}"), &token, accept, REQUESTS).await?;
+        let p =
+            http_api::timed(&client, &format!("{base}{path}"), &token, accept, REQUESTS).await?;
         println!("| {name} | {p} |");
     }
     database.stop()?;

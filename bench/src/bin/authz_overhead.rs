@@ -42,7 +42,10 @@ async fn main() -> Result<()> {
     let users = [
         ("Lite's admin", http_api::admin_token(&client, base).await?),
         ("Viewer API token", viewer_token(&store).await?),
-        ("custom role (access_control)", custom_role_session(&served.signing_key)?),
+        (
+            "custom role (access_control)",
+            custom_role_session(&served.signing_key)?,
+        ),
     ];
     let run: String = sqlx::query_scalar(
         "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 1",
@@ -52,14 +55,32 @@ async fn main() -> Result<()> {
     let run = form_urlencoded::byte_serialize(run.as_bytes()).collect::<String>();
     let routes = [
         ("DAGs list", "/api/v2/dags?limit=50".to_owned()),
-        ("DAGs with latest runs (/ui/dags)", "/ui/dags?dag_runs_limit=10&limit=50".into()),
+        (
+            "DAGs with latest runs (/ui/dags)",
+            "/ui/dags?dag_runs_limit=10&limit=50".into(),
+        ),
         ("one DAG", "/api/v2/dags/big".into()),
-        ("grid runs", "/ui/grid/runs/big?limit=10&order_by=-run_after".into()),
-        ("task instances of a run", format!("/api/v2/dags/big/dagRuns/{run}/taskInstances?limit=50")),
-        ("dag runs, all DAGs", "/api/v2/dags/~/dagRuns?limit=50&order_by=-run_after".into()),
-        ("task instances, all runs", "/api/v2/dags/~/dagRuns/~/taskInstances?limit=50&order_by=-start_date".into()),
+        (
+            "grid runs",
+            "/ui/grid/runs/big?limit=10&order_by=-run_after".into(),
+        ),
+        (
+            "task instances of a run",
+            format!("/api/v2/dags/big/dagRuns/{run}/taskInstances?limit=50"),
+        ),
+        (
+            "dag runs, all DAGs",
+            "/api/v2/dags/~/dagRuns?limit=50&order_by=-run_after".into(),
+        ),
+        (
+            "task instances, all runs",
+            "/api/v2/dags/~/dagRuns/~/taskInstances?limit=50&order_by=-start_date".into(),
+        ),
     ];
-    println!("\n| route ({REQUESTS} requests each, p50 / p95) | {} | {} | {} |", users[0].0, users[1].0, users[2].0);
+    println!(
+        "\n| route ({REQUESTS} requests each, p50 / p95) | {} | {} | {} |",
+        users[0].0, users[1].0, users[2].0
+    );
     println!("|---|---|---|---|");
     for (name, path) in routes {
         let mut cells = Vec::new();
