@@ -106,6 +106,14 @@ impl Conditions {
         )
     }
 
+    /// `dag_id_column` names a DAG of `tenant` (the `dag` table's `tenant`).
+    pub fn dag_in_tenant(&mut self, dag_id_column: &str, tenant: String) -> &mut Self {
+        self.push(
+            &format!("{dag_id_column} IN (SELECT dag_id FROM dag WHERE tenant = {{}})"),
+            vec![Bind::Text(tenant)],
+        )
+    }
+
     /// `EXISTS (<select_from> WHERE <correlation> AND <inner…>)`.
     pub fn exists(
         &mut self,
