@@ -1,6 +1,6 @@
 // A real OpenID provider (npm `oidc-provider`) on loopback, for the tests of Pro's single
-// sign-on. It knows one user in each of Airflow's roles, spread over two tenants, and one
-// machine client (client credentials). Its signing keys live in KEYS_FILE, so a restart with
+// sign-on. It knows one user in each of Airflow's roles in tenant `acme`, an admin of tenant
+// `beta`, a platform admin, and one machine client (client credentials) of `acme`. Its signing keys live in KEYS_FILE, so a restart with
 // ROTATE=1 replaces them under the same issuer: that is a key rotation at the provider.
 //
 //   PORT=9400 LEOFLOW_URLS=http://127.0.0.1:8080 KEYS_FILE=/tmp/keys.json node ui-tests/oidc-provider.mjs
@@ -27,8 +27,11 @@ const users = {
   "alice": { name: "Alice Admin", groups: ["airflow-admins"], tenant: "acme" },
   "oscar": { name: "Oscar Op", groups: ["airflow-ops"], tenant: "acme" },
   "ursula": { name: "Ursula User", groups: ["airflow-users", "staff"], tenant: "acme" },
-  "victor": { name: "Victor Viewer", groups: ["airflow-viewers"], tenant: "beta" },
-  "pat": { name: "Pat Public", groups: ["staff"], tenant: "beta" },
+  "victor": { name: "Victor Viewer", groups: ["airflow-viewers"], tenant: "acme" },
+  "pat": { name: "Pat Public", groups: ["staff"], tenant: "acme" },
+  "bea": { name: "Bea Beta", groups: ["airflow-admins"], tenant: "beta" },
+  // No tenant claim: the platform admins' group maps to every tenant.
+  "root": { name: "Platform Root", groups: ["platform-admins"] },
 };
 
 const machines = {

@@ -75,7 +75,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<Use
         return Ok(None);
     };
     Ok(holds(&record, secret, Utc::now()).then(|| User {
-        tenant: Some(record.tenant),
+        tenant: crate::dag_access::tenant_of(record.tenant),
         token_id: Some(record.token_id.clone()),
         ..User::named(format!("token:{}", record.token_id), record.role)
     }))

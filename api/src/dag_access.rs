@@ -18,22 +18,38 @@ use leoflow_projector::read::filter::Conditions;
 
 use crate::permissions::{Rule, route_of};
 
-/// Which DAGs a list may show the caller: all of them, or only those some of their custom roles
-/// may read. Handlers of scoped lists take it as an extractor (`All` unless the authorization
-/// layer narrowed it).
+/// How a token or a sign-in names every tenant: a platform admin's.
+pub const ALL_TENANTS: &str = "*";
+
+/// The tenant a credential scopes its bearer to; `None` for [`ALL_TENANTS`].
+pub fn tenant_of(tenant: String) -> Option<String> {
+    (tenant != ALL_TENANTS).then_some(tenant)
+}
+
+/// Which DAGs a list may show the caller: those of their tenant (all tenants for platform
+/// admins and Lite), and of those only the ones their custom roles may read when their access
+/// is per-DAG. Handlers of the lists across DAGs take it as an extractor; the authorization
+/// layer sets it (everything, unless narrowed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum DagScope {
-    /// Every DAG (the caller's role reads all DAGs).
-    #[default]
-    All,
-    /// The DAGs whose `access_control` lets one of these roles read them.
-    ReadableBy(Vec<String>),
+pub struct DagScope {
+    /// The caller's tenant; `None`: every tenant.
+    pub tenant: Option<String>,
+    /// The custom roles whose readable DAGs are shown; `None`: every DAG of the tenant.
+    pub readable_by: Option<Vec<String>>,
 }
 
 impl DagScope {
+    /// Everything: no tenant, no per-DAG narrowing.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
     /// Narrows `conditions` to this scope's DAGs, `dag_id_column` naming a row's DAG.
     pub fn restrict(&self, conditions: &mut Conditions, dag_id_column: &str) {
-        if let DagScope::ReadableBy(roles) = self {
+        if let Some(tenant) = &self.tenant {
+            conditions.dag_in_tenant(dag_id_column, tenant.clone());
+        }
+        if let Some(roles) = &self.readable_by {
             conditions.dag_readable_by(dag_id_column, roles.clone());
         }
     }
@@ -43,11 +59,7 @@ impl<S: Send + Sync> FromRequestParts<S> for DagScope {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<DagScope>()
-            .cloned()
-            .unwrap_or_default())
+        Ok(parts.extensions.get::<DagScope>().cloned().unwrap_or_default())
     }
 }
 
@@ -70,7 +82,7 @@ impl Need {
     }
 }
 
-/// A route about DAGs, as per-DAG access sees it.
+/// A route about DAGs, as tenants and per-DAG access see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DagRoute {
     /// About one DAG (its id from the path).
@@ -80,14 +92,31 @@ pub enum DagRoute {
         /// What it needs there.
         need: Need,
     },
-    /// A list across DAGs that can be filtered to the readable ones.
-    Scoped,
+    /// Across DAGs: `scoped` when its handler filters by [`DagScope`] (a read), else it can
+    /// only be answered to someone who sees every DAG.
+    Across {
+        /// Whether the handler applies the scope.
+        scoped: bool,
+    },
 }
 
-/// The lists across DAGs that filter by [`DagScope`] (their handlers apply it).
-const SCOPED_LISTS: [(&str, &str); 6] = [
+/// The lists across DAGs that filter by [`DagScope`] (their handlers apply it). Any other
+/// route across DAGs is answered only to callers who see every DAG of every tenant.
+const SCOPED_LISTS: &[(&str, &str)] = &[
     ("GET", "/api/v2/dags"),
     ("GET", "/ui/dags"),
+    ("GET", "/api/v2/dagStats"),
+    ("GET", "/api/v2/dagTags"),
+    // Leoflow has no DAG warnings nor dependencies between DAGs: empty for everyone.
+    ("GET", "/api/v2/dagWarnings"),
+    ("GET", "/ui/dependencies"),
+    ("GET", "/ui/dashboard/dag_stats"),
+    ("GET", "/ui/dashboard/historical_metrics_data"),
+    ("GET", "/api/v2/dags/{dag_id}/dagVersions"),
+    (
+        "GET",
+        "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/xcomEntries",
+    ),
     ("GET", "/api/v2/dags/{dag_id}/dagRuns"),
     ("POST", "/api/v2/dags/{dag_id}/dagRuns/list"),
     (
@@ -115,21 +144,39 @@ const DAG_RESOURCES: [&str; 11] = [
     "HITL Detail",
 ];
 
-/// `method path` as per-DAG access sees it: `None` when per-DAG grants cannot allow it (not
-/// about DAGs, or a list across DAGs that does not filter).
-pub fn dag_route(method: &str, path: &str) -> Option<DagRoute> {
+/// The routes naming their DAG in the query (`?dag_id=…`) rather than the path.
+const DAG_IN_QUERY: [&str; 1] = ["/ui/structure/structure_data"];
+
+/// Routes about the files of every tenant's projects that are not filtered by tenant yet.
+const ACROSS_TENANTS: [&str; 2] = [
+    "/api/v2/importErrors",
+    "/api/v2/importErrors/{import_error_id}",
+];
+
+/// `method path?query` as tenants and per-DAG access see it: `None` when it is not about DAGs.
+pub fn dag_route(method: &str, path: &str, query: Option<&str>) -> Option<DagRoute> {
     let (template, rule) = route_of(method, path)?;
-    let need = need_of(rule)?;
-    let dag_id = segment(template, path, "{dag_id}").filter(|id| id != "~");
-    match dag_id {
-        Some(dag_id) => Some(DagRoute::One { dag_id, need }),
-        None if need == Need::Dag(DagAction::CanRead)
-            && SCOPED_LISTS.contains(&(method, template)) =>
-        {
-            Some(DagRoute::Scoped)
-        }
-        None => None,
+    if ACROSS_TENANTS.contains(&template) {
+        return Some(DagRoute::Across { scoped: false });
     }
+    let need = need_of(rule)?;
+    let dag_id = if DAG_IN_QUERY.contains(&template) {
+        query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == "dag_id")
+                .map(|(_, value)| value.into_owned())
+        })
+    } else {
+        segment(template, path, "{dag_id}")
+    }
+    .filter(|id| id != "~");
+    Some(match dag_id {
+        Some(dag_id) => DagRoute::One { dag_id, need },
+        None => DagRoute::Across {
+            scoped: need == Need::Dag(DagAction::CanRead)
+                && SCOPED_LISTS.contains(&(method, template)),
+        },
+    })
 }
 
 /// What a rule needs on a DAG, if every resource it names belongs to a DAG.
@@ -171,6 +218,26 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Who owns a DAG and what its `access_control` grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its grants.
+    pub access_control: AccessControl,
+}
+
+/// The owner of `dag_id`, `None` when there is no such DAG.
+pub async fn owner(pool: &sqlx::PgPool, dag_id: &str) -> sqlx::Result<Option<Owner>> {
+    // Every DAG is the default tenant's until DAGs are registered into tenants.
+    Ok(leoflow_projector::read::dags::access_control(pool, dag_id)
+        .await?
+        .map(|access_control| Owner {
+            tenant: "default".into(),
+            access_control,
+        }))
+}
+
 /// Whether one of `roles` is granted `need` by `access_control`.
 pub fn granted(access_control: &AccessControl, roles: &[String], need: Need) -> bool {
     roles.iter().any(|role| {
@@ -189,6 +256,10 @@ mod tests {
             dag_id: dag_id.into(),
             need,
         })
+    }
+
+    fn scoped(scoped: bool) -> Option<DagRoute> {
+        Some(DagRoute::Across { scoped })
     }
 
     #[test]
@@ -232,22 +303,22 @@ mod tests {
                 "/api/v2/dags/my%20dag",
                 one("my dag", Need::Dag(CanRead)),
             ),
-            ("GET", "/api/v2/dags", Some(DagRoute::Scoped)),
-            ("GET", "/api/v2/dags/~/dagRuns", Some(DagRoute::Scoped)),
-            (
-                "GET",
-                "/api/v2/dags/~/dagRuns/~/taskInstances",
-                Some(DagRoute::Scoped),
-            ),
-            // Across DAGs but not filtered: per-DAG grants cannot allow it.
-            ("GET", "/api/v2/dagStats", None),
-            ("PATCH", "/api/v2/dags", None),
+            ("GET", "/api/v2/dags", scoped(true)),
+            ("GET", "/api/v2/dags/~/dagRuns", scoped(true)),
+            ("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", scoped(true)),
+            ("GET", "/api/v2/dagStats", scoped(true)),
+            // Across DAGs, changing them: only for who sees every DAG.
+            ("PATCH", "/api/v2/dags", scoped(false)),
             // Not about DAGs.
             ("GET", "/api/v2/variables", None),
             ("GET", "/api/v2/pools/default_pool", None),
         ];
+        assert_eq!(
+            dag_route("GET", "/ui/structure/structure_data", Some("dag_id=etl&x=1")),
+            one("etl", Need::Dag(DagAction::CanRead))
+        );
         for (method, path, expected) in cases {
-            assert_eq!(dag_route(method, path), expected, "{method} {path}");
+            assert_eq!(dag_route(method, path, None), expected, "{method} {path}");
         }
     }
 

@@ -14,7 +14,6 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use leoflow_projector::read;
 
 use crate::auth::User;
 use crate::dag_access::{self, DagRoute, DagScope};
@@ -132,8 +131,10 @@ fn literal_match(template: &str, segments: &[&str]) -> Option<usize> {
 }
 
 /// Middleware (after the user is known): refuses with Airflow's 403 a route the user's role may
-/// not call, unless their custom roles reach it through DAGs' `access_control`
-/// ([`crate::dag_access`]). Routes Airflow does not have are Leoflow's own, for `Admin` only.
+/// not call, unless their custom roles reach it through DAGs' `access_control`; hides the DAGs
+/// of other tenants (404 as for a DAG that does not exist); and narrows the lists across DAGs
+/// to what the caller may see ([`DagScope`]). Routes Airflow does not have are Leoflow's own,
+/// for `Admin` only. See [`crate::dag_access`].
 pub(crate) async fn authorize(
     State(state): State<ApiState>,
     mut request: Request,
@@ -144,29 +145,55 @@ pub(crate) async fn authorize(
     };
     let role = user.role.parse::<Role>().unwrap_or(Role::Public);
     let (method, path) = (request.method().as_str(), request.uri().path());
-    if role.may(method, path).unwrap_or(role == Role::Admin) {
-        return next.run(request).await;
-    }
-    if user.dag_roles.is_empty() {
-        return forbidden();
-    }
-    match dag_access::dag_route(method, path) {
-        Some(DagRoute::One { dag_id, need }) => {
-            match read::dags::access_control(state.store.pool(), &dag_id).await {
-                Ok(Some(access)) if dag_access::granted(&access, &user.dag_roles, need) => {
-                    next.run(request).await
-                }
-                Ok(_) => forbidden(),
-                Err(error) => ApiError::from(error).into_response(),
+    let by_role = role.may(method, path).unwrap_or(role == Role::Admin);
+    let route = dag_access::dag_route(method, path, request.uri().query());
+    let per_dag = !by_role && !user.dag_roles.is_empty();
+    let scope = DagScope {
+        tenant: user.tenant.clone(),
+        readable_by: per_dag.then(|| user.dag_roles.clone()),
+    };
+    let decision = match route {
+        Some(DagRoute::One { dag_id, need }) if user.tenant.is_some() || per_dag => {
+            match dag_access::owner(state.store.pool(), &dag_id).await {
+                Err(error) => return ApiError::from(error).into_response(),
+                Ok(owner) => decide_one(&user, by_role, &dag_id, need, owner.as_ref()),
             }
         }
-        Some(DagRoute::Scoped) => {
-            request
-                .extensions_mut()
-                .insert(DagScope::ReadableBy(user.dag_roles.clone()));
-            next.run(request).await
+        Some(DagRoute::Across { scoped }) if !scoped && scope != DagScope::all() => {
+            // Not filtered by its handler: only for who sees every DAG of every tenant.
+            Err(forbidden())
         }
-        None => forbidden(),
+        _ if by_role => Ok(()),
+        Some(DagRoute::Across { scoped: true }) if per_dag => Ok(()),
+        _ => Err(forbidden()),
+    };
+    if let Err(refusal) = decision {
+        return refusal;
+    }
+    request.extensions_mut().insert(scope);
+    next.run(request).await
+}
+
+/// Whether `user` may call a route about the DAG `dag_id` (`owner`: its tenant and grants;
+/// `None`: no such DAG, which the handler answers with its own 404).
+fn decide_one(
+    user: &User,
+    by_role: bool,
+    dag_id: &str,
+    need: dag_access::Need,
+    owner: Option<&dag_access::Owner>,
+) -> Result<(), Response> {
+    if let (Some(tenant), Some(owner)) = (&user.tenant, owner)
+        && owner.tenant != *tenant
+    {
+        return Err(crate::read::dags::dag_not_found(dag_id).into_response());
+    }
+    if by_role {
+        return Ok(());
+    }
+    match owner {
+        Some(owner) if dag_access::granted(&owner.access_control, &user.dag_roles, need) => Ok(()),
+        _ => Err(forbidden()),
     }
 }
 

@@ -33,13 +33,14 @@ fn airflow_permissions() -> Value {
     serde_json::from_slice(&output.stdout).expect("its JSON")
 }
 
-/// An API token of `role`, recorded as `leoflow tokens create` records it.
+/// An API token of `role` in every tenant (the matrix is about roles; tenants have their own
+/// test), recorded as `leoflow tokens create --tenant '*'` records it.
 async fn token_of(api: &TestApi, role: &str) -> String {
     let new = api_tokens::generate();
     let issued = ApiTokenIssued {
         token_id: new.id.clone(),
         role: role.to_owned(),
-        tenant: "default".into(),
+        tenant: "*".into(),
         digest: new.digest,
         expires_at: None,
         description: None,

@@ -147,7 +147,7 @@ impl RoleMap {
             .to_owned();
         User {
             display_name,
-            tenant: Some(tenant),
+            tenant: crate::dag_access::tenant_of(tenant),
             token_id: text("jti").map(str::to_owned),
             dag_roles,
             ..User::named(subject, role.name())

@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::User;
+use crate::dag_access::DagScope;
+use crate::query::Conditions;
 use crate::error::ApiResult;
 use crate::query::Params;
 use crate::state::ApiState;
@@ -70,7 +72,7 @@ pub struct HistoricalMetrics {
 pub async fn dags(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
-    scope: crate::dag_access::DagScope,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<DagsWithLatestRuns>> {
     let runs_limit = params.int("dag_runs_limit")?.unwrap_or(10).clamp(0, 100);
@@ -110,14 +112,15 @@ pub async fn latest_run(
 
 /// `GET /ui/dashboard/dag_stats`: DAGs that are active (unpaused), and those whose latest run
 /// failed, runs or waits.
-pub async fn dag_stats(State(state): State<ApiState>) -> ApiResult<Json<DashboardDagStats>> {
-    let counts = read::stats::dag_counts(
-        state.store.pool(),
-        RunStatus::Failed.airflow_name(),
-        RunStatus::Running.airflow_name(),
-        RunStatus::Queued.airflow_name(),
-    )
-    .await?;
+pub async fn dag_stats(
+    State(state): State<ApiState>,
+    scope: DagScope,
+) -> ApiResult<Json<DashboardDagStats>> {
+    let mut dags = Conditions::new();
+    scope.restrict(&mut dags, read::dags::columns::DAG_ID);
+    let states = [RunStatus::Failed, RunStatus::Running, RunStatus::Queued]
+        .map(RunStatus::airflow_name);
+    let counts = read::stats::dag_counts(state.store.pool(), states, &dags).await?;
     Ok(Json(DashboardDagStats::from(counts)))
 }
 
@@ -125,6 +128,7 @@ pub async fn dag_stats(State(state): State<ApiState>) -> ApiResult<Json<Dashboar
 /// counts by state for runs after `start_date` (and before `end_date`).
 pub async fn historical_metrics(
     State(state): State<ApiState>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<HistoricalMetrics>> {
     let start: DateTime<Utc> = params
@@ -134,8 +138,10 @@ pub async fn historical_metrics(
         .datetime("end_date")?
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let pool = state.store.pool();
-    let runs = read::stats::runs_by_state(pool, start, end).await?;
-    let tis = read::stats::task_instances_by_state(pool, start, end).await?;
+    let mut runs = Conditions::new();
+    scope.restrict(&mut runs, read::runs::columns::DAG_ID);
+    let tis = read::stats::task_instances_by_state(pool, start, end, &runs).await?;
+    let runs = read::stats::runs_by_state(pool, start, end, &runs).await?;
     let run_count = |s: &str| runs.iter().find(|(k, _)| k == s).map_or(0, |r| r.1);
     let ti_count = |s: Option<&str>| {
         tis.iter()

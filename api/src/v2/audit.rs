@@ -13,6 +13,7 @@ use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::dag_access::DagScope;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Comparison, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
@@ -157,10 +158,14 @@ fn conditions(params: &Params) -> ApiResult<Conditions> {
 /// `GET /api/v2/eventLogs`.
 pub async fn get_event_logs(
     State(state): State<ApiState>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<EventLogCollection>> {
     let page = params.page()?;
-    let conditions = conditions(&params)?;
+    let mut conditions = conditions(&params)?;
+    if let Some(tenant) = &scope.tenant {
+        audit_log::within_tenant(&mut conditions, tenant);
+    }
     // `recorded_at` is read under the log lock that assigns positions, so position order is
     // time order: sorting by time walks the primary key instead of sorting the log.
     let order = params.order_by(
@@ -192,6 +197,7 @@ pub async fn get_event_logs(
 pub async fn get_event_log(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    scope: DagScope,
 ) -> ApiResult<Json<EventLogResponse>> {
     let position: i64 = id.parse().map_err(|_| {
         ApiError::invalid(
@@ -201,11 +207,27 @@ pub async fn get_event_log(
             json!(id),
         )
     })?;
-    let row = audit_log::by_position(state.store.pool(), position).await?;
-    let row = row.ok_or_else(|| {
-        ApiError::not_found(format!("The Event Log with id: `{position}` not found"))
-    })?;
+    let not_found = || ApiError::not_found(format!("The Event Log with id: `{position}` not found"));
+    let row = audit_log::by_position(state.store.pool(), position)
+        .await?
+        .ok_or_else(not_found)?;
+    if !visible(&state, &scope, &row).await? {
+        return Err(not_found());
+    }
     Ok(Json(EventLogResponse::from(&row)))
+}
+
+/// Whether a caller of `scope` may see `row`: another tenant's entries do not exist for them.
+async fn visible(state: &ApiState, scope: &DagScope, row: &EventLogRow) -> ApiResult<bool> {
+    let Some(tenant) = &scope.tenant else {
+        return Ok(true);
+    };
+    Ok(match &row.dag_id {
+        Some(dag_id) => crate::dag_access::owner(state.store.pool(), dag_id)
+            .await?
+            .is_some_and(|owner| owner.tenant == *tenant),
+        None => row.metadata.tenant.as_deref() == Some(tenant.as_str()),
+    })
 }
 
 #[cfg(test)]

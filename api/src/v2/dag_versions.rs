@@ -318,6 +318,7 @@ pub async fn get_source(
 pub async fn get_versions(
     State(state): State<ApiState>,
     Path(dag_id): Path<String>,
+    dags: crate::dag_access::DagScope,
     params: Params,
 ) -> ApiResult<Json<DagVersionCollection>> {
     let page = params.page()?;
@@ -341,8 +342,11 @@ pub async fn get_versions(
         load_dag(&state, dag_id).await?;
     }
     let pool = state.store.pool();
+    let mut scope = crate::query::Conditions::new();
+    dags.restrict(&mut scope, read::dag_versions::DAG_ID);
     let (versions, total) =
-        read::dag_versions::page(pool, dag_filter.as_deref(), &order, page.window()).await?;
+        read::dag_versions::page(pool, dag_filter.as_deref(), &scope, &order, page.window())
+            .await?;
     Ok(Json(DagVersionCollection {
         dag_versions: versions.iter().map(DagVersionResponse::from).collect(),
         total_entries: total,

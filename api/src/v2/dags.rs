@@ -343,7 +343,7 @@ pub async fn patch_dags(
         ));
     }
     // Patching several DAGs needs a role that edits every DAG: never a narrowed scope.
-    let (dags, total) = list_dags(&state, &params, Some(&user.username), &DagScope::All).await?;
+    let (dags, total) = list_dags(&state, &params, Some(&user.username), &DagScope::all()).await?;
     let mut changed = Vec::new();
     for dag in &dags {
         leoflow_scheduler::control::set_paused(
@@ -376,6 +376,7 @@ pub struct DagTagCollection {
 /// `GET /api/v2/dagTags`.
 pub async fn get_tags(
     State(state): State<ApiState>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<DagTagCollection>> {
     let page = params.page()?;
@@ -398,7 +399,9 @@ pub async fn get_tags(
             ));
         }
     };
-    let rows = read::dags::tags(state.store.pool(), pattern, prefix).await?;
+    let mut dags = Conditions::new();
+    scope.restrict(&mut dags, dag::DAG_ID);
+    let rows = read::dags::tags(state.store.pool(), pattern, prefix, &dags).await?;
     let total = rows.len() as i64;
     let mut tags = rows;
     if descending {
@@ -442,6 +445,7 @@ pub struct DagStatsCollection {
 /// `GET /api/v2/dagStats?dag_ids=…`: run counts by state.
 pub async fn get_dag_stats(
     State(state): State<ApiState>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<DagStatsCollection>> {
     let asked: Vec<String> = params
@@ -450,11 +454,10 @@ pub async fn get_dag_stats(
         .map(|s| s.to_string())
         .collect();
     let pool = state.store.pool();
-    let dag_ids = if asked.is_empty() {
-        read::dags::all_ids(pool).await?
-    } else {
-        read::dags::existing_ids(pool, &asked).await?
-    };
+    let mut dags = Conditions::new();
+    dags.one_of(dag::DAG_ID, asked, false);
+    scope.restrict(&mut dags, dag::DAG_ID);
+    let dag_ids = read::dags::ids(pool, &dags).await?;
     let counts = read::runs::counts_by_dag_and_state(pool, &dag_ids).await?;
     let dags: Vec<DagStats> = dag_ids
         .iter()

@@ -209,6 +209,7 @@ fn scope(id: &str) -> Option<&str> {
 pub async fn get_xcoms(
     State(state): State<ApiState>,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    dags: crate::dag_access::DagScope,
     params: Params,
 ) -> ApiResult<Json<XComCollection>> {
     if let (Some(dag_id), Some(run_id)) = (scope(&dag_id), scope(&run_id)) {
@@ -227,6 +228,7 @@ pub async fn get_xcoms(
             c.eq(column, Bind::Text(value.to_owned()));
         }
     }
+    dags.restrict(&mut c, xcom::DAG_ID);
     if let Some(key) = params.str("xcom_key").filter(|k| !k.is_empty()) {
         c.eq(xcom::KEY, Bind::Text(key.to_owned()));
     }

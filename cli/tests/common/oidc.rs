@@ -16,7 +16,8 @@ use super::{free_port, repo};
 
 /// The role map the tests give Leoflow for the provider's groups.
 pub const ROLE_MAP: &str = r#"{"airflow-admins": "Admin", "airflow-ops": "Op",
-    "airflow-users": "User", "airflow-viewers": "Viewer"}"#;
+    "airflow-users": "User", "airflow-viewers": "Viewer",
+    "platform-admins": {"role": "Admin", "tenant": "*"}}"#;
 /// The audience of the provider's machine tokens.
 pub const AUDIENCE: &str = "urn:leoflow:api";
 

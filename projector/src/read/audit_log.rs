@@ -45,6 +45,20 @@ macro_rules! logical_date {
     };
 }
 
+/// Narrows `conditions` to what a caller of `tenant` may see of the log: the events about its
+/// tenant's DAGs, and the events about no DAG that its tenant's people and machines caused.
+pub fn within_tenant(conditions: &mut Conditions, tenant: &str) {
+    conditions.push(
+        &format!(
+            "(({dag}) IN (SELECT dag_id FROM dag WHERE tenant = {{}}) \
+             OR (({dag}) IS NULL AND {tenant_column} = {{}}))",
+            dag = columns::DAG_ID,
+            tenant_column = columns::TENANT,
+        ),
+        vec![Bind::Text(tenant.to_owned()), Bind::Text(tenant.to_owned())],
+    );
+}
+
 /// The columns the audit log filters and orders by.
 pub mod columns {
     /// The DAG an event concerns.

@@ -93,10 +93,11 @@ pub async fn latest(pool: &PgPool, dag_id: &str) -> sqlx::Result<Option<VersionR
 pub async fn page(
     pool: &PgPool,
     dag_id: Option<&str>,
+    scope: &Conditions,
     order: &str,
     window: Window,
 ) -> sqlx::Result<(Vec<VersionRecord>, i64)> {
-    let mut conditions = Conditions::new();
+    let mut conditions = scope.clone();
     if let Some(dag_id) = dag_id {
         conditions.eq("v.dag_id", Bind::Text(dag_id.to_owned()));
     }
@@ -108,6 +109,9 @@ pub async fn page(
     };
     fetch_page(pool, list, window).await
 }
+
+/// The column naming a version's DAG in [`page`]'s conditions.
+pub const DAG_ID: &str = "v.dag_id";
 
 /// Adds to a list of runs or task instances (`r.` their run): the run was queued with one of
 /// the versions numbered `numbers`.

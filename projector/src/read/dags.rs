@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use leoflow_events::AccessControl;
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, FromRow, PgPool};
+use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::filter::{Bind, Conditions};
@@ -127,32 +127,35 @@ pub fn favorite_of(conditions: &mut Conditions, username: &str, favorite: bool) 
     );
 }
 
-/// The ids of all DAGs, sorted.
-pub async fn all_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT dag_id FROM dag ORDER BY dag_id")
-        .fetch_all(pool)
-        .await
+/// The ids of the DAGs (`d`) under `conditions`, sorted.
+pub async fn ids(pool: &PgPool, conditions: &Conditions) -> sqlx::Result<Vec<String>> {
+    let mut query = QueryBuilder::<Postgres>::new("SELECT d.dag_id FROM dag d");
+    conditions.apply(&mut query);
+    query.push(" ORDER BY d.dag_id");
+    query.build_query_scalar().fetch_all(pool).await
 }
 
-/// Those of `dag_ids` that are DAGs, sorted.
-pub async fn existing_ids(pool: &PgPool, dag_ids: &[String]) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT dag_id FROM dag WHERE dag_id = ANY($1) ORDER BY dag_id")
-        .bind(dag_ids)
-        .fetch_all(pool)
-        .await
-}
-
-/// The distinct tags of all DAGs, sorted, matching the `ILIKE` `pattern` and starting with
-/// `prefix` (either ignored when empty).
-pub async fn tags(pool: &PgPool, pattern: &str, prefix: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT tag FROM dag, jsonb_array_elements_text(tags) AS tag \
-         WHERE ($1 = '' OR tag ILIKE $1) AND ($2 = '' OR starts_with(tag, $2)) ORDER BY tag",
-    )
-    .bind(pattern)
-    .bind(prefix)
-    .fetch_all(pool)
-    .await
+/// The distinct tags of the DAGs (`d`) under `conditions`, sorted, matching the `ILIKE`
+/// `pattern` and starting with `prefix` (either ignored when empty).
+pub async fn tags(
+    pool: &PgPool,
+    pattern: &str,
+    prefix: &str,
+    conditions: &Conditions,
+) -> sqlx::Result<Vec<String>> {
+    let mut c = conditions.clone();
+    if !pattern.is_empty() {
+        c.push("tag ILIKE {}", vec![Bind::Text(pattern.to_owned())]);
+    }
+    if !prefix.is_empty() {
+        c.push("starts_with(tag, {})", vec![Bind::Text(prefix.to_owned())]);
+    }
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT DISTINCT tag FROM dag d, jsonb_array_elements_text(d.tags) AS tag",
+    );
+    c.apply(&mut query);
+    query.push(" ORDER BY tag");
+    query.build_query_scalar().fetch_all(pool).await
 }
 
 /// Whether a DAG is paused and its `max_active_tasks`; [`sqlx::Error::RowNotFound`] when

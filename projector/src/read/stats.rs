@@ -20,41 +20,42 @@ pub struct DagCounts {
     pub queued: i64,
 }
 
-/// The dashboard's DAG counts, with the run states that mean failed, running and queued.
+/// The dashboard's DAG counts over the DAGs (`d`) under `conditions`, with the run states that
+/// mean failed, running and queued.
 pub async fn dag_counts(
     pool: &PgPool,
-    failed: &str,
-    running: &str,
-    queued: &str,
+    [failed, running, queued]: [&str; 3],
+    conditions: &Conditions,
 ) -> sqlx::Result<DagCounts> {
-    sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE NOT d.is_paused) AS active, \
-                count(*) FILTER (WHERE lr.state = $1) AS failed, \
-                count(*) FILTER (WHERE lr.state = $2) AS running, \
-                count(*) FILTER (WHERE lr.state = $3) AS queued \
-         FROM dag d LEFT JOIN LATERAL (SELECT state FROM dag_run r WHERE r.dag_id = d.dag_id \
-           ORDER BY r.run_after DESC LIMIT 1) lr ON true WHERE NOT d.is_stale",
-    )
-    .bind(failed)
-    .bind(running)
-    .bind(queued)
-    .fetch_one(pool)
-    .await
+    let mut c = conditions.clone();
+    c.push("NOT d.is_stale", vec![]);
+    let mut query = QueryBuilder::<Postgres>::new("SELECT count(*) FILTER (WHERE NOT d.is_paused) AS active, count(*) FILTER (WHERE lr.state = ");
+    query
+        .push_bind(failed.to_owned())
+        .push(") AS failed, count(*) FILTER (WHERE lr.state = ")
+        .push_bind(running.to_owned())
+        .push(") AS running, count(*) FILTER (WHERE lr.state = ")
+        .push_bind(queued.to_owned())
+        .push(
+            ") AS queued FROM dag d LEFT JOIN LATERAL (SELECT state FROM dag_run r \
+             WHERE r.dag_id = d.dag_id ORDER BY r.run_after DESC LIMIT 1) lr ON true",
+        );
+    c.apply(&mut query);
+    query.build_query_as().fetch_one(pool).await
 }
 
-/// How many runs that may start between `start` and `end` (both included) are in each state.
+/// How many runs (`r`) under `conditions` that may start between `start` and `end` (both
+/// included) are in each state.
 pub async fn runs_by_state(
     pool: &PgPool,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    conditions: &Conditions,
 ) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as(
-        "SELECT state, count(*) FROM dag_run WHERE run_after >= $1 AND run_after <= $2 GROUP BY state",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await
+    let mut query = QueryBuilder::<Postgres>::new("SELECT r.state, count(*) FROM dag_run r");
+    within(conditions, start, end).apply(&mut query);
+    query.push(" GROUP BY r.state");
+    query.build_query_as().fetch_all(pool).await
 }
 
 /// How many task instances of those runs are in each state (`None`: not scheduled yet).
@@ -62,16 +63,23 @@ pub async fn task_instances_by_state(
     pool: &PgPool,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    conditions: &Conditions,
 ) -> sqlx::Result<Vec<(Option<String>, i64)>> {
-    sqlx::query_as(
+    let mut query = QueryBuilder::<Postgres>::new(
         "SELECT t.state, count(*) FROM task_instance t JOIN dag_run r \
-         ON r.dag_id = t.dag_id AND r.run_id = t.run_id \
-         WHERE r.run_after >= $1 AND r.run_after <= $2 GROUP BY t.state",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(pool)
-    .await
+         ON r.dag_id = t.dag_id AND r.run_id = t.run_id",
+    );
+    within(conditions, start, end).apply(&mut query);
+    query.push(" GROUP BY t.state");
+    query.build_query_as().fetch_all(pool).await
+}
+
+/// `conditions` and runs (`r`) that may start between `start` and `end`.
+fn within(conditions: &Conditions, start: DateTime<Utc>, end: DateTime<Utc>) -> Conditions {
+    let mut c = conditions.clone();
+    c.push("r.run_after >= {}", vec![super::filter::Bind::Time(start)]);
+    c.push("r.run_after <= {}", vec![super::filter::Bind::Time(end)]);
+    c
 }
 
 /// The span of time a calendar counts runs in.
