@@ -1,8 +1,11 @@
 //! Registering a compiled project in the control plane: events, not rows.
 
 use leoflow_events::catalog::{DagImportFailed, DagParsed};
-use leoflow_events::{AccessControl, AppendBatch, AppendError, EventStore, Metadata, StoreError};
+use leoflow_events::{
+    AccessControl, AppendBatch, AppendError, EventStore, Metadata, StoreError, check_tenant,
+};
 use leoflow_projector::read;
+use leoflow_projector::read::dags::LatestVersion;
 use serde_json::Value;
 
 use crate::document::canonical_json;
@@ -34,6 +37,29 @@ pub enum RegisterError {
     /// Reading the read models failed.
     #[error("reading the dag read model failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// The tenant named is not a tenant name: nothing is recorded.
+    #[error("{0}")]
+    Tenant(String),
+    /// DAGs of the project belong to another tenant: nothing is recorded.
+    #[error("{}", foreign_message(.0))]
+    ForeignDags(Vec<ForeignDag>),
+}
+
+/// A DAG id the project declares that another tenant owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignDag {
+    /// The DAG.
+    pub dag_id: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+}
+
+fn foreign_message(foreign: &[ForeignDag]) -> String {
+    let owners: Vec<String> = foreign
+        .iter()
+        .map(|f| format!("DAG {:?} belongs to tenant {:?}", f.dag_id, f.tenant))
+        .collect();
+    format!("{}; DAG ids are unique across tenants", owners.join(", "))
 }
 
 /// The `fileloc` Leoflow records for a project's dag.py: `<project>/dag.py`.
@@ -41,14 +67,19 @@ pub fn fileloc(project: &str) -> String {
     format!("{project}/dag.py")
 }
 
-/// Appends what compiling `project` yielded: `DagParsed` for each DAG whose version hash
-/// changed (or whose file had an import error), or one `DagImportFailed`.
+/// Appends what compiling `project` yielded into `tenant`: `DagParsed` for each DAG whose
+/// version hash changed (or whose file had an import error), or one `DagImportFailed`.
+///
+/// A DAG id belongs to one tenant until the DAG is deleted: when any of the project's DAGs
+/// belongs to another tenant, nothing is appended ([`RegisterError::ForeignDags`]).
 pub async fn register(
     store: &EventStore,
     project: &str,
+    tenant: &str,
     compiled: &Result<ProjectDocument, CompileError>,
     actor: &str,
 ) -> Result<Registration, RegisterError> {
+    check_tenant(tenant).map_err(RegisterError::Tenant)?;
     let fileloc = fileloc(project);
     let metadata = Metadata::actor(actor);
     let document = match compiled {
@@ -83,6 +114,7 @@ pub async fn register(
         .filter_map(|d| d["dag_id"].as_str().map(str::to_owned))
         .collect();
     let latest = read::dags::latest_versions(store.pool(), &ids).await?;
+    refuse_foreign(&latest, tenant)?;
 
     let source_hash = store
         .put_blob("text/x-python", document.source_text())
@@ -94,7 +126,7 @@ pub async fn register(
         let version_hash = dag["version_hash"].as_str().unwrap_or_default().to_owned();
         let unchanged = latest
             .iter()
-            .any(|(id, hash)| *id == dag_id && *hash == version_hash);
+            .any(|dag| dag.dag_id == dag_id && dag.version_hash == version_hash);
         if unchanged && !had_import_error {
             registration.unchanged.push(dag_id);
             continue;
@@ -107,6 +139,7 @@ pub async fn register(
                 dag,
                 &fileloc,
                 project,
+                tenant,
                 version_hash,
                 &source_hash,
                 document_hash,
@@ -119,10 +152,28 @@ pub async fn register(
     Ok(registration)
 }
 
+/// Refuses registering into `tenant` DAG ids that another tenant owns.
+fn refuse_foreign(registered: &[LatestVersion], tenant: &str) -> Result<(), RegisterError> {
+    let foreign: Vec<ForeignDag> = registered
+        .iter()
+        .filter(|dag| dag.tenant != tenant)
+        .map(|dag| ForeignDag {
+            dag_id: dag.dag_id.clone(),
+            tenant: dag.tenant.clone(),
+        })
+        .collect();
+    if foreign.is_empty() {
+        Ok(())
+    } else {
+        Err(RegisterError::ForeignDags(foreign))
+    }
+}
+
 fn dag_parsed(
     dag: &Value,
     fileloc: &str,
     project: &str,
+    tenant: &str,
     version_hash: String,
     source_hash: &str,
     document_hash: String,
@@ -153,6 +204,7 @@ fn dag_parsed(
         // Airflow's default: a DAG seen for the first time starts paused.
         is_paused_upon_creation: dag["is_paused_upon_creation"].as_bool().unwrap_or(true),
         access_control: access_control(dag),
+        tenant: tenant.to_owned(),
     }
 }
 

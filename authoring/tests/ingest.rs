@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use leoflow_authoring::ingest::{RegisterError, register};
 use leoflow_authoring::{CompileError, DEFAULT_TIMEOUT, PythonRuntime, compile_project};
-use leoflow_events::EventStore;
+use leoflow_events::{DEFAULT_TENANT, EventStore};
 use leoflow_postgres::testing::fresh_database;
 use leoflow_projector::ReadModels;
 use sqlx::PgPool;
@@ -40,7 +40,9 @@ async fn compile_and_register(
     timeout: Duration,
 ) -> leoflow_authoring::ingest::Registration {
     let compiled = compile_project(dir, python, timeout).await;
-    register(store, "proj", &compiled, "test").await.unwrap()
+    register(store, "proj", DEFAULT_TENANT, &compiled, "test")
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -137,7 +139,9 @@ async fn a_hanging_dag_file_is_stopped_and_reported() {
         matches!(compiled, Err(CompileError::Timeout { .. })),
         "{compiled:?}"
     );
-    let registration = register(&store, "proj", &compiled, "test").await.unwrap();
+    let registration = register(&store, "proj", DEFAULT_TENANT, &compiled, "test")
+        .await
+        .unwrap();
     assert!(
         registration
             .import_error
@@ -161,7 +165,7 @@ async fn a_broken_environment_is_not_blamed_on_the_project() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("LEOFLOW_PYTHON"), "{err}");
-    let outcome = register(&store, "proj", &Err(err), "test").await;
+    let outcome = register(&store, "proj", DEFAULT_TENANT, &Err(err), "test").await;
     assert!(matches!(outcome, Err(RegisterError::Environment(_))));
     assert_eq!(store.head().await.unwrap(), 0, "nothing recorded");
 }
@@ -263,4 +267,63 @@ async fn access_control_from_dag_py_and_leoflow_yaml_reaches_the_event_and_the_d
             .await
             .unwrap();
     assert_eq!(readers, ["ops", "team-a"]);
+}
+
+#[tokio::test]
+async fn a_dag_id_registered_into_one_tenant_is_refused_to_another() {
+    use leoflow_events::Event;
+    let python = common::test_python().await;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let first = project("tenant-acme");
+    std::fs::write(first.join("dag.py"), DAG_V1).unwrap();
+    let compiled = compile_project(&first, &python, DEFAULT_TIMEOUT).await;
+    let registration = register(&store, "one", "acme", &compiled, "test")
+        .await
+        .unwrap();
+    assert_eq!(registration.parsed, ["ingested"]);
+
+    // Another project declaring the same DAG id, into another tenant.
+    let second = project("tenant-beta");
+    std::fs::write(second.join("dag.py"), DAG_V2).unwrap();
+    let compiled = compile_project(&second, &python, DEFAULT_TIMEOUT).await;
+    let head = store.head().await.unwrap();
+    let refused = register(&store, "two", "beta", &compiled, "test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RegisterError::ForeignDags(_)),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.to_string(),
+        "DAG \"ingested\" belongs to tenant \"acme\"; DAG ids are unique across tenants"
+    );
+    assert_eq!(store.head().await.unwrap(), head, "nothing appended");
+    let tenants: Vec<String> = store
+        .read_from(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event.decode() {
+            Ok(Event::DagParsed(parsed)) => Some(parsed.tenant),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tenants, ["acme"]);
+
+    // Its own tenant registers the new version; a bad tenant name records nothing.
+    let again = register(&store, "two", "acme", &compiled, "test")
+        .await
+        .unwrap();
+    assert_eq!(again.parsed, ["ingested"]);
+    let owner = leoflow_projector::read::dags::owner(&db.pool, "ingested")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.tenant, "acme");
+    let bad = register(&store, "two", "Bad Name", &compiled, "test")
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, RegisterError::Tenant(_)), "{bad}");
 }

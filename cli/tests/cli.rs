@@ -609,6 +609,75 @@ async fn compile_register_records_versions_and_import_errors() {
     remove_home(&home);
 }
 
+#[tokio::test]
+async fn compile_register_into_a_tenant_keeps_its_dag_ids_to_it() {
+    let db = fresh_database().await;
+    let url = url(&db);
+    let home = scratch_home("tenant");
+    let dag_py = "from leoflow import DAG, EmptyOperator\nwith DAG('shared', schedule=None):\n    EmptyOperator(task_id='t')\n";
+    let (acme, beta) = (home.join("acme_proj"), home.join("beta_proj"));
+    for project in [&acme, &beta] {
+        std::fs::create_dir_all(project).unwrap();
+        std::fs::write(project.join("dag.py"), dag_py).unwrap();
+    }
+    let compile = |project: &Path, extra: &[&str]| {
+        let mut args = vec!["compile", project.to_str().unwrap(), "-o", "-"];
+        args.extend_from_slice(extra);
+        with_test_python(leoflow(&args, Some(&url), Some(&home)))
+            .output()
+            .unwrap()
+    };
+
+    let out = compile(&acme, &["--register", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("registered a new version of shared"),
+        "{}",
+        stderr(&out)
+    );
+    let tenant: String = sqlx::query_scalar("SELECT tenant FROM dag WHERE dag_id = 'shared'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tenant, "acme");
+
+    // The same DAG id from another project into another tenant: refused, nothing recorded.
+    let head: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let out = compile(&beta, &["--register", "--tenant", "beta"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "DAG \"shared\" belongs to tenant \"acme\"; DAG ids are unique across tenants"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let after: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, head);
+    // Without --tenant a project registers into the default tenant: refused as well.
+    let out = compile(&beta, &["--register"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tenant \"acme\""), "{}", stderr(&out));
+
+    let out = compile(&acme, &["--register", "--tenant", "Bad Name"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("\"Bad Name\" is not a tenant name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = compile(&acme, &["--tenant", "acme"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--register"), "{}", stderr(&out));
+    remove_home(&home);
+}
+
 #[test]
 fn compile_with_image_writes_a_dockerfile_and_build_needs_a_builder() {
     let home = scratch_home("image");

@@ -286,6 +286,15 @@ pub struct DagParsed {
     /// Per-DAG access (Airflow's `access_control`): role → what it may do with this DAG.
     #[serde(default, skip_serializing_if = "AccessControl::is_empty")]
     pub access_control: AccessControl,
+    /// The tenant that owns the DAG. A DAG id belongs to one tenant at a time (until the DAG
+    /// is deleted). Events recorded before tenants existed have none: they belong to
+    /// [`DEFAULT_TENANT`](crate::DEFAULT_TENANT).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+fn default_tenant() -> String {
+    crate::DEFAULT_TENANT.to_owned()
 }
 
 /// Airflow's `access_control` of a DAG: for each role named, the DAG-level actions it grants
@@ -1159,6 +1168,28 @@ mod tests {
             unreachable!()
         };
         assert_eq!((bare.password, bare.extra), (None, None));
+    }
+
+    #[test]
+    fn a_dag_parsed_before_tenants_existed_belongs_to_the_default_tenant() {
+        let old = json!({"dag_id": "etl", "fileloc": "proj/dag.py", "bundle_name": "proj",
+                         "version_hash": "abc", "source_hash": null, "document_hash": null,
+                         "description": null, "owners": [], "tags": [],
+                         "timetable_summary": null, "max_active_runs": 16,
+                         "max_active_tasks": 16, "catchup": false,
+                         "is_paused_upon_creation": true});
+        let Event::DagParsed(parsed) = Event::decode("DagParsed", 1, old.clone()).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(parsed.tenant, crate::DEFAULT_TENANT);
+        // A tenant recorded is a tenant read back.
+        let mut acme = old;
+        acme["tenant"] = json!("acme");
+        let Event::DagParsed(parsed) = Event::decode("DagParsed", 1, acme).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(parsed.tenant, "acme");
+        assert_eq!(Event::DagParsed(parsed).payload()["tenant"], "acme");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! * [`catalog`] — every event type Leoflow records, typed and versioned, with the stream each
 //!   belongs to and the upcasters that lift older schema versions to the current one.
+//! * [`tenant`] — tenant names: who owns a DAG, and the default tenant of everything else.
 //! * [`envelope`] — what surrounds an event in the log: position, stream, version, metadata.
 //! * [`store`] (feature `store`) — appending batches under the log's advisory lock with
 //!   per-stream optimistic concurrency, reading by position or stream, and blobs for large
@@ -28,6 +29,7 @@ pub mod sample;
 pub mod store;
 #[cfg(feature = "store")]
 pub mod subscribe;
+pub mod tenant;
 
 pub use catalog::{
     AccessControl, DagAction, DagGrant, DecodeError, Event, RunType, TaskInstanceKey,
@@ -41,6 +43,7 @@ pub use store::{
 };
 #[cfg(feature = "store")]
 pub use subscribe::Subscription;
+pub use tenant::{DEFAULT_TENANT, check_tenant};
 
 /// The channel on which every append `NOTIFY`s the new head position.
 pub const NOTIFY_CHANNEL: &str = "leoflow_events";

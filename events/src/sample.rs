@@ -138,6 +138,7 @@ impl Workload {
             catchup: false,
             is_paused_upon_creation: false,
             access_control: Default::default(),
+            tenant: crate::DEFAULT_TENANT.into(),
             dag_id,
         }
         .into()
@@ -393,5 +394,6 @@ pub fn parsed_document(dag_id: &str, version_hash: &str, document_hash: &str) ->
         catchup: false,
         is_paused_upon_creation: false,
         access_control: Default::default(),
+        tenant: crate::DEFAULT_TENANT.into(),
     }
 }

@@ -358,11 +358,20 @@ impl WorkingSet {
 // DAGs: `dag`, `dag_version`, `import_error`, `dag_favorite`.
 impl WorkingSet {
     fn dag_parsed(&mut self, e: &DagParsed, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        let existing = self.dags.get(&dag_key(&e.dag_id))?.cloned();
+        // Registering checks this too, but only the append's own transaction sees a concurrent
+        // registration of the same id into another tenant: refusing here rolls that one back.
+        if let Some(dag) = existing.as_ref().filter(|dag| dag.tenant != e.tenant) {
+            return Err(ApplyError::Inconsistent(format!(
+                "DAG {:?} belongs to tenant {:?}; DAG ids are unique across tenants \
+                 (DagParsed into tenant {:?})",
+                e.dag_id, dag.tenant, e.tenant
+            )));
+        }
         // A file that parses again has no import error any more.
         self.import_errors.remove(ImportErrorKey {
             filename: e.fileloc.clone(),
         });
-        let existing = self.dags.get(&dag_key(&e.dag_id))?.cloned();
         let (is_paused, mut version_number, mut version_id, latest_hash) = match &existing {
             Some(dag) => (
                 dag.is_paused,
@@ -409,6 +418,7 @@ impl WorkingSet {
             latest_version_hash: e.version_hash.clone(),
             access_control: e.access_control.clone(),
             readable_by: readers(&e.access_control),
+            tenant: e.tenant.clone(),
         });
         Ok(())
     }

@@ -126,6 +126,8 @@ pub struct DagRow {
     /// The roles whose grant includes reading the DAG (`DAGs: can_read`), sorted: what DAG
     /// lists filter by.
     pub readable_by: Vec<String>,
+    /// The tenant that owns the DAG.
+    pub tenant: String,
 }
 
 /// `dag_version`: every distinct version of a DAG, numbered from 1.

@@ -43,6 +43,7 @@ fn parsed(dag_id: &str, hash: &str) -> Event {
         catchup: false,
         is_paused_upon_creation: true,
         access_control: Default::default(),
+        tenant: leoflow_events::DEFAULT_TENANT.into(),
     }
     .into()
 }
@@ -1054,4 +1055,88 @@ async fn a_dags_access_control_is_projected_with_its_readers_and_survives_a_rebu
         Some(narrowed)
     );
     assert!(replay::verify(&db.pool).await.unwrap().is_equal());
+}
+
+/// `parsed`, into `tenant`.
+fn parsed_into(tenant: &str, dag_id: &str, hash: &str) -> Event {
+    let Event::DagParsed(e) = parsed(dag_id, hash) else {
+        unreachable!("parsed builds a DagParsed")
+    };
+    DagParsed {
+        tenant: tenant.into(),
+        ..e
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn a_dag_belongs_to_the_tenant_it_was_parsed_into_until_it_is_deleted() {
+    use leoflow_projector::read::dags::{self, DagOwner};
+    let db = fresh_database().await;
+    let store = store(&db.pool);
+    let access = AccessControl::from([(
+        "team-a".into(),
+        grant(&[DagAction::CanRead], &[DagAction::CanCreate]),
+    )]);
+    append(
+        &store,
+        vec![
+            guarded("etl", "h1", access.clone()),
+            parsed_into("acme", "acme_etl", "h1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let etl = dags::owner(&db.pool, "etl").await.unwrap();
+    assert_eq!(
+        etl,
+        Some(DagOwner {
+            tenant: leoflow_events::DEFAULT_TENANT.into(),
+            access_control: access,
+        })
+    );
+    let acme = dags::owner(&db.pool, "acme_etl").await.unwrap().unwrap();
+    assert_eq!(acme.tenant, "acme");
+    assert_eq!(dags::owner(&db.pool, "gone").await.unwrap(), None);
+    let record = dags::find(&db.pool, "acme_etl").await.unwrap().unwrap();
+    assert_eq!(record.tenant, "acme");
+
+    // Another tenant's parse of the same id is refused, and nothing of its batch lands.
+    let head = store.head().await.unwrap();
+    let refused = append(&store, vec![parsed_into("beta", "acme_etl", "h2")])
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("DAG \"acme_etl\" belongs to tenant \"acme\""),
+        "{refused}"
+    );
+    assert_eq!(store.head().await.unwrap(), head);
+    // Its own tenant's new version is welcome.
+    append(&store, vec![parsed_into("acme", "acme_etl", "h2")])
+        .await
+        .unwrap();
+
+    // The log alone rebuilds the column.
+    replay::rebuild(&db.pool).await.unwrap();
+    let acme = dags::owner(&db.pool, "acme_etl").await.unwrap().unwrap();
+    assert_eq!(acme.tenant, "acme");
+    assert!(replay::verify(&db.pool).await.unwrap().is_equal());
+
+    // A deleted DAG's id is free for any tenant.
+    append(
+        &store,
+        vec![
+            DagDeleted {
+                dag_id: "acme_etl".into(),
+            }
+            .into(),
+            parsed_into("beta", "acme_etl", "h3"),
+        ],
+    )
+    .await
+    .unwrap();
+    let beta = dags::owner(&db.pool, "acme_etl").await.unwrap().unwrap();
+    assert_eq!(beta.tenant, "beta");
 }

@@ -166,9 +166,15 @@ impl TestApi {
         std::fs::write(project.join("dag.py"), dag_py).unwrap();
         let python = PythonRuntime::detect().await.unwrap();
         let compiled = compile_project(&project, &python, Duration::from_secs(60)).await;
-        let registration = register(&store, &project_name(&project), &compiled, "test")
-            .await
-            .unwrap();
+        let registration = register(
+            &store,
+            &project_name(&project),
+            leoflow_events::DEFAULT_TENANT,
+            &compiled,
+            "test",
+        )
+        .await
+        .unwrap();
         assert!(registration.import_error.is_none(), "{registration:?}");
 
         let service = Arc::new(tokio::sync::OnceCell::new());
@@ -197,9 +203,15 @@ impl TestApi {
         let project = self.project.as_ref().expect("a project");
         let python = PythonRuntime::detect().await.unwrap();
         let compiled = compile_project(project, &python, Duration::from_secs(60)).await;
-        let registration = register(&self.store, &project_name(project), &compiled, "test")
-            .await
-            .unwrap();
+        let registration = register(
+            &self.store,
+            &project_name(project),
+            leoflow_events::DEFAULT_TENANT,
+            &compiled,
+            "test",
+        )
+        .await
+        .unwrap();
         assert!(registration.import_error.is_none(), "{registration:?}");
     }
 

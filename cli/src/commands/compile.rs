@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use leoflow_authoring::ingest::register;
 use leoflow_authoring::{ProjectDocument, compile_project, project_name};
-use leoflow_events::EventStore;
+use leoflow_events::{DEFAULT_TENANT, EventStore, check_tenant};
 use leoflow_postgres::datastore::docker_engine_answers;
 use leoflow_projector::ReadModels;
 
@@ -35,6 +35,14 @@ pub struct CompileArgs {
     /// Register the result in the control plane's database (new DAG versions or the import error).
     #[arg(long)]
     register: bool,
+    /// The tenant the registered DAGs belong to. Default: `default`.
+    #[arg(long, requires = "register", value_name = "TENANT", value_parser = tenant)]
+    tenant: Option<String>,
+}
+
+/// `--tenant`'s value, refused with `check_tenant`'s reason before anything runs.
+fn tenant(name: &str) -> Result<String, String> {
+    check_tenant(name).map(|()| name.to_owned())
 }
 
 /// Runs `leoflow compile`.
@@ -46,7 +54,9 @@ pub async fn run(datastore: &DatastoreArgs, args: CompileArgs) -> Result<ExitCod
         let database = datastore.open().await?;
         let store =
             EventStore::new(database.pool.clone()).with_projection(std::sync::Arc::new(ReadModels));
-        let registration = register(&store, &project_name(&args.project), &compiled, "cli").await?;
+        let tenant = args.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+        let project = project_name(&args.project);
+        let registration = register(&store, &project, tenant, &compiled, "cli").await?;
         for dag_id in &registration.parsed {
             eprintln!("registered a new version of {dag_id}");
         }

@@ -34,6 +34,8 @@ pub mod columns {
     /// The roles the DAG's `access_control` lets read it, a `text[]` (GIN-indexed: filter
     /// with `&&`, as in `d.readable_by && $roles`).
     pub const READABLE_BY: &str = "d.readable_by";
+    /// The tenant that owns the DAG (indexed with the DAG's id: `(tenant, dag_id)`).
+    pub const TENANT: &str = "d.tenant";
 }
 
 /// A `dag` row, with whether its file has an import error.
@@ -74,12 +76,14 @@ pub struct DagRecord {
     /// Per-DAG access: role → what it may do with this DAG.
     #[sqlx(json)]
     pub access_control: AccessControl,
+    /// The tenant that owns it.
+    pub tenant: String,
 }
 
 const DAG_COLUMNS: &str = "d.dag_id, d.is_paused, d.is_stale, d.fileloc, d.bundle_name, \
     d.description, d.owners, d.tags, d.timetable_summary, d.max_active_runs, d.max_active_tasks, \
     d.catchup, d.last_parsed_time, d.latest_version_id, d.latest_version_hash, d.access_control, \
-    EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors";
+    d.tenant, EXISTS (SELECT 1 FROM import_error ie WHERE ie.filename = d.fileloc) AS has_import_errors";
 
 /// DAGs with their latest run (`lr.`), which a list filters and orders by.
 const LIST_FROM: &str = "FROM dag d LEFT JOIN LATERAL (SELECT r.state, r.start_date FROM dag_run r \
@@ -167,15 +171,29 @@ pub async fn pause_and_task_limit(pool: &PgPool, dag_id: &str) -> sqlx::Result<(
         .await
 }
 
+/// Who may reach one DAG: the tenant that owns it and its per-DAG access.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct DagOwner {
+    /// The tenant that owns the DAG.
+    pub tenant: String,
+    /// Per-DAG access: role → what it may do with the DAG.
+    #[sqlx(json)]
+    pub access_control: AccessControl,
+}
+
+/// The tenant and the per-DAG access of a DAG; `None` when there is no such DAG. What every
+/// request about one DAG checks, so it reads only these two columns, by primary key.
+pub async fn owner(pool: &PgPool, dag_id: &str) -> sqlx::Result<Option<DagOwner>> {
+    sqlx::query_as("SELECT tenant, access_control FROM dag WHERE dag_id = $1")
+        .bind(dag_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// A DAG's per-DAG access (role → what it may do with the DAG); `None` when there is no such
-/// DAG. For checking one DAG's permissions without reading the rest of its row.
+/// DAG. [`owner`] without the tenant.
 pub async fn access_control(pool: &PgPool, dag_id: &str) -> sqlx::Result<Option<AccessControl>> {
-    let grants: Option<sqlx::types::Json<AccessControl>> =
-        sqlx::query_scalar("SELECT access_control FROM dag WHERE dag_id = $1")
-            .bind(dag_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(grants.map(|sqlx::types::Json(grants)| grants))
+    Ok(owner(pool, dag_id).await?.map(|owner| owner.access_control))
 }
 
 /// Whether a DAG is paused; `None` when there is no such DAG.
@@ -186,15 +204,30 @@ pub async fn is_paused(pool: &PgPool, dag_id: &str) -> Result<Option<bool>, sqlx
         .await
 }
 
-/// The latest version hash of each of `dag_ids` that exists, as `(dag_id, version_hash)`.
+/// A registered DAG's latest version and its tenant: what registering a project compares
+/// its compiled DAGs with.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct LatestVersion {
+    /// The DAG's id.
+    pub dag_id: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// Its latest version's hash.
+    pub version_hash: String,
+}
+
+/// The latest version of each of `dag_ids` that exists, with its tenant.
 pub async fn latest_versions(
     pool: &PgPool,
     dag_ids: &[String],
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT dag_id, latest_version_hash FROM dag WHERE dag_id = ANY($1)")
-        .bind(dag_ids)
-        .fetch_all(pool)
-        .await
+) -> Result<Vec<LatestVersion>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT dag_id, tenant, latest_version_hash AS version_hash FROM dag \
+         WHERE dag_id = ANY($1) ORDER BY dag_id",
+    )
+    .bind(dag_ids)
+    .fetch_all(pool)
+    .await
 }
 
 /// What triggering a DAG reads of it: its latest version and that version's document, with

@@ -33,7 +33,7 @@ use leoflow_api::{ApiState, Settings, Ui};
 use leoflow_authoring::ingest::{Registration, register};
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_authoring::{compile_project, project_name};
-use leoflow_events::EventStore;
+use leoflow_events::{DEFAULT_TENANT, EventStore};
 use leoflow_postgres::{Database, Datastore, ManagedCluster};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
@@ -208,6 +208,7 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     let registration = register(
         &store,
         &project_name(&prepared.project_dir),
+        DEFAULT_TENANT,
         &compiled,
         "lite",
     )

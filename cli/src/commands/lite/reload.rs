@@ -9,7 +9,7 @@ use std::time::Duration;
 use leoflow_authoring::ingest::register;
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_authoring::{compile_project, project_name};
-use leoflow_events::EventStore;
+use leoflow_events::{DEFAULT_TENANT, EventStore};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -50,7 +50,9 @@ impl Reload {
             }
         }
         let compiled = compile_project(&self.project, &self.python, self.compile_timeout).await;
-        match register(&self.store, &project_name(&self.project), &compiled, "lite").await {
+        let project = project_name(&self.project);
+        // Lite has no tenants of its own: everything it registers is the default tenant's.
+        match register(&self.store, &project, DEFAULT_TENANT, &compiled, "lite").await {
             Ok(registration) => {
                 for dag_id in &registration.parsed {
                     println!("  reload    {dag_id}: new version registered");
