@@ -59,7 +59,11 @@ impl<S: Send + Sync> FromRequestParts<S> for DagScope {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<DagScope>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<DagScope>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -89,8 +93,9 @@ pub enum DagRoute {
     One {
         /// The DAG.
         dag_id: String,
-        /// What it needs there.
-        need: Need,
+        /// What it needs there; `None` when it is about more than the DAG (an asset of it),
+        /// which per-DAG grants cannot allow (its tenant still owns it).
+        need: Option<Need>,
     },
     /// Across DAGs: `scoped` when its handler filters by [`DagScope`] (a read), else it can
     /// only be answered to someone who sees every DAG.
@@ -159,7 +164,7 @@ pub fn dag_route(method: &str, path: &str, query: Option<&str>) -> Option<DagRou
     if ACROSS_TENANTS.contains(&template) {
         return Some(DagRoute::Across { scoped: false });
     }
-    let need = need_of(rule)?;
+    let need = need_of(rule);
     let dag_id = if DAG_IN_QUERY.contains(&template) {
         query.and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -170,13 +175,14 @@ pub fn dag_route(method: &str, path: &str, query: Option<&str>) -> Option<DagRou
         segment(template, path, "{dag_id}")
     }
     .filter(|id| id != "~");
-    Some(match dag_id {
-        Some(dag_id) => DagRoute::One { dag_id, need },
-        None => DagRoute::Across {
+    match (dag_id, need) {
+        (Some(dag_id), need) => Some(DagRoute::One { dag_id, need }),
+        (None, Some(need)) => Some(DagRoute::Across {
             scoped: need == Need::Dag(DagAction::CanRead)
                 && SCOPED_LISTS.contains(&(method, template)),
-        },
-    })
+        }),
+        (None, None) => None,
+    }
 }
 
 /// What a rule needs on a DAG, if every resource it names belongs to a DAG.
@@ -218,24 +224,11 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Who owns a DAG and what its `access_control` grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    /// Its tenant.
-    pub tenant: String,
-    /// Its grants.
-    pub access_control: AccessControl,
-}
+pub use leoflow_projector::read::dags::DagOwner as Owner;
 
-/// The owner of `dag_id`, `None` when there is no such DAG.
+/// The owner of `dag_id` (its tenant and grants), `None` when there is no such DAG.
 pub async fn owner(pool: &sqlx::PgPool, dag_id: &str) -> sqlx::Result<Option<Owner>> {
-    // Every DAG is the default tenant's until DAGs are registered into tenants.
-    Ok(leoflow_projector::read::dags::access_control(pool, dag_id)
-        .await?
-        .map(|access_control| Owner {
-            tenant: "default".into(),
-            access_control,
-        }))
+    leoflow_projector::read::dags::owner(pool, dag_id).await
 }
 
 /// Whether one of `roles` is granted `need` by `access_control`.
@@ -254,7 +247,7 @@ mod tests {
     fn one(dag_id: &str, need: Need) -> Option<DagRoute> {
         Some(DagRoute::One {
             dag_id: dag_id.into(),
-            need,
+            need: Some(need),
         })
     }
 
@@ -305,7 +298,11 @@ mod tests {
             ),
             ("GET", "/api/v2/dags", scoped(true)),
             ("GET", "/api/v2/dags/~/dagRuns", scoped(true)),
-            ("GET", "/api/v2/dags/~/dagRuns/~/taskInstances", scoped(true)),
+            (
+                "GET",
+                "/api/v2/dags/~/dagRuns/~/taskInstances",
+                scoped(true),
+            ),
             ("GET", "/api/v2/dagStats", scoped(true)),
             // Across DAGs, changing them: only for who sees every DAG.
             ("PATCH", "/api/v2/dags", scoped(false)),
@@ -314,7 +311,11 @@ mod tests {
             ("GET", "/api/v2/pools/default_pool", None),
         ];
         assert_eq!(
-            dag_route("GET", "/ui/structure/structure_data", Some("dag_id=etl&x=1")),
+            dag_route(
+                "GET",
+                "/ui/structure/structure_data",
+                Some("dag_id=etl&x=1")
+            ),
             one("etl", Need::Dag(DagAction::CanRead))
         );
         for (method, path, expected) in cases {

@@ -180,7 +180,7 @@ fn decide_one(
     user: &User,
     by_role: bool,
     dag_id: &str,
-    need: dag_access::Need,
+    need: Option<dag_access::Need>,
     owner: Option<&dag_access::Owner>,
 ) -> Result<(), Response> {
     if let (Some(tenant), Some(owner)) = (&user.tenant, owner)
@@ -191,8 +191,12 @@ fn decide_one(
     if by_role {
         return Ok(());
     }
-    match owner {
-        Some(owner) if dag_access::granted(&owner.access_control, &user.dag_roles, need) => Ok(()),
+    match (owner, need) {
+        (Some(owner), Some(need))
+            if dag_access::granted(&owner.access_control, &user.dag_roles, need) =>
+        {
+            Ok(())
+        }
         _ => Err(forbidden()),
     }
 }

@@ -74,7 +74,7 @@ enum Command {
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
     /// Run Leoflow Pro's control plane from a configuration (check it with --check-config).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => audit::run(&cli.datastore, args).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,
-            Command::Server(args) => server::run(&cli.datastore, args, log_format).await,
+            Command::Server(args) => server::run(&cli.datastore, *args, log_format).await,
             Command::Agent(args) => agent::run(args).await,
         }
     });

@@ -62,7 +62,8 @@ impl Sso {
         };
         let a = replica("all", ports_a, &urls[0]);
         let b = replica("api", ports_b, &urls[1]);
-        deployment.register("greet", DAG);
+        // The provider's people of `acme` (and its machine) work in the tenant that owns it.
+        deployment.register_into("greet", DAG, "acme");
         Self {
             deployment,
             provider,
@@ -138,6 +139,29 @@ async fn people_sign_in_through_the_provider_with_the_role_their_groups_map_to()
     let (_, menus) = pat.api("GET", &format!("{a}/ui/auth/menus"), None).await;
     assert_eq!(menus["authorized_menu_items"], json!([]));
 
+    // Another tenant's admin sees none of acme's DAGs; a platform admin sees every tenant's.
+    let mut bea = Browser::new();
+    bea.sign_in(a, "bea", "/").await;
+    let (status, dags) = bea.api("GET", &format!("{a}/api/v2/dags"), None).await;
+    assert_eq!(
+        (status, dags["total_entries"].clone()),
+        (StatusCode::OK, json!(0))
+    );
+    let (status, _) = bea
+        .api("GET", &format!("{a}/api/v2/dags/greet"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another tenant's DAG does not exist for bea"
+    );
+    let (status, _) = bea.api("POST", &runs, Some(trigger.clone())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut root = Browser::new();
+    root.sign_in(a, "root", "/").await;
+    let (_, dags) = root.api("GET", &format!("{a}/api/v2/dags"), None).await;
+    assert_eq!(dags["total_entries"], 1, "{dags}");
+
     // No passwords in single sign-on.
     let (status, answer) = bearer("POST", &format!("{a}/auth/token"), "", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -191,7 +215,7 @@ async fn tampered_replayed_and_refused_callbacks_sign_no_one_in() {
 
     // The state the provider sends back must be the one this browser's sign-in sent.
     let mut browser = Browser::new();
-    let callback = browser.to_callback(a, "alice", "/").await;
+    let callback = browser.reach_callback(a, "alice", "/").await;
     let tampered = callback.replace("state=", "state=x");
     let refused = browser.get(&tampered).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
@@ -204,7 +228,7 @@ async fn tampered_replayed_and_refused_callbacks_sign_no_one_in() {
 
     // A callback without the sign-in's cookie (another browser, or after 10 minutes).
     let mut other = Browser::new();
-    let callback = browser.to_callback(a, "alice", "/").await;
+    let callback = browser.reach_callback(a, "alice", "/").await;
     let refused = other.get(&callback).await;
     assert!(
         refused.body.contains("not started here"),
@@ -213,7 +237,7 @@ async fn tampered_replayed_and_refused_callbacks_sign_no_one_in() {
     );
 
     // Replayed: the same callback and cookie again, on the other replica.
-    let callback = browser.to_callback(a, "alice", "/").await;
+    let callback = browser.reach_callback(a, "alice", "/").await;
     let cookie = browser.cookie(a, "_leoflow_oidc").unwrap();
     let first = browser.get(&callback).await;
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{first:?}");
@@ -229,7 +253,7 @@ async fn tampered_replayed_and_refused_callbacks_sign_no_one_in() {
 
     // The provider refused (the person cancelled): a page saying so, not an error.
     let mut cancelled = Browser::new();
-    let callback = cancelled.to_callback(a, "alice", "/").await;
+    let callback = cancelled.reach_callback(a, "alice", "/").await;
     let state = callback
         .split("state=")
         .nth(1)

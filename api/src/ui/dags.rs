@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use leoflow_core::run::RunStatus;
 use leoflow_projector::read;
 use serde::Serialize;
@@ -13,8 +12,8 @@ use serde_json::Value;
 
 use crate::auth::User;
 use crate::dag_access::DagScope;
-use crate::query::Conditions;
 use crate::error::ApiResult;
+use crate::query::Conditions;
 use crate::query::Params;
 use crate::state::ApiState;
 use crate::states::{run_state_names, ti_state_names};
@@ -118,8 +117,8 @@ pub async fn dag_stats(
 ) -> ApiResult<Json<DashboardDagStats>> {
     let mut dags = Conditions::new();
     scope.restrict(&mut dags, read::dags::columns::DAG_ID);
-    let states = [RunStatus::Failed, RunStatus::Running, RunStatus::Queued]
-        .map(RunStatus::airflow_name);
+    let states =
+        [RunStatus::Failed, RunStatus::Running, RunStatus::Queued].map(RunStatus::airflow_name);
     let counts = read::stats::dag_counts(state.store.pool(), states, &dags).await?;
     Ok(Json(DashboardDagStats::from(counts)))
 }
@@ -131,12 +130,9 @@ pub async fn historical_metrics(
     scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<HistoricalMetrics>> {
-    let start: DateTime<Utc> = params
-        .datetime("start_date")?
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let end: DateTime<Utc> = params
-        .datetime("end_date")?
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    // Unbounded when not given (a time before Postgres's first would fail the query).
+    let start = params.datetime("start_date")?;
+    let end = params.datetime("end_date")?;
     let pool = state.store.pool();
     let mut runs = Conditions::new();
     scope.restrict(&mut runs, read::runs::columns::DAG_ID);

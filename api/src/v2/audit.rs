@@ -207,7 +207,8 @@ pub async fn get_event_log(
             json!(id),
         )
     })?;
-    let not_found = || ApiError::not_found(format!("The Event Log with id: `{position}` not found"));
+    let not_found =
+        || ApiError::not_found(format!("The Event Log with id: `{position}` not found"));
     let row = audit_log::by_position(state.store.pool(), position)
         .await?
         .ok_or_else(not_found)?;

@@ -215,6 +215,27 @@ impl TestApi {
         assert!(registration.import_error.is_none(), "{registration:?}");
     }
 
+    /// Compiles `dag_py` as another project, `name`, and registers it into `tenant`.
+    pub async fn register_into(&self, name: &str, dag_py: &str, tenant: &str) {
+        let project =
+            std::env::temp_dir().join(format!("leoflow-api-{}/{name}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("dag.py"), dag_py).unwrap();
+        let python = PythonRuntime::detect().await.unwrap();
+        let compiled = compile_project(&project, &python, Duration::from_secs(60)).await;
+        let registration = register(
+            &self.store,
+            &project_name(&project),
+            tenant,
+            &compiled,
+            "test",
+        )
+        .await
+        .unwrap();
+        assert!(registration.import_error.is_none(), "{registration:?}");
+        let _ = std::fs::remove_dir_all(project.parent().unwrap());
+    }
+
     /// Serves the API over a fresh database with no project and no scheduler: what a test
     /// appends only projects, so it reads back exactly what it wrote (pool statistics, ids).
     pub async fn without_scheduler() -> Self {

@@ -25,7 +25,7 @@ pub enum TokensCommand {
         /// The Airflow role its bearer acts with.
         #[arg(long)]
         role: String,
-        /// The tenant it acts in.
+        /// The tenant it acts in (`*`: every tenant).
         #[arg(long, default_value = "default")]
         tenant: String,
         /// How long it holds, e.g. `30d`, `12h` (default: until revoked).
@@ -88,6 +88,10 @@ async fn create(
     let role = role
         .parse::<Role>()
         .map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+    // `*`: every tenant (a platform admin's token).
+    if tenant != leoflow_api::dag_access::ALL_TENANTS {
+        leoflow_events::check_tenant(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    }
     let expires_at = expires_in
         .map(|text| {
             let seconds = leoflow_authoring::config::parse_duration(&text)

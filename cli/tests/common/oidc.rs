@@ -251,7 +251,7 @@ impl Browser {
 
     /// Starts a sign-in at Leoflow (`base`) and goes through the provider as `user`, up to
     /// the provider's redirect back: returns the callback URL, not yet visited.
-    pub async fn to_callback(&mut self, base: &str, user: &str, next: &str) -> String {
+    pub async fn reach_callback(&mut self, base: &str, user: &str, next: &str) -> String {
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("next", next)
             .finish();
@@ -280,7 +280,7 @@ impl Browser {
 
     /// Signs in at `base` as `user`: returns where Leoflow sent the browser afterwards.
     pub async fn sign_in(&mut self, base: &str, user: &str, next: &str) -> String {
-        let callback = self.to_callback(base, user, next).await;
+        let callback = self.reach_callback(base, user, next).await;
         let done = self.get(&callback).await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{done:?}");
         assert!(self.cookie(base, "_token").is_some(), "no session cookie");

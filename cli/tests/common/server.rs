@@ -96,11 +96,17 @@ impl Deployment {
 
     /// Compiles `dag_py` as a project and registers it (what a push will do).
     pub fn register(&self, name: &str, dag_py: &str) {
+        self.register_into(name, dag_py, "default");
+    }
+
+    /// [`Deployment::register`] into `tenant`.
+    pub fn register_into(&self, name: &str, dag_py: &str, tenant: &str) {
         let project = self.scratch.join(name);
         std::fs::create_dir_all(&project).unwrap();
         std::fs::write(project.join("dag.py"), dag_py).unwrap();
+        let path = project.to_str().unwrap();
         let compiled = output(
-            self.leoflow(&["compile", project.to_str().unwrap(), "--register"])
+            self.leoflow(&["compile", path, "--register", "--tenant", tenant])
                 .stdout(Stdio::null()),
         );
         assert!(compiled.status.success(), "{}", text(&compiled.stderr));

@@ -29,7 +29,9 @@ pub async fn dag_counts(
 ) -> sqlx::Result<DagCounts> {
     let mut c = conditions.clone();
     c.push("NOT d.is_stale", vec![]);
-    let mut query = QueryBuilder::<Postgres>::new("SELECT count(*) FILTER (WHERE NOT d.is_paused) AS active, count(*) FILTER (WHERE lr.state = ");
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT count(*) FILTER (WHERE NOT d.is_paused) AS active, count(*) FILTER (WHERE lr.state = ",
+    );
     query
         .push_bind(failed.to_owned())
         .push(") AS failed, count(*) FILTER (WHERE lr.state = ")
@@ -45,11 +47,11 @@ pub async fn dag_counts(
 }
 
 /// How many runs (`r`) under `conditions` that may start between `start` and `end` (both
-/// included) are in each state.
+/// included; `None`: unbounded) are in each state.
 pub async fn runs_by_state(
     pool: &PgPool,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
     conditions: &Conditions,
 ) -> sqlx::Result<Vec<(String, i64)>> {
     let mut query = QueryBuilder::<Postgres>::new("SELECT r.state, count(*) FROM dag_run r");
@@ -61,8 +63,8 @@ pub async fn runs_by_state(
 /// How many task instances of those runs are in each state (`None`: not scheduled yet).
 pub async fn task_instances_by_state(
     pool: &PgPool,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
     conditions: &Conditions,
 ) -> sqlx::Result<Vec<(Option<String>, i64)>> {
     let mut query = QueryBuilder::<Postgres>::new(
@@ -75,10 +77,18 @@ pub async fn task_instances_by_state(
 }
 
 /// `conditions` and runs (`r`) that may start between `start` and `end`.
-fn within(conditions: &Conditions, start: DateTime<Utc>, end: DateTime<Utc>) -> Conditions {
+fn within(
+    conditions: &Conditions,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+) -> Conditions {
     let mut c = conditions.clone();
-    c.push("r.run_after >= {}", vec![super::filter::Bind::Time(start)]);
-    c.push("r.run_after <= {}", vec![super::filter::Bind::Time(end)]);
+    if let Some(start) = start {
+        c.push("r.run_after >= {}", vec![super::filter::Bind::Time(start)]);
+    }
+    if let Some(end) = end {
+        c.push("r.run_after <= {}", vec![super::filter::Bind::Time(end)]);
+    }
     c
 }
 

@@ -1,0 +1,171 @@
+//! Tenants that cannot see each other: over every `GET` route Leoflow serves, a caller of tenant
+//! `acme` never gets anything of tenant `beta` — a route about one of beta's DAGs answers 404 as
+//! for a DAG that does not exist, and no list, count, search, dashboard or audit log entry names
+//! beta's DAG or run — while a platform admin (every tenant) sees both.
+
+mod common;
+
+use common::TestApi;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use leoflow_api::permissions::ROUTES;
+use serde_json::{Value, json};
+
+fn dag(dag_id: &str) -> String {
+    format!(
+        r#"
+from airflow.sdk import DAG, task
+
+@task
+def work():
+    return "{dag_id} says hello"
+
+with DAG("{dag_id}", schedule=None, is_paused_upon_creation=False, tags=["{dag_id}_tag"]):
+    work()
+"#
+    )
+}
+
+/// A session of an `Admin` of `tenant` (`None`: every tenant), as single sign-on issues it.
+fn admin_of(api: &TestApi, tenant: Option<&str>) -> String {
+    let now = chrono::Utc::now().timestamp() as u64;
+    let mut claims = json!({
+        "sub": format!("admin-of-{}", tenant.unwrap_or("all")), "role": "Admin",
+        "jti": uuid::Uuid::new_v4().simple().to_string(), "aud": "apache-airflow",
+        "nbf": now, "iat": now, "exp": now + 600, "auth_time": now,
+    });
+    if let Some(tenant) = tenant {
+        claims["tenant"] = json!(tenant);
+    }
+    let key = EncodingKey::from_secret(&api.token_signing_key).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &key).unwrap()
+}
+
+async fn get(api: &TestApi, token: &str, path: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// `template` with its parameters naming `beta`'s objects, or `~` where Airflow lists across.
+fn fill(template: &str, beta_run: &str, event: i64, tilde: bool) -> String {
+    template
+        .split('/')
+        .map(|segment| match segment {
+            "{dag_id}" if tilde => "~".to_owned(),
+            "{dag_run_id}" | "{run_id}" if tilde => "~".to_owned(),
+            "{task_id}" if tilde => "~".to_owned(),
+            "{dag_id}" => "beta_etl".to_owned(),
+            "{dag_run_id}" | "{run_id}" => common::segment(beta_run),
+            "{task_id}" => "work".to_owned(),
+            "{try_number}" | "{task_try_number}" | "{version_number}" => "1".to_owned(),
+            "{map_index}" => "-1".to_owned(),
+            "{xcom_key}" => "return_value".to_owned(),
+            "{event_log_id}" => event.to_string(),
+            other if other.starts_with('{') => "no_such".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_nothing_of_another_on_any_route() {
+    let api = TestApi::start(&dag("open_etl")).await;
+    api.register_into("acme", &dag("acme_etl"), "acme").await;
+    api.register_into("beta", &dag("beta_etl"), "beta").await;
+    api.run("acme_etl", json!({})).await;
+    let beta_run = api.run("beta_etl", json!({})).await;
+    let event: i64 = sqlx::query_scalar(
+        "SELECT position FROM events WHERE payload->>'dag_id' = 'beta_etl' ORDER BY position LIMIT 1",
+    )
+    .fetch_one(&api.db.pool)
+    .await
+    .unwrap();
+    let acme = admin_of(&api, Some("acme"));
+    let platform = admin_of(&api, None);
+
+    // Every GET route, once naming beta's objects and once across (`~`).
+    let mut checked = 0;
+    for (method, template, _) in ROUTES.iter().filter(|(m, _, _)| *m == "GET") {
+        for tilde in [false, true] {
+            let path = fill(template, &beta_run, event, tilde);
+            let (status, body) = get(&api, &acme, &path).await;
+            assert!(status < 500, "{method} {path}: {status} {body}");
+            // An answer never shows beta's DAG, run or XCom value (a refusal may repeat the id
+            // it was asked about, nothing more).
+            let leaked = body.contains("beta_etl says hello")
+                || (status < 300 && (body.contains("beta_etl") || body.contains(&beta_run)));
+            assert!(
+                !leaked,
+                "{method} {path} ({status}) shows tenant beta's: {body}"
+            );
+            if !tilde && template.contains("{dag_id}") {
+                assert!(
+                    status == 404 || status == 403,
+                    "{path}: beta's DAG must not exist for acme ({status} {body})"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "only {checked} requests");
+
+    // What acme does see: its own, counted, searched and in its audit log.
+    let (_, dags) = get(&api, &acme, "/api/v2/dags").await;
+    let dags: Value = serde_json::from_str(&dags).unwrap();
+    assert_eq!(dags["total_entries"], 1);
+    assert_eq!(dags["dags"][0]["dag_id"], "acme_etl");
+    let (_, found) = get(&api, &acme, "/api/v2/dags?dag_id_pattern=etl").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&found).unwrap()["total_entries"],
+        1
+    );
+    let (_, tags) = get(&api, &acme, "/api/v2/dagTags").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&tags).unwrap()["tags"],
+        json!(["acme_etl_tag"])
+    );
+    let (_, stats) = get(&api, &acme, "/ui/dashboard/dag_stats").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&stats).unwrap()["active_dag_count"],
+        1
+    );
+    let (_, metrics) = get(&api, &acme, "/ui/dashboard/historical_metrics_data").await;
+    let metrics: Value = serde_json::from_str(&metrics).unwrap();
+    assert_eq!(metrics["dag_run_states"]["success"], 1, "{metrics}");
+    let (_, log) = get(&api, &acme, "/api/v2/eventLogs?limit=1000").await;
+    assert!(
+        log.contains("acme_etl") && !log.contains("open_etl"),
+        "{log}"
+    );
+    let (_, xcoms) = get(
+        &api,
+        &acme,
+        "/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries",
+    )
+    .await;
+    assert!(xcoms.contains("acme_etl"), "{xcoms}");
+
+    // A platform admin sees every tenant.
+    let (_, all) = get(&api, &platform, "/api/v2/dags").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&all).unwrap()["total_entries"],
+        3
+    );
+    let (_, log) = get(&api, &platform, "/api/v2/eventLogs?limit=1000").await;
+    assert!(log.contains("acme_etl") && log.contains("beta_etl"));
+    let (status, _) = get(
+        &api,
+        &platform,
+        &format!(
+            "/api/v2/dags/beta_etl/dagRuns/{}",
+            common::segment(&beta_run)
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
