@@ -1,15 +1,21 @@
-//! Per-DAG access, as Airflow's `access_control` gives it: a custom role (any role name but
-//! Airflow's five) reaches only the DAGs whose `access_control` names it, with the actions
-//! granted there. A user whose built-in role does not allow a route may still call it:
+//! Who sees which DAGs: tenants and per-DAG access, decided once per request by the
+//! authorization layer ([`crate::permissions::authorize`]) and applied in SQL by the handlers.
 //!
-//! - a route about one DAG (`/dags/{dag_id}/…`) when one of their custom roles is granted what
-//!   the route needs on that DAG (reading anything of it needs `DAGs: can_read`; changing the
-//!   DAG, its runs or task instances `DAGs: can_edit`; deleting it `DAGs: can_delete`;
-//!   triggering `DAG Runs: can_create`; deleting a run `DAG Runs: can_delete`);
-//! - a list of DAGs, runs or task instances across DAGs, filtered in SQL to the DAGs their
-//!   custom roles may read ([`DagScope`]), never refused and never filtered afterwards.
+//! - **Tenants.** A caller of one tenant (a token's or a sign-in's) sees only that tenant's
+//!   DAGs: a route about another tenant's DAG answers 404 as for a DAG that does not exist, and
+//!   every list and count across DAGs is narrowed to the tenant ([`DagScope`]). Platform admins
+//!   (every tenant, [`ALL_TENANTS`]) and Lite's admin see all.
+//! - **Per-DAG access**, as Airflow's `access_control` gives it: a custom role (any role name
+//!   but Airflow's five) reaches only the DAGs whose `access_control` names it, with the
+//!   actions granted there. A user whose built-in role does not allow a route may still call
+//!   a route about one DAG when one of their custom roles is granted what the route needs on
+//!   it (reading anything of it needs `DAGs: can_read`; changing the DAG, its runs or task
+//!   instances `DAGs: can_edit`; deleting it `DAGs: can_delete`; triggering `DAG Runs:
+//!   can_create`; deleting a run `DAG Runs: can_delete`), and the lists across DAGs, filtered
+//!   to the DAGs their custom roles may read.
 //!
-//! Every other route stays as the built-in role decides (with Airflow's 403).
+//! A route across DAGs whose handler does not apply the scope is answered only to callers who
+//! see every DAG of every tenant.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
