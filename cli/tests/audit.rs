@@ -1,4 +1,4 @@
-//! The audit trail end to end: a machine with a Leoflow API token (tenant `acme`) triggers a
+//! The audit trail end to end: a machine with a Leoflow API token (tenant `default`, the one Lite registers its DAGs into) triggers a
 //! run and sets a Variable over `/api/v2` on a real Lite; the events record it — subject,
 //! tenant, token id, client address, never the token's secret — and `leoflow audit` and the
 //! UI's audit log (`/api/v2/eventLogs`) show it; bad filters get a clear error.
@@ -100,7 +100,7 @@ async fn a_machines_changes_are_audited_with_its_token_tenant_and_address_never_
     let started = chrono::Utc::now();
 
     let created: Value = serde_json::from_str(&setup.leoflow_ok(&[
-        "tokens", "create", "--role", "Admin", "--tenant", "acme", "--output", "json",
+        "tokens", "create", "--role", "Admin", "--tenant", "default", "--output", "json",
     ]))
     .unwrap();
     let (id, token) = (
@@ -144,7 +144,7 @@ async fn a_machines_changes_are_audited_with_its_token_tenant_and_address_never_
     assert_eq!(actions, ["RunQueued", "VariableSet"], "{by_machine:#?}");
     for entry in &by_machine {
         assert_eq!(entry["actor"], subject.as_str(), "{entry}");
-        assert_eq!(entry["tenant"], "acme", "{entry}");
+        assert_eq!(entry["tenant"], "default", "{entry}");
         assert_eq!(entry["token_id"], id.as_str(), "{entry}");
         assert_eq!(entry["client"], "127.0.0.1", "{entry}");
     }
@@ -156,7 +156,7 @@ async fn a_machines_changes_are_audited_with_its_token_tenant_and_address_never_
     assert_eq!(by_machine[1]["resource"], "variable:deployed_by");
 
     // The same by tenant, by resource (a DAG id, a stream), by action and time.
-    assert_eq!(setup.audit(&["--tenant", "acme"]), by_machine);
+    assert_eq!(setup.audit(&["--tenant", "default"]), by_machine);
     assert_eq!(setup.audit(&["--tenant", "globex"]), Vec::<Value>::new());
     assert_eq!(
         setup.audit(&["--actor", &subject, "--resource", "audited"]),
@@ -190,7 +190,7 @@ async fn a_machines_changes_are_audited_with_its_token_tenant_and_address_never_
     assert_eq!(lines.len(), 3, "{table}");
     assert!(lines[0].starts_with("POSITION"), "{table}");
     for (line, action) in lines[1..].iter().zip(["RunQueued", "VariableSet"]) {
-        for shown in [subject.as_str(), "acme", "127.0.0.1", action] {
+        for shown in [subject.as_str(), "default", "127.0.0.1", action] {
             assert!(line.contains(shown), "{shown} not in {line}");
         }
     }
@@ -205,7 +205,7 @@ async fn a_machines_changes_are_audited_with_its_token_tenant_and_address_never_
         let extra: Value = serde_json::from_str(entry["extra"].as_str().unwrap()).unwrap();
         assert_eq!(
             extra["actor"],
-            json!({"tenant": "acme", "client": "127.0.0.1", "token_id": id}),
+            json!({"tenant": "default", "client": "127.0.0.1", "token_id": id}),
             "{entry}"
         );
     }
