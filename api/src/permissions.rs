@@ -151,15 +151,16 @@ pub(crate) async fn authorize(
     let scope = DagScope {
         tenant: user.tenant.clone(),
         readable_by: per_dag.then(|| user.dag_roles.clone()),
+        dag_ids: None,
     };
-    let decision = match route {
+    let decision = match &route {
         Some(DagRoute::One { dag_id, need }) if user.tenant.is_some() || per_dag => {
-            match dag_access::owner(state.store.pool(), &dag_id).await {
+            match dag_access::owner(state.store.pool(), dag_id).await {
                 Err(error) => return ApiError::from(error).into_response(),
-                Ok(owner) => decide_one(&user, by_role, &dag_id, need, owner.as_ref()),
+                Ok(owner) => decide_one(&user, by_role, dag_id, *need, owner.as_ref()),
             }
         }
-        Some(DagRoute::Across { scoped }) if !scoped && scope != DagScope::all() => {
+        Some(DagRoute::Across { scoped }) if !scoped && !scope.is_all() => {
             // Not filtered by its handler: only for who sees every DAG of every tenant.
             Err(forbidden())
         }
@@ -170,6 +171,14 @@ pub(crate) async fn authorize(
     if let Err(refusal) = decision {
         return refusal;
     }
+    // A list across DAGs filters by the narrowed scope's DAG ids, looked up once here.
+    let scope = match route {
+        Some(DagRoute::Across { scoped: true }) => match scope.resolved(state.store.pool()).await {
+            Ok(scope) => scope,
+            Err(error) => return ApiError::from(error).into_response(),
+        },
+        _ => scope,
+    };
     request.extensions_mut().insert(scope);
     next.run(request).await
 }
