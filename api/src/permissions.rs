@@ -157,19 +157,21 @@ pub(crate) async fn authorize(
         Some(DagRoute::One { dag_id, need }) if user.tenant.is_some() || per_dag => {
             match dag_access::owner(state.store.pool(), dag_id).await {
                 Err(error) => return ApiError::from(error).into_response(),
-                Ok(owner) => decide_one(&user, by_role, dag_id, *need, owner.as_ref()),
+                Ok(owner) => decide_one(&user, by_role, *need, owner.as_ref()),
             }
         }
-        Some(DagRoute::Across { scoped }) if !scoped && !scope.is_all() => {
-            // Not filtered by its handler: only for who sees every DAG of every tenant.
-            Err(forbidden())
-        }
-        _ if by_role => Ok(()),
-        Some(DagRoute::Across { scoped: true }) if per_dag => Ok(()),
-        _ => Err(forbidden()),
+        // Not filtered by its handler: only for who sees every DAG of every tenant.
+        Some(DagRoute::Across { scoped }) if !scoped && !scope.is_all() => Decision::Forbid,
+        _ if by_role => Decision::Allow,
+        Some(DagRoute::Across { scoped: true }) if per_dag => Decision::Allow,
+        _ => Decision::Forbid,
     };
-    if let Err(refusal) = decision {
-        return refusal;
+    match (decision, &route) {
+        (Decision::Allow, _) => {}
+        (Decision::Hide, Some(DagRoute::One { dag_id, .. })) => {
+            return crate::read::dags::dag_not_found(dag_id).into_response();
+        }
+        _ => return forbidden(),
     }
     // A list across DAGs filters by the narrowed scope's DAG ids, looked up once here.
     let scope = match route {
@@ -183,30 +185,39 @@ pub(crate) async fn authorize(
     next.run(request).await
 }
 
-/// Whether `user` may call a route about the DAG `dag_id` (`owner`: its tenant and grants;
-/// `None`: no such DAG, which the handler answers with its own 404).
+/// What the authorization layer does with a request.
+enum Decision {
+    /// Lets it through.
+    Allow,
+    /// Airflow's 403.
+    Forbid,
+    /// Airflow's 404 for the DAG: another tenant's does not exist for the caller.
+    Hide,
+}
+
+/// Whether `user` may call a route about a DAG (`owner`: its tenant and grants; `None`: no
+/// such DAG, which the handler answers with its own 404).
 fn decide_one(
     user: &User,
     by_role: bool,
-    dag_id: &str,
     need: Option<dag_access::Need>,
     owner: Option<&dag_access::Owner>,
-) -> Result<(), Response> {
+) -> Decision {
     if let (Some(tenant), Some(owner)) = (&user.tenant, owner)
         && owner.tenant != *tenant
     {
-        return Err(crate::read::dags::dag_not_found(dag_id).into_response());
+        return Decision::Hide;
     }
-    if by_role {
-        return Ok(());
-    }
-    match (owner, need) {
-        (Some(owner), Some(need))
-            if dag_access::granted(&owner.access_control, &user.dag_roles, need) =>
-        {
-            Ok(())
+    let granted = match (owner, need) {
+        (Some(owner), Some(need)) => {
+            dag_access::granted(&owner.access_control, &user.dag_roles, need)
         }
-        _ => Err(forbidden()),
+        _ => false,
+    };
+    if by_role || granted {
+        Decision::Allow
+    } else {
+        Decision::Forbid
     }
 }
 

@@ -189,7 +189,14 @@ async fn custom_roles_see_and_do_only_what_access_control_grants() {
     // things, stay refused.
     let (_, stats) = call(&api, &team_a, get.clone(), "/api/v2/dagStats", None).await;
     assert_eq!(ids(&stats, "dags", "dag_id"), ["team_a_etl"]);
-    let (status, _) = call(&api, &team_a, Method::PATCH, "/api/v2/dags?dag_id_pattern=%25", Some(json!({"is_paused": true}))).await;
+    let (status, _) = call(
+        &api,
+        &team_a,
+        Method::PATCH,
+        "/api/v2/dags?dag_id_pattern=%25",
+        Some(json!({"is_paused": true})),
+    )
+    .await;
     assert_eq!(status, 403, "bulk pause across DAGs");
     for path in [
         "/api/v2/variables",
