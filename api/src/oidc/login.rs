@@ -409,15 +409,6 @@ mod tests {
         })
     }
 
-    fn with(
-        mut claims: serde_json::Value,
-        key: &str,
-        value: serde_json::Value,
-    ) -> serde_json::Value {
-        claims[key] = value;
-        claims
-    }
-
     #[tokio::test]
     async fn a_verified_id_token_names_the_person_their_role_and_tenant() {
         let oidc = provider().await;

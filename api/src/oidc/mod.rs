@@ -472,6 +472,12 @@ pub(crate) mod testing {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
+    /// `claims` with `key` set to `value`.
+    pub fn with(mut claims: Value, key: &str, value: Value) -> Value {
+        claims[key] = value;
+        claims
+    }
+
     /// `claims` with `alg: none` and no signature.
     pub fn unsigned(claims: &Value) -> String {
         use base64::Engine;
@@ -492,15 +498,6 @@ mod tests {
             "iss": ISSUER, "aud": "urn:leoflow:api", "sub": "ci-robot", "client_id": "ci-robot",
             "jti": "at-1", "iat": now(), "exp": now() + 300, "groups": ["ops"], "tenant": "acme",
         })
-    }
-
-    fn with(
-        mut claims: serde_json::Value,
-        key: &str,
-        value: serde_json::Value,
-    ) -> serde_json::Value {
-        claims[key] = value;
-        claims
     }
 
     #[tokio::test]

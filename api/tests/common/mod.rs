@@ -8,7 +8,7 @@
 
 pub mod contract;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,18 +164,7 @@ impl TestApi {
             std::env::temp_dir().join(format!("leoflow-api-{}/project", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&project).unwrap();
         std::fs::write(project.join("dag.py"), dag_py).unwrap();
-        let python = PythonRuntime::detect().await.unwrap();
-        let compiled = compile_project(&project, &python, Duration::from_secs(60)).await;
-        let registration = register(
-            &store,
-            &project_name(&project),
-            leoflow_events::DEFAULT_TENANT,
-            &compiled,
-            "test",
-        )
-        .await
-        .unwrap();
-        assert!(registration.import_error.is_none(), "{registration:?}");
+        compile_and_register(&store, &project, leoflow_events::DEFAULT_TENANT).await;
 
         let service = Arc::new(tokio::sync::OnceCell::new());
         let executor = Arc::new(InProcessAgents {
@@ -201,18 +190,7 @@ impl TestApi {
     /// Compiles and registers the project again (a DAG deleted since comes back as new).
     pub async fn reparse(&self) {
         let project = self.project.as_ref().expect("a project");
-        let python = PythonRuntime::detect().await.unwrap();
-        let compiled = compile_project(project, &python, Duration::from_secs(60)).await;
-        let registration = register(
-            &self.store,
-            &project_name(project),
-            leoflow_events::DEFAULT_TENANT,
-            &compiled,
-            "test",
-        )
-        .await
-        .unwrap();
-        assert!(registration.import_error.is_none(), "{registration:?}");
+        compile_and_register(&self.store, project, leoflow_events::DEFAULT_TENANT).await;
     }
 
     /// Compiles `dag_py` as another project, `name`, and registers it into `tenant`.
@@ -221,18 +199,7 @@ impl TestApi {
             std::env::temp_dir().join(format!("leoflow-api-{}/{name}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&project).unwrap();
         std::fs::write(project.join("dag.py"), dag_py).unwrap();
-        let python = PythonRuntime::detect().await.unwrap();
-        let compiled = compile_project(&project, &python, Duration::from_secs(60)).await;
-        let registration = register(
-            &self.store,
-            &project_name(&project),
-            tenant,
-            &compiled,
-            "test",
-        )
-        .await
-        .unwrap();
-        assert!(registration.import_error.is_none(), "{registration:?}");
+        compile_and_register(&self.store, &project, tenant).await;
         let _ = std::fs::remove_dir_all(project.parent().unwrap());
     }
 
@@ -396,4 +363,14 @@ pub fn segment(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+/// Compiles `project` and registers it into `tenant`, which must succeed.
+async fn compile_and_register(store: &EventStore, project: &Path, tenant: &str) {
+    let python = PythonRuntime::detect().await.unwrap();
+    let compiled = compile_project(project, &python, Duration::from_secs(60)).await;
+    let registration = register(store, &project_name(project), tenant, &compiled, "test")
+        .await
+        .unwrap();
+    assert!(registration.import_error.is_none(), "{registration:?}");
 }
