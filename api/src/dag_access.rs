@@ -186,18 +186,9 @@ const DAG_RESOURCES: [&str; 11] = [
 /// The routes naming their DAG in the query (`?dag_id=…`) rather than the path.
 const DAG_IN_QUERY: [&str; 1] = ["/ui/structure/structure_data"];
 
-/// Routes about the files of every tenant's projects that are not filtered by tenant yet.
-const ACROSS_TENANTS: [&str; 2] = [
-    "/api/v2/importErrors",
-    "/api/v2/importErrors/{import_error_id}",
-];
-
 /// `method path?query` as tenants and per-DAG access see it: `None` when it is not about DAGs.
 pub fn dag_route(method: &str, path: &str, query: Option<&str>) -> Option<DagRoute> {
     let (template, rule) = route_of(method, path)?;
-    if ACROSS_TENANTS.contains(&template) {
-        return Some(DagRoute::Across { scoped: false });
-    }
     let need = need_of(rule);
     let dag_id = if DAG_IN_QUERY.contains(&template) {
         query.and_then(|q| {

@@ -1141,6 +1141,7 @@ async fn import_errors_list_the_files_that_failed_to_parse() {
         fileloc: fileloc.into(),
         bundle_name: bundle.into(),
         error: error.into(),
+        tenant: "default".into(),
     };
     let outcome = api
         .store

@@ -50,8 +50,9 @@ async fn get(api: &TestApi, token: &str, path: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-/// `template` with its parameters naming `beta`'s objects, or `~` where Airflow lists across.
-fn fill(template: &str, beta_run: &str, event: i64, tilde: bool) -> String {
+/// `template` with its parameters naming `beta`'s objects (`ids`: its run, an event of its
+/// DAG, its import error), or `~` where Airflow lists across.
+fn fill(template: &str, [beta_run, event, import_error]: [&str; 3], tilde: bool) -> String {
     template
         .split('/')
         .map(|segment| match segment {
@@ -64,7 +65,8 @@ fn fill(template: &str, beta_run: &str, event: i64, tilde: bool) -> String {
             "{try_number}" | "{task_try_number}" | "{version_number}" => "1".to_owned(),
             "{map_index}" => "-1".to_owned(),
             "{xcom_key}" => "return_value".to_owned(),
-            "{event_log_id}" => event.to_string(),
+            "{event_log_id}" => event.to_owned(),
+            "{import_error_id}" => import_error.to_owned(),
             other if other.starts_with('{') => "no_such".to_owned(),
             other => other.to_owned(),
         })
@@ -77,6 +79,7 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
     let api = TestApi::start(&dag("open_etl")).await;
     api.register_into("acme", &dag("acme_etl"), "acme").await;
     api.register_into("beta", &dag("beta_etl"), "beta").await;
+    api.register_failing_into("beta_broken", "beta").await;
     api.run("acme_etl", json!({})).await;
     let beta_run = api.run("beta_etl", json!({})).await;
     let event: i64 = sqlx::query_scalar(
@@ -85,6 +88,11 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
     .fetch_one(&api.db.pool)
     .await
     .unwrap();
+    let import_error: i64 = sqlx::query_scalar("SELECT id FROM import_error WHERE tenant = 'beta'")
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
+    let (event, import_error) = (event.to_string(), import_error.to_string());
     let acme = admin_of(&api, Some("acme"));
     let platform = admin_of(&api, None);
 
@@ -92,13 +100,16 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
     let mut checked = 0;
     for (method, template, _) in ROUTES.iter().filter(|(m, _, _)| *m == "GET") {
         for tilde in [false, true] {
-            let path = fill(template, &beta_run, event, tilde);
+            let path = fill(template, [&beta_run, &event, &import_error], tilde);
             let (status, body) = get(&api, &acme, &path).await;
             assert!(status < 500, "{method} {path}: {status} {body}");
             // An answer never shows beta's DAG, run or XCom value (a refusal may repeat the id
             // it was asked about, nothing more).
             let leaked = body.contains("beta_etl says hello")
-                || (status < 300 && (body.contains("beta_etl") || body.contains(&beta_run)));
+                || (status < 300
+                    && ["beta_etl", "beta_broken", &beta_run]
+                        .iter()
+                        .any(|s| body.contains(s)));
             assert!(
                 !leaked,
                 "{method} {path} ({status}) shows tenant beta's: {body}"
@@ -150,7 +161,16 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
     .await;
     assert!(xcoms.contains("acme_etl"), "{xcoms}");
 
+    let (_, errors) = get(&api, &acme, "/api/v2/importErrors").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&errors).unwrap()["total_entries"],
+        0,
+        "{errors}"
+    );
+
     // A platform admin sees every tenant.
+    let (_, errors) = get(&api, &platform, "/api/v2/importErrors").await;
+    assert!(errors.contains("beta_broken"), "{errors}");
     let (_, all) = get(&api, &platform, "/api/v2/dags").await;
     assert_eq!(
         serde_json::from_str::<Value>(&all).unwrap()["total_entries"],

@@ -95,6 +95,7 @@ pub async fn register(
                     fileloc: fileloc.clone(),
                     bundle_name: project.to_owned(),
                     error: message.clone(),
+                    tenant: tenant.to_owned(),
                 };
                 store
                     .append(AppendBatch::new().push(event, &metadata))

@@ -345,6 +345,10 @@ pub struct DagImportFailed {
     pub bundle_name: String,
     /// What went wrong, with file and line.
     pub error: String,
+    /// The tenant the project was registered into (failures recorded before tenants existed
+    /// are the default tenant's).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A DAG was deleted with its runs, task instances and XComs (Airflow's "delete DAG"). The

@@ -103,6 +103,7 @@ impl Workload {
                         "SyntaxError: invalid syntax (dag.py, line {})",
                         self.rng.below(90)
                     ),
+                    tenant: "default".into(),
                 }
                 .into(),
             ],

@@ -444,6 +444,7 @@ impl WorkingSet {
             bundle_name: e.bundle_name.clone(),
             stacktrace: e.error.clone(),
             timestamp: at,
+            tenant: e.tenant.clone(),
         });
         Ok(())
     }

@@ -166,6 +166,8 @@ pub struct ImportErrorRow {
     pub stacktrace: String,
     /// When the file last failed to parse.
     pub timestamp: DateTime<Utc>,
+    /// The tenant its project was registered into.
+    pub tenant: String,
 }
 
 /// `dag_run`.

@@ -85,6 +85,7 @@ async fn dag_versions_pause_and_import_errors_are_projected() {
                 fileloc: "dags/etl/dag.py".into(),
                 bundle_name: "dags-folder".into(),
                 error: "SyntaxError: line 3".into(),
+                tenant: "default".into(),
             }
             .into(),
         ],

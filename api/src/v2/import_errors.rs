@@ -9,8 +9,9 @@ use leoflow_projector::read::import_errors::{self, ImportErrorRow, columns};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::dag_access::DagScope;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Conditions, ParamFilters, Params};
+use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
 use crate::state::ApiState;
 
@@ -46,10 +47,14 @@ impl From<&ImportErrorRow> for ImportErrorResponse {
 /// `GET /api/v2/importErrors`.
 pub async fn get_import_errors(
     State(state): State<ApiState>,
+    scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<ImportErrorCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
+    if let Some(tenant) = &scope.tenant {
+        conditions.eq(columns::TENANT, Bind::Text(tenant.clone()));
+    }
     conditions.patterns(&params, "filename", columns::FILENAME);
     let order = params.order_by(
         &[
@@ -75,6 +80,7 @@ pub async fn get_import_errors(
 pub async fn get_import_error(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    scope: DagScope,
 ) -> ApiResult<Json<ImportErrorResponse>> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::invalid(
@@ -84,7 +90,10 @@ pub async fn get_import_error(
             json!(id),
         )
     })?;
-    let row = import_errors::by_id(state.store.pool(), id).await?;
+    // Another tenant's import error does not exist for the caller.
+    let row = import_errors::by_id(state.store.pool(), id)
+        .await?
+        .filter(|row| scope.tenant.as_ref().is_none_or(|t| *t == row.tenant));
     let row = row.ok_or_else(|| {
         ApiError::not_found(format!(
             "The ImportError with import_error_id: `{id}` was not found"

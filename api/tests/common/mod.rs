@@ -193,6 +193,28 @@ impl TestApi {
         compile_and_register(&self.store, project, leoflow_events::DEFAULT_TENANT).await;
     }
 
+    /// Registers a project `name` whose `dag.py` fails to import into `tenant`; returns the
+    /// error recorded.
+    pub async fn register_failing_into(&self, name: &str, tenant: &str) -> String {
+        let project =
+            std::env::temp_dir().join(format!("leoflow-api-{}/{name}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("dag.py"), "this is not python(\n").unwrap();
+        let python = PythonRuntime::detect().await.unwrap();
+        let compiled = compile_project(&project, &python, Duration::from_secs(60)).await;
+        let registration = register(
+            &self.store,
+            &project_name(&project),
+            tenant,
+            &compiled,
+            "test",
+        )
+        .await
+        .unwrap();
+        let _ = std::fs::remove_dir_all(project.parent().unwrap());
+        registration.import_error.expect("an import error")
+    }
+
     /// Compiles `dag_py` as another project, `name`, and registers it into `tenant`.
     pub async fn register_into(&self, name: &str, dag_py: &str, tenant: &str) {
         let project =

@@ -26,6 +26,8 @@ pub mod columns {
     pub const BUNDLE_NAME: &str = "i.bundle_name";
     /// The error.
     pub const STACKTRACE: &str = "i.stacktrace";
+    /// The tenant its project was registered into.
+    pub const TENANT: &str = "i.tenant";
 }
 
 /// An `import_error` row, its file relative to its bundle.
@@ -41,6 +43,8 @@ pub struct ImportErrorRow {
     pub stacktrace: String,
     /// When it was recorded.
     pub timestamp: DateTime<Utc>,
+    /// The tenant its project was registered into.
+    pub tenant: String,
 }
 
 macro_rules! select_import_errors {
@@ -48,7 +52,7 @@ macro_rules! select_import_errors {
         concat!(
             "SELECT i.id, ",
             relative_filename!(),
-            " AS filename, i.bundle_name, i.stacktrace, i.timestamp FROM import_error i",
+            " AS filename, i.bundle_name, i.stacktrace, i.timestamp, i.tenant FROM import_error i",
             $tail
         )
     };
