@@ -15,7 +15,7 @@ mod common;
 
 use common::oidc::{Browser, Provider};
 use common::repo;
-use common::server::{Deployment, Replica, ports};
+use common::server::{Deployment, Replica, ports, replicas_ports};
 
 const DAG: &str = r#"
 from airflow.sdk import DAG, task
@@ -44,9 +44,10 @@ impl Sso {
     /// [`Sso::start`], the replicas serving the Airflow UI from `ui_dir`.
     async fn start_with(what: &str, ui_dir: Option<&Path>) -> Self {
         let deployment = Deployment::start(what).await;
-        let (ports_a, ports_b) = (ports(), ports());
+        // All chosen at once, so no two are the same.
+        let [ports_a, ports_b, [provider_port, ..]] = replicas_ports::<3>();
         let urls = [ports_a, ports_b].map(|p| format!("http://127.0.0.1:{}", p[0]));
-        let provider = Provider::start(&deployment.scratch, &urls);
+        let provider = Provider::start(provider_port, &deployment.scratch, &urls);
         let secret = deployment.scratch.join("oidc-client-secret");
         std::fs::write(&secret, "leoflow-secret\n").unwrap();
         let replica = |role: &str, ports: [u16; 3], url: &str| {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::{free_port, repo};
+use super::repo;
 
 /// The role map the tests give Leoflow for the provider's groups.
 pub const ROLE_MAP: &str = r#"{"airflow-admins": "Admin", "airflow-ops": "Op",
@@ -31,13 +31,12 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts the provider for Leoflow replicas at `leoflow_urls`.
-    pub fn start(scratch: &std::path::Path, leoflow_urls: &[String]) -> Self {
+    /// Starts the provider on `port` for Leoflow replicas at `leoflow_urls`.
+    pub fn start(port: u16, scratch: &std::path::Path, leoflow_urls: &[String]) -> Self {
         assert!(
             repo().join("ui-tests/node_modules/oidc-provider").is_dir(),
             "the single sign-on tests need ui-tests' oidc-provider: scripts/test.sh installs it"
         );
-        let port = free_port();
         let mut provider = Self {
             child: None,
             port,

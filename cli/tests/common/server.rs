@@ -21,7 +21,17 @@ pub const PASSWORD: &str = "server-test-admin-password";
 
 /// Free ports for a replica: HTTP, gRPC, metrics.
 pub fn ports() -> [u16; 3] {
-    [free_port(), free_port(), free_port()]
+    replicas_ports::<1>()[0]
+}
+
+/// Free ports for `N` replicas, all different: each is held until all are chosen, so the system
+/// cannot hand out one twice.
+pub fn replicas_ports<const N: usize>() -> [[u16; 3]; N] {
+    let held: Vec<std::net::TcpListener> = (0..3 * N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let port = |i: usize| held[i].local_addr().unwrap().port();
+    std::array::from_fn(|r| [port(3 * r), port(3 * r + 1), port(3 * r + 2)])
 }
 
 /// The datastores, keys and Service of a deployment; replicas are started on it.
@@ -144,7 +154,7 @@ impl Deployment {
     /// Runs a replica of `role` that must refuse to start: returns its stderr (it fails the
     /// test if the replica serves, or runs for more than 30 s).
     pub fn refusal(&self, role: &str, change: impl FnOnce(&mut Command)) -> String {
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = ports();
         let mut command = self.server_command(role, ports);
         change(&mut command);
         let mut child = command
