@@ -5,7 +5,7 @@
 //   BASE_URL=http://127.0.0.1:8088 ADMIN_PASSWORD=… DAG_ID=etl node ui-tests/actions.mjs
 //
 // Prints one JSON report; exits 1 on the first step that does not do what it should.
-import { login, openPage } from "./browser.mjs";
+import { login, openPage, waitUntil } from "./browser.mjs";
 
 const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
@@ -28,15 +28,7 @@ async function api(path) {
   return response.json();
 }
 
-async function until(what, check, seconds = 60) {
-  const deadline = Date.now() + seconds * 1000;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await page.waitForTimeout(300);
-  }
-}
+const until = (what, check, seconds) => waitUntil(page, what, check, seconds);
 
 async function step(name, action) {
   const before = changes.length;

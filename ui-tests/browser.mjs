@@ -30,3 +30,15 @@ export async function login(page, base, password) {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL((url) => !url.pathname.startsWith("/auth/"));
 }
+
+/** Polls `check` on `page` every 300 ms until it returns something truthy (returned), or fails
+ * naming `what` after `seconds`. */
+export async function waitUntil(page, what, check, seconds = 60) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await page.waitForTimeout(300);
+  }
+}

@@ -6,7 +6,7 @@
 //   BASE_URL=http://127.0.0.1:8080 ISSUER=http://127.0.0.1:9400 SSO_USER=alice DAG_ID=greet node ui-tests/sso.mjs
 //
 // Prints one JSON report; exits 1 on the first step that does not do what it should.
-import { openPage } from "./browser.mjs";
+import { openPage, waitUntil } from "./browser.mjs";
 
 const base = process.env.BASE_URL;
 const issuer = process.env.ISSUER;
@@ -22,15 +22,7 @@ async function api(path) {
   return { status: response.status(), body: response.ok() ? await response.json() : null };
 }
 
-async function until(what, check, seconds = 60) {
-  const deadline = Date.now() + seconds * 1000;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await page.waitForTimeout(300);
-  }
-}
+const until = (what, check, seconds) => waitUntil(page, what, check, seconds);
 
 let failure = null;
 try {

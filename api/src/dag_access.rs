@@ -63,7 +63,6 @@ impl DagScope {
     pub async fn resolved(mut self, pool: &sqlx::PgPool) -> sqlx::Result<Self> {
         if !self.is_all() {
             let mut dags = Conditions::new();
-            self.dag_ids = None;
             self.restrict(&mut dags, leoflow_projector::read::dags::columns::DAG_ID);
             self.dag_ids = Some(leoflow_projector::read::dags::ids(pool, &dags).await?);
         }
@@ -247,13 +246,6 @@ fn percent_decode(raw: &str) -> Option<String> {
             .next()
             .map(|(_, v)| v.into_owned().into_bytes())?;
     String::from_utf8(bytes).ok()
-}
-
-pub use leoflow_projector::read::dags::DagOwner as Owner;
-
-/// The owner of `dag_id` (its tenant and grants), `None` when there is no such DAG.
-pub async fn owner(pool: &sqlx::PgPool, dag_id: &str) -> sqlx::Result<Option<Owner>> {
-    leoflow_projector::read::dags::owner(pool, dag_id).await
 }
 
 /// Whether one of `roles` is granted `need` by `access_control`.

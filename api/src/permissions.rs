@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use leoflow_projector::read;
 
 use crate::auth::User;
 use crate::dag_access::{self, DagRoute, DagScope};
@@ -155,7 +156,7 @@ pub(crate) async fn authorize(
     };
     let decision = match &route {
         Some(DagRoute::One { dag_id, need }) if user.tenant.is_some() || per_dag => {
-            match dag_access::owner(state.store.pool(), dag_id).await {
+            match read::dags::owner(state.store.pool(), dag_id).await {
                 Err(error) => return ApiError::from(error).into_response(),
                 Ok(owner) => decide_one(&user, by_role, *need, owner.as_ref()),
             }
@@ -201,7 +202,7 @@ fn decide_one(
     user: &User,
     by_role: bool,
     need: Option<dag_access::Need>,
-    owner: Option<&dag_access::Owner>,
+    owner: Option<&read::dags::DagOwner>,
 ) -> Decision {
     if let (Some(tenant), Some(owner)) = (&user.tenant, owner)
         && owner.tenant != *tenant

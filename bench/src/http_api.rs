@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use leoflow_api::auth::Auth;
 use leoflow_api::credentials::Credentials;
 use leoflow_api::{ApiState, Settings};
@@ -50,18 +50,18 @@ pub async fn serve(store: EventStore) -> Result<Served> {
     })
 }
 
-/// The admin's token, from the login route.
-pub async fn admin_token(client: &reqwest::Client, base: &str) -> Result<String> {
+/// The admin's token from the login route of the API at `base`.
+pub async fn admin_token(client: &reqwest::Client, base: &str, password: &str) -> Result<String> {
     let answer: Value = client
         .post(format!("{base}/auth/token"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .json(&json!({"username": "admin", "password": password}))
         .send()
         .await?
         .json()
         .await?;
     Ok(answer["access_token"]
         .as_str()
-        .unwrap_or_default()
+        .context("the login answered no access_token")?
         .to_owned())
 }
 

@@ -3,7 +3,7 @@
 //! tenant, token id, client address, never the token's secret — and `leoflow audit` and the
 //! UI's audit log (`/api/v2/eventLogs`) show it; bad filters get a clear error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use leoflow_postgres::{ClusterSettings, ManagedCluster};
 use reqwest::Method;
@@ -12,7 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 
 mod common;
 
-use common::lite::{Client, Lite, PASSWORD, leoflow, output, scratch, stop_postgres, text};
+use common::lite::{Client, LiteProject, leoflow, output, text};
 
 const DAG: &str = r#"
 from airflow.sdk import DAG, task
@@ -25,32 +25,10 @@ with DAG("audited", schedule=None):
     hello()
 "#;
 
-/// A home and a project of its own, removed (with its Postgres stopped) at the end.
-struct Setup {
-    scratch: PathBuf,
-    home: PathBuf,
-    project: PathBuf,
-}
+/// What the audit test adds to a Lite project: `leoflow` commands on its home.
+type Setup = LiteProject;
 
-impl Setup {
-    fn new() -> Self {
-        let scratch = scratch("audit");
-        let project = scratch.join("project");
-        std::fs::create_dir_all(&project).unwrap();
-        std::fs::write(project.join("dag.py"), DAG).unwrap();
-        Self {
-            home: scratch.join("home"),
-            project,
-            scratch,
-        }
-    }
-
-    fn lite(&self) -> Lite {
-        let mut command = leoflow(&self.home, &["lite", self.project.to_str().unwrap()]);
-        command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
-        Lite::start(command)
-    }
-
+impl LiteProject {
     /// `leoflow <args>` on this home: its stdout, after checking it succeeded.
     fn leoflow_ok(&self, args: &[&str]) -> String {
         let done = output(&mut leoflow(&self.home, args));
@@ -72,13 +50,6 @@ impl Setup {
     }
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        stop_postgres(&self.home);
-        let _ = std::fs::remove_dir_all(&self.scratch);
-    }
-}
-
 /// The `metadata` column of every event, as stored.
 async fn stored_metadata(home: &Path) -> Vec<String> {
     let cluster = ManagedCluster::new(home.join("postgres"), ClusterSettings::durable()).unwrap();
@@ -95,7 +66,7 @@ async fn stored_metadata(home: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machines_changes_are_audited_with_its_token_tenant_and_address_never_its_secret() {
-    let setup = Setup::new();
+    let setup = Setup::new("audit", DAG);
     let lite = setup.lite();
     let started = chrono::Utc::now();
 

@@ -12,7 +12,7 @@
 //! once, and `leoflow events replay --verify` finds the read models equal to the log. (The
 //! control plane killed mid-run is in `execution.rs`.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use sqlx::postgres::PgPoolOptions;
 
 mod common;
 
-use common::lite::{Client, Lite, PASSWORD, leoflow, output, scratch, stop_postgres, text};
+use common::lite::{Client, Lite, LiteProject, PASSWORD, leoflow, output, text};
 use common::nothing_doubled;
 
 /// Runs of the DAG each test drives.
@@ -56,32 +56,10 @@ with DAG("steady", schedule=None, is_paused_upon_creation=False, max_active_runs
     third(second(first()))
 "#;
 
-/// A home, a project holding `dag_py`, and Lite on them with the managed Postgres.
-struct Setup {
-    scratch: PathBuf,
-    home: PathBuf,
-    project: PathBuf,
-}
+/// What the fault tests add to a Lite project: its managed cluster and a pool on it.
+type Setup = LiteProject;
 
-impl Setup {
-    fn new(what: &str, dag_py: &str) -> Self {
-        let scratch = scratch(what);
-        let project = scratch.join("project");
-        std::fs::create_dir_all(&project).unwrap();
-        std::fs::write(project.join("dag.py"), dag_py).unwrap();
-        Self {
-            home: scratch.join("home"),
-            project,
-            scratch,
-        }
-    }
-
-    fn lite(&self) -> Lite {
-        let mut command = leoflow(&self.home, &["lite", self.project.to_str().unwrap()]);
-        command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
-        Lite::start(command)
-    }
-
+impl LiteProject {
     /// The home's managed cluster, as Lite made it.
     fn cluster(&self) -> ManagedCluster {
         ManagedCluster::new(self.home.join("postgres"), ClusterSettings::durable()).unwrap()
@@ -94,13 +72,6 @@ impl Setup {
             .connect_with(self.cluster().connect_options("leoflow_dev"))
             .await
             .unwrap()
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        stop_postgres(&self.home);
-        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 

@@ -436,19 +436,15 @@ async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
         .await
         .expect("the Airflow UI installs");
     let sso = Sso::start_with("oidc-browser", Some(&ui_root)).await;
-    let output = Command::new("node")
-        .arg(repo().join("ui-tests/sso.mjs"))
-        .env("BASE_URL", &sso.a.base)
-        .env("ISSUER", &sso.provider.issuer)
-        .env("SSO_USER", "alice")
-        .env("DAG_ID", "greet")
-        .envs(
-            std::env::var("LEOFLOW_SCREENSHOTS")
-                .ok()
-                .map(|dir| ("SCREENSHOTS", dir)),
-        )
-        .output()
-        .unwrap();
+    let output = common::ui_script(
+        "sso.mjs",
+        &[
+            ("BASE_URL", &sso.a.base),
+            ("ISSUER", &sso.provider.issuer),
+            ("SSO_USER", "alice"),
+            ("DAG_ID", "greet"),
+        ],
+    );
     let report = String::from_utf8_lossy(&output.stdout);
     let _ = std::fs::remove_dir_all(&ui_root);
     assert!(

@@ -130,18 +130,12 @@ impl Lite {
     /// `SCREENSHOTS` passed on from LEOFLOW_SCREENSHOTS) and returns its JSON report, failing
     /// with the report and the script's stderr when it fails.
     fn browse(&self, script: &str, env: &[(&str, String)], failed: &str) -> Value {
-        let output = Command::new("node")
-            .arg(repo().join("ui-tests").join(script))
-            .env("BASE_URL", &self.base)
-            .env("ADMIN_PASSWORD", PASSWORD)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .envs(
-                std::env::var("LEOFLOW_SCREENSHOTS")
-                    .ok()
-                    .map(|dir| ("SCREENSHOTS", dir)),
-            )
-            .output()
-            .unwrap();
+        let mut vars = vec![
+            ("BASE_URL", self.base.as_str()),
+            ("ADMIN_PASSWORD", PASSWORD),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let output = common::ui_script(script, &vars);
         let report = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),

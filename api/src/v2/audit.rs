@@ -224,7 +224,7 @@ async fn visible(state: &ApiState, scope: &DagScope, row: &EventLogRow) -> ApiRe
         return Ok(true);
     };
     Ok(match &row.dag_id {
-        Some(dag_id) => crate::dag_access::owner(state.store.pool(), dag_id)
+        Some(dag_id) => leoflow_projector::read::dags::owner(state.store.pool(), dag_id)
             .await?
             .is_some_and(|owner| owner.tenant == *tenant),
         None => row.metadata.tenant.as_deref() == Some(tenant.as_str()),

@@ -40,7 +40,7 @@ async fn main() -> Result<()> {
 
     let base = http_api::serve(store.clone()).await?.base;
     let client = reqwest::Client::new();
-    let token = http_api::admin_token(&client, &base).await?;
+    let token = http_api::admin_token(&client, &base, http_api::PASSWORD).await?;
     let latest: Vec<String> = sqlx::query_scalar(
         "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 10",
     )

@@ -42,7 +42,10 @@ async fn main() -> Result<()> {
     let base = &served.base;
     let key = &served.signing_key;
     let users = [
-        ("Lite's admin", http_api::admin_token(&client, base).await?),
+        (
+            "Lite's admin",
+            http_api::admin_token(&client, base, http_api::PASSWORD).await?,
+        ),
         ("tenant Admin", session(key, "Admin", &[])?),
         ("tenant Viewer API token", viewer_token(&store).await?),
         ("tenant custom role", session(key, "Public", &[ROLE])?),

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use leoflow_bench::{Percentiles, leoflow_binary, machine_description};
 use leoflow_postgres::datastore::IDLE_CONNECTION_TIMEOUT;
 use leoflow_postgres::{ClusterSettings, ManagedCluster};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const STARTS: usize = 5;
 const RELOADS: usize = 10;
@@ -261,14 +261,7 @@ async fn cold_starts(
 
 /// `RELOADS` saves of the DAG file, each timed until the API lists a new version.
 async fn hot_reloads(http: &reqwest::Client, base: &str, project: &Path) -> Result<()> {
-    let login: Value = http
-        .post(format!("{base}/auth/token"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["access_token"].as_str().context("token")?.to_owned();
+    let token = leoflow_bench::http_api::admin_token(http, base, PASSWORD).await?;
     let versions = || async {
         let body: Value = http
             .get(format!("{base}/api/v2/dags/hello/dagVersions"))

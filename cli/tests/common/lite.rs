@@ -244,3 +244,39 @@ impl Client {
         run_id
     }
 }
+
+/// A home and a project holding `dag_py`, both removed (the home's Postgres stopped) at the
+/// end; Lite runs on them with the managed Postgres.
+pub struct LiteProject {
+    pub scratch: PathBuf,
+    pub home: PathBuf,
+    pub project: PathBuf,
+}
+
+impl LiteProject {
+    pub fn new(what: &str, dag_py: &str) -> Self {
+        let scratch = scratch(what);
+        let project = scratch.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("dag.py"), dag_py).unwrap();
+        Self {
+            home: scratch.join("home"),
+            project,
+            scratch,
+        }
+    }
+
+    /// Lite on the project, its admin's password [`PASSWORD`].
+    pub fn lite(&self) -> Lite {
+        let mut command = leoflow(&self.home, &["lite", self.project.to_str().unwrap()]);
+        command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
+        Lite::start(command)
+    }
+}
+
+impl Drop for LiteProject {
+    fn drop(&mut self) {
+        stop_postgres(&self.home);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}

@@ -23,6 +23,21 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Runs `node ui-tests/{script}` (headless Chromium) with `env`, and `SCREENSHOTS` passed on
+/// from LEOFLOW_SCREENSHOTS; returns its output (the script prints a JSON report).
+pub fn ui_script(script: &str, env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new("node")
+        .arg(repo().join("ui-tests").join(script))
+        .envs(env.iter().copied())
+        .envs(
+            std::env::var("LEOFLOW_SCREENSHOTS")
+                .ok()
+                .map(|dir| ("SCREENSHOTS", dir)),
+        )
+        .output()
+        .unwrap()
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
