@@ -228,6 +228,7 @@ async fn db_reset_needs_confirmation_and_migrate_is_idempotent() {
                 key: "k".into(),
                 value: Sealed::clear("v"),
                 description: None,
+                tenant: leoflow_events::DEFAULT_TENANT.into(),
             }
             .into(),
         ],

@@ -448,6 +448,7 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
         key: "greeting".into(),
         value: Sealed::clear("hello"),
         description: None,
+        tenant: leoflow_events::DEFAULT_TENANT.into(),
     };
     let connection = ConnectionSet {
         conn_id: "warehouse".into(),
@@ -459,6 +460,7 @@ with DAG("pipeline", schedule=None, is_paused_upon_creation=False, params={"fact
         password: None,
         port: Some(5432),
         extra: Some(Sealed::clear(r#"{"region": "eu"}"#)),
+        tenant: leoflow_events::DEFAULT_TENANT.into(),
     };
     store
         .append(

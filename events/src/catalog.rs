@@ -297,6 +297,18 @@ fn default_tenant() -> String {
     crate::DEFAULT_TENANT.to_owned()
 }
 
+/// The stream of a Variable, Connection or Pool (`kind`) named `key` in `tenant`:
+/// `variable:{key}` in the default tenant (as before tenants existed, so Lite's streams and
+/// every older stream keep their names), `variable@{tenant}:{key}` in another. A tenant name
+/// holds neither `@` nor `:`, so no two tenants' streams can be the same.
+pub fn owned_stream(kind: &str, tenant: &str, key: &str) -> String {
+    if tenant == crate::DEFAULT_TENANT {
+        format!("{kind}:{key}")
+    } else {
+        format!("{kind}@{tenant}:{key}")
+    }
+}
+
 /// Airflow's `access_control` of a DAG: for each role named, the DAG-level actions it grants
 /// (`{"team-a": {"DAGs": ["can_read", "can_edit"], "DAG Runs": ["can_create"]}}`).
 pub type AccessControl = std::collections::BTreeMap<String, DagGrant>;
@@ -674,6 +686,9 @@ pub struct VariableSet {
     pub value: Sealed,
     /// Description.
     pub description: Option<String>,
+    /// The tenant that owns it (events recorded before tenants existed: the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A Variable was deleted.
@@ -682,6 +697,9 @@ pub struct VariableSet {
 pub struct VariableDeleted {
     /// Variable key.
     pub key: String,
+    /// The tenant that owns it (events recorded before tenants existed: the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A Connection was created or changed. The password and the extra are sealed with the
@@ -707,6 +725,9 @@ pub struct ConnectionSet {
     pub port: Option<i32>,
     /// Extra (a JSON string, as in Airflow), sealed.
     pub extra: Option<Sealed>,
+    /// The tenant that owns it (events recorded before tenants existed: the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A Connection was deleted.
@@ -715,6 +736,9 @@ pub struct ConnectionSet {
 pub struct ConnectionDeleted {
     /// Connection id.
     pub conn_id: String,
+    /// The tenant that owns it (events recorded before tenants existed: the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A pool was created or changed.
@@ -729,6 +753,9 @@ pub struct PoolSet {
     pub description: Option<String>,
     /// Whether deferred tasks count against the slots.
     pub include_deferred: bool,
+    /// The tenant that owns it (events recorded before tenants existed: the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A pool was deleted.
@@ -737,6 +764,9 @@ pub struct PoolSet {
 pub struct PoolDeleted {
     /// Pool name.
     pub name: String,
+    /// The tenant that owns it (events recorded before tenants existed: the default tenant).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 /// A Leoflow API token was issued, for a machine (CI, GitOps) to call `/api/v2` with
@@ -925,17 +955,17 @@ catalog! {
     /// See [`CommandRejected`].
     CommandRejected v 1, stream |e| format!("rejected:{}/{}", e.ti.dag_id, e.ti.run_id);
     /// See [`VariableSet`].
-    VariableSet v 2, stream |e| format!("variable:{}", e.key);
+    VariableSet v 2, stream |e| owned_stream("variable", &e.tenant, &e.key);
     /// See [`VariableDeleted`].
-    VariableDeleted v 1, stream |e| format!("variable:{}", e.key);
+    VariableDeleted v 1, stream |e| owned_stream("variable", &e.tenant, &e.key);
     /// See [`ConnectionSet`].
-    ConnectionSet v 2, stream |e| format!("connection:{}", e.conn_id);
+    ConnectionSet v 2, stream |e| owned_stream("connection", &e.tenant, &e.conn_id);
     /// See [`ConnectionDeleted`].
-    ConnectionDeleted v 1, stream |e| format!("connection:{}", e.conn_id);
+    ConnectionDeleted v 1, stream |e| owned_stream("connection", &e.tenant, &e.conn_id);
     /// See [`PoolSet`].
-    PoolSet v 1, stream |e| format!("pool:{}", e.name);
+    PoolSet v 1, stream |e| owned_stream("pool", &e.tenant, &e.name);
     /// See [`PoolDeleted`].
-    PoolDeleted v 1, stream |e| format!("pool:{}", e.name);
+    PoolDeleted v 1, stream |e| owned_stream("pool", &e.tenant, &e.name);
     /// See [`SchedulerElected`].
     SchedulerElected v 1, stream |_e| LEADER_STREAM.to_owned();
     /// See [`ApiTokenIssued`].
@@ -1130,6 +1160,7 @@ mod tests {
                     ciphertext: "c2VhbGVk".into(),
                 },
                 description: None,
+                tenant: "acme".into(),
             }
             .into(),
         ]
@@ -1194,6 +1225,36 @@ mod tests {
         };
         assert_eq!(parsed.tenant, "acme");
         assert_eq!(Event::DagParsed(parsed).payload()["tenant"], "acme");
+    }
+
+    #[test]
+    fn configuration_recorded_before_tenants_existed_is_the_default_tenants() {
+        for (event_type, version, payload) in [
+            ("VariableDeleted", 1, json!({"key": "k"})),
+            ("ConnectionDeleted", 1, json!({"conn_id": "k"})),
+            ("PoolDeleted", 1, json!({"name": "k"})),
+            ("VariableSet", 1, json!({"key": "k", "value": "v", "description": null})),
+        ] {
+            let event = Event::decode(event_type, version, payload).unwrap();
+            assert_eq!(event.payload()["tenant"], crate::DEFAULT_TENANT, "{event_type}");
+            // The default tenant's streams keep the names they had before tenants existed.
+            assert_eq!(event.stream().split_once(':').unwrap().1, "k", "{event_type}");
+            assert!(!event.stream().contains('@'), "{event_type}");
+        }
+    }
+
+    #[test]
+    fn a_key_in_two_tenants_is_two_streams() {
+        let deleted = |tenant: &str| -> Event {
+            VariableDeleted {
+                key: "api_url".into(),
+                tenant: tenant.into(),
+            }
+            .into()
+        };
+        assert_eq!(deleted(crate::DEFAULT_TENANT).stream(), "variable:api_url");
+        assert_eq!(deleted("acme").stream(), "variable@acme:api_url");
+        assert_eq!(owned_stream("pool", "beta", "p:1"), "pool@beta:p:1");
     }
 
     #[test]

@@ -325,6 +325,8 @@ impl Workload {
 
     fn config_change(&mut self) -> Event {
         let n = self.rng.below(5);
+        // Two tenants, so replays cover keys that repeat across tenants.
+        let tenant = if self.rng.chance(50) { "default" } else { "acme" }.to_owned();
         match self.rng.below(6) {
             0 => VariableSet {
                 key: format!("var_{n}"),
@@ -333,10 +335,12 @@ impl Workload {
                     ciphertext: format!("ct:{:x}", self.rng.next_u64()),
                 },
                 description: Some("sample".into()),
+                tenant,
             }
             .into(),
             1 => VariableDeleted {
                 key: format!("var_{n}"),
+                tenant,
             }
             .into(),
             2 => ConnectionSet {
@@ -355,10 +359,12 @@ impl Workload {
                     key_id: Uuid::from_u64_pair(2, n),
                     ciphertext: format!("ct:{:x}", self.rng.next_u64()),
                 }),
+                tenant,
             }
             .into(),
             3 => ConnectionDeleted {
                 conn_id: format!("conn_{n}"),
+                tenant,
             }
             .into(),
             4 => PoolSet {
@@ -366,10 +372,12 @@ impl Workload {
                 slots: 1 + self.rng.below(64) as i32,
                 description: None,
                 include_deferred: self.rng.chance(50),
+                tenant,
             }
             .into(),
             _ => PoolDeleted {
                 name: format!("pool_{n}"),
+                tenant,
             }
             .into(),
         }

@@ -16,6 +16,7 @@ fn var(key: &str, value: &str) -> VariableSet {
         key: key.into(),
         value: Sealed::clear(value),
         description: None,
+        tenant: leoflow_events::DEFAULT_TENANT.into(),
     }
 }
 

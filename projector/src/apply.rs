@@ -232,8 +232,12 @@ impl WorkingSet {
                 self.runs.want(run_key(dag_id, run_id))
             }
             // Deleting a secret reads its row for the data key to destroy.
-            Event::VariableDeleted(e) => self.variables.want(VariableKey { key: e.key.clone() }),
+            Event::VariableDeleted(e) => self.variables.want(VariableKey {
+                tenant: e.tenant.clone(),
+                key: e.key.clone(),
+            }),
             Event::ConnectionDeleted(e) => self.connections.want(ConnectionKey {
+                tenant: e.tenant.clone(),
                 conn_id: e.conn_id.clone(),
             }),
             Event::RunQueued(RunQueued { dag_id, run_id, .. })
@@ -338,6 +342,7 @@ impl WorkingSet {
             Event::PoolSet(e) => self.pool_set(e),
             Event::PoolDeleted(e) => {
                 self.pools.remove(PoolKey {
+                    tenant: e.tenant.clone(),
                     pool: e.name.clone(),
                 });
                 Ok(())
@@ -725,6 +730,7 @@ impl WorkingSet {
 
     fn variable_set(&mut self, e: &VariableSet, at: DateTime<Utc>) -> Result<(), ApplyError> {
         self.variables.put(VariableRow {
+            tenant: e.tenant.clone(),
             key: e.key.clone(),
             val: e.value.clone(),
             description: e.description.clone(),
@@ -734,7 +740,10 @@ impl WorkingSet {
     }
 
     fn variable_deleted(&mut self, e: &VariableDeleted) -> Result<(), ApplyError> {
-        let key = VariableKey { key: e.key.clone() };
+        let key = VariableKey {
+            tenant: e.tenant.clone(),
+            key: e.key.clone(),
+        };
         if let Some(row) = self.variables.get(&key)? {
             self.shredded.extend(row.val.key_id());
         }
@@ -744,6 +753,7 @@ impl WorkingSet {
 
     fn connection_set(&mut self, e: &ConnectionSet, at: DateTime<Utc>) -> Result<(), ApplyError> {
         self.connections.put(ConnectionRow {
+            tenant: e.tenant.clone(),
             conn_id: e.conn_id.clone(),
             conn_type: e.conn_type.clone(),
             description: e.description.clone(),
@@ -760,6 +770,7 @@ impl WorkingSet {
 
     fn connection_deleted(&mut self, e: &ConnectionDeleted) -> Result<(), ApplyError> {
         let key = ConnectionKey {
+            tenant: e.tenant.clone(),
             conn_id: e.conn_id.clone(),
         };
         if let Some(row) = self.connections.get(&key)? {
@@ -805,6 +816,7 @@ impl WorkingSet {
 
     fn pool_set(&mut self, e: &PoolSet) -> Result<(), ApplyError> {
         self.pools.put(PoolRow {
+            tenant: e.tenant.clone(),
             pool: e.name.clone(),
             slots: e.slots,
             description: e.description.clone(),

@@ -66,15 +66,15 @@ key_struct!(
 );
 key_struct!(
     /// Key of [`VariableRow`].
-    VariableKey { key: String }
+    VariableKey { tenant: String, key: String }
 );
 key_struct!(
     /// Key of [`ConnectionRow`].
-    ConnectionKey { conn_id: String }
+    ConnectionKey { tenant: String, conn_id: String }
 );
 key_struct!(
     /// Key of [`PoolRow`].
-    PoolKey { pool: String }
+    PoolKey { tenant: String, pool: String }
 );
 key_struct!(
     /// Key of [`ApiTokenRow`].
@@ -317,6 +317,8 @@ pub struct XComRow {
 /// `variable`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VariableRow {
+    /// The tenant that owns it.
+    pub tenant: String,
     /// The Variable.
     pub key: String,
     /// Its value, sealed.
@@ -330,6 +332,8 @@ pub struct VariableRow {
 /// `connection` (the password and extra columns hold sealed values).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionRow {
+    /// The tenant that owns it.
+    pub tenant: String,
     /// The Connection.
     pub conn_id: String,
     /// Its type (`postgres`, `http`, …).
@@ -355,6 +359,8 @@ pub struct ConnectionRow {
 /// `slot_pool`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolRow {
+    /// The tenant that owns it.
+    pub tenant: String,
     /// The pool.
     pub pool: String,
     /// How many slots it has.
@@ -432,9 +438,9 @@ read_model!(
     "xcom",
     [dag_id, run_id, task_id, map_index, key]
 );
-read_model!(VariableRow, VariableKey, "variable", [key]);
-read_model!(ConnectionRow, ConnectionKey, "connection", [conn_id]);
-read_model!(PoolRow, PoolKey, "slot_pool", [pool]);
+read_model!(VariableRow, VariableKey, "variable", [tenant, key]);
+read_model!(ConnectionRow, ConnectionKey, "connection", [tenant, conn_id]);
+read_model!(PoolRow, PoolKey, "slot_pool", [tenant, pool]);
 read_model!(ApiTokenRow, ApiTokenKey, "api_token", [token_id]);
 read_model!(
     DagFavoriteRow,

@@ -256,7 +256,10 @@ mod tests {
     }
 
     fn key(k: &str) -> VariableKey {
-        VariableKey { key: k.into() }
+        VariableKey {
+            tenant: String::new(),
+            key: k.into(),
+        }
     }
 
     #[test]

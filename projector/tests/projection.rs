@@ -283,6 +283,7 @@ async fn an_event_the_read_models_contradict_is_refused_and_nothing_is_written()
                 key: "k".into(),
                 value: Sealed::clear("v"),
                 description: None,
+                tenant: leoflow_events::DEFAULT_TENANT.into(),
             }
             .into(),
             RunStarted {

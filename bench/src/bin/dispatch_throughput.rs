@@ -299,6 +299,7 @@ async fn register_fan_out(store: &EventStore) -> Result<()> {
         slots: ITEMS as i32,
         description: None,
         include_deferred: false,
+        tenant: leoflow_events::DEFAULT_TENANT.into(),
     };
     let meta = Metadata::actor("bench");
     store

@@ -111,6 +111,7 @@ fn variable(i: usize) -> AppendBatch {
             key: format!("k{}", i % 50),
             value: Sealed::clear(i.to_string()),
             description: None,
+            tenant: leoflow_events::DEFAULT_TENANT.into(),
         },
         &Metadata::actor("bench"),
     )

@@ -10,6 +10,8 @@ use super::page::{ListQuery, Window, fetch_page};
 
 /// The columns a list of Connections filters and orders by.
 pub mod columns {
+    /// The tenant that owns it.
+    pub const TENANT: &str = "c.tenant";
     /// The connection id.
     pub const CONN_ID: &str = "c.conn_id";
     /// The connection type.
@@ -20,14 +22,15 @@ pub mod columns {
     pub const HOST: &str = "c.host";
     /// The port.
     pub const PORT: &str = "c.port";
-    /// The team: Leoflow has none, so the same for all rows and ordering by it leaves the
-    /// order to the tiebreak.
-    pub const TEAM_NAME: &str = "CAST(NULL AS text)";
+    /// Airflow's team: the tenant, `NULL` for the default one (Airflow's "no team").
+    pub const TEAM_NAME: &str = "NULLIF(c.tenant, 'default')";
 }
 
 /// A `connection` row: password and extra sealed.
 #[derive(Debug, Clone, FromRow)]
 pub struct ConnectionRow {
+    /// The tenant that owns it.
+    pub tenant: String,
     /// The connection id.
     pub conn_id: String,
     /// The connection type.
@@ -51,24 +54,34 @@ pub struct ConnectionRow {
 macro_rules! select_connections {
     ($tail:literal) => {
         concat!(
-            "SELECT c.conn_id, c.conn_type, c.description, c.host, c.schema, c.login, \
+            "SELECT c.tenant, c.conn_id, c.conn_type, c.description, c.host, c.schema, c.login, \
              c.password, c.port, c.extra FROM connection c",
             $tail
         )
     };
 }
 
-/// The Connections with these ids (those that exist).
-pub async fn by_ids(pool: &PgPool, conn_ids: &[String]) -> sqlx::Result<Vec<ConnectionRow>> {
-    sqlx::query_as(select_connections!(" WHERE c.conn_id = ANY($1)"))
+/// The Connections of `tenant` with these ids (those that exist).
+pub async fn by_ids(
+    pool: &PgPool,
+    tenant: &str,
+    conn_ids: &[String],
+) -> sqlx::Result<Vec<ConnectionRow>> {
+    sqlx::query_as(select_connections!(" WHERE c.tenant = $1 AND c.conn_id = ANY($2)"))
+        .bind(tenant)
         .bind(conn_ids)
         .fetch_all(pool)
         .await
 }
 
-/// Connection `conn_id`, if it exists.
-pub async fn by_id(pool: &PgPool, conn_id: &str) -> sqlx::Result<Option<ConnectionRow>> {
-    sqlx::query_as(select_connections!(" WHERE c.conn_id = $1"))
+/// `tenant`'s Connection `conn_id`, if it exists.
+pub async fn by_id(
+    pool: &PgPool,
+    tenant: &str,
+    conn_id: &str,
+) -> sqlx::Result<Option<ConnectionRow>> {
+    sqlx::query_as(select_connections!(" WHERE c.tenant = $1 AND c.conn_id = $2"))
+        .bind(tenant)
         .bind(conn_id)
         .fetch_optional(pool)
         .await

@@ -1,4 +1,5 @@
-//! `variable`: the Variables, their values sealed (opening them is the vault's business).
+//! `variable`: the Variables of every tenant, their values sealed (opening them is the vault's
+//! business). A key names one Variable within its tenant.
 
 use leoflow_events::catalog::Sealed;
 use sqlx::types::Json;
@@ -9,6 +10,8 @@ use super::page::{ListQuery, Window, fetch_page};
 
 /// The columns a list of Variables filters and orders by.
 pub mod columns {
+    /// The tenant that owns it.
+    pub const TENANT: &str = "v.tenant";
     /// The key.
     pub const KEY: &str = "v.key";
     /// The sealed value.
@@ -18,13 +21,15 @@ pub mod columns {
     /// Whether the value is encrypted: every value is sealed, so the same for all rows and
     /// ordering by it leaves the order to the tiebreak.
     pub const IS_ENCRYPTED: &str = "CAST(NULL AS text)";
-    /// The team: Leoflow has none, so the same for all rows.
-    pub const TEAM_NAME: &str = "CAST(NULL AS text)";
+    /// Airflow's team: the tenant, `NULL` for the default one (Airflow's "no team").
+    pub const TEAM_NAME: &str = "NULLIF(v.tenant, 'default')";
 }
 
 /// A `variable` row: its value sealed.
 #[derive(Debug, Clone, FromRow)]
 pub struct VariableRow {
+    /// The tenant that owns it.
+    pub tenant: String,
     /// The key.
     pub key: String,
     /// The value, sealed with the Variable's data key.
@@ -35,22 +40,31 @@ pub struct VariableRow {
 
 macro_rules! select_variables {
     ($tail:literal) => {
-        concat!("SELECT v.key, v.val, v.description FROM variable v", $tail)
+        concat!(
+            "SELECT v.tenant, v.key, v.val, v.description FROM variable v",
+            $tail
+        )
     };
 }
 
-/// The Variables with these keys (those that exist).
-pub async fn by_keys(pool: &PgPool, keys: &[String]) -> sqlx::Result<Vec<VariableRow>> {
-    sqlx::query_as(select_variables!(" WHERE v.key = ANY($1)"))
+/// The Variables of `tenant` with these keys (those that exist).
+pub async fn by_keys(
+    pool: &PgPool,
+    tenant: &str,
+    keys: &[String],
+) -> sqlx::Result<Vec<VariableRow>> {
+    sqlx::query_as(select_variables!(" WHERE v.tenant = $1 AND v.key = ANY($2)"))
+        .bind(tenant)
         .bind(keys)
         .fetch_all(pool)
         .await
 }
 
-/// The sealed value of Variable `key`, if it exists.
-pub async fn sealed_value(pool: &PgPool, key: &str) -> sqlx::Result<Option<Sealed>> {
+/// The sealed value of `tenant`'s Variable `key`, if it exists.
+pub async fn sealed_value(pool: &PgPool, tenant: &str, key: &str) -> sqlx::Result<Option<Sealed>> {
     let sealed: Option<Json<Sealed>> =
-        sqlx::query_scalar("SELECT val FROM variable WHERE key = $1")
+        sqlx::query_scalar("SELECT val FROM variable WHERE tenant = $1 AND key = $2")
+            .bind(tenant)
             .bind(key)
             .fetch_optional(pool)
             .await?;
