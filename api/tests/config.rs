@@ -81,7 +81,7 @@ async fn variables_are_kept_by_events_and_shown_masked() {
             vec!["body", "key"],
         ),
         (
-            json!({"key": "x", "value": 1, "team_name": "blue"}),
+            json!({"key": "x", "value": 1, "team_name": "Blue Team"}),
             "value_error",
             vec!["body", "team_name"],
         ),
@@ -386,14 +386,14 @@ async fn the_audit_log_is_the_event_log() {
     let (payload, actor) = extra_and_actor(token);
     assert_eq!(
         payload,
-        r#"{"description": null, "key": "api_token", "value": "***"}"#
+        r#"{"description": null, "key": "api_token", "tenant": "default", "value": "***"}"#
     );
     assert_eq!(actor["client"], "127.0.0.1", "{token}");
     assert!(actor["token_id"].is_string(), "the session's id: {token}");
     let (payload, _) = extra_and_actor(&sets["event_logs"][1]);
     assert_eq!(
         payload,
-        r#"{"description": null, "key": "greeting", "value": "***"}"#
+        r#"{"description": null, "key": "greeting", "tenant": "default", "value": "***"}"#
     );
 
     // The run's events: the trigger by its user, the scheduler's decisions, the task's reports.
@@ -947,7 +947,7 @@ async fn pools_count_their_slots_and_default_pool_always_exists() {
     .unwrap();
     assert_eq!(
         set,
-        json!({"name": "default_pool", "slots": 64, "description": "Default pool",
+        json!({"name": "default_pool", "slots": 64, "description": "Default pool", "tenant": "default",
                "include_deferred": false})
     );
     let (status, _) = api

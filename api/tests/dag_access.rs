@@ -5,7 +5,6 @@
 mod common;
 
 use common::TestApi;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -31,18 +30,9 @@ with DAG("open_etl", schedule=None, is_paused_upon_creation=False):
 /// A session for someone whose role is `role` with the custom roles `dag_roles`, signed as the
 /// server signs single sign-on sessions.
 fn session(api: &TestApi, role: &str, dag_roles: &[&str]) -> String {
-    let now = chrono::Utc::now().timestamp() as u64;
-    let claims = json!({
-        "sub": format!("someone-{}", dag_roles.join("-")), "role": role, "jti": uuid::Uuid::new_v4().simple().to_string(),
-        "aud": "apache-airflow", "nbf": now, "iat": now, "exp": now + 600, "auth_time": now,
-        "dag_roles": dag_roles,
-    });
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS512),
-        &claims,
-        &EncodingKey::from_secret(&api.token_signing_key).unwrap(),
-    )
-    .unwrap()
+    api.session(json!({
+        "sub": format!("someone-{}", dag_roles.join("-")), "role": role, "dag_roles": dag_roles,
+    }))
 }
 
 async fn call(

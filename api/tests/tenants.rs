@@ -1,12 +1,13 @@
 //! Tenants that cannot see each other: over every `GET` route Leoflow serves, a caller of tenant
 //! `acme` never gets anything of tenant `beta` — a route about one of beta's DAGs answers 404 as
 //! for a DAG that does not exist, and no list, count, search, dashboard or audit log entry names
-//! beta's DAG or run — while a platform admin (every tenant) sees both.
+//! beta's DAG, run, Variable, Connection or Pool — while a platform admin (every tenant) sees
+//! both. Then the writes: each tenant's Variables, Connections and Pools are its own, under the
+//! same keys.
 
 mod common;
 
 use common::TestApi;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use leoflow_api::permissions::ROUTES;
 use serde_json::{Value, json};
 
@@ -27,17 +28,12 @@ with DAG("{dag_id}", schedule=None, is_paused_upon_creation=False, tags=["{dag_i
 
 /// A session of an `Admin` of `tenant` (`None`: every tenant), as single sign-on issues it.
 fn admin_of(api: &TestApi, tenant: Option<&str>) -> String {
-    let now = chrono::Utc::now().timestamp() as u64;
-    let mut claims = json!({
-        "sub": format!("admin-of-{}", tenant.unwrap_or("all")), "role": "Admin",
-        "jti": uuid::Uuid::new_v4().simple().to_string(), "aud": "apache-airflow",
-        "nbf": now, "iat": now, "exp": now + 600, "auth_time": now,
-    });
+    let mut claims =
+        json!({"sub": format!("admin-of-{}", tenant.unwrap_or("all")), "role": "Admin"});
     if let Some(tenant) = tenant {
         claims["tenant"] = json!(tenant);
     }
-    let key = EncodingKey::from_secret(&api.token_signing_key).unwrap();
-    jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &key).unwrap()
+    api.session(claims)
 }
 
 async fn get(api: &TestApi, token: &str, path: &str) -> (u16, String) {
@@ -67,6 +63,10 @@ fn fill(template: &str, [beta_run, event, import_error]: [&str; 3], tilde: bool)
             "{xcom_key}" => "return_value".to_owned(),
             "{event_log_id}" => event.to_owned(),
             "{import_error_id}" => import_error.to_owned(),
+            // Keys acme does not have, so a leak cannot hide behind acme's own.
+            "{variable_key}" => "beta_only_var".to_owned(),
+            "{connection_id}" => "beta_only_conn".to_owned(),
+            "{pool_name}" => "beta_only_pool".to_owned(),
             other if other.starts_with('{') => "no_such".to_owned(),
             other => other.to_owned(),
         })
@@ -95,6 +95,30 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
     let (event, import_error) = (event.to_string(), import_error.to_string());
     let acme = admin_of(&api, Some("acme"));
     let platform = admin_of(&api, None);
+    let beta = admin_of(&api, Some("beta"));
+    for (path, body) in [
+        (
+            "/api/v2/variables",
+            json!({"key": "beta_only_var", "value": "beta_etl says hello"}),
+        ),
+        (
+            "/api/v2/connections",
+            json!({"connection_id": "beta_only_conn", "conn_type": "http", "host": "beta_etl.internal"}),
+        ),
+        (
+            "/api/v2/pools",
+            json!({"name": "beta_only_pool", "slots": 7, "description": "beta_etl's"}),
+        ),
+    ] {
+        let (status, created) = api
+            .call_as(&beta, reqwest::Method::POST, path, Some(body))
+            .await;
+        assert_eq!(
+            (status, &created["team_name"]),
+            (201, &json!("beta")),
+            "{path}: {created}"
+        );
+    }
 
     // Every GET route, once naming beta's objects and once across (`~`).
     let mut checked = 0;
@@ -168,7 +192,46 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
         "{errors}"
     );
 
+    for list in ["variables", "connections"] {
+        let (_, listed) = get(&api, &acme, &format!("/api/v2/{list}")).await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&listed).unwrap()["total_entries"],
+            0,
+            "{listed}"
+        );
+    }
+    // acme has its own default_pool, and only that.
+    let (_, pools) = get(&api, &acme, "/api/v2/pools").await;
+    let pools: Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(pools["total_entries"], 1, "{pools}");
+    assert_eq!(pools["pools"][0]["name"], "default_pool");
+    assert_eq!(pools["pools"][0]["team_name"], "acme");
+
     // A platform admin sees every tenant.
+    let (_, variables) = get(&api, &platform, "/api/v2/variables").await;
+    let variables: Value = serde_json::from_str(&variables).unwrap();
+    assert_eq!(
+        variables["variables"][0]["team_name"], "beta",
+        "{variables}"
+    );
+    let (_, pools) = get(&api, &platform, "/api/v2/pools?limit=100").await;
+    let teams: Vec<String> = serde_json::from_str::<Value>(&pools).unwrap()["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}/{}", p["team_name"], p["name"].as_str().unwrap()))
+        .collect();
+    // Every tenant that owns a DAG has its default_pool; Lite's tenant is Airflow's "no team".
+    assert_eq!(
+        teams,
+        [
+            "\"beta\"/beta_only_pool",
+            "\"acme\"/default_pool",
+            "\"beta\"/default_pool",
+            "null/default_pool"
+        ],
+        "{pools}"
+    );
     let (_, errors) = get(&api, &platform, "/api/v2/importErrors").await;
     assert!(errors.contains("beta_broken"), "{errors}");
     let (_, all) = get(&api, &platform, "/api/v2/dags").await;

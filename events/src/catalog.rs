@@ -1233,12 +1233,24 @@ mod tests {
             ("VariableDeleted", 1, json!({"key": "k"})),
             ("ConnectionDeleted", 1, json!({"conn_id": "k"})),
             ("PoolDeleted", 1, json!({"name": "k"})),
-            ("VariableSet", 1, json!({"key": "k", "value": "v", "description": null})),
+            (
+                "VariableSet",
+                1,
+                json!({"key": "k", "value": "v", "description": null}),
+            ),
         ] {
             let event = Event::decode(event_type, version, payload).unwrap();
-            assert_eq!(event.payload()["tenant"], crate::DEFAULT_TENANT, "{event_type}");
+            assert_eq!(
+                event.payload()["tenant"],
+                crate::DEFAULT_TENANT,
+                "{event_type}"
+            );
             // The default tenant's streams keep the names they had before tenants existed.
-            assert_eq!(event.stream().split_once(':').unwrap().1, "k", "{event_type}");
+            assert_eq!(
+                event.stream().split_once(':').unwrap().1,
+                "k",
+                "{event_type}"
+            );
             assert!(!event.stream().contains('@'), "{event_type}");
         }
     }

@@ -326,7 +326,12 @@ impl Workload {
     fn config_change(&mut self) -> Event {
         let n = self.rng.below(5);
         // Two tenants, so replays cover keys that repeat across tenants.
-        let tenant = if self.rng.chance(50) { "default" } else { "acme" }.to_owned();
+        let tenant = if self.rng.chance(50) {
+            "default"
+        } else {
+            "acme"
+        }
+        .to_owned();
         match self.rng.below(6) {
             0 => VariableSet {
                 key: format!("var_{n}"),

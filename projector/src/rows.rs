@@ -439,7 +439,12 @@ read_model!(
     [dag_id, run_id, task_id, map_index, key]
 );
 read_model!(VariableRow, VariableKey, "variable", [tenant, key]);
-read_model!(ConnectionRow, ConnectionKey, "connection", [tenant, conn_id]);
+read_model!(
+    ConnectionRow,
+    ConnectionKey,
+    "connection",
+    [tenant, conn_id]
+);
 read_model!(PoolRow, PoolKey, "slot_pool", [tenant, pool]);
 read_model!(ApiTokenRow, ApiTokenKey, "api_token", [token_id]);
 read_model!(

@@ -186,9 +186,10 @@ impl AgentService {
 
     /// Variable `key` as a task reads it, if it exists.
     async fn variable(&self, key: &str) -> Result<Option<Value>, Status> {
-        let sealed = read::variables::sealed_value(self.store.pool(), key)
-            .await
-            .map_err(unavailable)?;
+        let sealed =
+            read::variables::sealed_value(self.store.pool(), leoflow_events::DEFAULT_TENANT, key)
+                .await
+                .map_err(unavailable)?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
@@ -199,9 +200,10 @@ impl AgentService {
 
     /// Connection `conn_id` as a task reads it (password and extra opened), if it exists.
     async fn connection(&self, conn_id: &str) -> Result<Option<Value>, Status> {
-        let row = read::connections::by_id(self.store.pool(), conn_id)
-            .await
-            .map_err(unavailable)?;
+        let row =
+            read::connections::by_id(self.store.pool(), leoflow_events::DEFAULT_TENANT, conn_id)
+                .await
+                .map_err(unavailable)?;
         let Some(read::connections::ConnectionRow {
             conn_type,
             host,

@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::{Extension, Json};
 use leoflow_core::state::TiState;
-use leoflow_events::Actor;
+use leoflow_events::{Actor, DEFAULT_TENANT};
 use leoflow_projector::read;
 use leoflow_projector::read::runs::columns as run;
 use leoflow_projector::read::task_instances::columns as ti;
@@ -798,7 +798,11 @@ async fn surroundings(
         .get(task_id)
         .map_or(control::DEFAULT_POOL, |t| t.pool.as_str())
         .to_owned();
-    let open_slots = crate::v2::config::pools::open_slots(state, &pool).await?;
+    // The task holds slots in its DAG's tenant's pool of that name.
+    let tenant = read::dags::owner(state.store.pool(), dag_id)
+        .await?
+        .map_or_else(|| DEFAULT_TENANT.to_owned(), |owner| owner.tenant);
+    let open_slots = crate::v2::config::pools::open_slots(state, &tenant, &pool).await?;
     Ok(leoflow_core::blockers::Surroundings {
         dag_paused,
         active_tasks: (i64::from(max_active_tasks), active),

@@ -14,6 +14,8 @@ pub mod columns {
     pub const TENANT: &str = "c.tenant";
     /// The connection id.
     pub const CONN_ID: &str = "c.conn_id";
+    /// Id, then tenant: an order with no ties, to end every list's order.
+    pub const UNIQUE: &str = "c.conn_id, c.tenant";
     /// The connection type.
     pub const CONN_TYPE: &str = "c.conn_type";
     /// The description.
@@ -67,11 +69,13 @@ pub async fn by_ids(
     tenant: &str,
     conn_ids: &[String],
 ) -> sqlx::Result<Vec<ConnectionRow>> {
-    sqlx::query_as(select_connections!(" WHERE c.tenant = $1 AND c.conn_id = ANY($2)"))
-        .bind(tenant)
-        .bind(conn_ids)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(select_connections!(
+        " WHERE c.tenant = $1 AND c.conn_id = ANY($2)"
+    ))
+    .bind(tenant)
+    .bind(conn_ids)
+    .fetch_all(pool)
+    .await
 }
 
 /// `tenant`'s Connection `conn_id`, if it exists.
@@ -80,11 +84,13 @@ pub async fn by_id(
     tenant: &str,
     conn_id: &str,
 ) -> sqlx::Result<Option<ConnectionRow>> {
-    sqlx::query_as(select_connections!(" WHERE c.tenant = $1 AND c.conn_id = $2"))
-        .bind(tenant)
-        .bind(conn_id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(select_connections!(
+        " WHERE c.tenant = $1 AND c.conn_id = $2"
+    ))
+    .bind(tenant)
+    .bind(conn_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The ids of the Connections whose password an older Leoflow sealed with the master key

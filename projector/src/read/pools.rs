@@ -13,6 +13,10 @@ pub mod columns {
     pub const TENANT: &str = "p.tenant";
     /// The pool's name.
     pub const NAME: &str = "p.pool";
+    /// Airflow's team: the tenant, `NULL` for the default one (Airflow's "no team").
+    pub const TEAM_NAME: &str = "NULLIF(p.tenant, 'default')";
+    /// Name, then tenant: an order with no ties, to end every list's order.
+    pub const UNIQUE: &str = "p.pool, p.tenant";
 }
 
 /// A pool: a `slot_pool` row, or a tenant's `default_pool` before any `PoolSet` for it.
@@ -138,14 +142,19 @@ pub async fn slots_held(
     states: &[&str],
 ) -> sqlx::Result<Vec<SlotsHeld>> {
     sqlx::query_as(
-        "SELECT d.tenant, ti.pool, ti.state, sum(coalesce(ti.pool_slots, 1))::bigint AS slots \
-         FROM task_instance ti JOIN dag d ON d.dag_id = ti.dag_id \
-         WHERE ti.pool = ANY($1) AND ti.state = ANY($2) AND ($3::text IS NULL OR d.tenant = $3) \
-         GROUP BY d.tenant, ti.pool, ti.state",
+        "SELECT t.tenant, t.pool, t.state, sum(t.slots)::bigint AS slots FROM \
+         (SELECT coalesce(d.tenant, $4) AS tenant, ti.pool, ti.state, \
+                 coalesce(ti.pool_slots, 1) AS slots \
+          FROM task_instance ti LEFT JOIN dag d ON d.dag_id = ti.dag_id \
+          WHERE ti.pool = ANY($1) AND ti.state = ANY($2)) t \
+         WHERE $3::text IS NULL OR t.tenant = $3 GROUP BY t.tenant, t.pool, t.state",
     )
     .bind(names)
     .bind(states)
     .bind(tenant)
+    // A task instance whose DAG is not (or no longer) known holds slots as before tenants
+    // existed: in the default tenant's pools.
+    .bind(leoflow_events::DEFAULT_TENANT)
     .fetch_all(pool)
     .await
 }

@@ -14,6 +14,8 @@ pub mod columns {
     pub const TENANT: &str = "v.tenant";
     /// The key.
     pub const KEY: &str = "v.key";
+    /// Key, then tenant: an order with no ties, to end every list's order.
+    pub const UNIQUE: &str = "v.key, v.tenant";
     /// The sealed value.
     pub const VAL: &str = "v.val";
     /// The description.
@@ -53,11 +55,13 @@ pub async fn by_keys(
     tenant: &str,
     keys: &[String],
 ) -> sqlx::Result<Vec<VariableRow>> {
-    sqlx::query_as(select_variables!(" WHERE v.tenant = $1 AND v.key = ANY($2)"))
-        .bind(tenant)
-        .bind(keys)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(select_variables!(
+        " WHERE v.tenant = $1 AND v.key = ANY($2)"
+    ))
+    .bind(tenant)
+    .bind(keys)
+    .fetch_all(pool)
+    .await
 }
 
 /// The sealed value of `tenant`'s Variable `key`, if it exists.

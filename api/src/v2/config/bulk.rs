@@ -1,6 +1,8 @@
 //! Airflow's bulk endpoints (`PATCH /variables`, `/connections`, `/pools` with a `BulkBody`):
 //! create, update and delete actions over any [`Entity`], decided together and recorded in one
-//! append, each reporting what it did and what it refused.
+//! append, each reporting what it did and what it refused. A request acts in one tenant: the
+//! one `?team_name=` names, else the one its entities name (they must agree), as
+//! [`acting_tenant`] allows the caller.
 
 use std::collections::BTreeSet;
 
@@ -8,9 +10,10 @@ use axum::Json;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::entity::{Entity, Loc, Refusal, Working, decide};
+use super::entity::{Entity, Loc, Refusal, Working, decide, tenant_named};
 use crate::auth::User;
 use crate::error::ApiResult;
+use crate::query::Params;
 use crate::state::ApiState;
 
 /// Airflow's `BulkBody[T]`.
@@ -136,8 +139,13 @@ fn target_key<E: Entity>(target: &Target<E::Body>) -> &str {
 pub(super) async fn bulk<E: Entity>(
     state: &ApiState,
     user: &User,
+    params: &Params,
     body: BulkBody<E::Body>,
 ) -> ApiResult<Json<BulkReport>> {
+    let named = params
+        .str("team_name")
+        .or_else(|| bodies::<E>(&body).find_map(E::body_team));
+    let tenant = tenant_named(user, named)?;
     let mut keys = BTreeSet::new();
     for (i, action) in body.actions.iter().enumerate() {
         let loc = Loc::body().at("actions").at(i);
@@ -157,18 +165,50 @@ pub(super) async fn bulk<E: Entity>(
             }
         };
         for (j, entity) in bodies.into_iter().enumerate() {
-            E::validate(entity, &loc.at("entities").at(j))?;
+            let loc = loc.at("entities").at(j);
+            E::validate(entity, &loc)?;
+            let team = E::body_team(entity);
+            if team.is_some() && tenant_named(user, team)? != tenant {
+                return Err(loc.invalid(
+                    "team_name",
+                    "value_error",
+                    format!(
+                        "Value error, one bulk request acts in one tenant ({tenant:?} here): \
+                         send each team's entities in a request of its own"
+                    ),
+                    serde_json::json!(team),
+                ));
+            }
             keys.insert(E::body_key(entity).to_owned());
         }
     }
     let report = decide(
         state,
         user,
+        &tenant,
         keys.into_iter().collect(),
         |working: &mut Working<E>| Ok(run_actions(state, &body.actions, working)),
     )
     .await?;
     Ok(Json(report))
+}
+
+/// Every entity body of a request's actions (a delete's keys have none).
+fn bodies<E: Entity>(body: &BulkBody<E::Body>) -> impl Iterator<Item = &E::Body> {
+    body.actions.iter().flat_map(|action| -> Vec<&E::Body> {
+        match action {
+            BulkAction::Create { entities, .. } | BulkAction::Update { entities, .. } => {
+                entities.iter().collect()
+            }
+            BulkAction::Delete { entities, .. } => entities
+                .iter()
+                .filter_map(|t| match t {
+                    Target::Entity(body) => Some(body),
+                    Target::Key(_) => None,
+                })
+                .collect(),
+        }
+    })
 }
 
 /// The refusal of updating or deleting entities that do not exist (Airflow's 404 text).
@@ -259,7 +299,7 @@ fn create<E: Entity>(
         if on_existence == OnExistence::Skip && existing.contains(key) {
             continue;
         }
-        working.set(E::create(state, body));
+        working.set(E::create(state, working.tenant(), body));
         outcome.success.push(key.to_owned());
     }
 }

@@ -2,6 +2,7 @@
 //! and `ConnectionDeleted`. The password and the extra are sealed with the Connection's data key
 //! before its event is appended; a password is never returned; an extra is shown with its
 //! sensitive keys masked, and what the edit form sends back masked keeps its stored value.
+//! Each belongs to a tenant, shown as Airflow's `team_name`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -16,19 +17,21 @@ use serde_json::{Value, json};
 
 use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
-    Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
+    Entity, Loc, Refusal, acting_tenant, create_one, delete_one, listed_tenant, present, read_one,
+    team_of, update_mask, update_one, wants,
 };
 use super::redact::{MASK, merge, python_json, shown_extra};
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Conditions, ParamFilters, Params};
+use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
 use crate::state::ApiState;
 
 /// A Connection as a request works with it: password and extra opened.
 #[derive(Debug, Clone)]
 struct Connection {
+    tenant: String,
     conn_id: String,
     conn_type: String,
     description: Option<String>,
@@ -75,6 +78,7 @@ async fn opened(state: &ApiState, rows: Vec<ConnectionRow>) -> ApiResult<Vec<Con
             let password = row.password.as_ref().and_then(|_| values.next());
             let extra = row.extra.as_ref().and_then(|_| values.next());
             Connection {
+                tenant: row.tenant,
                 conn_id: row.conn_id,
                 conn_type: row.conn_type,
                 description: row.description,
@@ -89,16 +93,16 @@ async fn opened(state: &ApiState, rows: Vec<ConnectionRow>) -> ApiResult<Vec<Con
         .collect())
 }
 
-/// Seals `value` with the data key of Connection `conn_id`.
-async fn seal(state: &ApiState, conn_id: &str, value: Option<&str>) -> ApiResult<Option<Sealed>> {
-    let owner = Connection::deleted_event(conn_id).stream();
-    match value {
-        Some(value) => Ok(Some(state.vault.seal(&owner, value).await?)),
-        None => Ok(None),
-    }
-}
-
 impl Connection {
+    /// Seals `value` with this Connection's data key.
+    async fn seal(&self, state: &ApiState, value: Option<&str>) -> ApiResult<Option<Sealed>> {
+        let owner = Connection::deleted_event(&self.tenant, &self.conn_id).stream();
+        match value {
+            Some(value) => Ok(Some(state.vault.seal(&owner, value).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// `ConnectionResponse`: a password reads `***` (as Airflow redacts it), never its value.
     fn response(&self) -> ConnectionResponse {
         ConnectionResponse {
@@ -111,7 +115,7 @@ impl Connection {
             port: self.port,
             password: self.password.as_ref().map(|_| MASK),
             extra: shown_extra(self.extra.as_deref()),
-            team_name: None,
+            team_name: team_of(&self.tenant),
         }
     }
 }
@@ -210,16 +214,21 @@ impl Entity for Connection {
                 return Err(loc.invalid("extra", "value_error", message, json!(extra)));
             }
         }
-        loc.check_no_team(&body.team_name)
+        loc.check_team(&body.team_name)
     }
 
-    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        let rows = connections::by_ids(state.store.pool(), keys).await?;
+    fn body_team(body: &ConnectionBody) -> Option<&str> {
+        body.team_name.as_deref()
+    }
+
+    async fn load(state: &ApiState, tenant: &str, keys: &[String]) -> ApiResult<Vec<Self>> {
+        let rows = connections::by_ids(state.store.pool(), tenant, keys).await?;
         opened(state, rows).await
     }
 
-    fn create(_state: &ApiState, body: &ConnectionBody) -> Self {
+    fn create(_state: &ApiState, tenant: &str, body: &ConnectionBody) -> Self {
         Connection {
+            tenant: tenant.to_owned(),
             conn_id: body.connection_id.clone(),
             conn_type: body.conn_type.clone(),
             description: body.description.clone().flatten(),
@@ -293,16 +302,18 @@ impl Entity for Connection {
             host: self.host.clone(),
             schema: self.schema.clone(),
             login: self.login.clone(),
-            password: seal(state, &self.conn_id, self.password.as_deref()).await?,
+            password: self.seal(state, self.password.as_deref()).await?,
             port: self.port,
-            extra: seal(state, &self.conn_id, self.extra.as_deref()).await?,
+            extra: self.seal(state, self.extra.as_deref()).await?,
+            tenant: self.tenant.clone(),
         }
         .into())
     }
 
-    fn deleted_event(key: &str) -> Event {
+    fn deleted_event(tenant: &str, key: &str) -> Event {
         ConnectionDeleted {
             conn_id: key.to_owned(),
+            tenant: tenant.to_owned(),
         }
         .into()
     }
@@ -311,10 +322,14 @@ impl Entity for Connection {
 /// `GET /api/v2/connections`.
 pub async fn get_connections(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     params: Params,
 ) -> ApiResult<Json<ConnectionCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
+    if let Some(tenant) = listed_tenant(&user, &params)? {
+        conditions.eq(columns::TENANT, Bind::Text(tenant));
+    }
     conditions.patterns(&params, "connection_id", columns::CONN_ID);
     let order = params.order_by(
         &[
@@ -328,7 +343,7 @@ pub async fn get_connections(
             ("team_name", columns::TEAM_NAME),
         ],
         "id",
-        columns::CONN_ID,
+        columns::UNIQUE,
     )?;
     let pool = state.store.pool();
     let listed = read_page(page, |w| connections::page(pool, &conditions, &order, w)).await?;
@@ -344,21 +359,25 @@ pub async fn get_connections(
 /// `GET /api/v2/connections/{connection_id}`.
 pub async fn get_connection(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     Path(conn_id): Path<String>,
+    params: Params,
 ) -> ApiResult<Json<ConnectionResponse>> {
-    Ok(Json(
-        read_one::<Connection>(&state, &conn_id).await?.response(),
-    ))
+    let tenant = acting_tenant(&user, &params, None)?;
+    let connection = read_one::<Connection>(&state, &tenant, &conn_id).await?;
+    Ok(Json(connection.response()))
 }
 
 /// `POST /api/v2/connections`: the password and extra are sealed before its event is appended.
 pub async fn post_connection(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    params: Params,
     Body(body): Body<ConnectionBody>,
 ) -> ApiResult<Response> {
     Connection::validate(&body, &Loc::body())?;
-    let connection = create_one::<Connection>(&state, &user, &body).await?;
+    let tenant = acting_tenant(&user, &params, Connection::body_team(&body))?;
+    let connection = create_one::<Connection>(&state, &user, &tenant, &body).await?;
     Ok((StatusCode::CREATED, Json(connection.response())).into_response())
 }
 
@@ -378,7 +397,8 @@ pub async fn patch_connection(
             "The connection_id in the request body does not match the URL parameter",
         ));
     }
-    let connection = update_one::<Connection>(&state, &user, &conn_id, |connection| {
+    let tenant = acting_tenant(&user, &params, Connection::body_team(&body))?;
+    let connection = update_one::<Connection>(&state, &user, &tenant, &conn_id, |connection| {
         connection.update(&state, &body, mask.as_deref())
     })
     .await?;
@@ -390,17 +410,20 @@ pub async fn delete_connection(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Path(conn_id): Path<String>,
+    params: Params,
 ) -> ApiResult<Response> {
-    delete_one::<Connection>(&state, &user, &conn_id).await
+    let tenant = acting_tenant(&user, &params, None)?;
+    delete_one::<Connection>(&state, &user, &tenant, &conn_id).await
 }
 
 /// `PATCH /api/v2/connections`: bulk create, update and delete.
 pub async fn bulk_connections(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    params: Params,
     Body(body): Body<BulkBody<ConnectionBody>>,
 ) -> ApiResult<Json<BulkReport>> {
-    bulk::<Connection>(&state, &user, body).await
+    bulk::<Connection>(&state, &user, &params, body).await
 }
 
 /// `POST /api/v2/connections/test` and `POST /api/v2/connections/defaults`, both refused with

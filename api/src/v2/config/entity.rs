@@ -1,13 +1,16 @@
 //! What the write endpoints of every configuration entity share: its [`Entity`] description,
 //! the checks of its body (located as pydantic locates them, see [`Loc`]), the `update_mask`,
-//! and the one way a write is made: read the rows, decide, append expecting their streams
-//! unchanged, and decide again when a concurrent write got there first.
+//! the tenant a request acts in ([`acting_tenant`]), and the one way a write is made: read the
+//! rows, decide, append expecting their streams unchanged, and decide again when a concurrent
+//! write got there first.
 
 use std::collections::{BTreeMap, HashMap};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use leoflow_events::{Actor, AppendBatch, AppendError, Event, ExpectedVersion, Metadata};
+use leoflow_events::{
+    Actor, AppendBatch, AppendError, DEFAULT_TENANT, Event, ExpectedVersion, Metadata, check_tenant,
+};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
@@ -68,17 +71,77 @@ impl Loc {
         Ok(())
     }
 
-    /// Leoflow has one team: a `team_name` is refused rather than ignored.
-    pub(super) fn check_no_team(&self, team_name: &Option<String>) -> ApiResult<()> {
-        match team_name {
-            None => Ok(()),
-            Some(team) => Err(self.invalid(
+    /// A `team_name` must name a tenant ([`tenant_of_team`]).
+    pub(super) fn check_team(&self, team_name: &Option<String>) -> ApiResult<()> {
+        match team_name.as_deref().map(check_tenant) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(why)) => Err(self.invalid(
                 "team_name",
                 "value_error",
-                "Value error, Leoflow has no teams (Airflow's multi-team mode): leave team_name out",
-                json!(team),
+                format!("Value error, team_name is a tenant: {why}"),
+                json!(team_name),
             )),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants: Airflow's teams.
+
+/// How Airflow's `team_name` shows the tenant that owns a Variable, Connection or Pool: the
+/// default tenant is Airflow's "no team" (`null`, so Lite answers as Airflow does), any other
+/// tenant the team of its name.
+pub(super) fn team_of(tenant: &str) -> Option<String> {
+    (tenant != DEFAULT_TENANT).then(|| tenant.to_owned())
+}
+
+/// The tenant a `team_name` names (see [`team_of`]); `default` names the default tenant too.
+fn tenant_of_team(team_name: Option<&str>) -> &str {
+    team_name.unwrap_or(DEFAULT_TENANT)
+}
+
+/// The tenant a request about Variables, Connections or Pools acts in: see [`tenant_named`],
+/// given the `team_name` of its body (`body_team`), else of its query.
+pub(super) fn acting_tenant(
+    user: &User,
+    params: &Params,
+    body_team: Option<&str>,
+) -> ApiResult<String> {
+    tenant_named(user, body_team.or(params.str("team_name")))
+}
+
+/// The tenant a request naming `team_name` acts in. A caller of one tenant acts in theirs, and
+/// naming another is refused (403). A caller of every tenant (a platform admin, Lite's admin)
+/// acts in the tenant named, the default one if none is.
+pub(super) fn tenant_named(user: &User, team_name: Option<&str>) -> ApiResult<String> {
+    // A body's team_name was checked with the body ([`Loc::check_team`]): one that is not a
+    // tenant's name is the query's.
+    if let Some(team) = team_name {
+        check_tenant(team).map_err(|why| {
+            let message = format!("Value error, team_name is a tenant: {why}");
+            ApiError::invalid(&["query", "team_name"], "value_error", message, json!(team))
+        })?;
+    }
+    let named = team_name.map(|team| tenant_of_team(Some(team)));
+    match (&user.tenant, named) {
+        (Some(own), Some(named)) if named != own => Err(ApiError::detail(
+            StatusCode::FORBIDDEN,
+            format!(
+                "You act in tenant {own:?} and cannot reach team_name {named:?}: Variables, \
+                 Connections and Pools are seen only by their own tenant"
+            ),
+        )),
+        (Some(own), _) => Ok(own.clone()),
+        (None, named) => Ok(tenant_of_team(named).to_owned()),
+    }
+}
+
+/// The tenant a list shows (`None`: every tenant's): the caller's own, or, for a caller of
+/// every tenant, the one `team_name` names if the query names one.
+pub(super) fn listed_tenant(user: &User, params: &Params) -> ApiResult<Option<String>> {
+    match (&user.tenant, params.str("team_name")) {
+        (Some(_), _) | (None, Some(_)) => acting_tenant(user, params, None).map(Some),
+        (None, None) => Ok(None),
     }
 }
 
@@ -126,7 +189,8 @@ impl From<Refusal> for ApiError {
     }
 }
 
-/// A configuration entity kept by events, as its write endpoints and bulk actions need it.
+/// A configuration entity kept by events, as its write endpoints and bulk actions need it. Each
+/// belongs to a tenant; its key names it within the tenant.
 pub(super) trait Entity: Clone + Send + Sync + Sized + 'static {
     /// Airflow's request body for it (`VariableBody`, `ConnectionBody`, `PoolBody`).
     type Body: Send + Sync;
@@ -141,13 +205,18 @@ pub(super) trait Entity: Clone + Send + Sync + Sized + 'static {
     fn key(&self) -> &str;
     /// The key a body names.
     fn body_key(body: &Self::Body) -> &str;
+    /// The `team_name` a body names, if any.
+    fn body_team(body: &Self::Body) -> Option<&str>;
     /// Refuses an invalid body as pydantic would (422), locating the field under `loc`.
     fn validate(body: &Self::Body, loc: &Loc) -> ApiResult<()>;
-    /// The ones with these keys.
-    fn load(state: &ApiState, keys: &[String])
-    -> impl Future<Output = ApiResult<Vec<Self>>> + Send;
-    /// What creating (or overwriting) with `body` makes.
-    fn create(state: &ApiState, body: &Self::Body) -> Self;
+    /// The ones of `tenant` with these keys.
+    fn load(
+        state: &ApiState,
+        tenant: &str,
+        keys: &[String],
+    ) -> impl Future<Output = ApiResult<Vec<Self>>> + Send;
+    /// What creating (or overwriting) with `body` in `tenant` makes.
+    fn create(state: &ApiState, tenant: &str, body: &Self::Body) -> Self;
     /// What updating this one with `body`'s fields (those in `mask`, if given) makes.
     fn update(
         &self,
@@ -161,8 +230,8 @@ pub(super) trait Entity: Clone + Send + Sync + Sized + 'static {
     }
     /// The event recording it as it is (its secrets sealed: hence async).
     fn set_event(&self, state: &ApiState) -> impl Future<Output = ApiResult<Event>> + Send;
-    /// The event recording that `key` was deleted.
-    fn deleted_event(key: &str) -> Event;
+    /// The event recording that `tenant`'s `key` was deleted.
+    fn deleted_event(tenant: &str, key: &str) -> Event;
 }
 
 fn not_found<E: Entity>(key: &str) -> Refusal {
@@ -175,8 +244,9 @@ fn not_found<E: Entity>(key: &str) -> Refusal {
 /// Decisions are retried this often when concurrent writes keep changing their streams.
 const ATTEMPTS: usize = 5;
 
-/// The entities a write decides on as they were read, and the events it decided.
+/// The entities of one tenant a write decides on as they were read, and the events it decided.
 pub(super) struct Working<E> {
+    tenant: String,
     keys: Vec<String>,
     /// Stream → its version when read (no entry: no event yet).
     versions: HashMap<String, i64>,
@@ -191,22 +261,31 @@ enum Change<E> {
 }
 
 impl<E: Entity> Working<E> {
-    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Self> {
-        let streams: Vec<String> = keys.iter().map(|k| E::deleted_event(k).stream()).collect();
+    async fn load(state: &ApiState, tenant: &str, keys: &[String]) -> ApiResult<Self> {
+        let streams: Vec<String> = keys
+            .iter()
+            .map(|k| E::deleted_event(tenant, k).stream())
+            .collect();
         // Versions before rows: a write landing in between fails the expectation below and the
         // decision is made again, so a decision never rests on rows older than its versions.
         let versions = state.store.stream_versions(&streams).await?;
-        let current = E::load(state, keys)
+        let current = E::load(state, tenant, keys)
             .await?
             .into_iter()
             .map(|e| (e.key().to_owned(), e))
             .collect();
         Ok(Self {
+            tenant: tenant.to_owned(),
             keys: keys.to_vec(),
             versions: versions.into_iter().collect(),
             current,
             changes: Vec::new(),
         })
+    }
+
+    /// The tenant it decides in.
+    pub(super) fn tenant(&self) -> &str {
+        &self.tenant
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&E> {
@@ -233,12 +312,12 @@ impl<E: Entity> Working<E> {
         for change in &self.changes {
             events.push(match change {
                 Change::Set(entity) => entity.set_event(state).await?,
-                Change::Delete(key) => E::deleted_event(key),
+                Change::Delete(key) => E::deleted_event(&self.tenant, key),
             });
         }
         let mut batch = AppendBatch::new();
         for key in &self.keys {
-            let stream = E::deleted_event(key).stream();
+            let stream = E::deleted_event(&self.tenant, key).stream();
             let expected = match self.versions.get(&stream) {
                 Some(version) => ExpectedVersion::Exact(*version),
                 None => ExpectedVersion::NoStream,
@@ -253,16 +332,18 @@ impl<E: Entity> Working<E> {
     }
 }
 
-/// Reads `keys`, lets `decision` change them, appends; decides again on a concurrent change.
+/// Reads `tenant`'s `keys`, lets `decision` change them, appends; decides again on a
+/// concurrent change.
 pub(super) async fn decide<E: Entity, T>(
     state: &ApiState,
     user: &User,
+    tenant: &str,
     keys: Vec<String>,
     mut decision: impl FnMut(&mut Working<E>) -> Result<T, ApiError> + Send,
 ) -> ApiResult<T> {
     let mut attempt = 1;
     loop {
-        let mut working = Working::<E>::load(state, &keys).await?;
+        let mut working = Working::<E>::load(state, tenant, &keys).await?;
         let outcome = decision(&mut working)?;
         match working.commit(state, user).await? {
             Ok(()) => return Ok(outcome),
@@ -272,25 +353,27 @@ pub(super) async fn decide<E: Entity, T>(
     }
 }
 
-/// The one with `key`, or Airflow's 404.
-pub(super) async fn read_one<E: Entity>(state: &ApiState, key: &str) -> ApiResult<E> {
-    E::load(state, &[key.to_owned()])
+/// `tenant`'s one with `key`, or Airflow's 404.
+pub(super) async fn read_one<E: Entity>(state: &ApiState, tenant: &str, key: &str) -> ApiResult<E> {
+    E::load(state, tenant, &[key.to_owned()])
         .await?
         .into_iter()
         .next()
         .ok_or_else(|| not_found::<E>(key).into())
 }
 
-/// Creates one; a conflict when it exists.
+/// Creates one in `tenant`; a conflict when it exists there.
 pub(super) async fn create_one<E: Entity>(
     state: &ApiState,
     user: &User,
+    tenant: &str,
     body: &E::Body,
 ) -> ApiResult<E> {
     let key = E::body_key(body);
     decide(
         state,
         user,
+        tenant,
         vec![key.to_owned()],
         |working: &mut Working<E>| {
             if working.get(key).is_some() {
@@ -299,7 +382,7 @@ pub(super) async fn create_one<E: Entity>(
                     E::LABEL
                 )));
             }
-            let entity = E::create(state, body);
+            let entity = E::create(state, tenant, body);
             working.set(entity.clone());
             Ok(entity)
         },
@@ -307,16 +390,18 @@ pub(super) async fn create_one<E: Entity>(
     .await
 }
 
-/// Changes one with `change`; a 404 when it does not exist.
+/// Changes `tenant`'s one with `change`; a 404 when it does not exist.
 pub(super) async fn update_one<E: Entity>(
     state: &ApiState,
     user: &User,
+    tenant: &str,
     key: &str,
     change: impl Fn(&E) -> Result<E, Refusal> + Send + Sync,
 ) -> ApiResult<E> {
     decide(
         state,
         user,
+        tenant,
         vec![key.to_owned()],
         |working: &mut Working<E>| {
             let current = working.get(key).ok_or_else(|| not_found::<E>(key))?;
@@ -328,16 +413,18 @@ pub(super) async fn update_one<E: Entity>(
     .await
 }
 
-/// Deletes one; a 404 when it does not exist.
+/// Deletes `tenant`'s one; a 404 when it does not exist.
 pub(super) async fn delete_one<E: Entity>(
     state: &ApiState,
     user: &User,
+    tenant: &str,
     key: &str,
 ) -> ApiResult<Response> {
     E::check_delete(key)?;
     decide(
         state,
         user,
+        tenant,
         vec![key.to_owned()],
         |working: &mut Working<E>| {
             if working.get(key).is_none() {

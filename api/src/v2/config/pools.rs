@@ -1,7 +1,8 @@
 //! Pools (`/api/v2/pools`): the `slot_pool` read model, kept by `PoolSet` and `PoolDeleted`,
 //! with the slots task instances hold now. `default_pool` always exists (until its first
 //! `PoolSet` it has the scheduler's default slots), cannot be deleted, and takes only `slots`
-//! and `include_deferred` changes.
+//! and `include_deferred` changes. Each tenant has its pools, `default_pool` among them, shown
+//! with Airflow's `team_name`; a task instance holds slots in its DAG's tenant's pools.
 
 use std::collections::HashMap;
 
@@ -19,7 +20,8 @@ use serde_json::{Value, json};
 
 use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
-    Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
+    Entity, Loc, Refusal, acting_tenant, create_one, delete_one, listed_tenant, present, read_one,
+    team_of, update_mask, update_one, wants,
 };
 use crate::auth::User;
 use crate::body::Body;
@@ -43,6 +45,7 @@ const DEFAULT: DefaultPool = DefaultPool {
 /// `PoolSet` for it.
 #[derive(Debug, Clone)]
 struct Pool {
+    tenant: String,
     name: String,
     slots: i32,
     description: Option<String>,
@@ -52,6 +55,7 @@ struct Pool {
 impl From<PoolRow> for Pool {
     fn from(row: PoolRow) -> Self {
         Pool {
+            tenant: row.tenant,
             name: row.name,
             slots: row.slots,
             description: row.description,
@@ -119,7 +123,7 @@ impl Pool {
             scheduled_slots: used.scheduled,
             open_slots: open,
             deferred_slots: used.deferred,
-            team_name: None,
+            team_name: team_of(&self.tenant),
         }
     }
 
@@ -223,7 +227,7 @@ impl PoolPatchBody {
     /// Refuses what a pool cannot be: slots below -1, no slots, no `include_deferred`.
     fn changes(&self) -> ApiResult<PoolChanges> {
         let loc = Loc::body();
-        loc.check_no_team(&self.team_name)?;
+        loc.check_team(&self.team_name)?;
         let slots = match self.slots {
             Some(None) => {
                 return Err(loc.invalid(
@@ -275,16 +279,21 @@ impl Entity for Pool {
     fn validate(body: &PoolBody, loc: &Loc) -> ApiResult<()> {
         loc.check_key("name", &body.name, 256)?;
         check_slots(loc, body.slots)?;
-        loc.check_no_team(&body.team_name)
+        loc.check_team(&body.team_name)
     }
 
-    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        let rows = pools::by_names(state.store.pool(), DEFAULT, keys).await?;
+    fn body_team(body: &PoolBody) -> Option<&str> {
+        body.team_name.as_deref()
+    }
+
+    async fn load(state: &ApiState, tenant: &str, keys: &[String]) -> ApiResult<Vec<Self>> {
+        let rows = pools::by_names(state.store.pool(), DEFAULT, tenant, keys).await?;
         Ok(rows.into_iter().map(Pool::from).collect())
     }
 
-    fn create(_state: &ApiState, body: &PoolBody) -> Self {
+    fn create(_state: &ApiState, tenant: &str, body: &PoolBody) -> Self {
         Pool {
+            tenant: tenant.to_owned(),
             name: body.name.clone(),
             slots: body.slots,
             description: body.description.clone().flatten(),
@@ -317,13 +326,15 @@ impl Entity for Pool {
             slots: self.slots,
             description: self.description.clone(),
             include_deferred: self.include_deferred,
+            tenant: self.tenant.clone(),
         }
         .into())
     }
 
-    fn deleted_event(key: &str) -> Event {
+    fn deleted_event(tenant: &str, key: &str) -> Event {
         PoolDeleted {
             name: key.to_owned(),
+            tenant: tenant.to_owned(),
         }
         .into()
     }
@@ -339,15 +350,20 @@ async fn pool_responses(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<PoolR
         .into_iter()
         .chain([DEFERRED])
         .collect();
-    let rows = pools::slots_held(state.store.pool(), &names, &states).await?;
-    let mut used: HashMap<String, SlotUse> = HashMap::new();
+    // One tenant's pools (as every request but a list across tenants shows) count only the
+    // task instances of that tenant's DAGs.
+    let tenant = pools.first().map(|p| p.tenant.as_str());
+    let one_tenant = tenant.filter(|t| pools.iter().all(|p| p.tenant == *t));
+    let rows = pools::slots_held(state.store.pool(), one_tenant, &names, &states).await?;
+    let mut used: HashMap<(String, String), SlotUse> = HashMap::new();
     for pools::SlotsHeld {
+        tenant,
         pool,
         state: task_state,
         slots,
     } in rows
     {
-        let entry = used.entry(pool).or_default();
+        let entry = used.entry((tenant, pool)).or_default();
         let holds = |s: TiState| task_state == s.airflow_name();
         if holds(TiState::Running) {
             entry.running = slots;
@@ -361,14 +377,17 @@ async fn pool_responses(state: &ApiState, pools: &[Pool]) -> ApiResult<Vec<PoolR
     }
     Ok(pools
         .iter()
-        .map(|p| p.response(used.get(&p.name).copied().unwrap_or_default()))
+        .map(|p| {
+            let key = (p.tenant.clone(), p.name.clone());
+            p.response(used.get(&key).copied().unwrap_or_default())
+        })
         .collect())
 }
 
-/// The open slots of pool `name` now (unlimited as `i64::MAX`; none for a pool that does not
-/// exist), as the pools page shows them.
-pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
-    let pools = Pool::load(state, &[name.to_owned()]).await?;
+/// The open slots of `tenant`'s pool `name` now (unlimited as `i64::MAX`; none for a pool that
+/// does not exist), as the pools page shows them.
+pub(crate) async fn open_slots(state: &ApiState, tenant: &str, name: &str) -> ApiResult<i64> {
+    let pools = Pool::load(state, tenant, &[name.to_owned()]).await?;
     let shown = pool_responses(state, &pools).await?;
     Ok(match shown.first().map(|p| p.open_slots) {
         Some(-1) => i64::MAX,
@@ -380,9 +399,11 @@ pub(crate) async fn open_slots(state: &ApiState, name: &str) -> ApiResult<i64> {
 /// `GET /api/v2/pools`.
 pub async fn get_pools(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     params: Params,
 ) -> ApiResult<Json<PoolCollection>> {
     let page = params.page()?;
+    let tenant = listed_tenant(&user, &params)?;
     let mut conditions = Conditions::new();
     conditions.patterns(&params, "pool_name", columns::NAME);
     let order = params.order_by(
@@ -390,12 +411,17 @@ pub async fn get_pools(
             ("id", columns::NAME),
             ("pool", columns::NAME),
             ("name", columns::NAME),
+            ("team_name", columns::TEAM_NAME),
         ],
         "id",
-        columns::NAME,
+        columns::UNIQUE,
     )?;
     let db = state.store.pool();
-    let listed = read_page(page, |w| pools::page(db, DEFAULT, &conditions, &order, w)).await?;
+    let tenant = tenant.as_deref();
+    let listed = read_page(page, |w| {
+        pools::page(db, DEFAULT, tenant, &conditions, &order, w)
+    })
+    .await?;
     let total = listed.total;
     let pools: Vec<Pool> = listed.rows.into_iter().map(Pool::from).collect();
     Ok(Json(PoolCollection {
@@ -407,9 +433,12 @@ pub async fn get_pools(
 /// `GET /api/v2/pools/{pool_name}`.
 pub async fn get_pool(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     Path(name): Path<String>,
+    params: Params,
 ) -> ApiResult<Json<PoolResponse>> {
-    let pool = read_one::<Pool>(&state, &name).await?;
+    let tenant = acting_tenant(&user, &params, None)?;
+    let pool = read_one::<Pool>(&state, &tenant, &name).await?;
     Ok(Json(pool_responses(&state, &[pool]).await?.remove(0)))
 }
 
@@ -417,10 +446,12 @@ pub async fn get_pool(
 pub async fn post_pool(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    params: Params,
     Body(body): Body<PoolBody>,
 ) -> ApiResult<Response> {
     Pool::validate(&body, &Loc::body())?;
-    let pool = create_one::<Pool>(&state, &user, &body).await?;
+    let tenant = acting_tenant(&user, &params, Pool::body_team(&body))?;
+    let pool = create_one::<Pool>(&state, &user, &tenant, &body).await?;
     let created = pool_responses(&state, &[pool]).await?.remove(0);
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -444,7 +475,8 @@ pub async fn patch_pool(
             "Invalid body, pool name from request body doesn't match uri parameter",
         ));
     }
-    let pool = update_one::<Pool>(&state, &user, &name, |pool| {
+    let tenant = acting_tenant(&user, &params, body.team_name.as_deref())?;
+    let pool = update_one::<Pool>(&state, &user, &tenant, &name, |pool| {
         pool.apply(&changes, mask.as_deref())
     })
     .await?;
@@ -456,15 +488,18 @@ pub async fn delete_pool(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Path(name): Path<String>,
+    params: Params,
 ) -> ApiResult<Response> {
-    delete_one::<Pool>(&state, &user, &name).await
+    let tenant = acting_tenant(&user, &params, None)?;
+    delete_one::<Pool>(&state, &user, &tenant, &name).await
 }
 
 /// `PATCH /api/v2/pools`: bulk create, update and delete.
 pub async fn bulk_pools(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    params: Params,
     Body(body): Body<BulkBody<PoolBody>>,
 ) -> ApiResult<Json<BulkReport>> {
-    bulk::<Pool>(&state, &user, body).await
+    bulk::<Pool>(&state, &user, &params, body).await
 }

@@ -1,6 +1,7 @@
 //! Variables (`/api/v2/variables`): the `variable` read model, kept by `VariableSet` and
 //! `VariableDeleted`; values are sealed with the Variable's data key before its event is
-//! appended, and those under sensitive keys are shown masked.
+//! appended, and those under sensitive keys are shown masked. Each belongs to a tenant, shown
+//! as Airflow's `team_name`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,19 +15,21 @@ use serde_json::Value;
 
 use super::bulk::{BulkBody, BulkReport, bulk};
 use super::entity::{
-    Entity, Loc, Refusal, create_one, delete_one, present, read_one, update_mask, update_one, wants,
+    Entity, Loc, Refusal, acting_tenant, create_one, delete_one, listed_tenant, present, read_one,
+    team_of, update_mask, update_one, wants,
 };
 use super::redact::shown_value;
 use crate::auth::User;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Conditions, ParamFilters, Params};
+use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::read::page::read_page;
 use crate::state::ApiState;
 
 /// A Variable as a request works with it: its value opened.
 #[derive(Debug, Clone)]
 struct Variable {
+    tenant: String,
     key: String,
     val: String,
     description: Option<String>,
@@ -40,6 +43,7 @@ async fn opened(state: &ApiState, rows: Vec<VariableRow>) -> ApiResult<Vec<Varia
         .into_iter()
         .zip(values)
         .map(|(row, val)| Variable {
+            tenant: row.tenant,
             key: row.key,
             val,
             description: row.description,
@@ -72,7 +76,7 @@ impl Variable {
             value: shown_value(&self.key, &self.val),
             description: self.description.clone(),
             is_encrypted: true,
-            team_name: None,
+            team_name: team_of(&self.tenant),
         }
     }
 }
@@ -117,16 +121,21 @@ impl Entity for Variable {
 
     fn validate(body: &VariableBody, loc: &Loc) -> ApiResult<()> {
         loc.check_key("key", &body.key, 250)?;
-        loc.check_no_team(&body.team_name)
+        loc.check_team(&body.team_name)
     }
 
-    async fn load(state: &ApiState, keys: &[String]) -> ApiResult<Vec<Self>> {
-        let rows = variables::by_keys(state.store.pool(), keys).await?;
+    fn body_team(body: &VariableBody) -> Option<&str> {
+        body.team_name.as_deref()
+    }
+
+    async fn load(state: &ApiState, tenant: &str, keys: &[String]) -> ApiResult<Vec<Self>> {
+        let rows = variables::by_keys(state.store.pool(), tenant, keys).await?;
         opened(state, rows).await
     }
 
-    fn create(_state: &ApiState, body: &VariableBody) -> Self {
+    fn create(_state: &ApiState, tenant: &str, body: &VariableBody) -> Self {
         Variable {
+            tenant: tenant.to_owned(),
             key: body.key.clone(),
             val: stored_value(&body.value),
             description: body.description.clone().flatten(),
@@ -158,18 +167,20 @@ impl Entity for Variable {
     }
 
     async fn set_event(&self, state: &ApiState) -> ApiResult<Event> {
-        let owner = Self::deleted_event(&self.key).stream();
+        let owner = Self::deleted_event(&self.tenant, &self.key).stream();
         Ok(VariableSet {
             key: self.key.clone(),
             value: state.vault.seal(&owner, &self.val).await?,
             description: self.description.clone(),
+            tenant: self.tenant.clone(),
         }
         .into())
     }
 
-    fn deleted_event(key: &str) -> Event {
+    fn deleted_event(tenant: &str, key: &str) -> Event {
         VariableDeleted {
             key: key.to_owned(),
+            tenant: tenant.to_owned(),
         }
         .into()
     }
@@ -178,10 +189,14 @@ impl Entity for Variable {
 /// `GET /api/v2/variables`.
 pub async fn get_variables(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     params: Params,
 ) -> ApiResult<Json<VariableCollection>> {
     let page = params.page()?;
     let mut conditions = Conditions::new();
+    if let Some(tenant) = listed_tenant(&user, &params)? {
+        conditions.eq(columns::TENANT, Bind::Text(tenant));
+    }
     conditions.patterns(&params, "variable_key", columns::KEY);
     // Airflow's `id` is the insertion order of its rows; Leoflow's rows are keyed by `key`.
     let order = params.order_by(
@@ -194,7 +209,7 @@ pub async fn get_variables(
             ("team_name", columns::TEAM_NAME),
         ],
         "id",
-        columns::KEY,
+        columns::UNIQUE,
     )?;
     let pool = state.store.pool();
     let listed = read_page(page, |w| variables::page(pool, &conditions, &order, w)).await?;
@@ -210,19 +225,25 @@ pub async fn get_variables(
 /// `GET /api/v2/variables/{variable_key}`.
 pub async fn get_variable(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     Path(key): Path<String>,
+    params: Params,
 ) -> ApiResult<Json<VariableResponse>> {
-    Ok(Json(read_one::<Variable>(&state, &key).await?.response()))
+    let tenant = acting_tenant(&user, &params, None)?;
+    let variable = read_one::<Variable>(&state, &tenant, &key).await?;
+    Ok(Json(variable.response()))
 }
 
 /// `POST /api/v2/variables`.
 pub async fn post_variable(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    params: Params,
     Body(body): Body<VariableBody>,
 ) -> ApiResult<Response> {
     Variable::validate(&body, &Loc::body())?;
-    let variable = create_one::<Variable>(&state, &user, &body).await?;
+    let tenant = acting_tenant(&user, &params, Variable::body_team(&body))?;
+    let variable = create_one::<Variable>(&state, &user, &tenant, &body).await?;
     Ok((StatusCode::CREATED, Json(variable.response())).into_response())
 }
 
@@ -241,7 +262,8 @@ pub async fn patch_variable(
             "Invalid body, key from request body doesn't match uri parameter",
         ));
     }
-    let variable = update_one::<Variable>(&state, &user, &key, |variable| {
+    let tenant = acting_tenant(&user, &params, Variable::body_team(&body))?;
+    let variable = update_one::<Variable>(&state, &user, &tenant, &key, |variable| {
         variable.update(&state, &body, mask.as_deref())
     })
     .await?;
@@ -253,15 +275,18 @@ pub async fn delete_variable(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
     Path(key): Path<String>,
+    params: Params,
 ) -> ApiResult<Response> {
-    delete_one::<Variable>(&state, &user, &key).await
+    let tenant = acting_tenant(&user, &params, None)?;
+    delete_one::<Variable>(&state, &user, &tenant, &key).await
 }
 
 /// `PATCH /api/v2/variables`: bulk create, update and delete.
 pub async fn bulk_variables(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
+    params: Params,
     Body(body): Body<BulkBody<VariableBody>>,
 ) -> ApiResult<Json<BulkReport>> {
-    bulk::<Variable>(&state, &user, body).await
+    bulk::<Variable>(&state, &user, &params, body).await
 }
