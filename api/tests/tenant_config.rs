@@ -187,6 +187,13 @@ async fn variables_are_each_tenants_own() {
     )
     .await;
     assert_eq!(read["value"], "https://acme", "deleting beta's left acme's");
+    // beta's audit log shows the platform admin deleting beta's Variable; acme's does not.
+    let deletions = "/api/v2/eventLogs?event=VariableDeleted";
+    let (_, log) = as_(&api, &who.beta, Method::GET, deletions, None).await;
+    assert_eq!(log["total_entries"], 1, "{log}");
+    assert_eq!(log["event_logs"][0]["owner"], "admin-of-all", "{log}");
+    let (_, log) = as_(&api, &who.acme, Method::GET, deletions, None).await;
+    assert_eq!(log["total_entries"], 0, "{log}");
     let (_, listed) = as_(
         &api,
         &who.platform,

@@ -46,16 +46,23 @@ macro_rules! logical_date {
 }
 
 /// Narrows `conditions` to what a caller of `tenant` may see of the log: the events about its
-/// tenant's DAGs, and the events about no DAG that its tenant's people and machines caused.
+/// tenant's DAGs, the events about no DAG that its tenant's people and machines caused, and the
+/// changes to its tenant's Variables, Connections and Pools (whoever made them: a platform
+/// admin's too).
 pub fn within_tenant(conditions: &mut Conditions, tenant: &str) {
     conditions.push(
         &format!(
             "(({dag}) IN (SELECT dag_id FROM dag WHERE tenant = {{}}) \
-             OR (({dag}) IS NULL AND {tenant_column} = {{}}))",
+             OR (({dag}) IS NULL AND ({tenant_column} = {{}} OR {owned_by} = {{}})))",
             dag = columns::DAG_ID,
             tenant_column = columns::TENANT,
+            owned_by = columns::OWNING_TENANT,
         ),
-        vec![Bind::Text(tenant.to_owned()), Bind::Text(tenant.to_owned())],
+        vec![
+            Bind::Text(tenant.to_owned()),
+            Bind::Text(tenant.to_owned()),
+            Bind::Text(tenant.to_owned()),
+        ],
     );
 }
 
@@ -71,6 +78,9 @@ pub mod columns {
     pub const OWNER: &str = owner!();
     /// The tenant its actor acted in.
     pub const TENANT: &str = tenant!();
+    /// The tenant owning what it changed, for the events that name one (a Variable's,
+    /// Connection's or Pool's, a DAG's parse).
+    pub const OWNING_TENANT: &str = "e.payload->>'tenant'";
     /// The stream it belongs to (`dag:<dag_id>`, `run:<dag_id>/<run_id>`, `variable:<key>`, …).
     pub const STREAM: &str = "e.stream";
     /// The logical date, known for the events that carry one (`RunQueued`).
