@@ -94,7 +94,20 @@ impl FromStr for Role {
 /// name may hold `/`; `POST /connections/test` shares a template with `/connections/{id}`):
 /// the template with the most literal segments wins, as in Airflow's router.
 fn rule_of(method: &str, path: &str) -> Option<Rule> {
+    let (method, path) = airflow_twin(method, path);
     route_of(method, path).map(|(_, rule)| rule)
+}
+
+/// Leoflow's own routes that show what an Airflow route shows, and so take its rule: the
+/// event feed is the audit log, followed.
+const TWINS: &[(&str, &str, &str)] = &[("GET", crate::events_feed::PATH, "/api/v2/eventLogs")];
+
+/// The Airflow route whose rule `method path` takes: its twin, or itself.
+fn airflow_twin<'a>(method: &'a str, path: &'a str) -> (&'a str, &'a str) {
+    TWINS
+        .iter()
+        .find(|(m, own, _)| *m == method && *own == path)
+        .map_or((method, path), |(m, _, twin)| (*m, *twin))
 }
 
 /// Airflow's route that `method path` calls: its template and rule.

@@ -5,6 +5,7 @@ mod control_plane;
 mod datastore;
 mod logging;
 mod python_env;
+mod remote;
 mod stop;
 
 use std::path::PathBuf;
@@ -13,8 +14,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, audit, compile, dags, db, events, init, lite, postgres, secrets, server, setup, tasks,
-    tokens,
+    agent, audit, compile, dags, db, events, init, lite, login, postgres, secrets, server, setup,
+    tasks, tokens,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -23,6 +24,9 @@ use crate::commands::{
 struct Cli {
     #[command(flatten)]
     datastore: datastore::DatastoreArgs,
+
+    #[command(flatten)]
+    remote: remote::RemoteArgs,
 
     /// How diagnostics go to stderr: readable `text`, or `json` (one object per line, for a log
     /// shipper). `RUST_LOG` filters them (default: info for Leoflow, warn for the rest).
@@ -75,6 +79,10 @@ enum Command {
     Tokens(tokens::TokensCommand),
     /// Run Leoflow Pro's control plane from a configuration (check it with --check-config).
     Server(Box<server::ServerArgs>),
+    /// Sign in to a server; later commands that can run against one use it.
+    Login(login::LoginArgs),
+    /// Forget the token of a profile (default: the current one).
+    Logout,
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -127,7 +135,11 @@ fn main() -> ExitCode {
             Command::Tasks(cmd) => tasks::run(&cli.datastore, cmd).await,
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
-            Command::Events(cmd) => events::run(&cli.datastore, cmd).await,
+            Command::Events(cmd) => events::run(&cli.datastore, &cli.remote, cmd).await,
+            Command::Login(args) => {
+                login::login(&cli.datastore, cli.remote.profile.as_deref(), args).await
+            }
+            Command::Logout => login::logout(&cli.datastore, cli.remote.profile.as_deref()),
             Command::Audit(args) => audit::run(&cli.datastore, args).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,
@@ -142,7 +154,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            remote::Refused::exit_code(&e)
         }
     }
 }

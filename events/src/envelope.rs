@@ -117,7 +117,7 @@ pub struct NewEvent {
 
 /// An event as stored in the log. The payload stays raw JSON until [`RecordedEvent::decode`],
 /// so a reader can show or skip events it cannot decode without losing them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Global, gap-free, commit-ordered position (the first event is 1).
     pub position: i64,

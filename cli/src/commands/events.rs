@@ -9,6 +9,7 @@ use leoflow_projector::replay::{self, Until};
 use serde_json::Value;
 
 use crate::datastore::DatastoreArgs;
+use crate::remote::{Remote, RemoteArgs};
 
 /// `leoflow events …`
 #[derive(Debug, Subcommand)]
@@ -40,7 +41,8 @@ pub struct TailArgs {
     /// Only events of this type (repeatable), e.g. --type TaskFailed.
     #[arg(long = "type", value_name = "TYPE")]
     types: Vec<String>,
-    /// Only events caused in this tenant (as their metadata records it).
+    /// Only events caused in this tenant (as their metadata records it). Against a server, a
+    /// caller of one tenant sees only their tenant's events whatever this says.
     #[arg(long)]
     tenant: Option<String>,
     /// One JSON object per line instead of the human format.
@@ -61,8 +63,17 @@ pub struct ReplayArgs {
     verify: bool,
 }
 
-/// Runs an `events` subcommand.
-pub async fn run(datastore: &DatastoreArgs, command: EventsCommand) -> Result<ExitCode> {
+/// Runs an `events` subcommand: `tail` against a server when one is named (or current).
+pub async fn run(
+    datastore: &DatastoreArgs,
+    remote: &RemoteArgs,
+    command: EventsCommand,
+) -> Result<ExitCode> {
+    if let EventsCommand::Tail(args) = &command
+        && let Some(server) = remote.remote(datastore)?
+    {
+        return remote_tail(&server, args).await;
+    }
     let database = datastore.open().await?;
     let pool = database.pool.clone();
     match command {
@@ -123,6 +134,60 @@ async fn tail(store: EventStore, args: TailArgs) -> Result<ExitCode> {
         match event {
             Some(event) => print(&event),
             None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// `events tail` against a server: its event feed, printed as the local tail prints.
+async fn remote_tail(server: &Remote, args: &TailArgs) -> Result<ExitCode> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    match args.from {
+        Some(from) => query.append_pair("from", &from.to_string()),
+        None => query.append_pair("lines", &args.lines.to_string()),
+    };
+    for (name, value) in [
+        ("dag_id", &args.dag),
+        ("run_id", &args.run),
+        ("tenant", &args.tenant),
+    ] {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    for event_type in &args.types {
+        query.append_pair("type", event_type);
+    }
+    if args.follow {
+        query.append_pair("follow", "true");
+    }
+    let path = format!("{}?{}", leoflow_api::events_feed::PATH, query.finish());
+    let mut response = server.send(reqwest::Method::GET, &path, None).await?;
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            chunk = response.chunk() => chunk.context("the server's event feed broke off")?,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let Some(chunk) = chunk else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            // Empty lines keep a followed feed open.
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let event: RecordedEvent = serde_json::from_slice(&line)
+                .context("the server's event feed sent a line that is not an event")?;
+            println!(
+                "{}",
+                if args.json {
+                    json_line(&event)
+                } else {
+                    human_line(&event)
+                }
+            );
         }
     }
 }

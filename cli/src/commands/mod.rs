@@ -8,6 +8,7 @@ pub mod db;
 pub mod events;
 pub mod init;
 pub mod lite;
+pub mod login;
 pub mod postgres;
 pub mod secrets;
 pub mod server;

@@ -115,6 +115,8 @@ pub struct EventLogRow {
     pub metadata: Metadata,
     /// The stream it belongs to: the resource it changed.
     pub stream: String,
+    /// The stream's version after it.
+    pub stream_version: i64,
     /// The DAG it concerns.
     pub dag_id: Option<String>,
     /// The dag run it concerns.
@@ -134,7 +136,7 @@ macro_rules! select_entries {
         concat!(
             "SELECT e.position, e.recorded_at, e.type AS event, e.schema_version, e.payload, ",
             owner!(),
-            " AS owner, e.metadata, e.stream, ",
+            " AS owner, e.metadata, e.stream, e.stream_version, ",
             dag_id!(),
             " AS dag_id, ",
             run_id!(),
@@ -147,6 +149,22 @@ macro_rules! select_entries {
             $tail
         )
     };
+}
+
+impl EventLogRow {
+    /// The event as the log holds it (what `events tail` prints).
+    pub fn recorded(self) -> leoflow_events::RecordedEvent {
+        leoflow_events::RecordedEvent {
+            position: self.position,
+            stream: self.stream,
+            stream_version: self.stream_version,
+            event_type: self.event,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        }
+    }
 }
 
 /// Entries whose task instance has map index `map_index`. Compared as JSON numbers, so no

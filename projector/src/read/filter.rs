@@ -20,6 +20,8 @@ pub enum Bind {
     Ints(Vec<i32>),
     /// `boolean`.
     Bool(bool),
+    /// `bigint` (an event's position).
+    BigInt(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +206,7 @@ pub fn push_bind(query: &mut QueryBuilder<Postgres>, bind: Bind) {
         Bind::Float(v) => query.push_bind(v),
         Bind::Ints(v) => query.push_bind(v),
         Bind::Bool(v) => query.push_bind(v),
+        Bind::BigInt(v) => query.push_bind(v),
     };
 }
 

@@ -1,0 +1,198 @@
+//! `GET /leoflow/api/events`: the event log as newline-delimited JSON, what `leoflow events
+//! tail` reads from a server. One event per line, as `events tail --json` prints it (upcast,
+//! nothing retired shown); with `follow=true` the answer stays open and new events follow as
+//! they are appended, with an empty line every [`KEEPALIVE`] so proxies keep it open.
+//!
+//! What a caller sees is what their audit log shows them, decided in SQL: a caller of one
+//! tenant only the events about their tenant's DAGs and what their tenant's people, machines
+//! and configuration did (`audit_log::within_tenant`). It needs the audit log's permission.
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use leoflow_events::RecordedEvent;
+use leoflow_projector::read::audit_log::{self, columns};
+use leoflow_projector::read::page::Window;
+use tokio::sync::mpsc;
+
+use crate::auth::User;
+use crate::error::ApiResult;
+use crate::query::{Bind, Comparison, Conditions, Params};
+use crate::state::ApiState;
+
+/// The path of the feed.
+pub const PATH: &str = "/leoflow/api/events";
+
+/// How long a followed feed stays silent before it sends an empty line.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Events read per query.
+const PAGE: i64 = 500;
+
+/// The most `lines` a caller may ask for.
+const MAX_LINES: i64 = 10_000;
+
+/// What the query asks for: `from` (a position, inclusive) or the last `lines` (default 20);
+/// `dag_id`, `run_id`, `type` (repeatable) and `tenant` (the tenant the actor acted in) narrow
+/// it; `follow=true` keeps it open.
+struct Feed {
+    conditions: Conditions,
+    from: Option<i64>,
+    lines: i64,
+    follow: bool,
+}
+
+impl Feed {
+    fn parse(user: &User, params: &Params) -> ApiResult<Self> {
+        let mut conditions = Conditions::new();
+        if let Some(tenant) = &user.tenant {
+            audit_log::within_tenant(&mut conditions, tenant);
+        }
+        for (name, column) in [
+            ("dag_id", columns::DAG_ID),
+            ("run_id", columns::RUN_ID),
+            ("tenant", columns::TENANT),
+        ] {
+            if let Some(value) = params.str(name) {
+                conditions.eq(column, Bind::Text(value.to_owned()));
+            }
+        }
+        let types = params.list("type", None)?;
+        if !types.is_empty() {
+            conditions.one_of(columns::EVENT, types, false);
+        }
+        Ok(Self {
+            conditions,
+            from: params.int("from")?,
+            lines: params.int("lines")?.unwrap_or(20).clamp(0, MAX_LINES),
+            follow: params.bool("follow")?.unwrap_or(false),
+        })
+    }
+
+    /// The events after position `after` (exclusive) up to `upto` (inclusive), oldest first.
+    async fn between(
+        &self,
+        state: &ApiState,
+        after: i64,
+        upto: i64,
+    ) -> ApiResult<Vec<RecordedEvent>> {
+        let mut found = Vec::new();
+        let mut after = after;
+        loop {
+            let mut conditions = self.conditions.clone();
+            conditions.compare(columns::POSITION, Comparison::Above, Bind::BigInt(after));
+            conditions.compare(columns::POSITION, Comparison::AtMost, Bind::BigInt(upto));
+            let window = Window {
+                limit: PAGE,
+                offset: 0,
+            };
+            let rows =
+                audit_log::entries(state.store.pool(), &conditions, "e.position", window).await?;
+            let full = rows.len() as i64 == PAGE;
+            found.extend(rows.into_iter().map(|row| row.recorded().shown()));
+            match found.last() {
+                Some(last) if full => after = last.position,
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// The last `lines` events up to `upto`, oldest first.
+    async fn last(&self, state: &ApiState, upto: i64) -> ApiResult<Vec<RecordedEvent>> {
+        let mut conditions = self.conditions.clone();
+        conditions.compare(columns::POSITION, Comparison::AtMost, Bind::BigInt(upto));
+        let window = Window {
+            limit: self.lines,
+            offset: 0,
+        };
+        let rows =
+            audit_log::entries(state.store.pool(), &conditions, "e.position DESC", window).await?;
+        Ok(rows
+            .into_iter()
+            .rev()
+            .map(|row| row.recorded().shown())
+            .collect())
+    }
+}
+
+/// One line of the feed.
+fn line(event: &RecordedEvent) -> Bytes {
+    let mut text = serde_json::to_vec(event).expect("recorded events serialize");
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+/// `GET /leoflow/api/events`.
+pub async fn events(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    params: Params,
+) -> ApiResult<Response> {
+    let feed = Feed::parse(&user, &params)?;
+    let head = state.store.head().await?;
+    let first = match feed.from {
+        Some(from) => feed.between(&state, from.max(1) - 1, head).await?,
+        None => feed.last(&state, head).await?,
+    };
+    let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    if !feed.follow {
+        let body: Vec<u8> = first.iter().flat_map(|e| line(e).to_vec()).collect();
+        return Ok((headers, body).into_response());
+    }
+    let (sender, receiver) = mpsc::channel::<Bytes>(64);
+    for event in &first {
+        // The channel holds the first page until the body is read; a larger one waits.
+        if sender.send(line(event)).await.is_err() {
+            return Ok(().into_response());
+        }
+    }
+    tokio::spawn(follow(state, feed, head, sender));
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let bytes = receiver.recv().await?;
+        Some((Ok::<_, std::io::Error>(bytes), receiver))
+    });
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// Sends the events appended after `seen` as the log grows, until the caller goes away.
+async fn follow(state: ApiState, feed: Feed, mut seen: i64, sender: mpsc::Sender<Bytes>) {
+    let Ok(mut subscription) = state.store.subscribe(seen + 1).await else {
+        return;
+    };
+    loop {
+        // The subscription only says the log moved; what the caller may see is read in SQL.
+        let moved = tokio::select! {
+            next = tokio::time::timeout(KEEPALIVE, subscription.next()) => next,
+            () = sender.closed() => return,
+        };
+        let head = match moved {
+            Ok(Ok(event)) => {
+                let mut head = event.position;
+                while let Ok(Some(more)) = subscription.try_next().await {
+                    head = more.position;
+                }
+                head
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {
+                if sender.send(Bytes::from_static(b"\n")).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Ok(events) = feed.between(&state, seen, head).await else {
+            return;
+        };
+        seen = head;
+        for event in &events {
+            if sender.send(line(event)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

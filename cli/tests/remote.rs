@@ -1,0 +1,293 @@
+//! The CLI against a running server: `leoflow login` keeps a token in a 0600 profile, `events
+//! tail` reads the server's event feed as the caller may see it (a tenant's caller only their
+//! tenant's events, followed as they are appended), and refusals end with the exit codes
+//! scripts rely on. The server is a real `leoflow server` on a real Postgres and Redis; the CLI
+//! runs from a home of its own with no database.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::lite::text;
+use common::server::{Deployment, PASSWORD};
+use serde_json::{Value, json};
+
+fn dag(dag_id: &str) -> String {
+    format!(
+        "from airflow.sdk import DAG, task\n\n@task\ndef work():\n    return 1\n\n\
+         with DAG(\"{dag_id}\", schedule=None):\n    work()\n"
+    )
+}
+
+/// `leoflow` on a laptop: its own home, no database named.
+fn cli(home: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+    command
+        .args(args)
+        .env("LEOFLOW_HOME", home)
+        .env_remove("LEOFLOW_DATABASE_URL")
+        .env_remove("LEOFLOW_POSTGRES")
+        .env_remove("LEOFLOW_SERVER")
+        .env_remove("LEOFLOW_TOKEN")
+        .env_remove("LEOFLOW_PROFILE")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(mut command: impl std::borrow::BorrowMut<Command>) -> Output {
+    command.borrow_mut().output().expect("run leoflow")
+}
+
+/// A Leoflow API token of `role` in `tenant`, written to a file; its path.
+fn token_file(deployment: &Deployment, role: &str, tenant: &str) -> PathBuf {
+    let created = run(deployment.leoflow(&[
+        "tokens", "create", "--role", role, "--tenant", tenant, "--output", "json",
+    ]));
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let path = deployment
+        .scratch
+        .join(format!("{role}-{}.token", tenant.replace('*', "all")));
+    std::fs::write(&path, format!("{}\n", created["token"].as_str().unwrap())).unwrap();
+    path
+}
+
+/// The event lines of `events tail --json` output: (type, DAG).
+fn events(stdout: &[u8]) -> Vec<(String, String)> {
+    text(stdout)
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let dag = event["payload"]["dag_id"]
+                .as_str()
+                .or(event["payload"]["ti"]["dag_id"].as_str())
+                .unwrap_or_default();
+            (event["type"].as_str().unwrap().to_owned(), dag.to_owned())
+        })
+        .collect()
+}
+
+async fn trigger(base: &str, token: &str, dag_id: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v2/dags/{dag_id}/dagRuns"))
+        .bearer_auth(token)
+        .json(&json!({"logical_date": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
+    let deployment = Deployment::start("remote-cli").await;
+    deployment.register_into("acme", &dag("acme_etl"), "acme");
+    deployment.register_into("beta", &dag("beta_etl"), "beta");
+    let api = deployment.replica("api");
+    let base = api.base.as_str();
+    let laptop = deployment.scratch.join("laptop");
+    let acme = token_file(&deployment, "Admin", "acme");
+
+    // A machine token, as CI logs in: profile "acme", current.
+    let login = run(cli(&laptop, &["login", "--server", base, "--token-file"])
+        .arg(&acme)
+        .args(["--profile", "acme"]));
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    let profiles = laptop.join("profiles.toml");
+    let mode = std::fs::metadata(&profiles).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the profiles file holds tokens");
+    // A person with a password: profile "platform", now the current one.
+    let password = deployment.password_file.to_str().unwrap();
+    let login = run(cli(
+        &laptop,
+        &[
+            "login",
+            "--server",
+            base,
+            "--username",
+            "admin",
+            "--password-file",
+            password,
+            "--profile",
+            "platform",
+        ],
+    ));
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    let file = std::fs::read_to_string(&profiles).unwrap();
+    assert!(file.contains("current = \"platform\""), "{file}");
+    assert!(!file.contains(PASSWORD), "a password is never kept");
+
+    // The current profile (the admin of every tenant) sees both tenants' DAGs registered;
+    // acme's caller only acme's.
+    let all = run(cli(&laptop, &["events", "tail", "-n", "100", "--json"]));
+    assert!(all.status.success(), "{}", text(&all.stderr));
+    let dags: Vec<String> = events(&all.stdout)
+        .into_iter()
+        .map(|(_, dag)| dag)
+        .collect();
+    assert!(
+        dags.contains(&"acme_etl".into()) && dags.contains(&"beta_etl".into()),
+        "{dags:?}"
+    );
+    let mine = run(cli(
+        &laptop,
+        &["--profile", "acme", "events", "tail", "-n", "100", "--json"],
+    ));
+    assert!(mine.status.success(), "{}", text(&mine.stderr));
+    let seen = events(&mine.stdout);
+    assert!(
+        seen.iter()
+            .any(|(t, dag)| t == "DagParsed" && dag == "acme_etl"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, dag)| dag != "beta_etl"),
+        "acme sees beta's: {seen:?}"
+    );
+    // The human format, filtered by type.
+    let human = run(cli(
+        &laptop,
+        &["--profile", "acme", "events", "tail", "--type", "DagParsed"],
+    ));
+    let human = text(&human.stdout);
+    assert!(
+        human.contains("DagParsed") && human.contains("dag:acme_etl"),
+        "{human}"
+    );
+
+    // Followed: beta's run is never shown to acme; acme's arrives as it is queued.
+    let mut follower = cli(
+        &laptop,
+        &[
+            "--profile",
+            "acme",
+            "events",
+            "tail",
+            "-n",
+            "0",
+            "--follow",
+            "--json",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let lines = BufReader::new(follower.stdout.take().unwrap());
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = std::fs::read_to_string(token_file(&deployment, "Admin", "*")).unwrap();
+    trigger(base, admin.trim(), "beta_etl").await;
+    trigger(base, admin.trim(), "acme_etl").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut followed = Vec::new();
+    while !followed
+        .iter()
+        .any(|(t, dag): &(String, String)| t == "RunQueued" && dag == "acme_etl")
+    {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("acme's run was not followed: {followed:?}"));
+        followed.extend(events(line.as_bytes()));
+    }
+    assert!(
+        followed.iter().all(|(_, dag)| dag != "beta_etl"),
+        "{followed:?}"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // CI without a profile: LEOFLOW_SERVER and LEOFLOW_TOKEN.
+    let ci = run(cli(&laptop, &["events", "tail", "-n", "1"])
+        .env("LEOFLOW_SERVER", base)
+        .env(
+            "LEOFLOW_TOKEN",
+            std::fs::read_to_string(&acme).unwrap().trim(),
+        ));
+    assert!(ci.status.success(), "{}", text(&ci.stderr));
+
+    // Exit codes: 3 not logged in (or a token the server does not take), 4 not allowed.
+    let no_token = run(cli(&laptop, &["events", "tail"]).env("LEOFLOW_SERVER", base));
+    assert_eq!(
+        no_token.status.code(),
+        Some(3),
+        "{}",
+        text(&no_token.stderr)
+    );
+    assert!(
+        text(&no_token.stderr).contains("LEOFLOW_TOKEN"),
+        "{}",
+        text(&no_token.stderr)
+    );
+    let no_profile = run(cli(&laptop, &["--profile", "nosuch", "events", "tail"]));
+    assert_eq!(
+        no_profile.status.code(),
+        Some(3),
+        "{}",
+        text(&no_profile.stderr)
+    );
+    assert!(
+        text(&no_profile.stderr).contains("acme, platform"),
+        "{}",
+        text(&no_profile.stderr)
+    );
+    let forged = deployment.scratch.join("forged.token");
+    std::fs::write(&forged, "lf_not-a-token").unwrap();
+    let refused = run(cli(&laptop, &["login", "--server", base, "--token-file"]).arg(&forged));
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stderr));
+    let bad_password = deployment.scratch.join("bad-password");
+    std::fs::write(&bad_password, "wrong").unwrap();
+    let refused = run(cli(
+        &laptop,
+        &[
+            "login",
+            "--server",
+            base,
+            "--username",
+            "admin",
+            "--password-file",
+        ],
+    )
+    .arg(&bad_password));
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stderr));
+    let public = token_file(&deployment, "Public", "acme");
+    let login = run(cli(&laptop, &["login", "--server", base, "--token-file"])
+        .arg(&public)
+        .args(["--profile", "public"]));
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    let forbidden = run(cli(&laptop, &["--profile", "public", "events", "tail"]));
+    assert_eq!(
+        forbidden.status.code(),
+        Some(4),
+        "{}",
+        text(&forbidden.stderr)
+    );
+    let not_leoflow = run(cli(
+        &laptop,
+        &["login", "--server", "http://127.0.0.1:9", "--token-file"],
+    )
+    .arg(&acme));
+    assert_eq!(
+        not_leoflow.status.code(),
+        Some(1),
+        "{}",
+        text(&not_leoflow.stderr)
+    );
+
+    // Logging out forgets the token; the profile file stays 0600.
+    let logout = run(cli(&laptop, &["logout", "--profile", "acme"]));
+    assert!(logout.status.success(), "{}", text(&logout.stderr));
+    let file = std::fs::read_to_string(&profiles).unwrap();
+    assert!(!file.contains("[profiles.acme]"), "{file}");
+    assert!(file.contains("current = \"public\""), "{file}");
+    let mode = std::fs::metadata(&profiles).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
