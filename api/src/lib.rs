@@ -21,7 +21,7 @@ pub mod credentials;
 pub mod dag_access;
 pub mod editor;
 mod error;
-pub mod events_feed;
+pub mod event_log;
 pub mod metrics;
 pub mod oidc;
 pub mod permissions;
@@ -53,7 +53,8 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
     let protected = Router::new()
         .nest("/api/v2", v2::routes())
         .nest("/ui", ui::routes())
-        .route(events_feed::PATH, get(events_feed::events))
+        .route(event_log::FEED_PATH, get(event_log::events))
+        .route(event_log::REPLAY_PATH, get(event_log::replay))
         // Layers run outside in: the user is known before their role is checked.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -99,8 +99,11 @@ fn rule_of(method: &str, path: &str) -> Option<Rule> {
 }
 
 /// Leoflow's own routes that show what an Airflow route shows, and so take its rule: the
-/// event feed is the audit log, followed.
-const TWINS: &[(&str, &str, &str)] = &[("GET", crate::events_feed::PATH, "/api/v2/eventLogs")];
+/// event feed is the audit log, followed, and the past it replays is the audit log's too.
+const TWINS: &[(&str, &str, &str)] = &[
+    ("GET", crate::event_log::FEED_PATH, "/api/v2/eventLogs"),
+    ("GET", crate::event_log::REPLAY_PATH, "/api/v2/eventLogs"),
+];
 
 /// The Airflow route whose rule `method path` takes: its twin, or itself.
 fn airflow_twin<'a>(method: &'a str, path: &'a str) -> (&'a str, &'a str) {

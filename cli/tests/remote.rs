@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 fn dag(dag_id: &str) -> String {
     format!(
         "from airflow.sdk import DAG, task\n\n@task\ndef work():\n    return 1\n\n\
-         with DAG(\"{dag_id}\", schedule=None):\n    work()\n"
+         with DAG(\"{dag_id}\", schedule=None, is_paused_upon_creation=False):\n    work()\n"
     )
 }
 
@@ -87,7 +87,7 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     let deployment = Deployment::start("remote-cli").await;
     deployment.register_into("acme", &dag("acme_etl"), "acme");
     deployment.register_into("beta", &dag("beta_etl"), "beta");
-    let api = deployment.replica("api");
+    let api = deployment.replica("all");
     let base = api.base.as_str();
     let laptop = deployment.scratch.join("laptop");
     let acme = token_file(&deployment, "Admin", "acme");
@@ -159,7 +159,7 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
         "{human}"
     );
 
-    // Followed: beta's run is never shown to acme; acme's arrives as it is queued.
+    // Followed: beta's run is never shown to acme; acme's arrives as it is queued and runs.
     let mut follower = cli(
         &laptop,
         &[
@@ -191,7 +191,7 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     let mut followed = Vec::new();
     while !followed
         .iter()
-        .any(|(t, dag): &(String, String)| t == "RunQueued" && dag == "acme_etl")
+        .any(|(t, dag): &(String, String)| t == "RunSucceeded" && dag == "acme_etl")
     {
         let line = received
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -204,6 +204,62 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     );
     let _ = follower.kill();
     let _ = follower.wait();
+
+    // The past as each caller may see it: before the runs were queued there were none; now
+    // acme's caller sees its run only, the admin of every tenant both.
+    let queued = run(cli(
+        &laptop,
+        &["events", "tail", "--type", "RunQueued", "--json"],
+    ));
+    let first: Value = serde_json::from_str(text(&queued.stdout).lines().next().unwrap()).unwrap();
+    let before = (first["position"].as_i64().unwrap() - 1).to_string();
+    let now = chrono::Utc::now().to_rfc3339();
+    for (profile, until, expected) in [
+        ("acme", before.as_str(), vec![]),
+        ("acme", now.as_str(), vec!["acme_etl"]),
+        ("platform", now.as_str(), vec!["acme_etl", "beta_etl"]),
+    ] {
+        let past = run(cli(
+            &laptop,
+            &[
+                "--profile",
+                profile,
+                "events",
+                "replay",
+                "--until",
+                until,
+                "--json",
+            ],
+        ));
+        assert!(past.status.success(), "{}", text(&past.stderr));
+        let past: Value = serde_json::from_slice(&past.stdout).unwrap();
+        let dags: Vec<&str> = past["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["dag_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(dags, expected, "{profile} as of {until}: {past}");
+        if !expected.is_empty() {
+            assert_eq!(past["task_instances"][0]["task_id"], "work", "{past}");
+        }
+    }
+    let human = run(cli(
+        &laptop,
+        &["--profile", "acme", "events", "replay", "--until", &now],
+    ));
+    assert!(
+        text(&human.stdout).contains("acme_etl"),
+        "{}",
+        text(&human.stdout)
+    );
+    let rebuild = run(cli(&laptop, &["--profile", "acme", "events", "replay"]));
+    assert_eq!(rebuild.status.code(), Some(1));
+    assert!(
+        text(&rebuild.stderr).contains("--until"),
+        "{}",
+        text(&rebuild.stderr)
+    );
 
     // CI without a profile: LEOFLOW_SERVER and LEOFLOW_TOKEN.
     let ci = run(cli(&laptop, &["events", "tail", "-n", "1"])

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod point_in_time;
 pub mod read;
 pub mod replay;
 pub mod rows;

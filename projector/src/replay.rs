@@ -35,6 +35,19 @@ impl Until {
     }
 }
 
+/// As [`Until::from_str`] reads it (the whole log reads `head`).
+impl std::fmt::Display for Until {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Until::Head => f.write_str("head"),
+            Until::Position(position) => write!(f, "{position}"),
+            Until::Time(time) => {
+                f.write_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }
+        }
+    }
+}
+
 impl FromStr for Until {
     type Err = String;
 
@@ -501,7 +514,7 @@ async fn lock_log(conn: &mut PgConnection) -> sqlx::Result<()> {
 
 /// Applies the log after position `after` up to `until` ([`Until::Head`]: until a read finds
 /// nothing newer); returns (events applied, the last position applied or else `after`).
-async fn replay_after(
+pub(crate) async fn replay_after(
     conn: &mut PgConnection,
     schema: &str,
     after: i64,
@@ -527,7 +540,10 @@ async fn replay_after(
 }
 
 /// (Re)creates `schema` with empty copies of the live read-model tables.
-async fn create_shadow_schema(conn: &mut PgConnection, schema: &str) -> sqlx::Result<()> {
+pub(crate) async fn create_shadow_schema(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> sqlx::Result<()> {
     sqlx::query(AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
     )))

@@ -61,6 +61,9 @@ pub struct ReplayArgs {
     /// any difference.
     #[arg(long)]
     verify: bool,
+    /// Against a server: print the runs and task instances as of --until as JSON.
+    #[arg(long, requires = "until")]
+    json: bool,
 }
 
 /// Runs an `events` subcommand: `tail` against a server when one is named (or current).
@@ -69,10 +72,11 @@ pub async fn run(
     remote: &RemoteArgs,
     command: EventsCommand,
 ) -> Result<ExitCode> {
-    if let EventsCommand::Tail(args) = &command
-        && let Some(server) = remote.remote(datastore)?
-    {
-        return remote_tail(&server, args).await;
+    if let Some(server) = remote.remote(datastore)? {
+        return match &command {
+            EventsCommand::Tail(args) => remote_tail(&server, args).await,
+            EventsCommand::Replay(args) => remote_replay(&server, args).await,
+        };
     }
     let database = datastore.open().await?;
     let pool = database.pool.clone();
@@ -160,7 +164,7 @@ async fn remote_tail(server: &Remote, args: &TailArgs) -> Result<ExitCode> {
     if args.follow {
         query.append_pair("follow", "true");
     }
-    let path = format!("{}?{}", leoflow_api::events_feed::PATH, query.finish());
+    let path = format!("{}?{}", leoflow_api::event_log::FEED_PATH, query.finish());
     let mut response = server.send(reqwest::Method::GET, &path, None).await?;
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -190,6 +194,57 @@ async fn remote_tail(server: &Remote, args: &TailArgs) -> Result<ExitCode> {
             );
         }
     }
+}
+
+/// `events replay --until` against a server: the runs and task instances the caller may see,
+/// as they were then.
+async fn remote_replay(server: &Remote, args: &ReplayArgs) -> Result<ExitCode> {
+    let Some(until) = args.until else {
+        anyhow::bail!(
+            "against a server, `events replay` shows the past: give --until POSITION|TIME \
+             (rebuilding and verifying the read models are done on the database, with \
+             --database-url)"
+        );
+    };
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("until", &until.to_string())
+        .finish();
+    let path = format!("{}?{query}", leoflow_api::event_log::REPLAY_PATH);
+    let past: leoflow_projector::point_in_time::PointInTime =
+        serde_json::from_value(server.get_json(&path).await?)
+            .context("the server's answer is not the runs and task instances as of --until")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&past)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "As of position {} ({} events replayed): {} runs, {} task instances.",
+        past.position,
+        past.events,
+        past.runs.len(),
+        past.task_instances.len()
+    );
+    for run in &past.runs {
+        println!(
+            "{:<30} {:<40} {:<10} {}",
+            run.dag_id, run.run_id, run.state, run.run_type
+        );
+        let tasks = past
+            .task_instances
+            .iter()
+            .filter(|ti| ti.dag_id == run.dag_id && ti.run_id == run.run_id);
+        for ti in tasks {
+            let index = (ti.map_index >= 0)
+                .then(|| format!("[{}]", ti.map_index))
+                .unwrap_or_default();
+            let state = ti.state.as_deref().unwrap_or("none");
+            println!(
+                "    {}{index:<8} {state:<18} try {}",
+                ti.task_id, ti.try_number
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `events tail` filters, matched against the raw payload so even events this binary cannot

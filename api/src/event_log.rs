@@ -1,31 +1,42 @@
-//! `GET /leoflow/api/events`: the event log as newline-delimited JSON, what `leoflow events
-//! tail` reads from a server. One event per line, as `events tail --json` prints it (upcast,
+//! The event log for the CLI against a server: `GET /leoflow/api/events`, the log as
+//! newline-delimited JSON, what `leoflow events tail` reads; and `GET /leoflow/api/replay`, the
+//! runs and task instances as of a position or time, what `leoflow events replay --until` shows.
+//!
+//! The feed: One event per line, as `events tail --json` prints it (upcast,
 //! nothing retired shown); with `follow=true` the answer stays open and new events follow as
 //! they are appended, with an empty line every [`KEEPALIVE`] so proxies keep it open.
 //!
 //! What a caller sees is what their audit log shows them, decided in SQL: a caller of one
 //! tenant only the events about their tenant's DAGs and what their tenant's people, machines
-//! and configuration did (`audit_log::within_tenant`). It needs the audit log's permission.
+//! and configuration did (`audit_log::within_tenant`), and of the past only their tenant's runs.
+//! Both need the audit log's permission.
 
 use std::time::Duration;
 
-use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use leoflow_events::RecordedEvent;
+use leoflow_projector::point_in_time::{PointInTime, point_in_time};
 use leoflow_projector::read::audit_log::{self, columns};
 use leoflow_projector::read::page::Window;
+use leoflow_projector::replay::Until;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::auth::User;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Comparison, Conditions, Params};
 use crate::state::ApiState;
 
 /// The path of the feed.
-pub const PATH: &str = "/leoflow/api/events";
+pub const FEED_PATH: &str = "/leoflow/api/events";
+
+/// The path of the runs and task instances as of a point of the log.
+pub const REPLAY_PATH: &str = "/leoflow/api/replay";
 
 /// How long a followed feed stays silent before it sends an empty line.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -124,6 +135,36 @@ fn line(event: &RecordedEvent) -> Bytes {
     let mut text = serde_json::to_vec(event).expect("recorded events serialize");
     text.push(b'\n');
     Bytes::from(text)
+}
+
+/// `GET /leoflow/api/replay?until=POSITION|TIME`: the caller's tenant's runs and task
+/// instances as they were then (every tenant's for a caller of every tenant).
+pub async fn replay(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    params: Params,
+) -> ApiResult<Json<PointInTime>> {
+    let Some(until) = params.str("until") else {
+        return Err(ApiError::invalid(
+            &["query", "until"],
+            "missing",
+            "Field required: a position or an RFC 3339 time",
+            Value::Null,
+        ));
+    };
+    let until: Until = until.parse().map_err(|why: String| {
+        ApiError::invalid(&["query", "until"], "value_error", why, json!(until))
+    })?;
+    let tenant = user.tenant.as_deref();
+    let past = point_in_time(state.store.pool(), until, tenant)
+        .await
+        .map_err(|e| {
+            ApiError::detail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("replay stopped: {e}"),
+            )
+        })?;
+    Ok(Json(past))
 }
 
 /// `GET /leoflow/api/events`.
