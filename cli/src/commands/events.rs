@@ -234,9 +234,11 @@ async fn remote_replay(server: &Remote, args: &ReplayArgs) -> Result<ExitCode> {
             .iter()
             .filter(|ti| ti.dag_id == run.dag_id && ti.run_id == run.run_id);
         for ti in tasks {
-            let index = (ti.map_index >= 0)
-                .then(|| format!("[{}]", ti.map_index))
-                .unwrap_or_default();
+            let index = if ti.map_index >= 0 {
+                format!("[{}]", ti.map_index)
+            } else {
+                String::new()
+            };
             let state = ti.state.as_deref().unwrap_or("none");
             println!(
                 "    {}{index:<8} {state:<18} try {}",
