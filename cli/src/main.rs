@@ -4,6 +4,7 @@ mod commands;
 mod control_plane;
 mod datastore;
 mod logging;
+mod output;
 mod python_env;
 mod remote;
 mod stop;

@@ -9,13 +9,14 @@ use std::str::FromStr;
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, Utc};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
 use leoflow_projector::read::filter::{Bind, Comparison, Conditions};
 use leoflow_projector::read::page::Window;
 use serde::Serialize;
 
 use crate::datastore::DatastoreArgs;
+use crate::output::{Output, Table};
 
 /// `leoflow audit`
 #[derive(Debug, Args)]
@@ -44,18 +45,9 @@ pub struct AuditArgs {
     /// How many events at most: the latest that match, listed oldest first.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
     limit: i64,
-    /// `table` for people, `json` (an array of objects) for scripts.
+    /// `table` for people, `json` or `yaml` (a list of objects) for scripts.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
-}
-
-/// How `leoflow audit` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Aligned columns.
-    Table,
-    /// A JSON array, one object per event.
-    Json,
 }
 
 /// What `--resource` names. Airflow's DAG ids cannot hold a `:`, and every stream name does.
@@ -180,10 +172,7 @@ pub async fn run(datastore: &DatastoreArgs, args: AuditArgs) -> Result<ExitCode>
     let mut rows = audit_log::entries(&database.pool, &conditions, &order, window).await?;
     rows.reverse();
     let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-        Output::Table => print_table(&entries),
-    }
+    args.output.print(entries.as_slice(), table);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -221,39 +210,22 @@ fn conditions(args: &AuditArgs) -> Conditions {
     c
 }
 
-fn print_table(entries: &[AuditEntry]) {
-    let rows: Vec<[String; 7]> = entries
-        .iter()
-        .map(|e| {
-            [
-                e.position.to_string(),
-                e.time.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string(),
-                e.shown_actor().to_owned(),
-                e.tenant.clone().unwrap_or_else(|| "-".into()),
-                e.client.map_or_else(|| "-".into(), |ip| ip.to_string()),
-                e.action.clone(),
-                e.resource.clone(),
-            ]
-        })
-        .collect();
-    let header = [
+fn table(entries: &[AuditEntry]) -> Table {
+    let mut table = Table::new(&[
         "POSITION", "TIME", "ACTOR", "TENANT", "CLIENT", "ACTION", "RESOURCE",
-    ]
-    .map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    ]);
+    for e in entries {
+        table.row([
+            e.position.to_string(),
+            e.time.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string(),
+            e.shown_actor().to_owned(),
+            e.tenant.clone().unwrap_or_else(|| "-".into()),
+            e.client.map_or_else(|| "-".into(), |ip| ip.to_string()),
+            e.action.clone(),
+            e.resource.clone(),
+        ]);
     }
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    table
 }
 
 #[cfg(test)]
