@@ -55,6 +55,10 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .nest("/ui", ui::routes())
         .route(event_log::FEED_PATH, get(event_log::events))
         .route(event_log::REPLAY_PATH, get(event_log::replay))
+        .route(
+            v2::task_instances::CANCEL_ROUTE,
+            post(v2::task_instances::cancel),
+        )
         // Layers run outside in: the user is known before their role is checked.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -94,23 +94,26 @@ impl FromStr for Role {
 /// name may hold `/`; `POST /connections/test` shares a template with `/connections/{id}`):
 /// the template with the most literal segments wins, as in Airflow's router.
 fn rule_of(method: &str, path: &str) -> Option<Rule> {
-    let (method, path) = airflow_twin(method, path);
     route_of(method, path).map(|(_, rule)| rule)
 }
 
-/// Leoflow's own routes that show what an Airflow route shows, and so take its rule: the
-/// event feed is the audit log, followed, and the past it replays is the audit log's too.
-const TWINS: &[(&str, &str, &str)] = &[
-    ("GET", crate::event_log::FEED_PATH, "/api/v2/eventLogs"),
-    ("GET", crate::event_log::REPLAY_PATH, "/api/v2/eventLogs"),
-];
-
-/// The Airflow route whose rule `method path` takes: its twin, or itself.
-fn airflow_twin<'a>(method: &'a str, path: &'a str) -> (&'a str, &'a str) {
-    TWINS
-        .iter()
-        .find(|(m, own, _)| *m == method && *own == path)
-        .map_or((method, path), |(m, _, twin)| (*m, *twin))
+/// The Airflow route a request is authorized as: Leoflow's own routes that do what an Airflow
+/// route does take its rule and its DAG checks (the event feed and the past it replays are
+/// the audit log's; cancelling a try changes its task instance, as patching it does); any
+/// other request is itself.
+fn airflow_twin(method: &str, path: &str) -> (String, String) {
+    use crate::event_log::{FEED_PATH, REPLAY_PATH};
+    if method == "GET" && (path == FEED_PATH || path == REPLAY_PATH) {
+        return ("GET".into(), "/api/v2/eventLogs".into());
+    }
+    if method == "POST"
+        && let Some(task_instance) = path
+            .strip_prefix(crate::v2::task_instances::CANCEL_PREFIX)
+            .and_then(|rest| rest.strip_suffix(crate::v2::task_instances::CANCEL_SUFFIX))
+    {
+        return ("PATCH".into(), format!("/api/v2/dags/{task_instance}"));
+    }
+    (method.to_owned(), path.to_owned())
 }
 
 /// Airflow's route that `method path` calls: its template and rule.
@@ -161,7 +164,8 @@ pub(crate) async fn authorize(
         return forbidden();
     };
     let role = user.role.parse::<Role>().unwrap_or(Role::Public);
-    let (method, path) = (request.method().as_str(), request.uri().path());
+    let (method, path) = airflow_twin(request.method().as_str(), request.uri().path());
+    let (method, path) = (method.as_str(), path.as_str());
     let by_role = role.may(method, path).unwrap_or(role == Role::Admin);
     let route = dag_access::dag_route(method, path, request.uri().query());
     let per_dag = !by_role && !user.dag_roles.is_empty();

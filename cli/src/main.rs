@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent, audit, compile, dags, db, events, init, lite, login, postgres, secrets, server, setup,
-    tasks, tokens,
+    agent, audit, compile, dags, db, events, init, lite, login, postgres, runs, secrets, server,
+    setup, tasks, tokens,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -54,10 +54,13 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Create a new project with a working example DAG.
     Init(init::InitArgs),
-    /// Trigger, pause or unpause DAGs.
+    /// List, show, trigger, pause, unpause or delete DAGs.
     #[command(subcommand)]
     Dags(dags::DagsCommand),
-    /// Clear or mark task instances.
+    /// A DAG's runs, and one run with its task instances (against a server).
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Clear, mark or cancel task instances; print a try's log.
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
     /// Start, stop or inspect the managed Postgres cluster under $LEOFLOW_HOME.
@@ -132,8 +135,9 @@ fn main() -> ExitCode {
             Command::Lite(args) => lite::run(&cli.datastore, args).await,
             Command::Compile(args) => compile::run(&cli.datastore, args).await,
             Command::Init(args) => init::run(args),
-            Command::Dags(cmd) => dags::run(&cli.datastore, cmd).await,
-            Command::Tasks(cmd) => tasks::run(&cli.datastore, cmd).await,
+            Command::Dags(cmd) => dags::run(&cli.datastore, &cli.remote, cmd).await,
+            Command::Runs(cmd) => runs::run(&cli.datastore, &cli.remote, cmd).await,
+            Command::Tasks(cmd) => tasks::run(&cli.datastore, &cli.remote, cmd).await,
             Command::Postgres(cmd) => postgres::run(&cli.datastore, cmd).await,
             Command::Db(cmd) => db::run(&cli.datastore, cmd).await,
             Command::Events(cmd) => events::run(&cli.datastore, &cli.remote, cmd).await,

@@ -346,6 +346,35 @@ pub async fn get_ti(
         .map(Json)
 }
 
+/// Leoflow's route that cancels a try, `POST {CANCEL_ROUTE}` (`?map_index=N` for a mapped
+/// instance): authorized as patching the task instance is (`crate::permissions`).
+pub const CANCEL_ROUTE: &str =
+    "/leoflow/api/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/cancel";
+/// What [`CANCEL_ROUTE`] starts with.
+pub const CANCEL_PREFIX: &str = "/leoflow/api/dags/";
+/// What [`CANCEL_ROUTE`] ends with.
+pub const CANCEL_SUFFIX: &str = "/cancel";
+
+/// `POST {CANCEL_ROUTE}`: the queued or running try fails without retries and its process is
+/// stopped (what `leoflow tasks cancel` does); the task instance as it is then.
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Extension(user): Extension<User>,
+    address: TiPath,
+    params: Params,
+) -> ApiResult<Json<TaskInstanceResponse>> {
+    let map_index = address.map_index_or_query(&params)?;
+    let (dag_id, run_id, task_id) = (&address.dag_id, &address.run_id, &address.task_id);
+    load_ti(&state, dag_id, run_id, task_id, map_index).await?;
+    let key = leoflow_events::TaskInstanceKey::mapped(dag_id, run_id, task_id, map_index);
+    control::cancel_task(&state.store, &state.specs, &key, &Actor::from(&user))
+        .await
+        .map_err(crate::v2::control_error)?;
+    Ok(Json(
+        ti_response(&state, dag_id, run_id, task_id, map_index).await?,
+    ))
+}
+
 /// One task instance, with its current try's rendered template fields.
 async fn ti_response(
     state: &ApiState,

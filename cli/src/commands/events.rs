@@ -9,7 +9,7 @@ use leoflow_projector::replay::{self, Until};
 use serde_json::Value;
 
 use crate::datastore::DatastoreArgs;
-use crate::remote::{Remote, RemoteArgs};
+use crate::remote::{Remote, RemoteArgs, each_line};
 
 /// `leoflow events …`
 #[derive(Debug, Subcommand)]
@@ -165,35 +165,22 @@ async fn remote_tail(server: &Remote, args: &TailArgs) -> Result<ExitCode> {
         query.append_pair("follow", "true");
     }
     let path = format!("{}?{}", leoflow_api::event_log::FEED_PATH, query.finish());
-    let mut response = server.send(reqwest::Method::GET, &path, None).await?;
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let chunk = tokio::select! {
-            chunk = response.chunk() => chunk.context("the server's event feed broke off")?,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        };
-        let Some(chunk) = chunk else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            // Empty lines keep a followed feed open.
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+    let response = server.get_ndjson(&path).await?;
+    each_line(response, |line| {
+        let event: RecordedEvent = serde_json::from_slice(line)
+            .context("the server's event feed sent a line that is not an event")?;
+        println!(
+            "{}",
+            if args.json {
+                json_line(&event)
+            } else {
+                human_line(&event)
             }
-            let event: RecordedEvent = serde_json::from_slice(&line)
-                .context("the server's event feed sent a line that is not an event")?;
-            println!(
-                "{}",
-                if args.json {
-                    json_line(&event)
-                } else {
-                    human_line(&event)
-                }
-            );
-        }
-    }
+        );
+        Ok(())
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `events replay --until` against a server: the runs and task instances the caller may see,

@@ -10,6 +10,7 @@ pub mod init;
 pub mod lite;
 pub mod login;
 pub mod postgres;
+pub mod runs;
 pub mod secrets;
 pub mod server;
 pub mod setup;

@@ -167,11 +167,29 @@ impl Remote {
         path: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response> {
+        self.send_accepting(method, path, body, "application/json")
+            .await
+    }
+
+    /// `GET path` for newline-delimited JSON, read with [`each_line`].
+    pub async fn get_ndjson(&self, path: &str) -> Result<reqwest::Response> {
+        self.send_accepting(Method::GET, path, None, "application/x-ndjson")
+            .await
+    }
+
+    async fn send_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: &str,
+    ) -> Result<reqwest::Response> {
         let what = format!("{method} {path} on {}", self.base);
         let mut request = self
             .client
             .request(method, self.url(path)?)
-            .bearer_auth(&self.token);
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, accept);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -194,6 +212,57 @@ impl Remote {
             .json()
             .await
             .with_context(|| format!("GET {path}: the answer is not JSON"))
+    }
+}
+
+/// `/api/v2/` followed by `segments`, each percent-encoded as a path segment (run ids hold `:`
+/// and `+`), e.g. `api_path(&["dags", dag_id, "dagRuns"])`.
+pub fn api_path(segments: &[&str]) -> String {
+    path_under("/api/v2", segments)
+}
+
+/// `base` followed by `segments`, each percent-encoded as a path segment.
+pub fn path_under(base: &str, segments: &[&str]) -> String {
+    let mut url = url::Url::parse("http://leoflow")
+        .and_then(|url| url.join(base))
+        .expect("a valid URL");
+    url.path_segments_mut()
+        .expect("an http URL has segments")
+        .extend(segments);
+    url.path().to_owned()
+}
+
+/// The refusal of a command that works only against a server, run without one.
+pub fn needs_server(command: &str) -> anyhow::Error {
+    Refused::unauthenticated(format!(
+        "`leoflow {command}` works against a server: log in first with `leoflow login --server \
+         URL` (Lite: http://localhost:8088), or give --profile or LEOFLOW_SERVER"
+    ))
+    .into()
+}
+
+/// Calls `each` with every non-empty line of a newline-delimited answer as it arrives (empty
+/// lines keep a followed answer open), until the server ends it or Ctrl-C is pressed.
+pub async fn each_line(
+    mut response: reqwest::Response,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            chunk = response.chunk() => chunk.context("the server's answer broke off")?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                each(&line)?;
+            }
+        }
     }
 }
 
@@ -239,6 +308,23 @@ mod tests {
         );
         assert!(server_url("localhost:8088").is_err());
         assert!(server_url("ftp://x.io").is_err());
+    }
+
+    #[test]
+    fn api_paths_encode_each_segment() {
+        assert_eq!(
+            api_path(&[
+                "dags",
+                "etl",
+                "dagRuns",
+                "manual__2026-12-04T01:00:00+00:00"
+            ]),
+            "/api/v2/dags/etl/dagRuns/manual__2026-12-04T01:00:00+00:00"
+        );
+        assert_eq!(
+            api_path(&["variables", "a/b c"]),
+            "/api/v2/variables/a%2Fb%20c"
+        );
     }
 
     #[test]
