@@ -2,9 +2,7 @@
 //! (`POST /auth/token`, the login page's redirect, logout), and the session cookie single
 //! sign-on sets too.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
@@ -46,10 +44,9 @@ pub(crate) async fn create_token(
     State(state): State<ApiState>,
     request: Request,
 ) -> ApiResult<Response> {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    // The address the audit trail records for this client's requests, so a client behind a
+    // trusted proxy is limited by its own address, not the proxy's (which all clients share).
+    let client = state.auth.client_address(&request);
     let headers = request.headers().clone();
     let form = request
         .headers()

@@ -2,9 +2,7 @@
 //! the `_token` cookie), the rules a cookie-authenticated request must also pass (CSRF), and
 //! the [`User`] handed to the handlers.
 
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -121,7 +119,7 @@ pub(crate) async fn require_user(
     {
         return refusal.into_response();
     }
-    user.client = client_address(&request);
+    user.client = state.auth.client_address(&request);
     request.extensions_mut().insert(user);
     // A browser's single sign-on session is renewed while it is used.
     let renewal = match &presented {
@@ -167,15 +165,6 @@ async fn authenticate(state: &ApiState, presented: &Presented) -> Result<User, A
 /// verify is never handed to the provider's checks.
 fn is_own_token(token: &str) -> bool {
     jsonwebtoken::decode_header(token).is_ok_and(|header| header.alg == Algorithm::HS512)
-}
-
-/// The address a request came from: its peer's. (`X-Forwarded-For` is not read: any client
-/// can send it, and no proxy is trusted yet.)
-fn client_address(request: &Request) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
 }
 
 #[cfg(test)]

@@ -25,8 +25,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::sessions::{SharedError, SharedSessions};
 use leoflow_events::Actor;
 
+mod client;
 mod login;
 mod middleware;
+
+pub use client::TrustedProxies;
 
 pub(crate) use login::{
     cleared_session_cookie, create_token, login_redirect, logout, session_cookie,
@@ -185,6 +188,8 @@ pub struct Auth {
     shared: Option<Arc<dyn SharedSessions>>,
     /// Whether the shared store failed last time (its loss and return are logged once).
     shared_down: AtomicBool,
+    /// The proxies whose `X-Forwarded-For` names a request's client.
+    proxies: TrustedProxies,
     hashing: tokio::sync::Semaphore,
 }
 
@@ -222,6 +227,7 @@ impl Auth {
             not_revoked: Mutex::new(HashMap::new()),
             shared: None,
             shared_down: AtomicBool::new(false),
+            proxies: TrustedProxies::default(),
             hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
         }
     }
@@ -229,6 +235,13 @@ impl Auth {
     /// Shares failed logins and revoked sessions with other replicas through `shared`.
     pub fn with_shared(mut self, shared: Arc<dyn SharedSessions>) -> Self {
         self.shared = Some(shared);
+        self
+    }
+
+    /// Takes a request's client from `X-Forwarded-For` when its peer is one of `proxies`
+    /// (`auth.trusted_proxies`); without, the peer is the client.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
         self
     }
 
