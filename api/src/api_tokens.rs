@@ -77,8 +77,33 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<Use
     Ok(holds(&record, secret, Utc::now()).then(|| User {
         tenant: crate::dag_access::tenant_of(record.tenant),
         token_id: Some(record.token_id.clone()),
+        // As a sign-in mapped to custom roles carries them: per-DAG `access_control` grants
+        // reach the token through these (crate::permissions::authorize).
+        dag_roles: record.dag_roles,
         ..User::named(format!("token:{}", record.token_id), record.role)
     }))
+}
+
+/// Checks a custom role's name for a token (`--dag-role`): not empty, no whitespace or
+/// control characters (the name is matched exactly against the roles DAGs' `access_control`
+/// names), and not one of Airflow's five roles, which a token takes as its `--role`.
+pub fn check_dag_role(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a custom role's name cannot be empty".into());
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{name:?} holds whitespace or a control character; a custom role is named as \
+             the DAGs' access_control names it, e.g. team_a"
+        ));
+    }
+    if let Ok(role) = name.parse::<Role>() {
+        return Err(format!(
+            "{name:?} is Airflow's role {}, not a custom role: give it with --role",
+            role.name()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `record` accepts `secret` at `now`.
@@ -100,6 +125,7 @@ mod tests {
             token_id: new.id.clone(),
             role: "Admin".into(),
             tenant: "default".into(),
+            dag_roles: Vec::new(),
             digest: new.digest.clone(),
             description: None,
             created_by: None,
@@ -140,6 +166,49 @@ mod tests {
         };
         for record in [revoked, expired, unknown] {
             assert!(!holds(&record, secret, now), "{record:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_issued_before_custom_roles_reads_as_having_none() {
+        use leoflow_events::Event;
+        let recorded = serde_json::json!({
+            "token_id": "0123456789abcdef", "role": "Viewer", "tenant": "default",
+            "digest": "ab", "expires_at": null, "description": null,
+        });
+        let event = Event::decode("ApiTokenIssued", 1, recorded.clone()).unwrap();
+        let Event::ApiTokenIssued(issued) = &event else {
+            panic!("{event:?}")
+        };
+        assert!(issued.dag_roles.is_empty());
+        // A token without custom roles records what it always did.
+        assert_eq!(event.payload(), recorded);
+        let with_roles = Event::ApiTokenIssued(leoflow_events::catalog::ApiTokenIssued {
+            dag_roles: vec!["team_a".into()],
+            ..issued.clone()
+        });
+        assert_eq!(
+            with_roles.payload()["dag_roles"],
+            serde_json::json!(["team_a"])
+        );
+    }
+
+    #[test]
+    fn custom_role_names_are_checked() {
+        for good in ["team_a", "team-a", "Team.A", "ops:eu", "données"] {
+            assert_eq!(check_dag_role(good), Ok(()), "{good}");
+        }
+        for (bad, said) in [
+            ("", "cannot be empty"),
+            ("team a", "holds whitespace"),
+            (" team_a", "holds whitespace"),
+            ("team_a\t", "holds whitespace"),
+            ("team\u{7}", "holds whitespace"),
+            ("Viewer", "is Airflow's role Viewer"),
+            ("admin", "is Airflow's role Admin"),
+        ] {
+            let error = check_dag_role(bad).unwrap_err();
+            assert!(error.contains(said), "{bad:?}: {error}");
         }
     }
 

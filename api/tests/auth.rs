@@ -4,6 +4,7 @@
 mod common;
 
 use common::{TestApi, contract::contract};
+use leoflow_api::auth::TrustedProxies;
 use reqwest::Method;
 use serde_json::json;
 
@@ -323,4 +324,75 @@ async fn concurrent_wrong_logins_are_held_to_the_limit() {
         verified <= 5,
         "{verified} wrong passwords were verified; the limit is 5"
     );
+}
+
+/// A login attempt on `api` whose request says, in `X-Forwarded-For`, that it is forwarded
+/// for `forwarded_for`: its status.
+async fn login_as(api: &TestApi, forwarded_for: &str, password: &str) -> u16 {
+    api.client
+        .post(format!("{}/auth/token", api.base))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// This test is the server's peer (127.0.0.1): a proxy the first server trusts, a stranger to
+/// the second and to the default (no proxies). Behind a trusted proxy the audit trail records
+/// the client the proxy names and the failed-login limiter counts that client; any other peer
+/// is recorded and counted by its own address, whatever it writes in `X-Forwarded-For`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarded_client_is_audited_and_limited_only_behind_a_trusted_proxy() {
+    let cases = [
+        (vec!["127.0.0.0/8", "::1"], "203.0.113.9"),
+        (vec!["10.0.0.0/8"], "127.0.0.1"),
+        (vec![], "127.0.0.1"),
+    ];
+    for (proxies, client) in cases {
+        let trusted = TrustedProxies::parse(proxies.iter().copied()).unwrap();
+        let api = TestApi::without_scheduler_behind(trusted).await;
+        let token = api.login().await;
+        // The leftmost entry is the client's own forgery; the proxy appended what it saw.
+        let set = api
+            .client
+            .post(format!("{}/api/v2/variables", api.base))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", "198.51.100.66, 203.0.113.9")
+            .json(&json!({"key": "forwarded", "value": "1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 201, "{proxies:?}");
+        let (_, logs) = api
+            .call(Method::GET, "/api/v2/eventLogs?event=VariableSet", None)
+            .await;
+        assert_eq!(logs["total_entries"], 1, "{logs}");
+        let extra: serde_json::Value =
+            serde_json::from_str(logs["event_logs"][0]["extra"].as_str().unwrap()).unwrap();
+        assert_eq!(extra["actor"]["client"], client, "{proxies:?}: {extra}");
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT metadata->>'client' FROM events WHERE type = 'VariableSet'")
+                .fetch_one(&api.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(recorded.as_deref(), Some(client), "{proxies:?}");
+
+        // The limiter counts the same address: five wrong passwords for 203.0.113.9.
+        for _ in 0..5 {
+            assert_eq!(login_as(&api, "203.0.113.9", "wrong").await, 401);
+        }
+        assert_eq!(
+            login_as(&api, "203.0.113.9", common::PASSWORD).await,
+            429,
+            "{proxies:?}: the limited client waits, even with the right password"
+        );
+        // Another client behind the proxy is not held back by 203.0.113.9's failures; a peer
+        // that is not trusted cannot step out of its limit by naming another address.
+        let other = login_as(&api, "203.0.113.10", common::PASSWORD).await;
+        let expected = if client == "203.0.113.9" { 201 } else { 429 };
+        assert_eq!(other, expected, "{proxies:?}");
+    }
 }

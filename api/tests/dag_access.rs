@@ -1,10 +1,15 @@
 //! Per-DAG access (`access_control`): a user whose only roles are custom ones sees, in every
 //! list, only the DAGs (and their runs and task instances) their roles may read, and reaches a
 //! DAG's own routes only with the actions granted there; everything else answers Airflow's 403.
+//! A Leoflow API token holding custom roles (`leoflow tokens create --dag-role`) is held to
+//! the same grants.
 
 mod common;
 
 use common::TestApi;
+use leoflow_api::api_tokens;
+use leoflow_events::catalog::ApiTokenIssued;
+use leoflow_events::{AppendBatch, Metadata};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -218,4 +223,58 @@ async fn custom_roles_see_and_do_only_what_access_control_grants() {
         status, 403,
         "a Viewer triggers nothing, whatever its custom roles"
     );
+}
+
+/// A Leoflow API token of `role` in the `default` tenant holding the custom roles `dag_roles`,
+/// recorded as `leoflow tokens create --role R --dag-role NAME…` records it.
+async fn api_token(api: &TestApi, role: &str, dag_roles: &[&str]) -> String {
+    let new = api_tokens::generate();
+    let issued = ApiTokenIssued {
+        token_id: new.id.clone(),
+        role: role.to_owned(),
+        tenant: "default".into(),
+        digest: new.digest,
+        expires_at: None,
+        description: None,
+        dag_roles: dag_roles.iter().map(|r| r.to_string()).collect(),
+    };
+    api.store
+        .append(AppendBatch::new().push(issued, &Metadata::actor("cli")))
+        .await
+        .unwrap();
+    new.token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_with_custom_roles_reaches_what_access_control_grants_them() {
+    let api = TestApi::start(DAGS).await;
+    let team_a = api_token(&api, "Public", &["team_a"]).await;
+    let public = api_token(&api, "Public", &[]).await;
+    let get = Method::GET;
+
+    // Exactly what a sign-in mapped to team_a gets: its DAG, filtered lists, its grant.
+    let (status, dags) = call(&api, &team_a, get.clone(), "/api/v2/dags", None).await;
+    assert_eq!(status, 200, "{dags}");
+    assert_eq!(ids(&dags, "dags", "dag_id"), ["team_a_etl"]);
+    let cases: [(&str, Method, &str, Option<Value>, u16); 5] = [
+        ("team_a", get.clone(), "/api/v2/dags/team_a_etl", None, 200),
+        (
+            "team_a",
+            Method::POST,
+            "/api/v2/dags/team_a_etl/dagRuns",
+            Some(json!({"logical_date": null})),
+            200,
+        ),
+        ("team_a", get.clone(), "/api/v2/dags/team_b_etl", None, 403),
+        ("team_a", get.clone(), "/api/v2/dags/open_etl", None, 403),
+        // The same role without the custom one reaches nothing.
+        ("public", get.clone(), "/api/v2/dags/team_a_etl", None, 403),
+    ];
+    for (who, method, path, body, expected) in cases {
+        let token = if who == "team_a" { &team_a } else { &public };
+        let (status, answer) = call(&api, token, method.clone(), path, body).await;
+        assert_eq!(status, expected, "{who} {method} {path}: {answer}");
+    }
+    let (status, _) = call(&api, &public, get, "/api/v2/dags", None).await;
+    assert_eq!(status, 403, "Public alone lists no DAGs");
 }

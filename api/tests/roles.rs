@@ -44,6 +44,7 @@ async fn token_of(api: &TestApi, role: &str) -> String {
         digest: new.digest,
         expires_at: None,
         description: None,
+        dag_roles: Vec::new(),
     };
     api.store
         .append(AppendBatch::new().push(issued, &Metadata::actor("test")))

@@ -787,6 +787,12 @@ pub struct ApiTokenIssued {
     pub expires_at: Option<DateTime<Utc>>,
     /// What it is for.
     pub description: Option<String>,
+    /// The custom roles its bearer also holds (`leoflow tokens create --dag-role`): each
+    /// reaches the DAGs whose `access_control` names it, as a sign-in mapped to it does.
+    /// Tokens issued before tokens had custom roles have none, and a token without any
+    /// records none, so its payload is what it always was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dag_roles: Vec<String>,
 }
 
 /// An API token was revoked: it is refused from then on.

@@ -786,6 +786,7 @@ impl WorkingSet {
             token_id: e.token_id.clone(),
             role: e.role.clone(),
             tenant: e.tenant.clone(),
+            dag_roles: e.dag_roles.clone(),
             digest: e.digest.clone(),
             description: e.description.clone(),
             created_by: recorded.metadata.actor.clone(),

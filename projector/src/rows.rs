@@ -380,6 +380,8 @@ pub struct ApiTokenRow {
     pub role: String,
     /// The tenant it acts in.
     pub tenant: String,
+    /// The custom roles its bearer also holds.
+    pub dag_roles: Vec<String>,
     /// SHA-256 of its secret, hex.
     pub digest: String,
     /// What it is for.

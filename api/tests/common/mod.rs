@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use leoflow_api::auth::Auth;
+use leoflow_api::auth::{Auth, TrustedProxies};
 use leoflow_api::credentials::Credentials;
 use leoflow_api::{ApiState, Settings};
 use leoflow_authoring::ingest::register;
@@ -228,10 +228,17 @@ impl TestApi {
     /// Serves the API over a fresh database with no project and no scheduler: what a test
     /// appends only projects, so it reads back exactly what it wrote (pool statistics, ids).
     pub async fn without_scheduler() -> Self {
+        Self::without_scheduler_behind(TrustedProxies::default()).await
+    }
+
+    /// [`TestApi::without_scheduler`] behind `proxies`: a request's client is read from its
+    /// `X-Forwarded-For` when its peer (the test, on loopback) is one of them.
+    pub async fn without_scheduler_behind(proxies: TrustedProxies) -> Self {
         let db = fresh_database().await;
         let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
         let (stop, _) = watch::channel(false);
-        Self::serve(db, store, Specs::default(), None, stop).await
+        let auth = |credentials| Auth::new(credentials, None).with_trusted_proxies(proxies);
+        Self::serve_with(db, store, Specs::default(), None, stop, auth).await
     }
 
     /// Serves the API on a loopback port until `stop` says so, and logs in.
@@ -242,12 +249,25 @@ impl TestApi {
         project: Option<PathBuf>,
         stop: watch::Sender<bool>,
     ) -> Self {
+        let auth = |credentials| Auth::new(credentials, None);
+        Self::serve_with(db, store, specs, project, stop, auth).await
+    }
+
+    /// [`TestApi::serve`] with the [`Auth`] `auth` makes of the admin's credentials.
+    async fn serve_with(
+        db: TestDatabase,
+        store: EventStore,
+        specs: Specs,
+        project: Option<PathBuf>,
+        stop: watch::Sender<bool>,
+        auth: impl FnOnce(Credentials) -> Auth,
+    ) -> Self {
         let credentials = Credentials::new(PASSWORD);
         let state_vault = Vault::new(store.pool().clone(), credentials.master_keys());
         let state = ApiState {
             store: store.clone(),
             specs,
-            auth: Arc::new(Auth::new(credentials.clone(), None)),
+            auth: Arc::new(auth(credentials.clone())),
             vault: state_vault.clone(),
             settings: Arc::new(Settings::lite()),
             xcom_values: Default::default(),

@@ -124,6 +124,7 @@ async fn viewer_token(store: &EventStore) -> Result<String> {
         digest: new.digest,
         expires_at: None,
         description: None,
+        dag_roles: Vec::new(),
     };
     store
         .append(AppendBatch::new().push(issued, &Metadata::actor("bench")))

@@ -28,6 +28,10 @@ pub enum TokensCommand {
         /// The tenant it acts in (`*`: every tenant).
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// A custom role it also holds (repeatable): it reaches the DAGs whose
+        /// `access_control` names the role, as a sign-in mapped to it does.
+        #[arg(long = "dag-role", value_name = "NAME")]
+        dag_roles: Vec<String>,
         /// How long it holds, e.g. `30d`, `12h` (default: until revoked).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
@@ -68,10 +72,22 @@ pub async fn run(datastore: &DatastoreArgs, command: TokensCommand) -> Result<Ex
         TokensCommand::Create {
             role,
             tenant,
+            dag_roles,
             expires_in,
             description,
             output,
-        } => create(&store, role, tenant, expires_in, description, output).await,
+        } => {
+            create(
+                &store,
+                role,
+                tenant,
+                dag_roles,
+                expires_in,
+                description,
+                output,
+            )
+            .await
+        }
         TokensCommand::List { output } => list(&store, output).await,
         TokensCommand::Revoke { id } => revoke(&store, &id).await,
     }
@@ -81,6 +97,7 @@ async fn create(
     store: &EventStore,
     role: String,
     tenant: String,
+    dag_roles: Vec<String>,
     expires_in: Option<String>,
     description: Option<String>,
     output: Output,
@@ -92,6 +109,7 @@ async fn create(
     if tenant != leoflow_api::dag_access::ALL_TENANTS {
         leoflow_events::check_tenant(&tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     }
+    let dag_roles = dag_roles_of(dag_roles)?;
     let expires_at = expires_in
         .map(|text| {
             let seconds = leoflow_authoring::config::parse_duration(&text)
@@ -110,6 +128,7 @@ async fn create(
         digest: new.digest,
         expires_at,
         description,
+        dag_roles,
     };
     let stream = format!("api-token:{}", new.id);
     store
@@ -133,6 +152,16 @@ async fn create(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The custom roles of `--dag-role`, checked, sorted and without repeats (as a sign-in's are).
+fn dag_roles_of(mut names: Vec<String>) -> Result<Vec<String>> {
+    for name in &names {
+        api_tokens::check_dag_role(name).map_err(|e| anyhow::anyhow!("--dag-role: {e}"))?;
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
 async fn list(store: &EventStore, output: Output) -> Result<ExitCode> {
     let tokens = read::list(store.pool()).await?;
     match output {
@@ -142,8 +171,8 @@ async fn list(store: &EventStore, output: Output) -> Result<ExitCode> {
         }
         Output::Text => {
             println!(
-                "{:<17} {:<7} {:<12} {:<25} {:<25} STATE",
-                "ID", "ROLE", "TENANT", "CREATED", "EXPIRES"
+                "{:<17} {:<7} {:<12} {:<25} {:<25} {:<8} DAG ROLES",
+                "ID", "ROLE", "TENANT", "CREATED", "EXPIRES", "STATE"
             );
             for token in &tokens {
                 let when = |at: Option<chrono::DateTime<Utc>>| {
@@ -151,8 +180,13 @@ async fn list(store: &EventStore, output: Output) -> Result<ExitCode> {
                         at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
                     })
                 };
+                let dag_roles = if token.dag_roles.is_empty() {
+                    "-".to_owned()
+                } else {
+                    token.dag_roles.join(",")
+                };
                 println!(
-                    "{:<17} {:<7} {:<12} {:<25} {:<25} {}",
+                    "{:<17} {:<7} {:<12} {:<25} {:<25} {:<8} {dag_roles}",
                     token.token_id,
                     token.role,
                     token.tenant,
@@ -171,6 +205,7 @@ fn listed(token: &ApiTokenRecord) -> serde_json::Value {
         "id": token.token_id,
         "role": token.role,
         "tenant": token.tenant,
+        "dag_roles": token.dag_roles,
         "description": token.description,
         "created_by": token.created_by,
         "created_at": token.created_at,

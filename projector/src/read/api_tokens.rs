@@ -13,6 +13,9 @@ pub struct ApiTokenRecord {
     pub role: String,
     /// The tenant it acts in.
     pub tenant: String,
+    /// The custom roles its bearer also holds: each reaches the DAGs whose `access_control`
+    /// names it.
+    pub dag_roles: Vec<String>,
     /// SHA-256 of its secret, hex.
     pub digest: String,
     /// What it is for.
@@ -27,8 +30,8 @@ pub struct ApiTokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "token_id, role, tenant, digest, description, created_by, created_at, \
-    expires_at, revoked_at";
+const COLUMNS: &str = "token_id, role, tenant, dag_roles, digest, description, created_by, \
+    created_at, expires_at, revoked_at";
 
 /// The token `token_id`, if it was issued.
 pub async fn find(pool: &PgPool, token_id: &str) -> sqlx::Result<Option<ApiTokenRecord>> {

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use leoflow_api::auth::TrustedProxies;
 use leoflow_authoring::config::parse_duration;
 use leoflow_postgres::datastore::mask_url;
 use serde::{Deserialize, Serialize};
@@ -157,6 +158,14 @@ pub struct ServerFlags {
     /// How people sign in: `admin` (one admin, a password) or `oidc` (an OpenID provider).
     #[arg(long = "auth-mode", env = "LEOFLOW_AUTH_MODE", value_enum)]
     pub auth_mode: Option<AuthMode>,
+    /// The proxies (load balancers, ingresses) whose `X-Forwarded-For` names the client, as
+    /// IP addresses or CIDR blocks, comma-separated: `10.0.0.0/8,fd00::/8`.
+    #[arg(
+        long = "auth-trusted-proxies",
+        env = "LEOFLOW_AUTH_TRUSTED_PROXIES",
+        value_name = "ADDRESSES"
+    )]
+    pub auth_trusted_proxies: Option<String>,
     #[command(flatten)]
     pub oidc: OidcFlags,
 }
@@ -239,6 +248,15 @@ pub enum AuthMode {
 struct AuthFile {
     mode: Option<AuthMode>,
     oidc: Option<OidcFile>,
+    trusted_proxies: Option<Addresses>,
+}
+
+/// Addresses as a list or as one comma-separated string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Addresses {
+    List(Vec<String>),
+    Text(String),
 }
 
 /// The file's `auth.oidc:` section.
@@ -376,6 +394,10 @@ pub struct ServerConfig {
     pub base_url: Option<String>,
     /// How people sign in.
     pub auth: AuthConfig,
+    /// The proxies whose `X-Forwarded-For` names a request's client (shown under the key's
+    /// own name: it is set beside `auth.mode` whatever the mode).
+    #[serde(rename = "auth.trusted_proxies")]
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// How people sign in, checked.
@@ -515,6 +537,8 @@ impl ServerConfig {
             file.redis_url,
             file.redis_url_file.as_deref(),
         )?;
+        let auth = file.auth.unwrap_or_default();
+        let trusted_proxies = trusted_proxies(flags, auth.trusted_proxies.clone())?;
         let timeout = flags
             .database_statement_timeout
             .clone()
@@ -565,7 +589,8 @@ impl ServerConfig {
                 .clone()
                 .or(file.admin_password_file),
             base_url: flags.base_url.clone().or(file.base_url),
-            auth: auth_config(flags, file.auth.unwrap_or_default())?,
+            auth: auth_config(flags, auth)?,
+            trusted_proxies,
         };
         let allow_unsandboxed = flags.allow_unsandboxed || file.allow_unsandboxed == Some(true);
         config.check(allow_unsandboxed)?;
@@ -705,6 +730,24 @@ fn auth_config(flags: &ServerFlags, file: AuthFile) -> Result<AuthConfig, Config
             .unwrap_or_else(|| client_id.clone()),
         client_id,
     }))
+}
+
+/// `auth.trusted_proxies` from the flag (or its variable) over the file; empty by default,
+/// when `X-Forwarded-For` is not read. A malformed entry is refused: trusting less than meant
+/// would record and limit every client as the proxy's address.
+fn trusted_proxies(
+    flags: &ServerFlags,
+    file: Option<Addresses>,
+) -> Result<TrustedProxies, ConfigError> {
+    let entries: Vec<String> = match (flags.auth_trusted_proxies.clone(), file) {
+        (Some(text), _) | (None, Some(Addresses::Text(text))) => {
+            text.split(',').map(str::to_owned).collect()
+        }
+        (None, Some(Addresses::List(list))) => list,
+        (None, None) => Vec::new(),
+    };
+    TrustedProxies::parse(entries.iter().map(String::as_str))
+        .map_err(|e| key_error("auth.trusted_proxies", e))
 }
 
 /// `base_url` must be an absolute http(s) URL without a query.
@@ -1059,6 +1102,86 @@ mod tests {
         assert_eq!(
             load(&allowed, Some(DB)).unwrap().executor,
             ServerExecutor::Subprocess
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_or_the_flag_and_a_malformed_one_is_refused() {
+        let shown = |config: &ServerConfig| {
+            serde_json::to_value(&config.trusted_proxies)
+                .unwrap()
+                .to_string()
+        };
+        let base = ServerFlags {
+            redis_url: Some(REDIS.into()),
+            ..ServerFlags::default()
+        };
+        let config = load(&base, Some(DB)).unwrap();
+        assert!(config.trusted_proxies.is_empty(), "none by default");
+
+        let (_dir, path) = file(&format!(
+            "database_url: {DB}
+redis_url: {REDIS}
+auth:
+  trusted_proxies:
+    - 10.0.0.0/8
+    - ::1
+    - fd00::/8
+    - 192.0.2.7
+"
+        ));
+        let from_file = load(&flags_with(Some(path.clone())), None).unwrap();
+        assert_eq!(
+            shown(&from_file),
+            r#"["10.0.0.0/8","::1","fd00::/8","192.0.2.7"]"#
+        );
+        let printed = serde_norway::to_string(&from_file).unwrap();
+        assert!(printed.contains("auth.trusted_proxies:"), "{printed}");
+        // The flag (or LEOFLOW_AUTH_TRUSTED_PROXIES, which clap reads into it) wins, split at
+        // commas.
+        let flags = ServerFlags {
+            auth_trusted_proxies: Some("172.16.0.0/12, 2001:db8::/32".into()),
+            ..flags_with(Some(path))
+        };
+        assert_eq!(
+            shown(&load(&flags, None).unwrap()),
+            r#"["172.16.0.0/12","2001:db8::/32"]"#
+        );
+        let (_dir, path) = file(&format!(
+            "database_url: {DB}\nredis_url: {REDIS}\nauth:\n  trusted_proxies: 10.0.0.0/8,10.1.2.3\n"
+        ));
+        assert_eq!(
+            shown(&load(&flags_with(Some(path)), None).unwrap()),
+            r#"["10.0.0.0/8","10.1.2.3"]"#,
+            "one string, as the variable takes it"
+        );
+
+        for (bad, said) in [
+            (
+                "10.0.0.0/8,proxy.internal",
+                "\"proxy.internal\" is not an IP address",
+            ),
+            (
+                "10.0.0.0/40",
+                "the prefix length must be a number from 0 to 32",
+            ),
+            ("10.1.0.0/8", "write 10.0.0.0/8"),
+        ] {
+            let flags = ServerFlags {
+                auth_trusted_proxies: Some(bad.into()),
+                ..base.clone()
+            };
+            let error = load(&flags, Some(DB)).unwrap_err().to_string();
+            assert!(error.starts_with("auth.trusted_proxies: "), "{error}");
+            assert!(error.contains(said), "{bad}: {error}");
+        }
+        let (_dir, path) = file(&format!(
+            "database_url: {DB}\nredis_url: {REDIS}\nauth:\n  trusted_proxies: [10.0.0.0/8, 300.1.1.1]\n"
+        ));
+        let error = load(&flags_with(Some(path)), None).unwrap_err().to_string();
+        assert!(
+            error.starts_with("auth.trusted_proxies: \"300.1.1.1\""),
+            "{error}"
         );
     }
 

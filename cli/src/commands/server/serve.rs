@@ -100,7 +100,8 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
     let http = match (listeners.http, &secrets.credentials) {
         (Some(listener), Some(credentials)) => {
             let auth = Auth::new(credentials.clone(), None)
-                .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())));
+                .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())))
+                .with_trusted_proxies(config.trusted_proxies.clone());
             let api = ApiState {
                 xcom_values: xcom_values.clone(),
                 oidc: single_sign_on(&config).await?,

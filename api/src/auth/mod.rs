@@ -5,27 +5,36 @@
 //! check refuses a request without a valid token (401, which sends the UI to the login page).
 //! Failed logins are limited per client address; logging out revokes the session. Replicas
 //! of `leoflow server` share both through [`SharedSessions`] (Redis).
+//!
+//! This module issues and checks tokens ([`Auth`]: sessions, revocation, the failed-login
+//! limiter) and names the user a request acts as ([`User`]); `middleware` checks what a
+//! request presents, `login` serves the password login's routes.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Credentials;
 use crate::error::{ApiError, ApiResult};
-use crate::query::Params;
 use crate::sessions::{SharedError, SharedSessions};
-use crate::state::ApiState;
 use leoflow_events::Actor;
+
+mod client;
+mod login;
+mod middleware;
+
+pub use client::TrustedProxies;
+
+pub(crate) use login::{
+    cleared_session_cookie, create_token, login_redirect, logout, session_cookie,
+};
+pub(crate) use middleware::{cookie, require_user, session_token};
 
 /// The cookie the UI keeps its token in (Airflow's `COOKIE_NAME_JWT_TOKEN`).
 const TOKEN_COOKIE: &str = "_token";
@@ -179,6 +188,8 @@ pub struct Auth {
     shared: Option<Arc<dyn SharedSessions>>,
     /// Whether the shared store failed last time (its loss and return are logged once).
     shared_down: AtomicBool,
+    /// The proxies whose `X-Forwarded-For` names a request's client.
+    proxies: TrustedProxies,
     hashing: tokio::sync::Semaphore,
 }
 
@@ -216,6 +227,7 @@ impl Auth {
             not_revoked: Mutex::new(HashMap::new()),
             shared: None,
             shared_down: AtomicBool::new(false),
+            proxies: TrustedProxies::default(),
             hashing: tokio::sync::Semaphore::new(max_concurrent_hashes()),
         }
     }
@@ -223,6 +235,13 @@ impl Auth {
     /// Shares failed logins and revoked sessions with other replicas through `shared`.
     pub fn with_shared(mut self, shared: Arc<dyn SharedSessions>) -> Self {
         self.shared = Some(shared);
+        self
+    }
+
+    /// Takes a request's client from `X-Forwarded-For` when its peer is one of `proxies`
+    /// (`auth.trusted_proxies`); without, the peer is the client.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
         self
     }
 
@@ -554,280 +573,10 @@ fn too_many_failures(ip: IpAddr, wait: u64) -> ApiError {
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
-
-/// Where a request's token came from.
-#[derive(Debug, PartialEq, Eq)]
-enum Presented {
-    /// `Authorization: Bearer …`: sent by code that chose to, never by a browser on its own.
-    Bearer(String),
-    /// The `_token` cookie: a browser attaches it to any request to this site, so a request
-    /// carrying only the cookie must prove it comes from the site's own pages.
-    Cookie(String),
-}
-
-impl Presented {
-    fn token(&self) -> &str {
-        match self {
-            Self::Bearer(token) | Self::Cookie(token) => token,
-        }
-    }
-}
-
-/// The token of a request: its bearer token, else its `_token` cookie.
-fn token(headers: &HeaderMap) -> Option<Presented> {
-    if let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        && let Some(token) = value.strip_prefix("Bearer ")
-    {
-        return Some(Presented::Bearer(token.trim().to_owned()));
-    }
-    cookie(headers, TOKEN_COOKIE).map(Presented::Cookie)
-}
-
-/// The value of the cookie `name`, if the request carries it.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(cookie, _)| *cookie == name)
-        .map(|(_, value)| value.to_owned())
-}
-
-/// The session token a request presents (bearer or cookie).
-pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
-    token(headers).map(|presented| presented.token().to_owned())
-}
-
-/// Why a state-changing request authenticated by the cookie alone is refused, if it is:
-/// another site's page (a form, a script) made it, or its body is not JSON — the only body a
-/// cross-site HTML form cannot send, and the only one the UI sends.
-fn cross_site_refusal(request: &Request) -> Option<ApiError> {
-    if request.method().is_safe() {
-        return None;
-    }
-    let headers = request.headers();
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let same_site = match (text("sec-fetch-site"), text("origin")) {
-        (Some(site), _) => matches!(site, "same-origin" | "none"),
-        (None, Some(origin)) => {
-            let authority = origin.split_once("://").map(|(_, rest)| rest);
-            authority.is_some() && authority == text("host")
-        }
-        // Neither header: not a browser (browsers send Origin with every POST, PUT, PATCH
-        // and DELETE), so not a forgery riding on a victim's cookie.
-        (None, None) => true,
-    };
-    if !same_site {
-        return Some(ApiError::detail(
-            StatusCode::FORBIDDEN,
-            "Cross-site request refused: a request authenticated by the session cookie must come \
-             from this site's own pages",
-        ));
-    }
-    let has_body = text("transfer-encoding").is_some()
-        || text("content-length").is_some_and(|length| length.trim() != "0");
-    let json = text("content-type").is_some_and(|kind| {
-        let mime = kind.split(';').next().unwrap_or("").trim();
-        mime.eq_ignore_ascii_case("application/json")
-    });
-    (has_body && !json).then(|| {
-        ApiError::detail(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type: a request authenticated by the session cookie must send \
-             application/json",
-        )
-    })
-}
-
-/// Middleware: lets only requests with a valid token through; a cookie-authenticated request
-/// that changes state must also pass [`cross_site_refusal`].
-pub(crate) async fn require_user(
-    State(state): State<ApiState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(presented) = token(request.headers()) else {
-        return ApiError::unauthorized("Not authenticated").into_response();
-    };
-    let mut user = match authenticate(&state, &presented).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal.into_response(),
-    };
-    if matches!(presented, Presented::Cookie(_))
-        && let Some(refusal) = cross_site_refusal(&request)
-    {
-        return refusal.into_response();
-    }
-    user.client = client_address(&request);
-    request.extensions_mut().insert(user);
-    // A browser's single sign-on session is renewed while it is used.
-    let renewal = match &presented {
-        Presented::Cookie(token) => state
-            .auth
-            .renewed(token)
-            .map(|renewed| session_cookie(&renewed, request.headers())),
-        Presented::Bearer(_) => None,
-    };
-    let mut response = next.run(request).await;
-    if let Some(cookie) = renewal.and_then(|cookie| cookie.parse().ok()) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
-}
-
-/// The user `presented` stands for: a Leoflow API token, a session this server issued, or
-/// (single sign-on, bearer only) an access token from the OpenID provider.
-async fn authenticate(state: &ApiState, presented: &Presented) -> Result<User, ApiError> {
-    let token = presented.token();
-    if crate::api_tokens::is_api_token(token) {
-        return match crate::api_tokens::authenticate(state.store.pool(), token).await {
-            Ok(Some(user)) => Ok(user),
-            Ok(None) => Err(ApiError::unauthorized("Invalid API token")),
-            Err(error) => Err(ApiError::from(error)),
-        };
-    }
-    if let Some(user) = state.auth.authenticate(token).await {
-        return Ok(user);
-    }
-    match (&state.oidc, presented) {
-        (Some(oidc), Presented::Bearer(token)) if !is_own_token(token) => {
-            oidc.authenticate_bearer(token).await.map_err(|error| {
-                tracing::debug!("a provider token was refused: {error}");
-                ApiError::unauthorized("Invalid JWT token")
-            })
-        }
-        _ => Err(ApiError::unauthorized("Invalid JWT token")),
-    }
-}
-
-/// Whether `token` claims to be one this server signs (HS512): such a token that did not
-/// verify is never handed to the provider's checks.
-fn is_own_token(token: &str) -> bool {
-    jsonwebtoken::decode_header(token).is_ok_and(|header| header.alg == Algorithm::HS512)
-}
-
-/// The address a request came from: its peer's. (`X-Forwarded-For` is not read: any client
-/// can send it, and no proxy is trusted yet.)
-fn client_address(request: &Request) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-}
-
-/// The session cookie for `token`: `SameSite=Lax` so other sites' forms and scripts do not
-/// carry it, `HttpOnly` so page scripts cannot read it (the UI never does; its login page's
-/// own attempt to write the cookie is then ignored by the browser, keeping these attributes),
-/// `Secure` when the request came over https.
-pub(crate) fn session_cookie(token: &str, headers: &HeaderMap) -> String {
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
-    let secure = if https { "; Secure" } else { "" };
-    format!("{TOKEN_COOKIE}={token}; Path=/; SameSite=Lax; HttpOnly{secure}")
-}
-
-/// A `Set-Cookie` value that makes the browser forget its session.
-pub(crate) fn cleared_session_cookie() -> String {
-    format!("{TOKEN_COOKIE}=; Path=/; Max-Age=0; SameSite=Lax; HttpOnly")
-}
-
-/// The body `POST /auth/token` takes (JSON or a form).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    username: String,
-    password: String,
-}
-
-/// `POST /auth/token`: a token for valid credentials (201), else 401.
-pub(crate) async fn create_token(
-    State(state): State<ApiState>,
-    request: Request,
-) -> ApiResult<Response> {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let headers = request.headers().clone();
-    let form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let bytes = axum::body::to_bytes(request.into_body(), 64 * 1024)
-        .await
-        .map_err(|_| ApiError::bad_request("the login body is too large"))?;
-    let body: LoginBody = if form {
-        let params = Params::parse(&String::from_utf8_lossy(&bytes))?;
-        let field = |name: &str| {
-            params.str(name).map(str::to_owned).ok_or_else(|| {
-                ApiError::invalid(
-                    &["body", name],
-                    "missing",
-                    "Field required",
-                    serde_json::Value::Null,
-                )
-            })
-        };
-        LoginBody {
-            username: field("username")?,
-            password: field("password")?,
-        }
-    } else {
-        crate::body::parse(&bytes)?
-    };
-    let token = state
-        .auth
-        .login(client, &body.username, &body.password)
-        .await?;
-    let cookie = session_cookie(&token, &headers);
-    Ok((
-        StatusCode::CREATED,
-        [(header::SET_COOKIE, cookie)],
-        axum::Json(LoginResponse {
-            access_token: token,
-        }),
-    )
-        .into_response())
-}
-
-/// Airflow's `LoginResponse`.
-#[derive(Debug, Serialize)]
-struct LoginResponse {
-    access_token: String,
-}
-
-/// `GET /api/v2/auth/login?next=…`: to the login page, keeping where to go afterwards.
-pub(crate) async fn login_redirect(params: Params) -> Response {
-    let next = params.str("next").unwrap_or("/");
-    let query: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("next", next)
-        .finish();
-    Redirect::temporary(&format!("/auth/login?{query}")).into_response()
-}
-
-/// `GET /api/v2/auth/logout`: revokes the session (on every replica), forgets its cookie and
-/// goes to the login page.
-pub(crate) async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(presented) = token(&headers) {
-        state.auth.revoke(presented.token()).await;
-    }
-    let mut response = Redirect::temporary("/auth/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cleared_session_cookie().parse().expect("a valid header"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     fn auth() -> Auth {
@@ -1144,77 +893,5 @@ mod tests {
         shared.away.store(false, Ordering::Relaxed);
         assert!(a.authenticate(&a.issue("admin")).await.is_some());
         assert!(b.authenticate(&token).await.is_none(), "shared once back");
-    }
-
-    fn request(method: &str, headers: &[(&str, &str)]) -> Request {
-        let mut builder = axum::http::Request::builder()
-            .method(method)
-            .uri("/api/v2/x");
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        builder.body(axum::body::Body::empty()).unwrap()
-    }
-
-    #[test]
-    fn cookie_requests_that_change_state_must_be_same_site_json() {
-        let refused = |method, headers: &[(&str, &str)]| {
-            cross_site_refusal(&request(method, headers)).map(|e| e.status().as_u16())
-        };
-        let json = ("content-type", "application/json");
-        let sized = ("content-length", "2");
-        let host = ("host", "leoflow.example:8088");
-        assert_eq!(refused("GET", &[("sec-fetch-site", "cross-site")]), None);
-        assert_eq!(
-            refused("POST", &[("sec-fetch-site", "same-origin"), json, sized]),
-            None
-        );
-        assert_eq!(
-            refused("POST", &[("sec-fetch-site", "cross-site"), json, sized]),
-            Some(403)
-        );
-        assert_eq!(
-            refused("POST", &[("sec-fetch-site", "same-site"), json, sized]),
-            Some(403)
-        );
-        let same = ("origin", "http://leoflow.example:8088");
-        assert_eq!(refused("PATCH", &[same, host, json, sized]), None);
-        let other = ("origin", "http://evil.example");
-        assert_eq!(refused("PATCH", &[other, host, json, sized]), Some(403));
-        assert_eq!(refused("DELETE", &[("origin", "null"), host]), Some(403));
-        let plain = ("content-type", "text/plain");
-        assert_eq!(refused("POST", &[same, host, plain, sized]), Some(415));
-        assert_eq!(refused("POST", &[same, host, sized]), Some(415));
-        assert_eq!(
-            refused("DELETE", &[same, host]),
-            None,
-            "no body, no type needed"
-        );
-        let charset = ("content-type", "application/json; charset=utf-8");
-        assert_eq!(refused("PUT", &[same, host, charset, sized]), None);
-    }
-
-    #[test]
-    fn the_session_cookie_is_lax_http_only_and_secure_behind_https() {
-        let mut headers = HeaderMap::new();
-        let cookie = session_cookie("t", &headers);
-        assert_eq!(cookie, "_token=t; Path=/; SameSite=Lax; HttpOnly");
-        headers.insert("x-forwarded-proto", "https".parse().unwrap());
-        assert!(session_cookie("t", &headers).ends_with("; Secure"));
-    }
-
-    #[test]
-    fn tokens_come_from_bearer_headers_or_the_cookie() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=b; _token=from-cookie".parse().unwrap());
-        assert_eq!(
-            token(&headers),
-            Some(Presented::Cookie("from-cookie".into()))
-        );
-        headers.insert(header::AUTHORIZATION, "Bearer from-header".parse().unwrap());
-        assert_eq!(
-            token(&headers),
-            Some(Presented::Bearer("from-header".into()))
-        );
     }
 }
