@@ -23,7 +23,9 @@ pub struct Metadata {
     /// The name people know the actor by, when it is not the subject itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// The tenant (Pro); `None` in Lite.
+    /// The tenant the actor acted in: a caller's (`None` for one acting in every tenant, as
+    /// Lite's admin), or for the scheduler and the agents the tenant of the DAG they acted for
+    /// (`None` for what belongs to no DAG, as an election).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// The address the actor's request came from.

@@ -8,8 +8,9 @@
 //! ([`leoflow_core::run::Command`]) decided against the run's stream, so fencing is the state
 //! machine's, not this module's.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -49,7 +50,16 @@ pub struct AgentService {
     vault: Option<Vault>,
     max_xcom_bytes: usize,
     xcom_values: XComValues,
+    tenants: DagTenants,
 }
+
+/// The tenant of each DAG whose tries called, by (dag_id, generation). A DAG id belongs to one
+/// tenant until its delete, and the delete moves the generation, so an entry never goes stale;
+/// a try's calls read their DAG's tenant once per process, not once per call.
+type DagTenants = Arc<Mutex<HashMap<(String, i64), String>>>;
+
+/// DAG generations whose tenant is kept before the cache starts over (it is only a shortcut).
+const TENANT_CACHE_LIMIT: usize = 10_000;
 
 /// The largest XCom value a task may push unless configured otherwise (bytes of JSON).
 pub const DEFAULT_MAX_XCOM_BYTES: usize = 16 << 20;
@@ -149,6 +159,7 @@ impl AgentService {
             vault: None,
             max_xcom_bytes: DEFAULT_MAX_XCOM_BYTES,
             xcom_values: XComValues::default(),
+            tenants: DagTenants::default(),
         }
     }
 
@@ -184,12 +195,53 @@ impl AgentService {
         })
     }
 
-    /// Variable `key` as a task reads it, if it exists.
-    async fn variable(&self, key: &str) -> Result<Option<Value>, Status> {
-        let sealed =
-            read::variables::sealed_value(self.store.pool(), leoflow_events::DEFAULT_TENANT, key)
-                .await
-                .map_err(unavailable)?;
+    /// The tenant that owns the DAG of `ti`, a try of a run of the DAG's `generation` (as its
+    /// call was verified): the tenant whose Variables and Connections the task reads, and in
+    /// which what the try reports is recorded. A DAG deleted since is refused as deleted.
+    async fn tenant(&self, ti: &TaskInstanceKey, generation: i64) -> Result<String, Status> {
+        let cached = (ti.dag_id.clone(), generation);
+        if let Some(tenant) = self.tenants.lock().expect("not poisoned").get(&cached) {
+            return Ok(tenant.clone());
+        }
+        let owner = read::dags::owner(self.store.pool(), &ti.dag_id)
+            .await
+            .map_err(unavailable)?;
+        // Read after the owner: had the DAG been deleted since the call was verified (and
+        // perhaps registered again, into another tenant), the owner read would be another
+        // DAG's, and the generation would have moved.
+        let now = self
+            .store
+            .stream_versions(&[generation_stream(&ti.dag_id)])
+            .await
+            .map_err(unavailable)?
+            .first()
+            .map_or(0, |(_, version)| *version);
+        let Some(owner) = owner.filter(|_| now == generation) else {
+            return Err(deleted(ti));
+        };
+        let mut tenants = self.tenants.lock().expect("not poisoned");
+        if tenants.len() >= TENANT_CACHE_LIMIT {
+            tenants.clear();
+        }
+        tenants.insert(cached, owner.tenant.clone());
+        Ok(owner.tenant)
+    }
+
+    /// The agent, acting for a try of a DAG of `tenant`: what it reports is recorded in the
+    /// tenant, as the scheduler's decisions about the DAG's runs are.
+    fn agent(tenant: &str) -> Actor {
+        Actor {
+            tenant: Some(tenant.to_owned()),
+            ..Actor::named("agent")
+        }
+    }
+
+    /// `tenant`'s Variable `key` as a task of the tenant reads it, if it exists. Another
+    /// tenant's Variable of the same key is not found: a tenant's tasks read only its own.
+    async fn variable(&self, tenant: &str, key: &str) -> Result<Option<Value>, Status> {
+        let sealed = read::variables::sealed_value(self.store.pool(), tenant, key)
+            .await
+            .map_err(unavailable)?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
@@ -198,12 +250,12 @@ impl AgentService {
         Ok(Some(Value::String(value)))
     }
 
-    /// Connection `conn_id` as a task reads it (password and extra opened), if it exists.
-    async fn connection(&self, conn_id: &str) -> Result<Option<Value>, Status> {
-        let row =
-            read::connections::by_id(self.store.pool(), leoflow_events::DEFAULT_TENANT, conn_id)
-                .await
-                .map_err(unavailable)?;
+    /// `tenant`'s Connection `conn_id` as a task of the tenant reads it (password and extra
+    /// opened), if it exists; as for Variables, never another tenant's.
+    async fn connection(&self, tenant: &str, conn_id: &str) -> Result<Option<Value>, Status> {
+        let row = read::connections::by_id(self.store.pool(), tenant, conn_id)
+            .await
+            .map_err(unavailable)?;
         let Some(read::connections::ConnectionRow {
             conn_type,
             host,
@@ -302,8 +354,15 @@ impl AgentService {
             command: command.to_owned(),
             reason: reason.to_owned(),
         };
+        // Kept even when the tenant cannot be read now: the refusal is worth more than its
+        // tenant (a DAG deleted meanwhile refuses the append anyway).
+        let tenant = self.tenant(ti, generation).await.ok();
+        let agent = match &tenant {
+            Some(tenant) => Self::agent(tenant),
+            None => Actor::named("agent"),
+        };
         let batch = AppendBatch::new()
-            .push(event, &Metadata::actor("agent"))
+            .push(event, &Metadata::from(&agent))
             .expect(
                 generation_stream(&ti.dag_id),
                 generation_expectation(generation),
@@ -323,6 +382,7 @@ impl AgentService {
         commands: Vec<Command>,
     ) -> Result<(), Status> {
         let key = &verified.key;
+        let tenant = self.tenant(key, verified.run.generation).await?;
         match submit_fenced(
             &self.store,
             &self.specs,
@@ -330,7 +390,7 @@ impl AgentService {
             &key.run_id,
             verified.fence.clone(),
             commands,
-            &Actor::named("agent"),
+            &Self::agent(&tenant),
         )
         .await
         {
@@ -661,11 +721,14 @@ impl TaskAgent for AgentService {
     #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<JsonValue>, Status> {
         let request = request.into_inner();
-        self.verify(request.attempt.as_ref(), "lookup", Need::InFlight)
+        let verified = self
+            .verify(request.attempt.as_ref(), "lookup", Need::InFlight)
             .await?;
+        // A task reads its own DAG's tenant's Variables and Connections, whatever key it names.
+        let tenant = self.tenant(&verified.key, verified.run.generation).await?;
         let value = match request.kind() {
-            LookupKind::Variable => self.variable(&request.key).await?,
-            LookupKind::Connection => self.connection(&request.key).await?,
+            LookupKind::Variable => self.variable(&tenant, &request.key).await?,
+            LookupKind::Connection => self.connection(&tenant, &request.key).await?,
         };
         Ok(Response::new(match value {
             Some(value) => JsonValue {
@@ -715,9 +778,10 @@ impl TaskAgent for AgentService {
             try_number: attempt.try_number,
             fields_hash,
         };
+        let tenant = self.tenant(&verified.key, verified.run.generation).await?;
         // Not after the DAG's delete (the try's agent is then told to stop).
         let batch = AppendBatch::new()
-            .push(event, &Metadata::actor("agent"))
+            .push(event, &Metadata::from(&Self::agent(&tenant)))
             .expect(
                 generation_stream(&verified.key.dag_id),
                 generation_expectation(verified.run.generation),

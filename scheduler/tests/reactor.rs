@@ -97,12 +97,17 @@ async fn register_chain(store: &EventStore) {
 }
 
 async fn trigger_run(store: &EventStore, run_id: &str) {
+    trigger_run_of(store, "chain", run_id).await;
+}
+
+/// Queues run `run_id` of DAG `dag_id` (version `v1`) by hand.
+async fn trigger_run_of(store: &EventStore, dag_id: &str, run_id: &str) {
     let request = TriggerRequest {
         run_id: Some(run_id.into()),
         triggered_by: "test".into(),
         ..TriggerRequest::default()
     };
-    let event = trigger("chain", &json!({}), "v1", &[], request, Utc::now()).unwrap();
+    let event = trigger(dag_id, &json!({}), "v1", &[], request, Utc::now()).unwrap();
     store
         .append(AppendBatch::new().push(event, &Metadata::actor("test")))
         .await
@@ -1317,4 +1322,379 @@ async fn a_new_leader_in_another_process_spares_tries_whose_agents_are_alive() {
     assert_eq!(wait_for_run_end(&store, "r1").await, "failed");
     stop_second.send(true).unwrap();
     second.await.unwrap();
+}
+
+/// Registers the DAG of dag.json `document` (version `v1`) into `tenant`.
+async fn register_in_tenant(store: &EventStore, tenant: &str, document: Value) {
+    let dag_id = document["dag_id"].as_str().unwrap().to_owned();
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    let parsed = leoflow_events::catalog::DagParsed {
+        tenant: tenant.into(),
+        ..parsed_document(&dag_id, "v1", &document_hash)
+    };
+    store
+        .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
+        .await
+        .unwrap();
+}
+
+/// A task with no upstream in `pool`.
+fn pooled(id: &str, pool: &str) -> Value {
+    let mut task = task(id, &[], 0);
+    task["pool"] = json!(pool);
+    task
+}
+
+/// Records `tenant`'s pool `name` with `slots`.
+async fn set_pool(store: &EventStore, tenant: &str, name: &str, slots: i32) {
+    let pool = leoflow_events::catalog::PoolSet {
+        name: name.into(),
+        slots,
+        description: None,
+        include_deferred: false,
+        tenant: tenant.into(),
+    };
+    store
+        .append(AppendBatch::new().push(pool, &Metadata::actor("test")))
+        .await
+        .unwrap();
+}
+
+/// `dag_id.task_id` of every try handed to `executor`, sorted.
+fn dispatched_tasks(executor: &FakeExecutor) -> Vec<String> {
+    let mut tasks: Vec<String> = executor
+        .dispatched
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}.{}", a.ti.dag_id, a.ti.task_id))
+        .collect();
+    tasks.sort();
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_has_its_own_pools_and_a_pool_of_another_tenant_is_missing_to_it() {
+    let db = fresh_database().await;
+    // Tries stay queued: each holds its slot for the whole test.
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    set_pool(&store, "acme", "p", 1).await;
+    set_pool(&store, "beta", "p", 1).await;
+    set_pool(&store, "acme", "acme_only", 8).await;
+    // The default tenant's default_pool closed: other tenants' default_pools stay open.
+    set_pool(&store, leoflow_events::DEFAULT_TENANT, "default_pool", 0).await;
+    register_in_tenant(
+        &store,
+        "acme",
+        json!({"dag_id": "acme_etl",
+               "tasks": [pooled("a1", "p"), pooled("a2", "p"), pooled("a3", "default_pool")]}),
+    )
+    .await;
+    register_in_tenant(
+        &store,
+        "beta",
+        json!({"dag_id": "beta_etl", "tasks": [pooled("b1", "p"), pooled("b2", "acme_only")]}),
+    )
+    .await;
+    register_in_tenant(
+        &store,
+        leoflow_events::DEFAULT_TENANT,
+        json!({"dag_id": "plain_etl", "tasks": [pooled("d1", "default_pool")]}),
+    )
+    .await;
+    for dag_id in ["acme_etl", "beta_etl", "plain_etl"] {
+        trigger_run_of(&store, dag_id, "r1").await;
+    }
+    let reactor = Reactor::new(store.clone(), executor.clone());
+    let metrics = reactor.metrics();
+    let (stop, stopped) = watch::channel(false);
+    let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
+
+    eventually("fewer than two tries were dispatched", || {
+        executor.dispatched.lock().unwrap().len() >= 2
+    })
+    .await;
+    // The rest of what fits is admitted meanwhile, and nothing else however long the
+    // scheduler goes on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tasks = dispatched_tasks(&executor);
+    assert!(
+        tasks.contains(&"beta_etl.b1".to_owned()),
+        "beta's p is not acme's: {tasks:?}"
+    );
+    let in_p = ["acme_etl.a1", "acme_etl.a2"];
+    let acme = tasks.iter().filter(|t| in_p.contains(&t.as_str())).count();
+    assert_eq!(
+        acme, 1,
+        "acme's p has one slot for its two tasks: {tasks:?}"
+    );
+    assert!(
+        tasks.contains(&"acme_etl.a3".to_owned()),
+        "acme's default_pool is not the default tenant's: {tasks:?}"
+    );
+    // The default tenant's default_pool has no slot, and beta has no pool "acme_only": b2 waits
+    // as for a pool nobody has.
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+
+    let scrape = || {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let expected = [
+        // Each tenant's "p" has its one slot taken by one of its own tasks ...
+        r#"airflow_pool_open_slots{pool="p",tenant="acme"} 0"#,
+        r#"airflow_pool_queued_slots{pool="p",tenant="acme"} 1"#,
+        r#"airflow_pool_open_slots{pool="p",tenant="beta"} 0"#,
+        r#"airflow_pool_queued_slots{pool="p",tenant="beta"} 1"#,
+        // ... every tenant has a default_pool of its own, and the default tenant's series keep
+        // the labels they had before tenants owned pools.
+        r#"airflow_pool_open_slots{pool="default_pool"} 0"#,
+        r#"airflow_pool_open_slots{pool="default_pool",tenant="acme"} 127"#,
+        r#"airflow_pool_open_slots{pool="default_pool",tenant="beta"} 128"#,
+    ];
+    let text = scrape();
+    for line in expected {
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    assert!(!scrape().contains(r#"pool="acme_only",tenant="beta""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reads_only_its_dags_tenants_variables_and_connections() {
+    use leoflow_events::catalog::{ConnectionSet, VariableSet};
+    use leoflow_executors::proto::lookup_request::Kind;
+    use leoflow_executors::proto::task_agent_server::TaskAgent;
+    use leoflow_executors::proto::{AttemptRef, FinishRequest, LookupRequest, finish_request};
+    use leoflow_scheduler::agents::AgentService;
+    use leoflow_secrets::{MasterKeys, Sealed, SecretKey, Vault};
+    let db = fresh_database().await;
+    // Tries stay running: their "agent" is this test.
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    let variable = |tenant: &str, key: &str, value: &str| VariableSet {
+        key: key.into(),
+        value: Sealed::clear(value),
+        description: None,
+        tenant: tenant.into(),
+    };
+    let connection = |tenant: &str, conn_id: &str, host: &str| ConnectionSet {
+        conn_id: conn_id.into(),
+        conn_type: "postgres".into(),
+        description: None,
+        host: Some(host.into()),
+        schema: None,
+        login: Some("reader".into()),
+        password: Some(Sealed::clear(format!("{tenant}-password"))),
+        port: Some(5432),
+        extra: None,
+        tenant: tenant.into(),
+    };
+    let test = Metadata::actor("test");
+    let default = leoflow_events::DEFAULT_TENANT;
+    store
+        .append(
+            AppendBatch::new()
+                .push(variable("acme", "api_url", "https://acme.example"), &test)
+                .push(
+                    variable(default, "api_url", "https://default.example"),
+                    &test,
+                )
+                .push(variable(default, "default_only", "x"), &test)
+                .push(connection("acme", "warehouse", "acme.db"), &test)
+                .push(connection(default, "warehouse", "default.db"), &test)
+                .push(connection(default, "default_only", "other.db"), &test),
+        )
+        .await
+        .unwrap();
+    register_in_tenant(
+        &store,
+        "acme",
+        json!({"dag_id": "acme_etl", "tasks": [task("load", &[], 0)]}),
+    )
+    .await;
+    register_in_tenant(
+        &store,
+        default,
+        json!({"dag_id": "plain_etl", "tasks": [task("load", &[], 0)]}),
+    )
+    .await;
+    trigger_run_of(&store, "acme_etl", "r1").await;
+    trigger_run_of(&store, "plain_etl", "r1").await;
+    let (stop, handle) = start(&store, executor.clone());
+    eventually("both tries were not dispatched", || {
+        executor.dispatched.lock().unwrap().len() == 2
+    })
+    .await;
+    let service = AgentService::new(
+        store.clone(),
+        Specs::default(),
+        Liveness::default(),
+        Duration::from_secs(1),
+    )
+    .with_vault(Vault::new(
+        db.pool.clone(),
+        MasterKeys::new(SecretKey::generate()),
+    ));
+    let reference = |dag_id: &str| {
+        let attempt = executor
+            .dispatched
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| a.ti.dag_id == dag_id)
+            .cloned()
+            .unwrap();
+        AttemptRef {
+            dag_id: dag_id.into(),
+            run_id: "r1".into(),
+            task_id: "load".into(),
+            map_index: -1,
+            try_number: attempt.try_number,
+            attempt_token: attempt.attempt_token.to_string(),
+        }
+    };
+    let lookup = async |dag_id: &str, kind: Kind, key: &str| -> Option<Value> {
+        let request = LookupRequest {
+            attempt: Some(reference(dag_id)),
+            kind: kind as i32,
+            key: key.into(),
+        };
+        let answer = service
+            .lookup(tonic::Request::new(request))
+            .await
+            .unwrap()
+            .into_inner();
+        answer
+            .found
+            .then(|| serde_json::from_str(&answer.json).unwrap())
+    };
+
+    // The same key in two tenants: each DAG's task reads its own tenant's.
+    assert_eq!(
+        lookup("acme_etl", Kind::Variable, "api_url").await,
+        Some(json!("https://acme.example"))
+    );
+    assert_eq!(
+        lookup("plain_etl", Kind::Variable, "api_url").await,
+        Some(json!("https://default.example"))
+    );
+    let warehouse = lookup("acme_etl", Kind::Connection, "warehouse")
+        .await
+        .unwrap();
+    assert_eq!(
+        (&warehouse["host"], &warehouse["password"]),
+        (&json!("acme.db"), &json!("acme-password"))
+    );
+    let warehouse = lookup("plain_etl", Kind::Connection, "warehouse")
+        .await
+        .unwrap();
+    assert_eq!(warehouse["host"], "default.db");
+    // A key only another tenant has is not found.
+    assert_eq!(
+        lookup("acme_etl", Kind::Variable, "default_only").await,
+        None
+    );
+    assert_eq!(
+        lookup("acme_etl", Kind::Connection, "default_only").await,
+        None
+    );
+
+    // What the agent reports of acme's try is recorded in acme.
+    let finish = FinishRequest {
+        attempt: Some(reference("acme_etl")),
+        outcome: finish_request::Outcome::Success as i32,
+        ..FinishRequest::default()
+    };
+    service.finish(tonic::Request::new(finish)).await.unwrap();
+    let reported: Vec<Option<String>> = store
+        .read_stream("run:acme_etl/r1", 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.metadata.actor.as_deref() == Some("agent"))
+        .map(|e| e.metadata.tenant)
+        .collect();
+    assert!(!reported.is_empty(), "the agent's report was not recorded");
+    assert!(
+        reported.iter().all(|t| t.as_deref() == Some("acme")),
+        "{reported:?}"
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_scheduler_appends_for_a_dag_is_recorded_in_the_dags_tenant() {
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| Some(Outcome::Success)));
+    // Daily, from two days ago: the timetable queues a run of each at once.
+    let start_date = Utc::now() - chrono::Duration::days(2);
+    let daily = |dag_id: &str| {
+        json!({
+            "dag_id": dag_id, "tasks": [task("only", &[], 0)],
+            "schedule": {"type": "cron", "expression": "0 0 * * *"}, "timezone": "UTC",
+            "start_date": start_date.to_rfc3339(), "end_date": null, "catchup": false,
+        })
+    };
+    register_in_tenant(&store, "acme", daily("acme_daily")).await;
+    register_in_tenant(&store, leoflow_events::DEFAULT_TENANT, daily("plain_daily")).await;
+    let (stop, handle) = start(&store, executor.clone());
+    let ended = async |dag_id: &str| {
+        let succeeded = |e: &leoflow_events::RecordedEvent| matches!(e.decode().unwrap(), Event::RunSucceeded(r) if r.dag_id == dag_id);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !store
+            .read_from(1, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .any(succeeded)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no run of {dag_id} ended"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    ended("acme_daily").await;
+    ended("plain_daily").await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+
+    // The scheduler's events: its election belongs to no DAG, and so to no tenant; those about
+    // a DAG's runs (queued by the timetable, started, tasks scheduled, queued, dispatched) are
+    // recorded in the DAG's tenant — the default one's too, as a person acting in it is.
+    let mut by_dag: std::collections::BTreeMap<String, Vec<(String, Option<String>)>> =
+        Default::default();
+    for recorded in store.read_from(1, 10_000).await.unwrap() {
+        if recorded.metadata.actor.as_deref() != Some("scheduler") {
+            continue;
+        }
+        let dag_id = recorded.decode().unwrap().dag_id().unwrap_or("").to_owned();
+        by_dag
+            .entry(dag_id)
+            .or_default()
+            .push((recorded.event_type, recorded.metadata.tenant));
+    }
+    let types =
+        |dag_id: &str| -> Vec<&str> { by_dag[dag_id].iter().map(|(t, _)| t.as_str()).collect() };
+    for dag_id in ["acme_daily", "plain_daily"] {
+        for expected in ["RunQueued", "RunStarted", "TaskScheduled", "TaskDispatched"] {
+            assert!(types(dag_id).contains(&expected), "{dag_id}: {by_dag:?}");
+        }
+    }
+    let tenants = |dag_id: &str| -> std::collections::BTreeSet<Option<&str>> {
+        by_dag[dag_id].iter().map(|(_, t)| t.as_deref()).collect()
+    };
+    assert_eq!(tenants("acme_daily"), [Some("acme")].into());
+    assert_eq!(tenants("plain_daily"), [Some("default")].into());
+    assert_eq!(types(""), ["SchedulerElected"]);
+    assert_eq!(tenants(""), [None].into());
 }

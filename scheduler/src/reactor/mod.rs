@@ -23,7 +23,7 @@ mod dispatch;
 // re-exports below.
 pub(crate) mod runs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,11 +34,11 @@ use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
 use leoflow_core::spec::DagSpec;
 use leoflow_core::timetable::{RunInfo, Schedule};
 use leoflow_events::catalog::{
-    DagDeleted, DagParsed, RunQueued, SchedulerElected, generation_stream,
+    DagDeleted, DagParsed, RunQueued, SchedulerElected, generation_stream, owned_stream,
 };
 use leoflow_events::{
-    AppendBatch, AppendError, AttemptDigest, Event, EventStore, Metadata, RecordedEvent, RunType,
-    StoreError, TaskInstanceKey,
+    AppendBatch, AppendError, AttemptDigest, DEFAULT_TENANT, Event, EventStore, Metadata,
+    RecordedEvent, RunType, StoreError, TaskInstanceKey,
 };
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
@@ -49,8 +49,9 @@ pub use dispatch::BufferedDispatcher;
 pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
 pub use runs::{Specs, SubmitError};
 
+use crate::control::DEFAULT_POOL;
 use crate::liveness::Liveness;
-use crate::metrics::{SchedulerMetrics, label};
+use crate::metrics::{Labels, SchedulerMetrics, label};
 use crate::task_logs;
 
 use runs::{QueueError, queue_run, submit_as_leader};
@@ -65,8 +66,13 @@ const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// polls, so a standby that can lead does.
 const STANDBY_PRECEDENCE: Duration = Duration::from_millis(1000);
 
-/// Slots of `default_pool` until a `PoolSet` says otherwise (Airflow's default).
+/// Slots of a tenant's `default_pool` until a `PoolSet` of it says otherwise (Airflow's
+/// default).
 pub const DEFAULT_POOL_SLOTS: i32 = 128;
+
+/// A pool as a tenant owns it: (tenant, pool name). Tenants own their pools, so two tenants'
+/// pools of one name are two pools, each with its own slots.
+type PoolKey = (String, String);
 
 /// How the reactor supervises tries in flight.
 #[derive(Debug, Clone)]
@@ -141,8 +147,10 @@ struct RunEntry {
     trace: Option<String>,
 }
 
-#[derive(Default)]
 struct DagEntry {
+    /// The tenant that owns the DAG (its latest `DagParsed`'s): its tasks take slots from this
+    /// tenant's pools, and what the scheduler appends for its runs is recorded in it.
+    tenant: String,
     paused: bool,
     max_active_runs: usize,
     max_active_tasks: i32,
@@ -151,6 +159,22 @@ struct DagEntry {
     schedule: Option<Schedule>,
     /// The latest run the timetable created.
     last_scheduled: Option<RunInfo>,
+}
+
+impl Default for DagEntry {
+    fn default() -> Self {
+        Self {
+            // Until its `DagParsed` says otherwise; what was recorded before tenants existed is
+            // the default tenant's.
+            tenant: DEFAULT_TENANT.to_owned(),
+            paused: false,
+            max_active_runs: 0,
+            max_active_tasks: 0,
+            version_hash: String::new(),
+            schedule: None,
+            last_scheduled: None,
+        }
+    }
 }
 
 /// The scheduler's event loop.
@@ -171,7 +195,9 @@ pub struct Reactor {
     runs: BTreeMap<(String, String), RunEntry>,
     /// `runs.len()`, readable from outside while the reactor runs.
     runs_held: Arc<AtomicUsize>,
-    pools: BTreeMap<String, i32>,
+    /// The slots of the pools a `PoolSet` recorded, by tenant and name. A tenant's
+    /// `default_pool` is not here until one does (see [`Reactor::pool_slots`]).
+    pools: BTreeMap<PoolKey, i32>,
     in_flight: HashMap<TaskInstanceKey, InFlight>,
     /// The epoch of this scheduler's current term (0 while it does not lead): every decision
     /// expects the leader stream still at it.
@@ -206,7 +232,7 @@ impl Reactor {
             generations: HashMap::new(),
             runs: BTreeMap::new(),
             runs_held: metrics.runs_held.clone(),
-            pools: BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]),
+            pools: BTreeMap::new(),
             in_flight: HashMap::new(),
             epoch: 0,
             deposed: AtomicBool::new(false),
@@ -404,7 +430,7 @@ impl Reactor {
         self.generations.clear();
         self.runs.clear();
         self.runs_held.store(0, Ordering::Relaxed);
-        self.pools = BTreeMap::from([("default_pool".to_owned(), DEFAULT_POOL_SLOTS)]);
+        self.pools.clear();
         self.in_flight.clear();
     }
 
@@ -437,10 +463,11 @@ impl Reactor {
             Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
             Event::DagUnpaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = false,
             Event::PoolSet(e) => {
-                self.pools.insert(e.name.clone(), e.slots);
+                self.pools
+                    .insert((e.tenant.clone(), e.name.clone()), e.slots);
             }
             Event::PoolDeleted(e) => {
-                self.pools.remove(&e.name);
+                self.pools.remove(&(e.tenant.clone(), e.name.clone()));
             }
             Event::RunQueued(e) => self.run_queued(e, recorded, &event).await,
             Event::RunStarted(_)
@@ -487,6 +514,9 @@ impl Reactor {
                 paused: e.is_paused_upon_creation,
                 ..DagEntry::default()
             });
+        // The projector refuses a `DagParsed` that moves a DAG to another tenant, so this only
+        // changes for a DAG re-added after its delete (a new entry then anyway).
+        dag.tenant = e.tenant.clone();
         dag.max_active_runs = e.max_active_runs.max(1) as usize;
         dag.version_hash = e.version_hash.clone();
         dag.schedule = match &e.document_hash {
@@ -1100,7 +1130,11 @@ impl Reactor {
                 // Each run id once per generation: a run of the DAG before it was deleted does
                 // not count (the re-added DAG runs its slots again, as in Airflow).
                 let generation = self.generations.get(dag_id).copied().unwrap_or(0);
-                let actor = Metadata::actor("scheduler");
+                // The run is the DAG's tenant's: so is the event that queues it.
+                let actor = Metadata {
+                    tenant: Some(dag.tenant.clone()),
+                    ..Metadata::actor("scheduler")
+                };
                 // A timetable's run starts its own trace, as an API request does.
                 let timer = tracing::info_span!(
                     parent: None,
@@ -1160,18 +1194,18 @@ impl Reactor {
     /// Sets the pools' gauges: open slots, queued and running task instances.
     fn count_pool_slots(
         &self,
-        open: &BTreeMap<String, i32>,
-        queued: &BTreeMap<String, i64>,
-        running: &BTreeMap<String, i64>,
+        open: &BTreeMap<PoolKey, i32>,
+        queued: &BTreeMap<PoolKey, i64>,
+        running: &BTreeMap<PoolKey, i64>,
     ) {
         for (pool, slots) in open {
-            let pool_label = label("pool", pool);
+            let pool_label = pool_labels(pool);
             let metrics = &self.metrics;
             metrics
                 .pool_open_slots
                 .get_or_create(&pool_label)
                 .set(i64::from(*slots));
-            let count = |by: &BTreeMap<String, i64>| by.get(pool).copied().unwrap_or(0);
+            let count = |by: &BTreeMap<PoolKey, i64>| by.get(pool).copied().unwrap_or(0);
             metrics
                 .pool_queued_slots
                 .get_or_create(&pool_label)
@@ -1183,30 +1217,57 @@ impl Reactor {
         }
     }
 
+    /// The tenant that owns `dag_id` (the default one for a DAG this model does not know).
+    fn tenant_of(&self, dag_id: &str) -> &str {
+        self.dags
+            .get(dag_id)
+            .map_or(DEFAULT_TENANT, |dag| dag.tenant.as_str())
+    }
+
+    /// The slots of every tenant's pools: those a `PoolSet` recorded, and the `default_pool`
+    /// of each tenant known (the default tenant, those owning a DAG or a pool) with
+    /// [`DEFAULT_POOL_SLOTS`] until a `PoolSet` of it — as the projector's pools read model
+    /// lists them. A pool a tenant does not have is missing, as a pool nobody has.
+    fn pool_slots(&self) -> BTreeMap<PoolKey, i32> {
+        let mut slots = self.pools.clone();
+        let tenants: BTreeSet<&str> = std::iter::once(DEFAULT_TENANT)
+            .chain(self.dags.values().map(|dag| dag.tenant.as_str()))
+            .chain(self.pools.keys().map(|(tenant, _)| tenant.as_str()))
+            .collect();
+        for tenant in tenants {
+            slots
+                .entry((tenant.to_owned(), DEFAULT_POOL.to_owned()))
+                .or_insert(DEFAULT_POOL_SLOTS);
+        }
+        slots
+    }
+
     async fn queue_admitted(&self) {
         let mut candidates = Vec::new();
         let (mut pool_queued, mut pool_running) = (BTreeMap::new(), BTreeMap::new());
-        let mut capacity = Capacity {
-            pool_open_slots: self.pools.clone(),
-            ..Capacity::default()
-        };
+        let mut open_slots = self.pool_slots();
+        let mut capacity = Capacity::default();
         for ((dag_id, run_id), run) in &self.runs {
             if run.state.status != RunStatus::Running {
                 continue;
             }
+            let tenant = self.tenant_of(dag_id);
             for ((task_id, map_index), ti) in &run.state.tis {
                 let task = &run.spec.tasks[task_id];
+                // The task's pool is its DAG's tenant's pool of that name.
+                let pool = || (tenant.to_owned(), task.pool.clone());
                 match ti.state {
                     TiState::Scheduled => candidates.push(Candidate {
                         key: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
-                        pool: task.pool.clone(),
+                        pool: admission_pool(&pool()),
                         pool_slots: task.pool_slots,
                         priority_weight: task.priority_weight,
                         logical_date: run.run_after,
                     }),
                     TiState::Queued | TiState::Running => {
                         *capacity.active_tasks.entry(dag_id.clone()).or_default() += 1;
-                        if let Some(slots) = capacity.pool_open_slots.get_mut(&task.pool) {
+                        let pool = pool();
+                        if let Some(slots) = open_slots.get_mut(&pool) {
                             *slots -= task.pool_slots;
                         }
                         let by_pool = if ti.state == TiState::Queued {
@@ -1214,7 +1275,7 @@ impl Reactor {
                         } else {
                             &mut pool_running
                         };
-                        *by_pool.entry(task.pool.clone()).or_default() += 1;
+                        *by_pool.entry(pool).or_default() += 1;
                     }
                     _ => {}
                 }
@@ -1225,7 +1286,11 @@ impl Reactor {
                 .max_active_tasks
                 .insert(dag_id.clone(), dag.max_active_tasks);
         }
-        self.count_pool_slots(&capacity.pool_open_slots, &pool_queued, &pool_running);
+        self.count_pool_slots(&open_slots, &pool_queued, &pool_running);
+        capacity.pool_open_slots = open_slots
+            .iter()
+            .map(|(pool, slots)| (admission_pool(pool), *slots))
+            .collect();
         let admission = admit(&candidates, &capacity);
         // Queue and dispatch in one append per run: one transaction for a whole fan-out.
         let mut by_run: BTreeMap<(String, String), Vec<Attempt>> = BTreeMap::new();
@@ -1369,6 +1434,7 @@ impl Reactor {
             &self.specs,
             dag_id,
             run_id,
+            self.tenant_of(dag_id),
             self.epoch,
             commands,
         );
@@ -1388,6 +1454,24 @@ impl Reactor {
             }
         }
     }
+}
+
+/// A tenant's pool as the core's admission names it, which knows pools by one string: the
+/// pool's stream name (`pool:{name}` in the default tenant, `pool@{tenant}:{name}` in another),
+/// the one spelling of a tenant's pool, so two tenants' pools of one name never share slots.
+fn admission_pool((tenant, name): &PoolKey) -> String {
+    owned_stream("pool", tenant, name)
+}
+
+/// The labels of a pool's gauges: `pool`, and `tenant` beside it for a pool of a tenant other
+/// than the default one, so the default tenant's series (every series before tenants owned
+/// pools) keep their labels.
+fn pool_labels((tenant, name): &PoolKey) -> Labels {
+    let mut labels = label("pool", name);
+    if tenant != DEFAULT_TENANT {
+        labels.push(("tenant".to_owned(), tenant.clone()));
+    }
+    labels
 }
 
 async fn next_exit(

@@ -542,11 +542,14 @@ pub async fn submit_all(
 
 /// Like [`submit_all`] for the leader: the append also expects the leader stream at `epoch`,
 /// so a scheduler deposed by a newer election gets [`SubmitError::Deposed`] and changes nothing.
+/// The scheduler acts in `tenant`, the run's DAG's: its events are recorded in that tenant, as
+/// a person's are in the tenant they act in.
 pub async fn submit_as_leader(
     store: &EventStore,
     specs: &Specs,
     dag_id: &str,
     run_id: &str,
+    tenant: &str,
     epoch: i64,
     commands: Vec<Command>,
 ) -> Result<Vec<RecordedEvent>, SubmitError> {
@@ -554,7 +557,10 @@ pub async fn submit_as_leader(
         fence: None,
         epoch: Some(epoch),
     };
-    let scheduler = Actor::named("scheduler");
+    let scheduler = Actor {
+        tenant: Some(tenant.to_owned()),
+        ..Actor::named("scheduler")
+    };
     enqueue(store, specs, dag_id, run_id, guard, commands, &scheduler).await
 }
 
