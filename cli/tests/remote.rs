@@ -347,3 +347,187 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     let mode = std::fs::metadata(&profiles).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+const TWO_STEPS: &str = r#"
+import time
+
+from airflow.sdk import DAG, task
+
+@task
+def first():
+    print("hello from first")
+
+@task
+def slow():
+    print("slow started")
+    time.sleep(120)
+
+with DAG("etl", schedule=None, is_paused_upon_creation=False):
+    first() >> slow()
+"#;
+
+/// `leoflow …` on the laptop, expecting success; its stdout.
+fn ok(laptop: &Path, args: &[&str]) -> String {
+    let out = run(cli(laptop, args));
+    assert!(
+        out.status.success(),
+        "leoflow {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The run's task instances' states, by task, once `done` holds for them (20 s at most).
+async fn wait_for_tasks(laptop: &Path, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown: Value = serde_json::from_str(&ok(
+            laptop,
+            &["runs", "show", "etl", run_id, "--output", "json"],
+        ))
+        .unwrap();
+        let states: serde_json::Map<String, Value> = shown["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ti| {
+                (
+                    ti["task_id"].as_str().unwrap().to_owned(),
+                    ti["state"].clone(),
+                )
+            })
+            .collect();
+        let states = Value::Object(states);
+        if done(&states) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "still {states} ({shown})");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dags_runs_and_tasks_against_a_server() {
+    let deployment = Deployment::start("remote-dags").await;
+    deployment.register("etl", TWO_STEPS);
+    let server = deployment.replica("all");
+    let laptop = deployment.scratch.join("laptop");
+
+    // Without a server, the commands that need one say how to get one (exit 3).
+    let local = run(cli(&laptop, &["dags", "list"]).env("LEOFLOW_POSTGRES", "url"));
+    assert_eq!(local.status.code(), Some(3), "{}", text(&local.stderr));
+    assert!(text(&local.stderr).contains("leoflow login --server"));
+
+    let password = deployment.password_file.to_str().unwrap();
+    ok(
+        &laptop,
+        &[
+            "login",
+            "--server",
+            &server.base,
+            "--username",
+            "admin",
+            "--password-file",
+            password,
+        ],
+    );
+
+    // DAGs, in each output.
+    assert!(
+        ok(&laptop, &["dags", "list"])
+            .lines()
+            .any(|l| l.starts_with("etl "))
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(&laptop, &["dags", "list", "--output", "json"])).unwrap();
+    assert_eq!(listed["dags"][0]["dag_id"], "etl", "{listed}");
+    assert!(ok(&laptop, &["dags", "list", "--output", "yaml"]).contains("dag_id: etl"));
+    let shown: Value =
+        serde_json::from_str(&ok(&laptop, &["dags", "show", "etl", "--output", "json"])).unwrap();
+    assert_eq!(shown["dag_id"], "etl");
+    assert!(ok(&laptop, &["dags", "show", "etl"]).contains("fileloc"));
+    assert_eq!(
+        ok(&laptop, &["dags", "pause", "etl"]).trim(),
+        "etl is now paused."
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(&laptop, &["dags", "list", "--output", "json"])).unwrap();
+    assert_eq!(listed["dags"][0]["is_paused"], true);
+    ok(&laptop, &["dags", "unpause", "etl"]);
+
+    // A run: triggered, followed, its logs, a try cancelled, cleared, marked.
+    let queued = ok(
+        &laptop,
+        &[
+            "dags",
+            "trigger",
+            "etl",
+            "--run-id",
+            "r1",
+            "--conf",
+            r#"{"x": 1}"#,
+        ],
+    );
+    assert_eq!(queued.trim(), "Queued run r1 of etl.");
+    wait_for_tasks(&laptop, "r1", |s| s["slow"] == "running").await;
+    assert!(ok(&laptop, &["tasks", "logs", "etl", "r1", "first"]).contains("hello from first"));
+    assert!(ok(&laptop, &["runs", "list", "etl"]).contains("r1"));
+    let cancelled = ok(&laptop, &["tasks", "cancel", "etl", "r1", "slow"]);
+    assert!(
+        cancelled.starts_with("Cancelled slow of run r1 of etl"),
+        "{cancelled}"
+    );
+    let shown = wait_for_tasks(&laptop, "r1", |s| s["slow"] == "failed").await;
+    // The try is over, so following its log ends.
+    let followed = ok(&laptop, &["tasks", "logs", "etl", "r1", "slow", "--follow"]);
+    assert!(followed.contains("slow started"), "{followed}");
+    let finished = wait_for_run(&laptop, "r1", "failed").await;
+    assert_eq!(finished["state"], "failed", "{shown}");
+    let cleared = ok(&laptop, &["tasks", "clear", "etl", "r1", "slow"]);
+    assert!(cleared.starts_with("Cleared 1 task instance"), "{cleared}");
+    wait_for_tasks(&laptop, "r1", |s| s["slow"] == "running").await;
+    ok(
+        &laptop,
+        &["tasks", "mark", "etl", "r1", "slow", "--state", "success"],
+    );
+    wait_for_run(&laptop, "r1", "success").await;
+
+    // Refusals: a task that is not running cannot be cancelled; a DAG is deleted only with
+    // --yes; what is gone is not found (exit 5).
+    let refused = run(cli(&laptop, &["tasks", "cancel", "etl", "r1", "first"]));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    let refused = run(cli(&laptop, &["dags", "delete", "etl"]));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("--yes"));
+    ok(&laptop, &["dags", "delete", "etl", "--yes"]);
+    let gone = run(cli(&laptop, &["dags", "show", "etl"]));
+    assert_eq!(gone.status.code(), Some(5), "{}", text(&gone.stderr));
+    let gone = run(cli(&laptop, &["runs", "show", "etl", "r1"]));
+    assert_eq!(gone.status.code(), Some(5), "{}", text(&gone.stderr));
+}
+
+/// The run once it is in `state` (30 s at most).
+async fn wait_for_run(laptop: &Path, run_id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed: Value =
+            serde_json::from_str(&ok(laptop, &["runs", "list", "etl", "--output", "json"]))
+                .unwrap();
+        let run = listed["dag_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dag_run_id"] == run_id)
+            .cloned()
+            .unwrap_or_default();
+        if run["state"] == state {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} is {}",
+            run["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -643,8 +643,9 @@ pub async fn clear_tis(
     let mut c = Conditions::new();
     c.eq(ti::DAG_ID, Bind::Text(dag_id.clone()));
     c.eq(ti::RUN_ID, Bind::Text(run_id.clone()));
+    // What a clear lists: the task instances it clears (or, dry, would clear).
+    would_clear(&state, &mut c, &dag_id, &run_id, targets.clone(), downstream).await?;
     if body.dry_run.unwrap_or(true) {
-        would_clear(&state, &mut c, &dag_id, &run_id, targets, downstream).await?;
         if only_failed {
             c.one_of(ti::STATE, failed_names(), false);
         }

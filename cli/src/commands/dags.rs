@@ -85,6 +85,12 @@ pub async fn run(
     if let Some(server) = remote.remote(datastore)? {
         return on_server(&server, command).await;
     }
+    match &command {
+        DagsCommand::List { .. } => return Err(needs_server("dags list")),
+        DagsCommand::Show { .. } => return Err(needs_server("dags show")),
+        DagsCommand::Delete { .. } => return Err(needs_server("dags delete")),
+        _ => {}
+    }
     let database = datastore.open().await?;
     let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
     match command {
@@ -110,9 +116,9 @@ pub async fn run(
         }
         DagsCommand::Pause { dag_id } => paused(&store, &dag_id, true).await?,
         DagsCommand::Unpause { dag_id } => paused(&store, &dag_id, false).await?,
-        DagsCommand::List { .. } => return Err(needs_server("dags list")),
-        DagsCommand::Show { .. } => return Err(needs_server("dags show")),
-        DagsCommand::Delete { .. } => return Err(needs_server("dags delete")),
+        DagsCommand::List { .. } | DagsCommand::Show { .. } | DagsCommand::Delete { .. } => {
+            unreachable!("refused above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
