@@ -1290,7 +1290,7 @@ mod tests {
         assert_eq!(events[0].stream(), "dag:etl");
         assert_eq!(events[1].stream(), "run:etl/manual__1");
         assert_eq!(events[2].stream(), "run:etl/manual__1");
-        assert_eq!(events[3].stream(), "variable:k");
+        assert_eq!(events[3].stream(), "variable@acme:k");
         assert_eq!(events[2].dag_id(), Some("etl"));
         assert_eq!(events[2].task_instance().unwrap().map_index, 3);
     }
