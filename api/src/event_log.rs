@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use leoflow_events::RecordedEvent;
 use leoflow_projector::point_in_time::{PointInTime, point_in_time};
-use leoflow_projector::read::audit_log::{self, columns};
+use leoflow_projector::read::audit_log::{self, LogFilter, columns};
 use leoflow_projector::read::page::Window;
 use leoflow_projector::replay::Until;
 use serde_json::{Value, json};
@@ -48,8 +48,9 @@ const PAGE: i64 = 500;
 const MAX_LINES: i64 = 10_000;
 
 /// What the query asks for: `from` (a position, inclusive) or the last `lines` (default 20);
-/// `dag_id`, `run_id`, `type` (repeatable) and `tenant` (the tenant the actor acted in) narrow
-/// it; `follow=true` keeps it open.
+/// `actor`, `tenant` (the tenant the actor acted in), `dag_id`, `run_id`, `stream`, `type`
+/// (repeatable), `since` and `until` (RFC 3339) narrow it (`LogFilter`); `follow=true` keeps
+/// it open.
 struct Feed {
     conditions: Conditions,
     from: Option<i64>,
@@ -63,19 +64,18 @@ impl Feed {
         if let Some(tenant) = &user.tenant {
             audit_log::within_tenant(&mut conditions, tenant);
         }
-        for (name, column) in [
-            ("dag_id", columns::DAG_ID),
-            ("run_id", columns::RUN_ID),
-            ("tenant", columns::TENANT),
-        ] {
-            if let Some(value) = params.str(name) {
-                conditions.eq(column, Bind::Text(value.to_owned()));
-            }
-        }
-        let types = params.list("type", None)?;
-        if !types.is_empty() {
-            conditions.one_of(columns::EVENT, types, false);
-        }
+        let text = |name: &str| params.str(name).map(str::to_owned);
+        let filter = LogFilter {
+            actor: text("actor"),
+            tenant: text("tenant"),
+            dag_id: text("dag_id"),
+            run_id: text("run_id"),
+            stream: text("stream"),
+            types: params.list("type", None)?,
+            since: params.datetime("since")?,
+            until: params.datetime("until")?,
+        };
+        filter.narrow(&mut conditions);
         Ok(Self {
             conditions,
             from: params.int("from")?,

@@ -145,7 +145,7 @@ fn main() -> ExitCode {
                 login::login(&cli.datastore, cli.remote.profile.as_deref(), args).await
             }
             Command::Logout => login::logout(&cli.datastore, cli.remote.profile.as_deref()),
-            Command::Audit(args) => audit::run(&cli.datastore, args).await,
+            Command::Audit(args) => audit::run(&cli.datastore, &cli.remote, args).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,
             Command::Server(args) => server::run(&cli.datastore, *args, log_format).await,

@@ -205,6 +205,42 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     let _ = follower.kill();
     let _ = follower.wait();
 
+    // The audit trail through the same feed: acme's caller sees acme's run queued, never
+    // beta's; the admin of every tenant both, narrowed by --since and --resource.
+    let audit = |profile: &str, more: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "--profile",
+            profile,
+            "audit",
+            "--action",
+            "RunQueued",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(more);
+        let out = run(cli(&laptop, &args));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let acme_runs = audit("acme", &[]);
+    assert!(
+        acme_runs.len() == 1 && acme_runs[0].starts_with("run:acme_etl/"),
+        "{acme_runs:?}"
+    );
+    assert_eq!(audit("platform", &["--since", "1h"]).len(), 2);
+    let beta_runs = audit("platform", &["--resource", "beta_etl"]);
+    assert!(
+        beta_runs.len() == 1 && beta_runs[0].starts_with("run:beta_etl/"),
+        "{beta_runs:?}"
+    );
+    assert!(audit("platform", &["--until", "2000-01-01T00:00:00Z"]).is_empty());
+
     // The past as each caller may see it: before the runs were queued there were none; now
     // acme's caller sees its run only, the admin of every tenant both.
     let queued = run(cli(

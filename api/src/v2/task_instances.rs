@@ -644,7 +644,15 @@ pub async fn clear_tis(
     c.eq(ti::DAG_ID, Bind::Text(dag_id.clone()));
     c.eq(ti::RUN_ID, Bind::Text(run_id.clone()));
     // What a clear lists: the task instances it clears (or, dry, would clear).
-    would_clear(&state, &mut c, &dag_id, &run_id, targets.clone(), downstream).await?;
+    would_clear(
+        &state,
+        &mut c,
+        &dag_id,
+        &run_id,
+        targets.clone(),
+        downstream,
+    )
+    .await?;
     if body.dry_run.unwrap_or(true) {
         if only_failed {
             c.one_of(ti::STATE, failed_names(), false);

@@ -7,16 +7,18 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Duration, Utc};
 use clap::Args;
-use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
-use leoflow_projector::read::filter::{Bind, Comparison, Conditions};
+use leoflow_events::RecordedEvent;
+use leoflow_projector::read::audit_log::{self, LogFilter, columns};
+use leoflow_projector::read::filter::Conditions;
 use leoflow_projector::read::page::Window;
 use serde::Serialize;
 
 use crate::datastore::DatastoreArgs;
 use crate::output::{Output, Table};
+use crate::remote::{Remote, RemoteArgs, each_line};
 
 /// `leoflow audit`
 #[derive(Debug, Args)]
@@ -123,19 +125,19 @@ struct AuditEntry {
     resource: String,
 }
 
-impl From<EventLogRow> for AuditEntry {
-    fn from(row: EventLogRow) -> Self {
-        let metadata = row.metadata;
+impl From<RecordedEvent> for AuditEntry {
+    fn from(event: RecordedEvent) -> Self {
+        let metadata = event.metadata;
         AuditEntry {
-            position: row.position,
-            time: row.recorded_at,
+            position: event.position,
+            time: event.recorded_at,
             actor: metadata.actor,
             display_name: metadata.display_name,
             tenant: metadata.tenant,
             client: metadata.client,
             token_id: metadata.token_id,
-            action: row.event,
-            resource: row.stream,
+            action: event.event_type,
+            resource: event.stream,
         }
     }
 }
@@ -150,8 +152,13 @@ impl AuditEntry {
     }
 }
 
-/// Runs `leoflow audit`.
-pub async fn run(datastore: &DatastoreArgs, args: AuditArgs) -> Result<ExitCode> {
+/// Runs `leoflow audit`: against a server when one is named or current (what the caller's
+/// audit log shows them), else on the database.
+pub async fn run(
+    datastore: &DatastoreArgs,
+    remote: &RemoteArgs,
+    args: AuditArgs,
+) -> Result<ExitCode> {
     if let (Some(since), Some(until)) = (args.since, args.until)
         && since.0 > until.0
     {
@@ -161,53 +168,66 @@ pub async fn run(datastore: &DatastoreArgs, args: AuditArgs) -> Result<ExitCode>
             until.0.to_rfc3339()
         );
     }
-    let conditions = conditions(&args);
-    let database = datastore.open().await?;
-    let window = Window {
-        limit: args.limit,
-        offset: 0,
+    let filter = filter(&args);
+    let entries = match remote.remote(datastore)? {
+        Some(server) => on_server(&server, &filter, args.limit).await?,
+        None => {
+            let mut conditions = Conditions::new();
+            filter.narrow(&mut conditions);
+            let database = datastore.open().await?;
+            let window = Window {
+                limit: args.limit,
+                offset: 0,
+            };
+            // The latest that match, newest first by the primary key; shown oldest first.
+            let order = format!("{} DESC", columns::POSITION);
+            let mut rows = audit_log::entries(&database.pool, &conditions, &order, window).await?;
+            rows.reverse();
+            rows.into_iter()
+                .map(|row| AuditEntry::from(row.recorded()))
+                .collect()
+        }
     };
-    // The latest that match, newest first by the primary key; shown oldest first.
-    let order = format!("{} DESC", columns::POSITION);
-    let mut rows = audit_log::entries(&database.pool, &conditions, &order, window).await?;
-    rows.reverse();
-    let entries: Vec<AuditEntry> = rows.into_iter().map(AuditEntry::from).collect();
     args.output.print(entries.as_slice(), table);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The filters as SQL conditions on the audit log's columns (bound, never spliced).
-fn conditions(args: &AuditArgs) -> Conditions {
-    let mut c = Conditions::new();
-    if let Some(actor) = &args.actor {
-        c.eq(columns::OWNER, Bind::Text(actor.clone()));
+/// The latest `limit` events that match, from the server's event feed.
+async fn on_server(server: &Remote, filter: &LogFilter, limit: i64) -> Result<Vec<AuditEntry>> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("lines", &limit.to_string());
+    for (name, value) in filter.query_pairs() {
+        query.append_pair(name, &value);
     }
-    if let Some(tenant) = &args.tenant {
-        c.eq(columns::TENANT, Bind::Text(tenant.clone()));
+    let path = format!("{}?{}", leoflow_api::event_log::FEED_PATH, query.finish());
+    let mut entries = Vec::new();
+    each_line(server.get_ndjson(&path).await?, |line| {
+        let event: RecordedEvent = serde_json::from_slice(line)
+            .context("the server's event feed sent a line that is not an event")?;
+        entries.push(AuditEntry::from(event));
+        Ok(())
+    })
+    .await?;
+    Ok(entries)
+}
+
+/// The options as a filter of the log.
+fn filter(args: &AuditArgs) -> LogFilter {
+    let (dag_id, stream) = match &args.resource {
+        Some(Resource::Dag(dag_id)) => (Some(dag_id.clone()), None),
+        Some(Resource::Stream(stream)) => (None, Some(stream.clone())),
+        None => (None, None),
+    };
+    LogFilter {
+        actor: args.actor.clone(),
+        tenant: args.tenant.clone(),
+        dag_id,
+        run_id: None,
+        stream,
+        types: args.actions.clone(),
+        since: args.since.map(|w| w.0),
+        until: args.until.map(|w| w.0),
     }
-    if let Some(resource) = &args.resource {
-        let (column, name) = match resource {
-            Resource::Dag(dag_id) => (columns::DAG_ID, dag_id),
-            Resource::Stream(stream) => (columns::STREAM, stream),
-        };
-        c.eq(column, Bind::Text(name.clone()));
-    }
-    c.one_of(columns::EVENT, args.actions.clone(), false);
-    if let Some(since) = args.since {
-        c.compare(
-            columns::RECORDED_AT,
-            Comparison::AtLeast,
-            Bind::Time(since.0),
-        );
-    }
-    if let Some(until) = args.until {
-        c.compare(
-            columns::RECORDED_AT,
-            Comparison::AtMost,
-            Bind::Time(until.0),
-        );
-    }
-    c
 }
 
 fn table(entries: &[AuditEntry]) -> Table {

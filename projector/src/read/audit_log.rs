@@ -9,7 +9,7 @@ use leoflow_events::Metadata;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool};
 
-use super::filter::{Bind, Conditions};
+use super::filter::{Bind, Comparison, Conditions};
 use super::page::{Window, count_rows, page_rows};
 
 // The expressions below are the ones the audit indexes of
@@ -64,6 +64,79 @@ pub fn within_tenant(conditions: &mut Conditions, tenant: &str) {
             Bind::Text(tenant.to_owned()),
         ],
     );
+}
+
+/// What `leoflow audit`, `leoflow events tail` and the server's event feed narrow the log by;
+/// every field left out narrows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// The subject of the actor.
+    pub actor: Option<String>,
+    /// The tenant the actor acted in.
+    pub tenant: Option<String>,
+    /// The DAG the events concern.
+    pub dag_id: Option<String>,
+    /// The dag run they concern.
+    pub run_id: Option<String>,
+    /// Their stream (`dag:etl`, `variable:key`, …).
+    pub stream: Option<String>,
+    /// Their types (any of them).
+    pub types: Vec<String>,
+    /// Recorded at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded at or before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl LogFilter {
+    /// Narrows `conditions` to the events this filter keeps (values bound, never spliced).
+    pub fn narrow(&self, c: &mut Conditions) {
+        for (column, value) in [
+            (columns::OWNER, &self.actor),
+            (columns::TENANT, &self.tenant),
+            (columns::DAG_ID, &self.dag_id),
+            (columns::RUN_ID, &self.run_id),
+            (columns::STREAM, &self.stream),
+        ] {
+            if let Some(value) = value {
+                c.eq(column, Bind::Text(value.clone()));
+            }
+        }
+        c.one_of(columns::EVENT, self.types.clone(), false);
+        if let Some(since) = self.since {
+            c.compare(columns::RECORDED_AT, Comparison::AtLeast, Bind::Time(since));
+        }
+        if let Some(until) = self.until {
+            c.compare(columns::RECORDED_AT, Comparison::AtMost, Bind::Time(until));
+        }
+    }
+
+    /// The filter as the event feed's query (`actor`, `tenant`, `dag_id`, `run_id`, `stream`,
+    /// `type` repeated, `since`, `until`): what [`LogFilter::narrow`] reads back on the server.
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        for (name, value) in [
+            ("actor", &self.actor),
+            ("tenant", &self.tenant),
+            ("dag_id", &self.dag_id),
+            ("run_id", &self.run_id),
+            ("stream", &self.stream),
+        ] {
+            if let Some(value) = value {
+                pairs.push((name, value.clone()));
+            }
+        }
+        pairs.extend(self.types.iter().map(|t| ("type", t.clone())));
+        for (name, time) in [("since", self.since), ("until", self.until)] {
+            if let Some(time) = time {
+                pairs.push((
+                    name,
+                    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                ));
+            }
+        }
+        pairs
+    }
 }
 
 /// The columns the audit log filters and orders by.
