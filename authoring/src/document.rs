@@ -32,6 +32,69 @@ impl ProjectDocument {
     }
 }
 
+/// Why a dag.json brought from elsewhere (`leoflow push`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// Written by a Leoflow newer than this one.
+    #[error(
+        "dag.json has dag_json_version {found}, written by a newer Leoflow (this one reads \
+         version {DAG_JSON_VERSION}): upgrade this Leoflow, or compile with its version"
+    )]
+    Newer {
+        /// Its version.
+        found: u64,
+    },
+    /// Not a dag.json: it breaks `docs/dag-json.schema.json`.
+    #[error("dag.json does not follow its schema: {0}")]
+    Schema(String),
+    /// A hash that does not match what it hashes: changed after it was compiled.
+    #[error("dag.json was changed after it was compiled: {0}")]
+    Altered(String),
+}
+
+/// dag.json's JSON Schema.
+const SCHEMA: &str = include_str!("../../docs/dag-json.schema.json");
+
+/// Checks a dag.json compiled elsewhere before it is registered: its version is one this
+/// Leoflow reads, it follows the schema, and its hashes (the source's, each DAG's version
+/// hash) match what they hash, so what runs is what was compiled.
+pub fn check(json: Value) -> Result<ProjectDocument, DocumentError> {
+    match json.get("dag_json_version").and_then(Value::as_u64) {
+        Some(found) if found > DAG_JSON_VERSION => return Err(DocumentError::Newer { found }),
+        _ => {}
+    }
+    let schema: Value = serde_json::from_str(SCHEMA).expect("the dag.json schema is JSON");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .expect("the dag.json schema is a schema");
+    if let Some(error) = validator.iter_errors(&json).next() {
+        let at = error.instance_path().to_string();
+        let at = if at.is_empty() { "/".to_owned() } else { at };
+        return Err(DocumentError::Schema(format!("at {at}: {error}")));
+    }
+    let source = json["source"]["text"].as_str().unwrap_or_default();
+    if json["source"]["sha256"].as_str() != Some(sha256_hex(source.as_bytes()).as_str()) {
+        return Err(DocumentError::Altered(
+            "source.sha256 is not the source's".into(),
+        ));
+    }
+    for dag in json["dags"].as_array().into_iter().flatten() {
+        let mut hashed = dag.clone();
+        let recorded = hashed
+            .as_object_mut()
+            .and_then(|d| d.remove("version_hash"))
+            .unwrap_or_default();
+        if recorded.as_str() != Some(sha256_hex(canonical_json(&hashed).as_bytes()).as_str()) {
+            return Err(DocumentError::Altered(format!(
+                "the version_hash of DAG {} is not its content's",
+                dag["dag_id"]
+            )));
+        }
+    }
+    Ok(ProjectDocument { json })
+}
+
 /// Builds the document from the compiler's answer, the source and leoflow.yaml.
 pub fn build(
     project: &str,

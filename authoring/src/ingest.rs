@@ -1,6 +1,6 @@
 //! Registering a compiled project in the control plane: events, not rows.
 
-use leoflow_events::catalog::{DagImportFailed, DagParsed};
+use leoflow_events::catalog::{DagImportFailed, DagParsed, Provenance};
 use leoflow_events::{
     AccessControl, AppendBatch, AppendError, EventStore, Metadata, StoreError, check_tenant,
 };
@@ -79,9 +79,33 @@ pub async fn register(
     compiled: &Result<ProjectDocument, CompileError>,
     actor: &str,
 ) -> Result<Registration, RegisterError> {
+    let origin = Origin {
+        metadata: Metadata::actor(actor),
+        provenance: None,
+    };
+    register_from(store, project, tenant, compiled, &origin).await
+}
+
+/// Who registers a project and, for a pushed artifact, where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The metadata every appended event carries (its actor).
+    pub metadata: Metadata,
+    /// Where a pushed artifact came from, recorded on each `DagParsed`.
+    pub provenance: Option<Provenance>,
+}
+
+/// [`register`] by `origin`'s actor, recording its provenance.
+pub async fn register_from(
+    store: &EventStore,
+    project: &str,
+    tenant: &str,
+    compiled: &Result<ProjectDocument, CompileError>,
+    origin: &Origin,
+) -> Result<Registration, RegisterError> {
     check_tenant(tenant).map_err(RegisterError::Tenant)?;
     let fileloc = fileloc(project);
-    let metadata = Metadata::actor(actor);
+    let metadata = &origin.metadata;
     let document = match compiled {
         Ok(document) => document,
         Err(error) if !error.is_project_error() => {
@@ -98,7 +122,7 @@ pub async fn register(
                     tenant: tenant.to_owned(),
                 };
                 store
-                    .append(AppendBatch::new().push(event, &metadata))
+                    .append(AppendBatch::new().push(event, metadata))
                     .await?;
             }
             return Ok(Registration {
@@ -135,8 +159,9 @@ pub async fn register(
         let document_hash = store
             .put_blob("application/json", &canonical_json(dag))
             .await?;
-        batch = batch.push(
-            dag_parsed(
+        let parsed = DagParsed {
+            provenance: origin.provenance.clone(),
+            ..dag_parsed(
                 dag,
                 &fileloc,
                 project,
@@ -144,9 +169,9 @@ pub async fn register(
                 version_hash,
                 &source_hash,
                 document_hash,
-            ),
-            &metadata,
-        );
+            )
+        };
+        batch = batch.push(parsed, metadata);
         registration.parsed.push(dag_id);
     }
     store.append(batch).await?;
@@ -206,6 +231,7 @@ fn dag_parsed(
         is_paused_upon_creation: dag["is_paused_upon_creation"].as_bool().unwrap_or(true),
         access_control: access_control(dag),
         tenant: tenant.to_owned(),
+        provenance: None,
     }
 }
 

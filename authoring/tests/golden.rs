@@ -127,3 +127,42 @@ impl Drop for Sandbox {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// What `leoflow push` sends is checked before it is registered: every golden document passes;
+/// a newer version, a broken layout and a change after compiling are each refused, saying so.
+#[test]
+fn pushed_documents_are_checked_against_their_schema_and_hashes() {
+    use leoflow_authoring::document::{DocumentError, check};
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut checked = 0;
+    for project in std::fs::read_dir(&golden).unwrap() {
+        let expected = project.unwrap().path().join("expected.dag.json");
+        let Ok(text) = std::fs::read_to_string(&expected) else {
+            continue;
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        check(json).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+        checked += 1;
+    }
+    assert!(checked > 10, "only {checked} golden documents");
+
+    let text = std::fs::read_to_string(golden.join("classic_bash/expected.dag.json")).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut newer = document.clone();
+    newer["dag_json_version"] = serde_json::json!(2);
+    assert_eq!(check(newer).unwrap_err(), DocumentError::Newer { found: 2 });
+    let mut broken = document.clone();
+    broken.as_object_mut().unwrap().remove("dags");
+    let refused = check(broken).unwrap_err().to_string();
+    assert!(
+        refused.contains("schema") && refused.contains("dags"),
+        "{refused}"
+    );
+    let mut altered = document.clone();
+    altered["dags"][0]["max_active_runs"] = serde_json::json!(99);
+    let refused = check(altered).unwrap_err().to_string();
+    assert!(refused.contains("version_hash"), "{refused}");
+    let mut altered = document;
+    altered["source"]["text"] = serde_json::json!("import os\nos.system('rm -rf /')\n");
+    assert!(matches!(check(altered), Err(DocumentError::Altered(_))));
+}

@@ -291,6 +291,22 @@ pub struct DagParsed {
     /// [`DEFAULT_TENANT`](crate::DEFAULT_TENANT).
     #[serde(default = "default_tenant")]
     pub tenant: String,
+    /// Where a pushed artifact came from (`leoflow push`); absent for what Lite or `compile
+    /// --register` parsed from files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// Where a pushed DAG artifact came from. Who pushed it is the event's actor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// The task image built with it (`registry/name:tag@sha256:…`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The git commit it was compiled from, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
 }
 
 fn default_tenant() -> String {

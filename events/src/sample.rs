@@ -140,6 +140,7 @@ impl Workload {
             is_paused_upon_creation: false,
             access_control: Default::default(),
             tenant: crate::DEFAULT_TENANT.into(),
+            provenance: None,
             dag_id,
         }
         .into()
@@ -409,5 +410,6 @@ pub fn parsed_document(dag_id: &str, version_hash: &str, document_hash: &str) ->
         is_paused_upon_creation: false,
         access_control: Default::default(),
         tenant: crate::DEFAULT_TENANT.into(),
+        provenance: None,
     }
 }

@@ -402,6 +402,8 @@ impl WorkingSet {
                 fileloc: e.fileloc.clone(),
                 bundle_name: e.bundle_name.clone(),
                 created_at: at,
+                bundle_version: e.provenance.as_ref().and_then(|p| p.git_commit.clone()),
+                image: e.provenance.as_ref().and_then(|p| p.image.clone()),
             });
         }
         self.dags.put(DagRow {

@@ -151,6 +151,10 @@ pub struct DagVersionRow {
     pub bundle_name: String,
     /// When this version was first parsed.
     pub created_at: DateTime<Utc>,
+    /// The git commit a pushed version was compiled from (Airflow's `bundle_version`).
+    pub bundle_version: Option<String>,
+    /// The task image a pushed version was built with.
+    pub image: Option<String>,
 }
 
 /// `import_error`: the latest parse failure of a file that does not parse now.

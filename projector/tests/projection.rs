@@ -44,6 +44,7 @@ fn parsed(dag_id: &str, hash: &str) -> Event {
         is_paused_upon_creation: true,
         access_control: Default::default(),
         tenant: leoflow_events::DEFAULT_TENANT.into(),
+        provenance: None,
     }
     .into()
 }
@@ -1066,6 +1067,7 @@ fn parsed_into(tenant: &str, dag_id: &str, hash: &str) -> Event {
     };
     DagParsed {
         tenant: tenant.into(),
+        provenance: None,
         ..e
     }
     .into()

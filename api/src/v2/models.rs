@@ -199,7 +199,7 @@ impl From<&VersionRecord> for DagVersionResponse {
             version_number: version.version_number,
             dag_id: version.dag_id.clone(),
             bundle_name: version.bundle_name.clone(),
-            bundle_version: None,
+            bundle_version: version.bundle_version.clone(),
             created_at: version.created_at,
             dag_display_name: version.dag_id.clone(),
             bundle_url: None,

@@ -32,14 +32,22 @@ pub struct VersionRecord {
     pub version_hash: String,
     /// Its DAG file's blob, when recorded.
     pub source_hash: Option<String>,
+    /// Its compiled document's blob, when recorded.
+    pub document_hash: Option<String>,
+    /// Its file.
+    pub fileloc: String,
     /// Its bundle.
     pub bundle_name: String,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+    /// The git commit a pushed version was compiled from.
+    pub bundle_version: Option<String>,
+    /// The task image a pushed version was built with.
+    pub image: Option<String>,
 }
 
 const VERSION_COLUMNS: &str = "v.id, v.dag_id, v.version_number, v.version_hash, v.source_hash, \
-    v.bundle_name, v.created_at";
+    v.document_hash, v.fileloc, v.bundle_name, v.created_at, v.bundle_version, v.image";
 
 /// The versions of the DAGs named, oldest first.
 pub async fn of_dags(pool: &PgPool, dag_ids: &[String]) -> sqlx::Result<Vec<VersionRecord>> {
