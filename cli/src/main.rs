@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::config_cli::{connections, pools, variables};
 use crate::commands::{
     agent, audit, compile, dags, db, events, init, lite, login, postgres, runs, secrets, server,
     setup, tasks, tokens,
@@ -87,6 +88,13 @@ enum Command {
     Login(login::LoginArgs),
     /// Forget the token of a profile (default: the current one).
     Logout,
+    /// List, get, set, delete, import and export Variables on a server (after `leoflow login`).
+    Variables(variables::VariablesArgs),
+    /// List, get, set, delete, import and export Connections on a server (after `leoflow
+    /// login`).
+    Connections(connections::ConnectionsArgs),
+    /// List, get, set, delete, import and export Pools on a server (after `leoflow login`).
+    Pools(pools::PoolsArgs),
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -145,6 +153,9 @@ fn main() -> ExitCode {
                 login::login(&cli.datastore, cli.remote.profile.as_deref(), args).await
             }
             Command::Logout => login::logout(&cli.datastore, cli.remote.profile.as_deref()),
+            Command::Variables(args) => variables::run(&cli.datastore, &cli.remote, args).await,
+            Command::Connections(args) => connections::run(&cli.datastore, &cli.remote, args).await,
+            Command::Pools(args) => pools::run(&cli.datastore, &cli.remote, args).await,
             Command::Audit(args) => audit::run(&cli.datastore, &cli.remote, args).await,
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,

@@ -8,11 +8,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lite::text;
+use common::remote::{cli, run, token_file};
 use common::server::{Deployment, PASSWORD};
 use serde_json::{Value, json};
 
@@ -21,39 +22,6 @@ fn dag(dag_id: &str) -> String {
         "from airflow.sdk import DAG, task\n\n@task\ndef work():\n    return 1\n\n\
          with DAG(\"{dag_id}\", schedule=None, is_paused_upon_creation=False):\n    work()\n"
     )
-}
-
-/// `leoflow` on a laptop: its own home, no database named.
-fn cli(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
-    command
-        .args(args)
-        .env("LEOFLOW_HOME", home)
-        .env_remove("LEOFLOW_DATABASE_URL")
-        .env_remove("LEOFLOW_POSTGRES")
-        .env_remove("LEOFLOW_SERVER")
-        .env_remove("LEOFLOW_TOKEN")
-        .env_remove("LEOFLOW_PROFILE")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(mut command: impl std::borrow::BorrowMut<Command>) -> Output {
-    command.borrow_mut().output().expect("run leoflow")
-}
-
-/// A Leoflow API token of `role` in `tenant`, written to a file; its path.
-fn token_file(deployment: &Deployment, role: &str, tenant: &str) -> PathBuf {
-    let created = run(deployment.leoflow(&[
-        "tokens", "create", "--role", role, "--tenant", tenant, "--output", "json",
-    ]));
-    assert!(created.status.success(), "{}", text(&created.stderr));
-    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
-    let path = deployment
-        .scratch
-        .join(format!("{role}-{}.token", tenant.replace('*', "all")));
-    std::fs::write(&path, format!("{}\n", created["token"].as_str().unwrap())).unwrap();
-    path
 }
 
 /// The event lines of `events tail --json` output: (type, DAG).

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod audit;
 pub mod compile;
+pub mod config_cli;
 pub mod dags;
 pub mod db;
 pub mod events;

@@ -1,11 +1,12 @@
 //! What the `leoflow` process tests share: the checkout, free ports, URL segments, stopping
-//! a Lite child the way a user's Ctrl-C would, and ([`lite`]) a Lite on a home of its own
-//! driven through its API.
+//! a Lite child the way a user's Ctrl-C would, ([`lite`]) a Lite on a home of its own
+//! driven through its API, and ([`remote`]) the CLI on a laptop against a server.
 // Each test binary uses its own subset.
 #![allow(dead_code)]
 
 pub mod lite;
 pub mod oidc;
+pub mod remote;
 pub mod server;
 
 use std::collections::HashMap;
