@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod permissions;
 pub mod probes;
+pub mod push;
 mod query;
 mod read;
 pub mod sessions;
@@ -59,6 +60,8 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
             v2::task_instances::CANCEL_ROUTE,
             post(v2::task_instances::cancel),
         )
+        .route(push::PUSH_ROUTE, axum::routing::put(push::push))
+        .route(push::ROLLBACK_ROUTE, post(push::rollback))
         // Layers run outside in: the user is known before their role is checked.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

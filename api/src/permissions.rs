@@ -65,11 +65,13 @@ impl Role {
     /// Whether the role may call `method path` (the request's own path): `None` for a route
     /// Airflow does not have (only `Admin` may call Leoflow's own).
     pub fn may(self, method: &str, path: &str) -> Option<bool> {
-        let rule = rule_of(method, path)?;
-        Some(
-            rule.iter()
-                .all(|clause| clause.iter().any(|p| self.has(*p))),
-        )
+        rule_of(method, path).map(|rule| self.allows(rule))
+    }
+
+    /// Whether the role has what `rule` asks: in every clause, one of its permissions.
+    pub fn allows(self, rule: Rule) -> bool {
+        rule.iter()
+            .all(|clause| clause.iter().any(|p| self.has(*p)))
     }
 }
 
@@ -97,23 +99,49 @@ fn rule_of(method: &str, path: &str) -> Option<Rule> {
     route_of(method, path).map(|(_, rule)| rule)
 }
 
-/// The Airflow route a request is authorized as: Leoflow's own routes that do what an Airflow
-/// route does take its rule and its DAG checks (the event feed and the past it replays are
-/// the audit log's; cancelling a try changes its task instance, as patching it does); any
-/// other request is itself.
-fn airflow_twin(method: &str, path: &str) -> (String, String) {
+/// Deploying DAGs (`leoflow push`, `dags rollback`): changing what code runs is the
+/// deployment's business, so it takes what changing DAGs and the deployment's Connections
+/// takes (Airflow's `Op` and `Admin`).
+pub const DEPLOY: Rule = &[&[("can_edit", "DAGs")], &[("can_create", "Connections")]];
+
+/// The Airflow route a request is authorized as, and the rule it takes when not that route's:
+/// Leoflow's own routes that do what an Airflow route does take its rule and its DAG checks
+/// (the event feed and the past it replays are the audit log's; cancelling a try changes its
+/// task instance, as patching it does; a rollback changes the DAG, with [`DEPLOY`]'s rule,
+/// and a push is [`DEPLOY`] alone); any other request is itself.
+fn airflow_twin(method: &str, path: &str) -> (String, String, Option<Rule>) {
     use crate::event_log::{FEED_PATH, REPLAY_PATH};
+    use crate::push::{PROJECTS_PREFIX, ROLLBACK_SUFFIX};
     if method == "GET" && (path == FEED_PATH || path == REPLAY_PATH) {
-        return ("GET".into(), "/api/v2/eventLogs".into());
+        return ("GET".into(), "/api/v2/eventLogs".into(), None);
     }
     if method == "POST"
         && let Some(task_instance) = path
             .strip_prefix(crate::v2::task_instances::CANCEL_PREFIX)
             .and_then(|rest| rest.strip_suffix(crate::v2::task_instances::CANCEL_SUFFIX))
     {
-        return ("PATCH".into(), format!("/api/v2/dags/{task_instance}"));
+        return (
+            "PATCH".into(),
+            format!("/api/v2/dags/{task_instance}"),
+            None,
+        );
     }
-    (method.to_owned(), path.to_owned())
+    if method == "POST"
+        && let Some(dag_id) = path
+            .strip_prefix(crate::v2::task_instances::CANCEL_PREFIX)
+            .and_then(|rest| rest.strip_suffix(ROLLBACK_SUFFIX))
+            .filter(|dag_id| !dag_id.contains('/'))
+    {
+        return (
+            "PATCH".into(),
+            format!("/api/v2/dags/{dag_id}"),
+            Some(DEPLOY),
+        );
+    }
+    if method == "PUT" && path.starts_with(PROJECTS_PREFIX) {
+        return (method.to_owned(), path.to_owned(), Some(DEPLOY));
+    }
+    (method.to_owned(), path.to_owned(), None)
 }
 
 /// Airflow's route that `method path` calls: its template and rule.
@@ -164,9 +192,12 @@ pub(crate) async fn authorize(
         return forbidden();
     };
     let role = user.role.parse::<Role>().unwrap_or(Role::Public);
-    let (method, path) = airflow_twin(request.method().as_str(), request.uri().path());
+    let (method, path, rule) = airflow_twin(request.method().as_str(), request.uri().path());
     let (method, path) = (method.as_str(), path.as_str());
-    let by_role = role.may(method, path).unwrap_or(role == Role::Admin);
+    let by_role = match rule {
+        Some(rule) => role.allows(rule),
+        None => role.may(method, path).unwrap_or(role == Role::Admin),
+    };
     let route = dag_access::dag_route(method, path, request.uri().query());
     let per_dag = !by_role && !user.dag_roles.is_empty();
     let scope = DagScope {

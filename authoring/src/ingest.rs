@@ -195,7 +195,7 @@ fn refuse_foreign(registered: &[LatestVersion], tenant: &str) -> Result<(), Regi
     }
 }
 
-fn dag_parsed(
+pub(crate) fn dag_parsed(
     dag: &Value,
     fileloc: &str,
     project: &str,

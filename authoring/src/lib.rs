@@ -14,6 +14,7 @@ pub mod config;
 pub mod document;
 pub mod ingest;
 pub mod python;
+pub mod rollback;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

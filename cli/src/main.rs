@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::config_cli::{connections, pools, variables};
 use crate::commands::{
-    agent, audit, compile, dags, db, events, init, lite, login, postgres, runs, secrets, server,
-    setup, tasks, tokens,
+    agent, audit, compile, dags, db, events, init, lite, login, postgres, push, runs, secrets,
+    server, setup, tasks, tokens,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -84,6 +84,8 @@ enum Command {
     Tokens(tokens::TokensCommand),
     /// Run Leoflow Pro's control plane from a configuration (check it with --check-config).
     Server(Box<server::ServerArgs>),
+    /// Ship a compiled project (or a dag.json) to a server, with its provenance.
+    Push(push::PushArgs),
     /// Sign in to a server; later commands that can run against one use it.
     Login(login::LoginArgs),
     /// Forget the token of a profile (default: the current one).
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
                 login::login(&cli.datastore, cli.remote.profile.as_deref(), args).await
             }
             Command::Logout => login::logout(&cli.datastore, cli.remote.profile.as_deref()),
+            Command::Push(args) => push::run(&cli.datastore, &cli.remote, args).await,
             Command::Variables(args) => variables::run(&cli.datastore, &cli.remote, args).await,
             Command::Connections(args) => connections::run(&cli.datastore, &cli.remote, args).await,
             Command::Pools(args) => pools::run(&cli.datastore, &cli.remote, args).await,

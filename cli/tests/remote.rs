@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lite::text;
-use common::remote::{cli, run, token_file};
+use common::remote::{cli, ok, run, token_file};
 use common::server::{Deployment, PASSWORD};
 use serde_json::{Value, json};
 
@@ -369,17 +369,6 @@ def slow():
 with DAG("etl", schedule=None, is_paused_upon_creation=False):
     first() >> slow()
 "#;
-
-/// `leoflow …` on the laptop, expecting success; its stdout.
-fn ok(laptop: &Path, args: &[&str]) -> String {
-    let out = run(cli(laptop, args));
-    assert!(
-        out.status.success(),
-        "leoflow {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// The run's task instances' states, by task, once `done` holds for them (20 s at most).
 async fn wait_for_tasks(laptop: &Path, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::datastore::DatastoreArgs;
 use crate::output::{Output, Table};
-use crate::remote::{Remote, RemoteArgs, api_path, needs_server};
+use crate::remote::{Remote, RemoteArgs, api_path, needs_server, path_under};
 
 /// `leoflow dags …`
 #[derive(Debug, Subcommand)]
@@ -66,6 +66,23 @@ pub enum DagsCommand {
         /// The DAG.
         dag_id: String,
     },
+    /// A DAG's versions, oldest first, with where pushed ones came from (against a server).
+    Versions {
+        /// The DAG.
+        dag_id: String,
+        /// `table`, `json` or `yaml`.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Make an older version current again: a new version that is the old artifact, the
+    /// history kept (against a server).
+    Rollback {
+        /// The DAG.
+        dag_id: String,
+        /// The version number to make current (see `dags versions`).
+        #[arg(long, value_name = "VERSION")]
+        to: i32,
+    },
     /// Delete a DAG and everything of it (against a server).
     Delete {
         /// The DAG.
@@ -88,6 +105,8 @@ pub async fn run(
     match &command {
         DagsCommand::List { .. } => return Err(needs_server("dags list")),
         DagsCommand::Show { .. } => return Err(needs_server("dags show")),
+        DagsCommand::Versions { .. } => return Err(needs_server("dags versions")),
+        DagsCommand::Rollback { .. } => return Err(needs_server("dags rollback")),
         DagsCommand::Delete { .. } => return Err(needs_server("dags delete")),
         _ => {}
     }
@@ -116,9 +135,11 @@ pub async fn run(
         }
         DagsCommand::Pause { dag_id } => paused(&store, &dag_id, true).await?,
         DagsCommand::Unpause { dag_id } => paused(&store, &dag_id, false).await?,
-        DagsCommand::List { .. } | DagsCommand::Show { .. } | DagsCommand::Delete { .. } => {
-            unreachable!("refused above")
-        }
+        DagsCommand::List { .. }
+        | DagsCommand::Show { .. }
+        | DagsCommand::Versions { .. }
+        | DagsCommand::Rollback { .. }
+        | DagsCommand::Delete { .. } => unreachable!("refused above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -182,6 +203,34 @@ async fn on_server(server: &Remote, command: DagsCommand) -> Result<ExitCode> {
                 run["dag_run_id"].as_str().unwrap_or_default()
             );
         }
+        DagsCommand::Versions { dag_id, output } => {
+            let path = format!(
+                "{}?order_by=version_number&limit=1000",
+                api_path(&["dags", &dag_id, "dagVersions"])
+            );
+            let listed = server.get_json(&path).await?;
+            output.print(&listed, |listed| versions_table(&listed["dag_versions"]));
+        }
+        DagsCommand::Rollback {
+            dag_id,
+            to: version,
+        } => {
+            let path = path_under("/leoflow/api/dags", &[&dag_id, "rollback"]);
+            let body = json!({"version_number": version});
+            let done: Value = server
+                .send(Method::POST, &path, Some(&body))
+                .await?
+                .json()
+                .await?;
+            if done["changed"] == true {
+                println!(
+                    "{dag_id} runs version {version} again, as its version {}.",
+                    done["current_version"]
+                );
+            } else {
+                println!("Version {version} of {dag_id} is its current version already.");
+            }
+        }
         DagsCommand::Pause { dag_id } => set_paused(server, &dag_id, true).await?,
         DagsCommand::Unpause { dag_id } => set_paused(server, &dag_id, false).await?,
         DagsCommand::Delete { dag_id, yes } => {
@@ -224,6 +273,23 @@ fn dags_table(dags: &Value) -> Table {
             names("tags", Some("name")),
             names("owners", None),
         ]);
+    }
+    table
+}
+
+/// Airflow's `DagVersionResponse`s as rows (`bundle_version`: a pushed version's git commit).
+fn versions_table(versions: &Value) -> Table {
+    let mut table = Table::new(&["VERSION", "CREATED", "BUNDLE", "GIT_COMMIT"]);
+    for version in versions.as_array().into_iter().flatten() {
+        table.row(
+            [
+                "version_number",
+                "created_at",
+                "bundle_name",
+                "bundle_version",
+            ]
+            .map(|field| text(&version[field])),
+        );
     }
     table
 }

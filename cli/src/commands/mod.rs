@@ -11,6 +11,7 @@ pub mod init;
 pub mod lite;
 pub mod login;
 pub mod postgres;
+pub mod push;
 pub mod runs;
 pub mod secrets;
 pub mod server;

@@ -42,3 +42,14 @@ pub fn token_file(deployment: &Deployment, role: &str, tenant: &str) -> PathBuf 
     std::fs::write(&path, format!("{}\n", created["token"].as_str().unwrap())).unwrap();
     path
 }
+
+/// `leoflow …` on the laptop `home`, expecting success; its stdout.
+pub fn ok(home: &Path, args: &[&str]) -> String {
+    let out = run(cli(home, args));
+    assert!(
+        out.status.success(),
+        "leoflow {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
