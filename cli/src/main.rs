@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::config_cli::{connections, pools, variables};
 use crate::commands::{
-    agent, audit, compile, dags, db, events, init, lite, login, postgres, push, runs, secrets,
-    server, setup, tasks, tokens,
+    agent, audit, compile, dags, db, demo, events, init, lite, login, postgres, push, runs,
+    secrets, server, setup, tasks, tokens,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -82,6 +82,9 @@ enum Command {
     /// Issue, list and revoke API tokens for machines (CI, GitOps).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Run Leoflow Demo: Pro's shape on one host (ports 8080/9091/9090, its own database and
+    /// state), serving the example projects pushed as frozen artifacts.
+    Demo(demo::DemoArgs),
     /// Run Leoflow Pro's control plane from a configuration (check it with --check-config).
     Server(Box<server::ServerArgs>),
     /// Ship a compiled project (or a dag.json) to a server, with its provenance.
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
             Command::Secrets(cmd) => secrets::run(&cli.datastore, cmd).await,
             Command::Tokens(cmd) => tokens::run(&cli.datastore, cmd).await,
             Command::Server(args) => server::run(&cli.datastore, *args, log_format).await,
+            Command::Demo(args) => demo::run(&cli.datastore, args).await,
             Command::Agent(args) => agent::run(args).await,
         }
     });

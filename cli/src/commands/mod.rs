@@ -6,6 +6,7 @@ pub mod compile;
 pub mod config_cli;
 pub mod dags;
 pub mod db;
+pub mod demo;
 pub mod events;
 pub mod init;
 pub mod lite;

@@ -113,7 +113,7 @@ async fn artifact(datastore: &DatastoreArgs, args: &PushArgs) -> Result<(Value, 
 }
 
 /// The commit `dir` is checked out at, if it is in a git repository.
-fn head_commit(dir: &Path) -> Option<String> {
+pub(crate) fn head_commit(dir: &Path) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)

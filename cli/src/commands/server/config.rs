@@ -369,8 +369,10 @@ pub struct ServerConfig {
     /// The longest a statement may run.
     #[serde(with = "seconds")]
     pub database_statement_timeout: Duration,
-    /// Redis.
-    pub redis_url: SecretUrl,
+    /// Redis: required of `leoflow server` (its replicas share sessions, signs of life and
+    /// large XCom values through it); `None` only for `leoflow demo`, one replica on one host,
+    /// which keeps them in the process.
+    pub redis_url: Option<SecretUrl>,
     /// The address agents dial, if not this replica's own.
     pub advertise_grpc: Option<String>,
     /// The Airflow UI's files.
@@ -508,6 +510,37 @@ fn key_error(key: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl ServerConfig {
+    /// A server of every role on one host, as `leoflow demo` runs it: on loopback at `ports`
+    /// (HTTP, gRPC, metrics), no Redis, tasks as subprocesses, the admin's login, the database
+    /// described by `database` (the caller opens its pool), the UI in `ui_dir`.
+    pub fn one_host(database: &str, ports: [u16; 3], ui_dir: Option<PathBuf>) -> Self {
+        Self {
+            role: Role::All,
+            host: "127.0.0.1".into(),
+            http_port: ports[0],
+            grpc_port: ports[1],
+            metrics_port: ports[2],
+            database_url: SecretUrl(database.to_owned()),
+            database_pool_size: 10,
+            database_statement_timeout: statement_timeout(None).expect("the default"),
+            redis_url: None,
+            advertise_grpc: None,
+            ui_dir,
+            log_retention: log_retention(None).expect("the default"),
+            otlp_endpoint: std::env::var("LEOFLOW_OTLP_ENDPOINT")
+                .ok()
+                .filter(|e| !e.trim().is_empty()),
+            dispatch_buffer: 1000,
+            dispatch_workers: 8,
+            executor: ServerExecutor::Subprocess,
+            keys_file: None,
+            admin_password_file: None,
+            base_url: None,
+            auth: AuthConfig::Admin,
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+
     /// The configuration from `flags` (with the environment clap read into them), the global
     /// database URL, and the file they name.
     pub fn load(flags: &ServerFlags, database_url: Option<&str>) -> Result<Self, ConfigError> {
@@ -559,7 +592,7 @@ impl ServerConfig {
                 .or(file.database_pool_size)
                 .unwrap_or(10),
             database_statement_timeout: statement_timeout(timeout.as_deref())?,
-            redis_url: check_redis_url(redis_url)?,
+            redis_url: Some(check_redis_url(redis_url)?),
             advertise_grpc: flags.advertise_grpc.clone().or(file.advertise_grpc),
             ui_dir: flags.ui_dir.clone().or(file.ui_dir),
             log_retention: log_retention(
@@ -969,7 +1002,7 @@ mod tests {
         };
         assert_eq!(
             load(&flags, Some(DB)).unwrap().redis_url,
-            SecretUrl(REDIS.into())
+            Some(SecretUrl(REDIS.into()))
         );
         flags.redis_url = Some(REDIS.into());
         let error = load(&flags, Some(DB)).unwrap_err().to_string();

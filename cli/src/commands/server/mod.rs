@@ -9,6 +9,7 @@
 pub mod config;
 pub mod datastores;
 mod serve;
+pub(crate) use serve::{ServerSecrets, serve_with};
 mod shared_state;
 
 use std::path::PathBuf;

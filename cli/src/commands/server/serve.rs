@@ -31,7 +31,7 @@ use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::control::Specs;
 use leoflow_scheduler::janitor::Retention;
 use leoflow_scheduler::reactor::Supervision;
-use leoflow_scheduler::{Fallback, PostgresLiveness};
+use leoflow_scheduler::{Fallback, PostgresLiveness, SharedLiveness};
 use leoflow_secrets::Vault;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -52,20 +52,36 @@ const HTTP_DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs the server until SIGTERM or Ctrl-C (success), or until its scheduler fails.
 pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
-    let mut stop = Stop::install()?;
     let secrets = ServerSecrets::load(&config)?;
+    serve_with(config, secrets, None).await
+}
+
+/// [`serve`] with `secrets` made elsewhere and, when given, the database `pool` rather than
+/// `database_url`'s (`leoflow demo`: Lite's credentials file, a managed cluster).
+pub(crate) async fn serve_with(
+    config: ServerConfig,
+    secrets: ServerSecrets,
+    pool: Option<PgPool>,
+) -> Result<ExitCode> {
+    let mut stop = Stop::install()?;
     let executor = executor_choice(&config)?;
     let ui = match config.role.runs_api() {
         true => installed_ui(config.ui_dir.as_deref())?,
         false => None,
     };
     let listeners = Listeners::bind(&config).await?;
-    let pool = open_postgres(&config).await?;
+    let pool = match pool {
+        Some(pool) => pool,
+        None => open_postgres(&config).await?,
+    };
     let schema_version = Schema::read(&pool)
         .await
         .context("reading the database's schema version")?
         .require_current()?;
-    let redis = Redis::connect(config.redis_url.expose()).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(Redis::connect(url.expose()).await?),
+        None => None,
+    };
     replay::catch_up(&pool)
         .await
         .context("catching the read models up with the log")?;
@@ -76,14 +92,20 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         draining: AtomicBool::new(false),
     });
     let settings = Arc::new(Settings::pro(config.executor.config_name()));
-    let xcom_values =
-        XComValues::shared_through(Arc::new(RedisBlobs::new(readiness.redis.clone())));
+    // Without Redis (one replica), large XCom values are read with their rows and signs of
+    // life are kept in the process.
+    let xcom_values = match &readiness.redis {
+        Some(redis) => XComValues::shared_through(Arc::new(RedisBlobs::new(redis.clone()))),
+        None => XComValues::default(),
+    };
     let mut control_plane = match (listeners.grpc, executor) {
         (Some(grpc), Some(executor)) => {
-            let liveness = Fallback {
-                primary: Arc::new(RedisLiveness::new(readiness.redis.clone())),
-                fallback: Arc::new(PostgresLiveness { pool: pool.clone() }),
-            };
+            let liveness = readiness.redis.as_ref().map(|redis| {
+                Arc::new(Fallback {
+                    primary: Arc::new(RedisLiveness::new(redis.clone())),
+                    fallback: Arc::new(PostgresLiveness { pool: pool.clone() }),
+                }) as Arc<dyn SharedLiveness>
+            });
             let shared = Shared {
                 liveness,
                 xcom_values: xcom_values.clone(),
@@ -99,9 +121,11 @@ pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
         .unwrap_or_default();
     let http = match (listeners.http, &secrets.credentials) {
         (Some(listener), Some(credentials)) => {
-            let auth = Auth::new(credentials.clone(), None)
-                .with_shared(Arc::new(RedisSessions::new(readiness.redis.clone())))
+            let mut auth = Auth::new(credentials.clone(), None)
                 .with_trusted_proxies(config.trusted_proxies.clone());
+            if let Some(redis) = &readiness.redis {
+                auth = auth.with_shared(Arc::new(RedisSessions::new(redis.clone())));
+            }
             let api = ApiState {
                 xcom_values: xcom_values.clone(),
                 oidc: single_sign_on(&config).await?,
@@ -174,13 +198,26 @@ async fn single_sign_on(config: &ServerConfig) -> Result<Option<Arc<Oidc>>> {
 }
 
 /// The keys every replica shares, and the admin login of the replicas that serve HTTP.
-struct ServerSecrets {
+pub(crate) struct ServerSecrets {
     keys: SharedKeys,
     /// `None` for a scheduler-only replica (it has no login).
     credentials: Option<Credentials>,
 }
 
 impl ServerSecrets {
+    /// The secrets of a one-host server kept as Lite keeps its own (`leoflow demo`): the
+    /// admin's password hash and the keys in one credentials file.
+    pub(crate) fn of(credentials: Credentials) -> Self {
+        Self {
+            keys: SharedKeys {
+                token_signing_key: credentials.token_signing_key.clone(),
+                master_key: credentials.connection_key.clone(),
+                pending_master_key: credentials.pending_connection_key.clone(),
+            },
+            credentials: Some(credentials),
+        }
+    }
+
     fn load(config: &ServerConfig) -> Result<Self> {
         let Some(keys_file) = &config.keys_file else {
             bail!(
@@ -287,8 +324,8 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
 
 /// What a scheduler replica shares with the others through Redis.
 struct Shared {
-    /// Agents' signs of life (Postgres while Redis is away).
-    liveness: Fallback,
+    /// Agents' signs of life (Postgres while Redis is away); `None`: kept in the process.
+    liveness: Option<Arc<dyn SharedLiveness>>,
     /// Large XCom values.
     xcom_values: XComValues,
 }
@@ -313,7 +350,7 @@ async fn control_plane_options(
         supervision: Supervision::default(),
         master_keys: Some(secrets.keys.master_keys()),
         executor,
-        liveness: Some(Arc::new(shared.liveness)),
+        liveness: shared.liveness,
         log_retention: config.log_retention.map(|max_age| Retention {
             max_age,
             every: JANITOR_EVERY,
@@ -405,7 +442,7 @@ fn serve_metrics(
 /// What `/readyz` checks on a server replica.
 struct ServerReadiness {
     pool: PgPool,
-    redis: Redis,
+    redis: Option<Redis>,
     draining: AtomicBool,
 }
 
@@ -426,7 +463,13 @@ impl Readiness for ServerReadiness {
                     detail: format!("{error:#}"),
                 },
             };
-            let (schema, redis) = tokio::join!(Schema::read(&self.pool), self.redis.ping());
+            let redis_ping = async {
+                match &self.redis {
+                    Some(redis) => Some(redis.ping().await),
+                    None => None,
+                }
+            };
+            let (schema, redis) = tokio::join!(Schema::read(&self.pool), redis_ping);
             let (postgres, schema) = match schema {
                 Ok(schema) => (
                     Ok("answers".to_owned()),
@@ -439,12 +482,15 @@ impl Readiness for ServerReadiness {
             } else {
                 Ok("yes".to_owned())
             };
-            vec![
+            let mut checks = vec![
                 check("postgres", true, postgres),
                 check("schema", true, schema),
-                check("redis", false, redis.map(|()| "answers".to_owned())),
-                check("serving", true, serving),
-            ]
+            ];
+            if let Some(redis) = redis {
+                checks.push(check("redis", false, redis.map(|()| "answers".to_owned())));
+            }
+            checks.push(check("serving", true, serving));
+            checks
         })
     }
 }
@@ -476,7 +522,10 @@ fn print_banner(config: &ServerConfig, schema: i64, addresses: &[(&'static str, 
         "  database  {:?} (schema version {schema})",
         config.database_url
     );
-    println!("  redis     {:?}", config.redis_url);
+    match &config.redis_url {
+        Some(url) => println!("  redis     {url:?}"),
+        None => println!("  redis     none: one replica, sessions and signs of life in-process"),
+    }
     for (what, address) in addresses {
         println!("  {what:<9} {address}");
     }
