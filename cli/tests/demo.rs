@@ -159,6 +159,39 @@ async fn demo_serves_pushed_artifacts_beside_a_lite() {
         .map(|d| d["dag_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["pushed_etl"], "Lite serves its project only");
+    // Lite's own project is edited, not pushed: a push of it to the Lite is refused.
+    let lite_password = fixture.scratch.join("lite-password");
+    std::fs::write(&lite_password, common::lite::PASSWORD).unwrap();
+    let lite_pw = lite_password.to_str().unwrap();
+    ok(
+        &laptop,
+        &[
+            "login",
+            "--server",
+            &lite.base,
+            "--username",
+            "admin",
+            "--password-file",
+            lite_pw,
+            "--profile",
+            "lite",
+        ],
+    );
+    let refused = common::remote::run(cli(
+        &laptop,
+        &[
+            "--profile",
+            "lite",
+            "push",
+            fixture.project.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("hot-reloads"),
+        "{}",
+        text(&refused.stderr)
+    );
     drop(lite);
 
     // A second start: no password shown, nothing pushed again, the history as it was.
