@@ -40,6 +40,13 @@ fn write_project(dir: &Path, dag_id: &str, greeting: &str) {
     .unwrap();
 }
 
+/// Lite on the folder `dags`, its admin's password [`PASSWORD`].
+fn lite_on(home: &Path, dags: &Path) -> Lite {
+    let mut command = leoflow(home, &["lite", dags.to_str().unwrap()]);
+    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
+    Lite::start(command)
+}
+
 /// Runs `dag_id` to success and returns what its task returned.
 async fn greeting_of(api: &Client, dag_id: &str) -> Value {
     let run = api.run_to_success(dag_id).await;
@@ -76,9 +83,7 @@ async fn lite_runs_each_project_of_a_folder_and_reloads_each_on_its_own() {
     std::fs::write(dags.join("env/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
     std::fs::write(dags.join("README.md"), "our DAGs\n").unwrap();
 
-    let mut command = leoflow(&home, &["lite", dags.to_str().unwrap()]);
-    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
-    let mut lite = Lite::start(command);
+    let mut lite = lite_on(&home, &dags);
     let banner = &lite.banner;
     assert!(
         banner.contains("projects  3 in ") && banner.contains(": alpha, broken, team/beta"),
@@ -194,9 +199,7 @@ async fn lite_runs_each_project_of_a_folder_and_reloads_each_on_its_own() {
     assert!(lite.signal(libc::SIGTERM).success());
     drop(lite);
     write_project(&dags.join("early"), "beta", "early says hi");
-    let mut command = leoflow(&home, &["lite", dags.to_str().unwrap()]);
-    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
-    let mut lite = Lite::start(command);
+    let mut lite = lite_on(&home, &dags);
     let banner = &lite.banner;
     assert!(
         banner.contains(": broken, early, late, team/beta"),
@@ -253,9 +256,7 @@ async fn each_project_of_a_folder_runs_in_its_own_venv_made_when_it_lists_depend
     write_dependencies(&slugs, "inflection==0.5.1");
     write_project(&plain, "plain", "plain says hi");
 
-    let mut command = leoflow(&home, &["lite", dags.to_str().unwrap()]);
-    command.env("LEOFLOW_ADMIN_PASSWORD", PASSWORD);
-    let mut lite = Lite::start(command);
+    let mut lite = lite_on(&home, &dags);
     assert!(
         lite.banner
             .contains("venv      [slugs] installed inflection==0.5.1"),
