@@ -63,6 +63,8 @@ pub enum ExecutorChoice {
     /// A `leoflow agent` child process per try, forked Python runners from a warm zygote.
     #[default]
     Subprocess,
+    /// Lite on a folder of projects: a subprocess executor per project, chosen by the try's DAG.
+    Projects(crate::commands::lite::ProjectExecutors),
     /// A pod per try in a Kubernetes cluster, seeing Leoflow's binary, the SDK and the project
     /// at the paths this host has them (its nodes mount them).
     Pods {
@@ -81,7 +83,7 @@ impl ExecutorChoice {
     /// The executor's name in `/api/v2/config`.
     pub fn config_name(&self) -> &'static str {
         match self {
-            Self::Subprocess => leoflow_api::SUBPROCESS_EXECUTOR,
+            Self::Subprocess | Self::Projects(_) => leoflow_api::SUBPROCESS_EXECUTOR,
             Self::Pods { .. } => leoflow_api::KUBERNETES_EXECUTOR,
         }
     }
@@ -205,7 +207,7 @@ async fn start_executor(
 ) -> Result<Arc<dyn Executor>> {
     let program = std::env::current_exe().context("locating the leoflow binary")?;
     Ok(match &options.executor {
-        ExecutorChoice::Subprocess => {
+        ExecutorChoice::Subprocess | ExecutorChoice::Projects(_) => {
             // Bound to every interface, the agents on this machine still call it on loopback.
             let endpoint = if grpc.ip().is_unspecified() {
                 SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
@@ -224,6 +226,9 @@ async fn start_executor(
                 project_dir: options.project_dir.clone(),
                 otlp_endpoint: options.otlp_endpoint.clone(),
             };
+            if let ExecutorChoice::Projects(projects) = &options.executor {
+                return Ok(projects.start(agent, exits).await);
+            }
             let mut executor = SubprocessExecutor::new(agent, exits);
             if let Err(error) = executor.start_zygote().await {
                 tracing::warn!("{error}; every try starts its own Python (slower)");

@@ -315,7 +315,7 @@ pub async fn with_project_venv(
     home: &Path,
     project: &Path,
     base: PythonRuntime,
-    note: &dyn Fn(String),
+    note: &(dyn Fn(String) + Sync),
 ) -> Result<(PythonRuntime, Option<ProjectVenv>)> {
     let dependencies = project_dependencies(project);
     if dependencies.is_empty() {

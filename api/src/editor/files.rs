@@ -19,8 +19,9 @@ use crate::error::{ApiError, ApiResult};
 /// The largest file the editor opens or saves.
 pub(super) const MAX_FILE_SIZE: usize = 1 << 20;
 
-/// Folders the listing skips besides dot-folders (`.git`, `.venv`): Python's byte code.
-const SKIPPED_FOLDERS: [&str; 1] = ["__pycache__"];
+/// Folders the listing skips besides dot-folders (`.git`, `.venv`) and venvs (a folder with a
+/// `pyvenv.cfg`): Python's byte code, a venv called `venv`.
+const SKIPPED_FOLDERS: [&str; 2] = ["__pycache__", "venv"];
 
 /// A project file: its path relative to the project, its size in bytes.
 #[derive(Debug, Serialize)]
@@ -161,7 +162,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
-/// Every file under `root` with its size, sorted by path. Dot-folders and byte code are
+/// Every file under `root` with its size, sorted by path. Dot-folders, byte code and venvs are
 /// skipped; symbolic links are listed when they lead to a file inside the project, and
 /// linked folders are not entered (their files, when inside, are listed where they are).
 fn walk(root: &Path) -> Vec<FileEntry> {
@@ -182,7 +183,10 @@ fn walk(root: &Path) -> Vec<FileEntry> {
             };
             if kind.is_dir() {
                 let name = name.to_string_lossy();
-                if !name.starts_with('.') && !SKIPPED_FOLDERS.contains(&name.as_ref()) {
+                if !name.starts_with('.')
+                    && !SKIPPED_FOLDERS.contains(&name.as_ref())
+                    && !entry.path().join("pyvenv.cfg").is_file()
+                {
                     folders.push(relative);
                 }
                 continue;
@@ -367,6 +371,24 @@ mod tests {
             confine(&root, ".").unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_listing_skips_venvs_whatever_their_name() {
+        let root = std::env::temp_dir().join(format!("leoflow-walk-{}", uuid::Uuid::new_v4()));
+        for file in [
+            "a/dag.py",
+            "venv/lib/x.py",
+            "a/env/pyvenv.cfg",
+            "a/env/lib/y.py",
+        ] {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        let listed: Vec<String> = walk(&root).into_iter().map(|f| f.path).collect();
+        assert_eq!(listed, ["a/dag.py"]);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -125,16 +125,37 @@ impl Lite {
 
     /// Waits for a printed line containing `needle`.
     pub fn wait_line(&self, needle: &str) -> String {
+        self.lines_until(needle).pop().expect("the line found")
+    }
+
+    /// The lines printed until one containing `needle`, that one last.
+    pub fn lines_until(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
         loop {
             let line = self
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("lite never printed {needle:?}"));
-            if line.contains(needle) {
-                return line;
+            let found = line.contains(needle);
+            lines.push(line);
+            if found {
+                return lines;
             }
         }
+    }
+
+    /// The lines printed during the next `period`.
+    pub fn lines_for(&self, period: Duration) -> Vec<String> {
+        let deadline = Instant::now() + period;
+        let mut lines = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            lines.push(line);
+        }
+        lines
     }
 
     pub fn signal(&mut self, signal: i32) -> std::process::ExitStatus {

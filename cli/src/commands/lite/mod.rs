@@ -1,21 +1,27 @@
 //! `leoflow lite`: the control plane on one machine.
 //!
 //! It brings up the datastore (managed Postgres unless told otherwise), the schema and the read
-//! models, compiles and registers the project, and starts the control plane: the scheduler's
-//! reactor, the task agent service on the gRPC port and the subprocess executor. It then
-//! serves the Airflow UI and `/api/v2` on the HTTP port. A home that was never set up is set up
+//! models, compiles and registers the project — or each project of a folder — and starts the
+//! control plane: the scheduler's reactor, the task agent service on the gRPC port and the
+//! subprocess executor. It then serves the Airflow UI and `/api/v2` on the HTTP port. A home that was never set up is set up
 //! first (admin account, keys, UI assets). It then follows the event log until Ctrl-C (or
 //! SIGTERM), and stops what it started.
 //!
-//! Its other parts: [`reload`] (hot reload on save), [`lock`] (one Lite per home),
-//! [`provision`] (what the host has), [`backup`] (backup and restore of a home) and
-//! [`watchdog`] (starting a managed Postgres that died again).
+//! Its other parts: [`projects`] (the project, or the projects of a folder: finding, compiling
+//! and registering them), [`executors`] (an executor per project of a folder), [`reload`] (hot
+//! reload on save), [`lock`] (one Lite per home), [`provision`] (what the host has), [`backup`]
+//! (backup and restore of a home) and [`watchdog`] (starting a managed Postgres that died
+//! again).
 
 mod backup;
+mod executors;
 mod lock;
+mod projects;
 mod provision;
 mod reload;
 mod watchdog;
+
+pub use executors::ProjectExecutors;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -30,10 +36,7 @@ use leoflow_api::auth::Auth;
 use leoflow_api::credentials::Credentials;
 use leoflow_api::editor::installed_monaco;
 use leoflow_api::{ApiState, Settings, Ui};
-use leoflow_authoring::ingest::{Registration, register};
-use leoflow_authoring::python::PythonRuntime;
-use leoflow_authoring::{compile_project, project_name};
-use leoflow_events::{DEFAULT_TENANT, EventStore};
+use leoflow_events::EventStore;
 use leoflow_postgres::{Database, Datastore, ManagedCluster};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::reactor::Supervision;
@@ -43,10 +46,9 @@ use crate::commands::events::human_line;
 use crate::commands::setup;
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
 use crate::datastore::DatastoreArgs;
-use crate::python_env::{
-    ProjectVenv, lite_python, managed_venv, note_to, venv_python, with_project_venv,
-};
+use crate::python_env::{lite_python, managed_venv, note_to, venv_python};
 use crate::stop::Stop;
+use projects::{Layout, Loaded, Projects};
 
 /// How tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,7 +66,8 @@ pub struct LiteArgs {
     /// What else to do instead of running Lite.
     #[command(subcommand)]
     action: Option<LiteAction>,
-    /// The project directory (holding dag.py and leoflow.yaml).
+    /// The project directory (holding dag.py and leoflow.yaml), or a folder of projects (every
+    /// directory under it with a dag.py).
     #[arg(default_value = ".")]
     project: PathBuf,
     /// The port of the web UI and the API; the gRPC and metrics ports follow it (9099 and 9098
@@ -185,34 +188,25 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
     if let Some(action) = &args.action {
         return run_action(datastore, &home, action).await;
     }
+    let (ports, layout) = check_args(&args)?;
     let executor = match args.executor {
         ExecutorArg::Subprocess => ExecutorChoice::Subprocess,
         ExecutorArg::K3d => provision::k3d_executor(&args.pod_image).await?,
     };
-    let ports = check_args(&args)?;
     // Handlers first: a Ctrl-C or SIGTERM during start-up is handled once started, never the
     // default death that would leave the managed Postgres running.
     let mut stop = Stop::install()?;
     // One Lite per home, decided before anything is started.
     let _lock = lock::lock_home(&home)?;
     let listeners = Listeners::bind(&args, ports, &executor).await?;
-    let prepared = prepare(datastore, &home, &args).await?;
+    let mut prepared = prepare(datastore, &home, &args, layout).await?;
     let opened = open_datastore(datastore, &home, &prepared.store_choice).await?;
     let store = opened.store.clone();
-    let compiled = compile_project(
-        &prepared.project_dir,
-        &prepared.python,
-        Duration::from_secs(args.compile_timeout),
-    )
-    .await;
-    let registration = register(
-        &store,
-        &project_name(&prepared.project_dir),
-        DEFAULT_TENANT,
-        &compiled,
-        "lite",
-    )
-    .await?;
+    let loaded = prepared.projects.load_all(&store).await?;
+    let executor = match prepared.projects.executors() {
+        Some(projects) => ExecutorChoice::Projects(projects),
+        None => executor,
+    };
     let executor_name = executor.config_name();
     let control_plane = ControlPlane::start(
         store.clone(),
@@ -230,21 +224,17 @@ pub async fn run(datastore: &DatastoreArgs, args: LiteArgs) -> Result<ExitCode> 
         listeners.metrics,
     )?;
     let head = store.head().await?;
-    let _watcher = reload::watch(reload::Reload {
-        project: prepared.project_dir.clone(),
-        python: prepared.python.clone(),
-        store: store.clone(),
-        compile_timeout: Duration::from_secs(args.compile_timeout),
-        venv: prepared.project_venv,
-    })
-    .with_context(|| format!("watching {} for changes", prepared.project_dir.display()))?;
+    let summary = prepared.projects.summary();
+    let root = prepared.projects.root().to_owned();
+    let _watcher = reload::watch(prepared.projects, store.clone())
+        .with_context(|| format!("watching {} for changes", root.display()))?;
 
     print_banner(&Banner {
-        project_dir: &prepared.project_dir,
+        summary: &summary,
         database: &opened.database.target,
         head,
         caught_up: opened.caught_up,
-        registration: &registration,
+        loaded: &loaded,
         servers: &servers,
         grpc: control_plane.grpc_address(),
     });
@@ -270,21 +260,21 @@ async fn run_action(
     }
 }
 
-/// Refuses, before anything starts, a directory that is no project and inconsistent flags;
-/// returns the ports to bind.
-fn check_args(args: &LiteArgs) -> Result<Ports> {
-    let dag_file = args.project.join("dag.py");
-    if !dag_file.is_file() {
+/// Refuses, before anything starts, a directory that neither is nor holds a project and
+/// inconsistent flags; returns the ports to bind and what the directory is.
+fn check_args(args: &LiteArgs) -> Result<(Ports, Layout)> {
+    let layout = Layout::of(&args.project)?;
+    if layout == Layout::Folder && args.executor == ExecutorArg::K3d {
         bail!(
-            "{} is not a Leoflow project: it has no dag.py. Point `leoflow lite` at a project \
-             directory, e.g. `leoflow lite dags/hello`.",
+            "{} is a folder of projects, and --executor k3d runs the tasks of one project: run \
+             Lite on a project directory with --executor k3d, or on the folder without it.",
             args.project.display()
         );
     }
     if !(args.heartbeat_interval > 0.0 && args.heartbeat_timeout > args.heartbeat_interval) {
         bail!("--heartbeat-timeout must be longer than the heartbeat interval");
     }
-    Ports::from_args(args)
+    Ok((Ports::from_args(args)?, layout))
 }
 
 /// Lite's three ports, bound.
@@ -327,20 +317,23 @@ impl Listeners {
     }
 }
 
-/// What Lite needs ready before it opens the database: Python (and the project's venv), the
-/// admin account and keys, the UI's files.
+/// What Lite needs ready before it opens the database: Python and the projects (with their
+/// venvs), the admin account and keys, the UI's files.
 struct Prepared {
-    python: PythonRuntime,
-    project_venv: Option<ProjectVenv>,
+    projects: Projects,
     store_choice: Datastore,
     credentials: Credentials,
     ui_dirs: Option<UiDirs>,
-    project_dir: PathBuf,
 }
 
 /// Python and the datastore are checked before anything is written: without them there is
 /// nothing to set up for. A home never set up is set up first.
-async fn prepare(datastore: &DatastoreArgs, home: &Path, args: &LiteArgs) -> Result<Prepared> {
+async fn prepare(
+    datastore: &DatastoreArgs,
+    home: &Path,
+    args: &LiteArgs,
+    layout: Layout,
+) -> Result<Prepared> {
     if std::env::var_os("LEOFLOW_PYTHON").is_none() && !venv_python(&managed_venv(home)).is_file() {
         setup::first_start(home, !args.no_ui).await?;
     }
@@ -354,16 +347,16 @@ async fn prepare(datastore: &DatastoreArgs, home: &Path, args: &LiteArgs) -> Res
     } else {
         setup::ensure_ui(home).await
     };
-    let project_dir = std::fs::canonicalize(&args.project)?;
-    backup::remember_project(home, &project_dir);
-    let (python, project_venv) = with_project_venv(home, &project_dir, python, &note).await?;
+    let root = std::fs::canonicalize(&args.project)?;
+    // A backup takes the files of the project, or of the folder of projects.
+    backup::remember_project(home, &root);
+    let compile_timeout = Duration::from_secs(args.compile_timeout);
+    let projects = Projects::open(home, root, layout, python, compile_timeout).await?;
     Ok(Prepared {
-        python,
-        project_venv,
+        projects,
         store_choice,
         credentials,
         ui_dirs,
-        project_dir,
     })
 }
 
@@ -405,9 +398,14 @@ fn control_plane_options(
     prepared: &Prepared,
     executor: ExecutorChoice,
 ) -> ControlPlaneOptions {
+    // On a folder, each project's executor has its own directory and Python.
+    let project_dir = match &executor {
+        ExecutorChoice::Projects(_) => None,
+        _ => Some(prepared.projects.root().to_owned()),
+    };
     ControlPlaneOptions {
-        project_dir: Some(prepared.project_dir.clone()),
-        python: prepared.python.clone(),
+        project_dir,
+        python: prepared.projects.tasks_python(),
         heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
         max_xcom_bytes: args.max_xcom_bytes as usize,
         supervision: Supervision {
@@ -472,7 +470,8 @@ impl Servers {
             auth: Arc::new(Auth::new(credentials.clone(), Some(home.to_owned()))),
             vault: Vault::new(store.pool().clone(), credentials.master_keys()),
             settings: Arc::new(Settings {
-                project_dir: Some(prepared.project_dir.clone()),
+                // The editor edits the project's files, or those of the folder's projects.
+                project_dir: Some(prepared.projects.root().to_owned()),
                 editor_assets: installed_monaco(&setup::editor_dir(home)),
                 executor,
                 ..Settings::lite()
@@ -521,11 +520,12 @@ impl Servers {
 
 /// What Lite's banner says.
 struct Banner<'a> {
-    project_dir: &'a Path,
+    /// The line naming the project, or the folder and its projects.
+    summary: &'a str,
     database: &'a str,
     head: i64,
     caught_up: u64,
-    registration: &'a Registration,
+    loaded: &'a [Loaded],
     servers: &'a Servers,
     grpc: SocketAddr,
 }
@@ -533,26 +533,20 @@ struct Banner<'a> {
 /// Prints the banner on stdout; its last line tells scripts (and the tests) Lite is ready.
 fn print_banner(banner: &Banner) {
     let Banner {
-        project_dir,
+        summary,
         database,
         head,
         caught_up,
-        registration,
+        loaded,
         servers,
         grpc,
     } = banner;
     println!("Leoflow Lite");
-    println!("  project   {}", project_dir.display());
+    println!("{summary}");
     println!("  database  {database}");
     println!("  event log {head} events; read models caught up ({caught_up} replayed)");
-    for dag_id in &registration.parsed {
-        println!("  dag       {dag_id}: new version registered");
-    }
-    for dag_id in &registration.unchanged {
-        println!("  dag       {dag_id}: unchanged");
-    }
-    if let Some(error) = &registration.import_error {
-        println!("  import error: {error}");
+    for project in loaded.iter() {
+        projects::print_loaded(project);
     }
     let http = servers.http;
     if servers.has_ui {

@@ -1,0 +1,206 @@
+//! Lite's executor on a folder of projects: a subprocess executor per project — the project's
+//! own Python (its venv's, when it has one), its directory as the tasks' working directory and
+//! import path, its own zygote — and each try dispatched to the project its DAG was last
+//! registered from. A DAG no loaded project declares (its project was removed) runs in the base
+//! Python outside any project.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use leoflow_authoring::python::PythonRuntime;
+use leoflow_executors::subprocess::SubprocessExecutor;
+use leoflow_executors::{AgentConfig, Attempt, AttemptExit, AttemptKey, Executor};
+use tokio::sync::mpsc;
+
+/// The executors of a folder's projects, shared by Lite (which adds projects and routes DAGs as
+/// it loads them) and the control plane (which dispatches through it).
+#[derive(Clone, Default)]
+pub struct ProjectExecutors {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// What every project's agents share (the program, the control plane's endpoint, the SDK)
+    /// and where their exits are reported: known once the control plane starts.
+    started: Option<(AgentConfig, mpsc::UnboundedSender<AttemptExit>)>,
+    /// Each project's directory and Python, with its executor once started.
+    projects: HashMap<String, ProjectExecutor>,
+    /// DAG id → the project it was last registered from.
+    routes: HashMap<String, String>,
+    /// For the tries of DAGs no loaded project declares.
+    fallback: Option<Arc<SubprocessExecutor>>,
+    /// Executors replaced by a project's new venv: their tries may still need stopping.
+    retired: Vec<Arc<SubprocessExecutor>>,
+}
+
+struct ProjectExecutor {
+    dir: PathBuf,
+    python: PythonRuntime,
+    executor: Option<Arc<SubprocessExecutor>>,
+}
+
+impl fmt::Debug for ProjectExecutors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.lock().expect("not poisoned");
+        f.debug_struct("ProjectExecutors")
+            .field("projects", &inner.projects.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An executor for the tries of one project (`project_dir: None` for the fallback), its zygote
+/// started when asked for.
+async fn executor(
+    base: &AgentConfig,
+    exits: mpsc::UnboundedSender<AttemptExit>,
+    project: Option<(&Path, &PythonRuntime)>,
+) -> Arc<SubprocessExecutor> {
+    let mut config = base.clone();
+    if let Some((dir, python)) = project {
+        config.python = python.interpreter.clone();
+        config.sdk_path = python.sdk_path.clone();
+        config.project_dir = Some(dir.to_owned());
+    }
+    let mut executor = SubprocessExecutor::new(config, exits);
+    if let Some((dir, _)) = project
+        && let Err(error) = executor.start_zygote().await
+    {
+        tracing::warn!(
+            "{error}; every try of {} starts its own Python (slower)",
+            dir.display()
+        );
+    }
+    Arc::new(executor)
+}
+
+impl ProjectExecutors {
+    /// Records `project` (its directory and the Python its tasks run with); once the control
+    /// plane runs, starts its executor — again when its Python changed (a venv made for new
+    /// dependencies).
+    pub async fn set(&self, project: &str, dir: &Path, python: &PythonRuntime) {
+        let started = {
+            let mut inner = self.inner.lock().expect("not poisoned");
+            if let Some(known) = inner.projects.get(project)
+                && known.dir == dir
+                && known.python.interpreter == python.interpreter
+                && known.executor.is_some()
+            {
+                return;
+            }
+            inner.projects.insert(
+                project.to_owned(),
+                ProjectExecutor {
+                    dir: dir.to_owned(),
+                    python: python.clone(),
+                    executor: None,
+                },
+            );
+            inner.started.clone()
+        };
+        if let Some((base, exits)) = started {
+            let started = executor(&base, exits, Some((dir, python))).await;
+            self.install(project, started);
+        }
+    }
+
+    /// Makes `started` the executor of `project`, keeping the one it replaces for stopping its
+    /// tries.
+    fn install(&self, project: &str, started: Arc<SubprocessExecutor>) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let Inner {
+            projects, retired, ..
+        } = &mut *inner;
+        if let Some(known) = projects.get_mut(project)
+            && let Some(old) = known.executor.replace(started)
+        {
+            retired.push(old);
+        }
+    }
+
+    /// The tries of `dag_ids` run in `project` from now on.
+    pub fn route(&self, project: &str, dag_ids: &[String]) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        for dag_id in dag_ids {
+            inner.routes.insert(dag_id.clone(), project.to_owned());
+        }
+    }
+
+    /// `project` was removed: its DAGs' tries run outside any project from now on (its
+    /// executor stays, for the tries it already started).
+    pub fn forget(&self, project: &str) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.routes.retain(|_, routed| routed != project);
+    }
+
+    /// Called by the control plane as it starts: `agent` is what every project's agents share.
+    /// Starts the executors of the projects recorded so far.
+    pub async fn start(
+        &self,
+        agent: AgentConfig,
+        exits: mpsc::UnboundedSender<AttemptExit>,
+    ) -> Arc<dyn Executor> {
+        let fallback = executor(&agent, exits.clone(), None).await;
+        let projects: Vec<(String, PathBuf, PythonRuntime)> = {
+            let mut inner = self.inner.lock().expect("not poisoned");
+            inner.started = Some((agent.clone(), exits.clone()));
+            inner.fallback = Some(fallback);
+            inner
+                .projects
+                .iter()
+                .map(|(name, p)| (name.clone(), p.dir.clone(), p.python.clone()))
+                .collect()
+        };
+        let started = futures_util::future::join_all(projects.iter().map(|(_, dir, python)| {
+            executor(&agent, exits.clone(), Some((dir.as_path(), python)))
+        }))
+        .await;
+        for ((name, _, _), started) in projects.iter().zip(started) {
+            self.install(name, started);
+        }
+        Arc::new(self.clone())
+    }
+
+    /// The executor of `dag_id`'s project, else the fallback.
+    fn of(&self, dag_id: &str) -> Option<Arc<SubprocessExecutor>> {
+        let inner = self.inner.lock().expect("not poisoned");
+        inner
+            .routes
+            .get(dag_id)
+            .and_then(|project| inner.projects.get(project))
+            .and_then(|project| project.executor.clone())
+            .or_else(|| inner.fallback.clone())
+    }
+}
+
+impl Executor for ProjectExecutors {
+    fn name(&self) -> &str {
+        "subprocess"
+    }
+
+    fn dispatch(&self, attempt: Attempt) {
+        match self.of(&attempt.ti.dag_id) {
+            Some(executor) => executor.dispatch(attempt),
+            None => tracing::error!("no executor for {}: not started", attempt.ti.dag_id),
+        }
+    }
+
+    /// Each executor stops only the tries it started: asking all of them finds the one.
+    fn terminate(&self, attempt: &AttemptKey, reason: &str) {
+        let all: Vec<Arc<SubprocessExecutor>> = {
+            let inner = self.inner.lock().expect("not poisoned");
+            inner
+                .projects
+                .values()
+                .filter_map(|p| p.executor.clone())
+                .chain(inner.fallback.clone())
+                .chain(inner.retired.iter().cloned())
+                .collect()
+        };
+        for executor in all {
+            executor.terminate(attempt, reason);
+        }
+    }
+}
