@@ -67,7 +67,7 @@ pub async fn push(
 ) -> ApiResult<(StatusCode, Json<Pushed>)> {
     let tenant = push_tenant(&user, params.str("tenant"))?;
     if let Some(dir) = &state.settings.project_dir
-        && leoflow_authoring::project_name(dir) == project
+        && hot_reloaded(dir, &project)
     {
         return Err(ApiError::conflict(format!(
             "project {project:?} is the one this Lite hot-reloads from {}: edit its files \
@@ -122,6 +122,18 @@ pub async fn push(
             unchanged: registration.unchanged,
         }),
     ))
+}
+
+/// Whether Lite, watching `dir` (a project, or a folder of projects named by their paths in
+/// it), hot-reloads the project named `project`.
+fn hot_reloaded(dir: &std::path::Path, project: &str) -> bool {
+    if dir.join("dag.py").is_file() {
+        return leoflow_authoring::project_name(dir) == project;
+    }
+    let inside = std::path::Path::new(project)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    inside && dir.join(project).join("dag.py").is_file()
 }
 
 /// The tenant a push registers into: the caller's; a caller of every tenant names one with
