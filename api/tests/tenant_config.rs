@@ -20,15 +20,6 @@ with DAG("open_etl", schedule=None):
     work()
 "#;
 
-fn admin_of(api: &TestApi, tenant: Option<&str>) -> String {
-    let mut claims =
-        json!({"sub": format!("admin-of-{}", tenant.unwrap_or("all")), "role": "Admin"});
-    if let Some(tenant) = tenant {
-        claims["tenant"] = json!(tenant);
-    }
-    api.session(claims)
-}
-
 struct Callers {
     acme: String,
     beta: String,
@@ -38,9 +29,9 @@ struct Callers {
 impl Callers {
     fn new(api: &TestApi) -> Self {
         Self {
-            acme: admin_of(api, Some("acme")),
-            beta: admin_of(api, Some("beta")),
-            platform: admin_of(api, None),
+            acme: api.admin_of(Some("acme")),
+            beta: api.admin_of(Some("beta")),
+            platform: api.admin_of(None),
         }
     }
 }

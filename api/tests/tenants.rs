@@ -26,16 +26,6 @@ with DAG("{dag_id}", schedule=None, is_paused_upon_creation=False, tags=["{dag_i
     )
 }
 
-/// A session of an `Admin` of `tenant` (`None`: every tenant), as single sign-on issues it.
-fn admin_of(api: &TestApi, tenant: Option<&str>) -> String {
-    let mut claims =
-        json!({"sub": format!("admin-of-{}", tenant.unwrap_or("all")), "role": "Admin"});
-    if let Some(tenant) = tenant {
-        claims["tenant"] = json!(tenant);
-    }
-    api.session(claims)
-}
-
 async fn get(api: &TestApi, token: &str, path: &str) -> (u16, String) {
     let response = reqwest::Client::new()
         .get(format!("{}{path}", api.base))
@@ -93,9 +83,9 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
         .await
         .unwrap();
     let (event, import_error) = (event.to_string(), import_error.to_string());
-    let acme = admin_of(&api, Some("acme"));
-    let platform = admin_of(&api, None);
-    let beta = admin_of(&api, Some("beta"));
+    let acme = api.admin_of(Some("acme"));
+    let platform = api.admin_of(None);
+    let beta = api.admin_of(Some("beta"));
     for (path, body) in [
         (
             "/api/v2/variables",

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lite::{LiteProject, leoflow, stop_postgres, text};
-use common::remote::{cli, ok};
+use common::remote::{cli, login_admin, ok};
 use common::server::ports;
 use serde_json::Value;
 
@@ -102,18 +102,7 @@ async fn demo_serves_pushed_artifacts_beside_a_lite() {
     let password_file = fixture.scratch.join("demo-password");
     std::fs::write(&password_file, &password).unwrap();
     let pw = password_file.to_str().unwrap();
-    ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &demo.base,
-            "--username",
-            "admin",
-            "--password-file",
-            pw,
-        ],
-    );
+    login_admin(&laptop, &demo.base, pw, "default");
     let listed: Value =
         serde_json::from_str(&ok(&laptop, &["dags", "list", "--output", "json"])).unwrap();
     let examples = listed["total_entries"].as_i64().unwrap();
@@ -163,20 +152,7 @@ async fn demo_serves_pushed_artifacts_beside_a_lite() {
     let lite_password = fixture.scratch.join("lite-password");
     std::fs::write(&lite_password, common::lite::PASSWORD).unwrap();
     let lite_pw = lite_password.to_str().unwrap();
-    ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &lite.base,
-            "--username",
-            "admin",
-            "--password-file",
-            lite_pw,
-            "--profile",
-            "lite",
-        ],
-    );
+    login_admin(&laptop, &lite.base, lite_pw, "lite");
     let refused = common::remote::run(cli(
         &laptop,
         &[
@@ -199,19 +175,7 @@ async fn demo_serves_pushed_artifacts_beside_a_lite() {
     let demo = Demo::start(&home);
     assert!(shown_password(&demo.banner).is_none(), "{}", demo.banner);
     assert!(!demo.banner.contains("examples "), "{}", demo.banner);
-    let relogin = ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &demo.base,
-            "--username",
-            "admin",
-            "--password-file",
-            pw,
-        ],
-    );
-    assert!(relogin.contains("Logged in"), "{relogin}");
+    login_admin(&laptop, &demo.base, pw, "default");
     let listed: Value =
         serde_json::from_str(&ok(&laptop, &["dags", "list", "--output", "json"])).unwrap();
     assert_eq!(listed["total_entries"].as_i64().unwrap(), examples + 1);

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lite::text;
-use common::remote::{cli, ok, run, token_file};
+use common::remote::{cli, login_admin, ok, run, token_file};
 use common::server::Deployment;
 use serde_json::{Value, json};
 
@@ -91,18 +91,7 @@ async fn push_registers_frozen_versions_and_rollback_runs_an_older_one() {
     git(&project, &["init", "-q"]);
     let first = commit(&project, &["extract"]);
     let password = deployment.password_file.to_str().unwrap();
-    ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &server.base,
-            "--username",
-            "admin",
-            "--password-file",
-            password,
-        ],
-    );
+    login_admin(&laptop, &server.base, password, "default");
 
     // The first push: a new version, its commit and image recorded.
     let image = "registry.example.com/etl:1@sha256:0123abcd";

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lite::text;
-use common::remote::{cli, ok, run, token_file};
+use common::remote::{cli, login_admin, ok, run, token_file};
 use common::server::{Deployment, PASSWORD};
 use serde_json::{Value, json};
 
@@ -70,21 +70,7 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     assert_eq!(mode, 0o600, "the profiles file holds tokens");
     // A person with a password: profile "platform", now the current one.
     let password = deployment.password_file.to_str().unwrap();
-    let login = run(cli(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            base,
-            "--username",
-            "admin",
-            "--password-file",
-            password,
-            "--profile",
-            "platform",
-        ],
-    ));
-    assert!(login.status.success(), "{}", text(&login.stderr));
+    login_admin(&laptop, base, password, "platform");
     let file = std::fs::read_to_string(&profiles).unwrap();
     assert!(file.contains("current = \"platform\""), "{file}");
     assert!(!file.contains(PASSWORD), "a password is never kept");
@@ -412,18 +398,7 @@ async fn dags_runs_and_tasks_against_a_server() {
     assert!(text(&local.stderr).contains("leoflow login --server"));
 
     let password = deployment.password_file.to_str().unwrap();
-    ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &server.base,
-            "--username",
-            "admin",
-            "--password-file",
-            password,
-        ],
-    );
+    login_admin(&laptop, &server.base, password, "default");
 
     // DAGs, in each output.
     assert!(

@@ -334,6 +334,16 @@ impl TestApi {
         jsonwebtoken::encode(&header, &all, &key).unwrap()
     }
 
+    /// A session of an `Admin` of `tenant` (`None`: every tenant), as single sign-on issues it.
+    pub fn admin_of(&self, tenant: Option<&str>) -> String {
+        let mut claims =
+            json!({"sub": format!("admin-of-{}", tenant.unwrap_or("all")), "role": "Admin"});
+        if let Some(tenant) = tenant {
+            claims["tenant"] = json!(tenant);
+        }
+        self.session(claims)
+    }
+
     /// An authenticated request as the admin; the response is checked against Airflow's
     /// contract.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {

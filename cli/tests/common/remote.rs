@@ -53,3 +53,22 @@ pub fn ok(home: &Path, args: &[&str]) -> String {
     );
     text(&out.stdout)
 }
+
+/// `leoflow login` on the laptop `home` to `server` as the admin whose password is in
+/// `password_file`, under `profile`.
+pub fn login_admin(home: &Path, server: &str, password_file: &str, profile: &str) {
+    ok(
+        home,
+        &[
+            "login",
+            "--server",
+            server,
+            "--username",
+            "admin",
+            "--password-file",
+            password_file,
+            "--profile",
+            profile,
+        ],
+    );
+}
