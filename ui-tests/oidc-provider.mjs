@@ -61,6 +61,14 @@ const provider = new Provider(issuer, {
       response_types: ["code"],
     },
     {
+      // `leoflow login`: a public client signing people in with the device flow.
+      client_id: "leoflow-cli",
+      token_endpoint_auth_method: "none",
+      grant_types: ["urn:ietf:params:oauth:grant-type:device_code"],
+      response_types: [],
+      redirect_uris: [],
+    },
+    {
       client_id: "ci-robot",
       client_secret: "ci-robot-secret",
       grant_types: ["client_credentials"],
@@ -90,11 +98,13 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    deviceFlow: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     resourceIndicators: {
       enabled: true,
       // Only the machine client's tokens are for Leoflow's API; sign-ins get an ID token.
-      defaultResource: (_ctx, client) => (client.grantTypes.includes("client_credentials") ? AUDIENCE : undefined),
+      defaultResource: (_ctx, client) =>
+        client.grantTypes.includes("client_credentials") || client.clientId === "leoflow-cli" ? AUDIENCE : undefined,
       useGrantedResource: () => true,
       getResourceServerInfo: () => ({
         scope: "api",
@@ -106,7 +116,10 @@ const provider = new Provider(issuer, {
     },
   },
   async extraTokenClaims(_ctx, token) {
-    return token.kind === "ClientCredentials" ? machines[token.clientId] : undefined;
+    if (token.kind === "ClientCredentials") return machines[token.clientId];
+    // A person's access token for Leoflow's API (the CLI's device flow): their groups and tenant.
+    const user = users[token.accountId];
+    return user ? { groups: user.groups, tenant: user.tenant } : undefined;
   },
   pkce: { required: () => true },
   cookies: { keys: ["leoflow-test-provider-cookies"] },
@@ -146,6 +159,8 @@ async function interaction(req, res) {
   if (!users[login]) return page(res, 200, `<p>No user ${login}</p>`);
   const grant = new provider.Grant({ accountId: login, clientId: details.params.client_id });
   grant.addOIDCScope(details.params.scope);
+  // The CLI's device flow asks for Leoflow's API as its resource.
+  if (details.params.client_id === "leoflow-cli") grant.addResourceScope(AUDIENCE, "api");
   const grantId = await grant.save();
   await provider.interactionFinished(req, res, { login: { accountId: login }, consent: { grantId } }, { mergeWithLastSubmission: false });
 }

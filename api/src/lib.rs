@@ -92,6 +92,7 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         // them without a token.
         .route("/api/v2/monitor/health", get(v2::monitor::health))
         .route("/api/v2/version", get(v2::misc::version))
+        .route(oidc::login::CLI_LOGIN_PATH, get(oidc::login::cli_login))
         .merge(protected)
         .merge(editor::routes(state.clone()))
         .merge(spa::routes(ui, state.oidc.is_none()))

@@ -470,3 +470,65 @@ async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_signs_a_person_in_through_the_providers_device_flow() {
+    use std::io::{BufRead, BufReader};
+    let sso = Sso::start("oidc-device").await;
+    let laptop = sso.deployment.scratch.join("laptop");
+    let mut login = common::remote::cli(&laptop, &["login", "--server", &sso.a.base])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
+    let prompt = lines.next().unwrap().unwrap();
+    let url = prompt
+        .strip_prefix("To sign in, open ")
+        .and_then(|rest| rest.split(" and confirm the code ").next())
+        .unwrap_or_else(|| panic!("no sign-in prompt: {prompt}"))
+        .to_owned();
+    // A person opens the page, signs in at the provider and confirms the code.
+    let browser = common::ui_script("device.mjs", &[("VERIFY_URL", &url), ("SSO_USER", "alice")]);
+    assert!(
+        browser.status.success(),
+        "{}",
+        String::from_utf8_lossy(&browser.stdout)
+    );
+    let status = login.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("Logged in to")),
+        "{rest:?}"
+    );
+
+    // The profile acts as alice: Admin of acme (her group and tenant), so she sees acme's DAG
+    // and what she does is recorded as hers.
+    let listed: Value = serde_json::from_str(&common::remote::ok(
+        &laptop,
+        &["dags", "list", "--output", "json"],
+    ))
+    .unwrap();
+    assert_eq!(listed["dags"][0]["dag_id"], "greet", "{listed}");
+    common::remote::ok(&laptop, &["dags", "trigger", "greet"]);
+    let queued = common::remote::ok(
+        &laptop,
+        &["events", "tail", "--type", "RunQueued", "--json"],
+    );
+    let event: Value = serde_json::from_str(queued.lines().last().unwrap()).unwrap();
+    assert_eq!(event["metadata"]["actor"], "alice", "{event}");
+    assert_eq!(event["metadata"]["tenant"], "acme", "{event}");
+
+    // Without a CLI client, or on a password server, the CLI says how to log in instead.
+    let admin_mode = sso.deployment.replica("api");
+    let refused = common::remote::run(common::remote::cli(
+        &laptop,
+        &["login", "--server", &admin_mode.base],
+    ));
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--password-file"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

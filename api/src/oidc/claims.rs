@@ -226,6 +226,7 @@ mod tests {
             role_map: RoleMap::from_value(map).unwrap(),
             audience: "leoflow".into(),
             base_url: "https://leoflow.example.com".into(),
+            cli_client_id: None,
         }
     }
 

@@ -491,3 +491,49 @@ mod tests {
         assert_eq!(escape("<script>\"&"), "&lt;script&gt;&quot;&amp;");
     }
 }
+
+/// Where `leoflow login` learns how this server signs people in.
+pub const CLI_LOGIN_PATH: &str = "/leoflow/api/login";
+
+/// What `GET /leoflow/api/login` answers: the admin's password login, or the provider and the
+/// public client the CLI signs people in with through the device flow (no secret).
+#[derive(Debug, Serialize)]
+pub struct CliLogin {
+    /// `admin` or `oidc`.
+    pub mode: &'static str,
+    /// The provider's issuer (single sign-on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The public client of the device flow, when the server names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The audience (resource) the access tokens must be for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The scopes to ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `GET /leoflow/api/login` (public: it holds nothing secret).
+pub async fn cli_login(State(state): State<ApiState>) -> axum::Json<CliLogin> {
+    axum::Json(match &state.oidc {
+        None => CliLogin {
+            mode: "admin",
+            issuer: None,
+            client_id: None,
+            audience: None,
+            scopes: None,
+        },
+        Some(oidc) => {
+            let settings = oidc.settings();
+            CliLogin {
+                mode: "oidc",
+                issuer: Some(settings.issuer.clone()),
+                client_id: settings.cli_client_id.clone(),
+                audience: Some(settings.audience.clone()),
+                scopes: Some(settings.scopes.clone()),
+            }
+        }
+    })
+}

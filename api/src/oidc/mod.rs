@@ -81,6 +81,8 @@ pub struct OidcSettings {
     /// Where people reach Leoflow (`https://leoflow.example.com`): the callback and the page
     /// after sign-out are under it.
     pub base_url: String,
+    /// The provider's public client `leoflow login` signs people in with (the device flow).
+    pub cli_client_id: Option<String>,
 }
 
 impl OidcSettings {
@@ -430,6 +432,7 @@ pub(crate) mod testing {
             .unwrap(),
             audience: "urn:leoflow:api".into(),
             base_url: "https://leoflow.example.com".into(),
+            cli_client_id: None,
         }
     }
 

@@ -56,9 +56,10 @@ pub async fn login(
             )
         }
         (None, None, Some(file)) => (read_secret_file(file, "token file")?, None),
+        (None, None, None) => (device_login(&server).await?, None),
         _ => bail!(
-            "say how to sign in: --username U --password-file F, or --token-file F (signing in \
-             through the provider's device flow is not built yet: use a machine token)"
+            "say how to sign in: --username U --password-file F, --token-file F, or nothing \
+             (a server with single sign-on signs you in through its provider)"
         ),
     };
     let remote = Remote::new(server.as_str(), &token)?;
@@ -105,6 +106,116 @@ pub fn logout(datastore: &DatastoreArgs, profile: Option<&str>) -> Result<ExitCo
     profiles.save(&home)?;
     println!("Forgot profile {name:?}.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the server signs people in (`GET /leoflow/api/login`).
+#[derive(Debug, serde::Deserialize)]
+struct CliLogin {
+    mode: String,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    audience: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// Signs a person in through the server's provider with OAuth's device flow (RFC 8628): the
+/// provider gives a code to confirm in a browser, and the CLI polls for the access token it
+/// then issues for Leoflow's API.
+async fn device_login(server: &url::Url) -> Result<String> {
+    let http = reqwest::Client::new();
+    let info: CliLogin = http
+        .get(server.join("leoflow/api/login")?)
+        .send()
+        .await
+        .context("the server did not answer")?
+        .json()
+        .await
+        .context("the server does not say how it signs people in (is it a Leoflow?)")?;
+    let (Some(issuer), Some(client_id)) = (info.issuer, info.client_id) else {
+        return Err(Refused::unauthenticated(match info.mode.as_str() {
+            "admin" => "this server signs in its admin with a password: give --username and \
+                        --password-file"
+                .to_owned(),
+            _ => "this server names no client for the CLI (auth.oidc.cli_client_id): log in \
+                  with a machine token (--token-file)"
+                .to_owned(),
+        })
+        .into());
+    };
+    let discovery = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let metadata: serde_json::Value = http.get(&discovery).send().await?.json().await?;
+    let (Some(device), Some(token)) = (
+        metadata["device_authorization_endpoint"].as_str(),
+        metadata["token_endpoint"].as_str(),
+    ) else {
+        bail!(
+            "the provider {issuer} offers no device flow: log in with a machine token (--token-file)"
+        );
+    };
+    let mut scopes = info.scopes.clone();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    let mut asked = vec![
+        ("client_id", client_id.clone()),
+        ("scope", scopes.join(" ")),
+    ];
+    if let Some(audience) = &info.audience {
+        asked.push(("resource", audience.clone()));
+    }
+    let grant: serde_json::Value = http.post(device).form(&asked).send().await?.json().await?;
+    let (Some(device_code), Some(user_code)) =
+        (grant["device_code"].as_str(), grant["user_code"].as_str())
+    else {
+        bail!("the provider refused to start a sign-in: {grant}");
+    };
+    let open = grant["verification_uri_complete"]
+        .as_str()
+        .or(grant["verification_uri"].as_str())
+        .unwrap_or_default();
+    println!("To sign in, open {open} and confirm the code {user_code}");
+    let mut interval = grant["interval"].as_u64().unwrap_or(5);
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(grant["expires_in"].as_u64().unwrap_or(600));
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:device_code".to_owned(),
+            ),
+            ("device_code", device_code.to_owned()),
+            ("client_id", client_id.clone()),
+        ];
+        if let Some(audience) = &info.audience {
+            form.push(("resource", audience.clone()));
+        }
+        let answer: serde_json::Value = http.post(token).form(&form).send().await?.json().await?;
+        if let Some(access_token) = answer["access_token"].as_str() {
+            return Ok(access_token.to_owned());
+        }
+        match answer["error"].as_str() {
+            Some("authorization_pending") => {}
+            Some("slow_down") => interval += 5,
+            Some(error) => {
+                return Err(Refused::unauthenticated(format!(
+                    "the provider ended the sign-in: {error} ({})",
+                    answer["error_description"]
+                        .as_str()
+                        .unwrap_or("no description")
+                ))
+                .into());
+            }
+            None => bail!("the provider answered neither a token nor an error: {answer}"),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Refused::unauthenticated("the sign-in code expired: log in again").into());
+        }
+    }
 }
 
 /// Airflow's login of a user with a password: `POST /auth/token`.

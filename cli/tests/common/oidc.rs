@@ -126,6 +126,7 @@ impl Provider {
             ),
             ("LEOFLOW_AUTH_OIDC_ROLE_MAP", ROLE_MAP.into()),
             ("LEOFLOW_AUTH_OIDC_AUDIENCE", AUDIENCE.into()),
+            ("LEOFLOW_AUTH_OIDC_CLI_CLIENT_ID", "leoflow-cli".into()),
             ("LEOFLOW_BASE_URL", base_url.into()),
         ]
     }

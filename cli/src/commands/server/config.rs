@@ -229,6 +229,14 @@ pub struct OidcFlags {
         value_name = "AUDIENCE"
     )]
     pub audience: Option<String>,
+    /// The provider's public client `leoflow login` signs people in with (the device flow);
+    /// without it, the CLI logs in with machine tokens only.
+    #[arg(
+        long = "auth-oidc-cli-client-id",
+        env = "LEOFLOW_AUTH_OIDC_CLI_CLIENT_ID",
+        value_name = "ID"
+    )]
+    pub cli_client_id: Option<String>,
 }
 
 /// How people sign in to a server.
@@ -271,6 +279,7 @@ struct OidcFile {
     tenant_claim: Option<String>,
     role_map: Option<serde_json::Value>,
     audience: Option<String>,
+    cli_client_id: Option<String>,
 }
 
 /// Scopes as a list or as one string.
@@ -409,7 +418,7 @@ pub enum AuthConfig {
     /// One admin with a password.
     Admin,
     /// Single sign-on.
-    Oidc(OidcConfig),
+    Oidc(Box<OidcConfig>),
 }
 
 /// `auth.oidc.*`, checked (the client secret is read from its file when the server starts).
@@ -431,6 +440,8 @@ pub struct OidcConfig {
     pub role_map: serde_json::Value,
     /// The audience machines' access tokens carry.
     pub audience: String,
+    /// The public client of `leoflow login`'s device flow, if any.
+    pub cli_client_id: Option<String>,
 }
 
 impl OidcConfig {
@@ -448,6 +459,7 @@ impl OidcConfig {
             role_map,
             audience: self.audience.clone(),
             base_url: base_url.trim_end_matches('/').to_owned(),
+            cli_client_id: self.cli_client_id.clone(),
         })
     }
 }
@@ -726,7 +738,7 @@ fn auth_config(flags: &ServerFlags, file: AuthFile) -> Result<AuthConfig, Config
         "auth.oidc.client_id",
         f.client_id.clone().or(oidc_file.client_id),
     )?;
-    Ok(AuthConfig::Oidc(OidcConfig {
+    Ok(AuthConfig::Oidc(Box::new(OidcConfig {
         issuer: required("auth.oidc.issuer", f.issuer.clone().or(oidc_file.issuer))?,
         client_secret_file: f
             .client_secret_file
@@ -761,8 +773,9 @@ fn auth_config(flags: &ServerFlags, file: AuthFile) -> Result<AuthConfig, Config
             .clone()
             .or(oidc_file.audience)
             .unwrap_or_else(|| client_id.clone()),
+        cli_client_id: f.cli_client_id.clone().or(oidc_file.cli_client_id),
         client_id,
-    }))
+    })))
 }
 
 /// `auth.trusted_proxies` from the flag (or its variable) over the file; empty by default,
