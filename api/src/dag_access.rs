@@ -22,10 +22,39 @@ use axum::http::request::Parts;
 use leoflow_events::{AccessControl, DagAction};
 use leoflow_projector::read::filter::Conditions;
 
+use axum::http::StatusCode;
+
+use crate::auth::User;
+use crate::error::{ApiError, ApiResult};
 use crate::permissions::{Rule, route_of};
 
 /// How a token or a sign-in names every tenant: a platform admin's.
 pub const ALL_TENANTS: &str = "*";
+
+/// The tenant a request acts in when it names `named` through its parameter or field `field`
+/// (`team_name` on the configuration routes, `tenant` on a push): a caller of one tenant acts
+/// in theirs, and naming another is refused (403); a caller of every tenant (a platform admin,
+/// Lite's admin) acts in the tenant named, the default one if none is. A name that is not a
+/// tenant's is refused as the query's (422).
+pub(crate) fn tenant_to_act_in(user: &User, named: Option<&str>, field: &str) -> ApiResult<String> {
+    if let Some(named) = named {
+        leoflow_events::check_tenant(named).map_err(|why| {
+            let message = format!("Value error, {field} is a tenant: {why}");
+            ApiError::invalid(&["query", field], "value_error", message, named.into())
+        })?;
+    }
+    match (&user.tenant, named) {
+        (Some(own), Some(named)) if named != own => Err(ApiError::detail(
+            StatusCode::FORBIDDEN,
+            format!(
+                "You act in tenant {own:?} and cannot reach {field} {named:?}: what a tenant \
+                 owns is seen and changed only in that tenant"
+            ),
+        )),
+        (Some(own), _) => Ok(own.clone()),
+        (None, named) => Ok(named.unwrap_or(leoflow_events::DEFAULT_TENANT).to_owned()),
+    }
+}
 
 /// The tenant a credential scopes its bearer to; `None` for [`ALL_TENANTS`].
 pub fn tenant_of(tenant: String) -> Option<String> {

@@ -115,10 +115,12 @@ fn airflow_twin(method: &str, path: &str) -> (String, String, Option<Rule>) {
     if method == "GET" && (path == FEED_PATH || path == REPLAY_PATH) {
         return ("GET".into(), "/api/v2/eventLogs".into(), None);
     }
-    if method == "POST"
-        && let Some(task_instance) = path
-            .strip_prefix(crate::v2::task_instances::CANCEL_PREFIX)
-            .and_then(|rest| rest.strip_suffix(crate::v2::task_instances::CANCEL_SUFFIX))
+    // Leoflow's routes about one DAG: `/leoflow/api/dags/{dag_id}/…`, as Airflow's `/api/v2/dags/…`.
+    let own_dag_route = path
+        .strip_prefix("/leoflow/api/dags/")
+        .filter(|_| method == "POST");
+    if let Some(task_instance) =
+        own_dag_route.and_then(|rest| rest.strip_suffix(crate::v2::task_instances::CANCEL_SUFFIX))
     {
         return (
             "PATCH".into(),
@@ -126,11 +128,9 @@ fn airflow_twin(method: &str, path: &str) -> (String, String, Option<Rule>) {
             None,
         );
     }
-    if method == "POST"
-        && let Some(dag_id) = path
-            .strip_prefix(crate::v2::task_instances::CANCEL_PREFIX)
-            .and_then(|rest| rest.strip_suffix(ROLLBACK_SUFFIX))
-            .filter(|dag_id| !dag_id.contains('/'))
+    if let Some(dag_id) = own_dag_route
+        .and_then(|rest| rest.strip_suffix(ROLLBACK_SUFFIX))
+        .filter(|dag_id| !dag_id.contains('/'))
     {
         return (
             "PATCH".into(),

@@ -10,13 +10,14 @@ use leoflow_authoring::document::check;
 use leoflow_authoring::ingest::{Origin, RegisterError, register_from};
 use leoflow_authoring::rollback::{RollbackError, RolledBack, roll_back};
 use leoflow_events::catalog::Provenance;
-use leoflow_events::{Actor, DEFAULT_TENANT, Metadata, check_tenant};
+use leoflow_events::{Actor, Metadata};
 use leoflow_projector::read;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::User;
 use crate::body::Body;
+use crate::dag_access::tenant_to_act_in;
 use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::state::ApiState;
@@ -65,7 +66,8 @@ pub async fn push(
     params: Params,
     Body(body): Body<PushBody>,
 ) -> ApiResult<(StatusCode, Json<Pushed>)> {
-    let tenant = push_tenant(&user, params.str("tenant"))?;
+    // A caller of every tenant names the one to register into; anyone else pushes into theirs.
+    let tenant = tenant_to_act_in(&user, params.str("tenant"), "tenant")?;
     if let Some(dir) = &state.settings.project_dir
         && hot_reloaded(dir, &project)
     {
@@ -134,24 +136,6 @@ fn hot_reloaded(dir: &std::path::Path, project: &str) -> bool {
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)));
     inside && dir.join(project).join("dag.py").is_file()
-}
-
-/// The tenant a push registers into: the caller's; a caller of every tenant names one with
-/// `?tenant=` (the default tenant if not).
-fn push_tenant(user: &User, named: Option<&str>) -> ApiResult<String> {
-    if let Some(named) = named {
-        check_tenant(named).map_err(|why| {
-            ApiError::invalid(&["query", "tenant"], "value_error", why, named.into())
-        })?;
-    }
-    match (&user.tenant, named) {
-        (Some(own), Some(named)) if own != named => Err(ApiError::detail(
-            StatusCode::FORBIDDEN,
-            format!("You act in tenant {own:?} and cannot push into tenant {named:?}"),
-        )),
-        (Some(own), _) => Ok(own.clone()),
-        (None, named) => Ok(named.unwrap_or(DEFAULT_TENANT).to_owned()),
-    }
 }
 
 /// `POST /leoflow/api/dags/{dag_id}/rollback` body.

@@ -350,8 +350,6 @@ pub async fn get_ti(
 /// instance): authorized as patching the task instance is (`crate::permissions`).
 pub const CANCEL_ROUTE: &str =
     "/leoflow/api/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/cancel";
-/// What [`CANCEL_ROUTE`] starts with.
-pub const CANCEL_PREFIX: &str = "/leoflow/api/dags/";
 /// What [`CANCEL_ROUTE`] ends with.
 pub const CANCEL_SUFFIX: &str = "/cancel";
 

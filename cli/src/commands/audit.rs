@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chrono::{DateTime, Duration, Utc};
 use clap::Args;
 use leoflow_events::RecordedEvent;
@@ -16,9 +16,10 @@ use leoflow_projector::read::filter::Conditions;
 use leoflow_projector::read::page::Window;
 use serde::Serialize;
 
+use crate::commands::events::{FeedStart, read_feed};
 use crate::datastore::DatastoreArgs;
 use crate::output::{Output, Table};
-use crate::remote::{Remote, RemoteArgs, each_line};
+use crate::remote::{Remote, RemoteArgs};
 
 /// `leoflow audit`
 #[derive(Debug, Args)]
@@ -194,18 +195,9 @@ pub async fn run(
 
 /// The latest `limit` events that match, from the server's event feed.
 async fn on_server(server: &Remote, filter: &LogFilter, limit: i64) -> Result<Vec<AuditEntry>> {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("lines", &limit.to_string());
-    for (name, value) in filter.query_pairs() {
-        query.append_pair(name, &value);
-    }
-    let path = format!("{}?{}", leoflow_api::event_log::FEED_PATH, query.finish());
     let mut entries = Vec::new();
-    each_line(server.get_ndjson(&path).await?, |line| {
-        let event: RecordedEvent = serde_json::from_slice(line)
-            .context("the server's event feed sent a line that is not an event")?;
+    read_feed(server, filter, FeedStart::Last(limit), false, |event| {
         entries.push(AuditEntry::from(event));
-        Ok(())
     })
     .await?;
     Ok(entries)

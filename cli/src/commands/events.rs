@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use leoflow_events::{EventStore, RecordedEvent};
+use leoflow_projector::read::audit_log::LogFilter;
 use leoflow_projector::replay::{self, Until};
 use serde_json::Value;
 
@@ -144,43 +145,65 @@ async fn tail(store: EventStore, args: TailArgs) -> Result<ExitCode> {
 
 /// `events tail` against a server: its event feed, printed as the local tail prints.
 async fn remote_tail(server: &Remote, args: &TailArgs) -> Result<ExitCode> {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    match args.from {
-        Some(from) => query.append_pair("from", &from.to_string()),
-        None => query.append_pair("lines", &args.lines.to_string()),
+    let filter = LogFilter {
+        tenant: args.tenant.clone(),
+        dag_id: args.dag.clone(),
+        run_id: args.run.clone(),
+        types: args.types.clone(),
+        ..LogFilter::default()
     };
-    for (name, value) in [
-        ("dag_id", &args.dag),
-        ("run_id", &args.run),
-        ("tenant", &args.tenant),
-    ] {
-        if let Some(value) = value {
-            query.append_pair(name, value);
-        }
-    }
-    for event_type in &args.types {
-        query.append_pair("type", event_type);
-    }
-    if args.follow {
-        query.append_pair("follow", "true");
-    }
-    let path = format!("{}?{}", leoflow_api::event_log::FEED_PATH, query.finish());
-    let response = server.get_ndjson(&path).await?;
-    each_line(response, |line| {
-        let event: RecordedEvent = serde_json::from_slice(line)
-            .context("the server's event feed sent a line that is not an event")?;
-        println!(
-            "{}",
-            if args.json {
-                json_line(&event)
-            } else {
-                human_line(&event)
-            }
-        );
-        Ok(())
+    let start = match args.from {
+        Some(from) => FeedStart::At(from),
+        None => FeedStart::Last(args.lines as i64),
+    };
+    read_feed(server, &filter, start, args.follow, |event| {
+        let line = if args.json {
+            json_line(&event)
+        } else {
+            human_line(&event)
+        };
+        println!("{line}");
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a read of the server's event feed starts.
+pub(crate) enum FeedStart {
+    /// At this position (inclusive).
+    At(i64),
+    /// With the last this many events that match.
+    Last(i64),
+}
+
+/// Reads the server's event feed (`leoflow_api::event_log::FEED_PATH`) narrowed by `filter`,
+/// calling `each` with every event as it arrives; `follow` keeps reading as the log grows.
+pub(crate) async fn read_feed(
+    server: &Remote,
+    filter: &LogFilter,
+    start: FeedStart,
+    follow: bool,
+    mut each: impl FnMut(RecordedEvent),
+) -> Result<()> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    match start {
+        FeedStart::At(from) => query.append_pair("from", &from.to_string()),
+        FeedStart::Last(lines) => query.append_pair("lines", &lines.to_string()),
+    };
+    for (name, value) in filter.query_pairs() {
+        query.append_pair(name, &value);
+    }
+    if follow {
+        query.append_pair("follow", "true");
+    }
+    let path = format!("{}?{}", leoflow_api::event_log::FEED_PATH, query.finish());
+    each_line(server.get_ndjson(&path).await?, |line| {
+        let event: RecordedEvent = serde_json::from_slice(line)
+            .context("the server's event feed sent a line that is not an event")?;
+        each(event);
+        Ok(())
+    })
+    .await
 }
 
 /// `events replay --until` against a server: the runs and task instances the caller may see,

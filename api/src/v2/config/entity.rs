@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use crate::auth::User;
+use crate::dag_access::tenant_to_act_in;
 use crate::error::{ApiError, ApiResult};
 use crate::query::Params;
 use crate::state::ApiState;
@@ -71,7 +72,8 @@ impl Loc {
         Ok(())
     }
 
-    /// A `team_name` must name a tenant ([`tenant_of_team`]).
+    /// A `team_name` must name a tenant (`default` names the default tenant, as leaving it
+    /// out does).
     pub(super) fn check_team(&self, team_name: &Option<String>) -> ApiResult<()> {
         match team_name.as_deref().map(check_tenant) {
             None | Some(Ok(())) => Ok(()),
@@ -95,11 +97,6 @@ pub(super) fn team_of(tenant: &str) -> Option<String> {
     (tenant != DEFAULT_TENANT).then(|| tenant.to_owned())
 }
 
-/// The tenant a `team_name` names (see [`team_of`]); `default` names the default tenant too.
-fn tenant_of_team(team_name: Option<&str>) -> &str {
-    team_name.unwrap_or(DEFAULT_TENANT)
-}
-
 /// The tenant a request about Variables, Connections or Pools acts in: see [`tenant_named`],
 /// given the `team_name` of its body (`body_team`), else of its query.
 pub(super) fn acting_tenant(
@@ -110,30 +107,11 @@ pub(super) fn acting_tenant(
     tenant_named(user, body_team.or(params.str("team_name")))
 }
 
-/// The tenant a request naming `team_name` acts in. A caller of one tenant acts in theirs, and
-/// naming another is refused (403). A caller of every tenant (a platform admin, Lite's admin)
-/// acts in the tenant named, the default one if none is.
+/// The tenant a request naming `team_name` acts in ([`tenant_to_act_in`]). A body's
+/// team_name was checked with the body ([`Loc::check_team`]): one that is not a tenant's name
+/// is the query's.
 pub(super) fn tenant_named(user: &User, team_name: Option<&str>) -> ApiResult<String> {
-    // A body's team_name was checked with the body ([`Loc::check_team`]): one that is not a
-    // tenant's name is the query's.
-    if let Some(team) = team_name {
-        check_tenant(team).map_err(|why| {
-            let message = format!("Value error, team_name is a tenant: {why}");
-            ApiError::invalid(&["query", "team_name"], "value_error", message, json!(team))
-        })?;
-    }
-    let named = team_name.map(|team| tenant_of_team(Some(team)));
-    match (&user.tenant, named) {
-        (Some(own), Some(named)) if named != own => Err(ApiError::detail(
-            StatusCode::FORBIDDEN,
-            format!(
-                "You act in tenant {own:?} and cannot reach team_name {named:?}: Variables, \
-                 Connections and Pools are seen only by their own tenant"
-            ),
-        )),
-        (Some(own), _) => Ok(own.clone()),
-        (None, named) => Ok(tenant_of_team(named).to_owned()),
-    }
+    tenant_to_act_in(user, team_name, "team_name")
 }
 
 /// The tenant a list shows (`None`: every tenant's): the caller's own, or, for a caller of
