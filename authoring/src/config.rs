@@ -12,7 +12,11 @@
 //!   retry_delay: 30s
 //!   timeout: 10m
 //!   env: {LOG_LEVEL: info}
-//!   resources: {cpu: 500m, memory: 256Mi}
+//!   resources: {cpu: 500m, memory: 256Mi}   # requests; the memory also its limit
+//!   pod:                         # Pro's task pods (on top of the server's pod defaults)
+//!     node_selector: {pool: batch}
+//!     tolerations: [{key: batch, operator: Exists, effect: NoSchedule}]
+//!     service_account: etl-runner
 //! tasks:
 //!   load:                        # one task (its full id, group prefix included)
 //!     retries: 5
@@ -174,9 +178,13 @@ pub struct TaskSettings {
     pub env: Option<BTreeMap<String, String>>,
     /// Resources for the task's pod (Pro) or process.
     pub resources: Option<Resources>,
+    /// Where and how the task's pod runs (Pro's pod executor; Lite's subprocesses ignore it).
+    pub pod: Option<PodSettings>,
 }
 
-/// CPU and memory, in Kubernetes notation.
+/// CPU and memory, in Kubernetes notation: what the task's pod requests, and (unless `limits`
+/// says otherwise) its memory limit too. No CPU limit unless asked: throttling slows tasks
+/// rather than protecting the node.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
@@ -184,6 +192,45 @@ pub struct Resources {
     pub cpu: Option<String>,
     /// Memory, e.g. `256Mi` or `1Gi`.
     pub memory: Option<String>,
+    /// Limits other than the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// A pod's limits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// CPU, e.g. `1`.
+    pub cpu: Option<String>,
+    /// Memory, e.g. `1Gi`.
+    pub memory: Option<String>,
+}
+
+/// A task pod's scheduling and identity, in Kubernetes' own shapes (its field names in
+/// snake case). Each key set here replaces the server's default of that key; labels and
+/// annotations are merged with them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSettings {
+    /// The pod's service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// `nodeSelector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// `tolerations`, as Kubernetes writes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    /// `affinity`, as Kubernetes writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Labels of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A duration: seconds, or text such as `90s`, `5m`, `1h30m`, `2d`.
@@ -323,15 +370,7 @@ impl ProjectConfig {
             .chain(self.tasks.iter().map(|(k, v)| (k.as_str(), v)))
         {
             if let Some(resources) = &settings.resources {
-                check_quantity(resources.cpu.as_deref(), is_cpu, "cpu", "500m or 2")
-                    .and_then(|()| {
-                        check_quantity(
-                            resources.memory.as_deref(),
-                            is_memory,
-                            "memory",
-                            "256Mi or 1Gi",
-                        )
-                    })
+                check_resources(resources)
                     .map_err(|message| at(name, format!("{name}: {message}")))?;
             }
         }
@@ -359,6 +398,19 @@ impl ProjectConfig {
     pub fn task_line(text: &str, task_id: &str) -> Option<usize> {
         line_of(text, task_id)
     }
+}
+
+fn check_resources(resources: &Resources) -> Result<(), String> {
+    let limits = resources.limits.clone().unwrap_or_default();
+    for (cpu, memory, prefix) in [
+        (&resources.cpu, &resources.memory, "resources"),
+        (&limits.cpu, &limits.memory, "resources.limits"),
+    ] {
+        check_quantity(cpu.as_deref(), is_cpu, "cpu", "500m or 2")
+            .and_then(|()| check_quantity(memory.as_deref(), is_memory, "memory", "256Mi or 1Gi"))
+            .map_err(|message| message.replacen("resources", prefix, 1))?;
+    }
+    Ok(())
 }
 
 fn check_quantity(

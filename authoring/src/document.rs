@@ -291,6 +291,11 @@ fn apply_task_settings(
             json!(resources),
         );
     }
+    // Only a task whose pod leoflow.yaml sets has the key: every other dag.json (and its
+    // version hash) stays as it was before pods had settings.
+    if let Some(pod) = &settings.pod {
+        set(task, format!("tasks.{task_id}.pod"), "pod", json!(pod));
+    }
 }
 
 /// JSON with object keys sorted and no whitespace: the form version hashes are taken of.

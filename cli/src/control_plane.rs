@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_events::EventStore;
-use leoflow_executors::kubernetes::{PodConfig, PodExecutor};
+use leoflow_executors::kubernetes::{Namespaces, PodConfig, PodExecutor};
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::SubprocessExecutor;
 use leoflow_executors::{AgentConfig, AttemptExit, Executor};
@@ -77,6 +77,15 @@ pub enum ExecutorChoice {
         /// This host's name as pods resolve it (their agents call the gRPC port there).
         host_from_pods: String,
     },
+    /// Pro: a pod per try on a cluster, each tenant's in its namespace, in the image of its
+    /// DAG's pushed artifact.
+    Cluster {
+        /// The kubeconfig context (`None`: the in-cluster service account, else the
+        /// kubeconfig's current context).
+        context: Option<String>,
+        /// The pods, the agent's endpoint and paths as the task image has them.
+        pods: Box<PodConfig>,
+    },
 }
 
 impl ExecutorChoice {
@@ -84,7 +93,7 @@ impl ExecutorChoice {
     pub fn config_name(&self) -> &'static str {
         match self {
             Self::Subprocess | Self::Projects(_) => leoflow_api::SUBPROCESS_EXECUTOR,
-            Self::Pods { .. } => leoflow_api::KUBERNETES_EXECUTOR,
+            Self::Pods { .. } | Self::Cluster { .. } => leoflow_api::KUBERNETES_EXECUTOR,
         }
     }
 }
@@ -249,19 +258,17 @@ async fn start_executor(
                 .chain([options.python.sdk_path.clone()])
                 .chain(options.project_dir.clone())
                 .collect();
+            let agent = AgentConfig {
+                program,
+                endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
+                python: "python3".into(),
+                sdk_path: options.python.sdk_path.clone(),
+                project_dir: options.project_dir.clone(),
+                otlp_endpoint: options.otlp_endpoint.clone(),
+            };
             let config = PodConfig {
-                namespace: namespace.clone(),
-                image: image.clone(),
-                agent: AgentConfig {
-                    program,
-                    endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
-                    python: "python3".into(),
-                    sdk_path: options.python.sdk_path.clone(),
-                    project_dir: options.project_dir.clone(),
-                    otlp_endpoint: options.otlp_endpoint.clone(),
-                },
                 host_paths,
-                labels: Default::default(),
+                ..PodConfig::new(Namespaces::One(namespace.clone()), image, agent)
             };
             let executor = PodExecutor::connect(Some(context), config, exits)
                 .await
@@ -269,6 +276,20 @@ async fn start_executor(
                     anyhow::anyhow!(
                         "cannot configure a Kubernetes client for the kubeconfig context \
                          {context}: {error}. `kubectl config get-contexts` lists the contexts"
+                    )
+                })?;
+            Arc::new(executor)
+        }
+        ExecutorChoice::Cluster { context, pods } => {
+            let executor = PodExecutor::connect(context.as_deref(), (**pods).clone(), exits)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "cannot configure a Kubernetes client ({}): {error}",
+                        context.as_deref().map_or_else(
+                            || "in-cluster service account, else $KUBECONFIG".to_owned(),
+                            |c| format!("kubeconfig context {c}")
+                        )
                     )
                 })?;
             Arc::new(executor)

@@ -61,6 +61,10 @@ pub struct TaskSpec {
     /// For a mapped task, its mapped arguments: one instance per combination (Airflow's
     /// cartesian product of `.expand()` arguments; `.expand_kwargs()` is one argument).
     pub mapped: Option<Vec<MapLength>>,
+    /// leoflow.yaml's `resources` for the task (CPU and memory), as dag.json carries them.
+    pub resources: Option<Value>,
+    /// leoflow.yaml's `pod` settings for the task (Kubernetes names), as dag.json carries them.
+    pub pod: Option<Value>,
 }
 
 /// A DAG: its tasks in dag.json order (sorted by id).
@@ -116,6 +120,10 @@ struct RawTask {
     short_circuit: Option<RawShortCircuit>,
     #[serde(default)]
     mapped: Option<RawMapped>,
+    #[serde(default)]
+    resources: Option<Value>,
+    #[serde(default)]
+    pod: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +196,8 @@ impl DagSpec {
                     queue: t.queue,
                     kind,
                     mapped,
+                    resources: t.resources,
+                    pod: t.pod,
                 },
             );
         }

@@ -29,6 +29,15 @@ impl AttemptDigest {
         equal_in_constant_time(self.0.as_bytes(), Self::of(token).0.as_bytes())
     }
 
+    /// A digest written as [`AttemptDigest::as_str`] gives it (64 lowercase hex digits).
+    pub fn parse(hex: &str) -> Option<Self> {
+        let valid = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| Self(hex.to_owned()))
+    }
+
     /// The hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -54,5 +63,8 @@ mod tests {
         assert_eq!(digest.as_str().len(), 64);
         assert!(!digest.as_str().contains(&token.simple().to_string()));
         assert_eq!(digest, AttemptDigest::of(&token), "stable");
+        assert_eq!(AttemptDigest::parse(digest.as_str()), Some(digest.clone()));
+        assert_eq!(AttemptDigest::parse(&digest.as_str()[1..]), None);
+        assert_eq!(AttemptDigest::parse(&digest.as_str().to_uppercase()), None);
     }
 }

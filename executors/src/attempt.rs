@@ -1,11 +1,14 @@
 //! The contract between the scheduler and an executor.
 
+use std::sync::Arc;
+
 use leoflow_events::{AttemptDigest, TaskInstanceKey};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// A try handed to an executor: which task instance, which try, and the token its agent must
 /// present with every request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     /// The task instance.
     pub ti: TaskInstanceKey,
@@ -16,6 +19,24 @@ pub struct Attempt {
     /// The W3C trace context of its dispatch, when traces are exported: the agent's spans
     /// join the trace of the decision that started the try.
     pub trace_parent: Option<String>,
+    /// What the try's DAG and task say about where it runs.
+    pub placement: Arc<Placement>,
+}
+
+/// Where a try runs, as its DAG's artifact and leoflow.yaml say: the scheduler knows it from
+/// the log, and each executor uses what concerns it (Lite's subprocesses none of it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// The tenant owning the DAG: Pro runs its pods in the tenant's namespace.
+    pub tenant: String,
+    /// The image of the DAG's pushed artifact (`leoflow push --image`), when it names one.
+    pub image: Option<String>,
+    /// The task's `resources` (dag.json's task key, from leoflow.yaml), as compiled.
+    pub resources: Option<Value>,
+    /// The task's `pod` settings (dag.json's task key, from leoflow.yaml), as compiled.
+    pub pod: Option<Value>,
+    /// The task's `execution_timeout` in seconds: a pod's deadline backs up the scheduler's.
+    pub execution_timeout: Option<f64>,
 }
 
 impl Attempt {
@@ -60,4 +81,21 @@ pub trait Executor: Send + Sync {
     /// Stops a try (cancelled, timed out, or its run ended). Best effort: an agent this
     /// executor does not know (started before a restart) learns it from its next heartbeat.
     fn terminate(&self, attempt: &AttemptKey, reason: &str);
+    /// The executor's own cap a try placed so counts against (Pro's pods per namespace), and
+    /// how many more tries it takes now; `None`: no cap. The scheduler admits no more than
+    /// that per group in a pass; a try that does not fit stays scheduled, as one over its
+    /// pool's slots does, and the executor's next [`AttemptExit`] wakes the scheduler to look
+    /// again.
+    fn room(&self, _placement: &Placement) -> Option<Room> {
+        None
+    }
+}
+
+/// Room under one of an executor's caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// What the cap is of (a namespace).
+    pub group: String,
+    /// How many more tries fit now.
+    pub free: usize,
 }

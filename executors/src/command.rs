@@ -150,6 +150,7 @@ mod tests {
             try_number: 2,
             attempt_token: token,
             trace_parent: None,
+            placement: Default::default(),
         };
         let command = AgentCommand::new(
             &AgentConfig {

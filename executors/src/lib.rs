@@ -18,7 +18,7 @@ pub mod protocol;
 pub mod subprocess;
 pub mod zygote;
 
-pub use attempt::{Attempt, AttemptExit, AttemptKey, Executor};
+pub use attempt::{Attempt, AttemptExit, AttemptKey, Executor, Placement, Room};
 pub use command::AgentConfig;
 
 /// The largest gRPC message either side of the agent protocol sends or accepts (tonic's

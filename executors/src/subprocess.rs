@@ -198,6 +198,7 @@ mod tests {
             try_number: 2,
             attempt_token: Uuid::new_v4(),
             trace_parent: None,
+            placement: Default::default(),
         };
         let command = executor.command(&attempt);
         let command = command.as_std();

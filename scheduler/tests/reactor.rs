@@ -1698,3 +1698,185 @@ async fn what_the_scheduler_appends_for_a_dag_is_recorded_in_the_dags_tenant() {
     assert_eq!(types(""), ["SchedulerElected"]);
     assert_eq!(tenants(""), [None].into());
 }
+
+/// Hands tries to a [`FakeExecutor`] while its tenant has fewer than `cap` in flight, as Pro's
+/// pod executor caps pods per namespace.
+struct Capped {
+    inner: Arc<FakeExecutor>,
+    cap: usize,
+    in_flight: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Executor for Capped {
+    fn name(&self) -> &str {
+        "capped"
+    }
+
+    fn dispatch(&self, attempt: Attempt) {
+        *self
+            .in_flight
+            .lock()
+            .unwrap()
+            .entry(attempt.placement.tenant.clone())
+            .or_default() += 1;
+        self.inner.dispatch(attempt);
+    }
+
+    fn terminate(&self, attempt: &leoflow_scheduler::reactor::AttemptKey, reason: &str) {
+        self.inner.terminate(attempt, reason);
+    }
+
+    fn room(
+        &self,
+        placement: &leoflow_scheduler::reactor::Placement,
+    ) -> Option<leoflow_scheduler::reactor::Room> {
+        let in_flight = self.in_flight.lock().unwrap();
+        let used = in_flight.get(&placement.tenant).copied().unwrap_or(0);
+        Some(leoflow_scheduler::reactor::Room {
+            group: placement.tenant.clone(),
+            free: self.cap.saturating_sub(used),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_s_cap_holds_a_tenant_s_tries_back_and_each_try_knows_where_it_runs() {
+    let db = fresh_database().await;
+    let (store, fake) = executor(&db, Box::new(|_: &Attempt| None));
+    let capped = Arc::new(Capped {
+        inner: fake.clone(),
+        cap: 2,
+        in_flight: Mutex::default(),
+    });
+    let mut load = task("load", &[], 0);
+    load["execution_timeout"] = json!(60.0);
+    load["resources"] = json!({"cpu": "2", "memory": "1Gi"});
+    load["pod"] = json!({"node_selector": {"pool": "batch"}});
+    let document = json!({"dag_id": "acme_etl",
+        "tasks": [task("extract", &[], 0), task("transform", &[], 0), load]});
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    let parsed = leoflow_events::catalog::DagParsed {
+        tenant: "acme".into(),
+        provenance: Some(leoflow_events::catalog::Provenance {
+            image: Some("registry.example.com/acme:3".into()),
+            git_commit: None,
+        }),
+        ..parsed_document("acme_etl", "v1", &document_hash)
+    };
+    store
+        .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
+        .await
+        .unwrap();
+    register_in_tenant(
+        &store,
+        "beta",
+        json!({"dag_id": "beta_etl", "tasks": [task("b1", &[], 0)]}),
+    )
+    .await;
+    trigger_run_of(&store, "acme_etl", "r1").await;
+    trigger_run_of(&store, "beta_etl", "r1").await;
+    let (exits, exits_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reactor = Reactor::new(store.clone(), capped.clone()).with_exits(exits_rx);
+    let (stop, stopped) = watch::channel(false);
+    let handle = tokio::spawn(async move { reactor.run(stopped).await.unwrap() });
+
+    eventually("three tries were dispatched", || {
+        fake.dispatched.lock().unwrap().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tasks = dispatched_tasks(&fake);
+    let acme: Vec<&String> = tasks.iter().filter(|t| t.starts_with("acme")).collect();
+    assert_eq!(acme.len(), 2, "acme's cap is 2: {tasks:?}");
+    assert!(
+        tasks.contains(&"beta_etl.b1".to_owned()),
+        "beta is not held back: {tasks:?}"
+    );
+
+    // Each try carries its DAG's tenant and image, and its task's settings.
+    for attempt in fake.dispatched.lock().unwrap().iter() {
+        let placement = &attempt.placement;
+        match attempt.ti.dag_id.as_str() {
+            "acme_etl" => {
+                assert_eq!(placement.tenant, "acme");
+                assert_eq!(
+                    placement.image.as_deref(),
+                    Some("registry.example.com/acme:3")
+                );
+            }
+            _ => assert_eq!(
+                (placement.tenant.as_str(), placement.image.as_ref()),
+                ("beta", None)
+            ),
+        }
+        if attempt.ti.task_id == "load" {
+            assert_eq!(
+                placement.resources,
+                Some(json!({"cpu": "2", "memory": "1Gi"}))
+            );
+            assert_eq!(
+                placement.pod,
+                Some(json!({"node_selector": {"pool": "batch"}}))
+            );
+            assert_eq!(placement.execution_timeout, Some(60.0));
+        }
+    }
+
+    // One of acme's pods ends: its place is free, and the exit wakes the scheduler.
+    let ended = fake
+        .dispatched
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|a| a.ti.dag_id == "acme_etl")
+        .unwrap()
+        .clone();
+    *capped.in_flight.lock().unwrap().get_mut("acme").unwrap() -= 1;
+    exits
+        .send(leoflow_scheduler::reactor::AttemptExit {
+            attempt: ended.key(),
+            detail: "pod ended".into(),
+        })
+        .unwrap();
+    eventually("acme's third task was dispatched", || {
+        dispatched_tasks(&fake)
+            .iter()
+            .filter(|t| t.starts_with("acme"))
+            .count()
+            == 3
+    })
+    .await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_whose_agent_has_not_started_gets_the_start_timeout() {
+    let db = fresh_database().await;
+    // The agent never starts (a pod waiting for its image).
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    register_chain(&store).await;
+    trigger_run(&store, "r1").await;
+    let supervision = Supervision {
+        heartbeat_timeout: Duration::from_millis(300),
+        start_timeout: Duration::from_secs(3),
+        ..Supervision::default()
+    };
+    let started = tokio::time::Instant::now();
+    let (stop, handle) = start_supervised(&store, executor.clone(), supervision);
+    first_dispatch(&executor).await;
+    // Far past the heartbeat timeout, the try is still given its time to start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(executor.dispatched.lock().unwrap().len(), 1);
+    assert_eq!(wait_for_run_end(&store, "r1").await, "failed");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}

@@ -4,6 +4,7 @@
 // Each test binary uses its own subset.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod lite;
 pub mod oidc;
 pub mod remote;

@@ -33,6 +33,8 @@ pub fn task(
         queue: "default".into(),
         kind,
         mapped: None,
+        resources: None,
+        pod: None,
     }
 }
 

@@ -148,6 +148,7 @@ mod tests {
             ti: TaskInstanceKey::new("d", "r", task_id),
             try_number: 1,
             attempt_token: Uuid::new_v4(),
+            placement: Default::default(),
         }
     }
 

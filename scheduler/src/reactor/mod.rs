@@ -46,7 +46,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use dispatch::BufferedDispatcher;
-pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor};
+pub use leoflow_executors::{Attempt, AttemptExit, AttemptKey, Executor, Placement, Room};
 pub use runs::{Specs, SubmitError};
 
 use crate::control::DEFAULT_POOL;
@@ -81,6 +81,9 @@ pub struct Supervision {
     /// failed (and retried by policy). Counted from the later of its dispatch and this
     /// scheduler's start, so agents get the full time to reconnect after a restart.
     pub heartbeat_timeout: Duration,
+    /// How long a dispatched try may wait for its agent's first sign of life, when longer than
+    /// `heartbeat_timeout`: a pod may wait for a node and pull its image for minutes.
+    pub start_timeout: Duration,
     /// How long past its `execution_timeout` a try may run before the reactor times it out
     /// itself (the agent normally does it first).
     pub timeout_grace: Duration,
@@ -92,6 +95,8 @@ impl Default for Supervision {
     fn default() -> Self {
         Self {
             heartbeat_timeout: Duration::from_secs(60),
+            // No longer than `heartbeat_timeout` unless an executor needs it.
+            start_timeout: Duration::ZERO,
             timeout_grace: Duration::from_secs(5),
             scheduler_heartbeat: Duration::from_secs(5),
         }
@@ -151,6 +156,8 @@ struct DagEntry {
     /// The tenant that owns the DAG (its latest `DagParsed`'s): its tasks take slots from this
     /// tenant's pools, and what the scheduler appends for its runs is recorded in it.
     tenant: String,
+    /// The task image of its latest pushed artifact, if that names one.
+    image: Option<String>,
     paused: bool,
     max_active_runs: usize,
     max_active_tasks: i32,
@@ -167,6 +174,7 @@ impl Default for DagEntry {
             // Until its `DagParsed` says otherwise; what was recorded before tenants existed is
             // the default tenant's.
             tenant: DEFAULT_TENANT.to_owned(),
+            image: None,
             paused: false,
             max_active_runs: 0,
             max_active_tasks: 0,
@@ -517,6 +525,7 @@ impl Reactor {
         // The projector refuses a `DagParsed` that moves a DAG to another tenant, so this only
         // changes for a DAG re-added after its delete (a new entry then anyway).
         dag.tenant = e.tenant.clone();
+        dag.image = e.provenance.as_ref().and_then(|p| p.image.clone());
         dag.max_active_runs = e.max_active_runs.max(1) as usize;
         dag.version_hash = e.version_hash.clone();
         dag.schedule = match &e.document_hash {
@@ -862,6 +871,9 @@ impl Reactor {
     async fn supervise(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let silence = chrono::Duration::from_std(self.supervision.heartbeat_timeout)
             .unwrap_or(chrono::Duration::MAX);
+        let start_silence = chrono::Duration::from_std(self.supervision.start_timeout)
+            .unwrap_or(chrono::Duration::MAX)
+            .max(silence);
         let grace = chrono::Duration::from_std(self.supervision.timeout_grace).unwrap_or_default();
         let mut due = Vec::new();
         let mut next: Option<DateTime<Utc>> = None;
@@ -879,7 +891,11 @@ impl Reactor {
             // the dispatch died with the scheduler that made it (before or in the executor).
             let lost = flight.started_at.is_none() && flight.dispatched_at < self.started_at;
             let silent = if lost { Due::Lost } else { Due::Silent };
-            let mut deadlines = vec![(alive_since + silence, silent)];
+            let quiet_for = match (flight.started_at, seen) {
+                (None, None) => start_silence,
+                _ => silence,
+            };
+            let mut deadlines = vec![(alive_since + quiet_for, silent)];
             if let (Some(started), Some(limit)) = (flight.started_at, flight.execution_timeout) {
                 let limit = chrono::Duration::milliseconds((limit * 1000.0) as i64);
                 deadlines.push((started + limit + grace, Due::TimedOut));
@@ -976,6 +992,7 @@ impl Reactor {
             try_number: lost.try_number,
             attempt_token: Uuid::new_v4(),
             trace_parent: None,
+            placement: self.placement(ti),
         };
         let command = Command::Dispatch {
             task_id: ti.task_id.clone(),
@@ -1217,6 +1234,23 @@ impl Reactor {
         }
     }
 
+    /// Where a try of `ti` runs: its DAG's tenant and image, its task's leoflow.yaml settings
+    /// in the run's version.
+    fn placement(&self, ti: &TaskInstanceKey) -> Arc<Placement> {
+        let dag = self.dags.get(&ti.dag_id);
+        let task = self
+            .runs
+            .get(&(ti.dag_id.clone(), ti.run_id.clone()))
+            .and_then(|run| run.spec.tasks.get(&ti.task_id));
+        Arc::new(Placement {
+            tenant: self.tenant_of(&ti.dag_id).to_owned(),
+            image: dag.and_then(|dag| dag.image.clone()),
+            resources: task.and_then(|t| t.resources.clone()),
+            pod: task.and_then(|t| t.pod.clone()),
+            execution_timeout: task.and_then(|t| t.execution_timeout),
+        })
+    }
+
     /// The tenant that owns `dag_id` (the default one for a DAG this model does not know).
     fn tenant_of(&self, dag_id: &str) -> &str {
         self.dags
@@ -1294,12 +1328,24 @@ impl Reactor {
         let admission = admit(&candidates, &capacity);
         // Queue and dispatch in one append per run: one transaction for a whole fan-out.
         let mut by_run: BTreeMap<(String, String), Vec<Attempt>> = BTreeMap::new();
+        // What is left under the executor's own caps, counted down as this pass admits.
+        let mut room: HashMap<String, usize> = HashMap::new();
         for candidate in admission.queue {
             // Backpressure: with a full dispatch queue the task instance stays scheduled.
             if !self.dispatcher.has_room() {
                 break;
             }
             let ti = candidate.key.clone();
+            let placement = self.placement(&ti);
+            // Over the executor's own cap (Pro's pods per namespace), the task instance stays
+            // scheduled, as over its pool's slots; others may still fit.
+            if let Some(cap) = self.dispatcher.executor().room(&placement) {
+                let free = room.entry(cap.group).or_insert(cap.free);
+                if *free == 0 {
+                    continue;
+                }
+                *free -= 1;
+            }
             let run = &self.runs[&(ti.dag_id.clone(), ti.run_id.clone())];
             let try_number = run.state.tis[&(ti.task_id.clone(), ti.map_index)].try_number;
             by_run
@@ -1310,6 +1356,7 @@ impl Reactor {
                     try_number,
                     attempt_token: Uuid::new_v4(),
                     trace_parent: None,
+                    placement,
                 });
         }
         for ((dag_id, run_id), attempts) in by_run {
@@ -1351,8 +1398,10 @@ impl Reactor {
                     replacing: None,
                 };
                 // Only a dispatch that was recorded is started: the token is then the fence.
+                let key = TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index);
                 let attempt = Attempt {
-                    ti: TaskInstanceKey::mapped(dag_id, run_id, task_id, *map_index),
+                    placement: self.placement(&key),
+                    ti: key,
                     try_number: ti.try_number,
                     attempt_token,
                     trace_parent: None,

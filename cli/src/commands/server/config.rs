@@ -16,6 +16,9 @@ use leoflow_postgres::datastore::mask_url;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 
+mod kubernetes;
+pub use kubernetes::{KubernetesConfig, KubernetesFlags};
+
 /// Which parts of the control plane a replica runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +171,8 @@ pub struct ServerFlags {
     pub auth_trusted_proxies: Option<String>,
     #[command(flatten)]
     pub oidc: OidcFlags,
+    #[command(flatten)]
+    pub kubernetes: KubernetesFlags,
 }
 
 /// The `auth.oidc.*` keys as flags and `LEOFLOW_AUTH_OIDC_*` variables.
@@ -333,6 +338,7 @@ struct FileConfig {
     admin_password_file: Option<PathBuf>,
     base_url: Option<String>,
     auth: Option<AuthFile>,
+    kubernetes: Option<kubernetes::KubernetesFile>,
 }
 
 /// A URL holding a password: shown only masked (in `--check-config`, logs and errors).
@@ -397,6 +403,8 @@ pub struct ServerConfig {
     pub dispatch_workers: usize,
     /// Where tries run.
     pub executor: ServerExecutor,
+    /// The pod executor's settings (with `executor: kubernetes`).
+    pub kubernetes: Option<KubernetesConfig>,
     /// The shared keys' file.
     pub keys_file: Option<PathBuf>,
     /// The admin password's file.
@@ -545,6 +553,7 @@ impl ServerConfig {
             dispatch_buffer: 1000,
             dispatch_workers: 8,
             executor: ServerExecutor::Subprocess,
+            kubernetes: None,
             keys_file: None,
             admin_password_file: None,
             base_url: None,
@@ -584,6 +593,8 @@ impl ServerConfig {
         )?;
         let auth = file.auth.unwrap_or_default();
         let trusted_proxies = trusted_proxies(flags, auth.trusted_proxies.clone())?;
+        let executor = flags.executor.or(file.executor).unwrap_or_default();
+        let kubernetes_file = file.kubernetes.unwrap_or_default();
         let timeout = flags
             .database_statement_timeout
             .clone()
@@ -627,7 +638,8 @@ impl ServerConfig {
                 .dispatch_workers
                 .or(file.dispatch_workers)
                 .unwrap_or(8),
-            executor: flags.executor.or(file.executor).unwrap_or_default(),
+            executor,
+            kubernetes: None,
             keys_file: flags.keys_file.clone().or(file.keys_file),
             admin_password_file: flags
                 .admin_password_file
@@ -639,7 +651,28 @@ impl ServerConfig {
         };
         let allow_unsandboxed = flags.allow_unsandboxed || file.allow_unsandboxed == Some(true);
         config.check(allow_unsandboxed)?;
+        let mut config = config;
+        // An API replica dispatches nothing: it names the executor, and needs no more of it.
+        if executor == ServerExecutor::Kubernetes && config.role.runs_scheduler() {
+            config.kubernetes = Some(kubernetes::kubernetes_config(
+                &flags.kubernetes,
+                kubernetes_file,
+            )?);
+            config.check_pods_reach_it()?;
+        }
         Ok(config)
+    }
+
+    /// Task pods need an address of the control plane they can dial.
+    fn check_pods_reach_it(&self) -> Result<(), ConfigError> {
+        if self.advertise_grpc.is_none() && self.role.runs_scheduler() {
+            return Err(key_error(
+                "advertise_grpc",
+                "missing: task pods dial the control plane there (the scheduler Service's \
+                 HOST:PORT, e.g. leoflow-scheduler.leoflow.svc:9091)",
+            ));
+        }
+        Ok(())
     }
 
     /// The checks across keys.
@@ -683,6 +716,7 @@ impl ServerConfig {
         if let Some(address) = &self.advertise_grpc {
             check_host_port(address)?;
         }
+
         if let Some(base_url) = &self.base_url {
             check_base_url(base_url)?;
         }
@@ -963,7 +997,8 @@ mod tests {
     fn a_full_file_is_read_and_flags_override_it() {
         let (_dir, path) = file(&format!(
             "role: scheduler\nhttp_port: 8081\ndatabase_url: {DB}\nredis_url: {REDIS}\n\
-             database_statement_timeout: 2m\nadvertise_grpc: leoflow-grpc.ns.svc:9091\n"
+             database_statement_timeout: 2m\nadvertise_grpc: leoflow-grpc.ns.svc:9091\n\
+             kubernetes:\n  image: reg/task:1\n  namespaces: {{default: tasks, a: team-a}}\n"
         ));
         let mut flags = flags_with(Some(path));
         flags.http_port = Some(8082);
@@ -973,6 +1008,14 @@ mod tests {
         assert_eq!((config.grpc_port, config.metrics_port), (9091, 9090));
         assert_eq!(config.database_statement_timeout, Duration::from_secs(120));
         assert_eq!(config.executor, ServerExecutor::Kubernetes);
+        let pods = config
+            .kubernetes
+            .as_ref()
+            .expect("the pod executor's settings");
+        assert_eq!(
+            (pods.image.as_str(), pods.namespaces.len()),
+            ("reg/task:1", 2)
+        );
         assert_eq!(config.database_url, SecretUrl(DB.into()));
         let shown = serde_norway::to_string(&config).unwrap();
         assert!(
@@ -1011,6 +1054,8 @@ mod tests {
         std::fs::write(&secret, format!("{REDIS}\n")).unwrap();
         let mut flags = ServerFlags {
             redis_url_file: Some(secret),
+            executor: Some(ServerExecutor::Subprocess),
+            allow_unsandboxed: true,
             ..ServerFlags::default()
         };
         assert_eq!(
@@ -1160,6 +1205,7 @@ mod tests {
         };
         let base = ServerFlags {
             redis_url: Some(REDIS.into()),
+            role: Some(Role::Api),
             ..ServerFlags::default()
         };
         let config = load(&base, Some(DB)).unwrap();
@@ -1168,6 +1214,7 @@ mod tests {
         let (_dir, path) = file(&format!(
             "database_url: {DB}
 redis_url: {REDIS}
+role: api
 auth:
   trusted_proxies:
     - 10.0.0.0/8
@@ -1194,7 +1241,7 @@ auth:
             r#"["172.16.0.0/12","2001:db8::/32"]"#
         );
         let (_dir, path) = file(&format!(
-            "database_url: {DB}\nredis_url: {REDIS}\nauth:\n  trusted_proxies: 10.0.0.0/8,10.1.2.3\n"
+            "database_url: {DB}\nredis_url: {REDIS}\nrole: api\nauth:\n  trusted_proxies: 10.0.0.0/8,10.1.2.3\n"
         ));
         assert_eq!(
             shown(&load(&flags_with(Some(path)), None).unwrap()),

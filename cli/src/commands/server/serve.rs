@@ -27,6 +27,8 @@ use leoflow_api::probes::{Check, Readiness};
 use leoflow_api::{ApiState, Settings, Ui};
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_events::EventStore;
+use leoflow_executors::AgentConfig;
+use leoflow_executors::kubernetes::{Namespaces, PodConfig};
 use leoflow_projector::{ReadModels, replay};
 use leoflow_scheduler::control::Specs;
 use leoflow_scheduler::janitor::Retention;
@@ -37,7 +39,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::config::{AuthConfig, ServerConfig, ServerExecutor};
+use super::config::{AuthConfig, KubernetesConfig, ServerConfig, ServerExecutor};
 use super::datastores::{Redis, Schema, open_postgres};
 use super::shared_state::{RedisBlobs, RedisLiveness, RedisSessions};
 use crate::control_plane::{ControlPlane, ControlPlaneOptions, ExecutorChoice};
@@ -270,13 +272,40 @@ fn executor_choice(config: &ServerConfig) -> Result<Option<ExecutorChoice>> {
     if !config.role.runs_scheduler() {
         return Ok(None);
     }
-    match config.executor {
-        ServerExecutor::Subprocess => Ok(Some(ExecutorChoice::Subprocess)),
-        ServerExecutor::Kubernetes => bail!(
-            "executor: kubernetes is not available in leoflow server yet (Pro's pod executor \
-             comes with the Kubernetes work, issue 16). For tests and development use \
-             --executor subprocess --allow-unsandboxed"
-        ),
+    match (config.executor, &config.kubernetes) {
+        (ServerExecutor::Subprocess, _) => Ok(Some(ExecutorChoice::Subprocess)),
+        (ServerExecutor::Kubernetes, Some(pods)) => Ok(Some(cluster(config, pods))),
+        (ServerExecutor::Kubernetes, None) => bail!("executor: kubernetes needs kubernetes.*"),
+    }
+}
+
+/// Pro's pod executor as the configuration describes it.
+fn cluster(config: &ServerConfig, pods: &KubernetesConfig) -> ExecutorChoice {
+    let advertised = config
+        .advertise_grpc
+        .as_deref()
+        .expect("checked with kubernetes.*");
+    let agent = AgentConfig {
+        program: pods.program.clone(),
+        endpoint: format!("http://{advertised}"),
+        python: pods.python.clone(),
+        sdk_path: pods.sdk_path.clone(),
+        project_dir: Some(pods.project_dir.clone()),
+        otlp_endpoint: config.otlp_endpoint.clone(),
+    };
+    let pods_config = PodConfig {
+        defaults: pods.pod_defaults(),
+        max_pods_per_namespace: pods.max_pods_per_namespace,
+        unschedulable_timeout: pods.unschedulable_timeout,
+        ..PodConfig::new(
+            Namespaces::PerTenant(pods.namespaces.clone()),
+            &pods.image,
+            agent,
+        )
+    };
+    ExecutorChoice::Cluster {
+        context: pods.context.clone(),
+        pods: Box::new(pods_config),
     }
 }
 
@@ -338,16 +367,36 @@ async fn control_plane_options(
     shared: Shared,
 ) -> Result<ControlPlaneOptions> {
     // Only the subprocess executor runs Python here: the interpreter and the SDK the
-    // environment names (LEOFLOW_PYTHON, LEOFLOW_SDK_PATH).
-    let python = PythonRuntime::detect()
-        .await
-        .context("the subprocess executor needs Python and Leoflow's SDK")?;
+    // environment names (LEOFLOW_PYTHON, LEOFLOW_SDK_PATH). Pods have theirs in their image.
+    let (python, supervision) = match &executor {
+        ExecutorChoice::Cluster { pods, .. } => {
+            let python = PythonRuntime {
+                interpreter: pods.agent.python.clone(),
+                sdk_path: pods.agent.sdk_path.clone(),
+            };
+            let start_timeout = config
+                .kubernetes
+                .as_ref()
+                .map_or(Duration::ZERO, |k| k.start_timeout);
+            let supervision = Supervision {
+                start_timeout,
+                ..Supervision::default()
+            };
+            (python, supervision)
+        }
+        _ => {
+            let python = PythonRuntime::detect()
+                .await
+                .context("the subprocess executor needs Python and Leoflow's SDK")?;
+            (python, Supervision::default())
+        }
+    };
     Ok(ControlPlaneOptions {
         project_dir: None,
         python,
         heartbeat_interval: Duration::from_secs(5),
         max_xcom_bytes: leoflow_scheduler::agents::DEFAULT_MAX_XCOM_BYTES,
-        supervision: Supervision::default(),
+        supervision,
         master_keys: Some(secrets.keys.master_keys()),
         executor,
         liveness: shared.liveness,
