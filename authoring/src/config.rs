@@ -207,9 +207,9 @@ pub struct Limits {
     pub memory: Option<String>,
 }
 
-/// A task pod's scheduling and identity, in Kubernetes' own shapes (its field names in
-/// snake case). Each key set here replaces the server's default of that key; labels and
-/// annotations are merged with them.
+/// A task pod's scheduling and identity: these keys in snake case, `tolerations` and
+/// `affinity` as Kubernetes writes them. Each key set here replaces the server's default of
+/// that key; labels and annotations are merged with them.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodSettings {

@@ -374,6 +374,33 @@ mod tests {
     }
 
     #[test]
+    fn a_task_s_pod_and_limits_reach_dag_json_and_other_tasks_have_no_pod_key() {
+        let text = "tasks:\n  load:\n    resources: {cpu: '2', memory: 1Gi, limits: {memory: 2Gi}}\n    \
+                    pod:\n      node_selector: {pool: batch}\n      tolerations: [{key: batch, \
+                    operator: Exists}]\n      service_account: etl\n";
+        let config = ProjectConfig::parse(text).unwrap();
+        let doc = build("p", "src", compiled(), &config, Some(text)).unwrap();
+        let tasks = &doc.dags()[0]["tasks"];
+        assert!(tasks[0].get("pod").is_none(), "{}", tasks[0]);
+        assert_eq!(
+            tasks[1]["resources"],
+            json!({"cpu": "2", "memory": "1Gi", "limits": {"cpu": null, "memory": "2Gi"}})
+        );
+        assert_eq!(
+            tasks[1]["pod"],
+            json!({"node_selector": {"pool": "batch"}, "service_account": "etl",
+                   "tolerations": [{"key": "batch", "operator": "Exists"}]})
+        );
+        let wrong =
+            ProjectConfig::parse("tasks:\n  load:\n    resources: {limits: {memory: lots}}\n")
+                .unwrap_err();
+        assert!(wrong.message.contains("resources.limits.memory"), "{wrong}");
+        let typo =
+            ProjectConfig::parse("tasks:\n  load:\n    pod: {node_selectr: {}}\n").unwrap_err();
+        assert!(typo.message.contains("node_selectr"), "{typo}");
+    }
+
+    #[test]
     fn unknown_task_in_leoflow_yaml_names_its_line() {
         let text = "tasks:\n  extract:\n    retries: 1\n  trnasform:\n    retries: 2\n";
         let config = ProjectConfig::parse(text).unwrap();

@@ -53,6 +53,10 @@ const TERMINATE_GRACE_SECONDS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between two asks.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Pods being created at once. A burst of tries is created through this many requests in
+/// flight rather than one connection each: the API server's own limit on mutating requests
+/// in flight is 200 by default, and each request in flight costs this process a connection.
+const CREATES_IN_FLIGHT: usize = 32;
 /// How often pods waiting for a node are looked at against their deadline.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -146,6 +150,8 @@ struct Shared {
     config: PodConfig,
     exits: mpsc::UnboundedSender<AttemptExit>,
     state: Mutex<State>,
+    /// Permits to create, [`CREATES_IN_FLIGHT`] of them.
+    creating: tokio::sync::Semaphore,
 }
 
 /// An attempt this process follows, and where its pod is.
@@ -206,6 +212,7 @@ impl PodExecutor {
             config,
             exits,
             state: Mutex::default(),
+            creating: tokio::sync::Semaphore::new(CREATES_IN_FLIGHT),
         });
         let mut tasks: Vec<JoinHandle<()>> = shared
             .apis
@@ -276,6 +283,7 @@ impl Executor for PodExecutor {
         self.shared.state().live.insert(id.clone(), tracked);
         let shared = self.shared.clone();
         tokio::spawn(async move {
+            let _permit = shared.creating.acquire().await.expect("never closed");
             if let Err(detail) = shared.create(&namespace, &secret, &pod, &id).await {
                 let known = shared.state().live.remove(&id);
                 // The watcher may have reported it meanwhile (an adopted pod that ended).
