@@ -18,9 +18,11 @@ use leoflow_events::{DEFAULT_TENANT, EventStore, Metadata};
 use leoflow_postgres::{Database, Datastore, PostgresChoice, migrate};
 use leoflow_projector::ReadModels;
 
+use super::lite::provision::{POD_IMAGE, k3d_pods, pod_checks};
 use super::server::config::ServerConfig;
 use super::server::{ServerSecrets, serve_with};
 use super::setup::ensure_credentials;
+use crate::control_plane::ExecutorChoice;
 use crate::datastore::DatastoreArgs;
 use crate::python_env::project_python;
 
@@ -73,7 +75,8 @@ pub async fn run(datastore: &DatastoreArgs, args: DemoArgs) -> Result<ExitCode> 
         push_examples(&lite_home, &database, &examples).await?;
         std::fs::write(home.join(EXAMPLES_PUSHED), "")?;
     }
-    println!("  executor  {}", executor_note().await);
+    let (executor, note) = demo_executor().await;
+    println!("  executor  {note}");
     // The UI `leoflow setup` installed for Lite serves Demo too.
     let ui = lite_home.join("ui");
     let ui_dir = UiDirs::installed(&ui).map(|_| ui);
@@ -82,7 +85,13 @@ pub async fn run(datastore: &DatastoreArgs, args: DemoArgs) -> Result<ExitCode> 
     }
     let ports = [args.http_port, args.grpc_port, args.metrics_port];
     let config = ServerConfig::one_host(&database.target, ports, ui_dir);
-    serve_with(config, ServerSecrets::of(credentials), Some(database.pool)).await
+    serve_with(
+        config,
+        ServerSecrets::of(credentials),
+        Some(database.pool),
+        executor,
+    )
+    .await
 }
 
 /// Demo's database, migrated: the URL given, else the managed cluster under Demo's home.
@@ -135,20 +144,30 @@ async fn push_examples(lite_home: &Path, database: &Database, examples: &Path) -
 
 /// Which executor runs tasks, said at start: subprocesses on this host. Pro's pod executor is
 /// not in `leoflow server` yet, so a k3d cluster `leoflow-demo` is named but not used.
-async fn executor_note() -> String {
-    let k3d = tokio::process::Command::new("k3d")
-        .args(["cluster", "get", K3D_CLUSTER])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+/// Pods in the k3d cluster `leoflow-demo` when it answers (with Docker, k3d and kubectl),
+/// else subprocesses (`None`: the server's own); and the line that says which, and why.
+async fn demo_executor() -> (Option<ExecutorChoice>, String) {
+    let missing: Vec<String> = pod_checks(K3D_CLUSTER)
         .await
-        .is_ok_and(|status| status.success());
-    if k3d {
-        format!(
-            "subprocesses on this host (the k3d cluster {K3D_CLUSTER} answers, but Pro's pod \
-             executor is not in leoflow server yet)"
-        )
-    } else {
-        format!("subprocesses on this host (no k3d cluster {K3D_CLUSTER})")
+        .into_iter()
+        .filter_map(|check| {
+            check
+                .found
+                .err()
+                .map(|why| format!("{}: {why}", check.name))
+        })
+        .collect();
+    match missing.first() {
+        None => (
+            Some(k3d_pods(K3D_CLUSTER, POD_IMAGE)),
+            format!("pods in the k3d cluster {K3D_CLUSTER} (image {POD_IMAGE})"),
+        ),
+        Some(why) => (
+            None,
+            format!(
+                "subprocesses on this host (no k3d cluster {K3D_CLUSTER} to run pods in: {why}; \
+                 `k3d cluster create {K3D_CLUSTER} --volume \"$HOME:$HOME@all\"` makes one)"
+            ),
+        ),
     }
 }

@@ -17,7 +17,7 @@ mod backup;
 mod executors;
 mod lock;
 mod projects;
-mod provision;
+pub(crate) mod provision;
 mod reload;
 mod watchdog;
 

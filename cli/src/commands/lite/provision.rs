@@ -140,8 +140,9 @@ pub async fn lite_checks(home: &Path) -> Vec<Check> {
     checks
 }
 
-/// Docker, k3d, kubectl and the `leoflow-dev` cluster: what the pod executor needs.
-pub async fn pod_checks() -> Vec<Check> {
+/// Docker, k3d, kubectl and the k3d `cluster` (Lite's `leoflow-dev`, Demo's
+/// `leoflow-demo`): what the pod executor needs.
+pub async fn pod_checks(cluster: &str) -> Vec<Check> {
     let mut checks = vec![
         Check {
             name: "docker",
@@ -169,10 +170,10 @@ pub async fn pod_checks() -> Vec<Check> {
     if checks.iter().all(|c| c.found.is_ok()) {
         checks.push(Check {
             name: "cluster",
-            found: answer("k3d", &["cluster", "get", K3D_CLUSTER]).await,
+            found: answer("k3d", &["cluster", "get", cluster]).await,
             // Pods run Leoflow's binary, the SDK and the project from the host's paths, so
             // the nodes must mount the folders that hold them (the home folder usually does).
-            fix: format!("k3d cluster create {K3D_CLUSTER} --volume \"$HOME:$HOME@all\""),
+            fix: format!("k3d cluster create {cluster} --volume \"$HOME:$HOME@all\""),
         });
     }
     checks
@@ -184,7 +185,7 @@ pub async fn run(home: &Path) -> Result<ExitCode> {
     let lite = lite_checks(home).await;
     lite.iter().for_each(Check::print);
     println!("For the pod executor (--executor k3d)");
-    let pods = pod_checks().await;
+    let pods = pod_checks(K3D_CLUSTER).await;
     pods.iter().for_each(Check::print);
     let essential = lite.iter().filter(|c| c.name != "setup");
     let ready = essential.clone().all(|c| c.found.is_ok());
@@ -216,7 +217,7 @@ pub async fn run(home: &Path) -> Result<ExitCode> {
 /// The pod executor of `--executor k3d` when the host has Docker, k3d, kubectl and the
 /// cluster; otherwise what is missing, with the fixes.
 pub async fn k3d_executor(image: &str) -> Result<ExecutorChoice> {
-    let missing: Vec<String> = pod_checks()
+    let missing: Vec<String> = pod_checks(K3D_CLUSTER)
         .await
         .into_iter()
         .filter_map(|c| {
@@ -233,10 +234,16 @@ pub async fn k3d_executor(image: &str) -> Result<ExecutorChoice> {
             missing.join("\n")
         );
     }
-    Ok(ExecutorChoice::Pods {
-        context: format!("k3d-{K3D_CLUSTER}"),
+    Ok(k3d_pods(K3D_CLUSTER, image))
+}
+
+/// Pods in the `default` namespace of the k3d `cluster`, calling this host back where k3d's
+/// nodes resolve it.
+pub fn k3d_pods(cluster: &str, image: &str) -> ExecutorChoice {
+    ExecutorChoice::Pods {
+        context: format!("k3d-{cluster}"),
         namespace: "default".into(),
         image: image.to_owned(),
         host_from_pods: K3D_HOST.into(),
-    })
+    }
 }

@@ -55,23 +55,28 @@ const HTTP_DRAIN: Duration = Duration::from_secs(10);
 /// Runs the server until SIGTERM or Ctrl-C (success), or until its scheduler fails.
 pub async fn serve(config: ServerConfig) -> Result<ExitCode> {
     let secrets = ServerSecrets::load(&config)?;
-    serve_with(config, secrets, None).await
+    serve_with(config, secrets, None, None).await
 }
 
 /// [`serve`] with `secrets` made elsewhere and, when given, the database `pool` rather than
-/// `database_url`'s (`leoflow demo`: Lite's credentials file, a managed cluster).
+/// `database_url`'s and the `executor` rather than the configuration's (`leoflow demo`: Lite's
+/// credentials file, a managed cluster, pods in its k3d cluster).
 pub(crate) async fn serve_with(
     config: ServerConfig,
     secrets: ServerSecrets,
     pool: Option<PgPool>,
+    executor: Option<ExecutorChoice>,
 ) -> Result<ExitCode> {
     let mut stop = Stop::install()?;
-    let executor = executor_choice(&config)?;
+    let executor = match executor {
+        Some(executor) => Some(executor),
+        None => executor_choice(&config)?,
+    };
     let ui = match config.role.runs_api() {
         true => installed_ui(config.ui_dir.as_deref())?,
         false => None,
     };
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(&config, executor.as_ref()).await?;
     let pool = match pool {
         Some(pool) => pool,
         None => open_postgres(&config).await?,
@@ -318,15 +323,24 @@ struct Listeners {
 }
 
 impl Listeners {
-    async fn bind(config: &ServerConfig) -> Result<Self> {
+    async fn bind(config: &ServerConfig, executor: Option<&ExecutorChoice>) -> Result<Self> {
         let host: IpAddr = config.host.parse().context("host")?;
+        // Demo's k3d pods call the gRPC port through the container network's gateway, not
+        // loopback (as Lite's do); agents must still present their attempt's token.
+        let grpc_host = match executor {
+            Some(ExecutorChoice::Pods { .. }) if host.is_loopback() => {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            }
+            _ => host,
+        };
         let role = config.role;
         let mut addresses = Vec::new();
         let mut bind_if = async |wanted: bool, port: u16, what: &'static str| {
             if !wanted {
                 return Ok(None);
             }
-            let listener = bind(host, port, what).await?;
+            let at = if what == "grpc" { grpc_host } else { host };
+            let listener = bind(at, port, what).await?;
             addresses.push((what, listener.local_addr()?));
             anyhow::Ok(Some(listener))
         };
