@@ -703,9 +703,41 @@ fn compile_with_image_writes_a_dockerfile_and_build_needs_a_builder() {
     .output()
     .unwrap();
     let dockerfile = std::fs::read_to_string(project.join("Dockerfile.leoflow")).unwrap();
-    assert!(dockerfile.contains("FROM python:3.12-slim"), "{dockerfile}");
+    // On Leoflow's task image for the project's Python; dependencies installed as root, the
+    // image's own user after.
+    let base = format!(
+        "FROM leoflow/leoflow-task:{}-python3.12\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(dockerfile.contains(&base), "{dockerfile}");
     assert!(
-        dockerfile.contains("pip install --no-cache-dir \"requests>=2\""),
+        dockerfile.contains(
+            "USER root\nRUN pip install --no-cache-dir --disable-pip-version-check \"requests>=2\"\nUSER 65532:65532\n"
+        ),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.ends_with("COPY . .\nLABEL io.leoflow.project=\"imgproj\"\n"),
+        "{dockerfile}"
+    );
+    let again = with_test_python(leoflow(
+        &[
+            "compile",
+            project.to_str().unwrap(),
+            "--image",
+            "acme/etl:1",
+            "--base-image",
+            "registry.example.com/leoflow-task:custom",
+        ],
+        None,
+        Some(&home),
+    ))
+    .output()
+    .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    let dockerfile = std::fs::read_to_string(project.join("Dockerfile.leoflow")).unwrap();
+    assert!(
+        dockerfile.contains("FROM registry.example.com/leoflow-task:custom\n"),
         "{dockerfile}"
     );
     if leoflow_postgres::datastore::docker_engine_answers().is_err() {
