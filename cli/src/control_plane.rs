@@ -120,7 +120,10 @@ impl ControlPlane {
         // With port 0 the system picks one: agents must be told the one it picked.
         let grpc = listener.local_addr().context("reading the gRPC address")?;
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
-        let executor = start_executor(&options, grpc, exits_tx).await?;
+        // The pod executor's watchers run while this scheduler leads; the reactor, which
+        // knows, is made after the executor it needs, so its leadership is relayed.
+        let (leading_tx, leading_rx) = watch::channel(false);
+        let executor = start_executor(&options, grpc, exits_tx, leading_rx).await?;
         // Shared through Postgres: another control plane on this database that becomes the
         // leader must not fail the tries whose agents heartbeat to this one.
         let liveness = match &options.liveness {
@@ -139,6 +142,7 @@ impl ControlPlane {
         let specs = reactor.specs();
         let metrics = reactor.metrics();
         let leading = reactor.leading();
+        tokio::spawn(relay(leading.clone(), leading_tx));
         let pool = store.pool().clone();
         let service = agent_service(store, specs.clone(), reactor.liveness(), &options);
         let (shutdown, watcher) = watch::channel(false);
@@ -208,11 +212,23 @@ impl ControlPlane {
     }
 }
 
-/// The executor `options` choose, its agents calling the control plane on `grpc`.
+/// Passes `from`'s value on to `to` until either end goes.
+async fn relay(mut from: watch::Receiver<bool>, to: watch::Sender<bool>) {
+    loop {
+        to.send_replace(*from.borrow_and_update());
+        if from.changed().await.is_err() || to.is_closed() {
+            return;
+        }
+    }
+}
+
+/// The executor `options` choose, its agents calling the control plane on `grpc`; a pod
+/// executor follows pods while `leading`.
 async fn start_executor(
     options: &ControlPlaneOptions,
     grpc: SocketAddr,
     exits: mpsc::UnboundedSender<AttemptExit>,
+    leading: watch::Receiver<bool>,
 ) -> Result<Arc<dyn Executor>> {
     let program = std::env::current_exe().context("locating the leoflow binary")?;
     Ok(match &options.executor {
@@ -270,7 +286,7 @@ async fn start_executor(
                 host_paths,
                 ..PodConfig::new(Namespaces::One(namespace.clone()), image, agent)
             };
-            let executor = PodExecutor::connect(Some(context), config, exits)
+            let executor = PodExecutor::connect(Some(context), config, exits, leading)
                 .await
                 .map_err(|error| {
                     anyhow::anyhow!(
@@ -281,17 +297,18 @@ async fn start_executor(
             Arc::new(executor)
         }
         ExecutorChoice::Cluster { context, pods } => {
-            let executor = PodExecutor::connect(context.as_deref(), (**pods).clone(), exits)
-                .await
-                .map_err(|error| {
-                    anyhow::anyhow!(
-                        "cannot configure a Kubernetes client ({}): {error}",
-                        context.as_deref().map_or_else(
-                            || "in-cluster service account, else $KUBECONFIG".to_owned(),
-                            |c| format!("kubeconfig context {c}")
+            let executor =
+                PodExecutor::connect(context.as_deref(), (**pods).clone(), exits, leading)
+                    .await
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "cannot configure a Kubernetes client ({}): {error}",
+                            context.as_deref().map_or_else(
+                                || "in-cluster service account, else $KUBECONFIG".to_owned(),
+                                |c| format!("kubeconfig context {c}")
+                            )
                         )
-                    )
-                })?;
+                    })?;
             Arc::new(executor)
         }
     })

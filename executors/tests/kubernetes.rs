@@ -67,6 +67,17 @@ impl Harness {
 
     /// An executor configured by `config` over a fake API server; Secrets are always accepted.
     async fn start_with(config: PodConfig, listed: Vec<Value>, respond: Respond) -> Self {
+        let (_, always) = tokio::sync::watch::channel(true);
+        Self::following(config, listed, respond, always).await
+    }
+
+    /// [`Harness::start_with`] for an executor whose scheduler leads while `leading` says so.
+    async fn following(
+        config: PodConfig,
+        listed: Vec<Value>,
+        respond: Respond,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let (secrets_tx, secrets) = mpsc::unbounded_channel();
@@ -83,7 +94,7 @@ impl Harness {
         tokio::spawn(server.serve(handle, watch_rx));
         let client = kube::Client::new(service, "default");
         let (exits_tx, exits) = mpsc::unbounded_channel();
-        let executor = PodExecutor::start(client, config, exits_tx).await;
+        let executor = PodExecutor::start_leading(client, config, exits_tx, leading).await;
         Self {
             executor,
             requests,
@@ -1298,4 +1309,42 @@ async fn an_adopted_pod_counts_and_its_end_is_reported() {
     let exit = api.exit().await;
     assert_eq!(exit.attempt, attempt.key(), "rebuilt from its annotations");
     assert!(has_room(&api.executor, &Placement::default()));
+}
+
+#[tokio::test]
+async fn only_the_leading_scheduler_s_executor_follows_pods() {
+    let attempt = attempt("etl", "load");
+    let pod = {
+        let mut before = Harness::start(vec![], accept()).await;
+        before.dispatch(&attempt).await
+    };
+    let (leads, leading) = tokio::sync::watch::channel(false);
+    let mut api = Harness::following(config(), vec![failed_oom(&pod)], accept(), leading).await;
+    // A standby neither lists nor watches, so it reports and deletes nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.follows.try_recv().is_err(), "a standby follows no pods");
+    assert!(api.exits.try_recv().is_err());
+
+    // It leads: it lists, adopts, and reports the pod that ended while nobody watched.
+    leads.send_replace(true);
+    let exit = api.exit().await;
+    assert_eq!(exit.attempt, attempt.key());
+    assert_eq!(api.request().await.method, Method::DELETE);
+
+    // It steps down: its watch goes; what happens meanwhile is the next leader's to report.
+    leads.send_replace(false);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while api.follows.try_recv().is_ok() {}
+    let later = self::attempt("etl", "later");
+    let later_pod = api.dispatch(&later).await;
+    api.listed
+        .lock()
+        .unwrap()
+        .insert(NS.into(), vec![failed_oom(&later_pod)]);
+    api.events(&[("MODIFIED", &failed_oom(&later_pod))]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.exits.try_recv().is_err(), "no report while standing by");
+    // Leading again: a fresh list finds it.
+    leads.send_replace(true);
+    assert_eq!(api.exit().await.attempt, later.key());
 }

@@ -33,7 +33,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use leoflow_events::{AttemptDigest, TaskInstanceKey};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -135,7 +135,7 @@ impl PodConfig {
 /// Runs each attempt as a pod and reports each pod's end.
 pub struct PodExecutor {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    follower: JoinHandle<()>,
 }
 
 /// A namespace's pods and Secrets.
@@ -195,6 +195,21 @@ impl PodExecutor {
         config: PodConfig,
         exits: mpsc::UnboundedSender<AttemptExit>,
     ) -> Self {
+        let (_, always) = watch::channel(true);
+        Self::start_leading(client, config, exits, always).await
+    }
+
+    /// [`PodExecutor::start`] for one of several schedulers: the watchers (which report and
+    /// delete pods) run only while `leading` says this scheduler leads, so a standby neither
+    /// races the leader to delete pods nor queues reports nobody reads. A new leader's
+    /// watchers list every pod first, adopting those still going and reporting those that
+    /// ended meanwhile.
+    pub async fn start_leading(
+        client: Client,
+        config: PodConfig,
+        exits: mpsc::UnboundedSender<AttemptExit>,
+        leading: watch::Receiver<bool>,
+    ) -> Self {
         let apis = config
             .namespaces
             .all()
@@ -214,21 +229,17 @@ impl PodExecutor {
             state: Mutex::default(),
             creating: tokio::sync::Semaphore::new(CREATES_IN_FLIGHT),
         });
-        let mut tasks: Vec<JoinHandle<()>> = shared
-            .apis
-            .keys()
-            .map(|ns| tokio::spawn(watch(shared.clone(), ns.clone())))
-            .collect();
-        tasks.push(tokio::spawn(sweep(shared.clone())));
-        Self { shared, tasks }
+        let follower = tokio::spawn(follow(shared.clone(), leading));
+        Self { shared, follower }
     }
 
-    /// Like [`PodExecutor::start`], with a client configured from the kubeconfig's `context`
-    /// (its current context when `None`, or the in-cluster service account).
+    /// Like [`PodExecutor::start_leading`], with a client configured from the kubeconfig's
+    /// `context` (its current context when `None`, or the in-cluster service account).
     pub async fn connect(
         context: Option<&str>,
         config: PodConfig,
         exits: mpsc::UnboundedSender<AttemptExit>,
+        leading: watch::Receiver<bool>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let client_config = match context {
             Some(context) => {
@@ -241,7 +252,7 @@ impl PodExecutor {
             None => kube::Config::infer().await?,
         };
         let client = Client::try_from(client_config)?;
-        Ok(Self::start(client, config, exits).await)
+        Ok(Self::start_leading(client, config, exits, leading).await)
     }
 
     /// How many pods of this executor are in flight in `namespace`.
@@ -252,7 +263,37 @@ impl PodExecutor {
 
 impl Drop for PodExecutor {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        self.follower.abort();
+    }
+}
+
+/// Runs the watchers and the sweep while `leading` is true, stops them when it turns false.
+async fn follow(shared: Arc<Shared>, mut leading: watch::Receiver<bool>) {
+    loop {
+        if leading.wait_for(|leads| *leads).await.is_err() {
+            return;
+        }
+        let mut tasks: Vec<JoinHandle<()>> = shared
+            .apis
+            .keys()
+            .map(|ns| tokio::spawn(watch(shared.clone(), ns.clone())))
+            .collect();
+        tasks.push(tokio::spawn(sweep(shared.clone())));
+        // Aborted when this scheduler stops leading, or when the executor goes.
+        let _abort = AbortOnDrop(tasks);
+        if leading.wait_for(|leads| !*leads).await.is_err() {
+            // The sender is gone: the leadership this executor follows is fixed from here on.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
             task.abort();
         }
     }
