@@ -135,6 +135,12 @@ CASES = [
         ("auth.admin.password: at least 8 characters",),
     ),
     Case(
+        "tasks in the control plane's namespace",
+        {"taskNamespaces": {"default": "leoflow"}},
+        TEMPLATE,
+        ('taskNamespaces.default: "leoflow" is the release\'s own namespace',),
+    ),
+    Case(
         "TLS without a certificate",
         {"agentTLS": {"enabled": True}},
         TEMPLATE,

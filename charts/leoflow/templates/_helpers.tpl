@@ -171,6 +171,11 @@ Render-time refusals: what values.schema.json cannot say, each naming the value 
 {{- fail "auth.oidc.existingSecret or auth.oidc.clientSecret is required with auth.mode oidc (the confidential client's secret)" }}
 {{- end }}
 {{- end }}
+{{- range $tenant, $namespace := $v.taskNamespaces }}
+{{- if eq $namespace $.Release.Namespace }}
+{{- fail (printf "taskNamespaces.%s: %q is the release's own namespace; task pods run apart from the control plane (its Secrets and pods are not theirs to reach)" $tenant $namespace) }}
+{{- end }}
+{{- end }}
 {{- range $tenant, $_ := $v.taskNamespaces }}
 {{- if not (regexMatch "^[a-z0-9][a-z0-9_-]{0,62}$" $tenant) }}
 {{- fail (printf "taskNamespaces: %q is not a tenant name: use 1 to 63 lowercase letters, digits, `_` or `-`, starting with a letter or a digit" $tenant) }}
