@@ -54,13 +54,13 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
     exit 1
 fi
 stamp=.venv/.requirements
-requirements=$(cat sdk/python/requirements-dev.txt api/tests/requirements.txt)
+requirements=$(cat sdk/python/requirements-dev.txt api/tests/requirements.txt charts/tests/requirements.txt)
 if [ "$requirements" != "$(cat "$stamp" 2>/dev/null)" ]; then
     echo "== creating .venv"
     rm -rf .venv
     "$python" -m venv .venv
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        -r sdk/python/requirements-dev.txt -r api/tests/requirements.txt
+        -r sdk/python/requirements-dev.txt -r api/tests/requirements.txt -r charts/tests/requirements.txt
     printf '%s' "$requirements" > "$stamp"
 fi
 export LEOFLOW_PYTHON="$PWD/.venv/bin/python"
@@ -99,6 +99,8 @@ echo "== mypy --strict (sdk/python)"
 (cd sdk/python && "$LEOFLOW_PYTHON" -m mypy --strict --ignore-missing-imports src/leoflow --exclude _shim)
 echo "== pytest (sdk/python)"
 (cd sdk/python && "$LEOFLOW_PYTHON" -m pytest -q)
+echo "== pytest (charts)"
+"$LEOFLOW_PYTHON" -m pytest -q charts/tests
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
