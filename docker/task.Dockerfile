@@ -4,7 +4,11 @@
 # after docker/Dockerfile, whose binary it copies (one Rust build for both images):
 #
 #     docker build -f docker/task.Dockerfile \
-#         --build-arg LEOFLOW_IMAGE=leoflow/leoflow:0.1.0 -t leoflow/leoflow-task:0.1.0 .
+#         --build-arg LEOFLOW_IMAGE=leoflow/leoflow:0.1.0 -t leoflow/leoflow-task:0.1.0-python3.11 .
+#
+# The tag names the Python: `leoflow compile --image` builds a project on
+# leoflow/leoflow-task:<version>-python<its python_version> (another with
+# --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm -t …-python3.12).
 #
 # The executor starts each try's pod as `leoflow agent …`; the agent runs the task with the
 # Python and the SDK named below. Nothing secret is in the image: the attempt token reaches the

@@ -13,6 +13,8 @@ import pytest
 from leoflow_chart import REPO, Rendered, server_config
 
 CONFIG_RS = REPO / "cli" / "src" / "commands" / "server" / "config.rs"
+KUBERNETES_RS = REPO / "cli" / "src" / "commands" / "server" / "config" / "kubernetes.rs"
+POD_RS = REPO / "executors" / "src" / "kubernetes" / "pod.rs"
 # Where the sections Pro's pod executor and the agents' TLS add may be declared.
 SOURCE_DIRS = [REPO / "cli" / "src", REPO / "executors" / "src"]
 
@@ -20,7 +22,7 @@ SOURCE_DIRS = [REPO / "cli" / "src", REPO / "executors" / "src"]
 # built in parallel with the chart. Until the server accepts them the test below is an
 # expected failure; once it does, it passes and (strict) fails as XPASS: then delete this
 # set and the marker.
-PENDING = {"kubernetes", "agent_tls", "allow_plaintext_agents"}
+PENDING = {"agent_tls", "allow_plaintext_agents"}
 
 # Values whose keys are data (tenants, labels, resource names, claim values), not the server's.
 DATA = {
@@ -96,6 +98,8 @@ def test_the_chart_writes_only_keys_the_server_accepts(
         "": structs["FileConfig"],
         "auth.": structs["AuthFile"],
         "auth.oidc.": structs["OidcFile"],
+        "kubernetes.": file_structs(KUBERNETES_RS)["KubernetesFile"],
+        "kubernetes.pod_defaults.": file_structs(POD_RS)["PodDefaultsFile"],
     }
     unknown = []
     for key in written_keys(rendered):

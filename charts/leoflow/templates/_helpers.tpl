@@ -44,7 +44,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "leoflow.taskImage" -}}
-{{- printf "%s:%s" .Values.tasks.image.repository (default .Chart.AppVersion .Values.tasks.image.tag) }}
+{{- printf "%s:%s" .Values.tasks.image.repository (default (printf "%s-python3.11" .Chart.AppVersion) .Values.tasks.image.tag) }}
 {{- end }}
 
 {{/* The scheduler Service, which agents dial. */}}

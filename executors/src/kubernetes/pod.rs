@@ -81,25 +81,10 @@ impl PodDefaults {
     /// The server's `kubernetes.pod_defaults` (snake-case keys; tolerations, affinity and
     /// resources as Kubernetes writes them), or what is wrong with them.
     pub fn parse(value: Value) -> Result<Self, String> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Raw {
-            service_account: Option<String>,
-            #[serde(default)]
-            node_selector: BTreeMap<String, String>,
-            #[serde(default)]
-            tolerations: Vec<Toleration>,
-            affinity: Option<Affinity>,
-            #[serde(default)]
-            labels: BTreeMap<String, String>,
-            #[serde(default)]
-            annotations: BTreeMap<String, String>,
-            resources: Option<ResourceRequirements>,
-        }
         if value.is_null() {
             return Ok(Self::default());
         }
-        let raw: Raw = typed(value)?;
+        let raw: PodDefaultsFile = typed(value)?;
         Ok(Self {
             service_account: raw.service_account,
             node_selector: raw.node_selector,
@@ -110,6 +95,23 @@ impl PodDefaults {
             resources: raw.resources,
         })
     }
+}
+
+/// `kubernetes.pod_defaults` as the server's configuration writes it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodDefaultsFile {
+    service_account: Option<String>,
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    tolerations: Vec<Toleration>,
+    affinity: Option<Affinity>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    resources: Option<ResourceRequirements>,
 }
 
 /// The attempt id of a token's digest: names the attempt in labels and the pod name without
