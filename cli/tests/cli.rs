@@ -629,7 +629,17 @@ async fn compile_register_into_a_tenant_keeps_its_dag_ids_to_it() {
             .unwrap()
     };
 
-    let out = compile(&acme, &["--register", "--tenant", "acme"]);
+    // With --image, the version runs in that image on Pro: it is recorded with it.
+    let out = compile(
+        &acme,
+        &[
+            "--register",
+            "--tenant",
+            "acme",
+            "--image",
+            "registry.example.com/acme:2",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("registered a new version of shared"),
@@ -641,6 +651,13 @@ async fn compile_register_into_a_tenant_keeps_its_dag_ids_to_it() {
         .await
         .unwrap();
     assert_eq!(tenant, "acme");
+    let image: Option<String> = sqlx::query_scalar(
+        "SELECT payload->'provenance'->>'image' FROM events WHERE type = 'DagParsed'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(image.as_deref(), Some("registry.example.com/acme:2"));
 
     // The same DAG id from another project into another tenant: refused, nothing recorded.
     let head: i64 = sqlx::query_scalar("SELECT max(position) FROM events")

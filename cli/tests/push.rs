@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lite::text;
-use common::remote::{cli, login_admin, ok, run, token_file};
+use common::remote::{cli, login_admin, login_token, ok, run, token_file};
 use common::server::Deployment;
 use serde_json::{Value, json};
 
@@ -186,18 +186,7 @@ async fn push_registers_frozen_versions_and_rollback_runs_an_older_one() {
 
     // Pushing needs the deploy permission: a User may edit DAGs but not deploy them.
     let user = token_file(&deployment, "User", "default");
-    ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &server.base,
-            "--token-file",
-            user.to_str().unwrap(),
-            "--profile",
-            "user",
-        ],
-    );
+    login_token(&laptop, &server.base, &user, "user");
     let forbidden = run(cli(
         &laptop,
         &[

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::cluster::ScriptedCluster;
-use common::remote::{login_admin, ok, token_file};
+use common::remote::{login_admin, login_token, ok, token_file};
 use common::repo;
 use common::server::Deployment;
 use serde_json::Value;
@@ -107,18 +107,7 @@ async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
     let password = deployment.password_file.to_str().unwrap();
     login_admin(&laptop, &server.base, password, "default");
     let team_a = token_file(&deployment, "Op", "team-a");
-    ok(
-        &laptop,
-        &[
-            "login",
-            "--server",
-            &server.base,
-            "--token-file",
-            team_a.to_str().unwrap(),
-            "--profile",
-            "team-a",
-        ],
-    );
+    login_token(&laptop, &server.base, &team_a, "team-a");
 
     // The default tenant's DAG, pushed with its image; team-a's, pushed without one.
     let etl = project(&deployment.scratch, "etl", "extract");

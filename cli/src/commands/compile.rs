@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use leoflow_authoring::ingest::register;
+use leoflow_authoring::ingest::{Origin, register_from};
 use leoflow_authoring::{ProjectDocument, compile_project, project_name};
+use leoflow_events::Metadata;
+use leoflow_events::catalog::Provenance;
 use leoflow_events::{DEFAULT_TENANT, EventStore, check_tenant};
 use leoflow_postgres::datastore::docker_engine_answers;
 use leoflow_projector::ReadModels;
@@ -60,7 +62,15 @@ pub async fn run(datastore: &DatastoreArgs, args: CompileArgs) -> Result<ExitCod
             EventStore::new(database.pool.clone()).with_projection(std::sync::Arc::new(ReadModels));
         let tenant = args.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
         let project = project_name(&args.project);
-        let registration = register(&store, &project, tenant, &compiled, "cli").await?;
+        // With --image, the registered versions run in that image on Pro, as a push's do.
+        let origin = Origin {
+            metadata: Metadata::actor("cli"),
+            provenance: args.image.as_ref().map(|image| Provenance {
+                image: Some(image.clone()),
+                git_commit: super::push::head_commit(&args.project),
+            }),
+        };
+        let registration = register_from(&store, &project, tenant, &compiled, &origin).await?;
         for dag_id in &registration.parsed {
             eprintln!("registered a new version of {dag_id}");
         }

@@ -54,6 +54,23 @@ pub fn ok(home: &Path, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// `leoflow login` on the laptop `home` to `server` with the API token in `token_file`, under
+/// `profile`.
+pub fn login_token(home: &Path, server: &str, token_file: &Path, profile: &str) {
+    ok(
+        home,
+        &[
+            "login",
+            "--server",
+            server,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--profile",
+            profile,
+        ],
+    );
+}
+
 /// `leoflow login` on the laptop `home` to `server` as the admin whose password is in
 /// `password_file`, under `profile`.
 pub fn login_admin(home: &Path, server: &str, password_file: &str, profile: &str) {
