@@ -1009,7 +1009,9 @@ fn server_checks_its_configuration_from_file_and_environment_and_refuses_what_is
     std::fs::write(&redis_file, "redis://:redis-secret@redis.internal:6379\n").unwrap();
     std::fs::write(
         &config,
-        "role: scheduler\ndatabase_url: postgres://leoflow:db-secret@db.internal/leoflow\n",
+        "role: scheduler\ndatabase_url: postgres://leoflow:db-secret@db.internal/leoflow\n\
+         advertise_grpc: leoflow-scheduler.leoflow.svc:9091\n\
+         kubernetes:\n  image: registry.example.com/leoflow-task:1\n",
     )
     .unwrap();
     let config_arg = config.to_str().unwrap();
@@ -1029,6 +1031,9 @@ fn server_checks_its_configuration_from_file_and_environment_and_refuses_what_is
         "http_port: 8181",
         "grpc_port: 9091",
         "executor: kubernetes",
+        "  image: registry.example.com/leoflow-task:1",
+        "    default: leoflow-tasks",
+        "  start_timeout: 600s",
     ] {
         assert!(shown.contains(line), "{line:?} not in {shown}");
     }

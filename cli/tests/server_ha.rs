@@ -584,10 +584,11 @@ async fn a_replica_refuses_to_start_without_what_it_needs_and_names_the_fix() {
     });
     assert!(error.contains("holds no complete Airflow UI"), "{error}");
 
+    // The default executor is Pro's pod executor, which needs the task image.
     let error = deployment.refusal("scheduler", |c| {
         c.env_remove("LEOFLOW_EXECUTOR");
     });
-    assert!(error.contains("executor: kubernetes"), "{error}");
+    assert!(error.contains("kubernetes.image: missing"), "{error}");
 
     let error = deployment.refusal("scheduler", |c| {
         c.env_remove("LEOFLOW_ALLOW_UNSANDBOXED");
