@@ -1877,6 +1877,16 @@ async fn a_try_whose_agent_has_not_started_gets_the_start_timeout() {
         "{:?}",
         started.elapsed()
     );
+    let reason: String =
+        sqlx::query_scalar("SELECT payload->>'reason' FROM events WHERE type = 'TaskFailed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        reason,
+        "the task agent never started: no sign of life within 3 s of the dispatch (its \
+         process or pod could not start)"
+    );
     stop.send(true).unwrap();
     handle.await.unwrap();
 }

@@ -116,6 +116,8 @@ struct InFlight {
 enum Due {
     /// A started try's agent went silent.
     Silent,
+    /// A try's agent never gave a sign of life within the start timeout.
+    NeverStarted,
     /// A try ran past its `execution_timeout`.
     TimedOut,
     /// A try an earlier scheduler dispatched never started.
@@ -890,11 +892,13 @@ impl Reactor {
             // Never started, dispatched before this scheduler began, and no agent came forward:
             // the dispatch died with the scheduler that made it (before or in the executor).
             let lost = flight.started_at.is_none() && flight.dispatched_at < self.started_at;
-            let silent = if lost { Due::Lost } else { Due::Silent };
-            let quiet_for = match (flight.started_at, seen) {
-                (None, None) => start_silence,
-                _ => silence,
+            let never_heard = flight.started_at.is_none() && seen.is_none();
+            let silent = match (lost, never_heard) {
+                (true, _) => Due::Lost,
+                (false, true) => Due::NeverStarted,
+                (false, false) => Due::Silent,
             };
+            let quiet_for = if never_heard { start_silence } else { silence };
             let mut deadlines = vec![(alive_since + quiet_for, silent)];
             if let (Some(started), Some(limit)) = (flight.started_at, flight.execution_timeout) {
                 let limit = chrono::Duration::milliseconds((limit * 1000.0) as i64);
@@ -919,6 +923,18 @@ impl Reactor {
                     let reason = format!(
                         "no sign of life from the task agent for {} s: the agent, its task or its host stopped",
                         self.supervision.heartbeat_timeout.as_secs()
+                    );
+                    self.end_attempt(&attempt, Some(reason)).await
+                }
+                Due::NeverStarted => {
+                    let waited = self
+                        .supervision
+                        .start_timeout
+                        .max(self.supervision.heartbeat_timeout);
+                    let reason = format!(
+                        "the task agent never started: no sign of life within {} s of the \
+                         dispatch (its process or pod could not start)",
+                        waited.as_secs()
                     );
                     self.end_attempt(&attempt, Some(reason)).await
                 }
