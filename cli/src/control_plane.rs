@@ -24,6 +24,8 @@ use leoflow_secrets::{MasterKeys, Vault};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::agent_tls::{self, AgentTls, ServedCertificate};
+
 /// How to run the control plane.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneOptions {
@@ -55,6 +57,8 @@ pub struct ControlPlaneOptions {
     pub otlp_endpoint: Option<String>,
     /// How tasks read XCom values (Pro: large ones through the replicas' shared cache).
     pub xcom_values: XComValues,
+    /// TLS on the agents' gRPC channel (`None`: plain gRPC, as Lite serves it on loopback).
+    pub agent_tls: Option<AgentTls>,
 }
 
 /// Where tries run.
@@ -119,6 +123,14 @@ impl ControlPlane {
     ) -> Result<Self> {
         // With port 0 the system picks one: agents must be told the one it picked.
         let grpc = listener.local_addr().context("reading the gRPC address")?;
+        // Checked with the configuration; read again here, the files may have changed since.
+        let certificate = match &options.agent_tls {
+            Some(tls) => Some(
+                ServedCertificate::load(tls)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", e.file.key()))?,
+            ),
+            None => None,
+        };
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         // The pod executor's watchers run while this scheduler leads; the reactor, which
         // knows, is made after the executor it needs, so its leadership is relayed.
@@ -147,7 +159,15 @@ impl ControlPlane {
         let service = agent_service(store, specs.clone(), reactor.liveness(), &options);
         let (shutdown, watcher) = watch::channel(false);
         liveness.flush_every(options.heartbeat_interval, watcher.clone());
-        let server = tokio::spawn(serve_agents(listener, service, watcher.clone()));
+        if let Some(certificate) = &certificate {
+            tokio::spawn(certificate.clone().keep_reloading(watcher.clone()));
+        }
+        let server = tokio::spawn(serve_agents(
+            listener,
+            service,
+            certificate,
+            watcher.clone(),
+        ));
         if let Some(retention) = options.log_retention.clone() {
             tokio::spawn(janitor::run(
                 pool,
@@ -239,9 +259,10 @@ async fn start_executor(
             } else {
                 grpc
             };
+            let tls = options.agent_tls.as_ref();
             let endpoint = match &options.advertise_grpc {
-                Some(advertised) => format!("http://{advertised}"),
-                None => format!("http://{endpoint}"),
+                Some(advertised) => agent_tls::endpoint(tls, advertised),
+                None => agent_tls::endpoint(tls, endpoint),
             };
             let agent = AgentConfig {
                 program,
@@ -250,6 +271,7 @@ async fn start_executor(
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),
                 otlp_endpoint: options.otlp_endpoint.clone(),
+                ca_file: tls.and_then(|tls| tls.ca_file.clone()),
             };
             if let ExecutorChoice::Projects(projects) = &options.executor {
                 return Ok(projects.start(agent, exits).await);
@@ -276,11 +298,13 @@ async fn start_executor(
                 .collect();
             let agent = AgentConfig {
                 program,
+                // Lite's k3d pods: local development, plain gRPC.
                 endpoint: format!("http://{host_from_pods}:{}", grpc.port()),
                 python: "python3".into(),
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),
                 otlp_endpoint: options.otlp_endpoint.clone(),
+                ca_file: None,
             };
             let config = PodConfig {
                 host_paths,
@@ -335,26 +359,34 @@ fn agent_service(
         .with_xcom_values(options.xcom_values.clone())
 }
 
-/// Serves `service` on `listener` until `stop` turns true.
+/// Serves `service` on `listener` until `stop` turns true, over TLS with `certificate`.
 async fn serve_agents(
     listener: tokio::net::TcpListener,
     service: AgentService,
+    certificate: Option<Arc<ServedCertificate>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .trace_fn(leoflow_scheduler::agents::call_span)
         .add_service(
             TaskAgentServer::new(service)
                 .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
                 .max_encoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(
+        );
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    match certificate {
+        Some(certificate) => {
+            let incoming = agent_tls::incoming(listener, certificate);
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        None => {
             // Without TCP_NODELAY small replies wait for the agent's delayed ACK
             // (40 ms per call here).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            },
-        )
-        .await
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+    }
 }

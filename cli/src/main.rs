@@ -1,5 +1,6 @@
 //! `leoflow`: the one binary of Leoflow's control plane.
 
+mod agent_tls;
 mod commands;
 mod control_plane;
 mod datastore;

@@ -8,7 +8,9 @@
 //! plane the attempt is alive and learns when it must stop. The agent enforces
 //! `execution_timeout` by killing the runner's process group. Every call carries the attempt
 //! token; calls are retried with backoff while the control plane is away (a restart), and a
-//! refused token ends the agent at once.
+//! refused token ends the agent at once. An `https://` endpoint is dialled over TLS (rustls),
+//! the control plane verified against the CA of `LEOFLOW_AGENT_CA_FILE` (else the system's
+//! roots); a certificate that does not verify ends the agent at once too.
 //!
 //! Diagnostics are `tracing` events inside a span per attempt (`dag_id`, `run_id`, `task_id`,
 //! `map_index`, `try_number`); what the user reads of the try is its task log.
@@ -26,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
@@ -60,6 +62,11 @@ pub struct AgentConfig {
     /// The trace context of the dispatch that started this attempt (`TRACEPARENT`), when the
     /// control plane exports traces: the agent's spans are its children.
     pub trace_parent: Option<String>,
+    /// The CA (PEM) an `https://` control plane's certificate is verified with
+    /// (`LEOFLOW_AGENT_CA_FILE`); `None`: the system's trusted roots (`SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR` or the operating system's store), for a certificate of a CA the host or
+    /// the task image already trusts.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Why an agent stopped without reporting an outcome.
@@ -88,6 +95,15 @@ pub enum AgentError {
     /// The endpoint is not a valid URI.
     #[error("bad control-plane endpoint {0:?}")]
     Endpoint(String),
+    /// TLS to the control plane failed: its certificate does not verify, it does not speak
+    /// TLS, or the agent's CA file is unusable.
+    #[error("TLS to the control plane at {endpoint}: {message}")]
+    Tls {
+        /// Where it was called.
+        endpoint: String,
+        /// What failed, and what to check.
+        message: String,
+    },
 }
 
 /// How a try ended, as the agent reports it.
@@ -187,6 +203,8 @@ struct ControlPlane {
     attempt: AttemptRef,
     endpoint: String,
     retry_budget: Duration,
+    /// The CA file the control plane is verified with (for the message when it does not).
+    ca_file: Option<PathBuf>,
     /// The secrets the task has read, hidden from its log lines and rendered fields.
     masker: Arc<Mutex<Masker>>,
 }
@@ -194,10 +212,7 @@ struct ControlPlane {
 impl ControlPlane {
     /// The control plane of `config` (connected on the first call).
     fn new(config: &AgentConfig) -> Result<Self, AgentError> {
-        let channel = Channel::from_shared(config.endpoint.clone())
-            .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let channel = channel(config)?;
         Ok(Self {
             client: TaskAgentClient::with_interceptor(channel, carry_trace as TraceCarrier)
                 .max_decoding_message_size(crate::MAX_AGENT_MESSAGE)
@@ -205,6 +220,7 @@ impl ControlPlane {
             attempt: config.attempt.clone(),
             endpoint: config.endpoint.clone(),
             retry_budget: config.retry_budget,
+            ca_file: config.ca_file.clone(),
             masker: Arc::default(),
         })
     }
@@ -235,6 +251,14 @@ impl ControlPlane {
                     return Err(AgentError::Invalid(status.message().to_owned()));
                 }
                 Err(status) => {
+                    // Not retried: the same certificate fails the same way on every call
+                    // (this agent reads its CA once), and a server that does not speak TLS
+                    // will not start to; retrying would hold the try (and its pod) for the
+                    // whole budget before failing with a vaguer reason. A control plane that
+                    // is away fails to connect, not in the handshake, and is retried below.
+                    if let Some(error) = tls_failure(&status) {
+                        return Err(self.tls_refused(error));
+                    }
                     if started.elapsed() + backoff > self.retry_budget {
                         return Err(AgentError::Unreachable {
                             endpoint: self.endpoint.clone(),
@@ -252,6 +276,27 @@ impl ControlPlane {
 
     fn attempt(&self) -> Option<AttemptRef> {
         Some(self.attempt.clone())
+    }
+
+    /// Why the handshake failed, with what to check.
+    fn tls_refused(&self, error: &rustls::Error) -> AgentError {
+        let what = match (error, &self.ca_file) {
+            (rustls::Error::InvalidCertificate(_), Some(ca)) => format!(
+                "its certificate does not verify against LEOFLOW_AGENT_CA_FILE {} (the server's \
+                 agent_tls.ca_file must be the CA that signed agent_tls.cert_file, for the \
+                 name agents dial)",
+                ca.display()
+            ),
+            (rustls::Error::InvalidCertificate(_), None) => "its certificate does not verify \
+                 against the system's trusted roots (no LEOFLOW_AGENT_CA_FILE: the server hands \
+                 agents its agent_tls.ca_file)"
+                .to_owned(),
+            _ => "the TLS handshake failed: does its gRPC port serve TLS (agent_tls)?".to_owned(),
+        };
+        AgentError::Tls {
+            endpoint: self.endpoint.clone(),
+            message: format!("{what}: {error}"),
+        }
     }
 
     async fn register(&self) -> Result<Assignment, AgentError> {
@@ -399,6 +444,77 @@ impl ControlPlane {
         .await?;
         Ok(())
     }
+}
+
+/// The lazily connected channel to `config`'s endpoint, over TLS for `https://`.
+fn channel(config: &AgentConfig) -> Result<Channel, AgentError> {
+    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+        .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
+        .connect_timeout(Duration::from_secs(2));
+    if endpoint.uri().scheme_str() == Some("https") {
+        let tls_error = |message: String| AgentError::Tls {
+            endpoint: config.endpoint.clone(),
+            message,
+        };
+        endpoint = endpoint
+            .tls_config(client_tls(config.ca_file.as_deref()).map_err(tls_error)?)
+            .map_err(|e| tls_error(error_chain(&e)))?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+/// How the agent verifies the control plane: against the CA in `ca_file` (the server's
+/// `agent_tls.ca_file`), else against the system's roots.
+fn client_tls(ca_file: Option<&std::path::Path>) -> Result<ClientTlsConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let Some(path) = ca_file else {
+        return Ok(ClientTlsConfig::new().with_native_roots());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read LEOFLOW_AGENT_CA_FILE {}: {e}", path.display()))?;
+    // tonic skips what it cannot parse: an empty trust store would fail every handshake with
+    // a reason that does not name the file.
+    let certificates: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("LEOFLOW_AGENT_CA_FILE {}: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "LEOFLOW_AGENT_CA_FILE {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+}
+
+/// The TLS error a call failed with, if its connection failed in the handshake.
+fn tls_failure(status: &Status) -> Option<&rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(error) = source {
+        // An io::Error's `source` skips the error it wraps: look inside it too.
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(error), inner].into_iter().flatten() {
+            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+        }
+        source = error.source();
+    }
+    None
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// A looked-up value as the runner reads it.

@@ -23,6 +23,10 @@ pub struct AgentConfig {
     pub project_dir: Option<PathBuf>,
     /// The OpenTelemetry collector agents send their spans to (the control plane's own).
     pub otlp_endpoint: Option<String>,
+    /// The CA (a PEM file) agents verify the control plane's certificate with when the agent
+    /// channel is TLS (an `https://` endpoint; the server's `agent_tls.ca_file`). `None`: the
+    /// system's trusted roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The agent's program, arguments (after the program) and environment for one attempt.
@@ -35,6 +39,9 @@ pub(crate) struct AgentCommand {
 
 /// The environment variable carrying the attempt token.
 pub(crate) const TOKEN_ENV: &str = "LEOFLOW_ATTEMPT_TOKEN";
+
+/// The environment variable naming the CA file agents verify the control plane with.
+pub(crate) const CA_FILE_ENV: &str = "LEOFLOW_AGENT_CA_FILE";
 
 /// Variables of the host's environment that agents, runners and tasks see: what programs
 /// need to run (the path, the user, the locale, the time zone, temporary files, certificates,
@@ -120,6 +127,9 @@ impl AgentCommand {
         if let Some(dir) = &config.project_dir {
             env.push(("LEOFLOW_PROJECT_DIR", dir.clone().into()));
         }
+        if let Some(ca) = &config.ca_file {
+            env.push((CA_FILE_ENV, ca.clone().into()));
+        }
         // The agent's spans go where the control plane's go, as children of the dispatch.
         if let (Some(endpoint), Some(parent)) = (&config.otlp_endpoint, &attempt.trace_parent) {
             env.push(("LEOFLOW_OTLP_ENDPOINT", endpoint.into()));
@@ -160,6 +170,7 @@ mod tests {
                 sdk_path: "/sdk".into(),
                 project_dir: None,
                 otlp_endpoint: None,
+                ca_file: Some("/etc/leoflow/agent-tls/ca.crt".into()),
             },
             &attempt,
         );
@@ -185,5 +196,10 @@ mod tests {
         assert!(!command.args.iter().any(|a| a.contains(&token.to_string())));
         assert_eq!(command.env[0], (TOKEN_ENV, token.to_string().into()));
         assert!(!command.env.iter().any(|(k, _)| *k == "LEOFLOW_PROJECT_DIR"));
+        assert!(
+            command
+                .env
+                .contains(&(CA_FILE_ENV, "/etc/leoflow/agent-tls/ca.crt".into()))
+        );
     }
 }

@@ -190,6 +190,7 @@ mod tests {
                 sdk_path: "/sdk".into(),
                 project_dir: Some("/project".into()),
                 otlp_endpoint: None,
+                ca_file: None,
             },
             exits,
         );

@@ -157,6 +157,7 @@ fn config(endpoint: String, runner: PathBuf) -> AgentConfig {
         retry_budget: Duration::from_secs(120),
         zygote: None,
         trace_parent: None,
+        ca_file: None,
     }
 }
 
@@ -393,5 +394,130 @@ async fn an_empty_operator_succeeds_without_a_runner_and_an_unreadable_task_fail
         let finished = state.finished.lock().unwrap().clone().expect("a report");
         assert_eq!(finished.outcome(), outcome, "{}", finished.reason);
         assert!(finished.reason.contains(expected), "{}", finished.reason);
+    }
+}
+
+/// A CA and the certificate it signed for a control plane on loopback, as PEM files in a
+/// directory of their own (`ca.crt`, `tls.crt`, `tls.key`: cert-manager's names).
+struct Pki {
+    dir: PathBuf,
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} CA"));
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("leoflow-agent-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        Self {
+            dir,
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+}
+
+/// Serves `plane` over TLS with `pki`'s certificate; returns its `https://` endpoint.
+async fn serve_tls(plane: Plane, pki: &Pki) -> String {
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let identity = Identity::from_pem(&pki.cert, &pki.key);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .unwrap()
+            .add_service(TaskAgentServer::new(plane))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    endpoint
+}
+
+fn empty_task() -> Arc<Scripted> {
+    Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "EmptyOperator"}),
+        ..Scripted::default()
+    })
+}
+
+/// `config` of an agent that verifies the control plane with `ca_file`.
+fn verifying(endpoint: &str, ca_file: PathBuf) -> AgentConfig {
+    AgentConfig {
+        ca_file: Some(ca_file),
+        ..config(endpoint.to_owned(), PathBuf::from("/nonexistent/python"))
+    }
+}
+
+/// Runs an agent that must fail long before its retry budget (120 s); returns why.
+async fn fails_at_once(config: AgentConfig) -> String {
+    let ran = tokio::time::timeout(Duration::from_secs(15), agent::run(config))
+        .await
+        .expect("failed at once, not after retrying for its budget");
+    ran.expect_err("the agent must not run its try").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_agent_runs_its_try_and_refuses_a_server_its_ca_did_not_sign() {
+    let (pki, other) = (Pki::new("server"), Pki::new("other"));
+    let state = empty_task();
+    let endpoint = serve_tls(Plane(state.clone()), &pki).await;
+
+    agent::run(verifying(&endpoint, pki.ca_file()))
+        .await
+        .unwrap();
+    let finished = state.finished.lock().unwrap().take().expect("a report");
+    assert_eq!(finished.outcome(), Outcome::Success, "{}", finished.reason);
+
+    let error = fails_at_once(verifying(&endpoint, other.ca_file())).await;
+    assert!(
+        error.contains("its certificate does not verify against LEOFLOW_AGENT_CA_FILE")
+            && error.contains(other.ca_file().to_str().unwrap())
+            && error.contains("invalid peer certificate: UnknownIssuer"),
+        "{error}"
+    );
+    assert!(state.finished.lock().unwrap().is_none(), "nothing reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_agent_fails_at_once_on_a_plain_server_or_an_unusable_ca_file() {
+    let pki = Pki::new("plain");
+    let plain = serve(Plane(empty_task()))
+        .await
+        .replace("http://", "https://");
+    let error = fails_at_once(verifying(&plain, pki.ca_file())).await;
+    assert!(
+        error.contains("the TLS handshake failed: does its gRPC port serve TLS"),
+        "{error}"
+    );
+
+    let not_pem = pki.dir.join("not-pem.crt");
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    for (ca_file, expected) in [
+        (
+            pki.dir.join("absent.crt"),
+            "cannot read LEOFLOW_AGENT_CA_FILE",
+        ),
+        (not_pem, "holds no PEM certificate"),
+    ] {
+        let error = fails_at_once(verifying(&plain, ca_file)).await;
+        assert!(error.contains(expected), "{expected}: {error}");
     }
 }

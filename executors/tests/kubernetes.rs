@@ -277,6 +277,7 @@ fn agent() -> AgentConfig {
         sdk_path: "/opt/leoflow/sdk".into(),
         project_dir: Some("/srv/project".into()),
         otlp_endpoint: None,
+        ca_file: None,
     }
 }
 

@@ -174,6 +174,7 @@ fn config() -> PodConfig {
         sdk_path: "/opt/leoflow/sdk".into(),
         project_dir: Some("/opt/leoflow/project".into()),
         otlp_endpoint: None,
+        ca_file: None,
     };
     PodConfig::new(
         Namespaces::One(NAMESPACE.into()),

@@ -48,6 +48,10 @@ pub struct AgentArgs {
     /// The W3C trace context of the dispatch (set by the control plane when it exports traces).
     #[arg(long, env = "TRACEPARENT", hide = true)]
     trace_parent: Option<String>,
+    /// The CA (PEM) an `https://` control plane is verified with (default: the system's
+    /// trusted roots).
+    #[arg(long, env = "LEOFLOW_AGENT_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Seconds to keep retrying while the control plane is unreachable.
     #[arg(long, env = "LEOFLOW_AGENT_RETRY_SECONDS", default_value_t = 120)]
     retry_seconds: u64,
@@ -73,6 +77,7 @@ pub async fn run(args: AgentArgs) -> Result<ExitCode> {
         retry_budget: Duration::from_secs(args.retry_seconds),
         zygote: args.zygote,
         trace_parent: args.trace_parent,
+        ca_file: args.ca_file,
     };
     match agent::run(config).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -422,6 +422,7 @@ fn control_plane_options(
             .ok()
             .filter(|e| !e.trim().is_empty()),
         xcom_values: Default::default(),
+        agent_tls: None,
     }
 }
 

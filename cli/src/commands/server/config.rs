@@ -16,8 +16,12 @@ use leoflow_postgres::datastore::mask_url;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 
+mod agent_tls;
 mod kubernetes;
+pub use agent_tls::AgentTlsFlags;
 pub use kubernetes::{KubernetesConfig, KubernetesFlags};
+
+use crate::agent_tls::AgentTls;
 
 /// Which parts of the control plane a replica runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
@@ -173,6 +177,8 @@ pub struct ServerFlags {
     pub oidc: OidcFlags,
     #[command(flatten)]
     pub kubernetes: KubernetesFlags,
+    #[command(flatten)]
+    pub agent_tls: AgentTlsFlags,
 }
 
 /// The `auth.oidc.*` keys as flags and `LEOFLOW_AUTH_OIDC_*` variables.
@@ -339,6 +345,8 @@ struct FileConfig {
     base_url: Option<String>,
     auth: Option<AuthFile>,
     kubernetes: Option<kubernetes::KubernetesFile>,
+    agent_tls: Option<agent_tls::AgentTlsFile>,
+    allow_plaintext_agents: Option<bool>,
 }
 
 /// A URL holding a password: shown only masked (in `--check-config`, logs and errors).
@@ -405,6 +413,10 @@ pub struct ServerConfig {
     pub executor: ServerExecutor,
     /// The pod executor's settings (with `executor: kubernetes`).
     pub kubernetes: Option<KubernetesConfig>,
+    /// TLS on the agents' gRPC channel; `None`: plain gRPC.
+    pub agent_tls: Option<AgentTls>,
+    /// Plain gRPC to agents beyond loopback is allowed (a trusted network).
+    pub allow_plaintext_agents: bool,
     /// The shared keys' file.
     pub keys_file: Option<PathBuf>,
     /// The admin password's file.
@@ -554,6 +566,8 @@ impl ServerConfig {
             dispatch_workers: 8,
             executor: ServerExecutor::Subprocess,
             kubernetes: None,
+            agent_tls: None,
+            allow_plaintext_agents: false,
             keys_file: None,
             admin_password_file: None,
             base_url: None,
@@ -640,6 +654,9 @@ impl ServerConfig {
                 .unwrap_or(8),
             executor,
             kubernetes: None,
+            agent_tls: agent_tls::agent_tls(&flags.agent_tls, file.agent_tls)?,
+            allow_plaintext_agents: flags.agent_tls.allow_plaintext_agents
+                || file.allow_plaintext_agents == Some(true),
             keys_file: flags.keys_file.clone().or(file.keys_file),
             admin_password_file: flags
                 .admin_password_file
@@ -651,6 +668,7 @@ impl ServerConfig {
         };
         let allow_unsandboxed = flags.allow_unsandboxed || file.allow_unsandboxed == Some(true);
         config.check(allow_unsandboxed)?;
+        agent_tls::check_agent_channel(&config)?;
         let mut config = config;
         // An API replica dispatches nothing: it names the executor, and needs no more of it.
         if executor == ServerExecutor::Kubernetes && config.role.runs_scheduler() {
@@ -989,6 +1007,14 @@ mod tests {
         }
     }
 
+    /// Plain gRPC to agents on the default host, 0.0.0.0.
+    fn plaintext_agents() -> AgentTlsFlags {
+        AgentTlsFlags {
+            allow_plaintext_agents: true,
+            ..AgentTlsFlags::default()
+        }
+    }
+
     fn load(flags: &ServerFlags, db: Option<&str>) -> Result<ServerConfig, ConfigError> {
         ServerConfig::load(flags, db)
     }
@@ -998,7 +1024,8 @@ mod tests {
         let (_dir, path) = file(&format!(
             "role: scheduler\nhttp_port: 8081\ndatabase_url: {DB}\nredis_url: {REDIS}\n\
              database_statement_timeout: 2m\nadvertise_grpc: leoflow-grpc.ns.svc:9091\n\
-             kubernetes:\n  image: reg/task:1\n  namespaces: {{default: tasks, a: team-a}}\n"
+             kubernetes:\n  image: reg/task:1\n  namespaces: {{default: tasks, a: team-a}}\n\
+             allow_plaintext_agents: true\n"
         ));
         let mut flags = flags_with(Some(path));
         flags.http_port = Some(8082);
@@ -1056,6 +1083,7 @@ mod tests {
             redis_url_file: Some(secret),
             executor: Some(ServerExecutor::Subprocess),
             allow_unsandboxed: true,
+            agent_tls: plaintext_agents(),
             ..ServerFlags::default()
         };
         assert_eq!(
@@ -1188,6 +1216,7 @@ mod tests {
         let allowed = ServerFlags {
             executor: Some(ServerExecutor::Subprocess),
             allow_unsandboxed: true,
+            agent_tls: plaintext_agents(),
             ..base
         };
         assert_eq!(

@@ -290,13 +290,15 @@ fn cluster(config: &ServerConfig, pods: &KubernetesConfig) -> ExecutorChoice {
         .advertise_grpc
         .as_deref()
         .expect("checked with kubernetes.*");
+    let tls = config.agent_tls.as_ref();
     let agent = AgentConfig {
         program: pods.program.clone(),
-        endpoint: format!("http://{advertised}"),
+        endpoint: crate::agent_tls::endpoint(tls, advertised),
         python: pods.python.clone(),
         sdk_path: pods.sdk_path.clone(),
         project_dir: Some(pods.project_dir.clone()),
         otlp_endpoint: config.otlp_endpoint.clone(),
+        ca_file: tls.and_then(|tls| tls.ca_file.clone()),
     };
     let pods_config = PodConfig {
         defaults: pods.pod_defaults(),
@@ -422,6 +424,7 @@ async fn control_plane_options(
         advertise_grpc: config.advertise_grpc.clone(),
         otlp_endpoint: config.otlp_endpoint.clone(),
         xcom_values: shared.xcom_values,
+        agent_tls: config.agent_tls.clone(),
     })
 }
 
@@ -592,8 +595,16 @@ fn print_banner(config: &ServerConfig, schema: i64, addresses: &[(&'static str, 
     for (what, address) in addresses {
         println!("  {what:<9} {address}");
     }
-    if let Some(advertised) = &config.advertise_grpc {
-        println!("  agents    dial {advertised}");
+    if config.role.runs_scheduler() {
+        let tls = config.agent_tls.as_ref();
+        if let Some(advertised) = &config.advertise_grpc {
+            let endpoint = crate::agent_tls::endpoint(tls, advertised);
+            println!("  agents    dial {endpoint}");
+        }
+        match tls {
+            Some(tls) => println!("  agent TLS {}", tls.cert_file.display()),
+            None => println!("  agent TLS off: plain gRPC"),
+        }
     }
     println!("Serving; SIGTERM stops this replica gracefully.");
 }
