@@ -279,13 +279,13 @@ fn executor_choice(config: &ServerConfig) -> Result<Option<ExecutorChoice>> {
     }
     match (config.executor, &config.kubernetes) {
         (ServerExecutor::Subprocess, _) => Ok(Some(ExecutorChoice::Subprocess)),
-        (ServerExecutor::Kubernetes, Some(pods)) => Ok(Some(cluster(config, pods))),
+        (ServerExecutor::Kubernetes, Some(pods)) => Ok(Some(cluster(config, pods)?)),
         (ServerExecutor::Kubernetes, None) => bail!("executor: kubernetes needs kubernetes.*"),
     }
 }
 
 /// Pro's pod executor as the configuration describes it.
-fn cluster(config: &ServerConfig, pods: &KubernetesConfig) -> ExecutorChoice {
+fn cluster(config: &ServerConfig, pods: &KubernetesConfig) -> Result<ExecutorChoice> {
     let advertised = config
         .advertise_grpc
         .as_deref()
@@ -300,8 +300,17 @@ fn cluster(config: &ServerConfig, pods: &KubernetesConfig) -> ExecutorChoice {
         otlp_endpoint: config.otlp_endpoint.clone(),
         ca_file: tls.and_then(|tls| tls.ca_file.clone()),
     };
+    // Each pod reads the CA from its attempt's Secret: the file is the control plane's.
+    let agent_ca = match tls.and_then(|tls| tls.ca_file.as_ref()) {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("agent_tls.ca_file: cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
     let pods_config = PodConfig {
         defaults: pods.pod_defaults(),
+        agent_ca,
         max_pods_per_namespace: pods.max_pods_per_namespace,
         unschedulable_timeout: pods.unschedulable_timeout,
         ..PodConfig::new(
@@ -310,10 +319,10 @@ fn cluster(config: &ServerConfig, pods: &KubernetesConfig) -> ExecutorChoice {
             agent,
         )
     };
-    ExecutorChoice::Cluster {
+    Ok(ExecutorChoice::Cluster {
         context: pods.context.clone(),
         pods: Box::new(pods_config),
-    }
+    })
 }
 
 /// The ports this replica's role serves, bound before anything starts.
