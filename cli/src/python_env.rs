@@ -1,7 +1,8 @@
 //! The Python environments Lite parses DAG files and runs tasks in.
 //!
 //! - The **managed venv** (`$LEOFLOW_HOME/python`, made by `leoflow setup`) holds the SDK
-//!   from `sdk/python` with its `dates` extra (pendulum, which most real DAG files import).
+//!   from `sdk/python` with its `dates` and `templates` extras (pendulum, which most real DAG
+//!   files import, and jinja2, which renders template fields).
 //! - A **project venv** (`$LEOFLOW_HOME/projects/<name>-<hash>/venv`) holds what leoflow.yaml's
 //!   `dependencies` name, on top of the managed venv's packages (a `.pth` file adds them), and
 //!   is re-installed only when the list changes.
@@ -168,7 +169,7 @@ impl ManagedPlan {
         let base = host_python().await?;
         let sdk = sdk_project()?;
         let stamp = format!(
-            "python {}\nsdk {}\nextras dates\n",
+            "python {}\nsdk {}\nextras dates,templates\n",
             base.executable.display(),
             sdk_fingerprint(&sdk)?
         );
@@ -214,8 +215,8 @@ impl ManagedPlan {
         run(
             Command::new(venv_python(&self.venv))
                 .args(PIP_INSTALL)
-                .arg(format!("{}[dates]", self.sdk.display())),
-            "installing the Leoflow SDK and pendulum into the managed venv",
+                .arg(format!("{}[dates,templates]", self.sdk.display())),
+            "installing the Leoflow SDK, pendulum and jinja2 into the managed venv",
             PIP_HINT,
         )
         .await?;
@@ -270,7 +271,7 @@ pub async fn lite_python(home: &Path, note: &dyn Fn(String)) -> Result<PythonRun
     } else {
         let host = host_python().await?;
         note(format!(
-            "  python    {} (no managed venv: `leoflow setup` makes one with pendulum)",
+            "  python    {} (no managed venv: `leoflow setup` makes one with pendulum and jinja2)",
             host.executable.display()
         ));
         host.executable
@@ -385,7 +386,7 @@ impl ProjectVenv {
             "on Debian/Ubuntu the venv module needs `sudo apt-get install python3-venv`",
         )
         .await?;
-        // The base environment's packages (the SDK, pendulum) stay importable under the
+        // The base environment's packages (the SDK, pendulum, jinja2) stay importable under the
         // project's own.
         let site = site_packages(&self.base.interpreter).await?;
         let own = site_packages(&venv_python(&self.venv)).await?;

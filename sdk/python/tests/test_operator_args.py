@@ -294,7 +294,6 @@ REFUSED = [
     ("end_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
     ("weight_rule", '"upstream"', "'upstream'"),
     ("run_as_user", '"bob"', "'bob'"),
-    ("render_template_as_native_obj", "True", "True"),
     ("retry_exponential_backoff", "5", "5"),
 ]
 

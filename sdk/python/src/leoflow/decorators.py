@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
@@ -34,8 +34,12 @@ class DecoratedBashOperator(PythonOperator):
 
     operator_name = "@task.bash"
     OWN_ARGS = PythonOperator.OWN_ARGS | {"env", "append_env", "cwd", "skip_on_exit_code"}
+    # Airflow's: the function's arguments, then the command it returns, its env and cwd.
+    template_fields: Sequence[str] = ("op_args", "op_kwargs", "bash_command", "env", "cwd")
+    template_ext: Sequence[str] = (".sh", ".bash")
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
+        self.bash_command: str | None = None  # what the function returns, when the task runs
         self.env = kwargs.pop("env", None)
         self.append_env = bool(kwargs.pop("append_env", False))
         self.cwd = kwargs.pop("cwd", None)
@@ -78,6 +82,7 @@ class DecoratedSensorOperator(PythonOperator):
     """A `@task.sensor` function: poked until it returns a truthy value or times out."""
 
     operator_name = "@task.sensor"
+    template_fields: Sequence[str] = ("op_args", "op_kwargs")
     OWN_ARGS = PythonOperator.OWN_ARGS | {"poke_interval", "timeout", "mode", "soft_fail", "exponential_backoff", "max_wait"}
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:

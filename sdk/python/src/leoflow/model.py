@@ -7,6 +7,7 @@ parsing needs neither Airflow nor the packages the tasks import at run time.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -131,21 +132,19 @@ class DAG:
         "description", "schedule", "start_date", "end_date", "catchup", "max_active_runs",
         "max_active_tasks", "params", "tags", "doc_md", "default_args", "is_paused_upon_creation",
         "dagrun_timeout", "dag_display_name", "access_control",
+        # How the task runner renders templates: it runs the DAG file again and reads them here.
+        "template_searchpath", "template_undefined", "user_defined_macros", "user_defined_filters",
+        "jinja_environment_kwargs", "render_template_as_native_obj",
     }
     #: Airflow arguments accepted only at their no-op value.
     _NOOP_DEFAULTS: dict[str, Any] = {
-        "render_template_as_native_obj": False,
         "fail_fast": False,
         "max_consecutive_failed_dag_runs": 0,
-        "template_searchpath": None,
-        "user_defined_macros": None,
-        "user_defined_filters": None,
         "on_success_callback": None,
         "on_failure_callback": None,
         "sla_miss_callback": None,
         "owner_links": None,
         "auto_register": True,
-        "jinja_environment_kwargs": None,
     }
 
     def __init__(self, dag_id: str | None = None, **kwargs: Any) -> None:
@@ -173,6 +172,18 @@ class DAG:
         self.dagrun_timeout: dt.timedelta | None = _timedelta("dagrun_timeout", kwargs.get("dagrun_timeout"))
         self.display_name: str | None = kwargs.get("dag_display_name")
         self.access_control: AccessControl = _access_control(kwargs.get("access_control"))
+        self.fileloc: str | None = context.dag_file
+        self.template_searchpath: tuple[str, ...] = _searchpath(kwargs.get("template_searchpath"))
+        self.template_undefined: type | None = _undefined_class(kwargs.get("template_undefined"))
+        self.user_defined_macros: dict[str, Any] = _named_dict("user_defined_macros", kwargs.get("user_defined_macros"))
+        self.user_defined_filters: dict[str, Any] = _named_dict("user_defined_filters", kwargs.get("user_defined_filters"))
+        for name, function in self.user_defined_filters.items():
+            if not callable(function):
+                raise DagDefinitionError(f"user_defined_filters[{name!r}] must be a function, not {_shown(function)}")
+        self.jinja_environment_kwargs: dict[str, Any] = _named_dict(
+            "jinja_environment_kwargs", kwargs.get("jinja_environment_kwargs")
+        )
+        self.render_template_as_native_obj: bool = bool(kwargs.get("render_template_as_native_obj", False))
         self.tasks: dict[str, BaseOperator] = {}
         self.groups: dict[str, TaskGroup] = {}
         # Counters for repeated calls of one @task function (`name`, `name__1`, …).
@@ -186,6 +197,17 @@ class DAG:
 
     def __exit__(self, *exc: object) -> None:
         context.dag_stack.pop()
+
+    @property
+    def folder(self) -> str | None:
+        """The folder of the DAG file, where templates files are looked up first."""
+        return os.path.dirname(self.fileloc) if self.fileloc else None
+
+    def get_template_env(self, *, force_sandboxed: bool = False) -> Any:
+        """The Jinja environment this DAG's tasks render their templates in (needs jinja2)."""
+        from leoflow import templates
+
+        return templates.create_environment(self, self.render_template_as_native_obj and not force_sandboxed)
 
     def add_task(self, task: BaseOperator) -> None:
         if task.task_id in self.tasks:
@@ -305,8 +327,20 @@ class XComArg(DependencyMixin):
             "it cannot be tested with if/while while the DAG file is parsed"
         )
 
+    def resolve(self, context: dict[str, Any]) -> Any:
+        """The value, pulled while a task runs (what a template field holding this renders to)."""
+        return context["ti"].xcom_pull(task_ids=self.operator.task_id, key=self.key)
+
     def __repr__(self) -> str:
         return f"XComArg({self.operator.task_id!r}, {self.key!r})"
+
+    def __str__(self) -> str:
+        # As Airflow's: the template that pulls the value, for f-strings in template fields
+        # (`BashOperator(bash_command=f"echo {task.output}")`).
+        return (
+            f"{{{{ task_instance.xcom_pull(task_ids='{self.operator.task_id}', "
+            f"dag_id='{self.operator.dag.dag_id}', key='{self.key}') }}}}"
+        )
 
 
 class BaseOperator(DependencyMixin):
@@ -322,7 +356,7 @@ class BaseOperator(DependencyMixin):
         "task_id", "dag", "task_group", "trigger_rule", "retries", "retry_delay",
         "retry_exponential_backoff", "max_retry_delay", "execution_timeout", "pool", "pool_slots",
         "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
-        "params", "default_args",
+        "params", "default_args", "render_template_as_native_obj",
     }
     #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
     #: accepted at any value, with no effect.
@@ -355,7 +389,6 @@ class BaseOperator(DependencyMixin):
         # The scheduler queues by each task's own priority_weight: Airflow's "absolute" rule.
         "weight_rule": ("downstream", "absolute"),
         "run_as_user": None,
-        "render_template_as_native_obj": None,
     }
     #: Why a NOOP_DEFAULTS argument is refused at another value.
     REFUSAL_REASONS: dict[str, str] = {
@@ -378,10 +411,13 @@ class BaseOperator(DependencyMixin):
         "end_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
         "weight_rule": "tasks are queued by their own priority_weight",
         "run_as_user": "tasks run as the user Leoflow runs as",
-        "render_template_as_native_obj": "templates render to strings",
     }
     #: Arguments of this operator beyond the base ones.
     OWN_ARGS: set[str] = set()
+    #: The attributes the task runner renders with Jinja before the task runs (as in Airflow).
+    template_fields: Sequence[str] = ()
+    #: A template field's string ending in one of these names a template file.
+    template_ext: Sequence[str] = ()
 
     def __init__(self, **kwargs: Any) -> None:
         name = self.operator_name
@@ -437,6 +473,8 @@ class BaseOperator(DependencyMixin):
         self.doc_md = doc_md or doc
         self.display_name = kwargs.pop("task_display_name", None)
         self.do_xcom_push = bool(kwargs.pop("do_xcom_push", True))
+        native = kwargs.pop("render_template_as_native_obj", None)
+        self.render_template_as_native_obj: bool | None = None if native is None else bool(native)
         self.params: dict[str, Param] = _params(kwargs.pop("params", None) or {})
         for key in no_effect | set(default_only):
             kwargs.pop(key, None)
@@ -464,6 +502,24 @@ class BaseOperator(DependencyMixin):
     def serialize_own(self) -> dict[str, Any]:
         """This operator's own fields for dag.json."""
         return {}
+
+    @property
+    def dag_id(self) -> str:
+        return self.dag.dag_id
+
+    def get_template_env(self, dag: DAG | None = None) -> Any:
+        """The Jinja environment this task renders in (needs jinja2, so only while a task runs)."""
+        from leoflow import templates
+
+        return templates.task_environment(self, dag)
+
+    def render_template(self, content: Any, context: dict[str, Any], jinja_env: Any = None, seen_oids: set[int] | None = None) -> Any:
+        """`content` with its templates rendered in `context`, as this task's template fields are
+        (Airflow's `render_template`, for task code that renders a template of its own)."""
+        from leoflow import templates
+
+        env = jinja_env if jinja_env is not None else self.get_template_env()
+        return templates.render_value(content, templates.template_context(context), env, self.template_ext, None, seen_oids)
 
     @property
     def output(self) -> XComArg:
@@ -677,6 +733,33 @@ def _check_id(kind: str, value: str) -> None:
             f"{kind} {value!r} may only contain letters, digits, dashes, dots and underscores "
             "(at most 250 characters)"
         )
+
+
+def _searchpath(value: Any) -> tuple[str, ...]:
+    """`template_searchpath`: one folder or several, as Airflow takes it."""
+    if value is None:
+        return ()
+    folders = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(folders, (list, tuple, set, frozenset)) or not all(
+        isinstance(folder, (str, os.PathLike)) for folder in folders
+    ):
+        raise DagDefinitionError(f"template_searchpath must be a folder or a list of folders, not {_shown(value)}")
+    return tuple(os.fspath(folder) for folder in folders)
+
+
+def _undefined_class(value: Any) -> type | None:
+    """`template_undefined`: a jinja2 `Undefined` class (StrictUndefined when not given)."""
+    if value is None or isinstance(value, type):
+        return value
+    raise DagDefinitionError(f"template_undefined must be a class such as jinja2.StrictUndefined, not {_shown(value)}")
+
+
+def _named_dict(name: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise DagDefinitionError(f"{name} must be a dict with string keys, not {_shown(value)}")
+    return dict(value)
 
 
 def _int(name: str, value: Any, minimum: int | None) -> int:

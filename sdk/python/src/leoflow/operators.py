@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
@@ -30,6 +30,7 @@ class PythonOperator(BaseOperator):
         "python_callable", "op_args", "op_kwargs", "templates_dict", "templates_exts",
         "show_return_value_in_logs", "multiple_outputs",
     }
+    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
         self.python_callable: Callable[..., Any] = kwargs.pop("python_callable", None)
@@ -41,6 +42,13 @@ class PythonOperator(BaseOperator):
         self.op_kwargs: Any = op_kwargs if op_kwargs is _MAPPED else dict(op_kwargs or {})
         self.templates_dict = kwargs.pop("templates_dict", None)
         self.templates_exts = kwargs.pop("templates_exts", None)
+        if self.templates_exts:
+            if isinstance(self.templates_exts, str) or not all(isinstance(e, str) for e in self.templates_exts):
+                raise DagDefinitionError(
+                    f"{self.operator_name} {self.task_id!r}: templates_exts must be a list of file extensions such as ['.sql']"
+                )
+            # As in Airflow: a template field's string ending in one of them names a template file.
+            self.template_ext = tuple(self.templates_exts)
         self.multiple_outputs = bool(kwargs.pop("multiple_outputs", False))
         kwargs.pop("show_return_value_in_logs", None)
         _depend_on_references(self, [self.op_args, self.op_kwargs, self.templates_dict])
@@ -85,6 +93,8 @@ class BashOperator(BaseOperator):
 
     operator_name = "BashOperator"
     OWN_ARGS = {"bash_command", "env", "append_env", "cwd", "skip_on_exit_code", "output_encoding", "output_processor"}
+    template_fields: Sequence[str] = ("bash_command", "env", "cwd")
+    template_ext: Sequence[str] = (".sh", ".bash")
     # A bash task's result is its last line of output, a string: with multiple_outputs=True
     # Airflow fails every try (only an output_processor, not supported, could return a dict).
     NO_EFFECT_ARGS = BaseOperator.NO_EFFECT_ARGS - {"multiple_outputs"}

@@ -7,8 +7,9 @@ describes it, the DAG file's source, and the run (conf, dates, params) (`protoco
 DAG file again (so lambdas and nested functions are found exactly as the file defines them),
 finds the task's callable, builds Airflow's context (`ti`, `ds`, `logical_date`, `run_id`,
 `params`, `dag_run`, `var`, `conn`, …), resolves its arguments (upstream XComs, params, the map
-index's element of mapped arguments), renders `{{ … }}` templates, runs it, pushes its result
-as the `return_value` XCom and reports the outcome.
+index's element of mapped arguments), renders its template fields with Jinja as Airflow does
+(`leoflow.templates`), runs it, pushes its result as the `return_value` XCom and reports the
+outcome.
 
 Requests to the agent are JSON lines on the *original* stdout; each gets a JSON line back on
 stdin (`leoflow.protocol`; the first request states the protocol's version). Everything the task
@@ -23,18 +24,17 @@ import inspect
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from leoflow import context as compile_context
-from leoflow import runtime
+from leoflow import macros, runtime
 from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from leoflow.protocol import (
     PROTOCOL_VERSION,
@@ -102,12 +102,21 @@ class TaskInstance:
     def xcom_pull(
         self,
         task_ids: str | list[str] | None = None,
+        dag_id: str | None = None,
         key: str = "return_value",
+        include_prior_dates: bool = False,
+        *,
         map_indexes: int | None = None,
         default: Any = None,
+        run_id: str | None = None,
         **_: Any,
     ) -> Any:
         """An XCom of this run: one task id gives its value, a list gives a list of values."""
+        if dag_id not in (None, self.dag_id) or run_id not in (None, self.run_id) or include_prior_dates:
+            raise TaskError(
+                "xcom_pull reads the XComs of this DAG run only: another DAG's or run's "
+                f"(dag_id={dag_id!r}, run_id={run_id!r}, include_prior_dates={include_prior_dates!r}) are not supported"
+            )
         if task_ids is None:
             task_ids = self.task_id
         if isinstance(task_ids, str):
@@ -169,7 +178,11 @@ class _Accessor:
         return self._variables.get(name, deserialize_json=self._as_json)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._variables.get(name, default, self._as_json)
+        """The Variable, or `default` when there is none (Airflow's `var.value.get(name, default)`)."""
+        found, value = self._variables._channel.look_up({"op": "variable", "key": name})
+        if not found:
+            return default
+        return json.loads(value) if self._as_json else value
 
 
 class Connection:
@@ -196,20 +209,36 @@ class Connections:
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
 
-    def get(self, conn_id: str) -> Connection:
+    def lookup(self, conn_id: str) -> Connection:
+        """The Connection; a KeyError when there is none (`Connection.get`, `conn.my_conn`)."""
         found, value = self._channel.look_up({"op": "connection", "key": conn_id})
         if not found:
             raise KeyError(f"The conn_id `{conn_id}` isn't defined")
         return Connection(conn_id, value)
 
+    def get(self, conn_id: str, default_conn: Any = None) -> Any:
+        """The Connection, or `default_conn` when there is none (Airflow's `conn.get(...)`)."""
+        found, value = self._channel.look_up({"op": "connection", "key": conn_id})
+        return Connection(conn_id, value) if found else default_conn
+
     def __getattr__(self, conn_id: str) -> Connection:
-        return self.get(conn_id)
+        if conn_id.startswith("__"):
+            raise AttributeError(conn_id)
+        return self.lookup(conn_id)
 
 
 def parse_instant(value: Any) -> dt.datetime | None:
+    """An ISO 8601 instant from the control plane; a pendulum `DateTime` when pendulum is
+    installed, as Airflow's context dates are."""
     if not value:
         return None
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    instant = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    try:
+        import pendulum
+    except ImportError:
+        return instant
+    converted: dt.datetime = pendulum.instance(instant)
+    return converted
 
 
 def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict[str, Any]:
@@ -218,12 +247,19 @@ def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict
     dag_run = DagRun(run, attempt["dag_id"])
     ti = TaskInstance(channel, attempt)
     variables = Variables(channel)
-    params: dict[str, Any] = {}
-    for source in (run.get("dag_params") or {}, attempt["task"].get("params") or {}):
-        for name, param in source.items():
-            if isinstance(param, dict) and "default" in param:
-                params[name] = param["default"]
-    params.update(dag_run.conf)
+    defaults: list[dict[str, Any]] = [
+        {name: param["default"] for name, param in (source or {}).items() if isinstance(param, dict) and "default" in param}
+        for source in (run.get("dag_params"), attempt["task"].get("params"))
+    ]
+    dag_defaults, task_defaults = defaults
+    # Airflow's order: the DAG's params, the task's over them, the run's conf over both. The
+    # control plane fills the run's conf with the DAG's defaults, which Airflow's conf does not
+    # hold: a conf value that is only the DAG's default leaves the task's own param in place.
+    params: dict[str, Any] = {**dag_defaults, **task_defaults}
+    for name, value in dag_run.conf.items():
+        if name in task_defaults and name in dag_defaults and value == dag_defaults[name]:
+            continue
+        params[name] = value
     ctx: dict[str, Any] = {
         "dag": dag,
         "task": task,
@@ -237,19 +273,28 @@ def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict
         "try_number": ti.try_number,
         "var": {"value": _Accessor(variables, False), "json": _Accessor(variables, True)},
         "conn": Connections(channel),
-        "logical_date": dag_run.logical_date,
-        "data_interval_start": dag_run.data_interval_start,
-        "data_interval_end": dag_run.data_interval_end,
+        "macros": macros,
+        "inlets": [],
+        "outlets": [],
+        "test_mode": False,
+        "task_instance_key_str": f"{ti.dag_id}__{ti.task_id}__{dag_run.run_id}",
         "__variable_get__": variables.get,
     }
     when = dag_run.logical_date
     if when is not None:
+        # As in Airflow, the names that depend on the logical date exist only when the run has
+        # one (a template using them in a run without fails: "'ds' is undefined").
+        ts = when.isoformat()
         ctx.update(
+            logical_date=when,
             ds=when.strftime("%Y-%m-%d"),
             ds_nodash=when.strftime("%Y%m%d"),
-            ts=when.isoformat(),
+            ts=ts,
             ts_nodash=when.strftime("%Y%m%dT%H%M%S"),
-            ts_nodash_with_tz=when.strftime("%Y%m%dT%H%M%S%z"),
+            ts_nodash_with_tz=ts.replace("-", "").replace(":", ""),
+            task_instance_key_str=f"{ti.dag_id}__{ti.task_id}__{when.strftime('%Y%m%d')}",
+            data_interval_start=dag_run.data_interval_start,
+            data_interval_end=dag_run.data_interval_end,
         )
     return ctx
 
@@ -257,58 +302,86 @@ def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict
 # --------------------------------------------------------------------------------------------
 # Templates
 
-_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
-_PATH = re.compile(r"""\s*([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*|\s*\[\s*(?:'[^']*'|"[^"]*"|-?\d+)\s*\])*)\s*$""")
-_STEP = re.compile(r"""\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^']*)'|"([^"]*)"|(-?\d+))\s*\]""")
-#: Names a template may use that can be absent (no logical date): they render as "".
-_OPTIONAL = {"ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "logical_date",
-             "data_interval_start", "data_interval_end"}
+#: Why a task whose templates need jinja2 fails when the Python running it lacks the package.
+JINJA_MISSING = (
+    "rendering this task's template fields needs the jinja2 package, which the Python running the "
+    "task does not have: install jinja2 into it (pip install jinja2, or the Leoflow SDK's "
+    "`templates` extra; Lite's managed venv has it)"
+)
+
+#: dag.json's tagged values (`serialize.py`): references and typed values, never rendered.
+_MARKERS = frozenset({"__xcom__", "__param__", "__datetime__", "__date__", "__timedelta__", "__callable__"})
 
 
-def render(value: Any, ctx: dict[str, Any]) -> Any:
-    """Renders `{{ name.attr['key'] }}` lookups in strings, recursively in lists and dicts.
+class Resolved:
+    """A mapped argument's value taken from an XCom: as in Airflow, it is not rendered."""
 
-    Jinja statements (`{% %}`), filters and calls are refused with the expression named: a
-    template Leoflow cannot render must fail loudly, not run a half-rendered command.
-    """
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Resolved) and other.value == self.value
+
+    def __repr__(self) -> str:
+        return f"Resolved({self.value!r})"
+
+
+def _is_marker(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _MARKERS
+
+
+def _has_text(value: Any) -> bool:
+    """Whether `value` holds a string to render (outside references)."""
     if isinstance(value, str):
-        if "{%" in value:
-            raise TaskError(f"Jinja statements ({{% … %}}) are not supported in templates: {value!r}")
-        return _EXPRESSION.sub(lambda m: _lookup(m.group(1), ctx), value)
-    if isinstance(value, list):
-        return [render(v, ctx) for v in value]
+        return True
+    if isinstance(value, Resolved) or _is_marker(value):
+        return False
     if isinstance(value, dict):
-        return {k: render(v, ctx) for k, v in value.items()}
-    return value
+        return any(_has_text(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_text(v) for v in value)
+    return False
 
 
-def _lookup(expression: str, ctx: dict[str, Any]) -> str:
-    match = _PATH.match(expression)
-    if not match:
-        raise TaskError(
-            f"template expression {{{{{expression}}}}} is not supported: Leoflow renders lookups "
-            "such as {{ ds }}, {{ params.name }}, {{ dag_run.conf['key'] }}, {{ var.value.name }}"
-        )
-    name, steps = match.group(1), match.group(2)
-    if name not in ctx or name.startswith("__"):
-        raise TaskError(f"template expression {{{{{expression}}}}}: {name!r} is not in the task context")
-    current: Any = ctx[name]
-    for step in _STEP.finditer(steps):
-        attr, key1, key2, index = step.groups()
-        try:
-            if attr is not None:
-                current = current[attr] if isinstance(current, dict) else getattr(current, attr)
-            elif index is not None:
-                current = current[int(index)]
-            else:
-                current = current[key1 if key1 is not None else key2]
-        except (KeyError, AttributeError, IndexError, TypeError) as error:
-            raise TaskError(f"template expression {{{{{expression}}}}}: {error!r}") from None
-    if current is None and name in _OPTIONAL:
-        return ""
-    if isinstance(current, dt.datetime):
-        return current.isoformat()
-    return "" if current is None else str(current)
+def _templates() -> Any:
+    """`leoflow.templates`, or the task's failure naming jinja2 when it is not installed."""
+    try:
+        from leoflow import templates
+    except ImportError as error:
+        if (error.name or "").split(".")[0] in ("jinja2", "markupsafe"):
+            raise TaskError(JINJA_MISSING) from None
+        raise
+    return templates
+
+
+def render(value: Any, ctx: dict[str, Any], field: str = "a template field", template_ext: Sequence[str] | None = None) -> Any:
+    """A template field's value (as dag.json has it) with its strings rendered by Jinja in the
+    task's environment, recursively in lists and dicts; XComs and params it refers to are pulled
+    and passed as they are, never rendered. `template_ext` defaults to the task's."""
+    ti: TaskInstance = ctx.get("ti")  # type: ignore[assignment]
+    params: dict[str, Any] = ctx.get("params") or {}
+    if not _has_text(value):
+        return decode(value, ti, params)
+    templates = _templates()
+    task = ctx.get("task")
+    if template_ext is None:
+        template_ext = tuple(getattr(task, "template_ext", ()) or ())
+
+    def reference(item: Any) -> tuple[bool, Any]:
+        if isinstance(item, Resolved) or _is_marker(item):
+            return True, decode(item, ti, params)
+        return False, None
+
+    try:
+        env = templates.task_environment(task, ctx.get("dag"))
+        return templates.render_value(value, templates.template_context(ctx), env, template_ext, reference)
+    except templates.jinja2.TemplateError as error:
+        where = ""
+        if isinstance(error, templates.jinja2.TemplateSyntaxError):
+            where = f" (line {error.lineno}{f' of {error.name}' if error.name else ''})"
+        raise TaskError(f"rendering {field} failed: {type(error).__name__}: {error.message or error}{where}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,6 +408,10 @@ def to_json_value(value: Any, what: str) -> Any:
 
 def decode(value: Any, ti: TaskInstance, params: dict[str, Any]) -> Any:
     """dag.json's argument markers back into values: XComs pulled, params looked up."""
+    if isinstance(value, Resolved):
+        return value.value
+    if isinstance(value, tuple):
+        return tuple(decode(v, ti, params) for v in value)
     if isinstance(value, list):
         return [decode(v, ti, params) for v in value]
     if not isinstance(value, dict):
@@ -358,25 +435,43 @@ def decode(value: Any, ti: TaskInstance, params: dict[str, Any]) -> Any:
 
 def mapped_arguments(task: TaskSpec, map_index: int, ti: TaskInstance, params: dict[str, Any]) -> dict[str, Any]:
     """The arguments of map index `map_index` of a mapped task (the cartesian product of
-    `.expand()` arguments, the last argument varying fastest; or one dict of `.expand_kwargs()`)."""
+    `.expand()` arguments, the last argument varying fastest; or one dict of `.expand_kwargs()`).
+
+    A value mapped from an XCom comes as `Resolved` (as in Airflow, it is not rendered); a value
+    of a literal list as dag.json has it (rendered like the task's other template fields)."""
     mapping = task.get("mapped")
     if not mapping:
         return {}
     if mapping.get("expand_kwargs") is not None:
-        items = decode(mapping["expand_kwargs"], ti, params)
-        chosen = list(items)[map_index]
+        items = _mapped_elements(mapping["expand_kwargs"], ti, params)
+        if map_index >= len(items):
+            raise TaskError(f"map index {map_index} is beyond the {len(items)} mapped kwargs")
+        chosen = items[map_index]
+        if _is_marker(chosen):
+            chosen = Resolved(decode(chosen, ti, params))
+        if isinstance(chosen, Resolved):
+            if not isinstance(chosen.value, dict):
+                raise TaskError(f"expand_kwargs element {map_index} is {type(chosen.value).__name__}, not a dict")
+            return {name: Resolved(value) for name, value in chosen.value.items()}
         if not isinstance(chosen, dict):
             raise TaskError(f"expand_kwargs element {map_index} is {type(chosen).__name__}, not a dict")
         return chosen
     names = list(mapping["expand"])
-    values = []
-    for name in names:
-        value = decode(mapping["expand"][name], ti, params)
-        values.append(list(value.items()) if isinstance(value, dict) else list(value))
+    values = [_mapped_elements(mapping["expand"][name], ti, params) for name in names]
     for position, combination in enumerate(itertools.product(*values)):
         if position == map_index:
             return dict(zip(names, combination))
     raise TaskError(f"map index {map_index} is beyond the {sum(1 for _ in itertools.product(*values))} mapped combinations")
+
+
+def _mapped_elements(source: Any, ti: TaskInstance, params: dict[str, Any]) -> list[Any]:
+    """What a mapped argument maps over: a dict's items, a list's elements."""
+    if _is_marker(source):
+        value = decode(source, ti, params)
+        return [Resolved(item) for item in (list(value.items()) if isinstance(value, dict) else list(value))]
+    if isinstance(source, dict):
+        return list(source.items())
+    return list(source)
 
 
 def call_with_context(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
@@ -462,9 +557,14 @@ def load_dag_file(attempt: Start) -> tuple[Any, Any]:
 
 
 def report_rendered(ctx: dict[str, Any], fields: dict[str, Any]) -> None:
-    """Tells the control plane the task's template fields as rendered (the UI's "Rendered
+    """Sets the task's template fields to their rendered values (as Airflow does, so task code
+    reading `context["task"]` sees them) and tells the control plane (the UI's "Rendered
     Templates"). Values that are not JSON are shown as their text; a control plane that does
     not take the report does not fail the task."""
+    task = ctx.get("task")
+    for name, value in fields.items():
+        if task is not None and name in getattr(task, "template_fields", ()):
+            setattr(task, name, value)
     shown = json.loads(json.dumps(fields, default=str))
     try:
         ctx["ti"]._channel.ask({"op": "rendered", "fields": shown})
@@ -472,18 +572,28 @@ def report_rendered(ctx: dict[str, Any], fields: dict[str, Any]) -> None:
         print(f"[leoflow] the rendered fields were not recorded: {error}", file=sys.stderr, flush=True)
 
 
-def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool) -> Outcome:
+def render_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any]) -> tuple[str, Any, Any]:
+    """A bash task's template fields rendered: `bash_command` (a string ending in `.sh` or `.bash`
+    names a script template file), `env` and `cwd`; an empty field is left as it is."""
+    rendered = [render(value, ctx, name) if value else value for name, value in (("bash_command", command), ("env", spec.get("env")), ("cwd", spec.get("cwd")))]
+    command, env, cwd = rendered
     if not isinstance(command, str) or not command.strip():
         raise TaskError(f"the bash command must be a non-empty string, not {command!r}")
-    command = render(command, ctx)
-    env = render(spec.get("env"), ctx)
+    if env is not None and not isinstance(env, dict):
+        raise TaskError(f"the bash task's env must be a dict, not {env!r}")
+    return command, env, cwd
+
+
+def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool) -> Outcome:
+    command, env, cwd = render_bash(command, spec, ctx)
     # The task's own env only: the inherited environment may hold secrets.
-    report_rendered(ctx, {"bash_command": command, "env": env, "cwd": spec.get("cwd")})
+    report_rendered(ctx, {"bash_command": command, "env": env, "cwd": cwd})
+    if env is not None:
+        env = {str(name): str(value) for name, value in env.items()}
     if env is not None and spec.get("append_env"):
         env = {**os.environ, **env}
     elif env is None:
         env = dict(os.environ)
-    cwd = spec.get("cwd")
     print(f"[leoflow] running bash: {command}", file=sys.stderr, flush=True)
     process = subprocess.Popen(
         ["bash", "-c", command], stdout=subprocess.PIPE, stderr=sys.stderr, env=env, cwd=cwd, stdin=subprocess.DEVNULL
@@ -564,27 +674,33 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
     if operator == "BashOperator":
         bash = task["bash"]
         command = mapped.get("bash_command", bash.get("command"))
-        command = decode(command, ti, params)
-        return run_bash(command, {**bash, **({"env": mapped["env"]} if "env" in mapped else {})}, ctx, task.get("do_xcom_push", True))
+        spec: dict[str, Any] = {**bash, **{name: mapped[name] for name in ("env", "cwd") if name in mapped}}
+        return run_bash(command, spec, ctx, task.get("do_xcom_push", True))
     python = task.get("python")
     if python is None:
         raise TaskError(f"Leoflow cannot run operator {operator!r}")
     function: Callable[..., Any] = task_object.python_callable
+    # op_args, op_kwargs and templates_dict are template fields of every Python task (of
+    # `@task` functions too, as in Airflow).
     if operator.startswith("@task"):
-        args = decode(python.get("args") or [], ti, params)
-        kwargs = {**decode(python.get("kwargs") or {}, ti, params), **mapped}
+        raw_args: Any = python.get("args") or []
+        raw_kwargs: Any = {**(python.get("kwargs") or {}), **mapped}
     else:
-        args = decode(mapped.get("op_args", python.get("args") or []), ti, params)
-        kwargs = decode(mapped.get("op_kwargs", python.get("kwargs") or {}), ti, params)
-        args, kwargs = render(args, ctx), render(kwargs, ctx)
-        templates = python.get("templates_dict")
-        if templates is not None:
-            ctx["templates_dict"] = render(decode(templates, ti, params), ctx)
+        raw_args = mapped.get("op_args", python.get("args") or [])
+        raw_kwargs = mapped.get("op_kwargs", python.get("kwargs") or {})
+    args = render(raw_args, ctx, "op_args")
+    kwargs = render(raw_kwargs, ctx, "op_kwargs")
+    templates = python.get("templates_dict")
+    if templates is not None:
+        ctx["templates_dict"] = render(templates, ctx, "templates_dict")
     report_rendered(ctx, {"templates_dict": ctx.get("templates_dict"), "op_args": args, "op_kwargs": kwargs})
     if operator == "@task.sensor":
         return run_sensor(lambda: call_with_context(function, args, kwargs, ctx), task.get("sensor") or {}, ti, task)
     result = call_with_context(function, args, kwargs, ctx)
     if operator in ("@task.bash",):
+        if not isinstance(result, str) or not result.strip():
+            raise TaskError(f"a @task.bash function must return the bash command, a non-empty string, not {result!r}")
+        task_object.bash_command = result
         return run_bash(result, task.get("bash") or {}, ctx, task.get("do_xcom_push", True))
     if operator in ("@task.branch", "BranchPythonOperator"):
         chosen = [] if result is None else [result] if isinstance(result, str) else list(result)

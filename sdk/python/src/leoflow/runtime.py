@@ -48,7 +48,7 @@ class Connection:
             raise DagDefinitionError(
                 f"Connection.get({conn_id!r}) while the DAG file is parsed: read Connections inside a task"
             )
-        return current_context["conn"].get(conn_id)
+        return current_context["conn"].lookup(conn_id)
 
 
 class PokeReturnValue:

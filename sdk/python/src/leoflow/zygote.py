@@ -46,6 +46,14 @@ def _preload() -> None:
     import airflow.providers.standard.operators.python  # noqa: F401
     import airflow.sdk  # noqa: F401
 
+    # Rendering templates (jinja2) and the context's dates (pendulum), when installed: a try
+    # that needs them and finds them missing fails saying so.
+    for module in ("leoflow.templates", "pendulum"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+
 
 def _watch_lifeline(fd: int) -> None:
     try:

@@ -1,0 +1,365 @@
+//! Airflow 3.2.2's own example DAGs, unmodified from the `apache-airflow-core` wheel, run on
+//! Lite to the task states they reach on Airflow 3.2.2, their templates rendered by Jinja:
+//! `tutorial` (a `{% for %}` loop with `macros.ds_add`), `example_xcom` (`ti.xcom_push` inside a
+//! bash command's template, XComs pulled into a bash task's `env` through `str(XComArg)`),
+//! `example_trigger_target_dag` (`dag_run.conf.get("message")` in a template),
+//! `tutorial_taskflow_templates` (`templates_exts` reading a `.sql` template file, a task's
+//! `render_template`) and `example_bash_operator` (`task_instance_key_str`, a skip by exit code).
+//! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
+//! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
+//!
+//! The wheel is the one the SDK's tests fetch (`.venv/artifacts`, or `LEOFLOW_ARTIFACTS`),
+//! checked against its pinned SHA-256; `LEOFLOW_AIRFLOW_WHEEL` names a local copy, and pip
+//! fetches it when it is missing. It is never part of the checkout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+mod common;
+
+use common::lite::{Client, Lite, PASSWORD, scratch};
+use common::{encode, repo, terminate};
+
+const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
+const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
+/// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
+const EXAMPLES: [&str; 5] = [
+    "tutorial",
+    "example_xcom",
+    "example_trigger_target_dag",
+    "tutorial_taskflow_templates",
+    "standard/example_bash_operator",
+];
+
+/// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
+/// example as `{folder}/{stem}/dag.py`, with the `sql/` templates of its folder in the wheel.
+const EXTRACT: &str = r#"
+import hashlib, pathlib, posixpath, subprocess, sys, zipfile
+wheel, sha256, folder = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+if not wheel.exists():
+    wheel.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    "apache-airflow-core==3.2.2", "-d", str(wheel.parent)], check=True)
+digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+assert digest == sha256, f"{wheel} has SHA-256 {digest}, not the pinned {sha256}"
+with zipfile.ZipFile(wheel) as archive:
+    for example in sys.argv[4:]:
+        path = f"airflow/example_dags/{example}.py"
+        project = folder / posixpath.basename(example)
+        (project / "sql").mkdir(parents=True)
+        (project / "dag.py").write_bytes(archive.read(path))
+        sql = posixpath.join(posixpath.dirname(path), "sql") + "/"
+        for name in archive.namelist():
+            if name.startswith(sql) and "/" not in name[len(sql):]:
+                (project / "sql" / name[len(sql):]).write_bytes(archive.read(name))
+"#;
+
+fn python() -> PathBuf {
+    std::env::var_os("LEOFLOW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+fn wheel() -> PathBuf {
+    if let Some(wheel) = std::env::var_os("LEOFLOW_AIRFLOW_WHEEL") {
+        return PathBuf::from(wheel);
+    }
+    std::env::var_os("LEOFLOW_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/artifacts"))
+        .join(WHEEL)
+}
+
+fn extract_examples(folder: &Path) {
+    let status = Command::new(python())
+        .args(["-c", EXTRACT])
+        .arg(wheel())
+        .arg(WHEEL_SHA256)
+        .arg(folder)
+        .args(EXAMPLES)
+        .status()
+        .expect("run the test venv's Python");
+    assert!(status.success(), "the Airflow wheel's examples: {status}");
+}
+
+/// Lite on the folder of examples, on a database of the test cluster.
+struct Examples {
+    lite: Lite,
+    client: Client,
+    folder: PathBuf,
+    _db: TestDatabase,
+}
+
+impl Drop for Examples {
+    fn drop(&mut self) {
+        terminate(&mut self.lite.child);
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+impl Examples {
+    async fn start() -> Self {
+        let folder = scratch("airflow-examples");
+        let dags = folder.join("dags");
+        extract_examples(&dags);
+        let db = fresh_database().await;
+        let url = format!(
+            "postgres://leoflow@localhost/{}?host={}",
+            db.name,
+            test_cluster().socket_dir().display()
+        );
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leoflow"));
+        command
+            .args(["lite", dags.to_str().unwrap()])
+            .env("LEOFLOW_HOME", folder.join("home"))
+            .env("LEOFLOW_ADMIN_PASSWORD", PASSWORD)
+            .env("LEOFLOW_DATABASE_URL", &url)
+            .env("LEOFLOW_PYTHON", python())
+            .env_remove("LEOFLOW_POSTGRES");
+        let lite = Lite::start(command);
+        assert!(!lite.banner.contains("import error"), "{}", lite.banner);
+        let client = Client::login(&lite.base).await;
+        Self {
+            lite,
+            client,
+            folder,
+            _db: db,
+        }
+    }
+
+    /// Unpauses `dag_id`, triggers a run with `body` (its `conf`, `logical_date`) and waits for
+    /// it to end, or for a try to fail (a retry would wait minutes); returns its id and its task
+    /// instances' states by task id.
+    async fn run(&self, dag_id: &str, body: Value) -> (String, Vec<(String, String)>) {
+        let (status, answer) = self
+            .client
+            .call(
+                Method::PATCH,
+                &format!("/api/v2/dags/{dag_id}"),
+                Some(json!({"is_paused": false})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        let (status, run) = self
+            .client
+            .call(
+                Method::POST,
+                &format!("/api/v2/dags/{dag_id}/dagRuns"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 200, "{run}");
+        let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v2/dags/{dag_id}/dagRuns/{}", encode(&run_id));
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let run = self.client.get(&path).await;
+            let states = self.states(&path).await;
+            let failing = states
+                .iter()
+                .any(|(_, state)| state == "up_for_retry" || state == "failed");
+            if run["state"] == "success" || run["state"] == "failed" || failing {
+                return (run_id, states);
+            }
+            assert!(Instant::now() < deadline, "{run_id} did not finish: {run}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The run's task instances' states, by task id.
+    async fn states(&self, run_path: &str) -> Vec<(String, String)> {
+        let list = self
+            .client
+            .get(&format!("{run_path}/taskInstances?limit=100"))
+            .await;
+        let mut states: Vec<(String, String)> = list["task_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ti| {
+                (
+                    ti["task_id"].as_str().unwrap().to_owned(),
+                    ti["state"].as_str().unwrap_or("none").to_owned(),
+                )
+            })
+            .collect();
+        states.sort();
+        states
+    }
+
+    /// Asserts the run's task instances ended in `expected` (task id, state), showing the logs
+    /// of those that did not succeed when they did not.
+    async fn assert_states(
+        &self,
+        dag_id: &str,
+        run: &str,
+        states: &[(String, String)],
+        expected: &[(&str, &str)],
+    ) {
+        let mut expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(task, state)| (task.to_string(), state.to_string()))
+            .collect();
+        expected.sort();
+        if states != expected {
+            let mut logs = String::new();
+            for (task, state) in states {
+                if state != "success" {
+                    let log = self.log(dag_id, run, task).await;
+                    logs.push_str(&format!("--- {task} ({state}):\n{log}"));
+                }
+            }
+            panic!("{dag_id} {run}: {states:?}, expected {expected:?}\n{logs}");
+        }
+    }
+
+    fn ti_path(&self, dag_id: &str, run_id: &str, task_id: &str) -> String {
+        format!(
+            "/api/v2/dags/{dag_id}/dagRuns/{}/taskInstances/{task_id}",
+            encode(run_id)
+        )
+    }
+
+    /// The log of a task instance's first try, as text.
+    async fn log(&self, dag_id: &str, run_id: &str, task_id: &str) -> String {
+        let log = self
+            .client
+            .get(&format!("{}/logs/1", self.ti_path(dag_id, run_id, task_id)))
+            .await;
+        log["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| format!("{}\n", line["event"].as_str().unwrap_or_default()))
+            .collect()
+    }
+
+    async fn xcom(&self, dag_id: &str, run_id: &str, task_id: &str, key: &str) -> Value {
+        let entry = self
+            .client
+            .get(&format!(
+                "{}/xcomEntries/{}",
+                self.ti_path(dag_id, run_id, task_id),
+                encode(key)
+            ))
+            .await;
+        entry["value"].clone()
+    }
+}
+
+/// Each of `tasks` with state success.
+fn succeeded<'a>(tasks: &[&'a str]) -> Vec<(&'a str, &'static str)> {
+    tasks.iter().map(|task| (*task, "success")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
+    let examples = Examples::start().await;
+    let on_leap_day_eve = json!({"logical_date": "2024-02-28T00:00:00Z", "conf": {}});
+
+    // tutorial: `{% for i in range(5) %} echo "{{ ds }}" echo "{{ macros.ds_add(ds, 7)}}"`.
+    let (run, states) = examples.run("tutorial", on_leap_day_eve.clone()).await;
+    let tasks = succeeded(&["print_date", "sleep", "templated"]);
+    examples
+        .assert_states("tutorial", &run, &states, &tasks)
+        .await;
+    let log = examples.log("tutorial", &run, "templated").await;
+    assert_eq!(log.matches("2024-02-28\n").count(), 5, "{log}");
+    // ds_add across the leap day, as Airflow's macro computes it.
+    assert_eq!(log.matches("2024-03-06\n").count(), 5, "{log}");
+    assert!(!log.contains("{{"), "{log}");
+
+    // example_xcom: XComs pushed by returning, by `ti.xcom_push` in task code and inside a bash
+    // command's template, and pulled into a bash task's env through `str(XComArg)`.
+    let (run, states) = examples
+        .run("example_xcom", json!({"logical_date": null}))
+        .await;
+    let tasks = succeeded(&[
+        "bash_pull",
+        "bash_push",
+        "pull_value_from_bash_push",
+        "push",
+        "push_by_returning",
+        "puller",
+    ]);
+    examples
+        .assert_states("example_xcom", &run, &states, &tasks)
+        .await;
+    assert_eq!(
+        examples
+            .xcom("example_xcom", &run, "bash_push", "manually_pushed_value")
+            .await,
+        json!("manually_pushed_value")
+    );
+    let log = examples.log("example_xcom", &run, "bash_pull").await;
+    assert!(
+        log.contains("The xcom pushed manually is 'manually_pushed_value'")
+            && log.contains("The returned_value xcom is 'value_by_return'"),
+        "{log}"
+    );
+
+    // example_trigger_target_dag: the run's conf in task code and in a template.
+    let dag = "example_trigger_target_dag";
+    let (run, states) = examples
+        .run(
+            dag,
+            json!({"logical_date": null, "conf": {"message": "hello from the test"}}),
+        )
+        .await;
+    let tasks = succeeded(&["bash_task", "run_this"]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "bash_task").await;
+    assert!(
+        log.contains("Here is the message: hello from the test"),
+        "{log}"
+    );
+    let log = examples.log(dag, &run, "run_this").await;
+    assert!(
+        log.contains("Remotely received value of hello from the test for key=message"),
+        "{log}"
+    );
+
+    // tutorial_taskflow_templates: a `.sql` argument read from the DAG's folder and rendered
+    // (with the task's params over the DAG's), a `{{ run_id }}` argument, `render_template`.
+    let dag = "tutorial_taskflow_templates";
+    let (run, states) = examples.run(dag, on_leap_day_eve.clone()).await;
+    examples
+        .assert_states(dag, &run, &states, &succeeded(&["template_test"]))
+        .await;
+    let log = examples.log(dag, &run, "template_test").await;
+    for expected in [
+        "sql: /*".to_owned(),
+        "select * from test_data".to_owned(),
+        format!("and run_id = '{run}'"),
+        "and something_else = 'param_from_task'".to_owned(),
+        format!("test_var: {run}"),
+        "data_interval_end: 2024-02-28 00:00:00+00:00".to_owned(),
+        format!("rendered template: run_id: {run}; params.other_param: from_dag"),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} not in {log}");
+    }
+
+    // example_bash_operator: `{{ task_instance_key_str }}`; exit code 99 skips a task, and
+    // the task after it, as Airflow's all_success rule does.
+    let dag = "example_bash_operator";
+    let (run, states) = examples.run(dag, on_leap_day_eve).await;
+    let mut tasks = succeeded(&[
+        "also_run_this",
+        "run_after_loop",
+        "runme_0",
+        "runme_1",
+        "runme_2",
+    ]);
+    tasks.extend([("run_this_last", "skipped"), ("this_will_skip", "skipped")]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "also_run_this").await;
+    assert!(
+        log.contains("ti_key=example_bash_operator__also_run_this__20240228"),
+        "{log}"
+    );
+}
