@@ -26,9 +26,10 @@ LABEL org.opencontainers.image.title="leoflow-task" \
 COPY --from=leoflow /usr/local/bin/leoflow /usr/local/bin/leoflow
 # The directory holding the SDK's `leoflow` package (sdk/python/src), as LEOFLOW_SDK_PATH.
 COPY sdk/python/src/leoflow /opt/leoflow/sdk/leoflow
-# pendulum: the SDK's `dates` extra, which most real DAG files import at module level (Lite's
-# managed venv carries it too); pinned as the test suite's venv pins it.
-RUN pip install --no-cache-dir --disable-pip-version-check pendulum==3.3.0 \
+# pendulum and jinja2: the SDK's `dates` extra (most real DAG files import pendulum at module
+# level) and its `templates` extra (the runner renders template fields with Jinja, as Airflow
+# does); Lite's managed venv carries both too. Pinned as the test suite's venv pins them.
+RUN pip install --no-cache-dir --disable-pip-version-check pendulum==3.3.0 jinja2==3.1.6 \
     && mkdir -p /opt/leoflow/project
 ENV LEOFLOW_PYTHON=/usr/local/bin/python3 \
     LEOFLOW_SDK_PATH=/opt/leoflow/sdk \

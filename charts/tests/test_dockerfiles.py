@@ -210,13 +210,13 @@ def test_the_task_base_has_the_agent_python_and_sdk(task_base: Dockerfile) -> No
     assert env["LEOFLOW_SDK_PATH"] == "/opt/leoflow/sdk"
     assert env["LEOFLOW_PROJECT_DIR"] == "/opt/leoflow/project"
     assert final.all("WORKDIR") == ["/opt/leoflow/project"]
-    # pendulum, pinned as the test venv pins it.
-    pin = re.search(
-        r"^pendulum==\S+$", (REPO / "sdk/python/requirements-dev.txt").read_text(), re.M
-    )
-    assert pin
+    # pendulum and jinja2 (the SDK's extras), pinned as the test venv pins them.
+    requirements = (REPO / "sdk/python/requirements-dev.txt").read_text()
+    pins = [re.search(rf"^{name}==\S+$", requirements, re.M) for name in ("pendulum", "jinja2")]
+    assert all(pins), pins
     (run,) = final.all("RUN")
-    assert f"pip install --no-cache-dir --disable-pip-version-check {pin.group(0)}" in run
+    wanted = " ".join(pin.group(0) for pin in pins if pin)
+    assert f"pip install --no-cache-dir --disable-pip-version-check {wanted}" in run
     assert final.all("USER") == ["65532:65532"]
     # Its build command tags the image the chart's tasks.image names by default.
     text = (DOCKER / "task.Dockerfile").read_text()

@@ -15,14 +15,7 @@ from leoflow_chart import REPO, Rendered, server_config
 CONFIG_RS = REPO / "cli" / "src" / "commands" / "server" / "config.rs"
 KUBERNETES_RS = REPO / "cli" / "src" / "commands" / "server" / "config" / "kubernetes.rs"
 POD_RS = REPO / "executors" / "src" / "kubernetes" / "pod.rs"
-# Where the sections Pro's pod executor and the agents' TLS add may be declared.
-SOURCE_DIRS = [REPO / "cli" / "src", REPO / "executors" / "src"]
-
-# Keys written for issue 16's parts 1 (the pod executor) and 2 (TLS on the agent channel),
-# built in parallel with the chart. Until the server accepts them the test below is an
-# expected failure; once it does, it passes and (strict) fails as XPASS: then delete this
-# set and the marker.
-PENDING = {"agent_tls", "allow_plaintext_agents"}
+AGENT_TLS_RS = REPO / "cli" / "src" / "commands" / "server" / "config" / "agent_tls.rs"
 
 # Values whose keys are data (tenants, labels, resource names, claim values), not the server's.
 DATA = {
@@ -54,16 +47,6 @@ def fields_of(body: str) -> set[str]:
 @cache
 def file_structs(path: Path) -> dict[str, set[str]]:
     return {name: fields_of(body) for name, body in STRUCT.findall(path.read_text())}
-
-
-@cache
-def every_file_field() -> frozenset[str]:
-    found: set[str] = set()
-    for directory in SOURCE_DIRS:
-        for source in directory.rglob("*.rs"):
-            for fields in file_structs(source).values():
-                found |= fields
-    return frozenset(found)
 
 
 def keys(config: dict[str, Any], prefix: str = "") -> list[str]:
@@ -99,34 +82,13 @@ def test_the_chart_writes_only_keys_the_server_accepts(
         "auth.": structs["AuthFile"],
         "auth.oidc.": structs["OidcFile"],
         "kubernetes.": file_structs(KUBERNETES_RS)["KubernetesFile"],
+        "agent_tls.": file_structs(AGENT_TLS_RS)["AgentTlsFile"],
         "kubernetes.pod_defaults.": file_structs(POD_RS)["PodDefaultsFile"],
     }
     unknown = []
     for key in written_keys(rendered):
-        if key.split(".")[0] in PENDING:
-            continue
         parent, _, name = key.rpartition(".")
         accepted = section[parent + "." if parent else ""]
         if name not in accepted:
             unknown.append(key)
     assert unknown == [], f"keys the server refuses: {sorted(unknown)}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server accepts kubernetes, agent_tls and allow_plaintext_agents once issue 16's "
-    "parts 1 and 2 land; then remove PENDING and this marker",
-)
-def test_the_pending_keys_are_accepted_by_the_server(
-    all_toggles: Rendered, required: Rendered
-) -> None:
-    top = file_structs(CONFIG_RS)["FileConfig"]
-    fields = every_file_field()
-    missing = []
-    for key in written_keys(all_toggles) | written_keys(required):
-        parts = key.split(".")
-        if parts[0] not in PENDING:
-            continue
-        if parts[0] not in top or any(part not in fields for part in parts[1:]):
-            missing.append(key)
-    assert missing == [], f"keys the server does not declare yet: {sorted(missing)}"
