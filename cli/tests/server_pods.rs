@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::cluster::ScriptedCluster;
+use common::lite::Client;
+use common::pki::Pki;
 use common::remote::{login_admin, login_token, ok, token_file};
 use common::repo;
-use common::server::Deployment;
+use common::server::{Deployment, PASSWORD};
 use serde_json::Value;
 
 const IMAGE: &str = "registry.example.com/etl:7@sha256:4f2a";
@@ -77,10 +79,9 @@ async fn run_to_success(laptop: &Path, profile: &str, dag_id: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
-    let deployment = Deployment::start("server-pods").await;
-    let cluster = ScriptedCluster::start(
+/// A scripted cluster whose kubelet finds the task image's binary, Python and SDK on this host.
+async fn cluster(deployment: &Deployment) -> ScriptedCluster {
+    ScriptedCluster::start(
         &deployment.scratch,
         vec![
             (
@@ -91,18 +92,27 @@ async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
             ("/opt/leoflow/sdk".into(), repo().join("sdk/python/src")),
         ],
     )
-    .await;
-    let server = deployment.replica_with("all", |command| {
-        command
-            .env("LEOFLOW_EXECUTOR", "kubernetes")
-            .env_remove("LEOFLOW_ALLOW_UNSANDBOXED")
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("LEOFLOW_KUBERNETES_IMAGE", DEFAULT_IMAGE)
-            .env(
-                "LEOFLOW_KUBERNETES_NAMESPACES",
-                r#"{"default": "leoflow-tasks", "team-a": "team-a-tasks"}"#,
-            );
-    });
+    .await
+}
+
+/// A replica's command running its tries as pods in `cluster`.
+fn pod_executor(command: &mut std::process::Command, cluster: &ScriptedCluster) {
+    command
+        .env("LEOFLOW_EXECUTOR", "kubernetes")
+        .env_remove("LEOFLOW_ALLOW_UNSANDBOXED")
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("LEOFLOW_KUBERNETES_IMAGE", DEFAULT_IMAGE)
+        .env(
+            "LEOFLOW_KUBERNETES_NAMESPACES",
+            r#"{"default": "leoflow-tasks", "team-a": "team-a-tasks"}"#,
+        );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
+    let deployment = Deployment::start("server-pods").await;
+    let cluster = cluster(&deployment).await;
+    let server = deployment.replica_with("all", |command| pod_executor(command, &cluster));
     let laptop = deployment.scratch.join("laptop");
     let password = deployment.password_file.to_str().unwrap();
     login_admin(&laptop, &server.base, password, "default");
@@ -172,6 +182,47 @@ async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
         assert!(Instant::now() < deadline, "{:?}", cluster.secrets());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_verify_a_tls_control_plane_with_the_ca_from_their_attempt_s_secret() {
+    let deployment = Deployment::start("server-pods-tls").await;
+    let cluster = cluster(&deployment).await;
+    let pki = Pki::new(&deployment.scratch.join("agent-tls"), "server");
+    let server = deployment.replica_with("all", |command| {
+        pod_executor(command, &cluster);
+        command
+            .env("LEOFLOW_AGENT_TLS_CERT_FILE", &pki.cert_file)
+            .env("LEOFLOW_AGENT_TLS_KEY_FILE", &pki.key_file)
+            .env("LEOFLOW_AGENT_TLS_CA_FILE", &pki.ca_file);
+    });
+    deployment.register("secure", &dag_py("secure", "hello"));
+    cluster.project("secure", &deployment.scratch.join("secure"));
+    let client = Client::login_as(&server.base, PASSWORD).await;
+    client.run_to_success("secure").await;
+
+    let pods = cluster.created_pods();
+    let pod = &pods[0];
+    let container = &pod["spec"]["containers"][0];
+    assert!(
+        container["args"]
+            .to_string()
+            .contains(&format!("https://127.0.0.1:{}", deployment.service.port)),
+        "{}",
+        container["args"]
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.contains(&serde_json::json!({
+            "name": "LEOFLOW_AGENT_CA_FILE",
+            "value": "/var/run/leoflow/agent-tls/ca.crt"
+        })),
+        "{env:?}"
+    );
+    // The CA came from the attempt's Secret (the control plane's own file is no pod's).
+    let volume = &pod["spec"]["volumes"][0];
+    assert_eq!(volume["secret"]["secretName"], pod["metadata"]["name"]);
+    assert_eq!(volume["secret"]["items"][0]["key"], "ca.crt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

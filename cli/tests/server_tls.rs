@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::lite::Client;
+use common::pki::Pki;
 use common::server::{Deployment, PASSWORD, ports};
 use leoflow_executors::proto::AttemptRef;
 use leoflow_executors::proto::task_agent_client::TaskAgentClient;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use reqwest::Method;
 use serde_json::json;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -28,40 +28,6 @@ def hello():
 with DAG("tls", schedule=None, is_paused_upon_creation=False):
     hello()
 "#;
-
-/// A CA and the certificate it signed for the server on loopback, in `dir` as cert-manager
-/// writes a Certificate's Secret.
-struct Pki {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    ca_file: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path, name: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} CA"));
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let pki = Self {
-            cert_file: dir.join("tls.crt"),
-            key_file: dir.join("tls.key"),
-            ca_file: dir.join("ca.crt"),
-        };
-        std::fs::write(&pki.cert_file, cert.pem()).unwrap();
-        std::fs::write(&pki.key_file, key.serialize_pem()).unwrap();
-        std::fs::write(&pki.ca_file, ca.pem()).unwrap();
-        pki
-    }
-}
 
 /// An agent's call on the gRPC port, over TLS verified with `ca` or in plain text: the code
 /// it ends with (a made-up attempt: a server that answers refuses its token).

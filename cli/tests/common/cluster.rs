@@ -39,6 +39,8 @@ struct Cluster {
     mounts: Arc<Vec<(String, PathBuf)>>,
     /// DAG id → the project directory its image holds.
     projects: Arc<Mutex<HashMap<String, PathBuf>>>,
+    /// Where the kubelet writes pods' Secret volumes.
+    scratch: Arc<PathBuf>,
 }
 
 /// A running scripted cluster.
@@ -57,6 +59,7 @@ impl ScriptedCluster {
             events,
             mounts: Arc::new(mounts),
             projects: Arc::default(),
+            scratch: Arc::new(scratch.join("kubelet")),
         };
         let app = Router::new()
             .route("/api/v1/namespaces/{ns}/pods", get(pods).post(create_pod))
@@ -165,9 +168,11 @@ impl Cluster {
         });
     }
 
-    /// The container's process, as a kubelet would start it on this host.
+    /// The container's process, as a kubelet would start it on this host: its Secret volumes
+    /// written out, their mount paths mapped to where they were written.
     fn command(&self, namespace: &str, pod: &Value) -> Result<tokio::process::Command, String> {
         let container = &pod["spec"]["containers"][0];
+        let volumes = self.secret_volumes(namespace, pod)?;
         let program = self.host_path(container["command"][0].as_str().unwrap_or_default());
         let mut command = tokio::process::Command::new(program);
         command.env_clear();
@@ -196,12 +201,54 @@ impl Cluster {
                     .get(dag_id)
                     .map(|dir| dir.to_string_lossy().into_owned())
                     .unwrap_or(value),
-                _ => self.host_path(&value).to_string_lossy().into_owned(),
+                _ => volumes
+                    .iter()
+                    .find_map(|(mount, dir)| {
+                        let rest = value.strip_prefix(mount.as_str())?.trim_start_matches('/');
+                        Some(dir.join(rest).to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_else(|| self.host_path(&value).to_string_lossy().into_owned()),
             };
             command.env(name, value);
         }
         command.stdout(std::process::Stdio::null());
         Ok(command)
+    }
+
+    /// Each Secret volume the container mounts, written to a folder of this host as the
+    /// kubelet projects it (the listed `items`, each to its `path`): (mount path, folder).
+    fn secret_volumes(
+        &self,
+        namespace: &str,
+        pod: &Value,
+    ) -> Result<Vec<(String, PathBuf)>, String> {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let mut written = Vec::new();
+        let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array();
+        for mount in mounts.into_iter().flatten() {
+            let volume = pod["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == mount["name"])
+                .ok_or("a mount of no volume")?;
+            let Some(secret) = volume["secret"]["secretName"].as_str() else {
+                continue;
+            };
+            let dir = self
+                .scratch
+                .join(format!("{name}-{}", mount["name"].as_str().unwrap_or("v")));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            for item in volume["secret"]["items"].as_array().into_iter().flatten() {
+                let reference = json!({"name": secret, "key": item["key"]});
+                let value = self.secret_value(namespace, &reference)?;
+                let path = dir.join(item["path"].as_str().unwrap_or_default());
+                std::fs::write(path, value).map_err(|e| e.to_string())?;
+            }
+            let at = mount["mountPath"].as_str().unwrap_or_default().to_owned();
+            written.push((at, dir));
+        }
+        Ok(written)
     }
 
     fn host_path(&self, image_path: &str) -> PathBuf {

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod lite;
 pub mod oidc;
+pub mod pki;
 pub mod remote;
 pub mod server;
 
