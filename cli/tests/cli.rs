@@ -1010,7 +1010,7 @@ fn server_checks_its_configuration_from_file_and_environment_and_refuses_what_is
     std::fs::write(
         &config,
         "role: scheduler\ndatabase_url: postgres://leoflow:db-secret@db.internal/leoflow\n\
-         advertise_grpc: leoflow-scheduler.leoflow.svc:9091\n\
+         advertise_grpc: leoflow-scheduler.leoflow.svc:9091\nallow_plaintext_agents: true\n\
          kubernetes:\n  image: registry.example.com/leoflow-task:1\n",
     )
     .unwrap();
