@@ -129,13 +129,13 @@ pub async fn push(
 /// Whether Lite, watching `dir` (a project, or a folder of projects named by their paths in
 /// it), hot-reloads the project named `project`.
 fn hot_reloaded(dir: &std::path::Path, project: &str) -> bool {
-    if dir.join("dag.py").is_file() {
+    if leoflow_authoring::is_project(dir) {
         return leoflow_authoring::project_name(dir) == project;
     }
     let inside = std::path::Path::new(project)
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)));
-    inside && dir.join(project).join("dag.py").is_file()
+    inside && leoflow_authoring::is_project(&dir.join(project))
 }
 
 /// `POST /leoflow/api/dags/{dag_id}/rollback` body.

@@ -1,6 +1,7 @@
 //! `leoflow.yaml`: project settings that win over what dag.py says.
 //!
 //! ```yaml
+//! dag_file: my_dag.py           # the DAG file, when not dag.py nor the only *.py file
 //! dag_id: hello                  # renames the DAG (single-DAG projects)
 //! description: Says hello
 //! owner: data-team               # every task's owner
@@ -52,6 +53,9 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
+    /// The project's DAG file, when it is not dag.py and not the project's only `*.py` file
+    /// (see [`crate::project::dag_file`]).
+    pub dag_file: Option<String>,
     /// Renames the project's DAG.
     pub dag_id: Option<String>,
     /// The DAG's description.

@@ -21,7 +21,12 @@ impl ProjectDocument {
         self.json["dags"].as_array().map_or(&[], Vec::as_slice)
     }
 
-    /// The dag.py source text.
+    /// The DAG file's name (`dag.py`, or the name [`crate::project::dag_file`] found).
+    pub fn source_file(&self) -> &str {
+        self.json["source"]["file"].as_str().unwrap_or("dag.py")
+    }
+
+    /// The DAG file's source text.
     pub fn source_text(&self) -> &str {
         self.json["source"]["text"].as_str().unwrap_or_default()
     }
@@ -98,6 +103,7 @@ pub fn check(json: Value) -> Result<ProjectDocument, DocumentError> {
 /// Builds the document from the compiler's answer, the source and leoflow.yaml.
 pub fn build(
     project: &str,
+    file: &str,
     source: &str,
     compiled: Value,
     config: &ProjectConfig,
@@ -149,7 +155,7 @@ pub fn build(
         json: json!({
             "dag_json_version": DAG_JSON_VERSION,
             "project": project,
-            "source": {"file": "dag.py", "sha256": source_sha256, "text": source},
+            "source": {"file": file, "sha256": source_sha256, "text": source},
             "config": {
                 "file": config_text.map(|_| "leoflow.yaml"),
                 "python_version": config.python_version,
@@ -344,7 +350,7 @@ mod tests {
     fn leoflow_yaml_wins_and_the_document_says_so() {
         let text = "dag_id: etl2\ntags: [b, a]\ndefaults:\n  retries: 2\ntasks:\n  load:\n    retries: 5\n    timeout: 60\n";
         let config = ProjectConfig::parse(text).unwrap();
-        let doc = build("p", "src", compiled(), &config, Some(text)).unwrap();
+        let doc = build("p", "dag.py", "src", compiled(), &config, Some(text)).unwrap();
         let dag = &doc.dags()[0];
         assert_eq!(dag["dag_id"], "etl2");
         assert_eq!(dag["tags"], json!(["a", "b"]));
@@ -379,7 +385,7 @@ mod tests {
                     pod:\n      node_selector: {pool: batch}\n      tolerations: [{key: batch, \
                     operator: Exists}]\n      service_account: etl\n";
         let config = ProjectConfig::parse(text).unwrap();
-        let doc = build("p", "src", compiled(), &config, Some(text)).unwrap();
+        let doc = build("p", "dag.py", "src", compiled(), &config, Some(text)).unwrap();
         let tasks = &doc.dags()[0]["tasks"];
         assert!(tasks[0].get("pod").is_none(), "{}", tasks[0]);
         assert_eq!(
@@ -404,7 +410,7 @@ mod tests {
     fn unknown_task_in_leoflow_yaml_names_its_line() {
         let text = "tasks:\n  extract:\n    retries: 1\n  trnasform:\n    retries: 2\n";
         let config = ProjectConfig::parse(text).unwrap();
-        let err = build("p", "src", compiled(), &config, Some(text)).unwrap_err();
+        let err = build("p", "dag.py", "src", compiled(), &config, Some(text)).unwrap_err();
         assert_eq!(err.line, Some(4));
         assert!(
             err.message.contains("dag.py has no task \"trnasform\""),
@@ -418,7 +424,7 @@ mod tests {
         let config = ProjectConfig::parse(text).unwrap();
         let mut guarded = compiled();
         guarded["dags"][0]["access_control"] = json!({"team-a": {"DAG Runs": ["can_create"]}});
-        let doc = build("p", "src", guarded, &config, Some(text)).unwrap();
+        let doc = build("p", "dag.py", "src", guarded, &config, Some(text)).unwrap();
         let dag = &doc.dags()[0];
         assert_eq!(
             dag["access_control"],
@@ -433,16 +439,24 @@ mod tests {
             json!({"team-a": {"DAG Runs": ["can_create"]}})
         );
 
-        let plain = build("p", "src", compiled(), &ProjectConfig::default(), None).unwrap();
+        let plain = build(
+            "p",
+            "dag.py",
+            "src",
+            compiled(),
+            &ProjectConfig::default(),
+            None,
+        )
+        .unwrap();
         assert!(plain.dags()[0].get("access_control").is_none());
     }
 
     #[test]
     fn the_version_hash_follows_content_and_source() {
         let config = ProjectConfig::default();
-        let a = build("p", "src", compiled(), &config, None).unwrap();
-        let b = build("p", "src", compiled(), &config, None).unwrap();
-        let c = build("p", "src changed", compiled(), &config, None).unwrap();
+        let a = build("p", "dag.py", "src", compiled(), &config, None).unwrap();
+        let b = build("p", "dag.py", "src", compiled(), &config, None).unwrap();
+        let c = build("p", "dag.py", "src changed", compiled(), &config, None).unwrap();
         assert_eq!(a.dags()[0]["version_hash"], b.dags()[0]["version_hash"]);
         assert_ne!(a.dags()[0]["version_hash"], c.dags()[0]["version_hash"]);
         assert_eq!(

@@ -62,9 +62,10 @@ fn foreign_message(foreign: &[ForeignDag]) -> String {
     format!("{}; DAG ids are unique across tenants", owners.join(", "))
 }
 
-/// The `fileloc` Leoflow records for a project's dag.py: `<project>/dag.py`.
-pub fn fileloc(project: &str) -> String {
-    format!("{project}/dag.py")
+/// The `fileloc` Leoflow records for a project's DAG file `file`: `<project>/<file>`
+/// (`hello/dag.py`).
+pub fn fileloc(project: &str, file: &str) -> String {
+    format!("{project}/{file}")
 }
 
 /// Appends what compiling `project` yielded into `tenant`: `DagParsed` for each DAG whose
@@ -104,7 +105,13 @@ pub async fn register_from(
     origin: &Origin,
 ) -> Result<Registration, RegisterError> {
     check_tenant(tenant).map_err(RegisterError::Tenant)?;
-    let fileloc = fileloc(project);
+    let fileloc = match compiled {
+        Ok(document) => fileloc(project, document.source_file()),
+        Err(error) => match error.file() {
+            Some(file) => fileloc(project, file),
+            None => known_fileloc(store, project, tenant).await?,
+        },
+    };
     let metadata = &origin.metadata;
     let document = match compiled {
         Ok(document) => document,
@@ -176,6 +183,26 @@ pub async fn register_from(
     }
     store.append(batch).await?;
     Ok(registration)
+}
+
+/// The file an error that names no DAG file (the project's DAG file could not be found) is
+/// recorded against: the one the project's DAGs or import error already have, else
+/// `<project>/dag.py`.
+async fn known_fileloc(
+    store: &EventStore,
+    project: &str,
+    tenant: &str,
+) -> Result<String, sqlx::Error> {
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT fileloc FROM (SELECT fileloc FROM dag WHERE bundle_name = $1 AND tenant = $2 \
+         UNION ALL SELECT filename FROM import_error WHERE bundle_name = $1 AND tenant = $2) f \
+         ORDER BY fileloc LIMIT 1",
+    )
+    .bind(project)
+    .bind(tenant)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(known.unwrap_or_else(|| fileloc(project, crate::project::DEFAULT_DAG_FILE)))
 }
 
 /// Refuses registering into `tenant` DAG ids that another tenant owns.

@@ -1,6 +1,8 @@
-//! Turns a Leoflow project — `dag.py` plus an optional `leoflow.yaml` — into versioned
-//! dag.json documents, and registers them in the event log.
+//! Turns a Leoflow project — its DAG file (`dag.py`, or the file [`project::dag_file`] finds)
+//! plus an optional `leoflow.yaml` — into versioned dag.json documents, and registers them in
+//! the event log.
 //!
+//! * [`project`] answers which file is a project's DAG file.
 //! * [`python`] runs the SDK's compiler (`sdk/python`) on dag.py in a child process under a
 //!   time limit: the DAG file's module-level code runs, its tasks do not.
 //! * [`config`] parses and validates leoflow.yaml.
@@ -13,6 +15,7 @@
 pub mod config;
 pub mod document;
 pub mod ingest;
+pub mod project;
 pub mod python;
 pub mod rollback;
 
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 pub use config::{ConfigError, ProjectConfig};
 pub use document::ProjectDocument;
+pub use project::{ProjectError, dag_file, is_project};
 pub use python::PythonRuntime;
 
 /// How long a DAG file may take to parse before it is stopped.
@@ -30,8 +34,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a project did not compile.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CompileError {
-    /// The directory has no dag.py.
+    /// The directory has no DAG file (no `*.py` file at all).
     NotAProject(PathBuf),
+    /// The directory has several `*.py` files and names none of them its DAG file.
+    AmbiguousDagFile(ProjectError),
     /// dag.py could not be read.
     Unreadable(String),
     /// dag.py is wrong: a located error from the compiler.
@@ -45,8 +51,8 @@ pub enum CompileError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// leoflow.yaml is wrong.
-    Config(ConfigError),
+    /// leoflow.yaml is wrong; with the project's DAG file when it was found.
+    Config(ConfigError, Option<String>),
     /// dag.py did not finish parsing in time.
     Timeout {
         /// The file.
@@ -68,15 +74,23 @@ impl CompileError {
     }
 }
 
+impl CompileError {
+    /// The name of the project's DAG file, when the error knows it (what its import error is
+    /// recorded against).
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            CompileError::Dag { file, .. } | CompileError::Timeout { file, .. } => Some(file),
+            CompileError::Config(_, file) => file.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CompileError::NotAProject(dir) => write!(
-                f,
-                "{} is not a Leoflow project: it has no dag.py (`leoflow init {}` creates one)",
-                dir.display(),
-                dir.display()
-            ),
+            CompileError::NotAProject(dir) => ProjectError::NoDagFile(dir.clone()).fmt(f),
+            CompileError::AmbiguousDagFile(error) => error.fmt(f),
             CompileError::Unreadable(message) => f.write_str(message),
             CompileError::Dag {
                 file,
@@ -92,7 +106,7 @@ impl fmt::Display for CompileError {
                 kind,
                 message,
             } => write!(f, "{file}: {kind}: {message}"),
-            CompileError::Config(error) => error.fmt(f),
+            CompileError::Config(error, _) => error.fmt(f),
             CompileError::Timeout { file, seconds } => write!(
                 f,
                 "{file}: parsing did not finish within {seconds:.0} s and was stopped; does the file \
@@ -111,10 +125,11 @@ pub async fn compile_project(
     python: &PythonRuntime,
     timeout: Duration,
 ) -> Result<ProjectDocument, CompileError> {
-    let dag_file = dir.join("dag.py");
-    if !dag_file.is_file() {
-        return Err(CompileError::NotAProject(dir.to_owned()));
-    }
+    let dag_file = project::dag_file(dir).map_err(|error| match error {
+        ProjectError::NoDagFile(dir) => CompileError::NotAProject(dir),
+        ProjectError::Config(error) => CompileError::Config(error, None),
+        several @ ProjectError::SeveralFiles { .. } => CompileError::AmbiguousDagFile(several),
+    })?;
     let source = tokio::fs::read_to_string(&dag_file).await.map_err(|e| {
         CompileError::Unreadable(format!("cannot read {}: {e}", dag_file.display()))
     })?;
@@ -129,19 +144,22 @@ pub async fn compile_project(
             )));
         }
     };
+    let file = python::file_name(&dag_file);
+    let in_file = |error| CompileError::Config(error, Some(file.clone()));
     let config = match &config_text {
-        Some(text) => ProjectConfig::parse(text).map_err(CompileError::Config)?,
+        Some(text) => ProjectConfig::parse(text).map_err(in_file)?,
         None => ProjectConfig::default(),
     };
     let compiled = python.compile(&dag_file, timeout).await?;
     document::build(
         &project_name(dir),
+        &file,
         &source,
         compiled,
         &config,
         config_text.as_deref(),
     )
-    .map_err(CompileError::Config)
+    .map_err(in_file)
 }
 
 /// The project's name: its directory's name.

@@ -135,7 +135,8 @@ impl PythonRuntime {
     }
 }
 
-fn file_name(path: &Path) -> String {
+/// The file name of `path` (what `fileloc` records of a DAG file).
+pub fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

@@ -327,3 +327,82 @@ async fn a_dag_id_registered_into_one_tenant_is_refused_to_another() {
         .unwrap_err();
     assert!(matches!(bad, RegisterError::Tenant(_)), "{bad}");
 }
+
+const STEM_DAG: &str = "from pathlib import Path\nfrom airflow.sdk import DAG, task\n\
+with DAG(dag_id=Path(__file__).stem, schedule=None):\n    @task\n    def where():\n        return __file__\n    where()\n";
+
+#[tokio::test]
+async fn an_airflow_file_keeps_its_name_and_its_dag_the_id_from_its_stem() {
+    let python = common::test_python().await;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project("stem");
+    std::fs::write(dir.join("example_params_ui_tutorial.py"), STEM_DAG).unwrap();
+
+    let compiled = compile_project(&dir, &python, DEFAULT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        compiled.dags()[0]["dag_id"],
+        "example_params_ui_tutorial",
+        "the DAG id is the file's stem"
+    );
+    assert_eq!(
+        compiled.dags()[0]["fileloc"],
+        "example_params_ui_tutorial.py"
+    );
+    assert_eq!(compiled.source_file(), "example_params_ui_tutorial.py");
+    let registration = register(&store, "proj", DEFAULT_TENANT, &Ok(compiled), "test")
+        .await
+        .unwrap();
+    assert_eq!(registration.parsed, ["example_params_ui_tutorial"]);
+    let fileloc: String = sqlx::query_scalar("SELECT fileloc FROM dag")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(fileloc, "proj/example_params_ui_tutorial.py");
+
+    // A broken leoflow.yaml is recorded against the project's own file, and cleared by it.
+    std::fs::write(dir.join("leoflow.yaml"), "retries: 3\n").unwrap();
+    let broken = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert!(broken.import_error.is_some());
+    let filename: String = sqlx::query_scalar("SELECT filename FROM import_error")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(filename, "proj/example_params_ui_tutorial.py");
+    std::fs::write(dir.join("leoflow.yaml"), "tags: [tutorial]\n").unwrap();
+    compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM import_error").await,
+        0
+    );
+
+    // A second Python file makes the choice ambiguous until leoflow.yaml names the DAG file.
+    std::fs::write(dir.join("helpers.py"), "GREETING = 'hi'\n").unwrap();
+    let ambiguous = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    let message = ambiguous.import_error.unwrap();
+    assert!(
+        message.contains("several Python files (example_params_ui_tutorial.py, helpers.py)"),
+        "{message}"
+    );
+    let filename: String = sqlx::query_scalar("SELECT filename FROM import_error")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        filename, "proj/example_params_ui_tutorial.py",
+        "the file it had"
+    );
+    std::fs::write(
+        dir.join("leoflow.yaml"),
+        "tags: [tutorial]\ndag_file: example_params_ui_tutorial.py\n",
+    )
+    .unwrap();
+    let named = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(named.parsed, ["example_params_ui_tutorial"]);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM import_error").await,
+        0
+    );
+}

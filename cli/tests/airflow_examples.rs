@@ -4,7 +4,8 @@
 //! bash command's template, XComs pulled into a bash task's `env` through `str(XComArg)`),
 //! `example_trigger_target_dag` (`dag_run.conf.get("message")` in a template),
 //! `tutorial_taskflow_templates` (`templates_exts` reading a `.sql` template file, a task's
-//! `render_template`) and `example_bash_operator` (`task_instance_key_str`, a skip by exit code).
+//! `render_template`), `example_bash_operator` (`task_instance_key_str`, a skip by exit code) and
+//! `example_params_trigger_ui` (its DAG id `Path(__file__).stem`: each file keeps its name).
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -28,8 +29,9 @@ use common::{encode, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 6] = [
     "tutorial",
+    "example_params_trigger_ui",
     "example_xcom",
     "example_trigger_target_dag",
     "tutorial_taskflow_templates",
@@ -37,7 +39,8 @@ const EXAMPLES: [&str; 5] = [
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
-/// example as `{folder}/{stem}/dag.py`, with the `sql/` templates of its folder in the wheel.
+/// example under its own name, `{folder}/{stem}/{stem}.py` (the project's single `*.py` file is its
+/// DAG file), with the `sql/` templates of its folder in the wheel.
 const EXTRACT: &str = r#"
 import hashlib, pathlib, posixpath, subprocess, sys, zipfile
 wheel, sha256, folder = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
@@ -52,7 +55,7 @@ with zipfile.ZipFile(wheel) as archive:
         path = f"airflow/example_dags/{example}.py"
         project = folder / posixpath.basename(example)
         (project / "sql").mkdir(parents=True)
-        (project / "dag.py").write_bytes(archive.read(path))
+        (project / posixpath.basename(path)).write_bytes(archive.read(path))
         sql = posixpath.join(posixpath.dirname(path), "sql") + "/"
         for name in archive.namelist():
             if name.startswith(sql) and "/" not in name[len(sql):]:
@@ -273,6 +276,29 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     // ds_add across the leap day, as Airflow's macro computes it.
     assert_eq!(log.matches("2024-03-06\n").count(), 5, "{log}");
     assert!(!log.contains("{{"), "{log}");
+
+    // example_params_trigger_ui: its DAG id is `Path(__file__).stem`, so its file keeps its
+    // name; the branch picks every language, each greeting mapped over the three names.
+    let dag = "example_params_trigger_ui";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let mut tasks = succeeded(&["get_names", "print_greetings", "select_languages"]);
+    for language in ["english", "german", "french"] {
+        let greeting: &'static str = match language {
+            "english" => "generate_english_greeting",
+            "german" => "generate_german_greeting",
+            _ => "generate_french_greeting",
+        };
+        tasks.extend([(greeting, "success"); 3]);
+    }
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "print_greetings").await;
+    for greeting in [
+        "Hello Linda!",
+        "Sehr geehrter Herr/Frau Thomas.",
+        "Bonjour Martha!",
+    ] {
+        assert!(log.contains(greeting), "{greeting:?} not in {log}");
+    }
 
     // example_xcom: XComs pushed by returning, by `ti.xcom_push` in task code and inside a bash
     // command's template, and pulled into a bash task's env through `str(XComArg)`.

@@ -20,7 +20,8 @@ use crate::python_env::project_python;
 /// `leoflow compile`
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// The project directory (holding dag.py and optionally leoflow.yaml).
+    /// The project directory (holding its DAG file — dag.py, the file leoflow.yaml's `dag_file`
+    /// names, or its single *.py file — and optionally leoflow.yaml).
     project: PathBuf,
     /// Where to write the document (`-` for standard output). Default: <project>/dag.json.
     #[arg(short, long, value_name = "FILE")]

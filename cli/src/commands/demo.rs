@@ -116,7 +116,7 @@ async fn push_examples(lite_home: &Path, database: &Database, examples: &Path) -
     let mut projects: Vec<PathBuf> = std::fs::read_dir(examples)
         .with_context(|| format!("cannot read the example projects in {}", examples.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|dir| dir.join("dag.py").is_file())
+        .filter(|dir| leoflow_authoring::is_project(dir))
         .collect();
     projects.sort();
     let origin = Origin {

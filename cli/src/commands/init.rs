@@ -23,6 +23,14 @@ pub fn run(args: InitArgs) -> Result<ExitCode> {
             dag_file.display()
         );
     }
+    if let Ok(existing) = leoflow_authoring::dag_file(&args.path) {
+        bail!(
+            "{} is already a project (its DAG file is {}); `leoflow init` does not overwrite a \
+             project",
+            args.path.display(),
+            existing.display()
+        );
+    }
     let dag_id: String = project_name(&args.path)
         .chars()
         .map(|c| {

@@ -66,8 +66,8 @@ pub struct LiteArgs {
     /// What else to do instead of running Lite.
     #[command(subcommand)]
     action: Option<LiteAction>,
-    /// The project directory (holding dag.py and leoflow.yaml), or a folder of projects (every
-    /// directory under it with a dag.py).
+    /// The project directory (holding its DAG file — dag.py, or its single *.py file — and
+    /// leoflow.yaml), or a folder of projects (every directory under it with a DAG file).
     #[arg(default_value = ".")]
     project: PathBuf,
     /// The port of the web UI and the API; the gRPC and metrics ports follow it (9099 and 9098

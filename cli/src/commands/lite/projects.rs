@@ -1,6 +1,7 @@
-//! The projects Lite runs: the one project `leoflow lite <dir>` names when `<dir>` has a
-//! dag.py, or else every project found under the folder `<dir>` — each directory with a dag.py
-//! directly in it (hidden folders, caches and venvs skipped; a project's own folders are not
+//! The projects Lite runs: the one project `leoflow lite <dir>` names when `<dir>` has a DAG
+//! file (`leoflow_authoring::project::dag_file`: a dag.py, the file leoflow.yaml names, or the
+//! single `*.py` file), or else every project found under the folder `<dir>` — each directory
+//! with a DAG file directly in it (hidden folders, caches and venvs skipped; a project's own folders are not
 //! searched for more). Each project is compiled, registered and reloaded on its own, under its
 //! own name (its path in the folder) and with its own venv; a broken one is an import error and
 //! the others run.
@@ -32,7 +33,7 @@ const COMPILES_AT_ONCE: usize = 4;
 /// What `leoflow lite <dir>` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Layout {
-    /// `<dir>` has a dag.py: it is the one project.
+    /// `<dir>` has a DAG file: it is the one project.
     Project,
     /// `<dir>` is a folder of projects.
     Folder,
@@ -41,14 +42,21 @@ pub(super) enum Layout {
 impl Layout {
     /// Judges `dir`: a project, or a folder holding at least one.
     pub(super) fn of(dir: &Path) -> Result<Self> {
-        if dir.join("dag.py").is_file() {
+        if leoflow_authoring::is_project(dir) {
             return Ok(Self::Project);
         }
         if find_projects(dir).is_empty() {
+            if let Err(error @ leoflow_authoring::ProjectError::SeveralFiles { .. }) =
+                leoflow_authoring::dag_file(dir)
+            {
+                bail!("{error}");
+            }
             bail!(
                 "{} is not a Leoflow project: it has no dag.py, and neither has any folder under \
-                 it. Point `leoflow lite` at a project directory, e.g. `leoflow lite dags/hello`, \
-                 or at a folder of projects, e.g. `leoflow lite dags`.",
+                 it (a project's DAG file is its dag.py, the file leoflow.yaml's `dag_file` \
+                 names, or its single *.py file). Point `leoflow lite` at a project directory, \
+                 e.g. `leoflow lite dags/hello`, or at a folder of projects, e.g. \
+                 `leoflow lite dags`.",
                 dir.display()
             );
         }
@@ -67,7 +75,8 @@ pub(super) fn is_venv(dir: &Path) -> bool {
     dir.join("pyvenv.cfg").is_file()
 }
 
-/// The projects under `folder`, sorted: each directory with a dag.py directly in it. Skipped
+/// The projects under `folder`, sorted: each directory with a DAG file directly in it (a
+/// dag.py, the file its leoflow.yaml names, or its single `*.py` file). Skipped
 /// folders and venvs are not searched, nor are a project's own folders, and folders reached
 /// through a symbolic link are not entered.
 pub(super) fn find_projects(folder: &Path) -> Vec<PathBuf> {
@@ -85,7 +94,7 @@ pub(super) fn find_projects(folder: &Path) -> Vec<PathBuf> {
             {
                 continue;
             }
-            if path.join("dag.py").is_file() {
+            if leoflow_authoring::is_project(&path) {
                 projects.push(path);
             } else {
                 folders.push(path);
@@ -360,7 +369,7 @@ impl Projects {
                 .map(|owner| (id, owner))
         });
         let refused = taken.map(|(dag_id, owner)| CompileError::Dag {
-            file: "dag.py".into(),
+            file: document.source_file().to_owned(),
             line: None,
             kind: "DuplicateDagId".into(),
             message: format!(
@@ -542,6 +551,12 @@ mod tests {
         file("alpha/nested/dag.py");
         file("team/beta/dag.py");
         file("team/notes.md");
+        file("airflow/example_params_ui_tutorial.py");
+        file("airflow/lib/__init__.py");
+        file("mixed/a.py");
+        file("mixed/b.py");
+        file("mixed/inner/dag.py");
+        file("package/__init__.py");
         file(".hidden/dag.py");
         file("__pycache__/x/dag.py");
         file("venv/lib/dag.py");
@@ -551,12 +566,24 @@ mod tests {
         std::os::unix::fs::symlink(root.join("alpha"), root.join("linked")).unwrap();
         assert_eq!(
             find_projects(&root),
-            [root.join("alpha"), root.join("team/beta")]
+            [
+                root.join("airflow"),
+                root.join("alpha"),
+                root.join("mixed/inner"),
+                root.join("team/beta")
+            ]
         );
         assert_eq!(Layout::of(&root).unwrap(), Layout::Folder);
         assert_eq!(Layout::of(&root.join("alpha")).unwrap(), Layout::Project);
         let refused = Layout::of(&root.join("empty")).unwrap_err().to_string();
         assert!(refused.contains("has no dag.py"), "{refused}");
+        assert_eq!(Layout::of(&root.join("airflow")).unwrap(), Layout::Project);
+        std::fs::remove_dir_all(root.join("mixed/inner")).unwrap();
+        let several = Layout::of(&root.join("mixed")).unwrap_err().to_string();
+        assert!(
+            several.contains("several Python files (a.py, b.py)"),
+            "{several}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
