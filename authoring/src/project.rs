@@ -244,6 +244,16 @@ mod tests {
     }
 
     #[test]
+    fn a_leoflow_yaml_that_does_not_parse_leaves_the_single_file_rule_and_else_is_the_error() {
+        let single = project(&[("only.py", ""), ("leoflow.yaml", "owner: [\n")]);
+        assert_eq!(name(&single), "only.py");
+        let several = project(&[("a.py", ""), ("b.py", ""), ("leoflow.yaml", "nope: 1\n")]);
+        let error = dag_file(several.path()).unwrap_err();
+        assert!(matches!(error, ProjectError::Config(_)), "{error:?}");
+        assert!(error.to_string().starts_with("leoflow.yaml:1:"), "{error}");
+    }
+
+    #[test]
     fn several_python_files_and_no_dag_py_are_an_error_naming_them_and_the_fix() {
         let dir = project(&[("b.py", ""), ("a.py", "")]);
         let error = dag_file(dir.path()).unwrap_err();

@@ -46,10 +46,10 @@ impl Layout {
             return Ok(Self::Project);
         }
         if find_projects(dir).is_empty() {
-            if let Err(error @ leoflow_authoring::ProjectError::SeveralFiles { .. }) =
-                leoflow_authoring::dag_file(dir)
-            {
-                bail!("{error}");
+            // Several *.py files, or a wrong `dag_file`: say that rather than "no project".
+            match leoflow_authoring::dag_file(dir) {
+                Err(leoflow_authoring::ProjectError::NoDagFile(_)) | Ok(_) => {}
+                Err(error) => bail!("{error}"),
             }
             bail!(
                 "{} is not a Leoflow project: it has no dag.py, and neither has any folder under \
@@ -584,6 +584,9 @@ mod tests {
             several.contains("several Python files (a.py, b.py)"),
             "{several}"
         );
+        std::fs::write(root.join("mixed/leoflow.yaml"), "dag_file: c.py\n").unwrap();
+        let named = Layout::of(&root.join("mixed")).unwrap_err().to_string();
+        assert!(named.contains("has no file \"c.py\""), "{named}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
