@@ -5,7 +5,8 @@
 //! `example_trigger_target_dag` (`dag_run.conf.get("message")` in a template),
 //! `tutorial_taskflow_templates` (`templates_exts` reading a `.sql` template file, a task's
 //! `render_template`), `example_bash_operator` (`task_instance_key_str`, a skip by exit code) and
-//! `example_params_trigger_ui` (its DAG id `Path(__file__).stem`: each file keeps its name).
+//! `example_params_trigger_ui` and `example_params_ui_tutorial` (their DAG ids
+//! `Path(__file__).stem`: each file keeps its name).
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -29,9 +30,10 @@ use common::{encode, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 7] = [
     "tutorial",
     "example_params_trigger_ui",
+    "example_params_ui_tutorial",
     "example_xcom",
     "example_trigger_target_dag",
     "tutorial_taskflow_templates",
@@ -299,6 +301,25 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     ] {
         assert!(log.contains(greeting), "{greeting:?} not in {log}");
     }
+
+    // example_params_ui_tutorial: its id from its file's stem too; the defaults of its many
+    // kinds of params reach the task, with its one required param given (as Airflow's form
+    // requires).
+    let dag = "example_params_ui_tutorial";
+    let conf = json!({"required_field": "given by the test"});
+    let (run, states) = examples
+        .run(dag, json!({"logical_date": null, "conf": conf}))
+        .await;
+    examples
+        .assert_states(dag, &run, &states, &succeeded(&["show_params"]))
+        .await;
+    let log = examples.log(dag, &run, "show_params").await;
+    assert!(
+        log.contains("This DAG was triggered with the following parameters")
+            && log.contains("\"hidden_secret_field\": \"constant value\"")
+            && log.contains("\"required_field\": \"given by the test\""),
+        "{log}"
+    );
 
     // example_xcom: XComs pushed by returning, by `ti.xcom_push` in task code and inside a bash
     // command's template, and pulled into a bash task's env through `str(XComArg)`.

@@ -90,6 +90,7 @@ pub fn trigger(
             .unwrap_or(Value::Object(Map::new()));
         let validator = jsonschema::options()
             .should_validate_formats(true)
+            .with_format("time", is_time)
             .build(&schema)
             .map_err(|e| TriggerRejection::BadSchema {
                 param: name.clone(),
@@ -160,8 +161,62 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// A `time` as Airflow's trigger form gives it and Airflow accepts: `HH:MM[:SS[.fraction]]`,
+/// with an optional `Z` or `±HH:MM` offset (JSON Schema's RFC 3339 `full-time` requires the
+/// offset, which would refuse the `"12:13:14"` of Airflow's own `example_params_ui_tutorial`).
+fn is_time(text: &str) -> bool {
+    let (clock, offset) = match text.find(['Z', 'z', '+', '-']) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let two_digits =
+        |part: &str, max: u32| part.len() == 2 && part.parse::<u32>().is_ok_and(|n| n <= max);
+    let offset_ok = match offset {
+        "" | "Z" | "z" => true,
+        signed => signed[1..]
+            .split_once(':')
+            .is_some_and(|(h, m)| two_digits(h, 23) && two_digits(m, 59)),
+    };
+    let mut parts = clock.splitn(3, ':');
+    let (Some(hour), Some(minute)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let second_ok = parts.next().is_none_or(|second| {
+        let (whole, fraction) = second.split_once('.').unwrap_or((second, "0"));
+        two_digits(whole, 60)
+            && !fraction.is_empty()
+            && fraction.bytes().all(|b| b.is_ascii_digit())
+    });
+    two_digits(hour, 23) && two_digits(minute, 59) && second_ok && offset_ok
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_time_param_is_what_airflow_s_form_gives() {
+        for good in [
+            "12:13:14",
+            "00:00",
+            "23:59:60",
+            "08:30:00.125",
+            "12:13:14Z",
+            "12:13:14+02:00",
+        ] {
+            assert!(super::is_time(good), "{good}");
+        }
+        for bad in [
+            "12",
+            "24:00:00",
+            "12:60",
+            "12:13:14+2",
+            "noon",
+            "12:13:14.",
+            "1:02:03",
+        ] {
+            assert!(!super::is_time(bad), "{bad}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
