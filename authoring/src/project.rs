@@ -124,15 +124,6 @@ pub fn is_project(dir: &Path) -> bool {
     dag_file(dir).is_ok()
 }
 
-/// The name of the DAG file of `dir`, or `dag.py` when it has none (what an import error of a
-/// project whose DAG file is unknown is recorded against).
-pub fn dag_file_name(dir: &Path) -> String {
-    dag_file(dir)
-        .ok()
-        .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| DEFAULT_DAG_FILE.to_owned())
-}
-
 /// A top-level file that may be the DAG file: `*.py`, neither hidden nor `__init__.py`.
 fn candidate(name: &str) -> bool {
     name.ends_with(".py") && name.len() > 3 && !name.starts_with('.') && name != "__init__.py"
@@ -277,7 +268,6 @@ mod tests {
                 .contains("has no dag.py, nor any other *.py file"),
             "{error}"
         );
-        assert_eq!(dag_file_name(dir.path()), "dag.py");
     }
 
     #[test]
