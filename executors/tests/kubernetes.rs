@@ -1349,3 +1349,44 @@ async fn only_the_leading_scheduler_s_executor_follows_pods() {
     leads.send_replace(true);
     assert_eq!(api.exit().await.attempt, later.key());
 }
+
+#[tokio::test]
+async fn a_reported_pod_whose_delete_failed_is_deleted_when_a_list_finds_it_again() {
+    let deletes = Mutex::new(0);
+    let respond: Respond = Box::new(move |seen| match seen.method {
+        Method::DELETE => {
+            let mut count = deletes.lock().unwrap();
+            *count += 1;
+            match *count {
+                1 => (
+                    500,
+                    status(500, "InternalError", "etcdserver: request timed out"),
+                ),
+                _ => accept()(seen),
+            }
+        }
+        _ => accept()(seen),
+    });
+    let mut api = Harness::start(vec![], respond).await;
+    let attempt = attempt("etl", "load");
+    let pod = api.dispatch(&attempt).await;
+    let failed = failed_oom(&pod);
+    api.events(&[("MODIFIED", &failed)]);
+    assert_eq!(api.exit().await.attempt, attempt.key());
+    let first = api.request().await;
+    assert_eq!(first.method, Method::DELETE, "answered 500: the pod stays");
+
+    // The watch expires; the list still has the pod: its delete is asked again, once, and
+    // the attempt is not reported twice.
+    api.listed.lock().unwrap().insert(NS.into(), vec![failed]);
+    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "too old resource version", "reason": "Expired", "code": 410});
+    api.events(&[("ERROR", &gone)]);
+    let again = api.request().await;
+    assert_eq!(
+        (again.method, again.path),
+        (Method::DELETE, format!("{PODS}/{}", name_of(&pod)))
+    );
+    let later = attempt_for_sentinel(&mut api).await;
+    assert_eq!(api.exit().await.attempt, later.key(), "no second report");
+}

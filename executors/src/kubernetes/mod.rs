@@ -492,10 +492,17 @@ impl Shared {
             return;
         };
         let mut state = self.state();
-        if let Some(relisted) = state.relisted.get_mut(namespace) {
-            relisted.insert(id.clone());
-        }
+        let relisting = match state.relisted.get_mut(namespace) {
+            Some(relisted) => relisted.insert(id.clone()),
+            None => false,
+        };
         if state.reported.contains_key(id) {
+            // Reported, and a list still finds it: its delete failed (the API server was
+            // away), so it is asked again rather than left to run up the namespace.
+            if relisting {
+                drop(state);
+                self.remove(namespace, pod.name_any(), Removal::Delete { force: false });
+            }
             return;
         }
         let (detail, force) = match fate::fate(pod) {
@@ -618,12 +625,16 @@ impl Shared {
             }
         };
         let _ = self.exits.send(AttemptExit { attempt, detail });
+        self.remove(namespace, name, removal);
+    }
+
+    /// Deletes a reported pod (unless it is gone) and its Secret. The try's outcome is in the
+    /// log already (its agent's report, or the exit), so the pod has nothing more to tell.
+    fn remove(&self, namespace: &str, name: String, removal: Removal) {
         let apis = self.apis[namespace].clone();
         tokio::spawn(async move {
             if let Removal::Delete { force } = removal {
-                // The try's outcome is in the log already (its agent's report, or this
-                // exit), so the pod has nothing more to tell. A lost node's pod is forced:
-                // no kubelet will confirm its end.
+                // A lost node's pod is forced: no kubelet will confirm its end.
                 let params = if force {
                     DeleteParams::background().grace_period(0)
                 } else {
