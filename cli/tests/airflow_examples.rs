@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 mod common;
 
 use common::lite::{Client, Lite, PASSWORD, scratch};
-use common::{encode, repo, terminate};
+use common::{encode, log_text, repo, terminate};
 
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
@@ -236,12 +236,7 @@ impl Examples {
             .client
             .get(&format!("{}/logs/1", self.ti_path(dag_id, run_id, task_id)))
             .await;
-        log["content"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|line| format!("{}\n", line["event"].as_str().unwrap_or_default()))
-            .collect()
+        log_text(&log)
     }
 
     async fn xcom(&self, dag_id: &str, run_id: &str, task_id: &str, key: &str) -> Value {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{encode, free_port, repo, terminate};
+use common::{encode, free_port, log_text, repo, terminate};
 
 const PASSWORD: &str = "examples-test-admin";
 
@@ -249,12 +249,7 @@ impl Lite {
                 self.ti_path(dag_id, run_id, task_id)
             ))
             .await;
-        log["content"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|line| format!("{}\n", line["event"].as_str().unwrap_or_default()))
-            .collect()
+        log_text(&log)
     }
 }
 

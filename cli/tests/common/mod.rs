@@ -41,6 +41,16 @@ pub fn ui_script(script: &str, env: &[(&str, &str)]) -> std::process::Output {
         .unwrap()
 }
 
+/// A task log as the API answers it (`content`: lines with their `event`), as text.
+pub fn log_text(log: &serde_json::Value) -> String {
+    log["content"]
+        .as_array()
+        .expect("a log's content")
+        .iter()
+        .map(|line| format!("{}\n", line["event"].as_str().unwrap_or_default()))
+        .collect()
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

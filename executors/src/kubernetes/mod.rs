@@ -165,24 +165,47 @@ struct Tracked {
 struct State {
     /// Attempt id → attempt, for the pods of this executor not reported yet: dispatched by
     /// this process (the attempt known), or seen by a watcher (adopted: the attempt rebuilt
-    /// when it ends). Counted per namespace against the cap.
+    /// when it ends). Changed only through [`State::track`] and [`State::untrack`], which
+    /// keep `live_per_namespace` in step.
     live: HashMap<String, Tracked>,
+    /// How many of `live` are in each namespace: the cap is asked of every try the scheduler
+    /// admits, so it is kept rather than counted over thousands of pods each time.
+    live_per_namespace: HashMap<String, usize>,
     /// Attempt ids already reported, until their pod is gone, with their namespace: a pod's
     /// events repeat (its deletion, a relist), and each attempt must be reported once.
     reported: HashMap<String, String>,
     /// Per namespace, the attempt ids listed since its watcher (re)started listing, to forget
     /// reported pods deleted while the watch was down.
     relisted: HashMap<String, HashSet<String>>,
-    /// Pods waiting for a node, by attempt id.
-    unschedulable: HashMap<String, (chrono::DateTime<Utc>, Pod)>,
+    /// Pods waiting for a node, by attempt id: since when, the scheduler's message, the pod.
+    unschedulable: HashMap<String, (chrono::DateTime<Utc>, String, Pod)>,
 }
 
 impl State {
     fn live_in(&self, namespace: &str) -> usize {
-        self.live
-            .values()
-            .filter(|t| t.namespace == namespace)
-            .count()
+        self.live_per_namespace.get(namespace).copied().unwrap_or(0)
+    }
+
+    /// Follows `id` from now on (a pod already followed keeps what is known of it).
+    fn track(&mut self, id: &str, tracked: Tracked) {
+        if let Some(known) = self.live.get_mut(id) {
+            known.attempt = known.attempt.take().or(tracked.attempt);
+            return;
+        }
+        *self
+            .live_per_namespace
+            .entry(tracked.namespace.clone())
+            .or_default() += 1;
+        self.live.insert(id.to_owned(), tracked);
+    }
+
+    /// Stops following `id`; what was known of it.
+    fn untrack(&mut self, id: &str) -> Option<Tracked> {
+        let tracked = self.live.remove(id)?;
+        if let Some(count) = self.live_per_namespace.get_mut(&tracked.namespace) {
+            *count -= 1;
+        }
+        Some(tracked)
     }
 }
 
@@ -321,12 +344,12 @@ impl Executor for PodExecutor {
             attempt: Some(key.clone()),
             namespace: namespace.clone(),
         };
-        self.shared.state().live.insert(id.clone(), tracked);
+        self.shared.state().track(&id, tracked);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let _permit = shared.creating.acquire().await.expect("never closed");
             if let Err(detail) = shared.create(&namespace, &secret, &pod, &id).await {
-                let known = shared.state().live.remove(&id);
+                let known = shared.state().untrack(&id);
                 // The watcher may have reported it meanwhile (an adopted pod that ended).
                 if known.is_some() {
                     let _ = shared.exits.send(AttemptExit {
@@ -510,13 +533,15 @@ impl Shared {
             Fate::NodeLost(detail) => (detail, true),
             going => {
                 // Adopted: in flight here from now on, and counted against the cap.
-                state.live.entry(id.clone()).or_insert_with(|| Tracked {
+                let adopted = Tracked {
                     attempt: None,
                     namespace: namespace.to_owned(),
-                });
+                };
+                state.track(id, adopted);
                 match going {
-                    Fate::Unschedulable { since, .. } => {
-                        state.unschedulable.insert(id.clone(), (since, pod.clone()));
+                    Fate::Unschedulable { since, message } => {
+                        let waiting = (since, message, pod.clone());
+                        state.unschedulable.insert(id.clone(), waiting);
                     }
                     _ => {
                         state.unschedulable.remove(id);
@@ -527,7 +552,7 @@ impl Shared {
         };
         state.unschedulable.remove(id);
         state.reported.insert(id.clone(), namespace.to_owned());
-        let known = state.live.remove(id).and_then(|t| t.attempt);
+        let known = state.untrack(id).and_then(|t| t.attempt);
         drop(state);
         self.report(namespace, pod, id, known, detail, Removal::Delete { force });
     }
@@ -543,7 +568,7 @@ impl Shared {
         if state.reported.remove(id).is_some() {
             return;
         }
-        let known = state.live.remove(id).and_then(|t| t.attempt);
+        let known = state.untrack(id).and_then(|t| t.attempt);
         drop(state);
         let detail = match fate::fate(pod) {
             Fate::Over(detail) | Fate::NodeLost(detail) => detail,
@@ -571,25 +596,20 @@ impl Shared {
         let expired: Vec<String> = state
             .unschedulable
             .iter()
-            .filter(|(_, (since, _))| now - *since >= limit)
+            .filter(|(_, (since, _, _))| now - *since >= limit)
             .map(|(id, _)| id.clone())
             .collect();
         let mut due = Vec::new();
         for id in expired {
-            let (_, pod) = state.unschedulable.remove(&id).expect("listed");
-            let Some(tracked) = state.live.remove(&id) else {
+            let (_, why, pod) = state.unschedulable.remove(&id).expect("listed");
+            let Some(tracked) = state.untrack(&id) else {
                 continue;
             };
             state.reported.insert(id.clone(), tracked.namespace.clone());
-            due.push((id, pod, tracked));
+            due.push((id, why, pod, tracked));
         }
         drop(state);
-        for (id, pod, tracked) in due {
-            let message = fate::fate(&pod);
-            let why = match message {
-                Fate::Unschedulable { message, .. } => message,
-                _ => String::new(),
-            };
+        for (id, why, pod, tracked) in due {
             let detail = format!(
                 "pod {} could not be scheduled within {} s: {why}",
                 pod.name_any(),
