@@ -6,7 +6,10 @@
 //! `tutorial_taskflow_templates` (`templates_exts` reading a `.sql` template file, a task's
 //! `render_template`), `example_bash_operator` (`task_instance_key_str`, a skip by exit code) and
 //! `example_params_trigger_ui` and `example_params_ui_tutorial` (their DAG ids
-//! `Path(__file__).stem`: each file keeps its name).
+//! `Path(__file__).stem`: each file keeps its name); and custom operators (`BaseOperator`
+//! subclasses of the DAG file): `example_skip_dag` (one raising `AirflowSkipException`) and
+//! `example_dynamic_task_mapping_with_no_taskflow_operators` (a mapped one, and one summing the
+//! mapped results through a template field).
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -30,8 +33,10 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 9] = [
     "tutorial",
+    "example_skip_dag",
+    "example_dynamic_task_mapping_with_no_taskflow_operators",
     "example_params_trigger_ui",
     "example_params_ui_tutorial",
     "example_xcom",
@@ -404,4 +409,45 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         log.contains("ti_key=example_bash_operator__also_run_this__20240228"),
         "{log}"
     );
+
+    // example_skip_dag: a custom operator raising AirflowSkipException; the all_success join
+    // skips with it, the one_success join runs, as on Airflow.
+    let dag = "example_skip_dag";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let mut tasks = succeeded(&["always_true_1", "always_true_2", "one_success", "final_2"]);
+    tasks.extend([
+        ("skip_operator_1", "skipped"),
+        ("skip_operator_2", "skipped"),
+        ("all_success", "skipped"),
+        ("final_1", "skipped"),
+    ]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    // The API shows the custom class as Airflow would: its name, module and colour.
+    let task = examples
+        .client
+        .get("/api/v2/dags/example_skip_dag/tasks/skip_operator_1")
+        .await;
+    assert_eq!(task["operator_name"], "EmptySkipOperator", "{task}");
+    assert_eq!(
+        task["class_ref"]["class_name"], "EmptySkipOperator",
+        "{task}"
+    );
+    assert_eq!(
+        task["class_ref"]["module_path"], "example_skip_dag",
+        "{task}"
+    );
+    assert_eq!(task["ui_color"], "#e8b7e4", "{task}");
+
+    // example_dynamic_task_mapping_with_no_taskflow_operators: AddOneOperator mapped over
+    // [1, 2, 3], SumItOperator summing the three results of its `values` template field.
+    let dag = "example_dynamic_task_mapping_with_no_taskflow_operators";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&["add_one", "add_one", "add_one", "sum_it"]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    assert_eq!(
+        examples.xcom(dag, &run, "sum_it", "return_value").await,
+        json!(9)
+    );
+    let log = examples.log(dag, &run, "sum_it").await;
+    assert!(log.contains("Total was 9"), "{log}");
 }

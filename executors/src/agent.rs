@@ -39,7 +39,7 @@ use crate::proto::{
     Assignment, AttemptRef, FinishRequest, HeartbeatReply, LogBatch, LookupRequest,
     PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
 };
-use crate::protocol::{OperatorKind, Reply, Request, RunnerOutcome, Start, TaskSpec};
+use crate::protocol::{Operator, OperatorKind, Reply, Request, RunnerOutcome, Start, TaskSpec};
 
 /// Everything an agent needs to know to run its attempt.
 #[derive(Debug, Clone)]
@@ -614,7 +614,7 @@ async fn run_task(
         }
     };
     // Airflow does not run EmptyOperator at all: it succeeds as soon as it is scheduled.
-    if task.operator == OperatorKind::EmptyOperator {
+    if task.operator == Operator::Standard(OperatorKind::EmptyOperator) {
         logs.lines
             .push("[leoflow] EmptyOperator: nothing to run".into());
         return Ok(Report::new(ProtoOutcome::Success, ""));

@@ -53,13 +53,24 @@ pub struct TaskSpec {
     /// The task's id.
     pub task_id: String,
     /// What kind of task it is.
-    pub operator: OperatorKind,
+    pub operator: Operator,
     /// Seconds the task may run, when limited.
     #[serde(default)]
     pub execution_timeout: Option<f64>,
     /// Everything else dag.json says of the task (arguments, mapping, params, env, …).
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+/// What dag.json's `operator` names: one of the SDK's operators, or a custom operator's class
+/// (a `BaseOperator` subclass of the project, which the runner builds from the DAG file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Operator {
+    /// One of the SDK's own operators.
+    Standard(OperatorKind),
+    /// A custom operator's class name.
+    Custom(String),
 }
 
 /// The operators the SDK compiles to dag.json (`operator_name` of its classes).

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use leoflow_executors::protocol::{
-    OperatorKind, PROTOCOL_VERSION, Reply, Request, RunnerOutcome, Start,
+    Operator, OperatorKind, PROTOCOL_VERSION, Reply, Request, RunnerOutcome, Start,
 };
 use leoflow_executors::zygote::{ForkAnswer, ForkRequest};
 use serde::Serialize;
@@ -147,6 +147,17 @@ fn every_reply_of_the_agent_reads_and_writes_back_unchanged() {
 fn start_messages_and_every_operator_read_and_write_back_unchanged() {
     let starts: Vec<Start> = round_trip("start");
     assert!(starts.iter().any(|s| s.task.execution_timeout.is_some()));
+    // A custom operator is named by its class; the SDK's own names read as theirs.
+    assert!(
+        starts
+            .iter()
+            .any(|s| s.task.operator == Operator::Custom("AddOneOperator".into()))
+    );
+    assert!(
+        starts
+            .iter()
+            .any(|s| s.task.operator == Operator::Standard(OperatorKind::Task))
+    );
     let operators: Vec<OperatorKind> = round_trip("operators");
     covers(
         "operator",

@@ -69,11 +69,51 @@ fn template_fields(class: &str) -> Vec<&'static str> {
     }
 }
 
+/// What the UI shows of a task's operator class: a custom operator's as dag.json records it
+/// (its `custom` entry), Airflow's own classes' as Airflow defines them.
+struct Look {
+    module: String,
+    template_fields: Vec<String>,
+    ui_color: String,
+    ui_fgcolor: String,
+}
+
+impl Look {
+    fn of(task: &Value, class: &str) -> Self {
+        let custom = &task["custom"];
+        if custom.is_object() {
+            let text =
+                |key: &str, default: &str| custom[key].as_str().unwrap_or(default).to_owned();
+            return Self {
+                module: text("module", ""),
+                template_fields: custom["template_fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect(),
+                ui_color: text("ui_color", "#fff"),
+                ui_fgcolor: text("ui_fgcolor", "#000"),
+            };
+        }
+        let bash = class == "BashOperator" || class == "_BashDecoratedOperator";
+        Self {
+            module: class_module(class).to_owned(),
+            template_fields: template_fields(class)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            ui_color: if bash { "#f0ede4" } else { "#ffefeb" }.to_owned(),
+            ui_fgcolor: "#000".to_owned(),
+        }
+    }
+}
+
 /// Where an operator class lives.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassRef {
     /// Its module.
-    pub module_path: &'static str,
+    pub module_path: String,
     /// The class.
     pub class_name: String,
 }
@@ -98,9 +138,9 @@ pub struct TaskResponse {
     pub retry_exponential_backoff: f64,
     pub priority_weight: Option<f64>,
     pub weight_rule: &'static str,
-    pub ui_color: &'static str,
-    pub ui_fgcolor: &'static str,
-    pub template_fields: Vec<&'static str>,
+    pub ui_color: String,
+    pub ui_fgcolor: String,
+    pub template_fields: Vec<String>,
     pub downstream_task_ids: Vec<String>,
     pub doc_md: Value,
     pub operator_name: String,
@@ -140,7 +180,7 @@ pub fn task_response(task: &Value, downstream: &[&str], dag: &Value) -> TaskResp
     let written = task["operator"].as_str().unwrap_or("");
     let class = operator_class(written);
     let task_id = task["task_id"].as_str().unwrap_or("");
-    let bash = class == "BashOperator" || class == "_BashDecoratedOperator";
+    let look = Look::of(task, class);
     TaskResponse {
         task_id: task_id.to_owned(),
         task_display_name: task["display_name"].as_str().unwrap_or(task_id).to_owned(),
@@ -163,15 +203,15 @@ pub fn task_response(task: &Value, downstream: &[&str], dag: &Value) -> TaskResp
         },
         priority_weight: task["priority_weight"].as_f64(),
         weight_rule: "downstream",
-        ui_color: if bash { "#f0ede4" } else { "#ffefeb" },
-        ui_fgcolor: "#000",
-        template_fields: template_fields(class),
+        ui_color: look.ui_color,
+        ui_fgcolor: look.ui_fgcolor,
+        template_fields: look.template_fields,
         downstream_task_ids: downstream.iter().map(|d| (*d).to_owned()).collect(),
         doc_md: task["doc_md"].clone(),
         operator_name: written.to_owned(),
         params: task.get("params").cloned().unwrap_or(json!({})),
         class_ref: ClassRef {
-            module_path: class_module(class),
+            module_path: look.module,
             class_name: class.to_owned(),
         },
         is_mapped: !task["mapped"].is_null(),

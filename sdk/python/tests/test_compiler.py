@@ -375,7 +375,8 @@ BAD_INPUT = [
      4, "UnsupportedConstruct", "python_callable of type partial"),
     ("iterating a result", "from leoflow import DAG, task\nwith DAG('x', schedule=None):\n    @task\n    def f():\n        return []\n    for v in f():\n        pass\n",
      6, "DagDefinitionError", "cannot be iterated"),
-    ("custom operator", "from airflow.sdk import BaseOperator\nclass Mine(BaseOperator):\n    pass\n", 2, "UnsupportedConstruct", "custom operator class Mine"),
+    ("custom operator without execute", "from airflow.sdk import DAG, BaseOperator\nclass Mine(BaseOperator):\n    pass\n"
+     "with DAG('x', schedule=None):\n    Mine(task_id='t')\n", 5, "DagDefinitionError", "Mine does not define execute"),
     ("unsupported decorator", "from airflow.sdk import DAG, task\nwith DAG('x', schedule=None):\n    @task.virtualenv(requirements=['x'])\n    def f():\n        pass\n",
      3, "UnsupportedConstruct", "@task.virtualenv"),
     ("exception at module level", "raise RuntimeError('boom')\n", 1, "RuntimeError", "RuntimeError: boom"),

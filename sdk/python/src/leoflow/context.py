@@ -17,6 +17,8 @@ dags: list[DAG] = []
 dag_stack: list[DAG] = []
 #: Open task groups, innermost last.
 group_stack: list[TaskGroup] = []
+#: Whether a mapped task is being built for one map index (it is not added to its DAG again).
+unmapping = False
 
 
 def reset(file: str | None) -> None:

@@ -7,8 +7,10 @@ parsing needs neither Airflow nor the packages the tasks import at run time.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import logging
 import os
-from abc import ABC, abstractmethod
+from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -343,11 +345,54 @@ class XComArg(DependencyMixin):
         )
 
 
-class BaseOperator(DependencyMixin):
+#: The names dag.json gives Leoflow's own operators: a custom operator class may not take one.
+STANDARD_OPERATORS = frozenset({"EmptyOperator", "PythonOperator", "BranchPythonOperator", "ShortCircuitOperator", "BashOperator"})
+
+
+class _OperatorMeta(ABCMeta):
+    """What Airflow's operator metaclass does around a custom operator's own `__init__`: the
+    DAG's `default_args` fill its own parameters, and task results in its template fields
+    become dependencies (its `__init__` sets them after `BaseOperator.__init__` returns)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if not getattr(cls, "custom_class", False):
+            return super().__call__(*args, **kwargs)
+        if args:
+            raise DagDefinitionError(f"{cls.__name__}: pass its arguments by keyword, as Airflow requires (got {len(args)} positional)")
+        if cls.execute is BaseOperator.execute:  # type: ignore[attr-defined]
+            raise DagDefinitionError(f"{cls.__name__} does not define execute(self, context), the work its tasks do")
+        kwargs = _with_default_args(cls, kwargs)  # type: ignore[arg-type]
+        task = super().__call__(**kwargs)
+        if "task_id" not in vars(task):
+            raise DagDefinitionError(f"{cls.__name__}.__init__ must call super().__init__(**kwargs)")
+        task.init_arguments = {name: value for name, value in kwargs.items() if name in cls.INIT_ARGS}  # type: ignore[attr-defined]
+        if isinstance(cls.template_fields, str):  # type: ignore[attr-defined]
+            raise DagDefinitionError(
+                f"{cls.__name__}.template_fields must be a tuple of attribute names such as "
+                f"({cls.template_fields!r},), not a string"  # type: ignore[attr-defined]
+            )
+        for name in cls.template_fields:  # type: ignore[attr-defined]
+            if not hasattr(task, name):
+                raise DagDefinitionError(
+                    f"{cls.__name__} lists {name!r} in template_fields, but its task {task.task_id!r} has no attribute {name!r}"
+                )
+            _depend_on_references(task, getattr(task, name))
+        return task
+
+
+class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     """What every task shares: identity, dependencies, retries, pools, trigger rule."""
 
-    #: The operator name recorded in dag.json.
+    #: The operator name recorded in dag.json (a custom operator's is its class name).
     operator_name = "BaseOperator"
+    #: Whether this is an operator class of the project (a `BaseOperator` subclass run by calling
+    #: its `execute`), rather than one of Leoflow's own.
+    custom_class = False
+    #: The parameters of a custom operator's own `__init__` methods (default_args fill them).
+    INIT_ARGS: frozenset[str] = frozenset()
+    #: The task's colours in the UI, as Airflow's.
+    ui_color: str = "#fff"
+    ui_fgcolor: str = "#000"
     # Every argument of Airflow 3.2's `BaseOperator.__init__` is accepted by every operator, in
     # one of three ways (docs/authoring.md lists them): honoured (BASE_ARGS), no effect at any
     # value (NO_EFFECT_ARGS), or accepted at its default only (NOOP_DEFAULTS).
@@ -473,22 +518,40 @@ class BaseOperator(DependencyMixin):
         self.doc_md = doc_md or doc
         self.display_name = kwargs.pop("task_display_name", None)
         self.do_xcom_push = bool(kwargs.pop("do_xcom_push", True))
+        # Honoured by the operators that return dicts (Python ones and custom ones).
+        self.multiple_outputs = bool(kwargs.get("multiple_outputs", False))
         native = kwargs.pop("render_template_as_native_obj", None)
         self.render_template_as_native_obj: bool | None = None if native is None else bool(native)
         self.params: dict[str, Param] = _params(kwargs.pop("params", None) or {})
         for key in no_effect | set(default_only):
             kwargs.pop(key, None)
         self.mapping: dict[str, Any] | None = None
+        #: The `.partial()` arguments of a mapped task (each map index builds its task from them).
+        self.partial_kwargs: dict[str, Any] = {}
+        #: A custom operator's own arguments, as its call passed them.
+        self.init_arguments: dict[str, Any] = {}
         self._init_own(kwargs)
-        dag.add_task(self)
+        if not context.unmapping:
+            dag.add_task(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.__module__.startswith("leoflow"):
-            raise UnsupportedConstruct(
-                f"custom operator class {cls.__name__} (a subclass of BaseOperator)",
-                "write its work as a @task function, or use PythonOperator or BashOperator",
-            )
+        if cls.__module__.startswith("leoflow"):
+            return
+        # The nearest of Leoflow's classes decides what the project's class is.
+        base = next(c for c in cls.__mro__ if c.__module__.startswith("leoflow"))
+        if base is not BaseOperator:
+            if "execute" in vars(cls):
+                raise UnsupportedConstruct(
+                    f"class {cls.__name__} overriding execute() of {base.__name__}",
+                    "subclass BaseOperator (airflow.sdk.BaseOperator) to write an operator of your own",
+                )
+            return
+        if cls.__name__ in STANDARD_OPERATORS:
+            raise DagDefinitionError(f"custom operator class {cls.__name__} has the name of a standard operator: rename it")
+        cls.operator_name = cls.__name__
+        cls.custom_class = True
+        cls.INIT_ARGS = _init_parameters(cls)
 
     def as_setup(self) -> Any:
         raise UnsupportedConstruct("setup tasks (.as_setup())", "use ordinary tasks with trigger rules")
@@ -498,6 +561,36 @@ class BaseOperator(DependencyMixin):
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
         """Takes this operator's own arguments out of `kwargs`."""
+
+    # What a custom operator's code calls while it runs (Airflow's BaseOperator API).
+
+    def execute(self, context: dict[str, Any]) -> Any:
+        """The task's work (a custom operator defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define execute(self, context)")
+
+    def pre_execute(self, context: dict[str, Any]) -> None:
+        """Called just before `execute`."""
+
+    def post_execute(self, context: dict[str, Any], result: Any = None) -> None:
+        """Called just after `execute`, with its result."""
+
+    def defer(self, **_: Any) -> Any:
+        raise UnsupportedConstruct("deferring a task (self.defer)", "wait in the task itself, or in a sensor")
+
+    @property
+    def log(self) -> logging.Logger:
+        """The task's logger (its records go to the try's log)."""
+        return logging.getLogger(f"airflow.task.operators.{type(self).__module__}.{type(self).__name__}")
+
+    def unmapped(self, values: dict[str, Any]) -> BaseOperator:
+        """One map index of this mapped task: the task built again from its `.partial()`
+        arguments and the index's values, as Airflow builds it (not added to the DAG)."""
+        kwargs = {**self.partial_kwargs, **values, "dag": self.dag, "task_group": self.group}
+        context.unmapping = True
+        try:
+            return type(self)(**kwargs)
+        finally:
+            context.unmapping = False
 
     def serialize_own(self) -> dict[str, Any]:
         """This operator's own fields for dag.json."""
@@ -561,7 +654,7 @@ class PartialOperator:
 
     def expand(self, **mapped: Any) -> BaseOperator:
         check_expand(self.kwargs, mapped)
-        own = self.operator_class.OWN_ARGS
+        own = self.operator_class.OWN_ARGS | self.operator_class.INIT_ARGS
         not_mappable = sorted(k for k in mapped if k not in own)
         if not_mappable:
             raise DagDefinitionError(
@@ -571,13 +664,17 @@ class PartialOperator:
         placeholder = {k: _MAPPED for k in mapped}
         task = self.operator_class(**self.kwargs, **placeholder)
         task.mapping = {"expand": mapped, "expand_kwargs": None}
+        task.partial_kwargs = dict(self.kwargs)
         _depend_on_references(task, mapped)
         return task
 
     def expand_kwargs(self, value: Any) -> BaseOperator:
         _check_mappable("expand_kwargs", value)
-        task = self.operator_class(**self.kwargs)
+        # A custom operator's own parameters the call lacks come from each element of `value`.
+        required = _required_parameters(self.operator_class) - set(self.kwargs)
+        task = self.operator_class(**self.kwargs, **{name: _MAPPED for name in required})
         task.mapping = {"expand": {}, "expand_kwargs": value}
+        task.partial_kwargs = dict(self.kwargs)
         _depend_on_references(task, value)
         return task
 
@@ -716,12 +813,52 @@ def _check_default_args(default_args: dict[str, Any]) -> None:
         _backoff("default_args", default_args["retry_exponential_backoff"])
 
 
+def _custom_inits(cls: type) -> list[Any]:
+    """The `__init__` methods a custom operator class defines, itself and its custom bases."""
+    return [c.__dict__["__init__"] for c in cls.__mro__ if not c.__module__.startswith("leoflow") and "__init__" in c.__dict__]
+
+
+def _init_parameters(cls: type) -> frozenset[str]:
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(
+        name
+        for init in _custom_inits(cls)
+        for name, parameter in list(inspect.signature(init).parameters.items())[1:]
+        if parameter.kind in named
+    )
+
+
+def _required_parameters(cls: type) -> set[str]:
+    """A custom operator's own parameters without a default."""
+    return {
+        name
+        for init in _custom_inits(cls)
+        for name, parameter in list(inspect.signature(init).parameters.items())[1:]
+        if name in getattr(cls, "INIT_ARGS", ()) and parameter.default is inspect.Parameter.empty
+    }
+
+
+def _with_default_args(cls: type[BaseOperator], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with a custom operator's own parameters the call did not give taken from the
+    `default_args` of the task, its group and its DAG (as Airflow's `apply_defaults`)."""
+    dag = kwargs.get("dag") or (context.dag_stack[-1] if context.dag_stack else None)
+    if not isinstance(dag, DAG):
+        return kwargs
+    group = kwargs.get("task_group") or _current_group(dag)
+    defaults = group.merged_default_args() if group else dict(dag.default_args)
+    own = kwargs.get("default_args")
+    if isinstance(own, dict):
+        defaults.update(own)
+    filled = {name: value for name, value in defaults.items() if name in cls.INIT_ARGS and name not in kwargs}
+    return {**kwargs, **filled}
+
+
 def _all_own_args() -> set[str]:
     args: set[str] = set()
     stack: list[type[BaseOperator]] = [BaseOperator]
     while stack:
         cls = stack.pop()
-        args |= cls.OWN_ARGS
+        args |= cls.OWN_ARGS | cls.INIT_ARGS
         stack.extend(cls.__subclasses__())
     return args
 

@@ -38,7 +38,8 @@ OperatorName = Literal[
 
 class _TaskIdentity(TypedDict):
     task_id: str
-    operator: OperatorName
+    #: One of `OperatorName`, or a custom operator's class name (the task then has `custom`).
+    operator: OperatorName | str
 
 
 class TaskSpec(_TaskIdentity, total=False):
@@ -52,6 +53,7 @@ class TaskSpec(_TaskIdentity, total=False):
     bash: dict[str, Any]
     python: dict[str, Any]
     sensor: dict[str, Any]
+    custom: dict[str, Any]
 
 
 class _RunIdentity(TypedDict):

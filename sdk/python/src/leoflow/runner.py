@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from typing import IO, Any
 from leoflow import context as compile_context
 from leoflow import macros, runtime
 from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from leoflow.model import XComArg
 from leoflow.protocol import (
     PROTOCOL_VERSION,
     ConnectionLookup,
@@ -374,14 +376,40 @@ def render(value: Any, ctx: dict[str, Any], field: str = "a template field", tem
             return True, decode(item, ti, params)
         return False, None
 
+    return _render_with(templates, value, ctx, field, template_ext, reference)
+
+
+def _render_with(
+    templates: Any, value: Any, ctx: dict[str, Any], field: str, template_ext: Sequence[str], reference: Any = None
+) -> Any:
     try:
-        env = templates.task_environment(task, ctx.get("dag"))
+        env = templates.task_environment(ctx.get("task"), ctx.get("dag"))
         return templates.render_value(value, templates.template_context(ctx), env, template_ext, reference)
     except templates.jinja2.TemplateError as error:
         where = ""
         if isinstance(error, templates.jinja2.TemplateSyntaxError):
             where = f" (line {error.lineno}{f' of {error.name}' if error.name else ''})"
         raise TaskError(f"rendering {field} failed: {type(error).__name__}: {error.message or error}{where}") from None
+
+
+def render_live(value: Any, ctx: dict[str, Any], field: str, template_ext: Sequence[str]) -> Any:
+    """A template field of a task object (a custom operator's) rendered: its strings by Jinja,
+    task results (`XComArg`s) pulled and passed as they are. Without strings, no Jinja is needed."""
+    if _has_text(value):
+        return _render_with(_templates(), value, ctx, field, template_ext)
+    return _resolve_results(value, ctx)
+
+
+def _resolve_results(value: Any, ctx: dict[str, Any]) -> Any:
+    if isinstance(value, XComArg):
+        return value.resolve(ctx)
+    if isinstance(value, list):
+        return [_resolve_results(item, ctx) for item in value]
+    if value.__class__ is tuple:
+        return tuple(_resolve_results(item, ctx) for item in value)
+    if isinstance(value, dict):
+        return {key: _resolve_results(item, ctx) for key, item in value.items()}
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,8 +649,8 @@ def push_result(result: Any, task: TaskSpec, ti: TaskInstance) -> None:
     if result is None or not task.get("do_xcom_push", True):
         return
     value = to_json_value(result, "the task's return value")
-    python = task.get("python") or {}
-    if python.get("multiple_outputs"):
+    own = task.get("python") or task.get("custom") or {}
+    if own.get("multiple_outputs"):
         if not isinstance(value, dict):
             raise TaskError(f"multiple_outputs=True needs a dict result, got {type(result).__name__}")
         for key, item in value.items():
@@ -650,6 +678,28 @@ def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInst
         time.sleep(max(0.0, min(delay, timeout - waited)))
 
 
+def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[str, Any]) -> Outcome:
+    """A custom operator, as Airflow runs one: the task built from the DAG file (one map index
+    built again from its arguments), its template fields rendered, then `pre_execute`,
+    `execute(context)` and `post_execute`; the result pushed as Airflow pushes it."""
+    ti: TaskInstance = ctx["ti"]
+    if mapped:
+        params: dict[str, Any] = ctx["params"]
+        operator = operator.unmapped({name: decode(value, ti, params) for name, value in mapped.items()})
+        ctx["task"] = operator
+    rendered = {}
+    for name in operator.template_fields:
+        value = render_live(getattr(operator, name), ctx, name, tuple(operator.template_ext or ()))
+        setattr(operator, name, value)
+        rendered[name] = value
+    report_rendered(ctx, rendered)
+    operator.pre_execute(ctx)
+    result = operator.execute(ctx)
+    operator.post_execute(ctx, result)
+    push_result(result, task, ti)
+    return Outcome("success")
+
+
 def apply_task_environment(task: TaskSpec) -> None:
     """The runner starts from an allow-listed environment (none of the control plane's); the
     task's leoflow.yaml `env` is added to it before anything of the task runs."""
@@ -671,6 +721,8 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
     params: dict[str, Any] = ctx["params"]
     mapped = mapped_arguments(task, attempt["map_index"], ti, params) if attempt["map_index"] >= 0 else {}
     operator: str = task["operator"]
+    if "custom" in task:
+        return run_custom(task_object, task, ctx, mapped)
     if operator == "BashOperator":
         bash = task["bash"]
         command = mapped.get("bash_command", bash.get("command"))
@@ -720,6 +772,8 @@ def main() -> int:
     requests = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = os.fdopen(1, "w", encoding="utf-8", errors="replace", buffering=1)
+    # Task code's log records (a custom operator's `self.log`) go to the try's log, as Airflow's.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[%(asctime)s] {%(filename)s:%(lineno)d} %(levelname)s - %(message)s")
     channel = Channel(requests, sys.stdin)
     line = sys.stdin.readline()
     if not line:

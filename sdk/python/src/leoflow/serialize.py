@@ -70,6 +70,8 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
     """One task as dag.json records it."""
     where = f"task {task.task_id!r}"
     own = {key: value_json(value, where, dag_module) for key, value in task.serialize_own().items()}
+    if task.custom_class:
+        own["custom"] = custom_reference(task, where, dag_module)
     return {
         "task_id": task.task_id,
         "operator": task.operator_name,
@@ -93,6 +95,31 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
         "params": {name: serialize_param(name, p) for name, p in sorted(task.params.items())},
         "mapped": value_json(task.mapping, where, dag_module) if task.mapping else None,
         **own,
+    }
+
+
+def custom_reference(task: BaseOperator, where: str, dag_module: str) -> dict[str, Any]:
+    """A custom operator as dag.json records it: where its class is (the task runner builds the
+    task again from the DAG file and calls its `execute`), and what the UI shows of it. An
+    argument that is not JSON is recorded as its text (`{"__repr__": ...}`), for showing only."""
+    cls = type(task)
+
+    def shown(value: Any) -> Any:
+        try:
+            return value_json(value, where, dag_module)
+        except DagDefinitionError:
+            text = repr(value)
+            return {"__repr__": text if len(text) <= 200 else text[:197] + "..."}
+
+    return {
+        "module": cls.__module__,
+        "class": cls.__qualname__,
+        "arguments": {name: shown(value) for name, value in sorted(task.init_arguments.items())},
+        "template_fields": list(task.template_fields),
+        "template_ext": list(task.template_ext),
+        "ui_color": task.ui_color,
+        "ui_fgcolor": task.ui_fgcolor,
+        "multiple_outputs": task.multiple_outputs,
     }
 
 
