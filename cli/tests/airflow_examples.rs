@@ -9,7 +9,9 @@
 //! `Path(__file__).stem`: each file keeps its name); and custom operators (`BaseOperator`
 //! subclasses of the DAG file): `example_skip_dag` (one raising `AirflowSkipException`) and
 //! `example_dynamic_task_mapping_with_no_taskflow_operators` (a mapped one, and one summing the
-//! mapped results through a template field).
+//! mapped results through a template field); and the standard provider's branching operators:
+//! `example_latest_only` and `example_latest_only_with_trigger` (`LatestOnlyOperator`),
+//! `example_branch_datetime_operator` and `example_branch_day_of_week_operator`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use chrono::Datelike;
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -33,8 +36,12 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 9] = [
+const EXAMPLES: [&str; 13] = [
     "tutorial",
+    "standard/example_latest_only",
+    "example_latest_only_with_trigger",
+    "standard/example_branch_datetime_operator",
+    "standard/example_branch_day_of_week_operator",
     "example_skip_dag",
     "example_dynamic_task_mapping_with_no_taskflow_operators",
     "example_params_trigger_ui",
@@ -450,4 +457,73 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     );
     let log = examples.log(dag, &run, "sum_it").await;
     assert!(log.contains("Total was 9"), "{log}");
+
+    // LatestOnlyOperator lets a manual run through; its class and colour are Airflow's.
+    let (run, states) = examples
+        .run("latest_only", json!({"logical_date": null}))
+        .await;
+    let tasks = succeeded(&["latest_only", "task1"]);
+    examples
+        .assert_states("latest_only", &run, &states, &tasks)
+        .await;
+    let task = examples
+        .client
+        .get("/api/v2/dags/latest_only/tasks/latest_only")
+        .await;
+    assert_eq!(
+        task["class_ref"]["module_path"], "airflow.providers.standard.operators.latest_only",
+        "{task}"
+    );
+    assert_eq!(task["ui_color"], "#e9ffdb", "{task}");
+    let dag = "latest_only_with_trigger";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&["latest_only", "task1", "task2", "task3", "task4"]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+
+    // BranchDateTimeOperator: now is past the 2020 window; the logical date inside it.
+    let dag = "example_branch_datetime_operator";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = [
+        ("datetime_branch", "success"),
+        ("date_outside_range", "success"),
+        ("date_in_range", "skipped"),
+    ];
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let dag = "example_branch_datetime_operator_3";
+    let inside = json!({"logical_date": "2020-10-10T14:30:00Z"});
+    let (run, states) = examples.run(dag, inside).await;
+    let tasks = [
+        ("datetime_branch", "success"),
+        ("date_in_range", "success"),
+        ("date_outside_range", "skipped"),
+    ];
+    examples.assert_states(dag, &run, &states, &tasks).await;
+
+    // BranchDayOfWeekOperator: Monday or not, then weekend or not, of today in UTC.
+    let dag = "example_weekday_branch_operator";
+    let today = chrono::Utc::now().weekday();
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = match today {
+        chrono::Weekday::Mon => vec![
+            ("make_choice", "success"),
+            ("branch_true", "success"),
+            ("branch_false", "skipped"),
+            ("make_weekend_choice", "skipped"),
+            ("branch_weekend", "skipped"),
+            ("branch_mid_week", "skipped"),
+        ],
+        day => {
+            let weekend = matches!(day, chrono::Weekday::Sat | chrono::Weekday::Sun);
+            let state = |chosen: bool| if chosen { "success" } else { "skipped" };
+            vec![
+                ("make_choice", "success"),
+                ("branch_true", "skipped"),
+                ("branch_false", "success"),
+                ("make_weekend_choice", "success"),
+                ("branch_weekend", state(weekend)),
+                ("branch_mid_week", state(!weekend)),
+            ]
+        }
+    };
+    examples.assert_states(dag, &run, &states, &tasks).await;
 }

@@ -119,6 +119,8 @@ struct RawTask {
     #[serde(default)]
     short_circuit: Option<RawShortCircuit>,
     #[serde(default)]
+    custom: Option<RawCustom>,
+    #[serde(default)]
     mapped: Option<RawMapped>,
     #[serde(default)]
     resources: Option<Value>,
@@ -146,6 +148,13 @@ fn map_length(value: &Value) -> Result<MapLength, SpecError> {
     }
 }
 
+/// A custom operator (a class of the project, or of the standard provider): whether it branches.
+#[derive(Deserialize)]
+struct RawCustom {
+    #[serde(default)]
+    branch: bool,
+}
+
 #[derive(Deserialize)]
 struct RawShortCircuit {
     ignore_downstream_trigger_rules: bool,
@@ -158,7 +167,9 @@ impl DagSpec {
             serde_json::from_value(dag.clone()).map_err(|e| SpecError::Shape(e.to_string()))?;
         let mut tasks: BTreeMap<String, TaskSpec> = BTreeMap::new();
         for t in raw.tasks {
+            let custom_branch = t.custom.as_ref().is_some_and(|c| c.branch);
             let kind = match (t.operator.as_str(), &t.short_circuit) {
+                _ if custom_branch => TaskKind::Branch,
                 ("BranchPythonOperator" | "@task.branch", _) => TaskKind::Branch,
                 (_, Some(sc)) => TaskKind::ShortCircuit {
                     ignore_downstream_trigger_rules: sc.ignore_downstream_trigger_rules,

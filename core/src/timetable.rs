@@ -178,6 +178,17 @@ impl Schedule {
         Some(RunInfo::at(next))
     }
 
+    /// The logical date the timetable gives after `at` (a run's own), within the end date;
+    /// `None` for a timetable without one (`None`, `@once`). LatestOnlyOperator's window ends
+    /// there.
+    pub fn following(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let next = match &self.timetable {
+            Timetable::Never | Timetable::Once => return None,
+            timetable => timetable.after(at)?,
+        };
+        self.end_date.is_none_or(|end| next <= end).then_some(next)
+    }
+
     /// Every run a backfill from `from` to `to` (inclusive) creates, in order.
     pub fn runs_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<RunInfo> {
         let mut runs = Vec::new();
@@ -281,6 +292,36 @@ mod tests {
             catchup,
             "UTC",
         )
+    }
+
+    #[test]
+    fn the_following_logical_date_is_the_timetable_s_next_slot_within_the_end_date() {
+        let s = daily(false);
+        assert_eq!(
+            s.following(utc("2026-03-10T00:00:00Z")),
+            Some(utc("2026-03-11T00:00:00Z"))
+        );
+        let every_4h = schedule(
+            json!({"type": "timedelta", "seconds": 14400.0}),
+            Some("2026-01-01T00:00:00Z"),
+            None,
+            false,
+            "UTC",
+        );
+        assert_eq!(
+            every_4h.following(utc("2026-03-10T08:00:00Z")),
+            Some(utc("2026-03-10T12:00:00Z"))
+        );
+        let ending = schedule(
+            json!({"type": "cron", "expression": "0 0 * * *"}),
+            Some("2026-01-01T00:00:00Z"),
+            Some("2026-03-10T12:00:00Z"),
+            false,
+            "UTC",
+        );
+        assert_eq!(ending.following(utc("2026-03-10T00:00:00Z")), None);
+        let manual = schedule(json!({"type": "none"}), None, None, false, "UTC");
+        assert_eq!(manual.following(utc("2026-03-10T00:00:00Z")), None);
     }
 
     #[test]

@@ -701,6 +701,21 @@ fn clearing_what_runs_is_refused_and_marking_sets_a_final_state() {
 }
 
 #[test]
+fn a_custom_operator_branches_when_its_class_does() {
+    let task = |id: &str, branch: bool| {
+        serde_json::json!({"task_id": id, "operator": "LatestOnlyOperator", "upstream": [], "trigger_rule": "all_success",
+            "retries": 0, "retry_delay": 300.0, "retry_exponential_backoff": false, "max_retry_delay": null,
+            "execution_timeout": null, "pool": "default_pool", "pool_slots": 1, "priority_weight": 1, "queue": "default",
+            "custom": {"module": "m", "class": "C", "branch": branch}})
+    };
+    let dag =
+        serde_json::json!({"dag_id": "d", "tasks": [task("chooses", true), task("works", false)]});
+    let spec = DagSpec::from_dag_json(&dag).unwrap();
+    assert_eq!(spec.tasks["chooses"].kind, TaskKind::Branch);
+    assert_eq!(spec.tasks["works"].kind, TaskKind::Plain);
+}
+
+#[test]
 fn a_dag_json_dag_becomes_a_spec() {
     let dag = serde_json::json!({
         "dag_id": "d",

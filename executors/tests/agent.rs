@@ -376,9 +376,10 @@ async fn an_empty_operator_succeeds_without_a_runner_and_an_unreadable_task_fail
             "",
         ),
         (
-            serde_json::json!({"task_id": "t", "operator": "MysteryOperator"}),
+            // A class name reads as a custom operator's; a number is no operator at all.
+            serde_json::json!({"task_id": "t", "operator": 42}),
             Outcome::Failed,
-            "unknown variant `MysteryOperator`",
+            "this agent cannot read the task's dag.json entry",
         ),
     ] {
         let state = Arc::new(Scripted {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use leoflow_core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
 use leoflow_core::spec::TaskKind;
+use leoflow_core::timetable::Schedule;
 use leoflow_events::catalog::{CommandRejected, generation_stream};
 use leoflow_events::{
     Actor, AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
@@ -470,6 +471,11 @@ impl AgentService {
             Status::failed_precondition("the DAG version's source file was not recorded")
         })?;
         let instant = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+        let next_logical_date = row.logical_date.and_then(|at| {
+            Schedule::from_dag_json(&document)
+                .ok()
+                .and_then(|schedule| schedule.following(at))
+        });
         let run = json!({
             "run_id": key.run_id,
             "run_type": row.run_type,
@@ -479,6 +485,7 @@ impl AgentService {
             "run_after": instant(Some(row.run_after)),
             "conf": row.conf,
             "dag_params": document["params"],
+            "next_logical_date": instant(next_logical_date),
         });
         Ok(Assignment {
             task_json: task.to_string(),

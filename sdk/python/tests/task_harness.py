@@ -82,7 +82,9 @@ class Project:
         logical_date: str | None = LOGICAL_DATE,
         conf: dict[str, Any] | None = None,
         map_index: int = -1,
+        **run_fields: Any,
     ) -> tuple[Outcome, Agent]:
+        """Runs `task_id` of the DAG file `HEADER + body`; `run_fields` replace the run's."""
         source = HEADER + textwrap.dedent(body)
         compiled = compile_file(self.write("dag.py", source))
         assert compiled["ok"], compiled
@@ -96,7 +98,7 @@ class Project:
             "run": {
                 "run_id": "manual__1", "run_type": "manual", "logical_date": logical_date,
                 "data_interval_start": logical_date, "data_interval_end": logical_date,
-                "conf": conf or {}, "dag_params": dag["params"],
+                "conf": conf or {}, "dag_params": dag["params"], **run_fields,
             },
         }
         return execute(attempt, agent), agent

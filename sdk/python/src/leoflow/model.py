@@ -11,8 +11,8 @@ import inspect
 import logging
 import os
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from leoflow import context
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
@@ -345,6 +345,15 @@ class XComArg(DependencyMixin):
         )
 
 
+_Hook = TypeVar("_Hook", bound=Callable[..., Any])
+
+
+def _to_define(method: _Hook) -> _Hook:
+    """Marks a method an operator class of the project must define (checked when a task is made)."""
+    method.to_define = True  # type: ignore[attr-defined]
+    return method
+
+
 #: The names dag.json gives Leoflow's own operators: a custom operator class may not take one.
 STANDARD_OPERATORS = frozenset({"EmptyOperator", "PythonOperator", "BranchPythonOperator", "ShortCircuitOperator", "BashOperator"})
 
@@ -359,8 +368,9 @@ class _OperatorMeta(ABCMeta):
             return super().__call__(*args, **kwargs)
         if args:
             raise DagDefinitionError(f"{cls.__name__}: pass its arguments by keyword, as Airflow requires (got {len(args)} positional)")
-        if cls.execute is BaseOperator.execute:  # type: ignore[attr-defined]
-            raise DagDefinitionError(f"{cls.__name__} does not define execute(self, context), the work its tasks do")
+        for hook in ("execute", "choose_branch"):
+            if getattr(getattr(cls, hook, None), "to_define", False):
+                raise DagDefinitionError(f"{cls.__name__} does not define {hook}(self, context), the work its tasks do")
         kwargs = _with_default_args(cls, kwargs)  # type: ignore[arg-type]
         task = super().__call__(**kwargs)
         if "task_id" not in vars(task):
@@ -388,6 +398,8 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     #: Whether this is an operator class of the project (a `BaseOperator` subclass run by calling
     #: its `execute`), rather than one of Leoflow's own.
     custom_class = False
+    #: Whether the task chooses which of its direct downstream tasks run (`BaseBranchOperator`).
+    branch = False
     #: The parameters of a custom operator's own `__init__` methods (default_args fill them).
     INIT_ARGS: frozenset[str] = frozenset()
     #: The task's colours in the UI, as Airflow's.
@@ -536,22 +548,22 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__module__.startswith("leoflow"):
-            return
-        # The nearest of Leoflow's classes decides what the project's class is.
-        base = next(c for c in cls.__mro__ if c.__module__.startswith("leoflow"))
-        if base is not BaseOperator:
-            if "execute" in vars(cls):
-                raise UnsupportedConstruct(
-                    f"class {cls.__name__} overriding execute() of {base.__name__}",
-                    "subclass BaseOperator (airflow.sdk.BaseOperator) to write an operator of your own",
-                )
-            return
-        if cls.__name__ in STANDARD_OPERATORS:
-            raise DagDefinitionError(f"custom operator class {cls.__name__} has the name of a standard operator: rename it")
-        cls.operator_name = cls.__name__
-        cls.custom_class = True
-        cls.INIT_ARGS = _init_parameters(cls)
+        if not cls.__module__.startswith("leoflow"):
+            # The nearest of Leoflow's classes decides what the project's class is.
+            base = next(c for c in cls.__mro__ if c.__module__.startswith("leoflow"))
+            if base is not BaseOperator and not getattr(base, "custom_class", False):
+                if "execute" in vars(cls):
+                    raise UnsupportedConstruct(
+                        f"class {cls.__name__} overriding execute() of {base.__name__}",
+                        "subclass BaseOperator (airflow.sdk.BaseOperator) to write an operator of your own",
+                    )
+                return
+            if cls.__name__ in STANDARD_OPERATORS:
+                raise DagDefinitionError(f"custom operator class {cls.__name__} has the name of a standard operator: rename it")
+            cls.custom_class = True
+        if cls.custom_class:
+            cls.operator_name = cls.__name__
+            cls.INIT_ARGS = _init_parameters(cls)
 
     def as_setup(self) -> Any:
         raise UnsupportedConstruct("setup tasks (.as_setup())", "use ordinary tasks with trigger rules")
@@ -564,6 +576,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
 
     # What a custom operator's code calls while it runs (Airflow's BaseOperator API).
 
+    @_to_define
     def execute(self, context: dict[str, Any]) -> Any:
         """The task's work (a custom operator defines it)."""
         raise NotImplementedError(f"{type(self).__name__} does not define execute(self, context)")
@@ -815,7 +828,11 @@ def _check_default_args(default_args: dict[str, Any]) -> None:
 
 def _custom_inits(cls: type) -> list[Any]:
     """The `__init__` methods a custom operator class defines, itself and its custom bases."""
-    return [c.__dict__["__init__"] for c in cls.__mro__ if not c.__module__.startswith("leoflow") and "__init__" in c.__dict__]
+    return [
+        c.__dict__["__init__"]
+        for c in cls.__mro__
+        if c is not BaseOperator and issubclass(c, BaseOperator) and "__init__" in c.__dict__
+    ]
 
 
 def _init_parameters(cls: type) -> frozenset[str]:

@@ -70,6 +70,8 @@ class RunInfo(_RunIdentity, total=False):
     run_after: str | None
     conf: dict[str, Any] | None
     dag_params: dict[str, Any] | None
+    #: The logical date the DAG's timetable gives after this run's (null without one).
+    next_logical_date: str | None
 
 
 class _StartFields(TypedDict):

@@ -152,6 +152,8 @@ class DagRun:
         self.data_interval_start = parse_instant(run.get("data_interval_start"))
         self.data_interval_end = parse_instant(run.get("data_interval_end"))
         self.run_after = parse_instant(run.get("run_after"))
+        # Leoflow's: the next logical date of the DAG's timetable (LatestOnlyOperator's window).
+        self.next_logical_date = parse_instant(run.get("next_logical_date"))
 
 
 class Variables:
@@ -696,8 +698,27 @@ def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[
     operator.pre_execute(ctx)
     result = operator.execute(ctx)
     operator.post_execute(ctx, result)
+    if task["custom"].get("branch"):
+        chosen = branch_choice(result, ctx.get("dag"))
+        push_result(result, task, ti)
+        return Outcome("success", branch=chosen)
     push_result(result, task, ti)
     return Outcome("success")
+
+
+def branch_choice(result: Any, dag: Any) -> list[str]:
+    """The task ids a branch's result names: a task id or a task group id (its root tasks, as
+    Airflow follows them), a list of them, or None for none."""
+    chosen = [] if result is None else [result] if isinstance(result, str) else list(result)
+    if not all(isinstance(c, str) for c in chosen):
+        raise TaskError(f"a branch must return task ids (str or list of str), not {result!r}")
+    groups = getattr(dag, "groups", None) or {}
+    followed: list[str] = []
+    for name in chosen:
+        group = groups.get(name)
+        ids = sorted(t.task_id for t in group._roots()) if group is not None and name not in dag.tasks else [name]
+        followed.extend(i for i in ids if i not in followed)
+    return followed
 
 
 def apply_task_environment(task: TaskSpec) -> None:
@@ -755,9 +776,7 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
         task_object.bash_command = result
         return run_bash(result, task.get("bash") or {}, ctx, task.get("do_xcom_push", True))
     if operator in ("@task.branch", "BranchPythonOperator"):
-        chosen = [] if result is None else [result] if isinstance(result, str) else list(result)
-        if not all(isinstance(c, str) for c in chosen):
-            raise TaskError(f"a branch must return task ids (str or list of str), not {result!r}")
+        chosen = branch_choice(result, dag)
         push_result(result, task, ti)
         return Outcome("success", branch=chosen)
     if operator in ("@task.short_circuit", "ShortCircuitOperator"):

@@ -112,8 +112,10 @@ def custom_reference(task: BaseOperator, where: str, dag_module: str) -> dict[st
             return {"__repr__": text if len(text) <= 200 else text[:197] + "..."}
 
     return {
-        "module": cls.__module__,
+        # Airflow's module for the standard provider's operators, else where the class is.
+        "module": cls.__dict__.get("airflow_module") or cls.__module__,
         "class": cls.__qualname__,
+        "branch": task.branch,
         "arguments": {name: shown(value) for name, value in sorted(task.init_arguments.items())},
         "template_fields": list(task.template_fields),
         "template_ext": list(task.template_ext),

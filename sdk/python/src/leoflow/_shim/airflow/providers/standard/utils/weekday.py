@@ -1,0 +1,5 @@
+"""`airflow.providers.standard.utils.weekday`."""
+
+from leoflow.standard import WeekDay
+
+__all__ = ["WeekDay"]
