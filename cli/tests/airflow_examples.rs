@@ -11,7 +11,8 @@
 //! `example_dynamic_task_mapping_with_no_taskflow_operators` (a mapped one, and one summing the
 //! mapped results through a template field); and the standard provider's branching operators:
 //! `example_latest_only` and `example_latest_only_with_trigger` (`LatestOnlyOperator`),
-//! `example_branch_datetime_operator` and `example_branch_day_of_week_operator`.
+//! `example_branch_datetime_operator` and `example_branch_day_of_week_operator`; and the standard
+//! provider's sensors: `example_sensors`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chrono::Datelike;
+use chrono::{Datelike, Timelike};
 use leoflow_postgres::testing::{TestDatabase, fresh_database, test_cluster};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -36,8 +37,9 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 13] = [
+const EXAMPLES: [&str; 14] = [
     "tutorial",
+    "standard/example_sensors",
     "standard/example_latest_only",
     "example_latest_only_with_trigger",
     "standard/example_branch_datetime_operator",
@@ -526,4 +528,39 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         }
     };
     examples.assert_states(dag, &run, &states, &tasks).await;
+
+    // example_sensors: time, bash, file, Python and weekday sensors, those with soft_fail
+    // skipped when they time out. Its TimeSensors wait for a time of day an hour after the file
+    // is run: from 23:00 UTC that is early today, already past, and they succeed (on Airflow too).
+    let dag = "example_sensors";
+    let now = chrono::Utc::now();
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let state = |done: bool| if done { "success" } else { "skipped" };
+    let mut tasks = succeeded(&[
+        "wait_some_seconds",
+        "wait_some_seconds_async",
+        "fire_immediately",
+        "fire_immediately_async",
+        "Sensor_succeeds",
+        "remove_file",
+        "wait_for_file",
+        "wait_for_file_async",
+        "create_file_after_3_seconds",
+        "success_sensor_python",
+        "print_date_in_bash",
+    ]);
+    let late = now.hour() == 23;
+    let monday = now.weekday() == chrono::Weekday::Mon;
+    tasks.extend([
+        ("timeout_after_second_date_in_the_future", state(late)),
+        ("timeout_after_second_date_in_the_future_async", state(late)),
+        ("Sensor_fails_after_3_seconds", "skipped"),
+        ("failure_timeout_sensor_python", "skipped"),
+        ("week_day_sensor_failing_on_timeout", state(monday)),
+    ]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples
+        .log(dag, &run, "Sensor_fails_after_3_seconds")
+        .await;
+    assert!(log.contains("sensor timed out after 3 s"), "{log}");
 }

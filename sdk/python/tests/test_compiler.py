@@ -360,8 +360,8 @@ BAD_INPUT = [
     ("unsupported import", "from airflow.sdk import Asset\n", 1, "UnsupportedConstruct", "airflow.sdk.Asset"),
     (
         "unsupported module",
-        "from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor\n",
-        1, "UnsupportedConstruct", "module airflow.providers.standard.sensors",
+        "from airflow.providers.standard.sensors.external_task import ExternalTaskSensor\n",
+        1, "UnsupportedConstruct", "module airflow.providers.standard.sensors.external_task",
     ),
     ("unknown operator", "from airflow.providers.standard.operators.python import PythonVirtualenvOperator\n",
      1, "UnsupportedConstruct", "PythonVirtualenvOperator"),

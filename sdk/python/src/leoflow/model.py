@@ -368,7 +368,7 @@ class _OperatorMeta(ABCMeta):
             return super().__call__(*args, **kwargs)
         if args:
             raise DagDefinitionError(f"{cls.__name__}: pass its arguments by keyword, as Airflow requires (got {len(args)} positional)")
-        for hook in ("execute", "choose_branch"):
+        for hook in ("execute", "choose_branch", "poke"):
             if getattr(getattr(cls, hook, None), "to_define", False):
                 raise DagDefinitionError(f"{cls.__name__} does not define {hook}(self, context), the work its tasks do")
         kwargs = _with_default_args(cls, kwargs)  # type: ignore[arg-type]

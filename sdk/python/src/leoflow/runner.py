@@ -27,7 +27,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import traceback
 import types
 from collections.abc import Callable, Sequence
@@ -661,23 +660,23 @@ def push_result(result: Any, task: TaskSpec, ti: TaskInstance) -> None:
 
 
 def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInstance, task: TaskSpec) -> Outcome:
-    interval = float((sensor.get("poke_interval") or {}).get("__timedelta__", 60))
-    timeout = float((sensor.get("timeout") or {}).get("__timedelta__", 7 * 24 * 3600))
-    started = time.monotonic()
-    pokes = 0
-    while True:
-        pokes += 1
-        result = function()
-        if result:
-            value = getattr(result, "xcom_value", None) if isinstance(result, runtime.PokeReturnValue) else None
-            push_result(value, task, ti)
-            return Outcome("success")
-        waited = time.monotonic() - started
-        if waited >= timeout:
-            reason = f"sensor timed out after {waited:.0f} s ({pokes} pokes)"
-            return Outcome("skipped" if sensor.get("soft_fail") else "failed_no_retry", reason)
-        delay = interval * (2 ** min(pokes - 1, 10)) if sensor.get("exponential_backoff") else interval
-        time.sleep(max(0.0, min(delay, timeout - waited)))
+    """A `@task.sensor` function poked as Airflow's sensors are (`leoflow.sensors.poke_until`)."""
+    from leoflow.sensors import DEFAULT_TIMEOUT, poke_until
+
+    def seconds(name: str) -> float | None:
+        value = sensor.get(name)
+        return None if value is None else float(value["__timedelta__"])
+
+    value = poke_until(
+        function,
+        interval=seconds("poke_interval") or 60.0,
+        timeout=seconds("timeout") or DEFAULT_TIMEOUT,
+        soft_fail=bool(sensor.get("soft_fail")),
+        exponential_backoff=bool(sensor.get("exponential_backoff")),
+        max_wait=seconds("max_wait"),
+    )
+    push_result(value, task, ti)
+    return Outcome("success")
 
 
 def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[str, Any]) -> Outcome:

@@ -18,7 +18,8 @@ class _UnsupportedAirflowModules(MetaPathFinder):
         if fullname.startswith("airflow."):
             raise UnsupportedConstruct(
                 f"module {fullname}",
-                "Leoflow provides airflow.sdk and the standard Bash, Python and Empty operators",
+                "Leoflow provides airflow.sdk and, of the standard provider, the Bash, Python and Empty "
+                "operators, the branching operators and the sensors docs/authoring.md lists",
             )
         return None
 

@@ -15,6 +15,7 @@ from leoflow import (
 )
 from leoflow.errors import UnsupportedConstruct
 from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
+from leoflow.sensors import BaseSensorOperator
 
 _HINTS = {
     "Label": "remove the edge label",
@@ -36,6 +37,7 @@ __all__ = [
     "Connection",
     "DAG",
     "BaseOperator",
+    "BaseSensorOperator",
     "Param",
     "PokeReturnValue",
     "TaskGroup",

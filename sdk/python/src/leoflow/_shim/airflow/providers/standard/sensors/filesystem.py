@@ -1,0 +1,5 @@
+"""`airflow.providers.standard.sensors.filesystem`."""
+
+from leoflow.sensors import FileSensor
+
+__all__ = ["FileSensor"]

@@ -1,0 +1,1 @@
+"""`airflow.sensors` (Airflow 2's path): only `base` (any other module of it is refused)."""
