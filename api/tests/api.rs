@@ -9,7 +9,7 @@ use serde_json::json;
 
 const DAGS: &str = r#"
 from datetime import datetime, timezone
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Label, Param, task
 from airflow.providers.standard.operators.bash import BashOperator
 
 with DAG(
@@ -33,7 +33,7 @@ with DAG(
     def load(values):
         return values
 
-    extract() >> load(transform.expand(x=[1, 2, 3]))
+    extract() >> Label("then load") >> load(transform.expand(x=[1, 2, 3]))
 
 with DAG("nightly", schedule="@daily", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), catchup=False, tags=["test"]):
     BashOperator(task_id="echo", bash_command="echo hi")
@@ -267,7 +267,17 @@ async fn the_ui_views_logs_and_xcoms_of_a_run() {
     let graph = api
         .get("/ui/structure/structure_data?dag_id=pipeline")
         .await;
-    assert_eq!(graph["edges"].as_array().unwrap().len(), 2);
+    let edges = graph["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 2);
+    // An edge label of the DAG file is the edge's label; an edge without one has none.
+    let label = |source: &str| {
+        edges
+            .iter()
+            .find(|e| e["source_id"] == source)
+            .map(|e| e["label"].clone())
+    };
+    assert_eq!(label("extract"), Some(json!("then load")), "{graph}");
+    assert_eq!(label("transform"), Some(json!(null)), "{graph}");
     let grid = api.get("/ui/grid/runs/pipeline").await;
     assert_eq!(grid[0]["run_id"], run);
     api.get(&format!("/ui/gantt/pipeline/{seg}")).await;

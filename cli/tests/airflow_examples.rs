@@ -12,7 +12,7 @@
 //! mapped results through a template field); and the standard provider's branching operators:
 //! `example_latest_only` and `example_latest_only_with_trigger` (`LatestOnlyOperator`),
 //! `example_branch_datetime_operator` and `example_branch_day_of_week_operator`; and the standard
-//! provider's sensors: `example_sensors`.
+//! provider's sensors: `example_sensors`; edge labels: `example_branch_labels`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -37,8 +37,9 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 14] = [
+const EXAMPLES: [&str; 15] = [
     "tutorial",
+    "example_branch_labels",
     "standard/example_sensors",
     "standard/example_latest_only",
     "example_latest_only_with_trigger",
@@ -563,4 +564,42 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         .log(dag, &run, "Sensor_fails_after_3_seconds")
         .await;
     assert!(log.contains("sensor timed out after 3 s"), "{log}");
+
+    // example_branch_labels: every task runs; the graph view names its two labelled edges.
+    let dag = "example_branch_labels";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&[
+        "ingest",
+        "analyze",
+        "check_integrity",
+        "describe_integrity",
+        "email_error",
+        "save",
+        "report",
+    ]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let graph = examples
+        .client
+        .get("/ui/structure/structure_data?dag_id=example_branch_labels")
+        .await;
+    let mut labels: Vec<(String, String)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["target_id"].as_str()?.to_owned(),
+                e["label"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        [
+            ("describe_integrity".to_owned(), "Errors found".to_owned()),
+            ("save".to_owned(), "No errors".to_owned())
+        ],
+        "{graph}"
+    );
 }

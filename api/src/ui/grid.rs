@@ -348,6 +348,18 @@ pub async fn structure_data(
             }
         },
     );
+    // Edge labels (`Label` in the DAG file), by (source, target).
+    let labels: HashMap<(&str, &str), &str> = doc["edge_labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                (e["source_id"].as_str()?, e["target_id"].as_str()?),
+                e["label"].as_str()?,
+            ))
+        })
+        .collect();
     let mut edges = Vec::new();
     for task in &tree.tasks {
         let target = task["task_id"].as_str().unwrap_or("");
@@ -357,7 +369,7 @@ pub async fn structure_data(
                     source_id: source.to_owned(),
                     target_id: target.to_owned(),
                     is_setup_teardown: None,
-                    label: None,
+                    label: labels.get(&(source, target)).map(|l| (*l).to_owned()),
                     is_source_asset: None,
                 });
             }

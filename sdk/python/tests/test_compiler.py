@@ -387,7 +387,7 @@ BAD_INPUT = [
      3, "DagDefinitionError", "lists of 1 and 2 elements"),
     ("non-JSON argument", "from leoflow import DAG, task\nwith DAG('x', schedule=None):\n    @task\n    def f(v):\n        pass\n    f(object())\n",
      6, "DagDefinitionError", "a value of type object cannot be passed to a task"),
-    ("edge labels", "from airflow.sdk import Label\n", 1, "UnsupportedConstruct", "airflow.sdk.Label"),
+    ("object storage", "from airflow.sdk import ObjectStoragePath\n", 1, "UnsupportedConstruct", "airflow.sdk.ObjectStoragePath"),
 ]
 
 
@@ -398,3 +398,26 @@ def test_bad_input_is_a_located_error(tmp_path: Path, source: str, line: int | N
     assert err["line"] == line, err
     assert err["file"] == "dag.py"
     assert message in err["message"], err
+
+
+def test_edge_labels_name_the_edges_they_make(tmp_path: Path) -> None:
+    result = compile_source(tmp_path, (
+        "from airflow.sdk import DAG, Label, chain\n"
+        "from airflow.providers.standard.operators.empty import EmptyOperator as E\n"
+        "with DAG('x', schedule=None):\n"
+        "    a, b, c = E(task_id='a'), E(task_id='b'), E(task_id='c')\n"
+        "    chain(a, Label('first'), b)\n"
+        "    c << Label('late') << [a, b]\n"
+    ))
+    assert result["ok"], result
+    dag = result["dags"][0]
+    assert dag["edge_labels"] == [
+        {"source_id": "a", "target_id": "b", "label": "first"},
+        {"source_id": "a", "target_id": "c", "label": "late"},
+        {"source_id": "b", "target_id": "c", "label": "late"},
+    ]
+    assert {t["task_id"]: t["upstream"] for t in dag["tasks"]} == {"a": [], "b": ["a"], "c": ["a", "b"]}
+    unlabelled = compile_source(tmp_path, "from airflow.sdk import DAG\nwith DAG('y', schedule=None):\n    pass\n")
+    assert "edge_labels" not in unlabelled["dags"][0]
+    empty = compile_source(tmp_path, "from airflow.sdk import Label\nLabel('')\n")
+    assert not empty["ok"] and "Label needs a non-empty string" in empty["error"]["message"]

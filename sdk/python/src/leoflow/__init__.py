@@ -8,7 +8,7 @@ use; `python -m leoflow.compiler dag.py` turns the file into dag.json documents.
 
 from leoflow.decorators import dag, task, task_group
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
-from leoflow.model import DAG, BaseOperator, Param, TaskGroup, TriggerRule, XComArg, chain, cross_downstream
+from leoflow.model import DAG, BaseOperator, Label, Param, TaskGroup, TriggerRule, XComArg, chain, cross_downstream
 from leoflow.operators import (
     BashOperator,
     BranchPythonOperator,
@@ -24,6 +24,7 @@ __all__ = [
     "BranchPythonOperator",
     "DagDefinitionError",
     "EmptyOperator",
+    "Label",
     "Param",
     "PythonOperator",
     "ShortCircuitOperator",

@@ -83,6 +83,9 @@ class DependencyMixin(ABC):
 
     def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
         for target in _as_list(other):
+            if isinstance(target, Label):
+                target.set_upstream(self)
+                continue
             for leaf in self._leaves():
                 for root in _node(target)._roots():
                     root._add_upstream(leaf)
@@ -110,6 +113,47 @@ class DependencyMixin(ABC):
         return self
 
 
+class Label(DependencyMixin):
+    """An edge label (`a >> Label("why") >> b`): the dependency from what is upstream of it to what
+    is downstream of it, named in the graph view."""
+
+    def __init__(self, label: str) -> None:
+        if not isinstance(label, str) or not label:
+            raise DagDefinitionError(f"Label needs a non-empty string, not {label!r}")
+        self.label = label
+        self.sources: list[DependencyMixin] = []
+        self.targets: list[DependencyMixin] = []
+
+    def _roots(self) -> list[BaseOperator]:
+        return [root for target in self.targets for root in target._roots()]
+
+    def _leaves(self) -> list[BaseOperator]:
+        return [leaf for source in self.sources for leaf in source._leaves()]
+
+    def set_upstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
+        for source in _as_list(other):
+            node = _node(source)
+            self.sources.append(node)
+            for target in self.targets:
+                self._connect(node, target)
+
+    def set_downstream(self, other: DependencyMixin | Sequence[DependencyMixin]) -> None:
+        for target in _as_list(other):
+            node = _node(target)
+            self.targets.append(node)
+            for source in self.sources:
+                self._connect(source, node)
+
+    def _connect(self, source: DependencyMixin, target: DependencyMixin) -> None:
+        for leaf in source._leaves():
+            for root in target._roots():
+                root._add_upstream(leaf)
+                leaf.dag.edge_labels[(leaf.task_id, root.task_id)] = self.label
+
+    def __repr__(self) -> str:
+        return f"Label({self.label!r})"
+
+
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple, set)):
         return list(value)
@@ -119,8 +163,6 @@ def _as_list(value: Any) -> list[Any]:
 def _node(value: Any) -> DependencyMixin:
     if isinstance(value, DependencyMixin):
         return value
-    if type(value).__name__ == "EdgeModifier":
-        raise UnsupportedConstruct("Label (edge labels)", "remove the Label from the dependency")
     raise DagDefinitionError(
         f"cannot set a dependency on {type(value).__name__} {value!r}: "
         "only tasks, task groups and task results can be chained"
@@ -188,6 +230,8 @@ class DAG:
         self.render_template_as_native_obj: bool = bool(kwargs.get("render_template_as_native_obj", False))
         self.tasks: dict[str, BaseOperator] = {}
         self.groups: dict[str, TaskGroup] = {}
+        #: Edge labels (`Label`), by (upstream task id, downstream task id).
+        self.edge_labels: dict[tuple[str, str], str] = {}
         # Counters for repeated calls of one @task function (`name`, `name__1`, …).
         self.task_name_uses: dict[str, int] = {}
         _check_default_args(self.default_args)

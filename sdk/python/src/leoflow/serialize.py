@@ -32,6 +32,11 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
     # Only a DAG that grants per-DAG access says so: other documents (and their version
     # hashes) stay as they were.
     access = {"access_control": dag.access_control} if dag.access_control else {}
+    labels = (
+        {"edge_labels": [{"source_id": s, "target_id": t, "label": label} for (s, t), label in sorted(dag.edge_labels.items())]}
+        if dag.edge_labels
+        else {}
+    )
     return {
         "dag_id": dag.dag_id,
         "fileloc": fileloc,
@@ -63,6 +68,7 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
         ],
         "tasks": tasks,
         **access,
+        **labels,
     }
 
 

@@ -3,6 +3,7 @@
 from leoflow import (
     DAG,
     BaseOperator,
+    Label,
     Param,
     TaskGroup,
     TriggerRule,
@@ -18,7 +19,6 @@ from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_c
 from leoflow.sensors import BaseSensorOperator
 
 _HINTS = {
-    "Label": "remove the edge label",
     "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
     "AssetAlias": "asset-driven scheduling is not supported yet",
     "asset": "asset-driven scheduling is not supported yet",
@@ -38,6 +38,7 @@ __all__ = [
     "DAG",
     "BaseOperator",
     "BaseSensorOperator",
+    "Label",
     "Param",
     "PokeReturnValue",
     "TaskGroup",
