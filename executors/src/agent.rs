@@ -613,8 +613,11 @@ async fn run_task(
             )));
         }
     };
-    // Airflow does not run EmptyOperator at all: it succeeds as soon as it is scheduled.
-    if task.operator == Operator::Standard(OperatorKind::EmptyOperator) {
+    // Airflow does not run EmptyOperator at all, unless it has callbacks: it succeeds as soon as
+    // it is scheduled.
+    if task.operator == Operator::Standard(OperatorKind::EmptyOperator)
+        && !task.rest.contains_key("callbacks")
+    {
         logs.lines
             .push("[leoflow] EmptyOperator: nothing to run".into());
         return Ok(Report::new(ProtoOutcome::Success, ""));

@@ -396,6 +396,23 @@ async fn an_empty_operator_succeeds_without_a_runner_and_an_unreadable_task_fail
         assert_eq!(finished.outcome(), outcome, "{}", finished.reason);
         assert!(finished.reason.contains(expected), "{}", finished.reason);
     }
+    // An EmptyOperator with callbacks is run, for them (as in Airflow): here the runner it
+    // starts does not exist.
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "EmptyOperator", "callbacks": ["on_success_callback"]}),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    agent::run(config(endpoint, PathBuf::from("/nonexistent/python")))
+        .await
+        .unwrap();
+    let finished = state.finished.lock().unwrap().clone().expect("a report");
+    assert_eq!(finished.outcome(), Outcome::Failed, "{}", finished.reason);
+    assert!(
+        finished.reason.contains("/nonexistent/python"),
+        "{}",
+        finished.reason
+    );
 }
 
 /// A CA and the certificate it signed for a control plane on loopback, as PEM files in a

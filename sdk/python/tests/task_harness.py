@@ -12,7 +12,7 @@ import pytest
 
 from leoflow.compiler import compile_file
 from leoflow.protocol import Reply, Request
-from leoflow.runner import Channel, Outcome, execute
+from leoflow.runner import Channel, Outcome, execute, run_attempt
 
 HEADER = """\
 import datetime
@@ -64,9 +64,12 @@ class Agent(Channel):
 class Project:
     """A project folder holding one DAG file; runs its tasks as the runner does."""
 
-    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch, whole_attempt: bool = False) -> None:
         self.folder = folder
         self.monkeypatch = monkeypatch
+        #: Run the whole attempt as `main` does (outcomes of exceptions, callbacks), not only
+        #: the task's work.
+        self.whole_attempt = whole_attempt
 
     def write(self, name: str, text: str) -> Path:
         path = self.folder / name
@@ -101,4 +104,4 @@ class Project:
                 "conf": conf or {}, "dag_params": dag["params"], **run_fields,
             },
         }
-        return execute(attempt, agent), agent
+        return (run_attempt if self.whole_attempt else execute)(attempt, agent), agent

@@ -398,6 +398,27 @@ def _to_define(method: _Hook) -> _Hook:
     return method
 
 
+#: The callbacks a task takes, as Airflow names them (the task runner calls them).
+CALLBACKS = (
+    "on_execute_callback", "on_success_callback", "on_failure_callback", "on_retry_callback", "on_skipped_callback",
+)
+
+
+def _functions(what: str, value: Any) -> list[Callable[..., Any]]:
+    """A callback argument: None, a function, or a list of functions."""
+    functions = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+    for function in functions:
+        if not callable(function):
+            raise DagDefinitionError(f"{what} must be a function or a list of functions, not {_shown(function)}")
+    return functions
+
+
+def _hook(name: str, task_id: str, value: Any) -> Callable[..., Any] | None:
+    if value is not None and not callable(value):
+        raise DagDefinitionError(f"{name} of {task_id!r} must be a function, not {_shown(value)}")
+    return value  # type: ignore[no-any-return]
+
+
 #: The names dag.json gives Leoflow's own operators: a custom operator class may not take one.
 STANDARD_OPERATORS = frozenset({"EmptyOperator", "PythonOperator", "BranchPythonOperator", "ShortCircuitOperator", "BashOperator"})
 
@@ -457,7 +478,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "task_id", "dag", "task_group", "trigger_rule", "retries", "retry_delay",
         "retry_exponential_backoff", "max_retry_delay", "execution_timeout", "pool", "pool_slots",
         "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
-        "params", "default_args", "render_template_as_native_obj",
+        "params", "default_args", "render_template_as_native_obj", *CALLBACKS, "pre_execute", "post_execute",
     }
     #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
     #: accepted at any value, with no effect.
@@ -474,13 +495,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "wait_for_downstream": False,
         "ignore_first_depends_on_past": False,
         "wait_for_past_depends_before_skipping": False,
-        "on_failure_callback": None,
-        "on_success_callback": None,
-        "on_retry_callback": None,
-        "on_execute_callback": None,
-        "on_skipped_callback": None,
-        "pre_execute": None,
-        "post_execute": None,
         "inlets": None,
         "outlets": None,
         "max_active_tis_per_dag": None,
@@ -497,13 +511,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "wait_for_downstream": "a task never waits for its previous run",
         "ignore_first_depends_on_past": "a task never waits for its previous run",
         "wait_for_past_depends_before_skipping": "a task never waits for its previous run",
-        **{
-            key: "callbacks are not run (put the work in a task with a trigger_rule such as 'one_failed')"
-            for key in (
-                "on_failure_callback", "on_success_callback", "on_retry_callback", "on_execute_callback",
-                "on_skipped_callback", "pre_execute", "post_execute",
-            )
-        },
         "inlets": "assets and lineage are not supported",
         "outlets": "assets and lineage are not supported",
         "max_active_tis_per_dag": "there is no per-task concurrency limit (a pool limits concurrency)",
@@ -576,6 +583,13 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         self.do_xcom_push = bool(kwargs.pop("do_xcom_push", True))
         # Honoured by the operators that return dicts (Python ones and custom ones).
         self.multiple_outputs = bool(kwargs.get("multiple_outputs", False))
+        #: The task's callbacks by name (`on_failure_callback`, …), each a list of functions the
+        #: task runner calls with the context (`leoflow.callbacks`).
+        self.callbacks: dict[str, list[Callable[..., Any]]] = {
+            name: _functions(f"{name} of {task_id!r}", kwargs.pop(name, None)) for name in CALLBACKS
+        }
+        self._pre_execute_hook = _hook("pre_execute", task_id, kwargs.pop("pre_execute", None))
+        self._post_execute_hook = _hook("post_execute", task_id, kwargs.pop("post_execute", None))
         native = kwargs.pop("render_template_as_native_obj", None)
         self.render_template_as_native_obj: bool | None = None if native is None else bool(native)
         self.params: dict[str, Param] = _params(kwargs.pop("params", None) or {})
@@ -626,10 +640,14 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         raise NotImplementedError(f"{type(self).__name__} does not define execute(self, context)")
 
     def pre_execute(self, context: dict[str, Any]) -> None:
-        """Called just before `execute`."""
+        """Called just before `execute`: the task's `pre_execute` argument, when given."""
+        if self._pre_execute_hook is not None:
+            self._pre_execute_hook(context)
 
     def post_execute(self, context: dict[str, Any], result: Any = None) -> None:
-        """Called just after `execute`, with its result."""
+        """Called just after `execute`, with its result: the task's `post_execute` argument."""
+        if self._post_execute_hook is not None:
+            self._post_execute_hook(context, result)
 
     def defer(self, **_: Any) -> Any:
         raise UnsupportedConstruct("deferring a task (self.defer)", "wait in the task itself, or in a sensor")

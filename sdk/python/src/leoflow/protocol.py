@@ -46,6 +46,8 @@ class TaskSpec(_TaskIdentity, total=False):
     """A task as dag.json describes it: what the runner reads of it (the rest is dag.json's)."""
 
     execution_timeout: float | None
+    retries: int
+    callbacks: list[str]
     do_xcom_push: bool
     params: dict[str, Any]
     env: dict[str, Any] | None

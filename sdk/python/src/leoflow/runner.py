@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from leoflow import context as compile_context
-from leoflow import macros, runtime
+from leoflow import callbacks, macros, runtime
 from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from leoflow.model import XComArg
 from leoflow.protocol import (
@@ -525,11 +525,16 @@ def call_with_context(function: Callable[..., Any], args: list[Any], kwargs: dic
 class Outcome:
     """What the runner reports."""
 
-    def __init__(self, outcome: OutcomeName, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None) -> None:
+    def __init__(
+        self, outcome: OutcomeName, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None,
+        result: Any = None,
+    ) -> None:
         self.outcome = outcome
         self.reason = reason
         self.branch = branch
         self.proceed = proceed
+        #: What the task's work returned (its `post_execute` gets it); not sent to the agent.
+        self.result = result
 
     def message(self) -> Done:
         message: Done = {"op": "done", "outcome": self.outcome, "reason": self.reason}
@@ -641,7 +646,7 @@ def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool
         return Outcome("failed", f"bash command failed: exit code {code}")
     if push and last:
         ctx["ti"].xcom_push("return_value", last)
-    return Outcome("success")
+    return Outcome("success", result=last or None)
 
 
 def push_result(result: Any, task: TaskSpec, ti: TaskInstance) -> None:
@@ -740,9 +745,22 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
     ti: TaskInstance = ctx["ti"]
     params: dict[str, Any] = ctx["params"]
     mapped = mapped_arguments(task, attempt["map_index"], ti, params) if attempt["map_index"] >= 0 else {}
-    operator: str = task["operator"]
+    callbacks.call(task_object, "on_execute_callback", ctx)
     if "custom" in task:
         return run_custom(task_object, task, ctx, mapped)
+    task_object.pre_execute(ctx)
+    outcome = run_standard(task_object, task, ctx, mapped)
+    task_object.post_execute(ctx, outcome.result)
+    return outcome
+
+
+def run_standard(task_object: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[str, Any]) -> Outcome:
+    """One of Leoflow's own operators: its arguments from dag.json, rendered, and its work."""
+    ti: TaskInstance = ctx["ti"]
+    operator: str = task["operator"]
+    if operator == "EmptyOperator":
+        # Run only for its callbacks (the agent succeeds one without any at once).
+        return Outcome("success")
     if operator == "BashOperator":
         bash = task["bash"]
         command = mapped.get("bash_command", bash.get("command"))
@@ -775,14 +793,45 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
         task_object.bash_command = result
         return run_bash(result, task.get("bash") or {}, ctx, task.get("do_xcom_push", True))
     if operator in ("@task.branch", "BranchPythonOperator"):
-        chosen = branch_choice(result, dag)
+        chosen = branch_choice(result, ctx.get("dag"))
         push_result(result, task, ti)
-        return Outcome("success", branch=chosen)
+        return Outcome("success", branch=chosen, result=result)
     if operator in ("@task.short_circuit", "ShortCircuitOperator"):
         push_result(result, task, ti)
-        return Outcome("success", proceed=bool(result))
+        return Outcome("success", proceed=bool(result), result=result)
     push_result(result, task, ti)
-    return Outcome("success")
+    return Outcome("success", result=result)
+
+
+def run_attempt(attempt: Start, channel: Channel) -> Outcome:
+    """Runs the attempt to its outcome, exceptions of task code included, then the task's
+    callbacks of that outcome."""
+    error: BaseException | None = None
+    runtime.current_context = None
+    try:
+        outcome = execute(attempt, channel)
+    except AirflowSkipException as skip:
+        outcome = Outcome("skipped", f"AirflowSkipException: {skip}" if str(skip) else "AirflowSkipException")
+    except (AirflowFailException, AirflowSensorTimeout) as failure:
+        error, outcome = failure, Outcome("failed_no_retry", f"{type(failure).__name__}: {failure}")
+    except TaskError as failure:
+        error, outcome = failure, Outcome("failed", str(failure))
+    except BaseException as failure:  # noqa: BLE001 - every failure of task code is reported
+        if isinstance(failure, KeyboardInterrupt):
+            raise
+        traceback.print_exc()
+        error, outcome = failure, Outcome("failed", f"{type(failure).__name__}: {failure}")
+    ctx, runtime.current_context = runtime.current_context, None
+    name = callbacks.ending(outcome.outcome, attempt["try_number"], attempt["task"].get("retries") or 0)
+    if ctx is not None and name is not None:
+        if error is not None:
+            ctx["exception"] = error
+        runtime.current_context = ctx
+        try:
+            callbacks.call(ctx.get("task"), name, ctx)
+        finally:
+            runtime.current_context = None
+    return outcome
 
 
 def main() -> int:
@@ -803,19 +852,7 @@ def main() -> int:
         # The agent fails the try with the reason; the log says it too.
         print(f"[leoflow] {error}", file=sys.stderr, flush=True)
         return 3
-    try:
-        outcome = execute(attempt, channel)
-    except AirflowSkipException as error:
-        outcome = Outcome("skipped", f"AirflowSkipException: {error}" if str(error) else "AirflowSkipException")
-    except (AirflowFailException, AirflowSensorTimeout) as error:
-        outcome = Outcome("failed_no_retry", f"{type(error).__name__}: {error}")
-    except TaskError as error:
-        outcome = Outcome("failed", str(error))
-    except BaseException as error:  # noqa: BLE001 - every failure of task code is reported
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        traceback.print_exc()
-        outcome = Outcome("failed", f"{type(error).__name__}: {error}")
+    outcome = run_attempt(attempt, channel)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

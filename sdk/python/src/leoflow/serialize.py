@@ -78,6 +78,10 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
     own = {key: value_json(value, where, dag_module) for key, value in task.serialize_own().items()}
     if task.custom_class:
         own["custom"] = custom_reference(task, where, dag_module)
+    callbacks = sorted(name for name, functions in task.callbacks.items() if functions)
+    if callbacks:
+        # Only a task with callbacks says so (an EmptyOperator with some is run, as in Airflow).
+        own["callbacks"] = callbacks
     return {
         "task_id": task.task_id,
         "operator": task.operator_name,
