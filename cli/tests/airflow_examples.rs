@@ -12,7 +12,8 @@
 //! mapped results through a template field); and the standard provider's branching operators:
 //! `example_latest_only` and `example_latest_only_with_trigger` (`LatestOnlyOperator`),
 //! `example_branch_datetime_operator` and `example_branch_day_of_week_operator`; and the standard
-//! provider's sensors: `example_sensors`; edge labels: `example_branch_labels`.
+//! provider's sensors: `example_sensors`; edge labels: `example_branch_labels`; a task in a
+//! virtualenv with its requirements from the package index: `tutorial_taskflow_api_virtualenv`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -37,8 +38,9 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 15] = [
+const EXAMPLES: [&str; 16] = [
     "tutorial",
+    "tutorial_taskflow_api_virtualenv",
     "example_branch_labels",
     "standard/example_sensors",
     "standard/example_latest_only",
@@ -602,4 +604,13 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         ],
         "{graph}"
     );
+
+    // tutorial_taskflow_api_virtualenv: `extract` runs in a virtualenv without the system's
+    // packages, with `funcsigs` installed from the package index; its dict flows on.
+    let dag = "tutorial_taskflow_api_virtualenv";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&["extract", "transform", "load"]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "load").await;
+    assert!(log.contains("Total order value is: 1236.70"), "{log}");
 }

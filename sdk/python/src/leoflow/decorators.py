@@ -114,7 +114,7 @@ class DecoratedSensorOperator(PythonOperator):
 class TaskFunction:
     """What `@task` makes of a function: calling it inside a DAG adds a task and returns its result."""
 
-    def __init__(self, function: Callable[..., Any], operator_class: type[PythonOperator], task_kwargs: dict[str, Any]) -> None:
+    def __init__(self, function: Callable[..., Any], operator_class: type[BaseOperator], task_kwargs: dict[str, Any]) -> None:
         if not callable(function):
             raise DagDefinitionError(f"@task decorates functions, not {function!r}")
         self.function = function
@@ -159,6 +159,10 @@ class TaskFunction:
             **task_kwargs,
         )
         if mapping is not None:
+            if operator.custom_class:
+                raise UnsupportedConstruct(
+                    f"mapping a {operator.operator_name} task function (.expand)", "map a @task that the function's work is in"
+                )
             operator.mapping = mapping
             _depend_on_references(operator, mapping)
         return operator
@@ -201,8 +205,6 @@ class _TaskDecoratorCollection:
     """`task`: usable as `@task`, `@task(...)`, `@task.bash`, `@task.branch`, … like Airflow's."""
 
     _UNSUPPORTED = {
-        "virtualenv": "run the task in the project's own environment (leoflow.yaml dependencies)",
-        "external_python": "run the task in the project's own environment (leoflow.yaml dependencies)",
         "docker": "use the Kubernetes executor (Pro) or a BashOperator",
         "kubernetes": "use the Kubernetes executor (Pro)",
         "kubernetes_cmd": "use the Kubernetes executor (Pro)",
@@ -230,6 +232,26 @@ class _TaskDecoratorCollection:
     def sensor(self, python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
         return self._decorator(DecoratedSensorOperator, python_callable, task_kwargs)
 
+    def virtualenv(self, python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
+        from leoflow.venv import PythonVirtualenvOperator
+
+        return self._decorator(PythonVirtualenvOperator, python_callable, task_kwargs)
+
+    def external_python(self, python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
+        from leoflow.venv import ExternalPythonOperator
+
+        return self._decorator(ExternalPythonOperator, python_callable, task_kwargs)
+
+    def branch_virtualenv(self, python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
+        from leoflow.venv import BranchPythonVirtualenvOperator
+
+        return self._decorator(BranchPythonVirtualenvOperator, python_callable, task_kwargs)
+
+    def branch_external_python(self, python_callable: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
+        from leoflow.venv import BranchExternalPythonOperator
+
+        return self._decorator(BranchExternalPythonOperator, python_callable, task_kwargs)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -237,7 +259,7 @@ class _TaskDecoratorCollection:
         raise UnsupportedConstruct(f"@task.{name}", hint)
 
     @staticmethod
-    def _decorator(operator_class: type[PythonOperator], function: Callable[..., Any] | None, task_kwargs: dict[str, Any]) -> Any:
+    def _decorator(operator_class: type[BaseOperator], function: Callable[..., Any] | None, task_kwargs: dict[str, Any]) -> Any:
         if function is not None:
             return TaskFunction(function, operator_class, task_kwargs)
         return lambda fn: TaskFunction(fn, operator_class, task_kwargs)

@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import linecache
 import logging
 import os
 import subprocess
@@ -564,6 +565,9 @@ def exec_dag_file(fileloc: str, source: str) -> None:
     if project not in sys.path:
         sys.path.insert(1, project)
     file = str(Path(project) / fileloc)
+    # The source the run's version recorded, not the file on disk now, is what `inspect`
+    # (a virtualenv task's function source, tracebacks) reads.
+    linecache.cache[file] = (len(source), None, source.splitlines(True), file)
     compile_context.reset(file)
     module = types.ModuleType(Path(fileloc).stem)
     module.__file__ = file

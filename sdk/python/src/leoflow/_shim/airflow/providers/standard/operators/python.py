@@ -2,6 +2,12 @@
 
 from leoflow.errors import UnsupportedConstruct
 from leoflow.operators import BranchPythonOperator, PythonOperator, ShortCircuitOperator
+from leoflow.venv import (
+    BranchExternalPythonOperator,
+    BranchPythonVirtualenvOperator,
+    ExternalPythonOperator,
+    PythonVirtualenvOperator,
+)
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
@@ -13,4 +19,12 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
     )
 
 
-__all__ = ["BranchPythonOperator", "PythonOperator", "ShortCircuitOperator"]
+__all__ = [
+    "BranchExternalPythonOperator",
+    "BranchPythonOperator",
+    "BranchPythonVirtualenvOperator",
+    "ExternalPythonOperator",
+    "PythonOperator",
+    "PythonVirtualenvOperator",
+    "ShortCircuitOperator",
+]
