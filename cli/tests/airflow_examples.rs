@@ -13,7 +13,9 @@
 //! `example_latest_only` and `example_latest_only_with_trigger` (`LatestOnlyOperator`),
 //! `example_branch_datetime_operator` and `example_branch_day_of_week_operator`; and the standard
 //! provider's sensors: `example_sensors`; edge labels: `example_branch_labels`; a task in a
-//! virtualenv with its requirements from the package index: `tutorial_taskflow_api_virtualenv`.
+//! virtualenv with its requirements from the package index: `tutorial_taskflow_api_virtualenv`;
+//! a run triggered by a task: `example_trigger_controller_dag` (TriggerDagRunOperator) runs
+//! `example_trigger_target_dag` with its conf.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -38,8 +40,9 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 16] = [
+const EXAMPLES: [&str; 17] = [
     "tutorial",
+    "standard/example_trigger_controller_dag",
     "tutorial_taskflow_api_virtualenv",
     "example_branch_labels",
     "standard/example_sensors",
@@ -382,6 +385,50 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         log.contains("Remotely received value of hello from the test for key=message"),
         "{log}"
     );
+
+    // example_trigger_controller_dag: its TriggerDagRunOperator triggers the target with
+    // `{"message": "Hello World"}`, which the target's tasks then read.
+    let controller = "example_trigger_controller_dag";
+    let (run, states) = examples
+        .run(controller, json!({"logical_date": null}))
+        .await;
+    examples
+        .assert_states(
+            controller,
+            &run,
+            &states,
+            &succeeded(&["test_trigger_dagrun"]),
+        )
+        .await;
+    let triggered = examples
+        .xcom(controller, &run, "test_trigger_dagrun", "trigger_run_id")
+        .await;
+    let triggered = triggered
+        .as_str()
+        .expect("the triggered run's id")
+        .to_owned();
+    assert!(triggered.starts_with("manual__"), "{triggered}");
+    let path = format!("/api/v2/dags/{dag}/dagRuns/{}", encode(&triggered));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let target = loop {
+        let target = examples.client.get(&path).await;
+        if target["state"] == "success" || target["state"] == "failed" {
+            break target;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{triggered} did not finish: {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(target["state"], "success", "{target}");
+    assert_eq!(
+        target["conf"],
+        json!({"message": "Hello World"}),
+        "{target}"
+    );
+    let log = examples.log(dag, &triggered, "bash_task").await;
+    assert!(log.contains("Here is the message: Hello World"), "{log}");
 
     // tutorial_taskflow_templates: a `.sql` argument read from the DAG's folder and rendered
     // (with the task's params over the DAG's), a `{{ run_id }}` argument, `render_template`.

@@ -37,7 +37,8 @@ use crate::proto::lookup_request::Kind as LookupKind;
 use crate::proto::task_agent_client::TaskAgentClient;
 use crate::proto::{
     Assignment, AttemptRef, FinishRequest, HeartbeatReply, LogBatch, LookupRequest,
-    PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
+    PullXComRequest, PushXComRequest, ReadDagRunRequest, RegisterRequest, RenderedFields,
+    TriggerDagRunRequest,
 };
 use crate::protocol::{Operator, OperatorKind, Reply, Request, RunnerOutcome, Start, TaskSpec};
 
@@ -373,6 +374,34 @@ impl ControlPlane {
             self.learn_secrets(kind, &key, value);
         }
         Ok(reply)
+    }
+
+    async fn trigger_dag_run(&self, r: TriggerDagRunRequest) -> Result<Reply, AgentError> {
+        let r = TriggerDagRunRequest {
+            attempt: self.attempt(),
+            ..r
+        };
+        let value = self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.trigger_dag_run(r).await }
+            })
+            .await?;
+        Ok(found(value))
+    }
+
+    async fn read_dag_run(&self, r: ReadDagRunRequest) -> Result<Reply, AgentError> {
+        let r = ReadDagRunRequest {
+            attempt: self.attempt(),
+            ..r
+        };
+        let value = self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.read_dag_run(r).await }
+            })
+            .await?;
+        Ok(found(value))
     }
 
     async fn report_rendered(&self, fields: Value) -> Result<Reply, AgentError> {
@@ -1033,6 +1062,41 @@ async fn answer(
         Request::XcomPush { key, value } => plane.push_xcom(key, value).await,
         Request::Variable { key } => plane.lookup(LookupKind::Variable, key).await,
         Request::Connection { key } => plane.lookup(LookupKind::Connection, key).await,
+        Request::TriggerDagRun {
+            dag_id,
+            run_id,
+            conf,
+            logical_date,
+            reset_dag_run,
+        } => {
+            let conf = if conf.is_null() {
+                serde_json::json!({})
+            } else {
+                conf
+            };
+            let r = TriggerDagRunRequest {
+                attempt: None,
+                dag_id,
+                run_id,
+                conf_json: conf.to_string(),
+                logical_date,
+                reset_dag_run,
+            };
+            plane.trigger_dag_run(r).await
+        }
+        Request::DagRun {
+            dag_id,
+            run_id,
+            logical_date,
+        } => {
+            let r = ReadDagRunRequest {
+                attempt: None,
+                dag_id,
+                run_id,
+                logical_date,
+            };
+            plane.read_dag_run(r).await
+        }
         Request::Rendered { fields } => plane.report_rendered(fields).await,
         Request::Done {
             outcome,

@@ -139,6 +139,34 @@ pub enum Request {
         /// Its conn_id.
         key: String,
     },
+    /// Triggers a run of a DAG of the try's tenant (TriggerDagRunOperator).
+    TriggerDagRun {
+        /// The DAG.
+        dag_id: String,
+        /// The run id; generated when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        /// The run's conf.
+        #[serde(default)]
+        conf: Value,
+        /// The logical date (ISO 8601); none for a run without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logical_date: Option<String>,
+        /// Clear the run when it exists already.
+        #[serde(default)]
+        reset_dag_run: bool,
+    },
+    /// A run of a DAG of the try's tenant, by run id or logical date, with its task states.
+    DagRun {
+        /// The DAG.
+        dag_id: String,
+        /// The run id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        /// Its logical date (ISO 8601), when the run id is not given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logical_date: Option<String>,
+    },
     /// The task's template fields as rendered (the UI's "Rendered Templates").
     Rendered {
         /// Field name → rendered value.
@@ -169,6 +197,8 @@ impl Request {
             Request::XcomPush { .. } => "xcom_push",
             Request::Variable { .. } => "variable",
             Request::Connection { .. } => "connection",
+            Request::TriggerDagRun { .. } => "trigger_dag_run",
+            Request::DagRun { .. } => "dag_run",
             Request::Rendered { .. } => "rendered",
             Request::Done { .. } => "done",
         }

@@ -13,7 +13,8 @@ use leoflow_executors::proto::finish_request::Outcome;
 use leoflow_executors::proto::task_agent_server::{TaskAgent, TaskAgentServer};
 use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
-    PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
+    PullXComRequest, PushXComRequest, ReadDagRunRequest, RegisterRequest, RenderedFields,
+    TriggerDagRunRequest,
 };
 use leoflow_executors::protocol::PROTOCOL_VERSION;
 use tonic::{Request, Response, Status};
@@ -30,6 +31,8 @@ struct Scripted {
     task: serde_json::Value,
     /// Lookup key → the value's JSON.
     secrets: Option<Vec<(&'static str, serde_json::Value)>>,
+    /// The runs asked for, each as `trigger <dag> <run id> <conf>` or `read <dag> <run id>`.
+    dag_run_calls: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -85,6 +88,45 @@ impl TaskAgent for Plane {
         }))
     }
 
+    async fn trigger_dag_run(
+        &self,
+        request: Request<TriggerDagRunRequest>,
+    ) -> Result<Response<JsonValue>, Status> {
+        let r = request.into_inner();
+        assert!(r.attempt.is_some(), "the agent names its attempt");
+        if r.dag_id == "elsewhere" {
+            return Err(Status::invalid_argument("no DAG \"elsewhere\" to trigger"));
+        }
+        let run_id = r.run_id.unwrap_or_else(|| "manual__now".into());
+        self.0.dag_run_calls.lock().unwrap().push(format!(
+            "trigger {} {run_id} {} reset={}",
+            r.dag_id, r.conf_json, r.reset_dag_run
+        ));
+        let run = serde_json::json!({"dag_id": r.dag_id, "run_id": run_id, "existed": false});
+        Ok(Response::new(JsonValue {
+            found: true,
+            json: run.to_string(),
+        }))
+    }
+
+    async fn read_dag_run(
+        &self,
+        request: Request<ReadDagRunRequest>,
+    ) -> Result<Response<JsonValue>, Status> {
+        let r = request.into_inner();
+        let name = r.run_id.or(r.logical_date).unwrap_or_default();
+        self.0
+            .dag_run_calls
+            .lock()
+            .unwrap()
+            .push(format!("read {} {name}", r.dag_id));
+        let run = serde_json::json!({"dag_id": r.dag_id, "run_id": name, "state": "success", "tasks": {"t": "success"}});
+        Ok(Response::new(JsonValue {
+            found: true,
+            json: run.to_string(),
+        }))
+    }
+
     async fn report_rendered(
         &self,
         request: Request<RenderedFields>,
@@ -129,6 +171,53 @@ fn script_without_hello(name: &str, body: &str) -> PathBuf {
     std::fs::write(&script, format!("#!/bin/sh\nread -r start\n{body}")).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     script
+}
+
+/// A runner that triggers a run, reads it, asks for a DAG of another tenant, and reports the
+/// answers it got in its log.
+const TRIGGERS_AND_READS_A_RUN: &str = r#"
+echo '{"op":"trigger_dag_run","dag_id":"target","run_id":"r1","conf":{"message":"hi"},"reset_dag_run":true}'
+read -r answer
+echo "trigger answer: $answer" >&2
+echo '{"op":"dag_run","dag_id":"target","run_id":"r1"}'
+read -r answer
+echo "read answer: $answer" >&2
+echo '{"op":"trigger_dag_run","dag_id":"elsewhere"}'
+read -r answer
+echo "refused answer: $answer" >&2
+echo '{"op":"done","outcome":"success"}'
+read -r answer
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_triggers_and_reads_runs_through_the_control_plane() {
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "TriggerDagRunOperator", "custom": {}}),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    let runner = scripted_runner("triggers.sh", TRIGGERS_AND_READS_A_RUN);
+    agent::run(config(endpoint, runner)).await.unwrap();
+
+    let finished = state.finished.lock().unwrap().clone().expect("a report");
+    assert_eq!(finished.outcome(), Outcome::Success, "{}", finished.reason);
+    assert_eq!(
+        *state.dag_run_calls.lock().unwrap(),
+        [
+            r#"trigger target r1 {"message":"hi"} reset=true"#,
+            "read target r1"
+        ]
+    );
+    let logs = state.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains(r#"trigger answer: {"ok":true,"found":true,"value":{"dag_id":"target","existed":false,"run_id":"r1"}}"#),
+        "{logs}"
+    );
+    assert!(logs.contains(r#""state":"success""#), "{logs}");
+    assert!(
+        logs.contains(r#"refused answer: {"ok":false,"error":"no DAG \"elsewhere\" to trigger"}"#),
+        "{logs}"
+    );
 }
 
 /// A runner that asks for a Variable, then reports success.

@@ -54,6 +54,8 @@ fn request_variant(request: &Request) -> &'static str {
         Request::XcomPush { .. } => "xcom_push",
         Request::Variable { .. } => "variable",
         Request::Connection { .. } => "connection",
+        Request::TriggerDagRun { .. } => "trigger_dag_run",
+        Request::DagRun { .. } => "dag_run",
         Request::Rendered { .. } => "rendered",
         Request::Done { .. } => "done",
     }
@@ -115,6 +117,8 @@ fn every_request_of_the_runner_reads_and_writes_back_unchanged() {
             "xcom_push",
             "variable",
             "connection",
+            "trigger_dag_run",
+            "dag_run",
             "rendered",
             "done",
         ],

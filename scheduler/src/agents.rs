@@ -26,7 +26,8 @@ use leoflow_executors::proto::lookup_request::Kind as LookupKind;
 use leoflow_executors::proto::task_agent_server::TaskAgent;
 use leoflow_executors::proto::{
     Ack, Assignment, AttemptRef, FinishRequest, HeartbeatReply, JsonValue, LogBatch, LookupRequest,
-    PullXComRequest, PushXComRequest, RegisterRequest, RenderedFields,
+    PullXComRequest, PushXComRequest, ReadDagRunRequest, RegisterRequest, RenderedFields,
+    TriggerDagRunRequest,
 };
 use leoflow_projector::read;
 use leoflow_secrets::{Sealed, Vault, VaultError};
@@ -35,6 +36,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::liveness::Liveness;
+
+mod dag_runs;
 use crate::reactor::runs::{
     LoadedRun, Specs, SubmitError, generation_expectation, load_run, submit_fenced,
 };
@@ -548,6 +551,26 @@ fn unavailable(error: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl TaskAgent for AgentService {
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
+    async fn trigger_dag_run(
+        &self,
+        request: Request<TriggerDagRunRequest>,
+    ) -> Result<Response<JsonValue>, Status> {
+        self.trigger_for(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
+    async fn read_dag_run(
+        &self,
+        request: Request<ReadDagRunRequest>,
+    ) -> Result<Response<JsonValue>, Status> {
+        self.read_run_for(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
     async fn register(
         &self,

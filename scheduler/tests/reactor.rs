@@ -1890,3 +1890,113 @@ async fn a_try_whose_agent_has_not_started_gets_the_start_timeout() {
     stop.send(true).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
+    use leoflow_executors::proto::task_agent_server::TaskAgent;
+    use leoflow_executors::proto::{AttemptRef, ReadDagRunRequest, TriggerDagRunRequest};
+    use leoflow_scheduler::agents::AgentService;
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    let default = leoflow_events::DEFAULT_TENANT;
+    for (tenant, dag_id) in [
+        ("acme", "acme_etl"),
+        ("acme", "acme_target"),
+        (default, "plain_etl"),
+    ] {
+        register_in_tenant(
+            &store,
+            tenant,
+            json!({"dag_id": dag_id, "tasks": [task("load", &[], 0)]}),
+        )
+        .await;
+    }
+    trigger_run_of(&store, "acme_etl", "r1").await;
+    let (stop, handle) = start(&store, executor.clone());
+    eventually("the try was not dispatched", || {
+        !executor.dispatched.lock().unwrap().is_empty()
+    })
+    .await;
+    let service = AgentService::new(
+        store.clone(),
+        Specs::default(),
+        Liveness::default(),
+        Duration::from_secs(1),
+    );
+    let attempt = executor.dispatched.lock().unwrap()[0].clone();
+    let reference = AttemptRef {
+        dag_id: "acme_etl".into(),
+        run_id: "r1".into(),
+        task_id: "load".into(),
+        map_index: -1,
+        try_number: attempt.try_number,
+        attempt_token: attempt.attempt_token.to_string(),
+    };
+    let trigger = async |dag_id: &str, run_id: &str, reset: bool| {
+        let request = TriggerDagRunRequest {
+            attempt: Some(reference.clone()),
+            dag_id: dag_id.into(),
+            run_id: Some(run_id.into()),
+            conf_json: r#"{"message": "hi"}"#.into(),
+            logical_date: Some("2026-03-04T00:00:00+00:00".into()),
+            reset_dag_run: reset,
+        };
+        service
+            .trigger_dag_run(tonic::Request::new(request))
+            .await
+            .map(|answer| serde_json::from_str::<Value>(&answer.into_inner().json).unwrap())
+    };
+    let read = async |dag_id: &str, logical_date: &str| {
+        let request = ReadDagRunRequest {
+            attempt: Some(reference.clone()),
+            dag_id: dag_id.into(),
+            run_id: None,
+            logical_date: Some(logical_date.into()),
+        };
+        let answer = service
+            .read_dag_run(tonic::Request::new(request))
+            .await
+            .unwrap()
+            .into_inner();
+        answer
+            .found
+            .then(|| serde_json::from_str::<Value>(&answer.json).unwrap())
+    };
+
+    let first = trigger("acme_target", "by_operator", false).await.unwrap();
+    assert_eq!(
+        first,
+        json!({"dag_id": "acme_target", "run_id": "by_operator", "existed": false})
+    );
+    let again = trigger("acme_target", "by_operator", true).await.unwrap();
+    assert_eq!(again["existed"], true);
+    let run = store
+        .read_stream("run:acme_target/by_operator", 1)
+        .await
+        .unwrap();
+    let queued = run
+        .iter()
+        .find(|e| e.event_type == "RunQueued")
+        .expect("the run was queued");
+    assert_eq!(queued.metadata.tenant.as_deref(), Some("acme"));
+    assert_eq!(queued.metadata.actor.as_deref(), Some("agent"));
+    let seen = read("acme_target", "2026-03-04T00:00:00+00:00")
+        .await
+        .expect("the run is found by its logical date");
+    assert_eq!(seen["run_id"], "by_operator");
+    assert_eq!(read("acme_target", "2026-03-05T00:00:00+00:00").await, None);
+    // A DAG of another tenant is not there for acme's task: refused, and not found.
+    let refused = trigger("plain_etl", "sneaky", false).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("no DAG \"plain_etl\" to trigger"),
+        "{refused:?}"
+    );
+    let none = store.read_stream("run:plain_etl/sneaky", 1).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(read("plain_etl", "2026-03-04T00:00:00+00:00").await, None);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}

@@ -89,6 +89,23 @@ const RUN_COLUMNS: &str = "r.dag_id, r.run_id, r.id, r.state, r.run_type, r.logi
     r.data_interval_start, r.data_interval_end, r.run_after, r.queued_at, r.start_date, \
     r.end_date, r.conf, r.triggered_by, r.dag_version_hash, r.note, r.triggering_user_name";
 
+/// The run of a DAG with logical date `at`, if there is one (the latest queued, should there be
+/// several: a logical date names one run in Airflow).
+pub async fn by_logical_date(
+    pool: &PgPool,
+    dag_id: &str,
+    at: DateTime<Utc>,
+) -> sqlx::Result<Option<RunRecord>> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM dag_run r WHERE r.dag_id = $1 AND r.logical_date = $2 \
+         ORDER BY r.queued_at DESC NULLS LAST LIMIT 1"
+    )))
+    .bind(dag_id)
+    .bind(at)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Run `run_id` of a DAG, if it exists.
 pub async fn find(pool: &PgPool, dag_id: &str, run_id: &str) -> sqlx::Result<Option<RunRecord>> {
     sqlx::query_as(AssertSqlSafe(format!(

@@ -12,7 +12,7 @@ import pytest
 
 from leoflow.compiler import compile_file
 from leoflow.protocol import Reply, Request
-from leoflow.runner import Channel, Outcome, execute, run_attempt
+from leoflow.runner import Channel, Outcome, TaskError, execute, run_attempt
 
 HEADER = """\
 import datetime
@@ -45,8 +45,20 @@ class Agent(Channel):
         self.connections = dict(connections or {})
         self.pushed: dict[str, Any] = {}
         self.rendered: dict[str, Any] = {}
+        #: Runs of other DAGs by (dag_id, run_id), each `{"run_id", "state", "logical_date",
+        #: "tasks"}`; a trigger adds one (queued), `run_states` moves a run along as it is read.
+        self.runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.run_states: list[str] = []
+        self.triggered: list[dict[str, Any]] = []
 
     def ask(self, request: Request) -> Reply:
+        """As the real channel: a refusal is raised."""
+        reply = self.answer(request)
+        if not reply["ok"]:
+            raise TaskError(f"{request['op']} failed: {reply.get('error')}")
+        return reply
+
+    def answer(self, request: Request) -> Reply:
         if request["op"] == "xcom_pull":
             key = (request["task_id"], request["key"])
             return {"ok": True, "found": key in self.xcoms, "value": self.xcoms.get(key)}
@@ -58,7 +70,30 @@ class Agent(Channel):
             return {"ok": True, "found": request["key"] in self.connections, "value": self.connections.get(request["key"])}
         elif request["op"] == "rendered":
             self.rendered.update(request["fields"])
+        elif request["op"] == "trigger_dag_run":
+            return self.trigger(dict(request))
+        elif request["op"] == "dag_run":
+            return self.read_run(dict(request))
         return {"ok": True}
+
+    def trigger(self, request: dict[str, Any]) -> Reply:
+        if request["dag_id"] == "elsewhere":
+            return {"ok": False, "error": 'no DAG "elsewhere" to trigger'}
+        self.triggered.append(request)
+        key = (request["dag_id"], request["run_id"])
+        existed = key in self.runs
+        if not existed or request["reset_dag_run"]:
+            self.runs[key] = {"run_id": request["run_id"], "state": "queued", "logical_date": request.get("logical_date"), "tasks": {}}
+        return {"ok": True, "found": True, "value": {"dag_id": request["dag_id"], "run_id": request["run_id"], "existed": existed}}
+
+    def read_run(self, request: dict[str, Any]) -> Reply:
+        for (dag_id, run_id), run in self.runs.items():
+            same_date = "logical_date" in request and run["logical_date"] == request["logical_date"]
+            if dag_id == request["dag_id"] and (request.get("run_id") == run_id or same_date):
+                if self.run_states:
+                    run["state"] = self.run_states.pop(0)
+                return {"ok": True, "found": True, "value": {"dag_id": dag_id, **run}}
+        return {"ok": True, "found": False, "value": None}
 
 
 class Project:

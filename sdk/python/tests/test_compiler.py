@@ -360,8 +360,8 @@ BAD_INPUT = [
     ("unsupported import", "from airflow.sdk import Asset\n", 1, "UnsupportedConstruct", "airflow.sdk.Asset"),
     (
         "unsupported module",
-        "from airflow.providers.standard.sensors.external_task import ExternalTaskSensor\n",
-        1, "UnsupportedConstruct", "module airflow.providers.standard.sensors.external_task",
+        "from airflow.providers.standard.operators.hitl import ApprovalOperator\n",
+        1, "UnsupportedConstruct", "module airflow.providers.standard.operators.hitl",
     ),
     ("unknown operator", "from airflow.providers.standard.operators.python import PythonOperatorThatIsNot\n",
      1, "UnsupportedConstruct", "PythonOperatorThatIsNot"),

@@ -138,6 +138,34 @@ class ConnectionLookup(TypedDict):
     key: str
 
 
+class _TriggerDagRunBase(TypedDict):
+    op: Literal["trigger_dag_run"]
+    dag_id: str
+    conf: dict[str, Any]
+    reset_dag_run: bool
+
+
+class TriggerDagRun(_TriggerDagRunBase, total=False):
+    """Triggers a run of a DAG of the try's tenant; the answer is `{"dag_id", "run_id",
+    "existed"}`, or a refusal naming why."""
+
+    run_id: str
+    logical_date: str
+
+
+class _DagRunBase(TypedDict):
+    op: Literal["dag_run"]
+    dag_id: str
+
+
+class DagRunLookup(_DagRunBase, total=False):
+    """A run of a DAG of the try's tenant, by `run_id` or `logical_date`: `{"dag_id",
+    "run_id", "state", "logical_date", "tasks": {task_id: state, or a list for a mapped task}}`."""
+
+    run_id: str
+    logical_date: str
+
+
 class Rendered(TypedDict):
     """The task's template fields as rendered (the UI's "Rendered Templates")."""
 
@@ -161,7 +189,7 @@ class Done(_DoneBase, total=False):
     proceed: bool
 
 
-Request = Union[Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, Rendered, Done]
+Request = Union[Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup, Rendered, Done]
 
 # --------------------------------------------------------------------------------------------
 # Agent → runner: replies (told apart by `ok` and the keys present)
@@ -212,6 +240,6 @@ class ForkRefused(TypedDict):
 ForkAnswer = Union[Forked, ForkRefused]
 
 #: Every message kind of each direction, for the test that both sides agree on all of them.
-REQUESTS: Final = (Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, Rendered, Done)
+REQUESTS: Final = (Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup, Rendered, Done)
 REPLIES: Final = (Ack, Found, Refused)
 FORK_ANSWERS: Final = (Forked, ForkRefused)

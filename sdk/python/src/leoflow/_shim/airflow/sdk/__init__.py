@@ -16,6 +16,7 @@ from leoflow import (
 )
 from leoflow.errors import UnsupportedConstruct
 from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
+from leoflow import timezone
 from leoflow.sensors import BaseSensorOperator
 
 _HINTS = {
@@ -51,4 +52,5 @@ __all__ = [
     "get_current_context",
     "task",
     "task_group",
+    "timezone",
 ]
