@@ -22,6 +22,9 @@ use crate::remote::{Remote, RemoteArgs, api_path, needs_server, path_under};
 /// `leoflow dags …`
 #[derive(Debug, Subcommand)]
 pub enum DagsCommand {
+    /// Run one DAG run of a project on this machine, printing each task's log as it ends
+    /// (Airflow's `airflow dags test`): a throwaway Postgres, the real scheduler and executor.
+    Test(super::lite::dag_test::DagTestArgs),
     /// List the DAGs (against a server).
     List {
         /// Only DAGs whose id contains this (Airflow's `dag_id_pattern`).
@@ -99,6 +102,10 @@ pub async fn run(
     remote: &RemoteArgs,
     command: DagsCommand,
 ) -> Result<ExitCode> {
+    // Always on this machine, whatever server is current.
+    if let DagsCommand::Test(args) = command {
+        return super::lite::dag_test::run(datastore.home(), args).await;
+    }
     if let Some(server) = remote.remote(datastore)? {
         return on_server(&server, command).await;
     }
@@ -139,7 +146,8 @@ pub async fn run(
         | DagsCommand::Show { .. }
         | DagsCommand::Versions { .. }
         | DagsCommand::Rollback { .. }
-        | DagsCommand::Delete { .. } => unreachable!("refused above"),
+        | DagsCommand::Delete { .. }
+        | DagsCommand::Test(_) => unreachable!("refused above"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -242,6 +250,7 @@ async fn on_server(server: &Remote, command: DagsCommand) -> Result<ExitCode> {
                 .await?;
             println!("Deleted {dag_id}.");
         }
+        DagsCommand::Test(_) => unreachable!("run on this machine before any server is asked"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@
 //! again).
 
 mod backup;
+pub(crate) mod dag_test;
 mod executors;
 mod lock;
 mod projects;
