@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{ConfigError, ProjectConfig};
 
 /// The DAG file's name when the project names none and has no single `*.py` file either.
-pub const DEFAULT_DAG_FILE: &str = "dag.py";
+pub use leoflow_events::catalog::DEFAULT_DAG_FILE;
 
 /// Why a directory has no DAG file.
 #[derive(Debug, Clone, PartialEq)]

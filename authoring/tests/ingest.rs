@@ -406,3 +406,30 @@ async fn an_airflow_file_keeps_its_name_and_its_dag_the_id_from_its_stem() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_error_naming_no_file_is_cleared_when_the_project_registers_from_its_own_file() {
+    let python = common::test_python().await;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project("first-error");
+    // Two Python files and no dag.py: which is the DAG file is unknown, so the error is
+    // recorded against the project's default file.
+    std::fs::write(dir.join("example_params_ui_tutorial.py"), STEM_DAG).unwrap();
+    std::fs::write(dir.join("helpers.py"), "GREETING = 'hi'\n").unwrap();
+    let ambiguous = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert!(ambiguous.import_error.is_some());
+    let filename: String = sqlx::query_scalar("SELECT filename FROM import_error")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(filename, "proj/dag.py");
+    // Once the project's file is found and registers, no stale error stays behind.
+    std::fs::remove_file(dir.join("helpers.py")).unwrap();
+    let registered = compile_and_register(&store, &dir, &python, DEFAULT_TIMEOUT).await;
+    assert_eq!(registered.parsed, ["example_params_ui_tutorial"]);
+    assert_eq!(
+        count(&db.pool, "SELECT count(*) FROM import_error").await,
+        0
+    );
+}

@@ -363,6 +363,11 @@ pub enum DagAction {
     CanDelete,
 }
 
+/// A project's DAG file when it names none: an import error whose file could not be found (no
+/// DAG file, or several candidates) is recorded against `<project>/dag.py`, and the project's
+/// next `DagParsed` clears it, whatever its file.
+pub const DEFAULT_DAG_FILE: &str = "dag.py";
+
 /// A DAG file failed to parse; shown as an import error until the file parses again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

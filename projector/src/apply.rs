@@ -373,9 +373,13 @@ impl WorkingSet {
                 e.dag_id, dag.tenant, e.tenant
             )));
         }
-        // A file that parses again has no import error any more.
+        // A file that parses again has no import error any more; nor has the project's default
+        // file, which an error naming no file (its DAG file not found) was recorded against.
         self.import_errors.remove(ImportErrorKey {
             filename: e.fileloc.clone(),
+        });
+        self.import_errors.remove(ImportErrorKey {
+            filename: format!("{}/{DEFAULT_DAG_FILE}", e.bundle_name),
         });
         let (is_paused, mut version_number, mut version_id, latest_hash) = match &existing {
             Some(dag) => (
