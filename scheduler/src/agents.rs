@@ -473,13 +473,37 @@ impl AgentService {
         .ok_or_else(|| {
             Status::failed_precondition("the DAG version's source file was not recorded")
         })?;
+        let run = self.run_context(key, &row, &document).await?;
+        Ok(Assignment {
+            task_json: task.to_string(),
+            source,
+            fileloc: document["fileloc"].as_str().unwrap_or("dag.py").to_owned(),
+            run_json: run.to_string(),
+            heartbeat_interval: self.heartbeat_interval.as_secs_f64(),
+        })
+    }
+
+    /// The run as the runner's context describes it: its dates, conf and params, the
+    /// timetable's next logical date, the previous successful run's dates.
+    async fn run_context(
+        &self,
+        key: &TaskInstanceKey,
+        row: &read::runs::RunContext,
+        document: &Value,
+    ) -> Result<Value, Status> {
         let instant = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+        let previous = match row.logical_date {
+            Some(at) => read::runs::previous_success(self.store.pool(), &key.dag_id, at)
+                .await
+                .map_err(unavailable)?,
+            None => None,
+        };
         let next_logical_date = row.logical_date.and_then(|at| {
-            Schedule::from_dag_json(&document)
+            Schedule::from_dag_json(document)
                 .ok()
                 .and_then(|schedule| schedule.following(at))
         });
-        let run = json!({
+        Ok(json!({
             "run_id": key.run_id,
             "run_type": row.run_type,
             "logical_date": instant(row.logical_date),
@@ -489,14 +513,13 @@ impl AgentService {
             "conf": row.conf,
             "dag_params": document["params"],
             "next_logical_date": instant(next_logical_date),
-        });
-        Ok(Assignment {
-            task_json: task.to_string(),
-            source,
-            fileloc: document["fileloc"].as_str().unwrap_or("dag.py").to_owned(),
-            run_json: run.to_string(),
-            heartbeat_interval: self.heartbeat_interval.as_secs_f64(),
-        })
+            "prev_success": previous.map(|run| json!({
+                "data_interval_start": instant(run.data_interval_start),
+                "data_interval_end": instant(run.data_interval_end),
+                "start_date": instant(run.start_date),
+                "end_date": instant(run.end_date),
+            })),
+        }))
     }
 }
 

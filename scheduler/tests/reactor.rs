@@ -2000,3 +2000,112 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
     stop.send(true).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_s_context_has_the_previous_successful_run_s_dates() {
+    use chrono::TimeZone;
+    use leoflow_events::Actor;
+    use leoflow_executors::proto::task_agent_server::TaskAgent;
+    use leoflow_executors::proto::{AttemptRef, FinishRequest, RegisterRequest, finish_request};
+    use leoflow_scheduler::agents::AgentService;
+    use leoflow_scheduler::control;
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    // Registered with its source, as a project is: a try's assignment carries it.
+    let document = json!({"dag_id": "inc", "tasks": [task("load", &[], 0)]});
+    let document_hash = store
+        .put_blob("application/json", &document.to_string())
+        .await
+        .unwrap();
+    let source_hash = store
+        .put_blob("text/x-python", "# the DAG file\n")
+        .await
+        .unwrap();
+    let parsed = leoflow_events::catalog::DagParsed {
+        source_hash: Some(source_hash),
+        ..leoflow_events::sample::parsed_document("inc", "v1", &document_hash)
+    };
+    store
+        .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
+        .await
+        .unwrap();
+    let (stop, handle) = start(&store, executor.clone());
+    let service = AgentService::new(
+        store.clone(),
+        Specs::default(),
+        Liveness::default(),
+        Duration::from_secs(1),
+    );
+    // Triggers a run at `day` of March 2026 and registers its try: its run context.
+    let run_at = async |run_id: &str, day: u32| {
+        let request = TriggerRequest {
+            run_id: Some(run_id.into()),
+            logical_date: Some(Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).unwrap()),
+            triggered_by: "test".into(),
+            ..TriggerRequest::default()
+        };
+        control::trigger_dag(&store, "inc", request, &Actor::named("test"))
+            .await
+            .unwrap();
+        let attempt = loop {
+            let found = executor
+                .dispatched
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|a| a.ti.run_id == run_id)
+                .cloned();
+            if let Some(attempt) = found {
+                break attempt;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let reference = AttemptRef {
+            dag_id: "inc".into(),
+            run_id: run_id.into(),
+            task_id: "load".into(),
+            map_index: -1,
+            try_number: attempt.try_number,
+            attempt_token: attempt.attempt_token.to_string(),
+        };
+        let register = RegisterRequest {
+            attempt: Some(reference.clone()),
+            hostname: "h".into(),
+            pid: 1,
+        };
+        let assignment = service
+            .register(tonic::Request::new(register))
+            .await
+            .unwrap()
+            .into_inner();
+        (
+            reference,
+            serde_json::from_str::<Value>(&assignment.run_json).unwrap(),
+        )
+    };
+    let (first, context) = run_at("r1", 1).await;
+    assert_eq!(context["prev_success"], Value::Null, "{context}");
+    let finish = FinishRequest {
+        attempt: Some(first),
+        outcome: finish_request::Outcome::Success as i32,
+        ..FinishRequest::default()
+    };
+    service.finish(tonic::Request::new(finish)).await.unwrap();
+    assert_eq!(wait_for_run_end(&store, "r1").await, "success");
+    let (_, context) = run_at("r2", 2).await;
+    let previous = &context["prev_success"];
+    assert_eq!(
+        previous["data_interval_start"], "2026-03-01T00:00:00+00:00",
+        "{context}"
+    );
+    assert_eq!(
+        previous["data_interval_end"], "2026-03-01T00:00:00+00:00",
+        "{context}"
+    );
+    assert!(
+        previous["start_date"].is_string() && previous["end_date"].is_string(),
+        "{context}"
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}

@@ -172,6 +172,23 @@ pub async fn latest(pool: &PgPool, dag_id: &str) -> sqlx::Result<Option<RunRecor
     .await
 }
 
+/// The latest successful run of a DAG before logical date `before` (Airflow's previous
+/// successful run, what the `prev_*_success` context values are read from).
+pub async fn previous_success(
+    pool: &PgPool,
+    dag_id: &str,
+    before: DateTime<Utc>,
+) -> sqlx::Result<Option<RunRecord>> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM dag_run r WHERE r.dag_id = $1 AND r.state = 'success' \
+         AND r.logical_date < $2 ORDER BY r.logical_date DESC LIMIT 1"
+    )))
+    .bind(dag_id)
+    .bind(before)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The latest scheduled run of a DAG: what its timetable continues from.
 #[derive(Debug, Clone, FromRow)]
 pub struct LastScheduled {

@@ -90,6 +90,22 @@ def test_the_context_has_airflow_s_names_dates_and_macros(project: Project) -> N
     }
 
 
+def test_the_previous_successful_run_s_dates_are_in_the_context(project: Project) -> None:
+    templates = {
+        "since": "{{ prev_data_interval_end_success }}", "started": "{{ prev_start_date_success | ds }}",
+        "first": "{{ prev_data_interval_start_success is none }}",
+    }
+    previous = {
+        "data_interval_start": "2026-03-03T00:00:00+00:00", "data_interval_end": "2026-03-03T05:06:07+00:00",
+        "start_date": "2026-03-03T06:00:00+00:00", "end_date": "2026-03-03T06:01:00+00:00",
+    }
+    rendered = project.templates_dict(templates, prev_success=previous)
+    assert rendered == {"since": "2026-03-03 05:06:07+00:00", "started": "2026-03-03", "first": "False"}
+    # The first run has none: the values are None, as in Airflow.
+    rendered = project.templates_dict({"first": "{{ prev_data_interval_start_success is none }}"}, prev_success=None)
+    assert rendered == {"first": "True"}
+
+
 def test_statements_and_filters_are_jinja_s_and_airflow_s(project: Project) -> None:
     rendered = project.templates_dict({
         "if": "{% if params.name == 'world' %}yes{% else %}no{% endif %}",

@@ -74,6 +74,9 @@ class RunInfo(_RunIdentity, total=False):
     dag_params: dict[str, Any] | None
     #: The logical date the DAG's timetable gives after this run's (null without one).
     next_logical_date: str | None
+    #: The DAG's previous successful run (by logical date): `{"data_interval_start",
+    #: "data_interval_end", "start_date", "end_date"}`, null without one.
+    prev_success: dict[str, str | None] | None
 
 
 class _StartFields(TypedDict):

@@ -284,6 +284,10 @@ def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict
         "task_instance_key_str": f"{ti.dag_id}__{ti.task_id}__{dag_run.run_id}",
         "__variable_get__": variables.get,
     }
+    # Airflow's values of the previous successful run (None without one).
+    previous = run.get("prev_success") or {}
+    for name in ("data_interval_start", "data_interval_end", "start_date", "end_date"):
+        ctx[f"prev_{name}_success"] = parse_instant(previous.get(name))
     when = dag_run.logical_date
     if when is not None:
         # As in Airflow, the names that depend on the logical date exist only when the run has
