@@ -613,6 +613,21 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         .log(dag, &run, "Sensor_fails_after_3_seconds")
         .await;
     assert!(log.contains("sensor timed out after 3 s"), "{log}");
+    // The graph view shows the sensors as sensors.
+    let graph = examples
+        .client
+        .get("/ui/structure/structure_data?dag_id=example_sensors")
+        .await;
+    let kind = |id: &str| {
+        graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n["type"].clone())
+    };
+    assert_eq!(kind("wait_for_file"), Some(json!("sensor")), "{graph}");
+    assert_eq!(kind("remove_file"), Some(json!("task")), "{graph}");
 
     // example_branch_labels: every task runs; the graph view names its two labelled edges.
     let dag = "example_branch_labels";

@@ -317,7 +317,8 @@ pub async fn structure_data(
         None,
         &|t| {
             let id = t["task_id"].as_str().unwrap_or("");
-            let sensor = t["operator"].as_str() == Some("@task.sensor");
+            let sensor = t["operator"].as_str() == Some("@task.sensor")
+                || t["custom"]["sensor"].as_bool() == Some(true);
             GraphNode {
                 id: id.to_owned(),
                 label: label_of(id).to_owned(),

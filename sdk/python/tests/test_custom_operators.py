@@ -105,7 +105,7 @@ def test_a_custom_operator_is_compiled_as_a_reference_to_its_class(project: Proj
     total = found["sum_it"]
     assert total["operator"] == "SumItOperator"
     assert total["custom"] == {
-        "module": "dag", "class": "SumItOperator", "branch": False,
+        "module": "dag", "class": "SumItOperator", "branch": False, "sensor": False,
         "arguments": {"values": {"__xcom__": {"task_id": "add_one", "key": "return_value"}}},
         "template_fields": ["values"], "template_ext": [], "ui_color": "#e8b7e4", "ui_fgcolor": "#000",
         "multiple_outputs": False,

@@ -465,6 +465,8 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     custom_class = False
     #: Whether the task chooses which of its direct downstream tasks run (`BaseBranchOperator`).
     branch = False
+    #: Whether the task waits for something (`BaseSensorOperator`): the graph shows it as a sensor.
+    sensor = False
     #: The parameters of a custom operator's own `__init__` methods (default_args fill them).
     INIT_ARGS: frozenset[str] = frozenset()
     #: The task's colours in the UI, as Airflow's.

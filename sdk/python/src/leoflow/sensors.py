@@ -81,6 +81,7 @@ class BaseSensorOperator(BaseOperator):
     """Subclasses define `poke(context)`: truthy (or a done `PokeReturnValue`) when the wait is over."""
 
     custom_class = True
+    sensor = True
     ui_color = "#e6f1f2"
     airflow_module = "airflow.sdk.bases.sensor"
 

@@ -126,6 +126,7 @@ def custom_reference(task: BaseOperator, where: str, dag_module: str) -> dict[st
         "module": cls.__dict__.get("airflow_module") or cls.__module__,
         "class": cls.__qualname__,
         "branch": task.branch,
+        "sensor": task.sensor,
         "arguments": {name: shown(value) for name, value in sorted(task.init_arguments.items())},
         "template_fields": list(task.template_fields),
         "template_ext": list(task.template_ext),
