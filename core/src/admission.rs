@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use leoflow_events::TaskInstanceKey;
 
+use crate::spec::TaskConcurrency;
+
 /// A scheduled task instance waiting for room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -20,6 +22,8 @@ pub struct Candidate {
     pub priority_weight: i32,
     /// Its run's logical date (older runs first at equal priority).
     pub logical_date: DateTime<Utc>,
+    /// Its task's limits on instances at once.
+    pub concurrency: TaskConcurrency,
 }
 
 /// The room there is right now.
@@ -31,6 +35,10 @@ pub struct Capacity {
     pub active_tasks: BTreeMap<String, i32>,
     /// Each DAG's `max_active_tasks`.
     pub max_active_tasks: BTreeMap<String, i32>,
+    /// Running or queued instances per (DAG, task), across runs.
+    pub active_per_task: BTreeMap<(String, String), i32>,
+    /// Running or queued instances per (DAG, run, task).
+    pub active_per_run_task: BTreeMap<(String, String, String), i32>,
 }
 
 /// Why a candidate stays scheduled.
@@ -49,6 +57,10 @@ pub enum Waiting {
     },
     /// The DAG has `max_active_tasks` task instances running or queued.
     DagAtMaxActiveTasks(i32),
+    /// The task has `max_active_tis_per_dag` instances running or queued.
+    TaskAtMaxActiveTis(i32),
+    /// The task has `max_active_tis_per_dagrun` instances running or queued in the run.
+    TaskAtMaxActiveTisPerRun(i32),
 }
 
 /// What [`admit`] decided.
@@ -74,6 +86,8 @@ pub fn admit<'a>(candidates: &'a [Candidate], capacity: &Capacity) -> Admission<
     });
     let mut open = capacity.pool_open_slots.clone();
     let mut active = capacity.active_tasks.clone();
+    let mut per_task = capacity.active_per_task.clone();
+    let mut per_run_task = capacity.active_per_run_task.clone();
     let mut admission = Admission {
         queue: Vec::new(),
         waiting: Vec::new(),
@@ -92,10 +106,28 @@ pub fn admit<'a>(candidates: &'a [Candidate], capacity: &Capacity) -> Admission<
                 .push((candidate, Waiting::NoSuchPool(candidate.pool.clone())));
             continue;
         };
+        let task = (dag.clone(), candidate.key.task_id.clone());
+        let run_task = (
+            dag.clone(),
+            candidate.key.run_id.clone(),
+            candidate.key.task_id.clone(),
+        );
+        let over = |limit: Option<i32>, count: Option<&i32>| {
+            limit.filter(|limit| count.copied().unwrap_or(0) >= *limit)
+        };
         if running >= limit {
             admission
                 .waiting
                 .push((candidate, Waiting::DagAtMaxActiveTasks(limit)));
+        } else if let Some(limit) = over(candidate.concurrency.per_dag, per_task.get(&task)) {
+            admission
+                .waiting
+                .push((candidate, Waiting::TaskAtMaxActiveTis(limit)));
+        } else if let Some(limit) = over(candidate.concurrency.per_run, per_run_task.get(&run_task))
+        {
+            admission
+                .waiting
+                .push((candidate, Waiting::TaskAtMaxActiveTisPerRun(limit)));
         } else if *slots < candidate.pool_slots {
             let reason = Waiting::PoolFull {
                 pool: candidate.pool.clone(),
@@ -106,6 +138,8 @@ pub fn admit<'a>(candidates: &'a [Candidate], capacity: &Capacity) -> Admission<
         } else {
             *slots -= candidate.pool_slots;
             *active.entry(dag.clone()).or_default() += 1;
+            *per_task.entry(task).or_default() += 1;
+            *per_run_task.entry(run_task).or_default() += 1;
             admission.queue.push(candidate);
         }
     }
@@ -161,6 +195,7 @@ mod tests {
             pool_slots: slots,
             priority_weight: weight,
             logical_date: at(&format!("2026-01-{day:02}T00:00:00Z")),
+            concurrency: TaskConcurrency::default(),
         }
     }
 
@@ -170,7 +205,76 @@ mod tests {
             pool_open_slots: map(pools),
             active_tasks: map(active),
             max_active_tasks: map(limits),
+            ..Capacity::default()
         }
+    }
+
+    #[test]
+    fn a_task_s_instances_at_once_are_capped_across_runs_and_within_a_run() {
+        // Four map indexes of `fetch` in run r1, two in r2: at most 3 across the DAG, 2 per run.
+        let concurrency = TaskConcurrency {
+            per_dag: Some(3),
+            per_run: Some(2),
+        };
+        let instance = |run: &str, index: i32| Candidate {
+            key: TaskInstanceKey::mapped("d", run, "fetch", index),
+            concurrency,
+            ..candidate("d", "fetch", "default_pool", 1, 1, 1)
+        };
+        let candidates: Vec<Candidate> = [
+            ("r1", 0),
+            ("r1", 1),
+            ("r1", 2),
+            ("r1", 3),
+            ("r2", 0),
+            ("r2", 1),
+        ]
+        .into_iter()
+        .map(|(run, index)| instance(run, index))
+        .collect();
+        let room = capacity(&[("default_pool", 100)], &[], &[]);
+        let admission = admit(&candidates, &room);
+        let queued: Vec<(&str, i32)> = admission
+            .queue
+            .iter()
+            .map(|c| (c.key.run_id.as_str(), c.key.map_index))
+            .collect();
+        assert_eq!(queued, [("r1", 0), ("r2", 0), ("r1", 1)]);
+        assert!(
+            admission
+                .waiting
+                .iter()
+                .any(|(_, why)| *why == Waiting::TaskAtMaxActiveTis(3))
+        );
+        // Without the DAG-wide cap, one instance already running in r2: r2 has room for one
+        // more, r1 for two.
+        let per_run_only: Vec<Candidate> = candidates
+            .iter()
+            .cloned()
+            .map(|c| Candidate {
+                concurrency: TaskConcurrency {
+                    per_dag: None,
+                    per_run: Some(2),
+                },
+                ..c
+            })
+            .collect();
+        let mut room = room;
+        room.active_per_run_task
+            .insert(("d".into(), "r2".into(), "fetch".into()), 1);
+        let admission = admit(&per_run_only, &room);
+        let queued: Vec<(&str, i32)> = admission
+            .queue
+            .iter()
+            .map(|c| (c.key.run_id.as_str(), c.key.map_index))
+            .collect();
+        assert_eq!(queued, [("r1", 0), ("r2", 0), ("r1", 1)]);
+        assert!(
+            admission
+                .waiting
+                .iter()
+                .all(|(_, why)| *why == Waiting::TaskAtMaxActiveTisPerRun(2))
+        );
     }
 
     fn ids<'a>(admission: &'a Admission<'a>) -> Vec<&'a str> {

@@ -65,6 +65,20 @@ pub struct TaskSpec {
     pub resources: Option<Value>,
     /// leoflow.yaml's `pod` settings for the task (Kubernetes names), as dag.json carries them.
     pub pod: Option<Value>,
+    /// How many of its task instances may run at once.
+    pub concurrency: TaskConcurrency,
+}
+
+/// Airflow's `max_active_tis_per_dag` and `max_active_tis_per_dagrun`: at most this many of
+/// a task's instances queued or running at once, across the DAG's runs and within one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct TaskConcurrency {
+    /// Across all runs of the DAG.
+    #[serde(default, rename = "max_active_tis_per_dag")]
+    pub per_dag: Option<i32>,
+    /// Within one run (a mapped task's instances).
+    #[serde(default, rename = "max_active_tis_per_dagrun")]
+    pub per_run: Option<i32>,
 }
 
 /// A DAG: its tasks in dag.json order (sorted by id).
@@ -126,6 +140,8 @@ struct RawTask {
     resources: Option<Value>,
     #[serde(default)]
     pod: Option<Value>,
+    #[serde(flatten)]
+    concurrency: TaskConcurrency,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +225,7 @@ impl DagSpec {
                     mapped,
                     resources: t.resources,
                     pod: t.pod,
+                    concurrency: t.concurrency,
                 },
             );
         }

@@ -722,7 +722,8 @@ fn a_dag_json_dag_becomes_a_spec() {
         "tasks": [
             {"task_id": "a", "operator": "@task.branch", "upstream": [], "trigger_rule": "all_success", "retries": 2,
              "retry_delay": 30.0, "retry_exponential_backoff": true, "max_retry_delay": 600.0, "execution_timeout": 60.0,
-             "pool": "p", "pool_slots": 2, "priority_weight": 5, "queue": "q", "extra": "ignored"},
+             "pool": "p", "pool_slots": 2, "priority_weight": 5, "queue": "q", "extra": "ignored",
+             "max_active_tis_per_dag": 4},
             {"task_id": "b", "operator": "ShortCircuitOperator", "upstream": ["a"], "trigger_rule": "one_failed", "retries": 0,
              "retry_delay": 300.0, "retry_exponential_backoff": false, "max_retry_delay": null, "execution_timeout": null,
              "pool": "default_pool", "pool_slots": 1, "priority_weight": 1, "queue": "default",
@@ -733,6 +734,14 @@ fn a_dag_json_dag_becomes_a_spec() {
     assert_eq!(spec.tasks["a"].kind, TaskKind::Branch);
     assert_eq!(spec.tasks["a"].downstream, ["b"]);
     assert_eq!(spec.tasks["a"].retry.max_retry_delay, Some(600.0));
+    assert_eq!(
+        spec.tasks["a"].concurrency,
+        leoflow_core::spec::TaskConcurrency {
+            per_dag: Some(4),
+            per_run: None
+        }
+    );
+    assert_eq!(spec.tasks["b"].concurrency, Default::default());
     assert_eq!(
         spec.tasks["b"].kind,
         TaskKind::ShortCircuit {

@@ -2109,3 +2109,62 @@ async fn a_try_s_context_has_the_previous_successful_run_s_dates() {
     stop.send(true).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_s_max_active_tis_per_dag_holds_its_other_instances_back() {
+    use leoflow_executors::proto::task_agent_server::TaskAgent;
+    use leoflow_executors::proto::{AttemptRef, FinishRequest, finish_request};
+    use leoflow_scheduler::agents::AgentService;
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    let mut capped = task("load", &[], 0);
+    capped["max_active_tis_per_dag"] = json!(1);
+    register_in_tenant(
+        &store,
+        leoflow_events::DEFAULT_TENANT,
+        json!({"dag_id": "capped", "tasks": [capped]}),
+    )
+    .await;
+    trigger_run_of(&store, "capped", "r1").await;
+    trigger_run_of(&store, "capped", "r2").await;
+    let (stop, handle) = start(&store, executor.clone());
+    eventually("no try was dispatched", || {
+        !executor.dispatched.lock().unwrap().is_empty()
+    })
+    .await;
+    // Both runs run, but only one instance of `load` at a time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = {
+        let dispatched = executor.dispatched.lock().unwrap();
+        assert_eq!(dispatched.len(), 1, "{dispatched:?}");
+        dispatched[0].clone()
+    };
+    let service = AgentService::new(
+        store.clone(),
+        Specs::default(),
+        Liveness::default(),
+        Duration::from_secs(1),
+    );
+    let finish = FinishRequest {
+        attempt: Some(AttemptRef {
+            dag_id: "capped".into(),
+            run_id: first.ti.run_id.clone(),
+            task_id: "load".into(),
+            map_index: -1,
+            try_number: first.try_number,
+            attempt_token: first.attempt_token.to_string(),
+        }),
+        outcome: finish_request::Outcome::Success as i32,
+        ..FinishRequest::default()
+    };
+    service.finish(tonic::Request::new(finish)).await.unwrap();
+    eventually(
+        "the other run's instance was not dispatched once the first ended",
+        || executor.dispatched.lock().unwrap().len() == 2,
+    )
+    .await;
+    let second = executor.dispatched.lock().unwrap()[1].clone();
+    assert_ne!(second.ti.run_id, first.ti.run_id);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}

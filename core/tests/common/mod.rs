@@ -35,6 +35,7 @@ pub fn task(
         mapped: None,
         resources: None,
         pod: None,
+        concurrency: Default::default(),
     }
 }
 

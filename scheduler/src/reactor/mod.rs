@@ -1313,9 +1313,14 @@ impl Reactor {
                         pool_slots: task.pool_slots,
                         priority_weight: task.priority_weight,
                         logical_date: run.run_after,
+                        concurrency: task.concurrency,
                     }),
                     TiState::Queued | TiState::Running => {
                         *capacity.active_tasks.entry(dag_id.clone()).or_default() += 1;
+                        let task_key = (dag_id.clone(), task_id.clone());
+                        *capacity.active_per_task.entry(task_key).or_default() += 1;
+                        let run_task = (dag_id.clone(), run_id.clone(), task_id.clone());
+                        *capacity.active_per_run_task.entry(run_task).or_default() += 1;
                         let pool = pool();
                         if let Some(slots) = open_slots.get_mut(&pool) {
                             *slots -= task.pool_slots;

@@ -281,8 +281,6 @@ REFUSED = [
     ("wait_for_past_depends_before_skipping", "True", "True"),
     ("inlets", '["s3://bucket/in"]', "['s3://bucket/in']"),
     ("outlets", '["s3://bucket/out"]', "['s3://bucket/out']"),
-    ("max_active_tis_per_dag", "1", "1"),
-    ("max_active_tis_per_dagrun", "2", "2"),
     ("start_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
     ("end_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
     ("weight_rule", '"upstream"', "'upstream'"),
@@ -360,3 +358,28 @@ def test_weight_rule_absolute_is_what_the_scheduler_does_and_is_accepted(tmp_pat
     given = compile_every_operator(tmp_path, '{"weight_rule": "absolute", "priority_weight": 5}')
     assert given["ok"], given
     assert given == compile_every_operator(tmp_path, '{"priority_weight": 5}')
+
+
+def test_a_task_s_limits_on_instances_at_once_are_recorded_only_when_set(tmp_path: Path) -> None:
+    path = tmp_path / "dag.py"
+    path.write_text(textwrap.dedent("""
+        from airflow.sdk import DAG, task
+        from airflow.providers.standard.operators.empty import EmptyOperator
+
+        with DAG("d", schedule=None, default_args={"max_active_tis_per_dagrun": 2}):
+            @task(max_active_tis_per_dag=3)
+            def fetch(n):
+                return n
+
+            fetch.expand(n=[1, 2, 3, 4])
+            EmptyOperator(task_id="plain", max_active_tis_per_dagrun=None)
+    """))
+    result = compile_file(path)
+    assert result["ok"], result
+    tasks = {t["task_id"]: t for t in result["dags"][0]["tasks"]}
+    assert (tasks["fetch"]["max_active_tis_per_dag"], tasks["fetch"]["max_active_tis_per_dagrun"]) == (3, 2)
+    assert "max_active_tis_per_dag" not in tasks["plain"] and "max_active_tis_per_dagrun" not in tasks["plain"]
+    path.write_text("from airflow.sdk import DAG\nfrom airflow.providers.standard.operators.empty import EmptyOperator\n"
+                    "with DAG('d', schedule=None):\n    EmptyOperator(task_id='t', max_active_tis_per_dag=0)\n")
+    refused = compile_file(path)
+    assert not refused["ok"] and "max_active_tis_per_dag must be at least 1, not 0" in refused["error"]["message"]

@@ -413,6 +413,10 @@ def _functions(what: str, value: Any) -> list[Callable[..., Any]]:
     return functions
 
 
+def _limit(name: str, value: Any) -> int | None:
+    return None if value is None else _int(name, value, 1)
+
+
 def _hook(name: str, task_id: str, value: Any) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
         raise DagDefinitionError(f"{name} of {task_id!r} must be a function, not {_shown(value)}")
@@ -481,6 +485,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "retry_exponential_backoff", "max_retry_delay", "execution_timeout", "pool", "pool_slots",
         "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
         "params", "default_args", "render_template_as_native_obj", *CALLBACKS, "pre_execute", "post_execute",
+        "max_active_tis_per_dag", "max_active_tis_per_dagrun",
     }
     #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
     #: accepted at any value, with no effect.
@@ -499,8 +504,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "wait_for_past_depends_before_skipping": False,
         "inlets": None,
         "outlets": None,
-        "max_active_tis_per_dag": None,
-        "max_active_tis_per_dagrun": None,
         "start_date": None,
         "end_date": None,
         # The scheduler queues by each task's own priority_weight: Airflow's "absolute" rule.
@@ -515,8 +518,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "wait_for_past_depends_before_skipping": "a task never waits for its previous run",
         "inlets": "assets and lineage are not supported",
         "outlets": "assets and lineage are not supported",
-        "max_active_tis_per_dag": "there is no per-task concurrency limit (a pool limits concurrency)",
-        "max_active_tis_per_dagrun": "there is no per-task concurrency limit (a pool limits concurrency)",
         "start_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
         "end_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
         "weight_rule": "tasks are queued by their own priority_weight",
@@ -590,6 +591,9 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         self.callbacks: dict[str, list[Callable[..., Any]]] = {
             name: _functions(f"{name} of {task_id!r}", kwargs.pop(name, None)) for name in CALLBACKS
         }
+        #: At most this many of the task's instances at once, across runs and within a run.
+        self.max_active_tis_per_dag = _limit("max_active_tis_per_dag", kwargs.pop("max_active_tis_per_dag", None))
+        self.max_active_tis_per_dagrun = _limit("max_active_tis_per_dagrun", kwargs.pop("max_active_tis_per_dagrun", None))
         self._pre_execute_hook = _hook("pre_execute", task_id, kwargs.pop("pre_execute", None))
         self._post_execute_hook = _hook("post_execute", task_id, kwargs.pop("post_execute", None))
         native = kwargs.pop("render_template_as_native_obj", None)

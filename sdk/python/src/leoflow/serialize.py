@@ -78,6 +78,10 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
     own = {key: value_json(value, where, dag_module) for key, value in task.serialize_own().items()}
     if task.custom_class:
         own["custom"] = custom_reference(task, where, dag_module)
+    # Only a task with a limit says so (other documents and their hashes stay as they were).
+    for limit in ("max_active_tis_per_dag", "max_active_tis_per_dagrun"):
+        if getattr(task, limit) is not None:
+            own[limit] = getattr(task, limit)
     callbacks = sorted(name for name, functions in task.callbacks.items() if functions)
     if callbacks:
         # Only a task with callbacks says so (an EmptyOperator with some is run, as in Airflow).
