@@ -15,7 +15,8 @@
 //! provider's sensors: `example_sensors`; edge labels: `example_branch_labels`; a task in a
 //! virtualenv with its requirements from the package index: `tutorial_taskflow_api_virtualenv`;
 //! a run triggered by a task: `example_trigger_controller_dag` (TriggerDagRunOperator) runs
-//! `example_trigger_target_dag` with its conf.
+//! `example_trigger_target_dag` with its conf; `depends_on_past`:
+//! `example_branch_python_dop_operator_3`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -40,8 +41,9 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 17] = [
+const EXAMPLES: [&str; 18] = [
     "tutorial",
+    "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
     "tutorial_taskflow_api_virtualenv",
     "example_branch_labels",
@@ -429,6 +431,26 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     );
     let log = examples.log(dag, &triggered, "bash_task").await;
     assert!(log.contains("Here is the message: Hello World"), "{log}");
+
+    // example_branch_python_dop_operator_3 (depends_on_past on every task): an even minute
+    // runs empty_task_1, the next, odd one empty_task_2, each run after the previous one's.
+    let dag = "example_branch_dop_operator_v3";
+    let even = json!({"logical_date": "2024-01-01T00:00:00Z"});
+    let (run, states) = examples.run(dag, even).await;
+    let tasks = [
+        ("should_run", "success"),
+        ("empty_task_1", "success"),
+        ("empty_task_2", "skipped"),
+    ];
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let odd = json!({"logical_date": "2024-01-01T00:01:00Z"});
+    let (run, states) = examples.run(dag, odd).await;
+    let tasks = [
+        ("should_run", "success"),
+        ("empty_task_1", "skipped"),
+        ("empty_task_2", "success"),
+    ];
+    examples.assert_states(dag, &run, &states, &tasks).await;
 
     // tutorial_taskflow_templates: a `.sql` argument read from the DAG's folder and rendered
     // (with the task's params over the DAG's), a `{{ run_id }}` argument, `render_template`.

@@ -67,6 +67,33 @@ pub struct TaskSpec {
     pub pod: Option<Value>,
     /// How many of its task instances may run at once.
     pub concurrency: TaskConcurrency,
+    /// Whether it waits for its previous run (Airflow's `depends_on_past`).
+    pub past: PastDependency,
+}
+
+/// Airflow's `depends_on_past` and `wait_for_downstream`: a task instance is queued only when
+/// every instance of its task in the DAG's previous run (by logical date) succeeded or was
+/// skipped — and, with `wait_for_downstream`, those of its direct downstream tasks there too.
+/// A run with no previous run goes; a previous run without the task holds it back, unless
+/// `ignore_first_depends_on_past`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PastDependency {
+    /// Wait for the previous run's instances of this task.
+    #[serde(default)]
+    pub depends_on_past: bool,
+    /// Also wait for the previous run's instances of its direct downstream tasks.
+    #[serde(default)]
+    pub wait_for_downstream: bool,
+    /// A previous run without the task does not hold it back.
+    #[serde(default)]
+    pub ignore_first_depends_on_past: bool,
+}
+
+impl PastDependency {
+    /// Whether the previous run matters at all.
+    pub fn waits(&self) -> bool {
+        self.depends_on_past || self.wait_for_downstream
+    }
 }
 
 /// Airflow's `max_active_tis_per_dag` and `max_active_tis_per_dagrun`: at most this many of
@@ -142,6 +169,8 @@ struct RawTask {
     pod: Option<Value>,
     #[serde(flatten)]
     concurrency: TaskConcurrency,
+    #[serde(flatten)]
+    past: PastDependency,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +255,7 @@ impl DagSpec {
                     resources: t.resources,
                     pod: t.pod,
                     concurrency: t.concurrency,
+                    past: t.past,
                 },
             );
         }

@@ -2168,3 +2168,101 @@ async fn a_task_s_max_active_tis_per_dag_holds_its_other_instances_back() {
     stop.send(true).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depends_on_past_holds_a_task_until_its_previous_run_s_instance_succeeded() {
+    use chrono::TimeZone;
+    use leoflow_events::Actor;
+    use leoflow_executors::proto::task_agent_server::TaskAgent;
+    use leoflow_executors::proto::{AttemptRef, FinishRequest, finish_request};
+    use leoflow_scheduler::agents::AgentService;
+    use leoflow_scheduler::control;
+    let db = fresh_database().await;
+    let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
+    let mut load = task("load", &[], 0);
+    load["depends_on_past"] = json!(true);
+    register_in_tenant(
+        &store,
+        leoflow_events::DEFAULT_TENANT,
+        json!({"dag_id": "past", "tasks": [load]}),
+    )
+    .await;
+    let service = AgentService::new(
+        store.clone(),
+        Specs::default(),
+        Liveness::default(),
+        Duration::from_secs(1),
+    );
+    let trigger_at = async |run_id: &str, day: u32| {
+        let request = TriggerRequest {
+            run_id: Some(run_id.into()),
+            logical_date: Some(Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).unwrap()),
+            triggered_by: "test".into(),
+            ..TriggerRequest::default()
+        };
+        control::trigger_dag(&store, "past", request, &Actor::named("test"))
+            .await
+            .unwrap();
+    };
+    let dispatched_runs = || -> Vec<String> {
+        executor
+            .dispatched
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.ti.run_id.clone())
+            .collect()
+    };
+    let finish = async |run_id: &str, outcome: finish_request::Outcome| {
+        let attempt = executor
+            .dispatched
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|a| a.ti.run_id == run_id)
+            .cloned()
+            .unwrap();
+        let request = FinishRequest {
+            attempt: Some(AttemptRef {
+                dag_id: "past".into(),
+                run_id: run_id.into(),
+                task_id: "load".into(),
+                map_index: -1,
+                try_number: attempt.try_number,
+                attempt_token: attempt.attempt_token.to_string(),
+            }),
+            outcome: outcome as i32,
+            ..FinishRequest::default()
+        };
+        service.finish(tonic::Request::new(request)).await.unwrap();
+    };
+    // Both runs are queued before the scheduler starts: the later one waits for the earlier.
+    trigger_at("second", 2).await;
+    trigger_at("first", 1).await;
+    let (stop, handle) = start(&store, executor.clone());
+    eventually("the first run's task was not dispatched", || {
+        dispatched_runs() == ["first"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        dispatched_runs(),
+        ["first"],
+        "the second run's task went before the first's ended"
+    );
+    finish("first", finish_request::Outcome::Success).await;
+    eventually(
+        "the second run's task did not go once the first succeeded",
+        || dispatched_runs() == ["first", "second"],
+    )
+    .await;
+    // A failed previous instance holds the next run's task back for good (as in Airflow).
+    trigger_at("third", 3).await;
+    finish("second", finish_request::Outcome::Failed).await;
+    assert_eq!(wait_for_run_end(&store, "second").await, "failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(dispatched_runs(), ["first", "second"]);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}

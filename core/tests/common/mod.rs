@@ -36,6 +36,7 @@ pub fn task(
         resources: None,
         pod: None,
         concurrency: Default::default(),
+        past: Default::default(),
     }
 }
 

@@ -189,6 +189,47 @@ pub async fn previous_success(
     .await
 }
 
+/// A task instance of the run before another (`depends_on_past`).
+#[derive(Debug, Clone, FromRow)]
+pub struct PastInstance {
+    /// The previous run.
+    pub run_id: String,
+    /// One of the tasks asked about; `None` when the previous run has none of them.
+    pub task_id: Option<String>,
+    /// Its map index.
+    pub map_index: Option<i32>,
+    /// Its state.
+    pub state: Option<String>,
+}
+
+/// The instances of `task_ids` in Airflow's previous run of `run_id`: the DAG's run with the
+/// latest logical date before its own (only scheduled ones with `scheduled_only`, Airflow's
+/// rule for a DAG with catchup). Empty when there is none (a run without a logical date has
+/// none); one row with no task when the previous run has none of them.
+pub async fn previous_instances(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    task_ids: &[String],
+    scheduled_only: bool,
+) -> sqlx::Result<Vec<PastInstance>> {
+    sqlx::query_as(
+        "SELECT p.run_id, t.task_id, t.map_index, t.state FROM dag_run c \
+         JOIN LATERAL (SELECT run_id FROM dag_run p WHERE p.dag_id = c.dag_id \
+           AND p.logical_date < c.logical_date AND (NOT $4 OR p.run_type = 'scheduled') \
+           ORDER BY p.logical_date DESC LIMIT 1) p ON true \
+         LEFT JOIN task_instance t ON t.dag_id = c.dag_id AND t.run_id = p.run_id \
+           AND t.task_id = ANY($3) \
+         WHERE c.dag_id = $1 AND c.run_id = $2",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_ids)
+    .bind(scheduled_only)
+    .fetch_all(pool)
+    .await
+}
+
 /// The latest scheduled run of a DAG: what its timetable continues from.
 #[derive(Debug, Clone, FromRow)]
 pub struct LastScheduled {

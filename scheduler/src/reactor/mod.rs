@@ -31,7 +31,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use leoflow_core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
 use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
-use leoflow_core::spec::DagSpec;
+use leoflow_core::spec::{DagSpec, TaskSpec};
 use leoflow_core::timetable::{RunInfo, Schedule};
 use leoflow_events::catalog::{
     DagDeleted, DagParsed, RunQueued, SchedulerElected, generation_stream, owned_stream,
@@ -1292,6 +1292,64 @@ impl Reactor {
         slots
     }
 
+    /// The candidates their previous run lets go (`depends_on_past`): one whose previous run's
+    /// instance — or, with `wait_for_downstream`, its direct downstream ones there — has not
+    /// succeeded or been skipped stays scheduled, as in Airflow, until that run moves on.
+    async fn past_allows(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
+        let mut allowed = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let key = &candidate.key;
+            let run = &self.runs[&(key.dag_id.clone(), key.run_id.clone())];
+            let task = &run.spec.tasks[&key.task_id];
+            if !task.past.waits() || self.past_done(key, task).await {
+                allowed.push(candidate);
+            }
+        }
+        allowed
+    }
+
+    async fn past_done(&self, key: &TaskInstanceKey, task: &TaskSpec) -> bool {
+        let mut task_ids = vec![task.task_id.clone()];
+        if task.past.wait_for_downstream {
+            task_ids.extend(task.downstream.iter().cloned());
+        }
+        let pool = self.store.pool();
+        // With catchup, Airflow's previous run is the previous scheduled one.
+        let scheduled_only = self
+            .dags
+            .get(&key.dag_id)
+            .and_then(|dag| dag.schedule.as_ref())
+            .is_some_and(|schedule| schedule.catchup);
+        let previous = leoflow_projector::read::runs::previous_instances(
+            pool,
+            &key.dag_id,
+            &key.run_id,
+            &task_ids,
+            scheduled_only,
+        );
+        let rows = match previous.await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, ti = ?key, "reading the previous run failed; the task instance waits");
+                return false;
+            }
+        };
+        // No previous run: the first goes.
+        if rows.is_empty() {
+            return true;
+        }
+        // The previous run had no instance of the task: it holds the task back, unless told not to.
+        if !rows
+            .iter()
+            .any(|row| row.task_id.as_deref() == Some(task.task_id.as_str()))
+        {
+            return task.past.ignore_first_depends_on_past;
+        }
+        rows.iter()
+            .filter(|row| row.task_id.is_some())
+            .all(|row| matches!(row.state.as_deref(), Some("success" | "skipped")))
+    }
+
     async fn queue_admitted(&self) {
         let mut candidates = Vec::new();
         let (mut pool_queued, mut pool_running) = (BTreeMap::new(), BTreeMap::new());
@@ -1346,6 +1404,7 @@ impl Reactor {
             .iter()
             .map(|(pool, slots)| (admission_pool(pool), *slots))
             .collect();
+        let candidates = self.past_allows(candidates).await;
         let admission = admit(&candidates, &capacity);
         // Queue and dispatch in one append per run: one transaction for a whole fan-out.
         let mut by_run: BTreeMap<(String, String), Vec<Attempt>> = BTreeMap::new();

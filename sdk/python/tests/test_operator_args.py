@@ -275,9 +275,6 @@ def test_retry_exponential_backoff_follows_airflow_s_multiplier(tmp_path: Path, 
 
 #: Arguments refused at a value other than their default: (name, value, the value as the error shows it).
 REFUSED = [
-    ("depends_on_past", "True", "True"),
-    ("wait_for_downstream", "True", "True"),
-    ("ignore_first_depends_on_past", "True", "True"),
     ("wait_for_past_depends_before_skipping", "True", "True"),
     ("inlets", '["s3://bucket/in"]', "['s3://bucket/in']"),
     ("outlets", '["s3://bucket/out"]', "['s3://bucket/out']"),

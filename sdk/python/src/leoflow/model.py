@@ -486,6 +486,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
         "params", "default_args", "render_template_as_native_obj", *CALLBACKS, "pre_execute", "post_execute",
         "max_active_tis_per_dag", "max_active_tis_per_dagrun",
+        "depends_on_past", "wait_for_downstream", "ignore_first_depends_on_past",
     }
     #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
     #: accepted at any value, with no effect.
@@ -498,9 +499,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     #: accepted only at their no-op value, or one of a tuple of values (common in
     #: `default_args`); anything else is refused.
     NOOP_DEFAULTS: dict[str, Any] = {
-        "depends_on_past": False,
-        "wait_for_downstream": False,
-        "ignore_first_depends_on_past": False,
         "wait_for_past_depends_before_skipping": False,
         "inlets": None,
         "outlets": None,
@@ -512,10 +510,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     }
     #: Why a NOOP_DEFAULTS argument is refused at another value.
     REFUSAL_REASONS: dict[str, str] = {
-        "depends_on_past": "a task never waits for its previous run",
-        "wait_for_downstream": "a task never waits for its previous run",
-        "ignore_first_depends_on_past": "a task never waits for its previous run",
-        "wait_for_past_depends_before_skipping": "a task never waits for its previous run",
+        "wait_for_past_depends_before_skipping": "a task skipped by its upstream does not wait for its previous run",
         "inlets": "assets and lineage are not supported",
         "outlets": "assets and lineage are not supported",
         "start_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
@@ -591,6 +586,10 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         self.callbacks: dict[str, list[Callable[..., Any]]] = {
             name: _functions(f"{name} of {task_id!r}", kwargs.pop(name, None)) for name in CALLBACKS
         }
+        #: Whether it waits for its previous run (`wait_for_downstream` implies it, as in Airflow).
+        self.wait_for_downstream = bool(kwargs.pop("wait_for_downstream", False))
+        self.depends_on_past = bool(kwargs.pop("depends_on_past", False)) or self.wait_for_downstream
+        self.ignore_first_depends_on_past = bool(kwargs.pop("ignore_first_depends_on_past", False))
         #: At most this many of the task's instances at once, across runs and within a run.
         self.max_active_tis_per_dag = _limit("max_active_tis_per_dag", kwargs.pop("max_active_tis_per_dag", None))
         self.max_active_tis_per_dagrun = _limit("max_active_tis_per_dagrun", kwargs.pop("max_active_tis_per_dagrun", None))

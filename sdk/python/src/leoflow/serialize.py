@@ -82,6 +82,10 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
     for limit in ("max_active_tis_per_dag", "max_active_tis_per_dagrun"):
         if getattr(task, limit) is not None:
             own[limit] = getattr(task, limit)
+    if task.depends_on_past:
+        own["depends_on_past"] = True
+        own["wait_for_downstream"] = task.wait_for_downstream
+        own["ignore_first_depends_on_past"] = task.ignore_first_depends_on_past
     callbacks = sorted(name for name, functions in task.callbacks.items() if functions)
     if callbacks:
         # Only a task with callbacks says so (an EmptyOperator with some is run, as in Airflow).
