@@ -100,6 +100,52 @@ pub fn check(json: Value) -> Result<ProjectDocument, DocumentError> {
     Ok(ProjectDocument { json })
 }
 
+impl ProjectDocument {
+    /// The document of one task alone (`leoflow tasks test`): its DAG with only that task, no
+    /// upstream tasks and no edge labels, the DAG's version hash computed again. A task mapped
+    /// over another task's result cannot run alone and is refused, naming that task.
+    pub fn only_task(&self, dag_id: &str, task_id: &str) -> Result<ProjectDocument, String> {
+        let mut json = self.json.clone();
+        let dags = json["dags"]
+            .as_array_mut()
+            .expect("a checked document has dags");
+        dags.retain(|d| d["dag_id"] == dag_id);
+        let dag = dags
+            .first_mut()
+            .ok_or_else(|| format!("the project has no DAG {dag_id:?}"))?;
+        let tasks = dag["tasks"].as_array_mut().expect("a DAG has tasks");
+        tasks.retain(|t| t["task_id"] == task_id);
+        let task = tasks
+            .first_mut()
+            .ok_or_else(|| format!("DAG {dag_id:?} has no task {task_id:?}"))?;
+        if let Some(upstream) = xcom_source(&task["mapped"]) {
+            return Err(format!(
+                "task {task_id:?} is mapped over the result of {upstream:?}: it cannot run alone; \
+                 run the whole DAG with `leoflow dags test`"
+            ));
+        }
+        task["upstream"] = json!([]);
+        let dag = dag.as_object_mut().expect("a DAG is an object");
+        dag.remove("edge_labels");
+        dag.remove("version_hash");
+        let hash = sha256_hex(canonical_json(&Value::Object(dag.clone())).as_bytes());
+        dag.insert("version_hash".into(), json!(hash));
+        Ok(ProjectDocument { json })
+    }
+}
+
+/// The task whose result a value refers to (`{"__xcom__": {"task_id", …}}`), at any depth.
+fn xcom_source(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) => match map.get("__xcom__") {
+            Some(reference) => reference["task_id"].as_str().map(str::to_owned),
+            None => map.values().find_map(xcom_source),
+        },
+        Value::Array(items) => items.iter().find_map(xcom_source),
+        _ => None,
+    }
+}
+
 /// Builds the document from the compiler's answer, the source and leoflow.yaml.
 pub fn build(
     project: &str,

@@ -1,6 +1,7 @@
 //! `leoflow dags test <project>`: one run of a project's DAG on this machine, on a throwaway
 //! managed Postgres with the real scheduler and subprocess executor, each task's log printed as
-//! the task ends; the exit code says how the run ended; nothing is left behind.
+//! the task ends; the exit code says how the run ended; nothing is left behind. And
+//! `leoflow tasks test <project> <task_id>`: one task alone, the same way.
 
 mod common;
 
@@ -27,6 +28,17 @@ with DAG("broken", schedule=None):
         raise ValueError("on purpose")
 
     explode()
+
+with DAG("fanned", schedule=None):
+    @task
+    def numbers():
+        return [1, 2]
+
+    @task
+    def double(n):
+        return n * 2
+
+    double.expand(n=numbers())
 "#;
 
 fn project(home: &Path) -> PathBuf {
@@ -39,7 +51,16 @@ fn project(home: &Path) -> PathBuf {
 /// Runs `leoflow dags test` with `args`; asserts it left no throwaway cluster behind (its
 /// folder is named after the process).
 fn dags_test(home: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["dags", "test"];
+    local_test(home, "dags", args)
+}
+
+/// `leoflow tasks test` with `args`, as [`dags_test`].
+fn tasks_test(home: &Path, args: &[&str]) -> Output {
+    local_test(home, "tasks", args)
+}
+
+fn local_test(home: &Path, group: &str, args: &[&str]) -> Output {
+    let mut all = vec![group, "test"];
     all.extend(args);
     let child = leoflow(home, &all)
         .stdout(Stdio::piped())
@@ -111,11 +132,11 @@ fn what_cannot_run_is_refused_clearly() {
     for (args, message) in [
         (
             vec![dir],
-            "the project has several DAGs (broken, greeting): name the one to run",
+            "the project has several DAGs (broken, fanned, greeting): name the one to run",
         ),
         (
             vec![dir, "nope"],
-            "the project has no DAG \"nope\"; it has broken, greeting",
+            "the project has no DAG \"nope\"; it has broken, fanned, greeting",
         ),
         (
             vec![dir, "greeting", "--conf", "[1]"],
@@ -132,5 +153,40 @@ fn what_cannot_run_is_refused_clearly() {
     assert!(!broken.status.success());
     let stderr = text(&broken.stderr);
     assert!(stderr.contains("the DAG file does not compile"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_task_runs_alone_without_its_upstream_tasks() {
+    let home = scratch("tasks-test");
+    let dir = project(&home);
+    let dir = dir.to_str().unwrap();
+    // `after` alone: what it pulls from `greet` is missing, as with Airflow's `tasks test`.
+    let run = tasks_test(
+        &home,
+        &[dir, "after", "--logical-date", "2026-03-04T00:00:00Z"],
+    );
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", text(&run.stderr));
+    assert!(stdout.contains("--- after try 1: success"), "{stdout}");
+    assert!(stdout.contains("after None on 2026-03-04"), "{stdout}");
+    assert!(!stdout.contains("--- greet"), "{stdout}");
+    let failed = tasks_test(&home, &[dir, "explode"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stdout));
+    for (args, message) in [
+        (
+            vec![dir, "nope"],
+            "no DAG of the project has a task \"nope\"",
+        ),
+        (
+            vec![dir, "double"],
+            "task \"double\" is mapped over the result of \"numbers\": it cannot run alone",
+        ),
+    ] {
+        let refused = tasks_test(&home, &args);
+        assert!(!refused.status.success(), "{args:?}");
+        let stderr = text(&refused.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -29,6 +29,9 @@ pub enum MarkState {
 /// `leoflow tasks …`
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
+    /// Run one task of a project alone on this machine, printing its log (Airflow's `airflow
+    /// tasks test`): a throwaway Postgres, the real scheduler and executor.
+    Test(super::lite::dag_test::TaskTestArgs),
     /// Clear task instances so they run again (a finished run is queued again).
     Clear {
         /// The DAG.
@@ -95,12 +98,17 @@ pub async fn run(
     remote: &RemoteArgs,
     command: TasksCommand,
 ) -> Result<ExitCode> {
+    // Always on this machine, whatever server is current.
+    if let TasksCommand::Test(args) = command {
+        return super::lite::dag_test::run_task(datastore.home(), args).await;
+    }
     if let Some(server) = remote.remote(datastore)? {
         return on_server(&server, command).await;
     }
     let database = datastore.open().await?;
     let store = EventStore::new(database.pool.clone()).with_projection(Arc::new(ReadModels));
     let events = match command {
+        TasksCommand::Test(_) => unreachable!("run on this machine before anything is opened"),
         TasksCommand::Clear {
             dag_id,
             run_id,
@@ -193,6 +201,7 @@ pub async fn run(
 /// A `tasks` subcommand through the server's `/api/v2`.
 async fn on_server(server: &Remote, command: TasksCommand) -> Result<ExitCode> {
     match command {
+        TasksCommand::Test(_) => unreachable!("run on this machine before any server is asked"),
         TasksCommand::Clear {
             dag_id,
             run_id,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use leoflow_core::commands::TriggerRequest;
-use leoflow_events::{Actor, Event, EventStore, TaskInstanceKey};
+use leoflow_events::{Actor, DEFAULT_TENANT, Event, EventStore, TaskInstanceKey};
 use leoflow_postgres::datastore::connect;
 use leoflow_postgres::{ClusterSettings, ManagedCluster};
 use leoflow_projector::{ReadModels, read, replay};
@@ -45,8 +45,46 @@ pub struct DagTestArgs {
     pub compile_timeout: u64,
 }
 
+/// One task of a project, alone: `leoflow tasks test`.
+#[derive(Debug, clap::Args)]
+pub struct TaskTestArgs {
+    /// The project directory.
+    pub project: PathBuf,
+    /// The task.
+    pub task_id: String,
+    /// Its DAG; needed when several DAGs of the project have the task.
+    #[arg(long)]
+    pub dag_id: Option<String>,
+    /// The run's conf, a JSON object.
+    #[arg(long)]
+    pub conf: Option<String>,
+    /// The run's logical date (RFC 3339); now when not given.
+    #[arg(long)]
+    pub logical_date: Option<DateTime<Utc>>,
+    /// Seconds a DAG file may take to compile.
+    #[arg(long, default_value_t = 60)]
+    pub compile_timeout: u64,
+}
+
+/// Runs one task alone (Airflow's `airflow tasks test`): a run of its DAG holding only that
+/// task, without its upstream tasks (what it would pull from them is missing).
+pub async fn run_task(home: PathBuf, args: TaskTestArgs) -> Result<ExitCode> {
+    let test = DagTestArgs {
+        project: args.project,
+        dag_id: args.dag_id,
+        conf: args.conf,
+        logical_date: args.logical_date,
+        compile_timeout: args.compile_timeout,
+    };
+    run_test(home, test, Some(args.task_id)).await
+}
+
 /// Runs the DAG once; the exit code is 0 when the run succeeds, 1 when it fails.
 pub async fn run(home: PathBuf, args: DagTestArgs) -> Result<ExitCode> {
+    run_test(home, args, None).await
+}
+
+async fn run_test(home: PathBuf, args: DagTestArgs, task_id: Option<String>) -> Result<ExitCode> {
     let conf = match &args.conf {
         None => None,
         Some(text) => Some(
@@ -72,7 +110,7 @@ pub async fn run(home: PathBuf, args: DagTestArgs) -> Result<ExitCode> {
     let starter = cluster.clone();
     let started = tokio::task::spawn_blocking(move || starter.start()).await?;
     let outcome = match started {
-        Ok(_) => run_on(&home, &args, conf, &cluster).await,
+        Ok(_) => run_on(&home, &args, task_id.as_deref(), conf, &cluster).await,
         Err(error) => Err(error.into()),
     };
     // Whatever happened, the throwaway Postgres goes, with its folder.
@@ -87,6 +125,7 @@ pub async fn run(home: PathBuf, args: DagTestArgs) -> Result<ExitCode> {
 async fn run_on(
     home: &std::path::Path,
     args: &DagTestArgs,
+    task_id: Option<&str>,
     conf: Option<serde_json::Value>,
     cluster: &ManagedCluster,
 ) -> Result<ExitCode> {
@@ -101,22 +140,13 @@ async fn run_on(
     let root = std::fs::canonicalize(&args.project)?;
     let timeout = Duration::from_secs(args.compile_timeout);
     let mut projects = Projects::open(home, root, Layout::Project, python, timeout).await?;
-    let loaded = projects.load_all(&store).await?;
-    let registration = loaded
-        .into_iter()
-        .next()
-        .map(|l| l.outcome)
-        .context("the project was not loaded")?
-        .map_err(anyhow::Error::msg)?;
-    if let Some(error) = registration.import_error {
-        bail!("the DAG file does not compile:\n{error}");
-    }
-    let dag_ids: BTreeSet<String> = registration
-        .parsed
-        .into_iter()
-        .chain(registration.unchanged)
-        .collect();
-    let dag_id = choose_dag(&dag_ids, args.dag_id.as_deref())?;
+    let dag_id = match task_id {
+        None => {
+            let dag_ids = register_project(&mut projects, &store).await?;
+            choose_dag(&dag_ids, args.dag_id.as_deref())?
+        }
+        Some(task_id) => register_task(&projects, &store, args, task_id).await?,
+    };
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let options = ControlPlaneOptions {
@@ -159,6 +189,63 @@ async fn run_on(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Registers the project as Lite does; its DAG ids.
+async fn register_project(projects: &mut Projects, store: &EventStore) -> Result<BTreeSet<String>> {
+    let loaded = projects.load_all(store).await?;
+    let registration = loaded
+        .into_iter()
+        .next()
+        .map(|l| l.outcome)
+        .context("the project was not loaded")?
+        .map_err(anyhow::Error::msg)?;
+    if let Some(error) = registration.import_error {
+        bail!("the DAG file does not compile:\n{error}");
+    }
+    Ok(registration
+        .parsed
+        .into_iter()
+        .chain(registration.unchanged)
+        .collect())
+}
+
+/// Registers the DAG of `task_id` holding only that task; the DAG's id.
+async fn register_task(
+    projects: &Projects,
+    store: &EventStore,
+    args: &DagTestArgs,
+    task_id: &str,
+) -> Result<String> {
+    let timeout = Duration::from_secs(args.compile_timeout);
+    let python = projects.tasks_python();
+    let compiled = leoflow_authoring::compile_project(projects.root(), &python, timeout)
+        .await
+        .map_err(|error| anyhow::anyhow!("the DAG file does not compile:\n{error}"))?;
+    let has_task = |dag: &&serde_json::Value| {
+        dag["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|t| t["task_id"] == task_id))
+    };
+    let dag_ids: BTreeSet<String> = compiled
+        .dags()
+        .iter()
+        .filter(has_task)
+        .filter_map(|d| d["dag_id"].as_str().map(str::to_owned))
+        .collect();
+    if dag_ids.is_empty() {
+        bail!("no DAG of the project has a task {task_id:?}");
+    }
+    let dag_id = choose_dag(&dag_ids, args.dag_id.as_deref())?;
+    let alone = compiled
+        .only_task(&dag_id, task_id)
+        .map_err(anyhow::Error::msg)?;
+    let name = projects
+        .root()
+        .file_name()
+        .map_or("project".into(), |n| n.to_string_lossy().into_owned());
+    leoflow_authoring::ingest::register(store, &name, DEFAULT_TENANT, &Ok(alone), "cli").await?;
+    Ok(dag_id)
 }
 
 /// The DAG to run: the one named, or the project's only one.
