@@ -234,11 +234,7 @@ mod tests {
         .collect();
         let room = capacity(&[("default_pool", 100)], &[], &[]);
         let admission = admit(&candidates, &room);
-        let queued: Vec<(&str, i32)> = admission
-            .queue
-            .iter()
-            .map(|c| (c.key.run_id.as_str(), c.key.map_index))
-            .collect();
+        let queued = placed(&admission);
         assert_eq!(queued, [("r1", 0), ("r2", 0), ("r1", 1)]);
         assert!(
             admission
@@ -263,11 +259,7 @@ mod tests {
         room.active_per_run_task
             .insert(("d".into(), "r2".into(), "fetch".into()), 1);
         let admission = admit(&per_run_only, &room);
-        let queued: Vec<(&str, i32)> = admission
-            .queue
-            .iter()
-            .map(|c| (c.key.run_id.as_str(), c.key.map_index))
-            .collect();
+        let queued = placed(&admission);
         assert_eq!(queued, [("r1", 0), ("r2", 0), ("r1", 1)]);
         assert!(
             admission
@@ -275,6 +267,15 @@ mod tests {
                 .iter()
                 .all(|(_, why)| *why == Waiting::TaskAtMaxActiveTisPerRun(2))
         );
+    }
+
+    /// The queued instances by run and map index.
+    fn placed<'a>(admission: &'a Admission<'a>) -> Vec<(&'a str, i32)> {
+        admission
+            .queue
+            .iter()
+            .map(|c| (c.key.run_id.as_str(), c.key.map_index))
+            .collect()
     }
 
     fn ids<'a>(admission: &'a Admission<'a>) -> Vec<&'a str> {

@@ -1894,7 +1894,7 @@ async fn a_try_whose_agent_has_not_started_gets_the_start_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
     use leoflow_executors::proto::task_agent_server::TaskAgent;
-    use leoflow_executors::proto::{AttemptRef, ReadDagRunRequest, TriggerDagRunRequest};
+    use leoflow_executors::proto::{ReadDagRunRequest, TriggerDagRunRequest};
     use leoflow_scheduler::agents::AgentService;
     let db = fresh_database().await;
     let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
@@ -1924,14 +1924,7 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         Duration::from_secs(1),
     );
     let attempt = executor.dispatched.lock().unwrap()[0].clone();
-    let reference = AttemptRef {
-        dag_id: "acme_etl".into(),
-        run_id: "r1".into(),
-        task_id: "load".into(),
-        map_index: -1,
-        try_number: attempt.try_number,
-        attempt_token: attempt.attempt_token.to_string(),
-    };
+    let reference = attempt_ref(&attempt);
     let trigger = async |dag_id: &str, run_id: &str, reset: bool| {
         let request = TriggerDagRunRequest {
             attempt: Some(reference.clone()),
@@ -2006,7 +1999,7 @@ async fn a_try_s_context_has_the_previous_successful_run_s_dates() {
     use chrono::TimeZone;
     use leoflow_events::Actor;
     use leoflow_executors::proto::task_agent_server::TaskAgent;
-    use leoflow_executors::proto::{AttemptRef, FinishRequest, RegisterRequest, finish_request};
+    use leoflow_executors::proto::{FinishRequest, RegisterRequest, finish_request};
     use leoflow_scheduler::agents::AgentService;
     use leoflow_scheduler::control;
     let db = fresh_database().await;
@@ -2060,14 +2053,7 @@ async fn a_try_s_context_has_the_previous_successful_run_s_dates() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let reference = AttemptRef {
-            dag_id: "inc".into(),
-            run_id: run_id.into(),
-            task_id: "load".into(),
-            map_index: -1,
-            try_number: attempt.try_number,
-            attempt_token: attempt.attempt_token.to_string(),
-        };
+        let reference = attempt_ref(&attempt);
         let register = RegisterRequest {
             attempt: Some(reference.clone()),
             hostname: "h".into(),
@@ -2113,7 +2099,7 @@ async fn a_try_s_context_has_the_previous_successful_run_s_dates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_s_max_active_tis_per_dag_holds_its_other_instances_back() {
     use leoflow_executors::proto::task_agent_server::TaskAgent;
-    use leoflow_executors::proto::{AttemptRef, FinishRequest, finish_request};
+    use leoflow_executors::proto::{FinishRequest, finish_request};
     use leoflow_scheduler::agents::AgentService;
     let db = fresh_database().await;
     let (store, executor) = executor(&db, Box::new(|_: &Attempt| None));
@@ -2146,14 +2132,7 @@ async fn a_task_s_max_active_tis_per_dag_holds_its_other_instances_back() {
         Duration::from_secs(1),
     );
     let finish = FinishRequest {
-        attempt: Some(AttemptRef {
-            dag_id: "capped".into(),
-            run_id: first.ti.run_id.clone(),
-            task_id: "load".into(),
-            map_index: -1,
-            try_number: first.try_number,
-            attempt_token: first.attempt_token.to_string(),
-        }),
+        attempt: Some(attempt_ref(&first)),
         outcome: finish_request::Outcome::Success as i32,
         ..FinishRequest::default()
     };
@@ -2174,7 +2153,7 @@ async fn depends_on_past_holds_a_task_until_its_previous_run_s_instance_succeede
     use chrono::TimeZone;
     use leoflow_events::Actor;
     use leoflow_executors::proto::task_agent_server::TaskAgent;
-    use leoflow_executors::proto::{AttemptRef, FinishRequest, finish_request};
+    use leoflow_executors::proto::{FinishRequest, finish_request};
     use leoflow_scheduler::agents::AgentService;
     use leoflow_scheduler::control;
     let db = fresh_database().await;
@@ -2224,14 +2203,7 @@ async fn depends_on_past_holds_a_task_until_its_previous_run_s_instance_succeede
             .cloned()
             .unwrap();
         let request = FinishRequest {
-            attempt: Some(AttemptRef {
-                dag_id: "past".into(),
-                run_id: run_id.into(),
-                task_id: "load".into(),
-                map_index: -1,
-                try_number: attempt.try_number,
-                attempt_token: attempt.attempt_token.to_string(),
-            }),
+            attempt: Some(attempt_ref(&attempt)),
             outcome: outcome as i32,
             ..FinishRequest::default()
         };
@@ -2265,4 +2237,16 @@ async fn depends_on_past_holds_a_task_until_its_previous_run_s_instance_succeede
     assert_eq!(dispatched_runs(), ["first", "second"]);
     stop.send(true).unwrap();
     handle.await.unwrap();
+}
+
+/// The reference an agent gives of its attempt: the try the executor was handed.
+fn attempt_ref(attempt: &Attempt) -> leoflow_executors::proto::AttemptRef {
+    leoflow_executors::proto::AttemptRef {
+        dag_id: attempt.ti.dag_id.clone(),
+        run_id: attempt.ti.run_id.clone(),
+        task_id: attempt.ti.task_id.clone(),
+        map_index: attempt.ti.map_index,
+        try_number: attempt.try_number,
+        attempt_token: attempt.attempt_token.to_string(),
+    }
 }

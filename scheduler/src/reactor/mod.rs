@@ -40,6 +40,8 @@ use leoflow_events::{
     AppendBatch, AppendError, AttemptDigest, DEFAULT_TENANT, Event, EventStore, Metadata,
     RecordedEvent, RunType, StoreError, TaskInstanceKey,
 };
+use leoflow_projector::read;
+use leoflow_projector::read::runs::PastInstance;
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -1296,58 +1298,70 @@ impl Reactor {
     /// instance — or, with `wait_for_downstream`, its direct downstream ones there — has not
     /// succeeded or been skipped stays scheduled, as in Airflow, until that run moves on.
     async fn past_allows(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
-        let mut allowed = Vec::with_capacity(candidates.len());
-        for candidate in candidates {
-            let key = &candidate.key;
-            let run = &self.runs[&(key.dag_id.clone(), key.run_id.clone())];
-            let task = &run.spec.tasks[&key.task_id];
-            if !task.past.waits() || self.past_done(key, task).await {
-                allowed.push(candidate);
+        // The tasks whose previous instances matter, by run: one read per run, however many of
+        // its task instances wait.
+        let mut asked: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+        for candidate in &candidates {
+            let task = self.task_of(&candidate.key);
+            if task.past.waits() {
+                let key = &candidate.key;
+                let ids = asked
+                    .entry((key.dag_id.clone(), key.run_id.clone()))
+                    .or_default();
+                ids.insert(task.task_id.clone());
+                if task.past.wait_for_downstream {
+                    ids.extend(task.downstream.iter().cloned());
+                }
             }
         }
-        allowed
+        let mut past = HashMap::new();
+        for ((dag_id, run_id), task_ids) in asked {
+            let rows = self.previous_instances(&dag_id, &run_id, task_ids).await;
+            past.insert((dag_id, run_id), rows);
+        }
+        candidates
+            .into_iter()
+            .filter(|candidate| {
+                let key = &candidate.key;
+                let task = self.task_of(key);
+                !task.past.waits()
+                    || past[&(key.dag_id.clone(), key.run_id.clone())]
+                        .as_deref()
+                        .is_some_and(|rows| past_done(rows, task))
+            })
+            .collect()
     }
 
-    async fn past_done(&self, key: &TaskInstanceKey, task: &TaskSpec) -> bool {
-        let mut task_ids = vec![task.task_id.clone()];
-        if task.past.wait_for_downstream {
-            task_ids.extend(task.downstream.iter().cloned());
-        }
-        let pool = self.store.pool();
+    fn task_of(&self, key: &TaskInstanceKey) -> &TaskSpec {
+        &self.runs[&(key.dag_id.clone(), key.run_id.clone())]
+            .spec
+            .tasks[&key.task_id]
+    }
+
+    /// The instances of `task_ids` in the run before `run_id`; `None` when they cannot be read
+    /// (the task instances then wait for the next pass).
+    async fn previous_instances(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_ids: BTreeSet<String>,
+    ) -> Option<Vec<PastInstance>> {
         // With catchup, Airflow's previous run is the previous scheduled one.
         let scheduled_only = self
             .dags
-            .get(&key.dag_id)
+            .get(dag_id)
             .and_then(|dag| dag.schedule.as_ref())
             .is_some_and(|schedule| schedule.catchup);
-        let previous = leoflow_projector::read::runs::previous_instances(
-            pool,
-            &key.dag_id,
-            &key.run_id,
-            &task_ids,
-            scheduled_only,
-        );
-        let rows = match previous.await {
-            Ok(rows) => rows,
-            Err(error) => {
-                tracing::warn!(%error, ti = ?key, "reading the previous run failed; the task instance waits");
-                return false;
-            }
-        };
-        // No previous run: the first goes.
-        if rows.is_empty() {
-            return true;
-        }
-        // The previous run had no instance of the task: it holds the task back, unless told not to.
-        if !rows
-            .iter()
-            .any(|row| row.task_id.as_deref() == Some(task.task_id.as_str()))
+        let task_ids: Vec<String> = task_ids.into_iter().collect();
+        let pool = self.store.pool();
+        match read::runs::previous_instances(pool, dag_id, run_id, &task_ids, scheduled_only).await
         {
-            return task.past.ignore_first_depends_on_past;
+            Ok(rows) => Some(rows),
+            Err(error) => {
+                tracing::warn!(%error, dag_id, run_id, "reading the previous run failed; its task instances wait");
+                None
+            }
         }
-        rows.iter()
-            .filter(|row| row.task_id.is_some())
-            .all(|row| matches!(row.state.as_deref(), Some("success" | "skipped")))
     }
 
     async fn queue_admitted(&self) {
@@ -1749,6 +1763,30 @@ async fn lead(
             return Ok(None);
         }
     }
+}
+
+/// Whether `task`'s past lets it go, from the previous run's instances (`rows`, which may hold
+/// other tasks' too): none means no previous run; a previous run without the task holds it back
+/// unless `ignore_first_depends_on_past`; else its instances — and with `wait_for_downstream`
+/// its direct downstream ones — must have succeeded or been skipped.
+fn past_done(rows: &[PastInstance], task: &TaskSpec) -> bool {
+    if rows.is_empty() {
+        return true;
+    }
+    let own = |row: &&PastInstance| row.task_id.as_deref() == Some(task.task_id.as_str());
+    if !rows.iter().any(|row| own(&row)) {
+        return task.past.ignore_first_depends_on_past;
+    }
+    let downstream = |row: &&PastInstance| {
+        task.past.wait_for_downstream
+            && row
+                .task_id
+                .as_ref()
+                .is_some_and(|id| task.downstream.contains(id))
+    };
+    rows.iter()
+        .filter(|row| own(row) || downstream(row))
+        .all(|row| matches!(row.state.as_deref(), Some("success" | "skipped")))
 }
 
 #[cfg(test)]

@@ -34,15 +34,8 @@ pub struct DagTestArgs {
     pub project: PathBuf,
     /// The DAG to run; needed when the project has several.
     pub dag_id: Option<String>,
-    /// The run's conf, a JSON object.
-    #[arg(long)]
-    pub conf: Option<String>,
-    /// The run's logical date (RFC 3339); now when not given.
-    #[arg(long)]
-    pub logical_date: Option<DateTime<Utc>>,
-    /// Seconds a DAG file may take to compile.
-    #[arg(long, default_value_t = 60)]
-    pub compile_timeout: u64,
+    #[command(flatten)]
+    pub run: RunOptions,
 }
 
 /// One task of a project, alone: `leoflow tasks test`.
@@ -55,6 +48,13 @@ pub struct TaskTestArgs {
     /// Its DAG; needed when several DAGs of the project have the task.
     #[arg(long)]
     pub dag_id: Option<String>,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// The test run's conf and logical date, and how long compiling may take.
+#[derive(Debug, clap::Args)]
+pub struct RunOptions {
     /// The run's conf, a JSON object.
     #[arg(long)]
     pub conf: Option<String>,
@@ -72,9 +72,7 @@ pub async fn run_task(home: PathBuf, args: TaskTestArgs) -> Result<ExitCode> {
     let test = DagTestArgs {
         project: args.project,
         dag_id: args.dag_id,
-        conf: args.conf,
-        logical_date: args.logical_date,
-        compile_timeout: args.compile_timeout,
+        run: args.run,
     };
     run_test(home, test, Some(args.task_id)).await
 }
@@ -85,7 +83,7 @@ pub async fn run(home: PathBuf, args: DagTestArgs) -> Result<ExitCode> {
 }
 
 async fn run_test(home: PathBuf, args: DagTestArgs, task_id: Option<String>) -> Result<ExitCode> {
-    let conf = match &args.conf {
+    let conf = match &args.run.conf {
         None => None,
         Some(text) => Some(
             serde_json::from_str::<serde_json::Value>(text)
@@ -138,7 +136,7 @@ async fn run_on(
     let note = note_to(false);
     let python = lite_python(home, &note).await?;
     let root = std::fs::canonicalize(&args.project)?;
-    let timeout = Duration::from_secs(args.compile_timeout);
+    let timeout = Duration::from_secs(args.run.compile_timeout);
     let mut projects = Projects::open(home, root, Layout::Project, python, timeout).await?;
     let dag_id = match task_id {
         None => {
@@ -170,7 +168,7 @@ async fn run_on(
     control::set_paused(&store, &dag_id, false, &actor).await?;
     let request = TriggerRequest {
         run_id: None,
-        logical_date: Some(args.logical_date.unwrap_or_else(Utc::now)),
+        logical_date: Some(args.run.logical_date.unwrap_or_else(Utc::now)),
         conf,
         triggered_by: "cli".into(),
     };
@@ -217,7 +215,7 @@ async fn register_task(
     args: &DagTestArgs,
     task_id: &str,
 ) -> Result<String> {
-    let timeout = Duration::from_secs(args.compile_timeout);
+    let timeout = Duration::from_secs(args.run.compile_timeout);
     let python = projects.tasks_python();
     let compiled = leoflow_authoring::compile_project(projects.root(), &python, timeout)
         .await
