@@ -35,22 +35,23 @@ const TI_STATES: [TiStateName; 12] = [
     AirflowOnly("restarting"),
     Core(TiState::Failed),
     Core(TiState::UpForRetry),
-    AirflowOnly("up_for_reschedule"),
+    Core(TiState::UpForReschedule),
     Core(TiState::UpstreamFailed),
     Core(TiState::Skipped),
-    AirflowOnly("deferred"),
+    Core(TiState::Deferred),
 ];
 
 /// Airflow's precedence of states when the grid summarises several (mapped instances,
 /// groups): the first one present wins.
-const SUMMARY_PRECEDENCE: [TiStateName; 10] = [
+const SUMMARY_PRECEDENCE: [TiStateName; 11] = [
     Core(TiState::Failed),
     Core(TiState::UpstreamFailed),
     Core(TiState::UpForRetry),
+    Core(TiState::UpForReschedule),
     Core(TiState::Running),
     Core(TiState::Queued),
     Core(TiState::Scheduled),
-    AirflowOnly("deferred"),
+    Core(TiState::Deferred),
     AirflowOnly("removed"),
     Core(TiState::Skipped),
     Core(TiState::Success),

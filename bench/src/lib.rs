@@ -6,6 +6,7 @@
 
 pub mod deployment;
 pub mod http_api;
+pub mod instant;
 pub mod read_models;
 
 use std::fmt;
@@ -142,6 +143,24 @@ impl BenchDatabase {
         )
     }
 
+    /// The server's processes: the postmaster (its pid from `postmaster.pid`) and its children.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let pid_file = self.cluster.data_dir().join("postmaster.pid");
+        let Some(postmaster) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let children = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| parent_of(*pid) == Some(postmaster));
+        std::iter::once(postmaster).chain(children).collect()
+    }
+
     /// Stops the cluster and deletes its directory.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.stopped = true;
@@ -169,4 +188,25 @@ impl Drop for BenchDatabase {
             }
         }
     }
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The proportional set size of process `pid` in bytes (`/proc/<pid>/smaps_rollup`): its own
+/// memory plus its share of what it shares, so the sizes of several processes add up.
+pub fn pss_bytes(pid: u32) -> u64 {
+    let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return 0;
+    };
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }

@@ -832,6 +832,8 @@ with DAG("tokens", schedule=None, is_paused_upon_creation=False):
         reason: "forged failure".into(),
         branch: vec![],
         proceed: None,
+        deferral_json: None,
+        reschedule_at: None,
     };
     let forged = client
         .finish(finish(uuid::Uuid::new_v4().to_string()))
@@ -897,6 +899,8 @@ with DAG("strangers", schedule=None, is_paused_upon_creation=False):
         reason: "forged".into(),
         branch: vec![],
         proceed: None,
+        deferral_json: None,
+        reschedule_at: None,
     };
     let random = uuid::Uuid::new_v4().to_string();
     for call in [

@@ -76,7 +76,7 @@ fn state_blockers(
     let mut add = |name, reason: String| found.push(Blocker { name, reason });
     if !matches!(
         ti.state,
-        TiState::Pending | TiState::Scheduled | TiState::UpForRetry
+        TiState::Pending | TiState::Scheduled | TiState::UpForRetry | TiState::UpForReschedule
     ) {
         add(
             "Task Instance State",
@@ -100,13 +100,26 @@ fn state_blockers(
         );
     }
     if ti.state == TiState::UpForRetry
-        && let Some(at) = ti.retry_at.filter(|at| *at > around.now)
+        && let Some(at) = ti.due_at.filter(|at| *at > around.now)
     {
         add(
             "Not In Retry Period",
             format!(
                 "Task is not ready for retry yet but will be retried automatically. Current \
                  date is {} and task will be retried at {}.",
+                around.now.to_rfc3339(),
+                at.to_rfc3339()
+            ),
+        );
+    }
+    if ti.state == TiState::UpForReschedule
+        && let Some(at) = ti.due_at.filter(|at| *at > around.now)
+    {
+        add(
+            "Ready To Reschedule",
+            format!(
+                "Task is not ready for reschedule yet but will be rescheduled automatically. \
+                 Current date is {} and task will be rescheduled at {}.",
                 around.now.to_rfc3339(),
                 at.to_rfc3339()
             ),

@@ -25,8 +25,12 @@ pub struct TaskInstance {
     pub state: TiState,
     /// The current (or last) try; 0 before the first.
     pub try_number: i32,
-    /// When a retry is due (in `UpForRetry`).
-    pub retry_at: Option<DateTime<Utc>>,
+    /// When it is due to be scheduled again: a retry after its delay (`UpForRetry`), a
+    /// rescheduled poke (`UpForReschedule`), a time trigger's moment (`Deferred`; `None`
+    /// while it waits for a trigger the triggerer runs).
+    pub due_at: Option<DateTime<Utc>>,
+    /// When a deferred try fails if its trigger has not fired.
+    pub timeout_at: Option<DateTime<Utc>>,
     /// Item count of its `return_value` XCom, when that is a list or dict (what a task mapped
     /// over it expands to).
     pub result_len: Option<i64>,
@@ -39,7 +43,8 @@ impl TaskInstance {
         Self {
             state: TiState::Pending,
             try_number: 0,
-            retry_at: None,
+            due_at: None,
+            timeout_at: None,
             result_len: None,
             attempt_digest: None,
         }
@@ -167,6 +172,33 @@ pub enum Command {
         /// The map index.
         map_index: i32,
     },
+    /// A deferred try's trigger fired (a time trigger's moment came, or the triggerer sent its
+    /// event), or a rescheduled try's time came: it carries on, in the same try.
+    Resume {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try that waits.
+        try_number: i32,
+        /// The trigger's event payload (`None` for a rescheduled try).
+        trigger_event: Option<serde_json::Value>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// A deferred try's wait failed: its timeout passed. As in Airflow, the try carries on in
+    /// `__fail__`, which raises `TaskDeferralTimeout` in the task: it fails, its retries
+    /// applying, or a sensor times out (is skipped with `soft_fail`).
+    DeferralFailed {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try that waits.
+        try_number: i32,
+        /// Why.
+        reason: String,
+    },
     /// A retry's timer fired.
     RetryDue {
         /// The task.
@@ -223,6 +255,26 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// The try deferred itself to a trigger (`self.defer`).
+    Deferred(Deferral),
+    /// A sensor in reschedule mode is to be poked again at this time.
+    Rescheduled {
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a try that deferred itself waits for, and how it carries on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferral {
+    /// The trigger.
+    pub trigger: DeferredTrigger,
+    /// The method the try resumes in.
+    pub next_method: String,
+    /// Its keyword arguments, sealed.
+    pub next_kwargs: Sealed,
+    /// When the wait fails, if the trigger has not fired.
+    pub timeout_at: Option<DateTime<Utc>>,
 }
 
 /// Why a command was not applied. Rejections are recorded, never applied.
@@ -254,9 +306,9 @@ pub enum Rejection {
     /// The run is not running (not started, or finished).
     #[error("the dag run is {0:?}")]
     RunNotRunning(RunStatus),
-    /// A retry timer fired early.
-    #[error("the retry of {task_id:?} is due at {due}")]
-    RetryNotDue {
+    /// A retry, reschedule or time trigger's timer fired early.
+    #[error("{task_id:?} is due at {due}")]
+    NotDue {
         /// The task.
         task_id: String,
         /// When it is due.
@@ -389,8 +441,33 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
                 .or_insert_with(TaskInstance::pending);
             t.state = TiState::Scheduled;
             t.try_number = e.try_number;
-            t.retry_at = None;
+            t.due_at = None;
+            t.timeout_at = None;
             t.attempt_digest = None;
+        }
+        Event::TaskDeferred(e) => {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
+                t.state = TiState::Deferred;
+                t.due_at = match e.trigger {
+                    DeferredTrigger::Time { moment } => Some(moment),
+                    DeferredTrigger::Python { .. } => None,
+                };
+                t.timeout_at = e.timeout_at;
+            }
+        }
+        Event::TaskRescheduled(e) => {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
+                t.state = TiState::UpForReschedule;
+                t.due_at = Some(e.reschedule_at);
+            }
+        }
+        Event::TaskResumed(e) => {
+            if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
+                t.state = TiState::Scheduled;
+                t.due_at = None;
+                t.timeout_at = None;
+                t.attempt_digest = None;
+            }
         }
         Event::TaskQueued(e) => set(&mut state, &e.ti, TiState::Queued),
         Event::TaskDispatched(e) => {
@@ -404,7 +481,7 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         Event::TaskUpForRetry(e) => {
             if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::UpForRetry;
-                t.retry_at = Some(e.retry_at);
+                t.due_at = Some(e.retry_at);
             }
         }
         Event::TaskSkipped(e) => set(&mut state, &e.ti, TiState::Skipped),
@@ -412,7 +489,8 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         Event::TaskCleared(e) => {
             if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::Pending;
-                t.retry_at = None;
+                t.due_at = None;
+                t.timeout_at = None;
                 t.result_len = None;
             }
         }
@@ -513,6 +591,19 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             at,
         } => retry_due(state, (task_id, map_index), try_number, at)?,
+        Command::Resume {
+            task_id,
+            map_index,
+            try_number,
+            trigger_event,
+            at,
+        } => resume(state, (task_id, map_index), try_number, trigger_event, at)?,
+        Command::DeferralFailed {
+            task_id,
+            map_index,
+            try_number,
+            reason,
+        } => deferral_failed(state, (task_id, map_index), try_number, reason)?,
     };
     Ok(with_consequences(spec, state, events))
 }
@@ -847,15 +938,71 @@ fn retry_due(
         TiState::UpForRetry,
         "retry",
     )?;
-    if let Some(due) = ti.retry_at
+    if let Some(due) = ti.due_at
         && at < due
     {
-        return Err(Rejection::RetryNotDue { task_id, due });
+        return Err(Rejection::NotDue { task_id, due });
     }
     Ok(vec![
         TaskScheduled {
             ti: state.key(&(task_id, map_index)),
             try_number: try_number + 1,
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::Resume`]: a deferred try whose trigger fired, or a rescheduled try whose time
+/// came, is scheduled again in the same try.
+fn resume(
+    state: &RunState,
+    (task_id, map_index): TiId,
+    try_number: i32,
+    trigger_event: Option<serde_json::Value>,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    running(state)?;
+    let ti = current_try(state, &task_id, map_index, try_number)?;
+    if !matches!(ti.state, TiState::Deferred | TiState::UpForReschedule) {
+        return Err(illegal(&task_id, ti.state, "resume"));
+    }
+    if let Some(due) = ti.due_at
+        && at < due
+    {
+        return Err(Rejection::NotDue { task_id, due });
+    }
+    Ok(vec![
+        TaskResumed {
+            ti: state.key(&(task_id, map_index)),
+            try_number,
+            trigger_event,
+            failure: None,
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::DeferralFailed`]: a deferred try's wait failed; the try carries on, to fail.
+fn deferral_failed(
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    reason: String,
+) -> Result<Vec<Event>, Rejection> {
+    current_try_in(
+        state,
+        &id.0,
+        id.1,
+        try_number,
+        TiState::Deferred,
+        "fail a deferral",
+    )?;
+    Ok(vec![
+        TaskResumed {
+            ti: state.key(&id),
+            try_number,
+            trigger_event: None,
+            failure: Some(reason),
         }
         .into(),
     ])
@@ -882,7 +1029,11 @@ fn mark_run(state: &RunState, success: bool) -> Vec<Event> {
                 }
                 .into(),
             ),
-            (false, TiState::Queued | TiState::Running) => events.push(
+            // Airflow fails what runs, and what waits deferred or to be rescheduled.
+            (
+                false,
+                TiState::Queued | TiState::Running | TiState::Deferred | TiState::UpForReschedule,
+            ) => events.push(
                 TaskFailed {
                     ti: key,
                     try_number,
@@ -979,6 +1130,25 @@ fn finished(
             TaskSkipped {
                 ti: key,
                 reason: Some(reason),
+            }
+            .into(),
+        ),
+        (Outcome::Deferred(deferral), _) => events.push(
+            TaskDeferred {
+                ti: key,
+                try_number,
+                trigger: deferral.trigger,
+                next_method: deferral.next_method,
+                next_kwargs: deferral.next_kwargs,
+                timeout_at: deferral.timeout_at,
+            }
+            .into(),
+        ),
+        (Outcome::Rescheduled { at }, _) => events.push(
+            TaskRescheduled {
+                ti: key,
+                try_number,
+                reschedule_at: at,
             }
             .into(),
         ),

@@ -23,11 +23,15 @@ pub enum TiState {
     Skipped,
     /// It will not run because something upstream failed.
     UpstreamFailed,
+    /// Its try deferred itself to a trigger and holds no process until the trigger fires.
+    Deferred,
+    /// Its try (a sensor in reschedule mode) waits to be poked again, holding no process.
+    UpForReschedule,
 }
 
 impl TiState {
     /// Every state, in the order a try goes through them.
-    pub const ALL: [TiState; 9] = [
+    pub const ALL: [TiState; 11] = [
         TiState::Pending,
         TiState::Scheduled,
         TiState::Queued,
@@ -37,6 +41,8 @@ impl TiState {
         TiState::UpForRetry,
         TiState::Skipped,
         TiState::UpstreamFailed,
+        TiState::Deferred,
+        TiState::UpForReschedule,
     ];
 
     /// Airflow's name of the state (`None` for a task instance not scheduled yet).
@@ -51,6 +57,8 @@ impl TiState {
             TiState::UpForRetry => "up_for_retry",
             TiState::Skipped => "skipped",
             TiState::UpstreamFailed => "upstream_failed",
+            TiState::Deferred => "deferred",
+            TiState::UpForReschedule => "up_for_reschedule",
         }
     }
 
@@ -143,7 +151,7 @@ mod tests {
                 Some(status)
             );
         }
-        assert_eq!(TiState::from_airflow_name("deferred"), None);
+        assert_eq!(TiState::from_airflow_name("restarting"), None);
         assert_eq!(RunStatus::from_airflow_name("None"), None);
     }
 

@@ -356,7 +356,7 @@ fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestC
                 task_id,
                 map_index,
                 try_number: ti.try_number,
-                at: ti.retry_at.unwrap(),
+                at: ti.due_at.unwrap(),
             }),
             other => return Err(TestCaseError::fail(format!("unexpected state {other:?}"))),
         }

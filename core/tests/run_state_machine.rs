@@ -4,10 +4,13 @@ mod common;
 
 use chrono::Duration;
 use common::*;
-use leoflow_core::run::{Command, Outcome, Rejection, RunState, RunStatus, TiState, decide};
+use leoflow_core::run::{
+    Command, Deferral, Outcome, Rejection, RunState, RunStatus, TiState, decide,
+};
 use leoflow_core::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
 use leoflow_core::trigger::TriggerRule;
 use leoflow_events::Event;
+use leoflow_events::catalog::DeferredTrigger;
 
 use TriggerRule::*;
 
@@ -95,10 +98,7 @@ fn retries_wait_for_their_timer_then_schedule_the_next_try() {
             at: t0(),
         },
     );
-    assert!(
-        matches!(early, Err(Rejection::RetryNotDue { .. })),
-        "{early:?}"
-    );
+    assert!(matches!(early, Err(Rejection::NotDue { .. })), "{early:?}");
     let events = apply(
         &spec,
         &mut state,
@@ -982,4 +982,161 @@ fn a_clear_scope_clears_named_tasks_whole_pairs_alone_and_downstream_whole() {
     let scope = ClearScope::of(&spec, &ids(&["x"]), &only(&[("m", 0)]), false);
     assert_eq!(scope.whole_tasks, ["x"]);
     assert!(scope.instances.is_empty());
+}
+
+fn resume(task_id: &str, try_number: i32, at: chrono::DateTime<chrono::Utc>) -> Command {
+    Command::Resume {
+        task_id: task_id.into(),
+        map_index: -1,
+        try_number,
+        trigger_event: Some(serde_json::json!("2026-11-23T11:00:00+00:00")),
+        at,
+    }
+}
+
+fn deferral(timeout_at: Option<chrono::DateTime<chrono::Utc>>) -> Outcome {
+    Outcome::Deferred(Deferral {
+        trigger: DeferredTrigger::Time {
+            moment: t0() + Duration::hours(1),
+        },
+        next_method: "execute_complete".into(),
+        next_kwargs: leoflow_events::catalog::Sealed::clear("{}"),
+        timeout_at,
+    })
+}
+
+#[test]
+fn a_deferred_try_waits_for_its_moment_then_resumes_in_the_same_try() {
+    let spec = spec(vec![
+        task("wait", &[], AllSuccess, 0, TaskKind::Plain),
+        task("after", &["wait"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let events = run_task(&spec, &mut state, "wait", deferral(None));
+    assert_eq!(types(&events), ["TaskDeferred:wait"]);
+    let ti = &state.tis[&("wait".to_owned(), -1)];
+    assert_eq!(ti.state, TiState::Deferred);
+    assert_eq!(ti.due_at, Some(t0() + Duration::hours(1)));
+    assert_eq!(
+        state.status,
+        RunStatus::Running,
+        "a deferred try is not done"
+    );
+
+    let early = decide(&spec, &state, resume("wait", 1, t0()));
+    assert!(matches!(early, Err(Rejection::NotDue { .. })), "{early:?}");
+    let stale = decide(&spec, &state, resume("wait", 2, t0() + Duration::hours(1)));
+    assert!(
+        matches!(stale, Err(Rejection::StaleTry { .. })),
+        "{stale:?}"
+    );
+
+    let events = apply(
+        &spec,
+        &mut state,
+        resume("wait", 1, t0() + Duration::hours(1)),
+    );
+    assert_eq!(types(&events), ["TaskResumed:wait"]);
+    let ti = &state.tis[&("wait".to_owned(), -1)];
+    assert_eq!((ti.state, ti.try_number), (TiState::Scheduled, 1));
+    // It is queued, dispatched and run again as try 1, and ends as any try does.
+    let events = run_task(&spec, &mut state, "wait", Outcome::Success);
+    assert_eq!(
+        types(&events),
+        ["TaskSucceeded:wait", "TaskScheduled:after"]
+    );
+}
+
+#[test]
+fn a_deferral_that_times_out_carries_on_to_fail_in_the_same_try() {
+    let spec = spec(vec![task("wait", &[], AllSuccess, 1, TaskKind::Plain)]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    run_task(
+        &spec,
+        &mut state,
+        "wait",
+        deferral(Some(t0() + Duration::minutes(5))),
+    );
+    assert_eq!(
+        state.tis[&("wait".to_owned(), -1)].timeout_at,
+        Some(t0() + Duration::minutes(5))
+    );
+    let fail = |try_number| Command::DeferralFailed {
+        task_id: "wait".into(),
+        map_index: -1,
+        try_number,
+        reason: "the trigger did not fire within its timeout".into(),
+    };
+    // The try carries on, to fail in the task (Airflow's `__fail__`): retries apply as usual.
+    let events = apply(&spec, &mut state, fail(1));
+    assert_eq!(types(&events), ["TaskResumed:wait"]);
+    let Event::TaskResumed(resumed) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        resumed.failure.as_deref(),
+        Some("the trigger did not fire within its timeout")
+    );
+    assert_eq!(state.tis[&("wait".to_owned(), -1)].try_number, 1);
+    // A failed deferral of a try that no longer waits is refused.
+    let again = decide(&spec, &state, fail(1));
+    assert!(
+        matches!(again, Err(Rejection::IllegalTransition { .. })),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_rescheduled_sensor_is_poked_again_in_the_same_try() {
+    let spec = spec(vec![task("sense", &[], AllSuccess, 0, TaskKind::Plain)]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let poke_at = t0() + Duration::seconds(30);
+    let events = run_task(
+        &spec,
+        &mut state,
+        "sense",
+        Outcome::Rescheduled { at: poke_at },
+    );
+    assert_eq!(types(&events), ["TaskRescheduled:sense"]);
+    assert_eq!(
+        state.tis[&("sense".to_owned(), -1)].state,
+        TiState::UpForReschedule
+    );
+    let poke = |at| Command::Resume {
+        task_id: "sense".into(),
+        map_index: -1,
+        try_number: 1,
+        trigger_event: None,
+        at,
+    };
+    assert!(matches!(
+        decide(&spec, &state, poke(t0())),
+        Err(Rejection::NotDue { .. })
+    ));
+    assert_eq!(
+        types(&apply(&spec, &mut state, poke(poke_at))),
+        ["TaskResumed:sense"]
+    );
+    let events = run_task(&spec, &mut state, "sense", Outcome::Success);
+    assert_eq!(types(&events), ["TaskSucceeded:sense", "RunSucceeded"]);
+    assert_eq!(state.tis[&("sense".to_owned(), -1)].try_number, 1);
+}
+
+#[test]
+fn marking_a_run_failed_fails_what_waits_deferred() {
+    let spec = spec(vec![
+        task("wait", &[], AllSuccess, 0, TaskKind::Plain),
+        task("after", &["wait"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    run_task(&spec, &mut state, "wait", deferral(None));
+    let events = apply(&spec, &mut state, Command::MarkRun { success: false });
+    assert_eq!(
+        types(&events),
+        ["TaskSkipped:after", "TaskFailed:wait", "RunFailed"]
+    );
 }

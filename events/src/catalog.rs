@@ -611,6 +611,77 @@ pub struct TaskUpForRetry {
     pub retry_at: DateTime<Utc>,
 }
 
+/// The try deferred itself (`self.defer(trigger=…)`): it holds no process until its trigger
+/// fires (then [`TaskResumed`] carries it on in `next_method`, in the same try) or its
+/// `timeout_at` passes (then it fails, retries applying), as in Airflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDeferred {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try that deferred.
+    pub try_number: i32,
+    /// What it waits for.
+    pub trigger: DeferredTrigger,
+    /// The operator's method the try resumes in.
+    pub next_method: String,
+    /// The keyword arguments of `next_method`: a JSON object, sealed with the run's data key
+    /// (Airflow encrypts a trigger's arguments; they may hold credentials).
+    pub next_kwargs: Sealed,
+    /// When the wait fails, if its trigger has not fired by then.
+    pub timeout_at: Option<DateTime<Utc>>,
+}
+
+/// What a deferred try waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeferredTrigger {
+    /// A moment (Airflow's `DateTimeTrigger`, and `TimeDeltaTrigger`, which is one): a timer of
+    /// the scheduler, whose event is the moment.
+    Time {
+        /// When it fires.
+        moment: DateTime<Utc>,
+    },
+    /// Any other `BaseTrigger`: run by the triggerer, a Python process of the project.
+    Python {
+        /// The trigger's class, `module.Class`, as its `serialize()` names it.
+        classpath: String,
+        /// Its `serialize()`d keyword arguments (a JSON object), sealed like `next_kwargs`.
+        kwargs: Sealed,
+    },
+}
+
+/// A try waits to be poked again (a sensor in `mode="reschedule"`): it holds no process
+/// until `reschedule_at`, then [`TaskResumed`] runs it again in the same try.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRescheduled {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try.
+    pub try_number: i32,
+    /// When it runs again.
+    pub reschedule_at: DateTime<Utc>,
+}
+
+/// A deferred try's trigger fired, or its wait failed, or a rescheduled try's time came: the
+/// task instance is scheduled again, in the same try, to carry on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResumed {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try, which goes on.
+    pub try_number: i32,
+    /// The trigger's event payload (JSON, datetimes as Airflow serialises them); `None` for a
+    /// rescheduled try.
+    pub trigger_event: Option<serde_json::Value>,
+    /// Why the wait failed (its timeout passed): the try carries on in Airflow's `__fail__`,
+    /// which raises `TaskDeferralTimeout` in the task (a sensor makes it its own timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
 /// A try rendered its template fields (what Airflow's "Rendered Templates" shows); the values
 /// are a JSON object in a blob. Kept on a stream of its own: it decides nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -967,6 +1038,12 @@ catalog! {
     TaskFailed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskUpForRetry`].
     TaskUpForRetry v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskDeferred`].
+    TaskDeferred v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskRescheduled`].
+    TaskRescheduled v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskResumed`].
+    TaskResumed v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskSkipped`].
     TaskSkipped v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskUpstreamFailed`].
@@ -1025,6 +1102,9 @@ impl Event {
             | Event::TaskSucceeded(_)
             | Event::TaskFailed(_)
             | Event::TaskUpForRetry(_)
+            | Event::TaskDeferred(_)
+            | Event::TaskRescheduled(_)
+            | Event::TaskResumed(_)
             | Event::TaskSkipped(_)
             | Event::TaskUpstreamFailed(_)
             | Event::TaskCleared(_)
@@ -1062,6 +1142,9 @@ impl Event {
             | Event::TaskSucceeded(_)
             | Event::TaskFailed(_)
             | Event::TaskUpForRetry(_)
+            | Event::TaskDeferred(_)
+            | Event::TaskRescheduled(_)
+            | Event::TaskResumed(_)
             | Event::TaskSkipped(_)
             | Event::TaskUpstreamFailed(_)
             | Event::TaskCleared(_)
@@ -1097,6 +1180,9 @@ impl Event {
             Event::TaskSucceeded(e) => Some(&e.ti),
             Event::TaskFailed(e) => Some(&e.ti),
             Event::TaskUpForRetry(e) => Some(&e.ti),
+            Event::TaskDeferred(e) => Some(&e.ti),
+            Event::TaskRescheduled(e) => Some(&e.ti),
+            Event::TaskResumed(e) => Some(&e.ti),
             Event::TaskSkipped(e) => Some(&e.ti),
             Event::TaskUpstreamFailed(e) => Some(&e.ti),
             Event::TaskCleared(e) => Some(&e.ti),

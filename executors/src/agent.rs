@@ -114,6 +114,8 @@ struct Report {
     reason: String,
     branch: Vec<String>,
     proceed: Option<bool>,
+    deferral: Option<Value>,
+    reschedule_at: Option<String>,
 }
 
 impl Report {
@@ -123,6 +125,8 @@ impl Report {
             reason: reason.into(),
             branch: Vec::new(),
             proceed: None,
+            deferral: None,
+            reschedule_at: None,
         }
     }
 
@@ -131,25 +135,34 @@ impl Report {
     }
 
     /// The runner's `done` request as a report.
-    fn done(
-        outcome: RunnerOutcome,
-        reason: String,
-        branch: Option<Vec<String>>,
-        proceed: Option<bool>,
-    ) -> Self {
-        let outcome = match outcome {
+    fn done(done: Done) -> Self {
+        let outcome = match done.outcome {
             RunnerOutcome::Success => ProtoOutcome::Success,
             RunnerOutcome::Skipped => ProtoOutcome::Skipped,
             RunnerOutcome::Failed => ProtoOutcome::Failed,
             RunnerOutcome::FailedNoRetry => ProtoOutcome::FailedNoRetry,
+            RunnerOutcome::Deferred => ProtoOutcome::Deferred,
+            RunnerOutcome::Rescheduled => ProtoOutcome::Rescheduled,
         };
         Self {
             outcome,
-            reason,
-            branch: branch.unwrap_or_default(),
-            proceed,
+            reason: done.reason,
+            branch: done.branch.unwrap_or_default(),
+            proceed: done.proceed,
+            deferral: done.deferral,
+            reschedule_at: done.reschedule_at,
         }
     }
+}
+
+/// The runner's `done` request, field by field.
+struct Done {
+    outcome: RunnerOutcome,
+    reason: String,
+    branch: Option<Vec<String>>,
+    proceed: Option<bool>,
+    deferral: Option<Value>,
+    reschedule_at: Option<String>,
 }
 
 /// Log lines waiting to be sent, numbered from the attempt's first line.
@@ -159,8 +172,9 @@ struct LogBuffer {
 }
 
 impl LogBuffer {
-    /// The log of a try, opened with the line saying which try runs where.
-    fn open(a: &AttemptRef) -> Self {
+    /// The log of a try from line `first_seq` on (a try carrying on after a deferral already
+    /// has lines), opened with the line saying which try runs where.
+    fn open(a: &AttemptRef, first_seq: i64) -> Self {
         let map_index = if a.map_index >= 0 {
             format!("[{}]", a.map_index)
         } else {
@@ -175,7 +189,7 @@ impl LogBuffer {
             hostname()
         );
         Self {
-            next_seq: 0,
+            next_seq: first_seq.max(0),
             lines: vec![first],
         }
     }
@@ -425,6 +439,8 @@ impl ControlPlane {
             reason: report.reason,
             branch: report.branch,
             proceed: report.proceed,
+            deferral_json: report.deferral.map(|d| d.to_string()),
+            reschedule_at: report.reschedule_at,
         };
         self.call(|mut c| {
             let f = finish.clone();
@@ -608,7 +624,7 @@ async fn run_attempt(config: AgentConfig) -> Result<(), AgentError> {
     let plane = ControlPlane::new(&config)?;
     let assignment = plane.register().await?;
     trace("registered");
-    let mut logs = LogBuffer::open(&config.attempt);
+    let mut logs = LogBuffer::open(&config.attempt, assignment.log_seq);
     let report = run_task(&config, &plane, &assignment, &mut logs).await?;
     if report.outcome != ProtoOutcome::Success {
         logs.lines.push(format!(
@@ -665,6 +681,8 @@ fn outcome_word(outcome: ProtoOutcome) -> &'static str {
         ProtoOutcome::FailedNoRetry => "failed (no retry)",
         ProtoOutcome::Skipped => "skipped",
         ProtoOutcome::TimedOut => "timed out",
+        ProtoOutcome::Deferred => "deferred",
+        ProtoOutcome::Rescheduled => "up for reschedule",
     }
 }
 
@@ -873,6 +891,11 @@ fn start_message(config: &AgentConfig, assignment: &Assignment, task: TaskSpec) 
         source: assignment.source.clone(),
         fileloc: assignment.fileloc.clone(),
         run: serde_json::from_str(&assignment.run_json).unwrap_or(Value::Null),
+        try_started_at: Some(assignment.try_started_at.clone()).filter(|at| !at.is_empty()),
+        resume: assignment
+            .resume_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok()),
         // The runner's span: the task's own spans (if it traces) continue the try's trace.
         traceparent: leoflow_telemetry::current(),
     }
@@ -1103,8 +1126,17 @@ async fn answer(
             reason,
             branch,
             proceed,
+            deferral,
+            reschedule_at,
         } => {
-            *done = Some(Report::done(outcome, reason, branch, proceed));
+            *done = Some(Report::done(Done {
+                outcome,
+                reason,
+                branch,
+                proceed,
+                deferral,
+                reschedule_at,
+            }));
             Ok(Reply::Ack)
         }
     };

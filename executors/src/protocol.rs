@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 /// The version of this protocol. Raise it with any change a runner or an agent of the
 /// previous version would misread (and the fixture's `protocol` with it).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What the runner is handed first: the attempt, its task and the DAG file's version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,14 @@ pub struct Start {
     /// in the task's environment as `TRACEPARENT`, where OpenTelemetry's SDKs look for a parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// When the try first started (RFC 3339): before this attempt when the try carries on
+    /// after a deferral or a reschedule. A sensor's timeout counts from here, as in Airflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub try_started_at: Option<String>,
+    /// A deferred try carrying on: `{"method", "kwargs"}`, the trigger's event in
+    /// `kwargs["event"]`. The agent passes it on without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Value>,
 }
 
 /// A task as dag.json describes it: what the agent reads of it typed, the rest passed on to
@@ -185,6 +193,13 @@ pub enum Request {
         /// Whether a short-circuit lets downstream tasks run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proceed: Option<bool>,
+        /// How a try that deferred itself waits: `{"trigger", "method", "kwargs", "timeout"}`
+        /// (the control plane reads it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deferral: Option<Value>,
+        /// When a rescheduled sensor is poked again (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reschedule_at: Option<String>,
     },
 }
 
@@ -217,6 +232,10 @@ pub enum RunnerOutcome {
     Failed,
     /// It failed for good (`AirflowFailException`, a sensor's timeout).
     FailedNoRetry,
+    /// It deferred itself to a trigger (`self.defer`).
+    Deferred,
+    /// A sensor in reschedule mode waits to be poked again.
+    Rescheduled,
 }
 
 /// The agent's answer to one request. On the wire `ok` says which: `{"ok": true}`,

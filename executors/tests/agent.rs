@@ -31,6 +31,8 @@ struct Scripted {
     task: serde_json::Value,
     /// Lookup key → the value's JSON.
     secrets: Option<Vec<(&'static str, serde_json::Value)>>,
+    /// How the try carries on after a deferral, when it does.
+    resume: Option<serde_json::Value>,
     /// The runs asked for, each as `trigger <dag> <run id> <conf>` or `read <dag> <run id>`.
     dag_run_calls: Mutex<Vec<String>>,
 }
@@ -47,6 +49,9 @@ impl TaskAgent for Plane {
             fileloc: String::new(),
             run_json: "{}".into(),
             heartbeat_interval: 0.1,
+            try_started_at: "2026-12-04T10:00:00+00:00".into(),
+            resume_json: self.0.resume.as_ref().map(|resume| resume.to_string()),
+            log_seq: 0,
         }))
     }
 
@@ -218,6 +223,38 @@ async fn a_runner_triggers_and_reads_runs_through_the_control_plane() {
         logs.contains(r#"refused answer: {"ok":false,"error":"no DAG \"elsewhere\" to trigger"}"#),
         "{logs}"
     );
+}
+
+/// A runner that logs its start line, then defers itself to a time trigger.
+const DEFERS: &str = r#"
+echo "start: $start" >&2
+echo '{"op":"done","outcome":"deferred","reason":"","deferral":{"trigger":{"kind":"time","moment":"2026-12-04T11:00:00+00:00"},"method":"execute_complete","kwargs":{},"timeout":60.0}}'
+read -r answer
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_carries_on_after_a_deferral_and_defers_again_through_the_agent() {
+    let resume = serde_json::json!({"method": "execute_complete", "kwargs": {"event": null}});
+    let state = Arc::new(Scripted {
+        task: serde_json::json!({"task_id": "t", "operator": "Waiter", "custom": {}}),
+        resume: Some(resume),
+        ..Scripted::default()
+    });
+    let endpoint = serve(Plane(state.clone())).await;
+    let runner = scripted_runner("defers.sh", DEFERS);
+    agent::run(config(endpoint, runner)).await.unwrap();
+
+    let logs = state.logs.lock().unwrap().join("\n");
+    assert!(
+        logs.contains(r#""try_started_at":"2026-12-04T10:00:00+00:00","resume":{"kwargs":{"event":null},"method":"execute_complete"}"#),
+        "the runner is told how the try carries on: {logs}"
+    );
+    let finished = state.finished.lock().unwrap().clone().expect("a report");
+    assert_eq!(finished.outcome(), Outcome::Deferred, "{}", finished.reason);
+    let deferral: serde_json::Value =
+        serde_json::from_str(finished.deferral_json.as_deref().expect("the deferral")).unwrap();
+    assert_eq!(deferral["trigger"]["moment"], "2026-12-04T11:00:00+00:00");
+    assert_eq!(deferral["timeout"], 60.0);
 }
 
 /// A runner that asks for a Variable, then reports success.

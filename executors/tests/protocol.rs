@@ -67,6 +67,8 @@ fn outcome_variant(outcome: RunnerOutcome) -> &'static str {
         RunnerOutcome::Skipped => "skipped",
         RunnerOutcome::Failed => "failed",
         RunnerOutcome::FailedNoRetry => "failed_no_retry",
+        RunnerOutcome::Deferred => "deferred",
+        RunnerOutcome::Rescheduled => "rescheduled",
     }
 }
 
@@ -133,7 +135,14 @@ fn every_request_of_the_runner_reads_and_writes_back_unchanged() {
     covers(
         "outcome",
         outcomes,
-        &["success", "skipped", "failed", "failed_no_retry"],
+        &[
+            "success",
+            "skipped",
+            "failed",
+            "failed_no_retry",
+            "deferred",
+            "rescheduled",
+        ],
     );
 }
 

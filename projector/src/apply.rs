@@ -81,6 +81,9 @@ impl Projection {
             | Event::TaskSucceeded(_)
             | Event::TaskFailed(_)
             | Event::TaskUpForRetry(_)
+            | Event::TaskDeferred(_)
+            | Event::TaskRescheduled(_)
+            | Event::TaskResumed(_)
             | Event::TaskSkipped(_)
             | Event::TaskUpstreamFailed(_)
             | Event::TaskCleared(_)
@@ -254,6 +257,9 @@ impl WorkingSet {
             | Event::TaskSucceeded(TaskSucceeded { ti, .. })
             | Event::TaskFailed(TaskFailed { ti, .. })
             | Event::TaskUpForRetry(TaskUpForRetry { ti, .. })
+            | Event::TaskDeferred(TaskDeferred { ti, .. })
+            | Event::TaskRescheduled(TaskRescheduled { ti, .. })
+            | Event::TaskResumed(TaskResumed { ti, .. })
             | Event::TaskSkipped(TaskSkipped { ti, .. })
             | Event::TaskUpstreamFailed(TaskUpstreamFailed { ti, .. })
             | Event::TaskCleared(TaskCleared { ti, .. })
@@ -321,6 +327,11 @@ impl WorkingSet {
                 let reason = Some(e.reason.as_str());
                 self.task_ended(&e.ti, Some(e.try_number), TiState::UpForRetry, at, reason)
             }
+            Event::TaskDeferred(e) => self.task_deferred(e),
+            Event::TaskRescheduled(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+                ti.state = stored(TiState::UpForReschedule);
+            }),
+            Event::TaskResumed(e) => self.task_resumed(e, at),
             Event::TaskSkipped(e) => {
                 let reason = e.reason.as_deref();
                 self.task_ended(&e.ti, None, TiState::Skipped, at, reason)
@@ -609,10 +620,40 @@ impl WorkingSet {
         })
     }
 
-    fn task_started(&mut self, e: &TaskStarted, at: DateTime<Utc>) -> Result<(), ApplyError> {
+    fn task_deferred(&mut self, e: &TaskDeferred) -> Result<(), ApplyError> {
         self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+            ti.state = stored(TiState::Deferred);
+            ti.next_method = Some(e.next_method.clone());
+            ti.next_kwargs = serde_json::to_value(&e.next_kwargs).ok();
+            ti.trigger = serde_json::to_value(&e.trigger).ok();
+            ti.trigger_timeout = e.timeout_at;
+            ti.trigger_event = None;
+        })
+    }
+
+    fn task_resumed(&mut self, e: &TaskResumed, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+            ti.state = stored(TiState::Scheduled);
+            ti.scheduled_dttm = Some(at);
+            ti.trigger = None;
+            ti.trigger_timeout = None;
+            ti.trigger_event = e.trigger_event.clone();
+            if let Some(failure) = &e.failure {
+                // Airflow's way to fail a wait: the try carries on in `__fail__`, which raises.
+                let kwargs = serde_json::json!({ "error": failure }).to_string();
+                ti.next_method = Some(FAIL_METHOD.to_owned());
+                ti.next_kwargs = serde_json::to_value(Sealed::clear(kwargs)).ok();
+            }
+        })
+    }
+
+    fn task_started(&mut self, e: &TaskStarted, at: DateTime<Utc>) -> Result<(), ApplyError> {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
             ti.state = stored(TiState::Running);
-            ti.start_date = Some(at);
+            // A try resumed after a deferral or a reschedule goes on: it keeps its first start
+            // (a sensor's timeout counts from there, as in Airflow).
+            let resumed = try_row.and_then(|t| t.start_date);
+            ti.start_date = Some(resumed.unwrap_or(at));
             ti.hostname = Some(e.hostname.clone());
             ti.pid = e.pid;
         })
@@ -639,6 +680,11 @@ impl WorkingSet {
             ti.hostname = None;
             ti.pid = None;
             ti.failure_reason = None;
+            ti.next_method = None;
+            ti.next_kwargs = None;
+            ti.trigger = None;
+            ti.trigger_timeout = None;
+            ti.trigger_event = None;
         })
     }
 
@@ -847,6 +893,9 @@ fn finish(ti: &mut TaskInstanceRow, state: TiState, at: DateTime<Utc>, reason: O
     ti.failure_reason = reason.map(str::to_owned);
 }
 
+/// The method a try whose wait failed carries on in (Airflow's): it raises the failure.
+const FAIL_METHOD: &str = "__fail__";
+
 /// The try an event names, when it names one (its `task_instance_try` row is loaded first).
 fn try_of(event: &Event) -> Option<i32> {
     match event {
@@ -857,6 +906,9 @@ fn try_of(event: &Event) -> Option<i32> {
         Event::TaskSucceeded(e) => Some(e.try_number),
         Event::TaskFailed(e) => Some(e.try_number),
         Event::TaskUpForRetry(e) => Some(e.try_number),
+        Event::TaskDeferred(e) => Some(e.try_number),
+        Event::TaskRescheduled(e) => Some(e.try_number),
+        Event::TaskResumed(e) => Some(e.try_number),
         // No try of their own: these touch the task instance, or no task instance at all.
         Event::TaskSkipped(_)
         | Event::TaskUpstreamFailed(_)

@@ -260,6 +260,16 @@ pub struct TaskInstanceRow {
     pub failure_reason: Option<String>,
     /// Blob hash of the current try's rendered template fields.
     pub rendered_fields_hash: Option<String>,
+    /// The method a deferred try resumes in.
+    pub next_method: Option<String>,
+    /// Its keyword arguments, sealed (`Sealed` as JSON).
+    pub next_kwargs: Option<serde_json::Value>,
+    /// What a deferred try waits for (`DeferredTrigger` as JSON), while it waits.
+    pub trigger: Option<serde_json::Value>,
+    /// When a deferred try's wait fails, while it waits.
+    pub trigger_timeout: Option<DateTime<Utc>>,
+    /// The event of the trigger that resumed the try.
+    pub trigger_event: Option<serde_json::Value>,
 }
 
 /// `task_instance_try`: one row per try (Airflow's task instance history).

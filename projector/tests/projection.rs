@@ -1144,3 +1144,89 @@ async fn a_dag_belongs_to_the_tenant_it_was_parsed_into_until_it_is_deleted() {
     let beta = dags::owner(&db.pool, "acme_etl").await.unwrap().unwrap();
     assert_eq!(beta.tenant, "beta");
 }
+
+#[tokio::test]
+async fn a_deferred_try_keeps_its_first_start_and_resumes_with_its_event_and_replay_agrees() {
+    let db = fresh_database().await;
+    let store = store(&db.pool);
+    let ti = TaskInstanceKey::new("etl", "r1", "wait");
+    let started = |pid| -> Event {
+        TaskStarted {
+            ti: ti.clone(),
+            try_number: 1,
+            hostname: "host".into(),
+            pid: Some(pid),
+        }
+        .into()
+    };
+    let moment: DateTime<Utc> = "2026-11-23T11:00:00Z".parse().unwrap();
+    let mut events = vec![parsed("etl", "h1"), queued("etl", "r1")];
+    events.push(
+        TaskScheduled {
+            ti: ti.clone(),
+            try_number: 1,
+        }
+        .into(),
+    );
+    events.push(started(1));
+    events.push(
+        TaskDeferred {
+            ti: ti.clone(),
+            try_number: 1,
+            trigger: DeferredTrigger::Time { moment },
+            next_method: "execute_complete".into(),
+            next_kwargs: Sealed::clear(r#"{"n": 1}"#),
+            timeout_at: Some(moment + chrono::Duration::hours(1)),
+        }
+        .into(),
+    );
+    append(&store, events).await.unwrap();
+    let row = sqlx::query(
+        "SELECT state, next_method, trigger->>'kind' AS kind, trigger_timeout, start_date \
+         FROM task_instance WHERE task_id = 'wait'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("state"), "deferred");
+    assert_eq!(row.get::<String, _>("next_method"), "execute_complete");
+    assert_eq!(row.get::<String, _>("kind"), "time");
+    let first_start: DateTime<Utc> = row.get("start_date");
+
+    // Resumed with the trigger's event, the try starts again and keeps its first start.
+    let event = json!({"__type": "datetime", "__var": 1795435200.0});
+    append(
+        &store,
+        vec![
+            TaskResumed {
+                ti: ti.clone(),
+                try_number: 1,
+                trigger_event: Some(event.clone()),
+                failure: None,
+            }
+            .into(),
+            started(2),
+        ],
+    )
+    .await
+    .unwrap();
+    let row = sqlx::query(
+        "SELECT state, try_number, trigger, trigger_event, start_date, pid \
+         FROM task_instance WHERE task_id = 'wait'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("state"), "running");
+    assert_eq!(row.get::<i32, _>("try_number"), 1);
+    assert_eq!(row.get::<Option<serde_json::Value>, _>("trigger"), None);
+    assert_eq!(
+        row.get::<Option<serde_json::Value>, _>("trigger_event"),
+        Some(event)
+    );
+    assert_eq!(row.get::<DateTime<Utc>, _>("start_date"), first_start);
+    assert_eq!(row.get::<i32, _>("pid"), 2);
+
+    let report = replay::verify(&db.pool).await.unwrap();
+    assert!(report.is_equal(), "{report:#?}");
+}

@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::liveness::Liveness;
 
 mod dag_runs;
+mod deferrals;
 use crate::reactor::runs::{
     LoadedRun, Specs, SubmitError, generation_expectation, load_run, submit_fenced,
 };
@@ -438,7 +439,11 @@ impl AgentService {
         }]
     }
 
-    async fn assignment(&self, key: &TaskInstanceKey) -> Result<Assignment, Status> {
+    async fn assignment(
+        &self,
+        key: &TaskInstanceKey,
+        try_number: i32,
+    ) -> Result<Assignment, Status> {
         let row = read::runs::context(self.store.pool(), &key.dag_id, &key.run_id)
             .await
             .map_err(unavailable)?
@@ -474,7 +479,14 @@ impl AgentService {
             Status::failed_precondition("the DAG version's source file was not recorded")
         })?;
         let run = self.run_context(key, &row, &document).await?;
+        let (started_at, resume) = self.continuation(key).await?;
+        let log_seq = task_logs::next_seq(self.store.pool(), key, try_number)
+            .await
+            .map_err(unavailable)?;
         Ok(Assignment {
+            log_seq,
+            try_started_at: started_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
+            resume_json: resume.map(|resume| resume.to_string()),
             task_json: task.to_string(),
             source,
             fileloc: document["fileloc"].as_str().unwrap_or("dag.py").to_owned(),
@@ -609,7 +621,9 @@ impl TaskAgent for AgentService {
             self.submit(&verified, attempt.try_number, "register", start)
                 .await?;
         }
-        Ok(Response::new(self.assignment(&verified.key).await?))
+        Ok(Response::new(
+            self.assignment(&verified.key, attempt.try_number).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
@@ -879,6 +893,18 @@ impl TaskAgent for AgentService {
             ProtoOutcome::FailedNoRetry => Some(Outcome::FailedWithoutRetry { reason }),
             ProtoOutcome::Skipped => Some(Outcome::Skipped { reason }),
             ProtoOutcome::TimedOut => None,
+            ProtoOutcome::Deferred => Some(
+                self.deferred_outcome(
+                    &verified.key,
+                    try_number,
+                    request.deferral_json.as_deref(),
+                    at,
+                )
+                .await?,
+            ),
+            ProtoOutcome::Rescheduled => {
+                Some(Self::rescheduled_outcome(request.reschedule_at.as_deref()))
+            }
         };
         let mut commands = Self::start_if_queued(&verified, attempt, "", None);
         commands.push(match outcome {

@@ -55,7 +55,18 @@ pub async fn append_note(
     try_number: i32,
     line: &str,
 ) -> Result<(), sqlx::Error> {
-    let next: i64 = sqlx::query_scalar(
+    let next = next_seq(pool, ti, try_number).await?;
+    append(pool, ti, try_number, next, &[line.to_owned()]).await
+}
+
+/// The first free line of a try's log: where an attempt carrying the try on after a deferral
+/// or a reschedule starts its lines.
+pub async fn next_seq(
+    pool: &PgPool,
+    ti: &TaskInstanceKey,
+    try_number: i32,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
         "SELECT coalesce(max(seq) + 1, 0) FROM task_log \
          WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4 AND try_number = $5",
     )
@@ -65,8 +76,7 @@ pub async fn append_note(
     .bind(ti.map_index)
     .bind(try_number)
     .fetch_one(pool)
-    .await?;
-    append(pool, ti, try_number, next, &[line.to_owned()]).await
+    .await
 }
 
 /// The lines of a try from `from_seq` on, in order.

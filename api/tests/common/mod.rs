@@ -118,6 +118,8 @@ impl Executor for InProcessAgents {
                 },
                 branch: vec![],
                 proceed: None,
+                deferral_json: None,
+                reschedule_at: None,
             };
             service.finish(tonic::Request::new(finish)).await.unwrap();
         });

@@ -11,69 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use leoflow_bench::instant::InstantExecutor;
 use leoflow_bench::{BenchDatabase, Percentiles, machine_description};
 use leoflow_core::commands::{TriggerRequest, trigger};
-use leoflow_core::run::{Command, Outcome};
 use leoflow_events::sample::parsed_document;
-use leoflow_events::{Actor, AppendBatch, Event, EventStore, Metadata};
+use leoflow_events::{AppendBatch, Event, EventStore, Metadata};
 use leoflow_projector::ReadModels;
-use leoflow_scheduler::control::submit;
+use leoflow_scheduler::reactor::Reactor;
 use leoflow_scheduler::reactor::Specs;
-use leoflow_scheduler::reactor::{Attempt, Executor, Reactor};
 use serde_json::json;
 use tokio::sync::watch;
 
 const TASKS: usize = 40;
 const RUNS: usize = 10;
-
-/// Reports each try started and succeeded as soon as it is dispatched.
-struct InstantExecutor {
-    store: EventStore,
-    specs: Specs,
-}
-
-impl Executor for InstantExecutor {
-    fn name(&self) -> &str {
-        "instant"
-    }
-
-    fn dispatch(&self, attempt: Attempt) {
-        let (store, specs) = (self.store.clone(), self.specs.clone());
-        tokio::spawn(async move {
-            let (dag, run) = (attempt.ti.dag_id.clone(), attempt.ti.run_id.clone());
-            let (task_id, map_index, try_number) = (
-                attempt.ti.task_id.clone(),
-                attempt.ti.map_index,
-                attempt.try_number,
-            );
-            let started = Command::ReportStarted {
-                task_id: task_id.clone(),
-                map_index,
-                try_number,
-                hostname: "bench".into(),
-                pid: None,
-            };
-            let finished = Command::ReportFinished {
-                task_id,
-                map_index,
-                try_number,
-                outcome: Outcome::Success,
-                at: Utc::now(),
-            };
-            for command in [started, finished] {
-                if let Err(e) =
-                    submit(&store, &specs, &dag, &run, command, &Actor::named("agent")).await
-                {
-                    eprintln!("report failed: {e}");
-                }
-            }
-        });
-    }
-
-    fn terminate(&self, _attempt: &leoflow_scheduler::reactor::AttemptKey, _reason: &str) {
-        // Its tries end at once: there is never anything to stop.
-    }
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {

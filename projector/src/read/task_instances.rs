@@ -316,3 +316,37 @@ pub async fn count_in_states(
         .fetch_one(pool)
         .await
 }
+
+/// How the current try of a task instance carries on: when it first started, and, for a try
+/// resumed after a deferral, the method it resumes in.
+#[derive(Debug, Clone, FromRow)]
+pub struct Continuation {
+    /// When the try first started (before this attempt when it was deferred or rescheduled).
+    pub start_date: Option<DateTime<Utc>>,
+    /// The method a deferred try resumes in.
+    pub next_method: Option<String>,
+    /// Its keyword arguments, sealed (`Sealed` as JSON).
+    pub next_kwargs: Option<serde_json::Value>,
+    /// The event of the trigger that resumed it.
+    pub trigger_event: Option<serde_json::Value>,
+}
+
+/// How the current try of a task instance carries on, if the run has the instance.
+pub async fn continuation(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    map_index: i32,
+) -> sqlx::Result<Option<Continuation>> {
+    sqlx::query_as(
+        "SELECT start_date, next_method, next_kwargs, trigger_event FROM task_instance \
+         WHERE dag_id = $1 AND run_id = $2 AND task_id = $3 AND map_index = $4",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(task_id)
+    .bind(map_index)
+    .fetch_optional(pool)
+    .await
+}

@@ -113,6 +113,75 @@ struct InFlight {
     execution_timeout: Option<f64>,
 }
 
+/// What a task instance's timer does when it fires.
+enum Timer {
+    /// Schedules the next try.
+    Retry,
+    /// Resumes the try, with the trigger's event (none for a rescheduled sensor).
+    Resume(Option<serde_json::Value>),
+    /// Fails a deferral that waited past its timeout.
+    DeferralTimeout,
+}
+
+impl Timer {
+    /// The command of this timer of try `try_number` of an instance, due at `due`, at `now`.
+    fn command(
+        self,
+        task_id: String,
+        map_index: i32,
+        try_number: i32,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Command {
+        match self {
+            Timer::Retry => Command::RetryDue {
+                task_id,
+                map_index,
+                try_number,
+                at: now,
+            },
+            Timer::Resume(trigger_event) => Command::Resume {
+                task_id,
+                map_index,
+                try_number,
+                trigger_event,
+                at: now,
+            },
+            Timer::DeferralTimeout => Command::DeferralFailed {
+                task_id,
+                map_index,
+                try_number,
+                reason: format!(
+                    "TaskDeferralTimeout: the trigger did not fire before the deferral's timeout, {}",
+                    due.to_rfc3339()
+                ),
+            },
+        }
+    }
+}
+
+/// When `ti`'s timer fires, and what it does then; `None` when it waits for no time.
+fn timer_of(ti: &leoflow_core::run::TaskInstance) -> Option<(DateTime<Utc>, Timer)> {
+    match (ti.state, ti.due_at, ti.timeout_at) {
+        (TiState::UpForRetry, Some(due), _) => Some((due, Timer::Retry)),
+        (TiState::UpForReschedule, Some(due), _) => Some((due, Timer::Resume(None))),
+        (TiState::Deferred, due, Some(timeout)) if due.is_none_or(|due| timeout < due) => {
+            Some((timeout, Timer::DeferralTimeout))
+        }
+        // A time trigger's event is its moment, as Airflow's `DateTimeTrigger` yields it.
+        (TiState::Deferred, Some(moment), _) => {
+            Some((moment, Timer::Resume(Some(airflow_datetime(moment)))))
+        }
+        _ => None,
+    }
+}
+
+/// A datetime as Airflow serialises one in a trigger's event (`BaseSerialization`: seconds
+/// since the epoch).
+fn airflow_datetime(at: DateTime<Utc>) -> serde_json::Value {
+    serde_json::json!({"__type": "datetime", "__var": at.timestamp_micros() as f64 / 1e6})
+}
+
 /// What a supervision deadline found.
 #[derive(Debug, Clone, Copy)]
 enum Due {
@@ -494,6 +563,9 @@ impl Reactor {
             | Event::TaskSucceeded(_)
             | Event::TaskFailed(_)
             | Event::TaskUpForRetry(_)
+            | Event::TaskDeferred(_)
+            | Event::TaskRescheduled(_)
+            | Event::TaskResumed(_)
             | Event::TaskSkipped(_)
             | Event::TaskUpstreamFailed(_)
             | Event::TaskCleared(_)
@@ -799,6 +871,8 @@ impl Reactor {
             Event::TaskSucceeded(_)
             | Event::TaskFailed(_)
             | Event::TaskUpForRetry(_)
+            | Event::TaskDeferred(_)
+            | Event::TaskRescheduled(_)
             | Event::TaskSkipped(_)
             | Event::TaskUpstreamFailed(_)
             | Event::TaskCleared(_) => {
@@ -815,6 +889,7 @@ impl Reactor {
             // Nothing about a try handed to an executor: tries before their dispatch, mapping,
             // XComs, renderings, refused reports, and the events of runs, DAGs and config.
             Event::TaskScheduled(_)
+            | Event::TaskResumed(_)
             | Event::TaskQueued(_)
             | Event::TaskMapped(_)
             | Event::XComPushed(_)
@@ -852,7 +927,7 @@ impl Reactor {
         self.start_runs(now).await;
         self.queue_admitted().await;
         self.dispatch_queued().await;
-        let next_retry = self.fire_retries(now).await;
+        let next_retry = self.fire_timers(now).await;
         let next_deadline = self.supervise(now).await;
         let running = self
             .in_flight
@@ -1506,24 +1581,25 @@ impl Reactor {
         }
     }
 
-    async fn fire_retries(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// Fires what waits for a time: retries after their delay, rescheduled sensors, time
+    /// triggers of deferred tries and deferrals past their timeout. Returns the earliest time
+    /// still to come.
+    async fn fire_timers(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut next: Option<DateTime<Utc>> = None;
         for ((dag_id, run_id), run) in &self.runs {
+            let mut commands = Vec::new();
             for ((task_id, map_index), ti) in &run.state.tis {
-                let (TiState::UpForRetry, Some(due)) = (ti.state, ti.retry_at) else {
+                let Some((due, timer)) = timer_of(ti) else {
                     continue;
                 };
-                if due <= now {
-                    let command = Command::RetryDue {
-                        task_id: task_id.clone(),
-                        map_index: *map_index,
-                        try_number: ti.try_number,
-                        at: now,
-                    };
-                    self.submit(dag_id, run_id, command).await;
-                } else {
+                if due > now {
                     next = Some(next.map_or(due, |n| n.min(due)));
+                    continue;
                 }
+                commands.push(timer.command(task_id.clone(), *map_index, ti.try_number, due, now));
+            }
+            if !commands.is_empty() {
+                self.submit_all(dag_id, run_id, commands).await;
             }
         }
         next

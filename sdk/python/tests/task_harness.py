@@ -120,9 +120,11 @@ class Project:
         logical_date: str | None = LOGICAL_DATE,
         conf: dict[str, Any] | None = None,
         map_index: int = -1,
+        attempt_fields: dict[str, Any] | None = None,
         **run_fields: Any,
     ) -> tuple[Outcome, Agent]:
-        """Runs `task_id` of the DAG file `HEADER + body`; `run_fields` replace the run's."""
+        """Runs `task_id` of the DAG file `HEADER + body`; `run_fields` replace the run's,
+        `attempt_fields` are added to the attempt (`resume`, `try_started_at`)."""
         source = HEADER + textwrap.dedent(body)
         compiled = compile_file(self.write("dag.py", source))
         assert compiled["ok"], compiled
@@ -138,5 +140,6 @@ class Project:
                 "data_interval_start": logical_date, "data_interval_end": logical_date,
                 "conf": conf or {}, "dag_params": dag["params"], **run_fields,
             },
+            **(attempt_fields or {}),
         }
         return (run_attempt if self.whole_attempt else execute)(attempt, agent), agent

@@ -256,24 +256,17 @@ with DAG("d", schedule=None):
     assert agent.pushed["return_value"] == 2
 
 
-def test_raising_skip_a_bad_result_and_deferring_are_clear(project: Project) -> None:
+def test_raising_skip_and_a_bad_result_are_clear(project: Project) -> None:
     body = OPERATORS + """
 class Opaque(BaseOperator):
     def execute(self, context):
         return object()
 
-class Waiting(BaseOperator):
-    def execute(self, context):
-        self.defer(trigger=None, method_name="resume")
-
 with DAG("d", schedule=None):
     SkipOperator(task_id="skip")
     Opaque(task_id="opaque")
-    Waiting(task_id="waiting")
 """
     with pytest.raises(AirflowSkipException, match="nothing to do"):
         project.run(body, "skip")
     with pytest.raises(TaskError, match="the task's return value is a value of type object that is not JSON-serializable"):
         project.run(body, "opaque")
-    with pytest.raises(Exception, match=r"deferring a task \(self.defer\) is not supported by Leoflow"):
-        project.run(body, "waiting")

@@ -12,7 +12,7 @@ import logging
 import os
 from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from leoflow import context
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
@@ -654,8 +654,26 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         if self._post_execute_hook is not None:
             self._post_execute_hook(context, result)
 
-    def defer(self, **_: Any) -> Any:
-        raise UnsupportedConstruct("deferring a task (self.defer)", "wait in the task itself, or in a sensor")
+    def defer(self, *, trigger: Any, method_name: str, kwargs: dict[str, Any] | None = None, timeout: Any = None) -> NoReturn:
+        """Ends the try's process until `trigger` fires, then carries the try on in
+        `method_name(context, event=…, **kwargs)`; past `timeout` the try fails."""
+        from leoflow.exceptions import TaskDeferred
+
+        if not callable(getattr(self, method_name, None)):
+            raise TypeError(f"{type(self).__name__} has no method {method_name!r} to resume in after deferring")
+        raise TaskDeferred(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: dict[str, Any]) -> Any:
+        """Carries a deferred try on in `next_method` (Airflow's `resume_execution`); a wait that
+        failed (its timeout passed) carries on in `__fail__`, raising `TaskDeferralTimeout`."""
+        if next_method == "__fail__":
+            from leoflow.exceptions import TaskDeferralTimeout
+
+            raise TaskDeferralTimeout((next_kwargs or {}).get("error") or "the deferral timed out")
+        method = getattr(self, next_method, None)
+        if not callable(method):
+            raise TypeError(f"{type(self).__name__} has no method {next_method!r} to resume in")
+        return method(context, **(next_kwargs or {}))
 
     @property
     def log(self) -> logging.Logger:

@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, TypedDict, Union
 
 #: This protocol's version; raise it (and the agent's) with any change the other side of the
 #: previous version would misread.
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 #: The operators dag.json names (`operator_name` of the SDK's classes).
 OperatorName = Literal[
@@ -95,9 +95,20 @@ class _StartFields(TypedDict):
 
 class Start(_StartFields, total=False):
     """The first line on the runner's stdin: the attempt, its task, the DAG file's version, and
-    the try's trace context when the control plane exports traces."""
+    the try's trace context when the control plane exports traces, when the try first started,
+    and how a deferred try carries on."""
 
     traceparent: str
+    try_started_at: str
+    resume: Resume
+
+
+class Resume(TypedDict):
+    """A deferred try carrying on: the method it resumes in and its keyword arguments (the
+    trigger's event in `kwargs["event"]`), values serialised as `leoflow.triggers` does."""
+
+    method: str
+    kwargs: dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +187,7 @@ class Rendered(TypedDict):
     fields: dict[str, Any]
 
 
-OutcomeName = Literal["success", "skipped", "failed", "failed_no_retry"]
+OutcomeName = Literal["success", "skipped", "failed", "failed_no_retry", "deferred", "rescheduled"]
 
 
 class _DoneBase(TypedDict):
@@ -190,6 +201,35 @@ class Done(_DoneBase, total=False):
 
     branch: list[str]
     proceed: bool
+    deferral: Deferral
+    reschedule_at: str
+
+
+class TimeTrigger(TypedDict):
+    """A moment: the control plane's timer."""
+
+    kind: Literal["time"]
+    moment: str
+
+
+class PythonTrigger(TypedDict):
+    """Any other trigger: its class and `serialize()`d arguments, run by the triggerer."""
+
+    kind: Literal["python"]
+    classpath: str
+    kwargs: dict[str, Any]
+
+
+class _DeferralBase(TypedDict):
+    trigger: TimeTrigger | PythonTrigger
+    method: str
+    kwargs: dict[str, Any]
+
+
+class Deferral(_DeferralBase, total=False):
+    """How a try that deferred itself waits (`self.defer`): `timeout` in seconds."""
+
+    timeout: float
 
 
 Request = Union[Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup, Rendered, Done]

@@ -36,11 +36,18 @@ from typing import IO, Any
 
 from leoflow import context as compile_context
 from leoflow import callbacks, macros, runtime
-from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from leoflow.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
 from leoflow.model import XComArg
 from leoflow.protocol import (
     PROTOCOL_VERSION,
     ConnectionLookup,
+    Deferral,
     Done,
     OutcomeName,
     Reply,
@@ -51,6 +58,7 @@ from leoflow.protocol import (
     VariableLookup,
     XComPull,
 )
+from leoflow.triggers import deferral, deserialize_value
 
 
 class TaskError(Exception):
@@ -100,6 +108,13 @@ class TaskInstance:
         self.task_id: str = attempt["task_id"]
         self.map_index: int = attempt["map_index"]
         self.try_number: int = attempt["try_number"]
+        #: When the try first started: before this attempt when it carries on after a
+        #: deferral or a reschedule (a sensor's timeout counts from here).
+        self.start_date: dt.datetime = parse_instant(attempt.get("try_started_at")) or dt.datetime.now(dt.timezone.utc)
+        resume = attempt.get("resume")
+        #: The method a deferred try resumes in, and its arguments (Airflow's `next_method`).
+        self.next_method: str | None = resume["method"] if resume else None
+        self.next_kwargs: dict[str, Any] | None = resume["kwargs"] if resume else None
 
     def xcom_pull(
         self,
@@ -532,12 +547,14 @@ class Outcome:
 
     def __init__(
         self, outcome: OutcomeName, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None,
-        result: Any = None,
+        result: Any = None, deferral: Deferral | None = None, reschedule_at: str | None = None,
     ) -> None:
         self.outcome = outcome
         self.reason = reason
         self.branch = branch
         self.proceed = proceed
+        self.deferral = deferral
+        self.reschedule_at = reschedule_at
         #: What the task's work returned (its `post_execute` gets it); not sent to the agent.
         self.result = result
 
@@ -547,6 +564,10 @@ class Outcome:
             message["branch"] = self.branch
         if self.proceed is not None:
             message["proceed"] = self.proceed
+        if self.deferral is not None:
+            message["deferral"] = self.deferral
+        if self.reschedule_at is not None:
+            message["reschedule_at"] = self.reschedule_at
         return message
 
 
@@ -687,6 +708,8 @@ def run_sensor(function: Callable[[], Any], sensor: dict[str, Any], ti: TaskInst
         soft_fail=bool(sensor.get("soft_fail")),
         exponential_backoff=bool(sensor.get("exponential_backoff")),
         max_wait=seconds("max_wait"),
+        reschedule=sensor.get("mode") == "reschedule",
+        started=ti.start_date,
     )
     push_result(value, task, ti)
     return Outcome("success")
@@ -708,7 +731,13 @@ def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[
         rendered[name] = value
     report_rendered(ctx, rendered)
     operator.pre_execute(ctx)
-    result = operator.execute(ctx)
+    if ti.next_method is not None:
+        # A deferred try carries on where the operator said, with the trigger's event.
+        kwargs = deserialize_value(ti.next_kwargs or {})
+        print(f"[leoflow] resuming in {ti.next_method} after the trigger fired", file=sys.stderr, flush=True)
+        result = operator.resume_execution(ti.next_method, kwargs, ctx)
+    else:
+        result = operator.execute(ctx)
     operator.post_execute(ctx, result)
     if task["custom"].get("branch"):
         chosen = branch_choice(result, ctx.get("dag"))
@@ -811,6 +840,28 @@ def run_standard(task_object: Any, task: TaskSpec, ctx: dict[str, Any], mapped: 
     return Outcome("success", result=result)
 
 
+def deferred_outcome(deferred: TaskDeferred) -> Outcome:
+    """A try that deferred itself: how it waits, or, when that cannot cross to the control
+    plane (a trigger that is not one, arguments that are not JSON), a failure saying why."""
+    try:
+        message = deferral(deferred.trigger, deferred.method_name, deferred.kwargs, deferred.timeout)
+    except Exception as error:  # noqa: BLE001 - reported as the try's failure
+        return Outcome("failed", f"the task deferred itself, but {error}")
+    waits = message["trigger"]
+    what = waits.get("moment") or waits.get("classpath")
+    print(f"[leoflow] deferred until {what}; resuming in {deferred.method_name}", file=sys.stderr, flush=True)
+    return Outcome("deferred", deferral=message)  # type: ignore[arg-type]
+
+
+def rescheduled_outcome(reschedule: AirflowRescheduleException) -> Outcome:
+    """A sensor in reschedule mode: poked again at its `reschedule_date`."""
+    when = reschedule.reschedule_date
+    if not isinstance(when, dt.datetime) or when.tzinfo is None:
+        return Outcome("failed", f"a reschedule needs an aware datetime, not {when!r}")
+    print(f"[leoflow] rescheduled: poked again at {when.isoformat()}", file=sys.stderr, flush=True)
+    return Outcome("rescheduled", reschedule_at=when.isoformat())
+
+
 def run_attempt(attempt: Start, channel: Channel) -> Outcome:
     """Runs the attempt to its outcome, exceptions of task code included, then the task's
     callbacks of that outcome."""
@@ -818,6 +869,10 @@ def run_attempt(attempt: Start, channel: Channel) -> Outcome:
     runtime.current_context = None
     try:
         outcome = execute(attempt, channel)
+    except TaskDeferred as deferred:
+        outcome = deferred_outcome(deferred)
+    except AirflowRescheduleException as reschedule:
+        outcome = rescheduled_outcome(reschedule)
     except AirflowSkipException as skip:
         outcome = Outcome("skipped", f"AirflowSkipException: {skip}" if str(skip) else "AirflowSkipException")
     except (AirflowFailException, AirflowSensorTimeout) as failure:

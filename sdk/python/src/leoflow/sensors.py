@@ -2,10 +2,13 @@
 standard provider's `PythonSensor`, `BashSensor`, `FileSensor`, `TimeSensor`, `TimeDeltaSensor`,
 `DateTimeSensor` and `DayOfWeekSensor` (and their `*Async` spellings).
 
-A sensor pokes in its try's process until `poke` says done, sleeping `poke_interval` between
-pokes (doubling with `exponential_backoff`, at most `max_wait`), for at most `timeout`: then it
-fails without retries (`AirflowSensorTimeout`), or is skipped with `soft_fail`. `mode="reschedule"`
-and `deferrable=True` are accepted and wait the same way, holding the try's process.
+A sensor pokes until `poke` says done, waiting `poke_interval` between pokes (doubling with
+`exponential_backoff`, at most `max_wait`), for at most `timeout` from the try's first start:
+then it fails without retries (`AirflowSensorTimeout`), or is skipped with `soft_fail`. In
+`mode="poke"` it sleeps in its try's process; in `mode="reschedule"` the try ends its process
+between pokes (`AirflowRescheduleException`) and is started again, in the same try, when the
+next poke is due. The time sensors with `deferrable=True` (and their `*Async` spellings) defer
+to a `DateTimeTrigger`: a timer of the scheduler, holding no process at all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -21,10 +25,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from leoflow.errors import DagDefinitionError
-from leoflow.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from leoflow.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferralTimeout,
+    TaskDeferred,
+)
 from leoflow.model import BaseOperator, _timedelta, _to_define
 from leoflow.runtime import PokeReturnValue
 from leoflow.standard import WeekDay
+from leoflow.triggers import DateTimeTrigger
 
 #: A week, Airflow's default sensor timeout.
 DEFAULT_TIMEOUT = 7 * 24 * 3600.0
@@ -45,13 +57,18 @@ def poke_until(
     max_wait: float | None = None,
     silent_fail: bool = False,
     log: logging.Logger | None = None,
+    reschedule: bool = False,
+    started: dt.datetime | None = None,
 ) -> Any:
     """Pokes until `poke` returns something truthy and returns its XCom value (a
-    `PokeReturnValue`'s, else None); past `timeout` raises `AirflowSensorTimeout`, or
-    `AirflowSkipException` with `soft_fail`. With `silent_fail` an error of a poke is logged and
-    counts as not done."""
-    started = time.monotonic()
-    pokes = 0
+    `PokeReturnValue`'s, else None); past `timeout` (from `started`, the try's first start)
+    raises `AirflowSensorTimeout`, or `AirflowSkipException` with `soft_fail`. With
+    `silent_fail` an error of a poke is logged and counts as not done. With `reschedule`, a
+    poke that is not done ends the process: `AirflowRescheduleException` at the next poke."""
+    began = time.monotonic() - (0.0 if started is None else max(0.0, (_now() - started).total_seconds()))
+    # A rescheduled try pokes once per process: how many pokes came before follows from the
+    # time waited, as the backoff's intervals add up to it.
+    pokes = _pokes_before(time.monotonic() - began, interval, exponential_backoff) if reschedule else 0
     while True:
         pokes += 1
         try:
@@ -65,7 +82,7 @@ def poke_until(
             result = False
         if result:
             return result.xcom_value if isinstance(result, PokeReturnValue) else None
-        waited = time.monotonic() - started
+        waited = time.monotonic() - began
         if waited >= timeout:
             message = f"sensor timed out after {waited:.0f} s ({pokes} pokes)"
             if soft_fail:
@@ -74,7 +91,19 @@ def poke_until(
         delay = interval * (2 ** min(pokes - 1, 10)) if exponential_backoff else interval
         if max_wait is not None:
             delay = min(delay, max_wait)
-        time.sleep(max(0.0, min(delay, timeout - waited)))
+        delay = max(0.0, min(delay, timeout - waited))
+        if reschedule:
+            raise AirflowRescheduleException(_now() + dt.timedelta(seconds=delay))
+        time.sleep(delay)
+
+
+def _pokes_before(waited: float, interval: float, exponential_backoff: bool) -> int:
+    """How many pokes a rescheduled sensor made in `waited` seconds."""
+    if interval <= 0 or waited <= 0:
+        return 0
+    if not exponential_backoff:
+        return int(waited // interval)
+    return int(math.log2(waited / interval + 1))
 
 
 class BaseSensorOperator(BaseOperator):
@@ -112,6 +141,16 @@ class BaseSensorOperator(BaseOperator):
         self.silent_fail = silent_fail
         self.never_fail = never_fail
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: dict[str, Any]) -> Any:
+        """A deferred wait that timed out is the sensor's timeout (skipped with `soft_fail` or
+        `never_fail`), as Airflow's sensors make it."""
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except TaskDeferralTimeout as timeout:
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(f"{timeout}; skipping (soft_fail)") from None
+            raise AirflowSensorTimeout(str(timeout)) from None
+
     @_to_define
     def poke(self, context: dict[str, Any]) -> bool | PokeReturnValue:
         """Whether the wait is over."""
@@ -128,8 +167,10 @@ class BaseSensorOperator(BaseOperator):
                 max_wait=self.max_wait,
                 silent_fail=self.silent_fail,
                 log=self.log,
+                reschedule=self.mode == "reschedule",
+                started=getattr(context.get("ti"), "start_date", None),
             )
-        except (AirflowSkipException, KeyboardInterrupt):
+        except (AirflowSkipException, AirflowRescheduleException, TaskDeferred, KeyboardInterrupt):
             raise
         except BaseException as error:
             if not self.never_fail:
@@ -274,6 +315,15 @@ class TimeSensor(BaseSensorOperator):
         self.log.info("Checking if the time (%s) has come", self.target_datetime)
         return _now() > self.target_datetime
 
+    def execute(self, context: dict[str, Any]) -> Any:
+        if self.deferrable:
+            return _defer_until(self, self.target_datetime)
+        return super().execute(context)
+
+    def execute_complete(self, context: dict[str, Any], event: Any = None) -> None:
+        """Where a deferred wait resumes: the time came."""
+        self.log.info("The time (%s) has come", self.target_datetime)
+
 
 class TimeSensorAsync(TimeSensor):
     """TimeSensor with `deferrable=True` (Airflow's deprecated spelling)."""
@@ -305,6 +355,15 @@ class TimeDeltaSensor(BaseSensorOperator):
         target = self.target(context)
         self.log.info("Checking if the delta has elapsed: target %s", target)
         return _now() > target
+
+    def execute(self, context: dict[str, Any]) -> Any:
+        if self.deferrable:
+            return _defer_until(self, self.target(context))
+        return super().execute(context)
+
+    def execute_complete(self, context: dict[str, Any], event: Any = None) -> None:
+        """Where a deferred wait resumes: the delta elapsed."""
+        self.log.info("The delta has elapsed")
 
 
 class TimeDeltaSensorAsync(TimeDeltaSensor):
@@ -339,12 +398,32 @@ class DateTimeSensor(BaseSensorOperator):
 
 
 class DateTimeSensorAsync(DateTimeSensor):
-    """DateTimeSensor that Airflow defers; here it pokes like the others."""
+    """DateTimeSensor that defers to a `DateTimeTrigger` until `target_time`."""
 
     def __init__(self, *, end_from_trigger: bool = False, start_from_trigger: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.end_from_trigger = end_from_trigger
         self.start_from_trigger = start_from_trigger
+
+    def execute(self, context: dict[str, Any]) -> Any:
+        return _defer_until(self, self.moment())
+
+    def execute_complete(self, context: dict[str, Any], event: Any = None) -> None:
+        """Where the deferred wait resumes: the time came."""
+        self.log.info("The time (%s) has come", self.target_time)
+
+
+def _defer_until(sensor: BaseSensorOperator, moment: dt.datetime) -> None:
+    """Defers `sensor` to a `DateTimeTrigger` at `moment`, unless it has passed; the sensor's
+    `timeout` bounds the wait (past it, the sensor times out, or is skipped with `soft_fail`)."""
+    if _now() >= moment:
+        sensor.log.info("The time (%s) has come already", moment)
+        return
+    sensor.defer(
+        trigger=DateTimeTrigger(moment, end_from_trigger=bool(getattr(sensor, "end_from_trigger", False))),
+        method_name="execute_complete",
+        timeout=dt.timedelta(seconds=sensor.timeout),
+    )
 
 
 class DayOfWeekSensor(BaseSensorOperator):

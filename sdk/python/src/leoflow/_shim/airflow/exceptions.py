@@ -1,5 +1,23 @@
 """`airflow.exceptions`."""
 
-from leoflow.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from leoflow.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferralError,
+    TaskDeferralTimeout,
+    TaskDeferred,
+)
 
-__all__ = ["AirflowException", "AirflowFailException", "AirflowSensorTimeout", "AirflowSkipException"]
+__all__ = [
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowRescheduleException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "TaskDeferralError",
+    "TaskDeferralTimeout",
+    "TaskDeferred",
+]

@@ -1,0 +1,239 @@
+//! Tries that wait without a process, on a real Lite: a custom operator that defers itself to a
+//! time trigger resumes in its `method_name`, in the same try, with the trigger's event; a
+//! sensor in reschedule mode ends its process between pokes; a deferral past its timeout
+//! fails. The waits are in the log, so they survive a kill -9 of the control plane.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lite::{Client, LiteProject};
+use common::log_text;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const DAG: &str = r#"
+import datetime as dt
+import os
+from pathlib import Path
+
+from airflow.sdk import DAG, BaseOperator, BaseSensorOperator
+from airflow.providers.standard.triggers.file import FileTrigger
+from airflow.triggers.temporal import TimeDeltaTrigger
+
+
+class Waiter(BaseOperator):
+    """Defers itself for `seconds`, then returns how long it asked for."""
+
+    def __init__(self, *, seconds, timeout_seconds=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds = seconds
+        self.timeout_seconds = timeout_seconds
+
+    def execute(self, context):
+        print(f"deferring for {self.seconds} s in process {os.getpid()}")
+        timeout = None if self.timeout_seconds is None else dt.timedelta(seconds=self.timeout_seconds)
+        self.defer(
+            trigger=TimeDeltaTrigger(dt.timedelta(seconds=self.seconds)),
+            method_name="done",
+            kwargs={"asked": self.seconds},
+            timeout=timeout,
+        )
+
+    def done(self, context, event=None, asked=None):
+        assert isinstance(event, dt.datetime), event
+        print(f"resumed after {asked} s with the trigger's moment {event.isoformat()}")
+        return asked
+
+
+class FileWaiter(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=FileTrigger(filepath="/nonexistent/*.csv"), method_name="execute")
+
+
+class FlagSensor(BaseSensorOperator):
+    """Done when its flag file exists."""
+
+    def __init__(self, *, flag, **kwargs):
+        super().__init__(**kwargs)
+        self.flag = flag
+
+    def poke(self, context):
+        print(f"poke in process {os.getpid()}, try {context['ti'].try_number}")
+        return Path(self.flag).exists()
+
+
+with DAG("deferral", schedule=None):
+    Waiter(task_id="wait", seconds=8)
+    FlagSensor(task_id="sense", flag="FLAG", mode="reschedule", poke_interval=1)
+    Waiter(task_id="too_long", seconds=3600, timeout_seconds=2)
+    FileWaiter(task_id="file")
+"#;
+
+fn ti_path(run_id: &str, task_id: &str) -> String {
+    format!("/api/v2/dags/deferral/dagRuns/{run_id}/taskInstances/{task_id}")
+}
+
+async fn trigger(client: &Client) -> String {
+    let (status, body) = client
+        .call(
+            Method::PATCH,
+            "/api/v2/dags/deferral",
+            Some(json!({"is_paused": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, run) = client
+        .call(
+            Method::POST,
+            "/api/v2/dags/deferral/dagRuns",
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    run["dag_run_id"].as_str().unwrap().to_owned()
+}
+
+/// Polls a task instance until `done` holds (it may not exist yet: its run just started).
+async fn ti_until(client: &Client, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, ti) = client.call(Method::GET, path, None).await;
+        if status == 200 && done(&ti) {
+            return ti;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never got there: {ti}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn alive(pid: i64) -> bool {
+    // SAFETY: signal 0 only asks whether the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kill() {
+    let project = LiteProject::new("deferral", DAG);
+    // The sensor's flag file is made once the control plane was killed and restarted.
+    let flag = project.scratch.join("flag");
+    std::fs::write(
+        project.project.join("dag.py"),
+        DAG.replace("\"FLAG\"", &format!("{:?}", flag.to_str().unwrap())),
+    )
+    .unwrap();
+    let mut lite = project.lite();
+    let client = Client::login(&lite.base).await;
+    let run_id = trigger(&client).await;
+
+    let waiting = ti_until(&client, &ti_path(&run_id, "wait"), |ti| {
+        ti["state"] == "deferred"
+    })
+    .await;
+    assert_eq!(waiting["try_number"], 1, "{waiting}");
+    let sensing = ti_until(&client, &ti_path(&run_id, "sense"), |ti| {
+        ti["state"] == "up_for_reschedule"
+    })
+    .await;
+    // Neither holds a process while it waits: their agents are gone.
+    for ti in [&waiting, &sensing] {
+        let pid = ti["pid"].as_i64().expect("the try's agent had a pid");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!alive(pid), "the agent {pid} of {ti} still runs");
+    }
+
+    // The waits are events of the log: a control plane killed now finds them on restart.
+    assert!(!lite.signal(libc::SIGKILL).success());
+    let lite = project.lite();
+    let client = Client::login(&lite.base).await;
+    let still = client.get(&ti_path(&run_id, "wait")).await;
+    assert!(
+        ["deferred", "scheduled", "queued", "running", "success"]
+            .contains(&still["state"].as_str().unwrap()),
+        "{still}"
+    );
+    std::fs::write(&flag, "here").unwrap();
+
+    let run = client
+        .until(&format!("/api/v2/dags/deferral/dagRuns/{run_id}"), |run| {
+            run["state"] == "success" || run["state"] == "failed"
+        })
+        .await;
+    // `too_long` timed out, so the run failed; the other two succeeded.
+    assert_eq!(run["state"], "failed", "{run}");
+    let states: Vec<(String, Value, Value)> = {
+        let mut found = Vec::new();
+        for task_id in ["wait", "sense", "too_long", "file"] {
+            let ti = client.get(&ti_path(&run_id, task_id)).await;
+            found.push((
+                task_id.to_owned(),
+                ti["state"].clone(),
+                ti["try_number"].clone(),
+            ));
+        }
+        found
+    };
+    assert_eq!(
+        states,
+        [
+            ("wait".to_owned(), json!("success"), json!(1)),
+            ("sense".to_owned(), json!("success"), json!(1)),
+            ("too_long".to_owned(), json!("failed"), json!(1)),
+            ("file".to_owned(), json!("failed"), json!(1)),
+        ]
+    );
+
+    let log = |task_id: &'static str| {
+        let client = &client;
+        let path = format!("{}/logs/1", ti_path(&run_id, task_id));
+        async move { log_text(&client.get(&path).await) }
+    };
+    let wait_log = log("wait").await;
+    assert!(wait_log.contains("deferring for 8 s"), "{wait_log}");
+    assert!(
+        wait_log.contains("resumed after 8 s with the trigger's moment"),
+        "{wait_log}"
+    );
+    let xcom = client
+        .get(&format!(
+            "{}/xcomEntries/return_value",
+            ti_path(&run_id, "wait")
+        ))
+        .await;
+    assert_eq!(xcom["value"], 8, "{xcom}");
+
+    let sense_log = log("sense").await;
+    let pokes: Vec<&str> = sense_log
+        .lines()
+        .filter(|line| line.contains("poke in process"))
+        .collect();
+    assert!(pokes.len() >= 2, "{sense_log}");
+    let processes: std::collections::BTreeSet<&str> = pokes
+        .iter()
+        .map(|line| line.split("process ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        processes.len(),
+        pokes.len(),
+        "each poke in a process of its own: {sense_log}"
+    );
+
+    // The timeout failed the try without a process: its log says why, after what the try
+    // printed before it deferred.
+    let too_long = log("too_long").await;
+    let deferring = too_long.find("deferring for 3600 s").expect(&too_long);
+    let timed_out = too_long.find("TaskDeferralTimeout").expect(&too_long);
+    assert!(deferring < timed_out, "{too_long}");
+    // A trigger nothing would run is refused at once, naming it.
+    let file = log("file").await;
+    assert!(
+        file.contains("FileTrigger, which is not supported by Leoflow"),
+        "{file}"
+    );
+}

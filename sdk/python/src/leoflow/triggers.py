@@ -1,0 +1,196 @@
+"""Triggers, as Airflow's (`airflow.triggers.base`, the standard provider's `temporal` and
+`file` triggers), and how a deferral crosses to the control plane.
+
+A try that calls `self.defer(trigger=…, method_name=…)` ends its process; the control plane
+records it as deferred. A `DateTimeTrigger` (and a `TimeDeltaTrigger`, which is one) becomes a
+timer of the scheduler: nothing of Python waits for it. Any other trigger is `serialize()`d and
+run by the triggerer (`leoflow.triggerer`), an asyncio process of the project. When the trigger
+fires, a new attempt of the same try calls `method_name(context, event=payload, **kwargs)`.
+
+Values crossing (a trigger's and the method's arguments, an event's payload) are JSON, with
+datetimes and timedeltas tagged as Airflow's `BaseSerialization` tags them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import glob
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from leoflow.errors import DagDefinitionError
+
+
+class TriggerEvent:
+    """What a trigger yields when it fires: its payload is what `method_name` gets as `event`."""
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TriggerEvent) and other.payload == self.payload
+
+    def __repr__(self) -> str:
+        return f"TriggerEvent<{self.payload!r}>"
+
+
+class BaseTrigger:
+    """A trigger: `serialize()` names its class and arguments (it is built again from them in
+    the triggerer), `run()` yields a `TriggerEvent` when it fires."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.trigger_id: int | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError(f"{type(self).__name__} does not define serialize()")
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        raise NotImplementedError(f"{type(self).__name__} does not define run()")
+        yield  # pragma: no cover - makes this an async generator, as subclasses are
+
+    async def cleanup(self) -> None:
+        """Called when the trigger stops, fired or not."""
+
+    def __repr__(self) -> str:
+        classpath, kwargs = self.serialize()
+        return f"<{classpath} {kwargs}>"
+
+
+class DateTimeTrigger(BaseTrigger):
+    """Fires at `moment` (an aware datetime); its event's payload is the moment."""
+
+    def __init__(self, moment: dt.datetime, *, end_from_trigger: bool = False) -> None:
+        super().__init__()
+        if not isinstance(moment, dt.datetime):
+            raise TypeError(f"Expected datetime.datetime type for moment. Got {type(moment)}")
+        if moment.tzinfo is None:
+            raise ValueError("You cannot pass naive datetimes")
+        self.moment = moment.astimezone(dt.timezone.utc)
+        self.end_from_trigger = end_from_trigger
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow.providers.standard.triggers.temporal.DateTimeTrigger",
+            {"moment": self.moment, "end_from_trigger": self.end_from_trigger},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while (left := (self.moment - dt.datetime.now(dt.timezone.utc)).total_seconds()) > 0:
+            await asyncio.sleep(min(left, 3600))
+        yield TriggerEvent(self.moment)
+
+
+class TimeDeltaTrigger(DateTimeTrigger):
+    """Fires `delta` after it is made: a `DateTimeTrigger` at now + delta."""
+
+    def __init__(self, delta: dt.timedelta, *, end_from_trigger: bool = False) -> None:
+        if not isinstance(delta, dt.timedelta):
+            raise TypeError(f"Expected datetime.timedelta type for delta. Got {type(delta)}")
+        super().__init__(dt.datetime.now(dt.timezone.utc) + delta, end_from_trigger=end_from_trigger)
+
+
+class FileTrigger(BaseTrigger):
+    """Fires when a file (a glob) exists, polling every `poke_interval` seconds."""
+
+    def __init__(self, filepath: str, recursive: bool = False, poke_interval: float = 5.0, **kwargs: Any) -> None:
+        super().__init__()
+        self.filepath = filepath
+        self.recursive = recursive
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow.providers.standard.triggers.file.FileTrigger",
+            {"filepath": self.filepath, "recursive": self.recursive, "poke_interval": self.poke_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            for path in glob.glob(self.filepath, recursive=self.recursive):
+                if os.path.isfile(path):
+                    yield TriggerEvent(True)
+                    return
+                for _, _, files in os.walk(path):
+                    if files:
+                        yield TriggerEvent(True)
+                        return
+            await asyncio.sleep(self.poke_interval)
+
+
+# --------------------------------------------------------------------------------------------
+# Values crossing the deferral
+
+
+def serialize_value(value: Any, what: str) -> Any:
+    """`value` as JSON, datetimes and timedeltas tagged (`{"__type", "__var"}`, Airflow's
+    `BaseSerialization` tags); anything else that is not JSON is refused, naming `what`."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise DagDefinitionError(f"{what}: a naive datetime {value!r} cannot cross a deferral; give it a time zone")
+        return {"__type": "datetime", "__var": value.timestamp()}
+    if isinstance(value, dt.timedelta):
+        return {"__type": "timedelta", "__var": value.total_seconds()}
+    if isinstance(value, (list, tuple)):
+        return [serialize_value(item, what) for item in value]
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise DagDefinitionError(f"{what}: a dict with keys that are not strings cannot cross a deferral")
+        return {key: serialize_value(item, what) for key, item in value.items()}
+    raise DagDefinitionError(
+        f"{what}: a {type(value).__name__} cannot cross a deferral; "
+        "use JSON values (str, numbers, lists, dicts), datetimes or timedeltas"
+    )
+
+
+def deserialize_value(value: Any) -> Any:
+    """The inverse of `serialize_value`."""
+    if isinstance(value, list):
+        return [deserialize_value(item) for item in value]
+    if isinstance(value, dict):
+        kind = value.get("__type")
+        if kind == "datetime" and set(value) == {"__type", "__var"}:
+            return dt.datetime.fromtimestamp(float(value["__var"]), tz=dt.timezone.utc)
+        if kind == "timedelta" and set(value) == {"__type", "__var"}:
+            return dt.timedelta(seconds=float(value["__var"]))
+        return {key: deserialize_value(item) for key, item in value.items()}
+    return value
+
+
+def _seconds(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, dt.timedelta):
+        return timeout.total_seconds()
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return float(timeout)
+    raise DagDefinitionError(f"a deferral's timeout must be a timedelta or seconds, not {timeout!r}")
+
+
+def deferral(trigger: Any, method_name: str, kwargs: dict[str, Any] | None, timeout: Any) -> dict[str, Any]:
+    """How a try that deferred itself waits, as the runner reports it (`Deferral`)."""
+    if isinstance(trigger, DateTimeTrigger):
+        waits_for: dict[str, Any] = {"kind": "time", "moment": trigger.moment.isoformat()}
+    elif isinstance(trigger, BaseTrigger):
+        classpath, arguments = trigger.serialize()
+        if not isinstance(classpath, str) or "." not in classpath:
+            raise DagDefinitionError(f"{type(trigger).__name__}.serialize() must name its class as 'module.Class', not {classpath!r}")
+        waits_for = {
+            "kind": "python",
+            "classpath": classpath,
+            "kwargs": serialize_value(dict(arguments), f"the arguments of trigger {classpath}"),
+        }
+    else:
+        raise DagDefinitionError(f"self.defer needs a trigger (a BaseTrigger), not {trigger!r}")
+    message: dict[str, Any] = {
+        "trigger": waits_for,
+        "method": method_name,
+        "kwargs": serialize_value(dict(kwargs or {}), f"the kwargs of {method_name}"),
+    }
+    seconds = _seconds(timeout)
+    if seconds is not None:
+        message["timeout"] = seconds
+    return message
