@@ -24,6 +24,19 @@ pub enum TaskKind {
     },
 }
 
+/// How a task's priority among waiting task instances is reckoned (Airflow's `weight_rule`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightRule {
+    /// Its weight plus every downstream task's (Airflow's default).
+    #[default]
+    Downstream,
+    /// Its weight plus every upstream task's.
+    Upstream,
+    /// Its own weight.
+    Absolute,
+}
+
 /// Where the length of one mapped argument comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapLength {
@@ -52,8 +65,11 @@ pub struct TaskSpec {
     pub pool: String,
     /// Slots it holds in its pool.
     pub pool_slots: i32,
-    /// Priority among queued task instances.
+    /// Priority among queued task instances: its own `priority_weight` reckoned by its
+    /// [`WeightRule`] over the DAG (done by [`DagSpec::link`]).
     pub priority_weight: i32,
+    /// How its priority is reckoned.
+    pub weight_rule: WeightRule,
     /// Executor queue.
     pub queue: String,
     /// Branch, short-circuit or plain.
@@ -164,6 +180,8 @@ struct RawTask {
     #[serde(default)]
     mapped: Option<RawMapped>,
     #[serde(default)]
+    weight_rule: WeightRule,
+    #[serde(default)]
     resources: Option<Value>,
     #[serde(default)]
     pod: Option<Value>,
@@ -249,6 +267,7 @@ impl DagSpec {
                     pool: t.pool,
                     pool_slots: t.pool_slots,
                     priority_weight: t.priority_weight,
+                    weight_rule: t.weight_rule,
                     queue: t.queue,
                     kind,
                     mapped,
@@ -291,9 +310,46 @@ impl DagSpec {
                 }
             }
         }
-        let spec = Self { dag_id, tasks };
+        let mut spec = Self { dag_id, tasks };
         spec.check_acyclic()?;
+        spec.reckon_priorities();
         Ok(spec)
+    }
+
+    /// Turns each task's own `priority_weight` into its priority by its weight rule, as
+    /// Airflow's `priority_weight_total`: plus the own weights of every task downstream of it
+    /// (`downstream`, the default), or upstream of it (`upstream`), or alone (`absolute`).
+    fn reckon_priorities(&mut self) {
+        let own: BTreeMap<String, i32> = self
+            .tasks
+            .values()
+            .map(|t| (t.task_id.clone(), t.priority_weight))
+            .collect();
+        let totals: Vec<(String, i32)> = self
+            .tasks
+            .values()
+            .map(|task| {
+                let others = match task.weight_rule {
+                    WeightRule::Downstream => self.all_downstream(&task.task_id),
+                    WeightRule::Upstream => self.all_upstream(&task.task_id),
+                    WeightRule::Absolute => BTreeSet::new(),
+                };
+                let total = others
+                    .iter()
+                    .fold(i64::from(own[&task.task_id]), |sum, id| {
+                        sum + i64::from(own[id])
+                    });
+                // Airflow keeps the total within what its database column holds.
+                let total = total.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+                (task.task_id.clone(), total)
+            })
+            .collect();
+        for (task_id, total) in totals {
+            self.tasks
+                .get_mut(&task_id)
+                .expect("listed")
+                .priority_weight = total;
+        }
     }
 
     fn check_acyclic(&self) -> Result<(), SpecError> {
@@ -332,10 +388,23 @@ impl DagSpec {
 
     /// Every task downstream of `task_id`, transitively.
     pub fn all_downstream(&self, task_id: &str) -> BTreeSet<String> {
+        self.reachable(task_id, |task| &task.downstream)
+    }
+
+    /// Every task upstream of `task_id`, transitively.
+    pub fn all_upstream(&self, task_id: &str) -> BTreeSet<String> {
+        self.reachable(task_id, |task| &task.upstream)
+    }
+
+    fn reachable(
+        &self,
+        task_id: &str,
+        next: impl Fn(&TaskSpec) -> &Vec<String>,
+    ) -> BTreeSet<String> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![task_id.to_owned()];
         while let Some(t) = stack.pop() {
-            for d in &self.tasks[&t].downstream {
+            for d in next(&self.tasks[&t]) {
                 if seen.insert(d.clone()) {
                     stack.push(d.clone());
                 }

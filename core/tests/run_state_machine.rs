@@ -1140,3 +1140,27 @@ fn marking_a_run_failed_fails_what_waits_deferred() {
         ["TaskSkipped:after", "TaskFailed:wait", "RunFailed"]
     );
 }
+
+#[test]
+fn priorities_follow_airflows_weight_rules() {
+    use leoflow_core::spec::WeightRule;
+    // a → b, a → c, b → d, c → d: a diamond, each task's own weight 1 but d's, 10.
+    let diamond = |rule: WeightRule| {
+        let mut tasks = vec![
+            task("a", &[], AllSuccess, 0, TaskKind::Plain),
+            task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+            task("c", &["a"], AllSuccess, 0, TaskKind::Plain),
+            task("d", &["b", "c"], AllSuccess, 0, TaskKind::Plain),
+        ];
+        for t in &mut tasks {
+            t.weight_rule = rule;
+        }
+        tasks[3].priority_weight = 10;
+        let spec = spec(tasks);
+        ["a", "b", "c", "d"].map(|id| spec.tasks[id].priority_weight)
+    };
+    // Each task counts once, however many paths lead to it.
+    assert_eq!(diamond(WeightRule::Downstream), [13, 11, 11, 10]);
+    assert_eq!(diamond(WeightRule::Upstream), [1, 2, 2, 13]);
+    assert_eq!(diamond(WeightRule::Absolute), [1, 1, 1, 10]);
+}

@@ -202,7 +202,12 @@ pub fn task_response(task: &Value, downstream: &[&str], dag: &Value) -> TaskResp
             0.0
         },
         priority_weight: task["priority_weight"].as_f64(),
-        weight_rule: "downstream",
+        weight_rule: match task["weight_rule"].as_str() {
+            Some("upstream") => "upstream",
+            Some("absolute") => "absolute",
+            // dag.json leaves Airflow's default out.
+            _ => "downstream",
+        },
         ui_color: look.ui_color,
         ui_fgcolor: look.ui_fgcolor,
         template_fields: look.template_fields,

@@ -30,6 +30,7 @@ pub fn task(
         pool: "default_pool".into(),
         pool_slots: 1,
         priority_weight: 1,
+        weight_rule: leoflow_core::spec::WeightRule::Downstream,
         queue: "default".into(),
         kind,
         mapped: None,

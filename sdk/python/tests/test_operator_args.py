@@ -280,7 +280,6 @@ REFUSED = [
     ("outlets", '["s3://bucket/out"]', "['s3://bucket/out']"),
     ("start_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
     ("end_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
-    ("weight_rule", '"upstream"', "'upstream'"),
     ("run_as_user", '"bob"', "'bob'"),
     ("retry_exponential_backoff", "5", "5"),
 ]
@@ -350,11 +349,17 @@ def test_bash_operator_refuses_multiple_outputs_true_from_default_args(tmp_path:
     assert "default_args(multiple_outputs=True)" in error["message"], error
 
 
-def test_weight_rule_absolute_is_what_the_scheduler_does_and_is_accepted(tmp_path: Path) -> None:
-    # Leoflow queues by each task's own priority_weight, which is Airflow's "absolute" rule.
-    given = compile_every_operator(tmp_path, '{"weight_rule": "absolute", "priority_weight": 5}')
-    assert given["ok"], given
-    assert given == compile_every_operator(tmp_path, '{"priority_weight": 5}')
+def test_weight_rule_is_recorded_unless_it_is_airflows_default(tmp_path: Path) -> None:
+    default = compile_every_operator(tmp_path, '{"weight_rule": "downstream", "priority_weight": 5}')
+    assert default["ok"], default
+    assert default == compile_every_operator(tmp_path, '{"priority_weight": 5}')
+    for rule in ("upstream", "absolute"):
+        given = compile_every_operator(tmp_path, f'{{"weight_rule": "{rule}"}}')
+        assert given["ok"], given
+        assert {task.get("weight_rule") for task in given["dags"][0]["tasks"]} == {rule}
+    refused = compile_every_operator(tmp_path, '{"weight_rule": "sideways"}')
+    assert not refused["ok"]
+    assert "weight_rule must be one of 'downstream', 'upstream', 'absolute', not 'sideways'" in refused["error"]["message"]
 
 
 def test_a_task_s_limits_on_instances_at_once_are_recorded_only_when_set(tmp_path: Path) -> None:

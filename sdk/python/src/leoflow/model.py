@@ -417,6 +417,21 @@ def _limit(name: str, value: Any) -> int | None:
     return None if value is None else _int(name, value, 1)
 
 
+#: Airflow's weight rules: the task's priority_weight plus its descendants', its ancestors', or alone.
+WEIGHT_RULES = ("downstream", "upstream", "absolute")
+
+
+def _weight_rule(value: Any) -> str:
+    # Airflow's `WeightRule` members are strings too.
+    rule = str(getattr(value, "value", value))
+    if rule not in WEIGHT_RULES:
+        raise DagDefinitionError(
+            f"weight_rule must be one of {', '.join(map(repr, WEIGHT_RULES))}, not {_shown(value)} "
+            "(a custom PriorityWeightStrategy is not supported)"
+        )
+    return rule
+
+
 def _hook(name: str, task_id: str, value: Any) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
         raise DagDefinitionError(f"{name} of {task_id!r} must be a function, not {_shown(value)}")
@@ -486,7 +501,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "priority_weight", "owner", "queue", "doc_md", "doc", "task_display_name", "do_xcom_push",
         "params", "default_args", "render_template_as_native_obj", *CALLBACKS, "pre_execute", "post_execute",
         "max_active_tis_per_dag", "max_active_tis_per_dagrun",
-        "depends_on_past", "wait_for_downstream", "ignore_first_depends_on_past",
+        "depends_on_past", "wait_for_downstream", "ignore_first_depends_on_past", "weight_rule",
     }
     #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
     #: accepted at any value, with no effect.
@@ -504,8 +519,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "outlets": None,
         "start_date": None,
         "end_date": None,
-        # The scheduler queues by each task's own priority_weight: Airflow's "absolute" rule.
-        "weight_rule": ("downstream", "absolute"),
         "run_as_user": None,
     }
     #: Why a NOOP_DEFAULTS argument is refused at another value.
@@ -515,7 +528,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "outlets": "assets and lineage are not supported",
         "start_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
         "end_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
-        "weight_rule": "tasks are queued by their own priority_weight",
         "run_as_user": "tasks run as the user Leoflow runs as",
     }
     #: Arguments of this operator beyond the base ones.
@@ -573,6 +585,8 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
             raise DagDefinitionError(f"{name} {task_id!r}: pool must be a pool name (a string)")
         self.pool_slots = _int("pool_slots", kwargs.pop("pool_slots", 1), 1)
         self.priority_weight = _int("priority_weight", kwargs.pop("priority_weight", 1), None)
+        #: How the scheduler weighs it against other tasks waiting for a slot (Airflow's rules).
+        self.weight_rule = _weight_rule(kwargs.pop("weight_rule", "downstream"))
         self.owner = kwargs.pop("owner", "airflow")
         self.queue = kwargs.pop("queue", "default")
         doc_md, doc = kwargs.pop("doc_md", None), kwargs.pop("doc", None)

@@ -82,6 +82,8 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
     for limit in ("max_active_tis_per_dag", "max_active_tis_per_dagrun"):
         if getattr(task, limit) is not None:
             own[limit] = getattr(task, limit)
+    if task.weight_rule != "downstream":
+        own["weight_rule"] = task.weight_rule
     if task.depends_on_past:
         own["depends_on_past"] = True
         own["wait_for_downstream"] = task.wait_for_downstream
