@@ -1091,6 +1091,8 @@ async fn answer(
             conf,
             logical_date,
             reset_dag_run,
+            fail_when_dag_is_paused,
+            note,
         } => {
             let conf = if conf.is_null() {
                 serde_json::json!({})
@@ -1104,6 +1106,8 @@ async fn answer(
                 conf_json: conf.to_string(),
                 logical_date,
                 reset_dag_run,
+                fail_when_dag_is_paused,
+                note,
             };
             plane.trigger_dag_run(r).await
         }

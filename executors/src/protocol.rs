@@ -163,6 +163,12 @@ pub enum Request {
         /// Clear the run when it exists already.
         #[serde(default)]
         reset_dag_run: bool,
+        /// Refuse when the DAG is paused.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fail_when_dag_is_paused: bool,
+        /// The new run's note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// A run of a DAG of the try's tenant, by run id or logical date, with its task states.
     DagRun {

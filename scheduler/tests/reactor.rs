@@ -1933,6 +1933,8 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
             conf_json: r#"{"message": "hi"}"#.into(),
             logical_date: Some("2026-03-04T00:00:00+00:00".into()),
             reset_dag_run: reset,
+            fail_when_dag_is_paused: false,
+            note: None,
         };
         service
             .trigger_dag_run(tonic::Request::new(request))
@@ -1978,6 +1980,55 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         .expect("the run is found by its logical date");
     assert_eq!(seen["run_id"], "by_operator");
     assert_eq!(read("acme_target", "2026-03-05T00:00:00+00:00").await, None);
+    // Without such a run, the answer names the DAG's tasks (for `check_existence`).
+    let missing = service
+        .read_dag_run(tonic::Request::new(ReadDagRunRequest {
+            attempt: Some(reference.clone()),
+            dag_id: "acme_target".into(),
+            run_id: Some("nope".into()),
+            logical_date: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!missing.found);
+    assert_eq!(
+        serde_json::from_str::<Value>(&missing.json).unwrap(),
+        json!({"dag_id": "acme_target", "task_ids": ["load"]})
+    );
+    // A note goes on the new run; a paused DAG is refused when the task asks for it.
+    let noted = TriggerDagRunRequest {
+        attempt: Some(reference.clone()),
+        dag_id: "acme_target".into(),
+        run_id: Some("noted".into()),
+        conf_json: "{}".into(),
+        note: Some("from the parent".into()),
+        fail_when_dag_is_paused: true,
+        ..TriggerDagRunRequest::default()
+    };
+    service
+        .trigger_dag_run(tonic::Request::new(noted.clone()))
+        .await
+        .unwrap();
+    let note = leoflow_projector::read::runs::find(store.pool(), "acme_target", "noted")
+        .await
+        .unwrap()
+        .expect("the noted run")
+        .note;
+    assert_eq!(note.as_deref(), Some("from the parent"));
+    let actor = leoflow_events::Actor::named("test");
+    leoflow_scheduler::control::set_paused(&store, "acme_target", true, &actor)
+        .await
+        .unwrap();
+    let paused = TriggerDagRunRequest {
+        run_id: Some("while_paused".into()),
+        ..noted
+    };
+    let refused = service
+        .trigger_dag_run(tonic::Request::new(paused))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.message(), "Dag acme_target is paused");
     // A DAG of another tenant is not there for acme's task: refused, and not found.
     let refused = trigger("plain_etl", "sneaky", false).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);

@@ -25,6 +25,18 @@ impl AgentService {
             .await?;
         let tenant = self.tenant(&verified.key, verified.run.generation).await?;
         self.visible_dag(&tenant, &request.dag_id).await?;
+        if request.fail_when_dag_is_paused
+            && read::dags::is_paused(self.store.pool(), &request.dag_id)
+                .await
+                .map_err(unavailable)?
+                == Some(true)
+        {
+            // Airflow's words.
+            return Err(Status::invalid_argument(format!(
+                "Dag {} is paused",
+                request.dag_id
+            )));
+        }
         let conf: Value = serde_json::from_str(&request.conf_json)
             .map_err(|e| Status::invalid_argument(format!("the run's conf is not JSON: {e}")))?;
         let trigger = TriggerRequest {
@@ -65,11 +77,38 @@ impl AgentService {
                 }
                 Err(error) => return Err(control_status(error)),
             };
+        if let (Some(note), false) = (&request.note, existed) {
+            control::set_run_note(
+                &self.store,
+                &request.dag_id,
+                &run_id,
+                Some(note.clone()),
+                &actor,
+            )
+            .await
+            .map_err(control_status)?;
+        }
         let run = json!({"dag_id": request.dag_id, "run_id": run_id, "existed": existed});
         Ok(JsonValue {
             found: true,
             json: run.to_string(),
         })
+    }
+
+    /// The task ids of the DAG's latest version.
+    async fn task_ids(&self, dag_id: &str) -> Result<Vec<String>, Status> {
+        let latest = read::dags::latest_versions(self.store.pool(), &[dag_id.to_owned()])
+            .await
+            .map_err(unavailable)?;
+        let Some(version) = latest.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let spec = self
+            .specs
+            .get(&self.store, dag_id, &version.version_hash)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(spec.tasks.keys().cloned().collect())
     }
 
     /// The run the request names (by run id, else by logical date) with its task instances'
@@ -103,9 +142,11 @@ impl AgentService {
         }
         .map_err(unavailable)?;
         let Some(run) = run else {
+            // The DAG is there without such a run: what it holds, for a sensor that checks.
+            let dag = json!({"dag_id": request.dag_id, "task_ids": self.task_ids(&request.dag_id).await?});
             return Ok(JsonValue {
                 found: false,
-                json: "null".into(),
+                json: dag.to_string(),
             });
         };
         let tis = read::task_instances::of_run(pool, &request.dag_id, &run.run_id, &[])

@@ -50,6 +50,9 @@ class Agent(Channel):
         self.runs: dict[tuple[str, str], dict[str, Any]] = {}
         self.run_states: list[str] = []
         self.triggered: list[dict[str, Any]] = []
+        #: Other DAGs of the tenant by id, with their task ids; and those paused.
+        self.dags: dict[str, list[str]] = {}
+        self.paused: set[str] = set()
 
     def ask(self, request: Request) -> Reply:
         """As the real channel: a refusal is raised."""
@@ -79,6 +82,8 @@ class Agent(Channel):
     def trigger(self, request: dict[str, Any]) -> Reply:
         if request["dag_id"] == "elsewhere":
             return {"ok": False, "error": 'no DAG "elsewhere" to trigger'}
+        if request.get("fail_when_dag_is_paused") and request["dag_id"] in self.paused:
+            return {"ok": False, "error": f"Dag {request['dag_id']} is paused"}
         self.triggered.append(request)
         key = (request["dag_id"], request["run_id"])
         existed = key in self.runs
@@ -93,7 +98,9 @@ class Agent(Channel):
                 if self.run_states:
                     run["state"] = self.run_states.pop(0)
                 return {"ok": True, "found": True, "value": {"dag_id": dag_id, **run}}
-        return {"ok": True, "found": False, "value": None}
+        task_ids = self.dags.get(request["dag_id"])
+        dag = None if task_ids is None else {"dag_id": request["dag_id"], "task_ids": task_ids}
+        return {"ok": True, "found": False, "value": dag}
 
 
 class Project:

@@ -35,6 +35,11 @@ with DAG("d", schedule=None, start_date=timezone.datetime(2022, 1, 1)):
     ExternalTaskSensor(task_id="sense_yesterday", external_dag_id="parent", external_task_ids=["work"],
                        execution_delta=datetime.timedelta(days=1), poke_interval=0.01, timeout=0.05)
     ExternalTaskMarker(task_id="mark", external_dag_id="child", external_task_id="wait")
+    TriggerDagRunOperator(task_id="noted", trigger_dag_id="target", note="from the parent", fail_when_dag_is_paused=True)
+    ExternalTaskSensor(task_id="checked", external_dag_id="parent", external_task_id="work", check_existence=True,
+                       poke_interval=0.01, timeout=0.05)
+    ExternalTaskSensor(task_id="checked_group", external_dag_id="parent", external_task_group_id="grp",
+                       check_existence=True, poke_interval=0.01, timeout=0.05)
 """
 
 LOGICAL = "2026-03-04T05:06:07+00:00"
@@ -124,9 +129,7 @@ def test_the_marker_succeeds_and_its_dag_compiles_with_timezone_dates(project: P
 
 def test_unsupported_options_are_refused_naming_them(tmp_path: Path) -> None:
     for code, message in [
-        ("TriggerDagRunOperator(task_id='t', trigger_dag_id='x', note='n')", "TriggerDagRunOperator(note=...) is not supported"),
         ("TriggerDagRunOperator(task_id='t', trigger_dag_id='x', allowed_states=['great'])", "unknown state(s) great"),
-        ("ExternalTaskSensor(task_id='t', external_dag_id='x', check_existence=True)", "check_existence=True) is not supported"),
         ("ExternalTaskSensor(task_id='t', external_dag_id='x', external_task_id='a', external_task_ids=['b'])", "not both"),
     ]:
         path = tmp_path / "dag.py"
@@ -139,3 +142,31 @@ def test_unsupported_options_are_refused_naming_them(tmp_path: Path) -> None:
         result = compile_file(path)
         assert not result["ok"], code
         assert message in result["error"]["message"], result
+
+
+def test_a_trigger_sets_the_runs_note_and_fails_on_a_paused_dag_when_asked(project: Project) -> None:
+    outcome, agent = project.run(BODY, "noted")
+    assert outcome.outcome == "success", outcome.reason
+    (request,) = agent.triggered
+    assert request["note"] == "from the parent" and request["fail_when_dag_is_paused"] is True
+    paused = Agent()
+    paused.paused = {"target"}
+    with pytest.raises(TaskError, match="Dag target is paused"):
+        project.run(BODY, "noted", paused)
+
+
+def test_check_existence_fails_on_a_missing_dag_task_or_group_and_pokes_otherwise(project: Project) -> None:
+    with pytest.raises(AirflowException, match="The external DAG parent does not exist."):
+        project.run(BODY, "checked", Agent())
+    agent = Agent()
+    agent.dags = {"parent": ["other"]}
+    with pytest.raises(AirflowException, match="The external task work in DAG parent does not exist."):
+        project.run(BODY, "checked", agent)
+    with pytest.raises(AirflowException, match="The external task group 'grp' in DAG 'parent' does not exist."):
+        project.run(BODY, "checked_group", agent)
+    agent.dags = {"parent": ["work", "grp.a"]}
+    # Both exist: the sensor pokes for the run, which never comes.
+    with pytest.raises(AirflowSensorTimeout):
+        project.run(BODY, "checked", agent)
+    with pytest.raises(AirflowSensorTimeout):
+        project.run(BODY, "checked_group", agent)

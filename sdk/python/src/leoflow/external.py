@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from leoflow.errors import DagDefinitionError, UnsupportedConstruct
+from leoflow.errors import DagDefinitionError
 from leoflow.exceptions import AirflowException, AirflowSkipException
 from leoflow.model import BaseOperator
 from leoflow.sensors import BaseSensorOperator
@@ -32,13 +32,22 @@ def _instant(value: Any) -> dt.datetime | None:
 
 def dag_run(context: dict[str, Any], dag_id: str, *, run_id: str | None = None, logical_date: dt.datetime | None = None) -> Any:
     """A run of a DAG of the try's tenant with its task states, or None when there is none."""
+    found, value = _look_up_run(context, dag_id, run_id=run_id, logical_date=logical_date)
+    return value if found else None
+
+
+def _look_up_run(
+    context: dict[str, Any], dag_id: str, *, run_id: str | None = None, logical_date: dt.datetime | None = None
+) -> tuple[bool, Any]:
+    """Whether the run exists, and it; or, when it does not, the DAG's task ids (`None` when
+    the try's tenant has no such DAG)."""
     request: dict[str, Any] = {"op": "dag_run", "dag_id": dag_id}
     if run_id is not None:
         request["run_id"] = run_id
     if logical_date is not None:
         request["logical_date"] = logical_date.isoformat()
     found, value = context["ti"]._channel.look_up(request)
-    return value if found else None
+    return found, value
 
 
 def _states(names: Sequence[str] | None, default: list[str], what: str) -> list[str]:
@@ -78,10 +87,8 @@ class TriggerDagRunOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if fail_when_dag_is_paused:
-            raise UnsupportedConstruct("TriggerDagRunOperator(fail_when_dag_is_paused=True)", "the run is queued until its DAG is unpaused")
-        if note is not None:
-            raise UnsupportedConstruct("TriggerDagRunOperator(note=...)", "set the run's note in the UI or the API")
+        self.fail_when_dag_is_paused = fail_when_dag_is_paused
+        self.note = note
         self.trigger_dag_id = trigger_dag_id
         self.trigger_run_id = trigger_run_id
         self.conf = conf
@@ -107,6 +114,10 @@ class TriggerDagRunOperator(BaseOperator):
         }
         if logical_date is not None:
             request["logical_date"] = logical_date.isoformat()
+        if self.fail_when_dag_is_paused:
+            request["fail_when_dag_is_paused"] = True
+        if self.note is not None:
+            request["note"] = str(self.note)
         _, run = context["ti"]._channel.look_up(request)
         if run["existed"] and not self.reset_dag_run:
             if self.skip_when_already_exists:
@@ -160,8 +171,8 @@ class ExternalTaskSensor(BaseSensorOperator):
             raise DagDefinitionError("give external_task_id or external_task_ids, not both")
         if execution_delta is not None and execution_date_fn is not None:
             raise DagDefinitionError("give execution_delta or execution_date_fn, not both")
-        if check_existence:
-            raise UnsupportedConstruct("ExternalTaskSensor(check_existence=True)", "the sensor waits for the DAG and its run")
+        self.check_existence = check_existence
+        self._checked = False
         self.external_dag_id = external_dag_id
         self.external_task_id = external_task_id
         self.external_task_ids = list(external_task_ids) if external_task_ids is not None else None
@@ -194,8 +205,29 @@ class ExternalTaskSensor(BaseSensorOperator):
         states = [tasks.get(str(task_id)) for task_id in ids]
         return [s for state in states for s in (state if isinstance(state, list) else [state])]
 
+    def _check_for_existence(self, context: dict[str, Any], when: dt.datetime) -> None:
+        """With `check_existence`, once: the external DAG, and the tasks or group watched in it,
+        exist (else the task fails with Airflow's words)."""
+        found, value = _look_up_run(context, self.external_dag_id, logical_date=when)
+        if not found and value is None:
+            raise AirflowException(f"The external DAG {self.external_dag_id} does not exist.")
+        task_ids = set(value["tasks"]) if found else set(value["task_ids"])
+        if self.external_task_group_id is not None:
+            prefix = f"{self.external_task_group_id}."
+            if not any(task_id.startswith(prefix) for task_id in task_ids):
+                raise AirflowException(
+                    f"The external task group '{self.external_task_group_id}' in DAG '{self.external_dag_id}' does not exist."
+                )
+        ids = self.external_task_ids if self.external_task_ids is not None else [self.external_task_id]
+        for task_id in ids:
+            if task_id is not None and task_id not in task_ids:
+                raise AirflowException(f"The external task {task_id} in DAG {self.external_dag_id} does not exist.")
+        self._checked = True
+
     def poke(self, context: dict[str, Any]) -> bool:
         watched = self.external_task_ids or self.external_task_id or self.external_task_group_id
+        if self.check_existence and not self._checked:
+            self._check_for_existence(context, self._dates(context)[0])
         done = True
         for when in self._dates(context):
             run = dag_run(context, self.external_dag_id, logical_date=when)

@@ -161,10 +161,13 @@ class _TriggerDagRunBase(TypedDict):
 
 class TriggerDagRun(_TriggerDagRunBase, total=False):
     """Triggers a run of a DAG of the try's tenant; the answer is `{"dag_id", "run_id",
-    "existed"}`, or a refusal naming why."""
+    "existed"}`, or a refusal naming why (a paused DAG with `fail_when_dag_is_paused`). A new
+    run gets `note`."""
 
     run_id: str
     logical_date: str
+    fail_when_dag_is_paused: bool
+    note: str
 
 
 class _DagRunBase(TypedDict):
@@ -174,7 +177,8 @@ class _DagRunBase(TypedDict):
 
 class DagRunLookup(_DagRunBase, total=False):
     """A run of a DAG of the try's tenant, by `run_id` or `logical_date`: `{"dag_id",
-    "run_id", "state", "logical_date", "tasks": {task_id: state, or a list for a mapped task}}`."""
+    "run_id", "state", "logical_date", "tasks": {task_id: state, or a list for a mapped task}}`;
+    not found, the DAG's `{"dag_id", "task_ids"}` (null when the tenant has no such DAG)."""
 
     run_id: str
     logical_date: str
