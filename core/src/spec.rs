@@ -85,6 +85,41 @@ pub struct TaskSpec {
     pub concurrency: TaskConcurrency,
     /// Whether it waits for its previous run (Airflow's `depends_on_past`).
     pub past: PastDependency,
+    /// For an `ExternalTaskMarker`, the task of another DAG it marks: a clear of it clears that
+    /// task too.
+    pub marks: Option<ExternalMarker>,
+}
+
+/// What an `ExternalTaskMarker` marks: a task of another DAG, in that DAG's run of the
+/// marker's run's logical date (or of `logical_date`), cleared with everything downstream of it
+/// when the marker is cleared, as Airflow clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExternalMarker {
+    /// The other DAG (a template when it holds `{{`).
+    pub external_dag_id: String,
+    /// Its task (a template when it holds `{{`).
+    pub external_task_id: String,
+    /// The logical date of the run to clear, when not the marker's run's (a template when it
+    /// holds `{{`).
+    #[serde(default)]
+    pub logical_date: Option<String>,
+    /// How many markers a clear may follow from this one.
+    #[serde(default = "default_recursion_depth")]
+    pub recursion_depth: u32,
+}
+
+fn default_recursion_depth() -> u32 {
+    10
+}
+
+impl ExternalMarker {
+    /// Whether one of its fields is a template, known only once the marker rendered it.
+    pub fn is_templated(&self) -> bool {
+        [&self.external_dag_id, &self.external_task_id]
+            .into_iter()
+            .chain(&self.logical_date)
+            .any(|field| field.contains("{{"))
+    }
 }
 
 /// Airflow's `depends_on_past` and `wait_for_downstream`: a task instance is queued only when
@@ -211,11 +246,31 @@ fn map_length(value: &Value) -> Result<MapLength, SpecError> {
     }
 }
 
-/// A custom operator (a class of the project, or of the standard provider): whether it branches.
+/// A custom operator (a class of the project, or of the standard provider): whether it
+/// branches, and what the scheduler reads of the standard provider's `ExternalTaskMarker`.
 #[derive(Deserialize)]
 struct RawCustom {
     #[serde(default)]
     branch: bool,
+    #[serde(default)]
+    module: String,
+    #[serde(default, rename = "class")]
+    class_name: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+impl RawCustom {
+    /// What it marks, when it is the standard provider's `ExternalTaskMarker`.
+    fn marks(&self) -> Option<ExternalMarker> {
+        let standard = matches!(
+            self.module.as_str(),
+            "airflow.providers.standard.sensors.external_task" | "airflow.sensors.external_task"
+        );
+        (standard && self.class_name == "ExternalTaskMarker")
+            .then(|| serde_json::from_value(self.arguments.clone()).ok())
+            .flatten()
+    }
 }
 
 #[derive(Deserialize)]
@@ -275,6 +330,7 @@ impl DagSpec {
                     pod: t.pod,
                     concurrency: t.concurrency,
                     past: t.past,
+                    marks: t.custom.as_ref().and_then(RawCustom::marks),
                 },
             );
         }

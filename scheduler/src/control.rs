@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::reactor::runs::{QueueError, generation_expectation, queue_run};
+
+mod markers;
 use leoflow_core::commands::{self, TriggerRejection, TriggerRequest};
 pub use leoflow_core::run::ClearScope;
 use leoflow_core::run::{Command, RunState, TiState};
@@ -177,7 +179,10 @@ pub async fn clear_task_instances(
     actor: &Actor,
 ) -> Result<Vec<RecordedEvent>, ControlError> {
     let command = ClearTargets::of(targets).command(downstream);
-    Ok(submit(store, specs, dag_id, run_id, command, actor).await?)
+    let recorded = submit(store, specs, dag_id, run_id, command, actor).await?;
+    // As Airflow, a cleared ExternalTaskMarker clears what it marks.
+    markers::clear_marked(store, specs, (dag_id, run_id), &recorded, actor, None).await;
+    Ok(recorded)
 }
 
 /// The targets of a clear as the core's `Clear` command takes them.

@@ -2301,3 +2301,107 @@ fn attempt_ref(attempt: &Attempt) -> leoflow_executors::proto::AttemptRef {
         attempt_token: attempt.attempt_token.to_string(),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_an_external_task_marker_clears_the_task_it_marks_and_follows_on() {
+    use leoflow_events::TaskInstanceKey;
+    use leoflow_scheduler::control;
+    use std::collections::HashMap;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let marker = |id: &str, dag: &str, task_id: &str, upstream: &[&str]| {
+        json!({"task_id": id, "operator": "ExternalTaskMarker", "upstream": upstream, "trigger_rule": "all_success",
+               "retries": 0, "retry_delay": 1.0, "retry_exponential_backoff": false, "max_retry_delay": null,
+               "execution_timeout": null, "pool": "default_pool", "pool_slots": 1, "priority_weight": 1,
+               "queue": "default",
+               "custom": {"module": "airflow.providers.standard.sensors.external_task",
+                          "class": "ExternalTaskMarker",
+                          "arguments": {"external_dag_id": dag, "external_task_id": task_id, "recursion_depth": 2}}})
+    };
+    let default = leoflow_events::DEFAULT_TENANT;
+    // parent.mark → child.wait (→ child.after, child.mark_on → grandchild.wait
+    // (→ grandchild.mark_on → great.wait, which the depth of 2 does not reach)).
+    let documents = [
+        json!({"dag_id": "parent", "tasks": [marker("mark", "child", "wait", &[])]}),
+        json!({"dag_id": "child", "tasks": [task("wait", &[], 0), task("after", &["wait"], 0),
+                                             task("aside", &[], 0),
+                                             marker("mark_on", "grandchild", "wait", &["wait"])]}),
+        json!({"dag_id": "grandchild", "tasks": [task("wait", &[], 0),
+                                                  marker("mark_on", "great", "wait", &["wait"])]}),
+        json!({"dag_id": "great", "tasks": [task("wait", &[], 0)]}),
+    ];
+    for document in documents {
+        register_in_tenant(&store, default, document).await;
+    }
+    let actor = Actor::named("test");
+    let specs = Specs::default();
+    let at: chrono::DateTime<Utc> = "2026-03-04T00:00:00Z".parse().unwrap();
+    let mut runs = HashMap::new();
+    for dag_id in ["parent", "child", "grandchild", "great"] {
+        let request = TriggerRequest {
+            logical_date: Some(at),
+            triggered_by: "test".into(),
+            ..TriggerRequest::default()
+        };
+        let queued = control::trigger_dag(&store, dag_id, request, &actor)
+            .await
+            .unwrap();
+        let Ok(Event::RunQueued(queued)) = queued.decode() else {
+            panic!("{queued:?}")
+        };
+        // Every task instance done (marked), so each has something to clear.
+        let tasks: &[&str] = match dag_id {
+            "parent" => &["mark"],
+            "child" => &["wait", "after", "aside", "mark_on"],
+            "grandchild" => &["wait", "mark_on"],
+            _ => &["wait"],
+        };
+        for task_id in tasks {
+            let ti = TaskInstanceKey::new(dag_id, &queued.run_id, task_id);
+            control::mark_task(&store, &specs, &ti, true, &actor)
+                .await
+                .unwrap();
+        }
+        runs.insert(dag_id, queued.run_id);
+    }
+
+    control::clear_tasks(
+        &store,
+        &specs,
+        "parent",
+        &runs["parent"],
+        vec!["mark".into()],
+        false,
+        &actor,
+    )
+    .await
+    .unwrap();
+    let state = |dag_id: &'static str, task_id: &'static str| {
+        let (store, run_id) = (store.clone(), runs[dag_id].clone());
+        async move {
+            leoflow_projector::read::task_instances::find(
+                store.pool(),
+                dag_id,
+                &run_id,
+                task_id,
+                -1,
+            )
+            .await
+            .unwrap()
+            .and_then(|ti| ti.state)
+        }
+    };
+    // Cleared: the marked task and what is downstream of it, then what its marker marks.
+    for (dag_id, task_id) in [
+        ("child", "wait"),
+        ("child", "after"),
+        ("child", "mark_on"),
+        ("grandchild", "wait"),
+        ("grandchild", "mark_on"),
+    ] {
+        assert_eq!(state(dag_id, task_id).await, None, "{dag_id}.{task_id}");
+    }
+    // Not cleared: what the marked task does not lead to, and past the recursion depth.
+    assert_eq!(state("child", "aside").await.as_deref(), Some("success"));
+    assert_eq!(state("great", "wait").await.as_deref(), Some("success"));
+}

@@ -38,6 +38,7 @@ pub fn task(
         pod: None,
         concurrency: Default::default(),
         past: Default::default(),
+        marks: None,
     }
 }
 

@@ -1,8 +1,8 @@
 """Tasks that act on other DAGs' runs, as the standard provider's: `TriggerDagRunOperator`
 triggers a run (and waits for it with `wait_for_completion`), `ExternalTaskSensor` waits for a
-run's tasks or the run itself, `ExternalTaskMarker` marks a dependency for the UI. They ask the
-control plane through the task agent, in the try's own tenant: another tenant's DAG is one
-they cannot see.
+run's tasks or the run itself, `ExternalTaskMarker` marks a dependency (a clear of it clears the
+marked task). They ask the control plane through the task agent, in the try's own tenant:
+another tenant's DAG is one they cannot see.
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ class ExternalTaskSensor(BaseSensorOperator):
 
 class ExternalTaskMarker(BaseOperator):
     """Marks that a task of another DAG (`external_dag_id`, `external_task_id`) depends on this
-    one; it succeeds at once. Leoflow does not clear the external task with it."""
+    one; it succeeds at once. Clearing it clears that task (and what is downstream of it) in the
+    other DAG's run of `logical_date`, as Airflow does (the control plane does it)."""
 
     custom_class = True
     airflow_module = "airflow.providers.standard.sensors.external_task"
