@@ -17,6 +17,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import DAG, BaseOperator, BaseSensorOperator
 from airflow.providers.standard.triggers.file import FileTrigger
 from airflow.triggers.temporal import TimeDeltaTrigger
@@ -68,6 +69,11 @@ with DAG("deferral", schedule=None):
     FlagSensor(task_id="sense", flag="FLAG", mode="reschedule", poke_interval=1)
     Waiter(task_id="too_long", seconds=3600, timeout_seconds=2)
     FileWaiter(task_id="file")
+    DateTimeSensorAsync(
+        task_id="ends_there",
+        target_time=(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).isoformat(),
+        end_from_trigger=True,
+    )
 "#;
 
 fn ti_path(run_id: &str, task_id: &str) -> String {
@@ -169,7 +175,7 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
     assert_eq!(run["state"], "failed", "{run}");
     let states: Vec<(String, Value, Value)> = {
         let mut found = Vec::new();
-        for task_id in ["wait", "sense", "too_long", "file"] {
+        for task_id in ["wait", "sense", "too_long", "file", "ends_there"] {
             let ti = client.get(&ti_path(&run_id, task_id)).await;
             found.push((
                 task_id.to_owned(),
@@ -186,6 +192,7 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
             ("sense".to_owned(), json!("success"), json!(1)),
             ("too_long".to_owned(), json!("failed"), json!(1)),
             ("file".to_owned(), json!("failed"), json!(1)),
+            ("ends_there".to_owned(), json!("success"), json!(1)),
         ]
     );
 
@@ -230,6 +237,13 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
     let deferring = too_long.find("deferring for 3600 s").expect(&too_long);
     let timed_out = too_long.find("TaskDeferralTimeout").expect(&too_long);
     assert!(deferring < timed_out, "{too_long}");
+    // Ended by its trigger: it succeeded at its moment without running again.
+    let ends_there = log("ends_there").await;
+    assert!(ends_there.contains("; the task ends there"), "{ends_there}");
+    assert!(
+        !ends_there.contains("after the trigger fired"),
+        "{ends_there}"
+    );
     // A trigger nothing would run is refused at once, naming it.
     let file = log("file").await;
     assert!(

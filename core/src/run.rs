@@ -31,6 +31,8 @@ pub struct TaskInstance {
     pub due_at: Option<DateTime<Utc>>,
     /// When a deferred try fails if its trigger has not fired.
     pub timeout_at: Option<DateTime<Utc>>,
+    /// A deferred try ends, successful, when its time trigger fires (`end_from_trigger`).
+    pub ends_at_due: bool,
     /// Item count of its `return_value` XCom, when that is a list or dict (what a task mapped
     /// over it expands to).
     pub result_len: Option<i64>,
@@ -45,6 +47,7 @@ impl TaskInstance {
             try_number: 0,
             due_at: None,
             timeout_at: None,
+            ends_at_due: false,
             result_len: None,
             attempt_digest: None,
         }
@@ -183,6 +186,18 @@ pub enum Command {
         try_number: i32,
         /// The trigger's event payload (`None` for a rescheduled try).
         trigger_event: Option<serde_json::Value>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// A deferred try's time trigger fired and ends the task (`end_from_trigger`): it succeeds
+    /// without running again.
+    EndFromTrigger {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try that waits.
+        try_number: i32,
         /// Now.
         at: DateTime<Utc>,
     },
@@ -443,14 +458,18 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
             t.try_number = e.try_number;
             t.due_at = None;
             t.timeout_at = None;
+            t.ends_at_due = false;
             t.attempt_digest = None;
         }
         Event::TaskDeferred(e) => {
             if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::Deferred;
-                t.due_at = match e.trigger {
-                    DeferredTrigger::Time { moment } => Some(moment),
-                    DeferredTrigger::Python { .. } => None,
+                (t.due_at, t.ends_at_due) = match e.trigger {
+                    DeferredTrigger::Time {
+                        moment,
+                        end_from_trigger,
+                    } => (Some(moment), end_from_trigger),
+                    DeferredTrigger::Python { .. } => (None, false),
                 };
                 t.timeout_at = e.timeout_at;
             }
@@ -604,6 +623,12 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             reason,
         } => deferral_failed(state, (task_id, map_index), try_number, reason)?,
+        Command::EndFromTrigger {
+            task_id,
+            map_index,
+            try_number,
+            at,
+        } => end_from_trigger(state, (task_id, map_index), try_number, at)?,
     };
     Ok(with_consequences(spec, state, events))
 }
@@ -980,6 +1005,35 @@ fn resume(
         }
         .into(),
     ])
+}
+
+/// [`Command::EndFromTrigger`]: a deferred try whose time trigger ends it succeeds at its time.
+fn end_from_trigger(
+    state: &RunState,
+    (task_id, map_index): TiId,
+    try_number: i32,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let ti = current_try_in(
+        state,
+        &task_id,
+        map_index,
+        try_number,
+        TiState::Deferred,
+        "end",
+    )?;
+    if !ti.ends_at_due {
+        return Err(illegal(&task_id, ti.state, "end from its trigger"));
+    }
+    if let Some(due) = ti.due_at
+        && at < due
+    {
+        return Err(Rejection::NotDue { task_id, due });
+    }
+    Ok(vec![succeeded(
+        state.key(&(task_id, map_index)),
+        try_number,
+    )])
 }
 
 /// [`Command::DeferralFailed`]: a deferred try's wait failed; the try carries on, to fail.

@@ -998,6 +998,7 @@ fn deferral(timeout_at: Option<chrono::DateTime<chrono::Utc>>) -> Outcome {
     Outcome::Deferred(Deferral {
         trigger: DeferredTrigger::Time {
             moment: t0() + Duration::hours(1),
+            end_from_trigger: false,
         },
         next_method: "execute_complete".into(),
         next_kwargs: leoflow_events::catalog::Sealed::clear("{}"),
@@ -1163,4 +1164,48 @@ fn priorities_follow_airflows_weight_rules() {
     assert_eq!(diamond(WeightRule::Downstream), [13, 11, 11, 10]);
     assert_eq!(diamond(WeightRule::Upstream), [1, 2, 2, 13]);
     assert_eq!(diamond(WeightRule::Absolute), [1, 1, 1, 10]);
+}
+
+#[test]
+fn a_deferral_that_ends_from_its_trigger_succeeds_at_its_moment_without_running_again() {
+    let spec = spec(vec![
+        task("wait", &[], AllSuccess, 0, TaskKind::Plain),
+        task("after", &["wait"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let moment = t0() + Duration::hours(1);
+    let ending = Outcome::Deferred(Deferral {
+        trigger: DeferredTrigger::Time {
+            moment,
+            end_from_trigger: true,
+        },
+        next_method: "execute_complete".into(),
+        next_kwargs: leoflow_events::catalog::Sealed::clear("{}"),
+        timeout_at: None,
+    });
+    run_task(&spec, &mut state, "wait", ending);
+    let end = |at| Command::EndFromTrigger {
+        task_id: "wait".into(),
+        map_index: -1,
+        try_number: 1,
+        at,
+    };
+    assert!(matches!(
+        decide(&spec, &state, end(t0())),
+        Err(Rejection::NotDue { .. })
+    ));
+    let events = apply(&spec, &mut state, end(moment));
+    assert_eq!(
+        types(&events),
+        ["TaskSucceeded:wait", "TaskScheduled:after"]
+    );
+    // A deferral that carries on is not ended by its trigger.
+    let mut other = RunState::queued(&spec, "r2");
+    apply(&spec, &mut other, Command::Start);
+    run_task(&spec, &mut other, "wait", deferral(None));
+    assert!(matches!(
+        decide(&spec, &other, end(moment)),
+        Err(Rejection::IllegalTransition { .. })
+    ));
 }

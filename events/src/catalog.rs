@@ -641,6 +641,10 @@ pub enum DeferredTrigger {
     Time {
         /// When it fires.
         moment: DateTime<Utc>,
+        /// The task ends there, successful, without carrying on (Airflow's
+        /// `end_from_trigger=True`): no process runs again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        end_from_trigger: bool,
     },
     /// Any other `BaseTrigger`: run by the triggerer, a Python process of the project.
     Python {

@@ -1173,7 +1173,10 @@ async fn a_deferred_try_keeps_its_first_start_and_resumes_with_its_event_and_rep
         TaskDeferred {
             ti: ti.clone(),
             try_number: 1,
-            trigger: DeferredTrigger::Time { moment },
+            trigger: DeferredTrigger::Time {
+                moment,
+                end_from_trigger: false,
+            },
             next_method: "execute_complete".into(),
             next_kwargs: Sealed::clear(r#"{"n": 1}"#),
             timeout_at: Some(moment + chrono::Duration::hours(1)),

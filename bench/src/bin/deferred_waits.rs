@@ -230,6 +230,7 @@ async fn write_deferred_run(
         let deferral = Deferral {
             trigger: DeferredTrigger::Time {
                 moment: moment(map_index as usize),
+                end_from_trigger: false,
             },
             next_method: "execute_complete".into(),
             next_kwargs: Sealed::clear("{}"),
@@ -315,7 +316,7 @@ async fn resume_delays(
         next = last.position + 1;
         for recorded in &page {
             if let Ok(Event::TaskDeferred(e)) = recorded.decode()
-                && let DeferredTrigger::Time { moment } = e.trigger
+                && let DeferredTrigger::Time { moment, .. } = e.trigger
                 && let Some(at) = resumed.get(&(e.ti.run_id.clone(), e.ti.map_index))
             {
                 delays.push((*at - moment).to_std().unwrap_or_default());

@@ -35,6 +35,8 @@ struct Reported {
 enum ReportedTrigger {
     Time {
         moment: DateTime<Utc>,
+        #[serde(default)]
+        end_from_trigger: bool,
     },
     Python {
         classpath: String,
@@ -69,7 +71,17 @@ impl AgentService {
             }
         };
         let owner = run_stream(&key.dag_id, &key.run_id);
-        let trigger = DeferredTrigger::Time { moment };
+        let end_from_trigger = matches!(
+            reported.trigger,
+            ReportedTrigger::Time {
+                end_from_trigger: true,
+                ..
+            }
+        );
+        let trigger = DeferredTrigger::Time {
+            moment,
+            end_from_trigger,
+        };
         let kwargs = Value::Object(reported.kwargs.unwrap_or_default());
         let timeout_at = reported
             .timeout
@@ -167,12 +179,12 @@ fn read_deferral(
     }
     let longest = Duration::days(LONGEST_WAIT_DAYS);
     let moment = match &reported.trigger {
-        ReportedTrigger::Time { moment } if *moment > at + longest => {
+        ReportedTrigger::Time { moment, .. } if *moment > at + longest => {
             return Err(format!(
                 "its trigger's moment, {moment}, is more than 100 years away"
             ));
         }
-        ReportedTrigger::Time { moment } => *moment,
+        ReportedTrigger::Time { moment, .. } => *moment,
         // Nothing would run it: refused rather than left waiting until its timeout.
         ReportedTrigger::Python { classpath, .. } => {
             return Err(format!(

@@ -121,6 +121,8 @@ enum Timer {
     Resume(Option<serde_json::Value>),
     /// Fails a deferral that waited past its timeout.
     DeferralTimeout,
+    /// Ends the task, successful, at its time trigger (`end_from_trigger`).
+    EndFromTrigger,
 }
 
 impl Timer {
@@ -147,6 +149,12 @@ impl Timer {
                 trigger_event,
                 at: now,
             },
+            Timer::EndFromTrigger => Command::EndFromTrigger {
+                task_id,
+                map_index,
+                try_number,
+                at: now,
+            },
             Timer::DeferralTimeout => Command::DeferralFailed {
                 task_id,
                 map_index,
@@ -167,6 +175,9 @@ fn timer_of(ti: &leoflow_core::run::TaskInstance) -> Option<(DateTime<Utc>, Time
         (TiState::UpForReschedule, Some(due), _) => Some((due, Timer::Resume(None))),
         (TiState::Deferred, due, Some(timeout)) if due.is_none_or(|due| timeout < due) => {
             Some((timeout, Timer::DeferralTimeout))
+        }
+        (TiState::Deferred, Some(moment), _) if ti.ends_at_due => {
+            Some((moment, Timer::EndFromTrigger))
         }
         // A time trigger's event is its moment, as Airflow's `DateTimeTrigger` yields it.
         (TiState::Deferred, Some(moment), _) => {

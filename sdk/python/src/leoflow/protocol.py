@@ -209,11 +209,15 @@ class Done(_DoneBase, total=False):
     reschedule_at: str
 
 
-class TimeTrigger(TypedDict):
-    """A moment: the control plane's timer."""
-
+class _TimeTriggerBase(TypedDict):
     kind: Literal["time"]
     moment: str
+
+
+class TimeTrigger(_TimeTriggerBase, total=False):
+    """A moment: the control plane's timer; with `end_from_trigger` the task ends there."""
+
+    end_from_trigger: bool
 
 
 class PythonTrigger(TypedDict):

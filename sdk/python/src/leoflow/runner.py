@@ -849,7 +849,8 @@ def deferred_outcome(deferred: TaskDeferred) -> Outcome:
         return Outcome("failed", f"the task deferred itself, but {error}")
     waits = message["trigger"]
     what = waits.get("moment") or waits.get("classpath")
-    print(f"[leoflow] deferred until {what}; resuming in {deferred.method_name}", file=sys.stderr, flush=True)
+    then = "the task ends there" if waits.get("end_from_trigger") else f"resuming in {deferred.method_name}"
+    print(f"[leoflow] deferred until {what}; {then}", file=sys.stderr, flush=True)
     return Outcome("deferred", deferral=message)  # type: ignore[arg-type]
 
 

@@ -59,7 +59,8 @@ class BaseTrigger:
 
 
 class DateTimeTrigger(BaseTrigger):
-    """Fires at `moment` (an aware datetime); its event's payload is the moment."""
+    """Fires at `moment` (an aware datetime); its event's payload is the moment. With
+    `end_from_trigger`, the task ends there, successful, without carrying on."""
 
     def __init__(self, moment: dt.datetime, *, end_from_trigger: bool = False) -> None:
         super().__init__()
@@ -174,6 +175,9 @@ def deferral(trigger: Any, method_name: str, kwargs: dict[str, Any] | None, time
     """How a try that deferred itself waits, as the runner reports it (`Deferral`)."""
     if isinstance(trigger, DateTimeTrigger):
         waits_for: dict[str, Any] = {"kind": "time", "moment": trigger.moment.isoformat()}
+        if trigger.end_from_trigger:
+            # The task ends at the moment, successful, without running again.
+            waits_for["end_from_trigger"] = True
     elif isinstance(trigger, BaseTrigger):
         classpath, arguments = trigger.serialize()
         if not isinstance(classpath, str) or "." not in classpath:
