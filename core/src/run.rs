@@ -26,8 +26,7 @@ pub struct TaskInstance {
     /// The current (or last) try; 0 before the first.
     pub try_number: i32,
     /// When it is due to be scheduled again: a retry after its delay (`UpForRetry`), a
-    /// rescheduled poke (`UpForReschedule`), a time trigger's moment (`Deferred`; `None`
-    /// while it waits for a trigger the triggerer runs).
+    /// rescheduled poke (`UpForReschedule`), a time trigger's moment (`Deferred`).
     pub due_at: Option<DateTime<Utc>>,
     /// When a deferred try fails if its trigger has not fired.
     pub timeout_at: Option<DateTime<Utc>>,
@@ -464,13 +463,11 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         Event::TaskDeferred(e) => {
             if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::Deferred;
-                (t.due_at, t.ends_at_due) = match e.trigger {
-                    DeferredTrigger::Time {
-                        moment,
-                        end_from_trigger,
-                    } => (Some(moment), end_from_trigger),
-                    DeferredTrigger::Python { .. } => (None, false),
-                };
+                let DeferredTrigger::Time {
+                    moment,
+                    end_from_trigger,
+                } = e.trigger;
+                (t.due_at, t.ends_at_due) = (Some(moment), end_from_trigger);
                 t.timeout_at = e.timeout_at;
             }
         }
@@ -963,11 +960,7 @@ fn retry_due(
         TiState::UpForRetry,
         "retry",
     )?;
-    if let Some(due) = ti.due_at
-        && at < due
-    {
-        return Err(Rejection::NotDue { task_id, due });
-    }
+    not_before_due(ti, &task_id, at)?;
     Ok(vec![
         TaskScheduled {
             ti: state.key(&(task_id, map_index)),
@@ -991,11 +984,7 @@ fn resume(
     if !matches!(ti.state, TiState::Deferred | TiState::UpForReschedule) {
         return Err(illegal(&task_id, ti.state, "resume"));
     }
-    if let Some(due) = ti.due_at
-        && at < due
-    {
-        return Err(Rejection::NotDue { task_id, due });
-    }
+    not_before_due(ti, &task_id, at)?;
     Ok(vec![
         TaskResumed {
             ti: state.key(&(task_id, map_index)),
@@ -1025,11 +1014,7 @@ fn end_from_trigger(
     if !ti.ends_at_due {
         return Err(illegal(&task_id, ti.state, "end from its trigger"));
     }
-    if let Some(due) = ti.due_at
-        && at < due
-    {
-        return Err(Rejection::NotDue { task_id, due });
-    }
+    not_before_due(ti, &task_id, at)?;
     Ok(vec![succeeded(
         state.key(&(task_id, map_index)),
         try_number,
@@ -1461,6 +1446,17 @@ fn current_try<'a>(
         });
     }
     Ok(ti)
+}
+
+/// Refuses a timer's command that came before the instance's `due_at`.
+fn not_before_due(ti: &TaskInstance, task_id: &str, at: DateTime<Utc>) -> Result<(), Rejection> {
+    match ti.due_at {
+        Some(due) if at < due => Err(Rejection::NotDue {
+            task_id: task_id.to_owned(),
+            due,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn illegal(task_id: &str, state: TiState, command: &'static str) -> Rejection {

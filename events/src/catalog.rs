@@ -632,7 +632,8 @@ pub struct TaskDeferred {
     pub timeout_at: Option<DateTime<Utc>>,
 }
 
-/// What a deferred try waits for.
+/// What a deferred try waits for. Only time triggers are run; a triggerer's triggers would be
+/// another kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeferredTrigger {
@@ -645,13 +646,6 @@ pub enum DeferredTrigger {
         /// `end_from_trigger=True`): no process runs again.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         end_from_trigger: bool,
-    },
-    /// Any other `BaseTrigger`: run by the triggerer, a Python process of the project.
-    Python {
-        /// The trigger's class, `module.Class`, as its `serialize()` names it.
-        classpath: String,
-        /// Its `serialize()`d keyword arguments (a JSON object), sealed like `next_kwargs`.
-        kwargs: Sealed,
     },
 }
 

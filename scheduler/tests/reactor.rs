@@ -1912,6 +1912,12 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         .await;
     }
     trigger_run_of(&store, "acme_etl", "r1").await;
+    // The target stays paused: its runs wait queued, none of its tries in flight to stop a
+    // reset's clear.
+    let actor = leoflow_events::Actor::named("test");
+    leoflow_scheduler::control::set_paused(&store, "acme_target", true, &actor)
+        .await
+        .unwrap();
     let (stop, handle) = start(&store, executor.clone());
     eventually("the try was not dispatched", || {
         !executor.dispatched.lock().unwrap().is_empty()
@@ -2003,7 +2009,6 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         run_id: Some("noted".into()),
         conf_json: "{}".into(),
         note: Some("from the parent".into()),
-        fail_when_dag_is_paused: true,
         ..TriggerDagRunRequest::default()
     };
     service
@@ -2016,12 +2021,9 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         .expect("the noted run")
         .note;
     assert_eq!(note.as_deref(), Some("from the parent"));
-    let actor = leoflow_events::Actor::named("test");
-    leoflow_scheduler::control::set_paused(&store, "acme_target", true, &actor)
-        .await
-        .unwrap();
     let paused = TriggerDagRunRequest {
         run_id: Some("while_paused".into()),
+        fail_when_dag_is_paused: true,
         ..noted
     };
     let refused = service

@@ -4,8 +4,9 @@
 A try that calls `self.defer(trigger=…, method_name=…)` ends its process; the control plane
 records it as deferred. A `DateTimeTrigger` (and a `TimeDeltaTrigger`, which is one) becomes a
 timer of the scheduler: nothing of Python waits for it. Any other trigger is `serialize()`d and
-run by the triggerer (`leoflow.triggerer`), an asyncio process of the project. When the trigger
-fires, a new attempt of the same try calls `method_name(context, event=payload, **kwargs)`.
+reported too, but Leoflow runs no triggerer: the control plane fails such a try, naming the
+trigger. When the trigger fires, a new attempt of the same try calls
+`method_name(context, event=payload, **kwargs)`.
 
 Values crossing (a trigger's and the method's arguments, an event's payload) are JSON, with
 datetimes and timedeltas tagged as Airflow's `BaseSerialization` tags them.
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import glob
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,7 +92,8 @@ class TimeDeltaTrigger(DateTimeTrigger):
 
 
 class FileTrigger(BaseTrigger):
-    """Fires when a file (a glob) exists, polling every `poke_interval` seconds."""
+    """Airflow's trigger firing when a file (a glob) exists. Leoflow runs no triggerer, so a
+    deferral to it fails the try naming it; it is here so that DAG files importing it load."""
 
     def __init__(self, filepath: str, recursive: bool = False, poke_interval: float = 5.0, **kwargs: Any) -> None:
         super().__init__()
@@ -106,18 +106,6 @@ class FileTrigger(BaseTrigger):
             "airflow.providers.standard.triggers.file.FileTrigger",
             {"filepath": self.filepath, "recursive": self.recursive, "poke_interval": self.poke_interval},
         )
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        while True:
-            for path in glob.glob(self.filepath, recursive=self.recursive):
-                if os.path.isfile(path):
-                    yield TriggerEvent(True)
-                    return
-                for _, _, files in os.walk(path):
-                    if files:
-                        yield TriggerEvent(True)
-                        return
-            await asyncio.sleep(self.poke_interval)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,23 +1,4 @@
-"""`airflow.exceptions`."""
+"""`airflow.exceptions`: as in Airflow 3, the task SDK's exceptions (`airflow.sdk.exceptions`)."""
 
-from leoflow.exceptions import (
-    AirflowException,
-    AirflowFailException,
-    AirflowRescheduleException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    TaskDeferralError,
-    TaskDeferralTimeout,
-    TaskDeferred,
-)
-
-__all__ = [
-    "AirflowException",
-    "AirflowFailException",
-    "AirflowRescheduleException",
-    "AirflowSensorTimeout",
-    "AirflowSkipException",
-    "TaskDeferralError",
-    "TaskDeferralTimeout",
-    "TaskDeferred",
-]
+from airflow.sdk.exceptions import *  # noqa: F403
+from airflow.sdk.exceptions import __all__ as __all__
