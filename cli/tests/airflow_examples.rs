@@ -16,7 +16,8 @@
 //! virtualenv with its requirements from the package index: `tutorial_taskflow_api_virtualenv`;
 //! a run triggered by a task: `example_trigger_controller_dag` (TriggerDagRunOperator) runs
 //! `example_trigger_target_dag` with its conf; `depends_on_past`:
-//! `example_branch_python_dop_operator_3`.
+//! `example_branch_python_dop_operator_3`; setup and teardown tasks: `example_setup_teardown`
+//! and `example_setup_teardown_taskflow` (the graph marks them, a clear takes them along).
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -41,7 +42,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 18] = [
+const EXAMPLES: [&str; 20] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -60,6 +61,8 @@ const EXAMPLES: [&str; 18] = [
     "example_trigger_target_dag",
     "tutorial_taskflow_templates",
     "standard/example_bash_operator",
+    "example_setup_teardown",
+    "example_setup_teardown_taskflow",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -697,4 +700,104 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     examples.assert_states(dag, &run, &states, &tasks).await;
     let log = examples.log(dag, &run, "load").await;
     assert!(log.contains("Total order value is: 1236.70"), "{log}");
+
+    setup_and_teardown(&examples).await;
+}
+
+/// `example_setup_teardown` and `example_setup_teardown_taskflow` run every task; the graph and
+/// the grid mark setups and teardowns as Airflow's do; a clear of a task takes its setup and
+/// teardown along.
+async fn setup_and_teardown(examples: &Examples) {
+    let dag = "example_setup_teardown";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&[
+        "root_setup",
+        "normal",
+        "root_teardown",
+        "section_1.taskgroup_setup",
+        "section_1.normal",
+        "section_1.taskgroup_teardown",
+    ]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let dag = "example_setup_teardown_taskflow";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&[
+        "my_first_task",
+        "my_second_task",
+        "my_third_task",
+        "outer_setup",
+        "outer_work",
+        "outer_teardown",
+        "section_1.inner_setup",
+        "section_1.inner_work",
+        "section_1.inner_teardown",
+    ]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "section_1.inner_teardown").await;
+    assert!(
+        log.contains("tearing down cluster_id='some_cluster_id'"),
+        "{log}"
+    );
+
+    let graph = examples
+        .client
+        .get(&format!("/ui/structure/structure_data?dag_id={dag}"))
+        .await;
+    let kind = |id: &str| {
+        graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n["setup_teardown_type"].clone())
+    };
+    assert_eq!(kind("my_first_task"), Some(json!("setup")), "{graph}");
+    assert_eq!(kind("my_third_task"), Some(json!("teardown")), "{graph}");
+    assert_eq!(kind("my_second_task"), Some(Value::Null), "{graph}");
+    let bracket: Vec<(&str, &str)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["is_setup_teardown"] == true)
+        .map(|e| {
+            (
+                e["source_id"].as_str().unwrap(),
+                e["target_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        bracket.contains(&("outer_setup", "outer_teardown")),
+        "{graph}"
+    );
+    assert!(!bracket.contains(&("outer_setup", "outer_work")), "{graph}");
+    let grid = examples
+        .client
+        .get(&format!("/ui/grid/structure/{dag}"))
+        .await;
+    let first = grid
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "my_first_task");
+    assert_eq!(first.unwrap()["setup_teardown_type"], "setup", "{grid}");
+
+    // Clearing the work task clears its setup and its teardown too (the example's comment).
+    let (status, cleared) = examples
+        .client
+        .call(
+            Method::POST,
+            &format!("/api/v2/dags/{dag}/clearTaskInstances"),
+            Some(json!({"dag_run_id": run, "task_ids": ["my_second_task"], "dry_run": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{cleared}");
+    let mut ids: Vec<&str> = cleared["task_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ti| ti["task_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["my_first_task", "my_second_task", "my_third_task"]);
 }

@@ -130,6 +130,9 @@ fn state_blockers(
 /// A pending instance's trigger rule, while its upstream has not decided it.
 fn trigger_rule_blocker(state: &RunState, task: &TaskSpec, found: &mut Vec<Blocker>) {
     let mut add = |name, reason: String| found.push(Blocker { name, reason });
+    if state.verdict(task) != Verdict::Wait {
+        return;
+    }
     let up = state.upstream_counts(task);
     if task.trigger_rule.evaluate(&up) == Verdict::Wait {
         add(
@@ -146,6 +149,24 @@ fn trigger_rule_blocker(state: &RunState, task: &TaskSpec, found: &mut Vec<Block
                 up.upstream_failed,
                 up.total - up.done(),
                 task.upstream
+            ),
+        );
+    } else if !state.all_done(&task.setups.scope) {
+        add(
+            "Trigger Rule",
+            format!(
+                "Task's trigger rule '{}' requires all tasks between setup and teardown to \
+                 have completed; in_scope_task_ids={:?}",
+                rule_name(task.trigger_rule),
+                task.setups.scope
+            ),
+        );
+    } else {
+        add(
+            "Trigger Rule",
+            format!(
+                "All setup tasks must complete successfully. Relevant setups: {:?}",
+                task.setups.indirect_setups
             ),
         );
     }

@@ -11,6 +11,7 @@
 //! * [`commands`] — triggering a run with `conf` checked against params, and pausing.
 //! * [`blockers`] — why a task instance does not run.
 //! * [`state`] — task-instance and run states, each with its Airflow spelling, defined once.
+//! * [`setup_teardown`] — Airflow's setup and teardown tasks.
 //! * [`run`] — the dag-run state machine: `decide(spec, state, command) -> events` and
 //!   `evolve(state, event) -> state`.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod blockers;
 pub mod commands;
 pub mod retry;
 pub mod run;
+pub mod setup_teardown;
 pub mod spec;
 pub mod state;
 pub mod timetable;

@@ -409,8 +409,18 @@ impl RunState {
 
     /// Counts the states of `task`'s direct upstream task instances.
     pub fn upstream_counts(&self, task: &TaskSpec) -> UpstreamCounts {
+        let mut counts = self.counts(&task.upstream);
+        let setups = self.counts(&task.setups.upstream_setups);
+        counts.setup_total = setups.total;
+        counts.setup_success = setups.success;
+        counts.setup_skipped = setups.skipped;
+        counts
+    }
+
+    /// Counts the states of every instance of `tasks`.
+    fn counts(&self, tasks: &[String]) -> UpstreamCounts {
         let mut counts = UpstreamCounts::default();
-        for (_, ti) in task.upstream.iter().flat_map(|up| self.instances(up)) {
+        for (_, ti) in tasks.iter().flat_map(|t| self.instances(t)) {
             counts.total += 1;
             match ti.state {
                 TiState::Success => counts.success += 1,
@@ -421,6 +431,31 @@ impl RunState {
             }
         }
         counts
+    }
+
+    /// What a pending instance of `task` does next: its trigger rule over its direct upstream,
+    /// held back by the setups it runs within (each must succeed first: one failing marks it
+    /// upstream-failed, one skipped skips it) and, for a teardown, by the tasks between its
+    /// setups and it (each must be done), as Airflow's trigger-rule dependency decides.
+    pub fn verdict(&self, task: &TaskSpec) -> Verdict {
+        let setups = self.counts(&task.setups.indirect_setups);
+        if setups.any_failed() {
+            return Verdict::UpstreamFailed;
+        }
+        if setups.skipped > 0 {
+            return Verdict::Skip;
+        }
+        match task.trigger_rule.evaluate(&self.upstream_counts(task)) {
+            Verdict::Run if setups.success < setups.total => Verdict::Wait,
+            Verdict::Run if !self.all_done(&task.setups.scope) => Verdict::Wait,
+            verdict => verdict,
+        }
+    }
+
+    /// Whether every instance of `tasks` is done.
+    pub fn all_done(&self, tasks: &[String]) -> bool {
+        let counts = self.counts(tasks);
+        counts.done() == counts.total
     }
 }
 
@@ -598,8 +633,9 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             // Already so: nothing happens, not even consequences.
             None => return Ok(Vec::new()),
         },
-        // A run marked by hand ends as marked: no consequences are derived.
-        Command::MarkRun { success } => return Ok(mark_run(state, success)),
+        // A run marked by hand ends as marked: no consequences are derived, unless a teardown
+        // is left to do its work.
+        Command::MarkRun { success } => return Ok(mark_run(spec, state, success)),
         Command::Cancel { task_id, map_index } => cancel(state, (task_id, map_index))?,
         Command::RetryDue {
             task_id,
@@ -796,8 +832,9 @@ fn timed_out(
     Ok(events)
 }
 
-/// What a clear touches, by the one rule Airflow's clear follows: a task named without a map
-/// index is cleared whole, as is every task downstream of a target when asked; a
+/// What a clear touches, by the rules Airflow's clear follows: a task named without a map
+/// index is cleared whole, as is every task downstream of a target when asked, and the setups
+/// a target runs within with their teardowns; a
 /// `[task_id, map_index]` pair clears that instance only, unless its task is cleared whole.
 /// [`Command::Clear`] applies it; the API's dry run shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -827,6 +864,8 @@ impl ClearScope {
                 whole.extend(spec.all_downstream(id));
             }
         }
+        let targets: BTreeSet<String> = task_ids.iter().cloned().collect();
+        whole.extend(spec.setups_and_teardowns_to_clear(&targets, downstream));
         let instances = only_map_indexes
             .iter()
             .filter(|(id, _)| task_ids.contains(id) && !whole.contains(*id))
@@ -1048,15 +1087,21 @@ fn deferral_failed(
 }
 
 /// The events of marking a whole run (see [`Command::MarkRun`]); none when it and every
-/// instance already are so.
-fn mark_run(state: &RunState, success: bool) -> Vec<Event> {
+/// instance already are so. As Airflow's mark, a teardown not done yet is left to do its work,
+/// and the run ends when it does.
+fn mark_run(spec: &DagSpec, state: &RunState, success: bool) -> Vec<Event> {
     let wanted = if success {
         RunStatus::Success
     } else {
         RunStatus::Failed
     };
     let mut events: Vec<Event> = Vec::new();
+    let mut teardowns_left = false;
     for (id, ti) in &state.tis {
+        if !ti.state.is_final() && spec.tasks.get(&id.0).is_some_and(|t| t.role.is_teardown()) {
+            teardowns_left = true;
+            continue;
+        }
         let key = state.key(id);
         let try_number = ti.try_number;
         match (success, ti.state) {
@@ -1089,6 +1134,9 @@ fn mark_run(state: &RunState, success: bool) -> Vec<Event> {
             ),
             (false, _) => {}
         }
+    }
+    if teardowns_left {
+        return with_consequences(spec, state, events);
     }
     // A run can already hold the wanted state with instances that do not (a failed task that
     // is no leaf leaves the run successful); Airflow's mark still sets those instances.
@@ -1295,7 +1343,7 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
             }
             let task = &spec.tasks[&id.0];
             let key = scratch.key(id);
-            match task.trigger_rule.evaluate(&scratch.upstream_counts(task)) {
+            match scratch.verdict(task) {
                 Verdict::Wait => {}
                 Verdict::Run if task.mapped.is_some() && id.1 == -1 => {
                     new.push(expand(&scratch, task, key))
@@ -1328,7 +1376,7 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
     }
     if scratch.tis.values().all(|t| t.state.is_final()) {
         let (dag_id, run_id) = (scratch.dag_id.clone(), scratch.run_id.clone());
-        let leaf_failed = spec.leaves().any(|leaf| {
+        let leaf_failed = spec.outcome_tasks().into_iter().any(|leaf| {
             scratch
                 .instances(&leaf.task_id)
                 .any(|(_, ti)| matches!(ti.state, TiState::Failed | TiState::UpstreamFailed))

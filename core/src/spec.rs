@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::retry::RetryPolicy;
+use crate::setup_teardown::{SetupLinks, TaskRole};
 use crate::trigger::TriggerRule;
 
 /// What a task does with its result, as far as scheduling cares.
@@ -88,6 +89,10 @@ pub struct TaskSpec {
     /// For an `ExternalTaskMarker`, the task of another DAG it marks: a clear of it clears that
     /// task too.
     pub marks: Option<ExternalMarker>,
+    /// Setup, teardown, or neither.
+    pub role: TaskRole,
+    /// The setups around it, as its role makes them matter (filled by [`DagSpec::link`]).
+    pub setups: SetupLinks,
 }
 
 /// What an `ExternalTaskMarker` marks: a task of another DAG, in that DAG's run of the
@@ -224,6 +229,24 @@ struct RawTask {
     concurrency: TaskConcurrency,
     #[serde(flatten)]
     past: PastDependency,
+    #[serde(default)]
+    is_setup: bool,
+    #[serde(default)]
+    is_teardown: bool,
+    #[serde(default)]
+    on_failure_fail_dagrun: bool,
+}
+
+impl RawTask {
+    fn role(&self) -> TaskRole {
+        match (self.is_setup, self.is_teardown) {
+            (true, _) => TaskRole::Setup,
+            (_, true) => TaskRole::Teardown {
+                fails_run: self.on_failure_fail_dagrun,
+            },
+            _ => TaskRole::Work,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -305,6 +328,13 @@ impl DagSpec {
                         .collect::<Result<_, _>>()?,
                 }),
             };
+            if t.is_setup && t.is_teardown {
+                return Err(SpecError::Shape(format!(
+                    "task {:?} is both a setup and a teardown",
+                    t.task_id
+                )));
+            }
+            let role = t.role();
             tasks.insert(
                 t.task_id.clone(),
                 TaskSpec {
@@ -331,6 +361,8 @@ impl DagSpec {
                     concurrency: t.concurrency,
                     past: t.past,
                     marks: t.custom.as_ref().and_then(RawCustom::marks),
+                    role,
+                    setups: SetupLinks::default(),
                 },
             );
         }
@@ -369,6 +401,7 @@ impl DagSpec {
         let mut spec = Self { dag_id, tasks };
         spec.check_acyclic()?;
         spec.reckon_priorities();
+        spec.link_setups();
         Ok(spec)
     }
 

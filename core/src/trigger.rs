@@ -14,8 +14,8 @@ pub enum TriggerRule {
     AllDone,
     /// Every upstream is done and at least one succeeded.
     AllDoneMinOneSuccess,
-    /// Airflow's rule for teardown tasks; without setup tasks to tell apart it waits as
-    /// [`TriggerRule::AllDone`] does.
+    /// Airflow's rule for teardown tasks: every upstream is done and, when some are setups,
+    /// at least one of them succeeded.
     AllDoneSetupSuccess,
     /// Every upstream was skipped.
     AllSkipped,
@@ -48,6 +48,12 @@ pub struct UpstreamCounts {
     pub failed: usize,
     /// In `upstream_failed`.
     pub upstream_failed: usize,
+    /// Of them, how many are instances of setup tasks.
+    pub setup_total: usize,
+    /// Setup instances in `success`.
+    pub setup_success: usize,
+    /// Setup instances in `skipped`.
+    pub setup_skipped: usize,
 }
 
 impl UpstreamCounts {
@@ -60,7 +66,8 @@ impl UpstreamCounts {
         self.done() == self.total
     }
 
-    fn any_failed(&self) -> bool {
+    /// Whether one failed or had its upstream fail.
+    pub fn any_failed(&self) -> bool {
         self.failed + self.upstream_failed > 0
     }
 }
@@ -112,6 +119,15 @@ impl TriggerRule {
             AllSuccess if up.success == up.total => Run,
             AllFailed if up.success + up.skipped > 0 => Skip,
             AllFailed if up.failed + up.upstream_failed == up.total => Run,
+            AllDoneSetupSuccess if all_done && up.setup_total > 0 => {
+                if up.setup_skipped >= up.setup_total {
+                    Skip
+                } else if up.setup_success == 0 {
+                    UpstreamFailed
+                } else {
+                    Run
+                }
+            }
             AllDone | AllDoneSetupSuccess if all_done => Run,
             AllDoneMinOneSuccess if all_done && up.success > 0 => Run,
             AllDoneMinOneSuccess if all_done => Skip,
@@ -151,6 +167,7 @@ mod tests {
             skipped,
             failed,
             upstream_failed,
+            ..Default::default()
         }
     }
 
@@ -233,6 +250,29 @@ mod tests {
                 assert_eq!(rule.evaluate(case), want, "{rule:?} with {case:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_teardown_needs_one_of_its_setups_to_succeed() {
+        // 3 upstream, all done: 2 of them setups.
+        let with_setups = |success: usize, skipped: usize, failed: usize| UpstreamCounts {
+            total: 3,
+            success: success + 1,
+            skipped,
+            failed,
+            setup_total: 2,
+            setup_success: success,
+            setup_skipped: skipped,
+            ..Default::default()
+        };
+        assert_eq!(AllDoneSetupSuccess.evaluate(&with_setups(1, 0, 1)), Run);
+        assert_eq!(AllDoneSetupSuccess.evaluate(&with_setups(0, 2, 0)), Skip);
+        assert_eq!(
+            AllDoneSetupSuccess.evaluate(&with_setups(0, 1, 1)),
+            UpstreamFailed
+        );
+        // Two upstream instances not done yet.
+        assert_eq!(AllDoneSetupSuccess.evaluate(&with_setups(0, 0, 0)), Wait);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The DAG page's views: the grid (runs, structure, per-run task summaries as NDJSON), the
 //! graph (`structure_data`), the Gantt chart and the calendar.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -197,6 +197,17 @@ fn label_of(id: &str) -> &str {
     id.rsplit('.').next().unwrap_or(id)
 }
 
+/// `setup` or `teardown` for such a task of dag.json, as Airflow's graph and grid mark them.
+fn setup_teardown_type(task: &Value) -> Option<String> {
+    if task["is_setup"] == true {
+        Some("setup".to_owned())
+    } else if task["is_teardown"] == true {
+        Some("teardown".to_owned())
+    } else {
+        None
+    }
+}
+
 /// A node of the grid's task tree (Airflow's `GridNodeResponse`): a task, or a group with
 /// its children.
 #[derive(Debug, Serialize)]
@@ -210,6 +221,9 @@ pub struct GridNode {
     pub children: Option<Vec<GridNode>>,
     /// `true` for a mapped task, else `null`.
     pub is_mapped: Option<bool>,
+    /// `setup` or `teardown` for such a task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_teardown_type: Option<String>,
 }
 
 /// A node of the graph view (Airflow's `NodeResponse`).
@@ -270,6 +284,7 @@ pub async fn structure(
                 label: label_of(id).to_owned(),
                 children: None,
                 is_mapped: mapped(t),
+                setup_teardown_type: setup_teardown_type(t),
             }
         },
         &|g, children| {
@@ -279,6 +294,7 @@ pub async fn structure(
                 label: label_of(id).to_owned(),
                 children: Some(children),
                 is_mapped: None,
+                setup_teardown_type: None,
             }
         },
     );
@@ -326,7 +342,7 @@ pub async fn structure_data(
                 children: None,
                 is_mapped: mapped(t),
                 tooltip: None,
-                setup_teardown_type: None,
+                setup_teardown_type: setup_teardown_type(t),
                 operator: t["operator"].clone(),
                 asset_condition_type: None,
             }
@@ -361,15 +377,23 @@ pub async fn structure_data(
             ))
         })
         .collect();
+    let setups: HashSet<&str> = tree
+        .tasks
+        .iter()
+        .filter(|t| t["is_setup"] == true)
+        .filter_map(|t| t["task_id"].as_str())
+        .collect();
     let mut edges = Vec::new();
     for task in &tree.tasks {
         let target = task["task_id"].as_str().unwrap_or("");
+        let teardown = task["is_teardown"] == true;
         for up in task["upstream"].as_array().into_iter().flatten() {
             if let Some(source) = up.as_str() {
                 edges.push(GraphEdge {
                     source_id: source.to_owned(),
                     target_id: target.to_owned(),
-                    is_setup_teardown: None,
+                    // A setup's edge to its teardown, which the graph draws dashed.
+                    is_setup_teardown: (teardown && setups.contains(source)).then_some(true),
                     label: labels.get(&(source, target)).map(|l| (*l).to_owned()),
                     is_source_asset: None,
                 });

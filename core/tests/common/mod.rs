@@ -39,6 +39,8 @@ pub fn task(
         concurrency: Default::default(),
         past: Default::default(),
         marks: None,
+        role: Default::default(),
+        setups: Default::default(),
     }
 }
 

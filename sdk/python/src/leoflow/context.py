@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from leoflow.errors import caller_location
 
@@ -17,6 +17,8 @@ dags: list[DAG] = []
 dag_stack: list[DAG] = []
 #: Open task groups, innermost last.
 group_stack: list[TaskGroup] = []
+#: Open `with` blocks on setup or teardown tasks, innermost last (`leoflow.setup_teardown`).
+setup_blocks: list[Any] = []
 #: Whether a mapped task is being built for one map index (it is not added to its DAG again).
 unmapping = False
 
@@ -28,6 +30,7 @@ def reset(file: str | None) -> None:
     dags.clear()
     dag_stack.clear()
     group_stack.clear()
+    setup_blocks.clear()
 
 
 def line() -> int | None:

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from leoflow import setup_teardown
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.model import (
     DAG,
@@ -120,11 +121,19 @@ class TaskFunction:
         self.function = function
         self.operator_class = operator_class
         self.task_kwargs = task_kwargs
+        #: `@setup` / `@teardown` marks its tasks get (`is_setup`, `is_teardown`, `on_failure_fail_dagrun`).
+        self.marks: dict[str, Any] = {}
         functools.update_wrapper(self, function)
 
     def override(self, **task_kwargs: Any) -> TaskFunction:
         """The same task function with other task arguments (a task_id, retries, …)."""
-        return TaskFunction(self.function, self.operator_class, {**self.task_kwargs, **task_kwargs})
+        return TaskFunction(self.function, self.operator_class, {**self.task_kwargs, **task_kwargs}).marked(**self.marks)
+
+    def marked(self, **marks: Any) -> TaskFunction:
+        """The same task function, its tasks setups or teardowns (`@setup`, `@teardown`)."""
+        marked = TaskFunction(self.function, self.operator_class, self.task_kwargs)
+        marked.marks = {**self.marks, **marks}
+        return marked
 
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
         return XComArg(self._create(list(args), kwargs))
@@ -158,6 +167,12 @@ class TaskFunction:
             multiple_outputs=multiple_outputs,
             **task_kwargs,
         )
+        if self.marks.get("is_setup"):
+            setup_teardown.mark_setup(operator)
+        if self.marks.get("is_teardown"):
+            if "trigger_rule" in task_kwargs:
+                raise DagDefinitionError(f"Trigger rule not configurable for teardown tasks ({operator.task_id!r}).")
+            setup_teardown.mark_teardown(operator, None, self.marks.get("on_failure_fail_dagrun"))
         if mapping is not None:
             if operator.custom_class:
                 raise UnsupportedConstruct(

@@ -14,7 +14,7 @@ from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from leoflow import context
+from leoflow import context, setup_teardown
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 
 #: Every trigger rule of Airflow 3.2.
@@ -263,6 +263,11 @@ class DAG:
                 + (f" (first at line {first})" if first else "")
             )
         self.tasks[task.task_id] = task
+        setup_teardown.track(task)
+
+    def downstream_of(self, task: BaseOperator) -> list[BaseOperator]:
+        """The tasks directly downstream of `task`."""
+        return [t for t in self.tasks.values() if task in t.upstream]
 
     def __repr__(self) -> str:
         return f"<DAG: {self.dag_id}>"
@@ -351,6 +356,23 @@ class XComArg(DependencyMixin):
 
     def _leaves(self) -> list[BaseOperator]:
         return [self.operator]
+
+    def as_setup(self) -> XComArg:
+        """Makes the task a setup task."""
+        setup_teardown.mark_setup(self.operator)
+        return self
+
+    def as_teardown(self, *, setups: Any = None, on_failure_fail_dagrun: bool | None = None) -> XComArg:
+        """Makes the task a teardown task, of `setups` when given."""
+        setup_teardown.mark_teardown(self.operator, setups, on_failure_fail_dagrun)
+        return self
+
+    def __enter__(self) -> XComArg:
+        setup_teardown.enter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setup_teardown.leave()
 
     def map(self, *_: Any) -> Any:
         raise UnsupportedConstruct("XComArg.map()", "transform the values inside the downstream task")
@@ -619,6 +641,11 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         self.partial_kwargs: dict[str, Any] = {}
         #: A custom operator's own arguments, as its call passed them.
         self.init_arguments: dict[str, Any] = {}
+        #: Setup or teardown (`as_setup()`, `as_teardown()`, `@setup`, `@teardown`).
+        self.is_setup = False
+        self.is_teardown = False
+        #: For a teardown: its failure fails the run.
+        self.on_failure_fail_dagrun = False
         self._init_own(kwargs)
         if not context.unmapping:
             dag.add_task(self)
@@ -642,11 +669,22 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
             cls.operator_name = cls.__name__
             cls.INIT_ARGS = _init_parameters(cls)
 
-    def as_setup(self) -> Any:
-        raise UnsupportedConstruct("setup tasks (.as_setup())", "use ordinary tasks with trigger rules")
+    def as_setup(self) -> BaseOperator:
+        """Makes the task a setup task (`leoflow.setup_teardown`)."""
+        setup_teardown.mark_setup(self)
+        return self
 
-    def as_teardown(self, *_: Any, **__: Any) -> Any:
-        raise UnsupportedConstruct("teardown tasks (.as_teardown())", "use a task with trigger_rule='all_done'")
+    def as_teardown(self, *, setups: Any = None, on_failure_fail_dagrun: bool | None = None) -> BaseOperator:
+        """Makes the task a teardown task, of `setups` when given."""
+        setup_teardown.mark_teardown(self, setups, on_failure_fail_dagrun)
+        return self
+
+    def __enter__(self) -> BaseOperator:
+        setup_teardown.enter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        setup_teardown.leave()
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
         """Takes this operator's own arguments out of `kwargs`."""

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from leoflow import setup_teardown
 from leoflow.decorators import DagParamReference
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.model import _MAPPED, DAG, BaseOperator, Param, XComArg
@@ -26,6 +27,7 @@ DAG_JSON_SCHEMA_VERSION = 1
 def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
     """One DAG as dag.json records it (without the version hash, which the caller adds)."""
     _at(dag.line, check_acyclic, dag)
+    _at(dag.line, setup_teardown.check, dag)
     tasks = [_at(task.line, serialize_task, task, dag_module) for task in sorted(dag.tasks.values(), key=lambda t: t.task_id)]
     schedule = _at(dag.line, serialize_schedule, dag.schedule)
     owners = sorted({t.owner for t in dag.tasks.values() if t.owner})
@@ -84,6 +86,13 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
             own[limit] = getattr(task, limit)
     if task.weight_rule != "downstream":
         own["weight_rule"] = task.weight_rule
+    # Only a setup or teardown says so (other documents and their hashes stay as they were).
+    if task.is_setup:
+        own["is_setup"] = True
+    if task.is_teardown:
+        own["is_teardown"] = True
+        if task.on_failure_fail_dagrun:
+            own["on_failure_fail_dagrun"] = True
     if task.depends_on_past:
         own["depends_on_past"] = True
         own["wait_for_downstream"] = task.wait_for_downstream

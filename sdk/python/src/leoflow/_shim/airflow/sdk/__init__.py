@@ -18,13 +18,12 @@ from leoflow.errors import UnsupportedConstruct
 from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
 from leoflow import timezone
 from leoflow.sensors import BaseSensorOperator
+from leoflow.setup_teardown import setup, teardown
 
 _HINTS = {
     "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
     "AssetAlias": "asset-driven scheduling is not supported yet",
     "asset": "asset-driven scheduling is not supported yet",
-    "setup": "setup/teardown tasks are not supported yet; use ordinary tasks with trigger rules",
-    "teardown": "setup/teardown tasks are not supported yet; use ordinary tasks with trigger rules",
 }
 
 
@@ -50,7 +49,9 @@ __all__ = [
     "cross_downstream",
     "dag",
     "get_current_context",
+    "setup",
     "task",
     "task_group",
+    "teardown",
     "timezone",
 ]
