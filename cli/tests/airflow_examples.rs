@@ -17,7 +17,8 @@
 //! a run triggered by a task: `example_trigger_controller_dag` (TriggerDagRunOperator) runs
 //! `example_trigger_target_dag` with its conf; `depends_on_past`:
 //! `example_branch_python_dop_operator_3`; setup and teardown tasks: `example_setup_teardown`
-//! and `example_setup_teardown_taskflow` (the graph marks them, a clear takes them along).
+//! and `example_setup_teardown_taskflow` (the graph marks them, a clear takes them along);
+//! mapped task groups: `example_dynamic_task_mapping`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -42,7 +43,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 20] = [
+const EXAMPLES: [&str; 21] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -63,6 +64,7 @@ const EXAMPLES: [&str; 20] = [
     "standard/example_bash_operator",
     "example_setup_teardown",
     "example_setup_teardown_taskflow",
+    "example_dynamic_task_mapping",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -702,6 +704,58 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     assert!(log.contains("Total order value is: 1236.70"), "{log}");
 
     setup_and_teardown(&examples).await;
+    mapped_task_groups(&examples).await;
+}
+
+/// `example_dynamic_task_mapping`'s three DAGs: a mapped task summed, a task mapped over a
+/// mapped task, and a task group mapped over `[1, 2, 3]` whose `mul_2` receives the result of
+/// `add_1` of its own map index.
+async fn mapped_task_groups(examples: &Examples) {
+    let dag = "example_dynamic_task_mapping";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let tasks = succeeded(&["add_one", "add_one", "add_one", "sum_it"]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "sum_it").await;
+    assert!(log.contains("Total was 9"), "{log}");
+
+    let dag = "example_task_mapping_second_order";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let mut tasks = succeeded(&["get_nums"]);
+    tasks.extend(succeeded(&["times_2"; 3]));
+    tasks.extend(succeeded(&["add_10"; 3]));
+    examples.assert_states(dag, &run, &states, &tasks).await;
+
+    let dag = "example_task_group_mapping";
+    let (run, states) = examples.run(dag, json!({"logical_date": null})).await;
+    let mut tasks = succeeded(&["op.add_1"; 3]);
+    tasks.extend(succeeded(&["op.mul_2"; 3]));
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let mut results = Vec::new();
+    for map_index in 0..3 {
+        let entry = examples
+            .client
+            .get(&format!(
+                "{}/xcomEntries/return_value?map_index={map_index}",
+                examples.ti_path(dag, &run, "op.mul_2")
+            ))
+            .await;
+        results.push(entry["value"].clone());
+    }
+    // (num + 1) * 2 for each num, in map-index order.
+    assert_eq!(results, [json!(4), json!(6), json!(8)]);
+    // The grid shows the group and its tasks as mapped, as Airflow's does.
+    let grid = examples
+        .client
+        .get(&format!("/ui/grid/structure/{dag}"))
+        .await;
+    let group = grid
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "op")
+        .unwrap();
+    assert_eq!(group["is_mapped"], true, "{grid}");
+    assert_eq!(group["children"][0]["is_mapped"], true, "{grid}");
 }
 
 /// `example_setup_teardown` and `example_setup_teardown_taskflow` run every task; the graph and

@@ -57,7 +57,7 @@ pub fn blockers(
     let mut found = Vec::new();
     state_blockers(spec, state, ti, around, &mut found);
     if ti.state == TiState::Pending {
-        trigger_rule_blocker(state, task, &mut found);
+        trigger_rule_blocker(spec, state, task, map_index, &mut found);
     }
     if matches!(ti.state, TiState::Pending | TiState::Scheduled) {
         capacity_blockers(spec, task, around, &mut found);
@@ -128,12 +128,18 @@ fn state_blockers(
 }
 
 /// A pending instance's trigger rule, while its upstream has not decided it.
-fn trigger_rule_blocker(state: &RunState, task: &TaskSpec, found: &mut Vec<Blocker>) {
+fn trigger_rule_blocker(
+    spec: &DagSpec,
+    state: &RunState,
+    task: &TaskSpec,
+    map_index: i32,
+    found: &mut Vec<Blocker>,
+) {
     let mut add = |name, reason: String| found.push(Blocker { name, reason });
-    if state.verdict(task) != Verdict::Wait {
+    if state.verdict(spec, task, map_index) != Verdict::Wait {
         return;
     }
-    let up = state.upstream_counts(task);
+    let up = state.upstream_counts(spec, task, map_index);
     if task.trigger_rule.evaluate(&up) == Verdict::Wait {
         add(
             "Trigger Rule",

@@ -407,9 +407,18 @@ impl RunState {
         self.tis.range(from..=to)
     }
 
-    /// Counts the states of `task`'s direct upstream task instances.
-    pub fn upstream_counts(&self, task: &TaskSpec) -> UpstreamCounts {
-        let mut counts = self.counts(&task.upstream);
+    /// Counts the states of the direct upstream task instances instance `map_index` of `task`
+    /// waits for (see [`RunState::awaited`]).
+    pub fn upstream_counts(
+        &self,
+        spec: &DagSpec,
+        task: &TaskSpec,
+        map_index: i32,
+    ) -> UpstreamCounts {
+        let mut counts = UpstreamCounts::default();
+        for ti in self.awaited(spec, task, map_index) {
+            counts.add(ti.state);
+        }
         let setups = self.counts(&task.setups.upstream_setups);
         counts.setup_total = setups.total;
         counts.setup_success = setups.success;
@@ -417,18 +426,47 @@ impl RunState {
         counts
     }
 
+    /// The upstream task instances instance `map_index` of `task` waits for: every instance of
+    /// each direct upstream task — but within a mapped task group, only the same map index of
+    /// the group's other tasks (their placeholder until they expand), and a group's task waits
+    /// to expand for what the group maps over rather than for them, as Airflow's.
+    fn awaited<'a>(
+        &'a self,
+        spec: &'a DagSpec,
+        task: &'a TaskSpec,
+        map_index: i32,
+    ) -> impl Iterator<Item = &'a TaskInstance> + 'a {
+        let same_group = |up: &String| {
+            task.mapped_group.is_some() && spec.tasks[up].mapped_group == task.mapped_group
+        };
+        let from_upstream = task.upstream.iter().flat_map(move |up| {
+            let chosen: Box<dyn Iterator<Item = &TaskInstance>> = match (same_group(up), map_index)
+            {
+                (false, _) => Box::new(self.instances(up).map(|(_, ti)| ti)),
+                (true, -1) => Box::new(std::iter::empty()),
+                (true, i) => Box::new(
+                    self.tis
+                        .get(&(up.clone(), i))
+                        .or_else(|| self.tis.get(&(up.clone(), -1)))
+                        .into_iter(),
+                ),
+            };
+            chosen
+        });
+        let group_sources = task
+            .length_sources()
+            .filter(move |source| {
+                task.mapped_group.is_some() && map_index == -1 && !task.upstream.contains(source)
+            })
+            .flat_map(move |source| self.instances(source).map(|(_, ti)| ti));
+        from_upstream.chain(group_sources)
+    }
+
     /// Counts the states of every instance of `tasks`.
     fn counts(&self, tasks: &[String]) -> UpstreamCounts {
         let mut counts = UpstreamCounts::default();
         for (_, ti) in tasks.iter().flat_map(|t| self.instances(t)) {
-            counts.total += 1;
-            match ti.state {
-                TiState::Success => counts.success += 1,
-                TiState::Skipped => counts.skipped += 1,
-                TiState::Failed => counts.failed += 1,
-                TiState::UpstreamFailed => counts.upstream_failed += 1,
-                _ => {}
-            }
+            counts.add(ti.state);
         }
         counts
     }
@@ -437,7 +475,7 @@ impl RunState {
     /// held back by the setups it runs within (each must succeed first: one failing marks it
     /// upstream-failed, one skipped skips it) and, for a teardown, by the tasks between its
     /// setups and it (each must be done), as Airflow's trigger-rule dependency decides.
-    pub fn verdict(&self, task: &TaskSpec) -> Verdict {
+    pub fn verdict(&self, spec: &DagSpec, task: &TaskSpec, map_index: i32) -> Verdict {
         let setups = self.counts(&task.setups.indirect_setups);
         if setups.any_failed() {
             return Verdict::UpstreamFailed;
@@ -445,7 +483,10 @@ impl RunState {
         if setups.skipped > 0 {
             return Verdict::Skip;
         }
-        match task.trigger_rule.evaluate(&self.upstream_counts(task)) {
+        match task
+            .trigger_rule
+            .evaluate(&self.upstream_counts(spec, task, map_index))
+        {
             Verdict::Run if setups.success < setups.total => Verdict::Wait,
             Verdict::Run if !self.all_done(&task.setups.scope) => Verdict::Wait,
             verdict => verdict,
@@ -1343,7 +1384,7 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
             }
             let task = &spec.tasks[&id.0];
             let key = scratch.key(id);
-            match scratch.verdict(task) {
+            match scratch.verdict(spec, task, id.1) {
                 Verdict::Wait => {}
                 Verdict::Run if task.mapped.is_some() && id.1 == -1 => {
                     new.push(expand(&scratch, task, key))

@@ -78,6 +78,10 @@ pub struct TaskSpec {
     /// For a mapped task, its mapped arguments: one instance per combination (Airflow's
     /// cartesian product of `.expand()` arguments; `.expand_kwargs()` is one argument).
     pub mapped: Option<Vec<MapLength>>,
+    /// For a task of a mapped task group, the group: the task runs once per map index of the
+    /// group (its `mapped` are the group's), and an instance waits only for the same map index
+    /// of the group's other tasks.
+    pub mapped_group: Option<String>,
     /// leoflow.yaml's `resources` for the task (CPU and memory), as dag.json carries them.
     pub resources: Option<Value>,
     /// leoflow.yaml's `pod` settings for the task (Kubernetes names), as dag.json carries them.
@@ -93,6 +97,19 @@ pub struct TaskSpec {
     pub role: TaskRole,
     /// The setups around it, as its role makes them matter (filled by [`DagSpec::link`]).
     pub setups: SetupLinks,
+}
+
+impl TaskSpec {
+    /// The tasks whose results give its mapped arguments' lengths.
+    pub fn length_sources(&self) -> impl Iterator<Item = &String> {
+        self.mapped
+            .iter()
+            .flatten()
+            .filter_map(|source| match source {
+                MapLength::FromTask(from) => Some(from),
+                MapLength::Literal(_) => None,
+            })
+    }
 }
 
 /// What an `ExternalTaskMarker` marks: a task of another DAG, in that DAG's run of the
@@ -220,6 +237,8 @@ struct RawTask {
     #[serde(default)]
     mapped: Option<RawMapped>,
     #[serde(default)]
+    mapped_group: Option<RawMappedGroup>,
+    #[serde(default)]
     weight_rule: WeightRule,
     #[serde(default)]
     resources: Option<Value>,
@@ -247,6 +266,13 @@ impl RawTask {
             _ => TaskRole::Work,
         }
     }
+}
+
+/// What a task of a mapped task group records of its group.
+#[derive(Deserialize)]
+struct RawMappedGroup {
+    group_id: String,
+    expand: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -317,9 +343,16 @@ impl DagSpec {
                 },
                 _ => TaskKind::Plain,
             };
-            let mapped = match &t.mapped {
-                None => None,
-                Some(m) => Some(match &m.expand_kwargs {
+            let mapped = match (&t.mapped, &t.mapped_group) {
+                (_, Some(group)) => Some(
+                    group
+                        .expand
+                        .values()
+                        .map(map_length)
+                        .collect::<Result<_, _>>()?,
+                ),
+                (None, None) => None,
+                (Some(m), None) => Some(match &m.expand_kwargs {
                     Some(kwargs) => vec![map_length(kwargs)?],
                     None => m
                         .expand
@@ -356,6 +389,7 @@ impl DagSpec {
                     queue: t.queue,
                     kind,
                     mapped,
+                    mapped_group: t.mapped_group.map(|g| g.group_id),
                     resources: t.resources,
                     pod: t.pod,
                     concurrency: t.concurrency,
@@ -387,10 +421,14 @@ impl DagSpec {
             }
         }
         for task in tasks.values() {
-            for source in task.mapped.iter().flatten() {
-                if let MapLength::FromTask(from) = source
-                    && !task.upstream.contains(from)
-                {
+            for from in task.length_sources() {
+                // A task of a mapped group waits for what its group maps over (see
+                // `RunState::verdict`), whether or not it depends on it.
+                let known = match task.mapped_group {
+                    Some(_) => tasks.contains_key(from),
+                    None => task.upstream.iter().any(|u| u == from),
+                };
+                if !known {
                     return Err(SpecError::Shape(format!(
                         "task {:?} maps over {from:?}, which is not upstream of it",
                         task.task_id

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::TiState;
+
 /// Every trigger rule of Airflow 3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +59,18 @@ pub struct UpstreamCounts {
 }
 
 impl UpstreamCounts {
+    /// Counts one more upstream task instance, in `state`.
+    pub fn add(&mut self, state: TiState) {
+        self.total += 1;
+        match state {
+            TiState::Success => self.success += 1,
+            TiState::Skipped => self.skipped += 1,
+            TiState::Failed => self.failed += 1,
+            TiState::UpstreamFailed => self.upstream_failed += 1,
+            _ => {}
+        }
+    }
+
     /// Upstream task instances in a final state.
     pub fn done(&self) -> usize {
         self.success + self.skipped + self.failed + self.upstream_failed

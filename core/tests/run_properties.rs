@@ -203,7 +203,7 @@ fn check_events(spec: &DagSpec, before: &RunState, events: &[Event]) -> Result<(
                         "a mapped task runs only once expanded"
                     );
                     if current.state == TiState::Pending {
-                        let verdict = state.verdict(task);
+                        let verdict = state.verdict(spec, task, ti.map_index);
                         prop_assert_eq!(
                             verdict,
                             Verdict::Run,

@@ -19,6 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Conditions, ParamFilters, Params};
 use crate::state::ApiState;
 use crate::states::{run_state_names, summary_precedence};
+use crate::v2::dag_versions::runs_mapped;
 use crate::v2::models::{
     DagVersionResponse, RunRecord, document, duration, load_dag, load_run, load_version,
     versions_by_hash,
@@ -262,7 +263,7 @@ pub struct Graph {
 
 /// `true` for a mapped task, else `null`, as Airflow's views say it.
 fn mapped(task: &Value) -> Option<bool> {
-    (!task["mapped"].is_null()).then_some(true)
+    runs_mapped(task).then_some(true)
 }
 
 /// `GET /ui/grid/structure/{dag_id}`: the task tree of the latest version.
@@ -293,7 +294,7 @@ pub async fn structure(
                 id: id.to_owned(),
                 label: label_of(id).to_owned(),
                 children: Some(children),
-                is_mapped: None,
+                is_mapped: (!g["mapped"].is_null()).then_some(true),
                 setup_teardown_type: None,
             }
         },
@@ -354,7 +355,7 @@ pub async fn structure_data(
                 label: label_of(id).to_owned(),
                 kind: "task",
                 children: Some(children),
-                is_mapped: None,
+                is_mapped: (!g["mapped"].is_null()).then_some(true),
                 tooltip: g["tooltip"]
                     .as_str()
                     .filter(|t| !t.is_empty())
@@ -452,7 +453,7 @@ pub async fn ti_summaries(
                 id,
                 task["display_name"].as_str().unwrap_or(label_of(id)),
                 &instances,
-                !task["mapped"].is_null(),
+                runs_mapped(task),
                 version_number,
             ));
         }

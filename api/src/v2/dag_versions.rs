@@ -219,9 +219,15 @@ pub fn task_response(task: &Value, downstream: &[&str], dag: &Value) -> TaskResp
             module_path: look.module,
             class_name: class.to_owned(),
         },
-        is_mapped: !task["mapped"].is_null(),
+        is_mapped: runs_mapped(task),
         extra_links: Vec::new(),
     }
+}
+
+/// Whether a task of dag.json runs once per map index: a mapped task, or a task of a mapped
+/// task group.
+pub(crate) fn runs_mapped(task: &Value) -> bool {
+    !task["mapped"].is_null() || !task["mapped_group"].is_null()
 }
 
 /// Each task's downstream tasks, from their `upstream` lists.

@@ -34,6 +34,7 @@ pub fn task(
         queue: "default".into(),
         kind,
         mapped: None,
+        mapped_group: None,
         resources: None,
         pod: None,
         concurrency: Default::default(),

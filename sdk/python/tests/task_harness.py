@@ -35,7 +35,7 @@ class Agent(Channel):
 
     def __init__(
         self,
-        xcoms: dict[tuple[str, str], Any] | None = None,
+        xcoms: dict[tuple[str, str] | tuple[str, str, int], Any] | None = None,
         variables: dict[str, str] | None = None,
         connections: dict[str, dict[str, Any]] | None = None,
     ) -> None:
@@ -63,7 +63,9 @@ class Agent(Channel):
 
     def answer(self, request: Request) -> Reply:
         if request["op"] == "xcom_pull":
-            key = (request["task_id"], request["key"])
+            # A result of one map index (`(task_id, key, map_index)`), else of the task.
+            indexed = (request["task_id"], request["key"], request.get("map_index", -1))
+            key = indexed if indexed in self.xcoms else (request["task_id"], request["key"])
             return {"ok": True, "found": key in self.xcoms, "value": self.xcoms.get(key)}
         if request["op"] == "xcom_push":
             self.pushed[request["key"]] = request["value"]

@@ -12,6 +12,7 @@ from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.model import (
     DAG,
     BaseOperator,
+    MappedArgument,
     Param,
     TaskGroup,
     XComArg,
@@ -343,6 +344,9 @@ class TaskGroupFunction:
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._build(list(args), kwargs, None)
+
+    def _build(self, args: list[Any], kwargs: dict[str, Any], mapped: dict[str, Any] | None) -> Any:
         dag_now = _current_dag(f"@task_group {self.function.__name__!r}")
         base = self.group_id or self.function.__name__
         group_id, n = base, 0
@@ -350,6 +354,13 @@ class TaskGroupFunction:
             n += 1
             group_id = f"{base}__{n}"
         with TaskGroup(group_id, **self.group_kwargs) as group:
+            if mapped is not None:
+                if group.parent is not None and group.parent.mapped_ancestor() is not None:
+                    raise UnsupportedConstruct(
+                        f"a mapped task group ({group.group_id!r}) inside a mapped task group", "map the outer group only"
+                    )
+                group.mapping = {"expand": mapped, "expand_kwargs": None}
+                kwargs = {**kwargs, **{name: MappedArgument(group, name, value) for name, value in mapped.items()}}
             result = self.function(*args, **kwargs)
         # A group that returns a task's result passes it on, like Airflow.
         return result if isinstance(result, XComArg) else group
@@ -358,9 +369,29 @@ class TaskGroupFunction:
         group_id = group_kwargs.pop("group_id", self.group_id)
         return TaskGroupFunction(self.function, group_id, {**self.group_kwargs, **group_kwargs})
 
-    def expand(self, **_: Any) -> Any:
-        raise UnsupportedConstruct("mapped task groups (@task_group ... .expand())", "map the tasks inside the group instead")
+    def expand(self, **mapped: Any) -> Any:
+        """The group's tasks, once per element of the mapped arguments (their cartesian product)."""
+        return PartialTaskGroup(self, {}).expand(**mapped)
 
-    def partial(self, **_: Any) -> Any:
-        raise UnsupportedConstruct("mapped task groups (@task_group ... .partial())", "map the tasks inside the group instead")
+    def partial(self, **fixed: Any) -> PartialTaskGroup:
+        """Arguments of a mapped group that every map index shares."""
+        return PartialTaskGroup(self, fixed)
+
+    def expand_kwargs(self, *_: Any) -> Any:
+        raise UnsupportedConstruct("mapped task groups with .expand_kwargs()", "use .expand() with one argument per name")
+
+
+class PartialTaskGroup:
+    """`task_group_function.partial(...)`: waits for `.expand()`."""
+
+    def __init__(self, group: TaskGroupFunction, fixed: dict[str, Any]) -> None:
+        self.group = group
+        self.fixed = fixed
+
+    def expand(self, **mapped: Any) -> Any:
+        check_expand(self.fixed, mapped)
+        return self.group._build([], dict(self.fixed), mapped)
+
+    def expand_kwargs(self, *_: Any) -> Any:
+        raise UnsupportedConstruct("mapped task groups with .expand_kwargs()", "use .expand() with one argument per name")
 

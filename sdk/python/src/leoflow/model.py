@@ -297,6 +297,8 @@ class TaskGroup(DependencyMixin):
         _check_default_args(self.default_args)
         self.line = context.line()
         self.children: list[BaseOperator] = []
+        #: For a mapped task group (`.expand()`): its mapped arguments, as a mapped task's.
+        self.mapping: dict[str, Any] | None = None
         if self.group_id in self.dag.groups:
             raise DagDefinitionError(f"task group {self.group_id!r} is defined twice in DAG {self.dag.dag_id!r}")
         self.dag.groups[self.group_id] = self
@@ -314,6 +316,13 @@ class TaskGroup(DependencyMixin):
 
     def _all_tasks(self) -> list[BaseOperator]:
         return [t for t in self.dag.tasks.values() if t.group is not None and t.group.is_within(self)]
+
+    def mapped_ancestor(self) -> TaskGroup | None:
+        """This group or the nearest group around it that is mapped, if any."""
+        group: TaskGroup | None = self
+        while group is not None and group.mapping is None:
+            group = group.parent
+        return group
 
     def is_within(self, other: TaskGroup) -> bool:
         group: TaskGroup | None = self
@@ -397,7 +406,13 @@ class XComArg(DependencyMixin):
 
     def resolve(self, context: dict[str, Any]) -> Any:
         """The value, pulled while a task runs (what a template field holding this renders to)."""
-        return context["ti"].xcom_pull(task_ids=self.operator.task_id, key=self.key)
+        from leoflow import runtime
+
+        ti = context["ti"]
+        if self.operator.task_id in runtime.group_tasks:
+            # Within a mapped task group, a task receives its group's results of its map index.
+            return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key, map_indexes=ti.map_index)
+        return ti.xcom_pull(task_ids=self.operator.task_id, key=self.key)
 
     def __repr__(self) -> str:
         return f"XComArg({self.operator.task_id!r}, {self.key!r})"
@@ -641,6 +656,8 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         self.partial_kwargs: dict[str, Any] = {}
         #: A custom operator's own arguments, as its call passed them.
         self.init_arguments: dict[str, Any] = {}
+        #: The mapped task group it is in: it runs once per map index of the group.
+        self.mapped_group = group.mapped_ancestor() if group else None
         #: Setup or teardown (`as_setup()`, `as_teardown()`, `@setup`, `@teardown`).
         self.is_setup = False
         self.is_teardown = False
@@ -858,6 +875,33 @@ def _check_mappable(name: str, value: Any) -> None:
     )
 
 
+class MappedArgument:
+    """An argument of a mapped task group's function: one element of what the group maps over,
+    for each map index (Airflow's `MappedArgument`)."""
+
+    def __init__(self, group: TaskGroup, name: str, source: Any) -> None:
+        self.group = group
+        self.name = name
+        #: What the group maps this argument over (a list, a dict or a task's result).
+        self.source = source
+
+    def resolve(self, context: dict[str, Any]) -> Any:
+        """The element of the running map index (what a template field holding this renders to)."""
+        from leoflow import runtime
+
+        value = runtime.group_arguments[self.name]
+        return getattr(value, "value", value)
+
+    def __iter__(self) -> Any:
+        raise DagDefinitionError(
+            f"argument {self.name!r} of mapped task group {self.group.group_id!r} is only known when the DAG runs: "
+            "pass it to a task"
+        )
+
+    def __repr__(self) -> str:
+        return f"MappedArgument({self.group.group_id!r}, {self.name!r})"
+
+
 def _depend_on_references(task: BaseOperator, value: Any) -> None:
     """Makes `task` depend on every task whose result appears in `value`, at any depth."""
     for reference in find_xcom_args(value):
@@ -872,6 +916,9 @@ def find_xcom_args(value: Any) -> list[XComArg]:
         item = stack.pop()
         if isinstance(item, XComArg):
             found.append(item)
+        elif isinstance(item, MappedArgument):
+            # A task using a group's argument depends on the task whose result the group maps.
+            stack.append(item.source)
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

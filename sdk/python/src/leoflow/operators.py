@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
-from leoflow.model import _MAPPED, BaseOperator, XComArg, _depend_on_references
+from leoflow.model import _MAPPED, BaseOperator, MappedArgument, XComArg, _depend_on_references
 
 
 #: Why a bash task refuses multiple_outputs=True.
@@ -103,7 +103,7 @@ class BashOperator(BaseOperator):
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
         self.bash_command = kwargs.pop("bash_command", None)
-        if not isinstance(self.bash_command, (str, XComArg)) and self.bash_command is not _MAPPED:
+        if not isinstance(self.bash_command, (str, XComArg, MappedArgument)) and self.bash_command is not _MAPPED:
             raise DagDefinitionError(f"BashOperator {self.task_id!r} needs a bash_command string")
         self.env = kwargs.pop("env", None)
         self.append_env = bool(kwargs.pop("append_env", False))

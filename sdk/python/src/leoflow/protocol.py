@@ -52,6 +52,8 @@ class TaskSpec(_TaskIdentity, total=False):
     params: dict[str, Any]
     env: dict[str, Any] | None
     mapped: dict[str, Any] | None
+    #: For a task of a mapped task group: `{"group_id", "expand", "tasks"}`.
+    mapped_group: dict[str, Any]
     bash: dict[str, Any]
     python: dict[str, Any]
     sensor: dict[str, Any]

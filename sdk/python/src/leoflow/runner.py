@@ -333,7 +333,7 @@ JINJA_MISSING = (
 )
 
 #: dag.json's tagged values (`serialize.py`): references and typed values, never rendered.
-_MARKERS = frozenset({"__xcom__", "__param__", "__datetime__", "__date__", "__timedelta__", "__callable__"})
+_MARKERS = frozenset({"__xcom__", "__param__", "__datetime__", "__date__", "__timedelta__", "__callable__", "__group_arg__"})
 
 
 class Resolved:
@@ -468,7 +468,12 @@ def decode(value: Any, ti: TaskInstance, params: dict[str, Any]) -> Any:
     if len(value) == 1:
         (marker, inner), = value.items()
         if marker == "__xcom__":
+            if inner["task_id"] in runtime.group_tasks:
+                # Within a mapped task group, a task receives its group's results of its map index.
+                return ti.xcom_pull(task_ids=inner["task_id"], key=inner["key"], map_indexes=ti.map_index)
             return ti.xcom_pull(task_ids=inner["task_id"], key=inner["key"])
+        if marker == "__group_arg__":
+            return decode(runtime.group_arguments[inner], ti, params)
         if marker == "__param__":
             return params.get(inner)
         if marker == "__datetime__":
@@ -480,6 +485,34 @@ def decode(value: Any, ti: TaskInstance, params: dict[str, Any]) -> Any:
         if marker == "__callable__":
             return None
     return {k: decode(v, ti, params) for k, v in value.items()}
+
+
+def enter_mapped_group(task: TaskSpec, map_index: int, ti: TaskInstance, params: dict[str, Any]) -> None:
+    """For a task of a mapped task group: its group's arguments of `map_index` and its group's
+    tasks, which `decode` and the task's references read."""
+    group = task.get("mapped_group")
+    if not group:
+        return
+    runtime.group_tasks = frozenset(group["tasks"])
+    as_mapped: TaskSpec = {"task_id": task["task_id"], "operator": task["operator"], "mapped": {"expand": group["expand"]}}
+    # Read when a task first uses one: a task that uses none pulls nothing.
+    runtime.group_arguments = _Lazy(lambda: mapped_arguments(as_mapped, map_index, ti, params))
+
+
+class _Lazy(dict[str, Any]):
+    """A dict filled by `load` when it is first read."""
+
+    def __init__(self, load: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self._load: Callable[[], dict[str, Any]] | None = load
+
+    def __missing__(self, key: str) -> Any:
+        if self._load is not None:
+            load, self._load = self._load, None
+            self.update(load())
+            if key in self:
+                return self[key]
+        raise KeyError(key)
 
 
 def mapped_arguments(task: TaskSpec, map_index: int, ti: TaskInstance, params: dict[str, Any]) -> dict[str, Any]:
@@ -782,6 +815,7 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
     ti: TaskInstance = ctx["ti"]
     params: dict[str, Any] = ctx["params"]
     mapped = mapped_arguments(task, attempt["map_index"], ti, params) if attempt["map_index"] >= 0 else {}
+    enter_mapped_group(task, attempt["map_index"], ti, params)
     callbacks.call(task_object, "on_execute_callback", ctx)
     if "custom" in task:
         return run_custom(task_object, task, ctx, mapped)

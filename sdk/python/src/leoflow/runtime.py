@@ -12,6 +12,10 @@ from leoflow.errors import DagDefinitionError
 
 #: The running task's context; `None` while a DAG file is parsed.
 current_context: dict[str, Any] | None = None
+#: For a task of a mapped task group: the group's arguments for the running map index, and the
+#: group's tasks (whose results it receives for that map index only).
+group_arguments: dict[str, Any] = {}
+group_tasks: frozenset[str] = frozenset()
 
 
 def get_current_context() -> dict[str, Any]:

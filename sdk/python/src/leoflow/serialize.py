@@ -17,7 +17,7 @@ from typing import Any
 from leoflow import setup_teardown
 from leoflow.decorators import DagParamReference
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
-from leoflow.model import _MAPPED, DAG, BaseOperator, Param, XComArg
+from leoflow.model import _MAPPED, DAG, BaseOperator, MappedArgument, Param, TaskGroup, XComArg
 from leoflow.schedule import serialize_schedule, summary
 
 #: Version of the dag.json layout (see docs/dag-json.md).
@@ -65,6 +65,8 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
                 "parent": g.parent.group_id if g.parent else None,
                 "tooltip": g.tooltip,
                 "prefix_group_id": g.prefix_group_id,
+                # Only a mapped group says so (other documents and their hashes stay as they were).
+                **({"mapped": value_json(g.mapping, f"task group {g.group_id!r}", dag_module)} if g.mapping else {}),
             }
             for g in sorted(dag.groups.values(), key=lambda g: g.group_id)
         ],
@@ -86,6 +88,8 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
             own[limit] = getattr(task, limit)
     if task.weight_rule != "downstream":
         own["weight_rule"] = task.weight_rule
+    if task.mapped_group is not None:
+        own["mapped_group"] = mapped_group(task, task.mapped_group, dag_module)
     # Only a setup or teardown says so (other documents and their hashes stay as they were).
     if task.is_setup:
         own["is_setup"] = True
@@ -155,6 +159,19 @@ def custom_reference(task: BaseOperator, where: str, dag_module: str) -> dict[st
     }
 
 
+def mapped_group(task: BaseOperator, group: TaskGroup, dag_module: str) -> dict[str, Any]:
+    """What a task of a mapped task group needs to run once per map index: the group, what it
+    maps over, and its tasks (whose results it receives for its own map index)."""
+    if task.mapping:
+        raise UnsupportedConstruct(f"a mapped task ({task.task_id!r}) inside a mapped task group", "map the group only")
+    assert group.mapping is not None
+    return {
+        "group_id": group.group_id,
+        "expand": value_json(group.mapping["expand"], f"task group {group.group_id!r}", dag_module),
+        "tasks": sorted(t.task_id for t in group._all_tasks()),
+    }
+
+
 def serialize_param(name: str, param: Param) -> dict[str, Any]:
     where = f"param {name!r}"
     result: dict[str, Any] = {
@@ -178,6 +195,8 @@ def value_json(value: Any, where: str, dag_module: str) -> Any:
         return {"__mapped__": True}
     if isinstance(value, XComArg):
         return {"__xcom__": {"task_id": value.operator.task_id, "key": value.key}}
+    if isinstance(value, MappedArgument):
+        return {"__group_arg__": value.name}
     if isinstance(value, DagParamReference):
         return {"__param__": value.name}
     if isinstance(value, dt.datetime):
