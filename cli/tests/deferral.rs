@@ -140,6 +140,20 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
     })
     .await;
     assert_eq!(waiting["try_number"], 1, "{waiting}");
+    // The API shows what it waits for, as Airflow's shows its trigger row.
+    let trigger = &waiting["trigger"];
+    assert_eq!(
+        trigger["classpath"], "airflow.providers.standard.triggers.temporal.DateTimeTrigger",
+        "{waiting}"
+    );
+    assert!(
+        trigger["kwargs"].as_str().is_some_and(
+            |k| k.starts_with("{'moment': DateTime(") && k.contains("tzinfo=Timezone('UTC')")
+        ),
+        "{waiting}"
+    );
+    assert!(trigger["id"].as_i64().is_some_and(|id| id > 0), "{waiting}");
+    assert!(trigger["created_date"].is_string(), "{waiting}");
     let sensing = ti_until(&client, &ti_path(&run_id, "sense"), |ti| {
         ti["state"] == "up_for_reschedule"
     })
@@ -177,6 +191,8 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
         let mut found = Vec::new();
         for task_id in ["wait", "sense", "too_long", "file", "ends_there"] {
             let ti = client.get(&ti_path(&run_id, task_id)).await;
+            // A task instance no longer deferred waits for no trigger.
+            assert!(ti["trigger"].is_null(), "{ti}");
             found.push((
                 task_id.to_owned(),
                 ti["state"].clone(),

@@ -327,7 +327,7 @@ impl WorkingSet {
                 let reason = Some(e.reason.as_str());
                 self.task_ended(&e.ti, Some(e.try_number), TiState::UpForRetry, at, reason)
             }
-            Event::TaskDeferred(e) => self.task_deferred(e),
+            Event::TaskDeferred(e) => self.task_deferred(e, recorded.position, at),
             Event::TaskRescheduled(e) => self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
                 ti.state = stored(TiState::UpForReschedule);
             }),
@@ -620,12 +620,19 @@ impl WorkingSet {
         })
     }
 
-    fn task_deferred(&mut self, e: &TaskDeferred) -> Result<(), ApplyError> {
+    fn task_deferred(
+        &mut self,
+        e: &TaskDeferred,
+        position: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
         self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
             ti.state = stored(TiState::Deferred);
             ti.next_method = Some(e.next_method.clone());
             ti.next_kwargs = serde_json::to_value(&e.next_kwargs).ok();
             ti.trigger = serde_json::to_value(&e.trigger).ok();
+            ti.trigger_id = Some(position);
+            ti.trigger_created_at = Some(at);
             ti.trigger_timeout = e.timeout_at;
             ti.trigger_event = None;
         })
@@ -636,6 +643,8 @@ impl WorkingSet {
             ti.state = stored(TiState::Scheduled);
             ti.scheduled_dttm = Some(at);
             ti.trigger = None;
+            ti.trigger_id = None;
+            ti.trigger_created_at = None;
             ti.trigger_timeout = None;
             ti.trigger_event = e.trigger_event.clone();
             if let Some(failure) = &e.failure {
@@ -683,6 +692,8 @@ impl WorkingSet {
             ti.next_method = None;
             ti.next_kwargs = None;
             ti.trigger = None;
+            ti.trigger_id = None;
+            ti.trigger_created_at = None;
             ti.trigger_timeout = None;
             ti.trigger_event = None;
         })

@@ -266,6 +266,10 @@ pub struct TaskInstanceRow {
     pub next_kwargs: Option<serde_json::Value>,
     /// What a deferred try waits for (`DeferredTrigger` as JSON), while it waits.
     pub trigger: Option<serde_json::Value>,
+    /// Its trigger's id: the position of the `TaskDeferred` event that set it.
+    pub trigger_id: Option<i64>,
+    /// When its trigger was set.
+    pub trigger_created_at: Option<DateTime<Utc>>,
     /// When a deferred try's wait fails, while it waits.
     pub trigger_timeout: Option<DateTime<Utc>>,
     /// The event of the trigger that resumed the try.

@@ -428,9 +428,69 @@ pub struct TaskInstanceResponse {
     pub rendered_map_index: Option<String>,
     /// The current try's rendered template fields (`{}` in lists).
     pub rendered_fields: Value,
-    pub trigger: Option<Value>,
+    pub trigger: Option<TriggerResponse>,
     pub triggerer_job: Option<Value>,
     pub dag_version: Option<DagVersionResponse>,
+}
+
+/// Airflow's `TriggerResponse`: what a deferred task instance waits for.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerResponse {
+    /// The position of the `TaskDeferred` event that set it.
+    pub id: i64,
+    pub classpath: String,
+    /// Its arguments as Airflow prints them (a Python dict's repr).
+    pub kwargs: String,
+    pub created_date: DateTime<Utc>,
+    pub queue: Option<String>,
+    /// Leoflow's time triggers are timers of the scheduler: no triggerer runs them.
+    pub triggerer_id: Option<i64>,
+}
+
+impl TriggerResponse {
+    /// The trigger of a task instance that waits deferred, if it does.
+    fn of(ti: &TiRecord) -> Option<Self> {
+        if ti.state.as_deref() != Some("deferred") {
+            return None;
+        }
+        let trigger = ti.trigger.as_ref()?;
+        // The only kind recorded: a moment (`DateTimeTrigger`; a `TimeDeltaTrigger` is one, and
+        // Airflow records it as one too).
+        let moment: DateTime<Utc> = serde_json::from_value(trigger["moment"].clone()).ok()?;
+        let end_from_trigger = trigger["end_from_trigger"].as_bool().unwrap_or(false);
+        Some(Self {
+            id: ti.trigger_id?,
+            classpath: "airflow.providers.standard.triggers.temporal.DateTimeTrigger".to_owned(),
+            kwargs: format!(
+                "{{'moment': {}, 'end_from_trigger': {}}}",
+                python_datetime(moment),
+                if end_from_trigger { "True" } else { "False" }
+            ),
+            created_date: ti.trigger_created_at?,
+            queue: None,
+            triggerer_id: None,
+        })
+    }
+}
+
+/// A UTC moment as Python prints a pendulum `DateTime` (what Airflow's trigger kwargs hold).
+fn python_datetime(moment: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let micros = moment.nanosecond() / 1_000;
+    let fraction = if micros > 0 {
+        format!(", {micros}")
+    } else {
+        String::new()
+    };
+    format!(
+        "DateTime({}, {}, {}, {}, {}, {}{fraction}, tzinfo=Timezone('UTC'))",
+        moment.year(),
+        moment.month(),
+        moment.day(),
+        moment.hour(),
+        moment.minute(),
+        moment.second()
+    )
 }
 
 /// Airflow's `TaskInstanceHistoryResponse`: one try of a task instance.
@@ -541,7 +601,7 @@ impl TaskInstanceResponse {
             note: None,
             rendered_map_index: (ti.map_index >= 0).then(|| ti.map_index.to_string()),
             rendered_fields: Value::Object(Default::default()),
-            trigger: None,
+            trigger: TriggerResponse::of(ti),
             triggerer_job: None,
             dag_version: version.map(DagVersionResponse::from),
         }

@@ -94,6 +94,12 @@ pub struct TiRecord {
     pub run_after: DateTime<Utc>,
     /// The DAG version its run was queued with.
     pub dag_version_hash: Option<String>,
+    /// What a deferred try waits for (`DeferredTrigger` as JSON), while it waits.
+    pub trigger: Option<serde_json::Value>,
+    /// Its trigger's id, while it waits.
+    pub trigger_id: Option<i64>,
+    /// When its trigger was set, while it waits.
+    pub trigger_created_at: Option<DateTime<Utc>>,
 }
 
 /// Task instances joined to their runs (`t.`, `r.`).
@@ -103,7 +109,7 @@ const TI_FROM: &str =
 const TI_COLUMNS: &str = "t.dag_id, t.run_id, t.task_id, t.map_index, t.id, t.try_number, \
     t.state, t.scheduled_dttm, t.queued_dttm, t.start_date, t.end_date, t.duration, t.hostname, \
     t.pid, t.executor, t.pool, t.pool_slots, t.priority_weight, t.queue, t.rendered_fields_hash, \
-    r.logical_date, r.run_after, r.dag_version_hash";
+    r.logical_date, r.run_after, r.dag_version_hash, t.trigger, t.trigger_id, t.trigger_created_at";
 
 /// The task instances under `conditions` in `window`, in `order` (expressions of
 /// [`columns`] and of the run's), and how many there are in all.

@@ -99,3 +99,17 @@ def test_examples_compile_or_name_the_unsupported_construct(examples: dict[str, 
             assert result["line"] is not None, (name, result)
     assert actual == expected
     assert sum(r["ok"] for r in actual.values()) >= 20
+
+
+def test_the_documented_tables_say_what_the_expectations_say() -> None:
+    """docs/airflow-examples.md's two tables and their counts follow the expectations."""
+    expected = json.loads(EXPECTATIONS.read_text())
+    text = (REPO / "docs" / "airflow-examples.md").read_text()
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")]
+    compiled = {cells[0].strip("| `"): sorted(d.strip("`") for d in cells[1].rstrip(" |").split(", ")) for cells in rows if len(cells) == 2}
+    refused = {cells[0].strip("| `"): (int(cells[1]), cells[2].rstrip(" |")) for cells in rows if len(cells) == 3}
+    assert compiled == {name: r["dags"] for name, r in expected.items() if r["ok"]}
+    assert refused == {name: (r["line"], f"{r['kind']}: {r['message']}") for name, r in expected.items() if not r["ok"]}
+    total = len(expected)
+    assert f"## Compile unmodified ({len(compiled)} of {total})" in text
+    assert f"## Refused with a named construct ({len(refused)} of {total})" in text

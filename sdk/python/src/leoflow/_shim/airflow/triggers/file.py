@@ -7,7 +7,7 @@ from leoflow.triggers import FileTrigger
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
     if name.startswith("__"):
         raise AttributeError(name)
-    raise UnsupportedConstruct(f"airflow.triggers.file.{name}", "FileTrigger is supported; wait for a file deletion in a task")
+    raise UnsupportedConstruct(f"airflow.triggers.file.{name}", "it needs a triggerer, which Leoflow does not run yet (it runs DateTimeTrigger and TimeDeltaTrigger); wait for the deletion in a sensor's poke")
 
 
 __all__ = ["FileTrigger"]
