@@ -18,7 +18,8 @@
 //! `example_trigger_target_dag` with its conf; `depends_on_past`:
 //! `example_branch_python_dop_operator_3`; setup and teardown tasks: `example_setup_teardown`
 //! and `example_setup_teardown_taskflow` (the graph marks them, a clear takes them along);
-//! mapped task groups: `example_dynamic_task_mapping`.
+//! mapped task groups: `example_dynamic_task_mapping`; a clear's dry run listing what an
+//! `ExternalTaskMarker` clears in another DAG: `example_external_task_marker_dag`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -43,7 +44,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 21] = [
+const EXAMPLES: [&str; 22] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -65,6 +66,7 @@ const EXAMPLES: [&str; 21] = [
     "example_setup_teardown",
     "example_setup_teardown_taskflow",
     "example_dynamic_task_mapping",
+    "standard/example_external_task_marker_dag",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -705,6 +707,85 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
 
     setup_and_teardown(&examples).await;
     mapped_task_groups(&examples).await;
+    a_dry_run_shows_what_markers_clear(&examples).await;
+}
+
+/// `example_external_task_marker_dag`: the dry run of clearing the parent's marker lists the
+/// child run's marked task and what is downstream of it, as Airflow's does.
+async fn a_dry_run_shows_what_markers_clear(examples: &Examples) {
+    let at = json!({"logical_date": "2024-03-01T00:00:00Z", "conf": {}});
+    let parent = "example_external_task_marker_parent";
+    let (parent_run, states) = examples.run(parent, at.clone()).await;
+    examples
+        .assert_states(parent, &parent_run, &states, &succeeded(&["parent_task"]))
+        .await;
+    // The child's run of the same logical date: its first sensor sees the parent's task done,
+    // its second waits for a task group the parent does not have (for minutes, as on Airflow);
+    // the run need not end here.
+    let child = "example_external_task_marker_child";
+    let (status, _) = examples
+        .client
+        .call(
+            Method::PATCH,
+            &format!("/api/v2/dags/{child}"),
+            Some(json!({"is_paused": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, child_run) = examples
+        .client
+        .call(
+            Method::POST,
+            &format!("/api/v2/dags/{child}/dagRuns"),
+            Some(at),
+        )
+        .await;
+    assert_eq!(status, 200, "{child_run}");
+    let child_run = child_run["dag_run_id"].as_str().unwrap().to_owned();
+    examples
+        .client
+        .until(
+            &format!(
+                "/api/v2/dags/{child}/dagRuns/{}/taskInstances",
+                encode(&child_run)
+            ),
+            |tis| tis["total_entries"] == 2,
+        )
+        .await;
+    let (status, listed) = examples
+        .client
+        .call(
+            Method::POST,
+            &format!("/api/v2/dags/{parent}/clearTaskInstances"),
+            Some(json!({"dag_run_id": parent_run, "task_ids": ["parent_task"], "dry_run": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let mut shown: Vec<(String, String, String)> = listed["task_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ti| {
+            (
+                ti["dag_id"].as_str().unwrap().to_owned(),
+                ti["dag_run_id"].as_str().unwrap().to_owned(),
+                ti["task_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    shown.sort();
+    let expected: Vec<(String, String, String)> = [
+        // `child_task3`, not scheduled yet (it waits for the sensor), has no task instance to
+        // list yet.
+        (child, &child_run, "child_task1"),
+        (child, &child_run, "child_task2"),
+        (parent, &parent_run, "parent_task"),
+    ]
+    .iter()
+    .map(|(d, r, t)| (d.to_string(), r.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(shown, expected, "{listed}");
+    assert_eq!(listed["total_entries"], 3, "{listed}");
 }
 
 /// `example_dynamic_task_mapping`'s three DAGs: a mapped task summed, a task mapped over a

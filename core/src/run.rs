@@ -919,14 +919,14 @@ impl ClearScope {
     }
 
     /// Every task this scope touches an instance of.
-    fn tasks(&self) -> impl Iterator<Item = &String> {
+    pub fn tasks(&self) -> impl Iterator<Item = &String> {
         self.whole_tasks
             .iter()
             .chain(self.instances.iter().map(|(id, _)| id))
     }
 
     /// Whether the scope holds instance `id`.
-    fn holds(&self, (task_id, map_index): &TiId) -> bool {
+    pub fn holds(&self, (task_id, map_index): &TiId) -> bool {
         self.whole_tasks.binary_search(task_id).is_ok()
             || self
                 .instances

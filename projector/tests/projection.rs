@@ -818,10 +818,27 @@ async fn rebuild_under_load(pool: PgPool, min_events: usize, reads_begin: &'stat
     assert_eq!(late, 1, "the live read models show the append at once");
     assert!(!rebuild.is_finished());
 
-    // The build done, the swap waits for the long reader; appends still get through.
+    // The build done, the swap waits for the long reader; appends still get through. They go
+    // on beside the watch for the waiting swap: an append waits while a swap attempt holds the
+    // log lock, and a watch taking turns with the appends would look only between attempts.
+    let appending = Arc::new(AtomicBool::new(true));
+    let appender = tokio::spawn({
+        let (store, appending, first) = (store.clone(), appending.clone(), late_runs);
+        async move {
+            let mut next = first;
+            while appending.load(Ordering::Relaxed) {
+                let events = vec![queued("late", &format!("during_{next}"))];
+                timeout(BLOCKED, append(&store, events))
+                    .await
+                    .expect("an append commits while the rebuild waits to swap")
+                    .unwrap();
+                next += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            next
+        }
+    });
     while !waits_for_a_lock(&pool, rebuilding).await {
-        append_late(vec![queued("late", &format!("during_{late_runs}"))]).await;
-        late_runs += 1;
         if rebuild.is_finished() {
             panic!(
                 "the rebuild ended under a reader: {:?}",
@@ -829,7 +846,10 @@ async fn rebuild_under_load(pool: PgPool, min_events: usize, reads_begin: &'stat
             );
         }
         assert!(Instant::now() < deadline, "the rebuild never tried to swap");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    appending.store(false, Ordering::Relaxed);
+    late_runs = appender.await.unwrap();
     for _ in 0..3 {
         append_late(vec![queued("late", &format!("during_{late_runs}"))]).await;
         late_runs += 1;

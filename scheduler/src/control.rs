@@ -229,9 +229,9 @@ impl ClearTargets {
     }
 }
 
-/// What clearing `targets` of a run (with everything downstream when asked) would touch: the
-/// dry run of [`clear_task_instances`].
-pub async fn clear_scope(
+/// What clearing `targets` of a run (with everything downstream when asked) would touch in that
+/// run.
+async fn clear_scope(
     store: &EventStore,
     specs: &Specs,
     dag_id: &str,
@@ -247,6 +247,25 @@ pub async fn clear_scope(
         &targets.only_map_indexes,
         downstream,
     ))
+}
+
+/// What clearing `targets` of a run (with everything downstream when asked) would touch, in
+/// that run and, through the `ExternalTaskMarker`s it clears, in other DAGs' runs: each run and
+/// its scope, the asked run first (the dry run of [`clear_task_instances`], as Airflow's lists
+/// what markers would clear too).
+pub async fn clear_scopes(
+    store: &EventStore,
+    specs: &Specs,
+    dag_id: &str,
+    run_id: &str,
+    targets: Vec<(String, Option<i32>)>,
+    downstream: bool,
+) -> Result<Vec<markers::RunScope>, ControlError> {
+    let scope = clear_scope(store, specs, dag_id, run_id, targets, downstream).await?;
+    let marked = markers::marked_scopes(store, specs, (dag_id, run_id), &scope, None).await;
+    let mut scopes = vec![(dag_id.to_owned(), run_id.to_owned(), scope)];
+    scopes.extend(marked);
+    Ok(scopes)
 }
 
 /// A run as the scheduler sees it.

@@ -2367,6 +2367,34 @@ async fn clearing_an_external_task_marker_clears_the_task_it_marks_and_follows_o
         runs.insert(dag_id, queued.run_id);
     }
 
+    // The dry run shows what the clear will clear, in the other DAGs' runs too.
+    let scopes = control::clear_scopes(
+        &store,
+        &specs,
+        "parent",
+        &runs["parent"],
+        vec![("mark".into(), None)],
+        false,
+    )
+    .await
+    .unwrap();
+    let shown: Vec<(&str, Vec<&str>)> = scopes
+        .iter()
+        .map(|(dag_id, run_id, scope)| {
+            assert_eq!(run_id, &runs[dag_id.as_str()], "{dag_id}");
+            let tasks = scope.whole_tasks.iter().map(String::as_str).collect();
+            (dag_id.as_str(), tasks)
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("parent", vec!["mark"]),
+            ("child", vec!["after", "mark_on", "wait"]),
+            ("grandchild", vec!["mark_on", "wait"]),
+        ]
+    );
+
     control::clear_tasks(
         &store,
         &specs,

@@ -639,9 +639,8 @@ pub async fn clear_tis(
     let downstream = body.include_downstream.unwrap_or(false);
     let only_failed = body.only_failed.unwrap_or(false);
     let mut c = Conditions::new();
-    c.eq(ti::DAG_ID, Bind::Text(dag_id.clone()));
-    c.eq(ti::RUN_ID, Bind::Text(run_id.clone()));
-    // What a clear lists: the task instances it clears (or, dry, would clear).
+    // What a clear lists: the task instances it clears (or, dry, would clear), in other DAGs'
+    // runs too when it clears markers.
     would_clear(
         &state,
         &mut c,
@@ -725,9 +724,11 @@ async fn would_clear(
     downstream: bool,
 ) -> ApiResult<()> {
     if targets.is_empty() {
+        c.eq(ti::DAG_ID, Bind::Text(dag_id.to_owned()));
+        c.eq(ti::RUN_ID, Bind::Text(run_id.to_owned()));
         return Ok(());
     }
-    let scope = control::clear_scope(
+    let scopes = control::clear_scopes(
         &state.store,
         &state.specs,
         dag_id,
@@ -737,8 +738,7 @@ async fn would_clear(
     )
     .await
     .map_err(ApiError::internal)?;
-    let (indexed_tasks, indexes): (Vec<String>, Vec<i32>) = scope.instances.into_iter().unzip();
-    read::task_instances::cleared_by(c, scope.whole_tasks, indexed_tasks, indexes);
+    read::task_instances::cleared_across(c, &scopes);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! need of their runs), a try's history, and lookups more than one crate needs.
 
 use chrono::{DateTime, Utc};
+use leoflow_core::run::ClearScope;
 use sqlx::{AssertSqlSafe, FromRow, PgPool};
 use uuid::Uuid;
 
@@ -133,20 +134,36 @@ pub async fn page(
     fetch_page(pool, list, window).await
 }
 
-/// Adds to a list's `conditions`: the instance is one of a clear's (a task of
-/// `whole_tasks`, or the `(task, map index)` pairs `indexed_tasks` × `indexes` zipped).
-pub fn cleared_by(
-    conditions: &mut Conditions,
-    whole_tasks: Vec<String>,
-    indexed_tasks: Vec<String>,
-    indexes: Vec<i32>,
-) {
+/// Adds to a list's `conditions`: the instance is one a clear touches in one of several runs,
+/// each `(dag_id, run_id, scope)` (a marker's clear reaches other DAGs' runs).
+pub fn cleared_across(conditions: &mut Conditions, scopes: &[(String, String, ClearScope)]) {
+    let (mut dags, mut runs, mut tasks) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one_dags, mut one_runs, mut one_tasks, mut indexes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (dag_id, run_id, scope) in scopes {
+        for task_id in &scope.whole_tasks {
+            dags.push(dag_id.clone());
+            runs.push(run_id.clone());
+            tasks.push(task_id.clone());
+        }
+        for (task_id, map_index) in &scope.instances {
+            one_dags.push(dag_id.clone());
+            one_runs.push(run_id.clone());
+            one_tasks.push(task_id.clone());
+            indexes.push(*map_index);
+        }
+    }
     conditions.push(
-        "(t.task_id = ANY({}) OR (t.task_id, t.map_index) IN \
-         (SELECT * FROM unnest({}::text[], {}::int[])))",
+        "((t.dag_id, t.run_id, t.task_id) IN (SELECT * FROM unnest({}::text[], {}::text[], {}::text[])) \
+         OR (t.dag_id, t.run_id, t.task_id, t.map_index) IN \
+         (SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::int[])))",
         vec![
-            Bind::Texts(whole_tasks),
-            Bind::Texts(indexed_tasks),
+            Bind::Texts(dags),
+            Bind::Texts(runs),
+            Bind::Texts(tasks),
+            Bind::Texts(one_dags),
+            Bind::Texts(one_runs),
+            Bind::Texts(one_tasks),
             Bind::Ints(indexes),
         ],
     );

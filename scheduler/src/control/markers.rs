@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
+use leoflow_core::run::{ClearScope, TiState};
 use leoflow_core::spec::ExternalMarker;
 use leoflow_events::{Actor, Event, EventStore, RecordedEvent};
 use leoflow_projector::read;
@@ -74,6 +75,68 @@ pub(super) fn clear_marked<'a>(
                 ),
             }
         }
+    })
+}
+
+/// A run (its DAG and id) and what a clear touches in it.
+pub type RunScope = (String, String, ClearScope);
+
+/// What a clear of `scope` in run `run_id` of `dag_id` clears in other DAGs' runs through its
+/// markers, as [`clear_marked`] follows them — the markers of the scope that ran (a marker that
+/// never ran is not cleared, so it clears nothing), `depth` more DAGs away at most — without
+/// clearing anything: each run, and the scope cleared there. What cannot be followed is left
+/// out, as the clear leaves it.
+pub(super) fn marked_scopes<'a>(
+    store: &'a EventStore,
+    specs: &'a Specs,
+    (dag_id, run_id): (&'a str, &'a str),
+    scope: &'a ClearScope,
+    depth: Option<u32>,
+) -> Pin<Box<dyn Future<Output = Vec<RunScope>> + Send + 'a>> {
+    Box::pin(async move {
+        let Ok(run) = run_state(store, specs, dag_id, run_id).await else {
+            return Vec::new();
+        };
+        let mut markers: Vec<(String, ExternalMarker)> = scope
+            .tasks()
+            .filter(|task_id| {
+                run.state
+                    .instances(task_id)
+                    .any(|(id, ti)| ti.state != TiState::Pending && scope.holds(id))
+            })
+            .filter_map(|task_id| {
+                Some((task_id.clone(), run.spec.tasks.get(task_id)?.marks.clone()?))
+            })
+            .collect();
+        markers.dedup_by(|a, b| a.0 == b.0);
+        let mut found = Vec::new();
+        for (task_id, marker) in markers {
+            let left = depth.unwrap_or(marker.recursion_depth);
+            if left == 0 {
+                continue;
+            }
+            let Ok(Some(target)) = marked(store, (dag_id, run_id), &task_id, &marker).await else {
+                continue;
+            };
+            let Ok(there) = run_state(store, specs, &target.dag_id, &target.run_id).await else {
+                continue;
+            };
+            if !there.spec.tasks.contains_key(&target.task_id) {
+                continue;
+            }
+            let targets = ClearTargets::of(vec![(target.task_id.clone(), None)]);
+            let scope = ClearScope::of(
+                &there.spec,
+                &targets.task_ids,
+                &targets.only_map_indexes,
+                true,
+            );
+            let key = (target.dag_id.as_str(), target.run_id.as_str());
+            let further = marked_scopes(store, specs, key, &scope, Some(left - 1)).await;
+            found.push((target.dag_id, target.run_id, scope));
+            found.extend(further);
+        }
+        found
     })
 }
 

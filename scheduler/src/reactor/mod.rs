@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
 use leoflow_core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
 use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
 use leoflow_core::spec::{DagSpec, TaskSpec};
@@ -1597,6 +1598,7 @@ impl Reactor {
     /// still to come.
     async fn fire_timers(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut next: Option<DateTime<Utc>> = None;
+        let mut due = Vec::new();
         for ((dag_id, run_id), run) in &self.runs {
             let mut commands = Vec::new();
             for ((task_id, map_index), ti) in &run.state.tis {
@@ -1610,9 +1612,19 @@ impl Reactor {
                 commands.push(timer.command(task_id.clone(), *map_index, ti.try_number, due, now));
             }
             if !commands.is_empty() {
-                self.submit_all(dag_id, run_id, commands).await;
+                due.push((dag_id, run_id, commands));
             }
         }
+        // Runs are streams of their own: their decisions are appended side by side, a few at a
+        // time (each holds one of the store's connections while it appends).
+        stream::iter(due)
+            .for_each_concurrent(
+                TIMER_APPENDS_AT_ONCE,
+                |(dag_id, run_id, commands)| async move {
+                    self.submit_all(dag_id, run_id, commands).await;
+                },
+            )
+            .await;
         next
     }
 
@@ -1731,6 +1743,10 @@ async fn load_schedule(store: &EventStore, document_hash: &str) -> Option<Schedu
 }
 
 /// A term that lasted this long was healthy: the failure that ended it starts the backoff over.
+/// How many runs' timer decisions are appended at once: enough to overlap the appends' round
+/// trips, few enough to leave the store's pool (8 in Lite) to the rest of the control plane.
+const TIMER_APPENDS_AT_ONCE: usize = 4;
+
 const HEALTHY_TERM: Duration = Duration::from_secs(60);
 
 /// The count of failures in a row once a term that lasted `term` failed: an outage long after
