@@ -252,6 +252,13 @@ impl Examples {
         }
     }
 
+    /// The graph view of `dag_id` (`/ui/structure/structure_data`).
+    async fn graph(&self, dag_id: &str) -> Value {
+        self.client
+            .get(&format!("/ui/structure/structure_data?dag_id={dag_id}"))
+            .await
+    }
+
     fn ti_path(&self, dag_id: &str, run_id: &str, task_id: &str) -> String {
         format!(
             "/api/v2/dags/{dag_id}/dagRuns/{}/taskInstances/{task_id}",
@@ -279,6 +286,16 @@ impl Examples {
             .await;
         entry["value"].clone()
     }
+}
+
+/// `field` of the graph view's node `id`, if there is one.
+fn node_field(graph: &Value, id: &str, field: &str) -> Option<Value> {
+    graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .map(|n| n[field].clone())
 }
 
 /// Each of `tasks` with state success.
@@ -643,18 +660,8 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         .await;
     assert!(log.contains("sensor timed out after 3 s"), "{log}");
     // The graph view shows the sensors as sensors.
-    let graph = examples
-        .client
-        .get("/ui/structure/structure_data?dag_id=example_sensors")
-        .await;
-    let kind = |id: &str| {
-        graph["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id)
-            .map(|n| n["type"].clone())
-    };
+    let graph = examples.graph("example_sensors").await;
+    let kind = |id: &str| node_field(&graph, id, "type");
     assert_eq!(kind("wait_for_file"), Some(json!("sensor")), "{graph}");
     assert_eq!(kind("remove_file"), Some(json!("task")), "{graph}");
 
@@ -671,10 +678,7 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
         "report",
     ]);
     examples.assert_states(dag, &run, &states, &tasks).await;
-    let graph = examples
-        .client
-        .get("/ui/structure/structure_data?dag_id=example_branch_labels")
-        .await;
+    let graph = examples.graph("example_branch_labels").await;
     let mut labels: Vec<(String, String)> = graph["edges"]
         .as_array()
         .unwrap()
@@ -874,18 +878,8 @@ async fn setup_and_teardown(examples: &Examples) {
         "{log}"
     );
 
-    let graph = examples
-        .client
-        .get(&format!("/ui/structure/structure_data?dag_id={dag}"))
-        .await;
-    let kind = |id: &str| {
-        graph["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id)
-            .map(|n| n["setup_teardown_type"].clone())
-    };
+    let graph = examples.graph(dag).await;
+    let kind = |id: &str| node_field(&graph, id, "setup_teardown_type");
     assert_eq!(kind("my_first_task"), Some(json!("setup")), "{graph}");
     assert_eq!(kind("my_third_task"), Some(json!("teardown")), "{graph}");
     assert_eq!(kind("my_second_task"), Some(Value::Null), "{graph}");
