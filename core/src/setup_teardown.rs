@@ -180,6 +180,9 @@ impl DagSpec {
         downstream: bool,
     ) -> BTreeSet<String> {
         let mut also = BTreeSet::new();
+        if !self.tasks.values().any(|t| t.role.is_setup()) {
+            return also;
+        }
         for target in targets {
             let task = &self.tasks[target];
             if downstream {

@@ -133,6 +133,15 @@ with DAG("d", schedule=None):
         (
             """
 with DAG("d", schedule=None):
+    first = BashOperator(task_id="first", bash_command="echo").as_setup()
+    second = BashOperator(task_id="second", bash_command="echo", trigger_rule="one_success").as_setup()
+    first >> second
+""",
+            "Setup tasks must be followed with trigger rule ALL_SUCCESS: 'second'",
+        ),
+        (
+            """
+with DAG("d", schedule=None):
     BashOperator(task_id="s", bash_command="echo").as_setup().as_teardown()
 """,
             "Cannot mark task 's' as teardown; task is already a setup.",

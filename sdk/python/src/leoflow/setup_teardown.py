@@ -72,9 +72,9 @@ def check(dag: DAG) -> None:
             )
         if task.is_teardown and task.trigger_rule != TEARDOWN_RULE:
             raise DagDefinitionError(f"Trigger rule not configurable for teardown tasks ({task.task_id!r}).")
-        if task.is_setup or task.trigger_rule == "all_success":
+        if task.is_teardown or task.trigger_rule == "all_success":
             continue
-        if any(up.is_setup for up in task.upstream) and not task.is_teardown:
+        if any(up.is_setup for up in task.upstream):
             raise DagDefinitionError(
                 f"Setup tasks must be followed with trigger rule ALL_SUCCESS: {task.task_id!r} has "
                 f"trigger rule {task.trigger_rule!r}."
