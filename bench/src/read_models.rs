@@ -52,6 +52,7 @@ fn run_events(
                 conf: json!({}),
                 triggered_by: "rest_api".into(),
                 dag_version_hash: Some(hash.into()),
+                task_ids: (0..tasks).map(|t| format!("t{t:02}")).collect(),
             },
             &meta,
         )

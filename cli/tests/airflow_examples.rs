@@ -19,7 +19,8 @@
 //! `example_branch_python_dop_operator_3`; setup and teardown tasks: `example_setup_teardown`
 //! and `example_setup_teardown_taskflow` (the graph marks them, a clear takes them along);
 //! mapped task groups: `example_dynamic_task_mapping`; a clear's dry run listing what an
-//! `ExternalTaskMarker` clears in another DAG: `example_external_task_marker_dag`.
+//! `ExternalTaskMarker` clears in another DAG: `example_external_task_marker_dag`; a custom
+//! operator calling `httpx` with its `@dag` function's argument: `example_dag_decorator`.
 //! Real processes: `leoflow lite --no-ui` on a folder holding the files as projects (each with
 //! the wheel's `sql/` folder beside it), a fresh test database, task agents and runners.
 //!
@@ -44,7 +45,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 22] = [
+const EXAMPLES: [&str; 23] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -67,6 +68,7 @@ const EXAMPLES: [&str; 22] = [
     "example_setup_teardown_taskflow",
     "example_dynamic_task_mapping",
     "standard/example_external_task_marker_dag",
+    "example_dag_decorator",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -712,6 +714,7 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     setup_and_teardown(&examples).await;
     mapped_task_groups(&examples).await;
     a_dry_run_shows_what_markers_clear(&examples).await;
+    dag_decorator(&examples).await;
 }
 
 /// `example_external_task_marker_dag`: the dry run of clearing the parent's marker lists the
@@ -753,7 +756,8 @@ async fn a_dry_run_shows_what_markers_clear(examples: &Examples) {
                 "/api/v2/dags/{child}/dagRuns/{}/taskInstances",
                 encode(&child_run)
             ),
-            |tis| tis["total_entries"] == 2,
+            // The run starts with its three task instances, as Airflow's does.
+            |tis| tis["total_entries"] == 3,
         )
         .await;
     let (status, listed) = examples
@@ -779,17 +783,18 @@ async fn a_dry_run_shows_what_markers_clear(examples: &Examples) {
         .collect();
     shown.sort();
     let expected: Vec<(String, String, String)> = [
-        // `child_task3`, not scheduled yet (it waits for the sensor), has no task instance to
-        // list yet.
+        // `child_task3` too, not scheduled yet (it waits for the sensor): its instance exists,
+        // without a state.
         (child, &child_run, "child_task1"),
         (child, &child_run, "child_task2"),
+        (child, &child_run, "child_task3"),
         (parent, &parent_run, "parent_task"),
     ]
     .iter()
     .map(|(d, r, t)| (d.to_string(), r.to_string(), t.to_string()))
     .collect();
     assert_eq!(shown, expected, "{listed}");
-    assert_eq!(listed["total_entries"], 3, "{listed}");
+    assert_eq!(listed["total_entries"], 4, "{listed}");
 }
 
 /// `example_dynamic_task_mapping`'s three DAGs: a mapped task summed, a task mapped over a
@@ -841,6 +846,47 @@ async fn mapped_task_groups(examples: &Examples) {
         .unwrap();
     assert_eq!(group["is_mapped"], true, "{grid}");
     assert_eq!(group["children"][0]["is_mapped"], true, "{grid}");
+}
+
+/// `example_dag_decorator`: its custom operator GETs the `url` param (here a local server's,
+/// not the internet's) with `httpx`, a `multiple_outputs` task reads the address it answers and
+/// a bash task echoes it.
+async fn dag_decorator(examples: &Examples) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/get", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            answer_with_origin(stream);
+        }
+    });
+    let dag = "example_dag_decorator";
+    let body = json!({"logical_date": null, "conf": {"url": url}});
+    let (run, states) = examples.run(dag, body).await;
+    let tasks = succeeded(&["echo_ip_info", "get_ip", "prepare_command"]);
+    examples.assert_states(dag, &run, &states, &tasks).await;
+    let log = examples.log(dag, &run, "echo_ip_info").await;
+    assert!(
+        log.contains(
+            "Seems like today your server executing Airflow is connected from IP 127.0.0.1"
+        ),
+        "{log}"
+    );
+}
+
+/// Answers one HTTP request with httpbingo's shape of `GET /get`: who asked.
+fn answer_with_origin(mut stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+        line.clear();
+    }
+    let body = r#"{"origin": "127.0.0.1"}"#;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// `example_setup_teardown` and `example_setup_teardown_taskflow` run every task; the graph and

@@ -742,7 +742,7 @@ async fn catchup_runs_three_missed_daily_slots_with_their_own_dates() {
 from datetime import datetime, timezone
 from airflow.sdk import DAG, task
 
-with DAG("daily", schedule="@daily", start_date=datetime({y}, {m}, {d}, tzinfo=timezone.utc),
+with DAG("daily", schedule="@daily", start_date={start},
          catchup=True, is_paused_upon_creation=False):
     @task
     def report(ds=None, data_interval_start=None):
@@ -750,36 +750,168 @@ with DAG("daily", schedule="@daily", start_date=datetime({y}, {m}, {d}, tzinfo=t
 
     report()
 "#,
-        y = chrono::Datelike::year(&start),
-        m = chrono::Datelike::month(&start),
-        d = chrono::Datelike::day(&start),
+        start = utc_midnight(start),
     );
     let (_db, store, _dir, _lite) = setup(&dag).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let runs = loop {
-        let runs: Vec<(String, String)> = sqlx::query_as(
-            "SELECT run_id, state FROM dag_run WHERE dag_id = 'daily' ORDER BY logical_date",
-        )
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-        if runs.len() >= 3 && runs.iter().all(|r| r.1 == "success") {
-            break runs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "catchup did not finish: {runs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let runs = wait_for_successes(&store, "daily", 3).await;
     assert_eq!(runs.len(), 3, "{runs:?}");
-    for (i, (run_id, _)) in runs.iter().enumerate() {
+    for (i, run_id) in runs.iter().enumerate() {
         let day = start + chrono::Duration::days(i as i64);
         let expected = format!("{day} {day}T00:00:00+00:00");
         assert_eq!(
             xcom(&store, "daily", run_id, "report", -1).await,
             json!(expected)
         );
+    }
+}
+
+#[tokio::test]
+async fn a_data_interval_timetable_runs_each_whole_interval_and_infers_a_manual_run_s() {
+    // CronDataIntervalTimetable("@daily"), catching up from three days ago: a run per day that
+    // has ended, each due at its interval's end, with Airflow 2's dates (ds is the start).
+    let start = (chrono::Utc::now() - chrono::Duration::days(3)).date_naive();
+    let dag = format!(
+        r#"
+from datetime import datetime, timezone
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+
+with DAG("intervals", schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+         start_date={start}, catchup=True,
+         is_paused_upon_creation=False):
+    @task
+    def report(ds=None, data_interval_start=None, data_interval_end=None):
+        return f"{{ds}} {{data_interval_start.isoformat()}} {{data_interval_end.isoformat()}}"
+
+    report()
+"#,
+        start = utc_midnight(start),
+    );
+    let (_db, store, _dir, _lite) = setup(&dag).await;
+    let runs = wait_for_successes(&store, "intervals", 3).await;
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for (i, run_id) in runs.iter().enumerate() {
+        let day = start + chrono::Duration::days(i as i64);
+        let next = day + chrono::Duration::days(1);
+        assert_eq!(run_id, &format!("scheduled__{next}T00:00:00+00:00"));
+        assert_eq!(
+            xcom(&store, "intervals", run_id, "report", -1).await,
+            json!(format!("{day} {day}T00:00:00+00:00 {next}T00:00:00+00:00"))
+        );
+    }
+    // Triggered with a logical date, a run covers the last whole interval before it (its ds
+    // is still its logical date's).
+    let request = TriggerRequest {
+        run_id: Some("by_hand".into()),
+        logical_date: Some("2026-03-10T15:00:00Z".parse().unwrap()),
+        conf: None,
+        triggered_by: "test".into(),
+    };
+    control::trigger_dag(&store, "intervals", request, &Actor::named("test"))
+        .await
+        .unwrap();
+    let by_hand = wait_for_successes(&store, "intervals", 4).await;
+    assert!(by_hand.contains(&"by_hand".to_owned()), "{by_hand:?}");
+    assert_eq!(
+        xcom(&store, "intervals", "by_hand", "report", -1).await,
+        json!("2026-03-10 2026-03-09T00:00:00+00:00 2026-03-10T00:00:00+00:00")
+    );
+}
+
+#[tokio::test]
+async fn a_run_starts_with_every_task_instance_without_a_state() {
+    // As in Airflow: the instances exist from the run's start, and the API finds one that is
+    // not scheduled yet (it answered 404 before); a mapped task's placeholder gives way to its
+    // instances.
+    let dag = r#"
+import time
+from airflow.sdk import DAG, task
+
+with DAG("upfront", schedule=None, is_paused_upon_creation=False):
+    @task
+    def slow():
+        time.sleep(2)
+        return [1, 2]
+
+    @task
+    def double(x):
+        return 2 * x
+
+    @task
+    def last(values):
+        return sum(values)
+
+    last(double.expand(x=slow()))
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "upfront", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at_start = loop {
+        let tis = tis(&store, "upfront", &run).await;
+        if tis.iter().any(|t| t.0 == "slow" && t.2 == "running") {
+            break tis;
+        }
+        assert!(Instant::now() < deadline, "slow never ran: {tis:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let waiting: Vec<_> = at_start.iter().filter(|t| t.0 != "slow").cloned().collect();
+    assert_eq!(
+        waiting,
+        [
+            ("double".to_owned(), -1, "none".to_owned(), 0),
+            ("last".to_owned(), -1, "none".to_owned(), 0)
+        ]
+    );
+    let found =
+        leoflow_projector::read::task_instances::find(store.pool(), "upfront", &run, "last", -1)
+            .await
+            .unwrap()
+            .expect("the API finds an instance that is not scheduled yet");
+    assert_eq!((found.state, found.try_number), (None, 0));
+
+    assert_eq!(wait_for_run(&store, "upfront", &run).await, "success");
+    let done: Vec<_> = tis(&store, "upfront", &run)
+        .await
+        .into_iter()
+        .map(|t| (t.0, t.1, t.2))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("double".to_owned(), 0, "success".to_owned()),
+            ("double".to_owned(), 1, "success".to_owned()),
+            ("last".to_owned(), -1, "success".to_owned()),
+            ("slow".to_owned(), -1, "success".to_owned())
+        ]
+    );
+}
+
+/// Python for midnight UTC of `day`.
+fn utc_midnight(day: chrono::NaiveDate) -> String {
+    use chrono::Datelike;
+    format!(
+        "datetime({}, {}, {}, tzinfo=timezone.utc)",
+        day.year(),
+        day.month(),
+        day.day()
+    )
+}
+
+/// The run ids of `dag_id` once at least `count` of its runs succeeded (by logical date).
+async fn wait_for_successes(store: &EventStore, dag_id: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let runs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = $1 ORDER BY logical_date",
+        )
+        .bind(dag_id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if runs.len() >= count && runs.iter().all(|r| r.1 == "success") {
+            return runs.into_iter().map(|r| r.0).collect();
+        }
+        assert!(Instant::now() < deadline, "runs did not finish: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -127,6 +127,7 @@ pub fn trigger(
         conf: Value::Object(conf),
         triggered_by: request.triggered_by,
         dag_version_hash: Some(version_hash.to_owned()),
+        task_ids: Vec::new(),
     }
     .into())
 }

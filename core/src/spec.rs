@@ -327,6 +327,17 @@ struct RawShortCircuit {
     ignore_downstream_trigger_rules: bool,
 }
 
+/// The task ids of one DAG object of a dag.json document, in its order: the instances a new run
+/// of it starts with.
+pub fn task_ids(dag: &Value) -> Vec<String> {
+    dag["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|task| task["task_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 impl DagSpec {
     /// Reads one DAG object of a dag.json document.
     pub fn from_dag_json(dag: &Value) -> Result<Self, SpecError> {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use leoflow_core::spec::DagSpec;
-use leoflow_core::timetable::{Schedule, Timetable};
+use leoflow_core::timetable::{Grid, Schedule, Timetable};
 
 #[test]
 fn every_golden_dag_becomes_a_spec_and_a_schedule() {
@@ -20,7 +20,13 @@ fn every_golden_dag_becomes_a_spec_and_a_schedule() {
             assert_eq!(spec.tasks.len(), dag["tasks"].as_array().unwrap().len());
             let schedule =
                 Schedule::from_dag_json(dag).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            cron += usize::from(matches!(schedule.timetable, Timetable::Cron { .. }));
+            cron += usize::from(matches!(
+                schedule.timetable,
+                Timetable::Trigger {
+                    grid: Grid::Cron { .. },
+                    ..
+                }
+            ));
             dags += 1;
         }
     }

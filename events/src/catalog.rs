@@ -94,7 +94,22 @@ pub const UPCASTERS: &[Upcaster] = &[
         from_version: 1,
         apply: connection_secrets_to_sealed,
     },
+    Upcaster {
+        event_type: "RunQueued",
+        from_version: 1,
+        apply: run_queued_without_task_ids,
+    },
 ];
+
+/// `RunQueued` v1 → v2: the run named none of its tasks (their instances appeared as they were
+/// scheduled).
+fn run_queued_without_task_ids(mut payload: Value) -> Result<Value, String> {
+    payload
+        .as_object_mut()
+        .ok_or("the payload is not an object")?
+        .insert("task_ids".into(), Value::Array(Vec::new()));
+    Ok(payload)
+}
 
 /// `VariableSet` v1 → v2: the value was stored in clear, and is named so.
 fn variable_value_to_sealed(mut payload: Value) -> Result<Value, String> {
@@ -471,6 +486,11 @@ pub struct RunQueued {
     pub triggered_by: String,
     /// The DAG version the run executes.
     pub dag_version_hash: Option<String>,
+    /// The tasks of that version: the run starts with an instance of each, without a state,
+    /// as Airflow creates them with the run (a mapped task's stands for its instances until
+    /// it is expanded). Runs queued before v2 name none: their instances appear as they are
+    /// scheduled.
+    pub task_ids: Vec<String>,
 }
 
 /// A dag run began executing.
@@ -1013,7 +1033,7 @@ catalog! {
     /// See [`RunNoteSet`].
     RunNoteSet v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`RunQueued`].
-    RunQueued v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    RunQueued v 2, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`RunStarted`].
     RunStarted v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`RunSucceeded`].
@@ -1255,6 +1275,7 @@ mod tests {
                 conf: json!({"n": 3}),
                 triggered_by: "rest_api".into(),
                 dag_version_hash: Some("abc".into()),
+                task_ids: vec!["extract".into(), "load".into()],
             }
             .into(),
             TaskDispatched {
@@ -1314,6 +1335,18 @@ mod tests {
             unreachable!()
         };
         assert_eq!((bare.password, bare.extra), (None, None));
+    }
+
+    #[test]
+    fn a_run_queued_before_v2_names_no_tasks() {
+        let old = json!({"dag_id": "etl", "run_id": "manual__1", "run_type": "manual",
+                         "logical_date": null, "data_interval_start": null,
+                         "data_interval_end": null, "run_after": "2026-11-23T10:00:00Z",
+                         "conf": {}, "triggered_by": "ui", "dag_version_hash": "abc"});
+        let Event::RunQueued(run) = Event::decode("RunQueued", 1, old).unwrap() else {
+            unreachable!()
+        };
+        assert!(run.task_ids.is_empty());
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl Workload {
                 conf: json!({"run": self.runs}),
                 triggered_by: "rest_api".into(),
                 dag_version_hash: Some(format!("{dag_id}-v{}", self.dags[dag].1)),
+                task_ids: (0..tasks).map(|t| format!("task_{t}")).collect(),
             }
             .into(),
         ];

@@ -526,6 +526,19 @@ impl WorkingSet {
             note: None,
             triggering_user_name,
         });
+        // Its task instances, without a state until they are scheduled, as Airflow creates
+        // them with the run (a mapped task's placeholder until it is expanded).
+        for task_id in &e.task_ids {
+            let key = TaskInstanceKey::new(&e.dag_id, &e.run_id, task_id);
+            self.task_instances.put(TaskInstanceRow {
+                id: ti_id(&key, 0),
+                dag_id: key.dag_id,
+                run_id: key.run_id,
+                task_id: key.task_id,
+                map_index: key.map_index,
+                ..Default::default()
+            });
+        }
         Ok(())
     }
 
@@ -733,14 +746,7 @@ impl WorkingSet {
                 ..Default::default()
             };
         }
-        ti.id = Uuid::new_v5(
-            &ID_NAMESPACE,
-            format!(
-                "task_instance/{}/{}/{}/{}/{}",
-                key.dag_id, key.run_id, key.task_id, key.map_index, ti.try_number
-            )
-            .as_bytes(),
-        );
+        ti.id = ti_id(key, ti.try_number);
         let mut try_row = match try_number {
             Some(n) => Some(
                 self.tries
@@ -975,6 +981,18 @@ fn run_key(dag_id: &str, run_id: &str) -> DagRunKey {
         dag_id: dag_id.to_owned(),
         run_id: run_id.to_owned(),
     }
+}
+
+/// A task instance's id in one try: like Airflow, a new try gets a new id.
+fn ti_id(key: &TaskInstanceKey, try_number: i32) -> Uuid {
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!(
+            "task_instance/{}/{}/{}/{}/{try_number}",
+            key.dag_id, key.run_id, key.task_id, key.map_index
+        )
+        .as_bytes(),
+    )
 }
 
 fn ti_key(ti: &TaskInstanceKey) -> TaskInstanceRowKey {

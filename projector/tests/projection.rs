@@ -61,6 +61,7 @@ fn queued(dag_id: &str, run_id: &str) -> Event {
         conf: json!({"x": 1}),
         triggered_by: "rest_api".into(),
         dag_version_hash: Some("h1".into()),
+        task_ids: Vec::new(),
     }
     .into()
 }

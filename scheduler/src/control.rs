@@ -22,7 +22,9 @@ mod markers;
 use leoflow_core::commands::{self, TriggerRejection, TriggerRequest};
 pub use leoflow_core::run::ClearScope;
 use leoflow_core::run::{Command, RunState, TiState};
-use leoflow_core::spec::DagSpec;
+use leoflow_core::spec::{self, DagSpec};
+use leoflow_core::timetable::Schedule;
+use leoflow_events::catalog::RunQueued;
 
 /// What the API and the CLI hand to run commands and get back from them.
 pub use crate::reactor::runs::{Specs, SubmitError};
@@ -85,11 +87,9 @@ pub async fn trigger_dag(
         .await
         .map_err(StoreError::from)?
         .ok_or_else(|| ControlError::UnknownDag(dag_id.to_owned()))?;
-    let params = match document_hash {
+    let document = match document_hash {
         Some(hash) => match store.get_blob(&hash).await? {
-            Some(blob) => serde_json::from_str::<Value>(&blob.content)
-                .map(|doc| doc["params"].clone())
-                .unwrap_or(Value::Null),
+            Some(blob) => serde_json::from_str::<Value>(&blob.content).unwrap_or(Value::Null),
             None => Value::Null,
         },
         None => Value::Null,
@@ -106,7 +106,7 @@ pub async fn trigger_dag(
     };
     let event = commands::trigger(
         dag_id,
-        &params,
+        &document["params"],
         &version_hash,
         &existing,
         request,
@@ -114,9 +114,10 @@ pub async fn trigger_dag(
     )?;
     // Two triggers racing for one run id cannot both win; a run id the DAG used before it
     // was deleted is free again.
-    let leoflow_events::Event::RunQueued(event) = event else {
+    let leoflow_events::Event::RunQueued(mut event) = event else {
         unreachable!("a trigger is a RunQueued")
     };
+    as_its_version_says(&mut event, &document);
     let metadata = Metadata::from(actor);
     match queue_run(store, event, &metadata, generation.unwrap_or(0), None).await {
         Ok(recorded) => Ok(recorded),
@@ -125,6 +126,22 @@ pub async fn trigger_dag(
         Err(QueueError::Store(error)) => Err(ControlError::Store(error)),
         Err(QueueError::Append(error)) => Err(ControlError::Append(error)),
         Err(QueueError::Deposed { .. }) => unreachable!("not queued as a leader"),
+    }
+}
+
+/// What the DAG version a triggered run executes says of it: its tasks (the instances it starts
+/// with) and, when it has a logical date, the data interval its timetable infers for it
+/// (Airflow's `infer_manual_data_interval`: the interval before it for a data-interval
+/// timetable, the instant itself for the default trigger timetables).
+fn as_its_version_says(event: &mut RunQueued, document: &Value) {
+    event.task_ids = spec::task_ids(document);
+    let Some(at) = event.logical_date else {
+        return;
+    };
+    if let Ok(schedule) = Schedule::from_dag_json(document) {
+        let (start, end) = schedule.manual_interval(at);
+        event.data_interval_start = Some(start);
+        event.data_interval_end = Some(end);
     }
 }
 

@@ -160,7 +160,9 @@ pub fn timetable_description(summary: Option<&str>) -> String {
         Some("@yearly") | Some("@annually") => {
             "At 00:00, on day 1 of the month, only in January".into()
         }
-        Some(other) => format!("Cron schedule: {other}"),
+        // A cron expression; a timedelta's, several crons' or events' summary says itself.
+        Some(cron) if cron.split_whitespace().count() == 5 => format!("Cron schedule: {cron}"),
+        Some(other) => other.to_owned(),
     }
 }
 
@@ -692,5 +694,27 @@ impl TaskCatalog {
     pub fn response(&self, ti: &TiRecord) -> TaskInstanceResponse {
         let (facts, version) = self.facts(ti);
         TaskInstanceResponse::new(ti, &facts, version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timetable_description;
+
+    #[test]
+    fn only_a_cron_expression_is_described_as_one() {
+        assert_eq!(
+            timetable_description(Some("0 6 * * 1-5")),
+            "Cron schedule: 0 6 * * 1-5"
+        );
+        assert_eq!(timetable_description(Some("@daily")), "At 00:00");
+        // A timedelta's, several crons' or an events timetable's summary says itself.
+        assert_eq!(timetable_description(Some("6:00:00")), "6:00:00");
+        assert_eq!(
+            timetable_description(Some("0 9 * * *, 0 17 * * *")),
+            "0 9 * * *, 0 17 * * *"
+        );
+        assert_eq!(timetable_description(Some("Match days")), "Match days");
+        assert_eq!(timetable_description(None), "Never, external triggers only");
     }
 }

@@ -246,9 +246,10 @@ struct DagEntry {
     paused: bool,
     max_active_runs: usize,
     max_active_tasks: i32,
-    /// The latest version's hash and schedule.
+    /// The latest version's hash, schedule and tasks (the instances its runs start with).
     version_hash: String,
     schedule: Option<Schedule>,
+    task_ids: Vec<String>,
     /// The latest run the timetable created.
     last_scheduled: Option<RunInfo>,
 }
@@ -265,6 +266,7 @@ impl Default for DagEntry {
             max_active_tasks: 0,
             version_hash: String::new(),
             schedule: None,
+            task_ids: Vec::new(),
             last_scheduled: None,
         }
     }
@@ -616,9 +618,9 @@ impl Reactor {
         dag.image = e.provenance.as_ref().and_then(|p| p.image.clone());
         dag.max_active_runs = e.max_active_runs.max(1) as usize;
         dag.version_hash = e.version_hash.clone();
-        dag.schedule = match &e.document_hash {
-            Some(hash) => load_schedule(&self.store, hash).await,
-            None => None,
+        (dag.schedule, dag.task_ids) = match &e.document_hash {
+            Some(hash) => load_version(&self.store, hash).await,
+            None => (None, Vec::new()),
         };
         dag.max_active_tasks = e.max_active_tasks.max(1);
     }
@@ -1248,6 +1250,7 @@ impl Reactor {
                     conf: serde_json::json!({}),
                     triggered_by: "timetable".to_owned(),
                     dag_version_hash: Some(dag.version_hash.clone()),
+                    task_ids: dag.task_ids.clone(),
                 };
                 // Each run id once per generation: a run of the DAG before it was deleted does
                 // not count (the re-added DAG runs its slots again, as in Airflow).
@@ -1725,19 +1728,26 @@ async fn next_exit(
     }
 }
 
-/// The schedule of a DAG version's document; `None` (with a message) when it cannot be read.
-async fn load_schedule(store: &EventStore, document_hash: &str) -> Option<Schedule> {
+/// The schedule of a DAG version's document (`None`, with a message, when it cannot be read)
+/// and its tasks.
+async fn load_version(store: &EventStore, document_hash: &str) -> (Option<Schedule>, Vec<String>) {
     let document = match store.get_blob(document_hash).await {
-        Ok(Some(blob)) => serde_json::from_str::<serde_json::Value>(&blob.content).ok()?,
-        _ => return None,
+        Ok(Some(blob)) => serde_json::from_str::<serde_json::Value>(&blob.content).ok(),
+        _ => None,
     };
+    let Some(document) = document else {
+        return (None, Vec::new());
+    };
+    let task_ids = leoflow_core::spec::task_ids(&document);
     // Documents without a schedule (hand-built ones in tests) are only triggered by hand.
-    document.get("schedule")?;
+    if document.get("schedule").is_none() {
+        return (None, task_ids);
+    }
     match Schedule::from_dag_json(&document) {
-        Ok(schedule) => Some(schedule),
+        Ok(schedule) => (Some(schedule), task_ids),
         Err(error) => {
             tracing::error!("DAG {} cannot be scheduled: {error}", document["dag_id"]);
-            None
+            (None, task_ids)
         }
     }
 }

@@ -213,6 +213,26 @@ with DAG("d", schedule=None):
     assert agent.pushed["return_value"] == 9
 
 
+def test_a_dag_function_s_parameter_in_a_template_field_is_the_run_s_value(project: Project) -> None:
+    # Airflow's example_dag_decorator: `GetRequestOperator(url=url)` inside `@dag def f(url=...)`.
+    body = OPERATORS + """
+from airflow.sdk import dag
+
+@dag(schedule=None)
+def d(values=[1, 2], greeting="hi"):
+    SumItOperator(task_id="sum_it", values=values)
+    GreetOperator(task_id="greet", greeting={"text": greeting, "also": "{{ params.greeting }}!"})
+
+d()
+"""
+    outcome, agent = project.run(body, "sum_it", conf={"values": [4, 5, 6]})
+    assert outcome.outcome == "success", outcome.reason
+    assert agent.pushed["return_value"] == 15
+    outcome, agent = project.run(body, "greet", conf={"greeting": "hello"})
+    assert outcome.outcome == "success", outcome.reason
+    assert agent.rendered["greeting"] == {"text": "hello", "also": "hello!"}
+
+
 def test_each_map_index_builds_the_task_from_its_partial_arguments_and_value(project: Project) -> None:
     body = OPERATORS + """
 with DAG("d", schedule=None):

@@ -290,6 +290,17 @@ class DagParamReference:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def resolve(self, context: dict[str, Any]) -> Any:
+        """The run's value (a custom operator's template field holding the parameter renders to
+        it, as Airflow's `DagParam` does): the run's params, which hold its conf."""
+        params = context.get("params") or {}
+        if self.name in params:
+            return params[self.name]
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        if self.name in conf:
+            return conf[self.name]
+        raise KeyError(f"the run has no value for the @dag function's parameter {self.name!r}")
+
     def __repr__(self) -> str:
         return f"DagParam({self.name!r})"
 

@@ -43,6 +43,7 @@ from leoflow.exceptions import (
     AirflowSkipException,
     TaskDeferred,
 )
+from leoflow.decorators import DagParamReference
 from leoflow.model import XComArg
 from leoflow.protocol import (
     PROTOCOL_VERSION,
@@ -415,14 +416,15 @@ def _render_with(
 
 def render_live(value: Any, ctx: dict[str, Any], field: str, template_ext: Sequence[str]) -> Any:
     """A template field of a task object (a custom operator's) rendered: its strings by Jinja,
-    task results (`XComArg`s) pulled and passed as they are. Without strings, no Jinja is needed."""
+    task results (`XComArg`s) pulled and a `@dag` function's parameters read, passed as they are.
+    Without strings, no Jinja is needed."""
     if _has_text(value):
         return _render_with(_templates(), value, ctx, field, template_ext)
     return _resolve_results(value, ctx)
 
 
 def _resolve_results(value: Any, ctx: dict[str, Any]) -> Any:
-    if isinstance(value, XComArg):
+    if isinstance(value, (XComArg, DagParamReference)):
         return value.resolve(ctx)
     if isinstance(value, list):
         return [_resolve_results(item, ctx) for item in value]

@@ -1,4 +1,5 @@
-"""DAG schedules: presets, 5-field cron expressions, timedeltas, `None` and `@once`."""
+"""DAG schedules: presets, 5-field cron expressions, timedeltas, `None`, `@once` and Airflow's
+built-in timetables (`leoflow.timetables`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 
 def serialize_schedule(schedule: Any) -> dict[str, Any]:
     """The schedule as dag.json records it, validated."""
+    from leoflow.timetables import Timetable
+
+    if isinstance(schedule, Timetable):
+        return schedule.serialize_schedule()
     if schedule is None:
         return {"type": "none"}
     if isinstance(schedule, dt.timedelta):
@@ -55,7 +60,8 @@ def serialize_schedule(schedule: Any) -> dict[str, Any]:
     kind = type(schedule).__name__
     raise UnsupportedConstruct(
         f"schedule={kind}",
-        "Leoflow schedules take a cron expression, a preset, a timedelta, '@once' or None",
+        "Leoflow schedules take a cron expression, a preset, a timedelta, '@once', None or one of "
+        "Airflow's built-in timetables",
     )
 
 
@@ -68,6 +74,10 @@ def summary(schedule: dict[str, Any]) -> str | None:
         return "@once"
     if kind == "timedelta":
         return str(dt.timedelta(seconds=schedule["seconds"]))
+    if kind == "multiple_cron":
+        return ", ".join(schedule["expressions"])
+    if kind == "events":
+        return str(schedule.get("description") or f"{len(schedule['events'])} events")
     return str(schedule.get("preset") or schedule["expression"])
 
 

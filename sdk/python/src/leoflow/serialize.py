@@ -50,8 +50,8 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
         "tags": dag.tags,
         "schedule": schedule,
         "timetable_summary": summary(schedule),
-        "start_date": _instant(dag.start_date),
-        "end_date": _instant(dag.end_date),
+        "start_date": instant(dag.start_date),
+        "end_date": instant(dag.end_date),
         "timezone": _timezone(dag.start_date),
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
@@ -200,7 +200,7 @@ def value_json(value: Any, where: str, dag_module: str) -> Any:
     if isinstance(value, DagParamReference):
         return {"__param__": value.name}
     if isinstance(value, dt.datetime):
-        return {"__datetime__": _instant(value)}
+        return {"__datetime__": instant(value)}
     if isinstance(value, dt.date):
         return {"__date__": value.isoformat()}
     if isinstance(value, dt.timedelta):
@@ -292,7 +292,7 @@ def _seconds(value: dt.timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
 
 
-def _instant(value: dt.datetime | None) -> str | None:
+def instant(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:

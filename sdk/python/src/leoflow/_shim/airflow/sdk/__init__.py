@@ -19,6 +19,14 @@ from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_c
 from leoflow import timezone
 from leoflow.sensors import BaseSensorOperator
 from leoflow.setup_teardown import setup, teardown
+from leoflow.timetables import (
+    CronDataIntervalTimetable,
+    CronTriggerTimetable,
+    DeltaDataIntervalTimetable,
+    DeltaTriggerTimetable,
+    EventsTimetable,
+    MultipleCronTriggerTimetable,
+)
 
 _HINTS = {
     "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
@@ -35,6 +43,12 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 __all__ = [
     "Connection",
+    "CronDataIntervalTimetable",
+    "CronTriggerTimetable",
+    "DeltaDataIntervalTimetable",
+    "DeltaTriggerTimetable",
+    "EventsTimetable",
+    "MultipleCronTriggerTimetable",
     "DAG",
     "BaseOperator",
     "BaseSensorOperator",

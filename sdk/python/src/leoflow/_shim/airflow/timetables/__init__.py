@@ -1,0 +1,1 @@
+"""`airflow.timetables`: Airflow's built-in timetables (`leoflow.timetables`)."""

@@ -1,0 +1,5 @@
+"""`airflow.timetables.events`."""
+
+from leoflow.timetables import EventsTimetable
+
+__all__ = ["EventsTimetable"]

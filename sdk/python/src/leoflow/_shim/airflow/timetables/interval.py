@@ -1,0 +1,5 @@
+"""`airflow.timetables.interval`."""
+
+from leoflow.timetables import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+
+__all__ = ["CronDataIntervalTimetable", "DeltaDataIntervalTimetable"]

@@ -1,0 +1,5 @@
+"""`airflow.timetables.simple`."""
+
+from leoflow.timetables import ContinuousTimetable, NullTimetable, OnceTimetable
+
+__all__ = ["ContinuousTimetable", "NullTimetable", "OnceTimetable"]

@@ -1,0 +1,213 @@
+"""Airflow's built-in timetables (`airflow.sdk`, `airflow.timetables.*`), compiled into
+dag.json's `schedule` for the scheduler, which runs them as Airflow's `next_dagrun_info` does.
+
+Each validates its arguments when built, with Airflow's meaning: a cron expression (or a
+preset) and an IANA time zone name, a positive `timedelta`, a data `interval` that is not
+negative. A timetable of the project's own (a `Timetable` subclass) is refused: the scheduler
+cannot call Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from leoflow.errors import DagDefinitionError, UnsupportedConstruct
+
+
+class Timetable:
+    """The base of Airflow's timetables. Subclasses of the project's own are refused."""
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        """The timetable as dag.json's `schedule`."""
+        raise UnsupportedConstruct(
+            f"custom timetable {type(self).__name__}",
+            "Leoflow runs Airflow's built-in timetables (cron and delta trigger and data-interval "
+            "timetables, MultipleCronTriggerTimetable, EventsTimetable); express the schedule with one",
+        )
+
+
+class NullTimetable(Timetable):
+    """`schedule=None`: only triggered runs."""
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {"type": "none"}
+
+
+class OnceTimetable(Timetable):
+    """`schedule="@once"`: one run, at the start date."""
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {"type": "once"}
+
+
+class ContinuousTimetable(Timetable):
+    """`schedule="@continuous"`: refused, as the preset is."""
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        raise UnsupportedConstruct("ContinuousTimetable", "use a short cron or timedelta schedule")
+
+
+def _zone(timezone: Any) -> str:
+    """An IANA zone name from a name or a zone object (pendulum's, zoneinfo's)."""
+    name = timezone if isinstance(timezone, str) else getattr(timezone, "name", None) or getattr(timezone, "key", None)
+    if not isinstance(name, str) or not name:
+        raise DagDefinitionError(f"timezone must be an IANA time zone name (such as 'Europe/Amsterdam'), not {timezone!r}")
+    if name in ("UTC", "+00:00", "Etc/UTC"):
+        return "UTC"
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(name)
+    except (ValueError, LookupError, OSError):
+        raise DagDefinitionError(
+            f"timezone {name!r} is not an IANA time zone name (such as 'Europe/Amsterdam' or 'UTC')"
+        ) from None
+    return name
+
+
+def _seconds(name: str, value: Any, *, positive: bool) -> float:
+    """A `timedelta` argument in seconds."""
+    if not isinstance(value, dt.timedelta):
+        if type(value).__name__ == "relativedelta":
+            raise UnsupportedConstruct(f"{name}=relativedelta(...)", "use a datetime.timedelta, or a cron expression")
+        raise DagDefinitionError(f"{name} must be a datetime.timedelta, not {value!r}")
+    seconds = value.total_seconds()
+    if seconds < 0 or (positive and seconds == 0):
+        raise DagDefinitionError(f"{name} must be {'positive' if positive else 'zero or more'}, not {value!r}")
+    return seconds
+
+
+def _cron(expression: Any) -> str:
+    """A cron expression (a preset spelled out), checked."""
+    from leoflow.schedule import PRESETS, check_cron
+
+    if not isinstance(expression, str):
+        raise DagDefinitionError(f"a cron expression must be a string, not {expression!r}")
+    text = expression.strip()
+    if text in PRESETS and PRESETS[text] is not None:
+        return str(PRESETS[text])
+    if text.startswith("@"):
+        raise DagDefinitionError(f"a cron timetable takes a cron expression or a preset such as '@daily', not {text!r}")
+    check_cron(text)
+    return text
+
+
+def _run_immediately(value: Any) -> bool | float:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, dt.timedelta):
+        return _seconds("run_immediately", value, positive=False)
+    raise DagDefinitionError(f"run_immediately must be True, False or a datetime.timedelta, not {value!r}")
+
+
+class CronTriggerTimetable(Timetable):
+    """A run at each time the cron expression names; its data interval is the `interval`
+    before it."""
+
+    def __init__(
+        self,
+        cron: str,
+        *,
+        timezone: Any,
+        interval: dt.timedelta = dt.timedelta(),
+        run_immediately: bool | dt.timedelta = False,
+    ) -> None:
+        self.expression = _cron(cron)
+        self.timezone = _zone(timezone)
+        self.interval = _seconds("interval", interval, positive=False)
+        self.run_immediately = _run_immediately(run_immediately)
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {
+            "type": "cron", "expression": self.expression, "timezone": self.timezone,
+            "interval": self.interval, "run_immediately": self.run_immediately,
+        }
+
+
+class CronDataIntervalTimetable(Timetable):
+    """A run per interval between two times the cron expression names, due at its end (as in
+    Airflow 2)."""
+
+    def __init__(self, cron: str, timezone: Any) -> None:
+        self.expression = _cron(cron)
+        self.timezone = _zone(timezone)
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {"type": "cron", "expression": self.expression, "timezone": self.timezone, "data_intervals": True}
+
+
+class DeltaTriggerTimetable(Timetable):
+    """A run every `delta`; its data interval is the `interval` before it."""
+
+    def __init__(self, delta: dt.timedelta, *, interval: dt.timedelta = dt.timedelta()) -> None:
+        self.seconds = _seconds("delta", delta, positive=True)
+        self.interval = _seconds("interval", interval, positive=False)
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {"type": "timedelta", "seconds": self.seconds, "interval": self.interval}
+
+
+class DeltaDataIntervalTimetable(Timetable):
+    """A run per `delta`-long interval, due at its end (as in Airflow 2)."""
+
+    def __init__(self, delta: dt.timedelta) -> None:
+        self.seconds = _seconds("delta", delta, positive=True)
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {"type": "timedelta", "seconds": self.seconds, "data_intervals": True}
+
+
+class MultipleCronTriggerTimetable(Timetable):
+    """A run whenever any of the cron expressions fires (one run per instant)."""
+
+    def __init__(
+        self,
+        *crons: str,
+        timezone: Any,
+        interval: dt.timedelta = dt.timedelta(),
+        run_immediately: bool | dt.timedelta = False,
+    ) -> None:
+        if not crons:
+            raise DagDefinitionError("MultipleCronTriggerTimetable needs at least one cron expression")
+        self.expressions = [_cron(cron) for cron in crons]
+        self.timezone = _zone(timezone)
+        self.interval = _seconds("interval", interval, positive=False)
+        self.run_immediately = _run_immediately(run_immediately)
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {
+            "type": "multiple_cron", "expressions": self.expressions, "timezone": self.timezone,
+            "interval": self.interval, "run_immediately": self.run_immediately,
+        }
+
+
+class EventsTimetable(Timetable):
+    """A run at each of the listed instants."""
+
+    def __init__(
+        self,
+        event_dates: Iterable[dt.datetime],
+        restrict_to_events: bool = False,
+        presorted: bool = False,
+        description: str | None = None,
+    ) -> None:
+        from leoflow.serialize import instant
+
+        dates = list(event_dates)
+        for date in dates:
+            if not isinstance(date, dt.datetime):
+                raise DagDefinitionError(f"EventsTimetable's event_dates must be datetimes, not {date!r}")
+        # Naive dates are UTC, as everywhere in a DAG file; `presorted` only spares Airflow a sort.
+        aware = sorted(d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc) for d in dates)
+        self.events = [str(instant(d)) for d in aware]
+        self.restrict_to_events = bool(restrict_to_events)
+        self.description = description
+        del presorted
+
+    def serialize_schedule(self) -> dict[str, Any]:
+        return {
+            "type": "events", "events": self.events, "restrict_to_events": self.restrict_to_events,
+            "description": self.description,
+        }
