@@ -88,16 +88,16 @@ class DecoratedSensorOperator(PythonOperator):
     OWN_ARGS = PythonOperator.OWN_ARGS | {"poke_interval", "timeout", "mode", "soft_fail", "exponential_backoff", "max_wait"}
 
     def _init_own(self, kwargs: dict[str, Any]) -> None:
-        from leoflow.model import _timedelta
+        from leoflow.arguments import duration
 
-        self.poke_interval = _timedelta("poke_interval", kwargs.pop("poke_interval", 60))
-        self.timeout = _timedelta("timeout", kwargs.pop("timeout", 7 * 24 * 3600))
+        self.poke_interval = duration("poke_interval", kwargs.pop("poke_interval", 60))
+        self.timeout = duration("timeout", kwargs.pop("timeout", 7 * 24 * 3600))
         self.mode = kwargs.pop("mode", "poke")
         if self.mode not in ("poke", "reschedule"):
             raise DagDefinitionError(f"sensor mode must be 'poke' or 'reschedule', not {self.mode!r}")
         self.soft_fail = bool(kwargs.pop("soft_fail", False))
         self.exponential_backoff = bool(kwargs.pop("exponential_backoff", False))
-        self.max_wait = _timedelta("max_wait", kwargs.pop("max_wait", None))
+        self.max_wait = duration("max_wait", kwargs.pop("max_wait", None))
         super()._init_own(kwargs)
 
     def serialize_own(self) -> dict[str, Any]:

@@ -15,6 +15,20 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from leoflow import context, setup_teardown
+from leoflow.arguments import (
+    AccessControl,
+    access_control,
+    backoff,
+    check_id,
+    check_kwargs,
+    date_time,
+    duration,
+    integer,
+    named_dict,
+    searchpath,
+    shown,
+    undefined_class,
+)
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 
 #: Every trigger rule of Airflow 3.2.
@@ -194,17 +208,17 @@ class DAG:
     def __init__(self, dag_id: str | None = None, **kwargs: Any) -> None:
         if not isinstance(dag_id, str) or not dag_id:
             raise DagDefinitionError("DAG needs a dag_id (a non-empty string)")
-        _check_id("dag_id", dag_id)
-        _check_kwargs("DAG", kwargs, self._ACCEPTED, self._NOOP_DEFAULTS)
+        check_id("dag_id", dag_id)
+        check_kwargs("DAG", kwargs, self._ACCEPTED, self._NOOP_DEFAULTS)
         self.dag_id = dag_id
         self.line = context.line()
         self.description: str | None = kwargs.get("description")
         self.schedule: Any = kwargs.get("schedule")
-        self.start_date: dt.datetime | None = _datetime("start_date", kwargs.get("start_date"))
-        self.end_date: dt.datetime | None = _datetime("end_date", kwargs.get("end_date"))
+        self.start_date: dt.datetime | None = date_time("start_date", kwargs.get("start_date"))
+        self.end_date: dt.datetime | None = date_time("end_date", kwargs.get("end_date"))
         self.catchup: bool = bool(kwargs.get("catchup", False))
-        self.max_active_runs: int = _int("max_active_runs", kwargs.get("max_active_runs", 16), 1)
-        self.max_active_tasks: int = _int("max_active_tasks", kwargs.get("max_active_tasks", 16), 1)
+        self.max_active_runs: int = integer("max_active_runs", kwargs.get("max_active_runs", 16), 1)
+        self.max_active_tasks: int = integer("max_active_tasks", kwargs.get("max_active_tasks", 16), 1)
         self.params: dict[str, Param] = _params(kwargs.get("params") or {})
         tags = kwargs.get("tags") or []
         if not isinstance(tags, (list, tuple, set)) or not all(isinstance(t, str) for t in tags):
@@ -213,18 +227,18 @@ class DAG:
         self.doc_md: str | None = kwargs.get("doc_md")
         self.default_args: dict[str, Any] = dict(kwargs.get("default_args") or {})
         self.is_paused_upon_creation: bool | None = kwargs.get("is_paused_upon_creation")
-        self.dagrun_timeout: dt.timedelta | None = _timedelta("dagrun_timeout", kwargs.get("dagrun_timeout"))
+        self.dagrun_timeout: dt.timedelta | None = duration("dagrun_timeout", kwargs.get("dagrun_timeout"))
         self.display_name: str | None = kwargs.get("dag_display_name")
-        self.access_control: AccessControl = _access_control(kwargs.get("access_control"))
+        self.access_control: AccessControl = access_control(kwargs.get("access_control"))
         self.fileloc: str | None = context.dag_file
-        self.template_searchpath: tuple[str, ...] = _searchpath(kwargs.get("template_searchpath"))
-        self.template_undefined: type | None = _undefined_class(kwargs.get("template_undefined"))
-        self.user_defined_macros: dict[str, Any] = _named_dict("user_defined_macros", kwargs.get("user_defined_macros"))
-        self.user_defined_filters: dict[str, Any] = _named_dict("user_defined_filters", kwargs.get("user_defined_filters"))
+        self.template_searchpath: tuple[str, ...] = searchpath(kwargs.get("template_searchpath"))
+        self.template_undefined: type | None = undefined_class(kwargs.get("template_undefined"))
+        self.user_defined_macros: dict[str, Any] = named_dict("user_defined_macros", kwargs.get("user_defined_macros"))
+        self.user_defined_filters: dict[str, Any] = named_dict("user_defined_filters", kwargs.get("user_defined_filters"))
         for name, function in self.user_defined_filters.items():
             if not callable(function):
-                raise DagDefinitionError(f"user_defined_filters[{name!r}] must be a function, not {_shown(function)}")
-        self.jinja_environment_kwargs: dict[str, Any] = _named_dict(
+                raise DagDefinitionError(f"user_defined_filters[{name!r}] must be a function, not {shown(function)}")
+        self.jinja_environment_kwargs: dict[str, Any] = named_dict(
             "jinja_environment_kwargs", kwargs.get("jinja_environment_kwargs")
         )
         self.render_template_as_native_obj: bool = bool(kwargs.get("render_template_as_native_obj", False))
@@ -286,8 +300,8 @@ class TaskGroup(DependencyMixin):
         parent_group: TaskGroup | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_kwargs("TaskGroup", kwargs, set(), {"ui_color": None, "ui_fgcolor": None, "add_suffix_on_collision": False})
-        _check_id("group_id", group_id)
+        check_kwargs("TaskGroup", kwargs, set(), {"ui_color": None, "ui_fgcolor": None, "add_suffix_on_collision": False})
+        check_id("group_id", group_id)
         self.dag = dag or _current_dag("TaskGroup " + repr(group_id))
         self.parent = parent_group or _current_group(self.dag)
         self.prefix_group_id = prefix_group_id
@@ -446,12 +460,12 @@ def _functions(what: str, value: Any) -> list[Callable[..., Any]]:
     functions = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
     for function in functions:
         if not callable(function):
-            raise DagDefinitionError(f"{what} must be a function or a list of functions, not {_shown(function)}")
+            raise DagDefinitionError(f"{what} must be a function or a list of functions, not {shown(function)}")
     return functions
 
 
 def _limit(name: str, value: Any) -> int | None:
-    return None if value is None else _int(name, value, 1)
+    return None if value is None else integer(name, value, 1)
 
 
 #: Airflow's weight rules: the task's priority_weight plus its descendants', its ancestors', or alone.
@@ -463,7 +477,7 @@ def _weight_rule(value: Any) -> str:
     rule = str(getattr(value, "value", value))
     if rule not in WEIGHT_RULES:
         raise DagDefinitionError(
-            f"weight_rule must be one of {', '.join(map(repr, WEIGHT_RULES))}, not {_shown(value)} "
+            f"weight_rule must be one of {', '.join(map(repr, WEIGHT_RULES))}, not {shown(value)} "
             "(a custom PriorityWeightStrategy is not supported)"
         )
     return rule
@@ -471,7 +485,7 @@ def _weight_rule(value: Any) -> str:
 
 def _hook(name: str, task_id: str, value: Any) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
-        raise DagDefinitionError(f"{name} of {task_id!r} must be a function, not {_shown(value)}")
+        raise DagDefinitionError(f"{name} of {task_id!r} must be a function, not {shown(value)}")
     return value  # type: ignore[no-any-return]
 
 
@@ -579,7 +593,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         task_id = kwargs.pop("task_id", None)
         if not isinstance(task_id, str) or not task_id:
             raise DagDefinitionError(f"{name} needs a task_id (a non-empty string)")
-        _check_id("task_id", task_id)
+        check_id("task_id", task_id)
         dag = kwargs.pop("dag", None) or _current_dag(f"{name} {task_id!r}")
         group = kwargs.pop("task_group", None) or _current_group(dag)
         defaults = group.merged_default_args() if group else dict(dag.default_args)
@@ -592,14 +606,14 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         honoured = self.BASE_ARGS | self.OWN_ARGS
         no_effect = self.NO_EFFECT_ARGS - honoured
         default_only = {k: v for k, v in self.NOOP_DEFAULTS.items() if k not in honoured}
-        _check_kwargs(name, kwargs, honoured | no_effect, default_only, self.REFUSAL_REASONS)
+        check_kwargs(name, kwargs, honoured | no_effect, default_only, self.REFUSAL_REASONS)
         # default_args fill what the call did not say, for arguments this operator takes.
         inherited = {
             key: value for key, value in defaults.items()
             if key in honoured | set(default_only) and key not in kwargs
             and key not in ("task_id", "dag", "task_group", "default_args")
         }
-        _check_kwargs("default_args", inherited, honoured, default_only, self.REFUSAL_REASONS)
+        check_kwargs("default_args", inherited, honoured, default_only, self.REFUSAL_REASONS)
         kwargs.update(inherited)
         self.dag = dag
         self.group = group
@@ -612,16 +626,16 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
                 f"{name} {task_id!r}: unknown trigger_rule {self.trigger_rule!r}; "
                 f"use one of {', '.join(TRIGGER_RULES)}"
             )
-        self.retries = _int("retries", kwargs.pop("retries", 0), 0)
-        self.retry_delay = _timedelta("retry_delay", kwargs.pop("retry_delay", dt.timedelta(minutes=5)))
-        self.retry_exponential_backoff = _backoff(name, kwargs.pop("retry_exponential_backoff", False))
-        self.max_retry_delay = _timedelta("max_retry_delay", kwargs.pop("max_retry_delay", None))
-        self.execution_timeout = _timedelta("execution_timeout", kwargs.pop("execution_timeout", None))
+        self.retries = integer("retries", kwargs.pop("retries", 0), 0)
+        self.retry_delay = duration("retry_delay", kwargs.pop("retry_delay", dt.timedelta(minutes=5)))
+        self.retry_exponential_backoff = backoff(name, kwargs.pop("retry_exponential_backoff", False))
+        self.max_retry_delay = duration("max_retry_delay", kwargs.pop("max_retry_delay", None))
+        self.execution_timeout = duration("execution_timeout", kwargs.pop("execution_timeout", None))
         self.pool = kwargs.pop("pool", None) or "default_pool"
         if not isinstance(self.pool, str):
             raise DagDefinitionError(f"{name} {task_id!r}: pool must be a pool name (a string)")
-        self.pool_slots = _int("pool_slots", kwargs.pop("pool_slots", 1), 1)
-        self.priority_weight = _int("priority_weight", kwargs.pop("priority_weight", 1), None)
+        self.pool_slots = integer("pool_slots", kwargs.pop("pool_slots", 1), 1)
+        self.priority_weight = integer("priority_weight", kwargs.pop("priority_weight", 1), None)
         #: How the scheduler weighs it against other tasks waiting for a slot (Airflow's rules).
         self.weight_rule = _weight_rule(kwargs.pop("weight_rule", "downstream"))
         self.owner = kwargs.pop("owner", "airflow")
@@ -968,38 +982,12 @@ def _current_group(dag: DAG) -> TaskGroup | None:
     return None
 
 
-def _check_kwargs(
-    what: str, kwargs: dict[str, Any], accepted: set[str], noop: dict[str, Any], reasons: dict[str, str] | None = None
-) -> None:
-    for key, value in kwargs.items():
-        if key in accepted:
-            continue
-        if key in noop:
-            allowed = noop[key] if isinstance(noop[key], tuple) else (noop[key],)
-            if value in allowed or value is None or value is False or value == [] or value == {}:
-                continue
-            hint = f"Leoflow accepts {key} only as {' or '.join(repr(a) for a in allowed)}"
-            reason = (reasons or {}).get(key)
-            raise UnsupportedConstruct(f"{what}({key}={_shown(value)})", f"{reason}; {hint}" if reason else hint)
-        raise DagDefinitionError(f"{what} got an unexpected keyword argument {key!r}")
-
-
-def _shown(value: Any) -> str:
-    """A short, stable rendering of an argument's value for an error message."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_shown(v) for v in value) + "]"
-    if callable(value) and isinstance(getattr(value, "__qualname__", None), str):
-        return str(value.__qualname__)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _check_default_args(default_args: dict[str, Any]) -> None:
     known = BaseOperator.BASE_ARGS | set(BaseOperator.NOOP_DEFAULTS) | BaseOperator.NO_EFFECT_ARGS | _all_own_args()
     unknown = sorted(k for k in default_args if k not in known)
     if unknown:
         raise DagDefinitionError(f"default_args has unknown key(s) {', '.join(unknown)}")
-    _check_kwargs(
+    check_kwargs(
         "default_args",
         {k: v for k, v in default_args.items() if k in BaseOperator.NOOP_DEFAULTS},
         set(),
@@ -1007,7 +995,7 @@ def _check_default_args(default_args: dict[str, Any]) -> None:
         BaseOperator.REFUSAL_REASONS,
     )
     if "retry_exponential_backoff" in default_args:
-        _backoff("default_args", default_args["retry_exponential_backoff"])
+        backoff("default_args", default_args["retry_exponential_backoff"])
 
 
 def _custom_inits(cls: type) -> list[Any]:
@@ -1062,135 +1050,6 @@ def _all_own_args() -> set[str]:
         args |= cls.OWN_ARGS | cls.INIT_ARGS
         stack.extend(cls.__subclasses__())
     return args
-
-
-def _check_id(kind: str, value: str) -> None:
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-    if len(value) > 250 or not set(value) <= allowed:
-        raise DagDefinitionError(
-            f"{kind} {value!r} may only contain letters, digits, dashes, dots and underscores "
-            "(at most 250 characters)"
-        )
-
-
-def _searchpath(value: Any) -> tuple[str, ...]:
-    """`template_searchpath`: one folder or several, as Airflow takes it."""
-    if value is None:
-        return ()
-    folders = [value] if isinstance(value, (str, os.PathLike)) else value
-    if not isinstance(folders, (list, tuple, set, frozenset)) or not all(
-        isinstance(folder, (str, os.PathLike)) for folder in folders
-    ):
-        raise DagDefinitionError(f"template_searchpath must be a folder or a list of folders, not {_shown(value)}")
-    return tuple(os.fspath(folder) for folder in folders)
-
-
-def _undefined_class(value: Any) -> type | None:
-    """`template_undefined`: a jinja2 `Undefined` class (StrictUndefined when not given)."""
-    if value is None or isinstance(value, type):
-        return value
-    raise DagDefinitionError(f"template_undefined must be a class such as jinja2.StrictUndefined, not {_shown(value)}")
-
-
-def _named_dict(name: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise DagDefinitionError(f"{name} must be a dict with string keys, not {_shown(value)}")
-    return dict(value)
-
-
-def _int(name: str, value: Any, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DagDefinitionError(f"{name} must be a whole number, not {value!r}")
-    if minimum is not None and value < minimum:
-        raise DagDefinitionError(f"{name} must be at least {minimum}, not {value}")
-    return value
-
-
-def _backoff(what: str, value: Any) -> bool:
-    """`retry_exponential_backoff`: in Airflow 3.2 a multiplier (0 off, True meaning 2.0); Leoflow's
-    backoff doubles the delay, so it takes booleans, 0 and 1 (constant delay) and 2."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1, 2):
-        return value == 2
-    raise UnsupportedConstruct(
-        f"{what}(retry_exponential_backoff={_shown(value)})",
-        "Leoflow's exponential backoff doubles the delay on each retry: use True (or 2.0), or False (or 0)",
-    )
-
-
-def _timedelta(name: str, value: Any) -> dt.timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.timedelta(seconds=value)
-    raise DagDefinitionError(f"{name} must be a timedelta or a number of seconds, not {value!r}")
-
-
-def _datetime(name: str, value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day)
-    raise DagDefinitionError(f"{name} must be a datetime (or a pendulum datetime), not {value!r}")
-
-
-#: A DAG's `access_control`, normalised: role → resource → sorted actions.
-AccessControl = dict[str, dict[str, list[str]]]
-
-#: The actions `access_control` may grant on each per-DAG resource, as Airflow's FAB names them.
-ACCESS_ACTIONS: dict[str, tuple[str, ...]] = {
-    "DAGs": ("can_read", "can_edit", "can_delete"),
-    "DAG Runs": ("can_read", "can_create", "can_delete"),
-}
-
-
-def _access_control(value: Any) -> AccessControl:
-    """Airflow's two spellings of `access_control` as one: `{role: {"can_read", ...}}` (actions on
-    the DAG, Airflow 2's form) and `{role: {"DAGs": {...}, "DAG Runs": {...}}}`."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise DagDefinitionError(
-            f"access_control must be a dict of role → actions, not {type(value).__name__}"
-        )
-    result: AccessControl = {}
-    for role, grant in value.items():
-        if not isinstance(role, str) or not role.strip():
-            raise DagDefinitionError(f"access_control: a role must be a non-empty string, not {role!r}")
-        by_resource = grant if isinstance(grant, dict) else {"DAGs": grant}
-        result[role] = {}
-        for resource, actions in by_resource.items():
-            granted = _granted_actions(role, resource, actions)
-            if granted:
-                result[role][resource] = granted
-    return result
-
-
-def _granted_actions(role: str, resource: Any, actions: Any) -> list[str]:
-    where = f"access_control[{role!r}]"
-    allowed = ACCESS_ACTIONS.get(resource) if isinstance(resource, str) else None
-    if allowed is None:
-        raise DagDefinitionError(
-            f"{where}: unknown resource {resource!r}; per-DAG access grants on 'DAGs' and 'DAG Runs'"
-        )
-    if not isinstance(actions, (set, frozenset, list, tuple)):
-        raise DagDefinitionError(
-            f"{where}[{resource!r}] must be a set of actions ({', '.join(allowed)}), not {actions!r}"
-        )
-    for action in actions:
-        if not isinstance(action, str) or action not in allowed:
-            raise DagDefinitionError(
-                f"{where}[{resource!r}]: {action!r} is not an action on {resource}; "
-                f"use {', '.join(allowed)}"
-            )
-    return sorted(set(actions))
 
 
 def _params(params: Any) -> dict[str, Param]:

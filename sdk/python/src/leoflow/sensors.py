@@ -33,7 +33,8 @@ from leoflow.exceptions import (
     TaskDeferralTimeout,
     TaskDeferred,
 )
-from leoflow.model import BaseOperator, _timedelta, _to_define
+from leoflow.arguments import duration
+from leoflow.model import BaseOperator, _to_define
 from leoflow.runtime import PokeReturnValue
 from leoflow.standard import WeekDay
 from leoflow.triggers import DateTimeTrigger
@@ -43,7 +44,7 @@ DEFAULT_TIMEOUT = 7 * 24 * 3600.0
 
 
 def _seconds(name: str, value: Any) -> float:
-    delta = _timedelta(name, value)
+    delta = duration(name, value)
     return 0.0 if delta is None else delta.total_seconds()
 
 
