@@ -118,3 +118,11 @@ def test_timetables_leoflow_cannot_run_are_refused_naming_them(
     )))
     assert err["kind"] == kind, err
     assert message in err["message"], err
+
+
+@pytest.mark.parametrize("name", ["AssetOrTimeSchedule", "CronPartitionTimetable", "PartitionedAssetTimetable"])
+def test_airflow_s_asset_and_partition_timetables_are_refused_with_a_hint(tmp_path: Path, name: str) -> None:
+    err = error(compile_source(tmp_path, f"from airflow.sdk import {name}\n"))
+    assert err["kind"] == "UnsupportedConstruct", err
+    assert f"airflow.sdk.{name} is not supported by Leoflow: " in err["message"], err
+    assert "docs/authoring.md" not in err["message"], err

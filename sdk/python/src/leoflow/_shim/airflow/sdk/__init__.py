@@ -32,6 +32,9 @@ _HINTS = {
     "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
     "AssetAlias": "asset-driven scheduling is not supported yet",
     "asset": "asset-driven scheduling is not supported yet",
+    "AssetOrTimeSchedule": "asset-driven scheduling is not supported yet; use one of Airflow's time-based timetables",
+    "CronPartitionTimetable": "partitioned runs are not supported; use CronTriggerTimetable",
+    "PartitionedAssetTimetable": "asset-driven scheduling is not supported yet",
 }
 
 
