@@ -19,6 +19,7 @@ from leoflow.decorators import DagParamReference
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.model import _MAPPED, DAG, BaseOperator, MappedArgument, Param, TaskGroup, XComArg
 from leoflow.schedule import serialize_schedule, summary
+from leoflow.timezone import zone_name
 
 #: Version of the dag.json layout (see docs/dag-json.md).
 DAG_JSON_SCHEMA_VERSION = 1
@@ -305,9 +306,9 @@ def _timezone(value: dt.datetime | None) -> str:
     if value is None or value.tzinfo is None:
         return "UTC"
     tz = value.tzinfo
-    name = getattr(tz, "name", None) or getattr(tz, "key", None)
-    if isinstance(name, str) and name:
-        return "UTC" if name in ("UTC", "+00:00") else name
+    name = zone_name(tz)
+    if name is not None:
+        return name
     offset = value.utcoffset()
     if offset is None or offset == dt.timedelta(0):
         return "UTC"

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
+from leoflow.timezone import zone_name
 
 
 class Timetable:
@@ -51,8 +52,8 @@ class ContinuousTimetable(Timetable):
 
 def _zone(timezone: Any) -> str:
     """An IANA zone name from a name or a zone object (pendulum's, zoneinfo's)."""
-    name = timezone if isinstance(timezone, str) else getattr(timezone, "name", None) or getattr(timezone, "key", None)
-    if not isinstance(name, str) or not name:
+    name = timezone if isinstance(timezone, str) else zone_name(timezone)
+    if not name:
         raise DagDefinitionError(f"timezone must be an IANA time zone name (such as 'Europe/Amsterdam'), not {timezone!r}")
     if name in ("UTC", "+00:00", "Etc/UTC"):
         return "UTC"

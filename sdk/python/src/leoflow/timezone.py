@@ -9,6 +9,15 @@ from typing import Any
 utc = dt.timezone.utc
 
 
+def zone_name(zone: Any) -> str | None:
+    """The name a zone object goes by (pendulum's `name`, zoneinfo's `key`), UTC as "UTC";
+    `None` for a zone without one (a fixed offset)."""
+    name = getattr(zone, "name", None) or getattr(zone, "key", None)
+    if not isinstance(name, str) or not name:
+        return None
+    return "UTC" if name in ("UTC", "+00:00") else name
+
+
 def _zone(name: str) -> dt.tzinfo:
     try:
         import pendulum
