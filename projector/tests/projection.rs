@@ -680,15 +680,17 @@ async fn pool_defaulting_to(db: &leoflow_postgres::testing::TestDatabase, level:
     pool
 }
 
-/// The backend of another session of this database that is inside a transaction, other than
-/// `except`.
-async fn other_transaction(pool: &PgPool, except: i32) -> Option<i32> {
+/// The backend of this database's session named `application_name` while it is inside a
+/// transaction. By name, not as "any other session in a transaction": autovacuum's workers show
+/// in `pg_stat_activity` with this database and a transaction, and a watch that took one for the
+/// rebuild waited for a swap that worker would never try.
+async fn transaction_of(pool: &PgPool, application_name: &str) -> Option<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1) \
+         WHERE datname = current_database() AND application_name = $1 \
            AND xact_start IS NOT NULL",
     )
-    .bind(except)
+    .bind(application_name)
     .fetch_optional(pool)
     .await
     .unwrap()
@@ -730,22 +732,21 @@ async fn rebuild_under_load(pool: PgPool, min_events: usize, reads_begin: &'stat
     assert!(runs_before > 100, "{runs_before} runs");
 
     let mut long_reader = pool.begin().await.unwrap();
-    let long_reader_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *long_reader)
-        .await
-        .unwrap();
     sqlx::query("SELECT count(*) FROM projection_checkpoints")
         .execute(&mut *long_reader)
         .await
         .unwrap();
 
-    let rebuild = tokio::spawn({
-        let pool = pool.clone();
-        async move { replay::rebuild(&pool).await }
-    });
+    const REBUILDER: &str = "the rebuild under test";
+    let rebuild_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone().application_name(REBUILDER))
+        .await
+        .unwrap();
+    let rebuild = tokio::spawn(async move { replay::rebuild(&rebuild_pool).await });
     let deadline = Instant::now() + Duration::from_secs(300);
     let rebuilding = loop {
-        if let Some(pid) = other_transaction(&pool, long_reader_pid).await {
+        if let Some(pid) = transaction_of(&pool, REBUILDER).await {
             break pid;
         }
         assert!(Instant::now() < deadline, "the rebuild never began");
