@@ -174,7 +174,7 @@ const SCOPED_LISTS: &[(&str, &str)] = &[
     ("GET", "/ui/dags"),
     ("GET", "/api/v2/dagStats"),
     ("GET", "/api/v2/dagTags"),
-    // Leoflow has no DAG warnings nor dependencies between DAGs: empty for everyone.
+    // Leoflow has no DAG warnings: empty for everyone.
     ("GET", "/api/v2/dagWarnings"),
     ("GET", "/ui/dependencies"),
     ("GET", "/ui/dashboard/dag_stats"),

@@ -277,6 +277,15 @@ impl Params {
 
 /// An integer path segment, or the 422 FastAPI gives for one that is not.
 pub fn path_int(name: &str, value: &str) -> ApiResult<i32> {
+    path_number(name, value)
+}
+
+/// A 64-bit integer path segment (an asset's id), or FastAPI's 422.
+pub fn path_i64(name: &str, value: &str) -> ApiResult<i64> {
+    path_number(name, value)
+}
+
+fn path_number<T: std::str::FromStr>(name: &str, value: &str) -> ApiResult<T> {
     value.parse().map_err(|_| {
         ApiError::invalid(
             &["path", name],

@@ -1,5 +1,6 @@
 //! Registering a compiled project in the control plane: events, not rows.
 
+use leoflow_core::assets;
 use leoflow_events::catalog::{DagImportFailed, DagParsed, Provenance};
 use leoflow_events::{
     AccessControl, AppendBatch, AppendError, EventStore, Metadata, StoreError, check_tenant,
@@ -259,6 +260,13 @@ pub(crate) fn dag_parsed(
         access_control: access_control(dag),
         tenant: tenant.to_owned(),
         provenance: None,
+        // The schema checked both shapes before the document got here.
+        asset_expression: assets::condition_of(dag)
+            .ok()
+            .flatten()
+            .map(|condition| condition.expression()),
+        asset_references: assets::references_of(dag).unwrap_or_default(),
+        alias_references: assets::alias_references_of(dag).unwrap_or_default(),
     }
 }
 

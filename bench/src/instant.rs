@@ -43,6 +43,7 @@ impl Executor for InstantExecutor {
                 try_number,
                 outcome: Outcome::Success,
                 at: Utc::now(),
+                outlet_events: Default::default(),
             };
             for command in [started, finished] {
                 // As an agent does, a report that lost to concurrent decisions is sent again.

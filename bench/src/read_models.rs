@@ -53,6 +53,7 @@ fn run_events(
                 triggered_by: "rest_api".into(),
                 dag_version_hash: Some(hash.into()),
                 task_ids: (0..tasks).map(|t| format!("t{t:02}")).collect(),
+                consumed_asset_events: Vec::new(),
             },
             &meta,
         )

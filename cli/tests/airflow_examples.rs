@@ -45,7 +45,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 23] = [
+const EXAMPLES: [&str; 29] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -69,6 +69,12 @@ const EXAMPLES: [&str; 23] = [
     "example_dynamic_task_mapping",
     "standard/example_external_task_marker_dag",
     "example_dag_decorator",
+    "example_assets",
+    "example_outlet_event_extra",
+    "example_inlet_event_extra",
+    "example_asset_alias",
+    "example_asset_alias_with_no_taskflow",
+    "example_asset_decorator",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -172,15 +178,7 @@ impl Examples {
     /// it to end, or for a try to fail (a retry would wait minutes); returns its id and its task
     /// instances' states by task id.
     async fn run(&self, dag_id: &str, body: Value) -> (String, Vec<(String, String)>) {
-        let (status, answer) = self
-            .client
-            .call(
-                Method::PATCH,
-                &format!("/api/v2/dags/{dag_id}"),
-                Some(json!({"is_paused": false})),
-            )
-            .await;
-        assert_eq!(status, 200, "{answer}");
+        self.unpause(dag_id).await;
         let (status, run) = self
             .client
             .call(
@@ -203,6 +201,47 @@ impl Examples {
                 return (run_id, states);
             }
             assert!(Instant::now() < deadline, "{run_id} did not finish: {run}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn unpause(&self, dag_id: &str) {
+        let (status, answer) = self
+            .client
+            .call(
+                Method::PATCH,
+                &format!("/api/v2/dags/{dag_id}"),
+                Some(json!({"is_paused": false})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// The (run type, state) of each run of `dag_id` once it has at least `at_least` runs and
+    /// every one of them ended.
+    async fn settled_runs(&self, dag_id: &str, at_least: usize) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list = self
+                .client
+                .get(&format!("/api/v2/dags/{dag_id}/dagRuns?limit=100"))
+                .await;
+            let runs: Vec<(String, String)> = list["dag_runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|run| {
+                    let field = |name: &str| run[name].as_str().unwrap_or_default().to_owned();
+                    (field("run_type"), field("state"))
+                })
+                .collect();
+            let ended = runs
+                .iter()
+                .all(|(_, state)| state == "success" || state == "failed");
+            if runs.len() >= at_least && ended {
+                return runs;
+            }
+            assert!(Instant::now() < deadline, "{dag_id}: {runs:?}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -715,6 +754,224 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     mapped_task_groups(&examples).await;
     a_dry_run_shows_what_markers_clear(&examples).await;
     dag_decorator(&examples).await;
+    assets(&examples).await;
+}
+
+/// `example_assets`, as its docstring tells it: `asset_produces_1` triggers the DAGs that need
+/// its asset alone (or either asset); `asset_consumes_1_and_2` and the `and` expression wait for
+/// `asset_produces_2` too; the two "never scheduled" DAGs never run.
+async fn assets(examples: &Examples) {
+    let consumers = [
+        "asset_consumes_1",
+        "asset_consumes_1_and_2",
+        "asset_consumes_1_never_scheduled",
+        "asset_consumes_unknown_never_scheduled",
+        "consume_1_and_2_with_asset_expressions",
+        "consume_1_or_2_with_asset_expressions",
+        "consume_1_or_both_2_and_3_with_asset_expressions",
+        "conditional_asset_and_time_based_timetable",
+    ];
+    for dag in consumers {
+        examples.unpause(dag).await;
+    }
+    let body = json!({"logical_date": null});
+    let (run, states) = examples.run("asset_produces_1", body.clone()).await;
+    let produced = succeeded(&["producing_task_1"]);
+    examples
+        .assert_states("asset_produces_1", &run, &states, &produced)
+        .await;
+    // Unpaused, the @daily producer may also run its latest interval: one run or two of
+    // each consumer, as the two updates come together or apart.
+    asset_triggered(examples, "asset_produces_1", 1).await;
+    assert!(asset_triggered(examples, "asset_consumes_1", 1).await >= 1);
+    assert!(asset_triggered(examples, "consume_1_or_2_with_asset_expressions", 1).await >= 1);
+    let either = "consume_1_or_both_2_and_3_with_asset_expressions";
+    assert!(asset_triggered(examples, either, 1).await >= 1);
+    for waiting in [
+        "asset_consumes_1_and_2",
+        "consume_1_and_2_with_asset_expressions",
+        "conditional_asset_and_time_based_timetable",
+    ] {
+        assert_eq!(asset_triggered(examples, waiting, 0).await, 0, "{waiting}");
+    }
+
+    let (run, states) = examples.run("asset_produces_2", body).await;
+    let produced = succeeded(&["producing_task_2"]);
+    examples
+        .assert_states("asset_produces_2", &run, &states, &produced)
+        .await;
+    for both in [
+        "asset_consumes_1_and_2",
+        "consume_1_and_2_with_asset_expressions",
+        "conditional_asset_and_time_based_timetable",
+    ] {
+        assert_eq!(asset_triggered(examples, both, 1).await, 1, "{both}");
+    }
+    assert!(asset_triggered(examples, "consume_1_or_2_with_asset_expressions", 2).await >= 2);
+    for never in [
+        "asset_consumes_1_never_scheduled",
+        "asset_consumes_unknown_never_scheduled",
+    ] {
+        assert_eq!(asset_triggered(examples, never, 0).await, 0, "{never}");
+    }
+    asset_event_extras(examples).await;
+    asset_aliases(examples).await;
+    asset_decorator(examples).await;
+}
+
+/// The asset-triggered runs of `dag` once it has at least `at_least` runs and all of them
+/// ended, each checked to have succeeded.
+async fn asset_triggered(examples: &Examples, dag: &str, at_least: usize) -> usize {
+    let runs = examples.settled_runs(dag, at_least).await;
+    let triggered: Vec<&(String, String)> = runs
+        .iter()
+        .filter(|(kind, _)| kind == "asset_triggered")
+        .collect();
+    assert!(
+        triggered.iter().all(|(_, state)| state == "success"),
+        "{dag}: {runs:?}"
+    );
+    triggered.len()
+}
+
+/// `example_asset_alias` and its `_with_no_taskflow` twin, as their docstring tells it: a plain
+/// update of the producer's asset triggers the DAG scheduled on it, not the one on the alias,
+/// which is unresolved; an update through the alias triggers the alias's consumer, which reads
+/// the event through `inlet_events` of the alias. Both aliases add `s3://bucket/my-task` (the
+/// twin's plain producer updates `s3://bucket/my-task-with-no-taskflow`), so each alias's
+/// update triggers `asset_s3_bucket_consumer` once more.
+async fn asset_aliases(examples: &Examples) {
+    let body = json!({"logical_date": null});
+    let my_task_consumer = "asset_s3_bucket_consumer";
+    for (suffix, my_task_runs) in [("", 2), ("_with_no_taskflow", 3)] {
+        let on_asset = format!("asset_s3_bucket_consumer{suffix}");
+        let on_alias = format!("asset_alias_example_alias_consumer{suffix}");
+        examples.unpause(&on_asset).await;
+        examples.unpause(&on_alias).await;
+        let producer = format!("asset_s3_bucket_producer{suffix}");
+        let (run, states) = examples.run(&producer, body.clone()).await;
+        let tasks = succeeded(&["produce_asset_events"]);
+        examples
+            .assert_states(&producer, &run, &states, &tasks)
+            .await;
+        assert_eq!(
+            asset_triggered(examples, &on_asset, 1).await,
+            1,
+            "{on_asset}"
+        );
+        assert_eq!(
+            asset_triggered(examples, &on_alias, 0).await,
+            0,
+            "{on_alias}"
+        );
+
+        let producer = format!("asset_alias_example_alias_producer{suffix}");
+        let (run, states) = examples.run(&producer, body.clone()).await;
+        let task = format!("produce_asset_events_through_asset_alias{suffix}");
+        let tasks = succeeded(&[task.as_str()]);
+        examples
+            .assert_states(&producer, &run, &states, &tasks)
+            .await;
+        assert_eq!(
+            asset_triggered(examples, &on_alias, 1).await,
+            1,
+            "{on_alias}"
+        );
+        // The taskflow consumer's task is this; the other's is `consume_asset_event_from_asset_alias`.
+        let list = examples
+            .client
+            .get(&format!("/api/v2/dags/{on_alias}/dagRuns?limit=10"))
+            .await;
+        let run = list["dag_runs"][0]["dag_run_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let log = examples
+            .log(&on_alias, &run, "consume_asset_event_from_asset_alias")
+            .await;
+        assert!(log.contains("s3://bucket/my-task"), "{log}");
+        // The alias's event is an update of `s3://bucket/my-task`.
+        let runs = asset_triggered(examples, my_task_consumer, my_task_runs).await;
+        assert_eq!(runs, my_task_runs, "{my_task_consumer}");
+    }
+}
+
+/// `example_asset_decorator`: `@asset` functions are DAGs of one task updating their asset;
+/// an update of `asset1_producer` triggers `consumes_asset_decorator` (`asset1 | asset2`), and
+/// `asset2_producer` reads its inlet's events from its context.
+async fn asset_decorator(examples: &Examples) {
+    let body = json!({"logical_date": null});
+    examples.unpause("consumes_asset_decorator").await;
+    let (run, states) = examples.run("asset1_producer", body.clone()).await;
+    let tasks = succeeded(&["asset1_producer"]);
+    examples
+        .assert_states("asset1_producer", &run, &states, &tasks)
+        .await;
+    let consumer = "consumes_asset_decorator";
+    assert_eq!(asset_triggered(examples, consumer, 1).await, 1);
+    let (run, states) = examples.run("asset2_producer", body).await;
+    let tasks = succeeded(&["asset2_producer"]);
+    examples
+        .assert_states("asset2_producer", &run, &states, &tasks)
+        .await;
+    let log = examples
+        .log("asset2_producer", &run, "asset2_producer")
+        .await;
+    assert!(log.contains("s3://bucket/asset1_producer"), "{log}");
+}
+
+/// `example_outlet_event_extra`'s three ways of giving an outlet's event an extra succeed, and
+/// `example_inlet_event_extra` reads the events back: its TaskFlow task succeeds, and its
+/// classic task, whose `for_asset(uri=...)` finds its inlet `Asset("s3://output/1.txt")` (a name
+/// of its own, so not the producers' `test-asset`) without events, fails rendering `[-1]` as on
+/// Airflow.
+async fn asset_event_extras(examples: &Examples) {
+    let body = json!({"logical_date": null});
+    for (dag, task) in [
+        ("asset_with_extra_by_yield", "asset_with_extra_by_yield"),
+        ("asset_with_extra_by_context", "asset_with_extra_by_context"),
+        (
+            "asset_with_extra_from_classic_operator",
+            "asset_with_extra_from_classic_operator",
+        ),
+    ] {
+        let (run, states) = examples.run(dag, body.clone()).await;
+        examples
+            .assert_states(dag, &run, &states, &succeeded(&[task]))
+            .await;
+    }
+    let events = examples
+        .client
+        .get("/api/v2/assets/events?name_pattern=test-asset&limit=100")
+        .await;
+    let extras: Vec<&Value> = events["asset_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["extra"])
+        .collect();
+    assert!(extras.len() >= 3, "{events}");
+    assert!(
+        extras.iter().all(|e| **e == json!({"hi": "bye"})),
+        "{events}"
+    );
+
+    let dag = "read_asset_event";
+    let (run, states) = examples.run(dag, body.clone()).await;
+    examples
+        .assert_states(dag, &run, &states, &succeeded(&[dag]))
+        .await;
+    let dag = "read_asset_event_from_classic";
+    let (run, states) = examples.run(dag, body).await;
+    examples
+        .assert_states(dag, &run, &states, &[(dag, "failed")])
+        .await;
+    // Jinja turns the IndexError into an undefined value, whose `.extra` fails the render.
+    let log = examples.log(dag, &run, dag).await;
+    assert!(
+        log.contains("UndefinedError") && log.contains("has no element -1"),
+        "{log}"
+    );
 }
 
 /// `example_external_task_marker_dag`: the dry run of clearing the parent's marker lists the

@@ -818,6 +818,228 @@ with DAG("intervals", schedule=CronDataIntervalTimetable("@daily", timezone="UTC
 }
 
 #[tokio::test]
+async fn assets_trigger_the_dags_scheduled_on_them_as_their_conditions_say_and_survive_a_restart() {
+    // example_assets' shape: two producers, consumers on `a`, `a and b`, `a or b`, and one that
+    // stays paused (Airflow queues nothing for a paused DAG).
+    let dag = r#"
+from airflow.sdk import DAG, Asset, task
+
+a = Asset("s3://bucket/a", extra={"team": "x"})
+b = Asset("s3://bucket/b")
+
+for producer, outlet in [("produce_a", a), ("produce_b", b)]:
+    with DAG(producer, schedule=None, is_paused_upon_creation=False):
+        @task(outlets=[outlet])
+        def produce():
+            return "produced"
+        produce()
+
+for consumer, schedule, paused in [("on_a", [a], False), ("on_a_and_b", [a, b], False),
+                                   ("on_a_or_b", a | b, False), ("paused_on_a", [a], True)]:
+    with DAG(consumer, schedule=schedule, is_paused_upon_creation=paused):
+        @task
+        def consume():
+            return "consumed"
+        consume()
+"#;
+    let db = fresh_database().await;
+    let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
+    let dir = project(dag);
+    let lite = Lite::start(dir.path(), &url(&db));
+    let produced_a = trigger(&store, "produce_a", json!({})).await;
+    assert_eq!(
+        wait_for_run(&store, "produce_a", &produced_a).await,
+        "success"
+    );
+    let on_a = wait_for_successes(&store, "on_a", 1).await;
+    assert!(on_a[0].starts_with("asset_triggered__"), "{on_a:?}");
+    wait_for_successes(&store, "on_a_or_b", 1).await;
+    // `a and b` waits for b: its queue holds a, through a restart of the control plane.
+    let queued = |dag_id: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT a.name FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id \
+                 WHERE q.target_dag_id = $1 ORDER BY a.name",
+            )
+            .bind(dag_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(queued("on_a_and_b").await, ["s3://bucket/a"]);
+    assert_eq!(queued("paused_on_a").await, Vec::<String>::new());
+    let (project_dir, url, port) = lite.kill_hard();
+    let _lite = Lite::start_on(&project_dir, &url, port);
+    let produced_b = trigger(&store, "produce_b", json!({})).await;
+    assert_eq!(
+        wait_for_run(&store, "produce_b", &produced_b).await,
+        "success"
+    );
+    let on_a_and_b = wait_for_successes(&store, "on_a_and_b", 1).await;
+    wait_for_successes(&store, "on_a_or_b", 2).await;
+    assert_eq!(queued("on_a_and_b").await, Vec::<String>::new());
+
+    // The run consumed both events, each recorded with its source, as Airflow's
+    // `consumed_asset_events`; the paused DAG and the one-asset DAG ran no more.
+    let consumed: Vec<(String, String, String, Value)> = sqlx::query_as(
+        "SELECT a.name, e.source_dag_id, e.source_task_id, e.extra FROM asset_event_dag_run r \
+         JOIN asset_event e ON e.id = r.event_id JOIN asset a ON a.id = e.asset_id \
+         WHERE r.dag_id = 'on_a_and_b' AND r.run_id = $1 ORDER BY e.id",
+    )
+    .bind(&on_a_and_b[0])
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        consumed,
+        [
+            (
+                "s3://bucket/a".into(),
+                "produce_a".into(),
+                "produce".into(),
+                json!({})
+            ),
+            (
+                "s3://bucket/b".into(),
+                "produce_b".into(),
+                "produce".into(),
+                json!({})
+            ),
+        ]
+    );
+    let runs = |dag_id: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dag_run WHERE dag_id = $1")
+                .bind(dag_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(runs("on_a").await, 1);
+    assert_eq!(runs("paused_on_a").await, 0);
+    let (run_type, triggered_by): (String, String) =
+        sqlx::query_as("SELECT run_type, triggered_by FROM dag_run WHERE dag_id = 'on_a_and_b'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (run_type.as_str(), triggered_by.as_str()),
+        ("asset_triggered", "asset")
+    );
+}
+
+#[tokio::test]
+async fn a_tasks_asset_events_carry_their_extras_to_the_tasks_that_read_them() {
+    // Airflow's three ways to annotate an outlet (`outlet_events[...].extra`, `yield
+    // Metadata`, none), its two ways to read events (`inlet_events`, and the run's
+    // `triggering_asset_events`), through the agent, the control plane and the log.
+    let dag = r#"
+from airflow.sdk import DAG, Asset, Metadata, task
+
+orders = Asset("s3://lake/orders")
+audit = Asset("s3://lake/audit")
+
+with DAG("annotate", schedule=None, is_paused_upon_creation=False):
+    @task(outlets=[orders])
+    def by_context(*, outlet_events=None):
+        outlet_events[orders].extra = {"rows": 3}
+
+    @task(outlets=[orders, audit])
+    def by_metadata():
+        yield Metadata(orders, {"rows": 5})
+        return "yielded"
+
+    by_context() >> by_metadata()
+
+with DAG("read", schedule=[audit], is_paused_upon_creation=False):
+    @task(inlets=[orders])
+    def read(*, inlet_events=None, triggering_asset_events=None):
+        triggered = {asset.uri: [e.extra for e in events]
+                     for asset, events in triggering_asset_events.items()}
+        return {"inlet": [e.extra for e in inlet_events[orders]],
+                "latest": inlet_events[orders][-1].source_task_id,
+                "triggered": triggered}
+    read()
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "annotate", json!({})).await;
+    assert_eq!(wait_for_run(&store, "annotate", &run).await, "success");
+    let read = wait_for_successes(&store, "read", 1).await;
+    assert_eq!(
+        xcom(&store, "read", &read[0], "read", -1).await,
+        json!({
+            "inlet": [{"rows": 3}, {"rows": 5}],
+            "latest": "by_metadata",
+            "triggered": {"s3://lake/audit": [{}]},
+        })
+    );
+    assert_eq!(
+        xcom(&store, "annotate", &run, "by_metadata", -1).await,
+        json!("yielded")
+    );
+}
+
+#[tokio::test]
+async fn an_asset_added_through_an_alias_triggers_the_dags_on_the_alias_and_then_stands_for_it() {
+    // example_asset_alias's shape: a task adds an event of an asset through its outlet alias;
+    // the DAG scheduled on the alias and the one on the asset run, and from then on the alias
+    // stands for the asset: a plain update of the asset triggers the alias's DAG too.
+    let dag = r#"
+from airflow.sdk import DAG, Asset, AssetAlias, task
+
+daily = AssetAlias("daily")
+day = Asset("s3://bucket/2026-12-05")
+
+with DAG("through_alias", schedule=None, is_paused_upon_creation=False):
+    @task(outlets=[daily])
+    def produce(*, outlet_events=None):
+        outlet_events[daily].add(day, extra={"day": 5})
+    produce()
+
+with DAG("directly", schedule=None, is_paused_upon_creation=False):
+    @task(outlets=[day])
+    def update():
+        pass
+    update()
+
+with DAG("on_alias", schedule=[daily], is_paused_upon_creation=False):
+    @task(inlets=[daily])
+    def read(*, inlet_events=None, triggering_asset_events=None):
+        return {"through": [e.extra for e in inlet_events[daily]],
+                "triggered": sorted(asset.uri for asset in triggering_asset_events)}
+    read()
+
+with DAG("on_asset", schedule=[day], is_paused_upon_creation=False):
+    @task
+    def consume():
+        pass
+    consume()
+"#;
+    let (_db, store, _dir, _lite) = setup(dag).await;
+    let run = trigger(&store, "through_alias", json!({})).await;
+    assert_eq!(wait_for_run(&store, "through_alias", &run).await, "success");
+    let on_alias = wait_for_successes(&store, "on_alias", 1).await;
+    wait_for_successes(&store, "on_asset", 1).await;
+    assert_eq!(
+        xcom(&store, "on_alias", &on_alias[0], "read", -1).await,
+        json!({"through": [{"day": 5}], "triggered": ["s3://bucket/2026-12-05"]})
+    );
+    let run = trigger(&store, "directly", json!({})).await;
+    assert_eq!(wait_for_run(&store, "directly", &run).await, "success");
+    let on_alias = wait_for_successes(&store, "on_alias", 2).await;
+    wait_for_successes(&store, "on_asset", 2).await;
+    // The second run read the same alias events: the direct update did not come through it.
+    assert_eq!(
+        xcom(&store, "on_alias", &on_alias[1], "read", -1).await,
+        json!({"through": [{"day": 5}], "triggered": ["s3://bucket/2026-12-05"]})
+    );
+}
+
+#[tokio::test]
 async fn a_run_starts_with_every_task_instance_without_a_state() {
     // As in Airflow: the instances exist from the run's start, and the API finds one that is
     // not scheduled yet (it answered 404 before); a mapped task's placeholder gives way to its
@@ -901,7 +1123,8 @@ async fn wait_for_successes(store: &EventStore, dag_id: &str, count: usize) -> V
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let runs: Vec<(String, String)> = sqlx::query_as(
-            "SELECT run_id, state FROM dag_run WHERE dag_id = $1 ORDER BY logical_date",
+            // Asset-triggered runs have no logical date: then in the order they were queued.
+            "SELECT run_id, state FROM dag_run WHERE dag_id = $1 ORDER BY logical_date, id",
         )
         .bind(dag_id)
         .fetch_all(store.pool())
@@ -966,6 +1189,7 @@ with DAG("tokens", schedule=None, is_paused_upon_creation=False):
         proceed: None,
         deferral_json: None,
         reschedule_at: None,
+        outlet_events_json: None,
     };
     let forged = client
         .finish(finish(uuid::Uuid::new_v4().to_string()))
@@ -1033,6 +1257,7 @@ with DAG("strangers", schedule=None, is_paused_upon_creation=False):
         proceed: None,
         deferral_json: None,
         reschedule_at: None,
+        outlet_events_json: None,
     };
     let random = uuid::Uuid::new_v4().to_string();
     for call in [

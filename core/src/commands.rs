@@ -128,6 +128,7 @@ pub fn trigger(
         triggered_by: request.triggered_by,
         dag_version_hash: Some(version_hash.to_owned()),
         task_ids: Vec::new(),
+        consumed_asset_events: Vec::new(),
     }
     .into())
 }

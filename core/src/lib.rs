@@ -3,6 +3,7 @@
 //! tokio or tonic, not even through a dependency (scripts/test.sh checks it), so the compiler
 //! keeps it pure.
 //!
+//! * [`assets`] — the asset condition a DAG is scheduled on, and a task's outlets.
 //! * [`spec`] — the DAG as the scheduler sees it (read from a dag.json document).
 //! * [`trigger`] — Airflow's trigger rules.
 //! * [`retry`] — retry timing: delay, exponential backoff with deterministic jitter, caps.
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod assets;
 pub mod blockers;
 pub mod commands;
 pub mod retry;

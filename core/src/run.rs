@@ -107,6 +107,10 @@ pub enum Command {
         outcome: Outcome,
         /// When.
         at: DateTime<Utc>,
+        /// What a successful try gave its outlets' asset events (Airflow's
+        /// `outlet_events[asset].extra`, `yield Metadata(...)`, `outlet_events[alias].add(...)`);
+        /// what is not for the task's outlets is ignored, as in Airflow.
+        outlet_events: OutletEvents,
     },
     /// The dispatcher handed a queued try to an executor, with the token its agent must present.
     Dispatch {
@@ -592,7 +596,8 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
             }
         }
         // Nothing the state machine decides on: other XComs, the DAG's and the config's
-        // events, a run's note, renderings, audit records and the leader's term. `RunQueued`
+        // events, a run's note, renderings, audit records, asset events and the leader's
+        // term. `RunQueued`
         // is where the state starts (`RunState::queued`), not a change of it.
         Event::XComPushed(_)
         | Event::RunQueued(_)
@@ -614,7 +619,9 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         | Event::PoolDeleted(_)
         | Event::SchedulerElected(_)
         | Event::ApiTokenIssued(_)
-        | Event::ApiTokenRevoked(_) => {}
+        | Event::ApiTokenRevoked(_)
+        | Event::AssetEventRecorded(_)
+        | Event::AssetQueueCleared(_) => {}
     }
     state
 }
@@ -638,7 +645,17 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             outcome,
             at,
-        } => report_finished(spec, state, (task_id, map_index), try_number, outcome, at)?,
+            outlet_events,
+        } => {
+            let id = (task_id, map_index);
+            let report = Report {
+                try_number,
+                outcome,
+                at,
+                outlet_events,
+            };
+            report_finished(spec, state, id, report)?
+        }
         Command::Dispatch {
             task_id,
             map_index,
@@ -807,22 +824,50 @@ fn report_finished(
     spec: &DagSpec,
     state: &RunState,
     id: TiId,
-    try_number: i32,
-    outcome: Outcome,
-    at: DateTime<Utc>,
+    report: Report,
 ) -> Result<Vec<Event>, Rejection> {
     current_try_in(
         state,
         &id.0,
         id.1,
-        try_number,
+        report.try_number,
         TiState::Running,
         "report finished",
     )?;
     let mut events = Vec::new();
     let task = task(spec, &id.0)?;
-    finished(spec, state, task, &id, try_number, outcome, at, &mut events)?;
+    finished(spec, state, task, &id, report, &mut events)?;
     Ok(events)
+}
+
+/// What an agent reported of a try's end ([`Command::ReportFinished`]).
+struct Report {
+    try_number: i32,
+    outcome: Outcome,
+    at: DateTime<Utc>,
+    outlet_events: OutletEvents,
+}
+
+/// What a successful try gave its outlets' asset events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutletEvents {
+    /// The `extra` of each outlet's event, by asset (`{}` for an outlet not named).
+    pub extras: BTreeMap<AssetKey, serde_json::Value>,
+    /// The events added through aliases (`outlet_events[AssetAlias(...)].add(asset, extra)`).
+    pub through_aliases: Vec<AliasEvent>,
+}
+
+/// An asset event a try added through one of its task's outlet aliases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasEvent {
+    /// The alias.
+    pub alias: String,
+    /// The asset (which may be new).
+    pub asset: AssetKey,
+    /// The asset's group.
+    pub group: String,
+    /// The event's `extra`.
+    pub extra: serde_json::Value,
 }
 
 /// How a try is handed to an executor ([`Command::Dispatch`]).
@@ -1199,20 +1244,26 @@ fn mark_run(spec: &DagSpec, state: &RunState, success: bool) -> Vec<Event> {
 }
 
 /// The events of a try's end: success (with branch or short-circuit skips), retry or failure.
-#[allow(clippy::too_many_arguments)]
 fn finished(
     spec: &DagSpec,
     state: &RunState,
     task: &TaskSpec,
     id: &TiId,
-    try_number: i32,
-    outcome: Outcome,
-    at: DateTime<Utc>,
+    report: Report,
     events: &mut Vec<Event>,
 ) -> Result<(), Rejection> {
     let key = state.key(id);
+    let Report {
+        try_number,
+        outcome,
+        at,
+        outlet_events,
+    } = report;
+    let extras = &outlet_events;
     match (outcome, task.kind) {
-        (Outcome::Success, TaskKind::Plain) => events.push(succeeded(key, try_number)),
+        (Outcome::Success, TaskKind::Plain) => {
+            succeeded_updating_outlets(task, key, try_number, extras, events)
+        }
         (Outcome::Branch(chosen), TaskKind::Branch) => {
             let unknown: Vec<&String> = chosen
                 .iter()
@@ -1226,7 +1277,7 @@ fn finished(
                 );
                 return failed(state, task, id, try_number, reason, at, events);
             }
-            events.push(succeeded(key, try_number));
+            succeeded_updating_outlets(task, key, try_number, extras, events);
             for down in task.downstream.iter().filter(|d| !chosen.contains(d)) {
                 let reason = format!("not chosen by branch {:?}", task.task_id);
                 skip_pending(state, down, reason, events);
@@ -1238,7 +1289,7 @@ fn finished(
                 ignore_downstream_trigger_rules,
             },
         ) => {
-            events.push(succeeded(key, try_number));
+            succeeded_updating_outlets(task, key, try_number, extras, events);
             if !proceed {
                 short_circuit(spec, state, task, ignore_downstream_trigger_rules, events);
             }
@@ -1292,6 +1343,70 @@ fn finished(
 
 fn succeeded(ti: TaskInstanceKey, try_number: i32) -> Event {
     TaskSucceeded { ti, try_number }.into()
+}
+
+/// A try's success, and an asset event for each of its task's outlets, as Airflow records them
+/// when a task instance succeeds. The DAGs each queues are for the writer to name: this run's
+/// state does not know them.
+fn succeeded_updating_outlets(
+    task: &TaskSpec,
+    ti: TaskInstanceKey,
+    try_number: i32,
+    outlet_events: &OutletEvents,
+    events: &mut Vec<Event>,
+) {
+    events.push(succeeded(ti.clone(), try_number));
+    for asset in &task.outlets {
+        let key = asset.key();
+        let extra = outlet_events.extras.get(&key).cloned();
+        events.push(
+            AssetEventRecorded {
+                asset: key,
+                group: asset.group.clone(),
+                extra: extra.unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+                source: Some(ti.clone()),
+                source_aliases: Vec::new(),
+                queued: Vec::new(),
+            }
+            .into(),
+        );
+    }
+    events.extend(through_aliases(task, &ti, &outlet_events.through_aliases));
+}
+
+/// The asset events a try added through its task's outlet aliases: one per asset and extra,
+/// naming every alias it came through, as Airflow records them (adds through an alias the task
+/// does not declare are ignored).
+fn through_aliases(task: &TaskSpec, ti: &TaskInstanceKey, added: &[AliasEvent]) -> Vec<Event> {
+    let mut grouped: Vec<(&AliasEvent, BTreeSet<String>)> = Vec::new();
+    for add in added
+        .iter()
+        .filter(|a| task.outlet_aliases.contains(&a.alias))
+    {
+        let same = |(seen, _): &&mut (&AliasEvent, BTreeSet<String>)| {
+            seen.asset == add.asset && seen.extra == add.extra
+        };
+        match grouped.iter_mut().find(same) {
+            Some((_, aliases)) => {
+                aliases.insert(add.alias.clone());
+            }
+            None => grouped.push((add, BTreeSet::from([add.alias.clone()]))),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(add, aliases)| {
+            AssetEventRecorded {
+                asset: add.asset.clone(),
+                group: add.group.clone(),
+                extra: add.extra.clone(),
+                source: Some(ti.clone()),
+                source_aliases: aliases.into_iter().collect(),
+                queued: Vec::new(),
+            }
+            .into()
+        })
+        .collect()
 }
 
 /// Skips what a short-circuit task that said "stop" holds back: its direct downstream, or

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::assets::{Alias, Asset};
 use crate::retry::RetryPolicy;
 use crate::setup_teardown::{SetupLinks, TaskRole};
 use crate::trigger::TriggerRule;
@@ -97,6 +98,10 @@ pub struct TaskSpec {
     pub role: TaskRole,
     /// The setups around it, as its role makes them matter (filled by [`DagSpec::link`]).
     pub setups: SetupLinks,
+    /// The assets its success updates (Airflow's `outlets`).
+    pub outlets: Vec<Asset>,
+    /// The names of the asset aliases its success may add asset events through.
+    pub outlet_aliases: Vec<String>,
 }
 
 impl TaskSpec {
@@ -254,6 +259,10 @@ struct RawTask {
     is_teardown: bool,
     #[serde(default)]
     on_failure_fail_dagrun: bool,
+    #[serde(default)]
+    outlets: Vec<Asset>,
+    #[serde(default)]
+    outlet_aliases: Vec<Alias>,
 }
 
 impl RawTask {
@@ -408,6 +417,8 @@ impl DagSpec {
                     marks: t.custom.as_ref().and_then(RawCustom::marks),
                     role,
                     setups: SetupLinks::default(),
+                    outlets: t.outlets,
+                    outlet_aliases: t.outlet_aliases.into_iter().map(|a| a.name).collect(),
                 },
             );
         }

@@ -275,7 +275,10 @@ impl Timetable {
         };
         let data_intervals = schedule["data_intervals"].as_bool().unwrap_or(false);
         let timetable = match schedule["type"].as_str() {
-            Some("none") => Timetable::Never,
+            // Runs of the asset condition are the reactor's; the timetable makes none.
+            Some("none" | "assets") => Timetable::Never,
+            // `AssetOrTimeSchedule`: its timetable's runs besides the asset-triggered ones.
+            Some("asset_or_time") => Self::from_dag_json(&schedule["timetable"], dag_zone)?,
             Some("once") => Timetable::Once,
             Some("timedelta") => {
                 let step = seconds(schedule, "seconds")?;

@@ -147,6 +147,7 @@ fn command_for(spec: &DagSpec, step: &Step) -> Command {
                 map_index: *m,
                 try_number: *n,
                 at: t0(),
+                outlet_events: Default::default(),
             }
         }
         Step::Clear(t, downstream) => Command::Clear {
@@ -350,6 +351,7 @@ fn drive_to_completion(spec: &DagSpec, state: &mut RunState) -> Result<(), TestC
                     map_index,
                     try_number: ti.try_number,
                     at: t0(),
+                    outlet_events: Default::default(),
                 });
             }
             TiState::UpForRetry => commands.push(Command::RetryDue {

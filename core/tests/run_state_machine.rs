@@ -258,6 +258,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         try_number: 1,
         outcome: Outcome::Success,
         at: t0(),
+        outlet_events: Default::default(),
     };
     assert!(matches!(
         decide(&spec, &state, finished_early),
@@ -312,6 +313,7 @@ fn stale_and_forbidden_reports_are_rejected_and_change_nothing() {
         try_number: 1,
         outcome: Outcome::Branch(vec![]),
         at: t0(),
+        outlet_events: Default::default(),
     };
     apply(
         &spec,
@@ -556,6 +558,7 @@ fn a_try_past_its_timeout_fails_and_retries_by_policy() {
         try_number: 1,
         outcome: Outcome::Success,
         at: t0(),
+        outlet_events: Default::default(),
     };
     assert!(matches!(
         decide(&spec, &state, late),
@@ -1208,4 +1211,116 @@ fn a_deferral_that_ends_from_its_trigger_succeeds_at_its_moment_without_running_
         decide(&spec, &other, end(moment)),
         Err(Rejection::IllegalTransition { .. })
     ));
+}
+
+#[test]
+fn a_success_updates_its_tasks_outlets_and_a_failure_or_a_skip_does_not() {
+    let outlet = |name: &str| leoflow_core::assets::Asset {
+        name: name.into(),
+        uri: format!("s3://bucket/{name}"),
+        group: "asset".into(),
+        extra: Default::default(),
+    };
+    let mut producer = task("produce", &[], AllSuccess, 0, TaskKind::Plain);
+    producer.outlets = vec![outlet("a"), outlet("b")];
+    let mut failing = task("fail", &[], AllSuccess, 0, TaskKind::Plain);
+    failing.outlets = vec![outlet("c")];
+    let spec = spec(vec![producer, failing]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+
+    let events = run_task(&spec, &mut state, "produce", Outcome::Success);
+    let updated: Vec<(String, Option<String>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AssetEventRecorded(a) => Some((
+                a.asset.name.clone(),
+                a.source.as_ref().map(|ti| ti.task_id.clone()),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        updated,
+        [
+            ("a".to_owned(), Some("produce".to_owned())),
+            ("b".to_owned(), Some("produce".to_owned()))
+        ]
+    );
+    assert_eq!(types(&events)[0], "TaskSucceeded:produce");
+
+    let reason = "boom".to_owned();
+    let events = run_task(
+        &spec,
+        &mut state,
+        "fail",
+        Outcome::FailedWithoutRetry { reason },
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::AssetEventRecorded(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn events_added_through_the_tasks_outlet_aliases_are_recorded_once_per_asset_and_extra() {
+    use leoflow_core::run::{AliasEvent, OutletEvents};
+    use leoflow_events::catalog::AssetKey;
+    let key = |uri: &str| AssetKey {
+        name: uri.into(),
+        uri: uri.into(),
+    };
+    let add = |alias: &str, uri: &str, day: i32| AliasEvent {
+        alias: alias.into(),
+        asset: key(uri),
+        group: "days".into(),
+        extra: serde_json::json!({ "day": day }),
+    };
+    let mut producer = task("produce", &[], AllSuccess, 0, TaskKind::Plain);
+    producer.outlet_aliases = vec!["daily".into(), "weekly".into()];
+    let spec = spec(vec![producer]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let try_number = start_instance(&spec, &mut state, "produce", -1);
+    let command = Command::ReportFinished {
+        task_id: "produce".into(),
+        map_index: -1,
+        try_number,
+        outcome: Outcome::Success,
+        at: t0(),
+        outlet_events: OutletEvents {
+            extras: Default::default(),
+            through_aliases: vec![
+                add("weekly", "s3://d/5", 5),
+                add("daily", "s3://d/5", 5),
+                add("daily", "s3://d/6", 6),
+                // Not one of the task's outlet aliases: ignored, as in Airflow.
+                add("monthly", "s3://d/7", 7),
+            ],
+        },
+    };
+    let recorded: Vec<(String, Vec<String>, String)> = apply(&spec, &mut state, command)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::AssetEventRecorded(a) => Some((a.asset.uri, a.source_aliases, a.group)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (
+                "s3://d/5".to_owned(),
+                vec!["daily".to_owned(), "weekly".to_owned()],
+                "days".to_owned()
+            ),
+            (
+                "s3://d/6".to_owned(),
+                vec!["daily".to_owned()],
+                "days".to_owned()
+            ),
+        ]
+    );
 }

@@ -310,6 +310,58 @@ pub struct DagParsed {
     /// --register` parsed from files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// For a DAG scheduled on assets, its condition in Airflow's `asset_expression` shape
+    /// (`{"asset": {"name", "uri", "group"}}`, `{"all": [...]}`, `{"any": [...]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_expression: Option<Value>,
+    /// Every asset the DAG names (in its schedule, or as a task's outlet or inlet), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asset_references: Vec<AssetReference>,
+    /// Every asset alias the DAG names, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alias_references: Vec<AliasReference>,
+}
+
+/// An asset alias as a DAG names it (Airflow's `AssetAlias`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasReference {
+    /// The alias's name (what identifies it).
+    pub name: String,
+    /// Its group.
+    pub group: String,
+    /// How the DAG uses it.
+    pub role: AssetRole,
+    /// The task naming it as an outlet or an inlet; `None` for the schedule.
+    pub task_id: Option<String>,
+}
+
+/// An asset as a DAG names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetReference {
+    /// The asset.
+    pub asset: AssetKey,
+    /// Its group (Airflow's default is `asset`).
+    pub group: String,
+    /// Its `extra`, as the DAG defines it (a JSON object, kept as text so references sort).
+    pub extra: String,
+    /// How the DAG uses it.
+    pub role: AssetRole,
+    /// The task naming it as an outlet or an inlet; `None` for the schedule.
+    pub task_id: Option<String>,
+}
+
+/// How a DAG uses an asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetRole {
+    /// The DAG is scheduled on it.
+    Schedule,
+    /// A task updates it.
+    Outlet,
+    /// A task reads it.
+    Inlet,
 }
 
 /// Where a pushed DAG artifact came from. Who pushed it is the event's actor.
@@ -491,6 +543,99 @@ pub struct RunQueued {
     /// it is expanded). Runs queued before v2 name none: their instances appear as they are
     /// scheduled.
     pub task_ids: Vec<String>,
+    /// For an asset-triggered run, the asset events it consumes (Airflow's
+    /// `consumed_asset_events`): every event queued for the DAG since its last such run. Their
+    /// queue entries go with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumed_asset_events: Vec<ConsumedAssetEvent>,
+}
+
+/// An asset event a run consumed: the event's log position (its id) and its asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumedAssetEvent {
+    /// The `AssetEventRecorded` event's position in the log (Airflow's asset event id).
+    pub event_id: i64,
+    /// Its asset.
+    pub asset: AssetKey,
+}
+
+/// What identifies an asset, as in Airflow 3: its name and URI together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetKey {
+    /// The asset's name.
+    pub name: String,
+    /// The asset's URI.
+    pub uri: String,
+}
+
+impl AssetKey {
+    /// The asset's id in the API (Airflow's `asset_id`): derived from the key, the same in
+    /// every replay and on every replica.
+    pub fn id(&self) -> i64 {
+        derived_id(&[self.name.as_bytes(), b"\n", self.uri.as_bytes()].concat())
+    }
+}
+
+/// An asset alias's id in the API: derived from its name, as [`AssetKey::id`].
+pub fn alias_id(name: &str) -> i64 {
+    derived_id(format!("alias\n{name}").as_bytes())
+}
+
+/// 48 bits of FNV-1a of `bytes`, so JavaScript numbers hold it; never 0 (Airflow's ids start
+/// at 1).
+fn derived_id(bytes: &[u8]) -> i64 {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    ((hash >> 16) as i64).max(1)
+}
+
+/// An asset was updated (Airflow's asset event): a task listing it in `outlets` succeeded, or
+/// someone recorded it through the API. The DAGs scheduled on the asset that were not paused
+/// then queue it, as Airflow's asset manager queues them; the writer names them, so the queue
+/// is a fold of the log and needs no lookup on replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetEventRecorded {
+    /// The asset.
+    pub asset: AssetKey,
+    /// The asset's group (an asset a task adds through an alias may be new: it is registered
+    /// with this group).
+    pub group: String,
+    /// The event's `extra` (a JSON object).
+    pub extra: Value,
+    /// The task instance whose success it is; `None` for an event recorded through the API.
+    pub source: Option<TaskInstanceKey>,
+    /// The aliases the task added it through (`outlet_events[AssetAlias(...)].add(...)`),
+    /// sorted: from then on each alias stands for the asset too, as Airflow resolves it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_aliases: Vec<String>,
+    /// The DAGs it queues a run for, sorted.
+    pub queued: Vec<String>,
+}
+
+impl AssetEventRecorded {
+    /// The stream it is appended to: its task instance's run (with the success it comes from),
+    /// or the asset's own.
+    fn stream(&self) -> String {
+        match &self.source {
+            Some(ti) => run_stream(&ti.dag_id, &ti.run_id),
+            None => format!("asset:{}|{}", self.asset.name, self.asset.uri),
+        }
+    }
+}
+
+/// Someone cleared queued asset events of a DAG (the API's `DELETE .../queuedEvents`): the
+/// DAG's queue entries of these assets no longer count towards its next run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetQueueCleared {
+    /// The DAG whose queue it is.
+    pub dag_id: String,
+    /// The assets whose entries go (those the DAG's queue held), sorted.
+    pub assets: Vec<AssetKey>,
 }
 
 /// A dag run began executing.
@@ -1094,6 +1239,10 @@ catalog! {
     ApiTokenIssued v 1, stream |e| format!("api-token:{}", e.token_id);
     /// See [`ApiTokenRevoked`].
     ApiTokenRevoked v 1, stream |e| format!("api-token:{}", e.token_id);
+    /// See [`AssetEventRecorded`].
+    AssetEventRecorded v 1, stream |e| e.stream();
+    /// See [`AssetQueueCleared`].
+    AssetQueueCleared v 1, stream |e| format!("dag:{}", e.dag_id);
 }
 
 impl Event {
@@ -1113,6 +1262,8 @@ impl Event {
             Event::RunFailed(e) => Some(&e.dag_id),
             Event::RunCleared(e) => Some(&e.dag_id),
             Event::CommandRejected(e) => Some(&e.ti.dag_id),
+            Event::AssetQueueCleared(e) => Some(&e.dag_id),
+            Event::AssetEventRecorded(e) => e.source.as_ref().map(|ti| ti.dag_id.as_str()),
             Event::TaskScheduled(_)
             | Event::TaskQueued(_)
             | Event::TaskDispatched(_)
@@ -1146,6 +1297,8 @@ impl Event {
     /// The dag run this event concerns, if any.
     pub fn run_id(&self) -> Option<&str> {
         match self {
+            Event::AssetEventRecorded(e) => e.source.as_ref().map(|ti| ti.run_id.as_str()),
+            Event::AssetQueueCleared(_) => None,
             Event::RunNoteSet(e) => Some(&e.run_id),
             Event::RunQueued(e) => Some(&e.run_id),
             Event::RunStarted(e) => Some(&e.run_id),
@@ -1209,7 +1362,9 @@ impl Event {
             Event::TaskRendered(e) => Some(&e.ti),
             // A refused command names a task instance but changes nothing there, so it is no
             // event of the instance's; `dag_id` and `run_id` still name its run for filters.
-            Event::CommandRejected(_) => None,
+            // Nor does an asset event change its source instance.
+            Event::CommandRejected(_) | Event::AssetEventRecorded(_) => None,
+            Event::AssetQueueCleared(_) => None,
             Event::DagParsed(_)
             | Event::DagImportFailed(_)
             | Event::DagPaused(_)
@@ -1276,6 +1431,7 @@ mod tests {
                 triggered_by: "rest_api".into(),
                 dag_version_hash: Some("abc".into()),
                 task_ids: vec!["extract".into(), "load".into()],
+                consumed_asset_events: Vec::new(),
             }
             .into(),
             TaskDispatched {

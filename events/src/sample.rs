@@ -141,7 +141,10 @@ impl Workload {
             access_control: Default::default(),
             tenant: crate::DEFAULT_TENANT.into(),
             provenance: None,
+            asset_expression: None,
+            asset_references: Vec::new(),
             dag_id,
+            alias_references: Vec::new(),
         }
         .into()
     }
@@ -165,6 +168,7 @@ impl Workload {
                 triggered_by: "rest_api".into(),
                 dag_version_hash: Some(format!("{dag_id}-v{}", self.dags[dag].1)),
                 task_ids: (0..tasks).map(|t| format!("task_{t}")).collect(),
+                consumed_asset_events: Vec::new(),
             }
             .into(),
         ];
@@ -412,5 +416,8 @@ pub fn parsed_document(dag_id: &str, version_hash: &str, document_hash: &str) ->
         access_control: Default::default(),
         tenant: crate::DEFAULT_TENANT.into(),
         provenance: None,
+        asset_expression: None,
+        asset_references: Vec::new(),
+        alias_references: Vec::new(),
     }
 }

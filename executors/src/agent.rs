@@ -40,7 +40,9 @@ use crate::proto::{
     PullXComRequest, PushXComRequest, ReadDagRunRequest, RegisterRequest, RenderedFields,
     TriggerDagRunRequest,
 };
-use crate::protocol::{Operator, OperatorKind, Reply, Request, RunnerOutcome, Start, TaskSpec};
+use crate::protocol::{
+    Operator, OperatorKind, OutletEvent, Reply, Request, RunnerOutcome, Start, TaskSpec,
+};
 
 /// Everything an agent needs to know to run its attempt.
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ struct Report {
     proceed: Option<bool>,
     deferral: Option<Value>,
     reschedule_at: Option<String>,
+    outlet_events: Option<Vec<OutletEvent>>,
 }
 
 impl Report {
@@ -127,6 +130,7 @@ impl Report {
             proceed: None,
             deferral: None,
             reschedule_at: None,
+            outlet_events: None,
         }
     }
 
@@ -151,6 +155,7 @@ impl Report {
             proceed: done.proceed,
             deferral: done.deferral,
             reschedule_at: done.reschedule_at,
+            outlet_events: done.outlet_events,
         }
     }
 }
@@ -163,6 +168,7 @@ struct Done {
     proceed: Option<bool>,
     deferral: Option<Value>,
     reschedule_at: Option<String>,
+    outlet_events: Option<Vec<OutletEvent>>,
 }
 
 /// Log lines waiting to be sent, numbered from the attempt's first line.
@@ -441,6 +447,9 @@ impl ControlPlane {
             proceed: report.proceed,
             deferral_json: report.deferral.map(|d| d.to_string()),
             reschedule_at: report.reschedule_at,
+            outlet_events_json: report
+                .outlet_events
+                .map(|events| serde_json::to_string(&events).expect("outlet events serialize")),
         };
         self.call(|mut c| {
             let f = finish.clone();
@@ -1085,6 +1094,18 @@ async fn answer(
         Request::XcomPush { key, value } => plane.push_xcom(key, value).await,
         Request::Variable { key } => plane.lookup(LookupKind::Variable, key).await,
         Request::Connection { key } => plane.lookup(LookupKind::Connection, key).await,
+        Request::AssetEvents { name, uri } => {
+            let key = serde_json::json!({"name": name, "uri": uri}).to_string();
+            plane.lookup(LookupKind::AssetEvents, key).await
+        }
+        Request::AssetAliasEvents { name } => {
+            plane.lookup(LookupKind::AssetAliasEvents, name).await
+        }
+        Request::TriggeringAssetEvents => {
+            plane
+                .lookup(LookupKind::TriggeringAssetEvents, String::new())
+                .await
+        }
         Request::TriggerDagRun {
             dag_id,
             run_id,
@@ -1132,6 +1153,7 @@ async fn answer(
             proceed,
             deferral,
             reschedule_at,
+            outlet_events,
         } => {
             *done = Some(Report::done(Done {
                 outcome,
@@ -1140,6 +1162,7 @@ async fn answer(
                 proceed,
                 deferral,
                 reschedule_at,
+                outlet_events,
             }));
             Ok(Reply::Ack)
         }

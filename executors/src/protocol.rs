@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 /// The version of this protocol. Raise it with any change a runner or an agent of the
 /// previous version would misread (and the fixture's `protocol` with it).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// What the runner is handed first: the attempt, its task and the DAG file's version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +181,21 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         logical_date: Option<String>,
     },
+    /// The events of an asset of the try's tenant (`inlet_events`), oldest first.
+    AssetEvents {
+        /// The asset's name.
+        name: String,
+        /// The asset's URI.
+        uri: String,
+    },
+    /// The events added through an asset alias of the try's tenant (`inlet_events` of an
+    /// alias), oldest first.
+    AssetAliasEvents {
+        /// The alias's name.
+        name: String,
+    },
+    /// The asset events the try's run consumed (`triggering_asset_events`).
+    TriggeringAssetEvents,
     /// The task's template fields as rendered (the UI's "Rendered Templates").
     Rendered {
         /// Field name → rendered value.
@@ -206,7 +221,29 @@ pub enum Request {
         /// When a rescheduled sensor is poked again (RFC 3339).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reschedule_at: Option<String>,
+        /// A successful try's outlet extras (`outlet_events[asset].extra`, `Metadata`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outlet_events: Option<Vec<OutletEvent>>,
     },
+}
+
+/// The `extra` a successful try gave one of its outlets' asset events, or an event it added
+/// through one of its outlet aliases (`outlet_events[AssetAlias(...)].add(asset, extra)`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutletEvent {
+    /// The asset's name.
+    pub name: String,
+    /// The asset's URI.
+    pub uri: String,
+    /// The asset's group, for an asset added through an alias (which may be new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The event's `extra` (a JSON object).
+    pub extra: Value,
+    /// The alias it was added through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 impl Request {
@@ -220,6 +257,9 @@ impl Request {
             Request::Connection { .. } => "connection",
             Request::TriggerDagRun { .. } => "trigger_dag_run",
             Request::DagRun { .. } => "dag_run",
+            Request::AssetEvents { .. } => "asset_events",
+            Request::AssetAliasEvents { .. } => "asset_alias_events",
+            Request::TriggeringAssetEvents => "triggering_asset_events",
             Request::Rendered { .. } => "rendered",
             Request::Done { .. } => "done",
         }

@@ -68,6 +68,8 @@ impl Projection {
             | Event::PoolDeleted(_)
             | Event::ApiTokenIssued(_)
             | Event::ApiTokenRevoked(_) => Projection::Config,
+            // With the runs: a run that consumes asset events empties the queue they filled.
+            Event::AssetEventRecorded(_) | Event::AssetQueueCleared(_) => Projection::Runs,
             Event::RunNoteSet(_)
             | Event::RunQueued(_)
             | Event::RunStarted(_)
@@ -133,6 +135,18 @@ pub struct WorkingSet {
     pub favorites: Table<DagFavoriteRow>,
     /// `api_token` rows.
     pub api_tokens: Table<ApiTokenRow>,
+    /// `asset` rows.
+    pub assets: Table<AssetRow>,
+    /// `asset_event` rows.
+    pub asset_events: Table<AssetEventRow>,
+    /// `asset_alias` rows.
+    pub asset_aliases: Table<AssetAliasRow>,
+    /// `asset_alias_asset` rows.
+    pub alias_assets: Table<AliasAssetRow>,
+    /// `asset_dag_run_queue` rows.
+    pub asset_queue: Table<AssetQueueRow>,
+    /// `asset_event_dag_run` rows.
+    pub asset_event_runs: Table<AssetEventRunRow>,
     /// Data keys of the secrets deleted by the batch: destroyed with the live rows, in the
     /// same transaction as the delete events (crypto-shredding).
     pub shredded: Vec<Uuid>,
@@ -188,6 +202,30 @@ macro_rules! each_table {
             let $t = &mut $ws.api_tokens;
             $body
         }
+        {
+            let $t = &mut $ws.assets;
+            $body
+        }
+        {
+            let $t = &mut $ws.asset_events;
+            $body
+        }
+        {
+            let $t = &mut $ws.asset_aliases;
+            $body
+        }
+        {
+            let $t = &mut $ws.alias_assets;
+            $body
+        }
+        {
+            let $t = &mut $ws.asset_queue;
+            $body
+        }
+        {
+            let $t = &mut $ws.asset_event_runs;
+            $body
+        }
     }};
 }
 
@@ -220,7 +258,13 @@ impl WorkingSet {
     /// Marks the rows `event` will read, so [`WorkingSet::load`] fetches them first.
     pub fn want(&mut self, event: &Event) {
         match event {
-            Event::DagParsed(e) => self.dags.want(dag_key(&e.dag_id)),
+            Event::DagParsed(e) => {
+                self.dags.want(dag_key(&e.dag_id));
+                self.want_assets_of(e);
+            }
+            Event::AssetEventRecorded(e) => self.want_queue_of(e),
+            // Removes rows only, which needs nothing loaded.
+            Event::AssetQueueCleared(_) => {}
             Event::DagPaused(DagPaused { dag_id }) | Event::DagUnpaused(DagUnpaused { dag_id }) => {
                 self.dags.want(dag_key(dag_id))
             }
@@ -301,7 +345,15 @@ impl WorkingSet {
                 "DagDeleted of {} must be applied by `project`, between batches",
                 e.dag_id
             ))),
-            Event::RunQueued(e) => self.run_queued(e, recorded, at),
+            Event::RunQueued(e) => {
+                self.asset_events_consumed(e);
+                self.run_queued(e, recorded, at)
+            }
+            Event::AssetEventRecorded(e) => self.asset_event_recorded(e, recorded),
+            Event::AssetQueueCleared(e) => {
+                self.asset_queue_cleared(e);
+                Ok(())
+            }
             Event::RunStarted(e) => self.run_started(e, at),
             Event::RunSucceeded(e) => self.run_ended(&e.dag_id, &e.run_id, RunStatus::Success, at),
             Event::RunFailed(e) => self.run_ended(&e.dag_id, &e.run_id, RunStatus::Failed, at),
@@ -441,8 +493,14 @@ impl WorkingSet {
             access_control: e.access_control.clone(),
             readable_by: readers(&e.access_control),
             tenant: e.tenant.clone(),
+            asset_expression: e.asset_expression.clone(),
+            asset_references: serde_json::to_value(&e.asset_references)
+                .expect("asset references serialize"),
+            alias_references: serde_json::to_value(&e.alias_references)
+                .expect("alias references serialize"),
         });
-        Ok(())
+        self.register_aliases(&e.alias_references, at)?;
+        self.register_assets(&e.asset_references, at)
     }
 
     fn set_paused(&mut self, dag_id: &str, paused: bool) -> Result<(), ApplyError> {
@@ -955,7 +1013,9 @@ fn try_of(event: &Event) -> Option<i32> {
         | Event::PoolDeleted(_)
         | Event::SchedulerElected(_)
         | Event::ApiTokenIssued(_)
-        | Event::ApiTokenRevoked(_) => None,
+        | Event::ApiTokenRevoked(_)
+        | Event::AssetEventRecorded(_)
+        | Event::AssetQueueCleared(_) => None,
     }
 }
 

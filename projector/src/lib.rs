@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+mod assets;
 pub mod point_in_time;
 pub mod read;
 pub mod replay;
@@ -159,6 +160,7 @@ async fn delete_dag(
         "dag_favorite",
         "dag_version",
         "dag",
+        "asset_event_dag_run",
     ] {
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM \"{schema}\".\"{table}\" WHERE dag_id = $1"
@@ -167,6 +169,14 @@ async fn delete_dag(
         .execute(&mut *conn)
         .await?;
     }
+    // Its queued asset events go with it; the events themselves stay (an asset's history is
+    // not the DAG's), as in Airflow.
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM \"{schema}\".asset_dag_run_queue WHERE target_dag_id = $1"
+    )))
+    .bind(dag_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -84,6 +84,22 @@ key_struct!(
     /// Key of [`DagFavoriteRow`].
     DagFavoriteKey { dag_id: String, username: String }
 );
+key_struct!(
+    /// Key of [`AssetRow`] and [`AssetEventRow`].
+    AssetIdKey { id: i64 }
+);
+key_struct!(
+    /// Key of [`AliasAssetRow`].
+    AliasAssetKey { tenant: String, alias_name: String, asset_id: i64 }
+);
+key_struct!(
+    /// Key of [`AssetQueueRow`].
+    AssetQueueKey { asset_id: i64, target_dag_id: String }
+);
+key_struct!(
+    /// Key of [`AssetEventRunRow`].
+    AssetEventRunKey { event_id: i64, dag_id: String, run_id: String }
+);
 
 /// `dag`: one row per DAG, its latest parse and its pause state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,6 +144,12 @@ pub struct DagRow {
     pub readable_by: Vec<String>,
     /// The tenant that owns the DAG.
     pub tenant: String,
+    /// Its asset condition (Airflow's `asset_expression`), when it is scheduled on assets.
+    pub asset_expression: Option<Value>,
+    /// Every asset its latest version names (`DagParsed::asset_references`).
+    pub asset_references: Value,
+    /// Every asset alias its latest version names (`DagParsed::alias_references`).
+    pub alias_references: Value,
 }
 
 /// `dag_version`: every distinct version of a DAG, numbered from 1.
@@ -414,6 +436,100 @@ pub struct ApiTokenRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// `asset`: every asset a DAG names, by the id its key derives ([`AssetKey::id`]).
+///
+/// [`AssetKey::id`]: leoflow_events::catalog::AssetKey::id
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetRow {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its URI.
+    pub uri: String,
+    /// Its group.
+    pub asset_group: String,
+    /// Its `extra`, as the DAG that last named it defines it.
+    pub extra: Value,
+    /// When a DAG first named it.
+    pub created_at: DateTime<Utc>,
+    /// When a DAG last named it differently.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `asset_event`: every update of an asset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetEventRow {
+    /// Its id: the position of its `AssetEventRecorded`.
+    pub id: i64,
+    /// The asset.
+    pub asset_id: i64,
+    /// The tenant it was recorded in (its source DAG's, or the API caller's).
+    pub tenant: String,
+    /// Its `extra`.
+    pub extra: Value,
+    /// The task instance whose success it is (none for one recorded through the API).
+    pub source_dag_id: Option<String>,
+    /// Its run.
+    pub source_run_id: Option<String>,
+    /// Its task.
+    pub source_task_id: Option<String>,
+    /// Its map index.
+    pub source_map_index: Option<i32>,
+    /// The aliases it was added through (a JSON list of names).
+    pub source_aliases: Value,
+    /// When it was recorded.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `asset_alias`: every asset alias a DAG names or a task added an event through.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetAliasRow {
+    /// Its id ([`alias_id`](leoflow_events::catalog::alias_id) of its name).
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its group.
+    pub alias_group: String,
+    /// When it was first named.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `asset_alias_asset`: the assets an alias stands for in a tenant (those a task added an event
+/// of through it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AliasAssetRow {
+    /// The tenant.
+    pub tenant: String,
+    /// The alias.
+    pub alias_name: String,
+    /// The asset.
+    pub asset_id: i64,
+}
+
+/// `asset_dag_run_queue`: the assets updated since a DAG scheduled on them last ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetQueueRow {
+    /// The asset.
+    pub asset_id: i64,
+    /// The DAG.
+    pub target_dag_id: String,
+    /// When the asset's first event since was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `asset_event_dag_run`: which runs consumed which asset events (Airflow's
+/// `consumed_asset_events` and `created_dagruns`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssetEventRunRow {
+    /// The asset event.
+    pub event_id: i64,
+    /// The run's DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+}
+
 /// `dag_favorite`: the DAGs each user starred.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DagFavoriteRow {
@@ -473,6 +589,27 @@ read_model!(
     "dag_favorite",
     [dag_id, username]
 );
+read_model!(AssetRow, AssetIdKey, "asset", [id]);
+read_model!(AssetEventRow, AssetIdKey, "asset_event", [id]);
+read_model!(AssetAliasRow, AssetIdKey, "asset_alias", [id]);
+read_model!(
+    AliasAssetRow,
+    AliasAssetKey,
+    "asset_alias_asset",
+    [tenant, alias_name, asset_id]
+);
+read_model!(
+    AssetQueueRow,
+    AssetQueueKey,
+    "asset_dag_run_queue",
+    [asset_id, target_dag_id]
+);
+read_model!(
+    AssetEventRunRow,
+    AssetEventRunKey,
+    "asset_event_dag_run",
+    [event_id, dag_id, run_id]
+);
 
 /// Every read-model table, in a stable order (replay, verify and digests walk this list).
 pub const READ_MODEL_TABLES: &[&str] = &[
@@ -488,6 +625,12 @@ pub const READ_MODEL_TABLES: &[&str] = &[
     PoolRow::TABLE,
     DagFavoriteRow::TABLE,
     ApiTokenRow::TABLE,
+    AssetRow::TABLE,
+    AssetEventRow::TABLE,
+    AssetAliasRow::TABLE,
+    AliasAssetRow::TABLE,
+    AssetQueueRow::TABLE,
+    AssetEventRunRow::TABLE,
 ];
 
 /// The column names of a row type, in struct order.

@@ -45,6 +45,9 @@ fn parsed(dag_id: &str, hash: &str) -> Event {
         access_control: Default::default(),
         tenant: leoflow_events::DEFAULT_TENANT.into(),
         provenance: None,
+        asset_expression: None,
+        asset_references: Vec::new(),
+        alias_references: Vec::new(),
     }
     .into()
 }
@@ -62,6 +65,7 @@ fn queued(dag_id: &str, run_id: &str) -> Event {
         triggered_by: "rest_api".into(),
         dag_version_hash: Some("h1".into()),
         task_ids: Vec::new(),
+        consumed_asset_events: Vec::new(),
     }
     .into()
 }
@@ -740,7 +744,11 @@ async fn rebuild_under_load(pool: PgPool, min_events: usize, reads_begin: &'stat
     const REBUILDER: &str = "the rebuild under test";
     let rebuild_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect_with((*pool.connect_options()).clone().application_name(REBUILDER))
+        .connect_with(
+            (*pool.connect_options())
+                .clone()
+                .application_name(REBUILDER),
+        )
         .await
         .unwrap();
     let rebuild = tokio::spawn(async move { replay::rebuild(&rebuild_pool).await });

@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use leoflow_core::run::{Command, Fence, Outcome, Rejection, TaskInstance, TiState, XComPush};
+use leoflow_core::run::{
+    AliasEvent, Command, Fence, Outcome, OutletEvents, Rejection, TaskInstance, TiState, XComPush,
+};
 use leoflow_core::spec::TaskKind;
 use leoflow_core::timetable::Schedule;
-use leoflow_events::catalog::{CommandRejected, generation_stream};
+use leoflow_events::catalog::{AssetKey, CommandRejected, generation_stream};
 use leoflow_events::{
     Actor, AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
 };
@@ -29,6 +31,7 @@ use leoflow_executors::proto::{
     PullXComRequest, PushXComRequest, ReadDagRunRequest, RegisterRequest, RenderedFields,
     TriggerDagRunRequest,
 };
+use leoflow_executors::protocol::OutletEvent;
 use leoflow_projector::read;
 use leoflow_secrets::{Sealed, Vault, VaultError};
 use serde_json::{Value, json};
@@ -253,6 +256,18 @@ impl AgentService {
         let what = format!("variable {key:?}");
         let value = self.opened(&what, &[&sealed]).await?.remove(0);
         Ok(Some(Value::String(value)))
+    }
+
+    /// The events of the asset `key` names (`{"name", "uri"}`) in `tenant`, oldest first: the
+    /// latest [`INLET_EVENTS`] at most.
+    async fn asset_events(&self, tenant: &str, key: &str) -> Result<Value, Status> {
+        let asset: AssetKey = serde_json::from_str(key).map_err(|e| {
+            Status::invalid_argument(format!("an asset is {{\"name\", \"uri\"}}, not {key}: {e}"))
+        })?;
+        let events = read::assets::events_of(self.store.pool(), tenant, &asset, INLET_EVENTS)
+            .await
+            .map_err(unavailable)?;
+        Ok(Value::Array(events))
     }
 
     /// `tenant`'s Connection `conn_id` as a task of the tenant reads it (password and extra
@@ -584,6 +599,48 @@ fn unavailable(error: impl std::fmt::Display) -> Status {
     Status::unavailable(error.to_string())
 }
 
+/// How many of an asset's latest events a task's `inlet_events` reads.
+const INLET_EVENTS: i64 = 10_000;
+
+/// What a successful try gave its outlets' asset events, from the agent's `outlet_events_json`
+/// (`[{"name", "uri", "extra"}]`, and `"group"` and `"alias"` for an event added through an
+/// alias); each extra must be a JSON object, as Airflow's asset event `extra` is.
+fn outlet_events(json: Option<&str>) -> Result<OutletEvents, Status> {
+    let mut outlet_events = OutletEvents::default();
+    let Some(json) = json else {
+        return Ok(outlet_events);
+    };
+    let events: Vec<OutletEvent> = serde_json::from_str(json).map_err(|e| {
+        Status::invalid_argument(format!(
+            "outlet events are [{{\"name\", \"uri\", \"extra\"}}]: {e}"
+        ))
+    })?;
+    for event in events {
+        if !event.extra.is_object() {
+            return Err(Status::invalid_argument(format!(
+                "the extra of asset {:?} must be a JSON object, not {}",
+                event.uri, event.extra
+            )));
+        }
+        let asset = AssetKey {
+            name: event.name,
+            uri: event.uri,
+        };
+        match event.alias {
+            Some(alias) => outlet_events.through_aliases.push(AliasEvent {
+                alias,
+                asset,
+                group: event.group.unwrap_or_else(|| "asset".to_owned()),
+                extra: event.extra,
+            }),
+            None => {
+                outlet_events.extras.insert(asset, event.extra);
+            }
+        }
+    }
+    Ok(outlet_events)
+}
+
 #[tonic::async_trait]
 impl TaskAgent for AgentService {
     #[tracing::instrument(skip_all, fields(dag_id, run_id, task_id, map_index, try_number))]
@@ -796,6 +853,25 @@ impl TaskAgent for AgentService {
         let value = match request.kind() {
             LookupKind::Variable => self.variable(&tenant, &request.key).await?,
             LookupKind::Connection => self.connection(&tenant, &request.key).await?,
+            LookupKind::AssetEvents => Some(self.asset_events(&tenant, &request.key).await?),
+            LookupKind::AssetAliasEvents => {
+                let events = read::assets::events_through(
+                    self.store.pool(),
+                    &tenant,
+                    &request.key,
+                    INLET_EVENTS,
+                )
+                .await
+                .map_err(unavailable)?;
+                Some(Value::Array(events))
+            }
+            LookupKind::TriggeringAssetEvents => {
+                let (dag_id, run_id) = (&verified.key.dag_id, &verified.key.run_id);
+                let events = read::assets::consumed_by_run(self.store.pool(), dag_id, run_id)
+                    .await
+                    .map_err(unavailable)?;
+                Some(Value::Array(events))
+            }
         };
         Ok(Response::new(match value {
             Some(value) => JsonValue {
@@ -881,6 +957,7 @@ impl TaskAgent for AgentService {
             Utc::now(),
         );
         let reason = request.reason.clone();
+        let outlet_events = outlet_events(request.outlet_events_json.as_deref())?;
         let outcome = match request.outcome() {
             ProtoOutcome::Success => Some(match task.kind {
                 TaskKind::Plain => Outcome::Success,
@@ -914,6 +991,7 @@ impl TaskAgent for AgentService {
                 try_number,
                 outcome,
                 at,
+                outlet_events,
             },
             None => Command::TimedOut {
                 task_id,

@@ -70,6 +70,7 @@ async fn report(store: &EventStore, specs: &Specs, attempt: &Attempt, outcome: O
         try_number: attempt.try_number,
         outcome,
         at: Utc::now(),
+        outlet_events: Default::default(),
     };
     submit(store, specs, dag, run, finished, &Actor::named("agent"))
         .await
@@ -1044,6 +1045,7 @@ async fn a_dag_deleted_while_a_try_runs_stops_the_try_and_its_run_gets_nothing_a
         try_number: attempt.try_number,
         outcome: Outcome::Success,
         at: Utc::now(),
+        outlet_events: Default::default(),
     };
     let refused = submit_fenced(
         &store,

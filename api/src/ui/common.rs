@@ -74,8 +74,9 @@ pub struct Menus {
     pub extra_menu_items: Vec<Value>,
 }
 
-/// The pages Leoflow has (no assets, jobs, plugins, providers or required actions).
-const PAGES: [&str; 8] = [
+/// The pages Leoflow has (no jobs, plugins, providers or required actions).
+const PAGES: [&str; 9] = [
+    "Assets",
     "Audit Log",
     "Config",
     "Connections",
@@ -159,10 +160,4 @@ pub async fn hook_meta() -> Json<Vec<HookMeta>> {
             })
             .collect(),
     )
-}
-
-/// `GET /ui/dependencies`: the asset and cross-DAG graph. Leoflow DAGs have no assets nor
-/// cross-DAG triggers, so it has no nodes.
-pub async fn dependencies() -> Json<crate::ui::grid::Graph> {
-    Json(crate::ui::grid::Graph::default())
 }

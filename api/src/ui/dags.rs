@@ -17,7 +17,7 @@ use crate::query::Conditions;
 use crate::query::Params;
 use crate::state::ApiState;
 use crate::states::{run_state_names, ti_state_names};
-use crate::v2::dags::{latest_runs, list_dags, next_runs};
+use crate::v2::dags::{asset_expressions, latest_runs, list_dags, next_runs};
 use crate::v2::models::{DagResponse, DagRunLightResponse, load_dag};
 
 /// A DAG of the UI's list (Airflow's `DAGWithLatestDagRunsResponse`).
@@ -80,11 +80,12 @@ pub async fn dags(
     let latest = latest_runs(&state, &ids, runs_limit).await?;
     let favorites = read::favorites::among(state.store.pool(), &user.username, &ids).await?;
     let next = next_runs(&state, &dags).await?;
+    let expressions = asset_expressions(&state, &dags).await?;
     let dags = dags
         .iter()
         .map(|dag| DagWithLatestRuns {
             dag: DagResponse::new(dag, next.get(&dag.dag_id)),
-            asset_expression: None,
+            asset_expression: expressions.get(&dag.dag_id).cloned(),
             latest_dag_runs: latest
                 .get(&dag.dag_id)
                 .map(|runs| runs.iter().map(DagRunLightResponse::from).collect())

@@ -1,7 +1,9 @@
 //! The private `/ui` routes Airflow's web UI calls (`_private_ui.yaml`).
 
+mod assets;
 mod common;
 mod dags;
+mod dependencies;
 mod grid;
 
 use axum::Router;
@@ -17,7 +19,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/auth/menus", get(common::menus))
         .route("/backfills", get(common::backfills))
         .route("/connections/hook_meta", get(common::hook_meta))
-        .route("/dependencies", get(common::dependencies))
+        .route("/dependencies", get(dependencies::dependencies))
+        .route("/next_run_assets/{dag_id}", get(assets::next_run_assets))
         .route("/dags", get(dags::dags))
         .route("/dags/{dag_id}/latest_run", get(dags::latest_run))
         .route("/dashboard/dag_stats", get(dags::dag_stats))

@@ -73,13 +73,15 @@ pub fn dag_conditions(params: &Params, user: Option<&str>) -> ApiResult<Conditio
     if let Some(bundle) = params.str("bundle_name") {
         c.eq(dag::BUNDLE_NAME, Bind::Text(bundle.to_owned()));
     }
-    // Leoflow's bundles are unversioned and it has no assets nor human-in-the-loop tasks: asking
-    // for a bundle version, an asset schedule or pending actions matches no DAG.
+    if let Some(scheduled) = params.bool("has_asset_schedule")? {
+        read::assets::scheduled_on_assets(&mut c, scheduled);
+    }
+    if let Some(asset) = params.str("asset_dependency") {
+        read::assets::scheduled_on_asset_like(&mut c, asset);
+    }
+    // Leoflow's bundles are unversioned and it has no human-in-the-loop tasks: asking for a
+    // bundle version or pending actions matches no DAG.
     if params.str("bundle_version").is_some_and(|v| !v.is_empty())
-        || params.bool("has_asset_schedule")? == Some(true)
-        || params
-            .str("asset_dependency")
-            .is_some_and(|v| !v.is_empty())
         || params.bool("has_pending_actions")? == Some(true)
     {
         c.push("false", vec![]);
@@ -253,11 +255,12 @@ pub async fn get_dag_details(
     let version = read::dag_versions::by_id(pool, dag.latest_version_id).await?;
     let active = read::runs::count_in_states(pool, &dag_id, &active_run_names()).await?;
     let favorite = is_favorite(&state, &dag_id, user.as_ref().map(|u| u.username.as_str())).await?;
+    let mut expressions = asset_expressions(&state, std::slice::from_ref(&dag)).await?;
     Ok(Json(DagDetailsResponse {
         dag: DagResponse::new(&dag, next.get(&dag_id)),
         catchup: dag.catchup,
         dag_run_timeout: doc["dagrun_timeout"].as_f64().map(iso_duration),
-        asset_expression: None,
+        asset_expression: expressions.remove(&dag_id),
         doc_md: doc["doc_md"].clone(),
         start_date: doc["start_date"].clone(),
         end_date: doc["end_date"].clone(),
@@ -274,6 +277,19 @@ pub async fn get_dag_details(
         concurrency: dag.max_active_tasks,
         latest_dag_version: version.as_ref().map(DagVersionResponse::from),
     }))
+}
+
+/// The asset condition (Airflow's `asset_expression`) of each of `dags` scheduled on assets.
+pub async fn asset_expressions(
+    state: &ApiState,
+    dags: &[DagRecord],
+) -> ApiResult<HashMap<String, Value>> {
+    let ids: Vec<String> = dags.iter().map(|d| d.dag_id.clone()).collect();
+    let expressions = read::assets::expressions(state.store.pool(), &ids).await?;
+    Ok(expressions
+        .into_iter()
+        .map(|(dag_id, expression)| (dag_id, crate::v2::assets::with_asset_ids(expression)))
+        .collect())
 }
 
 /// Whether `user` marked `dag_id` as a favorite.

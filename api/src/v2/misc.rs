@@ -1,17 +1,16 @@
 //! The small endpoints every UI page calls, and the Airflow features Leoflow does not have,
-//! answered truthfully: no plugins but Lite's own (the editor), no providers, assets, backfill records, human-in-the-loop
-//! requests or DAG warnings exist here, so their lists are empty; there is no triggerer and
-//! no job table.
+//! answered truthfully: no plugins but Lite's own (the editor), no providers, backfill
+//! records, human-in-the-loop requests or DAG warnings exist here, so their lists are empty;
+//! there is no triggerer and no job table.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{Params, path_int};
+use crate::query::Params;
 use crate::state::{ApiState, Edition};
 
 /// Airflow's `VersionInfo`.
@@ -149,84 +148,6 @@ pub async fn providers(params: Params) -> ApiResult<Json<EmptyCollection>> {
 /// `GET /api/v2/jobs`: Leoflow's scheduler is not a job row; there are no jobs to list.
 pub async fn jobs(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "jobs")
-}
-
-/// `GET /api/v2/assets`: Leoflow has no assets (asset schedules are refused at compile time).
-pub async fn assets(params: Params) -> ApiResult<Json<EmptyCollection>> {
-    empty(&params, "assets")
-}
-
-/// `GET /api/v2/assets/events`.
-pub async fn asset_events(params: Params) -> ApiResult<Json<EmptyCollection>> {
-    empty(&params, "asset_events")
-}
-
-/// `POST /api/v2/assets/events` body (Airflow's `CreateAssetEventsBody`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AssetEventBody {
-    asset_id: i64,
-    // Declared so that Airflow's fields are accepted (and others refused, with a 422); no
-    // asset exists to record them for.
-    #[serde(default)]
-    #[allow(dead_code)]
-    partition_key: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    extra: Option<serde_json::Map<String, Value>>,
-}
-
-/// `POST /api/v2/assets/events`: there is no asset to record an event for, so Airflow's 404
-/// for an unknown asset is the truthful answer.
-pub async fn create_asset_event(Body(body): Body<AssetEventBody>) -> ApiResult<Json<Value>> {
-    Err(ApiError::not_found(format!(
-        "Asset with ID: `{}` was not found",
-        body.asset_id
-    )))
-}
-
-/// `GET /api/v2/assets/{asset_id}/queuedEvents`: no asset ever queues a run. Airflow answers
-/// an empty list for any asset id too (its spec documents no 404 here).
-pub async fn asset_queued_events(
-    Path(asset_id): Path<String>,
-    params: Params,
-) -> ApiResult<Json<EmptyCollection>> {
-    path_int("asset_id", &asset_id)?;
-    params.datetime("before")?;
-    Ok(Json(EmptyCollection {
-        key: "queued_events",
-    }))
-}
-
-/// `DELETE /api/v2/assets/{asset_id}/queuedEvents`: Airflow's 404 when nothing is queued.
-pub async fn delete_asset_queued_events(
-    Path(asset_id): Path<String>,
-    params: Params,
-) -> ApiResult<Json<Value>> {
-    let asset_id = path_int("asset_id", &asset_id)?;
-    params.datetime("before")?;
-    Err(ApiError::not_found(format!(
-        "Queue event with asset_id: `{asset_id}` was not found"
-    )))
-}
-
-/// `GET /api/v2/dags/{dag_id}/assets/queuedEvents`: as Airflow, for any DAG id.
-pub async fn dag_queued_events(params: Params) -> ApiResult<Json<EmptyCollection>> {
-    params.datetime("before")?;
-    Ok(Json(EmptyCollection {
-        key: "queued_events",
-    }))
-}
-
-/// `DELETE /api/v2/dags/{dag_id}/assets/queuedEvents`: Airflow's 404 when nothing is queued.
-pub async fn delete_dag_queued_events(
-    Path(dag_id): Path<String>,
-    params: Params,
-) -> ApiResult<Json<Value>> {
-    params.datetime("before")?;
-    Err(ApiError::not_found(format!(
-        "Queue event with dag_id: `{dag_id}` was not found"
-    )))
 }
 
 /// `GET /api/v2/backfills`: Leoflow keeps no backfill records. `dag_id` is required, as in

@@ -1,5 +1,6 @@
 //! `/api/v2`: Airflow 3.2's public REST API (`v2-rest-api-generated.yaml`).
 
+pub mod assets;
 pub mod audit;
 pub mod config;
 pub mod dag_runs;
@@ -27,18 +28,32 @@ pub fn routes() -> Router<ApiState> {
         .route("/plugins/importErrors", get(misc::plugin_import_errors))
         .route("/providers", get(misc::providers))
         .route("/jobs", get(misc::jobs))
-        .route("/assets", get(misc::assets))
+        .route("/assets", get(assets::get_assets))
         .route(
             "/assets/events",
-            get(misc::asset_events).post(misc::create_asset_event),
+            get(assets::get_asset_events).post(assets::create_asset_event),
         )
+        .route("/assets/aliases", get(assets::get_asset_aliases))
+        .route(
+            "/assets/aliases/{asset_alias_id}",
+            get(assets::get_asset_alias),
+        )
+        .route("/assets/{asset_id}", get(assets::get_asset))
         .route(
             "/assets/{asset_id}/queuedEvents",
-            get(misc::asset_queued_events).delete(misc::delete_asset_queued_events),
+            get(assets::get_asset_queued_events).delete(assets::delete_asset_queued_events),
         )
         .route(
             "/dags/{dag_id}/assets/queuedEvents",
-            get(misc::dag_queued_events).delete(misc::delete_dag_queued_events),
+            get(assets::get_dag_queued_events).delete(assets::delete_dag_queued_events),
+        )
+        .route(
+            "/dags/{dag_id}/assets/{asset_id}/queuedEvents",
+            get(assets::get_dag_asset_queued_event).delete(assets::delete_dag_asset_queued_event),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/upstreamAssetEvents",
+            get(assets::get_upstream_asset_events),
         )
         .route(
             "/backfills",

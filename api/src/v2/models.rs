@@ -160,6 +160,11 @@ pub fn timetable_description(summary: Option<&str>) -> String {
         Some("@yearly") | Some("@annually") => {
             "At 00:00, on day 1 of the month, only in January".into()
         }
+        Some("Asset") => "Triggered by assets".into(),
+        Some(either) if either.starts_with("Asset or ") => format!(
+            "Triggered by assets or {}",
+            timetable_description(either.strip_prefix("Asset or "))
+        ),
         // A cron expression; a timedelta's, several crons' or events' summary says itself.
         Some(cron) if cron.split_whitespace().count() == 5 => format!("Cron schedule: {cron}"),
         Some(other) => other.to_owned(),

@@ -120,6 +120,7 @@ impl Executor for InProcessAgents {
                 proceed: None,
                 deferral_json: None,
                 reschedule_at: None,
+                outlet_events_json: None,
             };
             service.finish(tonic::Request::new(finish)).await.unwrap();
         });

@@ -244,6 +244,7 @@ async fn write_deferred_run(
                 try_number: 1,
                 outcome: Outcome::Deferred(deferral),
                 at: Utc::now(),
+                outlet_events: Default::default(),
             },
         )?;
     }

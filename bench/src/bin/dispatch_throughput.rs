@@ -135,6 +135,7 @@ async fn report_success(store: EventStore, specs: Specs, attempt: Attempt) {
         try_number: attempt.try_number,
         outcome: Outcome::Success,
         at: Utc::now(),
+        outlet_events: Default::default(),
     };
     for command in [started, finished] {
         if let Err(e) = submit(

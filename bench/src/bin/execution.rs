@@ -7,6 +7,8 @@
 //!   i.e. decision + agent start + registration), plus each task's own time (agent registered
 //!   → succeeded: Python start, DAG file load, the call, the XCom and the report);
 //! - fan-out of 100 and 1,000 mapped tasks plus a reduce: wall time;
+//! - `assets_10`: a task updating an asset that 10 DAGs are scheduled on: from its asset event
+//!   to each consumer's asset-triggered run queued, and to that run's success;
 //! - with `--login-storm N`: each DAG again while N clients, each from its own loopback
 //!   address (so the per-client limiter lets each verify its 5 attempts), post wrong passwords
 //!   to `/auth/token` until the run ends (10 attempts each at most).
@@ -56,7 +58,78 @@ fn dag_file() -> String {
              max_active_tasks={n}):\n    reduce(item.expand(x=list(range({n}))))\n\n"
         );
     }
+    source += &format!(
+        "from airflow.sdk import Asset\n\
+         updated = Asset(\"bench://updated\")\n\
+         with DAG(\"asset_producer\", schedule=None, is_paused_upon_creation=False):\n    \
+         noop.override(task_id=\"update\", outlets=[updated])()\n\n\
+         for i in range({ASSET_CONSUMERS}):\n    \
+         with DAG(f\"asset_consumer_{{i}}\", schedule=[updated], is_paused_upon_creation=False):\n        \
+         noop()\n\n"
+    );
     source
+}
+
+/// How many DAGs the `assets_10` scenario schedules on the produced asset.
+const ASSET_CONSUMERS: usize = 10;
+
+/// One run of `asset_producer`: for each consumer, the time from the asset event to its
+/// asset-triggered run's `RunQueued` and to its `RunSucceeded`.
+async fn asset_triggered_once(store: &EventStore) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let request = TriggerRequest {
+        run_id: None,
+        logical_date: None,
+        conf: None,
+        triggered_by: "bench".into(),
+    };
+    let producer = Actor::named("bench");
+    let queued = control::trigger_dag(store, "asset_producer", request, &producer).await?;
+    let mut subscription = store.subscribe(queued.position + 1).await?;
+    let mut updated_at = None;
+    let mut consumers: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let (mut to_queued, mut to_success) = (Vec::new(), Vec::new());
+    while to_success.len() < ASSET_CONSUMERS {
+        let event = tokio::time::timeout(Duration::from_secs(120), subscription.next())
+            .await
+            .context("the consumers did not finish within 2 minutes")??;
+        match event.decode()? {
+            Event::AssetEventRecorded(_) => updated_at = Some(event.recorded_at),
+            Event::RunQueued(e) if e.dag_id.starts_with("asset_consumer_") => {
+                let updated = updated_at.context("a consumer queued before the update")?;
+                to_queued.push(between(updated, event.recorded_at));
+                consumers.insert(event.stream.clone(), updated);
+            }
+            Event::RunSucceeded(_) => {
+                if let Some(updated) = consumers.get(&event.stream) {
+                    to_success.push(between(*updated, event.recorded_at));
+                }
+            }
+            Event::RunFailed(e) => bail!("run {} of {} failed", e.run_id, e.dag_id),
+            _ => {}
+        }
+    }
+    Ok((to_queued, to_success))
+}
+
+/// Runs the asset scenario [`REPEATS`] times and prints the percentiles over every consumer.
+async fn measure_assets(store: &EventStore) -> Result<()> {
+    let (mut to_queued, mut to_success) = (Vec::new(), Vec::new());
+    for _ in 0..REPEATS {
+        let (queued, succeeded) = asset_triggered_once(store).await?;
+        to_queued.extend(queued);
+        to_success.extend(succeeded);
+    }
+    let queued = Percentiles::of(&mut to_queued);
+    let succeeded = Percentiles::of(&mut to_success);
+    println!(
+        "assets_{ASSET_CONSUMERS}    asset event → consumer run queued p50 {} p95 {}; \
+         → consumer run succeeded p50 {} p95 {}",
+        ms(queued.p50),
+        ms(queued.p95),
+        ms(succeeded.p50),
+        ms(succeeded.p95)
+    );
+    Ok(())
 }
 
 struct Timings {
@@ -282,6 +355,10 @@ async fn main() -> Result<()> {
     let result = async {
         for dag_id in &dags {
             let dag_id = dag_id.as_str();
+            if dag_id == "assets_10" {
+                measure_assets(&store).await?;
+                continue;
+            }
             measure(&store, dag_id, "").await?;
             if let Some(clients) = storm {
                 let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -42,6 +42,8 @@ pub fn task(
         marks: None,
         role: Default::default(),
         setups: Default::default(),
+        outlets: Vec::new(),
+        outlet_aliases: Vec::new(),
     }
 }
 
@@ -138,6 +140,7 @@ pub fn finish_instance(
         try_number,
         outcome,
         at: t0(),
+        outlet_events: Default::default(),
     };
     apply(spec, state, command)
 }

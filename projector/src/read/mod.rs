@@ -6,6 +6,7 @@
 //! their own error.
 
 pub mod api_tokens;
+pub mod assets;
 pub mod audit_log;
 pub mod connections;
 pub mod dag_versions;

@@ -18,6 +18,7 @@
 //! apply a wrong transition.
 
 mod admission;
+mod assets;
 mod dispatch;
 mod model;
 mod scheduled;
@@ -164,6 +165,11 @@ struct DagEntry {
     task_ids: Vec<String>,
     /// The latest run the timetable created.
     last_scheduled: Option<RunInfo>,
+    /// The latest version's asset condition, when it is scheduled on assets.
+    asset_condition: Option<leoflow_core::assets::AssetCondition>,
+    /// The asset events queued for its next asset-triggered run (Airflow's
+    /// `asset_dag_run_queue`), in log order.
+    asset_queue: Vec<assets::QueuedAssetEvent>,
 }
 
 impl Default for DagEntry {
@@ -180,6 +186,8 @@ impl Default for DagEntry {
             schedule: None,
             task_ids: Vec::new(),
             last_scheduled: None,
+            asset_condition: None,
+            asset_queue: Vec::new(),
         }
     }
 }
@@ -194,6 +202,8 @@ pub struct Reactor {
     exits: Option<mpsc::UnboundedReceiver<AttemptExit>>,
     started_at: DateTime<Utc>,
     dags: HashMap<String, DagEntry>,
+    /// What each asset alias stands for (see [`assets::AliasAssets`]).
+    alias_assets: assets::AliasAssets,
     /// Each deleted DAG's generation (the version of its generation stream; 0 when never
     /// deleted): the runs the timetable queues belong to it.
     generations: HashMap<String, i64>,
@@ -236,6 +246,7 @@ impl Reactor {
             exits: None,
             started_at: Utc::now(),
             dags: HashMap::new(),
+            alias_assets: HashMap::new(),
             generations: HashMap::new(),
             runs: BTreeMap::new(),
             runs_held: metrics.runs_held.clone(),
@@ -434,6 +445,7 @@ impl Reactor {
     fn forget_model(&mut self) {
         self.epoch = 0;
         self.dags.clear();
+        self.alias_assets.clear();
         self.generations.clear();
         self.runs.clear();
         self.runs_held.store(0, Ordering::Relaxed);
@@ -445,6 +457,7 @@ impl Reactor {
     async fn act(&mut self) -> Option<DateTime<Utc>> {
         let now = Utc::now();
         let next_slot = self.create_scheduled_runs(now).await;
+        self.create_asset_triggered_runs().await;
         self.start_runs(now).await;
         self.queue_admitted().await;
         self.dispatch_queued().await;

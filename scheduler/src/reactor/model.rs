@@ -1,7 +1,7 @@
 //! Folding the log into the reactor's model: DAGs and their versions, runs and their states,
 //! tries in flight.
 
-use super::scheduled::load_version;
+use super::scheduled::{Version, load_version};
 use super::*;
 
 impl Reactor {
@@ -40,7 +40,12 @@ impl Reactor {
             Event::PoolDeleted(e) => {
                 self.pools.remove(&(e.tenant.clone(), e.name.clone()));
             }
-            Event::RunQueued(e) => self.run_queued(e, recorded, &event).await,
+            Event::RunQueued(e) => {
+                self.asset_events_consumed(e);
+                self.run_queued(e, recorded, &event).await
+            }
+            Event::AssetEventRecorded(e) => self.asset_event_recorded(e, recorded),
+            Event::AssetQueueCleared(e) => self.asset_queue_cleared(e),
             Event::RunStarted(_)
             | Event::RunSucceeded(_)
             | Event::RunFailed(_)
@@ -94,10 +99,12 @@ impl Reactor {
         dag.image = e.provenance.as_ref().and_then(|p| p.image.clone());
         dag.max_active_runs = e.max_active_runs.max(1) as usize;
         dag.version_hash = e.version_hash.clone();
-        (dag.schedule, dag.task_ids) = match &e.document_hash {
+        let version = match &e.document_hash {
             Some(hash) => load_version(&self.store, hash).await,
-            None => (None, Vec::new()),
+            None => Version::default(),
         };
+        (dag.schedule, dag.task_ids, dag.asset_condition) =
+            (version.schedule, version.task_ids, version.asset_condition);
         dag.max_active_tasks = e.max_active_tasks.max(1);
     }
 
@@ -411,7 +418,9 @@ impl Reactor {
             | Event::PoolDeleted(_)
             | Event::SchedulerElected(_)
             | Event::ApiTokenIssued(_)
-            | Event::ApiTokenRevoked(_) => {}
+            | Event::ApiTokenRevoked(_)
+            | Event::AssetEventRecorded(_)
+            | Event::AssetQueueCleared(_) => {}
         }
     }
 }

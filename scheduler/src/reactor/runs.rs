@@ -19,9 +19,10 @@ use leoflow_core::spec::{DagSpec, SpecError};
 use leoflow_events::catalog::{LEADER_STREAM, RunQueued, generation_stream, run_stream};
 use leoflow_events::store::recorded_from_row;
 use leoflow_events::{
-    Actor, AppendBatch, AppendError, Event, EventStore, ExpectedVersion, Metadata, RecordedEvent,
-    StoreError,
+    Actor, AppendBatch, AppendError, DEFAULT_TENANT, Event, EventStore, ExpectedVersion, Metadata,
+    RecordedEvent, StoreError,
 };
+use leoflow_projector::read;
 use sqlx::Row;
 
 /// Why a command could not be applied to a run.
@@ -727,6 +728,11 @@ async fn append_batch(
                 .map_or(Ok(()), |f| f.check(&state));
             match fenced.and_then(|()| decide_all(&run.spec, &state, &submission.commands)) {
                 Ok((next, new_events)) => {
+                    let tenant = submission.metadata.tenant.as_deref();
+                    let new_events = match address_asset_events(store, tenant, new_events).await {
+                        Ok(events) => events,
+                        Err(error) => return fail_all(batch, SubmitError::Store(error.into())),
+                    };
                     state = next;
                     decided.push(Ok(new_events.len()));
                     for event in new_events {
@@ -765,6 +771,24 @@ async fn append_batch(
             .reply
             .send(Err(SubmitError::Contended(contended.clone())));
     }
+}
+
+/// Names, in each asset event of `events`, the DAGs of `tenant` it queues a run for (see
+/// [`AssetEventRecorded`](leoflow_events::catalog::AssetEventRecorded)): the run's decision cannot know them, the read models can.
+async fn address_asset_events(
+    store: &EventStore,
+    tenant: Option<&str>,
+    mut events: Vec<Event>,
+) -> Result<Vec<Event>, sqlx::Error> {
+    for event in &mut events {
+        if let Event::AssetEventRecorded(e) = event {
+            let tenant = tenant.unwrap_or(DEFAULT_TENANT);
+            let aliases = &e.source_aliases;
+            e.queued =
+                read::assets::scheduled_dags(store.pool(), tenant, &e.asset, aliases).await?;
+        }
+    }
+    Ok(events)
 }
 
 /// Answers the deposed leader's submissions of a batch and keeps the others (an agent's or a

@@ -1,32 +1,79 @@
 //! The runs the timetables ask for, and starting queued runs within `max_active_runs`.
 
 use super::*;
+use leoflow_core::assets::AssetCondition;
 
-/// The schedule of a DAG version's document (`None`, with a message, when it cannot be read)
-/// and its tasks.
-pub(super) async fn load_version(
-    store: &EventStore,
-    document_hash: &str,
-) -> (Option<Schedule>, Vec<String>) {
+/// What the scheduler reads of a DAG version's document.
+#[derive(Default)]
+pub(super) struct Version {
+    /// Its timetable (`None` when triggered by hand only, or when it cannot be read).
+    pub schedule: Option<Schedule>,
+    /// Its tasks.
+    pub task_ids: Vec<String>,
+    /// The asset condition it is scheduled on, if any.
+    pub asset_condition: Option<AssetCondition>,
+}
+
+/// A DAG version's document as the scheduler reads it; what cannot be read is left out, with
+/// a message.
+pub(super) async fn load_version(store: &EventStore, document_hash: &str) -> Version {
     let document = match store.get_blob(document_hash).await {
         Ok(Some(blob)) => serde_json::from_str::<serde_json::Value>(&blob.content).ok(),
         _ => None,
     };
     let Some(document) = document else {
-        return (None, Vec::new());
+        return Version::default();
     };
-    let task_ids = leoflow_core::spec::task_ids(&document);
+    let unschedulable = |error: &dyn std::fmt::Display| {
+        tracing::error!("DAG {} cannot be scheduled: {error}", document["dag_id"]);
+    };
+    let asset_condition = leoflow_core::assets::condition_of(&document)
+        .inspect_err(|e| unschedulable(e))
+        .ok()
+        .flatten();
     // Documents without a schedule (hand-built ones in tests) are only triggered by hand.
-    if document.get("schedule").is_none() {
-        return (None, task_ids);
+    let schedule = match document.get("schedule") {
+        None => None,
+        Some(_) => Schedule::from_dag_json(&document)
+            .inspect_err(|e| unschedulable(e))
+            .ok(),
+    };
+    Version {
+        schedule,
+        task_ids: leoflow_core::spec::task_ids(&document),
+        asset_condition,
     }
-    match Schedule::from_dag_json(&document) {
-        Ok(schedule) => (Some(schedule), task_ids),
-        Err(error) => {
-            tracing::error!("DAG {} cannot be scheduled: {error}", document["dag_id"]);
-            (None, task_ids)
-        }
-    }
+}
+
+/// Queues a run the scheduler decided on (`cause`: the span its trace starts with) for a DAG of
+/// `tenant`, in generation `generation.0`, as leader of epoch `generation.1`.
+pub(super) async fn queue_as_scheduler(
+    store: &EventStore,
+    (generation, epoch): (i64, i64),
+    tenant: &str,
+    queued: RunQueued,
+    cause: &'static str,
+) -> Result<RecordedEvent, QueueError> {
+    // The run is the DAG's tenant's: so is the event that queues it.
+    let actor = Metadata {
+        tenant: Some(tenant.to_owned()),
+        ..Metadata::actor("scheduler")
+    };
+    // A run the scheduler creates starts its own trace, as an API request does.
+    let span = tracing::info_span!(
+        parent: None,
+        "queue_run",
+        cause,
+        dag_id = %queued.dag_id,
+        run_id = %queued.run_id,
+        trace_id = tracing::field::Empty,
+    );
+    leoflow_telemetry::record_trace_id(&span);
+    // Each run id once per generation: a run of the DAG before it was deleted does not count
+    // (a re-added DAG runs its slots again, as in Airflow).
+    queue_run(store, queued, &actor, generation, Some(epoch))
+        .instrument(span)
+        .await
 }
 
 impl Reactor {
@@ -65,26 +112,17 @@ impl Reactor {
                     triggered_by: "timetable".to_owned(),
                     dag_version_hash: Some(dag.version_hash.clone()),
                     task_ids: dag.task_ids.clone(),
+                    consumed_asset_events: Vec::new(),
                 };
-                // Each run id once per generation: a run of the DAG before it was deleted does
-                // not count (the re-added DAG runs its slots again, as in Airflow).
                 let generation = self.generations.get(dag_id).copied().unwrap_or(0);
-                // The run is the DAG's tenant's: so is the event that queues it.
-                let actor = Metadata {
-                    tenant: Some(dag.tenant.clone()),
-                    ..Metadata::actor("scheduler")
-                };
-                // A timetable's run starts its own trace, as an API request does.
-                let timer = tracing::info_span!(
-                    parent: None,
+                let queued = queue_as_scheduler(
+                    &self.store,
+                    (generation, self.epoch),
+                    &dag.tenant,
+                    queued,
                     "timetable",
-                    dag_id = %dag_id,
-                    run_id = %queued.run_id,
-                    trace_id = tracing::field::Empty,
                 );
-                leoflow_telemetry::record_trace_id(&timer);
-                let queued = queue_run(&self.store, queued, &actor, generation, Some(self.epoch));
-                match queued.instrument(timer).await {
+                match queued.await {
                     Err(QueueError::Deposed { .. }) => {
                         self.deposed.store(true, Ordering::Relaxed);
                         break;

@@ -253,6 +253,7 @@ impl Reactor {
                         reason: reason.clone(),
                     },
                     at,
+                    outlet_events: Default::default(),
                 });
                 reason
             }

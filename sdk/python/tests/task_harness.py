@@ -53,9 +53,18 @@ class Agent(Channel):
         #: Other DAGs of the tenant by id, with their task ids; and those paused.
         self.dags: dict[str, list[str]] = {}
         self.paused: set[str] = set()
+        #: The events of each asset by (name, uri), as `asset_events` answers them; those
+        #: recorded through each asset alias by its name, as `asset_alias_events` answers them;
+        #: the events the run consumed, as `triggering_asset_events` answers them.
+        self.asset_events: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.alias_events: dict[str, list[dict[str, Any]]] = {}
+        self.triggering_events: list[dict[str, Any]] = []
+        #: Every request the runner made, in order.
+        self.asked: list[dict[str, Any]] = []
 
     def ask(self, request: Request) -> Reply:
         """As the real channel: a refusal is raised."""
+        self.asked.append(dict(request))
         reply = self.answer(request)
         if not reply["ok"]:
             raise TaskError(f"{request['op']} failed: {reply.get('error')}")
@@ -79,6 +88,12 @@ class Agent(Channel):
             return self.trigger(dict(request))
         elif request["op"] == "dag_run":
             return self.read_run(dict(request))
+        elif request["op"] == "asset_events":
+            return {"ok": True, "found": True, "value": self.asset_events.get((request["name"], request["uri"]), [])}
+        elif request["op"] == "asset_alias_events":
+            return {"ok": True, "found": True, "value": self.alias_events.get(request["name"], [])}
+        elif request["op"] == "triggering_asset_events":
+            return {"ok": True, "found": True, "value": self.triggering_events}
         return {"ok": True}
 
     def trigger(self, request: dict[str, Any]) -> Reply:
@@ -130,14 +145,16 @@ class Project:
         conf: dict[str, Any] | None = None,
         map_index: int = -1,
         attempt_fields: dict[str, Any] | None = None,
+        dag_id: str | None = None,
         **run_fields: Any,
     ) -> tuple[Outcome, Agent]:
-        """Runs `task_id` of the DAG file `HEADER + body`; `run_fields` replace the run's,
-        `attempt_fields` are added to the attempt (`resume`, `try_started_at`)."""
+        """Runs `task_id` of the DAG file `HEADER + body` (of its DAG `dag_id`, else its first);
+        `run_fields` replace the run's, `attempt_fields` are added to the attempt (`resume`,
+        `try_started_at`)."""
         source = HEADER + textwrap.dedent(body)
         compiled = compile_file(self.write("dag.py", source))
         assert compiled["ok"], compiled
-        dag = compiled["dags"][0]
+        dag = next(d for d in compiled["dags"] if dag_id in (None, d["dag_id"]))
         spec = next(t for t in dag["tasks"] if t["task_id"] == task_id)
         agent = agent or Agent()
         self.monkeypatch.chdir(self.folder)

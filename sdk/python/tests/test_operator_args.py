@@ -276,8 +276,6 @@ def test_retry_exponential_backoff_follows_airflow_s_multiplier(tmp_path: Path, 
 #: Arguments refused at a value other than their default: (name, value, the value as the error shows it).
 REFUSED = [
     ("wait_for_past_depends_before_skipping", "True", "True"),
-    ("inlets", '["s3://bucket/in"]', "['s3://bucket/in']"),
-    ("outlets", '["s3://bucket/out"]', "['s3://bucket/out']"),
     ("start_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
     ("end_date", "datetime.datetime(2026, 1, 1)", "datetime.datetime(2026, 1, 1, 0, 0)"),
     ("run_as_user", '"bob"', "'bob'"),

@@ -14,6 +14,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, is
 import pytest
 
 from leoflow import protocol
+from leoflow.asset_events import context_accessors
+from leoflow.assets import Asset, AssetAlias
 from leoflow.runner import Channel, Connections, Outcome, TaskInstance, Variables
 
 FIXTURE = Path(__file__).resolve().parents[3] / "executors" / "tests" / "runner_protocol.json"
@@ -113,22 +115,70 @@ def test_a_message_that_does_not_fit_is_caught() -> None:
     assert problems({"op": "hello", "protocol": 1, "extra": 0}, protocol.Hello) == ["$: unknown key 'extra'"]
 
 
+def test_the_asset_events_of_the_fixture_fit_their_typeddict(examples: dict[str, Any]) -> None:
+    lists = [r["value"] for r in examples["replies"] if r.get("found") and isinstance(r["value"], list)]
+    assert lists, "no example of a Found holding asset events"
+    for events in lists:
+        assert events
+        for event in events:
+            assert problems(event, protocol.AssetEventRecord) == []
+    outlet_events = [e for r in examples["requests"] if r["op"] == "done" for e in r.get("outlet_events", [])]
+    # Both kinds of entry have examples, each fitting its own kind only: an outlet's extra, and
+    # an event added through an outlet alias.
+    kinds = (protocol.OutletEvent, protocol.AliasOutletEvent)
+    assert {fitting(e, kinds) for e in outlet_events} == set(kinds)
+    assert problems({"name": "a", "uri": "a", "extra": []}, protocol.OutletEvent)
+    added = {"name": "a", "uri": "a", "group": "asset", "extra": {}, "alias": "x"}
+    assert problems(added, protocol.AliasOutletEvent) == []
+    assert problems({k: v for k, v in added.items() if k != "group"}, protocol.AliasOutletEvent) == ["$: no 'group'"]
+    assert problems({**added, "alias": None}, protocol.AliasOutletEvent)
+
+
 def test_what_the_runner_sends_fits_the_requests() -> None:
-    found = [{"ok": True, "found": True, "value": v} for v in ("x", "x", "v", {"host": "h"})]
+    record = {
+        "id": 1, "asset": {"name": "a", "uri": "s3://lake/a", "group": "asset", "extra": {}}, "extra": {"k": 1},
+        "source_dag_id": "d", "source_task_id": "t", "source_run_id": "r", "source_map_index": -1,
+        "timestamp": "2026-12-01T00:00:00+00:00",
+    }
+    found = [{"ok": True, "found": True, "value": v} for v in ("x", "x", "v", {"host": "h"}, [record], [record], [record])]
     replies = [{"ok": True}, *found, {"ok": True}, {"ok": True}]
     sent = io.StringIO()
     channel = Channel(sent, io.StringIO("".join(json.dumps(r) + "\n" for r in replies)))
     attempt: Any = {"dag_id": "d", "run_id": "r", "task_id": "t", "map_index": -1, "try_number": 1}
     ti = TaskInstance(channel, attempt)
+    asset = Asset(name="a", uri="s3://lake/a")
+    alias = AssetAlias("example-alias")
+    accessors = context_accessors(
+        [asset, alias], [asset, alias],
+        fetch_events=lambda name, uri: channel.look_up({"op": "asset_events", "name": name, "uri": uri})[1],
+        fetch_alias_events=lambda name: channel.look_up({"op": "asset_alias_events", "name": name})[1],
+        fetch_triggering=lambda: channel.look_up({"op": "triggering_asset_events"})[1],
+    )
     channel.greet()
     ti.xcom_pull(task_ids="up")
     ti.xcom_pull(task_ids="up", map_indexes=3)
     Variables(channel).get("name")
     Connections(channel).get("db")
+    assert accessors["inlet_events"][asset][0].extra == {"k": 1}
+    assert accessors["inlet_events"][alias][0].extra == {"k": 1}
+    assert len(accessors["triggering_asset_events"][asset]) == 1
     ti.xcom_push("return_value", {"n": 1})
-    channel.ask(Outcome("success", branch=["a"], proceed=None).message())
+    accessors["outlet_events"][asset].extra["rows"] = 2
+    accessors["outlet_events"][alias].add(Asset("s3://lake/b", group="raw"), extra={"n": 1})
+    outlet_events = accessors["outlet_events"].recorded()
+    channel.ask(Outcome("success", branch=["a"], proceed=None, outlet_events=outlet_events).message())
     requests = [json.loads(line) for line in sent.getvalue().splitlines()]
-    assert [r["op"] for r in requests] == ["hello", "xcom_pull", "xcom_pull", "variable", "connection", "xcom_push", "done"]
+    assert [r["op"] for r in requests] == [
+        "hello", "xcom_pull", "xcom_pull", "variable", "connection", "asset_events", "asset_alias_events",
+        "triggering_asset_events", "xcom_push", "done",
+    ]
+    assert requests[5] == {"op": "asset_events", "name": "a", "uri": "s3://lake/a"}
+    assert requests[6] == {"op": "asset_alias_events", "name": "example-alias"}
+    assert requests[7] == {"op": "triggering_asset_events"}
+    assert requests[-1]["outlet_events"] == [
+        {"name": "a", "uri": "s3://lake/a", "extra": {"rows": 2}},
+        {"name": "s3://lake/b", "uri": "s3://lake/b", "group": "raw", "extra": {"n": 1}, "alias": "example-alias"},
+    ]
     for request in requests:
         fitting(request, protocol.REQUESTS)
 

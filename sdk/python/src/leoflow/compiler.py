@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leoflow import context
+from leoflow.asset_decorator import resolve_inlets
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct, caller_location
 from leoflow.serialize import DAG_JSON_SCHEMA_VERSION, serialize_dag
 
@@ -52,6 +53,7 @@ def compile_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     sys.stdout = sys.stderr  # the DAG file's prints must not corrupt the JSON answer
     try:
         exec(code, module.__dict__)
+        resolve_inlets(context.dags)
         dags = [serialize_dag(dag, fileloc, module_name) for dag in context.dags]
     except BaseException as error:  # noqa: BLE001 - every failure of user code becomes a report
         if isinstance(error, KeyboardInterrupt):

@@ -29,6 +29,7 @@ from leoflow.arguments import (
     shown,
     undefined_class,
 )
+from leoflow.assets import Asset, AssetAlias, task_assets
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 
 #: Every trigger rule of Airflow 3.2.
@@ -553,6 +554,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         "params", "default_args", "render_template_as_native_obj", *CALLBACKS, "pre_execute", "post_execute",
         "max_active_tis_per_dag", "max_active_tis_per_dagrun",
         "depends_on_past", "wait_for_downstream", "ignore_first_depends_on_past", "weight_rule",
+        "inlets", "outlets",
     }
     #: Airflow arguments for things Leoflow does not do (email, executors, other doc formats, …):
     #: accepted at any value, with no effect.
@@ -566,8 +568,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     #: `default_args`); anything else is refused.
     NOOP_DEFAULTS: dict[str, Any] = {
         "wait_for_past_depends_before_skipping": False,
-        "inlets": None,
-        "outlets": None,
         "start_date": None,
         "end_date": None,
         "run_as_user": None,
@@ -575,8 +575,6 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     #: Why a NOOP_DEFAULTS argument is refused at another value.
     REFUSAL_REASONS: dict[str, str] = {
         "wait_for_past_depends_before_skipping": "a task skipped by its upstream does not wait for its previous run",
-        "inlets": "assets and lineage are not supported",
-        "outlets": "assets and lineage are not supported",
         "start_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
         "end_date": "a task has no dates of its own (set start_date and end_date on the DAG)",
         "run_as_user": "tasks run as the user Leoflow runs as",
@@ -663,6 +661,11 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         native = kwargs.pop("render_template_as_native_obj", None)
         self.render_template_as_native_obj: bool | None = None if native is None else bool(native)
         self.params: dict[str, Param] = _params(kwargs.pop("params", None) or {})
+        #: The assets (and asset aliases) the task reads, and those it updates (Airflow records an
+        #: asset event for each outlet asset when the task succeeds, and for each asset the task
+        #: adds through an outlet alias).
+        self.inlets: list[Asset | AssetAlias] = task_assets("inlets", kwargs.pop("inlets", None), f"{name} {task_id!r}")
+        self.outlets: list[Asset | AssetAlias] = task_assets("outlets", kwargs.pop("outlets", None), f"{name} {task_id!r}")
         for key in no_effect | set(default_only):
             kwargs.pop(key, None)
         self.mapping: dict[str, Any] | None = None
@@ -728,14 +731,12 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         raise NotImplementedError(f"{type(self).__name__} does not define execute(self, context)")
 
     def pre_execute(self, context: dict[str, Any]) -> None:
-        """Called just before `execute`: the task's `pre_execute` argument, when given."""
-        if self._pre_execute_hook is not None:
-            self._pre_execute_hook(context)
+        """Called just before `execute` when a class overrides it (after the task's `pre_execute`
+        argument, which the task runner calls itself, as Airflow's does); here, nothing."""
 
     def post_execute(self, context: dict[str, Any], result: Any = None) -> None:
-        """Called just after `execute`, with its result: the task's `post_execute` argument."""
-        if self._post_execute_hook is not None:
-            self._post_execute_hook(context, result)
+        """Called just after `execute`, with its result, when a class overrides it (after the
+        task's `post_execute` argument, which the task runner calls itself); here, nothing."""
 
     def defer(self, *, trigger: Any, method_name: str, kwargs: dict[str, Any] | None = None, timeout: Any = None) -> NoReturn:
         """Ends the try's process until `trigger` fires, then carries the try on in

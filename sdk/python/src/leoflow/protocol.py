@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, TypedDict, Union
 
 #: This protocol's version; raise it (and the agent's) with any change the other side of the
 #: previous version would misread.
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 
 #: The operators dag.json names (`operator_name` of the SDK's classes).
 OperatorName = Literal[
@@ -186,6 +186,55 @@ class DagRunLookup(_DagRunBase, total=False):
     logical_date: str
 
 
+class AssetEventsLookup(TypedDict):
+    """The events of an asset of the try's tenant (`inlet_events[asset]`): a `Found` whose value
+    is a list of `AssetEventRecord`s, oldest (lowest id) first, the latest 10,000 at most."""
+
+    op: Literal["asset_events"]
+    name: str
+    uri: str
+
+
+class AssetAliasEventsLookup(TypedDict):
+    """The events recorded through an asset alias of the try's tenant (`inlet_events[alias]`,
+    `inlet_events.for_asset_alias(name=...)`): a `Found` whose value is a list of
+    `AssetEventRecord`s, oldest (lowest id) first, the latest 10,000 at most."""
+
+    op: Literal["asset_alias_events"]
+    name: str
+
+
+class TriggeringAssetEventsLookup(TypedDict):
+    """The asset events the try's run consumed (`triggering_asset_events`; none for a run not
+    started by assets): a `Found` whose value is a list of `AssetEventRecord`s, oldest first."""
+
+    op: Literal["triggering_asset_events"]
+
+
+class AssetRecord(TypedDict):
+    """An asset as the control plane records it."""
+
+    name: str
+    uri: str
+    group: str
+    extra: dict[str, Any]
+
+
+class AssetEventRecord(TypedDict):
+    """An asset event as a task reads it (each item of the value answering `AssetEventsLookup`,
+    `AssetAliasEventsLookup` and `TriggeringAssetEventsLookup`): `timestamp` is RFC 3339; the
+    `source_*` fields are null for an event no task made."""
+
+    id: int
+    asset: AssetRecord
+    extra: dict[str, Any]
+    source_dag_id: str | None
+    source_task_id: str | None
+    source_run_id: str | None
+    source_map_index: int | None
+    timestamp: str
+
+
 class Rendered(TypedDict):
     """The task's template fields as rendered (the UI's "Rendered Templates")."""
 
@@ -202,13 +251,37 @@ class _DoneBase(TypedDict):
     reason: str
 
 
+class OutletEvent(TypedDict):
+    """The extra a successful try gave the asset event of one of its outlets
+    (`outlet_events[asset].extra`, `yield Metadata(asset, extra)`): a JSON object."""
+
+    name: str
+    uri: str
+    extra: dict[str, Any]
+
+
+class AliasOutletEvent(TypedDict):
+    """An asset event a successful try added through one of its outlet aliases
+    (`outlet_events[AssetAlias(alias)].add(asset, extra=...)`, `yield Metadata(asset, extra,
+    alias=...)`): the asset as the task named it, the event's extra, and the alias's name."""
+
+    name: str
+    uri: str
+    group: str
+    extra: dict[str, Any]
+    alias: str
+
+
 class Done(_DoneBase, total=False):
-    """The attempt's outcome: the task ids a branch chose, whether a short-circuit proceeds."""
+    """The attempt's outcome: the task ids a branch chose, whether a short-circuit proceeds; for
+    a success, the extras of its outlets' asset events (only those set), then the events it added
+    through its outlet aliases (absent when there is none of either)."""
 
     branch: list[str]
     proceed: bool
     deferral: Deferral
     reschedule_at: str
+    outlet_events: list[OutletEvent | AliasOutletEvent]
 
 
 class _TimeTriggerBase(TypedDict):
@@ -242,7 +315,10 @@ class Deferral(_DeferralBase, total=False):
     timeout: float
 
 
-Request = Union[Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup, Rendered, Done]
+Request = Union[
+    Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup,
+    AssetEventsLookup, AssetAliasEventsLookup, TriggeringAssetEventsLookup, Rendered, Done,
+]
 
 # --------------------------------------------------------------------------------------------
 # Agent → runner: replies (told apart by `ok` and the keys present)
@@ -293,6 +369,9 @@ class ForkRefused(TypedDict):
 ForkAnswer = Union[Forked, ForkRefused]
 
 #: Every message kind of each direction, for the test that both sides agree on all of them.
-REQUESTS: Final = (Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup, Rendered, Done)
+REQUESTS: Final = (
+    Hello, XComPull, XComPush, VariableLookup, ConnectionLookup, TriggerDagRun, DagRunLookup,
+    AssetEventsLookup, AssetAliasEventsLookup, TriggeringAssetEventsLookup, Rendered, Done,
+)
 REPLIES: Final = (Ack, Found, Refused)
 FORK_ANSWERS: Final = (Forked, ForkRefused)

@@ -6,10 +6,11 @@ The agent writes one JSON line on stdin: the attempt (ids, try, map index), the 
 describes it, the DAG file's source, and the run (conf, dates, params) (`protocol.Start`). The runner executes the
 DAG file again (so lambdas and nested functions are found exactly as the file defines them),
 finds the task's callable, builds Airflow's context (`ti`, `ds`, `logical_date`, `run_id`,
-`params`, `dag_run`, `var`, `conn`, …), resolves its arguments (upstream XComs, params, the map
-index's element of mapped arguments), renders its template fields with Jinja as Airflow does
-(`leoflow.templates`), runs it, pushes its result as the `return_value` XCom and reports the
-outcome.
+`params`, `dag_run`, `var`, `conn`, the asset event accessors of `leoflow.asset_events`, …),
+resolves its arguments (upstream XComs, params, the map index's element of mapped arguments),
+renders its template fields with Jinja as Airflow does (`leoflow.templates`), runs it, pushes its
+result as the `return_value` XCom and reports the outcome (a success with the extras it set for
+its outlets' asset events and the events it added through its outlet aliases).
 
 Requests to the agent are JSON lines on the *original* stdout; each gets a JSON line back on
 stdin (`leoflow.protocol`; the first request states the protocol's version). Everything the task
@@ -36,6 +37,8 @@ from typing import IO, Any
 
 from leoflow import context as compile_context
 from leoflow import callbacks, macros, runtime
+from leoflow.asset_decorator import AssetMainOperator, resolve_inlets
+from leoflow.asset_events import AssetEventError, OutletEventAccessors, call_collecting, context_accessors
 from leoflow.exceptions import (
     AirflowFailException,
     AirflowRescheduleException,
@@ -44,18 +47,23 @@ from leoflow.exceptions import (
     TaskDeferred,
 )
 from leoflow.decorators import DagParamReference
-from leoflow.model import XComArg
+from leoflow.model import BaseOperator, XComArg
 from leoflow.protocol import (
     PROTOCOL_VERSION,
+    AliasOutletEvent,
+    AssetAliasEventsLookup,
+    AssetEventsLookup,
     ConnectionLookup,
     Deferral,
     Done,
     OutcomeName,
+    OutletEvent,
     Reply,
     Request,
     RunInfo,
     Start,
     TaskSpec,
+    TriggeringAssetEventsLookup,
     VariableLookup,
     XComPull,
 )
@@ -85,7 +93,10 @@ class Channel:
             raise TaskError(f"{request['op']} failed: {reply.get('error')}")
         return reply
 
-    def look_up(self, request: XComPull | VariableLookup | ConnectionLookup) -> tuple[bool, Any]:
+    def look_up(
+        self,
+        request: XComPull | VariableLookup | ConnectionLookup | AssetEventsLookup | AssetAliasEventsLookup | TriggeringAssetEventsLookup,
+    ) -> tuple[bool, Any]:
         """Whether what `request` looks up exists, and its value."""
         reply = self.ask(request)
         return bool(reply.get("found")), reply.get("value")
@@ -294,8 +305,16 @@ def build_context(channel: Channel, attempt: Start, dag: Any, task: Any) -> dict
         "var": {"value": _Accessor(variables, False), "json": _Accessor(variables, True)},
         "conn": Connections(channel),
         "macros": macros,
-        "inlets": [],
-        "outlets": [],
+        "inlets": task.inlets,
+        "outlets": task.outlets,
+        # Airflow's asset event accessors; the events they read are fetched when first read.
+        **context_accessors(
+            task.outlets,
+            task.inlets,
+            fetch_events=lambda name, uri: channel.look_up({"op": "asset_events", "name": name, "uri": uri})[1],
+            fetch_alias_events=lambda name: channel.look_up({"op": "asset_alias_events", "name": name})[1],
+            fetch_triggering=lambda: channel.look_up({"op": "triggering_asset_events"})[1],
+        ),
         "test_mode": False,
         "task_instance_key_str": f"{ti.dag_id}__{ti.task_id}__{dag_run.run_id}",
         "__variable_get__": variables.get,
@@ -558,8 +577,12 @@ def _mapped_elements(source: Any, ti: TaskInstance, params: dict[str, Any]) -> l
     return list(source)
 
 
-def call_with_context(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any]) -> Any:
-    """Calls `function`, passing the context values its signature asks for (as Airflow does)."""
+def call_with_context(
+    function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], ctx: dict[str, Any], *, collect: bool = False
+) -> Any:
+    """Calls `function`, passing the context values its signature asks for (as Airflow does).
+    With `collect`, as Airflow calls a Python task's callable: a generator function runs to its
+    end, the `Metadata` it yields setting its outlets' extras (`leoflow.asset_events`)."""
     signature = inspect.signature(function)
     parameters = signature.parameters
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -570,6 +593,8 @@ def call_with_context(function: Callable[..., Any], args: list[Any], kwargs: dic
             continue
         if takes_all or (name in parameters and parameters[name].kind is not inspect.Parameter.POSITIONAL_ONLY):
             extra[name] = value
+    if collect:
+        return call_collecting(function, ctx.get("outlet_events"), *args, **kwargs, **extra)
     return function(*args, **kwargs, **extra)
 
 
@@ -583,6 +608,7 @@ class Outcome:
     def __init__(
         self, outcome: OutcomeName, reason: str = "", branch: list[str] | None = None, proceed: bool | None = None,
         result: Any = None, deferral: Deferral | None = None, reschedule_at: str | None = None,
+        outlet_events: list[OutletEvent | AliasOutletEvent] | None = None,
     ) -> None:
         self.outcome = outcome
         self.reason = reason
@@ -590,6 +616,9 @@ class Outcome:
         self.proceed = proceed
         self.deferral = deferral
         self.reschedule_at = reschedule_at
+        #: A success's extras of its outlets' asset events (`outlet_events[asset].extra`), and the
+        #: events it added through its outlet aliases (`outlet_events[alias].add(asset)`).
+        self.outlet_events = outlet_events
         #: What the task's work returned (its `post_execute` gets it); not sent to the agent.
         self.result = result
 
@@ -603,6 +632,8 @@ class Outcome:
             message["deferral"] = self.deferral
         if self.reschedule_at is not None:
             message["reschedule_at"] = self.reschedule_at
+        if self.outlet_events and self.outcome == "success":
+            message["outlet_events"] = self.outlet_events
         return message
 
 
@@ -616,7 +647,7 @@ def source_sha256(source: str) -> str:
 
 def exec_dag_file(fileloc: str, source: str) -> None:
     """Runs a DAG file's source as a module of the project (the working directory); the DAGs it
-    declares land in `leoflow.context.dags`."""
+    declares land in `leoflow.context.dags`, their `@asset` tasks given their inlets."""
     from leoflow.compiler import AIRFLOW_SHIM
 
     if AIRFLOW_SHIM not in sys.path:
@@ -633,6 +664,7 @@ def exec_dag_file(fileloc: str, source: str) -> None:
     module.__file__ = file
     sys.modules[module.__name__] = module
     exec(compile(source, file, "exec"), module.__dict__)
+    resolve_inlets(compile_context.dags)
 
 
 def load_dag_file(attempt: Start) -> tuple[Any, Any]:
@@ -765,7 +797,7 @@ def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[
         setattr(operator, name, value)
         rendered[name] = value
     report_rendered(ctx, rendered)
-    operator.pre_execute(ctx)
+    run_execute_hooks(operator, "pre_execute", ctx)
     if ti.next_method is not None:
         # A deferred try carries on where the operator said, with the trigger's event.
         kwargs = deserialize_value(ti.next_kwargs or {})
@@ -773,7 +805,7 @@ def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[
         result = operator.resume_execution(ti.next_method, kwargs, ctx)
     else:
         result = operator.execute(ctx)
-    operator.post_execute(ctx, result)
+    run_execute_hooks(operator, "post_execute", ctx, result)
     if task["custom"].get("branch"):
         chosen = branch_choice(result, ctx.get("dag"))
         push_result(result, task, ti)
@@ -820,11 +852,29 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
     enter_mapped_group(task, attempt["map_index"], ti, params)
     callbacks.call(task_object, "on_execute_callback", ctx)
     if "custom" in task:
-        return run_custom(task_object, task, ctx, mapped)
-    task_object.pre_execute(ctx)
-    outcome = run_standard(task_object, task, ctx, mapped)
-    task_object.post_execute(ctx, outcome.result)
+        outcome = run_custom(task_object, task, ctx, mapped)
+    else:
+        run_execute_hooks(task_object, "pre_execute", ctx)
+        outcome = run_standard(task_object, task, ctx, mapped)
+        run_execute_hooks(task_object, "post_execute", ctx, outcome.result)
+    if outcome.outcome == "success":
+        # As Airflow's: what the task set by now (its success callbacks come too late).
+        outlet_events: OutletEventAccessors = ctx["outlet_events"]
+        outcome.outlet_events = outlet_events.recorded()
     return outcome
+
+
+def run_execute_hooks(task_object: Any, when: str, ctx: dict[str, Any], *result: Any) -> None:
+    """`pre_execute` or `post_execute` (`result` the work's result), in Airflow's order: the
+    task's argument of that name (`post_execute` with the result), then the method when the
+    operator's class overrides it. A generator's `Metadata` sets its outlets' extras."""
+    outlet_events = ctx.get("outlet_events")
+    hook = getattr(task_object, f"_{when}_hook", None)
+    if hook is not None:
+        call_collecting(hook, outlet_events, ctx, *result)
+    method = getattr(task_object, when)
+    if getattr(method, "__func__", None) is not getattr(BaseOperator, when):
+        call_collecting(method, outlet_events, ctx, *result)
 
 
 def run_standard(task_object: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[str, Any]) -> Outcome:
@@ -859,7 +909,12 @@ def run_standard(task_object: Any, task: TaskSpec, ctx: dict[str, Any], mapped: 
     report_rendered(ctx, {"templates_dict": ctx.get("templates_dict"), "op_args": args, "op_kwargs": kwargs})
     if operator == "@task.sensor":
         return run_sensor(lambda: call_with_context(function, args, kwargs, ctx), task.get("sensor") or {}, ti, task)
-    result = call_with_context(function, args, kwargs, ctx)
+    if isinstance(task_object, AssetMainOperator):
+        # An @asset function is given its asset, the context and its inlets, as Airflow's.
+        result = call_collecting(function, ctx.get("outlet_events"), **task_object.determine_kwargs(ctx))
+    else:
+        # As in Airflow, only the Python operators' callables may yield Metadata.
+        result = call_with_context(function, args, kwargs, ctx, collect=operator != "@task.bash")
     if operator in ("@task.bash",):
         if not isinstance(result, str) or not result.strip():
             raise TaskError(f"a @task.bash function must return the bash command, a non-empty string, not {result!r}")
@@ -914,7 +969,7 @@ def run_attempt(attempt: Start, channel: Channel) -> Outcome:
         outcome = Outcome("skipped", f"AirflowSkipException: {skip}" if str(skip) else "AirflowSkipException")
     except (AirflowFailException, AirflowSensorTimeout) as failure:
         error, outcome = failure, Outcome("failed_no_retry", f"{type(failure).__name__}: {failure}")
-    except TaskError as failure:
+    except (TaskError, AssetEventError) as failure:
         error, outcome = failure, Outcome("failed", str(failure))
     except BaseException as failure:  # noqa: BLE001 - every failure of task code is reported
         if isinstance(failure, KeyboardInterrupt):

@@ -1,5 +1,5 @@
-"""DAG schedules: presets, 5-field cron expressions, timedeltas, `None`, `@once` and Airflow's
-built-in timetables (`leoflow.timetables`)."""
+"""DAG schedules: presets, 5-field cron expressions, timedeltas, `None`, `@once`, Airflow's
+built-in timetables (`leoflow.timetables`) and assets (`leoflow.assets`)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,13 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 
 def serialize_schedule(schedule: Any) -> dict[str, Any]:
     """The schedule as dag.json records it, validated."""
+    from leoflow.assets import is_asset_schedule, serialize_asset_schedule
     from leoflow.timetables import Timetable
 
     if isinstance(schedule, Timetable):
         return schedule.serialize_schedule()
+    if is_asset_schedule(schedule):
+        return serialize_asset_schedule(schedule)
     if schedule is None:
         return {"type": "none"}
     if isinstance(schedule, dt.timedelta):
@@ -60,8 +63,8 @@ def serialize_schedule(schedule: Any) -> dict[str, Any]:
     kind = type(schedule).__name__
     raise UnsupportedConstruct(
         f"schedule={kind}",
-        "Leoflow schedules take a cron expression, a preset, a timedelta, '@once', None or one of "
-        "Airflow's built-in timetables",
+        "Leoflow schedules take a cron expression, a preset, a timedelta, '@once', None, one of "
+        "Airflow's built-in timetables, or assets (an Asset, a list of them, a & b, a | b)",
     )
 
 
@@ -70,6 +73,11 @@ def summary(schedule: dict[str, Any]) -> str | None:
     kind = schedule["type"]
     if kind == "none":
         return None
+    if kind == "assets":
+        return "Asset"
+    if kind == "asset_or_time":
+        # Airflow's NullTimetable shows as "None" there.
+        return f"Asset or {summary(schedule['timetable']) or 'None'}"
     if kind == "once":
         return "@once"
     if kind == "timedelta":

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from leoflow import setup_teardown
+from leoflow.assets import only_aliases, only_assets
 from leoflow.decorators import DagParamReference
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.model import _MAPPED, DAG, BaseOperator, MappedArgument, Param, TaskGroup, XComArg
@@ -102,6 +103,15 @@ def serialize_task(task: BaseOperator, dag_module: str) -> dict[str, Any]:
         own["depends_on_past"] = True
         own["wait_for_downstream"] = task.wait_for_downstream
         own["ignore_first_depends_on_past"] = task.ignore_first_depends_on_past
+    # Only a task with assets (or aliases) says so (other documents and their hashes stay as
+    # they were); its aliases go apart from its assets.
+    for lineage, aliases_key in (("inlets", "inlet_aliases"), ("outlets", "outlet_aliases")):
+        items = getattr(task, lineage)
+        assets, aliases = only_assets(items), only_aliases(items)
+        if assets:
+            own[lineage] = [asset.as_reference() for asset in assets]
+        if aliases:
+            own[aliases_key] = [alias.as_reference() for alias in aliases]
     callbacks = sorted(name for name, functions in task.callbacks.items() if functions)
     if callbacks:
         # Only a task with callbacks says so (an EmptyOperator with some is run, as in Airflow).

@@ -14,6 +14,8 @@ from leoflow import (
     task,
     task_group,
 )
+from leoflow.asset_decorator import asset
+from leoflow.assets import Asset, AssetAlias, AssetAll, AssetAny, AssetOrTimeSchedule, Metadata
 from leoflow.errors import UnsupportedConstruct
 from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
 from leoflow import timezone
@@ -28,13 +30,20 @@ from leoflow.timetables import (
     MultipleCronTriggerTimetable,
 )
 
+_PARTITIONS = "partitioned asset runs are not supported; schedule on the assets (a list of them, or a condition with & and |)"
 _HINTS = {
-    "Asset": "asset-driven scheduling is not supported yet; use a cron or timedelta schedule",
-    "AssetAlias": "asset-driven scheduling is not supported yet",
-    "asset": "asset-driven scheduling is not supported yet",
-    "AssetOrTimeSchedule": "asset-driven scheduling is not supported yet; use one of Airflow's time-based timetables",
+    "AssetWatcher": "asset watchers (runs started by an external event) are not supported yet; schedule on "
+    "Assets that tasks update (outlets)",
     "CronPartitionTimetable": "partitioned runs are not supported; use CronTriggerTimetable",
-    "PartitionedAssetTimetable": "asset-driven scheduling is not supported yet",
+    "PartitionedAssetTimetable": _PARTITIONS,
+    **{
+        mapper: _PARTITIONS
+        for mapper in (
+            "PartitionMapper", "IdentityMapper", "AllowedKeyMapper", "ChainMapper", "ProductMapper",
+            "StartOfHourMapper", "StartOfDayMapper", "StartOfWeekMapper", "StartOfMonthMapper",
+            "StartOfQuarterMapper", "StartOfYearMapper",
+        )
+    },
 }
 
 
@@ -45,6 +54,11 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 
 __all__ = [
+    "Asset",
+    "AssetAlias",
+    "AssetAll",
+    "AssetAny",
+    "AssetOrTimeSchedule",
     "Connection",
     "CronDataIntervalTimetable",
     "CronTriggerTimetable",
@@ -52,6 +66,7 @@ __all__ = [
     "DeltaTriggerTimetable",
     "EventsTimetable",
     "MultipleCronTriggerTimetable",
+    "Metadata",
     "DAG",
     "BaseOperator",
     "BaseSensorOperator",
@@ -62,6 +77,7 @@ __all__ = [
     "TriggerRule",
     "Variable",
     "XComArg",
+    "asset",
     "chain",
     "cross_downstream",
     "dag",

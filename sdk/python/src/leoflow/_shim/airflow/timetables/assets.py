@@ -1,0 +1,5 @@
+"""`airflow.timetables.assets`."""
+
+from leoflow.assets import AssetOrTimeSchedule
+
+__all__ = ["AssetOrTimeSchedule"]
