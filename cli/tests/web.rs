@@ -255,8 +255,10 @@ async fn airflows_python_client_drives_a_scenario_end_to_end() {
 
 const UI_DAGS: &str = r#"
 from datetime import datetime, timezone
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Asset, task
 from airflow.providers.standard.operators.bash import BashOperator
+
+loaded = Asset("s3://lake/loaded", extra={"team": "data"})
 
 with DAG("etl", schedule=None, is_paused_upon_creation=False, tags=["example"],
          start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), doc_md="Extract, transform, load.",
@@ -271,7 +273,7 @@ with DAG("etl", schedule=None, is_paused_upon_creation=False, tags=["example"],
         print(f"transforming item={x}")
         return x * 10
 
-    @task
+    @task(outlets=[loaded])
     def load(values):
         print("loaded", values)
         return sum(values)
@@ -281,6 +283,9 @@ with DAG("etl", schedule=None, is_paused_upon_creation=False, tags=["example"],
 
 with DAG("nightly", schedule="0 2 * * *", start_date=datetime(2026, 1, 1, tzinfo=timezone.utc), catchup=False):
     BashOperator(task_id="report", bash_command="echo report")
+
+with DAG("on_load", schedule=[loaded], is_paused_upon_creation=False):
+    BashOperator(task_id="summarize", bash_command="echo summarized")
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +322,11 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         );
     }
     let run_path = format!("/dags/etl/runs/{}", encode(&run));
+    // The run updated `loaded`, which triggered `on_load`: the asset's page and the DAG's.
+    let assets = lite
+        .api(reqwest::Method::GET, "/api/v2/assets", None)
+        .await;
+    let asset_path = format!("/assets/{}", assets["assets"][0]["id"]);
     let pages = vec![
         "/".to_owned(),
         "/dags".to_owned(),
@@ -340,6 +350,9 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         "/events".to_owned(),
         "/xcoms".to_owned(),
         "/configs".to_owned(),
+        "/assets".to_owned(),
+        asset_path.clone(),
+        "/dags/on_load".to_owned(),
     ];
     let shots = json!({
         "/": "home",
@@ -385,6 +398,9 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         "/events": ["Event", "User", "ConnectionSet", "PoolSet", "VariableSet"],
         "/xcoms": ["return_value"],
         "/configs": ["Airflow Configuration", "Section", "SubprocessExecutor"],
+        "/assets": ["s3://lake/loaded"],
+        (asset_path.clone()): ["s3://lake/loaded", "on_load"],
+        "/dags/on_load": ["summarize"],
     });
     let report = lite.browse(
         "visit.mjs",
