@@ -696,3 +696,26 @@ pub async fn alias_references(
     .fetch_all(pool)
     .await
 }
+
+/// The assets `dag_id`'s tasks added events of through any of `aliases` in runs of version
+/// `version_hash` (Airflow's binding of alias-resolved assets to the tasks updating them): each
+/// asset with a task that did, once per pair, by asset and task.
+pub async fn added_through_by_tasks(
+    pool: &PgPool,
+    dag_id: &str,
+    version_hash: &str,
+    aliases: &[String],
+) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT DISTINCT e.asset_id, e.source_task_id FROM asset_event e \
+           JOIN dag_run r ON r.dag_id = e.source_dag_id AND r.run_id = e.source_run_id \
+         WHERE e.source_dag_id = $1 AND r.dag_version_hash = $2 AND e.source_aliases ?| $3 \
+           AND e.source_task_id IS NOT NULL \
+         ORDER BY e.asset_id, e.source_task_id",
+    )
+    .bind(dag_id)
+    .bind(version_hash)
+    .bind(aliases)
+    .fetch_all(pool)
+    .await
+}

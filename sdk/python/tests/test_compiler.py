@@ -387,7 +387,9 @@ BAD_INPUT = [
      3, "DagDefinitionError", "lists of 1 and 2 elements"),
     ("non-JSON argument", "from leoflow import DAG, task\nwith DAG('x', schedule=None):\n    @task\n    def f(v):\n        pass\n    f(object())\n",
      6, "DagDefinitionError", "a value of type object cannot be passed to a task"),
-    ("object storage", "from airflow.sdk import ObjectStoragePath\n", 1, "UnsupportedConstruct", "airflow.sdk.ObjectStoragePath"),
+    ("object storage path argument", "from airflow.sdk import DAG, ObjectStoragePath, task\nwith DAG('x', schedule=None):\n"
+     "    @task\n    def f(v):\n        pass\n    f(ObjectStoragePath('s3://b/k'))\n",
+     6, "DagDefinitionError", "a value of type ObjectStoragePath cannot be passed to a task"),
 ]
 
 

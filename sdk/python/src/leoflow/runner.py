@@ -48,6 +48,7 @@ from leoflow.exceptions import (
 )
 from leoflow.decorators import DagParamReference
 from leoflow.model import BaseOperator, XComArg
+from leoflow.objectstorage import ObjectStoragePath, revive
 from leoflow.protocol import (
     PROTOCOL_VERSION,
     AliasOutletEvent,
@@ -157,7 +158,8 @@ class TaskInstance:
         if map_index is not None:
             request["map_index"] = map_index
         found, value = self._channel.look_up(request)
-        return value if found else default
+        # Paths a task returned come back as paths (Airflow's serializer records them).
+        return revive(value) if found else default
 
     def xcom_push(self, key: str, value: Any) -> None:
         """Records an XCom of this attempt (its value must be JSON)."""
@@ -459,10 +461,13 @@ def _resolve_results(value: Any, ctx: dict[str, Any]) -> Any:
 
 
 def to_json_value(value: Any, what: str) -> Any:
-    """`value` as JSON data (dates become ISO strings); a clear error for anything else."""
+    """`value` as JSON data (dates become ISO strings, an `ObjectStoragePath` Airflow's serialized
+    form); a clear error for anything else."""
     def default(item: Any) -> Any:
         if isinstance(item, (dt.datetime, dt.date)):
             return item.isoformat()
+        if isinstance(item, ObjectStoragePath):
+            return item.xcom_value()
         if isinstance(item, (set, frozenset, tuple)):
             return list(item)
         raise TypeError(type(item).__name__)
@@ -472,7 +477,7 @@ def to_json_value(value: Any, what: str) -> Any:
     except (TypeError, ValueError) as error:
         raise TaskError(
             f"{what} is a value of type {type(value).__name__} that is not JSON-serializable ({error}); "
-            "XComs must be JSON: return dicts, lists, strings, numbers, booleans or None"
+            "XComs must be JSON: return dicts, lists, strings, numbers, booleans, None or ObjectStoragePaths"
         ) from None
 
 

@@ -17,6 +17,7 @@ from leoflow import (
 from leoflow.asset_decorator import asset
 from leoflow.assets import Asset, AssetAlias, AssetAll, AssetAny, AssetOrTimeSchedule, Metadata
 from leoflow.errors import UnsupportedConstruct
+from leoflow.objectstorage import ObjectStoragePath
 from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
 from leoflow import timezone
 from leoflow.sensors import BaseSensorOperator
@@ -67,6 +68,7 @@ __all__ = [
     "EventsTimetable",
     "MultipleCronTriggerTimetable",
     "Metadata",
+    "ObjectStoragePath",
     "DAG",
     "BaseOperator",
     "BaseSensorOperator",

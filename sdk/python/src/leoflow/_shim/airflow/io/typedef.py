@@ -1,0 +1,5 @@
+"""`airflow.io.typedef`."""
+
+Properties = dict[str, str]
+
+__all__ = ["Properties"]

@@ -1,0 +1,5 @@
+"""`airflow.sdk.io.stat`."""
+
+from leoflow.objectstorage import stat_result
+
+__all__ = ["stat_result"]
