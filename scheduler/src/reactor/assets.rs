@@ -10,15 +10,89 @@ use leoflow_events::catalog::{
 use super::scheduled::queue_as_scheduler;
 use super::*;
 
-/// An asset event waiting in a DAG's queue.
-#[derive(Debug, Clone)]
-pub(super) struct QueuedAssetEvent {
+/// How many of an asset's latest events a DAG's queue keeps, and so a run consumes: the queue
+/// of a DAG whose condition is never met (an asset never updated) stays this small however
+/// often its other assets are updated, as Airflow's queue keeps one row per asset.
+const EVENTS_KEPT_PER_ASSET: usize = 1_000;
+
+/// A DAG's queue of asset events (Airflow's `asset_dag_run_queue`, with the events its run will
+/// consume): per asset, when it was first queued and its latest events.
+#[derive(Debug, Default)]
+pub(super) struct AssetQueue {
+    assets: BTreeMap<AssetKey, QueuedAsset>,
+}
+
+#[derive(Debug)]
+struct QueuedAsset {
+    /// When its first event since the DAG's last asset-triggered run was recorded.
+    first_queued: DateTime<Utc>,
+    /// Its latest events, oldest first.
+    events: std::collections::VecDeque<QueuedEvent>,
+}
+
+#[derive(Debug)]
+struct QueuedEvent {
     /// The event's position in the log.
     event_id: i64,
-    asset: AssetKey,
     /// The aliases it came through.
     aliases: Vec<String>,
-    recorded_at: DateTime<Utc>,
+}
+
+impl AssetQueue {
+    fn push(&mut self, asset: &AssetKey, event: QueuedEvent, recorded_at: DateTime<Utc>) {
+        let queued = self
+            .assets
+            .entry(asset.clone())
+            .or_insert_with(|| QueuedAsset {
+                first_queued: recorded_at,
+                events: Default::default(),
+            });
+        queued.events.push_back(event);
+        if queued.events.len() > EVENTS_KEPT_PER_ASSET {
+            queued.events.pop_front();
+        }
+    }
+
+    /// Takes out the events a run consumed, and the assets left with none.
+    fn consume(&mut self, consumed: &[ConsumedAssetEvent]) {
+        let ids: BTreeSet<i64> = consumed.iter().map(|c| c.event_id).collect();
+        for queued in self.assets.values_mut() {
+            queued.events.retain(|e| !ids.contains(&e.event_id));
+        }
+        self.assets.retain(|_, queued| !queued.events.is_empty());
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.assets.is_empty()
+    }
+
+    /// The assets queued, and the aliases their events came through.
+    fn assets_and_aliases(&self) -> Queued {
+        let mut queued = Queued::default();
+        for (asset, entry) in &self.assets {
+            queued.assets.insert(asset.clone());
+            for event in &entry.events {
+                queued.aliases.extend(event.aliases.iter().cloned());
+            }
+        }
+        queued
+    }
+
+    /// Every event queued, as the run that consumes them records them.
+    fn consumed(&self) -> Vec<ConsumedAssetEvent> {
+        let mut consumed: Vec<ConsumedAssetEvent> = self
+            .assets
+            .iter()
+            .flat_map(|(asset, entry)| {
+                entry.events.iter().map(|e| ConsumedAssetEvent {
+                    event_id: e.event_id,
+                    asset: asset.clone(),
+                })
+            })
+            .collect();
+        consumed.sort_by_key(|c| c.event_id);
+        consumed
+    }
 }
 
 /// The assets each asset alias stands for, by tenant and alias: those a task added an event of
@@ -46,12 +120,11 @@ impl Reactor {
         }
         for dag_id in &e.queued {
             if let Some(dag) = self.dags.get_mut(dag_id) {
-                dag.asset_queue.push(QueuedAssetEvent {
+                let event = QueuedEvent {
                     event_id: recorded.position,
-                    asset: e.asset.clone(),
                     aliases: e.source_aliases.clone(),
-                    recorded_at: recorded.recorded_at,
-                });
+                };
+                dag.asset_queue.push(&e.asset, event, recorded.recorded_at);
             }
         }
     }
@@ -60,7 +133,8 @@ impl Reactor {
     pub(super) fn asset_queue_cleared(&mut self, e: &AssetQueueCleared) {
         if let Some(dag) = self.dags.get_mut(&e.dag_id) {
             dag.asset_queue
-                .retain(|queued| !e.assets.contains(&queued.asset));
+                .assets
+                .retain(|asset, _| !e.assets.contains(asset));
         }
     }
 
@@ -70,11 +144,7 @@ impl Reactor {
             return;
         }
         if let Some(dag) = self.dags.get_mut(&e.dag_id) {
-            dag.asset_queue.retain(|queued| {
-                !e.consumed_asset_events
-                    .iter()
-                    .any(|c| c.event_id == queued.event_id)
-            });
+            dag.asset_queue.consume(&e.consumed_asset_events);
         }
     }
 
@@ -122,11 +192,7 @@ impl Reactor {
 /// What `dag`'s queue holds, as its condition reads it: the assets, and the aliases their
 /// events came through or that stand for them in the DAG's tenant.
 fn queued(dag: &DagEntry, alias_assets: &AliasAssets) -> Queued {
-    let mut queued = Queued::default();
-    for q in &dag.asset_queue {
-        queued.assets.insert(q.asset.clone());
-        queued.aliases.extend(q.aliases.iter().cloned());
-    }
+    let mut queued = dag.asset_queue.assets_and_aliases();
     for ((tenant, alias), assets) in alias_assets {
         if tenant == &dag.tenant && !assets.is_disjoint(&queued.assets) {
             queued.aliases.insert(alias.clone());
@@ -147,12 +213,10 @@ fn asset_triggered_run(
         return None;
     }
     // Each asset's entry dates from its first event (Airflow keeps the first queue row).
-    let mut first_queued: BTreeMap<&AssetKey, DateTime<Utc>> = BTreeMap::new();
-    for q in &dag.asset_queue {
-        first_queued.entry(&q.asset).or_insert(q.recorded_at);
-    }
-    let run_after = first_queued.values().max().copied()?;
-    let last_event = dag.asset_queue.iter().map(|q| q.event_id).max()?;
+    let queue = &dag.asset_queue;
+    let run_after = queue.assets.values().map(|q| q.first_queued).max()?;
+    let consumed = queue.consumed();
+    let last_event = consumed.last()?.event_id;
     Some(RunQueued {
         dag_id: dag_id.to_owned(),
         run_id: run_id(dag_id, run_after, last_event),
@@ -165,14 +229,7 @@ fn asset_triggered_run(
         triggered_by: "asset".to_owned(),
         dag_version_hash: Some(dag.version_hash.clone()),
         task_ids: dag.task_ids.clone(),
-        consumed_asset_events: dag
-            .asset_queue
-            .iter()
-            .map(|q| ConsumedAssetEvent {
-                event_id: q.event_id,
-                asset: q.asset.clone(),
-            })
-            .collect(),
+        consumed_asset_events: consumed,
     })
 }
 
@@ -199,4 +256,58 @@ fn run_id(dag_id: &str, run_after: DateTime<Utc>, last_event: i64) -> String {
         RunType::AssetTriggered.as_str(),
         run_after.format("%Y-%m-%dT%H:%M:%S%.6f%:z")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> AssetKey {
+        AssetKey {
+            name: name.into(),
+            uri: format!("s3://b/{name}"),
+        }
+    }
+
+    fn at(second: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + i64::from(second), 0).unwrap()
+    }
+
+    fn event(event_id: i64) -> QueuedEvent {
+        QueuedEvent {
+            event_id,
+            aliases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_queue_keeps_each_assets_first_time_and_latest_events_only() {
+        let mut queue = AssetQueue::default();
+        let many = EVENTS_KEPT_PER_ASSET as i64 + 5;
+        for id in 1..=many {
+            queue.push(&key("a"), event(id), at(id as u32));
+        }
+        queue.push(&key("b"), event(many + 1), at(0));
+        let consumed = queue.consumed();
+        assert_eq!(consumed.len(), EVENTS_KEPT_PER_ASSET + 1);
+        assert_eq!(consumed[0].event_id, 6, "the oldest events of a went");
+        assert_eq!(queue.assets[&key("a")].first_queued, at(1));
+    }
+
+    #[test]
+    fn a_run_consumes_what_it_saw_and_leaves_what_came_after() {
+        let mut queue = AssetQueue::default();
+        queue.push(&key("a"), event(1), at(1));
+        queue.push(&key("b"), event(2), at(2));
+        let consumed = queue.consumed();
+        // Recorded after the run's decision, folded before its `RunQueued`.
+        queue.push(&key("a"), event(3), at(3));
+        queue.consume(&consumed);
+        let left = queue.consumed();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].event_id, &left[0].asset), (3, &key("a")));
+        assert!(!queue.assets.contains_key(&key("b")));
+        queue.consume(&left);
+        assert!(queue.is_empty());
+    }
 }

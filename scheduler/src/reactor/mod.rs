@@ -168,8 +168,8 @@ struct DagEntry {
     /// The latest version's asset condition, when it is scheduled on assets.
     asset_condition: Option<leoflow_core::assets::AssetCondition>,
     /// The asset events queued for its next asset-triggered run (Airflow's
-    /// `asset_dag_run_queue`), in log order.
-    asset_queue: Vec<assets::QueuedAssetEvent>,
+    /// `asset_dag_run_queue`).
+    asset_queue: assets::AssetQueue,
 }
 
 impl Default for DagEntry {
@@ -187,7 +187,7 @@ impl Default for DagEntry {
             task_ids: Vec::new(),
             last_scheduled: None,
             asset_condition: None,
-            asset_queue: Vec::new(),
+            asset_queue: assets::AssetQueue::default(),
         }
     }
 }
