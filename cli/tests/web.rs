@@ -323,9 +323,7 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
     }
     let run_path = format!("/dags/etl/runs/{}", encode(&run));
     // The run updated `loaded`, which triggered `on_load`: the asset's page and the DAG's.
-    let assets = lite
-        .api(reqwest::Method::GET, "/api/v2/assets", None)
-        .await;
+    let assets = lite.api(reqwest::Method::GET, "/api/v2/assets", None).await;
     let asset_path = format!("/assets/{}", assets["assets"][0]["id"]);
     let pages = vec![
         "/".to_owned(),

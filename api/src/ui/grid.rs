@@ -302,8 +302,9 @@ pub async fn structure(
     Ok(Json(nodes))
 }
 
-/// `GET /ui/structure/structure_data?dag_id=…&version_number=…`: the graph view's nodes and
-/// edges.
+/// `GET /ui/structure/structure_data?dag_id=…&version_number=…&external_dependencies=…`: the
+/// graph view's nodes and edges; with `external_dependencies=true`, also the assets, aliases and
+/// condition gates around the DAG (see [`super::external`]).
 pub async fn structure_data(
     State(state): State<ApiState>,
     params: Params,
@@ -319,6 +320,7 @@ pub async fn structure_data(
             )
         })?
         .to_owned();
+    let external = params.bool("external_dependencies")?.unwrap_or(false);
     let dag = load_dag(&state, &dag_id).await?;
     let hash = match params.int("version_number")? {
         Some(number) => {
@@ -401,7 +403,11 @@ pub async fn structure_data(
             }
         }
     }
-    Ok(Json(Graph { edges, nodes }))
+    let mut graph = Graph { edges, nodes };
+    if external {
+        super::external::add(&state, &dag_id, &hash, &mut graph).await?;
+    }
+    Ok(Json(graph))
 }
 
 /// Airflow's precedence of states when summarising several (mapped instances, groups).

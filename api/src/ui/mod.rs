@@ -4,6 +4,7 @@ mod assets;
 mod common;
 mod dags;
 mod dependencies;
+mod external;
 mod grid;
 
 use axum::Router;
