@@ -10,9 +10,9 @@
 mod common;
 
 use common::TestApi;
+use common::asset_dags::{self, AssetDag};
 use leoflow_events::catalog::{
-    AliasReference, AssetEventRecorded, AssetKey, AssetReference, AssetRole, DagParsed, RunQueued,
-    RunType,
+    AliasReference, AssetEventRecorded, AssetKey, AssetReference, AssetRole, RunQueued, RunType,
 };
 use leoflow_events::{AppendBatch, DEFAULT_TENANT, Event, Metadata, TaskInstanceKey};
 use serde_json::{Value, json};
@@ -54,15 +54,6 @@ fn alias(name: &str, role: AssetRole, task_id: Option<&str>) -> AliasReference {
     }
 }
 
-/// A task of dag.json downstream of `upstream`.
-fn task(id: &str, upstream: &[&str]) -> Value {
-    json!({"task_id": id, "operator": "@task", "upstream": upstream,
-           "trigger_rule": "all_success", "retries": 0, "retry_delay": 1.0,
-           "retry_exponential_backoff": false, "max_retry_delay": null,
-           "execution_timeout": null, "pool": "default_pool", "pool_slots": 1,
-           "priority_weight": 1, "queue": "default"})
-}
-
 /// A DAG of the default tenant, version `version`, with `tasks` (id, upstream).
 struct Dag<'a> {
     dag_id: &'a str,
@@ -74,36 +65,21 @@ struct Dag<'a> {
 }
 
 async fn parse(api: &TestApi, dag: Dag<'_>) {
-    let tasks: Vec<Value> = dag.tasks.iter().map(|(t, up)| task(t, up)).collect();
-    let document = json!({"dag_id": dag.dag_id, "tasks": tasks});
-    let document_hash = api
-        .store
-        .put_blob("application/json", &document.to_string())
-        .await
-        .unwrap();
-    let parsed = DagParsed {
-        dag_id: dag.dag_id.to_owned(),
-        fileloc: format!("{}/dag.py", dag.dag_id),
-        bundle_name: dag.dag_id.to_owned(),
-        version_hash: dag.version.to_owned(),
-        source_hash: None,
-        document_hash: Some(document_hash),
-        description: None,
-        owners: Vec::new(),
-        tags: Vec::new(),
-        timetable_summary: dag.expression.is_some().then(|| "Asset".to_owned()),
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        catchup: false,
-        is_paused_upon_creation: false,
-        access_control: Default::default(),
-        tenant: DEFAULT_TENANT.to_owned(),
-        provenance: None,
-        asset_expression: dag.expression,
-        asset_references: dag.references,
-        alias_references: dag.aliases,
+    let dag = AssetDag {
+        dag_id: dag.dag_id,
+        tenant: DEFAULT_TENANT,
+        version: dag.version,
+        paused: false,
+        tasks: dag
+            .tasks
+            .iter()
+            .map(|(t, up)| asset_dags::task(t, up))
+            .collect(),
+        expression: dag.expression,
+        references: dag.references,
+        aliases: dag.aliases,
     };
-    append(api, parsed).await;
+    asset_dags::parse(api, dag).await;
 }
 
 async fn append(api: &TestApi, event: impl Into<Event>) {

@@ -6,9 +6,10 @@
 mod common;
 
 use common::TestApi;
+use common::asset_dags::{self, AssetDag};
 use leoflow_events::catalog::{
     AliasReference, AssetEventRecorded, AssetKey, AssetReference, AssetRole, ConsumedAssetEvent,
-    DagParsed, RunQueued, RunType, alias_id,
+    RunQueued, RunType, alias_id,
 };
 use leoflow_events::{AppendBatch, DEFAULT_TENANT, Event, Metadata, TaskInstanceKey};
 use reqwest::Method;
@@ -54,13 +55,6 @@ fn reference(name: &str, role: AssetRole, task_id: Option<&str>) -> AssetReferen
     }
 }
 
-fn task(id: &str) -> Value {
-    json!({"task_id": id, "operator": "@task", "upstream": [], "trigger_rule": "all_success",
-           "retries": 0, "retry_delay": 1.0, "retry_exponential_backoff": false,
-           "max_retry_delay": null, "execution_timeout": null, "pool": "default_pool",
-           "pool_slots": 1, "priority_weight": 1, "queue": "default"})
-}
-
 /// A DAG of `tenant`, version `version`, with `tasks`, naming `references` and `aliases`.
 struct Dag<'a> {
     dag_id: &'a str,
@@ -74,36 +68,17 @@ struct Dag<'a> {
 }
 
 async fn parse(api: &TestApi, dag: Dag<'_>) {
-    let tasks: Vec<Value> = dag.tasks.iter().map(|t| task(t)).collect();
-    let document = json!({"dag_id": dag.dag_id, "tasks": tasks});
-    let document_hash = api
-        .store
-        .put_blob("application/json", &document.to_string())
-        .await
-        .unwrap();
-    let parsed = DagParsed {
-        dag_id: dag.dag_id.to_owned(),
-        fileloc: format!("{}/dag.py", dag.dag_id),
-        bundle_name: dag.dag_id.to_owned(),
-        version_hash: dag.version.to_owned(),
-        source_hash: None,
-        document_hash: Some(document_hash),
-        description: None,
-        owners: Vec::new(),
-        tags: Vec::new(),
-        timetable_summary: dag.expression.is_some().then(|| "Asset".to_owned()),
-        max_active_runs: 16,
-        max_active_tasks: 16,
-        catchup: false,
-        is_paused_upon_creation: dag.paused,
-        access_control: Default::default(),
-        tenant: dag.tenant.to_owned(),
-        provenance: None,
-        asset_expression: dag.expression,
-        asset_references: dag.references,
-        alias_references: dag.aliases,
+    let dag = AssetDag {
+        dag_id: dag.dag_id,
+        tenant: dag.tenant,
+        version: dag.version,
+        paused: dag.paused,
+        tasks: dag.tasks.iter().map(|t| asset_dags::task(t, &[])).collect(),
+        expression: dag.expression,
+        references: dag.references,
+        aliases: dag.aliases,
     };
-    append(api, parsed, &Metadata::actor("test")).await;
+    asset_dags::parse(api, dag).await;
 }
 
 /// Appends `event`; returns its position.

@@ -6,6 +6,7 @@
 //! database, with no project and no scheduler.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod asset_dags;
 pub mod contract;
 
 use std::path::{Path, PathBuf};
