@@ -583,13 +583,18 @@ pub fn alias_id(name: &str) -> i64 {
     derived_id(format!("alias\n{name}").as_bytes())
 }
 
-/// 48 bits of FNV-1a of `bytes`, so JavaScript numbers hold it; never 0 (Airflow's ids start
-/// at 1).
+/// 48 bits of [`stable_hash`] of `bytes`, so JavaScript numbers hold it; never 0 (Airflow's
+/// ids start at 1).
 fn derived_id(bytes: &[u8]) -> i64 {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    ((stable_hash(bytes) >> 16) as i64).max(1)
+}
+
+/// FNV-1a of `bytes`: the same in every build, process and replay (unlike std's hasher), for
+/// what Leoflow derives from the log (ids, run ids).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    ((hash >> 16) as i64).max(1)
+    })
 }
 
 /// An asset was updated (Airflow's asset event): a task listing it in `outlets` succeeded, or

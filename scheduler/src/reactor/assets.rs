@@ -4,7 +4,7 @@
 
 use leoflow_core::assets::{AssetCondition, Queued};
 use leoflow_events::catalog::{
-    AssetEventRecorded, AssetKey, AssetQueueCleared, ConsumedAssetEvent,
+    AssetEventRecorded, AssetKey, AssetQueueCleared, ConsumedAssetEvent, stable_hash,
 };
 
 use super::scheduled::queue_as_scheduler;
@@ -238,12 +238,7 @@ fn asset_triggered_run(
 /// queued twice (a pass racing the fold of its own `RunQueued`, a restart) is the same run.
 fn run_id(dag_id: &str, run_after: DateTime<Utc>, last_event: i64) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    // FNV-1a: stable across builds, unlike std's hasher.
-    let mut bits = format!("{dag_id}\n{last_event}")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let mut bits = stable_hash(format!("{dag_id}\n{last_event}").as_bytes());
     let suffix: String = (0..8)
         .map(|_| {
             let c = ALPHABET[(bits % ALPHABET.len() as u64) as usize] as char;
