@@ -12,6 +12,9 @@ use leoflow_events::EventStore;
 use leoflow_executors::kubernetes::{Namespaces, PodConfig, PodExecutor};
 use leoflow_executors::proto::task_agent_server::TaskAgentServer;
 use leoflow_executors::subprocess::SubprocessExecutor;
+use leoflow_executors::triggerer::{
+    SubprocessTriggerer, TriggerReport, Triggerer, TriggererConfig,
+};
 use leoflow_executors::{AgentConfig, AttemptExit, Executor};
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::janitor::{self, Retention};
@@ -147,16 +150,24 @@ impl ControlPlane {
             reactor =
                 reactor.with_dispatcher(BufferedDispatcher::buffered(executor, buffer, workers));
         }
-        let reactor = reactor
+        let mut reactor = reactor
             .with_supervision(options.supervision.clone())
             .with_liveness(liveness.clone())
             .with_exits(exits_rx);
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let triggerer = start_triggerer(&options, reports_tx);
+        if let Some(triggerer) = triggerer.clone() {
+            reactor = reactor.with_triggerer(triggerer, reports_rx, vault(&store, &options));
+        }
         let specs = reactor.specs();
         let metrics = reactor.metrics();
         let leading = reactor.leading();
         tokio::spawn(relay(leading.clone(), leading_tx));
         let pool = store.pool().clone();
-        let service = agent_service(store, specs.clone(), reactor.liveness(), &options);
+        let mut service = agent_service(store, specs.clone(), reactor.liveness(), &options);
+        if triggerer.is_some() {
+            service = service.with_triggerer();
+        }
         let (shutdown, watcher) = watch::channel(false);
         liveness.flush_every(options.heartbeat_interval, watcher.clone());
         if let Some(certificate) = &certificate {
@@ -338,6 +349,35 @@ async fn start_executor(
     })
 }
 
+/// The triggerer `options` choose: on this host, in the Python of the tries' project (Lite);
+/// none for pods of a cluster (`leoflow server` runs no triggerer yet, so a deferral to a
+/// trigger that is not a time trigger fails its try, naming the trigger).
+fn start_triggerer(
+    options: &ControlPlaneOptions,
+    reports: mpsc::UnboundedSender<TriggerReport>,
+) -> Option<Arc<dyn Triggerer>> {
+    match &options.executor {
+        ExecutorChoice::Projects(projects) => Some(Arc::new(projects.triggerers(reports))),
+        ExecutorChoice::Subprocess | ExecutorChoice::Pods { .. } => {
+            let config = TriggererConfig {
+                python: options.python.interpreter.clone(),
+                sdk_path: options.python.sdk_path.clone(),
+                project_dir: options.project_dir.clone(),
+            };
+            Some(Arc::new(SubprocessTriggerer::new(config, reports)))
+        }
+        ExecutorChoice::Cluster { .. } => None,
+    }
+}
+
+/// What opens secrets sealed in the log, when this control plane has the master keys.
+fn vault(store: &EventStore, options: &ControlPlaneOptions) -> Option<Vault> {
+    options
+        .master_keys
+        .clone()
+        .map(|keys| Vault::new(store.pool().clone(), keys))
+}
+
 /// The gRPC service task agents call, opening Variables and Connections with the master keys
 /// when there are some.
 fn agent_service(
@@ -346,10 +386,7 @@ fn agent_service(
     liveness: Liveness,
     options: &ControlPlaneOptions,
 ) -> AgentService {
-    let vault = options
-        .master_keys
-        .clone()
-        .map(|keys| Vault::new(store.pool().clone(), keys));
+    let vault = vault(&store, options);
     let mut service = AgentService::new(store, specs, liveness, options.heartbeat_interval);
     if let Some(vault) = vault {
         service = service.with_vault(vault);

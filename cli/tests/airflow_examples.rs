@@ -45,7 +45,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 29] = [
+const EXAMPLES: [&str; 30] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -75,6 +75,7 @@ const EXAMPLES: [&str; 29] = [
     "example_asset_alias",
     "example_asset_alias_with_no_taskflow",
     "example_asset_decorator",
+    "example_asset_with_watchers",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -817,6 +818,50 @@ async fn assets(examples: &Examples) {
     asset_event_extras(examples).await;
     asset_aliases(examples).await;
     asset_decorator(examples).await;
+    asset_watchers(examples).await;
+}
+
+/// `example_asset_with_watchers`: while the DAG is unpaused, the triggerer runs its asset's
+/// `FileDeleteTrigger` on `/tmp/test` (the path the example names); a file there is deleted and
+/// updates the asset (extra `{"from_trigger": true, "payload": true}`, as Airflow records it),
+/// which triggers the DAG — each time a file appears.
+async fn asset_watchers(examples: &Examples) {
+    let dag = "example_asset_with_watchers";
+    let file = Path::new("/tmp/test");
+    let _ = std::fs::remove_file(file);
+    examples.unpause(dag).await;
+    for time in 1..=2 {
+        std::fs::write(file, "an external event").unwrap();
+        // The trigger looks every 5 s (its default poke_interval).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while file.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher never took {}",
+                file.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(asset_triggered(examples, dag, time).await, time);
+    }
+    let events = examples
+        .client
+        .get("/api/v2/assets/events?order_by=-timestamp&limit=100")
+        .await;
+    let watched: Vec<&Value> = events["asset_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["uri"] == "example_asset")
+        .collect();
+    assert_eq!(watched.len(), 2, "{events}");
+    for event in watched {
+        assert_eq!(
+            event["extra"],
+            json!({"from_trigger": true, "payload": true}),
+            "{event}"
+        );
+    }
 }
 
 /// The asset-triggered runs of `dag` once it has at least `at_least` runs and all of them

@@ -1,7 +1,9 @@
 //! Tries that wait without a process, on a real Lite: a custom operator that defers itself to a
 //! time trigger resumes in its `method_name`, in the same try, with the trigger's event; a
 //! sensor in reschedule mode ends its process between pokes; a deferral past its timeout
-//! fails. The waits are in the log, so they survive a kill -9 of the control plane.
+//! fails; triggers that are not time triggers run in the triggerer (a `FileTrigger`, a
+//! deferrable `FileSensor`, a trigger of the project's that raises). The waits are in the log,
+//! so they survive a kill -9 of the control plane.
 
 mod common;
 
@@ -18,9 +20,12 @@ import os
 from pathlib import Path
 
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
+from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import DAG, BaseOperator, BaseSensorOperator
 from airflow.providers.standard.triggers.file import FileTrigger
 from airflow.triggers.temporal import TimeDeltaTrigger
+
+from my_triggers import Broken
 
 
 class Waiter(BaseOperator):
@@ -48,8 +53,27 @@ class Waiter(BaseOperator):
 
 
 class FileWaiter(BaseOperator):
+    """Defers itself to a FileTrigger on `pattern` (the triggerer runs it)."""
+
+    def __init__(self, *, pattern, **kwargs):
+        super().__init__(**kwargs)
+        self.pattern = pattern
+
     def execute(self, context):
-        self.defer(trigger=FileTrigger(filepath="/nonexistent/*.csv"), method_name="execute")
+        print(f"waiting for {self.pattern} in process {os.getpid()}")
+        self.defer(trigger=FileTrigger(filepath=self.pattern, poke_interval=0.2), method_name="found")
+
+    def found(self, context, event=None):
+        print(f"found it, the trigger said {event!r}")
+        return event
+
+
+class BrokenWaiter(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=Broken(reason="the queue is gone"), method_name="never")
+
+    def never(self, context, event=None):
+        raise AssertionError("a failed trigger does not resume its method")
 
 
 class FlagSensor(BaseSensorOperator):
@@ -68,7 +92,9 @@ with DAG("deferral", schedule=None):
     Waiter(task_id="wait", seconds=8)
     FlagSensor(task_id="sense", flag="FLAG", mode="reschedule", poke_interval=1)
     Waiter(task_id="too_long", seconds=3600, timeout_seconds=2)
-    FileWaiter(task_id="file")
+    FileWaiter(task_id="file", pattern="SCRATCH/in/*.csv")
+    FileSensor(task_id="file_sensor", filepath="SCRATCH/in/ready", deferrable=True, poke_interval=0.2)
+    BrokenWaiter(task_id="broken", retries=0)
     DateTimeSensorAsync(
         task_id="ends_there",
         target_time=(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)).isoformat(),
@@ -126,11 +152,14 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
     let project = LiteProject::new("deferral", DAG);
     // The sensor's flag file is made once the control plane was killed and restarted.
     let flag = project.scratch.join("flag");
+    let scratch = project.scratch.to_str().unwrap();
     std::fs::write(
         project.project.join("dag.py"),
-        DAG.replace("\"FLAG\"", &format!("{:?}", flag.to_str().unwrap())),
+        DAG.replace("\"FLAG\"", &format!("{:?}", flag.to_str().unwrap()))
+            .replace("SCRATCH", scratch),
     )
     .unwrap();
+    std::fs::write(project.project.join("my_triggers.py"), MY_TRIGGERS).unwrap();
     let mut lite = project.lite();
     let client = Client::login(&lite.base).await;
     let run_id = trigger(&client).await;
@@ -168,7 +197,26 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
         assert!(!alive(pid), "the agent {pid} of {ti} still runs");
     }
 
-    // The waits are events of the log: a control plane killed now finds them on restart.
+    // Waiting on the triggerer, with no process of its own either; the API names its trigger
+    // and masks its arguments (sealed in the log).
+    for task_id in ["file", "file_sensor"] {
+        let waiting = ti_until(&client, &ti_path(&run_id, task_id), |ti| {
+            ti["state"] == "deferred"
+        })
+        .await;
+        assert_eq!(
+            waiting["trigger"]["classpath"], "airflow.providers.standard.triggers.file.FileTrigger",
+            "{waiting}"
+        );
+        assert_eq!(waiting["trigger"]["kwargs"], "***", "{waiting}");
+    }
+    ti_until(&client, &ti_path(&run_id, "broken"), |ti| {
+        ti["state"] == "failed"
+    })
+    .await;
+
+    // The waits are events of the log: a control plane killed now finds them on restart, and
+    // starts their triggers again.
     assert!(!lite.signal(libc::SIGKILL).success());
     let lite = project.lite();
     let client = Client::login(&lite.base).await;
@@ -179,6 +227,9 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
         "{still}"
     );
     std::fs::write(&flag, "here").unwrap();
+    std::fs::create_dir(project.scratch.join("in")).unwrap();
+    std::fs::write(project.scratch.join("in/a.csv"), "a").unwrap();
+    std::fs::write(project.scratch.join("in/ready"), "").unwrap();
 
     let run = client
         .until(&format!("/api/v2/dags/deferral/dagRuns/{run_id}"), |run| {
@@ -189,7 +240,15 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
     assert_eq!(run["state"], "failed", "{run}");
     let states: Vec<(String, Value, Value)> = {
         let mut found = Vec::new();
-        for task_id in ["wait", "sense", "too_long", "file", "ends_there"] {
+        for task_id in [
+            "wait",
+            "sense",
+            "too_long",
+            "file",
+            "file_sensor",
+            "broken",
+            "ends_there",
+        ] {
             let ti = client.get(&ti_path(&run_id, task_id)).await;
             // A task instance no longer deferred waits for no trigger.
             assert!(ti["trigger"].is_null(), "{ti}");
@@ -207,7 +266,9 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
             ("wait".to_owned(), json!("success"), json!(1)),
             ("sense".to_owned(), json!("success"), json!(1)),
             ("too_long".to_owned(), json!("failed"), json!(1)),
-            ("file".to_owned(), json!("failed"), json!(1)),
+            ("file".to_owned(), json!("success"), json!(1)),
+            ("file_sensor".to_owned(), json!("success"), json!(1)),
+            ("broken".to_owned(), json!("failed"), json!(1)),
             ("ends_there".to_owned(), json!("success"), json!(1)),
         ]
     );
@@ -260,10 +321,42 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
         !ends_there.contains("after the trigger fired"),
         "{ends_there}"
     );
-    // A trigger nothing would run is refused at once, naming it.
+    // The triggerer ran the file trigger (its log lines are the try's), then the try resumed
+    // in its method with the trigger's event.
     let file = log("file").await;
+    let waiting = file.find("waiting for").expect(&file);
+    let found = file.find("[triggerer] INFO - Found file").expect(&file);
+    let resumed = file.find("found it, the trigger said True").expect(&file);
+    assert!(waiting < found && found < resumed, "{file}");
+    let sensor = log("file_sensor").await;
+    assert!(sensor.contains("completed successfully as"), "{sensor}");
+    // A trigger that raised failed its try, its traceback in the try's log.
+    let broken = log("broken").await;
+    assert!(broken.contains("the try's trigger failed"), "{broken}");
     assert!(
-        file.contains("FileTrigger, which is not supported by Leoflow"),
-        "{file}"
+        broken.contains("RuntimeError: the queue is gone"),
+        "{broken}"
+    );
+    assert!(
+        !broken.contains("a failed trigger does not resume"),
+        "{broken}"
     );
 }
+
+/// A trigger of the project's own, which the triggerer imports from the project.
+const MY_TRIGGERS: &str = r#"
+from airflow.triggers.base import BaseTrigger
+
+
+class Broken(BaseTrigger):
+    def __init__(self, reason):
+        super().__init__()
+        self.reason = reason
+
+    def serialize(self):
+        return ("my_triggers.Broken", {"reason": self.reason})
+
+    async def run(self):
+        raise RuntimeError(self.reason)
+        yield
+"#;

@@ -186,6 +186,38 @@ pub fn condition_of(dag: &Value) -> Result<Option<AssetCondition>, ConditionErro
     }
 }
 
+/// An asset watcher as dag.json names it (Airflow's `AssetWatcher`): a trigger the triggerer
+/// runs while the DAG is scheduled on the asset, each of its events an update of the asset.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watcher {
+    /// The asset it watches.
+    pub asset: AssetKey,
+    /// Its name.
+    pub name: String,
+    /// Its trigger.
+    pub trigger: WatcherTrigger,
+}
+
+/// A watcher's trigger: a `BaseEventTrigger`'s class and arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatcherTrigger {
+    /// `module.Class`.
+    pub classpath: String,
+    /// Its keyword arguments.
+    pub kwargs: Map<String, Value>,
+}
+
+/// The asset watchers of a dag.json DAG's schedule (none unless it is on assets).
+pub fn watchers_of(dag: &Value) -> Result<Vec<Watcher>, ConditionError> {
+    let schedule = &dag["schedule"];
+    match schedule["type"].as_str() {
+        Some("assets" | "asset_or_time") => list_in(schedule, "watchers"),
+        _ => Ok(Vec::new()),
+    }
+}
+
 fn assets_in(task: &Value, key: &str) -> Result<Vec<Asset>, ConditionError> {
     list_in(task, key)
 }
@@ -371,5 +403,28 @@ mod tests {
             ]
         );
         assert_eq!(references[2].extra, r#"{"k":1}"#);
+    }
+
+    #[test]
+    fn a_schedules_watchers_are_read_and_a_bad_one_is_refused() {
+        let watcher = json!({"asset": {"name": "a", "uri": "s3://b/a"}, "name": "w",
+                             "trigger": {"classpath": "m.T", "kwargs": {"filepath": "/tmp/x"}}});
+        let dag = json!({"schedule": {"type": "assets", "condition": asset("a"),
+                                      "watchers": [watcher]}});
+        let watchers = watchers_of(&dag).unwrap();
+        assert_eq!(watchers.len(), 1);
+        assert_eq!(watchers[0].asset.uri, "s3://b/a");
+        assert_eq!(watchers[0].trigger.classpath, "m.T");
+        assert_eq!(watchers[0].trigger.kwargs["filepath"], "/tmp/x");
+        let unwatched = json!({"schedule": {"type": "assets", "condition": asset("a")}});
+        assert!(watchers_of(&unwatched).unwrap().is_empty());
+        let bad = json!({"schedule": {"type": "assets", "condition": asset("a"),
+                                      "watchers": [{"name": "w"}]}});
+        assert!(
+            watchers_of(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("watchers")
+        );
     }
 }

@@ -32,6 +32,8 @@ pub struct TaskInstance {
     pub timeout_at: Option<DateTime<Utc>>,
     /// A deferred try ends, successful, when its time trigger fires (`end_from_trigger`).
     pub ends_at_due: bool,
+    /// What a deferred try waits for, while it waits.
+    pub trigger: Option<DeferredTrigger>,
     /// Item count of its `return_value` XCom, when that is a list or dict (what a task mapped
     /// over it expands to).
     pub result_len: Option<i64>,
@@ -47,6 +49,7 @@ impl TaskInstance {
             due_at: None,
             timeout_at: None,
             ends_at_due: false,
+            trigger: None,
             result_len: None,
             attempt_digest: None,
         }
@@ -538,17 +541,22 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
             t.due_at = None;
             t.timeout_at = None;
             t.ends_at_due = false;
+            t.trigger = None;
             t.attempt_digest = None;
         }
         Event::TaskDeferred(e) => {
             if let Some(t) = state.tis.get_mut(&id(&e.ti)) {
                 t.state = TiState::Deferred;
-                let DeferredTrigger::Time {
-                    moment,
-                    end_from_trigger,
-                } = e.trigger;
-                (t.due_at, t.ends_at_due) = (Some(moment), end_from_trigger);
+                (t.due_at, t.ends_at_due) = match &e.trigger {
+                    DeferredTrigger::Time {
+                        moment,
+                        end_from_trigger,
+                    } => (Some(*moment), *end_from_trigger),
+                    // Due when the triggerer says it fired, not at a time.
+                    DeferredTrigger::Python { .. } => (None, false),
+                };
                 t.timeout_at = e.timeout_at;
+                t.trigger = Some(e.trigger.clone());
             }
         }
         Event::TaskRescheduled(e) => {
@@ -562,6 +570,7 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
                 t.state = TiState::Scheduled;
                 t.due_at = None;
                 t.timeout_at = None;
+                t.trigger = None;
                 t.attempt_digest = None;
             }
         }
@@ -587,6 +596,7 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
                 t.state = TiState::Pending;
                 t.due_at = None;
                 t.timeout_at = None;
+                t.trigger = None;
                 t.result_len = None;
             }
         }

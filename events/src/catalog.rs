@@ -802,9 +802,9 @@ pub struct TaskDeferred {
     pub timeout_at: Option<DateTime<Utc>>,
 }
 
-/// What a deferred try waits for. Only time triggers are run; a triggerer's triggers would be
-/// another kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a deferred try waits for: a moment (a timer of the scheduler), or a trigger the
+/// triggerer runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeferredTrigger {
     /// A moment (Airflow's `DateTimeTrigger`, and `TimeDeltaTrigger`, which is one): a timer of
@@ -816,6 +816,15 @@ pub enum DeferredTrigger {
         /// `end_from_trigger=True`): no process runs again.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         end_from_trigger: bool,
+    },
+    /// Any other trigger (Airflow's `BaseTrigger` subclasses): the triggerer builds it again
+    /// from its class and arguments and runs it until it yields an event.
+    Python {
+        /// The trigger's class, `module.Class`, as its `serialize()` names it.
+        classpath: String,
+        /// Its keyword arguments, a JSON object (datetimes tagged as Airflow tags them), sealed
+        /// with the run's data key: Airflow encrypts a trigger's arguments too.
+        kwargs: Sealed,
     },
 }
 

@@ -5,6 +5,8 @@
 //! - [`Executor`]: what the scheduler hands attempts to, and how it stops them.
 //! - [`subprocess::SubprocessExecutor`]: Lite's adapter: `leoflow agent` as a child process.
 //! - [`kubernetes::PodExecutor`]: `leoflow agent` in one Kubernetes pod per attempt.
+//! - [`triggerer`]: Airflow's triggers other than time triggers, in one supervised Python
+//!   process.
 //! - [`agent`]: the agent itself (`leoflow agent`), client side of the protocol.
 //! - [`protocol`]: the messages the agent and the SDK's Python task runner exchange.
 
@@ -16,6 +18,7 @@ mod command;
 pub mod kubernetes;
 pub mod protocol;
 pub mod subprocess;
+pub mod triggerer;
 pub mod zygote;
 
 pub use attempt::{Attempt, AttemptExit, AttemptKey, Executor, Placement, Room};

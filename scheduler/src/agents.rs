@@ -59,6 +59,9 @@ pub struct AgentService {
     max_xcom_bytes: usize,
     xcom_values: XComValues,
     tenants: DagTenants,
+    /// Whether a triggerer runs the triggers that are not time triggers (else a deferral to
+    /// one fails its try, naming the trigger).
+    triggerer: bool,
 }
 
 /// The tenant of each DAG whose tries called, by (dag_id, generation). A DAG id belongs to one
@@ -168,7 +171,14 @@ impl AgentService {
             max_xcom_bytes: DEFAULT_MAX_XCOM_BYTES,
             xcom_values: XComValues::default(),
             tenants: DagTenants::default(),
+            triggerer: false,
         }
+    }
+
+    /// Accepts deferrals to any trigger: the control plane runs a triggerer.
+    pub fn with_triggerer(mut self) -> Self {
+        self.triggerer = true;
+        self
     }
 
     /// Refuses XCom values larger than `bytes` (their task fails with the size and the limit).

@@ -450,7 +450,7 @@ pub struct TriggerResponse {
     pub kwargs: String,
     pub created_date: DateTime<Utc>,
     pub queue: Option<String>,
-    /// Leoflow's time triggers are timers of the scheduler: no triggerer runs them.
+    /// Leoflow's triggerer is the control plane's own process, not a job with an id.
     pub triggerer_id: Option<i64>,
 }
 
@@ -461,8 +461,20 @@ impl TriggerResponse {
             return None;
         }
         let trigger = ti.trigger.as_ref()?;
-        // The only kind recorded: a moment (`DateTimeTrigger`; a `TimeDeltaTrigger` is one, and
-        // Airflow records it as one too).
+        if trigger["kind"] == "python" {
+            // Its arguments are sealed in the log (they may hold credentials): masked here, as
+            // Airflow masks secrets it shows.
+            return Some(Self {
+                id: ti.trigger_id?,
+                classpath: trigger["classpath"].as_str()?.to_owned(),
+                kwargs: "***".to_owned(),
+                created_date: ti.trigger_created_at?,
+                queue: None,
+                triggerer_id: None,
+            });
+        }
+        // A moment (`DateTimeTrigger`; a `TimeDeltaTrigger` is one, and Airflow records it as
+        // one too).
         let moment: DateTime<Utc> = serde_json::from_value(trigger["moment"].clone()).ok()?;
         let end_from_trigger = trigger["end_from_trigger"].as_bool().unwrap_or(false);
         Some(Self {

@@ -40,9 +40,7 @@ enum ReportedTrigger {
     },
     Python {
         classpath: String,
-        // Read so that a report of the wrong shape is refused as such; nothing runs it.
-        #[serde(rename = "kwargs")]
-        _kwargs: serde::de::IgnoredAny,
+        kwargs: Map<String, Value>,
     },
 }
 
@@ -60,7 +58,7 @@ impl AgentService {
         deferral_json: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<Outcome, Status> {
-        let (moment, reported) = match read_deferral(deferral_json, at) {
+        let reported = match read_deferral(deferral_json, at, self.triggerer) {
             Ok(checked) => checked,
             Err(why) => {
                 // No process of the try is left to say why it failed: its log says it.
@@ -71,16 +69,18 @@ impl AgentService {
             }
         };
         let owner = run_stream(&key.dag_id, &key.run_id);
-        let end_from_trigger = matches!(
-            reported.trigger,
+        let trigger = match reported.trigger {
             ReportedTrigger::Time {
-                end_from_trigger: true,
-                ..
-            }
-        );
-        let trigger = DeferredTrigger::Time {
-            moment,
-            end_from_trigger,
+                moment,
+                end_from_trigger,
+            } => DeferredTrigger::Time {
+                moment,
+                end_from_trigger,
+            },
+            ReportedTrigger::Python { classpath, kwargs } => DeferredTrigger::Python {
+                classpath,
+                kwargs: self.seal(&owner, &Value::Object(kwargs)).await?,
+            },
         };
         let kwargs = Value::Object(reported.kwargs.unwrap_or_default());
         let timeout_at = reported
@@ -165,12 +165,13 @@ impl AgentService {
     }
 }
 
-/// The runner's deferral, checked: its trigger's moment (only time triggers are run), a method,
-/// and a timeout that makes sense at `at`.
+/// The runner's deferral, checked: its trigger (its moment for a time trigger; any other needs
+/// `triggerer`), a method, and a timeout that makes sense at `at`.
 fn read_deferral(
     json: Option<&str>,
     at: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, Reported), String> {
+    triggerer: bool,
+) -> Result<Reported, String> {
     let json = json.ok_or("its runner did not say how it waits")?;
     let reported: Reported =
         serde_json::from_str(json).map_err(|e| format!("its deferral is unreadable: {e}"))?;
@@ -178,22 +179,28 @@ fn read_deferral(
         return Err("its deferral names no method to resume in".to_owned());
     }
     let longest = Duration::days(LONGEST_WAIT_DAYS);
-    let moment = match &reported.trigger {
+    match &reported.trigger {
         ReportedTrigger::Time { moment, .. } if *moment > at + longest => {
             return Err(format!(
                 "its trigger's moment, {moment}, is more than 100 years away"
             ));
         }
-        ReportedTrigger::Time { moment, .. } => *moment,
+        ReportedTrigger::Time { .. } => {}
+        ReportedTrigger::Python { classpath, .. } if !classpath.contains('.') => {
+            return Err(format!(
+                "its trigger's class, {classpath:?}, is not a module's class (module.Class)"
+            ));
+        }
+        ReportedTrigger::Python { .. } if triggerer => {}
         // Nothing would run it: refused rather than left waiting until its timeout.
         ReportedTrigger::Python { classpath, .. } => {
             return Err(format!(
-                "to trigger {classpath}, which is not supported by Leoflow: only \
-                 DateTimeTrigger and TimeDeltaTrigger are (timers of the scheduler); a trigger \
-                 of another class needs a triggerer, which Leoflow does not run yet"
+                "to trigger {classpath}, and this control plane runs no triggerer (leoflow \
+                 server does not yet): only DateTimeTrigger and TimeDeltaTrigger are run here, \
+                 as timers of the scheduler"
             ));
         }
-    };
+    }
     match reported.timeout {
         Some(seconds) if !seconds.is_finite() || seconds < 0.0 => {
             Err(format!("its timeout, {seconds} s, is not a duration"))
@@ -201,7 +208,7 @@ fn read_deferral(
         Some(seconds) if seconds > longest.num_seconds() as f64 => {
             Err(format!("its timeout, {seconds} s, is more than 100 years"))
         }
-        _ => Ok((moment, reported)),
+        _ => Ok(reported),
     }
 }
 
@@ -217,10 +224,25 @@ mod tests {
     fn a_time_deferral_reads_with_its_method_and_timeout() {
         let json = r#"{"trigger": {"kind": "time", "moment": "2026-12-04T11:00:00+00:00"},
                        "method": "execute_complete", "kwargs": {"n": 1}, "timeout": 60}"#;
-        let (moment, reported) = read_deferral(Some(json), at()).unwrap();
+        let reported = read_deferral(Some(json), at(), false).unwrap();
         assert_eq!(reported.method, "execute_complete");
         assert_eq!(reported.timeout, Some(60.0));
-        assert_eq!(moment, at() + Duration::hours(1));
+        assert!(
+            matches!(reported.trigger, ReportedTrigger::Time { moment, .. } if moment == at() + Duration::hours(1))
+        );
+    }
+
+    #[test]
+    fn a_deferral_to_another_trigger_needs_a_triggerer() {
+        let json = r#"{"trigger": {"kind": "python", "classpath": "files.FileTrigger",
+                                   "kwargs": {"filepath": "/tmp/x"}}, "method": "m"}"#;
+        let reported = read_deferral(Some(json), at(), true).unwrap();
+        assert!(
+            matches!(&reported.trigger, ReportedTrigger::Python { classpath, kwargs }
+                     if classpath == "files.FileTrigger" && kwargs["filepath"] == "/tmp/x")
+        );
+        let error = read_deferral(Some(json), at(), false).unwrap_err();
+        assert!(error.contains("runs no triggerer"), "{error}");
     }
 
     #[test]
@@ -248,7 +270,19 @@ mod tests {
                 Some(
                     r#"{"trigger": {"kind": "python", "classpath": "files.FileTrigger", "kwargs": {}}, "method": "m"}"#,
                 ),
-                "trigger files.FileTrigger, which is not supported by Leoflow",
+                "trigger files.FileTrigger, and this control plane runs no triggerer",
+            ),
+            (
+                Some(
+                    r#"{"trigger": {"kind": "python", "classpath": "FileTrigger", "kwargs": {}}, "method": "m"}"#,
+                ),
+                "not a module's class",
+            ),
+            (
+                Some(
+                    r#"{"trigger": {"kind": "python", "classpath": "a.B", "kwargs": [1]}, "method": "m"}"#,
+                ),
+                "unreadable",
             ),
             (
                 Some(
@@ -258,7 +292,7 @@ mod tests {
             ),
         ];
         for (json, expected) in cases {
-            let error = read_deferral(json, at()).unwrap_err();
+            let error = read_deferral(json, at(), false).unwrap_err();
             assert!(error.contains(expected), "{json:?}: {error}");
         }
     }

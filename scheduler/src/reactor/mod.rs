@@ -24,6 +24,7 @@ mod model;
 mod scheduled;
 mod supervision;
 mod timers;
+mod triggers;
 // Public only while the API still reaches into it (`load_run`) and the reactor tests and the
 // decision-latency benchmark submit commands through it; the rest of Leoflow uses the
 // re-exports below.
@@ -170,6 +171,8 @@ struct DagEntry {
     /// The asset events queued for its next asset-triggered run (Airflow's
     /// `asset_dag_run_queue`).
     asset_queue: assets::AssetQueue,
+    /// The latest version's asset watchers (the triggerer runs them while it is unpaused).
+    watchers: Vec<leoflow_core::assets::Watcher>,
 }
 
 impl Default for DagEntry {
@@ -188,6 +191,7 @@ impl Default for DagEntry {
             last_scheduled: None,
             asset_condition: None,
             asset_queue: assets::AssetQueue::default(),
+            watchers: Vec::new(),
         }
     }
 }
@@ -230,6 +234,8 @@ pub struct Reactor {
     metrics: SchedulerMetrics,
     /// When the oldest live event applied since the last pass over the model was appended.
     last_live_event: Option<DateTime<Utc>>,
+    /// The triggerer running the triggers that are not time triggers, if there is one.
+    triggers: Option<triggers::Triggers>,
 }
 
 impl Reactor {
@@ -258,6 +264,7 @@ impl Reactor {
             live_from: i64::MAX,
             metrics,
             last_live_event: None,
+            triggers: None,
         }
     }
 
@@ -278,6 +285,18 @@ impl Reactor {
     pub fn with_liveness(mut self, liveness: Liveness) -> Self {
         self.metrics.liveness = Some(liveness.clone());
         self.liveness = liveness;
+        self
+    }
+
+    /// Runs deferred tries' triggers and assets' watchers in `triggerer`, learning what they do
+    /// from `reports`; a deferral's arguments are opened with `vault`.
+    pub fn with_triggerer(
+        mut self,
+        triggerer: Arc<dyn leoflow_executors::triggerer::Triggerer>,
+        reports: mpsc::UnboundedReceiver<leoflow_executors::triggerer::TriggerReport>,
+        vault: Option<leoflow_secrets::Vault>,
+    ) -> Self {
+        self.triggers = Some(triggers::Triggers::new(triggerer, reports, vault));
         self
     }
 
@@ -378,6 +397,7 @@ impl Reactor {
         heartbeat.reset();
         let mut subscription = self.store.subscribe(1).await?;
         let mut exits = self.exits.take();
+        let mut reports = self.triggers.as_mut().and_then(|t| t.take_reports());
         let room = self.dispatcher.room();
         let result = loop {
             if let Err(error) = self.react_once(&mut subscription).await {
@@ -404,6 +424,9 @@ impl Reactor {
                     Err(error) => break Err(error.into()),
                 },
                 Some(exit) = next_exit(&mut exits) => self.agent_exited(exit).await,
+                Some(report) = triggers::next_report(&mut reports) => {
+                    self.trigger_reported(report).await;
+                }
                 _ = heartbeat.tick() => {
                     if let Err(error) = leadership.beat().await {
                         break Err(error);
@@ -419,6 +442,9 @@ impl Reactor {
             }
         };
         self.exits = exits;
+        if let Some(triggers) = self.triggers.as_mut() {
+            triggers.give_back(reports);
+        }
         // A stop for good — asked for, or a corrupt log that ends the process — gives the lock
         // and the heartbeat up, so health says at once that no scheduler is active.
         if matches!(
@@ -451,6 +477,10 @@ impl Reactor {
         self.runs_held.store(0, Ordering::Relaxed);
         self.pools.clear();
         self.in_flight.clear();
+        // Only the leader runs triggers.
+        if let Some(triggers) = self.triggers.as_mut() {
+            triggers.stop_all();
+        }
     }
 
     /// Does whatever has become possible; returns the earliest future deadline.
@@ -462,6 +492,7 @@ impl Reactor {
         self.queue_admitted().await;
         self.dispatch_queued().await;
         let next_retry = self.fire_timers(now).await;
+        self.sync_triggers().await;
         let next_deadline = self.supervise(now).await;
         let running = self
             .in_flight

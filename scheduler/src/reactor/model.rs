@@ -103,8 +103,17 @@ impl Reactor {
             Some(hash) => load_version(&self.store, hash).await,
             None => Version::default(),
         };
-        (dag.schedule, dag.task_ids, dag.asset_condition) =
-            (version.schedule, version.task_ids, version.asset_condition);
+        (
+            dag.schedule,
+            dag.task_ids,
+            dag.asset_condition,
+            dag.watchers,
+        ) = (
+            version.schedule,
+            version.task_ids,
+            version.asset_condition,
+            version.watchers,
+        );
         dag.max_active_tasks = e.max_active_tasks.max(1);
     }
 

@@ -12,6 +12,8 @@ pub(super) struct Version {
     pub task_ids: Vec<String>,
     /// The asset condition it is scheduled on, if any.
     pub asset_condition: Option<AssetCondition>,
+    /// The watchers of the assets it is scheduled on.
+    pub watchers: Vec<leoflow_core::assets::Watcher>,
 }
 
 /// A DAG version's document as the scheduler reads it; what cannot be read is left out, with
@@ -31,6 +33,9 @@ pub(super) async fn load_version(store: &EventStore, document_hash: &str) -> Ver
         .inspect_err(|e| unschedulable(e))
         .ok()
         .flatten();
+    let watchers = leoflow_core::assets::watchers_of(&document)
+        .inspect_err(|e| unschedulable(e))
+        .unwrap_or_default();
     // Documents without a schedule (hand-built ones in tests) are only triggered by hand.
     let schedule = match document.get("schedule") {
         None => None,
@@ -42,6 +47,7 @@ pub(super) async fn load_version(store: &EventStore, document_hash: &str) -> Ver
         schedule,
         task_ids: leoflow_core::spec::task_ids(&document),
         asset_condition,
+        watchers,
     }
 }
 

@@ -446,7 +446,6 @@ def test_an_outlet_or_inlet_that_is_not_an_asset_is_refused_naming_it(
 
 
 STILL_REFUSED = [
-    ("AssetWatcher", "asset watchers (runs started by an external event) are not supported yet"),
     ("PartitionedAssetTimetable", "partitioned asset runs are not supported"),
     ("CronPartitionTimetable", "partitioned runs are not supported"),
     ("IdentityMapper", "partitioned asset runs are not supported"),
@@ -464,17 +463,67 @@ def test_what_leoflow_does_not_support_yet_is_refused_naming_it(tmp_path: Path, 
     assert "asset-driven scheduling is not supported" not in error["message"], error
 
 
+def test_asset_references_are_refused_naming_them(tmp_path: Path) -> None:
+    error = refusal(tmp_path, "x = Asset.ref(name='orders')\n")
+    assert (error["kind"], error["line"]) == ("UnsupportedConstruct", BODY_LINE), error
+    assert "Asset.ref() is not supported by Leoflow: asset references are not supported yet" in error["message"], error
+
+
+WATCHED = """\
+from airflow.sdk import AssetWatcher
+from airflow.providers.standard.triggers.file import FileDeleteTrigger
+inbox = Asset("inbox", watchers=[AssetWatcher(name="w", trigger=FileDeleteTrigger(filepath="/data/in", poke_interval=2))])
+"""
+WATCHER = {
+    "asset": {"name": "inbox", "uri": "inbox"},
+    "name": "w",
+    "trigger": {
+        "classpath": "airflow.providers.standard.triggers.file.FileDeleteTrigger",
+        "kwargs": {"filepath": "/data/in", "poke_interval": 2},
+    },
+}
+
+
 @pytest.mark.parametrize(
-    ("expression", "construct"),
+    ("schedule", "expected"),
     [
-        ("Asset.ref(name='orders')", "Asset.ref() is not supported by Leoflow: asset references are not supported yet"),
-        ("Asset('orders', watchers=[object()])", "Asset(watchers=...) is not supported by Leoflow: asset watchers"),
+        ("inbox", [WATCHER]),
+        ("[inbox, a]", [WATCHER]),
+        ("inbox | (a & inbox)", [WATCHER]),  # each watcher once
+        ("AssetOrTimeSchedule(timetable=CronTriggerTimetable('@daily', timezone='UTC'), assets=inbox)", [WATCHER]),
+        ("a", None),  # no watcher: the schedule says nothing of them
     ],
 )
-def test_asset_references_and_watchers_are_refused_naming_them(tmp_path: Path, expression: str, construct: str) -> None:
-    error = refusal(tmp_path, f"x = {expression}\n")
-    assert (error["kind"], error["line"]) == ("UnsupportedConstruct", BODY_LINE), error
-    assert construct in error["message"], error
+def test_the_watchers_of_a_schedules_assets_are_in_dag_json(tmp_path: Path, schedule: str, expected: Any) -> None:
+    dag = document(tmp_path, WATCHED + f"with DAG('d', schedule={schedule}):\n    EmptyOperator(task_id='t')\n")["dags"][0]
+    assert dag["schedule"].get("watchers") == expected
+
+
+def test_a_watcher_is_not_part_of_what_identifies_its_asset(tmp_path: Path) -> None:
+    dag = document(tmp_path, WATCHED + "with DAG('d', schedule=inbox & Asset('inbox')):\n    EmptyOperator(task_id='t')\n")["dags"][0]
+    assert dag["schedule"]["condition"] == {"all": [{"asset": {"name": "inbox", "uri": "inbox", "group": "asset", "extra": {}}}] * 2}
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        (
+            "AssetWatcher(name='w', trigger=FileTrigger(filepath='/x'))",
+            "AssetWatcher 'w': its trigger must be a BaseEventTrigger (airflow.triggers.base.BaseEventTrigger, "
+            "e.g. FileDeleteTrigger), not",
+        ),
+        ("AssetWatcher(name='', trigger=FileDeleteTrigger(filepath='/x'))", "AssetWatcher name cannot be empty"),
+        ("Asset('orders', watchers=[object()])", "Asset(watchers=...) takes AssetWatcher objects, not"),
+    ],
+)
+def test_bad_watchers_are_refused_saying_why(tmp_path: Path, expression: str, message: str) -> None:
+    imports = (
+        "from airflow.sdk import AssetWatcher\n"
+        "from airflow.providers.standard.triggers.file import FileDeleteTrigger, FileTrigger\n"
+    )
+    error = refusal(tmp_path, imports + f"x = {expression}\n")
+    assert (error["kind"], error["line"]) == ("DagDefinitionError", BODY_LINE + 2), error
+    assert message in error["message"], error
 
 
 def test_the_schema_holds_asset_documents_to_their_shape(tmp_path: Path) -> None:

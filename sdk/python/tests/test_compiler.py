@@ -357,7 +357,7 @@ BAD_INPUT = [
         "    EmptyOperator(task_id='a')\n",
         4, "DagDefinitionError", "task_id 'a' is used twice in DAG 'x' (first at line 3)",
     ),
-    ("unsupported import", "from airflow.sdk import AssetWatcher\n", 1, "UnsupportedConstruct", "airflow.sdk.AssetWatcher"),
+    ("unsupported import", "from airflow.sdk import AssetRef\n", 1, "UnsupportedConstruct", "airflow.sdk.AssetRef"),
     (
         "unsupported module",
         "from airflow.providers.standard.operators.hitl import ApprovalOperator\n",

@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_executors::subprocess::SubprocessExecutor;
+use leoflow_executors::triggerer::{
+    SubprocessTriggerer, TriggerReport, TriggerSpec, Triggerer, TriggererConfig,
+};
 use leoflow_executors::{AgentConfig, Attempt, AttemptExit, AttemptKey, Executor};
 use tokio::sync::mpsc;
 
@@ -201,6 +204,97 @@ impl Executor for ProjectExecutors {
         };
         for executor in all {
             executor.terminate(attempt, reason);
+        }
+    }
+}
+
+/// Lite's triggerer on a folder of projects: a triggerer process per project with triggers to
+/// run (its Python, its directory as import path), each trigger sent to the project of the DAG
+/// it runs for, as tries are.
+#[derive(Clone)]
+pub struct ProjectTriggerers {
+    executors: ProjectExecutors,
+    reports: mpsc::UnboundedSender<TriggerReport>,
+    running: Arc<Mutex<Triggerers>>,
+}
+
+#[derive(Default)]
+struct Triggerers {
+    /// By project (`None`: outside any project).
+    processes: HashMap<Option<String>, Arc<SubprocessTriggerer>>,
+    /// Trigger id → the project whose triggerer runs it.
+    placed: HashMap<String, Option<String>>,
+}
+
+impl ProjectExecutors {
+    /// The triggerers of these projects, reporting on `reports` (once the control plane
+    /// started them: they share its SDK).
+    pub fn triggerers(&self, reports: mpsc::UnboundedSender<TriggerReport>) -> ProjectTriggerers {
+        ProjectTriggerers {
+            executors: self.clone(),
+            reports,
+            running: Arc::default(),
+        }
+    }
+
+    /// The project `dag_id` runs in and how its Python starts (outside any project: the base
+    /// Python's); `None` before the control plane started.
+    fn triggerer_config(&self, dag_id: &str) -> Option<(Option<String>, TriggererConfig)> {
+        let inner = self.inner.lock().expect("not poisoned");
+        let (base, _) = inner.started.as_ref()?;
+        let project = inner
+            .routes
+            .get(dag_id)
+            .and_then(|name| Some((name.clone(), inner.projects.get(name)?)));
+        Some(match project {
+            Some((name, project)) => (
+                Some(name),
+                TriggererConfig {
+                    python: project.python.interpreter.clone(),
+                    sdk_path: project.python.sdk_path.clone(),
+                    project_dir: Some(project.dir.clone()),
+                },
+            ),
+            None => (
+                None,
+                TriggererConfig {
+                    python: base.python.clone(),
+                    sdk_path: base.sdk_path.clone(),
+                    project_dir: None,
+                },
+            ),
+        })
+    }
+}
+
+impl Triggerer for ProjectTriggerers {
+    fn start(&self, trigger: TriggerSpec) {
+        let Some((project, config)) = self.executors.triggerer_config(&trigger.dag_id) else {
+            tracing::error!("no triggerer for {}: not started", trigger.dag_id);
+            return;
+        };
+        let mut running = self.running.lock().expect("not poisoned");
+        let process = running
+            .processes
+            .entry(project.clone())
+            .or_insert_with(|| Arc::new(SubprocessTriggerer::new(config, self.reports.clone())))
+            .clone();
+        // A trigger moved to another project (its DAG did) stops where it ran.
+        if let Some(before) = running.placed.insert(trigger.id.clone(), project.clone())
+            && before != project
+            && let Some(old) = running.processes.get(&before)
+        {
+            old.cancel(&trigger.id);
+        }
+        process.start(trigger);
+    }
+
+    fn cancel(&self, id: &str) {
+        let mut running = self.running.lock().expect("not poisoned");
+        if let Some(project) = running.placed.remove(id)
+            && let Some(process) = running.processes.get(&project)
+        {
+            process.cancel(id);
         }
     }
 }

@@ -6,8 +6,9 @@ They are checked as Airflow 3.2's task SDK checks them (apache-airflow-task-sdk 
 `airflow/sdk/definitions/asset`), with its messages, and compiled into dag.json's asset
 references and conditions (docs/dag-json.md). `Metadata` is what a task function yields to set the
 extra of an outlet's asset event (read by `leoflow.asset_events`). The `@asset` decorator is
-`leoflow.asset_decorator`. Asset watchers, asset references (`Asset.ref`) and partitions are
-refused, naming them.
+`leoflow.asset_decorator`. An `AssetWatcher` runs a trigger in the triggerer for as long as a DAG
+is scheduled on its asset, each of its events an update of the asset. Asset references
+(`Asset.ref`) and partitions are refused, naming them.
 """
 
 from __future__ import annotations
@@ -83,12 +84,7 @@ class Asset(os.PathLike[str], BaseAsset):
         self.group: str = _identifier(kind, "group", DEFAULT_GROUP if group is None else group, required=False)
         self.extra: dict[str, Any] = {} if extra is None else extra
         _json_extra(kind, self.extra)
-        if watchers:
-            raise UnsupportedConstruct(
-                f"{kind}(watchers=...)",
-                "asset watchers (runs started by an external event) are not supported yet; "
-                "schedule the DAG on assets its upstream tasks update (outlets)",
-            )
+        self.watchers: list[AssetWatcher] = _watchers(kind, watchers)
 
     @staticmethod
     def ref(*, name: str = "", uri: str = "") -> NoReturn:
@@ -120,6 +116,55 @@ class Asset(os.PathLike[str], BaseAsset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, uri={self.uri!r}, group={self.group!r}, extra={self.extra!r})"
+
+
+class AssetWatcher:
+    """Runs `trigger` (a `BaseEventTrigger`) in the triggerer for as long as a DAG is scheduled on
+    the asset it watches: each event it yields records an update of the asset, with the extra
+    `{"from_trigger": true, "payload": ...}`, as Airflow records it."""
+
+    def __init__(self, name: Any, trigger: Any) -> None:
+        from leoflow.triggers import BaseEventTrigger
+
+        self.name = _identifier("AssetWatcher", "name", name, required=True)
+        if not isinstance(trigger, BaseEventTrigger):
+            raise DagDefinitionError(
+                f"AssetWatcher {self.name!r}: its trigger must be a BaseEventTrigger "
+                f"(airflow.triggers.base.BaseEventTrigger, e.g. FileDeleteTrigger), not {shown(trigger)}"
+            )
+        self.trigger = trigger
+
+    def as_json(self, asset: Asset) -> dict[str, Any]:
+        """This watcher of `asset` as dag.json's."""
+        from leoflow.triggers import serialize_value
+
+        classpath, kwargs = self.trigger.serialize()
+        what = f"the arguments of AssetWatcher {self.name!r}'s trigger {classpath}"
+        return {
+            "asset": {"name": asset.name, "uri": asset.uri},
+            "name": self.name,
+            "trigger": {"classpath": classpath, "kwargs": serialize_value(dict(kwargs), what)},
+        }
+
+    def __repr__(self) -> str:
+        return f"AssetWatcher(name={self.name!r}, trigger={self.trigger!r})"
+
+
+def _watchers(kind: str, watchers: Any) -> list[AssetWatcher]:
+    items = [] if watchers is None else list(watchers) if isinstance(watchers, COLLECTIONS) else [watchers]
+    for item in items:
+        if not isinstance(item, AssetWatcher):
+            raise DagDefinitionError(f"{kind}(watchers=...) takes AssetWatcher objects, not {shown(item)}")
+    return items
+
+
+def watchers_in(condition: BaseAsset) -> list[dict[str, Any]]:
+    """dag.json's watchers of the assets a schedule's condition names, each once."""
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for asset in assets_in(condition):
+        for watcher in asset.watchers:
+            seen.setdefault((asset.name, asset.uri, watcher.name), watcher.as_json(asset))
+    return list(seen.values())
 
 
 class AssetAlias(BaseAsset):
@@ -221,11 +266,12 @@ class AssetOrTimeSchedule(Timetable):
         self.timetable = _time_based(timetable)
 
     def serialize_schedule(self) -> dict[str, Any]:
-        return {
+        schedule = {
             "type": "asset_or_time",
             "condition": self.asset_condition.as_condition(),
             "timetable": self.timetable.serialize_schedule(),
         }
+        return _with_watchers(schedule, self.asset_condition)
 
 
 def is_asset_schedule(schedule: Any) -> bool:
@@ -237,7 +283,15 @@ def is_asset_schedule(schedule: Any) -> bool:
 def serialize_asset_schedule(schedule: Any) -> dict[str, Any]:
     """An asset-driven `schedule` as dag.json's."""
     condition = asset_condition("'schedule'", schedule, "use schedule=None for a DAG that runs only when triggered")
-    return {"type": "assets", "condition": condition.as_condition()}
+    return _with_watchers({"type": "assets", "condition": condition.as_condition()}, condition)
+
+
+def _with_watchers(schedule: dict[str, Any], condition: BaseAsset) -> dict[str, Any]:
+    # Only a schedule with watchers says so: other documents and their hashes stay as they were.
+    watchers = watchers_in(condition)
+    if watchers:
+        schedule["watchers"] = watchers
+    return schedule
 
 
 def asset_condition(what: str, value: Any, if_empty: str) -> BaseAsset:

@@ -26,6 +26,7 @@ from typing import Any
 
 from leoflow.errors import DagDefinitionError
 from leoflow.exceptions import (
+    AirflowException,
     AirflowFailException,
     AirflowRescheduleException,
     AirflowSensorTimeout,
@@ -37,7 +38,7 @@ from leoflow.arguments import duration
 from leoflow.model import BaseOperator, _to_define
 from leoflow.runtime import PokeReturnValue
 from leoflow.standard import WeekDay
-from leoflow.triggers import DateTimeTrigger
+from leoflow.triggers import DateTimeTrigger, FileTrigger
 
 #: A week, Airflow's default sensor timeout.
 DEFAULT_TIMEOUT = 7 * 24 * 3600.0
@@ -295,6 +296,24 @@ class FileSensor(BaseSensorOperator):
                 if files:
                     return True
         return False
+
+    def execute(self, context: dict[str, Any]) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # As Airflow's: one poke here, then the triggerer's FileTrigger, holding no process.
+        if not self.poke(context):
+            self.defer(
+                trigger=FileTrigger(filepath=self.path(context), recursive=self.recursive, poke_interval=self.poke_interval),
+                method_name="execute_complete",
+                timeout=dt.timedelta(seconds=self.timeout),
+            )
+        return None
+
+    def execute_complete(self, context: dict[str, Any], event: Any = None) -> None:
+        """Where the deferred wait resumes: the trigger found the file."""
+        if not event:
+            raise AirflowException(f"{self.task_id} task failed as {self.filepath} not found.")
+        self.log.info("%s completed successfully as %s found.", self.task_id, self.filepath)
 
 
 class TimeSensor(BaseSensorOperator):

@@ -4,9 +4,10 @@
 A try that calls `self.defer(trigger=…, method_name=…)` ends its process; the control plane
 records it as deferred. A `DateTimeTrigger` (and a `TimeDeltaTrigger`, which is one) becomes a
 timer of the scheduler: nothing of Python waits for it. Any other trigger is `serialize()`d and
-reported too, but Leoflow runs no triggerer: the control plane fails such a try, naming the
-trigger. When the trigger fires, a new attempt of the same try calls
-`method_name(context, event=payload, **kwargs)`.
+run by the triggerer (`leoflow.triggerer`), which builds it again from its class and arguments.
+When the trigger fires, a new attempt of the same try calls
+`method_name(context, event=payload, **kwargs)`. A `BaseEventTrigger` can also watch an asset
+(`AssetWatcher`): each of its events is an update of the asset.
 
 Values crossing (a trigger's and the method's arguments, an event's payload) are JSON, with
 datetimes and timedeltas tagged as Airflow's `BaseSerialization` tags them.
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import glob
+import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +45,11 @@ class BaseTrigger:
 
     def __init__(self, **kwargs: Any) -> None:
         self.trigger_id: int | None = None
+
+    @property
+    def log(self) -> logging.Logger:
+        """The trigger's logger: in the triggerer, its lines go to the log of the try it wakes."""
+        return logging.getLogger(f"{type(self).__module__}.{type(self).__name__}")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError(f"{type(self).__name__} does not define serialize()")
@@ -91,9 +100,13 @@ class TimeDeltaTrigger(DateTimeTrigger):
         super().__init__(dt.datetime.now(dt.timezone.utc) + delta, end_from_trigger=end_from_trigger)
 
 
+class BaseEventTrigger(BaseTrigger):
+    """A trigger an `AssetWatcher` can run: each event it yields is an update of the asset."""
+
+
 class FileTrigger(BaseTrigger):
-    """Airflow's trigger firing when a file (a glob) exists. Leoflow runs no triggerer, so a
-    deferral to it fails the try naming it; it is here so that DAG files importing it load."""
+    """Fires once a file matching `filepath` (a glob; `**` with `recursive`) exists, or a folder
+    matching it holds files, looking every `poke_interval` seconds. Its event is `True`."""
 
     def __init__(self, filepath: str, recursive: bool = False, poke_interval: float = 5.0, **kwargs: Any) -> None:
         super().__init__()
@@ -106,6 +119,50 @@ class FileTrigger(BaseTrigger):
             "airflow.providers.standard.triggers.file.FileTrigger",
             {"filepath": self.filepath, "recursive": self.recursive, "poke_interval": self.poke_interval},
         )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            for path in glob.glob(self.filepath, recursive=self.recursive):
+                if os.path.isfile(path):
+                    self.log.info("Found file %s last modified: %s", path, _modified(path))
+                    yield TriggerEvent(True)
+                    return
+                for _, _, files in os.walk(path):
+                    if files:
+                        self.log.info("Found files in %s", path)
+                        yield TriggerEvent(True)
+                        return
+            await asyncio.sleep(self.poke_interval)
+
+
+class FileDeleteTrigger(BaseEventTrigger):
+    """Fires once the file `filepath` exists, and deletes it, looking every `poke_interval`
+    seconds. Its event is `True`. Watching an asset, it fires for each file that appears."""
+
+    def __init__(self, filepath: str, poke_interval: float = 5.0, **kwargs: Any) -> None:
+        super().__init__()
+        self.filepath = filepath
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow.providers.standard.triggers.file.FileDeleteTrigger",
+            {"filepath": self.filepath, "poke_interval": self.poke_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            if os.path.isfile(self.filepath):
+                self.log.info("Found file %s last modified: %s", self.filepath, _modified(self.filepath))
+                os.remove(self.filepath)
+                yield TriggerEvent(True)
+                return
+            await asyncio.sleep(self.poke_interval)
+
+
+def _modified(path: str) -> str:
+    """A file's modification time as Airflow's file triggers log it."""
+    return dt.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y%m%d%H%M%S")
 
 
 # --------------------------------------------------------------------------------------------

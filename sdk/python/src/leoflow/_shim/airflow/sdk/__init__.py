@@ -15,7 +15,7 @@ from leoflow import (
     task_group,
 )
 from leoflow.asset_decorator import asset
-from leoflow.assets import Asset, AssetAlias, AssetAll, AssetAny, AssetOrTimeSchedule, Metadata
+from leoflow.assets import Asset, AssetAlias, AssetAll, AssetAny, AssetOrTimeSchedule, AssetWatcher, Metadata
 from leoflow.errors import UnsupportedConstruct
 from leoflow.objectstorage import ObjectStoragePath
 from leoflow.runtime import Connection, PokeReturnValue, Variable, get_current_context
@@ -33,8 +33,6 @@ from leoflow.timetables import (
 
 _PARTITIONS = "partitioned asset runs are not supported; schedule on the assets (a list of them, or a condition with & and |)"
 _HINTS = {
-    "AssetWatcher": "asset watchers (runs started by an external event) are not supported yet; schedule on "
-    "Assets that tasks update (outlets)",
     "CronPartitionTimetable": "partitioned runs are not supported; use CronTriggerTimetable",
     "PartitionedAssetTimetable": _PARTITIONS,
     **{
@@ -59,6 +57,7 @@ __all__ = [
     "AssetAlias",
     "AssetAll",
     "AssetAny",
+    "AssetWatcher",
     "AssetOrTimeSchedule",
     "Connection",
     "CronDataIntervalTimetable",

@@ -1,7 +1,7 @@
 """`airflow.triggers.base`."""
 
 from leoflow.errors import UnsupportedConstruct
-from leoflow.triggers import BaseTrigger, TriggerEvent
+from leoflow.triggers import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
@@ -10,4 +10,4 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
     raise UnsupportedConstruct(f"airflow.triggers.base.{name}", "subclass BaseTrigger")
 
 
-__all__ = ["BaseTrigger", "TriggerEvent"]
+__all__ = ["BaseEventTrigger", "BaseTrigger", "TriggerEvent"]

@@ -1,0 +1,409 @@
+//! What the triggerer runs while this scheduler leads: the triggers of deferred tries (those that
+//! are not time triggers) and the watchers of the assets unpaused DAGs are scheduled on, both
+//! read from the model, so a new leader (or a restarted Lite) starts them again. What they yield
+//! comes back here: a try's trigger resumes the try (or fails its wait), a watcher's event
+//! records an update of its asset.
+
+use leoflow_core::assets::Watcher;
+use leoflow_events::catalog::{AssetEventRecorded, AssetKey, DeferredTrigger, stable_hash};
+use leoflow_executors::triggerer::{TriggerOutcome, TriggerReport, TriggerSpec, Triggerer};
+use leoflow_secrets::{Sealed, Vault};
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+/// Who a running trigger is for.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum TriggerOwner {
+    /// A deferred try.
+    Try {
+        key: TaskInstanceKey,
+        try_number: i32,
+    },
+    /// An asset's watcher, in a tenant.
+    Watcher {
+        tenant: String,
+        asset: AssetKey,
+        group: String,
+    },
+}
+
+/// A trigger the model says should run.
+struct Wanted {
+    owner: TriggerOwner,
+    /// The DAG it runs for.
+    dag_id: String,
+    classpath: String,
+    kwargs: Arguments,
+}
+
+enum Arguments {
+    /// A deferral's, sealed with its run's data key.
+    Sealed(Sealed),
+    /// A watcher's, from its DAG's document.
+    Open(Map<String, Value>),
+}
+
+/// The triggerer, and what this scheduler had it start.
+pub(super) struct Triggers {
+    triggerer: Arc<dyn Triggerer>,
+    reports: Option<mpsc::UnboundedReceiver<TriggerReport>>,
+    /// Opens a deferral's sealed arguments.
+    vault: Option<Vault>,
+    /// The triggers started, by id. A deferral's stays after it fired, until its try leaves
+    /// the deferred state, so it is not started twice.
+    started: BTreeMap<String, TriggerOwner>,
+}
+
+impl Triggers {
+    pub(super) fn new(
+        triggerer: Arc<dyn Triggerer>,
+        reports: mpsc::UnboundedReceiver<TriggerReport>,
+        vault: Option<Vault>,
+    ) -> Self {
+        Self {
+            triggerer,
+            reports: Some(reports),
+            vault,
+            started: BTreeMap::new(),
+        }
+    }
+
+    /// The triggerer's reports, taken for a term (given back with [`Triggers::give_back`]).
+    pub(super) fn take_reports(&mut self) -> Option<mpsc::UnboundedReceiver<TriggerReport>> {
+        self.reports.take()
+    }
+
+    pub(super) fn give_back(&mut self, reports: Option<mpsc::UnboundedReceiver<TriggerReport>>) {
+        self.reports = reports;
+    }
+
+    /// Stops every trigger (this scheduler no longer leads).
+    pub(super) fn stop_all(&mut self) {
+        for id in std::mem::take(&mut self.started).into_keys() {
+            self.triggerer.cancel(&id);
+        }
+    }
+}
+
+/// The next report of the triggerer, if there is one.
+pub(super) async fn next_report(
+    reports: &mut Option<mpsc::UnboundedReceiver<TriggerReport>>,
+) -> Option<TriggerReport> {
+    match reports {
+        Some(reports) => reports.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A deferred try's trigger's id: its try, and the trigger itself (a try may defer again).
+fn try_trigger_id(key: &TaskInstanceKey, try_number: i32, trigger: &DeferredTrigger) -> String {
+    let digest = stable_hash(&serde_json::to_vec(trigger).unwrap_or_default());
+    format!(
+        "try:{}/{}/{}/{}/{try_number}/{digest:016x}",
+        key.dag_id, key.run_id, key.task_id, key.map_index
+    )
+}
+
+/// A watcher's trigger's id: one per tenant, asset, watcher and trigger, however many DAGs
+/// name it.
+fn watcher_id(tenant: &str, watcher: &Watcher) -> String {
+    let trigger = json!([watcher.trigger.classpath, watcher.trigger.kwargs]);
+    let digest = stable_hash(trigger.to_string().as_bytes());
+    format!(
+        "watch:{tenant}/{}|{}/{}/{digest:016x}",
+        watcher.asset.name, watcher.asset.uri, watcher.name
+    )
+}
+
+impl Reactor {
+    /// The triggers the model says should run, by id.
+    fn wanted_triggers(&self) -> BTreeMap<String, Wanted> {
+        let mut wanted = BTreeMap::new();
+        for ((dag_id, run_id), run) in &self.runs {
+            for ((task_id, map_index), ti) in &run.state.tis {
+                let Some(trigger @ DeferredTrigger::Python { classpath, kwargs }) = &ti.trigger
+                else {
+                    continue;
+                };
+                if ti.state != TiState::Deferred {
+                    continue;
+                }
+                let key = TaskInstanceKey {
+                    dag_id: dag_id.clone(),
+                    run_id: run_id.clone(),
+                    task_id: task_id.clone(),
+                    map_index: *map_index,
+                };
+                let id = try_trigger_id(&key, ti.try_number, trigger);
+                let dag_id = key.dag_id.clone();
+                let owner = TriggerOwner::Try {
+                    key,
+                    try_number: ti.try_number,
+                };
+                wanted.insert(
+                    id,
+                    Wanted {
+                        owner,
+                        dag_id,
+                        classpath: classpath.clone(),
+                        kwargs: Arguments::Sealed(kwargs.clone()),
+                    },
+                );
+            }
+        }
+        // By DAG id: a watcher several DAGs name runs for the first (in its project's Python).
+        let mut watching: Vec<_> = self
+            .dags
+            .iter()
+            .filter(|(_, dag)| !dag.paused && !dag.watchers.is_empty())
+            .collect();
+        watching.sort_by_key(|(dag_id, _)| *dag_id);
+        for (dag_id, dag) in watching {
+            for watcher in &dag.watchers {
+                let group = dag
+                    .asset_condition
+                    .as_ref()
+                    .and_then(|c| c.assets().into_iter().find(|a| a.key() == watcher.asset))
+                    .map_or_else(|| "asset".to_owned(), |a| a.group.clone());
+                let owner = TriggerOwner::Watcher {
+                    tenant: dag.tenant.clone(),
+                    asset: watcher.asset.clone(),
+                    group,
+                };
+                wanted
+                    .entry(watcher_id(&dag.tenant, watcher))
+                    .or_insert_with(|| Wanted {
+                        owner,
+                        dag_id: dag_id.clone(),
+                        classpath: watcher.trigger.classpath.clone(),
+                        kwargs: Arguments::Open(watcher.trigger.kwargs.clone()),
+                    });
+            }
+        }
+        wanted
+    }
+
+    /// Starts the triggers the model wants and the triggerer does not run yet, and stops those
+    /// it no longer wants.
+    pub(super) async fn sync_triggers(&mut self) {
+        if self.triggers.is_none() {
+            return;
+        }
+        let wanted = self.wanted_triggers();
+        let Some(triggers) = self.triggers.as_mut() else {
+            return;
+        };
+        let gone: Vec<String> = triggers
+            .started
+            .keys()
+            .filter(|id| !wanted.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            triggers.triggerer.cancel(&id);
+            triggers.started.remove(&id);
+        }
+        let mut unreadable = Vec::new();
+        for (id, wanted) in wanted {
+            if triggers.started.contains_key(&id) {
+                continue;
+            }
+            let kwargs = match wanted.kwargs {
+                Arguments::Open(kwargs) => Value::Object(kwargs),
+                Arguments::Sealed(sealed) => match open(triggers.vault.as_ref(), &sealed).await {
+                    Ok(kwargs) => kwargs,
+                    Err(why) => {
+                        unreadable.push((wanted.owner, why));
+                        continue;
+                    }
+                },
+            };
+            let spec = TriggerSpec {
+                id: id.clone(),
+                classpath: wanted.classpath,
+                kwargs,
+                repeat: matches!(wanted.owner, TriggerOwner::Watcher { .. }),
+                dag_id: wanted.dag_id,
+                paths: Vec::new(),
+            };
+            triggers.triggerer.start(spec);
+            triggers.started.insert(id, wanted.owner);
+        }
+        for (owner, why) in unreadable {
+            self.trigger_failed(
+                &owner,
+                format!("its trigger's arguments cannot be read: {why}"),
+            )
+            .await;
+        }
+    }
+
+    /// Acts on what a trigger did.
+    pub(super) async fn trigger_reported(&mut self, report: TriggerReport) {
+        let Some(owner) = self
+            .triggers
+            .as_ref()
+            .and_then(|t| t.started.get(&report.id))
+            .cloned()
+        else {
+            // Stopped since: what it says is no longer wanted.
+            return;
+        };
+        match (report.outcome, owner) {
+            (TriggerOutcome::Fired(payload), TriggerOwner::Try { key, try_number }) => {
+                let resume = Command::Resume {
+                    task_id: key.task_id.clone(),
+                    map_index: key.map_index,
+                    try_number,
+                    trigger_event: Some(payload),
+                    at: Utc::now(),
+                };
+                self.submit(&key.dag_id, &key.run_id, resume).await;
+            }
+            (
+                TriggerOutcome::Fired(payload),
+                TriggerOwner::Watcher {
+                    tenant,
+                    asset,
+                    group,
+                },
+            ) => {
+                self.record_watched_event(tenant, asset, group, payload)
+                    .await;
+            }
+            (TriggerOutcome::Failed(error), owner @ TriggerOwner::Try { .. }) => {
+                self.trigger_failed(&owner, error).await;
+            }
+            (TriggerOutcome::Failed(error), TriggerOwner::Watcher { asset, .. }) => {
+                tracing::warn!(
+                    "the watcher of asset {} ({}): {error}; it runs again",
+                    asset.name,
+                    asset.uri
+                );
+            }
+            (TriggerOutcome::Logged(line), TriggerOwner::Try { key, try_number }) => {
+                let line = format!("[triggerer] {line}");
+                let _ = task_logs::append_note(self.store.pool(), &key, try_number, &line).await;
+            }
+            (TriggerOutcome::Logged(line), TriggerOwner::Watcher { asset, .. }) => {
+                tracing::info!("the watcher of asset {}: {line}", asset.name);
+            }
+        }
+    }
+
+    /// Fails a deferred try's wait, saying why in its log (its try carries on, to fail).
+    async fn trigger_failed(&self, owner: &TriggerOwner, reason: String) {
+        let TriggerOwner::Try { key, try_number } = owner else {
+            return;
+        };
+        let note = format!("[leoflow] the try's trigger failed: {reason}");
+        let _ = task_logs::append_note(self.store.pool(), key, *try_number, &note).await;
+        let failed = Command::DeferralFailed {
+            task_id: key.task_id.clone(),
+            map_index: key.map_index,
+            try_number: *try_number,
+            reason,
+        };
+        self.submit(&key.dag_id, &key.run_id, failed).await;
+    }
+
+    /// Records an update of a watched asset (as Airflow: `extra` is `{"from_trigger": true,
+    /// "payload": …}`), queueing the runs of the tenant's DAGs scheduled on it.
+    async fn record_watched_event(
+        &self,
+        tenant: String,
+        asset: AssetKey,
+        group: String,
+        payload: Value,
+    ) {
+        let pool = self.store.pool();
+        let queued = match read::assets::scheduled_dags(pool, &tenant, &asset, &[]).await {
+            Ok(queued) => queued,
+            Err(error) => {
+                tracing::warn!(
+                    "an event of asset {}'s watcher is lost: {error}",
+                    asset.name
+                );
+                return;
+            }
+        };
+        let event = AssetEventRecorded {
+            asset,
+            group,
+            extra: json!({"from_trigger": true, "payload": payload}),
+            source: None,
+            source_aliases: Vec::new(),
+            queued,
+        };
+        let metadata = Metadata {
+            tenant: Some(tenant),
+            ..Metadata::actor("triggerer")
+        };
+        if let Err(error) = self
+            .store
+            .append(AppendBatch::new().push(event, &metadata))
+            .await
+        {
+            tracing::warn!("an event of an asset's watcher is lost: {error}");
+        }
+    }
+}
+
+/// A deferral's arguments, opened.
+async fn open(vault: Option<&Vault>, sealed: &Sealed) -> Result<Value, String> {
+    let text = match (sealed, vault) {
+        (Sealed::Clear { text }, _) => text.clone(),
+        (_, Some(vault)) => vault.open(sealed).await.map_err(|e| e.to_string())?,
+        (_, None) => return Err("this control plane has no master key".to_owned()),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leoflow_core::assets::WatcherTrigger;
+
+    #[test]
+    fn ids_change_with_the_trigger_and_not_with_the_dag_naming_it() {
+        let key = TaskInstanceKey {
+            dag_id: "d".into(),
+            run_id: "r".into(),
+            task_id: "t".into(),
+            map_index: -1,
+        };
+        let trigger = |path: &str| DeferredTrigger::Python {
+            classpath: "m.T".into(),
+            kwargs: Sealed::clear(json!({"filepath": path}).to_string()),
+        };
+        let first = try_trigger_id(&key, 1, &trigger("/a"));
+        assert!(first.starts_with("try:d/r/t/-1/1/"), "{first}");
+        assert_eq!(first, try_trigger_id(&key, 1, &trigger("/a")));
+        assert_ne!(first, try_trigger_id(&key, 1, &trigger("/b")));
+        assert_ne!(first, try_trigger_id(&key, 2, &trigger("/a")));
+        let watcher = |path: &str| Watcher {
+            asset: AssetKey {
+                name: "a".into(),
+                uri: "a".into(),
+            },
+            name: "w".into(),
+            trigger: WatcherTrigger {
+                classpath: "m.T".into(),
+                kwargs: json!({"filepath": path}).as_object().unwrap().clone(),
+            },
+        };
+        assert_eq!(
+            watcher_id("t1", &watcher("/a")),
+            watcher_id("t1", &watcher("/a"))
+        );
+        assert_ne!(
+            watcher_id("t1", &watcher("/a")),
+            watcher_id("t2", &watcher("/a"))
+        );
+        assert_ne!(
+            watcher_id("t1", &watcher("/a")),
+            watcher_id("t1", &watcher("/b"))
+        );
+    }
+}
