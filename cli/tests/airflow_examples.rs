@@ -45,7 +45,7 @@ use common::{encode, log_text, repo, terminate};
 const WHEEL: &str = "apache_airflow_core-3.2.2-py3-none-any.whl";
 const WHEEL_SHA256: &str = "877be429d59193b5e9aab1ae69f44066134bf483c633e9f7c59a9220ebfcc013";
 /// The example DAG files this test runs (`airflow/example_dags/{path}.py`), each a project.
-const EXAMPLES: [&str; 30] = [
+const EXAMPLES: [&str; 31] = [
     "tutorial",
     "example_branch_python_dop_operator_3",
     "standard/example_trigger_controller_dag",
@@ -76,6 +76,7 @@ const EXAMPLES: [&str; 30] = [
     "example_asset_alias_with_no_taskflow",
     "example_asset_decorator",
     "example_asset_with_watchers",
+    "standard/example_hitl_operator",
 ];
 
 /// Fetches (when missing), checks and opens the wheel with the test venv's Python, writing each
@@ -243,6 +244,20 @@ impl Examples {
                 return runs;
             }
             assert!(Instant::now() < deadline, "{dag_id}: {runs:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The run's human-in-the-loop details once `ready` holds for them.
+    async fn until_hitl(&self, run_path: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let list = self.client.get(&format!("{run_path}/hitlDetails")).await;
+            let details = list["hitl_details"].as_array().cloned().unwrap_or_default();
+            if ready(&details) {
+                return details;
+            }
+            assert!(Instant::now() < deadline, "{run_path}: {list}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -756,6 +771,185 @@ async fn airflow_s_examples_with_templates_run_to_airflow_s_states() {
     a_dry_run_shows_what_markers_clear(&examples).await;
     dag_decorator(&examples).await;
     assets(&examples).await;
+    human_in_the_loop(&examples).await;
+}
+
+/// `standard/example_hitl_operator`, answered through `hitlDetails` as a person answers in the
+/// UI: each question waits without a process; `wait_for_default_option` takes its default when
+/// its 1 s `execution_timeout` passes; the approval's body renders the answers before it; the
+/// branch follows the task the person chose. Bad answers are refused, saying why, and change
+/// nothing.
+async fn human_in_the_loop(examples: &Examples) {
+    let dag = "example_hitl_operator";
+    examples.unpause(dag).await;
+    let (status, run) = examples
+        .client
+        .call(
+            Method::POST,
+            &format!("/api/v2/dags/{dag}/dagRuns"),
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+    let run_path = format!("/api/v2/dags/{dag}/dagRuns/{}", encode(&run_id));
+    let detail = |task: &str| format!("{run_path}/taskInstances/{task}/-1/hitlDetails");
+    let answer = |task: &'static str, body: Value| {
+        let path = detail(task);
+        async move { examples.client.call(Method::PATCH, &path, Some(body)).await }
+    };
+    // The four first questions wait, the timed one answered by its default.
+    let waiting = examples
+        .until_hitl(&run_path, |details| {
+            details.len() == 4
+                && details.iter().any(|d| {
+                    d["task_instance"]["task_id"] == "wait_for_default_option"
+                        && d["response_received"] == true
+                })
+        })
+        .await;
+    let timed = waiting
+        .iter()
+        .find(|d| d["task_instance"]["task_id"] == "wait_for_default_option")
+        .unwrap();
+    assert_eq!(timed["chosen_options"], json!(["option 7"]), "{timed}");
+    assert!(timed["responded_by_user"].is_null(), "{timed}");
+    let option = examples.client.get(&detail("wait_for_option")).await;
+    assert_eq!(option["subject"], "Please choose one option to proceed: ");
+    assert_eq!(
+        option["options"],
+        json!(["option 1", "option 2", "option 3"])
+    );
+    assert_eq!(option["response_received"], false, "{option}");
+    assert_eq!(option["task_instance"]["state"], "deferred", "{option}");
+    let input = examples.client.get(&detail("wait_for_input")).await;
+    assert_eq!(input["params"]["information"]["value"], "", "{input}");
+
+    // Bad answers: refused, nothing recorded.
+    let (status, body) = answer("wait_for_option", json!({"chosen_options": ["option 9"]})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("option 9"),
+        "{body}"
+    );
+    let two = json!({"chosen_options": ["option 1", "option 2"]});
+    let (status, body) = answer("wait_for_option", two).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = answer("wait_for_option", json!({"chosen_options": []})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = answer("task_1", json!({"chosen_options": ["x"]})).await;
+    assert_eq!(status, 404, "{body}");
+
+    let info = json!({"chosen_options": ["OK"], "params_input": {"information": "from the test"}});
+    let (status, body) = answer("wait_for_input", info).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["responded_by"]["id"], "admin", "{body}");
+    let (status, body) = answer("wait_for_option", json!({"chosen_options": ["option 2"]})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = answer("wait_for_option", json!({"chosen_options": ["option 3"]})).await;
+    assert_eq!(status, 409, "a second answer: {body}");
+    let both = json!({"chosen_options": ["option 4", "option 6"]});
+    let (status, body) = answer("wait_for_multiple_options", both).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The approval asks about the answers, rendered into its body.
+    let approval = examples
+        .until_hitl(&run_path, |details| {
+            details
+                .iter()
+                .any(|d| d["task_instance"]["task_id"] == "valid_input_and_options")
+        })
+        .await;
+    let approval = approval
+        .iter()
+        .find(|d| d["task_instance"]["task_id"] == "valid_input_and_options")
+        .unwrap();
+    let asked = approval["body"].as_str().unwrap();
+    for line in [
+        "Input: from the test",
+        "Option: ['option 2']",
+        "Multiple Options: ['option 4', 'option 6']",
+        "Timeout Option: ['option 7']",
+    ] {
+        assert!(asked.contains(line), "{line:?} not in {asked}");
+    }
+    assert_eq!(approval["options"], json!(["Approve", "Reject"]));
+    let (status, body) = answer(
+        "valid_input_and_options",
+        json!({"chosen_options": ["Approve"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    examples
+        .until_hitl(&run_path, |details| {
+            details
+                .iter()
+                .any(|d| d["task_instance"]["task_id"] == "choose_a_branch_to_run")
+        })
+        .await;
+    let (status, body) = answer(
+        "choose_a_branch_to_run",
+        json!({"chosen_options": ["task_2"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let ended = examples
+        .client
+        .until(&run_path, |run| {
+            run["state"] == "success" || run["state"] == "failed"
+        })
+        .await;
+    let states = examples.states(&run_path).await;
+    let mut expected = succeeded(&[
+        "wait_for_input",
+        "wait_for_option",
+        "wait_for_multiple_options",
+        "wait_for_default_option",
+        "valid_input_and_options",
+        "choose_a_branch_to_run",
+        "task_2",
+    ]);
+    expected.extend([("task_1", "skipped"), ("task_3", "skipped")]);
+    examples
+        .assert_states(dag, &run_id, &states, &expected)
+        .await;
+    assert_eq!(ended["state"], "success", "{ended}");
+    // The answers are the tasks' results, as Airflow's.
+    let result = examples
+        .xcom(dag, &run_id, "wait_for_input", "return_value")
+        .await;
+    assert_eq!(
+        result["params_input"],
+        json!({"information": "from the test"}),
+        "{result}"
+    );
+    assert_eq!(result["chosen_options"], json!(["OK"]), "{result}");
+    // The notifier ran with the question's template rendered, and the success callback.
+    let log = examples.log(dag, &run_id, "wait_for_option").await;
+    assert!(
+        log.contains("Subject: Please choose one option to proceed:"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Url to respond http://localhost:28080/dags/{dag}/runs/"
+        )) && log.contains("/tasks/wait_for_option/required_actions?map_index=-1"),
+        "{log}"
+    );
+    // The list filters as the UI's "Required Actions" page asks it to.
+    let pending = examples
+        .client
+        .get("/api/v2/dags/~/dagRuns/~/hitlDetails?response_received=false&state=deferred")
+        .await;
+    assert_eq!(pending["total_entries"], 0, "{pending}");
+    let answered = examples
+        .client
+        .get(&format!(
+            "/api/v2/dags/{dag}/dagRuns/~/hitlDetails?response_received=true&order_by=task_id"
+        ))
+        .await;
+    assert_eq!(answered["total_entries"], 6, "{answered}");
 }
 
 /// `example_assets`, as its docstring tells it: `asset_produces_1` triggers the DAGs that need

@@ -195,6 +195,18 @@ pub enum Command {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// A person answered a deferred try that waits for an answer (Airflow's human-in-the-loop
+    /// operators): it carries on, in the same try, with the answer as its trigger's event.
+    Answer {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try that waits.
+        try_number: i32,
+        /// The answer, as the operator's `execute_complete` reads it.
+        answer: serde_json::Value,
+    },
     /// A deferred try's time trigger fired and ends the task (`end_from_trigger`): it succeeds
     /// without running again.
     EndFromTrigger {
@@ -554,6 +566,8 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
                     } => (Some(*moment), *end_from_trigger),
                     // Due when the triggerer says it fired, not at a time.
                     DeferredTrigger::Python { .. } => (None, false),
+                    // Due at its deadline, if it has one; an answer may come before.
+                    DeferredTrigger::Person { answer_by, .. } => (*answer_by, false),
                 };
                 t.timeout_at = e.timeout_at;
                 t.trigger = Some(e.trigger.clone());
@@ -718,6 +732,12 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             trigger_event,
             at,
         } => resume(state, (task_id, map_index), try_number, trigger_event, at)?,
+        Command::Answer {
+            task_id,
+            map_index,
+            try_number,
+            answer,
+        } => answered(state, (task_id, map_index), try_number, answer)?,
         Command::DeferralFailed {
             task_id,
             map_index,
@@ -1125,6 +1145,40 @@ fn resume(
             ti: state.key(&(task_id, map_index)),
             try_number,
             trigger_event,
+            failure: None,
+        }
+        .into(),
+    ])
+}
+
+/// [`Command::Answer`]: a try waiting for a person's answer carries on with it, whenever it
+/// comes before the wait ends.
+fn answered(
+    state: &RunState,
+    (task_id, map_index): TiId,
+    try_number: i32,
+    answer: serde_json::Value,
+) -> Result<Vec<Event>, Rejection> {
+    let ti = current_try_in(
+        state,
+        &task_id,
+        map_index,
+        try_number,
+        TiState::Deferred,
+        "answer",
+    )?;
+    if !matches!(ti.trigger, Some(DeferredTrigger::Person { .. })) {
+        return Err(illegal(
+            &task_id,
+            ti.state,
+            "answer (it waits for no person)",
+        ));
+    }
+    Ok(vec![
+        TaskResumed {
+            ti: state.key(&(task_id, map_index)),
+            try_number,
+            trigger_event: Some(answer),
             failure: None,
         }
         .into(),

@@ -826,6 +826,18 @@ pub enum DeferredTrigger {
         /// with the run's data key: Airflow encrypts a trigger's arguments too.
         kwargs: Sealed,
     },
+    /// A person's answer (Airflow's human-in-the-loop operators): the API's answer resumes the
+    /// try with it as the event; at `answer_by`, if none came, the try resumes with `unanswered`.
+    Person {
+        /// What the person is asked (Airflow's `HITLDetail` request: `subject`, `body`,
+        /// `options`, `defaults`, `multiple`, `params`, `assigned_users`).
+        request: serde_json::Value,
+        /// When the wait ends without an answer, if it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer_by: Option<DateTime<Utc>>,
+        /// The event the try resumes with at `answer_by` (the defaults chosen, or an error).
+        unanswered: serde_json::Value,
+    },
 }
 
 /// A try waits to be poked again (a sensor in `mode="reschedule"`): it holds no process

@@ -697,7 +697,13 @@ impl WorkingSet {
         position: i64,
         at: DateTime<Utc>,
     ) -> Result<(), ApplyError> {
-        self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
+            if let (DeferredTrigger::Person { request, .. }, Some(try_row)) = (&e.trigger, try_row)
+            {
+                try_row.hitl_request = Some(request.clone());
+                try_row.hitl_created_at = Some(at);
+                try_row.hitl_response = None;
+            }
             ti.state = stored(TiState::Deferred);
             ti.next_method = Some(e.next_method.clone());
             ti.next_kwargs = serde_json::to_value(&e.next_kwargs).ok();
@@ -710,7 +716,16 @@ impl WorkingSet {
     }
 
     fn task_resumed(&mut self, e: &TaskResumed, at: DateTime<Utc>) -> Result<(), ApplyError> {
-        self.update_ti(&e.ti, Some(e.try_number), |ti, _| {
+        self.update_ti(&e.ti, Some(e.try_number), |ti, try_row| {
+            // A person's answer (or the defaults taken at the deadline) is the event.
+            if let Some(try_row) = try_row
+                && try_row.hitl_request.is_some()
+                && try_row.hitl_response.is_none()
+                && let Some(answer) = &e.trigger_event
+                && answer.get("chosen_options").is_some()
+            {
+                try_row.hitl_response = Some(answer.clone());
+            }
             ti.state = stored(TiState::Scheduled);
             ti.scheduled_dttm = Some(at);
             ti.trigger = None;

@@ -331,6 +331,14 @@ pub struct TaskInstanceTryRow {
     pub executor: Option<String>,
     /// Why the try failed.
     pub failure_reason: Option<String>,
+    /// What the try asks a person (it waits for an answer: Airflow's human-in-the-loop
+    /// request, `subject`, `options`, …).
+    pub hitl_request: Option<Value>,
+    /// When it asked.
+    pub hitl_created_at: Option<DateTime<Utc>>,
+    /// The answer it got (`chosen_options`, `params_input`, `responded_by_user`,
+    /// `responded_at`), or took at its deadline (the defaults).
+    pub hitl_response: Option<Value>,
 }
 
 /// `xcom`: the index of XCom values (the values are blobs).

@@ -178,11 +178,6 @@ pub async fn dag_warnings(params: Params) -> ApiResult<Json<EmptyCollection>> {
     empty(&params, "dag_warnings")
 }
 
-/// `GET …/hitlDetails`: no human-in-the-loop operators exist in Leoflow.
-pub async fn hitl_details(params: Params) -> ApiResult<Json<EmptyCollection>> {
-    empty(&params, "hitl_details")
-}
-
 /// An option of Airflow's `Config`.
 #[derive(Debug, Serialize)]
 pub struct ConfigOption {

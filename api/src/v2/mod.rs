@@ -6,6 +6,7 @@ pub mod config;
 pub mod dag_runs;
 pub mod dag_versions;
 pub mod dags;
+pub mod hitl;
 pub mod import_errors;
 pub mod misc;
 pub mod models;
@@ -142,7 +143,11 @@ pub fn routes() -> Router<ApiState> {
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/hitlDetails",
-            get(misc::hitl_details),
+            get(hitl::list),
+        )
+        .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            get(hitl::get).patch(hitl::answer),
         )
         .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",

@@ -461,12 +461,18 @@ impl TriggerResponse {
             return None;
         }
         let trigger = ti.trigger.as_ref()?;
-        if trigger["kind"] == "python" {
-            // Its arguments are sealed in the log (they may hold credentials): masked here, as
-            // Airflow masks secrets it shows.
+        let classpath = match trigger["kind"].as_str() {
+            Some("python") => trigger["classpath"].as_str(),
+            // The control plane waits for the answer itself (`hitlDetails` shows the request).
+            Some("person") => Some("airflow.providers.standard.triggers.hitl.HITLTrigger"),
+            _ => None,
+        };
+        if let Some(classpath) = classpath {
+            // A trigger's arguments are sealed in the log (they may hold credentials): masked
+            // here, as Airflow masks secrets it shows.
             return Some(Self {
                 id: ti.trigger_id?,
-                classpath: trigger["classpath"].as_str()?.to_owned(),
+                classpath: classpath.to_owned(),
                 kwargs: "***".to_owned(),
                 created_date: ti.trigger_created_at?,
                 queue: None,

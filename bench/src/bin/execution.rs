@@ -9,6 +9,10 @@
 //! - fan-out of 100 and 1,000 mapped tasks plus a reduce: wall time;
 //! - `assets_10`: a task updating an asset that 10 DAGs are scheduled on: from its asset event
 //!   to each consumer's asset-triggered run queued, and to that run's success;
+//! - `deferrals_10`: 10 tasks at once deferring to a trigger of the project that fires at once,
+//!   run by the triggerer: from each try's `TaskDeferred` to its `TaskResumed` (the reactor
+//!   starts the trigger, the triggerer builds and runs it, its event resumes the try), and the
+//!   run's wall time;
 //! - with `--login-storm N`: each DAG again while N clients, each from its own loopback
 //!   address (so the per-client limiter lets each verify its 5 attempts), post wrong passwords
 //!   to `/auth/token` until the run ends (10 attempts each at most).
@@ -67,8 +71,32 @@ fn dag_file() -> String {
          with DAG(f\"asset_consumer_{{i}}\", schedule=[updated], is_paused_upon_creation=False):\n        \
          noop()\n\n"
     );
+    source += &format!(
+        "from airflow.sdk import BaseOperator\n\
+         from bench_triggers import Now\n\
+         class Defers(BaseOperator):\n    \
+         def execute(self, context):\n        \
+         self.defer(trigger=Now(), method_name=\"done\")\n    \
+         def done(self, context, event=None):\n        \
+         return None\n\n\
+         with DAG(\"deferrals_{DEFERRALS}\", schedule=None, is_paused_upon_creation=False, \
+         max_active_tasks={DEFERRALS}):\n    \
+         for i in range({DEFERRALS}):\n        \
+         Defers(task_id=f\"d{{i}}\")\n\n"
+    );
     source
 }
+
+/// The trigger the `deferrals_10` tasks defer to: a module of the project, as a user's trigger.
+const BENCH_TRIGGERS: &str = "from airflow.triggers.base import BaseTrigger, TriggerEvent\n\n\
+class Now(BaseTrigger):\n    \
+def serialize(self):\n        \
+return (\"bench_triggers.Now\", {})\n\n    \
+async def run(self):\n        \
+yield TriggerEvent(\"now\")\n";
+
+/// How many tasks the `deferrals_10` scenario defers at once.
+const DEFERRALS: usize = 10;
 
 /// How many DAGs the `assets_10` scenario schedules on the produced asset.
 const ASSET_CONSUMERS: usize = 10;
@@ -136,6 +164,8 @@ struct Timings {
     wall: Duration,
     gaps: Vec<Duration>,
     task_times: Vec<Duration>,
+    /// Each deferred try's `TaskDeferred` → `TaskResumed`.
+    waits: Vec<Duration>,
 }
 
 fn between(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
@@ -171,9 +201,18 @@ async fn run_once(store: &EventStore, dag_id: &str) -> Result<Timings> {
     let events = store.read_stream(&stream, 1).await?;
     let mut succeeded: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
     let mut started: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
+    let mut deferred: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
+    let mut waits = Vec::new();
     let (mut first, mut last) = (None, None);
     for event in &events {
         match event.decode()? {
+            Event::TaskDeferred(e) => {
+                deferred.insert(e.ti, event.recorded_at);
+            }
+            Event::TaskResumed(e) => {
+                let at = deferred.get(&e.ti).context("resumed before deferred")?;
+                waits.push(between(*at, event.recorded_at));
+            }
             Event::RunQueued(_) => first = Some(event.recorded_at),
             Event::RunSucceeded(_) => last = Some(event.recorded_at),
             Event::TaskStarted(e) => {
@@ -204,6 +243,7 @@ async fn run_once(store: &EventStore, dag_id: &str) -> Result<Timings> {
         ),
         gaps,
         task_times,
+        waits,
     })
 }
 
@@ -257,16 +297,26 @@ async fn measure(store: &EventStore, dag_id: &str, label: &str) -> Result<()> {
     let mut walls = Vec::new();
     let mut gaps = Vec::new();
     let mut task_times = Vec::new();
+    let mut waits = Vec::new();
     for _ in 0..REPEATS {
         let t = run_once(store, dag_id).await?;
         walls.push(t.wall);
         gaps.extend(t.gaps);
         task_times.extend(t.task_times);
+        waits.extend(t.waits);
     }
     walls.sort();
     let wall = walls[walls.len() / 2];
     let range = format!("(min {}, max {})", ms(walls[0]), ms(walls[walls.len() - 1]));
-    if gaps.is_empty() {
+    if !waits.is_empty() {
+        let wait = Percentiles::of(&mut waits);
+        println!(
+            "{dag_id:<13}{label} wall {} {range}; deferred → resumed by the triggerer p50 {} p95 {}",
+            ms(wall),
+            ms(wait.p50),
+            ms(wait.p95)
+        );
+    } else if gaps.is_empty() {
         println!("{dag_id:<13}{label} wall {} {range}", ms(wall));
     } else {
         let gap = Percentiles::of(&mut gaps);
@@ -316,6 +366,7 @@ async fn main() -> Result<()> {
         std::env::temp_dir().join(format!("leoflow-bench-project-{}", std::process::id()));
     std::fs::create_dir_all(&project)?;
     std::fs::write(project.join("dag.py"), dag_file())?;
+    std::fs::write(project.join("bench_triggers.py"), BENCH_TRIGGERS)?;
 
     // Stopped however the benchmark ends: a Lite left running would hold the database.
     struct LiteChild(std::process::Child);

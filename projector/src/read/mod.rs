@@ -14,6 +14,7 @@ pub mod dags;
 pub mod favorites;
 pub mod filter;
 pub mod grid;
+pub mod hitl;
 pub mod import_errors;
 pub mod metrics;
 pub mod page;

@@ -42,6 +42,12 @@ enum ReportedTrigger {
         classpath: String,
         kwargs: Map<String, Value>,
     },
+    Person {
+        request: Map<String, Value>,
+        #[serde(default)]
+        answer_by: Option<DateTime<Utc>>,
+        unanswered: Value,
+    },
 }
 
 /// The longest wait a deferral may ask for: Airflow's timeouts are timedeltas, but a moment
@@ -80,6 +86,15 @@ impl AgentService {
             ReportedTrigger::Python { classpath, kwargs } => DeferredTrigger::Python {
                 classpath,
                 kwargs: self.seal(&owner, &Value::Object(kwargs)).await?,
+            },
+            ReportedTrigger::Person {
+                request,
+                answer_by,
+                unanswered,
+            } => DeferredTrigger::Person {
+                request: Value::Object(request),
+                answer_by,
+                unanswered,
             },
         };
         let kwargs = Value::Object(reported.kwargs.unwrap_or_default());
@@ -186,6 +201,20 @@ fn read_deferral(
             ));
         }
         ReportedTrigger::Time { .. } => {}
+        ReportedTrigger::Person {
+            answer_by: Some(moment),
+            ..
+        } if *moment > at + longest => {
+            return Err(format!(
+                "its answer's deadline, {moment}, is more than 100 years away"
+            ));
+        }
+        ReportedTrigger::Person { request, .. }
+            if !request.get("options").is_some_and(|o| o.is_array()) =>
+        {
+            return Err("it waits for a person's answer but names no options".to_owned());
+        }
+        ReportedTrigger::Person { .. } => {}
         ReportedTrigger::Python { classpath, .. } if !classpath.contains('.') => {
             return Err(format!(
                 "its trigger's class, {classpath:?}, is not a module's class (module.Class)"

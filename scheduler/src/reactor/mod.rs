@@ -425,7 +425,7 @@ impl Reactor {
                 },
                 Some(exit) = next_exit(&mut exits) => self.agent_exited(exit).await,
                 Some(report) = triggers::next_report(&mut reports) => {
-                    self.trigger_reported(report).await;
+                    self.triggers_reported(report, &mut reports).await;
                 }
                 _ = heartbeat.tick() => {
                     if let Err(error) = leadership.beat().await {

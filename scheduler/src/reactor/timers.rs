@@ -2,6 +2,7 @@
 //! deferral timeouts, read from the model so a restarted scheduler has them back.
 
 use super::*;
+use leoflow_events::catalog::DeferredTrigger;
 
 /// What a task instance's timer does when it fires.
 enum Timer {
@@ -68,6 +69,12 @@ fn timer_of(ti: &leoflow_core::run::TaskInstance) -> Option<(DateTime<Utc>, Time
         }
         (TiState::Deferred, Some(moment), _) if ti.ends_at_due => {
             Some((moment, Timer::EndFromTrigger))
+        }
+        // A person did not answer in time: the try carries on with what that means.
+        (TiState::Deferred, Some(moment), _)
+            if let Some(DeferredTrigger::Person { unanswered, .. }) = &ti.trigger =>
+        {
+            Some((moment, Timer::Resume(Some(unanswered.clone()))))
         }
         // A time trigger's event is its moment, as Airflow's `DateTimeTrigger` yields it.
         (TiState::Deferred, Some(moment), _) => {

@@ -231,16 +231,47 @@ impl Reactor {
             triggers.started.insert(id, wanted.owner);
         }
         for (owner, why) in unreadable {
-            self.trigger_failed(
-                &owner,
-                format!("its trigger's arguments cannot be read: {why}"),
-            )
-            .await;
+            let TriggerOwner::Try { key, try_number } = owner else {
+                continue;
+            };
+            let why = format!("its trigger's arguments cannot be read: {why}");
+            let (key, failed) = failed_wait(self.store.pool(), key, try_number, why).await;
+            self.submit(&key.dag_id, &key.run_id, failed).await;
         }
     }
 
-    /// Acts on what a trigger did.
-    pub(super) async fn trigger_reported(&mut self, report: TriggerReport) {
+    /// Acts on what triggers did: `first`, and the reports already waiting behind it. The
+    /// decisions about one run are appended together, runs side by side (a fan-out of deferred
+    /// tries resumes in a few appends, not one after another).
+    pub(super) async fn triggers_reported(
+        &mut self,
+        first: TriggerReport,
+        reports: &mut Option<mpsc::UnboundedReceiver<TriggerReport>>,
+    ) {
+        let mut decisions: BTreeMap<(String, String), Vec<Command>> = BTreeMap::new();
+        let mut next = Some(first);
+        while let Some(report) = next.take() {
+            if let Some((key, command)) = self.trigger_reported(report).await {
+                decisions
+                    .entry((key.dag_id, key.run_id))
+                    .or_default()
+                    .push(command);
+            }
+            next = reports.as_mut().and_then(|r| r.try_recv().ok());
+        }
+        let this = &*self;
+        stream::iter(decisions)
+            .for_each_concurrent(
+                TRIGGER_APPENDS_AT_ONCE,
+                |((dag_id, run_id), commands)| async move {
+                    this.submit_all(&dag_id, &run_id, commands).await;
+                },
+            )
+            .await;
+    }
+
+    /// Acts on what a trigger did; returns the decision it asks of its try's run, if any.
+    async fn trigger_reported(&self, report: TriggerReport) -> Option<(TaskInstanceKey, Command)> {
         let Some(owner) = self
             .triggers
             .as_ref()
@@ -248,7 +279,7 @@ impl Reactor {
             .cloned()
         else {
             // Stopped since: what it says is no longer wanted.
-            return;
+            return None;
         };
         match (report.outcome, owner) {
             (TriggerOutcome::Fired(payload), TriggerOwner::Try { key, try_number }) => {
@@ -259,7 +290,7 @@ impl Reactor {
                     trigger_event: Some(payload),
                     at: Utc::now(),
                 };
-                self.submit(&key.dag_id, &key.run_id, resume).await;
+                return Some((key, resume));
             }
             (
                 TriggerOutcome::Fired(payload),
@@ -272,8 +303,8 @@ impl Reactor {
                 self.record_watched_event(tenant, asset, group, payload)
                     .await;
             }
-            (TriggerOutcome::Failed(error), owner @ TriggerOwner::Try { .. }) => {
-                self.trigger_failed(&owner, error).await;
+            (TriggerOutcome::Failed(error), TriggerOwner::Try { key, try_number }) => {
+                return Some(failed_wait(self.store.pool(), key, try_number, error).await);
             }
             (TriggerOutcome::Failed(error), TriggerOwner::Watcher { asset, .. }) => {
                 tracing::warn!(
@@ -290,22 +321,7 @@ impl Reactor {
                 tracing::info!("the watcher of asset {}: {line}", asset.name);
             }
         }
-    }
-
-    /// Fails a deferred try's wait, saying why in its log (its try carries on, to fail).
-    async fn trigger_failed(&self, owner: &TriggerOwner, reason: String) {
-        let TriggerOwner::Try { key, try_number } = owner else {
-            return;
-        };
-        let note = format!("[leoflow] the try's trigger failed: {reason}");
-        let _ = task_logs::append_note(self.store.pool(), key, *try_number, &note).await;
-        let failed = Command::DeferralFailed {
-            task_id: key.task_id.clone(),
-            map_index: key.map_index,
-            try_number: *try_number,
-            reason,
-        };
-        self.submit(&key.dag_id, &key.run_id, failed).await;
+        None
     }
 
     /// Records an update of a watched asset (as Airflow: `extra` is `{"from_trigger": true,
@@ -348,6 +364,28 @@ impl Reactor {
             tracing::warn!("an event of an asset's watcher is lost: {error}");
         }
     }
+}
+
+/// How many runs' decisions on triggers' reports are appended at once (as the timers').
+const TRIGGER_APPENDS_AT_ONCE: usize = 4;
+
+/// The decision failing a deferred try's wait, said first in its log (its try carries on, to
+/// fail).
+async fn failed_wait(
+    pool: &sqlx::PgPool,
+    key: TaskInstanceKey,
+    try_number: i32,
+    reason: String,
+) -> (TaskInstanceKey, Command) {
+    let note = format!("[leoflow] the try's trigger failed: {reason}");
+    let _ = task_logs::append_note(pool, &key, try_number, &note).await;
+    let failed = Command::DeferralFailed {
+        task_id: key.task_id.clone(),
+        map_index: key.map_index,
+        try_number,
+        reason,
+    };
+    (key, failed)
 }
 
 /// A deferral's arguments, opened.

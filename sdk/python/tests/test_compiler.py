@@ -360,8 +360,8 @@ BAD_INPUT = [
     ("unsupported import", "from airflow.sdk import AssetRef\n", 1, "UnsupportedConstruct", "airflow.sdk.AssetRef"),
     (
         "unsupported module",
-        "from airflow.providers.standard.operators.hitl import ApprovalOperator\n",
-        1, "UnsupportedConstruct", "module airflow.providers.standard.operators.hitl",
+        "from airflow.providers.standard.operators.smooth import SmoothOperator\n",
+        1, "UnsupportedConstruct", "module airflow.providers.standard.operators.smooth",
     ),
     ("unknown operator", "from airflow.providers.standard.operators.python import PythonOperatorThatIsNot\n",
      1, "UnsupportedConstruct", "PythonOperatorThatIsNot"),

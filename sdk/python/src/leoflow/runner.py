@@ -812,7 +812,9 @@ def run_custom(operator: Any, task: TaskSpec, ctx: dict[str, Any], mapped: dict[
         result = operator.execute(ctx)
     run_execute_hooks(operator, "post_execute", ctx, result)
     if task["custom"].get("branch"):
-        chosen = branch_choice(result, ctx.get("dag"))
+        # An operator whose result is not the ids it follows says which (`ApprovalOperator`).
+        followed = getattr(operator, "followed", None)
+        chosen = branch_choice(followed(result) if callable(followed) else result, ctx.get("dag"))
         push_result(result, task, ti)
         return Outcome("success", branch=chosen)
     push_result(result, task, ti)

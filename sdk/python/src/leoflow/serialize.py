@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -152,7 +153,9 @@ def custom_reference(task: BaseOperator, where: str, dag_module: str) -> dict[st
         try:
             return value_json(value, where, dag_module)
         except DagDefinitionError:
-            text = repr(value)
+            # Without the addresses of default reprs (`<Class object at 0x…>`): the document, and
+            # so the DAG's version, must be the same on every compile.
+            text = re.sub(r" at 0x[0-9a-fA-F]+>", ">", repr(value))
             return {"__repr__": text if len(text) <= 200 else text[:197] + "..."}
 
     return {

@@ -18,6 +18,11 @@ from leoflow.errors import DagDefinitionError
 from leoflow.model import BaseOperator, _to_define
 
 
+def direct_downstream(task: BaseOperator) -> list[str]:
+    """The ids of the tasks directly downstream of `task`, sorted."""
+    return sorted(t.task_id for t in task.dag.tasks.values() if task in t.upstream)
+
+
 class BaseBranchOperator(BaseOperator):
     """Subclasses define `choose_branch(context)`: a task id, a task group id, a list of them, or
     None (every direct downstream task is skipped)."""
@@ -36,7 +41,7 @@ class BaseBranchOperator(BaseOperator):
 
     def downstream_task_ids(self) -> list[str]:
         """The ids of the tasks directly downstream of this one."""
-        return sorted(t.task_id for t in self.dag.tasks.values() if self in t.upstream)
+        return direct_downstream(self)
 
     def get_direct_relative_ids(self, upstream: bool = False) -> set[str]:
         """Airflow's: the ids of the tasks directly upstream (or downstream) of this one."""

@@ -218,8 +218,20 @@ def _seconds(timeout: Any) -> float | None:
 
 def deferral(trigger: Any, method_name: str, kwargs: dict[str, Any] | None, timeout: Any) -> dict[str, Any]:
     """How a try that deferred itself waits, as the runner reports it (`Deferral`)."""
-    if isinstance(trigger, DateTimeTrigger):
-        waits_for: dict[str, Any] = {"kind": "time", "moment": trigger.moment.isoformat()}
+    from leoflow.hitl import HITLTrigger
+
+    waits_for: dict[str, Any]
+    if isinstance(trigger, HITLTrigger):
+        # The control plane waits for the person's answer itself.
+        waits_for = {
+            "kind": "person",
+            "request": serialize_value(trigger.request(), "a human-in-the-loop request"),
+            "unanswered": serialize_value(trigger.unanswered(), "a human-in-the-loop default"),
+        }
+        if trigger.timeout_datetime is not None:
+            waits_for["answer_by"] = trigger.timeout_datetime.isoformat()
+    elif isinstance(trigger, DateTimeTrigger):
+        waits_for = {"kind": "time", "moment": trigger.moment.isoformat()}
         if trigger.end_from_trigger:
             # The task ends at the moment, successful, without running again.
             waits_for["end_from_trigger"] = True
