@@ -937,6 +937,22 @@ async fn human_in_the_loop(examples: &Examples) {
         )) && log.contains("/tasks/wait_for_option/required_actions?map_index=-1"),
         "{log}"
     );
+    // A try's question and answer, as Airflow's `HITLDetailHistory`.
+    let first = examples
+        .client
+        .get(&format!("{}/tries/1", detail("wait_for_option")))
+        .await;
+    assert_eq!(first["chosen_options"], json!(["option 2"]), "{first}");
+    assert_eq!(first["task_instance"]["try_number"], 1, "{first}");
+    let (status, body) = examples
+        .client
+        .call(
+            Method::GET,
+            &format!("{}/tries/2", detail("wait_for_option")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
     // The list filters as the UI's "Required Actions" page asks it to.
     let pending = examples
         .client

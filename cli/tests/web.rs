@@ -286,6 +286,11 @@ with DAG("nightly", schedule="0 2 * * *", start_date=datetime(2026, 1, 1, tzinfo
 
 with DAG("on_load", schedule=[loaded], is_paused_upon_creation=False):
     BashOperator(task_id="summarize", bash_command="echo summarized")
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+
+with DAG("review", schedule=None, is_paused_upon_creation=False):
+    HITLOperator(task_id="choose_region", subject="Which region ships first?", options=["eu", "us"])
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,6 +327,32 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         );
     }
     let run_path = format!("/dags/etl/runs/{}", encode(&run));
+    // A question waiting for its answer: the UI's "Required Actions" pages list and ask it.
+    let review = lite
+        .api(
+            reqwest::Method::POST,
+            "/api/v2/dags/review/dagRuns",
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    let review_run = review["dag_run_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lite
+        .api(
+            reqwest::Method::GET,
+            "/api/v2/dags/review/dagRuns/~/hitlDetails",
+            None,
+        )
+        .await["total_entries"]
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the question was never asked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let question = format!(
+        "/dags/review/runs/{}/tasks/choose_region/required_actions",
+        encode(&review_run)
+    );
     // The run updated `loaded`, which triggered `on_load`: the asset's page and the DAG's.
     let assets = lite.api(reqwest::Method::GET, "/api/v2/assets", None).await;
     let asset_path = format!("/assets/{}", assets["assets"][0]["id"]);
@@ -351,6 +382,8 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         "/assets".to_owned(),
         asset_path.clone(),
         "/dags/on_load".to_owned(),
+        "/required_actions".to_owned(),
+        question.clone(),
     ];
     let shots = json!({
         "/": "home",
@@ -399,6 +432,8 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         "/assets": ["s3://lake/loaded"],
         (asset_path.clone()): ["s3://lake/loaded", "on_load"],
         "/dags/on_load": ["summarize"],
+        "/required_actions": ["Which region ships first?", "review"],
+        (question.clone()): ["Which region ships first?", "eu", "us"],
     });
     let report = lite.browse(
         "visit.mjs",

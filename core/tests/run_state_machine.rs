@@ -1053,6 +1053,70 @@ fn a_deferred_try_waits_for_its_moment_then_resumes_in_the_same_try() {
 }
 
 #[test]
+fn a_try_waiting_for_a_person_resumes_with_their_answer_whenever_it_comes() {
+    let spec = spec(vec![task("ask", &[], AllSuccess, 0, TaskKind::Plain)]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    let unanswered = serde_json::json!({"chosen_options": ["a"], "timedout": true});
+    let person = Outcome::Deferred(Deferral {
+        trigger: DeferredTrigger::Person {
+            request: serde_json::json!({"options": ["a", "b"]}),
+            answer_by: Some(t0() + Duration::hours(1)),
+            unanswered,
+        },
+        next_method: "execute_complete".into(),
+        next_kwargs: leoflow_events::catalog::Sealed::clear("{}"),
+        timeout_at: None,
+    });
+    run_task(&spec, &mut state, "ask", person);
+    let ti = &state.tis[&("ask".to_owned(), -1)];
+    // Due at its deadline (when the defaults are taken), as a time trigger at its moment.
+    assert_eq!(ti.due_at, Some(t0() + Duration::hours(1)));
+    let answer = |try_number| Command::Answer {
+        task_id: "ask".into(),
+        map_index: -1,
+        try_number,
+        answer: serde_json::json!({"chosen_options": ["b"]}),
+    };
+    let stale = decide(&spec, &state, answer(2));
+    assert!(
+        matches!(stale, Err(Rejection::StaleTry { .. })),
+        "{stale:?}"
+    );
+    // An answer comes before the deadline: the try carries on at once, with it as its event.
+    let events = apply(&spec, &mut state, answer(1));
+    assert_eq!(types(&events), ["TaskResumed:ask"]);
+    let Event::TaskResumed(resumed) = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        resumed.trigger_event,
+        Some(serde_json::json!({"chosen_options": ["b"]}))
+    );
+    // A second answer finds nothing waiting.
+    assert!(decide(&spec, &state, answer(1)).is_err());
+}
+
+#[test]
+fn only_a_try_waiting_for_a_person_takes_an_answer() {
+    let spec = spec(vec![task("wait", &[], AllSuccess, 0, TaskKind::Plain)]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+    run_task(&spec, &mut state, "wait", deferral(None));
+    let answer = Command::Answer {
+        task_id: "wait".into(),
+        map_index: -1,
+        try_number: 1,
+        answer: serde_json::json!({"chosen_options": ["b"]}),
+    };
+    let refused = decide(&spec, &state, answer);
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("waits for no person")),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn a_deferral_that_times_out_carries_on_to_fail_in_the_same_try() {
     let spec = spec(vec![task("wait", &[], AllSuccess, 1, TaskKind::Plain)]);
     let mut state = RunState::queued(&spec, "r1");

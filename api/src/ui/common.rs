@@ -74,8 +74,9 @@ pub struct Menus {
     pub extra_menu_items: Vec<Value>,
 }
 
-/// The pages Leoflow has (no jobs, plugins, providers or required actions).
-const PAGES: [&str; 9] = [
+/// The pages Leoflow has (no jobs, plugins or providers).
+const PAGES: [&str; 10] = [
+    "Required Actions",
     "Assets",
     "Audit Log",
     "Config",

@@ -22,7 +22,10 @@ use crate::read::page::read_page;
 use crate::read::task_instances as rows;
 use crate::state::ApiState;
 use crate::states::ti_state_names;
-use crate::v2::models::{TaskCatalog, TaskInstanceResponse, TiRecord, load_dag, load_run};
+use crate::v2::models::{
+    TaskCatalog, TaskInstanceHistoryResponse, TaskInstanceResponse, TiRecord, load_dag, load_run,
+};
+use crate::v2::task_instances::tries;
 
 /// Airflow's `HITLUser`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,9 +34,10 @@ pub struct HitlUser {
     pub name: String,
 }
 
-/// Airflow's `HITLDetail`.
+/// Airflow's `HITLDetail` (with a `TaskInstanceResponse`), and `HITLDetailHistory` (with a
+/// `TaskInstanceHistoryResponse`: one try's).
 #[derive(Debug, Serialize)]
-pub struct HitlDetail {
+pub struct HitlDetail<T = TaskInstanceResponse> {
     pub options: Vec<String>,
     pub subject: String,
     pub body: Option<String>,
@@ -47,7 +51,7 @@ pub struct HitlDetail {
     pub chosen_options: Option<Vec<String>>,
     pub params_input: Map<String, Value>,
     pub response_received: bool,
-    pub task_instance: TaskInstanceResponse,
+    pub task_instance: T,
 }
 
 /// Airflow's `HITLDetailCollection`.
@@ -107,7 +111,7 @@ struct Given {
     responded_at: Option<DateTime<Utc>>,
 }
 
-fn detail(record: &HitlRecord, task_instance: TaskInstanceResponse) -> HitlDetail {
+fn detail<T>(record: &HitlRecord, task_instance: T) -> HitlDetail<T> {
     let request: Request = serde_json::from_value(record.request.clone()).unwrap_or_default();
     let given: Given = record
         .response
@@ -280,6 +284,44 @@ pub async fn get(
     let (record, ti) = find(&state, &address).await?;
     let catalog = TaskCatalog::load(&state, std::slice::from_ref(&ti)).await?;
     Ok(Json(detail(&record, catalog.response(&ti))))
+}
+
+/// `GET …/taskInstances/{task_id}/{map_index}/hitlDetails/tries/{try_number}`: a try's detail
+/// (Airflow's `HITLDetailHistory`).
+pub async fn get_try(
+    State(state): State<ApiState>,
+    Path((dag_id, run_id, task_id, map_index, try_number)): Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
+) -> ApiResult<Json<HitlDetail<TaskInstanceHistoryResponse>>> {
+    let address = (dag_id, run_id, task_id, map_index);
+    let try_number = path_int("try_number", &try_number)?;
+    let (_, ti) = find(&state, &address).await?;
+    let key = (
+        ti.dag_id.as_str(),
+        ti.run_id.as_str(),
+        ti.task_id.as_str(),
+        ti.map_index,
+    );
+    let missing = || {
+        ApiError::not_found(format!(
+            "Human-in-the-loop detail does not exist for try {try_number} of Task Instance \
+             with id {}",
+            ti.id
+        ))
+    };
+    let record = read::hitl::find(state.store.pool(), key, Some(try_number))
+        .await?
+        .ok_or_else(missing)?;
+    let history = tries(&state, &ti, Some(try_number))
+        .await?
+        .pop()
+        .ok_or_else(missing)?;
+    Ok(Json(detail(&record, history)))
 }
 
 /// `PATCH …/taskInstances/{task_id}/{map_index}/hitlDetails`: answers the question, which

@@ -150,6 +150,10 @@ pub fn routes() -> Router<ApiState> {
             get(hitl::get).patch(hitl::answer),
         )
         .route(
+            "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/hitlDetails/tries/{try_number}",
+            get(hitl::get_try),
+        )
+        .route(
             "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances",
             get(task_instances::get_tis),
         )

@@ -410,7 +410,7 @@ pub async fn list_mapped(
     Ok(Json(page_of_tis(&state, &params, &c).await?))
 }
 
-async fn tries(
+pub(crate) async fn tries(
     state: &ApiState,
     ti: &TiRecord,
     only: Option<i32>,
