@@ -194,6 +194,10 @@ const SCOPED_LISTS: &[(&str, &str)] = &[
         "POST",
         "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/list",
     ),
+    (
+        "GET",
+        "/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/hitlDetails",
+    ),
 ];
 
 /// The resources that belong to a DAG: reading them reads the DAG.

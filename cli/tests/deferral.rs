@@ -226,6 +226,13 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
             .contains(&still["state"].as_str().unwrap()),
         "{still}"
     );
+    // The triggerer process is killed too: the control plane starts it again, with the
+    // triggers it ran.
+    let triggerer = wait_for_triggerer(lite.child.id()).await;
+    // SAFETY: a plain signal to a process of this test's Lite.
+    unsafe { libc::kill(triggerer, libc::SIGKILL) };
+    let again = wait_for_triggerer(lite.child.id()).await;
+    assert_ne!(again, triggerer, "the triggerer was not started again");
     std::fs::write(&flag, "here").unwrap();
     std::fs::create_dir(project.scratch.join("in")).unwrap();
     std::fs::write(project.scratch.join("in/a.csv"), "a").unwrap();
@@ -341,6 +348,39 @@ async fn deferred_and_rescheduled_tries_wait_without_a_process_and_survive_a_kil
         !broken.contains("a failed trigger does not resume"),
         "{broken}"
     );
+}
+
+/// The pid of the triggerer process `lite` runs (its child running `leoflow.triggerer`), once
+/// there is one.
+async fn wait_for_triggerer(lite: u32) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let parent: u32 = stat
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+                (parent == lite && cmdline.contains("leoflow.triggerer") && alive(pid.into()))
+                    .then_some(pid)
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Lite {lite} runs no triggerer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A trigger of the project's own, which the triggerer imports from the project.

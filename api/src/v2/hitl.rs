@@ -328,7 +328,7 @@ pub async fn get_try(
 /// resumes the waiting try with the answer. Refused: a second answer (409, as Airflow), a
 /// caller who is not among its `assigned_users` (403, as Airflow), and — beyond Airflow, which
 /// fails the task later — options it does not offer, several for a single choice, and params it
-/// does not ask for (400, naming them).
+/// does not ask for (422, naming them).
 pub async fn answer(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
@@ -412,16 +412,26 @@ fn check_answer(request: &Request, answer: &Answer, responder: &HitlUser) -> Api
         .filter(|o| !request.options.contains(o))
         .collect();
     if !unknown.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Responses {unknown:?} are not among the options {:?}",
-            request.options
-        )));
+        return Err(ApiError::invalid(
+            &["body", "chosen_options"],
+            "value_error",
+            format!(
+                "Value error, responses {unknown:?} are not among the options {:?}",
+                request.options
+            ),
+            json!(answer.chosen_options),
+        ));
     }
     if !request.multiple && answer.chosen_options.len() > 1 {
-        return Err(ApiError::bad_request(format!(
-            "Only one option may be chosen, not {}",
-            answer.chosen_options.len()
-        )));
+        return Err(ApiError::invalid(
+            &["body", "chosen_options"],
+            "value_error",
+            format!(
+                "Value error, only one option may be chosen, not {}",
+                answer.chosen_options.len()
+            ),
+            json!(answer.chosen_options),
+        ));
     }
     let unasked: Vec<&String> = answer
         .params_input
@@ -429,10 +439,15 @@ fn check_answer(request: &Request, answer: &Answer, responder: &HitlUser) -> Api
         .filter(|k| !request.params.contains_key(*k))
         .collect();
     if !unasked.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "params_input {unasked:?} are not among the params {:?}",
-            request.params.keys().collect::<Vec<_>>()
-        )));
+        return Err(ApiError::invalid(
+            &["body", "params_input"],
+            "value_error",
+            format!(
+                "Value error, params {unasked:?} are not among the params {:?}",
+                request.params.keys().collect::<Vec<_>>()
+            ),
+            Value::Object(answer.params_input.clone()),
+        ));
     }
     Ok(())
 }

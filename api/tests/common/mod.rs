@@ -39,9 +39,38 @@ use tokio::sync::watch;
 pub const PASSWORD: &str = "test-admin-password";
 
 /// Runs every try in process through the agent service: tasks whose id contains `fail` fail,
-/// the others log two lines, push `{"task": …, "map_index": …}` and succeed.
+/// tasks whose id starts with `ask` first wait for a person's answer ([`QUESTION`], assigned to
+/// the users their id names after `ask_for_`), the others — and an answered question — log two
+/// lines, push `{"task": …, "map_index": …}` and succeed.
 struct InProcessAgents {
     service: Arc<tokio::sync::OnceCell<Arc<AgentService>>>,
+}
+
+/// What a task whose id starts with `ask` asks: "eu" or "us", assigned to the users its id names
+/// after `ask_for_` (`ask_for_ann_bob`: `ann` and `bob`), with no deadline.
+pub fn question(task_id: &str) -> Value {
+    let assigned: Vec<Value> = task_id
+        .strip_prefix("ask_for_")
+        .map(|users| {
+            users
+                .split('_')
+                .map(|id| json!({"id": id, "name": id}))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "trigger": {
+            "kind": "person",
+            "request": {
+                "subject": format!("{task_id}: which region?"), "body": null,
+                "options": ["eu", "us"], "defaults": null, "multiple": false,
+                "params": {}, "assigned_users": assigned,
+            },
+            "unanswered": {"error": "The timeout has passed", "error_type": "timeout"},
+        },
+        "method": "execute_complete",
+        "kwargs": {},
+    })
 }
 
 impl Executor for InProcessAgents {
@@ -69,10 +98,12 @@ impl Executor for InProcessAgents {
                 hostname: "test-host".into(),
                 pid: 4242,
             };
-            service
+            let assignment = service
                 .register(tonic::Request::new(register))
                 .await
-                .unwrap();
+                .unwrap()
+                .into_inner();
+            let asks = a.task_id.starts_with("ask") && assignment.resume_json.is_none();
             let lines = vec![
                 format!("running {} [{}]", a.task_id, a.map_index),
                 "second line".to_owned(),
@@ -97,6 +128,20 @@ impl Executor for InProcessAgents {
                 .await
                 .unwrap();
             let failing = a.task_id.contains("fail");
+            if asks {
+                let finish = FinishRequest {
+                    attempt: Some(a.clone()),
+                    outcome: Outcome::Deferred as i32,
+                    reason: String::new(),
+                    branch: vec![],
+                    proceed: None,
+                    deferral_json: Some(question(&a.task_id).to_string()),
+                    reschedule_at: None,
+                    outlet_events_json: None,
+                };
+                service.finish(tonic::Request::new(finish)).await.unwrap();
+                return;
+            }
             if !failing {
                 let push = PushXComRequest {
                     attempt: Some(a.clone()),
