@@ -62,6 +62,10 @@ pub struct ControlPlaneOptions {
     pub xcom_values: XComValues,
     /// TLS on the agents' gRPC channel (`None`: plain gRPC, as Lite serves it on loopback).
     pub agent_tls: Option<AgentTls>,
+    /// Changes when the project is registered again (Lite's hot reload): the triggerer starts
+    /// again, so its triggers run the project's code as it is now, as its tries do. (On a folder
+    /// of projects, `ProjectExecutors` does it per project.)
+    pub project_reloads: Option<watch::Receiver<u64>>,
 }
 
 /// Where tries run.
@@ -364,7 +368,19 @@ fn start_triggerer(
                 sdk_path: options.python.sdk_path.clone(),
                 project_dir: options.project_dir.clone(),
             };
-            Some(Arc::new(SubprocessTriggerer::new(config, reports)))
+            let triggerer = Arc::new(SubprocessTriggerer::new(config.clone(), reports));
+            if let Some(mut reloads) = options.project_reloads.clone() {
+                let triggerer = Arc::downgrade(&triggerer);
+                tokio::spawn(async move {
+                    while reloads.changed().await.is_ok() {
+                        let Some(triggerer) = triggerer.upgrade() else {
+                            return;
+                        };
+                        triggerer.restart(config.clone());
+                    }
+                });
+            }
+            Some(triggerer)
         }
         ExecutorChoice::Cluster { .. } => None,
     }

@@ -400,3 +400,95 @@ class Broken(BaseTrigger):
         raise RuntimeError(self.reason)
         yield
 "#;
+
+const GATED: &str = r#"
+from airflow.sdk import DAG, BaseOperator
+
+from my_triggers import Gate
+
+
+class Waits(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=Gate(), method_name="done")
+
+    def done(self, context, event=None):
+        print(f"the gate said {event}")
+        return event
+
+
+with DAG("gated", schedule=None, is_paused_upon_creation=False):
+    Waits(task_id="wait")
+"#;
+
+/// `my_triggers.Gate` as it is first: it never fires.
+const CLOSED_GATE: &str = r#"
+import asyncio
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class Gate(BaseTrigger):
+    def serialize(self):
+        return ("my_triggers.Gate", {})
+
+    async def run(self):
+        self.log.info("the gate is closed")
+        await asyncio.sleep(3600)
+        yield TriggerEvent("closed")
+"#;
+
+/// `my_triggers.Gate` edited while a try waits on it: it fires at once.
+const OPEN_GATE: &str = r#"
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class Gate(BaseTrigger):
+    def serialize(self):
+        return ("my_triggers.Gate", {})
+
+    async def run(self):
+        yield TriggerEvent("opened by the new code")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_reload_starts_the_triggerer_again_with_the_projects_new_code() {
+    let project = LiteProject::new("gated", GATED);
+    std::fs::write(project.project.join("my_triggers.py"), CLOSED_GATE).unwrap();
+    let lite = project.lite();
+    let client = Client::login(&lite.base).await;
+    let (status, run) = client
+        .call(
+            Method::POST,
+            "/api/v2/dags/gated/dagRuns",
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+    let ti = format!("/api/v2/dags/gated/dagRuns/{run_id}/taskInstances/wait");
+    ti_until(&client, &ti, |ti| ti["state"] == "deferred").await;
+    let before = wait_for_triggerer(lite.child.id()).await;
+    // The triggerer runs the first code (its log line is in the try's log).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !log_text(&client.get(&format!("{ti}/logs/1")).await).contains("the gate is closed") {
+        assert!(std::time::Instant::now() < deadline, "the gate never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The trigger's module changes (and the DAG file, so the project registers a new version).
+    std::fs::write(project.project.join("my_triggers.py"), OPEN_GATE).unwrap();
+    std::fs::write(
+        project.project.join("dag.py"),
+        format!("{GATED}\n# edited\n"),
+    )
+    .unwrap();
+    lite.wait_line("new version registered");
+
+    let done = ti_until(&client, &ti, |ti| ti["state"] == "success").await;
+    assert_eq!(done["try_number"], 1, "{done}");
+    let log = log_text(&client.get(&format!("{ti}/logs/1")).await);
+    assert!(
+        log.contains("the gate said opened by the new code"),
+        "{log}"
+    );
+    assert_ne!(wait_for_triggerer(lite.child.id()).await, before);
+}

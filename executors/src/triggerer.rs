@@ -111,6 +111,9 @@ pub struct TriggererConfig {
 enum Order {
     Start(TriggerSpec),
     Cancel(String),
+    /// Start the process again, as `config` says (the project's code or Python changed): its
+    /// triggers are built anew.
+    Restart(TriggererConfig),
 }
 
 /// The triggerer as a child process of the control plane, supervised: started with the first
@@ -128,6 +131,14 @@ impl SubprocessTriggerer {
         let (orders, received) = mpsc::unbounded_channel();
         tokio::spawn(supervise(config, received, reports));
         Self { orders }
+    }
+}
+
+impl SubprocessTriggerer {
+    /// Starts the process again with `config`, with every trigger it runs, so they run the
+    /// project's code (and Python) as they are now (Lite calls this when it reloads the project).
+    pub fn restart(&self, config: TriggererConfig) {
+        let _ = self.orders.send(Order::Restart(config));
     }
 }
 
@@ -150,7 +161,7 @@ struct Process {
 
 /// Keeps the wanted triggers running until the triggerer is dropped.
 async fn supervise(
-    config: TriggererConfig,
+    mut config: TriggererConfig,
     mut orders: mpsc::UnboundedReceiver<Order>,
     reports: mpsc::UnboundedSender<TriggerReport>,
 ) {
@@ -184,6 +195,11 @@ async fn supervise(
                 let line = match &order {
                     Order::Start(spec) => request_line(&TriggerRequest::Run(spec)),
                     Order::Cancel(id) => request_line(&TriggerRequest::Cancel { id }),
+                    Order::Restart(new) => {
+                        config = new.clone();
+                        process = ended(process.take(), "its project was reloaded").await;
+                        continue;
+                    }
                 };
                 if running.stdin.write_all(line.as_bytes()).await.is_err() {
                     process = ended(process.take(), "its stdin closed").await;
@@ -208,6 +224,7 @@ fn apply(wanted: &mut BTreeMap<String, TriggerSpec>, order: &Order) {
         Order::Cancel(id) => {
             wanted.remove(id);
         }
+        Order::Restart(_) => {}
     }
 }
 

@@ -162,6 +162,7 @@ async fn run_on(
         otlp_endpoint: None,
         xcom_values: Default::default(),
         agent_tls: None,
+        project_reloads: None,
     };
     let control_plane = ControlPlane::start(store.clone(), listener, options).await?;
     let actor = Actor::named("cli");

@@ -37,6 +37,8 @@ struct Inner {
     fallback: Option<Arc<SubprocessExecutor>>,
     /// Executors replaced by a project's new venv: their tries may still need stopping.
     retired: Vec<Arc<SubprocessExecutor>>,
+    /// The projects' triggerers, once the control plane made them.
+    triggerers: Option<Arc<Mutex<Triggerers>>>,
 }
 
 struct ProjectExecutor {
@@ -123,11 +125,30 @@ impl ProjectExecutors {
         }
     }
 
-    /// The tries of `dag_ids` run in `project` from now on.
+    /// The tries of `dag_ids` run in `project` from now on (it was just registered: loaded, or
+    /// reloaded). Its triggerer, if it has one, starts again, so its triggers run the project's
+    /// code as it is now, as its tries do.
     pub fn route(&self, project: &str, dag_ids: &[String]) {
-        let mut inner = self.inner.lock().expect("not poisoned");
-        for dag_id in dag_ids {
-            inner.routes.insert(dag_id.clone(), project.to_owned());
+        let triggerers = {
+            let mut inner = self.inner.lock().expect("not poisoned");
+            for dag_id in dag_ids {
+                inner.routes.insert(dag_id.clone(), project.to_owned());
+            }
+            inner.triggerers.clone()
+        };
+        let Some(triggerers) = triggerers else {
+            return;
+        };
+        let Some((_, config)) = dag_ids.first().and_then(|id| self.triggerer_config(id)) else {
+            return;
+        };
+        if let Some(process) = triggerers
+            .lock()
+            .expect("not poisoned")
+            .processes
+            .get(&Some(project.to_owned()))
+        {
+            process.restart(config);
         }
     }
 
@@ -230,10 +251,12 @@ impl ProjectExecutors {
     /// The triggerers of these projects, reporting on `reports` (once the control plane
     /// started them: they share its SDK).
     pub fn triggerers(&self, reports: mpsc::UnboundedSender<TriggerReport>) -> ProjectTriggerers {
+        let running: Arc<Mutex<Triggerers>> = Arc::default();
+        self.inner.lock().expect("not poisoned").triggerers = Some(running.clone());
         ProjectTriggerers {
             executors: self.clone(),
             reports,
-            running: Arc::default(),
+            running,
         }
     }
 

@@ -424,6 +424,7 @@ fn control_plane_options(
             .filter(|e| !e.trim().is_empty()),
         xcom_values: Default::default(),
         agent_tls: None,
+        project_reloads: Some(prepared.projects.registrations()),
     }
 }
 

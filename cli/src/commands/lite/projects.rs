@@ -139,6 +139,9 @@ pub(super) struct Projects {
     released: bool,
     /// On a folder, the executors tasks run in, one per project.
     executors: Option<ProjectExecutors>,
+    /// Counts the registrations of projects (each load and reload), for what must follow a
+    /// project's code (the one project's triggerer).
+    registered: tokio::sync::watch::Sender<u64>,
 }
 
 impl Projects {
@@ -161,6 +164,7 @@ impl Projects {
             owners: HashMap::new(),
             released: false,
             executors: (layout == Layout::Folder).then(ProjectExecutors::default),
+            registered: tokio::sync::watch::channel(0).0,
             root,
         };
         let dirs = match layout {
@@ -176,6 +180,11 @@ impl Projects {
     /// The project or folder Lite runs.
     pub(super) fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Changes each time a project is registered again (a hot reload), from now on.
+    pub(super) fn registrations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.registered.subscribe()
     }
 
     /// The executors of a folder's projects (`None` for the one project).
@@ -333,6 +342,9 @@ impl Projects {
                     Ok(document)
                 });
                 let outcome = register(store, name, DEFAULT_TENANT, &compiled, "lite").await;
+                if outcome.is_ok() {
+                    self.registered.send_modify(|count| *count += 1);
+                }
                 outcomes.push((name.clone(), outcome));
             }
             // Only projects refused so far are tried again, and one that loads is not refused

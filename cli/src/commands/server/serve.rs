@@ -434,6 +434,7 @@ async fn control_plane_options(
         otlp_endpoint: config.otlp_endpoint.clone(),
         xcom_values: shared.xcom_values,
         agent_tls: config.agent_tls.clone(),
+        project_reloads: None,
     })
 }
 
