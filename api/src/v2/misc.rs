@@ -1,7 +1,7 @@
 //! The small endpoints every UI page calls, and the Airflow features Leoflow does not have,
 //! answered truthfully: no plugins but Lite's own (the editor), no providers, backfill
-//! records, human-in-the-loop requests or DAG warnings exist here, so their lists are empty;
-//! there is no triggerer and no job table.
+//! records or DAG warnings exist here, so their lists are empty; there is no job table (the
+//! triggerer is a process of the control plane, not a job).
 
 use axum::Json;
 use axum::extract::State;

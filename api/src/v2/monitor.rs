@@ -1,7 +1,8 @@
 //! `GET /api/v2/monitor/health`: the metadata database answers, and the active scheduler's
 //! last heartbeat (written by the leader on its lock connection, see the reactor's
-//! `Leadership`) is recent. Leoflow has no triggerer and no separate DAG processor: their
-//! status is null.
+//! `Leadership`) is recent. Leoflow has no separate DAG processor, and its triggerer is a
+//! process the leading control plane supervises (restarting it when it dies), not a job with a
+//! heartbeat row: their status is null.
 
 use axum::Json;
 use axum::extract::State;
@@ -30,7 +31,8 @@ pub struct SchedulerStatus {
     pub latest_scheduler_heartbeat: Option<DateTime<Utc>>,
 }
 
-/// The triggerer's status (Leoflow has none).
+/// The triggerer's status (Leoflow's is supervised by the leading control plane: no heartbeat
+/// row).
 #[derive(Debug, Serialize)]
 pub struct TriggererStatus {
     /// Always `null`.
