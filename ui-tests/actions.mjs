@@ -1,6 +1,7 @@
 // Does what users do in the Airflow UI, through its own buttons and dialogs: trigger a DAG
-// (which unpauses it), clear the run, mark it failed, and star the DAG. Every change the UI
-// sends must be accepted (2xx), and the API must then tell the new state.
+// (which unpauses it), clear the run, mark it failed, and star the DAG; with QUESTION (a task
+// instance's "required actions" page) and ANSWER, answer its question with that option. Every
+// change the UI sends must be accepted (2xx), and the API must then tell the new state.
 //
 //   BASE_URL=http://127.0.0.1:8088 ADMIN_PASSWORD=… DAG_ID=etl node ui-tests/actions.mjs
 //
@@ -10,6 +11,8 @@ import { login, openPage, waitUntil } from "./browser.mjs";
 const base = process.env.BASE_URL ?? "http://127.0.0.1:8088";
 const password = process.env.ADMIN_PASSWORD;
 const dagId = process.env.DAG_ID ?? "etl";
+const question = process.env.QUESTION;
+const answer = process.env.ANSWER;
 
 const { browser, page } = await openPage();
 const changes = [];
@@ -76,6 +79,20 @@ try {
     await page.getByRole("button", { name: /favorite/i }).first().click();
     await until("a favorite", async () => (await api(`/ui/dags?is_favorite=true`)).total_entries === 1);
   });
+
+  if (question) {
+    // The page's path is the API's task instance path, with the UI's names for its parts.
+    const [, dag, run, task] = question.match(/^\/dags\/([^/]+)\/runs\/([^/]+)\/tasks\/([^/]+)\//);
+    const detail = `/api/v2/dags/${dag}/dagRuns/${run}/taskInstances/${task}/-1/hitlDetails`;
+    await step("answer a question from its page", async () => {
+      await page.goto(base + question, { waitUntil: "networkidle" });
+      await page.getByTestId(`hitl-option-${answer}`).click();
+      await until("the answer recorded", async () => {
+        const asked = await api(detail);
+        return asked.response_received && asked.chosen_options?.[0] === answer;
+      });
+    });
+  }
 } catch (error) {
   failure = String(error);
 }

@@ -450,12 +450,39 @@ async fn a_browser_logs_in_and_every_page_loads_without_errors() {
         "the home page names Leoflow Lite"
     );
 
-    // Then what users do there: trigger, clear, mark, star — through the UI's own dialogs.
+    // Then what users do there: trigger, clear, mark, star — through the UI's own dialogs —
+    // and answer the question on its page, which resumes its task.
     lite.browse(
         "actions.mjs",
-        &[("DAG_ID", "etl".to_owned())],
+        &[
+            ("DAG_ID", "etl".to_owned()),
+            ("QUESTION", question.clone()),
+            ("ANSWER", "us".to_owned()),
+        ],
         "a UI action failed",
     );
+    let detail = format!(
+        "/api/v2/dags/review/dagRuns/{}/taskInstances/choose_region/-1/hitlDetails",
+        encode(&review_run)
+    );
+    let answered = lite.api(reqwest::Method::GET, &detail, None).await;
+    assert_eq!(answered["responded_by_user"]["id"], "admin", "{answered}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lite
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/v2/dags/review/dagRuns/{}", encode(&review_run)),
+            None,
+        )
+        .await["state"]
+        != "success"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the answered run never succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
