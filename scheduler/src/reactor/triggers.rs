@@ -28,6 +28,16 @@ pub(super) enum TriggerOwner {
     },
 }
 
+/// What a trigger's report asks of its try.
+enum Reported {
+    /// A decision about its run, said first in the try's log when there is a note.
+    Decision(TaskInstanceKey, Box<Command>, Option<(i32, String)>),
+    /// A line of the try's log (`[triggerer] …`).
+    Line(TaskInstanceKey, i32, String),
+    /// Nothing (a watcher's report, or one of a trigger stopped since).
+    Nothing,
+}
+
 /// A trigger the model says should run.
 struct Wanted {
     owner: TriggerOwner,
@@ -249,15 +259,40 @@ impl Reactor {
         reports: &mut Option<mpsc::UnboundedReceiver<TriggerReport>>,
     ) {
         let mut decisions: BTreeMap<(String, String), Vec<Command>> = BTreeMap::new();
+        let mut lines: BTreeMap<(TaskInstanceKey, i32), Vec<String>> = BTreeMap::new();
         let mut next = Some(first);
         while let Some(report) = next.take() {
-            if let Some((key, command)) = self.trigger_reported(report).await {
-                decisions
-                    .entry((key.dag_id, key.run_id))
-                    .or_default()
-                    .push(command);
+            match self.trigger_reported(report).await {
+                Reported::Decision(key, command, note) => {
+                    if let Some((try_number, note)) = note {
+                        lines
+                            .entry((key.clone(), try_number))
+                            .or_default()
+                            .push(note);
+                    }
+                    decisions
+                        .entry((key.dag_id, key.run_id))
+                        .or_default()
+                        .push(*command);
+                }
+                Reported::Line(key, try_number, line) => {
+                    lines.entry((key, try_number)).or_default().push(line);
+                }
+                Reported::Nothing => {}
             }
             next = reports.as_mut().and_then(|r| r.try_recv().ok());
+        }
+        // Each try's lines in one write, before the decisions: a resumed attempt's log goes on
+        // after them.
+        let pool = self.store.pool();
+        for ((key, try_number), lines) in lines {
+            let appended = match task_logs::next_seq(pool, &key, try_number).await {
+                Ok(next) => task_logs::append(pool, &key, try_number, next, &lines).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = appended {
+                tracing::warn!("{} lines of a trigger's log are lost: {error}", lines.len());
+            }
         }
         let this = &*self;
         stream::iter(decisions)
@@ -270,8 +305,9 @@ impl Reactor {
             .await;
     }
 
-    /// Acts on what a trigger did; returns the decision it asks of its try's run, if any.
-    async fn trigger_reported(&self, report: TriggerReport) -> Option<(TaskInstanceKey, Command)> {
+    /// Acts on what a trigger did (a watcher's event is recorded here); returns what it asks
+    /// of its try: a decision, or a line of its log.
+    async fn trigger_reported(&self, report: TriggerReport) -> Reported {
         let Some(owner) = self
             .triggers
             .as_ref()
@@ -279,7 +315,7 @@ impl Reactor {
             .cloned()
         else {
             // Stopped since: what it says is no longer wanted.
-            return None;
+            return Reported::Nothing;
         };
         match (report.outcome, owner) {
             (TriggerOutcome::Fired(payload), TriggerOwner::Try { key, try_number }) => {
@@ -290,7 +326,7 @@ impl Reactor {
                     trigger_event: Some(payload),
                     at: Utc::now(),
                 };
-                return Some((key, resume));
+                return Reported::Decision(key, Box::new(resume), None);
             }
             (
                 TriggerOutcome::Fired(payload),
@@ -304,7 +340,16 @@ impl Reactor {
                     .await;
             }
             (TriggerOutcome::Failed(error), TriggerOwner::Try { key, try_number }) => {
-                return Some(failed_wait(self.store.pool(), key, try_number, error).await);
+                // Said in its log after the trigger's own lines; the attempt that carries the try
+                // on then fails with it.
+                let note = format!("[leoflow] the try's trigger failed: {error}");
+                let failed = Command::DeferralFailed {
+                    task_id: key.task_id.clone(),
+                    map_index: key.map_index,
+                    try_number,
+                    reason: error,
+                };
+                return Reported::Decision(key, Box::new(failed), Some((try_number, note)));
             }
             (TriggerOutcome::Failed(error), TriggerOwner::Watcher { asset, .. }) => {
                 tracing::warn!(
@@ -314,14 +359,13 @@ impl Reactor {
                 );
             }
             (TriggerOutcome::Logged(line), TriggerOwner::Try { key, try_number }) => {
-                let line = format!("[triggerer] {line}");
-                let _ = task_logs::append_note(self.store.pool(), &key, try_number, &line).await;
+                return Reported::Line(key, try_number, format!("[triggerer] {line}"));
             }
             (TriggerOutcome::Logged(line), TriggerOwner::Watcher { asset, .. }) => {
                 tracing::info!("the watcher of asset {}: {line}", asset.name);
             }
         }
-        None
+        Reported::Nothing
     }
 
     /// Records an update of a watched asset (as Airflow: `extra` is `{"from_trigger": true,
