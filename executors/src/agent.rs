@@ -25,7 +25,7 @@ use leoflow_secrets::masking::Masker;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -1257,17 +1257,9 @@ fn clean_line(bytes: &[u8]) -> String {
 }
 
 fn spawn_runner(config: &AgentConfig) -> Result<Child, String> {
-    let bootstrap = format!(
-        "import sys; sys.path.insert(0, {path:?}); from leoflow.runner import main; sys.exit(main())",
-        path = config.sdk_path.display().to_string()
-    );
-    let mut command = Command::new(&config.python);
-    // -I: no PYTHON* variables, no user site-packages; -u: unbuffered, so logs stream live.
+    // The task sees the allow-listed environment, never the attempt token.
+    let mut command = crate::command::sdk_python(&config.python, &config.sdk_path, "runner");
     command
-        .args(["-I", "-u", "-c", &bootstrap])
-        // The task sees the allow-listed environment, never the attempt token.
-        .env_clear()
-        .envs(crate::command::task_environment())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -143,6 +143,26 @@ impl AgentCommand {
     }
 }
 
+/// `python` running the SDK's `leoflow.<module>.main` (the runner, the zygote, the triggerer),
+/// with `-I` (no `PYTHON*` variables, no user site-packages) and `-u` (unbuffered, so what it
+/// writes streams live), in the allow-listed environment only: never the control plane's own.
+pub(crate) fn sdk_python(
+    python: &std::path::Path,
+    sdk_path: &std::path::Path,
+    module: &str,
+) -> tokio::process::Command {
+    let bootstrap = format!(
+        "import sys; sys.path.insert(0, {path:?}); from leoflow.{module} import main; sys.exit(main())",
+        path = sdk_path.display().to_string()
+    );
+    let mut command = tokio::process::Command::new(python);
+    command
+        .args(["-I", "-u", "-c", &bootstrap])
+        .env_clear()
+        .envs(task_environment());
+    command
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 /// A trigger to run.
@@ -298,15 +298,8 @@ async fn start_process(
 }
 
 fn spawn(config: &TriggererConfig) -> std::io::Result<Process> {
-    let bootstrap = format!(
-        "import sys; sys.path.insert(0, {path:?}); from leoflow.triggerer import main; sys.exit(main())",
-        path = config.sdk_path.display().to_string()
-    );
-    let mut command = Command::new(&config.python);
+    let mut command = crate::command::sdk_python(&config.python, &config.sdk_path, "triggerer");
     command
-        .args(["-I", "-u", "-c", &bootstrap])
-        .env_clear()
-        .envs(crate::command::task_environment())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// A runner the zygote forked: its pid (also its process group) and the agent's ends of its
 /// pipes. Dropping `lifeline` (the agent dying included) kills the runner's group.
@@ -166,17 +166,10 @@ pub(crate) async fn start(
     project_dir: Option<&Path>,
     socket: &Path,
 ) -> std::io::Result<Child> {
-    let bootstrap = format!(
-        "import sys; sys.path.insert(0, {path:?}); from leoflow.zygote import main; sys.exit(main())",
-        path = sdk_path.display().to_string()
-    );
-    let mut command = Command::new(python);
+    // The runners it forks inherit its environment: never the control plane's own.
+    let mut command = crate::command::sdk_python(python, sdk_path, "zygote");
     command
-        .args(["-I", "-u", "-c", &bootstrap])
         .arg(socket)
-        // The runners it forks inherit this: never the control plane's own environment.
-        .env_clear()
-        .envs(crate::command::task_environment())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -245,7 +245,8 @@ impl Reactor {
                 continue;
             };
             let why = format!("its trigger's arguments cannot be read: {why}");
-            let (key, failed) = failed_wait(self.store.pool(), key, try_number, why).await;
+            let (note, failed) = failed_wait(&key, try_number, why);
+            let _ = task_logs::append_note(self.store.pool(), &key, try_number, &note).await;
             self.submit(&key.dag_id, &key.run_id, failed).await;
         }
     }
@@ -342,13 +343,7 @@ impl Reactor {
             (TriggerOutcome::Failed(error), TriggerOwner::Try { key, try_number }) => {
                 // Said in its log after the trigger's own lines; the attempt that carries the try
                 // on then fails with it.
-                let note = format!("[leoflow] the try's trigger failed: {error}");
-                let failed = Command::DeferralFailed {
-                    task_id: key.task_id.clone(),
-                    map_index: key.map_index,
-                    try_number,
-                    reason: error,
-                };
+                let (note, failed) = failed_wait(&key, try_number, error);
                 return Reported::Decision(key, Box::new(failed), Some((try_number, note)));
             }
             (TriggerOutcome::Failed(error), TriggerOwner::Watcher { asset, .. }) => {
@@ -413,23 +408,17 @@ impl Reactor {
 /// How many runs' decisions on triggers' reports are appended at once (as the timers').
 const TRIGGER_APPENDS_AT_ONCE: usize = 4;
 
-/// The decision failing a deferred try's wait, said first in its log (its try carries on, to
-/// fail).
-async fn failed_wait(
-    pool: &sqlx::PgPool,
-    key: TaskInstanceKey,
-    try_number: i32,
-    reason: String,
-) -> (TaskInstanceKey, Command) {
+/// The line saying why a deferred try's wait failed, for its log, and the decision failing the
+/// wait (its try carries on, to fail).
+fn failed_wait(key: &TaskInstanceKey, try_number: i32, reason: String) -> (String, Command) {
     let note = format!("[leoflow] the try's trigger failed: {reason}");
-    let _ = task_logs::append_note(pool, &key, try_number, &note).await;
     let failed = Command::DeferralFailed {
         task_id: key.task_id.clone(),
         map_index: key.map_index,
         try_number,
         reason,
     };
-    (key, failed)
+    (note, failed)
 }
 
 /// A deferral's arguments, opened.
