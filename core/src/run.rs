@@ -645,7 +645,9 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         | Event::ApiTokenIssued(_)
         | Event::ApiTokenRevoked(_)
         | Event::AssetEventRecorded(_)
-        | Event::AssetQueueCleared(_) => {}
+        | Event::AssetQueueCleared(_)
+        | Event::DagCallbackRequested(_)
+        | Event::DagCallbackRan(_) => {}
     }
     state
 }
@@ -1601,16 +1603,38 @@ fn consequences(spec: &DagSpec, state: &RunState, events: &mut Vec<Event>) {
                 .instances(&leaf.task_id)
                 .any(|(_, ti)| matches!(ti.state, TiState::Failed | TiState::UpstreamFailed))
         });
+        let (callback, reason) = if leaf_failed {
+            (DagCallback::OnFailure, "task_failure")
+        } else {
+            (DagCallback::OnSuccess, "success")
+        };
         events.push(if leaf_failed {
             RunFailed {
-                dag_id,
-                run_id,
+                dag_id: dag_id.clone(),
+                run_id: run_id.clone(),
                 reason: Some("a leaf task failed or its upstream failed".to_owned()),
             }
             .into()
         } else {
-            RunSucceeded { dag_id, run_id }.into()
+            RunSucceeded {
+                dag_id: dag_id.clone(),
+                run_id: run_id.clone(),
+            }
+            .into()
         });
+        // As Airflow's scheduler asks its DAG processor, with Airflow's reason; a run a user
+        // marks asks for none.
+        if spec.callbacks.contains(&callback) {
+            events.push(
+                DagCallbackRequested {
+                    dag_id,
+                    run_id,
+                    callback,
+                    reason: reason.to_owned(),
+                }
+                .into(),
+            );
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use leoflow_events::catalog::DagCallback;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -193,6 +194,9 @@ pub struct DagSpec {
     pub dag_id: String,
     /// Its tasks by id.
     pub tasks: BTreeMap<String, TaskSpec>,
+    /// The DAG's own callbacks (dag.json's `callbacks`): a run the scheduler ends asks for the
+    /// one of its end.
+    pub callbacks: BTreeSet<DagCallback>,
 }
 
 /// A DAG document the scheduler cannot use.
@@ -218,6 +222,17 @@ pub enum SpecError {
 struct RawDag {
     dag_id: String,
     tasks: Vec<RawTask>,
+    #[serde(default)]
+    callbacks: Vec<DagCallbackName>,
+}
+
+/// A DAG callback as dag.json names it.
+#[derive(Deserialize)]
+enum DagCallbackName {
+    #[serde(rename = "on_success_callback")]
+    OnSuccess,
+    #[serde(rename = "on_failure_callback")]
+    OnFailure,
 }
 
 #[derive(Deserialize)]
@@ -422,7 +437,16 @@ impl DagSpec {
                 },
             );
         }
-        Self::link(raw.dag_id, tasks)
+        let mut spec = Self::link(raw.dag_id, tasks)?;
+        spec.callbacks = raw
+            .callbacks
+            .into_iter()
+            .map(|name| match name {
+                DagCallbackName::OnSuccess => DagCallback::OnSuccess,
+                DagCallbackName::OnFailure => DagCallback::OnFailure,
+            })
+            .collect();
+        Ok(spec)
     }
 
     /// Fills in downstream lists and checks the graph.
@@ -458,7 +482,11 @@ impl DagSpec {
                 }
             }
         }
-        let mut spec = Self { dag_id, tasks };
+        let mut spec = Self {
+            dag_id,
+            tasks,
+            callbacks: BTreeSet::new(),
+        };
         spec.check_acyclic()?;
         spec.reckon_priorities();
         spec.link_setups();

@@ -119,6 +119,13 @@ pub enum Timetable {
         /// Whether a manual run's data interval is the latest event before it.
         restrict_to_events: bool,
     },
+    /// A timetable of the project's own (a subclass of Airflow's `Timetable`): its Python
+    /// answers `next_dagrun_info`, which the scheduler asks through the triggerer. Here it
+    /// makes no run, and a manual run's data interval is its logical date.
+    Custom {
+        /// Its class, `module.Class`.
+        class: String,
+    },
 }
 
 /// A DAG's timetable with its bounds.
@@ -203,6 +210,14 @@ impl Schedule {
         }
     }
 
+    /// The class of a timetable of the project's own, whose runs its Python decides.
+    pub fn custom_class(&self) -> Option<&str> {
+        match &self.timetable {
+            Timetable::Custom { class } => Some(class),
+            _ => None,
+        }
+    }
+
     /// The next automatic run: after `last` (the latest automatic run), as of `now`.
     /// `None` when the timetable has no further run.
     pub fn next_run(&self, last: Option<&RunInfo>, now: DateTime<Utc>) -> Option<RunInfo> {
@@ -280,6 +295,9 @@ impl Timetable {
             // `AssetOrTimeSchedule`: its timetable's runs besides the asset-triggered ones.
             Some("asset_or_time") => Self::from_dag_json(&schedule["timetable"], dag_zone)?,
             Some("once") => Timetable::Once,
+            Some("custom") => Timetable::Custom {
+                class: schedule["class"].as_str().ok_or_else(shape)?.to_owned(),
+            },
             Some("timedelta") => {
                 let step = seconds(schedule, "seconds")?;
                 if step <= Duration::zero() {
@@ -344,7 +362,7 @@ impl Timetable {
     /// Airflow's `next_dagrun_info`: the run after `last` within `bounds`, as of `now`.
     fn next(&self, last: Option<&RunInfo>, bounds: &Bounds, now: DateTime<Utc>) -> Option<RunInfo> {
         match self {
-            Timetable::Never => None,
+            Timetable::Never | Timetable::Custom { .. } => None,
             Timetable::Once => {
                 if last.is_some() {
                     return None;
@@ -395,7 +413,7 @@ impl Timetable {
     /// The logical date of the run after the one with logical date `at`.
     fn following(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Timetable::Never | Timetable::Once => None,
+            Timetable::Never | Timetable::Once | Timetable::Custom { .. } => None,
             Timetable::Trigger { grid, interval, .. } => {
                 grid.after(at + *interval).map(|slot| slot - *interval)
             }
@@ -410,7 +428,7 @@ impl Timetable {
     /// Airflow's `infer_manual_data_interval` for a run triggered with logical date `at`.
     fn manual_interval(&self, at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         match self {
-            Timetable::Never | Timetable::Once => (at, at),
+            Timetable::Never | Timetable::Once | Timetable::Custom { .. } => (at, at),
             Timetable::Trigger { interval, .. } => (at - *interval, at),
             Timetable::DataIntervals(grid) => grid.interval_before(at).unwrap_or((at, at)),
             Timetable::Multiple(timetables) => timetables

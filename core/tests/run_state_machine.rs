@@ -1388,3 +1388,79 @@ fn events_added_through_the_tasks_outlet_aliases_are_recorded_once_per_asset_and
         ]
     );
 }
+
+#[test]
+fn a_run_the_scheduler_ends_asks_for_the_dags_callback_of_its_end_and_a_marked_run_for_none() {
+    use leoflow_events::catalog::DagCallback;
+    let mut with_callbacks = spec(vec![
+        task("a", &[], AllSuccess, 0, TaskKind::Plain),
+        task("b", &["a"], AllSuccess, 0, TaskKind::Plain),
+    ]);
+    with_callbacks.callbacks = [DagCallback::OnFailure].into();
+    let asked = |events: &[Event]| -> Vec<(DagCallback, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::DagCallbackRequested(e) => Some((e.callback, e.reason.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // A failure asks for on_failure_callback, after the run's end, with Airflow's reason.
+    let mut state = RunState::queued(&with_callbacks, "r1");
+    apply(&with_callbacks, &mut state, Command::Start);
+    let events = run_task(
+        &with_callbacks,
+        &mut state,
+        "a",
+        Outcome::Failed {
+            reason: "boom".into(),
+        },
+    );
+    assert_eq!(
+        types(&events),
+        [
+            "TaskFailed:a",
+            "TaskUpstreamFailed:b",
+            "RunFailed",
+            "DagCallbackRequested"
+        ]
+    );
+    assert_eq!(
+        asked(&events),
+        [(DagCallback::OnFailure, "task_failure".to_owned())]
+    );
+
+    // A success asks for nothing: the DAG has no on_success_callback.
+    let mut state = RunState::queued(&with_callbacks, "r2");
+    apply(&with_callbacks, &mut state, Command::Start);
+    run_task(&with_callbacks, &mut state, "a", Outcome::Success);
+    let events = run_task(&with_callbacks, &mut state, "b", Outcome::Success);
+    assert_eq!(types(&events), ["TaskSucceeded:b", "RunSucceeded"]);
+
+    // With one, it asks with reason "success".
+    with_callbacks.callbacks = [DagCallback::OnSuccess, DagCallback::OnFailure].into();
+    let mut state = RunState::queued(&with_callbacks, "r3");
+    apply(&with_callbacks, &mut state, Command::Start);
+    run_task(&with_callbacks, &mut state, "a", Outcome::Success);
+    let events = run_task(&with_callbacks, &mut state, "b", Outcome::Success);
+    assert_eq!(
+        asked(&events),
+        [(DagCallback::OnSuccess, "success".to_owned())]
+    );
+
+    // A run a user marks failed asks for none (Airflow runs no callback for a marked run).
+    let mut state = RunState::queued(&with_callbacks, "r4");
+    apply(&with_callbacks, &mut state, Command::Start);
+    let events = apply(
+        &with_callbacks,
+        &mut state,
+        Command::MarkRun { success: false },
+    );
+    assert!(
+        types(&events).contains(&"RunFailed".to_owned()),
+        "{events:?}"
+    );
+    assert!(asked(&events).is_empty(), "{events:?}");
+}

@@ -675,6 +675,58 @@ pub struct RunFailed {
     pub reason: Option<String>,
 }
 
+/// Which of a DAG's own callbacks (Airflow's DAG-level `on_success_callback` /
+/// `on_failure_callback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DagCallback {
+    /// `on_success_callback`: the run succeeded.
+    OnSuccess,
+    /// `on_failure_callback`: the run failed.
+    OnFailure,
+}
+
+impl DagCallback {
+    /// Its name in dag.py (`on_success_callback`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DagCallback::OnSuccess => "on_success_callback",
+            DagCallback::OnFailure => "on_failure_callback",
+        }
+    }
+}
+
+/// A run ended as the scheduler decided it, and its DAG has the callback of that end: the
+/// callback is to run (appended with the run's end, so a control plane that stops before it
+/// ran runs it when it starts again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagCallbackRequested {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The callback.
+    pub callback: DagCallback,
+    /// Airflow's reason, the context's `reason`: `success` or `task_failure`.
+    pub reason: String,
+}
+
+/// A DAG callback ran (its own failures are only logged, as Airflow logs them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagCallbackRan {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The callback.
+    pub callback: DagCallback,
+    /// What went wrong, when something did (a function that raised, a DAG file that failed to
+    /// load, a control plane with no triggerer to run it).
+    pub error: Option<String>,
+}
+
 /// A dag run was cleared and is queued again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1213,6 +1265,10 @@ catalog! {
     RunFailed v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`RunCleared`].
     RunCleared v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`DagCallbackRequested`].
+    DagCallbackRequested v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
+    /// See [`DagCallbackRan`].
+    DagCallbackRan v 1, stream |e| format!("callback:{}/{}", e.dag_id, e.run_id);
     /// See [`TaskScheduled`].
     TaskScheduled v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskQueued`].
@@ -1287,6 +1343,8 @@ impl Event {
             Event::RunSucceeded(e) => Some(&e.dag_id),
             Event::RunFailed(e) => Some(&e.dag_id),
             Event::RunCleared(e) => Some(&e.dag_id),
+            Event::DagCallbackRequested(e) => Some(&e.dag_id),
+            Event::DagCallbackRan(e) => Some(&e.dag_id),
             Event::CommandRejected(e) => Some(&e.ti.dag_id),
             Event::AssetQueueCleared(e) => Some(&e.dag_id),
             Event::AssetEventRecorded(e) => e.source.as_ref().map(|ti| ti.dag_id.as_str()),
@@ -1331,6 +1389,8 @@ impl Event {
             Event::RunSucceeded(e) => Some(&e.run_id),
             Event::RunFailed(e) => Some(&e.run_id),
             Event::RunCleared(e) => Some(&e.run_id),
+            Event::DagCallbackRequested(e) => Some(&e.run_id),
+            Event::DagCallbackRan(e) => Some(&e.run_id),
             Event::CommandRejected(e) => Some(&e.ti.run_id),
             Event::TaskScheduled(_)
             | Event::TaskQueued(_)
@@ -1404,6 +1464,8 @@ impl Event {
             | Event::RunSucceeded(_)
             | Event::RunFailed(_)
             | Event::RunCleared(_)
+            | Event::DagCallbackRequested(_)
+            | Event::DagCallbackRan(_)
             | Event::VariableSet(_)
             | Event::VariableDeleted(_)
             | Event::ConnectionSet(_)

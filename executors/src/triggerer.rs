@@ -50,6 +50,14 @@ pub enum TriggerOutcome {
     Failed(String),
     /// A line of its log.
     Logged(String),
+    /// Its code (a DAG callback's) asks for a Variable, a Connection or an XCom of its run
+    /// (`{"op", "key"}` as a task's runner asks): [`Triggerer::answer`] replies to ask `ask`.
+    Asked {
+        /// The process's number for the question.
+        ask: u64,
+        /// The question.
+        request: Value,
+    },
 }
 
 /// A trigger's outcome, as the triggerer reports it.
@@ -67,6 +75,9 @@ pub trait Triggerer: Send + Sync {
     fn start(&self, trigger: TriggerSpec);
     /// Stops the trigger `id`, if it runs.
     fn cancel(&self, id: &str);
+    /// Replies to what trigger `id` asked ([`TriggerOutcome::Asked`]): `{"ok": true, "found",
+    /// "value"}` or `{"ok": false, "error"}`.
+    fn answer(&self, id: &str, ask: u64, reply: Value);
 }
 
 /// A line to the triggerer process.
@@ -74,7 +85,14 @@ pub trait Triggerer: Send + Sync {
 #[serde(tag = "op", rename_all = "snake_case")]
 enum TriggerRequest<'a> {
     Run(&'a TriggerSpec),
-    Cancel { id: &'a str },
+    Cancel {
+        id: &'a str,
+    },
+    Answer {
+        id: &'a str,
+        ask: u64,
+        reply: &'a Value,
+    },
 }
 
 /// A line from the triggerer process.
@@ -95,6 +113,11 @@ enum TriggerReply {
         id: String,
         line: String,
     },
+    Ask {
+        id: String,
+        ask: u64,
+        request: Value,
+    },
 }
 
 /// How the triggerer's Python starts.
@@ -114,6 +137,12 @@ enum Order {
     /// Start the process again, as `config` says (the project's code or Python changed): its
     /// triggers are built anew.
     Restart(TriggererConfig),
+    /// Reply to what a trigger asked.
+    Answer {
+        id: String,
+        ask: u64,
+        reply: Value,
+    },
 }
 
 /// The triggerer as a child process of the control plane, supervised: started with the first
@@ -149,6 +178,11 @@ impl Triggerer for SubprocessTriggerer {
 
     fn cancel(&self, id: &str) {
         let _ = self.orders.send(Order::Cancel(id.to_owned()));
+    }
+
+    fn answer(&self, id: &str, ask: u64, reply: Value) {
+        let id = id.to_owned();
+        let _ = self.orders.send(Order::Answer { id, ask, reply });
     }
 }
 
@@ -195,6 +229,9 @@ async fn supervise(
                 let line = match &order {
                     Order::Start(spec) => request_line(&TriggerRequest::Run(spec)),
                     Order::Cancel(id) => request_line(&TriggerRequest::Cancel { id }),
+                    Order::Answer { id, ask, reply } => {
+                        request_line(&TriggerRequest::Answer { id, ask: *ask, reply })
+                    }
                     Order::Restart(new) => {
                         config = new.clone();
                         process = ended(process.take(), "its project was reloaded").await;
@@ -224,7 +261,7 @@ fn apply(wanted: &mut BTreeMap<String, TriggerSpec>, order: &Order) {
         Order::Cancel(id) => {
             wanted.remove(id);
         }
-        Order::Restart(_) => {}
+        Order::Restart(_) | Order::Answer { .. } => {}
     }
 }
 
@@ -250,6 +287,7 @@ fn report(
             (id, TriggerOutcome::Failed(error))
         }
         TriggerReply::Log { id, line } => (id, TriggerOutcome::Logged(line)),
+        TriggerReply::Ask { id, ask, request } => (id, TriggerOutcome::Asked { ask, request }),
     };
     let _ = reports.send(TriggerReport { id, outcome });
 }

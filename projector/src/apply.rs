@@ -92,6 +92,8 @@ impl Projection {
             | Event::TaskMapped(_)
             | Event::TaskRendered(_)
             | Event::CommandRejected(_)
+            | Event::DagCallbackRequested(_)
+            | Event::DagCallbackRan(_)
             | Event::SchedulerElected(_) => Projection::Runs,
         }
     }
@@ -323,6 +325,8 @@ impl WorkingSet {
             | Event::PoolSet(_)
             | Event::PoolDeleted(_)
             | Event::CommandRejected(_)
+            | Event::DagCallbackRequested(_)
+            | Event::DagCallbackRan(_)
             | Event::SchedulerElected(_)
             | Event::ApiTokenIssued(_) => {}
             Event::ApiTokenRevoked(e) => self.api_tokens.want(ApiTokenKey {
@@ -410,8 +414,11 @@ impl WorkingSet {
                 });
                 Ok(())
             }
-            // An audit record only: the log (and `events tail`) is where it is read.
-            Event::CommandRejected(_) => Ok(()),
+            // Audit records only: the log (and `events tail`) is where they are read; a DAG
+            // callback's output is in the log of the task instance whose context it had.
+            Event::CommandRejected(_)
+            | Event::DagCallbackRequested(_)
+            | Event::DagCallbackRan(_) => Ok(()),
             // Fences the leader's appends; health reads the leader's heartbeat row instead.
             Event::SchedulerElected(_) => Ok(()),
             Event::ApiTokenIssued(e) => {
@@ -1030,7 +1037,9 @@ fn try_of(event: &Event) -> Option<i32> {
         | Event::ApiTokenIssued(_)
         | Event::ApiTokenRevoked(_)
         | Event::AssetEventRecorded(_)
-        | Event::AssetQueueCleared(_) => None,
+        | Event::AssetQueueCleared(_)
+        | Event::DagCallbackRequested(_)
+        | Event::DagCallbackRan(_) => None,
     }
 }
 

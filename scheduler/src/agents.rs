@@ -18,7 +18,6 @@ use leoflow_core::run::{
     AliasEvent, Command, Fence, Outcome, OutletEvents, Rejection, TaskInstance, TiState, XComPush,
 };
 use leoflow_core::spec::TaskKind;
-use leoflow_core::timetable::Schedule;
 use leoflow_events::catalog::{AssetKey, CommandRejected, generation_stream};
 use leoflow_events::{
     Actor, AppendBatch, AppendError, AttemptDigest, EventStore, Metadata, TaskInstanceKey,
@@ -33,12 +32,14 @@ use leoflow_executors::proto::{
 };
 use leoflow_executors::protocol::OutletEvent;
 use leoflow_projector::read;
-use leoflow_secrets::{Sealed, Vault, VaultError};
-use serde_json::{Value, json};
+use leoflow_secrets::Vault;
+use serde_json::Value;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::liveness::Liveness;
+use crate::lookups::{self, LookupError};
+use crate::run_inputs::{self, InputError};
 
 mod dag_runs;
 mod deferrals;
@@ -200,19 +201,6 @@ impl AgentService {
         self
     }
 
-    /// The values of `sealed`, opened for a task reading `what`.
-    async fn opened(&self, what: &str, sealed: &[&Sealed]) -> Result<Vec<String>, Status> {
-        let refuse = |why: &str| Status::invalid_argument(format!("{what} cannot be read: {why}"));
-        let vault = self
-            .vault
-            .as_ref()
-            .ok_or_else(|| refuse("this control plane has no master key"))?;
-        vault.open_all(sealed).await.map_err(|error| match error {
-            VaultError::Database(error) => unavailable(error),
-            other => refuse(&other.to_string()),
-        })
-    }
-
     /// The tenant that owns the DAG of `ti`, a try of a run of the DAG's `generation` (as its
     /// call was verified): the tenant whose Variables and Connections the task reads, and in
     /// which what the try reports is recorded. A DAG deleted since is refused as deleted.
@@ -254,18 +242,11 @@ impl AgentService {
         }
     }
 
-    /// `tenant`'s Variable `key` as a task of the tenant reads it, if it exists. Another
-    /// tenant's Variable of the same key is not found: a tenant's tasks read only its own.
+    /// `tenant`'s Variable `key` as a task of the tenant reads it, if it exists.
     async fn variable(&self, tenant: &str, key: &str) -> Result<Option<Value>, Status> {
-        let sealed = read::variables::sealed_value(self.store.pool(), tenant, key)
+        lookups::variable(&self.store, self.vault.as_ref(), tenant, key)
             .await
-            .map_err(unavailable)?;
-        let Some(sealed) = sealed else {
-            return Ok(None);
-        };
-        let what = format!("variable {key:?}");
-        let value = self.opened(&what, &[&sealed]).await?.remove(0);
-        Ok(Some(Value::String(value)))
+            .map_err(lookup_status)
     }
 
     /// The events of the asset `key` names (`{"name", "uri"}`) in `tenant`, oldest first: the
@@ -280,36 +261,11 @@ impl AgentService {
         Ok(Value::Array(events))
     }
 
-    /// `tenant`'s Connection `conn_id` as a task of the tenant reads it (password and extra
-    /// opened), if it exists; as for Variables, never another tenant's.
+    /// `tenant`'s Connection `conn_id` as a task of the tenant reads it, if it exists.
     async fn connection(&self, tenant: &str, conn_id: &str) -> Result<Option<Value>, Status> {
-        let row = read::connections::by_id(self.store.pool(), tenant, conn_id)
+        lookups::connection(&self.store, self.vault.as_ref(), tenant, conn_id)
             .await
-            .map_err(unavailable)?;
-        let Some(read::connections::ConnectionRow {
-            conn_type,
-            host,
-            schema,
-            login,
-            password,
-            port,
-            extra,
-            ..
-        }) = row
-        else {
-            return Ok(None);
-        };
-        let sealed: Vec<&Sealed> = password.iter().chain(&extra).map(|s| &s.0).collect();
-        let mut values = self
-            .opened(&format!("connection {conn_id:?}"), &sealed)
-            .await?
-            .into_iter();
-        let password = password.and_then(|_| values.next());
-        let extra = extra.and_then(|_| values.next());
-        Ok(Some(json!({
-            "conn_type": conn_type, "host": host, "schema": schema, "login": login,
-            "password": password, "port": port, "extra": extra,
-        })))
+            .map_err(lookup_status)
     }
 
     async fn verify(
@@ -476,34 +432,14 @@ impl AgentService {
                 Status::not_found(format!("no dag run {}/{}", key.dag_id, key.run_id))
             })?;
         let version = row.dag_version_hash.clone().unwrap_or_default();
-        let document = self
-            .specs
-            .document(&self.store, &key.dag_id, &version)
+        let file = run_inputs::dag_file(&self.store, &self.specs, &key.dag_id, &version)
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let task = document["tasks"]
-            .as_array()
-            .and_then(|tasks| tasks.iter().find(|t| t["task_id"] == key.task_id.as_str()))
-            .ok_or_else(|| {
-                Status::failed_precondition(format!("the DAG version has no task {}", key.task_id))
-            })?;
-        let source_hash = read::dag_versions::blobs(self.store.pool(), &key.dag_id, &version)
-            .await
-            .map_err(unavailable)?
-            .and_then(|blobs| blobs.source_hash);
-        let source = match source_hash {
-            Some(hash) => self
-                .store
-                .get_blob(&hash)
+            .map_err(input_status)?;
+        let task = run_inputs::task(&file.document, &key.task_id).map_err(input_status)?;
+        let run =
+            run_inputs::run_context(&self.store, &key.dag_id, &key.run_id, &row, &file.document)
                 .await
-                .map_err(unavailable)?
-                .map(|b| b.content),
-            None => None,
-        }
-        .ok_or_else(|| {
-            Status::failed_precondition("the DAG version's source file was not recorded")
-        })?;
-        let run = self.run_context(key, &row, &document).await?;
+                .map_err(input_status)?;
         let (started_at, resume) = self.continuation(key).await?;
         let log_seq = task_logs::next_seq(self.store.pool(), key, try_number)
             .await
@@ -513,50 +449,11 @@ impl AgentService {
             try_started_at: started_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
             resume_json: resume.map(|resume| resume.to_string()),
             task_json: task.to_string(),
-            source,
-            fileloc: document["fileloc"].as_str().unwrap_or("dag.py").to_owned(),
+            source: file.source,
+            fileloc: file.fileloc,
             run_json: run.to_string(),
             heartbeat_interval: self.heartbeat_interval.as_secs_f64(),
         })
-    }
-
-    /// The run as the runner's context describes it: its dates, conf and params, the
-    /// timetable's next logical date, the previous successful run's dates.
-    async fn run_context(
-        &self,
-        key: &TaskInstanceKey,
-        row: &read::runs::RunContext,
-        document: &Value,
-    ) -> Result<Value, Status> {
-        let instant = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339());
-        let previous = match row.logical_date {
-            Some(at) => read::runs::previous_success(self.store.pool(), &key.dag_id, at)
-                .await
-                .map_err(unavailable)?,
-            None => None,
-        };
-        let next_logical_date = row.logical_date.and_then(|at| {
-            Schedule::from_dag_json(document)
-                .ok()
-                .and_then(|schedule| schedule.following(at))
-        });
-        Ok(json!({
-            "run_id": key.run_id,
-            "run_type": row.run_type,
-            "logical_date": instant(row.logical_date),
-            "data_interval_start": instant(row.data_interval_start),
-            "data_interval_end": instant(row.data_interval_end),
-            "run_after": instant(Some(row.run_after)),
-            "conf": row.conf,
-            "dag_params": document["params"],
-            "next_logical_date": instant(next_logical_date),
-            "prev_success": previous.map(|run| json!({
-                "data_interval_start": instant(run.data_interval_start),
-                "data_interval_end": instant(run.data_interval_end),
-                "start_date": instant(run.start_date),
-                "end_date": instant(run.end_date),
-            })),
-        }))
     }
 }
 
@@ -607,6 +504,20 @@ pub fn call_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
 /// A failure the agent should retry (the database is briefly away, a decision contended).
 fn unavailable(error: impl std::fmt::Display) -> Status {
     Status::unavailable(error.to_string())
+}
+
+fn lookup_status(error: LookupError) -> Status {
+    match error {
+        LookupError::Unavailable(why) => Status::unavailable(why),
+        LookupError::Refused(why) => Status::invalid_argument(why),
+    }
+}
+
+fn input_status(error: InputError) -> Status {
+    match error {
+        InputError::Unavailable(why) => Status::unavailable(why),
+        InputError::Missing(why) => Status::failed_precondition(why),
+    }
 }
 
 /// How many of an asset's latest events a task's `inlet_events` reads.
@@ -747,60 +658,20 @@ impl TaskAgent for AgentService {
             .verify(request.attempt.as_ref(), "pull_xcom", Need::InFlight)
             .await?;
         let key = &verified.key;
-        let mapped = verified
-            .run
-            .spec
-            .tasks
-            .get(&request.task_id)
-            .is_some_and(|t| t.mapped.is_some());
-        let rows = read::xcoms::pull(
-            self.store.pool(),
-            &key.dag_id,
-            &key.run_id,
-            &request.task_id,
-            &request.key,
-            request.map_index.or(if mapped { None } else { Some(-1) }),
-            self.xcom_values.inline_below(),
-        )
-        .await
-        .map_err(unavailable)?;
-        let mut contents = Vec::with_capacity(rows.len());
-        // Large values are not read with their rows: through the shared cache by hash.
-        for row in rows {
-            let content = match row.content {
-                Some(content) => Some(content),
-                None => self
-                    .xcom_values
-                    .value(&self.store, &row.value_hash)
-                    .await
-                    .map_err(unavailable)?,
-            };
-            contents.push(content);
-        }
-        let parse = |content: &Option<String>| -> Value {
-            content
-                .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok())
-                .unwrap_or(Value::Null)
+        let pull = lookups::XComPull {
+            dag_id: &key.dag_id,
+            run_id: &key.run_id,
+            task_id: &request.task_id,
+            key: &request.key,
+            map_index: request.map_index,
         };
-        let answer = if mapped && request.map_index.is_none() {
-            // A mapped task's results, in map-index order (Airflow's fan-in).
-            let values: Vec<Value> = contents.iter().map(parse).collect();
-            JsonValue {
-                found: !values.is_empty(),
-                json: Value::Array(values).to_string(),
-            }
-        } else {
-            match contents.first() {
-                Some(content) => JsonValue {
-                    found: true,
-                    json: parse(content).to_string(),
-                },
-                None => JsonValue {
-                    found: false,
-                    json: "null".into(),
-                },
-            }
+        let (found, value) =
+            lookups::xcom(&self.store, &self.xcom_values, &verified.run.spec, pull)
+                .await
+                .map_err(lookup_status)?;
+        let answer = JsonValue {
+            found,
+            json: value.to_string(),
         };
         Ok(Response::new(answer))
     }

@@ -19,8 +19,10 @@ pub mod control;
 pub mod health;
 pub mod janitor;
 mod liveness;
+mod lookups;
 pub mod metrics;
 pub mod reactor;
+mod run_inputs;
 pub mod task_logs;
 pub mod xcom_values;
 

@@ -132,6 +132,7 @@ async fn main() -> Result<()> {
             }
             TriggerOutcome::Failed(error) => bail!("trigger {} failed: {error}", report.id),
             TriggerOutcome::Logged(_) => {}
+            TriggerOutcome::Asked { .. } => bail!("trigger {} asked a question", report.id),
         }
     }
     let delay = Percentiles::of(&mut delays);

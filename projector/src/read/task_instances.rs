@@ -290,6 +290,26 @@ pub async fn try_and_state(
     .await
 }
 
+/// The task instance of a run that last ended in `state` (by end date, as Airflow picks the
+/// one a DAG callback's context is of): its task id, map index and try number.
+pub async fn last_ended(
+    pool: &PgPool,
+    dag_id: &str,
+    run_id: &str,
+    state: &str,
+) -> sqlx::Result<Option<(String, i32, i32)>> {
+    sqlx::query_as(
+        "SELECT task_id, map_index, try_number FROM task_instance \
+         WHERE dag_id = $1 AND run_id = $2 AND state = $3 \
+         ORDER BY end_date DESC NULLS LAST, task_id DESC, map_index DESC LIMIT 1",
+    )
+    .bind(dag_id)
+    .bind(run_id)
+    .bind(state)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Whether a task of a run is mapped (has instances with a map index).
 pub async fn is_mapped(
     pool: &PgPool,

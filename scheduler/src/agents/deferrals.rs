@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use tonic::Status;
 
 use super::{AgentService, unavailable};
+use crate::lookups;
 use crate::task_logs;
 
 /// A deferral as the runner reports it (`FinishRequest.deferral_json`).
@@ -155,9 +156,9 @@ impl AgentService {
             .unwrap_or_else(|| Sealed::clear("{}"));
         let text = match &sealed {
             Sealed::Clear { text } => text.clone(),
-            other => self
-                .opened("the deferral's arguments", &[other])
-                .await?
+            other => lookups::opened(self.vault.as_ref(), "the deferral's arguments", &[other])
+                .await
+                .map_err(super::lookup_status)?
                 .remove(0),
         };
         let mut kwargs: Map<String, Value> = serde_json::from_str(&text)

@@ -18,7 +18,10 @@
 //! apply a wrong transition.
 
 mod admission;
+mod asks;
 mod assets;
+mod custom_timetables;
+mod dag_callbacks;
 mod dispatch;
 mod model;
 mod scheduled;
@@ -173,6 +176,8 @@ struct DagEntry {
     asset_queue: assets::AssetQueue,
     /// The latest version's asset watchers (the triggerer runs them while it is unpaused).
     watchers: Vec<leoflow_core::assets::Watcher>,
+    /// The next run its timetable gave, when the timetable is the project's own.
+    custom_next: custom_timetables::CustomNext,
 }
 
 impl Default for DagEntry {
@@ -192,6 +197,7 @@ impl Default for DagEntry {
             asset_condition: None,
             asset_queue: assets::AssetQueue::default(),
             watchers: Vec::new(),
+            custom_next: custom_timetables::CustomNext::Unknown,
         }
     }
 }
@@ -236,6 +242,8 @@ pub struct Reactor {
     last_live_event: Option<DateTime<Utc>>,
     /// The triggerer running the triggers that are not time triggers, if there is one.
     triggers: Option<triggers::Triggers>,
+    /// The DAG callbacks the log asks for that have not run yet.
+    dag_callbacks: BTreeMap<dag_callbacks::CallbackKey, dag_callbacks::PendingCallback>,
 }
 
 impl Reactor {
@@ -265,6 +273,7 @@ impl Reactor {
             metrics,
             last_live_event: None,
             triggers: None,
+            dag_callbacks: BTreeMap::new(),
         }
     }
 
@@ -477,6 +486,7 @@ impl Reactor {
         self.runs_held.store(0, Ordering::Relaxed);
         self.pools.clear();
         self.in_flight.clear();
+        self.dag_callbacks.clear();
         // Only the leader runs triggers.
         if let Some(triggers) = self.triggers.as_mut() {
             triggers.stop_all();
@@ -493,6 +503,8 @@ impl Reactor {
         self.dispatch_queued().await;
         let next_retry = self.fire_timers(now).await;
         self.sync_triggers().await;
+        let next_callback = self.sync_dag_callbacks().await;
+        let next_ask = self.ask_custom_timetables(now).await;
         let next_deadline = self.supervise(now).await;
         let running = self
             .in_flight
@@ -503,10 +515,16 @@ impl Reactor {
         self.metrics
             .executor_queued
             .set((self.in_flight.len() - running) as i64);
-        [next_slot, next_retry, next_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            next_slot,
+            next_retry,
+            next_deadline,
+            next_callback,
+            next_ask,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Submits a decision; a rejection only means the model was behind the log.

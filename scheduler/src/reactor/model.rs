@@ -1,6 +1,7 @@
 //! Folding the log into the reactor's model: DAGs and their versions, runs and their states,
 //! tries in flight.
 
+use super::custom_timetables::CustomNext;
 use super::scheduled::{Version, load_version};
 use super::*;
 
@@ -32,7 +33,12 @@ impl Reactor {
             Event::DagParsed(e) => self.dag_parsed(e).await,
             Event::DagDeleted(e) => self.dag_deleted(e, recorded),
             Event::DagPaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = true,
-            Event::DagUnpaused(e) => self.dags.entry(e.dag_id.clone()).or_default().paused = false,
+            Event::DagUnpaused(e) => {
+                let dag = self.dags.entry(e.dag_id.clone()).or_default();
+                dag.paused = false;
+                // A timetable of the project's own is asked again (as of now, for catchup=False).
+                dag.custom_next = CustomNext::Unknown;
+            }
             Event::PoolSet(e) => {
                 self.pools
                     .insert((e.tenant.clone(), e.name.clone()), e.slots);
@@ -46,6 +52,8 @@ impl Reactor {
             }
             Event::AssetEventRecorded(e) => self.asset_event_recorded(e, recorded),
             Event::AssetQueueCleared(e) => self.asset_queue_cleared(e),
+            Event::DagCallbackRequested(e) => self.dag_callback_requested(e),
+            Event::DagCallbackRan(e) => self.dag_callback_ran(e),
             Event::RunStarted(_)
             | Event::RunSucceeded(_)
             | Event::RunFailed(_)
@@ -99,6 +107,8 @@ impl Reactor {
         dag.image = e.provenance.as_ref().and_then(|p| p.image.clone());
         dag.max_active_runs = e.max_active_runs.max(1) as usize;
         dag.version_hash = e.version_hash.clone();
+        // A new version's timetable (of the project's own) is asked anew.
+        dag.custom_next = CustomNext::Unknown;
         let version = match &e.document_hash {
             Some(hash) => load_version(&self.store, hash).await,
             None => Version::default(),
@@ -126,6 +136,9 @@ impl Reactor {
                 .insert(e.dag_id.clone(), recorded.stream_version);
         }
         self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
+        // Its callbacks too: the DAG file they would run is gone.
+        self.dag_callbacks
+            .retain(|(dag_id, _, _), _| dag_id != &e.dag_id);
         self.specs.forget_dag(&e.dag_id);
         // Tries in flight are stopped: their agents' reports would be refused anyway,
         // and the work belongs to nobody now. (An agent the executor does not know of
@@ -429,7 +442,9 @@ impl Reactor {
             | Event::ApiTokenIssued(_)
             | Event::ApiTokenRevoked(_)
             | Event::AssetEventRecorded(_)
-            | Event::AssetQueueCleared(_) => {}
+            | Event::AssetQueueCleared(_)
+            | Event::DagCallbackRequested(_)
+            | Event::DagCallbackRan(_) => {}
         }
     }
 }

@@ -98,8 +98,16 @@ impl Reactor {
                 continue;
             }
             // A bounded burst per wake-up; a long catchup continues on the next one.
+            let custom = schedule.custom_class().is_some();
             for _ in 0..100 {
-                let Some(run) = schedule.next_run(dag.last_scheduled.as_ref(), now) else {
+                // A timetable of the project's own gave its next run when asked (see
+                // `custom_timetables`); it is asked again once that one is queued.
+                let next = if custom {
+                    dag.custom_next.run().copied()
+                } else {
+                    schedule.next_run(dag.last_scheduled.as_ref(), now)
+                };
+                let Some(run) = next else {
                     break;
                 };
                 if run.run_after > now {
@@ -136,7 +144,12 @@ impl Reactor {
                     // Deleted meanwhile: the DAG's entry goes when the delete is folded.
                     Err(QueueError::DagDeleted(_)) => break,
                     // `Exists`: created before a restart.
-                    Ok(_) | Err(QueueError::Exists(_)) => dag.last_scheduled = Some(run),
+                    Ok(_) | Err(QueueError::Exists(_)) => {
+                        dag.last_scheduled = Some(run);
+                        if custom {
+                            dag.custom_next = super::custom_timetables::CustomNext::Unknown;
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(
                             dag_id = %dag_id,

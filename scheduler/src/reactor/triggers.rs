@@ -10,7 +10,10 @@ use leoflow_executors::triggerer::{TriggerOutcome, TriggerReport, TriggerSpec, T
 use leoflow_secrets::{Sealed, Vault};
 use serde_json::{Map, Value, json};
 
+use super::custom_timetables;
+use super::dag_callbacks::{self, CallbackKey, StartedCallback};
 use super::*;
+use leoflow_core::timetable::RunInfo;
 
 /// Who a running trigger is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +29,10 @@ pub(super) enum TriggerOwner {
         asset: AssetKey,
         group: String,
     },
+    /// A DAG's callback for a run that ended.
+    Callback(StartedCallback),
+    /// A question to a DAG's timetable of the project's own (its next run).
+    Timetable { dag_id: String },
 }
 
 /// What a trigger's report asks of its try.
@@ -34,6 +41,10 @@ enum Reported {
     Decision(TaskInstanceKey, Box<Command>, Option<(i32, String)>),
     /// A line of the try's log (`[triggerer] …`).
     Line(TaskInstanceKey, i32, String),
+    /// A DAG callback ended: what went wrong, if anything.
+    CallbackRan(CallbackKey, Option<String>),
+    /// A DAG's timetable answered (trigger id, DAG, the next run or why there is none).
+    TimetableAnswered(String, String, Result<Option<RunInfo>, String>),
     /// Nothing (a watcher's report, or one of a trigger stopped since).
     Nothing,
 }
@@ -86,6 +97,28 @@ impl Triggers {
 
     pub(super) fn give_back(&mut self, reports: Option<mpsc::UnboundedReceiver<TriggerReport>>) {
         self.reports = reports;
+    }
+
+    /// Opens sealed secrets, when this control plane has a master key.
+    pub(super) fn vault(&self) -> Option<&Vault> {
+        self.vault.as_ref()
+    }
+
+    /// Whether the trigger `id` was started.
+    pub(super) fn runs(&self, id: &str) -> bool {
+        self.started.contains_key(id)
+    }
+
+    /// Starts a trigger the reactor keeps track of itself (a DAG callback, a question to a
+    /// timetable), not one the model wants.
+    pub(super) fn start_own(&mut self, spec: TriggerSpec, owner: TriggerOwner) {
+        self.started.insert(spec.id.clone(), owner);
+        self.triggerer.start(spec);
+    }
+
+    /// Forgets a trigger that ended (its id may be started again).
+    pub(super) fn forget(&mut self, id: &str) {
+        self.started.remove(id);
     }
 
     /// Stops every trigger (this scheduler no longer leads).
@@ -201,14 +234,20 @@ impl Reactor {
             return;
         }
         let wanted = self.wanted_triggers();
+        let callbacks = self.pending_callback_ids();
         let Some(triggers) = self.triggers.as_mut() else {
             return;
         };
+        // A question to a timetable is forgotten when answered, not stopped here.
         let gone: Vec<String> = triggers
             .started
-            .keys()
-            .filter(|id| !wanted.contains_key(*id))
-            .cloned()
+            .iter()
+            .filter(|(id, owner)| {
+                !wanted.contains_key(*id)
+                    && !callbacks.contains(*id)
+                    && !matches!(owner, TriggerOwner::Timetable { .. })
+            })
+            .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
             triggers.triggerer.cancel(&id);
@@ -261,6 +300,7 @@ impl Reactor {
     ) {
         let mut decisions: BTreeMap<(String, String), Vec<Command>> = BTreeMap::new();
         let mut lines: BTreeMap<(TaskInstanceKey, i32), Vec<String>> = BTreeMap::new();
+        let mut callbacks_ran = Vec::new();
         let mut next = Some(first);
         while let Some(report) = next.take() {
             match self.trigger_reported(report).await {
@@ -279,6 +319,10 @@ impl Reactor {
                 Reported::Line(key, try_number, line) => {
                     lines.entry((key, try_number)).or_default().push(line);
                 }
+                Reported::CallbackRan(key, error) => callbacks_ran.push((key, error)),
+                Reported::TimetableAnswered(id, dag_id, answer) => {
+                    self.timetable_answered(&id, &dag_id, answer);
+                }
                 Reported::Nothing => {}
             }
             next = reports.as_mut().and_then(|r| r.try_recv().ok());
@@ -294,6 +338,9 @@ impl Reactor {
             if let Err(error) = appended {
                 tracing::warn!("{} lines of a trigger's log are lost: {error}", lines.len());
             }
+        }
+        for (key, error) in callbacks_ran {
+            self.record_callback_ran(&key, error).await;
         }
         let this = &*self;
         stream::iter(decisions)
@@ -359,6 +406,38 @@ impl Reactor {
             (TriggerOutcome::Logged(line), TriggerOwner::Watcher { asset, .. }) => {
                 tracing::info!("the watcher of asset {}: {line}", asset.name);
             }
+            (TriggerOutcome::Asked { ask, request }, owner) => {
+                if let Some(triggers) = self.triggers.as_ref() {
+                    let triggerer = triggers.triggerer.clone();
+                    self.answer_ask(triggerer.as_ref(), &report.id, &owner, ask, request)
+                        .await;
+                }
+            }
+            (TriggerOutcome::Fired(payload), TriggerOwner::Timetable { dag_id }) => {
+                let answer = custom_timetables::answered_run(&payload);
+                return Reported::TimetableAnswered(report.id, dag_id, answer);
+            }
+            (TriggerOutcome::Failed(error), TriggerOwner::Timetable { dag_id }) => {
+                return Reported::TimetableAnswered(report.id, dag_id, Err(error));
+            }
+            (TriggerOutcome::Logged(line), TriggerOwner::Timetable { dag_id }) => {
+                tracing::info!("the timetable of DAG {dag_id}: {line}");
+            }
+            (TriggerOutcome::Fired(payload), TriggerOwner::Callback(started)) => {
+                return Reported::CallbackRan(started.key, dag_callbacks::ran_error(&payload));
+            }
+            (TriggerOutcome::Failed(error), TriggerOwner::Callback(started)) => {
+                return Reported::CallbackRan(started.key, Some(error));
+            }
+            (TriggerOutcome::Logged(line), TriggerOwner::Callback(started)) => match started.log {
+                Some((key, try_number)) => {
+                    return Reported::Line(key, try_number, format!("[dag callback] {line}"));
+                }
+                None => {
+                    let (dag_id, run_id, callback) = &started.key;
+                    tracing::info!("the {} of {dag_id}/{run_id}: {line}", callback.name());
+                }
+            },
         }
         Reported::Nothing
     }

@@ -398,8 +398,8 @@ BAD_SCHEDULES = [
      "DagDefinitionError", "AssetOrTimeSchedule's 'assets' names no asset: schedule the DAG on its timetable alone"),
     ("assets holding a string", "AssetOrTimeSchedule(timetable=CronTriggerTimetable('@daily', timezone='UTC'), assets=[a, 'b'])",
      "DagDefinitionError", "All elements in AssetOrTimeSchedule's 'assets' should be assets"),
-    ("a custom timetable", "AssetOrTimeSchedule(timetable=Mine(), assets=[a])", "UnsupportedConstruct",
-     "custom timetable Mine is not supported by Leoflow"),
+    ("a custom timetable without next_dagrun_info", "AssetOrTimeSchedule(timetable=Mine(), assets=[a])", "UnsupportedConstruct",
+     "custom timetable Mine without next_dagrun_info is not supported by Leoflow"),
 ]
 
 

@@ -82,9 +82,7 @@ def _valid(instance: dict[str, Any], schema: dict[str, Any]) -> bool:
 BAD = [
     ("custom timetable",
      "from airflow.timetables.base import Timetable\nclass Workday(Timetable):\n    pass\n", "Workday()",
-     "UnsupportedConstruct", "custom timetable Workday is not supported by Leoflow"),
-    ("a custom timetable's helpers", "from airflow.timetables.base import DagRunInfo\n", "None",
-     "UnsupportedConstruct", "airflow.timetables.base.DagRunInfo is not supported"),
+     "UnsupportedConstruct", "custom timetable Workday without next_dagrun_info is not supported by Leoflow"),
     ("continuous", "from airflow.timetables.simple import ContinuousTimetable\n", "ContinuousTimetable()",
      "UnsupportedConstruct", "ContinuousTimetable is not supported"),
     ("relativedelta", "from airflow.sdk import DeltaTriggerTimetable\nclass relativedelta:\n    pass\n",

@@ -34,7 +34,7 @@ class Raising(BaseTrigger):
     def serialize(self):
         return ("my_triggers.Raising", {"message": self.message})
     async def run(self):
-        print("this goes to stderr, not into the answers")
+        print("this goes to its log")
         self.log.info("about to fail")
         raise RuntimeError(self.message)
         yield
@@ -152,8 +152,9 @@ def test_a_watchers_trigger_runs_again_after_each_event(triggerer: Triggerer, tm
         assert not target.exists()  # FileDeleteTrigger deletes what it found
 
 
-def test_a_raising_trigger_fails_with_its_traceback_and_prints_go_to_stderr(triggerer: Triggerer) -> None:
+def test_a_raising_trigger_fails_with_its_traceback_and_what_it_prints_is_its_log(triggerer: Triggerer) -> None:
     triggerer.run("t1", "my_triggers.Raising", {"message": "the service said no"})
+    assert triggerer.next(skip_logs=False) == {"op": "log", "id": "t1", "line": "this goes to its log"}
     log = triggerer.next(skip_logs=False)
     assert log == {"op": "log", "id": "t1", "line": "INFO - about to fail"}
     failed = triggerer.next()

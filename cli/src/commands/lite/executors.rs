@@ -320,4 +320,13 @@ impl Triggerer for ProjectTriggerers {
             process.cancel(id);
         }
     }
+
+    fn answer(&self, id: &str, ask: u64, reply: serde_json::Value) {
+        let running = self.running.lock().expect("not poisoned");
+        if let Some(project) = running.placed.get(id)
+            && let Some(process) = running.processes.get(project)
+        {
+            process.answer(id, ask, reply);
+        }
+    }
 }

@@ -194,13 +194,13 @@ class DAG:
         # How the task runner renders templates: it runs the DAG file again and reads them here.
         "template_searchpath", "template_undefined", "user_defined_macros", "user_defined_filters",
         "jinja_environment_kwargs", "render_template_as_native_obj",
+        # Run by the triggerer once a run ends (`leoflow.dag_callbacks`).
+        "on_success_callback", "on_failure_callback",
     }
     #: Airflow arguments accepted only at their no-op value.
     _NOOP_DEFAULTS: dict[str, Any] = {
         "fail_fast": False,
         "max_consecutive_failed_dag_runs": 0,
-        "on_success_callback": None,
-        "on_failure_callback": None,
         "sla_miss_callback": None,
         "owner_links": None,
         "auto_register": True,
@@ -243,6 +243,11 @@ class DAG:
             "jinja_environment_kwargs", kwargs.get("jinja_environment_kwargs")
         )
         self.render_template_as_native_obj: bool = bool(kwargs.get("render_template_as_native_obj", False))
+        #: The DAG's own callbacks by name, each a list of functions called with the context of
+        #: the run's last task instance once a run ends (`leoflow.dag_callbacks`).
+        self.callbacks: dict[str, list[Callable[..., Any]]] = {
+            name: _functions(f"{name} of DAG {dag_id!r}", kwargs.get(name)) for name in DAG_CALLBACKS
+        }
         self.tasks: dict[str, BaseOperator] = {}
         self.groups: dict[str, TaskGroup] = {}
         #: Edge labels (`Label`), by (upstream task id, downstream task id).
@@ -449,6 +454,9 @@ def _to_define(method: _Hook) -> _Hook:
     method.to_define = True  # type: ignore[attr-defined]
     return method
 
+
+#: The callbacks a DAG takes, as Airflow names them.
+DAG_CALLBACKS = ("on_success_callback", "on_failure_callback")
 
 #: The callbacks a task takes, as Airflow names them (the task runner calls them).
 CALLBACKS = (

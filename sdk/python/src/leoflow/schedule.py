@@ -86,6 +86,8 @@ def summary(schedule: dict[str, Any]) -> str | None:
         return ", ".join(schedule["expressions"])
     if kind == "events":
         return str(schedule.get("description") or f"{len(schedule['events'])} events")
+    if kind == "custom":
+        return str(schedule["summary"])
     return str(schedule.get("preset") or schedule["expression"])
 
 

@@ -37,6 +37,9 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
     # Only a DAG that grants per-DAG access says so: other documents (and their version
     # hashes) stay as they were.
     access = {"access_control": dag.access_control} if dag.access_control else {}
+    callbacks = {"callbacks": sorted(name for name, functions in dag.callbacks.items() if functions)}
+    if not callbacks["callbacks"]:
+        callbacks = {}
     labels = (
         {"edge_labels": [{"source_id": s, "target_id": t, "label": label} for (s, t), label in sorted(dag.edge_labels.items())]}
         if dag.edge_labels
@@ -76,6 +79,7 @@ def serialize_dag(dag: DAG, fileloc: str, dag_module: str) -> dict[str, Any]:
         "tasks": tasks,
         **access,
         **labels,
+        **callbacks,
     }
 
 

@@ -3,30 +3,104 @@ dag.json's `schedule` for the scheduler, which runs them as Airflow's `next_dagr
 
 Each validates its arguments when built, with Airflow's meaning: a cron expression (or a
 preset) and an IANA time zone name, a positive `timedelta`, a data `interval` that is not
-negative. A timetable of the project's own (a `Timetable` subclass) is refused: the scheduler
-cannot call Python.
+negative. A timetable of the project's own (a `Timetable` subclass defining
+`next_dagrun_info`) is recorded by its class: the scheduler asks it for each next run through
+the triggerer (`leoflow.custom_timetables`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from leoflow.errors import DagDefinitionError, UnsupportedConstruct
 from leoflow.timezone import zone_name
 
 
+class DataInterval(NamedTuple):
+    """Airflow's `DataInterval`: a run's data interval."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @classmethod
+    def exact(cls, at: dt.datetime) -> DataInterval:
+        return cls(at, at)
+
+
+class TimeRestriction(NamedTuple):
+    """Airflow's `TimeRestriction`: the DAG's start and end dates, and its `catchup`."""
+
+    earliest: dt.datetime | None
+    latest: dt.datetime | None
+    catchup: bool
+
+
+class DagRunInfo(NamedTuple):
+    """Airflow's `DagRunInfo`: when a run may start, and its data interval."""
+
+    run_after: dt.datetime
+    data_interval: DataInterval
+
+    @classmethod
+    def exact(cls, at: dt.datetime) -> DagRunInfo:
+        return cls(run_after=at, data_interval=DataInterval.exact(at))
+
+    @classmethod
+    def interval(cls, start: dt.datetime, end: dt.datetime) -> DagRunInfo:
+        return cls(run_after=end, data_interval=DataInterval(start, end))
+
+    @property
+    def logical_date(self) -> dt.datetime:
+        return self.data_interval.start
+
+
 class Timetable:
-    """The base of Airflow's timetables. Subclasses of the project's own are refused."""
+    """The base of Airflow's timetables. A subclass of the project's own defines
+    `next_dagrun_info`, which the scheduler asks for each next run (through the triggerer)."""
+
+    #: Airflow's attributes a timetable may set.
+    description: str | None = None
+    periodic: bool = True
+    can_be_scheduled: bool = True
+    run_ordering: tuple[str, ...] = ("data_interval_end", "logical_date")
+    active_runs_limit: int | None = None
+
+    @property
+    def summary(self) -> str:
+        return type(self).__name__
+
+    def validate(self) -> None:
+        """Airflow's hook to refuse a timetable's arguments (called when the DAG is compiled)."""
+
+    def serialize(self) -> dict[str, Any]:
+        return {}
+
+    def infer_manual_data_interval(self, *, run_after: dt.datetime) -> DataInterval:
+        return DataInterval.exact(run_after)
+
+    def next_dagrun_info(self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction) -> DagRunInfo | None:
+        raise NotImplementedError(f"{type(self).__name__} does not define next_dagrun_info")
 
     def serialize_schedule(self) -> dict[str, Any]:
-        """The timetable as dag.json's `schedule`."""
-        raise UnsupportedConstruct(
-            f"custom timetable {type(self).__name__}",
-            "Leoflow runs Airflow's built-in timetables (cron and delta trigger and data-interval "
-            "timetables, MultipleCronTriggerTimetable, EventsTimetable); express the schedule with one",
-        )
+        """The timetable as dag.json's `schedule`: a timetable of the project's own by its class."""
+        cls = type(self)
+        if cls.next_dagrun_info is Timetable.next_dagrun_info:
+            raise UnsupportedConstruct(
+                f"custom timetable {cls.__name__} without next_dagrun_info",
+                "a timetable of the project's own defines next_dagrun_info(*, last_automated_data_interval, "
+                "restriction), as Airflow's timetables do",
+            )
+        self.validate()
+        if not self.can_be_scheduled:
+            raise UnsupportedConstruct(f"custom timetable {cls.__name__} with can_be_scheduled=False", "use schedule=None")
+        return {
+            "type": "custom",
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "summary": str(self.summary),
+            "description": self.description,
+        }
 
 
 class NullTimetable(Timetable):

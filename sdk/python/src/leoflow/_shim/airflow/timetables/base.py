@@ -1,18 +1,6 @@
-"""`airflow.timetables.base`: the timetables' base class. A subclass of the project's own is
-refused when its DAG is compiled."""
+"""`airflow.timetables.base`: the timetables' base class and the values a timetable of the
+project's own works with; the scheduler asks its `next_dagrun_info` through the triggerer."""
 
-from leoflow.timetables import Timetable
+from leoflow.timetables import DagRunInfo, DataInterval, Timetable, TimeRestriction
 
-__all__ = ["Timetable"]
-
-
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    if name.startswith("__"):
-        raise AttributeError(name)
-    from leoflow.errors import UnsupportedConstruct
-
-    raise UnsupportedConstruct(
-        f"airflow.timetables.base.{name}",
-        "a timetable of the project's own cannot run in Leoflow's scheduler; use one of Airflow's built-in "
-        "timetables",
-    )
+__all__ = ["DagRunInfo", "DataInterval", "TimeRestriction", "Timetable"]
