@@ -492,3 +492,99 @@ async fn a_hot_reload_starts_the_triggerer_again_with_the_projects_new_code() {
     );
     assert_ne!(wait_for_triggerer(lite.child.id()).await, before);
 }
+
+const ENDED: &str = r#"
+from airflow.sdk import DAG, BaseOperator
+
+from ending import Ends
+
+
+class EndsThere(BaseOperator):
+    def __init__(self, *, state, **kwargs):
+        super().__init__(**kwargs)
+        self.state = state
+
+    def execute(self, context):
+        print(f"deferring to end {self.state}")
+        self.defer(trigger=Ends(state=self.state), method_name="never")
+
+    def never(self, context, event=None):
+        raise AssertionError("a task its trigger ended does not resume")
+
+
+with DAG("ended", schedule=None, is_paused_upon_creation=False):
+    EndsThere(task_id="succeeds", state="success")
+    EndsThere(task_id="fails", state="failed", retries=2)
+    EndsThere(task_id="skips", state="skipped")
+"#;
+
+const ENDING: &str = r#"
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
+
+
+class Ends(BaseTrigger):
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+    def serialize(self):
+        return ("ending.Ends", {"state": self.state})
+
+    async def run(self):
+        self.log.info("ending the task %s", self.state)
+        if self.state == "success":
+            yield TaskSuccessEvent(xcoms={"return_value": {"rows": 3}, "source": "the trigger"})
+        elif self.state == "failed":
+            yield TaskFailedEvent()
+        else:
+            yield TaskSkippedEvent()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_s_task_end_event_ends_its_task_with_its_xcoms_without_resuming_it() {
+    let project = LiteProject::new("ended", ENDED);
+    std::fs::write(project.project.join("ending.py"), ENDING).unwrap();
+    let lite = project.lite();
+    let client = Client::login(&lite.base).await;
+    let (status, run) = client
+        .call(
+            Method::POST,
+            "/api/v2/dags/ended/dagRuns",
+            Some(json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["dag_run_id"].as_str().unwrap();
+    let run = client
+        .until(&format!("/api/v2/dags/ended/dagRuns/{run_id}"), |run| {
+            run["state"] == "success" || run["state"] == "failed"
+        })
+        .await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let ti = |task_id: &str| format!("/api/v2/dags/ended/dagRuns/{run_id}/taskInstances/{task_id}");
+    // Each in its event's state, in its first try: a failure takes no retry, as in Airflow.
+    for (task_id, state) in [
+        ("succeeds", "success"),
+        ("fails", "failed"),
+        ("skips", "skipped"),
+    ] {
+        let found = client.get(&ti(task_id)).await;
+        assert_eq!(found["state"], state, "{found}");
+        assert_eq!(found["try_number"], 1, "{found}");
+        let log = log_text(&client.get(&format!("{}/logs/1", ti(task_id))).await);
+        assert!(
+            log.contains(&format!("[triggerer] INFO - ending the task {state}")),
+            "{log}"
+        );
+        assert!(!log.contains("does not resume"), "{log}");
+    }
+    // The success's XComs are the task's.
+    let xcom = client
+        .get(&format!("{}/xcomEntries/return_value", ti("succeeds")))
+        .await;
+    assert_eq!(xcom["value"], json!({"rows": 3}), "{xcom}");
+    let xcom = client
+        .get(&format!("{}/xcomEntries/source", ti("succeeds")))
+        .await;
+    assert_eq!(xcom["value"], "the trigger", "{xcom}");
+}

@@ -18,6 +18,17 @@ pub use crate::state::{RunStatus, TiState};
 use crate::spec::{DagSpec, MapLength, TaskKind, TaskSpec};
 use crate::trigger::{UpstreamCounts, Verdict};
 
+/// How a trigger ends its task (Airflow's task end events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerEnd {
+    /// `TaskSuccessEvent`.
+    Success,
+    /// `TaskFailedEvent`.
+    Failed,
+    /// `TaskSkippedEvent`.
+    Skipped,
+}
+
 /// One task instance of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInstance {
@@ -218,6 +229,21 @@ pub enum Command {
         try_number: i32,
         /// Now.
         at: DateTime<Utc>,
+    },
+    /// A deferred try's trigger yielded Airflow's `TaskSuccessEvent`, `TaskFailedEvent` or
+    /// `TaskSkippedEvent`: the try ends in that state without running again (a failure with
+    /// no retry, as Airflow sets it), after the event's XComs.
+    EndedByTrigger {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try that waits.
+        try_number: i32,
+        /// How it ends.
+        end: TriggerEnd,
+        /// The XComs the event carries (their blobs stored).
+        xcoms: Vec<XComPush>,
     },
     /// A deferred try's wait failed: its timeout passed. As in Airflow, the try carries on in
     /// `__fail__`, which raises `TaskDeferralTimeout` in the task: it fails, its retries
@@ -746,6 +772,13 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             reason,
         } => deferral_failed(state, (task_id, map_index), try_number, reason)?,
+        Command::EndedByTrigger {
+            task_id,
+            map_index,
+            try_number,
+            end,
+            xcoms,
+        } => ended_by_trigger(state, (task_id, map_index), try_number, end, xcoms)?,
         Command::EndFromTrigger {
             task_id,
             map_index,
@@ -1210,6 +1243,54 @@ fn end_from_trigger(
         state.key(&(task_id, map_index)),
         try_number,
     )])
+}
+
+/// [`Command::EndedByTrigger`]: a deferred try's trigger ended its task.
+fn ended_by_trigger(
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    end: TriggerEnd,
+    xcoms: Vec<XComPush>,
+) -> Result<Vec<Event>, Rejection> {
+    current_try_in(
+        state,
+        &id.0,
+        id.1,
+        try_number,
+        TiState::Deferred,
+        "end from its trigger",
+    )?;
+    let key = state.key(&id);
+    let mut events: Vec<Event> = xcoms
+        .into_iter()
+        .map(|push| {
+            XComPushed {
+                ti: key.clone(),
+                try_number,
+                key: push.key,
+                value_hash: push.value_hash,
+                size_bytes: push.size_bytes,
+                length: push.length,
+            }
+            .into()
+        })
+        .collect();
+    events.push(match end {
+        TriggerEnd::Success => succeeded(key, try_number),
+        TriggerEnd::Failed => TaskFailed {
+            ti: key,
+            try_number,
+            reason: "its trigger ended it failed (TaskFailedEvent), without a retry".to_owned(),
+        }
+        .into(),
+        TriggerEnd::Skipped => TaskSkipped {
+            ti: key,
+            reason: Some("its trigger ended it skipped (TaskSkippedEvent)".to_owned()),
+        }
+        .into(),
+    });
+    Ok(events)
 }
 
 /// [`Command::DeferralFailed`]: a deferred try's wait failed; the try carries on, to fail.

@@ -46,6 +46,14 @@ pub struct TriggerSpec {
 pub enum TriggerOutcome {
     /// It yielded an event with this payload.
     Fired(Value),
+    /// It yielded Airflow's `TaskSuccessEvent`, `TaskFailedEvent` or `TaskSkippedEvent`: its
+    /// task ends in that state, with these XComs, without resuming.
+    Ended {
+        /// `success`, `failed` or `skipped`.
+        state: String,
+        /// XComs to push, by key.
+        xcoms: serde_json::Map<String, Value>,
+    },
     /// It raised, could not be built, or ended without an event: why.
     Failed(String),
     /// A line of its log.
@@ -104,6 +112,12 @@ enum TriggerReply {
     Fired {
         id: String,
         payload: Value,
+    },
+    Ended {
+        id: String,
+        state: String,
+        #[serde(default)]
+        xcoms: serde_json::Map<String, Value>,
     },
     Failed {
         id: String,
@@ -279,6 +293,10 @@ fn report(
                 wanted.remove(&id);
             }
             (id, TriggerOutcome::Fired(payload))
+        }
+        TriggerReply::Ended { id, state, xcoms } => {
+            wanted.remove(&id);
+            (id, TriggerOutcome::Ended { state, xcoms })
         }
         TriggerReply::Failed { id, error } => {
             if wanted.get(&id).is_some_and(|spec| !spec.repeat) {

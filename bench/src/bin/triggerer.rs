@@ -133,6 +133,7 @@ async fn main() -> Result<()> {
             TriggerOutcome::Failed(error) => bail!("trigger {} failed: {error}", report.id),
             TriggerOutcome::Logged(_) => {}
             TriggerOutcome::Asked { .. } => bail!("trigger {} asked a question", report.id),
+            TriggerOutcome::Ended { .. } => bail!("trigger {} ended a task", report.id),
         }
     }
     let delay = Percentiles::of(&mut delays);

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::custom_timetables;
 use super::dag_callbacks::{self, CallbackKey, StartedCallback};
 use super::*;
+use leoflow_core::run::{TriggerEnd, XComPush};
 use leoflow_core::timetable::RunInfo;
 
 /// Who a running trigger is for.
@@ -387,6 +388,29 @@ impl Reactor {
                 self.record_watched_event(tenant, asset, group, payload)
                     .await;
             }
+            (TriggerOutcome::Ended { state, xcoms }, TriggerOwner::Try { key, try_number }) => {
+                return match self.trigger_ended(&key, try_number, &state, xcoms).await {
+                    Ok(ended) => Reported::Decision(key, Box::new(ended), None),
+                    Err(why) => {
+                        let (note, failed) = failed_wait(&key, try_number, why);
+                        Reported::Decision(key, Box::new(failed), Some((try_number, note)))
+                    }
+                };
+            }
+            (TriggerOutcome::Ended { .. }, TriggerOwner::Watcher { asset, .. }) => {
+                tracing::warn!(
+                    "the watcher of asset {}: a task end event ends no task",
+                    asset.name
+                );
+            }
+            (TriggerOutcome::Ended { .. }, TriggerOwner::Callback(started)) => {
+                let why = "a DAG callback's trigger yielded a task end event".to_owned();
+                return Reported::CallbackRan(started.key, Some(why));
+            }
+            (TriggerOutcome::Ended { .. }, TriggerOwner::Timetable { dag_id }) => {
+                let why = "a timetable's trigger yielded a task end event".to_owned();
+                return Reported::TimetableAnswered(report.id, dag_id, Err(why));
+            }
             (TriggerOutcome::Failed(error), TriggerOwner::Try { key, try_number }) => {
                 // Said in its log after the trigger's own lines; the attempt that carries the try
                 // on then fails with it.
@@ -440,6 +464,57 @@ impl Reactor {
             },
         }
         Reported::Nothing
+    }
+
+    /// The decision ending a deferred try as its trigger's task end event says, its XComs'
+    /// values stored first; why not, when the event cannot be taken.
+    async fn trigger_ended(
+        &self,
+        key: &TaskInstanceKey,
+        try_number: i32,
+        state: &str,
+        xcoms: Map<String, Value>,
+    ) -> Result<Command, String> {
+        let end = match state {
+            "success" => TriggerEnd::Success,
+            "failed" => TriggerEnd::Failed,
+            "skipped" => TriggerEnd::Skipped,
+            other => {
+                return Err(format!(
+                    "its trigger ended it in an unknown state {other:?}"
+                ));
+            }
+        };
+        let mut pushes = Vec::with_capacity(xcoms.len());
+        for (xcom_key, value) in xcoms {
+            let content = value.to_string();
+            let value_hash = self
+                .store
+                .put_blob("application/json", &content)
+                .await
+                .map_err(|e| format!("its trigger's XCom {xcom_key:?} cannot be stored: {e}"))?;
+            let length = match &value {
+                Value::Array(items) => Some(items.len() as i64),
+                Value::Object(items) => Some(items.len() as i64),
+                _ => None,
+            };
+            pushes.push(XComPush {
+                task_id: key.task_id.clone(),
+                map_index: key.map_index,
+                try_number,
+                key: xcom_key,
+                value_hash,
+                size_bytes: content.len() as i64,
+                length,
+            });
+        }
+        Ok(Command::EndedByTrigger {
+            task_id: key.task_id.clone(),
+            map_index: key.map_index,
+            try_number,
+            end,
+            xcoms: pushes,
+        })
     }
 
     /// Records an update of a watched asset (as Airflow: `extra` is `{"from_trigger": true,

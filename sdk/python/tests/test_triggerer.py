@@ -52,6 +52,17 @@ class Opaque(BaseTrigger):
     async def run(self):
         yield TriggerEvent(object())
 
+class Ending(BaseTrigger):
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+    def serialize(self):
+        return ("my_triggers.Ending", {"state": self.state})
+    async def run(self):
+        from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
+        events = {"success": TaskSuccessEvent, "failed": TaskFailedEvent, "skipped": TaskSkippedEvent}
+        yield events[self.state](xcoms={"rows": [1, 2]} if self.state == "success" else None)
+
 class Counting(BaseTrigger):
     def __init__(self, events):
         super().__init__()
@@ -202,3 +213,16 @@ def test_an_unreadable_request_is_said_on_stderr_and_the_triggerer_goes_on(trigg
     triggerer.process.stdin.flush()
     triggerer.run("t1", "my_triggers.Silent", {})
     assert triggerer.next()["op"] == "failed"
+
+
+@pytest.mark.parametrize(("state", "xcoms"), [("success", {"rows": [1, 2]}), ("failed", {}), ("skipped", {})])
+def test_a_task_end_event_ends_the_task_with_its_xcoms(triggerer: Triggerer, state: str, xcoms: dict[str, Any]) -> None:
+    triggerer.run("t1", "my_triggers.Ending", {"state": state})
+    assert triggerer.next() == {"op": "ended", "id": "t1", "state": state, "xcoms": xcoms}
+
+
+def test_a_watcher_s_trigger_cannot_end_a_task(triggerer: Triggerer) -> None:
+    triggerer.run("w", "my_triggers.Ending", {"state": "success"}, repeat=True)
+    failed = triggerer.next()
+    assert failed["op"] == "failed" and "an asset watcher's trigger has no task to end" in failed["error"], failed
+    triggerer.send(op="cancel", id="w")

@@ -10,7 +10,9 @@ It reads JSON lines on stdin:
 - `{"op": "answer", "id", "ask", "reply"}` answers what the trigger's code asked (below).
 
 and answers with JSON lines on stdout: `{"op": "ready"}`, then for each trigger
-`{"op": "fired", "id", "payload"}`, `{"op": "failed", "id", "error"}` (it raised, could not be
+`{"op": "fired", "id", "payload"}`, `{"op": "ended", "id", "state", "xcoms"}` (a deferral's
+trigger yielded a `TaskSuccessEvent`, `TaskFailedEvent` or `TaskSkippedEvent`: the task ends
+there), `{"op": "failed", "id", "error"}` (it raised, could not be
 built, or ended without an event) and `{"op": "log", "id", "line"}` (what it logged or printed,
 a line at a time). What is printed outside any trigger goes to stderr, never into the answers.
 A DAG callback's code (in a thread) asks the control plane for Variables, Connections and its
@@ -34,7 +36,7 @@ import traceback
 from typing import IO, Any
 
 from leoflow.errors import DagDefinitionError
-from leoflow.triggers import BaseTrigger, TriggerEvent, deserialize_value, serialize_value
+from leoflow.triggers import BaseTaskEndEvent, BaseTrigger, TriggerEvent, deserialize_value, serialize_value
 
 #: The trigger whose code runs now (each trigger is an asyncio task with its own context).
 _CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("leoflow_trigger", default=None)
@@ -218,7 +220,7 @@ class Triggerer:
         try:
             trigger = build(classpath, kwargs)
             async for event in trigger.run():
-                self.fired(trigger_id, classpath, event)
+                self.fired(trigger_id, classpath, event, repeat)
                 fired = True
                 if not repeat:
                     return None
@@ -235,9 +237,15 @@ class Triggerer:
         self.answers.send(op="failed", id=trigger_id, error=error)
         return error
 
-    def fired(self, trigger_id: str, classpath: str, event: Any) -> None:
+    def fired(self, trigger_id: str, classpath: str, event: Any, repeat: bool) -> None:
         if not isinstance(event, TriggerEvent):
             raise DagDefinitionError(f"{classpath} yielded {event!r}, not a TriggerEvent")
+        if isinstance(event, BaseTaskEndEvent):
+            if repeat:
+                raise DagDefinitionError(f"{classpath} yielded {event!r}: an asset watcher's trigger has no task to end")
+            xcoms = serialize_value(event.xcoms or {}, f"the XComs of {classpath}'s {type(event).__name__}")
+            self.answers.send(op="ended", id=trigger_id, state=event.task_instance_state, xcoms=xcoms)
+            return
         payload = serialize_value(event.payload, f"the event of trigger {classpath}")
         self.answers.send(op="fired", id=trigger_id, payload=payload)
 

@@ -39,6 +39,41 @@ class TriggerEvent:
         return f"TriggerEvent<{self.payload!r}>"
 
 
+class BaseTaskEndEvent(TriggerEvent):
+    """What a trigger yields to end its task without resuming it (Airflow's `TaskSuccessEvent`,
+    `TaskFailedEvent`, `TaskSkippedEvent`): the task instance takes `task_instance_state` (a
+    failure with no retry, as in Airflow) and `xcoms` are pushed as its XComs."""
+
+    task_instance_state = "success"
+
+    def __init__(self, *, xcoms: dict[str, Any] | None = None) -> None:
+        super().__init__(self.task_instance_state)
+        if xcoms is not None and not (isinstance(xcoms, dict) and all(isinstance(k, str) for k in xcoms)):
+            raise TypeError(f"xcoms must be a dict of XCom keys to values, not {xcoms!r}")
+        self.xcoms = xcoms
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}<xcoms={self.xcoms!r}>"
+
+
+class TaskSuccessEvent(BaseTaskEndEvent):
+    """Ends the task successful."""
+
+    task_instance_state = "success"
+
+
+class TaskFailedEvent(BaseTaskEndEvent):
+    """Ends the task failed, without retrying it."""
+
+    task_instance_state = "failed"
+
+
+class TaskSkippedEvent(BaseTaskEndEvent):
+    """Ends the task skipped."""
+
+    task_instance_state = "skipped"
+
+
 class BaseTrigger:
     """A trigger: `serialize()` names its class and arguments (it is built again from them in
     the triggerer), `run()` yields a `TriggerEvent` when it fires."""

@@ -1,7 +1,15 @@
 """`airflow.triggers.base`."""
 
 from leoflow.errors import UnsupportedConstruct
-from leoflow.triggers import BaseEventTrigger, BaseTrigger, TriggerEvent
+from leoflow.triggers import (
+    BaseEventTrigger,
+    BaseTaskEndEvent,
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
@@ -10,4 +18,12 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
     raise UnsupportedConstruct(f"airflow.triggers.base.{name}", "subclass BaseTrigger")
 
 
-__all__ = ["BaseEventTrigger", "BaseTrigger", "TriggerEvent"]
+__all__ = [
+    "BaseEventTrigger",
+    "BaseTaskEndEvent",
+    "BaseTrigger",
+    "TaskFailedEvent",
+    "TaskSkippedEvent",
+    "TaskSuccessEvent",
+    "TriggerEvent",
+]
