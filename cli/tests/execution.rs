@@ -623,12 +623,21 @@ with DAG("bad", schedule=None, is_paused_upon_creation=False):
         sys.stderr.buffer.write(b"bin\xff\xfe\x00ary\n")
         return "ok"
 
-    @task(execution_timeout=timedelta(seconds=1))
+    def timed_out(context):
+        print(f"on_failure_callback saw {type(context['exception']).__name__}")
+
+    @task(execution_timeout=timedelta(seconds=1), on_failure_callback=timed_out)
     def hangs():
         import time
         time.sleep(120)
 
-    crashes(); not_json(); garbage(); hangs()
+    @task(execution_timeout=timedelta(seconds=1))
+    def ignores_its_timeout():
+        import signal, time
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        time.sleep(120)
+
+    crashes(); not_json(); garbage(); hangs(); ignores_its_timeout()
 "#;
     let (_db, store, _dir, _lite) = setup(dag).await;
     let run = trigger(&store, "bad", json!({})).await;
@@ -649,9 +658,22 @@ with DAG("bad", schedule=None, is_paused_upon_creation=False):
     let not_json = failure_reason(&store, "bad", &run, "not_json").await;
     assert!(not_json.contains("not JSON-serializable"), "{not_json}");
 
+    // Past its execution_timeout the task's code gets Airflow's AirflowTaskTimeout: it fails
+    // as any failure does, its on_failure_callback running.
     assert_eq!(ti_state(&store, "bad", &run, "hangs").await.0, "failed");
     let hang = failure_reason(&store, "bad", &run, "hangs").await;
-    assert!(hang.contains("execution_timeout of 1 s exceeded"), "{hang}");
+    assert!(hang.contains("AirflowTaskTimeout: Timeout, PID:"), "{hang}");
+    let hang_log = log(&store, "bad", &run, "hangs", 1).await;
+    assert!(
+        hang_log.contains("on_failure_callback saw AirflowTaskTimeout"),
+        "{hang_log}"
+    );
+    // Code that does not stop is killed a little later.
+    let ignores = failure_reason(&store, "bad", &run, "ignores_its_timeout").await;
+    assert!(
+        ignores.contains("execution_timeout of 1 s exceeded and the task did not stop by itself"),
+        "{ignores}"
+    );
 }
 
 #[tokio::test]

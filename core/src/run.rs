@@ -977,7 +977,11 @@ fn timed_out(
     current_try_in(state, &id.0, id.1, try_number, TiState::Running, "time out")?;
     let task = task(spec, &id.0)?;
     let limit = task.execution_timeout.unwrap_or_default();
-    let reason = format!("execution_timeout of {limit} s exceeded; the try was stopped");
+    // The runner raises `AirflowTaskTimeout` itself at the limit; this is a try that did not
+    // stop then, killed by its agent (or the scheduler) a little later.
+    let reason = format!(
+        "execution_timeout of {limit} s exceeded and the task did not stop by itself; it was killed"
+    );
     let mut events = Vec::new();
     failed(state, task, &id, try_number, reason, at, &mut events)?;
     Ok(events)

@@ -811,6 +811,10 @@ impl Runner {
     }
 }
 
+/// How long past its `execution_timeout` a runner that did not stop by itself (its
+/// `AirflowTaskTimeout`, its callbacks) is killed.
+pub const RUNNER_TIMEOUT_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs the Python task runner and relays until it exits, times out or must stop.
 ///
 /// The runner's requests are answered on their own task, so a call that is being retried
@@ -843,7 +847,9 @@ async fn supervise(
     tokio::spawn(read_log_lines(stderr, log_tx).in_current_span());
     let relay = relay_requests(plane.clone(), BufReader::new(stdout), stdin);
     let relay = AbortOnDrop(tokio::spawn(relay.in_current_span()));
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // The runner raises Airflow's `AirflowTaskTimeout` in the task at `execution_timeout`, and
+    // fails with its callbacks; it is killed only if it has not stopped a little later.
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t + RUNNER_TIMEOUT_GRACE);
     let relayed = tokio::select! {
         ended = relay_until_end(plane, &mut runner, relay, &mut log_rx, heartbeat_every, logs) => ended,
         _ = sleep_until(deadline) => Err(Stop::TimedOut),
@@ -869,9 +875,13 @@ async fn stopped(
         Stop::TimedOut => {
             drain(log_rx, logs).await;
             let limit = timeout.unwrap_or_default().as_secs_f64();
+            let grace = RUNNER_TIMEOUT_GRACE.as_secs();
             Ok(Report::new(
                 ProtoOutcome::TimedOut,
-                format!("execution_timeout of {limit} s exceeded; the task was killed"),
+                format!(
+                    "execution_timeout of {limit} s exceeded and the task did not stop within \
+                     {grace} s of it; the task was killed"
+                ),
             ))
         }
         Stop::Told(reason, note) => {

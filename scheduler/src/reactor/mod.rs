@@ -110,7 +110,9 @@ impl Default for Supervision {
             heartbeat_timeout: Duration::from_secs(60),
             // No longer than `heartbeat_timeout` unless an executor needs it.
             start_timeout: Duration::ZERO,
-            timeout_grace: Duration::from_secs(5),
+            // Past the agent's own grace (`RUNNER_TIMEOUT_GRACE`): the agent times tries out
+            // first.
+            timeout_grace: leoflow_executors::agent::RUNNER_TIMEOUT_GRACE + Duration::from_secs(10),
             scheduler_heartbeat: Duration::from_secs(5),
         }
     }

@@ -128,3 +128,37 @@ def test_a_callback_that_is_not_a_function_is_refused(tmp_path: Path) -> None:
     result = compile_file(path)
     assert not result["ok"]
     assert "on_failure_callback of 't' must be a function or a list of functions, not 'page me'" in result["error"]["message"]
+
+
+TIMEOUTS = CALLBACKS + """
+import datetime, time
+
+def sleeps():
+    time.sleep(30)
+
+def swallows():
+    try:
+        time.sleep(30)
+    except Exception:
+        pass
+
+with DAG("d", schedule=None, default_args=every):
+    PythonOperator(task_id="slow", python_callable=sleeps, execution_timeout=datetime.timedelta(seconds=0.3), retries=1)
+    PythonOperator(task_id="swallows", python_callable=swallows, execution_timeout=datetime.timedelta(seconds=0.3))
+    BashOperator(task_id="slow_bash", bash_command="sleep 30; echo never", execution_timeout=datetime.timedelta(seconds=0.3))
+"""
+
+
+@pytest.mark.parametrize(("task_id", "callback"), [("slow", "retry"), ("swallows", "failure"), ("slow_bash", "failure")])
+def test_past_its_execution_timeout_a_task_fails_with_airflow_task_timeout_and_its_callbacks_run(
+    project: Project, task_id: str, callback: str
+) -> None:
+    import time
+
+    started = time.monotonic()
+    outcome, _ = project.run(TIMEOUTS, task_id)
+    assert time.monotonic() - started < 10, "the task was stopped at its timeout, not after its work"
+    assert outcome.outcome == "failed", outcome.reason
+    assert outcome.reason.startswith("AirflowTaskTimeout: Timeout, PID: "), outcome.reason
+    # `except Exception` in task code does not swallow it, as in Airflow (a BaseException).
+    assert calls(project)[-1] == f"{callback}:{task_id}:AirflowTaskTimeout"

@@ -42,6 +42,11 @@ class TaskDeferred(BaseException):
         self.timeout = timeout
 
 
+class AirflowTaskTimeout(BaseException):
+    """A task ran past its `execution_timeout` (a `BaseException`, as Airflow's, so task code's
+    `except Exception` does not swallow it)."""
+
+
 class TaskDeferralError(AirflowException):
     """A deferred try's trigger failed."""
 

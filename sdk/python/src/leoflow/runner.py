@@ -27,11 +27,13 @@ import json
 import linecache
 import logging
 import os
+import signal
 import subprocess
 import sys
 import traceback
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +46,7 @@ from leoflow.exceptions import (
     AirflowRescheduleException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    AirflowTaskTimeout,
     TaskDeferred,
 )
 from leoflow.decorators import DagParamReference
@@ -736,11 +739,16 @@ def run_bash(command: Any, spec: dict[str, Any], ctx: dict[str, Any], push: bool
     assert process.stdout is not None
     last = ""
     encoding = spec.get("output_encoding") or "utf-8"
-    for raw in process.stdout:
-        line = raw.decode(encoding, errors="replace").rstrip("\n")
-        print(line, file=sys.stderr, flush=True)
-        last = line
-    code = process.wait()
+    try:
+        for raw in process.stdout:
+            line = raw.decode(encoding, errors="replace").rstrip("\n")
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        code = process.wait()
+    except BaseException:
+        # Timed out (or stopped): the command goes with the task, as Airflow's on_kill does.
+        process.kill()
+        raise
     if code in (spec.get("skip_on_exit_code") or []):
         return Outcome("skipped", f"bash exited with code {code}, which skip_on_exit_code lists")
     if code != 0:
@@ -858,17 +866,50 @@ def execute(attempt: Start, channel: Channel) -> Outcome:
     mapped = mapped_arguments(task, attempt["map_index"], ti, params) if attempt["map_index"] >= 0 else {}
     enter_mapped_group(task, attempt["map_index"], ti, params)
     callbacks.call(task_object, "on_execute_callback", ctx)
-    if "custom" in task:
-        outcome = run_custom(task_object, task, ctx, mapped)
-    else:
-        run_execute_hooks(task_object, "pre_execute", ctx)
-        outcome = run_standard(task_object, task, ctx, mapped)
-        run_execute_hooks(task_object, "post_execute", ctx, outcome.result)
+    try:
+        with execution_timeout(task.get("execution_timeout")):
+            if "custom" in task:
+                outcome = run_custom(task_object, task, ctx, mapped)
+            else:
+                run_execute_hooks(task_object, "pre_execute", ctx)
+                outcome = run_standard(task_object, task, ctx, mapped)
+                run_execute_hooks(task_object, "post_execute", ctx, outcome.result)
+    except AirflowTaskTimeout:
+        # As Airflow's: the operator stops what it started; the try then fails (its retries
+        # and callbacks applying).
+        on_kill = getattr(task_object, "on_kill", None)
+        if callable(on_kill):
+            try:
+                on_kill()
+            except Exception:  # noqa: BLE001 - the timeout is what is reported
+                traceback.print_exc()
+        raise
     if outcome.outcome == "success":
         # As Airflow's: what the task set by now (its success callbacks come too late).
         outlet_events: OutletEventAccessors = ctx["outlet_events"]
         outcome.outlet_events = outlet_events.recorded()
     return outcome
+
+
+@contextmanager
+def execution_timeout(seconds: float | None) -> Iterator[None]:
+    """Airflow's `execution_timeout`: `AirflowTaskTimeout` raised in the task's code once
+    `seconds` passed, so it fails as any failure does, its callbacks running (the agent kills a
+    runner that did not stop a little later)."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise AirflowTaskTimeout(f"Timeout, PID: {os.getpid()}")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def run_execute_hooks(task_object: Any, when: str, ctx: dict[str, Any], *result: Any) -> None:
