@@ -87,9 +87,15 @@ class Channel:
 
     def ask(self, request: Request) -> Reply:
         """The agent's reply to `request`; a refusal is raised as a `TaskError`."""
-        self.requests.write(json.dumps(request) + "\n")
-        self.requests.flush()
-        line = self.answers.readline()
+        # The execution timeout's alarm waits for the reply: raised between a request and its
+        # reply, it would leave the reply to be read as the next request's.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            self.requests.write(json.dumps(request) + "\n")
+            self.requests.flush()
+            line = self.answers.readline()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if not line:
             raise TaskError("the task agent went away")
         reply: Reply = json.loads(line)
