@@ -268,10 +268,9 @@ async fn a_leader_whose_database_connections_are_cut_steps_down_and_the_standby_
     .fetch_all(&cluster.pool)
     .await
     .unwrap();
-    assert!(
-        !terminated.is_empty() && terminated.iter().all(|t| *t),
-        "{terminated:?}"
-    );
+    // A connection the leader's pool closed between the listing and the call is not a backend
+    // any more (false); the others are cut.
+    assert!(terminated.iter().any(|t| *t), "{terminated:?}");
     let (took, _) = cluster.new_leader(leader, epoch, cut).await;
     assert!(took < Duration::from_secs(5), "failover took {took:?}");
 

@@ -13,6 +13,9 @@
 //!   run by the triggerer: from each try's `TaskDeferred` to its `TaskResumed` (the reactor
 //!   starts the trigger, the triggerer builds and runs it, its event resumes the try), and the
 //!   run's wall time;
+//! - `dag_callback`: a one-task DAG with an `on_success_callback`: from its `RunSucceeded` to
+//!   the `DagCallbackRan` the triggerer's run of the callback records (the reactor starts the
+//!   callback's trigger, the triggerer runs the DAG file again and calls it);
 //! - with `--login-storm N`: each DAG again while N clients, each from its own loopback
 //!   address (so the per-client limiter lets each verify its 5 attempts), post wrong passwords
 //!   to `/auth/token` until the run ends (10 attempts each at most).
@@ -84,6 +87,10 @@ fn dag_file() -> String {
          for i in range({DEFERRALS}):\n        \
          Defers(task_id=f\"d{{i}}\")\n\n"
     );
+    source += "def called(context):\n    pass\n\n\
+         with DAG(\"dag_callback\", schedule=None, is_paused_upon_creation=False, \
+         on_success_callback=called):\n    \
+         noop()\n";
     source
 }
 
@@ -164,7 +171,8 @@ struct Timings {
     wall: Duration,
     gaps: Vec<Duration>,
     task_times: Vec<Duration>,
-    /// Each deferred try's `TaskDeferred` → `TaskResumed`.
+    /// Each deferred try's `TaskDeferred` → `TaskResumed`; the run's end → its DAG callback's
+    /// `DagCallbackRan`.
     waits: Vec<Duration>,
 }
 
@@ -185,24 +193,41 @@ async fn run_once(store: &EventStore, dag_id: &str) -> Result<Timings> {
     };
     let stream = format!("run:{dag_id}/{}", run.run_id);
     let mut subscription = store.subscribe(queued.position + 1).await?;
+    let mut ended = None;
+    let mut callback = None;
     loop {
         let event = tokio::time::timeout(Duration::from_secs(600), subscription.next())
             .await
             .context("the run did not finish within 10 minutes")??;
-        if event.stream != stream {
-            continue;
-        }
         match event.decode()? {
-            Event::RunSucceeded(_) => break,
-            Event::RunFailed(_) => bail!("run {} of {dag_id} failed", run.run_id),
+            Event::RunSucceeded(e) if e.run_id == run.run_id && event.stream == stream => {
+                ended = Some(event.recorded_at);
+            }
+            Event::RunFailed(e) if e.run_id == run.run_id => {
+                bail!("run {} of {dag_id} failed", run.run_id)
+            }
+            Event::DagCallbackRan(e) if e.run_id == run.run_id => {
+                if let Some(error) = e.error {
+                    bail!("the callback of {dag_id} failed: {error}");
+                }
+                callback = Some(event.recorded_at);
+            }
             _ => {}
+        }
+        // A DAG with a callback is done once the callback ran.
+        if ended.is_some() && (dag_id != "dag_callback" || callback.is_some()) {
+            break;
         }
     }
     let events = store.read_stream(&stream, 1).await?;
     let mut succeeded: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
     let mut started: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
     let mut deferred: HashMap<TaskInstanceKey, DateTime<Utc>> = HashMap::new();
-    let mut waits = Vec::new();
+    let mut waits: Vec<Duration> = ended
+        .zip(callback)
+        .map(|(ended, ran)| between(ended, ran))
+        .into_iter()
+        .collect();
     let (mut first, mut last) = (None, None);
     for event in &events {
         match event.decode()? {
@@ -311,8 +336,13 @@ async fn measure(store: &EventStore, dag_id: &str, label: &str) -> Result<()> {
     if !waits.is_empty() {
         let wait = Percentiles::of(&mut waits);
         println!(
-            "{dag_id:<13}{label} wall {} {range}; deferred → resumed by the triggerer p50 {} p95 {}",
+            "{dag_id:<13}{label} wall {} {range}; {} p50 {} p95 {}",
             ms(wall),
+            if dag_id == "dag_callback" {
+                "run's end → its callback ran"
+            } else {
+                "deferred → resumed by the triggerer"
+            },
             ms(wait.p50),
             ms(wait.p95)
         );
