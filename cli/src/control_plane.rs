@@ -15,6 +15,7 @@ use leoflow_executors::subprocess::SubprocessExecutor;
 use leoflow_executors::triggerer::{
     SubprocessTriggerer, TriggerReport, Triggerer, TriggererConfig,
 };
+use leoflow_executors::triggerer_link::Links;
 use leoflow_executors::{AgentConfig, AttemptExit, Executor};
 use leoflow_scheduler::agents::AgentService;
 use leoflow_scheduler::janitor::{self, Retention};
@@ -142,7 +143,7 @@ impl ControlPlane {
         // The pod executor's watchers run while this scheduler leads; the reactor, which
         // knows, is made after the executor it needs, so its leadership is relayed.
         let (leading_tx, leading_rx) = watch::channel(false);
-        let executor = start_executor(&options, grpc, exits_tx, leading_rx).await?;
+        let (executor, cluster) = start_executor(&options, grpc, exits_tx, leading_rx).await?;
         // Shared through Postgres: another control plane on this database that becomes the
         // leader must not fail the tries whose agents heartbeat to this one.
         let liveness = match &options.liveness {
@@ -159,7 +160,7 @@ impl ControlPlane {
             .with_liveness(liveness.clone())
             .with_exits(exits_rx);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let triggerer = start_triggerer(&options, reports_tx);
+        let (triggerer, links) = start_triggerer(&options, cluster.as_deref(), reports_tx);
         if let Some(triggerer) = triggerer.clone() {
             reactor = reactor.with_triggerer(triggerer, reports_rx, vault(&store, &options));
         }
@@ -180,6 +181,7 @@ impl ControlPlane {
         let server = tokio::spawn(serve_agents(
             listener,
             service,
+            links,
             certificate,
             watcher.clone(),
         ));
@@ -258,15 +260,17 @@ async fn relay(mut from: watch::Receiver<bool>, to: watch::Sender<bool>) {
 }
 
 /// The executor `options` choose, its agents calling the control plane on `grpc`; a pod
-/// executor follows pods while `leading`.
+/// executor follows pods while `leading`. With pods of a cluster (Pro), that executor again,
+/// typed: the triggerer runs in pods of the same images.
 async fn start_executor(
     options: &ControlPlaneOptions,
     grpc: SocketAddr,
     exits: mpsc::UnboundedSender<AttemptExit>,
     leading: watch::Receiver<bool>,
-) -> Result<Arc<dyn Executor>> {
+) -> Result<(Arc<dyn Executor>, Option<Arc<PodExecutor>>)> {
     let program = std::env::current_exe().context("locating the leoflow binary")?;
-    Ok(match &options.executor {
+    let mut cluster = None;
+    let executor: Arc<dyn Executor> = match &options.executor {
         ExecutorChoice::Subprocess | ExecutorChoice::Projects(_) => {
             // Bound to every interface, the agents on this machine still call it on loopback.
             let endpoint = if grpc.ip().is_unspecified() {
@@ -289,7 +293,7 @@ async fn start_executor(
                 ca_file: tls.and_then(|tls| tls.ca_file.clone()),
             };
             if let ExecutorChoice::Projects(projects) = &options.executor {
-                return Ok(projects.start(agent, exits).await);
+                return Ok((projects.start(agent, exits).await, None));
             }
             let mut executor = SubprocessExecutor::new(agent, exits);
             if let Err(error) = executor.start_zygote().await {
@@ -348,19 +352,28 @@ async fn start_executor(
                             )
                         )
                     })?;
-            Arc::new(executor)
+            let executor = Arc::new(executor);
+            cluster = Some(executor.clone());
+            executor
         }
-    })
+    };
+    Ok((executor, cluster))
 }
 
 /// The triggerer `options` choose: on this host, in the Python of the tries' project (Lite);
-/// none for pods of a cluster (`leoflow server` runs no triggerer yet, so a deferral to a
-/// trigger that is not a time trigger fails its try, naming the trigger).
+/// with pods of a `cluster`, in pods of the DAGs' images, which call back on the agents'
+/// gRPC port (the [`Links`] to serve there).
 fn start_triggerer(
     options: &ControlPlaneOptions,
+    cluster: Option<&PodExecutor>,
     reports: mpsc::UnboundedSender<TriggerReport>,
-) -> Option<Arc<dyn Triggerer>> {
-    match &options.executor {
+) -> (Option<Arc<dyn Triggerer>>, Option<Links>) {
+    if let Some(cluster) = cluster {
+        let triggerer = cluster.triggerer(reports);
+        let links = triggerer.links();
+        return (Some(Arc::new(triggerer)), Some(links));
+    }
+    let triggerer: Option<Arc<dyn Triggerer>> = match &options.executor {
         ExecutorChoice::Projects(projects) => Some(Arc::new(projects.triggerers(reports))),
         ExecutorChoice::Subprocess | ExecutorChoice::Pods { .. } => {
             let config = TriggererConfig {
@@ -383,7 +396,8 @@ fn start_triggerer(
             Some(triggerer)
         }
         ExecutorChoice::Cluster { .. } => None,
-    }
+    };
+    (triggerer, None)
 }
 
 /// What opens secrets sealed in the log, when this control plane has the master keys.
@@ -416,6 +430,7 @@ fn agent_service(
 async fn serve_agents(
     listener: tokio::net::TcpListener,
     service: AgentService,
+    links: Option<Links>,
     certificate: Option<Arc<ServedCertificate>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
@@ -425,7 +440,13 @@ async fn serve_agents(
             TaskAgentServer::new(service)
                 .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
                 .max_encoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE),
-        );
+        )
+        .add_optional_service(links.map(|links| {
+            links
+                .service()
+                .max_decoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
+                .max_encoding_message_size(leoflow_executors::MAX_AGENT_MESSAGE)
+        }));
     let stopped = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::config_cli::{connections, pools, variables};
 use crate::commands::{
     agent, audit, compile, dags, db, demo, events, init, lite, login, postgres, push, runs,
-    secrets, server, setup, tasks, tokens,
+    secrets, server, setup, tasks, tokens, triggerer,
 };
 
 /// Leoflow: Airflow's DAGs, API and UI on an event-sourced control plane.
@@ -104,6 +104,10 @@ enum Command {
     /// Run one task attempt (the executor starts this; not meant to be run by hand).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Run a triggerer pod's triggers (the Kubernetes executor starts this; not meant to be
+    /// run by hand).
+    #[command(hide = true)]
+    Triggerer(triggerer::TriggererArgs),
 }
 
 /// Where Leoflow keeps its state: `$LEOFLOW_HOME`, else `~/.leoflow`.
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
             Command::Server(args) => server::run(&cli.datastore, *args, log_format).await,
             Command::Demo(args) => demo::run(&cli.datastore, args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Triggerer(args) => triggerer::run(args).await,
         }
     });
     if let Some(telemetry) = telemetry {
@@ -191,6 +196,7 @@ fn init_logging(
 ) -> anyhow::Result<logging::Telemetry> {
     let (default_filter, service) = match command {
         Command::Agent(_) => (Some(logging::AGENT_FILTER), "leoflow-agent"),
+        Command::Triggerer(_) => (None, "leoflow-triggerer"),
         Command::Lite(_) => (None, "leoflow-lite"),
         _ => (None, "leoflow"),
     };

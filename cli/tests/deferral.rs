@@ -512,9 +512,13 @@ class EndsThere(BaseOperator):
         raise AssertionError("a task its trigger ended does not resume")
 
 
+def told(context):
+    print(f"{context['ti'].task_id} failed: told")
+
+
 with DAG("ended", schedule=None, is_paused_upon_creation=False):
-    EndsThere(task_id="succeeds", state="success")
-    EndsThere(task_id="fails", state="failed", retries=2)
+    EndsThere(task_id="succeeds", state="success", on_success_callback=told)
+    EndsThere(task_id="fails", state="failed", retries=2, on_failure_callback=told)
     EndsThere(task_id="skips", state="skipped")
 "#;
 
@@ -587,4 +591,18 @@ async fn a_trigger_s_task_end_event_ends_its_task_with_its_xcoms_without_resumin
         .get(&format!("{}/xcomEntries/source", ti("succeeds")))
         .await;
     assert_eq!(xcom["value"], "the trigger", "{xcom}");
+    // The failure's on_failure_callback runs, as Airflow's DAG processor runs it for such an
+    // end; a success's on_success_callback does not (Airflow's neither).
+    let told = "[task callback] fails failed: told";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = log_text(&client.get(&format!("{}/logs/1", ti("fails"))).await);
+        if log.contains(told) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = log_text(&client.get(&format!("{}/logs/1", ti("succeeds"))).await);
+    assert!(!log.contains("told"), "{log}");
 }

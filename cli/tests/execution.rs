@@ -609,7 +609,11 @@ from datetime import timedelta
 from airflow.sdk import DAG, task
 
 with DAG("bad", schedule=None, is_paused_upon_creation=False):
-    @task
+    def lost(context):
+        ti = context["ti"]
+        print(f"the scheduler had the on_failure_callback of {ti.task_id} try {ti.try_number} run")
+
+    @task(on_failure_callback=lost)
     def crashes():
         print("about to vanish", flush=True)
         os._exit(7)
@@ -631,7 +635,7 @@ with DAG("bad", schedule=None, is_paused_upon_creation=False):
         import time
         time.sleep(120)
 
-    @task(execution_timeout=timedelta(seconds=1))
+    @task(execution_timeout=timedelta(seconds=1), on_failure_callback=lost)
     def ignores_its_timeout():
         import signal, time
         signal.signal(signal.SIGALRM, signal.SIG_IGN)
@@ -674,6 +678,22 @@ with DAG("bad", schedule=None, is_paused_upon_creation=False):
         ignores.contains("execution_timeout of 1 s exceeded and the task did not stop by itself"),
         "{ignores}"
     );
+    // A try whose process crashed, or was killed, could not run its on_failure_callback: the
+    // scheduler has the triggerer run it, as Airflow's has its DAG processor, into its log.
+    for task_id in ["crashes", "ignores_its_timeout"] {
+        let ran = format!(
+            "[task callback] the scheduler had the on_failure_callback of {task_id} try 1 run"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = log(&store, "bad", &run, task_id, 1).await;
+            if text.contains(&ran) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{task_id}: {text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -1212,6 +1232,7 @@ with DAG("tokens", schedule=None, is_paused_upon_creation=False):
         deferral_json: None,
         reschedule_at: None,
         outlet_events_json: None,
+        runner_lost: false,
     };
     let forged = client
         .finish(finish(uuid::Uuid::new_v4().to_string()))
@@ -1280,6 +1301,7 @@ with DAG("strangers", schedule=None, is_paused_upon_creation=False):
         deferral_json: None,
         reschedule_at: None,
         outlet_events_json: None,
+        runner_lost: false,
     };
     let random = uuid::Uuid::new_v4().to_string();
     for call in [

@@ -27,7 +27,7 @@ use sqlx::PgPool;
 mod common;
 
 use common::lite::Client;
-use common::server::{Deployment, PASSWORD, Replica};
+use common::server::{Deployment, PASSWORD, Replica, elected};
 use common::{free_port, nothing_doubled};
 
 /// Runs each test drives.
@@ -190,18 +190,6 @@ impl Cluster {
         assert_eq!(tries.len(), RUNS * CHAIN, "one try per task instance");
         self.deployment.replay_verifies();
     }
-}
-
-/// The newest election in the log: (pid, epoch).
-async fn elected(pool: &PgPool) -> Option<(i32, i64)> {
-    sqlx::query_as(
-        "SELECT (payload->>'pid')::int, stream_version FROM events \
-         WHERE stream = 'scheduler' ORDER BY position DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten()
 }
 
 /// Polls `probe` until it answers (three minutes at most).

@@ -252,3 +252,230 @@ async fn the_pod_executor_needs_an_image_and_an_address_pods_reach() {
         "{refusal}"
     );
 }
+
+const WAITS: &str = r#"
+from pathlib import Path
+
+from airflow.sdk import DAG, BaseOperator
+
+from greetings import Hello
+
+CALLED_BACK = Path(__CALLED_BACK__)
+
+
+class Waits(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=Hello(name="pods"), method_name="done")
+
+    def done(self, context, event=None):
+        return event
+
+
+def succeeded(context):
+    CALLED_BACK.write_text(f"{context['run_id']} succeeded")
+
+
+with DAG("waits", schedule=None, is_paused_upon_creation=False, on_success_callback=succeeded):
+    Waits(task_id="wait")
+"#;
+
+/// A trigger of the project's own module: only the DAG's image has it.
+const GREETINGS: &str = r#"
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class Hello(BaseTrigger):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def serialize(self):
+        return ("greetings.Hello", {"name": self.name})
+
+    async def run(self):
+        yield TriggerEvent(f"hello {self.name}")
+"#;
+
+/// The triggerer pods `cluster` was asked for, in order.
+fn triggerer_pods(cluster: &ScriptedCluster) -> Vec<Value> {
+    cluster
+        .created_pods()
+        .into_iter()
+        .filter(|pod| pod["spec"]["containers"][0]["args"][0] == "triggerer")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_tries_and_dag_callbacks_run_in_a_triggerer_pod_of_the_dag_s_image() {
+    let deployment = Deployment::start("server-pods-triggerer").await;
+    let cluster = cluster(&deployment).await;
+    let server = deployment.replica_with("all", |command| pod_executor(command, &cluster));
+    let called_back = deployment.scratch.join("called-back");
+    let dag_py = WAITS.replace(
+        "__CALLED_BACK__",
+        &format!("{:?}", called_back.display().to_string()),
+    );
+    let project = deployment.scratch.join("waits");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("greetings.py"), GREETINGS).unwrap();
+    deployment.register("waits", &dag_py);
+    cluster.project("waits", &project);
+    cluster.image_project(DEFAULT_IMAGE, &project);
+    let client = Client::login_as(&server.base, PASSWORD).await;
+
+    // The try defers to the project's trigger, which runs in a pod of the DAG's image, and
+    // resumes with its event; the run's end then runs the DAG's callback there too.
+    let run_id = client.run_to_success("waits").await;
+    let ti = format!("/api/v2/dags/waits/dagRuns/{run_id}/taskInstances/wait");
+    let xcom = client.get(&format!("{ti}/xcomEntries/return_value")).await;
+    assert_eq!(xcom["value"], "hello pods", "{xcom}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !called_back.exists() {
+        assert!(Instant::now() < deadline, "the DAG's callback did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&called_back).unwrap(),
+        format!("{run_id} succeeded")
+    );
+
+    let triggerers = triggerer_pods(&cluster);
+    assert_eq!(
+        triggerers.len(),
+        1,
+        "one triggerer pod for the image: {triggerers:?}"
+    );
+    let pod = &triggerers[0];
+    assert_eq!(pod["metadata"]["namespace"], "leoflow-tasks");
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], DEFAULT_IMAGE);
+    assert!(
+        container["args"]
+            .to_string()
+            .contains(&format!("http://127.0.0.1:{}", deployment.service.port)),
+        "{}",
+        container["args"]
+    );
+    // Its token is only in its Secret.
+    let env = container["env"].as_array().unwrap();
+    let token = env
+        .iter()
+        .find(|var| var["name"] == "LEOFLOW_TRIGGERER_TOKEN")
+        .unwrap();
+    assert!(token.get("value").is_none(), "{token}");
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"]["name"],
+        pod["metadata"]["name"]
+    );
+
+    // A triggerer pod that is deleted is replaced by the next trigger that needs one.
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    cluster.delete_pod("leoflow-tasks", name);
+    std::fs::remove_file(&called_back).unwrap();
+    let run_id = client.run_to_success("waits").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !called_back.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the DAG's callback did not run again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&called_back).unwrap(),
+        format!("{run_id} succeeded")
+    );
+    let triggerers = triggerer_pods(&cluster);
+    assert_eq!(triggerers.len(), 2, "{triggerers:?}");
+    assert_ne!(triggerers[1]["metadata"]["name"], name);
+}
+
+const GATE: &str = r#"
+from airflow.sdk import DAG, BaseOperator
+from airflow.providers.standard.triggers.file import FileTrigger
+
+GATE = __GATE__
+
+
+class Waits(BaseOperator):
+    def execute(self, context):
+        self.defer(trigger=FileTrigger(filepath=GATE, poke_interval=0.2), method_name="done")
+
+    def done(self, context, event=None):
+        return "the gate opened"
+
+
+with DAG("gate", schedule=None, is_paused_upon_creation=False):
+    Waits(task_id="wait")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_replaces_the_triggerer_pod_and_the_deferred_try_resumes() {
+    let deployment = Deployment::start("server-pods-triggerer-ha").await;
+    let cluster = cluster(&deployment).await;
+    let gate = deployment.scratch.join("gate-open");
+    let dag_py = GATE.replace("__GATE__", &format!("{:?}", gate.display().to_string()));
+    deployment.register("gate", &dag_py);
+    let project = deployment.scratch.join("gate");
+    cluster.project("gate", &project);
+    cluster.image_project(DEFAULT_IMAGE, &project);
+    let mut schedulers: Vec<_> = (0..2)
+        .map(|_| deployment.replica_with("scheduler", |command| pod_executor(command, &cluster)))
+        .collect();
+    let api = deployment.replica("api");
+    let client = Client::login_as(&api.base, PASSWORD).await;
+    let pool = deployment.pool().await;
+
+    let (status, run) = client
+        .call(
+            reqwest::Method::POST,
+            "/api/v2/dags/gate/dagRuns",
+            Some(serde_json::json!({"logical_date": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+    let ti = format!("/api/v2/dags/gate/dagRuns/{run_id}/taskInstances/wait");
+    client.until(&ti, |ti| ti["state"] == "deferred").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while triggerer_pods(&cluster).is_empty() {
+        assert!(Instant::now() < deadline, "no triggerer pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = triggerer_pods(&cluster)[0]["metadata"]["name"].clone();
+
+    // The leader dies; the one that takes over has its own triggerer pod made (the first
+    // pod's token was the dead leader's), which runs the waiting trigger.
+    let (leader, epoch) = common::server::elected(&pool).await.expect("a leader");
+    schedulers
+        .iter_mut()
+        .find(|replica| replica.pid() == leader)
+        .expect("the leader is a scheduler replica")
+        .signal(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((pid, new_epoch)) = common::server::elected(&pool).await
+            && new_epoch > epoch
+        {
+            assert_ne!(pid, leader);
+            break;
+        }
+        assert!(Instant::now() < deadline, "nobody took the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&gate, "open").unwrap();
+    let run = client
+        .until(&format!("/api/v2/dags/gate/dagRuns/{run_id}"), |run| {
+            run["state"] == "success" || run["state"] == "failed"
+        })
+        .await;
+    assert_eq!(run["state"], "success", "{run}");
+    let xcom = client.get(&format!("{ti}/xcomEntries/return_value")).await;
+    assert_eq!(xcom["value"], "the gate opened", "{xcom}");
+    let triggerers = triggerer_pods(&cluster);
+    assert!(triggerers.len() >= 2, "{triggerers:?}");
+    assert!(
+        !cluster.pod_exists("leoflow-tasks", first.as_str().unwrap()),
+        "the dead leader's triggerer pod was replaced"
+    );
+}

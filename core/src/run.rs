@@ -146,8 +146,25 @@ pub enum Command {
     },
     /// A running try pushed an XCom.
     PushXCom(XComPush),
-    /// A running try passed its `execution_timeout` (the timer fired and the reactor killed
-    /// it): it fails, and its retries apply, as in Airflow.
+    /// A running try ended without its runner's report: its agent or pod died, or it stopped
+    /// answering. It fails, its retries apply, and the task's callback of that end, which its
+    /// runner could not run, is asked for ([`TaskCallbackRequested`]), as Airflow's scheduler
+    /// asks its DAG processor.
+    Lost {
+        /// The task.
+        task_id: String,
+        /// The map index.
+        map_index: i32,
+        /// The try.
+        try_number: i32,
+        /// What became of it.
+        reason: String,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// A running try passed its `execution_timeout` and did not stop by itself (the timer
+    /// fired and the reactor killed it): it fails, its retries apply and its callback is asked
+    /// for, as for a [`Command::Lost`] try.
     TimedOut {
         /// The task.
         task_id: String,
@@ -673,7 +690,9 @@ pub fn evolve(mut state: RunState, event: &Event) -> RunState {
         | Event::AssetEventRecorded(_)
         | Event::AssetQueueCleared(_)
         | Event::DagCallbackRequested(_)
-        | Event::DagCallbackRan(_) => {}
+        | Event::DagCallbackRan(_)
+        | Event::TaskCallbackRequested(_)
+        | Event::TaskCallbackRan(_) => {}
     }
     state
 }
@@ -723,12 +742,29 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             };
             dispatch(state, (task_id, map_index), try_number, attempt)?
         }
+        Command::Lost {
+            task_id,
+            map_index,
+            try_number,
+            reason,
+            at,
+        } => lost(spec, state, (task_id, map_index), try_number, reason, at)?,
         Command::TimedOut {
             task_id,
             map_index,
             try_number,
             at,
-        } => timed_out(spec, state, (task_id, map_index), try_number, at)?,
+        } => {
+            let id = (task_id, map_index);
+            let limit = task(spec, &id.0)?.execution_timeout.unwrap_or_default();
+            // The runner raises `AirflowTaskTimeout` itself at the limit; this is a try that
+            // did not stop then, killed by its agent (or the scheduler) a little later.
+            let reason = format!(
+                "execution_timeout of {limit} s exceeded and the task did not stop by itself; it \
+                 was killed"
+            );
+            lost(spec, state, id, try_number, reason, at)?
+        }
         Command::Clear {
             task_ids,
             only_map_indexes,
@@ -778,7 +814,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             try_number,
             end,
             xcoms,
-        } => ended_by_trigger(state, (task_id, map_index), try_number, end, xcoms)?,
+        } => ended_by_trigger(spec, state, (task_id, map_index), try_number, end, xcoms)?,
         Command::EndFromTrigger {
             task_id,
             map_index,
@@ -965,25 +1001,44 @@ fn dispatch(
     ])
 }
 
-/// [`Command::TimedOut`]: a running try passed its `execution_timeout`; it fails (retries
-/// apply).
-fn timed_out(
+/// [`Command::Lost`] and [`Command::TimedOut`]: a running try ended without its runner; it
+/// fails (retries apply), and the task's callback of that end is asked for when it has one.
+fn lost(
     spec: &DagSpec,
     state: &RunState,
     id: TiId,
     try_number: i32,
+    reason: String,
     at: DateTime<Utc>,
 ) -> Result<Vec<Event>, Rejection> {
-    current_try_in(state, &id.0, id.1, try_number, TiState::Running, "time out")?;
+    current_try_in(state, &id.0, id.1, try_number, TiState::Running, "end")?;
     let task = task(spec, &id.0)?;
-    let limit = task.execution_timeout.unwrap_or_default();
-    // The runner raises `AirflowTaskTimeout` itself at the limit; this is a try that did not
-    // stop then, killed by its agent (or the scheduler) a little later.
-    let reason = format!(
-        "execution_timeout of {limit} s exceeded and the task did not stop by itself; it was killed"
-    );
     let mut events = Vec::new();
-    failed(state, task, &id, try_number, reason, at, &mut events)?;
+    failed(
+        state,
+        task,
+        &id,
+        try_number,
+        reason.clone(),
+        at,
+        &mut events,
+    )?;
+    let callback = match events.last() {
+        Some(Event::TaskUpForRetry(_)) => TaskCallback::OnRetry,
+        _ => TaskCallback::OnFailure,
+    };
+    if task.callbacks.contains(&callback) {
+        let ti = state.key(&id);
+        events.push(
+            TaskCallbackRequested {
+                ti,
+                try_number,
+                callback,
+                reason,
+            }
+            .into(),
+        );
+    }
     Ok(events)
 }
 
@@ -1251,6 +1306,7 @@ fn end_from_trigger(
 
 /// [`Command::EndedByTrigger`]: a deferred try's trigger ended its task.
 fn ended_by_trigger(
+    spec: &DagSpec,
     state: &RunState,
     id: TiId,
     try_number: i32,
@@ -1265,6 +1321,7 @@ fn ended_by_trigger(
         TiState::Deferred,
         "end from its trigger",
     )?;
+    let task = task(spec, &id.0)?;
     let key = state.key(&id);
     let mut events: Vec<Event> = xcoms
         .into_iter()
@@ -1280,12 +1337,22 @@ fn ended_by_trigger(
             .into()
         })
         .collect();
+    let failed_reason = "its trigger ended it failed (TaskFailedEvent), without a retry";
+    // As Airflow, which has its DAG processor run the failure callback of such an end (no
+    // runner is there to run it); a success asks for none.
+    let callback = (end == TriggerEnd::Failed && task.callbacks.contains(&TaskCallback::OnFailure))
+        .then(|| TaskCallbackRequested {
+            ti: key.clone(),
+            try_number,
+            callback: TaskCallback::OnFailure,
+            reason: failed_reason.to_owned(),
+        });
     events.push(match end {
         TriggerEnd::Success => succeeded(key, try_number),
         TriggerEnd::Failed => TaskFailed {
             ti: key,
             try_number,
-            reason: "its trigger ended it failed (TaskFailedEvent), without a retry".to_owned(),
+            reason: failed_reason.to_owned(),
         }
         .into(),
         TriggerEnd::Skipped => TaskSkipped {
@@ -1294,6 +1361,7 @@ fn ended_by_trigger(
         }
         .into(),
     });
+    events.extend(callback.map(Event::from));
     Ok(events)
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use leoflow_events::catalog::DagCallback;
+use leoflow_events::catalog::{DagCallback, TaskCallback};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -103,6 +103,9 @@ pub struct TaskSpec {
     pub outlets: Vec<Asset>,
     /// The names of the asset aliases its success may add asset events through.
     pub outlet_aliases: Vec<String>,
+    /// Its failure and retry callbacks (dag.json's task `callbacks`): asked of the triggerer
+    /// for a try that ended without its runner, which runs them otherwise.
+    pub callbacks: BTreeSet<TaskCallback>,
 }
 
 impl TaskSpec {
@@ -278,6 +281,8 @@ struct RawTask {
     outlets: Vec<Asset>,
     #[serde(default)]
     outlet_aliases: Vec<Alias>,
+    #[serde(default)]
+    callbacks: Vec<String>,
 }
 
 impl RawTask {
@@ -434,6 +439,16 @@ impl DagSpec {
                     setups: SetupLinks::default(),
                     outlets: t.outlets,
                     outlet_aliases: t.outlet_aliases.into_iter().map(|a| a.name).collect(),
+                    // The runner runs the others, whatever becomes of its try.
+                    callbacks: t
+                        .callbacks
+                        .iter()
+                        .filter_map(|name| match name.as_str() {
+                            "on_failure_callback" => Some(TaskCallback::OnFailure),
+                            "on_retry_callback" => Some(TaskCallback::OnRetry),
+                            _ => None,
+                        })
+                        .collect(),
                 },
             );
         }

@@ -1464,3 +1464,76 @@ fn a_run_the_scheduler_ends_asks_for_the_dags_callback_of_its_end_and_a_marked_r
     );
     assert!(asked(&events).is_empty(), "{events:?}");
 }
+
+#[test]
+fn a_try_lost_without_its_runner_asks_for_the_task_s_callback_of_its_end() {
+    use leoflow_events::catalog::TaskCallback;
+    let lost = |try_number| Command::Lost {
+        task_id: "load".into(),
+        map_index: -1,
+        try_number,
+        reason: "the task process ended (signal: 9) without reporting an outcome".into(),
+        at: t0(),
+    };
+    let mut load = task("load", &[], AllSuccess, 1, TaskKind::Plain);
+    load.callbacks = [TaskCallback::OnRetry, TaskCallback::OnFailure].into();
+    let spec = spec(vec![load]);
+    let mut state = RunState::queued(&spec, "r1");
+    apply(&spec, &mut state, Command::Start);
+
+    // A try with a retry left: up for retry, and its on_retry_callback asked for.
+    let first = start_instance(&spec, &mut state, "load", -1);
+    let events = apply(&spec, &mut state, lost(first));
+    assert_eq!(
+        types(&events)[..2],
+        ["TaskUpForRetry:load", "TaskCallbackRequested:load"]
+    );
+    let Event::TaskCallbackRequested(asked) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (asked.callback, asked.try_number, asked.ti.task_id.as_str()),
+        (TaskCallback::OnRetry, 1, "load")
+    );
+    assert!(
+        asked.reason.contains("without reporting"),
+        "{}",
+        asked.reason
+    );
+
+    // The last try: failed, and its on_failure_callback asked for.
+    apply(
+        &spec,
+        &mut state,
+        Command::RetryDue {
+            task_id: "load".into(),
+            map_index: -1,
+            try_number: first,
+            at: t0() + Duration::hours(1),
+        },
+    );
+    let second = start_instance(&spec, &mut state, "load", -1);
+    let events = apply(&spec, &mut state, lost(second));
+    let asked: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskCallbackRequested(asked) => Some((asked.callback, asked.try_number)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [(TaskCallback::OnFailure, 2)]);
+    assert_eq!(state.status, RunStatus::Failed);
+
+    // A task without callbacks asks for none; a try that reported its own failure neither
+    // (its runner ran them).
+    let plain = spec_of_one_plain_task();
+    let mut state = RunState::queued(&plain, "r1");
+    apply(&plain, &mut state, Command::Start);
+    let try_number = start_instance(&plain, &mut state, "load", -1);
+    let events = apply(&plain, &mut state, lost(try_number));
+    assert!(!types(&events).contains(&"TaskCallbackRequested:load".to_owned()));
+}
+
+fn spec_of_one_plain_task() -> DagSpec {
+    spec(vec![task("load", &[], AllSuccess, 0, TaskKind::Plain)])
+}

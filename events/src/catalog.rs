@@ -727,6 +727,58 @@ pub struct DagCallbackRan {
     pub error: Option<String>,
 }
 
+/// Which of a task's callbacks a try's end asks for, when its runner could not run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskCallback {
+    /// `on_failure_callback`: the try failed and no retry is left.
+    OnFailure,
+    /// `on_retry_callback`: the try failed and the task will be retried.
+    OnRetry,
+}
+
+impl TaskCallback {
+    /// Its name in dag.py (`on_failure_callback`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskCallback::OnFailure => "on_failure_callback",
+            TaskCallback::OnRetry => "on_retry_callback",
+        }
+    }
+}
+
+/// A try ended without its runner (its agent or pod died, it stopped answering, it was killed
+/// past its `execution_timeout`), so the runner could not run the task's callback of that end,
+/// and the task has one: it is to run (Airflow's scheduler asks its DAG processor the same, a
+/// `TaskCallbackRequest`). Appended with the try's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCallbackRequested {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try that ended.
+    pub try_number: i32,
+    /// The callback.
+    pub callback: TaskCallback,
+    /// Why the try ended.
+    pub reason: String,
+}
+
+/// A task callback of [`TaskCallbackRequested`] ran (its own failures are only logged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCallbackRan {
+    /// The task instance.
+    pub ti: TaskInstanceKey,
+    /// The try that ended.
+    pub try_number: i32,
+    /// The callback.
+    pub callback: TaskCallback,
+    /// What went wrong, when something did (a function that raised, a DAG file that failed to
+    /// load, a task the DAG no longer has).
+    pub error: Option<String>,
+}
+
 /// A dag run was cleared and is queued again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1269,6 +1321,10 @@ catalog! {
     DagCallbackRequested v 1, stream |e| run_stream(&e.dag_id, &e.run_id);
     /// See [`DagCallbackRan`].
     DagCallbackRan v 1, stream |e| format!("callback:{}/{}", e.dag_id, e.run_id);
+    /// See [`TaskCallbackRequested`].
+    TaskCallbackRequested v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
+    /// See [`TaskCallbackRan`].
+    TaskCallbackRan v 1, stream |e| format!("callback:{}/{}", e.ti.dag_id, e.ti.run_id);
     /// See [`TaskScheduled`].
     TaskScheduled v 1, stream |e| run_stream(&e.ti.dag_id, &e.ti.run_id);
     /// See [`TaskQueued`].
@@ -1363,6 +1419,8 @@ impl Event {
             | Event::TaskCleared(_)
             | Event::TaskMapped(_)
             | Event::XComPushed(_)
+            | Event::TaskCallbackRequested(_)
+            | Event::TaskCallbackRan(_)
             | Event::TaskRendered(_) => self.task_instance().map(|ti| ti.dag_id.as_str()),
             // An import error is a file's, not a DAG's; configuration and elections are global.
             Event::DagImportFailed(_)
@@ -1407,6 +1465,8 @@ impl Event {
             | Event::TaskCleared(_)
             | Event::TaskMapped(_)
             | Event::XComPushed(_)
+            | Event::TaskCallbackRequested(_)
+            | Event::TaskCallbackRan(_)
             | Event::TaskRendered(_) => self.task_instance().map(|ti| ti.run_id.as_str()),
             Event::DagParsed(_)
             | Event::DagImportFailed(_)
@@ -1446,6 +1506,8 @@ impl Event {
             Event::TaskMapped(e) => Some(&e.ti),
             Event::XComPushed(e) => Some(&e.ti),
             Event::TaskRendered(e) => Some(&e.ti),
+            Event::TaskCallbackRequested(e) => Some(&e.ti),
+            Event::TaskCallbackRan(e) => Some(&e.ti),
             // A refused command names a task instance but changes nothing there, so it is no
             // event of the instance's; `dag_id` and `run_id` still name its run for filters.
             // Nor does an asset event change its source instance.

@@ -119,6 +119,8 @@ struct Report {
     deferral: Option<Value>,
     reschedule_at: Option<String>,
     outlet_events: Option<Vec<OutletEvent>>,
+    /// The task's process ended without reporting: its callbacks did not run.
+    runner_lost: bool,
 }
 
 impl Report {
@@ -131,11 +133,20 @@ impl Report {
             deferral: None,
             reschedule_at: None,
             outlet_events: None,
+            runner_lost: false,
         }
     }
 
     fn failed(reason: impl Into<String>) -> Self {
         Self::new(ProtoOutcome::Failed, reason)
+    }
+
+    /// The task's process ended without reporting an outcome (it crashed, or was killed).
+    fn runner_lost(reason: impl Into<String>) -> Self {
+        Self {
+            runner_lost: true,
+            ..Self::failed(reason)
+        }
     }
 
     /// The runner's `done` request as a report.
@@ -156,6 +167,7 @@ impl Report {
             deferral: done.deferral,
             reschedule_at: done.reschedule_at,
             outlet_events: done.outlet_events,
+            runner_lost: false,
         }
     }
 }
@@ -233,7 +245,7 @@ struct ControlPlane {
 impl ControlPlane {
     /// The control plane of `config` (connected on the first call).
     fn new(config: &AgentConfig) -> Result<Self, AgentError> {
-        let channel = channel(config)?;
+        let channel = channel(&config.endpoint, config.ca_file.as_deref())?;
         Ok(Self {
             client: TaskAgentClient::with_interceptor(channel, carry_trace as TraceCarrier)
                 .max_decoding_message_size(crate::MAX_AGENT_MESSAGE)
@@ -450,6 +462,7 @@ impl ControlPlane {
             outlet_events_json: report
                 .outlet_events
                 .map(|events| serde_json::to_string(&events).expect("outlet events serialize")),
+            runner_lost: report.runner_lost,
         };
         self.call(|mut c| {
             let f = finish.clone();
@@ -501,17 +514,22 @@ impl ControlPlane {
 }
 
 /// The lazily connected channel to `config`'s endpoint, over TLS for `https://`.
-fn channel(config: &AgentConfig) -> Result<Channel, AgentError> {
-    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-        .map_err(|_| AgentError::Endpoint(config.endpoint.clone()))?
+/// A channel to the control plane at `address`, over TLS verified with `ca_file` (else the
+/// system's roots) for an `https://` one.
+pub(crate) fn channel(
+    address: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Channel, AgentError> {
+    let mut endpoint = Endpoint::from_shared(address.to_owned())
+        .map_err(|_| AgentError::Endpoint(address.to_owned()))?
         .connect_timeout(Duration::from_secs(2));
     if endpoint.uri().scheme_str() == Some("https") {
         let tls_error = |message: String| AgentError::Tls {
-            endpoint: config.endpoint.clone(),
+            endpoint: address.to_owned(),
             message,
         };
         endpoint = endpoint
-            .tls_config(client_tls(config.ca_file.as_deref()).map_err(tls_error)?)
+            .tls_config(client_tls(ca_file).map_err(tls_error)?)
             .map_err(|e| tls_error(error_chain(&e)))?;
     }
     Ok(endpoint.connect_lazy())
@@ -975,7 +993,7 @@ async fn relay_until_end(
                 None => logs_open = false,
             },
             status = runner.ended(), if !requests_open && !logs_open => {
-                return Ok(done.unwrap_or_else(|| Report::failed(format!(
+                return Ok(done.unwrap_or_else(|| Report::runner_lost(format!(
                     "the task process ended ({status}) without reporting an outcome"
                 ))));
             }

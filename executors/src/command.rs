@@ -141,6 +141,25 @@ impl AgentCommand {
             env,
         }
     }
+
+    /// `leoflow triggerer`: a triggerer pod's program, calling the scheduler as agents do,
+    /// its token (a placeholder here: the pod reads it from its Secret) in the environment.
+    pub(crate) fn triggerer(config: &AgentConfig) -> Self {
+        let args = ["triggerer", "--endpoint", &config.endpoint].map(str::to_owned);
+        let mut env = vec![
+            (crate::triggerer_link::TOKEN_ENV, OsString::new()),
+            ("LEOFLOW_PYTHON", config.python.clone().into()),
+            ("LEOFLOW_SDK_PATH", config.sdk_path.clone().into()),
+        ];
+        if let Some(dir) = &config.project_dir {
+            env.push(("LEOFLOW_PROJECT_DIR", dir.clone().into()));
+        }
+        Self {
+            program: config.program.clone(),
+            args: args.to_vec(),
+            env,
+        }
+    }
 }
 
 /// `python` running the SDK's `leoflow.<module>.main` (the runner, the zygote, the triggerer),

@@ -19,6 +19,7 @@ pub mod kubernetes;
 pub mod protocol;
 pub mod subprocess;
 pub mod triggerer;
+pub mod triggerer_link;
 pub mod zygote;
 
 pub use attempt::{Attempt, AttemptExit, AttemptKey, Executor, Placement, Room};

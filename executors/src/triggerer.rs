@@ -11,15 +11,17 @@
 //! The two sides speak JSON lines on the process's stdin and stdout (`TriggerRequest`,
 //! `TriggerReply`); its stderr is the control plane's log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 /// A trigger to run.
@@ -37,6 +39,13 @@ pub struct TriggerSpec {
     /// project's Python runs it.
     #[serde(skip)]
     pub dag_id: String,
+    /// The tenant owning that DAG (a cluster runs the trigger in the tenant's namespace).
+    #[serde(skip)]
+    pub tenant: String,
+    /// The image of that DAG's pushed artifact, when it names one (a cluster runs the trigger
+    /// in a pod of it, as the DAG's tries).
+    #[serde(skip)]
+    pub image: Option<String>,
     /// Folders its module may be imported from besides the SDK's (its project's).
     pub paths: Vec<PathBuf>,
 }
@@ -145,12 +154,39 @@ pub struct TriggererConfig {
     pub project_dir: Option<PathBuf>,
 }
 
-enum Order {
+/// A triggerer process's two pipes, wherever it runs: request lines to it, reply lines from
+/// it. Dropping it closes the way to the process.
+pub struct Connection {
+    /// Request lines (each ending in a newline).
+    pub requests: mpsc::UnboundedSender<String>,
+    /// Its reply lines, until it ends.
+    pub replies: mpsc::UnboundedReceiver<String>,
+}
+
+/// Where a triggerer process runs: a child of this process ([`ProcessHost`]), or a pod of a
+/// cluster (`kubernetes::PodTriggerer`'s). The supervisor starts one when there is a trigger
+/// to run and starts it again when it ends.
+pub trait TriggererHost: Send + 'static {
+    /// What [`Supervised::restart`] hands it.
+    type Settings: Send + 'static;
+    /// Starts a triggerer and connects to it; why not, when it cannot.
+    fn connect(&mut self) -> impl Future<Output = Result<Connection, String>> + Send;
+    /// Ends the one started (it stopped answering, was reconfigured, or sat idle).
+    fn disconnect(&mut self, why: &str) -> impl Future<Output = ()> + Send;
+    /// Takes new settings (the next [`TriggererHost::connect`] uses them).
+    fn reconfigure(&mut self, settings: Self::Settings);
+    /// How long a started triggerer with nothing to run is kept (`None`: for good).
+    fn idle_limit(&self) -> Option<Duration> {
+        None
+    }
+}
+
+enum Order<S> {
     Start(TriggerSpec),
     Cancel(String),
-    /// Start the process again, as `config` says (the project's code or Python changed): its
-    /// triggers are built anew.
-    Restart(TriggererConfig),
+    /// Start the triggerer again with these settings (the project's code or Python changed):
+    /// its triggers are built anew.
+    Restart(S),
     /// Reply to what a trigger asked.
     Answer {
         id: String,
@@ -159,33 +195,52 @@ enum Order {
     },
 }
 
-/// The triggerer as a child process of the control plane, supervised: started with the first
-/// trigger, restarted (after a pause) when it dies, with every trigger still wanted.
-pub struct SubprocessTriggerer {
-    orders: mpsc::UnboundedSender<Order>,
+/// A triggerer kept running by a supervisor wherever its host starts it: started with the
+/// first trigger, started again (after a pause) when it ends, and given every trigger still
+/// wanted each time.
+pub struct Supervised<S> {
+    orders: mpsc::UnboundedSender<Order<S>>,
 }
 
-/// How long a dead triggerer process is left before it is started again.
-const RESTART_PAUSE: Duration = Duration::from_secs(1);
+/// The triggerer as a supervised child process of the control plane (Lite's).
+pub type SubprocessTriggerer = Supervised<TriggererConfig>;
 
-impl SubprocessTriggerer {
-    /// A triggerer reporting on `reports`; its supervision ends when it is dropped.
-    pub fn new(config: TriggererConfig, reports: mpsc::UnboundedSender<TriggerReport>) -> Self {
+/// How long an ended triggerer is left before it is started again; doubled after each start
+/// that failed or did not last [`STEADY`], up to [`LONGEST_PAUSE`] (a pod whose image
+/// cannot be pulled is not made again every second).
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+/// A triggerer that ran this long ended by chance, not because it cannot run.
+const STEADY: Duration = Duration::from_secs(60);
+
+impl<S: Send + 'static> Supervised<S> {
+    /// A triggerer that `host` starts, reporting on `reports`; its supervision ends when it
+    /// is dropped.
+    pub fn on<H: TriggererHost<Settings = S>>(
+        host: H,
+        reports: mpsc::UnboundedSender<TriggerReport>,
+    ) -> Self {
         let (orders, received) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(config, received, reports));
+        tokio::spawn(supervise(host, received, reports));
         Self { orders }
     }
-}
 
-impl SubprocessTriggerer {
-    /// Starts the process again with `config`, with every trigger it runs, so they run the
-    /// project's code (and Python) as they are now (Lite calls this when it reloads the project).
-    pub fn restart(&self, config: TriggererConfig) {
-        let _ = self.orders.send(Order::Restart(config));
+    /// Starts the triggerer again with `settings`, with every trigger it runs, so they run
+    /// the project's code (and Python) as they are now (Lite calls this when it reloads the
+    /// project).
+    pub fn restart(&self, settings: S) {
+        let _ = self.orders.send(Order::Restart(settings));
     }
 }
 
-impl Triggerer for SubprocessTriggerer {
+impl SubprocessTriggerer {
+    /// A triggerer process started as `config` says, reporting on `reports`.
+    pub fn new(config: TriggererConfig, reports: mpsc::UnboundedSender<TriggerReport>) -> Self {
+        Self::on(ProcessHost::new(config), reports)
+    }
+}
+
+impl<S: Send + 'static> Triggerer for Supervised<S> {
     fn start(&self, trigger: TriggerSpec) {
         let _ = self.orders.send(Order::Start(trigger));
     }
@@ -200,92 +255,196 @@ impl Triggerer for SubprocessTriggerer {
     }
 }
 
-/// The running process: its stdin, and its replies.
-struct Process {
-    child: Child,
-    stdin: ChildStdin,
-    replies: mpsc::UnboundedReceiver<TriggerReply>,
+/// Triggerers by where their triggers run (a project, an image): each trigger is sent to the
+/// one of its home, and moves when its home changes.
+pub struct Homes<K, S> {
+    triggerers: HashMap<K, Arc<Supervised<S>>>,
+    placed: HashMap<String, K>,
+}
+
+impl<K, S> Default for Homes<K, S> {
+    fn default() -> Self {
+        Self {
+            triggerers: HashMap::new(),
+            placed: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash, S: Send + 'static> Homes<K, S> {
+    /// Runs `trigger` in the triggerer of `home`, made by `make` if there is none yet; a
+    /// trigger that ran in another home stops there.
+    pub fn start(&mut self, home: K, trigger: TriggerSpec, make: impl FnOnce() -> Supervised<S>) {
+        let triggerer = self
+            .triggerers
+            .entry(home.clone())
+            .or_insert_with(|| Arc::new(make()))
+            .clone();
+        if let Some(before) = self.placed.insert(trigger.id.clone(), home.clone())
+            && before != home
+            && let Some(old) = self.triggerers.get(&before)
+        {
+            old.cancel(&trigger.id);
+        }
+        triggerer.start(trigger);
+    }
+
+    /// Stops the trigger `id` where it runs.
+    pub fn cancel(&mut self, id: &str) {
+        if let Some(home) = self.placed.remove(id)
+            && let Some(triggerer) = self.triggerers.get(&home)
+        {
+            triggerer.cancel(id);
+        }
+    }
+
+    /// Replies to what trigger `id` asked, where it runs.
+    pub fn answer(&self, id: &str, ask: u64, reply: Value) {
+        if let Some(home) = self.placed.get(id)
+            && let Some(triggerer) = self.triggerers.get(home)
+        {
+            triggerer.answer(id, ask, reply);
+        }
+    }
+
+    /// The triggerer of `home`, if one was made.
+    pub fn of(&self, home: &K) -> Option<&Arc<Supervised<S>>> {
+        self.triggerers.get(home)
+    }
 }
 
 /// Keeps the wanted triggers running until the triggerer is dropped.
-async fn supervise(
-    mut config: TriggererConfig,
-    mut orders: mpsc::UnboundedReceiver<Order>,
+async fn supervise<H: TriggererHost>(
+    mut host: H,
+    mut orders: mpsc::UnboundedReceiver<Order<H::Settings>>,
     reports: mpsc::UnboundedSender<TriggerReport>,
 ) {
     let mut wanted: BTreeMap<String, TriggerSpec> = BTreeMap::new();
-    let mut process: Option<Process> = None;
+    let mut link: Option<Connection> = None;
+    let mut pause = RESTART_PAUSE;
+    let mut linked_at = tokio::time::Instant::now();
     loop {
-        if process.is_none() && !wanted.is_empty() {
-            process = start_process(&config, &wanted).await;
-            if process.is_none() {
+        if link.is_none() && !wanted.is_empty() {
+            link = connect(&mut host, &wanted).await;
+            linked_at = tokio::time::Instant::now();
+            if link.is_none() {
                 // Said why already; the triggers wait for the next start.
+                let wait = pause;
+                pause = (pause * 2).min(LONGEST_PAUSE);
                 tokio::select! {
-                    _ = tokio::time::sleep(RESTART_PAUSE) => continue,
+                    _ = tokio::time::sleep(wait) => continue,
                     order = orders.recv() => match order {
-                        Some(order) => { apply(&mut wanted, &order); continue; }
+                        Some(order) => { apply(&mut host, &mut wanted, order); continue; }
                         None => return,
                     },
                 }
             }
         }
-        let Some(running) = process.as_mut() else {
+        let Some(running) = link.as_mut() else {
             match orders.recv().await {
-                Some(order) => apply(&mut wanted, &order),
+                Some(order) => apply(&mut host, &mut wanted, order),
                 None => return,
             }
             continue;
         };
+        // A started triggerer left with nothing to run ends once its host's limit passes.
+        let idle = host.idle_limit().filter(|_| wanted.is_empty());
         tokio::select! {
             order = orders.recv() => {
                 let Some(order) = order else { return };
-                apply(&mut wanted, &order);
                 let line = match &order {
                     Order::Start(spec) => request_line(&TriggerRequest::Run(spec)),
                     Order::Cancel(id) => request_line(&TriggerRequest::Cancel { id }),
                     Order::Answer { id, ask, reply } => {
                         request_line(&TriggerRequest::Answer { id, ask: *ask, reply })
                     }
-                    Order::Restart(new) => {
-                        config = new.clone();
-                        process = ended(process.take(), "its project was reloaded").await;
+                    Order::Restart(_) => {
+                        apply(&mut host, &mut wanted, order);
+                        host.disconnect("its project was reloaded").await;
+                        link = None;
                         continue;
                     }
                 };
-                if running.stdin.write_all(line.as_bytes()).await.is_err() {
-                    process = ended(process.take(), "its stdin closed").await;
+                apply(&mut host, &mut wanted, order);
+                if running.requests.send(line).is_err() {
+                    host.disconnect("its input closed").await;
+                    link = None;
                 }
             }
             reply = running.replies.recv() => match reply {
-                Some(reply) => report(reply, &mut wanted, &reports),
+                Some(line) => report(&line, &mut wanted, &reports),
                 None => {
-                    process = ended(process.take(), "its stdout closed").await;
-                    tokio::time::sleep(RESTART_PAUSE).await;
+                    host.disconnect("its output closed").await;
+                    link = None;
+                    if linked_at.elapsed() >= STEADY {
+                        pause = RESTART_PAUSE;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LONGEST_PAUSE);
                 }
             },
+            () = sleep_for(idle) => {
+                let seconds = idle.map_or(0, |limit| limit.as_secs());
+                host.disconnect(&format!("nothing to run for {seconds} s")).await;
+                link = None;
+            }
         }
     }
 }
 
-fn apply(wanted: &mut BTreeMap<String, TriggerSpec>, order: &Order) {
+/// Sleeps `limit`, or for ever without one.
+async fn sleep_for(limit: Option<Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply<H: TriggererHost>(
+    host: &mut H,
+    wanted: &mut BTreeMap<String, TriggerSpec>,
+    order: Order<H::Settings>,
+) {
     match order {
         Order::Start(spec) => {
-            wanted.insert(spec.id.clone(), spec.clone());
+            wanted.insert(spec.id.clone(), spec);
         }
         Order::Cancel(id) => {
-            wanted.remove(id);
+            wanted.remove(&id);
         }
-        Order::Restart(_) | Order::Answer { .. } => {}
+        Order::Restart(settings) => host.reconfigure(settings),
+        Order::Answer { .. } => {}
     }
 }
 
 /// Passes a reply on; a deferral's trigger that fired or failed is no longer wanted (a
-/// watcher's runs on: the process starts it again).
+/// watcher's runs on: the process starts it again). A reply about a trigger this triggerer
+/// was not given (or no longer runs) is dropped: a triggerer speaks only for its own triggers
+/// (with pods, its image's, of its tenant), never for another's tries or callbacks.
 fn report(
-    reply: TriggerReply,
+    line: &str,
     wanted: &mut BTreeMap<String, TriggerSpec>,
     reports: &mpsc::UnboundedSender<TriggerReport>,
 ) {
+    let reply = match serde_json::from_str::<TriggerReply>(line) {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::warn!("the triggerer said {line:?}, unreadable: {error}");
+            return;
+        }
+    };
+    let id = match &reply {
+        TriggerReply::Ready => return,
+        TriggerReply::Fired { id, .. }
+        | TriggerReply::Ended { id, .. }
+        | TriggerReply::Failed { id, .. }
+        | TriggerReply::Log { id, .. }
+        | TriggerReply::Ask { id, .. } => id,
+    };
+    if !wanted.contains_key(id) {
+        tracing::warn!("the triggerer spoke of trigger {id}, which it does not run: ignored");
+        return;
+    }
     let (id, outcome) = match reply {
         TriggerReply::Ready => return,
         TriggerReply::Fired { id, payload } => {
@@ -316,44 +475,74 @@ fn request_line(request: &TriggerRequest<'_>) -> String {
     line
 }
 
-/// Kills what is left of a process that stopped answering, saying why.
-async fn ended(process: Option<Process>, why: &str) -> Option<Process> {
-    if let Some(mut process) = process {
-        let _ = process.child.start_kill();
-        let status = process.child.wait().await;
-        tracing::warn!(
-            "the triggerer ended ({why}; {}); starting it again",
-            status.map_or_else(|e| e.to_string(), |s| s.to_string())
-        );
-    }
-    None
-}
-
-/// Starts the process and hands it every wanted trigger; `None` (said why) if it cannot start.
-async fn start_process(
-    config: &TriggererConfig,
+/// Starts a triggerer and hands it every wanted trigger; `None` (said why) if it cannot
+/// start.
+async fn connect<H: TriggererHost>(
+    host: &mut H,
     wanted: &BTreeMap<String, TriggerSpec>,
-) -> Option<Process> {
-    let mut process = match spawn(config) {
-        Ok(process) => process,
+) -> Option<Connection> {
+    let connection = match host.connect().await {
+        Ok(connection) => connection,
         Err(error) => {
-            tracing::error!(
-                "cannot start the triggerer ({}): {error}",
-                config.python.display()
-            );
+            tracing::error!("cannot start the triggerer: {error}");
             return None;
         }
     };
     for spec in wanted.values() {
         let line = request_line(&TriggerRequest::Run(spec));
-        if process.stdin.write_all(line.as_bytes()).await.is_err() {
-            return ended(Some(process), "its stdin closed").await;
+        if connection.requests.send(line).is_err() {
+            host.disconnect("its input closed").await;
+            return None;
         }
     }
-    Some(process)
+    Some(connection)
 }
 
-fn spawn(config: &TriggererConfig) -> std::io::Result<Process> {
+/// The triggerer as a child process of this one: `leoflow.triggerer` in the project's
+/// Python, speaking on its stdin and stdout, its stderr this process's log.
+pub struct ProcessHost {
+    config: TriggererConfig,
+    child: Option<Child>,
+}
+
+impl ProcessHost {
+    /// Starts processes as `config` says.
+    pub fn new(config: TriggererConfig) -> Self {
+        Self {
+            config,
+            child: None,
+        }
+    }
+}
+
+impl TriggererHost for ProcessHost {
+    type Settings = TriggererConfig;
+
+    async fn connect(&mut self) -> Result<Connection, String> {
+        let (child, connection) = spawn(&self.config)
+            .map_err(|error| format!("{}: {error}", self.config.python.display()))?;
+        self.child = Some(child);
+        Ok(connection)
+    }
+
+    async fn disconnect(&mut self, why: &str) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.start_kill();
+        let status = child.wait().await;
+        tracing::warn!(
+            "the triggerer ended ({why}; {})",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        );
+    }
+
+    fn reconfigure(&mut self, config: TriggererConfig) {
+        self.config = config;
+    }
+}
+
+fn spawn(config: &TriggererConfig) -> std::io::Result<(Child, Connection)> {
     let mut command = crate::command::sdk_python(&config.python, &config.sdk_path, "triggerer");
     command
         .stdin(Stdio::piped())
@@ -373,20 +562,23 @@ fn spawn(config: &TriggererConfig) -> std::io::Result<Process> {
         });
     }
     let mut child = command.spawn()?;
-    let stdin = child.stdin.take().expect("piped");
+    let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let (requests, mut to_write) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(line) = to_write.recv().await {
+            if stdin.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
     let (sender, replies) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            match serde_json::from_str::<TriggerReply>(&line) {
-                Ok(reply) => {
-                    if sender.send(reply).is_err() {
-                        return;
-                    }
-                }
-                Err(error) => tracing::warn!("the triggerer said {line:?}, unreadable: {error}"),
+            if sender.send(line).is_err() {
+                return;
             }
         }
     });
@@ -396,11 +588,7 @@ fn spawn(config: &TriggererConfig) -> std::io::Result<Process> {
             tracing::info!(target: "leoflow::triggerer", "{line}");
         }
     });
-    Ok(Process {
-        child,
-        stdin,
-        replies,
-    })
+    Ok((child, Connection { requests, replies }))
 }
 
 #[cfg(test)]
@@ -415,6 +603,8 @@ mod tests {
             kwargs: serde_json::json!({"x": 1}),
             repeat: false,
             dag_id: "d".into(),
+            tenant: "default".into(),
+            image: None,
             paths: vec!["/p".into()],
         };
         let line: Value = serde_json::from_str(&request_line(&TriggerRequest::Run(&spec))).unwrap();
@@ -438,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deferrals_trigger_is_done_once_it_fires_and_a_watcher_runs_on() {
+    fn a_deferrals_trigger_is_done_once_it_fires_a_watcher_runs_on_and_strangers_are_ignored() {
         let (sender, mut reports) = mpsc::unbounded_channel();
         let mut wanted = BTreeMap::new();
         for (id, repeat) in [("once", false), ("watch", true)] {
@@ -448,27 +638,29 @@ mod tests {
                 kwargs: Value::Null,
                 repeat,
                 dag_id: "d".into(),
+                tenant: "default".into(),
+                image: None,
                 paths: Vec::new(),
             };
             wanted.insert(id.to_owned(), spec);
         }
         for id in ["once", "watch"] {
-            let fired = TriggerReply::Fired {
-                id: id.into(),
-                payload: Value::Bool(true),
-            };
-            report(fired, &mut wanted, &sender);
+            let fired = format!(r#"{{"op": "fired", "id": "{id}", "payload": true}}"#);
+            report(&fired, &mut wanted, &sender);
         }
         assert_eq!(wanted.keys().collect::<Vec<_>>(), ["watch"]);
-        report(
-            TriggerReply::Failed {
-                id: "watch".into(),
-                error: "boom".into(),
-            },
-            &mut wanted,
-            &sender,
-        );
+        let failed = r#"{"op": "failed", "id": "watch", "error": "boom"}"#;
+        report(failed, &mut wanted, &sender);
+        report("not JSON", &mut wanted, &sender);
         assert_eq!(wanted.keys().collect::<Vec<_>>(), ["watch"]);
+        // Nothing is said for a trigger it no longer runs, or never ran (another tenant's
+        // try, another DAG's callback): a triggerer speaks for its own triggers only.
+        for id in ["once", "someone-else's"] {
+            let fired = format!(r#"{{"op": "fired", "id": "{id}", "payload": "forged"}}"#);
+            report(&fired, &mut wanted, &sender);
+            let asked = format!(r#"{{"op": "ask", "id": "{id}", "ask": 1, "request": {{}}}}"#);
+            report(&asked, &mut wanted, &sender);
+        }
         let outcomes: Vec<_> = std::iter::from_fn(|| reports.try_recv().ok())
             .map(|r| (r.id, r.outcome))
             .collect();

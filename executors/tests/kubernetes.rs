@@ -13,6 +13,7 @@ use leoflow_events::TaskInstanceKey;
 use leoflow_executors::kubernetes::{
     Namespaces, PodConfig, PodDefaults, PodExecutor, attempt_id, pod_name,
 };
+use leoflow_executors::triggerer::{TriggerOutcome, TriggerSpec, Triggerer};
 use leoflow_executors::{AgentConfig, Attempt, AttemptExit, Executor, Placement};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -1389,4 +1390,87 @@ async fn a_reported_pod_whose_delete_failed_is_deleted_when_a_list_finds_it_agai
     );
     let later = attempt_for_sentinel(&mut api).await;
     assert_eq!(api.exit().await.attempt, later.key(), "no second report");
+}
+
+fn trigger(id: &str, tenant: &str, image: Option<&str>) -> TriggerSpec {
+    TriggerSpec {
+        id: id.into(),
+        classpath: "greet.Hi".into(),
+        kwargs: json!({}),
+        repeat: false,
+        dag_id: "etl".into(),
+        tenant: tenant.into(),
+        image: image.map(str::to_owned),
+        paths: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_triggerer_runs_as_a_pod_of_its_dag_s_image_calling_back_with_its_secret_s_token() {
+    let config = PodConfig {
+        namespaces: Namespaces::PerTenant(BTreeMap::from([("default".into(), NS.into())])),
+        ..config()
+    };
+    let mut api = Harness::start_with(config, vec![], accept()).await;
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let triggerer = api.executor.triggerer(reports_tx);
+    let image = "registry.local/etl:7";
+    triggerer.start(trigger("t1", "default", Some(image)));
+
+    let pod = api.request().await;
+    assert_eq!((pod.method, pod.path.as_str()), (Method::POST, PODS));
+    let pod = pod.body;
+    let name = name_of(&pod).to_owned();
+    assert!(
+        name.starts_with("leoflow-triggerer-") && is_dns_label(&name),
+        "{name}"
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], image);
+    assert_eq!(container["command"], json!(["/opt/leoflow/bin/leoflow"]));
+    assert_eq!(
+        container["args"],
+        json!(["triggerer", "--endpoint", "http://host.k3d.internal:9099"])
+    );
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "leoflow");
+    assert_eq!(labels["team"], "data", "the pods' defaults apply");
+    assert!(
+        labels.get("leoflow.io/attempt").is_none(),
+        "no try's pod: {labels}"
+    );
+    assert!(is_label_value(
+        labels["leoflow.io/triggerer"].as_str().unwrap()
+    ));
+    let env = container["env"].as_array().unwrap();
+    let token = env
+        .iter()
+        .find(|var| var["name"] == "LEOFLOW_TRIGGERER_TOKEN")
+        .unwrap();
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"],
+        json!({"name": name, "key": "token", "optional": false})
+    );
+    assert!(env.contains(&json!({"name": "LEOFLOW_PROJECT_DIR", "value": "/srv/project"})));
+    let secret = api.secret_request().await;
+    assert_eq!(
+        (secret.method, secret.path.as_str()),
+        (Method::POST, SECRETS)
+    );
+    assert_eq!(secret.body["metadata"]["name"], name.as_str());
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(secret.body["data"]["token"].as_str().unwrap())
+        .unwrap();
+    Uuid::parse_str(std::str::from_utf8(&token).unwrap()).expect("a token");
+
+    // A tenant with no namespace gets no pod: its trigger fails at once, saying why.
+    triggerer.start(trigger("t2", "team-b", None));
+    let report = timeout(WAIT, reports.recv()).await.unwrap().unwrap();
+    assert_eq!(report.id, "t2");
+    assert!(
+        matches!(&report.outcome, TriggerOutcome::Failed(why) if why.contains("team-b") && why.contains("kubernetes.namespaces")),
+        "{:?}",
+        report.outcome
+    );
 }

@@ -94,6 +94,8 @@ impl Projection {
             | Event::CommandRejected(_)
             | Event::DagCallbackRequested(_)
             | Event::DagCallbackRan(_)
+            | Event::TaskCallbackRequested(_)
+            | Event::TaskCallbackRan(_)
             | Event::SchedulerElected(_) => Projection::Runs,
         }
     }
@@ -327,6 +329,8 @@ impl WorkingSet {
             | Event::CommandRejected(_)
             | Event::DagCallbackRequested(_)
             | Event::DagCallbackRan(_)
+            | Event::TaskCallbackRequested(_)
+            | Event::TaskCallbackRan(_)
             | Event::SchedulerElected(_)
             | Event::ApiTokenIssued(_) => {}
             Event::ApiTokenRevoked(e) => self.api_tokens.want(ApiTokenKey {
@@ -418,7 +422,9 @@ impl WorkingSet {
             // callback's output is in the log of the task instance whose context it had.
             Event::CommandRejected(_)
             | Event::DagCallbackRequested(_)
-            | Event::DagCallbackRan(_) => Ok(()),
+            | Event::DagCallbackRan(_)
+            | Event::TaskCallbackRequested(_)
+            | Event::TaskCallbackRan(_) => Ok(()),
             // Fences the leader's appends; health reads the leader's heartbeat row instead.
             Event::SchedulerElected(_) => Ok(()),
             Event::ApiTokenIssued(e) => {
@@ -1039,7 +1045,9 @@ fn try_of(event: &Event) -> Option<i32> {
         | Event::AssetEventRecorded(_)
         | Event::AssetQueueCleared(_)
         | Event::DagCallbackRequested(_)
-        | Event::DagCallbackRan(_) => None,
+        | Event::DagCallbackRan(_)
+        | Event::TaskCallbackRequested(_)
+        | Event::TaskCallbackRan(_) => None,
     }
 }
 

@@ -866,6 +866,14 @@ impl TaskAgent for AgentService {
         };
         let mut commands = Self::start_if_queued(&verified, attempt, "", None);
         commands.push(match outcome {
+            // Its callbacks did not run with it: the scheduler has them run.
+            Some(Outcome::Failed { reason }) if request.runner_lost => Command::Lost {
+                task_id,
+                map_index,
+                try_number,
+                reason,
+                at,
+            },
             Some(outcome) => Command::ReportFinished {
                 task_id,
                 map_index,

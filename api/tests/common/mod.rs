@@ -138,6 +138,7 @@ impl Executor for InProcessAgents {
                     deferral_json: Some(question(&a.task_id).to_string()),
                     reschedule_at: None,
                     outlet_events_json: None,
+                    runner_lost: false,
                 };
                 service.finish(tonic::Request::new(finish)).await.unwrap();
                 return;
@@ -167,6 +168,7 @@ impl Executor for InProcessAgents {
                 deferral_json: None,
                 reschedule_at: None,
                 outlet_events_json: None,
+                runner_lost: false,
             };
             service.finish(tonic::Request::new(finish)).await.unwrap();
         });

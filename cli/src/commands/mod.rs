@@ -19,3 +19,4 @@ pub mod server;
 pub mod setup;
 pub mod tasks;
 pub mod tokens;
+pub mod triggerer;

@@ -21,6 +21,9 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+/// A pod's (namespace, name).
+type PodKey = (String, String);
+
 /// The cluster's state: objects by (namespace, name), the event history for watches.
 #[derive(Default)]
 struct Objects {
@@ -37,8 +40,11 @@ struct Cluster {
     events: broadcast::Sender<(u64, String, Value)>,
     /// Image path → this machine's path (the binary, Python, the SDK).
     mounts: Arc<Vec<(String, PathBuf)>>,
-    /// DAG id → the project directory its image holds.
+    /// DAG id, or image → the project directory its image holds.
     projects: Arc<Mutex<HashMap<String, PathBuf>>>,
+    /// The running containers, by (namespace, pod): what stops each, as a kubelet stops a
+    /// deleted pod's.
+    running: Arc<Mutex<HashMap<PodKey, tokio::sync::oneshot::Sender<()>>>>,
     /// Where the kubelet writes pods' Secret volumes.
     scratch: Arc<PathBuf>,
 }
@@ -59,6 +65,7 @@ impl ScriptedCluster {
             events,
             mounts: Arc::new(mounts),
             projects: Arc::default(),
+            running: Arc::default(),
             scratch: Arc::new(scratch.join("kubelet")),
         };
         let app = Router::new()
@@ -105,6 +112,27 @@ impl ScriptedCluster {
             .insert(dag_id.to_owned(), dir.to_owned());
     }
 
+    /// Tells the kubelet where `image` has its project (for pods that run no one DAG's
+    /// tries: triggerers).
+    pub fn image_project(&self, image: &str, dir: &Path) {
+        self.project(image, dir);
+    }
+
+    /// Deletes pod `name` of `namespace`, as `kubectl delete pod` would: its container is
+    /// stopped.
+    pub fn delete_pod(&self, namespace: &str, name: &str) {
+        let mut objects = self.cluster.objects.lock().unwrap();
+        self.cluster.remove_pod(&mut objects, namespace, name);
+    }
+
+    /// Whether pod `name` of `namespace` exists now.
+    pub fn pod_exists(&self, namespace: &str, name: &str) -> bool {
+        let objects = self.cluster.objects.lock().unwrap();
+        objects
+            .pods
+            .contains_key(&(namespace.to_owned(), name.to_owned()))
+    }
+
     /// Every pod ever created, as posted, in order.
     pub fn created_pods(&self) -> Vec<Value> {
         let objects = self.cluster.objects.lock().unwrap();
@@ -137,18 +165,39 @@ impl Cluster {
             .send((objects.version, namespace.to_owned(), event));
     }
 
-    /// The kubelet's part: runs the pod's container, then ends the pod with its exit code.
+    /// The kubelet's part: runs the pod's container (until it ends, or the pod is deleted),
+    /// then ends the pod with its exit code.
     fn run(&self, namespace: String, pod: Value) {
         let cluster = self.clone();
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        self.running
+            .lock()
+            .unwrap()
+            .insert((namespace.clone(), name), stop);
         tokio::spawn(async move {
-            let code = match cluster.command(&namespace, &pod) {
-                Ok(mut command) => match command.status().await {
-                    Ok(status) => status.code().unwrap_or(137),
-                    Err(_) => 128,
+            let child = cluster.command(&namespace, &pod).and_then(|mut command| {
+                command
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| e.to_string())
+            });
+            let code = match child {
+                Ok(mut child) => tokio::select! {
+                    status = child.wait() => status.map_or(128, |s| s.code().unwrap_or(137)),
+                    _ = stopped => {
+                        let _ = child.kill().await;
+                        137
+                    }
                 },
                 Err(_) => 128,
             };
             let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+            cluster
+                .running
+                .lock()
+                .unwrap()
+                .remove(&(namespace.clone(), name.clone()));
             let mut objects = cluster.objects.lock().unwrap();
             let Some(mut pod) = objects
                 .pods
@@ -184,8 +233,10 @@ impl Cluster {
         for arg in container["args"].as_array().into_iter().flatten() {
             command.arg(arg.as_str().unwrap_or_default());
         }
+        // A try's pod has its DAG's project; a triggerer's, its image's.
         let dag_id = pod["metadata"]["annotations"]["leoflow.io/dag-id"]
             .as_str()
+            .or_else(|| container["image"].as_str())
             .unwrap_or_default();
         for var in container["env"].as_array().into_iter().flatten() {
             let name = var["name"].as_str().unwrap_or_default();
@@ -400,16 +451,32 @@ async fn delete_pod(
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> Response {
     let mut objects = cluster.objects.lock().unwrap();
-    let Some(mut pod) = objects.pods.remove(&(ns.clone(), name.clone())) else {
-        return not_found("pods", &name);
-    };
-    // The pod's Secret goes with it, as its owner reference says.
-    objects.secrets.retain(|(namespace, _), secret| {
-        *namespace != ns
-            || secret["metadata"]["ownerReferences"][0]["uid"] != pod["metadata"]["uid"]
-    });
-    cluster.emit(&mut objects, &ns, "DELETED", &mut pod);
-    json_response(StatusCode::OK, pod)
+    match cluster.remove_pod(&mut objects, &ns, &name) {
+        Some(pod) => json_response(StatusCode::OK, pod),
+        None => not_found("pods", &name),
+    }
+}
+
+impl Cluster {
+    /// Removes a pod, stopping its container; its Secret goes with it, as its owner
+    /// reference says.
+    fn remove_pod(&self, objects: &mut Objects, ns: &str, name: &str) -> Option<Value> {
+        let mut pod = objects.pods.remove(&(ns.to_owned(), name.to_owned()))?;
+        if let Some(stop) = self
+            .running
+            .lock()
+            .unwrap()
+            .remove(&(ns.to_owned(), name.to_owned()))
+        {
+            let _ = stop.send(());
+        }
+        objects.secrets.retain(|(namespace, _), secret| {
+            namespace != ns
+                || secret["metadata"]["ownerReferences"][0]["uid"] != pod["metadata"]["uid"]
+        });
+        self.emit(objects, ns, "DELETED", &mut pod);
+        Some(pod)
+    }
 }
 
 async fn create_secret(

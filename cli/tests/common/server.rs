@@ -283,6 +283,18 @@ impl Drop for Redis {
     }
 }
 
+/// The scheduler that leads last (its process id and epoch), as its election recorded it.
+pub async fn elected(pool: &PgPool) -> Option<(i32, i64)> {
+    sqlx::query_as(
+        "SELECT (payload->>'pid')::int, stream_version FROM events \
+         WHERE stream = 'scheduler' ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+}
+
 /// The stand-in for the Service in front of the scheduler replicas' gRPC ports.
 pub struct Service {
     pub port: u16,

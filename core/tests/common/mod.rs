@@ -44,6 +44,7 @@ pub fn task(
         setups: Default::default(),
         outlets: Vec::new(),
         outlet_aliases: Vec::new(),
+        callbacks: Default::default(),
     }
 }
 

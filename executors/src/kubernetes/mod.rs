@@ -16,6 +16,7 @@
 
 mod fate;
 mod pod;
+mod triggerers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -45,6 +46,7 @@ use pod::{
     MAP_INDEX_ANNOTATION, RUN_ID_ANNOTATION, TASK_ID_KEY, TRY_NUMBER_KEY, pod_for, secret_for,
 };
 pub use pod::{PodDefaults, attempt_id, pod_name};
+pub use triggerers::PodTriggerer;
 
 /// Time the agent gets on `terminate` to stop its task and send its last log lines, as in
 /// the subprocess adapter.

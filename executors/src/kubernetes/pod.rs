@@ -199,18 +199,31 @@ fn attempt_labels(attempt: &Attempt) -> BTreeMap<String, String> {
 /// The Secret holding `attempt`'s token (and the agents' CA, when the channel is TLS): the
 /// pod reads them from it, so neither is ever a literal of the pod's spec.
 pub(super) fn secret_for(config: &PodConfig, attempt: &Attempt, namespace: &str) -> Secret {
+    let name = pod_name(&attempt.key());
+    let labels = attempt_labels(attempt);
+    token_secret(config, &name, namespace, labels, &attempt.attempt_token)
+}
+
+/// The Secret `name` holding `token` (and the agents' CA, when the channel is TLS).
+fn token_secret(
+    config: &PodConfig,
+    name: &str,
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    token: &Uuid,
+) -> Secret {
     let mut data = BTreeMap::from([(
         TOKEN_KEY.to_owned(),
-        ByteString(attempt.attempt_token.to_string().into_bytes()),
+        ByteString(token.to_string().into_bytes()),
     )]);
     if let Some(ca) = &config.agent_ca {
         data.insert(CA_KEY.to_owned(), ByteString(ca.clone().into_bytes()));
     }
     Secret {
         metadata: ObjectMeta {
-            name: Some(pod_name(&attempt.key())),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(attempt_labels(attempt)),
+            labels: Some(labels),
             ..ObjectMeta::default()
         },
         data: Some(data),
@@ -235,15 +248,96 @@ pub(super) fn pod_for(
     attempt: &Attempt,
     namespace: &str,
 ) -> Result<Pod, SettingError> {
-    let settings = TaskPod::of(attempt)?;
-    let defaults = &config.defaults;
     let name = pod_name(&attempt.key());
+    let image = attempt
+        .placement
+        .image
+        .clone()
+        .unwrap_or_else(|| config.image.clone());
+    let mut settings = TaskPod::of(attempt)?;
+    settings.labels.extend(attempt_labels(attempt));
+    settings.annotations.extend(attempt_annotations(attempt));
+    let mut pod = agent_pod(
+        config,
+        (&name, namespace, &image),
+        AgentCommand::new(&config.agent, attempt),
+        settings,
+    );
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.active_deadline_seconds = attempt
+            .placement
+            .execution_timeout
+            .map(|seconds| (seconds + DEADLINE_MARGIN_SECONDS).ceil() as i64);
+    }
+    Ok(pod)
+}
+
+/// A pod `(name, namespace, image)` whose one container runs `agent` (reading its token from
+/// the Secret `name`), with what `settings` says over the server's pod defaults (labels and
+/// annotations merged, the settings' winning).
+fn agent_pod(
+    config: &PodConfig,
+    (name, namespace, image): (&str, &str, &str),
+    agent: AgentCommand,
+    settings: TaskPod,
+) -> Pod {
+    let defaults = &config.defaults;
+    let (volumes, mounts) = volumes(config, name);
+    let mut labels = defaults.labels.clone();
+    labels.extend(settings.labels);
+    let mut annotations = defaults.annotations.clone();
+    annotations.extend(settings.annotations);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            service_account_name: settings
+                .service_account
+                .or_else(|| defaults.service_account.clone()),
+            node_selector: settings
+                .node_selector
+                .or_else(|| Some(defaults.node_selector.clone()))
+                .filter(|selector| !selector.is_empty()),
+            tolerations: settings
+                .tolerations
+                .or_else(|| Some(defaults.tolerations.clone()))
+                .filter(|tolerations| !tolerations.is_empty()),
+            affinity: settings.affinity.or_else(|| defaults.affinity.clone()),
+            containers: vec![Container {
+                name: AGENT_CONTAINER.into(),
+                image: Some(image.to_owned()),
+                command: Some(vec![agent.program.to_string_lossy().into_owned()]),
+                args: Some(agent.args),
+                env: Some(agent_env(agent.env, name, config.agent_ca.is_some())),
+                resources: settings.resources.or_else(|| defaults.resources.clone()),
+                volume_mounts: (!mounts.is_empty()).then_some(mounts),
+                // An agent that dies before reporting leaves the end of its output as the
+                // termination message, the way the subprocess adapter keeps its stderr tail.
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Container::default()
+            }],
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The node's folders (see [`host_volumes`]) and, when the agent channel is TLS, the CA from
+/// the Secret `secret`.
+fn volumes(config: &PodConfig, secret: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
     let (mut volumes, mut mounts) = host_volumes(config);
     if config.agent_ca.is_some() {
         volumes.push(Volume {
             name: "agent-tls".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(name.clone()),
+                secret_name: Some(secret.to_owned()),
                 items: Some(vec![KeyToPath {
                     key: CA_KEY.into(),
                     path: CA_KEY.into(),
@@ -260,63 +354,48 @@ pub(super) fn pod_for(
             ..VolumeMount::default()
         });
     }
-    let mut labels = defaults.labels.clone();
-    labels.extend(settings.labels);
-    labels.extend(attempt_labels(attempt));
-    let mut annotations = defaults.annotations.clone();
-    annotations.extend(settings.annotations);
-    annotations.extend(attempt_annotations(attempt));
-    let agent = AgentCommand::new(&config.agent, attempt);
-    Ok(Pod {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            restart_policy: Some("Never".into()),
-            active_deadline_seconds: attempt
-                .placement
-                .execution_timeout
-                .map(|seconds| (seconds + DEADLINE_MARGIN_SECONDS).ceil() as i64),
-            service_account_name: settings
-                .service_account
-                .or_else(|| defaults.service_account.clone()),
-            node_selector: settings
-                .node_selector
-                .or_else(|| Some(defaults.node_selector.clone()))
-                .filter(|selector| !selector.is_empty()),
-            tolerations: settings
-                .tolerations
-                .or_else(|| Some(defaults.tolerations.clone()))
-                .filter(|tolerations| !tolerations.is_empty()),
-            affinity: settings.affinity.or_else(|| defaults.affinity.clone()),
-            containers: vec![Container {
-                name: AGENT_CONTAINER.into(),
-                image: Some(
-                    attempt
-                        .placement
-                        .image
-                        .clone()
-                        .unwrap_or_else(|| config.image.clone()),
-                ),
-                command: Some(vec![agent.program.to_string_lossy().into_owned()]),
-                args: Some(agent.args),
-                env: Some(agent_env(agent.env, &name, config.agent_ca.is_some())),
-                resources: settings.resources.or_else(|| defaults.resources.clone()),
-                volume_mounts: (!mounts.is_empty()).then_some(mounts),
-                // An agent that dies before reporting leaves the end of its output as the
-                // termination message, the way the subprocess adapter keeps its stderr tail.
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                ..Container::default()
-            }],
-            volumes: (!volumes.is_empty()).then_some(volumes),
-            ..PodSpec::default()
-        }),
-        status: None,
-    })
+    (volumes, mounts)
+}
+
+/// Label of a triggerer pod and its Secret: a digest of its image (one triggerer per image
+/// and namespace), which finds a predecessor's pods to replace.
+pub(super) const TRIGGERER_LABEL: &str = "leoflow.io/triggerer";
+
+/// The label value of the triggerer of `image`: the first 16 hex digits of the name-based
+/// (version 5) UUID of the image's name, the same on every scheduler.
+pub(super) fn triggerer_label(image: &str) -> String {
+    let id = Uuid::new_v5(&ATTEMPT_ID_NAMESPACE, image.as_bytes()).simple();
+    id.to_string()[..16].to_owned()
+}
+
+/// The pod that runs the triggerer of `image` in `namespace` (`leoflow triggerer`, calling
+/// the scheduler with the token of the Secret `name`), with the pods' defaults.
+pub(super) fn triggerer_pod(config: &PodConfig, name: &str, namespace: &str, image: &str) -> Pod {
+    let settings = TaskPod {
+        labels: triggerer_labels(image),
+        annotations: BTreeMap::from([(TRIGGERER_LABEL.to_owned(), image.to_owned())]),
+        ..TaskPod::default()
+    };
+    let command = AgentCommand::triggerer(&config.agent);
+    agent_pod(config, (name, namespace, image), command, settings)
+}
+
+/// The Secret `name` of a triggerer pod of `image`, holding its `token`.
+pub(super) fn triggerer_secret(
+    config: &PodConfig,
+    name: &str,
+    namespace: &str,
+    image: &str,
+    token: &Uuid,
+) -> Secret {
+    token_secret(config, name, namespace, triggerer_labels(image), token)
+}
+
+fn triggerer_labels(image: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        (TRIGGERER_LABEL.to_owned(), triggerer_label(image)),
+    ])
 }
 
 /// The exact ids of the attempt, for people and for adopting the pod after a restart.
@@ -343,8 +422,8 @@ fn agent_env(
     secret: &str,
     with_ca: bool,
 ) -> Vec<EnvVar> {
-    let from_secret = EnvVar {
-        name: TOKEN_ENV.into(),
+    let from_secret = |name: &str| EnvVar {
+        name: name.into(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.to_owned(),
@@ -359,8 +438,8 @@ fn agent_env(
         .into_iter()
         .filter(|(name, _)| *name != CA_ENV)
         .map(|(name, value)| {
-            if name == TOKEN_ENV {
-                return from_secret.clone();
+            if name == TOKEN_ENV || name == crate::triggerer_link::TOKEN_ENV {
+                return from_secret(name);
             }
             EnvVar {
                 name: name.to_owned(),

@@ -225,9 +225,8 @@ fn read_deferral(
         // Nothing would run it: refused rather than left waiting until its timeout.
         ReportedTrigger::Python { classpath, .. } => {
             return Err(format!(
-                "to trigger {classpath}, and this control plane runs no triggerer (leoflow \
-                 server does not yet): only DateTimeTrigger and TimeDeltaTrigger are run here, \
-                 as timers of the scheduler"
+                "to trigger {classpath}, and this control plane runs no triggerer: only \
+                 DateTimeTrigger and TimeDeltaTrigger are run here, as timers of the scheduler"
             ));
         }
     }

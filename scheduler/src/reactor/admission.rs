@@ -89,6 +89,13 @@ impl Reactor {
         })
     }
 
+    /// Where a trigger of `dag_id` runs: its tenant, and its pushed artifact's image (a
+    /// cluster runs it in a pod of that image, in the tenant's namespace, as the DAG's tries).
+    pub(super) fn trigger_home(&self, dag_id: &str) -> (String, Option<String>) {
+        let image = self.dags.get(dag_id).and_then(|dag| dag.image.clone());
+        (self.tenant_of(dag_id).to_owned(), image)
+    }
+
     /// The tenant that owns `dag_id` (the default one for a DAG this model does not know).
     pub(super) fn tenant_of(&self, dag_id: &str) -> &str {
         self.dags

@@ -54,9 +54,9 @@ impl Reactor {
                 Some((key.dag_id.clone(), key.run_id.clone())),
             ),
             TriggerOwner::Callback(started) => {
-                let (dag_id, run_id, _) = &started.key;
-                let run = Some((dag_id.clone(), run_id.clone()));
-                (self.tenant_of(dag_id).to_owned(), run)
+                let key = &started.key;
+                let run = Some((key.dag_id().to_owned(), key.run_id().to_owned()));
+                (self.tenant_of(key.dag_id()).to_owned(), run)
             }
             TriggerOwner::Watcher { tenant, .. } => (tenant.clone(), None),
             TriggerOwner::Timetable { dag_id } => (self.tenant_of(dag_id).to_owned(), None),

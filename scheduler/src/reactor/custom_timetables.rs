@@ -99,7 +99,7 @@ impl Reactor {
         if self.triggers.is_none() {
             return Err(
                 "timetables of the project's own run in the triggerer, which this \
-                        control plane does not run (leoflow server with the Kubernetes executor)"
+                        control plane does not run"
                     .to_owned(),
             );
         }
@@ -121,6 +121,7 @@ impl Reactor {
         let file = run_inputs::dag_file(&self.store, &self.specs, dag_id, &version)
             .await
             .map_err(|e| e.to_string())?;
+        let (tenant, image) = self.trigger_home(dag_id);
         let spec = TriggerSpec {
             id,
             classpath: NEXT_RUN_TRIGGER.to_owned(),
@@ -130,6 +131,8 @@ impl Reactor {
             }),
             repeat: false,
             dag_id: dag_id.to_owned(),
+            tenant,
+            image,
             paths: Vec::new(),
         };
         let owner = TriggerOwner::Timetable {

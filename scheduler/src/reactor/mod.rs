@@ -41,7 +41,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use leoflow_core::admission::{Candidate, Capacity, QueuedRun, admit, runs_to_start};
-use leoflow_core::run::{Command, Outcome, RunState, RunStatus, TiState, evolve};
+use leoflow_core::run::{Command, RunState, RunStatus, TiState, evolve};
 use leoflow_core::spec::{DagSpec, TaskSpec};
 use leoflow_core::timetable::{RunInfo, Schedule};
 use leoflow_events::catalog::{

@@ -54,6 +54,8 @@ impl Reactor {
             Event::AssetQueueCleared(e) => self.asset_queue_cleared(e),
             Event::DagCallbackRequested(e) => self.dag_callback_requested(e),
             Event::DagCallbackRan(e) => self.dag_callback_ran(e),
+            Event::TaskCallbackRequested(e) => self.task_callback_requested(e),
+            Event::TaskCallbackRan(e) => self.task_callback_ran(e),
             Event::RunStarted(_)
             | Event::RunSucceeded(_)
             | Event::RunFailed(_)
@@ -137,8 +139,7 @@ impl Reactor {
         }
         self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
         // Its callbacks too: the DAG file they would run is gone.
-        self.dag_callbacks
-            .retain(|(dag_id, _, _), _| dag_id != &e.dag_id);
+        self.dag_callbacks.retain(|key, _| key.dag_id() != e.dag_id);
         self.specs.forget_dag(&e.dag_id);
         // Tries in flight are stopped: their agents' reports would be refused anyway,
         // and the work belongs to nobody now. (An agent the executor does not know of
@@ -444,7 +445,9 @@ impl Reactor {
             | Event::AssetEventRecorded(_)
             | Event::AssetQueueCleared(_)
             | Event::DagCallbackRequested(_)
-            | Event::DagCallbackRan(_) => {}
+            | Event::DagCallbackRan(_)
+            | Event::TaskCallbackRequested(_)
+            | Event::TaskCallbackRan(_) => {}
         }
     }
 }

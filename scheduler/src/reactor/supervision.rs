@@ -245,15 +245,12 @@ impl Reactor {
         }
         let note = match reason {
             Some(reason) => {
-                commands.push(Command::ReportFinished {
+                commands.push(Command::Lost {
                     task_id,
                     map_index,
                     try_number,
-                    outcome: Outcome::Failed {
-                        reason: reason.clone(),
-                    },
+                    reason: reason.clone(),
                     at,
-                    outlet_events: Default::default(),
                 });
                 reason
             }

@@ -30,7 +30,7 @@ pub(super) enum TriggerOwner {
         asset: AssetKey,
         group: String,
     },
-    /// A DAG's callback for a run that ended.
+    /// A callback of a run's end (its DAG's) or of a try's end (its task's).
     Callback(StartedCallback),
     /// A question to a DAG's timetable of the project's own (its next run).
     Timetable { dag_id: String },
@@ -42,7 +42,7 @@ enum Reported {
     Decision(TaskInstanceKey, Box<Command>, Option<(i32, String)>),
     /// A line of the try's log (`[triggerer] …`).
     Line(TaskInstanceKey, i32, String),
-    /// A DAG callback ended: what went wrong, if anything.
+    /// A callback ended: what went wrong, if anything.
     CallbackRan(CallbackKey, Option<String>),
     /// A DAG's timetable answered (trigger id, DAG, the next run or why there is none).
     TimetableAnswered(String, String, Result<Option<RunInfo>, String>),
@@ -236,6 +236,10 @@ impl Reactor {
         }
         let wanted = self.wanted_triggers();
         let callbacks = self.pending_callback_ids();
+        let homes: HashMap<String, (String, Option<String>)> = wanted
+            .values()
+            .map(|w| (w.dag_id.clone(), self.trigger_home(&w.dag_id)))
+            .collect();
         let Some(triggers) = self.triggers.as_mut() else {
             return;
         };
@@ -269,12 +273,15 @@ impl Reactor {
                     }
                 },
             };
+            let (tenant, image) = homes[&wanted.dag_id].clone();
             let spec = TriggerSpec {
                 id: id.clone(),
                 classpath: wanted.classpath,
                 kwargs,
                 repeat: matches!(wanted.owner, TriggerOwner::Watcher { .. }),
                 dag_id: wanted.dag_id,
+                tenant,
+                image,
                 paths: Vec::new(),
             };
             triggers.triggerer.start(spec);
@@ -404,7 +411,7 @@ impl Reactor {
                 );
             }
             (TriggerOutcome::Ended { .. }, TriggerOwner::Callback(started)) => {
-                let why = "a DAG callback's trigger yielded a task end event".to_owned();
+                let why = "a callback's trigger yielded a task end event".to_owned();
                 return Reported::CallbackRan(started.key, Some(why));
             }
             (TriggerOutcome::Ended { .. }, TriggerOwner::Timetable { dag_id }) => {
@@ -455,12 +462,10 @@ impl Reactor {
             }
             (TriggerOutcome::Logged(line), TriggerOwner::Callback(started)) => match started.log {
                 Some((key, try_number)) => {
-                    return Reported::Line(key, try_number, format!("[dag callback] {line}"));
+                    let mark = started.key.log_mark();
+                    return Reported::Line(key, try_number, format!("{mark} {line}"));
                 }
-                None => {
-                    let (dag_id, run_id, callback) = &started.key;
-                    tracing::info!("the {} of {dag_id}/{run_id}: {line}", callback.name());
-                }
+                None => tracing::info!("{}: {line}", started.key.describe()),
             },
         }
         Reported::Nothing

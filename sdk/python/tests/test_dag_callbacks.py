@@ -59,6 +59,20 @@ with DAG("slow", schedule=None, on_success_callback=slow):
     def work():
         pass
     work()
+
+def retried(context):
+    print(f"retried: {context['ti'].task_id} try {context['ti'].try_number} reason {context.get('reason')}")
+
+with DAG("killed", schedule=None):
+    @task(on_retry_callback=[broken, retried], on_failure_callback=bare)
+    def work():
+        pass
+    work()
+
+    @task
+    def plain():
+        pass
+    plain()
 '''
 
 RUN = {
@@ -178,3 +192,33 @@ def test_callbacks_that_cannot_run_say_why(triggerer: Triggerer, dag_id: str, na
     lines, payload = ran(triggerer, "c4")
     assert payload["error"] is not None and payload["error"].startswith(expected), payload
     assert any(expected in line for line in lines), lines
+
+
+TASK_TRIGGER = "leoflow.dag_callbacks.TaskCallbackTrigger"
+
+
+def test_a_task_s_callbacks_for_a_try_its_runner_could_not_finish_get_the_try_s_context(triggerer: Triggerer) -> None:
+    ti = {"task_id": "work", "map_index": -1, "try_number": 1, "task": {"task_id": "work"}}
+    reason = "the task process ended (signal: 9) without reporting an outcome"
+    triggerer.run("t1", TASK_TRIGGER, callback("killed", "on_retry_callback", reason, ti))
+    lines, payload = ran(triggerer, "t1")
+    assert payload == {"failed": ["broken"], "error": None}
+    text = "\n".join(lines)
+    assert f"Executing on_retry_callback broken of task work of DAG killed (try 1: {reason})" in text
+    assert "RuntimeError: the pager is down" in text
+    # Airflow's context of a task instance: no `reason` (a DAG callback's).
+    assert "retried: work try 1 reason None" in lines
+
+
+@pytest.mark.parametrize(
+    ("task_id", "name", "expected"),
+    [
+        ("plain", "on_failure_callback", "task 'plain' of DAG 'killed' no longer has an on_failure_callback"),
+        ("gone", "on_failure_callback", "DAG 'killed' no longer has task 'gone'"),
+    ],
+)
+def test_a_task_callback_that_cannot_run_says_why(triggerer: Triggerer, task_id: str, name: str, expected: str) -> None:
+    ti = {"task_id": task_id, "map_index": -1, "try_number": 1, "task": {"task_id": task_id}}
+    triggerer.run("t2", TASK_TRIGGER, callback("killed", name, "lost", ti))
+    lines, payload = ran(triggerer, "t2")
+    assert payload["error"] == expected, payload

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use leoflow_authoring::python::PythonRuntime;
 use leoflow_executors::subprocess::SubprocessExecutor;
 use leoflow_executors::triggerer::{
-    SubprocessTriggerer, TriggerReport, TriggerSpec, Triggerer, TriggererConfig,
+    Homes, SubprocessTriggerer, TriggerReport, TriggerSpec, Triggerer, TriggererConfig,
 };
 use leoflow_executors::{AgentConfig, Attempt, AttemptExit, AttemptKey, Executor};
 use tokio::sync::mpsc;
@@ -145,8 +145,7 @@ impl ProjectExecutors {
         if let Some(process) = triggerers
             .lock()
             .expect("not poisoned")
-            .processes
-            .get(&Some(project.to_owned()))
+            .of(&Some(project.to_owned()))
         {
             process.restart(config);
         }
@@ -239,13 +238,8 @@ pub struct ProjectTriggerers {
     running: Arc<Mutex<Triggerers>>,
 }
 
-#[derive(Default)]
-struct Triggerers {
-    /// By project (`None`: outside any project).
-    processes: HashMap<Option<String>, Arc<SubprocessTriggerer>>,
-    /// Trigger id → the project whose triggerer runs it.
-    placed: HashMap<String, Option<String>>,
-}
+/// The projects' triggerer processes, by project (`None`: outside any project).
+type Triggerers = Homes<Option<String>, TriggererConfig>;
 
 impl ProjectExecutors {
     /// The triggerers of these projects, reporting on `reports` (once the control plane
@@ -296,37 +290,23 @@ impl Triggerer for ProjectTriggerers {
             tracing::error!("no triggerer for {}: not started", trigger.dag_id);
             return;
         };
-        let mut running = self.running.lock().expect("not poisoned");
-        let process = running
-            .processes
-            .entry(project.clone())
-            .or_insert_with(|| Arc::new(SubprocessTriggerer::new(config, self.reports.clone())))
-            .clone();
-        // A trigger moved to another project (its DAG did) stops where it ran.
-        if let Some(before) = running.placed.insert(trigger.id.clone(), project.clone())
-            && before != project
-            && let Some(old) = running.processes.get(&before)
-        {
-            old.cancel(&trigger.id);
-        }
-        process.start(trigger);
+        let reports = self.reports.clone();
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .start(project, trigger, || {
+                SubprocessTriggerer::new(config, reports)
+            });
     }
 
     fn cancel(&self, id: &str) {
-        let mut running = self.running.lock().expect("not poisoned");
-        if let Some(project) = running.placed.remove(id)
-            && let Some(process) = running.processes.get(&project)
-        {
-            process.cancel(id);
-        }
+        self.running.lock().expect("not poisoned").cancel(id);
     }
 
     fn answer(&self, id: &str, ask: u64, reply: serde_json::Value) {
-        let running = self.running.lock().expect("not poisoned");
-        if let Some(project) = running.placed.get(id)
-            && let Some(process) = running.processes.get(project)
-        {
-            process.answer(id, ask, reply);
-        }
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .answer(id, ask, reply);
     }
 }

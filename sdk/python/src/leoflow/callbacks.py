@@ -4,7 +4,8 @@ task's work, then by how the try ended `on_success_callback`, `on_skipped_callba
 context (with `exception` for a failure). A callback that raises is logged in the try's log and
 never changes the try's outcome. As in Airflow, a callback may be a generator yielding `Metadata`
 (only `on_execute_callback`'s counts: the others run once the outcome is decided). Callbacks run
-in the try's process: a try whose process is killed (its timeout, a lost agent) runs none.
+in the try's process; for a try whose process is killed (its timeout, a crash, a lost agent or
+pod) the scheduler has the triggerer run its failure or retry callbacks (`leoflow.dag_callbacks`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ called with the template context of the run's last task instance of that end (th
 succeed, or the last to fail) and Airflow's `reason` (`success`, `task_failure`); a run with no
 such task instance gives `{"dag", "run_id", "reason"}`, as Airflow does.
 
+A task's `on_failure_callback` / `on_retry_callback` runs here too for a try that ended without
+its runner (killed past its `execution_timeout`, lost with its agent or pod, which could not run
+them): `TaskCallbackTrigger`, with the try's own template context, as Airflow's DAG processor
+runs the scheduler's `TaskCallbackRequest`.
+
 The control plane asks for them through the triggerer: `DagCallbackTrigger` is a trigger the
 scheduler starts for each run whose callback is to run (the log says which), so they survive a
 restart of the control plane and of the triggerer. What a callback prints or logs goes to the
@@ -73,7 +78,7 @@ class DagCallbackTrigger(BaseTrigger):
         self.timeout = timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return "leoflow.dag_callbacks.DagCallbackTrigger", {
+        return f"leoflow.dag_callbacks.{type(self).__name__}", {
             "dag_id": self.dag_id, "run_id": self.run_id, "callback": self.callback, "reason": self.reason,
             "fileloc": self.fileloc, "source": self.source, "run": self.run_info, "ti": self.ti, "timeout": self.timeout,
         }
@@ -86,23 +91,33 @@ class DagCallbackTrigger(BaseTrigger):
             channel = _ControlPlane()
             # What `Variable.get` and `Connection.get` read in the callbacks' thread.
             runtime.callback_context.set({"__variable_get__": runner.Variables(channel).get, "conn": runner.Connections(channel)})
-            calls = asyncio.to_thread(_call_all, self.dag_id, self.callback, functions, ctx, failed)
+            calls = asyncio.to_thread(_call_all, self.callback, self._where(), functions, ctx, failed)
             await asyncio.wait_for(calls, self.timeout)
         except CallbackError as why:
             error = str(why)
         except TimeoutError:
             # Its thread cannot be stopped; it is no longer waited for.
-            error = f"the DAG's {self.callback} did not return within {self.timeout:g} s"
+            error = f"{self._whose()} {self.callback} did not return within {self.timeout:g} s"
         if error is not None:
             log.error("%s", error)
         yield TriggerEvent({"failed": failed, "error": error})
 
-    def _load(self) -> tuple[list[Callable[..., Any]], dict[str, Any]]:
-        """The DAG's functions for the callback, and their context."""
+    def _where(self) -> str:
+        """Whose callback it is, for the log."""
+        return f"of DAG {self.dag_id} (reason: {self.reason})"
+
+    def _whose(self) -> str:
+        return "the DAG's"
+
+    def _dag(self) -> Any:
         try:
-            dag = dag_files.dag(self.fileloc, self.source, self.dag_id)
+            return dag_files.dag(self.fileloc, self.source, self.dag_id)
         except dag_files.DagFileError as error:
             raise CallbackError(str(error)) from None
+
+    def _load(self) -> tuple[list[Callable[..., Any]], dict[str, Any]]:
+        """The DAG's functions for the callback, and their context."""
+        dag = self._dag()
         functions: list[Callable[..., Any]] = list(dag.callbacks.get(self.callback) or [])
         if not functions:
             raise CallbackError(f"DAG {self.dag_id!r} no longer has an {self.callback}")
@@ -125,14 +140,40 @@ class DagCallbackTrigger(BaseTrigger):
         return ctx
 
 
-def _call_all(dag_id: str, name: str, functions: list[Callable[..., Any]], ctx: dict[str, Any], failed: list[str]) -> None:
+class TaskCallbackTrigger(DagCallbackTrigger):
+    """Runs task `ti`'s `callback` (`on_failure_callback` or `on_retry_callback`) for a try
+    that ended without its runner, with the try's template context (Airflow's, which has no
+    `reason`), and fires once they are done, as `DagCallbackTrigger` does."""
+
+    def _where(self) -> str:
+        ti = self.ti or {}
+        return f"of task {ti.get('task_id')} of DAG {self.dag_id} (try {ti.get('try_number')}: {self.reason})"
+
+    def _whose(self) -> str:
+        return f"task {(self.ti or {}).get('task_id')}'s"
+
+    def _load(self) -> tuple[list[Callable[..., Any]], dict[str, Any]]:
+        dag = self._dag()
+        task_id = (self.ti or {}).get("task_id")
+        task = dag.tasks.get(task_id)
+        if task is None:
+            raise CallbackError(f"DAG {self.dag_id!r} no longer has task {task_id!r}")
+        functions: list[Callable[..., Any]] = list((getattr(task, "callbacks", None) or {}).get(self.callback) or [])
+        if not functions:
+            raise CallbackError(f"task {task_id!r} of DAG {self.dag_id!r} no longer has an {self.callback}")
+        ctx = self._context(dag)
+        del ctx["reason"]
+        return functions, ctx
+
+
+def _call_all(callback: str, where: str, functions: list[Callable[..., Any]], ctx: dict[str, Any], failed: list[str]) -> None:
     """Calls each function, as Airflow's processor does: one that raises is logged, and the
     next still runs."""
     for function in functions:
         label = getattr(function, "__qualname__", None) or type(function).__name__
-        log.info("Executing %s %s of DAG %s (reason: %s)", name, label, dag_id, ctx["reason"])
+        log.info("Executing %s %s %s", callback, label, where)
         try:
             function(ctx)
         except Exception:  # noqa: BLE001 - a callback never changes the run
-            log.exception("%s %s failed", name, label)
+            log.exception("%s %s failed", callback, label)
             failed.append(label)
