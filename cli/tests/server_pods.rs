@@ -223,6 +223,27 @@ async fn pods_verify_a_tls_control_plane_with_the_ca_from_their_attempt_s_secret
     let volume = &pod["spec"]["volumes"][0];
     assert_eq!(volume["secret"]["secretName"], pod["metadata"]["name"]);
     assert_eq!(volume["secret"]["items"][0]["key"], "ca.crt");
+
+    // A triggerer pod calls over TLS too, verifying with the CA from its own Secret.
+    let project = deployment.scratch.join("waits");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("greetings.py"), GREETINGS).unwrap();
+    let called_back = deployment.scratch.join("called-back");
+    let waits = WAITS.replace(
+        "__CALLED_BACK__",
+        &format!("{:?}", called_back.display().to_string()),
+    );
+    deployment.register("waits", &waits);
+    cluster.project("waits", &project);
+    cluster.image_project(DEFAULT_IMAGE, &project);
+    client.run_to_success("waits").await;
+    let triggerer = &triggerer_pods(&cluster)[0];
+    let volume = &triggerer["spec"]["volumes"][0];
+    assert_eq!(
+        volume["secret"]["secretName"],
+        triggerer["metadata"]["name"]
+    );
+    assert_eq!(volume["secret"]["items"][0]["key"], "ca.crt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
