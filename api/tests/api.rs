@@ -573,6 +573,39 @@ async fn health_is_unhealthy_when_the_last_heartbeat_is_stale_or_missing() {
     let reported: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(body["scheduler"]["latest_scheduler_heartbeat"].clone()).unwrap();
     assert_eq!(reported.timestamp_micros(), stale.timestamp_micros());
+    // That scheduler ran no triggerer: there is none, as Airflow says without one.
+    assert_eq!(
+        body["triggerer"],
+        json!({"status": null, "latest_triggerer_heartbeat": null})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_triggerer_s_health_is_that_of_the_leader_that_supervises_it() {
+    let api = TestApi::without_scheduler().await;
+    let lead = |beat: chrono::DateTime<chrono::Utc>| {
+        sqlx::query(
+            "INSERT INTO scheduler_heartbeat VALUES (gen_random_uuid(), 'h', 1, $1, $1, true)",
+        )
+        .bind(beat)
+        .execute(&api.db.pool)
+    };
+    let now = chrono::Utc::now();
+    lead(now).await.unwrap();
+    let body = api.get("/api/v2/monitor/health").await;
+    assert_eq!(body["triggerer"]["status"], "healthy", "{body}");
+    let reported: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(body["triggerer"]["latest_triggerer_heartbeat"].clone()).unwrap();
+    assert_eq!(reported.timestamp_micros(), now.timestamp_micros());
+    // Its supervisor died leading: the triggerer is unhealthy with it.
+    sqlx::query("DELETE FROM scheduler_heartbeat")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    lead(now - chrono::TimeDelta::minutes(2)).await.unwrap();
+    let body = api.get("/api/v2/monitor/health").await;
+    assert_eq!(body["triggerer"]["status"], "unhealthy", "{body}");
+    assert_eq!(body["scheduler"]["status"], "unhealthy", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

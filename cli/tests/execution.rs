@@ -1665,10 +1665,14 @@ with DAG("ledger", schedule=None, is_paused_upon_creation=False):
     // model), and Lite exits at once: its own API is gone before `/api/v2/monitor/health` could
     // be asked. What that route reads — the active scheduler's heartbeat — is what any other
     // process would answer from: gone, so `unhealthy`, not a fresh beat of a dead scheduler.
-    let heartbeat = leoflow_scheduler::health::latest_heartbeat(store.pool())
+    let heartbeats = leoflow_scheduler::health::latest_heartbeats(store.pool())
         .await
         .unwrap();
-    assert_eq!(heartbeat, None, "the dead scheduler left its heartbeat");
+    assert_eq!(
+        heartbeats,
+        Default::default(),
+        "the dead scheduler left its heartbeat"
+    );
 }
 
 /// All a child's output, read to its end on a thread of its own.

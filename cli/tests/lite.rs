@@ -104,6 +104,12 @@ async fn a_new_user_sets_up_runs_edits_breaks_kills_and_restarts_lite() {
         ))
         .await;
     assert_eq!(xcom["value"], "Hello from Leoflow", "{xcom}");
+    // The UI's dashboard shows every component healthy: Lite's scheduler leads and supervises
+    // its triggerer.
+    let health = api.get("/api/v2/monitor/health").await;
+    for component in ["metadatabase", "scheduler", "triggerer"] {
+        assert_eq!(health[component]["status"], "healthy", "{health}");
+    }
     let metrics = reqwest::get(&lite.metrics)
         .await
         .unwrap()

@@ -1,8 +1,9 @@
 //! `GET /api/v2/monitor/health`: the metadata database answers, and the active scheduler's
 //! last heartbeat (written by the leader on its lock connection, see the reactor's
-//! `Leadership`) is recent. Leoflow has no separate DAG processor, and its triggerer is a
-//! process the leading control plane supervises (restarting it when it dies), not a job with a
-//! heartbeat row: their status is null.
+//! `Leadership`) is recent. Leoflow's triggerer is a process (or, with the Kubernetes
+//! executor, pods) the leading scheduler supervises, starting it when a trigger needs it and
+//! again when it ends: its status is its supervisor's, when the leader runs one. Leoflow has no
+//! separate DAG processor: its status is null.
 
 use axum::Json;
 use axum::extract::State;
@@ -31,13 +32,13 @@ pub struct SchedulerStatus {
     pub latest_scheduler_heartbeat: Option<DateTime<Utc>>,
 }
 
-/// The triggerer's status (Leoflow's is supervised by the leading control plane: no heartbeat
-/// row).
+/// The triggerer's status: its supervisor's, the leading scheduler that runs it.
 #[derive(Debug, Serialize)]
 pub struct TriggererStatus {
-    /// Always `null`.
+    /// `healthy` or `unhealthy` as its supervisor's heartbeat is; `null` when no leader runs
+    /// one.
     pub status: Option<&'static str>,
-    /// Always `null`.
+    /// The supervising leader's last heartbeat.
     pub latest_triggerer_heartbeat: Option<DateTime<Utc>>,
 }
 
@@ -56,37 +57,34 @@ pub struct HealthInfo {
 
 /// The health report.
 pub async fn health(State(state): State<ApiState>) -> Json<HealthInfo> {
-    // One query answers both: an error means the database did not answer.
-    let heartbeat = leoflow_scheduler::health::latest_heartbeat(state.store.pool()).await;
-    let status = |ok: bool| if ok { "healthy" } else { "unhealthy" };
-    let (database, scheduler) = match heartbeat {
-        Ok(latest) => {
-            let alive = latest.is_some_and(|at| Utc::now() - at < HEALTH_THRESHOLD);
-            (
-                true,
-                SchedulerStatus {
-                    status: Some(status(alive)),
-                    latest_scheduler_heartbeat: latest,
-                },
-            )
-        }
-        Err(_) => (
-            false,
-            SchedulerStatus {
-                status: None,
-                latest_scheduler_heartbeat: None,
-            },
-        ),
-    };
+    // One query answers all: an error means the database did not answer.
+    let heartbeats = leoflow_scheduler::health::latest_heartbeats(state.store.pool()).await;
+    let database = heartbeats.is_ok();
+    let beats = heartbeats.ok();
     Json(HealthInfo {
         metadatabase: Status {
             status: Some(status(database)),
         },
-        scheduler,
+        scheduler: SchedulerStatus {
+            status: beats.map(|b| status(alive(b.scheduler))),
+            latest_scheduler_heartbeat: beats.and_then(|b| b.scheduler),
+        },
         triggerer: TriggererStatus {
-            status: None,
-            latest_triggerer_heartbeat: None,
+            // No leader running one (or no database): none, as Airflow without a triggerer.
+            status: beats
+                .and_then(|b| b.triggerer)
+                .map(|beat| status(alive(Some(beat)))),
+            latest_triggerer_heartbeat: beats.and_then(|b| b.triggerer),
         },
         dag_processor: None,
     })
+}
+
+fn status(ok: bool) -> &'static str {
+    if ok { "healthy" } else { "unhealthy" }
+}
+
+/// Whether a component whose last heartbeat is `latest` is alive.
+fn alive(latest: Option<DateTime<Utc>>) -> bool {
+    latest.is_some_and(|at| Utc::now() - at < HEALTH_THRESHOLD)
 }

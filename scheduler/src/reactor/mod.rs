@@ -395,6 +395,7 @@ impl Reactor {
         let Some(mut leadership) = lead(&self.store, shutdown).await? else {
             return Ok(());
         };
+        leadership.runs_triggerer = self.triggers.is_some();
         self.epoch = leadership.epoch;
         self.leading.send_replace(true);
         self.metrics.leader.set(1);
@@ -637,6 +638,8 @@ struct Leadership {
     epoch: i64,
     /// This host's name, read once (every beat records it).
     hostname: String,
+    /// Whether this scheduler runs the triggerer (every beat says so).
+    runs_triggerer: bool,
 }
 
 impl Leadership {
@@ -645,13 +648,14 @@ impl Leadership {
     async fn beat(&mut self) -> Result<(), ReactorError> {
         sqlx::query(
             "INSERT INTO scheduler_heartbeat \
-               (scheduler_id, hostname, pid, leading_since, last_heartbeat) \
-             VALUES ($1, $2, $3, now(), now()) \
+               (scheduler_id, hostname, pid, leading_since, last_heartbeat, runs_triggerer) \
+             VALUES ($1, $2, $3, now(), now(), $4) \
              ON CONFLICT (scheduler_id) DO UPDATE SET last_heartbeat = now()",
         )
         .bind(self.id)
         .bind(&self.hostname)
         .bind(std::process::id() as i32)
+        .bind(self.runs_triggerer)
         .execute(&mut self.conn)
         .await
         .map_err(ReactorError::LeadershipLost)?;
@@ -718,6 +722,7 @@ async fn lead(
                 id,
                 epoch,
                 hostname,
+                runs_triggerer: false,
             }));
         }
         tokio::select! {
