@@ -31,6 +31,14 @@ pub async fn find(
     Ok(read::task_instances::find(pool, dag_id, run_id, task_id, map_index).await?)
 }
 
+/// The task instances of `keys` (dag id, run id, task id, map index) that exist, in one read.
+pub async fn find_many(
+    state: &ApiState,
+    keys: &[(&str, &str, &str, i32)],
+) -> ApiResult<Vec<TiRecord>> {
+    Ok(read::task_instances::find_many(state.store.pool(), keys).await?)
+}
+
 /// Whether a task of a run is mapped (has instances with a map index).
 pub async fn is_mapped(
     state: &ApiState,

@@ -2,6 +2,8 @@
 //! answer ask, listed and read as the UI's "Required Actions" pages read them, and answered
 //! (`PATCH`), which resumes the try with the answer (`Command::Answer`).
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -136,15 +138,48 @@ fn detail<T>(record: &HitlRecord, task_instance: T) -> HitlDetail<T> {
     }
 }
 
-/// The details of `records`, each with its task instance.
+/// The details of `records`, each with its task instance (read together, not one by one).
 async fn details(state: &ApiState, records: &[HitlRecord]) -> ApiResult<Vec<HitlDetail>> {
-    let mut tis: Vec<TiRecord> = Vec::with_capacity(records.len());
-    for r in records {
-        let ti = rows::find(state, &r.dag_id, &r.run_id, &r.task_id, r.map_index)
-            .await?
-            .ok_or_else(|| ApiError::internal(format!("{} has no task instance", r.task_id)))?;
-        tis.push(ti);
-    }
+    let keys: Vec<(&str, &str, &str, i32)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.dag_id.as_str(),
+                r.run_id.as_str(),
+                r.task_id.as_str(),
+                r.map_index,
+            )
+        })
+        .collect();
+    // A task instance's tries may each have a record: one row serves them all.
+    let found: HashMap<(String, String, String, i32), TiRecord> = rows::find_many(state, &keys)
+        .await?
+        .into_iter()
+        .map(|ti| {
+            let key = (
+                ti.dag_id.clone(),
+                ti.run_id.clone(),
+                ti.task_id.clone(),
+                ti.map_index,
+            );
+            (key, ti)
+        })
+        .collect();
+    let tis = records
+        .iter()
+        .map(|r| {
+            let key = (
+                r.dag_id.clone(),
+                r.run_id.clone(),
+                r.task_id.clone(),
+                r.map_index,
+            );
+            found
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| ApiError::internal(format!("{} has no task instance", r.task_id)))
+        })
+        .collect::<ApiResult<Vec<TiRecord>>>()?;
     let catalog = TaskCatalog::load(state, &tis).await?;
     Ok(records
         .iter()

@@ -208,6 +208,33 @@ pub async fn find(
     .await
 }
 
+/// The task instances of `keys` (dag id, run id, task id, map index) that exist, in one
+/// query, in no particular order.
+pub async fn find_many(
+    pool: &PgPool,
+    keys: &[(&str, &str, &str, i32)],
+) -> sqlx::Result<Vec<TiRecord>> {
+    let mut columns: [Vec<&str>; 3] = Default::default();
+    for (dag_id, run_id, task_id, _) in keys {
+        columns[0].push(dag_id);
+        columns[1].push(run_id);
+        columns[2].push(task_id);
+    }
+    let [dag_ids, run_ids, task_ids] = columns;
+    let map_indexes: Vec<i32> = keys.iter().map(|key| key.3).collect();
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {TI_COLUMNS} {TI_FROM} \
+         WHERE (t.dag_id, t.run_id, t.task_id, t.map_index) IN \
+           (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]))"
+    )))
+    .bind(dag_ids)
+    .bind(run_ids)
+    .bind(task_ids)
+    .bind(map_indexes)
+    .fetch_all(pool)
+    .await
+}
+
 /// A try of a task instance (a `task_instance_try` row).
 #[derive(Debug, Clone, FromRow)]
 pub struct TryRecord {
