@@ -6,10 +6,12 @@
 //! triggers of deferred tries and the watchers of assets DAGs are scheduled on, all read from
 //! the log, so a restarted control plane starts them again. What they yield comes back as
 //! [`TriggerReport`]s. The process starts with the first trigger; when it dies, it is started
-//! again and given every trigger still wanted.
+//! again and given every trigger still wanted ([`Supervised`]). Where it runs is its
+//! [`TriggererHost`]'s business: a child process here ([`ProcessHost`], Lite), or a pod of the
+//! DAG's image that calls back (`kubernetes::PodTriggerer`, through `triggerer_link`).
 //!
-//! The two sides speak JSON lines on the process's stdin and stdout (`TriggerRequest`,
-//! `TriggerReply`); its stderr is the control plane's log.
+//! The two sides speak JSON lines (`TriggerRequest`, `TriggerReply`): on the process's stdin
+//! and stdout, whose stderr is the control plane's log, or over the pod's gRPC stream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
