@@ -754,17 +754,7 @@ pub fn decide(spec: &DagSpec, state: &RunState, command: Command) -> Result<Vec<
             map_index,
             try_number,
             at,
-        } => {
-            let id = (task_id, map_index);
-            let limit = task(spec, &id.0)?.execution_timeout.unwrap_or_default();
-            // The runner raises `AirflowTaskTimeout` itself at the limit; this is a try that
-            // did not stop then, killed by its agent (or the scheduler) a little later.
-            let reason = format!(
-                "execution_timeout of {limit} s exceeded and the task did not stop by itself; it \
-                 was killed"
-            );
-            lost(spec, state, id, try_number, reason, at)?
-        }
+        } => timed_out(spec, state, (task_id, map_index), try_number, at)?,
         Command::Clear {
             task_ids,
             only_map_indexes,
@@ -999,6 +989,24 @@ fn dispatch(
         }
         .into(),
     ])
+}
+
+/// [`Command::TimedOut`]: a running try passed its `execution_timeout` and was killed; it is
+/// [`lost`] with that reason.
+fn timed_out(
+    spec: &DagSpec,
+    state: &RunState,
+    id: TiId,
+    try_number: i32,
+    at: DateTime<Utc>,
+) -> Result<Vec<Event>, Rejection> {
+    let limit = task(spec, &id.0)?.execution_timeout.unwrap_or_default();
+    // The runner raises `AirflowTaskTimeout` itself at the limit; this is a try that did not
+    // stop then, killed by its agent (or the scheduler) a little later.
+    let reason = format!(
+        "execution_timeout of {limit} s exceeded and the task did not stop by itself; it was killed"
+    );
+    lost(spec, state, id, try_number, reason, at)
 }
 
 /// [`Command::Lost`] and [`Command::TimedOut`]: a running try ended without its runner; it

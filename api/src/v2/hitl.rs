@@ -2,8 +2,6 @@
 //! answer ask, listed and read as the UI's "Required Actions" pages read them, and answered
 //! (`PATCH`), which resumes the try with the answer (`Command::Answer`).
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -152,30 +150,16 @@ async fn details(state: &ApiState, records: &[HitlRecord]) -> ApiResult<Vec<Hitl
         })
         .collect();
     // A task instance's tries may each have a record: one row serves them all.
-    let found: HashMap<(String, String, String, i32), TiRecord> = rows::find_many(state, &keys)
-        .await?
-        .into_iter()
-        .map(|ti| {
-            let key = (
-                ti.dag_id.clone(),
-                ti.run_id.clone(),
-                ti.task_id.clone(),
-                ti.map_index,
-            );
-            (key, ti)
-        })
-        .collect();
+    let found = rows::find_many(state, &keys).await?;
     let tis = records
         .iter()
         .map(|r| {
-            let key = (
-                r.dag_id.clone(),
-                r.run_id.clone(),
-                r.task_id.clone(),
-                r.map_index,
-            );
             found
-                .get(&key)
+                .iter()
+                .find(|ti| {
+                    (&ti.dag_id, &ti.run_id, &ti.task_id, ti.map_index)
+                        == (&r.dag_id, &r.run_id, &r.task_id, r.map_index)
+                })
                 .cloned()
                 .ok_or_else(|| ApiError::internal(format!("{} has no task instance", r.task_id)))
         })

@@ -153,7 +153,7 @@ impl Reactor {
     }
 
     pub(super) fn dag_callback_ran(&mut self, e: &DagCallbackRan) {
-        self.dag_callbacks.remove(&CallbackKey::Dag {
+        self.callbacks.remove(&CallbackKey::Dag {
             dag_id: e.dag_id.clone(),
             run_id: e.run_id.clone(),
             callback: e.callback,
@@ -170,7 +170,7 @@ impl Reactor {
     }
 
     pub(super) fn task_callback_ran(&mut self, e: &TaskCallbackRan) {
-        self.dag_callbacks.remove(&CallbackKey::Task {
+        self.callbacks.remove(&CallbackKey::Task {
             ti: e.ti.clone(),
             try_number: e.try_number,
             callback: e.callback,
@@ -182,19 +182,19 @@ impl Reactor {
             reason: reason.to_owned(),
             answered: false,
         };
-        self.dag_callbacks.insert(key, pending);
+        self.callbacks.insert(key, pending);
     }
 
     /// The ids of the callbacks still to run (their triggers are not stopped).
     pub(super) fn pending_callback_ids(&self) -> BTreeSet<String> {
-        self.dag_callbacks.keys().map(callback_id).collect()
+        self.callbacks.keys().map(callback_id).collect()
     }
 
     /// Starts the callbacks the log asks for and the triggerer does not run yet; returns when
     /// to look again for one whose run the read models do not show ended yet.
-    pub(super) async fn sync_dag_callbacks(&mut self) -> Option<DateTime<Utc>> {
+    pub(super) async fn sync_callbacks(&mut self) -> Option<DateTime<Utc>> {
         let waiting: Vec<(CallbackKey, String)> = self
-            .dag_callbacks
+            .callbacks
             .iter()
             .filter(|(key, pending)| {
                 !pending.answered
@@ -267,7 +267,7 @@ impl Reactor {
         };
         match self.store.append(batch).await {
             Ok(_) => {
-                if let Some(pending) = self.dag_callbacks.get_mut(key) {
+                if let Some(pending) = self.callbacks.get_mut(key) {
                     pending.answered = true;
                 }
             }

@@ -244,8 +244,8 @@ pub struct Reactor {
     last_live_event: Option<DateTime<Utc>>,
     /// The triggerer running the triggers that are not time triggers, if there is one.
     triggers: Option<triggers::Triggers>,
-    /// The DAG callbacks the log asks for that have not run yet.
-    dag_callbacks: BTreeMap<dag_callbacks::CallbackKey, dag_callbacks::PendingCallback>,
+    /// The callbacks (DAGs' and tasks') the log asks for that have not run yet.
+    callbacks: BTreeMap<dag_callbacks::CallbackKey, dag_callbacks::PendingCallback>,
 }
 
 impl Reactor {
@@ -275,7 +275,7 @@ impl Reactor {
             metrics,
             last_live_event: None,
             triggers: None,
-            dag_callbacks: BTreeMap::new(),
+            callbacks: BTreeMap::new(),
         }
     }
 
@@ -489,7 +489,7 @@ impl Reactor {
         self.runs_held.store(0, Ordering::Relaxed);
         self.pools.clear();
         self.in_flight.clear();
-        self.dag_callbacks.clear();
+        self.callbacks.clear();
         // Only the leader runs triggers.
         if let Some(triggers) = self.triggers.as_mut() {
             triggers.stop_all();
@@ -506,7 +506,7 @@ impl Reactor {
         self.dispatch_queued().await;
         let next_retry = self.fire_timers(now).await;
         self.sync_triggers().await;
-        let next_callback = self.sync_dag_callbacks().await;
+        let next_callback = self.sync_callbacks().await;
         let next_ask = self.ask_custom_timetables(now).await;
         let next_deadline = self.supervise(now).await;
         let running = self

@@ -139,7 +139,7 @@ impl Reactor {
         }
         self.runs.retain(|(dag_id, _), _| dag_id != &e.dag_id);
         // Its callbacks too: the DAG file they would run is gone.
-        self.dag_callbacks.retain(|key, _| key.dag_id() != e.dag_id);
+        self.callbacks.retain(|key, _| key.dag_id() != e.dag_id);
         self.specs.forget_dag(&e.dag_id);
         // Tries in flight are stopped: their agents' reports would be refused anyway,
         // and the work belongs to nobody now. (An agent the executor does not know of
