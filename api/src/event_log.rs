@@ -53,6 +53,8 @@ const MAX_LINES: i64 = 10_000;
 /// it open.
 struct Feed {
     conditions: Conditions,
+    /// What the caller's tenant's DAG keys start with, when they are not its names.
+    prefix: Option<String>,
     from: Option<i64>,
     lines: i64,
     follow: bool,
@@ -78,6 +80,10 @@ impl Feed {
         filter.narrow(&mut conditions);
         Ok(Self {
             conditions,
+            prefix: user
+                .tenant
+                .as_deref()
+                .and_then(leoflow_events::dag_key_prefix),
             from: params.int("from")?,
             lines: params.int("lines")?.unwrap_or(20).clamp(0, MAX_LINES),
             follow: params.bool("follow")?.unwrap_or(false),
@@ -130,9 +136,18 @@ impl Feed {
     }
 }
 
-/// One line of the feed.
-fn line(event: &RecordedEvent) -> Bytes {
-    let mut text = serde_json::to_vec(event).expect("recorded events serialize");
+/// One line of the feed, with the DAG names of the caller's tenant (`prefix`: its keys'
+/// prefix, when they are not names).
+fn line(event: &RecordedEvent, prefix: Option<&str>) -> Bytes {
+    let mut text = match prefix {
+        Some(prefix) => {
+            let mut value = serde_json::to_value(event).expect("recorded events serialize");
+            crate::tenant_names::named(&mut value, prefix);
+            serde_json::to_vec(&value)
+        }
+        None => serde_json::to_vec(event),
+    }
+    .expect("recorded events serialize");
     text.push(b'\n');
     Bytes::from(text)
 }
@@ -181,13 +196,20 @@ pub async fn events(
     };
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
     if !feed.follow {
-        let body: Vec<u8> = first.iter().flat_map(|e| line(e).to_vec()).collect();
+        let body: Vec<u8> = first
+            .iter()
+            .flat_map(|e| line(e, feed.prefix.as_deref()).to_vec())
+            .collect();
         return Ok((headers, body).into_response());
     }
     let (sender, receiver) = mpsc::channel::<Bytes>(64);
     for event in &first {
         // The channel holds the first page until the body is read; a larger one waits.
-        if sender.send(line(event)).await.is_err() {
+        if sender
+            .send(line(event, feed.prefix.as_deref()))
+            .await
+            .is_err()
+        {
             return Ok(().into_response());
         }
     }
@@ -231,7 +253,11 @@ async fn follow(state: ApiState, feed: Feed, mut seen: i64, sender: mpsc::Sender
         };
         seen = head;
         for event in &events {
-            if sender.send(line(event)).await.is_err() {
+            if sender
+                .send(line(event, feed.prefix.as_deref()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -33,6 +33,7 @@ pub mod sessions;
 mod spa;
 mod state;
 mod states;
+mod tenant_names;
 mod traces;
 mod ui;
 mod v2;
@@ -86,7 +87,7 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
             .route("/api/v2/auth/login", get(auth::login_redirect))
             .route("/api/v2/auth/logout", get(auth::logout))
     };
-    Router::new()
+    let app = Router::new()
         .merge(sign_in)
         // Public in Airflow's OpenAPI (no `security`): probes and the official client call
         // them without a token.
@@ -99,7 +100,11 @@ pub fn router(state: ApiState, ui: Option<Arc<Ui>>) -> Router {
         .layer(middleware::from_fn(metrics::record_request))
         .layer(middleware::from_fn(traces::trace_request))
         .layer(middleware::from_fn(refuse_nul_paths))
-        .with_state(state)
+        .with_state(state.clone());
+    // A caller of one tenant names its DAGs as their files do; the router and the handlers
+    // take their keys, so the names are translated before routing, around the whole app.
+    let translated = middleware::from_fn_with_state(state, tenant_names::translate);
+    Router::new().fallback_service(tower::Layer::layer(&translated, app))
 }
 
 /// No id holds a NUL character (Postgres text cannot): such a path names nothing.

@@ -70,10 +70,11 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
     api.register_into("acme", &dag("acme_etl"), "acme").await;
     api.register_into("beta", &dag("beta_etl"), "beta").await;
     api.register_failing_into("beta_broken", "beta").await;
-    api.run("acme_etl", json!({})).await;
-    let beta_run = api.run("beta_etl", json!({})).await;
+    // Lite's admin sees every tenant, and their DAGs by their keys.
+    api.run("acme:acme_etl", json!({})).await;
+    let beta_run = api.run("beta:beta_etl", json!({})).await;
     let event: i64 = sqlx::query_scalar(
-        "SELECT position FROM events WHERE payload->>'dag_id' = 'beta_etl' ORDER BY position LIMIT 1",
+        "SELECT position FROM events WHERE payload->>'dag_id' = 'beta:beta_etl' ORDER BY position LIMIT 1",
     )
     .fetch_one(&api.db.pool)
     .await
@@ -129,9 +130,15 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
                 "{method} {path} ({status}) shows tenant beta's: {body}"
             );
             if !tilde && template.contains("{dag_id}") {
+                // As for a DAG that exists nowhere (most answer 404; a list of a DAG's queued
+                // asset events is empty).
+                let nowhere = path.replace("beta_etl", "no_such_dag");
+                let (status_nowhere, body_nowhere) = get(&api, &acme, &nowhere).await;
                 assert!(
-                    status == 404 || status == 403,
-                    "{path}: beta's DAG must not exist for acme ({status} {body})"
+                    (status, body.replace("beta_etl", "no_such_dag"))
+                        == (status_nowhere, body_nowhere.clone()),
+                    "{path}: beta's DAG must not exist for acme ({status} {body}; for a DAG \
+                     that does not exist: {status_nowhere} {body_nowhere})"
                 );
             }
             checked += 1;
@@ -235,10 +242,176 @@ async fn a_tenant_sees_nothing_of_another_on_any_route() {
         &api,
         &platform,
         &format!(
-            "/api/v2/dags/beta_etl/dagRuns/{}",
+            "/api/v2/dags/beta:beta_etl/dagRuns/{}",
             common::segment(&beta_run)
         ),
     )
     .await;
     assert_eq!(status, 200);
+}
+
+/// A project with DAGs `etl` and `starter`, tagged with its tenant's `marker`.
+fn etl_project(marker: &str) -> String {
+    format!(
+        r#"
+from airflow.sdk import DAG, task
+
+@task
+def work():
+    return "{marker} says hello"
+
+with DAG("etl", schedule=None, is_paused_upon_creation=False, tags=["{marker}_tag"]):
+    work()
+
+with DAG("starter", schedule=None, is_paused_upon_creation=False):
+    work()
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dag_ids_repeat_across_tenants_each_seeing_and_running_its_own() {
+    let api = TestApi::start(&etl_project("open")).await;
+    api.register_into("acme", &etl_project("acme"), "acme")
+        .await;
+    api.register_into("beta", &etl_project("beta"), "beta")
+        .await;
+    let (acme, beta) = (api.admin_of(Some("acme")), api.admin_of(Some("beta")));
+
+    // Each tenant triggers its own `etl` by its id. (What its task sees, and a task of it
+    // triggering `etl`: `cli/tests/remote.rs`, with real runners.)
+    let mut runs = Vec::new();
+    for (token, key) in [(&acme, "acme:etl"), (&beta, "beta:etl")] {
+        let (status, run) = api
+            .call_as(
+                token,
+                reqwest::Method::POST,
+                "/api/v2/dags/etl/dagRuns",
+                Some(json!({"logical_date": null})),
+            )
+            .await;
+        assert_eq!((status, &run["dag_id"]), (200, &json!("etl")), "{run}");
+        let run_id = run["dag_run_id"].as_str().unwrap().to_owned();
+        assert_eq!(api.wait_for(key, &run_id).await, "success");
+        runs.push(run_id);
+    }
+    let (acme_run, beta_run) = (&runs[0], &runs[1]);
+
+    // Every GET route about acme's `etl`, its run and its task: acme's, by its names, and
+    // nothing of beta's `etl` or of its key.
+    let mut checked = 0;
+    for (method, template, _) in ROUTES.iter().filter(|(m, _, _)| *m == "GET") {
+        if !template.contains("{dag_id}") {
+            continue;
+        }
+        let path = template
+            .split('/')
+            .map(|segment| match segment {
+                "{dag_id}" => "etl".to_owned(),
+                "{dag_run_id}" | "{run_id}" => common::segment(acme_run),
+                "{task_id}" => "work".to_owned(),
+                "{try_number}" | "{task_try_number}" | "{version_number}" => "1".to_owned(),
+                "{map_index}" => "-1".to_owned(),
+                "{xcom_key}" => "return_value".to_owned(),
+                other if other.starts_with('{') => "no_such".to_owned(),
+                other => other.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let (status, body) = get(&api, &acme, &path).await;
+        assert!(status < 500, "{method} {path}: {status} {body}");
+        for leak in ["beta says", "beta_tag", beta_run.as_str(), "acme:", "beta:"] {
+            assert!(
+                !body.contains(leak),
+                "{method} {path} ({status}) shows {leak:?}: {body}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} routes");
+    let (status, _) = get(&api, &acme, "/api/v2/dags/etl").await;
+    assert_eq!(status, 200);
+
+    // Lists, searches, bodies and the dependency graph: each tenant's own, by name.
+    let (_, dags) = api
+        .call_as(
+            &beta,
+            reqwest::Method::GET,
+            "/api/v2/dags?dag_id_pattern=etl",
+            None,
+        )
+        .await;
+    assert_eq!(dags["total_entries"], 1, "{dags}");
+    assert_eq!(
+        (
+            &dags["dags"][0]["dag_id"],
+            &dags["dags"][0]["tags"][0]["name"]
+        ),
+        (&json!("etl"), &json!("beta_tag")),
+        "{dags}"
+    );
+    let (_, listed) = api
+        .call_as(
+            &acme,
+            reqwest::Method::POST,
+            "/api/v2/dags/~/dagRuns/list",
+            Some(json!({"dag_ids": ["etl"]})),
+        )
+        .await;
+    assert_eq!(listed["total_entries"], 1, "{listed}");
+    assert!(
+        listed["dag_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|run| run["dag_id"] == "etl" && run["dag_run_id"] != json!(beta_run)),
+        "{listed}"
+    );
+    let (_, grid) = api
+        .call_as(
+            &acme,
+            reqwest::Method::GET,
+            "/ui/dags?dag_ids=etl&dag_ids=starter",
+            None,
+        )
+        .await;
+    assert_eq!(grid["total_entries"], 2, "{grid}");
+    let (status, paused) = api
+        .call_as(
+            &acme,
+            reqwest::Method::PATCH,
+            "/api/v2/dags/etl",
+            Some(json!({"is_paused": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, &paused["dag_id"]),
+        (200, &json!("etl")),
+        "{paused}"
+    );
+    let paused: Vec<String> =
+        sqlx::query_scalar("SELECT dag_id FROM dag WHERE is_paused ORDER BY dag_id")
+            .fetch_all(&api.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(paused, ["acme:etl"]);
+    // A key of another tenant names nothing for acme.
+    let (status, _) = get(&api, &acme, "/api/v2/dags/beta:etl").await;
+    assert_eq!(status, 404);
+
+    // Who sees every tenant sees the three by their keys.
+    let (_, all) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v2/dags?dag_id_pattern=etl",
+            None,
+        )
+        .await;
+    let keys: Vec<&str> = all["dags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|dag| dag["dag_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["acme:etl", "beta:etl", "etl"], "{all}");
 }

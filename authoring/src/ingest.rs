@@ -4,6 +4,7 @@ use leoflow_core::assets;
 use leoflow_events::catalog::{DagImportFailed, DagParsed, Provenance};
 use leoflow_events::{
     AccessControl, AppendBatch, AppendError, EventStore, Metadata, StoreError, check_tenant,
+    dag_key,
 };
 use leoflow_projector::read;
 use leoflow_projector::read::dags::LatestVersion;
@@ -141,12 +142,13 @@ pub async fn register_from(
     };
 
     let had_import_error = read::import_errors::exists(store.pool(), &fileloc).await?;
-    let ids: Vec<String> = document
+    // Each DAG is recorded under its key in the tenant; the registration reports names.
+    let keys: Vec<String> = document
         .dags()
         .iter()
-        .filter_map(|d| d["dag_id"].as_str().map(str::to_owned))
+        .filter_map(|d| d["dag_id"].as_str().map(|name| dag_key(tenant, name)))
         .collect();
-    let latest = read::dags::latest_versions(store.pool(), &ids).await?;
+    let latest = read::dags::latest_versions(store.pool(), &keys).await?;
     refuse_foreign(&latest, tenant)?;
 
     let source_hash = store
@@ -155,13 +157,14 @@ pub async fn register_from(
     let mut batch = AppendBatch::new();
     let mut registration = Registration::default();
     for dag in document.dags() {
-        let dag_id = dag["dag_id"].as_str().unwrap_or_default().to_owned();
+        let name = dag["dag_id"].as_str().unwrap_or_default().to_owned();
+        let key = dag_key(tenant, &name);
         let version_hash = dag["version_hash"].as_str().unwrap_or_default().to_owned();
         let unchanged = latest
             .iter()
-            .any(|dag| dag.dag_id == dag_id && dag.version_hash == version_hash);
+            .any(|dag| dag.dag_id == key && dag.version_hash == version_hash);
         if unchanged && !had_import_error {
-            registration.unchanged.push(dag_id);
+            registration.unchanged.push(name);
             continue;
         }
         let document_hash = store
@@ -180,7 +183,7 @@ pub async fn register_from(
             )
         };
         batch = batch.push(parsed, metadata);
-        registration.parsed.push(dag_id);
+        registration.parsed.push(name);
     }
     store.append(batch).await?;
     Ok(registration)
@@ -242,7 +245,7 @@ pub(crate) fn dag_parsed(
             .unwrap_or_default()
     };
     DagParsed {
-        dag_id: dag["dag_id"].as_str().unwrap_or_default().to_owned(),
+        dag_id: dag_key(tenant, dag["dag_id"].as_str().unwrap_or_default()),
         fileloc: fileloc.to_owned(),
         bundle_name: project.to_owned(),
         version_hash,

@@ -94,6 +94,8 @@ pub async fn roll_back(
         source_hash,
         document_hash.clone(),
     );
+    // The key it is recorded under already (a DAG keyed before tenants had keys keeps its).
+    parsed.dag_id = dag_id.to_owned();
     // The old version's provenance: what runs is the artifact it was.
     parsed.provenance =
         (version.bundle_version.is_some() || version.image.is_some()).then(|| Provenance {

@@ -611,7 +611,7 @@ async fn compile_register_records_versions_and_import_errors() {
 }
 
 #[tokio::test]
-async fn compile_register_into_a_tenant_keeps_its_dag_ids_to_it() {
+async fn compile_register_into_a_tenant_keys_its_dags_in_it() {
     let db = fresh_database().await;
     let url = url(&db);
     let home = scratch_home("tenant");
@@ -646,7 +646,7 @@ async fn compile_register_into_a_tenant_keeps_its_dag_ids_to_it() {
         "{}",
         stderr(&out)
     );
-    let tenant: String = sqlx::query_scalar("SELECT tenant FROM dag WHERE dag_id = 'shared'")
+    let tenant: String = sqlx::query_scalar("SELECT tenant FROM dag WHERE dag_id = 'acme:shared'")
         .fetch_one(&db.pool)
         .await
         .unwrap();
@@ -659,29 +659,31 @@ async fn compile_register_into_a_tenant_keeps_its_dag_ids_to_it() {
     .unwrap();
     assert_eq!(image.as_deref(), Some("registry.example.com/acme:2"));
 
-    // The same DAG id from another project into another tenant: refused, nothing recorded.
-    let head: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let out = compile(&beta, &["--register", "--tenant", "beta"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(
-            "DAG \"shared\" belongs to tenant \"acme\"; DAG ids are unique across tenants"
-        ),
-        "{}",
-        stderr(&out)
+    // The same DAG id from another project into another tenant, and into the default one:
+    // three DAGs, each keyed in its tenant, the default tenant's by its id.
+    for extra in [&["--register", "--tenant", "beta"][..], &["--register"]] {
+        let out = compile(&beta, extra);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("registered a new version of shared"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let dags: Vec<(String, String)> =
+        sqlx::query_as("SELECT dag_id, tenant FROM dag ORDER BY dag_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let owned = |key: &str, tenant: &str| (key.to_owned(), tenant.to_owned());
+    assert_eq!(
+        dags,
+        [
+            owned("acme:shared", "acme"),
+            owned("beta:shared", "beta"),
+            owned("shared", "default")
+        ]
     );
-    let after: i64 = sqlx::query_scalar("SELECT max(position) FROM events")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(after, head);
-    // Without --tenant a project registers into the default tenant: refused as well.
-    let out = compile(&beta, &["--register"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("tenant \"acme\""), "{}", stderr(&out));
 
     let out = compile(&acme, &["--register", "--tenant", "Bad Name"]);
     assert_ne!(out.status.code(), Some(0));

@@ -84,7 +84,7 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
         .map(|(_, dag)| dag)
         .collect();
     assert!(
-        dags.contains(&"acme_etl".into()) && dags.contains(&"beta_etl".into()),
+        dags.contains(&"acme:acme_etl".into()) && dags.contains(&"beta:beta_etl".into()),
         "{dags:?}"
     );
     let mine = run(cli(
@@ -139,8 +139,9 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let admin = std::fs::read_to_string(token_file(&deployment, "Admin", "*")).unwrap();
-    trigger(base, admin.trim(), "beta_etl").await;
-    trigger(base, admin.trim(), "acme_etl").await;
+    // The admin of every tenant names DAGs by their keys.
+    trigger(base, admin.trim(), "beta:beta_etl").await;
+    trigger(base, admin.trim(), "acme:acme_etl").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut followed = Vec::new();
     while !followed
@@ -188,9 +189,9 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
         "{acme_runs:?}"
     );
     assert_eq!(audit("platform", &["--since", "1h"]).len(), 2);
-    let beta_runs = audit("platform", &["--resource", "beta_etl"]);
+    let beta_runs = audit("platform", &["--resource", "beta:beta_etl"]);
     assert!(
-        beta_runs.len() == 1 && beta_runs[0].starts_with("run:beta_etl/"),
+        beta_runs.len() == 1 && beta_runs[0].starts_with("run:beta:beta_etl/"),
         "{beta_runs:?}"
     );
     assert!(audit("platform", &["--until", "2000-01-01T00:00:00Z"]).is_empty());
@@ -207,7 +208,11 @@ async fn login_keeps_a_profile_and_events_tail_shows_what_the_caller_may_see() {
     for (profile, until, expected) in [
         ("acme", before.as_str(), vec![]),
         ("acme", now.as_str(), vec!["acme_etl"]),
-        ("platform", now.as_str(), vec!["acme_etl", "beta_etl"]),
+        (
+            "platform",
+            now.as_str(),
+            vec!["acme:acme_etl", "beta:beta_etl"],
+        ),
     ] {
         let past = run(cli(
             &laptop,
@@ -498,4 +503,124 @@ async fn wait_for_run(laptop: &Path, run_id: &str, state: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// DAGs `etl` and `starter` of tenant `marker`: `etl`'s task answers with its tenant's
+/// Variable `greeting` and the DAG id its context gives; `starter`'s triggers `etl`.
+fn etl_project(marker: &str) -> String {
+    format!(
+        r#"
+from airflow.sdk import DAG, Variable, task
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+@task
+def work(**context):
+    return "{marker}: " + Variable.get("greeting") + " from " + context["dag"].dag_id + "/" + context["ti"].dag_id
+
+with DAG("etl", schedule=None, is_paused_upon_creation=False):
+    work()
+
+with DAG("starter", schedule=None, is_paused_upon_creation=False):
+    TriggerDagRunOperator(task_id="start_etl", trigger_dag_id="etl", wait_for_completion=True, poke_interval=0.2)
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_id_in_two_tenants_runs_each_tenants_own_code_with_its_own_data() {
+    let deployment = Deployment::start("dag-ids-per-tenant").await;
+    for tenant in ["acme", "beta", "default"] {
+        deployment.register_into(tenant, &etl_project(tenant), tenant);
+    }
+    let api = deployment.replica("all");
+    let base = api.base.as_str();
+    let client = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for tenant in ["acme", "beta"] {
+        let token = std::fs::read_to_string(token_file(&deployment, "Admin", tenant)).unwrap();
+        let token = token.trim().to_owned();
+        let set = client
+            .post(format!("{base}/api/v2/variables"))
+            .bearer_auth(&token)
+            .json(&json!({"key": "greeting", "value": format!("{tenant} greets")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 201, "{}", set.text().await.unwrap());
+        tokens.push(token);
+    }
+    let (acme, beta) = (&tokens[0], &tokens[1]);
+
+    // acme's `starter` triggers `etl` through the agent channel: acme's, not beta's nor the
+    // default tenant's. beta triggers its own `etl` through the API.
+    trigger(base, acme, "starter").await;
+    trigger(base, beta, "etl").await;
+    let pool = deployment.pool().await;
+    let said = |key: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let said: Option<String> = sqlx::query_scalar(
+                    "SELECT b.content::jsonb #>> '{}' FROM xcom x JOIN blobs b ON b.hash = x.value_hash \
+                     WHERE x.dag_id = $1 AND x.task_id = 'work'",
+                )
+                .bind(key)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                if let Some(said) = said {
+                    return said;
+                }
+                assert!(Instant::now() < deadline, "{key} never ran");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // Each task ran its tenant's code, read its tenant's Variable and knows its DAG as `etl`.
+    assert_eq!(said("acme:etl").await, "acme: acme greets from etl/etl");
+    assert_eq!(said("beta:etl").await, "beta: beta greets from etl/etl");
+    let runs: Vec<(String, String)> =
+        sqlx::query_as("SELECT dag_id, state FROM dag_run ORDER BY dag_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        runs.iter()
+            .all(|(key, _)| key.starts_with("acme:") || key == "beta:etl"),
+        "{runs:?}"
+    );
+
+    // acme's caller sees its `etl`'s run and what it returned, by the names it knows.
+    let answer: Value = client
+        .get(format!("{base}/api/v2/dags/etl/dagRuns"))
+        .bearer_auth(acme)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["total_entries"], 1, "{answer}");
+    let run = &answer["dag_runs"][0];
+    assert_eq!(run["dag_id"], "etl", "{answer}");
+    let xcom: Value = client
+        .get(format!(
+            "{base}/api/v2/dags/etl/dagRuns/{}/taskInstances/work/xcomEntries/return_value",
+            run["dag_run_id"].as_str().unwrap().replace('+', "%2B")
+        ))
+        .bearer_auth(acme)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(xcom["dag_id"], "etl", "{xcom}");
+    assert!(
+        xcom["value"]
+            .to_string()
+            .contains("acme: acme greets from etl/etl"),
+        "{xcom}"
+    );
 }

@@ -133,14 +133,18 @@ async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
             "default",
         ],
     );
-    let reports = project(&deployment.scratch, "reports", "summarize");
-    cluster.project("reports", &reports);
+    // team-a's project `reports` has a DAG `etl` too: DAG ids repeat across tenants.
+    let reports = deployment.scratch.join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    std::fs::write(reports.join("dag.py"), dag_py("etl", "summarize")).unwrap();
+    // The kubelet finds a pod's project by the DAG's key, as the log keys it.
+    cluster.project("team-a:etl", &reports);
     ok(
         &laptop,
         &["push", reports.to_str().unwrap(), "--profile", "team-a"],
     );
     run_to_success(&laptop, "default", "etl").await;
-    run_to_success(&laptop, "team-a", "reports").await;
+    run_to_success(&laptop, "team-a", "etl").await;
 
     let pods = cluster.created_pods();
     let placed: Vec<(&str, &str, &str)> = pods
@@ -159,9 +163,11 @@ async fn pushed_dags_run_in_pods_of_their_image_in_their_tenant_s_namespace() {
         placed,
         [
             ("etl", "leoflow-tasks", IMAGE),
-            ("reports", "team-a-tasks", DEFAULT_IMAGE)
+            ("team-a:etl", "team-a-tasks", DEFAULT_IMAGE)
         ]
     );
+    // Each ran its own code: the pods' names tell the two `etl`s apart.
+    assert_ne!(pods[0]["metadata"]["name"], pods[1]["metadata"]["name"]);
     for pod in &pods {
         let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
         let token = env

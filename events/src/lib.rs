@@ -43,7 +43,7 @@ pub use store::{
 };
 #[cfg(feature = "store")]
 pub use subscribe::Subscription;
-pub use tenant::{DEFAULT_TENANT, check_tenant};
+pub use tenant::{DEFAULT_TENANT, check_tenant, dag_key, dag_key_prefix, dag_name};
 
 /// The channel on which every append `NOTIFY`s the new head position.
 pub const NOTIFY_CHANNEL: &str = "leoflow_events";

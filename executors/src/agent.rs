@@ -919,7 +919,8 @@ async fn stopped(
 fn start_message(config: &AgentConfig, assignment: &Assignment, task: TaskSpec) -> Start {
     let a = &config.attempt;
     Start {
-        dag_id: a.dag_id.clone(),
+        // The task sees its DAG's id as its file gives it, not its key in the tenant.
+        dag_id: leoflow_events::dag_name(&a.dag_id).to_owned(),
         run_id: a.run_id.clone(),
         task_id: a.task_id.clone(),
         map_index: a.map_index,

@@ -110,9 +110,13 @@ pub(crate) async fn require_user(
     let Some(presented) = token(request.headers()) else {
         return ApiError::unauthorized("Not authenticated").into_response();
     };
-    let mut user = match authenticate(&state, &presented).await {
-        Ok(user) => user,
-        Err(refusal) => return refusal.into_response(),
+    let known = request.extensions_mut().remove::<Authenticated>();
+    let mut user = match known {
+        Some(Authenticated(user)) => user,
+        None => match authenticate(&state, &presented).await {
+            Ok(user) => user,
+            Err(refusal) => return refusal.into_response(),
+        },
     };
     if matches!(presented, Presented::Cookie(_))
         && let Some(refusal) = cross_site_refusal(&request)
@@ -134,6 +138,18 @@ pub(crate) async fn require_user(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// The user a request's token stands for, found before routing (by the tenant's names, which
+/// must translate a path before the router reads it): [`require_user`] takes it rather than
+/// checking the token twice.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) User);
+
+/// The user the request's token stands for, if it presents a valid one; the refusal of any
+/// other is [`require_user`]'s.
+pub(crate) async fn presented_user(state: &ApiState, headers: &HeaderMap) -> Option<User> {
+    authenticate(state, &token(headers)?).await.ok()
 }
 
 /// The user `presented` stands for: a Leoflow API token, a session this server issued, or

@@ -34,7 +34,7 @@ pub use client::TrustedProxies;
 pub(crate) use login::{
     cleared_session_cookie, create_token, login_redirect, logout, session_cookie,
 };
-pub(crate) use middleware::{cookie, require_user, session_token};
+pub(crate) use middleware::{Authenticated, cookie, presented_user, require_user, session_token};
 
 /// The cookie the UI keeps its token in (Airflow's `COOKIE_NAME_JWT_TOKEN`).
 const TOKEN_COOKIE: &str = "_token";

@@ -480,10 +480,17 @@ impl TestApi {
             if state == "success" || state == "failed" {
                 return state;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{run_id} did not finish"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let tries: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT task_id, state FROM task_instance WHERE dag_id = $1 AND run_id = $2",
+                )
+                .bind(dag_id)
+                .bind(run_id)
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap();
+                panic!("{dag_id}/{run_id} did not finish ({state}): {tries:?}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -31,8 +31,9 @@ pub struct AuditArgs {
     /// Only events caused in this tenant.
     #[arg(long)]
     tenant: Option<String>,
-    /// Only events of this resource: a DAG id (the DAG, its runs and task instances) or a
-    /// stream, e.g. `dag:etl`, `run:etl/manual__2026-11-23T10:00:00+00:00`, `variable:key`.
+    /// Only events of this resource: a DAG id (the DAG, its runs and task instances; another
+    /// tenant's DAG by its key, `acme:etl`, for who sees every tenant) or a stream, e.g.
+    /// `dag:etl`, `run:etl/manual__2026-11-23T10:00:00+00:00`, `variable:key`.
     #[arg(long, value_name = "DAG_ID|STREAM")]
     resource: Option<Resource>,
     /// Only events of this type (repeatable), e.g. --action VariableSet.
@@ -53,7 +54,9 @@ pub struct AuditArgs {
     output: Output,
 }
 
-/// What `--resource` names. Airflow's DAG ids cannot hold a `:`, and every stream name does.
+/// What `--resource` names. Airflow's DAG ids cannot hold a `:`, and every stream name does;
+/// a DAG of a tenant other than the default is keyed `tenant:dag_id`, told from a stream by
+/// its first part, which is no stream's kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resource {
     /// A DAG with its runs and task instances.
@@ -62,12 +65,38 @@ enum Resource {
     Stream(String),
 }
 
+/// The kinds of the log's streams (`run:etl/…`, `variable:key`).
+const STREAM_KINDS: [&str; 13] = [
+    "api-token",
+    "asset",
+    "callback",
+    "connection",
+    "dag",
+    "favorite",
+    "generation",
+    "import",
+    "pool",
+    "rejected",
+    "rendered",
+    "run",
+    "variable",
+];
+
+/// Whether `tenant:name` is a DAG's key ([`leoflow_events::dag_key`]) rather than a stream.
+fn is_dag_key(tenant: &str, name: &str) -> bool {
+    !STREAM_KINDS.contains(&tenant)
+        && leoflow_events::check_tenant(tenant).is_ok()
+        && !name.is_empty()
+        && !name.contains([':', '/', '|'])
+}
+
 impl FromStr for Resource {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             None if !s.is_empty() => Ok(Resource::Dag(s.to_owned())),
+            Some((tenant, name)) if is_dag_key(tenant, name) => Ok(Resource::Dag(s.to_owned())),
             Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
                 Ok(Resource::Stream(s.to_owned()))
             }
@@ -271,6 +300,15 @@ mod tests {
         assert_eq!(
             "run:etl/manual__1".parse(),
             Ok(Resource::Stream("run:etl/manual__1".into()))
+        );
+        assert_eq!("acme:etl".parse(), Ok(Resource::Dag("acme:etl".into())));
+        assert_eq!(
+            "dag:acme:etl".parse(),
+            Ok(Resource::Stream("dag:acme:etl".into()))
+        );
+        assert_eq!(
+            "variable:key".parse(),
+            Ok(Resource::Stream("variable:key".into()))
         );
         assert!("dag:".parse::<Resource>().is_err());
         assert!("".parse::<Resource>().is_err());

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use leoflow_core::commands::{TriggerRejection, TriggerRequest};
-use leoflow_events::Event;
+use leoflow_events::{Event, dag_key};
 use leoflow_executors::proto::{JsonValue, ReadDagRunRequest, TriggerDagRunRequest};
 use leoflow_projector::read;
 use serde_json::{Map, Value, json};
@@ -24,9 +24,11 @@ impl AgentService {
             .verify(request.attempt.as_ref(), "trigger_dag_run", Need::InFlight)
             .await?;
         let tenant = self.tenant(&verified.key, verified.run.generation).await?;
-        self.visible_dag(&tenant, &request.dag_id).await?;
+        // The try names a DAG of its tenant as its file does; the log keys it in the tenant.
+        let key = dag_key(&tenant, &request.dag_id);
+        self.visible_dag(&tenant, &key).await?;
         if request.fail_when_dag_is_paused
-            && read::dags::is_paused(self.store.pool(), &request.dag_id)
+            && read::dags::is_paused(self.store.pool(), &key)
                 .await
                 .map_err(unavailable)?
                 == Some(true)
@@ -46,47 +48,34 @@ impl AgentService {
             triggered_by: "operator".into(),
         };
         let actor = Self::agent(&tenant);
-        let (run_id, existed) =
-            match control::trigger_dag(&self.store, &request.dag_id, trigger, &actor).await {
-                Ok(recorded) => match recorded.decode() {
-                    Ok(Event::RunQueued(queued)) => (queued.run_id, false),
-                    _ => {
-                        return Err(Status::internal(
-                            "a trigger recorded something else than RunQueued",
-                        ));
-                    }
-                },
-                Err(ControlError::Trigger(TriggerRejection::DuplicateRunId(_))) => {
-                    let run_id = request
-                        .run_id
-                        .clone()
-                        .expect("only a given run id can exist");
-                    if request.reset_dag_run {
-                        control::clear_run(
-                            &self.store,
-                            &self.specs,
-                            &request.dag_id,
-                            &run_id,
-                            false,
-                            &actor,
-                        )
+        let (run_id, existed) = match control::trigger_dag(&self.store, &key, trigger, &actor).await
+        {
+            Ok(recorded) => match recorded.decode() {
+                Ok(Event::RunQueued(queued)) => (queued.run_id, false),
+                _ => {
+                    return Err(Status::internal(
+                        "a trigger recorded something else than RunQueued",
+                    ));
+                }
+            },
+            Err(ControlError::Trigger(TriggerRejection::DuplicateRunId(_))) => {
+                let run_id = request
+                    .run_id
+                    .clone()
+                    .expect("only a given run id can exist");
+                if request.reset_dag_run {
+                    control::clear_run(&self.store, &self.specs, &key, &run_id, false, &actor)
                         .await
                         .map_err(control_status)?;
-                    }
-                    (run_id, true)
                 }
-                Err(error) => return Err(control_status(error)),
-            };
+                (run_id, true)
+            }
+            Err(error) => return Err(control_status(error)),
+        };
         if let (Some(note), false) = (&request.note, existed) {
-            control::set_run_note(
-                &self.store,
-                &request.dag_id,
-                &run_id,
-                Some(note.clone()),
-                &actor,
-            )
-            .await
-            .map_err(control_status)?;
+            control::set_run_note(&self.store, &key, &run_id, Some(note.clone()), &actor)
+                .await
+                .map_err(control_status)?;
         }
         let run = json!({"dag_id": request.dag_id, "run_id": run_id, "existed": existed});
         Ok(JsonValue {
@@ -122,9 +111,8 @@ impl AgentService {
             .await?;
         let tenant = self.tenant(&verified.key, verified.run.generation).await?;
         let pool = self.store.pool();
-        let owner = read::dags::owner(pool, &request.dag_id)
-            .await
-            .map_err(unavailable)?;
+        let key = dag_key(&tenant, &request.dag_id);
+        let owner = read::dags::owner(pool, &key).await.map_err(unavailable)?;
         if owner.is_none_or(|owner| owner.tenant != tenant) {
             return Ok(JsonValue {
                 found: false,
@@ -132,8 +120,8 @@ impl AgentService {
             });
         }
         let run = match (&request.run_id, instant(request.logical_date.as_deref())?) {
-            (Some(run_id), _) => read::runs::find(pool, &request.dag_id, run_id).await,
-            (None, Some(at)) => read::runs::by_logical_date(pool, &request.dag_id, at).await,
+            (Some(run_id), _) => read::runs::find(pool, &key, run_id).await,
+            (None, Some(at)) => read::runs::by_logical_date(pool, &key, at).await,
             (None, None) => {
                 return Err(Status::invalid_argument(
                     "name the run by run_id or logical_date",
@@ -143,13 +131,13 @@ impl AgentService {
         .map_err(unavailable)?;
         let Some(run) = run else {
             // The DAG is there without such a run: what it holds, for a sensor that checks.
-            let dag = json!({"dag_id": request.dag_id, "task_ids": self.task_ids(&request.dag_id).await?});
+            let dag = json!({"dag_id": request.dag_id, "task_ids": self.task_ids(&key).await?});
             return Ok(JsonValue {
                 found: false,
                 json: dag.to_string(),
             });
         };
-        let tis = read::task_instances::of_run(pool, &request.dag_id, &run.run_id, &[])
+        let tis = read::task_instances::of_run(pool, &key, &run.run_id, &[])
             .await
             .map_err(unavailable)?;
         let mut tasks: Map<String, Value> = Map::new();
@@ -167,7 +155,7 @@ impl AgentService {
             }
         }
         let answer = json!({
-            "dag_id": run.dag_id,
+            "dag_id": request.dag_id,
             "run_id": run.run_id,
             "state": run.state,
             "logical_date": run.logical_date.map(|t| t.to_rfc3339()),
@@ -180,14 +168,15 @@ impl AgentService {
     }
 
     /// Refuses a DAG the try's tenant does not own, as if it did not exist.
-    async fn visible_dag(&self, tenant: &str, dag_id: &str) -> Result<(), Status> {
-        let owner = read::dags::owner(self.store.pool(), dag_id)
+    async fn visible_dag(&self, tenant: &str, key: &str) -> Result<(), Status> {
+        let owner = read::dags::owner(self.store.pool(), key)
             .await
             .map_err(unavailable)?;
         match owner {
             Some(owner) if owner.tenant == tenant => Ok(()),
             _ => Err(Status::invalid_argument(format!(
-                "no DAG {dag_id:?} to trigger"
+                "no DAG {:?} to trigger",
+                leoflow_events::dag_name(key)
             ))),
         }
     }

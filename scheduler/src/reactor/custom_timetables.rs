@@ -126,7 +126,7 @@ impl Reactor {
             id,
             classpath: NEXT_RUN_TRIGGER.to_owned(),
             kwargs: json!({
-                "dag_id": dag_id, "fileloc": file.fileloc, "source": file.source,
+                "dag_id": leoflow_events::dag_name(dag_id), "fileloc": file.fileloc, "source": file.source,
                 "last": last_interval, "restriction": restriction,
             }),
             repeat: false,

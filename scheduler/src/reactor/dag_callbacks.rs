@@ -349,7 +349,8 @@ impl CallbackInputs {
         };
         let dag_id = key.dag_id().to_owned();
         let kwargs = json!({
-            "dag_id": dag_id, "run_id": key.run_id(), "callback": key.name(),
+            // The DAG file knows the DAG by its name, not its key.
+            "dag_id": leoflow_events::dag_name(&dag_id), "run_id": key.run_id(), "callback": key.name(),
             "reason": reason, "fileloc": self.file.fileloc, "source": self.file.source,
             "run": self.run, "ti": ti,
         });

@@ -143,9 +143,11 @@ impl Specs {
             .ok_or_else(|| unusable(format!("document blob {document_hash} is missing")))?;
         let document: serde_json::Value =
             serde_json::from_str(&blob.content).map_err(|e| unusable(e.to_string()))?;
-        let spec = Arc::new(
-            DagSpec::from_dag_json(&document).map_err(|e: SpecError| unusable(e.to_string()))?,
-        );
+        let mut spec =
+            DagSpec::from_dag_json(&document).map_err(|e: SpecError| unusable(e.to_string()))?;
+        // The document names the DAG as its file does; runs are keyed as the log keys it.
+        spec.dag_id = dag_id.to_owned();
+        let spec = Arc::new(spec);
         self.documents
             .lock()
             .expect("not poisoned")
