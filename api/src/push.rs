@@ -104,7 +104,8 @@ pub async fn push(
             RegisterError::ForeignDags(foreign) => {
                 let ids: Vec<&str> = foreign.iter().map(|f| f.dag_id.as_str()).collect();
                 ApiError::conflict(format!(
-                    "DAG id(s) {} belong to another tenant; DAG ids are unique across tenants",
+                    "DAG id(s) {} belong to another tenant, which registered them before DAG \
+                     ids were keyed by tenant",
                     ids.join(", ")
                 ))
             }

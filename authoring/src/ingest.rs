@@ -42,7 +42,8 @@ pub enum RegisterError {
     /// The tenant named is not a tenant name: nothing is recorded.
     #[error("{0}")]
     Tenant(String),
-    /// DAGs of the project belong to another tenant: nothing is recorded.
+    /// DAGs of the project are keyed as DAGs of another tenant (registered there before DAG
+    /// ids were keyed by tenant, [`leoflow_events::dag_key`]): nothing is recorded.
     #[error("{}", foreign_message(.0))]
     ForeignDags(Vec<ForeignDag>),
 }
@@ -61,7 +62,10 @@ fn foreign_message(foreign: &[ForeignDag]) -> String {
         .iter()
         .map(|f| format!("DAG {:?} belongs to tenant {:?}", f.dag_id, f.tenant))
         .collect();
-    format!("{}; DAG ids are unique across tenants", owners.join(", "))
+    format!(
+        "{}, which registered it before DAG ids were keyed by tenant",
+        owners.join(", ")
+    )
 }
 
 /// The `fileloc` Leoflow records for a project's DAG file `file`: `<project>/<file>`
@@ -73,8 +77,9 @@ pub fn fileloc(project: &str, file: &str) -> String {
 /// Appends what compiling `project` yielded into `tenant`: `DagParsed` for each DAG whose
 /// version hash changed (or whose file had an import error), or one `DagImportFailed`.
 ///
-/// A DAG id belongs to one tenant until the DAG is deleted: when any of the project's DAGs
-/// belongs to another tenant, nothing is appended ([`RegisterError::ForeignDags`]).
+/// Each DAG is recorded under its key in `tenant` ([`leoflow_events::dag_key`]), so DAG ids
+/// repeat across tenants. A key another tenant owns (a bare id it registered before keys)
+/// stays its own: nothing is appended ([`RegisterError::ForeignDags`]).
 pub async fn register(
     store: &EventStore,
     project: &str,

@@ -270,8 +270,8 @@ async fn access_control_from_dag_py_and_leoflow_yaml_reaches_the_event_and_the_d
 }
 
 #[tokio::test]
-async fn a_dag_id_registered_into_one_tenant_is_refused_to_another() {
-    use leoflow_events::Event;
+async fn a_dag_id_registers_into_each_tenant_under_its_key() {
+    use leoflow_events::{AppendBatch, Event, Metadata};
     let python = common::test_python().await;
     let db = fresh_database().await;
     let store = EventStore::new(db.pool.clone()).with_projection(Arc::new(ReadModels));
@@ -283,12 +283,49 @@ async fn a_dag_id_registered_into_one_tenant_is_refused_to_another() {
         .unwrap();
     assert_eq!(registration.parsed, ["ingested"]);
 
-    // Another project declaring the same DAG id, into another tenant.
+    // Another project declaring the same DAG id, into another tenant: a DAG of its own.
     let second = project("tenant-beta");
     std::fs::write(second.join("dag.py"), DAG_V2).unwrap();
     let compiled = compile_project(&second, &python, DEFAULT_TIMEOUT).await;
+    let registration = register(&store, "two", "beta", &compiled, "test")
+        .await
+        .unwrap();
+    assert_eq!(registration.parsed, ["ingested"]);
+    let parsed: Vec<(String, String)> = store
+        .read_from(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event.decode() {
+            Ok(Event::DagParsed(parsed)) => Some((parsed.dag_id, parsed.tenant)),
+            _ => None,
+        })
+        .collect();
+    let keyed = |key: &str, tenant: &str| (key.to_owned(), tenant.to_owned());
+    assert_eq!(
+        parsed,
+        [
+            keyed("acme:ingested", "acme"),
+            keyed("beta:ingested", "beta")
+        ]
+    );
+
+    // A DAG a tenant registered before DAG ids were keyed by tenant kept its bare id: that id
+    // stays its own, and registering it into another tenant is refused, naming the owner.
+    let mut legacy = match store.read_from(0, 100).await.unwrap()[0].decode() {
+        Ok(Event::DagParsed(parsed)) => parsed,
+        other => panic!("{other:?}"),
+    };
+    legacy.dag_id = "legacy".into();
+    store
+        .append(AppendBatch::new().push(legacy, &Metadata::actor("test")))
+        .await
+        .unwrap();
+    let third = project("tenant-default");
+    std::fs::write(third.join("dag.py"), DAG_V2.replace("ingested", "legacy")).unwrap();
+    let compiled = compile_project(&third, &python, DEFAULT_TIMEOUT).await;
     let head = store.head().await.unwrap();
-    let refused = register(&store, "two", "beta", &compiled, "test")
+    let refused = register(&store, "three", DEFAULT_TENANT, &compiled, "test")
         .await
         .unwrap_err();
     assert!(
@@ -297,27 +334,19 @@ async fn a_dag_id_registered_into_one_tenant_is_refused_to_another() {
     );
     assert_eq!(
         refused.to_string(),
-        "DAG \"ingested\" belongs to tenant \"acme\"; DAG ids are unique across tenants"
+        "DAG \"legacy\" belongs to tenant \"acme\", which registered it before DAG ids were \
+         keyed by tenant"
     );
     assert_eq!(store.head().await.unwrap(), head, "nothing appended");
-    let tenants: Vec<String> = store
-        .read_from(0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|event| match event.decode() {
-            Ok(Event::DagParsed(parsed)) => Some(parsed.tenant),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(tenants, ["acme"]);
 
-    // Its own tenant registers the new version; a bad tenant name records nothing.
-    let again = register(&store, "two", "acme", &compiled, "test")
+    // Its own tenant registering it again records it under its key, a DAG its callers reach
+    // by name (the old one stays, for a platform admin to delete by its bare id); a bad tenant
+    // name records nothing.
+    let again = register(&store, "three", "acme", &compiled, "test")
         .await
         .unwrap();
-    assert_eq!(again.parsed, ["ingested"]);
-    let owner = leoflow_projector::read::dags::owner(&db.pool, "ingested")
+    assert_eq!(again.parsed, ["legacy"]);
+    let owner = leoflow_projector::read::dags::owner(&db.pool, "acme:legacy")
         .await
         .unwrap()
         .unwrap();

@@ -6,7 +6,9 @@ use anyhow::Result;
 use chrono::{Duration as Delta, Utc};
 use leoflow_events::catalog::*;
 use leoflow_events::sample::parsed_document;
-use leoflow_events::{AppendBatch, EventStore, Metadata, RunType, TaskInstanceKey};
+use leoflow_events::{
+    AppendBatch, DEFAULT_TENANT, EventStore, Metadata, RunType, TaskInstanceKey, dag_key,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -128,14 +130,26 @@ fn run_events(
 /// One big DAG `big` of `tasks` tasks with `runs` finished runs (an XCom and ten log lines per
 /// try) and twenty small DAGs, appended through the event store as the control plane would.
 pub async fn build(store: &EventStore, pool: &PgPool, runs: usize, tasks: usize) -> Result<()> {
+    build_in(store, pool, DEFAULT_TENANT, runs, tasks).await
+}
+
+/// [`build`] with the DAGs registered into `tenant` (keyed in it, `acme:big`).
+pub async fn build_in(
+    store: &EventStore,
+    pool: &PgPool,
+    tenant: &str,
+    runs: usize,
+    tasks: usize,
+) -> Result<()> {
     let xcom_hash = store.put_blob("application/json", "42").await?;
+    let parsed = |name: &str, hash: &str| DagParsed {
+        tenant: tenant.to_owned(),
+        ..parsed_document(&dag_key(tenant, name), "v1", hash)
+    };
     let doc = document("big", tasks);
     let doc_hash = store.put_blob("application/json", &doc.to_string()).await?;
     store
-        .append(AppendBatch::new().push(
-            parsed_document("big", "v1", &doc_hash),
-            &Metadata::actor("bench"),
-        ))
+        .append(AppendBatch::new().push(parsed("big", &doc_hash), &Metadata::actor("bench")))
         .await?;
     for i in 0..20 {
         let dag_id = format!("small_{i:02}");
@@ -144,15 +158,13 @@ pub async fn build(store: &EventStore, pool: &PgPool, runs: usize, tasks: usize)
             .put_blob("application/json", &small.to_string())
             .await?;
         store
-            .append(AppendBatch::new().push(
-                parsed_document(&dag_id, "v1", &hash),
-                &Metadata::actor("bench"),
-            ))
+            .append(AppendBatch::new().push(parsed(&dag_id, &hash), &Metadata::actor("bench")))
             .await?;
     }
+    let big = dag_key(tenant, "big");
     for n in 0..runs {
         store
-            .append(run_events("big", "v1", (n, runs), tasks, &xcom_hash))
+            .append(run_events(&big, "v1", (n, runs), tasks, &xcom_hash))
             .await?;
     }
     // Ten log lines per try, written as the agent service writes them.

@@ -201,7 +201,8 @@ impl LogBuffer {
         let first = format!(
             "[leoflow] try {} of {}.{}{map_index} in run {} on {}",
             a.try_number,
-            a.dag_id,
+            // The DAG as its file and its tenant's people know it.
+            leoflow_events::dag_name(&a.dag_id),
             a.task_id,
             a.run_id,
             hostname()

@@ -444,7 +444,7 @@ impl WorkingSet {
         // registration of the same id into another tenant: refusing here rolls that one back.
         if let Some(dag) = existing.as_ref().filter(|dag| dag.tenant != e.tenant) {
             return Err(ApplyError::Inconsistent(format!(
-                "DAG {:?} belongs to tenant {:?}; DAG ids are unique across tenants \
+                "DAG key {:?} belongs to tenant {:?}; a DAG does not move between tenants \
                  (DagParsed into tenant {:?})",
                 e.dag_id, dag.tenant, e.tenant
             )));

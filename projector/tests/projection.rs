@@ -1135,7 +1135,8 @@ async fn a_dag_belongs_to_the_tenant_it_was_parsed_into_until_it_is_deleted() {
     let record = dags::find(&db.pool, "acme_etl").await.unwrap().unwrap();
     assert_eq!(record.tenant, "acme");
 
-    // Another tenant's parse of the same id is refused, and nothing of its batch lands.
+    // Another tenant's parse of the same key is refused (registering keys a DAG in its tenant,
+    // so only a DAG keyed before keys can meet this), and nothing of its batch lands.
     let head = store.head().await.unwrap();
     let refused = append(&store, vec![parsed_into("beta", "acme_etl", "h2")])
         .await
@@ -1143,7 +1144,7 @@ async fn a_dag_belongs_to_the_tenant_it_was_parsed_into_until_it_is_deleted() {
     assert!(
         refused
             .to_string()
-            .contains("DAG \"acme_etl\" belongs to tenant \"acme\""),
+            .contains("DAG key \"acme_etl\" belongs to tenant \"acme\""),
         "{refused}"
     );
     assert_eq!(store.head().await.unwrap(), head);

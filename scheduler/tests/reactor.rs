@@ -1329,6 +1329,18 @@ async fn a_new_leader_in_another_process_spares_tries_whose_agents_are_alive() {
 /// Registers the DAG of dag.json `document` (version `v1`) into `tenant`.
 async fn register_in_tenant(store: &EventStore, tenant: &str, document: Value) {
     let dag_id = document["dag_id"].as_str().unwrap().to_owned();
+    register_under(store, tenant, &dag_id, document).await;
+}
+
+/// Registers `document` into `tenant` as registering does: keyed in the tenant (`acme:etl`),
+/// the document keeping its id. ([`register_in_tenant`] keys it by its id, as a non-default
+/// tenant's DAG registered before keys is.)
+async fn register_keyed(store: &EventStore, tenant: &str, document: Value) {
+    let key = leoflow_events::dag_key(tenant, document["dag_id"].as_str().unwrap());
+    register_under(store, tenant, &key, document).await;
+}
+
+async fn register_under(store: &EventStore, tenant: &str, dag_id: &str, document: Value) {
     let document_hash = store
         .put_blob("application/json", &document.to_string())
         .await
@@ -1906,18 +1918,19 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         ("acme", "acme_target"),
         (default, "plain_etl"),
     ] {
-        register_in_tenant(
+        register_keyed(
             &store,
             tenant,
             json!({"dag_id": dag_id, "tasks": [task("load", &[], 0)]}),
         )
         .await;
     }
-    trigger_run_of(&store, "acme_etl", "r1").await;
+    // The log keys acme's DAGs `acme:…`; its task names them by their ids.
+    trigger_run_of(&store, "acme:acme_etl", "r1").await;
     // The target stays paused: its runs wait queued, none of its tries in flight to stop a
     // reset's clear.
     let actor = leoflow_events::Actor::named("test");
-    leoflow_scheduler::control::set_paused(&store, "acme_target", true, &actor)
+    leoflow_scheduler::control::set_paused(&store, "acme:acme_target", true, &actor)
         .await
         .unwrap();
     let (stop, handle) = start(&store, executor.clone());
@@ -1974,7 +1987,7 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
     let again = trigger("acme_target", "by_operator", true).await.unwrap();
     assert_eq!(again["existed"], true);
     let run = store
-        .read_stream("run:acme_target/by_operator", 1)
+        .read_stream("run:acme:acme_target/by_operator", 1)
         .await
         .unwrap();
     let queued = run
@@ -2017,7 +2030,7 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
         .trigger_dag_run(tonic::Request::new(noted.clone()))
         .await
         .unwrap();
-    let note = leoflow_projector::read::runs::find(store.pool(), "acme_target", "noted")
+    let note = leoflow_projector::read::runs::find(store.pool(), "acme:acme_target", "noted")
         .await
         .unwrap()
         .expect("the noted run")
@@ -2042,8 +2055,10 @@ async fn a_task_triggers_and_reads_runs_of_its_tenants_dags_only() {
             .contains("no DAG \"plain_etl\" to trigger"),
         "{refused:?}"
     );
-    let none = store.read_stream("run:plain_etl/sneaky", 1).await.unwrap();
-    assert!(none.is_empty(), "{none:?}");
+    for stream in ["run:plain_etl/sneaky", "run:acme:plain_etl/sneaky"] {
+        let none = store.read_stream(stream, 1).await.unwrap();
+        assert!(none.is_empty(), "{none:?}");
+    }
     assert_eq!(read("plain_etl", "2026-03-04T00:00:00+00:00").await, None);
     stop.send(true).unwrap();
     handle.await.unwrap();

@@ -5,8 +5,12 @@
 //! top), and by a custom role of that tenant that reaches half the DAGs through their
 //! `access_control` (a grant lookup per DAG route, lists filtered to its readable DAGs).
 //!
+//! With a tenant named (`authz_overhead acme`), the data is that tenant's and its callers name
+//! DAGs by their ids (`big`) while Lite's admin uses their keys (`acme:big`): the tenant's
+//! columns then include the API's translation of ids and keys at its edge.
+//!
 //! ```sh
-//! cargo run --release -p leoflow-bench --bin authz_overhead
+//! cargo run --release -p leoflow-bench --bin authz_overhead [TENANT]
 //! ```
 
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use leoflow_api::api_tokens;
 use leoflow_bench::{BenchDatabase, http_api, machine_description, read_models};
 use leoflow_events::catalog::ApiTokenIssued;
-use leoflow_events::{AppendBatch, EventStore, Metadata};
+use leoflow_events::{AppendBatch, DEFAULT_TENANT, EventStore, Metadata, dag_key};
 use leoflow_projector::ReadModels;
 use serde_json::json;
 use sqlx::PgPool;
@@ -29,30 +33,49 @@ const ROLE: &str = "team";
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tenant = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+    leoflow_events::check_tenant(&tenant).map_err(anyhow::Error::msg)?;
     let database = BenchDatabase::start().await?;
     let pool = database.fresh("bench_authz").await?;
     let store = EventStore::new(pool.clone()).with_projection(Arc::new(ReadModels));
-    read_models::build(&store, &pool, RUNS, TASKS).await?;
-    grant_half_the_dags(&pool).await?;
+    read_models::build_in(&store, &pool, &tenant, RUNS, TASKS).await?;
+    let big = dag_key(&tenant, "big");
+    grant_half_the_dags(&pool, &big).await?;
     sqlx::query("ANALYZE").execute(&pool).await?;
-    println!("authorization overhead — {}", machine_description());
+    println!(
+        "authorization overhead, DAGs of tenant {tenant} — {}",
+        machine_description()
+    );
 
     let served = http_api::serve(store.clone()).await?;
     let client = reqwest::Client::new();
     let base = &served.base;
     let key = &served.signing_key;
+    // (who, their token, how they name the big DAG: Lite's admin by its key).
     let users = [
         (
             "Lite's admin",
             http_api::admin_token(&client, base, http_api::PASSWORD).await?,
+            big.as_str(),
         ),
-        ("tenant Admin", session(key, "Admin", &[])?),
-        ("tenant Viewer API token", viewer_token(&store).await?),
-        ("tenant custom role", session(key, "Public", &[ROLE])?),
+        ("tenant Admin", session(key, &tenant, "Admin", &[])?, "big"),
+        (
+            "tenant Viewer API token",
+            viewer_token(&store, &tenant).await?,
+            "big",
+        ),
+        (
+            "tenant custom role",
+            session(key, &tenant, "Public", &[ROLE])?,
+            "big",
+        ),
     ];
     let run: String = sqlx::query_scalar(
-        "SELECT run_id FROM dag_run WHERE dag_id = 'big' ORDER BY run_after DESC LIMIT 1",
+        "SELECT run_id FROM dag_run WHERE dag_id = $1 ORDER BY run_after DESC LIMIT 1",
     )
+    .bind(&big)
     .fetch_one(&pool)
     .await?;
     let run = form_urlencoded::byte_serialize(run.as_bytes()).collect::<String>();
@@ -62,14 +85,14 @@ async fn main() -> Result<()> {
             "DAGs with latest runs (/ui/dags)",
             "/ui/dags?dag_runs_limit=10&limit=50".into(),
         ),
-        ("one DAG", "/api/v2/dags/big".into()),
+        ("one DAG", "/api/v2/dags/{big}".into()),
         (
             "grid runs",
-            "/ui/grid/runs/big?limit=10&order_by=-run_after".into(),
+            "/ui/grid/runs/{big}?limit=10&order_by=-run_after".into(),
         ),
         (
             "task instances of a run",
-            format!("/api/v2/dags/big/dagRuns/{run}/taskInstances?limit=50"),
+            format!("/api/v2/dags/{{big}}/dagRuns/{run}/taskInstances?limit=50"),
         ),
         (
             "dag runs, all DAGs",
@@ -80,7 +103,7 @@ async fn main() -> Result<()> {
             "/api/v2/dags/~/dagRuns/~/taskInstances?limit=50&order_by=-start_date".into(),
         ),
     ];
-    let names: Vec<&str> = users.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = users.iter().map(|(name, _, _)| *name).collect();
     println!(
         "\n| route ({REQUESTS} requests each, p50 / p95) | {} |",
         names.join(" | ")
@@ -88,8 +111,8 @@ async fn main() -> Result<()> {
     println!("|---|{}", "---|".repeat(users.len()));
     for (name, path) in routes {
         let mut cells = Vec::new();
-        for (_, token) in &users {
-            let url = format!("{base}{path}");
+        for (_, token, dag) in &users {
+            let url = format!("{base}{}", path.replace("{big}", dag));
             let p = http_api::timed(&client, &url, token, "application/json", REQUESTS).await?;
             cells.push(p.to_string());
         }
@@ -101,26 +124,27 @@ async fn main() -> Result<()> {
 
 /// Gives [`ROLE`] read access to `big` and every other small DAG, as compiling DAGs with
 /// `access_control={ROLE: {"can_read"}}` leaves the `dag` read model.
-async fn grant_half_the_dags(pool: &PgPool) -> Result<()> {
+async fn grant_half_the_dags(pool: &PgPool, big: &str) -> Result<()> {
     let access = json!({ROLE: {"DAGs": ["can_read"]}});
     sqlx::query(
         "UPDATE dag SET access_control = $1, readable_by = ARRAY[$2] \
-         WHERE dag_id = 'big' OR (dag_id <> 'big' AND hashtext(dag_id) % 2 = 0)",
+         WHERE dag_id = $3 OR (dag_id <> $3 AND hashtext(dag_id) % 2 = 0)",
     )
     .bind(access)
     .bind(ROLE)
+    .bind(big)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// A `Viewer` API token, recorded as `leoflow tokens create` records one.
-async fn viewer_token(store: &EventStore) -> Result<String> {
+/// A `Viewer` API token of `tenant`, recorded as `leoflow tokens create` records one.
+async fn viewer_token(store: &EventStore, tenant: &str) -> Result<String> {
     let new = api_tokens::generate();
     let issued = ApiTokenIssued {
         token_id: new.id.clone(),
         role: "Viewer".into(),
-        tenant: "default".into(),
+        tenant: tenant.to_owned(),
         digest: new.digest,
         expires_at: None,
         description: None,
@@ -132,13 +156,13 @@ async fn viewer_token(store: &EventStore) -> Result<String> {
     Ok(new.token)
 }
 
-/// A single sign-on session in the `default` tenant with `role` and the custom `dag_roles`.
-fn session(key: &[u8], role: &str, dag_roles: &[&str]) -> Result<String> {
+/// A single sign-on session in `tenant` with `role` and the custom `dag_roles`.
+fn session(key: &[u8], tenant: &str, role: &str, dag_roles: &[&str]) -> Result<String> {
     let now = chrono::Utc::now().timestamp() as u64;
     let claims = json!({
         "sub": "bench-user", "role": role, "jti": "bench-session", "aud": "apache-airflow",
         "nbf": now, "iat": now, "exp": now + 3600, "auth_time": now, "dag_roles": dag_roles,
-        "tenant": "default",
+        "tenant": tenant,
     });
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
