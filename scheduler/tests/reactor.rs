@@ -1347,7 +1347,7 @@ async fn register_under(store: &EventStore, tenant: &str, dag_id: &str, document
         .unwrap();
     let parsed = leoflow_events::catalog::DagParsed {
         tenant: tenant.into(),
-        ..parsed_document(&dag_id, "v1", &document_hash)
+        ..parsed_document(dag_id, "v1", &document_hash)
     };
     store
         .append(AppendBatch::new().push(parsed, &Metadata::actor("test")))
