@@ -617,6 +617,37 @@ async fn a_dag_id_in_two_tenants_runs_each_tenants_own_code_with_its_own_data() 
         .await
         .unwrap();
     assert_eq!(xcom["dag_id"], "etl", "{xcom}");
+
+    // The event feed (`events tail`) shows acme its own `etl` by name, and nothing of beta's.
+    let feed = client
+        .get(format!("{base}/leoflow/api/events?lines=1000"))
+        .bearer_auth(acme)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> = feed
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            let stream = event["stream"].as_str().unwrap().to_owned();
+            (event["type"].as_str().unwrap().to_owned(), stream)
+        })
+        .collect();
+    let queued: Vec<&str> = seen
+        .iter()
+        .filter(|(kind, _)| kind == "RunQueued")
+        .map(|(_, stream)| stream.split('/').next().unwrap())
+        .collect();
+    assert_eq!(queued, ["run:starter", "run:etl"], "{seen:?}");
+    assert!(
+        // A key would be a value `"acme:etl"` or in a stream `run:acme:etl/…` (acme's
+        // Variables' streams are `variable@acme:…`).
+        !feed.contains("\"acme:") && !feed.contains(":acme:") && !feed.contains("beta"),
+        "acme's feed shows keys or beta's: {feed}"
+    );
     assert!(
         xcom["value"]
             .to_string()
