@@ -45,8 +45,23 @@ pub struct EventLogCollection {
     pub total_entries: i64,
 }
 
-impl From<&EventLogRow> for EventLogResponse {
-    fn from(row: &EventLogRow) -> Self {
+impl EventLogResponse {
+    /// `row` as a caller of `scope` sees it. For a tenant whose DAGs are keyed (`acme:etl`),
+    /// the payload in `extra` names them by their ids, as the API's edge does for the other
+    /// fields (`tenant_names`), which do not reach into `extra`'s text.
+    fn shown_to(row: &EventLogRow, scope: &DagScope) -> Self {
+        let mut payload = shown_payload(row);
+        if let Some(prefix) = scope
+            .tenant
+            .as_deref()
+            .and_then(leoflow_events::dag_key_prefix)
+        {
+            crate::tenant_names::named(&mut payload, &prefix);
+        }
+        Self::with_payload(row, &payload)
+    }
+
+    fn with_payload(row: &EventLogRow, payload: &Value) -> Self {
         EventLogResponse {
             event_log_id: row.position,
             when: row.recorded_at,
@@ -58,7 +73,7 @@ impl From<&EventLogRow> for EventLogResponse {
             event: row.event.clone(),
             logical_date: row.logical_date,
             owner: row.owner.clone(),
-            extra: extra(&row.event, &shown_payload(row), &row.metadata),
+            extra: extra(&row.event, payload, &row.metadata),
             dag_display_name: row.dag_id.clone(),
             task_display_name: row.task_id.clone(),
         }
@@ -188,7 +203,11 @@ pub async fn get_event_logs(
     let pool = state.store.pool();
     let listed = read_page(page, |w| audit_log::page(pool, &conditions, &order, w)).await?;
     Ok(Json(EventLogCollection {
-        event_logs: listed.rows.iter().map(EventLogResponse::from).collect(),
+        event_logs: listed
+            .rows
+            .iter()
+            .map(|row| EventLogResponse::shown_to(row, &scope))
+            .collect(),
         total_entries: listed.total,
     }))
 }
@@ -215,7 +234,7 @@ pub async fn get_event_log(
     if !visible(&state, &scope, &row).await? {
         return Err(not_found());
     }
-    Ok(Json(EventLogResponse::from(&row)))
+    Ok(Json(EventLogResponse::shown_to(&row, &scope)))
 }
 
 /// Whether a caller of `scope` may see `row`: another tenant's entries do not exist for them.
