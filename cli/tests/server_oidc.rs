@@ -436,6 +436,9 @@ async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
         .await
         .expect("the Airflow UI installs");
     let sso = Sso::start_with("oidc-browser", Some(&ui_root)).await;
+    // The default tenant has a `greet` too: the UI shows alice acme's, by its id.
+    sso.deployment
+        .register_into("greet_default", DAG, "default");
     let output = common::ui_script(
         "sso.mjs",
         &[
@@ -469,6 +472,12 @@ async fn a_browser_signs_in_through_the_provider_triggers_a_run_and_logs_out() {
             "signed out"
         ]
     );
+    let pool = sso.deployment.pool().await;
+    let runs: Vec<String> = sqlx::query_scalar("SELECT dag_id FROM dag_run")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, ["acme:greet"], "the run is of acme's greet");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
