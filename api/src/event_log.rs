@@ -80,10 +80,7 @@ impl Feed {
         filter.narrow(&mut conditions);
         Ok(Self {
             conditions,
-            prefix: user
-                .tenant
-                .as_deref()
-                .and_then(leoflow_events::dag_key_prefix),
+            prefix: user.dag_key_prefix(),
             from: params.int("from")?,
             lines: params.int("lines")?.unwrap_or(20).clamp(0, MAX_LINES),
             follow: params.bool("follow")?.unwrap_or(false),

@@ -26,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use leoflow_events::catalog::DAG_STREAM_KINDS;
 use serde_json::Value;
 
 use crate::auth::{Authenticated, presented_user};
@@ -44,9 +45,6 @@ const SHOWN_FIELDS: [&str; 5] = [
     "dag_display_name",
     "input",
 ];
-
-/// The kinds of streams (and graph nodes) named after a DAG: `dag:etl`, `run:etl/…`.
-const STREAMS_OF_A_DAG: [&str; 4] = ["dag", "run", "callback", "rendered"];
 
 /// Fields holding a user's own data: never translated.
 const USER_DATA: [&str; 10] = [
@@ -83,10 +81,7 @@ pub(crate) async fn translate(
     let Some(user) = presented_user(&state, request.headers()).await else {
         return next.run(request).await;
     };
-    let prefix = user
-        .tenant
-        .as_deref()
-        .and_then(leoflow_events::dag_key_prefix);
+    let prefix = user.dag_key_prefix();
     request.extensions_mut().insert(Authenticated(user));
     let Some(prefix) = prefix else {
         return next.run(request).await;
@@ -218,20 +213,16 @@ fn to_key(field: &str, value: &mut Value, prefix: &str) {
 
 /// A field of a response, named.
 fn to_name(field: &str, value: &mut Value, prefix: &str) {
-    let node = format!("dag:{prefix}");
     match field {
-        // A dependency graph's DAG nodes and the edges between them.
-        "id" | "source_id" | "target_id" => {
-            each_string(value, |id| {
-                id.strip_prefix(&node).map(|name| format!("dag:{name}"))
+        // An event's stream (`run:acme:etl/…` is `run:etl/…` to acme), a dependency graph's DAG
+        // nodes (`dag:acme:etl`) and the edges between them.
+        "stream" | "resource" | "id" | "source_id" | "target_id" => {
+            each_string(value, |stream| {
+                let (kind, key) = dag_stream(stream)?;
+                key.strip_prefix(prefix)
+                    .map(|name| format!("{kind}:{name}"))
             });
         }
-        // An event's stream: `run:acme:etl/…` is `run:etl/…` to acme.
-        "stream" | "resource" => each_string(value, |stream| {
-            let (kind, rest) = stream.split_once(':')?;
-            rest.strip_prefix(prefix)
-                .map(|rest| format!("{kind}:{rest}"))
-        }),
         // What an error says names keys where the caller used names.
         "detail" | "msg" => each_string(value, |text| {
             text.contains(prefix).then(|| text.replace(prefix, ""))
@@ -245,24 +236,24 @@ fn to_name(field: &str, value: &mut Value, prefix: &str) {
 
 /// Replaces `value` (a string, or each string of an array) by what `change` makes of it, when
 /// it makes something.
-fn each_string(value: &mut Value, change: impl Fn(&str) -> Option<String>) {
+fn each_string(value: &mut Value, change: impl Fn(&str) -> Option<String> + Copy) {
     match value {
         Value::String(text) => {
             if let Some(changed) = change(text) {
                 *text = changed;
             }
         }
-        Value::Array(items) => {
-            for item in items {
-                if let Value::String(text) = item
-                    && let Some(changed) = change(text)
-                {
-                    *text = changed;
-                }
-            }
-        }
+        Value::Array(items) => items.iter_mut().for_each(|item| each_string(item, change)),
         _ => {}
     }
+}
+
+/// The kind and DAG key of a stream named after a DAG (`run:acme:etl/r1`: `run`,
+/// `acme:etl/r1`), or of a graph's DAG node (`dag:acme:etl`).
+fn dag_stream(stream: &str) -> Option<(&str, &str)> {
+    stream
+        .split_once(':')
+        .filter(|(kind, _)| DAG_STREAM_KINDS.contains(kind))
 }
 
 /// `name`'s key in the tenant; `~` (every DAG) stays.
@@ -309,11 +300,9 @@ fn keyed_query(query: &str, prefix: &str) -> String {
                 .collect::<Vec<_>>()
                 .join(","),
             name if DAG_FIELDS.contains(&name) => keyed(&value, prefix),
-            "node_id" | "stream" => match value.split_once(':') {
-                Some((kind, name)) if STREAMS_OF_A_DAG.contains(&kind) => {
-                    format!("{kind}:{}", keyed(name, prefix))
-                }
-                _ => value.into_owned(),
+            "node_id" | "stream" => match dag_stream(&value) {
+                Some((kind, name)) => format!("{kind}:{}", keyed(name, prefix)),
+                None => value.into_owned(),
             },
             _ => value.into_owned(),
         };

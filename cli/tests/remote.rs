@@ -591,43 +591,25 @@ async fn a_dag_id_in_two_tenants_runs_each_tenants_own_code_with_its_own_data() 
         "{runs:?}"
     );
 
+    let get = async |path: &str| -> String {
+        let response = client.get(format!("{base}{path}")).bearer_auth(acme);
+        response.send().await.unwrap().text().await.unwrap()
+    };
     // acme's caller sees its `etl`'s run and what it returned, by the names it knows.
-    let answer: Value = client
-        .get(format!("{base}/api/v2/dags/etl/dagRuns"))
-        .bearer_auth(acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = serde_json::from_str(&get("/api/v2/dags/etl/dagRuns").await).unwrap();
     assert_eq!(answer["total_entries"], 1, "{answer}");
     let run = &answer["dag_runs"][0];
     assert_eq!(run["dag_id"], "etl", "{answer}");
-    let xcom: Value = client
-        .get(format!(
-            "{base}/api/v2/dags/etl/dagRuns/{}/taskInstances/work/xcomEntries/return_value",
-            run["dag_run_id"].as_str().unwrap().replace('+', "%2B")
-        ))
-        .bearer_auth(acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let xcom = get(&format!(
+        "/api/v2/dags/etl/dagRuns/{}/taskInstances/work/xcomEntries/return_value",
+        run["dag_run_id"].as_str().unwrap().replace('+', "%2B")
+    ))
+    .await;
+    let xcom: Value = serde_json::from_str(&xcom).unwrap();
     assert_eq!(xcom["dag_id"], "etl", "{xcom}");
 
     // The event feed (`events tail`) shows acme its own `etl` by name, and nothing of beta's.
-    let feed = client
-        .get(format!("{base}/leoflow/api/events?lines=1000"))
-        .bearer_auth(acme)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let feed = get("/leoflow/api/events?lines=1000").await;
     let seen: Vec<(String, String)> = feed
         .lines()
         .map(|line| {

@@ -380,6 +380,35 @@ fn default_tenant() -> String {
     crate::DEFAULT_TENANT.to_owned()
 }
 
+/// The kinds of the log's streams, the part before the first `:` (`run` of `run:etl/r1`,
+/// `variable` of `variable:key`; `variable@acme` of a tenant's Variable is that kind in a
+/// tenant). The leader's stream, [`LEADER_STREAM`], has no kind.
+pub const STREAM_KINDS: [&str; 13] = [
+    "api-token",
+    "asset",
+    "callback",
+    "connection",
+    "dag",
+    "favorite",
+    "generation",
+    "import",
+    "pool",
+    "rejected",
+    "rendered",
+    "run",
+    "variable",
+];
+
+/// The kinds of the streams named after a DAG's key (`dag:acme:etl`, `run:acme:etl/r1`).
+pub const DAG_STREAM_KINDS: [&str; 6] = [
+    "callback",
+    "dag",
+    "generation",
+    "rejected",
+    "rendered",
+    "run",
+];
+
 /// The stream of a Variable, Connection or Pool (`kind`) named `key` in `tenant`:
 /// `variable:{key}` in the default tenant (as before tenants existed, so Lite's streams and
 /// every older stream keep their names), `variable@{tenant}:{key}` in another. A tenant name
@@ -1726,6 +1755,20 @@ mod tests {
                 Event::decode(event.event_type(), event.schema_version(), event.payload()).unwrap();
             assert_eq!(decoded, event);
         }
+    }
+
+    #[test]
+    fn every_stream_is_of_a_known_kind() {
+        for event in sample_events() {
+            let stream = event.stream();
+            let kind = stream.split([':', '@']).next().unwrap();
+            assert!(
+                STREAM_KINDS.contains(&kind) || stream == LEADER_STREAM,
+                "{stream} of {}",
+                event.event_type()
+            );
+        }
+        assert!(DAG_STREAM_KINDS.iter().all(|k| STREAM_KINDS.contains(k)));
     }
 
     #[test]

@@ -151,6 +151,14 @@ impl User {
             client: None,
         }
     }
+
+    /// What the keys of their tenant's DAGs start with when the keys are not the DAGs' ids
+    /// (`acme:`, [`leoflow_events::dag_key`]); `None` in the default tenant and in every tenant.
+    pub fn dag_key_prefix(&self) -> Option<String> {
+        self.tenant
+            .as_deref()
+            .and_then(leoflow_events::dag_key_prefix)
+    }
 }
 
 /// The request's user as the events their changes append record them: who, by which name,

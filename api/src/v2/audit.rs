@@ -5,14 +5,15 @@
 //! metadata records of its actor besides the subject (display name, tenant, client address,
 //! credential id) under `actor`.
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use leoflow_events::Metadata;
 use leoflow_projector::read::audit_log::{self, EventLogRow, columns};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::auth::User;
 use crate::dag_access::DagScope;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{Bind, Comparison, Conditions, ParamFilters, Params};
@@ -46,17 +47,13 @@ pub struct EventLogCollection {
 }
 
 impl EventLogResponse {
-    /// `row` as a caller of `scope` sees it. For a tenant whose DAGs are keyed (`acme:etl`),
-    /// the payload in `extra` names them by their ids, as the API's edge does for the other
-    /// fields (`tenant_names`), which do not reach into `extra`'s text.
-    fn shown_to(row: &EventLogRow, scope: &DagScope) -> Self {
+    /// `row` as a caller of a tenant whose DAG keys start with `prefix` sees it: the payload
+    /// in `extra` names the DAGs by their ids, as the API's edge does for the other fields
+    /// (`tenant_names`), which do not reach into `extra`'s text.
+    fn shown_to(row: &EventLogRow, prefix: Option<&str>) -> Self {
         let mut payload = shown_payload(row);
-        if let Some(prefix) = scope
-            .tenant
-            .as_deref()
-            .and_then(leoflow_events::dag_key_prefix)
-        {
-            crate::tenant_names::named(&mut payload, &prefix);
+        if let Some(prefix) = prefix {
+            crate::tenant_names::named(&mut payload, prefix);
         }
         Self::with_payload(row, &payload)
     }
@@ -173,6 +170,7 @@ fn conditions(params: &Params) -> ApiResult<Conditions> {
 /// `GET /api/v2/eventLogs`.
 pub async fn get_event_logs(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     scope: DagScope,
     params: Params,
 ) -> ApiResult<Json<EventLogCollection>> {
@@ -202,11 +200,12 @@ pub async fn get_event_logs(
     )?;
     let pool = state.store.pool();
     let listed = read_page(page, |w| audit_log::page(pool, &conditions, &order, w)).await?;
+    let prefix = user.dag_key_prefix();
     Ok(Json(EventLogCollection {
         event_logs: listed
             .rows
             .iter()
-            .map(|row| EventLogResponse::shown_to(row, &scope))
+            .map(|row| EventLogResponse::shown_to(row, prefix.as_deref()))
             .collect(),
         total_entries: listed.total,
     }))
@@ -215,6 +214,7 @@ pub async fn get_event_logs(
 /// `GET /api/v2/eventLogs/{event_log_id}`.
 pub async fn get_event_log(
     State(state): State<ApiState>,
+    Extension(user): Extension<User>,
     Path(id): Path<String>,
     scope: DagScope,
 ) -> ApiResult<Json<EventLogResponse>> {
@@ -234,7 +234,8 @@ pub async fn get_event_log(
     if !visible(&state, &scope, &row).await? {
         return Err(not_found());
     }
-    Ok(Json(EventLogResponse::shown_to(&row, &scope)))
+    let prefix = user.dag_key_prefix();
+    Ok(Json(EventLogResponse::shown_to(&row, prefix.as_deref())))
 }
 
 /// Whether a caller of `scope` may see `row`: another tenant's entries do not exist for them.

@@ -65,26 +65,9 @@ enum Resource {
     Stream(String),
 }
 
-/// The kinds of the log's streams (`run:etl/…`, `variable:key`).
-const STREAM_KINDS: [&str; 13] = [
-    "api-token",
-    "asset",
-    "callback",
-    "connection",
-    "dag",
-    "favorite",
-    "generation",
-    "import",
-    "pool",
-    "rejected",
-    "rendered",
-    "run",
-    "variable",
-];
-
 /// Whether `tenant:name` is a DAG's key ([`leoflow_events::dag_key`]) rather than a stream.
 fn is_dag_key(tenant: &str, name: &str) -> bool {
-    !STREAM_KINDS.contains(&tenant)
+    !leoflow_events::catalog::STREAM_KINDS.contains(&tenant)
         && leoflow_events::check_tenant(tenant).is_ok()
         && !name.is_empty()
         && !name.contains([':', '/', '|'])
